@@ -1,0 +1,347 @@
+// framepipe/sliding_window.hpp - hands out snapshots of the last N items.
+//
+//     framepipe::sliding_window<Pose> poses(30, 5);   // last 30 poses, a new window every 5
+//     estimator thread:  poses.push(estimate(frame)); // never waits
+//     classifier thread: while (auto w = poses.pop()) classify(*w);   // w->size() == 30
+//
+// A window is ready once `size` items have been pushed and at least `stride` items have arrived
+// since the previous ready window, so ready windows end at sequence numbers size-1,
+// size-1+stride, size-1+2*stride, ... A consumer slower than that gets only the newest ready
+// window; each window overtaken before anyone took it is counted as dropped. stride == size
+// gives tumbling (non-overlapping) windows.
+//
+// Thread safety: any number of producers and consumers. push never waits; pops wait parked, like
+// ring<T>. Memory is bounded: the window keeps size + stride items, plus whatever snapshots the
+// consumers still hold.
+#pragma once
+
+#include <framepipe/channel.hpp>
+#include <framepipe/stamped.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace framepipe {
+
+template <class T>
+class sliding_window;
+
+// A read-only snapshot of `size` consecutive items, oldest first. Cheap to copy (the items are
+// shared between copies, never duplicated) and safe to read from any thread: nothing changes it
+// once it has been handed out.
+template <class T>
+class window {
+public:
+    using value_type = T;
+    using const_iterator = typename std::vector<T>::const_iterator;
+
+    // Number of items; the sliding_window's size. Never throws.
+    [[nodiscard]] std::size_t size() const noexcept { return items_->size(); }
+
+    // The i-th oldest item, 0 <= i < size(); unchecked, like std::vector::operator[].
+    [[nodiscard]] const T& operator[](std::size_t i) const noexcept { return (*items_)[i]; }
+
+    [[nodiscard]] const T& front() const noexcept { return items_->front(); }
+    [[nodiscard]] const T& back() const noexcept { return items_->back(); }
+    [[nodiscard]] const_iterator begin() const noexcept { return items_->begin(); }
+    [[nodiscard]] const_iterator end() const noexcept { return items_->end(); }
+
+    // Sequence numbers of the oldest and the newest item, counted from 0 at the first push.
+    [[nodiscard]] std::uint64_t first_seq() const noexcept { return first_seq_; }
+    [[nodiscard]] std::uint64_t last_seq() const noexcept { return first_seq_ + size() - 1; }
+
+private:
+    friend class sliding_window<T>;
+    window(std::shared_ptr<const std::vector<T>> items, std::uint64_t first_seq) noexcept
+        : items_(std::move(items)), first_seq_(first_seq) {}
+
+    std::shared_ptr<const std::vector<T>> items_;
+    std::uint64_t first_seq_;
+};
+
+// A window of timestamped items is timestamped by its newest item: its age is how old the
+// freshest data in it is.
+template <class T>
+    requires timestamped<T>
+struct timestamp_traits<window<T>> {
+    static std::chrono::steady_clock::time_point capture_time(const window<T>& w) noexcept {
+        return timestamp_traits<T>::capture_time(w.back());
+    }
+};
+
+// Counters of a sliding_window. When no call is in flight:
+//
+//     ready == popped + dropped + size        (size is 0 or 1: the window waiting to be taken)
+//
+// Items are counted separately: `pushed` were accepted into the window, `after_close` were
+// refused because it was closed.
+struct window_stats {
+    std::uint64_t pushed = 0;      // items accepted by push()
+    std::uint64_t after_close = 0; // items refused after close()
+    std::uint64_t ready = 0;       // windows that became ready
+    std::uint64_t popped = 0;      // windows handed to a consumer
+    std::uint64_t dropped = 0;     // ready windows overtaken by a newer one before being taken
+    std::uint64_t size = 0;        // ready windows waiting to be taken (0 or 1)
+};
+
+template <class T>
+class sliding_window {
+    static_assert(std::is_object_v<T> && !std::is_array_v<T>,
+                  "framepipe::sliding_window<T>: T must be an object type");
+    static_assert(std::is_move_constructible_v<T>,
+                  "framepipe::sliding_window<T>: T must be move-constructible");
+    static_assert(std::is_nothrow_destructible_v<T>,
+                  "framepipe::sliding_window<T>: T's destructor must not throw");
+
+public:
+    using value_type = T;
+    using clock = std::chrono::steady_clock;
+
+    // Windows of the last `size` items, one every `stride` items.
+    // Throws std::invalid_argument naming `size` when it is 0, naming `stride` when it is 0 or
+    // greater than size, or when windows overlap (stride < size) and T cannot be copied (an item
+    // that belongs to two windows has to be in both). std::bad_alloc.
+    explicit sliding_window(std::size_t size, std::size_t stride = 1)
+        : size_(size), stride_(stride), capacity_(size + stride) {
+        if (size_ == 0) {
+            throw std::invalid_argument("size: must be at least 1");
+        }
+        if (stride_ == 0 || stride_ > size_) {
+            throw std::invalid_argument("stride: must be between 1 and size");
+        }
+        if constexpr (!std::is_copy_constructible_v<T>) {
+            if (stride_ < size_) {
+                throw std::invalid_argument(
+                    "stride: overlapping windows (stride < size) need a copyable T");
+            }
+        }
+        // size + stride slots: the pending window needs at most size + stride - 1 of them, and
+        // the spare one lets a push store the new item before the oldest is let go, so a
+        // throwing move leaves the window intact.
+        history_ = std::make_unique<std::optional<T>[]>(capacity_);
+    }
+
+    sliding_window(const sliding_window&) = delete;
+    sliding_window& operator=(const sliding_window&) = delete;
+
+    // Appends `item`. Any thread; never waits.
+    // Returns ok; evicted when this push made a window ready while the previous ready window was
+    // still untaken (that window is counted as dropped); closed when the window is closed
+    // (nothing stored, counted in after_close). Wakes one waiting consumer when a window becomes
+    // ready.
+    // Exceptions: what T's move constructor throws; nothing changes (strong).
+    push_status push(T item) {
+        const std::lock_guard<std::mutex> lock(mu_);
+        if (closed_) {
+            ++stats_.after_close;
+            return push_status::closed;
+        }
+        std::size_t tail = head_ + count_;
+        if (tail >= capacity_) {
+            tail -= capacity_;
+        }
+        history_[tail].emplace(std::move(item)); // may throw: nothing has changed yet
+        if (count_ + 1 == capacity_) {
+            history_[head_].reset(); // older than any window that can still be handed out
+            head_ = head_ + 1 == capacity_ ? 0 : head_ + 1;
+        } else {
+            ++count_;
+        }
+        const std::uint64_t seq = next_seq_++;
+        ++stats_.pushed;
+
+        if (seq + 1 < size_ || (last_ready_ && seq - *last_ready_ < stride_)) {
+            return push_status::ok;
+        }
+        // A new window, ending at seq, is ready.
+        auto status = push_status::ok;
+        if (pending_) {
+            ++stats_.dropped;
+            status = push_status::evicted;
+        }
+        pending_ = seq;
+        last_ready_ = seq;
+        ++stats_.ready;
+        pending_flag_.store(true, std::memory_order_relaxed);
+        if (consumers_waiting_ > 0) {
+            not_empty_.notify_one();
+        }
+        return status;
+    }
+
+    // Same as push(T): pushing never waits, so the token is never consulted.
+    push_status push(T item, std::stop_token /*stop*/) { return push(std::move(item)); }
+
+    // Takes the newest ready window if there is one. Any thread; never waits (brief lock).
+    // Exceptions: std::bad_alloc, or what T's copy constructor throws; the window stays
+    // available (strong). Tumbling windows (stride == size) move their items out when T's move
+    // cannot throw. A move-only T whose move constructor throws gives the basic guarantee: the
+    // window being taken is dropped (counted in dropped) and the exception propagates.
+    [[nodiscard]] std::optional<window<T>> try_pop() { return pop_impl(nullptr, std::nullopt, false); }
+
+    // Takes the newest ready window, waiting for one. Any thread; blocks (parked). nullopt only
+    // once closed and the last ready window has been taken. Exceptions: as try_pop().
+    [[nodiscard]] std::optional<window<T>> pop() { return pop_impl(nullptr, std::nullopt, true); }
+
+    // As pop(), but nullopt as soon as `stop` is requested (checked first).
+    [[nodiscard]] std::optional<window<T>> pop(std::stop_token stop) {
+        return pop_impl(&stop, std::nullopt, true);
+    }
+
+    // As pop(), waiting at most `timeout`. Throws std::invalid_argument naming timeout when it is
+    // negative.
+    [[nodiscard]] std::optional<window<T>> pop_for(std::chrono::nanoseconds timeout) {
+        detail::require_non_negative(timeout, "timeout");
+        return pop_impl(nullptr, detail::deadline_after(timeout), true);
+    }
+
+    // As pop_for(), also ending when `stop` is requested.
+    [[nodiscard]] std::optional<window<T>> pop_for(std::chrono::nanoseconds timeout,
+                                                   std::stop_token stop) {
+        detail::require_non_negative(timeout, "timeout");
+        return pop_impl(&stop, detail::deadline_after(timeout), true);
+    }
+
+    // Closes: later pushes return closed; consumers take the last ready window, then get
+    // nullopt. Wakes every waiting consumer. Any thread; idempotent.
+    void close() {
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            closed_ = true;
+            closed_flag_.store(true, std::memory_order_relaxed); // advisory mirror, see closed()
+        }
+        not_empty_.notify_all();
+    }
+
+    // Whether close() has been called. Any thread; wait-free.
+    [[nodiscard]] bool closed() const noexcept { return closed_flag_.load(std::memory_order_relaxed); }
+
+    // Ready windows waiting to be taken: 0 or 1 (a hint). Any thread; wait-free.
+    [[nodiscard]] std::size_t size() const noexcept {
+        return pending_flag_.load(std::memory_order_relaxed) ? 1 : 0;
+    }
+
+    // Items per window. Any thread; wait-free.
+    [[nodiscard]] std::size_t window_size() const noexcept { return size_; }
+
+    // Items between the ends of consecutive ready windows. Any thread; wait-free.
+    [[nodiscard]] std::size_t stride() const noexcept { return stride_; }
+
+    // A consistent snapshot of the counters. Any thread; takes the lock briefly.
+    [[nodiscard]] window_stats stats() const {
+        const std::lock_guard<std::mutex> lock(mu_);
+        window_stats s = stats_;
+        s.size = pending_ ? 1 : 0;
+        return s;
+    }
+
+private:
+    // Builds the pending window into `out` and marks it taken. Requires mu_ and a pending window.
+    void take_locked(std::optional<window<T>>& out) {
+        const std::uint64_t last = *pending_;
+        const std::uint64_t first = last + 1 - size_;
+        const std::uint64_t oldest_held = next_seq_ - count_;
+        std::size_t at = head_ + static_cast<std::size_t>(first - oldest_held);
+        if (at >= capacity_) {
+            at -= capacity_;
+        }
+        auto items = std::make_shared<std::vector<T>>();
+        items->reserve(size_);
+        const bool move_out = stride_ == size_ && std::is_nothrow_move_constructible_v<T>;
+        try {
+            for (std::size_t i = 0; i < size_; ++i) {
+                if constexpr (std::is_copy_constructible_v<T>) {
+                    if (move_out) {
+                        items->push_back(std::move(*history_[at]));
+                    } else {
+                        items->push_back(*history_[at]);
+                    }
+                } else {
+                    // Tumbling windows only (checked in the constructor): each item is in one
+                    // window, so it can be moved out.
+                    items->push_back(std::move(*history_[at]));
+                }
+                at = at + 1 == capacity_ ? 0 : at + 1;
+            }
+        } catch (...) {
+            if constexpr (!std::is_copy_constructible_v<T>) {
+                // Some items have been moved out already: the window cannot be offered again.
+                // It is dropped (counted), and the sliding_window stays usable.
+                pending_.reset();
+                pending_flag_.store(false, std::memory_order_relaxed);
+                ++stats_.dropped;
+            }
+            throw;
+        }
+        out.emplace(window<T>(std::move(items), first));
+        pending_.reset();
+        pending_flag_.store(false, std::memory_order_relaxed);
+        ++stats_.popped;
+    }
+
+    std::optional<window<T>> pop_impl(const std::stop_token* stop,
+                                      const std::optional<clock::time_point>& deadline, bool wait) {
+        std::optional<window<T>> out;
+        if (stop != nullptr && stop->stop_requested()) {
+            return out;
+        }
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            if (pending_) {
+                take_locked(out);
+            }
+            if (out || closed_ || !wait) {
+                return out;
+            }
+        }
+        // Nothing ready and open: wait. The stop callback takes mu_, so it is constructed before
+        // and destroyed after the lock (declaration order).
+        std::optional<std::stop_callback<detail::wake_all_on_stop>> on_stop;
+        if (stop != nullptr && stop->stop_possible()) {
+            on_stop.emplace(*stop, detail::wake_all_on_stop{&mu_, &not_empty_});
+        }
+        std::unique_lock<std::mutex> lock(mu_);
+        const auto end = detail::park(not_empty_, lock, consumers_waiting_, stop, deadline,
+                                      [this] { return closed_ || pending_.has_value(); });
+        if (end == detail::wait_end::ready && pending_) {
+            take_locked(out);
+        }
+        lock.unlock();
+        return out;
+    }
+
+    const std::size_t size_;
+    const std::size_t stride_;
+    const std::size_t capacity_; // history slots: size + stride
+
+    mutable std::mutex mu_;
+    std::condition_variable not_empty_;
+
+    // Guarded by mu_.
+    std::unique_ptr<std::optional<T>[]> history_;
+    std::size_t head_ = 0;              // slot of the oldest held item
+    std::size_t count_ = 0;             // items held (at most capacity_ - 1 between calls)
+    std::uint64_t next_seq_ = 0;        // sequence number of the next push
+    std::optional<std::uint64_t> pending_;    // last seq of the ready, untaken window
+    std::optional<std::uint64_t> last_ready_; // last seq of the newest window that became ready
+    std::size_t consumers_waiting_ = 0;
+    bool closed_ = false;
+    window_stats stats_{};
+
+    // Relaxed mirrors for size() and closed(); advisory, never used for synchronisation.
+    std::atomic<bool> pending_flag_{false};
+    std::atomic<bool> closed_flag_{false};
+};
+
+} // namespace framepipe

@@ -1,0 +1,89 @@
+// framepipe/stamped.hpp - a value with its sequence number and capture time.
+//
+// A stamped<T> travels through channels in place of a bare T. Its sequence number shows, by its
+// gaps, what was dropped upstream; its capture time lets a consumer measure freshness (age()) and
+// lets a channel discard stale items (max_age in ring_options and subscription_options).
+//
+// Channels learn an item's capture time through timestamp_traits<T>. It is provided for
+// stamped<T> and for shared_ptr / unique_ptr to stamped<T>; specialise it for a type of your own
+// to use max_age with it.
+#pragma once
+
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+namespace framepipe {
+
+template <class T>
+struct stamped {
+    using value_type = T;
+    using clock = std::chrono::steady_clock;
+
+    T value{};
+    std::uint64_t seq = 0;          // position in the source's output, counted from 0
+    clock::time_point captured{};   // when the source produced the value
+
+    // Age of the value at `now`. Any thread; never blocks; does not throw.
+    [[nodiscard]] clock::duration age(clock::time_point now = clock::now()) const noexcept {
+        return now - captured;
+    }
+
+    T& operator*() noexcept { return value; }
+    const T& operator*() const noexcept { return value; }
+    T* operator->() noexcept { return &value; }
+    const T* operator->() const noexcept { return &value; }
+};
+
+// Builds a stamped<T> captured now. May throw what T's constructor throws.
+template <class T>
+[[nodiscard]] stamped<std::decay_t<T>> stamp(T&& value, std::uint64_t seq,
+                                             std::chrono::steady_clock::time_point captured =
+                                                 std::chrono::steady_clock::now()) {
+    return stamped<std::decay_t<T>>{std::forward<T>(value), seq, captured};
+}
+
+// How a channel reads an item's capture time. The primary template has no capture_time(), so
+// such types are not `timestamped` and a max_age cannot be set on their channels.
+template <class T>
+struct timestamp_traits {};
+
+template <class T>
+struct timestamp_traits<stamped<T>> {
+    static std::chrono::steady_clock::time_point capture_time(const stamped<T>& s) noexcept {
+        return s.captured;
+    }
+};
+
+// A type whose capture time a channel can read.
+template <class T>
+concept timestamped = requires(const T& t) {
+    { timestamp_traits<T>::capture_time(t) } -> std::same_as<std::chrono::steady_clock::time_point>;
+};
+
+namespace detail {
+// Smart pointers to timestamped values: a null pointer counts as infinitely fresh, never
+// expired, so that a channel never drops a null on age grounds.
+template <class P>
+struct pointer_timestamp {
+    static std::chrono::steady_clock::time_point capture_time(const P& p) noexcept {
+        using pointee = std::remove_cv_t<typename P::element_type>;
+        return p ? timestamp_traits<pointee>::capture_time(*p)
+                 : std::chrono::steady_clock::time_point::max();
+    }
+};
+} // namespace detail
+
+template <class T>
+    requires timestamped<std::remove_cv_t<T>>
+struct timestamp_traits<std::shared_ptr<T>> : detail::pointer_timestamp<std::shared_ptr<T>> {};
+
+template <class T, class D>
+    requires timestamped<std::remove_cv_t<T>>
+struct timestamp_traits<std::unique_ptr<T, D>>
+    : detail::pointer_timestamp<std::unique_ptr<T, D>> {};
+
+} // namespace framepipe

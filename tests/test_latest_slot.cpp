@@ -1,0 +1,1369 @@
+// tests/test_latest_slot.cpp - framepipe::latest_slot<T>: a capacity-1, always-overwritten slot.
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <framepipe/channel.hpp>
+#include <framepipe/latest_slot.hpp>
+#include <framepipe/stamped.hpp>
+#include <latch>
+#include <memory>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "support/lifetime.hpp"
+
+namespace {
+
+using framepipe::channel_stats;
+using framepipe::latest_slot;
+using framepipe::push_status;
+using framepipe::stamp;
+using framepipe::stamped;
+using framepipe_test::counted;
+using framepipe_test::lifetime_scope;
+using clock_type = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+// pushed == popped + dropped + size, and dropped is the sum of its reasons.
+void check_identity(const channel_stats& s) {
+    INFO("pushed " << s.pushed << " popped " << s.popped << " dropped " << s.dropped << " size "
+                   << s.size << " evicted " << s.evicted << " rejected " << s.rejected
+                   << " cancelled " << s.cancelled << " expired " << s.expired << " after_close "
+                   << s.after_close);
+    CHECK(s.pushed == s.popped + s.dropped + s.size);
+    CHECK(s.dropped == s.evicted + s.rejected + s.cancelled + s.expired + s.after_close);
+}
+
+bool same_counts(const channel_stats& a, const channel_stats& b) {
+    return a.pushed == b.pushed && a.popped == b.popped && a.dropped == b.dropped &&
+           a.evicted == b.evicted && a.rejected == b.rejected && a.cancelled == b.cancelled &&
+           a.expired == b.expired && a.after_close == b.after_close && a.size == b.size;
+}
+
+// The message of the std::invalid_argument that `f` throws (other exceptions propagate).
+template <class F>
+std::string invalid_argument_message(F&& f) {
+    try {
+        std::forward<F>(f)();
+    } catch (const std::invalid_argument& e) {
+        return e.what();
+    }
+    return "<no std::invalid_argument thrown>";
+}
+
+// Spins (yielding) until `condition` holds. Only for conditions that must eventually hold.
+template <class Condition>
+void await(Condition condition) {
+    while (!condition()) {
+        std::this_thread::yield();
+    }
+}
+
+// A value whose k-th move from the moment it is armed throws. Single-threaded tests only.
+struct fragile_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct fragile_control {
+    int moves_until_throw = 0;  // 0: disarmed
+    std::int64_t alive = 0;
+};
+
+fragile_control& fragile_ctl() {
+    static fragile_control control;
+    return control;
+}
+
+class fragile {
+public:
+    explicit fragile(int v) : value_(v) { ++fragile_ctl().alive; }
+    fragile(const fragile& o) : value_(o.value_) { ++fragile_ctl().alive; }
+    fragile(fragile&& o) : value_(o.value_) {
+        fragile_control& c = fragile_ctl();
+        if (c.moves_until_throw > 0 && --c.moves_until_throw == 0) {
+            throw fragile_error("move");
+        }
+        ++c.alive;
+    }
+    fragile& operator=(const fragile&) = delete;
+    fragile& operator=(fragile&&) = delete;
+    ~fragile() { --fragile_ctl().alive; }
+
+    [[nodiscard]] int value() const noexcept { return value_; }
+
+private:
+    int value_;
+};
+
+// Arms fragile for the duration of a scope; disarms on exit, however it is left.
+struct arm_fragile {
+    explicit arm_fragile(int k) { fragile_ctl().moves_until_throw = k; }
+    ~arm_fragile() { fragile_ctl().moves_until_throw = 0; }
+    arm_fragile(const arm_fragile&) = delete;
+    arm_fragile& operator=(const arm_fragile&) = delete;
+};
+
+template <class S>
+concept has_peek = requires(const S& s) {
+    s.peek();
+};
+
+using stamped_slot = latest_slot<stamped<int>>;
+
+// A stamped<int> captured an hour ago: stale under any max_age used here.
+stamped<int> stale(int v) {
+    return stamp(v, 0, clock_type::now() - 1h);
+}
+// A stamped<int> captured now: fresh under a max_age of an hour.
+stamped<int> fresh(int v) {
+    return stamp(v, 0);
+}
+
+}  // namespace
+
+// --- Shape ---
+
+static_assert(std::is_same_v<latest_slot<int>::value_type, int>);
+static_assert(std::is_same_v<latest_slot<std::unique_ptr<int>>::value_type, std::unique_ptr<int>>);
+static_assert(!std::is_copy_constructible_v<latest_slot<int>>);
+static_assert(!std::is_copy_assignable_v<latest_slot<int>>);
+static_assert(!std::is_convertible_v<std::chrono::nanoseconds, stamped_slot>);  // explicit
+// peek() is offered exactly when T is copyable.
+static_assert(has_peek<latest_slot<int>>);
+static_assert(has_peek<stamped_slot>);
+static_assert(!has_peek<latest_slot<std::unique_ptr<int>>>);
+
+TEST_CASE("latest_slot: a new slot is empty, open, capacity 1, all counters zero") {
+    latest_slot<int> slot;
+    CHECK(slot.size() == 0);
+    CHECK(slot.capacity() == 1);
+    CHECK_FALSE(slot.closed());
+    CHECK(same_counts(slot.stats(), channel_stats{}));
+    CHECK_FALSE(slot.try_pop().has_value());
+    CHECK_FALSE(slot.peek().has_value());
+    // try_pop on an empty slot changes no counter.
+    CHECK(same_counts(slot.stats(), channel_stats{}));
+}
+
+TEST_CASE("latest_slot: push into an empty slot returns ok and stores the value") {
+    latest_slot<int> slot;
+    CHECK(slot.push(7) == push_status::ok);
+    CHECK(slot.size() == 1);
+    CHECK(slot.capacity() == 1);
+    const channel_stats s = slot.stats();
+    CHECK(s.pushed == 1);
+    CHECK(s.size == 1);
+    CHECK(s.dropped == 0);
+    check_identity(s);
+    CHECK(slot.try_pop() == std::optional<int>(7));
+    CHECK(slot.size() == 0);
+}
+
+TEST_CASE("latest_slot: each push replaces an unconsumed value (evicted, counted)") {
+    latest_slot<int> slot;
+    CHECK(slot.push(1) == push_status::ok);
+    CHECK(slot.push(2) == push_status::evicted);
+    CHECK(slot.push(3) == push_status::evicted);
+    CHECK(slot.size() == 1);
+    CHECK(slot.capacity() == 1);
+
+    channel_stats s = slot.stats();
+    CHECK(s.pushed == 3);
+    CHECK(s.evicted == 2);
+    CHECK(s.dropped == 2);
+    CHECK(s.rejected == 0);
+    CHECK(s.size == 1);
+    check_identity(s);
+
+    // Only the newest is there; the replaced ones are gone.
+    CHECK(slot.try_pop() == std::optional<int>(3));
+    CHECK_FALSE(slot.try_pop().has_value());
+
+    // Once consumed, the next push finds the slot empty: ok, not evicted.
+    CHECK(slot.push(4) == push_status::ok);
+    s = slot.stats();
+    CHECK(s.evicted == 2);
+    CHECK(s.popped == 1);
+    check_identity(s);
+}
+
+TEST_CASE("latest_slot: peek returns a copy without consuming") {
+    latest_slot<std::string> slot;
+    CHECK_FALSE(slot.peek().has_value());
+    CHECK(slot.push("first") == push_status::ok);
+
+    std::optional<std::string> seen = slot.peek();
+    REQUIRE(seen.has_value());
+    CHECK(*seen == "first");
+    seen->assign("modified copy");  // a copy: the slot's value is untouched
+    CHECK(slot.peek() == std::optional<std::string>("first"));
+    CHECK(slot.size() == 1);
+    const channel_stats s = slot.stats();
+    CHECK(s.popped == 0);
+    CHECK(s.size == 1);
+    check_identity(s);
+
+    // peek sees the replacement, and the value is still there to pop.
+    CHECK(slot.push("second") == push_status::evicted);
+    CHECK(slot.peek() == std::optional<std::string>("second"));
+    CHECK(slot.try_pop() == std::optional<std::string>("second"));
+    CHECK_FALSE(slot.peek().has_value());
+}
+
+TEST_CASE("latest_slot: peek works on a const slot") {
+    latest_slot<int> slot;
+    CHECK(slot.push(5) == push_status::ok);
+    const latest_slot<int>& view = slot;
+    CHECK(view.peek() == std::optional<int>(5));
+    CHECK(view.size() == 1);
+    CHECK(view.capacity() == 1);
+    CHECK_FALSE(view.closed());
+    CHECK(view.stats().pushed == 1);
+}
+
+TEST_CASE("latest_slot: try_pop takes the value once, then finds nothing") {
+    latest_slot<int> slot;
+    CHECK(slot.push(11) == push_status::ok);
+    CHECK(slot.try_pop() == std::optional<int>(11));
+    CHECK_FALSE(slot.try_pop().has_value());
+    const channel_stats s = slot.stats();
+    CHECK(s.popped == 1);
+    CHECK(s.size == 0);
+    check_identity(s);
+}
+
+TEST_CASE("latest_slot: pop returns a present value at once") {
+    latest_slot<int> slot;
+    CHECK(slot.push(3) == push_status::ok);
+    CHECK(slot.pop() == std::optional<int>(3));
+    CHECK(slot.stats().popped == 1);
+    CHECK(slot.size() == 0);
+}
+
+TEST_CASE("latest_slot: a blocked pop wakes on push and gets the value") {
+    stamped_slot slot(1h);
+    std::atomic<bool> done{false};
+    std::optional<stamped<int>> got;
+    std::thread consumer([&] {
+        got = slot.pop();
+        done = true;
+    });
+    // Prove the consumer is inside pop(): only a pop discards this stale value, and a pop that
+    // discarded it without returning is waiting for a fresh one.
+    CHECK(slot.push(stale(1)) == push_status::ok);
+    await([&] { return slot.stats().expired == 1 || done.load(); });
+    CHECK_FALSE(done.load());
+
+    CHECK(slot.push(fresh(2)) == push_status::ok);
+    consumer.join();
+    CHECK(done.load());
+    REQUIRE(got.has_value());
+    CHECK(got->value == 2);
+    const channel_stats s = slot.stats();
+    CHECK(s.popped == 1);
+    CHECK(s.expired == 1);
+    check_identity(s);
+}
+
+TEST_CASE("latest_slot: a push wakes one waiting consumer per value") {
+    latest_slot<int> slot;
+    std::latch started(2);
+    std::atomic<int> finished{0};
+    std::optional<int> got[2];
+    std::vector<std::thread> consumers;
+    for (int i = 0; i < 2; ++i) {
+        consumers.emplace_back([&, i] {
+            started.count_down();
+            got[i] = slot.pop();
+            ++finished;
+        });
+    }
+    started.wait();
+    CHECK(finished.load() == 0);  // empty and open: nobody can have returned
+
+    CHECK(slot.push(1) == push_status::ok);
+    await([&] { return finished.load() >= 1; });
+    // Exactly one consumer took it; the other is still waiting for its own value.
+    CHECK(slot.stats().popped == 1);
+    CHECK(finished.load() == 1);
+
+    CHECK(slot.push(2) == push_status::ok);
+    for (auto& t : consumers) {
+        t.join();
+    }
+    REQUIRE(got[0].has_value());
+    REQUIRE(got[1].has_value());
+    CHECK(*got[0] + *got[1] == 3);
+    CHECK(*got[0] != *got[1]);
+    const channel_stats s = slot.stats();
+    CHECK(s.popped == 2);
+    CHECK(s.evicted == 0);
+    check_identity(s);
+}
+
+TEST_CASE("latest_slot: pop(stop) returns nullopt when stop is already requested, value stays") {
+    latest_slot<int> slot;
+    CHECK(slot.push(9) == push_status::ok);
+    std::stop_source source;
+    source.request_stop();
+    // The token is checked first: a stopped consumer leaves even though a value is there.
+    CHECK_FALSE(slot.pop(source.get_token()).has_value());
+    CHECK(slot.size() == 1);
+    CHECK(slot.stats().popped == 0);
+    CHECK(slot.try_pop() == std::optional<int>(9));
+}
+
+TEST_CASE("latest_slot: pop(stop) without a stop request behaves like pop") {
+    latest_slot<int> slot;
+    std::stop_source source;
+    CHECK(slot.push(4) == push_status::ok);
+    CHECK(slot.pop(source.get_token()) == std::optional<int>(4));
+    CHECK(slot.push(5) == push_status::ok);
+    CHECK(slot.pop(std::stop_token{}) == std::optional<int>(5));
+    CHECK(slot.stats().popped == 2);
+}
+
+TEST_CASE("latest_slot: a blocked pop(stop) wakes with nullopt when stop is requested") {
+    stamped_slot slot(1h);
+    std::stop_source source;
+    std::atomic<bool> done{false};
+    std::optional<stamped<int>> got = fresh(-1);
+    std::thread consumer([&] {
+        got = slot.pop(source.get_token());
+        done = true;
+    });
+    CHECK(slot.push(stale(1)) == push_status::ok);
+    await([&] { return slot.stats().expired == 1 || done.load(); });
+    CHECK_FALSE(done.load());
+
+    source.request_stop();
+    consumer.join();
+    CHECK_FALSE(got.has_value());
+    CHECK(slot.stats().popped == 0);
+    CHECK_FALSE(slot.closed());
+    // The slot still works after the stopped consumer left.
+    CHECK(slot.push(fresh(2)) == push_status::ok);
+    const auto next = slot.try_pop();
+    REQUIRE(next.has_value());
+    CHECK(next->value == 2);
+}
+
+TEST_CASE("latest_slot: pop_for returns a present value, nullopt on an empty slot") {
+    latest_slot<int> slot;
+    CHECK_FALSE(slot.pop_for(1ms).has_value());
+    CHECK_FALSE(slot.pop_for(0ns).has_value());
+    CHECK(slot.push(8) == push_status::ok);
+    CHECK(slot.pop_for(1ms) == std::optional<int>(8));
+    CHECK(slot.push(9) == push_status::ok);
+    CHECK(slot.pop_for(0ns) == std::optional<int>(9));
+    CHECK_FALSE(slot.pop_for(1ms).has_value());
+    const channel_stats s = slot.stats();
+    CHECK(s.popped == 2);
+    check_identity(s);
+}
+
+TEST_CASE("latest_slot: a pop_for waiting with a long timeout gets a value pushed later") {
+    stamped_slot slot(1h);
+    std::atomic<bool> done{false};
+    std::optional<stamped<int>> got;
+    std::thread consumer([&] {
+        got = slot.pop_for(std::chrono::nanoseconds::max());  // saturates; must not time out
+        done = true;
+    });
+    // Each stale value is discarded by the waiting pop_for, which must then wait on.
+    for (int i = 1; i <= 3; ++i) {
+        CHECK(slot.push(stale(i)) == push_status::ok);
+        await([&] { return slot.stats().expired == static_cast<std::uint64_t>(i) || done.load(); });
+        CHECK_FALSE(done.load());
+    }
+    CHECK(slot.push(fresh(4)) == push_status::ok);
+    consumer.join();
+    REQUIRE(got.has_value());
+    CHECK(got->value == 4);
+}
+
+TEST_CASE("latest_slot: pop_for(timeout, stop) gets a value, or ends with nullopt on stop") {
+    stamped_slot slot(1h);
+    std::stop_source source;
+    CHECK(slot.push(fresh(1)) == push_status::ok);
+    const auto first = slot.pop_for(1ms, source.get_token());
+    REQUIRE(first.has_value());
+    CHECK(first->value == 1);
+    CHECK_FALSE(slot.pop_for(1ms, source.get_token()).has_value());
+
+    std::atomic<bool> done{false};
+    std::optional<stamped<int>> got = fresh(-1);
+    std::thread consumer([&] {
+        got = slot.pop_for(1h, source.get_token());
+        done = true;
+    });
+    CHECK(slot.push(stale(2)) == push_status::ok);
+    await([&] { return slot.stats().expired == 1 || done.load(); });
+    CHECK_FALSE(done.load());
+    source.request_stop();
+    consumer.join();
+    CHECK_FALSE(got.has_value());
+    CHECK(slot.stats().popped == 1);
+}
+
+TEST_CASE("latest_slot: push(T, stop) never waits and never consults the token") {
+    latest_slot<int> slot;
+    std::stop_source source;
+    source.request_stop();
+    CHECK(slot.push(1, source.get_token()) == push_status::ok);
+    CHECK(slot.push(2, source.get_token()) == push_status::evicted);
+    channel_stats s = slot.stats();
+    CHECK(s.pushed == 2);
+    CHECK(s.evicted == 1);
+    CHECK(s.cancelled == 0);
+    CHECK(s.rejected == 0);
+    check_identity(s);
+    CHECK(slot.try_pop() == std::optional<int>(2));
+
+    slot.close();
+    CHECK(slot.push(3, source.get_token()) == push_status::closed);
+    s = slot.stats();
+    CHECK(s.after_close == 1);
+    CHECK(s.cancelled == 0);
+    check_identity(s);
+}
+
+TEST_CASE("latest_slot: close is observable, idempotent, and pops on a drained slot end") {
+    latest_slot<int> slot;
+    CHECK_FALSE(slot.closed());
+    slot.close();
+    CHECK(slot.closed());
+    const channel_stats before = slot.stats();
+    slot.close();
+    CHECK(slot.closed());
+    CHECK(same_counts(slot.stats(), before));
+
+    // Closed and empty: every pop ends at once with nullopt.
+    CHECK_FALSE(slot.pop().has_value());
+    CHECK_FALSE(slot.try_pop().has_value());
+    CHECK_FALSE(slot.pop(std::stop_source{}.get_token()).has_value());
+    CHECK_FALSE(slot.pop_for(1h).has_value());
+    CHECK_FALSE(slot.pop_for(1h, std::stop_source{}.get_token()).has_value());
+    CHECK(same_counts(slot.stats(), before));
+}
+
+TEST_CASE("latest_slot: pushes after close return closed, store nothing, and are counted") {
+    latest_slot<int> slot;
+    slot.close();
+    CHECK(slot.push(1) == push_status::closed);
+    CHECK(slot.push(2) == push_status::closed);
+    CHECK(slot.size() == 0);
+    const channel_stats s = slot.stats();
+    CHECK(s.pushed == 2);
+    CHECK(s.after_close == 2);
+    CHECK(s.dropped == 2);
+    CHECK(s.evicted == 0);
+    CHECK(s.size == 0);
+    check_identity(s);
+    CHECK_FALSE(slot.try_pop().has_value());
+    CHECK_FALSE(slot.pop().has_value());
+}
+
+TEST_CASE("latest_slot: the last value is still drained after close") {
+    latest_slot<int> slot;
+    CHECK(slot.push(1) == push_status::ok);
+    CHECK(slot.push(2) == push_status::evicted);
+    slot.close();
+    // A push after close neither replaces nor evicts the unread value.
+    CHECK(slot.push(3) == push_status::closed);
+    CHECK(slot.size() == 1);
+    CHECK(slot.peek() == std::optional<int>(2));
+
+    channel_stats s = slot.stats();
+    CHECK(s.evicted == 1);
+    CHECK(s.after_close == 1);
+    CHECK(s.size == 1);
+    check_identity(s);
+
+    CHECK(slot.pop() == std::optional<int>(2));
+    CHECK_FALSE(slot.pop().has_value());
+    CHECK_FALSE(slot.pop_for(1ms).has_value());
+    s = slot.stats();
+    CHECK(s.popped == 1);
+    CHECK(s.size == 0);
+    check_identity(s);
+}
+
+TEST_CASE("latest_slot: the last value is drained after close by every kind of pop") {
+    latest_slot<int> slot;
+    std::stop_source source;
+
+    CHECK(slot.push(1) == push_status::ok);
+    slot.close();
+    CHECK(slot.try_pop() == std::optional<int>(1));
+    CHECK_FALSE(slot.try_pop().has_value());
+
+    latest_slot<int> slot2;
+    CHECK(slot2.push(2) == push_status::ok);
+    slot2.close();
+    CHECK(slot2.pop(source.get_token()) == std::optional<int>(2));
+    CHECK_FALSE(slot2.pop(source.get_token()).has_value());
+
+    latest_slot<int> slot3;
+    CHECK(slot3.push(3) == push_status::ok);
+    slot3.close();
+    CHECK(slot3.pop_for(1h) == std::optional<int>(3));
+    CHECK_FALSE(slot3.pop_for(1h).has_value());
+
+    latest_slot<int> slot4;
+    CHECK(slot4.push(4) == push_status::ok);
+    slot4.close();
+    CHECK(slot4.pop_for(1h, source.get_token()) == std::optional<int>(4));
+    CHECK_FALSE(slot4.pop_for(1h, source.get_token()).has_value());
+}
+
+TEST_CASE("latest_slot: a blocked pop wakes with nullopt on close") {
+    stamped_slot slot(1h);
+    std::atomic<bool> done{false};
+    std::optional<stamped<int>> got = fresh(-1);
+    std::thread consumer([&] {
+        got = slot.pop();
+        done = true;
+    });
+    CHECK(slot.push(stale(1)) == push_status::ok);
+    await([&] { return slot.stats().expired == 1 || done.load(); });
+    CHECK_FALSE(done.load());
+
+    slot.close();
+    consumer.join();
+    CHECK_FALSE(got.has_value());
+    const channel_stats s = slot.stats();
+    CHECK(s.popped == 0);
+    check_identity(s);
+}
+
+TEST_CASE("latest_slot: close wakes every blocked consumer, whichever pop it waits in") {
+    latest_slot<int> slot;
+    std::stop_source source;
+    std::latch started(4);
+    std::atomic<int> finished{0};
+    std::atomic<int> got_value{0};
+    auto record = [&](const std::optional<int>& r) {
+        if (r) {
+            ++got_value;
+        }
+        ++finished;
+    };
+    std::vector<std::thread> consumers;
+    consumers.emplace_back([&] {
+        started.count_down();
+        record(slot.pop());
+    });
+    consumers.emplace_back([&] {
+        started.count_down();
+        record(slot.pop(source.get_token()));
+    });
+    consumers.emplace_back([&] {
+        started.count_down();
+        record(slot.pop_for(1h));
+    });
+    consumers.emplace_back([&] {
+        started.count_down();
+        record(slot.pop_for(1h, source.get_token()));
+    });
+    started.wait();
+    CHECK(finished.load() == 0);
+    slot.close();
+    for (auto& t : consumers) {
+        t.join();
+    }
+    CHECK(finished.load() == 4);
+    CHECK(got_value.load() == 0);
+}
+
+TEST_CASE("latest_slot: accounting identity holds after every step") {
+    latest_slot<int> slot;
+    struct expected {
+        std::uint64_t pushed, popped, evicted, after_close, size;
+    };
+    auto check = [&](expected e) {
+        const channel_stats s = slot.stats();
+        CHECK(s.pushed == e.pushed);
+        CHECK(s.popped == e.popped);
+        CHECK(s.evicted == e.evicted);
+        CHECK(s.after_close == e.after_close);
+        CHECK(s.size == e.size);
+        CHECK(slot.size() == e.size);
+        CHECK(s.dropped == e.evicted + e.after_close);
+        CHECK(s.rejected == 0);
+        CHECK(s.cancelled == 0);
+        CHECK(s.expired == 0);
+        check_identity(s);
+    };
+    check({0, 0, 0, 0, 0});
+    CHECK(slot.push(1) == push_status::ok);
+    check({1, 0, 0, 0, 1});
+    CHECK(slot.push(2) == push_status::evicted);
+    check({2, 0, 1, 0, 1});
+    CHECK(slot.peek() == std::optional<int>(2));
+    check({2, 0, 1, 0, 1});
+    CHECK(slot.pop() == std::optional<int>(2));
+    check({2, 1, 1, 0, 0});
+    CHECK_FALSE(slot.try_pop().has_value());
+    check({2, 1, 1, 0, 0});
+    CHECK(slot.push(3) == push_status::ok);
+    CHECK(slot.push(4) == push_status::evicted);
+    CHECK(slot.push(5) == push_status::evicted);
+    check({5, 1, 3, 0, 1});
+    slot.close();
+    check({5, 1, 3, 0, 1});
+    CHECK(slot.push(6) == push_status::closed);
+    check({6, 1, 3, 1, 1});
+    CHECK(slot.pop() == std::optional<int>(5));
+    check({6, 2, 3, 1, 0});
+    CHECK_FALSE(slot.pop().has_value());
+    check({6, 2, 3, 1, 0});
+}
+
+// --- max_age ---
+
+TEST_CASE("latest_slot: max_age discards a stale value at pop, counted as expired") {
+    stamped_slot slot(1min);
+    CHECK(slot.capacity() == 1);
+    CHECK(slot.push(stale(1)) == push_status::ok);
+    CHECK(slot.size() == 1);  // still held until a pop discards it
+    CHECK_FALSE(slot.try_pop().has_value());
+    channel_stats s = slot.stats();
+    CHECK(s.expired == 1);
+    CHECK(s.dropped == 1);
+    CHECK(s.popped == 0);
+    CHECK(s.size == 0);
+    CHECK(slot.size() == 0);
+    check_identity(s);
+
+    // A fresh value is returned.
+    CHECK(slot.push(stamp(2, 7)) == push_status::ok);
+    const auto got = slot.try_pop();
+    REQUIRE(got.has_value());
+    CHECK(got->value == 2);
+    CHECK(got->seq == 7);
+    s = slot.stats();
+    CHECK(s.popped == 1);
+    CHECK(s.expired == 1);
+    check_identity(s);
+}
+
+TEST_CASE("latest_slot: max_age, peek skips a stale value without removing or counting it") {
+    stamped_slot slot(1min);
+    CHECK(slot.push(stale(1)) == push_status::ok);
+    CHECK_FALSE(slot.peek().has_value());
+    CHECK(slot.size() == 1);
+    CHECK(slot.stats().expired == 0);
+    CHECK(slot.stats().size == 1);
+
+    // A fresh value replaces it (the stale one is evicted, not expired) and is seen by peek.
+    CHECK(slot.push(fresh(2)) == push_status::evicted);
+    const auto seen = slot.peek();
+    REQUIRE(seen.has_value());
+    CHECK(seen->value == 2);
+    const auto got = slot.pop();
+    REQUIRE(got.has_value());
+    CHECK(got->value == 2);
+    const channel_stats s = slot.stats();
+    CHECK(s.evicted == 1);
+    CHECK(s.expired == 0);
+    CHECK(s.popped == 1);
+    check_identity(s);
+}
+
+TEST_CASE("latest_slot: max_age, every kind of pop discards a stale value") {
+    std::stop_source source;
+    auto check_discarded = [](stamped_slot& slot) {
+        const channel_stats s = slot.stats();
+        CHECK(s.expired == 1);
+        CHECK(s.popped == 0);
+        CHECK(s.size == 0);
+        check_identity(s);
+    };
+    {
+        stamped_slot slot(1min);
+        CHECK(slot.push(stale(1)) == push_status::ok);
+        CHECK_FALSE(slot.pop_for(1ms).has_value());
+        check_discarded(slot);
+    }
+    {
+        stamped_slot slot(1min);
+        CHECK(slot.push(stale(1)) == push_status::ok);
+        CHECK_FALSE(slot.pop_for(1ms, source.get_token()).has_value());
+        check_discarded(slot);
+    }
+    {
+        // Closed with only a stale value: pop discards it and ends with nullopt.
+        stamped_slot slot(1min);
+        CHECK(slot.push(stale(1)) == push_status::ok);
+        slot.close();
+        CHECK_FALSE(slot.pop().has_value());
+        check_discarded(slot);
+    }
+    {
+        stamped_slot slot(1min);
+        CHECK(slot.push(stale(1)) == push_status::ok);
+        slot.close();
+        CHECK_FALSE(slot.pop(source.get_token()).has_value());
+        check_discarded(slot);
+    }
+}
+
+TEST_CASE("latest_slot: max_age with shared_ptr<stamped> and shared_ptr<const stamped>") {
+    {
+        latest_slot<std::shared_ptr<stamped<int>>> slot(1min);
+        CHECK(slot.push(std::make_shared<stamped<int>>(stale(1))) == push_status::ok);
+        CHECK_FALSE(slot.try_pop().has_value());
+        CHECK(slot.stats().expired == 1);
+        CHECK(slot.push(std::make_shared<stamped<int>>(fresh(2))) == push_status::ok);
+        const auto got = slot.try_pop();
+        REQUIRE(got.has_value());
+        REQUIRE(*got != nullptr);
+        CHECK((*got)->value == 2);
+        check_identity(slot.stats());
+    }
+    {
+        latest_slot<std::shared_ptr<const stamped<int>>> slot(1min);
+        CHECK(slot.push(std::make_shared<const stamped<int>>(stale(1))) == push_status::ok);
+        CHECK_FALSE(slot.peek().has_value());
+        CHECK_FALSE(slot.try_pop().has_value());
+        CHECK(slot.stats().expired == 1);
+        CHECK(slot.push(std::make_shared<const stamped<int>>(fresh(2))) == push_status::ok);
+        const auto got = slot.pop();
+        REQUIRE(got.has_value());
+        REQUIRE(*got != nullptr);
+        CHECK((*got)->value == 2);
+        check_identity(slot.stats());
+    }
+}
+
+TEST_CASE("latest_slot: max_age with unique_ptr<stamped> (move-only and timestamped)") {
+    latest_slot<std::unique_ptr<stamped<int>>> slot(1min);
+    CHECK(slot.push(std::make_unique<stamped<int>>(stale(1))) == push_status::ok);
+    CHECK_FALSE(slot.try_pop().has_value());
+    CHECK(slot.stats().expired == 1);
+    CHECK(slot.push(std::make_unique<stamped<int>>(fresh(2))) == push_status::ok);
+    auto got = slot.pop_for(1ms);
+    REQUIRE(got.has_value());
+    REQUIRE(*got != nullptr);
+    CHECK((*got)->value == 2);
+    check_identity(slot.stats());
+}
+
+TEST_CASE("latest_slot: max_age never expires a null pointer") {
+    {
+        latest_slot<std::shared_ptr<stamped<int>>> slot(0ns);
+        CHECK(slot.push(nullptr) == push_status::ok);
+        const auto seen = slot.peek();
+        REQUIRE(seen.has_value());
+        CHECK(*seen == nullptr);
+        const auto got = slot.try_pop();
+        REQUIRE(got.has_value());
+        CHECK(*got == nullptr);
+        CHECK(slot.stats().expired == 0);
+        CHECK(slot.stats().popped == 1);
+    }
+    {
+        latest_slot<std::unique_ptr<stamped<int>>> slot(0ns);
+        CHECK(slot.push(nullptr) == push_status::ok);
+        const auto got = slot.pop();
+        REQUIRE(got.has_value());
+        CHECK(*got == nullptr);
+        CHECK(slot.stats().expired == 0);
+    }
+}
+
+TEST_CASE("latest_slot: a pop waiting under max_age skips stale arrivals for a fresh one") {
+    stamped_slot slot(1min);
+    std::atomic<bool> done{false};
+    std::optional<stamped<int>> got;
+    std::thread consumer([&] {
+        got = slot.pop();
+        done = true;
+    });
+    for (int i = 1; i <= 3; ++i) {
+        CHECK(slot.push(stale(i)) == push_status::ok);
+        await([&] { return slot.stats().expired == static_cast<std::uint64_t>(i) || done.load(); });
+        CHECK_FALSE(done.load());
+    }
+    CHECK(slot.push(fresh(4)) == push_status::ok);
+    consumer.join();
+    REQUIRE(got.has_value());
+    CHECK(got->value == 4);
+    const channel_stats s = slot.stats();
+    CHECK(s.expired == 3);
+    CHECK(s.popped == 1);
+    check_identity(s);
+}
+
+TEST_CASE("latest_slot: max_age of zero is accepted; without one nothing expires") {
+    CHECK_NOTHROW(stamped_slot(0ns));
+    // The default constructor sets no age limit: even an ancient stamped value is delivered.
+    stamped_slot slot;
+    CHECK(slot.push(stamp(1, 0, clock_type::time_point{})) == push_status::ok);
+    const auto got = slot.try_pop();
+    REQUIRE(got.has_value());
+    CHECK(got->value == 1);
+    CHECK(slot.stats().expired == 0);
+}
+
+// --- Bad arguments ---
+
+TEST_CASE("latest_slot: a negative max_age throws invalid_argument naming max_age") {
+    CHECK_THAT(invalid_argument_message([] { stamped_slot slot(-1ns); }),
+               Catch::Matchers::Contains("max_age"));
+    CHECK_THAT(invalid_argument_message([] { stamped_slot slot(-1h); }),
+               Catch::Matchers::Contains("max_age"));
+    CHECK_THAT(
+        invalid_argument_message([] { latest_slot<std::shared_ptr<stamped<int>>> slot(-1ms); }),
+        Catch::Matchers::Contains("max_age"));
+}
+
+TEST_CASE("latest_slot: max_age on a T without a capture time throws naming max_age") {
+    CHECK_THAT(invalid_argument_message([] { latest_slot<int> slot(1s); }),
+               Catch::Matchers::Contains("max_age"));
+    CHECK_THAT(invalid_argument_message([] { latest_slot<int> slot(0ns); }),
+               Catch::Matchers::Contains("max_age"));
+    CHECK_THAT(invalid_argument_message([] { latest_slot<std::shared_ptr<int>> slot(1s); }),
+               Catch::Matchers::Contains("max_age"));
+}
+
+TEST_CASE("latest_slot: a negative pop_for timeout throws naming timeout, value stays") {
+    latest_slot<int> slot;
+    CHECK(slot.push(1) == push_status::ok);
+    CHECK_THAT(invalid_argument_message([&] { (void)slot.pop_for(-1ns); }),
+               Catch::Matchers::Contains("timeout"));
+    CHECK_THAT(
+        invalid_argument_message([&] { (void)slot.pop_for(-1ms, std::stop_source{}.get_token()); }),
+        Catch::Matchers::Contains("timeout"));
+    CHECK(slot.size() == 1);
+    CHECK(slot.stats().popped == 0);
+    CHECK(slot.try_pop() == std::optional<int>(1));
+}
+
+// --- Move-only T and lifetimes ---
+
+TEST_CASE("latest_slot: move-only T works through every operation") {
+    latest_slot<std::unique_ptr<int>> slot;
+    std::stop_source source;
+    CHECK(slot.push(std::make_unique<int>(1)) == push_status::ok);
+    CHECK(slot.push(std::make_unique<int>(2)) == push_status::evicted);
+    auto a = slot.try_pop();
+    REQUIRE(a.has_value());
+    REQUIRE(*a != nullptr);
+    CHECK(**a == 2);
+
+    CHECK(slot.push(std::make_unique<int>(3), source.get_token()) == push_status::ok);
+    auto b = slot.pop();
+    REQUIRE(b.has_value());
+    CHECK(**b == 3);
+
+    CHECK(slot.push(std::make_unique<int>(4)) == push_status::ok);
+    auto c = slot.pop(source.get_token());
+    REQUIRE(c.has_value());
+    CHECK(**c == 4);
+
+    CHECK(slot.push(std::make_unique<int>(5)) == push_status::ok);
+    auto d = slot.pop_for(1ms);
+    REQUIRE(d.has_value());
+    CHECK(**d == 5);
+
+    CHECK(slot.push(std::make_unique<int>(6)) == push_status::ok);
+    auto e = slot.pop_for(1ms, source.get_token());
+    REQUIRE(e.has_value());
+    CHECK(**e == 6);
+
+    CHECK(slot.push(std::make_unique<int>(7)) == push_status::ok);
+    slot.close();
+    CHECK(slot.push(std::make_unique<int>(8)) == push_status::closed);
+    auto f = slot.pop();
+    REQUIRE(f.has_value());
+    CHECK(**f == 7);
+    CHECK_FALSE(slot.pop().has_value());
+    const channel_stats s = slot.stats();
+    CHECK(s.pushed == 8);
+    CHECK(s.popped == 6);
+    CHECK(s.evicted == 1);
+    CHECK(s.after_close == 1);
+    check_identity(s);
+}
+
+TEST_CASE("latest_slot: each value's destructor runs exactly once") {
+    lifetime_scope scope;
+    {
+        latest_slot<counted> slot;
+        for (int i = 0; i < 10; ++i) {
+            (void)slot.push(counted{i});
+        }
+        // The nine replaced values were destroyed when replaced; only the newest lives.
+        CHECK(scope.counters.alive() == 1);
+        CHECK(slot.stats().evicted == 9);
+
+        const auto seen = slot.peek();
+        REQUIRE(seen.has_value());
+        CHECK(seen->value() == 9);
+        CHECK(scope.counters.alive() == 2);  // the slot's value and the peeked copy
+
+        {
+            auto got = slot.try_pop();
+            REQUIRE(got.has_value());
+            CHECK(got->value() == 9);
+            CHECK(scope.counters.alive() == 2);
+        }
+        CHECK(scope.counters.alive() == 1);  // only the peeked copy
+
+        CHECK(slot.push(counted{10}) == push_status::ok);
+        slot.close();
+        CHECK(slot.push(counted{11}) == push_status::closed);  // refused and destroyed
+        CHECK(scope.counters.alive() == 2);
+        // The slot is destroyed with a value in it.
+    }
+    CHECK(scope.counters.alive() == 0);
+    CHECK(scope.counters.constructed == scope.counters.destroyed);
+}
+
+// --- Exception guarantees ---
+
+TEST_CASE("latest_slot: push into an empty slot whose move throws stores and counts nothing") {
+    REQUIRE(fragile_ctl().alive == 0);
+    int throws = 0;
+    bool succeeded = false;
+    for (int k = 1; k <= 16 && !succeeded; ++k) {
+        INFO("the move that throws: " << k);
+        latest_slot<fragile> slot;
+        push_status status{};
+        bool threw = false;
+        {
+            arm_fragile arm(k);
+            try {
+                status = slot.push(fragile{1});
+            } catch (const fragile_error&) {
+                threw = true;
+            }
+        }
+        if (threw) {
+            ++throws;
+            CHECK(same_counts(slot.stats(), channel_stats{}));
+            CHECK(slot.size() == 0);
+            CHECK_FALSE(slot.try_pop().has_value());
+        } else {
+            succeeded = true;
+            CHECK(status == push_status::ok);
+        }
+        // Whatever happened, the slot is still fully usable.
+        CHECK(slot.push(fragile{2}) == (threw ? push_status::ok : push_status::evicted));
+        const auto got = slot.try_pop();
+        REQUIRE(got.has_value());
+        CHECK(got->value() == 2);
+        check_identity(slot.stats());
+    }
+    CHECK(throws >= 1);
+    CHECK(succeeded);
+    CHECK(fragile_ctl().alive == 0);
+}
+
+TEST_CASE("latest_slot: push replacing a value whose move throws keeps counts exact (basic)") {
+    // Documented: if storing the new value throws, it is not stored and not counted, and the old
+    // value has already been removed and counted as evicted. Any earlier move that throws must
+    // leave the slot as it was.
+    REQUIRE(fragile_ctl().alive == 0);
+    int evicted_then_threw = 0;
+    bool succeeded = false;
+    for (int k = 1; k <= 16 && !succeeded; ++k) {
+        INFO("the move that throws: " << k);
+        latest_slot<fragile> slot;
+        REQUIRE(slot.push(fragile{1}) == push_status::ok);
+        const channel_stats before = slot.stats();
+        push_status status{};
+        bool threw = false;
+        {
+            arm_fragile arm(k);
+            try {
+                status = slot.push(fragile{2});
+            } catch (const fragile_error&) {
+                threw = true;
+            }
+        }
+        const channel_stats after = slot.stats();
+        check_identity(after);
+        if (!threw) {
+            succeeded = true;
+            CHECK(status == push_status::evicted);
+            CHECK(after.evicted == 1);
+            CHECK(after.pushed == 2);
+            const auto got = slot.try_pop();
+            REQUIRE(got.has_value());
+            CHECK(got->value() == 2);
+            continue;
+        }
+        // The new value is never stored and never counted as pushed.
+        CHECK(after.pushed == before.pushed);
+        if (after.evicted == before.evicted) {
+            CHECK(same_counts(after, before));
+            CHECK(slot.size() == 1);
+            const auto got = slot.try_pop();
+            REQUIRE(got.has_value());
+            CHECK(got->value() == 1);
+        } else {
+            ++evicted_then_threw;
+            CHECK(after.evicted == before.evicted + 1);
+            CHECK(after.dropped == before.dropped + 1);
+            CHECK(after.size == 0);
+            CHECK(slot.size() == 0);
+            CHECK_FALSE(slot.try_pop().has_value());
+        }
+        // Still usable afterwards.
+        CHECK(accepted(slot.push(fragile{3})));
+        const auto next = slot.try_pop();
+        REQUIRE(next.has_value());
+        CHECK(next->value() == 3);
+        check_identity(slot.stats());
+    }
+    CHECK(succeeded);
+    CHECK(evicted_then_threw >= 1);  // the storing move was reached and threw
+    CHECK(fragile_ctl().alive == 0);
+}
+
+namespace {
+
+// Each pop flavour, for the strong-guarantee sweep below.
+template <class Pop>
+void check_pop_strong_guarantee(Pop pop) {
+    REQUIRE(fragile_ctl().alive == 0);
+    int throws = 0;
+    bool succeeded = false;
+    for (int k = 1; k <= 16 && !succeeded; ++k) {
+        INFO("the move that throws: " << k);
+        latest_slot<fragile> slot;
+        REQUIRE(slot.push(fragile{5}) == push_status::ok);
+        const channel_stats before = slot.stats();
+        bool threw = false;
+        bool got = false;
+        int value = -1;
+        {
+            arm_fragile arm(k);
+            try {
+                const std::optional<fragile> r = pop(slot);
+                fragile_ctl().moves_until_throw = 0;  // nothing the test does below may throw
+                got = r.has_value();
+                value = got ? r->value() : -1;
+            } catch (const fragile_error&) {
+                threw = true;
+            }
+        }
+        if (threw) {
+            ++throws;
+            // Strong: the value is still there and no counter moved.
+            CHECK(same_counts(slot.stats(), before));
+            CHECK(slot.size() == 1);
+            const auto seen = slot.peek();
+            REQUIRE(seen.has_value());
+            CHECK(seen->value() == 5);
+            const auto again = slot.try_pop();
+            REQUIRE(again.has_value());
+            CHECK(again->value() == 5);
+        } else {
+            succeeded = true;
+            REQUIRE(got);
+            CHECK(value == 5);
+            CHECK(slot.stats().popped == 1);
+            CHECK(slot.size() == 0);
+        }
+        check_identity(slot.stats());
+    }
+    CHECK(throws >= 1);
+    CHECK(succeeded);
+    CHECK(fragile_ctl().alive == 0);
+}
+
+}  // namespace
+
+TEST_CASE("latest_slot: try_pop whose move throws leaves the value in place (strong)") {
+    check_pop_strong_guarantee([](latest_slot<fragile>& s) { return s.try_pop(); });
+}
+
+TEST_CASE("latest_slot: pop whose move throws leaves the value in place (strong)") {
+    check_pop_strong_guarantee([](latest_slot<fragile>& s) { return s.pop(); });
+}
+
+TEST_CASE("latest_slot: pop(stop) whose move throws leaves the value in place (strong)") {
+    std::stop_source source;
+    check_pop_strong_guarantee([&](latest_slot<fragile>& s) { return s.pop(source.get_token()); });
+}
+
+TEST_CASE("latest_slot: pop_for whose move throws leaves the value in place (strong)") {
+    check_pop_strong_guarantee([](latest_slot<fragile>& s) { return s.pop_for(1ms); });
+    std::stop_source source;
+    check_pop_strong_guarantee(
+        [&](latest_slot<fragile>& s) { return s.pop_for(1ms, source.get_token()); });
+}
+
+TEST_CASE("latest_slot: peek whose copy throws leaves the slot unchanged (strong)") {
+    lifetime_scope scope;
+    {
+        latest_slot<counted> slot;
+        CHECK(slot.push(counted{3}) == push_status::ok);
+        const channel_stats before = slot.stats();
+        scope.counters.throw_on_copy = true;
+        CHECK_THROWS_AS(slot.peek(), framepipe_test::counted_error);
+        scope.counters.throw_on_copy = false;
+        CHECK(same_counts(slot.stats(), before));
+        CHECK(slot.size() == 1);
+        CHECK(scope.counters.alive() == 1);
+        const auto seen = slot.peek();
+        REQUIRE(seen.has_value());
+        CHECK(seen->value() == 3);
+        const auto got = slot.try_pop();
+        REQUIRE(got.has_value());
+        CHECK(got->value() == 3);
+    }
+    CHECK(scope.counters.alive() == 0);
+}
+
+// --- Freshness and concurrency ---
+
+TEST_CASE("latest_slot: freshness, a stalled consumer gets the newest of 1..N") {
+    constexpr int n = 1000;
+    latest_slot<int> slot;
+    std::latch first_taken(1);
+    std::latch producer_done(1);
+    std::vector<push_status> statuses;
+    std::optional<int> first;
+    std::optional<int> newest;
+    std::optional<int> after;
+
+    std::thread consumer([&] {
+        first = slot.pop();
+        first_taken.count_down();
+        producer_done.wait();  // stalled while the producer runs ahead
+        newest = slot.pop();
+        after = slot.try_pop();
+    });
+    std::thread producer([&] {
+        (void)slot.push(0);
+        first_taken.wait();
+        for (int i = 1; i <= n; ++i) {
+            statuses.push_back(slot.push(i));
+        }
+        producer_done.count_down();
+    });
+    producer.join();
+    consumer.join();
+
+    CHECK(first == std::optional<int>(0));
+    CHECK(newest == std::optional<int>(n));
+    CHECK_FALSE(after.has_value());
+    REQUIRE(statuses.size() == static_cast<std::size_t>(n));
+    CHECK(statuses.front() == push_status::ok);
+    std::size_t evictions = 0;
+    for (const push_status st : statuses) {
+        evictions += st == push_status::evicted ? 1U : 0U;
+    }
+    CHECK(evictions == static_cast<std::size_t>(n - 1));
+    const channel_stats s = slot.stats();
+    CHECK(s.pushed == static_cast<std::uint64_t>(n + 1));
+    CHECK(s.popped == 2);
+    CHECK(s.evicted == static_cast<std::uint64_t>(n - 1));
+    check_identity(s);
+}
+
+TEST_CASE("latest_slot: stress, producers and consumers with close during traffic") {
+    constexpr int producers = 3;
+    constexpr int consumers = 3;
+    constexpr std::uint64_t close_after = 30'000;  // pushes seen before close()
+    constexpr int closed_pushes = 8;          // pushes each producer makes after its first closed
+    constexpr int seq_limit = 300'000;        // per producer, in case close() never lands
+    constexpr int producer_stride = 1 << 24;  // value = producer * stride + seq
+
+    lifetime_scope scope;
+    std::vector<std::vector<push_status>> statuses(producers);
+    std::vector<std::vector<int>> received(consumers);
+    std::atomic<int> bound_violations{0};
+    {
+        latest_slot<counted> slot;
+        std::latch start(producers + consumers + 1);
+        std::stop_source never_stopped;
+
+        std::vector<std::thread> threads;
+        for (int p = 0; p < producers; ++p) {
+            threads.emplace_back([&, p] {
+                std::minstd_rand rng(static_cast<std::minstd_rand::result_type>(p + 1));
+                std::vector<push_status>& mine = statuses[static_cast<std::size_t>(p)];
+                start.arrive_and_wait();
+                int closed_seen = 0;
+                for (int seq = 0; seq < seq_limit; ++seq) {
+                    // Pauses let consumers in; without them a producer runs far ahead.
+                    if (rng() % 4 == 0) {
+                        std::this_thread::sleep_for(std::chrono::microseconds(1 + rng() % 4));
+                    }
+                    const push_status st = (seq % 2 == 0)
+                                               ? slot.push(counted{p * producer_stride + seq})
+                                               : slot.push(counted{p * producer_stride + seq},
+                                                           never_stopped.get_token());
+                    mine.push_back(st);
+                    if (st == push_status::closed && ++closed_seen > closed_pushes) {
+                        break;
+                    }
+                }
+            });
+        }
+        for (int c = 0; c < consumers; ++c) {
+            threads.emplace_back([&, c] {
+                std::minstd_rand rng(static_cast<std::minstd_rand::result_type>(100 + c));
+                std::vector<int>& mine = received[static_cast<std::size_t>(c)];
+                start.arrive_and_wait();
+                for (;;) {
+                    if (rng() % 32 == 0) {
+                        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 8));
+                    }
+                    if (slot.size() > 1 || slot.stats().size > 1) {
+                        ++bound_violations;
+                    }
+                    // pop() gives nullopt only once closed and drained; for the others, a slot
+                    // that was closed before the call and gave nothing is drained for good.
+                    const bool was_closed = slot.closed();
+                    const std::optional<counted> v =
+                        (c % 3 == 0)   ? slot.pop()
+                        : (c % 3 == 1) ? slot.pop_for(1ms, never_stopped.get_token())
+                                       : slot.try_pop();
+                    if (!v) {
+                        if (c % 3 == 0 || was_closed) {
+                            break;
+                        }
+                        std::this_thread::yield();
+                        continue;
+                    }
+                    mine.push_back(v->value());
+                }
+            });
+        }
+        start.arrive_and_wait();
+        await([&] { return slot.stats().pushed >= close_after; });
+        slot.close();
+        for (auto& t : threads) {
+            t.join();
+        }
+
+        // Counters agree with what the producers and consumers saw.
+        std::uint64_t pushes = 0;
+        std::uint64_t oks = 0;
+        std::uint64_t evictions = 0;
+        std::uint64_t closeds = 0;
+        std::uint64_t others = 0;
+        int closed_then_accepted = 0;
+        for (const auto& mine : statuses) {
+            bool seen_closed = false;
+            for (const push_status st : mine) {
+                ++pushes;
+                switch (st) {
+                    case push_status::ok:
+                        ++oks;
+                        break;
+                    case push_status::evicted:
+                        ++evictions;
+                        break;
+                    case push_status::closed:
+                        ++closeds;
+                        break;
+                    case push_status::rejected:
+                        ++others;
+                        break;
+                }
+                if (st == push_status::closed) {
+                    seen_closed = true;
+                } else if (seen_closed) {
+                    ++closed_then_accepted;
+                }
+            }
+            CHECK(seen_closed);  // each producer was still pushing when close() came
+        }
+        std::uint64_t deliveries = 0;
+        for (const auto& mine : received) {
+            deliveries += mine.size();
+        }
+        const channel_stats s = slot.stats();
+        check_identity(s);
+        CHECK(s.pushed == pushes);
+        CHECK(s.popped == deliveries);
+        CHECK(s.evicted == evictions);
+        CHECK(s.after_close == closeds);
+        CHECK(s.rejected == 0);
+        CHECK(s.cancelled == 0);
+        CHECK(s.expired == 0);
+        CHECK(s.size == 0);  // drained
+        CHECK(others == 0);
+        CHECK(closed_then_accepted == 0);  // once closed, every later push is refused
+        // Every accepted value was either delivered or evicted by a later one.
+        CHECK(oks + evictions == s.popped + s.evicted);
+        CHECK(bound_violations.load() == 0);
+    }
+    // Every value, delivered, replaced or refused, was destroyed exactly once.
+    CHECK(scope.counters.alive() == 0);
+
+    // Per value: delivered at most once, only if accepted, and in increasing order per producer
+    // as seen by each consumer (never older than one already received from that producer).
+    std::vector<std::vector<char>> delivered(producers);
+    for (int p = 0; p < producers; ++p) {
+        delivered[static_cast<std::size_t>(p)].assign(statuses[static_cast<std::size_t>(p)].size(),
+                                                      0);
+    }
+    int bad_values = 0;
+    int not_accepted = 0;
+    int duplicates = 0;
+    int out_of_order = 0;
+    std::uint64_t accepted_not_delivered = 0;
+    for (const auto& mine : received) {
+        std::vector<int> last(producers, -1);
+        for (const int v : mine) {
+            const int p = v / producer_stride;
+            const int seq = v % producer_stride;
+            if (v < 0 || p >= producers ||
+                static_cast<std::size_t>(seq) >= statuses[static_cast<std::size_t>(p)].size()) {
+                ++bad_values;
+                continue;
+            }
+            const auto up = static_cast<std::size_t>(p);
+            const auto useq = static_cast<std::size_t>(seq);
+            if (!accepted(statuses[up][useq])) {
+                ++not_accepted;
+            }
+            if (delivered[up][useq] != 0) {
+                ++duplicates;
+            }
+            delivered[up][useq] = 1;
+            if (seq <= last[up]) {
+                ++out_of_order;
+            }
+            last[up] = seq;
+        }
+    }
+    for (std::size_t p = 0; p < delivered.size(); ++p) {
+        for (std::size_t i = 0; i < delivered[p].size(); ++i) {
+            if (accepted(statuses[p][i]) && delivered[p][i] == 0) {
+                ++accepted_not_delivered;
+            }
+        }
+    }
+    CHECK(bad_values == 0);
+    CHECK(not_accepted == 0);
+    CHECK(duplicates == 0);
+    CHECK(out_of_order == 0);
+    // Exactly the evicted values are the accepted ones nobody received.
+    std::uint64_t evicted_statuses = 0;
+    for (const auto& mine : statuses) {
+        for (const push_status st : mine) {
+            evicted_statuses += st == push_status::evicted ? 1U : 0U;
+        }
+    }
+    CHECK(accepted_not_delivered == evicted_statuses);
+}

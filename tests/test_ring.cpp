@@ -1,0 +1,1625 @@
+// tests/test_ring.cpp - framepipe::ring<T>: policies, waiting, stop tokens, close, accounting,
+// peek, max_age, bad arguments, move-only and lifetime, exception guarantees, and stress.
+
+#include <framepipe/ring.hpp>
+
+#include <catch2/catch.hpp>
+
+#include "support/lifetime.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <latch>
+#include <memory>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace Catch {
+template <>
+struct StringMaker<framepipe::push_status> {
+    static std::string convert(framepipe::push_status s) {
+        return std::string(framepipe::to_string(s));
+    }
+};
+} // namespace Catch
+
+namespace {
+
+using framepipe::channel_stats;
+using framepipe::overflow;
+using framepipe::push_status;
+using framepipe::ring;
+using framepipe::ring_options;
+using framepipe::stamped;
+using framepipe_test::counted;
+using framepipe_test::counted_error;
+using Catch::Matchers::Contains;
+using steady = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+// Long enough that no test ever reaches it; short enough to be obviously "in the past" for stale.
+constexpr std::chrono::nanoseconds age_limit = 10min;
+
+stamped<int> fresh(int v, std::uint64_t seq) { return framepipe::stamp(v, seq, steady::now()); }
+stamped<int> stale(int v, std::uint64_t seq) {
+    return framepipe::stamp(v, seq, steady::now() - 1h);
+}
+
+void check_identities(const channel_stats& s) {
+    CHECK(s.pushed == s.popped + s.dropped + s.size);
+    CHECK(s.dropped == s.evicted + s.rejected + s.cancelled + s.expired + s.after_close);
+}
+
+bool identities_hold(const channel_stats& s) {
+    return s.pushed == s.popped + s.dropped + s.size &&
+           s.dropped == s.evicted + s.rejected + s.cancelled + s.expired + s.after_close;
+}
+
+// The message of the std::invalid_argument that f() throws (any other exception escapes).
+template <class F>
+std::string invalid_argument_message(F&& f) {
+    try {
+        f();
+    } catch (const std::invalid_argument& e) {
+        return e.what();
+    }
+    return "<no std::invalid_argument thrown>";
+}
+
+// Gives a thread that must be blocked plenty of chances to run, then checks it has not finished.
+void check_still_blocked(const std::atomic<bool>& done) {
+    for (int i = 0; i < 2000; ++i) {
+        std::this_thread::yield();
+    }
+    CHECK_FALSE(done.load());
+}
+
+// Yields until pred() holds; pred must become true eventually through the ring's own progress.
+template <class Pred>
+void wait_until(Pred pred) {
+    while (!pred()) {
+        std::this_thread::yield();
+    }
+}
+
+std::vector<int> drain(ring<int>& r) {
+    std::vector<int> out;
+    while (auto v = r.try_pop()) {
+        out.push_back(*v);
+    }
+    return out;
+}
+
+// A counted value whose own move throws when `explode` is set, so that only this item's moves
+// fail: a push can then evict the (well-behaved) oldest item and fail while storing this one.
+struct fragile {
+    counted c;
+    bool explode = false;
+
+    explicit fragile(int v, bool e = false) : c(v), explode(e) {}
+    fragile(fragile&& o) : c(take(o)), explode(o.explode) {}
+    fragile(const fragile&) = delete;
+    fragile& operator=(const fragile&) = delete;
+    fragile& operator=(fragile&&) = delete;
+    ~fragile() = default;
+
+private:
+    static counted&& take(fragile& o) {
+        if (o.explode) {
+            throw counted_error("fragile move");
+        }
+        return std::move(o.c);
+    }
+};
+
+// An item whose destructor calls back into its ring (as a frame returning to a pool might). If
+// the ring destroyed it while holding its lock, stats() would deadlock.
+struct calls_back {
+    const ring<calls_back>* owner = nullptr;
+    std::uint64_t* seen_evicted = nullptr;
+
+    calls_back() = default;
+    calls_back(const ring<calls_back>* r, std::uint64_t* seen) : owner(r), seen_evicted(seen) {}
+    calls_back(calls_back&& o) noexcept
+        : owner(std::exchange(o.owner, nullptr)),
+          seen_evicted(std::exchange(o.seen_evicted, nullptr)) {}
+    calls_back(const calls_back&) = delete;
+    calls_back& operator=(const calls_back&) = delete;
+    calls_back& operator=(calls_back&&) = delete;
+    ~calls_back() {
+        if (owner != nullptr) {
+            *seen_evicted = owner->stats().evicted;
+        }
+    }
+};
+
+} // namespace
+
+// --- Construction and observers ---------------------------------------------------------------
+
+TEST_CASE("ring: a new ring is empty and open with the given capacity and policy") {
+    const ring<int> a(3);
+    CHECK(a.capacity() == 3);
+    CHECK(a.policy() == overflow::drop_oldest);
+    CHECK(a.size() == 0);
+    CHECK_FALSE(a.closed());
+    const auto s = a.stats();
+    CHECK(s.pushed == 0);
+    CHECK(s.popped == 0);
+    CHECK(s.dropped == 0);
+    CHECK(s.size == 0);
+
+    const ring<int> b(5, overflow::drop_newest);
+    CHECK(b.capacity() == 5);
+    CHECK(b.policy() == overflow::drop_newest);
+
+    const ring<int> c(2, overflow::block, 1ms);
+    CHECK(c.capacity() == 2);
+    CHECK(c.policy() == overflow::block);
+
+    const ring<int> d(ring_options{});
+    CHECK(d.capacity() == 1);
+    CHECK(d.policy() == overflow::drop_oldest);
+
+    const ring<int> e({.capacity = 7, .policy = overflow::block});
+    CHECK(e.capacity() == 7);
+    CHECK(e.policy() == overflow::block);
+}
+
+TEST_CASE("ring: items come out oldest first and push returns ok while there is room") {
+    ring<int> r(3);
+    CHECK(r.push(1) == push_status::ok);
+    CHECK(r.push(2) == push_status::ok);
+    CHECK(r.push(3) == push_status::ok);
+    CHECK(r.size() == 3);
+    CHECK(r.stats().size == 3);
+    CHECK(r.try_pop() == 1);
+    CHECK(r.pop() == 2);
+    CHECK(r.pop_for(1ms) == 3);
+    CHECK_FALSE(r.try_pop().has_value());
+    CHECK(r.size() == 0);
+    const auto s = r.stats();
+    CHECK(s.pushed == 3);
+    CHECK(s.popped == 3);
+    CHECK(s.dropped == 0);
+    check_identities(s);
+}
+
+TEST_CASE("ring: the ring wraps around and keeps FIFO order") {
+    ring<int> r(3, overflow::drop_newest);
+    int next_in = 0;
+    int next_out = 0;
+    for (int round = 0; round < 10; ++round) {
+        while (r.size() < 3) {
+            REQUIRE(r.push(next_in++) == push_status::ok);
+        }
+        for (int k = 0; k < 2; ++k) {
+            CHECK(r.try_pop() == next_out++);
+        }
+    }
+    while (auto v = r.try_pop()) {
+        CHECK(*v == next_out++);
+    }
+    CHECK(next_out == next_in);
+    check_identities(r.stats());
+}
+
+// --- Overflow policies ------------------------------------------------------------------------
+
+TEST_CASE("ring: drop_oldest evicts the oldest and accepts the new item") {
+    ring<int> r(3, overflow::drop_oldest);
+    CHECK(r.push(1) == push_status::ok);
+    CHECK(r.push(2) == push_status::ok);
+    CHECK(r.push(3) == push_status::ok);
+    CHECK(r.push(4) == push_status::evicted);
+    CHECK(r.push(5) == push_status::evicted);
+    CHECK(r.size() == 3);
+    const auto s = r.stats();
+    CHECK(s.pushed == 5);
+    CHECK(s.evicted == 2);
+    CHECK(s.dropped == 2);
+    CHECK(s.rejected == 0);
+    check_identities(s);
+    CHECK(drain(r) == std::vector<int>{3, 4, 5});
+    check_identities(r.stats());
+}
+
+TEST_CASE("ring: drop_newest rejects the new item and keeps the backlog") {
+    ring<int> r(2, overflow::drop_newest);
+    CHECK(r.push(1) == push_status::ok);
+    CHECK(r.push(2) == push_status::ok);
+    CHECK(r.push(3) == push_status::rejected);
+    CHECK(r.push(4) == push_status::rejected);
+    CHECK(r.size() == 2);
+    const auto s = r.stats();
+    CHECK(s.pushed == 4);
+    CHECK(s.rejected == 2);
+    CHECK(s.dropped == 2);
+    CHECK(s.evicted == 0);
+    check_identities(s);
+    CHECK(drain(r) == std::vector<int>{1, 2});
+    // Room again: accepted again.
+    CHECK(r.push(5) == push_status::ok);
+    CHECK(r.try_pop() == 5);
+}
+
+TEST_CASE("ring: block waits for room, then accepts the item") {
+    ring<int> r(1, overflow::block);
+    REQUIRE(r.push(1) == push_status::ok);
+
+    std::latch started(1);
+    std::atomic<bool> done{false};
+    push_status result = push_status::closed;
+    std::thread producer([&] {
+        started.count_down();
+        result = r.push(2);
+        done = true;
+    });
+    started.wait();
+    check_still_blocked(done);
+    CHECK(r.size() == 1);
+    CHECK(r.stats().pushed == 1);
+
+    CHECK(r.pop() == 1);
+    producer.join();
+    CHECK(result == push_status::ok);
+    CHECK(r.try_pop() == 2);
+    const auto s = r.stats();
+    CHECK(s.pushed == 2);
+    CHECK(s.popped == 2);
+    CHECK(s.dropped == 0);
+    check_identities(s);
+}
+
+TEST_CASE("ring: block with a block_timeout evicts the oldest once the timeout runs out") {
+    SECTION("small timeout, nobody pops") {
+        ring<int> r(2, overflow::block, 1ms);
+        CHECK(r.push(1) == push_status::ok);
+        CHECK(r.push(2) == push_status::ok);
+        CHECK(r.push(3) == push_status::evicted);
+        const auto s = r.stats();
+        CHECK(s.evicted == 1);
+        CHECK(s.dropped == 1);
+        CHECK(s.pushed == 3);
+        check_identities(s);
+        CHECK(drain(r) == std::vector<int>{2, 3});
+    }
+    SECTION("zero timeout through ring_options") {
+        ring<int> r({.capacity = 1, .policy = overflow::block, .block_timeout = 0ns});
+        CHECK(r.push(1) == push_status::ok);
+        CHECK(r.push(2) == push_status::evicted);
+        CHECK(r.push(3) == push_status::evicted);
+        CHECK(r.stats().evicted == 2);
+        CHECK(drain(r) == std::vector<int>{3});
+    }
+    SECTION("room that appears before the timeout is used: nothing is evicted") {
+        ring<int> r(1, overflow::block, 1h);
+        REQUIRE(r.push(1) == push_status::ok);
+        std::latch started(1);
+        std::atomic<bool> done{false};
+        push_status result = push_status::closed;
+        std::thread producer([&] {
+            started.count_down();
+            result = r.push(2);
+            done = true;
+        });
+        started.wait();
+        check_still_blocked(done);
+        CHECK(r.pop() == 1);
+        producer.join();
+        CHECK(result == push_status::ok);
+        CHECK(r.stats().evicted == 0);
+        CHECK(drain(r) == std::vector<int>{2});
+    }
+}
+
+// --- Stop tokens ------------------------------------------------------------------------------
+
+TEST_CASE("ring: a push blocked by the block policy ends with rejected when stop is requested") {
+    ring<int> r(1, overflow::block);
+    REQUIRE(r.push(1) == push_status::ok);
+
+    std::stop_source stop;
+    std::latch started(1);
+    std::atomic<bool> done{false};
+    push_status result = push_status::ok;
+    std::thread producer([&] {
+        started.count_down();
+        result = r.push(2, stop.get_token());
+        done = true;
+    });
+    started.wait();
+    check_still_blocked(done);
+    stop.request_stop();
+    producer.join();
+
+    CHECK(result == push_status::rejected);
+    const auto s = r.stats();
+    CHECK(s.pushed == 2);
+    CHECK(s.cancelled == 1);
+    CHECK(s.rejected == 0);
+    CHECK(s.dropped == 1);
+    CHECK(s.size == 1);
+    check_identities(s);
+    CHECK(drain(r) == std::vector<int>{1});
+}
+
+TEST_CASE("ring: a push with a stop token that need not wait ignores the token") {
+    std::stop_source stop;
+    stop.request_stop();
+
+    SECTION("room") {
+        ring<int> r(1, overflow::block);
+        CHECK(r.push(1, stop.get_token()) == push_status::ok);
+        CHECK(r.stats().cancelled == 0);
+        CHECK(r.try_pop() == 1);
+    }
+    SECTION("drop_oldest, full") {
+        ring<int> r(1, overflow::drop_oldest);
+        CHECK(r.push(1, stop.get_token()) == push_status::ok);
+        CHECK(r.push(2, stop.get_token()) == push_status::evicted);
+        CHECK(r.stats().evicted == 1);
+        CHECK(r.stats().cancelled == 0);
+        CHECK(r.try_pop() == 2);
+    }
+    SECTION("drop_newest, full: rejected counts as rejected, not cancelled") {
+        ring<int> r(1, overflow::drop_newest);
+        CHECK(r.push(1, stop.get_token()) == push_status::ok);
+        CHECK(r.push(2, stop.get_token()) == push_status::rejected);
+        CHECK(r.stats().rejected == 1);
+        CHECK(r.stats().cancelled == 0);
+        CHECK(r.try_pop() == 1);
+    }
+    SECTION("closed") {
+        ring<int> r(1, overflow::block);
+        r.close();
+        CHECK(r.push(1, stop.get_token()) == push_status::closed);
+        CHECK(r.stats().after_close == 1);
+        CHECK(r.stats().cancelled == 0);
+    }
+}
+
+TEST_CASE("ring: a push that would wait with a stop already requested is cancelled at once") {
+    std::stop_source stop;
+    stop.request_stop();
+    SECTION("block") {
+        ring<int> r(1, overflow::block);
+        REQUIRE(r.push(1) == push_status::ok);
+        CHECK(r.push(2, stop.get_token()) == push_status::rejected);
+        const auto s = r.stats();
+        CHECK(s.cancelled == 1);
+        CHECK(s.dropped == 1);
+        check_identities(s);
+        CHECK(drain(r) == std::vector<int>{1});
+    }
+    SECTION("block with a block_timeout: cancelled, not evicted") {
+        ring<int> r(1, overflow::block, 1h);
+        REQUIRE(r.push(1) == push_status::ok);
+        CHECK(r.push(2, stop.get_token()) == push_status::rejected);
+        CHECK(r.stats().cancelled == 1);
+        CHECK(r.stats().evicted == 0);
+        CHECK(drain(r) == std::vector<int>{1});
+    }
+}
+
+TEST_CASE("ring: pop with a stop token") {
+    ring<int> r(4);
+    SECTION("the token is checked first: a stopped consumer leaves the items in the ring") {
+        REQUIRE(r.push(1) == push_status::ok);
+        std::stop_source stop;
+        stop.request_stop();
+        CHECK_FALSE(r.pop(stop.get_token()).has_value());
+        CHECK(r.size() == 1);
+        CHECK(r.stats().popped == 0);
+        CHECK(r.try_pop() == 1);
+    }
+    SECTION("an unrequested token does not stop a pop that has an item") {
+        REQUIRE(r.push(1) == push_status::ok);
+        std::stop_source stop;
+        CHECK(r.pop(stop.get_token()) == 1);
+        REQUIRE(r.push(2) == push_status::ok);
+        CHECK(r.pop(std::stop_token{}) == 2); // a token that can never be stopped
+    }
+    SECTION("a waiting pop returns nullopt when stop is requested") {
+        std::stop_source stop;
+        std::latch started(1);
+        std::atomic<bool> done{false};
+        std::optional<int> result{42};
+        std::thread consumer([&] {
+            started.count_down();
+            result = r.pop(stop.get_token());
+            done = true;
+        });
+        started.wait();
+        check_still_blocked(done);
+        stop.request_stop();
+        consumer.join();
+        CHECK_FALSE(result.has_value());
+        CHECK_FALSE(r.closed());
+        // The ring still works for others.
+        REQUIRE(r.push(2) == push_status::ok);
+        CHECK(r.try_pop() == 2);
+    }
+    SECTION("closed and drained") {
+        REQUIRE(r.push(1) == push_status::ok);
+        r.close();
+        std::stop_source stop;
+        CHECK(r.pop(stop.get_token()) == 1);
+        CHECK_FALSE(r.pop(stop.get_token()).has_value());
+    }
+}
+
+// --- pop and pop_for --------------------------------------------------------------------------
+
+TEST_CASE("ring: a push wakes a waiting consumer") {
+    ring<int> r(4);
+    SECTION("one consumer") {
+        std::latch started(1);
+        std::atomic<bool> done{false};
+        std::optional<int> result;
+        std::thread consumer([&] {
+            started.count_down();
+            result = r.pop();
+            done = true;
+        });
+        started.wait();
+        check_still_blocked(done);
+        REQUIRE(r.push(7) == push_status::ok);
+        consumer.join();
+        CHECK(result == 7);
+        CHECK(r.stats().popped == 1);
+    }
+    SECTION("two consumers, two pushes: each push wakes one") {
+        std::latch started(2);
+        std::atomic<int> finished{0};
+        std::optional<int> got[2];
+        std::vector<std::thread> consumers;
+        for (int i = 0; i < 2; ++i) {
+            consumers.emplace_back([&, i] {
+                started.count_down();
+                got[i] = r.pop();
+                ++finished;
+            });
+        }
+        started.wait();
+        for (int i = 0; i < 2000; ++i) {
+            std::this_thread::yield();
+        }
+        CHECK(finished.load() == 0);
+        REQUIRE(r.push(1) == push_status::ok);
+        REQUIRE(r.push(2) == push_status::ok);
+        for (auto& t : consumers) {
+            t.join();
+        }
+        REQUIRE(got[0].has_value());
+        REQUIRE(got[1].has_value());
+        CHECK(*got[0] + *got[1] == 3);
+        CHECK(*got[0] != *got[1]);
+    }
+    SECTION("pop_for with a long timeout") {
+        std::latch started(1);
+        std::atomic<bool> done{false};
+        std::optional<int> result;
+        std::thread consumer([&] {
+            started.count_down();
+            result = r.pop_for(1h);
+            done = true;
+        });
+        started.wait();
+        check_still_blocked(done);
+        REQUIRE(r.push(9) == push_status::ok);
+        consumer.join();
+        CHECK(result == 9);
+    }
+    SECTION("pop_for with a long timeout and a stop token") {
+        std::stop_source stop;
+        std::latch started(1);
+        std::atomic<bool> done{false};
+        std::optional<int> result;
+        std::thread consumer([&] {
+            started.count_down();
+            result = r.pop_for(1h, stop.get_token());
+            done = true;
+        });
+        started.wait();
+        check_still_blocked(done);
+        REQUIRE(r.push(11) == push_status::ok);
+        consumer.join();
+        CHECK(result == 11);
+    }
+}
+
+TEST_CASE("ring: pop_for returns nullopt when nothing arrives") {
+    ring<int> r(2);
+    CHECK_FALSE(r.pop_for(1ms).has_value());
+    CHECK_FALSE(r.pop_for(0ns).has_value());
+    std::stop_source stop;
+    CHECK_FALSE(r.pop_for(1ms, stop.get_token()).has_value());
+    CHECK_FALSE(r.pop_for(0ns, stop.get_token()).has_value());
+    CHECK_FALSE(r.closed());
+    // An item that is there is returned at once, even with a zero timeout.
+    REQUIRE(r.push(3) == push_status::ok);
+    CHECK(r.pop_for(0ns) == 3);
+    REQUIRE(r.push(4) == push_status::ok);
+    CHECK(r.pop_for(0ns, stop.get_token()) == 4);
+    const auto s = r.stats();
+    CHECK(s.popped == 2);
+    check_identities(s);
+}
+
+TEST_CASE("ring: pop_for with a stop token ends when stop is requested") {
+    ring<int> r(2);
+    SECTION("while waiting") {
+        std::stop_source stop;
+        std::latch started(1);
+        std::atomic<bool> done{false};
+        std::optional<int> result{42};
+        std::thread consumer([&] {
+            started.count_down();
+            result = r.pop_for(1h, stop.get_token());
+            done = true;
+        });
+        started.wait();
+        check_still_blocked(done);
+        stop.request_stop();
+        consumer.join();
+        CHECK_FALSE(result.has_value());
+    }
+    SECTION("already requested, empty ring") {
+        std::stop_source stop;
+        stop.request_stop();
+        CHECK_FALSE(r.pop_for(1h, stop.get_token()).has_value());
+    }
+}
+
+// --- close ------------------------------------------------------------------------------------
+
+TEST_CASE("ring: close refuses later pushes and lets consumers drain, then nullopt") {
+    ring<int> r(4);
+    REQUIRE(r.push(1) == push_status::ok);
+    REQUIRE(r.push(2) == push_status::ok);
+    REQUIRE(r.push(3) == push_status::ok);
+    r.close();
+    CHECK(r.closed());
+    CHECK(r.push(4) == push_status::closed);
+    CHECK(r.push(5, std::stop_token{}) == push_status::closed);
+    CHECK(r.size() == 3);
+    auto s = r.stats();
+    CHECK(s.pushed == 5);
+    CHECK(s.after_close == 2);
+    CHECK(s.dropped == 2);
+    CHECK(s.size == 3);
+    check_identities(s);
+
+    CHECK(r.pop() == 1);
+    CHECK(r.try_pop() == 2);
+    CHECK(r.pop_for(1h) == 3);
+    // Closed and drained: every form of pop returns nullopt without waiting.
+    CHECK_FALSE(r.pop().has_value());
+    CHECK_FALSE(r.try_pop().has_value());
+    CHECK_FALSE(r.pop_for(1h).has_value());
+    CHECK_FALSE(r.pop(std::stop_token{}).has_value());
+    CHECK_FALSE(r.pop_for(1h, std::stop_token{}).has_value());
+
+    r.close(); // idempotent
+    CHECK(r.closed());
+    s = r.stats();
+    CHECK(s.popped == 3);
+    CHECK(s.after_close == 2);
+    CHECK(s.size == 0);
+    check_identities(s);
+}
+
+TEST_CASE("ring: close on a full ring of every policy refuses pushes with closed") {
+    const auto policy = GENERATE(overflow::drop_oldest, overflow::drop_newest, overflow::block);
+    CAPTURE(framepipe::to_string(policy));
+    ring<int> r(1, policy);
+    REQUIRE(r.push(1) == push_status::ok);
+    r.close();
+    CHECK(r.push(2) == push_status::closed);
+    const auto s = r.stats();
+    CHECK(s.after_close == 1);
+    CHECK(s.evicted == 0);
+    CHECK(s.rejected == 0);
+    check_identities(s);
+    CHECK(drain(r) == std::vector<int>{1});
+}
+
+TEST_CASE("ring: close wakes every consumer blocked in pop") {
+    ring<int> r(2);
+    std::latch started(4);
+    std::atomic<int> finished{0};
+    std::optional<int> results[4] = {1, 1, 1, 1};
+    std::stop_source stop; // never requested
+    std::vector<std::thread> consumers;
+    consumers.emplace_back([&] {
+        started.count_down();
+        results[0] = r.pop();
+        ++finished;
+    });
+    consumers.emplace_back([&] {
+        started.count_down();
+        results[1] = r.pop(stop.get_token());
+        ++finished;
+    });
+    consumers.emplace_back([&] {
+        started.count_down();
+        results[2] = r.pop_for(1h);
+        ++finished;
+    });
+    consumers.emplace_back([&] {
+        started.count_down();
+        results[3] = r.pop_for(1h, stop.get_token());
+        ++finished;
+    });
+    started.wait();
+    for (int i = 0; i < 2000; ++i) {
+        std::this_thread::yield();
+    }
+    CHECK(finished.load() == 0);
+    r.close();
+    for (auto& t : consumers) {
+        t.join();
+    }
+    for (const auto& res : results) {
+        CHECK_FALSE(res.has_value());
+    }
+    check_identities(r.stats());
+}
+
+TEST_CASE("ring: close wakes a producer blocked by the block policy, which returns closed") {
+    SECTION("without a block_timeout") {
+        ring<int> r(1, overflow::block);
+        REQUIRE(r.push(1) == push_status::ok);
+        std::latch started(2);
+        std::atomic<int> finished{0};
+        push_status results[2] = {push_status::ok, push_status::ok};
+        std::stop_source stop; // never requested
+        std::thread a([&] {
+            started.count_down();
+            results[0] = r.push(2);
+            ++finished;
+        });
+        std::thread b([&] {
+            started.count_down();
+            results[1] = r.push(3, stop.get_token());
+            ++finished;
+        });
+        started.wait();
+        for (int i = 0; i < 2000; ++i) {
+            std::this_thread::yield();
+        }
+        CHECK(finished.load() == 0);
+        r.close();
+        a.join();
+        b.join();
+        CHECK(results[0] == push_status::closed);
+        CHECK(results[1] == push_status::closed);
+        const auto s = r.stats();
+        CHECK(s.pushed == 3);
+        CHECK(s.after_close == 2);
+        CHECK(s.cancelled == 0);
+        CHECK(s.evicted == 0);
+        check_identities(s);
+        CHECK(drain(r) == std::vector<int>{1});
+    }
+    SECTION("with a long block_timeout: closed, not evicted") {
+        ring<int> r(1, overflow::block, 1h);
+        REQUIRE(r.push(1) == push_status::ok);
+        std::latch started(1);
+        std::atomic<bool> done{false};
+        push_status result = push_status::ok;
+        std::thread producer([&] {
+            started.count_down();
+            result = r.push(2);
+            done = true;
+        });
+        started.wait();
+        check_still_blocked(done);
+        r.close();
+        producer.join();
+        CHECK(result == push_status::closed);
+        CHECK(r.stats().evicted == 0);
+        CHECK(r.stats().after_close == 1);
+        CHECK(drain(r) == std::vector<int>{1});
+    }
+}
+
+// --- Accounting -------------------------------------------------------------------------------
+
+TEST_CASE("ring: every drop is counted under its reason and dropped is their sum") {
+    // One ring that can evict, cancel, expire and refuse after close.
+    ring<stamped<int>> r({.capacity = 2,
+                          .policy = overflow::block,
+                          .block_timeout = 0ns,
+                          .max_age = age_limit});
+    std::stop_source stop;
+    stop.request_stop();
+
+    CHECK(r.push(stale(1, 0)) == push_status::ok);
+    CHECK(r.push(fresh(2, 1)) == push_status::ok);
+    check_identities(r.stats());
+
+    CHECK(r.push(fresh(3, 2)) == push_status::evicted); // evicts the stale one
+    auto s = r.stats();
+    CHECK(s.evicted == 1);
+    CHECK(s.dropped == 1);
+    check_identities(s);
+
+    CHECK(r.push(fresh(4, 3), stop.get_token()) == push_status::rejected); // would wait: cancelled
+    s = r.stats();
+    CHECK(s.cancelled == 1);
+    CHECK(s.dropped == 2);
+    check_identities(s);
+
+    auto first = r.try_pop();
+    REQUIRE(first.has_value());
+    CHECK(first->seq == 1);
+    CHECK(r.push(stale(5, 4)) == push_status::ok);
+    auto second = r.try_pop();
+    REQUIRE(second.has_value());
+    CHECK(second->seq == 2);
+    CHECK_FALSE(r.try_pop().has_value()); // the stale one expires
+    s = r.stats();
+    CHECK(s.expired == 1);
+    CHECK(s.dropped == 3);
+    CHECK(s.size == 0);
+    check_identities(s);
+
+    r.close();
+    CHECK(r.push(fresh(6, 5)) == push_status::closed);
+    s = r.stats();
+    CHECK(s.pushed == 6);
+    CHECK(s.popped == 2);
+    CHECK(s.evicted == 1);
+    CHECK(s.rejected == 0);
+    CHECK(s.cancelled == 1);
+    CHECK(s.expired == 1);
+    CHECK(s.after_close == 1);
+    CHECK(s.dropped == 4);
+    CHECK(s.size == 0);
+    check_identities(s);
+
+    // And rejected, which needs drop_newest.
+    ring<int> n(1, overflow::drop_newest);
+    CHECK(n.push(1) == push_status::ok);
+    CHECK(n.push(2) == push_status::rejected);
+    n.close();
+    CHECK(n.push(3) == push_status::closed);
+    s = n.stats();
+    CHECK(s.pushed == 3);
+    CHECK(s.rejected == 1);
+    CHECK(s.after_close == 1);
+    CHECK(s.dropped == 2);
+    CHECK(s.size == 1);
+    check_identities(s);
+}
+
+// --- peek -------------------------------------------------------------------------------------
+
+TEST_CASE("ring: peek returns a copy of the next item without consuming it") {
+    ring<int> r(3);
+    CHECK_FALSE(r.peek().has_value());
+    REQUIRE(r.push(1) == push_status::ok);
+    REQUIRE(r.push(2) == push_status::ok);
+    CHECK(r.peek() == 1);
+    CHECK(r.peek() == 1);
+    CHECK(r.size() == 2);
+    CHECK(r.stats().popped == 0);
+    CHECK(r.try_pop() == 1);
+    CHECK(r.peek() == 2);
+    CHECK(r.try_pop() == 2);
+    CHECK_FALSE(r.peek().has_value());
+    check_identities(r.stats());
+}
+
+TEST_CASE("ring: peek copies, leaving the buffered item intact") {
+    framepipe_test::lifetime_scope scope;
+    {
+        ring<counted> r(2);
+        REQUIRE(r.push(counted{5}) == push_status::ok);
+        const auto copies_before = scope.counters.copies.load();
+        {
+            auto p = r.peek();
+            REQUIRE(p.has_value());
+            CHECK(p->value() == 5);
+        }
+        CHECK(scope.counters.copies.load() == copies_before + 1);
+        auto v = r.try_pop();
+        REQUIRE(v.has_value());
+        CHECK(v->value() == 5); // not moved from by peek
+    }
+    CHECK(scope.counters.alive() == 0);
+}
+
+// A move-only T has no peek().
+template <class R>
+concept has_peek = requires(const R& r) { r.peek(); };
+static_assert(has_peek<ring<int>>);
+static_assert(!has_peek<ring<std::unique_ptr<int>>>);
+
+// --- max_age ----------------------------------------------------------------------------------
+
+TEST_CASE("ring: max_age discards stale stamped items at pop and returns the next fresh one") {
+    ring<stamped<int>> r({.capacity = 4, .max_age = age_limit});
+    REQUIRE(r.push(stale(10, 0)) == push_status::ok);
+    REQUIRE(r.push(fresh(11, 1)) == push_status::ok);
+    REQUIRE(r.push(stale(12, 2)) == push_status::ok);
+    REQUIRE(r.push(fresh(13, 3)) == push_status::ok);
+    CHECK(r.size() == 4); // expired items count until a pop discards them
+
+    auto peeked = r.peek(); // skips the stale one, removes nothing
+    REQUIRE(peeked.has_value());
+    CHECK(peeked->seq == 1);
+    CHECK(r.size() == 4);
+    CHECK(r.stats().expired == 0);
+
+    auto a = r.pop();
+    REQUIRE(a.has_value());
+    CHECK(a->seq == 1);
+    CHECK(a->value == 11);
+    auto s = r.stats();
+    CHECK(s.expired == 1);
+    CHECK(s.popped == 1);
+    CHECK(s.size == 2);
+    CHECK(r.size() == 2);
+    check_identities(s);
+
+    auto b = r.try_pop();
+    REQUIRE(b.has_value());
+    CHECK(b->seq == 3);
+    s = r.stats();
+    CHECK(s.expired == 2);
+    CHECK(s.dropped == 2);
+    CHECK(s.popped == 2);
+    CHECK(s.size == 0);
+    check_identities(s);
+}
+
+TEST_CASE("ring: max_age with only stale items: pops give nullopt and count them expired") {
+    ring<stamped<int>> r({.capacity = 3, .max_age = age_limit});
+    REQUIRE(r.push(stale(1, 0)) == push_status::ok);
+    REQUIRE(r.push(stale(2, 1)) == push_status::ok);
+    CHECK_FALSE(r.peek().has_value());
+    CHECK(r.size() == 2);
+    CHECK_FALSE(r.try_pop().has_value());
+    auto s = r.stats();
+    CHECK(s.expired == 2);
+    CHECK(s.size == 0);
+    CHECK(r.size() == 0);
+    check_identities(s);
+
+    REQUIRE(r.push(stale(3, 2)) == push_status::ok);
+    CHECK_FALSE(r.pop_for(1ms).has_value());
+    CHECK(r.stats().expired == 3);
+    check_identities(r.stats());
+}
+
+TEST_CASE("ring: max_age: a waiting pop discards stale arrivals and keeps waiting") {
+    ring<stamped<int>> r({.capacity = 2, .max_age = age_limit});
+    std::latch started(1);
+    std::atomic<bool> done{false};
+    std::optional<stamped<int>> result;
+    std::thread consumer([&] {
+        started.count_down();
+        result = r.pop();
+        done = true;
+    });
+    started.wait();
+    REQUIRE(r.push(stale(1, 0)) == push_status::ok);
+    // The stale item is discarded by the consumer's pop (or is still waiting to be): either way
+    // the consumer must not return with it.
+    wait_until([&] { return r.stats().expired == 1; });
+    check_still_blocked(done);
+    REQUIRE(r.push(fresh(2, 1)) == push_status::ok);
+    consumer.join();
+    REQUIRE(result.has_value());
+    CHECK(result->seq == 1);
+    const auto s = r.stats();
+    CHECK(s.expired == 1);
+    CHECK(s.popped == 1);
+    check_identities(s);
+}
+
+TEST_CASE("ring: max_age works with shared_ptr<const stamped<T>>; a null pointer never expires") {
+    using item = std::shared_ptr<const stamped<int>>;
+    ring<item> r({.capacity = 4, .max_age = age_limit});
+    REQUIRE(r.push(std::make_shared<const stamped<int>>(stale(1, 0))) == push_status::ok);
+    REQUIRE(r.push(std::make_shared<const stamped<int>>(fresh(2, 1))) == push_status::ok);
+    REQUIRE(r.push(item{}) == push_status::ok);
+    REQUIRE(r.push(std::make_shared<const stamped<int>>(stale(3, 2))) == push_status::ok);
+
+    auto peeked = r.peek();
+    REQUIRE(peeked.has_value());
+    REQUIRE(*peeked != nullptr);
+    CHECK((*peeked)->seq == 1);
+
+    auto a = r.pop();
+    REQUIRE(a.has_value());
+    REQUIRE(*a != nullptr);
+    CHECK((*a)->seq == 1);
+    CHECK((*a)->value == 2);
+    auto b = r.pop();
+    REQUIRE(b.has_value());
+    CHECK(*b == nullptr);
+    CHECK_FALSE(r.try_pop().has_value());
+    const auto s = r.stats();
+    CHECK(s.expired == 2);
+    CHECK(s.popped == 2);
+    CHECK(s.size == 0);
+    check_identities(s);
+}
+
+TEST_CASE("ring: max_age works with unique_ptr<stamped<T>>") {
+    ring<std::unique_ptr<stamped<int>>> r({.capacity = 2, .max_age = age_limit});
+    REQUIRE(r.push(std::make_unique<stamped<int>>(stale(1, 0))) == push_status::ok);
+    REQUIRE(r.push(std::make_unique<stamped<int>>(fresh(2, 1))) == push_status::ok);
+    auto a = r.try_pop();
+    REQUIRE(a.has_value());
+    REQUIRE(*a != nullptr);
+    CHECK((*a)->seq == 1);
+    CHECK(r.stats().expired == 1);
+}
+
+TEST_CASE("ring: without max_age old stamped items are delivered") {
+    ring<stamped<int>> r(2);
+    REQUIRE(r.push(stale(1, 0)) == push_status::ok);
+    auto a = r.try_pop();
+    REQUIRE(a.has_value());
+    CHECK(a->seq == 0);
+    CHECK(r.stats().expired == 0);
+}
+
+// --- Bad arguments ----------------------------------------------------------------------------
+
+TEST_CASE("ring: bad arguments throw std::invalid_argument naming the argument") {
+    SECTION("capacity 0") {
+        CHECK_THAT(invalid_argument_message([] { ring<int> r(0); }), Contains("capacity"));
+        CHECK_THAT(invalid_argument_message([] { ring<int> r(0, overflow::drop_newest); }),
+                   Contains("capacity"));
+        CHECK_THAT(invalid_argument_message([] { ring<int> r(0, overflow::block, 1ms); }),
+                   Contains("capacity"));
+        CHECK_THAT(invalid_argument_message([] { ring<int> r(ring_options{.capacity = 0}); }),
+                   Contains("capacity"));
+    }
+    SECTION("block_timeout with a policy other than block") {
+        for (const auto policy : {overflow::drop_oldest, overflow::drop_newest}) {
+            CAPTURE(framepipe::to_string(policy));
+            const auto msg = invalid_argument_message([&] { ring<int> r(2, policy, 1ms); });
+            CHECK_THAT(msg, Contains("policy"));
+            CHECK_THAT(msg, Contains("block_timeout"));
+            CHECK_THAT(invalid_argument_message([&] {
+                           ring<int> r({.capacity = 2, .policy = policy, .block_timeout = 0ns});
+                       }),
+                       Contains("policy"));
+        }
+    }
+    SECTION("negative block_timeout") {
+        CHECK_THAT(invalid_argument_message([] { ring<int> r(2, overflow::block, -1ns); }),
+                   Contains("block_timeout"));
+        const ring_options options{.capacity = 2, .policy = overflow::block, .block_timeout = -1s};
+        CHECK_THAT(invalid_argument_message([&] { ring<int> r(options); }),
+                   Contains("block_timeout"));
+    }
+    SECTION("negative max_age") {
+        CHECK_THAT(invalid_argument_message([] {
+                       ring<stamped<int>> r({.capacity = 2, .max_age = -1ns});
+                   }),
+                   Contains("max_age"));
+    }
+    SECTION("max_age on a T without a capture time") {
+        CHECK_THAT(invalid_argument_message([] { ring<int> r({.capacity = 2, .max_age = 1s}); }),
+                   Contains("max_age"));
+    }
+    SECTION("negative pop_for timeout") {
+        ring<int> r(2);
+        REQUIRE(r.push(1) == push_status::ok);
+        CHECK_THAT(invalid_argument_message([&] { (void)r.pop_for(-1ns); }), Contains("timeout"));
+        CHECK_THAT(invalid_argument_message([&] { (void)r.pop_for(-1ms, std::stop_token{}); }),
+                   Contains("timeout"));
+        // The throw took nothing.
+        CHECK(r.size() == 1);
+        CHECK(r.try_pop() == 1);
+    }
+    SECTION("boundary values are accepted") {
+        CHECK_NOTHROW(ring<int>(1, overflow::block, 0ns));
+        CHECK_NOTHROW(ring<stamped<int>>({.capacity = 1, .max_age = 0ns}));
+    }
+}
+
+// --- Move-only T and lifetime -----------------------------------------------------------------
+
+TEST_CASE("ring: a move-only T (std::unique_ptr) works with every policy") {
+    SECTION("drop_oldest") {
+        ring<std::unique_ptr<int>> r(2);
+        CHECK(r.push(std::make_unique<int>(1)) == push_status::ok);
+        CHECK(r.push(std::make_unique<int>(2)) == push_status::ok);
+        CHECK(r.push(std::make_unique<int>(3)) == push_status::evicted);
+        auto a = r.pop();
+        REQUIRE(a.has_value());
+        REQUIRE(*a != nullptr);
+        CHECK(**a == 2);
+        auto b = r.pop_for(1ms);
+        REQUIRE(b.has_value());
+        REQUIRE(*b != nullptr);
+        CHECK(**b == 3);
+    }
+    SECTION("drop_newest") {
+        ring<std::unique_ptr<int>> r(1, overflow::drop_newest);
+        CHECK(r.push(std::make_unique<int>(1)) == push_status::ok);
+        CHECK(r.push(std::make_unique<int>(2)) == push_status::rejected);
+        auto a = r.try_pop();
+        REQUIRE(a.has_value());
+        REQUIRE(*a != nullptr);
+        CHECK(**a == 1);
+    }
+    SECTION("block, across threads") {
+        ring<std::unique_ptr<int>> r(1, overflow::block);
+        std::thread producer([&] {
+            for (int i = 0; i < 100; ++i) {
+                (void)r.push(std::make_unique<int>(i));
+            }
+            r.close();
+        });
+        int expect = 0;
+        while (auto v = r.pop()) {
+            REQUIRE(*v != nullptr);
+            CHECK(**v == expect++);
+        }
+        producer.join();
+        CHECK(expect == 100);
+        check_identities(r.stats());
+    }
+}
+
+TEST_CASE("ring: each item's destructor runs exactly once") {
+    framepipe_test::lifetime_scope scope;
+    const auto& lives = scope.counters;
+    SECTION("evicted items are destroyed when evicted") {
+        {
+            ring<counted> r(2);
+            for (int i = 0; i < 5; ++i) {
+                (void)r.push(counted{i});
+            }
+            CHECK(lives.alive() == 2);
+            CHECK(r.stats().evicted == 3);
+            auto v = r.try_pop();
+            REQUIRE(v.has_value());
+            CHECK(v->value() == 3);
+            CHECK(lives.alive() == 2); // one in the ring, one in v
+        }
+        CHECK(lives.alive() == 0);
+    }
+    SECTION("rejected and after-close items are destroyed by the push") {
+        {
+            ring<counted> r(1, overflow::drop_newest);
+            CHECK(r.push(counted{1}) == push_status::ok);
+            CHECK(r.push(counted{2}) == push_status::rejected);
+            CHECK(lives.alive() == 1);
+            r.close();
+            CHECK(r.push(counted{3}) == push_status::closed);
+            CHECK(lives.alive() == 1);
+        }
+        CHECK(lives.alive() == 0);
+    }
+    SECTION("cancelled and block-timeout-evicted items are destroyed") {
+        {
+            ring<counted> r(1, overflow::block, 0ns);
+            CHECK(r.push(counted{1}) == push_status::ok);
+            CHECK(r.push(counted{2}) == push_status::evicted);
+            CHECK(lives.alive() == 1);
+            std::stop_source stop;
+            stop.request_stop();
+            ring<counted> b(1, overflow::block);
+            CHECK(b.push(counted{3}) == push_status::ok);
+            CHECK(b.push(counted{4}, stop.get_token()) == push_status::rejected);
+            CHECK(lives.alive() == 2);
+        }
+        CHECK(lives.alive() == 0);
+    }
+    SECTION("expired items are destroyed when discarded") {
+        {
+            ring<stamped<counted>> r({.capacity = 3, .max_age = age_limit});
+            const auto old = steady::now() - 1h;
+            CHECK(r.push(framepipe::stamp(counted{1}, 0, old)) == push_status::ok);
+            CHECK(r.push(framepipe::stamp(counted{2}, 1, old)) == push_status::ok);
+            CHECK(lives.alive() == 2);
+            CHECK_FALSE(r.try_pop().has_value());
+            CHECK(lives.alive() == 0);
+            CHECK(r.stats().expired == 2);
+        }
+        CHECK(lives.alive() == 0);
+    }
+    SECTION("items left in a destroyed ring are destroyed with it") {
+        {
+            ring<counted> r(4);
+            for (int i = 0; i < 3; ++i) {
+                REQUIRE(r.push(counted{i}) == push_status::ok);
+            }
+            // Wrap the ring so that items sit at both ends of the storage.
+            REQUIRE(r.try_pop().has_value());
+            REQUIRE(r.try_pop().has_value());
+            for (int i = 3; i < 6; ++i) {
+                REQUIRE(r.push(counted{i}) == push_status::ok);
+            }
+            CHECK(lives.alive() == 4);
+        }
+        CHECK(lives.alive() == 0);
+    }
+    SECTION("popped items are moved out, not copied") {
+        {
+            ring<counted> r(2);
+            REQUIRE(r.push(counted{1}) == push_status::ok);
+            auto v = r.pop();
+            REQUIRE(v.has_value());
+            CHECK(v->value() == 1);
+            CHECK(lives.copies.load() == 0);
+            CHECK(lives.alive() == 1);
+        }
+        CHECK(lives.alive() == 0);
+    }
+    CHECK(lives.destroyed.load() == lives.constructed.load());
+}
+
+TEST_CASE("ring: an evicted item is destroyed after the ring's lock is released") {
+    std::uint64_t seen = 99;
+    {
+        ring<calls_back> r(1);
+        REQUIRE(r.push(calls_back(&r, &seen)) == push_status::ok);
+        // Evicts the first item, whose destructor calls r.stats(): it would deadlock if run
+        // under the lock.
+        CHECK(r.push(calls_back()) == push_status::evicted);
+        CHECK(seen == 1);
+        REQUIRE(r.try_pop().has_value());
+    }
+    seen = 99;
+    {
+        ring<calls_back> r(1, overflow::block, 0ns);
+        REQUIRE(r.push(calls_back(&r, &seen)) == push_status::ok);
+        CHECK(r.push(calls_back()) == push_status::evicted);
+        CHECK(seen == 1);
+        REQUIRE(r.try_pop().has_value());
+    }
+}
+
+// --- Exception guarantees ---------------------------------------------------------------------
+
+TEST_CASE("ring: a throwing move in push with room stores nothing and counts nothing") {
+    framepipe_test::lifetime_scope scope;
+    const auto policy = GENERATE(overflow::drop_oldest, overflow::drop_newest, overflow::block);
+    CAPTURE(framepipe::to_string(policy));
+    {
+        ring<counted> r(2, policy);
+        REQUIRE(r.push(counted{1}) == push_status::ok);
+        scope.counters.throw_on_move = true;
+        CHECK_THROWS_AS(r.push(counted{2}), counted_error);
+        scope.counters.throw_on_move = false;
+        CHECK(r.size() == 1);
+        const auto s = r.stats();
+        CHECK(s.pushed == 1);
+        CHECK(s.dropped == 0);
+        CHECK(s.size == 1);
+        check_identities(s);
+        CHECK(scope.counters.alive() == 1); // the refused item was destroyed
+        // Still valid.
+        CHECK(r.push(counted{3}) == push_status::ok);
+        auto a = r.try_pop();
+        auto b = r.try_pop();
+        REQUIRE(a.has_value());
+        REQUIRE(b.has_value());
+        CHECK(a->value() == 1);
+        CHECK(b->value() == 3);
+        check_identities(r.stats());
+    }
+    CHECK(scope.counters.alive() == 0);
+}
+
+TEST_CASE("ring: a throwing move while storing after an eviction: oldest evicted, new uncounted") {
+    // Documented: "on the eviction path the oldest item has already been removed and counted as
+    // evicted (basic guarantee; the counts stay exact). The evicted item is destroyed".
+    framepipe_test::lifetime_scope scope;
+    const bool use_block = GENERATE(false, true);
+    CAPTURE(use_block);
+    {
+        auto r = use_block ? std::make_unique<ring<fragile>>(2, overflow::block, 0ns)
+                           : std::make_unique<ring<fragile>>(2, overflow::drop_oldest);
+        REQUIRE(r->push(fragile(1)) == push_status::ok);
+        REQUIRE(r->push(fragile(2)) == push_status::ok);
+        CHECK_THROWS_AS(r->push(fragile(3, true)), counted_error);
+        CHECK(r->size() == 1);
+        const auto s = r->stats();
+        CHECK(s.pushed == 2);
+        CHECK(s.evicted == 1);
+        CHECK(s.dropped == 1);
+        CHECK(s.size == 1);
+        check_identities(s);
+        CHECK(scope.counters.alive() == 1); // evicted and refused items are both destroyed
+        // Still valid.
+        CHECK(r->push(fragile(4)) == push_status::ok);
+        auto a = r->try_pop();
+        auto b = r->try_pop();
+        REQUIRE(a.has_value());
+        REQUIRE(b.has_value());
+        CHECK(a->c.value() == 2);
+        CHECK(b->c.value() == 4);
+        check_identities(r->stats());
+    }
+    CHECK(scope.counters.alive() == 0);
+}
+
+TEST_CASE("ring: a throwing move on the eviction path keeps the ring valid and counts exact") {
+    // With counted's throw_on_move every move throws, including the one that takes the oldest
+    // item out. The header promises the basic guarantee with exact counts: the new item is not
+    // stored and not counted, and whatever left the ring is counted as evicted.
+    framepipe_test::lifetime_scope scope;
+    const bool use_block = GENERATE(false, true);
+    CAPTURE(use_block);
+    {
+        auto r = use_block ? std::make_unique<ring<counted>>(2, overflow::block, 0ns)
+                           : std::make_unique<ring<counted>>(2, overflow::drop_oldest);
+        REQUIRE(r->push(counted{1}) == push_status::ok);
+        REQUIRE(r->push(counted{2}) == push_status::ok);
+        scope.counters.throw_on_move = true;
+        CHECK_THROWS_AS(r->push(counted{3}), counted_error);
+        scope.counters.throw_on_move = false;
+        const auto s = r->stats();
+        CHECK(s.pushed == 2);
+        CHECK(s.size == r->size());
+        CHECK(s.evicted == 2 - s.size);
+        check_identities(s);
+        CHECK(static_cast<std::uint64_t>(scope.counters.alive()) == s.size);
+        // What is left is the newest of the old items, in order, and the ring still works.
+        std::vector<int> left;
+        while (auto v = r->try_pop()) {
+            left.push_back(v->value());
+        }
+        CHECK(left == (s.size == 2 ? std::vector<int>{1, 2} : std::vector<int>{2}));
+        CHECK(r->push(counted{4}) == push_status::ok);
+        auto v = r->try_pop();
+        REQUIRE(v.has_value());
+        CHECK(v->value() == 4);
+        check_identities(r->stats());
+    }
+    CHECK(scope.counters.alive() == 0);
+}
+
+TEST_CASE("ring: a throwing move in pop leaves the item in the ring") {
+    framepipe_test::lifetime_scope scope;
+    {
+        ring<counted> r(3);
+        REQUIRE(r.push(counted{1}) == push_status::ok);
+        REQUIRE(r.push(counted{2}) == push_status::ok);
+        const auto before = r.stats();
+        scope.counters.throw_on_move = true;
+        CHECK_THROWS_AS((void)r.try_pop(), counted_error);
+        CHECK_THROWS_AS((void)r.pop(), counted_error);
+        CHECK_THROWS_AS((void)r.pop(std::stop_token{}), counted_error);
+        CHECK_THROWS_AS((void)r.pop_for(1ms), counted_error);
+        CHECK_THROWS_AS((void)r.pop_for(1ms, std::stop_token{}), counted_error);
+        scope.counters.throw_on_move = false;
+        const auto after = r.stats();
+        CHECK(after.pushed == before.pushed);
+        CHECK(after.popped == before.popped);
+        CHECK(after.dropped == before.dropped);
+        CHECK(after.size == 2);
+        CHECK(r.size() == 2);
+        CHECK(scope.counters.alive() == 2);
+        auto a = r.try_pop();
+        REQUIRE(a.has_value());
+        CHECK(a->value() == 1);
+        auto b = r.try_pop();
+        REQUIRE(b.has_value());
+        CHECK(b->value() == 2);
+        check_identities(r.stats());
+    }
+    CHECK(scope.counters.alive() == 0);
+}
+
+TEST_CASE("ring: a throwing move in pop after discarding expired items keeps size() exact") {
+    // try_pop discards the stale head (counted as expired), then moving the fresh item throws:
+    // the fresh item stays, and size() must agree with the one item left.
+    framepipe_test::lifetime_scope scope;
+    {
+        ring<stamped<counted>> r({.capacity = 2, .max_age = age_limit});
+        REQUIRE(r.push(framepipe::stamp(counted{1}, 0, steady::now() - 1h)) == push_status::ok);
+        REQUIRE(r.push(framepipe::stamp(counted{2}, 1, steady::now())) == push_status::ok);
+        scope.counters.throw_on_move = true;
+        CHECK_THROWS_AS((void)r.try_pop(), counted_error);
+        scope.counters.throw_on_move = false;
+        const auto s = r.stats();
+        CHECK(s.expired == 1);
+        CHECK(s.popped == 0);
+        CHECK(s.size == 1);
+        check_identities(s);
+        CHECK(r.size() == s.size);
+        auto v = r.try_pop();
+        REQUIRE(v.has_value());
+        CHECK(v->seq == 1);
+        CHECK(v->value.value() == 2);
+    }
+    CHECK(scope.counters.alive() == 0);
+}
+
+TEST_CASE("ring: a throwing copy in peek leaves the ring unchanged") {
+    framepipe_test::lifetime_scope scope;
+    {
+        ring<counted> r(2);
+        REQUIRE(r.push(counted{1}) == push_status::ok);
+        REQUIRE(r.push(counted{2}) == push_status::ok);
+        scope.counters.throw_on_copy = true;
+        CHECK_THROWS_AS((void)r.peek(), counted_error);
+        scope.counters.throw_on_copy = false;
+        CHECK(r.size() == 2);
+        const auto s = r.stats();
+        CHECK(s.pushed == 2);
+        CHECK(s.popped == 0);
+        CHECK(s.size == 2);
+        CHECK(scope.counters.alive() == 2);
+        auto p = r.peek();
+        REQUIRE(p.has_value());
+        CHECK(p->value() == 1);
+        auto a = r.try_pop();
+        REQUIRE(a.has_value());
+        CHECK(a->value() == 1);
+    }
+    CHECK(scope.counters.alive() == 0);
+}
+
+// --- Stress -----------------------------------------------------------------------------------
+
+namespace {
+
+constexpr int value_stride = 1'000'000; // value = producer * value_stride + seq
+
+struct stress_plan {
+    ring_options options;
+    int producers = 3;
+    int consumers = 3;
+    int items = 8'000; // per producer
+    // Producer 1 pushes with a stop token that producer 0 requests a third of the way through.
+    bool cancel_one_producer = false;
+};
+
+struct stress_outcome {
+    channel_stats stats;
+    std::vector<std::vector<push_status>> statuses; // [producer][seq]
+    std::vector<std::vector<int>> delivered;        // [consumer], in pop order
+    bool size_within_capacity = true;
+    bool snapshots_consistent = true;
+    std::int64_t alive_after = -1;
+};
+
+void jitter(std::minstd_rand& rng) {
+    const auto roll = rng() % 64;
+    if (roll == 0) {
+        std::this_thread::sleep_for(std::chrono::microseconds(static_cast<long>(rng() % 20)));
+    } else if (roll < 6) {
+        std::this_thread::yield();
+    }
+}
+
+// The next item for a consumer of the given kind: pop(), pop_for() or try_pop(). nullopt only once
+// the ring is closed and drained.
+std::optional<counted> next_item(ring<counted>& r, int kind) {
+    if (kind == 0) {
+        return r.pop();
+    }
+    for (;;) {
+        std::optional<counted> v = kind == 1 ? r.pop_for(200us) : r.try_pop();
+        if (v) {
+            return v;
+        }
+        if (r.closed()) {
+            return r.pop(); // never waits once closed
+        }
+        std::this_thread::yield();
+    }
+}
+
+stress_outcome run_stress(const stress_plan& plan) {
+    framepipe_test::lifetime_scope scope;
+    const auto producers = static_cast<std::size_t>(plan.producers);
+    const auto items = static_cast<std::size_t>(plan.items);
+    stress_outcome out;
+    out.statuses.assign(producers, std::vector<push_status>(items, push_status::ok));
+    out.delivered.resize(static_cast<std::size_t>(plan.consumers));
+    std::atomic<bool> size_ok{true};
+    std::atomic<bool> snapshots_ok{true};
+    {
+        ring<counted> r(plan.options);
+        const std::size_t cap = r.capacity();
+        std::stop_source cancel;
+        std::vector<std::thread> threads;
+        for (int p = 0; p < plan.producers; ++p) {
+            threads.emplace_back([&, p] {
+                std::minstd_rand rng(static_cast<unsigned>(1 + p));
+                auto& statuses = out.statuses[static_cast<std::size_t>(p)];
+                for (int s = 0; s < plan.items; ++s) {
+                    if (p == 0 && s == plan.items / 3) {
+                        cancel.request_stop();
+                    }
+                    if (p == 0 && s == plan.items / 2) {
+                        r.close(); // during traffic
+                    }
+                    const int value = p * value_stride + s;
+                    statuses[static_cast<std::size_t>(s)] =
+                        plan.cancel_one_producer && p == 1
+                            ? r.push(counted{value}, cancel.get_token())
+                            : r.push(counted{value});
+                    if (r.size() > cap) {
+                        size_ok = false;
+                    }
+                    jitter(rng);
+                }
+            });
+        }
+        for (int c = 0; c < plan.consumers; ++c) {
+            threads.emplace_back([&, c] {
+                std::minstd_rand rng(static_cast<unsigned>(100 + c));
+                auto& mine = out.delivered[static_cast<std::size_t>(c)];
+                for (unsigned i = 0;; ++i) {
+                    auto v = next_item(r, c % 3);
+                    if (!v) {
+                        break;
+                    }
+                    mine.push_back(v->value());
+                    if (r.size() > cap) {
+                        size_ok = false;
+                    }
+                    if (i % 16 == 0) {
+                        const auto s = r.stats();
+                        if (s.size > cap || !identities_hold(s)) {
+                            snapshots_ok = false;
+                        }
+                    }
+                    jitter(rng);
+                }
+            });
+        }
+        for (auto& t : threads) {
+            t.join();
+        }
+        out.stats = r.stats();
+    }
+    out.alive_after = scope.counters.alive();
+    out.size_within_capacity = size_ok;
+    out.snapshots_consistent = snapshots_ok;
+    return out;
+}
+
+// The checks every policy must pass.
+void check_stress(const stress_plan& plan, const stress_outcome& out) {
+    const auto& s = out.stats;
+    const auto producers = static_cast<std::size_t>(plan.producers);
+    const auto items = static_cast<std::size_t>(plan.items);
+
+    CHECK(out.size_within_capacity);
+    CHECK(out.snapshots_consistent);
+    CHECK(out.alive_after == 0);
+
+    CHECK(s.pushed == producers * items);
+    CHECK(s.size == 0); // consumers drained the closed ring
+    CHECK(s.expired == 0);
+    check_identities(s);
+    // Every push after close (at least the rest of producer 0's) returned closed.
+    CHECK(s.after_close >= items - items / 2);
+
+    std::uint64_t ok = 0, evicted = 0, rejected = 0, closed = 0;
+    for (const auto& per_producer : out.statuses) {
+        for (const auto st : per_producer) {
+            switch (st) {
+            case push_status::ok: ++ok; break;
+            case push_status::evicted: ++evicted; break;
+            case push_status::rejected: ++rejected; break;
+            case push_status::closed: ++closed; break;
+            }
+        }
+    }
+    CHECK(ok + evicted + rejected + closed == s.pushed);
+    CHECK(closed == s.after_close);
+    CHECK(rejected == s.rejected + s.cancelled);
+    CHECK(evicted == s.evicted); // each evicted push dropped exactly one item
+
+    // No duplicates, FIFO per producer, only accepted items delivered.
+    std::vector<std::vector<bool>> seen(producers, std::vector<bool>(items, false));
+    std::uint64_t delivered = 0;
+    bool no_duplicates = true, fifo = true, only_accepted = true, well_formed = true;
+    for (const auto& mine : out.delivered) {
+        std::vector<int> last(producers, -1);
+        for (const int value : mine) {
+            const int p = value / value_stride;
+            const int q = value % value_stride;
+            if (value < 0 || p >= plan.producers || q >= plan.items) {
+                well_formed = false;
+                continue;
+            }
+            const auto pu = static_cast<std::size_t>(p);
+            const auto qu = static_cast<std::size_t>(q);
+            if (seen[pu][qu]) {
+                no_duplicates = false;
+            }
+            seen[pu][qu] = true;
+            if (q <= last[pu]) {
+                fifo = false;
+            }
+            last[pu] = q;
+            if (!framepipe::accepted(out.statuses[pu][qu])) {
+                only_accepted = false;
+            }
+            ++delivered;
+        }
+    }
+    CHECK(well_formed);
+    CHECK(no_duplicates);
+    CHECK(fifo);
+    CHECK(only_accepted);
+    CHECK(delivered == s.popped);
+
+    // Every accepted item was delivered, or dropped by an eviction.
+    std::uint64_t accepted_not_delivered = 0;
+    for (std::size_t p = 0; p < producers; ++p) {
+        for (std::size_t q = 0; q < items; ++q) {
+            if (framepipe::accepted(out.statuses[p][q]) && !seen[p][q]) {
+                ++accepted_not_delivered;
+            }
+        }
+    }
+    CHECK(accepted_not_delivered == s.evicted);
+}
+
+} // namespace
+
+TEST_CASE("ring: stress, drop_oldest, several producers and consumers, close during traffic") {
+    stress_plan plan;
+    plan.options = {.capacity = 4, .policy = overflow::drop_oldest};
+    const auto out = run_stress(plan);
+    check_stress(plan, out);
+    CHECK(out.stats.rejected == 0);
+    CHECK(out.stats.cancelled == 0);
+}
+
+TEST_CASE("ring: stress, drop_newest, several producers and consumers, close during traffic") {
+    stress_plan plan;
+    plan.options = {.capacity = 4, .policy = overflow::drop_newest};
+    const auto out = run_stress(plan);
+    check_stress(plan, out);
+    CHECK(out.stats.evicted == 0);
+    CHECK(out.stats.cancelled == 0);
+}
+
+TEST_CASE("ring: stress, block, with a cancelled producer and close during traffic") {
+    stress_plan plan;
+    plan.options = {.capacity = 4, .policy = overflow::block};
+    plan.cancel_one_producer = true;
+    const auto out = run_stress(plan);
+    check_stress(plan, out);
+    // Back-pressure loses nothing: no evictions, no rejections; only producer 1 can be cancelled.
+    CHECK(out.stats.evicted == 0);
+    CHECK(out.stats.rejected == 0);
+    bool only_producer_1_rejected = true;
+    for (std::size_t p = 0; p < out.statuses.size(); ++p) {
+        for (const auto st : out.statuses[p]) {
+            if (st == push_status::rejected && p != 1) {
+                only_producer_1_rejected = false;
+            }
+        }
+    }
+    CHECK(only_producer_1_rejected);
+}
+
+TEST_CASE("ring: stress, block with a block_timeout, close during traffic") {
+    stress_plan plan;
+    plan.options = {.capacity = 4, .policy = overflow::block, .block_timeout = 50us};
+    const auto out = run_stress(plan);
+    check_stress(plan, out);
+    CHECK(out.stats.rejected == 0);
+    CHECK(out.stats.cancelled == 0);
+}
