@@ -1,0 +1,422 @@
+// framepipe/broadcaster.hpp - one producer's values, shared with every subscriber, each at its
+// own buffer, drop policy and rate.
+//
+//     framepipe::broadcaster<Frame> frames;
+//     auto ui  = frames.subscribe({.capacity = 1, .max_rate_hz = 15, .name = "ui"});
+//     auto det = frames.subscribe({.capacity = 1, .name = "detector"});
+//     frames.publish(std::move(frame));                  // or a std::shared_ptr<const Frame>
+//     std::optional<std::shared_ptr<const Frame>> f = det.pop();
+//
+// Zero copy: a published value is held by one shared_ptr<const T>; each subscriber gets a copy
+// of the pointer, never of the value. Publishing a shared_ptr (for example one lent by a
+// framepipe::pool) allocates nothing. The broadcaster keeps the latest value (for replay_last)
+// until the next publish or close(): size a frame pool with one buffer for it.
+//
+// Isolation: a subscriber with a drop policy (drop_oldest, drop_newest) never makes publish wait,
+// however slowly it reads; it drops instead, and its counters say so. A subscriber with
+// overflow::block asks for back-pressure: publish waits for room in its buffer (up to its
+// block_timeout, if one is set, then evicts its oldest item). Publish serves the drop-policy
+// subscribers first and the blocking ones last, so a blocking subscriber delays the next value,
+// never the other subscribers' copy of this one.
+//
+// Thread safety: publish, subscribe, unsubscribe (destroying a subscription), close and stats
+// may all be called from any thread at any time, concurrently. Several threads may publish; each
+// subscription then sees each publisher's values in order. A subscription's pop calls follow
+// ring<T>'s rules (any number of consumer threads).
+#pragma once
+
+#include <framepipe/channel.hpp>
+#include <framepipe/rate_limiter.hpp>
+#include <framepipe/ring.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace framepipe {
+
+// How one subscriber wants to be fed. An aggregate for designated initialisers.
+struct subscription_options {
+    std::size_t capacity = 1;                 // buffered values (1: a latest slot)
+    overflow policy = overflow::drop_oldest;  // what a full buffer does with a new value
+    std::optional<std::chrono::nanoseconds> block_timeout{}; // overflow::block only, see ring
+    double max_rate_hz = 0;                   // values offered per second at most; 0: unlimited
+    std::optional<std::chrono::nanoseconds> max_age{};       // discard older values at pop
+    bool replay_last = false; // start with the latest value published before subscribing
+    std::string name{};       // for stats; "subscriber-N" when empty
+};
+
+// What one publish did, counted in subscriptions.
+struct publish_result {
+    std::size_t subscribers = 0;  // attached when the value was published
+    std::size_t delivered = 0;    // took the value (whether or not they evicted to do so)
+    std::size_t evicted = 0;      // took it by dropping their oldest value
+    std::size_t rejected = 0;     // refused it: full under drop_newest, or the wait was stopped
+    std::size_t rate_limited = 0; // skipped it: their max_rate_hz allowed no value now
+    std::size_t closed = 0;       // their subscription (or the broadcaster) was closed
+
+    // Subscriptions that dropped something because of this publish.
+    [[nodiscard]] std::size_t dropped() const noexcept {
+        return evicted + rejected + rate_limited + closed;
+    }
+};
+
+// One subscription's counters, by name.
+struct subscription_stats {
+    std::string name;
+    channel_stats stats;
+};
+
+template <class T>
+class broadcaster;
+
+namespace detail {
+
+template <class T>
+struct subscriber {
+    subscriber(const subscription_options& o, std::string n)
+        : name(std::move(n)),
+          channel(ring_options{.capacity = o.capacity,
+                               .policy = o.policy,
+                               .block_timeout = o.block_timeout,
+                               .max_age = o.max_age}),
+          blocking(o.policy == overflow::block) {
+        if (o.max_rate_hz > 0) {
+            limiter.emplace(o.max_rate_hz);
+        }
+    }
+
+    // Counters seen by the subscription: the ring's, plus values skipped by the rate limit,
+    // which were offered (pushed) and dropped without reaching the ring.
+    [[nodiscard]] channel_stats stats() const {
+        channel_stats s = channel.stats();
+        const auto limited = rate_limited.load(std::memory_order_relaxed);
+        s.rate_limited = limited;
+        s.pushed += limited;
+        s.dropped += limited;
+        return s;
+    }
+
+    const std::string name;
+    ring<std::shared_ptr<const T>> channel;
+    std::optional<rate_limiter> limiter;
+    const bool blocking;
+    // Relaxed: a statistics counter; readers need no ordering with the values themselves.
+    std::atomic<std::uint64_t> rate_limited{0};
+};
+
+template <class T>
+using subscriber_list = std::vector<std::shared_ptr<subscriber<T>>>;
+
+// State shared by a broadcaster and its subscriptions, so either may go first.
+template <class T>
+struct broadcast_core {
+    mutable std::mutex mu;
+    // Copy-on-write: publish copies this pointer under mu (no allocation) and walks the list
+    // unlocked; subscribe / unsubscribe build a new list. Drop-policy subscribers come first.
+    std::shared_ptr<const subscriber_list<T>> subscribers = std::make_shared<subscriber_list<T>>();
+    std::shared_ptr<const T> last; // for replay_last
+    std::uint64_t next_id = 0;
+    bool closed = false;
+
+    void remove(const subscriber<T>* s) {
+        std::shared_ptr<const subscriber_list<T>> old; // released after unlocking
+        {
+            const std::lock_guard<std::mutex> lock(mu);
+            auto next = std::make_shared<subscriber_list<T>>();
+            next->reserve(subscribers->size());
+            for (const auto& p : *subscribers) {
+                if (p.get() != s) {
+                    next->push_back(p);
+                }
+            }
+            old = std::exchange(subscribers, std::move(next));
+        }
+    }
+};
+
+} // namespace detail
+
+// A subscriber's end: a channel of std::shared_ptr<const T> with the ring<T> contract.
+// Movable, not copyable. Destroying it unsubscribes. A moved-from subscription is empty
+// (valid() is false) and only assignment and destruction may be used on it.
+template <class T>
+class subscription {
+public:
+    using value_type = std::shared_ptr<const T>;
+
+    subscription(subscription&& o) noexcept = default;
+    subscription& operator=(subscription&& o) noexcept {
+        if (this != &o) {
+            reset();
+            sub_ = std::move(o.sub_);
+            core_ = std::move(o.core_);
+        }
+        return *this;
+    }
+    subscription(const subscription&) = delete;
+    subscription& operator=(const subscription&) = delete;
+
+    // Unsubscribes: closes this subscription's buffer and detaches it. A publish running
+    // concurrently finishes safely (it sees closed). Any thread.
+    ~subscription() { reset(); }
+
+    // Whether this handle holds a subscription (false once moved from). Wait-free.
+    [[nodiscard]] bool valid() const noexcept { return sub_ != nullptr; }
+    explicit operator bool() const noexcept { return valid(); }
+
+    // The next value if one is buffered. Any thread; never waits. See ring<T>::try_pop.
+    [[nodiscard]] std::optional<value_type> try_pop() { return sub_->channel.try_pop(); }
+
+    // The next value, waiting for one (parked). nullopt once closed and drained.
+    [[nodiscard]] std::optional<value_type> pop() { return sub_->channel.pop(); }
+
+    // As pop(), but nullopt as soon as `stop` is requested (checked first).
+    [[nodiscard]] std::optional<value_type> pop(std::stop_token stop) {
+        return sub_->channel.pop(std::move(stop));
+    }
+
+    // As pop(), waiting at most `timeout` (negative: std::invalid_argument naming timeout).
+    [[nodiscard]] std::optional<value_type> pop_for(std::chrono::nanoseconds timeout) {
+        return sub_->channel.pop_for(timeout);
+    }
+
+    // As pop_for(), also ending when `stop` is requested.
+    [[nodiscard]] std::optional<value_type> pop_for(std::chrono::nanoseconds timeout,
+                                                    std::stop_token stop) {
+        return sub_->channel.pop_for(timeout, std::move(stop));
+    }
+
+    // Closes this subscription only: the broadcaster's later values are counted as after_close
+    // for it; what is buffered can still be popped. It stays attached until destroyed.
+    void close() { sub_->channel.close(); }
+
+    [[nodiscard]] bool closed() const noexcept { return sub_->channel.closed(); }
+    [[nodiscard]] std::size_t size() const noexcept { return sub_->channel.size(); }
+    [[nodiscard]] std::size_t capacity() const noexcept { return sub_->channel.capacity(); }
+    [[nodiscard]] const std::string& name() const noexcept { return sub_->name; }
+    [[nodiscard]] overflow policy() const noexcept { return sub_->channel.policy(); }
+
+    // Whether this subscription hangs off `b`. Any thread; wait-free. Tools use it to draw
+    // graphs (pipeline::to_dot).
+    [[nodiscard]] bool subscribed_to(const broadcaster<T>& b) const noexcept {
+        return core_ != nullptr && core_ == b.core_;
+    }
+
+    // Counters. pushed counts every value offered to this subscription; values skipped by
+    // max_rate_hz count as dropped (rate_limited). Identity: pushed == popped + dropped + size.
+    [[nodiscard]] channel_stats stats() const { return sub_->stats(); }
+
+private:
+    friend class broadcaster<T>;
+    subscription(std::shared_ptr<detail::subscriber<T>> sub,
+                 std::shared_ptr<detail::broadcast_core<T>> core) noexcept
+        : sub_(std::move(sub)), core_(std::move(core)) {}
+
+    void reset() noexcept {
+        if (sub_) {
+            sub_->channel.close(); // wakes a publisher blocked on this subscriber
+            try {
+                core_->remove(sub_.get()); // allocates the new list
+            } catch (...) {
+                // Out of memory: it stays listed, closed, so each later publish counts it as
+                // closed (and subscriber_count() includes it). Nothing else is affected.
+            }
+            sub_.reset();
+            core_.reset();
+        }
+    }
+
+    std::shared_ptr<detail::subscriber<T>> sub_;
+    std::shared_ptr<detail::broadcast_core<T>> core_;
+};
+
+template <class T>
+class broadcaster {
+    static_assert(std::is_object_v<T> && !std::is_array_v<T>,
+                  "framepipe::broadcaster<T>: T must be an object type");
+
+public:
+    using value_type = T;
+
+    broadcaster() : core_(std::make_shared<detail::broadcast_core<T>>()) {}
+    broadcaster(const broadcaster&) = delete;
+    broadcaster& operator=(const broadcaster&) = delete;
+
+    // Closes every subscription (consumers drain, then end). Subscriptions may outlive it.
+    ~broadcaster() { close(); }
+
+    // Attaches a new subscriber. Any thread, at any time, also while others publish.
+    // After close(), the subscription is created closed.
+    // Throws std::invalid_argument naming the field: capacity 0; max_rate_hz negative, NaN,
+    // infinite or above 1e9; a block_timeout without overflow::block; a negative block_timeout
+    // or max_age; a max_age when T is not `timestamped`. std::bad_alloc.
+    [[nodiscard]] subscription<T> subscribe(subscription_options options = {}) {
+        if (!(options.max_rate_hz >= 0.0) || !std::isfinite(options.max_rate_hz) ||
+            options.max_rate_hz > 1e9) {
+            throw std::invalid_argument("max_rate_hz: must be 0 (unlimited) or a finite rate "
+                                        "up to 1e9");
+        }
+        if (options.block_timeout && options.policy != overflow::block) {
+            throw std::invalid_argument("block_timeout: needs policy overflow::block");
+        }
+        std::shared_ptr<const detail::subscriber_list<T>> old; // released after unlocking
+        std::shared_ptr<detail::subscriber<T>> sub;
+        {
+            const std::lock_guard<std::mutex> lock(core_->mu);
+            std::string name = options.name.empty()
+                                   ? "subscriber-" + std::to_string(core_->next_id)
+                                   : options.name;
+            ++core_->next_id;
+            sub = std::make_shared<detail::subscriber<T>>(options, std::move(name));
+            if (core_->closed) {
+                sub->channel.close();
+            } else {
+                if (options.replay_last && core_->last) {
+                    // Under the lock, so no publish can slip in between the replay and the
+                    // first live value: the subscriber sees values in order.
+                    (void)sub->channel.push(core_->last);
+                }
+                auto next = std::make_shared<detail::subscriber_list<T>>(*core_->subscribers);
+                // Blocking subscribers go last (see the file comment on isolation).
+                auto at = next->end();
+                if (!sub->blocking) {
+                    at = next->begin();
+                    while (at != next->end() && !(*at)->blocking) {
+                        ++at;
+                    }
+                }
+                next->insert(at, sub);
+                old = std::exchange(core_->subscribers, std::move(next));
+            }
+        }
+        return subscription<T>(std::move(sub), core_);
+    }
+
+    // Publishes a value: moves it into a shared_ptr (one allocation) and offers it to every
+    // subscriber. Any thread. Waits only for blocking subscribers (see the file comment).
+    // Exceptions: std::bad_alloc, or what T's move constructor throws, before any subscriber
+    // was offered the value.
+    publish_result publish(T value) {
+        return publish_impl(std::make_shared<const T>(std::move(value)), nullptr);
+    }
+
+    // Publishes a shared value without copying or allocating. Any thread. Waits only for
+    // blocking subscribers. Does not throw.
+    publish_result publish(std::shared_ptr<const T> value) {
+        return publish_impl(std::move(value), nullptr);
+    }
+
+    // As publish(shared_ptr), but a wait for a blocking subscriber ends when `stop` is
+    // requested; that subscriber then counts the value as cancelled (rejected in the result).
+    publish_result publish(std::shared_ptr<const T> value, std::stop_token stop) {
+        return publish_impl(std::move(value), &stop);
+    }
+
+    // Closes every subscription: consumers drain what is buffered, then end. Later publishes
+    // reach nobody. New subscriptions are created closed. Any thread; idempotent.
+    void close() {
+        std::shared_ptr<const detail::subscriber_list<T>> subs;
+        std::shared_ptr<const T> last;
+        {
+            const std::lock_guard<std::mutex> lock(core_->mu);
+            core_->closed = true;
+            subs = core_->subscribers;
+            last = std::move(core_->last);
+        }
+        for (const auto& s : *subs) {
+            s->channel.close();
+        }
+    }
+
+    // Whether close() has been called. Any thread; brief lock.
+    [[nodiscard]] bool closed() const {
+        const std::lock_guard<std::mutex> lock(core_->mu);
+        return core_->closed;
+    }
+
+    // Subscriptions attached now. Any thread; brief lock.
+    [[nodiscard]] std::size_t subscriber_count() const {
+        const std::lock_guard<std::mutex> lock(core_->mu);
+        return core_->subscribers->size();
+    }
+
+    // Values published so far (calls to publish). Any thread; wait-free.
+    [[nodiscard]] std::uint64_t published() const noexcept {
+        return published_.load(std::memory_order_relaxed);
+    }
+
+    // Each attached subscription's counters by name, in publish order. Any thread; allocates.
+    [[nodiscard]] std::vector<subscription_stats> stats() const {
+        std::shared_ptr<const detail::subscriber_list<T>> subs;
+        {
+            const std::lock_guard<std::mutex> lock(core_->mu);
+            subs = core_->subscribers;
+        }
+        std::vector<subscription_stats> out;
+        out.reserve(subs->size());
+        for (const auto& s : *subs) {
+            out.push_back({s->name, s->stats()});
+        }
+        return out;
+    }
+
+private:
+    friend class subscription<T>;
+
+    publish_result publish_impl(std::shared_ptr<const T> value, const std::stop_token* stop) {
+        std::shared_ptr<const detail::subscriber_list<T>> subs;
+        std::shared_ptr<const T> previous; // released on return, outside the lock
+        {
+            const std::lock_guard<std::mutex> lock(core_->mu);
+            subs = core_->subscribers;
+            if (!core_->closed) {
+                previous = std::exchange(core_->last, value); // kept for replay_last
+            }
+        }
+        // Relaxed: a statistics counter.
+        published_.fetch_add(1, std::memory_order_relaxed);
+        publish_result r;
+        r.subscribers = subs->size();
+        std::optional<rate_limiter::clock::time_point> now;
+        for (const auto& s : *subs) {
+            if (s->limiter) {
+                if (!now) {
+                    now = rate_limiter::clock::now(); // one clock read per publish
+                }
+                if (!s->limiter->try_acquire(*now)) {
+                    s->rate_limited.fetch_add(1, std::memory_order_relaxed);
+                    ++r.rate_limited;
+                    continue;
+                }
+            }
+            const push_status st =
+                stop != nullptr ? s->channel.push(value, *stop) : s->channel.push(value);
+            switch (st) {
+            case push_status::ok: ++r.delivered; break;
+            case push_status::evicted:
+                ++r.delivered;
+                ++r.evicted;
+                break;
+            case push_status::rejected: ++r.rejected; break;
+            case push_status::closed: ++r.closed; break;
+            }
+        }
+        return r;
+    }
+
+    std::shared_ptr<detail::broadcast_core<T>> core_;
+    std::atomic<std::uint64_t> published_{0};
+};
+
+} // namespace framepipe

@@ -1,0 +1,315 @@
+// framepipe/pool.hpp - a bounded set of reusable objects (frame buffers) lent as shared_ptr.
+//
+//     framepipe::pool<cv::Mat> buffers(8, [] { return cv::Mat(480, 640, CV_8UC3); });
+//     std::shared_ptr<cv::Mat> f = buffers.acquire();   // waits if all 8 are out
+//     capture >> *f;  frames.publish(std::move(f));      // back in the pool when the last user
+//                                                        // lets go, wherever that happens
+//
+// All objects are built up front, so memory follows from the capacity. Lending one allocates
+// nothing: each slot keeps room for the shared_ptr control block next to its object, and the
+// shared_ptr's allocator places the block there. The object is not destroyed or reset when it
+// comes back; the next borrower overwrites it.
+//
+// A slot comes back when the control block is released: when the last shared_ptr AND the last
+// weak_ptr to it are gone. The pool may be destroyed while objects are still lent: they stay
+// valid, and the storage is freed when the last one comes back.
+//
+// Thread safety: any thread may acquire, and a lent object may be released on any thread.
+#pragma once
+
+#include <framepipe/channel.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace framepipe {
+
+// Counters of a pool.
+struct pool_stats {
+    std::uint64_t acquired = 0;  // objects lent
+    std::uint64_t released = 0;  // objects returned
+    std::uint64_t exhausted = 0; // try_acquire / timed or stopped acquire that got nothing
+    std::uint64_t waited = 0;    // acquires that had to wait for a return
+    std::uint64_t in_use = 0;    // lent now (acquired - released)
+};
+
+namespace detail {
+
+template <class T>
+class pool_core;
+
+// Room for the shared_ptr control block of one lent object. libstdc++ and libc++ need 32 to 48
+// bytes for a control block with an empty deleter and a two-pointer allocator; 128 leaves margin.
+// A bigger block is still served, from the heap (correct, just not allocation-free).
+inline constexpr std::size_t control_block_room = 128;
+
+template <class T>
+struct pool_slot {
+    alignas(std::max_align_t) unsigned char block[control_block_room];
+    std::optional<T> object;
+    pool_slot* next_free = nullptr;
+};
+
+// Places the control block in its slot's reserved bytes, and returns the slot to the pool
+// when the control block is freed.
+template <class U, class T>
+struct slot_allocator {
+    using value_type = U;
+    pool_core<T>* core;
+    pool_slot<T>* slot;
+
+    template <class V>
+    struct rebind {
+        using other = slot_allocator<V, T>;
+    };
+
+    slot_allocator(pool_core<T>* c, pool_slot<T>* s) noexcept : core(c), slot(s) {}
+    template <class V>
+    slot_allocator(const slot_allocator<V, T>& o) noexcept : core(o.core), slot(o.slot) {} // NOLINT
+
+    U* allocate(std::size_t n) {
+        if (n * sizeof(U) <= control_block_room && alignof(U) <= alignof(std::max_align_t)) {
+            return reinterpret_cast<U*>(slot->block);
+        }
+        return static_cast<U*>(::operator new(n * sizeof(U), std::align_val_t{alignof(U)}));
+    }
+    void deallocate(U* p, std::size_t n) noexcept {
+        if (reinterpret_cast<unsigned char*>(p) != slot->block) {
+            ::operator delete(p, n * sizeof(U), std::align_val_t{alignof(U)});
+        }
+        core->give_back(slot);
+    }
+    template <class V>
+    bool operator==(const slot_allocator<V, T>& o) const noexcept {
+        return slot == o.slot;
+    }
+};
+
+// Lends nothing itself: the object's life is the slot's, so the "deleter" has nothing to do.
+struct keep_object {
+    template <class P>
+    void operator()(P*) const noexcept {}
+};
+
+// The shared state of a pool. Reference-counted by hand: the pool object holds one reference and
+// every lent slot one more, so the core outlives the pool while objects are out.
+template <class T>
+class pool_core {
+public:
+    template <class Factory>
+    pool_core(std::size_t capacity, Factory& make) : slots_(capacity) {
+        for (auto& s : slots_) {
+            s.object.emplace(make());
+            s.next_free = free_;
+            free_ = &s;
+        }
+        available_ = capacity;
+    }
+
+    pool_core(const pool_core&) = delete;
+    pool_core& operator=(const pool_core&) = delete;
+
+    // Takes a free slot, waiting as the arguments say. nullptr if none was had.
+    std::shared_ptr<T> take(const std::stop_token* stop,
+                            const std::optional<clock::time_point>& deadline, bool wait) {
+        pool_slot<T>* slot = nullptr;
+        if (stop != nullptr && stop->stop_requested()) {
+            const std::lock_guard<std::mutex> lock(mu_);
+            ++stats_.exhausted;
+            return nullptr; // like ring::pop(stop_token): the token is checked first
+        }
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            slot = pop_free_locked(wait);
+        }
+        if (slot == nullptr && wait) {
+            // The stop callback takes mu_: set up before locking, torn down after unlocking.
+            std::optional<std::stop_callback<wake_all_on_stop>> on_stop;
+            if (stop != nullptr && stop->stop_possible()) {
+                on_stop.emplace(*stop, wake_all_on_stop{&mu_, &returned_});
+            }
+            std::unique_lock<std::mutex> lock(mu_);
+            const auto end = park(returned_, lock, waiters_, stop, deadline,
+                                  [this] { return free_ != nullptr; });
+            if (end == wait_end::ready) {
+                slot = pop_free_locked(false);
+                ++stats_.waited;
+            } else {
+                ++stats_.exhausted;
+            }
+            lock.unlock();
+        }
+        if (slot == nullptr) {
+            return nullptr;
+        }
+        refs_.fetch_add(1, std::memory_order_relaxed); // see release_ref() for the ordering
+        // Cannot allocate (the block fits the slot), so cannot throw; if a platform's block is
+        // larger, the heap is used and bad_alloc returns the slot via the guard below.
+        struct guard {
+            pool_core* core;
+            pool_slot<T>* slot;
+            ~guard() {
+                if (slot != nullptr) {
+                    core->give_back(slot);
+                }
+            }
+        } g{this, slot};
+        std::shared_ptr<T> out(&*slot->object, keep_object{},
+                               slot_allocator<T, T>(this, slot));
+        g.slot = nullptr;
+        return out;
+    }
+
+    // Called by the slot allocator when a control block is freed.
+    void give_back(pool_slot<T>* slot) noexcept {
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            slot->next_free = free_;
+            free_ = slot;
+            ++available_;
+            ++stats_.released;
+            if (waiters_ > 0) {
+                returned_.notify_one();
+            }
+        }
+        release_ref();
+    }
+
+    // Drops one reference; the last one deletes the core.
+    void release_ref() noexcept {
+        // acq_rel: every use of the core by other threads happens-before its deletion here.
+        if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            delete this;
+        }
+    }
+
+    [[nodiscard]] std::size_t capacity() const noexcept { return slots_.size(); }
+
+    [[nodiscard]] std::size_t available() const {
+        const std::lock_guard<std::mutex> lock(mu_);
+        return available_;
+    }
+
+    [[nodiscard]] pool_stats stats() const {
+        const std::lock_guard<std::mutex> lock(mu_);
+        pool_stats s = stats_;
+        s.in_use = s.acquired - s.released;
+        return s;
+    }
+
+private:
+    pool_slot<T>* pop_free_locked(bool will_wait) {
+        pool_slot<T>* slot = free_;
+        if (slot == nullptr) {
+            if (!will_wait) {
+                ++stats_.exhausted;
+            }
+            return nullptr;
+        }
+        free_ = slot->next_free;
+        slot->next_free = nullptr;
+        --available_;
+        ++stats_.acquired;
+        return slot;
+    }
+
+    mutable std::mutex mu_;
+    std::condition_variable returned_;
+    std::vector<pool_slot<T>> slots_; // never resized: slots do not move
+    pool_slot<T>* free_ = nullptr;    // intrusive stack of free slots, guarded by mu_
+    std::size_t available_ = 0;
+    std::size_t waiters_ = 0;
+    pool_stats stats_{};
+    std::atomic<std::size_t> refs_{1}; // the pool's own reference
+};
+
+} // namespace detail
+
+template <class T>
+class pool {
+    static_assert(std::is_object_v<T> && !std::is_array_v<T>,
+                  "framepipe::pool<T>: T must be an object type");
+    static_assert(std::is_nothrow_destructible_v<T>,
+                  "framepipe::pool<T>: T's destructor must not throw");
+    static_assert(std::is_move_constructible_v<T>,
+                  "framepipe::pool<T>: T must be move-constructible (the factory returns it)");
+    static_assert(!std::is_convertible_v<T*, std::enable_shared_from_this<T>*>,
+                  "framepipe::pool<T>: T must not derive from std::enable_shared_from_this: its "
+                  "weak_ptr would keep the control block, and so the slot, lent for ever");
+
+public:
+    using value_type = T;
+
+    // `capacity` value-initialised objects. Throws std::invalid_argument naming `capacity` when it
+    // is 0; std::bad_alloc; what T's constructor throws.
+    explicit pool(std::size_t capacity)
+        requires std::is_default_constructible_v<T>
+        : pool(capacity, [] { return T{}; }) {}
+
+    // `capacity` objects made by calling `make()` (for example, frames of a given size).
+    // Throws std::invalid_argument naming `capacity` when it is 0; what `make` throws.
+    template <class Factory>
+        requires std::is_invocable_r_v<T, Factory&>
+    pool(std::size_t capacity, Factory make) : core_(create(capacity, make)) {}
+
+    pool(const pool&) = delete;
+    pool& operator=(const pool&) = delete;
+
+    // Lent objects stay valid after the pool is gone; see the file comment.
+    ~pool() { core_->release_ref(); }
+
+    // A free object, or nullptr when all are lent. Any thread; never waits (brief lock); does
+    // not allocate.
+    [[nodiscard]] std::shared_ptr<T> try_acquire() { return core_->take(nullptr, std::nullopt, false); }
+
+    // A free object, waiting (parked) until one is returned. Any thread. Never returns nullptr.
+    [[nodiscard]] std::shared_ptr<T> acquire() { return core_->take(nullptr, std::nullopt, true); }
+
+    // As acquire(), but nullptr when `stop` is requested (checked first, even if an object is
+    // free), or while it waits.
+    [[nodiscard]] std::shared_ptr<T> acquire(std::stop_token stop) {
+        return core_->take(&stop, std::nullopt, true);
+    }
+
+    // As acquire(), but nullptr after `timeout`. Throws std::invalid_argument naming timeout
+    // when it is negative.
+    [[nodiscard]] std::shared_ptr<T> acquire_for(std::chrono::nanoseconds timeout) {
+        detail::require_non_negative(timeout, "timeout");
+        return core_->take(nullptr, detail::deadline_after(timeout), true);
+    }
+
+    // Number of objects. Any thread; wait-free.
+    [[nodiscard]] std::size_t capacity() const noexcept { return core_->capacity(); }
+
+    // Objects free now (a hint). Any thread; brief lock.
+    [[nodiscard]] std::size_t available() const { return core_->available(); }
+
+    // Counters. Any thread; brief lock.
+    [[nodiscard]] pool_stats stats() const { return core_->stats(); }
+
+private:
+    template <class Factory>
+    static detail::pool_core<T>* create(std::size_t capacity, Factory& make) {
+        if (capacity == 0) {
+            throw std::invalid_argument("capacity: must be at least 1");
+        }
+        return new detail::pool_core<T>(capacity, make);
+    }
+
+    detail::pool_core<T>* core_;
+};
+
+} // namespace framepipe
