@@ -1,0 +1,153 @@
+// framepipe/metrics.hpp - allocation-free, lock-free meters for hot paths.
+//
+// latency_histogram records durations into a fixed set of log-linear buckets (relative error
+// under 1/16) and answers quantiles. rate_meter remembers the times of the last completions and
+// answers "events per second over the last two seconds". Recording takes a few relaxed atomic
+// operations and never allocates or locks, so a stage can record every item; reading (a
+// snapshot) may run concurrently on any thread and sees each counter at some recent value.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace framepipe {
+
+// Durations in nanoseconds, bucketed by their top 5 significant bits: values below 16 ns get a
+// bucket each; above that every power of two is split into 16 buckets.
+class latency_histogram {
+public:
+    static constexpr std::size_t sub_buckets = 16;
+    static constexpr std::size_t bucket_count = (64 - 4 + 1) * sub_buckets;
+
+    // Records one duration (negative counts as 0). Any thread; wait-free; never throws.
+    void record(std::chrono::nanoseconds d) noexcept {
+        const auto v = d.count() < 0 ? std::uint64_t{0} : static_cast<std::uint64_t>(d.count());
+        // Relaxed: the counters are statistics; nothing else is published through them.
+        buckets_[index_of(v)].fetch_add(1, std::memory_order_relaxed);
+        count_.fetch_add(1, std::memory_order_relaxed);
+        sum_ns_.fetch_add(v, std::memory_order_relaxed);
+    }
+
+    // Durations recorded so far. Any thread; wait-free.
+    [[nodiscard]] std::uint64_t count() const noexcept {
+        return count_.load(std::memory_order_relaxed);
+    }
+
+    // Sum of the recorded durations. Any thread; wait-free.
+    [[nodiscard]] std::chrono::nanoseconds sum() const noexcept {
+        return std::chrono::nanoseconds(
+            static_cast<std::int64_t>(sum_ns_.load(std::memory_order_relaxed)));
+    }
+
+    // The q-quantile (0 <= q <= 1) as the midpoint of its bucket; 0 when nothing was recorded.
+    // Any thread; lock-free; O(bucket_count). Concurrent records may or may not be included.
+    [[nodiscard]] std::chrono::nanoseconds quantile(double q) const noexcept {
+        std::uint64_t total = 0;
+        for (const auto& b : buckets_) {
+            total += b.load(std::memory_order_relaxed);
+        }
+        if (total == 0) {
+            return std::chrono::nanoseconds::zero();
+        }
+        q = q < 0 ? 0 : (q > 1 ? 1 : q);
+        // The rank of the wanted sample, 1-based; at least 1.
+        auto rank = static_cast<std::uint64_t>(q * static_cast<double>(total) + 0.5);
+        rank = rank == 0 ? 1 : (rank > total ? total : rank);
+        std::uint64_t seen = 0;
+        for (std::size_t i = 0; i < bucket_count; ++i) {
+            seen += buckets_[i].load(std::memory_order_relaxed);
+            if (seen >= rank) {
+                return std::chrono::nanoseconds(static_cast<std::int64_t>(midpoint_of(i)));
+            }
+        }
+        return std::chrono::nanoseconds(static_cast<std::int64_t>(midpoint_of(bucket_count - 1)));
+    }
+
+    // Bucket of a value, and the range a bucket covers; exposed for tests.
+    [[nodiscard]] static constexpr std::size_t index_of(std::uint64_t v) noexcept {
+        if (v < sub_buckets) {
+            return static_cast<std::size_t>(v);
+        }
+        const auto top = static_cast<std::size_t>(63 - std::countl_zero(v)); // >= 4
+        const auto mantissa = static_cast<std::size_t>((v >> (top - 4)) & (sub_buckets - 1));
+        return (top - 3) * sub_buckets + mantissa;
+    }
+    [[nodiscard]] static constexpr std::uint64_t lower_bound_of(std::size_t i) noexcept {
+        if (i < sub_buckets) {
+            return i;
+        }
+        const std::size_t top = i / sub_buckets + 3;
+        const std::uint64_t mantissa = i % sub_buckets;
+        return (std::uint64_t{1} << top) | (mantissa << (top - 4));
+    }
+    [[nodiscard]] static constexpr std::uint64_t width_of(std::size_t i) noexcept {
+        return i < sub_buckets ? 1 : std::uint64_t{1} << (i / sub_buckets + 3 - 4);
+    }
+
+private:
+    [[nodiscard]] static constexpr std::uint64_t midpoint_of(std::size_t i) noexcept {
+        return lower_bound_of(i) + width_of(i) / 2;
+    }
+
+    std::array<std::atomic<std::uint64_t>, bucket_count> buckets_{};
+    std::atomic<std::uint64_t> count_{0};
+    std::atomic<std::uint64_t> sum_ns_{0};
+};
+
+// Events per second over a sliding window of two seconds, from the times of the last 256 events.
+// One thread records (the stage that owns it); any thread may read.
+class rate_meter {
+public:
+    using clock = std::chrono::steady_clock;
+    static constexpr std::size_t history = 256;
+    static constexpr std::chrono::seconds window{2};
+
+    // Records an event at `now`. Single writer; wait-free; never throws.
+    void record(clock::time_point now = clock::now()) noexcept {
+        const auto n = count_.load(std::memory_order_relaxed);
+        times_[n % history].store(now.time_since_epoch().count(), std::memory_order_relaxed);
+        // Release: a reader that sees the new count also sees the time stored for it.
+        count_.store(n + 1, std::memory_order_release);
+    }
+
+    // Events per second over the last `window` ending at `now`. When more than `history`
+    // events fell in the window, the rate is taken over the span of the last `history` events.
+    // Any thread; lock-free; never throws.
+    [[nodiscard]] double per_second(clock::time_point now = clock::now()) const noexcept {
+        const auto n = count_.load(std::memory_order_acquire);
+        const auto held = n < history ? n : history;
+        const auto from = (now - window).time_since_epoch().count();
+        std::uint64_t in_window = 0;
+        clock::rep oldest = now.time_since_epoch().count();
+        for (std::uint64_t k = 0; k < held; ++k) {
+            const auto t = times_[(n - 1 - k) % history].load(std::memory_order_relaxed);
+            if (t <= from) {
+                break;
+            }
+            ++in_window;
+            oldest = t;
+        }
+        if (in_window == history) {
+            const double span_s =
+                static_cast<double>(now.time_since_epoch().count() - oldest) / 1e9;
+            return span_s > 0 ? static_cast<double>(history) / span_s : 0.0;
+        }
+        return static_cast<double>(in_window) /
+               std::chrono::duration<double>(window).count();
+    }
+
+    // Events recorded in total. Any thread; wait-free.
+    [[nodiscard]] std::uint64_t count() const noexcept {
+        return count_.load(std::memory_order_relaxed);
+    }
+
+private:
+    std::array<std::atomic<clock::rep>, history> times_{};
+    std::atomic<std::uint64_t> count_{0};
+};
+
+} // namespace framepipe

@@ -1,0 +1,484 @@
+// Tests of framepipe/pipeline.hpp: wiring, lifecycle, errors, metrics and their exposition.
+#include <framepipe/framepipe.hpp>
+
+#include "support/lifetime.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <latch>
+#include <map>
+#include <memory>
+#include <random>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using framepipe::overflow;
+using framepipe::pipeline;
+using framepipe::ring;
+using framepipe::stage_state;
+
+namespace {
+
+// Finds a stage or channel in a snapshot by name.
+const framepipe::stage_snapshot& stage_of(const framepipe::pipeline_snapshot& s,
+                                          const std::string& name) {
+    for (const auto& st : s.stages) {
+        if (st.name == name) {
+            return st;
+        }
+    }
+    throw std::runtime_error("no stage " + name);
+}
+const framepipe::channel_snapshot& channel_of(const framepipe::pipeline_snapshot& s,
+                                              const std::string& name) {
+    for (const auto& c : s.channels) {
+        if (c.name == name) {
+            return c;
+        }
+    }
+    throw std::runtime_error("no channel " + name);
+}
+
+} // namespace
+
+TEST_CASE("pipeline: a finite source flows through a stage into a sink, in order, then ends") {
+    ring<int> a(4, overflow::block);
+    ring<int> b(4, overflow::block);
+    std::vector<int> got;
+    int next = 0;
+    pipeline p("finite");
+    p.source("count", a, [&]() -> std::optional<int> {
+        return next < 1000 ? std::optional<int>(next++) : std::nullopt;
+    });
+    p.stage("double", a, b, [](int v) { return 2 * v; });
+    p.sink("collect", b, [&](int v) { got.push_back(v); });
+    p.start();
+    p.wait(); // ends by itself: the source ran dry, the channels closed in order
+    REQUIRE(got.size() == 1000);
+    for (int i = 0; i < 1000; ++i) {
+        REQUIRE(got[static_cast<std::size_t>(i)] == 2 * i);
+    }
+    REQUIRE_FALSE(p.running());
+    const auto snap = p.snapshot();
+    for (const auto& s : snap.stages) {
+        CHECK(s.state == stage_state::finished);
+    }
+    CHECK(stage_of(snap, "count").items_out == 1000);
+    CHECK(stage_of(snap, "double").items_in == 1000);
+    CHECK(stage_of(snap, "double").items_out == 1000);
+    CHECK(stage_of(snap, "collect").items_in == 1000);
+    CHECK(stage_of(snap, "collect").service_count == 1000);
+    CHECK(a.closed());
+    CHECK(b.closed());
+}
+
+TEST_CASE("pipeline: a stage returning nullopt emits nothing for that item") {
+    ring<int> a(8, overflow::block);
+    ring<int> b(8, overflow::block);
+    std::vector<int> got;
+    int next = 0;
+    pipeline p;
+    p.source("count", a, [&]() -> std::optional<int> {
+        return next < 100 ? std::optional<int>(next++) : std::nullopt;
+    });
+    p.stage("evens", a, b, [](int v) { return v % 2 == 0 ? std::optional<int>(v) : std::nullopt; });
+    p.sink("collect", b, [&](int v) { got.push_back(v); });
+    p.start();
+    p.wait();
+    REQUIRE(got.size() == 50);
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "evens").items_in == 100);
+    CHECK(stage_of(snap, "evens").items_out == 50);
+}
+
+TEST_CASE("pipeline: request_stop stops the source and drains: nothing buffered is lost") {
+    ring<std::uint64_t> a(4, overflow::block);
+    ring<std::uint64_t> b(4, overflow::block);
+    std::latch some_arrived(1);
+    std::atomic<std::uint64_t> received{0};
+    std::uint64_t next = 0;
+    pipeline p;
+    p.source("count", a, [&] { return next++; });
+    p.stage("pass", a, b, [](std::uint64_t v) { return v; });
+    std::atomic<bool> out_of_order{false}; // Catch2 assertions stay on the test's thread
+    p.sink("collect", b, [&](std::uint64_t v) {
+        if (v != received.load()) { // in order, none missing
+            out_of_order = true;
+        }
+        if (received.fetch_add(1) == 100) {
+            some_arrived.count_down();
+        }
+    });
+    p.start();
+    some_arrived.wait();
+    p.request_stop();
+    p.wait();
+    REQUIRE_FALSE(out_of_order);
+    // Lossless with overflow::block: every value the source emitted reached the sink.
+    const auto snap = p.snapshot();
+    REQUIRE(stage_of(snap, "count").items_out == received.load());
+    REQUIRE(a.stats().dropped == 0);
+    REQUIRE(b.stats().dropped == 0);
+    REQUIRE(a.size() == 0);
+    REQUIRE(b.size() == 0);
+}
+
+TEST_CASE("pipeline: an exception in a stage stops everything and wait() rethrows it by name") {
+    ring<int> a(2, overflow::block);
+    ring<int> b(2, overflow::block);
+    int next = 0;
+    pipeline p;
+    p.source("count", a, [&] { return next++; }); // endless: only the error can stop it
+    p.stage("fragile", a, b, [](int v) {
+        if (v == 5) {
+            throw std::runtime_error("bad frame 5");
+        }
+        return v;
+    });
+    p.sink("collect", b, [](int) {});
+    p.start();
+    try {
+        p.wait();
+        FAIL("wait() did not throw");
+    } catch (const framepipe::stage_error& e) {
+        CHECK(e.stage() == "fragile");
+        CHECK(std::string(e.what()).find("fragile") != std::string::npos);
+        CHECK(std::string(e.what()).find("bad frame 5") != std::string::npos);
+        CHECK_THROWS_WITH(e.rethrow_cause(), "bad frame 5");
+    }
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "fragile").state == stage_state::failed);
+    CHECK(stage_of(snap, "count").state != stage_state::running);
+    CHECK(stage_of(snap, "collect").state != stage_state::running);
+}
+
+TEST_CASE("pipeline: an exception in a source or sink is reported the same way") {
+    for (const std::string where : {"source", "sink"}) {
+        ring<int> a(2, overflow::block);
+        int next = 0;
+        pipeline p;
+        p.source("src", a, [&] {
+            if (where == "source" && next == 3) {
+                throw std::logic_error("source broke");
+            }
+            return next++;
+        });
+        p.sink("dst", a, [&](int v) {
+            if (where == "sink" && v == 3) {
+                throw std::logic_error("sink broke");
+            }
+        });
+        p.start();
+        try {
+            p.wait();
+            FAIL("wait() did not throw");
+        } catch (const framepipe::stage_error& e) {
+            CHECK(e.stage() == (where == "source" ? "src" : "dst"));
+        }
+    }
+}
+
+TEST_CASE("pipeline: request_stop(deadline) names a stage that did not finish instead of hanging") {
+    ring<int> a(2, overflow::block);
+    std::latch entered(1);
+    std::latch release(1);
+    int next = 0;
+    pipeline p;
+    p.source("count", a, [&] { return next++; });
+    p.sink("stuck", a, [&](int) {
+        entered.count_down();
+        release.wait(); // user code that ignores the stop token
+    });
+    p.start();
+    entered.wait();
+    const auto report = p.request_stop(1ms);
+    release.count_down(); // before any assertion, so a failure cannot leave the sink stuck
+    CHECK_FALSE(report.clean);
+    // The source may also still be on its way out after 1 ms; the stuck sink must be named.
+    CHECK(std::find(report.unfinished.begin(), report.unfinished.end(), "stuck") !=
+          report.unfinished.end());
+    p.wait(); // returns now that the user code has returned
+    CHECK_FALSE(p.running());
+}
+
+TEST_CASE("pipeline: request_stop(deadline) is clean when everything drains") {
+    ring<int> a(4, overflow::block);
+    int next = 0;
+    std::latch started(1);
+    pipeline p;
+    p.source("count", a, [&] {
+        if (next == 10) {
+            started.count_down();
+        }
+        return next++;
+    });
+    p.sink("fast", a, [](int) {});
+    p.start();
+    started.wait();
+    const auto report = p.request_stop(std::chrono::hours(1)); // returns as soon as it drains
+    CHECK(report.clean);
+    CHECK(report.unfinished.empty());
+    p.wait();
+}
+
+TEST_CASE("pipeline: a producer blocked on a stage that failed is released") {
+    ring<int> a(1, overflow::block);
+    int next = 0;
+    pipeline p;
+    p.source("count", a, [&] { return next++; }); // blocks on the full ring once the sink dies
+    p.sink("dies", a, [](int v) {
+        if (v == 2) {
+            throw std::runtime_error("gone");
+        }
+    });
+    p.start();
+    REQUIRE_THROWS_AS(p.wait(), framepipe::stage_error);
+}
+
+TEST_CASE("pipeline: a broadcaster fans out to subscriptions; graph and counts line up") {
+    using frame = framepipe::stamped<int>;
+    framepipe::broadcaster<frame> frames;
+    auto fast = frames.subscribe({.capacity = 4, .policy = overflow::block, .name = "fast"});
+    auto slow = frames.subscribe({.capacity = 1, .name = "slow"});
+    framepipe::latest_slot<int> results;
+    std::uint64_t next = 0;
+    const auto long_ago = std::chrono::steady_clock::now() - 1h;
+    pipeline p("fan");
+    p.channel(frames, "frames").channel(results, "results");
+    p.source("camera", frames, [&]() -> std::optional<frame> {
+        if (next == 200) {
+            return std::nullopt;
+        }
+        return framepipe::stamp(0, next++, long_ago);
+    });
+    std::uint64_t fast_seen = 0;
+    p.sink("fast-sink", fast, [&](const std::shared_ptr<const frame>&) { ++fast_seen; });
+    p.stage("slow-stage", slow, results, [](const std::shared_ptr<const frame>& f) {
+        return static_cast<int>(f->seq);
+    });
+    p.start();
+    p.wait();
+    REQUIRE(fast_seen == 200); // block policy: lossless
+
+    const auto snap = p.snapshot();
+    const auto& fc = channel_of(snap, "fast");
+    CHECK(fc.kind == "subscription");
+    CHECK(fc.policy == "block");
+    CHECK(fc.parent == "frames");
+    CHECK(fc.pushed == 200);
+    CHECK(fc.popped == 200);
+    REQUIRE(fc.has_age);
+    CHECK(fc.age_count == 200);
+    CHECK(fc.age_p50_ms >= 3.6e6 * 0.9); // captured an hour ago (bucket error < 1/16)
+    const auto& sc = channel_of(snap, "slow");
+    CHECK(sc.pushed == sc.popped + sc.dropped + sc.size);
+    CHECK(channel_of(snap, "frames").pushed == 200);
+    CHECK(channel_of(snap, "frames").kind == "broadcaster");
+    CHECK(channel_of(snap, "results").kind == "latest_slot");
+
+    const auto dot = p.to_dot();
+    CHECK(dot.rfind("digraph \"fan\" {", 0) == 0);
+    CHECK(dot.find("\"stage:camera\" -> \"channel:frames\"") != std::string::npos);
+    CHECK(dot.find("\"channel:frames\" -> \"channel:fast\"") != std::string::npos);
+    CHECK(dot.find("\"channel:frames\" -> \"channel:slow\"") != std::string::npos);
+    CHECK(dot.find("\"channel:fast\" -> \"stage:fast-sink\"") != std::string::npos);
+    CHECK(dot.find("\"stage:slow-stage\" -> \"channel:results\"") != std::string::npos);
+    CHECK(dot.find("block, cap 4") != std::string::npos);
+}
+
+namespace {
+
+// Checks text against the Prometheus text exposition format (0.0.4) rules that a scraper
+// enforces: line grammar, metric and label names, escaping, one TYPE per family before its
+// samples, counter names ending in _total, summary samples carrying quantile or _sum/_count.
+void check_prometheus(const std::string& text, std::map<std::string, std::string>& types) {
+    static const std::regex name_re("[a-zA-Z_:][a-zA-Z0-9_:]*");
+    static const std::regex help_re("# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .+");
+    static const std::regex type_re("# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) "
+                                    "(counter|gauge|summary|histogram|untyped)");
+    static const std::regex sample_re(
+        R"(([a-zA-Z_:][a-zA-Z0-9_:]*)\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*",?)*)\} (\S+))");
+    std::istringstream in(text);
+    std::string line;
+    std::set<std::string> sampled;
+    REQUIRE(!text.empty());
+    REQUIRE(text.back() == '\n');
+    while (std::getline(in, line)) {
+        std::smatch m;
+        if (std::regex_match(line, m, help_re)) {
+            continue;
+        }
+        if (std::regex_match(line, m, type_re)) {
+            INFO(line);
+            REQUIRE(types.count(m[1]) == 0); // one TYPE per family
+            REQUIRE(sampled.count(m[1]) == 0); // TYPE before the family's samples
+            types[m[1]] = m[2];
+            if (m[2] == "counter") {
+                REQUIRE(std::string(m[1]).size() > 6);
+                REQUIRE(std::string(m[1]).substr(std::string(m[1]).size() - 6) == "_total");
+            }
+            continue;
+        }
+        INFO(line);
+        REQUIRE(std::regex_match(line, m, sample_re));
+        std::string family = m[1];
+        const std::string labels = m[2];
+        for (const char* suffix : {"_sum", "_count"}) {
+            const std::string sfx = suffix;
+            if (family.size() > sfx.size() &&
+                family.compare(family.size() - sfx.size(), sfx.size(), sfx) == 0 &&
+                types.count(family.substr(0, family.size() - sfx.size())) != 0 &&
+                types[family.substr(0, family.size() - sfx.size())] == "summary") {
+                family = family.substr(0, family.size() - sfx.size());
+            }
+        }
+        REQUIRE(types.count(family) == 1);
+        if (types[family] == "summary" && family == std::string(m[1])) {
+            REQUIRE(labels.find("quantile=\"") != std::string::npos);
+        }
+        sampled.insert(family);
+        const std::string value = m[3];
+        std::size_t used = 0;
+        REQUIRE_NOTHROW(static_cast<void>(std::stod(value, &used)));
+        REQUIRE(used == value.size());
+    }
+}
+
+} // namespace
+
+TEST_CASE("pipeline: to_prometheus follows the text exposition format") {
+    framepipe::sliding_window<framepipe::stamped<int>> windows(4, 2);
+    ring<framepipe::stamped<int>> a(8, overflow::block);
+    int next = 0;
+    // Names that need escaping in label values.
+    pipeline p("quote\"back\\slash\nnewline");
+    p.channel(a, "in \"a\"").channel(windows, "windows");
+    p.source("src", a, [&]() -> std::optional<framepipe::stamped<int>> {
+        if (next == 100) {
+            return std::nullopt;
+        }
+        const auto seq = static_cast<std::uint64_t>(next);
+        return framepipe::stamp(next++, seq);
+    });
+    p.stage("win", a, windows, [](framepipe::stamped<int> v) { return v; });
+    std::uint64_t windows_seen = 0;
+    std::uint64_t wrong_size = 0;
+    p.sink("classify", windows, [&](const framepipe::window<framepipe::stamped<int>>& w) {
+        wrong_size += w.size() == 4 ? 0U : 1U;
+        ++windows_seen;
+    });
+    p.start();
+    p.wait();
+
+    REQUIRE(wrong_size == 0);
+    REQUIRE(windows_seen > 0);
+    const auto text = p.to_prometheus();
+    std::map<std::string, std::string> types;
+    check_prometheus(text, types);
+    CHECK(types["framepipe_stage_items_in_total"] == "counter");
+    CHECK(types["framepipe_stage_service_seconds"] == "summary");
+    CHECK(types["framepipe_channel_dropped_total"] == "counter");
+    CHECK(types["framepipe_channel_item_age_seconds"] == "summary");
+    CHECK(text.find(R"(pipeline="quote\"back\\slash\nnewline")") != std::string::npos);
+    CHECK(text.find(R"(channel="in \"a\"")") != std::string::npos);
+    CHECK(text.find("framepipe_stage_items_in_total{pipeline=\"quote\\\"back\\\\slash\\nnewline\","
+                    "stage=\"win\"} 100\n") != std::string::npos);
+    const auto snap = p.snapshot();
+    const auto& w = channel_of(snap, "windows");
+    CHECK(w.kind == "sliding_window");
+    CHECK(w.popped == windows_seen);
+    CHECK(w.pushed == w.popped + w.dropped + w.size);
+}
+
+TEST_CASE("pipeline: bad arguments and misuse are refused with a clear error") {
+    ring<int> a(1);
+    pipeline p;
+    CHECK_THROWS_WITH(p.sink("", a, [](int) {}), Catch::Contains("name"));
+    p.sink("x", a, [](int) {});
+    CHECK_THROWS_WITH(p.sink("x", a, [](int) {}), Catch::Contains("name"));
+    CHECK_THROWS_WITH(p.source("s", a, [] { return 1; }, -1.0), Catch::Contains("max_rate_hz"));
+    CHECK_THROWS_WITH(p.request_stop(-1ms), Catch::Contains("deadline"));
+    pipeline empty;
+    CHECK_THROWS_AS(empty.start(), std::logic_error);
+    p.start();
+    CHECK_THROWS_AS(p.start(), std::logic_error);
+    CHECK_THROWS_AS(p.sink("late", a, [](int) {}), std::logic_error);
+    a.close();
+    p.wait();
+}
+
+TEST_CASE("pipeline: with metrics off, counts are still kept and nothing else is recorded") {
+    ring<int> a(4, overflow::block);
+    int next = 0;
+    pipeline p("quiet", {.metrics = false});
+    p.source("count", a, [&]() -> std::optional<int> {
+        return next < 50 ? std::optional<int>(next++) : std::nullopt;
+    });
+    p.sink("sink", a, [](int) {});
+    p.start();
+    p.wait();
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "sink").items_in == 50);
+    CHECK(stage_of(snap, "sink").service_count == 0);
+}
+
+TEST_CASE("pipeline: 1000 randomised start/stop cycles end cleanly and leak nothing") {
+    framepipe_test::lifetime_scope scope;
+    std::mt19937 rng(2026);
+    for (int cycle = 0; cycle < 1000; ++cycle) {
+        const auto capacity = std::uniform_int_distribution<std::size_t>(1, 4)(rng);
+        const auto policy = static_cast<overflow>(std::uniform_int_distribution<int>(0, 2)(rng));
+        const int stop_after = std::uniform_int_distribution<int>(0, 30)(rng);
+        const int mode = std::uniform_int_distribution<int>(0, 2)(rng);
+        const auto pause_us = std::uniform_int_distribution<int>(0, 20)(rng);
+        {
+            ring<framepipe_test::counted> a(capacity, policy);
+            ring<framepipe_test::counted> b(capacity, policy);
+            std::latch seen(1);
+            std::atomic<int> received{0};
+            int next = 0;
+            pipeline p;
+            p.source("src", a, [&] { return framepipe_test::counted(next++); });
+            p.stage("mid", a, b, [&](framepipe_test::counted c) {
+                if (pause_us > 10) { // jitter only; never used to order threads
+                    std::this_thread::sleep_for(std::chrono::microseconds(pause_us));
+                }
+                return c;
+            });
+            p.sink("dst", b, [&](const framepipe_test::counted&) {
+                if (received.fetch_add(1) + 1 == stop_after) {
+                    seen.count_down();
+                }
+            });
+            p.start();
+            if (stop_after > 0) {
+                seen.wait(); // stop during traffic
+            }
+            if (mode == 0) {
+                p.request_stop();
+                p.wait();
+            } else if (mode == 1) {
+                (void)p.request_stop(std::chrono::microseconds(pause_us));
+                p.wait();
+            }
+            // mode 2: the destructor stops everything at once
+            if (mode != 2) {
+                for (auto* r : {&a, &b}) {
+                    const auto s = r->stats();
+                    REQUIRE(s.pushed == s.popped + s.dropped + s.size);
+                }
+            }
+        }
+        REQUIRE(scope.counters.alive() == 0);
+    }
+}
