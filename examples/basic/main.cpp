@@ -1,0 +1,402 @@
+// framepipe-basic: the first source document's experiment in plain C++ (no OpenCV).
+//
+// A 30 fps camera feeds a UI that wants 15 fps and a detector that needs --detector-ms of CPU
+// per frame (default 200: it manages 5 fps). Three ways to wire it:
+//
+//   --mode inline       one thread:  [camera] -> [detect] -> [show]
+//                       the UI can only go as fast as the detector.
+//
+//   --mode unbounded    [camera] --+--> unbounded queue --> [detector]     (every frame, late)
+//                                  +--> unbounded queue --> [ui 15 fps]
+//                       the detector's backlog, its input age and memory grow without end.
+//
+//   --mode framepipe    [camera 30 fps, pooled stamped frames]
+//                            |
+//                       broadcaster "frames"
+//                         |                         |
+//                 [ui: 15 fps, cap 1]        [detector: latest slot]
+//                         |                         |
+//                      (show) <-- latest_slot <-- (detect)
+//                                  "boxes"
+//                       the UI keeps 15 fps and the detector always works on a fresh frame.
+//
+// Flags: --seconds N, --detector-ms M, --json (one JSON object at exit), --compare (all three
+// modes, each in its own process so that peak memory is its own, side by side).
+#include "common/cpu_work.hpp"
+#include "common/process_stats.hpp"
+
+#include <framepipe/framepipe.hpp>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <exception>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using pixels = std::vector<std::uint8_t>;
+using frame = framepipe::stamped<pixels>;
+
+constexpr int width = 640;
+constexpr int height = 480;
+constexpr std::size_t frame_bytes = std::size_t{width} * height * 3;
+constexpr auto ui_work = std::chrono::milliseconds(2); // stands in for JPEG encoding
+
+struct settings {
+    std::string mode = "framepipe";
+    double seconds = 10;
+    int detector_ms = 200;
+    double source_fps = 30;
+    double ui_fps = 15;
+    bool json = false;
+};
+
+// What every mode measures, the same way.
+struct meters {
+    std::atomic<std::uint64_t> frames{0};     // frames the camera delivered to the program
+    std::atomic<std::uint64_t> shown{0};      // frames the UI showed
+    std::atomic<std::uint64_t> detections{0}; // frames the detector finished
+    std::atomic<std::uint64_t> backlog{0};    // frames queued for the detector (unbounded mode)
+    framepipe::latency_histogram detector_age; // frame age when inference starts
+    std::uint64_t dropped_for_detector = 0;
+    std::uint64_t dropped_for_ui = 0;
+};
+
+// Draws a synthetic frame: grey background and a bright square that moves with `seq`.
+void draw(pixels& px, std::uint64_t seq) {
+    std::fill(px.begin(), px.end(), std::uint8_t{64});
+    const auto x0 = static_cast<int>((seq * 8) % (width - 64));
+    for (int y = 200; y < 264; ++y) {
+        const auto row = static_cast<std::size_t>(y) * width * 3;
+        std::fill_n(px.begin() + static_cast<std::ptrdiff_t>(row + static_cast<std::size_t>(x0) * 3),
+                    64 * 3, std::uint8_t{240});
+    }
+}
+
+void detect(const frame& f, const settings& s, meters& m) {
+    m.detector_age.record(clock_type::now() - f.captured);
+    (void)framepipe_examples::busy_compute(f.value, std::chrono::milliseconds(s.detector_ms));
+    m.detections.fetch_add(1, std::memory_order_relaxed);
+}
+
+void show(const frame& f, meters& m) {
+    (void)framepipe_examples::busy_compute(f.value, ui_work);
+    m.shown.fetch_add(1, std::memory_order_relaxed);
+}
+
+// The camera's clock: frame k exists from t0 + k / fps on.
+struct camera_clock {
+    clock_type::time_point t0;
+    double fps;
+    [[nodiscard]] std::uint64_t frames_by(clock_type::time_point t) const {
+        return static_cast<std::uint64_t>(std::chrono::duration<double>(t - t0).count() * fps) + 1;
+    }
+};
+
+// One thread reads the newest camera frame, detects, shows: the source document's baseline.
+void run_inline(const settings& s, meters& m, const std::stop_token& stop) {
+    const camera_clock cam{clock_type::now(), s.source_fps};
+    framepipe::rate_limiter ui_rate(s.ui_fps);
+    frame f{pixels(frame_bytes), 0, {}};
+    std::uint64_t next = 0;
+    while (!stop.stop_requested()) {
+        // Wait for the next frame, then read the newest one (a camera does not queue for us).
+        const auto due = cam.t0 + std::chrono::duration_cast<clock_type::duration>(
+                                      std::chrono::duration<double>(static_cast<double>(next) /
+                                                                    s.source_fps));
+        std::this_thread::sleep_until(due);
+        const auto now = clock_type::now();
+        f.seq = cam.frames_by(now) - 1;
+        f.captured = now;
+        draw(f.value, f.seq);
+        next = f.seq + 1;
+        m.frames.fetch_add(1, std::memory_order_relaxed);
+        detect(f, s, m);
+        if (ui_rate.try_acquire()) {
+            show(f, m);
+        }
+    }
+    const auto produced = cam.frames_by(clock_type::now());
+    m.dropped_for_detector = produced - m.detections.load();
+    m.dropped_for_ui = produced - m.shown.load();
+}
+
+// A mutex + condition variable + deque: what the source documents' queues amount to.
+template <class T>
+class unbounded_queue {
+public:
+    void push(T v) {
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            q_.push_back(std::move(v));
+        }
+        cv_.notify_one();
+    }
+    std::optional<T> pop(const std::stop_token& stop) {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (!cv_.wait(lock, stop, [this] { return !q_.empty(); })) {
+            return std::nullopt; // stopped
+        }
+        T v = std::move(q_.front());
+        q_.pop_front();
+        return v;
+    }
+    std::size_t size() {
+        const std::lock_guard<std::mutex> lock(mu_);
+        return q_.size();
+    }
+
+private:
+    std::mutex mu_;
+    std::condition_variable_any cv_;
+    std::deque<T> q_;
+};
+
+void run_unbounded(const settings& s, meters& m, const std::stop_token& stop) {
+    unbounded_queue<std::shared_ptr<const frame>> to_detector;
+    unbounded_queue<std::shared_ptr<const frame>> to_ui;
+    std::uint64_t rate_skipped = 0;
+    {
+        std::jthread detector([&](const std::stop_token& st) {
+            while (auto f = to_detector.pop(st)) {
+                m.backlog.store(to_detector.size(), std::memory_order_relaxed);
+                detect(**f, s, m);
+            }
+        });
+        std::jthread ui([&](const std::stop_token& st) {
+            while (auto f = to_ui.pop(st)) {
+                show(**f, m);
+            }
+        });
+        framepipe::rate_limiter pace(s.source_fps);
+        framepipe::rate_limiter ui_rate(s.ui_fps);
+        for (std::uint64_t seq = 0; pace.acquire(stop); ++seq) {
+            auto f = std::make_shared<frame>(frame{pixels(frame_bytes), seq, {}});
+            draw(f->value, seq);
+            f->captured = clock_type::now();
+            m.frames.fetch_add(1, std::memory_order_relaxed);
+            to_detector.push(f);
+            if (ui_rate.try_acquire(f->captured)) {
+                to_ui.push(f);
+            } else {
+                ++rate_skipped;
+            }
+        }
+    } // the consumers stop with the source; what is left in the queues is never processed
+    m.dropped_for_detector = 0; // nothing is dropped: it waits, for ever
+    m.dropped_for_ui = rate_skipped;
+}
+
+void run_framepipe(const settings& s, meters& m, const std::stop_token& stop) {
+    framepipe::pool<frame> buffers(8, [] { return frame{pixels(frame_bytes), 0, {}}; });
+    framepipe::broadcaster<frame> frames;
+    auto ui = frames.subscribe({.capacity = 1, .max_rate_hz = s.ui_fps, .name = "ui"});
+    auto det = frames.subscribe({.capacity = 1, .name = "detector"});
+    framepipe::latest_slot<std::uint64_t> boxes; // seq of the newest detection, for the overlay
+
+    framepipe::pipeline p("basic");
+    p.channel(frames, "frames").channel(boxes, "boxes");
+    std::uint64_t seq = 0;
+    p.source(
+        "camera", frames,
+        [&](framepipe::stage_context& ctx) -> std::optional<std::shared_ptr<frame>> {
+            auto f = buffers.acquire(ctx.stop_token());
+            if (!f) {
+                return std::nullopt;
+            }
+            f->seq = seq++;
+            draw(f->value, f->seq);
+            f->captured = clock_type::now();
+            m.frames.fetch_add(1, std::memory_order_relaxed);
+            return f;
+        },
+        s.source_fps);
+    p.stage("detector", det, boxes, [&](const std::shared_ptr<const frame>& f) {
+        detect(*f, s, m);
+        return f->seq;
+    });
+    p.sink("ui", ui, [&](const std::shared_ptr<const frame>& f) {
+        (void)boxes.peek(); // a real UI draws the newest boxes over the frame
+        show(*f, m);
+    });
+    p.start();
+    std::mutex mu;
+    std::condition_variable_any cv;
+    {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, stop, [] { return false; }); // until the run's time is up
+    }
+    p.request_stop();
+    p.wait();
+    m.dropped_for_detector = det.stats().dropped;
+    m.dropped_for_ui = ui.stats().dropped;
+}
+
+// Rates and ages over the measured window, taken when it ends (before the orderly stop, whose
+// drain would add one stale detection per run).
+nlohmann::json summarise(const settings& s, const meters& m, double elapsed_s) {
+    auto ms = [](std::chrono::nanoseconds d) {
+        return std::chrono::duration<double, std::milli>(d).count();
+    };
+    auto per_s = [elapsed_s](const std::atomic<std::uint64_t>& n) {
+        return static_cast<double>(n.load()) / elapsed_s;
+    };
+    return {
+        {"mode", s.mode},
+        {"seconds", elapsed_s},
+        {"detector_ms", s.detector_ms},
+        {"source_fps", per_s(m.frames)},
+        {"ui_fps", per_s(m.shown)},
+        {"detector_fps", per_s(m.detections)},
+        {"detector_age_p50_ms", ms(m.detector_age.quantile(0.50))},
+        {"detector_age_p99_ms", ms(m.detector_age.quantile(0.99))},
+        {"detector_backlog", m.backlog.load()},
+        {"peak_rss_mb", framepipe_examples::peak_rss_mb()},
+    };
+}
+
+int run_one(const settings& s) {
+    meters m;
+    std::jthread worker([&](std::stop_token stop) {
+        if (s.mode == "inline") {
+            run_inline(s, m, stop);
+        } else if (s.mode == "unbounded") {
+            run_unbounded(s, m, stop);
+        } else {
+            run_framepipe(s, m, stop);
+        }
+    });
+    const auto t0 = clock_type::now();
+    {
+        // One live line a second, paced by framepipe's own rate limiter.
+        framepipe::rate_limiter tick(1.0);
+        (void)tick.try_acquire(t0);
+        std::uint64_t last_frames = 0, last_shown = 0, last_det = 0;
+        for (int second = 1; second <= static_cast<int>(s.seconds); ++second) {
+            (void)tick.acquire();
+            if (!s.json) {
+                const auto f = m.frames.load(), u = m.shown.load(), d = m.detections.load();
+                std::printf("[%s] t=%2ds  source %5.1f fps  ui %5.1f fps  detector %4.1f fps  "
+                            "age p99 %7.1f ms  backlog %4llu  rss %6.1f MB\n",
+                            s.mode.c_str(), second, static_cast<double>(f - last_frames),
+                            static_cast<double>(u - last_shown), static_cast<double>(d - last_det),
+                            std::chrono::duration<double, std::milli>(m.detector_age.quantile(0.99)).count(),
+                            static_cast<unsigned long long>(m.backlog.load()),
+                            framepipe_examples::rss_mb());
+                std::fflush(stdout);
+                last_frames = f;
+                last_shown = u;
+                last_det = d;
+            }
+        }
+    }
+    const double elapsed = std::chrono::duration<double>(clock_type::now() - t0).count();
+    auto j = summarise(s, m, elapsed);
+    worker.request_stop();
+    worker.join();
+    j["dropped_for_detector"] = m.dropped_for_detector; // known once the mode has ended
+    j["dropped_for_ui"] = m.dropped_for_ui;
+    if (s.json) {
+        std::printf("%s\n", j.dump().c_str());
+    } else {
+        std::printf("\n%s\n", j.dump(2).c_str());
+    }
+    return 0;
+}
+
+// Runs each mode as a child process (--json) and prints the summaries side by side.
+int run_compare(const settings& s, const char* self) {
+    const std::array<std::string, 3> modes{"inline", "unbounded", "framepipe"};
+    std::vector<nlohmann::json> results;
+    for (const auto& mode : modes) {
+        const std::string cmd = std::string("'") + self + "' --json --mode " + mode +
+                                " --seconds " + std::to_string(s.seconds) + " --detector-ms " +
+                                std::to_string(s.detector_ms);
+        std::fprintf(stderr, "running %s mode for %.0f s...\n", mode.c_str(), s.seconds);
+        FILE* child = popen(cmd.c_str(), "r");
+        if (child == nullptr) {
+            std::fprintf(stderr, "framepipe-basic: cannot run %s\n", self);
+            return 2;
+        }
+        std::string out;
+        std::array<char, 4096> buf{};
+        while (std::fgets(buf.data(), static_cast<int>(buf.size()), child) != nullptr) {
+            out += buf.data();
+        }
+        if (pclose(child) != 0) {
+            std::fprintf(stderr, "framepipe-basic: the %s run failed\n", mode.c_str());
+            return 2;
+        }
+        results.push_back(nlohmann::json::parse(out));
+    }
+    std::printf("\n%-22s", "");
+    for (const auto& mode : modes) {
+        std::printf("%12s", mode.c_str());
+    }
+    std::printf("\n");
+    const std::array<std::pair<const char*, const char*>, 9> rows{{
+        {"source fps", "source_fps"},
+        {"ui fps", "ui_fps"},
+        {"detector fps", "detector_fps"},
+        {"detector age p50 ms", "detector_age_p50_ms"},
+        {"detector age p99 ms", "detector_age_p99_ms"},
+        {"dropped for detector", "dropped_for_detector"},
+        {"dropped for ui", "dropped_for_ui"},
+        {"detector backlog", "detector_backlog"},
+        {"peak RSS MB", "peak_rss_mb"},
+    }};
+    for (const auto& [label, key] : rows) {
+        std::printf("%-22s", label);
+        for (const auto& r : results) {
+            std::printf("%12.1f", r.at(key).get<double>());
+        }
+        std::printf("\n");
+    }
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"framepipe-basic: a 30 fps camera, a 15 fps UI and a slow detector, three ways"};
+    settings s;
+    bool compare = false;
+    app.add_option("--mode", s.mode, "inline, unbounded or framepipe")
+        ->check(CLI::IsMember({"inline", "unbounded", "framepipe"}));
+    app.add_option("--seconds", s.seconds, "run time per mode")->check(CLI::Range(1.0, 86400.0));
+    app.add_option("--detector-ms", s.detector_ms, "CPU time per detection")
+        ->check(CLI::Range(1, 10000));
+    app.add_flag("--json", s.json, "print one JSON object at exit");
+    app.add_flag("--compare", compare, "run all three modes and print them side by side");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        std::fprintf(stderr, "framepipe-basic: %s\n", e.what());
+        return 2;
+    }
+    try {
+        return compare ? run_compare(s, std::filesystem::read_symlink("/proc/self/exe").c_str())
+                       : run_one(s);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "framepipe-basic: %s\n", e.what());
+        return 2;
+    }
+}
