@@ -70,6 +70,7 @@ TEST_CASE("channel: channel_stats starts at zero") {
     CHECK(s.cancelled == 0);
     CHECK(s.expired == 0);
     CHECK(s.after_close == 0);
+    CHECK(s.rate_limited == 0);
     CHECK(s.size == 0);
 }
 

@@ -55,12 +55,15 @@ stamped<int> stale(int v, std::uint64_t seq) {
 
 void check_identities(const channel_stats& s) {
     CHECK(s.pushed == s.popped + s.dropped + s.size);
-    CHECK(s.dropped == s.evicted + s.rejected + s.cancelled + s.expired + s.after_close);
+    CHECK(s.dropped ==
+          s.evicted + s.rejected + s.cancelled + s.expired + s.after_close + s.rate_limited);
+    CHECK(s.rate_limited == 0); // a ring never rate-limits
 }
 
 bool identities_hold(const channel_stats& s) {
     return s.pushed == s.popped + s.dropped + s.size &&
-           s.dropped == s.evicted + s.rejected + s.cancelled + s.expired + s.after_close;
+           s.dropped ==
+               s.evicted + s.rejected + s.cancelled + s.expired + s.after_close + s.rate_limited;
 }
 
 // The message of the std::invalid_argument that f() throws (any other exception escapes).

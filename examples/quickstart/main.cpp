@@ -8,6 +8,8 @@
 // The camera never waits for anyone. The UI gets 15 fps whatever the detector does, and the
 // detector always starts on the newest frame, so its input is at most one frame interval old.
 // Run: framepipe-quickstart [seconds]   (default 5)
+#include "common/cpu_work.hpp"
+
 #include <framepipe/framepipe.hpp>
 
 #include <algorithm>
@@ -24,18 +26,6 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 using frame = framepipe::stamped<std::vector<std::uint8_t>>; // a 640x480 BGR image
-
-// Stands in for a detector: about `ms` milliseconds of real arithmetic over the frame.
-std::uint64_t detect(const frame& f, int ms) {
-    std::uint64_t h = f.seq;
-    const auto until = clock_type::now() + std::chrono::milliseconds(ms);
-    while (clock_type::now() < until) {
-        for (std::size_t i = 0; i < f.value.size(); i += 64) {
-            h = h * 1099511628211ULL + f.value[i];
-        }
-    }
-    return h;
-}
 
 double ms_since(clock_type::time_point t) {
     return std::chrono::duration<double, std::milli>(clock_type::now() - t).count();
@@ -82,7 +72,7 @@ int main(int argc, char** argv) {
     std::jthread detector_thread([&] {
         while (auto f = detector.pop()) {
             worst_age_ms = std::max(worst_age_ms, ms_since((*f)->captured));
-            (void)detect(**f, 200);
+            (void)framepipe_examples::busy_compute((*f)->value, std::chrono::milliseconds(200));
             std::printf("detector: frame %llu, inference done\n",
                         static_cast<unsigned long long>((*f)->seq));
             ++detections;

@@ -106,10 +106,11 @@ public:
     //   and returns evicted. Ends with closed if the ring is closed meanwhile.
     // - Closed: returns closed and stores nothing.
     // Every call is counted in stats(); dropped items are counted under their reason.
-    // Exceptions: what T's move constructor throws, while storing. The new item is then not
-    // stored and not counted; on the eviction path the oldest item has already been removed and
-    // counted as evicted (basic guarantee; the counts stay exact). The evicted item is destroyed
-    // after the lock is released.
+    // Exceptions: what T's move constructor throws. The new item is then not stored and not
+    // counted. On the eviction path, if moving the oldest item out throws, nothing has changed;
+    // if storing the new item throws, the oldest has already been removed and counted as
+    // evicted (basic guarantee; the counts stay exact either way). The evicted item is
+    // destroyed after the lock is released.
     push_status push(T item) { return push_impl(item, nullptr); }
 
     // As push(T), but a push that is waiting for room (overflow::block) gives up when `stop` is
@@ -311,9 +312,22 @@ private:
         return push_now_locked(item, victim);
     }
 
-    // Takes the oldest fresh item into `out`, discarding expired ones on the way.
+    // Takes the oldest fresh item into `out`, discarding expired ones on the way. If T's move
+    // throws, the item stays at the front; expired items discarded before it stay discarded,
+    // and the guard still publishes the new size and wakes a producer for the room they freed.
     void take_locked(std::optional<T>& out, clock::time_point now) {
-        bool freed = false;
+        struct after_freeing {
+            ring* self;
+            bool freed = false;
+            ~after_freeing() {
+                if (freed) {
+                    self->publish_size();
+                    if (self->producers_waiting_ > 0) {
+                        self->not_full_.notify_one();
+                    }
+                }
+            }
+        } guard{this};
         while (count_ > 0) {
             std::optional<T>& slot = slots_[head_];
             if (is_expired(*slot, now)) {
@@ -321,21 +335,15 @@ private:
                 ++stats_.expired;
                 ++stats_.dropped;
             } else {
-                out.emplace(std::move(*slot)); // may throw: nothing has moved yet
+                out.emplace(std::move(*slot)); // may throw: this item has not moved yet
                 slot.reset();
                 ++stats_.popped;
             }
             head_ = next(head_);
             --count_;
-            freed = true;
+            guard.freed = true;
             if (out) {
                 break;
-            }
-        }
-        if (freed) {
-            publish_size();
-            if (producers_waiting_ > 0) {
-                not_full_.notify_one();
             }
         }
     }
