@@ -194,7 +194,7 @@ TEST_CASE("rate_limiter: bad hz throws invalid_argument naming hz") {
         rate_limiter lim(10.0); // slots of 100 ms
         const time_point a = sim_t0;
         REQUIRE(lim.try_acquire(a));
-        CHECK_THAT(invalid_argument_message([&lim, bad] { lim.set_rate(bad); }),
+        CHECK_THAT(invalid_argument_message([&lim, bad, a] { lim.set_rate(bad, a); }),
                    Catch::Matchers::Contains("hz"));
         CHECK(lim.rate() == 10.0);
         // Still 100 ms slots: a rejected set_rate must not become a pending change either.
@@ -209,8 +209,8 @@ TEST_CASE("rate_limiter: bad hz throws invalid_argument naming hz") {
         rate_limiter lim(10.0);
         const time_point a = sim_t0;
         REQUIRE(lim.try_acquire(a));
-        lim.set_rate(2.0); // from the next slot (a + 100 ms) slots of 500 ms
-        CHECK_THROWS_AS(lim.set_rate(bad), std::invalid_argument);
+        lim.set_rate(2.0, a); // from the next slot (a + 100 ms) slots of 500 ms
+        CHECK_THROWS_AS(lim.set_rate(bad, a), std::invalid_argument);
         CHECK(lim.rate() == 2.0);
         CHECK(lim.try_acquire(a + 100ms));
         CHECK_FALSE(lim.try_acquire(a + 590ms));
@@ -508,7 +508,7 @@ TEST_CASE("rate_limiter: set_rate keeps the current slot, the new rate applies f
         rate_limiter lim(10.0);
         const time_point a = sim_t0;
         REQUIRE(lim.try_acquire(a));
-        lim.set_rate(2.0);
+        lim.set_rate(2.0, a);
         CHECK(lim.rate() == 2.0); // the rate set last, at once
         CHECK_FALSE(lim.try_acquire(a + 50ms));
         CHECK(lim.try_acquire(a + 100ms)); // the current slot kept its 100 ms
@@ -521,7 +521,7 @@ TEST_CASE("rate_limiter: set_rate keeps the current slot, the new rate applies f
         rate_limiter lim(1.0);
         const time_point a = sim_t0;
         REQUIRE(lim.try_acquire(a));
-        lim.set_rate(100.0);
+        lim.set_rate(100.0, a);
         CHECK(lim.rate() == 100.0);
         CHECK_FALSE(lim.try_acquire(a + 500ms));
         CHECK_FALSE(lim.try_acquire(a + 990ms)); // the current slot kept its 1 s
@@ -535,7 +535,7 @@ TEST_CASE("rate_limiter: set_rate keeps the current slot, the new rate applies f
         rate_limiter lim(10.0);
         const time_point a = sim_t0;
         REQUIRE(lim.try_acquire(a));
-        lim.set_rate(2.0);
+        lim.set_rate(2.0, a);
         CHECK(lim.try_acquire(a + 250ms)); // slot 1 began at a + 100 ms
         CHECK_FALSE(lim.try_acquire(a + 590ms));
         CHECK(lim.try_acquire(a + 600ms));
@@ -544,8 +544,8 @@ TEST_CASE("rate_limiter: set_rate keeps the current slot, the new rate applies f
         rate_limiter lim(10.0);
         const time_point a = sim_t0;
         REQUIRE(lim.try_acquire(a));
-        lim.set_rate(2.0);
-        lim.set_rate(4.0);
+        lim.set_rate(2.0, a);
+        lim.set_rate(4.0, a);
         CHECK(lim.rate() == 4.0);
         CHECK(lim.try_acquire(a + 100ms));
         CHECK_FALSE(lim.try_acquire(a + 340ms));
@@ -560,7 +560,7 @@ TEST_CASE("rate_limiter: set_rate keeps the current slot, the new rate applies f
             wrong += got != (i % 2 == 0) ? 1 : 0;
         }
         REQUIRE(wrong == 0);
-        lim.set_rate(5.0); // frame 300 starts the next slot, from there every 6th
+        lim.set_rate(5.0, frame_time(t0, 299, rounding::nearest_ns)); // frame 300 starts the next slot, from there every 6th
         for (std::int64_t i = 300; i < 3000; ++i) {
             const bool got = lim.try_acquire(frame_time(t0, i, rounding::nearest_ns));
             wrong += got != ((i - 300) % 6 == 0) ? 1 : 0;

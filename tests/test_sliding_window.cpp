@@ -4,7 +4,9 @@
 // end at seqs size-1, size-1+stride, ...; a slow consumer gets the newest ready window and the
 // overtaken ones are counted as dropped; ready == popped + dropped + size; windows are immutable,
 // shared snapshots; bounded memory; exception guarantees; close semantics; thread safety.
+#include <framepipe/ring.hpp>
 #include <framepipe/sliding_window.hpp>
+#include <framepipe/stamped.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -105,13 +107,15 @@ struct copy_tracked {
 
 // Move-only, and its move constructor can throw: the `throw_after` counter, when positive, counts
 // down on each move and the move that brings it to zero throws.
+// Holds a `counted` so that its lifetimes are counted too.
 struct move_only_throwing {
     int value;
     int* throw_after;
-    move_only_throwing(int v, int* t) : value(v), throw_after(t) {}
+    counted life;
+    move_only_throwing(int v, int* t) : value(v), throw_after(t), life(v) {}
     move_only_throwing(const move_only_throwing&) = delete;
     move_only_throwing(move_only_throwing&& o) noexcept(false)
-        : value(o.value), throw_after(o.throw_after) {
+        : value(o.value), throw_after(o.throw_after), life(std::move(o.life)) {
         if (*throw_after > 0 && --*throw_after == 0) {
             throw counted_error("move");
         }
@@ -756,6 +760,48 @@ TEST_CASE("sliding_window: bad arguments throw invalid_argument naming the argum
 }
 
 // ---------------------------------------------------------------------------------------------
+// Timestamps
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE("sliding_window: a window of stamped items is timestamped by its newest item") {
+    using framepipe::stamped;
+    using framepipe::timestamp_traits;
+    using framepipe::timestamped;
+    using clock = std::chrono::steady_clock;
+    STATIC_REQUIRE(timestamped<window<stamped<int>>>);
+    STATIC_REQUIRE_FALSE(timestamped<window<int>>);
+
+    const clock::time_point base = clock::now() - 1h;
+    sliding_window<stamped<int>> w(3, 1);
+    for (int i = 0; i < 5; ++i) {
+        const auto seq = static_cast<std::uint64_t>(i);
+        w.push(framepipe::stamp(i, seq, base + std::chrono::minutes(10 * i)));
+    }
+    auto got = w.try_pop();
+    REQUIRE(got.has_value());
+    CHECK(got->first_seq() == 2);
+    CHECK(got->front().value == 2);
+    CHECK(got->back().value == 4);
+    CHECK(timestamp_traits<window<stamped<int>>>::capture_time(*got) ==
+          base + std::chrono::minutes(40));
+    CHECK(timestamp_traits<window<stamped<int>>>::capture_time(*got) != got->front().captured);
+
+    // A channel of windows with max_age judges a window by its freshest item.
+    framepipe::ring<window<stamped<int>>> q(framepipe::ring_options{.capacity = 4, .max_age = 1s});
+    sliding_window<stamped<int>> fresh(2, 2);
+    fresh.push(framepipe::stamp(10, 0, clock::now() - 1h)); // stale oldest item
+    fresh.push(framepipe::stamp(11, 1, clock::now() + 1h)); // newest item: not stale for an hour
+    auto fresh_window = fresh.try_pop();
+    REQUIRE(fresh_window.has_value());
+    q.push(*got);          // newest item captured 20 minutes ago: expired
+    q.push(*fresh_window); // its newest item is fresh: kept
+    auto out = q.try_pop();
+    REQUIRE(out.has_value());
+    CHECK(out->back().value == 11);
+    CHECK(q.stats().expired == 1);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Move-only T and lifetimes
 // ---------------------------------------------------------------------------------------------
 
@@ -993,29 +1039,47 @@ TEST_CASE("sliding_window: a throwing move during push changes nothing") {
     CHECK(scope.counters.alive() == 0);
 }
 
-TEST_CASE("sliding_window: a throwing move of a move-only T during pop leaves the window intact") {
-    // The header: pop's exceptions leave "the window stays available (strong)". A move-only T in
-    // tumbling windows is moved out of the history; a move that throws part-way must not leave
-    // the still-pending window holding moved-from items.
-    int throw_after = 0;
-    sliding_window<move_only_throwing> w(3, 3);
-    for (int i = 0; i < 3; ++i) {
-        w.push(move_only_throwing{i, &throw_after});
+TEST_CASE("sliding_window: a throwing move of a move-only T during pop drops that window") {
+    // The header: a move-only T whose move constructor throws gives the basic guarantee: the
+    // window being taken is dropped (counted in dropped) and the exception propagates.
+    lifetime_scope scope;
+    {
+        int throw_after = 0;
+        sliding_window<move_only_throwing> w(3, 3);
+        for (int i = 0; i < 3; ++i) {
+            w.push(move_only_throwing{i, &throw_after});
+        }
+        REQUIRE(w.stats().size == 1);
+        throw_after = 2; // the second move out of the history throws
+        CHECK_THROWS_AS(w.try_pop(), counted_error);
+        throw_after = 0;
+        window_stats s = w.stats();
+        CHECK(s.ready == 1);
+        CHECK(s.popped == 0);
+        CHECK(s.dropped == 1);
+        CHECK(s.size == 0);
+        CHECK(w.size() == 0);
+        check_identity(s);
+        CHECK_FALSE(w.try_pop().has_value()); // the half-moved window is not offered again
+
+        // The sliding_window stays usable: the next window is whole.
+        for (int i = 3; i < 6; ++i) {
+            CHECK(w.push(move_only_throwing{i, &throw_after}) == push_status::ok);
+        }
+        auto got = w.try_pop();
+        REQUIRE(got.has_value());
+        REQUIRE(got->size() == 3);
+        CHECK(got->first_seq() == 3);
+        for (std::size_t k = 0; k < 3; ++k) {
+            CHECK((*got)[k].value == static_cast<int>(3 + k));
+        }
+        s = w.stats();
+        CHECK(s.ready == 2);
+        CHECK(s.popped == 1);
+        CHECK(s.dropped == 1);
+        check_identity(s);
     }
-    REQUIRE(w.stats().size == 1);
-    throw_after = 2; // the second move out of the history throws
-    CHECK_THROWS_AS(w.try_pop(), counted_error);
-    throw_after = 0;
-    const window_stats s = w.stats();
-    CHECK(s.size == 1);
-    CHECK(s.popped == 0);
-    check_identity(s);
-    auto got = w.try_pop();
-    REQUIRE(got.has_value());
-    REQUIRE(got->size() == 3);
-    CHECK((*got)[0].value == 0);
-    CHECK((*got)[1].value == 1);
-    CHECK((*got)[2].value == 2);
+    CHECK(scope.counters.alive() == 0); // every item destroyed once, moved-from ones included
 }
 
 // ---------------------------------------------------------------------------------------------

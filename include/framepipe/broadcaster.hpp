@@ -259,11 +259,12 @@ public:
     // Attaches a new subscriber. Any thread, at any time, also while others publish.
     // After close(), the subscription is created closed.
     // Throws std::invalid_argument naming the field: capacity 0; max_rate_hz negative, NaN,
-    // infinite or above 1e9; a block_timeout without overflow::block; a negative block_timeout
+    // infinite, above 1e9 or so small that its period overflows; a block_timeout without overflow::block; a negative block_timeout
     // or max_age; a max_age when T is not `timestamped`. std::bad_alloc.
     [[nodiscard]] subscription<T> subscribe(subscription_options options = {}) {
         if (!(options.max_rate_hz >= 0.0) || !std::isfinite(options.max_rate_hz) ||
-            options.max_rate_hz > 1e9) {
+            options.max_rate_hz > 1e9 ||
+            (options.max_rate_hz > 0 && !std::isfinite(1e9 / options.max_rate_hz))) {
             throw std::invalid_argument("max_rate_hz: must be 0 (unlimited) or a finite rate "
                                         "up to 1e9");
         }

@@ -199,6 +199,10 @@ private:
     // When the next token arrives.
     [[nodiscard]] clock::time_point next_slot_locked() const noexcept {
         const double at = static_cast<double>(next_k_) * period_ns_ - period_ns_ / 1000.0;
+        const double room = static_cast<double>((clock::time_point::max() - anchor_).count());
+        if (!(at < room)) {
+            return clock::time_point::max(); // a period of centuries: no slot in sight
+        }
         return anchor_ + std::chrono::nanoseconds(static_cast<std::int64_t>(std::ceil(at)));
     }
 
