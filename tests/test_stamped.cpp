@@ -1,10 +1,12 @@
 // tests/test_stamped.cpp - stamped<T>, stamp(), timestamp_traits and the timestamped concept.
 
+#include <framepipe/stamped.hpp>
+
 #include <catch2/catch.hpp>
+
 #include <chrono>
 #include <concepts>
 #include <cstdint>
-#include <framepipe/stamped.hpp>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -36,7 +38,7 @@ struct counting_deleter {
     }
 };
 
-}  // namespace
+} // namespace
 
 template <>
 struct framepipe::timestamp_traits<own_frame> {
@@ -84,14 +86,14 @@ static_assert(std::is_move_constructible_v<stamped<std::unique_ptr<int>>>);
 static_assert(noexcept(std::declval<const stamped<int>&>().age(std::declval<time_point>())));
 static_assert(noexcept(*std::declval<stamped<int>&>()));
 static_assert(noexcept(std::declval<const stamped<int>&>().operator->()));
-static_assert(
-    noexcept(timestamp_traits<stamped<int>>::capture_time(std::declval<const stamped<int>&>())));
+static_assert(noexcept(
+    timestamp_traits<stamped<int>>::capture_time(std::declval<const stamped<int>&>())));
 static_assert(noexcept(timestamp_traits<std::shared_ptr<stamped<int>>>::capture_time(
     std::declval<const std::shared_ptr<stamped<int>>&>())));
 // stamp() decays its argument's type.
 static_assert(std::is_same_v<decltype(stamp(1, 0)), stamped<int>>);
-static_assert(
-    std::is_same_v<decltype(stamp(std::declval<const std::string&>(), 0)), stamped<std::string>>);
+static_assert(std::is_same_v<decltype(stamp(std::declval<const std::string&>(), 0)),
+                             stamped<std::string>>);
 static_assert(std::is_same_v<decltype(stamp("abc", 0)), stamped<const char*>>);
 static_assert(std::is_same_v<decltype(stamp(std::declval<std::unique_ptr<int>>(), 0)),
                              stamped<std::unique_ptr<int>>>);
@@ -167,7 +169,7 @@ TEST_CASE("stamped: stamp() copies an lvalue and moves an rvalue") {
     const auto moved = stamp(std::move(owner), 1, time_point{});
     CHECK(moved.value.get() == raw);
     CHECK(*moved.value == 9);
-    CHECK(owner == nullptr);  // NOLINT(bugprone-use-after-move): checking the move happened
+    CHECK(owner == nullptr); // NOLINT(bugprone-use-after-move): checking the move happened
 }
 
 TEST_CASE("stamped: age() is now minus the capture time") {
@@ -221,14 +223,15 @@ TEST_CASE("stamped: timestamp_traits<unique_ptr<stamped<T>>> reads the capture t
 
     const std::unique_ptr<const stamped<int>> cp =
         std::make_unique<const stamped<int>>(stamp(5, 0, when + 1ms));
-    CHECK(timestamp_traits<std::unique_ptr<const stamped<int>>>::capture_time(cp) == when + 1ms);
+    CHECK(timestamp_traits<std::unique_ptr<const stamped<int>>>::capture_time(cp) ==
+          when + 1ms);
 
     int deletions = 0;
     {
         using ptr = std::unique_ptr<stamped<int>, counting_deleter>;
         const ptr custom(new stamped<int>(stamp(5, 0, when + 2ms)), counting_deleter{&deletions});
         CHECK(timestamp_traits<ptr>::capture_time(custom) == when + 2ms);
-        CHECK(deletions == 0);  // reading the time does not touch ownership
+        CHECK(deletions == 0); // reading the time does not touch ownership
     }
     CHECK(deletions == 1);
 }
