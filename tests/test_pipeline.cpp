@@ -407,6 +407,8 @@ TEST_CASE("pipeline: bad arguments and misuse are refused with a clear error") {
     p.sink("x", a, [](int) {});
     CHECK_THROWS_WITH(p.sink("x", a, [](int) {}), Catch::Contains("name"));
     CHECK_THROWS_WITH(p.source("s", a, [] { return 1; }, -1.0), Catch::Contains("max_rate_hz"));
+    CHECK_THROWS_WITH(p.source("s", a, [] { return 1; }, 2e9), Catch::Contains("max_rate_hz"));
+    CHECK_THROWS_WITH(p.source("s", a, [] { return 1; }, 1e-300), Catch::Contains("max_rate_hz"));
     CHECK_THROWS_WITH(p.request_stop(-1ms), Catch::Contains("deadline"));
     pipeline empty;
     CHECK_THROWS_AS(empty.start(), std::logic_error);

@@ -344,14 +344,16 @@ public:
     }
 
     // Adds a source: calls fn repeatedly and emits each value into `out`, until fn returns
-    // nullopt, the pipeline stops, or (with max_rate_hz > 0) paced at that rate by a
+    // nullopt or the pipeline stops; with max_rate_hz > 0 the calls are paced at that rate by a
     // rate_limiter. Before start(). Throws std::invalid_argument naming `name` when it is empty
-    // or already used, naming `max_rate_hz` when negative or not finite; std::logic_error after
-    // start().
+    // or already used, naming `max_rate_hz` when it is negative, not finite, above 1e9 or so
+    // small that its period overflows; std::logic_error after start().
     template <class Out, class Fn>
     pipeline& source(std::string name, Out& out, Fn fn, double max_rate_hz = 0) {
-        if (!(max_rate_hz >= 0.0) || !std::isfinite(max_rate_hz)) {
-            throw std::invalid_argument("max_rate_hz: must be 0 (unpaced) or a finite rate");
+        if (!(max_rate_hz >= 0.0) || !std::isfinite(max_rate_hz) || max_rate_hz > 1e9 ||
+            (max_rate_hz > 0 && !std::isfinite(1e9 / max_rate_hz))) {
+            throw std::invalid_argument(
+                "max_rate_hz: must be 0 (unpaced) or a rate a rate_limiter accepts");
         }
         auto& e = add_stage(std::move(name), stage_kind::source);
         e.output = &entry_for(out);

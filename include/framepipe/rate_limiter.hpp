@@ -143,8 +143,11 @@ private:
             throw std::invalid_argument("hz: must be a finite rate above 0");
         }
         const double period = 1e9 / hz;
-        if (!(period >= 1.0) || !std::isfinite(period)) {
+        if (!(period >= 1.0)) {
             throw std::invalid_argument("hz: must be at most 1e9 (one event per nanosecond)");
+        }
+        if (!std::isfinite(period)) {
+            throw std::invalid_argument("hz: too small (its period in nanoseconds overflows)");
         }
         return period;
     }
