@@ -12,6 +12,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -1264,7 +1265,7 @@ TEST_CASE("broadcaster: stress, publishers race with subscribe and unsubscribe")
     constexpr std::uint64_t per_publisher = 10000;
     constexpr std::size_t churners = 2;
     // Publishers go on past per_publisher until the churners have subscribed this many times.
-    constexpr std::uint64_t min_churn = 1000;
+    constexpr std::uint64_t min_churn = 600;
     broadcaster<std::uint64_t> b;
 
     // Long-lived subscriptions, attached before any publish: each is offered every value.
@@ -1381,7 +1382,7 @@ TEST_CASE("broadcaster: stress, publishers race with subscribe and unsubscribe")
 
 TEST_CASE("broadcaster: stress, stalled subscribers never hold up publishers or consumers") {
     constexpr std::size_t publishers = 3;
-    constexpr std::uint64_t per_publisher = 10000;
+    constexpr std::uint64_t per_publisher = 6000;
     constexpr std::uint64_t total = publishers * per_publisher;
     broadcaster<std::uint64_t> b;
 
@@ -1485,15 +1486,29 @@ TEST_CASE("broadcaster: stress, close during traffic") {
     subs.push_back(
         b.subscribe({.capacity = 4, .policy = overflow::drop_newest, .name = "newest"}));
     subs.push_back(b.subscribe({.capacity = 4, .max_rate_hz = 2000, .name = "limited"}));
+    subs.push_back(b.subscribe({.capacity = 8, .name = "shared"}));
     const std::size_t n = subs.size();
+    const std::size_t shared = n - 1;
 
     std::vector<consumer_result> results(n);
     std::atomic<std::uint64_t> block_progress{0};
     std::vector<std::thread> consumers;
-    for (std::size_t k = 0; k < n; ++k) {
+    for (std::size_t k = 0; k < shared; ++k) {
         consumers.emplace_back(consume_all, std::ref(subs[k]), std::ref(results[k]), publishers,
                                static_cast<std::uint32_t>(30 + k),
                                k == 0 ? &block_progress : nullptr);
+    }
+    // Two consumer threads share one subscription: each sees each publisher's values in order,
+    // and together they get every popped value exactly once.
+    std::array<std::vector<std::uint64_t>, 2> shared_got;
+    for (std::size_t j = 0; j < shared_got.size(); ++j) {
+        consumers.emplace_back([&, j] {
+            std::mt19937 rng(static_cast<std::uint32_t>(90 + j));
+            while (const auto v = subs[shared].pop()) {
+                shared_got[j].push_back(**v);
+                jitter(rng, 2048);
+            }
+        });
     }
 
     struct publisher_totals {
@@ -1551,6 +1566,18 @@ TEST_CASE("broadcaster: stress, close during traffic") {
     for (auto& t : consumers) {
         t.join();
     }
+    std::vector<std::uint64_t> merged;
+    for (const auto& got : shared_got) {
+        order_check order(publishers);
+        for (const auto v : got) {
+            order.see(v);
+        }
+        results[shared].order_violations += order.violations();
+        results[shared].received += got.size();
+        merged.insert(merged.end(), got.begin(), got.end());
+    }
+    std::sort(merged.begin(), merged.end());
+    CHECK(std::adjacent_find(merged.begin(), merged.end()) == merged.end()); // no duplicates
 
     publisher_totals sum;
     for (const auto& t : totals) {
@@ -1605,7 +1632,7 @@ TEST_CASE("broadcaster: stress, subscriptions destroyed on any thread during tra
     constexpr std::size_t publishers = 2;
     constexpr std::uint64_t per_publisher = 10000;
     constexpr std::size_t churners = 2;
-    constexpr std::uint64_t min_churn = 600; // publishers go on until this many subscriptions
+    constexpr std::uint64_t min_churn = 400; // publishers go on until this many subscriptions
     broadcaster<std::uint64_t> b;
     auto witness = b.subscribe({.capacity = 8, .name = "witness"});
     consumer_result witness_result;
