@@ -1812,3 +1812,18 @@ TEST_CASE("broadcaster: stress, the broadcaster destroyed while consumers pop an
     }
     CHECK(results[0].received == total); // the block subscriber lost nothing
 }
+
+TEST_CASE("broadcaster: a closed rate-limited subscription counts values as closed, not rate_limited") {
+    broadcaster<int> b;
+    auto slow = b.subscribe({.capacity = 1, .max_rate_hz = 0.001, .name = "slow"});
+    CHECK(b.publish(1).delivered == 1); // the first value passes any rate
+    CHECK(b.publish(2).rate_limited == 1);
+    slow.close();
+    const auto r = b.publish(3);
+    CHECK(r.closed == 1);
+    CHECK(r.rate_limited == 0);
+    const auto s = slow.stats();
+    CHECK(s.after_close == 1);
+    CHECK(s.rate_limited == 1);
+    CHECK(s.pushed == s.popped + s.dropped + s.size);
+}

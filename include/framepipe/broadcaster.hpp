@@ -391,7 +391,8 @@ private:
         r.subscribers = subs->size();
         std::optional<rate_limiter::clock::time_point> now;
         for (const auto& s : *subs) {
-            if (s->limiter) {
+            // A closed subscription counts the value as after_close, whatever its rate.
+            if (s->limiter && !s->channel.closed()) {
                 if (!now) {
                     now = rate_limiter::clock::now(); // one clock read per publish
                 }
