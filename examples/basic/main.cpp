@@ -150,8 +150,8 @@ public:
     }
     std::optional<T> pop(const std::stop_token& stop) {
         std::unique_lock<std::mutex> lock(mu_);
-        if (!cv_.wait(lock, stop, [this] { return !q_.empty(); })) {
-            return std::nullopt; // stopped
+        if (stop.stop_requested() || !cv_.wait(lock, stop, [this] { return !q_.empty(); })) {
+            return std::nullopt; // stopped: the backlog is abandoned, not worked through
         }
         T v = std::move(q_.front());
         q_.pop_front();
