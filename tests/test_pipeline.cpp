@@ -415,6 +415,7 @@ TEST_CASE("pipeline: bad arguments and misuse are refused with a clear error") {
     p.start();
     CHECK_THROWS_AS(p.start(), std::logic_error);
     CHECK_THROWS_AS(p.sink("late", a, [](int) {}), std::logic_error);
+    CHECK_THROWS_AS(p.channel(a, "late"), std::logic_error);
     a.close();
     p.wait();
 }

@@ -336,9 +336,13 @@ public:
     }
 
     // Names a channel in snapshots, Prometheus labels and the DOT graph (default: a
-    // subscription's own name, else "channel-N"). Registers it if it is not yet. Before start().
+    // subscription's own name, else "channel-N"). Registers it if it is not yet. Before start();
+    // std::logic_error after it.
     template <class C>
     pipeline& channel(C& ch, std::string name) {
+        if (started_) {
+            throw std::logic_error("pipeline: channels must be named before start()");
+        }
         entry_for(ch).name = std::move(name);
         return *this;
     }
