@@ -211,7 +211,7 @@ dtw_classifier dtw_classifier::load(const std::string& path, std::size_t band) {
     } catch (const nlohmann::json::exception& e) {
         throw fail(std::string("not JSON: ") + first_line(e.what()));
     }
-    if (!j.is_object() || j.value("format", "") != "framepipe-handpose-templates" ||
+    if (!j.is_object() || !j.contains("format") || j["format"] != "framepipe-handpose-templates" ||
         !j.contains("version") || j["version"] != 1) {
         throw fail("not a framepipe-handpose-templates file of version 1");
     }

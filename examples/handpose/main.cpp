@@ -434,8 +434,8 @@ nlohmann::json run_pipelined(const settings& s) {
     if (s.source == "landmarks") {
         recorded = read_landmarks_csv(s.landmarks_path);
     } else {
+        est.emplace(s); // the model first: a bad model is reported before a bad video
         source.emplace(s);
-        est.emplace(s);
     }
 
     framepipe::pool<frame_item> buffers(6, [] { return frame_item{{cv::Mat(480, 640, CV_8UC3), {}}, 0, {}}; });
@@ -545,8 +545,8 @@ nlohmann::json run_single(const settings& s) {
     if (s.source == "landmarks") {
         recorded = read_landmarks_csv(s.landmarks_path);
     } else {
+        est.emplace(s); // the model first: a bad model is reported before a bad video
         source.emplace(s);
-        est.emplace(s);
     }
     // The same window block, filled and emptied by the one loop, so both modes classify the
     // same windows (one every `stride` estimates).
