@@ -14,11 +14,18 @@ namespace framepipe_examples::detection {
 
 namespace {
 
-// The first line of an OpenCV error, without its file/line prefix noise.
+// The useful part of an OpenCV error: its first line, without the source location, the error
+// code and the function name ("...cpp:260: error: (-210:...) Failed to parse ONNX model: x in
+// function 'ONNXImporter'" becomes "Failed to parse ONNX model: x").
 std::string first_line(const std::string& s) {
     auto line = s.substr(0, s.find('\n'));
-    if (const auto at = line.find(") "); at != std::string::npos && line.rfind("OpenCV", 0) == 0) {
-        line = line.substr(at + 2);
+    if (const auto at = line.find("error: ("); at != std::string::npos) {
+        if (const auto close = line.find(") ", at); close != std::string::npos) {
+            line = line.substr(close + 2);
+        }
+    }
+    if (const auto at = line.rfind(" in function '"); at != std::string::npos) {
+        line.erase(at);
     }
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
         line.pop_back();

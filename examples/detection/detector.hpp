@@ -49,9 +49,9 @@ public:
 };
 
 struct detector_options {
-    std::string model;        // "" for HOG, else a .onnx or Darknet .cfg file
-    std::string weights;      // Darknet .weights (needed with a .cfg)
-    std::string classes;      // a names file, one label per line ("" : COCO for 80 classes)
+    std::string model{};      // "" for HOG, else a .onnx or Darknet .cfg file
+    std::string weights{};    // Darknet .weights (needed with a .cfg)
+    std::string classes{};    // a names file, one label per line ("" : COCO for 80 classes)
     int input_size = 640;     // ONNX input (square); Darknet reads its cfg
     decode_options decode{};  // thresholds
 };
