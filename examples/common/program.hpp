@@ -1,0 +1,100 @@
+// examples/common/program.hpp - what every example program does the same way: one-line errors
+// with exit code 2, Ctrl-C as an orderly stop, and the numbers of a JSON summary.
+//
+//     int main(int argc, char** argv) {
+//         return framepipe_examples::run_main("framepipe-detect", [&] { return run(argc, argv); });
+//     }
+//
+// Header-only; needs nlohmann-json. Thread safety: stop_requested() from any thread; the rest
+// from the main thread.
+#pragma once
+
+#include <framepipe/channel.hpp>
+#include <framepipe/metrics.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <string_view>
+
+namespace framepipe_examples {
+
+// Bad input found by the program itself: main prints "program: what()" and exits 2.
+class usage_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+// Written by the signal handler, read by the main loop: a lock-free atomic is async-signal-safe.
+inline std::atomic<bool> stop_signal{false};
+extern "C" inline void on_stop_signal(int) { stop_signal.store(true); }
+} // namespace detail
+
+// Makes SIGINT and SIGTERM request an orderly stop (see stop_requested()) instead of killing.
+inline void install_stop_signals() {
+    std::signal(SIGINT, detail::on_stop_signal);
+    std::signal(SIGTERM, detail::on_stop_signal);
+}
+
+// Whether SIGINT or SIGTERM arrived. Any thread; wait-free.
+[[nodiscard]] inline bool stop_requested() noexcept { return detail::stop_signal.load(); }
+
+// Prints "program: message" as exactly one line on stderr (newlines in message become "; ").
+inline void print_error(std::string_view program, std::string_view message) {
+    std::string line(message);
+    for (std::size_t at = 0; (at = line.find('\n', at)) != std::string::npos;) {
+        line.replace(at, 1, "; ");
+    }
+    while (!line.empty() && (line.back() == ' ' || line.back() == ';')) {
+        line.pop_back();
+    }
+    std::fprintf(stderr, "%.*s: %s\n", static_cast<int>(program.size()), program.data(),
+                 line.c_str());
+}
+
+// Runs `body`; any exception escaping it is printed as one line and turned into exit code 2.
+template <class Body>
+int run_main(std::string_view program, Body body) {
+    try {
+        return body();
+    } catch (const std::exception& e) {
+        print_error(program, e.what());
+        return 2;
+    } catch (...) {
+        print_error(program, "unknown error");
+        return 2;
+    }
+}
+
+// A quantile of a latency histogram in milliseconds (0 when it is empty).
+[[nodiscard]] inline double quantile_ms(const framepipe::latency_histogram& h, double q) {
+    return h.count() == 0 ? 0.0
+                          : std::chrono::duration<double, std::milli>(h.quantile(q)).count();
+}
+
+// A channel's drops by reason, as a JSON object of the non-zero reasons.
+[[nodiscard]] inline nlohmann::json drops_by_reason(const framepipe::channel_stats& s) {
+    nlohmann::json j = nlohmann::json::object();
+    const std::pair<const char*, std::uint64_t> reasons[] = {
+        {"evicted", s.evicted},     {"rejected", s.rejected},       {"cancelled", s.cancelled},
+        {"expired", s.expired},     {"after_close", s.after_close}, {"rate_limited", s.rate_limited}};
+    for (const auto& [name, n] : reasons) {
+        if (n != 0) {
+            j[name] = n;
+        }
+    }
+    return j;
+}
+
+// Rounds for a readable summary (milliseconds to 0.01, rates to 0.01).
+[[nodiscard]] inline double round2(double v) {
+    return static_cast<double>(static_cast<long long>(v * 100.0 + (v < 0 ? -0.5 : 0.5))) / 100.0;
+}
+
+} // namespace framepipe_examples

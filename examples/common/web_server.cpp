@@ -1,0 +1,742 @@
+// examples/common/web_server.cpp - see web_server.hpp. HTTP and websocket framing are Boost.Beast's.
+#include "common/web_server.hpp"
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <thread>
+#include <utility>
+
+namespace framepipe_examples {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+class stream_session;
+}
+
+struct web_server::impl {
+    impl(web_server_options o, framepipe::broadcaster<encoded_frame>& f)
+        : options(std::move(o)), frames(f) {}
+
+    web_server_options options;
+    framepipe::broadcaster<encoded_frame>& frames;
+    net::io_context ioc{1};
+    tcp::acceptor acceptor{ioc};
+    std::thread io_thread;
+    unsigned short bound_port = 0;
+    bool started = false;
+    bool stopped = false;
+
+    // Counters touched by the I/O thread and read by stats(). Relaxed: statistics only.
+    std::atomic<std::uint64_t> http_requests{0};
+    std::atomic<std::uint64_t> http_errors{0};
+    std::atomic<std::uint64_t> streams_rejected{0};
+
+    // Stream clients. Guarded by mu.
+    mutable std::mutex mu;
+    std::condition_variable pumps_done;
+    bool stopping = false;
+    std::size_t pumps_running = 0;
+    std::uint64_t next_client = 0;
+    std::uint64_t streams_total = 0;
+    std::uint64_t finished_sent = 0;    // by clients that have gone
+    std::uint64_t finished_dropped = 0;
+    std::vector<std::weak_ptr<stream_session>> streams;
+
+    void do_accept();
+    void log(const std::string& what) const {
+        std::fprintf(stderr, "%s: %s\n", options.log_name.c_str(), what.c_str());
+    }
+};
+
+namespace {
+
+// Common part of the websocket and MJPEG clients: a framepipe subscription and the thread
+// ("pump") that waits on it, hands each frame to the I/O thread, and waits for the write to
+// finish before taking the next one. While a write is stalled, newer frames replace the one
+// waiting in the subscription (capacity 1, drop_oldest): that is the only buffering.
+class stream_session : public std::enable_shared_from_this<stream_session> {
+public:
+    stream_session(web_server::impl& srv, std::string name)
+        : srv_(srv),
+          name_(name),
+          sub_(srv.frames.subscribe({.capacity = 1,
+                                     .policy = framepipe::overflow::drop_oldest,
+                                     .replay_last = true,
+                                     .name = std::move(name)})) {}
+    virtual ~stream_session() = default;
+    stream_session(const stream_session&) = delete;
+    stream_session& operator=(const stream_session&) = delete;
+
+    // Lists the session with the server, after reserve_stream() succeeded for it. When the
+    // server is stopping meanwhile, ends the session at once instead.
+    void enrol() {
+        bool stopping = false;
+        {
+            const std::lock_guard<std::mutex> lock(srv_.mu);
+            stopping = srv_.stopping;
+            if (!stopping) {
+                srv_.streams.push_back(weak_from_this());
+            }
+        }
+        if (stopping) {
+            finish();
+        }
+    }
+
+    // Starts the pump thread. Called once on the I/O thread after the handshake; if it is
+    // never called (handshake failed), finish() releases the pump count instead.
+    void start_pump() {
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            if (closed_) {
+                return;
+            }
+            pump_started_ = true;
+        }
+        // Detached: it holds the session alive, and stop() waits for pumps_running to reach 0.
+        std::thread([self = shared_from_this()] { self->pump(); }).detach();
+    }
+
+    // Ends the session: wakes the pump, closes the socket (on the I/O thread). Any thread;
+    // idempotent; does not throw.
+    void finish() noexcept {
+        bool release_pump = false;
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            if (closed_) {
+                return;
+            }
+            closed_ = true;
+            release_pump = !pump_started_;
+        }
+        cv_.notify_all();
+        sub_.close();
+        try {
+            net::post(srv_.ioc, [self = shared_from_this()] { self->close_socket(); });
+        } catch (...) {
+            // Out of memory: the socket closes when the session is destroyed with the io_context.
+        }
+        if (release_pump) {
+            pump_ended();
+        }
+    }
+
+    [[nodiscard]] web_server_stats::client stats() const {
+        const auto s = sub_.stats();
+        return {name_, sent_.load(std::memory_order_relaxed), s.dropped, s.size};
+    }
+
+    [[nodiscard]] const std::string& name() const noexcept { return name_; }
+
+protected:
+    // On the I/O thread: write `texts` then the JPEG, and call write_done() once.
+    virtual void async_send(std::shared_ptr<const encoded_frame> f,
+                            std::vector<std::string> texts) = 0;
+    // On the I/O thread: close the socket, so that pending operations end.
+    virtual void close_socket() noexcept = 0;
+    // Whether the state message goes to this client (websocket yes, MJPEG no).
+    [[nodiscard]] virtual bool wants_state() const noexcept { return false; }
+
+    // On the I/O thread, when async_send's writes are done.
+    void write_done(bool ok) {
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            writing_ = false;
+        }
+        cv_.notify_all();
+        if (!ok) {
+            finish();
+        }
+    }
+
+    web_server::impl& srv_;
+
+private:
+    void pump() {
+        auto last_state = clock_type::time_point{};
+        try {
+            while (auto f = sub_.pop()) {
+                std::vector<std::string> texts;
+                if (!(*f)->meta.empty()) {
+                    texts.push_back((*f)->meta);
+                }
+                const auto now = clock_type::now();
+                if (wants_state() && srv_.options.state_json &&
+                    now - last_state >= srv_.options.state_period) {
+                    texts.push_back(srv_.options.state_json());
+                    last_state = now;
+                }
+                std::unique_lock<std::mutex> lock(mu_);
+                if (closed_) {
+                    break;
+                }
+                writing_ = true;
+                lock.unlock();
+                net::post(srv_.ioc, [self = shared_from_this(), frame = std::move(*f),
+                                     t = std::move(texts)]() mutable {
+                    self->async_send(std::move(frame), std::move(t));
+                });
+                lock.lock();
+                cv_.wait(lock, [this] { return !writing_ || closed_; });
+                if (closed_) {
+                    break;
+                }
+                sent_.fetch_add(1, std::memory_order_relaxed);
+            }
+        } catch (const std::exception& e) {
+            srv_.log(name_ + ": " + e.what());
+        }
+        finish();
+        pump_ended();
+    }
+
+    // Leaves the server's list, adding this client's counts to the totals.
+    void pump_ended() noexcept {
+        const auto s = stats();
+        {
+            const std::lock_guard<std::mutex> lock(srv_.mu);
+            srv_.finished_sent += s.sent;
+            srv_.finished_dropped += s.dropped;
+            auto& v = srv_.streams;
+            v.erase(std::remove_if(v.begin(), v.end(),
+                                   [this](const std::weak_ptr<stream_session>& w) {
+                                       const auto p = w.lock();
+                                       return !p || p.get() == this;
+                                   }),
+                    v.end());
+            --srv_.pumps_running;
+        }
+        srv_.pumps_done.notify_all();
+    }
+
+    const std::string name_;
+    framepipe::subscription<encoded_frame> sub_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool writing_ = false;
+    bool closed_ = false;
+    bool pump_started_ = false;
+    // Relaxed: a statistics counter.
+    std::atomic<std::uint64_t> sent_{0};
+};
+
+class ws_session final : public stream_session {
+public:
+    ws_session(web_server::impl& srv, std::string name, tcp::socket socket)
+        : stream_session(srv, std::move(name)), ws_(std::move(socket)) {}
+
+    void run(http::request<http::string_body> req) {
+        beast::get_lowest_layer(ws_).expires_never(); // the websocket's own timeouts apply
+        ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+        ws_.read_message_max(4096); // the page sends nothing we need
+        ws_.async_accept(req, [self = shared(), this](beast::error_code ec) {
+            if (ec) {
+                finish();
+                return;
+            }
+            start_pump();
+            do_read();
+        });
+    }
+
+private:
+    std::shared_ptr<ws_session> shared() {
+        return std::static_pointer_cast<ws_session>(shared_from_this());
+    }
+
+    // Reads and discards what the page sends; notices the close.
+    void do_read() {
+        ws_.async_read(in_, [self = shared(), this](beast::error_code ec, std::size_t n) {
+            if (ec) {
+                finish();
+                return;
+            }
+            in_.consume(n);
+            do_read();
+        });
+    }
+
+    void async_send(std::shared_ptr<const encoded_frame> f,
+                    std::vector<std::string> texts) override {
+        frame_ = std::move(f);
+        texts_ = std::move(texts);
+        next_text_ = 0;
+        write_next();
+    }
+
+    void write_next() {
+        if (next_text_ < texts_.size()) {
+            ws_.text(true);
+            ws_.async_write(net::buffer(texts_[next_text_]),
+                            [self = shared(), this](beast::error_code ec, std::size_t) {
+                                if (ec) {
+                                    write_done(false);
+                                    return;
+                                }
+                                ++next_text_;
+                                write_next();
+                            });
+            return;
+        }
+        ws_.binary(true);
+        ws_.async_write(net::buffer(frame_->jpeg),
+                        [self = shared(), this](beast::error_code ec, std::size_t) {
+                            frame_.reset(); // back to its pool now, not at the next frame
+                            write_done(!ec);
+                        });
+    }
+
+    void close_socket() noexcept override {
+        beast::error_code ec;
+        auto& s = beast::get_lowest_layer(ws_).socket();
+        s.shutdown(tcp::socket::shutdown_both, ec);
+        s.close(ec);
+    }
+
+    [[nodiscard]] bool wants_state() const noexcept override { return true; }
+
+    websocket::stream<beast::tcp_stream> ws_;
+    beast::flat_buffer in_;
+    std::shared_ptr<const encoded_frame> frame_;
+    std::vector<std::string> texts_;
+    std::size_t next_text_ = 0;
+};
+
+class mjpeg_session final : public stream_session {
+public:
+    mjpeg_session(web_server::impl& srv, std::string name, tcp::socket socket)
+        : stream_session(srv, std::move(name)), stream_(std::move(socket)) {}
+
+    void run(unsigned version) {
+        stream_.expires_never();
+        res_.version(version);
+        res_.result(http::status::ok);
+        res_.set(http::field::server, "framepipe");
+        res_.set(http::field::content_type, "multipart/x-mixed-replace; boundary=frame");
+        res_.set(http::field::cache_control, "no-cache, no-store");
+        res_.keep_alive(false);
+        serializer_.emplace(res_);
+        http::async_write_header(stream_, *serializer_,
+                                 [self = shared(), this](beast::error_code ec, std::size_t) {
+                                     if (ec) {
+                                         finish();
+                                         return;
+                                     }
+                                     start_pump();
+                                     do_read();
+                                 });
+    }
+
+private:
+    std::shared_ptr<mjpeg_session> shared() {
+        return std::static_pointer_cast<mjpeg_session>(shared_from_this());
+    }
+
+    // The client sends nothing more; a read ends when it goes away.
+    void do_read() {
+        stream_.async_read_some(net::buffer(discard_),
+                                [self = shared(), this](beast::error_code ec, std::size_t) {
+                                    if (ec) {
+                                        finish();
+                                        return;
+                                    }
+                                    do_read();
+                                });
+    }
+
+    void async_send(std::shared_ptr<const encoded_frame> f, std::vector<std::string>) override {
+        frame_ = std::move(f);
+        // One part of the multipart body (RFC 2046): boundary, part headers, the JPEG.
+        part_head_ = "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " +
+                     std::to_string(frame_->jpeg.size()) + "\r\n\r\n";
+        const std::array<net::const_buffer, 3> parts{net::buffer(part_head_),
+                                                     net::buffer(frame_->jpeg),
+                                                     net::buffer(part_tail_)};
+        net::async_write(stream_, parts,
+                         [self = shared(), this](beast::error_code ec, std::size_t) {
+                             frame_.reset();
+                             write_done(!ec);
+                         });
+    }
+
+    void close_socket() noexcept override {
+        beast::error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+        stream_.socket().close(ec);
+    }
+
+    beast::tcp_stream stream_;
+    http::response<http::empty_body> res_;
+    std::optional<http::response_serializer<http::empty_body>> serializer_;
+    std::shared_ptr<const encoded_frame> frame_;
+    std::string part_head_;
+    static constexpr std::string_view part_tail_ = "\r\n";
+    std::array<char, 512> discard_{};
+};
+
+// One HTTP connection: reads requests (bounded in size and time), answers them, and hands
+// itself over to a stream session on /ws or /video.mjpg.
+class http_session : public std::enable_shared_from_this<http_session> {
+public:
+    http_session(web_server::impl& srv, tcp::socket socket)
+        : srv_(srv), stream_(std::move(socket)) {}
+
+    void run() { do_read(); }
+
+private:
+    void do_read() {
+        parser_.emplace();
+        parser_->header_limit(static_cast<std::uint32_t>(
+            std::min<std::size_t>(srv_.options.max_request_bytes, UINT32_MAX)));
+        parser_->body_limit(srv_.options.max_request_bytes);
+        stream_.expires_after(srv_.options.request_timeout);
+        http::async_read(stream_, buffer_, *parser_,
+                         [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                             self->on_read(ec);
+                         });
+    }
+
+    void on_read(beast::error_code ec) {
+        if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+            ec == net::error::operation_aborted) {
+            close(); // the peer went away, or was too slow (tcp_stream closed the socket)
+            return;
+        }
+        if (ec == http::error::header_limit) {
+            respond_error(http::status::request_header_fields_too_large, "request header too large");
+            return;
+        }
+        if (ec == http::error::body_limit) {
+            respond_error(http::status::payload_too_large, "request body too large");
+            return;
+        }
+        if (ec) {
+            if (ec.category() == http::make_error_code(http::error::bad_method).category()) {
+                respond_error(http::status::bad_request, "malformed request");
+            } else {
+                close(); // a socket error: nobody to answer
+            }
+            return;
+        }
+        srv_.http_requests.fetch_add(1, std::memory_order_relaxed);
+        handle(parser_->release());
+    }
+
+    void handle(http::request<http::string_body> req) {
+        const std::string_view target(req.target().data(), req.target().size());
+        const std::string_view path = target.substr(0, target.find('?'));
+        if (websocket::is_upgrade(req)) {
+            if (path != "/ws") {
+                respond_error(http::status::not_found, "no websocket here", req.version());
+                return;
+            }
+            if (!reserve_stream()) {
+                return;
+            }
+            auto s = std::make_shared<ws_session>(srv_, client_name("ws"), stream_.release_socket());
+            s->enrol();
+            s->run(std::move(req));
+            return;
+        }
+        if (req.method() != http::verb::get && req.method() != http::verb::head) {
+            auto res = make_response(http::status::method_not_allowed, "text/plain",
+                                     "only GET and HEAD\n", req);
+            res->set(http::field::allow, "GET, HEAD");
+            send(std::move(res));
+            return;
+        }
+        if (path == "/" || path == "/index.html") {
+            send(make_response(http::status::ok, "text/html; charset=utf-8",
+                               srv_.options.page_html, req));
+        } else if (const auto a = srv_.options.assets.find(std::string(path));
+                   a != srv_.options.assets.end()) {
+            send(make_response(http::status::ok, a->second.content_type, a->second.body, req));
+        } else if (path == "/metrics" && srv_.options.metrics_text) {
+            send(make_response(http::status::ok, "text/plain; version=0.0.4; charset=utf-8",
+                               srv_.options.metrics_text(), req));
+        } else if (path == "/stats.json") {
+            send(make_response(http::status::ok, "application/json", stats_body(), req));
+        } else if (path == "/video.mjpg" && req.method() == http::verb::get) {
+            if (!reserve_stream()) {
+                return;
+            }
+            auto s = std::make_shared<mjpeg_session>(srv_, client_name("mjpeg"),
+                                                     stream_.release_socket());
+            s->enrol();
+            s->run(req.version());
+        } else {
+            respond_error(http::status::not_found, "not found", req.version());
+        }
+    }
+
+    std::string client_name(const char* kind) {
+        const std::lock_guard<std::mutex> lock(srv_.mu);
+        return std::string(kind) + "-" + std::to_string(srv_.next_client++);
+    }
+
+    // Counts a new stream client in (its pump, from now until it ends), or answers 503 when
+    // max_streams are connected or the server is stopping, and returns false.
+    bool reserve_stream() {
+        {
+            const std::lock_guard<std::mutex> lock(srv_.mu);
+            if (!srv_.stopping && srv_.pumps_running < srv_.options.max_streams) {
+                ++srv_.pumps_running;
+                ++srv_.streams_total;
+                return true;
+            }
+        }
+        srv_.streams_rejected.fetch_add(1, std::memory_order_relaxed);
+        respond_error(http::status::service_unavailable, "too many streams");
+        return false;
+    }
+
+    std::string stats_body() {
+        nlohmann::json j = nlohmann::json::object();
+        if (srv_.options.stats_json) {
+            j = nlohmann::json::parse(srv_.options.stats_json(), nullptr, false);
+            if (!j.is_object()) {
+                j = nlohmann::json{{"error", "stats_json did not return a JSON object"}};
+            }
+        }
+        j["server"] = nlohmann::json::parse(web_server_stats_json(), nullptr, false);
+        return j.dump();
+    }
+
+    std::string web_server_stats_json();
+
+    std::shared_ptr<http::response<http::string_body>>
+    make_response(http::status status, std::string_view type, std::string body,
+                  const http::request<http::string_body>& req) {
+        auto res = std::make_shared<http::response<http::string_body>>(status, req.version());
+        res->set(http::field::server, "framepipe");
+        res->set(http::field::content_type, std::string(type));
+        res->set(http::field::cache_control, "no-store");
+        res->set("X-Content-Type-Options", "nosniff");
+        res->keep_alive(req.keep_alive());
+        const auto size = body.size();
+        if (req.method() != http::verb::head) {
+            res->body() = std::move(body);
+        }
+        res->content_length(size);
+        if (static_cast<unsigned>(status) >= 400) {
+            srv_.http_errors.fetch_add(1, std::memory_order_relaxed);
+        }
+        return res;
+    }
+
+    void respond_error(http::status status, std::string_view why, unsigned version = 11) {
+        auto res = std::make_shared<http::response<http::string_body>>(status, version);
+        res->set(http::field::server, "framepipe");
+        res->set(http::field::content_type, "text/plain; charset=utf-8");
+        res->body() = std::string(why) + "\n";
+        res->keep_alive(false);
+        res->prepare_payload();
+        srv_.http_errors.fetch_add(1, std::memory_order_relaxed);
+        send(std::move(res));
+    }
+
+    void send(std::shared_ptr<http::response<http::string_body>> res) {
+        stream_.expires_after(srv_.options.request_timeout);
+        const bool keep = res->keep_alive();
+        http::async_write(stream_, *res,
+                          [self = shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
+                              if (ec || !keep) {
+                                  self->close();
+                                  return;
+                              }
+                              self->do_read();
+                          });
+    }
+
+    void close() {
+        beast::error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+        stream_.socket().close(ec);
+    }
+
+    web_server::impl& srv_;
+    beast::tcp_stream stream_;
+    beast::flat_buffer buffer_;
+    std::optional<http::request_parser<http::string_body>> parser_;
+};
+
+} // namespace
+
+// Implemented here, where web_server::impl is complete for both.
+namespace {
+web_server_stats collect(const web_server::impl& srv) {
+    web_server_stats s;
+    s.http_requests = srv.http_requests.load(std::memory_order_relaxed);
+    s.http_errors = srv.http_errors.load(std::memory_order_relaxed);
+    s.streams_rejected = srv.streams_rejected.load(std::memory_order_relaxed);
+    std::vector<std::shared_ptr<stream_session>> live;
+    {
+        const std::lock_guard<std::mutex> lock(srv.mu);
+        s.streams_total = srv.streams_total;
+        s.frames_sent = srv.finished_sent;
+        s.frames_dropped = srv.finished_dropped;
+        for (const auto& w : srv.streams) {
+            if (auto p = w.lock()) {
+                live.push_back(std::move(p));
+            }
+        }
+    }
+    for (const auto& p : live) {
+        auto c = p->stats();
+        s.frames_sent += c.sent;
+        s.frames_dropped += c.dropped;
+        s.clients.push_back(std::move(c));
+    }
+    s.streams_now = s.clients.size();
+    return s;
+}
+
+nlohmann::json to_json(const web_server_stats& s) {
+    nlohmann::json clients = nlohmann::json::array();
+    for (const auto& c : s.clients) {
+        clients.push_back({{"name", c.name}, {"sent", c.sent}, {"dropped", c.dropped},
+                           {"queued", c.queued}});
+    }
+    return {{"http_requests", s.http_requests},   {"http_errors", s.http_errors},
+            {"streams_now", s.streams_now},       {"streams_total", s.streams_total},
+            {"streams_rejected", s.streams_rejected}, {"frames_sent", s.frames_sent},
+            {"frames_dropped", s.frames_dropped}, {"clients", clients}};
+}
+
+std::string http_session::web_server_stats_json() { return to_json(collect(srv_)).dump(); }
+} // namespace
+
+void web_server::impl::do_accept() {
+    acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
+        if (ec == net::error::operation_aborted || !acceptor.is_open()) {
+            return;
+        }
+        if (!ec) {
+            std::make_shared<http_session>(*this, std::move(socket))->run();
+        }
+        do_accept();
+    });
+}
+
+web_server::web_server(web_server_options options, framepipe::broadcaster<encoded_frame>& frames) {
+    if (options.max_streams == 0) {
+        throw std::invalid_argument("max_streams: must be at least 1");
+    }
+    if (options.max_request_bytes == 0) {
+        throw std::invalid_argument("max_request_bytes: must be at least 1");
+    }
+    impl_ = std::make_shared<impl>(std::move(options), frames);
+    auto& a = impl_->acceptor;
+    const auto& o = impl_->options;
+    beast::error_code ec;
+    const auto address = net::ip::make_address(o.host, ec);
+    if (ec) {
+        throw web_server_error("cannot listen on '" + o.host + "': not an IP address");
+    }
+    const tcp::endpoint endpoint(address, o.port);
+    const auto where = "cannot listen on " + o.host + ":" + std::to_string(o.port) + ": ";
+    a.open(endpoint.protocol(), ec);
+    if (!ec) {
+        a.set_option(net::socket_base::reuse_address(true), ec);
+    }
+    if (!ec) {
+        a.bind(endpoint, ec);
+    }
+    if (!ec) {
+        a.listen(net::socket_base::max_listen_connections, ec);
+    }
+    if (ec) {
+        throw web_server_error(where + ec.message());
+    }
+    impl_->bound_port = a.local_endpoint().port();
+}
+
+web_server::~web_server() { stop(); }
+
+void web_server::start() {
+    auto& s = *impl_;
+    if (s.started) {
+        throw std::logic_error("web_server::start: already started");
+    }
+    s.started = true;
+    s.do_accept();
+    s.io_thread = std::thread([&s] {
+        for (;;) {
+            try {
+                s.ioc.run();
+                return;
+            } catch (const std::exception& e) {
+                s.log(std::string("I/O thread: ") + e.what()); // keep serving
+            }
+        }
+    });
+}
+
+void web_server::stop() noexcept {
+    if (!impl_ || impl_->stopped) {
+        return;
+    }
+    auto& s = *impl_;
+    s.stopped = true;
+    if (!s.started) {
+        beast::error_code ec;
+        s.acceptor.close(ec);
+        return;
+    }
+    std::vector<std::shared_ptr<stream_session>> live;
+    {
+        const std::lock_guard<std::mutex> lock(s.mu);
+        s.stopping = true; // no new stream session enrols from now on
+        for (const auto& w : s.streams) {
+            if (auto p = w.lock()) {
+                live.push_back(std::move(p));
+            }
+        }
+    }
+    try {
+        net::post(s.ioc, [&s] {
+            beast::error_code ec;
+            s.acceptor.close(ec);
+        });
+    } catch (...) {
+    }
+    for (const auto& p : live) {
+        p->finish();
+    }
+    live.clear();
+    {
+        // Every pump is either waiting on its subscription (closed by finish) or on its write
+        // (woken by finish), so this wait ends.
+        std::unique_lock<std::mutex> lock(s.mu);
+        s.pumps_done.wait(lock, [&s] { return s.pumps_running == 0; });
+    }
+    s.ioc.stop();
+    if (s.io_thread.joinable()) {
+        s.io_thread.join();
+    }
+}
+
+unsigned short web_server::port() const noexcept { return impl_->bound_port; }
+
+web_server_stats web_server::stats() const { return collect(*impl_); }
+
+std::string web_server::stats_json_text() const { return to_json(collect(*impl_)).dump(); }
+
+} // namespace framepipe_examples

@@ -1,0 +1,142 @@
+// examples/common/web_server.hpp - the examples' live web UI: one page, a websocket of JPEG
+// frames, an MJPEG stream, Prometheus metrics and a JSON snapshot, on Boost.Beast.
+//
+//     framepipe::broadcaster<framepipe_examples::encoded_frame> jpegs;   // fed by the UI stage
+//     framepipe_examples::web_server server({.port = 7001, .page_html = my_page,
+//                                            .metrics_text = [&] { return p.to_prometheus(); },
+//                                            .stats_json = [&] { return stats().dump(); },
+//                                            .state_json = [&] { return live_state().dump(); }},
+//                                           jpegs);          // binds now: throws if the port is taken
+//     server.start();                                         // serves on its own thread
+//
+//   GET /            the page (options.page_html), plus options.assets by exact path
+//   GET /ws          websocket: per frame, a text message (the frame's `meta`, if any) then the
+//                    JPEG as a binary message; about once a second a text message with
+//                    options.state_json() (if set). Messages from the page are read and ignored.
+//   GET /video.mjpg  multipart/x-mixed-replace stream of the same JPEGs, for <img> and players
+//   GET /metrics     options.metrics_text() as text/plain; version=0.0.4 (Prometheus)
+//   GET /stats.json  options.stats_json() merged with the server's own counters ("server")
+//   anything else    404; a method other than GET/HEAD 405; a malformed request 400; a request
+//                    whose header exceeds max_request_bytes 431, a body 413; a slow request 408
+//                    (the connection is then closed); too many streams 503. Never a crash.
+//
+// Fan-out: every websocket or MJPEG client gets its own framepipe subscription of the frames
+// broadcaster: capacity 1, drop_oldest, named "ws-N" / "mjpeg-N". A client that reads slowly
+// or not at all holds one frame being written and one waiting; newer frames replace the waiting
+// one (counted as its drops), so it never slows the publisher or the other clients and never
+// grows the server's memory. Each stream client has one thread that waits on its subscription;
+// all socket I/O runs on the server's single I/O thread, asynchronously.
+//
+// Only the embedded page and assets are served: no file-system paths.
+//
+// Thread safety: construct, start() and stop() from one thread; port(), stats() and
+// stats_json_text() from any thread. The callbacks are called on the server's threads (the I/O
+// thread and the clients' threads), possibly concurrently, and must be thread-safe.
+#pragma once
+
+#include <framepipe/broadcaster.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace framepipe_examples {
+
+// One frame as the browsers get it.
+struct encoded_frame {
+    std::vector<unsigned char> jpeg; // the image, JPEG-encoded
+    std::string meta;                // text message sent just before the JPEG ("" for none)
+    std::uint64_t seq = 0;           // the source frame's sequence number
+    std::chrono::steady_clock::time_point captured{}; // the source frame's capture time
+};
+
+// A static asset of the page (a script, a stylesheet), served by exact path.
+struct web_asset {
+    std::string content_type;
+    std::string body;
+};
+
+struct web_server_options {
+    std::string host = "127.0.0.1"; // the address to bind; 0.0.0.0 exposes the UI to the network
+    unsigned short port = 7001;      // 0: any free port (read it back with port())
+    std::string page_html;           // served at "/" and "/index.html"
+    std::map<std::string, web_asset> assets{}; // more embedded files, by path ("/app.js")
+    std::function<std::string()> metrics_text{}; // /metrics body; 404 when unset
+    std::function<std::string()> stats_json{};   // /stats.json: a JSON object; {} when unset
+    std::function<std::string()> state_json{};   // sent to each websocket about once a second
+    std::chrono::milliseconds state_period{1000};
+    std::size_t max_streams = 16;          // websocket + MJPEG clients at once; more get 503
+    std::size_t max_request_bytes = 8192;  // request header limit (431 beyond), body limit (413)
+    std::chrono::seconds request_timeout{10}; // to receive a whole request (408 beyond)
+    std::string log_name = "web";          // prefix of the server's rare stderr messages
+};
+
+// The server's own counters.
+struct web_server_stats {
+    std::uint64_t http_requests = 0;   // requests parsed (any path)
+    std::uint64_t http_errors = 0;     // responses with a 4xx / 5xx status
+    std::uint64_t streams_now = 0;     // websocket + MJPEG clients connected now
+    std::uint64_t streams_total = 0;   // ever accepted
+    std::uint64_t streams_rejected = 0; // refused with 503 (max_streams)
+    std::uint64_t frames_sent = 0;     // JPEGs written to stream clients (all clients)
+    std::uint64_t frames_dropped = 0;  // JPEGs skipped by slow clients (all clients, ever)
+    struct client {
+        std::string name;              // ws-N / mjpeg-N
+        std::uint64_t sent = 0;
+        std::uint64_t dropped = 0;     // its subscription's drops
+        std::uint64_t queued = 0;      // its subscription's size now (at most 1)
+    };
+    std::vector<client> clients;       // the ones connected now
+};
+
+// Thrown by the constructor when the address cannot be bound; what() is one line naming the
+// address and the reason ("cannot listen on 127.0.0.1:7001: Address already in use").
+class web_server_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+class web_server {
+public:
+    // Binds and listens at once, so that a taken port is reported before anything else runs.
+    // Does not serve until start(). Throws web_server_error (bind / listen / bad host) or
+    // std::invalid_argument naming max_streams or max_request_bytes when 0. `frames` must
+    // outlive the server.
+    web_server(web_server_options options, framepipe::broadcaster<encoded_frame>& frames);
+
+    // Stops and joins (see stop()).
+    ~web_server();
+
+    web_server(const web_server&) = delete;
+    web_server& operator=(const web_server&) = delete;
+
+    // Starts the I/O thread. Once; std::logic_error on a second call. Never blocks.
+    void start();
+
+    // Closes the listener and every connection, ends the clients' threads and joins them.
+    // Blocks until then (a client stalled in a write is cut off, not waited for). Idempotent.
+    // Does not throw.
+    void stop() noexcept;
+
+    // The bound port (useful with port 0). Any thread; never blocks.
+    [[nodiscard]] unsigned short port() const noexcept;
+
+    // The server's counters now. Any thread; takes a lock briefly.
+    [[nodiscard]] web_server_stats stats() const;
+
+    // stats() as a JSON object text. Any thread.
+    [[nodiscard]] std::string stats_json_text() const;
+
+    struct impl;
+
+private:
+    std::shared_ptr<impl> impl_;
+};
+
+} // namespace framepipe_examples

@@ -1,0 +1,32 @@
+# Tests of framepipe-detect (included from CMakeLists.txt when FRAMEPIPE_BUILD_TESTS is ON).
+#
+# - test_detection_decode:   YOLO decoding on hand-made tensors (no model files)
+# - test_detection_models:   tiny ONNX / Darknet models made at test time by tests/make_models.py
+#                            (Debian's python3-onnx + python3-numpy), HOG on vtest.avi
+# - test_detection_program:  the program itself: JSON summary, bad input, the web endpoints,
+#                            HTTP robustness, a stalled websocket client
+# - test_detection_browser:  the page in headless Debian chromium (playwright-core from npm)
+find_package(Catch2 2 REQUIRED)
+
+# Debian's python (python3-onnx is installed for it), not a pyenv or venv one on PATH.
+find_program(FRAMEPIPE_DEBIAN_PYTHON python3 PATHS /usr/bin NO_DEFAULT_PATH REQUIRED)
+set(FRAMEPIPE_DETECT_TEST_VIDEO "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+    CACHE FILEPATH "vtest.avi from Debian's opencv-doc, used by framepipe-detect's tests")
+set(_models "${CMAKE_CURRENT_BINARY_DIR}/test-models")
+
+add_test(NAME test_detection_make_models
+         COMMAND ${FRAMEPIPE_DEBIAN_PYTHON} "${CMAKE_CURRENT_SOURCE_DIR}/tests/make_models.py" "${_models}")
+set_tests_properties(test_detection_make_models PROPERTIES FIXTURES_SETUP detection_models TIMEOUT 120)
+
+add_executable(test_detection_decode tests/test_yolo_decode.cpp)
+target_link_libraries(test_detection_decode PRIVATE framepipe_detection framepipe_catch_main
+                                                    Catch2::Catch2 framepipe_warnings)
+add_test(NAME test_detection_decode COMMAND test_detection_decode)
+
+add_executable(test_detection_models tests/test_detectors.cpp)
+target_compile_definitions(test_detection_models PRIVATE FRAMEPIPE_TEST_MODELS="${_models}"
+                                                         FRAMEPIPE_TEST_VIDEO="${FRAMEPIPE_DETECT_TEST_VIDEO}")
+target_link_libraries(test_detection_models PRIVATE framepipe_detection framepipe_catch_main
+                                                    Catch2::Catch2 framepipe_warnings)
+add_test(NAME test_detection_models COMMAND test_detection_models)
+set_tests_properties(test_detection_models PROPERTIES FIXTURES_REQUIRED detection_models TIMEOUT 300)
