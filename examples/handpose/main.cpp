@@ -3,67 +3,73 @@
 // A hand-pose estimator turns frames into 21 hand points at 15 fps; a slow classifier labels
 // the last 30 of them. --mode pipelined (default) runs this graph:
 //
-//   [camera 30 fps]  synthetic hand / --video / --camera (pooled, stamped frames)
-//         |
+//   [camera 30 fps]  synthetic hand, or --video / --camera (common/video_source: pooled,
+//         |          stamped frames)
 //   broadcaster "frames"
 //         |
 //   subscription "estimator" (capacity 1, max 15 Hz: the newest frame, 15 a second)
 //         |
 //   [estimator]  colour markers -> 21 x 3 points (or --landmark-model through cv::dnn)
-//         |                              ([landmarks] replays --landmarks file.csv here instead)
+//         |      ([landmarks] replays --landmarks file.csv here instead, at 15 Hz)
 //   broadcaster "estimates"
-//         |                                  |
-//   subscription "display" (cap 1)     subscription "to_window" (cap 8)
-//         |                                  |
-//   [display] <-- latest result --+    [windower]
-//   skeleton, label, web page     |          |
-//                                 |    sliding_window "hands" (30 points-frames, a new one every 5)
-//                                 |          |
-//                                 +--- [classifier]  DTW nearest neighbour (or --classifier
-//                                                     model.onnx), + --classifier-extra-ms of CPU
+//         |                                   |
+//   subscription "display" (cap 1)      subscription "to_window" (cap 8)
+//         |                                   |
+//   [display] skeleton, gesture,        [windower]
+//         |   JPEG                            |
+//   broadcaster "jpeg" -> web page      sliding_window "hands" (30 points-frames, one every 5)
+//         ^                                   |
+//         +------ latest result ------- [classifier]  DTW nearest neighbour (or --classifier
+//                                                      model.onnx) + --classifier-extra-ms of CPU
 //
-// The display never waits for the classifier: a slow classification only makes windows older
-// (and drops the ones it cannot take, counted). --mode single is the source document's Option 1,
-// one loop: grab the newest frame, estimate, and every `stride` frames classify before showing,
-// so the video stalls while the classifier runs.
+// The display never waits for the classifier: a slow classification only makes windows older,
+// and a window it cannot take in time is dropped (counted). --mode single is the source
+// document's Option 1: one loop (one source stage, "single-loop") that grabs the newest frame,
+// estimates, classifies every `stride` frames, and then displays, so the video stalls while the
+// classifier runs.
 //
+// Web page on 127.0.0.1:7002 (common/web_server): the frames with the skeleton, the gesture and
+// its confidence, the age of the classified window, live metrics; also /metrics, /stats.json.
 // Flags: see --help and docs/examples/handpose.md.
 #include "classifier.hpp"
 #include "estimator.hpp"
 #include "landmarks_csv.hpp"
+#include "page.hpp"
 #include "synthetic.hpp"
 
 #include "common/cpu_work.hpp"
 #include "common/process_stats.hpp"
+#include "common/program.hpp"
+#include "common/video_source.hpp"
+#include "common/web_server.hpp"
 
 #include <framepipe/framepipe.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <opencv2/core/utils/logger.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <opencv2/videoio.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <csignal>
 #include <cstdio>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
 #include <string>
-#include <thread>
-#include <variant>
 #include <vector>
 
 namespace {
 
 using namespace handpose;
+namespace fe = framepipe_examples;
 using clock_type = std::chrono::steady_clock;
+constexpr const char* program = "framepipe-handpose";
 
 struct settings {
     std::string mode = "pipelined";
@@ -86,31 +92,48 @@ struct settings {
     int classifier_extra_ms = 0;
     double duration = 0;
     bool no_ui = false;
+    std::string host = "127.0.0.1";
     int port = 7002;
+    int jpeg_quality = 80;
     bool json = false;
 };
-
-std::atomic<bool> interrupted{false};
-extern "C" void on_signal(int /*sig*/) { interrupted.store(true); }
 
 // ---------------------------------------------------------------------------------------------
 // What flows through the graph.
 
-struct video_frame {
-    cv::Mat image;
-    std::optional<gesture> truth; // the generator's label (synthetic source only)
-};
-using frame_item = framepipe::stamped<video_frame>;
+using frame_ptr = std::shared_ptr<const fe::video_frame>; // stamped<cv::Mat>, pooled
 
 struct estimate {
-    std::shared_ptr<const frame_item> frame; // null when replaying landmarks
+    frame_ptr frame; // null when replaying landmarks
     landmarks hand;
 };
 using estimate_item = framepipe::stamped<estimate>;
 using hand_item = framepipe::stamped<landmarks>;
 
+// The synthetic generator's label of recent frames, by sequence number, for accuracy only.
+// The source writes a frame's entry before publishing the frame; the estimator reads it after
+// taking the frame from the broadcaster, whose lock orders the two, so relaxed atomics suffice.
+// An entry overwritten by a frame 256 later carries that frame's seq and is not mistaken for it.
+class truth_table {
+public:
+    void put(std::uint64_t seq, gesture g) noexcept {
+        slots_[seq % slots_.size()].store((seq << 8) | (static_cast<std::uint64_t>(g) + 1),
+                                          std::memory_order_relaxed);
+    }
+    [[nodiscard]] std::optional<gesture> get(std::uint64_t seq) const noexcept {
+        const auto v = slots_[seq % slots_.size()].load(std::memory_order_relaxed);
+        if ((v >> 8) != seq || (v & 0xFF) == 0) {
+            return std::nullopt;
+        }
+        return static_cast<gesture>((v & 0xFF) - 1);
+    }
+
+private:
+    std::array<std::atomic<std::uint64_t>, 256> slots_{};
+};
+
 // ---------------------------------------------------------------------------------------------
-// Sources of frames: the synthetic hand, a video file, a camera.
+// Sources of frames: the synthetic hand (drawn into pooled frames), or common/video_source.
 
 class frame_source {
 public:
@@ -122,50 +145,54 @@ public:
             o.max_segment_s = o.min_segment_s + 1.0;
             generator_.emplace(s.seed, o);
             renderer_.emplace(s.seed, o);
+            pool_ = std::make_unique<framepipe::pool<fe::video_frame>>(
+                8, [o] { return fe::video_frame{cv::Mat(o.height, o.width, CV_8UC3), 0, {}}; });
         } else {
-            if (s.source == "video") {
-                capture_.open(s.video_path);
-            } else {
-                capture_.open(s.camera);
-            }
-            if (!capture_.isOpened()) {
-                throw input_error(s.source == "video" ? "--video " + s.video_path + ": cannot open"
-                                                      : "--camera " + std::to_string(s.camera) +
-                                                            ": cannot open");
-            }
-            const double fps = capture_.get(cv::CAP_PROP_FPS);
-            file_fps_ = fps > 0 && fps < 1000 ? fps : 30.0;
+            video_.emplace(fe::video_source_options{.path = s.video_path,
+                                                    .camera = s.source == "camera" ? s.camera : -1,
+                                                    .fps = std::nullopt});
         }
     }
 
-    // Pace of the source stage: the synthetic camera's rate, a video file's own rate; a camera
-    // paces itself.
-    [[nodiscard]] double pace_hz() const {
-        if (s_.source == "synthetic") {
-            return s_.source_fps;
-        }
-        return s_.source == "video" ? file_fps_ : 0.0;
+    // The rate the source stage runs at.
+    [[nodiscard]] double pace_hz() const { return video_ ? video_->pace_hz() : s_.source_fps; }
+    [[nodiscard]] std::string description() const {
+        return video_ ? video_->description() : "synthetic hand, seed " + std::to_string(s_.seed);
     }
 
-    // Frame `seq` into `out`: the synthetic hand at time t (seconds), or the next frame of the
-    // video / camera. false at the end of a video file.
-    bool read(double t, video_frame& out) {
-        if (generator_) {
-            const frame_truth truth = generator_->pose_at(t);
-            renderer_->render(truth, t, out.image);
-            out.truth = truth.label;
-            return true;
+    // The next frame: synthetic frame number `synthetic_seq` (the newest one, when the caller is
+    // the single loop), or the video's next frame. nullptr at the end of the input or on stop.
+    // One thread.
+    [[nodiscard]] std::shared_ptr<fe::video_frame> next(std::stop_token stop,
+                                                        std::uint64_t synthetic_seq) {
+        if (video_) {
+            return video_->next(std::move(stop));
         }
-        out.truth.reset();
-        return capture_.read(out.image) && !out.image.empty();
+        auto f = pool_->acquire(std::move(stop));
+        if (!f) {
+            return nullptr;
+        }
+        const double t = static_cast<double>(synthetic_seq) / s_.source_fps;
+        const frame_truth truth = generator_->pose_at(t);
+        renderer_->render(truth, t, f->value);
+        f->seq = synthetic_seq;
+        f->captured = clock_type::now();
+        truth_.put(synthetic_seq, truth.label);
+        return f;
+    }
+
+    // The generator's label of frame `seq` (synthetic only; never given to the estimator).
+    [[nodiscard]] std::optional<gesture> truth(std::uint64_t seq) const noexcept {
+        return video_ ? std::nullopt : truth_.get(seq);
     }
 
 private:
     const settings& s_;
     std::optional<hand_generator> generator_;
     std::optional<renderer> renderer_;
-    cv::VideoCapture capture_;
-    double file_fps_ = 30;
+    std::unique_ptr<framepipe::pool<fe::video_frame>> pool_;
+    std::optional<fe::video_source> video_;
+    truth_table truth_;
 };
 
 // The estimator: colour markers on the synthetic hand, or the user's landmark model.
@@ -176,6 +203,7 @@ public:
             model_.emplace(s.landmark_model, s.landmark_input_size);
         }
     }
+    // One thread at a time.
     [[nodiscard]] landmarks operator()(const cv::Mat& image) {
         if (image.type() != CV_8UC3) {
             cv::Mat bgr;
@@ -200,7 +228,7 @@ public:
         } else if (!s.templates_path.empty()) {
             dtw_.emplace(dtw_classifier::load(s.templates_path));
         } else {
-            synthetic_options o; // the synthetic hand's image size: points are normalised by it
+            const synthetic_options o; // the synthetic hand's image size: points are normalised by it
             dtw_.emplace(generate_templates(s.templates_per_gesture, s.window, s.estimate_fps,
                                             template_seed_base, o));
         }
@@ -213,9 +241,9 @@ public:
         const auto c = onnx_ ? onnx_->classify(frames) : dtw_->classify(frames);
         if (extra_.count() > 0) {
             // The source document's slow model: real computation on the window, not a sleep.
-            const auto* bytes = reinterpret_cast<const std::uint8_t*>(frames.data());
-            sink_ ^= framepipe_examples::busy_compute(
-                std::span<const std::uint8_t>(bytes, frames.size_bytes()), extra_);
+            const std::span<const std::uint8_t> bytes(
+                reinterpret_cast<const std::uint8_t*>(frames.data()), frames.size_bytes());
+            sink_ ^= fe::busy_compute(bytes, extra_);
         }
         return c;
     }
@@ -231,13 +259,6 @@ private:
 // ---------------------------------------------------------------------------------------------
 // Measurements, shared by both modes.
 
-struct result_state {
-    std::optional<classification> last;
-    double window_age_ms = 0;            // age of the newest frame of that window at start
-    clock_type::time_point window_newest{}; // capture time of that frame
-    std::uint64_t classified = 0;
-};
-
 struct meters {
     std::atomic<std::uint64_t> source_frames{0};
     std::atomic<std::uint64_t> estimated{0};
@@ -246,17 +267,21 @@ struct meters {
     std::atomic<std::uint64_t> classified{0};
     std::atomic<std::uint64_t> scored{0};
     std::atomic<std::uint64_t> correct{0};
+    std::atomic<std::uint64_t> jpeg_pool_misses{0};
     std::atomic<std::int64_t> display_gap_max_ns{0};
     framepipe::latency_histogram display_gap;
     framepipe::latency_histogram window_age;
     framepipe::latency_histogram classify_time;
-    clock_type::time_point last_display{}; // display thread only
 
-    std::mutex mu;
-    result_state result; // guarded by mu
+    // The newest classification, for the display and the page. Guarded by mu.
+    mutable std::mutex mu;
+    std::optional<classification> last;
+    double last_window_age_ms = 0;          // age of its window's newest frame at the start
+    std::uint64_t last_window_seq = 0;      // seq of that frame
+    clock_type::time_point last_window_captured{};
 };
 
-// Classifies one window: the part both modes share.
+// Classifies one window: the part both modes share. One thread at a time.
 void classify_window(const framepipe::window<hand_item>& w, classifier& c, meters& m,
                      std::vector<hand_points>& scratch) {
     const auto start = clock_type::now();
@@ -285,24 +310,28 @@ void classify_window(const framepipe::window<hand_item>& w, classifier& c, meter
     }
     m.classified.fetch_add(1, std::memory_order_relaxed);
     const std::lock_guard<std::mutex> lock(m.mu);
-    m.result.last = result;
-    m.result.window_age_ms = std::chrono::duration<double, std::milli>(age).count();
-    m.result.window_newest = w.back().captured;
-    ++m.result.classified;
+    m.last = result;
+    m.last_window_age_ms = std::chrono::duration<double, std::milli>(age).count();
+    m.last_window_seq = w.back().seq;
+    m.last_window_captured = w.back().captured;
 }
 
-// The display: draws the skeleton and the current gesture over the frame. One thread.
+// The display: draws the skeleton and the current gesture over the frame, encodes it as JPEG and
+// describes it for the page. One thread.
 class display {
 public:
-    explicit display(meters& m) : m_(m) {}
+    display(meters& m, int jpeg_quality)
+        : m_(m), params_{cv::IMWRITE_JPEG_QUALITY, jpeg_quality},
+          pool_(6, [] { return fe::encoded_frame{}; }) {}
 
-    void show(const cv::Mat* image, const landmarks& hand) {
-        if (image != nullptr && !image->empty()) {
-            image->copyTo(canvas_);
+    std::shared_ptr<const fe::encoded_frame> operator()(const estimate_item& e) {
+        if (e.value.frame && !e.value.frame->value.empty()) {
+            e.value.frame->value.copyTo(canvas_);
         } else {
-            canvas_.create(480, 640, CV_8UC3);
+            canvas_.create(480, 640, CV_8UC3); // replayed landmarks: a plain canvas
             canvas_.setTo(cv::Scalar(40, 40, 40));
         }
+        const auto& hand = e.value.hand;
         const double w = canvas_.cols;
         const double h = canvas_.rows;
         auto pt = [&](std::size_t j) {
@@ -311,319 +340,375 @@ public:
         };
         for (const auto& [a, b] : bones) {
             cv::line(canvas_, pt(static_cast<std::size_t>(a)), pt(static_cast<std::size_t>(b)),
-                     cv::Scalar(0, 255, 0), 2);
+                     cv::Scalar(0, 255, 0), 2, cv::LINE_AA);
         }
         for (std::size_t j = 0; j < joint_count; ++j) {
-            cv::circle(canvas_, pt(j), 3, cv::Scalar(0, 0, 255), cv::FILLED);
+            cv::circle(canvas_, pt(j), 3, cv::Scalar(0, 0, 255), cv::FILLED, cv::LINE_AA);
         }
-        std::string text = "...";
+        nlohmann::json meta = {{"type", "frame"},
+                               {"seq", e.seq},
+                               {"joints_found", hand.joints_found},
+                               {"gesture", nullptr},
+                               {"confidence", nullptr},
+                               {"window_age_ms", nullptr},
+                               {"result_age_ms", nullptr},
+                               {"result_seq", nullptr}};
+        std::string caption = "gesture: (waiting for the first window)";
         {
             const std::lock_guard<std::mutex> lock(m_.mu);
-            if (m_.result.last) {
-                text = std::string(name_of(m_.result.last->label)) + " " +
-                       std::to_string(static_cast<int>(m_.result.last->confidence * 100)) + "%";
+            if (m_.last) {
+                // How much older the classified window's newest frame is than this frame.
+                const double result_age =
+                    std::chrono::duration<double, std::milli>(e.captured - m_.last_window_captured).count();
+                meta["gesture"] = std::string(name_of(m_.last->label));
+                meta["confidence"] = fe::round2(m_.last->confidence);
+                meta["window_age_ms"] = fe::round2(m_.last_window_age_ms);
+                meta["result_age_ms"] = fe::round2(result_age);
+                meta["result_seq"] = m_.last_window_seq;
+                caption = "gesture: " + std::string(name_of(m_.last->label)) + " " +
+                          std::to_string(static_cast<int>(m_.last->confidence * 100)) +
+                          "%  (window " + std::to_string(static_cast<int>(result_age)) + " ms old)";
             }
         }
-        cv::putText(canvas_, text, {12, 32}, cv::FONT_HERSHEY_SIMPLEX, 0.9, cv::Scalar(255, 255, 255), 2);
+        cv::putText(canvas_, caption, {10, 28}, cv::FONT_HERSHEY_SIMPLEX, 0.7,
+                    cv::Scalar(255, 255, 255), 2, cv::LINE_AA);
+        std::shared_ptr<fe::encoded_frame> out = pool_.try_acquire();
+        if (!out) {
+            // Every pooled buffer is held by browsers still sending: allocate rather than wait
+            // (a slow client must not hold up the display). Counted.
+            m_.jpeg_pool_misses.fetch_add(1, std::memory_order_relaxed);
+            out = std::make_shared<fe::encoded_frame>();
+        }
+        cv::imencode(".jpg", canvas_, out->jpeg, params_);
+        out->meta = meta.dump();
+        out->seq = e.seq;
+        out->captured = e.captured;
+
         const auto now = clock_type::now();
-        if (m_.last_display != clock_type::time_point{}) {
-            const auto gap = now - m_.last_display;
+        if (last_display_ != clock_type::time_point{}) {
+            const auto gap = now - last_display_;
             m_.display_gap.record(gap);
             const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(gap).count();
             if (ns > m_.display_gap_max_ns.load(std::memory_order_relaxed)) {
                 m_.display_gap_max_ns.store(ns, std::memory_order_relaxed);
             }
         }
-        m_.last_display = now;
+        last_display_ = now;
         m_.displayed.fetch_add(1, std::memory_order_relaxed);
+        return out;
     }
-
-    [[nodiscard]] const cv::Mat& canvas() const noexcept { return canvas_; }
 
 private:
     meters& m_;
+    std::vector<int> params_;
+    framepipe::pool<fe::encoded_frame> pool_;
     cv::Mat canvas_;
+    clock_type::time_point last_display_{};
 };
 
-// ---------------------------------------------------------------------------------------------
-// Run control: until --duration has passed, the input has ended, or Ctrl-C.
-
-struct run_clock {
-    clock_type::time_point t0;
-    std::optional<clock_type::time_point> deadline;
-};
-
-// Window figures the summary reports, per mode.
-struct window_figures {
-    std::uint64_t ready = 0;
-    std::uint64_t dropped = 0;
-};
-
-nlohmann::json summarise(const settings& s, const std::string& classifier_name, const meters& m,
-                         double elapsed, const window_figures& wf) {
-    auto ms = [](std::chrono::nanoseconds d) {
-        return std::chrono::duration<double, std::milli>(d).count();
+// Everything the program reports: --json, /stats.json and the page's state messages.
+nlohmann::json summary(const settings& s, const std::string& source_description,
+                       const std::string& classifier_name, const meters& m,
+                       const framepipe::pipeline& p, const framepipe::sliding_window<hand_item>& hands,
+                       double elapsed) {
+    const double secs = std::max(elapsed, 1e-3);
+    auto per_s = [secs](const std::atomic<std::uint64_t>& n) {
+        return fe::round2(static_cast<double>(n.load(std::memory_order_relaxed)) / secs);
     };
-    auto per_s = [elapsed](const std::atomic<std::uint64_t>& n) {
-        return elapsed > 0 ? static_cast<double>(n.load()) / elapsed : 0.0;
-    };
-    const auto estimated = m.estimated.load();
+    const auto estimated = m.estimated.load(std::memory_order_relaxed);
+    const auto ws = hands.stats();
     nlohmann::json j = {
         {"mode", s.mode},
         {"source", s.source},
+        {"input", source_description},
         {"classifier", classifier_name},
         {"classifier_extra_ms", s.classifier_extra_ms},
-        {"seconds", elapsed},
+        {"window", s.window},
+        {"stride", s.stride},
+        {"seconds", fe::round2(elapsed)},
+        {"estimate_fps_target", s.estimate_fps},
         {"display_fps", per_s(m.displayed)},
         {"estimate_fps", per_s(m.estimated)},
         {"classify_per_s", per_s(m.classified)},
-        {"window_age_p50_ms", ms(m.window_age.quantile(0.50))},
-        {"window_age_p99_ms", ms(m.window_age.quantile(0.99))},
-        {"windows_ready", wf.ready},
-        {"windows_classified", m.classified.load()},
-        {"windows_dropped", wf.dropped},
-        {"classify_ms_p50", ms(m.classify_time.quantile(0.50))},
-        {"display_gap_p99_ms", ms(m.display_gap.quantile(0.99))},
-        {"display_gap_max_ms", static_cast<double>(m.display_gap_max_ns.load()) / 1e6},
-        {"source_frames", m.source_frames.load()},
+        {"window_age_p50_ms", fe::round2(fe::quantile_ms(m.window_age, 0.50))},
+        {"window_age_p99_ms", fe::round2(fe::quantile_ms(m.window_age, 0.99))},
+        {"windows_ready", ws.ready},
+        {"windows_classified", m.classified.load(std::memory_order_relaxed)},
+        {"windows_dropped", ws.dropped},
+        {"classify_ms_p50", fe::round2(fe::quantile_ms(m.classify_time, 0.50))},
+        {"display_gap_p99_ms", fe::round2(fe::quantile_ms(m.display_gap, 0.99))},
+        {"display_gap_max_ms",
+         fe::round2(static_cast<double>(m.display_gap_max_ns.load(std::memory_order_relaxed)) / 1e6)},
+        {"source_frames", m.source_frames.load(std::memory_order_relaxed)},
         {"joints_found_mean",
-         estimated > 0 ? static_cast<double>(m.joints_found.load()) / static_cast<double>(estimated)
+         estimated > 0 ? fe::round2(static_cast<double>(m.joints_found.load()) / static_cast<double>(estimated))
                        : 0.0},
-        {"accuracy_windows", m.scored.load()},
-        {"peak_rss_mb", framepipe_examples::peak_rss_mb()},
+        {"accuracy_windows", m.scored.load(std::memory_order_relaxed)},
+        {"jpeg_pool_misses", m.jpeg_pool_misses.load(std::memory_order_relaxed)},
+        {"peak_rss_mb", fe::round2(fe::peak_rss_mb())},
     };
-    if (m.scored.load() > 0) {
-        j["accuracy"] = static_cast<double>(m.correct.load()) / static_cast<double>(m.scored.load());
+    const auto scored = m.scored.load(std::memory_order_relaxed);
+    if (scored > 0) {
+        j["accuracy"] = fe::round2(static_cast<double>(m.correct.load()) / static_cast<double>(scored));
     } else {
-        j["accuracy"] = nullptr; // no truth (a video, a camera, or a CSV without labels)
+        j["accuracy"] = nullptr; // no truth (a video, a camera, a CSV without labels) or no window yet
     }
+    {
+        const std::lock_guard<std::mutex> lock(m.mu);
+        j["gesture"] = m.last ? nlohmann::json(std::string(name_of(m.last->label))) : nlohmann::json();
+        j["confidence"] = m.last ? nlohmann::json(fe::round2(m.last->confidence)) : nlohmann::json();
+        j["last_window_age_ms"] = m.last ? nlohmann::json(fe::round2(m.last_window_age_ms)) : nlohmann::json();
+    }
+    const auto snap = p.snapshot();
+    nlohmann::json stages = nlohmann::json::array();
+    for (const auto& st : snap.stages) {
+        stages.push_back({{"name", st.name},
+                          {"fps", fe::round2(st.fps)},
+                          {"items_in", st.items_in},
+                          {"items_out", st.items_out},
+                          {"service_p50_ms", fe::round2(st.service_p50_ms)},
+                          {"service_p99_ms", fe::round2(st.service_p99_ms)},
+                          {"busy_ratio", fe::round2(st.busy_ratio)}});
+    }
+    nlohmann::json channels = nlohmann::json::array();
+    for (const auto& c : snap.channels) {
+        nlohmann::json reasons = nlohmann::json::object();
+        for (const auto& [why, n] : c.dropped_by_reason) {
+            if (n != 0) {
+                reasons[why] = n;
+            }
+        }
+        channels.push_back({{"name", c.name},
+                            {"kind", c.kind},
+                            {"pushed", c.pushed},
+                            {"popped", c.popped},
+                            {"dropped", c.dropped},
+                            {"dropped_by_reason", reasons}});
+    }
+    j["stages"] = stages;
+    j["channels"] = channels;
     return j;
 }
 
-// Waits until the deadline, Ctrl-C, or `finished()` is true; wakes every 100 ms to look.
-template <class Finished>
-void wait_for_end(const run_clock& rc, Finished finished) {
-    std::mutex mu;
-    std::condition_variable cv;
-    std::unique_lock<std::mutex> lock(mu);
-    while (!interrupted.load() && !finished()) {
-        auto until = clock_type::now() + std::chrono::milliseconds(100);
-        if (rc.deadline) {
-            if (clock_type::now() >= *rc.deadline) {
-                return;
-            }
-            until = std::min(until, *rc.deadline);
-        }
-        cv.wait_until(lock, until);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
-// --mode pipelined
+// The run: both modes build a framepipe::pipeline (single: one stage doing everything).
 
-nlohmann::json run_pipelined(const settings& s) {
-    meters m;
+int run(const settings& s) {
+    const bool pipelined = s.mode == "pipelined";
+    // Bad input is found here, before anything runs: models, templates, files, the port.
     classifier cls(s);
-    std::optional<landmarks_csv_writer> csv_out;
-    if (!s.write_landmarks_path.empty()) {
-        csv_out.emplace(s.write_landmarks_path);
+    if (!s.write_templates_path.empty()) {
+        if (cls.dtw() == nullptr) {
+            throw fe::usage_error("--write-templates: the ONNX classifier has no templates");
+        }
+        cls.dtw()->save(s.write_templates_path);
+        return 0;
     }
-    std::vector<recorded_frame> recorded;
-    std::optional<frame_source> source;
     std::optional<estimator> est;
+    std::optional<frame_source> source;
+    std::vector<recorded_frame> recorded;
     if (s.source == "landmarks") {
         recorded = read_landmarks_csv(s.landmarks_path);
     } else {
         est.emplace(s); // the model first: a bad model is reported before a bad video
         source.emplace(s);
     }
+    std::optional<landmarks_csv_writer> csv_out;
+    if (!s.write_landmarks_path.empty()) {
+        csv_out.emplace(s.write_landmarks_path);
+    }
+    // One estimator thread at a time, each stage on its own thread: OpenCV's own worker threads
+    // would only compete with the pipeline's on a small machine.
+    cv::setNumThreads(1);
 
-    framepipe::pool<frame_item> buffers(6, [] { return frame_item{{cv::Mat(480, 640, CV_8UC3), {}}, 0, {}}; });
-    framepipe::broadcaster<frame_item> frames;
-    auto to_estimator = frames.subscribe(
-        {.capacity = 1, .max_rate_hz = s.estimate_fps, .name = "estimator"});
+    meters m;
+    framepipe::broadcaster<fe::video_frame> frames;
     framepipe::broadcaster<estimate_item> estimates;
+    framepipe::broadcaster<fe::encoded_frame> jpegs;
+    framepipe::sliding_window<hand_item> hands(s.window, s.stride);
+    auto to_estimator = frames.subscribe({.capacity = 1, .max_rate_hz = s.estimate_fps, .name = "estimator"});
     auto to_display = estimates.subscribe({.capacity = 1, .name = "display"});
     auto to_window = estimates.subscribe({.capacity = 8, .name = "to_window"});
-    framepipe::sliding_window<hand_item> hands(s.window, s.stride);
+    std::optional<framepipe::subscription<fe::encoded_frame>> jpeg_sink_in; // --no-ui
+    if (s.no_ui) {
+        jpeg_sink_in = jpegs.subscribe({.capacity = 1, .name = "no-ui"});
+    }
+    // Channels are declared above the pipeline: its destructor closes them.
+    display show(m, s.jpeg_quality);
+    std::vector<hand_points> scratch;
 
-    framepipe::pipeline p("handpose");
-    p.channel(frames, "frames").channel(estimates, "estimates").channel(hands, "hands");
-    std::uint64_t seq = 0;
+    // One frame's estimate (or the next recorded one), written to the CSV if asked.
     std::size_t next_row = 0;
-    if (source) {
-        p.source(
-            "camera", frames,
-            [&](framepipe::stage_context& ctx) -> std::optional<std::shared_ptr<frame_item>> {
-                auto f = buffers.acquire(ctx.stop_token());
-                if (!f) {
-                    return std::nullopt;
-                }
-                const double t = static_cast<double>(seq) / s.source_fps;
-                if (!source->read(t, f->value)) {
-                    return std::nullopt; // end of the video: the graph drains and ends
-                }
-                f->seq = seq++;
-                f->captured = clock_type::now();
-                m.source_frames.fetch_add(1, std::memory_order_relaxed);
-                return f;
-            },
-            source->pace_hz());
-        p.stage("estimator", to_estimator, estimates,
-                [&](const std::shared_ptr<const frame_item>& f) {
-                    estimate e{f, (*est)(f->value.image)};
-                    e.hand.truth = f->value.truth; // carried along for accuracy, never looked at
-                    m.estimated.fetch_add(1, std::memory_order_relaxed);
-                    m.joints_found.fetch_add(e.hand.joints_found, std::memory_order_relaxed);
-                    if (csv_out) {
-                        csv_out->write(f->seq, e.hand);
+    auto estimate_of = [&](const frame_ptr& f) -> estimate_item {
+        estimate e{f, (*est)(f->value)};
+        e.hand.truth = source->truth(f->seq); // carried along for accuracy, never looked at
+        m.estimated.fetch_add(1, std::memory_order_relaxed);
+        m.joints_found.fetch_add(e.hand.joints_found, std::memory_order_relaxed);
+        if (csv_out) {
+            csv_out->write(f->seq, e.hand);
+        }
+        return framepipe::stamp(std::move(e), f->seq, f->captured);
+    };
+    auto next_recorded = [&]() -> std::optional<estimate_item> {
+        if (next_row == recorded.size()) {
+            return std::nullopt;
+        }
+        const auto& r = recorded[next_row++];
+        m.source_frames.fetch_add(1, std::memory_order_relaxed);
+        m.estimated.fetch_add(1, std::memory_order_relaxed);
+        m.joints_found.fetch_add(r.hand.joints_found, std::memory_order_relaxed);
+        if (csv_out) {
+            csv_out->write(r.frame, r.hand);
+        }
+        return framepipe::stamp(estimate{nullptr, r.hand}, r.frame);
+    };
+
+    framepipe::pipeline p(std::string("handpose-") + s.mode);
+    p.channel(jpegs, "jpeg");
+    std::uint64_t seq = 0;
+    const auto t0 = clock_type::now();
+    if (pipelined) {
+        p.channel(estimates, "estimates").channel(hands, "hands");
+        if (source) {
+            p.channel(frames, "frames");
+            p.source(
+                "camera", frames,
+                [&](framepipe::stage_context& ctx) -> std::optional<frame_ptr> {
+                    auto f = source->next(ctx.stop_token(), seq++);
+                    if (!f) {
+                        return std::nullopt; // end of the video: the graph drains and ends
                     }
-                    return framepipe::stamp(std::move(e), f->seq, f->captured);
-                });
+                    m.source_frames.fetch_add(1, std::memory_order_relaxed);
+                    return f;
+                },
+                source->pace_hz());
+            p.stage("estimator", to_estimator, estimates, [&](const frame_ptr& f) { return estimate_of(f); });
+        } else {
+            p.source("landmarks", estimates, next_recorded, s.estimate_fps);
+        }
+        p.stage("display", to_display, jpegs,
+                [&](const std::shared_ptr<const estimate_item>& e) { return show(*e); });
+        p.stage("windower", to_window, hands, [](const std::shared_ptr<const estimate_item>& e) {
+            return framepipe::stamp(e->value.hand, e->seq, e->captured);
+        });
+        p.sink("classifier", hands, [&](const framepipe::window<hand_item>& w) {
+            classify_window(w, cls, m, scratch);
+        });
     } else {
+        // Option 1: grab the newest frame, estimate, classify when a window is ready (the video
+        // waits), display. The same sliding_window block, filled and emptied by the one loop, so
+        // both modes classify the same windows (one every `stride` estimates).
         p.source(
-            "landmarks", estimates,
-            [&]() -> std::optional<estimate_item> {
-                if (next_row == recorded.size()) {
-                    return std::nullopt;
+            "single-loop", jpegs,
+            [&](framepipe::stage_context& ctx) -> std::optional<std::shared_ptr<const fe::encoded_frame>> {
+                std::optional<estimate_item> e;
+                if (source) {
+                    // The synthetic camera ran on while we were busy: take its newest frame.
+                    const double t = std::chrono::duration<double>(clock_type::now() - t0).count();
+                    const auto newest = static_cast<std::uint64_t>(t * s.source_fps);
+                    auto f = source->next(ctx.stop_token(), newest);
+                    if (!f) {
+                        return std::nullopt;
+                    }
+                    m.source_frames.store(s.source == "synthetic" ? newest + 1 : f->seq + 1,
+                                          std::memory_order_relaxed);
+                    e = estimate_of(f);
+                } else {
+                    e = next_recorded();
+                    if (!e) {
+                        return std::nullopt;
+                    }
                 }
-                const auto& r = recorded[next_row++];
-                m.source_frames.fetch_add(1, std::memory_order_relaxed);
-                m.estimated.fetch_add(1, std::memory_order_relaxed);
-                m.joints_found.fetch_add(r.hand.joints_found, std::memory_order_relaxed);
-                if (csv_out) {
-                    csv_out->write(r.frame, r.hand);
+                (void)hands.push(framepipe::stamp(e->value.hand, e->seq, e->captured));
+                if (auto w = hands.try_pop()) {
+                    classify_window(*w, cls, m, scratch); // the video waits here
                 }
-                return framepipe::stamp(estimate{nullptr, r.hand}, r.frame);
+                return show(*e);
             },
             s.estimate_fps);
     }
-    display disp(m);
-    p.sink("display", to_display, [&](const std::shared_ptr<const estimate_item>& e) {
-        disp.show(e->value.frame ? &e->value.frame->value.image : nullptr, e->value.hand);
-    });
-    p.stage("windower", to_window, hands, [](const std::shared_ptr<const estimate_item>& e) {
-        return framepipe::stamp(e->value.hand, e->seq, e->captured);
-    });
-    std::vector<hand_points> scratch;
-    p.sink("classifier", hands, [&](const framepipe::window<hand_item>& w) {
-        classify_window(w, cls, m, scratch);
-    });
-
-    run_clock rc{clock_type::now(), {}};
-    if (s.duration > 0) {
-        rc.deadline = rc.t0 + std::chrono::duration_cast<clock_type::duration>(
-                                  std::chrono::duration<double>(s.duration));
+    if (s.no_ui) {
+        // Nobody watches: a sink takes the JPEGs so that the display does its full work.
+        p.sink("no-ui", *jpeg_sink_in, [](const std::shared_ptr<const fe::encoded_frame>&) {});
     }
+
+    std::atomic<double> elapsed_at_stop{-1};
+    auto elapsed = [&] {
+        const double e = elapsed_at_stop.load();
+        return e >= 0 ? e : std::chrono::duration<double>(clock_type::now() - t0).count();
+    };
+    const std::string description = source ? source->description() : "landmarks " + s.landmarks_path;
+    auto stats = [&] { return summary(s, description, cls.name(), m, p, hands, elapsed()); };
+    std::optional<fe::web_server> server;
+    if (!s.no_ui) {
+        server.emplace(fe::web_server_options{.host = s.host,
+                                              .port = static_cast<unsigned short>(s.port),
+                                              .page_html = page_html,
+                                              .metrics_text = [&p] { return p.to_prometheus(); },
+                                              .stats_json = [&stats] { return stats().dump(); },
+                                              .state_json =
+                                                  [&stats] {
+                                                      auto j = stats();
+                                                      j["type"] = "state";
+                                                      return j.dump();
+                                                  },
+                                              .log_name = program},
+                       jpegs);
+    }
+
+    FILE* console = s.json ? stderr : stdout;
     p.start();
-    wait_for_end(rc, [&] { return !p.running(); });
-    const double elapsed = std::chrono::duration<double>(clock_type::now() - rc.t0).count();
-    // Figures over the measured time, before the orderly stop drains what is buffered.
-    const auto ws = hands.stats();
-    auto j = summarise(s, cls.name(), m, elapsed, {ws.ready, ws.dropped});
-    p.request_stop();
-    p.wait();
+    if (server) {
+        server->start();
+        std::fprintf(console, "%s: serving the live page at http://%s:%u/ (also /metrics, /stats.json)\n",
+                     program, s.host.c_str(), static_cast<unsigned>(server->port()));
+    }
+    std::fprintf(console, "%s: %s, %s mode, classifier %s\n", program, description.c_str(),
+                 s.mode.c_str(), cls.name().c_str());
+    std::fflush(console);
+
+    // Until --duration, the end of the input, or Ctrl-C. Wakes every 100 ms to look (a signal
+    // handler cannot notify a condition variable).
+    fe::install_stop_signals();
+    const auto until = s.duration > 0 ? t0 + std::chrono::duration_cast<clock_type::duration>(
+                                                 std::chrono::duration<double>(s.duration))
+                                      : clock_type::time_point::max();
+    {
+        std::mutex mu;
+        std::condition_variable cv;
+        std::unique_lock<std::mutex> lock(mu);
+        while (p.running() && !fe::stop_requested() && clock_type::now() < until) {
+            cv.wait_until(lock, std::min(until, clock_type::now() + std::chrono::milliseconds(100)));
+        }
+    }
+    elapsed_at_stop = std::chrono::duration<double>(clock_type::now() - t0).count();
+    auto j = stats(); // the rates over the run, before the orderly stop drains what is buffered
+    if (server) {
+        server->stop();
+    }
+    const auto report = p.request_stop(std::chrono::seconds(10));
+    p.wait(); // rethrows a stage's failure (a model failing on a frame): exit 2, one line
+    if (!report.clean) {
+        throw std::runtime_error("stages did not stop within 10 s");
+    }
     if (csv_out) {
         csv_out->close();
     }
-    return j;
+    j.erase("stages"); // live figures for the page; the summary keeps the totals
+    j.erase("channels");
+    std::printf("%s\n", s.json ? j.dump().c_str() : j.dump(2).c_str());
+    return 0;
 }
 
-// ---------------------------------------------------------------------------------------------
-// --mode single: the source document's Option 1, one loop.
-
-nlohmann::json run_single(const settings& s) {
-    meters m;
-    classifier cls(s);
-    std::optional<landmarks_csv_writer> csv_out;
-    if (!s.write_landmarks_path.empty()) {
-        csv_out.emplace(s.write_landmarks_path);
-    }
-    std::vector<recorded_frame> recorded;
-    std::optional<frame_source> source;
-    std::optional<estimator> est;
-    if (s.source == "landmarks") {
-        recorded = read_landmarks_csv(s.landmarks_path);
-    } else {
-        est.emplace(s); // the model first: a bad model is reported before a bad video
-        source.emplace(s);
-    }
-    // The same window block, filled and emptied by the one loop, so both modes classify the
-    // same windows (one every `stride` estimates).
-    framepipe::sliding_window<hand_item> hands(s.window, s.stride);
-    display disp(m);
-    std::vector<hand_points> scratch;
-    framepipe::rate_limiter pace(s.estimate_fps);
-    frame_item frame{{cv::Mat(480, 640, CV_8UC3), {}}, 0, {}};
-    std::size_t next_row = 0;
-    std::uint64_t estimated_seq = 0;
-
-    run_clock rc{clock_type::now(), {}};
-    if (s.duration > 0) {
-        rc.deadline = rc.t0 + std::chrono::duration_cast<clock_type::duration>(
-                                  std::chrono::duration<double>(s.duration));
-    }
-    for (;;) {
-        if (interrupted.load() || (rc.deadline && clock_type::now() >= *rc.deadline)) {
-            break;
-        }
-        (void)pace.acquire();
-        landmarks hand;
-        const cv::Mat* image = nullptr;
-        std::uint64_t seq = 0;
-        auto captured = clock_type::now();
-        if (source) {
-            // Grab: the synthetic camera's newest frame (it ran on while we were busy), or the
-            // next frame of a video / camera.
-            const double t = std::chrono::duration<double>(captured - rc.t0).count();
-            seq = s.source == "synthetic" ? static_cast<std::uint64_t>(t * s.source_fps)
-                                          : estimated_seq;
-            if (!source->read(static_cast<double>(seq) / s.source_fps, frame.value)) {
-                break;
-            }
-            m.source_frames.store(s.source == "synthetic" ? seq + 1 : estimated_seq + 1);
-            hand = (*est)(frame.value.image);
-            hand.truth = frame.value.truth;
-            image = &frame.value.image;
-        } else {
-            if (next_row == recorded.size()) {
-                break;
-            }
-            hand = recorded[next_row].hand;
-            seq = recorded[next_row++].frame;
-            m.source_frames.fetch_add(1);
-        }
-        ++estimated_seq;
-        m.estimated.fetch_add(1, std::memory_order_relaxed);
-        m.joints_found.fetch_add(hand.joints_found, std::memory_order_relaxed);
-        if (csv_out) {
-            csv_out->write(seq, hand);
-        }
-        (void)hands.push(framepipe::stamp(hand, seq, captured));
-        if (auto w = hands.try_pop()) {
-            classify_window(*w, cls, m, scratch); // the video waits here
-        }
-        disp.show(image, hand);
-    }
-    const double elapsed = std::chrono::duration<double>(clock_type::now() - rc.t0).count();
-    const auto ws = hands.stats();
-    auto j = summarise(s, cls.name(), m, elapsed, {ws.ready, ws.dropped});
-    if (csv_out) {
-        csv_out->close();
-    }
-    return j;
-}
-
-// Checks that need more than one flag. Throws input_error.
+// Checks that need more than one flag. Throws usage_error.
 void check_settings(settings& s, const CLI::App& app) {
     const bool has_landmarks = app.count("--landmarks") > 0;
     const bool has_video = app.count("--video") > 0;
     const bool has_camera = app.count("--camera") > 0;
-    const bool explicit_source = app.count("--source") > 0;
-    std::string implied = "synthetic";
-    if (has_landmarks + has_video + has_camera > 1) {
-        throw input_error("--landmarks, --video and --camera exclude each other");
+    if (static_cast<int>(has_landmarks) + static_cast<int>(has_video) + static_cast<int>(has_camera) > 1) {
+        throw fe::usage_error("--landmarks, --video and --camera exclude each other");
     }
+    std::string implied = "synthetic";
     if (has_landmarks) {
         implied = "landmarks";
     } else if (has_video) {
@@ -631,25 +716,25 @@ void check_settings(settings& s, const CLI::App& app) {
     } else if (has_camera) {
         implied = "camera";
     }
-    if (explicit_source && s.source != implied) {
-        throw input_error("--source " + s.source + ": " +
-                          (implied == "synthetic" ? std::string("needs --") + s.source
-                                                  : "conflicts with the --" + implied + " flag"));
+    if (app.count("--source") > 0 && s.source != implied) {
+        throw fe::usage_error("--source " + s.source + ": " +
+                              (implied == "synthetic" ? "needs --" + s.source
+                                                      : "conflicts with the --" + implied + " flag"));
     }
     s.source = implied;
     if ((s.source == "video" || s.source == "camera") && s.landmark_model.empty()) {
-        throw input_error("--" + s.source +
-                          ": needs --landmark-model (the built-in estimator only knows the "
-                          "synthetic hand's markers)");
+        throw fe::usage_error("--" + s.source +
+                              ": needs --landmark-model (the built-in estimator only knows the "
+                              "synthetic hand's markers)");
     }
     if (!s.landmark_model.empty() && s.source != "video" && s.source != "camera") {
-        throw input_error("--landmark-model: only with --video or --camera");
+        throw fe::usage_error("--landmark-model: only with --video or --camera");
     }
     if (s.stride > s.window) {
-        throw input_error("--stride: must be between 1 and --window (" + std::to_string(s.window) + ")");
+        throw fe::usage_error("--stride: must be between 1 and --window (" + std::to_string(s.window) + ")");
     }
     if (!s.classifier_model.empty() && !s.templates_path.empty()) {
-        throw input_error("--classifier and --templates exclude each other");
+        throw fe::usage_error("--classifier and --templates exclude each other");
     }
 }
 
@@ -659,66 +744,57 @@ int main(int argc, char** argv) {
     CLI::App app{"framepipe-handpose: a hand-pose estimator at 15 fps and a slow gesture "
                  "classifier over a 30-frame window, without stalling the video"};
     settings s;
-    app.add_option("--mode", s.mode, "pipelined (framepipe, default) or single (one loop)")
+    app.add_option("--mode", s.mode, "pipelined (framepipe, default) or single (one loop, Option 1)")
         ->check(CLI::IsMember({"single", "pipelined"}));
     app.add_option("--source", s.source, "synthetic (default), landmarks, video or camera")
         ->check(CLI::IsMember({"synthetic", "landmarks", "video", "camera"}));
-    app.add_option("--seed", s.seed, "synthetic hand: random seed");
-    app.add_option("--source-fps", s.source_fps, "synthetic camera frame rate")
+    app.add_option("--seed", s.seed, "synthetic hand: random seed (default 7)");
+    app.add_option("--source-fps", s.source_fps, "synthetic camera frame rate (default 30)")
         ->check(CLI::Range(1.0, 240.0));
-    app.add_option("--estimate-fps", s.estimate_fps, "estimator rate")->check(CLI::Range(1.0, 120.0));
-    app.add_option("--window", s.window, "points-frames per classified window")
+    app.add_option("--estimate-fps", s.estimate_fps, "estimator rate (default 15)")
+        ->check(CLI::Range(1.0, 120.0));
+    app.add_option("--window", s.window, "points-frames per classified window (default 30)")
         ->check(CLI::Range(2, 1000));
-    app.add_option("--stride", s.stride, "new points-frames between windows")->check(CLI::Range(1, 1000));
-    app.add_option("--landmarks", s.landmarks_path, "replay recorded landmarks (CSV)");
-    app.add_option("--video", s.video_path, "video file (needs --landmark-model)");
+    app.add_option("--stride", s.stride, "new points-frames between windows (default 5)")
+        ->check(CLI::Range(1, 1000));
+    app.add_option("--landmarks", s.landmarks_path, "replay recorded landmarks (CSV) instead of video");
+    app.add_option("--video", s.video_path, "video file or stream URL (needs --landmark-model)");
     app.add_option("--camera", s.camera, "camera index (needs --landmark-model)")->check(CLI::Range(0, 64));
     app.add_option("--landmark-model", s.landmark_model, "ONNX landmark model for --video/--camera");
-    app.add_option("--landmark-input-size", s.landmark_input_size, "its square input size")
+    app.add_option("--landmark-input-size", s.landmark_input_size,
+                   "its square input size in pixels (default 224)")
         ->check(CLI::Range(8, 4096));
     app.add_option("--classifier", s.classifier_model, "ONNX classifier, input 1x<window>x21x3");
     app.add_option("--templates", s.templates_path, "load DTW templates (JSON)");
-    app.add_option("--write-templates", s.write_templates_path, "write the DTW templates and exit");
-    app.add_option("--templates-per-gesture", s.templates_per_gesture, "generated templates per gesture")
+    app.add_option("--write-templates", s.write_templates_path, "write the DTW templates (JSON) and exit");
+    app.add_option("--templates-per-gesture", s.templates_per_gesture,
+                   "generated templates per gesture (default 20)")
         ->check(CLI::Range(1, 1000));
     app.add_option("--write-landmarks", s.write_landmarks_path, "write the estimated landmarks (CSV)");
-    app.add_option("--classifier-extra-ms", s.classifier_extra_ms, "extra CPU time per classification")
+    app.add_option("--classifier-extra-ms", s.classifier_extra_ms,
+                   "extra CPU time per classification, in ms (default 0)")
         ->check(CLI::Range(0, 60000));
-    app.add_option("--duration", s.duration, "seconds to run (0: until the input ends or Ctrl-C)")
+    app.add_option("--duration", s.duration, "seconds to run (default 0: until the input ends or Ctrl-C)")
         ->check(CLI::Range(0.0, 86400.0));
     app.add_flag("--no-ui", s.no_ui, "run headless (no web page)");
-    app.add_option("--port", s.port, "web page port on 127.0.0.1")->check(CLI::Range(1, 65535));
-    app.add_flag("--json", s.json, "print one JSON summary at exit");
+    app.add_option("--host", s.host, "address for the web page (default 127.0.0.1)");
+    app.add_option("--port", s.port, "port for the web page (default 7002; 0 = any)")
+        ->check(CLI::Range(0, 65535));
+    app.add_option("--jpeg-quality", s.jpeg_quality, "JPEG quality of the page's frames (default 80)")
+        ->check(CLI::Range(1, 100));
+    app.add_flag("--json", s.json, "print the summary as one JSON line at exit");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
-        std::fprintf(stderr, "framepipe-handpose: %s\n", first_line(e.what()).c_str());
+        fe::print_error(program, e.what());
         return 2;
     }
     // Errors reach the user as one line from us, not as OpenCV's own log lines.
     cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
-    try {
+    return fe::run_main(program, [&] {
         check_settings(s, app);
-        if (!s.write_templates_path.empty()) {
-            classifier c(s);
-            if (c.dtw() == nullptr) {
-                throw input_error("--write-templates: the ONNX classifier has no templates");
-            }
-            c.dtw()->save(s.write_templates_path);
-            return 0;
-        }
-        std::signal(SIGINT, on_signal);
-        std::signal(SIGTERM, on_signal);
-        const auto j = s.mode == "single" ? run_single(s) : run_pipelined(s);
-        std::printf("%s\n", s.json ? j.dump().c_str() : j.dump(2).c_str());
-        return 0;
-    } catch (const framepipe::stage_error& e) {
-        std::fprintf(stderr, "framepipe-handpose: %s\n", first_line(e.what()).c_str());
-        return 2;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "framepipe-handpose: %s\n", first_line(e.what()).c_str());
-        return 2;
-    }
+        return run(s);
+    });
 }
