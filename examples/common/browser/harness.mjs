@@ -165,7 +165,7 @@ export async function test(name, body) {
     },
     async screenshot(page, file) {
       const where = path.join(opts.artifacts, file);
-      await page.screenshot({ path: where });
+      await page.screenshot({ path: where, fullPage: true });
       console.log(`screenshot: ${where}`);
       return where;
     },
