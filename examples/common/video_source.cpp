@@ -2,6 +2,7 @@
 #include "common/video_source.hpp"
 
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -79,40 +80,39 @@ bool video_source::open() {
 }
 
 bool video_source::read_into(cv::Mat& image) {
-    int failures = 0;
+    int failures = 0; // failed reads in a row
     for (;;) {
         if (capture_.read(image) && !image.empty()) {
+            std::uint64_t missing = static_cast<std::uint64_t>(failures);
             if (is_file_ && native_fps_ > 0) {
                 // FFmpeg skips frames it cannot decode without a word; their absence shows as
-                // a jump in the timestamps of the frames that remain.
+                // a jump in the timestamps of the frames that remain. Failed reads in between
+                // are the same frames seen another way: count the larger of the two.
                 const double msec = capture_.get(cv::CAP_PROP_POS_MSEC);
                 const double interval = 1000.0 / native_fps_;
                 if (last_msec_ >= 0 && msec - last_msec_ > 1.5 * interval) {
-                    corrupt_.fetch_add(
-                        static_cast<std::uint64_t>(std::llround((msec - last_msec_) / interval) - 1),
-                        std::memory_order_relaxed);
+                    missing = std::max(
+                        missing, static_cast<std::uint64_t>(std::llround((msec - last_msec_) / interval) - 1));
                 }
                 last_msec_ = msec;
             }
+            corrupt_.fetch_add(missing, std::memory_order_relaxed);
             return true;
         }
-        if (!is_file_) {
-            // A camera or stream: a failed read is a stall or the end; retry a few times.
-            if (++failures >= options_.max_failures) {
-                end_reason_ = description_ + " stopped delivering frames";
+        // A failed read: a corrupt frame if a good one follows, else the end (a file's end, or
+        // a camera or stream that stopped). Failures at the very end are not counted.
+        if (++failures >= options_.max_failures) {
+            end_reason_ = is_file_ ? "end of file" : description_ + " stopped delivering frames";
+            return false;
+        }
+        if (is_file_) {
+            const double pos = capture_.get(cv::CAP_PROP_POS_FRAMES);
+            const double count = capture_.get(cv::CAP_PROP_FRAME_COUNT);
+            if (!(count > 0 && pos < count - 1)) {
+                end_reason_ = "end of file";
                 return false;
             }
-            continue;
         }
-        // A file: before its last frame, a failed read is a corrupt frame; read on.
-        const double pos = capture_.get(cv::CAP_PROP_POS_FRAMES);
-        const double count = capture_.get(cv::CAP_PROP_FRAME_COUNT);
-        if (count > 0 && pos < count - 1 && ++failures < options_.max_failures) {
-            corrupt_.fetch_add(1, std::memory_order_relaxed);
-            continue;
-        }
-        end_reason_ = "end of file";
-        return false;
     }
 }
 

@@ -15,10 +15,12 @@
 // reading allocates nothing in the steady state. seq counts delivered frames from 0, across
 // loops; captured is the time the frame was decoded.
 //
-// Corrupt frames in a file are read past, never fatal: a read that fails before the end of the
-// file, and a jump in the file's timestamps that skips frames (FFmpeg drops undecodable frames
-// silently), are counted in corrupt_frames(). Only `max_failures` failed reads in a row end the
-// file. A camera or stream that stops delivering ends the run (end_reason() says so).
+// Corrupt frames in a file are read past, never fatal: reads that fail before the end of the
+// file and are followed by a good frame, and a jump in the file's timestamps that skips frames
+// (FFmpeg drops undecodable frames silently), are counted in corrupt_frames() (the larger of
+// the two, as they are the same frames). Failures with no good frame after them are the end,
+// not counted. `max_failures` failed reads in a row end the input; for a camera or stream that
+// is how it stops delivering, and end_reason() says so.
 //
 // Pacing: pace_hz() is the rate to read at: `fps` when set (the source document reads its 10 fps
 // file at 30), else the file's own rate.

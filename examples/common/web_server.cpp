@@ -173,15 +173,16 @@ private:
         auto last_state = clock_type::time_point{};
         try {
             while (auto f = sub_.pop()) {
+                // The state first, so that the frame's own text comes just before its JPEG.
                 std::vector<std::string> texts;
-                if (!(*f)->meta.empty()) {
-                    texts.push_back((*f)->meta);
-                }
                 const auto now = clock_type::now();
                 if (wants_state() && srv_.options.state_json &&
                     now - last_state >= srv_.options.state_period) {
                     texts.push_back(srv_.options.state_json());
                     last_state = now;
+                }
+                if (!(*f)->meta.empty()) {
+                    texts.push_back((*f)->meta);
                 }
                 std::unique_lock<std::mutex> lock(mu_);
                 if (closed_) {
@@ -565,12 +566,33 @@ private:
                           });
     }
 
+    // Ends the connection gracefully: FIN first, then read and discard what the client still
+    // sends until it closes (or request_timeout), so that closing with unread request bytes does
+    // not reset the connection and destroy the response on its way ("lingering close").
     void close() {
         beast::error_code ec;
         stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-        stream_.socket().close(ec);
+        if (ec) {
+            stream_.socket().close(ec);
+            return;
+        }
+        stream_.expires_after(srv_.options.request_timeout);
+        linger();
     }
 
+    void linger() {
+        stream_.async_read_some(net::buffer(discard_),
+                                [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                                    if (ec) {
+                                        beast::error_code ignored;
+                                        self->stream_.socket().close(ignored);
+                                        return;
+                                    }
+                                    self->linger();
+                                });
+    }
+
+    std::array<char, 4096> discard_{};
     web_server::impl& srv_;
     beast::tcp_stream stream_;
     beast::flat_buffer buffer_;

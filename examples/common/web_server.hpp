@@ -10,9 +10,10 @@
 //     server.start();                                         // serves on its own thread
 //
 //   GET /            the page (options.page_html), plus options.assets by exact path
-//   GET /ws          websocket: per frame, a text message (the frame's `meta`, if any) then the
-//                    JPEG as a binary message; about once a second a text message with
-//                    options.state_json() (if set). Messages from the page are read and ignored.
+//   GET /ws          websocket: per frame, about once a second a text message with
+//                    options.state_json() (if set), then a text message with the frame's `meta`
+//                    (if any), then the JPEG as a binary message. So the last text before a
+//                    binary message is that frame's. Messages from the page are read and ignored.
 //   GET /video.mjpg  multipart/x-mixed-replace stream of the same JPEGs, for <img> and players
 //   GET /metrics     options.metrics_text() as text/plain; version=0.0.4 (Prometheus)
 //   GET /stats.json  options.stats_json() merged with the server's own counters ("server")

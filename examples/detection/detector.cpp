@@ -59,11 +59,14 @@ public:
     hog_detector() { hog_.setSVMDetector(cv::HOGDescriptor::getDefaultPeopleDetector()); }
 
     std::vector<labelled_detection> detect(const cv::Mat& frame) override {
+        std::vector<labelled_detection> out;
+        if (frame.cols < hog_.winSize.width || frame.rows < hog_.winSize.height) {
+            return out; // smaller than one 64x128 window: nobody fits (and OpenCV 4.6 crashes)
+        }
         std::vector<cv::Rect> found;
         std::vector<double> weights;
         // Default window stride (8 px) and 1.05 scale step: the classic OpenCV people demo.
         hog_.detectMultiScale(frame, found, weights, 0, cv::Size(8, 8), cv::Size(), 1.05, 2);
-        std::vector<labelled_detection> out;
         for (std::size_t i = 0; i < found.size(); ++i) {
             const auto w = i < weights.size() ? weights[i] : 1.0;
             out.push_back({cv::Rect2f(found[i]), 0, static_cast<float>(w), "person"});

@@ -7,9 +7,19 @@
 #                            HTTP robustness, a stalled websocket client
 # - test_detection_browser:  the page in headless Debian chromium (playwright-core from npm)
 find_package(Catch2 2 REQUIRED)
+find_package(Boost 1.74 REQUIRED)
 
+# Tools the tests run. Missing ones do not stop the configure step (scripts/demo builds the
+# release preset without them); the tests that need them then fail, saying what is missing.
+# scripts/test installs them all.
+function(framepipe_detect_tool var name)
+    find_program(${var} ${name} ${ARGN})
+    if(NOT ${var})
+        set(${var} "${CMAKE_COMMAND}" -P "${CMAKE_CURRENT_SOURCE_DIR}/tests/missing_tool.cmake" ${name} PARENT_SCOPE)
+    endif()
+endfunction()
 # Debian's python (python3-onnx is installed for it), not a pyenv or venv one on PATH.
-find_program(FRAMEPIPE_DEBIAN_PYTHON python3 PATHS /usr/bin NO_DEFAULT_PATH REQUIRED)
+framepipe_detect_tool(FRAMEPIPE_DEBIAN_PYTHON python3 PATHS /usr/bin NO_DEFAULT_PATH)
 set(FRAMEPIPE_DETECT_TEST_VIDEO "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
     CACHE FILEPATH "vtest.avi from Debian's opencv-doc, used by framepipe-detect's tests")
 set(_models "${CMAKE_CURRENT_BINARY_DIR}/test-models")
@@ -30,3 +40,31 @@ target_link_libraries(test_detection_models PRIVATE framepipe_detection framepip
                                                     Catch2::Catch2 framepipe_warnings)
 add_test(NAME test_detection_models COMMAND test_detection_models)
 set_tests_properties(test_detection_models PROPERTIES FIXTURES_REQUIRED detection_models TIMEOUT 300)
+
+add_executable(test_detection_program tests/test_program.cpp)
+target_compile_definitions(test_detection_program PRIVATE
+                           FRAMEPIPE_DETECT_EXE="$<TARGET_FILE:framepipe-detect>"
+                           FRAMEPIPE_TEST_MODELS="${_models}"
+                           FRAMEPIPE_TEST_VIDEO="${FRAMEPIPE_DETECT_TEST_VIDEO}")
+target_include_directories(test_detection_program PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/..")
+target_link_libraries(test_detection_program PRIVATE framepipe_examples_video Boost::headers
+                                                     nlohmann_json::nlohmann_json framepipe_catch_main
+                                                     Catch2::Catch2 framepipe_warnings)
+add_dependencies(test_detection_program framepipe-detect)
+add_test(NAME test_detection_program COMMAND test_detection_program)
+set_tests_properties(test_detection_program PROPERTIES FIXTURES_REQUIRED detection_models TIMEOUT 600)
+
+# The page in headless chromium. Needs Debian's chromium and node, and `npm ci` in
+# examples/common/browser (scripts/test does both); without node_modules the test fails, it is
+# not skipped.
+framepipe_detect_tool(FRAMEPIPE_NODE node)
+find_program(FRAMEPIPE_CHROMIUM chromium PATHS /usr/bin)
+if(NOT FRAMEPIPE_CHROMIUM)
+    set(FRAMEPIPE_CHROMIUM /usr/bin/chromium) # the test fails to launch it, naming the path
+endif()
+add_test(NAME test_detection_browser
+         COMMAND ${FRAMEPIPE_NODE} "${CMAKE_CURRENT_SOURCE_DIR}/tests/test_browser.mjs"
+                 --exe "$<TARGET_FILE:framepipe-detect>"
+                 --artifacts "${CMAKE_CURRENT_BINARY_DIR}/artifacts"
+                 --chromium "${FRAMEPIPE_CHROMIUM}")
+set_tests_properties(test_detection_browser PROPERTIES TIMEOUT 300)

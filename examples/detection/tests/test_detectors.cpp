@@ -91,6 +91,8 @@ TEST_CASE("HOG finds people on a vtest.avi frame that has people") {
         CHECK((b.box & whole).area() > 0.5F * b.box.area()); // on the frame
         CHECK(b.box.height > b.box.width);                   // upright: people, not noise
     }
+    // A frame smaller than one detection window (64x128) has nobody on it, and is no crash.
+    CHECK(d->detect(cv::Mat(48, 64, CV_8UC3, cv::Scalar::all(128))).empty());
     // A blank frame has nobody on it.
     CHECK(d->detect(cv::Mat(frame.size(), frame.type(), cv::Scalar::all(128))).empty());
 }

@@ -1,0 +1,205 @@
+// examples/common/testing/http_client.hpp - a test's view of web_server.hpp, on Boost.Beast.
+//
+//     auto r = framepipe_examples::testing::http_get(port, "/stats.json");
+//     auto raw = framepipe_examples::testing::raw_exchange(port, "GARBAGE\r\n\r\n");  // any bytes
+//     framepipe_examples::testing::ws_client ws(port);   auto m = ws.read();   // text or binary
+//     bool ok = framepipe_examples::testing::is_prometheus_text(body, &why);
+//
+// Sockets get a receive timeout, so a server that never answers fails the test instead of
+// hanging it. Header-only; needs Boost (headers). Use each object from one thread.
+#pragma once
+
+#include <utility> // before Boost.Asio: 1.74 uses std::exchange without including it (C++20)
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <chrono>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+namespace framepipe_examples::testing {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+
+// SO_RCVTIMEO / SO_SNDTIMEO on a connected socket: blocking reads fail after `s` seconds.
+inline void set_timeouts(tcp::socket& socket, int seconds = 20) {
+    timeval tv{};
+    tv.tv_sec = seconds;
+    setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+inline tcp::socket connect(net::io_context& ioc, unsigned short port, int rcvbuf = 0) {
+    tcp::socket s(ioc);
+    s.open(tcp::v4());
+    if (rcvbuf > 0) {
+        s.set_option(net::socket_base::receive_buffer_size(rcvbuf));
+    }
+    s.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+    set_timeouts(s);
+    return s;
+}
+
+struct http_response {
+    unsigned status = 0;
+    std::map<std::string, std::string> headers; // lower-case names
+    std::string body;
+};
+
+// One GET (or another method) with Beast; the whole response.
+inline http_response http_get(unsigned short port, const std::string& target,
+                              http::verb method = http::verb::get) {
+    net::io_context ioc;
+    auto s = connect(ioc, port);
+    http::request<http::empty_body> req(method, target, 11);
+    req.set(http::field::host, "127.0.0.1");
+    req.keep_alive(false);
+    http::write(s, req);
+    beast::flat_buffer buf;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(64 * 1024 * 1024);
+    if (method == http::verb::head) {
+        parser.skip(true);
+    }
+    http::read(s, buf, parser);
+    http_response r;
+    const auto& res = parser.get();
+    r.status = res.result_int();
+    for (const auto& f : res) {
+        std::string name(f.name_string());
+        for (auto& c : name) {
+            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        }
+        r.headers[name] = std::string(f.value());
+    }
+    r.body = res.body();
+    return r;
+}
+
+// Sends `bytes` as they are and reads until the server closes (or `max` bytes).
+inline std::string raw_exchange(unsigned short port, const std::string& bytes,
+                                std::size_t max = 1 << 20) {
+    net::io_context ioc;
+    auto s = connect(ioc, port);
+    boost::system::error_code ec;
+    net::write(s, net::buffer(bytes), ec);
+    std::string out;
+    std::array<char, 4096> buf{};
+    while (out.size() < max) {
+        const auto n = s.read_some(net::buffer(buf), ec);
+        if (ec) {
+            break;
+        }
+        out.append(buf.data(), n);
+    }
+    return out;
+}
+
+// The status code of a raw HTTP response ("HTTP/1.1 400 Bad Request" -> 400); 0 if none.
+inline unsigned status_of(const std::string& raw) {
+    if (raw.rfind("HTTP/1.", 0) != 0 || raw.size() < 12) {
+        return 0;
+    }
+    return static_cast<unsigned>(std::stoul(raw.substr(9, 3)));
+}
+
+// A websocket client of /ws.
+class ws_client {
+public:
+    // rcvbuf > 0 shrinks the socket's receive buffer (a client that stalls early).
+    explicit ws_client(unsigned short port, int rcvbuf = 0, const std::string& path = "/ws")
+        : ws_(connect(ioc_, port, rcvbuf)) {
+        ws_.handshake("127.0.0.1:" + std::to_string(port), path);
+    }
+
+    struct message {
+        bool binary = false;
+        std::string data;
+    };
+
+    // The next message (blocks, up to the socket timeout: then throws).
+    message read() {
+        beast::flat_buffer buf;
+        ws_.read(buf);
+        return {ws_.got_binary(), beast::buffers_to_string(buf.data())};
+    }
+
+    // Reads until a binary message (a frame); the text messages before it are in `texts`.
+    std::string read_frame(std::vector<std::string>* texts = nullptr) {
+        for (;;) {
+            auto m = read();
+            if (m.binary) {
+                return m.data;
+            }
+            if (texts != nullptr) {
+                texts->push_back(std::move(m.data));
+            }
+        }
+    }
+
+private:
+    net::io_context ioc_;
+    beast::websocket::stream<tcp::socket> ws_;
+};
+
+// Whether `text` is Prometheus text exposition format 0.0.4: # HELP / # TYPE lines, samples
+// `name{label="value",...} number`, each sample's family declared by a # TYPE line first.
+inline bool is_prometheus_text(const std::string& text, std::string* why = nullptr) {
+    static const std::regex type_line(
+        R"(^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|summary|histogram|untyped)$)");
+    static const std::regex help_line(R"(^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .*$)");
+    static const std::regex sample(
+        R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*\})? (-?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|NaN|\+Inf|-Inf)$)");
+    auto fail = [&](const std::string& w) {
+        if (why != nullptr) {
+            *why = w;
+        }
+        return false;
+    };
+    std::set<std::string> families;
+    std::istringstream in(text);
+    std::string line;
+    std::size_t samples = 0;
+    while (std::getline(in, line)) {
+        std::smatch m;
+        if (line.empty()) {
+            continue;
+        }
+        if (std::regex_match(line, m, type_line)) {
+            families.insert(m[1]);
+        } else if (std::regex_match(line, help_line)) {
+        } else if (std::regex_match(line, m, sample)) {
+            std::string family = m[1];
+            for (const char* suffix : {"_sum", "_count", "_bucket"}) {
+                const std::string s(suffix);
+                if (!families.count(family) && family.size() > s.size() &&
+                    family.compare(family.size() - s.size(), s.size(), s) == 0) {
+                    family.erase(family.size() - s.size());
+                }
+            }
+            if (!families.count(family)) {
+                return fail("sample before its # TYPE: " + line);
+            }
+            ++samples;
+        } else {
+            return fail("not a Prometheus line: " + line);
+        }
+    }
+    if (samples == 0) {
+        return fail("no samples");
+    }
+    return true;
+}
+
+} // namespace framepipe_examples::testing
