@@ -55,6 +55,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <memory>
@@ -345,8 +346,14 @@ public:
         for (std::size_t j = 0; j < joint_count; ++j) {
             cv::circle(canvas_, pt(j), 3, cv::Scalar(0, 0, 255), cv::FILLED, cv::LINE_AA);
         }
+        nlohmann::json points = nlohmann::json::array(); // the skeleton drawn, in pixels
+        for (std::size_t j = 0; j < joint_count; ++j) {
+            const auto p = pt(j);
+            points.push_back({p.x, p.y});
+        }
         nlohmann::json meta = {{"type", "frame"},
                                {"seq", e.seq},
+                               {"points", std::move(points)},
                                {"joints_found", hand.joints_found},
                                {"gesture", nullptr},
                                {"confidence", nullptr},
@@ -366,7 +373,7 @@ public:
                 meta["result_age_ms"] = fe::round2(result_age);
                 meta["result_seq"] = m_.last_window_seq;
                 caption = "gesture: " + std::string(name_of(m_.last->label)) + " " +
-                          std::to_string(static_cast<int>(m_.last->confidence * 100)) +
+                          std::to_string(std::lround(m_.last->confidence * 100)) +
                           "%  (window " + std::to_string(static_cast<int>(result_age)) + " ms old)";
             }
         }
@@ -660,7 +667,7 @@ int run(const settings& s) {
     p.start();
     if (server) {
         server->start();
-        std::fprintf(console, "%s: serving the live page at http://%s:%u/ (also /metrics, /stats.json)\n",
+        std::fprintf(console, "%s: serving the live UI at http://%s:%u/ (also /metrics, /stats.json)\n",
                      program, s.host.c_str(), static_cast<unsigned>(server->port()));
     }
     std::fprintf(console, "%s: %s, %s mode, classifier %s\n", program, description.c_str(),

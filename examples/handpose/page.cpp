@@ -2,8 +2,9 @@
 // current gesture and its confidence, how old the classified window is, and the pipeline's live
 // metrics.
 //
-// Protocol (common/web_server.hpp): per frame a text message {"type":"frame", "seq", "gesture",
-// "confidence", "window_age_ms", "result_age_ms", "result_seq", "joints_found"} then the JPEG
+// Protocol (common/web_server.hpp): per frame a text message {"type":"frame", "seq", "points"
+// (the 21 drawn joints in pixels), "gesture", "confidence", "window_age_ms", "result_age_ms",
+// "result_seq", "joints_found"} then the JPEG
 // (skeleton and caption already drawn in) as a binary message; about once a second
 // {"type":"state", ...} with the program's summary so far and its stages and channels.
 // window.framepipe exposes the page's counters to the browser test.
