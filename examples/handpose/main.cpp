@@ -65,6 +65,9 @@
 #include <string>
 #include <vector>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 namespace {
 
 using namespace handpose;
@@ -91,6 +94,7 @@ struct settings {
     std::size_t templates_per_gesture = 20;
     std::string write_landmarks_path;
     int classifier_extra_ms = 0;
+    int classifier_nice = 5;
     double duration = 0;
     bool no_ui = false;
     std::string host = "127.0.0.1";
@@ -430,6 +434,7 @@ nlohmann::json summary(const settings& s, const std::string& source_description,
         {"input", source_description},
         {"classifier", classifier_name},
         {"classifier_extra_ms", s.classifier_extra_ms},
+        {"classifier_nice", s.mode == "pipelined" ? s.classifier_nice : 0},
         {"window", s.window},
         {"stride", s.stride},
         {"seconds", fe::round2(elapsed)},
@@ -598,7 +603,13 @@ int run(const settings& s) {
         p.stage("windower", to_window, hands, [](const std::shared_ptr<const estimate_item>& e) {
             return framepipe::stamp(e->value.hand, e->seq, e->captured);
         });
-        p.sink("classifier", hands, [&](const framepipe::window<hand_item>& w) {
+        p.sink("classifier", hands, [&, niced = false](const framepipe::window<hand_item>& w) mutable {
+            if (!niced) {
+                // The slow model is background work: on a busy machine the estimator and the
+                // display should get the CPU first. Linux nice values are per thread.
+                niced = true;
+                (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), s.classifier_nice);
+            }
             classify_window(w, cls, m, scratch);
         });
     } else {
@@ -781,6 +792,9 @@ int main(int argc, char** argv) {
     app.add_option("--classifier-extra-ms", s.classifier_extra_ms,
                    "extra CPU time per classification, in ms (default 0)")
         ->check(CLI::Range(0, 60000));
+    app.add_option("--classifier-nice", s.classifier_nice,
+                   "pipelined mode: nice value of the classifier's thread (default 5)")
+        ->check(CLI::Range(0, 19));
     app.add_option("--duration", s.duration, "seconds to run (default 0: until the input ends or Ctrl-C)")
         ->check(CLI::Range(0.0, 86400.0));
     app.add_flag("--no-ui", s.no_ui, "run headless (no web page)");
