@@ -112,12 +112,16 @@ TEST_CASE("framepipe-handpose: --no-ui --duration 5 --json prints the summary, i
         // 30 points-frames at 15 fps fill the first window after 2 s; then one every 5.
         CHECK(j.at("windows_classified").get<std::uint64_t>() >= 1);
         CHECK(j.at("classify_per_s").get<double>() > 0.0);
-        // The first window lies inside the first gesture (segments outlast a window), so the
-        // synthetic source always has truth to score.
-        REQUIRE(j.at("accuracy").is_number());
-        CHECK(j.at("accuracy").get<double>() >= 0.0);
-        CHECK(j.at("accuracy").get<double>() <= 1.0);
-        CHECK(j.at("accuracy_windows").get<std::uint64_t>() >= 1);
+        // Scored windows are those inside one gesture. Gestures outlast a window, so there
+        // usually are some, but a heavily loaded machine can stretch a window over two: the
+        // structure is what is checked here (accuracy itself: test_example_handpose_core).
+        if (j.at("accuracy_windows").get<std::uint64_t>() > 0) {
+            REQUIRE(j.at("accuracy").is_number());
+            CHECK(j.at("accuracy").get<double>() >= 0.0);
+            CHECK(j.at("accuracy").get<double>() <= 1.0);
+        } else {
+            CHECK(j.at("accuracy").is_null());
+        }
         CHECK(j.at("joints_found_mean").get<double>() > 15.0);
     }
 }
@@ -152,7 +156,8 @@ TEST_CASE("framepipe-handpose: DTW templates are written, then loaded") {
     const auto t = nlohmann::json::parse(slurp(dir.file("t.json")));
     CHECK(t.at("format") == "framepipe-handpose-templates");
     CHECK(t.at("templates").size() == 3 * handpose::gesture_count);
-    const auto j = run_json("--no-ui --duration 3 --templates '" + dir.file("t.json") + "'");
+    // DTW compares windows and templates of different lengths: a 10-frame window fills fast.
+    const auto j = run_json("--no-ui --duration 3 --window 10 --templates '" + dir.file("t.json") + "'");
     CHECK(j.at("classifier") == "dtw");
     CHECK(j.at("windows_classified").get<std::uint64_t>() >= 1);
 }
