@@ -341,36 +341,35 @@ public:
 
     // A copy of the unread value without consuming it; nullopt if there is none (or it has
     // expired: it is skipped, not removed). Any thread; never waits. Needs a copyable T.
-    // Cost: peek takes the value out of the slot, copies it and puts it back (four atomic
-    // read-modify-writes and the copy). Meanwhile a try_pop finds the slot empty and a pop waits
-    // for the put-back; a push lands normally (returns ok) and the peeked value, now older, is
-    // dropped at the put-back and counted as evicted.
+    // Cost: the copy, plus two atomic read-modify-writes on a line of its own (a "pin" on the
+    // buffer, so that the value cannot be taken or replaced while it is copied). The slot keeps
+    // working meanwhile, except that a push replacing that very value, or a pop taking it, waits
+    // for the copy to finish before it destroys or moves the value (spinning, then yielding).
     // Exceptions: what T's copy constructor throws; the slot is unchanged (strong).
     [[nodiscard]] std::optional<T> peek() const
         requires std::is_copy_constructible_v<T>
     {
         std::optional<T> copy;
-        if ((middle_.load(std::memory_order_relaxed) & fresh_bit) == 0) {
-            return copy;
-        }
-        // Announced like a producer: a consumer that finds the slot closed does not conclude it
-        // is drained while the value is in our hands (see drained()).
-        const announce busy(overflow_.publishers);
-        claim c(consumer_, overflow_);
-        if (!take_buffer(c)) {
-            return copy;
-        }
-        const std::uint32_t held = c.index;
-        try {
-            if (!is_expired(*value_at(held))) {
-                copy.emplace(*value_at(held));
+        for (;;) {
+            // seq_cst, and the pin below: a thread that swaps this buffer out of middle_ loads
+            // the pin after its exchange (seq_cst), so either it sees the pin and waits for us, or
+            // our re-check sees its exchange and we let go without reading the buffer.
+            const std::uint32_t seen = middle_.load(std::memory_order_seq_cst);
+            if ((seen & fresh_bit) == 0) {
+                return copy;
             }
-        } catch (...) {
-            c.index = put_back(held, c.counts());
-            throw;
+            const std::uint32_t i = seen & index_mask;
+            const pin held(pins_.count[i]);
+            if (middle_.load(std::memory_order_seq_cst) != seen) {
+                continue; // taken or replaced meanwhile: look again
+            }
+            // Still the unread value (perhaps a newer one in the same buffer: also unread), and
+            // nobody may move or destroy it until the pin is released.
+            if (!is_expired(*value_at(i))) {
+                copy.emplace(*value_at(i)); // may throw: the pin is released, nothing changed
+            }
+            return copy;
         }
-        c.index = put_back(held, c.counts());
-        return copy;
     }
 
     // Closes the slot: later pushes return closed and store nothing; consumers take the last
@@ -445,10 +444,13 @@ private:
         unsigned char bytes[sizeof(T)];
     };
 
-    [[nodiscard]] T* value_at(std::uint32_t i) const noexcept {
+    [[nodiscard]] T* value_at(std::uint32_t i) noexcept {
         return std::launder(reinterpret_cast<T*>(cells_[i].bytes));
     }
-    void destroy(std::uint32_t i) const noexcept { value_at(i)->~T(); }
+    [[nodiscard]] const T* value_at(std::uint32_t i) const noexcept {
+        return std::launder(reinterpret_cast<const T*>(cells_[i].bytes));
+    }
+    void destroy(std::uint32_t i) noexcept { value_at(i)->~T(); }
 
     // The producers' or the consumers' cached empty buffer and their counters, on a line of their
     // own: with one thread per side, this line never leaves that thread's core.
@@ -461,7 +463,7 @@ private:
     };
 
     // The spare buffer for a second thread of one side, guarded by a mutex, and the count of
-    // pushes and peeks that do not show in the producers' `cached` (see drained()).
+    // pushes in flight on this path (they do not show in the producers' `cached`; see drained()).
     struct alignas(detail::slot_cache_line) overflow_side {
         std::mutex mu;
         std::uint32_t spare = 3; // guarded by mu
@@ -469,7 +471,42 @@ private:
         std::atomic<std::uint32_t> publishers{0};
     };
 
-    // Counts a push on the overflow path or a peek in overflow_side::publishers while it lives.
+    // Pins on the four buffers, held by peek() while it copies (see peek()). On their own line:
+    // every push and pop loads one of them, and they are written only by peek().
+    struct alignas(detail::slot_cache_line) pin_counts {
+        std::atomic<std::uint32_t> count[4] = {};
+    };
+
+    class pin {
+    public:
+        explicit pin(std::atomic<std::uint32_t>& n) noexcept : n_(&n) {
+            n_->fetch_add(1, std::memory_order_seq_cst); // seq_cst: see peek()
+        }
+        ~pin() {
+            // Release: our reads of the value happen before the destruction or move by the
+            // thread that sees the count drop (acquire in wait_unpinned).
+            n_->fetch_sub(1, std::memory_order_release);
+        }
+        pin(const pin&) = delete;
+        pin& operator=(const pin&) = delete;
+
+    private:
+        std::atomic<std::uint32_t>* n_;
+    };
+
+    // Called by a thread that has just swapped buffer `i`, holding a value, out of middle_ (and
+    // will move or destroy that value): waits until no peek() is copying it. seq_cst: see peek().
+    void wait_unpinned(std::uint32_t i) const noexcept {
+        for (unsigned n = 0; pins_.count[i].load(std::memory_order_seq_cst) != 0; ++n) {
+            if (n < 128) {
+                detail::slot_cpu_relax();
+            } else {
+                std::this_thread::yield();
+            }
+        }
+    }
+
+    // Counts a push on the overflow path in overflow_side::publishers while it lives.
     class announce {
     public:
         explicit announce(std::atomic<std::uint32_t>& n) noexcept : n_(&n) {
@@ -587,6 +624,7 @@ private:
         bump(n.pushed);
         push_status status = push_status::ok;
         if ((old & fresh_bit) != 0) {
+            wait_unpinned(c.index);
             if constexpr (std::is_nothrow_move_constructible_v<T>) {
                 if (!c.cached()) {
                     victim.emplace(std::move(*value_at(c.index)));
@@ -601,9 +639,9 @@ private:
     }
 
     // Swaps the claim's empty buffer into middle_. True when the buffer we got back holds a
-    // value (the claim now owns it); false when the slot was empty by then (another consumer or
-    // a peek was faster; the claim owns an empty buffer either way).
-    bool take_buffer(claim& c) const noexcept {
+    // value (the claim now owns it); false when the slot was empty by then (another consumer was
+    // faster; the claim owns an empty buffer either way).
+    bool take_buffer(claim& c) noexcept {
         // acq_rel: acquire makes the producer's value in the buffer we take visible; release
         // hands whoever gets our empty buffer next everything we did to it.
         const std::uint32_t old = middle_.exchange(c.index, std::memory_order_acq_rel);
@@ -611,27 +649,26 @@ private:
         return (old & fresh_bit) != 0;
     }
 
-    // Puts the value in buffer `held` back into the slot (peek, or a pop whose move threw),
-    // unless a newer value arrived meanwhile: then the held one is replaced, as a push would have
-    // replaced it, and counted as evicted. Returns the empty buffer the caller now owns.
-    std::uint32_t put_back(std::uint32_t held, counters& n) const noexcept {
-        std::uint32_t seen = middle_.load(std::memory_order_relaxed);
-        for (;;) {
-            if ((seen & fresh_bit) != 0) {
-                destroy(held);
-                bump(n.evicted);
-                return held;
-            }
-            // seq_cst: the value reappears, and waiters parked meanwhile must see it (wake_all).
-            if (middle_.compare_exchange_weak(seen, held | fresh_bit, std::memory_order_seq_cst,
-                                              std::memory_order_relaxed)) {
-                parker_.wake_all();
-                return seen & index_mask;
-            }
+    // Puts the value in buffer `held` back into the slot after a pop's move threw, if nothing
+    // happened to the slot since the pop took it (middle_ still holds `installed`, the word the
+    // pop left there). Otherwise a push (or another pop) came in between: the held value is
+    // dropped as a replaced one, counted as evicted. (Only if, in between, two pushes and two
+    // pops had passed the same buffers around back to the very same word would the older value
+    // go back in; the counts stay exact either way.) Returns the empty buffer the caller owns.
+    std::uint32_t put_back(std::uint32_t held, std::uint32_t installed, counters& n) noexcept {
+        std::uint32_t expected = installed;
+        // seq_cst: the value reappears, and waiters parked meanwhile must see it (wake_all).
+        if (middle_.compare_exchange_strong(expected, held | fresh_bit, std::memory_order_seq_cst,
+                                            std::memory_order_relaxed)) {
+            parker_.wake_all();
+            return installed & index_mask;
         }
+        destroy(held);
+        bump(n.evicted);
+        return held;
     }
 
-    // Closed, and nothing more can arrive: no push or peek is in flight and no value is there.
+    // Closed, and nothing more can arrive: no push is in flight and no value is there.
     // seq_cst loads: see push_impl. Only called once closed_ has been seen.
     [[nodiscard]] bool drained() const noexcept {
         return producer_.cached.load(std::memory_order_seq_cst) != no_buffer &&
@@ -639,7 +676,7 @@ private:
                (middle_.load(std::memory_order_seq_cst) & fresh_bit) == 0;
     }
 
-    // What one attempt to take found. `closing`: closed, but a push or peek is still in flight,
+    // What one attempt to take found. `closing`: closed, but a push is still in flight,
     // so a value may yet appear (a few nanoseconds, unless that thread is descheduled).
     enum class took { value, empty, closing, closed };
 
@@ -653,10 +690,12 @@ private:
             return drained() ? took::closed : took::closing;
         }
         claim c(consumer_, overflow_);
+        const std::uint32_t installed = c.index; // our empty buffer, not fresh
         if (!take_buffer(c)) {
             return took::empty; // another consumer was faster; the caller looks again
         }
         const std::uint32_t held = c.index;
+        wait_unpinned(held);
         T* const v = value_at(held);
         if (is_expired(*v)) {
             destroy(held);
@@ -666,7 +705,7 @@ private:
         try {
             out.emplace(std::move(*v));
         } catch (...) {
-            c.index = put_back(held, c.counts());
+            c.index = put_back(held, installed, c.counts());
             throw;
         }
         destroy(held);
@@ -692,7 +731,7 @@ private:
                 return out;
             }
             if (r == took::closing) {
-                // A push or peek that began before close() is finishing: its value (if any)
+                // A push that began before close() is finishing: its value (if any)
                 // appears within nanoseconds. Yield rather than park: it sends no wake-up.
                 if ((stop != nullptr && stop->stop_requested()) ||
                     (deadline && clock::now() >= *deadline)) {
@@ -710,17 +749,18 @@ private:
     }
 
     // Four buffers: the one in the slot, the producers' cached one, the consumers' cached one
-    // and the overflow spare. Mutable because peek() takes the value out and puts it back.
-    mutable buffer cells_[4];
+    // and the overflow spare.
+    buffer cells_[4];
     // The hand-off word, alone on its line: producers and consumers contend on it and on nothing
     // else.
-    alignas(detail::slot_cache_line) mutable std::atomic<std::uint32_t> middle_{0};
+    alignas(detail::slot_cache_line) std::atomic<std::uint32_t> middle_{0};
     side producer_{1};
-    mutable side consumer_{2};
-    mutable overflow_side overflow_;
+    side consumer_{2};
+    overflow_side overflow_;
+    mutable pin_counts pins_; // peek() pins in a const member
     // Written once, by close(); read by every push: alone on its line so that it stays cached.
     alignas(detail::slot_cache_line) std::atomic<bool> closed_{false};
-    mutable detail::slot_parker parker_;
+    detail::slot_parker parker_;
     const std::optional<std::chrono::nanoseconds> max_age_{};
 };
 
