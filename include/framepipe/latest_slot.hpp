@@ -6,94 +6,762 @@
 //
 // This is the "queue of size 1 that is always overwritten": the producer never waits for the
 // consumer, and a consumer that falls behind skips straight to the newest value. Overwritten
-// values are counted as evicted. It has the same thread-safety and cost as ring<T> (it is a
-// ring of capacity 1 with overflow::drop_oldest), plus peek().
+// values are counted as evicted. Any number of producer and consumer threads may share one slot.
+//
+// How it works: a triple buffer that also serves many threads. Values live in four buffers
+// (cells_) and are never copied between them. One atomic word, middle_, names the buffer that is
+// "in the slot", with a `fresh` bit when it holds an unread value. A thread never writes a buffer
+// that another thread can see: a producer builds its value in an empty buffer it owns, swaps
+// that buffer into middle_ with one atomic exchange, and owns the buffer it got back (destroying
+// the value in it if that one was unread: an eviction). A consumer swaps an empty buffer it owns
+// for the fresh one and moves the value out of it.
+//
+//                  producer side             middle_              consumer side
+//                  [empty buffer] --xchg-->  [buf | fresh] --xchg--> [taken buffer]
+//                  <-- old buffer            (one word)              empty buffer -->
+//
+// Where the empty buffers come from: one is cached for the producers and one for the consumers.
+// A thread takes its side's cached buffer with one atomic exchange on a cache line that only its
+// side touches, so with one producer and one consumer (the common case) a call costs that
+// uncontended exchange plus the reference triple buffer's one exchange on middle_. A second
+// producer (or consumer) arriving while the cached buffer is in use takes the fourth buffer, the
+// overflow spare, under a small mutex: many producers and consumers stay correct, and they only
+// serialise on that mutex when two threads of one side call at the same instant.
+//
+// Closing is a separate flag, closed_, written once; see push_impl for how a push that races
+// with close() is either refused or waited for by the consumers, so no value lands unseen.
+//
+// Waiting: a pop that finds the slot empty spins for a few microseconds, then parks on a futex
+// (detail::slot_parker below). A push pays one load of a rarely written word to see whether
+// anyone is parked, and makes a system call only when someone is.
 #pragma once
 
 #include <framepipe/channel.hpp>
-#include <framepipe/ring.hpp>
+#include <framepipe/stamped.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <new>
 #include <optional>
+#include <stdexcept>
 #include <stop_token>
+#include <string>
+#include <thread>
 #include <type_traits>
+#include <utility>
+
+#if defined(__linux__)
+#include <climits>
+#include <ctime>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#include <condition_variable>
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace framepipe {
+namespace detail {
+
+// The size of a cache line on the machines framepipe targets (x86-64, and most ARMv8 cores).
+// std::hardware_destructive_interference_size would say the same, but GCC warns that its value
+// may change between compiler versions, which an ABI of a header-only library cannot afford.
+inline constexpr std::size_t slot_cache_line = 64;
+
+// One step of a spin-wait: tells the core we are spinning (frees pipeline resources for the
+// other hyper-thread and saves power), without giving up the time slice.
+inline void slot_cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#endif
+}
+
+enum class slot_wait_end { ready, timed_out, stopped };
+
+// slot_parker: spin-then-park waiting for latest_slot (self-contained; the channels' own waiting
+// primitive lives in channel.hpp, and the two are meant to be folded together).
+//
+// A waiter spins for at most spin_budget (a hand-off from a busy producer usually lands within a
+// few hundred nanoseconds, and a thread that parks pays a system call and a scheduler wake-up of
+// tens of microseconds), then parks on a futex word, epoch_. The waker makes its condition true
+// with a sequentially consistent read-modify-write, then loads sleepers_: the common case, nobody
+// parked, costs that one load of a line that is written only when a thread parks. When someone
+// is parked it bumps epoch_ and wakes every sleeper (FUTEX_WAKE).
+//
+// No lost wake-up: a waiter reads epoch_, then increments sleepers_ (seq_cst), then re-checks
+// its condition (seq_cst load), then sleeps only while epoch_ still holds the value it read.
+// In the single total order of seq_cst operations either the waker's load of sleepers_ comes
+// after the waiter's increment (it bumps epoch_, so the futex wait returns at once or is woken),
+// or it comes before it, and then the waker's condition update also precedes the waiter's
+// re-check, which sees it. Stop requests wake sleepers through a std::stop_callback that bumps
+// epoch_ the same way; deadlines are futex timeouts.
+//
+// On systems without futexes the park is a mutex + condition_variable keyed on the same epoch.
+class slot_parker {
+public:
+    using clock = std::chrono::steady_clock;
+
+    // How long a waiter spins before it parks. Microseconds: idle means idle.
+    static constexpr std::chrono::nanoseconds spin_budget{4000};
+
+    slot_parker() = default;
+    slot_parker(const slot_parker&) = delete;
+    slot_parker& operator=(const slot_parker&) = delete;
+
+    // Wakes every parked waiter, if there is one. Call after making the condition true with a
+    // seq_cst read-modify-write. Any thread; never blocks; noexcept.
+    void wake_all() noexcept {
+        // seq_cst: see the class comment (this load and the waiter's increment of sleepers_).
+        if (sleepers_.load(std::memory_order_seq_cst) != 0) {
+            bump_and_wake();
+        }
+    }
+
+    // Waits until `ready()` holds (it must read its condition with seq_cst loads), `*stop` is
+    // requested, or `deadline` passes. Any thread; blocks: spins up to spin_budget, then parks.
+    template <class Ready>
+    [[nodiscard]] slot_wait_end wait(Ready ready, const std::stop_token* stop,
+                                     const std::optional<clock::time_point>& deadline) {
+        if (spin(ready, stop, deadline)) {
+            return slot_wait_end::ready;
+        }
+        // The callback bumps epoch_ and wakes everyone; it never takes a lock, so it may be
+        // constructed (possibly running inline) and destroyed at any point here.
+        std::optional<std::stop_callback<stop_waker>> on_stop;
+        if (stop != nullptr && stop->stop_possible()) {
+            on_stop.emplace(*stop, stop_waker{this});
+        }
+        for (;;) {
+            if (stop != nullptr && stop->stop_requested()) {
+                return slot_wait_end::stopped;
+            }
+            if (deadline && clock::now() >= *deadline) {
+                return ready() ? slot_wait_end::ready : slot_wait_end::timed_out;
+            }
+            const std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
+            sleepers_.fetch_add(1, std::memory_order_seq_cst);
+            if (ready()) {
+                sleepers_.fetch_sub(1, std::memory_order_relaxed);
+                return slot_wait_end::ready;
+            }
+            if (stop == nullptr || !stop->stop_requested()) {
+                park(seen, deadline);
+            }
+            // Relaxed: the count only has to be exact eventually; a waker that still sees this
+            // thread counted makes one spare wake-up.
+            sleepers_.fetch_sub(1, std::memory_order_relaxed);
+            if (ready()) {
+                return slot_wait_end::ready;
+            }
+        }
+    }
+
+private:
+    struct stop_waker {
+        slot_parker* self;
+        void operator()() const noexcept { self->bump_and_wake(); }
+    };
+
+    // Spins until ready (true) or until the budget, a stop or the deadline ends the spin (false).
+    template <class Ready>
+    bool spin(Ready& ready, const std::stop_token* stop,
+              const std::optional<clock::time_point>& deadline) {
+        const auto start = clock::now();
+        auto until = start + spin_budget;
+        if (deadline) {
+            until = std::min(until, *deadline);
+        }
+        for (unsigned i = 1;; ++i) {
+            if (ready()) {
+                return true;
+            }
+            if (stop != nullptr && stop->stop_requested()) {
+                return false;
+            }
+            // Reading the clock costs tens of nanoseconds: look every 32 steps.
+            if (i % 32 == 0 && clock::now() >= until) {
+                return false;
+            }
+            slot_cpu_relax();
+        }
+    }
+
+    void bump_and_wake() noexcept {
+        // seq_cst: a waiter that read the old epoch will not sleep past this change (the futex
+        // compares atomically), and one that reads the new epoch also sees the caller's update.
+        epoch_.fetch_add(1, std::memory_order_seq_cst);
+#if defined(__linux__)
+        // The futex word is the atomic's own storage (lock-free 32-bit atomics are plain words).
+        ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAKE_PRIVATE, INT_MAX,
+                  nullptr, nullptr, 0);
+#else
+        { const std::lock_guard<std::mutex> guard(mu_); }
+        cv_.notify_all();
+#endif
+    }
+
+    // Sleeps while epoch_ == seen, until woken or the deadline. Spurious returns are fine.
+    void park(std::uint32_t seen, const std::optional<clock::time_point>& deadline) noexcept {
+#if defined(__linux__)
+        static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t),
+                      "slot_parker: the futex word must be a plain 32-bit word");
+        timespec rel{};
+        timespec* timeout = nullptr;
+        if (deadline) {
+            const auto left = *deadline - clock::now();
+            if (left <= clock::duration::zero()) {
+                return;
+            }
+            // Capped at an hour per sleep (the loop re-checks), so any deadline fits a timespec.
+            const auto ns = std::min<std::int64_t>(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(left).count(),
+                std::int64_t{3600} * 1'000'000'000);
+            rel.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+            rel.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+            timeout = &rel;
+        }
+        ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAIT_PRIVATE, seen,
+                  timeout, nullptr, 0);
+#else
+        std::unique_lock<std::mutex> lock(mu_);
+        while (epoch_.load(std::memory_order_seq_cst) == seen) {
+            if (!deadline) {
+                cv_.wait(lock);
+            } else if (cv_.wait_until(lock, *deadline) == std::cv_status::timeout) {
+                return;
+            }
+        }
+#endif
+    }
+
+    // Own cache line: written only when a thread parks or is woken, so the waker's load of
+    // sleepers_ hits a line that stays shared in every core's cache on the fast path.
+    alignas(slot_cache_line) std::atomic<std::uint32_t> sleepers_{0};
+    std::atomic<std::uint32_t> epoch_{0};
+#if !defined(__linux__)
+    std::mutex mu_;
+    std::condition_variable cv_;
+#endif
+};
+
+} // namespace detail
 
 template <class T>
 class latest_slot {
+    static_assert(std::is_object_v<T> && !std::is_array_v<T>,
+                  "framepipe::latest_slot<T>: T must be an object type (not a reference or array)");
+    static_assert(std::is_move_constructible_v<T>,
+                  "framepipe::latest_slot<T>: T must be move-constructible");
+    static_assert(std::is_nothrow_destructible_v<T>,
+                  "framepipe::latest_slot<T>: T's destructor must not throw");
+
 public:
     using value_type = T;
+    using clock = std::chrono::steady_clock;
 
-    // An empty, open slot without an age limit. Throws std::bad_alloc.
-    latest_slot() : ring_(ring_options{.capacity = 1, .policy = overflow::drop_oldest}) {}
+    // An empty, open slot without an age limit. Allocates nothing; never throws.
+    latest_slot() noexcept = default;
 
     // A slot whose value is discarded at pop (counted as expired) once older than `max_age`.
     // Needs a `timestamped` T. Throws std::invalid_argument naming max_age when it is negative
     // or T carries no capture time.
-    explicit latest_slot(std::chrono::nanoseconds max_age)
-        : ring_(ring_options{.capacity = 1, .policy = overflow::drop_oldest, .max_age = max_age}) {}
+    explicit latest_slot(std::chrono::nanoseconds max_age) : max_age_(max_age) {
+        if (max_age < std::chrono::nanoseconds::zero()) {
+            throw std::invalid_argument("max_age: must not be negative");
+        }
+        if constexpr (!timestamped<T>) {
+            throw std::invalid_argument(
+                "max_age: T carries no capture time (specialise framepipe::timestamp_traits)");
+        }
+    }
 
+    // Shared by threads by reference; neither copyable nor movable.
     latest_slot(const latest_slot&) = delete;
     latest_slot& operator=(const latest_slot&) = delete;
 
-    // Stores `value`, replacing an unread one. Any thread; never waits. Returns ok, evicted (an
-    // unread value was replaced and counted as evicted), or closed (nothing stored).
-    // Exceptions: as ring<T>::push (basic guarantee on replacement; counts stay exact).
-    push_status push(T value) { return ring_.push(std::move(value)); }
+    // Destroys the unread value, if any. No thread may be inside a call on this slot.
+    ~latest_slot() {
+        const std::uint32_t m = middle_.load(std::memory_order_acquire);
+        if ((m & fresh_bit) != 0) {
+            destroy(m & index_mask);
+        }
+    }
+
+    // Stores `value`, replacing an unread one. Any thread; never waits for a consumer (lock-free
+    // with one producer; a second producer calling at the same instant takes a brief lock).
+    // Returns ok, evicted (an unread value was replaced; it is destroyed inside this call, with
+    // no lock held, and counted as evicted), or closed (nothing stored; `value` is destroyed).
+    // Exceptions: what T's move constructor throws. The value is built in a private buffer before
+    // anything is published, so a throw leaves the slot and its counts unchanged (strong).
+    push_status push(T value) { return push_impl(value); }
 
     // Same as push(T): a latest_slot never waits for room, so the token is never consulted.
     push_status push(T value, std::stop_token stop) {
-        return ring_.push(std::move(value), std::move(stop));
+        (void)stop;
+        return push_impl(value);
     }
 
-    // Takes the value if there is an unread one. Any thread; never waits. Strong guarantee.
-    [[nodiscard]] std::optional<T> try_pop() { return ring_.try_pop(); }
+    // Takes the value if there is an unread one. Any thread; never waits. On an empty slot this
+    // is one atomic load. Returns nullopt when empty, or when the value had expired (it is then
+    // discarded and counted). Exceptions: what T's move constructor throws; the value is then put
+    // back (strong; if a newer value arrived meanwhile, that one replaced it: counted evicted).
+    [[nodiscard]] std::optional<T> try_pop() { return pop_impl(nullptr, std::nullopt, false); }
 
-    // Takes the value, waiting until one arrives. Any thread; blocks (parked). nullopt only once
-    // the slot is closed and its last value taken. Strong guarantee.
-    [[nodiscard]] std::optional<T> pop() { return ring_.pop(); }
+    // Takes the value, waiting until one arrives. Any thread; blocks: spins a few microseconds,
+    // then parks (no CPU). nullopt only once the slot is closed and its last value taken.
+    // Exceptions: as try_pop().
+    [[nodiscard]] std::optional<T> pop() { return pop_impl(nullptr, std::nullopt, true); }
 
-    // As pop(), but nullopt as soon as `stop` is requested (checked first).
-    [[nodiscard]] std::optional<T> pop(std::stop_token stop) { return ring_.pop(std::move(stop)); }
+    // As pop(), but nullopt as soon as `stop` is requested (checked first, so a stopped consumer
+    // leaves even when a value is there; the value stays).
+    [[nodiscard]] std::optional<T> pop(std::stop_token stop) {
+        return pop_impl(&stop, std::nullopt, true);
+    }
 
     // As pop(), waiting at most `timeout`. Throws std::invalid_argument naming timeout when it is
     // negative.
     [[nodiscard]] std::optional<T> pop_for(std::chrono::nanoseconds timeout) {
-        return ring_.pop_for(timeout);
+        return pop_impl(nullptr, deadline_after(timeout), true);
     }
 
     // As pop_for(), also ending when `stop` is requested.
     [[nodiscard]] std::optional<T> pop_for(std::chrono::nanoseconds timeout, std::stop_token stop) {
-        return ring_.pop_for(timeout, std::move(stop));
+        return pop_impl(&stop, deadline_after(timeout), true);
     }
 
     // A copy of the unread value without consuming it; nullopt if there is none (or it has
-    // expired). Any thread; never waits. Needs a copyable T. Strong guarantee.
+    // expired: it is skipped, not removed). Any thread; never waits. Needs a copyable T.
+    // Cost: the copy, plus two atomic read-modify-writes on a line of its own (a "pin" on the
+    // buffer, so that the value cannot be taken or replaced while it is copied). The slot keeps
+    // working meanwhile, except that a push replacing that very value, or a pop taking it, waits
+    // for the copy to finish before it destroys or moves the value (spinning, then yielding).
+    // Exceptions: what T's copy constructor throws; the slot is unchanged (strong).
     [[nodiscard]] std::optional<T> peek() const
         requires std::is_copy_constructible_v<T>
     {
-        return ring_.peek();
+        std::optional<T> copy;
+        for (;;) {
+            // seq_cst, and the pin below: a thread that swaps this buffer out of middle_ loads
+            // the pin after its exchange (seq_cst), so either it sees the pin and waits for us, or
+            // our re-check sees its exchange and we let go without reading the buffer.
+            const std::uint32_t seen = middle_.load(std::memory_order_seq_cst);
+            if ((seen & fresh_bit) == 0) {
+                return copy;
+            }
+            const std::uint32_t i = seen & index_mask;
+            const pin held(pins_.count[i]);
+            if (middle_.load(std::memory_order_seq_cst) != seen) {
+                continue; // taken or replaced meanwhile: look again
+            }
+            // Still the unread value (perhaps a newer one in the same buffer: also unread), and
+            // nobody may move or destroy it until the pin is released.
+            if (!is_expired(*value_at(i))) {
+                copy.emplace(*value_at(i)); // may throw: the pin is released, nothing changed
+            }
+            return copy;
+        }
     }
 
-    // Closes the slot; see ring<T>::close(). Any thread; idempotent.
-    void close() { ring_.close(); }
+    // Closes the slot: later pushes return closed and store nothing; consumers take the last
+    // value, then get nullopt. Wakes every waiting consumer. Any thread; idempotent; never
+    // waits; noexcept.
+    void close() noexcept {
+        // seq_cst: see push_impl (a push either sees the flag or is seen in flight by drained())
+        // and slot_parker (ordered before wake_all()'s load of the sleeper count).
+        closed_.store(true, std::memory_order_seq_cst);
+        parker_.wake_all();
+    }
 
     // Whether close() has been called. Any thread; wait-free.
-    [[nodiscard]] bool closed() const noexcept { return ring_.closed(); }
+    [[nodiscard]] bool closed() const noexcept { return closed_.load(std::memory_order_seq_cst); }
 
-    // 1 when an unread value is present, else 0 (a hint). Any thread; wait-free.
-    [[nodiscard]] std::size_t size() const noexcept { return ring_.size(); }
+    // 1 when an unread value is present, else 0 (a hint: it may change at once). Any thread;
+    // wait-free. An expired value counts until a pop discards it.
+    [[nodiscard]] std::size_t size() const noexcept {
+        return (middle_.load(std::memory_order_relaxed) & fresh_bit) != 0 ? 1 : 0;
+    }
 
     // Always 1. Any thread; wait-free.
     [[nodiscard]] std::size_t capacity() const noexcept { return 1; }
 
-    // Counters; replaced values are counted as evicted. Any thread; takes the lock briefly.
-    [[nodiscard]] channel_stats stats() const { return ring_.stats(); }
+    // The counters; replaced values are counted as evicted. Any thread; wait-free (it reads the
+    // counters, which each side keeps on its own cache line, without a lock). When no call is in
+    // flight, pushed == popped + dropped + size exactly; a snapshot taken while other threads
+    // push and pop may be off by the calls in flight.
+    [[nodiscard]] channel_stats stats() const noexcept {
+        channel_stats s;
+        const counters* const all[] = {&producer_.counts, &consumer_.counts, &overflow_.counts};
+        for (const counters* c : all) {
+            s.pushed += c->pushed.load(std::memory_order_relaxed);
+            s.popped += c->popped.load(std::memory_order_relaxed);
+            s.evicted += c->evicted.load(std::memory_order_relaxed);
+            s.expired += c->expired.load(std::memory_order_relaxed);
+            s.after_close += c->after_close.load(std::memory_order_relaxed);
+        }
+        s.dropped = s.evicted + s.expired + s.after_close;
+        s.size = size();
+        return s;
+    }
 
 private:
-    ring<T> ring_;
+    // middle_ = index of the buffer in the slot | fresh_bit when it holds an unread value. Every
+    // buffer that middle_ does not name and no thread inside a call holds is empty, so values are
+    // destroyed when they are replaced or taken, never later.
+    static constexpr std::uint32_t index_mask = 0x3;
+    static constexpr std::uint32_t fresh_bit = 0x4;
+    static constexpr std::uint32_t no_buffer = 0xFF;
+
+    // Counters with a single writer: the thread that holds the claim they belong to (a side's
+    // cached buffer, or the overflow mutex). An increment is then a relaxed load and store (no
+    // locked instruction); atomics only so that stats() may read them from any thread.
+    struct counters {
+        std::atomic<std::uint64_t> pushed{0};
+        std::atomic<std::uint64_t> popped{0};
+        std::atomic<std::uint64_t> evicted{0};
+        std::atomic<std::uint64_t> expired{0};
+        std::atomic<std::uint64_t> after_close{0};
+    };
+    static void bump(std::atomic<std::uint64_t>& c) noexcept {
+        c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+
+    // One buffer per cache line, so a producer filling its buffer never invalidates the line a
+    // consumer is moving a value out of. Raw storage, not std::optional: whether a buffer holds a
+    // value is known from middle_ and from who holds it, so there is no "engaged" flag to read
+    // and write (with a trivially destructible T a consumer then only reads the buffer, and the
+    // producer's next write to it costs what it costs in a plain triple buffer).
+    struct alignas(std::max(detail::slot_cache_line, alignof(T))) buffer {
+        unsigned char bytes[sizeof(T)];
+    };
+
+    [[nodiscard]] T* value_at(std::uint32_t i) noexcept {
+        return std::launder(reinterpret_cast<T*>(cells_[i].bytes));
+    }
+    [[nodiscard]] const T* value_at(std::uint32_t i) const noexcept {
+        return std::launder(reinterpret_cast<const T*>(cells_[i].bytes));
+    }
+    void destroy(std::uint32_t i) noexcept { value_at(i)->~T(); }
+
+    // The producers' or the consumers' cached empty buffer and their counters, on a line of their
+    // own: with one thread per side, this line never leaves that thread's core.
+    struct alignas(detail::slot_cache_line) side {
+        explicit side(std::uint32_t first) noexcept : cached(first) {}
+        // The cached buffer's index, or no_buffer while a thread of this side holds it. For the
+        // producers' side that also says "a push is in flight" (see drained()).
+        std::atomic<std::uint32_t> cached;
+        counters counts;
+    };
+
+    // The spare buffer for a second thread of one side, guarded by a mutex, and the count of
+    // pushes in flight on this path (they do not show in the producers' `cached`; see drained()).
+    struct alignas(detail::slot_cache_line) overflow_side {
+        std::mutex mu;
+        std::uint32_t spare = 3; // guarded by mu
+        counters counts;
+        std::atomic<std::uint32_t> publishers{0};
+    };
+
+    // Pins on the four buffers, held by peek() while it copies (see peek()). On their own line:
+    // every push and pop loads one of them, and they are written only by peek().
+    struct alignas(detail::slot_cache_line) pin_counts {
+        std::atomic<std::uint32_t> count[4] = {};
+    };
+
+    class pin {
+    public:
+        explicit pin(std::atomic<std::uint32_t>& n) noexcept : n_(&n) {
+            n_->fetch_add(1, std::memory_order_seq_cst); // seq_cst: see peek()
+        }
+        ~pin() {
+            // Release: our reads of the value happen before the destruction or move by the
+            // thread that sees the count drop (acquire in wait_unpinned).
+            n_->fetch_sub(1, std::memory_order_release);
+        }
+        pin(const pin&) = delete;
+        pin& operator=(const pin&) = delete;
+
+    private:
+        std::atomic<std::uint32_t>* n_;
+    };
+
+    // Called by a thread that has just swapped buffer `i`, holding a value, out of middle_ (and
+    // will move or destroy that value): waits until no peek() is copying it. seq_cst: see peek().
+    void wait_unpinned(std::uint32_t i) const noexcept {
+        for (unsigned n = 0; pins_.count[i].load(std::memory_order_seq_cst) != 0; ++n) {
+            if (n < 128) {
+                detail::slot_cpu_relax();
+            } else {
+                std::this_thread::yield();
+            }
+        }
+    }
+
+    // Counts a push on the overflow path in overflow_side::publishers while it lives.
+    class announce {
+    public:
+        explicit announce(std::atomic<std::uint32_t>& n) noexcept : n_(&n) {
+            // seq_cst: ordered before the caller's load of closed_ (see push_impl).
+            n_->fetch_add(1, std::memory_order_seq_cst);
+        }
+        ~announce() {
+            // Release: a consumer that reads 0 here (acquire, in drained()) sees what we did.
+            n_->fetch_sub(1, std::memory_order_release);
+        }
+        announce(const announce&) = delete;
+        announce& operator=(const announce&) = delete;
+
+    private:
+        std::atomic<std::uint32_t>* n_;
+    };
+
+    // Exclusive use of one empty buffer (and of the counters that go with it) for one call: the
+    // side's cached buffer if no other thread of that side holds it, else the overflow spare.
+    // Whatever empty buffer the call ends up owning goes back where the claim came from.
+    class claim {
+    public:
+        claim(side& s, overflow_side& o) {
+            // seq_cst: for the producers' side this exchange also announces the push, and must
+            // come before the load of closed_ in the single total order (see push_impl); the
+            // acquire half makes the previous holder's writes (its buffer's reset, its counters)
+            // visible. On x86 every exchange is a full barrier anyway.
+            index = s.cached.exchange(no_buffer, std::memory_order_seq_cst);
+            if (index != no_buffer) {
+                side_ = &s;
+            } else {
+                overflow_ = &o;
+                lock_ = std::unique_lock<std::mutex>(o.mu);
+                index = o.spare;
+            }
+        }
+        ~claim() {
+            if (side_ != nullptr) {
+                // Release: the next holder (acquire) sees our writes.
+                side_->cached.store(index, std::memory_order_release);
+            } else {
+                overflow_->spare = index; // the lock is released after this, by lock_'s dtor
+            }
+        }
+        claim(const claim&) = delete;
+        claim& operator=(const claim&) = delete;
+
+        [[nodiscard]] counters& counts() noexcept {
+            return side_ != nullptr ? side_->counts : overflow_->counts;
+        }
+        [[nodiscard]] bool cached() const noexcept { return side_ != nullptr; }
+
+        std::uint32_t index; // the buffer this call owns
+
+    private:
+        side* side_ = nullptr;
+        overflow_side* overflow_ = nullptr;
+        std::unique_lock<std::mutex> lock_;
+    };
+
+    static std::optional<clock::time_point> deadline_after(std::chrono::nanoseconds timeout) {
+        if (timeout < std::chrono::nanoseconds::zero()) {
+            throw std::invalid_argument("timeout: must not be negative");
+        }
+        const auto now = clock::now();
+        if (timeout >= clock::time_point::max() - now) {
+            return clock::time_point::max();
+        }
+        return now + std::chrono::duration_cast<clock::duration>(timeout);
+    }
+
+    [[nodiscard]] bool is_expired(const T& item) const noexcept {
+        if constexpr (timestamped<T>) {
+            if (max_age_) {
+                const auto captured = timestamp_traits<T>::capture_time(item);
+                return captured != clock::time_point::max() &&
+                       clock::now() - captured > *max_age_;
+            }
+        }
+        (void)item;
+        return false;
+    }
+
+    // Close versus push. A push first announces itself (the claim's exchange on the producers'
+    // `cached`, or `publishers` on the overflow path), then loads closed_; close() stores
+    // closed_; a consumer that sees closed_ checks, in drained(), that no push is announced
+    // before it concludes that nothing more will arrive. All four are seq_cst, so in their
+    // single total order either the push's load of closed_ comes after close()'s store (the push
+    // sees it and stores nothing), or the push's announcement comes before it, and then every
+    // consumer that saw closed_ also sees the push in flight (and waits for its value).
+    push_status push_impl(T& value) {
+        // Declared before the claim, so destroyed after it: on the overflow path an evicted value
+        // is moved here and destroyed once the overflow mutex is released (a frame returning to
+        // its pool must not run under our lock). On the cached path no lock is held at all.
+        std::optional<T> victim;
+        claim c(producer_, overflow_);
+        std::optional<announce> busy;
+        if (!c.cached()) {
+            busy.emplace(overflow_.publishers);
+        }
+        if (closed_.load(std::memory_order_seq_cst)) {
+            counters& n = c.counts();
+            bump(n.after_close);
+            bump(n.pushed);
+            return push_status::closed;
+        }
+        // May throw: nothing published, nothing counted.
+        ::new (static_cast<void*>(cells_[c.index].bytes)) T(std::move(value));
+        // seq_cst: the release half publishes the value to whoever takes this buffer; the
+        // acquire half makes ours the buffer we get back (and the consumer's reset of it);
+        // seq_cst orders it before wake_all()'s load of the sleeper count (see slot_parker).
+        const std::uint32_t old = middle_.exchange(c.index | fresh_bit, std::memory_order_seq_cst);
+        c.index = old & index_mask; // now ours: empty, or holding the value we replaced
+        counters& n = c.counts();
+        bump(n.pushed);
+        push_status status = push_status::ok;
+        if ((old & fresh_bit) != 0) {
+            wait_unpinned(c.index);
+            if constexpr (std::is_nothrow_move_constructible_v<T>) {
+                if (!c.cached()) {
+                    victim.emplace(std::move(*value_at(c.index)));
+                }
+            }
+            destroy(c.index);
+            bump(n.evicted);
+            status = push_status::evicted;
+        }
+        parker_.wake_all();
+        return status;
+    }
+
+    // Swaps the claim's empty buffer into middle_. True when the buffer we got back holds a
+    // value (the claim now owns it); false when the slot was empty by then (another consumer was
+    // faster; the claim owns an empty buffer either way).
+    bool take_buffer(claim& c) noexcept {
+        // acq_rel: acquire makes the producer's value in the buffer we take visible; release
+        // hands whoever gets our empty buffer next everything we did to it.
+        const std::uint32_t old = middle_.exchange(c.index, std::memory_order_acq_rel);
+        c.index = old & index_mask;
+        return (old & fresh_bit) != 0;
+    }
+
+    // Puts the value in buffer `held` back into the slot after a pop's move threw, if nothing
+    // happened to the slot since the pop took it (middle_ still holds `installed`, the word the
+    // pop left there). Otherwise a push (or another pop) came in between: the held value is
+    // dropped as a replaced one, counted as evicted. (Only if, in between, two pushes and two
+    // pops had passed the same buffers around back to the very same word would the older value
+    // go back in; the counts stay exact either way.) Returns the empty buffer the caller owns.
+    std::uint32_t put_back(std::uint32_t held, std::uint32_t installed, counters& n) noexcept {
+        std::uint32_t expected = installed;
+        // seq_cst: the value reappears, and waiters parked meanwhile must see it (wake_all).
+        if (middle_.compare_exchange_strong(expected, held | fresh_bit, std::memory_order_seq_cst,
+                                            std::memory_order_relaxed)) {
+            parker_.wake_all();
+            return installed & index_mask;
+        }
+        destroy(held);
+        bump(n.evicted);
+        return held;
+    }
+
+    // Closed, and nothing more can arrive: no push is in flight and no value is there.
+    // seq_cst loads: see push_impl. Only called once closed_ has been seen.
+    [[nodiscard]] bool drained() const noexcept {
+        return producer_.cached.load(std::memory_order_seq_cst) != no_buffer &&
+               overflow_.publishers.load(std::memory_order_seq_cst) == 0 &&
+               (middle_.load(std::memory_order_seq_cst) & fresh_bit) == 0;
+    }
+
+    // What one attempt to take found. `closing`: closed, but a push is still in flight,
+    // so a value may yet appear (a few nanoseconds, unless that thread is descheduled).
+    enum class took { value, empty, closing, closed };
+
+    took take(std::optional<T>& out) {
+        // Relaxed: an empty slot is reported without touching anything else; the value itself
+        // is acquired by the exchange in take_buffer.
+        if ((middle_.load(std::memory_order_relaxed) & fresh_bit) == 0) {
+            if (!closed_.load(std::memory_order_seq_cst)) {
+                return took::empty;
+            }
+            return drained() ? took::closed : took::closing;
+        }
+        claim c(consumer_, overflow_);
+        const std::uint32_t installed = c.index; // our empty buffer, not fresh
+        if (!take_buffer(c)) {
+            return took::empty; // another consumer was faster; the caller looks again
+        }
+        const std::uint32_t held = c.index;
+        wait_unpinned(held);
+        T* const v = value_at(held);
+        if (is_expired(*v)) {
+            destroy(held);
+            bump(c.counts().expired);
+            return took::empty;
+        }
+        try {
+            out.emplace(std::move(*v));
+        } catch (...) {
+            c.index = put_back(held, installed, c.counts());
+            throw;
+        }
+        destroy(held);
+        bump(c.counts().popped);
+        return took::value;
+    }
+
+    [[nodiscard]] bool ready() const noexcept {
+        // seq_cst: the waiter's re-check in slot_parker::wait.
+        return (middle_.load(std::memory_order_seq_cst) & fresh_bit) != 0 ||
+               closed_.load(std::memory_order_seq_cst);
+    }
+
+    std::optional<T> pop_impl(const std::stop_token* stop,
+                              const std::optional<clock::time_point>& deadline, bool wait) {
+        std::optional<T> out;
+        if (stop != nullptr && stop->stop_requested()) {
+            return out;
+        }
+        for (;;) {
+            const took r = take(out);
+            if (r == took::value || r == took::closed || !wait) {
+                return out;
+            }
+            if (r == took::closing) {
+                // A push that began before close() is finishing: its value (if any)
+                // appears within nanoseconds. Yield rather than park: it sends no wake-up.
+                if ((stop != nullptr && stop->stop_requested()) ||
+                    (deadline && clock::now() >= *deadline)) {
+                    return out;
+                }
+                std::this_thread::yield();
+                continue;
+            }
+            // Empty (nothing there, another consumer was faster, or the value had expired).
+            if (parker_.wait([this] { return ready(); }, stop, deadline) !=
+                detail::slot_wait_end::ready) {
+                return out;
+            }
+        }
+    }
+
+    // Four buffers: the one in the slot, the producers' cached one, the consumers' cached one
+    // and the overflow spare.
+    buffer cells_[4];
+    // The hand-off word, alone on its line: producers and consumers contend on it and on nothing
+    // else.
+    alignas(detail::slot_cache_line) std::atomic<std::uint32_t> middle_{0};
+    side producer_{1};
+    side consumer_{2};
+    overflow_side overflow_;
+    mutable pin_counts pins_; // peek() pins in a const member
+    // Written once, by close(); read by every push: alone on its line so that it stays cached.
+    alignas(detail::slot_cache_line) std::atomic<bool> closed_{false};
+    detail::slot_parker parker_;
+    const std::optional<std::chrono::nanoseconds> max_age_{};
 };
 
 } // namespace framepipe

@@ -23,11 +23,17 @@
 // 30 fps source rounded to the nanosecond or microsecond would otherwise land a hair before the
 // boundary they belong to.
 //
-// Thread safety: every member may be called from any thread; the state is guarded by a mutex
-// held for a few instructions. Only acquire() waits.
+// Thread safety: every member may be called from any thread. try_acquire() is lock-free on its
+// usual path: it reads the clock once and decides with one compare-and-swap on a 64-bit word
+// holding (index of the next slot boundary, tokens); a rejection is two loads of that word and
+// no write. Setting the rate, the very first call, and the few calls that cross the boundary at
+// which a new rate takes effect go through a mutex instead (see "How the word and the mutex
+// share the work" below). Only acquire() waits.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -50,26 +56,66 @@ public:
     // per nanosecond) or so small that its period overflows; naming `burst` when it is 0 or
     // above 2^32 - 1.
     explicit rate_limiter(double hz, std::size_t burst = 1)
-        : period_ns_(period_of(hz)), hz_(hz), burst_(check_burst(burst)), tokens_(burst_) {}
+        : burst_(check_burst(burst)), token_bits_(static_cast<unsigned>(std::bit_width(burst_))),
+          token_mask_((std::uint64_t{1} << token_bits_) - 1),
+          max_next_k_((std::uint64_t{1} << (63 - token_bits_)) - 1),
+          period_ns_(period_of(hz)), inverse_period_(1.0 / period_ns_.load()), hz_(hz),
+          state_(slow_bit | burst_) {}
 
     rate_limiter(const rate_limiter&) = delete;
     rate_limiter& operator=(const rate_limiter&) = delete;
 
-    // Whether an event now may pass (it then uses a token). Any thread; never waits (brief lock);
-    // never throws in practice (std::mutex::lock).
+    // Whether an event now may pass (it then uses a token). Any thread; never waits: lock-free
+    // except on the rare calls described above, which take a mutex briefly. Reads
+    // steady_clock::now() once. Never throws in practice (std::mutex::lock on the rare path).
     [[nodiscard]] bool try_acquire() { return try_acquire(clock::now()); }
 
     // The same decision at an explicit time point, so that decisions can be replayed and
     // simulated. Time points should not go backwards; one that does is treated as falling in the
-    // current slot. Any thread; never waits.
+    // current slot. Any thread; never waits (as try_acquire()).
     [[nodiscard]] bool try_acquire(clock::time_point now) {
-        const std::lock_guard<std::mutex> lock(mu_);
-        refill_locked(now);
-        if (tokens_ == 0) {
-            return false;
+        // Acquire: the configuration stored before this word (see publish_locked) is visible.
+        std::uint64_t word = state_.load(std::memory_order_acquire);
+        for (;;) {
+            if ((word & slow_bit) != 0) {
+                return try_acquire_slow(now);
+            }
+            // Acquire loads: if any of them returns a value stored by a later configuration, the
+            // slow path had already set slow_bit in state_ (it does so before touching them), so
+            // the re-read or the compare-and-swap below cannot match `word` and we start over.
+            const config cfg{anchor_ns_.load(std::memory_order_acquire),
+                             period_ns_.load(std::memory_order_acquire),
+                             inverse_period_.load(std::memory_order_acquire),
+                             k0_.load(std::memory_order_acquire)};
+            std::uint64_t next_k = word >> token_bits_;
+            std::uint64_t tokens = word & token_mask_;
+            const std::uint64_t last = cfg.last_passed(ns_of(now), next_k - cfg.k0);
+            if (last != 0) {
+                // Boundaries next_k .. k0 + last have passed: one token each, up to burst.
+                tokens = std::min<std::uint64_t>(burst_, tokens + (cfg.k0 + last - next_k + 1));
+                next_k = cfg.k0 + last + 1;
+                if (next_k > max_next_k_) {
+                    return try_acquire_slow(now); // the packed index would overflow
+                }
+            }
+            if (tokens == 0) {
+                // No boundary passed and no token: reject without writing, if the word we
+                // decided on is still current (then the decision was made on a consistent view).
+                const std::uint64_t again = state_.load(std::memory_order_acquire);
+                if (again == word) {
+                    return false;
+                }
+                word = again;
+                continue;
+            }
+            const std::uint64_t desired = (next_k << token_bits_) | (tokens - 1);
+            // acq_rel on success: orders this admission with the others (the counts in the word
+            // are the whole state); acquire on failure: `word` is reloaded for the next attempt.
+            if (state_.compare_exchange_weak(word, desired, std::memory_order_acq_rel,
+                                             std::memory_order_acquire)) {
+                return true;
+            }
         }
-        --tokens_;
-        return true;
     }
 
     // Waits until an event may pass and takes its token: paces a loop at the rate. Any thread.
@@ -80,17 +126,20 @@ public:
         if (stop.stop_possible()) {
             on_stop.emplace(stop, wake{this});
         }
-        std::unique_lock<std::mutex> lock(mu_);
         for (;;) {
             if (stop.stop_requested()) {
                 return false;
             }
-            refill_locked(clock::now());
-            if (tokens_ > 0) {
-                --tokens_;
+            if (try_acquire(clock::now())) {
                 return true;
             }
-            // Sleep until the next slot begins (or a rate change or stop wakes us).
+            std::unique_lock<std::mutex> lock(mu_);
+            // Checked under mu_: the stop callback notifies under it too, so it cannot slip
+            // between this check and the wait.
+            if (stop.stop_requested()) {
+                return false;
+            }
+            // Sleep until the next slot begins (or a rate change or stop wakes us), then retry.
             sleepers_.wait_until(lock, next_slot_locked());
         }
     }
@@ -98,19 +147,21 @@ public:
     // Changes the rate. The slot under way at `now` keeps its length; the new rate applies from
     // the next slot. Before the first acquire there is no slot yet, so it applies at once. Pass
     // the same kind of time points as to try_acquire(time_point) when simulating.
-    // Any thread; never waits. Throws std::invalid_argument naming `hz` as the constructor
-    // does; the rate is then unchanged.
+    // Any thread; never waits (brief lock). Throws std::invalid_argument naming `hz` as the
+    // constructor does; the rate is then unchanged.
     void set_rate(double hz, clock::time_point now) {
         const double period = period_of(hz);
         {
             const std::lock_guard<std::mutex> lock(mu_);
+            slot_state st = freeze_locked();
             if (!started_) {
-                period_ns_ = period;
+                set_period_locked(period);
             } else {
-                refill_locked(now); // settle the slots up to now under the old rate
-                pending_period_ns_ = period;
+                refill_locked(now, st); // settle the slots up to now under the old rate
+                pending_period_ = period;
             }
-            hz_ = hz;
+            hz_.store(hz, std::memory_order_relaxed);
+            publish_locked(st);
         }
         sleepers_.notify_all();
     }
@@ -118,21 +169,38 @@ public:
     // set_rate(hz, steady_clock::now()).
     void set_rate(double hz) { set_rate(hz, clock::now()); }
 
-    // The rate set last. Any thread; never waits.
-    [[nodiscard]] double rate() const {
-        const std::lock_guard<std::mutex> lock(mu_);
-        return hz_;
-    }
+    // The rate set last. Any thread; wait-free.
+    [[nodiscard]] double rate() const noexcept { return hz_.load(std::memory_order_relaxed); }
 
     // The burst size. Any thread; wait-free.
     [[nodiscard]] std::size_t burst() const noexcept { return burst_; }
 
 private:
+    // How the word and the mutex share the work.
+    //
+    // state_ packs (next_k << token_bits_) | tokens, plus slow_bit. next_k is the index of the
+    // next slot boundary, counted from the first call for the limiter's whole life (it never goes
+    // back, not even when the rate changes). The configuration that turns an index into a time,
+    // boundary k at anchor_ns_ + (k - k0_) * period_ns_ (widened by period/1000), changes only
+    // under mu_ and only while slow_bit is set; the slow path sets slow_bit with a
+    // compare-and-swap before it touches the configuration and clears it last. So a lock-free
+    // call that read a configuration newer than its word fails its compare-and-swap, and a word
+    // with a given next_k never reappears under another configuration (a new rate takes effect
+    // at a boundary, which next_k passes). slow_bit stays set while the limiter has not started,
+    // while a new rate waits for the next boundary, and for good if next_k outgrows its bits
+    // (63 - bit_width(burst) bits: at 1 GHz with burst 1, centuries).
+    static constexpr std::uint64_t slow_bit = std::uint64_t{1} << 63;
+
+    struct slot_state {
+        std::uint64_t next_k;
+        std::uint64_t tokens;
+    };
+
     struct wake {
         rate_limiter* self;
         void operator()() const noexcept {
             // Take the lock so the notification cannot slip between a waiter's stop check and
-            // its wait (see detail::wake_all_on_stop in channel.hpp).
+            // its wait.
             { const std::lock_guard<std::mutex> lock(self->mu_); }
             self->sleepers_.notify_all();
         }
@@ -159,66 +227,168 @@ private:
         return static_cast<std::uint32_t>(burst);
     }
 
-    // Nanoseconds from anchor_ to `t`, as a double (exact to well under a nanosecond for the
-    // first few weeks after an anchor, which is re-set at every rate change).
-    [[nodiscard]] double since_anchor(clock::time_point t) const noexcept {
-        return static_cast<double>(
-            std::chrono::duration_cast<std::chrono::nanoseconds>(t - anchor_).count());
+    [[nodiscard]] static std::int64_t ns_of(clock::time_point t) noexcept {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
     }
 
-    // Adds one token per slot boundary passed since the last call, capped at burst_. Boundary k
-    // (k >= 1) is at anchor_ + k * period_ns_, widened by period/1000 for clock rounding.
-    void refill_locked(clock::time_point now) {
+    // The configuration that turns boundary indices into times (see above).
+    struct config {
+        std::int64_t anchor; // ns since the clock's epoch of boundary k0
+        double period;       // ns
+        double inverse;      // 1 / period, so that the usual path multiplies instead of dividing
+        std::uint64_t k0;
+
+        // The index (counted from k0) of the last boundary passed at `now_ns` if boundary
+        // `local_next` (>= 1) has passed, else 0. Boundaries are widened by period/1000 for clock
+        // rounding: timestamps of a 30 fps source rounded to the nanosecond or microsecond would
+        // otherwise land a hair before the boundary they belong to. (Exact to well under a
+        // nanosecond for the first few weeks after an anchor, which moves at every rate change.)
+        [[nodiscard]] std::uint64_t last_passed(std::int64_t now_ns,
+                                                std::uint64_t local_next) const noexcept {
+            const double since = static_cast<double>(now_ns - anchor) + period * 1e-3;
+            // One multiplication decides the common case (no boundary passed, or the next one).
+            if (!(since >= static_cast<double>(static_cast<std::int64_t>(local_next)) * period)) {
+                return 0; // still in the current slot (or time went backwards)
+            }
+            const double pos = since * inverse;
+            if (!(pos < 9.0e18)) {
+                return UINT64_MAX / 2; // centuries ahead: saturate (the caller goes slow)
+            }
+            // Truncation is floor here (pos > 0); rounding of the inverse can leave pos a hair
+            // under local_next, which the comparison above has already decided for.
+            return std::max(static_cast<std::uint64_t>(pos), local_next);
+        }
+    };
+
+    // --- Everything below requires mu_. ---
+
+    void set_period_locked(double period) noexcept {
+        period_ns_.store(period, std::memory_order_release);
+        inverse_period_.store(1.0 / period, std::memory_order_release);
+    }
+
+    // Sets slow_bit (so that no lock-free call can change the word) and returns the state.
+    slot_state freeze_locked() noexcept {
+        if (locked_mode_) {
+            return {locked_next_k_, locked_tokens_};
+        }
+        std::uint64_t word = state_.load(std::memory_order_relaxed);
+        // acq_rel: acquire sees the admissions made so far; release orders this before the
+        // configuration stores that follow (which the lock-free path reads with acquire).
+        while (!state_.compare_exchange_weak(word, word | slow_bit, std::memory_order_acq_rel,
+                                             std::memory_order_relaxed)) {
+        }
+        return {(word & ~slow_bit) >> token_bits_, word & token_mask_};
+    }
+
+    // Stores the state back; clears slow_bit when the lock-free path may run.
+    void publish_locked(const slot_state& st) noexcept {
+        if (!locked_mode_ && st.next_k > max_next_k_) {
+            locked_mode_ = true; // the packed index would overflow: stay on the locked path
+        }
+        if (locked_mode_) {
+            locked_next_k_ = st.next_k;
+            locked_tokens_ = st.tokens;
+            return; // state_ keeps slow_bit for good
+        }
+        const bool steady = started_ && !pending_period_;
+        // Release: the configuration stored before is visible to whoever reads this word.
+        state_.store((steady ? 0 : slow_bit) | (st.next_k << token_bits_) | st.tokens,
+                     std::memory_order_release);
+    }
+
+    bool try_acquire_slow(clock::time_point now) {
+        const std::lock_guard<std::mutex> lock(mu_);
+        slot_state st = freeze_locked();
+        refill_locked(now, st);
+        const bool admitted = st.tokens > 0;
+        if (admitted) {
+            --st.tokens;
+        }
+        publish_locked(st);
+        return admitted;
+    }
+
+    // Adds one token per slot boundary passed since the last call, capped at burst_; applies a
+    // pending rate at the first boundary it crosses. Boundary k (> k0_) is at
+    // anchor_ns_ + (k - k0_) * period_ns_, widened by period/1000 for clock rounding.
+    void refill_locked(clock::time_point now, slot_state& st) {
         if (!started_) {
             started_ = true;
-            anchor_ = now;
-            next_k_ = 1;
+            anchor_ns_.store(ns_of(now), std::memory_order_release);
+            k0_.store(0, std::memory_order_release);
+            st.next_k = 1;
             return;
         }
         for (;;) {
-            const double slack = period_ns_ / 1000.0;
-            const double pos = (since_anchor(now) + slack) / period_ns_;
-            if (!(pos >= static_cast<double>(next_k_))) {
+            const config cfg{anchor_ns_.load(std::memory_order_relaxed),
+                             period_ns_.load(std::memory_order_relaxed),
+                             inverse_period_.load(std::memory_order_relaxed),
+                             k0_.load(std::memory_order_relaxed)};
+            const std::uint64_t local_next = st.next_k - cfg.k0;
+            const std::uint64_t last = cfg.last_passed(ns_of(now), local_next);
+            if (last == 0) {
                 return; // still in the current slot (or time went backwards)
             }
-            if (pending_period_ns_) {
+            if (pending_period_) {
                 // Cross one boundary at the old rate, then re-anchor there at the new rate.
-                anchor_ += std::chrono::nanoseconds(
-                    std::llround(static_cast<double>(next_k_) * period_ns_));
-                period_ns_ = *pending_period_ns_;
-                pending_period_ns_.reset();
-                next_k_ = 1;
-                tokens_ = std::min(burst_, tokens_ + 1);
+                anchor_ns_.store(cfg.anchor +
+                                     std::llround(static_cast<double>(local_next) * cfg.period),
+                                 std::memory_order_release);
+                set_period_locked(*pending_period_);
+                pending_period_.reset();
+                k0_.store(st.next_k, std::memory_order_release);
+                ++st.next_k;
+                st.tokens = std::min<std::uint64_t>(burst_, st.tokens + 1);
                 continue;
             }
-            const auto crossed = static_cast<std::uint64_t>(std::floor(pos)) - next_k_ + 1;
-            tokens_ = static_cast<std::uint32_t>(
-                std::min<std::uint64_t>(burst_, std::uint64_t{tokens_} + crossed));
-            next_k_ += crossed;
+            st.tokens = std::min<std::uint64_t>(burst_, st.tokens + (last - local_next + 1));
+            st.next_k = cfg.k0 + last + 1;
             return;
         }
     }
 
-    // When the next token arrives.
+    // When the next token arrives (a hint for acquire(); lock-free admissions may have moved on).
     [[nodiscard]] clock::time_point next_slot_locked() const noexcept {
-        const double at = static_cast<double>(next_k_) * period_ns_ - period_ns_ / 1000.0;
-        const double room = static_cast<double>((clock::time_point::max() - anchor_).count());
+        const std::uint64_t next_k =
+            locked_mode_ ? locked_next_k_
+                         : (state_.load(std::memory_order_acquire) & ~slow_bit) >> token_bits_;
+        const std::int64_t anchor = anchor_ns_.load(std::memory_order_relaxed);
+        const double period = period_ns_.load(std::memory_order_relaxed);
+        const std::uint64_t k0 = k0_.load(std::memory_order_relaxed);
+        const double at = static_cast<double>(next_k - k0) * period - period * 1e-3;
+        const double room = static_cast<double>(
+            (clock::time_point::max() - clock::time_point(std::chrono::nanoseconds(anchor)))
+                .count());
         if (!(at < room)) {
             return clock::time_point::max(); // a period of centuries: no slot in sight
         }
-        return anchor_ + std::chrono::nanoseconds(static_cast<std::int64_t>(std::ceil(at)));
+        return clock::time_point(std::chrono::nanoseconds(anchor)) +
+               std::chrono::nanoseconds(static_cast<std::int64_t>(std::ceil(at)));
     }
 
-    mutable std::mutex mu_;
-    std::condition_variable sleepers_; // threads inside acquire()
-    double period_ns_;                 // current slot length
-    std::optional<double> pending_period_ns_; // set_rate() waiting for the next boundary
-    double hz_;
     const std::uint32_t burst_;
-    std::uint32_t tokens_;
+    const unsigned token_bits_;       // bit_width(burst_): tokens never exceed burst_
+    const std::uint64_t token_mask_;  // (1 << token_bits_) - 1
+    const std::uint64_t max_next_k_;  // the largest next_k the word can hold
+
+    // The line every try_acquire reads: the word and the configuration that interprets it. One
+    // line, because a call needs all of them; the configuration changes only under mu_.
+    alignas(64) std::atomic<std::int64_t> anchor_ns_{0}; // boundary k0_, in ns since the epoch
+    std::atomic<double> period_ns_;                       // current slot length
+    std::atomic<double> inverse_period_;                  // 1 / period_ns_
+    std::atomic<std::uint64_t> k0_{0};                    // index of the anchor boundary
+    std::atomic<double> hz_;                              // the rate set last (for rate())
+    std::atomic<std::uint64_t> state_;                    // slow_bit | next_k | tokens
+
+    // The slow path and acquire()'s sleepers, on their own lines.
+    alignas(64) mutable std::mutex mu_;
+    std::condition_variable sleepers_;        // threads inside acquire()
+    std::optional<double> pending_period_;    // set_rate() waiting for the next boundary
     bool started_ = false;
-    clock::time_point anchor_{};
-    std::uint64_t next_k_ = 1; // index of the next slot boundary after anchor_
+    bool locked_mode_ = false;                // state lives in the two fields below for good
+    std::uint64_t locked_next_k_ = 0;
+    std::uint64_t locked_tokens_ = 0;
 };
 
 } // namespace framepipe
