@@ -642,9 +642,11 @@ private:
     // value (the claim now owns it); false when the slot was empty by then (another consumer was
     // faster; the claim owns an empty buffer either way).
     bool take_buffer(claim& c) noexcept {
-        // acq_rel: acquire makes the producer's value in the buffer we take visible; release
-        // hands whoever gets our empty buffer next everything we did to it.
-        const std::uint32_t old = middle_.exchange(c.index, std::memory_order_acq_rel);
+        // seq_cst: acquire makes the producer's value in the buffer we take visible; release
+        // hands whoever gets our empty buffer next everything we did to it; and the exchange must
+        // precede our load of the buffer's pin in the single total order (see peek()). On x86
+        // this is the same instruction as acq_rel.
+        const std::uint32_t old = middle_.exchange(c.index, std::memory_order_seq_cst);
         c.index = old & index_mask;
         return (old & fresh_bit) != 0;
     }

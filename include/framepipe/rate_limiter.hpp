@@ -245,18 +245,19 @@ private:
         // nanosecond for the first few weeks after an anchor, which moves at every rate change.)
         [[nodiscard]] std::uint64_t last_passed(std::int64_t now_ns,
                                                 std::uint64_t local_next) const noexcept {
-            const double since = static_cast<double>(now_ns - anchor) + period * 1e-3;
-            // One multiplication decides the common case (no boundary passed, or the next one).
-            if (!(since >= static_cast<double>(static_cast<std::int64_t>(local_next)) * period)) {
+            // Slots since the anchor. A multiplication by the cached inverse, not a division: it
+            // can differ from since / period only in the last bit, and only a time point within
+            // a few hundredths of a picosecond of a (widened) boundary could tell the difference.
+            const double pos =
+                (static_cast<double>(now_ns - anchor) + period * 1e-3) * inverse;
+            if (!(pos >= static_cast<double>(static_cast<std::int64_t>(local_next)))) {
                 return 0; // still in the current slot (or time went backwards)
             }
-            const double pos = since * inverse;
             if (!(pos < 9.0e18)) {
                 return UINT64_MAX / 2; // centuries ahead: saturate (the caller goes slow)
             }
-            // Truncation is floor here (pos > 0); rounding of the inverse can leave pos a hair
-            // under local_next, which the comparison above has already decided for.
-            return std::max(static_cast<std::uint64_t>(pos), local_next);
+            // Truncation is floor here (pos >= 1), and at least local_next (checked above).
+            return static_cast<std::uint64_t>(static_cast<std::int64_t>(pos));
         }
     };
 
