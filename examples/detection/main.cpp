@@ -47,6 +47,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -87,6 +88,7 @@ struct settings {
     std::string host = "127.0.0.1";
     int port = 7001;
     std::size_t max_clients = 16;
+    std::string dot; // write the graph (Graphviz DOT, with the final counters) here at exit
 };
 
 // One detection result, paired with the frame it was computed on (stamped: its seq and time).
@@ -388,6 +390,7 @@ int run(const settings& s) {
         p.stage("ui", ui_in, jpegs,
                 [&](const frame_ptr& f) { return render(*f, results.peek()); });
     } else {
+        p.channel(inline_done, "inline-seq");
         p.source(
             "inline", inline_done,
             [&, last = std::optional<result>{},
@@ -486,6 +489,9 @@ int run(const settings& s) {
                             "dropped_for_ui_by_reason", "peak_rss_mb", "stages", "channels"}) {
         j[key] = after[key];
     }
+    if (!s.dot.empty()) {
+        std::ofstream(s.dot) << p.to_dot();
+    }
     const std::string end = video.end_reason();
     j["end_reason"] = end.empty() ? (fe::stop_requested() ? "signal" : "duration") : end;
     if (s.json) {
@@ -533,6 +539,7 @@ int main(int argc, char** argv) {
     app.add_flag("--json", s.json, "print one JSON summary object at exit");
     app.add_option("--host", s.host, "address to serve on (default 127.0.0.1)");
     app.add_option("--port", s.port, "port to serve on (default 7001; 0 = any)")->check(CLI::Range(0, 65535));
+    app.add_option("--dot", s.dot, "write the pipeline graph (Graphviz DOT) to this file at exit");
     app.add_option("--max-clients", s.max_clients, "websocket + MJPEG clients at once")
         ->check(CLI::Range(1, 256));
     try {
