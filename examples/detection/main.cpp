@@ -54,6 +54,9 @@
 #include <string>
 #include <thread>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <vector>
 
 namespace {
@@ -514,6 +517,15 @@ int run(const settings& s) {
 } // namespace
 
 int main(int argc, char** argv) {
+#ifdef __GLIBC__
+    // Frame-sized buffers (1.3 MB for vtest.avi) that OpenCV and FFmpeg allocate and free inside
+    // their calls: with glibc's default, freeing one mmap'd block raises the mmap threshold, so
+    // later ones come from the heap, where fragmentation keeps them resident (RSS then steps up
+    // by a frame now and then over a long run). A fixed threshold keeps them mmap'd: returned to
+    // the OS on free.
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
+    fe::quiet_video_logs();
     CLI::App app{"framepipe-detect: object detection on a video, with a live web UI"};
     settings s;
     app.add_option("--video", s.video, "video file or stream URL (default: opencv-doc's vtest.avi)");

@@ -214,6 +214,18 @@ TEST_CASE("the end of the file ends the run cleanly; --loop restarts it") {
     CHECK(native.at("frames_read") == 30);
 }
 
+TEST_CASE("a stream that stops delivering ends the run with a clear message") {
+    // A file read as a stream URL: FFmpeg delivers its frames, then nothing.
+    const auto r = t::run({exe, "--no-ui", "--json", "--source-fps", "200", "--video",
+                           "file://" + short_video().string()});
+    INFO("stderr: " << r.err);
+    CHECK(r.exit_code == 1);
+    const auto j = json::parse(r.out);
+    CHECK(j.at("frames_read") == 30);
+    CHECK_THAT(j.at("end_reason").get<std::string>(), Catch::Contains("stopped delivering frames"));
+    CHECK_THAT(r.err, Catch::EndsWith("' stopped delivering frames\n"));
+}
+
 TEST_CASE("corrupt frames are read past and counted, not crashed on") {
     const auto r = t::run({exe, "--no-ui", "--json", "--video", corrupt_video().string(),
                            "--source-fps", "200"});
@@ -241,6 +253,9 @@ TEST_CASE("bad input: a one-line error naming the problem, exit code 2") {
                          "not a readable file");
     check_one_line_error(t::run({exe, "--no-ui", "--video", text.string()}), "not a video");
     check_one_line_error(t::run({exe, "--no-ui", "--video", noise.string()}), "not a video");
+    check_one_line_error(t::run({exe, "--no-ui", "--camera", "9"}), "camera 9: cannot be opened");
+    check_one_line_error(t::run({exe, "--no-ui", "--video", "rtsp://127.0.0.1:1/none"}),
+                         "cannot be opened");
     check_one_line_error(t::run({exe, "--no-ui", "--model", model("absent.onnx")}), "no such file");
     check_one_line_error(t::run({exe, "--no-ui", "--model", model("broken.onnx")}),
                          "cannot be parsed");
