@@ -110,6 +110,7 @@ struct meters {
     std::atomic<std::uint64_t> rate_skipped{0};  // frames the detector passed over for --detect-fps
     std::atomic<std::int64_t> last_inference_us{0};
     std::atomic<std::uint64_t> jpeg_pool_misses{0};
+    std::atomic<std::uint64_t> jpeg_bytes{0};    // all JPEGs encoded, for their mean size
 };
 
 // Runs the detector on one frame, records its meters, prints the inference time.
@@ -181,6 +182,7 @@ public:
             out = std::make_shared<fe::encoded_frame>();
         }
         cv::imencode(".jpg", canvas_, out->jpeg, params_);
+        m_.jpeg_bytes.fetch_add(out->jpeg.size(), std::memory_order_relaxed);
         out->seq = f.seq;
         out->captured = f.captured;
         nlohmann::json meta = {{"type", "frame"},
@@ -269,6 +271,10 @@ nlohmann::json summary(const settings& s, const fe::video_source& video, const m
         j["dropped_for_ui_by_reason"] = nlohmann::json::object();
     }
     j["jpeg_pool_misses"] = m.jpeg_pool_misses.load(std::memory_order_relaxed);
+    j["jpeg_kb_mean"] = fe::round2(
+        encoded == 0 ? 0.0
+                     : static_cast<double>(m.jpeg_bytes.load(std::memory_order_relaxed)) /
+                           static_cast<double>(encoded) / 1024.0);
     j["peak_rss_mb"] = fe::round2(fe::peak_rss_mb());
     j["rss_mb"] = fe::round2(fe::rss_mb());
     const auto snap = p.snapshot();
@@ -487,7 +493,7 @@ int run(const settings& s) {
     }
     // Final counts after the drain.
     const auto after = stats();
-    for (const char* key : {"frames_read", "corrupt_frames", "loops", "detections", "ui_frames",
+    for (const char* key : {"frames_read", "corrupt_frames", "loops", "detections", "ui_frames", "jpeg_kb_mean",
                             "dropped_for_detector", "dropped_for_ui", "dropped_for_detector_by_reason",
                             "dropped_for_ui_by_reason", "peak_rss_mb", "stages", "channels"}) {
         j[key] = after[key];

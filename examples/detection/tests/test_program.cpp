@@ -175,6 +175,21 @@ TEST_CASE("--mode inline: one thread; the UI only gets frames between detections
     CHECK(stages == std::vector<std::string>{"inline", "ui-sink"});
 }
 
+TEST_CASE("--ui-fps caps the UI stage; --jpeg-quality sets the JPEG size; --detector-threads") {
+    // The rate limiter's bound, whatever the machine's speed: at most hz * seconds + 2 frames.
+    const auto slow = parse_summary(t::run({exe, "--no-ui", "--duration", "3", "--json", "--ui-fps", "5",
+                                            "--jpeg-quality", "20", "--detector-threads", "2"}));
+    CHECK(slow.at("ui_frames").get<std::uint64_t>() <= 5 * 3 + 2);
+    CHECK(slow.at("ui_frames").get<std::uint64_t>() > 0);
+    CHECK(slow.at("dropped_for_ui_by_reason").at("rate_limited").get<std::uint64_t>() > 0);
+    CHECK(slow.at("ui_fps_target") == 5.0);
+    const auto fine = parse_summary(t::run({exe, "--no-ui", "--duration", "2", "--json", "--jpeg-quality", "95"}));
+    CHECK(slow.at("jpeg_kb_mean").get<double>() > 0);
+    CHECK(slow.at("jpeg_kb_mean").get<double>() * 2 < fine.at("jpeg_kb_mean").get<double>());
+    check_one_line_error(t::run({exe, "--no-ui", "--detector-threads", "0"}), "--detector-threads");
+    check_one_line_error(t::run({exe, "--no-ui", "--jpeg-quality", "101"}), "--jpeg-quality");
+}
+
 TEST_CASE("--model: YOLOv8 and YOLOv5 ONNX and Darknet models drive the program") {
     for (const auto& args : std::vector<std::vector<std::string>>{
              {"--model", model("yolov8.onnx"), "--input-size", "64", "--classes", model("names.txt")},
