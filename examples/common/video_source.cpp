@@ -1,10 +1,13 @@
 // examples/common/video_source.cpp - see video_source.hpp.
 #include "common/video_source.hpp"
 
+#include <opencv2/core/utils/logger.hpp>
+
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -15,6 +18,14 @@ namespace {
 bool looks_like_url(const std::string& s) { return s.find("://") != std::string::npos; }
 
 } // namespace
+
+void quiet_video_logs() {
+    if (std::getenv("OPENCV_LOG_LEVEL") == nullptr) {
+        cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_ERROR);
+    }
+    // Read by OpenCV's FFmpeg backend when it first loads; -8 is AV_LOG_QUIET.
+    setenv("OPENCV_FFMPEG_LOGLEVEL", "-8", 0);
+}
 
 video_source::video_source(video_source_options options) : options_(std::move(options)) {
     if (options_.fps && !(*options_.fps > 0 && std::isfinite(*options_.fps))) {

@@ -63,6 +63,12 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+// Silences OpenCV's warnings and FFmpeg's log lines on stderr (unless the user set
+// OPENCV_LOG_LEVEL or OPENCV_FFMPEG_LOGLEVEL), so that a program's errors stay one line each;
+// the video source reports what matters itself (end reasons, corrupt-frame counts). Call at the
+// start of main, before any thread starts (it may set an environment variable).
+void quiet_video_logs();
+
 class video_source {
 public:
     // Opens the input and reads its first frame. Throws video_error (see the file comment), or

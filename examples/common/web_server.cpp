@@ -60,6 +60,14 @@ struct web_server::impl {
     std::vector<std::weak_ptr<stream_session>> streams;
 
     void do_accept();
+
+    // A stream client's pump is over (or never started): stop() may go on when none is left.
+    void release_pump() noexcept {
+        const std::lock_guard<std::mutex> lock(mu);
+        --pumps_running;
+        // Under the lock: once stop() sees 0 it may destroy this object, cv included.
+        pumps_done.notify_all();
+    }
     void log(const std::string& what) const {
         std::fprintf(stderr, "%s: %s\n", options.log_name.c_str(), what.c_str());
     }
@@ -111,7 +119,14 @@ public:
             pump_started_ = true;
         }
         // Detached: it holds the session alive, and stop() waits for pumps_running to reach 0.
-        std::thread([self = shared_from_this()] { self->pump(); }).detach();
+        // The count drops only after the thread has let go of the session, so that a session
+        // is never destroyed by this thread after the server (and its io_context) is gone.
+        std::thread([self = shared_from_this()]() mutable {
+            self->pump();
+            web_server::impl& srv = self->srv_;
+            self.reset();
+            srv.release_pump();
+        }).detach();
     }
 
     // Ends the session: wakes the pump, closes the socket (on the I/O thread). Any thread;
@@ -134,7 +149,8 @@ public:
             // Out of memory: the socket closes when the session is destroyed with the io_context.
         }
         if (release_pump) {
-            pump_ended();
+            leave();
+            srv_.release_pump();
         }
     }
 
@@ -205,11 +221,11 @@ private:
             srv_.log(name_ + ": " + e.what());
         }
         finish();
-        pump_ended();
+        leave();
     }
 
     // Leaves the server's list, adding this client's counts to the totals.
-    void pump_ended() noexcept {
+    void leave() noexcept {
         const auto s = stats();
         {
             const std::lock_guard<std::mutex> lock(srv_.mu);
@@ -222,9 +238,7 @@ private:
                                        return !p || p.get() == this;
                                    }),
                     v.end());
-            --srv_.pumps_running;
         }
-        srv_.pumps_done.notify_all();
     }
 
     const std::string name_;

@@ -18,8 +18,10 @@
 //   GET /metrics     options.metrics_text() as text/plain; version=0.0.4 (Prometheus)
 //   GET /stats.json  options.stats_json() merged with the server's own counters ("server")
 //   anything else    404; a method other than GET/HEAD 405; a malformed request 400; a request
-//                    whose header exceeds max_request_bytes 431, a body 413; a slow request 408
-//                    (the connection is then closed); too many streams 503. Never a crash.
+//                    whose header exceeds max_request_bytes 431, a body 413; too many streams
+//                    503. A request not complete within request_timeout has its connection
+//                    closed. After an error response the connection is closed gracefully (the
+//                    rest of the request is read and discarded). Never a crash.
 //
 // Fan-out: every websocket or MJPEG client gets its own framepipe subscription of the frames
 // broadcaster: capacity 1, drop_oldest, named "ws-N" / "mjpeg-N". A client that reads slowly

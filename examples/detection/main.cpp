@@ -47,12 +47,16 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <vector>
 
 namespace {
@@ -87,6 +91,7 @@ struct settings {
     std::string host = "127.0.0.1";
     int port = 7001;
     std::size_t max_clients = 16;
+    std::string dot; // write the graph (Graphviz DOT, with the final counters) here at exit
 };
 
 // One detection result, paired with the frame it was computed on (stamped: its seq and time).
@@ -105,6 +110,7 @@ struct meters {
     std::atomic<std::uint64_t> rate_skipped{0};  // frames the detector passed over for --detect-fps
     std::atomic<std::int64_t> last_inference_us{0};
     std::atomic<std::uint64_t> jpeg_pool_misses{0};
+    std::atomic<std::uint64_t> jpeg_bytes{0};    // all JPEGs encoded, for their mean size
 };
 
 // Runs the detector on one frame, records its meters, prints the inference time.
@@ -176,6 +182,7 @@ public:
             out = std::make_shared<fe::encoded_frame>();
         }
         cv::imencode(".jpg", canvas_, out->jpeg, params_);
+        m_.jpeg_bytes.fetch_add(out->jpeg.size(), std::memory_order_relaxed);
         out->seq = f.seq;
         out->captured = f.captured;
         nlohmann::json meta = {{"type", "frame"},
@@ -264,6 +271,10 @@ nlohmann::json summary(const settings& s, const fe::video_source& video, const m
         j["dropped_for_ui_by_reason"] = nlohmann::json::object();
     }
     j["jpeg_pool_misses"] = m.jpeg_pool_misses.load(std::memory_order_relaxed);
+    j["jpeg_kb_mean"] = fe::round2(
+        encoded == 0 ? 0.0
+                     : static_cast<double>(m.jpeg_bytes.load(std::memory_order_relaxed)) /
+                           static_cast<double>(encoded) / 1024.0);
     j["peak_rss_mb"] = fe::round2(fe::peak_rss_mb());
     j["rss_mb"] = fe::round2(fe::rss_mb());
     const auto snap = p.snapshot();
@@ -388,6 +399,7 @@ int run(const settings& s) {
         p.stage("ui", ui_in, jpegs,
                 [&](const frame_ptr& f) { return render(*f, results.peek()); });
     } else {
+        p.channel(inline_done, "inline-seq");
         p.source(
             "inline", inline_done,
             [&, last = std::optional<result>{},
@@ -481,10 +493,13 @@ int run(const settings& s) {
     }
     // Final counts after the drain.
     const auto after = stats();
-    for (const char* key : {"frames_read", "corrupt_frames", "loops", "detections", "ui_frames",
+    for (const char* key : {"frames_read", "corrupt_frames", "loops", "detections", "ui_frames", "jpeg_kb_mean",
                             "dropped_for_detector", "dropped_for_ui", "dropped_for_detector_by_reason",
                             "dropped_for_ui_by_reason", "peak_rss_mb", "stages", "channels"}) {
         j[key] = after[key];
+    }
+    if (!s.dot.empty()) {
+        std::ofstream(s.dot) << p.to_dot();
     }
     const std::string end = video.end_reason();
     j["end_reason"] = end.empty() ? (fe::stop_requested() ? "signal" : "duration") : end;
@@ -508,6 +523,15 @@ int run(const settings& s) {
 } // namespace
 
 int main(int argc, char** argv) {
+#ifdef __GLIBC__
+    // Frame-sized buffers (1.3 MB for vtest.avi) that OpenCV and FFmpeg allocate and free inside
+    // their calls: with glibc's default, freeing one mmap'd block raises the mmap threshold, so
+    // later ones come from the heap, where fragmentation keeps them resident (RSS then steps up
+    // by a frame now and then over a long run). A fixed threshold keeps them mmap'd: returned to
+    // the OS on free.
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
+    fe::quiet_video_logs();
     CLI::App app{"framepipe-detect: object detection on a video, with a live web UI"};
     settings s;
     app.add_option("--video", s.video, "video file or stream URL (default: opencv-doc's vtest.avi)");
@@ -533,6 +557,7 @@ int main(int argc, char** argv) {
     app.add_flag("--json", s.json, "print one JSON summary object at exit");
     app.add_option("--host", s.host, "address to serve on (default 127.0.0.1)");
     app.add_option("--port", s.port, "port to serve on (default 7001; 0 = any)")->check(CLI::Range(0, 65535));
+    app.add_option("--dot", s.dot, "write the pipeline graph (Graphviz DOT) to this file at exit");
     app.add_option("--max-clients", s.max_clients, "websocket + MJPEG clients at once")
         ->check(CLI::Range(1, 256));
     try {

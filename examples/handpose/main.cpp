@@ -58,6 +58,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -812,8 +813,13 @@ int main(int argc, char** argv) {
         fe::print_error(program, e.what());
         return 2;
     }
-    // Errors reach the user as one line from us, not as OpenCV's own log lines.
-    cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
+    // Errors reach the user as one line from us, not as OpenCV's or FFmpeg's own log lines
+    // (cv::dnn logs a refused input shape at error level, so even those are silenced), unless
+    // the user asks for them with OPENCV_LOG_LEVEL.
+    fe::quiet_video_logs();
+    if (std::getenv("OPENCV_LOG_LEVEL") == nullptr) {
+        cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
+    }
     return fe::run_main(program, [&] {
         check_settings(s, app);
         return run(s);

@@ -176,7 +176,7 @@ segment hand_generator::draw_segment(double start) {
 
 const segment& hand_generator::segment_at(double t) {
     if (t < 0) {
-        throw std::out_of_range("t: must be >= 0");
+        throw std::invalid_argument("t: must be >= 0");
     }
     if (segments_.empty()) {
         segments_.push_back(draw_segment(0));

@@ -9,8 +9,8 @@
 // cross the hand, and specks of saturated colour), the palm, the bones, and one marker per joint.
 // The markers are what the estimator finds, so their design is its contract:
 // - joint j is drawn in the hue marker_hue(j): 21 hues evenly spread round the colour wheel, fully
-//   saturated (nothing else in the scene has saturation above 120 of 255 except the specks, which
-//   are far smaller than a marker);
+//   saturated (nothing else in the scene passes the estimator's mask, saturation >= 150 and
+//   value >= 110, except the specks, which are far smaller than a marker);
 // - the joint's depth z sets the marker's brightness (value = depth_to_value(z));
 // - a marker is a filled disc of radius marker_radius(scale) drawn at sub-pixel precision;
 //   nearer markers are drawn over farther ones.
@@ -74,9 +74,10 @@ class hand_generator {
 public:
     hand_generator(std::uint64_t seed, synthetic_options options = {});
 
-    // The pose at time t >= 0 (seconds). Not thread-safe (segments are drawn lazily); call from
-    // one thread. Segments that ended more than 60 s before the latest t asked for are forgotten,
-    // so memory stays bounded; asking for such a t again throws std::out_of_range.
+    // The pose at time t >= 0 (seconds; std::invalid_argument naming t otherwise). Not
+    // thread-safe (segments are drawn lazily): call from one thread. Segments that ended more
+    // than 60 s before a t asked for are forgotten, so memory stays bounded; asking for such an
+    // earlier t afterwards throws std::out_of_range.
     [[nodiscard]] frame_truth pose_at(double t);
 
     // The segment in force at time t (same rules as pose_at).
@@ -111,8 +112,9 @@ private:
 
 class renderer {
 public:
-    // Builds the background (the noise bank is built once per image size, shared). Throws std::invalid_argument naming
-    // width/height when they are below 64.
+    // Builds the background and the distractors; the noise bank is built once per image size
+    // and shared (thread-safe). Throws std::invalid_argument naming width/height when they are
+    // below 64.
     renderer(std::uint64_t seed, synthetic_options options = {});
 
     // Draws the frame at time t showing `truth` into `out` (reallocated only if its size or type

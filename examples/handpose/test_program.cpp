@@ -14,7 +14,11 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -266,4 +270,25 @@ TEST_CASE("framepipe-handpose: bad input exits 2 with a one-line error") {
         CHECK(r.out.rfind("framepipe-handpose: ", 0) == 0);
         CHECK(r.out.find(expect) != std::string::npos);
     }
+}
+
+TEST_CASE("framepipe-handpose: a taken port exits 2 with a one-line error, before running") {
+    // Hold a listening socket on a free port of 127.0.0.1.
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(fd, 1) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    const auto port = std::to_string(ntohs(addr.sin_port));
+    const auto r = run("--duration 30 --port " + port, true);
+    ::close(fd);
+    INFO(r.out);
+    CHECK(r.exit_code == 2);
+    CHECK(r.out.find('\n') == r.out.size() - 1);
+    CHECK(r.out.find("framepipe-handpose: cannot listen on 127.0.0.1:" + port) == 0);
 }

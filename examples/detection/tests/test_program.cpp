@@ -175,6 +175,21 @@ TEST_CASE("--mode inline: one thread; the UI only gets frames between detections
     CHECK(stages == std::vector<std::string>{"inline", "ui-sink"});
 }
 
+TEST_CASE("--ui-fps caps the UI stage; --jpeg-quality sets the JPEG size; --detector-threads") {
+    // The rate limiter's bound, whatever the machine's speed: at most hz * seconds + 2 frames.
+    const auto slow = parse_summary(t::run({exe, "--no-ui", "--duration", "3", "--json", "--ui-fps", "5",
+                                            "--jpeg-quality", "20", "--detector-threads", "2"}));
+    CHECK(slow.at("ui_frames").get<std::uint64_t>() <= 5 * 3 + 2);
+    CHECK(slow.at("ui_frames").get<std::uint64_t>() > 0);
+    CHECK(slow.at("dropped_for_ui_by_reason").at("rate_limited").get<std::uint64_t>() > 0);
+    CHECK(slow.at("ui_fps_target") == 5.0);
+    const auto fine = parse_summary(t::run({exe, "--no-ui", "--duration", "2", "--json", "--jpeg-quality", "95"}));
+    CHECK(slow.at("jpeg_kb_mean").get<double>() > 0);
+    CHECK(slow.at("jpeg_kb_mean").get<double>() * 2 < fine.at("jpeg_kb_mean").get<double>());
+    check_one_line_error(t::run({exe, "--no-ui", "--detector-threads", "0"}), "--detector-threads");
+    check_one_line_error(t::run({exe, "--no-ui", "--jpeg-quality", "101"}), "--jpeg-quality");
+}
+
 TEST_CASE("--model: YOLOv8 and YOLOv5 ONNX and Darknet models drive the program") {
     for (const auto& args : std::vector<std::vector<std::string>>{
              {"--model", model("yolov8.onnx"), "--input-size", "64", "--classes", model("names.txt")},
@@ -214,6 +229,18 @@ TEST_CASE("the end of the file ends the run cleanly; --loop restarts it") {
     CHECK(native.at("frames_read") == 30);
 }
 
+TEST_CASE("a stream that stops delivering ends the run with a clear message") {
+    // A file read as a stream URL: FFmpeg delivers its frames, then nothing.
+    const auto r = t::run({exe, "--no-ui", "--json", "--source-fps", "200", "--video",
+                           "file://" + short_video().string()});
+    INFO("stderr: " << r.err);
+    CHECK(r.exit_code == 1);
+    const auto j = json::parse(r.out);
+    CHECK(j.at("frames_read") == 30);
+    CHECK_THAT(j.at("end_reason").get<std::string>(), Catch::Contains("stopped delivering frames"));
+    CHECK_THAT(r.err, Catch::EndsWith("' stopped delivering frames\n"));
+}
+
 TEST_CASE("corrupt frames are read past and counted, not crashed on") {
     const auto r = t::run({exe, "--no-ui", "--json", "--video", corrupt_video().string(),
                            "--source-fps", "200"});
@@ -241,6 +268,9 @@ TEST_CASE("bad input: a one-line error naming the problem, exit code 2") {
                          "not a readable file");
     check_one_line_error(t::run({exe, "--no-ui", "--video", text.string()}), "not a video");
     check_one_line_error(t::run({exe, "--no-ui", "--video", noise.string()}), "not a video");
+    check_one_line_error(t::run({exe, "--no-ui", "--camera", "9"}), "camera 9: cannot be opened");
+    check_one_line_error(t::run({exe, "--no-ui", "--video", "rtsp://127.0.0.1:1/none"}),
+                         "cannot be opened");
     check_one_line_error(t::run({exe, "--no-ui", "--model", model("absent.onnx")}), "no such file");
     check_one_line_error(t::run({exe, "--no-ui", "--model", model("broken.onnx")}),
                          "cannot be parsed");
