@@ -488,7 +488,11 @@ private:
                                srv_.options.metrics_text(), req));
         } else if (path == "/stats.json") {
             send(make_response(http::status::ok, "application/json", stats_body(), req));
-        } else if (path == "/video.mjpg" && req.method() == http::verb::get) {
+        } else if (path == "/video.mjpg" && req.method() == http::verb::head) {
+            // The stream's headers without the stream.
+            send(make_response(http::status::ok, "multipart/x-mixed-replace; boundary=frame", "",
+                               req));
+        } else if (path == "/video.mjpg") {
             if (!reserve_stream()) {
                 return;
             }

@@ -344,6 +344,9 @@ TEST_CASE("the web endpoints, robust against bad requests, and a stalled client"
         const auto head = got.substr(0, head_end);
         CHECK(head.rfind("HTTP/1.1 200", 0) == 0);
         CHECK(head.find("multipart/x-mixed-replace; boundary=frame") != std::string::npos);
+        const auto head_only = t::http_get(port, "/video.mjpg", t::http::verb::head);
+        CHECK(head_only.status == 200);
+        CHECK(head_only.headers.at("content-type") == "multipart/x-mixed-replace; boundary=frame");
         // Three whole parts: headers, Content-Length bytes of JPEG (FF D8 ... FF D9).
         std::size_t at = got.find("--frame\r\n");
         for (int part = 0; part < 3; ++part) {
