@@ -180,7 +180,8 @@ public:
     // The next value if one is buffered. Any thread; never waits. See ring<T>::try_pop.
     [[nodiscard]] std::optional<value_type> try_pop() { return sub_->channel.try_pop(); }
 
-    // The next value, waiting for one (parked). nullopt once closed and drained.
+    // The next value, waiting for one (spins briefly, then parks). nullopt once closed and
+    // drained.
     [[nodiscard]] std::optional<value_type> pop() { return sub_->channel.pop(); }
 
     // As pop(), but nullopt as soon as `stop` is requested (checked first).

@@ -284,7 +284,8 @@ public:
     // not allocate.
     [[nodiscard]] std::shared_ptr<T> try_acquire() { return core_->take(nullptr, std::nullopt, false); }
 
-    // A free object, waiting (parked) until one is returned. Any thread. Never returns nullptr.
+    // A free object, waiting (spins briefly, then parks) until one is returned. Any thread.
+    // Never returns nullptr.
     [[nodiscard]] std::shared_ptr<T> acquire() { return core_->take(nullptr, std::nullopt, true); }
 
     // As acquire(), but nullptr when `stop` is requested (checked first, even if an object is

@@ -10,8 +10,8 @@
 // window; each window overtaken before anyone took it is counted as dropped. stride == size
 // gives tumbling (non-overlapping) windows.
 //
-// Thread safety: any number of producers and consumers. push never waits; pops wait parked, like
-// ring<T>. Memory is bounded: the window keeps size + stride items, plus whatever snapshots the
+// Thread safety: any number of producers and consumers. push never waits; pops wait like
+// ring<T>'s (a few microseconds of spinning, then parked). Memory is bounded: the window keeps size + stride items, plus whatever snapshots the
 // consumers still hold.
 #pragma once
 
@@ -190,8 +190,9 @@ public:
     // window being taken is dropped (counted in dropped) and the exception propagates.
     [[nodiscard]] std::optional<window<T>> try_pop() { return pop_impl(nullptr, std::nullopt, false); }
 
-    // Takes the newest ready window, waiting for one. Any thread; blocks (parked). nullopt only
-    // once closed and the last ready window has been taken. Exceptions: as try_pop().
+    // Takes the newest ready window, waiting for one. Any thread; blocks (spins briefly, then
+    // parks). nullopt only once closed and the last ready window has been taken.
+    // Exceptions: as try_pop().
     [[nodiscard]] std::optional<window<T>> pop() { return pop_impl(nullptr, std::nullopt, true); }
 
     // As pop(), but nullopt as soon as `stop` is requested (checked first).
