@@ -72,11 +72,17 @@ std::size_t outcomes(const publish_result& r) noexcept {
     return r.delivered + r.rejected + r.rate_limited + r.closed;
 }
 
-bool identity_holds(const channel_stats& s) noexcept {
-    return s.pushed == s.popped + s.dropped + s.size &&
+// What a subscription's snapshot must satisfy while publishers may be pushing into it: its ring
+// is lock-free (shared_ptr moves cannot throw), so a push in flight may be counted as pushed
+// before it is stored or before the item it evicts is counted (see channel_stats). Exact
+// equality (check_identity) is checked wherever no publish is in flight.
+bool identity_holds_in_traffic(const channel_stats& s) noexcept {
+    return s.pushed >= s.popped + s.dropped + s.size &&
            s.dropped ==
                s.evicted + s.rejected + s.cancelled + s.expired + s.after_close + s.rate_limited;
 }
+static_assert(framepipe::ring<std::shared_ptr<const std::uint64_t>>::is_lock_free,
+              "subscriptions use the lock-free ring");
 
 void check_identity(const channel_stats& s) {
     INFO("pushed " << s.pushed << " popped " << s.popped << " dropped " << s.dropped << " size "
@@ -1328,7 +1334,7 @@ TEST_CASE("broadcaster: stress, publishers race with subscribe and unsubscribe")
                         order.see(**v);
                     }
                 }
-                if (!identity_holds(s.stats())) {
+                if (!identity_holds_in_traffic(s.stats())) {
                     ++out.identity_failures;
                 }
                 if (rng() % 2 == 0) {
@@ -1652,7 +1658,7 @@ TEST_CASE("broadcaster: stress, subscriptions destroyed on any thread during tra
                     order.see(**v);
                 }
             }
-            if (!identity_holds(s->stats())) {
+            if (!identity_holds_in_traffic(s->stats())) {
                 ++reap_failures;
             }
             jitter(rng, 64);
@@ -1698,7 +1704,7 @@ TEST_CASE("broadcaster: stress, subscriptions destroyed on any thread during tra
                         order.see(**v);
                     }
                 }
-                if (!identity_holds(s.stats())) {
+                if (!identity_holds_in_traffic(s.stats())) {
                     ++churn_failures;
                 }
                 churn_failures += order.violations();
@@ -1765,7 +1771,7 @@ TEST_CASE("broadcaster: stress, the broadcaster destroyed while consumers pop an
             for (std::uint32_t k = rng() % 8; k > 0; --k) {
                 (void)d->try_pop();
             }
-            if (!identity_holds(d->stats())) {
+            if (!identity_holds_in_traffic(d->stats())) {
                 ++doomed_failures;
             }
             jitter(rng, 4);

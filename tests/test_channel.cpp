@@ -13,6 +13,7 @@
 #include <stop_token>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -122,4 +123,100 @@ TEST_CASE("channel: the longest timeout saturates instead of overflowing into th
         CHECK(r.stats().evicted == 0);
         CHECK(r.try_pop() == 2);
     }
+}
+
+// --- detail::event_count: the spin-then-park waiting primitive ---------------------------------
+
+using framepipe::detail::event_count;
+using framepipe::detail::wait_end;
+
+TEST_CASE("event_count: wait returns ready at once when the state is already ready") {
+    event_count ev;
+    CHECK(ev.wait(nullptr, std::nullopt, [] { return true; }) == wait_end::ready);
+    CHECK(ev.wait(nullptr, std::nullopt, [] { return false; }, [] { return true; }) ==
+          wait_end::ready);
+}
+
+TEST_CASE("event_count: wait ends with timed_out at the deadline, also a past one") {
+    event_count ev;
+    const auto never = [] { return false; };
+    CHECK(ev.wait(nullptr, std::chrono::steady_clock::now(), never) == wait_end::timed_out);
+    // Longer than the spin budget, so the park phase's timed wait is used too.
+    CHECK(ev.wait(nullptr, framepipe::detail::deadline_after(std::chrono::milliseconds(2)),
+                  never) == wait_end::timed_out);
+}
+
+TEST_CASE("event_count: a stop request ends a wait, already requested or requested later") {
+    event_count ev;
+    const auto never = [] { return false; };
+    std::stop_source early;
+    early.request_stop();
+    const std::stop_token early_token = early.get_token();
+    CHECK(ev.wait(&early_token, std::nullopt, never) == wait_end::stopped);
+
+    std::stop_source later;
+    const std::stop_token later_token = later.get_token();
+    std::atomic<bool> done{false};
+    std::thread waiter([&] {
+        const auto end = ev.wait(&later_token, std::nullopt, never);
+        done = end == wait_end::stopped;
+    });
+    check_still_blocked(done);
+    later.request_stop(); // wakes it, spinning or parked
+    waiter.join();
+    CHECK(done);
+}
+
+TEST_CASE("event_count: no lost wake-up over many hand-offs through both wait phases") {
+    // A waiter waits for `value` to reach each next number; the notifier bumps it and notifies.
+    // Whether the waiter is spinning or parked at the time varies from one hand-off to the next;
+    // a lost wake-up hangs the test. The notifier also pauses now and then for longer than the
+    // spin budget (a busy loop, not a sleep), so that the park phase is exercised.
+    event_count ev;
+    std::atomic<int> value{0};
+    std::atomic<int> acked{0};
+    constexpr int rounds = 2'000;
+    std::thread waiter([&] {
+        for (int i = 1; i <= rounds; ++i) {
+            (void)ev.wait(nullptr, std::nullopt,
+                          [&] { return value.load(std::memory_order_acquire) >= i; });
+            acked.store(i, std::memory_order_release);
+        }
+    });
+    for (int i = 1; i <= rounds; ++i) {
+        if (i % 64 == 0) {
+            const auto until =
+                std::chrono::steady_clock::now() + 3 * framepipe::detail::spin_budget;
+            while (std::chrono::steady_clock::now() < until) {
+                framepipe::detail::cpu_relax();
+            }
+        }
+        value.store(i, std::memory_order_release);
+        ev.notify_one();
+        while (acked.load(std::memory_order_acquire) < i) {
+            std::this_thread::yield();
+        }
+    }
+    waiter.join();
+    CHECK(acked.load() == rounds);
+}
+
+TEST_CASE("event_count: notify_all wakes every parked waiter") {
+    event_count ev;
+    std::atomic<bool> go{false};
+    std::atomic<int> woken{0};
+    std::vector<std::thread> waiters;
+    for (int i = 0; i < 3; ++i) {
+        waiters.emplace_back([&] {
+            if (ev.wait(nullptr, std::nullopt, [&] { return go.load(); }) == wait_end::ready) {
+                ++woken;
+            }
+        });
+    }
+    go = true;
+    ev.notify_all();
+    for (auto& t : waiters) {
+        t.join();
+    }
+    CHECK(woken == 3);
 }

@@ -128,6 +128,8 @@ struct broadcast_core {
     std::shared_ptr<const T> last; // for replay_last
     std::uint64_t next_id = 0;
     bool closed = false;
+    // Calls to publish; written under mu, read without it by broadcaster::published().
+    std::atomic<std::uint64_t> published{0};
 
     void remove(const subscriber<T>* s) {
         std::shared_ptr<const subscriber_list<T>> old; // released after unlocking
@@ -178,7 +180,8 @@ public:
     // The next value if one is buffered. Any thread; never waits. See ring<T>::try_pop.
     [[nodiscard]] std::optional<value_type> try_pop() { return sub_->channel.try_pop(); }
 
-    // The next value, waiting for one (parked). nullopt once closed and drained.
+    // The next value, waiting for one (spins briefly, then parks). nullopt once closed and
+    // drained.
     [[nodiscard]] std::optional<value_type> pop() { return sub_->channel.pop(); }
 
     // As pop(), but nullopt as soon as `stop` is requested (checked first).
@@ -354,7 +357,7 @@ public:
 
     // Values published so far (calls to publish). Any thread; wait-free.
     [[nodiscard]] std::uint64_t published() const noexcept {
-        return published_.load(std::memory_order_relaxed);
+        return core_->published.load(std::memory_order_relaxed);
     }
 
     // Each attached subscription's counters by name, in publish order. Any thread; allocates.
@@ -384,12 +387,15 @@ private:
             if (!core_->closed) {
                 previous = std::exchange(core_->last, value); // kept for replay_last
             }
+            // Counted under the lock that publishes already take, so no atomic read-modify-write
+            // is needed: a load and a store. Relaxed: published() is a statistics counter.
+            core_->published.store(core_->published.load(std::memory_order_relaxed) + 1,
+                                   std::memory_order_relaxed);
         }
-        // Relaxed: a statistics counter.
-        published_.fetch_add(1, std::memory_order_relaxed);
         publish_result r;
         r.subscribers = subs->size();
         std::optional<rate_limiter::clock::time_point> now;
+        const auto* const last_sub = subs->empty() ? nullptr : subs->back().get();
         for (const auto& s : *subs) {
             // A closed subscription counts the value as after_close, whatever its rate.
             if (s->limiter && !s->channel.closed()) {
@@ -402,8 +408,11 @@ private:
                     continue;
                 }
             }
-            const push_status st =
-                stop != nullptr ? s->channel.push(value, *stop) : s->channel.push(value);
+            // The last subscriber gets `value` itself (a move): one reference-count increment
+            // and decrement fewer per publish.
+            std::shared_ptr<const T> copy = s.get() == last_sub ? std::move(value) : value;
+            const push_status st = stop != nullptr ? s->channel.push(std::move(copy), *stop)
+                                                   : s->channel.push(std::move(copy));
             switch (st) {
             case push_status::ok: ++r.delivered; break;
             case push_status::evicted:
@@ -418,7 +427,6 @@ private:
     }
 
     std::shared_ptr<detail::broadcast_core<T>> core_;
-    std::atomic<std::uint64_t> published_{0};
 };
 
 } // namespace framepipe

@@ -5,6 +5,7 @@
 // header (ring.hpp, latest_slot.hpp, ...) and get this one with it.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -67,9 +68,12 @@ enum class push_status {
 //     pushed == popped + dropped + size()
 //     dropped == evicted + rejected + cancelled + expired + after_close + rate_limited
 //
-// A snapshot returned by stats() is taken under the channel's lock, so the identities hold for
-// the snapshot itself even while other threads push and pop (with size taken from the snapshot's
-// own `size` field).
+// A snapshot taken while other threads push and pop: a channel that uses a lock (a ring whose T
+// may throw on move, a latest_slot that wraps one) takes it under that lock, so the identities
+// hold for the snapshot itself. A lock-free ring (ring<T>::is_lock_free) derives pushed and
+// popped from its positions without a lock; its snapshots always satisfy the second identity and
+// `pushed >= popped + dropped + size` (a push in flight may be counted before it is stored or
+// before the item it evicts is), with equality when no call is in flight.
 struct channel_stats {
     std::uint64_t pushed = 0;      // push() calls
     std::uint64_t popped = 0;      // items handed to a consumer
@@ -156,6 +160,184 @@ template <class Ready>
         }
     }
 }
+
+// One "pause" of a spin loop: tells the core that this thread is spinning, which frees
+// execution resources for a sibling hyper-thread and avoids a memory-order mis-speculation
+// penalty when the awaited line finally changes.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#endif
+}
+
+// How long a waiter spins (checking its condition with plain loads) before it parks. Handing an
+// item to a thread that is still spinning costs one cache-line transfer (~100 ns); waking a
+// parked one costs a futex wake-up and a reschedule (tens of microseconds on a VM). A partner
+// that answers within this budget is therefore caught without a sleep; a consumer that really
+// is idle burns at most this much CPU per wait before it parks ("idle means idle").
+inline constexpr std::chrono::nanoseconds spin_budget{5'000};
+
+// An event count: the waiting primitive of every lock-free framepipe block.
+//
+// The state a waiter waits for lives elsewhere, in atomics of the owning block; `ready()` reads
+// it. A notifier first changes that state, then calls notify_*(). When nobody waits, notify_*()
+// costs one read-modify-write of `waiters_` (notify_one_after_seq_cst(): one plain load): no
+// lock, no system call. A waiter first spins for up to spin_budget, re-reading ready(); then it
+// parks on a mutex + condition variable, which exist only for this slow path (they also give
+// timeouts and stop_token wake-ups).
+//
+// No lost wake-up. A parking waiter holds mu_, increments waiters_ (a seq_cst RMW), then
+// re-reads ready(). A notifier changes the state, then reads waiters_ with an RMW (fetch_add 0).
+// Both RMWs act on waiters_, so one is first in its modification order: if the waiter's is, the
+// notifier reads a non-zero count and wakes it; if the notifier's is, the waiter's RMW reads from
+// it (release -> acquire), so the notifier's state change happens-before the waiter's re-check,
+// which sees it. (Plain happens-before, which ThreadSanitizer checks too; no standalone fences.)
+// A notifier that sees a waiter takes mu_ before it signals, and the waiter holds mu_ from before
+// its increment until the condition variable releases it atomically with going to sleep, so the
+// signal cannot fall between the waiter's check and its sleep.
+class event_count {
+public:
+    event_count() = default;
+    event_count(const event_count&) = delete;
+    event_count& operator=(const event_count&) = delete;
+
+    // Wakes one parked waiter, if any. Call after making the awaited state true. Any thread;
+    // never waits beyond the internal lock (taken only when someone is parked). noexcept.
+    void notify_one() noexcept {
+        if (has_waiters()) {
+            wake(false);
+        }
+    }
+
+    // As notify_one(), for a notifier whose state change was a seq_cst read-modify-write (or
+    // seq_cst store) of an atomic that the waiter's exact ready() predicate reads with seq_cst
+    // loads. Then the state change, this load of waiters_, the waiter's increment and its
+    // re-check are all seq_cst operations, whose single total order forbids both sides missing
+    // each other; a notify with nobody parked is one plain load. noexcept.
+    void notify_one_after_seq_cst() noexcept {
+        if (waiters_.load(std::memory_order_seq_cst) != 0) {
+            wake(false);
+        }
+    }
+
+    // Wakes every parked waiter (close, stop). Any thread. noexcept.
+    void notify_all() noexcept {
+        if (has_waiters()) {
+            wake(true);
+        }
+    }
+
+    // Waits until ready() holds (returns ready), `deadline` passes (timed_out) or `stop` is
+    // requested (stopped; a stop request wins over readiness once parked). ready() must read
+    // only atomics: it is called without any lock held by the caller. Spins first (see
+    // spin_budget), then parks. Throws what the stop_callback's or the mutex's construction
+    // throws (std::system_error); otherwise no-throw.
+    template <class Ready>
+    [[nodiscard]] wait_end wait(const std::stop_token* stop,
+                                const std::optional<clock::time_point>& deadline, Ready ready) {
+        return wait(stop, deadline, ready, ready);
+    }
+
+    // As wait(stop, deadline, ready), with a cheaper predicate for the spin phase. spin_ready()
+    // may miss a change (say, one that only another cache line shows), never report one that
+    // did not happen; ready(), checked before parking, must be exact. Returns ready as soon as
+    // either holds.
+    template <class SpinReady, class Ready>
+    [[nodiscard]] wait_end wait(const std::stop_token* stop,
+                                const std::optional<clock::time_point>& deadline,
+                                SpinReady spin_ready, Ready ready) {
+        if (spin_ready() || ready()) {
+            return wait_end::ready;
+        }
+        // Spin phase. The clock is read every 32 pauses (a pause is 10-150 cycles depending on
+        // the core), so the budget is kept to within a microsecond or so.
+        {
+            auto spin_end = clock::now() + spin_budget;
+            if (deadline && *deadline < spin_end) {
+                spin_end = *deadline;
+            }
+            for (unsigned i = 1;; ++i) {
+                cpu_relax();
+                if (spin_ready()) {
+                    return wait_end::ready;
+                }
+                if ((i & 31U) == 0) {
+                    if (stop != nullptr && stop->stop_requested()) {
+                        return wait_end::stopped;
+                    }
+                    if (clock::now() >= spin_end) {
+                        break;
+                    }
+                }
+            }
+        }
+        // Park phase. The stop callback takes mu_, so it is constructed before mu_ is locked and
+        // destroyed after it is released (construction may run it inline; destruction waits for
+        // a callback running on another thread).
+        std::optional<std::stop_callback<wake_on_stop>> on_stop;
+        if (stop != nullptr && stop->stop_possible()) {
+            on_stop.emplace(*stop, wake_on_stop{this});
+        }
+        wait_end end = wait_end::ready;
+        {
+            std::unique_lock<std::mutex> lock(mu_);
+            // seq_cst: pairs with has_waiters() and notify_one_after_seq_cst(); see above.
+            waiters_.fetch_add(1, std::memory_order_seq_cst);
+            for (;;) {
+                if (stop != nullptr && stop->stop_requested()) {
+                    end = wait_end::stopped;
+                    break;
+                }
+                if (ready()) {
+                    end = wait_end::ready;
+                    break;
+                }
+                if (deadline) {
+                    if (cv_.wait_until(lock, *deadline) == std::cv_status::timeout && !ready()) {
+                        end = wait_end::timed_out;
+                        break;
+                    }
+                } else {
+                    cv_.wait(lock);
+                }
+            }
+            waiters_.fetch_sub(1, std::memory_order_relaxed);
+        }
+        // A waiter leaving without taking what it was woken for (stop, timeout) may have consumed
+        // a notify_one meant for another waiter: pass it on.
+        if (end != wait_end::ready && ready()) {
+            notify_one();
+        }
+        return end;
+    }
+
+private:
+    struct wake_on_stop {
+        event_count* self;
+        void operator()() const noexcept { self->wake(true); }
+    };
+
+    [[nodiscard]] bool has_waiters() noexcept {
+        // An RMW, not a load: it publishes the caller's state change to a waiter whose increment
+        // comes later in waiters_'s modification order; see the class comment.
+        return waiters_.fetch_add(0, std::memory_order_seq_cst) != 0;
+    }
+
+    void wake(bool all) noexcept {
+        { const std::lock_guard<std::mutex> guard(mu_); }
+        if (all) {
+            cv_.notify_all();
+        } else {
+            cv_.notify_one();
+        }
+    }
+
+    std::atomic<std::uint32_t> waiters_{0}; // threads in the park phase
+    std::mutex mu_;                         // slow path only
+    std::condition_variable cv_;            // slow path only
+};
 
 } // namespace detail
 } // namespace framepipe

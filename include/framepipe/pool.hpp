@@ -117,6 +117,7 @@ public:
             free_ = &s;
         }
         available_ = capacity;
+        free_hint_.store(capacity, std::memory_order_relaxed);
     }
 
     pool_core(const pool_core&) = delete;
@@ -136,21 +137,24 @@ public:
             slot = pop_free_locked(wait);
         }
         if (slot == nullptr && wait) {
-            // The stop callback takes mu_: set up before locking, torn down after unlocking.
-            std::optional<std::stop_callback<wake_all_on_stop>> on_stop;
-            if (stop != nullptr && stop->stop_possible()) {
-                on_stop.emplace(*stop, wake_all_on_stop{&mu_, &returned_});
+            // Spin briefly, then park, until the free-count mirror says a slot came back; then
+            // take it under the lock (another acquire may have been faster: wait again).
+            for (;;) {
+                const auto end = returned_.wait(stop, deadline, [this] {
+                    return free_hint_.load(std::memory_order_relaxed) != 0;
+                });
+                const std::lock_guard<std::mutex> lock(mu_);
+                if (end == wait_end::ready) {
+                    slot = pop_free_locked(true);
+                    if (slot == nullptr) {
+                        continue;
+                    }
+                    ++stats_.waited;
+                } else {
+                    ++stats_.exhausted;
+                }
+                break;
             }
-            std::unique_lock<std::mutex> lock(mu_);
-            const auto end = park(returned_, lock, waiters_, stop, deadline,
-                                  [this] { return free_ != nullptr; });
-            if (end == wait_end::ready) {
-                slot = pop_free_locked(false);
-                ++stats_.waited;
-            } else {
-                ++stats_.exhausted;
-            }
-            lock.unlock();
         }
         if (slot == nullptr) {
             return nullptr;
@@ -181,10 +185,11 @@ public:
             free_ = slot;
             ++available_;
             ++stats_.released;
-            if (waiters_ > 0) {
-                returned_.notify_one();
-            }
+            free_hint_.store(available_, std::memory_order_relaxed);
         }
+        // After the store above (the event count's RMW publishes it to a parking waiter),
+        // and before release_ref(), which may delete this core.
+        returned_.notify_one();
         release_ref();
     }
 
@@ -222,16 +227,20 @@ private:
         free_ = slot->next_free;
         slot->next_free = nullptr;
         --available_;
+        free_hint_.store(available_, std::memory_order_relaxed);
         ++stats_.acquired;
         return slot;
     }
 
     mutable std::mutex mu_;
-    std::condition_variable returned_;
     std::vector<pool_slot<T>> slots_; // never resized: slots do not move
     pool_slot<T>* free_ = nullptr;    // intrusive stack of free slots, guarded by mu_
-    std::size_t available_ = 0;
-    std::size_t waiters_ = 0;
+    std::size_t available_ = 0;       // guarded by mu_
+    // Mirror of available_ (written under mu_), read without the lock by waiting acquires.
+    // Relaxed: it only decides when to look; the slot itself is taken under mu_.
+    std::atomic<std::size_t> free_hint_{0};
+    // Acquires wait here: spin briefly, then park (see event_count).
+    event_count returned_;
     pool_stats stats_{};
     std::atomic<std::size_t> refs_{1}; // the pool's own reference
 };
@@ -275,7 +284,8 @@ public:
     // not allocate.
     [[nodiscard]] std::shared_ptr<T> try_acquire() { return core_->take(nullptr, std::nullopt, false); }
 
-    // A free object, waiting (parked) until one is returned. Any thread. Never returns nullptr.
+    // A free object, waiting (spins briefly, then parks) until one is returned. Any thread.
+    // Never returns nullptr.
     [[nodiscard]] std::shared_ptr<T> acquire() { return core_->take(nullptr, std::nullopt, true); }
 
     // As acquire(), but nullptr when `stop` is requested (checked first, even if an object is

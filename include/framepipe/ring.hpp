@@ -4,24 +4,37 @@
 //     q.push(grab());                                    // never waits; evicts when full
 //     while (auto f = q.pop()) process(*f);              // waits; ends once closed and drained
 //
-// Any number of producer and consumer threads may share one ring. All operations on the items
-// take one internal mutex for a few instructions; a thread that must wait (pop on an empty ring,
-// push under overflow::block on a full one) parks on a condition variable and uses no CPU.
-// size(), capacity(), closed() and policy() read atomics and never lock.
+// Any number of producer and consumer threads may share one ring.
+//
+// When T's move constructor is noexcept (frame handles, shared_ptr, unique_ptr, plain values),
+// the ring is lock-free (ring<T>::is_lock_free): a bounded array where each slot carries a
+// sequence number, push and pop each take one compare-and-swap and touch only the slot they
+// use, and counters cost nothing on the fast path (detail::lockfree_ring explains the protocol).
+// Otherwise, a T whose move may throw, one internal mutex guards the items, so that every
+// exception guarantee below holds (detail::locked_ring).
+//
+// A thread that must wait (pop on an empty ring, push under overflow::block on a full one) spins
+// for a few microseconds, which catches a partner that answers quickly without a sleep, then
+// parks and uses no CPU (detail::event_count). size(), capacity(), closed() and policy() never
+// lock.
 #pragma once
 
 #include <framepipe/channel.hpp>
 #include <framepipe/stamped.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -40,119 +53,29 @@ struct ring_options {
     std::optional<std::chrono::nanoseconds> max_age{};
 };
 
-template <class T>
-class ring {
-    static_assert(std::is_object_v<T> && !std::is_array_v<T>,
-                  "framepipe::ring<T>: T must be an object type (not a reference or array)");
-    static_assert(std::is_move_constructible_v<T>,
-                  "framepipe::ring<T>: T must be move-constructible");
-    static_assert(std::is_nothrow_destructible_v<T>,
-                  "framepipe::ring<T>: T's destructor must not throw");
+namespace detail {
 
+// The mutex-based implementation, used for a T whose move constructor may throw: a lock-free
+// ring cannot undo a half-done move, while under a lock every exception guarantee documented on
+// ring<T> holds. One mutex guards the items; waits park on two condition variables.
+template <class T>
+class locked_ring {
 public:
-    using value_type = T;
     using clock = std::chrono::steady_clock;
 
-    // A ring holding at most `capacity` items with the given overflow policy. overflow::block
-    // here waits for room as long as it takes (see the next constructor for a bound).
-    // Throws std::invalid_argument("capacity: ...") when capacity is 0; std::bad_alloc.
-    explicit ring(std::size_t capacity, overflow policy = overflow::drop_oldest)
-        : ring(ring_options{.capacity = capacity, .policy = policy}) {}
-
-    // "Block, then drop": a full ring makes push wait up to `block_timeout` for room, then evicts
-    // the oldest item and accepts the new one (push returns evicted).
-    // Throws std::invalid_argument naming `policy` unless it is overflow::block, naming
-    // `block_timeout` when it is negative, naming `capacity` when it is 0.
-    ring(std::size_t capacity, overflow policy, std::chrono::nanoseconds block_timeout)
-        : ring(ring_options{.capacity = capacity, .policy = policy, .block_timeout = block_timeout}) {}
-
-    // The general form. Throws std::invalid_argument naming the offending field: capacity 0;
-    // a block_timeout with a policy other than block; a negative block_timeout or max_age; a
-    // max_age when T is not `timestamped`.
-    explicit ring(const ring_options& options)
+    explicit locked_ring(const ring_options& options)
         : capacity_(options.capacity), policy_(options.policy),
-          block_timeout_(options.block_timeout), max_age_(options.max_age) {
-        if (capacity_ == 0) {
-            throw std::invalid_argument("capacity: must be at least 1");
-        }
-        if (block_timeout_) {
-            if (policy_ != overflow::block) {
-                throw std::invalid_argument("policy: a block_timeout needs overflow::block");
-            }
-            detail::require_non_negative(*block_timeout_, "block_timeout");
-        }
-        if (max_age_) {
-            detail::require_non_negative(*max_age_, "max_age");
-            if constexpr (!timestamped<T>) {
-                throw std::invalid_argument(
-                    "max_age: T carries no capture time (specialise framepipe::timestamp_traits)");
-            }
-        }
-        slots_ = std::make_unique<std::optional<T>[]>(capacity_);
+          block_timeout_(options.block_timeout), max_age_(options.max_age),
+          slots_(std::make_unique<std::optional<T>[]>(capacity_)) {}
+
+    push_status push(T& item, const std::stop_token* stop) { return push_impl(item, stop); }
+
+    std::optional<T> pop(const std::stop_token* stop,
+                         const std::optional<clock::time_point>& deadline, bool wait) {
+        return pop_impl(stop, deadline, wait);
     }
 
-    // Shared by threads by reference; neither copyable nor movable.
-    ring(const ring&) = delete;
-    ring& operator=(const ring&) = delete;
-
-    // Destroys the buffered items. No thread may be inside a call on this ring.
-    ~ring() = default;
-
-    // Offers `item` to the ring. Any thread.
-    // - Room: stores it, returns ok, and wakes one waiting consumer.
-    // - Full, drop_oldest: evicts the oldest item, stores this one, returns evicted. Never waits.
-    // - Full, drop_newest: refuses this one, returns rejected. Never waits.
-    // - Full, block: waits for room; with a block_timeout, after the timeout evicts the oldest
-    //   and returns evicted. Ends with closed if the ring is closed meanwhile.
-    // - Closed: returns closed and stores nothing.
-    // Every call is counted in stats(); dropped items are counted under their reason.
-    // Exceptions: what T's move constructor throws. The new item is then not stored and not
-    // counted. On the eviction path, if moving the oldest item out throws, nothing has changed;
-    // if storing the new item throws, the oldest has already been removed and counted as
-    // evicted (basic guarantee; the counts stay exact either way). The evicted item is
-    // destroyed after the lock is released.
-    push_status push(T item) { return push_impl(item, nullptr); }
-
-    // As push(T), but a push that is waiting for room (overflow::block) gives up when `stop` is
-    // requested, returns rejected, and is counted as cancelled. A push that need not wait does
-    // not look at `stop`.
-    push_status push(T item, std::stop_token stop) { return push_impl(item, &stop); }
-
-    // Takes the oldest item if there is one. Any thread. Never waits for an item (it takes the
-    // internal lock for a few instructions). Returns nullopt when the ring is empty, or when
-    // every buffered item has expired (they are discarded and counted).
-    // Exceptions: what T's move constructor throws; the item then stays in the ring (strong).
-    [[nodiscard]] std::optional<T> try_pop() { return pop_impl(nullptr, std::nullopt, false); }
-
-    // Takes the oldest item, waiting for one. Any thread. Blocks (parked, no CPU) while the ring
-    // is empty and open. Returns nullopt only once the ring is closed and drained.
-    // Exceptions: as try_pop().
-    [[nodiscard]] std::optional<T> pop() { return pop_impl(nullptr, std::nullopt, true); }
-
-    // As pop(), but returns nullopt as soon as `stop` is requested: the token is checked first,
-    // so a stopped consumer leaves even when items remain (they stay in the ring).
-    [[nodiscard]] std::optional<T> pop(std::stop_token stop) {
-        return pop_impl(&stop, std::nullopt, true);
-    }
-
-    // As pop(), but waits at most `timeout`; nullopt when it runs out, or closed and drained.
-    // Throws std::invalid_argument("timeout: ...") when timeout is negative.
-    [[nodiscard]] std::optional<T> pop_for(std::chrono::nanoseconds timeout) {
-        detail::require_non_negative(timeout, "timeout");
-        return pop_impl(nullptr, detail::deadline_after(timeout), true);
-    }
-
-    // As pop_for(), also ending (nullopt) when `stop` is requested.
-    [[nodiscard]] std::optional<T> pop_for(std::chrono::nanoseconds timeout, std::stop_token stop) {
-        detail::require_non_negative(timeout, "timeout");
-        return pop_impl(&stop, detail::deadline_after(timeout), true);
-    }
-
-    // A copy of the item the next pop would return, leaving it in place (items past max_age are
-    // skipped, not removed). Any thread; never waits. Needs a copyable T.
-    // Exceptions: what T's copy constructor throws; the ring is unchanged.
     [[nodiscard]] std::optional<T> peek() const
-        requires std::is_copy_constructible_v<T>
     {
         const auto now = max_age_ ? clock::now() : clock::time_point{};
         const std::lock_guard<std::mutex> lock(mu_);
@@ -164,9 +87,6 @@ public:
         return std::nullopt;
     }
 
-    // Closes the ring: later pushes return closed; consumers drain what is buffered, then get
-    // nullopt. Wakes every waiting producer and consumer. Any thread; idempotent; never waits
-    // beyond the internal lock.
     void close() {
         {
             const std::lock_guard<std::mutex> lock(mu_);
@@ -178,25 +98,14 @@ public:
         not_full_.notify_all();
     }
 
-    // Whether close() has been called. Any thread; wait-free.
     [[nodiscard]] bool closed() const noexcept {
         return closed_flag_.load(std::memory_order_relaxed);
     }
 
-    // Items buffered now (may be stale by the time the caller looks). Any thread; wait-free.
-    // Counts items that have expired but not yet been discarded by a pop.
     [[nodiscard]] std::size_t size() const noexcept {
         return size_.load(std::memory_order_relaxed);
     }
 
-    // The most items the ring ever holds. Any thread; wait-free.
-    [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
-
-    // The overflow policy. Any thread; wait-free.
-    [[nodiscard]] overflow policy() const noexcept { return policy_; }
-
-    // A consistent snapshot of the counters (see channel_stats for the identities). Any thread;
-    // takes the internal lock briefly.
     [[nodiscard]] channel_stats stats() const {
         const std::lock_guard<std::mutex> lock(mu_);
         channel_stats s = stats_;
@@ -317,7 +226,7 @@ private:
     // and the guard still publishes the new size and wakes a producer for the room they freed.
     void take_locked(std::optional<T>& out, clock::time_point now) {
         struct after_freeing {
-            ring* self;
+            locked_ring* self;
             bool freed = false;
             ~after_freeing() {
                 if (freed) {
@@ -404,6 +313,586 @@ private:
     // Lock-free mirrors of count_ and closed_ for size() and closed().
     std::atomic<std::size_t> size_{0};
     std::atomic<bool> closed_flag_{false};
+};
+
+// The lock-free implementation, used for every T whose move constructor cannot throw (frame
+// handles, shared_ptr, unique_ptr, plain values: the common case).
+//
+// A bounded MPMC array in the style of D. Vyukov's queue: every slot carries a sequence word
+// that says which position (a 64-bit count of pushes) it is ready for, so producers and
+// consumers never read each other's index on the fast path, only the slot they are about to use.
+// Per slot, for position p (a slot serves positions p, p + capacity, p + 2 capacity, ...):
+//
+//     seq == 2p              free: the producer that claims position p may fill it
+//     seq == 2p + 1          filled with the item of position p
+//     seq == (2p + 1) | busy a consumer (or peek, or an evicting producer) owns the item of p
+//
+// (Positions are doubled so that "filled with p" and "free for p + capacity" differ even when
+// the capacity is 1.)
+//
+// - tail_ counts claimed positions. A producer claims position `tail_` with a CAS once the slot
+//   is free for it; close() sets a bit in tail_, so no position can be claimed after close.
+// - head_ counts positions handed out. A consumer takes the slot of position `head_` by CAS on
+//   the slot's seq (filled -> busy); only the winner can then advance head_, with a plain store.
+//   It moves the item out and marks the slot free for position p + capacity.
+// - drop_oldest (and block after its block_timeout): a producer that finds its slot still holding
+//   the item of position p - capacity claims position p anyway, and evicts that item itself,
+//   acting as a consumer on it (it waits until head_ reaches it, so head_ only moves forward),
+//   then stores its own item in the same slot. So each evicting push drops exactly one item,
+//   and the consumer always gets the oldest survivor.
+// - peek() takes the busy state of a slot for the time of its copy.
+//
+// Waiting for another thread's few instructions (a consumer moving an item out of the slot a
+// producer needs, a producer between claiming and filling a slot) is a short spin with pause,
+// then yield: lock-free in the common case, but a thread preempted inside those instructions
+// delays the one that needs its slot (as in every array queue of this family).
+//
+// Counters: pushed and popped are derived from the positions, so the fast path writes no
+// counter at all; the drop reasons are atomics written only on their (slow) paths.
+template <class T>
+class lockfree_ring {
+    static constexpr std::uint64_t busy_bit = std::uint64_t{1} << 63;   // in a slot's seq
+    static constexpr std::uint64_t closed_bit = std::uint64_t{1} << 63; // in tail_
+
+    struct slot {
+        std::atomic<std::uint64_t> seq{0};
+        alignas(T) std::byte storage[sizeof(T)];
+
+        [[nodiscard]] T* item() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
+    };
+
+public:
+    using clock = std::chrono::steady_clock;
+
+    explicit lockfree_ring(const ring_options& options)
+        : capacity_(options.capacity), pow2_((options.capacity & (options.capacity - 1)) == 0),
+          policy_(options.policy), block_timeout_(options.block_timeout),
+          max_age_(options.max_age), slots_(std::make_unique<slot[]>(capacity_)) {
+        for (std::size_t i = 0; i < capacity_; ++i) {
+            slots_[i].seq.store(2 * static_cast<std::uint64_t>(i), std::memory_order_relaxed);
+        }
+    }
+
+    lockfree_ring(const lockfree_ring&) = delete;
+    lockfree_ring& operator=(const lockfree_ring&) = delete;
+
+    ~lockfree_ring() {
+        // No call is in flight: every claimed position is filled.
+        const std::uint64_t t = tail_.load(std::memory_order_acquire) & ~closed_bit;
+        for (std::uint64_t p = head_.load(std::memory_order_acquire); p != t; ++p) {
+            slot_of(p).item()->~T();
+        }
+    }
+
+    push_status push(T& item, const std::stop_token* stop) noexcept {
+        // Declared first, destroyed last: an evicted item's destructor (a frame going back to its
+        // pool, say) runs after this push has stored its own item and released every slot.
+        std::optional<T> victim;
+        bool timed_out = false;
+        std::optional<clock::time_point> deadline;
+        std::uint64_t pos = tail_.load(std::memory_order_relaxed);
+        unsigned spins = 0;
+        for (;;) {
+            if ((pos & closed_bit) != 0) {
+                count(after_close_);
+                return push_status::closed;
+            }
+            slot& s = slot_of(pos);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            const auto diff = static_cast<std::int64_t>((seq & ~busy_bit) - 2 * pos);
+            if (diff == 0 && (seq & busy_bit) == 0) {
+                // Free for pos: claim it.
+                // seq_cst: this claim is the state change a parking consumer's has_items()
+                // reads, so fill() can notify without a fence (notify_one_after_seq_cst).
+                if (tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
+                                                std::memory_order_relaxed)) {
+                    fill(s, pos, item);
+                    return push_status::ok;
+                }
+                continue; // pos reloaded by the failed CAS
+            }
+            if (diff > 0) {
+                pos = tail_.load(std::memory_order_relaxed); // another producer took pos
+                continue;
+            }
+            // The slot still belongs to position pos - capacity.
+            if ((seq & busy_bit) != 0 || seq == 2 * (pos - capacity_)) {
+                // Being emptied by a consumer, or being filled by a producer: a few instructions.
+                backoff(spins);
+                pos = tail_.load(std::memory_order_relaxed);
+                continue;
+            }
+            // Full: the slot holds the unconsumed item of pos - capacity.
+            if (policy_ == overflow::drop_newest) {
+                count(rejected_);
+                return push_status::rejected;
+            }
+            if (policy_ == overflow::block && !timed_out) {
+                if (stop != nullptr && stop->stop_requested()) {
+                    count(cancelled_);
+                    return push_status::rejected;
+                }
+                if (block_timeout_ && !deadline) {
+                    deadline = deadline_after(*block_timeout_);
+                }
+                const wait_end end = not_full_.wait(stop, deadline, [this] { return has_room(); });
+                if (end == wait_end::stopped) {
+                    count(cancelled_);
+                    return push_status::rejected;
+                }
+                timed_out = end == wait_end::timed_out;
+                pos = tail_.load(std::memory_order_relaxed);
+                continue;
+            }
+            // drop_oldest, or block after its timeout: claim pos although its slot is full, then
+            // evict the item of pos - capacity and store ours in its place.
+            if (tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
+                                            std::memory_order_relaxed)) {
+                return evict_and_fill(s, pos, item, victim);
+            }
+        }
+    }
+
+    std::optional<T> pop(const std::stop_token* stop,
+                         const std::optional<clock::time_point>& deadline, bool wait) {
+        std::optional<T> out;
+        if (stop != nullptr && stop->stop_requested()) {
+            return out;
+        }
+        for (;;) {
+            if (take_fresh(out)) {
+                return out;
+            }
+            if (!wait) {
+                return out;
+            }
+            // Empty, or an in-flight push has claimed the next position but not filled it yet.
+            const std::uint64_t h = head_.load(std::memory_order_acquire);
+            const std::uint64_t t = tail_.load(std::memory_order_acquire);
+            if ((t & closed_bit) != 0 && (t & ~closed_bit) == h) {
+                return out; // closed and drained
+            }
+            const wait_end end = not_empty_.wait(
+                stop, deadline, [this] { return item_at_head(); }, [this] { return has_items(); });
+            if (end != wait_end::ready) {
+                return out;
+            }
+        }
+    }
+
+    [[nodiscard]] std::optional<T> peek() const {
+        const auto now = max_age_ ? clock::now() : clock::time_point{};
+        unsigned spins = 0;
+    restart:
+        const std::uint64_t h = head_.load(std::memory_order_acquire);
+        const std::uint64_t t = tail_.load(std::memory_order_acquire) & ~closed_bit;
+        for (std::uint64_t p = h; p < t; ++p) {
+            slot& s = slot_of(p);
+            std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq != 2 * p + 1) {
+                if ((seq & ~busy_bit) < 2 * p + 1) {
+                    return std::nullopt; // position p is claimed but not filled yet
+                }
+                backoff(spins); // being taken, or already gone: look again from the new head
+                goto restart;
+            }
+            if (!s.seq.compare_exchange_strong(seq, seq | busy_bit, std::memory_order_acquire,
+                                               std::memory_order_relaxed)) {
+                backoff(spins);
+                goto restart;
+            }
+            // The item of p is ours until we put the seq back, even if the copy throws.
+            struct release_slot {
+                slot& s;
+                std::uint64_t seq;
+                ~release_slot() { s.seq.store(seq, std::memory_order_release); }
+            } guard{s, 2 * p + 1};
+            if (!is_expired(*s.item(), now)) {
+                return std::optional<T>(*s.item());
+            }
+        }
+        return std::nullopt;
+    }
+
+    void close() noexcept {
+        tail_.fetch_or(closed_bit, std::memory_order_acq_rel);
+        closed_flag_.store(true, std::memory_order_release);
+        not_empty_.notify_all();
+        not_full_.notify_all();
+    }
+
+    [[nodiscard]] bool closed() const noexcept {
+        return (tail_.load(std::memory_order_relaxed) & closed_bit) != 0;
+    }
+
+    [[nodiscard]] std::size_t size() const noexcept {
+        // head first: tail read later is never behind it, so the difference is never negative.
+        const std::uint64_t h = head_.load(std::memory_order_acquire);
+        const std::uint64_t t = tail_.load(std::memory_order_acquire) & ~closed_bit;
+        // An evicting push has claimed its position before the eviction frees one: clamp.
+        return static_cast<std::size_t>(std::min<std::uint64_t>(t - h, capacity_));
+    }
+
+    [[nodiscard]] channel_stats stats() const noexcept {
+        // Drop counters first, then head, then tail. A drop counter is incremented (release)
+        // after head_ moved for it, so the head read here already includes every eviction and
+        // expiry counted above it: popped never underflows. Derived as it is, every snapshot
+        // satisfies dropped == sum of reasons and pushed >= popped + dropped + size, with
+        // equality when no call is in flight.
+        channel_stats s;
+        s.evicted = evicted_.load(std::memory_order_acquire);
+        s.expired = expired_.load(std::memory_order_acquire);
+        s.rejected = rejected_.load(std::memory_order_acquire);
+        s.cancelled = cancelled_.load(std::memory_order_acquire);
+        s.after_close = after_close_.load(std::memory_order_acquire);
+        const std::uint64_t h = head_.load(std::memory_order_acquire);
+        const std::uint64_t t = tail_.load(std::memory_order_acquire) & ~closed_bit;
+        s.size = std::min<std::uint64_t>(t - h, capacity_);
+        s.popped = h - s.evicted - s.expired;
+        s.dropped = s.evicted + s.rejected + s.cancelled + s.expired + s.after_close;
+        s.pushed = t + s.rejected + s.cancelled + s.after_close;
+        return s;
+    }
+
+private:
+    [[nodiscard]] slot& slot_of(std::uint64_t pos) const noexcept {
+        const std::size_t i = pow2_ ? static_cast<std::size_t>(pos & (capacity_ - 1))
+                                    : static_cast<std::size_t>(pos % capacity_);
+        return slots_[i];
+    }
+
+    static void backoff(unsigned& spins) noexcept {
+        if (++spins < 64) {
+            cpu_relax();
+        } else {
+            std::this_thread::yield(); // the thread we wait for may have been preempted
+        }
+    }
+
+    static void count(std::atomic<std::uint64_t>& c) noexcept {
+        // Release: stats() reads the counters before head_; see there.
+        c.fetch_add(1, std::memory_order_release);
+    }
+
+    [[nodiscard]] bool is_expired(const T& item, clock::time_point now) const noexcept {
+        if constexpr (timestamped<T>) {
+            if (max_age_) {
+                const auto captured = timestamp_traits<T>::capture_time(item);
+                return captured != clock::time_point::max() && now - captured > *max_age_;
+            }
+        }
+        (void)item;
+        (void)now;
+        return false;
+    }
+
+    // What a spinning consumer polls: the slot of head_ (the line the producer writes to publish
+    // the item, and the one the consumer reads next anyway, so a spinning consumer sees an item
+    // after a single cache-line transfer) and the read-mostly closed_flag_. It deliberately does
+    // not read tail_: a spinning consumer holding tail_'s line would make every push's claim of
+    // tail_ pay an extra invalidation. It can miss an item (head_ read stale while another
+    // consumer advances it), so it is only the spin-phase predicate.
+    [[nodiscard]] bool item_at_head() const noexcept {
+        const std::uint64_t h = head_.load(std::memory_order_acquire);
+        return slot_of(h).seq.load(std::memory_order_acquire) == 2 * h + 1 ||
+               closed_flag_.load(std::memory_order_acquire);
+    }
+
+    // The exact predicate checked before parking: a claimed position not yet handed out, or
+    // closed. A push claims tail_ before it notifies, so a parking consumer cannot miss it.
+    // seq_cst loads: see event_count::notify_one_after_seq_cst().
+    [[nodiscard]] bool has_items() const noexcept {
+        const std::uint64_t h = head_.load(std::memory_order_seq_cst);
+        const std::uint64_t t = tail_.load(std::memory_order_seq_cst);
+        return (t & closed_bit) != 0 || (t & ~closed_bit) != h;
+    }
+
+    // The exact predicate of a producer waiting for room (overflow::block); seq_cst loads: see
+    // event_count::notify_one_after_seq_cst() (take_one() stores head_ seq_cst under block).
+    // head_ first: tail_ read later is never behind it (no underflow); a head_ that moves on
+    // after it was read belongs to a pop whose notify sees this waiter.
+    [[nodiscard]] bool has_room() const noexcept {
+        const std::uint64_t h = head_.load(std::memory_order_seq_cst);
+        const std::uint64_t t = tail_.load(std::memory_order_seq_cst);
+        return (t & closed_bit) != 0 || (t & ~closed_bit) - h < capacity_;
+    }
+
+    // Stores `item` in the claimed, free slot of `pos` and publishes it.
+    void fill(slot& s, std::uint64_t pos, T& item) noexcept {
+        ::new (static_cast<void*>(s.storage)) T(std::move(item));
+        s.seq.store(2 * pos + 1, std::memory_order_release);
+        not_empty_.notify_one_after_seq_cst(); // the claim of tail_ was seq_cst
+    }
+
+    // `pos` is claimed and its slot belongs to position old = pos - capacity: filled, being
+    // filled, or being taken by a consumer. Evicts that item if it is still there once head_
+    // reaches it; if a consumer takes it first, just fills the freed slot.
+    push_status evict_and_fill(slot& s, std::uint64_t pos, T& item,
+                               std::optional<T>& victim) noexcept {
+        const std::uint64_t old = pos - capacity_;
+        unsigned spins = 0;
+        for (;;) {
+            std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * pos) {
+                fill(s, pos, item); // a consumer emptied it meanwhile: nothing to evict
+                return push_status::ok;
+            }
+            // Evict only the head: positions are handed out in order, so head_ only advances.
+            if (seq == 2 * old + 1 && head_.load(std::memory_order_acquire) == old &&
+                s.seq.compare_exchange_weak(seq, seq | busy_bit, std::memory_order_acquire,
+                                            std::memory_order_relaxed)) {
+                head_.store(old + 1, std::memory_order_release);
+                victim.emplace(std::move(*s.item()));
+                s.item()->~T();
+                count(evicted_);
+                ::new (static_cast<void*>(s.storage)) T(std::move(item));
+                s.seq.store(2 * pos + 1, std::memory_order_release);
+                not_empty_.notify_one_after_seq_cst(); // the claim of tail_ was seq_cst
+                return push_status::evicted;
+            }
+            backoff(spins);
+        }
+    }
+
+    // Takes the item at head_ into `out`. False when there is none now (empty, or the next
+    // position is claimed but not filled yet).
+    bool take_one(std::optional<T>& out) noexcept {
+        std::uint64_t pos = head_.load(std::memory_order_acquire);
+        unsigned spins = 0;
+        for (;;) {
+            slot& s = slot_of(pos);
+            std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            if (seq == 2 * pos + 1) {
+                if (s.seq.compare_exchange_weak(seq, seq | busy_bit, std::memory_order_acquire,
+                                                std::memory_order_relaxed)) {
+                    // Under overflow::block, producers may park on has_room(), which reads
+                    // head_: a seq_cst store lets the notify below skip its fence.
+                    if (policy_ == overflow::block) {
+                        head_.store(pos + 1, std::memory_order_seq_cst);
+                    } else {
+                        head_.store(pos + 1, std::memory_order_release);
+                    }
+                    out.emplace(std::move(*s.item()));
+                    s.item()->~T();
+                    s.seq.store(2 * (pos + capacity_), std::memory_order_release);
+                    if (policy_ == overflow::block) {
+                        not_full_.notify_one_after_seq_cst();
+                    }
+                    return true;
+                }
+                continue;
+            }
+            if (seq == ((2 * pos + 1) | busy_bit)) {
+                backoff(spins); // another consumer or peek has it; head_ moves on shortly
+                pos = head_.load(std::memory_order_acquire);
+                continue;
+            }
+            if ((seq & ~busy_bit) > 2 * pos + 1) {
+                pos = head_.load(std::memory_order_acquire); // pos was taken: look again
+                continue;
+            }
+            return false; // not filled yet
+        }
+    }
+
+    // take_one(), discarding and counting expired items.
+    bool take_fresh(std::optional<T>& out) noexcept {
+        const auto now = max_age_ ? clock::now() : clock::time_point{};
+        while (take_one(out)) {
+            if (!is_expired(*out, now)) {
+                return true;
+            }
+            out.reset();
+            count(expired_);
+        }
+        return false;
+    }
+
+    // Read-only after construction; shared by every thread.
+    const std::size_t capacity_;
+    const bool pow2_;
+    const overflow policy_;
+    const std::optional<std::chrono::nanoseconds> block_timeout_;
+    const std::optional<std::chrono::nanoseconds> max_age_;
+    const std::unique_ptr<slot[]> slots_;
+    // Mirror of tail_'s closed bit for waiting consumers (see has_items()); written once.
+    std::atomic<bool> closed_flag_{false};
+
+    // Each index on its own cache line: producers write tail_, consumers head_. Sharing a line
+    // would make every push invalidate the consumers' copy of head_ and vice versa (false
+    // sharing), which is what dominated the mutex ring's SPSC throughput.
+    alignas(64) std::atomic<std::uint64_t> tail_{0};
+    alignas(64) std::atomic<std::uint64_t> head_{0};
+    // Drop reasons: written only on their slow paths, read by stats().
+    alignas(64) std::atomic<std::uint64_t> evicted_{0};
+    std::atomic<std::uint64_t> expired_{0};
+    std::atomic<std::uint64_t> rejected_{0};
+    std::atomic<std::uint64_t> cancelled_{0};
+    std::atomic<std::uint64_t> after_close_{0};
+    // Waiters. Each push reads not_empty_'s waiter count; it is written only by a consumer that
+    // parks, so its line stays shared (cached) on the producer's core while nobody parks.
+    alignas(64) event_count not_empty_;
+    alignas(64) event_count not_full_;
+};
+
+} // namespace detail
+
+template <class T>
+class ring {
+    static_assert(std::is_object_v<T> && !std::is_array_v<T>,
+                  "framepipe::ring<T>: T must be an object type (not a reference or array)");
+    static_assert(std::is_move_constructible_v<T>,
+                  "framepipe::ring<T>: T must be move-constructible");
+    static_assert(std::is_nothrow_destructible_v<T>,
+                  "framepipe::ring<T>: T's destructor must not throw");
+
+public:
+    using value_type = T;
+    using clock = std::chrono::steady_clock;
+
+    // True when this ring<T> is lock-free: T's move constructor is noexcept (see the file
+    // comment). Otherwise every call takes an internal mutex.
+    static constexpr bool is_lock_free = std::is_nothrow_move_constructible_v<T>;
+
+    // A ring holding at most `capacity` items with the given overflow policy. overflow::block
+    // here waits for room as long as it takes (see the next constructor for a bound).
+    // Throws std::invalid_argument("capacity: ...") when capacity is 0; std::bad_alloc.
+    explicit ring(std::size_t capacity, overflow policy = overflow::drop_oldest)
+        : ring(ring_options{.capacity = capacity, .policy = policy}) {}
+
+    // "Block, then drop": a full ring makes push wait up to `block_timeout` for room, then evicts
+    // the oldest item and accepts the new one (push returns evicted).
+    // Throws std::invalid_argument naming `policy` unless it is overflow::block, naming
+    // `block_timeout` when it is negative, naming `capacity` when it is 0.
+    ring(std::size_t capacity, overflow policy, std::chrono::nanoseconds block_timeout)
+        : ring(ring_options{
+              .capacity = capacity, .policy = policy, .block_timeout = block_timeout}) {}
+
+    // The general form. Throws std::invalid_argument naming the offending field: capacity 0 (or
+    // above 2^61); a block_timeout with a policy other than block; a negative block_timeout or
+    // max_age; a max_age when T is not `timestamped`.
+    explicit ring(const ring_options& options) : impl_(validated(options)) {}
+
+    // Shared by threads by reference; neither copyable nor movable.
+    ring(const ring&) = delete;
+    ring& operator=(const ring&) = delete;
+
+    // Destroys the buffered items. No thread may be inside a call on this ring.
+    ~ring() = default;
+
+    // Offers `item` to the ring. Any thread.
+    // - Room: stores it, returns ok, and wakes one waiting consumer.
+    // - Full, drop_oldest: evicts the oldest item, stores this one, returns evicted. Never waits
+    //   for a consumer (a lock-free ring may spin for the few instructions another thread needs
+    //   to finish with the slot this push uses).
+    // - Full, drop_newest: refuses this one, returns rejected. Never waits.
+    // - Full, block: waits for room; with a block_timeout, after the timeout evicts the oldest
+    //   and returns evicted. Ends with closed if the ring is closed meanwhile.
+    // - Closed: returns closed and stores nothing.
+    // Every call is counted in stats(); dropped items are counted under their reason. A push
+    // that returns evicted dropped exactly one item.
+    // Exceptions: a lock-free ring (noexcept move) does not throw. Otherwise, what T's move
+    // constructor throws. The new item is then not stored and not counted. On the eviction path,
+    // if moving the oldest item out throws, nothing has changed; if storing the new item throws,
+    // the oldest has already been removed and counted as evicted (basic guarantee; the counts
+    // stay exact either way). The evicted item is destroyed after the push has released the
+    // ring (no lock held, no slot owned), so its destructor may call into the ring.
+    push_status push(T item) { return impl_.push(item, nullptr); }
+
+    // As push(T), but a push that is waiting for room (overflow::block) gives up when `stop` is
+    // requested, returns rejected, and is counted as cancelled. A push that need not wait does
+    // not look at `stop`.
+    push_status push(T item, std::stop_token stop) { return impl_.push(item, &stop); }
+
+    // Takes the oldest item if there is one. Any thread. Never waits for an item. Returns nullopt
+    // when the ring is empty, or when every buffered item has expired (they are discarded and
+    // counted).
+    // Exceptions: what T's move constructor throws; the item then stays in the ring (strong).
+    [[nodiscard]] std::optional<T> try_pop() { return impl_.pop(nullptr, std::nullopt, false); }
+
+    // Takes the oldest item, waiting for one. Any thread. Blocks while the ring is empty and
+    // open: spins for a few microseconds (detail::spin_budget), then parks (no CPU). Returns
+    // nullopt only once the ring is closed and drained.
+    // Exceptions: as try_pop().
+    [[nodiscard]] std::optional<T> pop() { return impl_.pop(nullptr, std::nullopt, true); }
+
+    // As pop(), but returns nullopt as soon as `stop` is requested: the token is checked first,
+    // so a stopped consumer leaves even when items remain (they stay in the ring).
+    [[nodiscard]] std::optional<T> pop(std::stop_token stop) {
+        return impl_.pop(&stop, std::nullopt, true);
+    }
+
+    // As pop(), but waits at most `timeout`; nullopt when it runs out, or closed and drained.
+    // Throws std::invalid_argument("timeout: ...") when timeout is negative.
+    [[nodiscard]] std::optional<T> pop_for(std::chrono::nanoseconds timeout) {
+        detail::require_non_negative(timeout, "timeout");
+        return impl_.pop(nullptr, detail::deadline_after(timeout), true);
+    }
+
+    // As pop_for(), also ending (nullopt) when `stop` is requested.
+    [[nodiscard]] std::optional<T> pop_for(std::chrono::nanoseconds timeout, std::stop_token stop) {
+        detail::require_non_negative(timeout, "timeout");
+        return impl_.pop(&stop, detail::deadline_after(timeout), true);
+    }
+
+    // A copy of the item the next pop would return, leaving it in place (items past max_age are
+    // skipped, not removed). Any thread; never waits for an item (a consumer popping that very
+    // item waits for the copy to finish). Needs a copyable T.
+    // Exceptions: what T's copy constructor throws; the ring is unchanged.
+    [[nodiscard]] std::optional<T> peek() const
+        requires std::is_copy_constructible_v<T>
+    {
+        return impl_.peek();
+    }
+
+    // Closes the ring: later pushes return closed; consumers drain what is buffered, then get
+    // nullopt. Wakes every waiting producer and consumer. Any thread; idempotent; never waits
+    // beyond an internal lock.
+    void close() { impl_.close(); }
+
+    // Whether close() has been called. Any thread; wait-free.
+    [[nodiscard]] bool closed() const noexcept { return impl_.closed(); }
+
+    // Items buffered now (may be stale by the time the caller looks). Any thread; wait-free.
+    // Counts items that have expired but not yet been discarded by a pop.
+    [[nodiscard]] std::size_t size() const noexcept { return impl_.size(); }
+
+    // The most items the ring ever holds. Any thread; wait-free.
+    [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
+
+    // The overflow policy. Any thread; wait-free.
+    [[nodiscard]] overflow policy() const noexcept { return policy_; }
+
+    // A snapshot of the counters (see channel_stats for the identities). Any thread; lock-free
+    // for a lock-free ring, else takes the internal lock briefly.
+    [[nodiscard]] channel_stats stats() const { return impl_.stats(); }
+
+private:
+    const ring_options& validated(const ring_options& options) {
+        if (options.capacity == 0 || options.capacity > (std::size_t{1} << 61)) {
+            throw std::invalid_argument("capacity: must be at least 1 and at most 2^61");
+        }
+        if (options.block_timeout) {
+            if (options.policy != overflow::block) {
+                throw std::invalid_argument("policy: a block_timeout needs overflow::block");
+            }
+            detail::require_non_negative(*options.block_timeout, "block_timeout");
+        }
+        if (options.max_age) {
+            detail::require_non_negative(*options.max_age, "max_age");
+            if constexpr (!timestamped<T>) {
+                throw std::invalid_argument(
+                    "max_age: T carries no capture time (specialise framepipe::timestamp_traits)");
+            }
+        }
+        capacity_ = options.capacity;
+        policy_ = options.policy;
+        return options;
+    }
+
+    std::size_t capacity_ = 0;
+    overflow policy_ = overflow::drop_oldest;
+    std::conditional_t<is_lock_free, detail::lockfree_ring<T>, detail::locked_ring<T>> impl_;
 };
 
 } // namespace framepipe

@@ -10,8 +10,8 @@
 // window; each window overtaken before anyone took it is counted as dropped. stride == size
 // gives tumbling (non-overlapping) windows.
 //
-// Thread safety: any number of producers and consumers. push never waits; pops wait parked, like
-// ring<T>. Memory is bounded: the window keeps size + stride items, plus whatever snapshots the
+// Thread safety: any number of producers and consumers. push never waits; pops wait like
+// ring<T>'s (a few microseconds of spinning, then parked). Memory is bounded: the window keeps size + stride items, plus whatever snapshots the
 // consumers still hold.
 #pragma once
 
@@ -174,9 +174,9 @@ public:
         last_ready_ = seq;
         ++stats_.ready;
         pending_flag_.store(true, std::memory_order_relaxed);
-        if (consumers_waiting_ > 0) {
-            not_empty_.notify_one();
-        }
+        // Under the lock, after the flag store: the event count's RMW publishes the store to
+        // a parking consumer; no lock is taken unless a consumer is parked.
+        not_empty_.notify_one();
         return status;
     }
 
@@ -190,8 +190,9 @@ public:
     // window being taken is dropped (counted in dropped) and the exception propagates.
     [[nodiscard]] std::optional<window<T>> try_pop() { return pop_impl(nullptr, std::nullopt, false); }
 
-    // Takes the newest ready window, waiting for one. Any thread; blocks (parked). nullopt only
-    // once closed and the last ready window has been taken. Exceptions: as try_pop().
+    // Takes the newest ready window, waiting for one. Any thread; blocks (spins briefly, then
+    // parks). nullopt only once closed and the last ready window has been taken.
+    // Exceptions: as try_pop().
     [[nodiscard]] std::optional<window<T>> pop() { return pop_impl(nullptr, std::nullopt, true); }
 
     // As pop(), but nullopt as soon as `stop` is requested (checked first).
@@ -219,7 +220,7 @@ public:
         {
             const std::lock_guard<std::mutex> lock(mu_);
             closed_ = true;
-            closed_flag_.store(true, std::memory_order_relaxed); // advisory mirror, see closed()
+            closed_flag_.store(true, std::memory_order_relaxed); // also read by waiting pops
         }
         not_empty_.notify_all();
     }
@@ -305,20 +306,25 @@ private:
                 return out;
             }
         }
-        // Nothing ready and open: wait. The stop callback takes mu_, so it is constructed before
-        // and destroyed after the lock (declaration order).
-        std::optional<std::stop_callback<detail::wake_all_on_stop>> on_stop;
-        if (stop != nullptr && stop->stop_possible()) {
-            on_stop.emplace(*stop, detail::wake_all_on_stop{&mu_, &not_empty_});
+        // Nothing ready and open: spin briefly, then park, until the mirrors say a window is
+        // ready or the window closed; then take it under the lock (another consumer may have
+        // been faster: wait again).
+        for (;;) {
+            const auto end = not_empty_.wait(stop, deadline, [this] {
+                return pending_flag_.load(std::memory_order_relaxed) ||
+                       closed_flag_.load(std::memory_order_relaxed);
+            });
+            if (end != detail::wait_end::ready) {
+                return out;
+            }
+            const std::lock_guard<std::mutex> lock(mu_);
+            if (pending_) {
+                take_locked(out);
+            }
+            if (out || closed_) {
+                return out;
+            }
         }
-        std::unique_lock<std::mutex> lock(mu_);
-        const auto end = detail::park(not_empty_, lock, consumers_waiting_, stop, deadline,
-                                      [this] { return closed_ || pending_.has_value(); });
-        if (end == detail::wait_end::ready && pending_) {
-            take_locked(out);
-        }
-        lock.unlock();
-        return out;
     }
 
     const std::size_t size_;
@@ -326,7 +332,8 @@ private:
     const std::size_t capacity_; // history slots: size + stride
 
     mutable std::mutex mu_;
-    std::condition_variable not_empty_;
+    // Consumers wait here: spin briefly, then park (see detail::event_count).
+    detail::event_count not_empty_;
 
     // Guarded by mu_.
     std::unique_ptr<std::optional<T>[]> history_;
@@ -335,11 +342,11 @@ private:
     std::uint64_t next_seq_ = 0;        // sequence number of the next push
     std::optional<std::uint64_t> pending_;    // last seq of the ready, untaken window
     std::optional<std::uint64_t> last_ready_; // last seq of the newest window that became ready
-    std::size_t consumers_waiting_ = 0;
     bool closed_ = false;
     window_stats stats_{};
 
-    // Relaxed mirrors for size() and closed(); advisory, never used for synchronisation.
+    // Relaxed mirrors for size(), closed() and waiting pops. They only decide when to look: the
+    // window itself is taken under mu_.
     std::atomic<bool> pending_flag_{false};
     std::atomic<bool> closed_flag_{false};
 };
