@@ -69,11 +69,12 @@ enum class push_status {
 //     dropped == evicted + rejected + cancelled + expired + after_close + rate_limited
 //
 // A snapshot taken while other threads push and pop: a channel that uses a lock (a ring whose T
-// may throw on move, a latest_slot that wraps one) takes it under that lock, so the identities
-// hold for the snapshot itself. A lock-free ring (ring<T>::is_lock_free) derives pushed and
-// popped from its positions without a lock; its snapshots always satisfy the second identity and
-// `pushed >= popped + dropped + size` (a push in flight may be counted before it is stored or
-// before the item it evicts is), with equality when no call is in flight.
+// may throw on move) takes it under that lock, so the identities hold for the snapshot itself.
+// A lock-free ring (ring<T>::is_lock_free) derives pushed and popped from its positions without
+// a lock; its snapshots always satisfy the second identity and `pushed >= popped + dropped +
+// size` (a push in flight may be counted before it is stored or before the item it evicts is),
+// with equality when no call is in flight. A latest_slot sums per-side counters without a lock:
+// its snapshot may be off by the calls in flight (see latest_slot.hpp).
 struct channel_stats {
     std::uint64_t pushed = 0;      // push() calls
     std::uint64_t popped = 0;      // items handed to a consumer
