@@ -299,8 +299,10 @@ public:
 
     // Stores `value`, replacing an unread one. Any thread; never waits for a consumer (lock-free
     // with one producer; a second producer calling at the same instant takes a brief lock).
-    // Returns ok, evicted (an unread value was replaced; it is destroyed inside this call, with
-    // no lock held, and counted as evicted), or closed (nothing stored; `value` is destroyed).
+    // Returns ok, evicted (an unread value was replaced; it is destroyed inside this call and
+    // counted as evicted; with no lock held, except on the second-producer path for a T whose
+    // move may throw, where it is destroyed under the spare's mutex), or closed (nothing stored;
+    // `value` is destroyed).
     // Exceptions: what T's move constructor throws. The value is built in a private buffer before
     // anything is published, so a throw leaves the slot and its counts unchanged (strong).
     push_status push(T value) { return push_impl(value); }

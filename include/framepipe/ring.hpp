@@ -459,6 +459,8 @@ public:
         if (stop != nullptr && stop->stop_requested()) {
             return out;
         }
+        unsigned spins = 0;
+        bool woke = false;
         for (;;) {
             if (take_fresh(out)) {
                 return out;
@@ -472,11 +474,26 @@ public:
             if ((t & closed_bit) != 0 && (t & ~closed_bit) == h) {
                 return out; // closed and drained
             }
+            if (woke) {
+                // The wait said "ready" but the take found nothing: a push has claimed the head
+                // position and not filled it yet, and the wait's exact predicate (tail != head)
+                // stays true until it does. Back off (pause, then yield to the pushing thread,
+                // which may have been preempted) instead of spinning hot, and keep honouring the
+                // stop token and the deadline meanwhile.
+                if (stop != nullptr && stop->stop_requested()) {
+                    return out;
+                }
+                if (deadline && clock::now() >= *deadline) {
+                    return out;
+                }
+                backoff(spins);
+            }
             const wait_end end = not_empty_.wait(
                 stop, deadline, [this] { return item_at_head(); }, [this] { return has_items(); });
             if (end != wait_end::ready) {
                 return out;
             }
+            woke = true;
         }
     }
 
