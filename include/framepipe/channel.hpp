@@ -1,8 +1,11 @@
 // framepipe/channel.hpp - vocabulary shared by every framepipe channel.
 //
-// The overflow policies, the result of a push, the counters every channel keeps, and the
-// internal waiting helper that all blocking calls use. Users normally include a block's own
-// header (ring.hpp, latest_slot.hpp, ...) and get this one with it.
+// The overflow policies, the result of a push, the counters every channel keeps, and two
+// internal waiting helpers: detail::park (the mutex ring, which parks at once on a condition
+// variable) and detail::event_count (spin, then park: the lock-free ring, sliding_window and
+// pool). latest_slot waits on its own detail::slot_parker, and rate_limiter::acquire on its own
+// condition variable. Users normally include a block's own header (ring.hpp, latest_slot.hpp,
+// ...) and get this one with it.
 #pragma once
 
 #include <atomic>
@@ -180,7 +183,8 @@ inline void cpu_relax() noexcept {
 // is idle burns at most this much CPU per wait before it parks ("idle means idle").
 inline constexpr std::chrono::nanoseconds spin_budget{5'000};
 
-// An event count: the waiting primitive of every lock-free framepipe block.
+// An event count: the waiting primitive of the lock-free ring, sliding_window and pool
+// (latest_slot, also lock-free, has its own: detail::slot_parker in latest_slot.hpp).
 //
 // The state a waiter waits for lives elsewhere, in atomics of the owning block; `ready()` reads
 // it. A notifier first changes that state, then calls notify_*(). When nobody waits, notify_*()

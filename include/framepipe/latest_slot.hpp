@@ -135,8 +135,10 @@ public:
         if (spin(ready, stop, deadline)) {
             return slot_wait_end::ready;
         }
-        // The callback bumps epoch_ and wakes everyone; it never takes a lock, so it may be
-        // constructed (possibly running inline) and destroyed at any point here.
+        // The callback bumps epoch_ and wakes everyone. On Linux it takes no lock; elsewhere it
+        // takes mu_ for a moment, which this thread holds only inside park(), never while it
+        // constructs (the callback may run inline) or destroys on_stop. So both may happen at
+        // any point here.
         std::optional<std::stop_callback<stop_waker>> on_stop;
         if (stop != nullptr && stop->stop_possible()) {
             on_stop.emplace(*stop, stop_waker{this});

@@ -513,8 +513,9 @@ public:
 
     [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
-    // Live figures of every stage and channel. Any thread; takes each channel's lock briefly;
-    // allocates.
+    // Live figures of every stage and channel. Any thread; allocates. Reads atomics only, except
+    // that a mutex ring (a T whose move may throw) and a sliding_window each take their internal
+    // lock briefly; lock-free rings, subscriptions, latest_slots and broadcasters take none.
     [[nodiscard]] pipeline_snapshot snapshot() const {
         pipeline_snapshot out;
         out.name = name_;

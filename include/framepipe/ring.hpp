@@ -13,10 +13,11 @@
 // Otherwise, a T whose move may throw, one internal mutex guards the items, so that every
 // exception guarantee below holds (detail::locked_ring).
 //
-// A thread that must wait (pop on an empty ring, push under overflow::block on a full one) spins
-// for a few microseconds, which catches a partner that answers quickly without a sleep, then
-// parks and uses no CPU (detail::event_count). size(), capacity(), closed() and policy() never
-// lock.
+// A thread that must wait (pop on an empty ring, push under overflow::block on a full one) parks
+// and uses no CPU. On a lock-free ring it first spins for a few microseconds, which catches a
+// partner that answers quickly without a sleep (detail::event_count); on the mutex ring it parks
+// at once on a condition variable (detail::park). size(), capacity(), closed() and policy()
+// never lock.
 #pragma once
 
 #include <framepipe/channel.hpp>
@@ -773,14 +774,15 @@ public:
 
     // A ring holding at most `capacity` items with the given overflow policy. overflow::block
     // here waits for room as long as it takes (see the next constructor for a bound).
-    // Throws std::invalid_argument("capacity: ...") when capacity is 0; std::bad_alloc.
+    // Throws std::invalid_argument("capacity: ...") when capacity is 0 or above 2^61;
+    // std::bad_alloc.
     explicit ring(std::size_t capacity, overflow policy = overflow::drop_oldest)
         : ring(ring_options{.capacity = capacity, .policy = policy}) {}
 
     // "Block, then drop": a full ring makes push wait up to `block_timeout` for room, then evicts
     // the oldest item and accepts the new one (push returns evicted).
     // Throws std::invalid_argument naming `policy` unless it is overflow::block, naming
-    // `block_timeout` when it is negative, naming `capacity` when it is 0.
+    // `block_timeout` when it is negative, naming `capacity` when it is 0 or above 2^61.
     ring(std::size_t capacity, overflow policy, std::chrono::nanoseconds block_timeout)
         : ring(ring_options{
               .capacity = capacity, .policy = policy, .block_timeout = block_timeout}) {}
@@ -808,7 +810,9 @@ public:
     // - Closed: returns closed and stores nothing.
     // Every call is counted in stats(); dropped items are counted under their reason. A push
     // that returns evicted dropped exactly one item.
-    // Exceptions: a lock-free ring (noexcept move) does not throw. Otherwise, what T's move
+    // Exceptions: a lock-free ring (noexcept move) throws nothing; its push is noexcept, so the
+    // one failure it cannot report, an overflow::block push that must park and cannot lock the
+    // internal mutex (std::system_error), calls std::terminate. Otherwise, what T's move
     // constructor throws. The new item is then not stored and not counted. On the eviction path,
     // if moving the oldest item out throws, nothing has changed; if storing the new item throws,
     // the oldest has already been removed and counted as evicted (basic guarantee; the counts
@@ -825,12 +829,16 @@ public:
     // when the ring is empty, or when every buffered item has expired (they are discarded and
     // counted).
     // Exceptions: what T's move constructor throws; the item then stays in the ring (strong).
+    // With a max_age, the age check runs in noexcept code: a timestamp_traits<T>::capture_time
+    // that throws calls std::terminate (the same holds for every pop and for peek).
     [[nodiscard]] std::optional<T> try_pop() { return impl_.pop(nullptr, std::nullopt, false); }
 
     // Takes the oldest item, waiting for one. Any thread. Blocks while the ring is empty and
-    // open: spins for a few microseconds (detail::spin_budget), then parks (no CPU). Returns
-    // nullopt only once the ring is closed and drained.
-    // Exceptions: as try_pop().
+    // open: a lock-free ring spins for a few microseconds (detail::spin_budget), then parks (no
+    // CPU); the mutex ring parks at once. Returns nullopt only once the ring is closed and
+    // drained.
+    // Exceptions: as try_pop(); std::system_error if the wait cannot lock an internal mutex
+    // (nothing is taken then).
     [[nodiscard]] std::optional<T> pop() { return impl_.pop(nullptr, std::nullopt, true); }
 
     // As pop(), but returns nullopt as soon as `stop` is requested: the token is checked first,
