@@ -583,15 +583,8 @@ private:
     }
 
     [[nodiscard]] bool is_expired(const T& item) const noexcept {
-        if constexpr (timestamped<T>) {
-            if (max_age_) {
-                const auto captured = timestamp_traits<T>::capture_time(item);
-                return captured != clock::time_point::max() &&
-                       clock::now() - captured > *max_age_;
-            }
-        }
-        (void)item;
-        return false;
+        // The clock is read only when there is an age limit.
+        return max_age_ && detail::older_than(item, max_age_, clock::now());
     }
 
     // Close versus push. A push first announces itself (the claim's exchange on the producers'

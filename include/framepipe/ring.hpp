@@ -120,15 +120,7 @@ private:
     }
 
     [[nodiscard]] bool is_expired(const T& item, clock::time_point now) const noexcept {
-        if constexpr (timestamped<T>) {
-            if (max_age_) {
-                const auto captured = timestamp_traits<T>::capture_time(item);
-                return captured != clock::time_point::max() && now - captured > *max_age_;
-            }
-        }
-        (void)item;
-        (void)now;
-        return false;
+        return detail::older_than(item, max_age_, now);
     }
 
     void publish_size() noexcept {
@@ -593,15 +585,7 @@ private:
     }
 
     [[nodiscard]] bool is_expired(const T& item, clock::time_point now) const noexcept {
-        if constexpr (timestamped<T>) {
-            if (max_age_) {
-                const auto captured = timestamp_traits<T>::capture_time(item);
-                return captured != clock::time_point::max() && now - captured > *max_age_;
-            }
-        }
-        (void)item;
-        (void)now;
-        return false;
+        return detail::older_than(item, max_age_, now);
     }
 
     // What a spinning consumer polls: the slot of head_ (the line the producer writes to publish

@@ -13,6 +13,7 @@
 #include <concepts>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -85,5 +86,27 @@ template <class T, class D>
     requires timestamped<std::remove_cv_t<T>>
 struct timestamp_traits<std::unique_ptr<T, D>>
     : detail::pointer_timestamp<std::unique_ptr<T, D>> {};
+
+namespace detail {
+// The age check of every channel with a max_age: whether `item`, looked at `now`, is older than
+// `max_age`. False without a max_age, for a T without a capture time, and for an item whose
+// capture time is time_point::max() (unknown, e.g. a null pointer). noexcept: a capture_time
+// that throws terminates (channels document it).
+template <class T>
+[[nodiscard]] bool older_than(const T& item, const std::optional<std::chrono::nanoseconds>& max_age,
+                              std::chrono::steady_clock::time_point now) noexcept {
+    if constexpr (timestamped<T>) {
+        if (max_age) {
+            const auto captured = timestamp_traits<T>::capture_time(item);
+            return captured != std::chrono::steady_clock::time_point::max() &&
+                   now - captured > *max_age;
+        }
+    }
+    (void)item;
+    (void)max_age;
+    (void)now;
+    return false;
+}
+} // namespace detail
 
 } // namespace framepipe
