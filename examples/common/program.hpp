@@ -11,6 +11,7 @@
 
 #include <framepipe/channel.hpp>
 #include <framepipe/metrics.hpp>
+#include <framepipe/pipeline.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -95,6 +96,39 @@ int run_main(std::string_view program, Body body) {
 // Rounds for a readable summary (milliseconds to 0.01, rates to 0.01).
 [[nodiscard]] inline double round2(double v) {
     return static_cast<double>(static_cast<long long>(v * 100.0 + (v < 0 ? -0.5 : 0.5))) / 100.0;
+}
+
+// The pipeline's live figures as the summaries and the pages show them: "stages" (rate, items,
+// service time, busy share) and "channels" (counts, drops by non-zero reason, item age).
+[[nodiscard]] inline nlohmann::json snapshot_json(const framepipe::pipeline_snapshot& snap) {
+    nlohmann::json stages = nlohmann::json::array();
+    for (const auto& st : snap.stages) {
+        stages.push_back({{"name", st.name},
+                          {"fps", round2(st.fps)},
+                          {"items_in", st.items_in},
+                          {"items_out", st.items_out},
+                          {"service_p50_ms", round2(st.service_p50_ms)},
+                          {"service_p99_ms", round2(st.service_p99_ms)},
+                          {"busy_ratio", round2(st.busy_ratio)}});
+    }
+    nlohmann::json channels = nlohmann::json::array();
+    for (const auto& c : snap.channels) {
+        nlohmann::json reasons = nlohmann::json::object();
+        for (const auto& [why, n] : c.dropped_by_reason) {
+            if (n != 0) {
+                reasons[why] = n;
+            }
+        }
+        channels.push_back({{"name", c.name},
+                            {"kind", c.kind},
+                            {"pushed", c.pushed},
+                            {"popped", c.popped},
+                            {"dropped", c.dropped},
+                            {"dropped_by_reason", reasons},
+                            {"age_p50_ms", round2(c.age_p50_ms)},
+                            {"age_p99_ms", round2(c.age_p99_ms)}});
+    }
+    return {{"stages", std::move(stages)}, {"channels", std::move(channels)}};
 }
 
 } // namespace framepipe_examples

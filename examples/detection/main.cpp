@@ -278,38 +278,12 @@ nlohmann::json summary(const settings& s, const fe::video_source& video, const m
     j["peak_rss_mb"] = fe::round2(fe::peak_rss_mb());
     j["rss_mb"] = fe::round2(fe::rss_mb());
     const auto snap = p.snapshot();
-    nlohmann::json stages = nlohmann::json::array();
     for (const auto& st : snap.stages) {
-        stages.push_back({{"name", st.name},
-                          {"fps", fe::round2(st.fps)},
-                          {"items_in", st.items_in},
-                          {"items_out", st.items_out},
-                          {"service_p50_ms", fe::round2(st.service_p50_ms)},
-                          {"service_p99_ms", fe::round2(st.service_p99_ms)},
-                          {"busy_ratio", fe::round2(st.busy_ratio)}});
         if (st.name == "detector" || st.name == "inline") {
             j["detector_busy_ratio"] = fe::round2(st.busy_ratio);
         }
     }
-    nlohmann::json channels = nlohmann::json::array();
-    for (const auto& c : snap.channels) {
-        nlohmann::json reasons = nlohmann::json::object();
-        for (const auto& [why, n] : c.dropped_by_reason) {
-            if (n != 0) {
-                reasons[why] = n;
-            }
-        }
-        channels.push_back({{"name", c.name},
-                            {"kind", c.kind},
-                            {"pushed", c.pushed},
-                            {"popped", c.popped},
-                            {"dropped", c.dropped},
-                            {"dropped_by_reason", reasons},
-                            {"age_p50_ms", fe::round2(c.age_p50_ms)},
-                            {"age_p99_ms", fe::round2(c.age_p99_ms)}});
-    }
-    j["stages"] = stages;
-    j["channels"] = channels;
+    j.update(fe::snapshot_json(snap));
     return j;
 }
 

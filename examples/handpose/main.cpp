@@ -472,34 +472,7 @@ nlohmann::json summary(const settings& s, const std::string& source_description,
         j["confidence"] = m.last ? nlohmann::json(fe::round2(m.last->confidence)) : nlohmann::json();
         j["last_window_age_ms"] = m.last ? nlohmann::json(fe::round2(m.last_window_age_ms)) : nlohmann::json();
     }
-    const auto snap = p.snapshot();
-    nlohmann::json stages = nlohmann::json::array();
-    for (const auto& st : snap.stages) {
-        stages.push_back({{"name", st.name},
-                          {"fps", fe::round2(st.fps)},
-                          {"items_in", st.items_in},
-                          {"items_out", st.items_out},
-                          {"service_p50_ms", fe::round2(st.service_p50_ms)},
-                          {"service_p99_ms", fe::round2(st.service_p99_ms)},
-                          {"busy_ratio", fe::round2(st.busy_ratio)}});
-    }
-    nlohmann::json channels = nlohmann::json::array();
-    for (const auto& c : snap.channels) {
-        nlohmann::json reasons = nlohmann::json::object();
-        for (const auto& [why, n] : c.dropped_by_reason) {
-            if (n != 0) {
-                reasons[why] = n;
-            }
-        }
-        channels.push_back({{"name", c.name},
-                            {"kind", c.kind},
-                            {"pushed", c.pushed},
-                            {"popped", c.popped},
-                            {"dropped", c.dropped},
-                            {"dropped_by_reason", reasons}});
-    }
-    j["stages"] = stages;
-    j["channels"] = channels;
+    j.update(fe::snapshot_json(p.snapshot()));
     return j;
 }
 
