@@ -35,9 +35,10 @@ constexpr std::size_t spsc_capacity = 1024;
 constexpr std::size_t overflow_capacity = 8;
 
 // ring<T> with a fixed policy, used by the single-threaded push/pop case.
-template <class T, framepipe::overflow P>
+template <class T, framepipe::overflow P,
+          framepipe::concurrency C = framepipe::concurrency::mpmc>
 struct fp_ring_policy {
-    framepipe::ring<T> r;
+    framepipe::ring<T, C> r;
     explicit fp_ring_policy(std::size_t cap) : r(cap, P) {}
     bool try_push(const T& v) { return framepipe::accepted(r.push(v)); }
     bool try_pop(T& v) {
@@ -64,16 +65,24 @@ void spsc_throughput(benchmark::State& st) {
     Q q(spsc_capacity);
     start_line line;
     pinned_scope pin(0);
-    double t_end = 0;
-    std::uint64_t out_of_order = 0;
+    // What the consumer reports, written once at its end, on a line of its own: a variable in
+    // the producer's frame that the consumer wrote per item would share a cache line with the
+    // producer's hot stack slots and slow every implementation down (false sharing).
+    struct alignas(64) consumer_result {
+        double t_end = 0;
+        std::uint64_t out_of_order = 0;
+    } result;
+    double& t_end = result.t_end;
+    std::uint64_t& out_of_order = result.out_of_order;
     std::thread consumer([&] {
         pin_this_thread(1);
         line.arrive_and_wait();
         T v{};
         std::uint64_t expect = 1;
+        std::uint64_t wrong = 0; // local: see the consumer_result comment
         for (std::uint64_t got = 0; got < n;) {
             if (q.try_pop(v)) {
-                out_of_order += seq_of(v) != expect;
+                wrong += seq_of(v) != expect;
                 ++expect;
                 ++got;
             } else {
@@ -81,6 +90,7 @@ void spsc_throughput(benchmark::State& st) {
             }
         }
         t_end = steady_ns();
+        out_of_order = wrong;
     });
     line.wait_for(1);
     while (st.KeepRunningBatch(static_cast<benchmark::IterationCount>(n))) {
@@ -107,19 +117,28 @@ void spsc_throughput_blocking(benchmark::State& st) {
     Q q(spsc_capacity);
     start_line line;
     pinned_scope pin(0);
-    double t_end = 0;
-    std::uint64_t out_of_order = 0;
+    // What the consumer reports, written once at its end, on a line of its own: a variable in
+    // the producer's frame that the consumer wrote per item would share a cache line with the
+    // producer's hot stack slots and slow every implementation down (false sharing).
+    struct alignas(64) consumer_result {
+        double t_end = 0;
+        std::uint64_t out_of_order = 0;
+    } result;
+    double& t_end = result.t_end;
+    std::uint64_t& out_of_order = result.out_of_order;
     std::thread consumer([&] {
         pin_this_thread(1);
         line.arrive_and_wait();
         T v{};
         std::uint64_t expect = 1;
+        std::uint64_t wrong = 0; // local: see the consumer_result comment
         for (std::uint64_t got = 0; got < n; ++got) {
             (void)q.pop_wait(v);
-            out_of_order += seq_of(v) != expect;
+            wrong += seq_of(v) != expect;
             ++expect;
         }
         t_end = steady_ns();
+        out_of_order = wrong;
     });
     line.wait_for(1);
     while (st.KeepRunningBatch(static_cast<benchmark::IterationCount>(n))) {
@@ -270,16 +289,22 @@ void overflow_case(benchmark::State& st, double ratio) {
     Q q(overflow_capacity);
     start_line line;
     pinned_scope pin(0);
-    std::atomic<bool> done{false};
+    alignas(64) std::atomic<bool> done{false}; // read by the consumer per item: own line
     alignas(64) std::atomic<std::uint64_t> latest{0};
-    std::uint64_t popped = 0;
-    std::uint64_t newest = 0;
-    double lag_sum = 0;
-    double pop_ticks = 0;
+    // The consumer's tallies, written once at its end on a line of their own (see
+    // spsc_throughput's consumer_result).
+    struct alignas(64) consumer_tally {
+        std::uint64_t popped = 0;
+        std::uint64_t newest = 0;
+        double lag_sum = 0;
+        double pop_ticks = 0;
+    } tally;
     std::thread consumer([&] {
         pin_this_thread(1);
         line.arrive_and_wait();
         T v{};
+        consumer_tally mine;
+        auto& [popped, newest, lag_sum, pop_ticks] = mine;
         while (!done.load(std::memory_order_relaxed)) {
             const auto a = ticks();
             const bool ok = q.try_pop(v);
@@ -295,6 +320,7 @@ void overflow_case(benchmark::State& st, double ratio) {
             ++popped;
             spin_for_ns(service_ns);
         }
+        tally = mine;
     });
     line.wait_for(1);
     samples push_ns(n);
@@ -320,6 +346,7 @@ void overflow_case(benchmark::State& st, double ratio) {
     }
     done.store(true, std::memory_order_relaxed);
     consumer.join();
+    const auto& [popped, newest, lag_sum, pop_ticks] = tally;
     st.counters["push_p50_ns"] = push_ns.pct(0.50);
     st.counters["push_p99_ns"] = push_ns.pct(0.99);
     st.counters["push_max_ns"] = push_ns.max();
@@ -338,12 +365,18 @@ void register_payload() {
     const std::string p = payload_name<T>();
     constexpr std::size_t C = spsc_capacity;
     constexpr std::size_t O = overflow_capacity;
+    constexpr auto spsc = framepipe::concurrency::spsc;
+    using framepipe::overflow;
 
     {
         const std::string s = "ring.spsc_throughput";
         reg_manual(case_name(s, p, "framepipe.ring_spin"), spsc_throughput<fp_ring_spin<T>, T>);
         reg_manual(case_name(s, p, "framepipe.ring_block"),
                    spsc_throughput_blocking<fp_ring_block<T>, T>);
+        reg_manual(case_name(s, p, "framepipe.spsc_ring_spin"),
+                   spsc_throughput<fp_ring_spin<T, spsc>, T>);
+        reg_manual(case_name(s, p, "framepipe.spsc_ring_block"),
+                   spsc_throughput_blocking<fp_ring_block<T, spsc>, T>);
         reg_manual(case_name(s, p, "moodycamel.ReaderWriterQueue"), spsc_throughput<mc_rwq<T>, T>);
         reg_manual(case_name(s, p, "moodycamel.ReaderWriterCircularBuffer"),
                    spsc_throughput<mc_rwcb<T>, T>);
@@ -363,6 +396,8 @@ void register_payload() {
     {
         const std::string s = "ring.spsc_roundtrip";
         reg_manual(case_name(s, p, "framepipe.ring_spin"), spsc_roundtrip<fp_ring_spin<T>, T>);
+        reg_manual(case_name(s, p, "framepipe.spsc_ring_spin"),
+                   spsc_roundtrip<fp_ring_spin<T, spsc>, T>);
         reg_manual(case_name(s, p, "moodycamel.ReaderWriterQueue"), spsc_roundtrip<mc_rwq<T>, T>);
         reg_manual(case_name(s, p, "moodycamel.ReaderWriterCircularBuffer"),
                    spsc_roundtrip<mc_rwcb<T>, T>);
@@ -383,13 +418,18 @@ void register_payload() {
     }
     {
         const std::string s = "ring.push_pop_uncontended";
-        using framepipe::overflow;
         reg_real(case_name(s, p, "framepipe.ring_drop_oldest"),
                  push_pop_uncontended<fp_ring_policy<T, overflow::drop_oldest>, T>);
         reg_real(case_name(s, p, "framepipe.ring_drop_newest"),
                  push_pop_uncontended<fp_ring_policy<T, overflow::drop_newest>, T>);
         reg_real(case_name(s, p, "framepipe.ring_block"),
                  push_pop_uncontended<fp_ring_policy<T, overflow::block>, T>);
+        reg_real(case_name(s, p, "framepipe.spsc_ring_drop_oldest"),
+                 push_pop_uncontended<fp_ring_policy<T, overflow::drop_oldest, spsc>, T>);
+        reg_real(case_name(s, p, "framepipe.spsc_ring_drop_newest"),
+                 push_pop_uncontended<fp_ring_policy<T, overflow::drop_newest, spsc>, T>);
+        reg_real(case_name(s, p, "framepipe.spsc_ring_block"),
+                 push_pop_uncontended<fp_ring_policy<T, overflow::block, spsc>, T>);
         reg_real(case_name(s, p, "moodycamel.ReaderWriterQueue"),
                  push_pop_uncontended<mc_rwq<T>, T>);
         reg_real(case_name(s, p, "atomic_queue.spsc"),
@@ -412,6 +452,7 @@ void register_payload() {
                 ->Iterations(std::max<benchmark::IterationCount>(iters, 1000));
         };
         add("framepipe.ring_drop_oldest", overflow_case<fp_ring_drop_oldest<T>, T>);
+        add("framepipe.spsc_ring_drop_oldest", overflow_case<fp_ring_drop_oldest<T, spsc>, T>);
         add("emul:atomic_queue", overflow_case<drop_oldest_emulation<aq<T, O, false>>, T>);
         add("emul:boost.lockfree.queue",
             overflow_case<drop_oldest_emulation<boost_mpmc<T, O>>, T>);

@@ -8,6 +8,7 @@
 // the individual round trips (TSC-timed); the iteration time is their mean.
 //
 //   wakeup/<payload>/framepipe.ring            ring<T>(16) push / pop()
+//   wakeup/<payload>/framepipe.spsc_ring       spsc_ring<T>(16) push / pop()
 //   wakeup/<payload>/framepipe.latest_slot     latest_slot<T> push / pop()
 //   wakeup/<payload>/framepipe.sliding_window  sliding_window<T>(1, 1) push / pop()
 //   wakeup/<payload>/framepipe.subscription    broadcaster<T> publish / subscription pop()
@@ -31,9 +32,9 @@
 namespace fpb {
 namespace {
 
-template <class T>
+template <class T, framepipe::concurrency C = framepipe::concurrency::mpmc>
 struct fp_ring_wake {
-    framepipe::ring<T> r{16};
+    framepipe::ring<T, C> r{16};
     explicit fp_ring_wake(std::size_t) {}
     void push_wait(const T& v) { (void)r.push(v); }
     bool pop_wait(T& v) {
@@ -193,6 +194,8 @@ void register_payload() {
     const std::string p = payload_name<T>();
     const std::string s = "wakeup";
     reg_manual(case_name(s, p, "framepipe.ring"), wake_pingpong<fp_ring_wake<T>, T>);
+    reg_manual(case_name(s, p, "framepipe.spsc_ring"),
+               wake_pingpong<fp_ring_wake<T, framepipe::concurrency::spsc>, T>);
     reg_manual(case_name(s, p, "framepipe.latest_slot"), wake_pingpong<fp_latest_wake<T>, T>);
     reg_manual(case_name(s, p, "framepipe.sliding_window"), wake_pingpong<fp_window_wake<T>, T>);
     reg_manual(case_name(s, p, "framepipe.subscription"), wake_pingpong<fp_sub_wake<T>, T>);

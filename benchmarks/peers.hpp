@@ -35,10 +35,10 @@ namespace fpb {
 
 // ring<T> used like a try_push / try_pop queue: overflow::drop_newest makes push() a
 // non-waiting try_push (rejected == full).
-template <class T>
+template <class T, framepipe::concurrency C = framepipe::concurrency::mpmc>
 struct fp_ring_spin {
     static constexpr const char* name = "framepipe.ring";
-    framepipe::ring<T> r;
+    framepipe::ring<T, C> r;
     explicit fp_ring_spin(std::size_t cap) : r(cap, framepipe::overflow::drop_newest) {}
     bool try_push(const T& v) { return r.push(v) == framepipe::push_status::ok; }
     bool try_pop(T& v) {
@@ -52,11 +52,11 @@ struct fp_ring_spin {
 };
 
 // ring<T> with its blocking API: overflow::block push, pop() parks.
-template <class T>
+template <class T, framepipe::concurrency C = framepipe::concurrency::mpmc>
 struct fp_ring_block {
     static constexpr const char* name = "framepipe.ring";
     static constexpr bool poison = false; // close() ends the consumers
-    framepipe::ring<T> r;
+    framepipe::ring<T, C> r;
     explicit fp_ring_block(std::size_t cap) : r(cap, framepipe::overflow::block) {}
     void push_wait(const T& v) { (void)r.push(v); }
     bool pop_wait(T& v) {
@@ -79,10 +79,10 @@ struct fp_ring_block {
 };
 
 // ring<T> as a drop-oldest ring (the overflow scenario): push never fails.
-template <class T>
+template <class T, framepipe::concurrency C = framepipe::concurrency::mpmc>
 struct fp_ring_drop_oldest {
     static constexpr const char* name = "framepipe.ring_drop_oldest";
-    framepipe::ring<T> r;
+    framepipe::ring<T, C> r;
     explicit fp_ring_drop_oldest(std::size_t cap) : r(cap, framepipe::overflow::drop_oldest) {}
     bool push_drop_oldest(const T& v) { return r.push(v) == framepipe::push_status::evicted; }
     bool try_pop(T& v) {

@@ -13,12 +13,38 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <string_view>
+
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+// Forces a channel's small fast path into its caller. Used where an out-of-line call would return
+// a std::optional<T> through memory: GCC writes the value and the one-byte "engaged" flag with
+// two stores and reads them back as two words, and that read stalls on store forwarding (about
+// 10 ns a call on the machines we measure, more than the whole fast path). Inlined, the optional
+// stays in registers.
+#if defined(__GNUC__) || defined(__clang__)
+#define FRAMEPIPE_ALWAYS_INLINE [[gnu::always_inline]] inline
+#else
+#define FRAMEPIPE_ALWAYS_INLINE inline
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+#define FRAMEPIPE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FRAMEPIPE_TSAN 1
+#endif
+#endif
 
 namespace framepipe {
 
@@ -178,6 +204,93 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
+// An asymmetric memory barrier: a cheap half for a hot path and an expensive half for a rare
+// one, which together order a store before a load on both sides (store-load ordering, which
+// x86 and every other mainstream CPU otherwise only give with a full fence or a locked
+// instruction).
+//
+// Used by event_count's asymmetric mode: a notifier that publishes with a plain release store
+// and then reads the waiter count must not have that read overtake its store, or a waiter that
+// registers at the same moment and re-checks the state may miss it, and both miss each other (a
+// lost wake-up). A full fence on every push would cost more than the whole push of an SPSC ring;
+// waiters register rarely (once before they park, which costs a futex call anyway). So the
+// notifier's half is only a compiler barrier, and the waiter's half is membarrier(2) with
+// MEMBARRIER_CMD_PRIVATE_EXPEDITED: the kernel makes every other running thread of the process
+// execute a full barrier before the call returns (a sleeping thread went through one when it was
+// descheduled). Either the notifier's store came before that barrier and is visible to the
+// waiter's re-check, or its load of the waiter count came after it and sees the registration.
+// This is the asymmetric fence of liburcu and folly.
+//
+// Where membarrier is not available (not Linux, a kernel before 4.14, or a seccomp filter that
+// forbids it), both halves are std::atomic_thread_fence(seq_cst): slower on the hot path, equally
+// correct. light() reads a flag that is set only once registration has succeeded, so the hot
+// half never skips its fence unless the heavy half will really call membarrier.
+class asymmetric_barrier {
+public:
+    // A full barrier. ThreadSanitizer does not model std::atomic_thread_fence (GCC warns with
+    // -Wtsan); under it, a seq_cst read-modify-write of a private atomic stands in, which on x86
+    // (a locked instruction) is a full barrier as well.
+    static void full_fence() noexcept {
+#if defined(FRAMEPIPE_TSAN)
+        static std::atomic<unsigned> dummy{0};
+        dummy.fetch_add(0, std::memory_order_seq_cst);
+#else
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+    }
+
+    // Registers the process for expedited private membarrier on first use. Call it before any
+    // light() whose partner heavy() must be cheap to pair with it (a constructor is the place).
+    // Any thread; thread-safe; noexcept.
+    static bool enable() noexcept {
+        static const bool ok = register_process();
+        return ok;
+    }
+
+    // The hot half. Any thread; never blocks; noexcept.
+    static void light() noexcept {
+        if (enabled_.load(std::memory_order_relaxed)) {
+            std::atomic_signal_fence(std::memory_order_seq_cst); // the compiler must not reorder
+        } else {
+            full_fence();
+        }
+    }
+
+    // The rare half: a system call that interrupts the other running threads of the process
+    // (microseconds). Any thread; never blocks for long; noexcept.
+    static void heavy() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+        if (enable()) {
+            if (::syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) {
+                return;
+            }
+            // Cannot fail once registered; if it ever did, light() may have skipped its fence,
+            // and nothing here can order the other thread. Fail loudly rather than lose wake-ups.
+            std::terminate();
+        }
+#endif
+        full_fence();
+    }
+
+private:
+    static bool register_process() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+        const long cmds = ::syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+        if (cmds < 0 || (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0 ||
+            ::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0) {
+            return false;
+        }
+        enabled_.store(true, std::memory_order_relaxed);
+        return true;
+#else
+        return false;
+#endif
+    }
+
+    // Relaxed is enough: a light() that reads a stale false only pays an unneeded fence.
+    static inline std::atomic<bool> enabled_{false};
+};
+
 // How long a waiter spins (checking its condition with plain loads) before it parks. Handing an
 // item to a thread that is still spinning costs one cache-line transfer (~100 ns); waking a
 // parked one costs a futex wake-up and a reschedule (tens of microseconds on a VM). A partner
@@ -206,7 +319,21 @@ inline constexpr std::chrono::nanoseconds spin_budget{5'000};
 // signal cannot fall between the waiter's check and its sleep.
 class event_count {
 public:
+    // Selects the asymmetric mode (see notify_one_asymmetric()).
+    struct asymmetric_t {
+        explicit asymmetric_t() = default;
+    };
+    static constexpr asymmetric_t asymmetric{};
+
     event_count() = default;
+
+    // An event count whose notifiers may use notify_one_asymmetric(): each parking waiter pays a
+    // membarrier system call (asymmetric_barrier::heavy()) so that its notifiers pay nothing but
+    // a plain load. Registers the process for membarrier (asymmetric_barrier::enable()).
+    explicit event_count(asymmetric_t) noexcept : asymmetric_(true) {
+        (void)asymmetric_barrier::enable();
+    }
+
     event_count(const event_count&) = delete;
     event_count& operator=(const event_count&) = delete;
 
@@ -223,8 +350,21 @@ public:
     // loads. Then the state change, this load of waiters_, the waiter's increment and its
     // re-check are all seq_cst operations, whose single total order forbids both sides missing
     // each other; a notify with nobody parked is one plain load. noexcept.
-    void notify_one_after_seq_cst() noexcept {
+    FRAMEPIPE_ALWAYS_INLINE void notify_one_after_seq_cst() noexcept {
         if (waiters_.load(std::memory_order_seq_cst) != 0) {
+            wake(false);
+        }
+    }
+
+    // As notify_one(), for an event count constructed with `asymmetric`, after a state change
+    // that was a plain (release) store: asymmetric_barrier::light() (a compiler barrier where
+    // membarrier works) keeps this load of waiters_ from being moved above the store by the
+    // compiler, and the waiter's asymmetric_barrier::heavy(), between its registration and its
+    // re-check, orders the CPU: either the store is visible to the re-check or the registration
+    // is visible to this load. With nobody parked this is one plain load. noexcept.
+    FRAMEPIPE_ALWAYS_INLINE void notify_one_asymmetric() noexcept {
+        asymmetric_barrier::light();
+        if (waiters_.load(std::memory_order_relaxed) != 0) {
             wake(false);
         }
     }
@@ -292,6 +432,9 @@ public:
             std::unique_lock<std::mutex> lock(mu_);
             // seq_cst: pairs with has_waiters() and notify_one_after_seq_cst(); see above.
             waiters_.fetch_add(1, std::memory_order_seq_cst);
+            if (asymmetric_) {
+                asymmetric_barrier::heavy(); // pairs with notify_one_asymmetric()
+            }
             for (;;) {
                 if (stop != nullptr && stop->stop_requested()) {
                     end = wait_end::stopped;
@@ -332,6 +475,9 @@ private:
         return waiters_.fetch_add(0, std::memory_order_seq_cst) != 0;
     }
 
+#if defined(__GNUC__) || defined(__clang__)
+    [[gnu::noinline, gnu::cold]]
+#endif
     void wake(bool all) noexcept {
         { const std::lock_guard<std::mutex> guard(mu_); }
         if (all) {
@@ -341,6 +487,7 @@ private:
         }
     }
 
+    const bool asymmetric_ = false;         // waiters pay asymmetric_barrier::heavy()
     std::atomic<std::uint32_t> waiters_{0}; // threads in the park phase
     std::mutex mu_;                         // slow path only
     std::condition_variable cv_;            // slow path only

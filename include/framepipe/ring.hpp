@@ -4,7 +4,10 @@
 //     q.push(grab());                                    // never waits; evicts when full
 //     while (auto f = q.pop()) process(*f);              // waits; ends once closed and drained
 //
-// Any number of producer and consumer threads may share one ring.
+// Any number of producer and consumer threads may share one ring. When exactly one thread
+// pushes and one pops, spsc_ring<T> (ring<T, concurrency::spsc>) has the same API for less:
+//
+//     framepipe::spsc_ring<Frame> q(4);                  // camera thread -> detector thread
 //
 // When T's move constructor is noexcept (frame handles, shared_ptr, unique_ptr, plain values),
 // the ring is lock-free (ring<T>::is_lock_free): a bounded array where each slot carries a
@@ -40,6 +43,13 @@
 #include <utility>
 
 namespace framepipe {
+
+// How many threads may use a ring at once: any number (mpmc), or one producer and one consumer
+// (spsc; see spsc_ring).
+enum class concurrency {
+    mpmc, // any number of producer and consumer threads
+    spsc, // at most one thread pushing and one thread popping (or peeking) at any moment
+};
 
 // Everything a ring can be configured with. An aggregate, so it reads well with designated
 // initialisers: ring<F> q({.capacity = 4, .policy = overflow::block, .block_timeout = 20ms});
@@ -308,6 +318,16 @@ private:
     std::atomic<bool> closed_flag_{false};
 };
 
+// One step of waiting for another thread's few instructions (a move out of a slot, a fill):
+// pause for a while, then yield, since the thread we wait for may have been preempted.
+inline void backoff(unsigned& spins) noexcept {
+    if (++spins < 64) {
+        cpu_relax();
+    } else {
+        std::this_thread::yield();
+    }
+}
+
 // The lock-free implementation, used for every T whose move constructor cannot throw (frame
 // handles, shared_ptr, unique_ptr, plain values: the common case).
 //
@@ -446,26 +466,33 @@ public:
         }
     }
 
-    std::optional<T> pop(const std::stop_token* stop,
-                         const std::optional<clock::time_point>& deadline, bool wait) {
-        std::optional<T> out;
-        if (stop != nullptr && stop->stop_requested()) {
-            return out;
+    // The fast path (an item is there, or the caller does not wait) is inlined into the caller
+    // and builds the result in one piece, so a small T's optional stays in registers (see
+    // FRAMEPIPE_ALWAYS_INLINE).
+    FRAMEPIPE_ALWAYS_INLINE std::optional<T> pop(const std::stop_token* stop,
+                                                 const std::optional<clock::time_point>& deadline,
+                                                 bool wait) {
+        // One named result, returned on every path (so it is constructed in the caller's slot:
+        // see take_one()).
+        std::optional<T> out =
+            stop != nullptr && stop->stop_requested() ? std::optional<T>() : take_fresh();
+        if (!out && wait && (stop == nullptr || !stop->stop_requested())) {
+            out = pop_wait(stop, deadline);
         }
+        return out;
+    }
+
+    // pop() once the ring was found empty: wait for an item, the close, the stop or the deadline.
+    std::optional<T> pop_wait(const std::stop_token* stop,
+                              const std::optional<clock::time_point>& deadline) {
         unsigned spins = 0;
         bool woke = false;
         for (;;) {
-            if (take_fresh(out)) {
-                return out;
-            }
-            if (!wait) {
-                return out;
-            }
             // Empty, or an in-flight push has claimed the next position but not filled it yet.
             const std::uint64_t h = head_.load(std::memory_order_acquire);
             const std::uint64_t t = tail_.load(std::memory_order_acquire);
             if ((t & closed_bit) != 0 && (t & ~closed_bit) == h) {
-                return out; // closed and drained
+                return std::nullopt; // closed and drained
             }
             if (woke) {
                 // The wait said "ready" but the take found nothing: a push has claimed the head
@@ -474,19 +501,22 @@ public:
                 // which may have been preempted) instead of spinning hot, and keep honouring the
                 // stop token and the deadline meanwhile.
                 if (stop != nullptr && stop->stop_requested()) {
-                    return out;
+                    return std::nullopt;
                 }
                 if (deadline && clock::now() >= *deadline) {
-                    return out;
+                    return std::nullopt;
                 }
                 backoff(spins);
             }
             const wait_end end = not_empty_.wait(
                 stop, deadline, [this] { return item_at_head(); }, [this] { return has_items(); });
             if (end != wait_end::ready) {
-                return out;
+                return std::nullopt;
             }
             woke = true;
+            if (std::optional<T> out = take_fresh()) {
+                return out;
+            }
         }
     }
 
@@ -571,14 +601,6 @@ private:
         return slots_[i];
     }
 
-    static void backoff(unsigned& spins) noexcept {
-        if (++spins < 64) {
-            cpu_relax();
-        } else {
-            std::this_thread::yield(); // the thread we wait for may have been preempted
-        }
-    }
-
     static void count(std::atomic<std::uint64_t>& c) noexcept {
         // Release: stats() reads the counters before head_; see there.
         c.fetch_add(1, std::memory_order_release);
@@ -656,9 +678,13 @@ private:
         }
     }
 
-    // Takes the item at head_ into `out`. False when there is none now (empty, or the next
-    // position is claimed but not filled yet).
-    bool take_one(std::optional<T>& out) noexcept {
+    // Takes the item at head_. nullopt when there is none now (empty, or the next position is
+    // claimed but not filled yet). Every return is a prvalue, constructed straight into the
+    // caller's optional; what must follow the move out of the slot (destroying the moved-from
+    // item, freeing the slot) runs in a guard's destructor, after the result exists. A named
+    // optional returned instead is copied whole, and GCC's copy reads the one-byte "engaged" flag
+    // just written back as part of a word: a store-forwarding stall (see FRAMEPIPE_ALWAYS_INLINE).
+    FRAMEPIPE_ALWAYS_INLINE std::optional<T> take_one() noexcept {
         std::uint64_t pos = head_.load(std::memory_order_acquire);
         unsigned spins = 0;
         for (;;) {
@@ -674,13 +700,20 @@ private:
                     } else {
                         head_.store(pos + 1, std::memory_order_release);
                     }
-                    out.emplace(std::move(*s.item()));
-                    s.item()->~T();
-                    s.seq.store(2 * (pos + capacity_), std::memory_order_release);
-                    if (policy_ == overflow::block) {
-                        not_full_.notify_one_after_seq_cst();
-                    }
-                    return true;
+                    // Runs once the result has been moved out of the slot (see take_one()).
+                    struct release_slot {
+                        lockfree_ring& r;
+                        slot& s;
+                        std::uint64_t pos;
+                        FRAMEPIPE_ALWAYS_INLINE ~release_slot() {
+                            s.item()->~T();
+                            s.seq.store(2 * (pos + r.capacity_), std::memory_order_release);
+                            if (r.policy_ == overflow::block) {
+                                r.not_full_.notify_one_after_seq_cst();
+                            }
+                        }
+                    } release{*this, s, pos};
+                    return std::optional<T>(std::in_place, std::move(*s.item()));
                 }
                 continue;
             }
@@ -693,21 +726,23 @@ private:
                 pos = head_.load(std::memory_order_acquire); // pos was taken: look again
                 continue;
             }
-            return false; // not filled yet
+            return std::nullopt; // not filled yet
         }
     }
 
     // take_one(), discarding and counting expired items.
-    bool take_fresh(std::optional<T>& out) noexcept {
-        const auto now = max_age_ ? clock::now() : clock::time_point{};
-        while (take_one(out)) {
-            if (!is_expired(*out, now)) {
-                return true;
+    FRAMEPIPE_ALWAYS_INLINE std::optional<T> take_fresh() noexcept {
+        if (!max_age_) {
+            return take_one();
+        }
+        const auto now = clock::now();
+        for (;;) {
+            std::optional<T> out = take_one();
+            if (!out || !is_expired(*out, now)) {
+                return out;
             }
-            out.reset();
             count(expired_);
         }
-        return false;
     }
 
     // Read-only after construction; shared by every thread.
@@ -737,10 +772,427 @@ private:
     alignas(64) event_count not_full_;
 };
 
+// The single-producer, single-consumer implementation: ring<T, concurrency::spsc> for a T whose
+// move constructor cannot throw. One thread pushes and one thread pops at a time, so neither side
+// needs a compare-and-swap to claim a position: the slots hold bare items (no per-slot sequence
+// word), the producer owns tail_ and the consumer owns head_, each publishes its index with one
+// release store, and each keeps a private copy of the other's index, which it re-reads only when
+// that copy says "full" (the producer) or "empty" (the consumer). In a steady stream the index
+// lines therefore cross between the cores about once per lap of the ring, not once per item.
+//
+// Waking a parked partner costs the notifier one plain load (event_count's asymmetric mode: the
+// waiter pays a membarrier system call before it parks; see asymmetric_barrier).
+//
+// drop_oldest (and block after its block_timeout) makes the producer evict from the consumer's
+// end. The two sides then agree through head_ alone:
+// - the consumer claims the item at h by a CAS of head_ from h to h | busy_bit, moves it out, and
+//   stores h + 1;
+// - an evicting producer (full: tail == h + capacity) advances head_ from h to h + 1 by CAS, which
+//   fails while the consumer holds busy_bit; it then evicts the item of h from the very slot it
+//   is about to fill (slot h and slot h + capacity are the same one).
+// So an item is taken by exactly one of the two. A producer that finds busy_bit set waits for the
+// consumer's few instructions (a move), after which the ring has room. Under the other policies
+// the producer never writes head_, and the consumer's claim is a plain load and store.
+//
+// close() may come from any thread. A push announces itself in pushing_ before it reads closed_;
+// a consumer that finds the ring closed and empty runs asymmetric_barrier::heavy() and waits for
+// pushing_ to clear before it concludes that nothing more will arrive. So a push racing close is
+// either refused (it saw closed_) or delivered to the consumer.
+template <class T>
+class spsc_lockfree_ring {
+    static constexpr std::uint64_t busy_bit = std::uint64_t{1} << 63; // in head_
+
+    struct slot {
+        alignas(T) std::byte storage[sizeof(T)];
+
+        [[nodiscard]] T* item() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
+    };
+
+public:
+    using clock = std::chrono::steady_clock;
+
+    explicit spsc_lockfree_ring(const ring_options& options)
+        : capacity_(options.capacity), pow2_((options.capacity & (options.capacity - 1)) == 0),
+          policy_(options.policy),
+          evicts_(options.policy == overflow::drop_oldest ||
+                  (options.policy == overflow::block && options.block_timeout.has_value())),
+          block_timeout_(options.block_timeout), max_age_(options.max_age),
+          slots_(std::make_unique<slot[]>(capacity_)) {}
+
+    spsc_lockfree_ring(const spsc_lockfree_ring&) = delete;
+    spsc_lockfree_ring& operator=(const spsc_lockfree_ring&) = delete;
+
+    ~spsc_lockfree_ring() {
+        const std::uint64_t t = tail_.load(std::memory_order_acquire);
+        for (std::uint64_t p = head_.load(std::memory_order_acquire) & ~busy_bit; p != t; ++p) {
+            slot_of(p).item()->~T();
+        }
+    }
+
+    // The producer thread. The fast path (open, room) is small enough to be inlined.
+    FRAMEPIPE_ALWAYS_INLINE push_status push(T& item, const std::stop_token* stop) noexcept {
+        const std::uint64_t t = tail_.load(std::memory_order_relaxed); // written only by us
+        // Announce the push before reading closed_ (see drained_after_close()). Relaxed: the
+        // consumer reads pushing_ only after its heavy barrier; light() keeps the compiler from
+        // moving the load of closed_ above this store.
+        pushing_.store(true, std::memory_order_relaxed);
+        asymmetric_barrier::light();
+        if (!closed_.load(std::memory_order_relaxed) && has_room_cached(t)) [[likely]] {
+            store(t, item);
+            return push_status::ok;
+        }
+        return push_slow(item, stop, t);
+    }
+
+    // The consumer thread. The fast path (an item is there, or the caller does not wait) is
+    // small enough to be inlined into the caller, and builds the result in one piece: a small
+    // T's optional then stays in registers. (Returned from an out-of-line function, GCC 12 writes
+    // an optional's value and its one-byte flag to memory with two stores and reads them back
+    // as two words: a store-forwarding stall that tripled the cost of a pop.)
+    FRAMEPIPE_ALWAYS_INLINE std::optional<T> pop(const std::stop_token* stop,
+                                                 const std::optional<clock::time_point>& deadline,
+                                                 bool wait) {
+        // One named result, returned on every path (so it is constructed in the caller's slot:
+        // see take_one()).
+        std::optional<T> out =
+            stop != nullptr && stop->stop_requested() ? std::optional<T>() : take_fresh();
+        if (!out && wait && (stop == nullptr || !stop->stop_requested())) {
+            out = pop_wait(stop, deadline);
+        }
+        return out;
+    }
+
+    // The consumer thread.
+    [[nodiscard]] std::optional<T> peek() const {
+        const auto now = max_age_ ? clock::now() : clock::time_point{};
+        std::uint64_t h = head_.load(std::memory_order_relaxed);
+        if (evicts_) {
+            // Hold busy_bit while copying, so that an evicting producer cannot take the items
+            // (it waits; see the class comment). Acquire: pairs with the producer's CAS.
+            while (!head_.compare_exchange_weak(h, h | busy_bit, std::memory_order_acquire,
+                                                std::memory_order_relaxed)) {
+            }
+        }
+        struct release_head {
+            const spsc_lockfree_ring& r;
+            std::uint64_t h;
+            ~release_head() {
+                if (r.evicts_) {
+                    r.head_.store(h, std::memory_order_release);
+                }
+            }
+        } guard{*this, h};
+        const std::uint64_t t = tail_.load(std::memory_order_acquire);
+        for (std::uint64_t p = h; p < t; ++p) {
+            const T& item = *slot_of(p).item();
+            if (!is_expired(item, now)) {
+                return std::optional<T>(item);
+            }
+        }
+        return std::nullopt;
+    }
+
+    void close() noexcept {
+        // seq_cst, then notify_all's read-modify-write: the plain event_count protocol (a waiter
+        // parked on either side re-checks closed_ after its registration).
+        closed_.store(true, std::memory_order_seq_cst);
+        not_empty_.notify_all();
+        not_full_.notify_all();
+    }
+
+    [[nodiscard]] bool closed() const noexcept {
+        return closed_.load(std::memory_order_relaxed);
+    }
+
+    [[nodiscard]] std::size_t size() const noexcept {
+        // head first: tail read later is never behind it.
+        const std::uint64_t h = head_.load(std::memory_order_acquire) & ~busy_bit;
+        const std::uint64_t t = tail_.load(std::memory_order_acquire);
+        return static_cast<std::size_t>(std::min<std::uint64_t>(t - h, capacity_));
+    }
+
+    [[nodiscard]] channel_stats stats() const noexcept {
+        // As lockfree_ring::stats(): drop counters first (each is written, release, after head_
+        // moved for it), then head, then tail; so popped never underflows, dropped is always the
+        // sum of its reasons and pushed >= popped + dropped + size, with equality when no call is
+        // in flight.
+        channel_stats s;
+        s.evicted = evicted_.load(std::memory_order_acquire);
+        s.expired = expired_.load(std::memory_order_acquire);
+        s.rejected = rejected_.load(std::memory_order_acquire);
+        s.cancelled = cancelled_.load(std::memory_order_acquire);
+        s.after_close = after_close_.load(std::memory_order_acquire);
+        const std::uint64_t h = head_.load(std::memory_order_acquire) & ~busy_bit;
+        const std::uint64_t t = tail_.load(std::memory_order_acquire);
+        s.size = std::min<std::uint64_t>(t - h, capacity_);
+        s.popped = h - s.evicted - s.expired;
+        s.dropped = s.evicted + s.rejected + s.cancelled + s.expired + s.after_close;
+        s.pushed = t + s.rejected + s.cancelled + s.after_close;
+        return s;
+    }
+
+private:
+    [[nodiscard]] slot& slot_of(std::uint64_t pos) const noexcept {
+        const std::size_t i = pow2_ ? static_cast<std::size_t>(pos & (capacity_ - 1))
+                                    : static_cast<std::size_t>(pos % capacity_);
+        return slots_[i];
+    }
+
+    // Counters have one writer each (the drop reasons of a push: the producer; expired: the
+    // consumer), so a load and a store do, without a locked instruction. Release: stats()
+    // reads the counters before head_.
+    static void count(std::atomic<std::uint64_t>& c) noexcept {
+        c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    }
+
+    [[nodiscard]] bool is_expired(const T& item, clock::time_point now) const noexcept {
+        return detail::older_than(item, max_age_, now);
+    }
+
+    FRAMEPIPE_ALWAYS_INLINE void end_push() noexcept {
+        // Release: a consumer that sees false also sees the tail_ store made before it.
+        pushing_.store(false, std::memory_order_release);
+    }
+
+    // The producer: room for position t by the cached head, re-reading head_ only when the cache
+    // says full (a consumer holding busy_bit on the head counts as not yet gone).
+    FRAMEPIPE_ALWAYS_INLINE bool has_room_cached(std::uint64_t t) noexcept {
+        if (t - head_cache_ < capacity_) {
+            return true;
+        }
+        // Acquire: the consumer's store of head_ follows its move out of the slot we will reuse.
+        head_cache_ = head_.load(std::memory_order_acquire) & ~busy_bit;
+        return t - head_cache_ < capacity_;
+    }
+
+    // Exact predicate of a producer parked under overflow::block.
+    [[nodiscard]] bool has_room(std::uint64_t t) const noexcept {
+        return closed_.load(std::memory_order_acquire) ||
+               t - (head_.load(std::memory_order_acquire) & ~busy_bit) < capacity_;
+    }
+
+    // Exact predicate of a parked consumer (also its spin predicate: one line it reads anyway).
+    [[nodiscard]] bool has_items_or_closed() const noexcept {
+        return tail_.load(std::memory_order_acquire) >
+                   (head_.load(std::memory_order_relaxed) & ~busy_bit) ||
+               closed_.load(std::memory_order_acquire);
+    }
+
+    // Constructs the item of position t in its free slot and publishes it.
+    FRAMEPIPE_ALWAYS_INLINE void store(std::uint64_t t, T& item) noexcept {
+        ::new (static_cast<void*>(slot_of(t).storage)) T(std::move(item));
+        // Release: the consumer's acquire load of tail_ sees the item constructed.
+        tail_.store(t + 1, std::memory_order_release);
+        end_push();
+        not_empty_.notify_one_asymmetric();
+    }
+
+    // The ring is full (as far as the cached head says) under drop_oldest or a timed-out block:
+    // evict the item of t - capacity unless the consumer frees its slot first.
+    push_status evict_and_store(std::uint64_t t, T& item, std::optional<T>& victim) noexcept {
+        unsigned spins = 0;
+        for (;;) {
+            std::uint64_t h = head_.load(std::memory_order_acquire);
+            if ((h & busy_bit) != 0) {
+                backoff(spins); // the consumer is moving the oldest item out: a few instructions
+                continue;
+            }
+            head_cache_ = h;
+            if (t - h < capacity_) {
+                store(t, item); // the consumer made room meanwhile: nothing to evict
+                return push_status::ok;
+            }
+            // acq_rel: acquire pairs with the consumer's release of head_; release hands the
+            // consumer (whose CAS then fails and re-reads head_) a head that skips this item.
+            if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel,
+                                            std::memory_order_relaxed)) {
+                slot& s = slot_of(h); // the slot of t as well
+                victim.emplace(std::move(*s.item()));
+                s.item()->~T();
+                count(evicted_);
+                head_cache_ = h + 1;
+                store(t, item);
+                return push_status::evicted;
+            }
+        }
+    }
+
+    // push() when closed or full, with the push announced in pushing_.
+    push_status push_slow(T& item, const std::stop_token* stop, std::uint64_t t) noexcept {
+        // Declared first, destroyed last: an evicted item's destructor runs after this push has
+        // stored its own item and let go of head_.
+        std::optional<T> victim;
+        bool timed_out = false;
+        std::optional<clock::time_point> deadline;
+        for (;;) {
+            if (closed_.load(std::memory_order_relaxed)) {
+                end_push();
+                count(after_close_);
+                return push_status::closed;
+            }
+            if (has_room_cached(t)) {
+                store(t, item);
+                return push_status::ok;
+            }
+            // Full.
+            if (policy_ == overflow::drop_newest) {
+                end_push();
+                count(rejected_);
+                return push_status::rejected;
+            }
+            if (policy_ == overflow::block && !timed_out) {
+                end_push(); // not pushing while parked: a consumer that saw close need not wait
+                if (stop != nullptr && stop->stop_requested()) {
+                    count(cancelled_);
+                    return push_status::rejected;
+                }
+                if (block_timeout_ && !deadline) {
+                    deadline = deadline_after(*block_timeout_);
+                }
+                const wait_end end =
+                    not_full_.wait(stop, deadline, [this, t] { return has_room(t); });
+                if (end == wait_end::stopped) {
+                    count(cancelled_);
+                    return push_status::rejected;
+                }
+                timed_out = end == wait_end::timed_out;
+                pushing_.store(true, std::memory_order_relaxed); // as in push()
+                asymmetric_barrier::light();
+                continue;
+            }
+            return evict_and_store(t, item, victim);
+        }
+    }
+
+    // pop() once the ring was found empty: wait for an item, the close, the stop or the deadline.
+    std::optional<T> pop_wait(const std::stop_token* stop,
+                              const std::optional<clock::time_point>& deadline) {
+        for (;;) {
+            if (closed_.load(std::memory_order_acquire)) {
+                if (drained_after_close()) {
+                    return std::nullopt;
+                }
+            } else {
+                const wait_end end =
+                    not_empty_.wait(stop, deadline, [this] { return has_items_or_closed(); });
+                if (end != wait_end::ready) {
+                    return std::nullopt;
+                }
+            }
+            // An item arrived (or a push that raced close delivered one), or it was closed.
+            if (std::optional<T> out = take_fresh()) {
+                return out;
+            }
+        }
+    }
+
+    // The consumer: takes the item at head_; nullopt when the ring is empty.
+    FRAMEPIPE_ALWAYS_INLINE std::optional<T> take_one() noexcept {
+        for (;;) {
+            // Relaxed: written only by this thread, or by an evicting producer, whose change
+            // makes the CAS below fail and reload it.
+            std::uint64_t h = head_.load(std::memory_order_relaxed);
+            if (tail_cache_ <= h) {
+                // Acquire: pairs with store(); the items below tail_ are constructed.
+                tail_cache_ = tail_.load(std::memory_order_acquire);
+                if (tail_cache_ <= h) {
+                    return std::nullopt;
+                }
+            }
+            if (evicts_ && !head_.compare_exchange_weak(h, h | busy_bit,
+                                                        std::memory_order_acquire,
+                                                        std::memory_order_relaxed)) {
+                continue; // the producer evicted the item of h: look again
+            }
+            // Runs once the result has been moved out of the slot (see take_one() above).
+            struct release_slot {
+                spsc_lockfree_ring& r;
+                slot& s;
+                std::uint64_t h;
+                FRAMEPIPE_ALWAYS_INLINE ~release_slot() {
+                    s.item()->~T();
+                    // Release: the producer that reads this head reuses the slot after our move.
+                    r.head_.store(h + 1, std::memory_order_release);
+                    if (r.policy_ == overflow::block) {
+                        r.not_full_.notify_one_asymmetric();
+                    }
+                }
+            } release{*this, slot_of(h), h};
+            return std::optional<T>(std::in_place, std::move(*release.s.item()));
+        }
+    }
+
+    // take_one(), discarding and counting expired items.
+    FRAMEPIPE_ALWAYS_INLINE std::optional<T> take_fresh() noexcept {
+        if (!max_age_) {
+            return take_one();
+        }
+        const auto now = clock::now();
+        for (;;) {
+            std::optional<T> out = take_one();
+            if (!out || !is_expired(*out, now)) {
+                return out;
+            }
+            count(expired_);
+        }
+    }
+
+    // The consumer found the ring closed and (a moment ago) empty. A push that read closed_
+    // before close() stored it may still be on its way: after the heavy barrier, either its
+    // announcement in pushing_ is visible here, or its read of closed_ comes after the barrier and
+    // sees true (it refuses). Wait for an announced push to finish, then look at tail_ again.
+    bool drained_after_close() noexcept {
+        asymmetric_barrier::heavy();
+        unsigned spins = 0;
+        while (pushing_.load(std::memory_order_acquire)) {
+            backoff(spins); // a push between its check of closed_ and its store: a few instructions
+        }
+        return tail_.load(std::memory_order_acquire) <=
+               (head_.load(std::memory_order_relaxed) & ~busy_bit);
+    }
+
+    // Read-only after construction; shared by both threads.
+    const std::size_t capacity_;
+    const bool pow2_;
+    const overflow policy_;
+    const bool evicts_; // the producer may evict (drop_oldest, or block with a block_timeout)
+    const std::optional<std::chrono::nanoseconds> block_timeout_;
+    const std::optional<std::chrono::nanoseconds> max_age_;
+    const std::unique_ptr<slot[]> slots_;
+
+    // tail_ alone on its line: written by every push, polled by a consumer that has caught up.
+    // Anything else the producer writes per push lives on the next line, so that those writes
+    // never have to take the line back from a polling consumer.
+    alignas(64) std::atomic<std::uint64_t> tail_{0};
+    // The producer's private line: pushing_ (written twice per push, read by the consumer only
+    // after a close) and the producer's copy of head_.
+    alignas(64) std::atomic<bool> pushing_{false};
+    std::uint64_t head_cache_ = 0;
+    // The consumer's line (mutable: peek() holds busy_bit while it copies). head_ is written by
+    // every pop and read by the producer only when its copy says full; tail_cache_ is private
+    // to the consumer.
+    alignas(64) mutable std::atomic<std::uint64_t> head_{0};
+    std::uint64_t tail_cache_ = 0;
+    // Written once; read by every push (a shared line, so the read stays in cache).
+    alignas(64) std::atomic<bool> closed_{false};
+    // Drop reasons, each with a single writer, read by stats(). Producer-written and
+    // consumer-written counters on separate lines.
+    alignas(64) std::atomic<std::uint64_t> evicted_{0};
+    std::atomic<std::uint64_t> rejected_{0};
+    std::atomic<std::uint64_t> cancelled_{0};
+    std::atomic<std::uint64_t> after_close_{0};
+    alignas(64) std::atomic<std::uint64_t> expired_{0};
+    // Waiters: each notify reads a waiter count here; written only by a thread that parks.
+    alignas(64) event_count not_empty_{event_count::asymmetric};
+    alignas(64) event_count not_full_{event_count::asymmetric};
+};
+
 } // namespace detail
 
-template <class T>
+template <class T, concurrency C = concurrency::mpmc>
 class ring {
+    static_assert(C == concurrency::mpmc || C == concurrency::spsc,
+                  "framepipe::ring<T, C>: C must be concurrency::mpmc or concurrency::spsc");
     static_assert(std::is_object_v<T> && !std::is_array_v<T>,
                   "framepipe::ring<T>: T must be an object type (not a reference or array)");
     static_assert(std::is_move_constructible_v<T>,
@@ -752,9 +1204,12 @@ public:
     using value_type = T;
     using clock = std::chrono::steady_clock;
 
-    // True when this ring<T> is lock-free: T's move constructor is noexcept (see the file
-    // comment). Otherwise every call takes an internal mutex.
+    // True when this ring is lock-free: T's move constructor is noexcept (see the file
+    // comment). Otherwise every call takes an internal mutex (for either concurrency).
     static constexpr bool is_lock_free = std::is_nothrow_move_constructible_v<T>;
+
+    // The threads this ring admits (the template argument).
+    static constexpr concurrency threads = C;
 
     // A ring holding at most `capacity` items with the given overflow policy. overflow::block
     // here waits for room as long as it takes (see the next constructor for a bound).
@@ -802,7 +1257,7 @@ public:
     // the oldest has already been removed and counted as evicted (basic guarantee; the counts
     // stay exact either way). The evicted item is destroyed after the push has released the
     // ring (no lock held, no slot owned), so its destructor may call into the ring.
-    push_status push(T item) { return impl_.push(item, nullptr); }
+    FRAMEPIPE_ALWAYS_INLINE push_status push(T item) { return impl_.push(item, nullptr); }
 
     // As push(T), but a push that is waiting for room (overflow::block) gives up when `stop` is
     // requested, returns rejected, and is counted as cancelled. A push that need not wait does
@@ -815,7 +1270,9 @@ public:
     // Exceptions: what T's move constructor throws; the item then stays in the ring (strong).
     // With a max_age, the age check runs in noexcept code: a timestamp_traits<T>::capture_time
     // that throws calls std::terminate (the same holds for every pop and for peek).
-    [[nodiscard]] std::optional<T> try_pop() { return impl_.pop(nullptr, std::nullopt, false); }
+    [[nodiscard]] FRAMEPIPE_ALWAYS_INLINE std::optional<T> try_pop() {
+        return impl_.pop(nullptr, std::nullopt, false);
+    }
 
     // Takes the oldest item, waiting for one. Any thread. Blocks while the ring is empty and
     // open: a lock-free ring spins for a few microseconds (detail::spin_budget), then parks (no
@@ -823,7 +1280,9 @@ public:
     // drained.
     // Exceptions: as try_pop(); std::system_error if the wait cannot lock an internal mutex
     // (nothing is taken then).
-    [[nodiscard]] std::optional<T> pop() { return impl_.pop(nullptr, std::nullopt, true); }
+    [[nodiscard]] FRAMEPIPE_ALWAYS_INLINE std::optional<T> pop() {
+        return impl_.pop(nullptr, std::nullopt, true);
+    }
 
     // As pop(), but returns nullopt as soon as `stop` is requested: the token is checked first,
     // so a stopped consumer leaves even when items remain (they stay in the ring).
@@ -901,7 +1360,23 @@ private:
 
     std::size_t capacity_ = 0;
     overflow policy_ = overflow::drop_oldest;
-    std::conditional_t<is_lock_free, detail::lockfree_ring<T>, detail::locked_ring<T>> impl_;
+    std::conditional_t<!is_lock_free, detail::locked_ring<T>,
+                       std::conditional_t<C == concurrency::spsc, detail::spsc_lockfree_ring<T>,
+                                          detail::lockfree_ring<T>>>
+        impl_;
 };
+
+// A ring for exactly one producer thread and one consumer thread at a time: same API, same
+// policies, counters and exception guarantees as ring<T>, and for a noexcept-move T a cheaper
+// protocol (detail::spsc_lockfree_ring: no compare-and-swap on the fast path unless the policy
+// can evict, cached indices, and a wake-up that costs the notifier one plain load).
+//
+// Thread rules: push() from one thread at a time; try_pop(), pop(), pop_for() and peek() from
+// one thread at a time (the consumer; peek() is a consumer call here, unlike on ring<T>);
+// close(), closed(), size(), capacity(), policy() and stats() from any thread. Handing a role to
+// another thread needs a happens-before between the old and the new thread (a join, a mutex, a
+// channel). Breaking the rule is a data race (undefined behaviour), not a checked error.
+template <class T>
+using spsc_ring = ring<T, concurrency::spsc>;
 
 } // namespace framepipe
