@@ -128,19 +128,27 @@ void publish_take(benchmark::State& st) {
         line.arrive_and_wait();
         const double t0 = steady_ns();
         T v{};
+        // The consumer counts in its own locals and stores the totals once at the end: the
+        // variables above live in the producer's stack frame, next to whatever the producer's
+        // publish spills there, and a store per take would bounce that cache line between the
+        // cores (false sharing that only hits implementations whose publish uses the stack).
+        std::uint64_t my_taken = 0;
+        std::uint64_t my_calls = 0;
         while (!done.load(std::memory_order_relaxed)) {
-            ++calls;
+            ++my_calls;
             if (slot.take(v)) {
                 if constexpr (Stamped) {
                     const auto now = ticks();
                     age.add(static_cast<double>(now - seq_of(v)) * cal.ns_per_tick);
                 }
-                ++taken;
+                ++my_taken;
             } else {
                 cpu_relax();
             }
         }
         consumer_ns = steady_ns() - t0;
+        taken = my_taken;
+        calls = my_calls;
     });
     line.wait_for(1);
     while (st.KeepRunningBatch(static_cast<benchmark::IterationCount>(n))) {
