@@ -121,6 +121,7 @@ struct alignas(64) consumer_state {
     std::atomic<bool> done{false};
     std::uint64_t taken = 0;
     std::uint64_t calls = 0;
+    std::uint64_t checksum = 0; // the sum of the values taken, so that they are read
     double consumer_ns = 0;
     samples age{Stamped ? (1u << 20) : 1};
 };
@@ -140,6 +141,7 @@ void publish_take(benchmark::State& st) {
         T v{};
         std::uint64_t taken = 0;
         std::uint64_t calls = 0;
+        std::uint64_t checksum = 0;
         while (!c.done.load(std::memory_order_relaxed)) {
             ++calls;
             if (slot.take(v)) {
@@ -147,6 +149,13 @@ void publish_take(benchmark::State& st) {
                     const auto now = ticks();
                     c.age.add(static_cast<double>(now - seq_of(v)) * cal.ns_per_tick);
                 }
+                // The value is used, as a real consumer would use it. Otherwise the compiler
+                // drops the load of a value nobody reads, and an implementation whose take
+                // inlines completely (the reference triple buffer) never touches the buffer it
+                // takes, which spares its producer the transfer of that line on the next publish.
+                // (benchmark::DoNotOptimize(v) does not prevent that with GCC 12 and Debian's
+                // libbenchmark 1.7.1: checked in the disassembly.)
+                checksum += seq_of(v);
                 ++taken;
             } else {
                 cpu_relax();
@@ -155,6 +164,7 @@ void publish_take(benchmark::State& st) {
         c.consumer_ns = steady_ns() - t0;
         c.taken = taken;
         c.calls = calls;
+        c.checksum = checksum;
     });
     line.wait_for(1);
     while (st.KeepRunningBatch(static_cast<benchmark::IterationCount>(n))) {
