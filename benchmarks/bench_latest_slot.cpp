@@ -2,7 +2,8 @@
 // for a "newest value" hand-off), a mutex-protected value and TBB's overwrite_node.
 //
 // Scenarios (one iteration = one publish; the time per iteration is the publish cost while a
-// consumer takes flat out on the other core):
+// consumer takes flat out on the other core, and reads every value it takes; everything the
+// consumer touches during the run, except the slot, is on cache lines of its own):
 //   latest_slot.publish  publish and take, both sides flat out. Counters: taken_ratio (values
 //                        the consumer saw / values published), take_call_ns (cost of one take
 //                        call, successful or not).
