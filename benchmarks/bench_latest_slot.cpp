@@ -2,7 +2,8 @@
 // for a "newest value" hand-off), a mutex-protected value and TBB's overwrite_node.
 //
 // Scenarios (one iteration = one publish; the time per iteration is the publish cost while a
-// consumer takes flat out on the other core):
+// consumer takes flat out on the other core, and reads every value it takes; everything the
+// consumer touches during the run, except the slot, is on cache lines of its own):
 //   latest_slot.publish  publish and take, both sides flat out. Counters: taken_ratio (values
 //                        the consumer saw / values published), take_call_ns (cost of one take
 //                        call, successful or not).
@@ -111,6 +112,21 @@ struct tbb_overwrite {
 
 // --------------------------------------------------------------------------------- scenarios
 
+// What the consumer thread reads or writes while the publisher runs, on cache lines of its own.
+// The publisher's frame holds these variables, and a publish may spill to that frame (a by-value
+// argument whose address is taken, say): a flag the consumer polls on every call, or a counter
+// it bumps, sharing a line with such a spill costs the publisher a cache miss per publish, a
+// cost of the harness that hits only the implementations that spill.
+template <bool Stamped>
+struct alignas(64) consumer_state {
+    std::atomic<bool> done{false};
+    std::uint64_t taken = 0;
+    std::uint64_t calls = 0;
+    std::uint64_t checksum = 0; // the sum of the values taken, so that they are read
+    double consumer_ns = 0;
+    samples age{Stamped ? (1u << 20) : 1};
+};
+
 template <class S, class T, bool Stamped>
 void publish_take(benchmark::State& st) {
     const auto n = static_cast<std::uint64_t>(st.max_iterations);
@@ -118,29 +134,38 @@ void publish_take(benchmark::State& st) {
     S slot;
     start_line line;
     pinned_scope pin(0);
-    std::atomic<bool> done{false};
-    std::uint64_t taken = 0;
-    std::uint64_t calls = 0;
-    double consumer_ns = 0;
-    samples age(Stamped ? (1u << 20) : 1);
+    consumer_state<Stamped> c;
     std::thread consumer([&] {
         pin_this_thread(1);
         line.arrive_and_wait();
         const double t0 = steady_ns();
         T v{};
-        while (!done.load(std::memory_order_relaxed)) {
+        std::uint64_t taken = 0;
+        std::uint64_t calls = 0;
+        std::uint64_t checksum = 0;
+        while (!c.done.load(std::memory_order_relaxed)) {
             ++calls;
             if (slot.take(v)) {
                 if constexpr (Stamped) {
                     const auto now = ticks();
-                    age.add(static_cast<double>(now - seq_of(v)) * cal.ns_per_tick);
+                    c.age.add(static_cast<double>(now - seq_of(v)) * cal.ns_per_tick);
                 }
+                // The value is used, as a real consumer would use it. Otherwise the compiler
+                // drops the load of a value nobody reads, and an implementation whose take
+                // inlines completely (the reference triple buffer) never touches the buffer it
+                // takes, which spares its producer the transfer of that line on the next publish.
+                // (benchmark::DoNotOptimize(v) does not prevent that with GCC 12 and Debian's
+                // libbenchmark 1.7.1: checked in the disassembly.)
+                checksum += seq_of(v);
                 ++taken;
             } else {
                 cpu_relax();
             }
         }
-        consumer_ns = steady_ns() - t0;
+        c.consumer_ns = steady_ns() - t0;
+        c.taken = taken;
+        c.calls = calls;
+        c.checksum = checksum;
     });
     line.wait_for(1);
     while (st.KeepRunningBatch(static_cast<benchmark::IterationCount>(n))) {
@@ -156,13 +181,13 @@ void publish_take(benchmark::State& st) {
         const double t1 = steady_ns();
         st.SetIterationTime(seconds_between(t0, t1));
     }
-    done.store(true, std::memory_order_relaxed);
+    c.done.store(true, std::memory_order_relaxed);
     consumer.join();
-    st.counters["taken_ratio"] = static_cast<double>(taken) / static_cast<double>(n);
-    st.counters["take_call_ns"] = calls ? consumer_ns / static_cast<double>(calls) : 0;
+    st.counters["taken_ratio"] = static_cast<double>(c.taken) / static_cast<double>(n);
+    st.counters["take_call_ns"] = c.calls ? c.consumer_ns / static_cast<double>(c.calls) : 0;
     if constexpr (Stamped) {
-        st.counters["age_p50_ns"] = age.pct(0.50);
-        st.counters["age_p99_ns"] = age.pct(0.99);
+        st.counters["age_p50_ns"] = c.age.pct(0.50);
+        st.counters["age_p99_ns"] = c.age.pct(0.99);
     }
 }
 

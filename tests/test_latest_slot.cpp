@@ -1541,3 +1541,351 @@ TEST_CASE("latest_slot: stress, pop_for timeouts and peeks while producers push"
     }
     CHECK(scope.counters.alive() == 0);
 }
+
+// --- The cached-buffer path and the overflow path, each forced ---
+//
+// A call owns one empty buffer while it runs: its side's cached buffer, or, when another thread
+// of its side holds that one, the overflow spare under a mutex. The tests below hold a side's
+// cached buffer for as long as they like, with a value whose move blocks until it is let go: a
+// push that blocks in the move into its buffer holds the producers' cached buffer; a pop that
+// blocks in the move out of the buffer it took holds the consumers' one. Every other call of that
+// side meanwhile must take the overflow path, and must be correct on its own.
+
+namespace {
+
+// Lets one move block (until release()) or throw. Where in a value's life that happens is set per
+// value: the n-th move of the value (counting the moves along its chain of moved-to objects)
+// blocks when block_at == n, throws when throw_at == n.
+struct gate {
+    std::atomic<int> inside{0};  // moves blocked right now
+    std::atomic<bool> open{false};
+    std::atomic<std::int64_t> alive{0};
+
+    void wait_until_inside(int n) const {
+        for (int now = inside.load(); now < n; now = inside.load()) {
+            inside.wait(now); // woken by the blocked move's notify_all
+        }
+    }
+    void release() {
+        open.store(true);
+        open.notify_all();
+    }
+};
+
+gate& the_gate() {
+    static gate g;
+    return g;
+}
+
+struct gate_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+class gated {
+public:
+    explicit gated(int v, int block_at = 0, int throw_at = 0)
+        : value_(v), block_at_(block_at), throw_at_(throw_at) {
+        ++the_gate().alive;
+    }
+    gated(gated&& o) : value_(o.value_), block_at_(o.block_at_), throw_at_(o.throw_at_) {
+        moves_ = o.moves_ + 1;
+        if (moves_ == throw_at_) {
+            throw gate_error("move");
+        }
+        if (moves_ == block_at_) {
+            gate& g = the_gate();
+            g.inside.fetch_add(1);
+            g.inside.notify_all();
+            while (!g.open.load()) {
+                g.open.wait(false);
+            }
+            g.inside.fetch_sub(1);
+        }
+        ++the_gate().alive;
+    }
+    gated(const gated&) = delete;
+    gated& operator=(const gated&) = delete;
+    gated& operator=(gated&&) = delete;
+    ~gated() { --the_gate().alive; }
+
+    [[nodiscard]] int value() const noexcept { return value_; }
+
+private:
+    int value_;
+    int block_at_;
+    int throw_at_;
+    int moves_ = 0;
+};
+
+// Resets the gate at the start and end of a test.
+struct gate_scope {
+    gate_scope() { reset(); }
+    ~gate_scope() { reset(); }
+    gate_scope(const gate_scope&) = delete;
+    gate_scope& operator=(const gate_scope&) = delete;
+    static void reset() {
+        the_gate().inside.store(0);
+        the_gate().open.store(false);
+    }
+};
+
+} // namespace
+
+TEST_CASE("latest_slot: pushes while another producer holds the cached buffer (overflow path)") {
+    // push(T) moves its argument once, into its buffer: block_at 1 blocks there, before the
+    // value is published, while that push holds the producers' cached buffer.
+    const gate_scope scope;
+    REQUIRE(the_gate().alive.load() == 0);
+    {
+        latest_slot<gated> slot;
+        push_status blocked_status{};
+        std::thread blocked([&] { blocked_status = slot.push(gated{100, 1}); });
+        the_gate().wait_until_inside(1);
+
+        // The overflow path: stores, replaces, counts.
+        CHECK(slot.push(gated{1}) == push_status::ok);
+        CHECK(slot.size() == 1);
+        CHECK(slot.push(gated{2}) == push_status::evicted);
+        // Strong on the overflow path too: a throwing move changes nothing, and the spare
+        // buffer it had claimed stays usable.
+        const channel_stats before = slot.stats();
+        CHECK_THROWS_AS(slot.push(gated{3, 0, 1}), gate_error);
+        CHECK(same_counts(slot.stats(), before));
+        {
+            const auto got = slot.try_pop(); // the value from before the throw
+            REQUIRE(got.has_value());
+            CHECK(got->value() == 2);
+        }
+        CHECK(slot.push(gated{4}) == push_status::ok);
+
+        // The blocked push finishes after all of these: it replaces 4.
+        the_gate().release();
+        blocked.join();
+        CHECK(blocked_status == push_status::evicted);
+        const auto last = slot.try_pop();
+        REQUIRE(last.has_value());
+        CHECK(last->value() == 100);
+
+        // And the cached path works again afterwards.
+        CHECK(slot.push(gated{5}) == push_status::ok);
+        const channel_stats s = slot.stats();
+        check_identity(s);
+        CHECK(s.pushed == 5); // 1, 2, 4, 100, 5 (the throwing push is not counted)
+        CHECK(s.popped == 2);
+        CHECK(s.evicted == 2); // 1 by 2, 4 by 100
+        CHECK(s.size == 1);
+    }
+    CHECK(the_gate().alive.load() == 0);
+}
+
+TEST_CASE("latest_slot: pops while another consumer holds the cached buffer (overflow path)") {
+    // A value moves once into its buffer (push) and once out of it (pop): block_at 2 blocks a
+    // pop after it has taken the value out of the slot, while it holds the consumers' cached
+    // buffer.
+    const gate_scope scope;
+    REQUIRE(the_gate().alive.load() == 0);
+    {
+        latest_slot<gated> slot;
+        REQUIRE(slot.push(gated{100, 2}) == push_status::ok);
+        int blocked_value = -1;
+        std::thread blocked([&] {
+            const auto v = slot.pop();
+            blocked_value = v ? v->value() : -2;
+        });
+        the_gate().wait_until_inside(1);
+        CHECK(slot.size() == 0); // the blocked pop has taken it out of the slot
+
+        // The overflow path: takes a value, finds an empty slot.
+        CHECK(slot.push(gated{1}) == push_status::ok);
+        {
+            const auto got = slot.try_pop();
+            REQUIRE(got.has_value());
+            CHECK(got->value() == 1);
+        }
+        CHECK_FALSE(slot.try_pop().has_value());
+        // Strong on the overflow path: a move out that throws puts the value back.
+        CHECK(slot.push(gated{2, 0, 2}) == push_status::ok);
+        const channel_stats before = slot.stats();
+        CHECK_THROWS_AS(slot.try_pop(), gate_error);
+        CHECK(same_counts(slot.stats(), before));
+        CHECK(slot.size() == 1);
+        // (That value would throw again; a newer one replaces it, and is taken through the
+        // spare buffer the failed pop handed back.)
+        CHECK(slot.push(gated{3}) == push_status::evicted);
+        {
+            const auto got = slot.pop_for(std::chrono::hours(1));
+            REQUIRE(got.has_value());
+            CHECK(got->value() == 3);
+        }
+
+        the_gate().release();
+        blocked.join();
+        CHECK(blocked_value == 100);
+        // And the cached path works again afterwards.
+        CHECK(slot.push(gated{4}) == push_status::ok);
+        {
+            const auto got = slot.try_pop();
+            REQUIRE(got.has_value());
+            CHECK(got->value() == 4);
+        }
+        const channel_stats s = slot.stats();
+        check_identity(s);
+        CHECK(s.pushed == 5);  // 100, 1, 2, 3, 4
+        CHECK(s.popped == 4);  // 100, 1, 3, 4
+        CHECK(s.evicted == 1); // 2 by 3
+        CHECK(s.size == 0);
+    }
+    CHECK(the_gate().alive.load() == 0);
+}
+
+TEST_CASE("latest_slot: close during a push held on the overflow path waits for its value") {
+    // A push that has announced itself on the overflow path and is still building its value when
+    // close() lands: a blocking pop must not conclude "closed and drained" until it is in.
+    const gate_scope scope;
+    {
+        latest_slot<gated> slot;
+        push_status first{};
+        push_status second{};
+        std::thread on_cached([&] { first = slot.push(gated{1, 1}); });
+        the_gate().wait_until_inside(1); // holds the producers' cached buffer
+        std::thread on_overflow([&] { second = slot.push(gated{2, 1}); });
+        the_gate().wait_until_inside(2); // announced on the overflow path, building its value
+        slot.close();
+        std::vector<int> got;
+        std::thread consumer([&] {
+            while (const auto v = slot.pop()) {
+                got.push_back(v->value());
+            }
+        });
+        the_gate().release();
+        on_cached.join();
+        on_overflow.join();
+        consumer.join();
+        // Both pushes began before close(): both are accepted, and each value is either
+        // delivered or replaced by the other one (if the consumer was not quicker).
+        CHECK(first != push_status::closed);
+        CHECK(second != push_status::closed);
+        CHECK(slot.push(gated{3}) == push_status::closed);
+        const channel_stats s = slot.stats();
+        check_identity(s);
+        CHECK(got.size() + s.evicted == 2);
+        CHECK(((first == push_status::evicted) ? 1U : 0U) +
+                  ((second == push_status::evicted) ? 1U : 0U) ==
+              s.evicted);
+        for (const int v : got) {
+            CHECK((v == 1 || v == 2));
+        }
+        CHECK((got.size() < 2 || got[0] != got[1]));
+        CHECK(s.pushed == 3);
+        CHECK(s.popped == got.size());
+        CHECK(s.after_close == 1);
+        CHECK(s.size == 0);
+    }
+    CHECK(the_gate().alive.load() == 0);
+}
+
+TEST_CASE("latest_slot: stress, two producers and two consumers flat out, no pauses") {
+    // Both sides of the slot used by two threads at once, with nothing to slow them down: calls
+    // on the cached buffers and on the overflow spare race each other all the time. Every value
+    // is accounted for exactly once; each consumer sees each producer's values in order.
+    constexpr int per_producer = 40'000;
+    lifetime_scope scope;
+    std::vector<push_status> statuses[2];
+    std::vector<int> received[2];
+    {
+        latest_slot<counted> slot;
+        std::stop_source never_stopped;
+        std::latch start(5);
+        std::vector<std::thread> producers;
+        for (int p = 0; p < 2; ++p) {
+            producers.emplace_back([&, p] {
+                start.arrive_and_wait();
+                for (int i = 0; i < per_producer; ++i) {
+                    const int v = p * per_producer + i;
+                    statuses[p].push_back(i % 2 == 0
+                                              ? slot.push(counted{v})
+                                              : slot.push(counted{v}, never_stopped.get_token()));
+                }
+            });
+        }
+        std::vector<std::thread> consumers;
+        consumers.emplace_back([&] {
+            start.arrive_and_wait();
+            while (const auto v = slot.pop()) {
+                received[0].push_back(v->value());
+            }
+        });
+        consumers.emplace_back([&] {
+            start.arrive_and_wait();
+            for (;;) {
+                // Closed only after both producers returned: closed and empty is drained.
+                const bool was_closed = slot.closed();
+                if (const auto v = slot.try_pop()) {
+                    received[1].push_back(v->value());
+                } else if (was_closed) {
+                    break;
+                }
+            }
+        });
+        start.arrive_and_wait();
+        for (auto& t : producers) {
+            t.join();
+        }
+        slot.close();
+        for (auto& t : consumers) {
+            t.join();
+        }
+
+        const channel_stats s = slot.stats();
+        check_identity(s);
+        std::uint64_t evicted_statuses = 0;
+        std::uint64_t other_statuses = 0;
+        for (const auto& mine : statuses) {
+            for (const push_status st : mine) {
+                evicted_statuses += st == push_status::evicted ? 1U : 0U;
+                other_statuses += st == push_status::ok || st == push_status::evicted ? 0U : 1U;
+            }
+        }
+        CHECK(other_statuses == 0);
+        CHECK(s.pushed == 2U * per_producer);
+        CHECK(s.popped == received[0].size() + received[1].size());
+        CHECK(s.evicted == evicted_statuses);
+        CHECK(s.after_close == 0);
+        CHECK(s.size == 0);
+    }
+    CHECK(scope.counters.alive() == 0);
+
+    std::vector<char> seen(2U * per_producer, 0);
+    int bad = 0;
+    int duplicates = 0;
+    int out_of_order = 0;
+    std::size_t delivered = 0;
+    for (const auto& mine : received) {
+        int last[2] = {-1, -1};
+        for (const int v : mine) {
+            if (v < 0 || v >= 2 * per_producer) {
+                ++bad;
+                continue;
+            }
+            const int p = v / per_producer;
+            const int seq = v % per_producer;
+            duplicates += seen[static_cast<std::size_t>(v)] != 0 ? 1 : 0;
+            seen[static_cast<std::size_t>(v)] = 1;
+            out_of_order += seq <= last[p] ? 1 : 0;
+            last[p] = seq;
+            ++delivered;
+        }
+    }
+    CHECK(bad == 0);
+    CHECK(duplicates == 0);
+    CHECK(out_of_order == 0);
+    // A value was delivered exactly when its push did not report it replaced later: the pushes
+    // that returned evicted account for exactly the values nobody received.
+    std::uint64_t evicted_statuses = 0;
+    for (const auto& mine : statuses) {
+        for (const push_status st : mine) {
+            evicted_statuses += st == push_status::evicted ? 1U : 0U;
+        }
+    }
+    CHECK(delivered + evicted_statuses == 2U * per_producer);
+}
