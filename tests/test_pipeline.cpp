@@ -82,6 +82,36 @@ TEST_CASE("pipeline: a finite source flows through a stage into a sink, in order
     CHECK(b.closed());
 }
 
+TEST_CASE("pipeline: spsc_ring channels (one stage on each end) work and are described") {
+    framepipe::spsc_ring<int> a(4, overflow::block);
+    framepipe::spsc_ring<int> b(2, overflow::block);
+    std::vector<int> got;
+    int next = 0;
+    pipeline p("spsc");
+    p.source("count", a, [&]() -> std::optional<int> {
+        return next < 5000 ? std::optional<int>(next++) : std::nullopt;
+    });
+    p.stage("inc", a, b, [](int v) { return v + 1; });
+    p.sink("collect", b, [&](int v) { got.push_back(v); });
+    p.start();
+    p.wait();
+    REQUIRE(got.size() == 5000);
+    bool in_order = true;
+    for (int i = 0; i < 5000; ++i) {
+        in_order = in_order && got[static_cast<std::size_t>(i)] == i + 1;
+    }
+    CHECK(in_order);
+    const auto snap = p.snapshot();
+    REQUIRE(snap.channels.size() == 2);
+    for (const auto& c : snap.channels) {
+        CHECK(c.kind == "spsc_ring");
+        CHECK(c.policy == "block");
+        CHECK(c.pushed == 5000);
+        CHECK(c.popped == 5000);
+        CHECK(c.dropped == 0);
+    }
+}
+
 TEST_CASE("pipeline: a stage returning nullopt emits nothing for that item") {
     ring<int> a(8, overflow::block);
     ring<int> b(8, overflow::block);

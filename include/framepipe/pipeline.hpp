@@ -165,7 +165,7 @@ struct stage_snapshot {
 // One channel's live figures.
 struct channel_snapshot {
     std::string name;
-    std::string kind;   // ring, latest_slot, subscription, sliding_window, broadcaster
+    std::string kind;   // ring, spsc_ring, latest_slot, subscription, sliding_window, broadcaster
     std::string policy; // overflow policy, or "window" / "fan-out"
     std::string parent; // for a subscription: the broadcaster it hangs off, if registered
     std::size_t capacity = 0;
@@ -627,11 +627,11 @@ private:
                                 {"after_close", s.after_close}, {"rate_limited", s.rate_limited}};
     }
 
-    template <class T>
-    static void describe_into(detail::channel_entry& e, ring<T>& ch) {
+    template <class T, concurrency C>
+    static void describe_into(detail::channel_entry& e, ring<T, C>& ch) {
         e.timestamped_items = timestamped<T>;
         e.describe = [&ch](channel_snapshot& cs) {
-            cs.kind = "ring";
+            cs.kind = C == concurrency::spsc ? "spsc_ring" : "ring";
             cs.policy = std::string(to_string(ch.policy()));
             cs.capacity = ch.capacity();
             fill_counts(cs, ch.stats());

@@ -477,7 +477,9 @@ public:
         std::optional<T> out =
             stop != nullptr && stop->stop_requested() ? std::optional<T>() : take_fresh();
         if (!out && wait && (stop == nullptr || !stop->stop_requested())) {
-            out = pop_wait(stop, deadline);
+            if (std::optional<T> waited = pop_wait(stop, deadline)) {
+                out.emplace(std::move(*waited)); // T need not be assignable
+            }
         }
         return out;
     }
@@ -857,7 +859,9 @@ public:
         std::optional<T> out =
             stop != nullptr && stop->stop_requested() ? std::optional<T>() : take_fresh();
         if (!out && wait && (stop == nullptr || !stop->stop_requested())) {
-            out = pop_wait(stop, deadline);
+            if (std::optional<T> waited = pop_wait(stop, deadline)) {
+                out.emplace(std::move(*waited)); // T need not be assignable
+            }
         }
         return out;
     }
