@@ -1028,13 +1028,16 @@ private:
         std::optional<T> victim;
         bool timed_out = false;
         std::optional<clock::time_point> deadline;
-        for (;;) {
+        // push() has just re-read head_ (or found the ring closed): the first round does not
+        // read it again. A producer retrying on a full ring would otherwise pull the consumer's
+        // head_ line twice per attempt, and every pop would have to take it back.
+        for (bool first = true;; first = false) {
             if (closed_.load(std::memory_order_relaxed)) {
                 end_push();
                 count(after_close_);
                 return push_status::closed;
             }
-            if (has_room_cached(t)) {
+            if (!first && has_room_cached(t)) {
                 store(t, item);
                 return push_status::ok;
             }
