@@ -72,6 +72,20 @@ std::map<std::string, op_fn> ops() {
             benchmark::DoNotOptimize(v);
         }
     };
+    m["spsc_ring_push_pop"] = [](std::uint64_t n) {
+        framepipe::spsc_ring<h8> r(1024);
+        for (std::uint64_t i = 1; i <= n; ++i) {
+            (void)r.push(i);
+            auto v = r.try_pop();
+            benchmark::DoNotOptimize(v);
+        }
+    };
+    m["spsc_ring_push_full"] = [](std::uint64_t n) {
+        framepipe::spsc_ring<h8> r(8);
+        for (std::uint64_t i = 1; i <= n; ++i) {
+            benchmark::DoNotOptimize(r.push(i)); // evicts once full
+        }
+    };
     m["boost_spsc_push_pop"] = [](std::uint64_t n) {
         fpb::boost_spsc<h8, 1024> q(1024);
         h8 v = 0;

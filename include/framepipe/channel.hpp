@@ -248,7 +248,7 @@ public:
     }
 
     // The hot half. Any thread; never blocks; noexcept.
-    static void light() noexcept {
+    FRAMEPIPE_ALWAYS_INLINE static void light() noexcept {
         if (enabled_.load(std::memory_order_relaxed)) {
             std::atomic_signal_fence(std::memory_order_seq_cst); // the compiler must not reorder
         } else {
@@ -476,7 +476,7 @@ private:
     }
 
 #if defined(__GNUC__) || defined(__clang__)
-    [[gnu::noinline, gnu::cold]]
+    [[gnu::noinline]] // the slow path: keep it out of the inlined notify
 #endif
     void wake(bool all) noexcept {
         { const std::lock_guard<std::mutex> guard(mu_); }
