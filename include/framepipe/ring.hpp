@@ -328,6 +328,39 @@ inline void backoff(unsigned& spins) noexcept {
     }
 }
 
+// The drop counters of a lock-free ring, and the snapshot derived from them and the ring's
+// positions (pushed and popped are not counted: they follow from the positions). Each counter is
+// written, release, on its own slow path after the head moved for the item it counts; expired
+// (the consumers' counter) sits on a line of its own, apart from the producers' four.
+struct drop_counters {
+    alignas(64) std::atomic<std::uint64_t> evicted{0};
+    std::atomic<std::uint64_t> rejected{0};
+    std::atomic<std::uint64_t> cancelled{0};
+    std::atomic<std::uint64_t> after_close{0};
+    alignas(64) std::atomic<std::uint64_t> expired{0};
+
+    // Counters first, then `positions()` ({head, tail}, read in that order), then the derived
+    // fields. A counter is incremented after the head moved for it, so the head read afterwards
+    // already includes every eviction and expiry counted: popped never underflows. Every
+    // snapshot satisfies dropped == sum of reasons and pushed >= popped + dropped + size, with
+    // equality when no call is in flight. noexcept.
+    template <class Positions>
+    [[nodiscard]] channel_stats snapshot(std::uint64_t capacity, Positions positions) const noexcept {
+        channel_stats s;
+        s.evicted = evicted.load(std::memory_order_acquire);
+        s.expired = expired.load(std::memory_order_acquire);
+        s.rejected = rejected.load(std::memory_order_acquire);
+        s.cancelled = cancelled.load(std::memory_order_acquire);
+        s.after_close = after_close.load(std::memory_order_acquire);
+        const auto [h, t] = positions();
+        s.size = std::min<std::uint64_t>(t - h, capacity); // an evicting push may run ahead
+        s.popped = h - s.evicted - s.expired;
+        s.dropped = s.evicted + s.rejected + s.cancelled + s.expired + s.after_close;
+        s.pushed = t + s.rejected + s.cancelled + s.after_close;
+        return s;
+    }
+};
+
 // The lock-free implementation, used for every T whose move constructor cannot throw (frame
 // handles, shared_ptr, unique_ptr, plain values: the common case).
 //
@@ -407,7 +440,7 @@ public:
         unsigned spins = 0;
         for (;;) {
             if ((pos & closed_bit) != 0) {
-                count(after_close_);
+                count(drops_.after_close);
                 return push_status::closed;
             }
             slot& s = slot_of(pos);
@@ -437,12 +470,12 @@ public:
             }
             // Full: the slot holds the unconsumed item of pos - capacity.
             if (policy_ == overflow::drop_newest) {
-                count(rejected_);
+                count(drops_.rejected);
                 return push_status::rejected;
             }
             if (policy_ == overflow::block && !timed_out) {
                 if (stop != nullptr && stop->stop_requested()) {
-                    count(cancelled_);
+                    count(drops_.cancelled);
                     return push_status::rejected;
                 }
                 if (block_timeout_ && !deadline) {
@@ -450,7 +483,7 @@ public:
                 }
                 const wait_end end = not_full_.wait(stop, deadline, [this] { return has_room(); });
                 if (end == wait_end::stopped) {
-                    count(cancelled_);
+                    count(drops_.cancelled);
                     return push_status::rejected;
                 }
                 timed_out = end == wait_end::timed_out;
@@ -576,24 +609,10 @@ public:
     }
 
     [[nodiscard]] channel_stats stats() const noexcept {
-        // Drop counters first, then head, then tail. A drop counter is incremented (release)
-        // after head_ moved for it, so the head read here already includes every eviction and
-        // expiry counted above it: popped never underflows. Derived as it is, every snapshot
-        // satisfies dropped == sum of reasons and pushed >= popped + dropped + size, with
-        // equality when no call is in flight.
-        channel_stats s;
-        s.evicted = evicted_.load(std::memory_order_acquire);
-        s.expired = expired_.load(std::memory_order_acquire);
-        s.rejected = rejected_.load(std::memory_order_acquire);
-        s.cancelled = cancelled_.load(std::memory_order_acquire);
-        s.after_close = after_close_.load(std::memory_order_acquire);
-        const std::uint64_t h = head_.load(std::memory_order_acquire);
-        const std::uint64_t t = tail_.load(std::memory_order_acquire) & ~closed_bit;
-        s.size = std::min<std::uint64_t>(t - h, capacity_);
-        s.popped = h - s.evicted - s.expired;
-        s.dropped = s.evicted + s.rejected + s.cancelled + s.expired + s.after_close;
-        s.pushed = t + s.rejected + s.cancelled + s.after_close;
-        return s;
+        return drops_.snapshot(capacity_, [this] {
+            const std::uint64_t h = head_.load(std::memory_order_acquire);
+            return std::pair{h, tail_.load(std::memory_order_acquire) & ~closed_bit};
+        });
     }
 
 private:
@@ -670,7 +689,7 @@ private:
                 head_.store(old + 1, std::memory_order_release);
                 victim.emplace(std::move(*s.item()));
                 s.item()->~T();
-                count(evicted_);
+                count(drops_.evicted);
                 ::new (static_cast<void*>(s.storage)) T(std::move(item));
                 s.seq.store(2 * pos + 1, std::memory_order_release);
                 not_empty_.notify_one_after_seq_cst(); // the claim of tail_ was seq_cst
@@ -743,7 +762,7 @@ private:
             if (!out || !is_expired(*out, now)) {
                 return out;
             }
-            count(expired_);
+            count(drops_.expired);
         }
     }
 
@@ -763,11 +782,7 @@ private:
     alignas(64) std::atomic<std::uint64_t> tail_{0};
     alignas(64) std::atomic<std::uint64_t> head_{0};
     // Drop reasons: written only on their slow paths, read by stats().
-    alignas(64) std::atomic<std::uint64_t> evicted_{0};
-    std::atomic<std::uint64_t> expired_{0};
-    std::atomic<std::uint64_t> rejected_{0};
-    std::atomic<std::uint64_t> cancelled_{0};
-    std::atomic<std::uint64_t> after_close_{0};
+    drop_counters drops_;
     // Waiters. Each push reads not_empty_'s waiter count; it is written only by a consumer that
     // parks, so its line stays shared (cached) on the producer's core while nobody parks.
     alignas(64) event_count not_empty_;
@@ -916,23 +931,10 @@ public:
     }
 
     [[nodiscard]] channel_stats stats() const noexcept {
-        // As lockfree_ring::stats(): drop counters first (each is written, release, after head_
-        // moved for it), then head, then tail; so popped never underflows, dropped is always the
-        // sum of its reasons and pushed >= popped + dropped + size, with equality when no call is
-        // in flight.
-        channel_stats s;
-        s.evicted = evicted_.load(std::memory_order_acquire);
-        s.expired = expired_.load(std::memory_order_acquire);
-        s.rejected = rejected_.load(std::memory_order_acquire);
-        s.cancelled = cancelled_.load(std::memory_order_acquire);
-        s.after_close = after_close_.load(std::memory_order_acquire);
-        const std::uint64_t h = head_.load(std::memory_order_acquire) & ~busy_bit;
-        const std::uint64_t t = tail_.load(std::memory_order_acquire);
-        s.size = std::min<std::uint64_t>(t - h, capacity_);
-        s.popped = h - s.evicted - s.expired;
-        s.dropped = s.evicted + s.rejected + s.cancelled + s.expired + s.after_close;
-        s.pushed = t + s.rejected + s.cancelled + s.after_close;
-        return s;
+        return drops_.snapshot(capacity_, [this] {
+            const std::uint64_t h = head_.load(std::memory_order_acquire) & ~busy_bit;
+            return std::pair{h, tail_.load(std::memory_order_acquire)};
+        });
     }
 
 private:
@@ -1013,7 +1015,7 @@ private:
                 slot& s = slot_of(h); // the slot of t as well
                 victim.emplace(std::move(*s.item()));
                 s.item()->~T();
-                count(evicted_);
+                count(drops_.evicted);
                 head_cache_ = h + 1;
                 store(t, item);
                 return push_status::evicted;
@@ -1034,7 +1036,7 @@ private:
         for (bool first = true;; first = false) {
             if (closed_.load(std::memory_order_relaxed)) {
                 end_push();
-                count(after_close_);
+                count(drops_.after_close);
                 return push_status::closed;
             }
             if (!first && has_room_cached(t)) {
@@ -1044,13 +1046,13 @@ private:
             // Full.
             if (policy_ == overflow::drop_newest) {
                 end_push();
-                count(rejected_);
+                count(drops_.rejected);
                 return push_status::rejected;
             }
             if (policy_ == overflow::block && !timed_out) {
                 end_push(); // not pushing while parked: a consumer that saw close need not wait
                 if (stop != nullptr && stop->stop_requested()) {
-                    count(cancelled_);
+                    count(drops_.cancelled);
                     return push_status::rejected;
                 }
                 if (block_timeout_ && !deadline) {
@@ -1059,7 +1061,7 @@ private:
                 const wait_end end =
                     not_full_.wait(stop, deadline, [this, t] { return has_room(t); });
                 if (end == wait_end::stopped) {
-                    count(cancelled_);
+                    count(drops_.cancelled);
                     return push_status::rejected;
                 }
                 timed_out = end == wait_end::timed_out;
@@ -1140,7 +1142,7 @@ private:
             if (!out || !is_expired(*out, now)) {
                 return out;
             }
-            count(expired_);
+            count(drops_.expired);
         }
     }
 
@@ -1182,13 +1184,9 @@ private:
     std::uint64_t tail_cache_ = 0;
     // Written once; read by every push (a shared line, so the read stays in cache).
     alignas(64) std::atomic<bool> closed_{false};
-    // Drop reasons, each with a single writer, read by stats(). Producer-written and
-    // consumer-written counters on separate lines.
-    alignas(64) std::atomic<std::uint64_t> evicted_{0};
-    std::atomic<std::uint64_t> rejected_{0};
-    std::atomic<std::uint64_t> cancelled_{0};
-    std::atomic<std::uint64_t> after_close_{0};
-    alignas(64) std::atomic<std::uint64_t> expired_{0};
+    // Drop reasons, each with a single writer here (expired: the consumer; the rest: the
+    // producer), read by stats().
+    drop_counters drops_;
     // Waiters: each notify reads a waiter count here; written only by a thread that parks.
     alignas(64) event_count not_empty_{event_count::asymmetric};
     alignas(64) event_count not_full_{event_count::asymmetric};
