@@ -54,8 +54,10 @@ if [[ $what == all || $what == perf ]]; then
         {
             echo "# perf record -F 4000 -g $b --benchmark_filter='$filter' (software cpu-clock)"
             echo "# self time by symbol, both threads"
+            # awk, not head: head would close the pipe early, and under pipefail the SIGPIPE of
+            # the commands before it would end the script after the first profile.
             perf report -i "$tmp/$name.data" --no-children --sort symbol --stdio 2>/dev/null |
-                grep -E '^ +[0-9.]+%' | head -n 25 | cut -c1-150
+                grep -E '^ +[0-9.]+%' | awk 'NR <= 25' | cut -c1-150
         } >"$out/perf_$name.txt"
         echo "profile.sh: wrote $out/perf_$name.txt"
     }
