@@ -2,10 +2,11 @@
 //
 // The overflow policies, the result of a push, the counters every channel keeps, and two
 // internal waiting helpers: detail::park (the mutex ring, which parks at once on a condition
-// variable) and detail::event_count (spin, then park: the lock-free ring, sliding_window and
-// pool). latest_slot waits on its own detail::slot_parker, and rate_limiter::acquire on its own
-// condition variable. Users normally include a block's own header (ring.hpp, latest_slot.hpp,
-// ...) and get this one with it.
+// variable) and detail::event_count (spin, then park: the lock-free rings, sliding_window and
+// pool; spsc_ring uses its asymmetric mode, built on detail::asymmetric_barrier). latest_slot
+// waits on its own detail::slot_parker, and rate_limiter::acquire on its own condition variable.
+// Users normally include a block's own header (ring.hpp, latest_slot.hpp, ...) and get this one
+// with it.
 #pragma once
 
 #include <atomic>
