@@ -35,8 +35,11 @@
 // stays in registers.
 #if defined(__GNUC__) || defined(__clang__)
 #define FRAMEPIPE_ALWAYS_INLINE [[gnu::always_inline]] inline
+// The same for a lambda, written after its parameter list: [this]() FRAMEPIPE_INLINE_LAMBDA {...}
+#define FRAMEPIPE_INLINE_LAMBDA __attribute__((always_inline))
 #else
 #define FRAMEPIPE_ALWAYS_INLINE inline
+#define FRAMEPIPE_INLINE_LAMBDA
 #endif
 
 #if defined(__SANITIZE_THREAD__)

@@ -328,6 +328,44 @@ inline void backoff(unsigned& spins) noexcept {
     }
 }
 
+// The pop() of both lock-free rings: take an item now (take()), and only if there was none, the
+// caller waits and stop is not requested, wait for one (wait_for_item()). One named result is
+// returned on every path and the takes return prvalues, so the optional is built in the caller's
+// slot and, inlined, stays in registers for a small T: an optional copied whole is written as a
+// value plus a one-byte flag and read back as words, a store-forwarding stall (see
+// FRAMEPIPE_ALWAYS_INLINE). The result is emplaced, not assigned: T need not be assignable.
+template <class T, class Take, class Wait>
+FRAMEPIPE_ALWAYS_INLINE std::optional<T> pop_or_wait(const std::stop_token* stop, bool wait,
+                                                     Take take, Wait wait_for_item) {
+    std::optional<T> out =
+        stop != nullptr && stop->stop_requested() ? std::optional<T>() : take();
+    if (!out && wait && (stop == nullptr || !stop->stop_requested())) {
+        if (std::optional<T> waited = wait_for_item()) {
+            out.emplace(std::move(*waited));
+        }
+    }
+    return out;
+}
+
+// take(), discarding the items older than max_age (count_expired() counts each); with no
+// max_age, take() itself, without a clock read.
+template <class T, class Take, class CountExpired>
+FRAMEPIPE_ALWAYS_INLINE std::optional<T> take_unexpired(
+    const std::optional<std::chrono::nanoseconds>& max_age, Take take,
+    CountExpired count_expired) noexcept {
+    if (!max_age) {
+        return take();
+    }
+    const auto now = std::chrono::steady_clock::now();
+    for (;;) {
+        std::optional<T> out = take();
+        if (!out || !older_than(*out, max_age, now)) {
+            return out;
+        }
+        count_expired();
+    }
+}
+
 // The drop counters of a lock-free ring, and the snapshot derived from them and the ring's
 // positions (pushed and popped are not counted: they follow from the positions). Each counter is
 // written, release, on its own slow path after the head moved for the item it counts; expired
@@ -500,21 +538,13 @@ public:
     }
 
     // The fast path (an item is there, or the caller does not wait) is inlined into the caller
-    // and builds the result in one piece, so a small T's optional stays in registers (see
-    // FRAMEPIPE_ALWAYS_INLINE).
+    // (see pop_or_wait()).
     FRAMEPIPE_ALWAYS_INLINE std::optional<T> pop(const std::stop_token* stop,
                                                  const std::optional<clock::time_point>& deadline,
                                                  bool wait) {
-        // One named result, returned on every path (so it is constructed in the caller's slot:
-        // see take_one()).
-        std::optional<T> out =
-            stop != nullptr && stop->stop_requested() ? std::optional<T>() : take_fresh();
-        if (!out && wait && (stop == nullptr || !stop->stop_requested())) {
-            if (std::optional<T> waited = pop_wait(stop, deadline)) {
-                out.emplace(std::move(*waited)); // T need not be assignable
-            }
-        }
-        return out;
+        return pop_or_wait<T>(
+            stop, wait, [this]() FRAMEPIPE_INLINE_LAMBDA { return take_fresh(); },
+            [&] { return pop_wait(stop, deadline); });
     }
 
     // pop() once the ring was found empty: wait for an item, the close, the stop or the deadline.
@@ -753,17 +783,9 @@ private:
 
     // take_one(), discarding and counting expired items.
     FRAMEPIPE_ALWAYS_INLINE std::optional<T> take_fresh() noexcept {
-        if (!max_age_) {
-            return take_one();
-        }
-        const auto now = clock::now();
-        for (;;) {
-            std::optional<T> out = take_one();
-            if (!out || !is_expired(*out, now)) {
-                return out;
-            }
-            count(drops_.expired);
-        }
+        return take_unexpired<T>(
+            max_age_, [this]() FRAMEPIPE_INLINE_LAMBDA { return take_one(); },
+            [this] { count(drops_.expired); });
     }
 
     // Read-only after construction; shared by every thread.
@@ -862,23 +884,13 @@ public:
     }
 
     // The consumer thread. The fast path (an item is there, or the caller does not wait) is
-    // small enough to be inlined into the caller, and builds the result in one piece: a small
-    // T's optional then stays in registers. (Returned from an out-of-line function, GCC 12 writes
-    // an optional's value and its one-byte flag to memory with two stores and reads them back
-    // as two words: a store-forwarding stall that tripled the cost of a pop.)
+    // inlined into the caller (see pop_or_wait()).
     FRAMEPIPE_ALWAYS_INLINE std::optional<T> pop(const std::stop_token* stop,
                                                  const std::optional<clock::time_point>& deadline,
                                                  bool wait) {
-        // One named result, returned on every path (so it is constructed in the caller's slot:
-        // see take_one()).
-        std::optional<T> out =
-            stop != nullptr && stop->stop_requested() ? std::optional<T>() : take_fresh();
-        if (!out && wait && (stop == nullptr || !stop->stop_requested())) {
-            if (std::optional<T> waited = pop_wait(stop, deadline)) {
-                out.emplace(std::move(*waited)); // T need not be assignable
-            }
-        }
-        return out;
+        return pop_or_wait<T>(
+            stop, wait, [this]() FRAMEPIPE_INLINE_LAMBDA { return take_fresh(); },
+            [&] { return pop_wait(stop, deadline); });
     }
 
     // The consumer thread.
@@ -1133,17 +1145,9 @@ private:
 
     // take_one(), discarding and counting expired items.
     FRAMEPIPE_ALWAYS_INLINE std::optional<T> take_fresh() noexcept {
-        if (!max_age_) {
-            return take_one();
-        }
-        const auto now = clock::now();
-        for (;;) {
-            std::optional<T> out = take_one();
-            if (!out || !is_expired(*out, now)) {
-                return out;
-            }
-            count(drops_.expired);
-        }
+        return take_unexpired<T>(
+            max_age_, [this]() FRAMEPIPE_INLINE_LAMBDA { return take_one(); },
+            [this] { count(drops_.expired); });
     }
 
     // The consumer found the ring closed and (a moment ago) empty. A push that read closed_
