@@ -1259,7 +1259,8 @@ TEST_CASE("latest_slot: stress, producers and consumers with close during traffi
                 case push_status::ok: ++oks; break;
                 case push_status::evicted: ++evictions; break;
                 case push_status::closed: ++closeds; break;
-                case push_status::rejected: ++others; break;
+                case push_status::rejected:
+                case push_status::cancelled: ++others; break;
                 }
                 if (st == push_status::closed) {
                     seen_closed = true;

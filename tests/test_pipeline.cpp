@@ -316,7 +316,7 @@ TEST_CASE("pipeline: a broadcaster fans out to subscriptions; graph and counts l
     CHECK(channel_of(snap, "frames").kind == "broadcaster");
     CHECK(channel_of(snap, "results").kind == "latest_slot");
 
-    const auto dot = p.to_dot();
+    const auto dot = framepipe::to_dot(p.snapshot());
     CHECK(dot.rfind("digraph \"fan\" {", 0) == 0);
     CHECK(dot.find("\"stage:camera\" -> \"channel:frames\"") != std::string::npos);
     CHECK(dot.find("\"channel:frames\" -> \"channel:fast\"") != std::string::npos);
@@ -412,7 +412,7 @@ TEST_CASE("pipeline: to_prometheus follows the text exposition format") {
 
     REQUIRE(wrong_size == 0);
     REQUIRE(windows_seen > 0);
-    const auto text = p.to_prometheus();
+    const auto text = framepipe::to_prometheus(p.snapshot());
     std::map<std::string, std::string> types;
     check_prometheus(text, types);
     CHECK(types["framepipe_stage_items_in_total"] == "counter");
@@ -436,9 +436,9 @@ TEST_CASE("pipeline: bad arguments and misuse are refused with a clear error") {
     CHECK_THROWS_WITH(p.sink("", a, [](int) {}), Catch::Contains("name"));
     p.sink("x", a, [](int) {});
     CHECK_THROWS_WITH(p.sink("x", a, [](int) {}), Catch::Contains("name"));
-    CHECK_THROWS_WITH(p.source("s", a, [] { return 1; }, -1.0), Catch::Contains("max_rate_hz"));
-    CHECK_THROWS_WITH(p.source("s", a, [] { return 1; }, 2e9), Catch::Contains("max_rate_hz"));
-    CHECK_THROWS_WITH(p.source("s", a, [] { return 1; }, 1e-300), Catch::Contains("max_rate_hz"));
+    CHECK_THROWS_WITH(p.source("s", a, [] { return 1; }, {.max_rate_hz = -1.0}), Catch::Contains("max_rate_hz"));
+    CHECK_THROWS_WITH(p.source("s", a, [] { return 1; }, {.max_rate_hz = 2e9}), Catch::Contains("max_rate_hz"));
+    CHECK_THROWS_WITH(p.source("s", a, [] { return 1; }, {.max_rate_hz = 1e-300}), Catch::Contains("max_rate_hz"));
     CHECK_THROWS_WITH(p.request_stop(-1ms), Catch::Contains("deadline"));
     pipeline empty;
     CHECK_THROWS_AS(empty.start(), std::logic_error);

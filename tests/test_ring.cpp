@@ -355,7 +355,7 @@ TEMPLATE_TEST_CASE("ring: a push blocked by the block policy ends with rejected 
     stop.request_stop();
     producer.join();
 
-    CHECK(result == push_status::rejected);
+    CHECK(result == push_status::cancelled);
     const auto s = r.stats();
     CHECK(s.pushed == 2);
     CHECK(s.cancelled == 1);
@@ -407,7 +407,7 @@ TEMPLATE_TEST_CASE("ring: a push that would wait with a stop already requested i
     SECTION("block") {
         ring<int, TestType::value> r(1, overflow::block);
         REQUIRE(r.push(1) == push_status::ok);
-        CHECK(r.push(2, stop.get_token()) == push_status::rejected);
+        CHECK(r.push(2, stop.get_token()) == push_status::cancelled);
         const auto s = r.stats();
         CHECK(s.cancelled == 1);
         CHECK(s.dropped == 1);
@@ -417,7 +417,7 @@ TEMPLATE_TEST_CASE("ring: a push that would wait with a stop already requested i
     SECTION("block with a block_timeout: cancelled, not evicted") {
         ring<int, TestType::value> r(1, overflow::block, 1h);
         REQUIRE(r.push(1) == push_status::ok);
-        CHECK(r.push(2, stop.get_token()) == push_status::rejected);
+        CHECK(r.push(2, stop.get_token()) == push_status::cancelled);
         CHECK(r.stats().cancelled == 1);
         CHECK(r.stats().evicted == 0);
         CHECK(drain(r) == std::vector<int>{1});
@@ -768,7 +768,7 @@ TEMPLATE_TEST_CASE("ring: every drop is counted under its reason and dropped is 
     CHECK(s.dropped == 1);
     check_identities(s);
 
-    CHECK(r.push(fresh(4, 3), stop.get_token()) == push_status::rejected); // would wait: cancelled
+    CHECK(r.push(fresh(4, 3), stop.get_token()) == push_status::cancelled); // would wait: cancelled at once
     s = r.stats();
     CHECK(s.cancelled == 1);
     CHECK(s.dropped == 2);
@@ -1134,7 +1134,7 @@ TEMPLATE_TEST_CASE("ring: each item's destructor runs exactly once", "[spsc]", m
             stop.request_stop();
             ring<counted, TestType::value> b(1, overflow::block);
             CHECK(b.push(counted{3}) == push_status::ok);
-            CHECK(b.push(counted{4}, stop.get_token()) == push_status::rejected);
+            CHECK(b.push(counted{4}, stop.get_token()) == push_status::cancelled);
             CHECK(lives.alive() == 2);
         }
         CHECK(lives.alive() == 0);
@@ -1581,20 +1581,22 @@ void check_stress(const stress_plan& plan, const stress_outcome& out) {
     CHECK(s.after_close >= (plan.close_from_another_thread ? items - items * 3 / 4
                                                            : items - items / 2));
 
-    std::uint64_t ok = 0, evicted = 0, rejected = 0, closed = 0;
+    std::uint64_t ok = 0, evicted = 0, rejected = 0, cancelled = 0, closed = 0;
     for (const auto& per_producer : out.statuses) {
         for (const auto st : per_producer) {
             switch (st) {
             case push_status::ok: ++ok; break;
             case push_status::evicted: ++evicted; break;
             case push_status::rejected: ++rejected; break;
+            case push_status::cancelled: ++cancelled; break;
             case push_status::closed: ++closed; break;
             }
         }
     }
-    CHECK(ok + evicted + rejected + closed == s.pushed);
+    CHECK(cancelled == s.cancelled);
+    CHECK(ok + evicted + rejected + cancelled + closed == s.pushed);
     CHECK(closed == s.after_close);
-    CHECK(rejected == s.rejected + s.cancelled);
+    CHECK(rejected == s.rejected);
     CHECK(evicted == s.evicted); // each evicted push dropped exactly one item
 
     // No duplicates, FIFO per producer, only accepted items delivered.
@@ -1676,7 +1678,7 @@ TEST_CASE("ring: stress, block, with a cancelled producer and close during traff
     bool only_producer_1_rejected = true;
     for (std::size_t p = 0; p < out.statuses.size(); ++p) {
         for (const auto st : out.statuses[p]) {
-            if (st == push_status::rejected && p != 1) {
+            if (st == push_status::cancelled && p != 1) {
                 only_producer_1_rejected = false;
             }
         }
@@ -1726,7 +1728,7 @@ TEST_CASE("ring: lock-free stress, block, with a cancelled producer and close du
     bool only_producer_1_rejected = true;
     for (std::size_t p = 0; p < out.statuses.size(); ++p) {
         for (const auto st : out.statuses[p]) {
-            if (st == push_status::rejected && p != 1) {
+            if (st == push_status::cancelled && p != 1) {
                 only_producer_1_rejected = false;
             }
         }

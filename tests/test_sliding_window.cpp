@@ -33,7 +33,6 @@ namespace {
 using framepipe::push_status;
 using framepipe::sliding_window;
 using framepipe::window;
-using framepipe::window_stats;
 using framepipe_test::counted;
 using framepipe_test::counted_error;
 using framepipe_test::lifetime_scope;
@@ -49,7 +48,28 @@ std::uint64_t expected_ready(std::uint64_t pushed, std::size_t size, std::size_t
     return pushed < size ? 0 : (pushed - size) / stride + 1;
 }
 
-void check_identity(const window_stats& s) {
+// The counters as one flat record: windows from stats() (a channel_stats in windows), items
+// from item_stats().
+struct window_counts {
+    std::uint64_t pushed = 0;      // items accepted
+    std::uint64_t after_close = 0; // items refused after close
+    std::uint64_t ready = 0;       // windows that became ready (stats().pushed)
+    std::uint64_t popped = 0;      // windows taken
+    std::uint64_t dropped = 0;     // windows overtaken (stats().evicted)
+    std::uint64_t size = 0;        // ready windows waiting (0 or 1)
+};
+
+template <class T>
+window_counts counts(const sliding_window<T>& w) {
+    const framepipe::channel_stats s = w.stats();
+    const framepipe::window_item_stats items = w.item_stats();
+    // A window is only ever dropped by being overtaken (or lost to a throwing move): evicted.
+    CHECK(s.dropped == s.evicted);
+    CHECK(s.rejected + s.cancelled + s.expired + s.after_close + s.rate_limited == 0);
+    return {items.pushed, items.after_close, s.pushed, s.popped, s.dropped, s.size};
+}
+
+void check_identity(const window_counts& s) {
     INFO("ready " << s.ready << " popped " << s.popped << " dropped " << s.dropped << " size "
                   << s.size);
     CHECK(s.size <= 1);
@@ -161,7 +181,7 @@ TEST_CASE("sliding_window: a window is ready after size pushes, then one every s
         CHECK(w.push(seq) == push_status::ok); // the consumer keeps up: nothing is overtaken
         const bool ready = ends_window(seq, size, stride);
         CHECK(w.size() == (ready ? 1U : 0U));
-        CHECK(w.stats().size == (ready ? 1U : 0U));
+        CHECK(counts(w).size == (ready ? 1U : 0U));
         auto got = w.try_pop();
         REQUIRE(got.has_value() == ready);
         if (got) {
@@ -169,7 +189,7 @@ TEST_CASE("sliding_window: a window is ready after size pushes, then one every s
             check_window_of_seqs(*got, seq, size);
         }
         CHECK(w.size() == 0);
-        const window_stats s = w.stats();
+        const window_counts s = counts(w);
         CHECK(s.pushed == seq + 1);
         CHECK(s.ready == windows);
         CHECK(s.popped == windows);
@@ -233,7 +253,7 @@ TEST_CASE("sliding_window: size 30 stride 30 clears the buffer after each classi
     REQUIRE(third.has_value());
     check_window_of_seqs(*third, 119, 30);
     CHECK_FALSE(w.try_pop().has_value());
-    const window_stats s = w.stats();
+    const window_counts s = counts(w);
     CHECK(s.pushed == 120);
     CHECK(s.ready == 4);
     CHECK(s.popped == 3);
@@ -265,7 +285,7 @@ TEST_CASE("sliding_window: a slower consumer gets only the newest ready window")
         } else {
             CHECK(st == push_status::ok);
         }
-        const window_stats s = w.stats();
+        const window_counts s = counts(w);
         CHECK(s.ready == ready);
         CHECK(s.dropped == (ready == 0 ? 0 : ready - 1));
         CHECK(s.popped == 0);
@@ -277,7 +297,7 @@ TEST_CASE("sliding_window: a slower consumer gets only the newest ready window")
     REQUIRE(got.has_value());
     check_window_of_seqs(*got, last_ready, size);
     CHECK_FALSE(w.try_pop().has_value());
-    window_stats s = w.stats();
+    window_counts s = counts(w);
     CHECK(s.ready == ready);
     CHECK(s.popped == 1);
     CHECK(s.dropped == ready - 1);
@@ -306,7 +326,7 @@ TEST_CASE("sliding_window: a slower consumer gets only the newest ready window")
         check_window_of_seqs(*newest, ends[1], size);
         CHECK_FALSE(w.try_pop().has_value());
     }
-    s = w.stats();
+    s = counts(w);
     CHECK(s.ready == ready + 8);
     CHECK(s.popped == 5);
     CHECK(s.dropped == ready - 1 + 4);
@@ -430,7 +450,7 @@ TEST_CASE("sliding_window: tumbling windows move their items out when T's move c
             }
         }
     }
-    CHECK(w.stats().popped == 3);
+    CHECK(counts(w).popped == 3);
     CHECK(copies == 0);
 }
 
@@ -460,7 +480,7 @@ TEST_CASE("sliding_window: try_pop and pop_for return nullopt when no window is 
     got = w.pop_for(1ms, never.get_token());
     REQUIRE(got.has_value());
     check_window_of_seqs(*got, 4, 3);
-    const window_stats s = w.stats();
+    const window_counts s = counts(w);
     CHECK(s.ready == 2);
     CHECK(s.popped == 2);
     check_identity(s);
@@ -503,14 +523,14 @@ TEST_CASE("sliding_window: a blocked pop waits until a push makes a window ready
     for (std::uint64_t seq = 0; seq < 3; ++seq) {
         CHECK(w.push(seq) == push_status::ok);
     }
-    CHECK(w.stats().pushed == 3);
+    CHECK(counts(w).pushed == 3);
     CHECK_FALSE(done.load()); // 3 items are not a window: the consumer still waits
     CHECK(w.push(3) == push_status::ok);
     consumer.join();
     CHECK(done.load());
     REQUIRE(result.has_value());
     check_window_of_seqs(*result, 3, 4);
-    check_identity(w.stats());
+    check_identity(counts(w));
 }
 
 TEST_CASE("sliding_window: a ready window wakes one waiting consumer, close wakes the rest") {
@@ -538,14 +558,14 @@ TEST_CASE("sliding_window: a ready window wakes one waiting consumer, close wake
     }
     CHECK(got_window.load() == 1);
     CHECK(got_last.load() == 1);
-    CHECK(w.stats().popped == 1);
+    CHECK(counts(w).popped == 1);
     CHECK(finished.load() == 1); // no second window: the other consumer still waits
     w.close();
     a.join();
     b.join();
     CHECK(finished.load() == 2);
     CHECK(got_window.load() == 1); // the second one woke with nullopt
-    check_identity(w.stats());
+    check_identity(counts(w));
 }
 
 TEST_CASE("sliding_window: pop(stop) checks the token first and a stop wakes a blocked pop") {
@@ -558,7 +578,7 @@ TEST_CASE("sliding_window: pop(stop) checks the token first and a stop wakes a b
     CHECK_FALSE(w.pop(stopped.get_token()).has_value());
     CHECK_FALSE(w.pop_for(1h, stopped.get_token()).has_value());
     CHECK_FALSE(w.pop_for(0ns, stopped.get_token()).has_value());
-    window_stats s = w.stats();
+    window_counts s = counts(w);
     CHECK(s.size == 1); // the ready window was not taken
     CHECK(s.popped == 0);
     CHECK(w.size() == 1);
@@ -580,13 +600,13 @@ TEST_CASE("sliding_window: pop(stop) checks the token first and a stop wakes a b
     });
     started.wait();
     w.push(2); // not a window yet (stride 2)
-    CHECK(w.stats().pushed == 3);
+    CHECK(counts(w).pushed == 3);
     CHECK_FALSE(done.load());
     source.request_stop();
     consumer.join();
     CHECK_FALSE(result.has_value());
     CHECK_FALSE(w.closed());
-    s = w.stats();
+    s = counts(w);
     CHECK(s.popped == 1);
     CHECK(s.size == 0);
     check_identity(s);
@@ -628,7 +648,7 @@ TEST_CASE("sliding_window: close wakes every blocked pop with nullopt") {
     started.wait();
     w.push(0);
     w.push(1);
-    CHECK(w.stats().pushed == 2);
+    CHECK(counts(w).pushed == 2);
     CHECK(finished.load() == 0);
     CHECK_FALSE(w.closed());
     w.close();
@@ -647,7 +667,7 @@ TEST_CASE("sliding_window: after close the pending window is drained, then pops 
         for (int i = 0; i < 5; ++i) {
             w.push(counted{i});
         }
-        REQUIRE(w.stats().size == 1);
+        REQUIRE(counts(w).size == 1);
         w.close();
         CHECK(w.closed());
         w.close(); // idempotent
@@ -655,7 +675,7 @@ TEST_CASE("sliding_window: after close the pending window is drained, then pops 
         CHECK(w.push(counted{100}) == push_status::closed);
         CHECK(w.push(counted{101}, std::stop_token{}) == push_status::closed);
         CHECK(w.push(counted{102}) == push_status::closed);
-        window_stats s = w.stats();
+        window_counts s = counts(w);
         CHECK(s.pushed == 5);
         CHECK(s.after_close == 3);
         CHECK(s.ready == 2);
@@ -674,7 +694,7 @@ TEST_CASE("sliding_window: after close the pending window is drained, then pops 
         CHECK_FALSE(w.try_pop().has_value());
         CHECK_FALSE(w.pop_for(1ms).has_value());
         CHECK_FALSE(w.pop_for(1h, never.get_token()).has_value());
-        s = w.stats();
+        s = counts(w);
         CHECK(s.popped == 1);
         CHECK(s.size == 0);
         CHECK(s.pushed == 5);
@@ -691,7 +711,7 @@ TEST_CASE("sliding_window: pushes after close do not make windows ready") {
     for (std::uint64_t seq = 1; seq < 6; ++seq) {
         CHECK(w.push(seq) == push_status::closed);
     }
-    const window_stats s = w.stats();
+    const window_counts s = counts(w);
     CHECK(s.pushed == 1);
     CHECK(s.after_close == 5);
     CHECK(s.ready == 0);
@@ -711,7 +731,7 @@ TEST_CASE("sliding_window: push with a stop token never consults it") {
     auto got = w.try_pop();
     REQUIRE(got.has_value());
     check_window_of_seqs(*got, 3, 2);
-    CHECK(w.stats().pushed == 4);
+    CHECK(counts(w).pushed == 4);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -753,7 +773,7 @@ TEST_CASE("sliding_window: bad arguments throw invalid_argument naming the argum
         std::stop_source never;
         CHECK(what_of([&] { (void)w.pop_for(-1ms, never.get_token()); }).find("timeout") !=
               std::string::npos);
-        const window_stats s = w.stats();
+        const window_counts s = counts(w);
         CHECK(s.size == 1); // the throwing calls did not take the window
         CHECK(s.popped == 0);
     }
@@ -835,7 +855,7 @@ TEST_CASE("sliding_window: move-only T works with tumbling windows") {
         for (int i = 9; i < 11; ++i) {
             w.push(std::make_unique<counted>(i));
         }
-        const window_stats s = w.stats();
+        const window_counts s = counts(w);
         CHECK(s.pushed == 11);
         CHECK(s.ready == 3);
         CHECK(s.popped == 2);
@@ -899,7 +919,7 @@ TEST_CASE("sliding_window: it never owns more than size + stride items") {
             // No window is held here: every live `counted` is owned by the sliding_window.
             INFO("after push " << i);
             CHECK(scope.counters.alive() <= bound);
-            if (w.stats().size == 1) {
+            if (counts(w).size == 1) {
                 CHECK(scope.counters.alive() >= static_cast<std::int64_t>(size));
             }
             if (consume) {
@@ -909,7 +929,7 @@ TEST_CASE("sliding_window: it never owns more than size + stride items") {
                 CHECK(scope.counters.alive() <= bound);
             }
         }
-        CHECK(w.stats().pushed == static_cast<std::uint64_t>(n));
+        CHECK(counts(w).pushed == static_cast<std::uint64_t>(n));
     }
     CHECK(scope.counters.alive() == 0);
 }
@@ -930,7 +950,7 @@ TEST_CASE("sliding_window: a throwing copy during pop leaves the window availabl
         for (int i = 0; i < n; ++i) {
             w.push(counted{i});
         }
-        const window_stats before = w.stats();
+        const window_counts before = counts(w);
         REQUIRE(before.size == 1);
         const std::int64_t alive = scope.counters.alive();
 
@@ -944,7 +964,7 @@ TEST_CASE("sliding_window: a throwing copy during pop leaves the window availabl
         }
         scope.counters.throw_on_copy = false;
 
-        const window_stats after = w.stats();
+        const window_counts after = counts(w);
         CHECK(after.popped == before.popped);
         CHECK(after.ready == before.ready);
         CHECK(after.dropped == before.dropped);
@@ -957,7 +977,7 @@ TEST_CASE("sliding_window: a throwing copy during pop leaves the window availabl
         REQUIRE(got.has_value());
         CHECK(got->last_seq() == static_cast<std::uint64_t>(n - 1));
         CHECK(values_of(*got) == iota_values(n - static_cast<int>(size), static_cast<int>(size)));
-        check_identity(w.stats());
+        check_identity(counts(w));
 
         // And the sliding_window carries on normally.
         for (int i = n; i < n + static_cast<int>(stride); ++i) {
@@ -985,7 +1005,7 @@ TEST_CASE("sliding_window: a throwing move during push changes nothing") {
         for (int i = 0; i < prefix; ++i) {
             w.push(counted{i});
         }
-        const window_stats before = w.stats();
+        const window_counts before = counts(w);
         const std::int64_t alive = scope.counters.alive();
 
         scope.counters.throw_on_move = true;
@@ -994,7 +1014,7 @@ TEST_CASE("sliding_window: a throwing move during push changes nothing") {
         CHECK_THROWS_AS(w.push(counted{-100}), counted_error);
         scope.counters.throw_on_move = false;
 
-        const window_stats after = w.stats();
+        const window_counts after = counts(w);
         CHECK(after.pushed == before.pushed);
         CHECK(after.ready == before.ready);
         CHECK(after.dropped == before.dropped);
@@ -1007,7 +1027,7 @@ TEST_CASE("sliding_window: a throwing move during push changes nothing") {
         // The failed push took no sequence number: the windows continue from `prefix`.
         for (int i = prefix; i < prefix + 3 * static_cast<int>(size); ++i) {
             const auto seq = static_cast<std::uint64_t>(i);
-            const bool was_pending = w.stats().size == 1;
+            const bool was_pending = counts(w).size == 1;
             const push_status st = w.push(counted{i});
             if (ends_window(seq, size, stride)) {
                 CHECK(st == (was_pending ? push_status::evicted : push_status::ok));
@@ -1018,7 +1038,7 @@ TEST_CASE("sliding_window: a throwing move during push changes nothing") {
                                                      static_cast<int>(size)));
             } else {
                 CHECK(st == push_status::ok);
-                CHECK(w.stats().size == (was_pending ? 1U : 0U));
+                CHECK(counts(w).size == (was_pending ? 1U : 0U));
                 if (was_pending) {
                     // The window pending before the failed push is still the right one.
                     auto got = w.try_pop();
@@ -1031,7 +1051,7 @@ TEST_CASE("sliding_window: a throwing move during push changes nothing") {
                 }
             }
         }
-        const window_stats s = w.stats();
+        const window_counts s = counts(w);
         CHECK(s.pushed == static_cast<std::uint64_t>(prefix + 3 * static_cast<int>(size)));
         CHECK(s.ready == expected_ready(s.pushed, size, stride));
         check_identity(s);
@@ -1049,11 +1069,11 @@ TEST_CASE("sliding_window: a throwing move of a move-only T during pop drops tha
         for (int i = 0; i < 3; ++i) {
             w.push(move_only_throwing{i, &throw_after});
         }
-        REQUIRE(w.stats().size == 1);
+        REQUIRE(counts(w).size == 1);
         throw_after = 2; // the second move out of the history throws
         CHECK_THROWS_AS(w.try_pop(), counted_error);
         throw_after = 0;
-        window_stats s = w.stats();
+        window_counts s = counts(w);
         CHECK(s.ready == 1);
         CHECK(s.popped == 0);
         CHECK(s.dropped == 1);
@@ -1073,7 +1093,7 @@ TEST_CASE("sliding_window: a throwing move of a move-only T during pop drops tha
         for (std::size_t k = 0; k < 3; ++k) {
             CHECK((*got)[k].value == static_cast<int>(3 + k));
         }
-        s = w.stats();
+        s = counts(w);
         CHECK(s.ready == 2);
         CHECK(s.popped == 1);
         CHECK(s.dropped == 1);
@@ -1095,7 +1115,7 @@ struct tagged {
 
 struct stress_result {
     std::vector<std::vector<window<tagged>>> per_consumer;
-    window_stats stats;
+    window_counts stats;
     std::uint64_t accepted = 0;
     std::uint64_t evicted = 0;
     std::uint64_t closed = 0;
@@ -1159,7 +1179,7 @@ stress_result run_stress(std::size_t size, std::size_t stride, std::uint32_t pro
     start.arrive_and_wait();
     // Close during traffic: once enough items went in and consumers have taken some windows.
     for (;;) {
-        const window_stats s = w->stats();
+        const window_counts s = counts(*w);
         if (s.pushed >= close_after && windows_taken.load() >= 100) {
             break;
         }
@@ -1169,7 +1189,7 @@ stress_result run_stress(std::size_t size, std::size_t stride, std::uint32_t pro
     for (auto& t : threads) {
         t.join();
     }
-    out.stats = w->stats();
+    out.stats = counts(*w);
     out.accepted = accepted.load();
     out.evicted = evicted.load();
     out.closed = closed.load();
@@ -1179,7 +1199,7 @@ stress_result run_stress(std::size_t size, std::size_t stride, std::uint32_t pro
 
 void check_stress(const stress_result& r, std::size_t size, std::size_t stride,
                   std::uint32_t producers) {
-    const window_stats& s = r.stats;
+    const window_counts& s = r.stats;
     INFO("pushed " << s.pushed << " ready " << s.ready << " popped " << s.popped << " dropped "
                    << s.dropped << " after_close " << s.after_close);
     REQUIRE(s.pushed == r.accepted);

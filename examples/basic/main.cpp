@@ -226,7 +226,7 @@ void run_framepipe(const settings& s, meters& m, const std::stop_token& stop) {
             m.frames.fetch_add(1, std::memory_order_relaxed);
             return f;
         },
-        s.source_fps);
+        {.max_rate_hz = s.source_fps});
     p.stage("detector", det, boxes, [&](const std::shared_ptr<const frame>& f) {
         detect(*f, s, m);
         return f->seq;

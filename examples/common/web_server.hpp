@@ -3,7 +3,7 @@
 //
 //     framepipe::broadcaster<framepipe_examples::encoded_frame> jpegs;   // fed by the UI stage
 //     framepipe_examples::web_server server({.port = 7001, .page_html = my_page,
-//                                            .metrics_text = [&] { return p.to_prometheus(); },
+//                                            .metrics_text = [&] { return framepipe::to_prometheus(p.snapshot()); },
 //                                            .stats_json = [&] { return stats().dump(); },
 //                                            .state_json = [&] { return live_state().dump(); }},
 //                                           jpegs);          // binds now: throws if the port is taken

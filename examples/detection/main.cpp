@@ -354,7 +354,7 @@ int run(const settings& s) {
                 }
                 return f;
             },
-            video.pace_hz());
+            {.max_rate_hz = video.pace_hz()});
         p.stage("detector", det_in, results,
                 [&](frame_ptr f, framepipe::stage_context& ctx) -> std::optional<result> {
                     if (detect_rate && !detect_rate->try_acquire()) {
@@ -391,7 +391,7 @@ int run(const settings& s) {
                 }
                 return f->seq;
             },
-            video.pace_hz());
+            {.max_rate_hz = video.pace_hz()});
     }
     if (sink_in) {
         p.sink("ui-sink", *sink_in, [](const std::shared_ptr<const fe::encoded_frame>&) {});
@@ -414,7 +414,7 @@ int run(const settings& s) {
                 .host = s.host,
                 .port = static_cast<unsigned short>(s.port),
                 .page_html = det::page_html,
-                .metrics_text = [&p] { return p.to_prometheus(); },
+                .metrics_text = [&p] { return framepipe::to_prometheus(p.snapshot()); },
                 .stats_json = [&stats] { return stats().dump(); },
                 .state_json =
                     [&stats] {
@@ -473,7 +473,7 @@ int run(const settings& s) {
         j[key] = after[key];
     }
     if (!s.dot.empty()) {
-        std::ofstream(s.dot) << p.to_dot();
+        std::ofstream(s.dot) << framepipe::to_dot(p.snapshot());
     }
     const std::string end = video.end_reason();
     j["end_reason"] = end.empty() ? (fe::stop_requested() ? "signal" : "duration") : end;

@@ -445,7 +445,7 @@ nlohmann::json summary(const settings& s, const std::string& source_description,
         {"classify_per_s", per_s(m.classified)},
         {"window_age_p50_ms", fe::round2(fe::quantile_ms(m.window_age, 0.50))},
         {"window_age_p99_ms", fe::round2(fe::quantile_ms(m.window_age, 0.99))},
-        {"windows_ready", ws.ready},
+        {"windows_ready", ws.pushed},
         {"windows_classified", m.classified.load(std::memory_order_relaxed)},
         {"windows_dropped", ws.dropped},
         {"classify_ms_p50", fe::round2(fe::quantile_ms(m.classify_time, 0.50))},
@@ -567,10 +567,10 @@ int run(const settings& s) {
                     m.source_frames.fetch_add(1, std::memory_order_relaxed);
                     return f;
                 },
-                source->pace_hz());
+                {.max_rate_hz = source->pace_hz()});
             p.stage("estimator", to_estimator, estimates, [&](const frame_ptr& f) { return estimate_of(f); });
         } else {
-            p.source("landmarks", estimates, next_recorded, s.estimate_fps);
+            p.source("landmarks", estimates, next_recorded, {.max_rate_hz = s.estimate_fps});
         }
         p.stage("display", to_display, jpegs,
                 [&](const std::shared_ptr<const estimate_item>& e) { return show(*e); });
@@ -617,7 +617,7 @@ int run(const settings& s) {
                 }
                 return show(*e);
             },
-            s.estimate_fps);
+            {.max_rate_hz = s.estimate_fps});
     }
     if (s.no_ui) {
         // Nobody watches: a sink takes the JPEGs so that the display does its full work.
@@ -636,7 +636,7 @@ int run(const settings& s) {
         server.emplace(fe::web_server_options{.host = s.host,
                                               .port = static_cast<unsigned short>(s.port),
                                               .page_html = page_html,
-                                              .metrics_text = [&p] { return p.to_prometheus(); },
+                                              .metrics_text = [&p] { return framepipe::to_prometheus(p.snapshot()); },
                                               .stats_json = [&stats] { return stats().dump(); },
                                               .state_json =
                                                   [&stats] {

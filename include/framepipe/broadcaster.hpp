@@ -25,6 +25,8 @@
 // ring<T>'s rules (any number of consumer threads).
 #pragma once
 
+#include <framepipe/detail/config.hpp>
+
 #include <framepipe/channel.hpp>
 #include <framepipe/rate_limiter.hpp>
 #include <framepipe/ring.hpp>
@@ -40,6 +42,7 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -61,13 +64,14 @@ struct publish_result {
     std::size_t subscribers = 0;  // attached when the value was published
     std::size_t delivered = 0;    // took the value (whether or not they evicted to do so)
     std::size_t evicted = 0;      // took it by dropping their oldest value
-    std::size_t rejected = 0;     // refused it: full under drop_newest, or the wait was stopped
+    std::size_t rejected = 0;     // refused it: full under drop_newest
+    std::size_t cancelled = 0;    // refused it: a wait for room (overflow::block) was stopped
     std::size_t rate_limited = 0; // skipped it: their max_rate_hz allowed no value now
     std::size_t closed = 0;       // their subscription (or the broadcaster) was closed
 
     // Subscriptions that dropped something because of this publish.
     [[nodiscard]] std::size_t dropped() const noexcept {
-        return evicted + rejected + rate_limited + closed;
+        return evicted + rejected + cancelled + rate_limited + closed;
     }
 };
 
@@ -322,7 +326,7 @@ public:
     }
 
     // As publish(shared_ptr), but a wait for a blocking subscriber ends when `stop` is
-    // requested; that subscriber then counts the value as cancelled (rejected in the result).
+    // requested; that subscriber then counts the value as cancelled.
     publish_result publish(std::shared_ptr<const T> value, std::stop_token stop) {
         return publish_impl(std::move(value), &stop);
     }
@@ -420,6 +424,7 @@ private:
                 ++r.evicted;
                 break;
             case push_status::rejected: ++r.rejected; break;
+            case push_status::cancelled: ++r.cancelled; break;
             case push_status::closed: ++r.closed; break;
             }
         }
@@ -427,6 +432,27 @@ private:
     }
 
     std::shared_ptr<detail::broadcast_core<T>> core_;
+};
+
+// How a pipeline shows a subscription and a broadcaster (see channel_traits). A broadcaster
+// keeps no buffer: its counter is the number of values published.
+template <class T>
+struct channel_traits<subscription<T>> {
+    static constexpr std::string_view kind = "subscription";
+    static constexpr bool one_producer = false;
+    static constexpr bool one_consumer = false;
+};
+
+template <class T>
+struct channel_traits<broadcaster<T>> {
+    static constexpr std::string_view kind = "broadcaster";
+    static constexpr bool one_producer = false;
+    static constexpr bool one_consumer = false;
+    static channel_description describe(const broadcaster<T>& b) {
+        channel_stats s;
+        s.pushed = b.published();
+        return {.kind = std::string(kind), .policy = "fan-out", .capacity = 0, .stats = s};
+    }
 };
 
 } // namespace framepipe

@@ -4,10 +4,13 @@
 // Each block also has its own header; include just the ones you use to keep builds lean.
 #pragma once
 
+#include <framepipe/detail/config.hpp>
+
 #include <framepipe/version.hpp>
 
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/channel.hpp>
+#include <framepipe/exposition.hpp>
 #include <framepipe/latest_slot.hpp>
 #include <framepipe/metrics.hpp>
 #include <framepipe/pipeline.hpp>
@@ -15,4 +18,5 @@
 #include <framepipe/rate_limiter.hpp>
 #include <framepipe/ring.hpp>
 #include <framepipe/sliding_window.hpp>
+#include <framepipe/snapshot.hpp>
 #include <framepipe/stamped.hpp>

@@ -32,11 +32,15 @@
 // with close() is either refused or waited for by the consumers, so no value lands unseen.
 //
 // Waiting: a pop that finds the slot empty spins for a few microseconds, then parks on a futex
-// (detail::slot_parker below). A push pays one load of a rarely written word to see whether
-// anyone is parked, and makes a system call only when someone is.
+// (detail::event_count). A push pays one load of a rarely written word to see whether anyone is
+// parked, and makes a system call only when someone is.
 #pragma once
 
+#include <framepipe/detail/config.hpp>
+
 #include <framepipe/channel.hpp>
+#include <framepipe/detail/deadline.hpp>
+#include <framepipe/detail/wait.hpp>
 #include <framepipe/stamped.hpp>
 
 #include <algorithm>
@@ -50,213 +54,12 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <utility>
 
-#if defined(__linux__)
-#include <climits>
-#include <ctime>
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#else
-#include <condition_variable>
-#endif
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 namespace framepipe {
-namespace detail {
-
-// The size of a cache line on the machines framepipe targets (x86-64, and most ARMv8 cores).
-// std::hardware_destructive_interference_size would say the same, but GCC warns that its value
-// may change between compiler versions, which an ABI of a header-only library cannot afford.
-inline constexpr std::size_t slot_cache_line = 64;
-
-// One step of a spin-wait: tells the core we are spinning (frees pipeline resources for the
-// other hyper-thread and saves power), without giving up the time slice.
-inline void slot_cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    _mm_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield" ::: "memory");
-#endif
-}
-
-enum class slot_wait_end { ready, timed_out, stopped };
-
-// slot_parker: spin-then-park waiting for latest_slot (self-contained; the channels' own waiting
-// primitive lives in channel.hpp, and the two are meant to be folded together).
-//
-// A waiter spins for at most spin_budget (a hand-off from a busy producer usually lands within a
-// few hundred nanoseconds, and a thread that parks pays a system call and a scheduler wake-up of
-// tens of microseconds), then parks on a futex word, epoch_. The waker makes its condition true
-// with a sequentially consistent read-modify-write, then loads sleepers_: the common case, nobody
-// parked, costs that one load of a line that is written only when a thread parks. When someone
-// is parked it bumps epoch_ and wakes every sleeper (FUTEX_WAKE).
-//
-// No lost wake-up: a waiter reads epoch_, then increments sleepers_ (seq_cst), then re-checks
-// its condition (seq_cst load), then sleeps only while epoch_ still holds the value it read.
-// In the single total order of seq_cst operations either the waker's load of sleepers_ comes
-// after the waiter's increment (it bumps epoch_, so the futex wait returns at once or is woken),
-// or it comes before it, and then the waker's condition update also precedes the waiter's
-// re-check, which sees it. Stop requests wake sleepers through a std::stop_callback that bumps
-// epoch_ the same way; deadlines are futex timeouts.
-//
-// On systems without futexes the park is a mutex + condition_variable keyed on the same epoch.
-class slot_parker {
-public:
-    using clock = std::chrono::steady_clock;
-
-    // How long a waiter spins before it parks. Microseconds: idle means idle.
-    static constexpr std::chrono::nanoseconds spin_budget{4000};
-
-    slot_parker() = default;
-    slot_parker(const slot_parker&) = delete;
-    slot_parker& operator=(const slot_parker&) = delete;
-
-    // Wakes every parked waiter, if there is one. Call after making the condition true with a
-    // seq_cst read-modify-write. Any thread; never blocks; noexcept.
-    void wake_all() noexcept {
-        // seq_cst: see the class comment (this load and the waiter's increment of sleepers_).
-        if (sleepers_.load(std::memory_order_seq_cst) != 0) {
-            bump_and_wake();
-        }
-    }
-
-    // Waits until `ready()` holds (it must read its condition with seq_cst loads), `*stop` is
-    // requested, or `deadline` passes. Any thread; blocks: spins up to spin_budget, then parks.
-    template <class Ready>
-    [[nodiscard]] slot_wait_end wait(Ready ready, const std::stop_token* stop,
-                                     const std::optional<clock::time_point>& deadline) {
-        if (spin(ready, stop, deadline)) {
-            return slot_wait_end::ready;
-        }
-        // The callback bumps epoch_ and wakes everyone. On Linux it takes no lock; elsewhere it
-        // takes mu_ for a moment, which this thread holds only inside park(), never while it
-        // constructs (the callback may run inline) or destroys on_stop. So both may happen at
-        // any point here.
-        std::optional<std::stop_callback<stop_waker>> on_stop;
-        if (stop != nullptr && stop->stop_possible()) {
-            on_stop.emplace(*stop, stop_waker{this});
-        }
-        for (;;) {
-            if (stop != nullptr && stop->stop_requested()) {
-                return slot_wait_end::stopped;
-            }
-            if (deadline && clock::now() >= *deadline) {
-                return ready() ? slot_wait_end::ready : slot_wait_end::timed_out;
-            }
-            const std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
-            sleepers_.fetch_add(1, std::memory_order_seq_cst);
-            if (ready()) {
-                sleepers_.fetch_sub(1, std::memory_order_relaxed);
-                return slot_wait_end::ready;
-            }
-            if (stop == nullptr || !stop->stop_requested()) {
-                park(seen, deadline);
-            }
-            // Relaxed: the count only has to be exact eventually; a waker that still sees this
-            // thread counted makes one spare wake-up.
-            sleepers_.fetch_sub(1, std::memory_order_relaxed);
-            if (ready()) {
-                return slot_wait_end::ready;
-            }
-        }
-    }
-
-private:
-    struct stop_waker {
-        slot_parker* self;
-        void operator()() const noexcept { self->bump_and_wake(); }
-    };
-
-    // Spins until ready (true) or until the budget, a stop or the deadline ends the spin (false).
-    template <class Ready>
-    bool spin(Ready& ready, const std::stop_token* stop,
-              const std::optional<clock::time_point>& deadline) {
-        const auto start = clock::now();
-        auto until = start + spin_budget;
-        if (deadline) {
-            until = std::min(until, *deadline);
-        }
-        for (unsigned i = 1;; ++i) {
-            if (ready()) {
-                return true;
-            }
-            if (stop != nullptr && stop->stop_requested()) {
-                return false;
-            }
-            // Reading the clock costs tens of nanoseconds: look every 32 steps.
-            if (i % 32 == 0 && clock::now() >= until) {
-                return false;
-            }
-            slot_cpu_relax();
-        }
-    }
-
-    void bump_and_wake() noexcept {
-        // seq_cst: a waiter that read the old epoch will not sleep past this change (the futex
-        // compares atomically), and one that reads the new epoch also sees the caller's update.
-        epoch_.fetch_add(1, std::memory_order_seq_cst);
-#if defined(__linux__)
-        // The futex word is the atomic's own storage (lock-free 32-bit atomics are plain words).
-        ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAKE_PRIVATE, INT_MAX,
-                  nullptr, nullptr, 0);
-#else
-        { const std::lock_guard<std::mutex> guard(mu_); }
-        cv_.notify_all();
-#endif
-    }
-
-    // Sleeps while epoch_ == seen, until woken or the deadline. Spurious returns are fine.
-    void park(std::uint32_t seen, const std::optional<clock::time_point>& deadline) noexcept {
-#if defined(__linux__)
-        static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t),
-                      "slot_parker: the futex word must be a plain 32-bit word");
-        timespec rel{};
-        timespec* timeout = nullptr;
-        if (deadline) {
-            const auto left = *deadline - clock::now();
-            if (left <= clock::duration::zero()) {
-                return;
-            }
-            // Capped at an hour per sleep (the loop re-checks), so any deadline fits a timespec.
-            const auto ns = std::min<std::int64_t>(
-                std::chrono::duration_cast<std::chrono::nanoseconds>(left).count(),
-                std::int64_t{3600} * 1'000'000'000);
-            rel.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
-            rel.tv_nsec = static_cast<long>(ns % 1'000'000'000);
-            timeout = &rel;
-        }
-        ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAIT_PRIVATE, seen,
-                  timeout, nullptr, 0);
-#else
-        std::unique_lock<std::mutex> lock(mu_);
-        while (epoch_.load(std::memory_order_seq_cst) == seen) {
-            if (!deadline) {
-                cv_.wait(lock);
-            } else if (cv_.wait_until(lock, *deadline) == std::cv_status::timeout) {
-                return;
-            }
-        }
-#endif
-    }
-
-    // Own cache line: written only when a thread parks or is woken, so the waker's load of
-    // sleepers_ hits a line that stays shared in every core's cache on the fast path.
-    alignas(slot_cache_line) std::atomic<std::uint32_t> sleepers_{0};
-    std::atomic<std::uint32_t> epoch_{0};
-#if !defined(__linux__)
-    std::mutex mu_;
-    std::condition_variable cv_;
-#endif
-};
-
-} // namespace detail
 
 template <class T>
 class latest_slot {
@@ -266,6 +69,8 @@ class latest_slot {
                   "framepipe::latest_slot<T>: T must be move-constructible");
     static_assert(std::is_nothrow_destructible_v<T>,
                   "framepipe::latest_slot<T>: T's destructor must not throw");
+
+    static constexpr bool nothrow_move = std::is_nothrow_move_constructible_v<T>;
 
 public:
     using value_type = T;
@@ -299,48 +104,57 @@ public:
         }
     }
 
-    // Stores `value`, replacing an unread one. Any thread; never waits for a consumer (lock-free
-    // with one producer; a second producer calling at the same instant takes a brief lock).
-    // Returns ok, evicted (an unread value was replaced; it is destroyed inside this call and
-    // counted as evicted; with no lock held, except on the second-producer path for a T whose
-    // move may throw, where it is destroyed under the spare's mutex), or closed (nothing stored;
-    // `value` is destroyed).
-    // Exceptions: what T's move constructor throws. The value is built in a private buffer before
-    // anything is published, so a throw leaves the slot and its counts unchanged (strong).
-    push_status push(T value) { return push_impl(value); }
+    // Stores `value`, replacing an unread one. Producer threads (any). Never waits for a
+    // consumer: lock-free with one producer; a second producer calling at the same instant takes
+    // a brief lock. Returns ok, evicted (an unread value was replaced: destroyed inside this
+    // call, with no lock held except on the second-producer path for a T whose move may throw,
+    // and counted as evicted), or closed (nothing stored; `value` is destroyed).
+    // Exceptions: none when T's move is noexcept (a failure to lock the second-producer mutex,
+    // which std::mutex reports only for a broken program, then terminates). Otherwise what T's
+    // move throws; the value is built in a private buffer before anything is published, so the
+    // slot and its counts are unchanged (strong).
+    push_status push(T value) noexcept(nothrow_move) { return push_impl(value); }
 
     // Same as push(T): a latest_slot never waits for room, so the token is never consulted.
-    push_status push(T value, std::stop_token stop) {
+    push_status push(T value, std::stop_token stop) noexcept(nothrow_move) {
         (void)stop;
         return push_impl(value);
     }
 
-    // Takes the value if there is an unread one. Any thread; never waits. On an empty slot this
-    // is one atomic load. Returns nullopt when empty, or when the value had expired (it is then
-    // discarded and counted). Exceptions: what T's move constructor throws; the value is then put
-    // back (strong; if a newer value arrived meanwhile, that one replaced it: counted evicted).
-    [[nodiscard]] std::optional<T> try_pop() { return pop_impl(nullptr, std::nullopt, false); }
+    // Same as push(T), which never waits: the name for code written against any channel.
+    push_status try_push(T value) noexcept(nothrow_move) { return push_impl(value); }
 
-    // Takes the value, waiting until one arrives. Any thread; blocks: spins a few microseconds,
-    // then parks (no CPU). nullopt only once the slot is closed and its last value taken.
-    // Exceptions: as try_pop().
-    [[nodiscard]] std::optional<T> pop() { return pop_impl(nullptr, std::nullopt, true); }
+    // Takes the value if there is an unread one. Consumer threads (any). Never waits; on an
+    // empty slot this is one atomic load. nullopt when empty, or when the value had expired (it
+    // is then discarded and counted).
+    // Exceptions: as push(); a move that throws puts the value back (strong; if a newer value
+    // arrived meanwhile, that one replaced it: counted as evicted).
+    [[nodiscard]] std::optional<T> try_pop() noexcept(nothrow_move) {
+        return pop_impl(nullptr, std::nullopt, false);
+    }
+
+    // Takes the value, waiting until one arrives: spins a few microseconds, then parks (no
+    // CPU). nullopt only once the slot is closed and its last value taken. Exceptions: as
+    // try_pop().
+    [[nodiscard]] std::optional<T> pop() noexcept(nothrow_move) {
+        return pop_impl(nullptr, std::nullopt, true);
+    }
 
     // As pop(), but nullopt as soon as `stop` is requested (checked first, so a stopped consumer
     // leaves even when a value is there; the value stays).
-    [[nodiscard]] std::optional<T> pop(std::stop_token stop) {
+    [[nodiscard]] std::optional<T> pop(std::stop_token stop) noexcept(nothrow_move) {
         return pop_impl(&stop, std::nullopt, true);
     }
 
     // As pop(), waiting at most `timeout`. Throws std::invalid_argument naming timeout when it is
     // negative.
     [[nodiscard]] std::optional<T> pop_for(std::chrono::nanoseconds timeout) {
-        return pop_impl(nullptr, deadline_after(timeout), true);
+        return pop_impl(nullptr, deadline_for(timeout), true);
     }
 
     // As pop_for(), also ending when `stop` is requested.
     [[nodiscard]] std::optional<T> pop_for(std::chrono::nanoseconds timeout, std::stop_token stop) {
-        return pop_impl(&stop, deadline_after(timeout), true);
+        return pop_impl(&stop, deadline_for(timeout), true);
     }
 
     // A copy of the unread value without consuming it; nullopt if there is none (or it has
@@ -381,9 +195,9 @@ public:
     // waits; noexcept.
     void close() noexcept {
         // seq_cst: see push_impl (a push either sees the flag or is seen in flight by drained())
-        // and slot_parker (ordered before wake_all()'s load of the sleeper count).
+        // and event_count (the store is what notify_all_after_seq_cst() publishes).
         closed_.store(true, std::memory_order_seq_cst);
-        parker_.wake_all();
+        waiters_.notify_all_after_seq_cst();
     }
 
     // Whether close() has been called. Any thread; wait-free.
@@ -397,6 +211,9 @@ public:
 
     // Always 1. Any thread; wait-free.
     [[nodiscard]] std::size_t capacity() const noexcept { return 1; }
+
+    // Always overflow::drop_oldest: a new value replaces the unread one. Any thread; wait-free.
+    [[nodiscard]] overflow policy() const noexcept { return overflow::drop_oldest; }
 
     // The counters; replaced values are counted as evicted. Any thread; wait-free (it reads the
     // counters, which each side keeps on its own cache line, without a lock). When no call is in
@@ -444,7 +261,7 @@ private:
     // value is known from middle_ and from who holds it, so there is no "engaged" flag to read
     // and write (with a trivially destructible T a consumer then only reads the buffer, and the
     // producer's next write to it costs what it costs in a plain triple buffer).
-    struct alignas(std::max(detail::slot_cache_line, alignof(T))) buffer {
+    struct alignas(std::max(detail::cache_line, alignof(T))) buffer {
         unsigned char bytes[sizeof(T)];
     };
 
@@ -458,7 +275,7 @@ private:
 
     // The producers' or the consumers' cached empty buffer and their counters, on a line of their
     // own: with one thread per side, this line never leaves that thread's core.
-    struct alignas(detail::slot_cache_line) side {
+    struct alignas(detail::cache_line) side {
         explicit side(std::uint32_t first) noexcept : cached(first) {}
         // The cached buffer's index, or no_buffer while a thread of this side holds it. For the
         // producers' side that also says "a push is in flight" (see drained()).
@@ -468,7 +285,7 @@ private:
 
     // The spare buffer for a second thread of one side, guarded by a mutex, and the count of
     // pushes in flight on this path (they do not show in the producers' `cached`; see drained()).
-    struct alignas(detail::slot_cache_line) overflow_side {
+    struct alignas(detail::cache_line) overflow_side {
         std::mutex mu;
         std::uint32_t spare = 3; // guarded by mu
         counters counts;
@@ -477,7 +294,7 @@ private:
 
     // Pins on the four buffers, held by peek() while it copies (see peek()). On their own line:
     // every push and pop loads one of them, and they are written only by peek().
-    struct alignas(detail::slot_cache_line) pin_counts {
+    struct alignas(detail::cache_line) pin_counts {
         std::atomic<std::uint32_t> count[4] = {};
     };
 
@@ -503,7 +320,7 @@ private:
     void wait_unpinned(std::uint32_t i) const noexcept {
         for (unsigned n = 0; pins_.count[i].load(std::memory_order_seq_cst) != 0; ++n) {
             if (n < 128) {
-                detail::slot_cpu_relax();
+                detail::cpu_relax();
             } else {
                 std::this_thread::yield();
             }
@@ -536,10 +353,8 @@ private:
     //
     // The cached path is written out in push_impl and take with the buffer index in a plain
     // local, not in an object that also holds the overflow lock: such an object has its address
-    // taken (the lock's unlock is a call), so it lived on the caller's stack and every call
-    // stored and reloaded it around its exchanges. That cost 18 instructions per push and 37 per
-    // push + pop (callgrind), and put the push's stores on a stack line that the caller may
-    // share with data another core writes. The overflow path is out of line (push_overflow,
+    // taken (the lock's unlock is a call), so it would live on the caller's stack and be stored
+    // and reloaded around every exchange. The overflow path is out of line (push_overflow,
     // take_overflow); it is only reached when two threads of one side call at the same instant.
 
     // Claims the cached buffer of side `s`, or returns no_buffer if a thread of that side holds
@@ -555,15 +370,9 @@ private:
         s.cached.store(index, std::memory_order_release);
     }
 
-    static std::optional<clock::time_point> deadline_after(std::chrono::nanoseconds timeout) {
-        if (timeout < std::chrono::nanoseconds::zero()) {
-            throw std::invalid_argument("timeout: must not be negative");
-        }
-        const auto now = clock::now();
-        if (timeout >= clock::time_point::max() - now) {
-            return clock::time_point::max();
-        }
-        return now + std::chrono::duration_cast<clock::duration>(timeout);
+    static std::optional<clock::time_point> deadline_for(std::chrono::nanoseconds timeout) {
+        detail::require_non_negative(timeout, "timeout");
+        return detail::deadline_after(timeout);
     }
 
     [[nodiscard]] bool is_expired(const T& item) const noexcept {
@@ -601,13 +410,13 @@ private:
             }
         }
         release_cached(producer_, mine);
-        parker_.wake_all();
+        waiters_.notify_one_after_seq_cst();
         return status;
     }
 
     // A second producer, while the first holds the cached buffer: the spare, under the overflow
     // mutex. Out of line so that push_impl's common path stays short.
-    [[gnu::noinline]] push_status push_overflow(T& value) {
+    FRAMEPIPE_NOINLINE push_status push_overflow(T& value) {
         // Declared before the lock, so destroyed after it is released: an evicted value is moved
         // here and destroyed outside our lock (a frame returning to its pool must not run under
         // it), when T's move cannot throw; otherwise it is destroyed in place, under the lock.
@@ -621,7 +430,7 @@ private:
             status = publish(mine, overflow_.counts, value, &victim);
             overflow_.spare = mine;
         }
-        parker_.wake_all();
+        waiters_.notify_one_after_seq_cst();
         return status;
     }
 
@@ -640,7 +449,7 @@ private:
         ::new (static_cast<void*>(cells_[mine].bytes)) T(std::move(value));
         // seq_cst: the release half publishes the value to whoever takes this buffer; the
         // acquire half makes ours the buffer we get back (and the consumer's reset of it);
-        // seq_cst orders it before wake_all()'s load of the sleeper count (see slot_parker).
+        // seq_cst: it is the state change notify_one_after_seq_cst() publishes (event_count).
         const std::uint32_t old = middle_.exchange(mine | fresh_bit, std::memory_order_seq_cst);
         mine = old & index_mask; // now ours: empty, or holding the value we replaced
         bump(n.pushed);
@@ -666,10 +475,10 @@ private:
     // go back in; the counts stay exact either way.) Returns the empty buffer the caller owns.
     std::uint32_t put_back(std::uint32_t held, std::uint32_t installed, counters& n) noexcept {
         std::uint32_t expected = installed;
-        // seq_cst: the value reappears, and waiters parked meanwhile must see it (wake_all).
+        // seq_cst: the value reappears, and waiters parked meanwhile must see it (the notify).
         if (middle_.compare_exchange_strong(expected, held | fresh_bit, std::memory_order_seq_cst,
                                             std::memory_order_relaxed)) {
-            parker_.wake_all();
+            waiters_.notify_one_after_seq_cst();
             return installed & index_mask;
         }
         destroy(held);
@@ -720,7 +529,7 @@ private:
 
     // A second consumer, while the first holds the cached buffer: the spare, under the overflow
     // mutex. Out of line so that take's common path stays short.
-    [[gnu::noinline]] took take_overflow(std::optional<T>& out) {
+    FRAMEPIPE_NOINLINE took take_overflow(std::optional<T>& out) {
         const std::lock_guard<std::mutex> lock(overflow_.mu);
         std::uint32_t mine = overflow_.spare;
         took r;
@@ -768,7 +577,7 @@ private:
     }
 
     [[nodiscard]] bool ready() const noexcept {
-        // seq_cst: the waiter's re-check in slot_parker::wait.
+        // seq_cst: the waiter's re-check (event_count::notify_one_after_seq_cst()).
         return (middle_.load(std::memory_order_seq_cst) & fresh_bit) != 0 ||
                closed_.load(std::memory_order_seq_cst);
     }
@@ -795,8 +604,8 @@ private:
                 continue;
             }
             // Empty (nothing there, another consumer was faster, or the value had expired).
-            if (parker_.wait([this] { return ready(); }, stop, deadline) !=
-                detail::slot_wait_end::ready) {
+            if (waiters_.wait(stop, deadline, [this] { return ready(); }) !=
+                detail::wait_end::ready) {
                 return out;
             }
         }
@@ -807,15 +616,24 @@ private:
     buffer cells_[4];
     // The hand-off word, alone on its line: producers and consumers contend on it and on nothing
     // else.
-    alignas(detail::slot_cache_line) std::atomic<std::uint32_t> middle_{0};
+    alignas(detail::cache_line) std::atomic<std::uint32_t> middle_{0};
     side producer_{1};
     side consumer_{2};
     overflow_side overflow_;
     mutable pin_counts pins_; // peek() pins in a const member
     // Written once, by close(); read by every push: alone on its line so that it stays cached.
-    alignas(detail::slot_cache_line) std::atomic<bool> closed_{false};
-    detail::slot_parker parker_;
+    alignas(detail::cache_line) std::atomic<bool> closed_{false};
+    // Consumers wait here (see detail::event_count).
+    detail::event_count waiters_;
     const std::optional<std::chrono::nanoseconds> max_age_{};
+};
+
+// How a pipeline shows a latest_slot (see channel_traits).
+template <class T>
+struct channel_traits<latest_slot<T>> {
+    static constexpr std::string_view kind = "latest_slot";
+    static constexpr bool one_producer = false;
+    static constexpr bool one_consumer = false;
 };
 
 } // namespace framepipe

@@ -7,6 +7,8 @@
 // snapshot) may run concurrently on any thread and sees each counter at some recent value.
 #pragma once
 
+#include <framepipe/detail/config.hpp>
+
 #include <array>
 #include <atomic>
 #include <bit>
@@ -70,10 +72,10 @@ public:
     // Bucket of a value, and the range a bucket covers; exposed for tests.
     [[nodiscard]] static constexpr std::size_t index_of(std::uint64_t v) noexcept {
         if (v < sub_buckets) {
-            return static_cast<std::size_t>(v);
+            return detail::to<std::size_t>(v);
         }
         const auto top = static_cast<std::size_t>(63 - std::countl_zero(v)); // >= 4
-        const auto mantissa = static_cast<std::size_t>((v >> (top - 4)) & (sub_buckets - 1));
+        const auto mantissa = detail::to<std::size_t>((v >> (top - 4)) & (sub_buckets - 1));
         return (top - 3) * sub_buckets + mantissa;
     }
     [[nodiscard]] static constexpr std::uint64_t lower_bound_of(std::size_t i) noexcept {

@@ -1,28 +1,29 @@
-// framepipe/pipeline.hpp - named stages on their own threads, joined by framepipe channels,
-// with an orderly lifecycle, error propagation and live metrics.
+// framepipe/pipeline.hpp - named stages on their own threads, joined by channels, with an
+// orderly lifecycle, error propagation and live metrics.
 //
 //     framepipe::broadcaster<Frame> frames;
-//     auto ui  = frames.subscribe({.max_rate_hz = 15, .name = "ui"});
+//     auto ui  = frames.subscribe({.name = "ui"});
 //     auto det = frames.subscribe({.name = "detector"});
 //     framepipe::latest_slot<Boxes> boxes;
 //
 //     framepipe::pipeline p("seed-000");
-//     p.source("camera", frames, [&] { return grab(); }, 30.0);     // paced at 30 fps
+//     p.source("camera", frames, [&] { return grab(); }, {.max_rate_hz = 30});
 //     p.stage("detector", det, boxes, [&](auto f) { return detect(*f); });
-//     p.sink("ui", ui, [&](auto f) { show(*f, boxes.peek()); });
+//     p.sink("ui", ui, [&](auto f) { show(*f, boxes.peek()); }, {.max_rate_hz = 15});
 //     p.start();
-//     ...
+//     p.wait_for(10s);    // true once every stage has ended (say, the camera ran out)
 //     p.request_stop();   // sources stop, channels drain, stages end in order
-//     p.wait();           // rethrows a stage's exception as framepipe::stage_error
+//     p.wait();           // joins; rethrows a stage's exception as framepipe::stage_error
 //
-// Shapes of the functions:
-//   source: fn() or fn(stage_context&) returning std::optional<U> (nullopt ends the source) or U.
+// Shapes of the functions (each may be move-only; with workers > 1 it is called from several
+// threads at once and must allow that):
+//   source: fn() or fn(stage_context&) returning std::optional<U> or a pointer (nullopt or a
+//           null pointer ends the source), or a U to emit. A source without an output returns
+//           bool (false ends it) or void (it runs until stopped).
 //   stage:  fn(item) or fn(item, stage_context&) returning std::optional<U> (nullopt: emit
 //           nothing for this item) or U.
 //   sink:   fn(item) or fn(item, stage_context&); the result is ignored.
-// An output is anything with publish(U) (a broadcaster) or push(U, std::stop_token) (ring,
-// latest_slot, sliding_window). An input is anything with pop(std::stop_token) returning an
-// optional (ring, latest_slot, sliding_window, subscription).
+// Channels: any input_channel and output_channel (channel.hpp), framepipe's or your own.
 //
 // Lifecycle. request_stop() asks the sources to stop. A stage whose producers have all ended
 // closes its output, so each consumer drains what is buffered and then ends, and so on down
@@ -36,28 +37,28 @@
 // stage_error, which names the stage and nests the original exception.
 //
 // Threads. Build the graph (source/stage/sink/channel) on one thread before start(). After
-// start(), snapshot(), to_prometheus(), to_dot(), request_stop() and running() may be called
-// from any thread; wait() from one thread at a time.
+// start(), snapshot(), request_stop(), wait_for() and running() may be called from any thread;
+// wait() from one thread at a time.
 #pragma once
+
+#include <framepipe/detail/config.hpp>
 
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/channel.hpp>
-#include <framepipe/latest_slot.hpp>
+#include <framepipe/detail/deadline.hpp>
+#include <framepipe/detail/unique_function.hpp>
+#include <framepipe/detail/wait.hpp>
 #include <framepipe/metrics.hpp>
 #include <framepipe/rate_limiter.hpp>
-#include <framepipe/ring.hpp>
-#include <framepipe/sliding_window.hpp>
+#include <framepipe/snapshot.hpp>
 #include <framepipe/stamped.hpp>
 
-#include <algorithm>
 #include <atomic>
-#include <charconv>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -66,12 +67,19 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
-#include <string_view>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace framepipe {
 
@@ -104,94 +112,51 @@ private:
     std::exception_ptr cause_;
 };
 
-enum class stage_kind { source, stage, sink };
-enum class stage_state { pending, running, finished, stopped, failed };
-
-[[nodiscard]] constexpr std::string_view to_string(stage_kind k) noexcept {
-    switch (k) {
-    case stage_kind::source: return "source";
-    case stage_kind::stage: return "stage";
-    case stage_kind::sink: return "sink";
-    }
-    return "unknown";
-}
-
-[[nodiscard]] constexpr std::string_view to_string(stage_state s) noexcept {
-    switch (s) {
-    case stage_state::pending: return "pending";
-    case stage_state::running: return "running";
-    case stage_state::finished: return "finished";
-    case stage_state::stopped: return "stopped";
-    case stage_state::failed: return "failed";
-    }
-    return "unknown";
-}
-
 // What a stage's function may ask of the pipeline while it runs.
 class stage_context {
 public:
-    stage_context(const std::string& name, std::stop_token stop) noexcept
-        : name_(&name), stop_(std::move(stop)) {}
+    stage_context(const std::string& name, std::stop_token stop, std::size_t worker) noexcept
+        : name_(&name), stop_(std::move(stop)), worker_(worker) {}
 
     [[nodiscard]] const std::string& name() const noexcept { return *name_; }
     // Requested when the pipeline stops this stage (sources: on request_stop; all stages: on an
     // error or a missed deadline). Pass it to any wait of your own.
     [[nodiscard]] const std::stop_token& stop_token() const noexcept { return stop_; }
     [[nodiscard]] bool stop_requested() const noexcept { return stop_.stop_requested(); }
+    // Which of the stage's workers is calling, from 0.
+    [[nodiscard]] std::size_t worker() const noexcept { return worker_; }
 
 private:
     const std::string* name_;
     std::stop_token stop_;
+    std::size_t worker_;
 };
 
-// One stage's live figures.
-struct stage_snapshot {
-    std::string name;
-    stage_kind kind = stage_kind::stage;
-    stage_state state = stage_state::pending;
-    std::uint64_t items_in = 0;  // taken from the input (sources: 0)
-    std::uint64_t items_out = 0; // emitted to the output (sinks: 0)
-    double fps = 0;              // items completed per second over the last 2 s
-    double service_p50_ms = 0;   // time spent on one item (function + emit), quantiles
-    double service_p95_ms = 0;
-    double service_p99_ms = 0;
-    std::uint64_t service_count = 0;
-    double service_sum_s = 0;
-    double busy_ratio = 0; // share of the stage's running time spent on items (vs waiting)
-    std::vector<std::string> inputs;
-    std::vector<std::string> outputs;
+// How a source, stage or sink runs: the last argument of pipeline::source, stage and sink. An
+// aggregate: p.stage("detector", in, out, detect, {.max_rate_hz = 5, .nice = 5}).
+struct stage_options {
+    // Pacing. A source calls its function at most this often. A stage or sink takes at most
+    // this many items per second: it waits its turn, then takes the newest item its input holds;
+    // the older ones it passes over are counted as rate_limited on that input. 0: unpaced.
+    double max_rate_hz = 0;
+    // Threads running the function of a stage or sink, all taking from the same input (sources
+    // have one). The function is then called from several threads at once.
+    std::size_t workers = 1;
+    // The threads' nice value (Linux: setpriority), -20..19; unset: inherited. Raising priority
+    // (below the current value) needs privileges: the stage then fails at start.
+    std::optional<int> nice{};
+    // The threads' name as top and gdb show it (Linux: the first 15 bytes); default: the stage's.
+    std::string thread_name{};
 };
 
-// One channel's live figures.
-struct channel_snapshot {
-    std::string name;
-    std::string kind;   // ring, spsc_ring, latest_slot, subscription, sliding_window, broadcaster
-    std::string policy; // overflow policy, or "window" / "fan-out"
-    std::string parent; // for a subscription: the broadcaster it hangs off, if registered
-    std::size_t capacity = 0;
-    std::uint64_t pushed = 0; // windows for a sliding_window, publishes for a broadcaster
-    std::uint64_t popped = 0;
-    std::uint64_t dropped = 0;
-    std::uint64_t size = 0;
-    std::vector<std::pair<std::string, std::uint64_t>> dropped_by_reason;
-    // Age of items when a stage took them (timestamped items only).
-    bool has_age = false;
-    std::uint64_t age_count = 0;
-    double age_sum_s = 0;
-    double age_p50_ms = 0;
-    double age_p99_ms = 0;
-};
+// A source's options are a stage's (workers must be 1).
+using source_options = stage_options;
 
-struct pipeline_snapshot {
-    std::string name;
-    std::vector<stage_snapshot> stages;
-    std::vector<channel_snapshot> channels;
-};
-
-// What request_stop(deadline) found.
+// What request_stop() found.
 struct stop_report {
-    bool clean = true;                   // every stage finished before the deadline
-    std::vector<std::string> unfinished; // stages still running at the deadline (then stopped)
+    bool clean = true;                   // no stage was still running when the call returned
+    std::vector<std::string> unfinished; // the stages still running then: without a deadline,
+                                         // still draining; with one, stopped at once
 };
 
 struct pipeline_options {
@@ -201,41 +166,84 @@ struct pipeline_options {
 
 namespace detail {
 
-struct channel_entry {
-    std::string name;
-    const void* address = nullptr;
-    const void* group = nullptr; // broadcaster identity, shared with its subscriptions
-    bool is_broadcaster = false;
-    std::function<void(channel_snapshot&)> describe;
-    std::function<void()> close;
-    const std::type_info* type = nullptr;        // the channel's own type
-    std::function<bool(const void*, const std::type_info&)> hangs_off; // subscription: parent?
-    latency_histogram age;
-    bool timestamped_items = false;
-    std::size_t producers = 0;
-    std::atomic<std::size_t> producers_running{0};
+template <class T>
+struct is_subscription : std::false_type {};
+template <class T>
+struct is_subscription<subscription<T>> : std::true_type {};
+
+template <class R>
+struct is_optional : std::false_type {};
+template <class U>
+struct is_optional<std::optional<U>> : std::true_type {};
+
+// A result that ends a source when it is null (std::shared_ptr, std::unique_ptr, T*).
+template <class R>
+concept nullable_pointer = !is_optional<R>::value && requires(const R& r) {
+    r == nullptr;
+    static_cast<bool>(r);
 };
 
-struct stage_entry {
-    std::string name;
-    stage_kind kind = stage_kind::stage;
-    channel_entry* input = nullptr;
-    channel_entry* output = nullptr;
-    std::function<void(stage_entry&, std::stop_token)> body;
-    std::jthread thread;
-    std::atomic<stage_state> state{stage_state::pending};
-    // Relaxed counters: statistics read by snapshot(), written by the stage's own thread.
-    std::atomic<std::uint64_t> items_in{0};
-    std::atomic<std::uint64_t> items_out{0};
-    std::atomic<std::int64_t> busy_ns{0};
-    std::atomic<std::int64_t> idle_ns{0};
-    latency_histogram service;
-    rate_meter rate;
+// The members a pipeline needs of a channel, checked one by one so that a type that does not fit
+// gets a short message naming what it lacks (and nothing else: the callers compile their body
+// only when this returns true).
+template <class C>
+concept has_pop = requires(C& c, std::stop_token stop) { c.pop(stop); };
+template <class C>
+concept has_close = requires(C& c) { c.close(); };
+
+template <class In>
+consteval bool check_input() {
+    static_assert(has_pop<In>,
+                  "framepipe::pipeline: an input channel needs pop(std::stop_token) (see "
+                  "input_channel in framepipe/channel.hpp)");
+    if constexpr (has_pop<In>) {
+        static_assert(optional_like<decltype(std::declval<In&>().pop(std::stop_token{}))>,
+                      "framepipe::pipeline: an input's pop(std::stop_token) must return an "
+                      "optional-like item (tests false when there is none; * gives the item)");
+    }
+    static_assert(has_close<In>, "framepipe::pipeline: an input channel needs close()");
+    return input_channel<In>;
+}
+
+template <class Out, class U>
+consteval bool check_output() {
+    static_assert(requires(Out& o, U&& u) { o.push(std::forward<U>(u)); } ||
+                      requires(Out& o, U&& u) { o.publish(std::forward<U>(u)); },
+                  "framepipe::pipeline: the output channel needs push(U) (or publish(U)) for the "
+                  "item type U the function returns (see output_channel in framepipe/channel.hpp)");
+    static_assert(has_close<Out>, "framepipe::pipeline: an output channel needs close()");
+    return output_channel<Out, U>;
+}
+
+// Calls fn with (args..., ctx) when it accepts the context, else with (args...).
+template <class Fn, class... Args>
+decltype(auto) call(Fn& fn, stage_context& ctx, Args&&... args) {
+    if constexpr (std::is_invocable_v<Fn&, Args..., stage_context&>) {
+        return std::invoke(fn, std::forward<Args>(args)..., ctx);
+    } else {
+        return std::invoke(fn, std::forward<Args>(args)...);
+    }
+}
+
+template <class Fn, class... Args>
+inline constexpr bool callable_with =
+    std::is_invocable_v<Fn&, Args..., stage_context&> || std::is_invocable_v<Fn&, Args...>;
+
+template <class Fn, class... Args>
+using call_result_t = decltype(call(std::declval<Fn&>(), std::declval<stage_context&>(),
+                                    std::declval<Args>()...));
+
+// What a stage emits for a function result of type R: the value inside an optional, else R.
+template <class R>
+struct emitted {
+    using type = R;
+};
+template <class U>
+struct emitted<std::optional<U>> {
+    using type = U;
 };
 
-// Emits `v` into an output channel. A push held up by back-pressure is not given the stage's
-// stop token: in an orderly stop it completes as the consumers drain, and a forced stop closes
-// the channel, which ends it (the item is then counted as after_close).
+// Emits `v` into an output channel (see output_channel for why push gets no stop token).
 template <class Out, class V>
 void emit(Out& out, V&& v) {
     if constexpr (requires { out.publish(std::forward<V>(v)); }) {
@@ -245,67 +253,71 @@ void emit(Out& out, V&& v) {
     }
 }
 
-template <class R>
-struct is_optional : std::false_type {};
-template <class U>
-struct is_optional<std::optional<U>> : std::true_type {};
+struct channel_entry {
+    std::string name;
+    const void* address = nullptr;
+    const std::type_info* type = nullptr; // the channel's own type
+    bool one_producer = false;
+    bool one_consumer = false;
+    std::function<channel_description()> describe;
+    std::function<void()> close;
+    std::function<bool(const void*, const std::type_info&)> hangs_off; // subscription: parent?
+    latency_histogram age;
+    bool timestamped_items = false;
+    std::size_t producers = 0; // producing threads, set up before start
+    std::size_t consumers = 0; // consuming threads, set up before start
+    std::atomic<std::size_t> producers_running{0};
+    // Items a paced stage popped and passed over for a newer one: popped by the channel, shown
+    // as rate_limited drops in the snapshot.
+    std::atomic<std::uint64_t> skipped{0};
+};
 
-// Calls fn with (args..., ctx) when it accepts the context, else with (args...).
-template <class Fn, class... Args>
-decltype(auto) call(Fn& fn, stage_context& ctx, Args&&... args) {
-    if constexpr (std::is_invocable_v<Fn&, Args..., stage_context&>) {
-        return std::invoke(fn, std::forward<Args>(args)..., ctx);
-    } else {
-        static_assert(std::is_invocable_v<Fn&, Args...>,
-                      "framepipe::pipeline: a stage function must accept (item) or "
-                      "(item, stage_context&); a source function () or (stage_context&)");
-        return std::invoke(fn, std::forward<Args>(args)...);
-    }
-}
+struct worker_entry {
+    std::jthread thread;
+    rate_meter rate; // single writer: this worker
+};
+
+struct stage_entry {
+    std::string name;
+    stage_kind kind = stage_kind::stage;
+    stage_options options;
+    channel_entry* input = nullptr;
+    channel_entry* output = nullptr;
+    unique_function<void(stage_entry&, stage_context&)> body;
+    std::optional<rate_limiter> pace; // max_rate_hz of a stage or sink, shared by its workers
+    std::vector<std::unique_ptr<worker_entry>> workers;
+    std::atomic<std::size_t> workers_running{0};
+    std::atomic<bool> failed{false};
+    std::atomic<stage_state> state{stage_state::pending};
+    // Relaxed counters: statistics read by snapshot(), written by the stage's workers.
+    std::atomic<std::uint64_t> items_in{0};
+    std::atomic<std::uint64_t> items_out{0};
+    std::atomic<std::int64_t> busy_ns{0};
+    std::atomic<std::int64_t> idle_ns{0};
+    latency_histogram service;
+};
 
 inline double to_ms(std::chrono::nanoseconds d) noexcept {
     return std::chrono::duration<double, std::milli>(d).count();
 }
 
-inline void append_number(std::string& out, double v) {
-    char buf[64];
-    const auto r = std::to_chars(buf, buf + sizeof buf, v);
-    out.append(buf, r.ptr);
-}
-
-inline void append_number(std::string& out, std::uint64_t v) {
-    char buf[32];
-    const auto r = std::to_chars(buf, buf + sizeof buf, v);
-    out.append(buf, r.ptr);
-}
-
-// Prometheus label values escape backslash, double quote and newline.
-inline std::string prometheus_escape(std::string_view s) {
-    std::string out;
-    for (const char c : s) {
-        if (c == '\\') {
-            out += "\\\\";
-        } else if (c == '"') {
-            out += "\\\"";
-        } else if (c == '\n') {
-            out += "\\n";
-        } else {
-            out += c;
+// Applies a stage's thread options on the calling thread. Throws std::system_error when the nice
+// value cannot be set (the stage then fails).
+inline void apply_thread_options(const stage_options& o, const std::string& stage) {
+#if defined(__linux__)
+    const std::string name = (o.thread_name.empty() ? stage : o.thread_name).substr(0, 15);
+    (void)::prctl(PR_SET_NAME, name.c_str(), 0, 0, 0); // cosmetic: a failure is not an error
+    if (o.nice) {
+        const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
+        if (::setpriority(PRIO_PROCESS, tid, *o.nice) != 0) {
+            throw std::system_error(errno, std::generic_category(),
+                                    "nice: setpriority(" + std::to_string(*o.nice) + ")");
         }
     }
-    return out;
-}
-
-// DOT quoted strings escape double quote and backslash; "\n" is kept as DOT's line break.
-inline std::string dot_escape(std::string_view s) {
-    std::string out;
-    for (const char c : s) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-        }
-        out += c;
-    }
-    return out;
+#else
+    (void)o;
+    (void)stage;
+#endif
 }
 
 } // namespace detail
@@ -328,11 +340,7 @@ public:
             return; // nothing runs, and the channels are the caller's to close
         }
         abort_all();
-        for (auto& s : stages_) {
-            if (s->thread.joinable()) {
-                s->thread.join();
-            }
-        }
+        join_all();
     }
 
     // Names a channel in snapshots, Prometheus labels and the DOT graph (default: a
@@ -347,99 +355,138 @@ public:
         return *this;
     }
 
-    // Adds a source: calls fn repeatedly and emits each value into `out`, until fn returns
-    // nullopt or the pipeline stops; with max_rate_hz > 0 the calls are paced at that rate by a
-    // rate_limiter. Before start(). Throws std::invalid_argument naming `name` when it is empty
-    // or already used, naming `max_rate_hz` when it is negative, not finite, above 1e9 or so
-    // small that its period overflows; std::logic_error after start().
+    // Adds a source that emits into `out`: calls fn repeatedly (paced by options.max_rate_hz)
+    // and emits each result, until fn returns nullopt or a null pointer, or the pipeline stops.
+    // Before start(). Throws std::invalid_argument naming `name` (empty or taken),
+    // `max_rate_hz` (negative, not finite, above 1e9 or with an overflowing period), `workers`
+    // (not 1), `nice` (outside -20..19), or `out` (an spsc_ring given a second producer);
+    // std::logic_error after start().
     template <class Out, class Fn>
-    pipeline& source(std::string name, Out& out, Fn fn, double max_rate_hz = 0) {
-        if (!(max_rate_hz >= 0.0) || !std::isfinite(max_rate_hz) || max_rate_hz > 1e9 ||
-            (max_rate_hz > 0 && !std::isfinite(1e9 / max_rate_hz))) {
-            throw std::invalid_argument(
-                "max_rate_hz: must be 0 (unpaced) or a rate a rate_limiter accepts");
-        }
-        auto& e = add_stage(std::move(name), stage_kind::source);
-        e.output = &entry_for(out);
-        e.output->producers++;
-        const bool metrics = options_.metrics;
-        e.body = [&out, fn = std::move(fn), max_rate_hz, metrics](detail::stage_entry& self,
-                                                                  std::stop_token stop) mutable {
-            stage_context ctx(self.name, stop);
-            std::optional<rate_limiter> pace;
-            if (max_rate_hz > 0) {
-                pace.emplace(max_rate_hz);
-            }
-            auto idle_from = clock::now();
-            for (;;) {
-                if (stop.stop_requested() || (pace && !pace->acquire(stop))) {
-                    break;
-                }
-                const auto t0 = clock::now();
-                auto v = detail::call(fn, ctx);
-                if constexpr (detail::is_optional<decltype(v)>::value) {
-                    if (!v) {
-                        break;
+        requires detail::callable_with<Fn>
+    pipeline& source(std::string name, Out& out, Fn fn, source_options options = {}) {
+        using result = std::remove_cvref_t<detail::call_result_t<Fn>>;
+        using item = typename detail::emitted<result>::type;
+        if constexpr (detail::check_output<Out, item>()) {
+            check_options(options, stage_kind::source);
+            auto& e = add_stage(std::move(name), stage_kind::source, options);
+            attach_output(e, out);
+            e.body = [&out, fn = std::move(fn)](detail::stage_entry& self,
+                                                stage_context& ctx) mutable {
+                produce(self, ctx, [&](stage_context& c) {
+                    auto v = detail::call(fn, c);
+                    if constexpr (detail::is_optional<result>::value) {
+                        if (!v) {
+                            return false;
+                        }
+                        detail::emit(out, std::move(*v));
+                    } else if constexpr (detail::nullable_pointer<result>) {
+                        if (!v) {
+                            return false;
+                        }
+                        detail::emit(out, std::move(v));
+                    } else {
+                        detail::emit(out, std::move(v));
                     }
-                    detail::emit(out, std::move(*v));
+                    self.items_out.fetch_add(1, std::memory_order_relaxed);
+                    return true;
+                });
+            };
+        }
+        return *this;
+    }
+
+    // Adds a source without an output: a loop that does its work in fn (say, reads, processes
+    // and publishes by itself). fn returns bool (false ends the source) or void (it runs until
+    // the pipeline stops). Paced and validated as the source above.
+    template <class Fn>
+        requires detail::callable_with<Fn>
+    pipeline& source(std::string name, Fn fn, source_options options = {}) {
+        using result = detail::call_result_t<Fn>;
+        static_assert(std::is_void_v<result> || std::is_same_v<std::remove_cvref_t<result>, bool>,
+                      "framepipe::pipeline::source: a source without an output returns bool "
+                      "(false ends it) or void");
+        check_options(options, stage_kind::source);
+        auto& e = add_stage(std::move(name), stage_kind::source, options);
+        e.body = [fn = std::move(fn)](detail::stage_entry& self, stage_context& ctx) mutable {
+            produce(self, ctx, [&](stage_context& c) {
+                if constexpr (std::is_void_v<result>) {
+                    detail::call(fn, c);
+                    return true;
                 } else {
-                    detail::emit(out, std::move(v));
+                    return static_cast<bool>(detail::call(fn, c));
                 }
-                self.items_out.fetch_add(1, std::memory_order_relaxed);
-                if (metrics) {
-                    record(self, idle_from, t0, clock::now());
-                }
-            }
+            });
         };
         return *this;
     }
 
     // Adds a processing stage: pops items from `in`, calls fn, emits its result into `out`.
-    // Before start(). Throws as source() does.
+    // Before start(). Throws as source() does, naming `workers` also when it is 0 or when `in`
+    // admits one consumer thread (an spsc_ring).
     template <class In, class Out, class Fn>
-    pipeline& stage(std::string name, In& in, Out& out, Fn fn) {
-        auto& e = add_stage(std::move(name), stage_kind::stage);
-        e.input = &entry_for(in);
-        e.output = &entry_for(out);
-        e.output->producers++;
-        const bool metrics = options_.metrics;
-        e.body = [&in, &out, fn = std::move(fn), metrics](detail::stage_entry& self,
-                                                          std::stop_token stop) mutable {
-            consume(self, in, stop, metrics, [&](auto&& item, stage_context& ctx) {
-                auto v = detail::call(fn, ctx, std::move(item));
-                if constexpr (detail::is_optional<decltype(v)>::value) {
-                    if (v) {
-                        detail::emit(out, std::move(*v));
-                        self.items_out.fetch_add(1, std::memory_order_relaxed);
-                    }
-                } else {
-                    detail::emit(out, std::move(v));
-                    self.items_out.fetch_add(1, std::memory_order_relaxed);
+    pipeline& stage(std::string name, In& in, Out& out, Fn fn, stage_options options = {}) {
+        if constexpr (detail::check_input<In>()) {
+            using in_item = input_item_t<In>;
+            static_assert(detail::callable_with<Fn, in_item>,
+                          "framepipe::pipeline::stage: the function must accept (item) or "
+                          "(item, stage_context&) for the input's item type");
+            if constexpr (detail::callable_with<Fn, in_item>) {
+                using result = std::remove_cvref_t<detail::call_result_t<Fn, in_item>>;
+                using item = typename detail::emitted<result>::type;
+                if constexpr (detail::check_output<Out, item>()) {
+                    check_options(options, stage_kind::stage);
+                    auto& e = add_stage(std::move(name), stage_kind::stage, options);
+                    attach_input(e, in);
+                    attach_output(e, out);
+                    const bool metrics = options_.metrics;
+                    e.body = [&in, &out, fn = std::move(fn), metrics](detail::stage_entry& self,
+                                                                      stage_context& ctx) mutable {
+                        consume(self, in, ctx, metrics, [&](in_item&& x) {
+                            auto v = detail::call(fn, ctx, std::move(x));
+                            if constexpr (detail::is_optional<result>::value) {
+                                if (!v) {
+                                    return;
+                                }
+                                detail::emit(out, std::move(*v));
+                            } else {
+                                detail::emit(out, std::move(v));
+                            }
+                            self.items_out.fetch_add(1, std::memory_order_relaxed);
+                        });
+                    };
                 }
-            });
-        };
+            }
+        }
         return *this;
     }
 
-    // Adds a sink: pops items from `in` and calls fn on each. Before start(). Throws as
-    // source() does.
+    // Adds a sink: pops items from `in` and calls fn on each. Before start(). Throws as stage()
+    // does.
     template <class In, class Fn>
-    pipeline& sink(std::string name, In& in, Fn fn) {
-        auto& e = add_stage(std::move(name), stage_kind::sink);
-        e.input = &entry_for(in);
-        const bool metrics = options_.metrics;
-        e.body = [&in, fn = std::move(fn), metrics](detail::stage_entry& self,
-                                                    std::stop_token stop) mutable {
-            consume(self, in, stop, metrics, [&](auto&& item, stage_context& ctx) {
-                (void)detail::call(fn, ctx, std::move(item));
-            });
-        };
+    pipeline& sink(std::string name, In& in, Fn fn, stage_options options = {}) {
+        if constexpr (detail::check_input<In>()) {
+            using in_item = input_item_t<In>;
+            static_assert(detail::callable_with<Fn, in_item>,
+                          "framepipe::pipeline::sink: the function must accept (item) or "
+                          "(item, stage_context&) for the input's item type");
+            if constexpr (detail::callable_with<Fn, in_item>) {
+                check_options(options, stage_kind::sink);
+                auto& e = add_stage(std::move(name), stage_kind::sink, options);
+                attach_input(e, in);
+                const bool metrics = options_.metrics;
+                e.body = [&in, fn = std::move(fn), metrics](detail::stage_entry& self,
+                                                            stage_context& ctx) mutable {
+                    consume(self, in, ctx, metrics,
+                            [&](in_item&& x) { (void)detail::call(fn, ctx, std::move(x)); });
+                };
+            }
+        }
         return *this;
     }
 
-    // Starts every stage on its own thread. Once. Throws std::logic_error when called twice or
-    // with no stages; std::system_error if a thread cannot start (the ones started are then
-    // stopped and joined by the destructor).
+    // Starts every stage's workers on their own threads. Once. Throws std::logic_error when
+    // called twice or with no stages; std::system_error if a thread cannot start (the ones
+    // started are then stopped and joined by the destructor).
     void start() {
         const std::lock_guard<std::mutex> lock(mu_);
         if (started_) {
@@ -452,21 +499,28 @@ public:
         for (auto& c : channels_) {
             c->producers_running.store(c->producers, std::memory_order_relaxed);
         }
-        running_ = stages_.size();
+        running_.store(stages_.size(), std::memory_order_relaxed);
         for (auto& s : stages_) {
             s->state.store(stage_state::running, std::memory_order_relaxed);
-            s->thread = std::jthread([this, st = s.get()](std::stop_token stop) { run(*st, stop); });
+            s->workers_running.store(s->options.workers, std::memory_order_relaxed);
+            for (std::size_t w = 0; w < s->options.workers; ++w) {
+                auto& worker = *s->workers.emplace_back(std::make_unique<detail::worker_entry>());
+                worker.thread = std::jthread(
+                    [this, st = s.get(), w](std::stop_token stop) { run(*st, w, std::move(stop)); });
+            }
         }
     }
 
     // Orderly stop: asks the sources to stop; the rest drains and ends in order. Any thread;
-    // never waits; idempotent.
-    void request_stop() noexcept {
+    // never waits. The report names the stages still running when it returns (all of them
+    // drain and end on their own). Throws std::bad_alloc (the report's names).
+    stop_report request_stop() {
         for (auto& s : stages_) {
             if (s->kind == stage_kind::source) {
-                s->thread.request_stop();
+                stop_workers(*s);
             }
         }
+        return report_unfinished();
     }
 
     // Orderly stop that waits at most `deadline` for every stage to end. Stages still running
@@ -474,114 +528,77 @@ public:
     // Throws std::invalid_argument naming deadline when it is negative.
     stop_report request_stop(std::chrono::nanoseconds deadline) {
         detail::require_non_negative(deadline, "deadline");
-        request_stop();
-        stop_report report;
-        std::unique_lock<std::mutex> lock(mu_);
-        if (!done_.wait_until(lock, detail::deadline_after(deadline),
-                              [this] { return running_ == 0; })) {
-            report.clean = false;
-            for (auto& s : stages_) {
-                if (s->state.load(std::memory_order_relaxed) == stage_state::running) {
-                    report.unfinished.push_back(s->name);
-                }
-            }
-            lock.unlock();
-            abort_all();
+        (void)request_stop();
+        if (wait_until(detail::deadline_after(deadline))) {
+            return {};
         }
+        stop_report report = report_unfinished();
+        abort_all();
         return report;
+    }
+
+    // Waits at most `timeout` for every stage to end (say, a finite source ran out and the rest
+    // drained). true when they all have; then call wait() to join and see errors. Any thread;
+    // blocks. Throws std::invalid_argument naming timeout when it is negative, std::logic_error
+    // before start().
+    [[nodiscard]] bool wait_for(std::chrono::nanoseconds timeout) {
+        detail::require_non_negative(timeout, "timeout");
+        if (!started_) {
+            throw std::logic_error("pipeline::wait_for: not started");
+        }
+        return wait_until(detail::deadline_after(timeout));
     }
 
     // Waits for every stage to end and joins the threads. Rethrows the first stage failure as
     // stage_error. Blocks. Call from one thread; after start().
     void wait() {
-        for (auto& s : stages_) {
-            if (s->thread.joinable()) {
-                s->thread.join();
-            }
-        }
+        join_all();
         const std::lock_guard<std::mutex> lock(mu_);
         if (error_) {
             throw stage_error(error_stage_, error_);
         }
     }
 
-    // Whether any stage is still running. Any thread.
-    [[nodiscard]] bool running() const {
-        const std::lock_guard<std::mutex> lock(mu_);
-        return started_ && running_ > 0;
+    // Whether any stage is still running. Any thread; wait-free.
+    [[nodiscard]] bool running() const noexcept {
+        return running_.load(std::memory_order_acquire) > 0;
     }
 
     [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
     // Live figures of every stage and channel. Any thread; allocates. Reads atomics only, except
-    // that a mutex ring (a T whose move may throw) and a sliding_window each take their internal
-    // lock briefly; lock-free rings, subscriptions, latest_slots and broadcasters take none.
+    // that a ring whose T may throw on move and a sliding_window each take their internal lock
+    // briefly.
     [[nodiscard]] pipeline_snapshot snapshot() const {
         pipeline_snapshot out;
         out.name = name_;
         for (const auto& s : stages_) {
-            stage_snapshot ss;
-            ss.name = s->name;
-            ss.kind = s->kind;
-            ss.state = s->state.load(std::memory_order_relaxed);
-            ss.items_in = s->items_in.load(std::memory_order_relaxed);
-            ss.items_out = s->items_out.load(std::memory_order_relaxed);
-            ss.fps = s->rate.per_second();
-            ss.service_p50_ms = detail::to_ms(s->service.quantile(0.50));
-            ss.service_p95_ms = detail::to_ms(s->service.quantile(0.95));
-            ss.service_p99_ms = detail::to_ms(s->service.quantile(0.99));
-            ss.service_count = s->service.count();
-            ss.service_sum_s = std::chrono::duration<double>(s->service.sum()).count();
-            const auto busy = s->busy_ns.load(std::memory_order_relaxed);
-            const auto idle = s->idle_ns.load(std::memory_order_relaxed);
-            ss.busy_ratio = busy + idle > 0 ? static_cast<double>(busy) /
-                                                  static_cast<double>(busy + idle)
-                                            : 0.0;
-            if (s->input != nullptr) {
-                ss.inputs.push_back(s->input->name);
-            }
-            if (s->output != nullptr) {
-                ss.outputs.push_back(s->output->name);
-            }
-            out.stages.push_back(std::move(ss));
+            out.stages.push_back(snapshot_of(*s));
         }
         for (const auto& c : channels_) {
-            channel_snapshot cs;
-            cs.name = c->name;
-            c->describe(cs);
-            if (c->hangs_off) {
-                for (const auto& p : channels_) {
-                    if (p->is_broadcaster && c->hangs_off(p->address, *p->type)) {
-                        cs.parent = p->name;
-                    }
-                }
-            }
-            cs.has_age = c->timestamped_items;
-            if (cs.has_age) {
-                cs.age_count = c->age.count();
-                cs.age_sum_s = std::chrono::duration<double>(c->age.sum()).count();
-                cs.age_p50_ms = detail::to_ms(c->age.quantile(0.50));
-                cs.age_p99_ms = detail::to_ms(c->age.quantile(0.99));
-            }
-            out.channels.push_back(std::move(cs));
+            out.channels.push_back(snapshot_of(*c));
         }
         return out;
     }
 
-    // The snapshot in Prometheus text exposition format (version 0.0.4), ready to serve at
-    // /metrics. Any thread.
-    [[nodiscard]] std::string to_prometheus() const { return to_prometheus(snapshot()); }
-
-    [[nodiscard]] static std::string to_prometheus(const pipeline_snapshot& snap);
-
-    // The graph in Graphviz DOT: stages as boxes, channels as ellipses with their policy and
-    // live counters. Any thread.
-    [[nodiscard]] std::string to_dot() const { return to_dot(snapshot()); }
-
-    [[nodiscard]] static std::string to_dot(const pipeline_snapshot& snap);
-
 private:
-    detail::stage_entry& add_stage(std::string name, stage_kind kind) {
+    void check_options(const stage_options& o, stage_kind kind) const {
+        if (!(o.max_rate_hz >= 0.0) || !std::isfinite(o.max_rate_hz) || o.max_rate_hz > 1e9 ||
+            (o.max_rate_hz > 0 && !std::isfinite(1e9 / o.max_rate_hz))) {
+            throw std::invalid_argument(
+                "max_rate_hz: must be 0 (unpaced) or a rate a rate_limiter accepts");
+        }
+        if (o.workers == 0 || (kind == stage_kind::source && o.workers != 1)) {
+            throw std::invalid_argument(kind == stage_kind::source
+                                            ? "workers: a source has exactly one"
+                                            : "workers: must be at least 1");
+        }
+        if (o.nice && (*o.nice < -20 || *o.nice > 19)) {
+            throw std::invalid_argument("nice: must be between -20 and 19");
+        }
+    }
+
+    detail::stage_entry& add_stage(std::string name, stage_kind kind, const stage_options& o) {
         if (started_) {
             throw std::logic_error("pipeline: stages must be added before start()");
         }
@@ -596,8 +613,47 @@ private:
         auto e = std::make_unique<detail::stage_entry>();
         e->name = std::move(name);
         e->kind = kind;
+        e->options = o;
+        if (kind != stage_kind::source && o.max_rate_hz > 0) {
+            e->pace.emplace(o.max_rate_hz);
+        }
         stages_.push_back(std::move(e));
         return *stages_.back();
+    }
+
+    // The checks below run before a stage is linked to the channel, so a refused stage leaves
+    // the graph as it was (it is removed again by the caller's exception unwinding add_stage's
+    // push_back: see drop_last_stage).
+    template <class In>
+    void attach_input(detail::stage_entry& e, In& in) {
+        auto& c = entry_for(in);
+        if (c.one_consumer && c.consumers + e.options.workers > 1) {
+            drop_last_stage();
+            throw std::invalid_argument("workers: channel '" + c.name +
+                                        "' admits one consumer thread (an spsc_ring)");
+        }
+        c.consumers += e.options.workers;
+        e.input = &c;
+    }
+
+    template <class Out>
+    void attach_output(detail::stage_entry& e, Out& out) {
+        auto& c = entry_for(out);
+        if (c.one_producer && c.producers + e.options.workers > 1) {
+            drop_last_stage();
+            throw std::invalid_argument("out: channel '" + c.name +
+                                        "' admits one producer thread (an spsc_ring)");
+        }
+        c.producers += e.options.workers;
+        e.output = &c;
+    }
+
+    void drop_last_stage() noexcept {
+        auto& e = *stages_.back();
+        if (e.input != nullptr) {
+            e.input->consumers -= e.options.workers;
+        }
+        stages_.pop_back();
     }
 
     template <class C>
@@ -611,127 +667,186 @@ private:
         e->address = &ch;
         e->type = &typeid(C);
         e->name = "channel-" + std::to_string(channels_.size());
+        e->one_producer = channel_traits<C>::one_producer;
+        e->one_consumer = channel_traits<C>::one_consumer;
+        e->describe = [&ch] { return detail::describe_channel(ch); };
         e->close = [&ch] { ch.close(); };
-        describe_into(*e, ch);
+        if constexpr (input_channel<C>) {
+            e->timestamped_items = timestamped<input_item_t<C>>;
+        }
+        if constexpr (detail::is_subscription<C>::value) {
+            using T = typename C::value_type::element_type;
+            e->name = ch.name();
+            e->hangs_off = [&ch](const void* b, const std::type_info& type) {
+                return type == typeid(broadcaster<std::remove_const_t<T>>) &&
+                       ch.subscribed_to(*static_cast<const broadcaster<std::remove_const_t<T>>*>(b));
+            };
+        }
         channels_.push_back(std::move(e));
         return *channels_.back();
     }
 
-    static void fill_counts(channel_snapshot& cs, const channel_stats& s) {
-        cs.pushed = s.pushed;
-        cs.popped = s.popped;
-        cs.dropped = s.dropped;
-        cs.size = s.size;
-        cs.dropped_by_reason = {{"evicted", s.evicted},     {"rejected", s.rejected},
-                                {"cancelled", s.cancelled}, {"expired", s.expired},
-                                {"after_close", s.after_close}, {"rate_limited", s.rate_limited}};
+    [[nodiscard]] stage_snapshot snapshot_of(const detail::stage_entry& s) const {
+        stage_snapshot ss;
+        ss.name = s.name;
+        ss.kind = s.kind;
+        ss.state = s.state.load(std::memory_order_acquire);
+        ss.workers = s.options.workers;
+        ss.items_in = s.items_in.load(std::memory_order_relaxed);
+        ss.items_out = s.items_out.load(std::memory_order_relaxed);
+        for (const auto& w : s.workers) { // empty until start()
+            ss.fps += w->rate.per_second();
+        }
+        ss.service_p50_ms = detail::to_ms(s.service.quantile(0.50));
+        ss.service_p95_ms = detail::to_ms(s.service.quantile(0.95));
+        ss.service_p99_ms = detail::to_ms(s.service.quantile(0.99));
+        ss.service_count = s.service.count();
+        ss.service_sum_s = std::chrono::duration<double>(s.service.sum()).count();
+        const auto busy = s.busy_ns.load(std::memory_order_relaxed);
+        const auto idle = s.idle_ns.load(std::memory_order_relaxed);
+        ss.busy_ratio = busy + idle > 0
+                            ? static_cast<double>(busy) / static_cast<double>(busy + idle)
+                            : 0.0;
+        if (s.input != nullptr) {
+            ss.inputs.push_back(s.input->name);
+        }
+        if (s.output != nullptr) {
+            ss.outputs.push_back(s.output->name);
+        }
+        return ss;
     }
 
-    template <class T, concurrency C>
-    static void describe_into(detail::channel_entry& e, ring<T, C>& ch) {
-        e.timestamped_items = timestamped<T>;
-        e.describe = [&ch](channel_snapshot& cs) {
-            cs.kind = C == concurrency::spsc ? "spsc_ring" : "ring";
-            cs.policy = std::string(to_string(ch.policy()));
-            cs.capacity = ch.capacity();
-            fill_counts(cs, ch.stats());
-        };
-    }
-    template <class T>
-    static void describe_into(detail::channel_entry& e, latest_slot<T>& ch) {
-        e.timestamped_items = timestamped<T>;
-        e.describe = [&ch](channel_snapshot& cs) {
-            cs.kind = "latest_slot";
-            cs.policy = "drop_oldest";
-            cs.capacity = 1;
-            fill_counts(cs, ch.stats());
-        };
-    }
-    template <class T>
-    static void describe_into(detail::channel_entry& e, subscription<T>& ch) {
-        e.name = ch.name();
-        e.timestamped_items = timestamped<std::shared_ptr<const T>>;
-        e.describe = [&ch](channel_snapshot& cs) {
-            cs.kind = "subscription";
-            cs.policy = std::string(to_string(ch.policy()));
-            cs.capacity = ch.capacity();
-            fill_counts(cs, ch.stats());
-        };
-        e.hangs_off = [&ch](const void* b, const std::type_info& type) {
-            return type == typeid(broadcaster<T>) &&
-                   ch.subscribed_to(*static_cast<const broadcaster<T>*>(b));
-        };
-    }
-    template <class T>
-    static void describe_into(detail::channel_entry& e, sliding_window<T>& ch) {
-        e.timestamped_items = timestamped<T>;
-        e.describe = [&ch](channel_snapshot& cs) {
-            cs.kind = "sliding_window";
-            cs.policy = "window " + std::to_string(ch.window_size()) + "/" +
-                        std::to_string(ch.stride());
-            cs.capacity = ch.window_size();
-            const window_stats s = ch.stats();
-            cs.pushed = s.ready;
+    [[nodiscard]] channel_snapshot snapshot_of(const detail::channel_entry& c) const {
+        channel_snapshot cs;
+        cs.name = c.name;
+        const channel_description d = c.describe();
+        cs.kind = d.kind;
+        cs.policy = d.policy;
+        cs.capacity = d.capacity;
+        if (d.stats) {
+            channel_stats s = *d.stats;
+            // What a paced stage passed over was popped by the channel; it is shown as dropped
+            // for the rate (never more than the channel counted as popped).
+            const auto skipped = std::min(c.skipped.load(std::memory_order_relaxed), s.popped);
+            s.popped -= skipped;
+            s.rate_limited += skipped;
+            s.dropped += skipped;
+            cs.has_counts = true;
+            cs.pushed = s.pushed;
             cs.popped = s.popped;
             cs.dropped = s.dropped;
             cs.size = s.size;
-            cs.dropped_by_reason = {{"overtaken", s.dropped}};
-        };
-    }
-    template <class T>
-    static void describe_into(detail::channel_entry& e, broadcaster<T>& ch) {
-        e.is_broadcaster = true;
-        e.describe = [&ch](channel_snapshot& cs) {
-            cs.kind = "broadcaster";
-            cs.policy = "fan-out";
-            cs.capacity = 0;
-            cs.pushed = ch.published();
-        };
+            if (d.kind != "broadcaster") {
+                cs.dropped_by_reason = {{"evicted", s.evicted},
+                                        {"rejected", s.rejected},
+                                        {"cancelled", s.cancelled},
+                                        {"expired", s.expired},
+                                        {"after_close", s.after_close},
+                                        {"rate_limited", s.rate_limited}};
+            }
+        }
+        if (c.hangs_off) {
+            for (const auto& p : channels_) {
+                if (p->address != c.address && c.hangs_off(p->address, *p->type)) {
+                    cs.parent = p->name;
+                }
+            }
+        }
+        cs.has_age = c.timestamped_items;
+        if (cs.has_age) {
+            cs.age_count = c.age.count();
+            cs.age_sum_s = std::chrono::duration<double>(c.age.sum()).count();
+            cs.age_p50_ms = detail::to_ms(c.age.quantile(0.50));
+            cs.age_p99_ms = detail::to_ms(c.age.quantile(0.99));
+        }
+        return cs;
     }
 
-    static void record(detail::stage_entry& self, clock::time_point& idle_from,
-                       clock::time_point t0, clock::time_point t1) noexcept {
+    static void record(detail::stage_entry& self, detail::worker_entry& w,
+                       clock::time_point& idle_from, clock::time_point t0,
+                       clock::time_point t1) noexcept {
         self.idle_ns.fetch_add((t0 - idle_from).count(), std::memory_order_relaxed);
         self.busy_ns.fetch_add((t1 - t0).count(), std::memory_order_relaxed);
         self.service.record(t1 - t0);
-        self.rate.record(t1);
+        w.rate.record(t1);
         idle_from = t1;
     }
 
-    // The loop of a stage or sink: pop, measure, hand the item to `handle`.
-    template <class In, class Handle>
-    static void consume(detail::stage_entry& self, In& in, const std::stop_token& stop,
-                        bool metrics, Handle handle) {
-        stage_context ctx(self.name, stop);
+    // The loop of a source: pace, then step(ctx) until it returns false or the stop.
+    template <class Step>
+    static void produce(detail::stage_entry& self, stage_context& ctx, Step step) {
+        std::optional<rate_limiter> pace;
+        if (self.options.max_rate_hz > 0) {
+            pace.emplace(self.options.max_rate_hz);
+        }
+        auto& w = *self.workers[ctx.worker()];
         auto idle_from = clock::now();
-        while (auto item = in.pop(stop)) {
+        for (;;) {
+            if (ctx.stop_requested() || (pace && !pace->acquire(ctx.stop_token()))) {
+                break;
+            }
+            const auto t0 = clock::now();
+            if (!step(ctx)) {
+                break;
+            }
+            record(self, w, idle_from, t0, clock::now());
+        }
+    }
+
+    // The loop of a stage or sink: pop (and, when paced, wait the turn and skip to the newest),
+    // measure, hand the item to `handle`.
+    template <class In, class Handle>
+    static void consume(detail::stage_entry& self, In& in, stage_context& ctx, bool metrics,
+                        Handle handle) {
+        using item_type = input_item_t<In>;
+        using popped = decltype(in.pop(ctx.stop_token()));
+        auto& w = *self.workers[ctx.worker()];
+        auto idle_from = clock::now();
+        for (;;) {
+            popped item = in.pop(ctx.stop_token());
+            if (!item) {
+                break;
+            }
+            std::optional<popped> newest; // a newer item taken after the pacing wait
+            if (self.pace && !self.pace->try_acquire()) {
+                if (!self.pace->acquire(ctx.stop_token())) {
+                    break; // stopped while waiting its turn: the item is dropped with the stage
+                }
+                if constexpr (requires { { in.try_pop() } -> std::same_as<popped>; }) {
+                    while (popped n = in.try_pop()) {
+                        newest.reset();
+                        newest.emplace(std::move(n));
+                        self.input->skipped.fetch_add(1, std::memory_order_relaxed);
+                    }
+                }
+            }
+            item_type& x = newest ? **newest : *item;
             self.items_in.fetch_add(1, std::memory_order_relaxed);
             const auto t0 = metrics ? clock::now() : clock::time_point{};
-            using item_type = std::remove_cvref_t<decltype(*item)>;
             if constexpr (timestamped<item_type>) {
                 if (metrics) {
-                    const auto captured = timestamp_traits<item_type>::capture_time(*item);
+                    const auto captured = timestamp_traits<item_type>::capture_time(x);
                     if (captured != clock::time_point::max()) {
                         self.input->age.record(t0 - captured);
                     }
                 }
             }
-            handle(std::move(*item), ctx);
+            handle(std::move(x));
             if (metrics) {
-                record(self, idle_from, t0, clock::now());
+                record(self, w, idle_from, t0, clock::now());
             }
         }
     }
 
-    void run(detail::stage_entry& s, std::stop_token stop) {
-        auto end = stage_state::finished;
+    void run(detail::stage_entry& s, std::size_t worker, std::stop_token stop) {
+        bool failed = false;
         try {
-            s.body(s, stop);
-            if (stop.stop_requested() && s.kind != stage_kind::source) {
-                end = stage_state::stopped;
-            }
+            detail::apply_thread_options(s.options, s.name);
+            stage_context ctx(s.name, stop, worker);
+            s.body(s, ctx);
         } catch (...) {
-            end = stage_state::failed;
+            failed = true;
+            s.failed.store(true, std::memory_order_relaxed);
             {
                 const std::lock_guard<std::mutex> lock(mu_);
                 if (!error_) {
@@ -746,25 +861,67 @@ private:
             s.output->producers_running.fetch_sub(1, std::memory_order_acq_rel) == 1) {
             s.output->close();
         }
-        // Upstream: release producers blocked on a channel nobody will read any more.
+        if (s.workers_running.fetch_sub(1, std::memory_order_acq_rel) != 1) {
+            return; // other workers of this stage still run
+        }
+        // The last worker. Upstream: release producers blocked on a channel nobody reads now.
         if (s.input != nullptr) {
             s.input->close();
         }
-        s.state.store(end, std::memory_order_relaxed);
-        {
-            const std::lock_guard<std::mutex> lock(mu_);
-            --running_;
+        auto end = stage_state::finished;
+        if (failed || s.failed.load(std::memory_order_relaxed)) {
+            end = stage_state::failed;
+        } else if (stop.stop_requested() && s.kind != stage_kind::source) {
+            end = stage_state::stopped;
         }
-        done_.notify_all();
+        s.state.store(end, std::memory_order_release);
+        // seq_cst: the state change that wait_until's predicate reads (event_count).
+        running_.fetch_sub(1, std::memory_order_seq_cst);
+        ended_.notify_all_after_seq_cst();
+    }
+
+    // Waits until no stage runs or `deadline`; true when none runs.
+    bool wait_until(clock::time_point deadline) {
+        const auto end = ended_.park(nullptr, deadline, [this]() noexcept {
+            return running_.load(std::memory_order_seq_cst) == 0;
+        });
+        return end == detail::wait_end::ready;
+    }
+
+    stop_report report_unfinished() const {
+        stop_report report;
+        for (const auto& s : stages_) {
+            if (s->state.load(std::memory_order_acquire) == stage_state::running) {
+                report.unfinished.push_back(s->name);
+            }
+        }
+        report.clean = report.unfinished.empty();
+        return report;
+    }
+
+    static void stop_workers(detail::stage_entry& s) noexcept {
+        for (auto& w : s.workers) {
+            w->thread.request_stop();
+        }
     }
 
     // Stops every stage now and closes every channel. Any thread, including a stage's own.
     void abort_all() noexcept {
         for (auto& s : stages_) {
-            s->thread.request_stop();
+            stop_workers(*s);
         }
         for (auto& c : channels_) {
             c->close();
+        }
+    }
+
+    void join_all() {
+        for (auto& s : stages_) {
+            for (auto& w : s->workers) {
+                if (w->thread.joinable() && w->thread.get_id() != std::this_thread::get_id()) {
+                    w->thread.join();
+                }
+            }
         }
     }
 
@@ -773,167 +930,13 @@ private:
     std::vector<std::unique_ptr<detail::stage_entry>> stages_;
     std::vector<std::unique_ptr<detail::channel_entry>> channels_;
 
-    mutable std::mutex mu_;
-    std::condition_variable done_; // a stage ended
+    mutable std::mutex mu_; // start(), error_
     bool started_ = false;
-    std::size_t running_ = 0;
     std::exception_ptr error_;
     std::string error_stage_;
+    // Stages still running; ended_ wakes the threads waiting for it to reach 0.
+    std::atomic<std::size_t> running_{0};
+    detail::event_count ended_;
 };
-
-inline std::string pipeline::to_prometheus(const pipeline_snapshot& snap) {
-    std::string out;
-    const std::string p = "pipeline=\"" + detail::prometheus_escape(snap.name) + "\"";
-    auto family = [&out](std::string_view metric, std::string_view type, std::string_view help) {
-        out += "# HELP ";
-        out += metric;
-        out += ' ';
-        out += help;
-        out += "\n# TYPE ";
-        out += metric;
-        out += ' ';
-        out += type;
-        out += '\n';
-    };
-    auto sample = [&out](std::string_view metric, const std::string& labels, auto value) {
-        out += metric;
-        out += '{';
-        out += labels;
-        out += "} ";
-        detail::append_number(out, value);
-        out += '\n';
-    };
-    auto stage_labels = [&p](const stage_snapshot& s) {
-        return p + ",stage=\"" + detail::prometheus_escape(s.name) + "\"";
-    };
-    auto channel_labels = [&p](const channel_snapshot& c) {
-        return p + ",channel=\"" + detail::prometheus_escape(c.name) + "\"";
-    };
-
-    family("framepipe_stage_items_in_total", "counter", "Items a stage took from its input.");
-    for (const auto& s : snap.stages) {
-        sample("framepipe_stage_items_in_total", stage_labels(s), s.items_in);
-    }
-    family("framepipe_stage_items_out_total", "counter", "Items a stage emitted to its output.");
-    for (const auto& s : snap.stages) {
-        sample("framepipe_stage_items_out_total", stage_labels(s), s.items_out);
-    }
-    family("framepipe_stage_items_per_second", "gauge",
-           "Items a stage completed per second over the last two seconds.");
-    for (const auto& s : snap.stages) {
-        sample("framepipe_stage_items_per_second", stage_labels(s), s.fps);
-    }
-    family("framepipe_stage_service_seconds", "summary", "Time a stage spent on one item.");
-    for (const auto& s : snap.stages) {
-        const auto l = stage_labels(s);
-        sample("framepipe_stage_service_seconds", l + ",quantile=\"0.5\"", s.service_p50_ms / 1e3);
-        sample("framepipe_stage_service_seconds", l + ",quantile=\"0.95\"", s.service_p95_ms / 1e3);
-        sample("framepipe_stage_service_seconds", l + ",quantile=\"0.99\"", s.service_p99_ms / 1e3);
-        sample("framepipe_stage_service_seconds_sum", l, s.service_sum_s);
-        sample("framepipe_stage_service_seconds_count", l, s.service_count);
-    }
-    family("framepipe_stage_busy_ratio", "gauge",
-           "Share of a stage's time spent on items rather than waiting for them.");
-    for (const auto& s : snap.stages) {
-        sample("framepipe_stage_busy_ratio", stage_labels(s), s.busy_ratio);
-    }
-    family("framepipe_stage_running", "gauge", "1 while the stage's thread runs, else 0.");
-    for (const auto& s : snap.stages) {
-        sample("framepipe_stage_running", stage_labels(s),
-               std::uint64_t{s.state == stage_state::running ? 1U : 0U});
-    }
-
-    family("framepipe_channel_pushed_total", "counter",
-           "Items offered to a channel (windows made ready, for a sliding window).");
-    for (const auto& c : snap.channels) {
-        sample("framepipe_channel_pushed_total", channel_labels(c), c.pushed);
-    }
-    family("framepipe_channel_popped_total", "counter", "Items taken from a channel.");
-    for (const auto& c : snap.channels) {
-        if (c.kind != "broadcaster") {
-            sample("framepipe_channel_popped_total", channel_labels(c), c.popped);
-        }
-    }
-    family("framepipe_channel_dropped_total", "counter", "Items a channel dropped, by reason.");
-    for (const auto& c : snap.channels) {
-        for (const auto& [reason, n] : c.dropped_by_reason) {
-            sample("framepipe_channel_dropped_total",
-                   channel_labels(c) + ",reason=\"" + detail::prometheus_escape(reason) + "\"", n);
-        }
-    }
-    family("framepipe_channel_items", "gauge", "Items buffered in a channel now.");
-    for (const auto& c : snap.channels) {
-        if (c.kind != "broadcaster") {
-            sample("framepipe_channel_items", channel_labels(c), c.size);
-        }
-    }
-    family("framepipe_channel_capacity_items", "gauge", "Most items a channel holds.");
-    for (const auto& c : snap.channels) {
-        if (c.kind != "broadcaster") {
-            sample("framepipe_channel_capacity_items", channel_labels(c),
-                   static_cast<std::uint64_t>(c.capacity));
-        }
-    }
-    family("framepipe_channel_item_age_seconds", "summary",
-           "Age of timestamped items when a stage took them from the channel.");
-    for (const auto& c : snap.channels) {
-        if (c.has_age) {
-            const auto l = channel_labels(c);
-            sample("framepipe_channel_item_age_seconds", l + ",quantile=\"0.5\"", c.age_p50_ms / 1e3);
-            sample("framepipe_channel_item_age_seconds", l + ",quantile=\"0.99\"", c.age_p99_ms / 1e3);
-            sample("framepipe_channel_item_age_seconds_sum", l, c.age_sum_s);
-            sample("framepipe_channel_item_age_seconds_count", l, c.age_count);
-        }
-    }
-    return out;
-}
-
-inline std::string pipeline::to_dot(const pipeline_snapshot& snap) {
-    std::string out = "digraph \"" + detail::dot_escape(snap.name) + "\" {\n";
-    out += "  rankdir=LR;\n  node [fontname=\"Helvetica\", fontsize=10];\n";
-    char buf[160];
-    for (const auto& s : snap.stages) {
-        std::snprintf(buf, sizeof buf, "%.1f fps, p50 %.2f ms, busy %.0f%%", s.fps,
-                      s.service_p50_ms, s.busy_ratio * 100.0);
-        out += "  \"stage:" + detail::dot_escape(s.name) + "\" [shape=box, style=rounded, label=\"" +
-               detail::dot_escape(s.name) + "\\n" + std::string(to_string(s.kind)) + ", " +
-               std::string(to_string(s.state)) + "\\nin " + std::to_string(s.items_in) +
-               ", out " + std::to_string(s.items_out) + "\\n" + buf + "\"];\n";
-    }
-    for (const auto& c : snap.channels) {
-        std::string label = detail::dot_escape(c.name) + "\\n" + c.kind;
-        if (c.kind == "broadcaster") {
-            label += "\\npublished " + std::to_string(c.pushed);
-        } else {
-            label += " (" + detail::dot_escape(c.policy) + ", cap " + std::to_string(c.capacity) +
-                     ")\\npushed " + std::to_string(c.pushed) + ", popped " +
-                     std::to_string(c.popped) + ", dropped " + std::to_string(c.dropped) +
-                     ", held " + std::to_string(c.size);
-            if (c.has_age && c.age_count > 0) {
-                std::snprintf(buf, sizeof buf, "\\nage p50 %.1f ms, p99 %.1f ms", c.age_p50_ms,
-                              c.age_p99_ms);
-                label += buf;
-            }
-        }
-        out += "  \"channel:" + detail::dot_escape(c.name) + "\" [shape=" +
-               (c.kind == "broadcaster" ? "diamond" : "ellipse") + ", label=\"" + label + "\"];\n";
-        if (!c.parent.empty()) {
-            out += "  \"channel:" + detail::dot_escape(c.parent) + "\" -> \"channel:" +
-                   detail::dot_escape(c.name) + "\";\n";
-        }
-    }
-    for (const auto& s : snap.stages) {
-        for (const auto& in : s.inputs) {
-            out += "  \"channel:" + detail::dot_escape(in) + "\" -> \"stage:" +
-                   detail::dot_escape(s.name) + "\";\n";
-        }
-        for (const auto& o : s.outputs) {
-            out += "  \"stage:" + detail::dot_escape(s.name) + "\" -> \"channel:" +
-                   detail::dot_escape(o) + "\";\n";
-        }
-    }
-    out += "}\n";
-    return out;
-}
 
 } // namespace framepipe

@@ -17,7 +17,10 @@
 // Thread safety: any thread may acquire, and a lent object may be released on any thread.
 #pragma once
 
-#include <framepipe/channel.hpp>
+#include <framepipe/detail/config.hpp>
+
+#include <framepipe/detail/deadline.hpp>
+#include <framepipe/detail/wait.hpp>
 
 #include <atomic>
 #include <chrono>

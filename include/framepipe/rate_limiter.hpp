@@ -31,12 +31,15 @@
 // share the work" below). Only acquire() waits.
 #pragma once
 
+#include <framepipe/detail/config.hpp>
+
+#include <framepipe/detail/wait.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <bit>
 #include <chrono>
 #include <cmath>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -56,7 +59,7 @@ public:
     // per nanosecond) or so small that its period overflows; naming `burst` when it is 0 or
     // above 2^32 - 1.
     explicit rate_limiter(double hz, std::size_t burst = 1)
-        : burst_(check_burst(burst)), token_bits_(static_cast<unsigned>(std::bit_width(burst_))),
+        : burst_(check_burst(burst)), token_bits_(detail::to<unsigned>(std::bit_width(burst_))),
           token_mask_((std::uint64_t{1} << token_bits_) - 1),
           max_next_k_((std::uint64_t{1} << (63 - token_bits_)) - 1),
           period_ns_(period_of(hz)), inverse_period_(1.0 / period_ns_.load()), hz_(hz),
@@ -119,13 +122,10 @@ public:
     }
 
     // Waits until an event may pass and takes its token: paces a loop at the rate. Any thread.
-    // Blocks (sleeping, not spinning) until the next slot. Returns true when admitted, false when
-    // `stop` is requested first.
+    // Blocks: parks (no spinning) until the next slot begins, a set_rate() or `stop`. Returns
+    // true when admitted, false when `stop` is requested first. Never throws in practice
+    // (std::mutex::lock, briefly, to read when the next slot begins).
     [[nodiscard]] bool acquire(std::stop_token stop = {}) {
-        std::optional<std::stop_callback<wake>> on_stop;
-        if (stop.stop_possible()) {
-            on_stop.emplace(stop, wake{this});
-        }
         for (;;) {
             if (stop.stop_requested()) {
                 return false;
@@ -133,14 +133,19 @@ public:
             if (try_acquire(clock::now())) {
                 return true;
             }
-            std::unique_lock<std::mutex> lock(mu_);
-            // Checked under mu_: the stop callback notifies under it too, so it cannot slip
-            // between this check and the wait.
-            if (stop.stop_requested()) {
+            // Acquire: pairs with set_rate(); a change after this read ends the wait below.
+            const std::uint64_t seen = rate_changes_.load(std::memory_order_acquire);
+            clock::time_point next_slot;
+            {
+                const std::lock_guard<std::mutex> lock(mu_);
+                next_slot = next_slot_locked();
+            }
+            const auto end = rate_changed_.park(&stop, next_slot, [&]() noexcept {
+                return rate_changes_.load(std::memory_order_acquire) != seen;
+            });
+            if (end == detail::wait_end::stopped) {
                 return false;
             }
-            // Sleep until the next slot begins (or a rate change or stop wakes us), then retry.
-            sleepers_.wait_until(lock, next_slot_locked());
         }
     }
 
@@ -162,8 +167,9 @@ public:
             }
             hz_.store(hz, std::memory_order_relaxed);
             publish_locked(st);
+            rate_changes_.fetch_add(1, std::memory_order_release);
         }
-        sleepers_.notify_all();
+        rate_changed_.notify_all();
     }
 
     // set_rate(hz, steady_clock::now()).
@@ -194,16 +200,6 @@ private:
     struct slot_state {
         std::uint64_t next_k;
         std::uint64_t tokens;
-    };
-
-    struct wake {
-        rate_limiter* self;
-        void operator()() const noexcept {
-            // Take the lock so the notification cannot slip between a waiter's stop check and
-            // its wait.
-            { const std::lock_guard<std::mutex> lock(self->mu_); }
-            self->sleepers_.notify_all();
-        }
     };
 
     static double period_of(double hz) {
@@ -375,7 +371,7 @@ private:
 
     // The line every try_acquire reads: the word and the configuration that interprets it. One
     // line, because a call needs all of them; the configuration changes only under mu_.
-    alignas(64) std::atomic<std::int64_t> anchor_ns_{0}; // boundary k0_, in ns since the epoch
+    alignas(detail::cache_line) std::atomic<std::int64_t> anchor_ns_{0}; // boundary k0_, in ns since the epoch
     std::atomic<double> period_ns_;                       // current slot length
     std::atomic<double> inverse_period_;                  // 1 / period_ns_
     std::atomic<std::uint64_t> k0_{0};                    // index of the anchor boundary
@@ -383,8 +379,9 @@ private:
     std::atomic<std::uint64_t> state_;                    // slow_bit | next_k | tokens
 
     // The slow path and acquire()'s sleepers, on their own lines.
-    alignas(64) mutable std::mutex mu_;
-    std::condition_variable sleepers_;        // threads inside acquire()
+    alignas(detail::cache_line) mutable std::mutex mu_;
+    std::atomic<std::uint64_t> rate_changes_{0}; // set_rate() calls: ends acquire()'s waits
+    detail::event_count rate_changed_;           // threads inside acquire() park here
     std::optional<double> pending_period_;    // set_rate() waiting for the next boundary
     bool started_ = false;
     bool locked_mode_ = false;                // state lives in the two fields below for good

@@ -10,12 +10,21 @@
 // window; each window overtaken before anyone took it is counted as dropped. stride == size
 // gives tumbling (non-overlapping) windows.
 //
+// Counters: a sliding_window is a channel of windows. stats() returns the channel_stats every
+// channel returns, counting windows: pushed = windows that became ready, popped = windows taken,
+// evicted = ready windows overtaken by a newer one before anyone took them. item_stats() counts
+// the items pushed in.
+//
 // Thread safety: any number of producers and consumers. push never waits; pops wait like
-// ring<T>'s (a few microseconds of spinning, then parked). Memory is bounded: the window keeps size + stride items, plus whatever snapshots the
-// consumers still hold.
+// ring<T>'s (a few microseconds of spinning, then parked). Memory is bounded: the window keeps
+// size + stride items, plus whatever snapshots the consumers still hold.
 #pragma once
 
+#include <framepipe/detail/config.hpp>
+
 #include <framepipe/channel.hpp>
+#include <framepipe/detail/deadline.hpp>
+#include <framepipe/detail/wait.hpp>
 #include <framepipe/stamped.hpp>
 
 #include <atomic>
@@ -27,6 +36,8 @@
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -79,19 +90,11 @@ struct timestamp_traits<window<T>> {
     }
 };
 
-// Counters of a sliding_window. When no call is in flight:
-//
-//     ready == popped + dropped + size        (size is 0 or 1: the window waiting to be taken)
-//
-// Items are counted separately: `pushed` were accepted into the window, `after_close` were
-// refused because it was closed.
-struct window_stats {
+// The items a sliding_window took in (its windows are counted by stats(): see the file comment).
+// Every push is counted in exactly one of the two.
+struct window_item_stats {
     std::uint64_t pushed = 0;      // items accepted by push()
     std::uint64_t after_close = 0; // items refused after close()
-    std::uint64_t ready = 0;       // windows that became ready
-    std::uint64_t popped = 0;      // windows handed to a consumer
-    std::uint64_t dropped = 0;     // ready windows overtaken by a newer one before being taken
-    std::uint64_t size = 0;        // ready windows waiting to be taken (0 or 1)
 };
 
 template <class T>
@@ -143,7 +146,7 @@ public:
     push_status push(T item) {
         const std::lock_guard<std::mutex> lock(mu_);
         if (closed_) {
-            ++stats_.after_close;
+            ++items_.after_close;
             return push_status::closed;
         }
         std::size_t tail = head_ + count_;
@@ -158,7 +161,7 @@ public:
             ++count_;
         }
         const std::uint64_t seq = next_seq_++;
-        ++stats_.pushed;
+        ++items_.pushed;
 
         if (seq + 1 < size_ || (last_ready_ && seq - *last_ready_ < stride_)) {
             return push_status::ok;
@@ -166,12 +169,13 @@ public:
         // A new window, ending at seq, is ready.
         auto status = push_status::ok;
         if (pending_) {
-            ++stats_.dropped;
+            ++windows_.evicted; // the untaken window is overtaken
+            ++windows_.dropped;
             status = push_status::evicted;
         }
         pending_ = seq;
         last_ready_ = seq;
-        ++stats_.ready;
+        ++windows_.pushed;
         pending_flag_.store(true, std::memory_order_relaxed);
         // Under the lock, after the flag store: the event count's RMW publishes the store to
         // a parking consumer; no lock is taken unless a consumer is parked.
@@ -182,11 +186,14 @@ public:
     // Same as push(T): pushing never waits, so the token is never consulted.
     push_status push(T item, std::stop_token /*stop*/) { return push(std::move(item)); }
 
+    // Same as push(T), which never waits: the name for code written against any channel.
+    push_status try_push(T item) { return push(std::move(item)); }
+
     // Takes the newest ready window if there is one. Any thread; never waits (brief lock).
     // Exceptions: std::bad_alloc, or what T's copy constructor throws; the window stays
     // available (strong). Tumbling windows (stride == size) move their items out when T's move
     // cannot throw. A move-only T whose move constructor throws gives the basic guarantee: the
-    // window being taken is dropped (counted in dropped) and the exception propagates.
+    // window being taken is dropped (counted as evicted) and the exception propagates.
     [[nodiscard]] std::optional<window<T>> try_pop() { return pop_impl(nullptr, std::nullopt, false); }
 
     // Takes the newest ready window, waiting for one. Any thread; blocks (spins briefly, then
@@ -238,12 +245,24 @@ public:
     // Items between the ends of consecutive ready windows. Any thread; wait-free.
     [[nodiscard]] std::size_t stride() const noexcept { return stride_; }
 
-    // A consistent snapshot of the counters. Any thread; takes the lock briefly.
-    [[nodiscard]] window_stats stats() const {
+    // Ready windows the channel holds at most: 1 (a slower consumer gets the newest). The items
+    // per window are window_size(). Any thread; wait-free.
+    [[nodiscard]] std::size_t capacity() const noexcept { return 1; }
+
+    // A consistent snapshot of the counters, in windows (see the file comment): pushed == popped
+    // + dropped + size, and dropped == evicted (windows overtaken before anyone took them). Any
+    // thread; takes the lock briefly.
+    [[nodiscard]] channel_stats stats() const {
         const std::lock_guard<std::mutex> lock(mu_);
-        window_stats s = stats_;
+        channel_stats s = windows_;
         s.size = pending_ ? 1 : 0;
         return s;
+    }
+
+    // The items pushed in: accepted, and refused after close. Any thread; takes the lock briefly.
+    [[nodiscard]] window_item_stats item_stats() const {
+        const std::lock_guard<std::mutex> lock(mu_);
+        return items_;
     }
 
 private:
@@ -252,7 +271,7 @@ private:
         const std::uint64_t last = *pending_;
         const std::uint64_t first = last + 1 - size_;
         const std::uint64_t oldest_held = next_seq_ - count_;
-        std::size_t at = head_ + static_cast<std::size_t>(first - oldest_held);
+        std::size_t at = head_ + detail::to<std::size_t>(first - oldest_held);
         if (at >= capacity_) {
             at -= capacity_;
         }
@@ -280,14 +299,15 @@ private:
                 // It is dropped (counted), and the sliding_window stays usable.
                 pending_.reset();
                 pending_flag_.store(false, std::memory_order_relaxed);
-                ++stats_.dropped;
+                ++windows_.evicted; // lost to the throwing move; counted with the overtaken
+                ++windows_.dropped;
             }
             throw;
         }
         out.emplace(window<T>(std::move(items), first));
         pending_.reset();
         pending_flag_.store(false, std::memory_order_relaxed);
-        ++stats_.popped;
+        ++windows_.popped;
     }
 
     std::optional<window<T>> pop_impl(const std::stop_token* stop,
@@ -318,7 +338,14 @@ private:
             }
             const std::lock_guard<std::mutex> lock(mu_);
             if (pending_) {
-                take_locked(out);
+                try {
+                    take_locked(out);
+                } catch (...) {
+                    // The window stays offered (copyable T): a consumer parked beside it must
+                    // hear about it, since this one may have absorbed the only wake-up.
+                    not_empty_.notify_one();
+                    throw;
+                }
             }
             if (out || closed_) {
                 return out;
@@ -342,12 +369,28 @@ private:
     std::optional<std::uint64_t> pending_;    // last seq of the ready, untaken window
     std::optional<std::uint64_t> last_ready_; // last seq of the newest window that became ready
     bool closed_ = false;
-    window_stats stats_{};
+    channel_stats windows_{}; // in windows; size is derived from pending_
+    window_item_stats items_{};
 
     // Relaxed mirrors for size(), closed() and waiting pops. They only decide when to look: the
     // window itself is taken under mu_.
     std::atomic<bool> pending_flag_{false};
     std::atomic<bool> closed_flag_{false};
+};
+
+// How a pipeline shows a sliding_window: a channel of windows (see channel_traits).
+template <class T>
+struct channel_traits<sliding_window<T>> {
+    static constexpr std::string_view kind = "sliding_window";
+    static constexpr bool one_producer = false;
+    static constexpr bool one_consumer = false;
+    static channel_description describe(const sliding_window<T>& w) {
+        return {.kind = std::string(kind),
+                .policy = "window " + std::to_string(w.window_size()) + "/" +
+                          std::to_string(w.stride()),
+                .capacity = w.capacity(),
+                .stats = w.stats()};
+    }
 };
 
 } // namespace framepipe

@@ -9,6 +9,8 @@
 // to use max_age with it.
 #pragma once
 
+#include <framepipe/detail/config.hpp>
+
 #include <chrono>
 #include <concepts>
 #include <cstdint>

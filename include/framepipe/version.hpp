@@ -3,6 +3,8 @@
 // Kept in step with project(VERSION) in CMakeLists.txt; the build checks that they agree.
 #pragma once
 
+#include <framepipe/detail/config.hpp>
+
 #define FRAMEPIPE_VERSION_MAJOR 0
 #define FRAMEPIPE_VERSION_MINOR 1
 #define FRAMEPIPE_VERSION_PATCH 0

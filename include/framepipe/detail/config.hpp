@@ -1,0 +1,80 @@
+// framepipe/detail/config.hpp - the language check, the compiler hints and the cache-line size
+// every framepipe header uses. Included first by every public header.
+#pragma once
+
+#if !defined(__cplusplus) || (__cplusplus < 202002L && (!defined(_MSVC_LANG) || _MSVC_LANG < 202002L))
+#error "framepipe needs C++20 or later (compile with -std=c++20)"
+#endif
+
+#include <cstddef>
+#include <type_traits>
+
+// Forces a channel's small fast path into its caller. Used where an out-of-line call would return
+// a std::optional<T> through memory: GCC writes the value and the one-byte "engaged" flag with
+// two stores and reads them back as one word, a store-forwarding stall that costs more than the
+// whole fast path. Inlined, the optional stays in registers.
+#if defined(__GNUC__) || defined(__clang__)
+#define FRAMEPIPE_ALWAYS_INLINE [[gnu::always_inline]] inline
+// The same for a lambda, written after its parameter list: [this]() FRAMEPIPE_INLINE_LAMBDA {...}
+#define FRAMEPIPE_INLINE_LAMBDA __attribute__((always_inline))
+// Keeps a rarely taken path out of its caller, so that the caller's fast path stays short.
+#define FRAMEPIPE_NOINLINE [[gnu::noinline]]
+#else
+#define FRAMEPIPE_ALWAYS_INLINE inline
+#define FRAMEPIPE_INLINE_LAMBDA
+#define FRAMEPIPE_NOINLINE
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+#define FRAMEPIPE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FRAMEPIPE_TSAN 1
+#endif
+#endif
+
+// FRAMEPIPE_SPSC_CHECKS: whether spsc_ring checks its one-producer, one-consumer rule at run time
+// and aborts with a message when two threads push (or pop) at once. On whenever NDEBUG is not
+// defined, like assert; define it to 1 or 0 to force it on or off.
+#if !defined(FRAMEPIPE_SPSC_CHECKS)
+#if defined(NDEBUG)
+#define FRAMEPIPE_SPSC_CHECKS 0
+#else
+#define FRAMEPIPE_SPSC_CHECKS 1
+#endif
+#endif
+
+namespace framepipe::detail {
+
+// The size of a cache line on the machines framepipe targets (x86-64 and most ARMv8 cores). Data
+// written by different threads is kept this far apart so that one thread's writes never
+// invalidate the line another thread is reading (false sharing).
+// std::hardware_destructive_interference_size says the same, but GCC warns that its value may
+// change between compiler versions and flags, which the layout of a header-only library's types
+// cannot afford.
+inline constexpr std::size_t cache_line = 64;
+
+// One step of a spin loop: tells the core that this thread is spinning, which frees execution
+// resources for a sibling hyper-thread and avoids a memory-order mis-speculation penalty when the
+// awaited line finally changes.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#endif
+}
+
+// static_cast<To>(v), except where To and From are the same type: for the conversions that are
+// needed on some targets (a 64-bit count into a 32-bit size_t) and are no-ops on others, where
+// GCC's -Wuseless-cast would warn in the users' builds of these headers.
+template <class To, class From>
+[[nodiscard]] constexpr To to(From v) noexcept {
+    if constexpr (std::is_same_v<To, From>) {
+        return v;
+    } else {
+        return static_cast<To>(v);
+    }
+}
+
+} // namespace framepipe::detail

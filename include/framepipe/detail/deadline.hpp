@@ -1,0 +1,31 @@
+// framepipe/detail/deadline.hpp - the clock every wait uses, timeouts turned into deadlines, and
+// the check that names a negative duration.
+#pragma once
+
+#include <framepipe/detail/config.hpp>
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+
+namespace framepipe::detail {
+
+using clock = std::chrono::steady_clock;
+
+// Throws std::invalid_argument naming `what` when a caller passes a negative duration.
+inline void require_non_negative(std::chrono::nanoseconds d, const char* what) {
+    if (d < std::chrono::nanoseconds::zero()) {
+        throw std::invalid_argument(std::string(what) + ": must not be negative");
+    }
+}
+
+// now + d, saturating instead of overflowing for very long timeouts.
+[[nodiscard]] inline clock::time_point deadline_after(std::chrono::nanoseconds d) noexcept {
+    const auto now = clock::now();
+    if (d >= clock::time_point::max() - now) {
+        return clock::time_point::max();
+    }
+    return now + std::chrono::duration_cast<clock::duration>(d);
+}
+
+} // namespace framepipe::detail

@@ -1,0 +1,371 @@
+// framepipe/detail/wait.hpp - the one waiting primitive of every framepipe block: spin for a few
+// microseconds, then park on a futex.
+//
+// Every blocking call in framepipe (a pop on an empty channel, a push under overflow::block, a
+// pool acquire, rate_limiter::acquire) waits on a detail::event_count. The state a thread waits
+// for lives in the block's own atomics; the event count only says "look again". Notifying costs
+// one load (or one read-modify-write) of a word that is written only when someone waits, so a
+// channel whose consumers keep up makes no system call at all.
+#pragma once
+
+#include <framepipe/detail/asymmetric_barrier.hpp>
+#include <framepipe/detail/config.hpp>
+#include <framepipe/detail/deadline.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <optional>
+#include <stop_token>
+#include <thread>
+
+#if defined(__linux__)
+#include <ctime>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#include <condition_variable>
+#include <mutex>
+#endif
+
+namespace framepipe::detail {
+
+enum class wait_end { ready, timed_out, stopped };
+
+// How long a waiter spins (checking its condition with plain loads) before it parks. Handing an
+// item to a thread that is still spinning costs one cache-line transfer (~100 ns); waking a
+// parked one costs a futex wake-up and a reschedule (tens of microseconds on a VM). A partner
+// that answers within this budget is therefore caught without a sleep; a thread that really is
+// idle burns at most this much CPU per wait before it parks ("idle means idle").
+inline constexpr std::chrono::nanoseconds spin_budget{5'000};
+
+// One step of waiting for another thread's few instructions (a move out of a slot, a fill):
+// pause for a while, then yield, since the thread we wait for may have been preempted.
+inline void backoff(unsigned& spins) noexcept {
+    if (++spins < 64) {
+        cpu_relax();
+    } else {
+        std::this_thread::yield();
+    }
+}
+
+class event_count;
+
+// A selector's hook on an event count (event_count::attach): while attached, every notification
+// of the event count also notifies `target`, so that one thread can park on one event count of
+// its own and still hear about every channel it watches. Owned by the selector; the event count
+// links it into an intrusive list and never allocates.
+struct event_listener {
+    event_count* target = nullptr;
+    event_listener* next = nullptr; // guarded by the watched event count's list lock
+};
+
+// An event count on a futex.
+//
+// The protocol (no lost wake-up). A waiter reads epoch_, registers in watchers_ (a seq_cst
+// read-modify-write), then re-checks its exact predicate, and sleeps only while epoch_ still
+// holds the value it read. A notifier changes the state the predicate reads, then reads
+// watchers_; when it finds a waiter it bumps epoch_ and wakes the futex. Either the notifier's
+// read of watchers_ sees the registration (then the bump lands after the waiter's read of epoch_,
+// so its futex wait returns at once or is woken), or it does not, and then the state change is
+// visible to the waiter's re-check:
+// - notify_one()/notify_all(): the notifier reads watchers_ with a read-modify-write. Both RMWs
+//   act on watchers_, so one comes first in its modification order; if the notifier's does, the
+//   waiter's reads from it (release -> acquire) and the state change happens-before the
+//   re-check. Works for any state change, also relaxed stores made under a lock.
+// - notify_*_after_seq_cst(): for a state change that was itself a seq_cst store or RMW, read
+//   by the predicate with seq_cst loads; then the single total order of seq_cst operations
+//   forbids both sides missing each other, and the notifier's read is a plain load.
+// - notify_one_asymmetric(): for a state change that was a plain release store, in an event
+//   count constructed with `asymmetric`: the waiter pays asymmetric_barrier::heavy() between its
+//   registration and its re-check, the notifier only a compiler barrier (see there).
+// Every step is an atomic operation that ThreadSanitizer sees, except the asymmetric barrier.
+//
+// Waking: a stop request (std::stop_callback) and notify_all wake every sleeper; notify_one
+// wakes one (FUTEX_WAKE 1). A waiter that leaves on stop or timeout while its predicate holds
+// passes the wake-up on, so a notify_one it may have absorbed is not lost.
+//
+// Selectors: attach(listener) makes every notification also notify listener.target (see
+// event_listener). Attached listeners count in watchers_ like sleepers, so the notifier's one
+// load still decides whether there is anything to do.
+class event_count {
+public:
+    // Selects the asymmetric mode (see notify_one_asymmetric()).
+    struct asymmetric_t {
+        explicit asymmetric_t() = default;
+    };
+    static constexpr asymmetric_t asymmetric{};
+
+    event_count() noexcept = default;
+
+    // An event count whose notifiers may use notify_one_asymmetric(): each parking waiter pays a
+    // membarrier system call so that its notifiers pay nothing but a plain load. Registers the
+    // process for membarrier (asymmetric_barrier::enable()).
+    explicit event_count(asymmetric_t) noexcept : asymmetric_(true) {
+        (void)asymmetric_barrier::enable();
+    }
+
+    event_count(const event_count&) = delete;
+    event_count& operator=(const event_count&) = delete;
+
+    // Wakes one parked waiter, if any, and notifies the attached listeners. Call after making
+    // the awaited state true (any kind of store). Any thread; never blocks; noexcept.
+    void notify_one() noexcept {
+        // An RMW, not a load: see the class comment.
+        notify(watchers_.fetch_add(0, std::memory_order_seq_cst), false);
+    }
+
+    // As notify_one(), waking every parked waiter (close, stop).
+    void notify_all() noexcept { notify(watchers_.fetch_add(0, std::memory_order_seq_cst), true); }
+
+    // As notify_one(), after a state change that was a seq_cst store or read-modify-write of an
+    // atomic that the waiter's exact predicate reads with seq_cst loads: one plain load when
+    // nobody waits.
+    FRAMEPIPE_ALWAYS_INLINE void notify_one_after_seq_cst() noexcept {
+        notify(watchers_.load(std::memory_order_seq_cst), false);
+    }
+
+    // As notify_one_after_seq_cst(), waking every parked waiter.
+    FRAMEPIPE_ALWAYS_INLINE void notify_all_after_seq_cst() noexcept {
+        notify(watchers_.load(std::memory_order_seq_cst), true);
+    }
+
+    // As notify_one(), for an event count constructed with `asymmetric`, after a state change
+    // that was a plain (release) store. One plain load when nobody waits. Acquire: a notifier
+    // that sees a registration also sees the waiter's read of epoch_ before it (so its bump is
+    // not mistaken for the value the waiter will sleep on).
+    FRAMEPIPE_ALWAYS_INLINE void notify_one_asymmetric() noexcept {
+        asymmetric_barrier::light();
+        notify(watchers_.load(std::memory_order_acquire), false);
+    }
+
+    // Waits until ready() holds (returns ready), `deadline` passes (timed_out) or `*stop` is
+    // requested (stopped; a stop request wins over readiness once parked). Spins first (see
+    // spin_budget), then parks. ready() must read only atomics (the caller holds no lock) and
+    // be exact. Any thread; blocks; noexcept when ready() is.
+    template <class Ready>
+    [[nodiscard]] wait_end wait(const std::stop_token* stop,
+                                const std::optional<clock::time_point>& deadline,
+                                Ready ready) noexcept(noexcept(ready())) {
+        return wait(stop, deadline, ready, ready);
+    }
+
+    // As wait(stop, deadline, ready), with a cheaper predicate for the spin phase. spin_ready()
+    // may miss a change (say, one that only another cache line shows), never report one that
+    // did not happen; ready(), checked before parking, must be exact.
+    template <class SpinReady, class Ready>
+    [[nodiscard]] wait_end wait(const std::stop_token* stop,
+                                const std::optional<clock::time_point>& deadline,
+                                SpinReady spin_ready,
+                                Ready ready) noexcept(noexcept(ready()) && noexcept(spin_ready())) {
+        if (spin_ready() || ready()) {
+            return wait_end::ready;
+        }
+        // The clock is read every 32 pauses (a pause is 10-150 cycles depending on the core), so
+        // the budget is kept to within a microsecond or so.
+        auto spin_end = clock::now() + spin_budget;
+        if (deadline && *deadline < spin_end) {
+            spin_end = *deadline;
+        }
+        for (unsigned i = 1;; ++i) {
+            cpu_relax();
+            if (spin_ready()) {
+                return wait_end::ready;
+            }
+            if ((i & 31U) == 0) {
+                if (stop != nullptr && stop->stop_requested()) {
+                    return wait_end::stopped;
+                }
+                if (clock::now() >= spin_end) {
+                    break;
+                }
+            }
+        }
+        return park(stop, deadline, ready);
+    }
+
+    // As wait(), without the spin phase: for waits whose end is a time (rate_limiter) or that
+    // are known to be long.
+    template <class Ready>
+    [[nodiscard]] wait_end park(const std::stop_token* stop,
+                                const std::optional<clock::time_point>& deadline,
+                                Ready ready) noexcept(noexcept(ready())) {
+        // The callback bumps epoch_ and wakes every sleeper; it takes no lock, so it may run
+        // inline in this constructor or on another thread at any point below. Its destructor
+        // waits for a callback running on another thread, so `this` outlives it.
+        std::optional<std::stop_callback<wake_on_stop>> on_stop;
+        if (stop != nullptr && stop->stop_possible()) {
+            on_stop.emplace(*stop, wake_on_stop{this});
+        }
+        wait_end end = wait_end::ready;
+        for (;;) {
+            if (deadline && clock::now() >= *deadline) {
+                end = ready() ? wait_end::ready : wait_end::timed_out;
+                break;
+            }
+            // Acquire: a seen value written by a stop callback's bump comes with the stop
+            // request that preceded it, so the check below cannot miss that request.
+            const std::uint32_t seen = epoch_.load(std::memory_order_acquire);
+            watchers_.fetch_add(1, std::memory_order_seq_cst); // see the class comment
+            if (asymmetric_) {
+                asymmetric_barrier::heavy(); // pairs with notify_one_asymmetric()
+            }
+            if (stop != nullptr && stop->stop_requested()) {
+                watchers_.fetch_sub(1, std::memory_order_relaxed);
+                end = wait_end::stopped;
+                break;
+            }
+            if (ready()) {
+                watchers_.fetch_sub(1, std::memory_order_relaxed);
+                break;
+            }
+            sleep(seen, deadline);
+            // Relaxed: the count only has to be exact eventually; a notifier that still sees
+            // this thread counted makes one spare wake-up.
+            watchers_.fetch_sub(1, std::memory_order_relaxed);
+        }
+        // A waiter leaving without taking what it was woken for may have absorbed a notify_one
+        // meant for another waiter: pass it on.
+        if (end != wait_end::ready && ready()) {
+            notify_one();
+        }
+        return end;
+    }
+
+    // Adds `l`: from now on every notification also calls l.target->notify_one(). `l` must stay
+    // alive and attached to no other event count until detach(l). Any thread; never blocks
+    // beyond a short internal lock; noexcept. A notification that raced with attach may not
+    // reach the listener: a selector attaches first, then looks at the channel, then waits.
+    void attach(event_listener& l) noexcept {
+        lock_list();
+        l.next = listeners_;
+        listeners_ = &l;
+        unlock_list();
+        // seq_cst: ordered before the attaching thread's own later look at the channel.
+        watchers_.fetch_add(one_listener, std::memory_order_seq_cst);
+    }
+
+    // Removes `l`. Once this returns, no notification touches `l` or its target. Any thread;
+    // waits only for a notification that is calling the listeners right now; noexcept.
+    void detach(event_listener& l) noexcept {
+        watchers_.fetch_sub(one_listener, std::memory_order_seq_cst);
+        lock_list();
+        for (event_listener** at = &listeners_; *at != nullptr; at = &(*at)->next) {
+            if (*at == &l) {
+                *at = l.next;
+                break;
+            }
+        }
+        l.next = nullptr;
+        unlock_list();
+    }
+
+private:
+    // watchers_ = parked waiters + attached listeners << 32.
+    static constexpr std::uint64_t one_listener = std::uint64_t{1} << 32;
+    static constexpr std::uint64_t sleeper_mask = one_listener - 1;
+
+    struct wake_on_stop {
+        event_count* self;
+        void operator()() const noexcept { self->wake_sleepers(true); }
+    };
+
+    FRAMEPIPE_ALWAYS_INLINE void notify(std::uint64_t watchers, bool all) noexcept {
+        if (watchers != 0) {
+            wake(watchers, all);
+        }
+    }
+
+    // The slow path: kept out of the inlined notify.
+    FRAMEPIPE_NOINLINE void wake(std::uint64_t watchers, bool all) noexcept {
+        if ((watchers & sleeper_mask) != 0) {
+            wake_sleepers(all);
+        }
+        if (watchers >= one_listener) {
+            lock_list();
+            for (event_listener* l = listeners_; l != nullptr; l = l->next) {
+                l->target->notify_one();
+            }
+            unlock_list();
+        }
+    }
+
+    void wake_sleepers(bool all) noexcept {
+        // Release: a waiter that reads the new epoch also sees what the notifier did before.
+        epoch_.fetch_add(1, std::memory_order_release);
+#if defined(__linux__)
+        // The futex word is the atomic's own storage (a lock-free 32-bit atomic is a plain word).
+        ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAKE_PRIVATE,
+                  all ? INT_MAX : 1, nullptr, nullptr, 0);
+#else
+        { const std::lock_guard<std::mutex> guard(mu_); }
+        if (all) {
+            cv_.notify_all();
+        } else {
+            cv_.notify_one();
+        }
+#endif
+    }
+
+    // Sleeps while epoch_ == seen, until woken or the deadline. Returns early now and then
+    // (signals, spurious wake-ups); the caller re-checks.
+    void sleep(std::uint32_t seen, const std::optional<clock::time_point>& deadline) noexcept {
+#if defined(__linux__)
+        static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t),
+                      "event_count: the futex word must be a plain 32-bit word");
+        timespec rel{};
+        timespec* timeout = nullptr;
+        if (deadline) {
+            const auto left = *deadline - clock::now();
+            if (left <= clock::duration::zero()) {
+                return;
+            }
+            // At most an hour per sleep (the caller loops), so any deadline fits a timespec.
+            const auto ns = std::min<std::int64_t>(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(left).count(),
+                std::int64_t{3600} * 1'000'000'000);
+            rel.tv_sec = to<time_t>(ns / 1'000'000'000);
+            rel.tv_nsec = to<long>(ns % 1'000'000'000);
+            timeout = &rel;
+        }
+        ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAIT_PRIVATE, seen,
+                  timeout, nullptr, 0);
+#else
+        std::unique_lock<std::mutex> lock(mu_);
+        while (epoch_.load(std::memory_order_acquire) == seen) {
+            if (!deadline) {
+                cv_.wait(lock);
+            } else if (cv_.wait_until(lock, *deadline) == std::cv_status::timeout) {
+                return;
+            }
+        }
+#endif
+    }
+
+    // The listener list's lock: held for a few pointer operations (and, by a notifier, while it
+    // notifies the listeners), so a spin with backoff; a mutex would make notify able to throw.
+    void lock_list() noexcept {
+        unsigned spins = 0;
+        while (list_lock_.exchange(true, std::memory_order_acquire)) {
+            backoff(spins);
+        }
+    }
+    void unlock_list() noexcept { list_lock_.store(false, std::memory_order_release); }
+
+    const bool asymmetric_ = false; // waiters pay asymmetric_barrier::heavy()
+    // Read by every notify; written only when a thread parks or a listener attaches, so on the
+    // fast path its line stays shared in every core's cache.
+    std::atomic<std::uint64_t> watchers_{0};
+    std::atomic<std::uint32_t> epoch_{0}; // the futex word
+    std::atomic<bool> list_lock_{false};
+    event_listener* listeners_ = nullptr; // guarded by list_lock_
+#if !defined(__linux__)
+    std::mutex mu_;
+    std::condition_variable cv_;
+#endif
+};
+
+} // namespace framepipe::detail

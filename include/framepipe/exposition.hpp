@@ -1,0 +1,234 @@
+// framepipe/exposition.hpp - a pipeline snapshot as Prometheus text and as a Graphviz graph.
+//
+//     framepipe::pipeline p("seed-000");
+//     ...
+//     serve("/metrics", framepipe::to_prometheus(p.snapshot()));
+//     std::ofstream("graph.dot") << framepipe::to_dot(p.snapshot());
+#pragma once
+
+#include <framepipe/detail/config.hpp>
+
+#include <framepipe/snapshot.hpp>
+
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+namespace framepipe {
+namespace detail {
+
+inline void append_number(std::string& out, double v) {
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, r.ptr);
+}
+
+inline void append_number(std::string& out, std::uint64_t v) {
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, r.ptr);
+}
+
+// Prometheus label values escape backslash, double quote and newline.
+inline std::string prometheus_escape(std::string_view s) {
+    std::string out;
+    for (const char c : s) {
+        if (c == '\\') {
+            out += "\\\\";
+        } else if (c == '"') {
+            out += "\\\"";
+        } else if (c == '\n') {
+            out += "\\n";
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+// DOT quoted strings escape double quote and backslash; "\n" is kept as DOT's line break.
+inline std::string dot_escape(std::string_view s) {
+    std::string out;
+    for (const char c : s) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+        }
+        out += c;
+    }
+    return out;
+}
+
+} // namespace detail
+
+// The snapshot in Prometheus text exposition format (version 0.0.4), ready to serve at /metrics:
+// per stage, items in and out, rate, service time, busy share and running; per channel, items
+// pushed, popped, dropped by reason, buffered, capacity and item age. Labels: pipeline, stage,
+// channel, reason. Any thread; allocates; throws std::bad_alloc.
+[[nodiscard]] inline std::string to_prometheus(const pipeline_snapshot& snap) {
+    std::string out;
+    const std::string p = "pipeline=\"" + detail::prometheus_escape(snap.name) + "\"";
+    auto family = [&out](std::string_view metric, std::string_view type, std::string_view help) {
+        out += "# HELP ";
+        out += metric;
+        out += ' ';
+        out += help;
+        out += "\n# TYPE ";
+        out += metric;
+        out += ' ';
+        out += type;
+        out += '\n';
+    };
+    auto sample = [&out](std::string_view metric, const std::string& labels, auto value) {
+        out += metric;
+        out += '{';
+        out += labels;
+        out += "} ";
+        detail::append_number(out, value);
+        out += '\n';
+    };
+    auto stage_labels = [&p](const stage_snapshot& s) {
+        return p + ",stage=\"" + detail::prometheus_escape(s.name) + "\"";
+    };
+    auto channel_labels = [&p](const channel_snapshot& c) {
+        return p + ",channel=\"" + detail::prometheus_escape(c.name) + "\"";
+    };
+
+    family("framepipe_stage_items_in_total", "counter", "Items a stage took from its input.");
+    for (const auto& s : snap.stages) {
+        sample("framepipe_stage_items_in_total", stage_labels(s), s.items_in);
+    }
+    family("framepipe_stage_items_out_total", "counter", "Items a stage emitted to its output.");
+    for (const auto& s : snap.stages) {
+        sample("framepipe_stage_items_out_total", stage_labels(s), s.items_out);
+    }
+    family("framepipe_stage_items_per_second", "gauge",
+           "Items a stage completed per second over the last two seconds.");
+    for (const auto& s : snap.stages) {
+        sample("framepipe_stage_items_per_second", stage_labels(s), s.fps);
+    }
+    family("framepipe_stage_service_seconds", "summary", "Time a stage spent on one item.");
+    for (const auto& s : snap.stages) {
+        const auto l = stage_labels(s);
+        sample("framepipe_stage_service_seconds", l + ",quantile=\"0.5\"", s.service_p50_ms / 1e3);
+        sample("framepipe_stage_service_seconds", l + ",quantile=\"0.95\"", s.service_p95_ms / 1e3);
+        sample("framepipe_stage_service_seconds", l + ",quantile=\"0.99\"", s.service_p99_ms / 1e3);
+        sample("framepipe_stage_service_seconds_sum", l, s.service_sum_s);
+        sample("framepipe_stage_service_seconds_count", l, s.service_count);
+    }
+    family("framepipe_stage_busy_ratio", "gauge",
+           "Share of a stage's time spent on items rather than waiting for them.");
+    for (const auto& s : snap.stages) {
+        sample("framepipe_stage_busy_ratio", stage_labels(s), s.busy_ratio);
+    }
+    family("framepipe_stage_running", "gauge", "1 while the stage's thread runs, else 0.");
+    for (const auto& s : snap.stages) {
+        sample("framepipe_stage_running", stage_labels(s),
+               std::uint64_t{s.state == stage_state::running ? 1U : 0U});
+    }
+
+    // A broadcaster counts publishes only; a user channel may keep no counters at all.
+    auto buffered = [](const channel_snapshot& c) {
+        return c.has_counts && c.kind != "broadcaster";
+    };
+    family("framepipe_channel_pushed_total", "counter",
+           "Items offered to a channel (windows made ready, for a sliding window).");
+    for (const auto& c : snap.channels) {
+        if (c.has_counts) {
+            sample("framepipe_channel_pushed_total", channel_labels(c), c.pushed);
+        }
+    }
+    family("framepipe_channel_popped_total", "counter", "Items taken from a channel.");
+    for (const auto& c : snap.channels) {
+        if (buffered(c)) {
+            sample("framepipe_channel_popped_total", channel_labels(c), c.popped);
+        }
+    }
+    family("framepipe_channel_dropped_total", "counter", "Items a channel dropped, by reason.");
+    for (const auto& c : snap.channels) {
+        for (const auto& [reason, n] : c.dropped_by_reason) {
+            sample("framepipe_channel_dropped_total",
+                   channel_labels(c) + ",reason=\"" + detail::prometheus_escape(reason) + "\"", n);
+        }
+    }
+    family("framepipe_channel_items", "gauge", "Items buffered in a channel now.");
+    for (const auto& c : snap.channels) {
+        if (buffered(c)) {
+            sample("framepipe_channel_items", channel_labels(c), c.size);
+        }
+    }
+    family("framepipe_channel_capacity_items", "gauge", "Most items a channel holds.");
+    for (const auto& c : snap.channels) {
+        if (c.kind != "broadcaster" && c.capacity > 0) {
+            sample("framepipe_channel_capacity_items", channel_labels(c),
+                   detail::to<std::uint64_t>(c.capacity));
+        }
+    }
+    family("framepipe_channel_item_age_seconds", "summary",
+           "Age of timestamped items when a stage took them from the channel.");
+    for (const auto& c : snap.channels) {
+        if (c.has_age) {
+            const auto l = channel_labels(c);
+            sample("framepipe_channel_item_age_seconds", l + ",quantile=\"0.5\"", c.age_p50_ms / 1e3);
+            sample("framepipe_channel_item_age_seconds", l + ",quantile=\"0.99\"", c.age_p99_ms / 1e3);
+            sample("framepipe_channel_item_age_seconds_sum", l, c.age_sum_s);
+            sample("framepipe_channel_item_age_seconds_count", l, c.age_count);
+        }
+    }
+    return out;
+}
+
+// The graph in Graphviz DOT: stages as boxes, channels as ellipses (broadcasters as diamonds)
+// with their policy and live counters. Any thread; allocates; throws std::bad_alloc.
+[[nodiscard]] inline std::string to_dot(const pipeline_snapshot& snap) {
+    std::string out = "digraph \"" + detail::dot_escape(snap.name) + "\" {\n";
+    out += "  rankdir=LR;\n  node [fontname=\"Helvetica\", fontsize=10];\n";
+    char buf[160];
+    for (const auto& s : snap.stages) {
+        std::snprintf(buf, sizeof buf, "%.1f fps, p50 %.2f ms, busy %.0f%%", s.fps,
+                      s.service_p50_ms, s.busy_ratio * 100.0);
+        out += "  \"stage:" + detail::dot_escape(s.name) + "\" [shape=box, style=rounded, label=\"" +
+               detail::dot_escape(s.name) + "\\n" + std::string(to_string(s.kind)) + ", " +
+               std::string(to_string(s.state)) + "\\nin " + std::to_string(s.items_in) +
+               ", out " + std::to_string(s.items_out) + "\\n" + buf + "\"];\n";
+    }
+    for (const auto& c : snap.channels) {
+        std::string label = detail::dot_escape(c.name) + "\\n" + c.kind;
+        if (c.kind == "broadcaster") {
+            label += "\\npublished " + std::to_string(c.pushed);
+        } else {
+            label += " (" + detail::dot_escape(c.policy) + ", cap " + std::to_string(c.capacity) + ")";
+            if (c.has_counts) {
+                label += "\\npushed " + std::to_string(c.pushed) + ", popped " +
+                         std::to_string(c.popped) + ", dropped " + std::to_string(c.dropped) +
+                         ", held " + std::to_string(c.size);
+            }
+            if (c.has_age && c.age_count > 0) {
+                std::snprintf(buf, sizeof buf, "\\nage p50 %.1f ms, p99 %.1f ms", c.age_p50_ms,
+                              c.age_p99_ms);
+                label += buf;
+            }
+        }
+        out += "  \"channel:" + detail::dot_escape(c.name) + "\" [shape=" +
+               (c.kind == "broadcaster" ? "diamond" : "ellipse") + ", label=\"" + label + "\"];\n";
+        if (!c.parent.empty()) {
+            out += "  \"channel:" + detail::dot_escape(c.parent) + "\" -> \"channel:" +
+                   detail::dot_escape(c.name) + "\";\n";
+        }
+    }
+    for (const auto& s : snap.stages) {
+        for (const auto& in : s.inputs) {
+            out += "  \"channel:" + detail::dot_escape(in) + "\" -> \"stage:" +
+                   detail::dot_escape(s.name) + "\";\n";
+        }
+        for (const auto& o : s.outputs) {
+            out += "  \"stage:" + detail::dot_escape(s.name) + "\" -> \"channel:" +
+                   detail::dot_escape(o) + "\";\n";
+        }
+    }
+    out += "}\n";
+    return out;
+}
+
+} // namespace framepipe
