@@ -1,5 +1,5 @@
 // tests/test_channel.cpp - the shared vocabulary of channel.hpp: to_string, accepted(),
-// channel_stats, and the waiting helper's behaviour as seen through a ring.
+// channel_stats, the channel concepts and channel_traits, and waits as seen through a ring.
 
 #include <framepipe/channel.hpp>
 #include <framepipe/ring.hpp>
@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <latch>
 #include <optional>
 #include <stop_token>
@@ -125,98 +126,58 @@ TEST_CASE("channel: the longest timeout saturates instead of overflowing into th
     }
 }
 
-// --- detail::event_count: the spin-then-park waiting primitive ---------------------------------
+// --- channel_traits and describe_channel: how a pipeline shows a channel ----------------------
 
-using framepipe::detail::event_count;
-using framepipe::detail::wait_end;
+namespace {
 
-TEST_CASE("event_count: wait returns ready at once when the state is already ready") {
-    event_count ev;
-    CHECK(ev.wait(nullptr, std::nullopt, [] { return true; }) == wait_end::ready);
-    CHECK(ev.wait(nullptr, std::nullopt, [] { return false; }, [] { return true; }) ==
-          wait_end::ready);
-}
-
-TEST_CASE("event_count: wait ends with timed_out at the deadline, also a past one") {
-    event_count ev;
-    const auto never = [] { return false; };
-    CHECK(ev.wait(nullptr, std::chrono::steady_clock::now(), never) == wait_end::timed_out);
-    // Longer than the spin budget, so the park phase's timed wait is used too.
-    CHECK(ev.wait(nullptr, framepipe::detail::deadline_after(std::chrono::milliseconds(2)),
-                  never) == wait_end::timed_out);
-}
-
-TEST_CASE("event_count: a stop request ends a wait, already requested or requested later") {
-    event_count ev;
-    const auto never = [] { return false; };
-    std::stop_source early;
-    early.request_stop();
-    const std::stop_token early_token = early.get_token();
-    CHECK(ev.wait(&early_token, std::nullopt, never) == wait_end::stopped);
-
-    std::stop_source later;
-    const std::stop_token later_token = later.get_token();
-    std::atomic<bool> done{false};
-    std::thread waiter([&] {
-        const auto end = ev.wait(&later_token, std::nullopt, never);
-        done = end == wait_end::stopped;
-    });
-    check_still_blocked(done);
-    later.request_stop(); // wakes it, spinning or parked
-    waiter.join();
-    CHECK(done);
-}
-
-TEST_CASE("event_count: no lost wake-up over many hand-offs through both wait phases") {
-    // A waiter waits for `value` to reach each next number; the notifier bumps it and notifies.
-    // Whether the waiter is spinning or parked at the time varies from one hand-off to the next;
-    // a lost wake-up hangs the test. The notifier also pauses now and then for longer than the
-    // spin budget (a busy loop, not a sleep), so that the park phase is exercised.
-    event_count ev;
-    std::atomic<int> value{0};
-    std::atomic<int> acked{0};
-    constexpr int rounds = 2'000;
-    std::thread waiter([&] {
-        for (int i = 1; i <= rounds; ++i) {
-            (void)ev.wait(nullptr, std::nullopt,
-                          [&] { return value.load(std::memory_order_acquire) >= i; });
-            acked.store(i, std::memory_order_release);
-        }
-    });
-    for (int i = 1; i <= rounds; ++i) {
-        if (i % 64 == 0) {
-            const auto until =
-                std::chrono::steady_clock::now() + 3 * framepipe::detail::spin_budget;
-            while (std::chrono::steady_clock::now() < until) {
-                framepipe::detail::cpu_relax();
-            }
-        }
-        value.store(i, std::memory_order_release);
-        ev.notify_one();
-        while (acked.load(std::memory_order_acquire) < i) {
-            std::this_thread::yield();
-        }
+struct described_by_members {
+    [[nodiscard]] framepipe::channel_stats stats() const {
+        framepipe::channel_stats s;
+        s.pushed = 7;
+        return s;
     }
-    waiter.join();
-    CHECK(acked.load() == rounds);
+    [[nodiscard]] std::size_t capacity() const { return 3; }
+    [[nodiscard]] overflow policy() const { return overflow::drop_newest; }
+};
+
+struct described_by_traits {};
+
+} // namespace
+
+template <>
+struct framepipe::channel_traits<described_by_traits> {
+    static constexpr std::string_view kind = "custom";
+    static constexpr bool one_producer = true;
+    static constexpr bool one_consumer = false;
+    static channel_description describe(const described_by_traits&) {
+        return {.kind = "custom", .policy = "whatever it does", .capacity = 9, .stats = {}};
+    }
+};
+
+TEST_CASE("channel_traits: a channel is described by its members unless its traits say more") {
+    const auto m = framepipe::detail::describe_channel(described_by_members{});
+    CHECK(m.kind == "channel");
+    CHECK(m.policy == "drop_newest");
+    CHECK(m.capacity == 3);
+    REQUIRE(m.stats.has_value());
+    CHECK(m.stats->pushed == 7);
+
+    const auto t = framepipe::detail::describe_channel(described_by_traits{});
+    CHECK(t.kind == "custom");
+    CHECK(t.policy == "whatever it does");
+    CHECK(t.capacity == 9);
+    CHECK_FALSE(t.stats.has_value());
+
+    const auto r = framepipe::detail::describe_channel(ring<int>(4, overflow::block));
+    CHECK(r.kind == "ring");
+    CHECK(r.policy == "block");
+    CHECK(r.capacity == 4);
+    CHECK(framepipe::detail::describe_channel(framepipe::spsc_ring<int>(2)).kind == "spsc_ring");
+    static_assert(framepipe::channel_traits<framepipe::spsc_ring<int>>::one_producer);
+    static_assert(!framepipe::channel_traits<ring<int>>::one_consumer);
 }
 
-TEST_CASE("event_count: notify_all wakes every parked waiter") {
-    event_count ev;
-    std::atomic<bool> go{false};
-    std::atomic<int> woken{0};
-    std::vector<std::thread> waiters;
-    for (int i = 0; i < 3; ++i) {
-        waiters.emplace_back([&] {
-            if (ev.wait(nullptr, std::nullopt, [&] { return go.load(); }) == wait_end::ready) {
-                ++woken;
-            }
-        });
-    }
-    go = true;
-    ev.notify_all();
-    for (auto& t : waiters) {
-        t.join();
-    }
-    CHECK(woken == 3);
+TEST_CASE("channel: to_string names push_status::cancelled") {
+    CHECK(framepipe::to_string(push_status::cancelled) == std::string_view("cancelled"));
+    CHECK_FALSE(framepipe::accepted(push_status::cancelled));
 }

@@ -1890,3 +1890,20 @@ TEST_CASE("latest_slot: stress, two producers and two consumers flat out, no pau
     }
     CHECK(delivered + evicted_statuses == 2U * per_producer);
 }
+
+TEST_CASE("latest_slot: try_push is push (a slot never waits); policy() is drop_oldest") {
+    framepipe::latest_slot<int> s;
+    CHECK(s.policy() == framepipe::overflow::drop_oldest);
+    CHECK(s.try_push(1) == framepipe::push_status::ok);
+    CHECK(s.try_push(2) == framepipe::push_status::evicted);
+    CHECK(s.try_pop() == 2);
+    s.close();
+    CHECK(s.try_push(3) == framepipe::push_status::closed);
+    const auto st = s.stats();
+    CHECK(st.pushed == 3);
+    CHECK(st.evicted == 1);
+    CHECK(st.after_close == 1);
+    static_assert(noexcept(s.push(1)));
+    static_assert(noexcept(s.try_pop()));
+    CHECK(framepipe::detail::describe_channel(s).kind == "latest_slot");
+}

@@ -8,18 +8,29 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <latch>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 using namespace std::chrono_literals;
 using framepipe::overflow;
@@ -514,4 +525,331 @@ TEST_CASE("pipeline: 1000 randomised start/stop cycles end cleanly and leak noth
         }
         REQUIRE(scope.counters.alive() == 0);
     }
+}
+
+// --- Any channel: the documented concept and channel_traits -------------------------------------
+
+namespace {
+
+// A user's own channel: an unbounded FIFO on a mutex and a condition variable, with nothing but
+// the members input_channel and output_channel name, plus the optional stats().
+class user_queue {
+public:
+    std::optional<int> pop(std::stop_token stop) {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, stop, [&] { return !items_.empty() || closed_; });
+        if (items_.empty()) {
+            return std::nullopt;
+        }
+        int v = items_.front();
+        items_.erase(items_.begin());
+        ++popped_;
+        return v;
+    }
+    void push(int v) {
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            ++pushed_;
+            if (closed_) {
+                ++after_close_;
+                return;
+            }
+            items_.push_back(v);
+        }
+        cv_.notify_one();
+    }
+    void close() {
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            closed_ = true;
+        }
+        cv_.notify_all();
+    }
+    [[nodiscard]] framepipe::channel_stats stats() const {
+        const std::lock_guard<std::mutex> lock(mu_);
+        framepipe::channel_stats s;
+        s.pushed = pushed_;
+        s.popped = popped_;
+        s.after_close = after_close_;
+        s.dropped = after_close_;
+        s.size = items_.size();
+        return s;
+    }
+
+private:
+    mutable std::mutex mu_;
+    std::condition_variable_any cv_;
+    std::vector<int> items_;
+    bool closed_ = false;
+    std::uint64_t pushed_ = 0, popped_ = 0, after_close_ = 0;
+};
+
+// A channel with only the members (no stats): shown with no counters.
+struct bare_queue {
+    user_queue q;
+    std::optional<int> pop(std::stop_token stop) { return q.pop(std::move(stop)); }
+    void push(int v) { q.push(v); }
+    void close() { q.close(); }
+};
+
+} // namespace
+
+template <>
+struct framepipe::channel_traits<user_queue> {
+    static constexpr std::string_view kind = "user_queue";
+    static constexpr bool one_producer = false;
+    static constexpr bool one_consumer = false;
+};
+
+static_assert(framepipe::input_channel<user_queue>);
+static_assert(framepipe::output_channel<user_queue, int>);
+static_assert(framepipe::input_channel<ring<int>>);
+static_assert(framepipe::input_channel<framepipe::latest_slot<int>>);
+static_assert(framepipe::input_channel<framepipe::sliding_window<int>>);
+static_assert(framepipe::input_channel<framepipe::subscription<int>>);
+static_assert(framepipe::output_channel<framepipe::broadcaster<int>, int>);
+static_assert(!framepipe::input_channel<framepipe::broadcaster<int>>);
+static_assert(!framepipe::output_channel<ring<int>, std::string>);
+
+TEST_CASE("pipeline: a user's channel type works with the documented members and nothing else") {
+    user_queue a;
+    bare_queue b;
+    std::vector<int> got;
+    int next = 0;
+    pipeline p("user");
+    p.channel(a, "a").channel(b, "b");
+    p.source("count", a, [&]() -> std::optional<int> {
+        return next < 500 ? std::optional<int>(next++) : std::nullopt;
+    });
+    p.stage("inc", a, b, [](int v) { return v + 1; });
+    p.sink("collect", b, [&](int v) { got.push_back(v); });
+    p.start();
+    p.wait();
+    REQUIRE(got.size() == 500);
+    CHECK(got.front() == 1);
+    CHECK(got.back() == 500);
+    const auto snap = p.snapshot();
+    const auto& ca = channel_of(snap, "a");
+    CHECK(ca.kind == "user_queue"); // channel_traits<user_queue>::kind
+    CHECK(ca.has_counts);
+    CHECK(ca.pushed == 500);
+    CHECK(ca.popped == 500);
+    const auto& cb = channel_of(snap, "b");
+    CHECK(cb.kind == "channel"); // no traits: the default
+    CHECK_FALSE(cb.has_counts);
+    const auto dot = framepipe::to_dot(snap);
+    CHECK_THAT(dot, Catch::Contains("user_queue"));
+    const auto text = framepipe::to_prometheus(snap);
+    CHECK_THAT(text, Catch::Contains("framepipe_channel_pushed_total{pipeline=\"user\",channel=\"a\"} 500"));
+    CHECK_THAT(text, !Catch::Contains("channel=\"b\"} ")); // b keeps no counters: no samples
+}
+
+// --- stage_options ------------------------------------------------------------------------------
+
+TEST_CASE("pipeline: a paced stage takes the newest item and counts what it skips as rate_limited") {
+    // A fast source fills a 64-deep ring; a sink paced at 2 kHz takes the newest item each turn.
+    // Every item is accounted for: handled, skipped for the rate, or evicted by the ring.
+    constexpr int items = 20'000;
+    ring<int> a(64, overflow::drop_oldest);
+    std::vector<int> got;
+    int next = 0;
+    pipeline p("paced");
+    p.channel(a, "a");
+    p.source("count", a, [&]() -> std::optional<int> {
+        return next < items ? std::optional<int>(next++) : std::nullopt;
+    });
+    p.sink("slow", a, [&](int v) { got.push_back(v); }, {.max_rate_hz = 2000});
+    p.start();
+    p.wait();
+    const auto snap = p.snapshot();
+    const auto& c = channel_of(snap, "a");
+    const auto reason = [&](const std::string& name) {
+        for (const auto& [r, n] : c.dropped_by_reason) {
+            if (r == name) {
+                return n;
+            }
+        }
+        return std::uint64_t{0};
+    };
+    CHECK(c.pushed == static_cast<std::uint64_t>(items));
+    CHECK(c.popped == got.size());
+    CHECK(c.pushed == c.popped + c.dropped + c.size);
+    CHECK(c.dropped == reason("evicted") + reason("rate_limited"));
+    CHECK(stage_of(snap, "slow").items_in == got.size());
+    // Items come out in order, and the last item is never skipped (the source's end drains).
+    CHECK(std::is_sorted(got.begin(), got.end()));
+    REQUIRE_FALSE(got.empty());
+    CHECK(got.back() == items - 1);
+}
+
+TEST_CASE("pipeline: several workers share a stage's input; each item is handled once") {
+    ring<int> a(16, overflow::block);
+    ring<int> b(16, overflow::block);
+    int next = 0;
+    std::vector<int> got;
+    std::mutex mu;
+    std::set<std::size_t> workers_seen;
+    pipeline p("workers");
+    p.source("count", a, [&]() -> std::optional<int> {
+        return next < 3000 ? std::optional<int>(next++) : std::nullopt;
+    });
+    p.stage("square", a, b,
+            [&](int v, framepipe::stage_context& ctx) {
+                {
+                    const std::lock_guard<std::mutex> lock(mu);
+                    workers_seen.insert(ctx.worker());
+                }
+                return v * 2;
+            },
+            {.workers = 3});
+    p.sink("collect", b, [&](int v) { got.push_back(v); });
+    p.start();
+    p.wait();
+    std::sort(got.begin(), got.end());
+    REQUIRE(got.size() == 3000);
+    bool each_once = true;
+    for (int i = 0; i < 3000; ++i) {
+        each_once = each_once && got[static_cast<std::size_t>(i)] == 2 * i;
+    }
+    CHECK(each_once);
+    CHECK(workers_seen.size() >= 1);
+    for (const auto w : workers_seen) {
+        CHECK(w < 3);
+    }
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "square").workers == 3);
+    CHECK(stage_of(snap, "square").items_in == 3000);
+    CHECK(stage_of(snap, "square").state == stage_state::finished);
+    CHECK(b.closed()); // closed once all three workers had ended
+}
+
+#if defined(__linux__)
+TEST_CASE("pipeline: nice and thread_name apply to the stage's thread") {
+    ring<int> a(4, overflow::block);
+    const int base = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)));
+    int seen_nice = -100;
+    std::string seen_name;
+    int next = 0;
+    pipeline p;
+    p.source("count", a, [&]() -> std::optional<int> {
+        return next < 3 ? std::optional<int>(next++) : std::nullopt;
+    });
+    p.sink("bg", a,
+           [&](int) {
+               seen_nice = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)));
+               char name[16] = {};
+               ::prctl(PR_GET_NAME, name, 0, 0, 0);
+               seen_name = name;
+           },
+           {.nice = std::min(base + 3, 19), .thread_name = "fp-background-worker"});
+    p.start();
+    p.wait();
+    CHECK(seen_nice == std::min(base + 3, 19));
+    CHECK(seen_name == "fp-background-w"); // the first 15 bytes
+}
+#endif
+
+TEST_CASE("pipeline: a source without an output, and a null pointer that ends a source") {
+    int calls = 0;
+    ring<std::shared_ptr<int>> a(4, overflow::block);
+    int made = 0;
+    std::vector<int> got;
+    pipeline p;
+    p.source("side-effects", [&] { return ++calls < 10; }); // returns false on its 10th call
+    p.source("pointers", a, [&]() -> std::shared_ptr<int> {
+        return made < 5 ? std::make_shared<int>(made++) : nullptr; // null: the end
+    });
+    p.sink("collect", a, [&](const std::shared_ptr<int>& v) { got.push_back(*v); });
+    p.start();
+    p.wait();
+    CHECK(calls == 10);
+    CHECK(got == std::vector<int>{0, 1, 2, 3, 4});
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "side-effects").items_out == 0);
+    CHECK(stage_of(snap, "side-effects").outputs.empty());
+    CHECK(stage_of(snap, "pointers").items_out == 5);
+}
+
+TEST_CASE("pipeline: a void source without an output runs until the pipeline stops") {
+    std::atomic<int> calls{0};
+    pipeline p;
+    p.source("ticks", [&] { ++calls; }, {.max_rate_hz = 1000});
+    p.start();
+    while (calls.load() < 3) {
+        std::this_thread::yield();
+    }
+    CHECK_FALSE(p.wait_for(0ns)); // still running
+    const auto report = p.request_stop(1h);
+    CHECK(report.clean);
+    p.wait();
+    CHECK(calls.load() >= 3);
+}
+
+TEST_CASE("pipeline: stage functions may be move-only") {
+    ring<int> a(4, overflow::block);
+    std::vector<int> got;
+    pipeline p;
+    p.source("count", a,
+             [next = std::make_unique<int>(0),
+              pace = framepipe::rate_limiter(1e6)]() mutable -> std::optional<int> {
+                 (void)pace.try_acquire();
+                 return *next < 5 ? std::optional<int>((*next)++) : std::nullopt;
+             });
+    p.sink("collect", a, [&, offset = std::make_unique<int>(100)](int v) { got.push_back(v + *offset); });
+    p.start();
+    p.wait();
+    CHECK(got == std::vector<int>{100, 101, 102, 103, 104});
+}
+
+TEST_CASE("pipeline: wait_for says whether every stage has ended; request_stop reports who drains") {
+    ring<int> a(4, overflow::block);
+    std::latch release(1);
+    int next = 0;
+    pipeline p;
+    p.source("count", a, [&]() -> std::optional<int> {
+        return next < 3 ? std::optional<int>(next++) : std::nullopt;
+    });
+    p.sink("held", a, [&](int) { release.wait(); });
+    CHECK_THROWS_AS((void)p.wait_for(1ms), std::logic_error); // not started
+    p.start();
+    CHECK_FALSE(p.wait_for(1ms)); // the sink is held
+    const auto report = p.request_stop(); // does not wait
+    CHECK_FALSE(report.clean);
+    CHECK(std::find(report.unfinished.begin(), report.unfinished.end(), "held") !=
+          report.unfinished.end());
+    release.count_down();
+    CHECK(p.wait_for(1h)); // everything drains and ends
+    p.wait();
+    const auto after = p.request_stop();
+    CHECK(after.clean);
+    CHECK(after.unfinished.empty());
+    CHECK_THROWS_WITH((void)p.wait_for(-1ms), Catch::Contains("timeout"));
+}
+
+TEST_CASE("pipeline: an spsc_ring refuses a second producer or consumer thread, naming it") {
+    framepipe::spsc_ring<int> q(4);
+    ring<int> other(4);
+    pipeline p;
+    p.source("one", q, [] { return 1; });
+    CHECK_THROWS_WITH(p.source("two", q, [] { return 2; }),
+                      Catch::Contains("out:") && Catch::Contains("one producer"));
+    CHECK_THROWS_WITH(p.stage("many", q, other, [](int v) { return v; }, {.workers = 2}),
+                      Catch::Contains("workers:") && Catch::Contains("one consumer"));
+    p.sink("reader", q, [](int) {});
+    CHECK_THROWS_WITH(p.sink("second-reader", q, [](int) {}), Catch::Contains("workers:"));
+    // The refused stages left nothing behind: the graph has its two stages.
+    CHECK(p.snapshot().stages.size() == 2);
+}
+
+TEST_CASE("pipeline: bad stage options are refused, naming the option") {
+    ring<int> a(4);
+    pipeline p;
+    CHECK_THROWS_WITH(p.source("s", a, [] { return 1; }, {.workers = 2}),
+                      Catch::Contains("workers"));
+    CHECK_THROWS_WITH(p.sink("k", a, [](int) {}, {.workers = 0}), Catch::Contains("workers"));
+    CHECK_THROWS_WITH(p.sink("k", a, [](int) {}, {.nice = 20}), Catch::Contains("nice"));
+    CHECK_THROWS_WITH(p.sink("k", a, [](int) {}, {.nice = -21}), Catch::Contains("nice"));
+    CHECK_THROWS_WITH(p.sink("k", a, [](int) {}, {.max_rate_hz = -5}),
+                      Catch::Contains("max_rate_hz"));
+    CHECK(p.snapshot().stages.empty());
 }

@@ -908,3 +908,21 @@ TEST_CASE("rate_limiter: threads racing on the lock-free path never admit more t
     CHECK(one_caller == 101); // 1 s of calls: 2 in the first slot (burst), then one per slot
     CHECK(total.load() == one_caller);
 }
+
+TEST_CASE("rate_limiter: moving hands over the whole state: rate, slots and tokens") {
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+    framepipe::rate_limiter a(10.0); // one per 100 ms
+    REQUIRE(a.try_acquire(t0));      // uses the only token
+    framepipe::rate_limiter b(std::move(a));
+    CHECK(b.rate() == 10.0);
+    CHECK(b.burst() == 1);
+    CHECK_FALSE(b.try_acquire(t0 + std::chrono::milliseconds(50))); // same slot: no token
+    CHECK(b.try_acquire(t0 + std::chrono::milliseconds(100)));      // the next slot's token
+    // Captured by value in a lambda (a stage function may own its limiter).
+    auto paced = [limit = framepipe::rate_limiter(1.0)](clock::time_point t) mutable {
+        return limit.try_acquire(t);
+    };
+    CHECK(paced(t0));
+    CHECK_FALSE(paced(t0 + std::chrono::milliseconds(10)));
+}

@@ -1,5 +1,10 @@
 // tests/test_ring.cpp - framepipe::ring<T>: policies, waiting, stop tokens, close, accounting,
-// peek, max_age, bad arguments, move-only and lifetime, exception guarantees, and stress.
+// peek, max_age, bad arguments, move-only and lifetime, exception guarantees, the spsc_ring
+// thread check, and stress. Every implementation (lock-free MPMC and SPSC, and the mutex ring)
+// runs the same TEMPLATE_TEST_CASEs.
+
+// The spsc_ring checks are on in every build of this file, Release included (see below).
+#define FRAMEPIPE_SPSC_CHECKS 1
 
 #include <framepipe/ring.hpp>
 
@@ -8,6 +13,8 @@
 #include "support/lifetime.hpp"
 
 #include <atomic>
+#include <csignal>
+#include <cstdlib>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -21,6 +28,11 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
 
 namespace Catch {
 template <>
@@ -45,14 +57,67 @@ using Catch::Matchers::Contains;
 using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-// The two kinds of ring, for TEMPLATE_TEST_CASE: a test written for both runs once with each,
-// reading ring<T, TestType::value>. Only tests with at most one producer and one consumer thread
-// at a time (and peek() on the consumer's thread) run on spsc.
+// A value whose move constructor may throw (it never does here), like cv::Mat's: a ring of it
+// uses the mutex implementation. It converts to and from T, so that a test written for ring<T>
+// runs on it unchanged: for a class T it is a T; for a scalar it holds one.
+template <class T, bool = std::is_class_v<T>>
+struct may_throw;
+
+template <class T>
+struct may_throw<T, true> : T {
+    may_throw(T x) : T(std::move(x)) {} // NOLINT: implicit, like the T it stands for
+    may_throw(may_throw&& o) noexcept(false) : T(std::move(static_cast<T&>(o))) {}
+    may_throw(const may_throw&) = default;
+    may_throw& operator=(const may_throw&) = default;
+    may_throw& operator=(may_throw&&) = default;
+    ~may_throw() = default;
+};
+
+template <class T>
+struct may_throw<T, false> {
+    T v;
+    may_throw(T x) : v(x) {} // NOLINT: implicit, like the T it stands for
+    may_throw(may_throw&& o) noexcept(false) : v(o.v) {}
+    may_throw(const may_throw&) = default;
+    may_throw& operator=(const may_throw&) = default;
+    may_throw& operator=(may_throw&&) = default;
+    ~may_throw() = default;
+    operator T() const { return v; } // NOLINT: implicit, like the T it stands for
+    friend bool operator==(const may_throw& a, const T& b) { return a.v == b; }
+};
+
+} // namespace
+
+// A may_throw<T> carries T's capture time, so max_age tests run on the locked kind too.
+template <class T>
+    requires framepipe::timestamped<T>
+struct framepipe::timestamp_traits<may_throw<T>> {
+    static std::chrono::steady_clock::time_point capture_time(const may_throw<T>& x) noexcept {
+        return timestamp_traits<T>::capture_time(x);
+    }
+};
+
+namespace {
+
+// The three kinds of ring, for TEMPLATE_TEST_CASE: a test written for all runs once with each,
+// reading `typename TestType::template ring<T>`. mpmc and spsc are lock-free for a noexcept-move
+// T; locked is the mutex implementation, reached through a T whose move may throw. Only tests
+// with at most one producer and one consumer thread at a time (and peek() on the consumer's
+// thread) run on spsc.
 struct mpmc {
     static constexpr framepipe::concurrency value = framepipe::concurrency::mpmc;
+    template <class T>
+    using ring = framepipe::ring<T, value>;
 };
 struct spsc {
     static constexpr framepipe::concurrency value = framepipe::concurrency::spsc;
+    template <class T>
+    using ring = framepipe::ring<T, value>;
+};
+struct locked {
+    static constexpr framepipe::concurrency value = framepipe::concurrency::mpmc;
+    template <class T>
+    using ring = framepipe::ring<may_throw<T>, value>;
 };
 
 // Long enough that no test ever reaches it; short enough to be obviously "in the past" for stale.
@@ -159,8 +224,8 @@ struct calls_back {
 
 // --- Construction and observers ---------------------------------------------------------------
 
-TEMPLATE_TEST_CASE("ring: a new ring is empty and open with the given capacity and policy", "[spsc]", mpmc, spsc) {
-    const ring<int, TestType::value> a(3);
+TEMPLATE_TEST_CASE("ring: a new ring is empty and open with the given capacity and policy", "[spsc]", mpmc, spsc, locked) {
+    const typename TestType::template ring<int> a(3);
     CHECK(a.capacity() == 3);
     CHECK(a.policy() == overflow::drop_oldest);
     CHECK(a.size() == 0);
@@ -171,25 +236,25 @@ TEMPLATE_TEST_CASE("ring: a new ring is empty and open with the given capacity a
     CHECK(s.dropped == 0);
     CHECK(s.size == 0);
 
-    const ring<int, TestType::value> b(5, overflow::drop_newest);
+    const typename TestType::template ring<int> b(5, overflow::drop_newest);
     CHECK(b.capacity() == 5);
     CHECK(b.policy() == overflow::drop_newest);
 
-    const ring<int, TestType::value> c(2, overflow::block, 1ms);
+    const typename TestType::template ring<int> c(2, overflow::block, 1ms);
     CHECK(c.capacity() == 2);
     CHECK(c.policy() == overflow::block);
 
-    const ring<int, TestType::value> d(ring_options{});
+    const typename TestType::template ring<int> d(ring_options{});
     CHECK(d.capacity() == 1);
     CHECK(d.policy() == overflow::drop_oldest);
 
-    const ring<int, TestType::value> e({.capacity = 7, .policy = overflow::block});
+    const typename TestType::template ring<int> e({.capacity = 7, .policy = overflow::block});
     CHECK(e.capacity() == 7);
     CHECK(e.policy() == overflow::block);
 }
 
-TEMPLATE_TEST_CASE("ring: items come out oldest first and push returns ok while there is room", "[spsc]", mpmc, spsc) {
-    ring<int, TestType::value> r(3);
+TEMPLATE_TEST_CASE("ring: items come out oldest first and push returns ok while there is room", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(3);
     CHECK(r.push(1) == push_status::ok);
     CHECK(r.push(2) == push_status::ok);
     CHECK(r.push(3) == push_status::ok);
@@ -207,8 +272,8 @@ TEMPLATE_TEST_CASE("ring: items come out oldest first and push returns ok while 
     check_identities(s);
 }
 
-TEMPLATE_TEST_CASE("ring: the ring wraps around and keeps FIFO order", "[spsc]", mpmc, spsc) {
-    ring<int, TestType::value> r(3, overflow::drop_newest);
+TEMPLATE_TEST_CASE("ring: the ring wraps around and keeps FIFO order", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(3, overflow::drop_newest);
     int next_in = 0;
     int next_out = 0;
     for (int round = 0; round < 10; ++round) {
@@ -228,8 +293,8 @@ TEMPLATE_TEST_CASE("ring: the ring wraps around and keeps FIFO order", "[spsc]",
 
 // --- Overflow policies ------------------------------------------------------------------------
 
-TEMPLATE_TEST_CASE("ring: drop_oldest evicts the oldest and accepts the new item", "[spsc]", mpmc, spsc) {
-    ring<int, TestType::value> r(3, overflow::drop_oldest);
+TEMPLATE_TEST_CASE("ring: drop_oldest evicts the oldest and accepts the new item", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(3, overflow::drop_oldest);
     CHECK(r.push(1) == push_status::ok);
     CHECK(r.push(2) == push_status::ok);
     CHECK(r.push(3) == push_status::ok);
@@ -246,8 +311,8 @@ TEMPLATE_TEST_CASE("ring: drop_oldest evicts the oldest and accepts the new item
     check_identities(r.stats());
 }
 
-TEMPLATE_TEST_CASE("ring: drop_newest rejects the new item and keeps the backlog", "[spsc]", mpmc, spsc) {
-    ring<int, TestType::value> r(2, overflow::drop_newest);
+TEMPLATE_TEST_CASE("ring: drop_newest rejects the new item and keeps the backlog", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(2, overflow::drop_newest);
     CHECK(r.push(1) == push_status::ok);
     CHECK(r.push(2) == push_status::ok);
     CHECK(r.push(3) == push_status::rejected);
@@ -265,8 +330,8 @@ TEMPLATE_TEST_CASE("ring: drop_newest rejects the new item and keeps the backlog
     CHECK(r.try_pop() == 5);
 }
 
-TEMPLATE_TEST_CASE("ring: block waits for room, then accepts the item", "[spsc]", mpmc, spsc) {
-    ring<int, TestType::value> r(1, overflow::block);
+TEMPLATE_TEST_CASE("ring: block waits for room, then accepts the item", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(1, overflow::block);
     REQUIRE(r.push(1) == push_status::ok);
 
     std::latch started(1);
@@ -293,9 +358,9 @@ TEMPLATE_TEST_CASE("ring: block waits for room, then accepts the item", "[spsc]"
     check_identities(s);
 }
 
-TEMPLATE_TEST_CASE("ring: block with a block_timeout evicts the oldest once the timeout runs out", "[spsc]", mpmc, spsc) {
+TEMPLATE_TEST_CASE("ring: block with a block_timeout evicts the oldest once the timeout runs out", "[spsc]", mpmc, spsc, locked) {
     SECTION("small timeout, nobody pops") {
-        ring<int, TestType::value> r(2, overflow::block, 1ms);
+        typename TestType::template ring<int> r(2, overflow::block, 1ms);
         CHECK(r.push(1) == push_status::ok);
         CHECK(r.push(2) == push_status::ok);
         CHECK(r.push(3) == push_status::evicted);
@@ -307,7 +372,7 @@ TEMPLATE_TEST_CASE("ring: block with a block_timeout evicts the oldest once the 
         CHECK(drain(r) == std::vector<int>{2, 3});
     }
     SECTION("zero timeout through ring_options") {
-        ring<int, TestType::value> r({.capacity = 1, .policy = overflow::block, .block_timeout = 0ns});
+        typename TestType::template ring<int> r({.capacity = 1, .policy = overflow::block, .block_timeout = 0ns});
         CHECK(r.push(1) == push_status::ok);
         CHECK(r.push(2) == push_status::evicted);
         CHECK(r.push(3) == push_status::evicted);
@@ -315,7 +380,7 @@ TEMPLATE_TEST_CASE("ring: block with a block_timeout evicts the oldest once the 
         CHECK(drain(r) == std::vector<int>{3});
     }
     SECTION("room that appears before the timeout is used: nothing is evicted") {
-        ring<int, TestType::value> r(1, overflow::block, 1h);
+        typename TestType::template ring<int> r(1, overflow::block, 1h);
         REQUIRE(r.push(1) == push_status::ok);
         std::latch started(1);
         std::atomic<bool> done{false};
@@ -337,8 +402,8 @@ TEMPLATE_TEST_CASE("ring: block with a block_timeout evicts the oldest once the 
 
 // --- Stop tokens ------------------------------------------------------------------------------
 
-TEMPLATE_TEST_CASE("ring: a push blocked by the block policy ends with rejected when stop is requested", "[spsc]", mpmc, spsc) {
-    ring<int, TestType::value> r(1, overflow::block);
+TEMPLATE_TEST_CASE("ring: a push blocked by the block policy ends with cancelled when stop is requested", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(1, overflow::block);
     REQUIRE(r.push(1) == push_status::ok);
 
     std::stop_source stop;
@@ -366,18 +431,18 @@ TEMPLATE_TEST_CASE("ring: a push blocked by the block policy ends with rejected 
     CHECK(drain(r) == std::vector<int>{1});
 }
 
-TEMPLATE_TEST_CASE("ring: a push with a stop token that need not wait ignores the token", "[spsc]", mpmc, spsc) {
+TEMPLATE_TEST_CASE("ring: a push with a stop token that need not wait ignores the token", "[spsc]", mpmc, spsc, locked) {
     std::stop_source stop;
     stop.request_stop();
 
     SECTION("room") {
-        ring<int, TestType::value> r(1, overflow::block);
+        typename TestType::template ring<int> r(1, overflow::block);
         CHECK(r.push(1, stop.get_token()) == push_status::ok);
         CHECK(r.stats().cancelled == 0);
         CHECK(r.try_pop() == 1);
     }
     SECTION("drop_oldest, full") {
-        ring<int, TestType::value> r(1, overflow::drop_oldest);
+        typename TestType::template ring<int> r(1, overflow::drop_oldest);
         CHECK(r.push(1, stop.get_token()) == push_status::ok);
         CHECK(r.push(2, stop.get_token()) == push_status::evicted);
         CHECK(r.stats().evicted == 1);
@@ -385,7 +450,7 @@ TEMPLATE_TEST_CASE("ring: a push with a stop token that need not wait ignores th
         CHECK(r.try_pop() == 2);
     }
     SECTION("drop_newest, full: rejected counts as rejected, not cancelled") {
-        ring<int, TestType::value> r(1, overflow::drop_newest);
+        typename TestType::template ring<int> r(1, overflow::drop_newest);
         CHECK(r.push(1, stop.get_token()) == push_status::ok);
         CHECK(r.push(2, stop.get_token()) == push_status::rejected);
         CHECK(r.stats().rejected == 1);
@@ -393,7 +458,7 @@ TEMPLATE_TEST_CASE("ring: a push with a stop token that need not wait ignores th
         CHECK(r.try_pop() == 1);
     }
     SECTION("closed") {
-        ring<int, TestType::value> r(1, overflow::block);
+        typename TestType::template ring<int> r(1, overflow::block);
         r.close();
         CHECK(r.push(1, stop.get_token()) == push_status::closed);
         CHECK(r.stats().after_close == 1);
@@ -401,11 +466,11 @@ TEMPLATE_TEST_CASE("ring: a push with a stop token that need not wait ignores th
     }
 }
 
-TEMPLATE_TEST_CASE("ring: a push that would wait with a stop already requested is cancelled at once", "[spsc]", mpmc, spsc) {
+TEMPLATE_TEST_CASE("ring: a push that would wait with a stop already requested is cancelled at once", "[spsc]", mpmc, spsc, locked) {
     std::stop_source stop;
     stop.request_stop();
     SECTION("block") {
-        ring<int, TestType::value> r(1, overflow::block);
+        typename TestType::template ring<int> r(1, overflow::block);
         REQUIRE(r.push(1) == push_status::ok);
         CHECK(r.push(2, stop.get_token()) == push_status::cancelled);
         const auto s = r.stats();
@@ -415,7 +480,7 @@ TEMPLATE_TEST_CASE("ring: a push that would wait with a stop already requested i
         CHECK(drain(r) == std::vector<int>{1});
     }
     SECTION("block with a block_timeout: cancelled, not evicted") {
-        ring<int, TestType::value> r(1, overflow::block, 1h);
+        typename TestType::template ring<int> r(1, overflow::block, 1h);
         REQUIRE(r.push(1) == push_status::ok);
         CHECK(r.push(2, stop.get_token()) == push_status::cancelled);
         CHECK(r.stats().cancelled == 1);
@@ -424,8 +489,8 @@ TEMPLATE_TEST_CASE("ring: a push that would wait with a stop already requested i
     }
 }
 
-TEMPLATE_TEST_CASE("ring: pop with a stop token", "[spsc]", mpmc, spsc) {
-    ring<int, TestType::value> r(4);
+TEMPLATE_TEST_CASE("ring: pop with a stop token", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(4);
     SECTION("the token is checked first: a stopped consumer leaves the items in the ring") {
         REQUIRE(r.push(1) == push_status::ok);
         std::stop_source stop;
@@ -551,8 +616,8 @@ TEST_CASE("ring: a push wakes a waiting consumer") {
     }
 }
 
-TEMPLATE_TEST_CASE("ring: pop_for returns nullopt when nothing arrives", "[spsc]", mpmc, spsc) {
-    ring<int, TestType::value> r(2);
+TEMPLATE_TEST_CASE("ring: pop_for returns nullopt when nothing arrives", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(2);
     CHECK_FALSE(r.pop_for(1ms).has_value());
     CHECK_FALSE(r.pop_for(0ns).has_value());
     std::stop_source stop;
@@ -569,8 +634,8 @@ TEMPLATE_TEST_CASE("ring: pop_for returns nullopt when nothing arrives", "[spsc]
     check_identities(s);
 }
 
-TEMPLATE_TEST_CASE("ring: pop_for with a stop token ends when stop is requested", "[spsc]", mpmc, spsc) {
-    ring<int, TestType::value> r(2);
+TEMPLATE_TEST_CASE("ring: pop_for with a stop token ends when stop is requested", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(2);
     SECTION("while waiting") {
         std::stop_source stop;
         std::latch started(1);
@@ -596,8 +661,8 @@ TEMPLATE_TEST_CASE("ring: pop_for with a stop token ends when stop is requested"
 
 // --- close ------------------------------------------------------------------------------------
 
-TEMPLATE_TEST_CASE("ring: close refuses later pushes and lets consumers drain, then nullopt", "[spsc]", mpmc, spsc) {
-    ring<int, TestType::value> r(4);
+TEMPLATE_TEST_CASE("ring: close refuses later pushes and lets consumers drain, then nullopt", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(4);
     REQUIRE(r.push(1) == push_status::ok);
     REQUIRE(r.push(2) == push_status::ok);
     REQUIRE(r.push(3) == push_status::ok);
@@ -632,10 +697,10 @@ TEMPLATE_TEST_CASE("ring: close refuses later pushes and lets consumers drain, t
     check_identities(s);
 }
 
-TEMPLATE_TEST_CASE("ring: close on a full ring of every policy refuses pushes with closed", "[spsc]", mpmc, spsc) {
+TEMPLATE_TEST_CASE("ring: close on a full ring of every policy refuses pushes with closed", "[spsc]", mpmc, spsc, locked) {
     const auto policy = GENERATE(overflow::drop_oldest, overflow::drop_newest, overflow::block);
     CAPTURE(framepipe::to_string(policy));
-    ring<int, TestType::value> r(1, policy);
+    typename TestType::template ring<int> r(1, policy);
     REQUIRE(r.push(1) == push_status::ok);
     r.close();
     CHECK(r.push(2) == push_status::closed);
@@ -749,9 +814,9 @@ TEST_CASE("ring: close wakes a producer blocked by the block policy, which retur
 
 // --- Accounting -------------------------------------------------------------------------------
 
-TEMPLATE_TEST_CASE("ring: every drop is counted under its reason and dropped is their sum", "[spsc]", mpmc, spsc) {
+TEMPLATE_TEST_CASE("ring: every drop is counted under its reason and dropped is their sum", "[spsc]", mpmc, spsc, locked) {
     // One ring that can evict, cancel, expire and refuse after close.
-    ring<stamped<int>, TestType::value> r({.capacity = 2,
+    typename TestType::template ring<stamped<int>> r({.capacity = 2,
                           .policy = overflow::block,
                           .block_timeout = 0ns,
                           .max_age = age_limit});
@@ -803,7 +868,7 @@ TEMPLATE_TEST_CASE("ring: every drop is counted under its reason and dropped is 
     check_identities(s);
 
     // And rejected, which needs drop_newest.
-    ring<int, TestType::value> n(1, overflow::drop_newest);
+    typename TestType::template ring<int> n(1, overflow::drop_newest);
     CHECK(n.push(1) == push_status::ok);
     CHECK(n.push(2) == push_status::rejected);
     n.close();
@@ -819,8 +884,8 @@ TEMPLATE_TEST_CASE("ring: every drop is counted under its reason and dropped is 
 
 // --- peek -------------------------------------------------------------------------------------
 
-TEMPLATE_TEST_CASE("ring: peek returns a copy of the next item without consuming it", "[spsc]", mpmc, spsc) {
-    ring<int, TestType::value> r(3);
+TEMPLATE_TEST_CASE("ring: peek returns a copy of the next item without consuming it", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(3);
     CHECK_FALSE(r.peek().has_value());
     REQUIRE(r.push(1) == push_status::ok);
     REQUIRE(r.push(2) == push_status::ok);
@@ -835,10 +900,10 @@ TEMPLATE_TEST_CASE("ring: peek returns a copy of the next item without consuming
     check_identities(r.stats());
 }
 
-TEMPLATE_TEST_CASE("ring: peek copies, leaving the buffered item intact", "[spsc]", mpmc, spsc) {
+TEMPLATE_TEST_CASE("ring: peek copies, leaving the buffered item intact", "[spsc]", mpmc, spsc, locked) {
     framepipe_test::lifetime_scope scope;
     {
-        ring<counted, TestType::value> r(2);
+        typename TestType::template ring<counted> r(2);
         REQUIRE(r.push(counted{5}) == push_status::ok);
         const auto copies_before = scope.counters.copies.load();
         {
@@ -862,8 +927,8 @@ static_assert(!has_peek<ring<std::unique_ptr<int>>>);
 
 // --- max_age ----------------------------------------------------------------------------------
 
-TEMPLATE_TEST_CASE("ring: max_age discards stale stamped items at pop and returns the next fresh one", "[spsc]", mpmc, spsc) {
-    ring<stamped<int>, TestType::value> r({.capacity = 4, .max_age = age_limit});
+TEMPLATE_TEST_CASE("ring: max_age discards stale stamped items at pop and returns the next fresh one", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<stamped<int>> r({.capacity = 4, .max_age = age_limit});
     REQUIRE(r.push(stale(10, 0)) == push_status::ok);
     REQUIRE(r.push(fresh(11, 1)) == push_status::ok);
     REQUIRE(r.push(stale(12, 2)) == push_status::ok);
@@ -898,8 +963,8 @@ TEMPLATE_TEST_CASE("ring: max_age discards stale stamped items at pop and return
     check_identities(s);
 }
 
-TEMPLATE_TEST_CASE("ring: max_age with only stale items: pops give nullopt and count them expired", "[spsc]", mpmc, spsc) {
-    ring<stamped<int>, TestType::value> r({.capacity = 3, .max_age = age_limit});
+TEMPLATE_TEST_CASE("ring: max_age with only stale items: pops give nullopt and count them expired", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<stamped<int>> r({.capacity = 3, .max_age = age_limit});
     REQUIRE(r.push(stale(1, 0)) == push_status::ok);
     REQUIRE(r.push(stale(2, 1)) == push_status::ok);
     CHECK_FALSE(r.peek().has_value());
@@ -917,8 +982,8 @@ TEMPLATE_TEST_CASE("ring: max_age with only stale items: pops give nullopt and c
     check_identities(r.stats());
 }
 
-TEMPLATE_TEST_CASE("ring: max_age: a waiting pop discards stale arrivals and keeps waiting", "[spsc]", mpmc, spsc) {
-    ring<stamped<int>, TestType::value> r({.capacity = 2, .max_age = age_limit});
+TEMPLATE_TEST_CASE("ring: max_age: a waiting pop discards stale arrivals and keeps waiting", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<stamped<int>> r({.capacity = 2, .max_age = age_limit});
     std::latch started(1);
     std::atomic<bool> done{false};
     std::optional<stamped<int>> result;
@@ -943,9 +1008,9 @@ TEMPLATE_TEST_CASE("ring: max_age: a waiting pop discards stale arrivals and kee
     check_identities(s);
 }
 
-TEMPLATE_TEST_CASE("ring: max_age works with shared_ptr<const stamped<T>>; a null pointer never expires", "[spsc]", mpmc, spsc) {
+TEMPLATE_TEST_CASE("ring: max_age works with shared_ptr<const stamped<T>>; a null pointer never expires", "[spsc]", mpmc, spsc, locked) {
     using item = std::shared_ptr<const stamped<int>>;
-    ring<item, TestType::value> r({.capacity = 4, .max_age = age_limit});
+    typename TestType::template ring<item> r({.capacity = 4, .max_age = age_limit});
     REQUIRE(r.push(std::make_shared<const stamped<int>>(stale(1, 0))) == push_status::ok);
     REQUIRE(r.push(std::make_shared<const stamped<int>>(fresh(2, 1))) == push_status::ok);
     REQUIRE(r.push(item{}) == push_status::ok);
@@ -972,8 +1037,8 @@ TEMPLATE_TEST_CASE("ring: max_age works with shared_ptr<const stamped<T>>; a nul
     check_identities(s);
 }
 
-TEMPLATE_TEST_CASE("ring: max_age works with unique_ptr<stamped<T>>", "[spsc]", mpmc, spsc) {
-    ring<std::unique_ptr<stamped<int>>, TestType::value> r({.capacity = 2, .max_age = age_limit});
+TEMPLATE_TEST_CASE("ring: max_age works with unique_ptr<stamped<T>>", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<std::unique_ptr<stamped<int>>> r({.capacity = 2, .max_age = age_limit});
     REQUIRE(r.push(std::make_unique<stamped<int>>(stale(1, 0))) == push_status::ok);
     REQUIRE(r.push(std::make_unique<stamped<int>>(fresh(2, 1))) == push_status::ok);
     auto a = r.try_pop();
@@ -983,8 +1048,8 @@ TEMPLATE_TEST_CASE("ring: max_age works with unique_ptr<stamped<T>>", "[spsc]", 
     CHECK(r.stats().expired == 1);
 }
 
-TEMPLATE_TEST_CASE("ring: without max_age old stamped items are delivered", "[spsc]", mpmc, spsc) {
-    ring<stamped<int>, TestType::value> r(2);
+TEMPLATE_TEST_CASE("ring: without max_age old stamped items are delivered", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<stamped<int>> r(2);
     REQUIRE(r.push(stale(1, 0)) == push_status::ok);
     auto a = r.try_pop();
     REQUIRE(a.has_value());
@@ -994,47 +1059,47 @@ TEMPLATE_TEST_CASE("ring: without max_age old stamped items are delivered", "[sp
 
 // --- Bad arguments ----------------------------------------------------------------------------
 
-TEMPLATE_TEST_CASE("ring: bad arguments throw std::invalid_argument naming the argument", "[spsc]", mpmc, spsc) {
+TEMPLATE_TEST_CASE("ring: bad arguments throw std::invalid_argument naming the argument", "[spsc]", mpmc, spsc, locked) {
     SECTION("capacity 0") {
-        CHECK_THAT(invalid_argument_message([] { ring<int, TestType::value> r(0); }), Contains("capacity"));
-        CHECK_THAT(invalid_argument_message([] { ring<int, TestType::value> r(0, overflow::drop_newest); }),
+        CHECK_THAT(invalid_argument_message([] { typename TestType::template ring<int> r(0); }), Contains("capacity"));
+        CHECK_THAT(invalid_argument_message([] { typename TestType::template ring<int> r(0, overflow::drop_newest); }),
                    Contains("capacity"));
-        CHECK_THAT(invalid_argument_message([] { ring<int, TestType::value> r(0, overflow::block, 1ms); }),
+        CHECK_THAT(invalid_argument_message([] { typename TestType::template ring<int> r(0, overflow::block, 1ms); }),
                    Contains("capacity"));
-        CHECK_THAT(invalid_argument_message([] { ring<int, TestType::value> r(ring_options{.capacity = 0}); }),
+        CHECK_THAT(invalid_argument_message([] { typename TestType::template ring<int> r(ring_options{.capacity = 0}); }),
                    Contains("capacity"));
     }
     SECTION("block_timeout with a policy other than block") {
         for (const auto policy : {overflow::drop_oldest, overflow::drop_newest}) {
             CAPTURE(framepipe::to_string(policy));
-            const auto msg = invalid_argument_message([&] { ring<int, TestType::value> r(2, policy, 1ms); });
+            const auto msg = invalid_argument_message([&] { typename TestType::template ring<int> r(2, policy, 1ms); });
             CHECK_THAT(msg, Contains("policy"));
             CHECK_THAT(msg, Contains("block_timeout"));
             CHECK_THAT(invalid_argument_message([&] {
-                           ring<int, TestType::value> r({.capacity = 2, .policy = policy, .block_timeout = 0ns});
+                           typename TestType::template ring<int> r({.capacity = 2, .policy = policy, .block_timeout = 0ns});
                        }),
                        Contains("policy"));
         }
     }
     SECTION("negative block_timeout") {
-        CHECK_THAT(invalid_argument_message([] { ring<int, TestType::value> r(2, overflow::block, -1ns); }),
+        CHECK_THAT(invalid_argument_message([] { typename TestType::template ring<int> r(2, overflow::block, -1ns); }),
                    Contains("block_timeout"));
         const ring_options options{.capacity = 2, .policy = overflow::block, .block_timeout = -1s};
-        CHECK_THAT(invalid_argument_message([&] { ring<int, TestType::value> r(options); }),
+        CHECK_THAT(invalid_argument_message([&] { typename TestType::template ring<int> r(options); }),
                    Contains("block_timeout"));
     }
     SECTION("negative max_age") {
         CHECK_THAT(invalid_argument_message([] {
-                       ring<stamped<int>, TestType::value> r({.capacity = 2, .max_age = -1ns});
+                       typename TestType::template ring<stamped<int>> r({.capacity = 2, .max_age = -1ns});
                    }),
                    Contains("max_age"));
     }
     SECTION("max_age on a T without a capture time") {
-        CHECK_THAT(invalid_argument_message([] { ring<int, TestType::value> r({.capacity = 2, .max_age = 1s}); }),
+        CHECK_THAT(invalid_argument_message([] { typename TestType::template ring<int> r({.capacity = 2, .max_age = 1s}); }),
                    Contains("max_age"));
     }
     SECTION("negative pop_for timeout") {
-        ring<int, TestType::value> r(2);
+        typename TestType::template ring<int> r(2);
         REQUIRE(r.push(1) == push_status::ok);
         CHECK_THAT(invalid_argument_message([&] { (void)r.pop_for(-1ns); }), Contains("timeout"));
         CHECK_THAT(invalid_argument_message([&] { (void)r.pop_for(-1ms, std::stop_token{}); }),
@@ -1044,16 +1109,16 @@ TEMPLATE_TEST_CASE("ring: bad arguments throw std::invalid_argument naming the a
         CHECK(r.try_pop() == 1);
     }
     SECTION("boundary values are accepted") {
-        CHECK_NOTHROW(ring<int, TestType::value>(1, overflow::block, 0ns));
-        CHECK_NOTHROW(ring<stamped<int>, TestType::value>({.capacity = 1, .max_age = 0ns}));
+        CHECK_NOTHROW(typename TestType::template ring<int>(1, overflow::block, 0ns));
+        CHECK_NOTHROW(typename TestType::template ring<stamped<int>>({.capacity = 1, .max_age = 0ns}));
     }
 }
 
 // --- Move-only T and lifetime -----------------------------------------------------------------
 
-TEMPLATE_TEST_CASE("ring: a move-only T (std::unique_ptr) works with every policy", "[spsc]", mpmc, spsc) {
+TEMPLATE_TEST_CASE("ring: a move-only T (std::unique_ptr) works with every policy", "[spsc]", mpmc, spsc, locked) {
     SECTION("drop_oldest") {
-        ring<std::unique_ptr<int>, TestType::value> r(2);
+        typename TestType::template ring<std::unique_ptr<int>> r(2);
         CHECK(r.push(std::make_unique<int>(1)) == push_status::ok);
         CHECK(r.push(std::make_unique<int>(2)) == push_status::ok);
         CHECK(r.push(std::make_unique<int>(3)) == push_status::evicted);
@@ -1067,7 +1132,7 @@ TEMPLATE_TEST_CASE("ring: a move-only T (std::unique_ptr) works with every polic
         CHECK(**b == 3);
     }
     SECTION("drop_newest") {
-        ring<std::unique_ptr<int>, TestType::value> r(1, overflow::drop_newest);
+        typename TestType::template ring<std::unique_ptr<int>> r(1, overflow::drop_newest);
         CHECK(r.push(std::make_unique<int>(1)) == push_status::ok);
         CHECK(r.push(std::make_unique<int>(2)) == push_status::rejected);
         auto a = r.try_pop();
@@ -1076,7 +1141,7 @@ TEMPLATE_TEST_CASE("ring: a move-only T (std::unique_ptr) works with every polic
         CHECK(**a == 1);
     }
     SECTION("block, across threads") {
-        ring<std::unique_ptr<int>, TestType::value> r(1, overflow::block);
+        typename TestType::template ring<std::unique_ptr<int>> r(1, overflow::block);
         std::thread producer([&] {
             for (int i = 0; i < 100; ++i) {
                 (void)r.push(std::make_unique<int>(i));
@@ -1094,12 +1159,12 @@ TEMPLATE_TEST_CASE("ring: a move-only T (std::unique_ptr) works with every polic
     }
 }
 
-TEMPLATE_TEST_CASE("ring: each item's destructor runs exactly once", "[spsc]", mpmc, spsc) {
+TEMPLATE_TEST_CASE("ring: each item's destructor runs exactly once", "[spsc]", mpmc, spsc, locked) {
     framepipe_test::lifetime_scope scope;
     const auto& lives = scope.counters;
     SECTION("evicted items are destroyed when evicted") {
         {
-            ring<counted, TestType::value> r(2);
+            typename TestType::template ring<counted> r(2);
             for (int i = 0; i < 5; ++i) {
                 (void)r.push(counted{i});
             }
@@ -1114,7 +1179,7 @@ TEMPLATE_TEST_CASE("ring: each item's destructor runs exactly once", "[spsc]", m
     }
     SECTION("rejected and after-close items are destroyed by the push") {
         {
-            ring<counted, TestType::value> r(1, overflow::drop_newest);
+            typename TestType::template ring<counted> r(1, overflow::drop_newest);
             CHECK(r.push(counted{1}) == push_status::ok);
             CHECK(r.push(counted{2}) == push_status::rejected);
             CHECK(lives.alive() == 1);
@@ -1126,13 +1191,13 @@ TEMPLATE_TEST_CASE("ring: each item's destructor runs exactly once", "[spsc]", m
     }
     SECTION("cancelled and block-timeout-evicted items are destroyed") {
         {
-            ring<counted, TestType::value> r(1, overflow::block, 0ns);
+            typename TestType::template ring<counted> r(1, overflow::block, 0ns);
             CHECK(r.push(counted{1}) == push_status::ok);
             CHECK(r.push(counted{2}) == push_status::evicted);
             CHECK(lives.alive() == 1);
             std::stop_source stop;
             stop.request_stop();
-            ring<counted, TestType::value> b(1, overflow::block);
+            typename TestType::template ring<counted> b(1, overflow::block);
             CHECK(b.push(counted{3}) == push_status::ok);
             CHECK(b.push(counted{4}, stop.get_token()) == push_status::cancelled);
             CHECK(lives.alive() == 2);
@@ -1141,7 +1206,7 @@ TEMPLATE_TEST_CASE("ring: each item's destructor runs exactly once", "[spsc]", m
     }
     SECTION("expired items are destroyed when discarded") {
         {
-            ring<stamped<counted>, TestType::value> r({.capacity = 3, .max_age = age_limit});
+            typename TestType::template ring<stamped<counted>> r({.capacity = 3, .max_age = age_limit});
             const auto old = steady::now() - 1h;
             CHECK(r.push(framepipe::stamp(counted{1}, 0, old)) == push_status::ok);
             CHECK(r.push(framepipe::stamp(counted{2}, 1, old)) == push_status::ok);
@@ -1154,7 +1219,7 @@ TEMPLATE_TEST_CASE("ring: each item's destructor runs exactly once", "[spsc]", m
     }
     SECTION("items left in a destroyed ring are destroyed with it") {
         {
-            ring<counted, TestType::value> r(4);
+            typename TestType::template ring<counted> r(4);
             for (int i = 0; i < 3; ++i) {
                 REQUIRE(r.push(counted{i}) == push_status::ok);
             }
@@ -1170,7 +1235,7 @@ TEMPLATE_TEST_CASE("ring: each item's destructor runs exactly once", "[spsc]", m
     }
     SECTION("popped items are moved out, not copied") {
         {
-            ring<counted, TestType::value> r(2);
+            typename TestType::template ring<counted> r(2);
             REQUIRE(r.push(counted{1}) == push_status::ok);
             auto v = r.pop();
             REQUIRE(v.has_value());
@@ -1745,12 +1810,12 @@ TEST_CASE("ring: lock-free stress, block with a block_timeout, close during traf
     CHECK(out.stats.cancelled == 0);
 }
 
-TEMPLATE_TEST_CASE("ring: no lost wake-up: a blocking ping-pong through two rings completes", "[spsc]", mpmc, spsc) {
+TEMPLATE_TEST_CASE("ring: no lost wake-up: a blocking ping-pong through two rings completes", "[spsc]", mpmc, spsc, locked) {
     // Each side finds its ring empty at almost every step, so both the spin phase and the park
     // phase of the waits are exercised; a lost wake-up would hang this test.
     for (const overflow policy : {overflow::drop_oldest, overflow::block}) {
-        ring<int, TestType::value> there(1, policy);
-        ring<int, TestType::value> back(1, policy);
+        typename TestType::template ring<int> there(1, policy);
+        typename TestType::template ring<int> back(1, policy);
         constexpr int rounds = 20'000;
         std::atomic<bool> partner_ok{true}; // Catch2 assertions are for the main thread only
         std::thread partner([&] {
@@ -2035,3 +2100,287 @@ TEST_CASE("spsc_ring: lock-free item lifetimes: evicted, rejected, popped and le
     }
     CHECK(scope.counters.alive() == 0);
 }
+
+// --- try_push and push_for: calls that say how long they may wait ------------------------------
+
+// The lock-free rings declare what they cannot throw.
+static_assert(noexcept(std::declval<ring<int>&>().push(1)));
+static_assert(noexcept(std::declval<ring<int>&>().try_push(1)));
+static_assert(noexcept(std::declval<ring<int>&>().try_pop()));
+static_assert(noexcept(std::declval<ring<int>&>().pop()));
+static_assert(noexcept(std::declval<framepipe::spsc_ring<int>&>().push(1)));
+static_assert(noexcept(std::declval<framepipe::spsc_ring<int>&>().pop()));
+static_assert(!noexcept(std::declval<ring<counted>&>().push(counted{})));
+static_assert(!noexcept(std::declval<ring<counted>&>().try_pop()));
+
+TEMPLATE_TEST_CASE("ring: try_push never waits: a full block ring refuses the item as rejected", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(1, overflow::block);
+    CHECK(r.try_push(1) == push_status::ok);
+    CHECK(r.try_push(2) == push_status::rejected); // would wait: refused at once
+    auto s = r.stats();
+    CHECK(s.pushed == 2);
+    CHECK(s.rejected == 1);
+    CHECK(s.cancelled == 0);
+    check_identities(s);
+    CHECK(drain(r) == std::vector<int>{1});
+    r.close();
+    CHECK(r.try_push(3) == push_status::closed);
+    check_identities(r.stats());
+}
+
+TEMPLATE_TEST_CASE("ring: try_push under the drop policies is push", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> oldest(1, overflow::drop_oldest);
+    CHECK(oldest.try_push(1) == push_status::ok);
+    CHECK(oldest.try_push(2) == push_status::evicted);
+    CHECK(drain(oldest) == std::vector<int>{2});
+    typename TestType::template ring<int> newest(1, overflow::drop_newest);
+    CHECK(newest.try_push(1) == push_status::ok);
+    CHECK(newest.try_push(2) == push_status::rejected);
+    CHECK(drain(newest) == std::vector<int>{1});
+}
+
+TEMPLATE_TEST_CASE("ring: push_for gives up after its timeout: rejected, counted as rejected", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(1, overflow::block);
+    REQUIRE(r.push(1) == push_status::ok);
+    CHECK(r.push_for(2, 1ms) == push_status::rejected);
+    CHECK(r.push_for(3, 0ns) == push_status::rejected);
+    const auto s = r.stats();
+    CHECK(s.rejected == 2);
+    CHECK(s.evicted == 0);
+    check_identities(s);
+    CHECK(drain(r) == std::vector<int>{1});
+    CHECK(r.push_for(4, 1ms) == push_status::ok); // room: no wait
+    CHECK(invalid_argument_message([&] { (void)r.push_for(5, -1ns); }).find("timeout") !=
+          std::string::npos);
+}
+
+TEMPLATE_TEST_CASE("ring: push_for under block_timeout evicts when the ring's timeout ends first", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(1, overflow::block, 1ms);
+    REQUIRE(r.push(1) == push_status::ok);
+    CHECK(r.push_for(2, 1h) == push_status::evicted); // block_timeout (1 ms) < timeout (1 h)
+    typename TestType::template ring<int> late(1, overflow::block, 1h);
+    REQUIRE(late.push(1) == push_status::ok);
+    CHECK(late.push_for(2, 1ms) == push_status::rejected); // the caller's timeout ends first
+    CHECK(drain(r) == std::vector<int>{2});
+    CHECK(drain(late) == std::vector<int>{1});
+}
+
+TEMPLATE_TEST_CASE("ring: push_for waits for room and stores once a consumer pops", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(1, overflow::block);
+    REQUIRE(r.push(1) == push_status::ok);
+    std::latch started(1);
+    std::atomic<bool> done{false};
+    push_status result = push_status::closed;
+    std::thread producer([&] {
+        started.count_down();
+        result = r.push_for(2, 1h);
+        done = true;
+    });
+    started.wait();
+    check_still_blocked(done);
+    CHECK(r.pop() == 1);
+    producer.join();
+    CHECK(result == push_status::ok);
+    CHECK(r.try_pop() == 2);
+}
+
+TEMPLATE_TEST_CASE("ring: push_for with a stop token ends with cancelled when stop is requested", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<int> r(1, overflow::block);
+    REQUIRE(r.push(1) == push_status::ok);
+    std::stop_source stop;
+    std::latch started(1);
+    std::atomic<bool> done{false};
+    push_status result = push_status::ok;
+    std::thread producer([&] {
+        started.count_down();
+        result = r.push_for(2, 1h, stop.get_token());
+        done = true;
+    });
+    started.wait();
+    check_still_blocked(done);
+    stop.request_stop();
+    producer.join();
+    CHECK(result == push_status::cancelled);
+    const auto s = r.stats();
+    CHECK(s.cancelled == 1);
+    CHECK(s.rejected == 0);
+    check_identities(s);
+}
+
+// --- Wake-ups that must not be lost or absorbed ------------------------------------------------
+
+TEMPLATE_TEST_CASE("ring: a pop that discards several expired items wakes a producer for each freed slot", "[spsc]", mpmc, locked) {
+    // Capacity 2, both slots hold stale items, two producers wait for room. One pop discards
+    // both (expired), frees two slots, and must wake both producers: a producer left parked
+    // beside a free slot would hang this test.
+    typename TestType::template ring<stamped<int>> r(
+        {.capacity = 2, .policy = overflow::block, .max_age = age_limit});
+    REQUIRE(r.push(stale(1, 0)) == push_status::ok);
+    REQUIRE(r.push(stale(2, 1)) == push_status::ok);
+    std::latch started(2);
+    std::atomic<int> done{0};
+    std::vector<std::thread> producers;
+    for (int i = 0; i < 2; ++i) {
+        producers.emplace_back([&, i] {
+            started.count_down();
+            (void)r.push(fresh(10 + i, 2 + static_cast<std::uint64_t>(i)));
+            ++done;
+        });
+    }
+    started.wait();
+    for (int i = 0; i < 2000; ++i) {
+        std::this_thread::yield(); // let both producers reach their wait
+    }
+    // Discards both stale items; a lock-free ring may already hand out a fresh item that a
+    // woken producer stored in the first freed slot.
+    const auto got = r.try_pop();
+    for (auto& t : producers) {
+        t.join(); // hangs if a producer slept through the slot it was owed
+    }
+    CHECK(done == 2);
+    const auto s = r.stats();
+    CHECK(s.expired == 2);
+    CHECK(s.size + (got ? 1U : 0U) == 2);
+    check_identities(s);
+}
+
+// An item that throws from its n-th move (counted from 1) and from no other: the fuse is shared by
+// the copies it moves into, so "throws when moved out of the ring" is written fuse = 2 (the first
+// move is the push's, into the ring).
+struct fused {
+    std::shared_ptr<std::atomic<int>> fuse;
+    int v = 0;
+
+    fused(int fuse_at, int value) : fuse(std::make_shared<std::atomic<int>>(fuse_at)), v(value) {}
+    fused(fused&& o) noexcept(false) : fuse(o.fuse), v(o.v) {
+        if (fuse->fetch_sub(1) == 1) {
+            throw counted_error("fused move");
+        }
+    }
+    fused(const fused&) = delete;
+    fused& operator=(const fused&) = delete;
+    fused& operator=(fused&&) = delete;
+    ~fused() = default;
+};
+
+TEST_CASE("ring (locked): a woken consumer whose move throws passes its wake-up on") {
+    ring<fused> r(2);
+    std::latch started(2);
+    std::atomic<int> threw{0};
+    std::atomic<int> got{0};
+    std::vector<std::thread> consumers;
+    for (int i = 0; i < 2; ++i) {
+        consumers.emplace_back([&] {
+            started.count_down();
+            try {
+                if (auto v = r.pop()) {
+                    got = v->v;
+                }
+            } catch (const counted_error&) {
+                ++threw;
+            }
+        });
+    }
+    started.wait();
+    for (int i = 0; i < 2000; ++i) {
+        std::this_thread::yield(); // let both consumers park
+    }
+    // The first move out throws and leaves the item in place; the other consumer must be told.
+    REQUIRE(r.push(fused(2, 7)) == push_status::ok);
+    wait_until([&] { return threw.load() + (got.load() != 0 ? 1 : 0) == 2 || r.size() == 0; });
+    for (auto& t : consumers) {
+        t.join(); // hangs if the second consumer was left asleep beside the item
+    }
+    CHECK(threw == 1);
+    CHECK(got == 7);
+    check_identities(r.stats());
+}
+
+TEST_CASE("ring (locked): a woken producer whose move throws passes its wake-up on") {
+    ring<fused> r(1, overflow::block);
+    REQUIRE(r.push(fused(100, 1)) == push_status::ok);
+    std::latch started(2);
+    std::atomic<int> threw{0};
+    std::vector<std::thread> producers;
+    for (int i = 0; i < 2; ++i) {
+        producers.emplace_back([&, i] {
+            started.count_down();
+            try {
+                // Each item's first move (into the ring) throws: whichever producer wakes first
+                // fails and must hand the free slot's wake-up to the other, which fails too.
+                (void)r.push(fused(1, 10 + i));
+            } catch (const counted_error&) {
+                ++threw;
+            }
+        });
+    }
+    started.wait();
+    for (int i = 0; i < 2000; ++i) {
+        std::this_thread::yield(); // let both producers park
+    }
+    REQUIRE(r.pop().has_value()); // frees the one slot: one wake-up
+    for (auto& t : producers) {
+        t.join(); // hangs if the second producer was left asleep beside the free slot
+    }
+    CHECK(threw == 2);
+    CHECK(r.size() == 0);
+}
+
+// --- spsc_ring's thread rule, checked -----------------------------------------------------------
+
+#if defined(__linux__) && !defined(FRAMEPIPE_TSAN)
+// Runs `misuse` in a forked child and returns what it wrote to stderr, requiring that it died of
+// SIGABRT. (ThreadSanitizer does not support threads started in a forked child: skipped there.)
+template <class F>
+std::string abort_message_of(F misuse) {
+    int err[2];
+    REQUIRE(::pipe(err) == 0);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        // The child dies of the abort itself: not through Catch's handler, which would report a
+        // failure on the stdout the parent shares.
+        std::signal(SIGABRT, SIG_DFL);
+        ::dup2(err[1], STDERR_FILENO);
+        ::close(err[0]);
+        misuse();
+        std::_Exit(0); // not reached when the check works
+    }
+    ::close(err[1]);
+    std::string out;
+    char buf[256];
+    for (ssize_t n; (n = ::read(err[0], buf, sizeof buf)) > 0;) {
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(err[0]);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    CHECK(WIFSIGNALED(status));
+    CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT));
+    return out;
+}
+
+TEST_CASE("spsc_ring: two threads pushing at once abort with a message (FRAMEPIPE_SPSC_CHECKS)") {
+    static_assert(FRAMEPIPE_SPSC_CHECKS == 1, "this file forces the checks on");
+    const std::string message = abort_message_of([] {
+        // Both pushes wait for room on a full ring, so they are inside push at the same time,
+        // whichever comes first: the second one to arrive trips the check.
+        framepipe::spsc_ring<int> r(1, overflow::block);
+        (void)r.push(0);
+        std::thread other([&] { (void)r.push(1); });
+        (void)r.push(2);
+        other.join();
+    });
+    CHECK_THAT(message, Contains("spsc_ring: two threads pushed at once"));
+}
+
+TEST_CASE("spsc_ring: two threads popping at once abort with a message (FRAMEPIPE_SPSC_CHECKS)") {
+    const std::string message = abort_message_of([] {
+        framepipe::spsc_ring<int> r(1);
+        std::thread other([&] { (void)r.pop(); });
+        (void)r.pop(); // both wait on the empty ring
+        other.join();
+    });
+    CHECK_THAT(message, Contains("spsc_ring: two threads popped at once"));
+}
+#endif

@@ -1299,3 +1299,25 @@ TEST_CASE("sliding_window: stress, producers and consumers with close during tra
     const stress_result r = run_stress(size, stride, producers, consumers, 20000);
     check_stress(r, size, stride, producers);
 }
+
+TEST_CASE("sliding_window: reports like every channel, in windows; items are counted apart") {
+    sliding_window<int> w(3, 2);
+    CHECK(w.capacity() == 1); // one ready window at most
+    CHECK(w.window_size() == 3);
+    for (int i = 0; i < 7; ++i) {
+        (void)w.try_push(i); // windows end at items 2, 4, 6: the first two are overtaken
+    }
+    const framepipe::channel_stats s = w.stats();
+    CHECK(s.pushed == 3);  // windows made ready
+    CHECK(s.evicted == 2); // overtaken before anyone took them
+    CHECK(s.dropped == 2);
+    CHECK(s.size == 1);
+    CHECK(s.pushed == s.popped + s.dropped + s.size);
+    CHECK(w.item_stats().pushed == 7);
+    const auto d = framepipe::detail::describe_channel(w);
+    CHECK(d.kind == "sliding_window");
+    CHECK(d.policy == "window 3/2");
+    CHECK(d.capacity == 1);
+    REQUIRE(d.stats.has_value());
+    CHECK(d.stats->evicted == 2);
+}

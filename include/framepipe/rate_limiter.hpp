@@ -65,8 +65,25 @@ public:
           period_ns_(period_of(hz)), inverse_period_(1.0 / period_ns_.load()), hz_(hz),
           state_(slow_bit | burst_) {}
 
+    // Moves the limiter's whole state (rate, slots, tokens) into a new one, so that a limiter
+    // can be built in place and handed over, or captured by a stage's lambda. No thread may be
+    // using `other` meanwhile. Never throws.
+    rate_limiter(rate_limiter&& other) noexcept
+        : burst_(other.burst_), token_bits_(other.token_bits_), token_mask_(other.token_mask_),
+          max_next_k_(other.max_next_k_),
+          anchor_ns_(other.anchor_ns_.load(std::memory_order_relaxed)),
+          period_ns_(other.period_ns_.load(std::memory_order_relaxed)),
+          inverse_period_(other.inverse_period_.load(std::memory_order_relaxed)),
+          k0_(other.k0_.load(std::memory_order_relaxed)),
+          hz_(other.hz_.load(std::memory_order_relaxed)),
+          state_(other.state_.load(std::memory_order_relaxed)),
+          pending_period_(other.pending_period_), started_(other.started_),
+          locked_mode_(other.locked_mode_), locked_next_k_(other.locked_next_k_),
+          locked_tokens_(other.locked_tokens_) {}
+
     rate_limiter(const rate_limiter&) = delete;
     rate_limiter& operator=(const rate_limiter&) = delete;
+    rate_limiter& operator=(rate_limiter&&) = delete;
 
     // Whether an event now may pass (it then uses a token). Any thread; never waits: lock-free
     // except on the rare calls described above, which take a mutex briefly. Reads
