@@ -16,7 +16,7 @@ int main() {
         ring.close();
     });
     long long sum = 0;
-    while (auto item = ring.pop()) { // nullopt once closed and drained
+    while (auto item = ring.pop()) {  // nullopt once closed and drained
         sum += *item;
     }
     producer.join();
