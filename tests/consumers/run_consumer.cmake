@@ -63,35 +63,65 @@ run("run" "${CMAKE_CTEST_COMMAND}" --test-dir "${consumer_build}" -C "${CONSUMER
     --output-on-failure --no-tests=error)
 
 if(CONSUMER_KIND STREQUAL "find_package")
-    # The installed framepipe.pc must be usable on its own: query it, then
-    # compile the same consumer with nothing but the flags it hands out.
+    # The installed framepipe.pc must be usable on its own: its `--cflags --libs` are all a
+    # Makefile user adds to the compile line.
     if(NOT PKG_CONFIG_EXECUTABLE)
         find_program(PKG_CONFIG_EXECUTABLE NAMES pkg-config pkgconf REQUIRED)
     endif()
     set(ENV{PKG_CONFIG_PATH} "${prefix}/share/pkgconfig")
-    foreach(query IN ITEMS --cflags --libs --modversion)
+    # pkg_config(<out-var> <args...>): run pkg-config, fail the test if it fails.
+    function(pkg_config out_var)
+        string(JOIN " " printable ${ARGN})
         execute_process(
-            COMMAND "${PKG_CONFIG_EXECUTABLE}" ${query} framepipe
+            COMMAND "${PKG_CONFIG_EXECUTABLE}" ${ARGN}
             RESULT_VARIABLE result
             OUTPUT_VARIABLE out
             OUTPUT_STRIP_TRAILING_WHITESPACE)
         if(NOT result EQUAL 0)
-            message(FATAL_ERROR "[find_package] pkg-config ${query} framepipe failed (${result})")
+            message(FATAL_ERROR "[find_package] pkg-config ${printable} failed (${result})")
         endif()
-        message(STATUS "[find_package] pkg-config ${query} framepipe: ${out}")
-        set(pc${query} "${out}")
-    endforeach()
-    if(FRAMEPIPE_VERSION AND NOT pc--modversion VERSION_EQUAL FRAMEPIPE_VERSION)
-        message(FATAL_ERROR "[find_package] pkg-config reports version '${pc--modversion}', "
+        message(STATUS "[find_package] pkg-config ${printable}: ${out}")
+        set(${out_var} "${out}" PARENT_SCOPE)
+    endfunction()
+    pkg_config(pc_version --modversion framepipe)
+    pkg_config(pc_flags --cflags --libs framepipe)
+    if(FRAMEPIPE_VERSION AND NOT pc_version VERSION_EQUAL FRAMEPIPE_VERSION)
+        message(FATAL_ERROR "[find_package] pkg-config reports version '${pc_version}', "
                             "expected '${FRAMEPIPE_VERSION}'")
     endif()
+    # The prefix is a scratch dir, never one the compiler searches by default, so the headers
+    # must come in as system headers (see cmake/framepipe.pc.in for why).
+    foreach(flag IN ITEMS "-std=c++20" "-isystem")
+        string(REPLACE "+" "\\+" flag_regex "${flag}")
+        if(NOT pc_flags MATCHES "(^| )${flag_regex}( |$)")
+            message(FATAL_ERROR "[find_package] pkg-config --cflags lacks ${flag}: '${pc_flags}'")
+        endif()
+    endforeach()
     if(CONSUMER_CXX_COMPILER)
-        separate_arguments(pc_cflags UNIX_COMMAND "${pc--cflags}")
-        separate_arguments(pc_libs UNIX_COMMAND "${pc--libs}")
+        separate_arguments(pc_flags UNIX_COMMAND "${pc_flags}")
+        set(pc_source "${CONSUMER_SOURCE_DIR}/main.cpp")
+        # Nothing but the .pc's flags: GCC 12 defaults to gnu++17, so this builds only if the
+        # .pc hands out -std=c++20.
         set(pc_exe "${CONSUMER_WORK_DIR}/pkg-config-consumer")
-        run("pkg-config compile" "${CONSUMER_CXX_COMPILER}" -std=c++20 ${pc_cflags}
-            "${CONSUMER_SOURCE_DIR}/main.cpp" -o "${pc_exe}" ${pc_libs})
+        run("pkg-config compile" "${CONSUMER_CXX_COMPILER}" "${pc_source}" -o "${pc_exe}" ${pc_flags})
         run("pkg-config run" "${pc_exe}")
+
+        # A project that forces C++17 after our flags must get framepipe's own message rather
+        # than pages of template errors.
+        message(STATUS "[find_package] pkg-config compile with -std=c++17 (must fail)")
+        execute_process(
+            COMMAND "${CONSUMER_CXX_COMPILER}" ${pc_flags} -std=c++17 -fsyntax-only "${pc_source}"
+            RESULT_VARIABLE result
+            OUTPUT_VARIABLE out
+            ERROR_VARIABLE out)
+        if(result EQUAL 0)
+            message(FATAL_ERROR "[find_package] framepipe compiled with -std=c++17; it must refuse")
+        endif()
+        if(NOT out MATCHES "framepipe needs C\\+\\+20")
+            string(SUBSTRING "${out}" 0 2000 excerpt)
+            message(FATAL_ERROR "[find_package] -std=c++17 failed, but without the message "
+                                "'framepipe needs C++20'. Compiler output begins:\n${excerpt}")
+        endif()
     endif()
 endif()
 
