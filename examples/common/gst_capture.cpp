@@ -404,7 +404,10 @@ struct gst_capture::impl {
             return now;
         }
         const auto clock_time = static_cast<std::int64_t>(running + base_time);
-        return steady_at_sync + nanoseconds(clock_time - static_cast<std::int64_t>(clock_at_sync));
+        // Never after the moment the frame was taken: rtpjitterbuffer's skew-smoothed PTS can run
+        // ahead of the arrival by the jitter of the packets it started from (seen under load).
+        return std::min(now, steady_at_sync +
+                                 nanoseconds(clock_time - static_cast<std::int64_t>(clock_at_sync)));
     }
 
     // Fills `out` from `sample` (taking the reference); false (and `error`) if it is unusable.

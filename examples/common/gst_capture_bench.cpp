@@ -5,6 +5,7 @@
 //   framepipe-gst-capture-bench timing URI [SECONDS]  captured vs arrival, spacing vs PTS, of a
 //                                                      live source read frame by frame
 //   framepipe-gst-capture-bench live-cpu URI [SECONDS] wrap vs copy on a live source: CPU time
+//   framepipe-gst-capture-bench key-only URI [SECONDS] every frame vs key_frames_only: CPU time
 //
 // Prints one line per measurement. Not a test: figures, no assertions.
 #include "common/gst_capture.hpp"
@@ -195,6 +196,37 @@ int live_cpu(const std::string& uri, int seconds) {
     return 0;
 }
 
+// Decoding every frame versus key frames only (delta units dropped before the decoder): the
+// process's CPU time per second of stream.
+int key_only(const std::string& uri, int seconds) {
+    for (int rep = 0; rep < 2; ++rep) {
+        for (const bool key_frames_only : {false, true}) {
+            fe::gst_capture cap({.uri = uri, .key_frames_only = key_frames_only});
+            if (auto err = cap.open({}, 10s); !err.empty()) {
+                return fail(err);
+            }
+            fe::gst_frame f;
+            std::string err;
+            std::size_t frames = 0;
+            const double cpu0 = cpu_seconds();
+            const auto t0 = clk::now();
+            const auto end = t0 + std::chrono::seconds(seconds);
+            while (clk::now() < end) {
+                const auto st = cap.read({}, 2s, f, err);
+                if (st != fe::gst_capture::status::frame) {
+                    return fail(st == fe::gst_capture::status::error ? err : "no frame for 2 s");
+                }
+                ++frames;
+            }
+            const double wall = std::chrono::duration<double>(clk::now() - t0).count();
+            std::printf("key-only %s: %zu frames in %.1f s, cpu %.1f ms per second of stream\n",
+                        key_frames_only ? "on " : "off", frames, wall,
+                        (cpu_seconds() - cpu0) * 1e3 / wall);
+        }
+    }
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -208,7 +240,10 @@ int main(int argc, char** argv) {
     if (args.size() >= 2 && args[0] == "live-cpu") {
         return live_cpu(args[1], args.size() > 2 ? std::stoi(args[2]) : 10);
     }
+    if (args.size() >= 2 && args[0] == "key-only") {
+        return key_only(args[1], args.size() > 2 ? std::stoi(args[2]) : 10);
+    }
     std::fprintf(stderr, "usage: framepipe-gst-capture-bench memory FILE [REPS] | timing URI "
-                         "[SECONDS] | live-cpu URI [SECONDS]\n");
+                         "[SECONDS] | live-cpu URI [SECONDS] | key-only URI [SECONDS]\n");
     return 2;
 }

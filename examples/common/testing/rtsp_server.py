@@ -18,13 +18,14 @@ frame, in real time (appsink sync=true), to the appsrc of the RTSP media:
 
     producer:  filesrc ! decodebin ! videoconvert ! videoscale ! videorate
                  ! video/x-raw,format=I420,framerate=FPS/1 ! appsink sync=true
-    media:     appsrc is-live=true do-timestamp=true ! x264enc tune=zerolatency
-                 speed-preset=ultrafast key-int-max=GOP ! rtph264pay config-interval=-1
+    media:     appsrc is-live=true ! x264enc tune=zerolatency speed-preset=ultrafast
+                 key-int-max=GOP ! rtph264pay config-interval=-1
 
 The media is shared (one encoder for every client, so reconnecting is cheap). Each frame is
-stamped by the media's appsrc when it is pushed, like a camera stamps a frame at capture, so
-the RTP timestamps follow the wall time of the frames, and a pause leaves a gap in them instead
-of a backlog: paused frames are dropped here, never queued. Every new media starts with a key
+stamped with the moment it was due in the producer (a regular 1/fps grid on the system clock),
+like a camera stamps a frame at capture on its own clock, so the RTP timestamps are the
+camera's even when a busy CPU pushes a frame late, and a pause leaves a gap in them instead of
+a backlog: paused frames are dropped here, never queued. Every new media starts with a key
 frame, and a pause keeps the encoder's references, so resumed frames decode at once.
 """
 
@@ -136,11 +137,23 @@ class Server:
         appsrc = self.appsrc
         if appsrc is None or self.paused:
             return Gst.FlowReturn.OK  # nobody watching, or stalled: the frame is dropped
+        if appsrc.current_state != Gst.State.PLAYING:
+            return Gst.FlowReturn.OK  # no base time yet (a live media plays without data)
+        # The camera's timestamp: the moment the frame was due in the producer (a regular
+        # 1/fps grid), on the media's running time. Both pipelines run on the system clock, so
+        # clock time = base time + running time in either. A late push (a busy CPU) does not
+        # move the stamp, as a camera's sensor clock is not moved by its network.
+        src = sample.get_buffer()
+        running = sample.get_segment().to_running_time(Gst.Format.TIME, src.pts)
+        if running == Gst.CLOCK_TIME_NONE:
+            return Gst.FlowReturn.OK
+        pts = self.producer.get_base_time() + running - appsrc.get_base_time()
+        if pts < 0:
+            return Gst.FlowReturn.OK  # due before this media started
         if appsrc.get_property("caps") is None:
             appsrc.set_property("caps", self.caps)
-        # Unstamped, so that the appsrc stamps it with the media's running time now.
-        buf = sample.get_buffer().copy()
-        buf.pts = Gst.CLOCK_TIME_NONE
+        buf = src.copy()
+        buf.pts = pts
         buf.dts = Gst.CLOCK_TIME_NONE
         buf.duration = Gst.SECOND // self.args.fps
         appsrc.emit("push-buffer", buf)
@@ -154,7 +167,7 @@ class Server:
         server.set_service(str(a.port))
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(
-            "( appsrc name=src is-live=true do-timestamp=true format=time"
+            "( appsrc name=src is-live=true format=time"
             " ! queue max-size-buffers=2 leaky=downstream ! videoconvert"
             f" ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.key_int}"
             f" bitrate={a.bitrate} threads=1"
