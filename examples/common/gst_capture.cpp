@@ -177,9 +177,11 @@ std::string pipeline_text(const gst_capture_options& o, const source_spec& s,
         break;
     case source_kind::http:
         // is-live: a camera's stream, not a download; do-timestamp: arrival time as PTS (MJPEG
-        // over HTTP has no timestamps of its own).
+        // over HTTP has no timestamps of its own). multipartdemux outside decodebin, with
+        // single-stream: inside, decodebin waits for a no-more-pads that multipartdemux never
+        // sends on its own, and no frame ever comes out (measured).
         text = "souphttpsrc name=souphttpsrc" + quoted("location") +
-               " is-live=true do-timestamp=true";
+               " is-live=true do-timestamp=true ! multipartdemux single-stream=true";
         break;
     case source_kind::file:
         text = "filesrc name=filesrc" + quoted("location");

@@ -13,7 +13,8 @@
 // never pasted into the description, so no quoting problem can arise):
 //
 //     rtsp://   rtspsrc protocols=tcp latency=200 drop-on-latency=true ! decodebin
-//     http(s):// souphttpsrc is-live=true do-timestamp=true ! decodebin  (MJPEG: multipart)
+//     http(s):// souphttpsrc is-live=true do-timestamp=true ! multipartdemux single-stream=true
+//               ! decodebin                                    (MJPEG over multipart/x-mixed-replace)
 //     file      filesrc ! decodebin
 //     camera N  v4l2src device=/dev/videoN ! decodebin
 //     ... ! videoconvert ! video/x-raw,format=BGR ! appsink max-buffers=1 drop=true sync=false
@@ -28,37 +29,48 @@
 // RTSP: TCP by default (interleaved in the RTSP connection: no loss, no firewall trouble, and a
 // dead server is an error at once instead of a UDP silence); "udp" selectable. latency=200 ms
 // bounds the jitterbuffer (rtspsrc's default is 2 s; in-order TCP packets leave it at once, the
-// latency only bounds the wait for a late one), drop-on-latency=true makes it drop instead of
-// growing past that: never a backlog. Only the first video stream is set up (select-stream),
-// so a camera's audio costs nothing.
+// latency only bounds the wait for a late one: frames reach read() ~2 ms after capture here),
+// drop-on-latency=true makes it drop instead of growing past that: never a backlog. Only the
+// first video stream is set up (select-stream), so a camera's audio costs nothing. A server
+// that stops sending but keeps the connection is no error for rtspsrc (57 s observed): read()
+// returns timeout until the caller's stall timeout closes it. A server that closes the
+// connection (or dies) makes rtspsrc end the stream: read() reports that as an error.
 //
-// Captured time (gst_frame::captured): for live sources the buffer PTS is the running time at
-// which the frame was captured (v4l2: the driver's timestamp) or, for RTSP, at which its first
-// packet reached the jitterbuffer, smoothed by the sender's RTP timestamps (rtpjitterbuffer's
-// "slave" mode: the camera's spacing, our clock). It is mapped to steady_clock as
+// Captured time (gst_frame::captured) is the camera's time on our clock, not the moment the
+// frame was decoded. For live sources the buffer PTS is the running time at which the frame was
+// captured (v4l2: the driver's timestamp) or, for RTSP, at which it reached the jitterbuffer,
+// smoothed by the sender's RTP timestamps (rtpjitterbuffer's "slave" mode: the camera's
+// spacing, our clock; its constant offset from the camera's real capture is the encode and
+// network delay, which no receiver can see without synchronised clocks). It is mapped as
 //     running = gst_segment_to_running_time(segment, pts)
 //     captured = steady_at_sync + (running + base_time - clock_at_sync)
 // with (steady_at_sync, clock_at_sync) read together once per open() (the pipeline's clock is
 // GStreamer's monotonic system clock, the same clock as steady_clock on Linux; the offset is
-// measured anyway so that another clock would work too). This excludes the decode, convert
-// and queueing time, and a frame that waited in the appsink keeps its capture time. Measured
-// here: see examples/common/README.md ("Captured time"). Files read with realtime=false have
-// no clock to map to (the reader paces them): captured is the moment read() took the frame.
-// HTTP MJPEG has no capture time on the wire: PTS is the arrival of the part (do-timestamp).
+// measured anyway so that another clock would work too), and never later than the moment
+// read() took the frame (the jitterbuffer's PTS can run a few ms ahead while its skew estimate
+// settles after a connect). This leaves out the decode, convert and queueing time, and a frame
+// that waited in the appsink keeps its capture time. Measured (README.md, "Captured time"): the
+// captured spacing equals the sender's 33.33 ms exactly, where stamping at the appsink would
+// jitter by up to 43 ms. Files read with realtime=false have no clock to map to (the reader
+// paces them): captured is the moment read() took the frame. HTTP MJPEG has no capture time on
+// the wire: its PTS is the arrival of the part (do-timestamp).
 //
 // Key frames: decoded buffers do not carry GST_BUFFER_FLAG_DELTA_UNIT (measured: avdec_h264
 // outputs flags 0 for every frame), so a pad probe on the decoder's sink pad records the PTS of
 // each encoded key unit (no DELTA_UNIT flag) and read() looks the decoded frame's PTS up. The
-// same probe drops delta units before the decoder when key_frames_only is set (decoding only
-// the key frames: H.264 at GOP 30 costs 1/30 of the decode), and always drops what comes
-// before the first key unit of a connection (a stream joined mid-GOP would decode to grey
-// smears). Raw sources (a v4l2 camera without compression) have only key frames.
+// same probe drops delta units before the decoder when key_frames_only is set (measured: 4.6x
+// less CPU on 768x576 H.264 at GOP 30), and always drops what comes before the first key unit
+// of a connection (a stream joined mid-GOP would decode to grey smears). Raw sources (a v4l2
+// camera without compression) have only key frames. The first frame read after open() is not
+// always a key frame: the appsink keeps the newest, and may have dropped the first.
 //
-// Frame memory: frame_memory::wrap (the default, see the README's measurement) hands out the
-// appsink's buffer itself: the cv::Mat points into the mapped GstBuffer, which stays mapped and
-// referenced until the last cv::Mat sharing it is released (a custom cv::MatAllocator), so the
-// frame stays valid after the next read and after close(). frame_memory::copy copies once into
-// a cv::Mat of its own.
+// Frame memory: frame_memory::wrap (the default: 0.06 to 0.13 ms less CPU per 768x576 frame
+// than copy, README.md) hands out the appsink's buffer itself: the cv::Mat points into the
+// mapped GstBuffer, which stays mapped and referenced until the last cv::Mat sharing it is
+// released (a custom cv::MatAllocator), so the frame stays valid after the next read and after
+// close(), and a reader that holds frames never stalls the decoder (its buffer pool grows).
+// The view is read-only (the appsink still references the buffer, so it is mapped for reading):
+// clone() before drawing on it. frame_memory::copy copies once into a cv::Mat of its own.
 //
 // Thread safety: one thread calls open/read/close (the source stage). The frames' cv::Mats may
 // be released on any thread. gst_init runs once per process (std::call_once), on first open().
