@@ -131,6 +131,8 @@ public:
     // Keeps the options; opens nothing. Never throws for bad options: open() reports them.
     explicit gst_capture(gst_capture_options options);
     ~gst_capture(); // close()
+    // Movable (frames already read stay valid); a moved-from capture may only be destroyed or
+    // assigned to (its open() reports the misuse, options() must not be called).
     gst_capture(gst_capture&&) noexcept;
     gst_capture& operator=(gst_capture&&) noexcept;
     gst_capture(const gst_capture&) = delete;
