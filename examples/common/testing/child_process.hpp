@@ -99,6 +99,13 @@ public:
     // Sends SIGTERM (the examples stop in order and print their summary).
     void terminate() { kill(pid_, SIGTERM); }
 
+    // Sends any signal (SIGKILL, SIGUSR1, ...) while the child has not been waited for.
+    void send_signal(int signal_number) {
+        if (!waited_) {
+            kill(pid_, signal_number);
+        }
+    }
+
     // Waits for the child to exit; its exit code, or 128 + signal.
     int wait() {
         if (!waited_) {

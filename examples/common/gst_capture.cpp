@@ -1,0 +1,705 @@
+// examples/common/gst_capture.cpp - see gst_capture.hpp.
+#include "common/gst_capture.hpp"
+
+#include <gst/app/gstappsink.h>
+#include <gst/gst.h>
+#include <gst/video/video.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <climits>
+#include <cstring>
+#include <mutex>
+#include <string_view>
+#include <utility>
+
+namespace framepipe_examples {
+
+namespace {
+
+using namespace std::chrono_literals;
+using std::chrono::nanoseconds;
+using std::chrono::steady_clock;
+
+// The longest a blocking GStreamer call waits before the stop token is looked at again.
+constexpr nanoseconds slice = 50ms;
+
+// gst_init once per process. gst_init_check rather than gst_init: a broken installation is a
+// one-line error from open(), not an abort.
+const std::string& gst_init_error() {
+    static std::once_flag once;
+    static std::string error;
+    std::call_once(once, [] {
+        GError* err = nullptr;
+        if (gst_init_check(nullptr, nullptr, &err) == FALSE) {
+            error = std::string("GStreamer does not initialise: ") +
+                    (err != nullptr ? err->message : "unknown error");
+        }
+        if (err != nullptr) {
+            g_error_free(err);
+        }
+    });
+    return error;
+}
+
+std::string one_line(std::string s) {
+    std::replace(s.begin(), s.end(), '\n', ' ');
+    while (!s.empty() && (s.back() == ' ' || s.back() == '.')) {
+        s.pop_back();
+    }
+    return s;
+}
+
+bool starts_with(std::string_view s, std::string_view prefix) {
+    return s.substr(0, prefix.size()) == prefix;
+}
+
+std::string ms_text(nanoseconds d) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + " ms";
+}
+
+// "element: message (detail)" from an ERROR or WARNING message. The detail is the debug
+// string without its source-location first line ("gstrtspsrc.c(6540): ...: /GstPipeline:...").
+std::string describe_message(GstMessage* msg) {
+    GError* err = nullptr;
+    gchar* debug = nullptr;
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) {
+        gst_message_parse_error(msg, &err, &debug);
+    } else {
+        gst_message_parse_warning(msg, &err, &debug);
+    }
+    std::string text = GST_MESSAGE_SRC_NAME(msg) != nullptr ? GST_MESSAGE_SRC_NAME(msg) : "?";
+    text += ": ";
+    text += err != nullptr ? err->message : "unknown error";
+    if (debug != nullptr) {
+        std::string detail = debug;
+        if (const auto nl = detail.find('\n'); nl != std::string::npos) {
+            detail.erase(0, nl + 1);
+        } else if (detail.find("): ") != std::string::npos) {
+            detail.clear(); // a location alone
+        }
+        detail = one_line(detail);
+        if (!detail.empty()) {
+            text = one_line(text) + " (" + detail + ")";
+        }
+    }
+    if (err != nullptr) {
+        g_error_free(err);
+    }
+    g_free(debug);
+    return one_line(text);
+}
+
+// -- the source, from the options -------------------------------------------------------------
+
+enum class source_kind { rtsp, http, file, camera };
+
+struct source_spec {
+    source_kind kind = source_kind::file;
+    std::string location; // the URI, the file's path or the device
+    std::string error;    // bad options
+};
+
+source_spec classify(const gst_capture_options& o) {
+    source_spec s;
+    if (o.camera >= 0) {
+        s.kind = source_kind::camera;
+        s.location = "/dev/video" + std::to_string(o.camera);
+        return s;
+    }
+    const std::string& uri = o.uri;
+    if (uri.empty()) {
+        s.error = "no URI, path or camera given";
+    } else if (starts_with(uri, "rtsp://") || starts_with(uri, "rtsps://") ||
+               starts_with(uri, "rtspt://")) {
+        s.kind = source_kind::rtsp;
+        s.location = uri;
+        if (o.rtsp_transport != "tcp" && o.rtsp_transport != "udp") {
+            s.error = "rtsp_transport '" + o.rtsp_transport + "': must be tcp or udp";
+        } else if (o.latency < 0ms || o.latency > std::chrono::milliseconds(INT_MAX)) {
+            s.error = "latency: must be 0 ms or more";
+        }
+    } else if (starts_with(uri, "http://") || starts_with(uri, "https://")) {
+        s.kind = source_kind::http;
+        s.location = uri;
+    } else if (starts_with(uri, "v4l2://")) {
+        s.kind = source_kind::camera;
+        s.location = uri.substr(std::strlen("v4l2://"));
+        if (s.location.empty()) {
+            s.error = "'" + uri + "': no device (v4l2:///dev/videoN)";
+        }
+    } else if (starts_with(uri, "file://")) {
+        s.kind = source_kind::file;
+        GError* err = nullptr;
+        gchar* path = g_filename_from_uri(uri.c_str(), nullptr, &err);
+        if (path != nullptr) {
+            s.location = path;
+            g_free(path);
+        } else {
+            s.error = "'" + uri + "': " + (err != nullptr ? err->message : "not a file URI");
+        }
+        if (err != nullptr) {
+            g_error_free(err);
+        }
+    } else if (uri.find("://") != std::string::npos) {
+        s.error = "'" + uri + "': unsupported scheme (rtsp, http, https, file, v4l2)";
+    } else {
+        s.kind = source_kind::file;
+        s.location = uri;
+    }
+    return s;
+}
+
+// The pipeline for gst_parse_launch. With `value` the user's string is written in (quoted) for
+// display; without it, the source element is left unconfigured and open() sets the property,
+// so no URI or path can break the syntax.
+std::string pipeline_text(const gst_capture_options& o, const source_spec& s,
+                          const std::string* value) {
+    auto quoted = [&](const char* property) {
+        if (value == nullptr) {
+            return std::string();
+        }
+        gchar* escaped = g_strescape(value->c_str(), nullptr);
+        std::string r = std::string(" ") + property + "=\"" + escaped + "\"";
+        g_free(escaped);
+        return r;
+    };
+    std::string text;
+    bool live = true;
+    switch (s.kind) {
+    case source_kind::rtsp:
+        // protocols: TCP interleaving by default (see the header); latency + drop-on-latency
+        // bound the jitterbuffer so that it never holds a backlog.
+        text = "rtspsrc name=rtspsrc" + quoted("location") + " protocols=" + o.rtsp_transport +
+               " latency=" + std::to_string(o.latency.count()) +
+               " drop-on-latency=" + (o.drop_on_latency ? "true" : "false");
+        break;
+    case source_kind::http:
+        // is-live: a camera's stream, not a download; do-timestamp: arrival time as PTS (MJPEG
+        // over HTTP has no timestamps of its own). multipartdemux outside decodebin, with
+        // single-stream: inside, decodebin waits for a no-more-pads that multipartdemux never
+        // sends on its own, and no frame ever comes out (measured).
+        text = "souphttpsrc name=souphttpsrc" + quoted("location") +
+               " is-live=true do-timestamp=true ! multipartdemux single-stream=true";
+        break;
+    case source_kind::file:
+        text = "filesrc name=filesrc" + quoted("location");
+        live = false;
+        break;
+    case source_kind::camera:
+        text = "v4l2src name=v4l2src" + quoted("device");
+        break;
+    }
+    // decodebin: stop at raw video in system memory (a stream of another kind stays unlinked).
+    text += " ! decodebin name=decodebin caps=video/x-raw"
+            " ! videoconvert name=videoconvert ! video/x-raw,format=BGR"
+            " ! appsink name=appsink max-buffers=1 enable-last-sample=false emit-signals=false";
+    if (live) {
+        text += " drop=true sync=false"; // the newest frame; the reader never paces a camera
+    } else if (o.realtime) {
+        text += " drop=true sync=true"; // the file's own rate, like a camera
+    } else {
+        text += " drop=false sync=false"; // every frame; the reader paces
+    }
+    return text;
+}
+
+// -- frames that keep their GstSample ---------------------------------------------------------
+
+// A cv::Mat over a mapped GstBuffer: the UMatData's userdata is the mapping, and this allocator
+// unmaps it and drops the sample when the Mat's reference count reaches zero. Only
+// UMatData::currAllocator points here (Mat::allocator stays null), so create() on such a Mat
+// allocates from OpenCV's default allocator as usual.
+struct mapped_sample {
+    GstSample* sample = nullptr;
+    GstVideoFrame frame{};
+};
+
+class sample_allocator final : public cv::MatAllocator {
+public:
+    cv::UMatData* allocate(int, const int*, int, void*, std::size_t*, cv::AccessFlag,
+                           cv::UMatUsageFlags) const override {
+        return nullptr; // never asked: Mat::allocator is never set to this allocator
+    }
+    bool allocate(cv::UMatData*, cv::AccessFlag, cv::UMatUsageFlags) const override {
+        return false;
+    }
+    void deallocate(cv::UMatData* u) const override {
+        if (u == nullptr) {
+            return;
+        }
+        auto* m = static_cast<mapped_sample*>(u->userdata);
+        gst_video_frame_unmap(&m->frame);
+        gst_sample_unref(m->sample);
+        delete m;
+        delete u;
+    }
+};
+
+const sample_allocator& the_sample_allocator() {
+    static const sample_allocator a;
+    return a;
+}
+
+} // namespace
+
+// -- the capture -------------------------------------------------------------------------------
+
+struct gst_capture::impl {
+    explicit impl(gst_capture_options o) : options(std::move(o)) {}
+
+    gst_capture_options options;
+    source_spec source;
+    GstElement* pipeline = nullptr;
+    GstElement* appsink = nullptr;
+    GstBus* bus = nullptr;
+    GstSample* pending = nullptr; // the first frame, pulled by open()
+    std::uint64_t index = 0;
+    bool live = true;
+    bool map_clock = false;       // captured from the PTS (else: the moment read() took it)
+
+    // captured = steady_at_sync + (clock_time - clock_at_sync), clock_time = running + base.
+    GstClockTime base_time = 0;
+    GstClockTime clock_at_sync = 0;
+    steady_clock::time_point steady_at_sync;
+
+    GstCaps* info_caps = nullptr; // the caps `info` was parsed from (a reference)
+    GstVideoInfo info{};
+
+    // Written by the decoder-input probe (a streaming thread), read by read().
+    std::mutex keys_mu;
+    std::array<GstClockTime, 64> key_pts{}; // the PTS of the latest key units, a ring
+    std::size_t key_next = 0;
+    std::atomic<bool> seen_key{false};
+    std::atomic<bool> has_decoder{false};
+    std::atomic<bool> video_selected{false};
+    std::atomic<std::uint64_t> dropped_before_key{0};
+
+    // -- streaming-thread callbacks ------------------------------------------------------------
+
+    // rtspsrc: set up the first video stream only.
+    static gboolean on_select_stream(GstElement*, guint, GstCaps* caps, gpointer self_) {
+        auto* self = static_cast<impl*>(self_);
+        const GstStructure* s = gst_caps_get_structure(caps, 0);
+        const gchar* media = s != nullptr ? gst_structure_get_string(s, "media") : nullptr;
+        if (media == nullptr || std::strcmp(media, "video") != 0) {
+            return FALSE;
+        }
+        return self->video_selected.exchange(true) ? FALSE : TRUE;
+    }
+
+    // Any element added anywhere in the pipeline: a video (or image) decoder gets the probe.
+    static void on_element_added(GstBin*, GstBin*, GstElement* element, gpointer self_) {
+        const gchar* klass = gst_element_get_metadata(element, GST_ELEMENT_METADATA_KLASS);
+        if (klass == nullptr || std::strstr(klass, "Decoder") == nullptr ||
+            (std::strstr(klass, "Video") == nullptr && std::strstr(klass, "Image") == nullptr)) {
+            return;
+        }
+        GstPad* pad = gst_element_get_static_pad(element, "sink");
+        if (pad == nullptr) {
+            return;
+        }
+        static_cast<impl*>(self_)->has_decoder = true;
+        gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_BUFFER, &impl::on_decoder_input, self_, nullptr);
+        gst_object_unref(pad);
+    }
+
+    // The decoder's input: record key units, drop what must not be decoded.
+    static GstPadProbeReturn on_decoder_input(GstPad*, GstPadProbeInfo* info, gpointer self_) {
+        auto* self = static_cast<impl*>(self_);
+        GstBuffer* buffer = GST_PAD_PROBE_INFO_BUFFER(info);
+        if (buffer == nullptr) {
+            return GST_PAD_PROBE_OK;
+        }
+        // A key unit may also carry the HEADER flag (h264parse marks an IDR with inline
+        // SPS/PPS so): the DELTA_UNIT flag alone decides.
+        if (!GST_BUFFER_FLAG_IS_SET(buffer, GST_BUFFER_FLAG_DELTA_UNIT)) {
+            self->seen_key = true;
+            const std::lock_guard<std::mutex> lock(self->keys_mu);
+            self->key_pts[self->key_next] = GST_BUFFER_PTS(buffer);
+            self->key_next = (self->key_next + 1) % self->key_pts.size();
+            return GST_PAD_PROBE_OK;
+        }
+        if (GST_BUFFER_FLAG_IS_SET(buffer, GST_BUFFER_FLAG_HEADER)) {
+            return GST_PAD_PROBE_OK; // codec headers always go through
+        }
+        if (!self->seen_key.load() || self->options.key_frames_only) {
+            self->dropped_before_key.fetch_add(1);
+            return GST_PAD_PROBE_DROP;
+        }
+        return GST_PAD_PROBE_OK;
+    }
+
+    // -- the reading thread --------------------------------------------------------------------
+
+    bool is_key(GstClockTime pts) {
+        if (!has_decoder.load()) {
+            return true; // raw video: every frame stands alone
+        }
+        if (!GST_CLOCK_TIME_IS_VALID(pts)) {
+            return false;
+        }
+        const std::lock_guard<std::mutex> lock(keys_mu);
+        return std::find(key_pts.begin(), key_pts.end(), pts) != key_pts.end();
+    }
+
+    // The first ERROR on the bus, as one line ("" if none). Pops (and drops) every other
+    // message, so the bus never grows while frames are read; keeps the last warning.
+    std::string bus_error(bool* eos = nullptr) {
+        while (GstMessage* msg = gst_bus_pop_filtered(
+                   bus, static_cast<GstMessageType>(GST_MESSAGE_ERROR | GST_MESSAGE_WARNING |
+                                                    GST_MESSAGE_EOS))) {
+            const auto type = GST_MESSAGE_TYPE(msg);
+            std::string text;
+            if (type == GST_MESSAGE_ERROR) {
+                text = describe_message(msg);
+            } else if (type == GST_MESSAGE_WARNING) {
+                last_warning = describe_message(msg);
+            } else if (eos != nullptr) {
+                *eos = true;
+            }
+            gst_message_unref(msg);
+            if (!text.empty()) {
+                return text;
+            }
+        }
+        return {};
+    }
+    std::string last_warning;
+
+    // Reads the pipeline's clock and base time with steady_clock, once per connection.
+    void sync_clocks() {
+        map_clock = false;
+        GstClock* clock = gst_element_get_clock(pipeline);
+        if (clock == nullptr) {
+            return;
+        }
+        base_time = gst_element_get_base_time(pipeline);
+        // Three tries; the one read in the shortest window, stamped at its midpoint.
+        auto best = nanoseconds::max();
+        for (int i = 0; i < 3; ++i) {
+            const auto before = steady_clock::now();
+            const GstClockTime c = gst_clock_get_time(clock);
+            const auto after = steady_clock::now();
+            if (after - before < best) {
+                best = after - before;
+                clock_at_sync = c;
+                steady_at_sync = before + (after - before) / 2;
+            }
+        }
+        gst_object_unref(clock);
+        map_clock = GST_CLOCK_TIME_IS_VALID(clock_at_sync) &&
+                    (live || options.realtime); // a file read at the reader's pace has no clock
+    }
+
+    steady_clock::time_point captured(GstSample* sample, GstClockTime pts, steady_clock::time_point now) const {
+        if (!map_clock || !GST_CLOCK_TIME_IS_VALID(pts)) {
+            return now;
+        }
+        const GstSegment* segment = gst_sample_get_segment(sample);
+        if (segment == nullptr || segment->format != GST_FORMAT_TIME) {
+            return now;
+        }
+        const guint64 running = gst_segment_to_running_time(segment, GST_FORMAT_TIME, pts);
+        if (!GST_CLOCK_TIME_IS_VALID(running)) {
+            return now;
+        }
+        const auto clock_time = static_cast<std::int64_t>(running + base_time);
+        // Never after the moment the frame was taken: rtpjitterbuffer's skew-smoothed PTS can run
+        // ahead of the arrival by the jitter of the packets it started from (seen under load).
+        return std::min(now, steady_at_sync +
+                                 nanoseconds(clock_time - static_cast<std::int64_t>(clock_at_sync)));
+    }
+
+    // Fills `out` from `sample` (taking the reference); false (and `error`) if it is unusable.
+    bool to_frame(GstSample* sample, gst_frame& out, std::string& error) {
+        const auto now = steady_clock::now();
+        GstCaps* caps = gst_sample_get_caps(sample);
+        GstBuffer* buffer = gst_sample_get_buffer(sample);
+        if (caps == nullptr || buffer == nullptr) {
+            gst_sample_unref(sample);
+            error = "appsink: a sample without caps or buffer";
+            return false;
+        }
+        if (caps != info_caps) {
+            if (gst_video_info_from_caps(&info, caps) == FALSE ||
+                GST_VIDEO_INFO_FORMAT(&info) != GST_VIDEO_FORMAT_BGR) {
+                gst_sample_unref(sample);
+                error = "appsink: unexpected caps (not BGR video)";
+                return false;
+            }
+            gst_caps_replace(&info_caps, caps);
+        }
+        const GstClockTime pts = GST_BUFFER_PTS(buffer);
+        out.pts = GST_CLOCK_TIME_IS_VALID(pts)
+                      ? std::optional<nanoseconds>(nanoseconds(static_cast<std::int64_t>(pts)))
+                      : std::nullopt;
+        out.captured = captured(sample, pts, now);
+        out.key_frame = is_key(pts);
+        out.index_in_connection = index++;
+
+        // Read-only: the appsink still holds references to the buffer (measured: 2 or 3 at
+        // this point), so it is never writable; a wrapped image must be cloned to draw on.
+        auto m = std::make_unique<mapped_sample>();
+        m->sample = sample;
+        if (gst_video_frame_map(&m->frame, &info, buffer, GST_MAP_READ) == FALSE) {
+            gst_sample_unref(sample);
+            error = "appsink: the frame cannot be mapped";
+            return false;
+        }
+        const int width = GST_VIDEO_FRAME_WIDTH(&m->frame);
+        const int height = GST_VIDEO_FRAME_HEIGHT(&m->frame);
+        auto* data = static_cast<uchar*>(GST_VIDEO_FRAME_PLANE_DATA(&m->frame, 0));
+        const auto stride = static_cast<std::size_t>(GST_VIDEO_FRAME_PLANE_STRIDE(&m->frame, 0));
+        cv::Mat view(height, width, CV_8UC3, data, stride);
+        if (options.memory == frame_memory::copy) {
+            // A new Mat unless the previous one is ours alone (then its memory is reused).
+            if (out.image.u == nullptr || out.image.u->refcount != 1 ||
+                out.image.size() != view.size() || out.image.type() != CV_8UC3 ||
+                !out.image.isContinuous()) {
+                out.image = cv::Mat(view.size(), CV_8UC3);
+            }
+            view.copyTo(out.image);
+            gst_video_frame_unmap(&m->frame);
+            gst_sample_unref(sample);
+            return true;
+        }
+        // Wrap: the Mat owns the mapping through a UMatData (see sample_allocator).
+        auto* u = new cv::UMatData(&the_sample_allocator());
+        u->data = u->origdata = data;
+        u->size = stride * static_cast<std::size_t>(height);
+        u->flags = cv::UMatData::USER_ALLOCATED;
+        u->userdata = m.release();
+        u->refcount = 1;
+        view.u = u;
+        out.image = std::move(view);
+        return true;
+    }
+
+    void close() noexcept {
+        if (pending != nullptr) {
+            gst_sample_unref(pending);
+            pending = nullptr;
+        }
+        if (pipeline != nullptr) {
+            // Synchronous: every streaming thread has stopped when it returns. rtspsrc's
+            // TEARDOWN waits at most its teardown-timeout (100 ms).
+            gst_element_set_state(pipeline, GST_STATE_NULL);
+        }
+        if (appsink != nullptr) {
+            gst_object_unref(appsink);
+            appsink = nullptr;
+        }
+        if (bus != nullptr) {
+            gst_object_unref(bus);
+            bus = nullptr;
+        }
+        if (pipeline != nullptr) {
+            gst_object_unref(pipeline);
+            pipeline = nullptr;
+        }
+        gst_caps_replace(&info_caps, nullptr);
+        index = 0;
+        map_clock = false;
+        seen_key = false;
+        has_decoder = false;
+        video_selected = false;
+        dropped_before_key = 0;
+        key_pts.fill(GST_CLOCK_TIME_NONE);
+        key_next = 0;
+        last_warning.clear();
+    }
+};
+
+gst_capture::gst_capture(gst_capture_options options)
+    : impl_(std::make_unique<impl>(std::move(options))) {
+    impl_->key_pts.fill(GST_CLOCK_TIME_NONE);
+}
+
+gst_capture::~gst_capture() { close(); }
+gst_capture::gst_capture(gst_capture&&) noexcept = default;
+gst_capture& gst_capture::operator=(gst_capture&& other) noexcept {
+    if (this != &other) {
+        close();
+        impl_ = std::move(other.impl_);
+    }
+    return *this;
+}
+
+bool gst_capture::is_open() const noexcept { return impl_ && impl_->pipeline != nullptr; }
+
+const gst_capture_options& gst_capture::options() const noexcept { return impl_->options; }
+
+std::string gst_capture::describe(const gst_capture_options& options, std::string* error) {
+    const auto s = classify(options);
+    if (error != nullptr) {
+        *error = s.error;
+    }
+    if (!s.error.empty()) {
+        return {};
+    }
+    return pipeline_text(options, s, &s.location);
+}
+
+void gst_capture::close() noexcept {
+    if (impl_) {
+        impl_->close();
+    }
+}
+
+std::string gst_capture::open(std::stop_token stop, nanoseconds timeout) {
+    if (!impl_) {
+        return "open: a moved-from gst_capture";
+    }
+    const auto deadline = steady_clock::now() + timeout;
+    auto& d = *impl_;
+    d.close();
+    d.source = classify(d.options);
+    if (!d.source.error.empty()) {
+        return d.source.error;
+    }
+    if (const auto& err = gst_init_error(); !err.empty()) {
+        return err;
+    }
+    d.live = d.source.kind != source_kind::file;
+
+    GError* err = nullptr;
+    GstElement* pipeline = gst_parse_launch(pipeline_text(d.options, d.source, nullptr).c_str(), &err);
+    if (err != nullptr || pipeline == nullptr) {
+        std::string text = std::string("cannot build the pipeline: ") +
+                           (err != nullptr ? err->message : "unknown error");
+        if (err != nullptr) {
+            g_error_free(err);
+        }
+        if (pipeline != nullptr) {
+            gst_object_unref(pipeline);
+        }
+        return one_line(text);
+    }
+    d.pipeline = pipeline;
+    d.bus = gst_element_get_bus(pipeline);
+    d.appsink = gst_bin_get_by_name(GST_BIN(pipeline), "appsink");
+    const char* source_name = nullptr;
+    const char* property = "location";
+    switch (d.source.kind) {
+    case source_kind::rtsp: source_name = "rtspsrc"; break;
+    case source_kind::http: source_name = "souphttpsrc"; break;
+    case source_kind::file: source_name = "filesrc"; break;
+    case source_kind::camera: source_name = "v4l2src"; property = "device"; break;
+    }
+    GstElement* source = gst_bin_get_by_name(GST_BIN(pipeline), source_name);
+    if (source == nullptr || d.appsink == nullptr) {
+        if (source != nullptr) {
+            gst_object_unref(source);
+        }
+        d.close();
+        return "cannot build the pipeline: its elements are missing";
+    }
+    g_object_set(source, property, d.source.location.c_str(), nullptr);
+    if (d.source.kind == source_kind::rtsp) {
+        g_signal_connect(source, "select-stream", G_CALLBACK(&impl::on_select_stream), &d);
+    }
+    gst_object_unref(source);
+    g_signal_connect(pipeline, "deep-element-added", G_CALLBACK(&impl::on_element_added), &d);
+
+    if (gst_element_set_state(pipeline, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
+        // The failing element posted its error before the state change returned.
+        std::string text = d.bus_error();
+        d.close();
+        return text.empty() ? "the pipeline does not start" : text;
+    }
+    for (;;) {
+        const auto left = deadline - steady_clock::now();
+        if (stop.stop_requested()) {
+            d.close();
+            return "stopped";
+        }
+        bool eos = false;
+        if (std::string text = d.bus_error(&eos); !text.empty()) {
+            d.close();
+            return text;
+        }
+        if (GstSample* sample = gst_app_sink_try_pull_sample(
+                GST_APP_SINK(d.appsink),
+                static_cast<GstClockTime>(std::clamp(left, nanoseconds(0), slice).count()))) {
+            d.sync_clocks();
+            d.pending = sample;
+            return {};
+        }
+        if (eos || gst_app_sink_is_eos(GST_APP_SINK(d.appsink)) != FALSE) {
+            std::string text = "the stream ended before its first frame";
+            if (!d.last_warning.empty()) {
+                text += ": " + d.last_warning;
+            }
+            d.close();
+            return text;
+        }
+        if (left <= nanoseconds(0)) {
+            // How far it got, to tell a silent server from a stream without key frames.
+            std::string text = "no frame within " + ms_text(timeout);
+            if (const auto n = d.dropped_before_key.load(); n > 0) {
+                text += " (" + std::to_string(n) + " delta units dropped waiting for a key frame)";
+            } else if (d.has_decoder.load()) {
+                text += " (the stream's data came, no frame was decoded)";
+            } else if (d.source.kind == source_kind::rtsp && !d.video_selected.load()) {
+                text += " (no video stream described by the server yet)";
+            } else {
+                text += " (no data)";
+            }
+            if (!d.last_warning.empty()) {
+                text += "; last warning: " + d.last_warning;
+            }
+            d.close();
+            return text;
+        }
+    }
+}
+
+gst_capture::status gst_capture::read(std::stop_token stop, nanoseconds timeout, gst_frame& out,
+                                      std::string& error) {
+    if (!is_open()) {
+        error = "read: not open";
+        return status::error;
+    }
+    auto& d = *impl_;
+    if (d.pending != nullptr) {
+        GstSample* sample = std::exchange(d.pending, nullptr);
+        return d.to_frame(sample, out, error) ? status::frame : status::error;
+    }
+    const auto deadline = steady_clock::now() + timeout;
+    for (;;) {
+        if (stop.stop_requested()) {
+            return status::timeout;
+        }
+        const auto left = deadline - steady_clock::now();
+        if (GstSample* sample = gst_app_sink_try_pull_sample(
+                GST_APP_SINK(d.appsink),
+                static_cast<GstClockTime>(std::clamp(left, nanoseconds(0), slice).count()))) {
+            return d.to_frame(sample, out, error) ? status::frame : status::error;
+        }
+        if (std::string text = d.bus_error(); !text.empty()) {
+            error = std::move(text);
+            return status::error;
+        }
+        if (gst_app_sink_is_eos(GST_APP_SINK(d.appsink)) != FALSE) {
+            if (!d.live) {
+                return status::end;
+            }
+            // A camera has no end: the server closed the stream (rtspsrc posts a warning
+            // "The server closed the connection" and then EOS). An error, so that a
+            // supervisor reconnects rather than ends.
+            (void)d.bus_error(); // collects that warning
+            error = "the live stream ended";
+            if (!d.last_warning.empty()) {
+                error += ": " + d.last_warning;
+            }
+            return status::error;
+        }
+        if (left <= nanoseconds(0)) {
+            return status::timeout;
+        }
+    }
+}
+
+} // namespace framepipe_examples

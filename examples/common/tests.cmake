@@ -1,0 +1,25 @@
+# Tests of gst_capture (included from CMakeLists.txt when FRAMEPIPE_BUILD_TESTS is ON and
+# GStreamer was found).
+#
+# - test_gst_capture: the backend against testing/rtsp_server.py (started by the test on a free
+#   port), files, a missing camera, unserved and silent servers; 50 open/close cycles.
+find_package(Catch2 2 REQUIRED)
+
+# Debian's python (python3-gst-1.0 and the GstRtspServer typelib are installed for it), not a
+# pyenv or venv one on PATH. Missing, the test fails saying so (scripts/test installs it).
+find_program(FRAMEPIPE_GST_PYTHON python3 PATHS /usr/bin NO_DEFAULT_PATH)
+if(NOT FRAMEPIPE_GST_PYTHON)
+    set(FRAMEPIPE_GST_PYTHON /usr/bin/python3)
+endif()
+set(FRAMEPIPE_GST_TEST_VIDEO "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+    CACHE FILEPATH "vtest.avi from Debian's opencv-doc, used by gst_capture's tests")
+
+add_executable(test_gst_capture tests/test_gst_capture.cpp)
+target_compile_definitions(test_gst_capture PRIVATE
+                           FRAMEPIPE_TEST_PYTHON="${FRAMEPIPE_GST_PYTHON}"
+                           FRAMEPIPE_RTSP_SERVER="${CMAKE_CURRENT_SOURCE_DIR}/testing/rtsp_server.py"
+                           FRAMEPIPE_TEST_VIDEO="${FRAMEPIPE_GST_TEST_VIDEO}")
+target_link_libraries(test_gst_capture PRIVATE framepipe_examples_gst framepipe_catch_main
+                                               Catch2::Catch2 framepipe_warnings)
+add_test(NAME test_gst_capture COMMAND test_gst_capture)
+set_tests_properties(test_gst_capture PROPERTIES TIMEOUT 240)

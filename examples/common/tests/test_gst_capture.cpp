@@ -1,0 +1,536 @@
+// gst_capture against a real RTSP server (testing/rtsp_server.py, started here on a free port
+// and waited for by its READY line), files, a missing camera, an unserved port and a server that
+// accepts but never answers. Every wait is bounded; the only sleeps are the stimulus itself (a
+// reader that stops reading, a stop requested mid-wait), never a way to order events.
+#include "common/gst_capture.hpp"
+#include "common/testing/child_process.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+namespace fe = framepipe_examples;
+namespace t = framepipe_examples::testing;
+using clk = std::chrono::steady_clock;
+using status = fe::gst_capture::status;
+
+constexpr int width = 384; // the server scales vtest.avi (768x576) to half: less CPU
+constexpr int height = 288;
+constexpr int fps = 30;
+constexpr int key_int = 15;
+
+double ms(clk::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// A port nobody listens on right now (bound, then released).
+int free_port() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    close(fd);
+    return ntohs(addr.sin_port);
+}
+
+// The test server. port 0: the kernel picks one, read back from the READY line.
+struct rtsp_server {
+    explicit rtsp_server(int wanted_port = 0, std::vector<std::string> extra = {}) {
+        std::vector<std::string> argv{FRAMEPIPE_TEST_PYTHON,  FRAMEPIPE_RTSP_SERVER,
+                                      "--port",               std::to_string(wanted_port),
+                                      "--fps",                std::to_string(fps),
+                                      "--key-int",            std::to_string(key_int),
+                                      "--width",              std::to_string(width),
+                                      "--height",             std::to_string(height)};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        process = std::make_unique<t::child>(argv);
+        const auto line = process->wait_for("READY ", 30s);
+        INFO("server stderr: " << process->err());
+        REQUIRE(line);
+        url = *line;
+        const auto colon = url.rfind(':');
+        port = std::stoi(url.substr(colon + 1, url.find('/', colon) - colon - 1));
+    }
+    // SIGUSR1 / SIGUSR2, waiting for the server to say it switched.
+    void pause() {
+        process->send_signal(SIGUSR1);
+        REQUIRE(process->wait_for("PAUSED", 10s));
+    }
+    void resume() {
+        process->send_signal(SIGUSR2);
+        REQUIRE(process->wait_for("RESUMED", 10s));
+    }
+    void kill_now() {
+        process->send_signal(SIGKILL);
+        process->wait();
+    }
+
+    std::unique_ptr<t::child> process;
+    std::string url;
+    int port = 0;
+};
+
+fe::gst_capture_options rtsp_options(const std::string& url) {
+    fe::gst_capture_options o;
+    o.uri = url;
+    return o;
+}
+
+// Reads until a frame comes (bounded); the status of the last read.
+status read_frame(fe::gst_capture& cap, fe::gst_frame& f, std::string& err,
+                  std::chrono::nanoseconds timeout = 5s) {
+    return cap.read({}, timeout, f, err);
+}
+
+bool one_line(const std::string& s) { return !s.empty() && s.find('\n') == std::string::npos; }
+
+std::string status_name(status s) {
+    switch (s) {
+    case status::frame: return "frame";
+    case status::timeout: return "timeout";
+    case status::end: return "end";
+    case status::error: return "error";
+    }
+    return "?";
+}
+
+// A number read from /proc/self/status ("Threads:", "VmRSS:" in kB).
+long proc_status(const std::string& field) {
+    std::ifstream in("/proc/self/status");
+    std::string key;
+    while (in >> key) {
+        if (key == field) {
+            long v = 0;
+            in >> v;
+            return v;
+        }
+        std::getline(in, key);
+    }
+    return -1;
+}
+
+} // namespace
+
+TEST_CASE("rtsp: frames flow, stamped with the capture time, key frames marked") {
+    rtsp_server server;
+    fe::gst_capture cap(rtsp_options(server.url));
+    REQUIRE(cap.open({}, 10s) == "");
+    REQUIRE(cap.is_open());
+
+    std::vector<fe::gst_frame> frames;
+    std::vector<clk::time_point> returned;
+    std::string err;
+    for (int i = 0; i < 2 * key_int + 5; ++i) {
+        fe::gst_frame f;
+        const auto st = read_frame(cap, f, err);
+        INFO("read " << i << ": " << status_name(st) << " " << err);
+        REQUIRE(st == status::frame);
+        returned.push_back(clk::now());
+        frames.push_back(std::move(f));
+    }
+    std::size_t keys = 0;
+    std::vector<double> age;
+    std::vector<double> spacing_error;
+    std::vector<double> steps; // PTS steps: 1/fps, unless a frame was dropped (a busy CPU)
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+        const auto& f = frames[i];
+        CHECK(f.index_in_connection == i);
+        CHECK(f.image.type() == CV_8UC3);
+        CHECK(f.image.cols == width);
+        CHECK(f.image.rows == height);
+        REQUIRE(f.pts.has_value());
+        CHECK(f.captured <= returned[i]);
+        age.push_back(ms(returned[i] - f.captured));
+        keys += f.key_frame ? 1 : 0;
+        if (i > 0) {
+            CHECK(f.captured > frames[i - 1].captured);
+            // Captured spacing is the PTS spacing (the same clock, mapped once), except where
+            // a capture time is clamped to the moment read() took the frame (the jitterbuffer's
+            // PTS runs a few ms ahead while its skew estimate settles, under load).
+            const double dpts = static_cast<double>((*f.pts - *frames[i - 1].pts).count()) / 1e6;
+            spacing_error.push_back(std::abs(ms(f.captured - frames[i - 1].captured) - dpts));
+            CHECK(spacing_error.back() < 20);
+            steps.push_back(dpts);
+        }
+    }
+    // A key frame within the first GOP, and the next ones key_int frames apart. (The first
+    // frame decoded is always a key frame, as what comes before is dropped, but the first one
+    // read may be a later one: the appsink keeps the newest.)
+    CHECK(keys >= 2);
+    CHECK(std::count_if(frames.begin(), frames.begin() + key_int + 1,
+                        [](const auto& f) { return f.key_frame; }) >= 1);
+    std::optional<std::chrono::nanoseconds> last_key;
+    for (const auto& f : frames) {
+        if (f.key_frame) {
+            if (last_key) {
+                CHECK(static_cast<double>((*f.pts - *last_key).count()) / 1e6 ==
+                      Approx(1000.0 * key_int / fps).margin(20));
+            }
+            last_key = f.pts;
+        }
+    }
+    // Real pictures, not grey decoder output.
+    cv::Scalar mean;
+    cv::Scalar stddev;
+    cv::meanStdDev(frames.back().image, mean, stddev);
+    CHECK(stddev[0] > 5);
+    // The frames stay valid after later reads and after close().
+    const auto sum_before = cv::sum(frames[3].image);
+    cap.close();
+    CHECK(cv::sum(frames[3].image) == sum_before);
+    std::sort(steps.begin(), steps.end());
+    CHECK(steps[steps.size() / 2] == Approx(1000.0 / fps).margin(2));
+    std::sort(spacing_error.begin(), spacing_error.end());
+    CHECK(spacing_error[spacing_error.size() / 2] < 0.5);
+    std::sort(age.begin(), age.end());
+    std::printf("rtsp: read() returned a median %.2f ms (max %.2f ms) after the capture time\n",
+                age[age.size() / 2], age.back());
+    CHECK(age[age.size() / 2] < 30); // decode + convert; it is ~2 ms here
+}
+
+TEST_CASE("rtsp: copy mode gives owned frames that stay valid too") {
+    rtsp_server server;
+    auto o = rtsp_options(server.url);
+    o.memory = fe::frame_memory::copy;
+    fe::gst_capture cap(o);
+    REQUIRE(cap.open({}, 10s) == "");
+    std::vector<cv::Mat> kept;
+    std::vector<cv::Scalar> sums;
+    std::string err;
+    fe::gst_frame f; // one frame object, read into again and again: earlier Mats survive
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(read_frame(cap, f, err) == status::frame);
+        kept.push_back(f.image);
+        sums.push_back(cv::sum(f.image));
+    }
+    cap.close();
+    for (std::size_t i = 0; i < kept.size(); ++i) {
+        CHECK(cv::sum(kept[i]) == sums[i]);
+        CHECK(kept[i].cols == width);
+    }
+    CHECK(kept[0].data != kept[1].data);
+}
+
+TEST_CASE("rtsp: key_frames_only decodes key frames alone") {
+    rtsp_server server;
+    auto o = rtsp_options(server.url);
+    o.key_frames_only = true;
+    fe::gst_capture cap(o);
+    REQUIRE(cap.open({}, 10s) == "");
+    std::string err;
+    fe::gst_frame prev;
+    REQUIRE(read_frame(cap, prev, err) == status::frame);
+    CHECK(prev.key_frame);
+    for (int i = 0; i < 3; ++i) {
+        fe::gst_frame f;
+        REQUIRE(read_frame(cap, f, err) == status::frame);
+        CHECK(f.key_frame);
+        // One frame per GOP: key_int / fps apart.
+        const double step = static_cast<double>((*f.pts - *prev.pts).count()) / 1e6;
+        CHECK(step == Approx(1000.0 * key_int / fps).margin(20));
+        prev = std::move(f);
+    }
+}
+
+TEST_CASE("rtsp: a killed server is an error, not a hang; a restarted one is read again") {
+    rtsp_server server;
+    const int port = server.port;
+    fe::gst_capture cap(rtsp_options(server.url));
+    REQUIRE(cap.open({}, 10s) == "");
+    std::string err;
+    fe::gst_frame f;
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(read_frame(cap, f, err) == status::frame);
+    }
+    server.kill_now();
+    const auto killed = clk::now();
+    status st = status::frame;
+    for (int i = 0; i < 20 && st == status::frame; ++i) { // frames still in flight
+        st = cap.read({}, 1s, f, err);
+    }
+    const auto noticed = clk::now() - killed;
+    std::printf("killed server: read() said %s after %.0f ms: %s\n", status_name(st).c_str(),
+                ms(noticed), err.c_str());
+    CHECK(st == status::error); // a live stream has no end: its end is an error
+    CHECK(noticed < 3s);
+    CHECK(one_line(err));
+    const auto c0 = clk::now();
+    cap.close();
+    std::printf("killed server: close() took %.1f ms\n", ms(clk::now() - c0));
+    CHECK(clk::now() - c0 < 1s);
+
+    rtsp_server again(port);
+    REQUIRE(again.port == port);
+    const auto o0 = clk::now();
+    REQUIRE(cap.open({}, 10s) == "");
+    std::printf("restarted server: open() took %.0f ms\n", ms(clk::now() - o0));
+    for (int i = 0; i < 10; ++i) {
+        REQUIRE(read_frame(cap, f, err) == status::frame);
+        CHECK(f.index_in_connection == static_cast<std::uint64_t>(i));
+    }
+}
+
+TEST_CASE("rtsp: a stalled server gives timeouts while connected, then fresh frames") {
+    rtsp_server server;
+    fe::gst_capture cap(rtsp_options(server.url));
+    REQUIRE(cap.open({}, 10s) == "");
+    std::string err;
+    fe::gst_frame f;
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(read_frame(cap, f, err) == status::frame);
+    }
+
+    server.pause();
+    // A frame or two may be on the way still; then nothing but timeouts.
+    status st = status::frame;
+    for (int i = 0; i < 10 && st == status::frame; ++i) {
+        st = cap.read({}, 300ms, f, err);
+    }
+    REQUIRE(st == status::timeout);
+    for (int i = 0; i < 3; ++i) {
+        const auto r0 = clk::now();
+        CHECK(cap.read({}, 300ms, f, err) == status::timeout);
+        const auto took = clk::now() - r0;
+        CHECK(took >= 290ms);
+        CHECK(took < 1s);
+    }
+    CHECK(cap.is_open());
+
+    const auto resumed = clk::now();
+    server.resume();
+    REQUIRE(read_frame(cap, f, err) == status::frame);
+    const auto got = clk::now();
+    // Captured after the resume, not a frame from before the pause decoded late.
+    std::printf("resume: first frame captured %.1f ms after SIGUSR2, read %.1f ms after capture\n",
+                ms(f.captured - resumed), ms(got - f.captured));
+    // (10 ms of slack: a frame due just before the flag flipped may be the first one sent.)
+    CHECK(f.captured > resumed - 10ms);
+    CHECK(got - f.captured < 200ms);
+
+    // A reader that stops reading for 500 ms then gets the newest frame, not a backlog.
+    std::this_thread::sleep_for(500ms);
+    REQUIRE(read_frame(cap, f, err) == status::frame);
+    const auto age = clk::now() - f.captured;
+    std::printf("slow reader: the frame after a 500 ms pause is %.1f ms old\n", ms(age));
+    CHECK(age < 100ms);
+    fe::gst_frame next;
+    REQUIRE(read_frame(cap, next, err) == status::frame);
+    CHECK(next.captured - f.captured < 80ms); // the next one is the next in time
+
+    // close() is prompt with a hung server too (SIGSTOP: the TEARDOWN is never answered).
+    server.process->send_signal(SIGSTOP);
+    const auto c0 = clk::now();
+    cap.close();
+    std::printf("hung server: close() took %.1f ms\n", ms(clk::now() - c0));
+    CHECK(clk::now() - c0 < 1s);
+    server.process->send_signal(SIGCONT);
+}
+
+TEST_CASE("open: unserved and silent servers fail within the timeout, stop is prompt") {
+    const int port = free_port();
+    fe::gst_capture cap(rtsp_options("rtsp://127.0.0.1:" + std::to_string(port) + "/test"));
+    auto t0 = clk::now();
+    auto err = cap.open({}, 3s);
+    std::printf("unserved: open() failed after %.0f ms: %s\n", ms(clk::now() - t0), err.c_str());
+    CHECK(one_line(err));
+    CHECK(clk::now() - t0 < 4s);
+    CHECK_FALSE(cap.is_open());
+    fe::gst_frame f;
+    std::string rerr;
+    CHECK(cap.read({}, 10ms, f, rerr) == status::error); // not open
+
+    // A server that accepts the connection and never answers.
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(listen(fd, 8) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    fe::gst_capture silent(
+        rtsp_options("rtsp://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/test"));
+    t0 = clk::now();
+    err = silent.open({}, 2s);
+    const auto took = clk::now() - t0;
+    std::printf("silent server: open() failed after %.0f ms: %s\n", ms(took), err.c_str());
+    CHECK(one_line(err));
+    CHECK(took >= 2s);
+    CHECK(took < 3s);
+
+    // stop requested while open() waits: it returns within ~50 ms (and closes).
+    std::stop_source stop;
+    std::jthread stopper([&] {
+        std::this_thread::sleep_for(300ms);
+        stop.request_stop();
+    });
+    t0 = clk::now();
+    err = silent.open(stop.get_token(), 10s);
+    const auto stopped_after = clk::now() - t0;
+    std::printf("silent server: open() stopped after %.0f ms\n", ms(stopped_after));
+    CHECK(err == "stopped");
+    CHECK(stopped_after < 1s);
+    close(fd);
+}
+
+TEST_CASE("camera: a missing device fails at once, naming it") {
+    fe::gst_capture_options o;
+    o.camera = 57;
+    std::string why;
+    const auto desc = fe::gst_capture::describe(o, &why);
+    CHECK(why.empty());
+    CHECK(desc.find("v4l2src") != std::string::npos);
+    CHECK(desc.find("/dev/video57") != std::string::npos);
+    fe::gst_capture cap(o);
+    const auto t0 = clk::now();
+    const auto err = cap.open({}, 5s);
+    std::printf("missing camera: %s\n", err.c_str());
+    CHECK(one_line(err));
+    CHECK(err.find("/dev/video57") != std::string::npos);
+    CHECK(clk::now() - t0 < 2s);
+}
+
+TEST_CASE("options: bad ones are one-line errors from open()") {
+    for (const auto& [uri, transport] : std::vector<std::pair<std::string, std::string>>{
+             {"", "tcp"}, {"gopher://x/y", "tcp"}, {"rtsp://127.0.0.1:1/x", "sctp"}}) {
+        fe::gst_capture_options o;
+        o.uri = uri;
+        o.rtsp_transport = transport;
+        fe::gst_capture cap(o);
+        const auto err = cap.open({}, 1s);
+        INFO(uri << " " << transport << ": " << err);
+        CHECK(one_line(err));
+    }
+}
+
+TEST_CASE("file: a path and a file:// URI give every frame, then end") {
+    const std::string video = FRAMEPIPE_TEST_VIDEO;
+    fe::gst_capture cap({.uri = video});
+    REQUIRE(cap.open({}, 10s) == "");
+    std::string err;
+    fe::gst_frame f;
+    std::size_t n = 0;
+    std::size_t keys = 0;
+    status st = status::frame;
+    clk::time_point last_captured;
+    while ((st = cap.read({}, 5s, f, err)) == status::frame) {
+        CHECK(f.index_in_connection == n);
+        CHECK((n > 0 || f.key_frame)); // the first frame is a key frame
+        keys += f.key_frame ? 1 : 0;
+        if (n > 0) {
+            CHECK(f.captured >= last_captured);
+        }
+        last_captured = f.captured;
+        ++n;
+    }
+    INFO(err);
+    CHECK(st == status::end);
+    CHECK(n == 795); // vtest.avi: 795 frames of 768x576 at 10 fps
+    std::printf("vtest.avi: %zu frames, %zu key frames\n", n, keys);
+    CHECK(keys > 1);
+    CHECK(keys < n);
+    CHECK(f.image.cols == 768);
+    CHECK(cap.read({}, 100ms, f, err) == status::end); // and stays so
+
+    fe::gst_capture by_uri({.uri = "file://" + video});
+    REQUIRE(by_uri.open({}, 10s) == "");
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(by_uri.read({}, 5s, f, err) == status::frame);
+    }
+
+    fe::gst_capture missing({.uri = video + ".missing"});
+    const auto merr = missing.open({}, 5s);
+    std::printf("missing file: %s\n", merr.c_str());
+    CHECK(one_line(merr));
+}
+
+TEST_CASE("wrap: frames held by the reader never stall the pipeline") {
+    // A wrapped frame keeps its GstBuffer; a bounded buffer pool would block the decoder once
+    // a downstream queue holds that many frames. 100 held frames, every one still intact.
+    fe::gst_capture cap({.uri = FRAMEPIPE_TEST_VIDEO});
+    REQUIRE(cap.open({}, 10s) == "");
+    std::string err;
+    std::vector<cv::Mat> held;
+    std::vector<cv::Scalar> sums;
+    for (int i = 0; i < 100; ++i) {
+        fe::gst_frame f;
+        REQUIRE(cap.read({}, 5s, f, err) == status::frame);
+        sums.push_back(cv::sum(f.image));
+        held.push_back(f.image);
+    }
+    cap.close();
+    for (std::size_t i = 0; i < held.size(); ++i) {
+        CHECK(cv::sum(held[i]) == sums[i]);
+    }
+    // A Mat that shares the buffer (a view, a copy of the header) keeps it too.
+    const cv::Mat roi = held[50](cv::Rect(10, 10, 20, 20)).clone();
+    const cv::Mat view = held[50](cv::Rect(10, 10, 20, 20));
+    held.clear();
+    CHECK(cv::norm(view, roi, cv::NORM_INF) == 0);
+}
+
+TEST_CASE("file: realtime plays at the file's own rate, stamped on the clock") {
+    fe::gst_capture cap({.uri = FRAMEPIPE_TEST_VIDEO, .realtime = true});
+    REQUIRE(cap.open({}, 10s) == "");
+    std::string err;
+    std::vector<fe::gst_frame> frames(6);
+    const auto t0 = clk::now();
+    for (auto& f : frames) {
+        REQUIRE(cap.read({}, 5s, f, err) == status::frame);
+    }
+    const auto took = clk::now() - t0;
+    // 10 fps: frames 100 ms apart by the clock, and read() waits for them.
+    CHECK(ms(frames[5].captured - frames[0].captured) == Approx(500).margin(20));
+    CHECK(took > 400ms);
+}
+
+TEST_CASE("rtsp: 50 open/close cycles leak no threads and little memory") {
+    rtsp_server server;
+    fe::gst_capture cap(rtsp_options(server.url));
+    std::string err;
+    fe::gst_frame f;
+    auto cycle = [&] {
+        REQUIRE(cap.open({}, 10s) == "");
+        REQUIRE(read_frame(cap, f, err) == status::frame);
+        cap.close();
+    };
+    for (int i = 0; i < 3; ++i) { // warm up: plugins loaded, thread pools made
+        cycle();
+    }
+    f = {};
+    const long threads0 = proc_status("Threads:");
+    const long rss0 = proc_status("VmRSS:");
+    const auto t0 = clk::now();
+    for (int i = 0; i < 50; ++i) {
+        cycle();
+    }
+    const auto took = clk::now() - t0;
+    f = {};
+    const long threads1 = proc_status("Threads:");
+    const long rss1 = proc_status("VmRSS:");
+    std::printf("50 open/close cycles in %.1f s (%.0f ms each): threads %ld -> %ld, "
+                "RSS %.1f -> %.1f MiB\n",
+                std::chrono::duration<double>(took).count(), ms(took) / 50, threads0, threads1,
+                static_cast<double>(rss0) / 1024, static_cast<double>(rss1) / 1024);
+    CHECK(std::abs(threads1 - threads0) <= 2);
+    CHECK(rss1 - rss0 < 20 * 1024);
+}
