@@ -1907,3 +1907,22 @@ TEST_CASE("latest_slot: try_push is push (a slot never waits); policy() is drop_
     static_assert(noexcept(s.try_pop()));
     CHECK(framepipe::detail::describe_channel(s).kind == "latest_slot");
 }
+
+TEST_CASE("latest_slot: drop_older_epochs keeps a late value from before a reconnect out") {
+    using item = framepipe::stamped<int>;
+    framepipe::latest_slot<item> s({.drop_older_epochs = true});
+    const auto at = std::chrono::steady_clock::now();
+    CHECK(s.push(framepipe::stamp(1, 0, at, 1)) == framepipe::push_status::ok);
+    CHECK(s.push(framepipe::stamp(2, 1, at, 2)) == framepipe::push_status::evicted);
+    // A late value of epoch 1 would replace the newer one: refused instead.
+    CHECK(s.push(framepipe::stamp(3, 2, at, 1)) == framepipe::push_status::rejected);
+    auto v = s.try_pop();
+    REQUIRE(v.has_value());
+    CHECK(v->value == 2);
+    const auto st = s.stats();
+    CHECK(st.pushed == 3);
+    CHECK(st.rejected == 1);
+    CHECK(st.pushed == st.popped + st.dropped + st.size);
+    CHECK_THROWS_WITH(framepipe::latest_slot<int>({.drop_older_epochs = true}),
+                      Catch::Contains("drop_older_epochs"));
+}

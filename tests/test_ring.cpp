@@ -88,13 +88,20 @@ struct may_throw<T, false> {
 
 } // namespace
 
-// A may_throw<T> carries T's capture time, so max_age tests run on the locked kind too.
+// A may_throw<T> carries T's capture time and epoch, so max_age and epoch tests run on the
+// locked kind too.
 template <class T>
     requires framepipe::timestamped<T>
 struct framepipe::timestamp_traits<may_throw<T>> {
     static std::chrono::steady_clock::time_point capture_time(const may_throw<T>& x) noexcept {
         return timestamp_traits<T>::capture_time(x);
     }
+};
+
+template <class T>
+    requires framepipe::epoched<T>
+struct framepipe::epoch_traits<may_throw<T>> {
+    static std::uint64_t epoch(const may_throw<T>& x) noexcept { return epoch_traits<T>::epoch(x); }
 };
 
 namespace {
@@ -2384,3 +2391,30 @@ TEST_CASE("spsc_ring: two threads popping at once abort with a message (FRAMEPIP
     CHECK_THAT(message, Contains("spsc_ring: two threads popped at once"));
 }
 #endif
+
+// --- Epochs: nothing from before a reconnect after anything from after it ----------------------
+
+TEMPLATE_TEST_CASE("ring: drop_older_epochs refuses an item from an older epoch than one pushed", "[spsc]", mpmc, spsc, locked) {
+    typename TestType::template ring<stamped<int>> r({.capacity = 8, .drop_older_epochs = true});
+    const auto at = steady::now();
+    CHECK(r.push(framepipe::stamp(1, 0, at, 1)) == push_status::ok);
+    CHECK(r.push(framepipe::stamp(2, 1, at, 2)) == push_status::ok); // a reconnect
+    CHECK(r.push(framepipe::stamp(3, 2, at, 1)) == push_status::rejected); // late, from before it
+    CHECK(r.try_push(framepipe::stamp(4, 3, at, 1)) == push_status::rejected);
+    CHECK(r.push(framepipe::stamp(5, 4, at, 2)) == push_status::ok);
+    const auto s = r.stats();
+    CHECK(s.rejected == 2);
+    check_identities(s);
+    std::vector<int> got;
+    while (auto v = r.try_pop()) {
+        got.push_back(v->value);
+    }
+    CHECK(got == std::vector<int>{1, 2, 5}); // epoch 1's item 1 came before the reconnect: kept
+
+    typename TestType::template ring<stamped<int>> off(8); // off by default: all accepted
+    CHECK(off.push(framepipe::stamp(1, 0, at, 2)) == push_status::ok);
+    CHECK(off.push(framepipe::stamp(2, 1, at, 1)) == push_status::ok);
+    CHECK(invalid_argument_message([] {
+              typename TestType::template ring<int> bad({.capacity = 1, .drop_older_epochs = true});
+          }).find("drop_older_epochs") != std::string::npos);
+}

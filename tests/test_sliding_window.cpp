@@ -1321,3 +1321,34 @@ TEST_CASE("sliding_window: reports like every channel, in windows; items are cou
     REQUIRE(d.stats.has_value());
     CHECK(d.stats->evicted == 2);
 }
+
+TEST_CASE("sliding_window: a new epoch restarts the window; no window mixes two connections") {
+    using item = framepipe::stamped<int>;
+    sliding_window<item> w(3, 1);
+    const auto at = std::chrono::steady_clock::now();
+    for (int i = 0; i < 4; ++i) {
+        (void)w.push(framepipe::stamp(i, static_cast<std::uint64_t>(i), at, 1));
+    }
+    REQUIRE(w.size() == 1); // a window of epoch 1 waits (items 1, 2, 3)
+    // Reconnect: epoch 2. The waiting window and the held items are dropped.
+    CHECK(w.push(framepipe::stamp(10, 4, at, 2)) == push_status::ok);
+    CHECK(w.size() == 0);
+    CHECK(w.push(framepipe::stamp(11, 5, at, 2)) == push_status::ok);
+    CHECK(w.push(framepipe::stamp(3, 6, at, 1)) == push_status::rejected); // late, epoch 1
+    CHECK(w.push(framepipe::stamp(12, 7, at, 2)) == push_status::ok);      // 3 of epoch 2: ready
+    auto win = w.try_pop();
+    REQUIRE(win.has_value());
+    std::vector<int> values;
+    for (const auto& x : *win) {
+        values.push_back(x.value);
+        CHECK(x.epoch == 2);
+    }
+    CHECK(values == std::vector<int>{10, 11, 12});
+    const auto items = w.item_stats();
+    CHECK(items.stale_epoch == 1);
+    CHECK(items.restarts == 1);
+    CHECK(items.pushed == 7);
+    const framepipe::channel_stats s = w.stats();
+    CHECK(s.pushed == s.popped + s.dropped + s.size);
+    CHECK(s.evicted >= 1); // the epoch-1 window that waited when the reconnect came
+}

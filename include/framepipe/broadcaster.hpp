@@ -56,6 +56,7 @@ struct subscription_options {
     double max_rate_hz = 0;                   // values offered per second at most; 0: unlimited
     std::optional<std::chrono::nanoseconds> max_age{};       // discard older values at pop
     bool replay_last = false; // start with the latest value published before subscribing
+    bool drop_older_epochs = false; // refuse values from an older epoch (see ring_options)
     std::string name{};       // for stats; "subscriber-N" when empty
 };
 
@@ -93,7 +94,8 @@ struct subscriber {
           channel(ring_options{.capacity = o.capacity,
                                .policy = o.policy,
                                .block_timeout = o.block_timeout,
-                               .max_age = o.max_age}),
+                               .max_age = o.max_age,
+                               .drop_older_epochs = o.drop_older_epochs}),
           blocking(o.policy == overflow::block) {
         if (o.max_rate_hz > 0) {
             limiter.emplace(o.max_rate_hz);

@@ -116,6 +116,11 @@ struct ring_options {
     // Items older than this (by timestamp_traits<T>) are discarded at pop and counted as expired.
     // Unset: no age limit. Setting it requires a `timestamped` T.
     std::optional<std::chrono::nanoseconds> max_age{};
+    // Refuse (rejected) a push whose item comes from an older epoch (epoch_traits<T>: a live
+    // source's connection) than an item already pushed, so that nothing from before a reconnect
+    // follows anything from after it. Exact with one pushing thread at a time (a live source's
+    // output). Setting it requires an `epoched` T.
+    bool drop_older_epochs = false;
 };
 
 // --- The channel contract of a pipeline ---------------------------------------------------------

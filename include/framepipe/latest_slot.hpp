@@ -61,6 +61,14 @@
 
 namespace framepipe {
 
+// What a latest_slot can be configured with. An aggregate for designated initialisers.
+struct latest_slot_options {
+    // A value older than this (by timestamp_traits<T>) is discarded at pop (expired).
+    std::optional<std::chrono::nanoseconds> max_age{};
+    // Refuse a value from an older epoch than one already pushed (see the constructor).
+    bool drop_older_epochs = false;
+};
+
 template <class T>
 class latest_slot {
     static_assert(std::is_object_v<T> && !std::is_array_v<T>,
@@ -82,13 +90,28 @@ public:
     // A slot whose value is discarded at pop (counted as expired) once older than `max_age`.
     // Needs a `timestamped` T. Throws std::invalid_argument naming max_age when it is negative
     // or T carries no capture time.
-    explicit latest_slot(std::chrono::nanoseconds max_age) : max_age_(max_age) {
-        if (max_age < std::chrono::nanoseconds::zero()) {
-            throw std::invalid_argument("max_age: must not be negative");
+    explicit latest_slot(std::chrono::nanoseconds max_age)
+        : latest_slot(latest_slot_options{.max_age = max_age}) {}
+
+    // The general form. max_age as above; drop_older_epochs refuses (rejected) a push whose value
+    // comes from an older epoch (epoch_traits<T>: a live source's connection) than one already
+    // pushed, so that a late value from before a reconnect never replaces a newer one. Throws
+    // std::invalid_argument naming max_age (negative, or T not `timestamped`) or
+    // drop_older_epochs (T not `epoched`).
+    explicit latest_slot(const latest_slot_options& options)
+        : max_age_(options.max_age), drop_older_epochs_(options.drop_older_epochs) {
+        if (options.max_age) {
+            if (*options.max_age < std::chrono::nanoseconds::zero()) {
+                throw std::invalid_argument("max_age: must not be negative");
+            }
+            if constexpr (!timestamped<T>) {
+                throw std::invalid_argument(
+                    "max_age: T carries no capture time (specialise framepipe::timestamp_traits)");
+            }
         }
-        if constexpr (!timestamped<T>) {
+        if (options.drop_older_epochs && !epoched<T>) {
             throw std::invalid_argument(
-                "max_age: T carries no capture time (specialise framepipe::timestamp_traits)");
+                "drop_older_epochs: T carries no epoch (specialise framepipe::epoch_traits)");
         }
     }
 
@@ -108,7 +131,8 @@ public:
     // consumer: lock-free with one producer; a second producer calling at the same instant takes
     // a brief lock. Returns ok, evicted (an unread value was replaced: destroyed inside this
     // call, with no lock held except on the second-producer path for a T whose move may throw,
-    // and counted as evicted), or closed (nothing stored; `value` is destroyed).
+    // and counted as evicted), closed (nothing stored; `value` is destroyed), or, with
+    // drop_older_epochs, rejected for a value from an older epoch (nothing stored).
     // Exceptions: none when T's move is noexcept (a failure to lock the second-producer mutex,
     // which std::mutex reports only for a broken program, then terminates). Otherwise what T's
     // move throws; the value is built in a private buffer before anything is published, so the
@@ -229,7 +253,10 @@ public:
             s.expired += c->expired.load(std::memory_order_relaxed);
             s.after_close += c->after_close.load(std::memory_order_relaxed);
         }
-        s.dropped = s.evicted + s.expired + s.after_close;
+        const auto refused = refused_.load(std::memory_order_relaxed);
+        s.pushed += refused;
+        s.rejected = refused;
+        s.dropped = s.evicted + s.rejected + s.expired + s.after_close;
         s.size = size();
         return s;
     }
@@ -394,6 +421,13 @@ private:
     // producers' own line, and a release store of the claim. The buffer index stays in a
     // register: nothing else is written.
     push_status push_impl(T& value) {
+        if constexpr (epoched<T>) {
+            if (drop_older_epochs_ && !epochs_.admit(value)) {
+                // Relaxed: a statistics counter (stats() sums it into pushed and rejected).
+                refused_.fetch_add(1, std::memory_order_relaxed);
+                return push_status::rejected;
+            }
+        }
         std::uint32_t mine = claim_cached(producer_, std::memory_order_seq_cst);
         if (mine == no_buffer) {
             return push_overflow(value); // another producer is inside push at this instant
@@ -626,6 +660,9 @@ private:
     // Consumers wait here (see detail::event_count).
     detail::event_count waiters_;
     const std::optional<std::chrono::nanoseconds> max_age_{};
+    const bool drop_older_epochs_ = false;
+    detail::epoch_gate epochs_;              // drop_older_epochs
+    std::atomic<std::uint64_t> refused_{0}; // pushes refused by drop_older_epochs
 };
 
 // How a pipeline shows a latest_slot (see channel_traits).

@@ -81,7 +81,7 @@ public:
 
     // The general form. Throws std::invalid_argument naming the offending field: capacity 0 (or
     // above 2^61); a block_timeout with a policy other than block; a negative block_timeout or
-    // max_age; a max_age when T is not `timestamped`.
+    // max_age; a max_age when T is not `timestamped`; drop_older_epochs when T is not `epoched`.
     explicit ring(const ring_options& options) : impl_(validated(options)) {}
 
     // Shared by threads by reference; neither copyable nor movable.
@@ -95,26 +95,28 @@ public:
     // Room: stores it (ok) and wakes a waiting consumer. Full: drop_oldest evicts the oldest and
     // stores this one (evicted); drop_newest refuses it (rejected); block waits for room, and
     // with a block_timeout evicts the oldest once that has passed (evicted). Closed, also while
-    // waiting: closed. Never waits except under block. Every call is counted in stats(); a push
-    // that returns evicted dropped exactly one item, destroyed after the push has left the ring.
+    // waiting: closed. With drop_older_epochs, an item from an older epoch than one already
+    // pushed is refused first (rejected). Never waits except under block. Every call is counted
+    // in stats(); a push that returns evicted dropped exactly one item, destroyed after the push
+    // has left the ring.
     // Exceptions: none for a lock-free ring. Otherwise what T's move constructor throws; the
     // item is then not stored and not counted. If moving the oldest item out to evict it throws,
     // nothing changed; if storing the new one then throws, the oldest has already been removed
     // and counted as evicted (basic guarantee; the counts stay exact).
     FRAMEPIPE_ALWAYS_INLINE push_status push(T item) noexcept(is_lock_free) {
-        return impl_.push(item, detail::push_wait{});
+        return push_impl(item, detail::push_wait{});
     }
 
     // As push(T); a wait for room (overflow::block) ends when `stop` is requested: the item is
     // refused and counted as cancelled.
     push_status push(T item, std::stop_token stop) noexcept(is_lock_free) {
-        return impl_.push(item, detail::push_wait{.stop = &stop});
+        return push_impl(item, detail::push_wait{.stop = &stop});
     }
 
     // As push(T), but never waits: a full ring under overflow::block refuses the item (rejected,
     // counted as rejected). Under the other policies the same as push(T).
     push_status try_push(T item) noexcept(is_lock_free) {
-        return impl_.push(item, detail::push_wait{.allowed = false});
+        return push_impl(item, detail::push_wait{.allowed = false});
     }
 
     // As push(T), waiting at most `timeout` for room: then the item is refused (rejected,
@@ -122,14 +124,14 @@ public:
     // Throws std::invalid_argument naming timeout when it is negative.
     push_status push_for(T item, std::chrono::nanoseconds timeout) {
         detail::require_non_negative(timeout, "timeout");
-        return impl_.push(item, detail::push_wait{.give_up = detail::deadline_after(timeout)});
+        return push_impl(item, detail::push_wait{.give_up = detail::deadline_after(timeout)});
     }
 
     // As push_for(); also ends (cancelled) when `stop` is requested.
     push_status push_for(T item, std::chrono::nanoseconds timeout, std::stop_token stop) {
         detail::require_non_negative(timeout, "timeout");
-        return impl_.push(item,
-                          detail::push_wait{.stop = &stop, .give_up = detail::deadline_after(timeout)});
+        return push_impl(item,
+                         detail::push_wait{.stop = &stop, .give_up = detail::deadline_after(timeout)});
     }
 
     // Takes the oldest item if there is one. Consumer threads (any; spsc_ring: one at a time).
@@ -201,6 +203,17 @@ public:
     [[nodiscard]] channel_stats stats() const noexcept(is_lock_free) { return impl_.stats(); }
 
 private:
+    // Every push: the drop_older_epochs check (only for an epoched T), then the implementation.
+    FRAMEPIPE_ALWAYS_INLINE push_status push_impl(T& item,
+                                                  const detail::push_wait& w) noexcept(is_lock_free) {
+        if constexpr (epoched<T>) {
+            if (drop_older_epochs_ && !epochs_.admit(item)) {
+                return impl_.reject();
+            }
+        }
+        return impl_.push(item, w);
+    }
+
     const ring_options& validated(const ring_options& options) {
         if (options.capacity == 0 || options.capacity > (std::size_t{1} << 61)) {
             throw std::invalid_argument("capacity: must be at least 1 and at most 2^61");
@@ -218,13 +231,20 @@ private:
                     "max_age: T carries no capture time (specialise framepipe::timestamp_traits)");
             }
         }
+        if (options.drop_older_epochs && !epoched<T>) {
+            throw std::invalid_argument(
+                "drop_older_epochs: T carries no epoch (specialise framepipe::epoch_traits)");
+        }
         capacity_ = options.capacity;
         policy_ = options.policy;
+        drop_older_epochs_ = options.drop_older_epochs;
         return options;
     }
 
     std::size_t capacity_ = 0;
     overflow policy_ = overflow::drop_oldest;
+    bool drop_older_epochs_ = false;
+    detail::epoch_gate epochs_;
     std::conditional_t<!is_lock_free, detail::locked_ring<T>,
                        std::conditional_t<C == concurrency::spsc, detail::spsc_lockfree_ring<T>,
                                           detail::lockfree_ring<T>>>

@@ -10,6 +10,9 @@
 // window; each window overtaken before anyone took it is counted as dropped. stride == size
 // gives tumbling (non-overlapping) windows.
 //
+// Epochs: for an epoched T (epoch_traits; a live source's stamped frames carry one), no window
+// mixes items from two connections: a newer epoch restarts the window, an older one is refused.
+//
 // Counters: a sliding_window is a channel of windows. stats() returns the channel_stats every
 // channel returns, counting windows: pushed = windows that became ready, popped = windows taken,
 // evicted = ready windows overtaken by a newer one before anyone took them. item_stats() counts
@@ -95,6 +98,8 @@ struct timestamp_traits<window<T>> {
 struct window_item_stats {
     std::uint64_t pushed = 0;      // items accepted by push()
     std::uint64_t after_close = 0; // items refused after close()
+    std::uint64_t stale_epoch = 0; // items refused because they came from an older epoch
+    std::uint64_t restarts = 0;    // new epochs that restarted the window (items dropped)
 };
 
 template <class T>
@@ -139,9 +144,11 @@ public:
 
     // Appends `item`. Any thread; never waits.
     // Returns ok; evicted when this push made a window ready while the previous ready window was
-    // still untaken (that window is counted as dropped); closed when the window is closed
+    // still untaken (that window is counted as evicted); closed when the window is closed
     // (nothing stored, counted in after_close). Wakes one waiting consumer when a window becomes
-    // ready.
+    // ready. For an epoched T (a live source's stamped frames): an item from a newer epoch
+    // restarts the window (the items before the gap, and a window still waiting, are dropped),
+    // and an item from an older epoch is refused (rejected, counted in stale_epoch).
     // Exceptions: what T's move constructor throws; nothing changes (strong).
     push_status push(T item) {
         const std::lock_guard<std::mutex> lock(mu_);
@@ -149,12 +156,27 @@ public:
             ++items_.after_close;
             return push_status::closed;
         }
+        bool restart = false;
+        if constexpr (epoched<T>) {
+            const std::uint64_t e = epoch_traits<T>::epoch(item);
+            if (e < epoch_) {
+                ++items_.stale_epoch; // a late item from before a reconnect: refused
+                return push_status::rejected;
+            }
+            restart = e > epoch_ && next_seq_ > 0;
+            epoch_after_ = e;
+        }
         std::size_t tail = head_ + count_;
         if (tail >= capacity_) {
             tail -= capacity_;
         }
         history_[tail].emplace(std::move(item)); // may throw: nothing has changed yet
-        if (count_ + 1 == capacity_) {
+        if constexpr (epoched<T>) {
+            epoch_ = epoch_after_;
+        }
+        if (restart) {
+            restart_locked(tail);
+        } else if (count_ + 1 == capacity_) {
             history_[head_].reset(); // older than any window that can still be handed out
             head_ = head_ + 1 == capacity_ ? 0 : head_ + 1;
         } else {
@@ -163,7 +185,7 @@ public:
         const std::uint64_t seq = next_seq_++;
         ++items_.pushed;
 
-        if (seq + 1 < size_ || (last_ready_ && seq - *last_ready_ < stride_)) {
+        if (seq - window_start_ + 1 < size_ || (last_ready_ && seq - *last_ready_ < stride_)) {
             return push_status::ok;
         }
         // A new window, ending at seq, is ready.
@@ -266,6 +288,26 @@ public:
     }
 
 private:
+    // A new epoch (a live source reconnected): the items from before the gap are dropped, with a
+    // ready window still waiting for a consumer (counted as evicted), so that no window mixes
+    // items from both sides. The item just stored in slot `kept` starts the next window.
+    void restart_locked(std::size_t kept) noexcept {
+        for (std::size_t i = 0, at = head_; i < count_; ++i, at = at + 1 == capacity_ ? 0 : at + 1) {
+            history_[at].reset();
+        }
+        head_ = kept;
+        count_ = 1;
+        window_start_ = next_seq_;
+        last_ready_.reset();
+        if (pending_) {
+            pending_.reset();
+            pending_flag_.store(false, std::memory_order_relaxed);
+            ++windows_.evicted;
+            ++windows_.dropped;
+        }
+        ++items_.restarts;
+    }
+
     // Builds the pending window into `out` and marks it taken. Requires mu_ and a pending window.
     void take_locked(std::optional<window<T>>& out) {
         const std::uint64_t last = *pending_;
@@ -366,6 +408,9 @@ private:
     std::size_t head_ = 0;              // slot of the oldest held item
     std::size_t count_ = 0;             // items held (at most capacity_ - 1 between calls)
     std::uint64_t next_seq_ = 0;        // sequence number of the next push
+    std::uint64_t window_start_ = 0;    // seq of the first item of the current epoch's windows
+    std::uint64_t epoch_ = 0;           // epoch of the items held (epoched T only)
+    std::uint64_t epoch_after_ = 0;     // epoch of the item being pushed
     std::optional<std::uint64_t> pending_;    // last seq of the ready, untaken window
     std::optional<std::uint64_t> last_ready_; // last seq of the newest window that became ready
     bool closed_ = false;

@@ -1,16 +1,19 @@
-// framepipe/stamped.hpp - a value with its sequence number and capture time.
+// framepipe/stamped.hpp - a value with its sequence number, capture time and epoch.
 //
 // A stamped<T> travels through channels in place of a bare T. Its sequence number shows, by its
 // gaps, what was dropped upstream; its capture time lets a consumer measure freshness (age()) and
-// lets a channel discard stale items (max_age in ring_options and subscription_options).
+// lets a channel discard stale items (max_age in ring_options and subscription_options); its
+// epoch says which connection of a live source produced it (live_source.hpp), so that a channel
+// can refuse items from a connection older than one it has already seen (drop_older_epochs).
 //
-// Channels learn an item's capture time through timestamp_traits<T>. It is provided for
-// stamped<T> and for shared_ptr / unique_ptr to stamped<T>; specialise it for a type of your own
-// to use max_age with it.
+// Channels learn an item's capture time through timestamp_traits<T> and its epoch through
+// epoch_traits<T>. Both are provided for stamped<T> and for shared_ptr / unique_ptr to stamped<T>;
+// specialise them for a type of your own.
 #pragma once
 
 #include <framepipe/detail/config.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <concepts>
 #include <cstdint>
@@ -29,6 +32,7 @@ struct stamped {
     T value{};
     std::uint64_t seq = 0;          // position in the source's output, counted from 0
     clock::time_point captured{};   // when the source produced the value
+    std::uint64_t epoch = 0;        // the source's connection that produced it (0: not live)
 
     // Age of the value at `now`. Any thread; never blocks; does not throw.
     [[nodiscard]] clock::duration age(clock::time_point now = clock::now()) const noexcept {
@@ -41,12 +45,13 @@ struct stamped {
     const T* operator->() const noexcept { return &value; }
 };
 
-// Builds a stamped<T> captured now. May throw what T's constructor throws.
+// Builds a stamped<T> (captured now unless given). May throw what T's constructor throws.
 template <class T>
 [[nodiscard]] stamped<std::decay_t<T>> stamp(T&& value, std::uint64_t seq,
                                              std::chrono::steady_clock::time_point captured =
-                                                 std::chrono::steady_clock::now()) {
-    return stamped<std::decay_t<T>>{std::forward<T>(value), seq, captured};
+                                                 std::chrono::steady_clock::now(),
+                                             std::uint64_t epoch = 0) {
+    return stamped<std::decay_t<T>>{std::forward<T>(value), seq, captured, epoch};
 }
 
 // How a channel reads an item's capture time. The primary template has no capture_time(), so
@@ -89,7 +94,71 @@ template <class T, class D>
 struct timestamp_traits<std::unique_ptr<T, D>>
     : detail::pointer_timestamp<std::unique_ptr<T, D>> {};
 
+// How a channel reads an item's epoch. As timestamp_traits: provided for stamped<T> and smart
+// pointers to it; a type without it is not `epoched`, and drop_older_epochs cannot be set on its
+// channels.
+template <class T>
+struct epoch_traits {};
+
+template <class T>
+struct epoch_traits<stamped<T>> {
+    static std::uint64_t epoch(const stamped<T>& s) noexcept { return s.epoch; }
+};
+
+// A type whose epoch a channel can read.
+template <class T>
+concept epoched = requires(const T& t) {
+    { epoch_traits<T>::epoch(t) } -> std::same_as<std::uint64_t>;
+};
+
 namespace detail {
+// Smart pointers to epoched values: a null pointer has epoch 0 (never newer than anything).
+template <class P>
+struct pointer_epoch {
+    static std::uint64_t epoch(const P& p) noexcept {
+        using pointee = std::remove_cv_t<typename P::element_type>;
+        return p ? epoch_traits<pointee>::epoch(*p) : 0;
+    }
+};
+} // namespace detail
+
+template <class T>
+    requires epoched<std::remove_cv_t<T>>
+struct epoch_traits<std::shared_ptr<T>> : detail::pointer_epoch<std::shared_ptr<T>> {};
+
+template <class T, class D>
+    requires epoched<std::remove_cv_t<T>>
+struct epoch_traits<std::unique_ptr<T, D>> : detail::pointer_epoch<std::unique_ptr<T, D>> {};
+
+namespace detail {
+// The newest epoch a channel has accepted, for drop_older_epochs. Any thread; lock-free.
+class epoch_gate {
+public:
+    // Whether `item` may enter: false for an item from an epoch older than one already admitted.
+    // Always true for a T that is not epoched. Costs one load, plus a compare-and-swap when the
+    // epoch rises.
+    template <class T>
+    [[nodiscard]] bool admit(const T& item) noexcept {
+        if constexpr (epoched<T>) {
+            const std::uint64_t e = epoch_traits<T>::epoch(item);
+            // Relaxed: the gate orders nothing else; the channel's own push publishes the item.
+            std::uint64_t newest = newest_.load(std::memory_order_relaxed);
+            while (e > newest) {
+                if (newest_.compare_exchange_weak(newest, e, std::memory_order_relaxed)) {
+                    return true;
+                }
+            }
+            return e == newest;
+        } else {
+            (void)item;
+            return true;
+        }
+    }
+
+private:
+    std::atomic<std::uint64_t> newest_{0};
+};
+
 // The age check of every channel with a max_age: whether `item`, looked at `now`, is older than
 // `max_age`. False without a max_age, for a T without a capture time, and for an item whose
 // capture time is time_point::max() (unknown, e.g. a null pointer). noexcept: a capture_time

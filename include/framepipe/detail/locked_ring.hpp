@@ -83,6 +83,9 @@ public:
         }
     }
 
+    // Counts a push refused before it reached the ring (drop_older_epochs).
+    push_status reject() { return count_refusal(push_status::rejected); }
+
     // Takes the oldest fresh item, waiting as the arguments say. Throws what T's move constructor
     // throws; the item then stays at the front (strong), and the wake-up that brought this
     // consumer here is passed on.

@@ -160,6 +160,12 @@ public:
         }
     }
 
+    // Counts a push refused before it reached the ring (drop_older_epochs). Any thread.
+    push_status reject() noexcept {
+        count(drops_.rejected);
+        return push_status::rejected;
+    }
+
     // The fast path (an item is there, or the caller does not wait) is inlined into the caller
     // (see pop_or_wait()).
     FRAMEPIPE_ALWAYS_INLINE std::optional<T> pop(const std::stop_token* stop,

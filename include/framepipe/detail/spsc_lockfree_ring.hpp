@@ -128,6 +128,12 @@ public:
         return push_slow(item, w, t);
     }
 
+    // Counts a push refused before it reached the ring (drop_older_epochs). The producer thread.
+    push_status reject() noexcept {
+        count(drops_.rejected);
+        return push_status::rejected;
+    }
+
     // The consumer thread. The fast path (an item is there, or the caller does not wait) is
     // inlined into the caller (see pop_or_wait()).
     FRAMEPIPE_ALWAYS_INLINE std::optional<T> pop(const std::stop_token* stop,

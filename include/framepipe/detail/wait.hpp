@@ -263,6 +263,11 @@ public:
         unlock_list();
     }
 
+    // Listeners attached now. Any thread; wait-free.
+    [[nodiscard]] std::size_t listeners() const noexcept {
+        return to<std::size_t>(watchers_.load(std::memory_order_relaxed) >> 32);
+    }
+
 private:
     // watchers_ = parked waiters + attached listeners << 32.
     static constexpr std::uint64_t one_listener = std::uint64_t{1} << 32;
