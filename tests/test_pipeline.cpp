@@ -853,3 +853,47 @@ TEST_CASE("pipeline: bad stage options are refused, naming the option") {
                       Catch::Contains("max_rate_hz"));
     CHECK(p.snapshot().stages.empty());
 }
+
+TEST_CASE("pipeline: a source or stage whose output was closed by others ends instead of spinning") {
+    ring<int> a(4, overflow::drop_oldest);
+    ring<int> b(4, overflow::drop_oldest);
+    framepipe::broadcaster<int> c;
+    pipeline p;
+    p.source("endless", a, [] { return 1; });
+    p.stage("copy", a, b, [](int v) { return v; });
+    p.source("endless-fanout", c, [] { return 2; });
+    p.start();
+    b.close(); // the stage's output: the stage ends, closing its input, which ends the source
+    c.close(); // a broadcaster closed by its owner: the source publishing into it ends
+    CHECK(p.wait_for(1h));
+    p.wait();
+    for (const auto& s : p.snapshot().stages) {
+        CHECK(s.state == stage_state::finished);
+    }
+}
+
+TEST_CASE("pipeline: metrics off records no timing for sources either") {
+    ring<int> a(64, overflow::block);
+    int next = 0;
+    pipeline p("quiet", {.metrics = false});
+    p.source("count", a, [&]() -> std::optional<int> {
+        return next < 50 ? std::optional<int>(next++) : std::nullopt;
+    });
+    p.sink("drop", a, [](int) {});
+    p.start();
+    p.wait();
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "count").items_out == 50);
+    CHECK(stage_of(snap, "count").service_count == 0);
+    CHECK(stage_of(snap, "drop").service_count == 0);
+}
+
+TEST_CASE("pipeline: a refused stage leaves no channel behind") {
+    framepipe::spsc_ring<int> q(4);
+    ring<int> fresh(4);
+    pipeline p;
+    p.sink("reader", q, [](int) {});
+    const auto before = p.snapshot().channels.size();
+    CHECK_THROWS(p.stage("second", q, fresh, [](int v) { return v; }));
+    CHECK(p.snapshot().channels.size() == before); // `fresh` was not registered
+}

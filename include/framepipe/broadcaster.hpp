@@ -69,6 +69,7 @@ struct publish_result {
     std::size_t cancelled = 0;    // refused it: a wait for room (overflow::block) was stopped
     std::size_t rate_limited = 0; // skipped it: their max_rate_hz allowed no value now
     std::size_t closed = 0;       // their subscription (or the broadcaster) was closed
+    bool broadcaster_closed = false; // the broadcaster itself was closed: nobody will get values
 
     // Subscriptions that dropped something because of this publish.
     [[nodiscard]] std::size_t dropped() const noexcept {
@@ -387,18 +388,19 @@ private:
     publish_result publish_impl(std::shared_ptr<const T> value, const std::stop_token* stop) {
         std::shared_ptr<const detail::subscriber_list<T>> subs;
         std::shared_ptr<const T> previous; // released on return, outside the lock
+        publish_result r;
         {
             const std::lock_guard<std::mutex> lock(core_->mu);
             subs = core_->subscribers;
             if (!core_->closed) {
                 previous = std::exchange(core_->last, value); // kept for replay_last
             }
+            r.broadcaster_closed = core_->closed;
             // Counted under the lock that publishes already take, so no atomic read-modify-write
             // is needed: a load and a store. Relaxed: published() is a statistics counter.
             core_->published.store(core_->published.load(std::memory_order_relaxed) + 1,
                                    std::memory_order_relaxed);
         }
-        publish_result r;
         r.subscribers = subs->size();
         std::optional<rate_limiter::clock::time_point> now;
         const auto* const last_sub = subs->empty() ? nullptr : subs->back().get();

@@ -198,7 +198,13 @@ inline std::string dot_escape(std::string_view s) {
         if (c.kind == "broadcaster") {
             label += "\\npublished " + std::to_string(c.pushed);
         } else {
-            label += " (" + detail::dot_escape(c.policy) + ", cap " + std::to_string(c.capacity) + ")";
+            std::string details = detail::dot_escape(c.policy);
+            if (c.capacity > 0) {
+                details += (details.empty() ? "cap " : ", cap ") + std::to_string(c.capacity);
+            }
+            if (!details.empty()) {
+                label += " (" + details + ")";
+            }
             if (c.has_counts) {
                 label += "\\npushed " + std::to_string(c.pushed) + ", popped " +
                          std::to_string(c.popped) + ", dropped " + std::to_string(c.dropped) +

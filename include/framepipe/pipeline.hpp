@@ -244,12 +244,21 @@ struct emitted<std::optional<U>> {
 };
 
 // Emits `v` into an output channel (see output_channel for why push gets no stop token).
+// Returns false once the channel is closed (say, by a consumer that ended): the producer stops.
 template <class Out, class V>
-void emit(Out& out, V&& v) {
+bool emit(Out& out, V&& v) {
     if constexpr (requires { out.publish(std::forward<V>(v)); }) {
-        (void)out.publish(std::forward<V>(v));
+        const auto r = out.publish(std::forward<V>(v));
+        if constexpr (requires { r.broadcaster_closed; }) {
+            return !r.broadcaster_closed;
+        } else {
+            return true;
+        }
+    } else if constexpr (std::is_same_v<decltype(out.push(std::forward<V>(v))), push_status>) {
+        return out.push(std::forward<V>(v)) != push_status::closed;
     } else {
-        (void)out.push(std::forward<V>(v));
+        (void)out.push(std::forward<V>(v)); // a user channel's own result: nothing to go by
+        return true;
     }
 }
 
@@ -368,27 +377,30 @@ public:
         using item = typename detail::emitted<result>::type;
         if constexpr (detail::check_output<Out, item>()) {
             check_options(options, stage_kind::source);
+            check_output_threads(out, 1);
             auto& e = add_stage(std::move(name), stage_kind::source, options);
             attach_output(e, out);
-            e.body = [&out, fn = std::move(fn)](detail::stage_entry& self,
-                                                stage_context& ctx) mutable {
-                produce(self, ctx, [&](stage_context& c) {
+            const bool metrics = options_.metrics;
+            e.body = [&out, fn = std::move(fn), metrics](detail::stage_entry& self,
+                                                         stage_context& ctx) mutable {
+                produce(self, ctx, metrics, [&](stage_context& c) {
                     auto v = detail::call(fn, c);
+                    bool open = true;
                     if constexpr (detail::is_optional<result>::value) {
                         if (!v) {
                             return false;
                         }
-                        detail::emit(out, std::move(*v));
+                        open = detail::emit(out, std::move(*v));
                     } else if constexpr (detail::nullable_pointer<result>) {
                         if (!v) {
                             return false;
                         }
-                        detail::emit(out, std::move(v));
+                        open = detail::emit(out, std::move(v));
                     } else {
-                        detail::emit(out, std::move(v));
+                        open = detail::emit(out, std::move(v));
                     }
                     self.items_out.fetch_add(1, std::memory_order_relaxed);
-                    return true;
+                    return open; // a closed output ends the source
                 });
             };
         }
@@ -407,8 +419,10 @@ public:
                       "(false ends it) or void");
         check_options(options, stage_kind::source);
         auto& e = add_stage(std::move(name), stage_kind::source, options);
-        e.body = [fn = std::move(fn)](detail::stage_entry& self, stage_context& ctx) mutable {
-            produce(self, ctx, [&](stage_context& c) {
+        const bool metrics = options_.metrics;
+        e.body = [fn = std::move(fn), metrics](detail::stage_entry& self,
+                                               stage_context& ctx) mutable {
+            produce(self, ctx, metrics, [&](stage_context& c) {
                 if constexpr (std::is_void_v<result>) {
                     detail::call(fn, c);
                     return true;
@@ -435,6 +449,8 @@ public:
                 using item = typename detail::emitted<result>::type;
                 if constexpr (detail::check_output<Out, item>()) {
                     check_options(options, stage_kind::stage);
+                    check_input_threads(in, options.workers);
+                    check_output_threads(out, options.workers);
                     auto& e = add_stage(std::move(name), stage_kind::stage, options);
                     attach_input(e, in);
                     attach_output(e, out);
@@ -443,15 +459,17 @@ public:
                                                                       stage_context& ctx) mutable {
                         consume(self, in, ctx, metrics, [&](in_item&& x) {
                             auto v = detail::call(fn, ctx, std::move(x));
+                            bool open = true;
                             if constexpr (detail::is_optional<result>::value) {
                                 if (!v) {
-                                    return;
+                                    return true;
                                 }
-                                detail::emit(out, std::move(*v));
+                                open = detail::emit(out, std::move(*v));
                             } else {
-                                detail::emit(out, std::move(v));
+                                open = detail::emit(out, std::move(v));
                             }
                             self.items_out.fetch_add(1, std::memory_order_relaxed);
+                            return open; // a closed output ends the stage
                         });
                     };
                 }
@@ -471,13 +489,16 @@ public:
                           "(item, stage_context&) for the input's item type");
             if constexpr (detail::callable_with<Fn, in_item>) {
                 check_options(options, stage_kind::sink);
+                check_input_threads(in, options.workers);
                 auto& e = add_stage(std::move(name), stage_kind::sink, options);
                 attach_input(e, in);
                 const bool metrics = options_.metrics;
                 e.body = [&in, fn = std::move(fn), metrics](detail::stage_entry& self,
                                                             stage_context& ctx) mutable {
-                    consume(self, in, ctx, metrics,
-                            [&](in_item&& x) { (void)detail::call(fn, ctx, std::move(x)); });
+                    consume(self, in, ctx, metrics, [&](in_item&& x) {
+                        (void)detail::call(fn, ctx, std::move(x));
+                        return true;
+                    });
                 };
             }
         }
@@ -500,12 +521,18 @@ public:
             c->producers_running.store(c->producers, std::memory_order_relaxed);
         }
         running_.store(stages_.size(), std::memory_order_relaxed);
+        // Every worker's entry exists before any thread starts: a running worker reads its
+        // stage's list of workers (a later emplace_back could move it under that read).
         for (auto& s : stages_) {
             s->state.store(stage_state::running, std::memory_order_relaxed);
             s->workers_running.store(s->options.workers, std::memory_order_relaxed);
             for (std::size_t w = 0; w < s->options.workers; ++w) {
-                auto& worker = *s->workers.emplace_back(std::make_unique<detail::worker_entry>());
-                worker.thread = std::jthread(
+                s->workers.push_back(std::make_unique<detail::worker_entry>());
+            }
+        }
+        for (auto& s : stages_) {
+            for (std::size_t w = 0; w < s->options.workers; ++w) {
+                s->workers[w]->thread = std::jthread(
                     [this, st = s.get(), w](std::stop_token stop) { run(*st, w, std::move(stop)); });
             }
         }
@@ -621,17 +648,28 @@ private:
         return *stages_.back();
     }
 
-    // The checks below run before a stage is linked to the channel, so a refused stage leaves
-    // the graph as it was (it is removed again by the caller's exception unwinding add_stage's
-    // push_back: see drop_last_stage).
+    // A channel's thread rules (channel_traits), checked before anything is registered, so that
+    // a refused stage leaves the graph as it was.
+    template <class In>
+    void check_input_threads(const In& in, std::size_t threads) const {
+        const auto* c = find_entry(in);
+        if (channel_traits<In>::one_consumer && (c != nullptr ? c->consumers : 0) + threads > 1) {
+            throw std::invalid_argument("workers: channel '" + name_of(in) +
+                                        "' admits one consumer thread (an spsc_ring)");
+        }
+    }
+    template <class Out>
+    void check_output_threads(const Out& out, std::size_t threads) const {
+        const auto* c = find_entry(out);
+        if (channel_traits<Out>::one_producer && (c != nullptr ? c->producers : 0) + threads > 1) {
+            throw std::invalid_argument("out: channel '" + name_of(out) +
+                                        "' admits one producer thread (an spsc_ring)");
+        }
+    }
+
     template <class In>
     void attach_input(detail::stage_entry& e, In& in) {
         auto& c = entry_for(in);
-        if (c.one_consumer && c.consumers + e.options.workers > 1) {
-            drop_last_stage();
-            throw std::invalid_argument("workers: channel '" + c.name +
-                                        "' admits one consumer thread (an spsc_ring)");
-        }
         c.consumers += e.options.workers;
         e.input = &c;
     }
@@ -639,21 +677,24 @@ private:
     template <class Out>
     void attach_output(detail::stage_entry& e, Out& out) {
         auto& c = entry_for(out);
-        if (c.one_producer && c.producers + e.options.workers > 1) {
-            drop_last_stage();
-            throw std::invalid_argument("out: channel '" + c.name +
-                                        "' admits one producer thread (an spsc_ring)");
-        }
         c.producers += e.options.workers;
         e.output = &c;
     }
 
-    void drop_last_stage() noexcept {
-        auto& e = *stages_.back();
-        if (e.input != nullptr) {
-            e.input->consumers -= e.options.workers;
+    template <class C>
+    [[nodiscard]] const detail::channel_entry* find_entry(const C& ch) const noexcept {
+        for (const auto& c : channels_) {
+            if (c->address == static_cast<const void*>(&ch)) {
+                return c.get();
+            }
         }
-        stages_.pop_back();
+        return nullptr;
+    }
+
+    template <class C>
+    [[nodiscard]] std::string name_of(const C& ch) const {
+        const auto* c = find_entry(ch);
+        return c != nullptr ? c->name : std::string("(unnamed)");
     }
 
     template <class C>
@@ -774,7 +815,7 @@ private:
 
     // The loop of a source: pace, then step(ctx) until it returns false or the stop.
     template <class Step>
-    static void produce(detail::stage_entry& self, stage_context& ctx, Step step) {
+    static void produce(detail::stage_entry& self, stage_context& ctx, bool metrics, Step step) {
         std::optional<rate_limiter> pace;
         if (self.options.max_rate_hz > 0) {
             pace.emplace(self.options.max_rate_hz);
@@ -785,11 +826,13 @@ private:
             if (ctx.stop_requested() || (pace && !pace->acquire(ctx.stop_token()))) {
                 break;
             }
-            const auto t0 = clock::now();
+            const auto t0 = metrics ? clock::now() : clock::time_point{};
             if (!step(ctx)) {
                 break;
             }
-            record(self, w, idle_from, t0, clock::now());
+            if (metrics) {
+                record(self, w, idle_from, t0, clock::now());
+            }
         }
     }
 
@@ -810,7 +853,9 @@ private:
             std::optional<popped> newest; // a newer item taken after the pacing wait
             if (self.pace && !self.pace->try_acquire()) {
                 if (!self.pace->acquire(ctx.stop_token())) {
-                    break; // stopped while waiting its turn: the item is dropped with the stage
+                    // Stopped while waiting its turn: the item it held is dropped, as skipped.
+                    self.input->skipped.fetch_add(1, std::memory_order_relaxed);
+                    break;
                 }
                 if constexpr (requires { { in.try_pop() } -> std::same_as<popped>; }) {
                     while (popped n = in.try_pop()) {
@@ -831,9 +876,12 @@ private:
                     }
                 }
             }
-            handle(std::move(x));
+            const bool go_on = handle(std::move(x));
             if (metrics) {
                 record(self, w, idle_from, t0, clock::now());
+            }
+            if (!go_on) {
+                break; // the output was closed
             }
         }
     }
@@ -931,7 +979,7 @@ private:
     std::vector<std::unique_ptr<detail::channel_entry>> channels_;
 
     mutable std::mutex mu_; // start(), error_
-    bool started_ = false;
+    std::atomic<bool> started_{false}; // written under mu_ by start(); read by any thread
     std::exception_ptr error_;
     std::string error_stage_;
     // Stages still running; ended_ wakes the threads waiting for it to reach 0.

@@ -135,9 +135,10 @@ public:
     }
 
     // Takes the oldest item if there is one. Consumer threads (any; spsc_ring: one at a time).
-    // Never waits for an item (a lock-free ring may spin for the few instructions a producer
-    // needs to finish the slot). nullopt when empty, or when every buffered item has expired
-    // (they are discarded and counted).
+    // Never waits for an item: nullopt when empty (also when the next position is claimed by a
+    // push that has not stored yet), or when every buffered item has expired (they are discarded
+    // and counted). A lock-free ring may spin for the few instructions another consumer, a peek
+    // or an evicting producer needs to finish with the head slot.
     // Exceptions: none for a lock-free ring; otherwise what T's move constructor throws, and the
     // item stays in the ring (strong). With a max_age the age check is noexcept: a
     // timestamp_traits<T>::capture_time that throws calls std::terminate (every pop and peek).

@@ -11,8 +11,8 @@
 
 // Forces a channel's small fast path into its caller. Used where an out-of-line call would return
 // a std::optional<T> through memory: GCC writes the value and the one-byte "engaged" flag with
-// two stores and reads them back as one word, a store-forwarding stall that costs more than the
-// whole fast path. Inlined, the optional stays in registers.
+// two stores and reads them back with a wider load that spans both, a store-forwarding stall
+// that costs more than the whole fast path. Inlined, the optional stays in registers.
 #if defined(__GNUC__) || defined(__clang__)
 #define FRAMEPIPE_ALWAYS_INLINE [[gnu::always_inline]] inline
 // The same for a lambda, written after its parameter list: [this]() FRAMEPIPE_INLINE_LAMBDA {...}

@@ -433,17 +433,15 @@ private:
     // after a close) and the producer's copy of head_.
     alignas(cache_line) std::atomic<bool> pushing_{false};
     std::uint64_t head_cache_ = 0;
-#if FRAMEPIPE_SPSC_CHECKS
-    std::atomic<bool> producer_busy_{false}; // a thread is inside push (see role)
-#endif
+    // A thread is inside push (see role). In the layout whether or not the checks are on, so that
+    // translation units built with and without NDEBUG agree on the type.
+    std::atomic<bool> producer_busy_{false};
     // The consumer's line (mutable: peek() holds busy_bit while it copies). head_ is written by
     // every pop and read by the producer only when its copy says full; tail_cache_ is private
     // to the consumer.
     alignas(cache_line) mutable std::atomic<std::uint64_t> head_{0};
     std::uint64_t tail_cache_ = 0;
-#if FRAMEPIPE_SPSC_CHECKS
     mutable std::atomic<bool> consumer_busy_{false}; // a thread is inside pop or peek (see role)
-#endif
     // Written once; read by every push (a shared line, so the read stays in cache).
     alignas(cache_line) std::atomic<bool> closed_{false};
     // Drop reasons, each with a single writer here (expired: the consumer; the rest: the

@@ -1,0 +1,828 @@
+// framepipe/live_source.hpp - a camera or stream that drops, stalls and comes back, as a source
+// that never hangs and always recovers.
+//
+//     framepipe::live_source<rtsp_backend> camera([] { return rtsp_backend("rtsp://..."); },
+//                                                 {.stall_timeout = 2s});
+//     framepipe::latest_slot<framepipe::stamped<Frame>> newest({.drop_older_epochs = true});
+//     camera.start(newest);              // connects, reads, reconnects with backoff, on its threads
+//     while (auto f = newest.pop()) detect(f->value);   // f->epoch: which connection it came from
+//     camera.stop();                     // returns within abandon_after, whatever the backend does
+//
+// You supply the backend: anything that can open a connection, read one frame with a timeout and
+// close (the live_backend concept below). The live source turns it into a state machine:
+//
+//                 open ok, first frame              end (file), restart_at_end
+//     connecting ------------------------> streaming ------------------------> connecting
+//      ^   |  open fails / no first frame    |    |  no frame for stall_timeout
+//      |   v                                 |    v
+//      |  backoff <----------------------- stalled (the connection is closed)
+//      |   |      read error / server gone  <----+
+//      +---+  after the backoff delay
+//     ended (a file's end), failed (max_attempts failed in a row), stopped (stop): final.
+//
+// - Backoff: exponential (initial * multiplier^(attempt - 1), capped at max) with jitter; a
+//   connection that streams for reset_after resets it (and the attempt count).
+// - Epoch: each connection gets the next epoch (1, 2, ...). Every frame goes out as a
+//   stamped<Frame> with its epoch, a source-wide sequence number and its capture time (the
+//   backend's, via timestamp_traits<Frame>, when Frame has one; else the moment read() returned).
+//   A consumer tells frames from before a reconnect from frames after it, and channels with
+//   drop_older_epochs refuse the late ones; a sliding_window restarts on a new epoch.
+// - Never hangs: with start(), backend calls run on a thread of the source's own; a watchdog
+//   abandons a call that overruns its timeout by abandon_after (that thread and its backend are
+//   left to finish on their own, and whatever the call returns is discarded by epoch), and
+//   reconnects on a fresh backend. stop() returns within abandon_after plus a push in progress.
+//   The cost of an abandoned call: one thread and one backend instance, until the call returns
+//   (at most max_abandoned at once; beyond that the source fails).
+//
+// Threads: start(), stop(), run() and on_state_change() from one thread; state(), stats(),
+// epoch() and wait_for() from any thread.
+#pragma once
+
+#include <framepipe/detail/config.hpp>
+
+#include <framepipe/channel.hpp>
+#include <framepipe/detail/deadline.hpp>
+#include <framepipe/detail/unique_function.hpp>
+#include <framepipe/detail/wait.hpp>
+#include <framepipe/stamped.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+
+namespace framepipe {
+
+// Where a live source is. See the drawing in the file comment.
+enum class live_state { connecting, streaming, stalled, backoff, ended, failed, stopped };
+
+[[nodiscard]] constexpr std::string_view to_string(live_state s) noexcept {
+    switch (s) {
+    case live_state::connecting: return "connecting";
+    case live_state::streaming: return "streaming";
+    case live_state::stalled: return "stalled";
+    case live_state::backoff: return "backoff";
+    case live_state::ended: return "ended";
+    case live_state::failed: return "failed";
+    case live_state::stopped: return "stopped";
+    }
+    return "unknown";
+}
+
+// Every live_state, in declaration order (for a gauge per state).
+inline constexpr live_state all_live_states[] = {
+    live_state::connecting, live_state::streaming, live_state::stalled, live_state::backoff,
+    live_state::ended,      live_state::failed,    live_state::stopped};
+
+// Whether a live source in state `s` has stopped for good.
+[[nodiscard]] constexpr bool is_final(live_state s) noexcept {
+    return s == live_state::ended || s == live_state::failed || s == live_state::stopped;
+}
+
+// What a backend's open() returns: connected, or the reason it is not (one line).
+struct open_result {
+    std::string error; // empty: connected
+
+    [[nodiscard]] bool ok() const noexcept { return error.empty(); }
+    [[nodiscard]] static open_result success() { return {}; }
+    [[nodiscard]] static open_result failure(std::string why) {
+        return {why.empty() ? std::string("open failed") : std::move(why)};
+    }
+};
+
+// What one read() found.
+enum class read_status {
+    frame,   // a frame
+    timeout, // nothing within the timeout (or the stop token was requested)
+    end,     // the input ended for good (a file's end); a live stream that goes away is an error
+    error,   // the connection failed; error says why
+};
+
+template <class Frame>
+struct read_result {
+    read_status status = read_status::timeout;
+    std::optional<Frame> frame; // with read_status::frame
+    std::string error;          // with read_status::error
+
+    [[nodiscard]] static read_result got(Frame f) {
+        return {read_status::frame, std::optional<Frame>(std::move(f)), {}};
+    }
+    [[nodiscard]] static read_result timed_out() { return {read_status::timeout, {}, {}}; }
+    [[nodiscard]] static read_result ended() { return {read_status::end, {}, {}}; }
+    [[nodiscard]] static read_result failed(std::string why) {
+        return {read_status::error, {}, why.empty() ? std::string("read failed") : std::move(why)};
+    }
+};
+
+// What a live source needs of a backend. One backend object serves one connection: the source
+// makes a new one (with its factory) for every attempt, calls open once, read until it stops
+// reading, then close, on one thread.
+//   open(stop, timeout): connect; give up when `timeout` has passed or `stop` is requested.
+//   read(stop, timeout): the next frame; timeout when none came within `timeout` (or stop).
+//   close(): let go of the connection; must not throw.
+// A backend that ignores its timeouts is survived (see the file comment), not relied upon.
+template <class B>
+concept live_backend = requires(B& b, std::stop_token stop, std::chrono::nanoseconds timeout) {
+    typename B::frame_type;
+    { b.open(stop, timeout) } -> std::same_as<open_result>;
+    { b.read(stop, timeout) } -> std::same_as<read_result<typename B::frame_type>>;
+    b.close();
+};
+
+// How the wait between two attempts grows.
+struct backoff_options {
+    std::chrono::nanoseconds initial{std::chrono::milliseconds(500)}; // after the first failure
+    std::chrono::nanoseconds max{std::chrono::seconds(30)};           // the cap
+    double multiplier = 2.0;                                          // growth per failure
+    // 0: waits exactly the computed delay d; 1 (full jitter): uniformly in (0, d]; in between,
+    // in ((1 - jitter) * d, d]. Spreads the reconnects of many cameras after a shared outage.
+    double jitter = 1.0;
+    // A connection that streams this long counts as healthy: the next failure starts again
+    // from `initial`, and the attempt count for max_attempts starts again from 0.
+    std::chrono::nanoseconds reset_after{std::chrono::seconds(10)};
+};
+
+// A live source's options. An aggregate: {.stall_timeout = 2s, .max_attempts = 5}.
+struct live_options {
+    std::chrono::nanoseconds open_timeout{std::chrono::seconds(5)};        // per open()
+    std::chrono::nanoseconds first_frame_timeout{std::chrono::seconds(5)}; // open -> first frame
+    std::chrono::nanoseconds stall_timeout{std::chrono::seconds(2)}; // no frame this long: stalled
+    backoff_options backoff{};
+    std::uint32_t max_attempts = 0; // failed attempts in a row before failed; 0: for ever
+    bool restart_at_end = false;    // a backend's end: reconnect (true) or ended (false)
+    // A backend call that has not returned this long after its timeout is abandoned (start()
+    // only; run() has no watchdog). Also stop()'s bound.
+    std::chrono::nanoseconds abandon_after{std::chrono::seconds(1)};
+    std::size_t max_abandoned = 4; // abandoned calls still running at once, beyond which: failed
+    std::uint64_t seed = 0;        // the jitter's random seed; 0: a random one
+};
+
+// A live source's figures, as one snapshot.
+struct live_stats {
+    live_state state = live_state::stopped; // stopped: not started, or stopped
+    std::uint64_t epoch = 0;          // the current (or last) connection's epoch; 0: none yet
+    std::uint64_t connects = 0;       // opens that succeeded
+    std::uint64_t reconnects = 0;     // connects after the first
+    std::uint64_t stalls = 0;         // streaming connections that went quiet for stall_timeout
+    std::uint64_t open_failures = 0;  // opens that failed or timed out
+    std::uint64_t no_first_frame = 0; // connections that gave no frame within first_frame_timeout
+    std::uint64_t read_errors = 0;    // connections that failed while reading
+    std::uint64_t ends = 0;           // ends of input (files)
+    std::uint64_t frames = 0;         // frames emitted
+    std::uint64_t abandoned = 0;      // backend calls abandoned for overrunning their timeout
+    std::uint64_t state_changes = 0;  // transitions between states
+    std::uint32_t attempt = 0;        // failed attempts in a row (see max_attempts)
+    std::optional<std::chrono::nanoseconds> last_frame_age; // since the last frame, if any
+    std::optional<std::chrono::steady_clock::time_point> connected_since; // while streaming
+    std::chrono::nanoseconds current_backoff{0}; // the last backoff delay chosen
+    std::string last_error;                      // the last open or read error, one line
+};
+
+// The clock and the waits of a live source: steady_clock and real sleeps. A test gives its own
+// type with the same members to run a source in virtual time (see tests/test_live_source.cpp).
+class steady_time {
+public:
+    using clock = std::chrono::steady_clock;
+
+    [[nodiscard]] clock::time_point now() const noexcept { return clock::now(); }
+
+    // Sleeps until `t`; false when `stop` was requested first. Parks (no CPU).
+    bool sleep_until(clock::time_point t, const std::stop_token& stop) noexcept {
+        return waits_->park(&stop, t, [] { return false; }) != detail::wait_end::stopped;
+    }
+
+private:
+    std::shared_ptr<detail::event_count> waits_ = std::make_shared<detail::event_count>();
+};
+
+namespace detail {
+
+// One runner: the thread that runs the state machine and makes the backend calls. A runner that
+// the watchdog abandons keeps its own copy of this until its call returns.
+struct live_runner {
+    // The watchdog's view of this runner's current backend call: its deadline (ns since the
+    // clock's epoch; 0 between calls) and a sequence number that tells calls apart.
+    std::atomic<std::int64_t> call_deadline_ns{0};
+    std::atomic<std::uint64_t> call_seq{0};
+    std::atomic<bool> abandoned{false};
+    std::atomic<bool> pushing{false}; // inside an emit (see emit_gate)
+    std::stop_source calls;           // the stop token every backend call gets
+    std::atomic<bool> finished{false};
+    // The runner before this one, if it was abandoned: its last emit must be over before this
+    // runner's first (then it is let go).
+    std::shared_ptr<live_runner> previous;
+};
+
+} // namespace detail
+
+template <live_backend Backend, class Time = steady_time>
+class live_source {
+public:
+    using backend_type = Backend;
+    using frame_type = typename Backend::frame_type;
+    using item_type = stamped<frame_type>; // what the source emits
+    using clock = std::chrono::steady_clock;
+
+    // `make` builds a backend for each connection attempt (on the source's runner thread; an
+    // exception from it counts as a failed open). Throws std::invalid_argument naming the field:
+    // a timeout or backoff duration that is not positive (reset_after may be 0), a multiplier
+    // below 1, a jitter outside [0, 1], max below initial, max_abandoned 0; and naming `make`
+    // when it is empty.
+    explicit live_source(std::function<Backend()> make, live_options options = {}, Time time = {})
+        : shared_(std::make_shared<shared>(std::move(make), validated(options), std::move(time))) {
+        if (!shared_->make) {
+            throw std::invalid_argument("make: a live_source needs a backend factory");
+        }
+    }
+
+    live_source(const live_source&) = delete;
+    live_source& operator=(const live_source&) = delete;
+
+    // stop().
+    ~live_source() { stop(); }
+
+    // Calls `f(from, to)` on every state change, on the runner's thread (keep it short; what it
+    // throws is ignored). Before start() or run().
+    void on_state_change(std::function<void(live_state, live_state)> f) {
+        shared_->on_change = std::move(f);
+    }
+
+    // Runs the source on the calling thread, emitting item_type into `out`, until `stop` is
+    // requested (returns stopped), the input ends (ended) or max_attempts failures in a row
+    // (failed). Backend calls are made on this thread with no watchdog: for backends that honour
+    // their timeouts, and for tests in virtual time. Once only (start() or run()).
+    template <class Out>
+        requires output_channel<Out, item_type>
+    live_state run(Out& out, std::stop_token stop) {
+        begin();
+        auto runner = std::make_shared<detail::live_runner>();
+        const emitter e = emitter_for(out);
+        const live_state end = run_machine(
+            *shared_, *runner,
+            [&e](detail::live_runner&, item_type&& item, const std::stop_token& st) {
+                e(std::move(item), st);
+            },
+            stop, false);
+        if (end == live_state::stopped) {
+            set_state(*shared_, live_state::stopped);
+        }
+        return end;
+    }
+
+    // Starts the source on threads of its own (a runner and a watchdog), emitting item_type into
+    // `out`. Returns at once. Once only. `out` must outlive stop() (or the destructor). Throws
+    // std::logic_error when already started, std::system_error if a thread cannot start.
+    template <class Out>
+        requires output_channel<Out, item_type>
+    void start(Out& out) {
+        begin();
+        shared_->emit = emitter_for(out);
+        const std::lock_guard<std::mutex> lock(shared_->threads_mu);
+        launch_runner(shared_, nullptr);
+        shared_->watchdog = std::jthread([s = shared_](std::stop_token st) { watch(s, st); });
+    }
+
+    // Stops the source: every backend call is asked to stop (its stop token), the runner ends,
+    // and the state becomes stopped (unless it had already ended or failed). Returns within
+    // abandon_after, plus the time a push into `out` in progress takes to return (it is given
+    // the stop token where the output takes one): a runner stuck in a backend call is abandoned.
+    // Any thread but the runner's; idempotent; noexcept.
+    void stop() noexcept {
+        shared& s = *shared_;
+        s.stop.request_stop();
+        // The watchdog first, without the lock it takes: once it is gone, nothing relaunches.
+        if (s.watchdog.joinable()) {
+            s.watchdog.request_stop();
+            s.watchdog.join();
+        }
+        const std::lock_guard<std::mutex> lock(s.threads_mu);
+        if (s.runner_thread.joinable()) {
+            auto runner = s.runner;
+            const auto until = detail::deadline_after(s.options.abandon_after);
+            if (s.runner_done.park(nullptr, until, [&] { return runner->finished.load(); }) ==
+                detail::wait_end::ready) {
+                s.runner_thread.join();
+            } else {
+                abandon(s, *runner); // a backend call that ignores its stop token
+                s.runner_thread.detach();
+                unsigned spins = 0;
+                while (runner->pushing.load(std::memory_order_seq_cst)) {
+                    detail::backoff(spins); // a push into `out` already under way
+                }
+            }
+        }
+        if (s.started && !is_final(s.state.load())) {
+            set_state(s, live_state::stopped);
+        }
+    }
+
+    // Waits at most `timeout` for the source to reach a final state (ended, failed, stopped);
+    // true when it has. Any thread; parks.
+    [[nodiscard]] bool wait_for(std::chrono::nanoseconds timeout) {
+        detail::require_non_negative(timeout, "timeout");
+        return shared_->state_changed.park(nullptr, detail::deadline_after(timeout), [this] {
+                   return is_final(shared_->state.load(std::memory_order_seq_cst));
+               }) == detail::wait_end::ready;
+    }
+
+    // As wait_for(), ending when `stop` is requested; true when a final state was reached.
+    bool wait(std::stop_token stop) {
+        return shared_->state_changed.park(&stop, std::nullopt, [this] {
+                   return is_final(shared_->state.load(std::memory_order_seq_cst));
+               }) == detail::wait_end::ready;
+    }
+
+    // The state now. Any thread; wait-free.
+    [[nodiscard]] live_state state() const noexcept { return shared_->state.load(); }
+
+    // The current (or last) connection's epoch; 0 before the first attempt. Any thread.
+    [[nodiscard]] std::uint64_t epoch() const noexcept { return shared_->epoch.load(); }
+
+    // Every figure at once. Any thread; takes a short lock for last_error.
+    [[nodiscard]] live_stats stats() const {
+        const shared& s = *shared_;
+        live_stats st;
+        st.state = s.state.load();
+        st.epoch = s.epoch.load();
+        st.connects = s.connects.load();
+        st.reconnects = st.connects > 0 ? st.connects - 1 : 0;
+        st.stalls = s.stalls.load();
+        st.open_failures = s.open_failures.load();
+        st.no_first_frame = s.no_first_frame.load();
+        st.read_errors = s.read_errors.load();
+        st.ends = s.ends.load();
+        st.frames = s.frames.load();
+        st.abandoned = s.abandoned.load();
+        st.state_changes = s.state_changes.load();
+        st.attempt = s.attempt.load();
+        const auto now = s.time.now();
+        if (const auto last = s.last_frame_ns.load(); last != 0) {
+            st.last_frame_age = now - time_at(last);
+        }
+        if (const auto since = s.connected_since_ns.load(); since != 0) {
+            st.connected_since = time_at(since);
+        }
+        st.current_backoff = std::chrono::nanoseconds(s.current_backoff_ns.load());
+        const std::lock_guard<std::mutex> lock(s.error_mu);
+        st.last_error = s.last_error;
+        return st;
+    }
+
+    // The options in force. Any thread.
+    [[nodiscard]] const live_options& options() const noexcept { return shared_->options; }
+
+private:
+    using emitter = std::function<void(item_type&&, const std::stop_token&)>;
+
+    // Everything the threads share. Held by shared_ptr: an abandoned runner keeps it alive.
+    struct shared {
+        shared(std::function<Backend()> m, const live_options& o, Time t)
+            : options(o), make(std::move(m)), time(std::move(t)),
+              rng(o.seed != 0 ? o.seed : std::random_device{}()) {}
+
+        const live_options options;
+        std::function<Backend()> make;
+        Time time;
+        std::function<void(live_state, live_state)> on_change;
+        emitter emit;
+        std::stop_source stop;
+        bool started = false;
+        std::mt19937_64 rng; // the runner's only (one runner at a time)
+
+        // Figures (relaxed: statistics; the state is seq_cst for wait_for's predicate).
+        // stopped until the source starts: "not running" (start() then reports connecting).
+        std::atomic<live_state> state{live_state::stopped};
+        std::atomic<std::uint64_t> epoch{0}, seq{0}, connects{0}, stalls{0}, open_failures{0},
+            no_first_frame{0}, read_errors{0}, ends{0}, frames{0}, abandoned{0}, state_changes{0};
+        std::atomic<std::uint32_t> attempt{0};
+        std::atomic<std::int64_t> last_frame_ns{0}, connected_since_ns{0}, current_backoff_ns{0};
+        mutable std::mutex error_mu;
+        std::string last_error; // guarded by error_mu
+        detail::event_count state_changed;
+
+        std::atomic<std::size_t> abandoned_running{0}; // abandoned calls not yet returned
+
+        std::mutex threads_mu; // start(), stop(), the watchdog's relaunch
+        std::shared_ptr<detail::live_runner> runner;
+        std::thread runner_thread;
+        detail::event_count runner_done;
+        detail::event_count watchdog_wait;
+        std::jthread watchdog;
+    };
+
+    static live_options validated(const live_options& o) {
+        using std::chrono::nanoseconds;
+        const auto positive = [](nanoseconds d, const char* what) {
+            if (d <= nanoseconds::zero()) {
+                throw std::invalid_argument(std::string(what) + ": must be positive");
+            }
+        };
+        positive(o.open_timeout, "open_timeout");
+        positive(o.first_frame_timeout, "first_frame_timeout");
+        positive(o.stall_timeout, "stall_timeout");
+        positive(o.backoff.initial, "backoff.initial");
+        positive(o.backoff.max, "backoff.max");
+        positive(o.abandon_after, "abandon_after");
+        detail::require_non_negative(o.backoff.reset_after, "backoff.reset_after");
+        if (o.backoff.max < o.backoff.initial) {
+            throw std::invalid_argument("backoff.max: must not be below backoff.initial");
+        }
+        if (!(o.backoff.multiplier >= 1.0) || !std::isfinite(o.backoff.multiplier)) {
+            throw std::invalid_argument("backoff.multiplier: must be a finite number >= 1");
+        }
+        if (!(o.backoff.jitter >= 0.0 && o.backoff.jitter <= 1.0)) {
+            throw std::invalid_argument("backoff.jitter: must be between 0 and 1");
+        }
+        if (o.max_abandoned == 0) {
+            throw std::invalid_argument("max_abandoned: must be at least 1");
+        }
+        return o;
+    }
+
+    void begin() {
+        if (shared_->started) {
+            throw std::logic_error("live_source: already started");
+        }
+        shared_->started = true;
+    }
+
+    // How the runner pushes into `out`: with the stop token where the output takes one, so that
+    // stop() also ends a push blocked by back-pressure.
+    template <class Out>
+    static emitter emitter_for(Out& out) {
+        return [&out](item_type&& item, const std::stop_token& stop) {
+            if constexpr (requires { out.push(std::move(item), stop); }) {
+                (void)out.push(std::move(item), stop);
+            } else if constexpr (requires { out.publish(std::move(item)); }) {
+                (void)out.publish(std::move(item));
+            } else {
+                (void)out.push(std::move(item));
+            }
+        };
+    }
+
+    static std::int64_t ns_of(clock::time_point t) noexcept {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    }
+    static clock::time_point time_at(std::int64_t ns) noexcept {
+        return clock::time_point(
+            std::chrono::duration_cast<clock::duration>(std::chrono::nanoseconds(ns)));
+    }
+
+    static void set_error(shared& s, std::string why) {
+        const std::lock_guard<std::mutex> lock(s.error_mu);
+        s.last_error = std::move(why);
+    }
+
+    static void set_state(shared& s, live_state to) noexcept {
+        // seq_cst: the state change wait_for's predicate reads (event_count).
+        const live_state from = s.state.exchange(to, std::memory_order_seq_cst);
+        if (from == to) {
+            return;
+        }
+        s.state_changes.fetch_add(1, std::memory_order_relaxed);
+        s.state_changed.notify_all_after_seq_cst();
+        if (s.on_change) {
+            try {
+                s.on_change(from, to);
+            } catch (...) {
+                // A callback's failure must not take the source down (documented as ignored).
+            }
+        }
+    }
+
+    // The delay before attempt `n` + 1, after n failures in a row (n >= 1).
+    static std::chrono::nanoseconds backoff_delay(shared& s, std::uint32_t n) {
+        const backoff_options& b = s.options.backoff;
+        const double max = static_cast<double>(b.max.count());
+        double d = static_cast<double>(b.initial.count()) *
+                   std::pow(b.multiplier, static_cast<double>(n - 1));
+        d = std::min(std::isfinite(d) ? d : max, max);
+        const double u = std::uniform_real_distribution<double>(0.0, 1.0)(s.rng);
+        const double jittered = d * (1.0 - b.jitter * u); // in ((1 - jitter) d, d]
+        return std::chrono::nanoseconds(std::max<std::int64_t>(1, std::llround(jittered)));
+    }
+
+    // A backend call, announced to the watchdog with its deadline.
+    template <class F>
+    static auto call(detail::live_runner& me, bool watched, std::chrono::nanoseconds timeout, F f) {
+        if (watched) {
+            // Relaxed: the watchdog only compares; a stale read delays its verdict by one round.
+            me.call_seq.fetch_add(1, std::memory_order_relaxed);
+            me.call_deadline_ns.store(ns_of(detail::deadline_after(timeout)),
+                                      std::memory_order_relaxed);
+        }
+        struct end_call {
+            detail::live_runner& me;
+            bool watched;
+            ~end_call() {
+                if (watched) {
+                    me.call_deadline_ns.store(0, std::memory_order_relaxed);
+                }
+            }
+        } guard{me, watched};
+        return f();
+    }
+
+    // Closes and destroys the connection's backend (a close is a watched call too).
+    static void close(shared& s, detail::live_runner& me, bool watched,
+                      std::optional<Backend>& b) noexcept {
+        if (b) {
+            call(me, watched, s.options.abandon_after, [&] {
+                b->close();
+                return 0;
+            });
+            b.reset();
+        }
+    }
+
+    // Emits one frame unless this runner has been abandoned. The pushing flag and the abandoned
+    // flag form a Dekker pair (both seq_cst): either this runner sees that it was abandoned and
+    // drops the frame, or the runner that replaced it sees the push in progress and waits for it
+    // before its own first push. So nothing of an older epoch follows anything of a newer one.
+    static void emit_gated(shared& s, detail::live_runner& me, item_type&& item,
+                           const std::stop_token& stop) {
+        if (me.previous) {
+            unsigned spins = 0;
+            while (me.previous->pushing.load(std::memory_order_seq_cst)) {
+                detail::backoff(spins);
+            }
+            me.previous.reset();
+        }
+        me.pushing.store(true, std::memory_order_seq_cst);
+        struct done_pushing {
+            detail::live_runner& me;
+            ~done_pushing() { me.pushing.store(false, std::memory_order_release); }
+        } guard{me};
+        if (!me.abandoned.load(std::memory_order_seq_cst)) {
+            s.emit(std::move(item), stop);
+        }
+    }
+
+    // The state machine (see the file comment). Returns the final state it reached, or
+    // `stopped` for an abandoned runner (which then touches nothing shared but its counters).
+    template <class Emit>
+    static live_state run_machine(shared& s, detail::live_runner& me, Emit emit,
+                                  std::stop_token stop, bool watched) {
+        const live_options& o = s.options;
+        // Every backend call gets me.calls' token; a stop request reaches it through this.
+        std::stop_callback<std::function<void()>> forward(stop, [&me] { me.calls.request_stop(); });
+        const std::stop_token calls = me.calls.get_token();
+        const auto gone = [&] { return me.abandoned.load(std::memory_order_seq_cst); };
+        bool reconnect_now = false; // after an end with restart_at_end: no backoff
+        // A runner that replaces an abandoned one starts in backoff, as after any failure.
+        bool start_in_backoff = me.previous != nullptr;
+        for (;;) {
+            if (stop.stop_requested() || gone()) {
+                return live_state::stopped;
+            }
+            std::string failure; // why this attempt failed (empty: it did not)
+            if (!start_in_backoff) {
+                const std::uint64_t epoch = s.epoch.fetch_add(1) + 1;
+                set_state(s, live_state::connecting);
+                std::optional<Backend> b;
+                open_result opened;
+                try {
+                    opened = call(me, watched, o.open_timeout, [&] {
+                        b.emplace(s.make());
+                        return b->open(calls, o.open_timeout);
+                    });
+                } catch (const std::exception& e) {
+                    opened = open_result::failure(std::string("backend: ") + e.what());
+                } catch (...) {
+                    opened = open_result::failure("backend: unknown exception");
+                }
+                if (gone()) {
+                    close(s, me, false, b);
+                    return live_state::stopped;
+                }
+                if (stop.stop_requested()) {
+                    close(s, me, watched, b);
+                    return live_state::stopped;
+                }
+                if (!opened.ok()) {
+                    s.open_failures.fetch_add(1, std::memory_order_relaxed);
+                    failure = opened.error;
+                    close(s, me, watched, b);
+                } else {
+                    s.connects.fetch_add(1, std::memory_order_relaxed);
+                    failure = stream(s, me, *b, epoch, emit, stop, calls, watched, reconnect_now);
+                    if (gone()) {
+                        close(s, me, false, b);
+                        return live_state::stopped;
+                    }
+                    close(s, me, watched, b);
+                    if (stop.stop_requested()) {
+                        return live_state::stopped;
+                    }
+                    if (failure.empty()) { // the input ended
+                        if (!reconnect_now) {
+                            set_state(s, live_state::ended);
+                            return live_state::ended;
+                        }
+                        continue; // restart_at_end: open again at once
+                    }
+                }
+                set_error(s, failure);
+            }
+            start_in_backoff = false;
+            // A failed attempt: count it, then wait before the next one.
+            const std::uint32_t n = s.attempt.fetch_add(1) + 1;
+            if (o.max_attempts != 0 && n >= o.max_attempts) {
+                set_state(s, live_state::failed);
+                return live_state::failed;
+            }
+            const auto delay = backoff_delay(s, n);
+            s.current_backoff_ns.store(delay.count(), std::memory_order_relaxed);
+            set_state(s, live_state::backoff);
+            if (!s.time.sleep_until(s.time.now() + delay, stop)) {
+                return live_state::stopped;
+            }
+        }
+    }
+
+    // Reads one connection until it fails (returns why), ends (returns "", with restart set to
+    // restart_at_end), or the stop (returns ""). Emits every frame.
+    template <class Emit>
+    static std::string stream(shared& s, detail::live_runner& me, Backend& b, std::uint64_t epoch,
+                              Emit& emit, const std::stop_token& stop,
+                              const std::stop_token& calls, bool watched, bool& restart) {
+        const live_options& o = s.options;
+        const auto opened_at = s.time.now();
+        clock::time_point last = opened_at;
+        std::optional<clock::time_point> streaming_since;
+        bool healthy = false;
+        for (;;) {
+            const auto deadline =
+                streaming_since ? last + o.stall_timeout : opened_at + o.first_frame_timeout;
+            const auto now = s.time.now();
+            if (now >= deadline) {
+                s.connected_since_ns.store(0, std::memory_order_relaxed);
+                if (streaming_since) {
+                    s.stalls.fetch_add(1, std::memory_order_relaxed);
+                    set_state(s, live_state::stalled);
+                    return "no frame for " + seconds(o.stall_timeout) + " (stall_timeout)";
+                }
+                s.no_first_frame.fetch_add(1, std::memory_order_relaxed);
+                return "no first frame within " + seconds(o.first_frame_timeout) +
+                       " (first_frame_timeout)";
+            }
+            const auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
+            read_result<frame_type> r;
+            try {
+                r = call(me, watched, timeout, [&] { return b.read(calls, timeout); });
+            } catch (const std::exception& e) {
+                r = read_result<frame_type>::failed(std::string("backend: ") + e.what());
+            } catch (...) {
+                r = read_result<frame_type>::failed("backend: unknown exception");
+            }
+            if (stop.stop_requested() || me.abandoned.load(std::memory_order_seq_cst)) {
+                s.connected_since_ns.store(0, std::memory_order_relaxed);
+                return {};
+            }
+            switch (r.status) {
+            case read_status::frame: {
+                const auto at = s.time.now();
+                if (!streaming_since) {
+                    streaming_since = at;
+                    s.connected_since_ns.store(ns_of(at), std::memory_order_relaxed);
+                    set_state(s, live_state::streaming);
+                }
+                if (!healthy && at - *streaming_since >= o.backoff.reset_after) {
+                    healthy = true;
+                    s.attempt.store(0, std::memory_order_relaxed);
+                }
+                last = at;
+                s.last_frame_ns.store(ns_of(at), std::memory_order_relaxed);
+                s.frames.fetch_add(1, std::memory_order_relaxed);
+                clock::time_point captured = at;
+                if constexpr (timestamped<frame_type>) {
+                    const auto t = timestamp_traits<frame_type>::capture_time(*r.frame);
+                    if (t != clock::time_point::max()) {
+                        captured = t;
+                    }
+                }
+                emit(me, item_type{std::move(*r.frame), s.seq.fetch_add(1), captured, epoch},
+                     stop);
+                break;
+            }
+            case read_status::timeout: break; // the loop checks the deadline
+            case read_status::end:
+                s.ends.fetch_add(1, std::memory_order_relaxed);
+                s.connected_since_ns.store(0, std::memory_order_relaxed);
+                restart = o.restart_at_end;
+                if (restart) {
+                    s.attempt.store(0, std::memory_order_relaxed);
+                }
+                return {};
+            case read_status::error:
+                s.read_errors.fetch_add(1, std::memory_order_relaxed);
+                s.connected_since_ns.store(0, std::memory_order_relaxed);
+                return r.error;
+            }
+        }
+    }
+
+    static std::string seconds(std::chrono::nanoseconds d) {
+        const double v = std::chrono::duration<double>(d).count();
+        std::string out = std::to_string(v);
+        out.erase(out.find_last_not_of('0') + 1);
+        if (!out.empty() && out.back() == '.') {
+            out.pop_back();
+        }
+        return out + " s";
+    }
+
+    // Starts a runner thread. Requires threads_mu. `previous`: the runner it replaces (abandoned).
+    // The thread holds the shared state: an abandoned runner may outlive the live_source.
+    static void launch_runner(const std::shared_ptr<shared>& sp,
+                              std::shared_ptr<detail::live_runner> previous) {
+        auto runner = std::make_shared<detail::live_runner>();
+        runner->previous = std::move(previous);
+        sp->runner = runner;
+        sp->runner_thread = std::thread([sp, runner] {
+            shared& sh = *sp;
+            const auto emit = [&sh](detail::live_runner& me, item_type&& item,
+                                    const std::stop_token& stop) {
+                emit_gated(sh, me, std::move(item), stop);
+            };
+            // ended and failed are set by the machine; stopped by stop().
+            (void)run_machine(sh, *runner, emit, sh.stop.get_token(), true);
+            runner->finished.store(true, std::memory_order_seq_cst);
+            sh.runner_done.notify_all_after_seq_cst();
+            if (runner->abandoned.load(std::memory_order_seq_cst)) {
+                sh.abandoned_running.fetch_sub(1, std::memory_order_relaxed);
+            }
+        });
+    }
+
+    // Marks `runner` abandoned: its calls are asked to stop, and whatever it returns is dropped.
+    static void abandon(shared& s, detail::live_runner& runner) noexcept {
+        runner.abandoned.store(true, std::memory_order_seq_cst);
+        runner.calls.request_stop();
+        s.abandoned.fetch_add(1, std::memory_order_relaxed);
+        s.abandoned_running.fetch_add(1, std::memory_order_relaxed);
+        set_error(s, "a backend call did not return within its timeout + abandon_after: abandoned");
+    }
+
+    // The watchdog: wakes at the current call's deadline + abandon_after (or every
+    // abandon_after between calls); a call still running then is abandoned, and a new runner
+    // takes over (in backoff, as after any failure).
+    static void watch(const std::shared_ptr<shared>& sp, std::stop_token stop) {
+        shared& s = *sp;
+        const auto grace = s.options.abandon_after;
+        for (;;) {
+            // The current runner's call (a runner abandoned before is no longer watched).
+            std::shared_ptr<detail::live_runner> runner;
+            {
+                const std::lock_guard<std::mutex> lock(s.threads_mu);
+                runner = s.runner;
+            }
+            const std::uint64_t seq = runner->call_seq.load(std::memory_order_relaxed);
+            const std::int64_t deadline = runner->call_deadline_ns.load(std::memory_order_relaxed);
+            const auto wake = deadline != 0 ? time_at(deadline) + grace
+                                            : detail::deadline_after(grace);
+            if (s.watchdog_wait.park(&stop, wake, [] { return false; }) ==
+                detail::wait_end::stopped) {
+                return;
+            }
+            const std::lock_guard<std::mutex> lock(s.threads_mu);
+            if (stop.stop_requested() || s.runner->finished.load()) {
+                return;
+            }
+            if (s.runner != runner || deadline == 0 ||
+                runner->call_seq.load(std::memory_order_relaxed) != seq ||
+                runner->call_deadline_ns.load(std::memory_order_relaxed) != deadline ||
+                clock::now() < time_at(deadline) + grace) {
+                continue; // the runner moved on
+            }
+            auto old = s.runner;
+            abandon(s, *old);
+            s.runner_thread.detach();
+            if (s.abandoned_running.load(std::memory_order_relaxed) > s.options.max_abandoned) {
+                set_state(s, live_state::failed);
+                return;
+            }
+            launch_runner(sp, std::move(old));
+        }
+    }
+
+    std::shared_ptr<shared> shared_;
+};
+
+} // namespace framepipe
