@@ -1,5 +1,6 @@
 // Tests of framepipe/pipeline.hpp: wiring, lifecycle, errors, metrics and their exposition.
 #include <framepipe/framepipe.hpp>
+#include <framepipe/live_source.hpp>
 
 #include "support/lifetime.hpp"
 
@@ -896,4 +897,116 @@ TEST_CASE("pipeline: a refused stage leaves no channel behind") {
     const auto before = p.snapshot().channels.size();
     CHECK_THROWS(p.stage("second", q, fresh, [](int v) { return v; }));
     CHECK(p.snapshot().channels.size() == before); // `fresh` was not registered
+}
+
+// --- A live source as a pipeline stage ----------------------------------------------------------
+
+namespace {
+
+// A backend whose first connection gives `first` frames then fails, and whose later ones give
+// frames until the test lets the source end (the `end_now` flag), or never open (refuse).
+struct counted_camera {
+    using frame_type = int;
+    struct plan {
+        int first = 20;
+        bool refuse_later = false;
+        std::atomic<int> opens{0};
+        std::atomic<bool> end_now{false};
+    };
+    std::shared_ptr<plan> p;
+    int connection = 0;
+    int n = 0;
+
+    framepipe::open_result open(std::stop_token, std::chrono::nanoseconds) {
+        connection = ++p->opens;
+        if (connection > 1 && p->refuse_later) {
+            return framepipe::open_result::failure("connection refused");
+        }
+        return framepipe::open_result::success();
+    }
+    framepipe::read_result<int> read(std::stop_token stop, std::chrono::nanoseconds) {
+        if (stop.stop_requested()) {
+            return framepipe::read_result<int>::timed_out();
+        }
+        if (connection == 1 && n == p->first) {
+            return framepipe::read_result<int>::failed("camera rebooted");
+        }
+        if (connection > 1 && p->end_now.load()) {
+            return framepipe::read_result<int>::ended();
+        }
+        std::this_thread::yield();
+        return framepipe::read_result<int>::got(n++);
+    }
+    void close() noexcept {}
+};
+
+framepipe::live_options quick_reconnects() {
+    framepipe::live_options o;
+    o.backoff = {.initial = 1ms, .max = 2ms, .jitter = 0.0};
+    o.stall_timeout = 1s;
+    return o;
+}
+
+} // namespace
+
+TEST_CASE("pipeline: a live source is a stage: it reconnects, and its state and counters show") {
+    auto plan = std::make_shared<counted_camera::plan>();
+    framepipe::live_source<counted_camera> camera([plan] { return counted_camera{plan}; },
+                                                  quick_reconnects());
+    ring<framepipe::stamped<int>> frames(1024, overflow::block);
+    std::vector<std::uint64_t> epochs;
+    std::atomic<int> got{0};
+    pipeline p("live");
+    p.channel(frames, "frames");
+    p.source("camera", frames, camera);
+    p.sink("consumer", frames, [&](const framepipe::stamped<int>& f) {
+        epochs.push_back(f.epoch);
+        ++got;
+    });
+    p.start();
+    while (got.load() < 100) { // past the first connection's 20 frames: a reconnect happened
+        std::this_thread::yield();
+    }
+    const auto snap = p.snapshot();
+    const auto& st = stage_of(snap, "camera");
+    REQUIRE(st.source.has_value());
+    CHECK(st.source->state == "streaming");
+    CHECK(st.source->states.size() == 7);
+    const auto text = framepipe::to_prometheus(snap);
+    std::map<std::string, std::string> types;
+    check_prometheus(text, types);
+    CHECK(types["framepipe_source_state"] == "gauge");
+    CHECK(types["framepipe_source_reconnects_total"] == "counter");
+    CHECK(types["framepipe_source_epoch"] == "gauge");
+    CHECK_THAT(text, Catch::Contains(
+                         "framepipe_source_state{pipeline=\"live\",stage=\"camera\",state=\"streaming\"} 1"));
+    CHECK_THAT(text, Catch::Contains(
+                         "framepipe_source_reconnects_total{pipeline=\"live\",stage=\"camera\"} 1"));
+    CHECK_THAT(framepipe::to_dot(snap), Catch::Contains("streaming, epoch 2, reconnects 1"));
+    plan->end_now = true; // the input ends: the stage finishes, the graph drains
+    CHECK(p.wait_for(1h));
+    p.wait();
+    CHECK(camera.state() == framepipe::live_state::ended);
+    CHECK(std::is_sorted(epochs.begin(), epochs.end()));
+    CHECK(epochs.front() == 1);
+    CHECK(epochs.back() == 2);
+    CHECK(stage_of(p.snapshot(), "camera").items_out == static_cast<std::uint64_t>(got.load()));
+}
+
+TEST_CASE("pipeline: a live source that fails for good fails its stage with its last error") {
+    auto plan = std::make_shared<counted_camera::plan>();
+    plan->first = 5;
+    plan->refuse_later = true;
+    auto options = quick_reconnects();
+    options.max_attempts = 3;
+    framepipe::live_source<counted_camera> camera([plan] { return counted_camera{plan}; }, options);
+    framepipe::latest_slot<framepipe::stamped<int>> newest;
+    pipeline p;
+    p.source("camera", newest, camera);
+    p.sink("consumer", newest, [](const framepipe::stamped<int>&) {});
+    CHECK_THROWS_WITH(p.source("paced", newest, camera, {.max_rate_hz = 5}),
+                      Catch::Contains("max_rate_hz"));
+    p.start();
+    CHECK_THROWS_WITH(p.wait(), Catch::Contains("stage 'camera' failed: connection refused (3 attempts)"));
+    CHECK(camera.state() == framepipe::live_state::failed);
 }

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace framepipe {
 namespace detail {
@@ -56,6 +57,25 @@ inline std::string dot_escape(std::string_view s) {
             out += '\\';
         }
         out += c;
+    }
+    return out;
+}
+
+// A supervised source's line in its DOT box: its state and the figures that tell a reconnect.
+inline std::string source_line(const stage_snapshot& s) {
+    if (!s.source) {
+        return {};
+    }
+    std::string out = "\\n" + dot_escape(s.source->state);
+    for (const auto* name : {"epoch", "reconnects", "stalls"}) {
+        for (const auto* list : {&s.source->gauges, &s.source->counters}) {
+            for (const auto& f : *list) {
+                if (f.name == name) {
+                    out += std::string(", ") + name + " " +
+                           std::to_string(static_cast<std::uint64_t>(f.value));
+                }
+            }
+        }
     }
     return out;
 }
@@ -132,6 +152,59 @@ inline std::string dot_escape(std::string_view s) {
     auto buffered = [](const channel_snapshot& c) {
         return c.has_counts && c.kind != "broadcaster";
     };
+    // Supervised sources (live_source): the state as one gauge per state (1 for the current),
+    // then each counter and gauge they report, one family each, in the order first seen.
+    const auto figures = [&](auto member, std::string_view suffix, std::string_view type) {
+        std::vector<const source_figure*> seen;
+        for (const auto& s : snap.stages) {
+            if (!s.source) {
+                continue;
+            }
+            for (const auto& f : (*s.source).*member) {
+                bool known = false;
+                for (const auto* k : seen) {
+                    known = known || k->name == f.name;
+                }
+                if (!known) {
+                    seen.push_back(&f);
+                }
+            }
+        }
+        for (const auto* k : seen) {
+            const std::string metric = "framepipe_source_" + k->name + std::string(suffix);
+            family(metric, type, k->help);
+            for (const auto& s : snap.stages) {
+                if (!s.source) {
+                    continue;
+                }
+                for (const auto& f : (*s.source).*member) {
+                    if (f.name == k->name) {
+                        sample(metric, stage_labels(s), f.value);
+                    }
+                }
+            }
+        }
+    };
+    bool any_source = false;
+    for (const auto& s : snap.stages) {
+        any_source = any_source || s.source.has_value();
+    }
+    if (any_source) {
+        family("framepipe_source_state", "gauge",
+               "1 for the state a supervised source is in, 0 for its other states.");
+        for (const auto& s : snap.stages) {
+            if (s.source) {
+                for (const auto& st : s.source->states) {
+                    sample("framepipe_source_state",
+                           stage_labels(s) + ",state=\"" + detail::prometheus_escape(st) + "\"",
+                           std::uint64_t{st == s.source->state ? 1U : 0U});
+                }
+            }
+        }
+        figures(&source_status::counters, "_total", "counter");
+        figures(&source_status::gauges, "", "gauge");
+    }
+
     family("framepipe_channel_pushed_total", "counter",
            "Items offered to a channel (windows made ready, for a sliding window).");
     for (const auto& c : snap.channels) {
@@ -191,7 +264,8 @@ inline std::string dot_escape(std::string_view s) {
         out += "  \"stage:" + detail::dot_escape(s.name) + "\" [shape=box, style=rounded, label=\"" +
                detail::dot_escape(s.name) + "\\n" + std::string(to_string(s.kind)) + ", " +
                std::string(to_string(s.state)) + "\\nin " + std::to_string(s.items_in) +
-               ", out " + std::to_string(s.items_out) + "\\n" + buf + "\"];\n";
+               ", out " + std::to_string(s.items_out) + "\\n" + buf + detail::source_line(s) +
+               "\"];\n";
     }
     for (const auto& c : snap.channels) {
         std::string label = detail::dot_escape(c.name) + "\\n" + c.kind;

@@ -44,6 +44,7 @@
 #include <framepipe/detail/deadline.hpp>
 #include <framepipe/detail/unique_function.hpp>
 #include <framepipe/detail/wait.hpp>
+#include <framepipe/snapshot.hpp>
 #include <framepipe/stamped.hpp>
 
 #include <algorithm>
@@ -386,6 +387,58 @@ public:
     // The options in force. Any thread.
     [[nodiscard]] const live_options& options() const noexcept { return shared_->options; }
 
+    // The figures as a pipeline shows them (snapshot.hpp): the state, the counters and the
+    // gauges. Any thread.
+    [[nodiscard]] source_status status() const {
+        const live_stats st = stats();
+        source_status out;
+        out.state = std::string(to_string(st.state));
+        for (const live_state s : all_live_states) {
+            out.states.emplace_back(to_string(s));
+        }
+        const auto n = [](std::uint64_t v) { return static_cast<double>(v); };
+        out.counters = {
+            {"connects", "Connections a live source opened.", n(st.connects)},
+            {"reconnects", "Connections a live source opened after its first.", n(st.reconnects)},
+            {"stalls", "Connections that went quiet for stall_timeout.", n(st.stalls)},
+            {"open_failures", "Connection attempts whose open failed or timed out.",
+             n(st.open_failures)},
+            {"no_first_frame", "Connections that sent no frame within first_frame_timeout.",
+             n(st.no_first_frame)},
+            {"read_errors", "Connections that failed while reading.", n(st.read_errors)},
+            {"frames", "Frames a live source emitted.", n(st.frames)},
+            {"abandoned_calls", "Backend calls abandoned for overrunning their timeout.",
+             n(st.abandoned)},
+            {"state_changes", "State changes of a live source.", n(st.state_changes)},
+        };
+        const auto secs = [](std::chrono::nanoseconds d) {
+            return std::chrono::duration<double>(d).count();
+        };
+        out.gauges = {
+            {"epoch", "The live source's current connection number.", n(st.epoch)},
+            {"attempt", "Failed connection attempts in a row.", static_cast<double>(st.attempt)},
+            {"last_frame_age_seconds", "Seconds since the last frame (-1: none yet).",
+             st.last_frame_age ? secs(*st.last_frame_age) : -1.0},
+            {"backoff_seconds", "The last backoff delay chosen, in seconds.",
+             secs(st.current_backoff)},
+        };
+        return out;
+    }
+
+    // Why the source failed (the last error, and how many attempts), once it is in state
+    // failed; nullopt otherwise. Any thread.
+    [[nodiscard]] std::optional<std::string> failure() const {
+        if (state() != live_state::failed) {
+            return std::nullopt;
+        }
+        const live_stats st = stats();
+        if (st.attempt == 0) {
+            return st.last_error;
+        }
+        return st.last_error + " (" + std::to_string(st.attempt) +
+               (st.attempt == 1 ? " attempt)" : " attempts)");
+    }
+
 private:
     using emitter = std::function<void(item_type&&, const std::stop_token&)>;
 
@@ -454,11 +507,14 @@ private:
         return o;
     }
 
+    // Marks the source started and in state connecting before any thread runs, so that a
+    // wait() right after start() sees a running source.
     void begin() {
         if (shared_->started) {
             throw std::logic_error("live_source: already started");
         }
         shared_->started = true;
+        set_state(*shared_, live_state::connecting);
     }
 
     // How the runner pushes into `out`: with the stop token where the output takes one, so that

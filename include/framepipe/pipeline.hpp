@@ -176,6 +176,16 @@ struct is_optional : std::false_type {};
 template <class U>
 struct is_optional<std::optional<U>> : std::true_type {};
 
+// A source that runs on threads of its own, which a pipeline stage supervises: a live_source.
+template <class S, class Out>
+concept supervised_source = requires(S& s, const S& cs, Out& out, std::stop_token stop) {
+    s.start(out);
+    s.stop();
+    s.wait(stop);
+    { cs.status() } -> std::same_as<source_status>;
+    { cs.failure() } -> std::same_as<std::optional<std::string>>;
+};
+
 // A result that ends a source when it is null (std::shared_ptr, std::unique_ptr, T*).
 template <class R>
 concept nullable_pointer = !is_optional<R>::value && requires(const R& r) {
@@ -294,6 +304,7 @@ struct stage_entry {
     channel_entry* output = nullptr;
     unique_function<void(stage_entry&, stage_context&)> body;
     std::optional<rate_limiter> pace; // max_rate_hz of a stage or sink, shared by its workers
+    std::function<source_status()> source_status_of; // a supervised source's own figures
     std::vector<std::unique_ptr<worker_entry>> workers;
     std::atomic<std::size_t> workers_running{0};
     std::atomic<bool> failed{false};
@@ -404,6 +415,35 @@ public:
                 });
             };
         }
+        return *this;
+    }
+
+    // Adds a supervised source, such as a live_source (live_source.hpp), that emits into `out` on
+    // threads of its own: the stage starts it, waits until it ends (ended, failed) or the
+    // pipeline stops, then stops it. A source that failed (max_attempts) fails the stage with its
+    // last error (stage_error from wait()). Its state and counters show in the snapshot
+    // (stage_snapshot::source), Prometheus text and DOT. Before start(); `src` and `out` must
+    // outlive the pipeline's run. Throws as source() does, naming max_rate_hz when it is set (a
+    // live source is paced by its input).
+    template <class Out, class S>
+        requires detail::supervised_source<S, Out>
+    pipeline& source(std::string name, Out& out, S& src, source_options options = {}) {
+        if (options.max_rate_hz != 0) {
+            throw std::invalid_argument("max_rate_hz: a supervised source is paced by its input");
+        }
+        check_options(options, stage_kind::source);
+        check_output_threads(out, 1);
+        auto& e = add_stage(std::move(name), stage_kind::source, options);
+        attach_output(e, out);
+        e.source_status_of = [&src] { return src.status(); };
+        e.body = [&out, &src](detail::stage_entry&, stage_context& ctx) {
+            src.start(out);
+            (void)src.wait(ctx.stop_token());
+            src.stop();
+            if (auto why = src.failure()) {
+                throw std::runtime_error(*why);
+            }
+        };
         return *this;
     }
 
@@ -748,6 +788,14 @@ private:
         ss.busy_ratio = busy + idle > 0
                             ? static_cast<double>(busy) / static_cast<double>(busy + idle)
                             : 0.0;
+        if (s.source_status_of) {
+            ss.source = s.source_status_of();
+            for (const auto& c : ss.source->counters) {
+                if (c.name == "frames") {
+                    ss.items_out = static_cast<std::uint64_t>(c.value);
+                }
+            }
+        }
         if (s.input != nullptr) {
             ss.inputs.push_back(s.input->name);
         }

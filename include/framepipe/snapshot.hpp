@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -36,6 +37,23 @@ enum class stage_state { pending, running, finished, stopped, failed };
     return "unknown";
 }
 
+// One figure of a supervised source (a live_source): a name in snake_case, a line of help, and
+// the value.
+struct source_figure {
+    std::string name;
+    std::string help;
+    double value = 0;
+};
+
+// What a supervised source (live_source.hpp) reports about itself: the state it is in, every
+// state it can be in, counters (they only grow) and gauges.
+struct source_status {
+    std::string state;
+    std::vector<std::string> states;
+    std::vector<source_figure> counters;
+    std::vector<source_figure> gauges;
+};
+
 // One stage's live figures.
 struct stage_snapshot {
     std::string name;
@@ -53,6 +71,7 @@ struct stage_snapshot {
     double busy_ratio = 0; // share of the workers' running time spent on items (vs waiting)
     std::vector<std::string> inputs;
     std::vector<std::string> outputs;
+    std::optional<source_status> source; // a supervised source's own figures (live_source)
 };
 
 // One channel's live figures.
