@@ -1,5 +1,6 @@
 // examples/common/program.hpp - what every example program does the same way: one-line errors
-// with exit code 2, Ctrl-C as an orderly stop, and the numbers of a JSON summary.
+// with exit code 2, Ctrl-C as an orderly stop (run_loop.hpp waits for it), and the numbers of a
+// JSON summary, from meters and from a pipeline snapshot.
 //
 //     int main(int argc, char** argv) {
 //         return framepipe_examples::run_main("framepipe-detect", [&] { return run(argc, argv); });

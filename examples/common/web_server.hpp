@@ -9,6 +9,9 @@
 //                                           jpegs);          // binds now: throws if the port is taken
 //     server.start();                                         // serves on its own thread
 //
+// (web_ui.hpp fills these options in the way the examples serve them, shared page script
+// included.)
+//
 //   GET /            the page (options.page_html), plus options.assets by exact path
 //   GET /ws          websocket: per frame, about once a second a text message with
 //                    options.state_json() (if set), then a text message with the frame's `meta`
