@@ -150,9 +150,10 @@ nlohmann::json run_measured(framepipe::pipeline& p, const settings& s, meters& m
         last_shown = u;
         last_det = d;
     };
+    // The orderly stop has room for the detection under way and the one buffered.
+    const auto stop_deadline = std::chrono::seconds(10) + 2 * std::chrono::milliseconds(s.detector_ms);
     fe::run_loop run(p, {.duration_s = s.seconds,
-                         // Room for the detection under way and the one buffered (orderly stop).
-                         .stop_deadline = std::chrono::seconds(10) + 2 * std::chrono::milliseconds(s.detector_ms),
+                         .stop_deadline = stop_deadline,
                          .tick_period = std::chrono::seconds(1),
                          .on_tick = live_line});
     nlohmann::json j;
@@ -166,14 +167,14 @@ nlohmann::json run_inline(const settings& s, meters& m) {
     // The camera's clock: frame k exists from t0 + k / fps on (t0: the first call).
     std::optional<clock_type::time_point> t0;
     auto frames_by = [&](clock_type::time_point t) {
-        return static_cast<std::uint64_t>(std::chrono::duration<double>(t - *t0).count() * s.source_fps) + 1;
+        const double since = std::chrono::duration<double>(t - *t0).count();
+        return static_cast<std::uint64_t>(since * s.source_fps) + 1;
     };
-    framepipe::rate_limiter ui_rate(s.ui_fps);
-    frame f{pixels(frame_bytes), 0, {}};
-    std::uint64_t next = 0;
 
     framepipe::pipeline p("basic-inline");
-    p.source("inline", [&] {
+    // The loop's own state lives in its lambda: the UI's rate, the one frame buffer, the next seq.
+    p.source("inline", [&, ui_rate = framepipe::rate_limiter(s.ui_fps),
+                        f = frame{pixels(frame_bytes), 0, {}}, next = std::uint64_t{0}]() mutable {
         if (!t0) {
             t0 = clock_type::now();
         }

@@ -95,12 +95,6 @@ int run(const det::settings& s) {
     fe::jpeg_encoder jpeg({.quality = s.jpeg_quality, .pool_size = 4 + 2 * s.max_clients});
     det::detect_step detect(*detector, m, console);
     det::ui_step render(jpeg);
-    // Inline mode's rates, kept by the one thread itself (--detect-fps 0: every frame).
-    std::optional<framepipe::rate_limiter> detect_rate;
-    if (s.detect_fps > 0) {
-        detect_rate.emplace(s.detect_fps);
-    }
-    framepipe::rate_limiter ui_rate(s.ui_fps);
     // nullptr at the end of the input (or on stop): the source ends, the graph drains.
     auto read = [&video](framepipe::stage_context& ctx) { return video.next(ctx.stop_token()); };
 
@@ -113,9 +107,13 @@ int run(const det::settings& s) {
                 {.max_rate_hz = s.detect_fps});
         p.stage("ui", ui_in, jpegs, [&](const frame_ptr& f) { return render(*f, results.peek()); });
     } else {
+        // One thread keeps both rates itself (--detect-fps 0: every frame is detected).
         p.source(
             "inline",
-            [&, last = std::optional<det::result>{}](framepipe::stage_context& ctx) mutable {
+            [&, last = std::optional<det::result>{},
+             detect_rate = s.detect_fps > 0 ? std::optional<framepipe::rate_limiter>(s.detect_fps)
+                                            : std::nullopt,
+             ui_rate = framepipe::rate_limiter(s.ui_fps)](framepipe::stage_context& ctx) mutable {
                 const auto f = read(ctx);
                 if (!f) {
                     return false;
