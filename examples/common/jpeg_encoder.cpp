@@ -26,9 +26,9 @@ jpeg_encoder::jpeg_encoder(jpeg_options options)
     : params_{cv::IMWRITE_JPEG_QUALITY, checked(options).quality},
       pool_(options.pool_size, [] { return encoded_frame{}; }) {}
 
-std::shared_ptr<const encoded_frame> jpeg_encoder::encode(const cv::Mat& image, std::string meta,
-                                                          std::uint64_t seq,
-                                                          std::chrono::steady_clock::time_point captured) {
+std::shared_ptr<const encoded_frame> jpeg_encoder::encode(
+    const cv::Mat& image, std::string meta, std::uint64_t seq,
+    std::chrono::steady_clock::time_point captured) {
     std::shared_ptr<encoded_frame> out = pool_.try_acquire();
     if (!out) {
         // Every pooled buffer is held by clients still writing: allocate rather than wait.

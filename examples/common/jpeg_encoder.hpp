@@ -45,14 +45,18 @@ public:
     // Encodes `image` (8-bit, 1 or 3 channels) into a pooled frame that carries `meta` (the text
     // message sent before it), `seq` and `captured`. Never waits. Throws cv::Exception when
     // OpenCV cannot encode the image.
-    [[nodiscard]] std::shared_ptr<const encoded_frame> encode(const cv::Mat& image, std::string meta,
-                                                              std::uint64_t seq,
-                                                              std::chrono::steady_clock::time_point captured);
+    [[nodiscard]] std::shared_ptr<const encoded_frame> encode(
+        const cv::Mat& image, std::string meta, std::uint64_t seq,
+        std::chrono::steady_clock::time_point captured);
 
     // Frames encoded, their JPEG bytes in all, and the frames allocated because every pooled
     // one was out. Any thread; relaxed reads (statistics).
-    [[nodiscard]] std::uint64_t frames() const noexcept { return frames_.load(std::memory_order_relaxed); }
-    [[nodiscard]] std::uint64_t bytes() const noexcept { return bytes_.load(std::memory_order_relaxed); }
+    [[nodiscard]] std::uint64_t frames() const noexcept {
+        return frames_.load(std::memory_order_relaxed);
+    }
+    [[nodiscard]] std::uint64_t bytes() const noexcept {
+        return bytes_.load(std::memory_order_relaxed);
+    }
     [[nodiscard]] std::uint64_t pool_misses() const noexcept {
         return pool_misses_.load(std::memory_order_relaxed);
     }

@@ -115,7 +115,8 @@ int run_main(std::string_view program, Body body) {
             return c;
         }
     }
-    throw std::out_of_range("no channel '" + std::string(name) + "' in pipeline '" + snap.name + "'");
+    throw std::out_of_range("no channel '" + std::string(name) + "' in pipeline '" + snap.name +
+                            "'");
 }
 
 // Rounds for a readable summary (milliseconds to 0.01, rates to 0.01).

@@ -57,7 +57,8 @@ namespace framepipe_examples {
 inline void announce(std::FILE* console, std::string_view program, const std::string& host,
                      const web_server& server) {
     std::fprintf(console,
-                 "%.*s: serving the live UI at http://%s:%u/ (also /video.mjpg, /metrics, /stats.json)\n",
+                 "%.*s: serving the live UI at http://%s:%u/ "
+                 "(also /video.mjpg, /metrics, /stats.json)\n",
                  static_cast<int>(program.size()), program.data(), host.c_str(),
                  static_cast<unsigned>(server.port()));
     std::fflush(console);

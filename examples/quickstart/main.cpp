@@ -2,7 +2,7 @@
 //
 //                          +--> [ui: latest slot, paced to 15 fps] --> "show"
 //   [camera 30 fps] --> broadcaster
-//     (pooled,                 +--> [detector: latest slot] ---------> "detect" (~200 ms of real work)
+//     (pooled,                 +--> [detector: latest slot] ---------> "detect" (~200 ms of work)
 //      stamped frames; it ends after N seconds' worth)
 //
 // The camera never waits for anyone. The UI gets 15 fps whatever the detector does, and the
@@ -81,8 +81,10 @@ int main(int argc, char** argv) {
     for (const auto& c : p.snapshot().channels) {
         if (c.kind == "subscription") { // the frames a paced stage passed over count as dropped
             std::printf("%-10s %10llu %10llu %10llu %10.1f\n", c.name.c_str(),
-                        static_cast<unsigned long long>(c.pushed), static_cast<unsigned long long>(c.popped),
-                        static_cast<unsigned long long>(c.dropped), static_cast<double>(c.popped) / seconds);
+                        static_cast<unsigned long long>(c.pushed),
+                        static_cast<unsigned long long>(c.popped),
+                        static_cast<unsigned long long>(c.dropped),
+                        static_cast<double>(c.popped) / seconds);
         }
     }
     std::printf("ui shown %llu frames; detector ran %llu times; worst detector input age %.1f ms\n",
