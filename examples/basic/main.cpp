@@ -20,10 +20,16 @@
 //                                  "boxes"
 //                       the UI keeps 15 fps and the detector always works on a fresh frame.
 //
-// Flags: --seconds N, --detector-ms M, --json (one JSON object at exit), --compare (all three
-// modes, each in its own process so that peak memory is its own, side by side).
+// Each mode is a framepipe::pipeline, run the same way (common/run_loop.hpp): inline is one
+// source stage doing everything on its thread; unbounded joins its threads with the naive
+// mutex + deque queues, plugged in as channels of our own. Flags: --seconds N, --detector-ms M,
+// --json (one JSON object at exit), --compare (all three modes, each in its own process so that
+// peak memory is its own, side by side).
+#include "common/cli.hpp"
 #include "common/cpu_work.hpp"
 #include "common/process_stats.hpp"
+#include "common/program.hpp"
+#include "common/run_loop.hpp"
 
 #include <framepipe/framepipe.hpp>
 
@@ -38,7 +44,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <deque>
-#include <exception>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -49,10 +54,13 @@
 
 namespace {
 
+namespace fe = framepipe_examples;
 using clock_type = std::chrono::steady_clock;
 using pixels = std::vector<std::uint8_t>;
 using frame = framepipe::stamped<pixels>;
+using frame_ptr = std::shared_ptr<const frame>;
 
+constexpr const char* program = "framepipe-basic";
 constexpr int width = 640;
 constexpr int height = 480;
 constexpr std::size_t frame_bytes = std::size_t{width} * height * 3;
@@ -74,8 +82,6 @@ struct meters {
     std::atomic<std::uint64_t> detections{0}; // frames the detector finished
     std::atomic<std::uint64_t> backlog{0};    // frames queued for the detector (unbounded mode)
     framepipe::latency_histogram detector_age; // frame age when inference starts
-    std::uint64_t dropped_for_detector = 0;
-    std::uint64_t dropped_for_ui = 0;
 };
 
 // Draws a synthetic frame: grey background and a bright square that moves with `seq`.
@@ -91,161 +97,13 @@ void draw(pixels& px, std::uint64_t seq) {
 
 void detect(const frame& f, const settings& s, meters& m) {
     m.detector_age.record(clock_type::now() - f.captured);
-    (void)framepipe_examples::busy_compute(f.value, std::chrono::milliseconds(s.detector_ms));
+    (void)fe::busy_compute(f.value, std::chrono::milliseconds(s.detector_ms));
     m.detections.fetch_add(1, std::memory_order_relaxed);
 }
 
 void show(const frame& f, meters& m) {
-    (void)framepipe_examples::busy_compute(f.value, ui_work);
+    (void)fe::busy_compute(f.value, ui_work);
     m.shown.fetch_add(1, std::memory_order_relaxed);
-}
-
-// The camera's clock: frame k exists from t0 + k / fps on.
-struct camera_clock {
-    clock_type::time_point t0;
-    double fps;
-    [[nodiscard]] std::uint64_t frames_by(clock_type::time_point t) const {
-        return static_cast<std::uint64_t>(std::chrono::duration<double>(t - t0).count() * fps) + 1;
-    }
-};
-
-// One thread reads the newest camera frame, detects, shows: the source document's baseline.
-void run_inline(const settings& s, meters& m, const std::stop_token& stop) {
-    const camera_clock cam{clock_type::now(), s.source_fps};
-    framepipe::rate_limiter ui_rate(s.ui_fps);
-    frame f{pixels(frame_bytes), 0, {}};
-    std::uint64_t next = 0;
-    while (!stop.stop_requested()) {
-        // Wait for the next frame, then read the newest one (a camera does not queue for us).
-        const auto due = cam.t0 + std::chrono::duration_cast<clock_type::duration>(
-                                      std::chrono::duration<double>(static_cast<double>(next) /
-                                                                    s.source_fps));
-        std::this_thread::sleep_until(due);
-        const auto now = clock_type::now();
-        f.seq = cam.frames_by(now) - 1;
-        f.captured = now;
-        draw(f.value, f.seq);
-        next = f.seq + 1;
-        m.frames.fetch_add(1, std::memory_order_relaxed);
-        detect(f, s, m);
-        if (ui_rate.try_acquire()) {
-            show(f, m);
-        }
-    }
-    const auto produced = cam.frames_by(clock_type::now());
-    m.dropped_for_detector = produced - m.detections.load();
-    m.dropped_for_ui = produced - m.shown.load();
-}
-
-// A mutex + condition variable + deque: what the source documents' queues amount to.
-template <class T>
-class unbounded_queue {
-public:
-    void push(T v) {
-        {
-            const std::lock_guard<std::mutex> lock(mu_);
-            q_.push_back(std::move(v));
-        }
-        cv_.notify_one();
-    }
-    std::optional<T> pop(const std::stop_token& stop) {
-        std::unique_lock<std::mutex> lock(mu_);
-        if (stop.stop_requested() || !cv_.wait(lock, stop, [this] { return !q_.empty(); })) {
-            return std::nullopt; // stopped: the backlog is abandoned, not worked through
-        }
-        T v = std::move(q_.front());
-        q_.pop_front();
-        return v;
-    }
-    std::size_t size() {
-        const std::lock_guard<std::mutex> lock(mu_);
-        return q_.size();
-    }
-
-private:
-    std::mutex mu_;
-    std::condition_variable_any cv_;
-    std::deque<T> q_;
-};
-
-void run_unbounded(const settings& s, meters& m, const std::stop_token& stop) {
-    unbounded_queue<std::shared_ptr<const frame>> to_detector;
-    unbounded_queue<std::shared_ptr<const frame>> to_ui;
-    std::uint64_t rate_skipped = 0;
-    {
-        std::jthread detector([&](const std::stop_token& st) {
-            while (auto f = to_detector.pop(st)) {
-                m.backlog.store(to_detector.size(), std::memory_order_relaxed);
-                detect(**f, s, m);
-            }
-        });
-        std::jthread ui([&](const std::stop_token& st) {
-            while (auto f = to_ui.pop(st)) {
-                show(**f, m);
-            }
-        });
-        framepipe::rate_limiter pace(s.source_fps);
-        framepipe::rate_limiter ui_rate(s.ui_fps);
-        for (std::uint64_t seq = 0; pace.acquire(stop); ++seq) {
-            auto f = std::make_shared<frame>(frame{pixels(frame_bytes), seq, {}});
-            draw(f->value, seq);
-            f->captured = clock_type::now();
-            m.frames.fetch_add(1, std::memory_order_relaxed);
-            to_detector.push(f);
-            if (ui_rate.try_acquire(f->captured)) {
-                to_ui.push(f);
-            } else {
-                ++rate_skipped;
-            }
-        }
-    } // the consumers stop with the source; what is left in the queues is never processed
-    m.dropped_for_detector = 0; // nothing is dropped: it waits, for ever
-    m.dropped_for_ui = rate_skipped;
-}
-
-void run_framepipe(const settings& s, meters& m, const std::stop_token& stop) {
-    framepipe::pool<frame> buffers(8, [] { return frame{pixels(frame_bytes), 0, {}}; });
-    framepipe::broadcaster<frame> frames;
-    auto ui = frames.subscribe({.capacity = 1, .max_rate_hz = s.ui_fps, .name = "ui"});
-    auto det = frames.subscribe({.capacity = 1, .name = "detector"});
-    framepipe::latest_slot<std::uint64_t> boxes; // seq of the newest detection, for the overlay
-
-    framepipe::pipeline p("basic");
-    p.channel(frames, "frames").channel(boxes, "boxes");
-    std::uint64_t seq = 0;
-    p.source(
-        "camera", frames,
-        [&](framepipe::stage_context& ctx) -> std::optional<std::shared_ptr<frame>> {
-            auto f = buffers.acquire(ctx.stop_token());
-            if (!f) {
-                return std::nullopt;
-            }
-            f->seq = seq++;
-            draw(f->value, f->seq);
-            f->captured = clock_type::now();
-            m.frames.fetch_add(1, std::memory_order_relaxed);
-            return f;
-        },
-        {.max_rate_hz = s.source_fps});
-    p.stage("detector", det, boxes, [&](const std::shared_ptr<const frame>& f) {
-        detect(*f, s, m);
-        return f->seq;
-    });
-    p.sink("ui", ui, [&](const std::shared_ptr<const frame>& f) {
-        (void)boxes.peek(); // a real UI draws the newest boxes over the frame
-        show(*f, m);
-    });
-    p.start();
-    std::mutex mu;
-    std::condition_variable_any cv;
-    {
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, stop, [] { return false; }); // until the run's time is up
-    }
-    p.request_stop();
-    p.wait();
-    m.dropped_for_detector = det.stats().dropped;
-    m.dropped_for_ui = ui.stats().dropped;
 }
 
 // Rates and ages over the measured window, taken when it ends (before the orderly stop, whose
@@ -267,51 +125,214 @@ nlohmann::json summarise(const settings& s, const meters& m, double elapsed_s) {
         {"detector_age_p50_ms", ms(m.detector_age.quantile(0.50))},
         {"detector_age_p99_ms", ms(m.detector_age.quantile(0.99))},
         {"detector_backlog", m.backlog.load()},
-        {"peak_rss_mb", framepipe_examples::peak_rss_mb()},
+        {"peak_rss_mb", fe::peak_rss_mb()},
     };
+}
+
+// Runs `p` for --seconds with one live line a second, and returns the summary of that window.
+// The orderly stop that follows may take a detection or two.
+nlohmann::json run_measured(framepipe::pipeline& p, const settings& s, meters& m) {
+    std::uint64_t last_frames = 0, last_shown = 0, last_det = 0;
+    auto live_line = [&](std::uint64_t second) {
+        if (s.json) {
+            return;
+        }
+        const auto f = m.frames.load(), u = m.shown.load(), d = m.detections.load();
+        std::printf("[%s] t=%2llus  source %5.1f fps  ui %5.1f fps  detector %4.1f fps  "
+                    "age p99 %7.1f ms  backlog %4llu  rss %6.1f MB\n",
+                    s.mode.c_str(), static_cast<unsigned long long>(second),
+                    static_cast<double>(f - last_frames), static_cast<double>(u - last_shown),
+                    static_cast<double>(d - last_det),
+                    std::chrono::duration<double, std::milli>(m.detector_age.quantile(0.99)).count(),
+                    static_cast<unsigned long long>(m.backlog.load()), fe::rss_mb());
+        std::fflush(stdout);
+        last_frames = f;
+        last_shown = u;
+        last_det = d;
+    };
+    // The orderly stop has room for the detection under way and the one buffered.
+    const auto stop_deadline = std::chrono::seconds(10) + 2 * std::chrono::milliseconds(s.detector_ms);
+    fe::run_loop run(p, {.duration_s = s.seconds,
+                         .stop_deadline = stop_deadline,
+                         .tick_period = std::chrono::seconds(1),
+                         .on_tick = live_line});
+    nlohmann::json j;
+    (void)run.run([&](fe::run_end) { j = summarise(s, m, run.seconds()); });
+    return j;
+}
+
+// --mode inline: one thread reads the newest camera frame, detects, shows: the source
+// document's baseline. A source without an output; the pipeline only hosts its thread.
+nlohmann::json run_inline(const settings& s, meters& m) {
+    // The camera's clock: frame k exists from t0 + k / fps on (t0: the first call).
+    std::optional<clock_type::time_point> t0;
+    auto frames_by = [&](clock_type::time_point t) {
+        const double since = std::chrono::duration<double>(t - *t0).count();
+        return static_cast<std::uint64_t>(since * s.source_fps) + 1;
+    };
+
+    framepipe::pipeline p("basic-inline");
+    // The loop's own state lives in its lambda: the UI's rate, the one frame buffer, the next seq.
+    p.source("inline", [&, ui_rate = framepipe::rate_limiter(s.ui_fps),
+                        f = frame{pixels(frame_bytes), 0, {}}, next = std::uint64_t{0}]() mutable {
+        if (!t0) {
+            t0 = clock_type::now();
+        }
+        // Wait for the next frame, then read the newest one (a camera does not queue for us).
+        std::this_thread::sleep_until(*t0 + std::chrono::duration_cast<clock_type::duration>(
+                                                std::chrono::duration<double>(static_cast<double>(next) /
+                                                                              s.source_fps)));
+        const auto now = clock_type::now();
+        f.seq = frames_by(now) - 1;
+        f.captured = now;
+        draw(f.value, f.seq);
+        next = f.seq + 1;
+        m.frames.fetch_add(1, std::memory_order_relaxed);
+        detect(f, s, m);
+        if (ui_rate.try_acquire()) {
+            show(f, m);
+        }
+    });
+    auto j = run_measured(p, s, m);
+    const auto produced = t0 ? frames_by(clock_type::now()) : 0;
+    j["dropped_for_detector"] = produced - std::min(produced, m.detections.load());
+    j["dropped_for_ui"] = produced - std::min(produced, m.shown.load());
+    return j;
+}
+
+// A mutex + condition variable + deque: what the source documents' queues amount to. It has
+// the members of a pipeline input channel (pop(stop_token), close()), so a stage can read it.
+template <class T>
+class unbounded_queue {
+public:
+    void push(T v) {
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            q_.push_back(std::move(v));
+        }
+        cv_.notify_one();
+    }
+    // Waits for an item; nullopt once closed or stopped: the backlog is abandoned, not worked
+    // through (the naive program's threads stop with the camera).
+    std::optional<T> pop(const std::stop_token& stop) {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (!cv_.wait(lock, stop, [this] { return closed_ || !q_.empty(); }) || closed_) {
+            return std::nullopt;
+        }
+        T v = std::move(q_.front());
+        q_.pop_front();
+        return v;
+    }
+    void close() {
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            closed_ = true;
+        }
+        cv_.notify_all();
+    }
+    std::size_t size() {
+        const std::lock_guard<std::mutex> lock(mu_);
+        return q_.size();
+    }
+
+private:
+    std::mutex mu_;
+    std::condition_variable_any cv_;
+    std::deque<T> q_;
+    bool closed_ = false;
+};
+
+// The naive fan-out, as the camera's output channel: every frame to the detector's queue, the
+// ones --ui-fps admits to the UI's. The pipeline closes it when the camera stops.
+struct naive_fanout {
+    unbounded_queue<frame_ptr>& to_detector;
+    unbounded_queue<frame_ptr>& to_ui;
+    framepipe::rate_limiter ui_rate;
+    std::uint64_t rate_skipped = 0; // the camera's thread only
+
+    void push(const frame_ptr& f) {
+        to_detector.push(f);
+        if (ui_rate.try_acquire(f->captured)) {
+            to_ui.push(f);
+        } else {
+            ++rate_skipped;
+        }
+    }
+    void close() {
+        to_detector.close();
+        to_ui.close();
+    }
+};
+
+nlohmann::json run_unbounded(const settings& s, meters& m) {
+    unbounded_queue<frame_ptr> to_detector;
+    unbounded_queue<frame_ptr> to_ui;
+    naive_fanout out{to_detector, to_ui, framepipe::rate_limiter(s.ui_fps)};
+
+    framepipe::pipeline p("basic-unbounded");
+    p.channel(out, "fan-out").channel(to_detector, "to-detector").channel(to_ui, "to-ui");
+    p.source(
+        "camera", out,
+        [&, seq = std::uint64_t{0}]() mutable {
+            auto f = std::make_shared<frame>(frame{pixels(frame_bytes), seq, {}}); // no pool: naive
+            draw(f->value, seq++);
+            f->captured = clock_type::now();
+            m.frames.fetch_add(1, std::memory_order_relaxed);
+            return frame_ptr(std::move(f));
+        },
+        {.max_rate_hz = s.source_fps});
+    p.sink("detector", to_detector, [&](const frame_ptr& f) {
+        m.backlog.store(to_detector.size(), std::memory_order_relaxed);
+        detect(*f, s, m);
+    });
+    p.sink("ui", to_ui, [&](const frame_ptr& f) { show(*f, m); });
+    auto j = run_measured(p, s, m);
+    j["dropped_for_detector"] = 0; // nothing is dropped: it waits, for ever
+    j["dropped_for_ui"] = out.rate_skipped;
+    return j;
+}
+
+nlohmann::json run_framepipe(const settings& s, meters& m) {
+    framepipe::pool<frame> buffers(8, [] { return frame{pixels(frame_bytes), 0, {}}; });
+    framepipe::broadcaster<frame> frames;
+    auto ui = frames.subscribe({.capacity = 1, .max_rate_hz = s.ui_fps, .name = "ui"});
+    auto det = frames.subscribe({.capacity = 1, .name = "detector"});
+    framepipe::latest_slot<std::uint64_t> boxes; // seq of the newest detection, for the overlay
+
+    framepipe::pipeline p("basic");
+    p.channel(frames, "frames").channel(boxes, "boxes");
+    p.source(
+        "camera", frames,
+        [&, seq = std::uint64_t{0}](framepipe::stage_context& ctx) mutable {
+            auto f = buffers.acquire(ctx.stop_token()); // nullptr on stop: the source ends
+            if (f) {
+                f->seq = seq++;
+                draw(f->value, f->seq);
+                f->captured = clock_type::now();
+                m.frames.fetch_add(1, std::memory_order_relaxed);
+            }
+            return f;
+        },
+        {.max_rate_hz = s.source_fps});
+    p.stage("detector", det, boxes, [&](const frame_ptr& f) {
+        detect(*f, s, m);
+        return f->seq;
+    });
+    p.sink("ui", ui, [&](const frame_ptr& f) {
+        (void)boxes.peek(); // a real UI draws the newest boxes over the frame
+        show(*f, m);
+    });
+    auto j = run_measured(p, s, m);
+    j["dropped_for_detector"] = det.stats().dropped; // known once the pipeline has ended
+    j["dropped_for_ui"] = ui.stats().dropped;
+    return j;
 }
 
 int run_one(const settings& s) {
     meters m;
-    std::jthread worker([&](std::stop_token stop) {
-        if (s.mode == "inline") {
-            run_inline(s, m, stop);
-        } else if (s.mode == "unbounded") {
-            run_unbounded(s, m, stop);
-        } else {
-            run_framepipe(s, m, stop);
-        }
-    });
-    const auto t0 = clock_type::now();
-    {
-        // One live line a second, paced by framepipe's own rate limiter.
-        framepipe::rate_limiter tick(1.0);
-        (void)tick.try_acquire(t0);
-        std::uint64_t last_frames = 0, last_shown = 0, last_det = 0;
-        for (int second = 1; second <= static_cast<int>(s.seconds); ++second) {
-            (void)tick.acquire();
-            if (!s.json) {
-                const auto f = m.frames.load(), u = m.shown.load(), d = m.detections.load();
-                std::printf("[%s] t=%2ds  source %5.1f fps  ui %5.1f fps  detector %4.1f fps  "
-                            "age p99 %7.1f ms  backlog %4llu  rss %6.1f MB\n",
-                            s.mode.c_str(), second, static_cast<double>(f - last_frames),
-                            static_cast<double>(u - last_shown), static_cast<double>(d - last_det),
-                            std::chrono::duration<double, std::milli>(m.detector_age.quantile(0.99)).count(),
-                            static_cast<unsigned long long>(m.backlog.load()),
-                            framepipe_examples::rss_mb());
-                std::fflush(stdout);
-                last_frames = f;
-                last_shown = u;
-                last_det = d;
-            }
-        }
-    }
-    const double elapsed = std::chrono::duration<double>(clock_type::now() - t0).count();
-    auto j = summarise(s, m, elapsed);
-    worker.request_stop();
-    worker.join();
-    j["dropped_for_detector"] = m.dropped_for_detector; // known once the mode has ended
-    j["dropped_for_ui"] = m.dropped_for_ui;
+    auto j = s.mode == "inline"      ? run_inline(s, m)
+             : s.mode == "unbounded" ? run_unbounded(s, m)
+                                     : run_framepipe(s, m);
     if (s.json) {
         std::printf("%s\n", j.dump().c_str());
     } else {
@@ -331,8 +352,7 @@ int run_compare(const settings& s, const char* self) {
         std::fprintf(stderr, "running %s mode for %.0f s...\n", mode.c_str(), s.seconds);
         FILE* child = popen(cmd.c_str(), "r");
         if (child == nullptr) {
-            std::fprintf(stderr, "framepipe-basic: cannot run %s\n", self);
-            return 2;
+            throw std::runtime_error(std::string("cannot run ") + self);
         }
         std::string out;
         std::array<char, 4096> buf{};
@@ -340,8 +360,7 @@ int run_compare(const settings& s, const char* self) {
             out += buf.data();
         }
         if (pclose(child) != 0) {
-            std::fprintf(stderr, "framepipe-basic: the %s run failed\n", mode.c_str());
-            return 2;
+            throw std::runtime_error("the " + mode + " run failed");
         }
         results.push_back(nlohmann::json::parse(out));
     }
@@ -384,19 +403,11 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 10000));
     app.add_flag("--json", s.json, "print one JSON object at exit");
     app.add_flag("--compare", compare, "run all three modes and print them side by side");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::CallForHelp& e) {
-        return app.exit(e);
-    } catch (const CLI::ParseError& e) {
-        std::fprintf(stderr, "framepipe-basic: %s\n", e.what());
-        return 2;
+    if (const auto code = fe::parse_command_line(app, argc, argv, program)) {
+        return *code;
     }
-    try {
+    return fe::run_main(program, [&] {
         return compare ? run_compare(s, std::filesystem::read_symlink("/proc/self/exe").c_str())
                        : run_one(s);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "framepipe-basic: %s\n", e.what());
-        return 2;
-    }
+    });
 }

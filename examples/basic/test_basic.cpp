@@ -1,33 +1,21 @@
 // Runs framepipe-basic on short runs and checks the structure of what it prints (not timing).
+#include "common/testing/child_process.hpp"
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include <array>
-#include <cstdio>
 #include <string>
-#include <sys/wait.h>
+#include <vector>
+
+namespace t = framepipe_examples::testing;
 
 namespace {
 
-struct result {
-    int exit_code = -1;
-    std::string out;
-};
-
-// Runs the example with `args`; stdout is captured, stderr is folded into it when asked.
-result run(const std::string& args, bool with_stderr = false) {
-    const std::string cmd =
-        std::string("'") + FRAMEPIPE_BASIC_EXE + "' " + args + (with_stderr ? " 2>&1" : "");
-    result r;
-    FILE* p = popen(cmd.c_str(), "r");
-    REQUIRE(p != nullptr);
-    std::array<char, 4096> buf{};
-    while (std::fgets(buf.data(), static_cast<int>(buf.size()), p) != nullptr) {
-        r.out += buf.data();
-    }
-    const int status = pclose(p);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return r;
+// Runs the example with `args` to completion; its stdout and stderr apart.
+t::run_result run(const std::vector<std::string>& args) {
+    std::vector<std::string> argv{FRAMEPIPE_BASIC_EXE};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return t::run(argv);
 }
 
 } // namespace
@@ -35,7 +23,8 @@ result run(const std::string& args, bool with_stderr = false) {
 TEST_CASE("framepipe-basic: --json prints one summary object with every field, per mode") {
     for (const std::string mode : {"inline", "unbounded", "framepipe"}) {
         INFO(mode);
-        const auto r = run("--mode " + mode + " --seconds 1 --detector-ms 50 --json");
+        const auto r = run({"--mode", mode, "--seconds", "1", "--detector-ms", "50", "--json"});
+        INFO("stderr: " << r.err);
         REQUIRE(r.exit_code == 0);
         const auto j = nlohmann::json::parse(r.out);
         REQUIRE(j.is_object());
@@ -57,7 +46,8 @@ TEST_CASE("framepipe-basic: --json prints one summary object with every field, p
 }
 
 TEST_CASE("framepipe-basic: --compare prints the three modes side by side") {
-    const auto r = run("--compare --seconds 1 --detector-ms 50");
+    const auto r = run({"--compare", "--seconds", "1", "--detector-ms", "50"});
+    INFO("stderr: " << r.err);
     REQUIRE(r.exit_code == 0);
     CHECK(r.out.find("inline") != std::string::npos);
     CHECK(r.out.find("unbounded") != std::string::npos);
@@ -69,12 +59,15 @@ TEST_CASE("framepipe-basic: --compare prints the three modes side by side") {
 }
 
 TEST_CASE("framepipe-basic: bad arguments exit 2 with a one-line error") {
-    for (const std::string args : {"--mode sideways", "--seconds 0", "--detector-ms -5", "--bogus"}) {
-        INFO(args);
-        const auto r = run(args, true);
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"--mode", "sideways"}, {"--seconds", "0"}, {"--detector-ms", "-5"}, {"--bogus"}}) {
+        INFO(Catch::rangeToString(args));
+        const auto r = run(args);
+        INFO("stderr: " << r.err << "stdout: " << r.out);
         CHECK(r.exit_code == 2);
-        REQUIRE(!r.out.empty());
-        CHECK(r.out.find('\n') == r.out.size() - 1); // exactly one line
-        CHECK(r.out.rfind("framepipe-basic: ", 0) == 0);
+        REQUIRE(!r.err.empty());
+        CHECK(r.err.find('\n') == r.err.size() - 1); // exactly one line
+        CHECK(r.err.rfind("framepipe-basic: ", 0) == 0);
+        CHECK(r.out.empty());
     }
 }

@@ -1,5 +1,6 @@
 // examples/common/program.hpp - what every example program does the same way: one-line errors
-// with exit code 2, Ctrl-C as an orderly stop, and the numbers of a JSON summary.
+// with exit code 2, Ctrl-C as an orderly stop (run_loop.hpp waits for it), and the numbers of a
+// JSON summary, from meters and from a pipeline snapshot.
 //
 //     int main(int argc, char** argv) {
 //         return framepipe_examples::run_main("framepipe-detect", [&] { return run(argc, argv); });
@@ -20,6 +21,7 @@
 #include <csignal>
 #include <cstdio>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -93,6 +95,30 @@ int run_main(std::string_view program, Body body) {
     return j;
 }
 
+// A channel's drops by reason in a pipeline snapshot (which also counts what a paced stage passed
+// over, as rate_limited), as a JSON object of the non-zero reasons.
+[[nodiscard]] inline nlohmann::json drops_by_reason(const framepipe::channel_snapshot& c) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [why, n] : c.dropped_by_reason) {
+        if (n != 0) {
+            j[why] = n;
+        }
+    }
+    return j;
+}
+
+// The channel named `name` in a snapshot; std::out_of_range naming it when there is none.
+[[nodiscard]] inline const framepipe::channel_snapshot& channel_named(
+    const framepipe::pipeline_snapshot& snap, std::string_view name) {
+    for (const auto& c : snap.channels) {
+        if (c.name == name) {
+            return c;
+        }
+    }
+    throw std::out_of_range("no channel '" + std::string(name) + "' in pipeline '" + snap.name +
+                            "'");
+}
+
 // Rounds for a readable summary (milliseconds to 0.01, rates to 0.01).
 [[nodiscard]] inline double round2(double v) {
     return static_cast<double>(static_cast<long long>(v * 100.0 + (v < 0 ? -0.5 : 0.5))) / 100.0;
@@ -113,18 +139,12 @@ int run_main(std::string_view program, Body body) {
     }
     nlohmann::json channels = nlohmann::json::array();
     for (const auto& c : snap.channels) {
-        nlohmann::json reasons = nlohmann::json::object();
-        for (const auto& [why, n] : c.dropped_by_reason) {
-            if (n != 0) {
-                reasons[why] = n;
-            }
-        }
         channels.push_back({{"name", c.name},
                             {"kind", c.kind},
                             {"pushed", c.pushed},
                             {"popped", c.popped},
                             {"dropped", c.dropped},
-                            {"dropped_by_reason", reasons},
+                            {"dropped_by_reason", drops_by_reason(c)},
                             {"age_p50_ms", round2(c.age_p50_ms)},
                             {"age_p99_ms", round2(c.age_p99_ms)}});
     }

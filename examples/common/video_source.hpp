@@ -3,7 +3,7 @@
 //     framepipe_examples::video_source video({.path = "vtest.avi", .fps = 30, .loop = true});
 //     p.source("camera", frames, [&](framepipe::stage_context& ctx) {
 //         return video.next(ctx.stop_token());      // nullptr at the end: ends the source
-//     }, video.pace_hz());                          // pipeline::source paces the calls
+//     }, {.max_rate_hz = video.pace_hz()});         // pipeline::source paces the calls
 //
 // Input: a file path, a camera index, or a stream URL (anything FFmpeg opens, "rtsp://...").
 // Opening checks everything a user can get wrong and throws video_error with one line naming

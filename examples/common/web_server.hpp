@@ -9,6 +9,9 @@
 //                                           jpegs);          // binds now: throws if the port is taken
 //     server.start();                                         // serves on its own thread
 //
+// (web_ui.hpp fills these options in the way the examples serve them, shared page script
+// included.)
+//
 //   GET /            the page (options.page_html), plus options.assets by exact path
 //   GET /ws          websocket: per frame, about once a second a text message with
 //                    options.state_json() (if set), then a text message with the frame's `meta`
@@ -37,6 +40,8 @@
 // thread and the clients' threads), possibly concurrently, and must be thread-safe.
 #pragma once
 
+#include "common/encoded_frame.hpp"
+
 #include <framepipe/broadcaster.hpp>
 
 #include <chrono>
@@ -50,14 +55,6 @@
 #include <vector>
 
 namespace framepipe_examples {
-
-// One frame as the browsers get it.
-struct encoded_frame {
-    std::vector<unsigned char> jpeg; // the image, JPEG-encoded
-    std::string meta;                // text message sent just before the JPEG ("" for none)
-    std::uint64_t seq = 0;           // the source frame's sequence number
-    std::chrono::steady_clock::time_point captured{}; // the source frame's capture time
-};
 
 // A static asset of the page (a script, a stylesheet), served by exact path.
 struct web_asset {

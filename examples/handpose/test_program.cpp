@@ -2,12 +2,13 @@
 // the JSON summary, the landmark CSV replay, templates, the ONNX paths, and every bad input.
 #include "synthetic.hpp"
 
+#include "common/testing/child_process.hpp"
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <opencv2/videoio.hpp>
 
-#include <array>
-#include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -17,40 +18,39 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
 
 namespace fs = std::filesystem;
+namespace t = framepipe_examples::testing;
 
 namespace {
 
-struct result {
-    int exit_code = -1;
-    std::string out;
-};
+using args = std::vector<std::string>;
 
-// Runs the program with `args`; stdout is captured, stderr is folded into it when asked.
-result run(const std::string& args, bool with_stderr = false) {
-    const std::string cmd =
-        std::string("'") + HANDPOSE_EXE + "' " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
-    result r;
-    FILE* p = popen(cmd.c_str(), "r");
-    REQUIRE(p != nullptr);
-    std::array<char, 4096> buf{};
-    while (std::fgets(buf.data(), static_cast<int>(buf.size()), p) != nullptr) {
-        r.out += buf.data();
-    }
-    const int status = pclose(p);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return r;
+// Runs the program with `a` to completion; its stdout and stderr apart.
+t::run_result run(const args& a) {
+    args argv{HANDPOSE_EXE};
+    argv.insert(argv.end(), a.begin(), a.end());
+    return t::run(argv);
 }
 
-nlohmann::json run_json(const std::string& args) {
-    const auto r = run(args + " --json");
-    INFO(args << "\n" << r.out);
+nlohmann::json run_json(args a) {
+    a.emplace_back("--json");
+    const auto r = run(a);
+    INFO(Catch::rangeToString(a) << "\n" << r.out << r.err);
     REQUIRE(r.exit_code == 0);
     return nlohmann::json::parse(r.out);
+}
+
+// Exit code 2 and exactly one line, on stderr, naming the program (nothing on stdout).
+void check_one_line_error(const t::run_result& r) {
+    INFO("stderr: " << r.err << "stdout: " << r.out);
+    CHECK(r.exit_code == 2);
+    REQUIRE(!r.err.empty());
+    CHECK(r.err.find('\n') == r.err.size() - 1); // exactly one line
+    CHECK(r.err.rfind("framepipe-handpose: ", 0) == 0);
+    CHECK(r.out.empty());
 }
 
 struct temp_dir {
@@ -107,7 +107,7 @@ void check_summary(const nlohmann::json& j, const std::string& mode) {
 TEST_CASE("framepipe-handpose: --no-ui --duration 5 --json prints the summary, in both modes") {
     for (const std::string mode : {"pipelined", "single"}) {
         INFO(mode);
-        const auto j = run_json("--no-ui --duration 5 --mode " + mode);
+        const auto j = run_json({"--no-ui", "--duration", "5", "--mode", mode});
         check_summary(j, mode);
         CHECK(j.at("source") == "synthetic");
         CHECK(j.at("classifier") == "dtw");
@@ -132,7 +132,7 @@ TEST_CASE("framepipe-handpose: --no-ui --duration 5 --json prints the summary, i
 
 TEST_CASE("framepipe-handpose: landmarks written as CSV replay to the same CSV") {
     temp_dir dir;
-    (void)run_json("--no-ui --duration 3 --write-landmarks '" + dir.file("a.csv") + "'");
+    (void)run_json({"--no-ui", "--duration", "3", "--write-landmarks", dir.file("a.csv")});
     const std::string first = slurp(dir.file("a.csv"));
     REQUIRE(first.rfind("frame,point,x,y,z,label\n", 0) == 0);
     const auto rows = static_cast<std::size_t>(std::count(first.begin(), first.end(), '\n')) - 1;
@@ -142,8 +142,8 @@ TEST_CASE("framepipe-handpose: landmarks written as CSV replay to the same CSV")
     for (const std::string mode : {"pipelined", "single"}) {
         INFO(mode);
         const auto out = dir.file("b-" + mode + ".csv");
-        const auto b = run_json("--no-ui --mode " + mode + " --estimate-fps 60 --landmarks '" +
-                                dir.file("a.csv") + "' --write-landmarks '" + out + "'");
+        const auto b = run_json({"--no-ui", "--mode", mode, "--estimate-fps", "60", "--landmarks",
+                                 dir.file("a.csv"), "--write-landmarks", out});
         check_summary(b, mode);
         CHECK(b.at("source") == "landmarks");
         CHECK(b.at("source_frames").get<std::size_t>() == frames);
@@ -155,13 +155,13 @@ TEST_CASE("framepipe-handpose: landmarks written as CSV replay to the same CSV")
 
 TEST_CASE("framepipe-handpose: DTW templates are written, then loaded") {
     temp_dir dir;
-    const auto w = run("--write-templates '" + dir.file("t.json") + "' --templates-per-gesture 3");
+    const auto w = run({"--write-templates", dir.file("t.json"), "--templates-per-gesture", "3"});
     REQUIRE(w.exit_code == 0);
     const auto t = nlohmann::json::parse(slurp(dir.file("t.json")));
     CHECK(t.at("format") == "framepipe-handpose-templates");
     CHECK(t.at("templates").size() == 3 * handpose::gesture_count);
     // DTW compares windows and templates of different lengths: a 10-frame window fills fast.
-    const auto j = run_json("--no-ui --duration 3 --window 10 --templates '" + dir.file("t.json") + "'");
+    const auto j = run_json({"--no-ui", "--duration", "3", "--window", "10", "--templates", dir.file("t.json")});
     CHECK(j.at("classifier") == "dtw");
     CHECK(j.at("windows_classified").get<std::uint64_t>() >= 1);
 }
@@ -171,8 +171,8 @@ TEST_CASE("framepipe-handpose: --classifier runs an ONNX model made with python3
     const auto models = make_models(dir);
     for (const std::string mode : {"pipelined", "single"}) {
         INFO(mode);
-        const auto j = run_json("--no-ui --duration 3 --source-fps 60 --estimate-fps 30 --mode " +
-                                mode + " --classifier '" + models + "/classifier.onnx'");
+        const auto j = run_json({"--no-ui", "--duration", "3", "--source-fps", "60", "--estimate-fps", "30",
+                                 "--mode", mode, "--classifier", models + "/classifier.onnx"});
         check_summary(j, mode);
         CHECK(j.at("classifier") == "onnx");
         CHECK(j.at("windows_classified").get<std::uint64_t>() >= 1);
@@ -198,10 +198,9 @@ TEST_CASE("framepipe-handpose: --video with --landmark-model runs through cv::dn
     for (const std::string mode : {"pipelined", "single"}) {
         INFO(mode);
         const auto csv = dir.file("video-" + mode + ".csv");
-        const auto j = run_json("--no-ui --window 10 --stride 5 --mode " + mode + " --video '" +
-                                dir.file("hand.avi") + "' --landmark-model '" + models +
-                                "/landmarks.onnx' --landmark-input-size 64 --write-landmarks '" +
-                                csv + "'");
+        const auto j = run_json({"--no-ui", "--window", "10", "--stride", "5", "--mode", mode, "--video",
+                                 dir.file("hand.avi"), "--landmark-model", models + "/landmarks.onnx",
+                                 "--landmark-input-size", "64", "--write-landmarks", csv});
         check_summary(j, mode);
         CHECK(j.at("source") == "video");
         CHECK(j.at("source_frames") == 45); // ran to the end of the file, then stopped by itself
@@ -222,53 +221,51 @@ TEST_CASE("framepipe-handpose: bad input exits 2 with a one-line error") {
     std::ofstream(dir.file("short.csv")) << "frame,point,x,y,z\n0,0,0.5,0.5,0\n";
     std::ofstream(dir.file("bad.json")) << "{\"format\": 3}";
     const std::string m = models + "/";
-    const std::vector<std::pair<std::string, std::string>> cases{
-        {"--landmarks '" + dir.file("bad.csv") + "'", "bad.csv:2: y: not a finite number"},
-        {"--landmarks '" + dir.file("short.csv") + "'", "frame 0 has 1 points"},
-        {"--landmarks '" + dir.file("missing.csv") + "'", "cannot open"},
-        {"--classifier '" + m + "missing.onnx'", "no such file"},
-        {"--classifier '" + m + "not_a_model.onnx'", "cannot load"},
-        {"--classifier '" + m + "classifier_wrong_input.onnx'", "does not accept a 1x30x21x3 input"},
-        {"--classifier '" + m + "classifier_wrong_output.onnx'", "returns 5 values, expected 6"},
-        {"--classifier '" + m + "classifier.onnx' --window 20", "does not accept a 1x20x21x3 input"},
-        {"--video '" + dir.file("missing.avi") + "' --landmark-model '" + m +
-             "landmarks.onnx' --landmark-input-size 64",
+    const std::vector<std::pair<args, std::string>> cases{
+        {{"--landmarks", dir.file("bad.csv")}, "bad.csv:2: y: not a finite number"},
+        {{"--landmarks", dir.file("short.csv")}, "frame 0 has 1 points"},
+        {{"--landmarks", dir.file("missing.csv")}, "cannot open"},
+        {{"--classifier", m + "missing.onnx"}, "no such file"},
+        {{"--classifier", m + "not_a_model.onnx"}, "cannot load"},
+        {{"--classifier", m + "classifier_wrong_input.onnx"}, "does not accept a 1x30x21x3 input"},
+        {{"--classifier", m + "classifier_wrong_output.onnx"}, "returns 5 values, expected 6"},
+        {{"--classifier", m + "classifier.onnx", "--window", "20"}, "does not accept a 1x20x21x3 input"},
+        {{"--video", dir.file("missing.avi"), "--landmark-model", m + "landmarks.onnx",
+          "--landmark-input-size", "64"},
          "missing.avi': no such file"},
-        {"--video x.avi --landmark-model '" + m + "missing.onnx'", "no such file"},
-        {"--video x.avi --landmark-model '" + m + "landmarks_wrong_output.onnx' --landmark-input-size 64",
+        {{"--video", "x.avi", "--landmark-model", m + "missing.onnx"}, "no such file"},
+        {{"--video", "x.avi", "--landmark-model", m + "landmarks_wrong_output.onnx", "--landmark-input-size", "64"},
          "returns 10 values, expected 63"},
-        {"--video x.avi --landmark-model '" + m + "landmarks.onnx' --landmark-input-size 32",
+        {{"--video", "x.avi", "--landmark-model", m + "landmarks.onnx", "--landmark-input-size", "32"},
          "does not accept a 1x3x32x32 input"},
-        {"--camera 63 --landmark-model '" + m + "landmarks.onnx' --landmark-input-size 64",
+        {{"--camera", "63", "--landmark-model", m + "landmarks.onnx", "--landmark-input-size", "64"},
          "camera 63: cannot be opened"},
-        {"--video x.avi", "needs --landmark-model"},
-        {"--landmark-model '" + m + "landmarks.onnx'", "only with --video or --camera"},
-        {"--landmarks a.csv --video b.avi", "exclude each other"},
-        {"--source camera", "needs --camera"},
-        {"--source synthetic --landmarks a.csv", "conflicts with the --landmarks flag"},
-        {"--templates '" + dir.file("missing.json") + "'", "cannot open"},
-        {"--templates '" + dir.file("bad.json") + "'", "not a framepipe-handpose-templates file"},
-        {"--templates t.json --classifier c.onnx", "exclude each other"},
-        {"--write-templates /nonexistent-dir/t.json", "cannot open for writing"},
-        {"--write-landmarks /nonexistent-dir/l.csv", "cannot open for writing"},
-        {"--mode sideways", "--mode"},
-        {"--window 1", "--window"},
-        {"--stride 0", "--stride"},
-        {"--stride 31", "--stride: must be between 1 and --window"},
-        {"--estimate-fps 0", "--estimate-fps"},
-        {"--duration -1", "--duration"},
-        {"--classifier-extra-ms -5", "--classifier-extra-ms"},
-        {"--bogus", "bogus"},
+        {{"--video", "x.avi"}, "needs --landmark-model"},
+        {{"--landmark-model", m + "landmarks.onnx"}, "only with --video or --camera"},
+        {{"--landmarks", "a.csv", "--video", "b.avi"}, "exclude each other"},
+        {{"--source", "camera"}, "needs --camera"},
+        {{"--source", "synthetic", "--landmarks", "a.csv"}, "conflicts with the --landmarks flag"},
+        {{"--templates", dir.file("missing.json")}, "cannot open"},
+        {{"--templates", dir.file("bad.json")}, "not a framepipe-handpose-templates file"},
+        {{"--templates", "t.json", "--classifier", "c.onnx"}, "exclude each other"},
+        {{"--write-templates", "/nonexistent-dir/t.json"}, "cannot open for writing"},
+        {{"--write-landmarks", "/nonexistent-dir/l.csv"}, "cannot open for writing"},
+        {{"--mode", "sideways"}, "--mode"},
+        {{"--window", "1"}, "--window"},
+        {{"--stride", "0"}, "--stride"},
+        {{"--stride", "31"}, "--stride: must be between 1 and --window"},
+        {{"--estimate-fps", "0"}, "--estimate-fps"},
+        {{"--duration", "-1"}, "--duration"},
+        {{"--classifier-extra-ms", "-5"}, "--classifier-extra-ms"},
+        {{"--bogus"}, "bogus"},
     };
-    for (const auto& [args, expect] : cases) {
-        INFO(args);
-        const auto r = run("--no-ui --duration 1 " + args, true);
-        INFO(r.out);
-        CHECK(r.exit_code == 2);
-        REQUIRE(!r.out.empty());
-        CHECK(r.out.find('\n') == r.out.size() - 1); // exactly one line
-        CHECK(r.out.rfind("framepipe-handpose: ", 0) == 0);
-        CHECK(r.out.find(expect) != std::string::npos);
+    for (const auto& [extra, expect] : cases) {
+        args a{"--no-ui", "--duration", "1"};
+        a.insert(a.end(), extra.begin(), extra.end());
+        INFO(Catch::rangeToString(a));
+        const auto r = run(a);
+        check_one_line_error(r);
+        CHECK(r.err.find(expect) != std::string::npos);
     }
 }
 
@@ -285,10 +282,8 @@ TEST_CASE("framepipe-handpose: a taken port exits 2 with a one-line error, befor
     socklen_t len = sizeof addr;
     REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
     const auto port = std::to_string(ntohs(addr.sin_port));
-    const auto r = run("--duration 30 --port " + port, true);
+    const auto r = run({"--duration", "30", "--port", port});
     ::close(fd);
-    INFO(r.out);
-    CHECK(r.exit_code == 2);
-    CHECK(r.out.find('\n') == r.out.size() - 1);
-    CHECK(r.out.find("framepipe-handpose: cannot listen on 127.0.0.1:" + port) == 0);
+    check_one_line_error(r);
+    CHECK(r.err.find("framepipe-handpose: cannot listen on 127.0.0.1:" + port) == 0);
 }

@@ -190,6 +190,31 @@ TEST_CASE("--ui-fps caps the UI stage; --jpeg-quality sets the JPEG size; --dete
     check_one_line_error(t::run({exe, "--no-ui", "--jpeg-quality", "101"}), "--jpeg-quality");
 }
 
+TEST_CASE("--detect-fps paces the detector stage; the frames it passes over are counted by reason") {
+    // A tiny YOLOv8 model takes milliseconds, so the detector is faster than its cap of 2 fps:
+    // it waits its turn, then takes the newest frame, and the ones it passed over are counted as
+    // rate_limited on its subscription (next to the frames a newer one evicted meanwhile).
+    const auto j = parse_summary(t::run({exe, "--no-ui", "--duration", "3", "--json", "--detect-fps", "2",
+                                         "--model", model("yolov8.onnx"), "--input-size", "64"}));
+    CHECK(j.at("detect_fps_target") == 2.0);
+    const auto detections = j.at("detections").get<std::uint64_t>();
+    CHECK(detections > 0);
+    CHECK(detections <= 2 * 3 + 2); // the rate limiter's bound, whatever the machine's speed
+    const auto& reasons = j.at("dropped_for_detector_by_reason");
+    CHECK(reasons.at("rate_limited").get<std::uint64_t>() > 0);
+    // The breakdown is the detector subscription's own, and adds up.
+    const auto c = channel(j, "detector");
+    CHECK(j.at("dropped_for_detector") == c.at("dropped"));
+    CHECK(reasons == c.at("dropped_by_reason"));
+    std::uint64_t sum = 0;
+    for (const auto& [why, n] : reasons.items()) {
+        INFO(why);
+        sum += n.get<std::uint64_t>();
+    }
+    CHECK(sum == j.at("dropped_for_detector").get<std::uint64_t>());
+    CHECK(c.at("popped") == detections); // every frame it took was detected
+}
+
 TEST_CASE("--model: YOLOv8 and YOLOv5 ONNX and Darknet models drive the program") {
     for (const auto& args : std::vector<std::vector<std::string>>{
              {"--model", model("yolov8.onnx"), "--input-size", "64", "--classes", model("names.txt")},
@@ -301,6 +326,15 @@ TEST_CASE("the web endpoints, robust against bad requests, and a stalled client"
         CHECK(page.status == 200);
         CHECK(page.headers.at("content-type").find("text/html") == 0);
         CHECK(page.body.find("<canvas") != std::string::npos);
+        // The client code both examples' pages share, served once.
+        CHECK(page.body.find("<script src=\"/app.js\"></script>") != std::string::npos);
+        const auto script = t::http_get(port, "/app.js");
+        CHECK(script.status == 200);
+        CHECK(script.headers.at("content-type").find("text/javascript") == 0);
+        CHECK(script.body.find("window.framepipePage") != std::string::npos);
+        const auto style = t::http_get(port, "/app.css");
+        CHECK(style.status == 200);
+        CHECK(style.headers.at("content-type").find("text/css") == 0);
         CHECK(t::http_get(port, "/", t::http::verb::head).status == 200);
 
         const auto metrics = t::http_get(port, "/metrics");

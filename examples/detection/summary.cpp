@@ -1,0 +1,66 @@
+// examples/detection/summary.cpp - see summary.hpp.
+#include "summary.hpp"
+
+#include "common/process_stats.hpp"
+#include "common/program.hpp"
+
+#include <algorithm>
+
+namespace framepipe_examples::detection {
+
+nlohmann::json summary(const run_parts& r, const framepipe::pipeline_snapshot& snap, double elapsed) {
+    const double secs = std::max(elapsed, 1e-3);
+    const auto frames = r.video.frames_read();
+    const auto detections = r.m.detections.load(std::memory_order_relaxed);
+    const auto encoded = r.jpeg.frames();
+    nlohmann::json j;
+    j["mode"] = r.s.mode;
+    j["detector"] = r.d.description();
+    j["video"] = r.video.description();
+    j["seconds"] = round2(elapsed);
+    j["source_fps_target"] = round2(r.video.pace_hz());
+    j["source_fps"] = round2(static_cast<double>(frames) / secs);
+    j["ui_fps_target"] = r.s.ui_fps;
+    j["ui_fps"] = round2(static_cast<double>(encoded) / secs);
+    j["detect_fps_target"] = r.s.detect_fps;
+    j["detect_fps"] = round2(static_cast<double>(detections) / secs);
+    j["detect_age_p50_ms"] = round2(quantile_ms(r.m.detect_age, 0.5));
+    j["detect_age_p99_ms"] = round2(quantile_ms(r.m.detect_age, 0.99));
+    j["inference_ms_p50"] = round2(quantile_ms(r.m.inference, 0.5));
+    j["inference_ms_p99"] = round2(quantile_ms(r.m.inference, 0.99));
+    j["inference_ms_last"] =
+        round2(static_cast<double>(r.m.last_inference_us.load(std::memory_order_relaxed)) / 1000.0);
+    j["frames_read"] = frames;
+    j["corrupt_frames"] = r.video.corrupt_frames();
+    j["loops"] = r.video.loops();
+    j["detections"] = detections;
+    j["ui_frames"] = encoded;
+    if (r.s.mode == "pipelined") {
+        // Frames the stage never worked on, whatever the reason. The snapshot counts the frames
+        // the paced detector passed over for a newer one as rate_limited on its subscription.
+        const auto& det_in = channel_named(snap, "detector");
+        const auto& ui_in = channel_named(snap, "ui");
+        j["dropped_for_detector"] = det_in.dropped;
+        j["dropped_for_detector_by_reason"] = drops_by_reason(det_in);
+        j["dropped_for_ui"] = ui_in.dropped;
+        j["dropped_for_ui_by_reason"] = drops_by_reason(ui_in);
+    } else {
+        j["dropped_for_detector"] = frames - std::min(frames, detections);
+        j["dropped_for_detector_by_reason"] = nlohmann::json::object();
+        j["dropped_for_ui"] = frames - std::min(frames, encoded);
+        j["dropped_for_ui_by_reason"] = nlohmann::json::object();
+    }
+    j["jpeg_pool_misses"] = r.jpeg.pool_misses();
+    j["jpeg_kb_mean"] = round2(r.jpeg.mean_kb());
+    j["peak_rss_mb"] = round2(peak_rss_mb());
+    j["rss_mb"] = round2(rss_mb());
+    for (const auto& st : snap.stages) {
+        if (st.name == "detector" || st.name == "inline") {
+            j["detector_busy_ratio"] = round2(st.busy_ratio);
+        }
+    }
+    j.update(snapshot_json(snap));
+    return j;
+}
+
+} // namespace framepipe_examples::detection

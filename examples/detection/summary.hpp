@@ -1,0 +1,34 @@
+// examples/detection/summary.hpp - everything framepipe-detect reports: the --json object, the
+// /stats.json body and the page's state messages (fields: docs/examples/detection.md).
+#pragma once
+
+#include "detector.hpp"
+#include "settings.hpp"
+#include "stages.hpp"
+
+#include "common/jpeg_encoder.hpp"
+#include "common/video_source.hpp"
+
+#include <framepipe/snapshot.hpp>
+
+#include <nlohmann/json.hpp>
+
+namespace framepipe_examples::detection {
+
+// What the summary reads. Each member's counters may be read from any thread.
+struct run_parts {
+    const settings& s;
+    const video_source& video;
+    const detector& d;
+    const meters& m;
+    const jpeg_encoder& jpeg;
+};
+
+// The summary after `elapsed` seconds, with the pipeline's figures from `snap`. Frames the
+// detector and the UI never worked on are counted by reason: in pipelined mode from their
+// subscriptions (evicted by a newer frame; rate_limited by --ui-fps, or passed over by the
+// detector paced to --detect-fps); inline, as the frames read minus the ones worked on.
+[[nodiscard]] nlohmann::json summary(const run_parts& r, const framepipe::pipeline_snapshot& snap,
+                                     double elapsed);
+
+} // namespace framepipe_examples::detection
