@@ -42,6 +42,7 @@ struct world {
     std::vector<live_state> states;   // every state it went through, in order
     int opens = 0;
     int closes = 0;
+    bool stop_in_close = false; // a close() that takes the source's stop with it
 
     // Moves time to `t`, or to stop_at (requesting the stop) if that comes first. False when
     // the stop came first.
@@ -129,7 +130,12 @@ struct scripted {
         return read_result<int>::timed_out();
     }
 
-    void close() noexcept { ++w->closes; }
+    void close() noexcept {
+        ++w->closes;
+        if (w->stop_in_close) {
+            w->stopper.request_stop();
+        }
+    }
 };
 
 using source_t = framepipe::live_source<scripted, virtual_time>;
@@ -375,16 +381,24 @@ TEST_CASE("live_source: stop in every state ends the run promptly, closing the c
         {"stalled, before the backoff", {.frames = 5, .after = connection::then::silence}, 400ms,
          live_state::streaming},
         {"backoff", {.opens = false}, 50ms + 10ms, live_state::backoff},
+        {"stalled (inside the close that follows)", {.frames = 5, .after = connection::then::silence},
+         0ns, live_state::stalled},
     };
     for (const auto& c : cases) {
         INFO(c.name);
         auto w = std::make_shared<world>();
-        w->stop_at = w->now + c.stop_after;
+        if (c.stop_after > 0ns) {
+            w->stop_at = w->now + c.stop_after;
+        } else {
+            w->stop_in_close = true;
+        }
         auto src = make_source(w, {c.conn}, exact());
         collector out;
         CHECK(src->run(out, w->stopper.get_token()) == live_state::stopped);
         CHECK(src->state() == live_state::stopped);
-        CHECK(w->now == *w->stop_at); // virtual time did not run past the stop
+        if (w->stop_at) {
+            CHECK(w->now == *w->stop_at); // virtual time did not run past the stop
+        }
         CHECK(w->opens == w->closes);
         REQUIRE(w->states.size() >= 2);
         CHECK(w->states[w->states.size() - 2] == c.during);
