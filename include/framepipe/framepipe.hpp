@@ -12,6 +12,7 @@
 #include <framepipe/channel.hpp>
 #include <framepipe/exposition.hpp>
 #include <framepipe/latest_slot.hpp>
+#include <framepipe/live_source.hpp>
 #include <framepipe/metrics.hpp>
 #include <framepipe/pipeline.hpp>
 #include <framepipe/pool.hpp>
