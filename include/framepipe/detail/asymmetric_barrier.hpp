@@ -5,10 +5,13 @@
 #include <framepipe/detail/config.hpp>
 
 #include <atomic>
+#include <cerrno>
 #include <exception>
+#include <mutex>
 
 #if defined(__linux__)
 #include <linux/membarrier.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -36,6 +39,16 @@ namespace framepipe::detail {
 // forbids it), both halves are std::atomic_thread_fence(seq_cst): slower on the hot path, equally
 // correct. light() reads a flag that is set only once registration has succeeded, so the hot
 // half never skips its fence unless the heavy half will really call membarrier.
+//
+// membarrier can still fail after registration: ENOMEM (kernels built with
+// CONFIG_CPUMASK_OFFSTACK allocate a cpumask per call), or a seccomp filter installed later. A
+// transient error (EINTR, EAGAIN, ENOMEM) is retried. A persistent one switches the barrier for
+// good: light() fences from then on, and heavy() orders the other threads by another route, since
+// some of them may have skipped their fence just before the switch: on x86, it downgrades the
+// protection of a page of its own (mprotect), which makes the kernel send a TLB-shootdown
+// interrupt to every core that runs a thread of the process, and an interrupt is a full barrier
+// there. Elsewhere no such route is known, and heavy() calls std::terminate rather than lose a
+// wake-up.
 class asymmetric_barrier {
 public:
     // A full barrier. ThreadSanitizer does not model std::atomic_thread_fence (GCC warns with
@@ -72,15 +85,27 @@ public:
     static void heavy() noexcept {
 #if defined(__linux__) && defined(SYS_membarrier)
         if (enable()) {
-            if (::syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) {
-                return;
+            if (!fallen_back_.load(std::memory_order_acquire)) {
+                for (int attempt = 0; attempt < 8; ++attempt) {
+                    if (::syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) {
+                        return;
+                    }
+                    if (errno != EINTR && errno != EAGAIN && errno != ENOMEM) {
+                        break;
+                    }
+                }
+                fall_back();
             }
-            // Cannot fail once registered; if it ever did, light() may have skipped its fence,
-            // and nothing here can order the other thread. Fail loudly rather than lose wake-ups.
-            std::terminate();
+            interrupt_barrier();
+            return;
         }
 #endif
         full_fence();
+    }
+
+    // Whether heavy() has given up on membarrier (see the class comment). Any thread.
+    [[nodiscard]] static bool fallen_back() noexcept {
+        return fallen_back_.load(std::memory_order_acquire);
     }
 
 private:
@@ -98,8 +123,38 @@ private:
 #endif
     }
 
+#if defined(__linux__)
+    // membarrier failed for good: light() fences from now on; heavy() uses interrupt_barrier().
+    static void fall_back() noexcept {
+        enabled_.store(false, std::memory_order_relaxed);
+        fallen_back_.store(true, std::memory_order_release);
+    }
+
+    // A barrier on every core that runs a thread of the process, without membarrier: downgrading
+    // a private page's protection makes the kernel shoot down its TLB entries on those cores by
+    // interrupt (x86). The page is touched first so that it is mapped and cached.
+    static void interrupt_barrier() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+        static void* const page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        static std::mutex mu; // one downgrade at a time
+        if (page != MAP_FAILED) {
+            const std::lock_guard<std::mutex> lock(mu);
+            if (::mprotect(page, 4096, PROT_READ | PROT_WRITE) == 0) {
+                static_cast<volatile char*>(page)[0] = 0;
+                if (::mprotect(page, 4096, PROT_READ) == 0) {
+                    return;
+                }
+            }
+        }
+#endif
+        std::terminate(); // no way to order the other threads: fail loudly, never lose a wake-up
+    }
+#endif
+
     // Relaxed is enough: a light() that reads a stale false only pays an unneeded fence.
     static inline std::atomic<bool> enabled_{false};
+    static inline std::atomic<bool> fallen_back_{false};
 };
 
 } // namespace framepipe::detail

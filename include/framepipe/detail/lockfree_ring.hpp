@@ -54,6 +54,14 @@ namespace framepipe::detail {
 // then yield: lock-free in the common case, but a thread preempted inside those instructions
 // delays the one that needs its slot (as in every array queue of this family).
 //
+// One unfinished push hides the finished ones behind it. A push that has claimed position p but
+// not stored its item yet makes every pop see the ring as empty at p (try_pop returns nullopt,
+// pop_for may time out), even when pushes that claimed p + 1, p + 2, ... have stored theirs and
+// returned ok, and size() counts them. Consumers take positions in order, so p's item comes out
+// first once it is stored (a few instructions later, unless that producer is descheduled). This
+// is the known trade-off of this queue family: FIFO order and one CAS per operation, for a pop
+// that may miss items while an earlier push is in flight.
+//
 // Counters: pushed and popped are derived from the positions, so the fast path writes no
 // counter at all; the drop reasons are atomics written only on their (slow) paths.
 template <class T>

@@ -1,0 +1,111 @@
+// tests/test_asymmetric_barrier.cpp - detail::asymmetric_barrier when membarrier fails after
+// registration: a transient error is retried; a persistent one switches to the fallback, and the
+// spsc_ring hand-off (which relies on the barrier) keeps losing no wake-up.
+//
+// The membarrier system call is interposed: this test program defines syscall() itself, which
+// the inline library code calls, and forwards every other call to libc's.
+
+#include <framepipe/detail/asymmetric_barrier.hpp>
+#include <framepipe/ring.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdarg>
+#include <thread>
+
+#if defined(__linux__) && (defined(__x86_64__) || defined(__i386__))
+#include <dlfcn.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+
+namespace {
+
+// How the interposed membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) behaves.
+std::atomic<int> fail_next{0};        // fail this many calls with ENOMEM, then succeed
+std::atomic<bool> fail_always{false}; // fail every call with EPERM (a seccomp filter, say)
+std::atomic<int> barrier_calls{0};
+
+} // namespace
+
+extern "C" long syscall(long number, ...) {
+    va_list ap;
+    va_start(ap, number);
+    long a[6];
+    for (long& x : a) {
+        x = va_arg(ap, long);
+    }
+    va_end(ap);
+    if (number == SYS_membarrier && a[0] == MEMBARRIER_CMD_PRIVATE_EXPEDITED) {
+        barrier_calls.fetch_add(1);
+        if (fail_always.load()) {
+            errno = EPERM;
+            return -1;
+        }
+        if (fail_next.load() > 0) {
+            fail_next.fetch_sub(1);
+            errno = ENOMEM;
+            return -1;
+        }
+    }
+    using real_t = long (*)(long, ...);
+    static const auto real = reinterpret_cast<real_t>(dlsym(RTLD_NEXT, "syscall"));
+    return real(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+namespace {
+
+// A ping-pong through two spsc_rings (whose waiters pay heavy() and whose notifiers pay light()):
+// a lost wake-up hangs it.
+void ping_pong(int rounds) {
+    framepipe::spsc_ring<int> there(1);
+    framepipe::spsc_ring<int> back(1);
+    std::thread partner([&] {
+        for (int i = 0; i < rounds; ++i) {
+            auto v = there.pop();
+            (void)back.push(v ? *v + 1 : -1);
+        }
+    });
+    long long sum = 0;
+    for (int i = 0; i < rounds; ++i) {
+        (void)there.push(i);
+        auto v = back.pop();
+        sum += v ? *v - i : 0;
+    }
+    partner.join();
+    CHECK(sum == rounds);
+}
+
+} // namespace
+
+using framepipe::detail::asymmetric_barrier;
+
+TEST_CASE("asymmetric_barrier: membarrier works here, and a transient failure is retried") {
+    if (!asymmetric_barrier::enable()) {
+        WARN("membarrier is not available on this machine: nothing to interpose");
+        return;
+    }
+    ping_pong(2'000);
+    const int before = barrier_calls.load();
+    fail_next = 3; // ENOMEM three times, then the call goes through
+    asymmetric_barrier::heavy();
+    CHECK(barrier_calls.load() - before == 4);
+    CHECK_FALSE(asymmetric_barrier::fallen_back());
+    ping_pong(2'000);
+}
+
+TEST_CASE("asymmetric_barrier: a persistent failure falls back, and hand-offs still work") {
+    if (!asymmetric_barrier::enable()) {
+        WARN("membarrier is not available on this machine: nothing to interpose");
+        return;
+    }
+    fail_always = true;
+    asymmetric_barrier::heavy(); // retries, then falls back instead of terminating
+    CHECK(asymmetric_barrier::fallen_back());
+    ping_pong(20'000); // notifiers fence now; waiters use the interrupt barrier
+    fail_always = false;
+    ping_pong(2'000); // the switch is for good
+    CHECK(asymmetric_barrier::fallen_back());
+}
+#endif
