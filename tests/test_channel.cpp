@@ -73,6 +73,8 @@ TEST_CASE("channel: channel_stats starts at zero") {
     CHECK(s.expired == 0);
     CHECK(s.after_close == 0);
     CHECK(s.rate_limited == 0);
+    CHECK(s.sampled_out == 0);
+    CHECK(s.lost_in_transport == 0);
     CHECK(s.size == 0);
 }
 

@@ -86,7 +86,8 @@ int run_main(std::string_view program, Body body) {
     nlohmann::json j = nlohmann::json::object();
     const std::pair<const char*, std::uint64_t> reasons[] = {
         {"evicted", s.evicted},     {"rejected", s.rejected},       {"cancelled", s.cancelled},
-        {"expired", s.expired},     {"after_close", s.after_close}, {"rate_limited", s.rate_limited}};
+        {"expired", s.expired},     {"after_close", s.after_close}, {"rate_limited", s.rate_limited},
+        {"sampled_out", s.sampled_out}, {"lost_in_transport", s.lost_in_transport}};
     for (const auto& [name, n] : reasons) {
         if (n != 0) {
             j[name] = n;

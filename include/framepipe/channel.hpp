@@ -72,6 +72,7 @@ enum class push_status {
 //
 //     pushed == popped + dropped + size()
 //     dropped == evicted + rejected + cancelled + expired + after_close + rate_limited
+//                + sampled_out + lost_in_transport
 //
 // A snapshot taken while other threads push and pop: a channel that uses a lock (a ring whose T
 // may throw on move, a sliding_window) takes it, so the identities hold for the snapshot itself.
@@ -94,6 +95,9 @@ struct channel_stats {
     std::uint64_t after_close = 0;  // pushed after close(); not enqueued
     std::uint64_t rate_limited = 0; // skipped for a rate: a subscription's max_rate_hz, or a
                                     // paced pipeline stage taking the newest item
+    std::uint64_t sampled_out = 0;  // kept out by a sampler (sampling.hpp) on purpose
+    std::uint64_t lost_in_transport = 0; // never arrived: a gap in a transport's sequence
+                                         // numbers (transport/*.hpp), counted by the receiver
     std::uint64_t size = 0;         // items buffered when the snapshot was taken
 };
 

@@ -831,7 +831,9 @@ private:
                                         {"cancelled", s.cancelled},
                                         {"expired", s.expired},
                                         {"after_close", s.after_close},
-                                        {"rate_limited", s.rate_limited}};
+                                        {"rate_limited", s.rate_limited},
+                                        {"sampled_out", s.sampled_out},
+                                        {"lost_in_transport", s.lost_in_transport}};
             }
         }
         if (c.hangs_off) {
