@@ -17,6 +17,7 @@
 #include <framepipe/pipeline.hpp>
 #include <framepipe/pool.hpp>
 #include <framepipe/rate_limiter.hpp>
+#include <framepipe/sampling.hpp>
 #include <framepipe/ring.hpp>
 #include <framepipe/sliding_window.hpp>
 #include <framepipe/snapshot.hpp>

@@ -1,0 +1,358 @@
+// framepipe/sampling.hpp - send the expensive stage only the frames worth its time: one in N, the
+// ones a predicate flags, or as many as a closed loop says the consumer can take.
+//
+//     framepipe::ring<Frame> to_detector(4);
+//     framepipe::sampled to_detector_1_in_5(to_detector, framepipe::every_n(5));
+//     p.source("camera", to_detector_1_in_5, grab);            // 4 of 5 frames: sampled_out
+//     p.stage("detector", to_detector_1_in_5, boxes, detect);  // pops from the ring inside
+//
+// Three samplers, each a small object with `bool admit(const T& item, time_point now)`:
+// - every_n: keeps the 1st, (N+1)th, (2N+1)th ... item;
+// - gate: keeps an item when a predicate holds, at most once per min_interval, and after a kept
+//   item nothing for cooldown (a motion detector's "event, then quiet");
+// - adaptive_rate: a closed-loop controller that keeps items at a rate between min_hz and max_hz,
+//   set from a signal: an activity score you feed, the downstream occupancy, or the consumer's
+//   busy share (see its comment for the control law and why it is stable).
+//
+// `sampled<Channel, Sampler>` puts a sampler in front of a channel: a push the sampler refuses is
+// counted as `sampled_out` in the channel's stats (so the accounting identity holds, and the drop
+// shows in a pipeline's metrics with its reason), and returns rejected. Every other call goes to
+// the channel. A sampler can also be used inside a stage function directly.
+//
+// Threads: a sampler is not synchronised: use it from one thread at a time (a `sampled` channel
+// takes a short lock around admit, so any number of producers may push).
+#pragma once
+
+#include <framepipe/detail/config.hpp>
+
+#include <framepipe/channel.hpp>
+#include <framepipe/rate_limiter.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace framepipe {
+
+// Keeps one item in every n: the 1st, the (n+1)th, ... Any T.
+class every_n {
+public:
+    // Throws std::invalid_argument naming n when it is 0.
+    explicit every_n(std::uint64_t n) : n_(n) {
+        if (n == 0) {
+            throw std::invalid_argument("n: must be at least 1");
+        }
+    }
+
+    // Whether to keep this item. One thread at a time; never throws.
+    template <class T>
+    [[nodiscard]] bool admit(const T& /*item*/, std::chrono::steady_clock::time_point /*now*/) noexcept {
+        return seen_++ % n_ == 0;
+    }
+
+    [[nodiscard]] std::uint64_t n() const noexcept { return n_; }
+
+private:
+    std::uint64_t n_;
+    std::uint64_t seen_ = 0;
+};
+
+// Options of a gate.
+struct gate_options {
+    // Two kept items are at least this far apart (0: no limit).
+    std::chrono::nanoseconds min_interval{0};
+    // After a kept item, nothing is kept for this long, whatever the predicate says (0: none).
+    std::chrono::nanoseconds cooldown{0};
+};
+
+// Keeps an item when `pred(item)` holds, within min_interval and cooldown.
+template <class Pred>
+class gate {
+public:
+    // Throws std::invalid_argument naming min_interval or cooldown when negative.
+    explicit gate(Pred pred, gate_options options = {}) : pred_(std::move(pred)), o_(options) {
+        if (o_.min_interval < std::chrono::nanoseconds::zero()) {
+            throw std::invalid_argument("min_interval: must not be negative");
+        }
+        if (o_.cooldown < std::chrono::nanoseconds::zero()) {
+            throw std::invalid_argument("cooldown: must not be negative");
+        }
+    }
+
+    // Whether to keep this item at `now`. One thread at a time; throws what pred throws.
+    template <class T>
+    [[nodiscard]] bool admit(const T& item, std::chrono::steady_clock::time_point now) {
+        if (last_ && now - *last_ < std::max(o_.min_interval, o_.cooldown)) {
+            return false;
+        }
+        if (!pred_(item)) {
+            return false;
+        }
+        last_ = now;
+        return true;
+    }
+
+private:
+    Pred pred_;
+    gate_options o_;
+    std::optional<std::chrono::steady_clock::time_point> last_;
+};
+
+// What adaptive_rate is steered by, each in [0, 1], given with update().
+struct rate_signal {
+    // How much is happening (detections, motion): 1 asks for max_hz, 0 for min_hz.
+    std::optional<double> activity;
+    // The consumer's busy share over the last period (pipeline: stage_snapshot::busy_ratio).
+    std::optional<double> busy;
+    // How full the consumer's input is (size / capacity: 1 for a full latest slot).
+    std::optional<double> occupancy;
+};
+
+// Options of adaptive_rate.
+struct adaptive_rate_options {
+    double min_hz = 1;      // never below (keeps a camera alive in the metrics when idle)
+    double max_hz = 30;     // never above (a camera's rate, say)
+    double step_hz = 1;     // the one step of a decrease, and the quantum of the rate
+    double busy_high = 0.9; // the consumer is saturated above this busy share
+    double busy_low = 0.7;  // and has room below it (between the two: hold)
+    double occupancy_high = 0.5; // items wait at the consumer's input above this occupancy
+};
+
+// A closed-loop rate for a sampler: keeps items through a rate_limiter whose rate it sets from a
+// signal, once per control period (each update()).
+//
+// Control law, with r the rate, s the step, D the rate the activity asks for
+// (min_hz + activity * (max_hz - min_hz), max_hz without an activity signal):
+//   1. saturated (busy > busy_high, or occupancy > occupancy_high): r <- r - s, and the ceiling
+//      C (the consumer's capacity as found so far) becomes r - s too;
+//   2. otherwise, r <- min(D, C) if that is above r (a rise is immediate: the attack), or
+//      r <- max(D, r - s) if below (a fall is one step per period: the decay);
+//   3. with room (busy < busy_low) and no saturation for a while, C is lifted by one step per
+//      period, so a consumer that got faster is found again;
+//   all clamped to [min_hz, max_hz] and rounded to a multiple of s.
+// Stability: every change is one step down, or up to a value at most C; C moves down to one step
+// below a rate that saturated, and up by one step per period only while the consumer has room
+// (busy < busy_low) two periods running. Under a steady consumer the rate settles at the highest
+// grid rate that neither saturates nor leaves room, and if the band [busy_low, busy_high] is
+// narrower than one step it alternates between two neighbours: it moves by at most one step in
+// steady state. A rise in activity reaches min(D, C) at the next update; a fall reaches D within
+// (r - D) / s updates.
+class adaptive_rate {
+public:
+    // Starts at max_hz. Throws std::invalid_argument naming the field: min_hz or max_hz not
+    // positive, finite and a rate_limiter accepts; max_hz below min_hz; step_hz not positive;
+    // busy_low above busy_high or either outside [0, 1]; occupancy_high outside [0, 1].
+    explicit adaptive_rate(adaptive_rate_options options = {})
+        : o_(validated(options)), rate_(o_.max_hz), ceiling_(o_.max_hz), limiter_(o_.max_hz) {}
+
+    // Whether to keep this item now (the rate_limiter's decision). One thread at a time.
+    template <class T>
+    [[nodiscard]] bool admit(const T& /*item*/, std::chrono::steady_clock::time_point now) {
+        return limiter_.try_acquire(now);
+    }
+
+    // One control step (see the class comment) with the signal of the period that ended at
+    // `now`. Returns the rate now in force. One thread at a time.
+    double update(const rate_signal& signal, std::chrono::steady_clock::time_point now) {
+        const auto clamp01 = [](double v) { return std::clamp(v, 0.0, 1.0); };
+        const bool saturated =
+            (signal.busy && clamp01(*signal.busy) > o_.busy_high) ||
+            (signal.occupancy && clamp01(*signal.occupancy) > o_.occupancy_high);
+        const bool room = signal.busy && clamp01(*signal.busy) < o_.busy_low &&
+                          (!signal.occupancy || clamp01(*signal.occupancy) <= o_.occupancy_high);
+        const double wanted =
+            signal.activity ? o_.min_hz + clamp01(*signal.activity) * (o_.max_hz - o_.min_hz)
+                            : o_.max_hz;
+        double next = rate_;
+        if (saturated) {
+            ceiling_ = std::max(o_.min_hz, rate_ - o_.step_hz);
+            next = rate_ - o_.step_hz;
+            quiet_periods_ = 0;
+        } else {
+            if (room && ++quiet_periods_ >= 2) {
+                ceiling_ = std::min(o_.max_hz, ceiling_ + o_.step_hz);
+            }
+            const double target = std::min(wanted, ceiling_);
+            next = target > rate_ ? target : std::max(target, rate_ - o_.step_hz);
+        }
+        next = std::clamp(quantized(next), o_.min_hz, o_.max_hz);
+        if (next != rate_) {
+            rate_ = next;
+            limiter_.set_rate(rate_, now);
+        }
+        return rate_;
+    }
+
+    // The rate in force. One thread at a time (with update and admit).
+    [[nodiscard]] double rate() const noexcept { return rate_; }
+    // The consumer's capacity as the controller believes it (max_hz until it first saturates).
+    [[nodiscard]] double ceiling() const noexcept { return ceiling_; }
+    [[nodiscard]] const adaptive_rate_options& options() const noexcept { return o_; }
+
+private:
+    static adaptive_rate_options validated(const adaptive_rate_options& o) {
+        const auto rate_ok = [](double hz) {
+            return hz > 0 && std::isfinite(hz) && hz <= 1e9 && std::isfinite(1e9 / hz);
+        };
+        if (!rate_ok(o.min_hz)) {
+            throw std::invalid_argument("min_hz: must be a positive rate a rate_limiter accepts");
+        }
+        if (!rate_ok(o.max_hz)) {
+            throw std::invalid_argument("max_hz: must be a positive rate a rate_limiter accepts");
+        }
+        if (o.max_hz < o.min_hz) {
+            throw std::invalid_argument("max_hz: must not be below min_hz");
+        }
+        if (!(o.step_hz > 0) || !std::isfinite(o.step_hz)) {
+            throw std::invalid_argument("step_hz: must be positive");
+        }
+        if (!(o.busy_low >= 0 && o.busy_low <= o.busy_high && o.busy_high <= 1)) {
+            throw std::invalid_argument("busy_low: must be in [0, busy_high], busy_high in [0, 1]");
+        }
+        if (!(o.occupancy_high >= 0 && o.occupancy_high <= 1)) {
+            throw std::invalid_argument("occupancy_high: must be in [0, 1]");
+        }
+        return o;
+    }
+
+    // A rate on the grid of steps from min_hz (so that the rate only takes step-apart values).
+    // (A saturation sets the ceiling one step below the rate that saturated: the highest rate
+    // not yet known to saturate, so a steady consumer is not probed again every period.)
+    [[nodiscard]] double quantized(double hz) const noexcept {
+        return o_.min_hz + std::round((hz - o_.min_hz) / o_.step_hz) * o_.step_hz;
+    }
+
+    adaptive_rate_options o_;
+    double rate_;
+    double ceiling_;
+    unsigned quiet_periods_ = 0;
+    rate_limiter limiter_;
+};
+
+// A channel with a sampler in front: push(item) keeps the item only if the sampler admits it;
+// otherwise the push returns rejected and is counted as sampled_out. Everything else (pop, close,
+// capacity, ...) is the channel's. It is an input and an output for a pipeline, and its stats()
+// (the channel's, plus the sampled-out pushes) show in the pipeline's metrics.
+template <class Channel, class Sampler>
+class sampled {
+public:
+    using value_type = typename Channel::value_type;
+
+    // Wraps `channel` (which must outlive this object) with `sampler`.
+    sampled(Channel& channel, Sampler sampler) : channel_(channel), sampler_(std::move(sampler)) {}
+
+    sampled(const sampled&) = delete;
+    sampled& operator=(const sampled&) = delete;
+
+    // Offers `item`: to the channel if the sampler admits it, else counted as sampled_out and
+    // rejected. Any thread (the sampler runs under a short lock). Waits as the channel's push
+    // does. Exceptions: what the sampler or the channel's push throws.
+    push_status push(value_type item) {
+        if (!admit(item)) {
+            return push_status::rejected;
+        }
+        return channel_.push(std::move(item));
+    }
+    push_status push(value_type item, std::stop_token stop) {
+        if (!admit(item)) {
+            return push_status::rejected;
+        }
+        return channel_.push(std::move(item), std::move(stop));
+    }
+    push_status try_push(value_type item)
+        requires requires(Channel& c, value_type v) { c.try_push(std::move(v)); }
+    {
+        if (!admit(item)) {
+            return push_status::rejected;
+        }
+        return channel_.try_push(std::move(item));
+    }
+
+    // The channel's consumer calls and observers (those it has).
+    [[nodiscard]] auto try_pop()
+        requires requires(Channel& c) { c.try_pop(); }
+    {
+        return channel_.try_pop();
+    }
+    [[nodiscard]] auto pop() { return channel_.pop(); }
+    [[nodiscard]] auto pop(std::stop_token stop) { return channel_.pop(std::move(stop)); }
+    [[nodiscard]] auto pop_for(std::chrono::nanoseconds timeout)
+        requires requires(Channel& c) { c.pop_for(timeout); }
+    {
+        return channel_.pop_for(timeout);
+    }
+    void close() { channel_.close(); }
+    [[nodiscard]] bool closed() const { return channel_.closed(); }
+    [[nodiscard]] std::size_t size() const { return channel_.size(); }
+    [[nodiscard]] std::size_t capacity() const
+        requires requires(const Channel& c) { c.capacity(); }
+    {
+        return channel_.capacity();
+    }
+    [[nodiscard]] overflow policy() const
+        requires requires(const Channel& c) { c.policy(); }
+    {
+        return channel_.policy();
+    }
+
+    // The channel's counters, with the sampled-out pushes added (pushed and dropped include
+    // them, reason sampled_out). Any thread.
+    [[nodiscard]] channel_stats stats() const {
+        channel_stats s = channel_.stats();
+        const auto out = sampled_out_.load(std::memory_order_relaxed);
+        s.pushed += out;
+        s.sampled_out += out;
+        s.dropped += out;
+        return s;
+    }
+
+    // The number of pushes the sampler kept out. Any thread.
+    [[nodiscard]] std::uint64_t sampled_out() const noexcept {
+        return sampled_out_.load(std::memory_order_relaxed);
+    }
+
+    // The sampler (for adaptive_rate::update, say). Use it under the same one-thread rule as
+    // admit: from the thread that pushes, or with pushes stopped.
+    [[nodiscard]] Sampler& sampler() noexcept { return sampler_; }
+    [[nodiscard]] Channel& channel() noexcept { return channel_; }
+
+private:
+    bool admit(const value_type& item) {
+        bool keep = false;
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            keep = sampler_.admit(item, std::chrono::steady_clock::now());
+        }
+        if (!keep) {
+            // Relaxed: a statistics counter.
+            sampled_out_.fetch_add(1, std::memory_order_relaxed);
+        }
+        return keep;
+    }
+
+    Channel& channel_;
+    Sampler sampler_;
+    std::mutex mu_;
+    std::atomic<std::uint64_t> sampled_out_{0};
+};
+
+// How a pipeline shows a sampled channel: the inner channel's kind, marked "sampled".
+template <class Channel, class Sampler>
+struct channel_traits<sampled<Channel, Sampler>> {
+    static constexpr std::string_view kind = "sampled";
+    static constexpr bool one_producer = channel_traits<Channel>::one_producer;
+    static constexpr bool one_consumer = channel_traits<Channel>::one_consumer;
+};
+
+} // namespace framepipe

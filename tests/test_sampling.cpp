@@ -1,0 +1,234 @@
+// tests/test_sampling.cpp - framepipe/sampling.hpp: every_n and gate with exact counts,
+// adaptive_rate's control law in virtual time (convergence to the consumer's capacity, a fast
+// rise and a stepwise decay with activity, at most one step of movement in steady state), and the
+// sampled channel's accounting, alone and in a pipeline.
+
+#include <framepipe/exposition.hpp>
+#include <framepipe/latest_slot.hpp>
+#include <framepipe/pipeline.hpp>
+#include <framepipe/ring.hpp>
+#include <framepipe/sampling.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+using framepipe::push_status;
+
+TEST_CASE("every_n keeps exactly the 1st, (n+1)th, ... item") {
+    framepipe::every_n keep(5);
+    std::vector<int> kept;
+    for (int i = 0; i < 23; ++i) {
+        if (keep.admit(i, clock_type::now())) {
+            kept.push_back(i);
+        }
+    }
+    CHECK(kept == std::vector<int>{0, 5, 10, 15, 20});
+    framepipe::every_n all(1);
+    int n = 0;
+    for (int i = 0; i < 10; ++i) {
+        n += all.admit(i, clock_type::now()) ? 1 : 0;
+    }
+    CHECK(n == 10);
+    CHECK_THROWS_WITH(framepipe::every_n(0), Catch::Contains("n:"));
+}
+
+TEST_CASE("gate keeps what the predicate flags, within min_interval and cooldown") {
+    const auto t0 = clock_type::time_point{} + 1h;
+    // Motion in frames 10..40 and 100..105 of a 30 fps stream (33.3 ms apart).
+    const auto moving = [](int i) { return (i >= 10 && i <= 40) || (i >= 100 && i <= 105); };
+    auto run = [&](framepipe::gate_options o) {
+        framepipe::gate g([&](int i) { return moving(i); }, o);
+        std::vector<int> kept;
+        for (int i = 0; i < 150; ++i) {
+            const auto now = t0 + std::chrono::microseconds(33'334) * i; // just over 1/30 s
+            if (g.admit(i, now)) {
+                kept.push_back(i);
+            }
+        }
+        return kept;
+    };
+    std::vector<int> all;
+    for (int i = 0; i < 150; ++i) {
+        if (moving(i)) {
+            all.push_back(i);
+        }
+    }
+    CHECK(run({}) == all); // no limits: exactly the flagged frames
+    // At most one a second (30 frames): 10, 40 (30 frames later), then 100 (a new event).
+    CHECK(run({.min_interval = 1s}) == std::vector<int>{10, 40, 100});
+    // After a kept frame, 500 ms of quiet (15 frames): 10, 25, 40, then 100.
+    CHECK(run({.cooldown = 500ms}) == std::vector<int>{10, 25, 40, 100});
+    CHECK_THROWS_WITH(framepipe::gate([](int) { return true; }, {.cooldown = -1ms}),
+                      Catch::Contains("cooldown"));
+}
+
+namespace {
+
+// A consumer that needs `service` per item, fed by a 30 fps camera through adaptive_rate, in
+// virtual time, one control period (1 s) at a time. Returns the rate after each period.
+struct simulation {
+    framepipe::adaptive_rate control;
+    clock_type::time_point now = clock_type::time_point{} + 1h;
+    std::uint64_t frame = 0;
+
+    explicit simulation(framepipe::adaptive_rate_options o) : control(o) {}
+
+    // Runs one period; the consumer's busy share is what it was given times its service time.
+    double period(std::chrono::nanoseconds service, std::optional<double> activity) {
+        int admitted = 0;
+        for (int i = 0; i < 30; ++i) {
+            now += std::chrono::microseconds(33'333);
+            admitted += control.admit(frame++, now) ? 1 : 0;
+        }
+        const double busy = std::min(
+            1.0, admitted * std::chrono::duration<double>(service).count() / 1.0);
+        return control.update({.activity = activity, .busy = busy, .occupancy = std::nullopt}, now);
+    }
+};
+
+framepipe::adaptive_rate_options options() {
+    return {.min_hz = 1, .max_hz = 30, .step_hz = 1, .busy_high = 0.9, .busy_low = 0.7};
+}
+
+} // namespace
+
+TEST_CASE("adaptive_rate converges to the consumer's capacity and then moves at most one step") {
+    // A consumer that needs 80 ms an item manages 12.5 a second: busy share r * 0.08.
+    simulation sim(options());
+    std::vector<double> rates;
+    for (int i = 0; i < 60; ++i) {
+        rates.push_back(sim.period(80ms, std::nullopt));
+    }
+    // Settled: the rate keeps the consumer between busy_low and busy_high (8.75..11.25 Hz).
+    const auto tail = std::vector<double>(rates.end() - 30, rates.end());
+    const auto [lo, hi] = std::minmax_element(tail.begin(), tail.end());
+    CHECK(*hi - *lo <= 1.0);        // never more than one step of movement in steady state
+    CHECK(*lo >= 0.7 / 0.08 - 1.0); // not starved
+    CHECK(*hi <= 0.9 / 0.08 + 1.0); // not over capacity
+    // It got there within (30 - 11) steps of one per period.
+    CHECK(std::find_if(rates.begin(), rates.end(), [](double r) { return r <= 11; }) - rates.begin() <= 20);
+}
+
+TEST_CASE("adaptive_rate rises at once when activity rises, and decays a step a period") {
+    simulation sim(options());
+    // A fast consumer (5 ms an item): only activity steers.
+    for (int i = 0; i < 5; ++i) {
+        (void)sim.period(5ms, 0.0); // idle scene: down towards min_hz, a step a period
+    }
+    double r = 0;
+    for (int i = 0; i < 40; ++i) {
+        r = sim.period(5ms, 0.0);
+    }
+    CHECK(r == 1.0); // min_hz
+    r = sim.period(5ms, 1.0); // something happens
+    CHECK(r == 30.0);          // max_hz at the very next update
+    std::vector<double> decay;
+    for (int i = 0; i < 5; ++i) {
+        decay.push_back(sim.period(5ms, 0.5)); // activity halves: wants 15.5 Hz
+    }
+    CHECK(decay == std::vector<double>{29, 28, 27, 26, 25}); // one step a period, no jump
+    for (int i = 0; i < 20; ++i) {
+        r = sim.period(5ms, 0.5);
+    }
+    CHECK(r == Approx(15.5).margin(0.5)); // the grid value nearest to what activity asks
+}
+
+TEST_CASE("adaptive_rate finds a consumer that got faster again") {
+    simulation sim(options());
+    for (int i = 0; i < 40; ++i) {
+        (void)sim.period(100ms, std::nullopt); // 10 a second at most
+    }
+    CHECK(sim.control.rate() <= 10);
+    double r = 0;
+    for (int i = 0; i < 80; ++i) {
+        r = sim.period(40ms, std::nullopt); // now 25 a second
+    }
+    CHECK(r >= 0.7 / 0.04 - 1.0); // climbed back towards the new capacity
+    CHECK(r <= 0.9 / 0.04 + 1.0);
+}
+
+TEST_CASE("adaptive_rate: bad options are refused, naming the field") {
+    CHECK_THROWS_WITH(framepipe::adaptive_rate({.min_hz = 0}), Catch::Contains("min_hz"));
+    CHECK_THROWS_WITH(framepipe::adaptive_rate({.min_hz = 5, .max_hz = 2}), Catch::Contains("max_hz"));
+    CHECK_THROWS_WITH(framepipe::adaptive_rate({.step_hz = 0}), Catch::Contains("step_hz"));
+    CHECK_THROWS_WITH(framepipe::adaptive_rate({.busy_high = 0.5, .busy_low = 0.8}),
+                      Catch::Contains("busy_low"));
+}
+
+TEST_CASE("sampled: a refused push is rejected and counted as sampled_out; the identity holds") {
+    framepipe::ring<int> q(64);
+    framepipe::sampled s(q, framepipe::every_n(3));
+    int accepted = 0;
+    for (int i = 0; i < 30; ++i) {
+        accepted += framepipe::accepted(s.push(i)) ? 1 : 0;
+    }
+    CHECK(accepted == 10);
+    const auto st = s.stats();
+    CHECK(st.pushed == 30);
+    CHECK(st.sampled_out == 20);
+    CHECK(st.dropped == 20);
+    CHECK(st.size == 10);
+    CHECK(st.pushed == st.popped + st.dropped + st.size);
+    CHECK(s.try_pop() == 0);
+    CHECK(s.try_pop() == 3);
+    CHECK(framepipe::detail::describe_channel(s).kind == "sampled");
+}
+
+TEST_CASE("sampled: in a pipeline, sampled_out shows as a drop reason of the channel") {
+    framepipe::ring<int> q(8, framepipe::overflow::block);
+    framepipe::sampled s(q, framepipe::every_n(4));
+    int next = 0;
+    std::vector<int> got;
+    framepipe::pipeline p("sampling");
+    p.channel(s, "to-detector");
+    p.source("camera", s, [&]() -> std::optional<int> {
+        return next < 400 ? std::optional<int>(next++) : std::nullopt;
+    });
+    p.sink("detector", s, [&](int v) { got.push_back(v); });
+    p.start();
+    p.wait();
+    CHECK(got.size() == 100);
+    const auto snap = p.snapshot();
+    const auto& c = snap.channels.front();
+    CHECK(c.name == "to-detector");
+    std::uint64_t sampled_out = 0;
+    for (const auto& [reason, n] : c.dropped_by_reason) {
+        if (reason == "sampled_out") {
+            sampled_out = n;
+        }
+    }
+    CHECK(sampled_out == 300);
+    CHECK(c.pushed == c.popped + c.dropped + c.size);
+    CHECK_THAT(framepipe::to_prometheus(snap),
+               Catch::Contains("reason=\"sampled_out\"} 300"));
+}
+
+TEST_CASE("sampled: several producers push through one sampler; counts stay exact") {
+    framepipe::latest_slot<int> slot;
+    framepipe::sampled s(slot, framepipe::every_n(2));
+    constexpr int per_thread = 5000;
+    std::vector<std::thread> producers;
+    for (int t = 0; t < 3; ++t) {
+        producers.emplace_back([&] {
+            for (int i = 0; i < per_thread; ++i) {
+                (void)s.push(i);
+            }
+        });
+    }
+    for (auto& t : producers) {
+        t.join();
+    }
+    const auto st = s.stats();
+    CHECK(st.pushed == 3 * per_thread);
+    CHECK(st.sampled_out == 3 * per_thread / 2);
+    CHECK(st.pushed == st.popped + st.dropped + st.size);
+}
