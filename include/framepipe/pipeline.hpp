@@ -37,8 +37,9 @@
 // stage_error, which names the stage and nests the original exception.
 //
 // Threads. Build the graph (source/stage/sink/channel) on one thread before start(). After
-// start(), snapshot(), request_stop(), wait_for() and running() may be called from any thread;
-// wait() from one thread at a time.
+// start(), sources may still be added (source()) and removed (remove()), one call at a time:
+// cameras come and go while the rest runs. snapshot(), request_stop(), wait_for() and running()
+// may be called from any thread; wait() from one thread at a time.
 #pragma once
 
 #include <framepipe/detail/config.hpp>
@@ -306,6 +307,7 @@ struct stage_entry {
     std::optional<rate_limiter> pace; // max_rate_hz of a stage or sink, shared by its workers
     std::function<source_status()> source_status_of; // a supervised source's own figures
     std::vector<std::unique_ptr<worker_entry>> workers;
+    std::mutex join_mu; // wait() and remove() may both join the workers
     std::atomic<std::size_t> workers_running{0};
     std::atomic<bool> failed{false};
     std::atomic<stage_state> state{stage_state::pending};
@@ -364,29 +366,29 @@ public:
     }
 
     // Names a channel in snapshots, Prometheus labels and the DOT graph (default: a
-    // subscription's own name, else "channel-N"). Registers it if it is not yet. Before start();
-    // std::logic_error after it.
+    // subscription's own name, else "channel-N"). Registers it if it is not yet. Any time (a
+    // channel of a source added while the pipeline runs is named before that source is added).
     template <class C>
     pipeline& channel(C& ch, std::string name) {
-        if (started_) {
-            throw std::logic_error("pipeline: channels must be named before start()");
-        }
+        const std::lock_guard<std::mutex> lock(graph_mu_);
         entry_for(ch).name = std::move(name);
         return *this;
     }
 
     // Adds a source that emits into `out`: calls fn repeatedly (paced by options.max_rate_hz)
     // and emits each result, until fn returns nullopt or a null pointer, or the pipeline stops.
-    // Before start(). Throws std::invalid_argument naming `name` (empty or taken),
-    // `max_rate_hz` (negative, not finite, above 1e9 or with an overflowing period), `workers`
-    // (not 1), `nice` (outside -20..19), or `out` (an spsc_ring given a second producer);
-    // std::logic_error after start().
+    // Before or after start(): a source added while the pipeline runs starts at once (a camera
+    // joining; remove() takes one away). One thread at a time. Throws std::invalid_argument
+    // naming `name` (empty or taken), `max_rate_hz` (negative, not finite, above 1e9 or with an
+    // overflowing period), `workers` (not 1), `nice` (outside -20..19), or `out` (an spsc_ring
+    // given a second producer); std::system_error if its thread cannot start.
     template <class Out, class Fn>
         requires detail::callable_with<Fn>
     pipeline& source(std::string name, Out& out, Fn fn, source_options options = {}) {
         using result = std::remove_cvref_t<detail::call_result_t<Fn>>;
         using item = typename detail::emitted<result>::type;
         if constexpr (detail::check_output<Out, item>()) {
+            const std::lock_guard<std::mutex> lock(graph_mu_);
             check_options(options, stage_kind::source);
             check_output_threads(out, 1);
             auto& e = add_stage(std::move(name), stage_kind::source, options);
@@ -414,6 +416,7 @@ public:
                     return open; // a closed output ends the source
                 });
             };
+            launch_if_started(e);
         }
         return *this;
     }
@@ -422,8 +425,8 @@ public:
     // threads of its own: the stage starts it, waits until it ends (ended, failed) or the
     // pipeline stops, then stops it. A source that failed (max_attempts) fails the stage with its
     // last error (stage_error from wait()). Its state and counters show in the snapshot
-    // (stage_snapshot::source), Prometheus text and DOT. Before start(); `src` and `out` must
-    // outlive the pipeline's run. Throws as source() does, naming max_rate_hz when it is set (a
+    // (stage_snapshot::source), Prometheus text and DOT. Before or after start(), as above;
+    // `src` and `out` must outlive the pipeline's run (or the source's remove()). Throws as source() does, naming max_rate_hz when it is set (a
     // live source is paced by its input).
     template <class Out, class S>
         requires detail::supervised_source<S, Out>
@@ -431,6 +434,7 @@ public:
         if (options.max_rate_hz != 0) {
             throw std::invalid_argument("max_rate_hz: a supervised source is paced by its input");
         }
+        const std::lock_guard<std::mutex> lock(graph_mu_);
         check_options(options, stage_kind::source);
         check_output_threads(out, 1);
         auto& e = add_stage(std::move(name), stage_kind::source, options);
@@ -444,6 +448,7 @@ public:
                 throw std::runtime_error(*why);
             }
         };
+        launch_if_started(e);
         return *this;
     }
 
@@ -457,6 +462,7 @@ public:
         static_assert(std::is_void_v<result> || std::is_same_v<std::remove_cvref_t<result>, bool>,
                       "framepipe::pipeline::source: a source without an output returns bool "
                       "(false ends it) or void");
+        const std::lock_guard<std::mutex> lock(graph_mu_);
         check_options(options, stage_kind::source);
         auto& e = add_stage(std::move(name), stage_kind::source, options);
         const bool metrics = options_.metrics;
@@ -471,6 +477,7 @@ public:
                 }
             });
         };
+        launch_if_started(e);
         return *this;
     }
 
@@ -488,6 +495,7 @@ public:
                 using result = std::remove_cvref_t<detail::call_result_t<Fn, in_item>>;
                 using item = typename detail::emitted<result>::type;
                 if constexpr (detail::check_output<Out, item>()) {
+                    const std::lock_guard<std::mutex> lock(graph_mu_);
                     check_options(options, stage_kind::stage);
                     check_input_threads(in, options.workers);
                     check_output_threads(out, options.workers);
@@ -528,6 +536,7 @@ public:
                           "framepipe::pipeline::sink: the function must accept (item) or "
                           "(item, stage_context&) for the input's item type");
             if constexpr (detail::callable_with<Fn, in_item>) {
+                const std::lock_guard<std::mutex> lock(graph_mu_);
                 check_options(options, stage_kind::sink);
                 check_input_threads(in, options.workers);
                 auto& e = add_stage(std::move(name), stage_kind::sink, options);
@@ -549,6 +558,7 @@ public:
     // called twice or with no stages; std::system_error if a thread cannot start (the ones
     // started are then stopped and joined by the destructor).
     void start() {
+        const std::lock_guard<std::mutex> graph(graph_mu_);
         const std::lock_guard<std::mutex> lock(mu_);
         if (started_) {
             throw std::logic_error("pipeline::start: already started");
@@ -571,10 +581,7 @@ public:
             }
         }
         for (auto& s : stages_) {
-            for (std::size_t w = 0; w < s->options.workers; ++w) {
-                s->workers[w]->thread = std::jthread(
-                    [this, st = s.get(), w](std::stop_token stop) { run(*st, w, std::move(stop)); });
-            }
+            launch_workers(*s);
         }
     }
 
@@ -582,12 +589,63 @@ public:
     // never waits. The report names the stages still running when it returns (all of them
     // drain and end on their own). Throws std::bad_alloc (the report's names).
     stop_report request_stop() {
-        for (auto& s : stages_) {
-            if (s->kind == stage_kind::source) {
-                stop_workers(*s);
+        {
+            const std::lock_guard<std::mutex> lock(graph_mu_);
+            for (auto& s : stages_) {
+                if (s->kind == stage_kind::source) {
+                    stop_workers(*s);
+                }
             }
         }
         return report_unfinished();
+    }
+
+    // Removes a source while the pipeline runs (a camera leaving): stops it, waits at most
+    // `deadline` for it to end (its output is then closed if it was the last producer, so that
+    // what it buffered drains to the consumers, who end if nothing else feeds them), joins its
+    // thread and takes it out of the graph, with the channels no remaining stage uses. The report
+    // is clean when it ended in time; otherwise it stays in the graph, stopping, and is named.
+    // Any thread but the source's own. Throws std::invalid_argument naming `name` when there is
+    // no such stage or it is not a source, naming `deadline` when it is negative.
+    stop_report remove(std::string_view name, std::chrono::nanoseconds deadline) {
+        detail::require_non_negative(deadline, "deadline");
+        std::shared_ptr<detail::stage_entry> e;
+        {
+            const std::lock_guard<std::mutex> lock(graph_mu_);
+            for (const auto& s : stages_) {
+                if (s->name == name) {
+                    e = s;
+                }
+            }
+            if (!e) {
+                throw std::invalid_argument("name: no stage '" + std::string(name) + "'");
+            }
+            if (e->kind != stage_kind::source) {
+                throw std::invalid_argument("name: '" + std::string(name) +
+                                            "' is not a source (only sources come and go)");
+            }
+            stop_workers(*e);
+        }
+        if (started_) {
+            const auto ended = ended_.park(nullptr, detail::deadline_after(deadline), [&]() noexcept {
+                return e->state.load(std::memory_order_seq_cst) != stage_state::running;
+            });
+            if (ended != detail::wait_end::ready) {
+                return {.clean = false, .unfinished = {std::string(name)}};
+            }
+            join_workers(*e);
+        }
+        const std::lock_guard<std::mutex> lock(graph_mu_);
+        std::erase(stages_, e);
+        std::erase_if(channels_, [this](const auto& c) {
+            for (const auto& s : stages_) {
+                if (s->input == c.get() || s->output == c.get()) {
+                    return false;
+                }
+            }
+            return true;
+        });
+        return {};
     }
 
     // Orderly stop that waits at most `deadline` for every stage to end. Stages still running
@@ -637,6 +695,7 @@ public:
     // that a ring whose T may throw on move and a sliding_window each take their internal lock
     // briefly.
     [[nodiscard]] pipeline_snapshot snapshot() const {
+        const std::lock_guard<std::mutex> lock(graph_mu_);
         pipeline_snapshot out;
         out.name = name_;
         for (const auto& s : stages_) {
@@ -665,9 +724,11 @@ private:
         }
     }
 
+    // Requires graph_mu_.
     detail::stage_entry& add_stage(std::string name, stage_kind kind, const stage_options& o) {
-        if (started_) {
-            throw std::logic_error("pipeline: stages must be added before start()");
+        if (started_ && kind != stage_kind::source) {
+            throw std::logic_error("pipeline: stages and sinks must be added before start() "
+                                   "(sources may come and go)");
         }
         if (name.empty()) {
             throw std::invalid_argument("name: a stage needs a name");
@@ -677,7 +738,7 @@ private:
                 throw std::invalid_argument("name: stage '" + name + "' already exists");
             }
         }
-        auto e = std::make_unique<detail::stage_entry>();
+        auto e = std::make_shared<detail::stage_entry>();
         e->name = std::move(name);
         e->kind = kind;
         e->options = o;
@@ -987,6 +1048,7 @@ private:
     }
 
     stop_report report_unfinished() const {
+        const std::lock_guard<std::mutex> lock(graph_mu_);
         stop_report report;
         for (const auto& s : stages_) {
             if (s->state.load(std::memory_order_acquire) == stage_state::running) {
@@ -1005,6 +1067,7 @@ private:
 
     // Stops every stage now and closes every channel. Any thread, including a stage's own.
     void abort_all() noexcept {
+        const std::lock_guard<std::mutex> lock(graph_mu_);
         for (auto& s : stages_) {
             stop_workers(*s);
         }
@@ -1013,19 +1076,61 @@ private:
         }
     }
 
+    // Joins every stage's workers. The list is copied under the lock and joined without it (a
+    // stage that fails takes the lock to stop the others).
     void join_all() {
-        for (auto& s : stages_) {
-            for (auto& w : s->workers) {
-                if (w->thread.joinable() && w->thread.get_id() != std::this_thread::get_id()) {
-                    w->thread.join();
-                }
+        std::vector<std::shared_ptr<detail::stage_entry>> stages;
+        {
+            const std::lock_guard<std::mutex> lock(graph_mu_);
+            stages = stages_;
+        }
+        for (auto& s : stages) {
+            join_workers(*s);
+        }
+    }
+
+    static void join_workers(detail::stage_entry& s) {
+        const std::lock_guard<std::mutex> lock(s.join_mu);
+        for (auto& w : s.workers) {
+            if (w->thread.joinable() && w->thread.get_id() != std::this_thread::get_id()) {
+                w->thread.join();
             }
         }
     }
 
+    // Starts a stage's workers (their entries exist first: a running worker reads its stage's
+    // list of workers). Requires graph_mu_.
+    void launch_workers(detail::stage_entry& s) {
+        for (std::size_t w = 0; w < s.options.workers; ++w) {
+            s.workers[w]->thread = std::jthread(
+                [this, st = &s, w](std::stop_token stop) { run(*st, w, std::move(stop)); });
+        }
+    }
+
+    // A source added while the pipeline runs: counted, then started. Requires graph_mu_.
+    void launch_if_started(detail::stage_entry& s) {
+        if (!started_) {
+            return;
+        }
+        if (s.output != nullptr) {
+            s.output->producers_running.fetch_add(s.options.workers, std::memory_order_acq_rel);
+        }
+        running_.fetch_add(1, std::memory_order_seq_cst);
+        s.state.store(stage_state::running, std::memory_order_relaxed);
+        s.workers_running.store(s.options.workers, std::memory_order_relaxed);
+        for (std::size_t w = 0; w < s.options.workers; ++w) {
+            s.workers.push_back(std::make_unique<detail::worker_entry>());
+        }
+        launch_workers(s);
+    }
+
     std::string name_;
     pipeline_options options_;
-    std::vector<std::unique_ptr<detail::stage_entry>> stages_;
+    // The graph. Guarded by graph_mu_ (sources come and go while it runs); the entries
+    // themselves are shared with the threads that run them, so a stage removed while wait()
+    // joins it stays alive until both let go.
+    mutable std::mutex graph_mu_;
+    std::vector<std::shared_ptr<detail::stage_entry>> stages_;
     std::vector<std::unique_ptr<detail::channel_entry>> channels_;
 
     mutable std::mutex mu_; // start(), error_
