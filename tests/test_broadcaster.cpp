@@ -32,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "support/allocation_counter.hpp"
 #include "support/lifetime.hpp"
 
 namespace {
@@ -1833,4 +1834,32 @@ TEST_CASE("broadcaster: a closed rate-limited subscription counts values as clos
     CHECK(s.after_close == 1);
     CHECK(s.rate_limited == 1);
     CHECK(s.pushed == s.popped + s.dropped + s.size);
+}
+
+TEST_CASE("broadcaster: publishing values allocates nothing after the first (10^6 publishes)") {
+    framepipe::broadcaster<std::uint64_t> b;
+    auto sub = b.subscribe({.capacity = 4, .name = "consumer"});
+    // Alive at once, at most: 4 buffered, 1 held by the consumer, the latest, the one being made.
+    b.reserve(8);
+    std::atomic<std::uint64_t> taken{0};
+    std::thread consumer([&] {
+        while (auto v = sub.pop()) {
+            taken.fetch_add(**v, std::memory_order_relaxed);
+        }
+    });
+    (void)b.publish(1); // the first publish makes the reserved blocks
+    const auto warm = sub.stats().pushed;
+    allocation_window w;
+    w.start();
+    for (std::uint64_t i = 0; i < 1'000'000; ++i) {
+        (void)b.publish(1);
+    }
+    w.stop();
+    b.close();
+    consumer.join();
+    CHECK(allocation_window::allocations() == 0);
+    const auto st = sub.stats();
+    CHECK(st.pushed == warm + 1'000'000);
+    CHECK(st.popped == taken.load());
+    CHECK(st.pushed == st.popped + st.dropped + st.size);
 }

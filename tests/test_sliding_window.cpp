@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "support/allocation_counter.hpp"
 #include "support/lifetime.hpp"
 
 namespace {
@@ -1351,4 +1352,32 @@ TEST_CASE("sliding_window: a new epoch restarts the window; no window mixes two 
     const framepipe::channel_stats s = w.stats();
     CHECK(s.pushed == s.popped + s.dropped + s.size);
     CHECK(s.evicted >= 1); // the epoch-1 window that waited when the reconnect came
+}
+
+TEST_CASE("sliding_window: a steady stream of windows allocates nothing after warm-up") {
+    sliding_window<int> w(30, 5);
+    std::atomic<std::uint64_t> seen{0};
+    std::thread consumer([&] {
+        while (auto win = w.pop()) {
+            seen.fetch_add(win->size(), std::memory_order_relaxed); // released at once
+        }
+    });
+    // Warm-up: windows go round until the consumer has taken a few (each of its first pops
+    // allocates what later ones reuse).
+    for (int i = 0; counts(w).popped < 4; ++i) {
+        (void)w.push(i);
+        std::this_thread::yield();
+    }
+    allocation_window a;
+    a.start();
+    for (int i = 0; i < 200'000; ++i) {
+        (void)w.push(i);
+    }
+    a.stop();
+    w.close();
+    consumer.join();
+    CHECK(allocation_window::allocations() == 0);
+    const auto s = w.stats();
+    CHECK(s.pushed == s.popped + s.dropped + s.size);
+    CHECK(seen.load() == s.popped * 30);
 }

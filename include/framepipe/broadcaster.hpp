@@ -9,7 +9,8 @@
 //
 // Zero copy: a published value is held by one shared_ptr<const T>; each subscriber gets a copy
 // of the pointer, never of the value. Publishing a shared_ptr (for example one lent by a
-// framepipe::pool) allocates nothing. The broadcaster keeps the latest value (for replay_last)
+// framepipe::pool) allocates nothing; publishing a T puts it in a block that the broadcaster
+// recycles, so a steady stream allocates nothing after the first few (or none, after reserve()). The broadcaster keeps the latest value (for replay_last)
 // until the next publish or close(): size a frame pool with one buffer for it.
 //
 // Isolation: a subscriber with a drop policy (drop_oldest, drop_newest) never makes publish wait,
@@ -28,6 +29,7 @@
 #include <framepipe/detail/config.hpp>
 
 #include <framepipe/channel.hpp>
+#include <framepipe/detail/recycler.hpp>
 #include <framepipe/rate_limiter.hpp>
 #include <framepipe/ring.hpp>
 
@@ -128,7 +130,15 @@ using subscriber_list = std::vector<std::shared_ptr<subscriber<T>>>;
 // State shared by a broadcaster and its subscriptions, so either may go first.
 template <class T>
 struct broadcast_core {
+    // Free blocks kept for publish(T)'s values: what is released between two publishes in a
+    // steady stream (a handful) with room to spare; a burst beyond it goes back to the heap.
+    static constexpr std::size_t recycled_blocks = 16;
+
     mutable std::mutex mu;
+    // Where publish(T) puts each value and its shared_ptr control block (one block each):
+    // released blocks come back here, so a steady stream allocates nothing. (Values still held
+    // elsewhere when the broadcaster goes keep it alive.)
+    recycler_handle recycler{recycled_blocks};
     // Copy-on-write: publish copies this pointer under mu (no allocation) and walks the list
     // unlocked; subscribe / unsubscribe build a new list. Drop-policy subscribers come first.
     std::shared_ptr<const subscriber_list<T>> subscribers = std::make_shared<subscriber_list<T>>();
@@ -314,13 +324,23 @@ public:
         return subscription<T>(std::move(sub), core_);
     }
 
-    // Publishes a value: moves it into a shared_ptr (one allocation) and offers it to every
-    // subscriber. Any thread. Waits only for blocking subscribers (see the file comment).
+    // Publishes a value: moves it into a shared_ptr and offers it to every subscriber. The
+    // value and its control block take one block from the broadcaster's recycler, which
+    // released values return to, so a steady stream allocates nothing after warm-up. Any
+    // thread. Waits only for blocking subscribers (see the file comment).
     // Exceptions: std::bad_alloc, or what T's move constructor throws, before any subscriber
     // was offered the value.
     publish_result publish(T value) {
-        return publish_impl(std::make_shared<const T>(std::move(value)), nullptr);
+        return publish_impl(std::allocate_shared<const T>(
+                                detail::recycling_allocator<T>(core_->recycler.get()), std::move(value)),
+                            nullptr);
     }
+
+    // Makes room for `values` published values alive at once (buffered in subscriptions, held
+    // by consumers, the latest one) before the first publish(T) returns, so that publish(T)
+    // allocates nothing from the start, as long as no more than that many are held. Before the
+    // first publish(T); any thread.
+    void reserve(std::size_t values) noexcept { core_->recycler.get()->reserve(values); }
 
     // Publishes a shared value without copying or allocating. Any thread. Waits only for
     // blocking subscribers. Does not throw.

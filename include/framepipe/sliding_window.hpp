@@ -27,6 +27,7 @@
 
 #include <framepipe/channel.hpp>
 #include <framepipe/detail/deadline.hpp>
+#include <framepipe/detail/recycler.hpp>
 #include <framepipe/detail/wait.hpp>
 #include <framepipe/stamped.hpp>
 
@@ -50,6 +51,12 @@ namespace framepipe {
 template <class T>
 class sliding_window;
 
+namespace detail {
+// A window's items: their storage comes from the sliding_window's recycler and goes back to it.
+template <class T>
+using window_items = std::vector<T, recycling_allocator<T>>;
+} // namespace detail
+
 // A read-only snapshot of `size` consecutive items, oldest first. Cheap to copy (the items are
 // shared between copies, never duplicated) and safe to read from any thread: nothing changes it
 // once it has been handed out.
@@ -57,7 +64,7 @@ template <class T>
 class window {
 public:
     using value_type = T;
-    using const_iterator = typename std::vector<T>::const_iterator;
+    using const_iterator = typename detail::window_items<T>::const_iterator;
 
     // Number of items; the sliding_window's size. Never throws.
     [[nodiscard]] std::size_t size() const noexcept { return items_->size(); }
@@ -76,10 +83,10 @@ public:
 
 private:
     friend class sliding_window<T>;
-    window(std::shared_ptr<const std::vector<T>> items, std::uint64_t first_seq) noexcept
+    window(std::shared_ptr<const detail::window_items<T>> items, std::uint64_t first_seq) noexcept
         : items_(std::move(items)), first_seq_(first_seq) {}
 
-    std::shared_ptr<const std::vector<T>> items_;
+    std::shared_ptr<const detail::window_items<T>> items_;
     std::uint64_t first_seq_;
 };
 
@@ -317,7 +324,12 @@ private:
         if (at >= capacity_) {
             at -= capacity_;
         }
-        auto items = std::make_shared<std::vector<T>>();
+        // Both the window's control block (with its vector) and its items' storage come from a
+        // recycler of the sliding_window's, to which a released window returns them: a steady
+        // stream of windows allocates nothing after warm-up.
+        auto items = std::allocate_shared<detail::window_items<T>>(
+            detail::recycling_allocator<detail::window_items<T>>(windows_recycler_.get()),
+            detail::recycling_allocator<T>(items_recycler_.get()));
         items->reserve(size_);
         const bool move_out = stride_ == size_ && std::is_nothrow_move_constructible_v<T>;
         try {
@@ -398,6 +410,13 @@ private:
     const std::size_t size_;
     const std::size_t stride_;
     const std::size_t capacity_; // history slots: size + stride
+
+    // Where handed-out windows' memory comes from and returns to (see take_locked): a few free
+    // windows are kept, as many as consumers release between two pops in a steady stream.
+    static constexpr std::size_t recycled_windows = 8;
+    // (Windows still held by consumers when the sliding_window goes keep them alive.)
+    detail::recycler_handle windows_recycler_{recycled_windows};
+    detail::recycler_handle items_recycler_{recycled_windows};
 
     mutable std::mutex mu_;
     // Consumers wait here: spin briefly, then park (see detail::event_count).
