@@ -88,9 +88,10 @@ struct slot_allocator {
         }
         return static_cast<U*>(::operator new(n * sizeof(U), std::align_val_t{alignof(U)}));
     }
-    void deallocate(U* p, std::size_t n) noexcept {
+    void deallocate(U* p, std::size_t /*n*/) noexcept {
         if (reinterpret_cast<unsigned char*>(p) != slot->block) {
-            ::operator delete(p, n * sizeof(U), std::align_val_t{alignof(U)});
+            // Unsized: clang before 19 does not declare sized deallocation by default.
+            ::operator delete(p, std::align_val_t{alignof(U)});
         }
         core->give_back(slot);
     }
