@@ -93,3 +93,11 @@ add_test(NAME test_detection_browser
                  --artifacts "${CMAKE_CURRENT_BINARY_DIR}/artifacts"
                  --chromium "${FRAMEPIPE_CHROMIUM}")
 set_tests_properties(test_detection_browser PROPERTIES TIMEOUT 300)
+add_test(NAME test_detection_browser_live
+         COMMAND ${FRAMEPIPE_NODE} "${CMAKE_CURRENT_SOURCE_DIR}/tests/test_browser_live.mjs"
+                 --exe "$<TARGET_FILE:framepipe-detect>"
+                 --artifacts "${CMAKE_CURRENT_BINARY_DIR}/artifacts"
+                 --chromium "${FRAMEPIPE_CHROMIUM}"
+                 --rtsp-server "${CMAKE_CURRENT_SOURCE_DIR}/../common/testing/rtsp_server.py"
+                 --python "${FRAMEPIPE_DEBIAN_PYTHON}")
+set_tests_properties(test_detection_browser_live PROPERTIES TIMEOUT 300 LABELS live)
