@@ -25,8 +25,9 @@ result detect_step::operator()(const video_frame& f) {
     const double ms = std::chrono::duration<double, std::milli>(took).count();
     m_.last_inference_us.store(std::chrono::duration_cast<std::chrono::microseconds>(took).count(),
                                std::memory_order_relaxed);
-    std::fprintf(console_, "inference %.1f ms (frame %llu, %zu boxes, input age %.1f ms, epoch %llu)\n",
-                 ms, static_cast<unsigned long long>(f.seq), boxes.size(),
+    std::fprintf(console_,
+                 "inference %.1f ms (frame %llu, %zu boxes, input age %.1f ms, epoch %llu)\n", ms,
+                 static_cast<unsigned long long>(f.seq), boxes.size(),
                  std::chrono::duration<double, std::milli>(start - f.captured).count(),
                  static_cast<unsigned long long>(f.epoch));
     return framepipe::stamp(detection_result{std::move(boxes), ms}, f.seq, f.captured, f.epoch);

@@ -21,7 +21,8 @@ nlohmann::json summary(const run_parts& r, const framepipe::pipeline_snapshot& s
     j["live"] = r.camera != nullptr;
     j["seconds"] = round2(elapsed);
     // A live input is read as fast as it delivers: no target.
-    j["source_fps_target"] = r.video ? nlohmann::json(round2(r.video->pace_hz())) : nlohmann::json();
+    j["source_fps_target"] =
+        r.video ? nlohmann::json(round2(r.video->pace_hz())) : nlohmann::json();
     j["source_fps"] = round2(static_cast<double>(frames) / secs);
     j["ui_fps_target"] = r.s.ui_fps;
     j["ui_fps"] = round2(static_cast<double>(encoded) / secs);

@@ -132,11 +132,14 @@ int run(const settings& s) {
     framepipe::broadcaster<estimate_item> estimates;
     framepipe::broadcaster<fe::encoded_frame> jpegs;
     framepipe::sliding_window<hand_item> hands(s.window, s.stride);
-    auto to_estimator = frames.subscribe(
-        {.capacity = 1, .max_rate_hz = s.estimate_fps, .drop_older_epochs = true, .name = "estimator"});
+    auto to_estimator = frames.subscribe({.capacity = 1,
+                                          .max_rate_hz = s.estimate_fps,
+                                          .drop_older_epochs = true,
+                                          .name = "estimator"});
     std::optional<framepipe::subscription<fe::video_frame>> to_single; // single mode, live input
     if (!pipelined && camera) {
-        to_single = frames.subscribe({.capacity = 1, .drop_older_epochs = true, .name = "single-loop"});
+        to_single =
+            frames.subscribe({.capacity = 1, .drop_older_epochs = true, .name = "single-loop"});
     }
     auto to_display = estimates.subscribe({.capacity = 1, .name = "display"});
     auto to_window = estimates.subscribe({.capacity = 8, .name = "to_window"});
@@ -185,8 +188,9 @@ int run(const settings& s) {
         p.channel(estimates, "estimates").channel(hands, "hands");
         if (camera) {
             p.channel(frames, "frames");
-            p.source("camera", frames, *camera); // on threads of its own, never paced by a reader
-            p.stage("estimator", to_estimator, estimates, [&](const frame_ptr& f) { return estimate_of(f); });
+            p.source("camera", frames, *camera); // its own threads, never paced by a reader
+            p.stage("estimator", to_estimator, estimates,
+                    [&](const frame_ptr& f) { return estimate_of(f); });
         } else if (source) {
             p.channel(frames, "frames");
             p.source(
