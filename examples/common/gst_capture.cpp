@@ -441,6 +441,28 @@ struct gst_capture::impl {
 
         // Read-only: the appsink still holds references to the buffer (measured: 2 or 3 at
         // this point), so it is never writable; a wrapped image must be cloned to draw on.
+        if (options.memory == frame_memory::copy) {
+            // Mapped on the stack: copy mode allocates nothing of its own per frame.
+            GstVideoFrame mapped{};
+            if (gst_video_frame_map(&mapped, &info, buffer, GST_MAP_READ) == FALSE) {
+                gst_sample_unref(sample);
+                error = "appsink: the frame cannot be mapped";
+                return false;
+            }
+            const cv::Mat view(GST_VIDEO_FRAME_HEIGHT(&mapped), GST_VIDEO_FRAME_WIDTH(&mapped),
+                               CV_8UC3, GST_VIDEO_FRAME_PLANE_DATA(&mapped, 0),
+                               static_cast<std::size_t>(GST_VIDEO_FRAME_PLANE_STRIDE(&mapped, 0)));
+            // A new Mat unless the one given is ours alone (then its memory is reused).
+            if (out.image.u == nullptr || out.image.u->refcount != 1 ||
+                out.image.size() != view.size() || out.image.type() != CV_8UC3 ||
+                !out.image.isContinuous()) {
+                out.image = cv::Mat(view.size(), CV_8UC3);
+            }
+            view.copyTo(out.image);
+            gst_video_frame_unmap(&mapped);
+            gst_sample_unref(sample);
+            return true;
+        }
         auto m = std::make_unique<mapped_sample>();
         m->sample = sample;
         if (gst_video_frame_map(&m->frame, &info, buffer, GST_MAP_READ) == FALSE) {
@@ -453,18 +475,6 @@ struct gst_capture::impl {
         auto* data = static_cast<uchar*>(GST_VIDEO_FRAME_PLANE_DATA(&m->frame, 0));
         const auto stride = static_cast<std::size_t>(GST_VIDEO_FRAME_PLANE_STRIDE(&m->frame, 0));
         cv::Mat view(height, width, CV_8UC3, data, stride);
-        if (options.memory == frame_memory::copy) {
-            // A new Mat unless the previous one is ours alone (then its memory is reused).
-            if (out.image.u == nullptr || out.image.u->refcount != 1 ||
-                out.image.size() != view.size() || out.image.type() != CV_8UC3 ||
-                !out.image.isContinuous()) {
-                out.image = cv::Mat(view.size(), CV_8UC3);
-            }
-            view.copyTo(out.image);
-            gst_video_frame_unmap(&m->frame);
-            gst_sample_unref(sample);
-            return true;
-        }
         // Wrap: the Mat owns the mapping through a UMatData (see sample_allocator).
         auto* u = new cv::UMatData(&the_sample_allocator());
         u->data = u->origdata = data;

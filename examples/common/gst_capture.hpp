@@ -70,11 +70,15 @@
 // released (a custom cv::MatAllocator), so the frame stays valid after the next read and after
 // close(), and a reader that holds frames never stalls the decoder (its buffer pool grows).
 // The view is read-only (the appsink still references the buffer, so it is mapped for reading):
-// clone() before drawing on it. frame_memory::copy copies once into a cv::Mat of its own.
+// clone() before drawing on it. frame_memory::copy copies once into a cv::Mat of its own: the
+// one `out.image` already holds when nobody else shares it and it has the frame's size (so a
+// caller that hands in a pooled buffer gets the frame written into it, with no allocation).
 //
 // Thread safety: one thread calls open/read/close (the source stage). The frames' cv::Mats may
 // be released on any thread. gst_init runs once per process (std::call_once), on first open().
 #pragma once
+
+#include <framepipe/stamped.hpp>
 
 #include <opencv2/core.hpp>
 
@@ -173,3 +177,14 @@ private:
 };
 
 } // namespace framepipe_examples
+
+// A gst_frame carries its capture time (the camera's, see the file comment): a
+// framepipe::live_source of a backend whose frame_type is gst_frame stamps each frame with it
+// instead of the moment read() returned, and channels can judge a gst_frame's age (max_age).
+template <>
+struct framepipe::timestamp_traits<framepipe_examples::gst_frame> {
+    static std::chrono::steady_clock::time_point capture_time(
+        const framepipe_examples::gst_frame& f) noexcept {
+        return f.captured;
+    }
+};

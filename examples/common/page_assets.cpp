@@ -19,6 +19,13 @@
 // its "stages" and "channels" (program.hpp's snapshot_json). The newest frame is drawn; while a
 // draw is under way only the latest frame waits. window.framepipe exposes the page's counters
 // (framesDrawn, fps, metricsUpdates, lastFrame, errors and the page's own) to the browser tests.
+//
+// Live inputs: a state's "sources" (common/live_input.hpp) show as a status per source in the
+// heading (#sources: "camera: online"), and while one is not online the canvas is hidden behind
+// an explicit marker (#offline: "camera offline since 14:02:11 (12 s), reconnecting, ...")
+// instead of showing a frozen last frame. The server sends the state alone while no frame comes,
+// so the marker appears within about a second. window.framepipe.sources and .offlineShown
+// expose it to the tests.
 #include "common/page_assets.hpp"
 
 namespace framepipe_examples {
@@ -35,8 +42,16 @@ window.framepipePage = (() => {
 
   function start(page) {
     const fp = window.framepipe = Object.assign(
-      { framesDrawn: 0, fps: 0, metricsUpdates: 0, lastFrame: null, errors: 0 }, page.counters || {});
+      { framesDrawn: 0, fps: 0, metricsUpdates: 0, lastFrame: null, errors: 0, sources: [],
+        offlineShown: false }, page.counters || {});
     const canvas = $("video");
+    const marker = document.createElement("div");
+    marker.id = "offline";
+    marker.hidden = true;
+    canvas.parentNode.insertBefore(marker, canvas);
+    const pills = document.createElement("span");
+    pills.id = "sources";
+    (document.querySelector("h1") || document.body).appendChild(pills);
     const ctx = canvas.getContext("2d");
     const arrivals = [];
     let pendingMeta = null;
@@ -78,8 +93,36 @@ window.framepipePage = (() => {
       $("fps").textContent = fmt(fp.fps);
     }, 250);
 
+    // The live sources' status; the marker instead of a frozen frame while one is not online.
+    function showSources(sources) {
+      fp.sources = sources;
+      pills.replaceChildren(...sources.map((x) => {
+        const el = document.createElement("span");
+        el.className = `source ${x.status}`;
+        el.textContent = `${x.name}: ${x.status}`;
+        el.title = x.input;
+        return el;
+      }));
+      const down = sources.find((x) => x.status !== "online");
+      if (down) {
+        const since = down.offline_since_ms ? new Date(down.offline_since_ms).toLocaleTimeString() : "start";
+        let text = `${down.name} offline since ${since} (${fmt(down.offline_for_s, 0)} s)`;
+        if (down.status === "reconnecting") text += ", reconnecting";
+        if (down.attempt > 0) {
+          text += `, ${down.attempt} failed attempt${down.attempt > 1 ? "s" : ""} in a row` +
+                  (down.state === "backoff" ? `, next in ${fmt(down.backoff_s)} s` : "");
+        }
+        if (down.last_error) text += `: ${down.last_error}`;
+        marker.textContent = text;
+      }
+      marker.hidden = !down;
+      canvas.style.display = down ? "none" : "";
+      fp.offlineShown = !!down;
+    }
+
     function showState(s) {
       fp.metricsUpdates++;
+      showSources(s.sources || []);
       $("metrics-updates").textContent = fp.metricsUpdates;
       $("stages").tBodies[0].replaceChildren(...(s.stages || []).map(x =>
         row([x.name, fmt(x.fps), fmt(x.service_p50_ms), fmt(100 * x.busy_ratio, 0) + "%"])));
@@ -126,6 +169,13 @@ table { border-collapse: collapse; margin-bottom: 10px; }
 td, th { padding: 2px 8px; text-align: right; border-bottom: 1px solid #333; }
 td:first-child, th:first-child { text-align: left; }
 #status.bad { color: #f77; }
+#sources .source { margin-left: 10px; font-size: 14px; }
+.source.online { color: #7f7; }
+.source.reconnecting { color: #fc6; }
+.source.offline { color: #f77; }
+#offline { box-sizing: border-box; width: 768px; max-width: 100%; min-height: 240px; padding: 24px;
+           background: #2a1212; border: 1px solid #733; color: #fbb; font-size: 20px; }
+#offline[hidden] { display: none; }
 )css";
 
 } // namespace framepipe_examples

@@ -3,6 +3,7 @@
 #
 # - test_gst_capture: the backend against testing/rtsp_server.py (started by the test on a free
 #   port), files, a missing camera, unserved and silent servers; 50 open/close cycles.
+# - test_doc_live_backend: the custom backend example of docs/live_sources.md, compiled and run.
 find_package(Catch2 2 REQUIRED)
 
 # Debian's python (python3-gst-1.0 and the GstRtspServer typelib are installed for it), not a
@@ -23,3 +24,9 @@ target_link_libraries(test_gst_capture PRIVATE framepipe_examples_gst framepipe_
                                                Catch2::Catch2 framepipe_warnings)
 add_test(NAME test_gst_capture COMMAND test_gst_capture)
 set_tests_properties(test_gst_capture PROPERTIES TIMEOUT 240)
+
+# The custom backend example of docs/live_sources.md: it compiles, and it runs.
+add_executable(test_doc_live_backend tests/doc_live_backend.cpp)
+target_link_libraries(test_doc_live_backend PRIVATE framepipe::framepipe framepipe_warnings)
+add_test(NAME test_doc_live_backend COMMAND test_doc_live_backend)
+set_tests_properties(test_doc_live_backend PROPERTIES TIMEOUT 60)

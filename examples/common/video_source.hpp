@@ -29,8 +29,9 @@
 // thread.
 #pragma once
 
+#include "common/video_frame.hpp"
+
 #include <framepipe/pool.hpp>
-#include <framepipe/stamped.hpp>
 
 #include <opencv2/core.hpp>
 #include <opencv2/videoio.hpp>
@@ -45,8 +46,6 @@
 #include <string>
 
 namespace framepipe_examples {
-
-using video_frame = framepipe::stamped<cv::Mat>;
 
 struct video_source_options {
     std::string path;              // a file or a stream URL; used when camera < 0

@@ -162,7 +162,8 @@ public:
     [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
 protected:
-    // On the I/O thread: write `texts` then the JPEG, and call write_done() once.
+    // On the I/O thread: write `texts` then the JPEG (none when `f` is null: a state message
+    // alone), and call write_done() once.
     virtual void async_send(std::shared_ptr<const encoded_frame> f,
                             std::vector<std::string> texts) = 0;
     // On the I/O thread: close the socket, so that pending operations end.
@@ -187,18 +188,28 @@ protected:
 private:
     void pump() {
         auto last_state = clock_type::time_point{};
+        const bool states = wants_state() && static_cast<bool>(srv_.options.state_json);
         try {
-            while (auto f = sub_.pop()) {
+            for (;;) {
+                // Frames as they come; while none come (a camera offline), the state alone once
+                // per state_period, so that the page still learns what is going on.
+                auto f = states ? sub_.pop_for(srv_.options.state_period) : sub_.pop();
+                if (!f && (!states || sub_.closed())) {
+                    break; // closed (and drained)
+                }
                 // The state first, so that the frame's own text comes just before its JPEG.
                 std::vector<std::string> texts;
                 const auto now = clock_type::now();
-                if (wants_state() && srv_.options.state_json &&
-                    now - last_state >= srv_.options.state_period) {
+                if (states && now - last_state >= srv_.options.state_period) {
                     texts.push_back(srv_.options.state_json());
                     last_state = now;
                 }
-                if (!(*f)->meta.empty()) {
-                    texts.push_back((*f)->meta);
+                if (!f && texts.empty()) {
+                    continue;
+                }
+                std::shared_ptr<const encoded_frame> frame = f ? std::move(*f) : nullptr;
+                if (frame && !frame->meta.empty()) {
+                    texts.push_back(frame->meta);
                 }
                 std::unique_lock<std::mutex> lock(mu_);
                 if (closed_) {
@@ -206,7 +217,7 @@ private:
                 }
                 writing_ = true;
                 lock.unlock();
-                net::post(srv_.ioc, [self = shared_from_this(), frame = std::move(*f),
+                net::post(srv_.ioc, [self = shared_from_this(), frame = std::move(frame),
                                      t = std::move(texts)]() mutable {
                     self->async_send(std::move(frame), std::move(t));
                 });
@@ -215,7 +226,9 @@ private:
                 if (closed_) {
                     break;
                 }
-                sent_.fetch_add(1, std::memory_order_relaxed);
+                if (f) {
+                    sent_.fetch_add(1, std::memory_order_relaxed);
+                }
             }
         } catch (const std::exception& e) {
             srv_.log(name_ + ": " + e.what());
@@ -308,6 +321,10 @@ private:
                                 ++next_text_;
                                 write_next();
                             });
+            return;
+        }
+        if (!frame_) {
+            write_done(true); // a state message alone
             return;
         }
         ws_.binary(true);

@@ -16,7 +16,9 @@
 //   GET /ws          websocket: per frame, about once a second a text message with
 //                    options.state_json() (if set), then a text message with the frame's `meta`
 //                    (if any), then the JPEG as a binary message. So the last text before a
-//                    binary message is that frame's. Messages from the page are read and ignored.
+//                    binary message is that frame's. While no frame comes (a camera offline),
+//                    the state message alone, once per state_period. Messages from the page are
+//                    read and ignored.
 //   GET /video.mjpg  multipart/x-mixed-replace stream of the same JPEGs, for <img> and players
 //   GET /metrics     options.metrics_text() as text/plain; version=0.0.4 (Prometheus)
 //   GET /stats.json  options.stats_json() merged with the server's own counters ("server")

@@ -3,12 +3,14 @@
 //
 //   --mode pipelined (default)
 //
-//   [camera] cv::VideoCapture, paced to --source-fps (30), pooled stamped frames
-//       |
+//   [camera] a file: cv::VideoCapture, paced to --source-fps (30), pooled stamped frames;
+//       |    a live input (rtsp://, http(s)://, --camera): GStreamer under live_source
+//       |    (common/live_camera.hpp), read as fast as it delivers, reconnected with backoff
 //   broadcaster "frames" -------------------------------+
 //       |                                               |
 //   subscription "ui"                            subscription "detector"
 //   capacity 1, max --ui-fps (15)                capacity 1 (a latest slot)
+//   (both drop_older_epochs: never a frame of an older connection after a newer one)
 //       |                                               |
 //   [ui] draws the newest result,                [detector] HOG / YOLO (ONNX) / Darknet, paced
 //        encodes JPEG (--jpeg-quality)                to --detect-fps (5; 0 = flat out): waits
@@ -23,7 +25,12 @@
 //   --mode inline: the source document's single-threaded baseline.
 //
 //   [inline] read -> detect -> draw + encode -> broadcaster "jpeg"     (one thread)
-//            the UI can only go as fast as the detector.
+//            the UI can only go as fast as the detector. With a live input the camera reads
+//            on its own threads into "frames", and [inline] takes the newest frame from its
+//            subscription "inline" each time round.
+//
+// A live input's status changes are printed on the console ("camera: online (epoch 1; ...)",
+// "camera: reconnecting (...)"); its figures are in the summary's "sources".
 //
 // The console prints each inference time. --json prints one JSON summary at exit (then the
 // inference lines go to stderr, so that stdout is exactly that object). The steps of the stages
@@ -34,6 +41,8 @@
 #include "summary.hpp"
 
 #include "common/cli.hpp"
+#include "common/live_camera.hpp"
+#include "common/live_input.hpp"
 #include "common/program.hpp"
 #include "common/run_loop.hpp"
 #include "common/video_source.hpp"
@@ -49,6 +58,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -60,32 +70,74 @@ namespace det = framepipe_examples::detection;
 using det::program;
 using frame_ptr = std::shared_ptr<const fe::video_frame>;
 
-int run(const det::settings& s) {
-    const double source_fps = det::parse_source_fps(s.source_fps);
-    if (s.camera >= 0 && s.loop) {
-        throw fe::usage_error("--loop: only for files, not cameras");
+// A file's path: a plain path, or a file:// URI (file:///abs/path). Throws usage_error for a
+// scheme that is neither a file nor a live input.
+std::string file_path(const std::string& video) {
+    constexpr std::string_view file_scheme = "file://";
+    if (video.rfind(file_scheme, 0) == 0) {
+        return video.substr(file_scheme.size());
     }
+    if (video.find("://") != std::string::npos) {
+        throw fe::usage_error("--video '" + video +
+                              "': unsupported scheme (rtsp, rtsps, http, https, file, v4l2)");
+    }
+    return video;
+}
+
+int run(const det::settings& s, const CLI::App& app) {
     cv::setNumThreads(s.detector_threads);
     const bool pipelined = s.mode == "pipelined";
+    std::FILE* console = s.json ? stderr : stdout;
 
-    // Bad input is found here, before anything runs: the video, the model, the port.
-    fe::video_source video({.path = s.video,
-                            .camera = s.camera,
-                            .fps = source_fps > 0 ? std::optional<double>(source_fps) : std::nullopt,
-                            .loop = s.loop});
+    // Bad input is found here, before anything runs: the input, the model, the port. A live
+    // input is only checked (its URL, the flags): it connects once the pipeline runs, and keeps
+    // trying while the page serves.
+    std::optional<fe::video_source> video;
+    std::optional<fe::live_camera> camera;
+    if (fe::is_live_input(s.video, s.camera)) {
+        if (app.count("--source-fps") > 0) {
+            throw fe::usage_error("--source-fps: only for files; a live input is read as fast as "
+                                  "it delivers (--detect-fps and --ui-fps pace the consumers)");
+        }
+        if (s.loop) {
+            throw fe::usage_error("--loop: only for files; a live input that ends is reconnected");
+        }
+        camera.emplace(fe::live_camera_options_from(s.live, s.camera >= 0 ? "" : s.video, s.camera,
+                                                    8));
+        camera->on_event([console](const std::string& line) {
+            std::fprintf(console, "%s: %s\n", program, line.c_str());
+            std::fflush(console);
+        });
+    } else {
+        fe::reject_live_flags(app, "a file");
+        const double source_fps = det::parse_source_fps(s.source_fps);
+        video.emplace(fe::video_source_options{
+            .path = file_path(s.video),
+            .fps = source_fps > 0 ? std::optional<double>(source_fps) : std::nullopt,
+            .loop = s.loop});
+    }
     auto detector = det::make_detector({.model = s.model,
                                         .weights = s.weights,
                                         .classes = s.classes,
                                         .input_size = s.input_size,
                                         .decode = {.confidence = s.confidence, .nms_iou = s.nms}});
-    std::FILE* console = s.json ? stderr : stdout;
 
     // The channels of the drawing (declared before the pipeline: its destructor closes them).
+    // A consumer never takes a frame of an older connection after a newer one
+    // (drop_older_epochs; files have one epoch).
     framepipe::broadcaster<fe::video_frame> frames;
     framepipe::broadcaster<fe::encoded_frame> jpegs;
     framepipe::latest_slot<det::result> results;
-    auto ui_in = frames.subscribe({.capacity = 1, .max_rate_hz = s.ui_fps, .name = "ui"});
-    auto det_in = frames.subscribe({.capacity = 1, .name = "detector"});
+    std::optional<framepipe::subscription<fe::video_frame>> ui_in;
+    std::optional<framepipe::subscription<fe::video_frame>> det_in;
+    std::optional<framepipe::subscription<fe::video_frame>> inline_in;
+    if (pipelined) {
+        ui_in = frames.subscribe(
+            {.capacity = 1, .max_rate_hz = s.ui_fps, .drop_older_epochs = true, .name = "ui"});
+        det_in = frames.subscribe({.capacity = 1, .drop_older_epochs = true, .name = "detector"});
+    } else if (camera) {
+        inline_in = frames.subscribe({.capacity = 1, .drop_older_epochs = true, .name = "inline"});
+    }
     std::optional<framepipe::subscription<fe::encoded_frame>> sink_in;
     if (s.no_ui) {
         sink_in = jpegs.subscribe({.capacity = 1, .name = "ui-sink"});
@@ -94,46 +146,70 @@ int run(const det::settings& s) {
     det::meters m;
     fe::jpeg_encoder jpeg({.quality = s.jpeg_quality, .pool_size = 4 + 2 * s.max_clients});
     det::detect_step detect(*detector, m, console);
-    det::ui_step render(jpeg);
-    // nullptr at the end of the input (or on stop): the source ends, the graph drains.
-    auto read = [&video](framepipe::stage_context& ctx) { return video.next(ctx.stop_token()); };
+    det::ui_step render(jpeg, m);
+    // A file: nullptr at its end (or on stop): the source ends, the graph drains.
+    auto read = [&video](framepipe::stage_context& ctx) { return video->next(ctx.stop_token()); };
+    // Inline: detect when --detect-fps allows (every frame with 0), draw and encode when
+    // --ui-fps allows, in one thread.
+    auto one_loop = [&, last = std::optional<det::result>{},
+                     detect_rate = s.detect_fps > 0
+                                       ? std::optional<framepipe::rate_limiter>(s.detect_fps)
+                                       : std::nullopt,
+                     ui_rate = framepipe::rate_limiter(s.ui_fps)](const frame_ptr& f) mutable
+        -> std::shared_ptr<const fe::encoded_frame> {
+        if (!detect_rate || detect_rate->try_acquire()) {
+            last = detect(*f);
+        }
+        return ui_rate.try_acquire() ? render(*f, last) : nullptr;
+    };
 
     framepipe::pipeline p(std::string("detect-") + s.mode);
     p.channel(jpegs, "jpeg");
+    if (camera) {
+        p.channel(frames, "frames");
+        p.source("camera", frames, *camera); // on threads of its own, never paced by a reader
+    } else if (pipelined) {
+        p.channel(frames, "frames");
+        p.source("camera", frames, read, {.max_rate_hz = video->pace_hz()});
+    }
     if (pipelined) {
-        p.channel(frames, "frames").channel(results, "results");
-        p.source("camera", frames, read, {.max_rate_hz = video.pace_hz()});
-        p.stage("detector", det_in, results, [&](const frame_ptr& f) { return detect(*f); },
+        p.channel(results, "results");
+        p.stage("detector", *det_in, results, [&](const frame_ptr& f) { return detect(*f); },
                 {.max_rate_hz = s.detect_fps});
-        p.stage("ui", ui_in, jpegs, [&](const frame_ptr& f) { return render(*f, results.peek()); });
+        p.stage("ui", *ui_in, jpegs, [&](const frame_ptr& f) { return render(*f, results.peek()); });
+    } else if (camera) {
+        // The camera reads on its own threads; the loop takes the newest frame each time round.
+        p.stage("inline", *inline_in, jpegs,
+                [&](const frame_ptr& f) -> std::optional<std::shared_ptr<const fe::encoded_frame>> {
+                    auto jpeg_frame = one_loop(f);
+                    if (!jpeg_frame) {
+                        return std::nullopt;
+                    }
+                    return jpeg_frame;
+                });
     } else {
-        // One thread keeps both rates itself (--detect-fps 0: every frame is detected).
+        // One thread reads, detects and encodes (an output-less source publishing by itself).
         p.source(
             "inline",
-            [&, last = std::optional<det::result>{},
-             detect_rate = s.detect_fps > 0 ? std::optional<framepipe::rate_limiter>(s.detect_fps)
-                                            : std::nullopt,
-             ui_rate = framepipe::rate_limiter(s.ui_fps)](framepipe::stage_context& ctx) mutable {
+            [&](framepipe::stage_context& ctx) {
                 const auto f = read(ctx);
                 if (!f) {
                     return false;
                 }
-                if (!detect_rate || detect_rate->try_acquire()) {
-                    last = detect(*f);
-                }
-                if (ui_rate.try_acquire()) {
-                    (void)jpegs.publish(render(*f, last));
+                if (auto jpeg_frame = one_loop(f)) {
+                    (void)jpegs.publish(std::move(jpeg_frame));
                 }
                 return true;
             },
-            {.max_rate_hz = video.pace_hz()});
+            {.max_rate_hz = video->pace_hz()});
     }
     if (sink_in) {
         p.sink("ui-sink", *sink_in, [](const std::shared_ptr<const fe::encoded_frame>&) {});
     }
 
     fe::run_loop run(p, {.duration_s = s.duration}); // until the duration, the end, or Ctrl-C
-    const det::run_parts parts{s, video, *detector, m, jpeg};
+    const det::run_parts parts{s, video ? &*video : nullptr, camera ? &*camera : nullptr,
+                               *detector, m, jpeg};
     auto stats = [&] { return det::summary(parts, p.snapshot(), run.seconds()); };
     std::optional<fe::web_server> server;
     if (!s.no_ui) {
@@ -147,7 +223,8 @@ int run(const det::settings& s) {
         server->start();
         fe::announce(console, program, s.host, *server);
     }
-    std::fprintf(console, "%s: %s, %s mode, detector: %s\n", program, video.description().c_str(),
+    std::fprintf(console, "%s: %s, %s mode, detector: %s\n", program,
+                 video ? video->description().c_str() : camera->description().c_str(),
                  s.mode.c_str(), detector->description().c_str());
     std::fflush(console);
 
@@ -161,6 +238,13 @@ int run(const det::settings& s) {
             }
         });
     } catch (const framepipe::stage_error& e) {
+        if (camera) {
+            if (const auto why = camera->failure()) {
+                // --max-attempts failures in a row: exit 2, one line naming the input.
+                fe::print_error(program, *why);
+                return 2;
+            }
+        }
         fe::print_error(program, e.what());
         return 1;
     }
@@ -171,13 +255,14 @@ int run(const det::settings& s) {
     const auto after = stats();
     for (const char* key : {"frames_read", "corrupt_frames", "loops", "detections", "ui_frames", "jpeg_kb_mean",
                             "dropped_for_detector", "dropped_for_ui", "dropped_for_detector_by_reason",
-                            "dropped_for_ui_by_reason", "peak_rss_mb", "stages", "channels"}) {
+                            "dropped_for_ui_by_reason", "epoch_regressions", "peak_rss_mb", "stages",
+                            "channels"}) {
         j[key] = after[key];
     }
     if (!s.dot.empty()) {
         std::ofstream(s.dot) << framepipe::to_dot(p.snapshot());
     }
-    const std::string end = video.end_reason();
+    const std::string end = video ? video->end_reason() : std::string();
     j["end_reason"] = end.empty() ? (r.end == fe::run_end::signal ? "signal" : "duration") : end;
     if (s.json) {
         std::printf("%s\n", j.dump().c_str());
@@ -187,12 +272,6 @@ int run(const det::settings& s) {
         std::printf("\n%s\n", j.dump(2).c_str());
     }
     std::fflush(stdout);
-    if (s.camera >= 0 || video.description().rfind("stream", 0) == 0) {
-        if (!end.empty() && end != "stopped") {
-            fe::print_error(program, end);
-            return 1;
-        }
-    }
     return 0;
 }
 
@@ -214,5 +293,5 @@ int main(int argc, char** argv) {
     if (const auto code = fe::parse_command_line(app, argc, argv, program)) {
         return *code;
     }
-    return fe::run_main(program, [&] { return run(s); });
+    return fe::run_main(program, [&] { return run(s, app); });
 }

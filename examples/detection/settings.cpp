@@ -8,10 +8,15 @@
 namespace framepipe_examples::detection {
 
 void add_options(CLI::App& app, settings& s) {
-    app.add_option("--video", s.video, "video file or stream URL (default: opencv-doc's vtest.avi)");
-    app.add_option("--camera", s.camera, "camera index instead of --video")->check(CLI::Range(0, 63));
-    app.add_option("--source-fps", s.source_fps, "read pace in fps, or 'native' (default 30)");
-    app.add_flag("--loop", s.loop, "restart the file at its end");
+    app.add_option("--video", s.video,
+                   "video file (a path or file://), or a live stream: rtsp://, http(s):// MJPEG "
+                   "(default: opencv-doc's vtest.avi)");
+    app.add_option("--camera", s.camera, "V4L2 camera /dev/videoN instead of --video (live)")
+        ->check(CLI::Range(0, 63));
+    app.add_option("--source-fps", s.source_fps,
+                   "files: read pace in fps, or 'native' (default 30); live inputs are read as "
+                   "fast as they deliver");
+    app.add_flag("--loop", s.loop, "files: restart at the end");
     app.add_option("--ui-fps", s.ui_fps, "frames per second sent to the UI")->check(CLI::Range(0.1, 120.0));
     app.add_option("--jpeg-quality", s.jpeg_quality, "JPEG quality 1..100")->check(CLI::Range(1, 100));
     app.add_option("--detect-fps", s.detect_fps, "detector rate cap; 0 = as fast as it can")
@@ -34,6 +39,7 @@ void add_options(CLI::App& app, settings& s) {
     app.add_option("--dot", s.dot, "write the pipeline graph (Graphviz DOT) to this file at exit");
     app.add_option("--max-clients", s.max_clients, "websocket + MJPEG clients at once")
         ->check(CLI::Range(1, 256));
+    add_live_options(app, s.live);
 }
 
 double parse_source_fps(const std::string& s) {

@@ -1,6 +1,8 @@
 // examples/detection/settings.hpp - framepipe-detect's flags (see docs/examples/detection.md).
 #pragma once
 
+#include "common/live_input.hpp"
+
 #include <CLI/CLI.hpp>
 
 #include <cstddef>
@@ -34,6 +36,7 @@ struct settings {
     int port = 7001;
     std::size_t max_clients = 16;
     std::string dot; // write the graph (Graphviz DOT, with the final counters) here at exit
+    framepipe_examples::live_settings live; // --reconnect-*, --stall-timeout, ... (live inputs)
 };
 
 // Declares every flag of `s` on `app`.

@@ -17,6 +17,7 @@ using clock_type = std::chrono::steady_clock;
 result detect_step::operator()(const video_frame& f) {
     const auto start = clock_type::now();
     m_.detect_age.record(start - f.captured);
+    m_.detector_epochs.see(f.epoch);
     auto boxes = d_.detect(f.value);
     const auto took = clock_type::now() - start;
     m_.inference.record(took);
@@ -24,13 +25,17 @@ result detect_step::operator()(const video_frame& f) {
     const double ms = std::chrono::duration<double, std::milli>(took).count();
     m_.last_inference_us.store(std::chrono::duration_cast<std::chrono::microseconds>(took).count(),
                                std::memory_order_relaxed);
-    std::fprintf(console_, "inference %.1f ms (frame %llu, %zu boxes)\n", ms,
-                 static_cast<unsigned long long>(f.seq), boxes.size());
-    return framepipe::stamp(detection_result{std::move(boxes), ms}, f.seq, f.captured);
+    std::fprintf(console_,
+                 "inference %.1f ms (frame %llu, %zu boxes, input age %.1f ms, epoch %llu)\n", ms,
+                 static_cast<unsigned long long>(f.seq), boxes.size(),
+                 std::chrono::duration<double, std::milli>(start - f.captured).count(),
+                 static_cast<unsigned long long>(f.epoch));
+    return framepipe::stamp(detection_result{std::move(boxes), ms}, f.seq, f.captured, f.epoch);
 }
 
 std::shared_ptr<const encoded_frame> ui_step::operator()(const video_frame& f,
                                                          const std::optional<result>& r) {
+    m_.ui_epochs.see(f.epoch);
     f.value.copyTo(canvas_);
     nlohmann::json boxes = nlohmann::json::array();
     if (r) {

@@ -4,8 +4,9 @@
 
 #include "detector.hpp"
 
+#include "common/epoch_watch.hpp"
 #include "common/jpeg_encoder.hpp"
-#include "common/video_source.hpp"
+#include "common/video_frame.hpp"
 
 #include <framepipe/metrics.hpp>
 #include <framepipe/stamped.hpp>
@@ -34,9 +35,12 @@ struct meters {
     framepipe::latency_histogram inference;  // inference time
     std::atomic<std::uint64_t> detections{0};
     std::atomic<std::int64_t> last_inference_us{0};
+    epoch_watch detector_epochs; // the epochs of the frames the detector took
+    epoch_watch ui_epochs;       // and the UI
 };
 
-// Runs the detector on one frame, records its meters, prints the inference time on `console`.
+// Runs the detector on one frame, records its meters, prints the inference time, the frame's age
+// and epoch on `console` ("inference 231.4 ms (frame 240, 5 boxes, input age 12.3 ms, epoch 1)").
 // One thread at a time (the detector's).
 class detect_step {
 public:
@@ -55,13 +59,14 @@ private:
 // result_age_ms, width, height}). One thread at a time (it keeps the canvas).
 class ui_step {
 public:
-    explicit ui_step(jpeg_encoder& jpeg) : jpeg_(jpeg) {}
+    ui_step(jpeg_encoder& jpeg, meters& m) : jpeg_(jpeg), m_(m) {}
 
     [[nodiscard]] std::shared_ptr<const encoded_frame> operator()(const video_frame& f,
                                                                   const std::optional<result>& r);
 
 private:
     jpeg_encoder& jpeg_;
+    meters& m_;
     cv::Mat canvas_;
 };
 

@@ -1,6 +1,7 @@
 // examples/detection/summary.cpp - see summary.hpp.
 #include "summary.hpp"
 
+#include "common/live_input.hpp"
 #include "common/process_stats.hpp"
 #include "common/program.hpp"
 
@@ -10,15 +11,18 @@ namespace framepipe_examples::detection {
 
 nlohmann::json summary(const run_parts& r, const framepipe::pipeline_snapshot& snap, double elapsed) {
     const double secs = std::max(elapsed, 1e-3);
-    const auto frames = r.video.frames_read();
+    const auto frames = r.video ? r.video->frames_read() : r.camera->stats().live.frames;
     const auto detections = r.m.detections.load(std::memory_order_relaxed);
     const auto encoded = r.jpeg.frames();
     nlohmann::json j;
     j["mode"] = r.s.mode;
     j["detector"] = r.d.description();
-    j["video"] = r.video.description();
+    j["video"] = r.video ? r.video->description() : r.camera->description();
+    j["live"] = r.camera != nullptr;
     j["seconds"] = round2(elapsed);
-    j["source_fps_target"] = round2(r.video.pace_hz());
+    // A live input is read as fast as it delivers: no target.
+    j["source_fps_target"] =
+        r.video ? nlohmann::json(round2(r.video->pace_hz())) : nlohmann::json();
     j["source_fps"] = round2(static_cast<double>(frames) / secs);
     j["ui_fps_target"] = r.s.ui_fps;
     j["ui_fps"] = round2(static_cast<double>(encoded) / secs);
@@ -31,8 +35,8 @@ nlohmann::json summary(const run_parts& r, const framepipe::pipeline_snapshot& s
     j["inference_ms_last"] =
         round2(static_cast<double>(r.m.last_inference_us.load(std::memory_order_relaxed)) / 1000.0);
     j["frames_read"] = frames;
-    j["corrupt_frames"] = r.video.corrupt_frames();
-    j["loops"] = r.video.loops();
+    j["corrupt_frames"] = r.video ? r.video->corrupt_frames() : 0;
+    j["loops"] = r.video ? r.video->loops() : 0;
     j["detections"] = detections;
     j["ui_frames"] = encoded;
     if (r.s.mode == "pipelined") {
@@ -44,6 +48,13 @@ nlohmann::json summary(const run_parts& r, const framepipe::pipeline_snapshot& s
         j["dropped_for_detector_by_reason"] = drops_by_reason(det_in);
         j["dropped_for_ui"] = ui_in.dropped;
         j["dropped_for_ui_by_reason"] = drops_by_reason(ui_in);
+    } else if (r.camera) {
+        // The live camera publishes on its own threads; the inline stage takes the newest.
+        const auto& in = channel_named(snap, "inline");
+        j["dropped_for_detector"] = frames - std::min(frames, detections);
+        j["dropped_for_detector_by_reason"] = drops_by_reason(in);
+        j["dropped_for_ui"] = frames - std::min(frames, encoded);
+        j["dropped_for_ui_by_reason"] = nlohmann::json::object();
     } else {
         j["dropped_for_detector"] = frames - std::min(frames, detections);
         j["dropped_for_detector_by_reason"] = nlohmann::json::object();
@@ -59,6 +70,12 @@ nlohmann::json summary(const run_parts& r, const framepipe::pipeline_snapshot& s
             j["detector_busy_ratio"] = round2(st.busy_ratio);
         }
     }
+    j["sources"] = nlohmann::json::array();
+    if (r.camera) {
+        j["sources"].push_back(source_json("camera", *r.camera));
+    }
+    // Frames a stage took from an older epoch after a newer one: 0 (docs/live_sources.md).
+    j["epoch_regressions"] = r.m.detector_epochs.regressions() + r.m.ui_epochs.regressions();
     j.update(snapshot_json(snap));
     return j;
 }

@@ -19,9 +19,8 @@ frame_source::frame_source(const settings& s) : s_(s) {
         pool_ = std::make_unique<framepipe::pool<fe::video_frame>>(
             8, [o] { return fe::video_frame{cv::Mat(o.height, o.width, CV_8UC3), 0, {}}; });
     } else {
-        video_.emplace(fe::video_source_options{.path = s.video_path,
-                                                .camera = s.source == "camera" ? s.camera : -1,
-                                                .fps = std::nullopt});
+        // A file (live inputs are read by main's live_camera): its own rate.
+        video_.emplace(fe::video_source_options{.path = s.video_path, .fps = std::nullopt});
     }
 }
 

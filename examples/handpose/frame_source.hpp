@@ -1,6 +1,7 @@
 // examples/handpose/frame_source.hpp - the frames framepipe-handpose estimates: the synthetic
 // hand drawn into pooled frames (with the generator's label of each frame kept aside, for
-// accuracy only), or a video or camera through common/video_source.
+// accuracy only), or a video file through common/video_source. (A live input, --camera or an
+// rtsp:// or http(s):// --video, is read by common/live_camera instead: see main.cpp.)
 #pragma once
 
 #include "hand.hpp"
@@ -45,7 +46,7 @@ private:
 
 class frame_source {
 public:
-    // The synthetic hand (s.source == "synthetic"), else s.video_path or s.camera. Throws
+    // The synthetic hand (s.source == "synthetic"), else the file s.video_path. Throws
     // framepipe_examples::video_error for a video that cannot be opened.
     explicit frame_source(const settings& s);
 

@@ -3,11 +3,14 @@
 // A hand-pose estimator turns frames into 21 hand points at 15 fps; a slow classifier labels
 // the last 30 of them. --mode pipelined (default) runs this graph:
 //
-//   [camera 30 fps]  synthetic hand, or --video / --camera (common/video_source: pooled,
-//         |          stamped frames)
+//   [camera 30 fps]  synthetic hand, or a --video file (common/video_source: pooled, stamped
+//         |          frames), or a live input: --camera, --video rtsp:// or http(s)://
+//         |          (common/live_camera: GStreamer under live_source, read as fast as it
+//         |          delivers, reconnected with backoff)
 //   broadcaster "frames"
 //         |
-//   subscription "estimator" (capacity 1, max 15 Hz: the newest frame, 15 a second)
+//   subscription "estimator" (capacity 1, max 15 Hz: the newest frame, 15 a second; never a
+//         |                  frame of an older connection after a newer one)
 //         |
 //   [estimator]  colour markers -> 21 x 3 points (or --landmark-model through cv::dnn)
 //         |      ([landmarks] replays --landmarks file.csv here instead, at 15 Hz)
@@ -27,7 +30,8 @@
 // and a window it cannot take in time is dropped (counted). --mode single is the source
 // document's Option 1: one loop (one source stage, "single-loop") that grabs the newest frame,
 // estimates, classifies every `stride` frames, and then displays, so the video stalls while the
-// classifier runs.
+// classifier runs. (With a live input the camera reads on its own threads, and "single-loop" is
+// a stage that takes the newest frame from its subscription.)
 //
 // Web page on 127.0.0.1:7002 (common/web_ui): the frames with the skeleton, the gesture and its
 // confidence, the age of the classified window, live metrics; also /metrics, /stats.json.
@@ -42,6 +46,8 @@
 #include "summary.hpp"
 
 #include "common/cli.hpp"
+#include "common/live_camera.hpp"
+#include "common/live_input.hpp"
 #include "common/program.hpp"
 #include "common/run_loop.hpp"
 #include "common/web_ui.hpp"
@@ -91,12 +97,27 @@ int run(const settings& s) {
     }
     std::optional<estimator> est;
     std::optional<frame_source> source;
+    std::optional<fe::live_camera> camera;
     std::vector<recorded_frame> recorded;
+    std::FILE* console = s.json ? stderr : stdout;
     if (s.source == "landmarks") {
         recorded = read_landmarks_csv(s.landmarks_path);
     } else {
         est.emplace(s); // the model first: a bad model is reported before a bad video
-        source.emplace(s);
+        if (is_live(s)) {
+            // Checked now (URL, flags); it connects once the pipeline runs, and keeps trying
+            // while the page serves. Pooled frames: the subscriptions, the estimates that carry
+            // their frame (up to 8 in "to_window") and the stages at work.
+            camera.emplace(fe::live_camera_options_from(
+                s.live, s.source == "camera" ? "" : s.video_path,
+                s.source == "camera" ? s.camera : -1, 16));
+            camera->on_event([console](const std::string& line) {
+                std::fprintf(console, "%s: %s\n", program, line.c_str());
+                std::fflush(console);
+            });
+        } else {
+            source.emplace(s);
+        }
     }
     std::optional<landmarks_csv_writer> csv_out;
     if (!s.write_landmarks_path.empty()) {
@@ -111,7 +132,15 @@ int run(const settings& s) {
     framepipe::broadcaster<estimate_item> estimates;
     framepipe::broadcaster<fe::encoded_frame> jpegs;
     framepipe::sliding_window<hand_item> hands(s.window, s.stride);
-    auto to_estimator = frames.subscribe({.capacity = 1, .max_rate_hz = s.estimate_fps, .name = "estimator"});
+    auto to_estimator = frames.subscribe({.capacity = 1,
+                                          .max_rate_hz = s.estimate_fps,
+                                          .drop_older_epochs = true,
+                                          .name = "estimator"});
+    std::optional<framepipe::subscription<fe::video_frame>> to_single; // single mode, live input
+    if (!pipelined && camera) {
+        to_single =
+            frames.subscribe({.capacity = 1, .drop_older_epochs = true, .name = "single-loop"});
+    }
     auto to_display = estimates.subscribe({.capacity = 1, .name = "display"});
     auto to_window = estimates.subscribe({.capacity = 8, .name = "to_window"});
     std::optional<framepipe::subscription<fe::encoded_frame>> jpeg_sink_in; // --no-ui
@@ -125,14 +154,17 @@ int run(const settings& s) {
     std::vector<hand_points> scratch;
     // One frame's estimate (or the next recorded one), written to the CSV if asked.
     auto estimate_of = [&](const frame_ptr& f) -> estimate_item {
+        m.estimator_epochs.see(f->epoch);
         estimate e{f, (*est)(f->value)};
-        e.hand.truth = source->truth(f->seq); // carried along for accuracy, never looked at
+        if (source) {
+            e.hand.truth = source->truth(f->seq); // carried along for accuracy, never looked at
+        }
         m.estimated.fetch_add(1, std::memory_order_relaxed);
         m.joints_found.fetch_add(e.hand.joints_found, std::memory_order_relaxed);
         if (csv_out) {
             csv_out->write(f->seq, e.hand);
         }
-        return framepipe::stamp(std::move(e), f->seq, f->captured);
+        return framepipe::stamp(std::move(e), f->seq, f->captured, f->epoch);
     };
     std::size_t next_row = 0;
     auto next_recorded = [&]() -> std::optional<estimate_item> {
@@ -154,7 +186,12 @@ int run(const settings& s) {
     p.channel(jpegs, "jpeg");
     if (pipelined) {
         p.channel(estimates, "estimates").channel(hands, "hands");
-        if (source) {
+        if (camera) {
+            p.channel(frames, "frames");
+            p.source("camera", frames, *camera); // its own threads, never paced by a reader
+            p.stage("estimator", to_estimator, estimates,
+                    [&](const frame_ptr& f) { return estimate_of(f); });
+        } else if (source) {
             p.channel(frames, "frames");
             p.source(
                 "camera", frames,
@@ -179,6 +216,22 @@ int run(const settings& s) {
             "classifier", hands,
             [&](const framepipe::window<hand_item>& w) { classify_window(w, cls, m, scratch); },
             {.nice = background_nice(s.classifier_nice)});
+    } else if (camera) {
+        // Option 1 on a live input: the camera reads on its own threads; the loop takes the
+        // newest frame, estimates, classifies when a window is ready (the video waits), displays.
+        p.channel(frames, "frames");
+        p.source("camera", frames, *camera);
+        p.stage(
+            "single-loop", *to_single, jpegs,
+            [&](const frame_ptr& f) -> std::shared_ptr<const fe::encoded_frame> {
+                const auto e = estimate_of(f);
+                (void)hands.push(framepipe::stamp(e.value.hand, e.seq, e.captured));
+                if (auto w = hands.try_pop()) {
+                    classify_window(*w, cls, m, scratch); // the video waits here
+                }
+                return show(e);
+            },
+            {.max_rate_hz = s.estimate_fps});
     } else {
         // Option 1: grab the newest frame, estimate, classify when a window is ready (the video
         // waits), display. The same sliding_window block, filled and emptied by the one loop, so
@@ -213,10 +266,16 @@ int run(const settings& s) {
         p.sink("no-ui", *jpeg_sink_in, [](const std::shared_ptr<const fe::encoded_frame>&) {});
     }
 
-    const run_parts parts{s, source ? source->description() : "landmarks " + s.landmarks_path,
-                          cls.name(), m, jpeg, hands};
+    const run_parts parts{s,
+                          camera   ? camera->description()
+                          : source ? source->description()
+                                   : "landmarks " + s.landmarks_path,
+                          cls.name(),
+                          m,
+                          jpeg,
+                          hands,
+                          camera ? &*camera : nullptr};
     auto stats = [&] { return summary(parts, p.snapshot(), run.seconds()); };
-    std::FILE* console = s.json ? stderr : stdout;
     std::optional<fe::web_server> server;
     if (!s.no_ui) {
         server.emplace(fe::web_ui_options({.host = s.host,
@@ -233,13 +292,24 @@ int run(const settings& s) {
     std::fflush(console);
 
     nlohmann::json j;
-    // A stage's failure (a model failing on a frame) is rethrown here: exit 2, one line.
-    const auto r = run.run([&](fe::run_end) {
-        j = stats(); // the rates over the run, before the orderly stop drains what is buffered
-        if (server) {
-            server->stop();
+    // A stage's failure (a model failing on a frame; a live input that failed --max-attempts
+    // times in a row, named with its last error) is rethrown here: exit 2, one line.
+    fe::run_result r;
+    try {
+        r = run.run([&](fe::run_end) {
+            j = stats(); // the rates over the run, before the orderly stop drains what is buffered
+            if (server) {
+                server->stop();
+            }
+        });
+    } catch (const framepipe::stage_error&) {
+        if (camera) {
+            if (const auto why = camera->failure()) {
+                throw std::runtime_error(*why);
+            }
         }
-    });
+        throw;
+    }
     if (!r.stop.clean) {
         throw std::runtime_error("stages did not stop within 10 s");
     }

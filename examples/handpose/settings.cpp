@@ -22,8 +22,11 @@ void add_options(CLI::App& app, settings& s) {
     app.add_option("--stride", s.stride, "new points-frames between windows (default 5)")
         ->check(CLI::Range(1, 1000));
     app.add_option("--landmarks", s.landmarks_path, "replay recorded landmarks (CSV) instead of video");
-    app.add_option("--video", s.video_path, "video file or stream URL (needs --landmark-model)");
-    app.add_option("--camera", s.camera, "camera index (needs --landmark-model)")->check(CLI::Range(0, 64));
+    app.add_option("--video", s.video_path,
+                   "video file, or a live stream: rtsp://, http(s):// MJPEG (needs "
+                   "--landmark-model)");
+    app.add_option("--camera", s.camera, "V4L2 camera /dev/videoN, live (needs --landmark-model)")
+        ->check(CLI::Range(0, 64));
     app.add_option("--landmark-model", s.landmark_model, "ONNX landmark model for --video/--camera");
     app.add_option("--landmark-input-size", s.landmark_input_size,
                    "its square input size in pixels (default 224)")
@@ -50,6 +53,7 @@ void add_options(CLI::App& app, settings& s) {
     app.add_option("--jpeg-quality", s.jpeg_quality, "JPEG quality of the page's frames (default 80)")
         ->check(CLI::Range(1, 100));
     app.add_flag("--json", s.json, "print the summary as one JSON line at exit");
+    fe::add_live_options(app, s.live);
 }
 
 void check_settings(settings& s, const CLI::App& app) {
@@ -87,6 +91,13 @@ void check_settings(settings& s, const CLI::App& app) {
     if (!s.classifier_model.empty() && !s.templates_path.empty()) {
         throw fe::usage_error("--classifier and --templates exclude each other");
     }
+    if (!is_live(s)) {
+        fe::reject_live_flags(app, s.source == "video" ? "a file" : "the " + s.source + " input");
+    }
+}
+
+bool is_live(const settings& s) {
+    return s.source == "camera" || (s.source == "video" && fe::is_live_uri(s.video_path));
 }
 
 } // namespace handpose

@@ -1,6 +1,8 @@
 // examples/handpose/settings.hpp - framepipe-handpose's flags (see docs/examples/handpose.md).
 #pragma once
 
+#include "common/live_input.hpp"
+
 #include <CLI/CLI.hpp>
 
 #include <cstddef>
@@ -37,6 +39,7 @@ struct settings {
     int port = 7002;
     int jpeg_quality = 80;
     bool json = false;
+    framepipe_examples::live_settings live; // --reconnect-*, --stall-timeout, ... (live inputs)
 };
 
 // Declares every flag of `s` on `app`.
@@ -45,5 +48,9 @@ void add_options(CLI::App& app, settings& s);
 // The checks that need more than one flag, after parsing; sets s.source from the input flags.
 // Throws framepipe_examples::usage_error naming the flags.
 void check_settings(settings& s, const CLI::App& app);
+
+// Whether the input is live (--camera, or --video rtsp:// / http(s)://): read by
+// framepipe_examples::live_camera. After check_settings().
+[[nodiscard]] bool is_live(const settings& s);
 
 } // namespace handpose

@@ -7,8 +7,9 @@
 #include "hand.hpp"
 #include "models.hpp"
 
+#include "common/epoch_watch.hpp"
 #include "common/jpeg_encoder.hpp"
-#include "common/video_source.hpp"
+#include "common/video_frame.hpp"
 
 #include <framepipe/metrics.hpp>
 #include <framepipe/sliding_window.hpp>
@@ -49,6 +50,7 @@ struct meters {
     framepipe::latency_histogram display_gap;
     framepipe::latency_histogram window_age;
     framepipe::latency_histogram classify_time;
+    framepipe_examples::epoch_watch estimator_epochs; // the epochs of the frames estimated
 
     // The newest classification, for the display and the page. Guarded by mu.
     mutable std::mutex mu;

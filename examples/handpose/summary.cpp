@@ -1,6 +1,7 @@
 // examples/handpose/summary.cpp - see summary.hpp.
 #include "summary.hpp"
 
+#include "common/live_input.hpp"
 #include "common/process_stats.hpp"
 #include "common/program.hpp"
 
@@ -43,7 +44,8 @@ nlohmann::json summary(const run_parts& r, const framepipe::pipeline_snapshot& s
         {"display_gap_p99_ms", fe::round2(fe::quantile_ms(m.display_gap, 0.99))},
         {"display_gap_max_ms",
          fe::round2(static_cast<double>(m.display_gap_max_ns.load(std::memory_order_relaxed)) / 1e6)},
-        {"source_frames", m.source_frames.load(std::memory_order_relaxed)},
+        {"source_frames", r.camera != nullptr ? r.camera->stats().live.frames
+                                              : m.source_frames.load(std::memory_order_relaxed)},
         {"joints_found_mean",
          estimated > 0 ? fe::round2(static_cast<double>(m.joints_found.load()) / static_cast<double>(estimated))
                        : 0.0},
@@ -63,6 +65,12 @@ nlohmann::json summary(const run_parts& r, const framepipe::pipeline_snapshot& s
         j["confidence"] = m.last ? nlohmann::json(fe::round2(m.last->confidence)) : nlohmann::json();
         j["last_window_age_ms"] = m.last ? nlohmann::json(fe::round2(m.last_window_age_ms)) : nlohmann::json();
     }
+    j["sources"] = nlohmann::json::array();
+    if (r.camera != nullptr) {
+        j["sources"].push_back(fe::source_json("camera", *r.camera));
+    }
+    // Frames the estimator took from an older epoch after a newer one: 0 (docs/live_sources.md).
+    j["epoch_regressions"] = m.estimator_epochs.regressions();
     j.update(fe::snapshot_json(snap));
     return j;
 }

@@ -6,6 +6,7 @@
 #include "stages.hpp"
 
 #include "common/jpeg_encoder.hpp"
+#include "common/live_camera.hpp"
 
 #include <framepipe/sliding_window.hpp>
 #include <framepipe/snapshot.hpp>
@@ -24,6 +25,7 @@ struct run_parts {
     const meters& m;
     const framepipe_examples::jpeg_encoder& jpeg;
     const framepipe::sliding_window<hand_item>& hands; // its windows: ready, dropped
+    const framepipe_examples::live_camera* camera = nullptr; // a live input, else null
 };
 
 // The summary after `elapsed` seconds, with the pipeline's stages and channels from `snap`.

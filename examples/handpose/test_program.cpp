@@ -3,6 +3,7 @@
 #include "synthetic.hpp"
 
 #include "common/testing/child_process.hpp"
+#include "common/testing/rtsp_server.hpp"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -214,6 +215,41 @@ TEST_CASE("framepipe-handpose: --video with --landmark-model runs through cv::dn
     }
 }
 
+TEST_CASE("framepipe-handpose: an rtsp:// --video is a live camera, reconnected, in both modes") {
+    temp_dir dir;
+    const auto models = make_models(dir);
+    t::rtsp_server server(HANDPOSE_PYTHON, HANDPOSE_RTSP_SERVER);
+    for (const std::string mode : {"pipelined", "single"}) {
+        INFO(mode);
+        t::child prog({HANDPOSE_EXE, "--no-ui", "--json", "--mode", mode, "--video", server.url,
+                       "--landmark-model", models + "/landmarks.onnx", "--landmark-input-size",
+                       "64", "--reconnect-initial", "0.05"});
+        REQUIRE(prog.wait_for("camera: online (epoch ", std::chrono::seconds(60)));
+        REQUIRE(server.kick()); // the server drops the connection: a reconnect, not the end
+        REQUIRE(prog.wait_for("camera: online again (epoch ", std::chrono::seconds(60)));
+        prog.terminate();
+        REQUIRE(prog.wait() == 0);
+        const auto j = nlohmann::json::parse(prog.out());
+        check_summary(j, mode);
+        CHECK(j.at("source") == "video");
+        CHECK(j.at("input") == server.url);
+        CHECK(j.at("source_frames").get<std::uint64_t>() > 0);
+        const auto& src = j.at("sources").at(0);
+        CHECK(src.at("reconnects") == 1);
+        CHECK(src.at("status") == "online");
+        CHECK(j.at("epoch_regressions") == 0);
+    }
+    // Never connecting: --max-attempts gives up, exit 2, one line naming the input.
+    const auto r = run({"--no-ui", "--camera", "63", "--landmark-model", models + "/landmarks.onnx",
+                        "--landmark-input-size", "64", "--max-attempts", "1"});
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find('\n') == r.err.size() - 1);
+    CHECK(r.err.rfind("framepipe-handpose: camera 63 (/dev/video63): no connection after 1 "
+                      "attempt; last error: v4l2src: ",
+                      0) == 0);
+}
+
 TEST_CASE("framepipe-handpose: bad input exits 2 with a one-line error") {
     temp_dir dir;
     const auto models = make_models(dir);
@@ -238,8 +274,10 @@ TEST_CASE("framepipe-handpose: bad input exits 2 with a one-line error") {
          "returns 10 values, expected 63"},
         {{"--video", "x.avi", "--landmark-model", m + "landmarks.onnx", "--landmark-input-size", "32"},
          "does not accept a 1x3x32x32 input"},
-        {{"--camera", "63", "--landmark-model", m + "landmarks.onnx", "--landmark-input-size", "64"},
-         "camera 63: cannot be opened"},
+        {{"--stall-timeout", "2"}, "--stall-timeout: only for live inputs"},
+        {{"--video", "rtsp://127.0.0.1:1/x", "--landmark-model", m + "landmarks.onnx",
+          "--landmark-input-size", "64", "--reconnect-jitter", "2"},
+         "--reconnect-jitter"},
         {{"--video", "x.avi"}, "needs --landmark-model"},
         {{"--landmark-model", m + "landmarks.onnx"}, "only with --video or --camera"},
         {{"--landmarks", "a.csv", "--video", "b.avi"}, "exclude each other"},

@@ -10,7 +10,9 @@
 //   });
 //
 // Command line of a test script: --exe PATH (the program), --artifacts DIR (screenshots),
-// --chromium PATH (default: $CHROMIUM or /usr/bin/chromium).
+// --chromium PATH (default: $CHROMIUM or /usr/bin/chromium), and for live inputs
+// --rtsp-server PATH (common/testing/rtsp_server.py) with --python PATH (default /usr/bin/python3,
+// Debian's, which has the GStreamer bindings): t.rtspServer() starts it.
 //
 // The program is stopped with SIGTERM at the end and must exit 0; the browser is closed; any
 // failed check, timeout or crash makes the process exit 1, after printing each failure on its
@@ -22,7 +24,8 @@ import http from "node:http";
 import path from "node:path";
 
 export function args() {
-  const out = { exe: null, artifacts: ".", chromium: process.env.CHROMIUM || "/usr/bin/chromium" };
+  const out = { exe: null, artifacts: ".", chromium: process.env.CHROMIUM || "/usr/bin/chromium",
+                "rtsp-server": null, python: "/usr/bin/python3" };
   const a = process.argv.slice(2);
   for (let i = 0; i < a.length; i += 2) {
     const key = a[i].replace(/^--/, "");
@@ -62,6 +65,36 @@ export function startProgram(exe, argv, timeoutMs = 60000) {
     proc.stderr.on("data", onData);
     proc.on("exit", (code) => {
       if (!settled) { settled = true; clearTimeout(timer); reject(new Error(`${exe} exited ${code}: ${output.slice(-2000)}`)); }
+    });
+  });
+}
+
+// Starts the test RTSP server (port 0: any free one); resolves once it prints READY:
+// { proc, url, port, kill() } (kill: SIGKILL, resolves once it has exited).
+export function startRtspServer(python, script, port = 0, extra = [], timeoutMs = 30000) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(python, [script, "--port", String(port), "--width", "384", "--height", "288", ...extra],
+                       { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    let settled = false;
+    const exited = new Promise((res) => proc.on("exit", () => res()));
+    const timer = setTimeout(() => {
+      if (!settled) { settled = true; proc.kill("SIGKILL"); reject(new Error(`rtsp_server.py did not start: ${output}`)); }
+    }, timeoutMs);
+    const onData = (d) => {
+      output += d.toString();
+      const m = output.match(/READY (rtsp:\/\/[0-9.]+:(\d+)\/\S*)/);
+      if (m && !settled) {
+        settled = true;
+        clearTimeout(timer);
+        resolve({ proc, url: m[1], port: Number(m[2]),
+                  kill: async () => { proc.kill("SIGKILL"); return exited; } });
+      }
+    };
+    proc.stdout.on("data", onData);
+    proc.stderr.on("data", onData);
+    proc.on("exit", (code) => {
+      if (!settled) { settled = true; clearTimeout(timer); reject(new Error(`rtsp_server.py exited ${code}: ${output}`)); }
     });
   });
 }
@@ -137,6 +170,7 @@ export async function test(name, body) {
   mkdirSync(opts.artifacts, { recursive: true });
   const failures = [];
   const programs = [];
+  const servers = [];
   let browser = null;
   const t = {
     opts,
@@ -145,6 +179,13 @@ export async function test(name, body) {
       if (!cond) failures.push(what);
     },
     async start(exe, argv) { const p = await startProgram(exe, argv); programs.push(p); return p; },
+    // The test RTSP server (--rtsp-server), killed at the end if it still runs.
+    async rtspServer(port = 0, extra = []) {
+      if (!opts["rtsp-server"]) throw new Error("--rtsp-server PATH is required");
+      const s = await startRtspServer(opts.python, opts["rtsp-server"], port, extra);
+      servers.push(s);
+      return s;
+    },
     async page(url) {
       if (!browser) browser = await chromium.launch({ executablePath: opts.chromium, headless: true, args: chromiumFlags });
       const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
@@ -180,6 +221,7 @@ export async function test(name, body) {
       const code = await p.stop();
       t.check(code === 0, `the program exits 0 after SIGTERM (got ${code})`);
     }
+    for (const s of servers) await s.kill();
   }
   if (failures.length) {
     console.log(`${name}: ${failures.length} failure(s):\n  ${failures.join("\n  ")}`);

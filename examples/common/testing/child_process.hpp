@@ -5,6 +5,7 @@
 //
 //     framepipe_examples::testing::child server({exe, "--port", "0"});        // in the background
 //     auto line = server.wait_for("serving the live UI at ", std::chrono::seconds(60));
+//     server.wait_for_count("online", 2, std::chrono::seconds(30));   // the second such line
 //     ...; server.terminate(); int code = server.wait();
 //
 // Output is collected by a reader thread, so a chatty child never blocks on a full pipe, and a
@@ -95,6 +96,36 @@ public:
         });
         return found;
     }
+
+    // Waits until stdout and stderr together contain `text` at least `n` times (or the output
+    // ends, or `timeout`); returns the rest of the line after the n-th occurrence (looking at
+    // stdout first, then stderr), or nullopt.
+    std::optional<std::string> wait_for_count(const std::string& text, std::size_t n,
+                                              std::chrono::seconds timeout) {
+        std::unique_lock<std::mutex> lock(mu_);
+        std::optional<std::string> found;
+        cv_.wait_for(lock, timeout, [&] {
+            std::size_t seen = 0;
+            for (const std::string* s : {&out_, &err_}) {
+                for (auto at = s->find(text); at != std::string::npos; at = s->find(text, at + 1)) {
+                    const auto from = at + text.size();
+                    const auto end = s->find('\n', from);
+                    if (end == std::string::npos) {
+                        break; // the line is not complete yet
+                    }
+                    if (++seen == n) {
+                        found = s->substr(from, end - from);
+                        return true;
+                    }
+                }
+            }
+            return closed_ == 2;
+        });
+        return found;
+    }
+
+    // The child's process id (for /proc/<pid>/status).
+    [[nodiscard]] pid_t pid() const noexcept { return pid_; }
 
     // Sends SIGTERM (the examples stop in order and print their summary).
     void terminate() { kill(pid_, SIGTERM); }

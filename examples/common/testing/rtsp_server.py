@@ -10,6 +10,8 @@ instead of sleeping. Signals:
 
     SIGUSR1  stop sending frames, keep every connection open (a stalled camera)
     SIGUSR2  send frames again
+    SIGHUP   close every client's connection, keep serving (a server-side disconnect: the
+             clients see the connection closed and reconnect at once; prints KICKED N)
     SIGTERM  exit cleanly (also SIGINT); tests SIGKILL it to kill it mid-stream
 
 How it works: a producer pipeline decodes the file in a loop (segment seeks, so its running
@@ -197,12 +199,21 @@ class Server:
         elif signum == signal.SIGUSR2:
             self.paused = False
             print("RESUMED", flush=True)
+        elif signum == signal.SIGHUP:
+            kicked = []
+
+            def remove(_server, client):
+                kicked.append(client)
+                return GstRtspServer.RTSPFilterResult.REMOVE
+
+            self.rtsp.client_filter(remove)
+            print(f"KICKED {len(kicked)}", flush=True)
         else:
             self.loop.quit()
         return GLib.SOURCE_CONTINUE
 
     def run(self):
-        for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, self.on_signal, signum)
         self.start_producer()
         if self.rtsp.attach(None) == 0:
