@@ -17,6 +17,11 @@
 
 #include "common/testing/child_process.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <csignal>
 #include <memory>
@@ -25,6 +30,25 @@
 #include <vector>
 
 namespace framepipe_examples::testing {
+
+// A loopback port nobody listens on right now (bound, then released). Throws std::runtime_error.
+inline int free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        throw std::runtime_error("free_port: socket() failed");
+    }
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+    ::close(fd);
+    if (!ok) {
+        throw std::runtime_error("free_port: no loopback port");
+    }
+    return ntohs(addr.sin_port);
+}
 
 struct rtsp_server_options {
     int port = 0; // 0: the kernel picks one (read back from the READY line)

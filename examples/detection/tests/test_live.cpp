@@ -45,19 +45,7 @@ t::rtsp_server start_server(t::rtsp_server_options o = {}) {
     return t::rtsp_server(FRAMEPIPE_TEST_PYTHON, FRAMEPIPE_RTSP_SERVER, std::move(o));
 }
 
-// A port nobody listens on right now (bound, then released).
-int free_port() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    close(fd);
-    return ntohs(addr.sin_port);
-}
+using t::free_port;
 
 // The program on `url`, headless, with its JSON summary at exit, plus `extra` flags.
 std::vector<std::string> detect_args(const std::string& url, std::vector<std::string> extra) {
