@@ -81,12 +81,14 @@ TEST_CASE("event_count: a stop request ends a wait, already requested or request
     CHECK(done);
 }
 
-TEST_CASE("event_count: no lost wake-up over many hand-offs through both wait phases") {
-    // A waiter waits for `value` to reach each next number; the notifier bumps it and notifies.
-    // Whether the waiter is spinning or parked at the time varies from one hand-off to the next;
-    // a lost wake-up hangs the test. The notifier also pauses now and then for longer than the
-    // spin budget (a busy loop, not a sleep), so that the park phase is exercised.
-    event_count ev;
+namespace {
+
+// A waiter waits for `value` to reach each next number; the notifier bumps it (a release store)
+// and calls notify(). Whether the waiter is spinning or parked at the time varies from one
+// hand-off to the next; a lost wake-up hangs the test. The notifier also pauses now and then for
+// longer than the spin budget (a busy loop, not a sleep), so that the park phase is exercised.
+template <class Notify>
+int hand_offs(event_count& ev, Notify notify) {
     std::atomic<int> value{0};
     std::atomic<int> acked{0};
     constexpr int rounds = 2'000;
@@ -106,13 +108,20 @@ TEST_CASE("event_count: no lost wake-up over many hand-offs through both wait ph
             }
         }
         value.store(i, std::memory_order_release);
-        ev.notify_one();
+        notify();
         while (acked.load(std::memory_order_acquire) < i) {
             std::this_thread::yield();
         }
     }
     waiter.join();
-    CHECK(acked.load() == rounds);
+    return acked.load();
+}
+
+} // namespace
+
+TEST_CASE("event_count: no lost wake-up over many hand-offs through both wait phases") {
+    event_count ev;
+    CHECK(hand_offs(ev, [&] { ev.notify_one(); }) == 2'000);
 }
 
 TEST_CASE("event_count: notify_all wakes every parked waiter") {
@@ -136,29 +145,8 @@ TEST_CASE("event_count: notify_all wakes every parked waiter") {
 }
 
 TEST_CASE("event_count: the asymmetric mode hands off without a lost wake-up") {
-    event_count ev(event_count::asymmetric);
-    std::atomic<int> value{0};
-    std::atomic<int> acked{0};
-    constexpr int rounds = 2'000;
-    std::thread waiter([&] {
-        for (int i = 1; i <= rounds; ++i) {
-            (void)ev.wait(nullptr, std::nullopt,
-                          [&] { return value.load(std::memory_order_acquire) >= i; });
-            acked.store(i, std::memory_order_release);
-        }
-    });
-    for (int i = 1; i <= rounds; ++i) {
-        if (i % 64 == 0) {
-            let_waiters_park();
-        }
-        value.store(i, std::memory_order_release); // a plain release store, as spsc_ring's
-        ev.notify_one_asymmetric();
-        while (acked.load(std::memory_order_acquire) < i) {
-            std::this_thread::yield();
-        }
-    }
-    waiter.join();
-    CHECK(acked.load() == rounds);
+    event_count ev(event_count::asymmetric); // the notifier's store is a plain release store
+    CHECK(hand_offs(ev, [&] { ev.notify_one_asymmetric(); }) == 2'000);
 }
 
 // --- The selector hook --------------------------------------------------------------------------
