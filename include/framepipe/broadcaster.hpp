@@ -357,15 +357,14 @@ public:
     // Closes every subscription: consumers drain what is buffered, then end. Later publishes
     // reach nobody. New subscriptions are created closed. Any thread; idempotent.
     void close() {
-        std::shared_ptr<const detail::subscriber_list<T>> subs;
-        std::shared_ptr<const T> last;
-        {
-            const std::lock_guard<std::mutex> lock(core_->mu);
-            core_->closed = true;
-            subs = core_->subscribers;
-            last = std::move(core_->last);
-        }
-        for (const auto& s : *subs) {
+        std::shared_ptr<const T> last; // released after unlocking
+        const std::lock_guard<std::mutex> lock(core_->mu);
+        core_->closed = true;
+        last = std::move(core_->last);
+        // Under the lock (the buffers are lock-free rings: their close never waits), so that a
+        // publish that sees the broadcaster closed also finds every buffer closed: its result
+        // says broadcaster_closed and delivered nothing, never both.
+        for (const auto& s : *core_->subscribers) {
             s->channel.close();
         }
     }
