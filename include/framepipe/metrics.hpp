@@ -100,20 +100,24 @@ private:
     std::atomic<std::uint64_t> sum_ns_{0};
 };
 
-// Events per second over a sliding window of two seconds, from the times of the last 256 events.
-// One thread records (the stage that owns it); any thread may read.
+// Events per second over a sliding window of two seconds, from the times of the last 256 records
+// (a record may stand for several events: record(now, n)). One thread records (the stage that
+// owns it); any thread may read.
 class rate_meter {
 public:
     using clock = std::chrono::steady_clock;
     static constexpr std::size_t history = 256;
     static constexpr std::chrono::seconds window{2};
 
-    // Records an event at `now`. Single writer; wait-free; never throws.
-    void record(clock::time_point now = clock::now()) noexcept {
+    // Records `events` events (1 by default) that ended at `now`. Single writer; wait-free;
+    // never throws.
+    void record(clock::time_point now = clock::now(), std::uint32_t events = 1) noexcept {
         const auto n = count_.load(std::memory_order_relaxed);
         times_[n % history].store(now.time_since_epoch().count(), std::memory_order_relaxed);
+        weights_[n % history].store(events, std::memory_order_relaxed);
         // Release: a reader that sees the new count also sees the time stored for it.
         count_.store(n + 1, std::memory_order_release);
+        events_.store(events_.load(std::memory_order_relaxed) + events, std::memory_order_relaxed);
     }
 
     // Events per second over the last `window` ending at `now`. When more than `history`
@@ -123,20 +127,25 @@ public:
         const auto n = count_.load(std::memory_order_acquire);
         const auto held = n < history ? n : history;
         const auto from = (now - window).time_since_epoch().count();
+        std::uint64_t records = 0;
         std::uint64_t in_window = 0;
         clock::rep oldest = now.time_since_epoch().count();
         for (std::uint64_t k = 0; k < held; ++k) {
-            const auto t = times_[(n - 1 - k) % history].load(std::memory_order_relaxed);
+            const auto at = (n - 1 - k) % history;
+            const auto t = times_[at].load(std::memory_order_relaxed);
             if (t <= from) {
                 break;
             }
-            ++in_window;
+            ++records;
+            in_window += weights_[at].load(std::memory_order_relaxed);
             oldest = t;
         }
-        if (in_window == history) {
+        if (records == history) {
+            // The window holds more records than the history: the rate over the span of the
+            // history.
             const double span_s =
                 static_cast<double>(now.time_since_epoch().count() - oldest) / 1e9;
-            return span_s > 0 ? static_cast<double>(history) / span_s : 0.0;
+            return span_s > 0 ? static_cast<double>(in_window) / span_s : 0.0;
         }
         return static_cast<double>(in_window) /
                std::chrono::duration<double>(window).count();
@@ -144,12 +153,14 @@ public:
 
     // Events recorded in total. Any thread; wait-free.
     [[nodiscard]] std::uint64_t count() const noexcept {
-        return count_.load(std::memory_order_relaxed);
+        return events_.load(std::memory_order_relaxed);
     }
 
 private:
     std::array<std::atomic<clock::rep>, history> times_{};
-    std::atomic<std::uint64_t> count_{0};
+    std::array<std::atomic<std::uint32_t>, history> weights_{};
+    std::atomic<std::uint64_t> count_{0};  // records
+    std::atomic<std::uint64_t> events_{0}; // events (the sum of the records' weights)
 };
 
 } // namespace framepipe

@@ -161,7 +161,9 @@ struct stop_report {
 };
 
 struct pipeline_options {
-    // Record per-item service time, rate, busy share and item age. Off: only item counts.
+    // Record service time, rate, busy share and item age. Every item is timed while items take
+    // 10 us or more apart; faster than that, one in 16 (counts stay exact; see
+    // detail::timing_sampler). Off: only item counts.
     bool metrics = true;
 };
 
@@ -292,9 +294,37 @@ struct channel_entry {
     std::atomic<std::uint64_t> skipped{0};
 };
 
+// Which of a worker's items are timed (two clock reads, a histogram record). Every one while
+// items are slow, so that the figures are exact where they matter (frames: an item takes
+// milliseconds, a clock read tens of nanoseconds); one in `fast_stride` while they come faster
+// than one per `slow_item`, so that metrics cost a few nanoseconds per item at millions of items
+// a second. Counts are always exact; the histograms then hold a sample, and busy time and rate
+// are estimated from it (each timed item stands for the items since the last one).
+struct timing_sampler {
+    static constexpr std::chrono::nanoseconds slow_item{10'000};
+    static constexpr std::uint32_t fast_stride = 16;
+    std::uint32_t skip = 0; // items to pass before the next timed one
+    std::uint32_t since = 0; // items done since the last timed one (untimed)
+
+    [[nodiscard]] bool due() noexcept {
+        if (skip == 0) {
+            return true;
+        }
+        --skip;
+        ++since;
+        return false;
+    }
+    // After a timed item: `span` since the end of the previous timed one covered `n` items.
+    void timed(std::chrono::nanoseconds span, std::uint32_t n) noexcept {
+        skip = span < slow_item * n ? fast_stride - 1 : 0;
+        since = 0;
+    }
+};
+
 struct worker_entry {
     std::jthread thread;
-    rate_meter rate; // single writer: this worker
+    rate_meter rate;        // single writer: this worker
+    timing_sampler timing;  // this worker's only
 };
 
 struct stage_entry {
@@ -914,14 +944,21 @@ private:
         return cs;
     }
 
+    // Records a timed item [t0, t1]; it stands for itself and the items passed untimed since
+    // the last timed one ended at `last_end` (see timing_sampler).
     static void record(detail::stage_entry& self, detail::worker_entry& w,
-                       clock::time_point& idle_from, clock::time_point t0,
+                       clock::time_point& last_end, clock::time_point t0,
                        clock::time_point t1) noexcept {
-        self.idle_ns.fetch_add((t0 - idle_from).count(), std::memory_order_relaxed);
-        self.busy_ns.fetch_add((t1 - t0).count(), std::memory_order_relaxed);
-        self.service.record(t1 - t0);
-        w.rate.record(t1);
-        idle_from = t1;
+        const std::uint32_t n = w.timing.since + 1;
+        const auto service = t1 - t0;
+        const auto span = t1 - last_end;
+        const auto busy = std::min<clock::duration>(service * n, span);
+        self.busy_ns.fetch_add(busy.count(), std::memory_order_relaxed);
+        self.idle_ns.fetch_add((span - busy).count(), std::memory_order_relaxed);
+        self.service.record(service);
+        w.rate.record(t1, n);
+        w.timing.timed(span, n);
+        last_end = t1;
     }
 
     // The loop of a source: pace, then step(ctx) until it returns false or the stop.
@@ -937,11 +974,12 @@ private:
             if (ctx.stop_requested() || (pace && !pace->acquire(ctx.stop_token()))) {
                 break;
             }
-            const auto t0 = metrics ? clock::now() : clock::time_point{};
+            const bool timed = metrics && w.timing.due();
+            const auto t0 = timed ? clock::now() : clock::time_point{};
             if (!step(ctx)) {
                 break;
             }
-            if (metrics) {
+            if (timed) {
                 record(self, w, idle_from, t0, clock::now());
             }
         }
@@ -978,9 +1016,10 @@ private:
             }
             item_type& x = newest ? **newest : *item;
             self.items_in.fetch_add(1, std::memory_order_relaxed);
-            const auto t0 = metrics ? clock::now() : clock::time_point{};
+            const bool timed = metrics && w.timing.due();
+            const auto t0 = timed ? clock::now() : clock::time_point{};
             if constexpr (timestamped<item_type>) {
-                if (metrics) {
+                if (timed) {
                     const auto captured = timestamp_traits<item_type>::capture_time(x);
                     if (captured != clock::time_point::max()) {
                         self.input->age.record(t0 - captured);
@@ -988,7 +1027,7 @@ private:
                 }
             }
             const bool go_on = handle(std::move(x));
-            if (metrics) {
+            if (timed) {
                 record(self, w, idle_from, t0, clock::now());
             }
             if (!go_on) {
