@@ -263,21 +263,39 @@ TEST_CASE("selector: weighted: an input with nothing ready loses the rest of its
     CHECK(s->input == ib);
     CHECK(s->item == 11);
 
-    // Equal weights: the same order as round_robin.
+    // Equal weights, whatever their value: round robin (each once in every N selections).
     ring<int> c(16);
     ring<int> d(16);
+    ring<int> e(16);
     selector<int> w({.policy = select_policy::weighted});
     for (int k = 0; k < 4; ++k) {
         (void)c.push(k);
         (void)d.push(k);
+        (void)e.push(k);
     }
-    const auto wc = w.add(c, oldest);
-    const auto wd = w.add(d, oldest);
-    for (int k = 0; k < 8; ++k) {
+    const std::vector<input_id> ids{w.add(c, {.weight = 3, .take = input_take::oldest}),
+                                    w.add(d, {.weight = 3, .take = input_take::oldest}),
+                                    w.add(e, {.weight = 3, .take = input_take::oldest})};
+    for (std::size_t k = 0; k < 12; ++k) {
         auto x = w.try_pop();
         REQUIRE(x);
-        CHECK(x->input == (k % 2 == 0 ? wc : wd));
+        CHECK(x->input == ids[k % 3]);
     }
+    // Weights 2 and 4 take turns as 1 and 2 would.
+    ring<int> f(16);
+    ring<int> g(16);
+    selector<int> w2({.policy = select_policy::weighted});
+    for (int k = 0; k < 6; ++k) {
+        (void)f.push(k);
+        (void)g.push(k);
+    }
+    const auto wf = w2.add(f, {.weight = 2, .take = input_take::oldest});
+    const auto wg = w2.add(g, {.weight = 4, .take = input_take::oldest});
+    std::vector<input_id> order;
+    for (int k = 0; k < 6; ++k) {
+        order.push_back(w2.try_pop()->input);
+    }
+    CHECK(order == std::vector<input_id>{wf, wg, wg, wf, wg, wg});
 }
 
 TEST_CASE("selector: take newest drains a ring to its newest item, the older ones counted as dropped") {

@@ -98,6 +98,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -117,10 +118,12 @@ enum class select_policy {
     // served once in every N consecutive selections.
     round_robin,
     // Deficit round robin with per-input weights (input_options::weight): each turn gives an
-    // input `weight` selections in a row, ended early if it has nothing ready (its credit is
-    // reset, as DRR does for an empty queue). With every input always ready and W the sum of
-    // the weights, input i gets exactly k * w_i of the first k * W selections, and within w_i
-    // of n * w_i / W of the first n; over any n consecutive selections, within 2 * w_i.
+    // input w_i = weight / g selections in a row (g: the greatest common divisor of the
+    // inputs' weights, so equal weights are round robin), ended early if it has nothing ready
+    // (its credit is reset, as DRR does for an empty queue). With every input always ready and
+    // W the sum of the w_i, input i gets exactly k * w_i of the first k * W selections, and
+    // within w_i of n * w_i / W of the first n; over any n consecutive selections, within
+    // 2 * w_i.
     weighted,
     // The input whose candidate item (its newest, or its oldest with input_take::oldest) was
     // captured first (timestamp_traits<T>); ties go to the next input in turn. Needs a
@@ -414,6 +417,7 @@ public:
         ++next_id_;
         inputs_.push_back(in); // reserved: no throw
         probe_list_ = std::move(list);
+        update_weights_locked();
         if (in->options.max_age) {
             ++aged_inputs_;
         }
@@ -450,6 +454,7 @@ public:
             gone->finished = true;
             out->finished = true;
             inputs_.erase(it);
+            update_weights_locked();
             if (gone->options.max_age) {
                 --aged_inputs_;
             }
@@ -569,6 +574,15 @@ private:
         }
     }
 
+    // weight_gcd_ = the greatest common divisor of the inputs' weights (1 without inputs).
+    void update_weights_locked() noexcept {
+        std::uint32_t g = 0;
+        for (const auto& in : inputs_) {
+            g = std::gcd(g, in->options.weight);
+        }
+        weight_gcd_ = g == 0 ? 1 : g;
+    }
+
     [[nodiscard]] typename input_list::const_iterator find_locked(input_id id) const noexcept {
         return std::find_if(inputs_.begin(), inputs_.end(),
                             [id](const std::shared_ptr<input>& in) { return in->id == id; });
@@ -681,7 +695,8 @@ private:
                 continue;
             }
             if (in.credit == 0) {
-                in.credit = policy_ == select_policy::weighted ? in.options.weight : 1; // a turn
+                // A new turn.
+                in.credit = policy_ == select_policy::weighted ? in.options.weight / weight_gcd_ : 1;
             }
             if (!is_excluded(in.id, excluded) && refresh_locked(in, now)) {
                 auto out = hand_out_locked(in);
@@ -826,6 +841,7 @@ private:
     std::uint64_t next_id_ = 1;
     std::uint64_t cursor_ = 1;     // the id whose turn is next (or the first one after it)
     std::size_t aged_inputs_ = 0;  // inputs with a max_age
+    std::uint32_t weight_gcd_ = 1; // see select_policy::weighted
     bool closed_ = false;
 
     std::atomic<bool> closed_flag_{false}; // closed_, for closed() without the lock
