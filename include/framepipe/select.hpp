@@ -267,6 +267,7 @@ public:
     // the channel touches the selector. Under the selector's lock.
     void retire() noexcept {
         attached = false;
+        // seq_cst, both: the other half of probe_pinned()'s handshake.
         gone_.store(true, std::memory_order_seq_cst);
         unsigned spins = 0;
         while (pins_.load(std::memory_order_seq_cst) != 0) {
@@ -515,6 +516,8 @@ public:
         const std::lock_guard<std::mutex> lock(mu_);
         if (!closed_) {
             closed_ = true;
+            // Relaxed: closed() is a hint for callers; whatever depends on the close reads
+            // closed_ under mu_.
             closed_flag_.store(true, std::memory_order_relaxed);
             changed_locked();
         }
@@ -595,6 +598,7 @@ private:
     // The inputs changed (added, removed, finished) or the selector closed: tell the waiters.
     // Release: a predicate that reads the new version sees the change; notify_all's
     // read-modify-write publishes it to a parking consumer (event_count's protocol).
+    // The load is relaxed: every write of version_ is made under mu_, which we hold.
     void changed_locked() noexcept {
         version_.store(version_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
         ev_.notify_all();
@@ -777,7 +781,7 @@ private:
                 }
             }
             list = probe_list_;
-            seen = version_.load(std::memory_order_relaxed);
+            seen = version_.load(std::memory_order_relaxed); // written only under mu_, held here
         }
         // The exact predicate (event_count: atomics only, no lock). Acquire on version_: pairs
         // with changed_locked().
