@@ -40,7 +40,7 @@ using steady = std::chrono::steady_clock;
 using ns = std::chrono::nanoseconds;
 using namespace std::chrono_literals;
 
-constexpr input_options oldest{.take = input_take::oldest};
+const input_options oldest{.take = input_take::oldest};
 
 // --- Virtual time ----------------------------------------------------------------------------------
 
@@ -440,6 +440,35 @@ TEST_CASE("batcher: bad options throw std::invalid_argument naming the field") {
     CHECK_THROWS_WITH(b.add(q, {.weight = 0}), Contains("weight"));
     CHECK(b.stats().sources.empty());
     CHECK(b.options().max_size == 8);
+}
+
+TEST_CASE("batcher: items need not be assignable; every item is destroyed once") {
+    // A move-only, non-assignable item: unique_ptr is assignable, so wrap it.
+    struct token {
+        std::unique_ptr<int> v;
+        explicit token(int x) : v(std::make_unique<int>(x)) {}
+        token(token&&) noexcept = default;
+        token& operator=(token&&) = delete;
+    };
+    auto w = std::make_shared<world>();
+    ring<token> q(8);
+    {
+        vbatcher<token> b({.max_size = 3, .preferred_sizes = {2}, .max_delay = 1h}, virtual_time(w));
+        (void)b.add(q, oldest);
+        for (int k = 0; k < 5; ++k) {
+            (void)q.push(token(k));
+        }
+        auto x = b.try_pop(); // full: 0 1 2
+        REQUIRE(x);
+        CHECK(x->items.size() == 3);
+        CHECK(*x->items[2].v == 2);
+        auto y = b.try_pop(); // preferred: 3 4
+        REQUIRE(y);
+        CHECK(*y->items[0].v == 3);
+        (void)q.push(token(5));
+        CHECK_FALSE(b.try_pop()); // 5 pending: destroyed with the batcher
+    }
+    CHECK(q.size() == 0);
 }
 
 // --- Waiting -------------------------------------------------------------------------------------

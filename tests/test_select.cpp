@@ -14,6 +14,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/lifetime.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -54,7 +56,7 @@ using Catch::Matchers::Contains;
 using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-constexpr input_options oldest{.take = input_take::oldest};
+const input_options oldest{.take = input_take::oldest};
 
 // The identity every snapshot must satisfy (see select.hpp).
 bool balanced(const input_stats& s) {
@@ -571,6 +573,32 @@ TEST_CASE("selector: try_pop never waits; pop_for times out; pop(stop) ends on a
     later.request_stop();
     consumer.join();
     CHECK(done);
+}
+
+TEST_CASE("selector: a move that throws loses nothing and leaves the counts exact; a T that cannot be assigned; every item is destroyed once") {
+    framepipe_test::lifetime_scope scope;
+    {
+        ring<framepipe_test::counted> q(4); // a T whose move may throw: the mutex ring
+        selector<framepipe_test::counted> sel;
+        const auto id = sel.add(q, oldest);
+        (void)q.push(framepipe_test::counted(1));
+        (void)q.push(framepipe_test::counted(2));
+        scope.counters.throw_on_move = true;
+        CHECK_THROWS_AS(sel.try_pop(), framepipe_test::counted_error); // the ring keeps it
+        scope.counters.throw_on_move = false;
+        CHECK(q.size() == 2);
+        CHECK(balanced(*sel.stats(id)));
+        CHECK(sel.stats(id)->taken == 0);
+        auto first = sel.try_pop();
+        REQUIRE(first);
+        CHECK(first->item.value() == 1);
+        auto second = sel.try_pop();
+        REQUIRE(second);
+        CHECK(second->item.value() == 2);
+        CHECK(sel.stats(id)->selected == 2);
+        CHECK(balanced(*sel.stats(id)));
+    }
+    CHECK(scope.counters.alive() == 0);
 }
 
 // --- Waiting --------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -149,6 +150,47 @@ struct batcher_stats {
     std::vector<batch_source_stats> sources; // in order of addition
 };
 
+namespace detail {
+
+// A queue of at most `capacity` items in slots allocated once: pushing never allocates, and
+// neither side needs U to be assignable. Not thread-safe (the batcher guards it).
+template <class U>
+class fixed_queue {
+public:
+    explicit fixed_queue(std::size_t capacity)
+        : slots_(std::make_unique<std::optional<U>[]>(capacity)), capacity_(capacity) {}
+
+    [[nodiscard]] std::size_t size() const noexcept { return count_; }
+    [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
+    [[nodiscard]] U& operator[](std::size_t i) noexcept { return *slots_[index(i)]; }
+    [[nodiscard]] const U& front() const noexcept { return *slots_[head_]; }
+
+    // Requires size() < capacity.
+    void push_back(U&& u) noexcept {
+        slots_[index(count_)].emplace(std::move(u));
+        ++count_;
+    }
+
+    void pop_front() noexcept {
+        slots_[head_].reset();
+        head_ = head_ + 1 == capacity_ ? 0 : head_ + 1;
+        --count_;
+    }
+
+private:
+    [[nodiscard]] std::size_t index(std::size_t i) const noexcept {
+        const std::size_t at = head_ + i;
+        return at >= capacity_ ? at - capacity_ : at;
+    }
+
+    std::unique_ptr<std::optional<U>[]> slots_;
+    std::size_t capacity_;
+    std::size_t head_ = 0;
+    std::size_t count_ = 0;
+};
+
+} // namespace detail
+
 // The clock of a batcher: steady_clock. A test passes a type with the same now() to run in
 // virtual time.
 struct steady_batch_time {
@@ -201,8 +243,8 @@ public:
         : options_(validated(std::move(options))), time_(std::move(time)),
           sel_(selector_options{.policy = options_.policy}),
           cap_(options_.max_per_source == 0 ? options_.max_size
-                                            : std::min(options_.max_per_source, options_.max_size)) {
-        pending_.reserve(options_.max_size);
+                                            : std::min(options_.max_per_source, options_.max_size)),
+          pending_(options_.max_size) {
         capped_.reserve(options_.max_size);
         histogram_.assign(options_.max_size + 1, 0);
     }
@@ -380,7 +422,7 @@ private:
                 ++totals_.expired;
                 continue;
             }
-            pending_.push_back(pending_item{std::move(s->item), s->input, now}); // reserved
+            pending_.push_back(pending_item{std::move(s->item), s->input, now}); // below max_size
             if (++c.pending >= cap_) {
                 update_capped_locked();
             }
@@ -416,7 +458,9 @@ private:
                 sources_.erase(it); // its last pending item has gone
             }
         }
-        pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+        for (std::size_t i = 0; i < n; ++i) {
+            pending_.pop_front();
+        }
         update_capped_locked();
         ++totals_.batches;
         totals_.items += n;
@@ -520,7 +564,7 @@ private:
     // Guards the pending items and every counter below; taken around each take from the
     // selector, so a snapshot never sees an item between the selector and the batch.
     mutable std::mutex stats_mu_;
-    std::vector<pending_item> pending_;           // in order of arrival
+    detail::fixed_queue<pending_item> pending_;   // in order of arrival; at most max_size
     std::vector<input_id> capped_;                // sources at their cap
     std::map<std::uint64_t, source_counters> sources_;
     batcher_stats totals_;                        // batches, items, flushes, delays, expired

@@ -640,11 +640,12 @@ private:
                     if (!in.channel_closed()) {
                         break;
                     }
-                    x = in.take_closed(); // waits only for a push in flight
-                    if (!x) {
+                    std::optional<T> last = in.take_closed(); // waits only for a push in flight
+                    if (!last) {
                         in.retire(); // closed and drained
                         break;
                     }
+                    x.emplace(std::move(*last)); // (emplace: T need not be assignable)
                 }
                 ++in.taken;
                 if (is_expired(in, *x, now)) {
@@ -673,9 +674,24 @@ private:
     // Hands in.held out. If T's move throws, the item stays held and nothing is counted.
     std::optional<selected<T>> hand_out_locked(input& in) {
         std::optional<selected<T>> out;
-        out.emplace(std::move(*in.held), in.id);
+#if defined(__cpp_aggregate_paren_init)
+        out.emplace(std::move(*in.held), in.id); // one move, straight into the result
         in.held.reset();
         ++in.selected;
+#else
+        // Without parenthesised aggregate initialisation (clang before 16): through a
+        // temporary. If the second move throws, the item is lost: counted as dropped.
+        selected<T> s{std::move(*in.held), in.id};
+        in.held.reset();
+        try {
+            out.emplace(std::move(s));
+        } catch (...) {
+            ++in.dropped;
+            settle_locked(in);
+            throw;
+        }
+        ++in.selected;
+#endif
         settle_locked(in);
         return out;
     }
