@@ -1,9 +1,13 @@
-# Tests of gst_capture (included from CMakeLists.txt when FRAMEPIPE_BUILD_TESTS is ON and
-# GStreamer was found).
+# Tests of examples/common (included from CMakeLists.txt when FRAMEPIPE_BUILD_TESTS is ON and
+# the video examples' packages were found).
 #
 # - test_gst_capture: the backend against testing/rtsp_server.py (started by the test on a free
 #   port), files, a missing camera, unserved and silent servers; 50 open/close cycles.
 # - test_doc_live_backend: the custom backend example of docs/live_sources.md, compiled and run.
+# - test_web_server_fuzz, test_web_server_clients, test_web_server_descriptors: web_server.hpp
+#   under hostile clients (10^4 malformed requests; non-reading, looping and flooding clients
+#   beside a well-behaved one; running out of descriptors), against tests/web_server_fixture.cpp,
+#   the server alone in its own process.
 find_package(Catch2 2 REQUIRED)
 
 # Debian's python (python3-gst-1.0 and the GstRtspServer typelib are installed for it), not a
@@ -30,3 +34,23 @@ add_executable(test_doc_live_backend tests/doc_live_backend.cpp)
 target_link_libraries(test_doc_live_backend PRIVATE framepipe::framepipe framepipe_warnings)
 add_test(NAME test_doc_live_backend COMMAND test_doc_live_backend)
 set_tests_properties(test_doc_live_backend PROPERTIES TIMEOUT 60)
+
+# web_server.hpp under hostile clients. The server under test runs in its own process
+# (web_server_fixture: the server fed by a synthetic camera), so that its RSS, threads and
+# descriptors are its own and a crash is an exit status; one test program, two tests.
+add_executable(web_server_fixture tests/web_server_fixture.cpp)
+target_link_libraries(web_server_fixture PRIVATE framepipe_examples_web nlohmann_json::nlohmann_json
+                                                 framepipe_warnings)
+add_executable(test_web_server_hostile tests/test_web_server_hostile.cpp)
+target_compile_definitions(test_web_server_hostile PRIVATE
+                           FRAMEPIPE_WEB_FIXTURE="$<TARGET_FILE:web_server_fixture>")
+target_include_directories(test_web_server_hostile PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/..")
+target_link_libraries(test_web_server_hostile PRIVATE Boost::headers nlohmann_json::nlohmann_json
+                                                      framepipe_catch_main Catch2::Catch2
+                                                      framepipe_warnings)
+add_dependencies(test_web_server_hostile web_server_fixture)
+add_test(NAME test_web_server_fuzz COMMAND test_web_server_hostile "[fuzz]")
+add_test(NAME test_web_server_clients COMMAND test_web_server_hostile "[clients]")
+add_test(NAME test_web_server_descriptors COMMAND test_web_server_hostile "[fds]")
+set_tests_properties(test_web_server_fuzz test_web_server_clients test_web_server_descriptors
+                     PROPERTIES TIMEOUT 300)

@@ -36,8 +36,12 @@ struct web_server::impl {
 
     web_server_options options;
     framepipe::broadcaster<encoded_frame>& frames;
+    // Open connections (connection_count below). Declared before ioc: sessions still pending in
+    // the io_context when it is destroyed decrement it then.
+    std::atomic<std::uint64_t> connections_now{0};
     net::io_context ioc{1};
     tcp::acceptor acceptor{ioc};
+    net::steady_timer accept_retry{ioc}; // after a failed accept (out of descriptors)
     std::thread io_thread;
     unsigned short bound_port = 0;
     bool started = false;
@@ -47,6 +51,13 @@ struct web_server::impl {
     std::atomic<std::uint64_t> http_requests{0};
     std::atomic<std::uint64_t> http_errors{0};
     std::atomic<std::uint64_t> streams_rejected{0};
+    std::atomic<std::uint64_t> streams_stalled{0};
+    std::atomic<std::uint64_t> connections_total{0};
+    std::atomic<std::uint64_t> connections_rejected{0};
+    std::atomic<std::uint64_t> accept_errors{0};
+    std::atomic<std::uint64_t> timeouts{0};
+    std::atomic<std::uint64_t> client_bytes_read{0};
+    std::atomic<std::uint64_t> reads_throttled{0};
 
     // Stream clients. Guarded by mu.
     mutable std::mutex mu;
@@ -75,14 +86,44 @@ struct web_server::impl {
 
 namespace {
 
+// One open connection in impl::connections_now, from its accept until the last session that
+// owns its socket (the HTTP session, then the stream session it became) is destroyed.
+class connection_count {
+public:
+    explicit connection_count(std::atomic<std::uint64_t>& now) noexcept : now_(&now) {
+        now_->fetch_add(1, std::memory_order_relaxed); // relaxed: a statistic and a cap
+    }
+    connection_count(connection_count&& other) noexcept : now_(std::exchange(other.now_, nullptr)) {}
+    connection_count& operator=(connection_count&&) = delete;
+    connection_count(const connection_count&) = delete;
+    connection_count& operator=(const connection_count&) = delete;
+    ~connection_count() {
+        if (now_ != nullptr) {
+            now_->fetch_sub(1, std::memory_order_relaxed);
+        }
+    }
+
+private:
+    std::atomic<std::uint64_t>* now_;
+};
+
+// What a stream client may send. The pages send nothing the server needs, so a client that
+// sends more than this (a flood) has its next read put off until it is back within the budget:
+// its messages then wait in the TCP buffers, and TCP holds the client back. A message or read
+// costs at least min_read_cost, so that a flood of tiny messages is held back too.
+constexpr double client_bytes_per_second = 64 * 1024;
+constexpr double client_burst_bytes = 64 * 1024;
+constexpr double min_read_cost = 1024;
+
 // Common part of the websocket and MJPEG clients: a framepipe subscription and the thread
 // ("pump") that waits on it, hands each frame to the I/O thread, and waits for the write to
 // finish before taking the next one. While a write is stalled, newer frames replace the one
 // waiting in the subscription (capacity 1, drop_oldest): that is the only buffering.
 class stream_session : public std::enable_shared_from_this<stream_session> {
 public:
-    stream_session(web_server::impl& srv, std::string name)
+    stream_session(web_server::impl& srv, std::string name, connection_count count)
         : srv_(srv),
+          count_(std::move(count)),
           name_(name),
           sub_(srv.frames.subscribe({.capacity = 1,
                                      .policy = framepipe::overflow::drop_oldest,
@@ -144,7 +185,7 @@ public:
         cv_.notify_all();
         sub_.close();
         try {
-            net::post(srv_.ioc, [self = shared_from_this()] { self->close_socket(); });
+            net::post(srv_.ioc, [self = shared_from_this()] { self->close_now(); });
         } catch (...) {
             // Out of memory: the socket closes when the session is destroyed with the io_context.
         }
@@ -173,6 +214,8 @@ protected:
 
     // On the I/O thread, when async_send's writes are done.
     void write_done(bool ok) {
+        in_send_ = false;
+        stall_timer_.cancel();
         {
             const std::lock_guard<std::mutex> lock(mu_);
             writing_ = false;
@@ -183,9 +226,58 @@ protected:
         }
     }
 
+    // On the I/O thread, after `n` bytes (a message, or one read) came from the client: calls
+    // `read` (which reads again) at once, or, when the client is over its budget, once it is
+    // back within it.
+    template <class Read>
+    void read_again(std::size_t n, Read read) {
+        srv_.client_bytes_read.fetch_add(n, std::memory_order_relaxed);
+        const auto now = clock_type::now();
+        const double elapsed = std::chrono::duration<double>(now - last_read_).count();
+        last_read_ = now;
+        read_credit_ = std::min(client_burst_bytes, read_credit_ + elapsed * client_bytes_per_second);
+        read_credit_ -= std::max(static_cast<double>(n), min_read_cost);
+        if (read_credit_ >= 0) {
+            read();
+            return;
+        }
+        srv_.reads_throttled.fetch_add(1, std::memory_order_relaxed);
+        read_timer_.expires_after(std::chrono::duration_cast<clock_type::duration>(
+            std::chrono::duration<double>(-read_credit_ / client_bytes_per_second)));
+        read_timer_.async_wait([read = std::move(read)](beast::error_code ec) mutable {
+            if (!ec) {
+                read();
+            }
+        });
+    }
+
     web_server::impl& srv_;
 
 private:
+    // On the I/O thread: sends one frame (and its texts), giving the client stall_timeout to
+    // take it; a client that does not is closed, which ends the write and the session.
+    void send(std::shared_ptr<const encoded_frame> f, std::vector<std::string> texts) {
+        in_send_ = true;
+        const auto send_number = ++sends_;
+        stall_timer_.expires_after(srv_.options.stall_timeout);
+        stall_timer_.async_wait([self = shared_from_this(), send_number](beast::error_code ec) {
+            // The timer may have expired just as the write finished: only this send counts.
+            if (ec || !self->in_send_ || self->sends_ != send_number) {
+                return;
+            }
+            self->srv_.streams_stalled.fetch_add(1, std::memory_order_relaxed);
+            self->close_now();
+        });
+        async_send(std::move(f), std::move(texts));
+    }
+
+    // On the I/O thread: ends pending timers and closes the socket (pending I/O then ends).
+    void close_now() noexcept {
+        stall_timer_.cancel();
+        read_timer_.cancel();
+        close_socket();
+    }
+
     void pump() {
         auto last_state = clock_type::time_point{};
         const bool states = wants_state() && static_cast<bool>(srv_.options.state_json);
@@ -219,7 +311,7 @@ private:
                 lock.unlock();
                 net::post(srv_.ioc, [self = shared_from_this(), frame = std::move(frame),
                                      t = std::move(texts)]() mutable {
-                    self->async_send(std::move(frame), std::move(t));
+                    self->send(std::move(frame), std::move(t));
                 });
                 lock.lock();
                 cv_.wait(lock, [this] { return !writing_ || closed_; });
@@ -254,8 +346,16 @@ private:
         }
     }
 
+    connection_count count_;
     const std::string name_;
     framepipe::subscription<encoded_frame> sub_;
+    // I/O thread only: the stall timer of the send in progress, and the read budget.
+    net::steady_timer stall_timer_{srv_.ioc};
+    net::steady_timer read_timer_{srv_.ioc};
+    bool in_send_ = false;
+    std::uint64_t sends_ = 0;
+    double read_credit_ = client_burst_bytes;
+    clock_type::time_point last_read_ = clock_type::now();
     std::mutex mu_;
     std::condition_variable cv_;
     bool writing_ = false;
@@ -267,8 +367,8 @@ private:
 
 class ws_session final : public stream_session {
 public:
-    ws_session(web_server::impl& srv, std::string name, tcp::socket socket)
-        : stream_session(srv, std::move(name)), ws_(std::move(socket)) {}
+    ws_session(web_server::impl& srv, std::string name, connection_count count, tcp::socket socket)
+        : stream_session(srv, std::move(name), std::move(count)), ws_(std::move(socket)) {}
 
     void run(http::request<http::string_body> req) {
         beast::get_lowest_layer(ws_).expires_never(); // the websocket's own timeouts apply
@@ -289,7 +389,7 @@ private:
         return std::static_pointer_cast<ws_session>(shared_from_this());
     }
 
-    // Reads and discards what the page sends; notices the close.
+    // Reads and discards what the page sends, within the client's budget; notices the close.
     void do_read() {
         ws_.async_read(in_, [self = shared(), this](beast::error_code ec, std::size_t n) {
             if (ec) {
@@ -297,7 +397,7 @@ private:
                 return;
             }
             in_.consume(n);
-            do_read();
+            read_again(n, [self] { self->do_read(); });
         });
     }
 
@@ -353,8 +453,8 @@ private:
 
 class mjpeg_session final : public stream_session {
 public:
-    mjpeg_session(web_server::impl& srv, std::string name, tcp::socket socket)
-        : stream_session(srv, std::move(name)), stream_(std::move(socket)) {}
+    mjpeg_session(web_server::impl& srv, std::string name, connection_count count, tcp::socket socket)
+        : stream_session(srv, std::move(name), std::move(count)), stream_(std::move(socket)) {}
 
     void run(unsigned version) {
         stream_.expires_never();
@@ -381,15 +481,16 @@ private:
         return std::static_pointer_cast<mjpeg_session>(shared_from_this());
     }
 
-    // The client sends nothing more; a read ends when it goes away.
+    // The client should send nothing more (what it sends is discarded, within its budget); a
+    // read ends when it goes away.
     void do_read() {
         stream_.async_read_some(net::buffer(discard_),
-                                [self = shared(), this](beast::error_code ec, std::size_t) {
+                                [self = shared(), this](beast::error_code ec, std::size_t n) {
                                     if (ec) {
                                         finish();
                                         return;
                                     }
-                                    do_read();
+                                    read_again(n, [self] { self->do_read(); });
                                 });
     }
 
@@ -427,8 +528,8 @@ private:
 // itself over to a stream session on /ws or /video.mjpg.
 class http_session : public std::enable_shared_from_this<http_session> {
 public:
-    http_session(web_server::impl& srv, tcp::socket socket)
-        : srv_(srv), stream_(std::move(socket)) {}
+    http_session(web_server::impl& srv, connection_count count, tcp::socket socket)
+        : srv_(srv), count_(std::move(count)), stream_(std::move(socket)) {}
 
     void run() { do_read(); }
 
@@ -446,6 +547,9 @@ private:
     }
 
     void on_read(beast::error_code ec) {
+        if (ec == beast::error::timeout) {
+            srv_.timeouts.fetch_add(1, std::memory_order_relaxed);
+        }
         if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
             ec == net::error::operation_aborted) {
             close(); // the peer went away, or was too slow (tcp_stream closed the socket)
@@ -482,7 +586,8 @@ private:
             if (!reserve_stream()) {
                 return;
             }
-            auto s = std::make_shared<ws_session>(srv_, client_name("ws"), stream_.release_socket());
+            auto s = std::make_shared<ws_session>(srv_, client_name("ws"), std::move(count_),
+                                                  stream_.release_socket());
             s->enrol();
             s->run(std::move(req));
             return;
@@ -513,7 +618,7 @@ private:
             if (!reserve_stream()) {
                 return;
             }
-            auto s = std::make_shared<mjpeg_session>(srv_, client_name("mjpeg"),
+            auto s = std::make_shared<mjpeg_session>(srv_, client_name("mjpeg"), std::move(count_),
                                                      stream_.release_socket());
             s->enrol();
             s->run(req.version());
@@ -593,6 +698,9 @@ private:
         const bool keep = res->keep_alive();
         http::async_write(stream_, *res,
                           [self = shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
+                              if (ec == beast::error::timeout) {
+                                  self->srv_.timeouts.fetch_add(1, std::memory_order_relaxed);
+                              }
                               if (ec || !keep) {
                                   self->close();
                                   return;
@@ -619,6 +727,9 @@ private:
         stream_.async_read_some(net::buffer(discard_),
                                 [self = shared_from_this()](beast::error_code ec, std::size_t) {
                                     if (ec) {
+                                        if (ec == beast::error::timeout) {
+                                            self->srv_.timeouts.fetch_add(1, std::memory_order_relaxed);
+                                        }
                                         beast::error_code ignored;
                                         self->stream_.socket().close(ignored);
                                         return;
@@ -629,6 +740,7 @@ private:
 
     std::array<char, 4096> discard_{};
     web_server::impl& srv_;
+    connection_count count_;
     beast::tcp_stream stream_;
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
@@ -643,6 +755,14 @@ web_server_stats collect(const web_server::impl& srv) {
     s.http_requests = srv.http_requests.load(std::memory_order_relaxed);
     s.http_errors = srv.http_errors.load(std::memory_order_relaxed);
     s.streams_rejected = srv.streams_rejected.load(std::memory_order_relaxed);
+    s.streams_stalled = srv.streams_stalled.load(std::memory_order_relaxed);
+    s.connections_now = srv.connections_now.load(std::memory_order_relaxed);
+    s.connections_total = srv.connections_total.load(std::memory_order_relaxed);
+    s.connections_rejected = srv.connections_rejected.load(std::memory_order_relaxed);
+    s.accept_errors = srv.accept_errors.load(std::memory_order_relaxed);
+    s.timeouts = srv.timeouts.load(std::memory_order_relaxed);
+    s.client_bytes_read = srv.client_bytes_read.load(std::memory_order_relaxed);
+    s.reads_throttled = srv.reads_throttled.load(std::memory_order_relaxed);
     std::vector<std::shared_ptr<stream_session>> live;
     {
         const std::lock_guard<std::mutex> lock(srv.mu);
@@ -673,11 +793,35 @@ nlohmann::json to_json(const web_server_stats& s) {
     }
     return {{"http_requests", s.http_requests},   {"http_errors", s.http_errors},
             {"streams_now", s.streams_now},       {"streams_total", s.streams_total},
-            {"streams_rejected", s.streams_rejected}, {"frames_sent", s.frames_sent},
+            {"streams_rejected", s.streams_rejected}, {"streams_stalled", s.streams_stalled},
+            {"connections_now", s.connections_now}, {"connections_total", s.connections_total},
+            {"connections_rejected", s.connections_rejected}, {"accept_errors", s.accept_errors},
+            {"timeouts", s.timeouts},
+            {"client_bytes_read", s.client_bytes_read}, {"reads_throttled", s.reads_throttled},
+            {"frames_sent", s.frames_sent},
             {"frames_dropped", s.frames_dropped}, {"clients", clients}};
 }
 
 std::string http_session::web_server_stats_json() { return to_json(collect(srv_)).dump(); }
+} // namespace
+
+namespace {
+// A connection beyond max_connections: 503 if the socket takes it at once (a new socket's send
+// buffer does), then closed. Request bytes already received make the close a reset, which may
+// overtake the response: the client then sees only the reset.
+void refuse(tcp::socket socket) {
+    http::response<http::string_body> res(http::status::service_unavailable, 11);
+    res.set(http::field::server, "framepipe");
+    res.set(http::field::content_type, "text/plain; charset=utf-8");
+    res.body() = "too many connections\n";
+    res.keep_alive(false);
+    res.prepare_payload();
+    beast::error_code ec;
+    socket.non_blocking(true, ec);
+    http::write(socket, res, ec);
+    socket.shutdown(tcp::socket::shutdown_both, ec);
+    socket.close(ec);
+}
 } // namespace
 
 void web_server::impl::do_accept() {
@@ -685,8 +829,33 @@ void web_server::impl::do_accept() {
         if (ec == net::error::operation_aborted || !acceptor.is_open()) {
             return;
         }
-        if (!ec) {
-            std::make_shared<http_session>(*this, std::move(socket))->run();
+        if (ec) {
+            accept_errors.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (ec == net::error::connection_aborted) {
+            do_accept(); // reset by the client before it was accepted: take the next one
+            return;
+        }
+        if (ec) {
+            // Out of descriptors (EMFILE) or memory: the connection stays in the backlog, and
+            // accepting again at once would spin. Try again a little later.
+            do_accept(); return;
+            accept_retry.expires_after(std::chrono::milliseconds(100));
+            accept_retry.async_wait([this](beast::error_code e) {
+                if (!e && acceptor.is_open()) {
+                    do_accept();
+                }
+            });
+            return;
+        }
+        // connections_now only grows here, on the I/O thread: the check holds until the add.
+        if (connections_now.load(std::memory_order_relaxed) >= options.max_connections) {
+            connections_rejected.fetch_add(1, std::memory_order_relaxed);
+            refuse(std::move(socket));
+        } else {
+            connections_total.fetch_add(1, std::memory_order_relaxed);
+            std::make_shared<http_session>(*this, connection_count(connections_now), std::move(socket))
+                ->run();
         }
         do_accept();
     });
@@ -698,6 +867,9 @@ web_server::web_server(web_server_options options, framepipe::broadcaster<encode
     }
     if (options.max_request_bytes == 0) {
         throw std::invalid_argument("max_request_bytes: must be at least 1");
+    }
+    if (options.max_connections < options.max_streams) {
+        throw std::invalid_argument("max_connections: must be at least max_streams (streams are connections)");
     }
     impl_ = std::make_shared<impl>(std::move(options), frames);
     auto& a = impl_->acceptor;
@@ -712,6 +884,11 @@ web_server::web_server(web_server_options options, framepipe::broadcaster<encode
     a.open(endpoint.protocol(), ec);
     if (!ec) {
         a.set_option(net::socket_base::reuse_address(true), ec);
+    }
+    if (!ec) {
+        // A connection reset before it was accepted is reported (and counted in accept_errors)
+        // instead of skipped silently, so that the counters account for every connection.
+        a.set_option(net::socket_base::enable_connection_aborted(true), ec);
     }
     if (!ec) {
         a.bind(endpoint, ec);
@@ -771,6 +948,7 @@ void web_server::stop() noexcept {
         net::post(s.ioc, [&s] {
             beast::error_code ec;
             s.acceptor.close(ec);
+            s.accept_retry.cancel();
         });
     } catch (...) {
     }

@@ -74,8 +74,10 @@ struct web_server_options {
     std::function<std::string()> state_json{};   // sent to each websocket about once a second
     std::chrono::milliseconds state_period{1000};
     std::size_t max_streams = 16;          // websocket + MJPEG clients at once; more get 503
+    std::size_t max_connections = 128;     // connections at once, streams included; more get 503
     std::size_t max_request_bytes = 8192;  // request header limit (431 beyond), body limit (413)
-    std::chrono::seconds request_timeout{10}; // to receive a whole request (408 beyond)
+    std::chrono::seconds request_timeout{10}; // to receive a request or send a response (closed beyond)
+    std::chrono::seconds stall_timeout{30};   // for a stream client to take one frame (closed beyond)
     std::string log_name = "web";          // prefix of the server's rare stderr messages
 };
 
@@ -86,6 +88,14 @@ struct web_server_stats {
     std::uint64_t streams_now = 0;     // websocket + MJPEG clients connected now
     std::uint64_t streams_total = 0;   // ever accepted
     std::uint64_t streams_rejected = 0; // refused with 503 (max_streams)
+    std::uint64_t streams_stalled = 0; // closed because a frame took longer than stall_timeout
+    std::uint64_t connections_now = 0; // open connections, streams included
+    std::uint64_t connections_total = 0;    // ever accepted (the refused ones not included)
+    std::uint64_t connections_rejected = 0; // refused with 503 (max_connections)
+    std::uint64_t accept_errors = 0;   // failed accepts (out of descriptors; reset before accepted)
+    std::uint64_t timeouts = 0;        // connections closed by request_timeout
+    std::uint64_t client_bytes_read = 0; // what stream clients sent (read and discarded)
+    std::uint64_t reads_throttled = 0; // reads of a stream client's messages put off (a flood)
     std::uint64_t frames_sent = 0;     // JPEGs written to stream clients (all clients)
     std::uint64_t frames_dropped = 0;  // JPEGs skipped by slow clients (all clients, ever)
     struct client {
@@ -108,7 +118,8 @@ class web_server {
 public:
     // Binds and listens at once, so that a taken port is reported before anything else runs.
     // Does not serve until start(). Throws web_server_error (bind / listen / bad host) or
-    // std::invalid_argument naming max_streams or max_request_bytes when 0. `frames` must
+    // std::invalid_argument naming max_streams, max_connections or max_request_bytes when 0, or
+    // max_connections below max_streams. `frames` must
     // outlive the server.
     web_server(web_server_options options, framepipe::broadcaster<encoded_frame>& frames);
 
