@@ -239,6 +239,13 @@ public:
 
 private:
     friend class broadcaster<T>;
+    friend struct detail::readable_access;
+
+    // The event count consumers wait on: its buffer's (see detail::readable_access).
+    [[nodiscard]] detail::event_count& readable_event() noexcept {
+        return detail::readable_event(sub_->channel);
+    }
+
     subscription(std::shared_ptr<detail::subscriber<T>> sub,
                  std::shared_ptr<detail::broadcast_core<T>> core) noexcept
         : sub_(std::move(sub)), core_(std::move(core)) {}

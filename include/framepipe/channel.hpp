@@ -195,6 +195,24 @@ struct channel_traits {
 
 namespace detail {
 
+class event_count;
+
+// The event count a framepipe channel's consumers wait on for an item (its "readable" event), for
+// a selector to attach a listener to (select.hpp, batcher.hpp). Each framepipe channel befriends
+// this struct and has a private readable_event(); code that needs the event calls
+// detail::readable_event(ch). Wait-free; noexcept.
+struct readable_access {
+    template <class C>
+    [[nodiscard]] static auto event(C& c) noexcept -> decltype(c.readable_event()) {
+        return c.readable_event();
+    }
+};
+
+template <class C>
+[[nodiscard]] auto readable_event(C& c) noexcept -> decltype(readable_access::event(c)) {
+    return readable_access::event(c);
+}
+
 // The description of `c`: channel_traits<C>::describe(c) if there is one, else from its members.
 template <class C>
 [[nodiscard]] channel_description describe_channel(const C& c) {

@@ -262,6 +262,11 @@ public:
     }
 
 private:
+    friend struct detail::readable_access;
+
+    // The event count consumers wait on for a value (see detail::readable_access).
+    [[nodiscard]] detail::event_count& readable_event() noexcept { return waiters_; }
+
     // middle_ = index of the buffer in the slot | fresh_bit when it holds an unread value. Every
     // buffer that middle_ does not name and no thread inside a call holds is empty, so values are
     // destroyed when they are replaced or taken, never later.

@@ -204,6 +204,11 @@ public:
     [[nodiscard]] channel_stats stats() const noexcept(is_lock_free) { return impl_.stats(); }
 
 private:
+    friend struct detail::readable_access;
+
+    // The event count consumers wait on for an item (see detail::readable_access).
+    [[nodiscard]] detail::event_count& readable_event() noexcept { return impl_.readable_event(); }
+
     // Every push: the drop_older_epochs check (only for an epoched T), then the implementation.
     FRAMEPIPE_ALWAYS_INLINE push_status push_impl(T& item,
                                                   const detail::push_wait& w) noexcept(is_lock_free) {

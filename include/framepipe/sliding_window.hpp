@@ -295,6 +295,11 @@ public:
     }
 
 private:
+    friend struct detail::readable_access;
+
+    // The event count consumers wait on for a window (see detail::readable_access).
+    [[nodiscard]] detail::event_count& readable_event() noexcept { return not_empty_; }
+
     // A new epoch (a live source reconnected): the items from before the gap are dropped, with a
     // ready window still waiting for a consumer (counted as evicted), so that no window mixes
     // items from both sides. The item just stored in slot `kept` starts the next window.

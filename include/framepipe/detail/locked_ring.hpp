@@ -160,6 +160,9 @@ public:
         return s;
     }
 
+    // The event count consumers wait on for an item, for a selector's listener (select.hpp).
+    [[nodiscard]] event_count& readable_event() noexcept { return not_empty_; }
+
 private:
     // Wakes the producers parked for room, once per slot freed (all of them when more than one
     // slot was freed), when it goes out of scope.

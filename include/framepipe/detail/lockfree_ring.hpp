@@ -282,6 +282,9 @@ public:
         });
     }
 
+    // The event count consumers wait on for an item, for a selector's listener (select.hpp).
+    [[nodiscard]] event_count& readable_event() noexcept { return not_empty_; }
+
 private:
     [[nodiscard]] slot& slot_of(std::uint64_t pos) const noexcept {
         const std::size_t i = pow2_ ? to<std::size_t>(pos & (capacity_ - 1))

@@ -1,0 +1,594 @@
+// tests/test_batcher.cpp - framepipe::batcher<T>: each flush cause (full, preferred, deadline,
+// close) in virtual time (a clock the test moves; try_pop never waits, so every decision is a
+// function of what the sources hold and of the clock), the per-source cap and order, staleness,
+// a dead source and one that dies mid-batch, the metrics, removal, then the waiting calls in
+// real time (without asserting any timing) and a threaded stress whose counters must balance.
+
+#include <framepipe/batcher.hpp>
+#include <framepipe/latest_slot.hpp>
+#include <framepipe/ring.hpp>
+#include <framepipe/stamped.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using framepipe::batch;
+using framepipe::batch_source_stats;
+using framepipe::batcher;
+using framepipe::flush_cause;
+using framepipe::input_id;
+using framepipe::input_options;
+using framepipe::input_take;
+using framepipe::ring;
+using framepipe::stamped;
+using Catch::Matchers::Contains;
+using steady = std::chrono::steady_clock;
+using ns = std::chrono::nanoseconds;
+using namespace std::chrono_literals;
+
+const input_options oldest{.take = input_take::oldest};
+
+// --- Virtual time ----------------------------------------------------------------------------------
+
+// The test's clock: a time point it moves by hand (an atomic, so a threaded test may read it).
+struct world {
+    std::atomic<steady::rep> now{(steady::time_point{} + 24h).time_since_epoch().count()};
+
+    [[nodiscard]] steady::time_point at() const noexcept {
+        return steady::time_point(steady::duration(now.load()));
+    }
+    void advance(ns d) { now.fetch_add(std::chrono::duration_cast<steady::duration>(d).count()); }
+};
+
+class virtual_time {
+public:
+    explicit virtual_time(std::shared_ptr<world> w) : w_(std::move(w)) {}
+    [[nodiscard]] steady::time_point now() const noexcept { return w_->at(); }
+
+private:
+    std::shared_ptr<world> w_;
+};
+
+template <class T>
+using vbatcher = batcher<T, virtual_time>;
+
+// Each source's identity, input.selected == batched + expired + pending, and (unless a removed
+// source has gone from the list with its counts) the counters' sums against the totals.
+bool balanced(const framepipe::batcher_stats& s, bool totals = true) {
+    std::uint64_t batched = 0;
+    std::uint64_t expired = 0;
+    std::uint64_t pending = 0;
+    for (const batch_source_stats& src : s.sources) {
+        if (src.input.selected != src.batched + src.expired + src.pending) {
+            return false;
+        }
+        if (src.input.taken != src.input.selected + src.input.expired + src.input.dropped +
+                                   src.input.held) {
+            return false;
+        }
+        batched += src.batched;
+        expired += src.expired;
+        pending += src.pending;
+    }
+    std::uint64_t histogram_items = 0;
+    std::uint64_t histogram_batches = 0;
+    for (std::size_t n = 0; n < s.size_histogram.size(); ++n) {
+        histogram_items += n * s.size_histogram[n];
+        histogram_batches += s.size_histogram[n];
+    }
+    const auto& f = s.flushes;
+    return (!totals || (batched == s.items && expired == s.expired)) && pending == s.pending &&
+           histogram_items == s.items && histogram_batches == s.batches &&
+           f.full + f.preferred + f.deadline + f.close == s.batches;
+}
+
+template <class T>
+std::vector<int> values(const batch<T>& b) {
+    std::vector<int> out;
+    for (const auto& v : b.items) {
+        if constexpr (std::is_same_v<T, int>) {
+            out.push_back(v);
+        } else {
+            out.push_back(v.value);
+        }
+    }
+    return out;
+}
+
+} // namespace
+
+// --- Flush causes ----------------------------------------------------------------------------------
+
+TEST_CASE("batcher: full: max_size items go at once; the rest wait for their own batch") {
+    auto w = std::make_shared<world>();
+    ring<int> q(16);
+    vbatcher<int> b({.max_size = 4, .max_delay = 1h}, virtual_time(w));
+    const auto id = b.add(q, oldest);
+    for (int k = 0; k < 6; ++k) {
+        (void)q.push(k);
+    }
+    auto x = b.try_pop();
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::full);
+    CHECK(values(*x) == std::vector<int>{0, 1, 2, 3});
+    CHECK(x->sources == std::vector<input_id>(4, id));
+    CHECK(x->queue_delay == 0ns);
+    CHECK_FALSE(b.try_pop()); // 2 pending, far from their deadline
+    CHECK(b.stats().pending == 2);
+    w->advance(1h);
+    x = b.try_pop();
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::deadline);
+    CHECK(values(*x) == std::vector<int>{4, 5});
+    CHECK(x->queue_delay == 1h);
+    CHECK(balanced(b.stats()));
+}
+
+TEST_CASE("batcher: preferred: the largest preferred size available goes at once; the rest stay first in line") {
+    auto w = std::make_shared<world>();
+    ring<int> q(32);
+    vbatcher<int> b({.max_size = 8, .preferred_sizes = {4, 2}, .max_delay = 1h}, virtual_time(w));
+    (void)b.add(q, oldest);
+    (void)q.push(0);
+    CHECK_FALSE(b.try_pop()); // 1: below every preferred size; waits for more or the deadline
+    (void)q.push(1);
+    (void)q.push(2);
+    auto x = b.try_pop(); // 3 there: the largest preferred size not above 3 is 2
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::preferred);
+    CHECK(values(*x) == std::vector<int>{0, 1});
+    w->advance(1ms);
+    for (int k = 3; k < 9; ++k) {
+        (void)q.push(k);
+    }
+    x = b.try_pop(); // 7 there (1 left over + 6 new): the largest preferred size is 4
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::preferred);
+    CHECK(values(*x) == std::vector<int>{2, 3, 4, 5}); // the left-over item first
+    CHECK(x->queue_delay == 1ms);                      // item 2 arrived 1 ms before
+    x = b.try_pop();
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::preferred);
+    CHECK(values(*x) == std::vector<int>{6, 7});
+    CHECK_FALSE(b.try_pop()); // [8]
+    w->advance(1h);
+    x = b.try_pop();
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::deadline);
+    CHECK(values(*x) == std::vector<int>{8});
+    CHECK(balanced(b.stats()));
+}
+
+TEST_CASE("batcher: deadline: when the oldest item has waited max_delay on the batcher's clock, what is pending goes") {
+    auto w = std::make_shared<world>();
+    ring<int> q(16);
+    vbatcher<int> b({.max_size = 8, .preferred_sizes = {4}, .max_delay = 10ms}, virtual_time(w));
+    (void)b.add(q, oldest);
+    (void)q.push(1);
+    CHECK_FALSE(b.try_pop()); // taken now: its wait starts
+    w->advance(6ms);
+    (void)q.push(2);
+    CHECK_FALSE(b.try_pop()); // taken at +6 ms; the deadline stays the first item's
+    w->advance(4ms - 1ns);
+    CHECK_FALSE(b.try_pop());
+    w->advance(1ns);
+    auto x = b.try_pop();
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::deadline);
+    CHECK(values(*x) == std::vector<int>{1, 2});
+    CHECK(x->queue_delay == 10ms);
+
+    // max_delay 0: whatever is ready goes at once.
+    ring<int> r(4);
+    vbatcher<int> now_batcher({.max_size = 8}, virtual_time(w));
+    (void)now_batcher.add(r, oldest);
+    CHECK_FALSE(now_batcher.try_pop());
+    (void)r.push(7);
+    x = now_batcher.try_pop();
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::deadline);
+    CHECK(values(*x) == std::vector<int>{7});
+}
+
+TEST_CASE("batcher: close: once closed and every source finished, what is pending goes at once, then the end") {
+    auto w = std::make_shared<world>();
+    ring<int> a(8);
+    framepipe::latest_slot<int> c;
+    vbatcher<int> b({.max_size = 8, .max_delay = 1h}, virtual_time(w));
+    (void)b.add(a, oldest);
+    (void)b.add(c);
+    (void)a.push(1);
+    (void)a.push(2);
+    (void)c.push(3);
+    CHECK_FALSE(b.try_pop());
+    a.close();
+    c.close();
+    CHECK_FALSE(b.try_pop()); // the sources have finished, but the batcher may get new ones
+    CHECK_FALSE(b.finished());
+    b.close();
+    auto x = b.try_pop();
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::close);
+    CHECK(x->items.size() == 3);
+    CHECK_FALSE(b.try_pop());
+    CHECK(b.finished());
+    CHECK_FALSE(b.pop()); // ended: returns at once
+    CHECK_THROWS_AS(b.add(a), std::logic_error);
+    const auto s = b.stats();
+    CHECK(s.flushes.close == 1);
+    CHECK(balanced(s));
+}
+
+// --- Guarantees ------------------------------------------------------------------------------------
+
+TEST_CASE("batcher: at most max_per_source items of one source in a batch; each source's order is kept") {
+    auto w = std::make_shared<world>();
+    ring<int> a(16);
+    ring<int> b(16);
+    vbatcher<int> bt({.max_size = 8, .max_delay = 1h, .max_per_source = 2}, virtual_time(w));
+    const auto ia = bt.add(a, oldest);
+    const auto ib = bt.add(b, oldest);
+    for (int k = 0; k < 7; ++k) {
+        (void)a.push(100 + k);
+    }
+    (void)b.push(200);
+    (void)b.push(201);
+    (void)b.push(202);
+    std::vector<std::vector<int>> batches;
+    for (int round = 0; round < 4; ++round) {
+        CHECK_FALSE(bt.try_pop()); // both capped (or empty): no more can join; wait for the deadline
+        w->advance(1h);
+        auto x = bt.try_pop();
+        REQUIRE(x);
+        CHECK(x->cause == flush_cause::deadline);
+        std::map<std::uint64_t, int> per_source;
+        for (const auto s : x->sources) {
+            ++per_source[s.value];
+        }
+        for (const auto& [source, count] : per_source) {
+            CHECK(count <= 2);
+        }
+        batches.push_back(values(*x));
+    }
+    CHECK(batches[0] == std::vector<int>{100, 200, 101, 201});
+    CHECK(batches[1] == std::vector<int>{102, 202, 103});
+    CHECK(batches[2] == std::vector<int>{104, 105});
+    CHECK(batches[3] == std::vector<int>{106});
+    // The capped items stayed in their channel meanwhile (the cap does not take them early).
+    CHECK(bt.stats().sources.at(0).input.id == ia);
+    CHECK(bt.stats().sources.at(1).input.id == ib);
+    CHECK(balanced(bt.stats()));
+}
+
+TEST_CASE("batcher: staleness: items older than it when taken are dropped before batching, counted as expired") {
+    using item = stamped<int>;
+    auto w = std::make_shared<world>();
+    ring<item> a(8);
+    ring<item> b(8);
+    vbatcher<item> bt({.max_size = 4, .preferred_sizes = {2}, .staleness = 1s}, virtual_time(w));
+    const auto ia = bt.add(a, oldest);
+    const auto ib = bt.add(b, oldest);
+    const auto t = w->at();
+    (void)a.push(framepipe::stamp(1, 0, t - 2s)); // stale
+    (void)a.push(framepipe::stamp(2, 1, t - 1s)); // exactly 1 s: not older than it
+    (void)b.push(framepipe::stamp(3, 0, t - 5s)); // stale
+    (void)b.push(framepipe::stamp(4, 1, t));
+    auto x = bt.try_pop();
+    REQUIRE(x);
+    CHECK(values(*x) == std::vector<int>{2, 4});
+    const auto s = bt.stats();
+    CHECK(s.expired == 2);
+    for (const auto& src : s.sources) {
+        CHECK(src.expired == 1);
+        CHECK(src.batched == 1);
+        CHECK((src.input.id == ia || src.input.id == ib));
+    }
+    CHECK(balanced(s));
+}
+
+TEST_CASE("batcher: a dead source never extends the wait; a source that dies mid-batch keeps its items in it") {
+    auto w = std::make_shared<world>();
+    ring<int> alive(8);
+    ring<int> dead(8); // open, never pushes
+    ring<int> dying(8);
+    vbatcher<int> b({.max_size = 8, .max_delay = 20ms}, virtual_time(w));
+    (void)b.add(alive, oldest);
+    (void)b.add(dead, oldest);
+    const auto idying = b.add(dying, oldest);
+    (void)dying.push(1);
+    CHECK_FALSE(b.try_pop()); // dying's item is taken now
+    dying.close();            // the source dies mid-batch
+    w->advance(5ms);
+    (void)alive.push(2);
+    CHECK_FALSE(b.try_pop());
+    w->advance(15ms); // the deadline of the oldest pending item: no source's state extends it
+    auto x = b.try_pop();
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::deadline);
+    CHECK(values(*x) == std::vector<int>{1, 2});
+    CHECK(x->queue_delay == 20ms);
+    const auto s = b.stats();
+    for (const auto& src : s.sources) {
+        if (src.input.id == idying) {
+            CHECK(src.input.finished);
+            CHECK(src.batched == 1);
+        }
+    }
+    CHECK(balanced(s));
+}
+
+TEST_CASE("batcher: the waiting pop ends on the deadline although a source stays silent (real time)") {
+    // Real time, no timing asserted: a pop that waited for the silent source would hang here.
+    ring<int> talker(4);
+    ring<int> silent(4);
+    batcher<int> b({.max_size = 8, .max_delay = 2ms});
+    (void)b.add(talker, oldest);
+    (void)b.add(silent, oldest);
+    (void)talker.push(1);
+    auto x = b.pop();
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::deadline);
+    CHECK(values(*x) == std::vector<int>{1});
+    CHECK(x->queue_delay >= 2ms); // by construction: it went because it had waited that long
+
+    // A source that dies while the consumer waits: its item goes with the batch at the deadline.
+    std::thread killer([&] {
+        (void)talker.push(2);
+        talker.close();
+    });
+    x = b.pop();
+    killer.join();
+    REQUIRE(x);
+    CHECK(values(*x) == std::vector<int>{2});
+}
+
+// --- Metrics, removal, options ---------------------------------------------------------------------
+
+TEST_CASE("batcher: metrics: a batch-size histogram, flushes by cause, the queue delay of each batch's oldest item") {
+    auto w = std::make_shared<world>();
+    ring<int> q(32);
+    vbatcher<int> b({.max_size = 4, .preferred_sizes = {3}, .max_delay = 10ms}, virtual_time(w));
+    (void)b.add(q, oldest);
+    for (int k = 0; k < 5; ++k) {
+        (void)q.push(k);
+    }
+    REQUIRE(b.try_pop()->cause == flush_cause::full); // 4; the fifth stays in the ring
+    CHECK_FALSE(b.try_pop());                         // the fifth is taken now
+    w->advance(10ms);
+    REQUIRE(b.try_pop()->cause == flush_cause::deadline); // 1, waited 10 ms
+    for (int k = 0; k < 3; ++k) {
+        (void)q.push(k);
+    }
+    REQUIRE(b.try_pop()->cause == flush_cause::preferred); // 3
+    (void)q.push(9);
+    CHECK_FALSE(b.try_pop());
+    w->advance(4ms);
+    q.close();
+    b.close();
+    REQUIRE(b.try_pop()->cause == flush_cause::close); // 1, waited 4 ms
+    const auto s = b.stats();
+    CHECK(s.batches == 4);
+    CHECK(s.items == 9);
+    CHECK(s.flushes.full == 1);
+    CHECK(s.flushes.preferred == 1);
+    CHECK(s.flushes.deadline == 1);
+    CHECK(s.flushes.close == 1);
+    CHECK(s.size_histogram == std::vector<std::uint64_t>{0, 2, 0, 1, 1});
+    CHECK(s.last_queue_delay == 4ms);
+    CHECK(s.max_queue_delay == 10ms);
+    CHECK(s.total_queue_delay == 14ms);
+    CHECK(balanced(s));
+}
+
+TEST_CASE("batcher: a removed source's pending items still go, listed under it until then") {
+    auto w = std::make_shared<world>();
+    auto a = std::make_unique<ring<int>>(8);
+    ring<int> b(8);
+    vbatcher<int> bt({.max_size = 8, .max_delay = 1ms}, virtual_time(w));
+    const auto ia = bt.add(*a, oldest);
+    (void)bt.add(b, oldest);
+    (void)a->push(1);
+    (void)a->push(2);
+    CHECK_FALSE(bt.try_pop());
+    auto gone = bt.remove(ia);
+    REQUIRE(gone);
+    CHECK(gone->pending == 2);
+    CHECK(gone->removed);
+    CHECK_FALSE(bt.remove(ia));
+    a.reset(); // its channel may go: nothing reads it any more
+    auto s = bt.stats();
+    REQUIRE(s.sources.size() == 2);
+    CHECK(s.sources[1].removed);
+    CHECK(balanced(s));
+    w->advance(1ms);
+    auto x = bt.try_pop();
+    REQUIRE(x);
+    CHECK(values(*x) == std::vector<int>{1, 2});
+    s = bt.stats();
+    CHECK(s.sources.size() == 1); // its last items went: no longer listed
+    CHECK(balanced(s, false));
+}
+
+TEST_CASE("batcher: bad options throw std::invalid_argument naming the field") {
+    CHECK_THROWS_WITH(batcher<int>({.max_size = 0}), Contains("max_size"));
+    CHECK_THROWS_WITH(batcher<int>({.max_size = 4, .preferred_sizes = {5}}),
+                      Contains("preferred_sizes"));
+    CHECK_THROWS_WITH(batcher<int>({.max_size = 4, .preferred_sizes = {0}}),
+                      Contains("preferred_sizes"));
+    CHECK_THROWS_WITH(batcher<int>({.max_delay = -1ms}), Contains("max_delay"));
+    CHECK_THROWS_WITH(batcher<int>({.staleness = 1s}), Contains("staleness"));
+    CHECK_THROWS_WITH(batcher<stamped<int>>({.staleness = -1s}), Contains("staleness"));
+    CHECK_THROWS_WITH(batcher<int>({.policy = framepipe::select_policy::oldest_first}),
+                      Contains("oldest_first"));
+    batcher<int> b;
+    CHECK_THROWS_WITH(b.pop_for(-1ms), Contains("timeout"));
+    ring<int> q(2);
+    CHECK_THROWS_WITH(b.add(q, {.weight = 0}), Contains("weight"));
+    CHECK(b.stats().sources.empty());
+    CHECK(b.options().max_size == 8);
+}
+
+TEST_CASE("batcher: items need not be assignable; every item is destroyed once") {
+    // A move-only, non-assignable item: unique_ptr is assignable, so wrap it.
+    struct token {
+        std::unique_ptr<int> v;
+        explicit token(int x) : v(std::make_unique<int>(x)) {}
+        token(token&&) noexcept = default;
+        token& operator=(token&&) = delete;
+    };
+    auto w = std::make_shared<world>();
+    ring<token> q(8);
+    {
+        vbatcher<token> b({.max_size = 3, .preferred_sizes = {2}, .max_delay = 1h}, virtual_time(w));
+        (void)b.add(q, oldest);
+        for (int k = 0; k < 5; ++k) {
+            (void)q.push(token(k));
+        }
+        auto x = b.try_pop(); // full: 0 1 2
+        REQUIRE(x);
+        CHECK(x->items.size() == 3);
+        CHECK(*x->items[2].v == 2);
+        auto y = b.try_pop(); // preferred: 3 4
+        REQUIRE(y);
+        CHECK(*y->items[0].v == 3);
+        (void)q.push(token(5));
+        CHECK_FALSE(b.try_pop()); // 5 pending: destroyed with the batcher
+    }
+    CHECK(q.size() == 0);
+}
+
+// --- Waiting -------------------------------------------------------------------------------------
+
+TEST_CASE("batcher: pop waits for items and ends on stop or timeout; pending items stay pending") {
+    ring<int> q(8);
+    batcher<int> b({.max_size = 2, .max_delay = 1h});
+    (void)b.add(q, oldest);
+    CHECK_FALSE(b.pop_for(1ms));
+    std::stop_source stop;
+    std::atomic<bool> done{false};
+    std::thread consumer([&] {
+        done = !b.pop(stop.get_token()).has_value();
+    });
+    (void)q.push(1); // pending: 1 of 2, its deadline an hour away
+    for (int i = 0; i < 2000; ++i) {
+        std::this_thread::yield();
+    }
+    stop.request_stop();
+    consumer.join();
+    CHECK(done);
+    (void)q.push(2);
+    auto x = b.pop(); // full: the item left pending before plus this one
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::full);
+    CHECK(values(*x) == std::vector<int>{1, 2});
+
+    // A consumer waiting for a first item is woken by a push.
+    std::optional<batch<int>> got;
+    std::thread waiter([&] { got = b.pop(); });
+    for (int i = 0; i < 2000; ++i) {
+        std::this_thread::yield();
+    }
+    (void)q.push(3);
+    (void)q.push(4);
+    waiter.join();
+    REQUIRE(got);
+    CHECK(got->items.size() == 2);
+}
+
+TEST_CASE("batcher: stress, producers and a consumer in real time; every item once, caps and order kept, counters balance") {
+    constexpr int sources = 4;
+    constexpr int items = 5000;
+    std::vector<std::unique_ptr<ring<int>>> rings;
+    batcher<int> b({.max_size = 8,
+                    .preferred_sizes = {4, 6},
+                    .max_delay = 100us,
+                    .max_per_source = 3,
+                    .policy = framepipe::select_policy::weighted});
+    std::vector<input_id> ids;
+    for (int i = 0; i < sources; ++i) {
+        rings.push_back(std::make_unique<ring<int>>(4, framepipe::overflow::block)); // lossless
+        ids.push_back(b.add(*rings.back(), {.weight = static_cast<std::uint32_t>(i + 1),
+                                            .take = input_take::oldest}));
+    }
+    std::atomic<bool> snapshots_ok{true};
+    std::atomic<bool> done{false};
+    std::vector<std::vector<int>> delivered(sources);
+    bool caps_ok = true;
+    bool sources_ok = true;
+    std::thread consumer([&] {
+        while (auto x = b.pop()) {
+            std::map<std::uint64_t, int> per_source;
+            for (std::size_t k = 0; k < x->items.size(); ++k) {
+                const int s = x->items[k] / 1'000'000;
+                if (s < 0 || s >= sources || x->sources[k] != ids[static_cast<std::size_t>(s)]) {
+                    sources_ok = false;
+                    continue;
+                }
+                delivered[static_cast<std::size_t>(s)].push_back(x->items[k] % 1'000'000);
+                if (++per_source[x->sources[k].value] > 3) {
+                    caps_ok = false;
+                }
+            }
+            if (x->items.empty() || x->items.size() > 8) {
+                caps_ok = false;
+            }
+        }
+    });
+    std::thread watcher([&] {
+        while (!done.load()) {
+            if (!balanced(b.stats())) {
+                snapshots_ok = false;
+            }
+            std::this_thread::yield();
+        }
+    });
+    std::vector<std::thread> producers;
+    for (int i = 0; i < sources; ++i) {
+        producers.emplace_back([&, i] {
+            auto& q = *rings[static_cast<std::size_t>(i)];
+            for (int k = 0; k < items; ++k) {
+                (void)q.push(i * 1'000'000 + k);
+            }
+            q.close(); // this source ends
+        });
+    }
+    for (auto& p : producers) {
+        p.join();
+    }
+    b.close();
+    consumer.join();
+    done = true;
+    watcher.join();
+    CHECK(snapshots_ok);
+    CHECK(caps_ok);
+    CHECK(sources_ok);
+    for (const auto& mine : delivered) {
+        CHECK(mine.size() == static_cast<std::size_t>(items));
+        bool in_order = true;
+        for (std::size_t k = 0; k < mine.size(); ++k) {
+            if (mine[k] != static_cast<int>(k)) {
+                in_order = false;
+            }
+        }
+        CHECK(in_order); // every item, once, in its source's order
+    }
+    const auto s = b.stats();
+    CHECK(s.items == static_cast<std::uint64_t>(sources * items));
+    CHECK(s.pending == 0);
+    CHECK(balanced(s));
+    CHECK(b.finished());
+}
