@@ -4,6 +4,7 @@
 # - test_gst_capture: the backend against testing/rtsp_server.py (started by the test on a free
 #   port), files, a missing camera, unserved and silent servers; 50 open/close cycles.
 # - test_doc_live_backend: the custom backend example of docs/live_sources.md, compiled and run.
+# - test_synthetic_camera: synthetic_camera.hpp's URIs and frames, and a live_camera reading them.
 find_package(Catch2 2 REQUIRED)
 
 # Debian's python (python3-gst-1.0 and the GstRtspServer typelib are installed for it), not a
@@ -30,3 +31,9 @@ add_executable(test_doc_live_backend tests/doc_live_backend.cpp)
 target_link_libraries(test_doc_live_backend PRIVATE framepipe::framepipe framepipe_warnings)
 add_test(NAME test_doc_live_backend COMMAND test_doc_live_backend)
 set_tests_properties(test_doc_live_backend PROPERTIES TIMEOUT 60)
+
+add_executable(test_synthetic_camera tests/test_synthetic_camera.cpp)
+target_link_libraries(test_synthetic_camera PRIVATE framepipe_examples_gst framepipe_catch_main
+                                                    Catch2::Catch2 framepipe_warnings)
+add_test(NAME test_synthetic_camera COMMAND test_synthetic_camera)
+set_tests_properties(test_synthetic_camera PROPERTIES TIMEOUT 60)
