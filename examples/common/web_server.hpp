@@ -31,6 +31,20 @@
 //                    closed. After an error response the connection is closed gracefully (the
 //                    rest of the request is read and discarded). Never a crash.
 //
+// Hostile clients. What one client can hold is bounded, so that many cannot grow the server:
+//   - connections: at most max_connections open (streams included); one more gets a 503 written
+//     without waiting (or only a reset) and is closed at once.
+//   - a request or response: request_timeout to receive the request and to send the response;
+//     a client that never reads its responses is closed then.
+//   - a stream client that does not take a frame within stall_timeout is closed (its thread and
+//     subscription go with it).
+//   - what a stream client sends is read and discarded within a budget (64 KiB at once, then
+//     64 KiB/s, each message or read counted as at least 1 KiB); beyond it the next read waits,
+//     so a flood stays in the TCP buffers and TCP holds the client back.
+//   - out of descriptors (EMFILE), the server retries its accept every 100 ms instead of spinning.
+// stats() counts each of these (connections_rejected, timeouts, streams_stalled,
+// reads_throttled, accept_errors). test_web_server_hostile puts the server under such clients.
+//
 // Fan-out: every websocket or MJPEG client gets its own framepipe subscription of the frames
 // broadcaster: capacity 1, drop_oldest, named "ws-N" / "mjpeg-N". A client that reads slowly
 // or not at all holds one frame being written and one waiting; newer frames replace the waiting
