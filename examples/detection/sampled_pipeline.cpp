@@ -104,7 +104,9 @@ std::string sampled_pipeline::mask_note(cv::Size size) const {
 
 void sampled_pipeline::add_to(framepipe::pipeline& p, framepipe::broadcaster<video_frame>& frames,
                               framepipe::latest_slot<result>& results, double detect_fps) {
-    in_ = frames.subscribe({.capacity = 1, .drop_older_epochs = true, .name = "sampler"});
+    // Capacity 4: the sampler is cheap and should see every frame (the motion background learns
+    // from each); it loses frames only when 4 behind.
+    in_ = frames.subscribe({.capacity = 4, .drop_older_epochs = true, .name = "sampler"});
     p.channel(to_detector_, "detector");
     p.stage("sampler", *in_, to_detector_,
             [this](const std::shared_ptr<const video_frame>& f) { return look(f); });

@@ -3,7 +3,7 @@
 //
 //   broadcaster "frames"
 //       |
-//   subscription "sampler" (capacity 1, drop_older_epochs)
+//   subscription "sampler" (capacity 4, drop_older_epochs: it should see every frame)
 //       |
 //   [sampler] looks at every frame it gets: the key-frame flag, the motion detector (motion,
 //       |     cascade), the scene-change detector (scene); adaptive: once a second, feeds

@@ -14,3 +14,19 @@ add_executable(framepipe-bench-sampling ${PROJECT_SOURCE_DIR}/benchmarks/samplin
 target_include_directories(framepipe-bench-sampling PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}")
 target_link_libraries(framepipe-bench-sampling PRIVATE framepipe_detection_sampling
                                                        nlohmann_json::nlohmann_json framepipe_warnings)
+
+if(FRAMEPIPE_BUILD_TESTS)
+    # test_detection_sampling: the program with each --sampling strategy on a tiny clip (bad
+    # specs, accounting on channel "detector", keyframes refused on MJPEG, the mask, the cascade).
+    find_package(Catch2 2 REQUIRED)
+    add_executable(test_detection_sampling tests/test_sampling.cpp)
+    target_compile_definitions(test_detection_sampling PRIVATE
+                               FRAMEPIPE_DETECT_EXE="$<TARGET_FILE:framepipe-detect>")
+    target_include_directories(test_detection_sampling PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/..")
+    target_link_libraries(test_detection_sampling PRIVATE framepipe_examples_video
+                                                          nlohmann_json::nlohmann_json
+                                                          framepipe_catch_main Catch2::Catch2 framepipe_warnings)
+    add_dependencies(test_detection_sampling framepipe-detect)
+    add_test(NAME test_detection_sampling COMMAND test_detection_sampling)
+    set_tests_properties(test_detection_sampling PROPERTIES TIMEOUT 300)
+endif()
