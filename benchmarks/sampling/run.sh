@@ -7,9 +7,9 @@
 #                                         # build/dev: HOG's time is in Debian's OpenCV either way)
 #
 # Writes benchmarks/sampling/results/: sampling.json (every figure, per clip and pooled),
-# table.md, per_clip.md, sampling.dat, sampling.gp, sampling.png, machine.txt. Needs gnuplot
-# (gnuplot-nox) and opencv-doc; takes about 10 minutes on a busy 2-core machine (HOG on 1133
-# frames, twice over for the cascade's regions).
+# table.md, per_clip.md, sampling.dat, sampling_labels.dat, sampling.gp, sampling.png,
+# machine.txt. Needs gnuplot (gnuplot-nox) and opencv-doc; takes 10 to 20 minutes on a busy
+# 2-core machine (HOG on 1133 frames, and again on the cascade's regions).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -45,15 +45,16 @@ set terminal pngcairo size 1100,700 font ",11" noenhanced
 set output "sampling.png"
 set title "Sampling: compute saving against event recall (HOG on every frame is the reference; vtest + Megamind + tree)"
 set xlabel "saving: frames in / frames sent to the detector (log)"
-set ylabel "event recall (detection within 1 s, IoU >= 0.3)"
+set ylabel "recall against HOG on every frame"
 set logscale x
 set xrange [0.8:300]
 set yrange [0:1.05]
 set grid
-set key bottom left
+set key top right
 plot "sampling.dat" using 2:3 with points pt 7 ps 1.5 title "event recall", \
      "sampling.dat" using 2:4 with points pt 4 ps 1.3 title "box recall @0.5", \
-     "sampling.dat" using 2:3:1 with labels offset 0.8,0.7 left font ",9" notitle
+     "sampling.dat" using 2:(\$3+\$5):1 with labels offset 0.8,0 left font ",9" notitle, \
+     "sampling_labels.dat" using 1:2:3 with labels left font ",9" notitle
 GP
 (cd "$out" && gnuplot sampling.gp)
 

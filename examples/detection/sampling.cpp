@@ -21,17 +21,13 @@ bool parse_number(std::string_view s, T& out) {
     if (s.empty()) {
         return false;
     }
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
     if constexpr (std::is_floating_point_v<T>) {
-        // from_chars for doubles is in libstdc++ 11+: fine on g++ 12, but keep strtod for clang's
-        // older libc++ (headers_with_clang compiles the examples' headers, not this file).
-        std::string copy(s);
-        char* end = nullptr;
-        out = std::strtod(copy.c_str(), &end);
-        return end == copy.c_str() + copy.size() && std::isfinite(out);
-    } else {
-        const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-        return ec == std::errc() && end == s.data() + s.size();
+        if (!std::isfinite(out)) {
+            return false;
+        }
     }
+    return ec == std::errc() && end == s.data() + s.size();
 }
 
 } // namespace
