@@ -1,9 +1,11 @@
 // framepipe-detect --sampling as a program: bad specs (exit 2, one line listing the forms), the
 // accounting of every-n on channel "detector" (sampled_out, the identity), keyframes on a file
 // without key-frame information (exit 2 at start), a motion mask outside the frame (reported,
-// clipped), the cascade's stages, scene cuts. Counts and structure only: no wall-clock
-// assertion; the clips are short and tiny (64x48: HOG finds nobody and costs nothing).
+// clipped), the cascade's stages, scene cuts; [live]: keyframes on an RTSP stream decodes only
+// its key frames. Counts and structure only: no wall-clock assertion; the clips are short and
+// tiny (64x48: HOG finds nobody and costs nothing).
 #include "common/testing/child_process.hpp"
+#include "common/testing/rtsp_server.hpp"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -184,4 +186,26 @@ TEST_CASE("--sampling scene and adaptive: cuts reach the detector; adaptive is s
     CHECK(a.at("rate_hz").get<double>() >= 1);
     CHECK(a.at("rate_hz").get<double>() <= 20);
     check_accounting(adaptive);
+}
+
+TEST_CASE("--sampling keyframes on a live RTSP stream: only its key frames are decoded", "[live]") {
+    // x264 at 30 fps with a key frame every 15: about 2 key frames a second reach the program.
+    t::rtsp_server server(FRAMEPIPE_TEST_PYTHON, FRAMEPIPE_RTSP_SERVER, {.fps = 30, .key_int = 15});
+    const auto r = t::run({exe, "--no-ui", "--json", "--video", server.url, "--sampling",
+                           "keyframes", "--duration", "5"});
+    INFO("stderr: " << r.err.substr(0, 3000));
+    REQUIRE(r.exit_code == 0);
+    const auto j = json::parse(r.out);
+    const auto& s = j.at("sampling");
+    const auto seen = s.at("frames_seen").get<std::uint64_t>();
+    CHECK(seen >= 1);
+    CHECK(s.at("key_frames") == seen);  // every frame that arrives is a key frame
+    CHECK(s.at("sampled_out") == 0);
+    CHECK(s.at("key_frames_in_file").is_null());
+    CHECK(s.at("skipped_before_decode").is_null()); // not counted for a live input
+    // Delta frames never reach the program: far fewer frames than 30 a second (2 are expected;
+    // the bound is loose enough for any load, and 15 times too small if deltas were decoded).
+    CHECK(static_cast<double>(j.at("frames_read").get<std::uint64_t>()) <=
+          j.at("seconds").get<double>() * 30 / 5);
+    check_accounting(j);
 }
