@@ -163,33 +163,11 @@ int run(const det::settings& s, const CLI::App& app) {
     fe::jpeg_encoder jpeg({.quality = s.jpeg_quality, .pool_size = 4 + 2 * s.max_clients});
     det::detect_step detect(*detector, m, console);
     det::ui_step render(jpeg, m);
-    // --sampling: the sampler stage in front of the detector (sampled_pipeline.hpp). Declared
-    // before the pipeline, which holds references to its channels. `p` is declared below: the
-    // busy signal reads it once the pipeline runs.
-    framepipe::pipeline* running = nullptr;
-    std::optional<det::sampled_pipeline> sampler;
+    // --sampling: the sampler stage in front of the detector (sampled_pipeline.hpp).
+    std::unique_ptr<det::sampled_pipeline> sampler;
     if (sampled) {
-        sampler.emplace(
-            det::sampled_pipeline_options{
-                .spec = sampling,
-                .mask = det::parse_polygon(s.motion_mask),
-                .file = video ? file_path(s.video) : std::string(),
-                .max_hz = s.detect_fps > 0 ? s.detect_fps : (video ? video->pace_hz() : 30.0),
-                .detector_busy_seconds =
-                    [&running] {
-                        for (const auto& st : running->snapshot().stages) {
-                            if (st.name == "detector") {
-                                return st.service_sum_s;
-                            }
-                        }
-                        return 0.0;
-                    }},
-            *detector, m, console);
-        if (video) {
-            if (const auto note = sampler->mask_note(video->frame_size()); !note.empty()) {
-                std::fprintf(console, "%s: --motion-%s\n", program, note.c_str()); // "mask: ..."
-            }
-        }
+        sampler = det::sampled_pipeline::make(sampling, s, video ? &*video : nullptr,
+                                              video ? file_path(s.video) : "", *detector, m, console);
     } else if (!s.motion_mask.empty()) {
         throw fe::usage_error("--motion-mask: only with --sampling motion or cascade");
     }
@@ -210,7 +188,6 @@ int run(const det::settings& s, const CLI::App& app) {
     };
 
     framepipe::pipeline p(std::string("detect-") + s.mode);
-    running = &p;
     p.channel(jpegs, "jpeg");
     if (camera) {
         p.channel(frames, "frames");

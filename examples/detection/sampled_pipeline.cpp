@@ -77,6 +77,26 @@ sampled_pipeline::sampled_pipeline(sampled_pipeline_options options, detector& d
     }
 }
 
+std::unique_ptr<sampled_pipeline> sampled_pipeline::make(const sampling_spec& spec,
+                                                         const settings& s,
+                                                         const video_source* video,
+                                                         const std::string& file, detector& d,
+                                                         meters& m, std::FILE* console) {
+    auto sampler = std::make_unique<sampled_pipeline>(
+        sampled_pipeline_options{
+            .spec = spec,
+            .mask = parse_polygon(s.motion_mask),
+            .file = file,
+            .max_hz = s.detect_fps > 0 ? s.detect_fps : (video ? video->pace_hz() : 30.0)},
+        d, m, console);
+    if (video) {
+        if (const auto note = sampler->mask_note(video->frame_size()); !note.empty()) {
+            std::fprintf(console, "framepipe-detect: --motion-%s\n", note.c_str()); // "mask: ..."
+        }
+    }
+    return sampler;
+}
+
 void sampled_pipeline::prepare_live(const sampling_spec& spec, const std::string& video,
                                     int camera, live_camera_options& options) {
     if (spec.kind != sampling_kind::keyframes) {
@@ -106,6 +126,7 @@ void sampled_pipeline::add_to(framepipe::pipeline& p, framepipe::broadcaster<vid
                               framepipe::latest_slot<result>& results, double detect_fps) {
     // Capacity 4: the sampler is cheap and should see every frame (the motion background learns
     // from each); it loses frames only when 4 behind.
+    pipeline_ = &p;
     in_ = frames.subscribe({.capacity = 4, .drop_older_epochs = true, .name = "sampler"});
     p.channel(to_detector_, "detector");
     p.stage("sampler", *in_, to_detector_,
@@ -151,7 +172,12 @@ candidate sampled_pipeline::look(const std::shared_ptr<const video_frame>& f) {
 // that had boxes (the activity), to adaptive_rate::update.
 void sampled_pipeline::steer(clock_type::time_point now) {
     auto* rate = to_detector_.sampler().adaptive();
-    const double busy_total = o_.detector_busy_seconds ? o_.detector_busy_seconds() : 0.0;
+    double busy_total = 0;
+    for (const auto& st : pipeline_->snapshot().stages) {
+        if (st.name == "detector") {
+            busy_total = st.service_sum_s;
+        }
+    }
     const auto detected = detected_.load(std::memory_order_relaxed);
     const auto with_boxes = with_boxes_.load(std::memory_order_relaxed);
     if (!period_start_) {

@@ -29,12 +29,14 @@
 
 #include "detector.hpp"
 #include "sampling.hpp"
+#include "settings.hpp"
 #include "stages.hpp"
 
 #include "common/key_frames.hpp"
 #include "common/live_camera.hpp"
 #include "common/motion_detector.hpp"
 #include "common/scene_change.hpp"
+#include "common/video_source.hpp"
 #include "common/video_frame.hpp"
 
 #include <framepipe/broadcaster.hpp>
@@ -49,7 +51,6 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -89,8 +90,6 @@ struct sampled_pipeline_options {
     std::vector<cv::Point> mask;       // --motion-mask
     std::string file;                  // a file input (keyframes: scanned at start), or ""
     double max_hz = 30;                // adaptive: the highest rate (the source's, or --detect-fps)
-    // The detector stage's time spent on items so far, in seconds (adaptive's busy signal).
-    std::function<double()> detector_busy_seconds;
 };
 
 class sampled_pipeline {
@@ -98,6 +97,14 @@ public:
     // Checks and prepares the strategy. Throws key_frame_error (keyframes on a file without key-
     // frame information), std::invalid_argument from the samplers.
     sampled_pipeline(sampled_pipeline_options options, detector& d, meters& m, std::FILE* console);
+
+    // framepipe-detect's sampler from its flags (--sampling, --motion-mask, --detect-fps) for a
+    // file input (`video`, its path `file`) or a live one (nullptr, ""). A mask that does not fit
+    // a file's frames is reported on `console` now. Throws as the constructor.
+    static std::unique_ptr<sampled_pipeline> make(const sampling_spec& spec, const settings& s,
+                                                  const video_source* video,
+                                                  const std::string& file, detector& d, meters& m,
+                                                  std::FILE* console);
 
     // keyframes on a live input: decode only key frames (gst_capture's key_frames_only). Throws
     // usage_error for inputs whose every frame is a key frame (http(s):// MJPEG, --camera).
@@ -108,7 +115,8 @@ public:
     [[nodiscard]] std::string mask_note(cv::Size size) const;
 
     // Adds subscription "sampler", stages "sampler" and "detector" and channel "detector"
-    // (module comment). `frames`, `results` and this object must outlive the pipeline's run.
+    // (module comment); adaptive reads the detector stage's busy time from `p`'s snapshots.
+    // `frames`, `results` and this object must outlive the pipeline's run.
     void add_to(framepipe::pipeline& p, framepipe::broadcaster<video_frame>& frames,
                 framepipe::latest_slot<result>& results, double detect_fps);
 
@@ -122,6 +130,7 @@ private:
     void steer(std::chrono::steady_clock::time_point now);
 
     sampled_pipeline_options o_;
+    const framepipe::pipeline* pipeline_ = nullptr; // set by add_to
     detector& d_;
     meters& m_;
     std::FILE* console_;
