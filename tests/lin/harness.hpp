@@ -16,11 +16,12 @@
 
 #include <algorithm>
 #include <atomic>
-#include <barrier>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <utility>
@@ -45,10 +46,37 @@ struct planned {
 };
 using script = std::vector<planned>;
 
+// A reusable barrier on a mutex and a condition variable. Not std::barrier: libstdc++ 12's
+// (the tree barrier) was seen to leave a thread waiting for a phase that had already completed
+// (under ASan, after a few hundred phases: the main thread at the start barrier, every worker
+// already at the end barrier), and this harness needs none of its speed.
+class simple_barrier {
+public:
+    explicit simple_barrier(unsigned count) : count_(count) {}
+    void arrive_and_wait() {
+        std::unique_lock<std::mutex> lock(mu_);
+        const std::uint64_t generation = generation_;
+        if (++arrived_ == count_) {
+            arrived_ = 0;
+            ++generation_;
+            cv_.notify_all();
+            return;
+        }
+        cv_.wait(lock, [&] { return generation_ != generation; });
+    }
+
+private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    const unsigned count_;
+    unsigned arrived_ = 0;
+    std::uint64_t generation_ = 0;
+};
+
 class worker_pool {
 public:
     explicit worker_pool(unsigned workers)
-        : start_(static_cast<std::ptrdiff_t>(workers) + 1), done_(static_cast<std::ptrdiff_t>(workers) + 1) {
+        : start_(workers + 1), done_(workers + 1) {
         for (unsigned i = 0; i < workers; ++i) {
             threads_.emplace_back([this, i] { loop(i); });
         }
@@ -86,8 +114,8 @@ private:
         }
     }
 
-    std::barrier<> start_;
-    std::barrier<> done_;
+    simple_barrier start_;
+    simple_barrier done_;
     std::function<void(unsigned)> job_;
     bool quit_ = false; // written before the start barrier, read after it
     std::vector<std::thread> threads_;
