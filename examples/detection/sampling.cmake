@@ -29,14 +29,16 @@ if(FRAMEPIPE_BUILD_TESTS)
     target_compile_definitions(test_detection_sampling PRIVATE
                                FRAMEPIPE_DETECT_EXE="$<TARGET_FILE:framepipe-detect>"
                                FRAMEPIPE_TEST_PYTHON="${FRAMEPIPE_SAMPLING_PYTHON}"
-                               FRAMEPIPE_RTSP_SERVER="${CMAKE_CURRENT_SOURCE_DIR}/../common/testing/rtsp_server.py")
+                               FRAMEPIPE_RTSP_SERVER="${CMAKE_CURRENT_SOURCE_DIR}/../common/testing/rtsp_server.py"
+                               FRAMEPIPE_TEST_MODELS="${CMAKE_CURRENT_BINARY_DIR}/test-models")
     target_include_directories(test_detection_sampling PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/..")
     target_link_libraries(test_detection_sampling PRIVATE framepipe_examples_video
                                                           nlohmann_json::nlohmann_json
                                                           framepipe_catch_main Catch2::Catch2 framepipe_warnings)
     add_dependencies(test_detection_sampling framepipe-detect)
     add_test(NAME test_detection_sampling COMMAND test_detection_sampling "~[live]")
-    set_tests_properties(test_detection_sampling PROPERTIES TIMEOUT 300)
+    # The cascade with --model needs the tiny models that test_detection_make_models writes.
+    set_tests_properties(test_detection_sampling PROPERTIES TIMEOUT 300 FIXTURES_REQUIRED detection_models)
     # keyframes on a live RTSP stream (the test RTSP server, x264 with a key frame every 15).
     add_test(NAME test_detection_sampling_live COMMAND test_detection_sampling "[live]")
     set_tests_properties(test_detection_sampling_live PROPERTIES TIMEOUT 120 LABELS live)

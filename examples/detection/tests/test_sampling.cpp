@@ -174,6 +174,20 @@ TEST_CASE("--sampling cascade: the detector runs on motion regions; results say 
     check_accounting(j);
 }
 
+TEST_CASE("--sampling cascade with --model: motion, then YOLO, on the motion regions") {
+    const auto j = summary_of({"--sampling", "cascade:20", "--model",
+                               std::string(FRAMEPIPE_TEST_MODELS) + "/yolov8.onnx", "--input-size",
+                               "64"});
+    const auto& s = j.at("sampling");
+    const auto& ran = s.at("stages_ran");
+    REQUIRE(ran.contains("yolov8"));
+    CHECK_FALSE(ran.contains("hog"));
+    CHECK(ran.at("motion") == s.at("frames_seen"));
+    CHECK(ran.at("yolov8") == s.at("frames_detected"));
+    CHECK(s.at("frames_detected").get<std::uint64_t>() >= 1);
+    check_accounting(j);
+}
+
 TEST_CASE("--sampling scene and adaptive: cuts reach the detector; adaptive is steered") {
     const auto scene = summary_of({"--sampling", "scene"});
     CHECK(scene.at("sampling").at("scene_cuts").get<std::uint64_t>() >= 1); // the first frame
