@@ -20,6 +20,12 @@
 //
 // Figures are printed (FIGURE lines) for the docs. No wall-clock assertion: rates are counts of
 // frames over the same number of published frames; waits are for conditions, with deadlines.
+// The well-behaved client has a large receive buffer and the hostile clients' thread runs at
+// nice 10, so that on two shared cores the ratio measures the server, not the test's own
+// threads competing with it (without both, at load 5-7 from other work, it dipped to 0.875
+// in one run of eight).
+// Reproduce: build/dev/examples/common/test_web_server_hostile (all three; or "[fuzz]",
+// "[clients]", "[fds]"), or ctest --test-dir build/dev -L hostile -V.
 // FRAMEPIPE_FUZZ_SEED overrides the mutator's seed (printed).
 #include "common/testing/child_process.hpp"
 #include "common/testing/http_client.hpp"
@@ -46,6 +52,10 @@
 
 #include <csignal>
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 namespace fs = std::filesystem;
 namespace t = framepipe_examples::testing;
 namespace websocket = boost::beast::websocket;
@@ -56,6 +66,21 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 const std::string fixture_exe = FRAMEPIPE_WEB_FIXTURE;
+
+// Built with AddressSanitizer (an ad-hoc build: the asan preset builds no examples), the
+// server's RSS holds ASan's quarantine of freed memory (256 MiB) and shadow memory, so the RSS
+// bounds are not checked; everything else is.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool rss_checked = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool rss_checked = false;
+#else
+constexpr bool rss_checked = true;
+#endif
+#else
+constexpr bool rss_checked = true;
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // The server process.
@@ -659,7 +684,7 @@ TEST_CASE("10^4 malformed requests: the server keeps answering good ones; memory
     const double arenas = (2 + max_streams) * 128.0 * 1024;
     const double bound_kib = ((clients + 4 + 1) * per_connection + max_streams * per_stream + arenas) / 1024;
     std::printf("FIGURE fuzz: RSS growth bound %.0f KiB\n", bound_kib);
-    CHECK(end.rss_kib - warm.rss_kib <= bound_kib);
+    CHECK((!rss_checked || end.rss_kib - warm.rss_kib <= bound_kib));
 
     server.proc.terminate();
     CHECK(server.proc.wait() == 0); // never crashed, stopped in order
@@ -709,7 +734,13 @@ json counted_stats_retried(unsigned short port, std::atomic<std::size_t>& connec
 class good_client {
 public:
     good_client(unsigned short port, std::size_t frame_bytes)
-        : frame_bytes_(frame_bytes), ws_(port), reader_([this] { run(); }) {}
+        : frame_bytes_(frame_bytes), ws_(port, receive_buffer), reader_([this] { run(); }) {}
+
+    // A receive buffer of 4 MiB (the kernel may cap it at net.core.rmem_max): seconds of
+    // frames, so that this client's reader thread, which shares the test's two cores with the
+    // hostile clients' busy thread, is never what holds the server's writes back. What is
+    // measured is what the server sends.
+    static constexpr int receive_buffer = 4 << 20;
     good_client(const good_client&) = delete;
     good_client& operator=(const good_client&) = delete;
     ~good_client() {
@@ -1195,10 +1226,16 @@ TEST_CASE("hostile clients: a well-behaved client keeps its frame rate; threads 
     REQUIRE(good.wait_for_seq(s0 + window, 60s));
     const auto alone = good.count_in(s0, s0 + window);
 
-    // 2. The hostile clients, on one I/O thread of their own.
+    // 2. The hostile clients, on one I/O thread of their own, at nice 10: it runs flat out (a
+    // core's worth of connects and closes), and the attack measured is on the server's design
+    // (its queues, threads, buffers), not a second program stealing its CPU on the same two
+    // cores; an attacker is another machine. It still takes any core left idle.
     t::net::io_context cio;
     auto work = t::net::make_work_guard(cio);
-    std::thread client_io([&] { cio.run(); });
+    std::thread client_io([&] {
+        (void)setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 10); // this thread only
+        cio.run();
+    });
     tally tl;
     std::atomic<bool> stop{false};
     constexpr std::size_t flooders = 4;     // websocket: 3 of small messages, 1 of large ones
@@ -1399,9 +1436,9 @@ TEST_CASE("hostile clients: a well-behaved client keeps its frame rate; threads 
     const double arenas = (2 + max_streams) * 128.0 * 1024;
     const double bound_kib = (max_connections * per_connection + max_streams * per_stream + arenas) / 1024;
     std::printf("FIGURE clients: RSS bound %.0f KiB\n", bound_kib);
-    CHECK(peak.rss_kib - base.rss_kib <= bound_kib);
+    CHECK((!rss_checked || peak.rss_kib - base.rss_kib <= bound_kib));
     CHECK(settled);
-    CHECK(end.rss_kib - base.rss_kib <= bound_kib);
+    CHECK((!rss_checked || end.rss_kib - base.rss_kib <= bound_kib));
 
     server.proc.terminate();
     CHECK(server.proc.wait() == 0); // never crashed, stopped in order
