@@ -148,6 +148,11 @@ struct iceoryx_publisher_options {
     std::string sender_name{}; // in every envelope (the UI shows it); default: the instance
     // Chunks the publisher keeps for late subscribers (historyRequest); 0: none.
     std::uint64_t history = 0;
+    // The `size` of the largest mempool in RouDi's config. iceoryx 2.0 terminates the process
+    // when asked for a chunk larger than every mempool, and tells a client nothing of its
+    // config, so send() refuses (too_large) what would not fit here. The default fits the
+    // config in docs/transport.md (tests/transport/roudi.toml): 6 MiB, a 1080p BGR frame.
+    std::size_t largest_chunk = 6291456;
 };
 
 // Sends items of Codec::value_type (or stamped ones, or pointers to either) as iceoryx chunks.
@@ -190,8 +195,13 @@ public:
             if (chunk != nullptr) {
                 throw std::logic_error("codec: lend() called twice in one encode");
             }
-            if (n > UINT32_MAX - envelope_size) {
-                throw send_failure(send_status::too_large, "payload over 4 GiB");
+            // The envelope, the payload and the payload's alignment (64) at most.
+            if (n > options_.largest_chunk || envelope_size + n + 64 > options_.largest_chunk) {
+                throw send_failure(send_status::too_large,
+                                   "message of " + std::to_string(envelope_size + n) +
+                                       " bytes over the largest chunk, " +
+                                       std::to_string(options_.largest_chunk) +
+                                       " (largest_chunk; RouDi's config)");
             }
             auto r = publisher_.loan(static_cast<std::uint32_t>(envelope_size + n), 64);
             if (r.has_error()) {
