@@ -8,7 +8,7 @@
 #
 # Result: cnats_FOUND, cnats_VERSION (from nats/version.h), the target cnats::nats.
 find_path(cnats_INCLUDE_DIR nats/nats.h)
-find_library(cnats_LIBRARY NAMES nats)
+find_library(cnats_LIBRARY NAMES nats nats_static)
 if(cnats_INCLUDE_DIR AND EXISTS "${cnats_INCLUDE_DIR}/nats/version.h")
     file(STRINGS "${cnats_INCLUDE_DIR}/nats/version.h" _cnats_version_line
          REGEX "^#define NATS_VERSION_STRING +\"[^\"]+\"")
