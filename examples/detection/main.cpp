@@ -25,10 +25,13 @@
 //   [inline] read -> detect -> draw + encode -> broadcaster "jpeg"     (one thread)
 //            the UI can only go as fast as the detector.
 //
+//   --publish / --worker iceoryx|nats://...: the same graph split across processes (remote.hpp).
+//
 // The console prints each inference time. --json prints one JSON summary at exit (then the
 // inference lines go to stderr, so that stdout is exactly that object). The steps of the stages
 // are in stages.hpp, the summary in summary.hpp, the flags in settings.hpp.
 #include "page.hpp"
+#include "remote.hpp"
 #include "settings.hpp"
 #include "stages.hpp"
 #include "summary.hpp"
@@ -211,8 +214,10 @@ int main(int argc, char** argv) {
     CLI::App app{"framepipe-detect: object detection on a video, with a live web UI"};
     det::settings s;
     det::add_options(app, s);
+    det::remote_settings remote;
+    det::add_remote_options(app, remote);
     if (const auto code = fe::parse_command_line(app, argc, argv, program)) {
         return *code;
     }
-    return fe::run_main(program, [&] { return run(s); });
+    return fe::run_main(program, [&] { return remote.active() ? det::run_remote(s, remote) : run(s); });
 }

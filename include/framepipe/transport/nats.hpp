@@ -12,7 +12,7 @@
 //     p.source("frames-in", newest, in);   // a supervised source: state and counters in /metrics
 //
 // Subjects: framepipe.<pipeline>.<camera>.frames for frames, ....results for results (and the
-// receipts of a queue group, see below).
+// receipts of a queue group, see below: a receiver of results skips receipts).
 //
 // Bounded: a receiver's client buffers at most pending_messages / pending_bytes
 // (natsSubscription_SetPendingLimits); beyond that nats.c drops the message and counts it
@@ -489,9 +489,10 @@ private:
         const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(natsMsg_GetData(msg)),
                                                static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
         const auto d = read_envelope(bytes);
-        if (!d.header || d.header->kind != message_kind::receipt) {
+        if (!d.header) {
             p->counters_.malformed.fetch_add(1, std::memory_order_relaxed);
-        } else if (d.header->sender_id == p->sender_id_) { // a receipt for one of ours
+        } else if (d.header->kind == message_kind::receipt &&
+                   d.header->sender_id == p->sender_id_) { // a receipt for one of ours
             if (p->ledger_.receipt(d.header->link_seq)) {
                 p->counters_.acknowledged.fetch_add(1, std::memory_order_relaxed);
             } else {
@@ -703,6 +704,12 @@ private:
             return;
         }
         const envelope& e = *d.header;
+        if (e.kind == message_kind::receipt && options_.kind != message_kind::receipt) {
+            // Receipts share a subject with results (....results): not this receiver's business,
+            // and their link_seq is the acknowledged frame's, not a stream of their own.
+            natsMsg_Destroy(msg);
+            return;
+        }
         c.received.fetch_add(1, std::memory_order_relaxed);
         c.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
         const auto g = gaps_.see(e.sender_id, e.link_seq);
