@@ -28,6 +28,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <fcntl.h>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -319,6 +320,7 @@ void ensure_roudi(const remote_settings& r, started_roudi& started) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
     const int rc = posix_spawnp(&started.pid, "iox-roudi", &fa, nullptr, const_cast<char**>(argv), environ);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) {
@@ -362,7 +364,8 @@ int run_iceoryx(const settings& s, const remote_settings& r, const std::string& 
     tp::iceoryx_init("framepipe-detect-worker");
     tp::iceoryx_receiver<raw_mat_codec> in({.service = {.instance = instance}});
     tp::iceoryx_publisher<result_codec> out({.service = {.instance = instance, .event = "results"},
-                                            .sender_name = name});
+                                            .sender_name = name,
+                                            .kind = tp::message_kind::result});
     return run_worker(s, name, "iceoryx " + instance, in, out);
 }
 #endif

@@ -146,6 +146,7 @@ inline void iceoryx_init(std::string_view name, bool exact = false) {
 struct iceoryx_publisher_options {
     iceoryx_service service{};
     std::string sender_name{}; // in every envelope (the UI shows it); default: the instance
+    message_kind kind = message_kind::frame; // what this publisher sends (frames, results)
     // Chunks the publisher keeps for late subscribers (historyRequest); 0: none.
     std::uint64_t history = 0;
     // The `size` of the largest mempool in RouDi's config. iceoryx 2.0 terminates the process
@@ -182,7 +183,7 @@ public:
     // (no chunk of that size left: counted, the item is skipped), too_large (no mempool has
     // chunks that big) or closed. Exceptions: what the codec throws (the chunk is released).
     template <class Item>
-    send_status send(const Item& item, message_kind kind = message_kind::frame) {
+    send_status send(const Item& item) {
         const auto v = detail::view_item<value_type>(item);
         const std::lock_guard<std::mutex> lock(mu_);
         if (closed_) {
@@ -238,7 +239,7 @@ public:
             (void)lend(0);
         }
         envelope e;
-        e.kind = kind;
+        e.kind = options_.kind;
         e.payload_size = static_cast<std::uint32_t>(payload);
         e.seq = v.seq ? *v.seq : own_seq_;
         ++own_seq_;
