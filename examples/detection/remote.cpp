@@ -196,7 +196,7 @@ int run_camera(const settings& s, const std::string& where, FramesOut& frames_ou
         j["frames_read"] = video.frames_read();
         j["ui_frames"] = jpeg.frames();
         j["ui_fps"] = round2(static_cast<double>(jpeg.frames()) / std::max(run.seconds(), 1e-3));
-        j["transport_stats"] = transport_stats();
+        j["transport_stats"] = transport_stats(false);
         const auto rs = results_in.stats();
         j["results_received"] = rs.received;
         j["results_malformed"] = rs.malformed;
@@ -229,7 +229,7 @@ int run_camera(const settings& s, const std::string& where, FramesOut& frames_ou
         }
     });
     (void)r;
-    j["transport_stats"] = transport_stats(); // after the drain (NATS: receipts settled)
+    j["transport_stats"] = transport_stats(true); // after the drain, receipts settled (NATS)
     std::printf(s.json ? "%s\n" : "\n%s\n", s.json ? j.dump().c_str() : j.dump(2).c_str());
     std::fflush(stdout);
     return 0;
@@ -359,7 +359,8 @@ int run_iceoryx(const settings& s, const remote_settings& r, const std::string& 
         tp::iceoryx_receiver<result_codec> in({.service = {.instance = instance, .event = "results"},
                                                .queue_capacity = 16,
                                                .kind = tp::message_kind::result});
-        return run_camera(s, "iceoryx " + instance, out, in, video, [&] { return to_json(out.stats()); });
+        return run_camera(s, "iceoryx " + instance, out, in, video,
+                          [&](bool) { return to_json(out.stats()); });
     }
     tp::iceoryx_init("framepipe-detect-worker");
     tp::iceoryx_receiver<raw_mat_codec> in({.service = {.instance = instance}});
@@ -371,6 +372,16 @@ int run_iceoryx(const settings& s, const remote_settings& r, const std::string& 
 #endif
 
 #if defined(FRAMEPIPE_DETECT_NATS)
+// A NATS publisher's figures; at the end (final), after waiting up to 2 s for the last receipts,
+// so that every frame is either acknowledged or lost.
+template <class Publisher>
+nlohmann::json settled(Publisher& out, bool final) {
+    if (final) {
+        out.settle(std::chrono::seconds(2));
+    }
+    return to_json(out.stats());
+}
+
 int run_nats(const settings& s, const remote_settings& r, const std::string& name,
              const std::string& urls) {
     const auto frames_subject = tp::frame_subject("detect", r.stream);
@@ -395,10 +406,10 @@ int run_nats(const settings& s, const remote_settings& r, const std::string& nam
         const std::string where = urls + " (" + r.wire_codec + ")";
         if (r.wire_codec == "raw") {
             tp::nats_publisher<raw_mat_codec> out(nc, po);
-            return run_camera(s, where, out, in, video, [&] { return to_json(out.stats()); });
+            return run_camera(s, where, out, in, video, [&](bool final) { return settled(out, final); });
         }
         tp::nats_publisher<jpeg_mat_codec> out(nc, po, jpeg_mat_codec{s.jpeg_quality});
-        return run_camera(s, where, out, in, video, [&] { return to_json(out.stats()); });
+        return run_camera(s, where, out, in, video, [&](bool final) { return settled(out, final); });
     }
     tp::nats_connection nc({.servers = split_urls(urls), .name = name, .max_attempts = r.max_attempts});
     tp::nats_publisher<result_codec> out(nc, {.subject = results_subject, .sender_name = name,
