@@ -433,10 +433,8 @@ private:
             c.subscriber.unsubscribe();
         }
         c.counters.state.store(live_state::stopped, std::memory_order_relaxed);
-        {
-            const std::lock_guard<std::mutex> lock(ended_mu_);
-            ended_ = true;
-        }
+        const std::lock_guard<std::mutex> lock(ended_mu_);
+        ended_ = true;
         ended_cv_.notify_all();
     }
 

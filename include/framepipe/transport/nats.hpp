@@ -265,10 +265,10 @@ private:
             auto* s = static_cast<shared*>(self);
             s->counters.state.store(s->closing.load() ? live_state::stopped : live_state::failed,
                                     std::memory_order_relaxed);
-            {
-                const std::lock_guard<std::mutex> lock(s->mu);
-                s->closed = true;
-            }
+            // Notified under the lock: the destructor, woken, frees this object (cv included) as
+            // soon as it can take the lock, so the notify must be over by then.
+            const std::lock_guard<std::mutex> lock(s->mu);
+            s->closed = true;
             s->cv.notify_all();
         }
         static void on_error(natsConnection*, natsSubscription*, natsStatus err, void* self) {
@@ -503,10 +503,9 @@ private:
     }
     static void on_complete(void* self) {
         auto* p = static_cast<nats_publisher*>(self);
-        {
-            const std::lock_guard<std::mutex> lock(p->done_mu_);
-            p->done_ = true;
-        }
+        // Under the lock: close() returns, and the publisher may go, once it can take the lock.
+        const std::lock_guard<std::mutex> lock(p->done_mu_);
+        p->done_ = true;
         p->done_cv_.notify_all();
     }
 
@@ -629,10 +628,8 @@ public:
             }
             natsSubscription_Destroy(sub);
         }
-        {
-            const std::lock_guard<std::mutex> lock(done_mu_);
-            stopped_ = true;
-        }
+        const std::lock_guard<std::mutex> lock(done_mu_);
+        stopped_ = true;
         done_cv_.notify_all();
     }
 
@@ -682,10 +679,9 @@ private:
     }
     static void on_complete(void* self) {
         auto* r = static_cast<nats_receiver*>(self);
-        {
-            const std::lock_guard<std::mutex> lock(r->done_mu_);
-            r->done_ = true;
-        }
+        // Under the lock: stop() returns, and the receiver may go, once it can take the lock.
+        const std::lock_guard<std::mutex> lock(r->done_mu_);
+        r->done_ = true;
         r->done_cv_.notify_all();
     }
 
