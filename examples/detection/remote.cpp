@@ -11,6 +11,7 @@
 #include "common/video_source.hpp"
 #include "common/web_ui.hpp"
 
+#include <framepipe/exposition.hpp>
 #include <framepipe/framepipe.hpp>
 #if defined(FRAMEPIPE_DETECT_ICEORYX)
 #include <framepipe/transport/iceoryx.hpp>
@@ -148,6 +149,21 @@ std::optional<result> as_local(const tp::received_ptr<detection_result>& r) {
     return out;
 }
 
+nlohmann::json to_json(const tp::transport_stats& t) {
+    return {{"state", std::string(framepipe::to_string(t.state))},
+            {"connects", t.connects},
+            {"reconnects", t.reconnects},
+            {"sent", t.sent},
+            {"no_buffer", t.no_buffer},
+            {"too_large", t.too_large},
+            {"disconnected", t.disconnected},
+            {"send_failed", t.send_failed},
+            {"acknowledged", t.acknowledged},
+            {"lost_in_transport", t.lost_in_transport},
+            {"pending_receipts", t.pending_receipts},
+            {"last_error", t.last_error}};
+}
+
 template <class FramesOut, class ResultsIn, class TransportStats>
 int run_camera(const settings& s, const std::string& where, FramesOut& frames_out,
                ResultsIn& results_in, video_source& video, TransportStats transport_stats) {
@@ -196,7 +212,7 @@ int run_camera(const settings& s, const std::string& where, FramesOut& frames_ou
         j["frames_read"] = video.frames_read();
         j["ui_frames"] = jpeg.frames();
         j["ui_fps"] = round2(static_cast<double>(jpeg.frames()) / std::max(run.seconds(), 1e-3));
-        j["transport_stats"] = transport_stats(false);
+        j["transport_stats"] = to_json(transport_stats(false));
         const auto rs = results_in.stats();
         j["results_received"] = rs.received;
         j["results_malformed"] = rs.malformed;
@@ -208,13 +224,18 @@ int run_camera(const settings& s, const std::string& where, FramesOut& frames_ou
     };
     std::optional<web_server> server;
     if (!s.no_ui) {
-        server.emplace(web_ui_options({.host = s.host,
+        auto options = web_ui_options({.host = s.host,
                                        .port = static_cast<unsigned short>(s.port),
                                        .page_html = page_html,
                                        .max_streams = s.max_clients,
                                        .log_name = program},
-                                      p, stats),
-                       jpegs);
+                                      p, stats);
+        // /metrics: the pipeline's, and the frames' link (a sink's publisher is no stage).
+        options.metrics_text = [&] {
+            return framepipe::to_prometheus(p.snapshot()) +
+                   tp::to_prometheus(transport_stats(false), "detect-publish", "to-workers");
+        };
+        server.emplace(std::move(options), jpegs);
         server->start();
         announce(console, program, s.host, *server);
     }
@@ -229,7 +250,7 @@ int run_camera(const settings& s, const std::string& where, FramesOut& frames_ou
         }
     });
     (void)r;
-    j["transport_stats"] = transport_stats(true); // after the drain, receipts settled (NATS)
+    j["transport_stats"] = to_json(transport_stats(true)); // after the drain, receipts settled
     std::printf(s.json ? "%s\n" : "\n%s\n", s.json ? j.dump().c_str() : j.dump(2).c_str());
     std::fflush(stdout);
     return 0;
@@ -283,20 +304,6 @@ int run_worker(const settings& s, const std::string& name, const std::string& wh
     return 0;
 }
 
-nlohmann::json to_json(const tp::transport_stats& t) {
-    return {{"state", std::string(framepipe::to_string(t.state))},
-            {"connects", t.connects},
-            {"reconnects", t.reconnects},
-            {"sent", t.sent},
-            {"no_buffer", t.no_buffer},
-            {"too_large", t.too_large},
-            {"disconnected", t.disconnected},
-            {"send_failed", t.send_failed},
-            {"acknowledged", t.acknowledged},
-            {"lost_in_transport", t.lost_in_transport},
-            {"pending_receipts", t.pending_receipts},
-            {"last_error", t.last_error}};
-}
 
 video_source open_video(const settings& s) {
     const double fps = parse_source_fps(s.source_fps);
@@ -359,8 +366,7 @@ int run_iceoryx(const settings& s, const remote_settings& r, const std::string& 
         tp::iceoryx_receiver<result_codec> in({.service = {.instance = instance, .event = "results"},
                                                .queue_capacity = 16,
                                                .kind = tp::message_kind::result});
-        return run_camera(s, "iceoryx " + instance, out, in, video,
-                          [&](bool) { return to_json(out.stats()); });
+        return run_camera(s, "iceoryx " + instance, out, in, video, [&](bool) { return out.stats(); });
     }
     tp::iceoryx_init("framepipe-detect-worker");
     tp::iceoryx_receiver<raw_mat_codec> in({.service = {.instance = instance}});
@@ -375,11 +381,11 @@ int run_iceoryx(const settings& s, const remote_settings& r, const std::string& 
 // A NATS publisher's figures; at the end (final), after waiting up to 2 s for the last receipts,
 // so that every frame is either acknowledged or lost.
 template <class Publisher>
-nlohmann::json settled(Publisher& out, bool final) {
+tp::transport_stats settled(Publisher& out, bool final) {
     if (final) {
         out.settle(std::chrono::seconds(2));
     }
-    return to_json(out.stats());
+    return out.stats();
 }
 
 int run_nats(const settings& s, const remote_settings& r, const std::string& name,

@@ -109,3 +109,18 @@ TEST_CASE("delivery_ledger: a frame is acknowledged or, after the horizon, lost:
     CHECK_FALSE(l.receipt(1)); // late: already counted lost
     CHECK(l.waiting() == 0);
 }
+
+TEST_CASE("to_prometheus: a link's figures as counters and a state gauge, labels escaped") {
+    tp::transport_stats s;
+    s.sent = 10;
+    s.lost_in_transport = 2;
+    s.state = framepipe::live_state::backoff;
+    const auto text = tp::to_prometheus(s, "p\"1", "to-workers");
+    CHECK(text.find("framepipe_transport_sent_total{pipeline=\"p\\\"1\",link=\"to-workers\"} 10\n") !=
+          std::string::npos);
+    CHECK(text.find("framepipe_transport_lost_in_transport_total{pipeline=\"p\\\"1\",link=\"to-workers\"} 2\n") !=
+          std::string::npos);
+    CHECK(text.find("state=\"backoff\"} 1\n") != std::string::npos);
+    CHECK(text.find("state=\"streaming\"} 0\n") != std::string::npos);
+    CHECK(text.find("# TYPE framepipe_transport_sent_total counter\n") != std::string::npos);
+}

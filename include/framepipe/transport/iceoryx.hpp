@@ -183,7 +183,7 @@ public:
     // (no chunk of that size left: counted, the item is skipped), too_large (no mempool has
     // chunks that big) or closed. Exceptions: what the codec throws (the chunk is released).
     template <class Item>
-    send_status send(const Item& item) {
+    [[nodiscard]] send_status send(const Item& item) {
         const auto v = detail::view_item<value_type>(item);
         const std::lock_guard<std::mutex> lock(mu_);
         if (closed_) {

@@ -113,6 +113,18 @@ namespace detail {
     return out;
 }
 
+// A connection's figures folded into a publisher's or receiver's.
+inline void merge_connection(transport_stats& s, const transport_stats& c) {
+    s.state = c.state;
+    s.epoch = c.epoch;
+    s.connects = c.connects;
+    s.reconnects = c.reconnects;
+    s.disconnects = c.disconnects;
+    if (s.last_error.empty()) {
+        s.last_error = c.last_error;
+    }
+}
+
 inline std::int64_t backoff_ms(const backoff_options& b, int attempt, std::mt19937_64& rng) {
     const double base = std::chrono::duration<double, std::milli>(b.initial).count() *
                         std::pow(b.multiplier, std::max(0, attempt - 1));
@@ -129,7 +141,9 @@ public:
     // Connects, trying every server up to max_attempts times with the backoff between. Blocks.
     // Throws nats_error with one line ("cannot connect to nats://...: No server available (3
     // attempts)") when that fails, std::invalid_argument for an empty server list.
-    explicit nats_connection(nats_options options) : state_(new shared()) {
+    explicit nats_connection(nats_options options) {
+        auto owner = std::make_unique<shared>(); // ours until connected; then the callbacks'
+        state_ = owner.get();
         state_->options = std::move(options);
         const auto& o = state_->options;
         if (o.servers.empty()) {
@@ -168,12 +182,9 @@ public:
             last = detail::nats_text(s);
             c.error(last);
             if (o.max_attempts != 0 && attempt >= o.max_attempts) {
-                const std::string why = "cannot connect to " + join(o.servers) + ": " + last +
-                                        " (" + std::to_string(attempt) +
-                                        (attempt == 1 ? " attempt)" : " attempts)");
-                delete state_;
-                state_ = nullptr;
-                throw nats_error(why);
+                throw nats_error("cannot connect to " + join(o.servers) + ": " + last + " (" +
+                                 std::to_string(attempt) +
+                                 (attempt == 1 ? " attempt)" : " attempts)"));
             }
             c.state.store(live_state::backoff, std::memory_order_relaxed);
             std::this_thread::sleep_for(std::chrono::milliseconds(
@@ -184,6 +195,7 @@ public:
         c.epoch.store(1, std::memory_order_relaxed);
         c.state.store(live_state::streaming, std::memory_order_relaxed);
         max_payload_ = natsConnection_GetMaxPayload(nc_);
+        (void)owner.release(); // freed by the destructor, once the closed callback has run
     }
 
     nats_connection(const nats_connection&) = delete;
@@ -295,7 +307,7 @@ private:
         return out;
     }
 
-    shared* state_; // the callbacks' closure: outlives nc_ (see the destructor)
+    shared* state_ = nullptr; // the callbacks' closure: outlives nc_ (see the destructor)
     natsConnection* nc_ = nullptr;
     std::int64_t max_payload_ = 0;
 };
@@ -350,7 +362,7 @@ public:
     // disconnected (dropped while reconnecting, with drop_while_disconnected), failed (nats.c
     // refused it: last_error says why) or closed. Exceptions: what the codec throws.
     template <class Item>
-    send_status send(const Item& item) {
+    [[nodiscard]] send_status send(const Item& item) {
         const auto v = detail::view_item<value_type>(item);
         const std::lock_guard<std::mutex> lock(mu_);
         if (closed_) {
@@ -471,7 +483,7 @@ public:
             expire();
         }
         auto s = counters_.snapshot();
-        merge_connection(s, nc_.stats());
+        detail::merge_connection(s, nc_.stats());
         s.pending_receipts = ledger_.waiting();
         return s;
     }
@@ -526,18 +538,6 @@ private:
     std::condition_variable done_cv_;
     bool done_ = false; // guarded by done_mu_
 
-public:
-    // The connection's figures folded into a publisher's or receiver's.
-    static void merge_connection(transport_stats& s, const transport_stats& c) {
-        s.state = c.state;
-        s.epoch = c.epoch;
-        s.connects = c.connects;
-        s.reconnects = c.reconnects;
-        s.disconnects = c.disconnects;
-        if (s.last_error.empty()) {
-            s.last_error = c.last_error;
-        }
-    }
 };
 
 struct nats_receiver_options {
@@ -644,7 +644,7 @@ public:
     // stall_timeout) and counters, and this receiver's. Any thread.
     [[nodiscard]] transport_stats stats() const {
         auto s = counters_.snapshot();
-        nats_publisher<Codec>::merge_connection(s, nc_.stats());
+        detail::merge_connection(s, nc_.stats());
         {
             const std::lock_guard<std::mutex> lock(mu_);
             s.slow_consumer_dropped = sub_ != nullptr ? dropped(sub_) : dropped_at_stop_;

@@ -485,4 +485,58 @@ bool push_item(Out& out, H&& h) {
 }
 
 } // namespace detail
+
+// A publisher's (or receiver's) figures as Prometheus text, for a /metrics that also shows what
+// is not a pipeline stage (a publisher is called from a sink): framepipe_transport_*{pipeline,
+// link} counters and a state gauge per state. `pipeline` and `link` are label values (quotes and
+// backslashes are escaped). One link per /metrics body: each call writes the families' HELP and
+// TYPE lines, which Prometheus accepts once. May throw std::bad_alloc.
+[[nodiscard]] inline std::string to_prometheus(const transport_stats& s, std::string_view pipeline,
+                                               std::string_view link) {
+    const auto esc = [](std::string_view v) {
+        std::string out;
+        for (const char c : v) {
+            if (c == '\\' || c == '"') {
+                out += '\\';
+                out += c;
+            } else if (c == '\n') {
+                out += "\\n";
+            } else {
+                out += c;
+            }
+        }
+        return out;
+    };
+    const std::string labels = "pipeline=\"" + esc(pipeline) + "\",link=\"" + esc(link) + "\"";
+    std::string out;
+    const auto counter = [&](const char* name, const char* help, std::uint64_t v) {
+        out += std::string("# HELP framepipe_transport_") + name + "_total " + help + "\n";
+        out += std::string("# TYPE framepipe_transport_") + name + "_total counter\n";
+        out += std::string("framepipe_transport_") + name + "_total{" + labels + "} " +
+               std::to_string(v) + "\n";
+    };
+    counter("sent", "Messages handed to the transport.", s.sent);
+    counter("bytes_sent", "Bytes of those messages, envelopes included.", s.bytes_sent);
+    counter("no_buffer", "Sends skipped: no iceoryx chunk to loan.", s.no_buffer);
+    counter("too_large", "Sends refused: over max_payload or the largest chunk.", s.too_large);
+    counter("disconnected", "Sends dropped while the connection was down.", s.disconnected);
+    counter("send_failed", "Sends the transport refused for another reason.", s.send_failed);
+    counter("acknowledged", "Frames a queue group member acknowledged (receipts).", s.acknowledged);
+    counter("lost_in_transport", "Messages the transport lost (gaps, or no receipt in time).",
+            s.lost_in_transport);
+    counter("late_receipts", "Receipts for frames already counted as lost.", s.late_receipts);
+    counter("received", "Well-formed messages received.", s.received);
+    counter("malformed", "Messages that could not be read (counted and skipped).", s.malformed);
+    counter("slow_consumer_dropped", "Messages the client dropped over its pending limit.",
+            s.slow_consumer_dropped);
+    counter("reconnects", "Connections made after the first.", s.reconnects);
+    out += "# HELP framepipe_transport_state 1 for the link's state, 0 for the others.\n";
+    out += "# TYPE framepipe_transport_state gauge\n";
+    for (const live_state st : all_live_states) {
+        out += "framepipe_transport_state{" + labels + ",state=\"" + std::string(to_string(st)) +
+               "\"} " + (st == s.state ? "1" : "0") + "\n";
+    }
+    return out;
+}
+
 } // namespace framepipe::transport
