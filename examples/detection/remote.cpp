@@ -256,6 +256,19 @@ int run_camera(const settings& s, const std::string& where, FramesOut& frames_ou
     return 0;
 }
 
+// A receiver started before the pipeline (so that the worker announces itself only once it is
+// subscribed), supervised by the pipeline from then on.
+template <class Rx>
+struct already_started {
+    Rx& rx;
+    template <class Out>
+    void start(Out&) {}
+    void stop() { rx.stop(); }
+    bool wait(std::stop_token stop) { return rx.wait(stop); }
+    [[nodiscard]] framepipe::source_status status() const { return rx.status(); }
+    [[nodiscard]] std::optional<std::string> failure() const { return rx.failure(); }
+};
+
 template <class FramesIn, class ResultsOut>
 int run_worker(const settings& s, const std::string& name, const std::string& where,
                FramesIn& frames_in, ResultsOut& results_out) {
@@ -272,7 +285,9 @@ int run_worker(const settings& s, const std::string& name, const std::string& wh
     framepipe::latest_slot<frame_handle> newest;
     framepipe::pipeline p("detect-worker");
     p.channel(newest, "frames");
-    p.source("frames-in", newest, frames_in);
+    frames_in.start(newest); // subscribed from here on: the line below means "ready"
+    already_started<FramesIn> source{frames_in};
+    p.source("frames-in", newest, source);
     p.sink("detector", newest, [&](const frame_handle& f) {
         // A header over the received pixels (the iceoryx chunk itself): no copy.
         const video_frame view{f->value, f->seq, f->captured, f->epoch};
@@ -440,9 +455,9 @@ void add_remote_options(CLI::App& app, remote_settings& r) {
                                "run the camera and UI side, frames out on iceoryx or nats://host:port[,...]");
     auto* wrk = app.add_option("--worker", r.worker, "run a detector worker on iceoryx or nats://...");
     pub->excludes(wrk);
-    app.add_option("--stream", r.stream, "the camera's name in subjects and services (default cam0)");
-    app.add_option("--group", r.group, "NATS queue group of the workers (default detectors)");
-    app.add_option("--name", r.name, "this process's name in its messages (default worker-<host>-<pid>)");
+    app.add_option("--camera-name", r.stream, "the camera's name in subjects and services (default cam0)");
+    app.add_option("--queue-group", r.group, "NATS queue group of the workers (default detectors)");
+    app.add_option("--worker-name", r.name, "this process's name in its messages (default worker-<host>-<pid>)");
     app.add_option("--wire-codec", r.wire_codec, "NATS frames: jpeg (default) or raw")
         ->check(CLI::IsMember({"jpeg", "raw"}));
     app.add_option("--max-attempts", r.max_attempts, "NATS connect attempts at start (default 3)")

@@ -14,7 +14,7 @@
 // Frames go to framepipe.detect.<stream>.frames (NATS; iceoryx: service framepipe /
 // detect.<stream> / frames), results come back on ....results with the frame's seq and the
 // worker's name, and the UI draws them exactly as in one process, naming the worker. NATS workers
-// share the frames in a queue group (--group) and send receipts, so the camera side counts the
+// share the frames in a queue group (--queue-group) and send receipts, so the camera side counts the
 // frames no worker got (lost_in_transport). Codecs: iceoryx raw (one copy, into the chunk); NATS
 // JPEG or raw (--wire-codec), raw only while a frame fits max_payload.
 //

@@ -43,8 +43,8 @@ std::vector<std::string> detect(std::vector<std::string> args) {
 TEST_CASE("detect over NATS: two workers in a queue group share the frames; the UI holds its rate "
           "and names the worker of each result; every frame is accounted for") {
     framepipe_test::nats_server server;
-    process w1(detect({"--worker", server.url(), "--name", "w1", "--detect-fps", "0", "--json"}));
-    process w2(detect({"--worker", server.url(), "--name", "w2", "--detect-fps", "0", "--json"}));
+    process w1(detect({"--worker", server.url(), "--worker-name", "w1", "--detect-fps", "0", "--json"}));
+    process w2(detect({"--worker", server.url(), "--worker-name", "w2", "--detect-fps", "0", "--json"}));
     REQUIRE(w1.wait_for("worker w1 on", 60s));
     REQUIRE(w2.wait_for("worker w2 on", 60s));
     process cam(detect({"--publish", server.url(), "--no-ui", "--duration", "8", "--json"}));
@@ -88,7 +88,7 @@ TEST_CASE("detect over NATS: bad input is one line and exit 2; a malformed frame
         CHECK(std::count(err.begin(), err.end(), '\n') == 1);
     }
     SECTION("malformed messages on the frames subject: counted, skipped, no crash") {
-        process w(detect({"--worker", server.url(), "--name", "w1", "--json"}));
+        process w(detect({"--worker", server.url(), "--worker-name", "w1", "--json"}));
         REQUIRE(w.wait_for("worker w1 on", 60s));
         framepipe::transport::nats_connection nc({.servers = {server.url()}});
         const std::string subject = framepipe::transport::frame_subject("detect", "cam0");
@@ -113,7 +113,7 @@ TEST_CASE("detect over iceoryx: the UI holds its rate while the worker runs HOG;
     process cam(detect({"--publish", "iceoryx", "--no-ui", "--duration", "10", "--json",
                         "--roudi-config", FRAMEPIPE_ROUDI_CONFIG}));
     REQUIRE(cam.wait_for("publishing frames on iceoryx", 60s));
-    process w(detect({"--worker", "iceoryx", "--name", "w1", "--detect-fps", "0", "--json"}));
+    process w(detect({"--worker", "iceoryx", "--worker-name", "w1", "--detect-fps", "0", "--json"}));
     REQUIRE(w.wait_for("worker w1 on", 60s));
     std::this_thread::sleep_for(5s);
     w.terminate(); // before the camera (and its RouDi) goes
