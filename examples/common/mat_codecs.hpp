@@ -66,13 +66,13 @@ struct raw_mat_codec {
         const int cols = head[2];
         const int type = head[3];
         // Depth 0..6 (8U..64F), 1 to 4 channels: type = depth + 8 * (channels - 1).
-        if (static_cast<std::uint32_t>(head[0]) != magic || rows <= 0 || cols <= 0 || rows > 16384 ||
-            cols > 16384 || type < 0 || type >= 32 || (type & 7) > 6) {
+        if (static_cast<std::uint32_t>(head[0]) != magic || rows <= 0 || cols <= 0 ||
+            rows > 16384 || cols > 16384 || type < 0 || type >= 32 || (type & 7) > 6) {
             return std::nullopt;
         }
         const auto elem = static_cast<std::size_t>(CV_ELEM_SIZE(type));
-        if (elem == 0 ||
-            b.size() - header_size != static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols) * elem) {
+        if (elem == 0 || b.size() - header_size != static_cast<std::size_t>(rows) *
+                                                       static_cast<std::size_t>(cols) * elem) {
             return std::nullopt;
         }
         // A header over the bytes (cv::Mat wants a non-const pointer; nobody writes through it).

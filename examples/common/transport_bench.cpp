@@ -59,7 +59,9 @@ struct empty_codec { // results: the envelope alone (seq, sender)
 };
 
 volatile std::sig_atomic_t echo_stop = 0;
-extern "C" void on_term(int) { echo_stop = 1; }
+extern "C" void on_term(int) {
+    echo_stop = 1;
+}
 
 // The echo side: frames in, a result per frame out, until SIGTERM; prints its CPU per frame.
 template <class In, class Out>
@@ -80,12 +82,14 @@ int echo(In& in, Out& out) {
         }
         volatile auto touch = (*f)->value.at<cv::Vec3b>(0, 0)[0]; // read the pixels in place
         (void)touch;
-        (void)out.send(framepipe::stamped<std::vector<std::byte>>{{}, (*f)->seq, (*f)->captured, 0});
+        (void)out.send(
+            framepipe::stamped<std::vector<std::byte>>{{}, (*f)->seq, (*f)->captured, 0});
         ++n;
     }
     in.stop();
     std::printf("echo {\"frames\": %llu, \"cpu_ms_per_frame\": %.3f, \"lost\": %llu}\n",
-                static_cast<unsigned long long>(n), n ? (cpu_seconds() - cpu0) * 1000.0 / static_cast<double>(n) : 0.0,
+                static_cast<unsigned long long>(n),
+                n ? (cpu_seconds() - cpu0) * 1000.0 / static_cast<double>(n) : 0.0,
                 static_cast<unsigned long long>(in.stats().lost_in_transport));
     std::fflush(stdout);
     return 0;
@@ -118,7 +122,8 @@ nlohmann::json drive(Pub& pub, Rx& results, const cv::Mat& image, pid_t echo_pid
         }
         ++seq;
     }
-    const double pingpong_fps = static_cast<double>(rtt.count()) / duration<double>(steady_clock::now() - t0).count();
+    const double pingpong_fps =
+        static_cast<double>(rtt.count()) / duration<double>(steady_clock::now() - t0).count();
     // 2. Paced at 30 fps.
     std::this_thread::sleep_for(milliseconds(200));
     while (back.try_pop()) {
@@ -128,7 +133,10 @@ nlohmann::json drive(Pub& pub, Rx& results, const cv::Mat& image, pid_t echo_pid
     t0 = steady_clock::now();
     for (auto next = t0; steady_clock::now() - t0 < seconds(3); next += microseconds(33333)) {
         std::this_thread::sleep_until(next);
-        sent += pub.send(framepipe::stamped<cv::Mat>{image, seq++, steady_clock::now(), 0}) == tp::send_status::sent ? 1U : 0U;
+        sent += pub.send(framepipe::stamped<cv::Mat>{image, seq++, steady_clock::now(), 0}) ==
+                        tp::send_status::sent
+                    ? 1U
+                    : 0U;
     }
     const double cpu = cpu_seconds() - cpu0;
     std::this_thread::sleep_for(milliseconds(500));
@@ -138,19 +146,25 @@ nlohmann::json drive(Pub& pub, Rx& results, const cv::Mat& image, pid_t echo_pid
     }
     results.stop();
     ::kill(echo_pid, SIGTERM);
-    return {{"rtt_p50_ms", std::round(duration<double, std::milli>(rtt.quantile(0.5)).count() * 100) / 100},
-            {"rtt_p99_ms", std::round(duration<double, std::milli>(rtt.quantile(0.99)).count() * 100) / 100},
-            {"pingpong_fps", std::round(pingpong_fps * 10) / 10},
-            {"paced_sent", sent},
-            {"paced_answered", answered},
-            {"sender_cpu_ms_per_frame", std::round(cpu * 1000.0 / static_cast<double>(std::max<std::uint64_t>(sent, 1)) * 1000) / 1000}};
+    return {
+        {"rtt_p50_ms",
+         std::round(duration<double, std::milli>(rtt.quantile(0.5)).count() * 100) / 100},
+        {"rtt_p99_ms",
+         std::round(duration<double, std::milli>(rtt.quantile(0.99)).count() * 100) / 100},
+        {"pingpong_fps", std::round(pingpong_fps * 10) / 10},
+        {"paced_sent", sent},
+        {"paced_answered", answered},
+        {"sender_cpu_ms_per_frame",
+         std::round(cpu * 1000.0 / static_cast<double>(std::max<std::uint64_t>(sent, 1)) * 1000) /
+             1000}};
 }
 
 } // namespace
 
 int main(int argc, char** argv) {
     if (argc < 5) {
-        std::fprintf(stderr, "usage: framepipe-transport-bench iceoryx|nats://... raw|jpeg WIDTH HEIGHT\n");
+        std::fprintf(stderr,
+                     "usage: framepipe-transport-bench iceoryx|nats://... raw|jpeg WIDTH HEIGHT\n");
         return 2;
     }
     const std::string where = argv[1];
@@ -162,19 +176,24 @@ int main(int argc, char** argv) {
         if (is_echo) {
             if (iceoryx) {
                 tp::iceoryx_init("bench-echo");
-                tp::iceoryx_receiver<fe::raw_mat_codec> in({.service = {.instance = "bench"}, .queue_capacity = 8});
-                tp::iceoryx_publisher<empty_codec> out({.service = {.instance = "bench", .event = "results"},
-                                                        .kind = tp::message_kind::result});
+                tp::iceoryx_receiver<fe::raw_mat_codec> in(
+                    {.service = {.instance = "bench"}, .queue_capacity = 8});
+                tp::iceoryx_publisher<empty_codec> out(
+                    {.service = {.instance = "bench", .event = "results"},
+                     .kind = tp::message_kind::result});
                 return echo(in, out);
             }
             tp::nats_connection nc({.servers = {where}});
-            tp::nats_publisher<empty_codec> out(nc, {.subject = "bench.results", .kind = tp::message_kind::result,
+            tp::nats_publisher<empty_codec> out(nc, {.subject = "bench.results",
+                                                     .kind = tp::message_kind::result,
                                                      .drop_while_disconnected = false});
             if (codec == "jpeg") {
-                tp::nats_receiver<fe::jpeg_mat_codec> in(nc, {.subject = "bench.frames", .pending_messages = 64});
+                tp::nats_receiver<fe::jpeg_mat_codec> in(
+                    nc, {.subject = "bench.frames", .pending_messages = 64});
                 return echo(in, out);
             }
-            tp::nats_receiver<fe::raw_mat_codec> in(nc, {.subject = "bench.frames", .pending_messages = 64});
+            tp::nats_receiver<fe::raw_mat_codec> in(
+                nc, {.subject = "bench.frames", .pending_messages = 64});
             return echo(in, out);
         }
         cv::Mat first;
@@ -186,7 +205,8 @@ int main(int argc, char** argv) {
         cv::resize(first, image, cv::Size(std::atoi(argv[3]), std::atoi(argv[4])));
         const pid_t child = fork();
         if (child == 0) {
-            execl("/proc/self/exe", argv[0], argv[1], argv[2], argv[3], argv[4], "echo", static_cast<char*>(nullptr));
+            execl("/proc/self/exe", argv[0], argv[1], argv[2], argv[3], argv[4], "echo",
+                  static_cast<char*>(nullptr));
             _exit(127);
         }
         std::this_thread::sleep_for(seconds(1));
@@ -194,12 +214,15 @@ int main(int argc, char** argv) {
         if (iceoryx) {
             tp::iceoryx_init("bench");
             tp::iceoryx_publisher<fe::raw_mat_codec> pub({.service = {.instance = "bench"}});
-            tp::iceoryx_receiver<empty_codec> back({.service = {.instance = "bench", .event = "results"},
-                                                    .queue_capacity = 64, .kind = tp::message_kind::result});
+            tp::iceoryx_receiver<empty_codec> back(
+                {.service = {.instance = "bench", .event = "results"},
+                 .queue_capacity = 64,
+                 .kind = tp::message_kind::result});
             j = drive(pub, back, image, child);
         } else {
             tp::nats_connection nc({.servers = {where}});
-            tp::nats_receiver<empty_codec> back(nc, {.subject = "bench.results", .pending_messages = 1024,
+            tp::nats_receiver<empty_codec> back(nc, {.subject = "bench.results",
+                                                     .pending_messages = 1024,
                                                      .kind = tp::message_kind::result});
             if (codec == "jpeg") {
                 tp::nats_publisher<fe::jpeg_mat_codec> pub(nc, {.subject = "bench.frames"});

@@ -219,5 +219,6 @@ int main(int argc, char** argv) {
     if (const auto code = fe::parse_command_line(app, argc, argv, program)) {
         return *code;
     }
-    return fe::run_main(program, [&] { return remote.active() ? det::run_remote(s, remote) : run(s); });
+    return fe::run_main(program,
+                        [&] { return remote.active() ? det::run_remote(s, remote) : run(s); });
 }

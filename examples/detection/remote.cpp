@@ -57,15 +57,21 @@ struct result_codec {
     void encode(const detection_result& r, tp::lender& lend) const {
         nlohmann::json boxes = nlohmann::json::array();
         for (const auto& b : r.boxes) {
-            boxes.push_back({{"x", b.box.x}, {"y", b.box.y}, {"w", b.box.width}, {"h", b.box.height},
-                             {"label", b.label}, {"score", b.score}, {"class_id", b.class_id}});
+            boxes.push_back({{"x", b.box.x},
+                             {"y", b.box.y},
+                             {"w", b.box.width},
+                             {"h", b.box.height},
+                             {"label", b.label},
+                             {"score", b.score},
+                             {"class_id", b.class_id}});
         }
         const auto text = nlohmann::json{{"boxes", boxes}, {"inference_ms", r.inference_ms}}.dump();
         const auto out = lend(text.size());
         std::memcpy(out.data(), text.data(), text.size());
     }
 
-    [[nodiscard]] std::optional<detection_result> decode(std::span<const std::byte> b) const noexcept {
+    [[nodiscard]] std::optional<detection_result> decode(
+        std::span<const std::byte> b) const noexcept {
         try {
             const auto* p = reinterpret_cast<const char*>(b.data());
             const auto j = nlohmann::json::parse(p, p + b.size());
@@ -185,7 +191,12 @@ int run_camera(const settings& s, const std::string& where, FramesOut& frames_ou
     framepipe::pipeline p("detect-publish");
     p.channel(frames, "frames").channel(jpegs, "jpeg").channel(results, "results");
     p.source("camera", frames, read, {.max_rate_hz = video.pace_hz()});
-    p.sink("to-workers", tx_in, [&](const frame_ptr& f) { (void)frames_out.send(f); });
+    p.sink("to-workers", tx_in, [&](const frame_ptr& f) {
+        // A frame too large for the transport will not shrink: stop, saying so (exit 2).
+        if (frames_out.send(f) == tp::send_status::too_large) {
+            throw std::runtime_error(frames_out.stats().last_error);
+        }
+    });
     p.source("from-workers", results, results_in);
     p.stage("ui", ui_in, jpegs, [&](const frame_ptr& f) {
         const auto r = results.slot.peek();
@@ -243,13 +254,14 @@ int run_camera(const settings& s, const std::string& where, FramesOut& frames_ou
                  where.c_str());
     std::fflush(console);
     nlohmann::json j;
-    const auto r = run.run([&](run_end) {
+    // A stage that fails (to-workers: a frame over the transport's limit) ends the run with
+    // framepipe::stage_error, which run_main prints as one line, exit 2.
+    (void)run.run([&](run_end) {
         j = stats();
         if (server) {
             server->stop();
         }
     });
-    (void)r;
     j["transport_stats"] = to_json(transport_stats(true)); // after the drain, receipts settled
     std::printf(s.json ? "%s\n" : "\n%s\n", s.json ? j.dump().c_str() : j.dump(2).c_str());
     std::fflush(stdout);
@@ -288,14 +300,16 @@ int run_worker(const settings& s, const std::string& name, const std::string& wh
     frames_in.start(newest); // subscribed from here on: the line below means "ready"
     already_started<FramesIn> source{frames_in};
     p.source("frames-in", newest, source);
-    p.sink("detector", newest, [&](const frame_handle& f) {
-        // A header over the received pixels (the iceoryx chunk itself): no copy.
-        const video_frame view{f->value, f->seq, f->captured, f->epoch};
-        (void)results_out.send(detect(view));
-    }, {.max_rate_hz = s.detect_fps});
+    p.sink("detector", newest,
+           [&](const frame_handle& f) {
+               // A header over the received pixels (the iceoryx chunk itself): no copy.
+               const video_frame view{f->value, f->seq, f->captured, f->epoch};
+               (void)results_out.send(detect(view));
+           },
+           {.max_rate_hz = s.detect_fps});
     run_loop run(p, {.duration_s = s.duration});
-    std::fprintf(console, "%s: worker %s on %s, detector: %s\n", program, name.c_str(), where.c_str(),
-                 detector->description().c_str());
+    std::fprintf(console, "%s: worker %s on %s, detector: %s\n", program, name.c_str(),
+                 where.c_str(), detector->description().c_str());
     std::fflush(console);
     nlohmann::json j;
     (void)run.run([&](run_end) {
@@ -318,7 +332,6 @@ int run_worker(const settings& s, const std::string& name, const std::string& wh
     std::fflush(stdout);
     return 0;
 }
-
 
 video_source open_video(const settings& s) {
     const double fps = parse_source_fps(s.source_fps);
@@ -343,11 +356,13 @@ void ensure_roudi(const remote_settings& r, started_roudi& started) {
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    const int rc = posix_spawnp(&started.pid, "iox-roudi", &fa, nullptr, const_cast<char**>(argv), environ);
+    const int rc =
+        posix_spawnp(&started.pid, "iox-roudi", &fa, nullptr, const_cast<char**>(argv), environ);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) {
         started.pid = -1;
-        throw std::runtime_error(*why + " and could not be started: iox-roudi: " + std::strerror(rc));
+        throw std::runtime_error(*why +
+                                 " and could not be started: iox-roudi: " + std::strerror(rc));
     }
     for (int i = 0; i < 100 && (why = tp::roudi_unreachable()); ++i) {
         if (::waitpid(started.pid, nullptr, WNOHANG) == started.pid) {
@@ -369,25 +384,30 @@ int run_iceoryx(const settings& s, const remote_settings& r, const std::string& 
     if (!r.publish.empty()) {
         auto video = open_video(s);
         const auto size = video.frame_size();
-        const std::size_t bytes = raw_mat_codec::header_size + static_cast<std::size_t>(size.area()) * 3;
-        tp::iceoryx_publisher_options po{.service = {.instance = instance}, .sender_name = r.stream};
+        const std::size_t bytes =
+            raw_mat_codec::header_size + static_cast<std::size_t>(size.area()) * 3;
+        tp::iceoryx_publisher_options po{.service = {.instance = instance},
+                                         .sender_name = r.stream};
         if (bytes + tp::envelope_size + 64 > po.largest_chunk) {
-            throw usage_error("frames of " + std::to_string(size.width) + "x" + std::to_string(size.height) +
-                              " (" + std::to_string(bytes) + " bytes) are over the largest iceoryx chunk (" +
+            throw usage_error("frames of " + std::to_string(size.width) + "x" +
+                              std::to_string(size.height) + " (" + std::to_string(bytes) +
+                              " bytes) are over the largest iceoryx chunk (" +
                               std::to_string(po.largest_chunk) + " bytes; docs/transport.md)");
         }
         tp::iceoryx_init("framepipe-detect-camera");
         tp::iceoryx_publisher<raw_mat_codec> out(po);
-        tp::iceoryx_receiver<result_codec> in({.service = {.instance = instance, .event = "results"},
-                                               .queue_capacity = 16,
-                                               .kind = tp::message_kind::result});
-        return run_camera(s, "iceoryx " + instance, out, in, video, [&](bool) { return out.stats(); });
+        tp::iceoryx_receiver<result_codec> in(
+            {.service = {.instance = instance, .event = "results"},
+             .queue_capacity = 16,
+             .kind = tp::message_kind::result});
+        return run_camera(s, "iceoryx " + instance, out, in, video,
+                          [&](bool) { return out.stats(); });
     }
     tp::iceoryx_init("framepipe-detect-worker");
     tp::iceoryx_receiver<raw_mat_codec> in({.service = {.instance = instance}});
     tp::iceoryx_publisher<result_codec> out({.service = {.instance = instance, .event = "results"},
-                                            .sender_name = name,
-                                            .kind = tp::message_kind::result});
+                                             .sender_name = name,
+                                             .kind = tp::message_kind::result});
     return run_worker(s, name, "iceoryx " + instance, in, out);
 }
 #endif
@@ -409,35 +429,44 @@ int run_nats(const settings& s, const remote_settings& r, const std::string& nam
     const auto results_subject = tp::result_subject("detect", r.stream);
     if (!r.publish.empty()) {
         auto video = open_video(s);
-        tp::nats_connection nc({.servers = split_urls(urls), .name = "framepipe-detect " + r.stream,
+        tp::nats_connection nc({.servers = split_urls(urls),
+                                .name = "framepipe-detect " + r.stream,
                                 .max_attempts = r.max_attempts});
         const auto size = video.frame_size();
-        const std::size_t raw = raw_mat_codec::header_size + static_cast<std::size_t>(size.area()) * 3;
-        if (r.wire_codec == "raw" && raw + tp::envelope_size > static_cast<std::size_t>(nc.max_payload())) {
-            throw usage_error("frames of " + std::to_string(size.width) + "x" + std::to_string(size.height) +
-                              " are " + std::to_string(raw + tp::envelope_size) +
+        const std::size_t raw =
+            raw_mat_codec::header_size + static_cast<std::size_t>(size.area()) * 3;
+        if (r.wire_codec == "raw" &&
+            raw + tp::envelope_size > static_cast<std::size_t>(nc.max_payload())) {
+            throw usage_error("frames of " + std::to_string(size.width) + "x" +
+                              std::to_string(size.height) + " are " +
+                              std::to_string(raw + tp::envelope_size) +
                               " bytes raw, over the server's max_payload of " +
                               std::to_string(nc.max_payload()) + ": use --wire-codec jpeg");
         }
-        tp::nats_receiver<result_codec> in(nc, {.subject = results_subject, .name = r.stream,
-                                                .kind = tp::message_kind::result});
-        const tp::nats_publisher_options po{.subject = frames_subject,
-                                            .sender_name = r.stream,
-                                            .receipt_subject = results_subject};
+        tp::nats_receiver<result_codec> in(
+            nc, {.subject = results_subject, .name = r.stream, .kind = tp::message_kind::result});
+        const tp::nats_publisher_options po{
+            .subject = frames_subject, .sender_name = r.stream, .receipt_subject = results_subject};
         const std::string where = urls + " (" + r.wire_codec + ")";
         if (r.wire_codec == "raw") {
             tp::nats_publisher<raw_mat_codec> out(nc, po);
-            return run_camera(s, where, out, in, video, [&](bool final) { return settled(out, final); });
+            return run_camera(s, where, out, in, video,
+                              [&](bool final) { return settled(out, final); });
         }
         tp::nats_publisher<jpeg_mat_codec> out(nc, po, jpeg_mat_codec{s.jpeg_quality});
-        return run_camera(s, where, out, in, video, [&](bool final) { return settled(out, final); });
+        return run_camera(s, where, out, in, video,
+                          [&](bool final) { return settled(out, final); });
     }
-    tp::nats_connection nc({.servers = split_urls(urls), .name = name, .max_attempts = r.max_attempts});
-    tp::nats_publisher<result_codec> out(nc, {.subject = results_subject, .sender_name = name,
+    tp::nats_connection nc(
+        {.servers = split_urls(urls), .name = name, .max_attempts = r.max_attempts});
+    tp::nats_publisher<result_codec> out(nc, {.subject = results_subject,
+                                              .sender_name = name,
                                               .kind = tp::message_kind::result,
                                               .drop_while_disconnected = false});
-    const tp::nats_receiver_options ro{.subject = frames_subject, .queue_group = r.group,
-                                       .receipt_subject = results_subject, .name = name};
+    const tp::nats_receiver_options ro{.subject = frames_subject,
+                                       .queue_group = r.group,
+                                       .receipt_subject = results_subject,
+                                       .name = name};
     const std::string where = urls + " group " + r.group;
     if (r.wire_codec == "raw") {
         tp::nats_receiver<raw_mat_codec> in(nc, ro);
@@ -451,18 +480,23 @@ int run_nats(const settings& s, const remote_settings& r, const std::string& nam
 } // namespace
 
 void add_remote_options(CLI::App& app, remote_settings& r) {
-    auto* pub = app.add_option("--publish", r.publish,
-                               "run the camera and UI side, frames out on iceoryx or nats://host:port[,...]");
-    auto* wrk = app.add_option("--worker", r.worker, "run a detector worker on iceoryx or nats://...");
+    auto* pub = app.add_option(
+        "--publish", r.publish,
+        "run the camera and UI side, frames out on iceoryx or nats://host:port[,...]");
+    auto* wrk =
+        app.add_option("--worker", r.worker, "run a detector worker on iceoryx or nats://...");
     pub->excludes(wrk);
-    app.add_option("--camera-name", r.stream, "the camera's name in subjects and services (default cam0)");
+    app.add_option("--camera-name", r.stream,
+                   "the camera's name in subjects and services (default cam0)");
     app.add_option("--queue-group", r.group, "NATS queue group of the workers (default detectors)");
-    app.add_option("--worker-name", r.name, "this process's name in its messages (default worker-<host>-<pid>)");
+    app.add_option("--worker-name", r.name,
+                   "this process's name in its messages (default worker-<host>-<pid>)");
     app.add_option("--wire-codec", r.wire_codec, "NATS frames: jpeg (default) or raw")
         ->check(CLI::IsMember({"jpeg", "raw"}));
     app.add_option("--max-attempts", r.max_attempts, "NATS connect attempts at start (default 3)")
         ->check(CLI::Range(1U, 1000U));
-    app.add_option("--roudi-config", r.roudi_config, "start iox-roudi with this config if none runs");
+    app.add_option("--roudi-config", r.roudi_config,
+                   "start iox-roudi with this config if none runs");
 }
 
 int run_remote(const settings& s, const remote_settings& r) {
@@ -485,7 +519,8 @@ int run_remote(const settings& s, const remote_settings& r) {
         throw usage_error("nats: this build has no NATS adapter (framepipe::nats)");
 #endif
     }
-    throw usage_error("--publish / --worker: expected iceoryx or nats://host:port, got '" + where + "'");
+    throw usage_error("--publish / --worker: expected iceoryx or nats://host:port, got '" + where +
+                      "'");
 }
 
 } // namespace framepipe_examples::detection

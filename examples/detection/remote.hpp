@@ -14,9 +14,9 @@
 // Frames go to framepipe.detect.<stream>.frames (NATS; iceoryx: service framepipe /
 // detect.<stream> / frames), results come back on ....results with the frame's seq and the
 // worker's name, and the UI draws them exactly as in one process, naming the worker. NATS workers
-// share the frames in a queue group (--queue-group) and send receipts, so the camera side counts the
-// frames no worker got (lost_in_transport). Codecs: iceoryx raw (one copy, into the chunk); NATS
-// JPEG or raw (--wire-codec), raw only while a frame fits max_payload.
+// share the frames in a queue group (--queue-group) and send receipts, so the camera side counts
+// the frames no worker got (lost_in_transport). Codecs: iceoryx raw (one copy, into the chunk);
+// NATS JPEG or raw (--wire-codec), raw only while a frame fits max_payload.
 //
 // Bad input, one line and exit 2: RouDi not running and not startable (--roudi-config), NATS
 // unreachable after --max-attempts, frames over max_payload. A malformed message from another
@@ -32,14 +32,14 @@
 namespace framepipe_examples::detection {
 
 struct remote_settings {
-    std::string publish;           // iceoryx | nats://...: run the camera and UI side
-    std::string worker;            // iceoryx | nats://...: run a detector worker
-    std::string stream = "cam0";   // the camera's name in subjects and services
+    std::string publish;             // iceoryx | nats://...: run the camera and UI side
+    std::string worker;              // iceoryx | nats://...: run a detector worker
+    std::string stream = "cam0";     // the camera's name in subjects and services
     std::string group = "detectors"; // NATS queue group of the workers
-    std::string name;              // this process's name in messages (default: worker-<pid>)
+    std::string name;                // this process's name in messages (default: worker-<pid>)
     std::string wire_codec = "jpeg"; // NATS frames: jpeg or raw (iceoryx is always raw)
-    unsigned max_attempts = 3;     // NATS connect attempts at start
-    std::string roudi_config;      // start iox-roudi with this config if RouDi is not running
+    unsigned max_attempts = 3;       // NATS connect attempts at start
+    std::string roudi_config;        // start iox-roudi with this config if RouDi is not running
 
     [[nodiscard]] bool active() const { return !publish.empty() || !worker.empty(); }
 };

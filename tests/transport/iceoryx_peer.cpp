@@ -23,7 +23,9 @@
 namespace {
 
 std::atomic<bool> stop_requested{false};
-extern "C" void on_signal(int) { stop_requested.store(true); }
+extern "C" void on_signal(int) {
+    stop_requested.store(true);
+}
 
 } // namespace
 
@@ -79,16 +81,17 @@ int main(int argc, char** argv) {
         }
         rx.stop();
         const auto s = rx.stats();
-        std::printf("stats received=%llu lost=%llu processed=%llu evicted=%llu age_p50_ms=%.2f "
-                    "age_p99_ms=%.2f malformed=%llu checksum=%llu\n",
-                    static_cast<unsigned long long>(s.received),
-                    static_cast<unsigned long long>(s.lost_in_transport),
-                    static_cast<unsigned long long>(processed),
-                    static_cast<unsigned long long>(newest.stats().evicted),
-                    duration<double, std::milli>(age.quantile(0.5)).count(),
-                    duration<double, std::milli>(age.quantile(0.99)).count(),
-                    static_cast<unsigned long long>(s.malformed),
-                    static_cast<unsigned long long>(checksum % 2));
+        std::printf(
+            "stats received=%llu lost=%llu processed=%llu evicted=%llu age_p50_ms=%.2f "
+            "age_p99_ms=%.2f malformed=%llu checksum=%llu\n",
+            static_cast<unsigned long long>(s.received),
+            static_cast<unsigned long long>(s.lost_in_transport),
+            static_cast<unsigned long long>(processed),
+            static_cast<unsigned long long>(newest.stats().evicted),
+            duration<double, std::milli>(age.quantile(0.5)).count(),
+            duration<double, std::milli>(age.quantile(0.99)).count(),
+            static_cast<unsigned long long>(s.malformed),
+            static_cast<unsigned long long>(checksum % 2));
         std::fflush(stdout);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "iceoryx_peer: %s\n", e.what());

@@ -28,7 +28,9 @@ namespace {
 
 std::atomic<bool> stop_requested{false};
 
-extern "C" void on_signal(int) { stop_requested.store(true); }
+extern "C" void on_signal(int) {
+    stop_requested.store(true);
+}
 
 std::vector<std::string> split(const std::string& s) {
     std::vector<std::string> out;
@@ -44,7 +46,8 @@ std::vector<std::string> split(const std::string& s) {
 
 int main(int argc, char** argv) {
     if (argc != 8) {
-        std::fprintf(stderr, "usage: nats_peer servers subject group name service_ms results receipts\n");
+        std::fprintf(stderr,
+                     "usage: nats_peer servers subject group name service_ms results receipts\n");
         return 2;
     }
     std::signal(SIGTERM, on_signal);
@@ -55,12 +58,14 @@ int main(int argc, char** argv) {
     const auto service = milliseconds(std::atoi(argv[5]));
     try {
         tp::nats_connection nc({.servers = split(argv[1]), .name = name, .max_attempts = 20});
-        tp::nats_publisher<tp::bytes_codec> results(
-            nc, {.subject = argv[6], .sender_name = name, .kind = tp::message_kind::result,
-                 .drop_while_disconnected = false});
+        tp::nats_publisher<tp::bytes_codec> results(nc, {.subject = argv[6],
+                                                         .sender_name = name,
+                                                         .kind = tp::message_kind::result,
+                                                         .drop_while_disconnected = false});
         framepipe::latest_slot<tp::received_ptr<std::span<const std::byte>>> newest;
         tp::nats_receiver<tp::bytes_codec> frames(
-            nc, {.subject = argv[2], .queue_group = argv[3], .receipt_subject = argv[7], .name = name});
+            nc,
+            {.subject = argv[2], .queue_group = argv[3], .receipt_subject = argv[7], .name = name});
         frames.start(newest);
         std::printf("ready\n");
         std::fflush(stdout);
@@ -84,16 +89,17 @@ int main(int argc, char** argv) {
         frames.stop();
         const auto s = frames.stats();
         const auto slot = newest.stats();
-        std::printf("stats received=%llu delivered=%llu processed=%llu evicted=%llu slow=%llu "
-                    "reconnects=%llu age_p99_ms=%.2f age_count=%llu\n",
-                    static_cast<unsigned long long>(s.received),
-                    static_cast<unsigned long long>(s.delivered),
-                    static_cast<unsigned long long>(processed),
-                    static_cast<unsigned long long>(slot.evicted),
-                    static_cast<unsigned long long>(s.slow_consumer_dropped),
-                    static_cast<unsigned long long>(s.reconnects),
-                    duration<double, std::milli>(age.quantile(0.99)).count(),
-                    static_cast<unsigned long long>(age.count()));
+        std::printf(
+            "stats received=%llu delivered=%llu processed=%llu evicted=%llu slow=%llu "
+            "reconnects=%llu age_p99_ms=%.2f age_count=%llu\n",
+            static_cast<unsigned long long>(s.received),
+            static_cast<unsigned long long>(s.delivered),
+            static_cast<unsigned long long>(processed),
+            static_cast<unsigned long long>(slot.evicted),
+            static_cast<unsigned long long>(s.slow_consumer_dropped),
+            static_cast<unsigned long long>(s.reconnects),
+            duration<double, std::milli>(age.quantile(0.99)).count(),
+            static_cast<unsigned long long>(age.count()));
         std::fflush(stdout);
         results.close();
     } catch (const std::exception& e) {

@@ -38,7 +38,8 @@ TEST_CASE("envelope: what is written is read back, with the payload after it") {
     // Same host: the capture time comes back exactly on the steady clock.
     CHECK(tp::local_capture_time(*d.header).time_since_epoch().count() ==
           std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-              std::chrono::nanoseconds(e.captured_steady_ns)).count());
+              std::chrono::nanoseconds(e.captured_steady_ns))
+              .count());
     // Another host (another clock domain): through the system clock, close to the same age.
     auto other = *d.header;
     other.clock_domain ^= 1;
@@ -116,10 +117,11 @@ TEST_CASE("to_prometheus: a link's figures as counters and a state gauge, labels
     s.lost_in_transport = 2;
     s.state = framepipe::live_state::backoff;
     const auto text = tp::to_prometheus(s, "p\"1", "to-workers");
-    CHECK(text.find("framepipe_transport_sent_total{pipeline=\"p\\\"1\",link=\"to-workers\"} 10\n") !=
-          std::string::npos);
-    CHECK(text.find("framepipe_transport_lost_in_transport_total{pipeline=\"p\\\"1\",link=\"to-workers\"} 2\n") !=
-          std::string::npos);
+    CHECK(
+        text.find("framepipe_transport_sent_total{pipeline=\"p\\\"1\",link=\"to-workers\"} 10\n") !=
+        std::string::npos);
+    CHECK(text.find("framepipe_transport_lost_in_transport_total{pipeline=\"p\\\"1\",link=\"to-"
+                    "workers\"} 2\n") != std::string::npos);
     CHECK(text.find("state=\"backoff\"} 1\n") != std::string::npos);
     CHECK(text.find("state=\"streaming\"} 0\n") != std::string::npos);
     CHECK(text.find("# TYPE framepipe_transport_sent_total counter\n") != std::string::npos);

@@ -118,15 +118,16 @@ std::map<std::string, double> stats_line(process& p) {
 
 TEST_CASE("iceoryx: one copy: the receiver reads the very bytes the codec wrote into the chunk") {
     roudi::ensure();
-    tp::iceoryx_publisher<counting_codec> pub({.service = {.instance = "one-copy"}, .sender_name = "cam"});
+    tp::iceoryx_publisher<counting_codec> pub(
+        {.service = {.instance = "one-copy"}, .sender_name = "cam"});
     tp::iceoryx_receiver<counting_codec> rx({.service = {.instance = "one-copy"}});
     framepipe::latest_slot<handle> newest;
     rx.start(newest);
     counting_codec::copies = 0;
     counting_codec::copied_bytes = 0;
     const auto captured = clock_type::now();
-    REQUIRE(pub.send(framepipe::stamped<std::vector<std::byte>>{frame(frame_1080p, 1), 41, captured, 2}) ==
-            tp::send_status::sent);
+    REQUIRE(pub.send(framepipe::stamped<std::vector<std::byte>>{frame(frame_1080p, 1), 41, captured,
+                                                                2}) == tp::send_status::sent);
     const auto* written = counting_codec::last_written.load();
     auto f = newest.pop_for(5s);
     REQUIRE(f);
@@ -151,8 +152,9 @@ TEST_CASE("iceoryx: one copy: the receiver reads the very bytes the codec wrote 
     rx.stop();
 }
 
-TEST_CASE("iceoryx: held handles hold chunks; the publisher counts no_buffer and never waits; "
-          "released, the chunks come back") {
+TEST_CASE(
+    "iceoryx: held handles hold chunks; the publisher counts no_buffer and never waits; "
+    "released, the chunks come back") {
     roudi::ensure();
     tp::iceoryx_publisher<tp::bytes_codec> pub({.service = {.instance = "held"}});
     tp::iceoryx_receiver<tp::bytes_codec> rx({.service = {.instance = "held"}});
@@ -172,10 +174,10 @@ TEST_CASE("iceoryx: held handles hold chunks; the publisher counts no_buffer and
             held.push_back(std::move(*h));
         }
     }
-    CHECK(no_buffer > 0);           // 12 chunks of 6 MiB: the held ones ran the mempool dry
+    CHECK(no_buffer > 0); // 12 chunks of 6 MiB: the held ones ran the mempool dry
     CHECK(held.size() <= 12);
     CHECK(pub.stats().no_buffer == static_cast<std::uint64_t>(no_buffer));
-    held.clear();                   // every chunk back to the mempool
+    held.clear(); // every chunk back to the mempool
     while (auto h = all.try_pop()) {
     }
     std::this_thread::sleep_for(50ms);
@@ -192,7 +194,8 @@ TEST_CASE("iceoryx: a chunk too big for every mempool is too_large") {
 
 TEST_CASE("iceoryx: a malformed chunk from another sender is counted and skipped") {
     roudi::ensure();
-    tp::iceoryx_receiver<tp::bytes_codec> rx({.service = {.instance = "junk"}, .queue_capacity = 8});
+    tp::iceoryx_receiver<tp::bytes_codec> rx(
+        {.service = {.instance = "junk"}, .queue_capacity = 8});
     framepipe::latest_slot<handle> newest;
     rx.start(newest);
     iox::popo::UntypedPublisher raw({"framepipe", "junk", "frames"});
@@ -215,15 +218,17 @@ TEST_CASE("iceoryx: a malformed chunk from another sender is counted and skipped
     rx.stop();
 }
 
-TEST_CASE("iceoryx: two processes: the camera holds its rate while the detector works, and the "
-          "detector takes fresh frames") {
+TEST_CASE(
+    "iceoryx: two processes: the camera holds its rate while the detector works, and the "
+    "detector takes fresh frames") {
     roudi::ensure();
     tp::iceoryx_publisher<tp::bytes_codec> pub({.service = {.instance = "two-proc"}});
     process peer({FRAMEPIPE_IOX_PEER, "detect", "two-proc", "100"}); // 100 ms of CPU per frame
     REQUIRE(peer.wait_for("ready", std::chrono::seconds(30)));
     std::this_thread::sleep_for(300ms);
     constexpr double fps = 30;
-    const auto period = std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(1.0 / fps));
+    const auto period =
+        std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(1.0 / fps));
     const auto image = frame(frame_1080p, 7);
     framepipe::latency_histogram send_time;
     const auto t0 = clock_type::now();
@@ -236,14 +241,16 @@ TEST_CASE("iceoryx: two processes: the camera holds its rate while the detector 
         ++seq;
         send_time.record(clock_type::now() - s0);
     }
-    const double rate = static_cast<double>(seq) / std::chrono::duration<double>(clock_type::now() - t0).count();
+    const double rate =
+        static_cast<double>(seq) / std::chrono::duration<double>(clock_type::now() - t0).count();
     const auto st = stats_line(peer);
     const double interval_ms = 1000.0 / fps;
-    std::printf("iceoryx two processes: camera %.1f fps, send p50 %.2f ms p99 %.2f ms (one 1080p copy); "
-                "detector processed %.0f, age p50 %.2f ms p99 %.2f ms, lost %.0f\n",
-                rate, std::chrono::duration<double, std::milli>(send_time.quantile(0.5)).count(),
-                std::chrono::duration<double, std::milli>(send_time.quantile(0.99)).count(),
-                st.at("processed"), st.at("age_p50_ms"), st.at("age_p99_ms"), st.at("lost"));
+    std::printf(
+        "iceoryx two processes: camera %.1f fps, send p50 %.2f ms p99 %.2f ms (one 1080p copy); "
+        "detector processed %.0f, age p50 %.2f ms p99 %.2f ms, lost %.0f\n",
+        rate, std::chrono::duration<double, std::milli>(send_time.quantile(0.5)).count(),
+        std::chrono::duration<double, std::milli>(send_time.quantile(0.99)).count(),
+        st.at("processed"), st.at("age_p50_ms"), st.at("age_p99_ms"), st.at("lost"));
     CHECK(rate > 0.9 * fps / timing_slack);
     CHECK(st.at("processed") >= 20);
     CHECK(st.at("lost") == 0); // a queue of 2 per 100 ms holds 3 frames: none dropped in iceoryx
@@ -252,18 +259,20 @@ TEST_CASE("iceoryx: two processes: the camera holds its rate while the detector 
     CHECK(st.at("age_p99_ms") <= (interval_ms + 5 + 45) * timing_slack);
 }
 
-TEST_CASE("iceoryx: a killed subscriber holding chunks does not block the publisher") {
+TEST_CASE("iceoryx: a killed subscriber holding chunks does not block the publisher, and RouDi "
+          "gives its chunks back") {
     roudi::ensure();
     tp::iceoryx_publisher<tp::bytes_codec> pub({.service = {.instance = "killed"}});
-    process holder({FRAMEPIPE_IOX_PEER, "hold", "killed", "4"});
+    process holder({FRAMEPIPE_IOX_PEER, "hold", "killed", "9"});
     REQUIRE(holder.wait_for("ready", std::chrono::seconds(30)));
     std::this_thread::sleep_for(300ms);
     const auto image = frame(frame_1080p, 9);
-    while (!holder.wait_for("holding 4", std::chrono::seconds(0))) {
+    while (!holder.wait_for("holding 9", std::chrono::seconds(0))) {
         REQUIRE(pub.send(image) == tp::send_status::sent);
         std::this_thread::sleep_for(30ms);
     }
-    holder.send_signal(SIGKILL); // dies holding 4 chunks, and 2 more queued for it
+    // Dies holding 9 of the 12 frame chunks (and up to 2 more queued for it).
+    holder.send_signal(SIGKILL);
     (void)holder.wait();
     framepipe::latency_histogram send_time;
     std::uint64_t sent = 0;
@@ -276,11 +285,33 @@ TEST_CASE("iceoryx: a killed subscriber holding chunks does not block the publis
         send_time.record(clock_type::now() - s0);
     }
     const auto p99 = std::chrono::duration<double, std::milli>(send_time.quantile(0.99)).count();
-    std::printf("iceoryx killed subscriber: %llu of %llu sends went out, send p99 %.2f ms, no_buffer %llu\n",
-                static_cast<unsigned long long>(sent), static_cast<unsigned long long>(send_time.count()),
-                p99, static_cast<unsigned long long>(pub.stats().no_buffer));
-    CHECK(p99 < 200 * timing_slack);           // never waited for the dead process
-    CHECK(sent + 5 >= send_time.count());      // the chunks it held were enough to spare
+    std::printf(
+        "iceoryx killed subscriber: %llu of %llu sends went out, send p99 %.2f ms, no_buffer "
+        "%llu\n",
+        static_cast<unsigned long long>(sent), static_cast<unsigned long long>(send_time.count()),
+        p99, static_cast<unsigned long long>(pub.stats().no_buffer));
+    CHECK(p99 < 200 * timing_slack);      // never waited for the dead process
+    CHECK(sent + 5 >= send_time.count()); // nobody listens: each chunk goes back at once
+
+    // 3 s after the kill (RouDi's keep-alive timeout is 1.5 s) the dead process's chunks are back:
+    // a new receiver can hold 10 frames, which the 1 to 3 chunks left otherwise would not allow.
+    tp::iceoryx_receiver<tp::bytes_codec> rx({.service = {.instance = "killed"}});
+    framepipe::ring<handle> all(64);
+    rx.start(all);
+    std::this_thread::sleep_for(300ms);
+    std::vector<handle> held;
+    for (int i = 0; i < 40 && held.size() < 10; ++i) {
+        (void)pub.send(image);
+        std::this_thread::sleep_for(30ms);
+        while (auto h = all.try_pop()) {
+            held.push_back(std::move(*h));
+        }
+    }
+    std::printf("iceoryx killed subscriber: a new receiver holds %zu chunks after RouDi's clean-up\n",
+                held.size());
+    CHECK(held.size() >= 10);
+    held.clear();
+    rx.stop();
 }
 
 TEST_CASE("iceoryx: RouDi not running: one line, exit 2") {

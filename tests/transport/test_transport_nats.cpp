@@ -40,12 +40,14 @@ std::vector<std::byte> payload(std::size_t n, std::uint8_t fill = 1) {
 // A camera: `fps` frames of `size` bytes for `seconds`, stamped with seq from 0, epoch 1.
 std::uint64_t run_camera(tp::nats_publisher<tp::bytes_codec>& pub, double fps,
                          std::chrono::milliseconds duration, std::size_t size = 32 * 1024) {
-    const auto period = std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(1.0 / fps));
+    const auto period =
+        std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(1.0 / fps));
     const auto t0 = clock_type::now();
     std::uint64_t seq = 0;
     for (auto next = t0; clock_type::now() - t0 < duration; next += period) {
         std::this_thread::sleep_until(next);
-        (void)pub.send(framepipe::stamped<std::vector<std::byte>>{payload(size), seq++, clock_type::now(), 1});
+        (void)pub.send(
+            framepipe::stamped<std::vector<std::byte>>{payload(size), seq++, clock_type::now(), 1});
     }
     return seq;
 }
@@ -54,7 +56,8 @@ std::unique_ptr<worker> start_worker(const std::string& servers, const std::stri
                                      int service_ms) {
     auto w = std::make_unique<worker>(std::vector<std::string>{
         FRAMEPIPE_NATS_PEER, servers, tp::frame_subject("test", "cam0"), "detectors", name,
-        std::to_string(service_ms), tp::result_subject("test", "cam0"), "framepipe.test.cam0.receipts"});
+        std::to_string(service_ms), tp::result_subject("test", "cam0"),
+        "framepipe.test.cam0.receipts"});
     if (!w->wait_for("ready", 30s)) {
         FAIL("worker " << name << " did not start: " << w->err());
     }
@@ -84,7 +87,8 @@ std::map<std::string, double> stop_worker(worker& w) {
 // Results as they come back: how many from each worker.
 struct result_counter {
     explicit result_counter(tp::nats_connection& nc)
-        : rx(nc, {.subject = tp::result_subject("test", "cam0"), .kind = tp::message_kind::result}) {
+        : rx(nc,
+             {.subject = tp::result_subject("test", "cam0"), .kind = tp::message_kind::result}) {
         rx.start(results);
         reader = std::jthread([this](std::stop_token stop) {
             while (auto r = results.pop(stop)) {
@@ -131,13 +135,16 @@ TEST_CASE("nats: each frame arrives with its seq, epoch, capture time and sender
     tp::nats_connection nc({.servers = {server.url()}});
     CHECK(nc.max_payload() == 1048576);
     // Room for the whole burst in the client (the default, 8, is for a camera's pace).
-    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = "framepipe.t.c.frames", .pending_messages = 100});
+    tp::nats_receiver<tp::bytes_codec> rx(
+        nc, {.subject = "framepipe.t.c.frames", .pending_messages = 100});
     framepipe::ring<bytes_handle> got(100);
     rx.start(got);
-    tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = "framepipe.t.c.frames", .sender_name = "cam-a"});
+    tp::nats_publisher<tp::bytes_codec> pub(
+        nc, {.subject = "framepipe.t.c.frames", .sender_name = "cam-a"});
     const auto captured = clock_type::now() - 5ms;
     for (std::uint64_t i = 0; i < 20; ++i) {
-        REQUIRE(pub.send(framepipe::stamped<std::vector<std::byte>>{payload(1000, static_cast<std::uint8_t>(i)), 100 + i, captured, 7}) ==
+        REQUIRE(pub.send(framepipe::stamped<std::vector<std::byte>>{
+                    payload(1000, static_cast<std::uint8_t>(i)), 100 + i, captured, 7}) ==
                 tp::send_status::sent);
     }
     for (std::uint64_t i = 0; i < 20; ++i) {
@@ -197,14 +204,16 @@ TEST_CASE("nats: a malformed message from another sender is counted and skipped"
     rx.start(got);
     const std::string junk[] = {"", "hello", std::string(200, 'x'), std::string("FPT1\x02\x00", 6)};
     for (const auto& j : junk) {
-        REQUIRE(natsConnection_Publish(nc.get(), "framepipe.t.c.frames", j.data(), static_cast<int>(j.size())) == NATS_OK);
+        REQUIRE(natsConnection_Publish(nc.get(), "framepipe.t.c.frames", j.data(),
+                                       static_cast<int>(j.size())) == NATS_OK);
     }
     // A well-formed header that claims more payload than there is.
     std::vector<std::byte> lying(tp::envelope_size + 10);
     tp::envelope e;
     e.payload_size = 1000;
     tp::write_envelope(e, lying);
-    REQUIRE(natsConnection_Publish(nc.get(), "framepipe.t.c.frames", lying.data(), static_cast<int>(lying.size())) == NATS_OK);
+    REQUIRE(natsConnection_Publish(nc.get(), "framepipe.t.c.frames", lying.data(),
+                                   static_cast<int>(lying.size())) == NATS_OK);
     tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = "framepipe.t.c.frames"});
     REQUIRE(pub.send(payload(10)) == tp::send_status::sent);
     auto r = got.pop_for(5s);
@@ -260,7 +269,8 @@ TEST_CASE("nats: the pending limit bounds the client's backlog; its drops are co
         }
         void close() {}
     } out;
-    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = "framepipe.t.c.frames", .pending_messages = 4});
+    tp::nats_receiver<tp::bytes_codec> rx(
+        nc, {.subject = "framepipe.t.c.frames", .pending_messages = 4});
     rx.start(out);
     tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = "framepipe.t.c.frames"});
     for (int i = 0; i < 200; ++i) {
@@ -294,8 +304,8 @@ TEST_CASE("nats: the pending limit bounds the client's backlog; its drops are co
 TEST_CASE("nats: one publisher, three workers in a queue group share the frames") {
     nats_server server;
     tp::nats_connection nc({.servers = {server.url()}, .name = "camera"});
-    constexpr int service_ms = 50;  // each worker: at most 20 results per second
-    constexpr double fps = 100;     // more than three workers take
+    constexpr int service_ms = 50; // each worker: at most 20 results per second
+    constexpr double fps = 100;    // more than three workers take
     const auto run_for = 3000ms;
 
     auto measure = [&](int workers) {
@@ -318,10 +328,12 @@ TEST_CASE("nats: one publisher, three workers in a queue group share the frames"
             age_p99 = std::max(age_p99, st.at("age_p99_ms"));
         }
         const double rate = static_cast<double>(results.count()) / seconds;
-        std::printf("nats queue group: %d worker(s): %.1f results/s, sent %llu, acknowledged %llu, "
-                    "lost %llu, age p99 %.1f ms, per worker:", workers, rate,
-                    static_cast<unsigned long long>(s.sent), static_cast<unsigned long long>(s.acknowledged),
-                    static_cast<unsigned long long>(s.lost_in_transport), age_p99);
+        std::printf(
+            "nats queue group: %d worker(s): %.1f results/s, sent %llu, acknowledged %llu, "
+            "lost %llu, age p99 %.1f ms, per worker:",
+            workers, rate, static_cast<unsigned long long>(s.sent),
+            static_cast<unsigned long long>(s.acknowledged),
+            static_cast<unsigned long long>(s.lost_in_transport), age_p99);
         for (const auto& [name, n] : results.per_worker()) {
             std::printf(" %s=%llu", name.c_str(), static_cast<unsigned long long>(n));
         }
@@ -345,7 +357,8 @@ TEST_CASE("nats: one publisher, three workers in a queue group share the frames"
     CHECK(three >= 2.5 * one);
 }
 
-TEST_CASE("nats: a worker killed mid-run: the others take over within a second, nothing uncounted") {
+TEST_CASE(
+    "nats: a worker killed mid-run: the others take over within a second, nothing uncounted") {
     nats_server server;
     tp::nats_connection nc({.servers = {server.url()}, .name = "camera"});
     std::vector<std::unique_ptr<worker>> w;
@@ -372,12 +385,13 @@ TEST_CASE("nats: a worker killed mid-run: the others take over within a second, 
     for (std::size_t i = 1; i < w.size(); ++i) {
         received += static_cast<std::uint64_t>(stop_worker(*w[i]).at("received"));
     }
-    std::printf("nats killed worker: sent %llu, acknowledged %llu, lost %llu; results %llu at the "
-                "kill, %llu at the end\n",
-                static_cast<unsigned long long>(s.sent), static_cast<unsigned long long>(s.acknowledged),
-                static_cast<unsigned long long>(s.lost_in_transport),
-                static_cast<unsigned long long>(results_at_kill),
-                static_cast<unsigned long long>(results.count()));
+    std::printf(
+        "nats killed worker: sent %llu, acknowledged %llu, lost %llu; results %llu at the "
+        "kill, %llu at the end\n",
+        static_cast<unsigned long long>(s.sent), static_cast<unsigned long long>(s.acknowledged),
+        static_cast<unsigned long long>(s.lost_in_transport),
+        static_cast<unsigned long long>(results_at_kill),
+        static_cast<unsigned long long>(results.count()));
     // Every frame: acknowledged by a worker (the dead one's before it died), or lost in
     // transport (in flight to it, or in its client when it died). None uncounted.
     CHECK(s.sent == sent);
@@ -390,7 +404,8 @@ TEST_CASE("nats: a worker killed mid-run: the others take over within a second, 
     CHECK(after.size() == 3);
 }
 
-TEST_CASE("nats: the server restarts: publisher and workers reconnect with backoff, frames flow again") {
+TEST_CASE(
+    "nats: the server restarts: publisher and workers reconnect with backoff, frames flow again") {
     nats_server server;
     tp::nats_connection nc({.servers = {server.url()}, .name = "camera"});
     auto w = start_worker(server.url(), "worker-1", 10);
@@ -412,17 +427,18 @@ TEST_CASE("nats: the server restarts: publisher and workers reconnect with backo
     probe.join();
     const auto s = pub.stats();
     const auto st = stop_worker(*w);
-    std::printf("nats restart: results %llu before the outage, %llu in all; publisher %s, "
-                "reconnects %llu, disconnected drops %llu; worker reconnects %.0f\n",
-                static_cast<unsigned long long>(before), static_cast<unsigned long long>(results.count()),
-                std::string(framepipe::to_string(s.state)).c_str(),
-                static_cast<unsigned long long>(s.reconnects),
-                static_cast<unsigned long long>(s.disconnected), st.at("reconnects"));
+    std::printf(
+        "nats restart: results %llu before the outage, %llu in all; publisher %s, "
+        "reconnects %llu, disconnected drops %llu; worker reconnects %.0f\n",
+        static_cast<unsigned long long>(before), static_cast<unsigned long long>(results.count()),
+        std::string(framepipe::to_string(s.state)).c_str(),
+        static_cast<unsigned long long>(s.reconnects),
+        static_cast<unsigned long long>(s.disconnected), st.at("reconnects"));
     CHECK(before > 10);
     CHECK(s.state == framepipe::live_state::streaming);
     CHECK(s.reconnects >= 1);
     CHECK(s.disconnects >= 1);
-    CHECK(s.disconnected > 0);            // frames dropped while down, counted
+    CHECK(s.disconnected > 0); // frames dropped while down, counted
     CHECK(st.at("reconnects") >= 1);
     CHECK(results.count() > before + 30); // after the restart, results flow again
 }
@@ -450,13 +466,14 @@ TEST_CASE("nats: a three-node cluster on loopback: publisher on node 1, workers 
     (void)stop_worker(*w2);
     (void)stop_worker(*w3);
     const auto per = results.per_worker();
-    std::printf("nats cluster: sent %llu (%llu while routes formed), acknowledged %llu, lost %llu, "
-                "results: n2 %llu, n3 %llu\n",
-                static_cast<unsigned long long>(s.sent), static_cast<unsigned long long>(sent_before),
-                static_cast<unsigned long long>(s.acknowledged),
-                static_cast<unsigned long long>(s.lost_in_transport),
-                static_cast<unsigned long long>(per.count("worker-n2") ? per.at("worker-n2") : 0),
-                static_cast<unsigned long long>(per.count("worker-n3") ? per.at("worker-n3") : 0));
+    std::printf(
+        "nats cluster: sent %llu (%llu while routes formed), acknowledged %llu, lost %llu, "
+        "results: n2 %llu, n3 %llu\n",
+        static_cast<unsigned long long>(s.sent), static_cast<unsigned long long>(sent_before),
+        static_cast<unsigned long long>(s.acknowledged),
+        static_cast<unsigned long long>(s.lost_in_transport),
+        static_cast<unsigned long long>(per.count("worker-n2") ? per.at("worker-n2") : 0),
+        static_cast<unsigned long long>(per.count("worker-n3") ? per.at("worker-n3") : 0));
     REQUIRE(per.size() == 2);
     CHECK(per.at("worker-n2") > 5);
     CHECK(per.at("worker-n3") > 5);

@@ -95,8 +95,7 @@ inline iox::capro::IdString_t iox_id(const std::string& s, const char* what) {
 }
 
 inline iox::capro::ServiceDescription iox_description(const iceoryx_service& s) {
-    return {iox_id(s.service, "service"), iox_id(s.instance, "instance"),
-            iox_id(s.event, "event")};
+    return {iox_id(s.service, "service"), iox_id(s.instance, "instance"), iox_id(s.event, "event")};
 }
 
 } // namespace detail
@@ -104,8 +103,8 @@ inline iox::capro::ServiceDescription iox_description(const iceoryx_service& s) 
 // Why RouDi cannot be reached, or nullopt when it answers on its socket. Probes the socket
 // iceoryx 2.0 uses (/tmp/roudi, fixed at iceoryx's build) without registering. Any thread.
 [[nodiscard]] inline std::optional<std::string> roudi_unreachable() {
-    const std::string path = std::string(iox::platform::IOX_UDS_SOCKET_PATH_PREFIX) +
-                             iox::roudi::IPC_CHANNEL_ROUDI_NAME;
+    const std::string path =
+        std::string(iox::platform::IOX_UDS_SOCKET_PATH_PREFIX) + iox::roudi::IPC_CHANNEL_ROUDI_NAME;
     const int fd = ::socket(AF_UNIX, SOCK_DGRAM, 0);
     if (fd < 0) {
         return std::string("socket: ") + std::strerror(errno);
@@ -135,11 +134,13 @@ inline void iceoryx_init(std::string_view name, bool exact = false) {
     if (!exact) {
         n += "-" + std::to_string(::getpid());
     }
-    if (n.empty() || n.size() > iox::RuntimeName_t::capacity() || n.find('/') != std::string::npos) {
+    if (n.empty() || n.size() > iox::RuntimeName_t::capacity() ||
+        n.find('/') != std::string::npos) {
         throw std::invalid_argument("iceoryx_init: a name of 1 to 100 characters without '/'");
     }
     std::call_once(once, [&] {
-        iox::runtime::PoshRuntime::initRuntime(iox::RuntimeName_t(iox::cxx::TruncateToCapacity, n.c_str()));
+        iox::runtime::PoshRuntime::initRuntime(
+            iox::RuntimeName_t(iox::cxx::TruncateToCapacity, n.c_str()));
     });
 }
 
@@ -164,7 +165,8 @@ public:
 
     // Offers the service. After iceoryx_init. Throws std::invalid_argument for a bad name.
     explicit iceoryx_publisher(iceoryx_publisher_options options, Codec c = {})
-        : options_(std::move(options)), codec_(std::move(c)),
+        : options_(std::move(options)),
+          codec_(std::move(c)),
           publisher_(detail::iox_description(options_.service), publisher_options(options_)),
           sender_id_(new_sender_id()) {
         if (options_.sender_name.empty()) {
@@ -209,11 +211,12 @@ public:
                 const auto e = r.get_error();
                 if (e == iox::popo::AllocationError::NO_MEMPOOLS_AVAILABLE) {
                     throw send_failure(send_status::too_large,
-                                       "no mempool has chunks of " + std::to_string(envelope_size + n) +
+                                       "no mempool has chunks of " +
+                                           std::to_string(envelope_size + n) +
                                            " bytes (see the RouDi config)");
                 }
-                throw send_failure(send_status::no_buffer,
-                                   std::string("no chunk to loan: ") + iox::popo::asStringLiteral(e));
+                throw send_failure(send_status::no_buffer, std::string("no chunk to loan: ") +
+                                                               iox::popo::asStringLiteral(e));
             }
             chunk = r.value();
             payload = n;
@@ -257,8 +260,7 @@ public:
     // Pops items from `in` and sends each, until `in` is closed and drained or `stop` is
     // requested. One thread. Returns how many were sent.
     template <class In>
-        requires input_channel<In>
-    std::uint64_t pump(In& in, std::stop_token stop = {}) {
+    requires input_channel<In> std::uint64_t pump(In& in, std::stop_token stop = {}) {
         std::uint64_t n = 0;
         while (auto item = in.pop(stop)) {
             n += send(*item) == send_status::sent ? 1 : 0;
@@ -307,7 +309,7 @@ struct iceoryx_receiver_options {
     // leaves). Small: the consumer wants the newest frame; each queued chunk is one frame of the
     // mempool.
     std::uint64_t queue_capacity = 2;
-    std::uint64_t history = 0;  // chunks of the publisher's history to start with
+    std::uint64_t history = 0; // chunks of the publisher's history to start with
     // No message for this long while a publisher is there: stalled (back to streaming on the
     // next message).
     std::chrono::nanoseconds stall_timeout{std::chrono::seconds(2)};
@@ -327,7 +329,8 @@ public:
 
     // Subscribes at once (so a publisher's frames queue from now on). After iceoryx_init.
     explicit iceoryx_receiver(iceoryx_receiver_options options, Codec c = {})
-        : options_(std::move(options)), codec_(std::move(c)),
+        : options_(std::move(options)),
+          codec_(std::move(c)),
           core_(std::make_shared<core>(options_)) {}
 
     iceoryx_receiver(const iceoryx_receiver&) = delete;
@@ -336,7 +339,7 @@ public:
 
     // Starts the receiving thread, pushing into `out` (which must outlive the run). Once.
     template <class Out>
-        requires output_channel<Out, item_type>
+    requires output_channel<Out, item_type>
     void start(Out& out) {
         if (thread_.joinable()) {
             throw std::logic_error("iceoryx_receiver: started twice");
@@ -390,7 +393,8 @@ private:
             iox::popo::WaitSet<1> waitset;
             {
                 const std::lock_guard<std::mutex> lock(c.mu);
-                if (waitset.attachState(c.subscriber, iox::popo::SubscriberState::HAS_DATA).has_error()) {
+                if (waitset.attachState(c.subscriber, iox::popo::SubscriberState::HAS_DATA)
+                        .has_error()) {
                     c.counters.error("iceoryx: cannot attach the subscriber to a waitset");
                 }
             }
@@ -421,7 +425,8 @@ private:
                 } else if (any && now - last > options_.stall_timeout) {
                     c.counters.state.store(live_state::stalled, std::memory_order_relaxed);
                 } else if (!any) {
-                    // Connected to RouDi and subscribed: waiting for a publisher or its first frame.
+                    // Connected to RouDi and subscribed: waiting for a publisher or its first
+                    // frame.
                     c.counters.state.store(live_state::connecting, std::memory_order_relaxed);
                 }
             }
@@ -503,7 +508,7 @@ private:
     std::shared_ptr<core> core_;
     std::mutex ended_mu_;
     std::condition_variable_any ended_cv_;
-    bool ended_ = false; // guarded by ended_mu_
+    bool ended_ = false;  // guarded by ended_mu_
     std::jthread thread_; // last: joined before the rest goes
 };
 

@@ -74,7 +74,8 @@ namespace framepipe::transport {
     return "framepipe." + std::string(pipeline) + "." + std::string(camera) + ".frames";
 }
 // framepipe.<pipeline>.<camera>.results
-[[nodiscard]] inline std::string result_subject(std::string_view pipeline, std::string_view camera) {
+[[nodiscard]] inline std::string result_subject(std::string_view pipeline,
+                                                std::string_view camera) {
     return "framepipe." + std::string(pipeline) + "." + std::string(camera) + ".results";
 }
 
@@ -86,7 +87,7 @@ public:
 
 struct nats_options {
     std::vector<std::string> servers{"nats://127.0.0.1:4222"}; // the cluster's, any order
-    std::string name{};            // the connection's name, as the server's monitoring shows it
+    std::string name{}; // the connection's name, as the server's monitoring shows it
     // Attempts at the first connect (each tries every server) before the constructor throws;
     // 0: keep trying for ever.
     std::uint32_t max_attempts = 3;
@@ -97,10 +98,10 @@ struct nats_options {
                             .max = std::chrono::seconds(2),
                             .multiplier = 2.0,
                             .jitter = 0.5};
-    int max_reconnect = -1;        // reconnect rounds after a loss before giving up; -1: for ever
+    int max_reconnect = -1; // reconnect rounds after a loss before giving up; -1: for ever
     int reconnect_buffer_bytes = 4 << 20; // what nats.c keeps for the server while reconnecting
     std::chrono::nanoseconds ping_interval{std::chrono::seconds(2)}; // a silent server is noticed
-    int max_pings_out = 2;         // after about ping_interval * (max_pings_out + 1)
+    int max_pings_out = 2; // after about ping_interval * (max_pings_out + 1)
 };
 
 namespace detail {
@@ -215,7 +216,8 @@ public:
         bool done = false;
         {
             std::unique_lock<std::mutex> lock(state_->mu);
-            done = state_->cv.wait_for(lock, std::chrono::seconds(2), [this] { return state_->closed; });
+            done = state_->cv.wait_for(lock, std::chrono::seconds(2),
+                                       [this] { return state_->closed; });
         }
         natsConnection_Destroy(nc_);
         if (done) {
@@ -297,7 +299,8 @@ private:
         }
     }
     static std::int64_t ms(std::chrono::nanoseconds d) {
-        return std::max<std::int64_t>(1, std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+        return std::max<std::int64_t>(
+            1, std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
     }
     static std::string join(const std::vector<std::string>& v) {
         std::string out;
@@ -313,8 +316,8 @@ private:
 };
 
 struct nats_publisher_options {
-    std::string subject{};      // e.g. frame_subject("detect", "cam0")
-    std::string sender_name{};  // in every envelope; default: the subject
+    std::string subject{};     // e.g. frame_subject("detect", "cam0")
+    std::string sender_name{}; // in every envelope; default: the subject
     message_kind kind = message_kind::frame;
     // While disconnected, drop (counted as disconnected) instead of letting nats.c buffer: a
     // frame that arrives late is worth less than none. Off for results you want kept.
@@ -332,7 +335,10 @@ public:
     using value_type = typename Codec::value_type;
 
     nats_publisher(nats_connection& nc, nats_publisher_options options, Codec c = {})
-        : nc_(nc), options_(std::move(options)), codec_(std::move(c)), sender_id_(new_sender_id()),
+        : nc_(nc),
+          options_(std::move(options)),
+          codec_(std::move(c)),
+          sender_id_(new_sender_id()),
           ledger_(options_.loss_horizon) {
         if (options_.subject.empty()) {
             throw std::invalid_argument("subject: must not be empty");
@@ -342,11 +348,12 @@ public:
         }
         if (!options_.receipt_subject.empty()) {
             with_receipts_ = true;
-            const natsStatus s = natsConnection_Subscribe(&receipts_, nc_.get(),
-                                                          options_.receipt_subject.c_str(),
-                                                          &nats_publisher::on_receipt, this);
+            const natsStatus s =
+                natsConnection_Subscribe(&receipts_, nc_.get(), options_.receipt_subject.c_str(),
+                                         &nats_publisher::on_receipt, this);
             if (s != NATS_OK) {
-                throw nats_error("subscribe " + options_.receipt_subject + ": " + detail::nats_text(s));
+                throw nats_error("subscribe " + options_.receipt_subject + ": " +
+                                 detail::nats_text(s));
             }
             (void)natsSubscription_SetOnCompleteCB(receipts_, &nats_publisher::on_complete, this);
         }
@@ -379,7 +386,8 @@ public:
             if (lent) {
                 throw std::logic_error("codec: lend() called twice in one encode");
             }
-            const auto limit = static_cast<std::uint64_t>(std::max<std::int64_t>(0, nc_.max_payload()));
+            const auto limit =
+                static_cast<std::uint64_t>(std::max<std::int64_t>(0, nc_.max_payload()));
             if (envelope_size + n > limit) {
                 throw send_failure(send_status::too_large,
                                    "message of " + std::to_string(envelope_size + n) +
@@ -412,8 +420,8 @@ public:
         set_capture_time(e, v.captured.value_or(std::chrono::steady_clock::now()));
         set_sender(e, sender_id_, options_.sender_name);
         write_envelope(e, buffer_);
-        const natsStatus s = natsConnection_Publish(nc_.get(), options_.subject.c_str(),
-                                                    buffer_.data(), static_cast<int>(buffer_.size()));
+        const natsStatus s = natsConnection_Publish(
+            nc_.get(), options_.subject.c_str(), buffer_.data(), static_cast<int>(buffer_.size()));
         if (s != NATS_OK) {
             const auto st = s == NATS_MAX_PAYLOAD ? send_status::too_large : send_status::failed;
             counters_.count(st);
@@ -435,8 +443,7 @@ public:
     // Pops items from `in` and sends each until `in` is closed and drained or `stop` is
     // requested. One thread. Returns how many were sent.
     template <class In>
-        requires input_channel<In>
-    std::uint64_t pump(In& in, std::stop_token stop = {}) {
+    requires input_channel<In> std::uint64_t pump(In& in, std::stop_token stop = {}) {
         std::uint64_t n = 0;
         while (auto item = in.pop(stop)) {
             n += send(*item) == send_status::sent ? 1 : 0;
@@ -449,7 +456,8 @@ public:
     void settle(std::chrono::nanoseconds timeout) {
         (void)natsConnection_FlushTimeout(nc_.get(), 1000);
         const auto until = std::chrono::steady_clock::now() + timeout;
-        while (with_receipts_ && ledger_.waiting() > 0 && std::chrono::steady_clock::now() < until) {
+        while (with_receipts_ && ledger_.waiting() > 0 &&
+               std::chrono::steady_clock::now() < until) {
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
         if (with_receipts_) {
@@ -498,8 +506,9 @@ private:
 
     static void on_receipt(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
         auto* p = static_cast<nats_publisher*>(self);
-        const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(natsMsg_GetData(msg)),
-                                               static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+        const std::span<const std::byte> bytes(
+            reinterpret_cast<const std::byte*>(natsMsg_GetData(msg)),
+            static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
         const auto d = read_envelope(bytes);
         if (!d.header) {
             p->counters_.malformed.fetch_add(1, std::memory_order_relaxed);
@@ -532,12 +541,11 @@ private:
     bool closed_ = false;           // guarded by mu_
     detail::counters counters_;
     detail::delivery_ledger ledger_;
-    bool with_receipts_ = false;            // set once in the constructor
-    natsSubscription* receipts_ = nullptr;  // guarded by mu_ after the constructor
+    bool with_receipts_ = false;           // set once in the constructor
+    natsSubscription* receipts_ = nullptr; // guarded by mu_ after the constructor
     std::mutex done_mu_;
     std::condition_variable done_cv_;
     bool done_ = false; // guarded by done_mu_
-
 };
 
 struct nats_receiver_options {
@@ -548,7 +556,7 @@ struct nats_receiver_options {
     int pending_bytes = 64 << 20;
     // Send a receipt for each frame here (queue groups: the publisher's loss accounting).
     std::string receipt_subject{};
-    std::string name{}; // this receiver's name in its receipts
+    std::string name{};                      // this receiver's name in its receipts
     message_kind kind = message_kind::frame; // others are counted and skipped
     // No message for this long while connected: stalled (back to streaming on the next one).
     std::chrono::nanoseconds stall_timeout{std::chrono::seconds(2)};
@@ -580,7 +588,7 @@ public:
     // Subscribes; each message goes into `out` (which must outlive the run) from nats.c's
     // thread. Once. Throws nats_error when the subscription fails.
     template <class Out>
-        requires output_channel<Out, item_type>
+    requires output_channel<Out, item_type>
     void start(Out& out) {
         const std::lock_guard<std::mutex> lock(mu_);
         if (sub_ != nullptr || started_) {
@@ -591,11 +599,12 @@ public:
         natsStatus s = options_.queue_group.empty()
                            ? natsConnection_Subscribe(&sub_, nc_.get(), options_.subject.c_str(),
                                                       &nats_receiver::on_message, this)
-                           : natsConnection_QueueSubscribe(&sub_, nc_.get(), options_.subject.c_str(),
-                                                           options_.queue_group.c_str(),
-                                                           &nats_receiver::on_message, this);
+                           : natsConnection_QueueSubscribe(
+                                 &sub_, nc_.get(), options_.subject.c_str(),
+                                 options_.queue_group.c_str(), &nats_receiver::on_message, this);
         if (s == NATS_OK) {
-            s = natsSubscription_SetPendingLimits(sub_, options_.pending_messages, options_.pending_bytes);
+            s = natsSubscription_SetPendingLimits(sub_, options_.pending_messages,
+                                                  options_.pending_bytes);
         }
         if (s == NATS_OK) {
             s = natsSubscription_SetOnCompleteCB(sub_, &nats_receiver::on_complete, this);
@@ -651,7 +660,8 @@ public:
         }
         if (s.state == live_state::streaming &&
             now_ns() - last_ns_.load(std::memory_order_relaxed) >
-                std::chrono::duration_cast<std::chrono::nanoseconds>(options_.stall_timeout).count()) {
+                std::chrono::duration_cast<std::chrono::nanoseconds>(options_.stall_timeout)
+                    .count()) {
             s.state = live_state::stalled;
         }
         return s;
@@ -689,8 +699,9 @@ private:
     void handle(Out& out, natsMsg* msg) {
         auto& c = counters_;
         last_ns_.store(now_ns(), std::memory_order_relaxed);
-        const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(natsMsg_GetData(msg)),
-                                               static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+        const std::span<const std::byte> bytes(
+            reinterpret_cast<const std::byte*>(natsMsg_GetData(msg)),
+            static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
         const auto d = read_envelope(bytes);
         if (!d.header) {
             c.malformed.fetch_add(1, std::memory_order_relaxed);

@@ -19,7 +19,8 @@ int main() {
     std::printf("nats adapter: %s\n", framepipe::transport::frame_subject("p", "cam0").c_str());
 #endif
 #if defined(CONSUMER_WITH_ICEORYX)
-    std::printf("iceoryx adapter: %s\n", framepipe::transport::roudi_unreachable() ? "no RouDi" : "RouDi");
+    std::printf("iceoryx adapter: %s\n",
+                framepipe::transport::roudi_unreachable() ? "no RouDi" : "RouDi");
 #endif
     return v && *v == 2 ? 0 : 1;
 }

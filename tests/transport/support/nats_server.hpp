@@ -24,25 +24,31 @@ namespace framepipe_test {
 class nats_server {
 public:
     struct options {
-        std::optional<int> port{};           // unset: a free one, chosen by the server
-        bool cluster = false;                // listen for routes (on a free port)
-        std::vector<std::string> routes{};   // nats://127.0.0.1:<route port> of other nodes
+        std::optional<int> port{};         // unset: a free one, chosen by the server
+        bool cluster = false;              // listen for routes (on a free port)
+        std::vector<std::string> routes{}; // nats://127.0.0.1:<route port> of other nodes
         std::string name{};
+        std::string config{};                // a config file (-c), e.g. with max_payload
     };
 
     nats_server() : nats_server(options{}) {}
     explicit nats_server(options o) : options_(std::move(o)) { start(); }
 
     void start() {
-        std::vector<std::string> argv{FRAMEPIPE_NATS_SERVER, "-a", "127.0.0.1", "-p",
-                                      port_ ? std::to_string(*port_)
-                                            : (options_.port ? std::to_string(*options_.port) : "-1")};
+        std::vector<std::string> argv{
+            FRAMEPIPE_NATS_SERVER, "-a", "127.0.0.1", "-p",
+            port_ ? std::to_string(*port_)
+                  : (options_.port ? std::to_string(*options_.port) : "-1")};
         if (!options_.name.empty()) {
             argv.insert(argv.end(), {"-n", options_.name});
         }
+        if (!options_.config.empty()) {
+            argv.insert(argv.end(), {"-c", options_.config});
+        }
         if (options_.cluster) {
             argv.insert(argv.end(), {"--cluster_name", "framepipe-test", "--cluster",
-                                     "nats://127.0.0.1:" + (route_port_ ? std::to_string(*route_port_) : "-1")});
+                                     "nats://127.0.0.1:" +
+                                         (route_port_ ? std::to_string(*route_port_) : "-1")});
             if (!options_.routes.empty()) {
                 std::string r;
                 for (const auto& u : options_.routes) {

@@ -44,7 +44,8 @@ namespace framepipe::transport {
 //         using value_type = Frame;       // what a publisher sends
 //         using view_type = FrameView;    // what a receiver hands out (may point into the bytes)
 //         void encode(const Frame& f, lender& lend) const;   // calls lend(n) once, writes n bytes
-//         std::optional<FrameView> decode(std::span<const std::byte> b) const; // nullopt: malformed
+//         std::optional<FrameView> decode(std::span<const std::byte> b) const; // nullopt:
+//         malformed
 //     };
 //
 // encode asks the transport for exactly the bytes it needs (lend(n)) and writes them once: with
@@ -94,8 +95,8 @@ private:
 class lender {
 public:
     template <class F>
-        requires std::is_invocable_r_v<std::span<std::byte>, F&, std::size_t>
-    explicit lender(F& f) noexcept
+    requires std::is_invocable_r_v<std::span<std::byte>, F&, std::size_t> explicit lender(
+        F& f) noexcept
         : object_(&f), call_([](void* o, std::size_t n) { return (*static_cast<F*>(o))(n); }) {}
 
     // n writable bytes. Throws send_failure when the transport cannot give them.
@@ -129,7 +130,8 @@ struct bytes_codec {
     }
 };
 
-// --- What a receiver hands out --------------------------------------------------------------------
+// --- What a receiver hands out
+// --------------------------------------------------------------------
 
 // One received message: its decoded value and the envelope's figures. The receivers hand it out
 // as std::shared_ptr<const received<V>>: the last copy of that pointer to go releases the
@@ -143,13 +145,13 @@ struct received {
     using clock = std::chrono::steady_clock;
 
     V value;
-    std::uint64_t seq = 0;         // the item's own sequence number (the source's frame number)
-    clock::time_point captured{};  // capture time, on this host's steady clock
-    std::uint64_t epoch = 0;       // the source's connection epoch
-    std::uint64_t link_seq = 0;    // the sender's message number
-    std::uint64_t sender_id = 0;   // which sender (random per sender object)
-    std::string sender;            // its name
-    clock::time_point arrived{};   // when the receiver took it from the transport
+    std::uint64_t seq = 0;        // the item's own sequence number (the source's frame number)
+    clock::time_point captured{}; // capture time, on this host's steady clock
+    std::uint64_t epoch = 0;      // the source's connection epoch
+    std::uint64_t link_seq = 0;   // the sender's message number
+    std::uint64_t sender_id = 0;  // which sender (random per sender object)
+    std::string sender;           // its name
+    clock::time_point arrived{};  // when the receiver took it from the transport
 
     [[nodiscard]] clock::duration age(clock::time_point now = clock::now()) const noexcept {
         return now - captured;
@@ -167,8 +169,8 @@ using received_ptr = std::shared_ptr<const received<V>>;
 // drop_older_epochs, the pipeline's age histograms); smart pointers to it follow from stamped.hpp.
 template <class V>
 struct framepipe::timestamp_traits<framepipe::transport::received<V>> {
-    static std::chrono::steady_clock::time_point
-    capture_time(const framepipe::transport::received<V>& r) noexcept {
+    static std::chrono::steady_clock::time_point capture_time(
+        const framepipe::transport::received<V>& r) noexcept {
         return r.captured;
     }
 };
@@ -181,7 +183,8 @@ struct framepipe::epoch_traits<framepipe::transport::received<V>> {
 
 namespace framepipe::transport {
 
-// --- What a publisher sends: any framepipe item ---------------------------------------------------
+// --- What a publisher sends: any framepipe item
+// ---------------------------------------------------
 
 namespace detail {
 
@@ -209,7 +212,10 @@ template <class V, class Item>
         return {&static_cast<const V&>(item), std::nullopt, 0, std::nullopt};
     } else if constexpr (is_stamped<std::remove_cv_t<Item>>::value) {
         return {&item.value, item.seq, item.epoch, item.captured};
-    } else if constexpr (requires { *item; item == nullptr; }) {
+    } else if constexpr (requires {
+                             *item;
+                             item == nullptr;
+                         }) {
         if (item == nullptr) {
             throw std::invalid_argument("framepipe transport: cannot send a null pointer");
         }
@@ -235,8 +241,9 @@ template <class V, class Item>
 //                   pipeline's snapshot;
 //   in the consumer: its subscription's counters (rate_limited, expired).
 struct transport_stats {
-    live_state state = live_state::stopped; // connecting, streaming, stalled, backoff, failed, stopped
-    std::uint64_t epoch = 0;       // connections made (1 after the first connect)
+    live_state state =
+        live_state::stopped; // connecting, streaming, stalled, backoff, failed, stopped
+    std::uint64_t epoch = 0; // connections made (1 after the first connect)
     std::uint64_t connects = 0;
     std::uint64_t reconnects = 0;
     std::uint64_t disconnects = 0;
@@ -248,18 +255,18 @@ struct transport_stats {
     std::uint64_t disconnected = 0;
     std::uint64_t send_failed = 0;
     // Receiving.
-    std::uint64_t received = 0;       // well-formed messages taken from the transport
+    std::uint64_t received = 0; // well-formed messages taken from the transport
     std::uint64_t bytes_received = 0;
-    std::uint64_t malformed = 0;      // counted and skipped
+    std::uint64_t malformed = 0; // counted and skipped
     std::uint64_t lost_in_transport = 0;
-    std::uint64_t out_of_order = 0;   // a link_seq lower than one already seen (duplicates too)
+    std::uint64_t out_of_order = 0; // a link_seq lower than one already seen (duplicates too)
     std::uint64_t slow_consumer_dropped = 0;
-    std::uint64_t delivered = 0;      // handed to the output channel
-    std::uint64_t refused = 0;        // the output channel did not accept it (closed, rejected)
-    std::uint64_t senders = 0;        // distinct senders seen
+    std::uint64_t delivered = 0; // handed to the output channel
+    std::uint64_t refused = 0;   // the output channel did not accept it (closed, rejected)
+    std::uint64_t senders = 0;   // distinct senders seen
     // Receipts (queue groups): the publisher's side of the accounting.
-    std::uint64_t acknowledged = 0;   // frames some receiver acknowledged
-    std::uint64_t late_receipts = 0;  // receipts for frames already counted as lost
+    std::uint64_t acknowledged = 0;     // frames some receiver acknowledged
+    std::uint64_t late_receipts = 0;    // receipts for frames already counted as lost
     std::uint64_t pending_receipts = 0; // frames sent and not yet acknowledged nor lost
     std::string last_error;
 };
@@ -320,9 +327,7 @@ struct counters {
         case send_status::sent: sent.fetch_add(1, std::memory_order_relaxed); break;
         case send_status::no_buffer: no_buffer.fetch_add(1, std::memory_order_relaxed); break;
         case send_status::too_large: too_large.fetch_add(1, std::memory_order_relaxed); break;
-        case send_status::disconnected:
-            disconnected.fetch_add(1, std::memory_order_relaxed);
-            break;
+        case send_status::disconnected: disconnected.fetch_add(1, std::memory_order_relaxed); break;
         case send_status::failed:
         case send_status::closed: send_failed.fetch_add(1, std::memory_order_relaxed); break;
         }
@@ -406,8 +411,8 @@ public:
     [[nodiscard]] std::uint64_t expire(std::chrono::steady_clock::time_point now) {
         const std::lock_guard<std::mutex> lock(mu_);
         std::uint64_t lost = 0;
-        while (!pending_.empty() && (now - pending_.front().sent > horizon_ ||
-                                     pending_.size() > max_pending)) {
+        while (!pending_.empty() &&
+               (now - pending_.front().sent > horizon_ || pending_.size() > max_pending)) {
             if (!pending_.front().acknowledged) {
                 ++lost;
                 --waiting_;
@@ -440,7 +445,9 @@ private:
 // Pushes a receiver's handle into its output channel (push or publish); true if it went in.
 template <class Out, class H>
 bool push_item(Out& out, H&& h) {
-    if constexpr (requires { { out.push(std::forward<H>(h)) } -> std::same_as<push_status>; }) {
+    if constexpr (requires {
+                      { out.push(std::forward<H>(h)) } -> std::same_as<push_status>;
+                  }) {
         return accepted(out.push(std::forward<H>(h)));
     } else if constexpr (requires { out.push(std::forward<H>(h)); }) {
         out.push(std::forward<H>(h));
@@ -470,8 +477,7 @@ bool push_item(Out& out, H&& h) {
          n(st.malformed)},
         {"lost_in_transport", "Messages the transport lost (sequence gaps, or no receipt).",
          n(st.lost_in_transport)},
-        {"transport_out_of_order", "Messages older than one already received.",
-         n(st.out_of_order)},
+        {"transport_out_of_order", "Messages older than one already received.", n(st.out_of_order)},
         {"slow_consumer_dropped", "Messages the client dropped over its pending limit.",
          n(st.slow_consumer_dropped)},
         {"transport_delivered", "Messages handed to the output channel.", n(st.delivered)},

@@ -206,9 +206,9 @@ struct decoded {
 // A random sender id, never 0.
 [[nodiscard]] inline std::uint64_t new_sender_id() {
     std::random_device rd;
-    const std::uint64_t id = (static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^
-                             static_cast<std::uint64_t>(
-                                 std::chrono::steady_clock::now().time_since_epoch().count());
+    const std::uint64_t id =
+        (static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
     return id == 0 ? 1 : id;
 }
 
@@ -218,11 +218,12 @@ struct decoded {
 [[nodiscard]] inline std::chrono::steady_clock::time_point local_capture_time(const envelope& e) {
     using namespace std::chrono;
     if (e.clock_domain != 0 && e.clock_domain == local_clock_domain()) {
-        return steady_clock::time_point(duration_cast<steady_clock::duration>(nanoseconds(e.captured_steady_ns)));
+        return steady_clock::time_point(
+            duration_cast<steady_clock::duration>(nanoseconds(e.captured_steady_ns)));
     }
     const auto sys_now = duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count();
-    return steady_clock::now() - duration_cast<steady_clock::duration>(
-                                     nanoseconds(sys_now - e.captured_system_ns));
+    return steady_clock::now() -
+           duration_cast<steady_clock::duration>(nanoseconds(sys_now - e.captured_system_ns));
 }
 
 // Fills the capture times and clock domain of `e` from a steady-clock capture time.
