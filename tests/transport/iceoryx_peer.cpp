@@ -11,6 +11,10 @@
 #include <framepipe/metrics.hpp>
 #include <framepipe/transport/iceoryx.hpp>
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -62,6 +66,9 @@ int main(int argc, char** argv) {
             }
             return 0;
         }
+        // The detector at nice 10, as framepipe-detect's stage_options{.nice} would: its spin
+        // must not starve this process's receiving thread (started above, at the default).
+        (void)setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 10);
         framepipe::latency_histogram age;
         std::uint64_t processed = 0;
         std::uint64_t checksum = 0;

@@ -38,6 +38,14 @@ std::vector<std::string> detect(std::vector<std::string> args) {
     return args;
 }
 
+// A worker at a lower priority, as on a host that also runs the camera: two HOG workers would
+// otherwise take both of this machine's cores from the camera and its UI.
+std::vector<std::string> niced(std::vector<std::string> args) {
+    args = detect(std::move(args));
+    args.insert(args.begin(), {"/usr/bin/nice", "-n", "15"});
+    return args;
+}
+
 } // namespace
 
 #if defined(FRAMEPIPE_TEST_NATS)
@@ -46,9 +54,9 @@ TEST_CASE(
     "and names the worker of each result; every frame is accounted for") {
     framepipe_test::nats_server server;
     process w1(
-        detect({"--worker", server.url(), "--worker-name", "w1", "--detect-fps", "0", "--json"}));
+        niced({"--worker", server.url(), "--worker-name", "w1", "--detect-fps", "0", "--json"}));
     process w2(
-        detect({"--worker", server.url(), "--worker-name", "w2", "--detect-fps", "0", "--json"}));
+        niced({"--worker", server.url(), "--worker-name", "w2", "--detect-fps", "0", "--json"}));
     REQUIRE(w1.wait_for("worker w1 on", 60s));
     REQUIRE(w2.wait_for("worker w2 on", 60s));
     process cam(detect({"--publish", server.url(), "--no-ui", "--duration", "8", "--json"}));
@@ -137,7 +145,7 @@ TEST_CASE(
                         "--roudi-config", FRAMEPIPE_ROUDI_CONFIG}));
     REQUIRE(cam.wait_for("publishing frames on iceoryx", 60s));
     process w(
-        detect({"--worker", "iceoryx", "--worker-name", "w1", "--detect-fps", "0", "--json"}));
+        niced({"--worker", "iceoryx", "--worker-name", "w1", "--detect-fps", "0", "--json"}));
     REQUIRE(w.wait_for("worker w1 on", 60s));
     std::this_thread::sleep_for(5s);
     w.terminate(); // before the camera (and its RouDi) goes

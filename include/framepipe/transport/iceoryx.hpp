@@ -182,8 +182,9 @@ public:
 
     // Loans a chunk, lets the codec write the item into it (the one copy), and publishes it.
     // Any thread (serialised by a mutex). Never waits for a subscriber. Returns sent, no_buffer
-    // (no chunk of that size left: counted, the item is skipped), too_large (no mempool has
-    // chunks that big) or closed. Exceptions: what the codec throws (the chunk is released).
+    // (no chunk of that size left: counted, the item is skipped), too_large (over
+    // largest_chunk, or no mempool for that size) or closed. Exceptions: what the codec throws
+    // (the chunk is released).
     template <class Item>
     [[nodiscard]] send_status send(const Item& item) {
         const auto v = detail::view_item<value_type>(item);
