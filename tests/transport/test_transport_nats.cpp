@@ -119,6 +119,16 @@ struct result_counter {
     std::jthread reader;
 };
 
+// Sanitizers make every copy and check several times slower, and the workers are processes of
+// this same binary: looser timing bounds there.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr double timing_slack = 3.0;
+constexpr double min_speedup = 2.0; // three workers against one
+#else
+constexpr double timing_slack = 1.0;
+constexpr double min_speedup = 2.5;
+#endif
+
 // A receipt later than the horizon counts its frame as lost (and itself as late): generous here,
 // for a loaded 2-core host running the workers under a sanitizer.
 tp::nats_publisher_options camera_options() {
@@ -347,14 +357,14 @@ TEST_CASE("nats: one publisher, three workers in a queue group share the frames"
         CHECK(s.pending_receipts == 0);
         // Newest frame: its age when a worker takes it is at most the gap between two frames it
         // gets plus one service time (the frame arrived while it was busy). Loose on a loaded host.
-        CHECK(age_p99 < 1000.0 / fps * workers + service_ms + 100);
+        CHECK(age_p99 < (1000.0 / fps * workers + service_ms + 100) * timing_slack);
         CHECK(results.per_worker().size() == static_cast<std::size_t>(workers));
         return rate;
     };
     const double one = measure(1);
     const double three = measure(3);
     CHECK(one > 10);
-    CHECK(three >= 2.5 * one);
+    CHECK(three >= min_speedup * one);
 }
 
 TEST_CASE(
