@@ -12,9 +12,9 @@
 //      |                                                                              |
 //   selector "ui frames": round robin                 batcher "batches": weighted turns
 //      |                                              (--priority NAME=W), up to --batch
-//   [ui] one camera's frame: scaled to                frames, one per camera, --batch-delay
-//        --tile-width, its newest boxes,                                              |
-//        encoded (stages.hpp)              <-- newest result per camera --   [detector] HOG
+//   [ui] at 2 x --ui-fps, every frame that came       frames, one per camera, --batch-delay
+//        since: scaled to --tile-width, its                                           |
+//        newest boxes, encoded (stages.hpp) <-- newest result per camera --  [detector] HOG
 //      |                                                                  frame by frame, or
 //   broadcaster "jpeg" --> the page's grid (GET /ws), /video.mjpg       YOLO ONNX on the batch
 //
@@ -123,10 +123,20 @@ int run(const mc::settings& s, const CLI::App& app) {
     p.channel(batches, "batches");
     p.sink("detector", batches, [&](const framepipe::batch<mc::frame_ptr>& b) { detect(b); });
     if (!s.no_ui) {
-        p.channel(ui_frames, "ui frames");
-        p.channel(jpegs, "jpeg");
-        p.stage("ui", ui_frames, jpegs,
-                [&](const framepipe::selected<mc::frame_ptr>& f) { return draw(f); });
+        // The UI refreshes at twice --ui-fps and draws, each time, every camera's frame that
+        // came since (try_pop until nothing is ready). A selector's pop scans the cameras for a
+        // ready one, so popping each frame as it comes would cost a scan per frame (few cameras
+        // are ready at once); a refresh costs one scan for all the frames it finds.
+        p.source(
+            "ui",
+            [&] {
+                while (auto f = ui_frames.try_pop()) {
+                    if (auto encoded = draw(*f)) {
+                        (void)jpegs.publish(std::move(*encoded));
+                    }
+                }
+            },
+            {.max_rate_hz = 2 * s.ui_fps});
     }
     for (const auto& spec : specs) {
         cameras.add(spec, true); // a camera that never connects (--max-attempts): exit 2
