@@ -63,6 +63,21 @@ int main() {
     auto sub = frames.subscribe({.capacity = 2, .name = "sub"});
     check(frames.publish(5).delivered == 1 && **sub.try_pop() == 5);
 
+    framepipe::ring<int> cam_a(2);
+    framepipe::latest_slot<int> cam_b;
+    framepipe::selector<int> select;
+    const auto a = select.add(cam_a);
+    (void)select.add(cam_b);
+    (void)cam_a.push(6);
+    check(select.try_pop()->input == a);
+
+    framepipe::ring<framepipe::stamped<int>> cam_c(4);
+    framepipe::batcher<framepipe::stamped<int>> batches({.max_size = 2});
+    (void)batches.add(cam_c, {.take = framepipe::input_take::oldest});
+    (void)cam_c.push(framepipe::stamp(7, 0));
+    (void)cam_c.push(framepipe::stamp(8, 1));
+    check(batches.try_pop()->items.size() == 2);
+
     framepipe::rate_limiter limiter(1000.0);
     check(limiter.try_acquire());
 

@@ -22,6 +22,10 @@
 //       |-- mjpeg-N: one per MJPEG client: GET /video.mjpg
 //       +-- "ui-sink" (--no-ui: counts what a browser would have received)
 //
+//   --sampling other than none: [sampler] between "frames" and [detector] decides which frames
+//   the detector gets (every-n:N, keyframes, motion, scene, adaptive, cascade: motion regions
+//   only); see sampled_pipeline.hpp and docs/sampling.md.
+//
 //   --mode inline: the source document's single-threaded baseline.
 //
 //   [inline] read -> detect -> draw + encode -> broadcaster "jpeg"     (one thread)
@@ -32,10 +36,15 @@
 // A live input's status changes are printed on the console ("camera: online (epoch 1; ...)",
 // "camera: reconnecting (...)"); its figures are in the summary's "sources".
 //
+//   --publish / --worker iceoryx|nats://...: the same graph split across processes (remote.hpp).
+//
 // The console prints each inference time. --json prints one JSON summary at exit (then the
 // inference lines go to stderr, so that stdout is exactly that object). The steps of the stages
 // are in stages.hpp, the summary in summary.hpp, the flags in settings.hpp.
 #include "page.hpp"
+#include "remote.hpp"
+#include "sampled_pipeline.hpp"
+#include "sampling.hpp"
 #include "settings.hpp"
 #include "stages.hpp"
 #include "summary.hpp"
@@ -88,6 +97,12 @@ int run(const det::settings& s, const CLI::App& app) {
     cv::setNumThreads(s.detector_threads);
     const bool pipelined = s.mode == "pipelined";
     std::FILE* console = s.json ? stderr : stdout;
+    // --sampling: a bad spec is exit 2 before anything opens (sampling.hpp lists the forms).
+    const auto sampling = det::parse_sampling(s.sampling);
+    const bool sampled = sampling.kind != det::sampling_kind::none;
+    if (sampled && !pipelined) {
+        throw fe::usage_error("--sampling: only with --mode pipelined (the sampler is a stage)");
+    }
 
     // Bad input is found here, before anything runs: the input, the model, the port. A live
     // input is only checked (its URL, the flags): it connects once the pipeline runs, and keeps
@@ -102,8 +117,10 @@ int run(const det::settings& s, const CLI::App& app) {
         if (s.loop) {
             throw fe::usage_error("--loop: only for files; a live input that ends is reconnected");
         }
-        camera.emplace(fe::live_camera_options_from(s.live, s.camera >= 0 ? "" : s.video, s.camera,
-                                                    8));
+        auto live_options =
+            fe::live_camera_options_from(s.live, s.camera >= 0 ? "" : s.video, s.camera, 8);
+        det::sampled_pipeline::prepare_live(sampling, s.video, s.camera, live_options);
+        camera.emplace(live_options);
         camera->on_event([console](const std::string& line) {
             std::fprintf(console, "%s: %s\n", program, line.c_str());
             std::fflush(console);
@@ -134,7 +151,9 @@ int run(const det::settings& s, const CLI::App& app) {
     if (pipelined) {
         ui_in = frames.subscribe(
             {.capacity = 1, .max_rate_hz = s.ui_fps, .drop_older_epochs = true, .name = "ui"});
-        det_in = frames.subscribe({.capacity = 1, .drop_older_epochs = true, .name = "detector"});
+        if (!sampled) {
+            det_in = frames.subscribe({.capacity = 1, .drop_older_epochs = true, .name = "detector"});
+        }
     } else if (camera) {
         inline_in = frames.subscribe({.capacity = 1, .drop_older_epochs = true, .name = "inline"});
     }
@@ -147,6 +166,14 @@ int run(const det::settings& s, const CLI::App& app) {
     fe::jpeg_encoder jpeg({.quality = s.jpeg_quality, .pool_size = 4 + 2 * s.max_clients});
     det::detect_step detect(*detector, m, console);
     det::ui_step render(jpeg, m);
+    // --sampling: the sampler stage in front of the detector (sampled_pipeline.hpp).
+    std::unique_ptr<det::sampled_pipeline> sampler;
+    if (sampled) {
+        sampler = det::sampled_pipeline::make(sampling, s, video ? &*video : nullptr,
+                                              video ? file_path(s.video) : "", *detector, m, console);
+    } else if (!s.motion_mask.empty()) {
+        throw fe::usage_error("--motion-mask: only with --sampling motion or cascade");
+    }
     // A file: nullptr at its end (or on stop): the source ends, the graph drains.
     auto read = [&video](framepipe::stage_context& ctx) { return video->next(ctx.stop_token()); };
     // Inline: detect when --detect-fps allows (every frame with 0), draw and encode when
@@ -174,8 +201,12 @@ int run(const det::settings& s, const CLI::App& app) {
     }
     if (pipelined) {
         p.channel(results, "results");
-        p.stage("detector", *det_in, results, [&](const frame_ptr& f) { return detect(*f); },
-                {.max_rate_hz = s.detect_fps});
+        if (sampler) {
+            sampler->add_to(p, frames, results, s.detect_fps);
+        } else {
+            p.stage("detector", *det_in, results, [&](const frame_ptr& f) { return detect(*f); },
+                    {.max_rate_hz = s.detect_fps});
+        }
         p.stage("ui", *ui_in, jpegs, [&](const frame_ptr& f) { return render(*f, results.peek()); });
     } else if (camera) {
         // The camera reads on its own threads; the loop takes the newest frame each time round.
@@ -210,7 +241,14 @@ int run(const det::settings& s, const CLI::App& app) {
     fe::run_loop run(p, {.duration_s = s.duration}); // until the duration, the end, or Ctrl-C
     const det::run_parts parts{s, video ? &*video : nullptr, camera ? &*camera : nullptr,
                                *detector, m, jpeg};
-    auto stats = [&] { return det::summary(parts, p.snapshot(), run.seconds()); };
+    auto stats = [&] {
+        const auto snap = p.snapshot();
+        auto j = det::summary(parts, snap, run.seconds());
+        if (sampler) {
+            j["sampling"] = sampler->json(snap);
+        }
+        return j;
+    };
     std::optional<fe::web_server> server;
     if (!s.no_ui) {
         server.emplace(fe::web_ui_options({.host = s.host,
@@ -259,6 +297,9 @@ int run(const det::settings& s, const CLI::App& app) {
                             "channels"}) {
         j[key] = after[key];
     }
+    if (after.contains("sampling")) {
+        j["sampling"] = after["sampling"];
+    }
     if (!s.dot.empty()) {
         std::ofstream(s.dot) << framepipe::to_dot(p.snapshot());
     }
@@ -290,8 +331,14 @@ int main(int argc, char** argv) {
     CLI::App app{"framepipe-detect: object detection on a video, with a live web UI"};
     det::settings s;
     det::add_options(app, s);
+    det::remote_settings remote;
+    det::add_remote_options(app, remote);
     if (const auto code = fe::parse_command_line(app, argc, argv, program)) {
         return *code;
     }
-    return fe::run_main(program, [&] { return run(s, app); });
+    if (s.sampling != "none" && app.count("--detect-fps") == 0) {
+        s.detect_fps = 0; // with a sampler, the sampler decides what the detector gets
+    }
+    return fe::run_main(program,
+                        [&] { return remote.active() ? det::run_remote(s, remote) : run(s, app); });
 }

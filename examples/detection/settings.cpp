@@ -39,6 +39,12 @@ void add_options(CLI::App& app, settings& s) {
     app.add_option("--dot", s.dot, "write the pipeline graph (Graphviz DOT) to this file at exit");
     app.add_option("--max-clients", s.max_clients, "websocket + MJPEG clients at once")
         ->check(CLI::Range(1, 256));
+    app.add_option("--sampling", s.sampling,
+                   "which frames the detector gets: none, every-n:N, keyframes, motion[:T], "
+                   "scene[:D], adaptive, cascade[:T] (docs/sampling.md)");
+    app.add_option("--motion-mask", s.motion_mask,
+                   "motion and cascade: a polygon 'x,y x,y x,y ...' (frame pixels) where motion "
+                   "is ignored");
     add_live_options(app, s.live);
 }
 

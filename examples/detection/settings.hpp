@@ -36,6 +36,8 @@ struct settings {
     int port = 7001;
     std::size_t max_clients = 16;
     std::string dot; // write the graph (Graphviz DOT, with the final counters) here at exit
+    std::string sampling = "none"; // which frames the detector gets (sampling.hpp)
+    std::string motion_mask;       // --motion-mask "x,y x,y x,y ..." (motion, cascade)
     framepipe_examples::live_settings live; // --reconnect-*, --stall-timeout, ... (live inputs)
 };
 

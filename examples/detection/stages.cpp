@@ -30,7 +30,7 @@ result detect_step::operator()(const video_frame& f) {
                  static_cast<unsigned long long>(f.seq), boxes.size(),
                  std::chrono::duration<double, std::milli>(start - f.captured).count(),
                  static_cast<unsigned long long>(f.epoch));
-    return framepipe::stamp(detection_result{std::move(boxes), ms}, f.seq, f.captured, f.epoch);
+    return framepipe::stamp(detection_result{std::move(boxes), ms, {}}, f.seq, f.captured, f.epoch);
 }
 
 std::shared_ptr<const encoded_frame> ui_step::operator()(const video_frame& f,
@@ -69,6 +69,7 @@ std::shared_ptr<const encoded_frame> ui_step::operator()(const video_frame& f,
                            {"width", canvas_.cols},
                            {"height", canvas_.rows}};
     if (r) {
+        meta["stages"] = r->value.stages; // with --sampling: which stages ran
         meta["result_seq"] = r->seq;
         meta["result_age_ms"] = round2(age_ms);
     }

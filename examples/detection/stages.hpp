@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace framepipe_examples::detection {
@@ -26,6 +27,7 @@ namespace framepipe_examples::detection {
 struct detection_result {
     std::vector<labelled_detection> boxes;
     double inference_ms = 0;
+    std::vector<std::string> stages; // which stages ran, with --sampling: {"motion", "hog"}
 };
 using result = framepipe::stamped<detection_result>;
 

@@ -10,8 +10,9 @@
 // Zero copy: a published value is held by one shared_ptr<const T>; each subscriber gets a copy
 // of the pointer, never of the value. Publishing a shared_ptr (for example one lent by a
 // framepipe::pool) allocates nothing; publishing a T puts it in a block that the broadcaster
-// recycles, so a steady stream allocates nothing after the first few (or none, after reserve()). The broadcaster keeps the latest value (for replay_last)
-// until the next publish or close(): size a frame pool with one buffer for it.
+// recycles, so a steady stream allocates nothing after the first few (or none, after
+// reserve()). The broadcaster keeps the latest value (for replay_last) until the next publish or
+// close(): size a frame pool with one buffer for it.
 //
 // Isolation: a subscriber with a drop policy (drop_oldest, drop_newest) never makes publish wait,
 // however slowly it reads; it drops instead, and its counters say so. A subscriber with
@@ -57,7 +58,8 @@ struct subscription_options {
     std::optional<std::chrono::nanoseconds> block_timeout{}; // overflow::block only, see ring
     double max_rate_hz = 0;                   // values offered per second at most; 0: unlimited
     std::optional<std::chrono::nanoseconds> max_age{};       // discard older values at pop
-    bool replay_last = false; // start with the latest value published before subscribing
+    // Start with the latest value published before subscribing (none if that was a null pointer).
+    bool replay_last = false;
     bool drop_older_epochs = false; // refuse values from an older epoch (see ring_options)
     std::string name{};       // for stats; "subscriber-N" when empty
 };

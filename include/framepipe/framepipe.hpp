@@ -8,6 +8,7 @@
 
 #include <framepipe/version.hpp>
 
+#include <framepipe/batcher.hpp>
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/channel.hpp>
 #include <framepipe/exposition.hpp>
@@ -17,8 +18,9 @@
 #include <framepipe/pipeline.hpp>
 #include <framepipe/pool.hpp>
 #include <framepipe/rate_limiter.hpp>
-#include <framepipe/sampling.hpp>
 #include <framepipe/ring.hpp>
+#include <framepipe/sampling.hpp>
+#include <framepipe/select.hpp>
 #include <framepipe/sliding_window.hpp>
 #include <framepipe/snapshot.hpp>
 #include <framepipe/stamped.hpp>

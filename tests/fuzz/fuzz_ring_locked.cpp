@@ -1,0 +1,11 @@
+// tests/fuzz/fuzz_ring_locked.cpp - the mutex ring (detail/locked_ring.hpp), for a T whose move may throw against
+// its sequential model (see fuzz_ring.hpp for the input and the operations).
+#include "fuzz_ring.hpp"
+
+static_assert(!framepipe::ring<framepipe_fuzz::throwing_item>::is_lock_free);
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    using framepipe_fuzz::stamped_item;
+    using framepipe_fuzz::throwing_item;
+    return framepipe_fuzz::run_ring<framepipe::ring<throwing_item>>(data, size);
+}

@@ -1,0 +1,11 @@
+// tests/fuzz/fuzz_ring_spsc.cpp - the lock-free SPSC ring (detail/spsc_lockfree_ring.hpp) against
+// its sequential model (see fuzz_ring.hpp for the input and the operations).
+#include "fuzz_ring.hpp"
+
+static_assert(framepipe::spsc_ring<framepipe_fuzz::stamped_item>::is_lock_free);
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    using framepipe_fuzz::stamped_item;
+    using framepipe_fuzz::throwing_item;
+    return framepipe_fuzz::run_ring<framepipe::spsc_ring<stamped_item>>(data, size);
+}

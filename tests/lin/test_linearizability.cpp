@@ -1,0 +1,433 @@
+// tests/lin/test_linearizability.cpp - histories of 2-4 threads on the lock-free channels (ring
+// MPMC and SPSC, latest_slot, a subscription), each checked against the channel's sequential
+// specification (specs.hpp) by the Wing & Gong / Lowe checker (checker.hpp); recorded histories
+// at the edge of the MPMC ring's documented trade-off; and mutants the checker must reject.
+//
+// FRAMEPIPE_LIN_HISTORIES scales the number of histories (default: 10^4 in all, of at most 12
+// calls each, plus the final stats and drain).
+#include <framepipe/broadcaster.hpp>
+#include <framepipe/latest_slot.hpp>
+#include <framepipe/ring.hpp>
+
+#include <catch2/catch.hpp>
+
+#include "harness.hpp"
+#include "mutants.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace framepipe_lin;
+using framepipe::overflow;
+using framepipe::push_status;
+using framepipe_model::ring_model;
+using namespace std::chrono_literals;
+
+constexpr auto short_wait = 20us; // pop_for / push_for in the histories
+
+std::size_t histories(std::size_t share) {
+    // `share` of 10^4 by default; FRAMEPIPE_LIN_HISTORIES sets the total.
+    std::size_t total = 10000;
+    if (const char* env = std::getenv("FRAMEPIPE_LIN_HISTORIES")) {
+        total = static_cast<std::size_t>(std::strtoull(env, nullptr, 10));
+    }
+    return std::max<std::size_t>(1, total * share / 10000);
+}
+
+// Totals over every test in this run, printed at exit: the figures docs/verification.md quotes.
+struct totals {
+    std::size_t histories = 0;
+    std::size_t events = 0;
+    std::size_t states = 0;
+    std::size_t relaxed = 0;
+    double seconds = 0;
+    ~totals() {
+        if (histories > 0) {
+            std::printf("linearizability: %zu histories (%zu calls) checked in %.2f s: %.0f histories/s, "
+                        "%.1f search states per history; %zu needed the documented freedom\n",
+                        histories, events, seconds, static_cast<double>(histories) / seconds,
+                        static_cast<double>(states) / static_cast<double>(histories), relaxed);
+        }
+    }
+};
+totals& all_totals() {
+    static totals t;
+    return t;
+}
+
+// Records `count` histories with `make_channel`, `plan` and `perform`, checks each with `spec`,
+// and returns how many were not linearizable (printing the first).
+template <class Channel, class MakeChannel, class Plan, class Perform, class Spec>
+std::size_t run_histories(std::size_t count, std::uint32_t seed, MakeChannel make_channel, Plan plan,
+                          Perform perform, const Spec& spec, bool expect_linearizable = true,
+                          const Spec* strict = nullptr) {
+    static worker_pool pool(4);
+    ticker clock;
+    std::mt19937 rng(seed);
+    std::size_t failures = 0;
+    const auto start = std::chrono::steady_clock::now();
+    for (std::size_t n = 0; n < count; ++n) {
+        std::unique_ptr<Channel> ch = make_channel();
+        const std::vector<script> scripts = plan(rng);
+        history<op> h = record(pool, clock, scripts, [&](const planned& p) { return perform(*ch, p); });
+        // Quiescent: the exact counters, then drain, then the counters again.
+        const auto stats_now = [&] {
+            op o;
+            o.k = kind::stats;
+            o.stats = ch->stats();
+            o.size = ch->size();
+            return o;
+        };
+        append(h, clock, stats_now);
+        for (bool more = true; more;) {
+            append(h, clock, [&] {
+                op o = perform(*ch, planned{.k = kind::pop, .value = 0});
+                more = o.got.has_value();
+                return o;
+            });
+        }
+        append(h, clock, stats_now);
+        const check_result r = check(spec, h);
+        all_totals().events += h.size();
+        all_totals().states += r.states_explored;
+        if (r.linearizable && strict != nullptr && !check(*strict, h).linearizable) {
+            ++all_totals().relaxed; // explained only by the documented freedom
+        }
+        if (!r.linearizable) {
+            if (failures == 0 && expect_linearizable) {
+                std::printf("NOT LINEARIZABLE (history %zu, seed %u):\n%s", n, seed, to_string(h).c_str());
+            }
+            ++failures;
+        }
+    }
+    all_totals().histories += count;
+    all_totals().seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return failures;
+}
+
+// The calls a push makes under each policy: push() never waits under drop_oldest and
+// drop_newest; under block, try_push and push_for(short) are used (they cannot hang a history).
+kind push_kind(std::mt19937& rng, overflow policy) {
+    const bool second = (rng() & 1) != 0;
+    if (policy == overflow::block) {
+        return second ? kind::push_for : kind::try_push;
+    }
+    return second ? kind::try_push : kind::push;
+}
+
+// Any mix of calls on any thread: pushes, pops, peeks, and now and then a close.
+auto mixed_plan(overflow policy, bool with_peek = true) {
+    return [policy, with_peek](std::mt19937& rng) {
+        const unsigned threads = 2 + static_cast<unsigned>(rng() % 3); // 2-4
+        const unsigned per_thread = 12 / threads;
+        return random_scripts(rng, threads, per_thread, [&](std::mt19937& r, unsigned) {
+            const unsigned x = static_cast<unsigned>(r() % 20);
+            if (x < 9) {
+                return push_kind(r, policy);
+            }
+            if (x < 16 || !with_peek) {
+                return x == 19 ? kind::close : kind::pop;
+            }
+            return x == 19 ? kind::close : kind::peek;
+        });
+    };
+}
+
+template <class Ring>
+op perform_ring(Ring& q, const planned& p) {
+    op o;
+    o.k = p.k;
+    o.value = p.value;
+    switch (p.k) {
+    case kind::push: o.status = q.push(p.value); break;
+    case kind::try_push: o.status = q.try_push(p.value); break;
+    case kind::push_for: o.status = q.push_for(p.value, short_wait); break;
+    case kind::pop: o.got = p.value % 2 == 0 ? q.try_pop() : q.pop_for(short_wait); break;
+    case kind::peek: o.got = q.peek(); break;
+    case kind::close: q.close(); break;
+    case kind::stats: break;
+    }
+    return o;
+}
+
+ring_model::config ring_config(std::size_t capacity, overflow policy) {
+    return {.capacity = capacity, .policy = policy, .max_age = false, .drop_older_epochs = false};
+}
+
+} // namespace
+
+TEST_CASE("linearizability: ring (lock-free MPMC), every policy, 2-4 threads", "[lin][stress]") {
+    for (const overflow policy : {overflow::drop_oldest, overflow::drop_newest, overflow::block}) {
+        for (const std::size_t capacity : {1u, 2u, 3u}) {
+            INFO("policy " << framepipe::to_string(policy) << ", capacity " << capacity);
+            const ring_spec spec(ring_config(capacity, policy), relaxation::mpmc_claim);
+            const ring_spec strict(ring_config(capacity, policy), relaxation::none);
+            const auto failures = run_histories<framepipe::ring<std::int64_t>>(
+                histories(500), static_cast<std::uint32_t>(capacity * 10 + static_cast<unsigned>(policy)),
+                [&] { return std::make_unique<framepipe::ring<std::int64_t>>(capacity, policy); },
+                mixed_plan(policy), perform_ring<framepipe::ring<std::int64_t>>, spec, true, &strict);
+            CHECK(failures == 0);
+        }
+    }
+}
+
+TEST_CASE("linearizability: spsc_ring, a producer, a consumer and a closer", "[lin][stress]") {
+    for (const overflow policy : {overflow::drop_oldest, overflow::drop_newest, overflow::block}) {
+        for (const std::size_t capacity : {1u, 2u}) {
+            INFO("policy " << framepipe::to_string(policy) << ", capacity " << capacity);
+            const ring_spec spec(ring_config(capacity, policy), relaxation::spsc_evict_or_close);
+            const ring_spec strict(ring_config(capacity, policy), relaxation::none);
+            const auto plan = [policy](std::mt19937& rng) {
+                // Thread 0 pushes, thread 1 pops and peeks, thread 2 (half the time) closes.
+                const unsigned threads = 2 + static_cast<unsigned>(rng() % 2);
+                std::vector<script> s = random_scripts(rng, threads, 5, [&](std::mt19937& r, unsigned t) {
+                    return t == 0 ? push_kind(r, policy) : t == 1 ? (r() % 4 == 0 ? kind::peek : kind::pop)
+                                                                 : kind::close;
+                });
+                if (threads == 3) {
+                    s[2].resize(1);
+                    s[2][0].spin_before = static_cast<unsigned>(rng() % 400);
+                }
+                return s;
+            };
+            const auto failures = run_histories<framepipe::spsc_ring<std::int64_t>>(
+                histories(2000 / 6), static_cast<std::uint32_t>(100 + capacity * 10 + static_cast<unsigned>(policy)),
+                [&] { return std::make_unique<framepipe::spsc_ring<std::int64_t>>(capacity, policy); },
+                plan, perform_ring<framepipe::spsc_ring<std::int64_t>>, spec, true, &strict);
+            CHECK(failures == 0);
+        }
+    }
+}
+
+TEST_CASE("linearizability: latest_slot, 2-4 threads", "[lin][stress]") {
+    const latest_slot_spec spec;
+    const latest_slot_spec strict(relaxation::none);
+    const auto perform = [](framepipe::latest_slot<std::int64_t>& slot, const planned& p) {
+        op o;
+        o.k = p.k;
+        o.value = p.value;
+        switch (p.k) {
+        case kind::push:
+        case kind::try_push:
+        case kind::push_for: o.status = p.k == kind::push ? slot.push(p.value) : slot.try_push(p.value); break;
+        case kind::pop: o.got = p.value % 2 == 0 ? slot.try_pop() : slot.pop_for(short_wait); break;
+        case kind::peek: o.got = slot.peek(); break;
+        case kind::close: slot.close(); break;
+        case kind::stats: break;
+        }
+        return o;
+    };
+    const auto failures = run_histories<framepipe::latest_slot<std::int64_t>>(
+        histories(2000), 7, [] { return std::make_unique<framepipe::latest_slot<std::int64_t>>(); },
+        mixed_plan(overflow::drop_oldest), perform, spec, true, &strict);
+    CHECK(failures == 0);
+}
+
+namespace {
+
+// A broadcaster with one subscription: publish is a push into the subscription's buffer, seen
+// through publish_result.
+struct one_subscriber {
+    framepipe::broadcaster<std::int64_t> b;
+    framepipe::subscription<std::int64_t> sub;
+    explicit one_subscriber(const framepipe::subscription_options& o) : sub(b.subscribe(o)) {}
+    [[nodiscard]] framepipe::channel_stats stats() const { return sub.stats(); }
+    [[nodiscard]] std::size_t size() const { return sub.size(); }
+};
+
+op perform_subscription(one_subscriber& c, const planned& p) {
+    op o;
+    o.k = p.k;
+    o.value = p.value;
+    switch (p.k) {
+    case kind::push:
+    case kind::try_push:
+    case kind::push_for: {
+        o.k = kind::push;
+        const framepipe::publish_result r = c.b.publish(std::make_shared<const std::int64_t>(p.value));
+        o.status = r.evicted != 0   ? push_status::evicted
+                   : r.delivered != 0 ? push_status::ok
+                   : r.rejected != 0  ? push_status::rejected
+                   : r.cancelled != 0 ? push_status::cancelled
+                                      : push_status::closed;
+        break;
+    }
+    case kind::pop: {
+        auto v = p.value % 2 == 0 ? c.sub.try_pop() : c.sub.pop_for(short_wait);
+        if (v) {
+            o.got = **v;
+        }
+        break;
+    }
+    case kind::peek:
+    case kind::close: o.k = kind::close; c.sub.close(); break;
+    case kind::stats: break;
+    }
+    return o;
+}
+
+} // namespace
+
+TEST_CASE("linearizability: subscription (publish / pop / close), 2-4 threads", "[lin][stress]") {
+    for (const overflow policy : {overflow::drop_oldest, overflow::drop_newest}) {
+        for (const std::size_t capacity : {1u, 2u}) {
+            INFO("policy " << framepipe::to_string(policy) << ", capacity " << capacity);
+            const ring_spec spec(ring_config(capacity, policy), relaxation::mpmc_claim);
+            const ring_spec strict(ring_config(capacity, policy), relaxation::none);
+            const auto failures = run_histories<one_subscriber>(
+                histories(1500 / 4), static_cast<std::uint32_t>(200 + capacity * 10 + static_cast<unsigned>(policy)),
+                [&] {
+                    return std::make_unique<one_subscriber>(
+                        framepipe::subscription_options{.capacity = capacity, .policy = policy});
+                },
+                mixed_plan(policy, false), perform_subscription, spec, true, &strict);
+            CHECK(failures == 0);
+        }
+    }
+}
+
+// --- The checker rejects what it should -----------------------------------------------------
+
+namespace {
+
+// A history written by hand: calls as (thread, invoked, responded, op).
+event<op> ev(unsigned thread, std::uint64_t inv, std::uint64_t resp, op o) {
+    return event<op>{.op = o, .invoked = inv, .responded = resp, .thread = thread};
+}
+op make_op(kind k) {
+    op o;
+    o.k = k;
+    return o;
+}
+op push_op(std::int64_t v, push_status s = push_status::ok) {
+    op o = make_op(kind::push);
+    o.value = v;
+    o.status = s;
+    return o;
+}
+op pop_op(std::optional<std::int64_t> got) {
+    op o = make_op(kind::pop);
+    o.got = got;
+    return o;
+}
+op close_op() { return make_op(kind::close); }
+
+} // namespace
+
+TEST_CASE("linearizability: the MPMC trade-off is allowed exactly while the oldest item's push is in flight", "[lin]") {
+    const ring_spec mpmc(ring_config(4, overflow::drop_oldest), relaxation::mpmc_claim);
+    const ring_spec spsc(ring_config(4, overflow::drop_oldest), relaxation::spsc_evict_or_close);
+    const ring_spec strict(ring_config(4, overflow::drop_oldest), relaxation::none);
+
+    SECTION("push 1 in flight (claimed first), push 2 returned ok, a pop finds nothing: allowed") {
+        // The shape docs/verification.md describes: try_pop -> nullopt, although a later push
+        // has returned ok and size() would say 2.
+        const history<op> h = {ev(0, 1, 10, push_op(1)), ev(1, 2, 3, push_op(2)), ev(2, 4, 5, pop_op(std::nullopt)),
+                               ev(2, 11, 12, pop_op(1)), ev(2, 13, 14, pop_op(2))};
+        CHECK(check(mpmc, h).linearizable);
+        CHECK_FALSE(check(spsc, h).linearizable); // no eviction, not closed: SPSC may not
+        CHECK_FALSE(check(strict, h).linearizable);
+    }
+    SECTION("push 1 returned, push 2 in flight, a pop finds nothing: refused (1 is complete at the head)") {
+        const history<op> h = {ev(0, 1, 2, push_op(1)), ev(1, 3, 10, push_op(2)), ev(2, 4, 5, pop_op(std::nullopt)),
+                               ev(2, 11, 12, pop_op(1)), ev(2, 13, 14, pop_op(2))};
+        CHECK_FALSE(check(mpmc, h).linearizable);
+    }
+    SECTION("the pop starts after the pending push returned: refused") {
+        const history<op> h = {ev(0, 1, 4, push_op(1)), ev(1, 2, 3, push_op(2)), ev(2, 5, 6, pop_op(std::nullopt))};
+        CHECK_FALSE(check(mpmc, h).linearizable);
+    }
+    SECTION("items come out in claim order, never reordered by the trade-off") {
+        const history<op> h = {ev(0, 1, 10, push_op(1)), ev(1, 2, 3, push_op(2)), ev(2, 11, 12, pop_op(2))};
+        // 2 can come first only if push 2 claimed first: possible, since the two overlap...
+        CHECK(check(mpmc, h).linearizable);
+        // ...but not once push 1 returned before push 2 began.
+        const history<op> h2 = {ev(0, 1, 2, push_op(1)), ev(1, 3, 4, push_op(2)), ev(2, 5, 6, pop_op(2))};
+        CHECK_FALSE(check(mpmc, h2).linearizable);
+    }
+    SECTION("a close overtaking an SPSC push in flight: its item may be missing until the push returns") {
+        const history<op> h = {ev(0, 1, 10, push_op(1)), ev(1, 2, 3, close_op()), ev(2, 4, 5, pop_op(std::nullopt)),
+                               ev(2, 11, 12, pop_op(1))};
+        CHECK(check(spsc, h).linearizable);
+        CHECK_FALSE(check(strict, h).linearizable);
+    }
+    SECTION("latest_slot: the same freedom only once closed") {
+        const latest_slot_spec slot;
+        const history<op> closed = {ev(0, 1, 10, push_op(1)), ev(1, 2, 3, close_op()),
+                                    ev(2, 4, 5, pop_op(std::nullopt)), ev(2, 11, 12, pop_op(1))};
+        CHECK(check(slot, closed).linearizable);
+        const history<op> open = {ev(0, 1, 10, push_op(1)), ev(1, 2, 3, push_op(2, push_status::evicted)),
+                                  ev(2, 4, 5, pop_op(std::nullopt)), ev(2, 11, 12, pop_op(2))};
+        // Push 2 replaced 1 and returned; nothing is in flight but push 1, whose value is gone.
+        CHECK_FALSE(check(slot, open).linearizable);
+    }
+    SECTION("wrong statuses and counters are refused") {
+        const ring_spec two(ring_config(2, overflow::drop_oldest), relaxation::mpmc_claim);
+        const history<op> evicts_newest = {ev(0, 1, 2, push_op(1)), ev(0, 3, 4, push_op(2)),
+                                           ev(0, 5, 6, push_op(3, push_status::evicted)), ev(0, 7, 8, pop_op(1))};
+        CHECK_FALSE(check(two, evicts_newest).linearizable);
+        const history<op> fine = {ev(0, 1, 2, push_op(1)), ev(0, 3, 4, push_op(2)),
+                                  ev(0, 5, 6, push_op(3, push_status::evicted)), ev(0, 7, 8, pop_op(2))};
+        CHECK(check(two, fine).linearizable);
+        op stats = make_op(kind::stats);
+        stats.stats.pushed = 3;
+        stats.stats.popped = 1;
+        stats.stats.evicted = 1;
+        stats.stats.dropped = 1;
+        stats.stats.size = 1;
+        stats.size = 1;
+        history<op> counted = fine;
+        counted.push_back(ev(0, 9, 10, stats));
+        CHECK(check(two, counted).linearizable);
+        counted.back().op.stats.evicted = 0;
+        CHECK_FALSE(check(two, counted).linearizable);
+    }
+}
+
+TEST_CASE("linearizability: the checker rejects histories of mutant channels", "[lin][mutant]") {
+    SECTION("drop_oldest that evicts the newest") {
+        const ring_spec spec(ring_config(2, overflow::drop_oldest), relaxation::mpmc_claim);
+        const std::size_t n = 200;
+        const auto failures = run_histories<mutant_ring>(
+            n, 11, [] { return std::make_unique<mutant_ring>(2, mutant_ring::flaw::evicts_newest); },
+            mixed_plan(overflow::drop_oldest), perform_ring<mutant_ring>, spec, false);
+        std::printf("mutant evicts_newest: %zu of %zu histories rejected\n", failures, n);
+        CHECK(failures > 0);
+    }
+    SECTION("a pop that finds nothing while any push is in flight (looser than the MPMC trade-off)") {
+        // A schedule that shows the flaw without luck: each push takes 4 ms; thread 0 pushes 1
+        // then 2; thread 1 pops at 6 ms, when 1 has been stored and returned and 2 is in
+        // flight. The mutant answers "empty"; the specification allows that only while the
+        // push of the oldest item (1) is in flight.
+        const ring_spec spec(ring_config(3, overflow::drop_oldest), relaxation::mpmc_claim);
+        const std::size_t n = 10;
+        const auto plan = [](std::mt19937&) {
+            std::vector<script> s(2);
+            s[0] = {planned{.k = kind::push, .value = 1}, planned{.k = kind::push, .value = 2}};
+            s[1] = {planned{.k = kind::pop, .value = 4, .spin_before = 0, .sleep_before = 6ms}};
+            return s;
+        };
+        const auto failures = run_histories<mutant_ring>(
+            n, 12,
+            [] {
+                return std::make_unique<mutant_ring>(3, mutant_ring::flaw::empty_while_any_push_in_flight, 4ms);
+            },
+            plan, perform_ring<mutant_ring>, spec, false);
+        std::printf("mutant empty_while_any_push_in_flight: %zu of %zu histories rejected\n", failures, n);
+        CHECK(failures > 0);
+        // The same schedule on the real MPMC ring is linearizable (its pushes are quick).
+        CHECK(run_histories<framepipe::ring<std::int64_t>>(
+                  n, 12, [] { return std::make_unique<framepipe::ring<std::int64_t>>(3); }, plan,
+                  perform_ring<framepipe::ring<std::int64_t>>, spec) == 0);
+    }
+}
