@@ -47,7 +47,24 @@ bool is_live_uri(std::string_view uri) noexcept {
     return false;
 }
 
-// -- the backend: one gst_capture per connection --------------------------------------------
+// -- the backend: one frame_reader (a gst_capture by default) per connection -----------------
+
+// The default reader: GStreamer.
+class gst_reader final : public frame_reader {
+public:
+    explicit gst_reader(const gst_capture_options& o) : capture_(o) {}
+    std::string open(std::stop_token stop, nanoseconds timeout) override {
+        return capture_.open(std::move(stop), timeout);
+    }
+    gst_capture::status read(std::stop_token stop, nanoseconds timeout, gst_frame& out,
+                             std::string& error) override {
+        return capture_.read(std::move(stop), timeout, out, error);
+    }
+    void close() noexcept override { capture_.close(); }
+
+private:
+    gst_capture capture_;
+};
 
 struct shared_state;
 
@@ -57,11 +74,11 @@ struct live_camera_backend {
     using frame_type = live_camera::pooled_frame;
 
     std::shared_ptr<shared_state> state;
-    gst_capture capture;
+    std::unique_ptr<frame_reader> capture;
 
     framepipe::open_result open(std::stop_token stop, nanoseconds timeout);
     framepipe::read_result<frame_type> read(std::stop_token stop, nanoseconds timeout);
-    void close() noexcept { capture.close(); }
+    void close() noexcept { capture->close(); }
 };
 
 // -- what the source's threads share ------------------------------------------------------------
@@ -155,7 +172,7 @@ struct shared_state {
 // -- the backend's calls ---------------------------------------------------------------------
 
 framepipe::open_result live_camera_backend::open(std::stop_token stop, nanoseconds timeout) {
-    auto error = capture.open(std::move(stop), timeout);
+    auto error = capture->open(std::move(stop), timeout);
     return error.empty() ? framepipe::open_result::success()
                          : framepipe::open_result::failure(std::move(error));
 }
@@ -174,7 +191,7 @@ framepipe::read_result<live_camera_backend::frame_type> live_camera_backend::rea
     gst_frame f;
     f.image = std::move(buffer->value);
     std::string error;
-    const auto status = capture.read(std::move(stop), timeout, f, error);
+    const auto status = capture->read(std::move(stop), timeout, f, error);
     buffer->value = std::move(f.image);
     switch (status) {
         case gst_capture::status::frame:
@@ -258,7 +275,9 @@ namespace {
 live_camera_options checked(live_camera_options o) {
     o.capture.memory = frame_memory::copy;  // into the pool (see the file comment)
     std::string why;
-    (void)gst_capture::describe(o.capture, &why);
+    if (!o.reader) {
+        (void)gst_capture::describe(o.capture, &why);
+    }
     if (!why.empty()) {
         throw std::invalid_argument(why);
     }
@@ -287,7 +306,9 @@ live_camera::live_camera(live_camera_options options)
     impl_->pub.state = state.get();
     impl_->source.emplace(
         [state] {
-            return live_camera_backend{state, gst_capture(state->options.capture)};
+            const auto& o = state->options;
+            return live_camera_backend{state, o.reader ? o.reader()
+                                                       : std::make_unique<gst_reader>(o.capture)};
         },
         options_.live);  // throws std::invalid_argument naming a bad live_options field
     impl_->source->on_state_change([state](framepipe::live_state from, framepipe::live_state to) {

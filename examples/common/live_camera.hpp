@@ -97,8 +97,27 @@ enum class stream_status { online, reconnecting, offline };
 // file (a path or file://).
 [[nodiscard]] bool is_live_uri(std::string_view uri) noexcept;
 
+// What a live camera reads, one object per connection: a gst_capture by default, or what
+// live_camera_options::reader makes (synthetic_camera.hpp's generated frames). The calls mean
+// what gst_capture's mean: open() returns "" once a first frame is ready, else one line; read()
+// fills `out` (its image may come in holding a pooled Mat to reuse) or says timeout, end or
+// error; close() is prompt. Called on the live source's runner thread, one call at a time.
+class frame_reader {
+public:
+    virtual ~frame_reader() = default;
+    [[nodiscard]] virtual std::string open(std::stop_token stop,
+                                           std::chrono::nanoseconds timeout) = 0;
+    [[nodiscard]] virtual gst_capture::status read(std::stop_token stop,
+                                                   std::chrono::nanoseconds timeout,
+                                                   gst_frame& out, std::string& error) = 0;
+    virtual void close() noexcept = 0;
+};
+
 struct live_camera_options {
     gst_capture_options capture{};  // what to read (memory is set to copy: see the file comment)
+    // When set, each connection reads from the reader this makes instead of a gst_capture of
+    // `capture` (whose uri then only names the input). Called on the runner thread.
+    std::function<std::unique_ptr<frame_reader>()> reader{};
     framepipe::live_options live{};
     std::size_t pool_size = 8;    // pooled frames; size for what the consumers hold at once
     std::string name = "camera";  // the prefix of event lines
@@ -126,7 +145,8 @@ struct live_camera_stats {
 class live_camera {
 public:
     // Keeps the options; connects nothing until start(). Throws std::invalid_argument with one
-    // line for an input gst_capture cannot describe (unknown scheme, bad transport, no URI) and
+    // line for an input gst_capture cannot describe (unknown scheme, bad transport, no URI;
+    // not checked with a custom reader) and
     // naming the live_options field that is out of range (live_source's checks); pool_size
     // below 2.
     explicit live_camera(live_camera_options options);

@@ -20,6 +20,9 @@
 // draw is under way only the latest frame waits. window.framepipe exposes the page's counters
 // (framesDrawn, fps, metricsUpdates, lastFrame, errors and the page's own) to the browser tests.
 //
+// A page with a layout of its own (framepipe-multicam's grid) uses the parts: connect(fp, {text,
+// frame}) for the websocket and showTables(state) for the stage and channel tables.
+//
 // Live inputs: a state's "sources" (common/live_input.hpp) show as a status per source in the
 // heading (#sources: "camera: online"), and while one is not online the canvas is hidden behind
 // an explicit marker (#offline: "camera offline since 14:02:11 (12 s), reconnecting, ...")
@@ -124,40 +127,55 @@ window.framepipePage = (() => {
       fp.metricsUpdates++;
       showSources(s.sources || []);
       $("metrics-updates").textContent = fp.metricsUpdates;
-      $("stages").tBodies[0].replaceChildren(...(s.stages || []).map(x =>
-        row([x.name, fmt(x.fps), fmt(x.service_p50_ms), fmt(100 * x.busy_ratio, 0) + "%"])));
-      $("channels").tBodies[0].replaceChildren(...(s.channels || []).map(x =>
-        row([x.name, x.pushed, x.dropped,
-             Object.entries(x.dropped_by_reason || {}).map(([k, v]) => `${k} ${v}`).join(", ")])));
+      showTables(s);
       if (page.onState) page.onState(s, fp);
     }
 
-    function connect() {
-      const ws = new WebSocket(`ws://${location.host}/ws`);
-      ws.binaryType = "blob";
-      ws.onopen = () => { $("status").textContent = "live"; $("status").className = ""; };
-      ws.onclose = () => {
-        $("status").textContent = "disconnected, retrying"; $("status").className = "bad";
-        setTimeout(connect, 1000);
-      };
-      ws.onmessage = (ev) => {
-        if (typeof ev.data === "string") {
-          let m;
-          try { m = JSON.parse(ev.data); } catch (e) { fp.errors++; return; }
-          if (m.type === "frame") pendingMeta = m;
-          else if (m.type === "state") showState(m);
-          return;
-        }
+    connect(fp, {
+      frame(blob) {
         const meta = pendingMeta; pendingMeta = null;
         // Draw the newest frame; if a draw is under way, keep only the latest one waiting.
-        if (drawing) queued = { blob: ev.data, meta }; else draw(ev.data, meta);
-      };
-    }
-    connect();
+        if (drawing) queued = { blob, meta }; else draw(blob, meta);
+      },
+      text(m) {
+        if (m.type === "frame") pendingMeta = m;
+        else if (m.type === "state") showState(m);
+      },
+    });
     return fp;
   }
 
-  return { $, fmt, row, start };
+  // The websocket, reconnected every second while it is down: on.text(message) for each JSON
+  // text message, on.frame(blob) for each JPEG; #status says whether it is live.
+  function connect(fp, on) {
+    const ws = new WebSocket(`ws://${location.host}/ws`);
+    ws.binaryType = "blob";
+    ws.onopen = () => { $("status").textContent = "live"; $("status").className = ""; };
+    ws.onclose = () => {
+      $("status").textContent = "disconnected, retrying"; $("status").className = "bad";
+      setTimeout(() => connect(fp, on), 1000);
+    };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data === "string") {
+        let m;
+        try { m = JSON.parse(ev.data); } catch (e) { fp.errors++; return; }
+        on.text(m);
+        return;
+      }
+      on.frame(ev.data);
+    };
+  }
+
+  // The pipeline's stage and channel tables (#stages, #channels) from a state message.
+  function showTables(s) {
+    $("stages").tBodies[0].replaceChildren(...(s.stages || []).map(x =>
+      row([x.name, fmt(x.fps), fmt(x.service_p50_ms), fmt(100 * x.busy_ratio, 0) + "%"])));
+    $("channels").tBodies[0].replaceChildren(...(s.channels || []).map(x =>
+      row([x.name, x.pushed, x.dropped,
+           Object.entries(x.dropped_by_reason || {}).map(([k, v]) => `${k} ${v}`).join(", ")])));
+  }
+
+  return { $, fmt, row, start, connect, showTables };
 })();
 )js";
 

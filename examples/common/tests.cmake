@@ -4,6 +4,8 @@
 # - test_gst_capture: the backend against testing/rtsp_server.py (started by the test on a free
 #   port), files, a missing camera, unserved and silent servers; 50 open/close cycles.
 # - test_doc_live_backend: the custom backend example of docs/live_sources.md, compiled and run.
+# - test_synthetic_camera: synthetic_camera.hpp's URIs and frames, and a live_camera reading them.
+# - test_web_control: web_server.hpp's control requests: Host/Origin checks and every refusal.
 find_package(Catch2 2 REQUIRED)
 
 # Debian's python (python3-gst-1.0 and the GstRtspServer typelib are installed for it), not a
@@ -30,3 +32,19 @@ add_executable(test_doc_live_backend tests/doc_live_backend.cpp)
 target_link_libraries(test_doc_live_backend PRIVATE framepipe::framepipe framepipe_warnings)
 add_test(NAME test_doc_live_backend COMMAND test_doc_live_backend)
 set_tests_properties(test_doc_live_backend PROPERTIES TIMEOUT 60)
+
+add_executable(test_synthetic_camera tests/test_synthetic_camera.cpp)
+target_link_libraries(test_synthetic_camera PRIVATE framepipe_examples_gst framepipe_catch_main
+                                                    Catch2::Catch2 framepipe_warnings)
+add_test(NAME test_synthetic_camera COMMAND test_synthetic_camera)
+set_tests_properties(test_synthetic_camera PROPERTIES TIMEOUT 60)
+
+find_package(Boost 1.74 REQUIRED)
+find_package(nlohmann_json CONFIG REQUIRED)
+add_executable(test_web_control tests/test_web_control.cpp)
+target_include_directories(test_web_control PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/..")
+target_link_libraries(test_web_control PRIVATE framepipe_examples_web Boost::headers
+                                               nlohmann_json::nlohmann_json framepipe_catch_main
+                                               Catch2::Catch2 framepipe_warnings)
+add_test(NAME test_web_control COMMAND test_web_control)
+set_tests_properties(test_web_control PROPERTIES TIMEOUT 60)

@@ -1,6 +1,8 @@
 // examples/common/web_server.cpp - see web_server.hpp. HTTP and websocket framing are Boost.Beast's.
 #include "common/web_server.hpp"
 
+#include <framepipe/ring.hpp>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -9,10 +11,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <condition_variable>
 #include <cstdio>
+#include <functional>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string_view>
 #include <thread>
 #include <utility>
@@ -47,6 +52,13 @@ struct web_server::impl {
     std::atomic<std::uint64_t> http_requests{0};
     std::atomic<std::uint64_t> http_errors{0};
     std::atomic<std::uint64_t> streams_rejected{0};
+    std::atomic<std::uint64_t> control_requests{0};
+    std::atomic<std::uint64_t> control_refused{0};
+
+    // Control requests wait here for the control thread (bounded: a full ring refuses, 503).
+    framepipe::ring<std::function<void(std::stop_token)>> control_jobs{
+        std::max<std::size_t>(1, options.max_control_pending), framepipe::overflow::drop_newest};
+    std::jthread control_thread;
 
     // Stream clients. Guarded by mu.
     mutable std::mutex mu;
@@ -488,6 +500,10 @@ private:
             return;
         }
         if (req.method() != http::verb::get && req.method() != http::verb::head) {
+            if (srv_.options.control) {
+                control(std::move(req), std::string(path));
+                return;
+            }
             auto res = make_response(http::status::method_not_allowed, "text/plain",
                                      "only GET and HEAD\n", req);
             res->set(http::field::allow, "GET, HEAD");
@@ -520,6 +536,108 @@ private:
         } else {
             respond_error(http::status::not_found, "not found", req.version());
         }
+    }
+
+    // A control request: the checks of web_server.hpp's "Control requests", in that order,
+    // then the callback on the control thread; its response is sent from the I/O thread.
+    void control(http::request<http::string_body> req, std::string path) {
+        const auto& o = srv_.options;
+        const auto refuse = [&](http::status status, const std::string& why) {
+            srv_.control_refused.fetch_add(1, std::memory_order_relaxed);
+            auto res = make_response(status, "application/json",
+                                     nlohmann::json{{"error", why}}.dump(), req);
+            if (status == http::status::unauthorized) {
+                res->set(http::field::www_authenticate, "Bearer");
+            }
+            send(std::move(res));
+        };
+        const auto method = req.method();
+        if (method == http::verb::options) {
+            refuse(http::status::forbidden,
+                   "cross-origin requests are refused: no CORS preflight is answered");
+            return;
+        }
+        const auto port = srv_.bound_port;
+        const std::string host(req[http::field::host]);
+        if (!host_names_server(host, o.host, port)) {
+            refuse(http::status::forbidden, "Host '" + host + "' does not name this server (" +
+                                                o.host + ":" + std::to_string(port) + ")");
+            return;
+        }
+        if (const auto origin = req.find(http::field::origin); origin != req.end()) {
+            const std::string_view value(origin->value().data(), origin->value().size());
+            constexpr std::string_view http_scheme = "http://";
+            if (value.substr(0, http_scheme.size()) != http_scheme ||
+                !host_names_server(value.substr(http_scheme.size()), o.host, port)) {
+                refuse(http::status::forbidden,
+                       "Origin '" + std::string(value) + "' is not this server's page");
+                return;
+            }
+        }
+        if (!o.control_token.empty() &&
+            !same_secret(std::string(req[http::field::authorization]), "Bearer " + o.control_token)) {
+            refuse(http::status::unauthorized, "a control token is required "
+                                               "(Authorization: Bearer <--control-token>)");
+            return;
+        }
+        if ((method == http::verb::post || method == http::verb::put ||
+             method == http::verb::patch) &&
+            !is_json(std::string(req[http::field::content_type]))) {
+            refuse(http::status::unsupported_media_type,
+                   "Content-Type must be application/json");
+            return;
+        }
+        control_request creq{std::string(req.method_string()), std::move(path),
+                             std::move(req.body())};
+        auto job = [self = shared_from_this(), creq = std::move(creq), version = req.version(),
+                    keep = req.keep_alive()](std::stop_token stop) {
+            control_response r;
+            try {
+                r = self->srv_.options.control(creq, stop);
+            } catch (const std::exception& e) {
+                r = {500, nlohmann::json{{"error", e.what()}}.dump()};
+            }
+            net::post(self->srv_.ioc, [self, r = std::move(r), version, keep] {
+                http::request<http::string_body> like(http::verb::post, "/", version);
+                like.keep_alive(keep);
+                self->send(self->make_response(static_cast<http::status>(r.status),
+                                               "application/json", r.body, like));
+            });
+        };
+        if (!framepipe::accepted(srv_.control_jobs.try_push(std::move(job)))) {
+            refuse(http::status::service_unavailable, "too many control requests at once");
+            return;
+        }
+        srv_.control_requests.fetch_add(1, std::memory_order_relaxed);
+    }
+
+    // Compares in time that does not depend on where they differ (a token).
+    static bool same_secret(std::string_view given, std::string_view expected) noexcept {
+        std::size_t diff = given.size() ^ expected.size();
+        for (std::size_t i = 0; i < expected.size(); ++i) {
+            const char g = i < given.size() ? given[i] : '\0';
+            diff |= static_cast<unsigned char>(g ^ expected[i]);
+        }
+        return diff == 0 && !expected.empty();
+    }
+
+    // "application/json", any case, with parameters ("; charset=utf-8") allowed.
+    static bool is_json(std::string_view type) noexcept {
+        const auto end = type.find(';');
+        auto media = type.substr(0, end);
+        while (!media.empty() && media.back() == ' ') {
+            media.remove_suffix(1);
+        }
+        constexpr std::string_view json = "application/json";
+        if (media.size() != json.size()) {
+            return false;
+        }
+        for (std::size_t i = 0; i < json.size(); ++i) {
+            if (std::tolower(static_cast<unsigned char>(media[i])) != json[i]) {
+                return false;
+            }
+        }
+        return true;
     }
 
     std::string client_name(const char* kind) {
@@ -643,6 +761,8 @@ web_server_stats collect(const web_server::impl& srv) {
     s.http_requests = srv.http_requests.load(std::memory_order_relaxed);
     s.http_errors = srv.http_errors.load(std::memory_order_relaxed);
     s.streams_rejected = srv.streams_rejected.load(std::memory_order_relaxed);
+    s.control_requests = srv.control_requests.load(std::memory_order_relaxed);
+    s.control_refused = srv.control_refused.load(std::memory_order_relaxed);
     std::vector<std::shared_ptr<stream_session>> live;
     {
         const std::lock_guard<std::mutex> lock(srv.mu);
@@ -674,7 +794,8 @@ nlohmann::json to_json(const web_server_stats& s) {
     return {{"http_requests", s.http_requests},   {"http_errors", s.http_errors},
             {"streams_now", s.streams_now},       {"streams_total", s.streams_total},
             {"streams_rejected", s.streams_rejected}, {"frames_sent", s.frames_sent},
-            {"frames_dropped", s.frames_dropped}, {"clients", clients}};
+            {"frames_dropped", s.frames_dropped}, {"control_requests", s.control_requests},
+            {"control_refused", s.control_refused},   {"clients", clients}};
 }
 
 std::string http_session::web_server_stats_json() { return to_json(collect(srv_)).dump(); }
@@ -733,6 +854,14 @@ void web_server::start() {
         throw std::logic_error("web_server::start: already started");
     }
     s.started = true;
+    if (s.options.control) {
+        // One request at a time, off the I/O thread; ends when stop() closes the queue.
+        s.control_thread = std::jthread([&s](std::stop_token stop) {
+            while (auto job = s.control_jobs.pop(stop)) {
+                (*job)(stop);
+            }
+        });
+    }
     s.do_accept();
     s.io_thread = std::thread([&s] {
         for (;;) {
@@ -752,6 +881,13 @@ void web_server::stop() noexcept {
     }
     auto& s = *impl_;
     s.stopped = true;
+    // The control thread first: a handler in progress sees the stop and returns; its response
+    // is posted to the I/O thread, which is stopped below.
+    s.control_thread.request_stop();
+    s.control_jobs.close();
+    if (s.control_thread.joinable()) {
+        s.control_thread.join();
+    }
     if (!s.started) {
         beast::error_code ec;
         s.acceptor.close(ec);
@@ -791,6 +927,57 @@ void web_server::stop() noexcept {
 }
 
 unsigned short web_server::port() const noexcept { return impl_->bound_port; }
+
+bool host_names_server(std::string_view host, const std::string& bound_host,
+                       unsigned short bound_port) {
+    // Split "name", "name:port", "[v6]", "[v6]:port".
+    std::string_view name = host;
+    std::string_view port;
+    if (!host.empty() && host.front() == '[') {
+        const auto close = host.find(']');
+        if (close == std::string_view::npos) {
+            return false;
+        }
+        name = host.substr(1, close - 1);
+        const auto rest = host.substr(close + 1);
+        if (!rest.empty()) {
+            if (rest.front() != ':') {
+                return false;
+            }
+            port = rest.substr(1);
+        }
+    } else if (const auto colon = host.rfind(':'); colon != std::string_view::npos) {
+        name = host.substr(0, colon);
+        port = host.substr(colon + 1);
+        if (name.find(':') != std::string_view::npos) {
+            return false; // a bare IPv6 literal must be bracketed
+        }
+    }
+    if (name.empty()) {
+        return false;
+    }
+    if (!port.empty() && port != std::to_string(bound_port)) {
+        return false;
+    }
+    std::string lower(name);
+    for (auto& c : lower) {
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    beast::error_code ec;
+    const auto bound = net::ip::make_address(bound_host, ec);
+    if (ec) {
+        return false;
+    }
+    const auto literal = net::ip::make_address(lower, ec);
+    const bool is_literal = !ec;
+    if (bound.is_unspecified()) { // 0.0.0.0 or ::: any address of this machine, never a name
+        return is_literal || lower == "localhost";
+    }
+    if (lower == "localhost") {
+        return bound.is_loopback();
+    }
+    return is_literal && literal == bound;
+}
 
 web_server_stats web_server::stats() const { return collect(*impl_); }
 

@@ -22,6 +22,9 @@
 //   GET /video.mjpg  multipart/x-mixed-replace stream of the same JPEGs, for <img> and players
 //   GET /metrics     options.metrics_text() as text/plain; version=0.0.4 (Prometheus)
 //   GET /stats.json  options.stats_json() merged with the server's own counters ("server")
+//   POST, PUT, PATCH, DELETE (any path): with options.control set, the run-time control
+//                    requests (framepipe-multicam's POST /cameras, DELETE /cameras/NAME), after
+//                    the checks of "Control requests" below; without it, 405
 //   anything else    404; a method other than GET/HEAD 405; a malformed request 400; a request
 //                    whose header exceeds max_request_bytes 431, a body 413; too many streams
 //                    503. A request not complete within request_timeout has its connection
@@ -36,6 +39,23 @@
 // all socket I/O runs on the server's single I/O thread, asynchronously.
 //
 // Only the embedded page and assets are served: no file-system paths.
+//
+// Control requests. A control request may make the program open a URL on the caller's behalf,
+// so a browser page from elsewhere must not be able to send one. Each check refuses with a JSON
+// {"error": "..."} body, and the request goes no further (control is not called):
+//   - OPTIONS (a CORS preflight): 403. No Access-Control-* header is ever sent, so a browser
+//     never lets a foreign page send a request that needs a preflight.
+//   - POST, PUT, PATCH whose Content-Type is not application/json: 415. A foreign page can only
+//     send text/plain, form or multipart bodies without a preflight.
+//   - a Host header that does not name the bound address: 403. This stops DNS rebinding (a
+//     foreign name that resolves to 127.0.0.1 carries that name in Host). Allowed: the bound
+//     address itself, "localhost" when it is a loopback address, any IP literal when bound to
+//     0.0.0.0 or ::; a port, when given, must be the bound port.
+//   - an Origin header that is present and is not http://<an allowed Host>: 403.
+//   - with control_token set, no "Authorization: Bearer <control_token>": 401.
+// Then `control` runs on the server's control thread (one request at a time, so a slow one,
+// like opening a camera, never holds up the I/O thread; at most max_control_pending wait, more
+// get 503) and its response is sent.
 //
 // Thread safety: construct, start() and stop() from one thread; port(), stats() and
 // stats_json_text() from any thread. The callbacks are called on the server's threads (the I/O
@@ -53,7 +73,9 @@
 #include <map>
 #include <memory>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace framepipe_examples {
@@ -62,6 +84,19 @@ namespace framepipe_examples {
 struct web_asset {
     std::string content_type;
     std::string body;
+};
+
+// A control request that passed the checks (see "Control requests").
+struct control_request {
+    std::string method; // "POST", "DELETE", ...
+    std::string path;   // the target without its query ("/cameras/door")
+    std::string body;   // as received
+};
+
+// What the control callback answers: a status and a JSON text.
+struct control_response {
+    unsigned status = 200;
+    std::string body = "{}";
 };
 
 struct web_server_options {
@@ -77,7 +112,17 @@ struct web_server_options {
     std::size_t max_request_bytes = 8192;  // request header limit (431 beyond), body limit (413)
     std::chrono::seconds request_timeout{10}; // to receive a whole request (408 beyond)
     std::string log_name = "web";          // prefix of the server's rare stderr messages
+    // Run-time control (see "Control requests"). Called on the control thread, one request at a
+    // time; the stop token is requested by stop(): a handler that waits must watch it.
+    std::function<control_response(const control_request&, std::stop_token)> control{};
+    std::string control_token{};           // non-empty: control requests must carry it
+    std::size_t max_control_pending = 8;   // control requests waiting for the thread; more: 503
 };
+
+// Whether a Host header value (or the host part of an Origin) names a server bound to
+// `bound_host`:`bound_port` (see "Control requests"). Pure; any thread.
+[[nodiscard]] bool host_names_server(std::string_view host, const std::string& bound_host,
+                                     unsigned short bound_port);
 
 // The server's own counters.
 struct web_server_stats {
@@ -88,6 +133,8 @@ struct web_server_stats {
     std::uint64_t streams_rejected = 0; // refused with 503 (max_streams)
     std::uint64_t frames_sent = 0;     // JPEGs written to stream clients (all clients)
     std::uint64_t frames_dropped = 0;  // JPEGs skipped by slow clients (all clients, ever)
+    std::uint64_t control_requests = 0; // control requests handed to the control callback
+    std::uint64_t control_refused = 0;  // control requests refused by the checks (or 503)
     struct client {
         std::string name;              // ws-N / mjpeg-N
         std::uint64_t sent = 0;

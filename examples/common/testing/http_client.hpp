@@ -1,6 +1,8 @@
 // examples/common/testing/http_client.hpp - a test's view of web_server.hpp, on Boost.Beast.
 //
 //     auto r = framepipe_examples::testing::http_get(port, "/stats.json");
+//     auto p = framepipe_examples::testing::http_request(port, http::verb::post, "/cameras", body,
+//                                                        {{"Content-Type", "application/json"}});
 //     auto raw = framepipe_examples::testing::raw_exchange(port, "GARBAGE\r\n\r\n");  // any bytes
 //     framepipe_examples::testing::ws_client ws(port);   auto m = ws.read();   // text or binary
 //     bool ok = framepipe_examples::testing::is_prometheus_text(body, &why);
@@ -57,14 +59,27 @@ struct http_response {
     std::string body;
 };
 
-// One GET (or another method) with Beast; the whole response.
-inline http_response http_get(unsigned short port, const std::string& target,
-                              http::verb method = http::verb::get) {
+// One request with any method, body and headers (`headers` may replace the default Host,
+// "127.0.0.1"; a header with an empty value is left out); the whole response.
+inline http_response http_request(unsigned short port, http::verb method, const std::string& target,
+                                  const std::string& body = {},
+                                  const std::map<std::string, std::string>& headers = {}) {
     net::io_context ioc;
     auto s = connect(ioc, port);
-    http::request<http::empty_body> req(method, target, 11);
+    http::request<http::string_body> req(method, target, 11);
     req.set(http::field::host, "127.0.0.1");
+    for (const auto& [name, value] : headers) {
+        if (value.empty()) {
+            req.erase(name);
+        } else {
+            req.set(name, value);
+        }
+    }
     req.keep_alive(false);
+    if (!body.empty() || method == http::verb::post) {
+        req.body() = body;
+        req.prepare_payload();
+    }
     http::write(s, req);
     beast::flat_buffer buf;
     http::response_parser<http::string_body> parser;
@@ -85,6 +100,12 @@ inline http_response http_get(unsigned short port, const std::string& target,
     }
     r.body = res.body();
     return r;
+}
+
+// One GET (or another method without a body); the whole response.
+inline http_response http_get(unsigned short port, const std::string& target,
+                              http::verb method = http::verb::get) {
+    return http_request(port, method, target);
 }
 
 // Sends `bytes` as they are and reads until the server closes (or `max` bytes).

@@ -6,6 +6,8 @@
 Writes, into OUTDIR:
   yolov8.onnx     input [1,3,64,64], output [1, 4+3, 16]  (YOLOv8 layout: attributes first)
   yolov5.onnx     input [1,3,64,64], output [1, 16, 5+3]  (YOLOv5 layout: objectness)
+  yolov8_batch.onnx  input [batch,3,64,64] (a dynamic batch), output [batch, 4+3, 16]: the
+                  same candidates for every frame (framepipe-multicam's --batch)
   not_yolo.onnx   input [1,3,64,64], output [1, 3, 1, 1]  (a valid model, not a YOLO layout)
   broken.onnx     random bytes
   tiny.cfg + tiny.weights   Darknet: maxpool to a 2x2 grid, a 1x1 convolution, a [yolo] layer
@@ -44,11 +46,14 @@ CANDIDATES = [
 ]
 
 
-def constant_model(values: np.ndarray, out_shape, path: str) -> None:
-    """A model whose output is `values` reshaped to out_shape, whatever the input."""
+def constant_model(values: np.ndarray, out_shape, path: str, batch=1) -> None:
+    """A model whose output is `values` reshaped to out_shape, whatever the input. batch: 1, or
+    a name for a dynamic batch dimension (out_shape[0] is then -1 in the Reshape)."""
     k = int(values.size)
-    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])
-    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(out_shape))
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 64, 64])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch] + list(out_shape[1:]))
+    if batch != 1:
+        out_shape = [-1] + list(out_shape[1:])
     weight = numpy_helper.from_array(np.zeros((k, 3, 1, 1), np.float32), "w")
     bias = numpy_helper.from_array(values.reshape(-1).astype(np.float32), "b")
     shape = numpy_helper.from_array(np.array(out_shape, np.int64), "shape")
@@ -122,6 +127,8 @@ def main() -> int:
     os.makedirs(outdir, exist_ok=True)
     constant_model(v8_values(), [1, 4 + CLASSES, N], os.path.join(outdir, "yolov8.onnx"))
     constant_model(v5_values(), [1, N, 5 + CLASSES], os.path.join(outdir, "yolov5.onnx"))
+    constant_model(v8_values(), [1, 4 + CLASSES, N], os.path.join(outdir, "yolov8_batch.onnx"),
+                   batch="batch")
     constant_model(np.ones(3, np.float32), [1, 3, 1, 1], os.path.join(outdir, "not_yolo.onnx"))
     with open(os.path.join(outdir, "broken.onnx"), "wb") as f:
         f.write(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())

@@ -7,6 +7,7 @@
 #include <opencv2/videoio.hpp>
 
 #include <string>
+#include <vector>
 
 using namespace framepipe_examples::detection;
 
@@ -51,6 +52,42 @@ TEST_CASE("ONNX models in the YOLOv8 and YOLOv5 layouts run through cv::dnn end 
         CHECK(boxes[1].score == Approx(0.7F));
         check_box(boxes[1].box, 46, 22, 40, 20);
     }
+}
+
+TEST_CASE("an ONNX model with a dynamic batch runs frames of different sizes in one pass") {
+    auto d = make_detector({.model = model("yolov8_batch.onnx"),
+                            .classes = model("names.txt"),
+                            .input_size = 64,
+                            .batch = 3});
+    CHECK(d->max_batch() == 3);
+    CHECK(d->description().find("batch 3") != std::string::npos);
+    // Each frame letterboxed on its own: the same candidates map to each frame's pixels.
+    const std::vector<cv::Mat> frames{cv::Mat(64, 128, CV_8UC3, cv::Scalar(1, 2, 3)),
+                                      cv::Mat(64, 64, CV_8UC3, cv::Scalar(4, 5, 6)),
+                                      cv::Mat(64, 128, CV_8UC3, cv::Scalar(7, 8, 9))};
+    const auto per_frame = d->detect_batch(frames);
+    REQUIRE(per_frame.size() == 3);
+    for (std::size_t i : {0U, 2U}) {
+        REQUIRE(per_frame[i].size() == 2);
+        CHECK(per_frame[i][0].label == "dog");
+        check_box(per_frame[i][0].box, 44, 22, 40, 20);
+    }
+    REQUIRE(per_frame[1].size() == 2);
+    check_box(per_frame[1][0].box, 22, 27, 20, 10); // 64x64: no letterbox
+    CHECK(d->detect_batch({frames[0]}).at(0).size() == 2); // fewer frames than the batch
+    CHECK_THROWS_AS(d->detect_batch({frames[0], frames[1], frames[2], frames[0]}),
+                    std::invalid_argument);
+}
+
+TEST_CASE("a batch the model cannot take is refused when the detector is made") {
+    // A fixed batch of 1 in the ONNX graph (its Reshape).
+    const auto fixed = error_of({.model = model("yolov8.onnx"), .input_size = 64, .batch = 4});
+    CHECK(fixed.find("cannot take a batch of 4") != std::string::npos);
+    CHECK(error_of({.batch = 2}).find("HOG") != std::string::npos);
+    CHECK(error_of({.model = model("tiny.cfg"), .weights = model("tiny.weights"), .batch = 2})
+              .find("batching needs an ONNX model") != std::string::npos);
+    CHECK_THROWS_AS(make_detector({.batch = 0}), std::invalid_argument);
+    CHECK(error_of({.model = model("yolov8.onnx"), .input_size = 64, .batch = 1}).empty());
 }
 
 TEST_CASE("a Darknet cfg + weights runs through cv::dnn end to end") {

@@ -1,4 +1,4 @@
-// examples/detection/detector.cpp - see detector.hpp.
+// examples/common/detector.cpp - see detector.hpp.
 #include "detector.hpp"
 
 #include <opencv2/dnn.hpp>
@@ -82,15 +82,23 @@ private:
     cv::HOGDescriptor hog_;
 };
 
+// Plane i of a tensor [B, a, b] as a tensor [1, a, b] (no copy): what decode() takes for frame i.
+cv::Mat plane(const cv::Mat& batch, int i) {
+    const int sizes[] = {1, batch.size[1], batch.size[2]};
+    auto* data = const_cast<float*>(batch.ptr<float>(i));
+    return cv::Mat(3, sizes, CV_32F, data);
+}
+
 class yolo_detector final : public detector {
 public:
     yolo_detector(cv::dnn::Net net, cv::Size input, std::vector<std::string> names,
-                  decode_options decode, std::string kind)
+                  decode_options decode, std::string kind, int batch)
         : net_(std::move(net)),
           input_(input),
           names_(std::move(names)),
           decode_(decode),
-          kind_(std::move(kind)) {
+          kind_(std::move(kind)),
+          batch_(batch) {
         net_.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
         net_.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
         out_names_ = net_.getUnconnectedOutLayersNames();
@@ -122,6 +130,9 @@ public:
         } catch (const std::invalid_argument& e) {
             throw model_error("model '" + model + "': " + e.what());
         }
+        if (batch_ > 1) {
+            check_batch(model);
+        }
         if (!names_.empty() && static_cast<int>(names_.size()) < classes_) {
             throw model_error("classes file has " + std::to_string(names_.size()) +
                               " names, the model has " + std::to_string(classes_) + " classes");
@@ -133,8 +144,66 @@ public:
 
     std::vector<labelled_detection> detect(const cv::Mat& frame) override {
         const auto info = forward(frame);
+        return labelled(decode(outputs_, info, decode_));
+    }
+
+    std::vector<std::vector<labelled_detection>> detect_batch(
+        const std::vector<cv::Mat>& frames) override {
+        if (frames.size() <= 1 || batch_ <= 1) {
+            return detector::detect_batch(frames);
+        }
+        if (frames.size() > static_cast<std::size_t>(batch_)) {
+            throw std::invalid_argument("frames: " + std::to_string(frames.size()) +
+                                        " in one batch, the detector takes at most " +
+                                        std::to_string(batch_));
+        }
+        const auto infos = forward_batch(frames);
+        std::vector<std::vector<labelled_detection>> out(frames.size());
+        std::vector<cv::Mat> mine(outputs_.size());
+        for (std::size_t i = 0; i < frames.size(); ++i) {
+            for (std::size_t k = 0; k < outputs_.size(); ++k) {
+                mine[k] = plane(outputs_[k], static_cast<int>(i));
+            }
+            out[i] = labelled(decode(mine, infos[i], decode_));
+        }
+        return out;
+    }
+
+    int max_batch() const noexcept override { return batch_; }
+
+    std::string description() const override {
+        return std::string(to_string(layout_)) + " " + kind_ + " (" + std::to_string(classes_) +
+               " classes, " + std::to_string(input_.width) + "x" + std::to_string(input_.height) +
+               (batch_ > 1 ? ", batch " + std::to_string(batch_) : std::string()) + ")";
+    }
+
+private:
+    // A batch of batch_ blank frames must give outputs of shape [batch_, a, b].
+    void check_batch(const std::string& model) {
+        const std::string what = "model '" + model + "': cannot take a batch of " +
+                                 std::to_string(batch_);
+        if (kind_ != "onnx") {
+            throw model_error(what + " (batching needs an ONNX model)");
+        }
+        try {
+            const std::vector<cv::Mat> blanks(static_cast<std::size_t>(batch_),
+                                              cv::Mat(input_, CV_8UC3, cv::Scalar::all(0)));
+            (void)forward_batch(blanks);
+        } catch (const cv::Exception& e) {
+            throw model_error(what + " (" + first_line(e.what()) + ")");
+        }
+        for (const auto& o : outputs_) {
+            if (o.dims != 3 || o.size[0] != batch_) {
+                throw model_error(what + " (its output for " + std::to_string(batch_) +
+                                  " frames has shape " + shape_of(o) +
+                                  "; export it with a dynamic batch dimension)");
+            }
+        }
+    }
+
+    std::vector<labelled_detection> labelled(const std::vector<detection>& found) const {
         std::vector<labelled_detection> out;
-        for (const auto& d : decode(outputs_, info, decode_)) {
+        for (const auto& d : found) {
             const auto id = static_cast<std::size_t>(d.class_id);
             out.push_back({d.box, d.class_id, d.score,
                            id < names_.size() ? names_[id] : "class " + std::to_string(d.class_id)});
@@ -142,13 +211,20 @@ public:
         return out;
     }
 
-    std::string description() const override {
-        return std::string(to_string(layout_)) + " " + kind_ + " (" + std::to_string(classes_) +
-               " classes, " + std::to_string(input_.width) + "x" + std::to_string(input_.height) +
-               ")";
+    std::vector<letterbox_info> forward_batch(const std::vector<cv::Mat>& frames) {
+        boxed_batch_.resize(frames.size());
+        std::vector<letterbox_info> infos;
+        infos.reserve(frames.size());
+        for (std::size_t i = 0; i < frames.size(); ++i) {
+            infos.push_back(letterbox(frames[i], input_, boxed_batch_[i]));
+        }
+        cv::dnn::blobFromImages(boxed_batch_, blob_, 1.0 / 255.0, cv::Size(), cv::Scalar(), true,
+                                false, CV_32F);
+        net_.setInput(blob_);
+        net_.forward(outputs_, out_names_);
+        return infos;
     }
 
-private:
     letterbox_info forward(const cv::Mat& frame) {
         const auto info = letterbox(frame, input_, boxed_);
         // RGB, 0..1, NCHW: what both Ultralytics exports and Darknet expect.
@@ -165,7 +241,9 @@ private:
     decode_options decode_;
     std::string kind_;
     std::vector<std::string> out_names_;
+    int batch_ = 1;
     cv::Mat boxed_;
+    std::vector<cv::Mat> boxed_batch_;
     cv::Mat blob_;
     std::vector<cv::Mat> outputs_;
     int classes_ = 0;
@@ -223,13 +301,31 @@ cv::Size darknet_input(const std::string& cfg) {
 
 } // namespace
 
+std::vector<std::vector<labelled_detection>> detector::detect_batch(
+    const std::vector<cv::Mat>& frames) {
+    std::vector<std::vector<labelled_detection>> out;
+    out.reserve(frames.size());
+    for (const auto& f : frames) {
+        out.push_back(detect(f));
+    }
+    return out;
+}
+
 std::unique_ptr<detector> make_detector(const detector_options& o) {
     if (o.input_size < 32 || o.input_size > 4096) {
         throw std::invalid_argument("input_size: must be between 32 and 4096");
     }
+    if (o.batch < 1 || o.batch > 64) {
+        throw std::invalid_argument("batch: must be between 1 and 64");
+    }
     if (o.model.empty()) {
         if (!o.weights.empty()) {
             throw model_error("--weights needs --model (a Darknet .cfg)");
+        }
+        if (o.batch > 1) {
+            throw model_error("the HOG people detector cannot take a batch of " +
+                              std::to_string(o.batch) +
+                              " (it runs frame by frame; batching needs an ONNX model)");
         }
         return std::make_unique<hog_detector>();
     }
@@ -268,7 +364,7 @@ std::unique_ptr<detector> make_detector(const detector_options& o) {
         throw model_error("model '" + o.model + "': cannot be parsed (empty network)");
     }
     auto d = std::make_unique<yolo_detector>(std::move(net), input, std::move(names), o.decode,
-                                             kind);
+                                             kind, o.batch);
     d->check(o.model);
     return d;
 }

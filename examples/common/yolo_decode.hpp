@@ -1,4 +1,4 @@
-// examples/detection/yolo_decode.hpp - from a YOLO network's raw output to boxes on the frame.
+// examples/common/yolo_decode.hpp - from a YOLO network's raw output to boxes on the frame.
 //
 // Pure functions on cv::Mat, no network: letterbox a frame into the network's square input,
 // recognise the output layout from its shape, decode candidates above a confidence threshold,

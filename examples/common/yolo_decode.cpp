@@ -1,4 +1,4 @@
-// examples/detection/yolo_decode.cpp - see yolo_decode.hpp.
+// examples/common/yolo_decode.cpp - see yolo_decode.hpp.
 #include "yolo_decode.hpp"
 
 #include <opencv2/dnn.hpp>

@@ -1,0 +1,80 @@
+// synthetic_camera.hpp: the synthetic: URI, the reader's frames (views into one pattern, on a
+// regular grid of capture times, moving), a stop that ends a wait, and a live_camera reading it.
+#include "common/synthetic_camera.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <framepipe/broadcaster.hpp>
+
+#include <chrono>
+#include <stop_token>
+#include <string>
+
+namespace fe = framepipe_examples;
+using namespace std::chrono_literals;
+
+TEST_CASE("synthetic: URIs") {
+    const fe::synthetic_options d{.width = 64, .height = 48, .fps = 10, .number = 3};
+    CHECK(fe::is_synthetic_uri("synthetic:"));
+    CHECK_FALSE(fe::is_synthetic_uri("rtsp://host/x"));
+    auto o = fe::parse_synthetic_uri("synthetic:", d);
+    REQUIRE(o);
+    CHECK((o->width == 64 && o->height == 48 && o->fps == 10 && o->number == 3));
+    o = fe::parse_synthetic_uri("synthetic://320x240@15", d);
+    REQUIRE(o);
+    CHECK((o->width == 320 && o->height == 240 && o->fps == 15));
+    o = fe::parse_synthetic_uri("synthetic://@2.5", d);
+    REQUIRE(o);
+    CHECK((o->width == 64 && o->fps == 2.5));
+    std::string why;
+    for (const char* bad : {"synthetic://9x9", "synthetic://abc", "synthetic://320x", "synthetic://@0",
+                            "synthetic://64x48@15x", "rtsp://x"}) {
+        INFO(bad);
+        CHECK_FALSE(fe::parse_synthetic_uri(bad, d, &why));
+        CHECK_FALSE(why.empty());
+    }
+    CHECK_THROWS_AS(fe::synthetic_reader({.width = 8}), std::invalid_argument);
+}
+
+TEST_CASE("a synthetic reader: views into one pattern, due times one period apart, moving") {
+    const auto make = fe::synthetic_reader({.width = 240, .height = 120, .fps = 50, .number = 7});
+    auto r = make();
+    std::stop_source stop;
+    REQUIRE(r->open(stop.get_token(), 1s).empty());
+    fe::gst_frame a;
+    fe::gst_frame b;
+    std::string error;
+    REQUIRE(r->read(stop.get_token(), 5s, a, error) == fe::gst_capture::status::frame);
+    REQUIRE(r->read(stop.get_token(), 5s, b, error) == fe::gst_capture::status::frame);
+    CHECK(a.image.size() == cv::Size(240, 120));
+    CHECK(a.image.type() == CV_8UC3);
+    CHECK(a.image.datastart == b.image.datastart); // both views into the camera's pattern
+    CHECK(b.index_in_connection > a.index_in_connection);
+    // Capture times are due times: whole periods (20 ms) apart.
+    const auto gap = b.captured - a.captured;
+    CHECK(gap == (b.index_in_connection - a.index_in_connection) * std::chrono::nanoseconds(20ms));
+    CHECK(cv::norm(a.image, b.image, cv::NORM_L1) > 0); // the pattern moved
+    // A stop ends a wait at once, as a timeout.
+    stop.request_stop();
+    CHECK(r->read(stop.get_token(), 1h, a, error) == fe::gst_capture::status::timeout);
+}
+
+TEST_CASE("a live_camera reads a synthetic camera like any other") {
+    fe::live_camera_options o;
+    o.capture.uri = "synthetic:";
+    o.reader = fe::synthetic_reader({.width = 64, .height = 48, .fps = 100});
+    fe::live_camera camera(o);
+    framepipe::broadcaster<fe::video_frame> frames;
+    auto sub = frames.subscribe({.capacity = 8, .policy = framepipe::overflow::block});
+    camera.start(frames);
+    for (int i = 0; i < 5; ++i) {
+        const auto f = sub.pop_for(10s);
+        REQUIRE(f);
+        CHECK((*f)->epoch == 1);
+        CHECK((*f)->value.cols == 64);
+    }
+    CHECK(camera.stats().status == fe::stream_status::online);
+    camera.stop();
+    CHECK(camera.stats().live.frames >= 5);
+    CHECK(camera.description() == "synthetic:");
+}
