@@ -36,10 +36,13 @@
 // A live input's status changes are printed on the console ("camera: online (epoch 1; ...)",
 // "camera: reconnecting (...)"); its figures are in the summary's "sources".
 //
+//   --publish / --worker iceoryx|nats://...: the same graph split across processes (remote.hpp).
+//
 // The console prints each inference time. --json prints one JSON summary at exit (then the
 // inference lines go to stderr, so that stdout is exactly that object). The steps of the stages
 // are in stages.hpp, the summary in summary.hpp, the flags in settings.hpp.
 #include "page.hpp"
+#include "remote.hpp"
 #include "sampled_pipeline.hpp"
 #include "sampling.hpp"
 #include "settings.hpp"
@@ -328,11 +331,14 @@ int main(int argc, char** argv) {
     CLI::App app{"framepipe-detect: object detection on a video, with a live web UI"};
     det::settings s;
     det::add_options(app, s);
+    det::remote_settings remote;
+    det::add_remote_options(app, remote);
     if (const auto code = fe::parse_command_line(app, argc, argv, program)) {
         return *code;
     }
     if (s.sampling != "none" && app.count("--detect-fps") == 0) {
         s.detect_fps = 0; // with a sampler, the sampler decides what the detector gets
     }
-    return fe::run_main(program, [&] { return run(s, app); });
+    return fe::run_main(program,
+                        [&] { return remote.active() ? det::run_remote(s, remote) : run(s, app); });
 }

@@ -394,12 +394,17 @@ private:
         return detail::older_than(item, options_.staleness, now);
     }
 
-    // The sources at their cap in the batch being formed. Requires stats_mu_.
+    // The sources at their cap in the batch being formed. Requires stats_mu_. Found from the
+    // pending items (a source at its cap has some), not from every source: called after each
+    // take that caps a source, it must not cost O(sources) per item (with max_per_source 1 that
+    // is every take: 256 cameras made each batch of 8 walk the map of 256 sources 8 times).
     void update_capped_locked() {
         capped_.clear();
-        for (const auto& [id, c] : sources_) {
-            if (c.pending >= cap_) {
-                capped_.push_back(input_id{id}); // reserved: at most max_size sources are capped
+        for (std::size_t i = 0; i < pending_.size(); ++i) {
+            const input_id id = pending_[i].source;
+            if (sources_.at(id.value).pending >= cap_ &&
+                std::find(capped_.begin(), capped_.end(), id) == capped_.end()) {
+                capped_.push_back(id); // reserved: at most max_size sources are capped
             }
         }
     }

@@ -21,11 +21,23 @@ else()
         HEAD_REF main)
 endif()
 
-# The optional transport adapters (iceoryx, nats) will become port features: a
-# vcpkg_check_features() call here, its FEATURE_OPTIONS added to OPTIONS below.
+# The optional transport adapters are port features: a feature asked for makes its package
+# required (FRAMEPIPE_WITH_<ADAPTER>=ON), one not asked for is never built (OFF), so the port never
+# picks up an iceoryx or nats.c that happens to be installed. Documented, not yet tested: the
+# test machines install both from Debian, not vcpkg (scripts/test-vcpkg builds the default port).
+set(FRAMEPIPE_WITH_ICEORYX OFF)
+set(FRAMEPIPE_WITH_NATS OFF)
+if("iceoryx" IN_LIST FEATURES)
+    set(FRAMEPIPE_WITH_ICEORYX ON)
+endif()
+if("nats" IN_LIST FEATURES)
+    set(FRAMEPIPE_WITH_NATS ON)
+endif()
 vcpkg_cmake_configure(
     SOURCE_PATH "${SOURCE_PATH}"
     OPTIONS
+        -DFRAMEPIPE_WITH_ICEORYX=${FRAMEPIPE_WITH_ICEORYX}
+        -DFRAMEPIPE_WITH_NATS=${FRAMEPIPE_WITH_NATS}
         -DFRAMEPIPE_BUILD_TESTS=OFF
         -DFRAMEPIPE_BUILD_EXAMPLES=OFF
         -DFRAMEPIPE_BUILD_BENCHMARKS=OFF)

@@ -1,0 +1,548 @@
+// framepipe/transport/detail/common.hpp - what the transport adapters share: the codec
+// customization point, the handle a receiver hands out (received<V>), the figures every adapter
+// keeps (transport_stats) and the bookkeeping that counts losses exactly (gap_counter,
+// delivery_ledger).
+//
+// Standard library and framepipe's core only. Included by iceoryx.hpp and nats.hpp.
+#pragma once
+
+#include <framepipe/detail/config.hpp>
+
+#include <framepipe/channel.hpp>
+#include <framepipe/live_source.hpp>
+#include <framepipe/snapshot.hpp>
+#include <framepipe/stamped.hpp>
+#include <framepipe/transport/detail/envelope.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace framepipe::transport {
+
+// --- Serialisation: the codec customization point ---------------------------------------------
+//
+// A codec turns a value into bytes and bytes back into something to read. Write one per payload
+// type (examples/common/mat_codecs.hpp has cv::Mat ones: raw for shared memory, raw or JPEG for
+// NATS); bytes_codec below is the trivial one.
+//
+//     struct my_codec {
+//         using value_type = Frame;       // what a publisher sends
+//         using view_type = FrameView;    // what a receiver hands out (may point into the bytes)
+//         void encode(const Frame& f, lender& lend) const;   // calls lend(n) once, writes n bytes
+//         std::optional<FrameView> decode(std::span<const std::byte> b) const; // nullopt:
+//         malformed
+//     };
+//
+// encode asks the transport for exactly the bytes it needs (lend(n)) and writes them once: with
+// iceoryx the span is the loaned shared-memory chunk itself, so the frame is copied once, into
+// the chunk; with NATS it is the message buffer. lend throws send_failure when the transport has
+// no room (no chunk left, over max_payload): let it propagate; the adapter counts it.
+//
+// decode must not throw on bad bytes (a message from another program is not trusted): return
+// nullopt and the receiver counts the message as malformed and skips it. A view_type may point
+// into `b`: the bytes stay valid as long as the handle the receiver hands out lives (the
+// iceoryx chunk, the NATS message), and not a moment longer.
+
+// Why a send did not go out.
+enum class send_status {
+    sent,         // handed to the transport
+    no_buffer,    // iceoryx: no chunk could be loaned (mempool exhausted or too small)
+    too_large,    // over the transport's limit (NATS max_payload, the largest iceoryx chunk)
+    disconnected, // NATS: not connected; the item was dropped, not buffered
+    failed,       // the transport refused it for another reason (see last_error in the stats)
+    closed,       // the sender was closed
+};
+
+[[nodiscard]] constexpr std::string_view to_string(send_status s) noexcept {
+    switch (s) {
+    case send_status::sent: return "sent";
+    case send_status::no_buffer: return "no_buffer";
+    case send_status::too_large: return "too_large";
+    case send_status::disconnected: return "disconnected";
+    case send_status::failed: return "failed";
+    case send_status::closed: return "closed";
+    }
+    return "unknown";
+}
+
+// Thrown by a lender that cannot give the bytes asked for; caught by the adapter's send().
+class send_failure : public std::runtime_error {
+public:
+    send_failure(send_status s, const std::string& what) : std::runtime_error(what), status_(s) {}
+    [[nodiscard]] send_status status() const noexcept { return status_; }
+
+private:
+    send_status status_;
+};
+
+// The buffer a transport lends a codec: lend(n) returns n writable bytes (once per encode).
+// A non-owning reference to the transport's function, valid during encode() only.
+class lender {
+public:
+    template <class F>
+    requires std::is_invocable_r_v<std::span<std::byte>, F&, std::size_t> explicit lender(
+        F& f) noexcept
+        : object_(&f), call_([](void* o, std::size_t n) { return (*static_cast<F*>(o))(n); }) {}
+
+    // n writable bytes. Throws send_failure when the transport cannot give them.
+    [[nodiscard]] std::span<std::byte> operator()(std::size_t n) { return call_(object_, n); }
+
+private:
+    void* object_;
+    std::span<std::byte> (*call_)(void*, std::size_t);
+};
+
+template <class C>
+concept codec = requires(const C& c, const typename C::value_type& v, lender& lend,
+                         std::span<const std::byte> bytes) {
+    typename C::value_type;
+    typename C::view_type;
+    c.encode(v, lend);
+    { c.decode(bytes) } -> std::same_as<std::optional<typename C::view_type>>;
+};
+
+// Bytes as they are: a std::vector<std::byte> out, a span over the received bytes back (no copy).
+struct bytes_codec {
+    using value_type = std::vector<std::byte>;
+    using view_type = std::span<const std::byte>;
+
+    void encode(const value_type& v, lender& lend) const {
+        const auto out = lend(v.size());
+        std::copy(v.begin(), v.end(), out.begin());
+    }
+    [[nodiscard]] std::optional<view_type> decode(std::span<const std::byte> b) const noexcept {
+        return b;
+    }
+};
+
+// --- What a receiver hands out
+// --------------------------------------------------------------------
+
+// One received message: its decoded value and the envelope's figures. The receivers hand it out
+// as std::shared_ptr<const received<V>>: the last copy of that pointer to go releases the
+// message (the iceoryx chunk back to its mempool, the NATS message back to the heap), so a view
+// that points into the bytes stays valid exactly as long as someone holds the handle.
+// Reads like a stamped<V> (value, seq, captured, epoch, age()), so code written for frames from
+// a local source takes frames from a remote one.
+template <class V>
+struct received {
+    using value_type = V;
+    using clock = std::chrono::steady_clock;
+
+    V value;
+    std::uint64_t seq = 0;        // the item's own sequence number (the source's frame number)
+    clock::time_point captured{}; // capture time, on this host's steady clock
+    std::uint64_t epoch = 0;      // the source's connection epoch
+    std::uint64_t link_seq = 0;   // the sender's message number
+    std::uint64_t sender_id = 0;  // which sender (random per sender object)
+    std::string sender;           // its name
+    clock::time_point arrived{};  // when the receiver took it from the transport
+
+    [[nodiscard]] clock::duration age(clock::time_point now = clock::now()) const noexcept {
+        return now - captured;
+    }
+    const V& operator*() const noexcept { return value; }
+    const V* operator->() const noexcept { return &value; }
+};
+
+template <class V>
+using received_ptr = std::shared_ptr<const received<V>>;
+
+} // namespace framepipe::transport
+
+// Channels read a received<V>'s capture time and epoch like a stamped<T>'s (max_age,
+// drop_older_epochs, the pipeline's age histograms); smart pointers to it follow from stamped.hpp.
+template <class V>
+struct framepipe::timestamp_traits<framepipe::transport::received<V>> {
+    static std::chrono::steady_clock::time_point capture_time(
+        const framepipe::transport::received<V>& r) noexcept {
+        return r.captured;
+    }
+};
+template <class V>
+struct framepipe::epoch_traits<framepipe::transport::received<V>> {
+    static std::uint64_t epoch(const framepipe::transport::received<V>& r) noexcept {
+        return r.epoch;
+    }
+};
+
+namespace framepipe::transport {
+
+// --- What a publisher sends: any framepipe item
+// ---------------------------------------------------
+
+namespace detail {
+
+template <class T>
+struct is_stamped : std::false_type {};
+template <class T>
+struct is_stamped<stamped<T>> : std::true_type {};
+template <class T>
+struct is_stamped<received<T>> : std::true_type {};
+
+// An item's value and figures, whatever shape a channel handed it out in: a stamped<T>, a
+// pointer to one (a subscription's shared_ptr<const stamped<T>>), or a bare value (no seq of its
+// own: the publisher numbers it).
+template <class V>
+struct item_view {
+    const V* value = nullptr;
+    std::optional<std::uint64_t> seq;
+    std::uint64_t epoch = 0;
+    std::optional<std::chrono::steady_clock::time_point> captured;
+};
+
+template <class V, class Item>
+[[nodiscard]] item_view<V> view_item(const Item& item) {
+    if constexpr (std::is_convertible_v<const Item&, const V&>) {
+        return {&static_cast<const V&>(item), std::nullopt, 0, std::nullopt};
+    } else if constexpr (is_stamped<std::remove_cv_t<Item>>::value) {
+        return {&item.value, item.seq, item.epoch, item.captured};
+    } else if constexpr (requires {
+                             *item;
+                             item == nullptr;
+                         }) {
+        if (item == nullptr) {
+            throw std::invalid_argument("framepipe transport: cannot send a null pointer");
+        }
+        return view_item<V>(*item);
+    } else {
+        static_assert(std::is_convertible_v<const Item&, const V&>,
+                      "framepipe transport: send() takes the codec's value_type, a stamped one, "
+                      "or a pointer to either");
+        return {};
+    }
+}
+
+} // namespace detail
+
+// --- Figures ----------------------------------------------------------------------------------
+
+// What an adapter counts. Losses are told apart by where they happened:
+//   in the engine:  lost_in_transport (sequence gaps seen by a receiver that sees the whole
+//                   stream; for a queue group, frames no member acknowledged, counted by the
+//                   publisher from receipts), slow_consumer_dropped (the NATS client's own
+//                   pending limit), send failures (no_buffer, too_large, disconnected, failed);
+//   in framepipe:   the output channel's own stats (a latest_slot's evictions), shown in the
+//                   pipeline's snapshot;
+//   in the consumer: its subscription's counters (rate_limited, expired).
+struct transport_stats {
+    live_state state =
+        live_state::stopped; // connecting, streaming, stalled, backoff, failed, stopped
+    std::uint64_t epoch = 0; // connections made (1 after the first connect)
+    std::uint64_t connects = 0;
+    std::uint64_t reconnects = 0;
+    std::uint64_t disconnects = 0;
+    // Sending.
+    std::uint64_t sent = 0;
+    std::uint64_t bytes_sent = 0;
+    std::uint64_t no_buffer = 0;
+    std::uint64_t too_large = 0;
+    std::uint64_t disconnected = 0;
+    std::uint64_t send_failed = 0;
+    // Receiving.
+    std::uint64_t received = 0; // well-formed messages taken from the transport
+    std::uint64_t bytes_received = 0;
+    std::uint64_t malformed = 0; // counted and skipped
+    std::uint64_t lost_in_transport = 0;
+    std::uint64_t out_of_order = 0; // a link_seq lower than one already seen (duplicates too)
+    std::uint64_t slow_consumer_dropped = 0;
+    std::uint64_t delivered = 0; // handed to the output channel
+    std::uint64_t refused = 0;   // the output channel did not accept it (closed, rejected)
+    std::uint64_t senders = 0;   // distinct senders seen
+    // Receipts (queue groups): the publisher's side of the accounting.
+    std::uint64_t acknowledged = 0;     // frames some receiver acknowledged
+    std::uint64_t late_receipts = 0;    // receipts for frames already counted as lost
+    std::uint64_t pending_receipts = 0; // frames sent and not yet acknowledged nor lost
+    std::string last_error;
+};
+
+namespace detail {
+
+// Relaxed atomics: statistics; nothing else is ordered by them.
+struct counters {
+    std::atomic<live_state> state{live_state::stopped};
+    std::atomic<std::uint64_t> epoch{0}, connects{0}, reconnects{0}, disconnects{0}, sent{0},
+        bytes_sent{0}, no_buffer{0}, too_large{0}, disconnected{0}, send_failed{0}, received{0},
+        bytes_received{0}, malformed{0}, lost_in_transport{0}, out_of_order{0},
+        slow_consumer_dropped{0}, delivered{0}, refused{0}, senders{0}, acknowledged{0},
+        late_receipts{0}, pending_receipts{0};
+    mutable std::mutex error_mu;
+    std::string last_error; // guarded by error_mu
+
+    void error(std::string why) {
+        const std::lock_guard<std::mutex> lock(error_mu);
+        last_error = std::move(why);
+    }
+
+    [[nodiscard]] transport_stats snapshot() const {
+        transport_stats s;
+        const auto r = [](const std::atomic<std::uint64_t>& a) {
+            return a.load(std::memory_order_relaxed);
+        };
+        s.state = state.load(std::memory_order_relaxed);
+        s.epoch = r(epoch);
+        s.connects = r(connects);
+        s.reconnects = r(reconnects);
+        s.disconnects = r(disconnects);
+        s.sent = r(sent);
+        s.bytes_sent = r(bytes_sent);
+        s.no_buffer = r(no_buffer);
+        s.too_large = r(too_large);
+        s.disconnected = r(disconnected);
+        s.send_failed = r(send_failed);
+        s.received = r(received);
+        s.bytes_received = r(bytes_received);
+        s.malformed = r(malformed);
+        s.lost_in_transport = r(lost_in_transport);
+        s.out_of_order = r(out_of_order);
+        s.slow_consumer_dropped = r(slow_consumer_dropped);
+        s.delivered = r(delivered);
+        s.refused = r(refused);
+        s.senders = r(senders);
+        s.acknowledged = r(acknowledged);
+        s.late_receipts = r(late_receipts);
+        s.pending_receipts = r(pending_receipts);
+        const std::lock_guard<std::mutex> lock(error_mu);
+        s.last_error = last_error;
+        return s;
+    }
+
+    void count(send_status s) noexcept {
+        switch (s) {
+        case send_status::sent: sent.fetch_add(1, std::memory_order_relaxed); break;
+        case send_status::no_buffer: no_buffer.fetch_add(1, std::memory_order_relaxed); break;
+        case send_status::too_large: too_large.fetch_add(1, std::memory_order_relaxed); break;
+        case send_status::disconnected: disconnected.fetch_add(1, std::memory_order_relaxed); break;
+        case send_status::failed:
+        case send_status::closed: send_failed.fetch_add(1, std::memory_order_relaxed); break;
+        }
+    }
+};
+
+// Counts losses from link_seq gaps, per sender. One thread (the receiver's).
+class gap_counter {
+public:
+    struct result {
+        std::uint64_t lost = 0;    // messages skipped over by this one
+        bool out_of_order = false; // older than one already seen: a duplicate or reordered
+        bool new_sender = false;
+    };
+
+    // Records message `link_seq` from `sender`. A new sender starts its count at the first
+    // message seen: what it sent before this receiver was there was not meant for it.
+    [[nodiscard]] result see(std::uint64_t sender, std::uint64_t link_seq) {
+        result r;
+        auto [it, inserted] = next_.try_emplace(sender, link_seq + 1);
+        if (inserted) {
+            r.new_sender = true;
+            if (next_.size() > max_senders) { // bounded: forget an arbitrary old sender
+                next_.erase(next_.begin() == it ? std::next(next_.begin()) : next_.begin());
+            }
+            return r;
+        }
+        if (link_seq < it->second) {
+            r.out_of_order = true;
+            return r;
+        }
+        r.lost = link_seq - it->second;
+        it->second = link_seq + 1;
+        return r;
+    }
+
+    static constexpr std::size_t max_senders = 1024;
+
+private:
+    std::unordered_map<std::uint64_t, std::uint64_t> next_;
+};
+
+// The publisher's side of a queue group's accounting: every frame sent waits for a receipt from
+// whichever member got it; a frame without one after `horizon` is lost in transport (never
+// delivered, dropped by a member's client for a slow consumer, or in flight to a member that
+// died). Any thread; one short mutex.
+class delivery_ledger {
+public:
+    explicit delivery_ledger(std::chrono::nanoseconds horizon) : horizon_(horizon) {}
+
+    void sent(std::uint64_t link_seq, std::chrono::steady_clock::time_point now) {
+        const std::lock_guard<std::mutex> lock(mu_);
+        if (pending_.empty()) {
+            first_ = link_seq;
+        }
+        // link_seq is contiguous per sender: the index is link_seq - first_.
+        while (first_ + pending_.size() < link_seq) { // never sent (cannot happen): not lost
+            pending_.push_back({now, true});
+        }
+        pending_.push_back({now, false});
+        ++waiting_;
+    }
+
+    // A receipt for `link_seq`: true if it was waiting, false if late (counted lost already) or
+    // a duplicate.
+    [[nodiscard]] bool receipt(std::uint64_t link_seq) {
+        const std::lock_guard<std::mutex> lock(mu_);
+        if (link_seq < first_ || link_seq >= first_ + pending_.size()) {
+            return false;
+        }
+        auto& e = pending_[static_cast<std::size_t>(link_seq - first_)];
+        if (e.acknowledged) {
+            return false;
+        }
+        e.acknowledged = true;
+        --waiting_;
+        return true;
+    }
+
+    // Frames older than the horizon still without a receipt: returns how many are now lost.
+    [[nodiscard]] std::uint64_t expire(std::chrono::steady_clock::time_point now) {
+        const std::lock_guard<std::mutex> lock(mu_);
+        std::uint64_t lost = 0;
+        while (!pending_.empty() &&
+               (now - pending_.front().sent > horizon_ || pending_.size() > max_pending)) {
+            if (!pending_.front().acknowledged) {
+                ++lost;
+                --waiting_;
+            }
+            pending_.pop_front();
+            ++first_;
+        }
+        return lost;
+    }
+
+    [[nodiscard]] std::uint64_t waiting() const {
+        const std::lock_guard<std::mutex> lock(mu_);
+        return waiting_;
+    }
+
+    static constexpr std::size_t max_pending = 1 << 16;
+
+private:
+    struct entry {
+        std::chrono::steady_clock::time_point sent;
+        bool acknowledged = false;
+    };
+    const std::chrono::nanoseconds horizon_;
+    mutable std::mutex mu_;
+    std::deque<entry> pending_; // guarded by mu_
+    std::uint64_t first_ = 0;   // link_seq of pending_.front()
+    std::uint64_t waiting_ = 0;
+};
+
+// Pushes a receiver's handle into its output channel (push or publish); true if it went in.
+template <class Out, class H>
+bool push_item(Out& out, H&& h) {
+    if constexpr (requires {
+                      { out.push(std::forward<H>(h)) } -> std::same_as<push_status>;
+                  }) {
+        return accepted(out.push(std::forward<H>(h)));
+    } else if constexpr (requires { out.push(std::forward<H>(h)); }) {
+        out.push(std::forward<H>(h));
+        return true;
+    } else {
+        const auto r = out.publish(std::forward<H>(h));
+        return r.delivered > 0 || r.subscribers == 0;
+    }
+}
+
+// An adapter's figures as a pipeline shows a supervised source's (snapshot, Prometheus text as
+// framepipe_source_*, DOT).
+[[nodiscard]] inline source_status to_source_status(const transport_stats& st) {
+    source_status out;
+    out.state = std::string(to_string(st.state));
+    for (const live_state s : all_live_states) {
+        out.states.emplace_back(to_string(s));
+    }
+    const auto n = [](std::uint64_t v) { return static_cast<double>(v); };
+    out.counters = {
+        {"connects", "Connections the transport made.", n(st.connects)},
+        {"reconnects", "Connections made after the first.", n(st.reconnects)},
+        {"disconnects", "Connections lost.", n(st.disconnects)},
+        {"transport_received", "Well-formed messages taken from the transport.", n(st.received)},
+        {"transport_bytes_received", "Bytes of those messages.", n(st.bytes_received)},
+        {"transport_malformed", "Messages that could not be read (counted and skipped).",
+         n(st.malformed)},
+        {"lost_in_transport", "Messages the transport lost (sequence gaps, or no receipt).",
+         n(st.lost_in_transport)},
+        {"transport_out_of_order", "Messages older than one already received.", n(st.out_of_order)},
+        {"slow_consumer_dropped", "Messages the client dropped over its pending limit.",
+         n(st.slow_consumer_dropped)},
+        {"transport_delivered", "Messages handed to the output channel.", n(st.delivered)},
+        {"transport_refused", "Messages the output channel did not accept.", n(st.refused)},
+    };
+    out.gauges = {
+        {"epoch", "The transport's current connection number.", n(st.epoch)},
+        {"transport_senders", "Distinct senders seen.", n(st.senders)},
+    };
+    return out;
+}
+
+} // namespace detail
+
+// A publisher's (or receiver's) figures as Prometheus text, for a /metrics that also shows what
+// is not a pipeline stage (a publisher is called from a sink): framepipe_transport_*{pipeline,
+// link} counters and a state gauge per state. `pipeline` and `link` are label values (quotes and
+// backslashes are escaped). One link per /metrics body: each call writes the families' HELP and
+// TYPE lines, which Prometheus accepts once. May throw std::bad_alloc.
+[[nodiscard]] inline std::string to_prometheus(const transport_stats& s, std::string_view pipeline,
+                                               std::string_view link) {
+    const auto esc = [](std::string_view v) {
+        std::string out;
+        for (const char c : v) {
+            if (c == '\\' || c == '"') {
+                out += '\\';
+                out += c;
+            } else if (c == '\n') {
+                out += "\\n";
+            } else {
+                out += c;
+            }
+        }
+        return out;
+    };
+    const std::string labels = "pipeline=\"" + esc(pipeline) + "\",link=\"" + esc(link) + "\"";
+    std::string out;
+    const auto counter = [&](const char* name, const char* help, std::uint64_t v) {
+        out += std::string("# HELP framepipe_transport_") + name + "_total " + help + "\n";
+        out += std::string("# TYPE framepipe_transport_") + name + "_total counter\n";
+        out += std::string("framepipe_transport_") + name + "_total{" + labels + "} " +
+               std::to_string(v) + "\n";
+    };
+    counter("sent", "Messages handed to the transport.", s.sent);
+    counter("bytes_sent", "Bytes of those messages, envelopes included.", s.bytes_sent);
+    counter("no_buffer", "Sends skipped: no iceoryx chunk to loan.", s.no_buffer);
+    counter("too_large", "Sends refused: over max_payload or the largest chunk.", s.too_large);
+    counter("disconnected", "Sends dropped while the connection was down.", s.disconnected);
+    counter("send_failed", "Sends the transport refused for another reason.", s.send_failed);
+    counter("acknowledged", "Frames a queue group member acknowledged (receipts).", s.acknowledged);
+    counter("lost_in_transport", "Messages the transport lost (gaps, or no receipt in time).",
+            s.lost_in_transport);
+    counter("late_receipts", "Receipts for frames already counted as lost.", s.late_receipts);
+    counter("received", "Well-formed messages received.", s.received);
+    counter("malformed", "Messages that could not be read (counted and skipped).", s.malformed);
+    counter("slow_consumer_dropped", "Messages the client dropped over its pending limit.",
+            s.slow_consumer_dropped);
+    counter("reconnects", "Connections made after the first.", s.reconnects);
+    out += "# HELP framepipe_transport_state 1 for the link's state, 0 for the others.\n";
+    out += "# TYPE framepipe_transport_state gauge\n";
+    for (const live_state st : all_live_states) {
+        out += "framepipe_transport_state{" + labels + ",state=\"" + std::string(to_string(st)) +
+               "\"} " + (st == s.state ? "1" : "0") + "\n";
+    }
+    return out;
+}
+
+} // namespace framepipe::transport

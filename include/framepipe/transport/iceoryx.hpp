@@ -1,0 +1,516 @@
+// framepipe/transport/iceoryx.hpp - frames between processes on one host through iceoryx's
+// shared memory, copied once. An optional component: target framepipe::iceoryx, built when
+// iceoryx (2.0: Debian's libiceoryx-posh-dev) is found. See docs/transport.md.
+//
+//     camera process                                   detector process
+//     framepipe::transport::iceoryx_init("camera");    framepipe::transport::iceoryx_init("det");
+//     iceoryx_publisher<raw_mat_codec> out(            iceoryx_receiver<raw_mat_codec> in(
+//         {.instance = "cam0"});                           {.instance = "cam0"});
+//     // a sink that sends what a subscription holds:  latest_slot<received_ptr<mat_view>> newest;
+//     p.sink("to-detector", det_sub,                   p.source("from-camera", newest, in);
+//            [&](const auto& f) { (void)out.send(f); });  p.sink("detector", newest, detect);
+//
+// Zero copy: send() loans a chunk from RouDi's mempool, the codec writes the frame into it once
+// (the only copy), and publish hands the chunk's address to every subscriber. The receiver hands
+// out a std::shared_ptr<const received<View>> whose deleter releases the chunk: the chunk stays
+// in use, and the view into it valid, until the last copy of that pointer is gone, on whichever
+// thread that happens.
+//
+// Loss: publisher and subscribers discard the oldest data when a subscriber's queue is full
+// (never blocking the publisher), and the receiver counts what it missed from the link_seq gaps
+// (lost_in_transport). A subscriber that holds chunks can starve the mempool: the publisher then
+// counts no_buffer and skips the frame (size the mempool, docs/transport.md).
+//
+// A process that dies holding chunks: RouDi notices within PROCESS_KEEP_ALIVE_TIMEOUT (1.5 s in
+// iceoryx 2.0) with its monitoring on (the default) and returns the dead process's chunks and
+// queues to the mempools; until then they stay in use. The publisher never waits for it.
+//
+// Threads: iceoryx_init once per process, before any publisher or receiver. A publisher's send()
+// from any thread (one at a time is cheapest: a mutex guards the iceoryx port); a receiver runs
+// a thread of its own. Handles may be released on any thread.
+#pragma once
+
+#include <framepipe/detail/config.hpp>
+
+#include <framepipe/channel.hpp>
+#include <framepipe/live_source.hpp>
+#include <framepipe/snapshot.hpp>
+#include <framepipe/transport/detail/common.hpp>
+#include <framepipe/transport/detail/envelope.hpp>
+
+#include <iceoryx_hoofs/cxx/string.hpp>
+#include <iceoryx_posh/mepoo/chunk_header.hpp>
+#include <iceoryx_posh/popo/untyped_publisher.hpp>
+#include <iceoryx_posh/popo/untyped_subscriber.hpp>
+#include <iceoryx_posh/popo/wait_set.hpp>
+#include <iceoryx_posh/runtime/posh_runtime.hpp>
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+
+namespace framepipe::transport {
+
+// The iceoryx service a stream is published as: (service, instance, event). The examples use
+// ("framepipe", "<pipeline>.<camera>", "frames"). Each part: at most 100 characters.
+struct iceoryx_service {
+    std::string service = "framepipe";
+    std::string instance = "default";
+    std::string event = "frames";
+};
+
+// Thrown when iceoryx cannot be used: RouDi not running, a name too long.
+class transport_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+
+inline iox::capro::IdString_t iox_id(const std::string& s, const char* what) {
+    if (s.empty() || s.size() > iox::capro::IdString_t::capacity()) {
+        throw std::invalid_argument(std::string(what) + ": 1 to " +
+                                    std::to_string(iox::capro::IdString_t::capacity()) +
+                                    " characters, got '" + s + "'");
+    }
+    return {iox::cxx::TruncateToCapacity, s.c_str()};
+}
+
+inline iox::capro::ServiceDescription iox_description(const iceoryx_service& s) {
+    return {iox_id(s.service, "service"), iox_id(s.instance, "instance"), iox_id(s.event, "event")};
+}
+
+} // namespace detail
+
+// Why RouDi cannot be reached, or nullopt when it answers on its socket. Probes the socket
+// iceoryx 2.0 uses (/tmp/roudi, fixed at iceoryx's build) without registering. Any thread.
+[[nodiscard]] inline std::optional<std::string> roudi_unreachable() {
+    const std::string path =
+        std::string(iox::platform::IOX_UDS_SOCKET_PATH_PREFIX) + iox::roudi::IPC_CHANNEL_ROUDI_NAME;
+    const int fd = ::socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (fd < 0) {
+        return std::string("socket: ") + std::strerror(errno);
+    }
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    const int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+    const int err = errno;
+    ::close(fd);
+    if (rc == 0) {
+        return std::nullopt;
+    }
+    return "RouDi is not running (" + path + ": " + std::strerror(err) + ")";
+}
+
+// Registers this process with RouDi under `name` (made unique with the process id unless
+// `exact`). Once per process, before any publisher or receiver; later calls do nothing. Throws
+// transport_error, saying so in one line, when RouDi does not answer: iceoryx itself would wait
+// 60 s and then terminate the process.
+inline void iceoryx_init(std::string_view name, bool exact = false) {
+    static std::once_flag once;
+    if (auto why = roudi_unreachable()) {
+        throw transport_error(*why);
+    }
+    std::string n(name);
+    if (!exact) {
+        n += "-" + std::to_string(::getpid());
+    }
+    if (n.empty() || n.size() > iox::RuntimeName_t::capacity() ||
+        n.find('/') != std::string::npos) {
+        throw std::invalid_argument("iceoryx_init: a name of 1 to 100 characters without '/'");
+    }
+    std::call_once(once, [&] {
+        iox::runtime::PoshRuntime::initRuntime(
+            iox::RuntimeName_t(iox::cxx::TruncateToCapacity, n.c_str()));
+    });
+}
+
+struct iceoryx_publisher_options {
+    iceoryx_service service{};
+    std::string sender_name{}; // in every envelope (the UI shows it); default: the instance
+    message_kind kind = message_kind::frame; // what this publisher sends (frames, results)
+    // Chunks the publisher keeps for late subscribers (historyRequest); 0: none.
+    std::uint64_t history = 0;
+    // The `size` of the largest mempool in RouDi's config. iceoryx 2.0 terminates the process
+    // when asked for a chunk larger than every mempool, and tells a client nothing of its
+    // config, so send() refuses (too_large) what would not fit here. The default fits the
+    // config in docs/transport.md (tests/transport/roudi.toml): 6 MiB, a 1080p BGR frame.
+    std::size_t largest_chunk = 6291456;
+};
+
+// Sends items of Codec::value_type (or stamped ones, or pointers to either) as iceoryx chunks.
+template <codec Codec>
+class iceoryx_publisher {
+public:
+    using value_type = typename Codec::value_type;
+
+    // Offers the service. After iceoryx_init. Throws std::invalid_argument for a bad name.
+    explicit iceoryx_publisher(iceoryx_publisher_options options, Codec c = {})
+        : options_(std::move(options)),
+          codec_(std::move(c)),
+          publisher_(detail::iox_description(options_.service), publisher_options(options_)),
+          sender_id_(new_sender_id()) {
+        if (options_.sender_name.empty()) {
+            options_.sender_name = options_.service.instance;
+        }
+        counters_.state.store(live_state::streaming, std::memory_order_relaxed);
+        counters_.epoch.store(1, std::memory_order_relaxed);
+        counters_.connects.store(1, std::memory_order_relaxed);
+    }
+
+    iceoryx_publisher(const iceoryx_publisher&) = delete;
+    iceoryx_publisher& operator=(const iceoryx_publisher&) = delete;
+
+    // Loans a chunk, lets the codec write the item into it (the one copy), and publishes it.
+    // Any thread (serialised by a mutex). Never waits for a subscriber. Returns sent, no_buffer
+    // (no chunk of that size left: counted, the item is skipped), too_large (over
+    // largest_chunk, or no mempool for that size) or closed. Exceptions: what the codec throws
+    // (the chunk is released).
+    template <class Item>
+    [[nodiscard]] send_status send(const Item& item) {
+        const auto v = detail::view_item<value_type>(item);
+        const std::lock_guard<std::mutex> lock(mu_);
+        if (closed_) {
+            counters_.count(send_status::closed);
+            return send_status::closed;
+        }
+        void* chunk = nullptr;
+        std::size_t payload = 0;
+        auto lend = [&](std::size_t n) -> std::span<std::byte> {
+            if (chunk != nullptr) {
+                throw std::logic_error("codec: lend() called twice in one encode");
+            }
+            // The envelope, the payload and the payload's alignment (64) at most.
+            if (n > options_.largest_chunk || envelope_size + n + 64 > options_.largest_chunk) {
+                throw send_failure(send_status::too_large,
+                                   "message of " + std::to_string(envelope_size + n) +
+                                       " bytes over the largest chunk, " +
+                                       std::to_string(options_.largest_chunk) +
+                                       " (largest_chunk; RouDi's config)");
+            }
+            auto r = publisher_.loan(static_cast<std::uint32_t>(envelope_size + n), 64);
+            if (r.has_error()) {
+                const auto e = r.get_error();
+                if (e == iox::popo::AllocationError::NO_MEMPOOLS_AVAILABLE) {
+                    throw send_failure(send_status::too_large,
+                                       "no mempool has chunks of " +
+                                           std::to_string(envelope_size + n) +
+                                           " bytes (see the RouDi config)");
+                }
+                throw send_failure(send_status::no_buffer, std::string("no chunk to loan: ") +
+                                                               iox::popo::asStringLiteral(e));
+            }
+            chunk = r.value();
+            payload = n;
+            return {static_cast<std::byte*>(chunk) + envelope_size, n};
+        };
+        try {
+            lender l(lend);
+            codec_.encode(*v.value, l);
+        } catch (const send_failure& f) {
+            if (chunk != nullptr) {
+                publisher_.release(chunk);
+            }
+            counters_.count(f.status());
+            counters_.error(f.what());
+            return f.status();
+        } catch (...) {
+            if (chunk != nullptr) {
+                publisher_.release(chunk);
+            }
+            throw;
+        }
+        if (chunk == nullptr) { // an empty value the codec wrote nothing for: send the header
+            (void)lend(0);
+        }
+        envelope e;
+        e.kind = options_.kind;
+        e.payload_size = static_cast<std::uint32_t>(payload);
+        e.seq = v.seq ? *v.seq : own_seq_;
+        ++own_seq_;
+        e.epoch = v.epoch;
+        e.link_seq = link_seq_++;
+        set_capture_time(e, v.captured.value_or(std::chrono::steady_clock::now()));
+        set_sender(e, sender_id_, options_.sender_name);
+        write_envelope(e, {static_cast<std::byte*>(chunk), envelope_size});
+        publisher_.publish(chunk);
+        counters_.count(send_status::sent);
+        counters_.bytes_sent.fetch_add(envelope_size + payload, std::memory_order_relaxed);
+        return send_status::sent;
+    }
+
+    // Pops items from `in` and sends each, until `in` is closed and drained or `stop` is
+    // requested. One thread. Returns how many were sent.
+    template <class In>
+    requires input_channel<In> std::uint64_t pump(In& in, std::stop_token stop = {}) {
+        std::uint64_t n = 0;
+        while (auto item = in.pop(stop)) {
+            n += send(*item) == send_status::sent ? 1 : 0;
+        }
+        return n;
+    }
+
+    // Stops offering: later sends return closed. Any thread.
+    void close() {
+        const std::lock_guard<std::mutex> lock(mu_);
+        if (!closed_) {
+            closed_ = true;
+            publisher_.stopOffer();
+            counters_.state.store(live_state::stopped, std::memory_order_relaxed);
+        }
+    }
+
+    [[nodiscard]] transport_stats stats() const { return counters_.snapshot(); }
+    [[nodiscard]] source_status status() const { return detail::to_source_status(stats()); }
+    [[nodiscard]] std::uint64_t sender_id() const noexcept { return sender_id_; }
+    [[nodiscard]] const iceoryx_publisher_options& options() const noexcept { return options_; }
+
+private:
+    static iox::popo::PublisherOptions publisher_options(const iceoryx_publisher_options& o) {
+        iox::popo::PublisherOptions p;
+        p.historyCapacity = o.history;
+        // Never wait for a slow (or dead) subscriber: its queue drops its oldest chunk.
+        p.subscriberTooSlowPolicy = iox::popo::ConsumerTooSlowPolicy::DISCARD_OLDEST_DATA;
+        return p;
+    }
+
+    iceoryx_publisher_options options_;
+    Codec codec_;
+    std::mutex mu_; // guards publisher_ (an iceoryx port is not thread-safe) and the numbers
+    iox::popo::UntypedPublisher publisher_;
+    const std::uint64_t sender_id_;
+    std::uint64_t link_seq_ = 0; // guarded by mu_
+    std::uint64_t own_seq_ = 0;  // guarded by mu_: seq for items without one
+    bool closed_ = false;        // guarded by mu_
+    detail::counters counters_;
+};
+
+struct iceoryx_receiver_options {
+    iceoryx_service service{};
+    // Chunks queued for this receiver before the oldest is dropped (and counted by the gap it
+    // leaves). Small: the consumer wants the newest frame; each queued chunk is one frame of the
+    // mempool.
+    std::uint64_t queue_capacity = 2;
+    std::uint64_t history = 0; // chunks of the publisher's history to start with
+    // No message for this long while a publisher is there: stalled (back to streaming on the
+    // next message).
+    std::chrono::nanoseconds stall_timeout{std::chrono::seconds(2)};
+    // Which message kinds to hand out; others are counted as received and skipped.
+    message_kind kind = message_kind::frame;
+};
+
+// Receives a stream as handles into its chunks, on a thread of its own, and pushes each into an
+// output channel (a latest_slot by default: the consumer takes the newest). A supervised source
+// (pipeline::source(name, out, receiver)): its state and counters show in the pipeline's
+// snapshot and /metrics.
+template <codec Codec>
+class iceoryx_receiver {
+public:
+    using view_type = typename Codec::view_type;
+    using item_type = received_ptr<view_type>;
+
+    // Subscribes at once (so a publisher's frames queue from now on). After iceoryx_init.
+    explicit iceoryx_receiver(iceoryx_receiver_options options, Codec c = {})
+        : options_(std::move(options)),
+          codec_(std::move(c)),
+          core_(std::make_shared<core>(options_)) {}
+
+    iceoryx_receiver(const iceoryx_receiver&) = delete;
+    iceoryx_receiver& operator=(const iceoryx_receiver&) = delete;
+    ~iceoryx_receiver() { stop(); }
+
+    // Starts the receiving thread, pushing into `out` (which must outlive the run). Once.
+    template <class Out>
+    requires output_channel<Out, item_type>
+    void start(Out& out) {
+        if (thread_.joinable()) {
+            throw std::logic_error("iceoryx_receiver: started twice");
+        }
+        core_->counters.state.store(live_state::connecting, std::memory_order_relaxed);
+        thread_ = std::jthread([this, &out](std::stop_token stop) { run(out, stop); });
+    }
+
+    // Stops the thread and unsubscribes (handles already given out stay valid). Any thread but
+    // the receiver's; returns within about 100 ms.
+    void stop() {
+        if (thread_.joinable()) {
+            thread_.request_stop();
+            thread_.join();
+        }
+    }
+
+    // Waits until the receiver has stopped (it only stops when told) or `stop` is requested.
+    bool wait(std::stop_token stop) {
+        std::unique_lock<std::mutex> lock(ended_mu_);
+        return ended_cv_.wait(lock, stop, [this] { return ended_; });
+    }
+
+    [[nodiscard]] transport_stats stats() const { return core_->counters.snapshot(); }
+    [[nodiscard]] source_status status() const { return detail::to_source_status(stats()); }
+    [[nodiscard]] std::optional<std::string> failure() const { return std::nullopt; }
+
+private:
+    // What the handles keep alive: the subscriber whose chunks they hold, and its mutex (an
+    // iceoryx port is not thread-safe, and handles are released on any thread).
+    struct core {
+        explicit core(const iceoryx_receiver_options& o)
+            : subscriber(detail::iox_description(o.service), subscriber_options(o)) {}
+        std::mutex mu;
+        iox::popo::UntypedSubscriber subscriber; // guarded by mu
+        detail::counters counters;
+    };
+
+    static iox::popo::SubscriberOptions subscriber_options(const iceoryx_receiver_options& o) {
+        iox::popo::SubscriberOptions s;
+        s.queueCapacity = o.queue_capacity;
+        s.historyRequest = o.history;
+        s.queueFullPolicy = iox::popo::QueueFullPolicy::DISCARD_OLDEST_DATA;
+        return s;
+    }
+
+    template <class Out>
+    void run(Out& out, std::stop_token stop) {
+        auto& c = *core_;
+        {
+            iox::popo::WaitSet<1> waitset;
+            {
+                const std::lock_guard<std::mutex> lock(c.mu);
+                if (waitset.attachState(c.subscriber, iox::popo::SubscriberState::HAS_DATA)
+                        .has_error()) {
+                    c.counters.error("iceoryx: cannot attach the subscriber to a waitset");
+                }
+            }
+            detail::gap_counter gaps;
+            auto last = std::chrono::steady_clock::now();
+            bool any = false;
+            while (!stop.stop_requested()) {
+                (void)waitset.timedWait(iox::units::Duration::fromMilliseconds(100));
+                bool got = false;
+                for (;;) {
+                    const void* payload = nullptr;
+                    {
+                        const std::lock_guard<std::mutex> lock(c.mu);
+                        auto r = c.subscriber.take();
+                        if (r.has_error()) {
+                            break;
+                        }
+                        payload = r.value();
+                    }
+                    got = true;
+                    handle(out, payload, gaps);
+                }
+                const auto now = std::chrono::steady_clock::now();
+                if (got) {
+                    last = now;
+                    any = true;
+                    c.counters.state.store(live_state::streaming, std::memory_order_relaxed);
+                } else if (any && now - last > options_.stall_timeout) {
+                    c.counters.state.store(live_state::stalled, std::memory_order_relaxed);
+                } else if (!any) {
+                    // Connected to RouDi and subscribed: waiting for a publisher or its first
+                    // frame.
+                    c.counters.state.store(live_state::connecting, std::memory_order_relaxed);
+                }
+            }
+            const std::lock_guard<std::mutex> lock(c.mu);
+            waitset.detachState(c.subscriber, iox::popo::SubscriberState::HAS_DATA);
+        }
+        {
+            const std::lock_guard<std::mutex> lock(c.mu);
+            c.subscriber.unsubscribe();
+        }
+        c.counters.state.store(live_state::stopped, std::memory_order_relaxed);
+        const std::lock_guard<std::mutex> lock(ended_mu_);
+        ended_ = true;
+        ended_cv_.notify_all();
+    }
+
+    template <class Out>
+    void handle(Out& out, const void* payload, detail::gap_counter& gaps) {
+        auto& c = *core_;
+        // The chunk goes back to the mempool when the last handle goes, or now if it is skipped.
+        auto release = [core = core_](const void* p) {
+            const std::lock_guard<std::mutex> lock(core->mu);
+            core->subscriber.release(p);
+        };
+        const auto* header = iox::mepoo::ChunkHeader::fromUserPayload(payload);
+        const std::span<const std::byte> bytes(static_cast<const std::byte*>(payload),
+                                               header->userPayloadSize());
+        const auto d = read_envelope(bytes);
+        if (!d.header) {
+            c.counters.malformed.fetch_add(1, std::memory_order_relaxed);
+            c.counters.error(std::string("malformed message: ") + std::string(to_string(d.error)));
+            release(payload);
+            return;
+        }
+        const envelope& e = *d.header;
+        const auto g = gaps.see(e.sender_id, e.link_seq);
+        c.counters.received.fetch_add(1, std::memory_order_relaxed);
+        c.counters.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
+        c.counters.lost_in_transport.fetch_add(g.lost, std::memory_order_relaxed);
+        if (g.new_sender) {
+            c.counters.senders.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (g.out_of_order) {
+            c.counters.out_of_order.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (e.kind != options_.kind) {
+            release(payload);
+            return;
+        }
+        auto view = codec_.decode(d.payload);
+        if (!view) {
+            c.counters.malformed.fetch_add(1, std::memory_order_relaxed);
+            c.counters.error("malformed payload from " + std::string(e.sender_name()));
+            release(payload);
+            return;
+        }
+        auto* r = new received<view_type>{std::move(*view),
+                                          e.seq,
+                                          local_capture_time(e),
+                                          e.epoch,
+                                          e.link_seq,
+                                          e.sender_id,
+                                          std::string(e.sender_name()),
+                                          std::chrono::steady_clock::now()};
+        item_type handle(r, [release, payload](const received<view_type>* p) {
+            delete p;
+            release(payload);
+        });
+        const auto s = detail::push_item(out, std::move(handle));
+        if (s) {
+            c.counters.delivered.fetch_add(1, std::memory_order_relaxed);
+        } else {
+            c.counters.refused.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    iceoryx_receiver_options options_;
+    Codec codec_;
+    std::shared_ptr<core> core_;
+    std::mutex ended_mu_;
+    std::condition_variable_any ended_cv_;
+    bool ended_ = false;  // guarded by ended_mu_
+    std::jthread thread_; // last: joined before the rest goes
+};
+
+} // namespace framepipe::transport

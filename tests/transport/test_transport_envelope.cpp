@@ -1,0 +1,128 @@
+// Tests of what the transport adapters share (include/framepipe/transport/detail/): the envelope
+// every message starts with, and the bookkeeping that counts losses. Standard library only: built
+// whether or not an adapter is.
+#include <framepipe/transport/detail/common.hpp>
+#include <framepipe/transport/detail/envelope.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <random>
+#include <vector>
+
+namespace tp = framepipe::transport;
+using namespace std::chrono_literals;
+
+TEST_CASE("envelope: what is written is read back, with the payload after it") {
+    tp::envelope e;
+    e.kind = tp::message_kind::result;
+    e.payload_size = 5;
+    e.seq = 0x0102030405060708ULL;
+    e.epoch = 3;
+    e.link_seq = 99;
+    tp::set_capture_time(e, std::chrono::steady_clock::now() - 10ms);
+    tp::set_sender(e, 42, "worker-with-a-name-that-is-longer-than-the-field-allows-for-sure");
+    std::vector<std::byte> msg(tp::envelope_size + 5, std::byte{9});
+    tp::write_envelope(e, msg);
+    const auto d = tp::read_envelope(msg);
+    REQUIRE(d.header);
+    CHECK(d.header->kind == tp::message_kind::result);
+    CHECK(d.header->seq == e.seq);
+    CHECK(d.header->epoch == 3);
+    CHECK(d.header->link_seq == 99);
+    CHECK(d.header->sender_id == 42);
+    CHECK(d.header->sender_name().size() == 48); // cut to the field
+    CHECK(d.payload.size() == 5);
+    CHECK(d.payload[0] == std::byte{9});
+    // Same host: the capture time comes back exactly on the steady clock.
+    CHECK(tp::local_capture_time(*d.header).time_since_epoch().count() ==
+          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+              std::chrono::nanoseconds(e.captured_steady_ns))
+              .count());
+    // Another host (another clock domain): through the system clock, close to the same age.
+    auto other = *d.header;
+    other.clock_domain ^= 1;
+    const auto age = std::chrono::steady_clock::now() - tp::local_capture_time(other);
+    CHECK(age > 5ms);
+    CHECK(age < 1s);
+}
+
+TEST_CASE("envelope: bad bytes are refused with a reason, never read past") {
+    std::vector<std::byte> msg(tp::envelope_size);
+    tp::write_envelope(tp::envelope{}, msg);
+    CHECK(tp::read_envelope(msg).header);
+    CHECK(tp::read_envelope(std::span(msg).first(10)).error == tp::decode_error::too_short);
+    auto bad = msg;
+    bad[0] = std::byte{0};
+    CHECK(tp::read_envelope(bad).error == tp::decode_error::bad_magic);
+    bad = msg;
+    bad[4] = std::byte{2};
+    CHECK(tp::read_envelope(bad).error == tp::decode_error::bad_version);
+    bad = msg;
+    bad[8] = std::byte{7};
+    CHECK(tp::read_envelope(bad).error == tp::decode_error::bad_kind);
+    bad = msg;
+    bad[12] = std::byte{1};
+    CHECK(tp::read_envelope(bad).error == tp::decode_error::bad_size);
+    // Random bytes and every truncation of a good message: no crash (ASan checks the reads).
+    std::mt19937 rng(7);
+    for (int i = 0; i < 20000; ++i) {
+        std::vector<std::byte> r(static_cast<std::size_t>(rng() % 300));
+        for (auto& b : r) {
+            b = static_cast<std::byte>(rng());
+        }
+        if (r.size() >= 8 && i % 2 == 0) {
+            std::copy(msg.begin(), msg.begin() + 8, r.begin()); // a plausible start
+        }
+        (void)tp::read_envelope(r);
+    }
+    for (std::size_t n = 0; n <= msg.size(); ++n) {
+        const auto d = tp::read_envelope(std::span(msg).first(n));
+        CHECK(static_cast<bool>(d.header) == (n == msg.size()));
+    }
+}
+
+TEST_CASE("gap_counter: losses are the gaps, per sender; a new sender starts where it is seen") {
+    tp::detail::gap_counter g;
+    CHECK(g.see(1, 5).new_sender);
+    CHECK(g.see(1, 6).lost == 0);
+    CHECK(g.see(1, 9).lost == 2);
+    CHECK(g.see(2, 0).new_sender);
+    CHECK(g.see(1, 8).out_of_order);
+    CHECK(g.see(1, 10).lost == 0);
+    CHECK(g.see(2, 1).lost == 0);
+}
+
+TEST_CASE("delivery_ledger: a frame is acknowledged or, after the horizon, lost: never both") {
+    tp::detail::delivery_ledger l(100ms);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::uint64_t i = 0; i < 10; ++i) {
+        l.sent(i, t0);
+    }
+    for (std::uint64_t i = 0; i < 10; i += 2) {
+        CHECK(l.receipt(i));
+    }
+    CHECK_FALSE(l.receipt(0)); // a duplicate
+    CHECK(l.waiting() == 5);
+    CHECK(l.expire(t0 + 50ms) == 0);
+    CHECK(l.expire(t0 + 200ms) == 5);
+    CHECK_FALSE(l.receipt(1)); // late: already counted lost
+    CHECK(l.waiting() == 0);
+}
+
+TEST_CASE("to_prometheus: a link's figures as counters and a state gauge, labels escaped") {
+    tp::transport_stats s;
+    s.sent = 10;
+    s.lost_in_transport = 2;
+    s.state = framepipe::live_state::backoff;
+    const auto text = tp::to_prometheus(s, "p\"1", "to-workers");
+    CHECK(
+        text.find("framepipe_transport_sent_total{pipeline=\"p\\\"1\",link=\"to-workers\"} 10\n") !=
+        std::string::npos);
+    CHECK(text.find("framepipe_transport_lost_in_transport_total{pipeline=\"p\\\"1\",link=\"to-"
+                    "workers\"} 2\n") != std::string::npos);
+    CHECK(text.find("state=\"backoff\"} 1\n") != std::string::npos);
+    CHECK(text.find("state=\"streaming\"} 0\n") != std::string::npos);
+    CHECK(text.find("# TYPE framepipe_transport_sent_total counter\n") != std::string::npos);
+}

@@ -1,0 +1,491 @@
+// Tests of framepipe::nats (include/framepipe/transport/nats.hpp) against Debian's nats-server,
+// started by each test on 127.0.0.1 on a port of its own choosing (support/nats_server.hpp), with
+// the server's default config (max_payload 1 MB). Workers run as processes of their own
+// (nats_peer.cpp) so that one can be killed, and the server restarted under them.
+//
+// Bounds catch hangs and gross failures on a loaded 2-core machine; the precise figures are
+// measured by framepipe-transport-bench and given in docs/transport.md.
+#include "support/nats_server.hpp"
+
+#include <framepipe/latest_slot.hpp>
+#include <framepipe/exposition.hpp>
+#include <framepipe/pipeline.hpp>
+#include <framepipe/ring.hpp>
+#include <framepipe/transport/nats.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+namespace tp = framepipe::transport;
+using namespace std::chrono_literals;
+using bytes_handle = tp::received_ptr<std::span<const std::byte>>;
+using framepipe_test::nats_server;
+using worker = framepipe_examples::testing::child;
+using clock_type = std::chrono::steady_clock;
+
+std::vector<std::byte> payload(std::size_t n, std::uint8_t fill = 1) {
+    return std::vector<std::byte>(n, static_cast<std::byte>(fill));
+}
+
+// A camera: `fps` frames of `size` bytes for `seconds`, stamped with seq from 0, epoch 1.
+std::uint64_t run_camera(tp::nats_publisher<tp::bytes_codec>& pub, double fps,
+                         std::chrono::milliseconds duration, std::size_t size = 32 * 1024) {
+    const auto period =
+        std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(1.0 / fps));
+    const auto t0 = clock_type::now();
+    std::uint64_t seq = 0;
+    for (auto next = t0; clock_type::now() - t0 < duration; next += period) {
+        std::this_thread::sleep_until(next);
+        (void)pub.send(
+            framepipe::stamped<std::vector<std::byte>>{payload(size), seq++, clock_type::now(), 1});
+    }
+    return seq;
+}
+
+std::unique_ptr<worker> start_worker(const std::string& servers, const std::string& name,
+                                     int service_ms) {
+    auto w = std::make_unique<worker>(std::vector<std::string>{
+        FRAMEPIPE_NATS_PEER, servers, tp::frame_subject("test", "cam0"), "detectors", name,
+        std::to_string(service_ms), tp::result_subject("test", "cam0"),
+        "framepipe.test.cam0.receipts"});
+    if (!w->wait_for("ready", 30s)) {
+        FAIL("worker " << name << " did not start: " << w->err());
+    }
+    return w;
+}
+
+// Stops a worker with SIGTERM and returns its "stats ..." line as key -> value.
+std::map<std::string, double> stop_worker(worker& w) {
+    w.terminate();
+    const auto line = w.wait_for("stats ", 30s);
+    (void)w.wait();
+    std::map<std::string, double> out;
+    REQUIRE(line);
+    std::size_t at = 0;
+    while (at < line->size()) {
+        const auto eq = line->find('=', at);
+        const auto end = std::min(line->find(' ', at), line->size());
+        if (eq == std::string::npos || eq > end) {
+            break;
+        }
+        out[line->substr(at, eq - at)] = std::stod(line->substr(eq + 1, end - eq - 1));
+        at = end + 1;
+    }
+    return out;
+}
+
+// Results as they come back: how many from each worker.
+struct result_counter {
+    explicit result_counter(tp::nats_connection& nc)
+        : rx(nc,
+             {.subject = tp::result_subject("test", "cam0"), .kind = tp::message_kind::result}) {
+        rx.start(results);
+        reader = std::jthread([this](std::stop_token stop) {
+            while (auto r = results.pop(stop)) {
+                const std::lock_guard<std::mutex> lock(mu);
+                ++by_worker[(*r)->sender];
+                ++total;
+            }
+        });
+    }
+    ~result_counter() {
+        rx.stop();
+        results.close();
+    }
+    std::uint64_t count() {
+        const std::lock_guard<std::mutex> lock(mu);
+        return total;
+    }
+    std::map<std::string, std::uint64_t> per_worker() {
+        const std::lock_guard<std::mutex> lock(mu);
+        return by_worker;
+    }
+
+    framepipe::ring<bytes_handle> results{4096};
+    tp::nats_receiver<tp::bytes_codec> rx;
+    std::mutex mu;
+    std::map<std::string, std::uint64_t> by_worker;
+    std::uint64_t total = 0;
+    std::jthread reader;
+};
+
+// Sanitizers make every copy and check several times slower, and the workers are processes of
+// this same binary: looser timing bounds there.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr double timing_slack = 3.0;
+constexpr double min_speedup = 2.0; // three workers against one
+#else
+constexpr double timing_slack = 1.0;
+constexpr double min_speedup = 2.5;
+#endif
+
+// A receipt later than the horizon counts its frame as lost (and itself as late): generous here,
+// for a loaded 2-core host running the workers under a sanitizer.
+tp::nats_publisher_options camera_options() {
+    return {.subject = tp::frame_subject("test", "cam0"),
+            .sender_name = "cam0",
+            .receipt_subject = "framepipe.test.cam0.receipts",
+            .loss_horizon = 10s};
+}
+
+} // namespace
+
+TEST_CASE("nats: each frame arrives with its seq, epoch, capture time and sender") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    CHECK(nc.max_payload() == 1048576);
+    // Room for the whole burst in the client (the default, 8, is for a camera's pace).
+    tp::nats_receiver<tp::bytes_codec> rx(
+        nc, {.subject = "framepipe.t.c.frames", .pending_messages = 100});
+    framepipe::ring<bytes_handle> got(100);
+    rx.start(got);
+    tp::nats_publisher<tp::bytes_codec> pub(
+        nc, {.subject = "framepipe.t.c.frames", .sender_name = "cam-a"});
+    const auto captured = clock_type::now() - 5ms;
+    for (std::uint64_t i = 0; i < 20; ++i) {
+        REQUIRE(pub.send(framepipe::stamped<std::vector<std::byte>>{
+                    payload(1000, static_cast<std::uint8_t>(i)), 100 + i, captured, 7}) ==
+                tp::send_status::sent);
+    }
+    for (std::uint64_t i = 0; i < 20; ++i) {
+        auto r = got.pop_for(5s);
+        REQUIRE(r);
+        const auto& m = **r;
+        CHECK(m.seq == 100 + i);
+        CHECK(m.link_seq == i);
+        CHECK(m.epoch == 7);
+        CHECK(m.sender == "cam-a");
+        CHECK(m.sender_id == pub.sender_id());
+        CHECK(m.captured == captured); // same host: the steady clock, exactly
+        REQUIRE(m.value.size() == 1000);
+        CHECK(m.value[0] == static_cast<std::byte>(i));
+    }
+    const auto s = rx.stats();
+    CHECK(s.received == 20);
+    CHECK(s.delivered == 20);
+    CHECK(s.lost_in_transport == 0);
+    CHECK(s.malformed == 0);
+    CHECK(s.senders == 1);
+    CHECK(s.state == framepipe::live_state::streaming);
+    CHECK(pub.stats().sent == 20);
+    rx.stop();
+}
+
+TEST_CASE("nats: a receiver is a supervised source; its figures show in the pipeline's metrics") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = "framepipe.t.c.frames"});
+    framepipe::latest_slot<bytes_handle> newest;
+    std::atomic<int> seen{0};
+    framepipe::pipeline p("remote");
+    p.source("from-nats", newest, rx);
+    p.sink("detector", newest, [&](const bytes_handle&) { ++seen; });
+    p.start();
+    tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = "framepipe.t.c.frames"});
+    const auto until = clock_type::now() + 10s;
+    while (seen.load() == 0 && clock_type::now() < until) {
+        (void)pub.send(payload(10));
+        std::this_thread::sleep_for(10ms);
+    }
+    const auto text = framepipe::to_prometheus(p.snapshot());
+    (void)p.request_stop(5s);
+    p.wait();
+    CHECK(seen.load() > 0);
+    CHECK(text.find("framepipe_source_lost_in_transport_total{") != std::string::npos);
+    CHECK(text.find("framepipe_source_slow_consumer_dropped_total{") != std::string::npos);
+    CHECK(text.find("state=\"streaming\"} 1") != std::string::npos);
+}
+
+TEST_CASE("nats: a malformed message from another sender is counted and skipped") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = "framepipe.t.c.frames"});
+    framepipe::ring<bytes_handle> got(100);
+    rx.start(got);
+    const std::string junk[] = {"", "hello", std::string(200, 'x'), std::string("FPT1\x02\x00", 6)};
+    for (const auto& j : junk) {
+        REQUIRE(natsConnection_Publish(nc.get(), "framepipe.t.c.frames", j.data(),
+                                       static_cast<int>(j.size())) == NATS_OK);
+    }
+    // A well-formed header that claims more payload than there is.
+    std::vector<std::byte> lying(tp::envelope_size + 10);
+    tp::envelope e;
+    e.payload_size = 1000;
+    tp::write_envelope(e, lying);
+    REQUIRE(natsConnection_Publish(nc.get(), "framepipe.t.c.frames", lying.data(),
+                                   static_cast<int>(lying.size())) == NATS_OK);
+    tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = "framepipe.t.c.frames"});
+    REQUIRE(pub.send(payload(10)) == tp::send_status::sent);
+    auto r = got.pop_for(5s);
+    REQUIRE(r); // the good one still comes, after the bad ones
+    rx.stop();  // the callback has returned: its counts are final
+    const auto s = rx.stats();
+    CHECK(s.malformed == 5);
+    CHECK(s.received == 1);
+    CHECK(s.delivered == 1);
+    CHECK_FALSE(s.last_error.empty());
+    rx.stop();
+}
+
+TEST_CASE("nats: a payload over max_payload is refused, counted, and says so") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = "framepipe.t.c.frames"});
+    // 1 MB with the 128-byte envelope: the largest payload is max_payload - 128.
+    CHECK(pub.send(payload(1048576 - tp::envelope_size)) == tp::send_status::sent);
+    CHECK(pub.send(payload(1048576 - tp::envelope_size + 1)) == tp::send_status::too_large);
+    const auto s = pub.stats();
+    CHECK(s.sent == 1);
+    CHECK(s.too_large == 1);
+    CHECK(s.last_error.find("max_payload of 1048576") != std::string::npos);
+}
+
+TEST_CASE("nats: unreachable at start: one line after max_attempts") {
+    nats_server server; // for a port that is free once it is gone
+    const auto url = server.url();
+    server.kill();
+    const auto t0 = clock_type::now();
+    try {
+        tp::nats_connection nc({.servers = {url}, .max_attempts = 3});
+        FAIL("connected to a dead server");
+    } catch (const tp::nats_error& e) {
+        const std::string what = e.what();
+        CHECK(what.find("cannot connect to " + url) == 0);
+        CHECK(what.find("(3 attempts)") != std::string::npos);
+        CHECK(what.find('\n') == std::string::npos);
+    }
+    CHECK(clock_type::now() - t0 < 10s);
+}
+
+TEST_CASE("nats: the pending limit bounds the client's backlog; its drops are counted") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    // An output that takes its time: the callback blocks, so the client's queue fills.
+    struct slow_channel {
+        std::atomic<int> pushed{0};
+        void push(bytes_handle) {
+            ++pushed;
+            std::this_thread::sleep_for(20ms);
+        }
+        void close() {}
+    } out;
+    tp::nats_receiver<tp::bytes_codec> rx(
+        nc, {.subject = "framepipe.t.c.frames", .pending_messages = 4});
+    rx.start(out);
+    tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = "framepipe.t.c.frames"});
+    for (int i = 0; i < 200; ++i) {
+        REQUIRE(pub.send(payload(1000)) == tp::send_status::sent);
+    }
+    (void)natsConnection_FlushTimeout(nc.get(), 5000);
+    // Everything sent is either received or dropped by the client: at most 4 wait at once.
+    const auto until = clock_type::now() + 20s;
+    tp::transport_stats s;
+    do {
+        std::this_thread::sleep_for(50ms);
+        s = rx.stats();
+    } while (s.received + s.slow_consumer_dropped < 200 && clock_type::now() < until);
+    CHECK(s.received + s.slow_consumer_dropped == 200);
+    CHECK(s.slow_consumer_dropped > 150);
+    // Gaps show a loss once a later message arrives: after one more, the gaps add up to exactly
+    // what the client dropped.
+    CHECK(s.lost_in_transport <= s.slow_consumer_dropped);
+    std::this_thread::sleep_for(200ms); // the client's queue has drained
+    REQUIRE(pub.send(payload(1000)) == tp::send_status::sent);
+    const auto last = clock_type::now() + 10s;
+    while (rx.stats().received == s.received && clock_type::now() < last) {
+        std::this_thread::sleep_for(20ms);
+    }
+    s = rx.stats();
+    CHECK(s.received + s.slow_consumer_dropped == 201);
+    CHECK(s.lost_in_transport == s.slow_consumer_dropped);
+    rx.stop();
+}
+
+TEST_CASE("nats: one publisher, three workers in a queue group share the frames") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}, .name = "camera"});
+    constexpr int service_ms = 50; // each worker: at most 20 results per second
+    constexpr double fps = 100;    // more than three workers take
+    const auto run_for = 3000ms;
+
+    auto measure = [&](int workers) {
+        std::vector<std::unique_ptr<worker>> w;
+        for (int i = 0; i < workers; ++i) {
+            w.push_back(start_worker(server.url(), "worker-" + std::to_string(i + 1), service_ms));
+        }
+        result_counter results(nc);
+        tp::nats_publisher<tp::bytes_codec> pub(nc, camera_options());
+        const auto t0 = clock_type::now();
+        const auto sent = run_camera(pub, fps, run_for);
+        const double seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
+        pub.settle(3s);
+        const auto s = pub.stats();
+        std::uint64_t received = 0;
+        double age_p99 = 0;
+        for (auto& x : w) {
+            const auto st = stop_worker(*x);
+            received += static_cast<std::uint64_t>(st.at("received"));
+            age_p99 = std::max(age_p99, st.at("age_p99_ms"));
+        }
+        const double rate = static_cast<double>(results.count()) / seconds;
+        std::printf(
+            "nats queue group: %d worker(s): %.1f results/s, sent %llu, acknowledged %llu, "
+            "lost %llu, age p99 %.1f ms, per worker:",
+            workers, rate, static_cast<unsigned long long>(s.sent),
+            static_cast<unsigned long long>(s.acknowledged),
+            static_cast<unsigned long long>(s.lost_in_transport), age_p99);
+        for (const auto& [name, n] : results.per_worker()) {
+            std::printf(" %s=%llu", name.c_str(), static_cast<unsigned long long>(n));
+        }
+        std::printf("\n");
+        // The accounting identity, end to end: every frame sent was acknowledged by exactly one
+        // worker or counted as lost in transport.
+        CHECK(s.sent == sent);
+        CHECK(s.acknowledged + s.lost_in_transport == s.sent);
+        CHECK(s.acknowledged == received);
+        CHECK(s.late_receipts == 0);
+        CHECK(s.pending_receipts == 0);
+        // Newest frame: its age when a worker takes it is at most the gap between two frames it
+        // gets plus one service time (the frame arrived while it was busy). Loose on a loaded host.
+        CHECK(age_p99 < (1000.0 / fps * workers + service_ms + 100) * timing_slack);
+        CHECK(results.per_worker().size() == static_cast<std::size_t>(workers));
+        return rate;
+    };
+    const double one = measure(1);
+    const double three = measure(3);
+    CHECK(one > 10);
+    CHECK(three >= min_speedup * one);
+}
+
+TEST_CASE(
+    "nats: a worker killed mid-run: the others take over within a second, nothing uncounted") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}, .name = "camera"});
+    std::vector<std::unique_ptr<worker>> w;
+    for (int i = 0; i < 3; ++i) {
+        w.push_back(start_worker(server.url(), "worker-" + std::to_string(i + 1), 30));
+    }
+    result_counter results(nc);
+    tp::nats_publisher<tp::bytes_codec> pub(nc, camera_options());
+    std::atomic<bool> killed{false};
+    std::uint64_t results_at_kill = 0;
+    std::jthread killer([&] {
+        std::this_thread::sleep_for(1500ms);
+        w[0]->send_signal(SIGKILL);
+        (void)w[0]->wait();
+        results_at_kill = results.count();
+        killed = true;
+    });
+    const auto sent = run_camera(pub, 60, 3500ms);
+    killer.join();
+    const auto after = results.per_worker();
+    pub.settle(3s);
+    const auto s = pub.stats();
+    std::uint64_t received = 0;
+    for (std::size_t i = 1; i < w.size(); ++i) {
+        received += static_cast<std::uint64_t>(stop_worker(*w[i]).at("received"));
+    }
+    std::printf(
+        "nats killed worker: sent %llu, acknowledged %llu, lost %llu; results %llu at the "
+        "kill, %llu at the end\n",
+        static_cast<unsigned long long>(s.sent), static_cast<unsigned long long>(s.acknowledged),
+        static_cast<unsigned long long>(s.lost_in_transport),
+        static_cast<unsigned long long>(results_at_kill),
+        static_cast<unsigned long long>(results.count()));
+    // Every frame: acknowledged by a worker (the dead one's before it died), or lost in
+    // transport (in flight to it, or in its client when it died). None uncounted.
+    CHECK(s.sent == sent);
+    CHECK(s.acknowledged + s.lost_in_transport == s.sent);
+    CHECK(s.acknowledged >= received);
+    // The dead worker took frames for a moment at most: a second after the kill, the others
+    // deliver at the full rate again (2 s at 2 workers * 33/s = 66 results at the very least).
+    CHECK(results.count() - results_at_kill > 40);
+    CHECK(s.lost_in_transport <= 30); // what the dead one had in flight: well under 1 s of frames
+    CHECK(after.size() == 3);
+}
+
+TEST_CASE(
+    "nats: the server restarts: publisher and workers reconnect with backoff, frames flow again") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}, .name = "camera"});
+    auto w = start_worker(server.url(), "worker-1", 10);
+    result_counter results(nc);
+    tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = tp::frame_subject("test", "cam0")});
+    std::jthread outage([&] {
+        std::this_thread::sleep_for(1000ms);
+        server.kill();
+        std::this_thread::sleep_for(1000ms);
+        server.start(); // same port
+    });
+    std::uint64_t before = 0;
+    std::jthread probe([&] {
+        std::this_thread::sleep_for(900ms);
+        before = results.count();
+    });
+    (void)run_camera(pub, 30, 5000ms);
+    outage.join();
+    probe.join();
+    const auto s = pub.stats();
+    const auto st = stop_worker(*w);
+    std::printf(
+        "nats restart: results %llu before the outage, %llu in all; publisher %s, "
+        "reconnects %llu, disconnected drops %llu; worker reconnects %.0f\n",
+        static_cast<unsigned long long>(before), static_cast<unsigned long long>(results.count()),
+        std::string(framepipe::to_string(s.state)).c_str(),
+        static_cast<unsigned long long>(s.reconnects),
+        static_cast<unsigned long long>(s.disconnected), st.at("reconnects"));
+    CHECK(before > 10);
+    CHECK(s.state == framepipe::live_state::streaming);
+    CHECK(s.reconnects >= 1);
+    CHECK(s.disconnects >= 1);
+    CHECK(s.disconnected > 0); // frames dropped while down, counted
+    CHECK(st.at("reconnects") >= 1);
+    CHECK(results.count() > before + 30); // after the restart, results flow again
+}
+
+TEST_CASE("nats: a three-node cluster on loopback: publisher on node 1, workers on nodes 2 and 3") {
+    nats_server n1({.cluster = true, .name = "n1"});
+    nats_server n2({.cluster = true, .routes = {n1.cluster_url()}, .name = "n2"});
+    nats_server n3({.cluster = true, .routes = {n1.cluster_url()}, .name = "n3"});
+    // Routes form in the background: wait until node 3 sees node 2's interest.
+    REQUIRE(std::string(n3.log()).size() > 0);
+    auto w2 = start_worker(n2.url(), "worker-n2", 20);
+    auto w3 = start_worker(n3.url(), "worker-n3", 20);
+    tp::nats_connection nc({.servers = {n1.url()}, .name = "camera"});
+    result_counter results(nc);
+    tp::nats_publisher<tp::bytes_codec> pub(nc, camera_options());
+    // Interest crosses the routes asynchronously: send until both workers answered once.
+    const auto until = clock_type::now() + 20s;
+    while (results.per_worker().size() < 2 && clock_type::now() < until) {
+        (void)run_camera(pub, 30, 200ms);
+    }
+    const auto sent_before = pub.stats().sent;
+    (void)run_camera(pub, 30, 2000ms);
+    pub.settle(3s);
+    const auto s = pub.stats();
+    (void)stop_worker(*w2);
+    (void)stop_worker(*w3);
+    const auto per = results.per_worker();
+    std::printf(
+        "nats cluster: sent %llu (%llu while routes formed), acknowledged %llu, lost %llu, "
+        "results: n2 %llu, n3 %llu\n",
+        static_cast<unsigned long long>(s.sent), static_cast<unsigned long long>(sent_before),
+        static_cast<unsigned long long>(s.acknowledged),
+        static_cast<unsigned long long>(s.lost_in_transport),
+        static_cast<unsigned long long>(per.count("worker-n2") ? per.at("worker-n2") : 0),
+        static_cast<unsigned long long>(per.count("worker-n3") ? per.at("worker-n3") : 0));
+    REQUIRE(per.size() == 2);
+    CHECK(per.at("worker-n2") > 5);
+    CHECK(per.at("worker-n3") > 5);
+    CHECK(s.acknowledged + s.lost_in_transport == s.sent);
+}
