@@ -147,15 +147,18 @@ TEST_CASE(
     "detect over iceoryx: the UI holds its rate while the worker runs HOG; the worker takes "
     "fresh frames, read in the chunk the camera wrote") {
     // The camera starts RouDi (--roudi-config); the worker waits for it.
-    process cam(detect({"--publish", "iceoryx", "--no-ui", "--duration", "10", "--json",
+    process cam(detect({"--publish", "iceoryx", "--no-ui", "--duration", "120", "--json",
                         "--roudi-config", FRAMEPIPE_ROUDI_CONFIG}));
     REQUIRE(cam.wait_for("publishing frames on iceoryx", 60s));
     process w(
         niced({"--worker", "iceoryx", "--worker-name", "w1", "--detect-fps", "0", "--json"}));
     REQUIRE(w.wait_for("worker w1 on", 60s));
-    std::this_thread::sleep_for(5s);
-    w.terminate(); // before the camera (and its RouDi) goes
+    // Three inferences, however long HOG at nice 15 takes on a loaded host; then an orderly
+    // stop of both (SIGTERM), the worker first (before the camera and its RouDi go).
+    CHECK(w.wait_for_count("inference ", 3, 90s));
+    w.terminate();
     REQUIRE(w.wait() == 0);
+    cam.terminate();
     REQUIRE(cam.wait() == 0);
     const auto j = last_json_line(cam.out());
     const auto k = last_json_line(w.out());

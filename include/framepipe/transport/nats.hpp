@@ -451,16 +451,12 @@ public:
         return n;
     }
 
-    // Waits up to `timeout` for the receipts still outstanding, then counts the rest as lost:
+    // Parks up to `timeout` for the receipts still outstanding, then counts the rest as lost:
     // the end-of-run accounting. Any thread.
     void settle(std::chrono::nanoseconds timeout) {
         (void)natsConnection_FlushTimeout(nc_.get(), 1000);
-        const auto until = std::chrono::steady_clock::now() + timeout;
-        while (with_receipts_ && ledger_.waiting() > 0 &&
-               std::chrono::steady_clock::now() < until) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
         if (with_receipts_) {
+            (void)ledger_.wait_settled_until(std::chrono::steady_clock::now() + timeout);
             counters_.lost_in_transport.fetch_add(
                 ledger_.expire(std::chrono::steady_clock::time_point::max()),
                 std::memory_order_relaxed);

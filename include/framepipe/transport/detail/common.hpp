@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -403,8 +404,17 @@ public:
             return false;
         }
         e.acknowledged = true;
-        --waiting_;
+        if (--waiting_ == 0) {
+            settled_.notify_all(); // under the lock: a settle() may free the ledger on return
+        }
         return true;
+    }
+
+    // Parks until no frame waits for its receipt, or until `deadline`: true if none waits.
+    // Any thread.
+    [[nodiscard]] bool wait_settled_until(std::chrono::steady_clock::time_point deadline) {
+        std::unique_lock<std::mutex> lock(mu_);
+        return settled_.wait_until(lock, deadline, [this] { return waiting_ == 0; });
     }
 
     // Frames older than the horizon still without a receipt: returns how many are now lost.
@@ -419,6 +429,9 @@ public:
             }
             pending_.pop_front();
             ++first_;
+        }
+        if (lost != 0 && waiting_ == 0) {
+            settled_.notify_all();
         }
         return lost;
     }
@@ -437,6 +450,7 @@ private:
     };
     const std::chrono::nanoseconds horizon_;
     mutable std::mutex mu_;
+    std::condition_variable settled_; // waiting_ reached 0
     std::deque<entry> pending_; // guarded by mu_
     std::uint64_t first_ = 0;   // link_seq of pending_.front()
     std::uint64_t waiting_ = 0;
