@@ -181,6 +181,30 @@ TEST_CASE("nats: each frame arrives with its seq, epoch, capture time and sender
     rx.stop();
 }
 
+TEST_CASE("nats: pump sends what a framepipe channel holds until it is closed and drained") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    tp::nats_receiver<tp::bytes_codec> rx(
+        nc, {.subject = "framepipe.t.p.frames", .pending_messages = 100});
+    framepipe::ring<bytes_handle> got(100);
+    rx.start(got);
+    tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = "framepipe.t.p.frames"});
+    framepipe::ring<framepipe::stamped<std::vector<std::byte>>> in(16);
+    for (std::uint64_t i = 0; i < 10; ++i) {
+        REQUIRE(in.try_push({payload(10, static_cast<std::uint8_t>(i)), i, clock_type::now(), 1}) ==
+                framepipe::push_status::ok);
+    }
+    in.close();
+    CHECK(pub.pump(in) == 10); // returns once the closed ring is drained
+    for (std::uint64_t i = 0; i < 10; ++i) {
+        auto r = got.pop_for(5s);
+        REQUIRE(r);
+        CHECK((*r)->seq == i);
+    }
+    CHECK(pub.stats().sent == 10);
+    rx.stop();
+}
+
 TEST_CASE("nats: a receiver is a supervised source; its figures show in the pipeline's metrics") {
     nats_server server;
     tp::nats_connection nc({.servers = {server.url()}});

@@ -262,11 +262,7 @@ public:
     // requested. One thread. Returns how many were sent.
     template <class In>
     requires input_channel<In> std::uint64_t pump(In& in, std::stop_token stop = {}) {
-        std::uint64_t n = 0;
-        while (auto item = in.pop(stop)) {
-            n += send(*item) == send_status::sent ? 1 : 0;
-        }
-        return n;
+        return detail::pump(*this, in, stop);
     }
 
     // Stops offering: later sends return closed. Any thread.

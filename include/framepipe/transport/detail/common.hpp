@@ -17,15 +17,16 @@
 #include <atomic>
 #include <chrono>
 #include <concepts>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <span>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -502,6 +503,19 @@ bool push_item(Out& out, H&& h) {
         {"transport_senders", "Distinct senders seen.", n(st.senders)},
     };
     return out;
+}
+
+// A publisher's pump(): pops items from `in` and sends each through `out`, until `in` is closed
+// and drained or `stop` is requested. Returns how many were sent.
+template <class Publisher, class In>
+std::uint64_t pump(Publisher& out, In& in, std::stop_token stop) {
+    std::uint64_t n = 0;
+    while (auto item = in.pop(stop)) {
+        if (out.send(*item) == send_status::sent) {
+            ++n;
+        }
+    }
+    return n;
 }
 
 } // namespace detail
