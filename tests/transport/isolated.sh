@@ -16,12 +16,31 @@ if [ "$#" -eq 0 ]; then
     echo "usage: isolated.sh COMMAND [ARG...]" >&2
     exit 2
 fi
+# The private /tmp hides the host's: a checkout or build directory below /tmp (a fresh clone in
+# /tmp/x) would vanish with it. So the host's /tmp stays reachable at /dev/shm/.host-tmp, and the
+# top-level directory of /tmp that holds the working directory, this script (the source tree),
+# or any absolute path among the arguments (the test binary, the build tree) is bound back into
+# the private /tmp at its own path.
 inner='mount -t tmpfs -o "size=${FRAMEPIPE_SHM_SIZE:-1g},mode=1777" tmpfs /dev/shm &&
+       mkdir /dev/shm/.host-tmp && mount --rbind /tmp /dev/shm/.host-tmp &&
        mount -t tmpfs -o mode=1777 tmpfs /tmp || {
            echo "isolated.sh: cannot mount a private /tmp and /dev/shm (needs root or user namespaces)" >&2
            exit 2
        }
+       for p in "$PWD" "$FRAMEPIPE_ISOLATED_SELF" "$@"; do
+           case "$p" in
+           /tmp/?*)
+               top=${p#/tmp/}
+               top=${top%%/*}
+               if [ ! -e "/tmp/$top" ] && [ -d "/dev/shm/.host-tmp/$top" ]; then
+                   mkdir "/tmp/$top" && mount --rbind "/dev/shm/.host-tmp/$top" "/tmp/$top"
+               fi
+               ;;
+           esac
+       done
        exec "$@"'
+FRAMEPIPE_ISOLATED_SELF="$(cd "$(dirname "$0")" && pwd)"
+export FRAMEPIPE_ISOLATED_SELF
 if [ "$(id -u)" -eq 0 ]; then
     exec unshare --mount --propagation private sh -c "$inner" isolated.sh "$@"
 else
