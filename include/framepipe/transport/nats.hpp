@@ -453,9 +453,8 @@ public:
         (void)natsConnection_FlushTimeout(nc_.get(), 1000);
         if (with_receipts_) {
             (void)ledger_.wait_settled_until(std::chrono::steady_clock::now() + timeout);
-            counters_.lost_in_transport.fetch_add(
-                ledger_.expire(std::chrono::steady_clock::time_point::max()),
-                std::memory_order_relaxed);
+            ledger_.expire(std::chrono::steady_clock::time_point::max(),
+                           &counters_.lost_in_transport);
         }
     }
 
@@ -492,8 +491,7 @@ public:
 
 private:
     void expire() {
-        counters_.lost_in_transport.fetch_add(ledger_.expire(std::chrono::steady_clock::now()),
-                                              std::memory_order_relaxed);
+        ledger_.expire(std::chrono::steady_clock::now(), &counters_.lost_in_transport);
     }
 
     static void on_receipt(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
@@ -506,9 +504,7 @@ private:
             p->counters_.malformed.fetch_add(1, std::memory_order_relaxed);
         } else if (d.header->kind == message_kind::receipt &&
                    d.header->sender_id == p->sender_id_) { // a receipt for one of ours
-            if (p->ledger_.receipt(d.header->link_seq)) {
-                p->counters_.acknowledged.fetch_add(1, std::memory_order_relaxed);
-            } else {
+            if (!p->ledger_.receipt(d.header->link_seq, &p->counters_.acknowledged)) {
                 p->counters_.late_receipts.fetch_add(1, std::memory_order_relaxed);
             }
         }

@@ -394,8 +394,10 @@ public:
     }
 
     // A receipt for `link_seq`: true if it was waiting, false if late (counted lost already) or
-    // a duplicate.
-    [[nodiscard]] bool receipt(std::uint64_t link_seq) {
+    // a duplicate. A waiting one is added to `acknowledged` (when given) under the lock, before
+    // the ledger can look settled, so that a settle() that sees nothing waiting also sees it.
+    [[nodiscard]] bool receipt(std::uint64_t link_seq,
+                               std::atomic<std::uint64_t>* acknowledged = nullptr) {
         const std::lock_guard<std::mutex> lock(mu_);
         if (link_seq < first_ || link_seq >= first_ + pending_.size()) {
             return false;
@@ -405,6 +407,9 @@ public:
             return false;
         }
         e.acknowledged = true;
+        if (acknowledged != nullptr) {
+            acknowledged->fetch_add(1, std::memory_order_relaxed);
+        }
         if (--waiting_ == 0) {
             settled_.notify_all(); // under the lock: a settle() may free the ledger on return
         }
@@ -419,7 +424,9 @@ public:
     }
 
     // Frames older than the horizon still without a receipt: returns how many are now lost.
-    [[nodiscard]] std::uint64_t expire(std::chrono::steady_clock::time_point now) {
+    // They are added to `lost_counter` (when given) under the lock, as receipt() adds to its own.
+    std::uint64_t expire(std::chrono::steady_clock::time_point now,
+                         std::atomic<std::uint64_t>* lost_counter = nullptr) {
         const std::lock_guard<std::mutex> lock(mu_);
         std::uint64_t lost = 0;
         while (!pending_.empty() &&
@@ -430,6 +437,9 @@ public:
             }
             pending_.pop_front();
             ++first_;
+        }
+        if (lost_counter != nullptr) {
+            lost_counter->fetch_add(lost, std::memory_order_relaxed);
         }
         if (lost != 0 && waiting_ == 0) {
             settled_.notify_all();
