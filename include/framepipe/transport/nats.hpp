@@ -731,14 +731,7 @@ private:
             natsMsg_Destroy(msg);
             return;
         }
-        auto* r = new received<view_type>{std::move(*view),
-                                          e.seq,
-                                          local_capture_time(e),
-                                          e.epoch,
-                                          e.link_seq,
-                                          e.sender_id,
-                                          std::string(e.sender_name()),
-                                          std::chrono::steady_clock::now()};
+        auto* r = detail::new_received(std::move(*view), e);
         item_type h(r, [msg](const received<view_type>* p) {
             delete p;
             natsMsg_Destroy(msg);

@@ -515,6 +515,21 @@ bool push_item(Out& out, H&& h) {
     return out;
 }
 
+// A received item made from the envelope that carried it: its fields, the capture time on this
+// host's clock, and now as its arrival. On the heap: the receivers' handles free it in a deleter
+// that also gives the transport's buffer back.
+template <class V>
+[[nodiscard]] received<V>* new_received(V value, const envelope& e) {
+    return new received<V>{std::move(value),
+                           e.seq,
+                           local_capture_time(e),
+                           e.epoch,
+                           e.link_seq,
+                           e.sender_id,
+                           std::string(e.sender_name()),
+                           std::chrono::steady_clock::now()};
+}
+
 // A publisher's pump(): pops items from `in` and sends each through `out`, until `in` is closed
 // and drained or `stop` is requested. Returns how many were sent.
 template <class Publisher, class In>
