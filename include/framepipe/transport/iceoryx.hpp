@@ -485,12 +485,7 @@ private:
             delete p;
             release(payload);
         });
-        const auto s = detail::push_item(out, std::move(handle));
-        if (s) {
-            c.counters.delivered.fetch_add(1, std::memory_order_relaxed);
-        } else {
-            c.counters.refused.fetch_add(1, std::memory_order_relaxed);
-        }
+        detail::deliver(out, std::move(handle), c.counters);
     }
 
     iceoryx_receiver_options options_;

@@ -736,11 +736,7 @@ private:
             delete p;
             natsMsg_Destroy(msg);
         });
-        if (detail::push_item(out, std::move(h))) {
-            c.delivered.fetch_add(1, std::memory_order_relaxed);
-        } else {
-            c.refused.fetch_add(1, std::memory_order_relaxed);
-        }
+        detail::deliver(out, std::move(h), c);
     }
 
     void send_receipt(const envelope& frame) {

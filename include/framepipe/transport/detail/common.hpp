@@ -483,6 +483,19 @@ bool push_item(Out& out, H&& h) {
     }
 }
 
+// Hands a receiver's handle to its output channel and counts it. It is counted as delivered
+// before the push, so that a consumer that has popped it, and then reads stats(), finds it
+// counted (the push's release orders the increment before the pop); a push that refuses it
+// moves it to refused. A snapshot taken during that push may count it in both, for that moment.
+template <class Out, class H>
+void deliver(Out& out, H&& h, counters& c) {
+    c.delivered.fetch_add(1, std::memory_order_relaxed);
+    if (!push_item(out, std::forward<H>(h))) {
+        c.refused.fetch_add(1, std::memory_order_relaxed);
+        c.delivered.fetch_sub(1, std::memory_order_relaxed);
+    }
+}
+
 // An adapter's figures as a pipeline shows a supervised source's (snapshot, Prometheus text as
 // framepipe_source_*, DOT).
 [[nodiscard]] inline source_status to_source_status(const transport_stats& st) {
