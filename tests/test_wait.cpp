@@ -1,7 +1,7 @@
 // tests/test_wait.cpp - detail::event_count (detail/wait.hpp), the one waiting primitive of every
 // framepipe block: readiness, deadlines, stop requests, no lost wake-up through both phases,
 // notify_all, the wake-up a leaving waiter passes on, the asymmetric mode, and the listener hook
-// a selector over several channels uses.
+// a selector over several channels uses; and spin_then_lock_guard, the lock taken after a wait.
 
 #include <framepipe/detail/wait.hpp>
 
@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stop_token>
 #include <thread>
@@ -253,4 +254,47 @@ TEST_CASE("event_count: a detached listener is no longer notified; attach and de
     stop_notifier = true;
     notifier.join();
     CHECK(channel.listeners() == 0);
+}
+
+TEST_CASE("spin_then_lock_guard: excludes like a lock_guard, spinning or blocked") {
+    using framepipe::detail::spin_then_lock_guard;
+    std::mutex mu;
+    SECTION("a holder that keeps the mutex past the spin: the guard blocks until it is released") {
+        std::atomic<bool> trying{false};
+        bool released = false; // guarded by mu
+        bool seen_released = false;
+        std::unique_lock<std::mutex> held(mu);
+        std::jthread other([&] {
+            trying.store(true);
+            const spin_then_lock_guard lock(mu);
+            seen_released = released;
+        });
+        while (!trying.load()) {
+            std::this_thread::yield();
+        }
+        let_waiters_park(); // well past lock_spins pauses: the guard is in lock() by now
+        released = true;
+        held.unlock();
+        other.join();
+        CHECK(seen_released);
+    }
+    SECTION("contended by several threads: every increment made under it survives") {
+        constexpr int threads = 4;
+        constexpr int per_thread = 20000;
+        long long count = 0; // guarded by mu
+        {
+            std::vector<std::jthread> ts;
+            for (int t = 0; t < threads; ++t) {
+                ts.emplace_back([&] {
+                    for (int i = 0; i < per_thread; ++i) {
+                        const spin_then_lock_guard lock(mu);
+                        ++count;
+                    }
+                });
+            }
+        }
+        CHECK(count == threads * per_thread);
+        CHECK(mu.try_lock()); // every guard unlocked
+        mu.unlock();
+    }
 }

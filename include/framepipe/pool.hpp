@@ -146,7 +146,8 @@ public:
                 const auto end = returned_.wait(stop, deadline, [this] {
                     return free_hint_.load(std::memory_order_relaxed) != 0;
                 });
-                const std::lock_guard<std::mutex> lock(mu_);
+                // The releaser may still hold mu_ (it sets the mirror under it).
+                const detail::spin_then_lock_guard lock(mu_);
                 if (end == wait_end::ready) {
                     slot = pop_free_locked(true);
                     if (slot == nullptr) {

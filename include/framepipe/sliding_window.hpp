@@ -395,7 +395,8 @@ private:
             if (end != detail::wait_end::ready) {
                 return out;
             }
-            const std::lock_guard<std::mutex> lock(mu_);
+            // The pusher may still hold mu_ (it sets the mirror under it): spin for it briefly.
+            const detail::spin_then_lock_guard lock(mu_);
             if (pending_) {
                 try {
                     take_locked(out);

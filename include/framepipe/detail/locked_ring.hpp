@@ -50,7 +50,9 @@ public:
             push_status status = push_status::ok;
             bool must_wait = false;
             try {
-                const std::lock_guard<std::mutex> lock(mu_);
+                // Spins briefly for mu_: after a wait, the consumer that made room may still
+                // hold it.
+                const spin_then_lock_guard lock(mu_);
                 must_wait = policy_ == overflow::block && !timed_out && !closed_ &&
                             count_ == capacity_;
                 if (!must_wait) {
@@ -98,7 +100,8 @@ public:
             {
                 // Declared before the lock: the producers are woken after it is released.
                 wake_producers freed{*this};
-                const std::lock_guard<std::mutex> lock(mu_);
+                // Spins briefly for mu_: after a wait, the producer may still hold it.
+                const spin_then_lock_guard lock(mu_);
                 freed.count = drop_expired_locked();
                 if (count_ > 0) {
                     ++freed.count;

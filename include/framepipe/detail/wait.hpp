@@ -17,6 +17,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <stop_token>
 #include <thread>
@@ -28,7 +29,6 @@
 #include <unistd.h>
 #else
 #include <condition_variable>
-#include <mutex>
 #endif
 
 namespace framepipe::detail {
@@ -51,6 +51,34 @@ inline void backoff(unsigned& spins) noexcept {
         std::this_thread::yield();
     }
 }
+
+// Locks `m` right after a wait that a notifier ended. Blocks that keep their state under a
+// mutex (sliding_window, pool, the mutex ring) publish a relaxed mirror of it while they still
+// hold the lock, so a spinning waiter sees the mirror change and reaches the lock a few
+// nanoseconds before the notifier lets go of it. std::mutex::lock() would park it on the mutex
+// for a futex round trip (tens of microseconds on a VM: the very cost the spin phase saves), so
+// try_lock() is retried for up to lock_spins pauses (about a microsecond) before lock() blocks.
+// Any thread; throws what std::mutex::lock() throws.
+inline constexpr unsigned lock_spins = 256;
+
+class spin_then_lock_guard {
+public:
+    explicit spin_then_lock_guard(std::mutex& m) : m_(m) {
+        for (unsigned i = 0; i < lock_spins; ++i) {
+            if (m_.try_lock()) {
+                return;
+            }
+            cpu_relax();
+        }
+        m_.lock();
+    }
+    ~spin_then_lock_guard() { m_.unlock(); }
+    spin_then_lock_guard(const spin_then_lock_guard&) = delete;
+    spin_then_lock_guard& operator=(const spin_then_lock_guard&) = delete;
+
+private:
+    std::mutex& m_;
+};
 
 class event_count;
 
