@@ -136,7 +136,7 @@ public:
             return nullptr; // like ring::pop(stop_token): the token is checked first
         }
         {
-            const std::lock_guard<std::mutex> lock(mu_);
+            const detail::spin_then_lock_guard lock(mu_);
             slot = pop_free_locked(wait);
         }
         if (slot == nullptr && wait) {
@@ -146,8 +146,7 @@ public:
                 const auto end = returned_.wait(stop, deadline, [this] {
                     return free_hint_.load(std::memory_order_relaxed) != 0;
                 });
-                // The releaser may still hold mu_ (it sets the mirror under it).
-                const detail::spin_then_lock_guard lock(mu_);
+                const detail::spin_then_lock_guard lock(mu_); // see spin_then_lock_guard
                 if (end == wait_end::ready) {
                     slot = pop_free_locked(true);
                     if (slot == nullptr) {
@@ -184,7 +183,7 @@ public:
     // Called by the slot allocator when a control block is freed.
     void give_back(pool_slot<T>* slot) noexcept {
         {
-            const std::lock_guard<std::mutex> lock(mu_);
+            const detail::spin_then_lock_guard lock(mu_);
             slot->next_free = free_;
             free_ = slot;
             ++available_;

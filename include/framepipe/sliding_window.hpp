@@ -158,57 +158,15 @@ public:
     // and an item from an older epoch is refused (rejected, counted in stale_epoch).
     // Exceptions: what T's move constructor throws; nothing changes (strong).
     push_status push(T item) {
-        const std::lock_guard<std::mutex> lock(mu_);
-        if (closed_) {
-            ++items_.after_close;
-            return push_status::closed;
+        bool ready = false;
+        const push_status status = push_locked(item, ready);
+        if (ready) {
+            // After mu_ is released: the consumer woken here goes straight for mu_, and a wake-up
+            // system call made while holding it would park that consumer on the mutex (and a
+            // parked consumer makes the next push's wake-up a system call again). The event
+            // count's RMW still publishes the flag stored under the lock.
+            not_empty_.notify_one();
         }
-        bool restart = false;
-        if constexpr (epoched<T>) {
-            const std::uint64_t e = epoch_traits<T>::epoch(item);
-            if (e < epoch_) {
-                ++items_.stale_epoch; // a late item from before a reconnect: refused
-                return push_status::rejected;
-            }
-            restart = e > epoch_ && next_seq_ > 0;
-            epoch_after_ = e;
-        }
-        std::size_t tail = head_ + count_;
-        if (tail >= capacity_) {
-            tail -= capacity_;
-        }
-        history_[tail].emplace(std::move(item)); // may throw: nothing has changed yet
-        if constexpr (epoched<T>) {
-            epoch_ = epoch_after_;
-        }
-        if (restart) {
-            restart_locked(tail);
-        } else if (count_ + 1 == capacity_) {
-            history_[head_].reset(); // older than any window that can still be handed out
-            head_ = head_ + 1 == capacity_ ? 0 : head_ + 1;
-        } else {
-            ++count_;
-        }
-        const std::uint64_t seq = next_seq_++;
-        ++items_.pushed;
-
-        if (seq - window_start_ + 1 < size_ || (last_ready_ && seq - *last_ready_ < stride_)) {
-            return push_status::ok;
-        }
-        // A new window, ending at seq, is ready.
-        auto status = push_status::ok;
-        if (pending_) {
-            ++windows_.evicted; // the untaken window is overtaken
-            ++windows_.dropped;
-            status = push_status::evicted;
-        }
-        pending_ = seq;
-        last_ready_ = seq;
-        ++windows_.pushed;
-        pending_flag_.store(true, std::memory_order_relaxed);
-        // Under the lock, after the flag store: the event count's RMW publishes the store to
-        // a parking consumer; no lock is taken unless a consumer is parked.
-        not_empty_.notify_one();
         return status;
     }
 
@@ -300,6 +258,60 @@ private:
     // The event count consumers wait on for a window (see detail::readable_access).
     [[nodiscard]] detail::event_count& readable_event() noexcept { return not_empty_; }
 
+    // push(T)'s work under mu_; `ready` says whether a window became ready (to notify after).
+    push_status push_locked(T& item, bool& ready) {
+        const detail::spin_then_lock_guard lock(mu_);
+        if (closed_) {
+            ++items_.after_close;
+            return push_status::closed;
+        }
+        bool restart = false;
+        if constexpr (epoched<T>) {
+            const std::uint64_t e = epoch_traits<T>::epoch(item);
+            if (e < epoch_) {
+                ++items_.stale_epoch; // a late item from before a reconnect: refused
+                return push_status::rejected;
+            }
+            restart = e > epoch_ && next_seq_ > 0;
+            epoch_after_ = e;
+        }
+        std::size_t tail = head_ + count_;
+        if (tail >= capacity_) {
+            tail -= capacity_;
+        }
+        history_[tail].emplace(std::move(item)); // may throw: nothing has changed yet
+        if constexpr (epoched<T>) {
+            epoch_ = epoch_after_;
+        }
+        if (restart) {
+            restart_locked(tail);
+        } else if (count_ + 1 == capacity_) {
+            history_[head_].reset(); // older than any window that can still be handed out
+            head_ = head_ + 1 == capacity_ ? 0 : head_ + 1;
+        } else {
+            ++count_;
+        }
+        const std::uint64_t seq = next_seq_++;
+        ++items_.pushed;
+
+        if (seq - window_start_ + 1 < size_ || (last_ready_ && seq - *last_ready_ < stride_)) {
+            return push_status::ok;
+        }
+        // A new window, ending at seq, is ready.
+        auto status = push_status::ok;
+        if (pending_) {
+            ++windows_.evicted; // the untaken window is overtaken
+            ++windows_.dropped;
+            status = push_status::evicted;
+        }
+        pending_ = seq;
+        last_ready_ = seq;
+        ++windows_.pushed;
+        pending_flag_.store(true, std::memory_order_relaxed);
+        ready = true;
+        return status;
+    }
+
     // A new epoch (a live source reconnected): the items from before the gap are dropped, with a
     // ready window still waiting for a consumer (counted as evicted), so that no window mixes
     // items from both sides. The item just stored in slot `kept` starts the next window.
@@ -376,7 +388,7 @@ private:
             return out;
         }
         {
-            const std::lock_guard<std::mutex> lock(mu_);
+            const detail::spin_then_lock_guard lock(mu_);
             if (pending_) {
                 take_locked(out);
             }
@@ -395,8 +407,7 @@ private:
             if (end != detail::wait_end::ready) {
                 return out;
             }
-            // The pusher may still hold mu_ (it sets the mirror under it): spin for it briefly.
-            const detail::spin_then_lock_guard lock(mu_);
+            const detail::spin_then_lock_guard lock(mu_); // see spin_then_lock_guard
             if (pending_) {
                 try {
                     take_locked(out);

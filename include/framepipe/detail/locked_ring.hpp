@@ -50,9 +50,7 @@ public:
             push_status status = push_status::ok;
             bool must_wait = false;
             try {
-                // Spins briefly for mu_: after a wait, the consumer that made room may still
-                // hold it.
-                const spin_then_lock_guard lock(mu_);
+                const spin_then_lock_guard lock(mu_); // see spin_then_lock_guard
                 must_wait = policy_ == overflow::block && !timed_out && !closed_ &&
                             count_ == capacity_;
                 if (!must_wait) {
@@ -100,8 +98,7 @@ public:
             {
                 // Declared before the lock: the producers are woken after it is released.
                 wake_producers freed{*this};
-                // Spins briefly for mu_: after a wait, the producer may still hold it.
-                const spin_then_lock_guard lock(mu_);
+                const spin_then_lock_guard lock(mu_); // see spin_then_lock_guard
                 freed.count = drop_expired_locked();
                 if (count_ > 0) {
                     ++freed.count;

@@ -52,12 +52,15 @@ inline void backoff(unsigned& spins) noexcept {
     }
 }
 
-// Locks `m` right after a wait that a notifier ended. Blocks that keep their state under a
-// mutex (sliding_window, pool, the mutex ring) publish a relaxed mirror of it while they still
-// hold the lock, so a spinning waiter sees the mirror change and reaches the lock a few
-// nanoseconds before the notifier lets go of it. std::mutex::lock() would park it on the mutex
-// for a futex round trip (tens of microseconds on a VM: the very cost the spin phase saves), so
-// try_lock() is retried for up to lock_spins pauses (about a microsecond) before lock() blocks.
+// Locks a block's mutex on its hot paths (sliding_window, pool, the mutex ring), where every
+// holder keeps it for a few hundred nanoseconds. std::mutex::lock() parks a thread that finds it
+// held on a futex, and a futex round trip costs tens of microseconds on a VM: a consumer woken
+// by a push reaches the lock while the pusher still holds it, or a push lands while the
+// consumer looks; the thread that parks there makes its partner's spin run out, so the partner
+// parks too, and the two can stay in that mode for good (docs/benchmarks.md, "The wait
+// primitive, before and after"). So try_lock() is retried for up to
+// lock_spins pauses (2.4 us on the development machine; a pause costs 10 to 150
+// cycles depending on the core) before lock() blocks.
 // Any thread; throws what std::mutex::lock() throws.
 inline constexpr unsigned lock_spins = 256;
 
