@@ -217,6 +217,10 @@ def build_summary(res):
         for kind, suffix in (("ring", ""), ("spsc_ring", "_spsc")):
             add(f"uncontended{suffix}/{p}", f"{kind}: push+pop on one thread, drop_oldest, {p}",
                 sc, p, [f"framepipe.{kind}_drop_oldest"], "others", M_TIME)
+            add(f"uncontended_boost{suffix}/{p}",
+                f"{kind}: push+pop on one thread (best policy) vs boost spsc_queue, {p}", sc, p,
+                [f"framepipe.{kind}_{pol}" for pol in ("block", "drop_newest", "drop_oldest")],
+                ["boost.spsc_queue"], M_TIME)
             # drop_oldest against the mean of the two other policies (taking the faster of two
             # noisy medians would bias the comparison against drop_oldest).
             names = [f"framepipe.{kind}_{pol}" for pol in ("drop_oldest", "block", "drop_newest")]
@@ -271,9 +275,11 @@ def build_summary(res):
         for k in (1, 2, 4, 8, 16):
             add(f"bcast_K{k}/{p}", f"broadcaster: publish to K={k}, {p}",
                 f"broadcaster.publish_K{k}", p, ["framepipe.broadcaster"], "others", M_TIME)
-        add(f"bcast_K1_spsc/{p}", f"broadcaster: K=1 publish vs one SPSC push, {p}",
-            "broadcaster.publish_K1", p, ["framepipe.broadcaster"],
-            [i for i in res.impls("broadcaster.publish_K1", p) if i.startswith("Kx.")], M_TIME)
+        for k, what in ((1, "one SPSC push"), (16, "16 SPSC pushes")):
+            add(f"bcast_K{k}_spsc/{p}", f"broadcaster: K={k} publish vs {what}, {p}",
+                f"broadcaster.publish_K{k}", p, ["framepipe.broadcaster"],
+                [i for i in res.impls(f"broadcaster.publish_K{k}", p) if i.startswith("Kx.")],
+                M_TIME)
         add(f"bcast_iso/{p}",
             f"broadcaster: consumer rate with one stalled subscriber vs without, {p}",
             "broadcaster.isolation_stalled", p, ["framepipe.broadcaster"],
@@ -319,16 +325,18 @@ GOALS = [
     for goal, rid, op, limit in (
         ("overflowing push (2x) <= 2x a non-overflowing push", "overflow_self_2x", "<=", 2.0),
         ("overflowing push (10x) <= 2x a non-overflowing push", "overflow_self_10x", "<=", 2.0),
-        ("overflowing push (2x) runs >= 3x the best drop-oldest emulation", "overflow_2x", "<=",
-         1 / 3),
-        ("overflowing push (10x) runs >= 3x the best drop-oldest emulation", "overflow_10x",
-         "<=", 1 / 3),
+        # Was ">= 3x, at 2x and 10x" (retired by issue 17: docs/benchmarks.md, "Goals").
+        ("overflowing push (10x) runs >= 1.5x the best drop-oldest emulation", "overflow_10x",
+         "<=", 1 / 1.5),
     )
 ] + [
+    (kind, "push+pop on one thread >= 0.8x boost's spsc_queue", f"uncontended_boost{suffix}/{{p}}",
+     "<=", 1 / 0.8) for kind, suffix in (("ring", ""), ("spsc_ring", "_spsc"))
+] + [
+    # ">= 10x the mutex value and TBB overwrite_node" is retired (issue 17): the reference triple
+    # buffer, the floor, is itself only ~4.7x TBB. Its summary row (latest_others) stays.
     ("latest_slot", ">= 1.0x the reference triple buffer (publish cost)", "latest_tb/{p}",
      "<=", 1.0),
-    ("latest_slot", ">= 10x the mutex value and TBB overwrite_node (publish cost)",
-     "latest_others/{p}", "<=", 0.1),
 ] + [
     ("blocking wake-up", f"{fp} pop <= 1.0x the atomic-wait floor",
      f"wake_floor/{fp.split('.')[1]}/{{p}}", "<=", 1.0) for fp in FP_BLOCKING_POPS
@@ -337,6 +345,7 @@ GOALS = [
      f"wake_cv/{fp.split('.')[1]}/{{p}}", "<=", 0.7) for fp in FP_BLOCKING_POPS
 ] + [
     ("broadcaster", "K=1 publish <= 1.2x one SPSC push", "bcast_K1_spsc/{p}", "<=", 1.2),
+    ("broadcaster", "K=16 publish <= 1.2x 16 SPSC pushes", "bcast_K16_spsc/{p}", "<=", 1.2),
     ("broadcaster", "a stalled subscriber changes the others' throughput by < 5%",
      "bcast_iso/{p}", "within", 0.05),
     ("rate_limiter", "try_acquire admit path <= 1.5x steady_clock::now() (1 thread)",
