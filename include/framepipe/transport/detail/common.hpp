@@ -490,7 +490,14 @@ bool push_item(Out& out, H&& h) {
 template <class Out, class H>
 void deliver(Out& out, H&& h, counters& c) {
     c.delivered.fetch_add(1, std::memory_order_relaxed);
-    if (!push_item(out, std::forward<H>(h))) {
+    bool in = false;
+    try {
+        in = push_item(out, std::forward<H>(h));
+    } catch (...) {
+        c.delivered.fetch_sub(1, std::memory_order_relaxed); // nothing was handed over
+        throw;
+    }
+    if (!in) {
         c.refused.fetch_add(1, std::memory_order_relaxed);
         c.delivered.fetch_sub(1, std::memory_order_relaxed);
     }
