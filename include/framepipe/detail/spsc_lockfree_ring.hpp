@@ -140,6 +140,9 @@ public:
                                                  const std::optional<clock::time_point>& deadline,
                                                  bool wait) noexcept {
         FRAMEPIPE_SPSC_ROLE(consumer_busy_, "popped");
+        if (!wait && stop == nullptr && !max_age_) {
+            return take_one(); // try_pop(): one optional, built once (see take_one())
+        }
         return pop_or_wait<T>(
             stop, wait, [this]() FRAMEPIPE_INLINE_LAMBDA { return take_fresh(); },
             [&] { return pop_wait(stop, deadline); });
@@ -362,7 +365,11 @@ private:
         }
     }
 
-    // The consumer: takes the item at head_; nullopt when the ring is empty.
+    // The consumer: takes the item at head_; nullopt when the ring is empty. The item is moved
+    // into a local, head_ is released, and the optional is built from the local last: GCC builds
+    // an optional<T> on the stack in pieces and copies it whole, and a load spanning pieces still
+    // in the store buffer waits until they are written, here behind the store of head_, whose
+    // line a producer polling a full ring keeps taking away (docs/benchmarks.md).
     FRAMEPIPE_ALWAYS_INLINE std::optional<T> take_one() noexcept {
         for (;;) {
             // Relaxed: written only by this thread, or by an evicting producer, whose change
@@ -380,21 +387,15 @@ private:
                                                         std::memory_order_relaxed)) {
                 continue; // the producer evicted the item of h: look again
             }
-            // Runs once the result has been moved out of the slot (see take_one() above).
-            struct release_slot {
-                spsc_lockfree_ring& r;
-                slot& s;
-                std::uint64_t h;
-                FRAMEPIPE_ALWAYS_INLINE ~release_slot() {
-                    s.item()->~T();
-                    // Release: the producer that reads this head reuses the slot after our move.
-                    r.head_.store(h + 1, std::memory_order_release);
-                    if (r.policy_ == overflow::block) {
-                        r.not_full_.notify_one_asymmetric();
-                    }
-                }
-            } release{*this, slot_of(h), h};
-            return std::optional<T>(std::in_place, std::move(*release.s.item()));
+            slot& s = slot_of(h);
+            T item(std::move(*s.item())); // noexcept: this ring is for a noexcept-move T
+            s.item()->~T();
+            // Release: the producer that reads this head reuses the slot after our move.
+            head_.store(h + 1, std::memory_order_release);
+            if (policy_ == overflow::block) {
+                not_full_.notify_one_asymmetric();
+            }
+            return std::optional<T>(std::move(item));
         }
     }
 
