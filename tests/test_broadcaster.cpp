@@ -1863,3 +1863,33 @@ TEST_CASE("broadcaster: publishing values allocates nothing after the first (10^
     CHECK(st.popped == taken.load());
     CHECK(st.pushed == st.popped + st.dropped + st.size);
 }
+
+TEST_CASE("broadcaster: a burst of values held at once is recycled after the first burst") {
+    // 256 values buffered at once (no consumer until the burst is over), then drained: the
+    // first burst takes its blocks from the heap, every later one reuses them.
+    constexpr std::uint64_t burst = 256;
+    framepipe::broadcaster<std::uint64_t> b;
+    auto sub = b.subscribe({.capacity = 1024, .name = "consumer"});
+    std::uint64_t sum = 0;
+    const auto run_burst = [&] {
+        for (std::uint64_t i = 1; i <= burst; ++i) {
+            (void)b.publish(i);
+        }
+        while (auto v = sub.try_pop()) {
+            sum += **v;
+        }
+    };
+    run_burst();
+    allocation_window w;
+    w.start();
+    for (int round = 0; round < 100; ++round) {
+        run_burst();
+    }
+    w.stop();
+    CHECK(allocation_window::allocations() == 0);
+    CHECK(sum == 101 * burst * (burst + 1) / 2);
+    const auto st = sub.stats();
+    CHECK(st.pushed == 101 * burst);
+    CHECK(st.popped == 101 * burst);
+    CHECK(st.dropped == 0);
+}

@@ -132,15 +132,11 @@ using subscriber_list = std::vector<std::shared_ptr<subscriber<T>>>;
 // State shared by a broadcaster and its subscriptions, so either may go first.
 template <class T>
 struct broadcast_core {
-    // Free blocks kept for publish(T)'s values: what is released between two publishes in a
-    // steady stream (a handful) with room to spare; a burst beyond it goes back to the heap.
-    static constexpr std::size_t recycled_blocks = 16;
-
     mutable std::mutex mu;
     // Where publish(T) puts each value and its shared_ptr control block (one block each):
     // released blocks come back here, so a steady stream allocates nothing. (Values still held
     // elsewhere when the broadcaster goes keep it alive.)
-    recycler_handle recycler{recycled_blocks};
+    recycler_handle recycler;
     // Copy-on-write: publish copies this pointer under mu (no allocation) and walks the list
     // unlocked; subscribe / unsubscribe build a new list. Drop-policy subscribers come first.
     std::shared_ptr<const subscriber_list<T>> subscribers = std::make_shared<subscriber_list<T>>();

@@ -428,12 +428,11 @@ private:
     const std::size_t stride_;
     const std::size_t capacity_; // history slots: size + stride
 
-    // Where handed-out windows' memory comes from and returns to (see take_locked): a few free
-    // windows are kept, as many as consumers release between two pops in a steady stream.
-    static constexpr std::size_t recycled_windows = 8;
+    // Where handed-out windows' memory comes from and returns to (see take_locked): released
+    // windows are kept for reuse, never more than consumers held at once (detail::block_recycler).
     // (Windows still held by consumers when the sliding_window goes keep them alive.)
-    detail::recycler_handle windows_recycler_{recycled_windows};
-    detail::recycler_handle items_recycler_{recycled_windows};
+    detail::recycler_handle windows_recycler_;
+    detail::recycler_handle items_recycler_;
 
     mutable std::mutex mu_;
     // Consumers wait here: spin briefly, then park (see detail::event_count).

@@ -17,8 +17,10 @@ namespace framepipe::detail {
 
 // A free list of equal-sized blocks. The first request fixes the block size (every request of
 // one user is the same type: a control block with its value); a request of another size is
-// served by the heap. Up to max_cached free blocks are kept; more are returned to the heap, so the
-// memory held follows the peak number of blocks in use.
+// served by the heap. Every block given back is kept, and a new one is made only when none is
+// free, so the blocks held (in use and free) never exceed the most that were in use at once
+// (or the reserve, if larger): the memory follows the owner's peak, which its capacities bound.
+// A burst (a subscriber's buffer filling up) is served from the heap once and then recycled.
 //
 // Lifetime: reference-counted by its owner and by every block out, so blocks released after the
 // owner is gone (a consumer still holding a frame) still come back safely; the last release
@@ -26,15 +28,13 @@ namespace framepipe::detail {
 class block_recycler {
 public:
     // A recycler holding the owner's reference. Throws std::bad_alloc.
-    [[nodiscard]] static block_recycler* create(std::size_t max_cached) {
-        return new block_recycler(max_cached);
-    }
+    [[nodiscard]] static block_recycler* create() { return new block_recycler(); }
 
     block_recycler(const block_recycler&) = delete;
     block_recycler& operator=(const block_recycler&) = delete;
 
     // Asks for `n` free blocks to be made at once when the block size becomes known (the first
-    // take), and to be kept: the cache holds at least n from then on. Before the first take.
+    // take). Before the first take.
     void reserve(std::size_t n) noexcept { reserve_.store(n, std::memory_order_relaxed); }
 
     // A block of `size` bytes aligned for `align`. Throws std::bad_alloc.
@@ -60,20 +60,15 @@ public:
         return p;
     }
 
-    // Gives back a block that take() returned for the same size and alignment. Any thread.
+    // Gives back a block that take() returned for the same size and alignment: it joins the
+    // free list (see the class comment for why that is bounded). Any thread.
     void give(void* p, std::size_t size, std::size_t align) noexcept {
-        bool kept = false;
         if (matches(size, align)) {
             lock();
-            if (cached_ < std::max(max_cached_, reserved_)) {
-                auto* n = ::new (p) node{free_};
-                free_ = n;
-                ++cached_;
-                kept = true;
-            }
+            free_ = ::new (p) node{free_};
+            ++cached_;
             unlock();
-        }
-        if (!kept) {
+        } else {
             ::operator delete(p, std::align_val_t{align});
         }
         release();
@@ -105,16 +100,15 @@ private:
         node* next;
     };
 
-    explicit block_recycler(std::size_t max_cached) noexcept : max_cached_(max_cached) {}
+    block_recycler() noexcept = default;
 
-    // Adds n new blocks to the free list, and keeps at least that many from now on.
+    // Adds n new blocks to the free list.
     void fill(std::size_t n, std::size_t size, std::size_t align) {
         for (std::size_t i = 0; i < n; ++i) {
             void* p = ::operator new(size, std::align_val_t{align});
             lock();
             free_ = ::new (p) node{free_};
             ++cached_;
-            reserved_ = std::max(reserved_, n);
             unlock();
         }
     }
@@ -142,14 +136,12 @@ private:
         lock_.store(false, std::memory_order_release);
     }
 
-    const std::size_t max_cached_;
     std::atomic<std::size_t> size_{0};
     std::size_t align_ = alignof(std::max_align_t);
     std::atomic<bool> align_set_{false};
     std::atomic<bool> lock_{false};
     node* free_ = nullptr;     // guarded by lock_
-    std::size_t cached_ = 0;   // guarded by lock_
-    std::size_t reserved_ = 0; // guarded by lock_: the cache keeps at least this many
+    std::size_t cached_ = 0; // guarded by lock_
     std::atomic<std::size_t> reserve_{0}; // blocks to make at the first take
     std::atomic<std::size_t> cached_count_{0};
     std::atomic<std::size_t> refs_{1}; // the owner's
@@ -159,7 +151,7 @@ private:
 // still out keep the recycler alive until they come back).
 class recycler_handle {
 public:
-    explicit recycler_handle(std::size_t max_cached) : p_(block_recycler::create(max_cached)) {}
+    recycler_handle() : p_(block_recycler::create()) {}
     ~recycler_handle() { p_->release(); }
     recycler_handle(const recycler_handle&) = delete;
     recycler_handle& operator=(const recycler_handle&) = delete;
