@@ -22,12 +22,15 @@ namespace framepipe::detail {
 // (or the reserve, if larger): the memory follows the owner's peak, which its capacities bound.
 // A burst (a subscriber's buffer filling up) is served from the heap once and then recycled.
 //
-// Lifetime: reference-counted by its owner and by every block out, so blocks released after the
-// owner is gone (a consumer still holding a frame) still come back safely; the last release
-// deletes it. Thread-safe: the list is guarded by a spin lock held for a few instructions.
+// Lifetime: the owner (recycler_handle) and every block out keep it alive, so blocks released
+// after the owner is gone (a consumer still holding a frame) still come back safely; whoever
+// leaves it with no owner and no block out deletes it. Thread-safe: a spin lock, held for a few
+// instructions, guards the list and the count of blocks out, so a take or a give costs one
+// locked instruction (the lock's) and no other read-modify-write.
 class block_recycler {
 public:
-    // A recycler holding the owner's reference. Throws std::bad_alloc.
+    // A recycler owned by the caller, who gives it up with release_owner(). Throws
+    // std::bad_alloc.
     [[nodiscard]] static block_recycler* create() { return new block_recycler(); }
 
     block_recycler(const block_recycler&) = delete;
@@ -37,56 +40,66 @@ public:
     // take). Before the first take.
     void reserve(std::size_t n) noexcept { reserve_.store(n, std::memory_order_relaxed); }
 
-    // A block of `size` bytes aligned for `align`. Throws std::bad_alloc.
+    // A block of `size` bytes aligned for `align`: a free one when the size is the recycler's,
+    // else a new one from the heap. Any thread; never waits but for the lock's few
+    // instructions. Throws std::bad_alloc (nothing changed).
     [[nodiscard]] void* take(std::size_t size, std::size_t align) {
-        if (matches(size, align)) {
+        const bool ours = matches(size, align);
+        // A load first: the exchange, a read-modify-write, runs only while a reserve is pending.
+        if (ours && reserve_.load(std::memory_order_relaxed) != 0) {
             if (const std::size_t n = reserve_.exchange(0, std::memory_order_relaxed); n != 0) {
                 fill(n, size, align);
             }
-            lock();
-            node* n = free_;
-            if (n != nullptr) {
-                free_ = n->next;
-                --cached_;
-            }
-            unlock();
-            if (n != nullptr) {
-                retain();
-                return n;
-            }
         }
-        void* p = ::operator new(std::max(size, sizeof(node)), std::align_val_t{align});
-        retain();
-        return p;
+        lock();
+        node* n = ours ? free_ : nullptr;
+        if (n != nullptr) {
+            free_ = n->next;
+            --cached_;
+        }
+        ++out_;
+        unlock();
+        if (n != nullptr) {
+            return n;
+        }
+        try {
+            return ::operator new(std::max(size, sizeof(node)), std::align_val_t{align});
+        } catch (...) {
+            give_back_count();
+            throw;
+        }
     }
 
     // Gives back a block that take() returned for the same size and alignment: it joins the
-    // free list (see the class comment for why that is bounded). Any thread.
+    // free list (see the class comment for why that is bounded), or goes to the heap if its
+    // size is not the recycler's. The last block back after the owner has gone deletes the
+    // recycler. Any thread; noexcept.
     void give(void* p, std::size_t size, std::size_t align) noexcept {
-        if (matches(size, align)) {
-            lock();
-            free_ = ::new (p) node{free_};
-            ++cached_;
-            unlock();
-        } else {
+        if (!matches(size, align)) {
             ::operator delete(p, std::align_val_t{align});
+            give_back_count();
+            return;
         }
-        release();
+        lock();
+        free_ = ::new (p) node{free_};
+        ++cached_;
+        --out_;
+        const bool last = !owned_ && out_ == 0;
+        unlock();
+        if (last) {
+            destroy();
+        }
     }
 
-    void retain() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
-
-    // Drops one reference; the last one frees the cached blocks and the recycler.
-    void release() noexcept {
-        // acq_rel: every use of the recycler by other threads happens-before its deletion.
-        if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-            while (free_ != nullptr) {
-                node* n = free_;
-                free_ = n->next;
-                n->~node();
-                ::operator delete(n, std::align_val_t{align_});
-            }
-            delete this;
+    // The owner lets go; the recycler goes now if no block is out, else with the last one
+    // given back. Once, by the owner; noexcept.
+    void release_owner() noexcept {
+        lock();
+        owned_ = false;
+        const bool last = out_ == 0;
+        unlock();
+        if (last) {
+            destroy();
         }
     }
 
@@ -102,10 +115,33 @@ private:
 
     block_recycler() noexcept = default;
 
+    // One block fewer out (one that is not joining the list).
+    void give_back_count() noexcept {
+        lock();
+        --out_;
+        const bool last = !owned_ && out_ == 0;
+        unlock();
+        if (last) {
+            destroy();
+        }
+    }
+
+    // Called by whoever saw, under the lock, no owner and no block out: nobody else can reach
+    // the recycler any more.
+    void destroy() noexcept {
+        while (free_ != nullptr) {
+            node* n = free_;
+            free_ = n->next;
+            n->~node();
+            ::operator delete(n, std::align_val_t{align_});
+        }
+        delete this;
+    }
+
     // Adds n new blocks to the free list.
     void fill(std::size_t n, std::size_t size, std::size_t align) {
         for (std::size_t i = 0; i < n; ++i) {
-            void* p = ::operator new(size, std::align_val_t{align});
+            void* p = ::operator new(std::max(size, sizeof(node)), std::align_val_t{align});
             lock();
             free_ = ::new (p) node{free_};
             ++cached_;
@@ -113,16 +149,19 @@ private:
         }
     }
 
-    // The first request fixes the size; later ones of another size go to the heap.
+    // The first request fixes the size; later ones of another size go to the heap. A load
+    // first: the compare-and-swap, a read-modify-write, runs only while no size is fixed.
     bool matches(std::size_t size, std::size_t align) noexcept {
-        std::size_t expected = 0;
-        if (size_.compare_exchange_strong(expected, size, std::memory_order_relaxed)) {
+        std::size_t fixed = size_.load(std::memory_order_acquire);
+        if (fixed == 0 &&
+            size_.compare_exchange_strong(fixed, size, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
             align_ = align; // written once, by the thread that fixed the size
             align_set_.store(true, std::memory_order_release);
             return size >= sizeof(node);
         }
-        return expected == size && size >= sizeof(node) && align_set_.load(std::memory_order_acquire) &&
-               align_ == align;
+        return fixed == size && size >= sizeof(node) &&
+               align_set_.load(std::memory_order_acquire) && align_ == align;
     }
 
     void lock() noexcept {
@@ -140,11 +179,12 @@ private:
     std::size_t align_ = alignof(std::max_align_t);
     std::atomic<bool> align_set_{false};
     std::atomic<bool> lock_{false};
-    node* free_ = nullptr;     // guarded by lock_
+    node* free_ = nullptr;   // guarded by lock_
     std::size_t cached_ = 0; // guarded by lock_
+    std::size_t out_ = 0;    // guarded by lock_: blocks taken and not given back
+    bool owned_ = true;      // guarded by lock_: the owner has not let go
     std::atomic<std::size_t> reserve_{0}; // blocks to make at the first take
     std::atomic<std::size_t> cached_count_{0};
-    std::atomic<std::size_t> refs_{1}; // the owner's
 };
 
 // The owner's reference to a block_recycler: created with it, released when it goes (values
@@ -152,7 +192,7 @@ private:
 class recycler_handle {
 public:
     recycler_handle() : p_(block_recycler::create()) {}
-    ~recycler_handle() { p_->release(); }
+    ~recycler_handle() { p_->release_owner(); }
     recycler_handle(const recycler_handle&) = delete;
     recycler_handle& operator=(const recycler_handle&) = delete;
 
