@@ -99,73 +99,22 @@ public:
 
     // Stores `item` (moved from only if it is stored). Waits for room under overflow::block as
     // `w` allows. noexcept: the wait cannot fail.
-    push_status push(T& item, const push_wait& w) noexcept {
-        // Declared first, destroyed last: an evicted item's destructor (a frame going back to its
-        // pool, say) runs after this push has stored its own item and released every slot.
-        std::optional<T> victim;
-        bool timed_out = false;
-        block_wait blocked(w, block_timeout_);
+    // The fast path (open, the slot of the tail free, the claim won) is small enough to be
+    // inlined; anything else goes to push_slow().
+    FRAMEPIPE_ALWAYS_INLINE push_status push(T& item, const push_wait& w) noexcept {
         std::uint64_t pos = tail_.load(std::memory_order_relaxed);
-        unsigned spins = 0;
-        for (;;) {
-            if ((pos & closed_bit) != 0) {
-                count(drops_.after_close);
-                return push_status::closed;
-            }
+        if ((pos & closed_bit) == 0) [[likely]] {
             slot& s = slot_of(pos);
-            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
-            const auto diff = static_cast<std::int64_t>((seq & ~busy_bit) - 2 * pos);
-            if (diff == 0 && (seq & busy_bit) == 0) {
-                // Free for pos: claim it.
-                // seq_cst: this claim is the state change a parking consumer's has_items()
-                // reads, so fill() can notify without a fence (notify_one_after_seq_cst).
-                if (tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
-                                                std::memory_order_relaxed)) {
-                    fill(s, pos, item);
-                    return push_status::ok;
-                }
-                continue; // pos reloaded by the failed CAS
-            }
-            if (diff > 0) {
-                pos = tail_.load(std::memory_order_relaxed); // another producer took pos
-                continue;
-            }
-            // The slot still belongs to position pos - capacity.
-            if ((seq & busy_bit) != 0 || seq == 2 * (pos - capacity_)) {
-                // Being emptied by a consumer, or being filled by a producer: a few instructions.
-                backoff(spins);
-                pos = tail_.load(std::memory_order_relaxed);
-                continue;
-            }
-            // Full: the slot holds the unconsumed item of pos - capacity.
-            if (policy_ == overflow::drop_newest) {
-                count(drops_.rejected);
-                return push_status::rejected;
-            }
-            if (policy_ == overflow::block && !timed_out) {
-                auto next = blocked.before();
-                if (next == block_wait::next::retry) {
-                    next = blocked.after(not_full_.wait(blocked.stop(), blocked.deadline(),
-                                                        [this] { return has_room(); }));
-                }
-                switch (next) {
-                case block_wait::next::retry: break;
-                case block_wait::next::evict: timed_out = true; break;
-                case block_wait::next::reject: count(drops_.rejected); return push_status::rejected;
-                case block_wait::next::cancel:
-                    count(drops_.cancelled);
-                    return push_status::cancelled;
-                }
-                pos = tail_.load(std::memory_order_relaxed);
-                continue;
-            }
-            // drop_oldest, or block after its timeout: claim pos although its slot is full, then
-            // evict the item of pos - capacity and store ours in its place.
-            if (tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
-                                            std::memory_order_relaxed)) {
-                return evict_and_fill(s, pos, item, victim);
+            // Free for pos: seq is 2 * pos, busy_bit clear (push_slow() tells the other cases
+            // apart). seq_cst claim: see push_slow().
+            if (s.seq.load(std::memory_order_acquire) == 2 * pos &&
+                tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
+                                            std::memory_order_relaxed)) [[likely]] {
+                fill(s, pos, item);
+                return push_status::ok;
             }
         }
+        return push_slow(item, w, pos);
     }
 
     // Counts a push refused before it reached the ring (drop_older_epochs). Any thread.
@@ -286,6 +235,76 @@ public:
     [[nodiscard]] event_count& readable_event() noexcept { return not_empty_; }
 
 private:
+    // push() when closed, or when the slot of `pos` (the tail as push() last read it) is not
+    // free for it, or the claim was lost.
+    push_status push_slow(T& item, const push_wait& w, std::uint64_t pos) noexcept {
+        // Declared first, destroyed last: an evicted item's destructor (a frame going back to its
+        // pool, say) runs after this push has stored its own item and released every slot.
+        std::optional<T> victim;
+        bool timed_out = false;
+        block_wait blocked(w, block_timeout_);
+        unsigned spins = 0;
+        for (;;) {
+            if ((pos & closed_bit) != 0) {
+                count(drops_.after_close);
+                return push_status::closed;
+            }
+            slot& s = slot_of(pos);
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            const auto diff = static_cast<std::int64_t>((seq & ~busy_bit) - 2 * pos);
+            if (diff == 0 && (seq & busy_bit) == 0) {
+                // Free for pos: claim it.
+                // seq_cst: this claim is the state change a parking consumer's has_items()
+                // reads, so fill() can notify without a fence (notify_one_after_seq_cst).
+                if (tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
+                                                std::memory_order_relaxed)) {
+                    fill(s, pos, item);
+                    return push_status::ok;
+                }
+                continue; // pos reloaded by the failed CAS
+            }
+            if (diff > 0) {
+                pos = tail_.load(std::memory_order_relaxed); // another producer took pos
+                continue;
+            }
+            // The slot still belongs to position pos - capacity.
+            if ((seq & busy_bit) != 0 || seq == 2 * (pos - capacity_)) {
+                // Being emptied by a consumer, or being filled by a producer: a few instructions.
+                backoff(spins);
+                pos = tail_.load(std::memory_order_relaxed);
+                continue;
+            }
+            // Full: the slot holds the unconsumed item of pos - capacity.
+            if (policy_ == overflow::drop_newest) {
+                count(drops_.rejected);
+                return push_status::rejected;
+            }
+            if (policy_ == overflow::block && !timed_out) {
+                auto next = blocked.before();
+                if (next == block_wait::next::retry) {
+                    next = blocked.after(not_full_.wait(blocked.stop(), blocked.deadline(),
+                                                        [this] { return has_room(); }));
+                }
+                switch (next) {
+                case block_wait::next::retry: break;
+                case block_wait::next::evict: timed_out = true; break;
+                case block_wait::next::reject: count(drops_.rejected); return push_status::rejected;
+                case block_wait::next::cancel:
+                    count(drops_.cancelled);
+                    return push_status::cancelled;
+                }
+                pos = tail_.load(std::memory_order_relaxed);
+                continue;
+            }
+            // drop_oldest, or block after its timeout: claim pos although its slot is full, then
+            // evict the item of pos - capacity and store ours in its place.
+            if (tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
+                                            std::memory_order_relaxed)) {
+                return evict_and_fill(s, pos, item, victim);
+            }
+        }
+    }
+
     [[nodiscard]] slot& slot_of(std::uint64_t pos) const noexcept {
         const std::size_t i = pow2_ ? to<std::size_t>(pos & (capacity_ - 1))
                                     : to<std::size_t>(pos % capacity_);
