@@ -84,11 +84,7 @@ public:
         free_ = ::new (p) node{free_};
         ++cached_;
         --out_;
-        const bool last = !owned_ && out_ == 0;
-        unlock();
-        if (last) {
-            destroy();
-        }
+        unlock_and_go_if_last();
     }
 
     // The owner lets go; the recycler goes now if no block is out, else with the last one
@@ -96,11 +92,7 @@ public:
     void release_owner() noexcept {
         lock();
         owned_ = false;
-        const bool last = out_ == 0;
-        unlock();
-        if (last) {
-            destroy();
-        }
+        unlock_and_go_if_last();
     }
 
     // Free blocks held now. Any thread (a hint).
@@ -119,6 +111,12 @@ private:
     void give_back_count() noexcept {
         lock();
         --out_;
+        unlock_and_go_if_last();
+    }
+
+    // Unlocks; deletes the recycler if the lock holder saw no owner and no block out (nobody
+    // else can reach it then).
+    void unlock_and_go_if_last() noexcept {
         const bool last = !owned_ && out_ == 0;
         unlock();
         if (last) {
@@ -126,8 +124,6 @@ private:
         }
     }
 
-    // Called by whoever saw, under the lock, no owner and no block out: nobody else can reach
-    // the recycler any more.
     void destroy() noexcept {
         while (free_ != nullptr) {
             node* n = free_;
