@@ -296,12 +296,13 @@ int run_worker(const settings& s, const std::string& name, const std::string& wh
     detect_step detect(*detector, m, console);
     using frame_handle = tp::received_ptr<cv::Mat>;
     framepipe::latest_slot<frame_handle> newest;
+    tp::loss_counted frames(newest); // gaps in the stream show on this channel too
     framepipe::pipeline p("detect-worker");
-    p.channel(newest, "frames");
-    frames_in.start(newest); // subscribed from here on: the line below means "ready"
+    p.channel(frames, "frames");
+    frames_in.start(frames); // subscribed from here on: the line below means "ready"
     already_started<FramesIn> source{frames_in};
-    p.source("frames-in", newest, source);
-    p.sink("detector", newest,
+    p.source("frames-in", frames, source);
+    p.sink("detector", frames,
            [&](const frame_handle& f) {
                // A header over the received pixels (the iceoryx chunk itself): no copy.
                const video_frame view{f->value, f->seq, f->captured, f->epoch};

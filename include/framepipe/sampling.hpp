@@ -26,6 +26,7 @@
 #include <framepipe/detail/config.hpp>
 
 #include <framepipe/channel.hpp>
+#include <framepipe/detail/channel_wrapper.hpp>
 #include <framepipe/rate_limiter.hpp>
 
 #include <algorithm>
@@ -245,15 +246,14 @@ private:
 // capacity, ...) is the channel's. It is an input and an output for a pipeline, and its stats()
 // (the channel's, plus the sampled-out pushes) show in the pipeline's metrics.
 template <class Channel, class Sampler>
-class sampled {
+class sampled : public detail::channel_wrapper<Channel> {
+    using base = detail::channel_wrapper<Channel>;
+
 public:
     using value_type = typename Channel::value_type;
 
     // Wraps `channel` (which must outlive this object) with `sampler`.
-    sampled(Channel& channel, Sampler sampler) : channel_(channel), sampler_(std::move(sampler)) {}
-
-    sampled(const sampled&) = delete;
-    sampled& operator=(const sampled&) = delete;
+    sampled(Channel& channel, Sampler sampler) : base(channel), sampler_(std::move(sampler)) {}
 
     // Offers `item`: to the channel if the sampler admits it, else counted as sampled_out and
     // rejected. Any thread (the sampler runs under a short lock). Waits as the channel's push
@@ -262,13 +262,13 @@ public:
         if (!admit(item)) {
             return push_status::rejected;
         }
-        return channel_.push(std::move(item));
+        return this->channel_.push(std::move(item));
     }
     push_status push(value_type item, std::stop_token stop) {
         if (!admit(item)) {
             return push_status::rejected;
         }
-        return channel_.push(std::move(item), std::move(stop));
+        return this->channel_.push(std::move(item), std::move(stop));
     }
     push_status try_push(value_type item)
         requires requires(Channel& c, value_type v) { c.try_push(std::move(v)); }
@@ -276,40 +276,16 @@ public:
         if (!admit(item)) {
             return push_status::rejected;
         }
-        return channel_.try_push(std::move(item));
+        return this->channel_.try_push(std::move(item));
     }
 
-    // The channel's consumer calls and observers (those it has).
-    [[nodiscard]] auto try_pop()
-        requires requires(Channel& c) { c.try_pop(); }
-    {
-        return channel_.try_pop();
-    }
-    [[nodiscard]] auto pop() { return channel_.pop(); }
-    [[nodiscard]] auto pop(std::stop_token stop) { return channel_.pop(std::move(stop)); }
-    [[nodiscard]] auto pop_for(std::chrono::nanoseconds timeout)
-        requires requires(Channel& c) { c.pop_for(timeout); }
-    {
-        return channel_.pop_for(timeout);
-    }
-    void close() { channel_.close(); }
-    [[nodiscard]] bool closed() const { return channel_.closed(); }
-    [[nodiscard]] std::size_t size() const { return channel_.size(); }
-    [[nodiscard]] std::size_t capacity() const
-        requires requires(const Channel& c) { c.capacity(); }
-    {
-        return channel_.capacity();
-    }
-    [[nodiscard]] overflow policy() const
-        requires requires(const Channel& c) { c.policy(); }
-    {
-        return channel_.policy();
-    }
+    // pop, try_pop, pop_for, close, closed, size, capacity, policy, channel(): the channel's
+    // (detail::channel_wrapper).
 
     // The channel's counters, with the sampled-out pushes added (pushed and dropped include
     // them, reason sampled_out). Any thread.
     [[nodiscard]] channel_stats stats() const {
-        channel_stats s = channel_.stats();
+        channel_stats s = this->channel_.stats();
         const auto out = sampled_out_.load(std::memory_order_relaxed);
         s.pushed += out;
         s.sampled_out += out;
@@ -325,7 +301,6 @@ public:
     // The sampler (for adaptive_rate::update, say). Use it under the same one-thread rule as
     // admit: from the thread that pushes, or with pushes stopped.
     [[nodiscard]] Sampler& sampler() noexcept { return sampler_; }
-    [[nodiscard]] Channel& channel() noexcept { return channel_; }
 
 private:
     bool admit(const value_type& item) {
@@ -341,7 +316,6 @@ private:
         return keep;
     }
 
-    Channel& channel_;
     Sampler sampler_;
     std::mutex mu_;
     std::atomic<std::uint64_t> sampled_out_{0};

@@ -4,6 +4,8 @@
 #include <framepipe/transport/detail/common.hpp>
 #include <framepipe/transport/detail/envelope.hpp>
 
+#include <framepipe/latest_slot.hpp>
+
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -92,6 +94,32 @@ TEST_CASE("gap_counter: losses are the gaps, per sender; a new sender starts whe
     CHECK(g.see(1, 8).out_of_order);
     CHECK(g.see(1, 10).lost == 0);
     CHECK(g.see(2, 1).lost == 0);
+}
+
+TEST_CASE("loss_counted: the transport's losses join the channel's stats as lost_in_transport") {
+    framepipe::latest_slot<int> slot;
+    tp::loss_counted frames(slot);
+    static_assert(framepipe::channel_traits<decltype(frames)>::kind ==
+                  framepipe::channel_traits<framepipe::latest_slot<int>>::kind);
+    CHECK(frames.push(1) == framepipe::push_status::ok);
+    tp::detail::note_lost(frames, 3); // what a receiver does on a gap of three
+    CHECK(frames.push(5) == framepipe::push_status::evicted); // replaces 1
+    auto r = frames.try_pop();
+    REQUIRE(r);
+    CHECK(*r == 5);
+    auto s = frames.stats();
+    CHECK(frames.lost_in_transport() == 3);
+    CHECK(s.lost_in_transport == 3);
+    CHECK(s.evicted == 1);
+    CHECK(s.pushed == 5);
+    CHECK(s.popped == 1);
+    CHECK(s.dropped == 4);
+    CHECK(s.pushed == s.popped + s.dropped + s.size);
+    // A channel that keeps no such count is not told; the receiver's own stats have the loss.
+    framepipe::latest_slot<int> plain;
+    tp::detail::note_lost(plain, 3);
+    CHECK(plain.stats().lost_in_transport == 0);
+    CHECK(plain.stats().pushed == 0);
 }
 
 TEST_CASE("delivery_ledger: a frame is acknowledged or, after the horizon, lost: never both") {

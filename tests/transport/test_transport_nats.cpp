@@ -230,6 +230,45 @@ TEST_CASE("nats: a receiver is a supervised source; its figures show in the pipe
     CHECK(text.find("state=\"streaming\"} 1") != std::string::npos);
 }
 
+TEST_CASE("nats: sequence gaps show as lost_in_transport in a loss_counted output channel") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = "framepipe.t.g.frames"});
+    framepipe::ring<bytes_handle> ring(16);
+    tp::loss_counted frames(ring);
+    framepipe::pipeline p("remote");
+    p.channel(frames, "frames");
+    rx.start(frames);
+    // One sender's frames 0, 1, 2, 7, 8: five arrive, 3 to 6 were lost on the way.
+    const std::uint64_t sent[] = {0, 1, 2, 7, 8};
+    for (const auto link_seq : sent) {
+        std::vector<std::byte> msg(tp::envelope_size);
+        tp::envelope e;
+        e.link_seq = link_seq;
+        e.seq = link_seq;
+        tp::set_sender(e, 42, "gappy");
+        tp::write_envelope(e, msg);
+        REQUIRE(natsConnection_Publish(nc.get(), "framepipe.t.g.frames", msg.data(),
+                                       static_cast<int>(msg.size())) == NATS_OK);
+    }
+    for (const auto link_seq : sent) {
+        auto r = frames.pop_for(5s);
+        REQUIRE(r);
+        CHECK((*r)->seq == link_seq);
+    }
+    rx.stop(); // the callback has returned: the counts are final
+    CHECK(rx.stats().lost_in_transport == 4);
+    CHECK(frames.lost_in_transport() == 4);
+    const auto s = frames.stats();
+    CHECK(s.lost_in_transport == 4);
+    CHECK(s.pushed == 9);
+    CHECK(s.popped == 5);
+    CHECK(s.dropped == 4);
+    CHECK(s.pushed == s.popped + s.dropped + s.size);
+    const auto text = framepipe::to_prometheus(p.snapshot());
+    CHECK(text.find("reason=\"lost_in_transport\"} 4") != std::string::npos);
+}
+
 TEST_CASE("nats: a malformed message from another sender is counted and skipped") {
     nats_server server;
     tp::nats_connection nc({.servers = {server.url()}});

@@ -171,6 +171,12 @@ TEST_CASE(
     // Frames dropped from the worker's iceoryx queue (2 deep) while its receiving thread was
     // starved count as lost in transport: a few on a loaded host, none on an idle one.
     CHECK(k["lost_in_transport"].get<std::uint64_t>() * 10 <= k["frames_received"].get<std::uint64_t>());
+    // The same gaps show on the worker's frames channel (a loss_counted slot), as a drop reason.
+    const auto frames = std::find_if(k["channels"].begin(), k["channels"].end(),
+                                     [](const auto& c) { return c["name"] == "frames"; });
+    REQUIRE(frames != k["channels"].end());
+    CHECK((*frames)["dropped_by_reason"].value("lost_in_transport", std::uint64_t{0}) ==
+          k["lost_in_transport"].get<std::uint64_t>());
     // The bar is one frame interval (33 ms at 30 fps) + 5 ms; a loaded host gets slack.
     CHECK(k["detect_age_p50_ms"].get<double>() <= 33.3 + 30);
     CHECK(k["detect_age_p99_ms"].get<double>() <= 33.3 + 5 + 120);

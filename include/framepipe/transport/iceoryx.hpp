@@ -18,8 +18,9 @@
 //
 // Loss: publisher and subscribers discard the oldest data when a subscriber's queue is full
 // (never blocking the publisher), and the receiver counts what it missed from the link_seq gaps
-// (lost_in_transport). A subscriber that holds chunks can starve the mempool: the publisher then
-// counts no_buffer and skips the frame (size the mempool, docs/transport.md).
+// (lost_in_transport; in its output channel's stats too when that is a loss_counted). A
+// subscriber that holds chunks can starve the mempool: the publisher then counts no_buffer and
+// skips the frame (size the mempool, docs/transport.md).
 //
 // A process that dies holding chunks: RouDi notices within PROCESS_KEEP_ALIVE_TIMEOUT (1.5 s in
 // iceoryx 2.0) with its monitoring on (the default) and returns the dead process's chunks and
@@ -463,6 +464,7 @@ private:
         c.counters.received.fetch_add(1, std::memory_order_relaxed);
         c.counters.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
         c.counters.lost_in_transport.fetch_add(g.lost, std::memory_order_relaxed);
+        detail::note_lost(out, g.lost);
         if (g.new_sender) {
             c.counters.senders.fetch_add(1, std::memory_order_relaxed);
         }

@@ -26,7 +26,8 @@
 // (gave up), stopped. epoch counts connections.
 //
 // Loss accounting: every message carries the sender's link_seq. A receiver on a plain
-// subscription sees the whole stream: its gaps are lost_in_transport. Members of a queue group
+// subscription sees the whole stream: its gaps are lost_in_transport (in its stats(), and in its
+// output channel's when that is a loss_counted, detail/common.hpp). Members of a queue group
 // each see part of it, so there the receivers send a receipt for each frame (receipt_subject) and
 // the publisher counts a frame without one after loss_horizon as lost_in_transport (it died in a
 // member's client over its pending limit, in flight to a member that died, or in a server).
@@ -713,6 +714,7 @@ private:
         }
         if (options_.queue_group.empty()) { // the whole stream: a gap is a loss
             c.lost_in_transport.fetch_add(g.lost, std::memory_order_relaxed);
+            detail::note_lost(out, g.lost);
             if (g.out_of_order) {
                 c.out_of_order.fetch_add(1, std::memory_order_relaxed);
             }

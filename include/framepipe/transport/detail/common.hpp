@@ -1,7 +1,7 @@
 // framepipe/transport/detail/common.hpp - what the transport adapters share: the codec
 // customization point, the handle a receiver hands out (received<V>), the figures every adapter
-// keeps (transport_stats) and the bookkeeping that counts losses exactly (gap_counter,
-// delivery_ledger).
+// keeps (transport_stats), the bookkeeping that counts losses exactly (gap_counter,
+// delivery_ledger), and loss_counted, an output channel whose stats include those losses.
 //
 // Standard library and framepipe's core only. Included by iceoryx.hpp and nats.hpp.
 #pragma once
@@ -9,6 +9,7 @@
 #include <framepipe/detail/config.hpp>
 
 #include <framepipe/channel.hpp>
+#include <framepipe/detail/channel_wrapper.hpp>
 #include <framepipe/live_source.hpp>
 #include <framepipe/snapshot.hpp>
 #include <framepipe/stamped.hpp>
@@ -240,7 +241,8 @@ template <class V, class Item>
 //                   publisher from receipts), slow_consumer_dropped (the NATS client's own
 //                   pending limit), send failures (no_buffer, too_large, disconnected, failed);
 //   in framepipe:   the output channel's own stats (a latest_slot's evictions), shown in the
-//                   pipeline's snapshot;
+//                   pipeline's snapshot (with the gaps too, as lost_in_transport, when the
+//                   output channel is a loss_counted);
 //   in the consumer: its subscription's counters (rate_limited, expired).
 struct transport_stats {
     live_state state =
@@ -467,6 +469,17 @@ private:
     std::uint64_t waiting_ = 0;
 };
 
+// Tells a receiver's output channel of `lost` messages that never arrived, when it keeps count
+// of them (loss_counted); other channels are not told (the receiver's stats() have them).
+template <class Out>
+void note_lost(Out& out, std::uint64_t lost) noexcept {
+    if constexpr (requires { out.count_lost(lost); }) {
+        if (lost != 0) {
+            out.count_lost(lost);
+        }
+    }
+}
+
 // Pushes a receiver's handle into its output channel (push or publish); true if it went in.
 template <class Out, class H>
 bool push_item(Out& out, H&& h) {
@@ -618,4 +631,72 @@ std::uint64_t pump(Publisher& out, In& in, std::stop_token stop) {
     return out;
 }
 
+// --- An output channel that counts the transport's losses ---------------------------------------
+
+// A receiver's output channel that also counts the messages lost on their way to it (sequence
+// gaps: a receiver that sees the whole stream, an iceoryx receiver or a NATS subscription outside
+// a queue group, calls count_lost()). Its stats() are the channel's with those added to pushed,
+// dropped and lost_in_transport, so the accounting identity of channel.hpp holds and a pipeline's
+// snapshot and /metrics show the loss on the channel, beside its own evictions:
+//
+//     framepipe::latest_slot<item> newest;
+//     framepipe::transport::loss_counted frames(newest);
+//     receiver.start(frames);  p.channel(frames, "frames");  p.sink("detector", frames, ...);
+//
+// A queue group's losses are not seen by its members (the publisher counts them from receipts).
+template <class Channel>
+class loss_counted : public framepipe::detail::channel_wrapper<Channel> {
+    using base = framepipe::detail::channel_wrapper<Channel>;
+
+public:
+    using value_type = typename Channel::value_type;
+
+    // Wraps `channel`, which must outlive this object.
+    explicit loss_counted(Channel& channel) noexcept : base(channel) {}
+
+    // The channel's push: same threads, waits and exceptions.
+    push_status push(value_type item) { return this->channel_.push(std::move(item)); }
+    push_status push(value_type item, std::stop_token stop) {
+        return this->channel_.push(std::move(item), std::move(stop));
+    }
+    push_status try_push(value_type item)
+        requires requires(Channel& c, value_type v) { c.try_push(std::move(v)); }
+    {
+        return this->channel_.try_push(std::move(item));
+    }
+
+    // Counts `n` messages that never arrived. Any thread; wait-free.
+    void count_lost(std::uint64_t n) noexcept {
+        // Relaxed: a statistics counter; nothing is ordered by it.
+        lost_.fetch_add(n, std::memory_order_relaxed);
+    }
+
+    // The channel's counters, with the lost messages added to pushed, dropped and
+    // lost_in_transport. Any thread.
+    [[nodiscard]] channel_stats stats() const {
+        channel_stats s = this->channel_.stats();
+        const auto lost = lost_.load(std::memory_order_relaxed);
+        s.pushed += lost;
+        s.dropped += lost;
+        s.lost_in_transport += lost;
+        return s;
+    }
+
+    // The messages counted lost so far. Any thread.
+    [[nodiscard]] std::uint64_t lost_in_transport() const noexcept {
+        return lost_.load(std::memory_order_relaxed);
+    }
+
+private:
+    std::atomic<std::uint64_t> lost_{0};
+};
+
 } // namespace framepipe::transport
+
+// How a pipeline shows a loss_counted channel: as the channel it wraps, with its own stats().
+template <class Channel>
+struct framepipe::channel_traits<framepipe::transport::loss_counted<Channel>> {
+    static constexpr std::string_view kind = channel_traits<Channel>::kind;
+    static constexpr bool one_producer = channel_traits<Channel>::one_producer;
+    static constexpr bool one_consumer = channel_traits<Channel>::one_consumer;
+};

@@ -1,0 +1,64 @@
+// framepipe/detail/channel_wrapper.hpp - the consumer side and observers of a channel wrapped by
+// another (sampling.hpp's sampled, transport's loss_counted): each call goes to the wrapped
+// channel, and exists only when the channel has it. The wrapper adds its own push and stats().
+#pragma once
+
+#include <framepipe/detail/config.hpp>
+
+#include <framepipe/channel.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <stop_token>
+
+namespace framepipe::detail {
+
+template <class Channel>
+class channel_wrapper {
+public:
+    using value_type = typename Channel::value_type;
+
+    // Wraps `channel`, which must outlive this object.
+    explicit channel_wrapper(Channel& channel) noexcept : channel_(channel) {}
+
+    channel_wrapper(const channel_wrapper&) = delete;
+    channel_wrapper& operator=(const channel_wrapper&) = delete;
+
+    // The channel's consumer calls and observers (those it has): same threads, waits and
+    // exceptions as the channel's.
+    [[nodiscard]] auto try_pop()
+        requires requires(Channel& c) { c.try_pop(); }
+    {
+        return channel_.try_pop();
+    }
+    [[nodiscard]] auto pop() { return channel_.pop(); }
+    [[nodiscard]] auto pop(std::stop_token stop) { return channel_.pop(std::move(stop)); }
+    [[nodiscard]] auto pop_for(std::chrono::nanoseconds timeout)
+        requires requires(Channel& c) { c.pop_for(timeout); }
+    {
+        return channel_.pop_for(timeout);
+    }
+    void close() { channel_.close(); }
+    [[nodiscard]] bool closed() const { return channel_.closed(); }
+    [[nodiscard]] std::size_t size() const { return channel_.size(); }
+    [[nodiscard]] std::size_t capacity() const
+        requires requires(const Channel& c) { c.capacity(); }
+    {
+        return channel_.capacity();
+    }
+    [[nodiscard]] overflow policy() const
+        requires requires(const Channel& c) { c.policy(); }
+    {
+        return channel_.policy();
+    }
+
+    // The wrapped channel.
+    [[nodiscard]] Channel& channel() noexcept { return channel_; }
+
+protected:
+    ~channel_wrapper() = default;
+
+    Channel& channel_;
+};
+
+} // namespace framepipe::detail
