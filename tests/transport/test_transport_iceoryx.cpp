@@ -5,6 +5,7 @@
 //
 // Bounds catch hangs and gross failures on a loaded 2-core machine; docs/transport.md has the
 // precise figures.
+#include "../support/allocation_counter.hpp"
 #include "common/testing/child_process.hpp"
 
 #include <framepipe/latest_slot.hpp>
@@ -149,6 +150,37 @@ TEST_CASE("iceoryx: one copy: the receiver reads the very bytes the codec wrote 
     CHECK(m.value[0] == std::byte{1});
     CHECK(m.value[frame_1080p - 1] == std::byte{1});
     f.reset();
+    rx.stop();
+}
+
+TEST_CASE("iceoryx: a steady stream allocates nothing: handles come from a recycler") {
+    roudi::ensure();
+    tp::iceoryx_publisher<tp::bytes_codec> pub(
+        {.service = {.instance = "no-alloc"}, .sender_name = "cam"});
+    tp::iceoryx_receiver<tp::bytes_codec> rx({.service = {.instance = "no-alloc"}});
+    framepipe::ring<handle> got(8);
+    rx.start(got);
+    const framepipe::stamped<std::vector<std::byte>> item{frame(4096, 7), 1, clock_type::now(), 1};
+    // Send, take and drop one frame at a time: the receiver's handle, its block and the chunk
+    // all go round. Returns how many came back.
+    auto round_trips = [&](int n) {
+        int ok = 0;
+        for (int i = 0; i < n; ++i) {
+            if (pub.send(item) != tp::send_status::sent) {
+                continue;
+            }
+            auto h = got.pop_for(5s);
+            ok += h && (*h)->value.size() == 4096 ? 1 : 0;
+        }
+        return ok;
+    };
+    REQUIRE(round_trips(50) == 50); // warm-up: the first blocks come from the heap
+    allocation_window window;
+    window.start();
+    const int ok = round_trips(500);
+    window.stop();
+    CHECK(ok == 500);
+    CHECK(allocation_window::allocations() == 0);
     rx.stop();
 }
 

@@ -12,9 +12,9 @@
 //
 // Zero copy: send() loans a chunk from RouDi's mempool, the codec writes the frame into it once
 // (the only copy), and publish hands the chunk's address to every subscriber. The receiver hands
-// out a std::shared_ptr<const received<View>> whose deleter releases the chunk: the chunk stays
-// in use, and the view into it valid, until the last copy of that pointer is gone, on whichever
-// thread that happens.
+// out a std::shared_ptr<const received<View>> that releases the chunk: the chunk stays in use,
+// and the view into it valid, until the last copy of that pointer is gone, on whichever thread
+// that happens. The handles' memory is recycled: a steady stream allocates nothing.
 //
 // Loss: publisher and subscribers discard the oldest data when a subscriber's queue is full
 // (never blocking the publisher), and the receiver counts what it missed from the link_seq gaps
@@ -482,17 +482,16 @@ private:
             release(payload);
             return;
         }
-        auto* r = detail::new_received(std::move(*view), e);
-        item_type handle(r, [release, payload](const received<view_type>* p) {
-            delete p;
-            release(payload);
-        });
+        auto handle = detail::make_received(recycler_.get(), std::move(*view), e,
+                                            [release, payload]() noexcept { release(payload); });
         detail::deliver(out, std::move(handle), c.counters);
     }
 
     iceoryx_receiver_options options_;
     Codec codec_;
     std::shared_ptr<core> core_;
+    // The handles' blocks, recycled (handles that outlive the receiver keep it alive).
+    framepipe::detail::recycler_handle recycler_;
     std::mutex ended_mu_;
     std::condition_variable_any ended_cv_;
     bool ended_ = false;  // guarded by ended_mu_

@@ -14,6 +14,9 @@
 // Subjects: framepipe.<pipeline>.<camera>.frames for frames, ....results for results (and the
 // receipts of a queue group, see below: a receiver of results skips receipts).
 //
+// Memory: a receiver's handles come from a recycler (nothing allocated per message in the steady
+// state on framepipe's side); nats.c allocates each message it reads, and a handle gives it back.
+//
 // Bounded: a receiver's client buffers at most pending_messages / pending_bytes
 // (natsSubscription_SetPendingLimits); beyond that nats.c drops the message and counts it
 // (slow_consumer_dropped). A publisher drops a frame while disconnected instead of queueing it
@@ -733,11 +736,8 @@ private:
             natsMsg_Destroy(msg);
             return;
         }
-        auto* r = detail::new_received(std::move(*view), e);
-        item_type h(r, [msg](const received<view_type>* p) {
-            delete p;
-            natsMsg_Destroy(msg);
-        });
+        auto h = detail::make_received(recycler_.get(), std::move(*view), e,
+                                       [msg]() noexcept { natsMsg_Destroy(msg); });
         detail::deliver(out, std::move(h), c);
     }
 
@@ -758,6 +758,8 @@ private:
     Codec codec_;
     detail::counters counters_;
     detail::gap_counter gaps_; // nats.c's thread only (one per subscription)
+    // The handles' blocks, recycled (handles that outlive the receiver keep it alive).
+    framepipe::detail::recycler_handle recycler_;
     std::function<void(natsMsg*)> deliver_;
     mutable std::mutex mu_;
     natsSubscription* sub_ = nullptr; // guarded by mu_

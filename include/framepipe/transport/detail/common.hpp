@@ -10,6 +10,7 @@
 
 #include <framepipe/channel.hpp>
 #include <framepipe/detail/channel_wrapper.hpp>
+#include <framepipe/detail/recycler.hpp>
 #include <framepipe/live_source.hpp>
 #include <framepipe/snapshot.hpp>
 #include <framepipe/stamped.hpp>
@@ -548,19 +549,43 @@ void deliver(Out& out, H&& h, counters& c) {
     return out;
 }
 
-// A received item made from the envelope that carried it: its fields, the capture time on this
-// host's clock, and now as its arrival. On the heap: the receivers' handles free it in a deleter
-// that also gives the transport's buffer back.
-template <class V>
-[[nodiscard]] received<V>* new_received(V value, const envelope& e) {
-    return new received<V>{std::move(value),
-                           e.seq,
-                           local_capture_time(e),
-                           e.epoch,
-                           e.link_seq,
-                           e.sender_id,
-                           std::string(e.sender_name()),
-                           std::chrono::steady_clock::now()};
+// A received item and what gives its message back (the iceoryx chunk to its mempool, the NATS
+// message to nats.c), in one block: the handle's last copy to go runs `release`.
+template <class V, class Release>
+struct received_block {
+    received<V> item;
+    Release release;
+
+    received_block(received<V> r, Release rel) : item(std::move(r)), release(std::move(rel)) {}
+    received_block(const received_block&) = delete;
+    received_block& operator=(const received_block&) = delete;
+    ~received_block() { release(); }
+};
+
+// The handle of a received message: its envelope's fields (the capture time on this host's
+// clock, now as its arrival) and its decoded view, in one block that comes from the receiver's
+// recycler and goes back to it, so that a receiver allocates nothing per message in the steady
+// state (a sender's name longer than std::string's inline buffer, 15 bytes in libstdc++, is the
+// exception). `release` gives the message back when the last copy of the handle goes; it runs
+// at once if the handle cannot be made (and the exception is passed on).
+template <class V, class Release>
+[[nodiscard]] received_ptr<V> make_received(framepipe::detail::block_recycler* recycler, V value,
+                                            const envelope& e, Release release) {
+    using block = received_block<V, Release>;
+    std::shared_ptr<block> b;
+    try {
+        b = std::allocate_shared<block>(
+            framepipe::detail::recycling_allocator<block>(recycler),
+            received<V>{std::move(value), e.seq, local_capture_time(e), e.epoch, e.link_seq,
+                        e.sender_id, std::string(e.sender_name()),
+                        std::chrono::steady_clock::now()},
+            release);
+    } catch (...) {
+        release(); // no block was made: nothing else will give the message back
+        throw;
+    }
+    const received<V>* item = &b->item;
+    return received_ptr<V>(std::move(b), item); // shares the block's count: no second allocation
 }
 
 // A publisher's pump(): pops items from `in` and sends each through `out`, until `in` is closed
