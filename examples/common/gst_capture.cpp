@@ -541,6 +541,10 @@ bool gst_capture::is_open() const noexcept { return impl_ && impl_->pipeline != 
 
 const gst_capture_options& gst_capture::options() const noexcept { return impl_->options; }
 
+std::uint64_t gst_capture::skipped_before_decode() const noexcept {
+    return impl_ ? impl_->dropped_before_key.load(std::memory_order_relaxed) : 0;
+}
+
 std::string gst_capture::describe(const gst_capture_options& options, std::string* error) {
     const auto s = classify(options);
     if (error != nullptr) {

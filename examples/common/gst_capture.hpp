@@ -164,6 +164,10 @@ public:
 
     [[nodiscard]] bool is_open() const noexcept;
     [[nodiscard]] const gst_capture_options& options() const noexcept;
+    // Encoded units this connection dropped before the decoder: delta units while waiting for
+    // the first key frame, and every delta unit with key_frames_only. Never decoded, so never
+    // read() as frames. Back to 0 at close(). Any thread (a relaxed counter).
+    [[nodiscard]] std::uint64_t skipped_before_decode() const noexcept;
 
     // The pipeline open() builds for `options`, with the user's strings (URI, device, path)
     // written in, for logs; "" with `error` set when the options are bad (an unknown scheme,

@@ -61,6 +61,9 @@ public:
         return capture_.read(std::move(stop), timeout, out, error);
     }
     void close() noexcept override { capture_.close(); }
+    [[nodiscard]] std::uint64_t skipped_before_decode() const noexcept override {
+        return capture_.skipped_before_decode();
+    }
 
 private:
     gst_capture capture_;
@@ -78,7 +81,7 @@ struct live_camera_backend {
 
     framepipe::open_result open(std::stop_token stop, nanoseconds timeout);
     framepipe::read_result<frame_type> read(std::stop_token stop, nanoseconds timeout);
-    void close() noexcept { capture->close(); }
+    void close() noexcept;
 };
 
 // -- what the source's threads share ------------------------------------------------------------
@@ -98,6 +101,10 @@ struct shared_state {
     // Figures. Written on the runner thread, read by stats() on any thread: relaxed atomics
     // (statistics; they order nothing).
     std::atomic<std::uint64_t> pool_misses{0};
+    // Encoded frames skipped before decoding: closed connections' total, and the current one's
+    // (copied from the reader after each read; the reader itself is the runner thread's).
+    std::atomic<std::uint64_t> skipped_closed{0};
+    std::atomic<std::uint64_t> skipped_current{0};
     std::atomic<std::int64_t> start_ns{0};       // start(); 0: not started
     std::atomic<std::int64_t> stop_ns{0};        // stop(); 0: running
     std::atomic<std::int64_t> last_frame_ns{0};  // the last frame published; 0: none yet
@@ -192,6 +199,7 @@ framepipe::read_result<live_camera_backend::frame_type> live_camera_backend::rea
     f.image = std::move(buffer->value);
     std::string error;
     const auto status = capture->read(std::move(stop), timeout, f, error);
+    state->skipped_current.store(capture->skipped_before_decode(), std::memory_order_relaxed);
     buffer->value = std::move(f.image);
     switch (status) {
         case gst_capture::status::frame:
@@ -205,6 +213,13 @@ framepipe::read_result<live_camera_backend::frame_type> live_camera_backend::rea
             return result::failed(std::move(error));
     }
     return result::failed("unknown read status");
+}
+
+void live_camera_backend::close() noexcept {
+    // The connection's skipped frames join the closed ones' before close() resets its count.
+    state->skipped_closed.fetch_add(capture->skipped_before_decode(), std::memory_order_relaxed);
+    state->skipped_current.store(0, std::memory_order_relaxed);
+    capture->close();
 }
 
 // -- the camera ---------------------------------------------------------------------------------
@@ -361,6 +376,8 @@ live_camera_stats live_camera::stats() const {
         out.first_frame_after_reconnect_ms = to_ms(ns);
     }
     out.pool_misses = s.pool_misses.load(std::memory_order_relaxed);
+    out.skipped_before_decode = s.skipped_closed.load(std::memory_order_relaxed) +
+                                s.skipped_current.load(std::memory_order_relaxed);
     const auto start = s.start_ns.load(std::memory_order_relaxed);
     if (start == 0) {
         return out;  // not started: offline, no figures

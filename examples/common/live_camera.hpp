@@ -111,6 +111,9 @@ public:
                                                    std::chrono::nanoseconds timeout,
                                                    gst_frame& out, std::string& error) = 0;
     virtual void close() noexcept = 0;
+    // Encoded frames this connection dropped before decoding them (gst_capture's key-frame-only
+    // mode), for the accounting; 0 for a reader that skips nothing. Back to 0 at close().
+    [[nodiscard]] virtual std::uint64_t skipped_before_decode() const noexcept { return 0; }
 };
 
 struct live_camera_options {
@@ -140,6 +143,9 @@ struct live_camera_stats {
     std::optional<std::chrono::system_clock::time_point> offline_since;
     double offline_for_s = 0;
     std::uint64_t pool_misses = 0;  // frames allocated because every pooled one was held
+    // Encoded frames never decoded, over every connection: delta frames skipped before the
+    // decoder (capture.key_frames_only), and those before a connection's first key frame.
+    std::uint64_t skipped_before_decode = 0;
 };
 
 class live_camera {

@@ -246,6 +246,10 @@ int run(const det::settings& s, const CLI::App& app) {
         auto j = det::summary(parts, snap, run.seconds());
         if (sampler) {
             j["sampling"] = sampler->json(snap);
+            if (camera && j["sampling"].contains("skipped_before_decode")) {
+                // A live input skips delta frames before its decoder; the camera counts them.
+                j["sampling"]["skipped_before_decode"] = camera->stats().skipped_before_decode;
+            }
         }
         return j;
     };

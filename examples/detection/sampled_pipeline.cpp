@@ -286,7 +286,7 @@ nlohmann::json sampled_pipeline::json(const framepipe::pipeline_snapshot& snap) 
         j["key_frames"] = key_frames_.load(std::memory_order_relaxed);
         j["key_frames_in_file"] = keys_ ? nlohmann::json(keys_->keys.size()) : nlohmann::json();
         // A file is decoded in full by OpenCV; a live input skips delta units before the
-        // decoder, and gst_capture does not count them.
+        // decoder, and its camera counts them (main.cpp fills the figure in).
         j["skipped_before_decode"] = keys_ ? nlohmann::json(0) : nlohmann::json();
         break;
     case sampling_kind::motion:
