@@ -285,12 +285,8 @@ public:
     // The channel's counters, with the sampled-out pushes added (pushed and dropped include
     // them, reason sampled_out). Any thread.
     [[nodiscard]] channel_stats stats() const {
-        channel_stats s = this->channel_.stats();
-        const auto out = sampled_out_.load(std::memory_order_relaxed);
-        s.pushed += out;
-        s.sampled_out += out;
-        s.dropped += out;
-        return s;
+        return this->stats_with(&channel_stats::sampled_out,
+                                sampled_out_.load(std::memory_order_relaxed));
     }
 
     // The number of pushes the sampler kept out. Any thread.

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <stop_token>
 
 namespace framepipe::detail {
@@ -57,6 +58,17 @@ public:
 
 protected:
     ~channel_wrapper() = default;
+
+    // The channel's counters with `n` items that the wrapper kept from it added as pushed and
+    // dropped for `reason`, so that pushed == popped + dropped + size still holds.
+    [[nodiscard]] channel_stats stats_with(std::uint64_t channel_stats::*reason,
+                                           std::uint64_t n) const {
+        channel_stats s = channel_.stats();
+        s.pushed += n;
+        s.dropped += n;
+        s.*reason += n;
+        return s;
+    }
 
     Channel& channel_;
 };

@@ -699,12 +699,8 @@ public:
     // The channel's counters, with the lost messages added to pushed, dropped and
     // lost_in_transport. Any thread.
     [[nodiscard]] channel_stats stats() const {
-        channel_stats s = this->channel_.stats();
-        const auto lost = lost_.load(std::memory_order_relaxed);
-        s.pushed += lost;
-        s.dropped += lost;
-        s.lost_in_transport += lost;
-        return s;
+        return this->stats_with(&channel_stats::lost_in_transport,
+                                lost_.load(std::memory_order_relaxed));
     }
 
     // The messages counted lost so far. Any thread.
