@@ -106,6 +106,16 @@ public:
         return std::nullopt;
     }
 
+    // As push(), for a push that read `closed` before close() stored it and stores after it
+    // (spsc_ring allows this race; tests/lin/specs.hpp): the channel is closed, the push is
+    // treated as if it were still open.
+    [[nodiscard]] std::optional<push_status> push_past_close(const item& it, wait_end_model full_block) {
+        const bool was_closed = std::exchange(closed_, false);
+        const auto st = push(it, full_block);
+        closed_ = was_closed;
+        return st;
+    }
+
     // Whether a push of an item of epoch `e` would wait for room (overflow::block, full, open,
     // and the epoch admitted). Does not change the gate.
     [[nodiscard]] bool push_would_wait(std::uint64_t e) const noexcept {
@@ -240,6 +250,15 @@ public:
             return push_status::evicted;
         }
         return push_status::ok;
+    }
+
+    // As push(), for a push that read `closed` before close() stored it and publishes after it
+    // (latest_slot allows this race; tests/lin/specs.hpp): as if the slot were still open.
+    [[nodiscard]] push_status push_past_close(const item& it) {
+        const bool was_closed = std::exchange(closed_, false);
+        const push_status st = push(it);
+        closed_ = was_closed;
+        return st;
     }
 
     // try_pop, pop_for(0), and pop() when it would not wait.

@@ -371,6 +371,43 @@ TEST_CASE("linearizability: the MPMC trade-off is allowed exactly while the olde
         // Push 2 replaced 1 and returned; nothing is in flight but push 1, whose value is gone.
         CHECK_FALSE(check(slot, open).linearizable);
     }
+    SECTION("a push that began before close() returned may land after it") {
+        // spsc_ring, latest_slot: the push read `closed` before close() stored it, and stores
+        // (evicting 1) only after two peeks have seen 1 behind the close. Found by the
+        // latest_slot stress under TSan.
+        op peek1 = make_op(kind::peek);
+        peek1.got = 1;
+        const auto raced = [&](std::uint64_t push_began) {
+            return history<op>{ev(0, 1, 2, push_op(1)), ev(0, push_began, 20, push_op(2, push_status::evicted)),
+                               ev(1, 4, 5, close_op()), ev(2, 6, 7, peek1),
+                               ev(2, 8, 9, push_op(9, push_status::closed)), ev(2, 21, 22, pop_op(2))};
+        };
+        const ring_spec spsc1(ring_config(1, overflow::drop_oldest), relaxation::spsc_evict_or_close);
+        const ring_spec mpmc1(ring_config(1, overflow::drop_oldest), relaxation::mpmc_claim);
+        const ring_spec strict1(ring_config(1, overflow::drop_oldest), relaxation::none);
+        const latest_slot_spec slot;
+        const latest_slot_spec slot_strict(relaxation::none);
+        CHECK(check(spsc1, raced(3)).linearizable);
+        CHECK(check(slot, raced(3)).linearizable);
+        CHECK_FALSE(check(strict1, raced(3)).linearizable);
+        CHECK_FALSE(check(slot_strict, raced(3)).linearizable);
+        // A push that began after close() returned cannot have missed it.
+        CHECK_FALSE(check(spsc1, raced(6)).linearizable);
+        CHECK_FALSE(check(slot, raced(6)).linearizable);
+
+        // The MPMC ring (and a subscription): push 2 claimed its position while the ring was
+        // full, before the close; a consumer took 1 after the close, before push 2 could evict
+        // it, so push 2 stored without evicting and returned ok. Found by the ring stress under
+        // TSan (capacity 1, drop_oldest).
+        const auto claimed_full = [&](std::uint64_t push_began) {
+            return history<op>{ev(0, 1, 2, push_op(1)), ev(0, push_began, 20, push_op(2)),
+                               ev(1, 4, 5, close_op()), ev(1, 6, 7, pop_op(1)),
+                               ev(1, 8, 9, push_op(9, push_status::closed)), ev(1, 21, 22, pop_op(2))};
+        };
+        CHECK(check(mpmc1, claimed_full(3)).linearizable);
+        CHECK_FALSE(check(strict1, claimed_full(3)).linearizable);
+        CHECK_FALSE(check(mpmc1, claimed_full(6)).linearizable);
+    }
     SECTION("wrong statuses and counters are refused") {
         const ring_spec two(ring_config(2, overflow::drop_oldest), relaxation::mpmc_claim);
         const history<op> evicts_newest = {ev(0, 1, 2, push_op(1)), ev(0, 3, 4, push_op(2)),
