@@ -24,6 +24,10 @@
 //   oneTBB:    input_node -> limiter_node(64) -> five serial function_nodes, the sink's output
 //              decrementing the limiter (TBB's way to bound the items in flight).
 //
+// framepipe runs each graph twice: with the pipeline's default spin (automatic: these graphs
+// have more stage threads than this 2-core machine has cores, so their waits yield while they
+// spin) and with spin_style::pause, which shows what the yield buys.
+//
 // Figures per run (counters): items per second through the source, end-to-end latency p50/p99
 // (from the source's stamp to the last stage), CPU per item (user + system time of the process /
 // items), and, in the *_idle cases, the CPU the graph uses per second while nothing flows.
@@ -98,7 +102,7 @@ struct figures {
 
 // --- seed-000 -----------------------------------------------------------------------------------
 
-void seed000_framepipe(benchmark::State& state) {
+void seed000_framepipe(benchmark::State& state, framepipe::spin_style spin) {
     figures f;
     for (auto _ : state) {
         framepipe::broadcaster<item> frames;
@@ -106,7 +110,7 @@ void seed000_framepipe(benchmark::State& state) {
         auto det = frames.subscribe({.capacity = 1, .name = "detector"});
         std::uint64_t next = 0;
         std::uint64_t shown = 0;
-        framepipe::pipeline p("seed-000", {.metrics = false});
+        framepipe::pipeline p("seed-000", {.metrics = false, .spin = spin});
         p.source("camera", frames, [&]() -> std::optional<item> {
             if (next == items_per_run) {
                 return std::nullopt;
@@ -129,7 +133,12 @@ void seed000_framepipe(benchmark::State& state) {
     }
     f.report(state);
 }
-BENCHMARK(seed000_framepipe)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(seed000_framepipe, automatic, framepipe::spin_style::automatic)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(seed000_framepipe, pause, framepipe::spin_style::pause)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 void seed000_tbb(benchmark::State& state) {
     figures f;
@@ -175,7 +184,7 @@ BENCHMARK(seed000_tbb)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // --- chain-5 ------------------------------------------------------------------------------------
 
-void chain5_framepipe(benchmark::State& state) {
+void chain5_framepipe(benchmark::State& state, framepipe::spin_style spin) {
     figures f;
     for (auto _ : state) {
         constexpr std::size_t cap = 12; // 5 rings: about the 64 in flight TBB's limiter allows
@@ -183,7 +192,7 @@ void chain5_framepipe(benchmark::State& state) {
             q2(cap, framepipe::overflow::block), q3(cap, framepipe::overflow::block),
             q4(cap, framepipe::overflow::block);
         std::uint64_t next = 0;
-        framepipe::pipeline p("chain-5", {.metrics = false});
+        framepipe::pipeline p("chain-5", {.metrics = false, .spin = spin});
         p.source("source", q0, [&]() -> std::optional<item> {
             if (next == items_per_run) {
                 return std::nullopt;
@@ -207,7 +216,12 @@ void chain5_framepipe(benchmark::State& state) {
     }
     f.report(state);
 }
-BENCHMARK(chain5_framepipe)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(chain5_framepipe, automatic, framepipe::spin_style::automatic)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(chain5_framepipe, pause, framepipe::spin_style::pause)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 void chain5_tbb(benchmark::State& state) {
     figures f;

@@ -96,6 +96,61 @@ TEST_CASE("pipeline: a finite source flows through a stage into a sink, in order
     CHECK(b.closed());
 }
 
+namespace {
+
+// Runs a chain of `threads` stage threads (a source, threads - 2 stages, a sink) that passes one
+// item, and returns what each thread's waits do while they spin (detail::spin_yields): 1 yield,
+// 0 pause.
+std::vector<int> spin_seen(std::size_t threads, framepipe::spin_style style) {
+    std::vector<std::unique_ptr<ring<int>>> rings;
+    for (std::size_t i = 0; i + 1 < threads; ++i) {
+        rings.push_back(std::make_unique<ring<int>>(2, overflow::block));
+    }
+    std::vector<int> seen(threads, -1); // each written by its own thread, read after wait()
+    bool sent = false;
+    pipeline p("spin", {.spin = style});
+    p.source("source", *rings.front(), [&]() -> std::optional<int> {
+        seen.front() = framepipe::detail::spin_yields ? 1 : 0;
+        if (sent) {
+            return std::nullopt;
+        }
+        sent = true;
+        return 1;
+    });
+    for (std::size_t i = 1; i + 1 < threads; ++i) {
+        p.stage("stage" + std::to_string(i), *rings[i - 1], *rings[i], [&seen, i](int v) {
+            seen[i] = framepipe::detail::spin_yields ? 1 : 0;
+            return v;
+        });
+    }
+    p.sink("sink", *rings.back(), [&](int) { seen.back() = framepipe::detail::spin_yields ? 1 : 0; });
+    p.start();
+    p.wait();
+    return seen;
+}
+
+} // namespace
+
+TEST_CASE("pipeline: stage threads yield while they spin when they outnumber the cores, or when told") {
+    using framepipe::spin_style;
+    const std::size_t cores = std::thread::hardware_concurrency();
+    REQUIRE(cores > 0);
+    for (const std::size_t threads : {std::size_t{2}, cores + 1}) {
+        INFO(threads << " stage threads on " << cores << " cores");
+        const int expected = threads > cores ? 1 : 0;
+        for (const int yields : spin_seen(threads, spin_style::automatic)) {
+            CHECK(yields == expected);
+        }
+    }
+    for (const int yields : spin_seen(2, spin_style::yield)) {
+        CHECK(yields == 1);
+    }
+    for (const int yields : spin_seen(cores + 1, spin_style::pause)) {
+        CHECK(yields == 0);
+    }
+    CHECK_FALSE(framepipe::detail::spin_yields); // the caller's thread is left as it was
+}
+
 TEST_CASE("pipeline: spsc_ring channels (one stage on each end) work and are described") {
     framepipe::spsc_ring<int> a(4, overflow::block);
     framepipe::spsc_ring<int> b(2, overflow::block);

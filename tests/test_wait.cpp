@@ -88,12 +88,14 @@ namespace {
 // and calls notify(). Whether the waiter is spinning or parked at the time varies from one
 // hand-off to the next; a lost wake-up hangs the test. The notifier also pauses now and then for
 // longer than the spin budget (a busy loop, not a sleep), so that the park phase is exercised.
+// `yields`: the waiter's thread yields between checks while it spins (detail::spin_yields).
 template <class Notify>
-int hand_offs(event_count& ev, Notify notify) {
+int hand_offs(event_count& ev, Notify notify, bool yields = false) {
     std::atomic<int> value{0};
     std::atomic<int> acked{0};
     constexpr int rounds = 2'000;
     std::thread waiter([&] {
+        framepipe::detail::spin_yields = yields;
         for (int i = 1; i <= rounds; ++i) {
             (void)ev.wait(nullptr, std::nullopt,
                           [&] { return value.load(std::memory_order_acquire) >= i; });
@@ -123,6 +125,20 @@ int hand_offs(event_count& ev, Notify notify) {
 TEST_CASE("event_count: no lost wake-up over many hand-offs through both wait phases") {
     event_count ev;
     CHECK(hand_offs(ev, [&] { ev.notify_one(); }) == 2'000);
+}
+
+TEST_CASE("event_count: a waiter that yields while it spins misses no wake-up and keeps its deadline") {
+    event_count ev;
+    CHECK(hand_offs(ev, [&] { ev.notify_one(); }, true) == 2'000);
+    framepipe::detail::spin_yields = true;
+    const auto never = [] { return false; };
+    CHECK(ev.wait(nullptr, framepipe::detail::deadline_after(std::chrono::milliseconds(2)), never) ==
+          wait_end::timed_out);
+    std::stop_source stop;
+    stop.request_stop();
+    const std::stop_token token = stop.get_token();
+    CHECK(ev.wait(&token, std::nullopt, never) == wait_end::stopped);
+    framepipe::detail::spin_yields = false;
 }
 
 TEST_CASE("event_count: notify_all wakes every parked waiter") {

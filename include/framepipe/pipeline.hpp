@@ -160,11 +160,28 @@ struct stop_report {
                                          // still draining; with one, stopped at once
 };
 
+// What a stage thread does in the few microseconds a blocking call spins before it parks
+// (detail/wait.hpp).
+enum class spin_style {
+    automatic, // yield when the pipeline runs more stage threads than the machine has cores
+    pause,     // a pause instruction between checks: best when every thread has a core
+    yield,     // std::this_thread::yield() between checks: hands the core to a runnable thread
+};
+
 struct pipeline_options {
     // Record service time, rate, busy share and item age. Every item is timed while items take
     // 10 us or more apart; faster than that, one in 16 (counts stay exact; see
     // detail::timing_sampler). Off: only item counts.
     bool metrics = true;
+    // How the stage threads spin. With more threads than cores, the thread a stage waits for
+    // is often not running; pausing keeps it off the core, and the waiter parks, so every
+    // hand-off costs a futex wake-up. Yielding lets it run: a five-stage chain on 2 cores moves
+    // about 6x the items at a sixth of the CPU per item, while a hand-off between two threads
+    // that each have a core gets slower by about 1.5x (docs/benchmarks.md, "The pipeline
+    // against oneTBB flow graph"). automatic decides when the threads start, from the number of
+    // stage threads (a live_source's own threads not counted) and
+    // std::thread::hardware_concurrency(); a source added later decides again for its thread.
+    spin_style spin = spin_style::automatic;
 };
 
 namespace detail {
@@ -1036,7 +1053,8 @@ private:
         }
     }
 
-    void run(detail::stage_entry& s, std::size_t worker, std::stop_token stop) {
+    void run(detail::stage_entry& s, std::size_t worker, std::stop_token stop, bool spin_yields) {
+        detail::spin_yields = spin_yields;
         bool failed = false;
         try {
             detail::apply_thread_options(s.options, s.name);
@@ -1140,10 +1158,28 @@ private:
     // Starts a stage's workers (their entries exist first: a running worker reads its stage's
     // list of workers). Requires graph_mu_.
     void launch_workers(detail::stage_entry& s) {
+        const bool yields = spin_yields();
         for (std::size_t w = 0; w < s.options.workers; ++w) {
-            s.workers[w]->thread = std::jthread(
-                [this, st = &s, w](std::stop_token stop) { run(*st, w, std::move(stop)); });
+            s.workers[w]->thread = std::jthread([this, st = &s, w, yields](std::stop_token stop) {
+                run(*st, w, std::move(stop), yields);
+            });
         }
+    }
+
+    // Whether stage threads started now yield while they spin (pipeline_options::spin).
+    // Requires graph_mu_.
+    [[nodiscard]] bool spin_yields() const noexcept {
+        switch (options_.spin) {
+        case spin_style::pause: return false;
+        case spin_style::yield: return true;
+        case spin_style::automatic: break;
+        }
+        std::size_t threads = 0;
+        for (const auto& s : stages_) {
+            threads += s->options.workers;
+        }
+        const unsigned cores = std::thread::hardware_concurrency(); // 0: unknown
+        return cores != 0 && threads > cores;
     }
 
     // A source added while the pipeline runs: counted, then started. Requires graph_mu_.

@@ -1,5 +1,5 @@
 // framepipe/detail/wait.hpp - the one waiting primitive of every framepipe block: spin for a few
-// microseconds, then park on a futex.
+// microseconds (pausing, or yielding the core on a thread that asked to), then park on a futex.
 //
 // Every blocking call in framepipe (a pop on an empty channel, a push under overflow::block, a
 // pool acquire, rate_limiter::acquire) waits on a detail::event_count. The state a thread waits
@@ -41,6 +41,14 @@ enum class wait_end { ready, timed_out, stopped };
 // that answers within this budget is therefore caught without a sleep; a thread that really is
 // idle burns at most this much CPU per wait before it parks ("idle means idle").
 inline constexpr std::chrono::nanoseconds spin_budget{5'000};
+
+// What a waiter on this thread does between two checks of its condition while it spins: false
+// (the default), a pause instruction, which catches a partner running on another core within a
+// cache-line transfer; true, std::this_thread::yield() (about 170 ns here when nothing else is
+// runnable), which hands the core to a runnable thread, possibly the very one it waits for,
+// when there are more running threads than cores. A pipeline sets it on its stage threads
+// (pipeline_options::spin). Per thread, so that a read costs one thread-local load.
+inline thread_local bool spin_yields = false;
 
 // One step of waiting for another thread's few instructions (a move out of a slot, a fill):
 // pause for a while, then yield, since the thread we wait for may have been preempted.
@@ -196,17 +204,22 @@ public:
             return wait_end::ready;
         }
         // The clock is read every 32 pauses (a pause is 10-150 cycles depending on the core), so
-        // the budget is kept to within a microsecond or so.
+        // the budget is kept to within a microsecond or so, or after every yield.
         auto spin_end = clock::now() + spin_budget;
         if (deadline && *deadline < spin_end) {
             spin_end = *deadline;
         }
+        const bool yields = spin_yields;
         for (unsigned i = 1;; ++i) {
-            cpu_relax();
+            if (yields) {
+                std::this_thread::yield();
+            } else {
+                cpu_relax();
+            }
             if (spin_ready()) {
                 return wait_end::ready;
             }
-            if ((i & 31U) == 0) {
+            if (yields || (i & 31U) == 0) {
                 if (stop != nullptr && stop->stop_requested()) {
                     return wait_end::stopped;
                 }
