@@ -106,9 +106,10 @@ public:
         return std::nullopt;
     }
 
-    // As push(), for a push that read `closed` before close() stored it and stores after it
-    // (spsc_ring allows this race; tests/lin/specs.hpp): the channel is closed, the push is
-    // treated as if it were still open.
+    // As push(), for a push that raced close() and takes effect after it (spsc_ring: it read
+    // `closed` first; the MPMC ring: it claimed while full and learns afterwards whether it
+    // evicts; tests/lin/specs.hpp): the channel is closed, the push is treated as if it were
+    // still open.
     [[nodiscard]] std::optional<push_status> push_past_close(const item& it, wait_end_model full_block) {
         const bool was_closed = std::exchange(closed_, false);
         const auto st = push(it, full_block);

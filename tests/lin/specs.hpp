@@ -26,7 +26,6 @@
 //   the close), the push returns ok, not evicted. Its effect is at that decision. (The freedom
 //   also covers a push that claimed with room before the close, which then could not be told
 //   apart from one ordered before it.)
-// Found by the stress histories under ThreadSanitizer, which spreads these races out.
 // Nothing else is relaxed: a pop that finds nothing while the oldest item's push has returned,
 // a FIFO inversion, a lost or duplicated item, a wrong status, or wrong counters are refused.
 #pragma once
