@@ -20,7 +20,8 @@
 //     [source] -> s1 -> s2 -> s3 -> s4 -> [sink]
 //
 //   framepipe: rings of capacity 12 (overflow::block) between the stages: about 64 in flight in
-//              all, as TBB's limiter allows.
+//              all, as TBB's limiter allows; and, as automatic_cap1, rings of capacity 1, which
+//              shows whether the latency is queueing in the rings or the hand-offs themselves.
 //   oneTBB:    input_node -> limiter_node(64) -> five serial function_nodes, the sink's output
 //              decrementing the limiter (TBB's way to bound the items in flight).
 //
@@ -29,7 +30,8 @@
 // spin) and with spin_style::pause, which shows what the yield buys.
 //
 // Figures per run (counters): items per second through the source, end-to-end latency p50/p99
-// (from the source's stamp to the last stage), CPU per item (user + system time of the process /
+// (from the source's stamp to the last stage), the mean number of items in flight (Little's law:
+// items per second x mean latency), CPU per item (user + system time of the process /
 // items), and, in the *_idle cases, the CPU the graph uses per second while nothing flows.
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/metrics.hpp>
@@ -41,6 +43,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -86,6 +89,7 @@ struct rate_clock {
 // Figures of one run, reported as Google Benchmark counters.
 struct figures {
     framepipe::latency_histogram latency;
+    std::chrono::nanoseconds latency_sum{0}; // for the mean, exact
     std::chrono::nanoseconds cpu{0};
     std::chrono::nanoseconds wall{0};
     std::uint64_t items = 0;
@@ -97,6 +101,15 @@ struct figures {
         state.counters["latency_p99_us"] = static_cast<double>(latency.quantile(0.99).count()) / 1e3;
         state.counters["cpu_ns_per_item"] =
             static_cast<double>(cpu.count()) / static_cast<double>(items);
+        // Little's law: items in flight on average = throughput x mean latency.
+        const double mean_s = std::chrono::duration<double>(latency_sum).count() /
+                              static_cast<double>(std::max<std::uint64_t>(latency.count(), 1));
+        state.counters["in_flight_mean"] = state.counters["items_per_s"] * mean_s;
+    }
+
+    void record(std::chrono::nanoseconds d) {
+        latency.record(d);
+        latency_sum += d;
     }
 };
 
@@ -119,7 +132,7 @@ void seed000_framepipe(benchmark::State& state, framepipe::spin_style spin) {
         });
         p.sink("ui", ui, [&](const std::shared_ptr<const item>&) { ++shown; });
         p.sink("detector", det, [&](const std::shared_ptr<const item>& x) {
-            f.latency.record(clock_type::now() - x->made);
+            f.record(clock_type::now() - x->made);
             busy_for(detector_work);
         });
         const auto cpu0 = process_cpu();
@@ -162,7 +175,7 @@ void seed000_tbb(benchmark::State& state) {
         });
         flow::function_node<item, flow::continue_msg, flow::rejecting> detector(
             g, flow::serial, [&](const item& x) {
-                f.latency.record(clock_type::now() - x.made);
+                f.record(clock_type::now() - x.made);
                 busy_for(detector_work);
                 return flow::continue_msg();
             });
@@ -184,10 +197,9 @@ BENCHMARK(seed000_tbb)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // --- chain-5 ------------------------------------------------------------------------------------
 
-void chain5_framepipe(benchmark::State& state, framepipe::spin_style spin) {
+void chain5_framepipe(benchmark::State& state, framepipe::spin_style spin, std::size_t cap) {
     figures f;
     for (auto _ : state) {
-        constexpr std::size_t cap = 12; // 5 rings: about the 64 in flight TBB's limiter allows
         framepipe::ring<item> q0(cap, framepipe::overflow::block), q1(cap, framepipe::overflow::block),
             q2(cap, framepipe::overflow::block), q3(cap, framepipe::overflow::block),
             q4(cap, framepipe::overflow::block);
@@ -205,7 +217,7 @@ void chain5_framepipe(benchmark::State& state, framepipe::spin_style spin) {
         };
         p.stage("s1", q0, q1, step).stage("s2", q1, q2, step).stage("s3", q2, q3, step)
             .stage("s4", q3, q4, step);
-        p.sink("sink", q4, [&](const item& x) { f.latency.record(clock_type::now() - x.made); });
+        p.sink("sink", q4, [&](const item& x) { f.record(clock_type::now() - x.made); });
         const auto cpu0 = process_cpu();
         const auto t0 = clock_type::now();
         p.start();
@@ -216,10 +228,13 @@ void chain5_framepipe(benchmark::State& state, framepipe::spin_style spin) {
     }
     f.report(state);
 }
-BENCHMARK_CAPTURE(chain5_framepipe, automatic, framepipe::spin_style::automatic)
+BENCHMARK_CAPTURE(chain5_framepipe, automatic, framepipe::spin_style::automatic, 12)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(chain5_framepipe, pause, framepipe::spin_style::pause)
+BENCHMARK_CAPTURE(chain5_framepipe, pause, framepipe::spin_style::pause, 12)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(chain5_framepipe, automatic_cap1, framepipe::spin_style::automatic, 1)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
@@ -243,7 +258,7 @@ void chain5_tbb(benchmark::State& state) {
         flow::function_node<item, item> s1(g, flow::serial, step), s2(g, flow::serial, step),
             s3(g, flow::serial, step), s4(g, flow::serial, step);
         flow::function_node<item, flow::continue_msg> sink(g, flow::serial, [&](const item& x) {
-            f.latency.record(clock_type::now() - x.made);
+            f.record(clock_type::now() - x.made);
             return flow::continue_msg();
         });
         flow::make_edge(source, in_flight);

@@ -176,8 +176,8 @@ struct pipeline_options {
     // How the stage threads spin. With more threads than cores, the thread a stage waits for
     // is often not running; pausing keeps it off the core, and the waiter parks, so every
     // hand-off costs a futex wake-up. Yielding lets it run: a five-stage chain on 2 cores moves
-    // about 6x the items at a sixth of the CPU per item, while a hand-off between two threads
-    // that each have a core gets slower by about 1.5x (docs/benchmarks.md, "The pipeline
+    // 4-6x the items at a fifth to a sixth of the CPU per item, while a hand-off between two
+    // threads that each have a core gets slower by about 1.5x (docs/benchmarks.md, "The pipeline
     // against oneTBB flow graph"). automatic decides when the threads start, from the number of
     // stage threads (a live_source's own threads not counted) and
     // std::thread::hardware_concurrency(); a source added later decides again for its thread.
