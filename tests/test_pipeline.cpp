@@ -27,6 +27,7 @@
 #include <vector>
 
 #if defined(__linux__)
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -133,7 +134,7 @@ std::vector<int> spin_seen(std::size_t threads, framepipe::spin_style style) {
 
 TEST_CASE("pipeline: stage threads yield while they spin when they outnumber the cores, or when told") {
     using framepipe::spin_style;
-    const std::size_t cores = std::thread::hardware_concurrency();
+    const std::size_t cores = framepipe::detail::usable_cores();
     REQUIRE(cores > 0);
     for (const std::size_t threads : {std::size_t{2}, cores + 1}) {
         INFO(threads << " stage threads on " << cores << " cores");
@@ -150,6 +151,35 @@ TEST_CASE("pipeline: stage threads yield while they spin when they outnumber the
     }
     CHECK_FALSE(framepipe::detail::spin_yields); // the caller's thread is left as it was
 }
+
+#if defined(__linux__)
+TEST_CASE("pipeline: automatic spin counts only the cores the starting thread may run on") {
+    // Two stage threads fit two cores; started from a thread whose affinity allows one CPU (the
+    // stage threads inherit it), they outnumber it and yield.
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    REQUIRE(::sched_getaffinity(0, sizeof all, &all) == 0);
+    std::size_t first = 0;
+    while (first < CPU_SETSIZE && !CPU_ISSET(first, &all)) {
+        ++first;
+    }
+    REQUIRE(first < CPU_SETSIZE);
+    int set_rc = -1;
+    std::vector<int> seen;
+    std::thread([&] {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(first, &one);
+        set_rc = ::sched_setaffinity(0, sizeof one, &one);
+        seen = spin_seen(2, framepipe::spin_style::automatic);
+    }).join();
+    REQUIRE(set_rc == 0);
+    REQUIRE(seen.size() == 2);
+    for (const int yields : seen) {
+        CHECK(yields == 1);
+    }
+}
+#endif
 
 TEST_CASE("pipeline: spsc_ring channels (one stage on each end) work and are described") {
     framepipe::spsc_ring<int> a(4, overflow::block);

@@ -46,6 +46,7 @@
 
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/channel.hpp>
+#include <framepipe/detail/cores.hpp>
 #include <framepipe/detail/deadline.hpp>
 #include <framepipe/detail/unique_function.hpp>
 #include <framepipe/detail/wait.hpp>
@@ -163,7 +164,7 @@ struct stop_report {
 // What a stage thread does in the few microseconds a blocking call spins before it parks
 // (detail/wait.hpp).
 enum class spin_style {
-    automatic, // yield when the pipeline runs more stage threads than the machine has cores
+    automatic, // yield when the pipeline runs more stage threads than the cores it may use
     pause,     // a pause instruction between checks: best when every thread has a core
     yield,     // std::this_thread::yield() between checks: hands the core to a runnable thread
 };
@@ -179,8 +180,10 @@ struct pipeline_options {
     // 4-6x the items at a fifth to a sixth of the CPU per item, while a hand-off between two
     // threads that each have a core gets slower by about 1.5x (docs/benchmarks.md, "The pipeline
     // against oneTBB flow graph"). automatic decides when the threads start, from the number of
-    // stage threads (a live_source's own threads not counted) and
-    // std::thread::hardware_concurrency(); a source added later decides again for its thread.
+    // stage threads (a live_source's own threads not counted) and the cores they may use: the
+    // fewest of std::thread::hardware_concurrency(), the starting thread's CPU affinity and the
+    // process's cgroup CPU quota, rounded up (detail/cores.hpp). A source added later decides
+    // again for its thread.
     spin_style spin = spin_style::automatic;
 };
 
@@ -1178,7 +1181,7 @@ private:
         for (const auto& s : stages_) {
             threads += s->options.workers;
         }
-        const unsigned cores = std::thread::hardware_concurrency(); // 0: unknown
+        const std::size_t cores = detail::usable_cores(); // 0: unknown
         return cores != 0 && threads > cores;
     }
 
