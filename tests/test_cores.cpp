@@ -117,6 +117,11 @@ TEST_CASE("cores: a cgroup v1 cpu quota counts, seen from inside a container's m
         CHECK(usable_cores(root.path()) <= 2);
         CHECK(usable_cores(root.path()) >= 1);
     }
+    SECTION("a group whose name only starts like the mount's root is not taken for it") {
+        root.write("proc/self/cgroup", "3:cpu,cpuacct:/docker/xy\n");
+        root.write("sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "200000\n");
+        CHECK_FALSE(cgroup_quota_cores(root.path()).has_value());
+    }
     SECTION("the memory controller's files are not taken for the cpu one") {
         root.write("sys/fs/cgroup/memory/cpu.cfs_quota_us", "100000\n");
         root.write("sys/fs/cgroup/memory/cpu.cfs_period_us", "100000\n");

@@ -136,10 +136,14 @@ struct cgroup_mount {
             continue;
         }
         // The group as seen under the mount: its path less the mount's own root (a container
-        // sees its group as the mount's top).
+        // sees its group as the mount's top). A group outside what the mount shows: not here.
         std::string rel = *path;
-        if (mount->root != "/" && rel.compare(0, mount->root.size(), mount->root) == 0) {
-            rel = rel.substr(mount->root.size());
+        const std::size_t n = mount->root.size();
+        if (mount->root != "/") {
+            if (rel.compare(0, n, mount->root) != 0 || (rel.size() != n && rel[n] != '/')) {
+                continue;
+            }
+            rel = rel.substr(n);
         }
         // Every level from the group up to the mount point: a parent's limit holds as well.
         for (;;) {
