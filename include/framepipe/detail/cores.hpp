@@ -58,8 +58,8 @@ struct cgroup_mount {
     std::string root;        // which group of the hierarchy that mount shows as its top
 };
 
-// The mounts in a /proc/self/mountinfo text of the cgroup v2 hierarchy (v2 true) or of the v1
-// hierarchy with the cpu controller (v2 false). Never throws in practice.
+// The first mount in a /proc/self/mountinfo text of the cgroup v2 hierarchy (v2 true) or of the
+// v1 hierarchy with the cpu controller (v2 false). Never throws in practice.
 [[nodiscard]] inline std::optional<cgroup_mount> find_cgroup_mount(std::istream& mountinfo,
                                                                    bool v2) {
     std::string line;
@@ -195,13 +195,19 @@ struct cgroup_mount {
 }
 
 // The fewest of hardware_concurrency(), affinity_cores() and cgroup_quota_cores(); 0 when none
-// is known. Reads a few small files (Linux). Any thread. Never throws in practice.
-[[nodiscard]] inline std::size_t usable_cores(const std::string& fs_root = "") {
+// is known. Reads a few small files (Linux). Any thread. Never throws: should reading the files
+// fail to allocate, the quota does not count.
+[[nodiscard]] inline std::size_t usable_cores(const std::string& fs_root = "") noexcept {
     std::size_t n = std::thread::hardware_concurrency(); // 0: unknown
-    for (const auto limit : {affinity_cores(), cgroup_quota_cores(fs_root)}) {
+    const auto limit_to = [&n](std::optional<std::size_t> limit) noexcept {
         if (limit) {
             n = n == 0 ? *limit : std::min(n, *limit);
         }
+    };
+    try {
+        limit_to(affinity_cores());
+        limit_to(cgroup_quota_cores(fs_root));
+    } catch (...) { // std::bad_alloc from the strings and streams: go by what is known
     }
     return n;
 }
