@@ -204,22 +204,25 @@ public:
             return wait_end::ready;
         }
         // The clock is read every 32 pauses (a pause is 10-150 cycles depending on the core), so
-        // the budget is kept to within a microsecond or so, or after every yield.
+        // the budget is kept to within a microsecond or so.
         auto spin_end = clock::now() + spin_budget;
         if (deadline && *deadline < spin_end) {
             spin_end = *deadline;
         }
-        const bool yields = spin_yields;
-        for (unsigned i = 1;; ++i) {
-            if (yields) {
-                std::this_thread::yield();
-            } else {
-                cpu_relax();
+        if (spin_yields) [[unlikely]] {
+            // Out of line, so that what every blocking call inlines stays the pausing loop it
+            // was before yielding existed.
+            if (const auto end = spin_yielding(stop, spin_end, spin_ready)) {
+                return *end;
             }
+            return park(stop, deadline, ready);
+        }
+        for (unsigned i = 1;; ++i) {
+            cpu_relax();
             if (spin_ready()) {
                 return wait_end::ready;
             }
-            if (yields || (i & 31U) == 0) {
+            if ((i & 31U) == 0) {
                 if (stop != nullptr && stop->stop_requested()) {
                     return wait_end::stopped;
                 }
@@ -229,6 +232,26 @@ public:
             }
         }
         return park(stop, deadline, ready);
+    }
+
+    // The spin phase of a thread whose spin_yields is set: yields between checks, and reads the
+    // clock after every yield. ready or stopped; nullopt when the budget ran out (then park).
+    template <class SpinReady>
+    FRAMEPIPE_NOINLINE static std::optional<wait_end>
+    spin_yielding(const std::stop_token* stop, clock::time_point spin_end,
+                  SpinReady& spin_ready) noexcept(noexcept(spin_ready())) {
+        for (;;) {
+            std::this_thread::yield();
+            if (spin_ready()) {
+                return wait_end::ready;
+            }
+            if (stop != nullptr && stop->stop_requested()) {
+                return wait_end::stopped;
+            }
+            if (clock::now() >= spin_end) {
+                return std::nullopt;
+            }
+        }
     }
 
     // As wait(), without the spin phase: for waits whose end is a time (rate_limiter) or that
