@@ -1,6 +1,10 @@
 // Tests for detail/cores.hpp: the cores a process may use, from its affinity and cgroup quota.
 #include <framepipe/detail/cores.hpp>
 
+#if defined(__linux__)
+#include "support/one_cpu.hpp"
+#endif
+
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -141,31 +145,20 @@ TEST_CASE("cores: without the files there is no quota, and the machine's count s
 
 #if defined(__linux__)
 TEST_CASE("cores: a thread limited to one CPU by its affinity counts one core") {
-    cpu_set_t before;
-    CPU_ZERO(&before);
-    REQUIRE(::sched_getaffinity(0, sizeof before, &before) == 0);
-    std::size_t first = 0;
-    while (first < CPU_SETSIZE && !CPU_ISSET(first, &before)) {
-        ++first;
-    }
-    REQUIRE(first < CPU_SETSIZE);
-    int set_rc = -1;
     std::size_t seen_affinity = 0;
     std::size_t seen_usable = 0;
-    // On a thread of its own, so that the test runner's affinity is left alone.
-    std::thread([&] {
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(first, &one);
-        set_rc = ::sched_setaffinity(0, sizeof one, &one);
+    REQUIRE(framepipe_test::run_on_one_cpu([&] {
         seen_affinity = framepipe::detail::affinity_cores().value_or(0);
         seen_usable = usable_cores();
-    }).join();
-    REQUIRE(set_rc == 0);
+    }));
     CHECK(seen_affinity == 1);
     CHECK(seen_usable == 1);
+    // The caller's own affinity was left alone.
+    cpu_set_t mine;
+    CPU_ZERO(&mine);
+    REQUIRE(::sched_getaffinity(0, sizeof mine, &mine) == 0);
     CHECK(framepipe::detail::affinity_cores().value_or(0) ==
-          static_cast<std::size_t>(CPU_COUNT(&before)));
+          static_cast<std::size_t>(CPU_COUNT(&mine)));
 }
 #endif
 

@@ -3,6 +3,9 @@
 #include <framepipe/live_source.hpp>
 
 #include "support/lifetime.hpp"
+#if defined(__linux__)
+#include "support/one_cpu.hpp"
+#endif
 
 #include <catch2/catch.hpp>
 
@@ -27,7 +30,6 @@
 #include <vector>
 
 #if defined(__linux__)
-#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -156,24 +158,9 @@ TEST_CASE("pipeline: stage threads yield while they spin when they outnumber the
 TEST_CASE("pipeline: automatic spin counts only the cores the starting thread may run on") {
     // Two stage threads fit two cores; started from a thread whose affinity allows one CPU (the
     // stage threads inherit it), they outnumber it and yield.
-    cpu_set_t all;
-    CPU_ZERO(&all);
-    REQUIRE(::sched_getaffinity(0, sizeof all, &all) == 0);
-    std::size_t first = 0;
-    while (first < CPU_SETSIZE && !CPU_ISSET(first, &all)) {
-        ++first;
-    }
-    REQUIRE(first < CPU_SETSIZE);
-    int set_rc = -1;
     std::vector<int> seen;
-    std::thread([&] {
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(first, &one);
-        set_rc = ::sched_setaffinity(0, sizeof one, &one);
-        seen = spin_seen(2, framepipe::spin_style::automatic);
-    }).join();
-    REQUIRE(set_rc == 0);
+    REQUIRE(framepipe_test::run_on_one_cpu(
+        [&] { seen = spin_seen(2, framepipe::spin_style::automatic); }));
     REQUIRE(seen.size() == 2);
     for (const int yields : seen) {
         CHECK(yields == 1);
