@@ -235,14 +235,14 @@ public:
     [[nodiscard]] event_count& readable_event() noexcept { return not_empty_; }
 
 private:
-    // push() when closed, or when the slot of `pos` (the tail as push() last read it) is not
-    // free for it, or the claim was lost.
-    // A blocked push's wait for room, out of line, as in spsc_ring: push_slow stays small, and
-    // bench_ring's blocking hand-off took 32 ns an item instead of 85-92 (8 B; A/B, 2 rounds).
+    // A blocked push's wait for room, out of line so that push_slow stays small (as in
+    // spsc_ring; the blocking hand-off's figures are in docs/benchmarks.md, "The third run").
     FRAMEPIPE_NOINLINE wait_end wait_for_room(block_wait& blocked) noexcept {
         return not_full_.wait(blocked.stop(), blocked.deadline(), [this] { return has_room(); });
     }
 
+    // push() when closed, or when the slot of `pos` (the tail as push() last read it) is not
+    // free for it, or the claim was lost.
     push_status push_slow(T& item, const push_wait& w, std::uint64_t pos) noexcept {
         // Declared first, destroyed last: an evicted item's destructor (a frame going back to its
         // pool, say) runs after this push has stored its own item and released every slot.

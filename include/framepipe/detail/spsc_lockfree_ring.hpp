@@ -295,8 +295,8 @@ private:
     }
 
     // A blocked push's wait for room, out of line: push_slow stays small enough for GCC to
-    // inline it into a caller's retry loop (with the wait inlined it was not, and bench_ring's
-    // flat-out SPSC hand-off then settled on its slow side: 25 ns an item became 110).
+    // inline it into a caller's retry loop. Where it is not inlined, a flat-out hand-off tends to
+    // run with the ring full, its slow side (docs/benchmarks.md, "The third run").
     FRAMEPIPE_NOINLINE wait_end wait_for_room(block_wait& blocked, std::uint64_t t) noexcept {
         return not_full_.wait(blocked.stop(), blocked.deadline(), [this, t] { return has_room(t); });
     }

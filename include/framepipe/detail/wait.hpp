@@ -210,8 +210,7 @@ public:
             spin_end = *deadline;
         }
         if (spin_yields) [[unlikely]] {
-            // Out of line, so that what every blocking call inlines stays the pausing loop it
-            // was before yielding existed.
+            // Out of line: what every blocking call inlines is the pausing loop alone.
             if (const auto end = spin_yielding(stop, spin_end, spin_ready)) {
                 return *end;
             }
