@@ -1836,6 +1836,75 @@ TEST_CASE("broadcaster: a closed rate-limited subscription counts values as clos
     CHECK(s.pushed == s.popped + s.dropped + s.size);
 }
 
+// A value whose destructor calls into the broadcaster under test through on_release (which
+// takes its lock, by subscriber_count()). A publish that let a value's last reference go while
+// holding that lock would deadlock on it (and the watchdog would then fail the test by name).
+struct calls_back {
+    static inline std::function<void(int)> on_release;
+    int id = 0;
+    bool live = true;
+    explicit calls_back(int i) : id(i) {}
+    calls_back(calls_back&& o) noexcept : id(o.id), live(std::exchange(o.live, false)) {}
+    calls_back(const calls_back&) = delete;
+    calls_back& operator=(const calls_back&) = delete;
+    calls_back& operator=(calls_back&&) = delete;
+    ~calls_back() {
+        if (live && on_release) {
+            on_release(id);
+        }
+    }
+};
+
+TEST_CASE("broadcaster: no value's last release runs under the broadcaster's lock") {
+    broadcaster<calls_back> b;
+    std::vector<int> released; // the values' ids, as their last reference went
+    calls_back::on_release = [&](int id) {
+        (void)b.subscriber_count(); // takes the broadcaster's lock
+        released.push_back(id);
+    };
+    struct reset_hook {
+        ~reset_hook() { calls_back::on_release = nullptr; }
+    } const reset;
+
+    SECTION("an item evicted by a drop_oldest subscriber") {
+        auto s = b.subscribe({.capacity = 2, .policy = overflow::drop_oldest});
+        (void)b.publish(calls_back(0));
+        (void)b.publish(calls_back(1));
+        CHECK(released.empty());
+        const auto r = b.publish(calls_back(2)); // evicts 0, which nothing else holds
+        CHECK(r.evicted == 1);
+        CHECK(released == std::vector<int>{0});
+    }
+    SECTION("more evictions in one publish than it keeps for after its lock") {
+        std::vector<subscription<calls_back>> subs;
+        for (int i = 0; i < 10; ++i) {
+            subs.push_back(b.subscribe({.capacity = 2, .policy = overflow::drop_oldest}));
+        }
+        // A blocking subscriber too, which is offered the value after the lock.
+        auto blocking = b.subscribe({.capacity = 4, .policy = overflow::block});
+        (void)b.publish(calls_back(0));
+        (void)b.publish(calls_back(1));
+        CHECK(blocking.try_pop().has_value()); // 0, so that only the 10 hold it
+        const auto r = b.publish(calls_back(2)); // each of the 10 evicts 0
+        CHECK(r.evicted == 10);
+        CHECK(r.delivered == 11);
+        CHECK(released == std::vector<int>{0});
+        for (const int id : {1, 2}) {
+            const auto v = blocking.try_pop();
+            REQUIRE(v.has_value());
+            CHECK((*v)->id == id);
+        }
+    }
+    SECTION("a value that a closed broadcaster's subscriptions refuse") {
+        auto s = b.subscribe({.capacity = 1, .policy = overflow::drop_newest});
+        b.close();
+        const auto r = b.publish(calls_back(3)); // kept by nobody
+        CHECK(r.broadcaster_closed);
+        CHECK(r.closed == 1);
+        CHECK(released == std::vector<int>{3});
+    }
+}
+
 TEST_CASE("broadcaster: publishing values allocates nothing after the first (10^6 publishes)") {
     framepipe::broadcaster<std::uint64_t> b;
     auto sub = b.subscribe({.capacity = 4, .name = "consumer"});

@@ -2418,3 +2418,57 @@ TEMPLATE_TEST_CASE("ring: drop_older_epochs refuses an item from an older epoch 
               typename TestType::template ring<int> bad({.capacity = 1, .drop_older_epochs = true});
           }).find("drop_older_epochs") != std::string::npos);
 }
+
+TEST_CASE("ring: push_keeping_victim gives the caller the evicted item, and leaves a refused one") {
+    using item = std::shared_ptr<int>;
+    using framepipe::detail::ring_access;
+    std::optional<item> victim;
+
+    SECTION("drop_oldest: the oldest item, still alive in the caller's optional") {
+        ring<item> r({.capacity = 1, .policy = overflow::drop_oldest});
+        REQUIRE(r.push(std::make_shared<int>(1)) == push_status::ok);
+        item next = std::make_shared<int>(2);
+        CHECK(ring_access::push_keeping_victim(r, next, victim, nullptr) == push_status::evicted);
+        CHECK(next == nullptr); // stored
+        REQUIRE(victim.has_value());
+        REQUIRE(*victim != nullptr);
+        CHECK(**victim == 1);
+        CHECK(victim->use_count() == 1); // only the caller holds it
+        const auto v = r.try_pop();
+        REQUIRE(v.has_value());
+        CHECK(**v == 2);
+        CHECK(r.stats().evicted == 1);
+    }
+    SECTION("block with a block_timeout of zero: evicts into the caller's optional") {
+        ring<item> r({.capacity = 1, .policy = overflow::block, .block_timeout = 0ns});
+        REQUIRE(r.push(std::make_shared<int>(1)) == push_status::ok);
+        item next = std::make_shared<int>(2);
+        CHECK(ring_access::push_keeping_victim(r, next, victim, nullptr) == push_status::evicted);
+        REQUIRE(victim.has_value());
+        CHECK(**victim == 1);
+    }
+    SECTION("drop_newest and closed: the refused item stays with the caller, nothing evicted") {
+        ring<item> r({.capacity = 1, .policy = overflow::drop_newest});
+        REQUIRE(r.push(std::make_shared<int>(1)) == push_status::ok);
+        item next = std::make_shared<int>(2);
+        CHECK(ring_access::push_keeping_victim(r, next, victim, nullptr) == push_status::rejected);
+        REQUIRE(next != nullptr);
+        CHECK(*next == 2);
+        r.close();
+        CHECK(ring_access::push_keeping_victim(r, next, victim, nullptr) == push_status::closed);
+        REQUIRE(next != nullptr);
+        CHECK(*next == 2);
+        CHECK_FALSE(victim.has_value());
+    }
+    SECTION("a stop token ends a wait for room (cancelled), the item stays with the caller") {
+        ring<item> r({.capacity = 1, .policy = overflow::block});
+        REQUIRE(r.push(std::make_shared<int>(1)) == push_status::ok);
+        std::stop_source src;
+        src.request_stop();
+        const std::stop_token stop = src.get_token();
+        item next = std::make_shared<int>(2);
+        CHECK(ring_access::push_keeping_victim(r, next, victim, &stop) == push_status::cancelled);
+        CHECK(next != nullptr);
+        CHECK_FALSE(victim.has_value());
+    }
+}

@@ -24,7 +24,10 @@
 // Thread safety: publish, subscribe, unsubscribe (destroying a subscription), close and stats
 // may all be called from any thread at any time, concurrently. Several threads may publish; each
 // subscription then sees each publisher's values in order. A subscription's pop calls follow
-// ring<T>'s rules (any number of consumer threads).
+// ring<T>'s rules (any number of consumer threads). Publish holds the broadcaster's mutex while
+// it offers a value to the drop-policy subscribers (pushes that never wait), not while it waits
+// for a blocking one; no value's last reference is released under it, so T's destructor or a
+// pool's deleter may call into the broadcaster.
 #pragma once
 
 #include <framepipe/detail/config.hpp>
@@ -34,6 +37,7 @@
 #include <framepipe/rate_limiter.hpp>
 #include <framepipe/ring.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -137,8 +141,9 @@ struct broadcast_core {
     // released blocks come back here, so a steady stream allocates nothing. (Values still held
     // elsewhere when the broadcaster goes keep it alive.)
     recycler_handle recycler;
-    // Copy-on-write: publish copies this pointer under mu (no allocation) and walks the list
-    // unlocked; subscribe / unsubscribe build a new list. Drop-policy subscribers come first.
+    // Copy-on-write: subscribe / unsubscribe build a new list. Drop-policy subscribers come
+    // first; publish offers to them under mu, and copies this pointer (no allocation) to walk
+    // the blocking ones unlocked.
     std::shared_ptr<const subscriber_list<T>> subscribers = std::make_shared<subscriber_list<T>>();
     std::shared_ptr<const T> last; // for replay_last
     std::uint64_t next_id = 0;
@@ -409,13 +414,24 @@ public:
 private:
     friend class subscription<T>;
 
+    // Values evicted by one publish's offers under the lock wait in publish_impl's locals, to be
+    // released after it; a publish that fills them offers to the remaining subscribers unlocked.
+    static constexpr std::size_t victims_under_lock = 8;
+
     publish_result publish_impl(std::shared_ptr<const T> value, const std::stop_token* stop) {
-        std::shared_ptr<const detail::subscriber_list<T>> subs;
-        std::shared_ptr<const T> previous; // released on return, outside the lock
+        // Declared before the lock, so released after it: no value's last release (T's
+        // destructor, a pool's deleter) runs under the broadcaster's lock.
+        std::shared_ptr<const T> previous; // the replay_last value this one replaces
+        std::array<std::optional<std::shared_ptr<const T>>, victims_under_lock> victims;
+        std::size_t victim_count = 0;
+        // The list, held only when some subscribers are left to offer to after unlocking.
+        std::shared_ptr<const detail::subscriber_list<T>> rest;
+        std::size_t first_unlocked = 0;
+        std::optional<rate_limiter::clock::time_point> now; // one clock read per publish
         publish_result r;
         {
             const std::lock_guard<std::mutex> lock(core_->mu);
-            subs = core_->subscribers;
+            const detail::subscriber_list<T>& subs = *core_->subscribers;
             if (!core_->closed) {
                 previous = std::exchange(core_->last, value); // kept for replay_last
             }
@@ -424,39 +440,69 @@ private:
             // is needed: a load and a store. Relaxed: published() is a statistics counter.
             core_->published.store(core_->published.load(std::memory_order_relaxed) + 1,
                                    std::memory_order_relaxed);
-        }
-        r.subscribers = subs->size();
-        std::optional<rate_limiter::clock::time_point> now;
-        const auto* const last_sub = subs->empty() ? nullptr : subs->back().get();
-        for (const auto& s : *subs) {
-            // A closed subscription counts the value as after_close, whatever its rate.
-            if (s->limiter && !s->channel.closed()) {
-                if (!now) {
-                    now = rate_limiter::clock::now(); // one clock read per publish
+            r.subscribers = subs.size();
+            // The drop-policy subscribers (first in the list) are offered the value under the
+            // lock: their pushes never wait, and the list then needs no reference of its own (a
+            // reference count taken and dropped, two locked instructions, per publish).
+            while (first_unlocked < subs.size() && !subs[first_unlocked]->blocking &&
+                   victim_count < victims.size()) {
+                if (offer(*subs[first_unlocked], first_unlocked + 1 == subs.size(), value,
+                          victims[victim_count], stop, now, r)) {
+                    ++victim_count;
                 }
-                if (!s->limiter->try_acquire(*now)) {
-                    s->rate_limited.fetch_add(1, std::memory_order_relaxed);
-                    ++r.rate_limited;
-                    continue;
-                }
+                ++first_unlocked;
             }
-            // The last subscriber gets `value` itself (a move): one reference-count increment
-            // and decrement fewer per publish.
-            std::shared_ptr<const T> copy = s.get() == last_sub ? std::move(value) : value;
-            const push_status st = stop != nullptr ? s->channel.push(std::move(copy), *stop)
-                                                   : s->channel.push(std::move(copy));
-            switch (st) {
-            case push_status::ok: ++r.delivered; break;
-            case push_status::evicted:
-                ++r.delivered;
-                ++r.evicted;
-                break;
-            case push_status::rejected: ++r.rejected; break;
-            case push_status::cancelled: ++r.cancelled; break;
-            case push_status::closed: ++r.closed; break;
+            if (first_unlocked < subs.size()) {
+                rest = core_->subscribers;
+            }
+        }
+        // The blocking subscribers (and any left after the victims filled up), unlocked: a wait
+        // for room must not hold up subscribe, close or other publishers.
+        if (rest) {
+            const detail::subscriber_list<T>& subs = *rest;
+            for (std::size_t i = first_unlocked; i < subs.size(); ++i) {
+                std::optional<std::shared_ptr<const T>> victim; // released here, unlocked
+                offer(*subs[i], i + 1 == subs.size(), value, victim, stop, now, r);
             }
         }
         return r;
+    }
+
+    // Offers `value` to one subscriber and counts the outcome in r. An item the subscriber's
+    // buffer evicts is moved into `victim`; returns whether one was. `last`: the final
+    // subscriber of this publish takes `value` itself (a move: one reference-count increment
+    // and decrement fewer per publish), and gives it back if it refuses it.
+    static bool offer(detail::subscriber<T>& s, bool last, std::shared_ptr<const T>& value,
+                      std::optional<std::shared_ptr<const T>>& victim, const std::stop_token* stop,
+                      std::optional<rate_limiter::clock::time_point>& now, publish_result& r) {
+        // A closed subscription counts the value as after_close, whatever its rate.
+        if (s.limiter && !s.channel.closed()) {
+            if (!now) {
+                now = rate_limiter::clock::now();
+            }
+            if (!s.limiter->try_acquire(*now)) {
+                s.rate_limited.fetch_add(1, std::memory_order_relaxed);
+                ++r.rate_limited;
+                return false;
+            }
+        }
+        std::shared_ptr<const T> copy = last ? std::move(value) : value;
+        const push_status st =
+            detail::ring_access::push_keeping_victim(s.channel, copy, victim, stop);
+        if (last && copy) {
+            value = std::move(copy); // refused: released with `value`, after the lock
+        }
+        switch (st) {
+        case push_status::ok: ++r.delivered; break;
+        case push_status::evicted:
+            ++r.delivered;
+            ++r.evicted;
+            break;
+        case push_status::rejected: ++r.rejected; break;
+        case push_status::cancelled: ++r.cancelled; break;
+        case push_status::closed: ++r.closed; break;
+        }
+        return victim.has_value();
     }
 
     std::shared_ptr<detail::broadcast_core<T>> core_;

@@ -44,6 +44,10 @@
 
 namespace framepipe {
 
+namespace detail {
+struct ring_access;
+} // namespace detail
+
 template <class T, concurrency C = concurrency::mpmc>
 class ring {
     static_assert(C == concurrency::mpmc || C == concurrency::spsc,
@@ -205,19 +209,26 @@ public:
 
 private:
     friend struct detail::readable_access;
+    friend struct detail::ring_access;
 
     // The event count consumers wait on for an item (see detail::readable_access).
     [[nodiscard]] detail::event_count& readable_event() noexcept { return impl_.readable_event(); }
 
     // Every push: the drop_older_epochs check (only for an epoched T), then the implementation.
-    FRAMEPIPE_ALWAYS_INLINE push_status push_impl(T& item,
-                                                  const detail::push_wait& w) noexcept(is_lock_free) {
+    // victim_out: see detail::ring_access (the MPMC lock-free ring only).
+    FRAMEPIPE_ALWAYS_INLINE push_status push_impl(
+        T& item, const detail::push_wait& w,
+        [[maybe_unused]] std::optional<T>* victim_out = nullptr) noexcept(is_lock_free) {
         if constexpr (epoched<T>) {
             if (drop_older_epochs_ && !epochs_.admit(item)) {
                 return impl_.reject();
             }
         }
-        return impl_.push(item, w);
+        if constexpr (C == concurrency::mpmc && is_lock_free) {
+            return impl_.push(item, w, victim_out);
+        } else {
+            return impl_.push(item, w);
+        }
     }
 
     const ring_options& validated(const ring_options& options) {
@@ -256,6 +267,25 @@ private:
                                           detail::lockfree_ring<T>>>
         impl_;
 };
+
+namespace detail {
+
+// What the broadcaster needs from its subscriptions' rings (lock-free ring<T>) beyond their
+// public calls.
+struct ring_access {
+    // As ring::push(item), or push(item, *stop) when stop is not null, but an item this push
+    // evicts is moved into `victim` instead of being destroyed in the push, and a refused item
+    // stays in `item`: the caller chooses where their last release runs (the broadcaster: after
+    // its lock). Same threads, waits and guarantees as push.
+    template <class T>
+    static push_status push_keeping_victim(ring<T>& r, T& item, std::optional<T>& victim,
+                                           const std::stop_token* stop) noexcept {
+        static_assert(ring<T>::is_lock_free, "push_keeping_victim: for a lock-free ring<T>");
+        return r.push_impl(item, push_wait{.stop = stop}, &victim);
+    }
+};
+
+} // namespace detail
 
 // A ring for exactly one producer thread and one consumer thread at a time: same API, policies,
 // counters and exception guarantees as ring<T>, and for a noexcept-move T a cheaper protocol

@@ -101,7 +101,10 @@ public:
     // `w` allows. noexcept: the wait cannot fail.
     // The fast path (open, the slot of the tail free, the claim won) is small enough to be
     // inlined; anything else goes to push_slow().
-    FRAMEPIPE_ALWAYS_INLINE push_status push(T& item, const push_wait& w) noexcept {
+    // victim_out: where an evicted item goes (see ring_access::push_keeping_victim); null: a
+    // local of the push, destroyed as it returns.
+    FRAMEPIPE_ALWAYS_INLINE push_status push(T& item, const push_wait& w,
+                                             std::optional<T>* victim_out = nullptr) noexcept {
         std::uint64_t pos = tail_.load(std::memory_order_relaxed);
         if ((pos & closed_bit) == 0) [[likely]] {
             slot& s = slot_of(pos);
@@ -114,7 +117,7 @@ public:
                 return push_status::ok;
             }
         }
-        return push_slow(item, w, pos);
+        return push_slow(item, w, pos, victim_out);
     }
 
     // Counts a push refused before it reached the ring (drop_older_epochs). Any thread.
@@ -243,10 +246,13 @@ private:
 
     // push() when closed, or when the slot of `pos` (the tail as push() last read it) is not
     // free for it, or the claim was lost.
-    push_status push_slow(T& item, const push_wait& w, std::uint64_t pos) noexcept {
+    push_status push_slow(T& item, const push_wait& w, std::uint64_t pos,
+                          std::optional<T>* victim_out) noexcept {
         // Declared first, destroyed last: an evicted item's destructor (a frame going back to its
-        // pool, say) runs after this push has stored its own item and released every slot.
-        std::optional<T> victim;
+        // pool, say) runs after this push has stored its own item and released every slot, or
+        // later still in the caller's optional (victim_out).
+        std::optional<T> own_victim;
+        std::optional<T>& victim = victim_out != nullptr ? *victim_out : own_victim;
         bool timed_out = false;
         block_wait blocked(w, block_timeout_);
         unsigned spins = 0;
