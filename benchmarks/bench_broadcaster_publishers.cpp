@@ -6,9 +6,11 @@
 //
 // P threads each publish the same shared value (publish(shared_ptr): no allocation) 10^6
 // times to K drop_oldest subscribers of capacity 8. Without a reader ("full") every publish
-// evicts in every subscriber; with one ("drained") a thread pops them all round-robin. On this
-// 2-core machine a reader and two publishers share the cores, so the "drained" cases with two
-// publishers are noisy. Time: wall time of the publishers / all publishes (counter ns_per_publish).
+// evicts in every subscriber; with one ("drained") a thread pops them all round-robin with
+// try_pop; "parked": each subscriber has a thread of its own in a blocking pop(), which parks
+// whenever its buffer is empty, so publishes wake parked consumers (a futex system call each).
+// On this 2-core machine the readers and two publishers share the cores, so the cases with
+// readers are noisy. Time: wall time of the publishers / all publishes (counter ns_per_publish).
 //
 // Not a goal of scripts/bench and not run by it; it shows what publish's lock costs when
 // publishers contend (docs/benchmarks.md, "Missed, and why", the broadcaster).
@@ -27,7 +29,9 @@ namespace {
 
 constexpr long publishes_per_thread = 1'000'000;
 
-void publishers(benchmark::State& st, int threads, int subscribers, bool drained) {
+enum class readers { none, drained, parked };
+
+void publishers(benchmark::State& st, int threads, int subscribers, readers kind) {
     for (auto _ : st) {
         framepipe::broadcaster<long> b;
         std::vector<framepipe::subscription<long>> subs;
@@ -35,9 +39,9 @@ void publishers(benchmark::State& st, int threads, int subscribers, bool drained
             subs.push_back(b.subscribe({.capacity = 8}));
         }
         std::atomic<bool> done{false};
-        std::thread reader;
-        if (drained) {
-            reader = std::thread([&] {
+        std::vector<std::thread> reader;
+        if (kind == readers::drained) {
+            reader.emplace_back([&] {
                 while (!done.load(std::memory_order_relaxed)) {
                     for (auto& s : subs) {
                         while (s.try_pop()) {
@@ -45,6 +49,13 @@ void publishers(benchmark::State& st, int threads, int subscribers, bool drained
                     }
                 }
             });
+        } else if (kind == readers::parked) {
+            for (auto& s : subs) {
+                reader.emplace_back([&s] {
+                    while (s.pop()) { // ends when the broadcaster closes and s is drained
+                    }
+                });
+            }
         }
         const auto value = std::make_shared<const long>(1);
         const auto start = std::chrono::steady_clock::now();
@@ -61,8 +72,9 @@ void publishers(benchmark::State& st, int threads, int subscribers, bool drained
         }
         const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
         done.store(true, std::memory_order_relaxed);
-        if (reader.joinable()) {
-            reader.join();
+        b.close();
+        for (auto& t : reader) {
+            t.join();
         }
         st.SetIterationTime(took.count());
         st.counters["ns_per_publish"] =
@@ -70,10 +82,20 @@ void publishers(benchmark::State& st, int threads, int subscribers, bool drained
     }
 }
 
-BENCHMARK_CAPTURE(publishers, p1_k4_full, 1, 4, false)->UseManualTime()->Iterations(1);
-BENCHMARK_CAPTURE(publishers, p2_k1_full, 2, 1, false)->UseManualTime()->Iterations(1);
-BENCHMARK_CAPTURE(publishers, p2_k4_full, 2, 4, false)->UseManualTime()->Iterations(1);
-BENCHMARK_CAPTURE(publishers, p1_k4_drained, 1, 4, true)->UseManualTime()->Iterations(1);
-BENCHMARK_CAPTURE(publishers, p2_k4_drained, 2, 4, true)->UseManualTime()->Iterations(1);
+BENCHMARK_CAPTURE(publishers, p1_k4_full, 1, 4, readers::none)->UseManualTime()->Iterations(1);
+BENCHMARK_CAPTURE(publishers, p2_k1_full, 2, 1, readers::none)->UseManualTime()->Iterations(1);
+BENCHMARK_CAPTURE(publishers, p2_k4_full, 2, 4, readers::none)->UseManualTime()->Iterations(1);
+BENCHMARK_CAPTURE(publishers, p1_k4_drained, 1, 4, readers::drained)
+    ->UseManualTime()
+    ->Iterations(1);
+BENCHMARK_CAPTURE(publishers, p2_k4_drained, 2, 4, readers::drained)
+    ->UseManualTime()
+    ->Iterations(1);
+BENCHMARK_CAPTURE(publishers, p1_k4_parked, 1, 4, readers::parked)
+    ->UseManualTime()
+    ->Iterations(1);
+BENCHMARK_CAPTURE(publishers, p2_k4_parked, 2, 4, readers::parked)
+    ->UseManualTime()
+    ->Iterations(1);
 
 } // namespace
