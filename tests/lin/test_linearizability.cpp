@@ -89,7 +89,8 @@ std::size_t run_histories(std::size_t count, std::uint32_t seed, MakeChannel mak
             return o;
         };
         append(h, clock, stats_now);
-        for (bool more = true; more;) {
+        bool more = true; // set by the pop below (a for loop here makes clang warn)
+        while (more) {
             append(h, clock, [&] {
                 op o = perform(*ch, planned{.k = kind::pop, .value = 0});
                 more = o.got.has_value();
