@@ -39,9 +39,9 @@ void publishers(benchmark::State& st, int threads, int subscribers, readers kind
             subs.push_back(b.subscribe({.capacity = 8}));
         }
         std::atomic<bool> done{false};
-        std::vector<std::thread> reader;
+        std::vector<std::thread> reader_threads;
         if (kind == readers::drained) {
-            reader.emplace_back([&] {
+            reader_threads.emplace_back([&] {
                 while (!done.load(std::memory_order_relaxed)) {
                     for (auto& s : subs) {
                         while (s.try_pop()) {
@@ -51,7 +51,7 @@ void publishers(benchmark::State& st, int threads, int subscribers, readers kind
             });
         } else if (kind == readers::parked) {
             for (auto& s : subs) {
-                reader.emplace_back([&s] {
+                reader_threads.emplace_back([&s] {
                     while (s.pop()) { // ends when the broadcaster closes and s is drained
                     }
                 });
@@ -73,7 +73,7 @@ void publishers(benchmark::State& st, int threads, int subscribers, readers kind
         const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
         done.store(true, std::memory_order_relaxed);
         b.close();
-        for (auto& t : reader) {
+        for (auto& t : reader_threads) {
             t.join();
         }
         st.SetIterationTime(took.count());
