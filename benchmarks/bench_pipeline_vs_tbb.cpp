@@ -32,7 +32,8 @@
 // Figures per run (counters): items per second through the source, end-to-end latency p50/p99
 // (from the source's stamp to the last stage), the mean number of items in flight (Little's law:
 // items per second x mean latency), CPU per item (user + system time of the process /
-// items), and, in the *_idle cases, the CPU the graph uses per second while nothing flows.
+// items), and, in the idle_* cases, the CPU the graph uses per second while nothing flows
+// (idle_floor: the same measurement with no graph at all).
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/metrics.hpp>
 #include <framepipe/pipeline.hpp>
@@ -322,5 +323,20 @@ void idle_tbb(benchmark::State& state) {
     state.counters["idle_cpu_share"] = cpu_share / static_cast<double>(state.iterations());
 }
 BENCHMARK(idle_tbb)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The floor of the two above: the same measurement of a process with no graph, only this thread
+// sleeping (and whatever Google Benchmark and the C++ runtime keep running).
+void idle_floor(benchmark::State& state) {
+    double cpu_share = 0;
+    for (auto _ : state) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        const auto cpu0 = process_cpu();
+        std::this_thread::sleep_for(idle_span);
+        cpu_share += std::chrono::duration<double>(process_cpu() - cpu0).count() /
+                     std::chrono::duration<double>(idle_span).count();
+    }
+    state.counters["idle_cpu_share"] = cpu_share / static_cast<double>(state.iterations());
+}
+BENCHMARK(idle_floor)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 } // namespace
