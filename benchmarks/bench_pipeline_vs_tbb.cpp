@@ -285,6 +285,16 @@ BENCHMARK(chain5_tbb)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 constexpr auto idle_span = std::chrono::milliseconds(500);
 
+// The share of one core the whole process uses over idle_span, after 50 ms for every thread to
+// park. Sleeping is the measurement here: nothing flows, and we wait for nothing.
+double idle_cpu_share() {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const auto cpu0 = process_cpu();
+    std::this_thread::sleep_for(idle_span);
+    return std::chrono::duration<double>(process_cpu() - cpu0).count() /
+           std::chrono::duration<double>(idle_span).count();
+}
+
 void idle_framepipe(benchmark::State& state) {
     double cpu_share = 0;
     for (auto _ : state) {
@@ -293,11 +303,7 @@ void idle_framepipe(benchmark::State& state) {
         p.stage("s1", in, q1, [](item x) { return x; });
         p.sink("sink", q1, [](const item&) {});
         p.start();
-        std::this_thread::sleep_for(std::chrono::milliseconds(50)); // let every thread park
-        const auto cpu0 = process_cpu();
-        std::this_thread::sleep_for(idle_span); // nothing flows
-        cpu_share += std::chrono::duration<double>(process_cpu() - cpu0).count() /
-                     std::chrono::duration<double>(idle_span).count();
+        cpu_share += idle_cpu_share();
         in.close();
         p.wait();
     }
@@ -314,11 +320,7 @@ void idle_tbb(benchmark::State& state) {
         flow::make_edge(s1, sink);
         s1.try_put(item{}); // the graph has run once: TBB's workers exist
         g.wait_for_all();
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        const auto cpu0 = process_cpu();
-        std::this_thread::sleep_for(idle_span);
-        cpu_share += std::chrono::duration<double>(process_cpu() - cpu0).count() /
-                     std::chrono::duration<double>(idle_span).count();
+        cpu_share += idle_cpu_share();
     }
     state.counters["idle_cpu_share"] = cpu_share / static_cast<double>(state.iterations());
 }
@@ -329,11 +331,7 @@ BENCHMARK(idle_tbb)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond)
 void idle_floor(benchmark::State& state) {
     double cpu_share = 0;
     for (auto _ : state) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        const auto cpu0 = process_cpu();
-        std::this_thread::sleep_for(idle_span);
-        cpu_share += std::chrono::duration<double>(process_cpu() - cpu0).count() /
-                     std::chrono::duration<double>(idle_span).count();
+        cpu_share += idle_cpu_share();
     }
     state.counters["idle_cpu_share"] = cpu_share / static_cast<double>(state.iterations());
 }
