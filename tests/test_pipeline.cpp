@@ -1209,3 +1209,298 @@ TEST_CASE("pipeline: metrics time every slow item, and one in 16 of items faster
     CHECK(fast.service_count >= 640 / 16); // a sample: the counts stay exact
     CHECK(fast.service_count <= 640);
 }
+
+// --- inline_when_idle --------------------------------------------------------------------------
+
+namespace {
+
+// A source for the inline tests: emits 0, 1, ... n-1, each only once the sink has finished the
+// one before, so that the stages are idle whenever an item is emitted. Records which thread
+// each item reached the sink on.
+struct paced_by_sink {
+    explicit paced_by_sink(int count) : n(count), threads(static_cast<std::size_t>(count)) {}
+    int n;
+    int next = 0;
+    std::atomic<int> done{0}; // items the sink has finished
+    std::atomic<std::thread::id> source_thread{};
+    std::vector<std::thread::id> threads; // per item: the thread the sink ran on
+    std::vector<int> order;               // what the sink got, in order
+
+    std::optional<int> emit() {
+        source_thread.store(std::this_thread::get_id());
+        while (done.load(std::memory_order_acquire) < next) {
+            std::this_thread::yield(); // waits for the sink's thread, which has work to finish
+        }
+        return next < n ? std::optional<int>(next++) : std::nullopt;
+    }
+    void take(int v) {
+        threads[static_cast<std::size_t>(v)] = std::this_thread::get_id();
+        order.push_back(v);
+        done.fetch_add(1, std::memory_order_release);
+    }
+    // Items that ran on the source's thread, and whether every item after the first such one
+    // did too (once one ran inline, the stages are idle at every later emit).
+    [[nodiscard]] std::size_t on_source_thread() const {
+        return static_cast<std::size_t>(
+            std::count(threads.begin(), threads.end(), source_thread.load()));
+    }
+    [[nodiscard]] bool inline_from_first_on() const {
+        const auto source = source_thread.load();
+        const auto first = std::find(threads.begin(), threads.end(), source);
+        return std::all_of(first, threads.end(), [&](auto id) { return id == source; });
+    }
+};
+
+} // namespace
+
+TEST_CASE("pipeline: inline_when_idle runs idle stages on the upstream's thread, in order, counted") {
+    constexpr int n = 2000;
+    ring<int> a(4, overflow::block);
+    ring<int> b(4, overflow::block);
+    paced_by_sink run(n);
+    std::vector<std::thread::id> stage_threads(n); // per item: the thread "double" ran on
+    pipeline p("inline");
+    p.source("count", a, [&] { return run.emit(); });
+    p.stage("double", a, b, [&](int v) {
+        stage_threads[static_cast<std::size_t>(v)] = std::this_thread::get_id();
+        return v;
+    }, {.inline_when_idle = true});
+    p.sink("collect", b, [&](int v) { run.take(v); }, {.inline_when_idle = true});
+    p.start();
+    p.wait();
+    REQUIRE(run.order.size() == static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) {
+        REQUIRE(run.order[static_cast<std::size_t>(i)] == i);
+    }
+    // The sink's thread may take the first items (emitted before the stages' gates opened, or
+    // while a stage's thread still held its gate); once an item runs inline, every later one
+    // does, through both stages, on the source's thread.
+    CHECK(run.on_source_thread() > 0);
+    CHECK(run.inline_from_first_on());
+    // A stage ran inline exactly when it ran on the thread its upstream ran on.
+    std::uint64_t double_inline = 0;
+    std::uint64_t collect_inline = 0;
+    for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
+        double_inline += stage_threads[i] == run.source_thread.load() ? 1U : 0U;
+        collect_inline += run.threads[i] == stage_threads[i] ? 1U : 0U;
+    }
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "double").items_in == static_cast<std::uint64_t>(n));
+    CHECK(stage_of(snap, "double").items_out == static_cast<std::uint64_t>(n));
+    CHECK(stage_of(snap, "collect").items_in == static_cast<std::uint64_t>(n));
+    CHECK(stage_of(snap, "double").items_inline == double_inline);
+    CHECK(stage_of(snap, "collect").items_inline == collect_inline);
+    CHECK(stage_of(snap, "count").items_inline == 0);
+    for (const auto& s : snap.stages) {
+        CHECK(s.state == stage_state::finished);
+    }
+    CHECK(channel_of(snap, "channel-0").pushed + stage_of(snap, "double").items_inline ==
+          static_cast<std::uint64_t>(n));
+    const auto text = framepipe::to_prometheus(snap);
+    CHECK(text.find("framepipe_stage_items_inline_total{pipeline=\"inline\",stage=\"collect\"} " +
+                    std::to_string(collect_inline) + "\n") != std::string::npos);
+    CHECK_THAT(framepipe::to_dot(snap),
+               Catch::Contains("in 2000 (inline " + std::to_string(collect_inline) + "), out 0"));
+}
+
+TEST_CASE("pipeline: inline_when_idle keeps the order of a flat-out stream, on either thread") {
+    // Items come as fast as the source makes them: some run inline, some queue for the stage's
+    // own thread, and the two must never overtake each other.
+#if defined(__SANITIZE_THREAD__)
+    constexpr std::uint64_t n = 20'000;
+#else
+    constexpr std::uint64_t n = 300'000;
+#endif
+    for (const auto policy : {overflow::block, overflow::drop_oldest}) {
+        CAPTURE(policy);
+        ring<std::uint64_t> a(2, policy);
+        framepipe::spsc_ring<std::uint64_t> b(2, overflow::block);
+        std::uint64_t next = 0;
+        std::uint64_t last = 0;
+        std::uint64_t got = 0;
+        bool ordered = true;
+        pipeline p("flat-out");
+        p.source("count", a, [&]() -> std::optional<std::uint64_t> {
+            return next < n ? std::optional<std::uint64_t>(++next) : std::nullopt;
+        });
+        p.stage("same", a, b, [](std::uint64_t v) { return v; }, {.inline_when_idle = true});
+        p.sink("check", b, [&](std::uint64_t v) {
+            ordered = ordered && v > last;
+            last = v;
+            ++got;
+        }, {.inline_when_idle = true});
+        p.start();
+        p.wait();
+        CHECK(ordered);
+        const auto snap = p.snapshot();
+        const auto& stage = stage_of(snap, "same");
+        // Every item went inline or into the ring; what the ring dropped is accounted there.
+        const auto& ch = channel_of(snap, "channel-0");
+        CHECK(stage.items_inline + ch.pushed == n);
+        CHECK(ch.popped + ch.dropped == ch.pushed);
+        CHECK(stage.items_in == stage.items_inline + ch.popped);
+        CHECK(got == stage.items_out);
+        if (policy == overflow::block) {
+            CHECK(got == n);
+            CHECK(last == n);
+        }
+    }
+}
+
+TEST_CASE("pipeline: an exception in an inline run fails that stage, not the one upstream") {
+    ring<int> a(4, overflow::block);
+    ring<int> b(4, overflow::block);
+    paced_by_sink run(1'000'000); // ends by the failure
+    pipeline p("inline-error");
+    p.source("count", a, [&] { return run.emit(); });
+    p.stage("picky", a, b, [&](int v) {
+        if (std::this_thread::get_id() == run.source_thread) {
+            throw std::runtime_error("inline item " + std::to_string(v));
+        }
+        return v;
+    }, {.inline_when_idle = true});
+    p.sink("collect", b, [&](int v) { run.take(v); });
+    p.start();
+    try {
+        p.wait();
+        FAIL("wait() did not rethrow");
+    } catch (const framepipe::stage_error& e) {
+        CHECK(e.stage() == "picky");
+        CHECK(std::string(e.what()).find("inline item") != std::string::npos);
+    }
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "picky").state == stage_state::failed);
+    CHECK(stage_of(snap, "count").state != stage_state::failed);
+    CHECK(stage_of(snap, "picky").items_inline == 1);
+}
+
+TEST_CASE("pipeline: an inline run gets its own stage's stop token, and an abort ends it") {
+    ring<int> a(4, overflow::block);
+    ring<int> b(4, overflow::block);
+    paced_by_sink run(1'000'000);
+    std::atomic<bool> waiting_inline{false};
+    pipeline p("inline-stop");
+    p.source("count", a, [&] { return run.emit(); });
+    p.sink("wait", a, [&](int v, framepipe::stage_context& ctx) {
+        run.take(v);
+        if (std::this_thread::get_id() == run.source_thread) {
+            // Runs on the source's thread, and waits for this sink's stop, not the source's.
+            CHECK(ctx.name() == "wait");
+            waiting_inline.store(true);
+            waiting_inline.notify_one();
+            std::mutex m;
+            std::condition_variable_any cv;
+            std::unique_lock<std::mutex> lock(m);
+            cv.wait(lock, ctx.stop_token(), [] { return false; });
+        }
+    }, {.inline_when_idle = true});
+    p.start();
+    waiting_inline.wait(false);
+    const auto report = p.request_stop(0ns); // the sink is not a source: stopped at once
+    CHECK_FALSE(report.clean);
+    p.wait();
+    CHECK(stage_of(p.snapshot(), "wait").state == stage_state::stopped);
+}
+
+TEST_CASE("pipeline: an inline run whose output closed ends its stage and the one upstream") {
+    ring<int> a(4, overflow::block);
+    ring<int> b(4, overflow::block);
+    ring<int> c(4, overflow::block);
+    paced_by_sink run(1'000'000);
+    pipeline p("inline-closed");
+    p.source("count", a, [&] { return run.emit(); });
+    p.stage("pass", a, b, [](int v) { return v; }, {.inline_when_idle = true});
+    // The sink ends its input: once an item ran inline, it closes b, so "pass" (inline, on the
+    // source's thread) finds its output closed.
+    p.stage("closer", b, c, [&](int v) {
+        run.take(v);
+        if (std::this_thread::get_id() == run.source_thread) {
+            b.close();
+        }
+        return v;
+    }, {.inline_when_idle = true});
+    p.sink("drain", c, [](int) {});
+    p.start();
+    p.wait(); // ends by itself, without a stop request
+    const auto snap = p.snapshot();
+    for (const auto& s : snap.stages) {
+        CHECK(s.state == stage_state::finished);
+    }
+    CHECK(a.closed());
+    // The inline item that closed b was the last one "closer" got: "pass" found b closed and
+    // pushed instead of running "closer" inline on a closed input.
+    REQUIRE_FALSE(run.order.empty());
+    CHECK(run.threads[static_cast<std::size_t>(run.order.back())] == run.source_thread.load());
+    CHECK(run.on_source_thread() == 1);
+}
+
+TEST_CASE("pipeline: a latest_slot input qualifies for inline_when_idle") {
+    framepipe::latest_slot<int> slot;
+    paced_by_sink run(500);
+    pipeline p("inline-slot");
+    p.source("count", slot, [&] { return run.emit(); });
+    p.sink("take", slot, [&](int v) { run.take(v); }, {.inline_when_idle = true});
+    p.start();
+    p.wait();
+    REQUIRE(run.order.size() == 500U);
+    CHECK(std::is_sorted(run.order.begin(), run.order.end()));
+    CHECK(run.on_source_thread() > 0);
+    CHECK(run.inline_from_first_on());
+    CHECK(stage_of(p.snapshot(), "take").items_inline == run.on_source_thread());
+}
+
+TEST_CASE("pipeline: inline_when_idle is refused where it cannot hold, naming the option") {
+    ring<int> a(4, overflow::block);
+    ring<int> b(4, overflow::block);
+    auto refused = [](auto&& build, const char* name) {
+        try {
+            build();
+            FAIL("not refused");
+        } catch (const std::invalid_argument& e) {
+            CHECK_THAT(e.what(), Catch::StartsWith(name));
+        }
+    };
+    SECTION("on a source, with workers, with a rate") {
+        pipeline p;
+        refused([&] {
+            p.source("s", a, [] { return std::optional<int>(); }, {.inline_when_idle = true});
+        }, "inline_when_idle:");
+        refused([&] { p.sink("k", a, [](int) {}, {.workers = 2, .inline_when_idle = true}); },
+                "inline_when_idle:");
+        refused([&] { p.sink("k", a, [](int) {}, {.max_rate_hz = 5, .inline_when_idle = true}); },
+                "inline_when_idle:");
+    }
+    SECTION("an input with no stage pushing into it, or two") {
+        pipeline p;
+        p.sink("k", a, [](int) {}, {.inline_when_idle = true});
+        refused([&] { p.start(); }, "inline_when_idle: stage 'k'");
+        p.source("s1", a, [] { return std::optional<int>(); });
+        p.source("s2", a, [] { return std::optional<int>(); });
+        refused([&] { p.start(); }, "inline_when_idle: stage 'k'");
+        CHECK_FALSE(p.running());
+    }
+    SECTION("an input another stage reads too") {
+        pipeline p;
+        p.source("s", a, [] { return std::optional<int>(); });
+        p.sink("k", a, [](int) {}, {.inline_when_idle = true});
+        p.sink("other", a, [](int) {});
+        refused([&] { p.start(); }, "inline_when_idle: stage 'k'");
+    }
+    SECTION("a subscription: its producer publishes to a broadcaster") {
+        framepipe::broadcaster<int> frames;
+        auto sub = frames.subscribe({.name = "sub"});
+        pipeline p;
+        p.source("s", frames, [] { return std::optional<int>(); });
+        p.sink("k", sub, [](const auto&) {}, {.inline_when_idle = true});
+        refused([&] { p.start(); }, "inline_when_idle: stage 'k'");
+    }
+    SECTION("a second producer added while it runs") {
+        pipeline p;
+        p.source("s", a, [] { return std::optional<int>(); });
+        p.sink("k", a, [](int) {}, {.inline_when_idle = true});
+        p.start();
+        refused([&] { p.source("late", a, [] { return std::optional<int>(); }); }, "out:");
+        p.wait();
+    }
+    (void)b;
+}

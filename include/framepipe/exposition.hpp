@@ -123,6 +123,11 @@ inline std::string source_line(const stage_snapshot& s) {
     for (const auto& s : snap.stages) {
         sample("framepipe_stage_items_out_total", stage_labels(s), s.items_out);
     }
+    family("framepipe_stage_items_inline_total", "counter",
+           "Items a stage took that ran on its upstream's thread (inline_when_idle).");
+    for (const auto& s : snap.stages) {
+        sample("framepipe_stage_items_inline_total", stage_labels(s), s.items_inline);
+    }
     family("framepipe_stage_items_per_second", "gauge",
            "Items a stage completed per second over the last two seconds.");
     for (const auto& s : snap.stages) {
@@ -264,6 +269,7 @@ inline std::string source_line(const stage_snapshot& s) {
         out += "  \"stage:" + detail::dot_escape(s.name) + "\" [shape=box, style=rounded, label=\"" +
                detail::dot_escape(s.name) + "\\n" + std::string(to_string(s.kind)) + ", " +
                std::string(to_string(s.state)) + "\\nin " + std::to_string(s.items_in) +
+               (s.items_inline > 0 ? " (inline " + std::to_string(s.items_inline) + ")" : "") +
                ", out " + std::to_string(s.items_out) + "\\n" + buf + detail::source_line(s) +
                "\"];\n";
     }

@@ -149,6 +149,18 @@ struct stage_options {
     std::optional<int> nice{};
     // The threads' name as top and gdb show it (Linux: the first 15 bytes); default: the stage's.
     std::string thread_name{};
+    // A stage or sink only. While this stage is idle, with nothing left in its input, the thread
+    // that emits an item into that input runs this stage's function on it at once instead of
+    // waking this stage's thread: one hand-off less (a futex wake-up and a reschedule, a few
+    // microseconds) per item. Items keep their order, metrics count them here, and an exception
+    // fails this stage, as if its own thread had run them. The cost: the upstream thread is busy
+    // for the function's time (and for what it emits inline further on), so a source's pace is
+    // then set by the stages it runs. For short functions on a machine with fewer cores than
+    // stage threads. Needs workers == 1, max_rate_hz == 0, and an input channel that one
+    // stage with one worker pushes into, whose push reports a push_status (ring, spsc_ring,
+    // latest_slot), and that no other stage reads; start() checks it. Once an item leaves the
+    // input unseen (max_age), the stage keeps to its own thread.
+    bool inline_when_idle = false;
 };
 
 // A source's options are a stage's (workers must be 1).
@@ -295,6 +307,18 @@ bool emit(Out& out, V&& v) {
     }
 }
 
+struct inline_gate;
+
+// A channel through which a producer can hand an item to its consumer's function directly
+// (inline_when_idle): its push reports a push_status, so the producer knows what entered, and
+// its item type can be built from what the producer emits; closed() tells it when to push
+// instead, so that a closed input ends the producer as a push into it would.
+template <class Out, class V>
+concept inline_handoff = input_channel<Out> && requires(Out& o, const Out& co, V&& v) {
+    { o.push(std::forward<V>(v)) } -> std::same_as<push_status>;
+    { co.closed() } -> std::convertible_to<bool>;
+} && std::constructible_from<input_item_t<Out>, V&&>;
+
 struct channel_entry {
     std::string name;
     const void* address = nullptr;
@@ -312,6 +336,10 @@ struct channel_entry {
     // Items a paced stage popped and passed over for a newer one: popped by the channel, shown
     // as rate_limited drops in the snapshot.
     std::atomic<std::uint64_t> skipped{0};
+    // inline_when_idle: the item type a producer could hand its consumer directly (null: its
+    // producer cannot), and the consuming stage's gate once start() has checked the pair.
+    const std::type_info* inline_item = nullptr;
+    inline_gate* gate = nullptr;
 };
 
 // Which of a worker's items are timed (two clock reads, a histogram record). Every one while
@@ -343,8 +371,80 @@ struct timing_sampler {
 
 struct worker_entry {
     std::jthread thread;
-    rate_meter rate;        // single writer: this worker
-    timing_sampler timing;  // this worker's only
+    rate_meter rate;        // single writer: this worker (or, gate held, the inline runner)
+    timing_sampler timing;  // this worker's only (as above)
+    std::chrono::steady_clock::time_point last_end{}; // of the last timed item (as above)
+};
+
+struct stage_entry;
+
+// The state a stage that runs inline_when_idle shares with the thread upstream of it. Whichever
+// thread runs the stage's function holds the gate. The upstream thread (the input's only
+// producer) runs it only when every item its pushes left in the input has been taken by the
+// stage's own thread (taken == entered): the input is empty and no item taken waits for the
+// gate, so the items keep their order. The stage's thread counts an item taken once it holds
+// the gate, and the gate's acquire/release makes that count visible to the next holder.
+struct inline_gate {
+    enum : int { shut = 0, open = 1, held = 2 };
+    static constexpr std::optional<std::chrono::steady_clock::time_point> no_deadline{};
+
+    // The upstream thread: holds the gate if it is open and nobody holds it. Never waits.
+    [[nodiscard]] bool try_hold() noexcept {
+        int s = open;
+        return state.compare_exchange_strong(s, held, std::memory_order_acquire,
+                                             std::memory_order_relaxed);
+    }
+    // The stage's thread: waits (spins, then parks) until nobody holds the gate, then holds it.
+    // false when it was shut (an inline run failed).
+    [[nodiscard]] bool hold() noexcept {
+        for (;;) {
+            int s = open;
+            // Acquire on failure too: a gate found shut carries the error stored before it.
+            if (state.compare_exchange_strong(s, held, std::memory_order_acquire,
+                                              std::memory_order_acquire)) {
+                return true;
+            }
+            if (s == shut) {
+                return false;
+            }
+            (void)released.wait(nullptr, no_deadline, [this]() noexcept {
+                return state.load(std::memory_order_seq_cst) != held;
+            });
+        }
+    }
+    // Either thread, holding it: opens the gate, or shuts it for good. seq_cst: the state the
+    // waiter's predicate reads (event_count::notify_one_after_seq_cst).
+    void release(int to = open) noexcept {
+        state.store(to, std::memory_order_seq_cst);
+        released.notify_one_after_seq_cst();
+    }
+    // The stage's thread, not holding it, at its end: waits for an inline run to end, then shuts
+    // the gate, so that no other thread runs the function once the stage has ended.
+    void shut_down() noexcept {
+        for (;;) {
+            int s = open;
+            if (state.compare_exchange_strong(s, shut, std::memory_order_acquire,
+                                              std::memory_order_acquire) ||
+                s == shut) {
+                return;
+            }
+            (void)released.wait(nullptr, no_deadline, [this]() noexcept {
+                return state.load(std::memory_order_seq_cst) != held;
+            });
+        }
+    }
+
+    std::atomic<int> state{shut}; // opened by the stage's thread once ctx is set
+    std::uint64_t entered = 0; // the upstream thread's alone: items its pushes left in the input
+    std::uint64_t taken = 0;   // items the stage's thread popped; written with the gate held
+    stage_entry* stage = nullptr; // set by start()
+    stage_context* ctx = nullptr; // the stage thread's own, valid while the gate is not shut
+    const std::type_info* item = nullptr; // the input's item type, which run() takes
+    // Runs the stage's function on an item of type *item (moved from), with its metrics; false
+    // when the stage's output was closed.
+    unique_function<bool(void*)> run;
+    std::exception_ptr error; // what an inline run threw; the stage's thread rethrows it
+    event_count released;     // the stage's thread waits here while an inline run holds the gate
 };
 
 struct stage_entry {
@@ -364,9 +464,11 @@ struct stage_entry {
     // Relaxed counters: statistics read by snapshot(), written by the stage's workers.
     std::atomic<std::uint64_t> items_in{0};
     std::atomic<std::uint64_t> items_out{0};
+    std::atomic<std::uint64_t> items_inline{0}; // of items_in: run on the upstream's thread
     std::atomic<std::int64_t> busy_ns{0};
     std::atomic<std::int64_t> idle_ns{0};
     latency_histogram service;
+    std::unique_ptr<inline_gate> gate; // inline_when_idle
 };
 
 inline double to_ms(std::chrono::nanoseconds d) noexcept {
@@ -443,6 +545,7 @@ public:
             check_output_threads(out, 1);
             auto& e = add_stage(std::move(name), stage_kind::source, options);
             attach_output(e, out);
+            note_inline_producer<Out, item>(e);
             const bool metrics = options_.metrics;
             e.body = [&out, fn = std::move(fn), metrics](detail::stage_entry& self,
                                                          stage_context& ctx) mutable {
@@ -453,14 +556,14 @@ public:
                         if (!v) {
                             return false;
                         }
-                        open = detail::emit(out, std::move(*v));
+                        open = emit_from(self, out, std::move(*v));
                     } else if constexpr (detail::nullable_pointer<result>) {
                         if (!v) {
                             return false;
                         }
-                        open = detail::emit(out, std::move(v));
+                        open = emit_from(self, out, std::move(v));
                     } else {
-                        open = detail::emit(out, std::move(v));
+                        open = emit_from(self, out, std::move(v));
                     }
                     self.items_out.fetch_add(1, std::memory_order_relaxed);
                     return open; // a closed output ends the source
@@ -552,24 +655,23 @@ public:
                     auto& e = add_stage(std::move(name), stage_kind::stage, options);
                     attach_input(e, in);
                     attach_output(e, out);
-                    const bool metrics = options_.metrics;
-                    e.body = [&in, &out, fn = std::move(fn), metrics](detail::stage_entry& self,
-                                                                      stage_context& ctx) mutable {
-                        consume(self, in, ctx, metrics, [&](in_item&& x) {
-                            auto v = detail::call(fn, ctx, std::move(x));
-                            bool open = true;
-                            if constexpr (detail::is_optional<result>::value) {
-                                if (!v) {
-                                    return true;
-                                }
-                                open = detail::emit(out, std::move(*v));
-                            } else {
-                                open = detail::emit(out, std::move(v));
+                    note_inline_producer<Out, item>(e);
+                    install_consumer(e, in, [&out, fn = std::move(fn)](detail::stage_entry& self,
+                                                                       stage_context& ctx,
+                                                                       in_item&& x) mutable {
+                        auto v = detail::call(fn, ctx, std::move(x));
+                        bool open = true;
+                        if constexpr (detail::is_optional<result>::value) {
+                            if (!v) {
+                                return true;
                             }
-                            self.items_out.fetch_add(1, std::memory_order_relaxed);
-                            return open; // a closed output ends the stage
-                        });
-                    };
+                            open = emit_from(self, out, std::move(*v));
+                        } else {
+                            open = emit_from(self, out, std::move(v));
+                        }
+                        self.items_out.fetch_add(1, std::memory_order_relaxed);
+                        return open; // a closed output ends the stage
+                    });
                 }
             }
         }
@@ -591,22 +693,21 @@ public:
                 check_input_threads(in, options.workers);
                 auto& e = add_stage(std::move(name), stage_kind::sink, options);
                 attach_input(e, in);
-                const bool metrics = options_.metrics;
-                e.body = [&in, fn = std::move(fn), metrics](detail::stage_entry& self,
-                                                            stage_context& ctx) mutable {
-                    consume(self, in, ctx, metrics, [&](in_item&& x) {
-                        (void)detail::call(fn, ctx, std::move(x));
-                        return true;
-                    });
-                };
+                install_consumer(e, in, [fn = std::move(fn)](detail::stage_entry&,
+                                                             stage_context& ctx,
+                                                             in_item&& x) mutable {
+                    (void)detail::call(fn, ctx, std::move(x));
+                    return true;
+                });
             }
         }
         return *this;
     }
 
     // Starts every stage's workers on their own threads. Once. Throws std::logic_error when
-    // called twice or with no stages; std::system_error if a thread cannot start (the ones
-    // started are then stopped and joined by the destructor).
+    // called twice or with no stages; std::invalid_argument naming inline_when_idle and the
+    // stage when its input cannot be handed to it inline (nothing starts then); std::system_error
+    // if a thread cannot start (the ones started are then stopped and joined by the destructor).
     void start() {
         const std::lock_guard<std::mutex> graph(graph_mu_);
         const std::lock_guard<std::mutex> lock(mu_);
@@ -616,6 +717,7 @@ public:
         if (stages_.empty()) {
             throw std::logic_error("pipeline::start: no stages");
         }
+        link_inline_stages();
         started_ = true;
         for (auto& c : channels_) {
             c->producers_running.store(c->producers, std::memory_order_relaxed);
@@ -772,6 +874,38 @@ private:
         if (o.nice && (*o.nice < -20 || *o.nice > 19)) {
             throw std::invalid_argument("nice: must be between -20 and 19");
         }
+        if (o.inline_when_idle &&
+            (kind == stage_kind::source || o.workers != 1 || o.max_rate_hz != 0)) {
+            throw std::invalid_argument(
+                kind == stage_kind::source
+                    ? "inline_when_idle: a source has no input to be run from"
+                    : "inline_when_idle: needs workers == 1 and max_rate_hz == 0");
+        }
+    }
+
+    // Pairs each inline_when_idle stage with the one producer of its input (see
+    // stage_options::inline_when_idle). Checks every pair before linking any. Requires
+    // graph_mu_, before start.
+    void link_inline_stages() {
+        for (const auto& s : stages_) {
+            if (!s->gate) {
+                continue;
+            }
+            const detail::channel_entry& c = *s->input;
+            if (c.producers != 1 || c.consumers != 1 || c.inline_item == nullptr ||
+                *c.inline_item != *s->gate->item) {
+                throw std::invalid_argument(
+                    "inline_when_idle: stage '" + s->name + "' needs an input that one stage with "
+                    "one worker pushes into (a push that reports a push_status, of the item type "
+                    "the stage takes) and that no other stage reads; '" + c.name + "' is not");
+            }
+        }
+        for (const auto& s : stages_) {
+            if (s->gate) {
+                s->input->gate = s->gate.get();
+                s->gate->stage = s.get();
+            }
+        }
     }
 
     // Requires graph_mu_.
@@ -812,6 +946,11 @@ private:
     template <class Out>
     void check_output_threads(const Out& out, std::size_t threads) const {
         const auto* c = find_entry(out);
+        if (c != nullptr && c->gate != nullptr) {
+            throw std::invalid_argument("out: channel '" + c->name +
+                                        "' feeds a stage inline (inline_when_idle), which admits "
+                                        "one producer");
+        }
         if (channel_traits<Out>::one_producer && (c != nullptr ? c->producers : 0) + threads > 1) {
             throw std::invalid_argument("out: channel '" + name_of(out) +
                                         "' admits one producer thread (an spsc_ring)");
@@ -886,6 +1025,7 @@ private:
         ss.workers = s.options.workers;
         ss.items_in = s.items_in.load(std::memory_order_relaxed);
         ss.items_out = s.items_out.load(std::memory_order_relaxed);
+        ss.items_inline = s.items_inline.load(std::memory_order_relaxed);
         for (const auto& w : s.workers) { // empty until start()
             ss.fps += w->rate.per_second();
         }
@@ -1006,14 +1146,37 @@ private:
     }
 
     // The loop of a stage or sink: pop (and, when paced, wait the turn and skip to the newest),
-    // measure, hand the item to `handle`.
+    // then process. A stage that runs inline_when_idle holds its gate for each item it takes.
     template <class In, class Handle>
     static void consume(detail::stage_entry& self, In& in, stage_context& ctx, bool metrics,
                         Handle handle) {
         using item_type = input_item_t<In>;
         using popped = decltype(in.pop(ctx.stop_token()));
         auto& w = *self.workers[ctx.worker()];
-        auto idle_from = clock::now();
+        w.last_end = clock::now();
+        // Linked by start() when the pair was checked; opened once ctx is there to be used.
+        detail::inline_gate* const gate =
+            self.gate && self.gate->stage != nullptr ? self.gate.get() : nullptr;
+        // On every way out, an exception from the function included: no inline run after this
+        // thread's end (it waits for one under way to finish).
+        struct gate_closer {
+            detail::inline_gate* gate;
+            bool held = false;
+            ~gate_closer() {
+                if (gate == nullptr) {
+                    return;
+                }
+                if (held) {
+                    gate->release(detail::inline_gate::shut);
+                } else {
+                    gate->shut_down();
+                }
+            }
+        } closer{gate};
+        if (gate != nullptr) {
+            gate->ctx = &ctx;
+            gate->release(); // opens it
+        }
         for (;;) {
             popped item = in.pop(ctx.stop_token());
             if (!item) {
@@ -1035,25 +1198,129 @@ private:
                 }
             }
             item_type& x = newest ? **newest : *item;
-            self.items_in.fetch_add(1, std::memory_order_relaxed);
-            const bool timed = metrics && w.timing.due();
-            const auto t0 = timed ? clock::now() : clock::time_point{};
-            if constexpr (timestamped<item_type>) {
-                if (timed) {
-                    const auto captured = timestamp_traits<item_type>::capture_time(x);
-                    if (captured != clock::time_point::max()) {
-                        self.input->age.record(t0 - captured);
-                    }
+            if (gate != nullptr) {
+                if (!gate->hold()) {
+                    break; // shut by an inline run that failed: rethrown below
                 }
+                closer.held = true;
+                ++gate->taken;
             }
-            const bool go_on = handle(std::move(x));
-            if (timed) {
-                record(self, w, idle_from, t0, clock::now());
+            const bool go_on = process(self, w, metrics, x, handle);
+            if (gate != nullptr) {
+                closer.held = false;
+                gate->release();
             }
             if (!go_on) {
                 break; // the output was closed
             }
         }
+        if (gate != nullptr) {
+            closer.gate = nullptr;
+            gate->shut_down();
+            if (gate->error) {
+                std::rethrow_exception(gate->error); // an inline run's: this stage fails
+            }
+        }
+    }
+
+    // One item of a stage or sink, on its thread or inline: count, measure, hand it to `handle`.
+    // False when the output was closed.
+    template <class Item, class Handle>
+    static bool process(detail::stage_entry& self, detail::worker_entry& w, bool metrics, Item& x,
+                        Handle& handle) {
+        self.items_in.fetch_add(1, std::memory_order_relaxed);
+        const bool timed = metrics && w.timing.due();
+        const auto t0 = timed ? clock::now() : clock::time_point{};
+        if constexpr (timestamped<Item>) {
+            if (timed) {
+                const auto captured = timestamp_traits<Item>::capture_time(x);
+                if (captured != clock::time_point::max()) {
+                    self.input->age.record(t0 - captured);
+                }
+            }
+        }
+        const bool go_on = handle(std::move(x));
+        if (timed) {
+            record(self, w, w.last_end, t0, clock::now());
+        }
+        return go_on;
+    }
+
+    // A stage's or sink's body, from step(self, ctx, item) -> bool (false: the output was
+    // closed); with inline_when_idle, also its gate, whose run() calls the same step.
+    template <class In, class Step>
+    void install_consumer(detail::stage_entry& e, In& in, Step step) {
+        using in_item = input_item_t<In>;
+        const bool metrics = options_.metrics;
+        auto shared = std::make_shared<Step>(std::move(step));
+        e.body = [&in, shared, metrics](detail::stage_entry& self, stage_context& ctx) {
+            consume(self, in, ctx, metrics,
+                    [&](in_item&& x) { return (*shared)(self, ctx, std::move(x)); });
+        };
+        if (e.options.inline_when_idle) {
+            e.gate = std::make_unique<detail::inline_gate>();
+            e.gate->item = &typeid(in_item);
+            e.gate->run = [&e, shared, metrics](void* p) {
+                stage_context& ctx = *e.gate->ctx;
+                auto handle = [&](in_item&& x) { return (*shared)(e, ctx, std::move(x)); };
+                e.items_inline.fetch_add(1, std::memory_order_relaxed);
+                return process(e, *e.workers[0], metrics, *static_cast<in_item*>(p), handle);
+            };
+        }
+    }
+
+    // A producer stage whose output could take its consumer's items directly records the item
+    // type it would build; start() pairs it with an inline_when_idle consumer.
+    template <class Out, class V>
+    static void note_inline_producer(detail::stage_entry& e) {
+        if constexpr (detail::inline_handoff<Out, V>) {
+            e.output->inline_item = &typeid(input_item_t<Out>);
+        }
+    }
+
+    // Emits what a source or stage produced: into the output, or, when the output's consumer runs
+    // inline_when_idle and is idle, straight into that consumer's function on this thread.
+    template <class Out, class V>
+    static bool emit_from(detail::stage_entry& self, Out& out, V&& v) {
+        if constexpr (detail::inline_handoff<Out, V>) {
+            if (detail::inline_gate* const g = self.output->gate; g != nullptr) {
+                return hand_off(*g, out, std::forward<V>(v));
+            }
+        }
+        return detail::emit(out, std::forward<V>(v));
+    }
+
+    // This thread is the input's only producer. If the consumer's thread has taken every item
+    // that entered the input, nothing waits there, so running the function now keeps the order.
+    template <class Out, class V>
+    static bool hand_off(detail::inline_gate& g, Out& out, V&& v) {
+        if (g.try_hold()) {
+            if (g.taken == g.entered && !out.closed()) {
+                bool go_on = false;
+                try {
+                    input_item_t<Out> x(std::forward<V>(v));
+                    go_on = g.run(&x);
+                } catch (...) {
+                    // The consumer's thread wakes to an input closed and drained, and rethrows.
+                    g.error = std::current_exception();
+                    g.release(detail::inline_gate::shut);
+                    out.close();
+                    return false;
+                }
+                g.release();
+                if (!go_on) {
+                    out.close(); // the consumer's output was closed: it ends, and so do we
+                    return false;
+                }
+                return true;
+            }
+            g.release();
+        }
+        const push_status r = out.push(std::forward<V>(v));
+        if (r == push_status::ok) {
+            ++g.entered; // evicted: one in, one out; rejected, cancelled: none in
+        }
+        return r != push_status::closed;
     }
 
     void run(detail::stage_entry& s, std::size_t worker, std::stop_token stop, bool spin_yields) {
