@@ -21,7 +21,11 @@
 //
 //   framepipe: rings of capacity 12 (overflow::block) between the stages: about 64 in flight in
 //              all, as TBB's limiter allows; and, as automatic_cap1, rings of capacity 1, which
-//              shows whether the latency is queueing in the rings or the hand-offs themselves.
+//              shows whether the latency is queueing in the rings or the hand-offs themselves;
+//              and, as inline_when_idle, the capacity-12 chain with every stage and the sink
+//              run inline while idle (stage_options::inline_when_idle): an item crosses the
+//              chain on the thread that emitted it unless a stage is behind, as in TBB, where
+//              the thread that finishes a node runs the next one.
 //   oneTBB:    input_node -> limiter_node(64) -> five serial function_nodes, the sink's output
 //              decrementing the limiter (TBB's way to bound the items in flight).
 //
@@ -198,7 +202,8 @@ BENCHMARK(seed000_tbb)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // --- chain-5 ------------------------------------------------------------------------------------
 
-void chain5_framepipe(benchmark::State& state, framepipe::spin_style spin, std::size_t cap) {
+void chain5_framepipe(benchmark::State& state, framepipe::spin_style spin, std::size_t cap,
+                      bool inline_stages) {
     figures f;
     for (auto _ : state) {
         framepipe::ring<item> q0(cap, framepipe::overflow::block), q1(cap, framepipe::overflow::block),
@@ -216,9 +221,10 @@ void chain5_framepipe(benchmark::State& state, framepipe::spin_style spin, std::
             ++x.seq;
             return x;
         };
-        p.stage("s1", q0, q1, step).stage("s2", q1, q2, step).stage("s3", q2, q3, step)
-            .stage("s4", q3, q4, step);
-        p.sink("sink", q4, [&](const item& x) { f.record(clock_type::now() - x.made); });
+        const framepipe::stage_options o{.inline_when_idle = inline_stages};
+        p.stage("s1", q0, q1, step, o).stage("s2", q1, q2, step, o).stage("s3", q2, q3, step, o)
+            .stage("s4", q3, q4, step, o);
+        p.sink("sink", q4, [&](const item& x) { f.record(clock_type::now() - x.made); }, o);
         const auto cpu0 = process_cpu();
         const auto t0 = clock_type::now();
         p.start();
@@ -229,13 +235,16 @@ void chain5_framepipe(benchmark::State& state, framepipe::spin_style spin, std::
     }
     f.report(state);
 }
-BENCHMARK_CAPTURE(chain5_framepipe, automatic, framepipe::spin_style::automatic, 12)
+BENCHMARK_CAPTURE(chain5_framepipe, automatic, framepipe::spin_style::automatic, 12, false)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(chain5_framepipe, pause, framepipe::spin_style::pause, 12)
+BENCHMARK_CAPTURE(chain5_framepipe, pause, framepipe::spin_style::pause, 12, false)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(chain5_framepipe, automatic_cap1, framepipe::spin_style::automatic, 1)
+BENCHMARK_CAPTURE(chain5_framepipe, automatic_cap1, framepipe::spin_style::automatic, 1, false)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(chain5_framepipe, inline_when_idle, framepipe::spin_style::automatic, 12, true)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
