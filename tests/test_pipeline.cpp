@@ -1494,6 +1494,16 @@ TEST_CASE("pipeline: inline_when_idle is refused where it cannot hold, naming th
         p.sink("k", sub, [](const auto&) {}, {.inline_when_idle = true});
         refused([&] { p.start(); }, "inline_when_idle: stage 'k'");
     }
+    SECTION("a live source: it pushes on threads of its own") {
+        auto plan = std::make_shared<counted_camera::plan>();
+        framepipe::live_source<counted_camera> camera([plan] { return counted_camera{plan}; },
+                                                      quick_reconnects());
+        ring<framepipe::stamped<int>> frames(16, overflow::block);
+        pipeline p;
+        p.source("camera", frames, camera);
+        p.sink("k", frames, [](const framepipe::stamped<int>&) {}, {.inline_when_idle = true});
+        refused([&] { p.start(); }, "inline_when_idle: stage 'k'");
+    }
     SECTION("a second producer added while it runs") {
         pipeline p;
         p.source("s", a, [] { return std::optional<int>(); });
