@@ -197,6 +197,10 @@ namespace detail {
 
 class event_count;
 
+// What pipeline.hpp's inline_when_idle reads of a ring's or latest_slot's configuration (whether
+// it filters items by age or epoch); each befriends it.
+struct inline_access;
+
 // The event count a framepipe channel's consumers wait on for an item (its "readable" event), for
 // a selector to attach a listener to (select.hpp, batcher.hpp). Each framepipe channel befriends
 // this struct and has a private readable_event(); code that needs the event calls

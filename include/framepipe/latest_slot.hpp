@@ -263,6 +263,7 @@ public:
 
 private:
     friend struct detail::readable_access;
+    friend struct detail::inline_access;
 
     // The event count consumers wait on for a value (see detail::readable_access).
     [[nodiscard]] detail::event_count& readable_event() noexcept { return waiters_; }

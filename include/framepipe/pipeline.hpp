@@ -85,6 +85,9 @@
 
 namespace framepipe {
 
+template <class T>
+class latest_slot; // latest_slot.hpp: an input inline_when_idle can bypass (detail::bypassable)
+
 // The exception wait() rethrows when a stage failed: names the stage and nests the cause.
 class stage_error : public std::runtime_error {
 public:
@@ -154,12 +157,12 @@ struct stage_options {
     // waking this stage's thread: one hand-off less (a futex wake-up and a reschedule, a few
     // microseconds) per item. Items keep their order, metrics count them here, and an exception
     // fails this stage, as if its own thread had run them. The cost: the upstream thread is busy
-    // for the function's time (and for what it emits inline further on), so a source's pace is
-    // then set by the stages it runs. For short functions on a machine with fewer cores than
-    // stage threads. Needs workers == 1, max_rate_hz == 0, and an input channel that one
-    // stage with one worker pushes into, whose push reports a push_status (ring, spsc_ring,
-    // latest_slot), and that no other stage reads; start() checks it. Once an item leaves the
-    // input unseen (max_age), the stage keeps to its own thread.
+    // for the function's time (and for what it emits inline further on), at its own nice value,
+    // so its pace is then set by the stages it runs. For short functions on a machine with fewer
+    // cores than stage threads. Needs workers == 1, max_rate_hz == 0, and an input that is a
+    // ring, spsc_ring or latest_slot without max_age or drop_older_epochs, that one source or
+    // stage with one worker pushes into and no other stage reads; start() checks that. Nothing
+    // outside the pipeline may push into that input once it runs (it could be overtaken).
     bool inline_when_idle = false;
 };
 
@@ -309,15 +312,33 @@ bool emit(Out& out, V&& v) {
 
 struct inline_gate;
 
-// A channel through which a producer can hand an item to its consumer's function directly
-// (inline_when_idle): its push reports a push_status, so the producer knows what entered, and
-// its item type can be built from what the producer emits; closed() tells it when to push
-// instead, so that a closed input ends the producer as a push into it would.
+// The channels an item may bypass (inline_when_idle): framepipe's rings and latest_slot, whose
+// push reports exactly what entered (ok: one item more; evicted: one in, one out), and whose push
+// and pop do nothing else to an item unless it filters items by age or epoch, which
+// inline_access::filters() tells. A wrapper (sampled<>) or a channel of the user's does not
+// qualify: what it does to an item is its own.
+template <class C>
+inline constexpr bool bypassable = false;
+template <class T, concurrency C>
+inline constexpr bool bypassable<ring<T, C>> = true;
+template <class T>
+inline constexpr bool bypassable<latest_slot<T>> = true;
+
+struct inline_access {
+    template <class T, concurrency C>
+    [[nodiscard]] static bool filters(const ring<T, C>& r) noexcept {
+        return r.has_max_age_ || r.drop_older_epochs_;
+    }
+    template <class T>
+    [[nodiscard]] static bool filters(const latest_slot<T>& s) noexcept {
+        return s.max_age_.has_value() || s.drop_older_epochs_;
+    }
+};
+
+// A producer can hand an item it emits into Out to Out's consumer's function directly: Out is
+// bypassable and its item type can be built from what the producer emits.
 template <class Out, class V>
-concept inline_handoff = input_channel<Out> && requires(Out& o, const Out& co, V&& v) {
-    { o.push(std::forward<V>(v)) } -> std::same_as<push_status>;
-    { co.closed() } -> std::convertible_to<bool>;
-} && std::constructible_from<input_item_t<Out>, V&&>;
+concept inline_handoff = bypassable<Out> && std::constructible_from<input_item_t<Out>, V&&>;
 
 struct channel_entry {
     std::string name;
@@ -339,6 +360,7 @@ struct channel_entry {
     // inline_when_idle: the item type a producer could hand its consumer directly (null: its
     // producer cannot), and the consuming stage's gate once start() has checked the pair.
     const std::type_info* inline_item = nullptr;
+    bool inline_filtered = false; // max_age or drop_older_epochs: an item may not bypass it
     inline_gate* gate = nullptr;
 };
 
@@ -545,7 +567,7 @@ public:
             check_output_threads(out, 1);
             auto& e = add_stage(std::move(name), stage_kind::source, options);
             attach_output(e, out);
-            note_inline_producer<Out, item>(e);
+            note_inline_producer<Out, item>(e, out);
             const bool metrics = options_.metrics;
             e.body = [&out, fn = std::move(fn), metrics](detail::stage_entry& self,
                                                          stage_context& ctx) mutable {
@@ -655,7 +677,7 @@ public:
                     auto& e = add_stage(std::move(name), stage_kind::stage, options);
                     attach_input(e, in);
                     attach_output(e, out);
-                    note_inline_producer<Out, item>(e);
+                    note_inline_producer<Out, item>(e, out);
                     install_consumer(e, in, [&out, fn = std::move(fn)](detail::stage_entry& self,
                                                                        stage_context& ctx,
                                                                        in_item&& x) mutable {
@@ -895,13 +917,22 @@ private:
             if (c.producers != 1 || c.consumers != 1 || c.inline_item == nullptr ||
                 *c.inline_item != *s->gate->item) {
                 throw std::invalid_argument(
-                    "inline_when_idle: stage '" + s->name + "' needs an input that one stage with "
-                    "one worker pushes into (a push that reports a push_status, of the item type "
-                    "the stage takes) and that no other stage reads; '" + c.name + "' is not");
+                    "inline_when_idle: stage '" + s->name + "' needs an input (a ring, spsc_ring "
+                    "or latest_slot of the item type it takes) that one source or stage with one "
+                    "worker pushes into and no other stage reads; '" + c.name + "' is not");
+            }
+            if (c.inline_filtered) {
+                throw std::invalid_argument("inline_when_idle: stage '" + s->name + "': its input '" +
+                                            c.name + "' filters items by max_age or "
+                                            "drop_older_epochs, which an inline item would skip");
             }
         }
         for (const auto& s : stages_) {
             if (s->gate) {
+                // Items already in the input (pushed before start) count as entered, so that
+                // none is overtaken.
+                const channel_description d = s->input->describe();
+                s->gate->entered = d.stats ? d.stats->size : 0;
                 s->input->gate = s->gate.get();
                 s->gate->stage = s.get();
             }
@@ -1205,10 +1236,11 @@ private:
                 closer.held = true;
                 ++gate->taken;
             }
-            const bool go_on = process(self, w, metrics, x, handle);
+            const bool go_on = process(self, w, metrics, x, handle, false);
             if (gate != nullptr) {
                 closer.held = false;
-                gate->release();
+                // An output found closed ends this stage: no inline run after it.
+                gate->release(go_on ? detail::inline_gate::open : detail::inline_gate::shut);
             }
             if (!go_on) {
                 break; // the output was closed
@@ -1227,8 +1259,11 @@ private:
     // False when the output was closed.
     template <class Item, class Handle>
     static bool process(detail::stage_entry& self, detail::worker_entry& w, bool metrics, Item& x,
-                        Handle& handle) {
+                        Handle& handle, bool inline_run) {
         self.items_in.fetch_add(1, std::memory_order_relaxed);
+        if (inline_run) {
+            self.items_inline.fetch_add(1, std::memory_order_relaxed); // after items_in: never more
+        }
         const bool timed = metrics && w.timing.due();
         const auto t0 = timed ? clock::now() : clock::time_point{};
         if constexpr (timestamped<Item>) {
@@ -1263,8 +1298,7 @@ private:
             e.gate->run = [&e, shared, metrics](void* p) {
                 stage_context& ctx = *e.gate->ctx;
                 auto handle = [&](in_item&& x) { return (*shared)(e, ctx, std::move(x)); };
-                e.items_inline.fetch_add(1, std::memory_order_relaxed);
-                return process(e, *e.workers[0], metrics, *static_cast<in_item*>(p), handle);
+                return process(e, *e.workers[0], metrics, *static_cast<in_item*>(p), handle, true);
             };
         }
     }
@@ -1272,9 +1306,10 @@ private:
     // A producer stage whose output could take its consumer's items directly records the item
     // type it would build; start() pairs it with an inline_when_idle consumer.
     template <class Out, class V>
-    static void note_inline_producer(detail::stage_entry& e) {
+    static void note_inline_producer(detail::stage_entry& e, const Out& out) {
         if constexpr (detail::inline_handoff<Out, V>) {
             e.output->inline_item = &typeid(input_item_t<Out>);
+            e.output->inline_filtered = detail::inline_access::filters(out);
         }
     }
 

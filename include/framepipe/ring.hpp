@@ -210,6 +210,7 @@ public:
 private:
     friend struct detail::readable_access;
     friend struct detail::ring_access;
+    friend struct detail::inline_access;
 
     // The event count consumers wait on for an item (see detail::readable_access).
     [[nodiscard]] detail::event_count& readable_event() noexcept { return impl_.readable_event(); }
@@ -255,12 +256,14 @@ private:
         capacity_ = options.capacity;
         policy_ = options.policy;
         drop_older_epochs_ = options.drop_older_epochs;
+        has_max_age_ = options.max_age.has_value();
         return options;
     }
 
     std::size_t capacity_ = 0;
     overflow policy_ = overflow::drop_oldest;
     bool drop_older_epochs_ = false;
+    bool has_max_age_ = false; // the implementation holds the age itself
     detail::epoch_gate epochs_;
     std::conditional_t<!is_lock_free, detail::locked_ring<T>,
                        std::conditional_t<C == concurrency::spsc, detail::spsc_lockfree_ring<T>,
