@@ -723,19 +723,32 @@ TEST_CASE("pipeline: a user's channel type works with the documented members and
 
 // --- stage_options ------------------------------------------------------------------------------
 
-TEST_CASE("pipeline: a paced stage takes the newest item and counts what it skips as rate_limited") {
+namespace {
+// An item that can be moved but not assigned: the paced stage keeps the newest one it skips to
+// aside instead of reassigning its popped item.
+struct frozen_int {
+    const int v;
+    frozen_int(int value) : v(value) {} // NOLINT: implicit, to read like the int case
+    operator int() const { return v; }  // NOLINT
+};
+static_assert(!std::is_move_assignable_v<std::optional<frozen_int>>);
+} // namespace
+
+TEMPLATE_TEST_CASE("pipeline: a paced stage takes the newest item and counts what it skips as rate_limited",
+                   "", int, frozen_int) {
     // A fast source fills a 64-deep ring; a sink paced at 2 kHz takes the newest item each turn.
     // Every item is accounted for: handled, skipped for the rate, or evicted by the ring.
     constexpr int items = 20'000;
-    ring<int> a(64, overflow::drop_oldest);
+    ring<TestType> a(64, overflow::drop_oldest);
     std::vector<int> got;
     int next = 0;
     pipeline p("paced");
     p.channel(a, "a");
-    p.source("count", a, [&]() -> std::optional<int> {
-        return next < items ? std::optional<int>(next++) : std::nullopt;
+    p.source("count", a, [&]() -> std::optional<TestType> {
+        return next < items ? std::optional<TestType>(next++) : std::nullopt;
     });
-    p.sink("slow", a, [&](int v) { got.push_back(v); }, {.max_rate_hz = 2000});
+    p.sink("slow", a, [&](const TestType& v) { got.push_back(static_cast<int>(v)); },
+           {.max_rate_hz = 2000});
     p.start();
     p.wait();
     const auto snap = p.snapshot();

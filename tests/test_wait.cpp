@@ -20,6 +20,7 @@ namespace {
 
 using framepipe::detail::event_count;
 using framepipe::detail::event_listener;
+using framepipe::detail::no_deadline;
 using framepipe::detail::wait_end;
 
 // Gives a thread that must be blocked plenty of chances to run, then checks it has not finished.
@@ -43,10 +44,10 @@ void let_waiters_park() {
 
 TEST_CASE("event_count: wait returns ready at once when the state is already ready") {
     event_count ev;
-    CHECK(ev.wait(nullptr, std::nullopt, [] { return true; }) == wait_end::ready);
-    CHECK(ev.wait(nullptr, std::nullopt, [] { return false; }, [] { return true; }) ==
+    CHECK(ev.wait(nullptr, no_deadline, [] { return true; }) == wait_end::ready);
+    CHECK(ev.wait(nullptr, no_deadline, [] { return false; }, [] { return true; }) ==
           wait_end::ready);
-    CHECK(ev.park(nullptr, std::nullopt, [] { return true; }) == wait_end::ready);
+    CHECK(ev.park(nullptr, no_deadline, [] { return true; }) == wait_end::ready);
 }
 
 TEST_CASE("event_count: wait ends with timed_out at the deadline, also a past one") {
@@ -66,14 +67,14 @@ TEST_CASE("event_count: a stop request ends a wait, already requested or request
     std::stop_source early;
     early.request_stop();
     const std::stop_token early_token = early.get_token();
-    CHECK(ev.wait(&early_token, std::nullopt, never) == wait_end::stopped);
-    CHECK(ev.park(&early_token, std::nullopt, never) == wait_end::stopped);
+    CHECK(ev.wait(&early_token, no_deadline, never) == wait_end::stopped);
+    CHECK(ev.park(&early_token, no_deadline, never) == wait_end::stopped);
 
     std::stop_source later;
     const std::stop_token later_token = later.get_token();
     std::atomic<bool> done{false};
     std::thread waiter([&] {
-        const auto end = ev.wait(&later_token, std::nullopt, never);
+        const auto end = ev.wait(&later_token, no_deadline, never);
         done = end == wait_end::stopped;
     });
     check_still_blocked(done);
@@ -97,7 +98,7 @@ int hand_offs(event_count& ev, Notify notify, bool yields = false) {
     std::thread waiter([&] {
         framepipe::detail::spin_yields = yields;
         for (int i = 1; i <= rounds; ++i) {
-            (void)ev.wait(nullptr, std::nullopt,
+            (void)ev.wait(nullptr, no_deadline,
                           [&] { return value.load(std::memory_order_acquire) >= i; });
             acked.store(i, std::memory_order_release);
         }
@@ -137,7 +138,7 @@ TEST_CASE("event_count: a waiter that yields while it spins misses no wake-up an
     std::stop_source stop;
     stop.request_stop();
     const std::stop_token token = stop.get_token();
-    CHECK(ev.wait(&token, std::nullopt, never) == wait_end::stopped);
+    CHECK(ev.wait(&token, no_deadline, never) == wait_end::stopped);
     framepipe::detail::spin_yields = false;
 }
 
@@ -148,7 +149,7 @@ TEST_CASE("event_count: notify_all wakes every parked waiter") {
     std::vector<std::thread> waiters;
     for (int i = 0; i < 3; ++i) {
         waiters.emplace_back([&] {
-            if (ev.wait(nullptr, std::nullopt, [&] { return go.load(); }) == wait_end::ready) {
+            if (ev.wait(nullptr, no_deadline, [&] { return go.load(); }) == wait_end::ready) {
                 ++woken;
             }
         });
@@ -184,7 +185,7 @@ TEST_CASE("event_count: an attached listener hears every notification of the cha
     std::atomic<int> taken{0};
     std::thread select_thread([&] {
         for (int i = 0; i < 2 * rounds; ++i) {
-            (void)selector.wait(nullptr, std::nullopt,
+            (void)selector.wait(nullptr, no_deadline,
                                 [&] { return items_a.load() + items_b.load() > 0; });
             // Take one item from whichever has one.
             for (std::atomic<int>* q : {&items_a, &items_b}) {
@@ -225,7 +226,7 @@ TEST_CASE("event_count: a detached listener is no longer notified; attach and de
     channel.attach(l);
     std::atomic<bool> woke{false};
     std::thread waiter([&] {
-        woke = selector.wait(nullptr, std::nullopt, [&] { return flag.load(); }) == wait_end::ready;
+        woke = selector.wait(nullptr, no_deadline, [&] { return flag.load(); }) == wait_end::ready;
     });
     let_waiters_park();
     flag = true;

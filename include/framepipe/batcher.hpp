@@ -295,15 +295,15 @@ public:
     // item (it takes what the sources hold now), nor for the deadline. nullopt when no batch is
     // due (the items taken stay pending; their deadline runs on), or after the last batch.
     // Exceptions: std::bad_alloc, or what a source's channel throws; nothing is lost.
-    [[nodiscard]] std::optional<batch<T>> try_pop() { return pop_impl(nullptr, std::nullopt, false); }
+    [[nodiscard]] std::optional<batch<T>> try_pop() { return pop_impl(nullptr, detail::no_deadline, false); }
 
     // The next batch, waiting for items and for the deadline as the rule says. Blocks (parks
     // while nothing is ready). nullopt only after the last batch: closed, every source finished.
-    [[nodiscard]] std::optional<batch<T>> pop() { return pop_impl(nullptr, std::nullopt, true); }
+    [[nodiscard]] std::optional<batch<T>> pop() { return pop_impl(nullptr, detail::no_deadline, true); }
 
     // As pop(), but nullopt as soon as `stop` is requested; what is pending stays pending.
     [[nodiscard]] std::optional<batch<T>> pop(std::stop_token stop) {
-        return pop_impl(&stop, std::nullopt, true);
+        return pop_impl(&stop, detail::no_deadline, true);
     }
 
     // As pop(), waiting at most `timeout` (real time). Throws std::invalid_argument naming

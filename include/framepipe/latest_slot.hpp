@@ -154,20 +154,20 @@ public:
     // Exceptions: as push(); a move that throws puts the value back (strong; if a newer value
     // arrived meanwhile, that one replaced it: counted as evicted).
     [[nodiscard]] std::optional<T> try_pop() noexcept(nothrow_move) {
-        return pop_impl(nullptr, std::nullopt, false);
+        return pop_impl(nullptr, detail::no_deadline, false);
     }
 
     // Takes the value, waiting until one arrives: spins a few microseconds, then parks (no
     // CPU). nullopt only once the slot is closed and its last value taken. Exceptions: as
     // try_pop().
     [[nodiscard]] std::optional<T> pop() noexcept(nothrow_move) {
-        return pop_impl(nullptr, std::nullopt, true);
+        return pop_impl(nullptr, detail::no_deadline, true);
     }
 
     // As pop(), but nullopt as soon as `stop` is requested (checked first, so a stopped consumer
     // leaves even when a value is there; the value stays).
     [[nodiscard]] std::optional<T> pop(std::stop_token stop) noexcept(nothrow_move) {
-        return pop_impl(&stop, std::nullopt, true);
+        return pop_impl(&stop, detail::no_deadline, true);
     }
 
     // As pop(), waiting at most `timeout`. Throws std::invalid_argument naming timeout when it is

@@ -343,7 +343,7 @@ public:
 
     // As wait_for(), ending when `stop` is requested; true when a final state was reached.
     bool wait(std::stop_token stop) {
-        return shared_->state_changed.park(&stop, std::nullopt, [this] {
+        return shared_->state_changed.park(&stop, detail::no_deadline, [this] {
                    return is_final(shared_->state.load(std::memory_order_seq_cst));
                }) == detail::wait_end::ready;
     }

@@ -1213,7 +1213,10 @@ private:
             if (!item) {
                 break;
             }
-            std::optional<popped> newest; // a newer item taken after the pacing wait
+            // A newer item taken after the pacing wait replaces `item`, or, when the channel's
+            // pop result cannot be reassigned, is kept here. (Reassigning also keeps GCC 12's
+            // -Wmaybe-uninitialized quiet at -O2: it misreads a nested optional.)
+            [[maybe_unused]] std::optional<popped> newer;
             if (self.pace && !self.pace->try_acquire()) {
                 if (!self.pace->acquire(ctx.stop_token())) {
                     // Stopped while waiting its turn: the item it held is dropped, as skipped.
@@ -1222,13 +1225,17 @@ private:
                 }
                 if constexpr (requires { { in.try_pop() } -> std::same_as<popped>; }) {
                     while (popped n = in.try_pop()) {
-                        newest.reset();
-                        newest.emplace(std::move(n));
+                        if constexpr (std::is_move_assignable_v<popped>) {
+                            item = std::move(n);
+                        } else {
+                            newer.reset();
+                            newer.emplace(std::move(n));
+                        }
                         self.input->skipped.fetch_add(1, std::memory_order_relaxed);
                     }
                 }
             }
-            item_type& x = newest ? **newest : *item;
+            item_type& x = newer ? **newer : *item;
             if (gate != nullptr) {
                 if (!gate->hold()) {
                     break; // shut by an inline run that failed: rethrown below

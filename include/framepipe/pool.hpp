@@ -285,16 +285,16 @@ public:
 
     // A free object, or nullptr when all are lent. Any thread; never waits (brief lock); does
     // not allocate.
-    [[nodiscard]] std::shared_ptr<T> try_acquire() { return core_->take(nullptr, std::nullopt, false); }
+    [[nodiscard]] std::shared_ptr<T> try_acquire() { return core_->take(nullptr, detail::no_deadline, false); }
 
     // A free object, waiting (spins briefly, then parks) until one is returned. Any thread.
     // Never returns nullptr.
-    [[nodiscard]] std::shared_ptr<T> acquire() { return core_->take(nullptr, std::nullopt, true); }
+    [[nodiscard]] std::shared_ptr<T> acquire() { return core_->take(nullptr, detail::no_deadline, true); }
 
     // As acquire(), but nullptr when `stop` is requested (checked first, even if an object is
     // free), or while it waits.
     [[nodiscard]] std::shared_ptr<T> acquire(std::stop_token stop) {
-        return core_->take(&stop, std::nullopt, true);
+        return core_->take(&stop, detail::no_deadline, true);
     }
 
     // As acquire(), but nullptr after `timeout`. Throws std::invalid_argument naming timeout

@@ -147,19 +147,19 @@ public:
     // item stays in the ring (strong). With a max_age the age check is noexcept: a
     // timestamp_traits<T>::capture_time that throws calls std::terminate (every pop and peek).
     [[nodiscard]] FRAMEPIPE_ALWAYS_INLINE std::optional<T> try_pop() noexcept(is_lock_free) {
-        return impl_.pop(nullptr, std::nullopt, false);
+        return impl_.pop(nullptr, detail::no_deadline, false);
     }
 
     // Takes the oldest item, waiting for one: spins a few microseconds, then parks (no CPU).
     // nullopt only once the ring is closed and drained. Exceptions: as try_pop().
     [[nodiscard]] FRAMEPIPE_ALWAYS_INLINE std::optional<T> pop() noexcept(is_lock_free) {
-        return impl_.pop(nullptr, std::nullopt, true);
+        return impl_.pop(nullptr, detail::no_deadline, true);
     }
 
     // As pop(), but nullopt as soon as `stop` is requested: the token is checked first, so a
     // stopped consumer leaves even when items remain (they stay in the ring).
     [[nodiscard]] std::optional<T> pop(std::stop_token stop) noexcept(is_lock_free) {
-        return impl_.pop(&stop, std::nullopt, true);
+        return impl_.pop(&stop, detail::no_deadline, true);
     }
 
     // As pop(), waiting at most `timeout`: nullopt when it runs out, or closed and drained.

@@ -480,19 +480,19 @@ public:
     // (it stays held by the selector and is offered again), or while holding it (counted as
     // dropped). Counters stay exact.
     [[nodiscard]] std::optional<selected<T>> try_pop() {
-        return pop_impl(nullptr, std::nullopt, false, {});
+        return pop_impl(nullptr, detail::no_deadline, false, {});
     }
 
     // The next item by policy, waiting for one: spins a few microseconds, then parks on the
     // selector's event count (no CPU) until an input has an item, closes, or the inputs change.
     // nullopt only once the selector is closed and every input has finished or been removed.
     // Exceptions: as try_pop().
-    [[nodiscard]] std::optional<selected<T>> pop() { return pop_impl(nullptr, std::nullopt, true, {}); }
+    [[nodiscard]] std::optional<selected<T>> pop() { return pop_impl(nullptr, detail::no_deadline, true, {}); }
 
     // As pop(), but nullopt as soon as `stop` is requested (checked first: a stopped consumer
     // leaves even when items are ready; they stay in their channels).
     [[nodiscard]] std::optional<selected<T>> pop(std::stop_token stop) {
-        return pop_impl(&stop, std::nullopt, true, {});
+        return pop_impl(&stop, detail::no_deadline, true, {});
     }
 
     // As pop(), waiting at most `timeout`. Throws std::invalid_argument naming timeout when it

@@ -181,16 +181,16 @@ public:
     // available (strong). Tumbling windows (stride == size) move their items out when T's move
     // cannot throw. A move-only T whose move constructor throws gives the basic guarantee: the
     // window being taken is dropped (counted as evicted) and the exception propagates.
-    [[nodiscard]] std::optional<window<T>> try_pop() { return pop_impl(nullptr, std::nullopt, false); }
+    [[nodiscard]] std::optional<window<T>> try_pop() { return pop_impl(nullptr, detail::no_deadline, false); }
 
     // Takes the newest ready window, waiting for one. Any thread; blocks (spins briefly, then
     // parks). nullopt only once closed and the last ready window has been taken.
     // Exceptions: as try_pop().
-    [[nodiscard]] std::optional<window<T>> pop() { return pop_impl(nullptr, std::nullopt, true); }
+    [[nodiscard]] std::optional<window<T>> pop() { return pop_impl(nullptr, detail::no_deadline, true); }
 
     // As pop(), but nullopt as soon as `stop` is requested (checked first).
     [[nodiscard]] std::optional<window<T>> pop(std::stop_token stop) {
-        return pop_impl(&stop, std::nullopt, true);
+        return pop_impl(&stop, detail::no_deadline, true);
     }
 
     // As pop(), waiting at most `timeout`. Throws std::invalid_argument naming timeout when it is

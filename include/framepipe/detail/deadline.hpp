@@ -5,12 +5,19 @@
 #include <framepipe/detail/config.hpp>
 
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
 namespace framepipe::detail {
 
 using clock = std::chrono::steady_clock;
+
+// "No deadline", for the waits that take an optional deadline by reference. A constant rather
+// than a std::nullopt temporary: at -O2 GCC 12 warns (-Wmaybe-uninitialized, falsely) in the
+// caller's code about the temporary's payload on paths it cannot prove dead; a constant's
+// emptiness folds away.
+inline constexpr std::optional<clock::time_point> no_deadline{};
 
 // Throws std::invalid_argument naming `what` when a caller passes a negative duration.
 inline void require_non_negative(std::chrono::nanoseconds d, const char* what) {
