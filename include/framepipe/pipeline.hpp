@@ -1176,6 +1176,12 @@ private:
         }
     }
 
+    // GCC 12 at -O1 and up can warn, falsely, that the nested std::optional below (for a pop
+    // result that cannot be reassigned) is used uninitialised, in the code that instantiates it.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
     // The loop of a stage or sink: pop (and, when paced, wait the turn and skip to the newest),
     // then process. A stage that runs inline_when_idle holds its gate for each item it takes.
     template <class In, class Handle>
@@ -1213,9 +1219,9 @@ private:
             if (!item) {
                 break;
             }
-            // A newer item taken after the pacing wait replaces `item`, or, when the channel's
-            // pop result cannot be reassigned, is kept here. (Reassigning also keeps GCC 12's
-            // -Wmaybe-uninitialized quiet at -O2: it misreads a nested optional.)
+            // A newer item taken after the pacing wait replaces `item`, or, when the pop result
+            // cannot be reassigned, is kept here. (GCC 12 at -O1 and up warns, falsely,
+            // -Wmaybe-uninitialized about a nested std::optional; reassigning does not warn.)
             [[maybe_unused]] std::optional<popped> newer;
             if (self.pace && !self.pace->try_acquire()) {
                 if (!self.pace->acquire(ctx.stop_token())) {
@@ -1261,6 +1267,10 @@ private:
             }
         }
     }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
     // One item of a stage or sink, on its thread or inline: count, measure, hand it to `handle`.
     // False when the output was closed.
