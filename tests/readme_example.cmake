@@ -1,6 +1,6 @@
 # Compiles and runs the first C++ block of README.md, which must end by itself: the block's
 # #include lines, then the few names it leaves to the reader (Frame, grab, detect, show), then
-# the rest of the block as main's body.
+# the rest of the block as main's body. Built at -O2 with -Wall -Wextra -Werror, as a user might.
 #   cmake -DCOMPILER=... -DSOURCE_DIR=... -DWORK_DIR=... -P readme_example.cmake
 file(READ "${SOURCE_DIR}/README.md" readme)
 string(FIND "${readme}" "```cpp\n" start)
@@ -31,7 +31,7 @@ ${body}
 }
 ")
 execute_process(
-    COMMAND "${COMPILER}" -std=c++20 -pthread "-I${SOURCE_DIR}/include" -Wall -Wextra -Werror
+    COMMAND "${COMPILER}" -std=c++20 -O2 -pthread "-I${SOURCE_DIR}/include" -Wall -Wextra -Werror
             "${WORK_DIR}/readme_example.cpp" -o "${WORK_DIR}/readme_example"
     RESULT_VARIABLE built
     ERROR_VARIABLE build_log)
