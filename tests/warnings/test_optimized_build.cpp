@@ -2,7 +2,8 @@
 // flow-sensitive warnings only run when optimising; the dev preset builds at -O0). This file is
 // built at -O2 with the project's warning set (-Werror in the dev preset) and calls the blocking
 // and paced paths of each block from a thread of its own, as user code does: those are where GCC
-// 12 found "uses" of an empty std::optional deadline or a nested optional (tests/CMakeLists.txt).
+// 12 found "uses" of an empty std::optional deadline or a nested optional (docs/verification.md,
+// finding 5).
 #include <framepipe/framepipe.hpp>
 
 #include <catch2/catch.hpp>
