@@ -733,7 +733,8 @@ struct frozen_int {
 };
 static_assert(!std::is_move_assignable_v<std::optional<frozen_int>>);
 
-// A user's channel whose pops hand out std::unique_ptr (optional-like, with no emplace()).
+// A user's channel whose pops hand out std::unique_ptr (optional-like, not a std::optional): the
+// paced stage reassigns its popped item with the newer one.
 struct boxed_queue {
     ring<int> r{64, overflow::drop_oldest};
     static std::unique_ptr<int> box(std::optional<int> v) {
@@ -762,7 +763,7 @@ TEST_CASE("pipeline: a paced stage skips to the newest item of a channel that po
     CHECK(got.size() <= a.r.stats().popped); // the rest were passed over for the rate
     CHECK(std::is_sorted(got.begin(), got.end()));
     REQUIRE_FALSE(got.empty());
-    CHECK(got.back() == items - 1); // the newest item, held aside, is the one handled
+    CHECK(got.back() == items - 1); // the newest item is the one handled
 }
 
 TEMPLATE_TEST_CASE("pipeline: a paced stage takes the newest item and counts what it skips as rate_limited",
