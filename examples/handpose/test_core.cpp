@@ -5,6 +5,8 @@
 #include "landmarks_csv.hpp"
 #include "synthetic.hpp"
 
+#include "common/testing/temp_dir.hpp"
+
 #include <catch2/catch.hpp>
 #include <opencv2/core/utils/logger.hpp>
 
@@ -33,20 +35,8 @@ constexpr double fps = 15.0;
 constexpr std::size_t window = 30;
 
 // A fresh directory under the system temp dir, removed at the end of the test.
-struct temp_dir {
-    fs::path path;
-    temp_dir() {
-        std::random_device rd;
-        path = fs::temp_directory_path() / ("handpose-test-" + std::to_string(rd()));
-        fs::create_directories(path);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-    [[nodiscard]] std::string file(const std::string& name) const { return (path / name).string(); }
+struct temp_dir : framepipe_examples::testing::temp_dir {
+    temp_dir() : framepipe_examples::testing::temp_dir("handpose-test") {}
 };
 
 // Renders an example's frames and runs the estimator on the pixels.

@@ -4,6 +4,7 @@
 
 #include "common/testing/child_process.hpp"
 #include "common/testing/rtsp_server.hpp"
+#include "common/testing/temp_dir.hpp"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -13,7 +14,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <sstream>
 #include <string>
 #include <arpa/inet.h>
@@ -54,20 +54,9 @@ void check_one_line_error(const t::run_result& r) {
     CHECK(r.out.empty());
 }
 
-struct temp_dir {
-    fs::path path;
-    temp_dir() {
-        std::random_device rd;
-        path = fs::temp_directory_path() / ("handpose-prog-" + std::to_string(rd()));
-        fs::create_directories(path);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-    [[nodiscard]] std::string file(const std::string& name) const { return (path / name).string(); }
+// A fresh directory under the system temp dir, removed at the end of the test.
+struct temp_dir : framepipe_examples::testing::temp_dir {
+    temp_dir() : framepipe_examples::testing::temp_dir("handpose-prog") {}
 };
 
 std::string slurp(const std::string& path) {

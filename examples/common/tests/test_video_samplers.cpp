@@ -6,6 +6,7 @@
 #include "common/key_frames.hpp"
 #include "common/motion_detector.hpp"
 #include "common/scene_change.hpp"
+#include "common/testing/temp_dir.hpp"
 
 #include <framepipe/ring.hpp>
 #include <framepipe/sampling.hpp>
@@ -17,7 +18,6 @@
 #include <chrono>
 #include <filesystem>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -27,13 +27,10 @@ namespace {
 
 const std::string data = FRAMEPIPE_SAMPLING_TEST_DATA;
 
+// Removed when the test process exits.
 fs::path scratch() {
-    static const fs::path dir = [] {
-        auto d = fs::temp_directory_path() / ("framepipe-samplers-" + std::to_string(getpid()));
-        fs::create_directories(d);
-        return d;
-    }();
-    return dir;
+    static const framepipe_examples::testing::temp_dir dir("framepipe-samplers");
+    return dir.path;
 }
 
 // The first `n` frames of a file (resized when `size` is given).

@@ -4,6 +4,7 @@
 // compared with a peer measured in the same run).
 #include "common/testing/child_process.hpp"
 #include "common/testing/http_client.hpp"
+#include "common/testing/temp_dir.hpp"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -26,13 +27,10 @@ const std::string exe = FRAMEPIPE_DETECT_EXE;
 const std::string vtest = FRAMEPIPE_TEST_VIDEO;
 std::string model(const char* name) { return std::string(FRAMEPIPE_TEST_MODELS) + "/" + name; }
 
+// Removed when the test process exits.
 fs::path scratch() {
-    static const fs::path dir = [] {
-        auto d = fs::temp_directory_path() / ("framepipe-detect-test-" + std::to_string(getpid()));
-        fs::create_directories(d);
-        return d;
-    }();
-    return dir;
+    static const framepipe_examples::testing::temp_dir dir("framepipe-detect-test");
+    return dir.path;
 }
 
 // A 30-frame 64x48 MJPEG AVI at 30 fps, numbered frames.

@@ -6,6 +6,7 @@
 // tiny (64x48: HOG finds nobody and costs nothing).
 #include "common/testing/child_process.hpp"
 #include "common/testing/rtsp_server.hpp"
+#include "common/testing/temp_dir.hpp"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -14,7 +15,6 @@
 
 #include <filesystem>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -25,13 +25,10 @@ namespace {
 
 const std::string exe = FRAMEPIPE_DETECT_EXE;
 
+// Removed when the test process exits.
 fs::path scratch() {
-    static const fs::path dir = [] {
-        auto d = fs::temp_directory_path() / ("framepipe-detect-sampling-" + std::to_string(getpid()));
-        fs::create_directories(d);
-        return d;
-    }();
-    return dir;
+    static const framepipe_examples::testing::temp_dir dir("framepipe-detect-sampling");
+    return dir.path;
 }
 
 // A 40-frame 64x48 MJPEG clip at 30 fps: a white square moving across a grey field, which turns
