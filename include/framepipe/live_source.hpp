@@ -34,8 +34,8 @@
 //   The cost of an abandoned call: one thread and one backend instance, until the call returns
 //   (at most max_abandoned at once; beyond that the source fails).
 //
-// Threads: start(), stop(), run() and on_state_change() from one thread; state(), stats(),
-// epoch() and wait_for() from any thread.
+// Threads: start(), run() and on_state_change() from one thread; stop() from any thread but the
+// runner's; state(), stats(), epoch(), wait_for() and wait() from any thread.
 #pragma once
 
 #include <framepipe/detail/config.hpp>
