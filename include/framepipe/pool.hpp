@@ -135,7 +135,9 @@ public:
             ++stats_.exhausted;
             return nullptr; // like ring::pop(stop_token): the token is checked first
         }
-        {
+        // An acquire that may wait and sees no slot free goes straight to waiting: locking mu_ to
+        // look would take its line from the releasing thread, whose give_back must take it back.
+        if (!wait || free_hint_.load(std::memory_order_relaxed) != 0) {
             const detail::spin_then_lock_guard lock(mu_);
             slot = pop_free_locked(wait);
         }

@@ -101,7 +101,7 @@ struct timestamp_traits<window<T>> {
 };
 
 // The items a sliding_window took in (its windows are counted by stats(): see the file comment).
-// Every push is counted in exactly one of the two.
+// Every push is counted in exactly one of pushed, after_close and stale_epoch.
 struct window_item_stats {
     std::uint64_t pushed = 0;      // items accepted by push()
     std::uint64_t after_close = 0; // items refused after close()
@@ -246,7 +246,8 @@ public:
         return s;
     }
 
-    // The items pushed in: accepted, and refused after close. Any thread; takes the lock briefly.
+    // The items pushed in: accepted, refused after close, refused from an older epoch, and the
+    // restarts of new epochs. Any thread; takes the lock briefly.
     [[nodiscard]] window_item_stats item_stats() const {
         const std::lock_guard<std::mutex> lock(mu_);
         return items_;
@@ -387,7 +388,10 @@ private:
         if (stop != nullptr && stop->stop_requested()) {
             return out;
         }
-        {
+        // A pop that may wait and sees no window ready goes straight to waiting: locking mu_ to
+        // look would take its line from the producer, whose push must then take it back.
+        if (!wait || pending_flag_.load(std::memory_order_relaxed) ||
+            closed_flag_.load(std::memory_order_relaxed)) {
             const detail::spin_then_lock_guard lock(mu_);
             if (pending_) {
                 take_locked(out);

@@ -143,10 +143,15 @@ public:
         bool woke = false;
         for (;;) {
             // Empty, or an in-flight push has claimed the next position but not filled it yet.
-            const std::uint64_t h = head_.load(std::memory_order_acquire);
-            const std::uint64_t t = tail_.load(std::memory_order_acquire);
-            if ((t & closed_bit) != 0 && (t & ~closed_bit) == h) {
-                return std::nullopt; // closed and drained
+            // tail_ is read only once the ring is closed: a consumer that read it on every wait
+            // would make the next push's claim of tail_ pay an extra invalidation (see
+            // item_at_head()). Acquire: close() sets tail_'s closed bit before the flag.
+            if (closed_flag_.load(std::memory_order_acquire)) {
+                const std::uint64_t h = head_.load(std::memory_order_acquire);
+                const std::uint64_t t = tail_.load(std::memory_order_acquire);
+                if ((t & ~closed_bit) == h) {
+                    return std::nullopt; // closed and drained
+                }
             }
             if (woke) {
                 // The wait said "ready" but the take found nothing: a push has claimed the head

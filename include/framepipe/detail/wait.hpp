@@ -200,7 +200,9 @@ public:
                                 const std::optional<clock::time_point>& deadline,
                                 SpinReady spin_ready,
                                 Ready ready) noexcept(noexcept(ready()) && noexcept(spin_ready())) {
-        if (spin_ready() || ready()) {
+        // spin_ready() alone: ready() may read lines the caller's partner writes (a ring's
+        // tail), and is checked before parking anyway.
+        if (spin_ready()) {
             return wait_end::ready;
         }
         // The clock is read every 32 pauses (a pause is 10-150 cycles depending on the core), so
