@@ -48,7 +48,11 @@ inline void futex_wake(std::atomic<std::uint32_t>& a, int waiters = 1) noexcept 
     syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&a), FUTEX_WAKE_PRIVATE, waiters, nullptr,
             nullptr, 0);
 #else
-    a.notify_all();
+    if (waiters == 1) {
+        a.notify_one();
+    } else {
+        a.notify_all();
+    }
 #endif
 }
 
