@@ -156,6 +156,37 @@ TEST_CASE("adaptive_rate finds a consumer that got faster again") {
     CHECK(r <= 0.9 / 0.04 + 1.0);
 }
 
+TEST_CASE("adaptive_rate lifts its ceiling only after two periods of room running") {
+    framepipe::adaptive_rate control(options());
+    const auto t = clock_type::time_point{} + 1h;
+    const auto step = [&](double busy) {
+        return control.update({.activity = std::nullopt, .busy = busy, .occupancy = std::nullopt},
+                              t);
+    };
+    CHECK(step(0.95) == 29); // saturated at 30: one step down, ceiling one step below
+    CHECK(control.ceiling() == 29);
+    (void)step(0.5);         // room, one period
+    (void)step(0.8);         // in the band: the run of room ends
+    (void)step(0.5);         // room, one period again
+    CHECK(control.ceiling() == 29);
+    (void)step(0.5);         // room, two periods running: lifted one step
+    CHECK(control.ceiling() == 30);
+    CHECK(control.rate() == 30);
+}
+
+TEST_CASE("adaptive_rate keeps its rate on the grid min_hz + k * step_hz") {
+    // max_hz 10.5 is off the grid 1, 3, 5, ...: the rate starts there, and every step lands on it.
+    framepipe::adaptive_rate control({.min_hz = 1, .max_hz = 10.5, .step_hz = 2});
+    const auto t = clock_type::time_point{} + 1h;
+    CHECK(control.rate() == 10.5);
+    std::vector<double> rates;
+    for (int i = 0; i < 3; ++i) {
+        rates.push_back(control.update(
+            {.activity = std::nullopt, .busy = 1.0, .occupancy = std::nullopt}, t)); // saturated
+    }
+    CHECK(rates == std::vector<double>{9, 7, 5}); // 8.5 rounds to the grid value 9
+}
+
 TEST_CASE("adaptive_rate: bad options are refused, naming the field") {
     CHECK_THROWS_WITH(framepipe::adaptive_rate({.min_hz = 0}), Catch::Contains("min_hz"));
     CHECK_THROWS_WITH(framepipe::adaptive_rate({.min_hz = 5, .max_hz = 2}), Catch::Contains("max_hz"));

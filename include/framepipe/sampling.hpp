@@ -139,9 +139,10 @@ struct adaptive_rate_options {
 //      C (the consumer's capacity as found so far) becomes r - s too;
 //   2. otherwise, r <- min(D, C) if that is above r (a rise is immediate: the attack), or
 //      r <- max(D, r - s) if below (a fall is one step per period: the decay);
-//   3. with room (busy < busy_low) and no saturation for a while, C is lifted by one step per
+//   3. with room (busy < busy_low) for two periods running or more, C is lifted by one step per
 //      period, so a consumer that got faster is found again;
-//   all clamped to [min_hz, max_hz] and rounded to a multiple of s.
+//   all clamped to [min_hz, max_hz] and rounded to the grid min_hz + k * s (max_hz, where the
+//   rate starts, may lie off the grid; the first step down lands on it).
 // Stability: every change is one step down, or up to a value at most C; C moves down to one step
 // below a rate that saturated, and up by one step per period only while the consumer has room
 // (busy < busy_low) two periods running. Under a steady consumer the rate settles at the highest
@@ -181,7 +182,9 @@ public:
             next = rate_ - o_.step_hz;
             quiet_periods_ = 0;
         } else {
-            if (room && ++quiet_periods_ >= 2) {
+            // A period in the band (neither saturated nor with room) ends the run of room.
+            quiet_periods_ = room ? quiet_periods_ + 1 : 0;
+            if (quiet_periods_ >= 2) {
                 ceiling_ = std::min(o_.max_hz, ceiling_ + o_.step_hz);
             }
             const double target = std::min(wanted, ceiling_);
