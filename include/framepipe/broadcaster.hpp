@@ -288,9 +288,10 @@ public:
 
     // Attaches a new subscriber. Any thread, at any time, also while others publish.
     // After close(), the subscription is created closed.
-    // Throws std::invalid_argument naming the field: capacity 0; max_rate_hz negative, NaN,
-    // infinite, above 1e9 or so small that its period overflows; a block_timeout without overflow::block; a negative block_timeout
-    // or max_age; a max_age when T is not `timestamped`. std::bad_alloc.
+    // Throws std::invalid_argument naming the field: capacity 0 or above 2^61; max_rate_hz
+    // negative, NaN, infinite, above 1e9 or so small that its period overflows; a block_timeout
+    // without overflow::block; a negative block_timeout or max_age; a max_age when T is not
+    // `timestamped`; drop_older_epochs when T is not `epoched`. std::bad_alloc.
     [[nodiscard]] subscription<T> subscribe(subscription_options options = {}) {
         if (!(options.max_rate_hz >= 0.0) || !std::isfinite(options.max_rate_hz) ||
             options.max_rate_hz > 1e9 ||

@@ -5,8 +5,8 @@
 //     camera process                                   detector process
 //     framepipe::transport::iceoryx_init("camera");    framepipe::transport::iceoryx_init("det");
 //     iceoryx_publisher<raw_mat_codec> out(            iceoryx_receiver<raw_mat_codec> in(
-//         {.instance = "cam0"});                           {.instance = "cam0"});
-//     // a sink that sends what a subscription holds:  latest_slot<received_ptr<mat_view>> newest;
+//         {.service = {.instance = "cam0"}});              {.service = {.instance = "cam0"}});
+//     // a sink that sends what a subscription holds:  latest_slot<received_ptr<cv::Mat>> newest;
 //     p.sink("to-detector", det_sub,                   p.source("from-camera", newest, in);
 //            [&](const auto& f) { (void)out.send(f); });  p.sink("detector", newest, detect);
 //
