@@ -438,12 +438,16 @@ private:
     detail::recycler_handle windows_recycler_;
     detail::recycler_handle items_recycler_;
 
-    mutable std::mutex mu_;
-    // Consumers wait here: spin briefly, then park (see detail::event_count).
-    detail::event_count not_empty_;
+    // The history's slots (the pointer never changes; the slots are guarded by mu_).
+    std::unique_ptr<std::optional<T>[]> history_;
+
+    // Every push and every take writes the lock, the state and the stats below, one thread
+    // after the other, so they start on a cache line of their own instead of straddling the
+    // read-mostly members' lines (docs/benchmarks.md, "sliding_window's hand-off").
+    alignas(detail::cache_line) mutable std::mutex mu_;
 
     // Guarded by mu_.
-    std::unique_ptr<std::optional<T>[]> history_;
+    bool closed_ = false;
     std::size_t head_ = 0;              // slot of the oldest held item
     std::size_t count_ = 0;             // items held (at most capacity_ - 1 between calls)
     std::uint64_t next_seq_ = 0;        // sequence number of the next push
@@ -452,14 +456,18 @@ private:
     std::uint64_t epoch_after_ = 0;     // epoch of the item being pushed
     std::optional<std::uint64_t> pending_;    // last seq of the ready, untaken window
     std::optional<std::uint64_t> last_ready_; // last seq of the newest window that became ready
-    bool closed_ = false;
     channel_stats windows_{}; // in windows; size is derived from pending_
     window_item_stats items_{};
 
     // Relaxed mirrors for size(), closed() and waiting pops. They only decide when to look: the
-    // window itself is taken under mu_.
-    std::atomic<bool> pending_flag_{false};
+    // window itself is taken under mu_. On a line of their own, which a polling consumer can read
+    // without taking the lock's line from a push in progress.
+    alignas(detail::cache_line) std::atomic<bool> pending_flag_{false};
     std::atomic<bool> closed_flag_{false};
+
+    // Consumers wait here: spin briefly, then park (see detail::event_count). On a line of its
+    // own: a parking consumer's registration does not take the flags' line from the producer.
+    alignas(detail::cache_line) detail::event_count not_empty_;
 };
 
 // How a pipeline shows a sliding_window: a channel of windows (see channel_traits).
