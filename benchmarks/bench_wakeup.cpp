@@ -3,9 +3,13 @@
 //
 // Every case is a blocking ping-pong between two threads on two cores: A hands a value to B
 // and blocks until B hands it back; B does the mirror image. Each side finds its channel empty
-// and parks, so one iteration (a round trip) is two wake-ups of a parked consumer, each
+// and waits, so one iteration (a round trip) is two wake-ups of a waiting consumer, each
 // including the producer's push / notify. Counters rt_p50_ns and rt_p99_ns are percentiles of
-// the individual round trips (TSC-timed); the iteration time is their mean.
+// the individual round trips (TSC-timed); the iteration time is their mean. A framepipe waiter
+// spins for a few microseconds before it parks, so a fast partner is caught without a sleep:
+// for framepipe's channels, counters parks, sleeps and lock_blocks say how often per round trip
+// a wait's spin ran out, how often it then slept, and how often a lock was not had within its
+// spin (detail::wait_counts).
 //
 //   wakeup/<payload>/framepipe.ring            ring<T>(16) push / pop()
 //   wakeup/<payload>/framepipe.spsc_ring       spsc_ring<T>(16) push / pop()
@@ -34,6 +38,7 @@ namespace {
 
 template <class T, framepipe::concurrency C = framepipe::concurrency::mpmc>
 struct fp_ring_wake {
+    static constexpr bool counts_waits = true; // waits on framepipe's event_count
     framepipe::ring<T, C> r{16};
     explicit fp_ring_wake(std::size_t) {}
     void push_wait(const T& v) { (void)r.push(v); }
@@ -48,6 +53,7 @@ struct fp_ring_wake {
 
 template <class T>
 struct fp_latest_wake {
+    static constexpr bool counts_waits = true; // waits on framepipe's event_count
     framepipe::latest_slot<T> s;
     explicit fp_latest_wake(std::size_t) {}
     void push_wait(const T& v) { (void)s.push(v); }
@@ -62,6 +68,7 @@ struct fp_latest_wake {
 
 template <class T>
 struct fp_window_wake {
+    static constexpr bool counts_waits = true; // waits on framepipe's event_count
     framepipe::sliding_window<T> w{1, 1};
     explicit fp_window_wake(std::size_t) {}
     void push_wait(const T& v) { (void)w.push(v); }
@@ -76,6 +83,7 @@ struct fp_window_wake {
 
 template <class T>
 struct fp_sub_wake {
+    static constexpr bool counts_waits = true; // waits on framepipe's event_count
     framepipe::broadcaster<T> b;
     framepipe::subscription<T> s = b.subscribe({.capacity = 16});
     explicit fp_sub_wake(std::size_t) {}
@@ -89,6 +97,14 @@ struct fp_sub_wake {
     }
 };
 
+// This thread's waits (detail::wait_counts) since `before`.
+framepipe::detail::wait_counts waits_since(const framepipe::detail::wait_counts& before) {
+    const auto& now = framepipe::detail::this_thread_waits;
+    return {.parks = now.parks - before.parks,
+            .sleeps = now.sleeps - before.sleeps,
+            .lock_blocks = now.lock_blocks - before.lock_blocks};
+}
+
 template <class Q, class T>
 void wake_pingpong(benchmark::State& st) {
     const auto n = static_cast<std::uint64_t>(st.max_iterations);
@@ -96,19 +112,23 @@ void wake_pingpong(benchmark::State& st) {
     Q back(16);
     start_line line;
     pinned_scope pin(0);
+    framepipe::detail::wait_counts partner_waits{};
     std::thread partner([&] {
         pin_this_thread(1);
         line.arrive_and_wait();
+        const auto before = framepipe::detail::this_thread_waits;
         T v{};
         for (std::uint64_t i = 0; i < n; ++i) {
             (void)there.pop_wait(v);
             back.push_wait(v);
         }
+        partner_waits = waits_since(before);
     });
     line.wait_for(1);
     samples rt(std::min<std::uint64_t>(n, 1u << 20));
     const double ns_per_tick = calibration().ns_per_tick;
     std::uint64_t wrong = 0;
+    const auto waits_before = framepipe::detail::this_thread_waits;
     while (st.KeepRunningBatch(static_cast<benchmark::IterationCount>(n))) {
         line.release();
         const double t0 = steady_ns();
@@ -129,6 +149,19 @@ void wake_pingpong(benchmark::State& st) {
     }
     st.counters["rt_p50_ns"] = rt.pct(0.50);
     st.counters["rt_p99_ns"] = rt.pct(0.99);
+    if constexpr (requires { Q::counts_waits; }) {
+        // Per round trip, both threads: how often a wait's spin ran out (parks), how often it
+        // then slept (sleeps), and how often a lock could not be had within its spin
+        // (lock_blocks). Near 0: the hand-offs were caught while spinning; near 2: every wake-up
+        // was a futex wake-up.
+        const auto mine = waits_since(waits_before);
+        const auto per_rt = [n](std::uint64_t count) {
+            return static_cast<double>(count) / static_cast<double>(n);
+        };
+        st.counters["parks"] = per_rt(mine.parks + partner_waits.parks);
+        st.counters["sleeps"] = per_rt(mine.sleeps + partner_waits.sleeps);
+        st.counters["lock_blocks"] = per_rt(mine.lock_blocks + partner_waits.lock_blocks);
+    }
 }
 
 // Two pools of one object each, used as two semaphores: A releases P's object (B, parked in

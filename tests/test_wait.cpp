@@ -1,7 +1,8 @@
 // tests/test_wait.cpp - detail::event_count (detail/wait.hpp), the one waiting primitive of every
 // framepipe block: readiness, deadlines, stop requests, no lost wake-up through both phases,
 // notify_all, the wake-up a leaving waiter passes on, the asymmetric mode, and the listener hook
-// a selector over several channels uses; and spin_then_lock_guard, the lock taken after a wait.
+// a selector over several channels uses; spin_then_lock_guard, the lock taken after a wait; and
+// the per-thread counts of waits that parked.
 
 #include <framepipe/detail/wait.hpp>
 
@@ -271,6 +272,68 @@ TEST_CASE("event_count: a detached listener is no longer notified; attach and de
     stop_notifier = true;
     notifier.join();
     CHECK(channel.listeners() == 0);
+}
+
+TEST_CASE("wait_counts: a park counts on the parking thread; a wait that needs none counts none") {
+    using framepipe::detail::this_thread_waits;
+    event_count ev;
+    const auto before = this_thread_waits;
+    CHECK(ev.wait(nullptr, no_deadline, [] { return true; }) == wait_end::ready);
+    std::mutex mu;
+    {
+        const framepipe::detail::spin_then_lock_guard uncontended(mu); // free: taken at once
+    }
+    CHECK(this_thread_waits.parks == before.parks);
+    CHECK(this_thread_waits.sleeps == before.sleeps);
+    CHECK(this_thread_waits.lock_blocks == before.lock_blocks);
+
+    // park() has no spin phase: once ready() has said no, the thread sleeps (a notify that comes
+    // first only makes that sleep return at once). The notifier answers that first "no".
+    std::atomic<bool> asked{false};
+    std::atomic<bool> state{false};
+    std::jthread notifier([&] {
+        while (!asked.load()) {
+            std::this_thread::yield();
+        }
+        state.store(true);
+        ev.notify_one();
+    });
+    CHECK(ev.park(nullptr, no_deadline, [&] {
+        asked.store(true);
+        return state.load();
+    }) == wait_end::ready);
+    CHECK(this_thread_waits.sleeps >= before.sleeps + 1);
+    CHECK(this_thread_waits.parks - before.parks >= this_thread_waits.sleeps - before.sleeps);
+    CHECK(this_thread_waits.lock_blocks == before.lock_blocks);
+}
+
+TEST_CASE("event_count: an asymmetric waiter's spin follows its last park's cost, within bounds") {
+    using framepipe::detail::asymmetric_spin_cap;
+    using framepipe::detail::spin_budget;
+    event_count plain;
+    event_count asym{event_count::asymmetric};
+    CHECK(plain.spin_for() == spin_budget);
+    CHECK(asym.spin_for() == spin_budget); // nothing measured yet
+
+    // One park of each (as in the wait_counts test: the notifier answers the first "no").
+    for (event_count* ev : {&plain, &asym}) {
+        std::atomic<bool> asked{false};
+        std::atomic<bool> state{false};
+        std::jthread notifier([&] {
+            while (!asked.load()) {
+                std::this_thread::yield();
+            }
+            state.store(true);
+            ev->notify_one();
+        });
+        CHECK(ev->park(nullptr, no_deadline, [&] {
+            asked.store(true);
+            return state.load();
+        }) == wait_end::ready);
+    }
+    CHECK(plain.spin_for() == spin_budget);
+    CHECK(asym.spin_for() >= spin_budget);
+    CHECK(asym.spin_for() <= asymmetric_spin_cap);
 }
 
 TEST_CASE("spin_then_lock_guard: excludes like a lock_guard, spinning or blocked") {

@@ -39,8 +39,19 @@ enum class wait_end { ready, timed_out, stopped };
 // item to a thread that is still spinning costs one cache-line transfer (~100 ns); waking a
 // parked one costs a futex wake-up and a reschedule (tens of microseconds on a VM). A partner
 // that answers within this budget is therefore caught without a sleep; a thread that really is
-// idle burns at most this much CPU per wait before it parks ("idle means idle").
+// idle burns at most this much CPU per wait before it parks ("idle means idle"). A waiter on an
+// asymmetric event count may spin longer, up to asymmetric_spin_cap (see there).
 inline constexpr std::chrono::nanoseconds spin_budget{5'000};
+
+// The longest a waiter on an asymmetric event count spins. Parking there costs a membarrier
+// system call, which interrupts every core running the process: about 1 us when the partner is
+// idle, 20 us on the VMs we measure when it is running (and so about to hand something over).
+// Such a waiter spins for as long as its last park's membarrier took (never less than
+// spin_budget, never more than this): spinning for as long as parking costs is the classic
+// 2-competitive choice, and a 5 us budget against a 20 us park made both sides of a hand-off
+// park in turn, each one's membarrier delaying the other (docs/benchmarks.md, "spsc_ring's
+// parked mode").
+inline constexpr std::chrono::nanoseconds asymmetric_spin_cap{50'000};
 
 // What a waiter on this thread does between two checks of its condition while it spins: false
 // (the default), a pause instruction, which catches a partner running on another core within a
@@ -49,6 +60,19 @@ inline constexpr std::chrono::nanoseconds spin_budget{5'000};
 // when there are more running threads than cores. A pipeline sets it on its stage threads
 // (pipeline_options::spin). Per thread, so that a read costs one thread-local load.
 inline thread_local bool spin_yields = false;
+
+// Per-thread counts of the slow paths of waiting, for diagnostics: the benchmarks report them per
+// hand-off, which tells a hand-off caught while spinning from one that parked (a profiler can't:
+// on the VMs we measure, sampling makes the waits park). Only the slow paths write them, after
+// their spin ran out, so the fast paths pay nothing. Read and written by the owning thread only.
+struct wait_counts {
+    // event_count registrations as a sleeper, after a spin ran out (or in park()): one per
+    // round of the park loop; in the asymmetric mode each one also pays asymmetric_barrier::heavy()
+    std::uint64_t parks = 0;
+    std::uint64_t sleeps = 0;      // of those, the ones that did sleep (a futex wait each)
+    std::uint64_t lock_blocks = 0; // spin_then_lock_guard ran out of spins and called lock()
+};
+inline thread_local wait_counts this_thread_waits{};
 
 // One step of waiting for another thread's few instructions (a move out of a slot, a fill):
 // pause for a while, then yield, since the thread we wait for may have been preempted.
@@ -81,6 +105,7 @@ public:
             }
             cpu_relax();
         }
+        ++this_thread_waits.lock_blocks;
         m_.lock();
     }
     ~spin_then_lock_guard() { m_.unlock(); }
@@ -207,7 +232,7 @@ public:
         }
         // The clock is read every 32 pauses (a pause is 10-150 cycles depending on the core), so
         // the budget is kept to within a microsecond or so.
-        auto spin_end = clock::now() + spin_budget;
+        auto spin_end = clock::now() + spin_for();
         if (deadline && *deadline < spin_end) {
             spin_end = *deadline;
         }
@@ -278,8 +303,15 @@ public:
             // request that preceded it, so the check below cannot miss that request.
             const std::uint32_t seen = epoch_.load(std::memory_order_acquire);
             watchers_.fetch_add(1, std::memory_order_seq_cst); // see the class comment
+            ++this_thread_waits.parks;
             if (asymmetric_) {
+                const auto before = clock::now();
                 asymmetric_barrier::heavy(); // pairs with notify_one_asymmetric()
+                // Relaxed: only a hint for the next wait's spin (see asymmetric_spin_cap).
+                park_cost_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        clock::now() - before)
+                                        .count(),
+                                    std::memory_order_relaxed);
             }
             if (stop != nullptr && stop->stop_requested()) {
                 watchers_.fetch_sub(1, std::memory_order_relaxed);
@@ -290,6 +322,7 @@ public:
                 watchers_.fetch_sub(1, std::memory_order_relaxed);
                 break;
             }
+            ++this_thread_waits.sleeps;
             sleep(seen, deadline);
             // Relaxed: the count only has to be exact eventually; a notifier that still sees
             // this thread counted makes one spare wake-up.
@@ -301,6 +334,17 @@ public:
             notify_one();
         }
         return end;
+    }
+
+    // How long the next wait spins before it parks: spin_budget, or for an asymmetric event
+    // count what its last park's membarrier cost, within [spin_budget, asymmetric_spin_cap].
+    // Any thread; wait-free.
+    [[nodiscard]] std::chrono::nanoseconds spin_for() const noexcept {
+        if (!asymmetric_) {
+            return spin_budget;
+        }
+        return std::clamp(std::chrono::nanoseconds(park_cost_ns_.load(std::memory_order_relaxed)),
+                          spin_budget, asymmetric_spin_cap);
     }
 
     // Adds `l`: from now on every notification also calls l.target->notify_one(). `l` must stay
@@ -435,6 +479,9 @@ private:
     std::atomic<std::uint32_t> epoch_{0}; // the futex word
     std::atomic<bool> list_lock_{false};
     event_listener* listeners_ = nullptr; // guarded by list_lock_
+    // What the last park's membarrier took (asymmetric mode only; see spin_for()). Written only
+    // by parking waiters, so on the fast path its line stays shared.
+    std::atomic<std::int64_t> park_cost_ns_{0};
 #if !defined(__linux__)
     std::mutex mu_;
     std::condition_variable cv_;
