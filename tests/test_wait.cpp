@@ -41,6 +41,25 @@ void let_waiters_park() {
     }
 }
 
+// One park() that is sure to sleep: park() has no spin phase, so once ready() has said no the
+// thread goes to sleep (a notify that comes first only makes that sleep return at once). A
+// notifier thread answers that first "no" by making the state ready and notifying.
+wait_end park_once(event_count& ev) {
+    std::atomic<bool> asked{false};
+    std::atomic<bool> state{false};
+    std::jthread notifier([&] {
+        while (!asked.load()) {
+            std::this_thread::yield();
+        }
+        state.store(true);
+        ev.notify_one();
+    });
+    return ev.park(nullptr, no_deadline, [&] {
+        asked.store(true);
+        return state.load();
+    });
+}
+
 } // namespace
 
 TEST_CASE("event_count: wait returns ready at once when the state is already ready") {
@@ -287,21 +306,7 @@ TEST_CASE("wait_counts: a park counts on the parking thread; a wait that needs n
     CHECK(this_thread_waits.sleeps == before.sleeps);
     CHECK(this_thread_waits.lock_blocks == before.lock_blocks);
 
-    // park() has no spin phase: once ready() has said no, the thread sleeps (a notify that comes
-    // first only makes that sleep return at once). The notifier answers that first "no".
-    std::atomic<bool> asked{false};
-    std::atomic<bool> state{false};
-    std::jthread notifier([&] {
-        while (!asked.load()) {
-            std::this_thread::yield();
-        }
-        state.store(true);
-        ev.notify_one();
-    });
-    CHECK(ev.park(nullptr, no_deadline, [&] {
-        asked.store(true);
-        return state.load();
-    }) == wait_end::ready);
+    CHECK(park_once(ev) == wait_end::ready);
     CHECK(this_thread_waits.sleeps >= before.sleeps + 1);
     CHECK(this_thread_waits.parks - before.parks >= this_thread_waits.sleeps - before.sleeps);
     CHECK(this_thread_waits.lock_blocks == before.lock_blocks);
@@ -315,22 +320,8 @@ TEST_CASE("event_count: an asymmetric waiter's spin follows its last park's cost
     CHECK(plain.spin_for() == spin_budget);
     CHECK(asym.spin_for() == spin_budget); // nothing measured yet
 
-    // One park of each (as in the wait_counts test: the notifier answers the first "no").
-    for (event_count* ev : {&plain, &asym}) {
-        std::atomic<bool> asked{false};
-        std::atomic<bool> state{false};
-        std::jthread notifier([&] {
-            while (!asked.load()) {
-                std::this_thread::yield();
-            }
-            state.store(true);
-            ev->notify_one();
-        });
-        CHECK(ev->park(nullptr, no_deadline, [&] {
-            asked.store(true);
-            return state.load();
-        }) == wait_end::ready);
-    }
+    CHECK(park_once(plain) == wait_end::ready);
+    CHECK(park_once(asym) == wait_end::ready);
     CHECK(plain.spin_for() == spin_budget);
     CHECK(asym.spin_for() >= spin_budget);
     CHECK(asym.spin_for() <= asymmetric_spin_cap);
