@@ -1,6 +1,7 @@
-// tests/test_asymmetric_barrier.cpp - detail::asymmetric_barrier when membarrier fails after
-// registration: a transient error is retried; a persistent one switches to the fallback, and the
-// spsc_ring hand-off (which relies on the barrier) keeps losing no wake-up.
+// tests/test_asymmetric_barrier.cpp - detail::asymmetric_barrier when membarrier is slow or fails
+// after registration: an asymmetric event count's spin follows what the barrier cost; a transient
+// error is retried; a persistent one switches to the fallback, and the spsc_ring hand-off (which
+// relies on the barrier) keeps losing no wake-up.
 //
 // The membarrier system call is interposed: this test program defines syscall() itself, which
 // the inline library code calls, and forwards every other call to libc's.
@@ -12,7 +13,9 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdarg>
+#include <optional>
 #include <thread>
 
 #if defined(__linux__) && (defined(__x86_64__) || defined(__i386__))
@@ -26,6 +29,7 @@ namespace {
 std::atomic<int> fail_next{0};        // fail this many calls with ENOMEM, then succeed
 std::atomic<bool> fail_always{false}; // fail every call with EPERM (a seccomp filter, say)
 std::atomic<int> barrier_calls{0};
+std::atomic<long> delay_ns{0};        // each call takes at least this long (a busy kernel, say)
 
 } // namespace
 
@@ -42,6 +46,10 @@ extern "C" __attribute__((no_sanitize("address"))) long syscall(long number, ...
     va_end(ap);
     if (number == SYS_membarrier && a[0] == MEMBARRIER_CMD_PRIVATE_EXPEDITED) {
         barrier_calls.fetch_add(1);
+        const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(delay_ns);
+        while (std::chrono::steady_clock::now() < until) {
+            // the simulated kernel work: a spin, so that no other system call is made here
+        }
         if (fail_always.load()) {
             errno = EPERM;
             return -1;
@@ -83,6 +91,28 @@ void ping_pong(int rounds) {
 } // namespace
 
 using framepipe::detail::asymmetric_barrier;
+
+// Before the fallback test below, which switches membarrier off for good (Catch2 runs the cases
+// in the order they are declared).
+TEST_CASE("asymmetric_barrier: an asymmetric waiter's spin follows its last barrier's cost") {
+    using framepipe::detail::event_count;
+    using framepipe::detail::wait_end;
+    if (!asymmetric_barrier::enable()) {
+        WARN("membarrier is not available on this machine: nothing to interpose");
+        return;
+    }
+    event_count ev(event_count::asymmetric);
+    // A park whose state is ready at its first look still pays heavy() once, before that look.
+    const auto park = [&] { return ev.park(nullptr, std::nullopt, [] { return true; }); };
+    delay_ns = 20'000;
+    CHECK(park() == wait_end::ready);
+    CHECK(ev.spin_for() >= std::chrono::microseconds(20)); // above spin_budget (5 us)
+    delay_ns = 500'000;
+    CHECK(park() == wait_end::ready);
+    CHECK(ev.spin_for() == framepipe::detail::asymmetric_spin_cap); // 50 us, not 500
+    delay_ns = 0;
+    CHECK_FALSE(asymmetric_barrier::fallen_back());
+}
 
 TEST_CASE("asymmetric_barrier: membarrier works here, and a transient failure is retried") {
     if (!asymmetric_barrier::enable()) {
