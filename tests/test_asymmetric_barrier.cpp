@@ -1,7 +1,8 @@
-// tests/test_asymmetric_barrier.cpp - detail::asymmetric_barrier when membarrier is slow or fails
-// after registration: an asymmetric event count's spin follows what the barrier cost; a transient
-// error is retried; a persistent one switches to the fallback, and the spsc_ring hand-off (which
-// relies on the barrier) keeps losing no wake-up.
+// tests/test_asymmetric_barrier.cpp - detail::asymmetric_barrier and the asymmetric event count
+// that pays it: the waiter's spin follows what the barrier cost, and a woken waiter pays no second
+// barrier; when membarrier fails after registration, a transient error is retried, a persistent
+// one switches to the fallback, and the spsc_ring hand-off (which relies on the barrier) keeps
+// losing no wake-up.
 //
 // The membarrier system call is interposed: this test program defines syscall() itself, which
 // the inline library code calls, and forwards every other call to libc's.
@@ -11,9 +12,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdarg>
 #include <optional>
 #include <thread>
@@ -112,6 +115,38 @@ TEST_CASE("asymmetric_barrier: an asymmetric waiter's spin follows its last barr
     CHECK(ev.spin_for() == framepipe::detail::asymmetric_spin_cap); // 50 us, not 500
     delay_ns = 0;
     CHECK_FALSE(asymmetric_barrier::fallen_back());
+}
+
+TEST_CASE("asymmetric_barrier: a waiter woken to a ready state pays no second barrier") {
+    using framepipe::detail::event_count;
+    using framepipe::detail::this_thread_waits;
+    using framepipe::detail::wait_end;
+    if (!asymmetric_barrier::enable()) {
+        WARN("membarrier is not available on this machine: nothing to interpose");
+        return;
+    }
+    event_count ev(event_count::asymmetric);
+    std::atomic<bool> asked{false};
+    std::atomic<bool> state{false};
+    const auto sleeps_before = this_thread_waits.sleeps;
+    const int calls_before = barrier_calls.load();
+    std::thread notifier([&] {
+        while (!asked.load()) {
+            std::this_thread::yield();
+        }
+        state.store(true);
+        ev.notify_one_asymmetric();
+    });
+    CHECK(ev.park(nullptr, std::nullopt, [&] {
+        asked.store(true);
+        return state.load();
+    }) == wait_end::ready);
+    notifier.join();
+    // One barrier per registration; one registration, plus one per wake-up that found the state
+    // not ready yet (a spurious one). A park that did not sleep paid its one barrier.
+    const auto sleeps = this_thread_waits.sleeps - sleeps_before;
+    CHECK(static_cast<std::uint64_t>(barrier_calls.load() - calls_before) ==
+          std::max<std::uint64_t>(1, sleeps));
 }
 
 TEST_CASE("asymmetric_barrier: membarrier works here, and a transient failure is retried") {

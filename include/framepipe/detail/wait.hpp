@@ -145,7 +145,9 @@ struct event_listener {
 //   forbids both sides missing each other, and the notifier's read is a plain load.
 // - notify_one_asymmetric(): for a state change that was a plain release store, in an event
 //   count constructed with `asymmetric`: the waiter pays asymmetric_barrier::heavy() between its
-//   registration and its re-check, the notifier only a compiler barrier (see there).
+//   registration and its re-check, the notifier only a compiler barrier (see there). A woken
+//   waiter looks at its predicate before it registers again, so a wake-up that found its state
+//   ready cost one barrier, not two.
 // Every step is an atomic operation that ThreadSanitizer sees, except the asymmetric barrier.
 //
 // Waking: a stop request (std::stop_callback) and notify_all wake every sleeper; notify_one
@@ -327,6 +329,12 @@ public:
             // Relaxed: the count only has to be exact eventually; a notifier that still sees
             // this thread counted makes one spare wake-up.
             watchers_.fetch_sub(1, std::memory_order_relaxed);
+            // A wake-up usually means ready: look before registering again, which in the
+            // asymmetric mode costs another barrier. Leaving on what it sees needs no barrier
+            // (only a decision to sleep does). A stop request is looked at first, as above.
+            if (asymmetric_ && (stop == nullptr || !stop->stop_requested()) && ready()) {
+                break;
+            }
         }
         // A waiter leaving without taking what it was woken for may have absorbed a notify_one
         // meant for another waiter: pass it on.
