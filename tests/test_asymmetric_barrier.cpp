@@ -94,14 +94,27 @@ void ping_pong(int rounds) {
 } // namespace
 
 using framepipe::detail::asymmetric_barrier;
+using framepipe::detail::event_count;
+using framepipe::detail::this_thread_waits;
+using framepipe::detail::wait_end;
+
+namespace {
+
+// Whether membarrier works here (then heavy() calls the interposed syscall); says so when not.
+bool membarrier_here() {
+    if (asymmetric_barrier::enable()) {
+        return true;
+    }
+    WARN("membarrier is not available on this machine: nothing to interpose");
+    return false;
+}
+
+} // namespace
 
 // Before the fallback test below, which switches membarrier off for good (Catch2 runs the cases
 // in the order they are declared).
 TEST_CASE("asymmetric_barrier: an asymmetric waiter's spin follows its last barrier's cost") {
-    using framepipe::detail::event_count;
-    using framepipe::detail::wait_end;
-    if (!asymmetric_barrier::enable()) {
-        WARN("membarrier is not available on this machine: nothing to interpose");
+    if (!membarrier_here()) {
         return;
     }
     event_count ev(event_count::asymmetric);
@@ -118,11 +131,7 @@ TEST_CASE("asymmetric_barrier: an asymmetric waiter's spin follows its last barr
 }
 
 TEST_CASE("asymmetric_barrier: a waiter woken to a ready state pays no second barrier") {
-    using framepipe::detail::event_count;
-    using framepipe::detail::this_thread_waits;
-    using framepipe::detail::wait_end;
-    if (!asymmetric_barrier::enable()) {
-        WARN("membarrier is not available on this machine: nothing to interpose");
+    if (!membarrier_here()) {
         return;
     }
     event_count ev(event_count::asymmetric);
@@ -150,8 +159,7 @@ TEST_CASE("asymmetric_barrier: a waiter woken to a ready state pays no second ba
 }
 
 TEST_CASE("asymmetric_barrier: membarrier works here, and a transient failure is retried") {
-    if (!asymmetric_barrier::enable()) {
-        WARN("membarrier is not available on this machine: nothing to interpose");
+    if (!membarrier_here()) {
         return;
     }
     ping_pong(2'000);
@@ -164,8 +172,7 @@ TEST_CASE("asymmetric_barrier: membarrier works here, and a transient failure is
 }
 
 TEST_CASE("asymmetric_barrier: a persistent failure falls back, and hand-offs still work") {
-    if (!asymmetric_barrier::enable()) {
-        WARN("membarrier is not available on this machine: nothing to interpose");
+    if (!membarrier_here()) {
         return;
     }
     fail_always = true;
