@@ -9,8 +9,9 @@
 // Prints, per barrier case, the mean, p50, p99 and max of N timed calls. The membarrier system
 // call interrupts only the CPUs that are running one of the process's threads at that moment, so
 // the running partner is what makes it expensive. Then, per low-rate case, the consumer thread's
-// CPU time per item for spsc_ring and for ring (whose waiter spins a fixed 5 us and pays no
-// barrier), fed 1,000 items a second by a producer that sleeps, or computes, between pushes.
+// CPU time per item and each item's latency from push to pop's return, for spsc_ring and for ring
+// (whose waiter spins a fixed 5 us and pays no barrier), fed 1,000 items a second by a producer
+// that sleeps, or computes, between pushes.
 // The two threads of each case are pinned to CPUs 0 and 1, so that the running partner never
 // shares the measuring thread's CPU. Not run by scripts/bench.
 #include "common.hpp"
