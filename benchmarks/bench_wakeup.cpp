@@ -7,9 +7,9 @@
 // including the producer's push / notify. Counters rt_p50_ns and rt_p99_ns are percentiles of
 // the individual round trips (TSC-timed); the iteration time is their mean. A framepipe waiter
 // spins for a few microseconds before it parks, so a fast partner is caught without a sleep:
-// for framepipe's channels, counters parks, sleeps and lock_blocks say how often per round trip
-// a wait's spin ran out, how often it then slept, and how often a lock was not had within its
-// spin (detail::wait_counts).
+// for framepipe's channels and pool, counters parks, sleeps and lock_blocks say how often per
+// round trip a wait's spin ran out, how often it then slept, and how often a lock was not had
+// within its spin (detail::wait_counts).
 //
 //   wakeup/<payload>/framepipe.ring            ring<T>(16) push / pop()
 //   wakeup/<payload>/framepipe.spsc_ring       spsc_ring<T>(16) push / pop()
@@ -17,7 +17,7 @@
 //   wakeup/<payload>/framepipe.sliding_window  sliding_window<T>(1, 1) push / pop()
 //   wakeup/<payload>/framepipe.subscription    broadcaster<T> publish / subscription pop()
 //   wakeup/<payload>/framepipe.pool            two pool<T>(1) used as semaphores; acquire()
-//                                              parks until the other side releases
+//                                              waits until the other side releases
 //   wakeup/<payload>/<peer>                    blocking pop of each peer
 //   wakeup/any/floor.*                         see floors.hpp
 #include "common.hpp"
@@ -105,6 +105,19 @@ framepipe::detail::wait_counts waits_since(const framepipe::detail::wait_counts&
             .lock_blocks = now.lock_blocks - before.lock_blocks};
 }
 
+// Per round trip of n, both threads: how often a wait's spin ran out (parks), how often it then
+// slept (sleeps), and how often a lock could not be had within its spin (lock_blocks). Near 0:
+// the hand-offs were caught while spinning; near 2: every wake-up was a futex wake-up.
+void wait_counters(benchmark::State& st, std::uint64_t n, const framepipe::detail::wait_counts& mine,
+                   const framepipe::detail::wait_counts& partner) {
+    const auto per_rt = [n](std::uint64_t count) {
+        return static_cast<double>(count) / static_cast<double>(n);
+    };
+    st.counters["parks"] = per_rt(mine.parks + partner.parks);
+    st.counters["sleeps"] = per_rt(mine.sleeps + partner.sleeps);
+    st.counters["lock_blocks"] = per_rt(mine.lock_blocks + partner.lock_blocks);
+}
+
 template <class Q, class T>
 void wake_pingpong(benchmark::State& st) {
     const auto n = static_cast<std::uint64_t>(st.max_iterations);
@@ -150,17 +163,7 @@ void wake_pingpong(benchmark::State& st) {
     st.counters["rt_p50_ns"] = rt.pct(0.50);
     st.counters["rt_p99_ns"] = rt.pct(0.99);
     if constexpr (requires { Q::counts_waits; }) {
-        // Per round trip, both threads: how often a wait's spin ran out (parks), how often it
-        // then slept (sleeps), and how often a lock could not be had within its spin
-        // (lock_blocks). Near 0: the hand-offs were caught while spinning; near 2: every wake-up
-        // was a futex wake-up.
-        const auto mine = waits_since(waits_before);
-        const auto per_rt = [n](std::uint64_t count) {
-            return static_cast<double>(count) / static_cast<double>(n);
-        };
-        st.counters["parks"] = per_rt(mine.parks + partner_waits.parks);
-        st.counters["sleeps"] = per_rt(mine.sleeps + partner_waits.sleeps);
-        st.counters["lock_blocks"] = per_rt(mine.lock_blocks + partner_waits.lock_blocks);
+        wait_counters(st, n, waits_since(waits_before), partner_waits);
     }
 }
 
@@ -180,9 +183,11 @@ void pool_pingpong(benchmark::State& st) {
     std::shared_ptr<T> b_hold = Q.acquire();
     std::shared_ptr<T> box_p; // B -> A, written before B releases Q's object
     std::shared_ptr<T> box_q; // A -> B, written before A releases P's object
+    framepipe::detail::wait_counts partner_waits{};
     std::thread partner([&] {
         pin_this_thread(1);
         line.arrive_and_wait();
+        const auto before = framepipe::detail::this_thread_waits;
         std::shared_ptr<T> q = std::move(b_hold);
         for (std::uint64_t i = 0; i < n; ++i) {
             std::shared_ptr<T> p = P.acquire(); // parks until A releases P's object
@@ -192,11 +197,13 @@ void pool_pingpong(benchmark::State& st) {
             box_p = std::move(p);
             q.reset(); // wakes A, parked in Q.acquire()
         }
+        partner_waits = waits_since(before);
     });
     line.wait_for(1);
     samples rt(std::min<std::uint64_t>(n, 1u << 20));
     const double ns_per_tick = calibration().ns_per_tick;
     std::uint64_t waited_before = P.stats().waited + Q.stats().waited;
+    const auto waits_before = framepipe::detail::this_thread_waits;
     while (st.KeepRunningBatch(static_cast<benchmark::IterationCount>(n))) {
         line.release();
         const double t0 = steady_ns();
@@ -217,9 +224,10 @@ void pool_pingpong(benchmark::State& st) {
     const std::uint64_t waited = P.stats().waited + Q.stats().waited - waited_before;
     st.counters["rt_p50_ns"] = rt.pct(0.50);
     st.counters["rt_p99_ns"] = rt.pct(0.99);
-    // Fraction of acquires that parked (2 per round trip); near 1 means the case measured what
-    // it should.
+    // Fraction of acquires that found the pool empty and waited (2 per round trip); near 1 means
+    // the case measured what it should. Whether a wait was caught spinning: parks and sleeps.
     st.counters["parked"] = static_cast<double>(waited) / static_cast<double>(2 * n);
+    wait_counters(st, n, waits_since(waits_before), partner_waits);
 }
 
 template <class T>
