@@ -108,7 +108,8 @@ framepipe::detail::wait_counts waits_since(const framepipe::detail::wait_counts&
 // Per round trip of n, both threads: how often a wait's spin ran out (parks), how often it then
 // slept (sleeps), and how often a lock could not be had within its spin (lock_blocks). Near 0:
 // the hand-offs were caught while spinning; near 2: every wake-up was a futex wake-up.
-void wait_counters(benchmark::State& st, std::uint64_t n, const framepipe::detail::wait_counts& mine,
+void wait_counters(benchmark::State& st, std::uint64_t n,
+                   const framepipe::detail::wait_counts& mine,
                    const framepipe::detail::wait_counts& partner) {
     const auto per_rt = [n](std::uint64_t count) {
         return static_cast<double>(count) / static_cast<double>(n);

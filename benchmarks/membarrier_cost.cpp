@@ -28,30 +28,20 @@
 #include <cstdlib>
 #include <string>
 #include <thread>
-#include <vector>
 
 namespace {
 
 using framepipe::detail::asymmetric_barrier;
 using clock_type = std::chrono::steady_clock;
 
-// "mean ... p50 ... p99 ... max ..." of `ns` (sorts it).
-std::string summary(std::vector<double>& ns) {
-    if (ns.empty()) {
+// "mean ... p50 ... p99 ... max ..." of what `ns` holds.
+std::string summary(fpb::samples& ns) {
+    if (ns.count() == 0) {
         return "no samples";
     }
-    double sum = 0;
-    for (const double x : ns) {
-        sum += x;
-    }
-    std::sort(ns.begin(), ns.end());
-    const auto at = [&](double q) {
-        return ns[std::min(ns.size() - 1, static_cast<std::size_t>(q * static_cast<double>(ns.size())))];
-    };
     char line[160];
     std::snprintf(line, sizeof line, "mean %8.0f ns   p50 %8.0f ns   p99 %8.0f ns   max %9.0f ns",
-                  sum / static_cast<double>(ns.size()), at(0.50), at(0.99),
-                  ns.back());
+                  ns.mean(), ns.pct(0.50), ns.pct(0.99), ns.max());
     return line;
 }
 
@@ -67,12 +57,11 @@ void measure(const char* label, long n, Partner partner) {
     while (!started.load()) {
         std::this_thread::yield();
     }
-    std::vector<double> ns;
-    ns.reserve(static_cast<std::size_t>(n));
+    fpb::samples ns(static_cast<std::size_t>(n));
     for (long i = 0; i < n; ++i) {
         const auto before = clock_type::now();
         asymmetric_barrier::heavy();
-        ns.push_back(std::chrono::duration<double, std::nano>(clock_type::now() - before).count());
+        ns.add(std::chrono::duration<double, std::nano>(clock_type::now() - before).count());
     }
     stop.store(true);
     stop.notify_one();
@@ -96,13 +85,12 @@ template <class Ring>
 void low_rate(const char* label, bool busy, int items) {
     Ring r(16);
     std::chrono::nanoseconds consumer_cpu{};
-    std::vector<double> latency_ns;
-    latency_ns.reserve(static_cast<std::size_t>(items));
+    fpb::samples latency_ns(static_cast<std::size_t>(items));
     std::thread consumer([&] {
         (void)fpb::pin_this_thread(1);
         const auto start = thread_cpu();
         while (const auto pushed = r.pop()) {
-            latency_ns.push_back(
+            latency_ns.add(
                 static_cast<double>(clock_type::now().time_since_epoch().count() - *pushed));
         }
         consumer_cpu = thread_cpu() - start;
@@ -120,7 +108,7 @@ void low_rate(const char* label, bool busy, int items) {
     }
     r.close();
     consumer.join();
-    const auto received = static_cast<double>(latency_ns.size());
+    const auto received = static_cast<double>(latency_ns.count());
     std::printf("%-29s CPU per item %5.1f us   received %.0f of %d   latency %s\n", label,
                 static_cast<double>(consumer_cpu.count()) / 1e3 / std::max(received, 1.0),
                 received, items, summary(latency_ns).c_str());

@@ -16,8 +16,8 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cstdint>
 #include <cstdarg>
+#include <cstdint>
 #include <optional>
 #include <thread>
 
