@@ -22,6 +22,7 @@
 #include <framepipe/detail/deadline.hpp>
 #include <framepipe/detail/wait.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -58,11 +59,15 @@ class pool_core;
 // A bigger block is still served, from the heap (correct, just not allocation-free).
 inline constexpr std::size_t control_block_room = 128;
 
+// One object and the room for its control block. A loan writes the control block (when the
+// shared_ptr is built and when its counts drop) and next_free (when the slot goes back), one
+// thread after another: both start the slot's first cache line, and no slot shares a line with
+// another slot or with the next heap object, so two loans never contend for one line.
 template <class T>
-struct pool_slot {
+struct alignas(std::max(cache_line, alignof(std::optional<T>))) pool_slot {
+    pool_slot* next_free = nullptr;
     alignas(std::max_align_t) unsigned char block[control_block_room];
     std::optional<T> object;
-    pool_slot* next_free = nullptr;
 };
 
 // Places the control block in its slot's reserved bytes, and returns the slot to the pool
@@ -116,11 +121,9 @@ public:
     pool_core(std::size_t capacity, Factory& make) : slots_(capacity) {
         for (auto& s : slots_) {
             s.object.emplace(make());
-            s.next_free = free_;
-            free_ = &s;
+            s.next_free = free_.load(std::memory_order_relaxed);
+            free_.store(&s, std::memory_order_relaxed);
         }
-        available_ = capacity;
-        free_hint_.store(capacity, std::memory_order_relaxed);
     }
 
     pool_core(const pool_core&) = delete;
@@ -132,12 +135,12 @@ public:
         pool_slot<T>* slot = nullptr;
         if (stop != nullptr && stop->stop_requested()) {
             const std::lock_guard<std::mutex> lock(mu_);
-            ++stats_.exhausted;
+            ++exhausted_;
             return nullptr; // like ring::pop(stop_token): the token is checked first
         }
         // An acquire that may wait and sees no slot free goes straight to waiting: locking mu_ to
         // look would take its line from the releasing thread, whose give_back must take it back.
-        if (!wait || free_hint_.load(std::memory_order_relaxed) != 0) {
+        if (!wait || free_.load(std::memory_order_relaxed) != nullptr) {
             const detail::spin_then_lock_guard lock(mu_);
             slot = pop_free_locked(wait);
         }
@@ -146,7 +149,7 @@ public:
             // take it under the lock (another acquire may have been faster: wait again).
             for (;;) {
                 const auto end = returned_.wait(stop, deadline, [this] {
-                    return free_hint_.load(std::memory_order_relaxed) != 0;
+                    return free_.load(std::memory_order_relaxed) != nullptr;
                 });
                 const detail::spin_then_lock_guard lock(mu_); // see spin_then_lock_guard
                 if (end == wait_end::ready) {
@@ -154,9 +157,9 @@ public:
                     if (slot == nullptr) {
                         continue;
                     }
-                    ++stats_.waited;
+                    ++waited_;
                 } else {
-                    ++stats_.exhausted;
+                    ++exhausted_;
                 }
                 break;
             }
@@ -186,11 +189,9 @@ public:
     void give_back(pool_slot<T>* slot) noexcept {
         {
             const detail::spin_then_lock_guard lock(mu_);
-            slot->next_free = free_;
-            free_ = slot;
-            ++available_;
-            ++stats_.released;
-            free_hint_.store(available_, std::memory_order_relaxed);
+            slot->next_free = free_.load(std::memory_order_relaxed);
+            free_.store(slot, std::memory_order_relaxed);
+            ++released_;
         }
         // After the store above (the event count's RMW publishes it to a parking waiter),
         // and before release_ref(), which may delete this core.
@@ -210,44 +211,53 @@ public:
 
     [[nodiscard]] std::size_t available() const {
         const std::lock_guard<std::mutex> lock(mu_);
-        return available_;
+        return slots_.size() - to<std::size_t>(acquired_ - released_);
     }
 
     [[nodiscard]] pool_stats stats() const {
         const std::lock_guard<std::mutex> lock(mu_);
-        pool_stats s = stats_;
-        s.in_use = s.acquired - s.released;
-        return s;
+        return {.acquired = acquired_,
+                .released = released_,
+                .exhausted = exhausted_,
+                .waited = waited_,
+                .in_use = acquired_ - released_};
     }
 
 private:
     pool_slot<T>* pop_free_locked(bool will_wait) {
-        pool_slot<T>* slot = free_;
+        pool_slot<T>* slot = free_.load(std::memory_order_relaxed);
         if (slot == nullptr) {
             if (!will_wait) {
-                ++stats_.exhausted;
+                ++exhausted_;
             }
             return nullptr;
         }
-        free_ = slot->next_free;
-        slot->next_free = nullptr;
-        --available_;
-        free_hint_.store(available_, std::memory_order_relaxed);
-        ++stats_.acquired;
+        free_.store(slot->next_free, std::memory_order_relaxed);
+        ++acquired_;
         return slot;
     }
 
-    mutable std::mutex mu_;
-    std::vector<pool_slot<T>> slots_; // never resized: slots do not move
-    pool_slot<T>* free_ = nullptr;    // intrusive stack of free slots, guarded by mu_
-    std::size_t available_ = 0;       // guarded by mu_
-    // Mirror of available_ (written under mu_), read without the lock by waiting acquires.
-    // Relaxed: it only decides when to look; the slot itself is taken under mu_.
-    std::atomic<std::size_t> free_hint_{0};
-    // Acquires wait here: spin briefly, then park (see event_count).
-    event_count returned_;
-    pool_stats stats_{};
+    // The hand-off line: every acquire and every release locks mu_, moves free_ and counts
+    // itself, and every loan takes and drops a reference, one thread after the other. On one
+    // line, a hand-off moves that one line between the cores, not three or four (the lock, the
+    // free stack, the counters and the reference count wherever the heap put them, some of them
+    // on a line shared with the next heap object: docs/benchmarks.md, "The pool's layout").
+    alignas(cache_line) mutable std::mutex mu_;
+    // Intrusive stack of free slots, written under mu_. Also read without the lock by waiting
+    // acquires: relaxed, since it only decides when to look; the slot itself is taken under mu_.
+    std::atomic<pool_slot<T>*> free_{nullptr};
     std::atomic<std::size_t> refs_{1}; // the pool's own reference
+    std::uint64_t acquired_ = 0;       // guarded by mu_
+    // Written under mu_ by releases only: on a line of their own, which a stream of releases
+    // from one thread keeps in that thread's cache.
+    alignas(cache_line) std::uint64_t released_ = 0;
+    // Written under mu_ by acquires that waited or got nothing, likewise.
+    alignas(cache_line) std::uint64_t waited_ = 0;
+    std::uint64_t exhausted_ = 0;
+    // Acquires wait here: spin briefly, then park (see event_count). Written by releases (the
+    // notify's read-modify-write) and by acquires that park.
+    alignas(cache_line) event_count returned_;
+    std::vector<pool_slot<T>> slots_; // never resized: slots do not move
 };
 
 } // namespace detail
