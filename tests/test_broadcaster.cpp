@@ -7,6 +7,7 @@
 // (pushed == popped + dropped + size); close and destruction semantics; subscribe, unsubscribe,
 // publish and close from any thread.
 #include <framepipe/broadcaster.hpp>
+#include <framepipe/detail/recycler.hpp>
 #include <framepipe/ring.hpp>
 #include <framepipe/stamped.hpp>
 
@@ -1961,6 +1962,28 @@ TEST_CASE("broadcaster: a burst of values held at once is recycled after the fir
     CHECK(st.pushed == 101 * burst);
     CHECK(st.popped == 101 * burst);
     CHECK(st.dropped == 0);
+}
+
+// A recycled block is filled on one thread while the one before it is released on another:
+// if two blocks shared a cache line, the two threads would fight over it (docs/benchmarks.md,
+// "The recycler's lines").
+TEST_CASE("broadcaster: the value recycler's blocks each start a cache line of their own") {
+    using framepipe::detail::cache_line;
+    const framepipe::detail::recycler_handle r;
+    CHECK(reinterpret_cast<std::uintptr_t>(r.get()) % cache_line == 0);
+    std::vector<void*> blocks;
+    for (int i = 0; i < 16; ++i) {
+        void* p = r.get()->take(40, alignof(std::uint64_t)); // smaller than a line
+        CHECK(reinterpret_cast<std::uintptr_t>(p) % cache_line == 0);
+        blocks.push_back(p);
+    }
+    for (void* p : blocks) {
+        r.get()->give(p, 40, alignof(std::uint64_t));
+    }
+    CHECK(r.get()->cached() == 16);
+    void* again = r.get()->take(40, alignof(std::uint64_t)); // a recycled one, still aligned
+    CHECK(reinterpret_cast<std::uintptr_t>(again) % cache_line == 0);
+    r.get()->give(again, 40, alignof(std::uint64_t));
 }
 
 TEST_CASE("broadcaster: values held after the broadcaster is gone stay valid and are released "

@@ -22,12 +22,18 @@ namespace framepipe::detail {
 // (or the reserve, if larger): the memory follows the owner's peak, which its capacities bound.
 // A burst (a subscriber's buffer filling up) is served from the heap once and then recycled.
 //
+// Cache lines: a recycled block is taken on one thread (a publish, a window's take) and given
+// back on another (its last release), while the next block is being filled. So every block of
+// the recycler's size starts a cache line and fills whole lines, and the recycler itself starts
+// a line: neither shares a line with a neighbour on the heap (docs/benchmarks.md, "The
+// recycler's lines").
+//
 // Lifetime: the owner (recycler_handle) and every block out keep it alive, so blocks released
 // after the owner is gone (a consumer still holding a frame) still come back safely; whoever
 // leaves it with no owner and no block out deletes it. Thread-safe: a spin lock, held for a few
 // instructions, guards the list and the count of blocks out, so a take or a give costs one
 // locked instruction (the lock's) and no other read-modify-write.
-class block_recycler {
+class alignas(cache_line) block_recycler {
 public:
     // A recycler owned by the caller, who gives it up with release_owner(). Throws
     // std::bad_alloc.
@@ -63,7 +69,8 @@ public:
             return n;
         }
         try {
-            return ::operator new(std::max(size, sizeof(node)), std::align_val_t{align});
+            return ours ? new_block(size, align)
+                        : ::operator new(size, std::align_val_t{align});
         } catch (...) {
             give_back_count();
             throw;
@@ -129,7 +136,7 @@ private:
             node* n = free_;
             free_ = n->next;
             n->~node();
-            ::operator delete(n, std::align_val_t{align_});
+            ::operator delete(n, std::align_val_t{block_align(align_)});
         }
         delete this;
     }
@@ -137,12 +144,23 @@ private:
     // Adds n new blocks to the free list.
     void fill(std::size_t n, std::size_t size, std::size_t align) {
         for (std::size_t i = 0; i < n; ++i) {
-            void* p = ::operator new(std::max(size, sizeof(node)), std::align_val_t{align});
+            void* p = new_block(size, align);
             lock();
             free_ = ::new (p) node{free_};
             ++cached_;
             unlock();
         }
+    }
+
+    // A block of the recycler's size: whole cache lines, starting one (see the class comment).
+    static std::size_t block_bytes(std::size_t size) noexcept {
+        return (std::max(size, sizeof(node)) + cache_line - 1) / cache_line * cache_line;
+    }
+    static std::size_t block_align(std::size_t align) noexcept {
+        return std::max(align, cache_line);
+    }
+    static void* new_block(std::size_t size, std::size_t align) {
+        return ::operator new(block_bytes(size), std::align_val_t{block_align(align)});
     }
 
     // The first request fixes the size; later ones of another size go to the heap. A load
