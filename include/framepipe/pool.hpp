@@ -238,16 +238,18 @@ private:
     }
 
     // The hand-off line: every acquire and every release locks mu_, moves free_ and counts
-    // itself, and every loan takes and drops a reference, one thread after the other. On one
-    // line, a hand-off moves that one line between the cores, not three or four (the lock, the
-    // free stack, the counters and the reference count wherever the heap put them, some of them
-    // on a line shared with the next heap object: docs/benchmarks.md, "The pool's layout").
+    // itself, one thread after the other. On one line, a hand-off moves that one line between
+    // the cores, not three or four (the lock, the free stack and the counters wherever the heap
+    // put them, some of them on a line shared with the next heap object: docs/benchmarks.md,
+    // "The pool's layout").
     alignas(cache_line) mutable std::mutex mu_;
     // Intrusive stack of free slots, written under mu_. Also read without the lock by waiting
     // acquires: relaxed, since it only decides when to look; the slot itself is taken under mu_.
     std::atomic<pool_slot<T>*> free_{nullptr};
-    std::atomic<std::size_t> refs_{1}; // the pool's own reference
-    std::uint64_t acquired_ = 0;       // guarded by mu_
+    std::uint64_t acquired_ = 0; // guarded by mu_
+    // The pool's own reference and one per loan. Not on the hand-off line: a release drops its
+    // reference after unlocking, just when the acquire it woke is taking the lock.
+    alignas(cache_line) std::atomic<std::size_t> refs_{1};
     // Written under mu_ by releases only: on a line of their own, which a stream of releases
     // from one thread keeps in that thread's cache.
     alignas(cache_line) std::uint64_t released_ = 0;
