@@ -458,8 +458,9 @@ TEST_CASE("pool: stats count acquired, released, exhausted, waited, in_use") {
 
 // A pool's shared state is a heap object that every acquire and release writes. If it could
 // share a cache line with a neighbour (another pool made just before it, say), two threads
-// handing objects through two pools would fight over that line: the wake-up benchmark's two
-// pools ran 2.5-4.4x the atomic-wait floor in some heap layouts (docs/benchmarks.md).
+// handing objects through two pools would fight over that line. With the old layout the
+// wake-up benchmark's pools fell into a slow mode (2.5-4.4x the atomic-wait floor) more often
+// than they do now (docs/benchmarks.md, "The pool's layout").
 TEST_CASE("pool: the shared state starts on a cache line of its own") {
     STATIC_REQUIRE(alignof(framepipe::detail::pool_core<int>) % framepipe::detail::cache_line == 0);
 }
