@@ -461,8 +461,14 @@ TEST_CASE("pool: stats count acquired, released, exhausted, waited, in_use") {
 // handing objects through two pools would fight over that line. With the old layout the
 // wake-up benchmark's pools fell into a slow mode (2.5-4.4x the atomic-wait floor) more often
 // than they do now (docs/benchmarks.md, "The pool's layout").
-TEST_CASE("pool: the shared state starts on a cache line of its own") {
-    STATIC_REQUIRE(alignof(framepipe::detail::pool_core<int>) % framepipe::detail::cache_line == 0);
+TEST_CASE("pool: the shared state starts on a cache line of its own, and so does each slot") {
+    using framepipe::detail::cache_line;
+    STATIC_REQUIRE(alignof(framepipe::detail::pool_core<int>) % cache_line == 0);
+    // A slot's free-list link and its control block (every loan writes both) share its first
+    // line, and no two slots share one.
+    STATIC_REQUIRE(alignof(framepipe::detail::pool_slot<int>) % cache_line == 0);
+    STATIC_REQUIRE(offsetof(framepipe::detail::pool_slot<int>, next_free) < cache_line);
+    STATIC_REQUIRE(offsetof(framepipe::detail::pool_slot<int>, block) + 48 <= cache_line);
 }
 
 TEST_CASE("pool: objects may be returned on another thread") {
