@@ -1986,6 +1986,94 @@ TEST_CASE("broadcaster: the value recycler's blocks each start a cache line of t
     r.get()->give(again, 40, alignof(std::uint64_t));
 }
 
+// The first request fixes the recycler's block size and alignment; requests of another size or
+// alignment are the heap's, both ways.
+TEST_CASE("broadcaster: the value recycler keeps blocks of the first request's size and "
+          "alignment only") {
+    using framepipe::detail::cache_line;
+    const framepipe::detail::recycler_handle r;
+    void* first = r.get()->take(40, 8);
+    void* other_align = r.get()->take(40, 16);
+    void* other_size = r.get()->take(48, 8);
+    CHECK(reinterpret_cast<std::uintptr_t>(first) % cache_line == 0);
+    CHECK(reinterpret_cast<std::uintptr_t>(other_align) % 16 == 0);
+    r.get()->give(other_align, 40, 16); // back to the heap
+    r.get()->give(other_size, 48, 8);   // likewise
+    CHECK(r.get()->cached() == 0);
+    r.get()->give(first, 40, 8);
+    CHECK(r.get()->cached() == 1);
+    CHECK(r.get()->take(40, 8) == first); // recycled
+    r.get()->give(first, 40, 8);
+}
+
+// Two publishers racing at a broadcaster's first publish both ask its recycler for a block while
+// neither has fixed the block size yet. The size and the alignment are fixed together: a taker
+// that saw the size fixed but not yet the alignment got a block from the heap, and gave it back
+// later as one of the recycler's, so the free list held a block that was not line-aligned (and
+// deleted it with the wrong alignment; ASan reports that). The race is a few instructions wide,
+// so this test is a stress test: it catches the old fault in some runs, not every run.
+TEST_CASE("broadcaster: takes racing at the value recycler's first take all get its blocks") {
+    using framepipe::detail::block_recycler;
+    using framepipe::detail::cache_line;
+    constexpr int trials = 20'000;
+    constexpr std::size_t size = 40;
+    constexpr std::size_t align = 8;
+    const auto line_aligned = [](void* p) {
+        return reinterpret_cast<std::uintptr_t>(p) % cache_line == 0;
+    };
+    // Per trial: a new recycler, both threads take at once (each spins until both have
+    // arrived), give back, then the main thread takes again what the free list holds.
+    std::atomic<block_recycler*> current{nullptr};
+    std::atomic<int> trial{0};
+    std::atomic<int> arrived{0};
+    std::atomic<int> helper_done{0};
+    std::atomic<bool> helper_aligned{true};
+    std::jthread helper([&] {
+        for (int t = 1; t <= trials; ++t) {
+            while (trial.load(std::memory_order_acquire) < t) {
+            }
+            block_recycler* r = current.load(std::memory_order_relaxed); // set before trial
+            arrived.fetch_add(1, std::memory_order_acq_rel);
+            while (arrived.load(std::memory_order_acquire) < 2 * t) {
+            }
+            void* p = r->take(size, align);
+            if (!line_aligned(p)) {
+                helper_aligned.store(false, std::memory_order_relaxed);
+            }
+            r->give(p, size, align);
+            helper_done.store(t, std::memory_order_release);
+        }
+    });
+    int misaligned = 0;
+    for (int t = 1; t <= trials; ++t) {
+        block_recycler* r = block_recycler::create();
+        current.store(r, std::memory_order_relaxed);
+        trial.store(t, std::memory_order_release);
+        arrived.fetch_add(1, std::memory_order_acq_rel);
+        while (arrived.load(std::memory_order_acquire) < 2 * t) {
+        }
+        void* p = r->take(size, align);
+        misaligned += line_aligned(p) ? 0 : 1;
+        while (helper_done.load(std::memory_order_acquire) < t) {
+        }
+        r->give(p, size, align);
+        // Whatever the two gave back is in the free list now: take it all again.
+        const std::size_t held = r->cached();
+        std::vector<void*> again;
+        for (std::size_t i = 0; i < held; ++i) {
+            again.push_back(r->take(size, align));
+            misaligned += line_aligned(again.back()) ? 0 : 1;
+        }
+        for (void* q : again) {
+            r->give(q, size, align);
+        }
+        r->release_owner(); // no block out: deletes it, and its free blocks
+    }
+    helper.join();
+    CHECK(misaligned == 0);
+    CHECK(helper_aligned.load());
+}
+
 TEST_CASE("broadcaster: values held after the broadcaster is gone stay valid and are released "
           "safely") {
     // Their blocks belong to the broadcaster's recycler, which must outlive them (ASan checks

@@ -8,16 +8,18 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <new>
 #include <type_traits>
 
 namespace framepipe::detail {
 
-// A free list of equal-sized blocks. The first request fixes the block size (every request of
-// one user is the same type: a control block with its value); a request of another size is
-// served by the heap. Every block given back is kept, and a new one is made only when none is
+// A free list of equal-sized blocks. The first request fixes the block size and alignment (every
+// request of one user is the same type: a control block with its value); a request of another
+// size or alignment is served by the heap. Every block given back is kept, and a new one is made only when none is
 // free, so the blocks held (in use and free) never exceed the most that were in use at once
 // (or the reserve, if larger): the memory follows the owner's peak, which its capacities bound.
 // A burst (a subscriber's buffer filling up) is served from the heap once and then recycled.
@@ -136,7 +138,10 @@ private:
             node* n = free_;
             free_ = n->next;
             n->~node();
-            ::operator delete(n, std::align_val_t{block_align(align_)});
+            // Relaxed: a block joined the list after matches() read the key fixed, and lock_
+            // orders that before this.
+            const std::size_t align = align_of(key_.load(std::memory_order_relaxed));
+            ::operator delete(n, std::align_val_t{block_align(align)});
         }
         delete this;
     }
@@ -163,19 +168,38 @@ private:
         return ::operator new(block_bytes(size), std::align_val_t{block_align(align)});
     }
 
-    // The first request fixes the size; later ones of another size go to the heap. A load
-    // first: the compare-and-swap, a read-modify-write, runs only while no size is fixed.
+    // The first request fixes the size and the alignment; later ones of another size or
+    // alignment go to the heap. Both are fixed by one compare-and-swap of one word (key_), so a
+    // thread that sees the size fixed sees the alignment too: no request of the recycler's size
+    // is served by the heap and then given back as one of the recycler's blocks. A load first:
+    // the compare-and-swap, a read-modify-write, runs only while nothing is fixed.
     bool matches(std::size_t size, std::size_t align) noexcept {
-        std::size_t fixed = size_.load(std::memory_order_acquire);
-        if (fixed == 0 &&
-            size_.compare_exchange_strong(fixed, size, std::memory_order_acq_rel,
-                                          std::memory_order_acquire)) {
-            align_ = align; // written once, by the thread that fixed the size
-            align_set_.store(true, std::memory_order_release);
-            return size >= sizeof(node);
+        if (size > max_block) {
+            return false; // too big to name in the key (and to allocate): the heap's
         }
-        return fixed == size && size >= sizeof(node) &&
-               align_set_.load(std::memory_order_acquire) && align_ == align;
+        const std::uint64_t key = key_of(size, align);
+        std::uint64_t fixed = key_.load(std::memory_order_relaxed);
+        if (fixed == 0) {
+            // Relaxed: the key is the whole of what is published; the blocks made for it are
+            // handed between threads under lock_.
+            (void)key_.compare_exchange_strong(fixed, key, std::memory_order_relaxed,
+                                               std::memory_order_relaxed);
+            fixed = fixed == 0 ? key : fixed; // fixed: ours, or the winner's on failure
+        }
+        return fixed == key && size >= sizeof(node);
+    }
+
+    // A key names a size (at least 1: an allocation of n >= 1 objects) and a power-of-two
+    // alignment: the size shifted left by 6 bits, and the alignment's log2 (below 64) in them.
+    static constexpr unsigned align_bits = 6;
+    static constexpr std::size_t max_block =
+        std::numeric_limits<std::size_t>::max() >> align_bits;
+    static std::uint64_t key_of(std::size_t size, std::size_t align) noexcept {
+        return (std::uint64_t{size} << align_bits) |
+               static_cast<std::uint64_t>(std::countr_zero(align));
+    }
+    static std::size_t align_of(std::uint64_t key) noexcept {
+        return std::size_t{1} << (key & ((1U << align_bits) - 1));
     }
 
     void lock() noexcept {
@@ -189,9 +213,7 @@ private:
         lock_.store(false, std::memory_order_release);
     }
 
-    std::atomic<std::size_t> size_{0};
-    std::size_t align_ = alignof(std::max_align_t);
-    std::atomic<bool> align_set_{false};
+    std::atomic<std::uint64_t> key_{0}; // the block size and alignment (matches()); 0: not fixed
     std::atomic<bool> lock_{false};
     node* free_ = nullptr;   // guarded by lock_
     std::size_t cached_ = 0; // guarded by lock_
