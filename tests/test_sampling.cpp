@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <cstdint>
 #include <optional>
 #include <thread>
@@ -185,6 +186,39 @@ TEST_CASE("adaptive_rate keeps its rate on the grid min_hz + k * step_hz") {
             {.activity = std::nullopt, .busy = 1.0, .occupancy = std::nullopt}, t)); // saturated
     }
     CHECK(rates == std::vector<double>{9, 7, 5}); // 8.5 rounds to the grid value 9
+}
+
+TEST_CASE("adaptive_rate: max_hz off the steps stays reachable, even with a step wider than "
+          "the range") {
+    const auto t = clock_type::time_point{} + 1h;
+    const framepipe::rate_signal room{.activity = 1.0, .busy = 0.1, .occupancy = 0.0};
+    const framepipe::rate_signal saturated{.activity = 1.0, .busy = 0.95, .occupancy = 0.0};
+    // Steps of 4 from 1 (1, 5, ..., 29) end below max_hz 30: with room and full activity the
+    // rate stays at 30 instead of being rounded down to 29.
+    framepipe::adaptive_rate coarse({.min_hz = 1, .max_hz = 30, .step_hz = 4});
+    CHECK(coarse.update(room, t) == 30);
+    CHECK(coarse.update(saturated, t) == 25); // the first step down lands on the steps
+    // A step wider than the range: the rate is min_hz or max_hz, never pinned to min_hz.
+    framepipe::adaptive_rate wide({.min_hz = 1, .max_hz = 30, .step_hz = 60});
+    CHECK(wide.update(room, t) == 30);
+    CHECK(wide.update(saturated, t) == 1);
+    CHECK(wide.update(room, t) == 1);  // one period of room: the ceiling stays
+    CHECK(wide.update(room, t) == 30); // two running: lifted by a step, to max_hz
+}
+
+TEST_CASE("adaptive_rate: a NaN signal is refused, naming it, and changes nothing") {
+    framepipe::adaptive_rate control(options());
+    const auto t = clock_type::time_point{} + 1h;
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    CHECK_THROWS_WITH(control.update({.activity = nan, .busy = 0.1, .occupancy = 0.0}, t),
+                      Catch::Contains("activity"));
+    CHECK_THROWS_WITH(control.update({.activity = 0.0, .busy = nan, .occupancy = 0.0}, t),
+                      Catch::Contains("busy"));
+    CHECK_THROWS_WITH(control.update({.activity = 0.0, .busy = 0.1, .occupancy = nan}, t),
+                      Catch::Contains("occupancy"));
+    CHECK(control.rate() == 30);
+    CHECK(control.ceiling() == 30);
+    CHECK(control.update({.activity = 0.0, .busy = 0.1, .occupancy = 0.0}, t) == 29); // steers on
 }
 
 TEST_CASE("adaptive_rate: bad options are refused, naming the field") {

@@ -141,8 +141,8 @@ struct adaptive_rate_options {
 //      r <- max(D, r - s) if below (a fall is one step per period: the decay);
 //   3. with room (busy < busy_low) for two periods running or more, C is lifted by one step per
 //      period, so a consumer that got faster is found again;
-//   all clamped to [min_hz, max_hz] and rounded to the grid min_hz + k * s (max_hz, where the
-//   rate starts, may lie off the grid; the first step down lands on it).
+//   all rounded to the nearest rate of the grid: min_hz + k * s up to max_hz, and max_hz itself
+//   (where the rate starts; it may lie off the steps, and the first step down lands on them).
 // Stability: every change is one step down, or up to a value at most C; C moves down to one step
 // below a rate that saturated, and up by one step per period only while the consumer has room
 // (busy < busy_low) two periods running. Under a steady consumer the rate settles at the highest
@@ -165,8 +165,12 @@ public:
     }
 
     // One control step (see the class comment) with the signal of the period that ended at
-    // `now`. Returns the rate now in force. One thread at a time.
+    // `now`. Returns the rate now in force. One thread at a time. Throws std::invalid_argument
+    // naming the signal (activity, busy or occupancy) when it is NaN; nothing changes then.
     double update(const rate_signal& signal, std::chrono::steady_clock::time_point now) {
+        require_number(signal.activity, "activity: must be a number, not NaN");
+        require_number(signal.busy, "busy: must be a number, not NaN");
+        require_number(signal.occupancy, "occupancy: must be a number, not NaN");
         const auto clamp01 = [](double v) { return std::clamp(v, 0.0, 1.0); };
         const bool saturated =
             (signal.busy && clamp01(*signal.busy) > o_.busy_high) ||
@@ -190,10 +194,10 @@ public:
             const double target = std::min(wanted, ceiling_);
             next = target > rate_ ? target : std::max(target, rate_ - o_.step_hz);
         }
-        next = std::clamp(quantized(next), o_.min_hz, o_.max_hz);
+        next = quantized(next);
         if (next != rate_) {
+            limiter_.set_rate(next, now); // in [min_hz, max_hz], which validated() accepted
             rate_ = next;
-            limiter_.set_rate(rate_, now);
         }
         return rate_;
     }
@@ -230,11 +234,27 @@ private:
         return o;
     }
 
-    // A rate on the grid of steps from min_hz (so that the rate only takes step-apart values).
+    static void require_number(const std::optional<double>& v, const char* what) {
+        if (v && std::isnan(*v)) {
+            throw std::invalid_argument(what);
+        }
+    }
+
+    // The nearest rate on the grid: the steps from min_hz that lie below max_hz, and max_hz
+    // itself (so that the rate only takes step-apart values, and max_hz stays reachable when it
+    // is off the steps, or a step is wider than the range). In [min_hz, max_hz].
     // (A saturation sets the ceiling one step below the rate that saturated: the highest rate
     // not yet known to saturate, so a steady consumer is not probed again every period.)
     [[nodiscard]] double quantized(double hz) const noexcept {
-        return o_.min_hz + std::round((hz - o_.min_hz) / o_.step_hz) * o_.step_hz;
+        if (hz >= o_.max_hz) {
+            return o_.max_hz;
+        }
+        if (hz <= o_.min_hz) {
+            return o_.min_hz;
+        }
+        const double k = std::round((hz - o_.min_hz) / o_.step_hz);
+        const double step = std::min(o_.min_hz + k * o_.step_hz, o_.max_hz);
+        return o_.max_hz - hz < std::abs(step - hz) ? o_.max_hz : step;
     }
 
     adaptive_rate_options o_;
