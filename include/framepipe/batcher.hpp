@@ -21,7 +21,8 @@
 //   3. deadline:  the oldest item has waited max_delay -> everything pending (fewer than the
 //                 smallest preferred size, and than max_size).
 //   4. close:     the batcher is closed and every source has finished -> everything pending;
-//                 then pop() returns nullopt.
+//                 then pop() returns nullopt. (A source at its cap whose channel has closed and
+//                 emptied finishes too: see pop_impl.)
 // Otherwise it waits for an item from a source that may still contribute, until the oldest
 // pending item's deadline (or, with nothing pending, as long as the call allows).
 //
@@ -516,6 +517,15 @@ private:
                 return std::nullopt;
             }
             const bool took = take_ready();
+            {
+                // A source at its cap is passed over, so the selector would not see it finish:
+                // let go of those whose channels are closed and empty, so that the close rule
+                // does not wait for the batch's deadline (nor the wait below for their close).
+                const std::lock_guard<std::mutex> lock(stats_mu_);
+                if (!capped_.empty()) {
+                    sel_.settle_excluded(capped_);
+                }
+            }
             // After take_ready(): an ended selector then has nothing more (its sources have
             // finished, and only this call takes from them).
             const bool ended = sel_.ended();
@@ -541,9 +551,16 @@ private:
             {
                 const std::lock_guard<std::mutex> lock(stats_mu_);
                 if (!pending_.empty()) {
-                    const auto due = pending_.front().arrival + options_.max_delay;
-                    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(due - now);
-                    const auto at = detail::deadline_after(std::max(left, std::chrono::nanoseconds{0}));
+                    // What is left of max_delay, without forming arrival + max_delay (which
+                    // overflows for a max_delay of nanoseconds::max(): "never by deadline").
+                    const auto waited = std::max(
+                        std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            now - pending_.front().arrival),
+                        std::chrono::nanoseconds{0});
+                    const auto left = waited >= options_.max_delay
+                                          ? std::chrono::nanoseconds{0}
+                                          : options_.max_delay - waited;
+                    const auto at = detail::deadline_after(left); // saturates
                     until = until ? std::min(*until, at) : at;
                 }
                 capped = capped_;

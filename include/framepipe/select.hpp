@@ -260,6 +260,16 @@ public:
         return r;
     }
 
+    // Whether the channel is closed and empty, unless it has been let go: the same handshake as
+    // probe_pinned(). For wait predicates that pass the input over (no lock).
+    [[nodiscard]] bool drained_pinned() noexcept {
+        pins_.fetch_add(1, std::memory_order_seq_cst);
+        const bool r = !gone_.load(std::memory_order_seq_cst) && channel_closed() &&
+                       channel_size() == 0;
+        pins_.fetch_sub(1, std::memory_order_release); // as in probe_pinned()
+        return r;
+    }
+
     // From now on, every notification of the channel's readable event notifies the selector.
     void attach() noexcept { readable_.attach(listener_); }
 
@@ -773,19 +783,45 @@ private:
         return select_turns_locked(now, excluded);
     }
 
+    // Lets go of the inputs in `excluded` whose channels are closed and empty, handing nothing
+    // out: an item of a push still in flight is taken and held as the input's candidate (as a
+    // selection's look would). So a consumer that passes inputs over (a batcher's sources at
+    // their cap) still sees them finish, and the selector end. Any thread; takes the lock; may
+    // wait for a push in flight. Throws what T's move throws (the item is counted as dropped).
+    void settle_excluded(excluded_ids excluded) {
+        const std::lock_guard<std::mutex> lock(mu_);
+        const clock::time_point now = aged_inputs_ != 0 ? clock::now() : clock::time_point{};
+        for (const input_id id : excluded) { // O(excluded * log inputs): inputs_ is by id
+            const auto it = std::lower_bound(
+                inputs_.begin(), inputs_.end(), id.value,
+                [](const std::shared_ptr<input>& in, std::uint64_t v) { return in->id.value < v; });
+            if (it == inputs_.end() || (*it)->id != id) {
+                continue; // removed
+            }
+            input& in = **it;
+            if (in.attached && !in.held && in.channel_closed() && in.channel_size() == 0) {
+                (void)refresh_locked(in, now); // takes only what a push in flight leaves
+            }
+        }
+    }
+
     // Closed, and every input has finished or been removed: nothing more will come.
     [[nodiscard]] bool ended() const {
         const std::lock_guard<std::mutex> lock(mu_);
         return ended_locked();
     }
 
-    // Waits until an input not in `excluded` may have an item (or has closed), the inputs change,
-    // or the selector has ended; or `*stop` / `deadline`. ready may be spurious: the caller
-    // selects, and comes back if it found nothing.
+    // Waits until an input not in `excluded` may have an item (or has closed), an input in
+    // `excluded` that holds nothing has closed and emptied (for settle_excluded), the inputs
+    // change, or the selector has ended; or `*stop` / `deadline`. ready may be spurious: the
+    // caller selects, and comes back if it found nothing.
     detail::wait_end wait_ready(excluded_ids excluded, const std::stop_token* stop,
                                 const std::optional<clock::time_point>& deadline) {
         std::shared_ptr<const input_list> list;
         std::uint64_t seen = 0;
+        // The excluded inputs watched for their close: those holding nothing (one that holds an
+        // item stays closed and empty until it is handed out, which would keep the wait ready).
+        std::vector<input*> watched;
         {
             const std::lock_guard<std::mutex> lock(mu_);
             if (ended_locked()) {
@@ -797,6 +833,13 @@ private:
                 }
             }
             list = probe_list_;
+            if (list) {
+                for (const auto& in : *list) {
+                    if (is_excluded(in->id, excluded) && !in->held) {
+                        watched.push_back(in.get()); // kept alive by `list`
+                    }
+                }
+            }
             seen = version_.load(std::memory_order_relaxed); // written only under mu_, held here
         }
         // The exact predicate (event_count: atomics only, no lock). Acquire on version_: pairs
@@ -812,7 +855,8 @@ private:
                     }
                 }
             }
-            return false;
+            return std::any_of(watched.begin(), watched.end(),
+                               [](input* in) { return in->drained_pinned(); });
         };
         return ev_.wait(stop, deadline, ready);
     }
