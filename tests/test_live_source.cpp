@@ -575,3 +575,371 @@ TEST_CASE("live_source: threaded, frames flow into a channel and stop ends a bac
     CHECK(n == 50);
     CHECK(ordered);
 }
+
+// --- Regressions: stop() twice at once, abandoned runners, long timeouts, stop before start -----
+
+namespace {
+
+// A camera at a high rate that honours its stop token: a frame per read.
+struct rapid {
+    using frame_type = int;
+    std::shared_ptr<std::atomic<int>> made; // backends the factory built
+    int n = 0;
+    open_result open(std::stop_token, ns) { return open_result::success(); }
+    read_result<int> read(std::stop_token stop, ns) {
+        if (stop.stop_requested()) {
+            return read_result<int>::timed_out();
+        }
+        std::this_thread::yield();
+        return read_result<int>::got(n++);
+    }
+    void close() noexcept {}
+};
+
+framepipe::live_source<rapid> rapid_source(const std::shared_ptr<std::atomic<int>>& made,
+                                           framepipe::live_options o = {}) {
+    return framepipe::live_source<rapid>(
+        [made] {
+            ++*made;
+            return rapid{made};
+        },
+        o);
+}
+
+// The states a source went through, recorded from whichever thread changes them.
+struct state_log {
+    std::mutex mu;
+    std::vector<live_state> states;
+    void operator()(live_state, live_state to) {
+        const std::lock_guard<std::mutex> lock(mu);
+        states.push_back(to);
+    }
+    std::vector<live_state> get() {
+        const std::lock_guard<std::mutex> lock(mu);
+        return states;
+    }
+};
+
+// A backend whose first instance (or every one, with all_refused) fails to open and whose first
+// instance's close() ignores everything until `release`: a runner stuck there is abandoned.
+struct stuck_close {
+    using frame_type = int;
+    struct control {
+        bool all_refused = false;
+        std::atomic<int> made{0};
+        std::atomic<bool> in_close{false};
+        std::atomic<bool> release{false};
+    };
+    std::shared_ptr<control> c;
+    int index = 0;
+    int n = 0;
+    open_result open(std::stop_token, ns) {
+        return index == 0 || c->all_refused ? open_result::failure("refused")
+                                            : open_result::success();
+    }
+    read_result<int> read(std::stop_token stop, ns) {
+        if (stop.stop_requested()) {
+            return read_result<int>::timed_out();
+        }
+        std::this_thread::yield();
+        return read_result<int>::got(n++);
+    }
+    void close() noexcept {
+        if (index == 0) {
+            c->in_close = true;
+            while (!c->release.load()) {
+                std::this_thread::yield(); // deaf to the stop token and the timeout
+            }
+        }
+    }
+};
+
+// Waits until every thread of a source (abandoned runners included) has let its shared state
+// go: `alive` is held by the source's backend factory, which that state holds.
+void wait_until_gone(const std::weak_ptr<int>& alive) {
+    while (!alive.expired()) {
+        std::this_thread::yield();
+    }
+}
+
+// Fails this thread's k-th next allocation (0: the next one) with std::bad_alloc; -1: none.
+thread_local long t_fail_allocation = -1;
+
+void* allocate(std::size_t n) {
+    if (t_fail_allocation >= 0 && t_fail_allocation-- == 0) {
+        throw std::bad_alloc();
+    }
+    if (void* p = std::malloc(n == 0 ? 1 : n)) {
+        return p;
+    }
+    throw std::bad_alloc();
+}
+
+// Out of line: where GCC inlines operator delete into code that called operator new, it would
+// warn about a free() of memory from operator new (-Wmismatched-new-delete).
+[[gnu::noinline]] void release(void* p) noexcept { std::free(p); }
+
+} // namespace
+
+// The replaced allocation functions (every form but the aligned ones, which keep theirs), for
+// "a start() that throws". Nothing else in this program arms t_fail_allocation.
+void* operator new(std::size_t n) { return allocate(n); }
+void* operator new[](std::size_t n) { return allocate(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+    return std::malloc(n == 0 ? 1 : n);
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+    return std::malloc(n == 0 ? 1 : n);
+}
+void operator delete(void* p) noexcept { release(p); }
+void operator delete[](void* p) noexcept { release(p); }
+void operator delete(void* p, std::size_t) noexcept { release(p); }
+void operator delete[](void* p, std::size_t) noexcept { release(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { release(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { release(p); }
+
+TEST_CASE("live_source: stop() from two threads at once returns in both") {
+    // Both used to join the watchdog thread: the second join of one thread never returned.
+    for (int round = 0; round < 20; ++round) {
+        INFO("round " << round);
+        auto made = std::make_shared<std::atomic<int>>(0);
+        auto src = rapid_source(made);
+        framepipe::ring<item> out(64); // full soon: the runner drops frames, never blocks
+        src.start(out);
+        while (src.stats().frames == 0) {
+            std::this_thread::yield();
+        }
+        std::latch go(2);
+        std::thread a([&] {
+            go.arrive_and_wait();
+            src.stop();
+        });
+        std::thread b([&] {
+            go.arrive_and_wait();
+            src.stop();
+        });
+        a.join();
+        b.join();
+        CHECK(src.state() == live_state::stopped);
+        src.stop(); // and a third, afterwards
+        CHECK(src.state() == live_state::stopped);
+    }
+}
+
+TEST_CASE("live_source: a runner abandoned inside close() changes nothing when close returns") {
+    // The first connection is refused and its close() hangs: the watchdog abandons that runner
+    // and a new one connects and streams. When the old close() returns at last, the old runner
+    // used to count its failed attempt (the 2nd of max_attempts 2) and set the state failed
+    // while the new runner streamed.
+    auto control = std::make_shared<stuck_close::control>();
+    auto alive = std::make_shared<int>(0);
+    const std::weak_ptr<int> alive_weak = alive;
+    framepipe::live_options o;
+    o.abandon_after = 20ms;
+    o.max_attempts = 2;
+    o.backoff = {.initial = 1ms, .max = 1ms, .jitter = 0.0, .reset_after = std::chrono::hours(1)};
+    auto log = std::make_shared<state_log>();
+    framepipe::ring<item> out(64);
+    auto src = std::make_unique<framepipe::live_source<stuck_close>>(
+        [control, alive] { return stuck_close{control, control->made++}; }, o);
+    src->on_state_change([log](live_state from, live_state to) { (*log)(from, to); });
+    src->start(out);
+    while (src->stats().frames == 0) { // the second runner streams
+        std::this_thread::yield();
+    }
+    CHECK(control->in_close.load());
+    CHECK(src->stats().abandoned == 1);
+    control->release = true; // the abandoned runner's close() returns
+    alive.reset();
+    src->stop();
+    const auto st = src->stats();
+    src.reset();
+    wait_until_gone(alive_weak); // the abandoned runner has finished too
+    const auto states = log->get();
+    CHECK(std::find(states.begin(), states.end(), live_state::failed) == states.end());
+    REQUIRE_FALSE(states.empty());
+    CHECK(states.back() == live_state::stopped);
+    CHECK(std::count(states.begin(), states.end(), live_state::stopped) == 1);
+    CHECK(st.attempt == 1); // the new runner's backoff only
+    CHECK_THAT(st.last_error, Catch::Contains("abandoned"));
+}
+
+TEST_CASE("live_source: a runner that stop() abandons inside close() leaves the state stopped") {
+    // stop() abandons a runner stuck in the close() after a refused open and sets stopped. When
+    // that close() returned, the runner used to go on to backoff: the state left stopped.
+    auto control = std::make_shared<stuck_close::control>();
+    control->all_refused = true;
+    auto alive = std::make_shared<int>(0);
+    const std::weak_ptr<int> alive_weak = alive;
+    framepipe::live_options o;
+    o.abandon_after = 50ms;
+    auto log = std::make_shared<state_log>();
+    framepipe::ring<item> out(64);
+    auto src = std::make_unique<framepipe::live_source<stuck_close>>(
+        [control, alive] { return stuck_close{control, control->made++}; }, o);
+    src->on_state_change([log](live_state from, live_state to) { (*log)(from, to); });
+    src->start(out);
+    while (!control->in_close.load()) {
+        std::this_thread::yield();
+    }
+    src->stop(); // abandons the runner stuck in close()
+    CHECK(src->state() == live_state::stopped);
+    control->release = true;
+    alive.reset();
+    src.reset();
+    wait_until_gone(alive_weak); // the abandoned runner has finished
+    const auto states = log->get();
+    REQUIRE_FALSE(states.empty());
+    CHECK(states.back() == live_state::stopped);
+    CHECK(std::count(states.begin(), states.end(), live_state::stopped) == 1);
+}
+
+TEST_CASE("live_source: timeouts of nanoseconds::max() never run out") {
+    constexpr auto forever = ns::max(); // accepted by validation: "no limit"
+    SECTION("first_frame_timeout and stall_timeout: a slow stream is not stalled") {
+        // opened_at + first_frame_timeout used to overflow: no first frame at once, failed.
+        auto w = std::make_shared<world>();
+        auto options = exact();
+        options.first_frame_timeout = forever;
+        options.stall_timeout = forever;
+        options.max_attempts = 1;
+        auto src = make_source(
+            w, {{.frames = 3, .first_after = 100h, .period = 1000h, .after = connection::then::end}},
+            options);
+        collector out;
+        CHECK(src->run(out, w->stopper.get_token()) == live_state::ended);
+        const auto st = src->stats();
+        CHECK(out.got.size() == 3);
+        CHECK(st.no_first_frame == 0);
+        CHECK(st.stalls == 0);
+    }
+    SECTION("backoff: a delay of nanoseconds::max() is waited for, not 1 ns") {
+        // The jittered delay used to leave llround's range (and now + delay to overflow).
+        auto w = std::make_shared<world>();
+        auto options = exact();
+        options.backoff.initial = forever;
+        options.backoff.max = forever;
+        w->stop_at = w->now + 1h;
+        auto src = make_source(w, {{.opens = false}}, options);
+        collector out;
+        CHECK(src->run(out, w->stopper.get_token()) == live_state::stopped);
+        CHECK(src->stats().current_backoff == forever);
+        REQUIRE(w->sleeps.size() == 1); // one attempt, then a wait the stop ended
+        CHECK(w->sleeps[0] == clock_type::time_point::max() - (clock_type::time_point{} + 24h + 10ms));
+        CHECK(w->opens == 1);
+    }
+}
+
+TEST_CASE("live_source: the watchdog never abandons a call whose timeout is nanoseconds::max()") {
+    // The watchdog's wake-up, deadline + abandon_after, used to overflow to a time long past:
+    // it abandoned the open at once, and the new runner, starting in backoff, failed.
+    struct slow_open {
+        using frame_type = int;
+        std::shared_ptr<std::atomic<int>> opens;
+        ns takes;
+        int n = 0;
+        open_result open(std::stop_token stop, ns) {
+            // A slow connect, longer than the watchdog's round between calls (abandon_after),
+            // so that the watchdog sees it in flight. How long it takes changes no outcome.
+            ++*opens;
+            const auto until = clock_type::now() + takes;
+            while (clock_type::now() < until && !stop.stop_requested()) {
+                std::this_thread::yield();
+            }
+            return stop.stop_requested() ? open_result::failure("stopped")
+                                         : open_result::success();
+        }
+        read_result<int> read(std::stop_token, ns) {
+            return n == 20 ? read_result<int>::ended() : read_result<int>::got(n++);
+        }
+        void close() noexcept {}
+    };
+    auto opens = std::make_shared<std::atomic<int>>(0);
+    framepipe::live_options o;
+    o.open_timeout = ns::max();
+    o.abandon_after = 10ms;
+    o.max_attempts = 1;
+    framepipe::live_source<slow_open> src([opens] { return slow_open{opens, 50ms}; }, o);
+    framepipe::ring<item> out(64);
+    src.start(out);
+    CHECK(src.wait(std::stop_token{})); // a final state, whichever
+    CHECK(src.state() == live_state::ended);
+    CHECK(src.stats().abandoned == 0);
+    CHECK(src.stats().frames == 20);
+    CHECK(opens->load() == 1);
+}
+
+TEST_CASE("live_source: start() or run() after stop() start nothing and leave it stopped") {
+    SECTION("run()") {
+        // run() after stop() used to run the whole script (and end as ended).
+        auto w = std::make_shared<world>();
+        auto src = make_source(w, {{.frames = 5, .after = connection::then::end}}, exact());
+        src->stop();
+        collector out;
+        CHECK(src->run(out, w->stopper.get_token()) == live_state::stopped);
+        CHECK(src->state() == live_state::stopped);
+        CHECK(src->wait_for(0ns));
+        CHECK(w->opens == 0);
+        CHECK(w->states.empty()); // never left stopped
+        CHECK_THROWS_AS(src->run(out, w->stopper.get_token()), std::logic_error); // once only
+    }
+    SECTION("start()") {
+        // start() after stop() used to leave the source connecting for ever.
+        auto made = std::make_shared<std::atomic<int>>(0);
+        auto src = rapid_source(made);
+        framepipe::ring<item> out(64);
+        src.stop(); // a shutdown that raced ahead of the start-up
+        src.start(out);
+        CHECK(src.wait_for(0ns));
+        CHECK(src.state() == live_state::stopped);
+        CHECK(src.stats().state_changes == 0);
+        CHECK_THROWS_AS(src.start(out), std::logic_error); // once only
+        src.stop();
+        CHECK(made->load() == 0); // no backend was made
+    }
+}
+
+TEST_CASE("live_source: stop() also ends a run() on another thread") {
+    auto made = std::make_shared<std::atomic<int>>(0);
+    auto src = rapid_source(made);
+    framepipe::ring<item> out(64);
+    std::stop_source never;
+    live_state end = live_state::connecting;
+    std::thread runner([&] { end = src.run(out, never.get_token()); });
+    while (src.stats().frames == 0) {
+        std::this_thread::yield();
+    }
+    src.stop();
+    runner.join();
+    CHECK(end == live_state::stopped);
+    CHECK(src.state() == live_state::stopped);
+}
+
+TEST_CASE("live_source: a start() that throws leaves the source stopped and its threads gone") {
+    // Fail each allocation start() makes in turn (the runner, its thread, the watchdog...).
+    // start() used to leave the source connecting for ever after such a failure.
+    long failures = 0;
+    for (long k = 0;; ++k) {
+        INFO("allocation " << k);
+        auto made = std::make_shared<std::atomic<int>>(0);
+        auto src = rapid_source(made);
+        framepipe::ring<item> out(64);
+        bool threw = false;
+        t_fail_allocation = k;
+        try {
+            src.start(out);
+        } catch (const std::bad_alloc&) {
+            threw = true;
+        }
+        t_fail_allocation = -1;
+        if (!threw) { // start() made fewer than k + 1 allocations: all were tried
+            src.stop();
+            break;
+        }
+        ++failures;
+        CHECK(src.wait_for(0ns));
+        CHECK(src.state() == live_state::stopped);
+        CHECK_THROWS_AS(src.start(out), std::logic_error); // once only, as documented
+    }
+    CHECK(failures >= 2); // at least the runner and a thread
+}

@@ -56,6 +56,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -216,10 +217,18 @@ namespace detail {
 // One runner: the thread that runs the state machine and makes the backend calls. A runner that
 // the watchdog abandons keeps its own copy of this until its call returns.
 struct live_runner {
+    // call_deadline_ns once the watchdog has taken the current call away (abandoned it).
+    static constexpr std::int64_t taken = std::numeric_limits<std::int64_t>::min();
+
     // The watchdog's view of this runner's current backend call: its deadline (ns since the
-    // clock's epoch; 0 between calls) and a sequence number that tells calls apart.
+    // clock's epoch; 0 between calls; `taken`, see above) and a sequence number that tells calls
+    // apart. The watchdog abandons a call only by swapping its deadline for `taken`, and the
+    // runner ends a call by swapping it for 0: one of the two swaps comes first, so the runner
+    // knows, once its call has returned, whether it still owns the source.
     std::atomic<std::int64_t> call_deadline_ns{0};
     std::atomic<std::uint64_t> call_seq{0};
+    // Set by whoever abandons the runner (the watchdog, stop()) and by the runner when it finds
+    // its call taken. From then on the runner changes nothing shared (see run_machine).
     std::atomic<bool> abandoned{false};
     std::atomic<bool> pushing{false}; // inside an emit (see emit_gate)
     std::stop_source calls;           // the stop token every backend call gets
@@ -257,28 +266,41 @@ public:
     // stop().
     ~live_source() { stop(); }
 
-    // Calls `f(from, to)` on every state change, on the runner's thread (keep it short; what it
-    // throws is ignored). Before start() or run().
+    // Calls `f(from, to)` on every state change, on the thread that makes it: the runner's, the
+    // watchdog's (failed, past max_abandoned), or the thread in start(), run() or stop() (keep it
+    // short; what it throws is ignored; it must not call stop()). Never once stop() has returned
+    // (the state is final then, and stays so). Before start() or run().
     void on_state_change(std::function<void(live_state, live_state)> f) {
         shared_->on_change = std::move(f);
     }
 
     // Runs the source on the calling thread, emitting item_type into `out`, until `stop` is
-    // requested (returns stopped), the input ends (ended) or max_attempts failures in a row
-    // (failed). Backend calls are made on this thread with no watchdog: for backends that honour
-    // their timeouts, and for tests in virtual time. Once only (start() or run()).
+    // requested or stop() is called (returns stopped), the input ends (ended) or max_attempts
+    // failures in a row (failed). Backend calls are made on this thread with no watchdog: for
+    // backends that honour their timeouts, and for tests in virtual time. Once only (start() or
+    // run()): throws std::logic_error when already started. After stop() (a shutdown that came
+    // first), makes no backend call and returns stopped at once; the state stays stopped.
     template <class Out>
         requires output_channel<Out, item_type>
     live_state run(Out& out, std::stop_token stop) {
-        begin();
         auto runner = std::make_shared<detail::live_runner>();
         const emitter e = emitter_for(out);
+        std::stop_source either; // `stop` or stop(), whichever comes first
+        {
+            const std::lock_guard<std::mutex> lock(shared_->lifecycle_mu);
+            if (!begin()) {
+                return live_state::stopped;
+            }
+        }
+        const auto request = [&either] { either.request_stop(); };
+        const std::stop_callback on_stop_token(stop, request);
+        const std::stop_callback on_stop_call(shared_->stop.get_token(), request);
         const live_state end = run_machine(
             *shared_, *runner,
             [&e](detail::live_runner&, item_type&& item, const std::stop_token& st) {
                 e(std::move(item), st);
             },
-            stop, false);
+            either.get_token(), false);
         if (end == live_state::stopped) {
             set_state(*shared_, live_state::stopped);
         }
@@ -286,50 +308,45 @@ public:
     }
 
     // Starts the source on threads of its own (a runner and a watchdog), emitting item_type into
-    // `out`. Returns at once. Once only. `out` must outlive stop() (or the destructor). Throws
-    // std::logic_error when already started, std::system_error if a thread cannot start.
+    // `out`. Returns at once (it may wait for a stop() running on another thread). Once only
+    // (start() or run()). `out` must outlive stop() (or the destructor). After stop() (a
+    // shutdown that came first), starts nothing: the state stays stopped (final).
+    // Throws std::logic_error when already started, and std::system_error (std::bad_alloc) if a
+    // thread cannot start: then whatever did start is stopped, the state is stopped (final), and
+    // the source cannot be started again (basic guarantee).
     template <class Out>
         requires output_channel<Out, item_type>
     void start(Out& out) {
-        begin();
-        shared_->emit = emitter_for(out);
-        const std::lock_guard<std::mutex> lock(shared_->threads_mu);
-        launch_runner(shared_, nullptr);
-        shared_->watchdog = std::jthread([s = shared_](std::stop_token st) { watch(s, st); });
+        shared& s = *shared_;
+        const std::lock_guard<std::mutex> life(s.lifecycle_mu);
+        if (!begin()) {
+            return;
+        }
+        try {
+            s.emit = emitter_for(out);
+            const std::lock_guard<std::mutex> lock(s.threads_mu);
+            launch_runner(shared_, nullptr);
+            s.watchdog = std::jthread([sp = shared_](std::stop_token st) { watch(sp, st); });
+        } catch (...) {
+            stop_locked(s); // takes threads_mu: the guard above is gone
+            throw;
+        }
     }
 
     // Stops the source: every backend call is asked to stop (its stop token), the runner ends,
     // and the state becomes stopped (unless it had already ended or failed). Returns within
     // abandon_after, plus the time a push into `out` in progress takes to return (it is given
     // the stop token where the output takes one): a runner stuck in a backend call is abandoned.
-    // Any thread but the runner's; idempotent; noexcept.
+    // With run(), asks it to return (stopped) and does not wait for it. Before start() or run(),
+    // makes them start nothing (see there).
+    // Any thread but the runner's (and not from on_state_change); idempotent; noexcept. Calls
+    // from several threads are serialised: a later one waits (parks) for the first to finish,
+    // then has nothing left to do, so each returns within the bound above.
     void stop() noexcept {
         shared& s = *shared_;
-        s.stop.request_stop();
-        // The watchdog first, without the lock it takes: once it is gone, nothing relaunches.
-        if (s.watchdog.joinable()) {
-            s.watchdog.request_stop();
-            s.watchdog.join();
-        }
-        const std::lock_guard<std::mutex> lock(s.threads_mu);
-        if (s.runner_thread.joinable()) {
-            auto runner = s.runner;
-            const auto until = detail::deadline_after(s.options.abandon_after);
-            if (s.runner_done.park(nullptr, until, [&] { return runner->finished.load(); }) ==
-                detail::wait_end::ready) {
-                s.runner_thread.join();
-            } else {
-                abandon(s, *runner); // a backend call that ignores its stop token
-                s.runner_thread.detach();
-                unsigned spins = 0;
-                while (runner->pushing.load(std::memory_order_seq_cst)) {
-                    detail::backoff(spins); // a push into `out` already under way
-                }
-            }
-        }
-        if (s.started && !is_final(s.state.load())) {
-            set_state(s, live_state::stopped);
-        }
+        // std::mutex::lock throws only on a system error; noexcept turns that into terminate.
+        const std::lock_guard<std::mutex> life(s.lifecycle_mu);
+        stop_locked(s);
     }
 
     // Waits at most `timeout` for the source to reach a final state (ended, failed, stopped);
@@ -454,7 +471,10 @@ private:
         std::function<void(live_state, live_state)> on_change;
         emitter emit;
         std::stop_source stop;
-        bool started = false;
+        // start(), run()'s start and stop() hold it: one at a time, so that two stop() calls
+        // never join one thread twice, and a stop() that comes first is seen by start().
+        std::mutex lifecycle_mu;
+        bool started = false; // guarded by lifecycle_mu
         std::mt19937_64 rng; // the runner's only (one runner at a time)
 
         // Figures (relaxed: statistics; the state is seq_cst for wait_for's predicate).
@@ -507,14 +527,52 @@ private:
         return o;
     }
 
-    // Marks the source started and in state connecting before any thread runs, so that a
-    // wait() right after start() sees a running source.
-    void begin() {
-        if (shared_->started) {
+    // stop()'s work, with lifecycle_mu held (stop(), and start() undoing a failed start).
+    static void stop_locked(shared& s) noexcept {
+        s.stop.request_stop();
+        // The watchdog first, without the lock it takes: once it is gone, nothing relaunches.
+        if (s.watchdog.joinable()) {
+            s.watchdog.request_stop();
+            s.watchdog.join();
+        }
+        const std::lock_guard<std::mutex> lock(s.threads_mu);
+        if (s.runner_thread.joinable()) {
+            auto runner = s.runner;
+            const auto until = detail::deadline_after(s.options.abandon_after);
+            if (s.runner_done.park(nullptr, until, [&] { return runner->finished.load(); }) ==
+                detail::wait_end::ready) {
+                s.runner_thread.join();
+            } else {
+                abandon(s, *runner); // a backend call that ignores its stop token
+                s.runner_thread.detach();
+                unsigned spins = 0;
+                while (runner->pushing.load(std::memory_order_seq_cst)) {
+                    detail::backoff(spins); // a push into `out` already under way
+                }
+            }
+        }
+        if (s.started && !is_final(s.state.load())) {
+            set_state(s, live_state::stopped);
+        }
+    }
+
+    // Marks the source started (once only: else throws std::logic_error) and in state
+    // connecting before any thread runs, so that a wait() right after start() sees a running
+    // source. False when stop() came first: then the state stays stopped (final) and nothing is
+    // to run. Requires lifecycle_mu.
+    bool begin() {
+        shared& s = *shared_;
+        if (s.started) {
             throw std::logic_error("live_source: already started");
         }
-        shared_->started = true;
-        set_state(*shared_, live_state::connecting);
+        s.started = true;
+        if (s.stop.stop_requested()) {
+            return false;
+        }
+        // The one change out of a final state: stopped means "not started" until now.
+        const live_state from = s.state.exchange(live_state::connecting, std::memory_order_seq_cst);
+        announce(s, from, live_state::connecting);
+        return true;
     }
 
     // How the runner pushes into `out`: with the stop token where the output takes one, so that
@@ -545,9 +603,32 @@ private:
         s.last_error = std::move(why);
     }
 
+    // Moves the state to `to`, unless it is final already: a final state is for good, so that
+    // nothing late (a runner that stop() abandoned) can leave it. begin() alone leaves stopped.
     static void set_state(shared& s, live_state to) noexcept {
         // seq_cst: the state change wait_for's predicate reads (event_count).
-        const live_state from = s.state.exchange(to, std::memory_order_seq_cst);
+        live_state from = s.state.load(std::memory_order_seq_cst);
+        do {
+            if (from == to || is_final(from)) {
+                return;
+            }
+        } while (!s.state.compare_exchange_weak(from, to, std::memory_order_seq_cst,
+                                                std::memory_order_seq_cst));
+        announce(s, from, to);
+    }
+
+    // A runner's state change: none once it has been abandoned (its replacement, or stop(), owns
+    // the state). False when it has been, before or during the change (on_change may block).
+    static bool runner_set_state(shared& s, detail::live_runner& me, live_state to) noexcept {
+        if (me.abandoned.load(std::memory_order_seq_cst)) {
+            return false;
+        }
+        set_state(s, to);
+        return !me.abandoned.load(std::memory_order_seq_cst);
+    }
+
+    // Counts and tells a change from `from` to `to` that has been made.
+    static void announce(shared& s, live_state from, live_state to) noexcept {
         if (from == to) {
             return;
         }
@@ -571,24 +652,35 @@ private:
         d = std::min(std::isfinite(d) ? d : max, max);
         const double u = std::uniform_real_distribution<double>(0.0, 1.0)(s.rng);
         const double jittered = d * (1.0 - b.jitter * u); // in ((1 - jitter) d, d]
+        if (jittered >= max) {
+            // d == max: as a double, max may be 2^63, out of llround's range (b.max of
+            // nanoseconds::max()).
+            return b.max;
+        }
         return std::chrono::nanoseconds(std::max<std::int64_t>(1, std::llround(jittered)));
     }
 
-    // A backend call, announced to the watchdog with its deadline.
+    // A backend call, announced to the watchdog with its deadline. When the watchdog took the
+    // call away meanwhile, the runner is abandoned once this returns (see live_runner).
     template <class F>
     static auto call(detail::live_runner& me, bool watched, std::chrono::nanoseconds timeout, F f) {
         if (watched) {
             // Relaxed: the watchdog only compares; a stale read delays its verdict by one round.
             me.call_seq.fetch_add(1, std::memory_order_relaxed);
+            // seq_cst (release would do): what this runner did before the call (the rng, the
+            // error) happens before the work of a runner the watchdog starts after taking it.
             me.call_deadline_ns.store(ns_of(detail::deadline_after(timeout)),
-                                      std::memory_order_relaxed);
+                                      std::memory_order_seq_cst);
         }
         struct end_call {
             detail::live_runner& me;
             bool watched;
             ~end_call() {
-                if (watched) {
-                    me.call_deadline_ns.store(0, std::memory_order_relaxed);
+                // An exchange, not a store: against the watchdog's compare-exchange, exactly one
+                // of the two sees the other's value.
+                if (watched && me.call_deadline_ns.exchange(0, std::memory_order_seq_cst) ==
+                                   detail::live_runner::taken) {
+                    me.abandoned.store(true, std::memory_order_seq_cst);
                 }
             }
         } guard{me, watched};
@@ -609,8 +701,9 @@ private:
 
     // Emits one frame unless this runner has been abandoned. The pushing flag and the abandoned
     // flag form a Dekker pair (both seq_cst): either this runner sees that it was abandoned and
-    // drops the frame, or the runner that replaced it sees the push in progress and waits for it
-    // before its own first push. So nothing of an older epoch follows anything of a newer one.
+    // drops the frame, or the runner that replaced it (or stop()) sees the push in progress and
+    // waits for it before its own first push. So nothing of an older epoch follows anything of a
+    // newer one. (The watchdog abandons only inside a backend call; stop() at any point.)
     static void emit_gated(shared& s, detail::live_runner& me, item_type&& item,
                            const std::stop_token& stop) {
         if (me.previous) {
@@ -631,7 +724,12 @@ private:
     }
 
     // The state machine (see the file comment). Returns the final state it reached, or
-    // `stopped` for an abandoned runner (which then touches nothing shared but its counters).
+    // `stopped` for an abandoned runner. An abandoned runner leaves as soon as it notices, and
+    // changes nothing shared on its way out (only closes its own backend): it checks after every
+    // backend call, close() included, and before every state change (runner_set_state). The
+    // watchdog abandons a runner only inside a call (see live_runner), so that check is exact;
+    // stop() may abandon one anywhere (a push, on_change), after it has set the state stopped,
+    // which nothing can leave (set_state).
     template <class Emit>
     static live_state run_machine(shared& s, detail::live_runner& me, Emit emit,
                                   std::stop_token stop, bool watched) {
@@ -640,6 +738,7 @@ private:
         std::stop_callback<std::function<void()>> forward(stop, [&me] { me.calls.request_stop(); });
         const std::stop_token calls = me.calls.get_token();
         const auto gone = [&] { return me.abandoned.load(std::memory_order_seq_cst); };
+        const auto change = [&](live_state to) { return runner_set_state(s, me, to); };
         bool reconnect_now = false; // after an end with restart_at_end: no backoff
         // A runner that replaces an abandoned one starts in backoff, as after any failure.
         bool start_in_backoff = me.previous != nullptr;
@@ -650,7 +749,9 @@ private:
             std::string failure; // why this attempt failed (empty: it did not)
             if (!start_in_backoff) {
                 const std::uint64_t epoch = s.epoch.fetch_add(1) + 1;
-                set_state(s, live_state::connecting);
+                if (!change(live_state::connecting)) {
+                    return live_state::stopped;
+                }
                 std::optional<Backend> b;
                 open_result opened;
                 try {
@@ -675,6 +776,9 @@ private:
                     s.open_failures.fetch_add(1, std::memory_order_relaxed);
                     failure = opened.error;
                     close(s, me, watched, b);
+                    if (gone()) { // abandoned inside close(): the new runner owns the source
+                        return live_state::stopped;
+                    }
                 } else {
                     s.connects.fetch_add(1, std::memory_order_relaxed);
                     failure = stream(s, me, *b, epoch, emit, stop, calls, watched, reconnect_now);
@@ -683,13 +787,13 @@ private:
                         return live_state::stopped;
                     }
                     close(s, me, watched, b);
-                    if (stop.stop_requested()) {
+                    if (gone() || stop.stop_requested()) {
                         return live_state::stopped;
                     }
                     if (failure.empty()) { // the input ended
                         if (!reconnect_now) {
-                            set_state(s, live_state::ended);
-                            return live_state::ended;
+                            return change(live_state::ended) ? live_state::ended
+                                                             : live_state::stopped;
                         }
                         continue; // restart_at_end: open again at once
                     }
@@ -700,38 +804,47 @@ private:
             // A failed attempt: count it, then wait before the next one.
             const std::uint32_t n = s.attempt.fetch_add(1) + 1;
             if (o.max_attempts != 0 && n >= o.max_attempts) {
-                set_state(s, live_state::failed);
-                return live_state::failed;
+                return change(live_state::failed) ? live_state::failed : live_state::stopped;
             }
             const auto delay = backoff_delay(s, n);
             s.current_backoff_ns.store(delay.count(), std::memory_order_relaxed);
-            set_state(s, live_state::backoff);
-            if (!s.time.sleep_until(s.time.now() + delay, stop)) {
+            if (!change(live_state::backoff)) {
+                return live_state::stopped;
+            }
+            if (!s.time.sleep_until(detail::saturating_add(s.time.now(), delay), stop)) {
                 return live_state::stopped;
             }
         }
     }
 
     // Reads one connection until it fails (returns why), ends (returns "", with restart set to
-    // restart_at_end), or the stop (returns ""). Emits every frame.
+    // restart_at_end), the stop or this runner's abandonment (returns ""). Emits every frame.
     template <class Emit>
     static std::string stream(shared& s, detail::live_runner& me, Backend& b, std::uint64_t epoch,
                               Emit& emit, const std::stop_token& stop,
                               const std::stop_token& calls, bool watched, bool& restart) {
         const live_options& o = s.options;
+        const auto gone = [&] { return me.abandoned.load(std::memory_order_seq_cst); };
         const auto opened_at = s.time.now();
         clock::time_point last = opened_at;
         std::optional<clock::time_point> streaming_since;
         bool healthy = false;
         for (;;) {
-            const auto deadline =
-                streaming_since ? last + o.stall_timeout : opened_at + o.first_frame_timeout;
+            if (gone()) { // by stop(), during the last push
+                return {};
+            }
+            // Saturated: a timeout of nanoseconds::max() never runs out.
+            const auto deadline = streaming_since
+                                      ? detail::saturating_add(last, o.stall_timeout)
+                                      : detail::saturating_add(opened_at, o.first_frame_timeout);
             const auto now = s.time.now();
             if (now >= deadline) {
                 s.connected_since_ns.store(0, std::memory_order_relaxed);
                 if (streaming_since) {
                     s.stalls.fetch_add(1, std::memory_order_relaxed);
-                    set_state(s, live_state::stalled);
+                    if (!runner_set_state(s, me, live_state::stalled)) {
+                        return {};
+                    }
                     return "no frame for " + seconds(o.stall_timeout) + " (stall_timeout)";
                 }
                 s.no_first_frame.fetch_add(1, std::memory_order_relaxed);
@@ -747,7 +860,10 @@ private:
             } catch (...) {
                 r = read_result<frame_type>::failed("backend: unknown exception");
             }
-            if (stop.stop_requested() || me.abandoned.load(std::memory_order_seq_cst)) {
+            if (gone()) {
+                return {}; // touching nothing: connected_since is the new runner's
+            }
+            if (stop.stop_requested()) {
                 s.connected_since_ns.store(0, std::memory_order_relaxed);
                 return {};
             }
@@ -757,7 +873,9 @@ private:
                 if (!streaming_since) {
                     streaming_since = at;
                     s.connected_since_ns.store(ns_of(at), std::memory_order_relaxed);
-                    set_state(s, live_state::streaming);
+                    if (!runner_set_state(s, me, live_state::streaming)) {
+                        return {};
+                    }
                 }
                 if (!healthy && at - *streaming_since >= o.backoff.reset_after) {
                     healthy = true;
@@ -822,6 +940,8 @@ private:
             runner->finished.store(true, std::memory_order_seq_cst);
             sh.runner_done.notify_all_after_seq_cst();
             if (runner->abandoned.load(std::memory_order_seq_cst)) {
+                // A runner that found its call taken may get here before the watchdog's
+                // increment in abandon(); only the watchdog reads the count, after that.
                 sh.abandoned_running.fetch_sub(1, std::memory_order_relaxed);
             }
         });
@@ -851,8 +971,10 @@ private:
             }
             const std::uint64_t seq = runner->call_seq.load(std::memory_order_relaxed);
             const std::int64_t deadline = runner->call_deadline_ns.load(std::memory_order_relaxed);
-            const auto wake = deadline != 0 ? time_at(deadline) + grace
-                                            : detail::deadline_after(grace);
+            // Saturated: a call with a timeout of nanoseconds::max() has a deadline of
+            // time_point::max(), and is never overdue.
+            const auto overdue_at = detail::saturating_add(time_at(deadline), grace);
+            const auto wake = deadline != 0 ? overdue_at : detail::deadline_after(grace);
             if (s.watchdog_wait.park(&stop, wake, [] { return false; }) ==
                 detail::wait_end::stopped) {
                 return;
@@ -863,9 +985,15 @@ private:
             }
             if (s.runner != runner || deadline == 0 ||
                 runner->call_seq.load(std::memory_order_relaxed) != seq ||
-                runner->call_deadline_ns.load(std::memory_order_relaxed) != deadline ||
-                clock::now() < time_at(deadline) + grace) {
+                clock::now() < overdue_at) {
                 continue; // the runner moved on
+            }
+            // Take the call: this fails when the runner ended it meanwhile (see live_runner).
+            // seq_cst (acquire would do): pairs with the store in call().
+            std::int64_t expected = deadline;
+            if (!runner->call_deadline_ns.compare_exchange_strong(
+                    expected, detail::live_runner::taken, std::memory_order_seq_cst)) {
+                continue; // the call returned just now
             }
             auto old = s.runner;
             abandon(s, *old);

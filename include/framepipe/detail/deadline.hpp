@@ -26,13 +26,21 @@ inline void require_non_negative(std::chrono::nanoseconds d, const char* what) {
     }
 }
 
-// now + d, saturating instead of overflowing for very long timeouts.
-[[nodiscard]] inline clock::time_point deadline_after(std::chrono::nanoseconds d) noexcept {
-    const auto now = clock::now();
-    if (d >= clock::time_point::max() - now) {
+// t + d, saturating at time_point::max() instead of overflowing: a timeout of
+// nanoseconds::max() means "no limit", not "already past". For d >= 0 and t at or after the
+// clock's epoch (any time the clock gives), or d <= 0 (then t + d must not underflow).
+[[nodiscard]] inline clock::time_point saturating_add(clock::time_point t,
+                                                      std::chrono::nanoseconds d) noexcept {
+    if (d > std::chrono::nanoseconds::zero() && t.time_since_epoch() >= clock::duration::zero() &&
+        d >= clock::time_point::max() - t) {
         return clock::time_point::max();
     }
-    return now + std::chrono::duration_cast<clock::duration>(d);
+    return t + std::chrono::duration_cast<clock::duration>(d);
+}
+
+// now + d, saturating instead of overflowing for very long timeouts.
+[[nodiscard]] inline clock::time_point deadline_after(std::chrono::nanoseconds d) noexcept {
+    return saturating_add(clock::now(), d);
 }
 
 } // namespace framepipe::detail
