@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <latch>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -29,6 +30,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__) && defined(__GLIBC__)
+#include <dlfcn.h>
+#include <pthread.h>
+#endif
 #if defined(__linux__)
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -1611,3 +1616,274 @@ TEST_CASE("pipeline: inline_when_idle is refused where it cannot hold, naming th
     }
     (void)b;
 }
+
+// --- Graph bookkeeping: refused stages, removal, names, stop requests ----------------------------
+
+namespace {
+
+// A function object whose copy throws once `copies_left` runs out (say, it allocates). Its move
+// is its copy, so that taking it into the pipeline throws.
+struct copy_fails {
+    static inline int copies_left = 0;
+    int n = 0;
+    copy_fails() = default;
+    copy_fails(const copy_fails& o) : n(o.n) {
+        if (copies_left-- <= 0) {
+            throw std::runtime_error("copy failed");
+        }
+    }
+    copy_fails& operator=(const copy_fails&) = delete;
+    ~copy_fails() = default;
+    std::optional<int> operator()() { return n < 10 ? std::optional<int>(n++) : std::nullopt; }
+    int operator()(int v) { return v; }
+};
+
+// A latch of one that may be counted down any number of times (a source calls it per item).
+struct once_latch {
+    std::latch latch{1};
+    std::atomic<bool> done{false};
+    void count_down() {
+        if (!done.exchange(true)) {
+            latch.count_down();
+        }
+    }
+    void wait() const { latch.wait(); }
+};
+
+std::vector<std::string> stage_names(const framepipe::pipeline_snapshot& s) {
+    std::vector<std::string> names;
+    for (const auto& st : s.stages) {
+        names.push_back(st.name);
+    }
+    return names;
+}
+
+} // namespace
+
+TEST_CASE("pipeline: a function whose copy throws is refused and leaves the graph as it was") {
+    framepipe::spsc_ring<int> q(16);
+    ring<int> r(16, overflow::block);
+    std::atomic<int> got{0};
+    pipeline p("refused");
+    // Each call copies the function object into its by-value parameter (allowed), then into the
+    // stage (throws).
+    copy_fails f;
+    copy_fails::copies_left = 1;
+    CHECK_THROWS_WITH(p.sink("first", q, f), "copy failed");
+    copy_fails::copies_left = 1;
+    CHECK_THROWS_WITH(p.stage("middle", q, r, f), "copy failed");
+    copy_fails::copies_left = 1;
+    CHECK_THROWS_WITH(p.source("cam", r, f), "copy failed");
+    auto snap = p.snapshot();
+    CHECK(snap.stages.empty());
+    CHECK(snap.channels.empty());
+    // Nothing of them was kept: the names are free, and the spsc_ring has no consumer yet.
+    copy_fails::copies_left = 100;
+    p.source("cam", r, f);
+    p.stage("middle", r, q, [](int v) { return v; });
+    p.sink("first", q, [&](int) { ++got; });
+    CHECK(stage_names(p.snapshot()) == std::vector<std::string>{"cam", "middle", "first"});
+    p.start();
+    p.wait();
+    CHECK(got.load() == 10);
+}
+
+TEST_CASE("pipeline: a source refused after start leaves no stage behind to be run") {
+    ring<int> r(16, overflow::block);
+    std::atomic<int> got{0};
+    once_latch source_ran;
+    std::atomic<bool> stop{false};
+    pipeline p("refused-late");
+    p.source("cam1", r, [&]() -> std::optional<int> {
+        if (stop.load()) {
+            return std::nullopt;
+        }
+        source_ran.count_down();
+        return 1;
+    });
+    p.sink("s", r, [&](int) { ++got; });
+    p.start();
+    copy_fails f;
+    copy_fails::copies_left = 1;
+    CHECK_THROWS_WITH(p.source("cam2", r, f), "copy failed");
+    CHECK(stage_names(p.snapshot()) == std::vector<std::string>{"cam1", "s"});
+    source_ran.wait();
+    stop = true; // cam1 ends, its channel closes (cam2 is not counted on it), s drains
+    p.wait();
+    CHECK(r.closed());
+}
+
+TEST_CASE("pipeline: remove() before start() takes the source out as if it was never added") {
+    SECTION("its channel closes when the remaining producer ends") {
+        ring<int> r(16, overflow::block);
+        int n = 0;
+        std::atomic<int> got{0};
+        pipeline p("remove-early");
+        p.source("a", r, [&]() -> std::optional<int> {
+            return n < 100 ? std::optional<int>(n++) : std::nullopt;
+        });
+        p.source("b", r, []() -> std::optional<int> { return std::nullopt; });
+        p.sink("s", r, [&](int) { ++got; });
+        CHECK(p.remove("b", 0s).clean);
+        CHECK_FALSE(r.closed());
+        CHECK(stage_names(p.snapshot()) == std::vector<std::string>{"a", "s"});
+        p.start();
+        p.wait(); // a ends, and it is r's only producer: r closes and s drains and ends
+        CHECK(got.load() == 100);
+        CHECK(r.closed());
+    }
+    SECTION("an spsc_ring takes another producer in its place") {
+        framepipe::spsc_ring<int> q(4);
+        pipeline p("remove-early-spsc");
+        p.source("a", q, []() -> std::optional<int> { return std::nullopt; });
+        CHECK(p.remove("a", 0s).clean);
+        CHECK_NOTHROW(p.source("b", q, []() -> std::optional<int> { return std::nullopt; }));
+        p.sink("s", q, [](int) {});
+        p.start();
+        p.wait();
+    }
+}
+
+TEST_CASE("pipeline: default channel names stay unique when sources come and go") {
+    ring<int> r1(4);
+    ring<int> r2(4);
+    ring<int> r3(4);
+    ring<int> r4(4);
+    pipeline p("names");
+    p.source("cam1", r1, [] { return 1; });
+    p.sink("s1", r1, [](int) {});
+    p.source("cam2", r2, [] { return 2; });
+    p.source("cam3", r3, [] { return 3; });
+    CHECK(p.remove("cam2", 0s).clean); // r2 goes with it
+    p.source("cam4", r4, [] { return 4; });
+    const auto snap = p.snapshot();
+    std::set<std::string> names;
+    for (const auto& c : snap.channels) {
+        names.insert(c.name);
+    }
+    CHECK(snap.channels.size() == 3);
+    CHECK(names.size() == 3);
+    CHECK(stage_of(snap, "cam3").outputs.at(0) != stage_of(snap, "cam4").outputs.at(0));
+}
+
+TEST_CASE("pipeline: a channel named before its source is added keeps its name; names are unique") {
+    ring<int> r1(4);
+    ring<int> r2(4);
+    ring<int> r5(4);
+    ring<int> other(4);
+    pipeline p("named");
+    p.source("cam1", r1, [] { return 1; });
+    p.sink("s1", r1, [](int) {});
+    p.source("cam2", r2, [] { return 2; });
+    p.channel(r5, "cam5-frames");      // named before its source is added, as documented
+    CHECK(p.remove("cam2", 0s).clean); // another source leaves meanwhile
+    p.source("cam5", r5, [] { return 5; });
+    auto snap = p.snapshot();
+    CHECK(stage_of(snap, "cam5").outputs.at(0) == "cam5-frames");
+    CHECK(channel_of(snap, "cam5-frames").name == "cam5-frames");
+    // A name another channel has is refused, naming `name`; a channel keeps its own.
+    CHECK_THROWS_AS(p.channel(other, "cam5-frames"), std::invalid_argument);
+    CHECK_THROWS_WITH(p.channel(other, "cam5-frames"), Catch::StartsWith("name:"));
+    CHECK_NOTHROW(p.channel(r5, "cam5-frames"));
+    CHECK(p.snapshot().channels.size() == 2); // `other` was not registered
+    // A default name steps over one given explicitly.
+    p.channel(r1, "channel-4");
+    std::vector<std::unique_ptr<ring<int>>> more;
+    for (int i = 6; i < 10; ++i) {
+        more.push_back(std::make_unique<ring<int>>(4));
+        p.source("cam" + std::to_string(i), *more.back(), [] { return 0; });
+    }
+    snap = p.snapshot();
+    std::set<std::string> names;
+    for (const auto& c : snap.channels) {
+        names.insert(c.name);
+    }
+    CHECK(names.size() == snap.channels.size());
+}
+
+TEST_CASE("pipeline: workers beyond the limit are refused (naming workers) without wrapping") {
+    framepipe::spsc_ring<int> q(4);
+    ring<int> out(4);
+    pipeline p("workers");
+    p.sink("first", q, [](int) {});
+    CHECK_THROWS_WITH(p.stage("second", q, out, [](int v) { return v; },
+                              {.workers = std::numeric_limits<std::size_t>::max()}),
+                      Catch::StartsWith("workers:"));
+    CHECK_THROWS_WITH(p.sink("big", out, [](int) {}, {.workers = 4097}), // max_workers + 1
+                      Catch::StartsWith("workers:"));
+    CHECK_NOTHROW(p.sink("wide", out, [](int) {}, {.workers = 4096})); // not started: no threads
+    CHECK_THROWS_WITH(p.stage("third", q, out, [](int v) { return v; }, {.workers = 1}),
+                      Catch::StartsWith("workers:")); // q has its one consumer
+    CHECK(stage_names(p.snapshot()) == std::vector<std::string>{"first", "wide"});
+}
+
+TEST_CASE("pipeline: request_stop() before start() stops the sources once they start") {
+    ring<int> r(16, overflow::drop_oldest);
+    pipeline p("stop-early");
+    p.source("cam", r, [] { return 1; }); // runs until stopped
+    p.sink("s", r, [](int) {});
+    CHECK(p.request_stop().clean); // nothing runs yet
+    p.start();
+    p.wait(); // cam stops at once, s drains and ends
+    CHECK(stage_of(p.snapshot(), "cam").state == stage_state::finished);
+}
+
+TEST_CASE("pipeline: a source added after request_stop() stops at once") {
+    ring<int> r(16, overflow::drop_oldest);
+    pipeline p("stop-then-add");
+    once_latch cam1_ran;
+    p.source("cam1", r, [&] {
+        cam1_ran.count_down();
+        return 1;
+    });
+    p.sink("s", r, [](int) {});
+    p.start();
+    cam1_ran.wait();
+    (void)p.request_stop();
+    p.source("cam2", [] {}); // hot-plugged after the stop: runs until stopped
+    p.wait();
+    CHECK(stage_of(p.snapshot(), "cam2").state == stage_state::finished);
+    CHECK_FALSE(p.running());
+}
+
+#if defined(__linux__) && defined(__GLIBC__)
+namespace {
+// While set, pthread_create (which std::thread calls) fails with EAGAIN, as when the process has
+// reached its thread limit. The definition below takes the place of the C library's (and a
+// sanitizer's, which it calls through) for the whole test program.
+std::atomic<bool> fail_thread_creation{false};
+} // namespace
+
+extern "C" int pthread_create(pthread_t* t, const pthread_attr_t* a, void* (*f)(void*),
+                              void* arg) {
+    using create_fn = int (*)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+    static const auto real = reinterpret_cast<create_fn>(::dlsym(RTLD_NEXT, "pthread_create"));
+    if (fail_thread_creation.load()) {
+        return EAGAIN;
+    }
+    return real(t, a, f, arg);
+}
+
+TEST_CASE("pipeline: a source whose thread cannot start is taken out again; the rest ends") {
+    ring<int> r(16, overflow::drop_oldest);
+    std::atomic<bool> stop{false};
+    once_latch cam1_ran;
+    pipeline p("no-thread");
+    p.source("cam1", r, [&]() -> std::optional<int> {
+        cam1_ran.count_down();
+        return stop.load() ? std::nullopt : std::optional<int>(1);
+    });
+    p.sink("s", r, [](int) {});
+    p.start();
+    cam1_ran.wait();
+    fail_thread_creation = true;
+    CHECK_THROWS_AS(p.source("cam2", r, [] { return 2; }), std::system_error);
+    fail_thread_creation = false;
+    CHECK(stage_names(p.snapshot()) == std::vector<std::string>{"cam1", "s"});
+    stop = true; // cam1, r's last producer, ends: r closes, s drains and ends
+    p.wait();
+    CHECK(r.closed());
+    CHECK_FALSE(p.running());
+    CHECK(p.wait_for(0s));
+}
+#endif

@@ -351,8 +351,11 @@ struct channel_entry {
     std::function<bool(const void*, const std::type_info&)> hangs_off; // subscription: parent?
     latency_histogram age;
     bool timestamped_items = false;
-    std::size_t producers = 0; // producing threads, set up before start
-    std::size_t consumers = 0; // consuming threads, set up before start
+    std::size_t producers = 0; // producing threads of the stages in the graph
+    std::size_t consumers = 0; // consuming threads of the stages in the graph
+    // Registered by pipeline::channel() and not used by a stage since: remove() keeps it (its
+    // source is yet to be added).
+    bool reserved = false;
     std::atomic<std::size_t> producers_running{0};
     // Items a paced stage popped and passed over for a newer one: popped by the channel, shown
     // as rate_limited drops in the snapshot.
@@ -522,6 +525,9 @@ class pipeline {
 public:
     using clock = std::chrono::steady_clock;
 
+    // The most threads (stage_options::workers) one stage may have.
+    static constexpr std::size_t max_workers = 4096;
+
     explicit pipeline(std::string name = "pipeline", pipeline_options options = {})
         : name_(std::move(name)), options_(options) {}
 
@@ -540,12 +546,27 @@ public:
     }
 
     // Names a channel in snapshots, Prometheus labels and the DOT graph (default: a
-    // subscription's own name, else "channel-N"). Registers it if it is not yet. Any time (a
-    // channel of a source added while the pipeline runs is named before that source is added).
+    // subscription's own name, else "channel-N", N counting every channel registered, never
+    // reused). Registers it if it is not yet; a channel registered here and not yet used by a
+    // stage stays registered (remove() keeps it) until a stage uses it. Any time (a channel of a
+    // source added while the pipeline runs is named before that source is added); one thread at
+    // a time with source() and remove(); never waits, but for the graph's lock. Throws
+    // std::invalid_argument naming `name` when another channel has that name, std::bad_alloc;
+    // either way nothing changes.
     template <class C>
     pipeline& channel(C& ch, std::string name) {
         const std::lock_guard<std::mutex> lock(graph_mu_);
-        entry_for(ch).name = std::move(name);
+        for (const auto& c : channels_) {
+            if (c->address != static_cast<const void*>(&ch) && c->name == name) {
+                throw std::invalid_argument("name: channel '" + name + "' already exists");
+            }
+        }
+        const bool known = find_entry(ch) != nullptr;
+        auto& e = entry_for(ch);
+        e.name = std::move(name); // std::string's move assignment: no throw
+        if (!known) {
+            e.reserved = true;
+        }
         return *this;
     }
 
@@ -555,7 +576,9 @@ public:
     // joining; remove() takes one away). One thread at a time. Throws std::invalid_argument
     // naming `name` (empty or taken), `max_rate_hz` (negative, not finite, above 1e9 or with an
     // overflowing period), `workers` (not 1), `nice` (outside -20..19), or `out` (an spsc_ring
-    // given a second producer); std::system_error if its thread cannot start.
+    // given a second producer); std::system_error if its thread cannot start; what copying or
+    // moving fn throws. A source refused (by any of these) leaves the graph as it was. After
+    // request_stop(), a source added is asked to stop as soon as its thread starts.
     template <class Out, class Fn>
         requires detail::callable_with<Fn>
     pipeline& source(std::string name, Out& out, Fn fn, source_options options = {}) {
@@ -565,8 +588,9 @@ public:
             const std::lock_guard<std::mutex> lock(graph_mu_);
             check_options(options, stage_kind::source);
             check_output_threads(out, 1);
-            auto& e = add_stage(std::move(name), stage_kind::source, options);
-            attach_output(e, out);
+            registration reg(*this);
+            auto& e = reg.add(std::move(name), stage_kind::source, options);
+            reg.output(out);
             note_inline_producer<Out, item>(e, out);
             const bool metrics = options_.metrics;
             e.body = [&out, fn = std::move(fn), metrics](detail::stage_entry& self,
@@ -592,6 +616,7 @@ public:
                 });
             };
             launch_if_started(e);
+            reg.commit();
         }
         return *this;
     }
@@ -612,8 +637,9 @@ public:
         const std::lock_guard<std::mutex> lock(graph_mu_);
         check_options(options, stage_kind::source);
         check_output_threads(out, 1);
-        auto& e = add_stage(std::move(name), stage_kind::source, options);
-        attach_output(e, out);
+        registration reg(*this);
+        auto& e = reg.add(std::move(name), stage_kind::source, options);
+        reg.output(out);
         e.source_status_of = [&src] { return src.status(); };
         e.body = [&out, &src](detail::stage_entry&, stage_context& ctx) {
             src.start(out);
@@ -624,6 +650,7 @@ public:
             }
         };
         launch_if_started(e);
+        reg.commit();
         return *this;
     }
 
@@ -639,7 +666,8 @@ public:
                       "(false ends it) or void");
         const std::lock_guard<std::mutex> lock(graph_mu_);
         check_options(options, stage_kind::source);
-        auto& e = add_stage(std::move(name), stage_kind::source, options);
+        registration reg(*this);
+        auto& e = reg.add(std::move(name), stage_kind::source, options);
         const bool metrics = options_.metrics;
         e.body = [fn = std::move(fn), metrics](detail::stage_entry& self,
                                                stage_context& ctx) mutable {
@@ -653,12 +681,14 @@ public:
             });
         };
         launch_if_started(e);
+        reg.commit();
         return *this;
     }
 
     // Adds a processing stage: pops items from `in`, calls fn, emits its result into `out`.
-    // Before start(). Throws as source() does, naming `workers` also when it is 0 or when `in`
-    // admits one consumer thread (an spsc_ring).
+    // Before start(). Throws as source() does, naming `workers` also when it is 0 or above
+    // max_workers, or when `in` admits one consumer thread (an spsc_ring); a refused stage
+    // leaves the graph as it was.
     template <class In, class Out, class Fn>
     pipeline& stage(std::string name, In& in, Out& out, Fn fn, stage_options options = {}) {
         if constexpr (detail::check_input<In>()) {
@@ -674,9 +704,10 @@ public:
                     check_options(options, stage_kind::stage);
                     check_input_threads(in, options.workers);
                     check_output_threads(out, options.workers);
-                    auto& e = add_stage(std::move(name), stage_kind::stage, options);
-                    attach_input(e, in);
-                    attach_output(e, out);
+                    registration reg(*this);
+                    auto& e = reg.add(std::move(name), stage_kind::stage, options);
+                    reg.input(in);
+                    reg.output(out);
                     note_inline_producer<Out, item>(e, out);
                     install_consumer(e, in, [&out, fn = std::move(fn)](detail::stage_entry& self,
                                                                        stage_context& ctx,
@@ -694,6 +725,7 @@ public:
                         self.items_out.fetch_add(1, std::memory_order_relaxed);
                         return open; // a closed output ends the stage
                     });
+                    reg.commit();
                 }
             }
         }
@@ -713,14 +745,16 @@ public:
                 const std::lock_guard<std::mutex> lock(graph_mu_);
                 check_options(options, stage_kind::sink);
                 check_input_threads(in, options.workers);
-                auto& e = add_stage(std::move(name), stage_kind::sink, options);
-                attach_input(e, in);
+                registration reg(*this);
+                auto& e = reg.add(std::move(name), stage_kind::sink, options);
+                reg.input(in);
                 install_consumer(e, in, [fn = std::move(fn)](detail::stage_entry&,
                                                              stage_context& ctx,
                                                              in_item&& x) mutable {
                     (void)detail::call(fn, ctx, std::move(x));
                     return true;
                 });
+                reg.commit();
             }
         }
         return *this;
@@ -756,15 +790,22 @@ public:
         }
         for (auto& s : stages_) {
             launch_workers(*s);
+            if (stopping_ && s->kind == stage_kind::source) {
+                stop_workers(*s); // request_stop() came before start()
+            }
         }
     }
 
     // Orderly stop: asks the sources to stop; the rest drains and ends in order. Any thread;
-    // never waits. The report names the stages still running when it returns (all of them
-    // drain and end on their own). Throws std::bad_alloc (the report's names).
+    // never waits, but for the graph's lock. The request sticks: a source started after it (by
+    // start(), or added later while the pipeline runs) is asked to stop as soon as its thread
+    // starts, so request_stop() then wait() returns however the calls interleave. The report
+    // names the stages still running when it returns (all of them drain and end on their own).
+    // Throws std::bad_alloc (the report's names), after the stop was requested.
     stop_report request_stop() {
         {
             const std::lock_guard<std::mutex> lock(graph_mu_);
+            stopping_ = true;
             for (auto& s : stages_) {
                 if (s->kind == stage_kind::source) {
                     stop_workers(*s);
@@ -777,10 +818,13 @@ public:
     // Removes a source while the pipeline runs (a camera leaving): stops it, waits at most
     // `deadline` for it to end (its output is then closed if it was the last producer, so that
     // what it buffered drains to the consumers, who end if nothing else feeds them), joins its
-    // thread and takes it out of the graph, with the channels no remaining stage uses. The report
-    // is clean when it ended in time; otherwise it stays in the graph, stopping, and is named.
-    // Any thread but the source's own. Throws std::invalid_argument naming `name` when there is
-    // no such stage or it is not a source, naming `deadline` when it is negative.
+    // thread and takes it out of the graph, with the channels no remaining stage uses (but those
+    // named with channel() and not used yet). The report is clean when it ended in time;
+    // otherwise it stays in the graph, stopping, and is named. Before start() it takes the source
+    // out of the graph at once, as if it had never been added (its output is not closed). Any
+    // thread but the source's own; blocks up to `deadline`. Throws std::invalid_argument naming
+    // `name` when there is no such stage or it is not a source, naming `deadline` when it is
+    // negative (nothing changes then); std::system_error if joining fails.
     stop_report remove(std::string_view name, std::chrono::nanoseconds deadline) {
         detail::require_non_negative(deadline, "deadline");
         std::shared_ptr<detail::stage_entry> e;
@@ -810,8 +854,19 @@ public:
             join_workers(*e);
         }
         const std::lock_guard<std::mutex> lock(graph_mu_);
+        // Its threads are no longer counted on its channels: a later start() (or spsc_ring
+        // check) counts only the stages that remain.
+        if (e->output != nullptr) {
+            detach(*e->output, &detail::channel_entry::producers, e->options.workers);
+        }
+        if (e->input != nullptr) {
+            detach(*e->input, &detail::channel_entry::consumers, e->options.workers);
+        }
         std::erase(stages_, e);
         std::erase_if(channels_, [this](const auto& c) {
+            if (c->reserved) {
+                return false; // named with channel() for a stage still to come
+            }
             for (const auto& s : stages_) {
                 if (s->input == c.get() || s->output == c.get()) {
                     return false;
@@ -893,6 +948,10 @@ private:
                                             ? "workers: a source has exactly one"
                                             : "workers: must be at least 1");
         }
+        if (o.workers > max_workers) {
+            throw std::invalid_argument("workers: at most " + std::to_string(max_workers) +
+                                        " threads a stage");
+        }
         if (o.nice && (*o.nice < -20 || *o.nice > 19)) {
             throw std::invalid_argument("nice: must be between -20 and 19");
         }
@@ -969,7 +1028,8 @@ private:
     template <class In>
     void check_input_threads(const In& in, std::size_t threads) const {
         const auto* c = find_entry(in);
-        if (channel_traits<In>::one_consumer && (c != nullptr ? c->consumers : 0) + threads > 1) {
+        if (channel_traits<In>::one_consumer &&
+            more_than_one(c != nullptr ? c->consumers : 0, threads)) {
             throw std::invalid_argument("workers: channel '" + name_of(in) +
                                         "' admits one consumer thread (an spsc_ring)");
         }
@@ -982,25 +1042,105 @@ private:
                                         "' feeds a stage inline (inline_when_idle), which admits "
                                         "one producer");
         }
-        if (channel_traits<Out>::one_producer && (c != nullptr ? c->producers : 0) + threads > 1) {
+        if (channel_traits<Out>::one_producer &&
+            more_than_one(c != nullptr ? c->producers : 0, threads)) {
             throw std::invalid_argument("out: channel '" + name_of(out) +
                                         "' admits one producer thread (an spsc_ring)");
         }
     }
 
-    template <class In>
-    void attach_input(detail::stage_entry& e, In& in) {
-        auto& c = entry_for(in);
-        c.consumers += e.options.workers;
-        e.input = &c;
+    // Whether `existing + added` threads exceed one, without wrapping.
+    [[nodiscard]] static constexpr bool more_than_one(std::size_t existing,
+                                                      std::size_t added) noexcept {
+        return existing > 1 || added > 1 - existing;
     }
 
-    template <class Out>
-    void attach_output(detail::stage_entry& e, Out& out) {
-        auto& c = entry_for(out);
-        c.producers += e.options.workers;
-        e.output = &c;
+    // Takes `threads` of a removed stage off a channel's count (`side`: producers or consumers).
+    // Requires graph_mu_.
+    static void detach(detail::channel_entry& c, std::size_t detail::channel_entry::*side,
+                       std::size_t threads) noexcept {
+        c.*side -= std::min(c.*side, threads);
+        if (c.producers == 0) {
+            c.inline_item = nullptr; // no producer left that could hand items over
+            c.inline_filtered = false;
+        }
     }
+
+    // Adds a stage and attaches it to its channels; unless commit() is called, undoes all of it
+    // when it goes out of scope, so that a refused stage (a function whose copy or move throws,
+    // an allocation that fails, a thread that cannot start) leaves the graph as it was. Lives
+    // with graph_mu_ held.
+    class registration {
+    public:
+        explicit registration(pipeline& p) noexcept : p_(p), channels_(p.channels_.size()) {}
+        registration(const registration&) = delete;
+        registration& operator=(const registration&) = delete;
+        ~registration() {
+            if (!committed_) {
+                undo();
+            }
+        }
+
+        detail::stage_entry& add(std::string name, stage_kind kind, const stage_options& o) {
+            stage_ = &p_.add_stage(std::move(name), kind, o);
+            return *stage_;
+        }
+        template <class In>
+        void input(In& in) {
+            auto& c = p_.entry_for(in);
+            save(c);
+            c.consumers += stage_->options.workers;
+            c.reserved = false;
+            stage_->input = &c;
+        }
+        template <class Out>
+        void output(Out& out) {
+            auto& c = p_.entry_for(out);
+            save(c);
+            c.producers += stage_->options.workers;
+            c.reserved = false;
+            stage_->output = &c;
+        }
+        void commit() noexcept { committed_ = true; }
+
+    private:
+        struct saved {
+            detail::channel_entry* c = nullptr;
+            std::size_t producers = 0;
+            std::size_t consumers = 0;
+            const std::type_info* inline_item = nullptr;
+            bool inline_filtered = false;
+            bool reserved = false;
+        };
+        void save(detail::channel_entry& c) noexcept {
+            saved_[saved_count_++] = {&c, c.producers, c.consumers, c.inline_item,
+                                      c.inline_filtered, c.reserved};
+        }
+        void undo() noexcept {
+            while (saved_count_ > 0) {
+                const saved& s = saved_[--saved_count_];
+                s.c->producers = s.producers;
+                s.c->consumers = s.consumers;
+                s.c->inline_item = s.inline_item;
+                s.c->inline_filtered = s.inline_filtered;
+                s.c->reserved = s.reserved;
+            }
+            if (stage_ != nullptr) {
+                p_.stages_.pop_back(); // add_stage appended it
+            }
+            // The channels registered for it alone: appended after the ones there before.
+            while (p_.channels_.size() > channels_) {
+                p_.channels_.pop_back();
+            }
+        }
+
+        pipeline& p_;
+        std::size_t channels_;
+        detail::stage_entry* stage_ = nullptr;
+        saved saved_[2];
+        std::size_t saved_count_ = 0;
+        bool committed_ = false;
+    };
 
     template <class C>
     [[nodiscard]] const detail::channel_entry* find_entry(const C& ch) const noexcept {
@@ -1028,7 +1168,7 @@ private:
         auto e = std::make_unique<detail::channel_entry>();
         e->address = &ch;
         e->type = &typeid(C);
-        e->name = "channel-" + std::to_string(channels_.size());
+        e->name = default_channel_name();
         e->one_producer = channel_traits<C>::one_producer;
         e->one_consumer = channel_traits<C>::one_consumer;
         e->describe = [&ch] { return detail::describe_channel(ch); };
@@ -1046,6 +1186,22 @@ private:
         }
         channels_.push_back(std::move(e));
         return *channels_.back();
+    }
+
+    // "channel-N" for the next N not yet handed out (they are never reused, so that a channel
+    // removed with its source leaves no name to clash with), skipping a name a channel has been
+    // given with channel(). Requires graph_mu_.
+    [[nodiscard]] std::string default_channel_name() {
+        for (;;) {
+            std::string name = "channel-" + std::to_string(next_channel_++);
+            bool taken = false;
+            for (const auto& c : channels_) {
+                taken = taken || c->name == name;
+            }
+            if (!taken) {
+                return name;
+            }
+        }
     }
 
     [[nodiscard]] stage_snapshot snapshot_of(const detail::stage_entry& s) const {
@@ -1504,21 +1660,49 @@ private:
         return cores != 0 && threads > cores;
     }
 
-    // A source added while the pipeline runs: counted, then started. Requires graph_mu_.
+    // A source added while the pipeline runs: counted, then started (and asked to stop at once
+    // after a request_stop()). If its thread cannot start, the counts are undone (its output
+    // closed if the producers running when it was counted have all ended since, the close they
+    // left to it) and std::system_error is rethrown; the caller's registration then takes the
+    // stage out. Requires graph_mu_.
     void launch_if_started(detail::stage_entry& s) {
         if (!started_) {
             return;
         }
+        for (std::size_t w = 0; w < s.options.workers; ++w) {
+            s.workers.push_back(std::make_unique<detail::worker_entry>());
+        }
+        std::size_t others = 0; // the output's producers running before this one
         if (s.output != nullptr) {
-            s.output->producers_running.fetch_add(s.options.workers, std::memory_order_acq_rel);
+            others = s.output->producers_running.fetch_add(s.options.workers,
+                                                           std::memory_order_acq_rel);
         }
         running_.fetch_add(1, std::memory_order_seq_cst);
         s.state.store(stage_state::running, std::memory_order_relaxed);
         s.workers_running.store(s.options.workers, std::memory_order_relaxed);
-        for (std::size_t w = 0; w < s.options.workers; ++w) {
-            s.workers.push_back(std::make_unique<detail::worker_entry>());
+        try {
+            launch_workers(s); // a source has one worker: when this throws, none started
+        } catch (...) {
+            s.workers.clear();
+            s.workers_running.store(0, std::memory_order_relaxed);
+            s.state.store(stage_state::pending, std::memory_order_relaxed);
+            // As run() does for a producer that ended: the others running when it was counted may
+            // have ended meanwhile, each leaving the close to the last, which this one now is.
+            // (With none running then, the output is left as it was.)
+            if (s.output != nullptr &&
+                s.output->producers_running.fetch_sub(s.options.workers,
+                                                      std::memory_order_acq_rel) ==
+                    s.options.workers &&
+                others > 0) {
+                s.output->close();
+            }
+            running_.fetch_sub(1, std::memory_order_seq_cst);
+            ended_.notify_all_after_seq_cst(); // wait_for() may be waiting for the 0
+            throw;
         }
-        launch_workers(s);
+        if (stopping_) {
+            stop_workers(s); // request_stop() came first: this source stops at once, too
+        }
     }
 
     std::string name_;
@@ -1529,6 +1713,8 @@ private:
     mutable std::mutex graph_mu_;
     std::vector<std::shared_ptr<detail::stage_entry>> stages_;
     std::vector<std::unique_ptr<detail::channel_entry>> channels_;
+    std::size_t next_channel_ = 0; // the N of the next default name "channel-N"
+    bool stopping_ = false;        // request_stop() was called: sources started later stop too
 
     mutable std::mutex mu_; // start(), error_
     std::atomic<bool> started_{false}; // written under mu_ by start(); read by any thread
