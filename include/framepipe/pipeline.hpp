@@ -1210,9 +1210,11 @@ private:
         ss.kind = s.kind;
         ss.state = s.state.load(std::memory_order_acquire);
         ss.workers = s.options.workers;
+        // items_inline first, with acquire: pairs with process()'s release increment, so the
+        // items_in read after it counts every item it does (items_inline <= items_in).
+        ss.items_inline = s.items_inline.load(std::memory_order_acquire);
         ss.items_in = s.items_in.load(std::memory_order_relaxed);
         ss.items_out = s.items_out.load(std::memory_order_relaxed);
-        ss.items_inline = s.items_inline.load(std::memory_order_relaxed);
         for (const auto& w : s.workers) { // empty until start()
             ss.fps += w->rate.per_second();
         }
@@ -1435,7 +1437,9 @@ private:
                         Handle& handle, bool inline_run) {
         self.items_in.fetch_add(1, std::memory_order_relaxed);
         if (inline_run) {
-            self.items_inline.fetch_add(1, std::memory_order_relaxed); // after items_in: never more
+            // After items_in, with release: a snapshot never shows more of these than of those
+            // (see snapshot_of). An RMW either way on x86.
+            self.items_inline.fetch_add(1, std::memory_order_release);
         }
         const bool timed = metrics && w.timing.due();
         const auto t0 = timed ? clock::now() : clock::time_point{};
