@@ -601,6 +601,57 @@ TEST_CASE("selector: a move that throws loses nothing and leaves the counts exac
     CHECK(scope.counters.alive() == 0);
 }
 
+namespace {
+
+// A closed channel whose try_pop finds nothing, while its pop still hands out one last item:
+// what a push in flight at the close leaves behind (here without the race). pop arms the item's
+// next move to throw, so that the selector's move of it out of pop's result throws.
+class closed_with_push_in_flight {
+public:
+    using value_type = framepipe_test::counted;
+    std::optional<value_type> try_pop() { return std::nullopt; }
+    std::optional<value_type> pop(std::stop_token) {
+        std::optional<value_type> last; // returned without a move (NRVO)
+        if (!given_) {
+            given_ = true;
+            last.emplace(7);
+            framepipe_test::current_counters()->throw_on_move = true;
+        }
+        return last;
+    }
+    void close() noexcept {}
+    [[nodiscard]] std::size_t size() const noexcept { return 0; }
+    [[nodiscard]] bool closed() const noexcept { return true; }
+
+private:
+    friend struct framepipe::detail::readable_access;
+    framepipe::detail::event_count& readable_event() noexcept { return readable_; }
+    framepipe::detail::event_count readable_;
+    bool given_ = false;
+};
+
+} // namespace
+
+TEST_CASE("selector: the last item of a closed channel, lost to a throwing move, is counted as "
+          "taken and dropped") {
+    framepipe_test::lifetime_scope scope;
+    {
+        closed_with_push_in_flight ch;
+        selector<framepipe_test::counted> sel;
+        const auto id = sel.add(ch, oldest);
+        CHECK_THROWS_AS(sel.try_pop(), framepipe_test::counted_error);
+        scope.counters.throw_on_move = false;
+        const auto st = sel.stats(id);
+        REQUIRE(st);
+        CHECK(st->taken == 1); // it left the channel
+        CHECK(st->dropped == 1);
+        CHECK(balanced(*st));
+        CHECK_FALSE(sel.try_pop()); // drained now: the input finishes
+        CHECK(sel.stats(id)->finished);
+    }
+    CHECK(scope.counters.alive() == 0);
+}
+
 // --- Waiting --------------------------------------------------------------------------------------
 
 #if defined(__linux__)

@@ -655,7 +655,13 @@ private:
                         in.retire(); // closed and drained
                         break;
                     }
-                    x.emplace(std::move(*last)); // (emplace: T need not be assignable)
+                    try {
+                        x.emplace(std::move(*last)); // (emplace: T need not be assignable)
+                    } catch (...) {
+                        ++in.taken; // out of the channel, and lost to the throwing move
+                        ++in.dropped;
+                        throw;
+                    }
                 }
                 ++in.taken;
                 if (is_expired(in, *x, now)) {
