@@ -654,6 +654,19 @@ struct stuck_close {
     }
 };
 
+// A started source of stuck_close backends whose state changes go to `log`; `alive` is held by
+// its backend factory (see wait_until_gone).
+std::unique_ptr<framepipe::live_source<stuck_close>> start_stuck_close(
+    const std::shared_ptr<stuck_close::control>& control, const std::shared_ptr<int>& alive,
+    const framepipe::live_options& o, const std::shared_ptr<state_log>& log,
+    framepipe::ring<item>& out) {
+    auto src = std::make_unique<framepipe::live_source<stuck_close>>(
+        [control, alive] { return stuck_close{control, control->made++}; }, o);
+    src->on_state_change([log](live_state from, live_state to) { (*log)(from, to); });
+    src->start(out);
+    return src;
+}
+
 // Waits until every thread of a source (abandoned runners included) has let its shared state
 // go: `alive` is held by the source's backend factory, which that state holds.
 void wait_until_gone(const std::weak_ptr<int>& alive) {
@@ -740,10 +753,7 @@ TEST_CASE("live_source: a runner abandoned inside close() changes nothing when c
     o.backoff = {.initial = 1ms, .max = 1ms, .jitter = 0.0, .reset_after = std::chrono::hours(1)};
     auto log = std::make_shared<state_log>();
     framepipe::ring<item> out(64);
-    auto src = std::make_unique<framepipe::live_source<stuck_close>>(
-        [control, alive] { return stuck_close{control, control->made++}; }, o);
-    src->on_state_change([log](live_state from, live_state to) { (*log)(from, to); });
-    src->start(out);
+    auto src = start_stuck_close(control, alive, o, log, out);
     while (src->stats().frames == 0) { // the second runner streams
         std::this_thread::yield();
     }
@@ -775,10 +785,7 @@ TEST_CASE("live_source: a runner that stop() abandons inside close() leaves the 
     o.abandon_after = 50ms;
     auto log = std::make_shared<state_log>();
     framepipe::ring<item> out(64);
-    auto src = std::make_unique<framepipe::live_source<stuck_close>>(
-        [control, alive] { return stuck_close{control, control->made++}; }, o);
-    src->on_state_change([log](live_state from, live_state to) { (*log)(from, to); });
-    src->start(out);
+    auto src = start_stuck_close(control, alive, o, log, out);
     while (!control->in_close.load()) {
         std::this_thread::yield();
     }

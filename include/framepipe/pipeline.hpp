@@ -1087,23 +1087,27 @@ private:
         }
         template <class In>
         void input(In& in) {
-            auto& c = p_.entry_for(in);
-            save(c);
-            c.consumers += stage_->options.workers;
-            c.reserved = false;
-            stage_->input = &c;
+            attach(p_.entry_for(in), &detail::channel_entry::consumers,
+                   &detail::stage_entry::input);
         }
         template <class Out>
         void output(Out& out) {
-            auto& c = p_.entry_for(out);
-            save(c);
-            c.producers += stage_->options.workers;
-            c.reserved = false;
-            stage_->output = &c;
+            attach(p_.entry_for(out), &detail::channel_entry::producers,
+                   &detail::stage_entry::output);
         }
         void commit() noexcept { committed_ = true; }
 
     private:
+        // Counts the stage's threads on `c` (`side`: its producers or consumers) and links the
+        // stage to it (`link`: its input or output), saving what undo() restores.
+        void attach(detail::channel_entry& c, std::size_t detail::channel_entry::*side,
+                    detail::channel_entry* detail::stage_entry::*link) noexcept {
+            save(c);
+            c.*side += stage_->options.workers;
+            c.reserved = false;
+            (*stage_).*link = &c;
+        }
+
         struct saved {
             detail::channel_entry* c = nullptr;
             std::size_t producers = 0;
