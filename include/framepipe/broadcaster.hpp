@@ -237,7 +237,9 @@ public:
     }
 
     // Counters. pushed counts every value offered to this subscription; values skipped by
-    // max_rate_hz count as dropped (rate_limited). Identity: pushed == popped + dropped + size.
+    // max_rate_hz count as dropped (rate_limited). Identity: pushed == popped + dropped + size
+    // when no call is in flight; a snapshot taken during traffic may count a push in flight
+    // early (pushed >=, see channel.hpp). Any thread; lock-free; never waits.
     [[nodiscard]] channel_stats stats() const { return sub_->stats(); }
 
 private:
