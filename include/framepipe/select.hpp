@@ -253,21 +253,13 @@ public:
     // sides seq_cst: in their single total order either this check sees gone_ (and the channel
     // is not touched), or retire()'s load of the pins sees this pin (and waits for it).
     [[nodiscard]] bool probe_pinned() noexcept {
-        pins_.fetch_add(1, std::memory_order_seq_cst);
-        const bool r = !gone_.load(std::memory_order_seq_cst) && probe();
-        // Release: retire() (acquire) sees the channel calls above finished before it lets go.
-        pins_.fetch_sub(1, std::memory_order_release);
-        return r;
+        return pinned([this]() noexcept { return probe(); });
     }
 
-    // Whether the channel is closed and empty, unless it has been let go: the same handshake as
-    // probe_pinned(). For wait predicates that pass the input over (no lock).
+    // Whether the channel is closed and empty, unless it has been let go: the same handshake.
+    // For wait predicates that pass the input over (no lock).
     [[nodiscard]] bool drained_pinned() noexcept {
-        pins_.fetch_add(1, std::memory_order_seq_cst);
-        const bool r = !gone_.load(std::memory_order_seq_cst) && channel_closed() &&
-                       channel_size() == 0;
-        pins_.fetch_sub(1, std::memory_order_release); // as in probe_pinned()
-        return r;
+        return pinned([this]() noexcept { return channel_closed() && channel_size() == 0; });
     }
 
     // From now on, every notification of the channel's readable event notifies the selector.
@@ -312,6 +304,16 @@ public:
     std::uint64_t dropped = 0;
 
 private:
+    // check() under a pin, unless the channel has been let go (see probe_pinned()).
+    template <class Check>
+    [[nodiscard]] bool pinned(Check check) noexcept {
+        pins_.fetch_add(1, std::memory_order_seq_cst);
+        const bool r = !gone_.load(std::memory_order_seq_cst) && check();
+        // Release: retire() (acquire) sees the channel calls above finished before it lets go.
+        pins_.fetch_sub(1, std::memory_order_release);
+        return r;
+    }
+
     event_count& readable_;
     event_listener listener_;
     // A line of its own: written by every wait predicate's probe, read by retire().
@@ -596,9 +598,18 @@ private:
         weight_gcd_ = g == 0 ? 1 : g;
     }
 
+    // The first input whose id is at least `v`: inputs_ is in order of id (added in order,
+    // erased in place).
+    [[nodiscard]] typename input_list::const_iterator first_from_locked(
+        std::uint64_t v) const noexcept {
+        return std::lower_bound(
+            inputs_.begin(), inputs_.end(), v,
+            [](const std::shared_ptr<input>& in, std::uint64_t c) { return in->id.value < c; });
+    }
+
     [[nodiscard]] typename input_list::const_iterator find_locked(input_id id) const noexcept {
-        return std::find_if(inputs_.begin(), inputs_.end(),
-                            [id](const std::shared_ptr<input>& in) { return in->id == id; });
+        const auto it = first_from_locked(id.value);
+        return it != inputs_.end() && (*it)->id == id ? it : inputs_.end();
     }
 
     [[nodiscard]] static bool is_excluded(input_id id, excluded_ids excluded) noexcept {
@@ -714,9 +725,7 @@ private:
 
     // The index of the first input whose id is at least cursor_ (wrapping to 0).
     [[nodiscard]] std::size_t cursor_index_locked() const noexcept {
-        const auto it = std::lower_bound(
-            inputs_.begin(), inputs_.end(), cursor_,
-            [](const std::shared_ptr<input>& in, std::uint64_t c) { return in->id.value < c; });
+        const auto it = first_from_locked(cursor_);
         return it == inputs_.end() ? 0 : static_cast<std::size_t>(it - inputs_.begin());
     }
 
@@ -797,11 +806,9 @@ private:
     void settle_excluded(excluded_ids excluded) {
         const std::lock_guard<std::mutex> lock(mu_);
         const clock::time_point now = aged_inputs_ != 0 ? clock::now() : clock::time_point{};
-        for (const input_id id : excluded) { // O(excluded * log inputs): inputs_ is by id
-            const auto it = std::lower_bound(
-                inputs_.begin(), inputs_.end(), id.value,
-                [](const std::shared_ptr<input>& in, std::uint64_t v) { return in->id.value < v; });
-            if (it == inputs_.end() || (*it)->id != id) {
+        for (const input_id id : excluded) { // O(excluded * log inputs)
+            const auto it = find_locked(id);
+            if (it == inputs_.end()) {
                 continue; // removed
             }
             input& in = **it;
