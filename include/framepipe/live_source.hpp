@@ -230,6 +230,9 @@ struct live_runner {
     // Set by whoever abandons the runner (the watchdog, stop()) and by the runner when it finds
     // its call taken. From then on the runner changes nothing shared (see run_machine).
     std::atomic<bool> abandoned{false};
+    // Whether this runner has been abandoned. seq_cst: the Dekker pair with `pushing` (see
+    // emit_gated) and with the watchdog's take of a call (see call()).
+    [[nodiscard]] bool gone() const noexcept { return abandoned.load(std::memory_order_seq_cst); }
     std::atomic<bool> pushing{false}; // inside an emit (see emit_gate)
     std::stop_source calls;           // the stop token every backend call gets
     std::atomic<bool> finished{false};
@@ -620,11 +623,11 @@ private:
     // A runner's state change: none once it has been abandoned (its replacement, or stop(), owns
     // the state). False when it has been, before or during the change (on_change may block).
     static bool runner_set_state(shared& s, detail::live_runner& me, live_state to) noexcept {
-        if (me.abandoned.load(std::memory_order_seq_cst)) {
+        if (me.gone()) {
             return false;
         }
         set_state(s, to);
-        return !me.abandoned.load(std::memory_order_seq_cst);
+        return !me.gone();
     }
 
     // Counts and tells a change from `from` to `to` that has been made.
@@ -718,7 +721,7 @@ private:
             detail::live_runner& me;
             ~done_pushing() { me.pushing.store(false, std::memory_order_release); }
         } guard{me};
-        if (!me.abandoned.load(std::memory_order_seq_cst)) {
+        if (!me.gone()) {
             s.emit(std::move(item), stop);
         }
     }
@@ -737,13 +740,12 @@ private:
         // Every backend call gets me.calls' token; a stop request reaches it through this.
         std::stop_callback<std::function<void()>> forward(stop, [&me] { me.calls.request_stop(); });
         const std::stop_token calls = me.calls.get_token();
-        const auto gone = [&] { return me.abandoned.load(std::memory_order_seq_cst); };
         const auto change = [&](live_state to) { return runner_set_state(s, me, to); };
         bool reconnect_now = false; // after an end with restart_at_end: no backoff
         // A runner that replaces an abandoned one starts in backoff, as after any failure.
         bool start_in_backoff = me.previous != nullptr;
         for (;;) {
-            if (stop.stop_requested() || gone()) {
+            if (stop.stop_requested() || me.gone()) {
                 return live_state::stopped;
             }
             std::string failure; // why this attempt failed (empty: it did not)
@@ -764,7 +766,7 @@ private:
                 } catch (...) {
                     opened = open_result::failure("backend: unknown exception");
                 }
-                if (gone()) {
+                if (me.gone()) {
                     close(s, me, false, b);
                     return live_state::stopped;
                 }
@@ -776,18 +778,18 @@ private:
                     s.open_failures.fetch_add(1, std::memory_order_relaxed);
                     failure = opened.error;
                     close(s, me, watched, b);
-                    if (gone()) { // abandoned inside close(): the new runner owns the source
+                    if (me.gone()) { // abandoned inside close(): the new runner owns the source
                         return live_state::stopped;
                     }
                 } else {
                     s.connects.fetch_add(1, std::memory_order_relaxed);
                     failure = stream(s, me, *b, epoch, emit, stop, calls, watched, reconnect_now);
-                    if (gone()) {
+                    if (me.gone()) {
                         close(s, me, false, b);
                         return live_state::stopped;
                     }
                     close(s, me, watched, b);
-                    if (gone() || stop.stop_requested()) {
+                    if (me.gone() || stop.stop_requested()) {
                         return live_state::stopped;
                     }
                     if (failure.empty()) { // the input ended
@@ -824,13 +826,12 @@ private:
                               Emit& emit, const std::stop_token& stop,
                               const std::stop_token& calls, bool watched, bool& restart) {
         const live_options& o = s.options;
-        const auto gone = [&] { return me.abandoned.load(std::memory_order_seq_cst); };
         const auto opened_at = s.time.now();
         clock::time_point last = opened_at;
         std::optional<clock::time_point> streaming_since;
         bool healthy = false;
         for (;;) {
-            if (gone()) { // by stop(), during the last push
+            if (me.gone()) { // by stop(), during the last push
                 return {};
             }
             // Saturated: a timeout of nanoseconds::max() never runs out.
@@ -860,7 +861,7 @@ private:
             } catch (...) {
                 r = read_result<frame_type>::failed("backend: unknown exception");
             }
-            if (gone()) {
+            if (me.gone()) {
                 return {}; // touching nothing: connected_since is the new runner's
             }
             if (stop.stop_requested()) {
@@ -939,7 +940,7 @@ private:
             (void)run_machine(sh, *runner, emit, sh.stop.get_token(), true);
             runner->finished.store(true, std::memory_order_seq_cst);
             sh.runner_done.notify_all_after_seq_cst();
-            if (runner->abandoned.load(std::memory_order_seq_cst)) {
+            if (runner->gone()) {
                 // A runner that found its call taken may get here before the watchdog's
                 // increment in abandon(); only the watchdog reads the count, after that.
                 sh.abandoned_running.fetch_sub(1, std::memory_order_relaxed);
