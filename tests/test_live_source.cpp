@@ -439,12 +439,17 @@ struct hanging {
         std::atomic<int> hung_calls{0};
         std::atomic<int> returned_late{0};
         std::atomic<int> opens{0};
+        ns open_takes{0}; // how long open() takes (set before start)
     };
     std::shared_ptr<control> c;
     int n = 0;
 
     open_result open(std::stop_token, ns) {
         ++c->opens;
+        const auto until = clock_type::now() + c->open_takes;
+        while (clock_type::now() < until) {
+            std::this_thread::yield();
+        }
         return open_result::success();
     }
     read_result<int> read(std::stop_token stop, ns timeout) {
@@ -506,6 +511,32 @@ TEST_CASE("live_source: a read that ignores its timeout is abandoned; its late f
     CHECK(epochs_in_order);
     CHECK(control->opens.load() >= 2);
     CHECK_THAT(src.stats().last_error, Catch::Contains("abandoned"));
+}
+
+TEST_CASE("live_source: a read after an hour-long open is abandoned at its own deadline") {
+    // The watchdog used to sleep until the last call it had seen was due: after watching an
+    // open with a timeout of an hour, it slept for that hour while the first read hung. (This
+    // test then hangs until the per-test watchdog fails it.)
+    auto control = std::make_shared<hanging::control>();
+    control->hang = true;        // the first read blocks for good
+    control->open_takes = 100ms; // a slow connect, so that the watchdog sees it in flight (how
+                                 // long it takes changes no outcome)
+    framepipe::live_options o;
+    o.open_timeout = std::chrono::hours(1);
+    o.first_frame_timeout = 20ms;
+    o.abandon_after = 20ms;
+    o.backoff = {.initial = std::chrono::hours(1), .max = std::chrono::hours(1)};
+    framepipe::live_source<hanging> src([control] { return hanging{control}; }, o);
+    framepipe::ring<item> out(64);
+    src.start(out);
+    while (src.stats().abandoned == 0) {
+        std::this_thread::yield();
+    }
+    src.stop(); // ends the new runner's hour of backoff
+    CHECK(src.state() == live_state::stopped);
+    control->release = true;
+    CHECK(control->opens.load() == 1);
+    CHECK(control->hung_calls.load() == 1);
 }
 
 TEST_CASE("live_source: stop returns while an open ignores its timeout and its stop token") {

@@ -227,6 +227,10 @@ struct live_runner {
     // knows, once its call has returned, whether it still owns the source.
     std::atomic<std::int64_t> call_deadline_ns{0};
     std::atomic<std::uint64_t> call_seq{0};
+    // When the watchdog will next look at this runner (ns since the clock's epoch; max: not
+    // yet), and the flag that wakes it sooner: a call due before then sets it (see call()).
+    std::atomic<std::int64_t> watch_at_ns{std::numeric_limits<std::int64_t>::max()};
+    std::atomic<bool> watch_again{false};
     // Set by whoever abandons the runner (the watchdog, stop()) and by the runner when it finds
     // its call taken. From then on the runner changes nothing shared (see run_machine).
     std::atomic<bool> abandoned{false};
@@ -664,16 +668,27 @@ private:
     }
 
     // A backend call, announced to the watchdog with its deadline. When the watchdog took the
-    // call away meanwhile, the runner is abandoned once this returns (see live_runner).
+    // call away meanwhile, the runner is abandoned once this returns (see live_runner). A call
+    // due before the watchdog's next look wakes it (a read after a long open, say), so that an
+    // overrun is seen at the call's own deadline + abandon_after.
     template <class F>
-    static auto call(detail::live_runner& me, bool watched, std::chrono::nanoseconds timeout, F f) {
+    static auto call(shared& s, detail::live_runner& me, bool watched,
+                     std::chrono::nanoseconds timeout, F f) {
         if (watched) {
             // Relaxed: the watchdog only compares; a stale read delays its verdict by one round.
             me.call_seq.fetch_add(1, std::memory_order_relaxed);
-            // seq_cst (release would do): what this runner did before the call (the rng, the
-            // error) happens before the work of a runner the watchdog starts after taking it.
-            me.call_deadline_ns.store(ns_of(detail::deadline_after(timeout)),
-                                      std::memory_order_seq_cst);
+            const auto deadline = detail::deadline_after(timeout);
+            // seq_cst: with the load below and the watchdog's store of watch_at_ns and re-read
+            // of the deadline (see watch()), a Dekker pair: the watchdog sees this deadline, or
+            // this runner sees its wake-up time. Also (release would do): what this runner did
+            // before the call (the rng, the error) happens before the work of a runner the
+            // watchdog starts after taking it.
+            me.call_deadline_ns.store(ns_of(deadline), std::memory_order_seq_cst);
+            if (ns_of(detail::saturating_add(deadline, s.options.abandon_after)) <
+                me.watch_at_ns.load(std::memory_order_seq_cst)) {
+                me.watch_again.store(true, std::memory_order_seq_cst);
+                s.watchdog_wait.notify_one_after_seq_cst();
+            }
         }
         struct end_call {
             detail::live_runner& me;
@@ -694,7 +709,7 @@ private:
     static void close(shared& s, detail::live_runner& me, bool watched,
                       std::optional<Backend>& b) noexcept {
         if (b) {
-            call(me, watched, s.options.abandon_after, [&] {
+            call(s, me, watched, s.options.abandon_after, [&] {
                 b->close();
                 return 0;
             });
@@ -757,7 +772,7 @@ private:
                 std::optional<Backend> b;
                 open_result opened;
                 try {
-                    opened = call(me, watched, o.open_timeout, [&] {
+                    opened = call(s, me, watched, o.open_timeout, [&] {
                         b.emplace(s.make());
                         return b->open(calls, o.open_timeout);
                     });
@@ -855,7 +870,7 @@ private:
             const auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
             read_result<frame_type> r;
             try {
-                r = call(me, watched, timeout, [&] { return b.read(calls, timeout); });
+                r = call(s, me, watched, timeout, [&] { return b.read(calls, timeout); });
             } catch (const std::exception& e) {
                 r = read_result<frame_type>::failed(std::string("backend: ") + e.what());
             } catch (...) {
@@ -958,8 +973,8 @@ private:
     }
 
     // The watchdog: wakes at the current call's deadline + abandon_after (or every
-    // abandon_after between calls); a call still running then is abandoned, and a new runner
-    // takes over (in backoff, as after any failure).
+    // abandon_after between calls, or sooner when a call due earlier begins); a call still
+    // running then is abandoned, and a new runner takes over (in backoff, as after any failure).
     static void watch(const std::shared_ptr<shared>& sp, std::stop_token stop) {
         shared& s = *sp;
         const auto grace = s.options.abandon_after;
@@ -970,14 +985,23 @@ private:
                 const std::lock_guard<std::mutex> lock(s.threads_mu);
                 runner = s.runner;
             }
+            runner->watch_again.store(false, std::memory_order_seq_cst);
             const std::uint64_t seq = runner->call_seq.load(std::memory_order_relaxed);
-            const std::int64_t deadline = runner->call_deadline_ns.load(std::memory_order_relaxed);
+            const std::int64_t deadline = runner->call_deadline_ns.load(std::memory_order_seq_cst);
             // Saturated: a call with a timeout of nanoseconds::max() has a deadline of
             // time_point::max(), and is never overdue.
             const auto overdue_at = detail::saturating_add(time_at(deadline), grace);
             const auto wake = deadline != 0 ? overdue_at : detail::deadline_after(grace);
-            if (s.watchdog_wait.park(&stop, wake, [] { return false; }) ==
-                detail::wait_end::stopped) {
+            // Publish the wake-up, then read the deadline again (seq_cst, see call()): a call
+            // that began in between either is seen here or sees this wake-up and, when it is
+            // due earlier, sets watch_again.
+            runner->watch_at_ns.store(ns_of(wake), std::memory_order_seq_cst);
+            if (runner->call_deadline_ns.load(std::memory_order_seq_cst) != deadline) {
+                continue;
+            }
+            if (s.watchdog_wait.park(&stop, wake, [&runner] {
+                    return runner->watch_again.load(std::memory_order_seq_cst);
+                }) == detail::wait_end::stopped) {
                 return;
             }
             const std::lock_guard<std::mutex> lock(s.threads_mu);
