@@ -513,6 +513,40 @@ TEST_CASE("live_source: a read that ignores its timeout is abandoned; its late f
     CHECK_THAT(src.stats().last_error, Catch::Contains("abandoned"));
 }
 
+TEST_CASE("live_source: a push that throws closes the connection and fails the source") {
+    // It used to escape the runner thread (std::terminate) or leave run() with the state
+    // streaming and the connection open.
+    struct throwing_output {
+        int pushes = 0;
+        framepipe::push_status push(item) {
+            if (++pushes == 3) {
+                throw std::runtime_error("out of frame buffers");
+            }
+            return framepipe::push_status::ok;
+        }
+        void close() {}
+    };
+    auto w = std::make_shared<world>();
+    auto src = make_source(w, {{.frames = 10, .after = connection::then::end}}, exact());
+    throwing_output out;
+    SECTION("run() rethrows") {
+        CHECK_THROWS_WITH(src->run(out, w->stopper.get_token()), "out of frame buffers");
+    }
+    SECTION("start(): the runner thread survives it") {
+        src->start(out);
+        CHECK(src->wait(std::stop_token{}));
+        src->stop(); // joins the runner: what it did is visible here
+    }
+    CHECK(src->state() == live_state::failed);
+    CHECK_THAT(src->stats().last_error, Catch::Contains("out of frame buffers"));
+    CHECK_FALSE(src->stats().connected_since);
+    CHECK(out.pushes == 3);
+    CHECK(w->opens == 1);
+    CHECK(w->closes == 1);
+    REQUIRE_FALSE(w->states.empty());
+    CHECK(w->states.back() == live_state::failed);
+}
+
 TEST_CASE("live_source: a read after an hour-long open is abandoned at its own deadline") {
     // The watchdog used to sleep until the last call it had seen was due: after watching an
     // open with a timeout of an hour, it slept for that hour while the first read hung. (This

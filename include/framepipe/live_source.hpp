@@ -287,6 +287,8 @@ public:
     // backends that honour their timeouts, and for tests in virtual time. Once only (start() or
     // run()): throws std::logic_error when already started. After stop() (a shutdown that came
     // first), makes no backend call and returns stopped at once; the state stays stopped.
+    // A push into `out` that throws ends the run: the connection is closed, the source fails
+    // with the exception's message as last_error, and run() rethrows it.
     template <class Out>
         requires output_channel<Out, item_type>
     live_state run(Out& out, std::stop_token stop) {
@@ -302,12 +304,18 @@ public:
         const auto request = [&either] { either.request_stop(); };
         const std::stop_callback on_stop_token(stop, request);
         const std::stop_callback on_stop_call(shared_->stop.get_token(), request);
-        const live_state end = run_machine(
-            *shared_, *runner,
-            [&e](detail::live_runner&, item_type&& item, const std::stop_token& st) {
-                e(std::move(item), st);
-            },
-            either.get_token(), false);
+        live_state end = live_state::failed;
+        try {
+            end = run_machine(
+                *shared_, *runner,
+                [&e](detail::live_runner&, item_type&& item, const std::stop_token& st) {
+                    e(std::move(item), st);
+                },
+                either.get_token(), false);
+        } catch (...) {
+            runner_threw(*shared_, *runner, std::current_exception());
+            throw;
+        }
         if (end == live_state::stopped) {
             set_state(*shared_, live_state::stopped);
         }
@@ -320,7 +328,9 @@ public:
     // shutdown that came first), starts nothing: the state stays stopped (final).
     // Throws std::logic_error when already started, and std::system_error (std::bad_alloc) if a
     // thread cannot start: then whatever did start is stopped, the state is stopped (final), and
-    // the source cannot be started again (basic guarantee).
+    // the source cannot be started again (basic guarantee). Later, a push into `out` that
+    // throws (on the runner) closes the connection and fails the source, the exception's message
+    // as last_error: it never escapes the runner thread.
     template <class Out>
         requires output_channel<Out, item_type>
     void start(Out& out) {
@@ -634,6 +644,29 @@ private:
         return !me.gone();
     }
 
+    // What escapes the machine (what a push into `out` threw; backend calls' exceptions are
+    // failed attempts): the source fails, with the exception's message as its last error, unless
+    // the runner has been abandoned (then it changes nothing).
+    static void runner_threw(shared& s, detail::live_runner& me,
+                             const std::exception_ptr& e) noexcept {
+        if (me.gone()) {
+            return;
+        }
+        try {
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& x) {
+                set_error(s, std::string("push into the output: ") + x.what());
+            } catch (...) {
+                set_error(s, "push into the output: unknown exception");
+            }
+        } catch (...) {
+            // No memory for the message: the state still says failed.
+        }
+        s.connected_since_ns.store(0, std::memory_order_relaxed);
+        (void)runner_set_state(s, me, live_state::failed);
+    }
+
     // Counts and tells a change from `from` to `to` that has been made.
     static void announce(shared& s, live_state from, live_state to) noexcept {
         if (from == to) {
@@ -798,7 +831,13 @@ private:
                     }
                 } else {
                     s.connects.fetch_add(1, std::memory_order_relaxed);
-                    failure = stream(s, me, *b, epoch, emit, stop, calls, watched, reconnect_now);
+                    try {
+                        failure =
+                            stream(s, me, *b, epoch, emit, stop, calls, watched, reconnect_now);
+                    } catch (...) { // a push that threw (see runner_threw): close, then fail
+                        close(s, me, watched && !me.gone(), b);
+                        throw;
+                    }
                     if (me.gone()) {
                         close(s, me, false, b);
                         return live_state::stopped;
@@ -952,7 +991,11 @@ private:
                 emit_gated(sh, me, std::move(item), stop);
             };
             // ended and failed are set by the machine; stopped by stop().
-            (void)run_machine(sh, *runner, emit, sh.stop.get_token(), true);
+            try {
+                (void)run_machine(sh, *runner, emit, sh.stop.get_token(), true);
+            } catch (...) {
+                runner_threw(sh, *runner, std::current_exception());
+            }
             runner->finished.store(true, std::memory_order_seq_cst);
             sh.runner_done.notify_all_after_seq_cst();
             if (runner->gone()) {
