@@ -941,6 +941,38 @@ TEST_CASE("live_source: the watchdog never abandons a call whose timeout is nano
     CHECK(opens->load() == 1);
 }
 
+TEST_CASE("live_source: run() returns the state that state() reports, also after a stop()") {
+    // A stop() on another thread sets stopped without waiting for run(). Here it comes while the
+    // refused attempt's close() runs: run() used to return failed while the state said stopped.
+    struct refused {
+        using frame_type = int;
+        std::shared_ptr<std::atomic<int>> phase;
+        open_result open(std::stop_token, ns) { return open_result::failure("refused"); }
+        read_result<int> read(std::stop_token, ns) { return read_result<int>::timed_out(); }
+        void close() noexcept {
+            phase->store(1);
+            while (phase->load() != 2) { // until stop() has returned on the test's thread
+                std::this_thread::yield();
+            }
+        }
+    };
+    auto phase = std::make_shared<std::atomic<int>>(0);
+    framepipe::live_options o;
+    o.max_attempts = 1; // this attempt fails the source, unless the stop came first
+    framepipe::live_source<refused> src([phase] { return refused{phase}; }, o);
+    collector out;
+    live_state got = live_state::connecting;
+    std::thread runner([&] { got = src.run(out, std::stop_token{}); });
+    while (phase->load() != 1) {
+        std::this_thread::yield();
+    }
+    src.stop();
+    phase->store(2);
+    runner.join();
+    CHECK(got == live_state::stopped);
+    CHECK(src.state() == live_state::stopped);
+}
+
 TEST_CASE("live_source: start() or run() after stop() start nothing and leave it stopped") {
     SECTION("run()") {
         // run() after stop() used to run the whole script (and end as ended).

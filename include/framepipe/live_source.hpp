@@ -283,7 +283,8 @@ public:
 
     // Runs the source on the calling thread, emitting item_type into `out`, until `stop` is
     // requested or stop() is called (returns stopped), the input ends (ended) or max_attempts
-    // failures in a row (failed). Backend calls are made on this thread with no watchdog: for
+    // failures in a row (failed); returns the final state, the one state() reports (stopped
+    // when a stop() came first). Backend calls are made on this thread with no watchdog: for
     // backends that honour their timeouts, and for tests in virtual time. Once only (start() or
     // run()): throws std::logic_error when already started. After stop() (a shutdown that came
     // first), makes no backend call and returns stopped at once; the state stays stopped.
@@ -319,7 +320,9 @@ public:
         if (end == live_state::stopped) {
             set_state(*shared_, live_state::stopped);
         }
-        return end;
+        // The state, not `end`: a stop() on another thread may have made it stopped first, and
+        // a final state is for good.
+        return shared_->state.load(std::memory_order_seq_cst);
     }
 
     // Starts the source on threads of its own (a runner and a watchdog), emitting item_type into
@@ -644,9 +647,9 @@ private:
         return !me.gone();
     }
 
-    // What escapes the machine (what a push into `out` threw; backend calls' exceptions are
-    // failed attempts): the source fails, with the exception's message as its last error, unless
-    // the runner has been abandoned (then it changes nothing).
+    // What escapes the machine (what a push into `out` threw, or a bad_alloc; backend calls'
+    // exceptions are failed attempts): the source fails, with the exception's message as its
+    // last error, unless the runner has been abandoned (then it changes nothing).
     static void runner_threw(shared& s, detail::live_runner& me,
                              const std::exception_ptr& e) noexcept {
         if (me.gone()) {
@@ -656,9 +659,9 @@ private:
             try {
                 std::rethrow_exception(e);
             } catch (const std::exception& x) {
-                set_error(s, std::string("push into the output: ") + x.what());
+                set_error(s, std::string("exception: ") + x.what());
             } catch (...) {
-                set_error(s, "push into the output: unknown exception");
+                set_error(s, "exception: unknown");
             }
         } catch (...) {
             // No memory for the message: the state still says failed.
