@@ -478,6 +478,7 @@ TEST_CASE("live_source: a read that ignores its timeout is abandoned; its late f
     auto control = std::make_shared<hanging::control>();
     framepipe::live_options o;
     o.stall_timeout = 20ms;
+    o.first_frame_timeout = 20ms; // the new runner's first read hangs too
     o.abandon_after = 20ms;
     o.backoff = {.initial = 1ms, .max = 10ms, .multiplier = 2.0, .jitter = 0.0};
     framepipe::live_source<hanging> src([control] { return hanging{control}; }, o);
