@@ -3,8 +3,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <thread>
 #include <vector>
@@ -74,6 +78,48 @@ TEST_CASE("latency_histogram: concurrent records are all counted") {
     }
     threads.clear();
     REQUIRE(h.count() == 40000);
+    // Thread t recorded t * 1000 * 10000 + (0 + ... + 9999) ns.
+    REQUIRE(h.sum() == std::chrono::nanoseconds((0 + 1 + 2 + 3) * 1000 * 10000 + 4 * 49995000));
+}
+
+TEST_CASE("latency_histogram: the sum saturates at nanoseconds::max() instead of wrapping") {
+    // The sum was a uint64 read back as an int64: it went negative past 292 years.
+    using std::chrono::nanoseconds;
+    latency_histogram two;
+    two.record(nanoseconds::max());
+    two.record(nanoseconds::max());
+    CHECK(two.sum() == nanoseconds::max());
+    two.record(1ns);
+    CHECK(two.sum() == nanoseconds::max());
+    CHECK(two.count() == 3);
+
+    // The age of an item stamped with a default time_point on a machine up for 20 days.
+    const auto age = std::chrono::hours(24 * 20);
+    latency_histogram many;
+    for (int i = 0; i < 5000; ++i) { // 5000 x 20 days is still below the maximum
+        many.record(age);
+    }
+    CHECK(many.sum() == 5000 * age);
+    for (int i = 0; i < 1000; ++i) {
+        many.record(age);
+    }
+    CHECK(many.sum() == nanoseconds::max());
+}
+
+TEST_CASE("latency_histogram: quantile clamps q to [0, 1] and takes NaN as 0") {
+    // NaN went through the clamp into a float-to-integer conversion (undefined behaviour).
+    latency_histogram h;
+    h.record(1us);
+    h.record(1ms);
+    const auto low = h.quantile(0.0);
+    const auto high = h.quantile(1.0);
+    REQUIRE(low < high);
+    CHECK(h.quantile(std::numeric_limits<double>::quiet_NaN()) == low);
+    CHECK(h.quantile(-std::numeric_limits<double>::quiet_NaN()) == low);
+    CHECK(h.quantile(-1.0) == low);
+    CHECK(h.quantile(-std::numeric_limits<double>::infinity()) == low);
+    CHECK(h.quantile(2.0) == high);
+    CHECK(h.quantile(std::numeric_limits<double>::infinity()) == high);
 }
 
 TEST_CASE("rate_meter: events per second over the last two seconds") {
@@ -99,4 +145,89 @@ TEST_CASE("rate_meter: rates above the history use the span of the last events")
         m.record(t0 + std::chrono::microseconds(i * 1000));
     }
     CHECK(m.per_second(t0 + 1s) == Approx(1000.0).epsilon(0.02));
+}
+
+TEST_CASE("rate_meter: exactly `history` records in the window are counted over the window") {
+    // With exactly `history` records in the window the rate was taken over their span, as if
+    // more had fallen in it: a burst of 256 read as 256 / 1 ms instead of 256 / 2 s.
+    const auto t0 = rate_meter::clock::time_point{} + 1000s;
+    const auto burst = [&](rate_meter& m, std::size_t n) {
+        for (std::size_t i = 0; i < n; ++i) {
+            m.record(t0 + std::chrono::microseconds(i));
+        }
+    };
+    rate_meter exact;
+    burst(exact, rate_meter::history);
+    CHECK(exact.per_second(t0 + 1ms) == Approx(128.0));
+    rate_meter fewer;
+    burst(fewer, rate_meter::history - 1);
+    CHECK(fewer.per_second(t0 + 1ms) == Approx(127.5));
+    // Older records outside the window do not count.
+    rate_meter after_old;
+    for (int i = 0; i < 100; ++i) {
+        after_old.record(t0 - 100s + std::chrono::milliseconds(i));
+    }
+    burst(after_old, rate_meter::history);
+    CHECK(after_old.per_second(t0 + 1ms) == Approx(128.0));
+    // One more than the history: the last `history` over the time from the oldest of them
+    // (t0 + 1 us) to now.
+    rate_meter more;
+    burst(more, rate_meter::history + 1);
+    CHECK(more.per_second(t0 + 1ms) == Approx(256.0 / 999e-6));
+}
+
+TEST_CASE("rate_meter: records later than `now` are not in the window ending at `now`") {
+    const auto t0 = rate_meter::clock::time_point{} + 1000s;
+    rate_meter few;
+    few.record(t0);
+    few.record(t0 + 1s);
+    few.record(t0 + 3s);
+    CHECK(few.per_second(t0 + 1s) == Approx(1.0)); // t0 and t0 + 1 s
+    // 1000 a second for half a second, read at 400 ms: the last 256 up to then span 255 ms. The
+    // newest 256 used to be taken, 100 of them after now: 1641 a second.
+    rate_meter many;
+    for (int i = 0; i < 500; ++i) {
+        many.record(t0 + std::chrono::milliseconds(i));
+    }
+    CHECK(many.per_second(t0 + 400ms) == Approx(256.0 / 0.255));
+}
+
+TEST_CASE("rate_meter: a read while the writer records counts only records of the window") {
+    // The writer records flat out at times 1 ms apart (1000 a second); the reader asks for the
+    // rate a few records past the writer's latest. Whatever the interleaving, the reader must
+    // count distinct records of the window, so it cannot report more than `history` records
+    // over the `history - 1` ms they span at least. The reader used to take the time the writer
+    // had just stored in the slot it read last for the oldest: the span shrank to a few ms and
+    // the rate came out 50 to 250 times too high.
+    using std::chrono::milliseconds;
+    const auto t0 = rate_meter::clock::time_point{} + 1000s;
+    const auto at = [t0](std::uint64_t i) {
+        return t0 + milliseconds(static_cast<std::int64_t>(i));
+    };
+    rate_meter m;
+    std::atomic<std::uint64_t> recorded{0};
+    std::atomic<bool> stop{false};
+    std::jthread writer([&] {
+        for (std::uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+            m.record(at(i));
+            recorded.store(i + 1, std::memory_order_release);
+        }
+    });
+    while (recorded.load(std::memory_order_acquire) < 2 * rate_meter::history) {
+    }
+    // 1003.9 a second, reached when the newest record is at `now`; 5% for rounding.
+    const double bound = 1.05 * static_cast<double>(rate_meter::history) /
+                         (static_cast<double>(rate_meter::history - 1) * 1e-3);
+    double highest = 0;
+    int overlapped = 0; // reads during which the writer recorded
+    for (int r = 0; r < 200000 && overlapped < 20000 && highest <= bound; ++r) {
+        const auto latest = recorded.load(std::memory_order_acquire);
+        highest = std::max(highest, m.per_second(at(latest + 3)));
+        overlapped += recorded.load(std::memory_order_relaxed) != latest ? 1 : 0;
+    }
+    stop.store(true, std::memory_order_relaxed);
+    INFO("highest rate read: " << highest << " a second; reads the writer overlapped: "
+                               << overlapped);
+    CHECK(highest <= bound);
+    CHECK(highest > 500.0); // some reads took the span of the history, as the writer's rate asks
 }

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 namespace framepipe {
 
@@ -25,13 +26,19 @@ public:
     static constexpr std::size_t sub_buckets = 16;
     static constexpr std::size_t bucket_count = (64 - 4 + 1) * sub_buckets;
 
-    // Records one duration (negative counts as 0). Any thread; wait-free; never throws.
+    // Records one duration (negative counts as 0). Any thread; lock-free (a compare-exchange
+    // loop keeps the sum from wrapping); never throws.
     void record(std::chrono::nanoseconds d) noexcept {
         const auto v = d.count() < 0 ? std::uint64_t{0} : static_cast<std::uint64_t>(d.count());
         // Relaxed: the counters are statistics; nothing else is published through them.
         buckets_[index_of(v)].fetch_add(1, std::memory_order_relaxed);
         count_.fetch_add(1, std::memory_order_relaxed);
-        sum_ns_.fetch_add(v, std::memory_order_relaxed);
+        auto sum = sum_ns_.load(std::memory_order_relaxed);
+        std::uint64_t next = 0;
+        do {
+            next = v > max_sum - sum ? max_sum : sum + v;
+        } while (next != sum && !sum_ns_.compare_exchange_weak(sum, next, std::memory_order_relaxed,
+                                                              std::memory_order_relaxed));
     }
 
     // Durations recorded so far. Any thread; wait-free.
@@ -39,14 +46,16 @@ public:
         return count_.load(std::memory_order_relaxed);
     }
 
-    // Sum of the recorded durations. Any thread; wait-free.
+    // Sum of the recorded durations, saturated at nanoseconds::max() (292 years) rather than
+    // wrapping. Any thread; wait-free.
     [[nodiscard]] std::chrono::nanoseconds sum() const noexcept {
         return std::chrono::nanoseconds(
             static_cast<std::int64_t>(sum_ns_.load(std::memory_order_relaxed)));
     }
 
-    // The q-quantile (0 <= q <= 1) as the midpoint of its bucket; 0 when nothing was recorded.
-    // Any thread; lock-free; O(bucket_count). Concurrent records may or may not be included.
+    // The q-quantile as the midpoint of its bucket; 0 when nothing was recorded. q is clamped to
+    // [0, 1]; NaN counts as 0. Any thread; lock-free; O(bucket_count). Concurrent records may or
+    // may not be included.
     [[nodiscard]] std::chrono::nanoseconds quantile(double q) const noexcept {
         std::uint64_t total = 0;
         for (const auto& b : buckets_) {
@@ -55,7 +64,7 @@ public:
         if (total == 0) {
             return std::chrono::nanoseconds::zero();
         }
-        q = q < 0 ? 0 : (q > 1 ? 1 : q);
+        q = q > 0 ? (q > 1 ? 1 : q) : 0; // NaN fails q > 0
         // The rank of the wanted sample, 1-based; at least 1.
         auto rank = static_cast<std::uint64_t>(q * static_cast<double>(total) + 0.5);
         rank = rank == 0 ? 1 : (rank > total ? total : rank);
@@ -95,60 +104,82 @@ private:
         return lower_bound_of(i) + width_of(i) / 2;
     }
 
+    static constexpr auto max_sum =
+        static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+
     std::array<std::atomic<std::uint64_t>, bucket_count> buckets_{};
     std::atomic<std::uint64_t> count_{0};
-    std::atomic<std::uint64_t> sum_ns_{0};
+    std::atomic<std::uint64_t> sum_ns_{0}; // at most max_sum
 };
 
-// Events per second over a sliding window of two seconds, from the times of the last 256 records
-// (a record may stand for several events: record(now, n)). One thread records (the stage that
-// owns it); any thread may read.
+// Events per second over a sliding window of two seconds (a record may stand for several events:
+// record(now, n)). While at most `history` records fall in the window, the rate is their events
+// over the window; when more do, it is the events of the last `history` of them over the time from
+// the oldest of those to the end of the window. One thread records (the stage that owns it); any
+// thread may read.
 class rate_meter {
 public:
     using clock = std::chrono::steady_clock;
     static constexpr std::size_t history = 256;
     static constexpr std::chrono::seconds window{2};
 
-    // Records `events` events (1 by default) that ended at `now`. Single writer; wait-free;
-    // never throws.
+    // Records `events` events (1 by default) that ended at `now`, which should not be earlier
+    // than the previous record's: a reader, going back from the newest record, takes a time
+    // later than the one after it for a slot the writer reused, and stops there. Single writer;
+    // wait-free; never throws.
     void record(clock::time_point now = clock::now(), std::uint32_t events = 1) noexcept {
         const auto n = count_.load(std::memory_order_relaxed);
-        times_[n % history].store(now.time_since_epoch().count(), std::memory_order_relaxed);
-        weights_[n % history].store(events, std::memory_order_relaxed);
+        times_[n % slots].store(now.time_since_epoch().count(), std::memory_order_relaxed);
+        weights_[n % slots].store(events, std::memory_order_relaxed);
         // Release: a reader that sees the new count also sees the time stored for it.
         count_.store(n + 1, std::memory_order_release);
         events_.store(events_.load(std::memory_order_relaxed) + events, std::memory_order_relaxed);
     }
 
-    // Events per second over the last `window` ending at `now`. When more than `history`
-    // events fell in the window, the rate is taken over the span of the last `history` events.
-    // Any thread; lock-free; never throws.
+    // Events per second over the `window` ending at `now` (records later than `now` are not in
+    // it), as the class comment says; 0 when more than `history` records fell in the window and
+    // the last `history` of them are all at `now`. A read during which the writer recorded
+    // `history` times (the reading thread was preempted) counts only the records it read before
+    // it met a slot the writer reused, over the window. Any thread; wait-free (O(history));
+    // never throws.
     [[nodiscard]] double per_second(clock::time_point now = clock::now()) const noexcept {
         const auto n = count_.load(std::memory_order_acquire);
-        const auto held = n < history ? n : history;
+        const auto held = n < slots ? n : slots;
+        const auto to = now.time_since_epoch().count();
         const auto from = (now - window).time_since_epoch().count();
-        std::uint64_t records = 0;
-        std::uint64_t in_window = 0;
-        clock::rep oldest = now.time_since_epoch().count();
+        std::uint64_t records = 0; // of the window's, newest first; at most `history`
+        std::uint64_t events = 0;  // theirs
+        clock::rep oldest = to;    // of them
+        bool more = false;         // a record older than those is in the window too
+        // Newest first. The writer reuses the slots from the oldest on; it stores a time no
+        // earlier than any other, so a time later than the one read before it is a reused slot.
+        clock::rep newer = std::numeric_limits<clock::rep>::max();
         for (std::uint64_t k = 0; k < held; ++k) {
-            const auto at = (n - 1 - k) % history;
+            const auto at = (n - 1 - k) % slots;
             const auto t = times_[at].load(std::memory_order_relaxed);
+            if (t > newer) {
+                break;
+            }
+            newer = t;
+            if (t > to) {
+                continue;
+            }
             if (t <= from) {
                 break;
             }
+            if (records == history) {
+                more = true;
+                break;
+            }
             ++records;
-            in_window += weights_[at].load(std::memory_order_relaxed);
+            events += weights_[at].load(std::memory_order_relaxed);
             oldest = t;
         }
-        if (records == history) {
-            // The window holds more records than the history: the rate over the span of the
-            // history.
-            const double span_s =
-                static_cast<double>(now.time_since_epoch().count() - oldest) / 1e9;
-            return span_s > 0 ? static_cast<double>(in_window) / span_s : 0.0;
+        if (more) {
+            const double span_s = static_cast<double>(to - oldest) / 1e9;
+            return span_s > 0 ? static_cast<double>(events) / span_s : 0.0;
         }
-        return static_cast<double>(in_window) /
-               std::chrono::duration<double>(window).count();
+        return static_cast<double>(events) / std::chrono::duration<double>(window).count();
     }
 
     // Events recorded in total. Any thread; wait-free.
@@ -157,8 +188,13 @@ public:
     }
 
 private:
-    std::array<std::atomic<clock::rep>, history> times_{};
-    std::array<std::atomic<std::uint32_t>, history> weights_{};
+    // Twice the history: the writer must record `history` times during a read before it reuses a
+    // slot of the newest history + 1, the ones a read needs (unless records are later than the
+    // read's `now`).
+    static constexpr std::size_t slots = 2 * history;
+
+    std::array<std::atomic<clock::rep>, slots> times_{};
+    std::array<std::atomic<std::uint32_t>, slots> weights_{};
     std::atomic<std::uint64_t> count_{0};  // records
     std::atomic<std::uint64_t> events_{0}; // events (the sum of the records' weights)
 };
