@@ -28,6 +28,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #if defined(__linux__) && defined(__GLIBC__)
@@ -520,6 +521,191 @@ TEST_CASE("pipeline: to_prometheus follows the text exposition format") {
     CHECK(w.kind == "sliding_window");
     CHECK(w.popped == windows_seen);
     CHECK(w.pushed == w.popped + w.dropped + w.size);
+}
+
+namespace {
+
+// Whether s is well-formed UTF-8, decoded code point by code point: no stray or missing
+// continuation byte, overlong form, surrogate or code point above U+10FFFF.
+bool is_utf8(std::string_view s) {
+    for (std::size_t i = 0; i < s.size();) {
+        const auto b = static_cast<unsigned char>(s[i]);
+        std::size_t n = 0;
+        char32_t cp = 0;
+        if (b < 0x80) {
+            ++i;
+            continue;
+        }
+        if ((b & 0xE0) == 0xC0) {
+            n = 1;
+            cp = b & 0x1FU;
+        } else if ((b & 0xF0) == 0xE0) {
+            n = 2;
+            cp = b & 0x0FU;
+        } else if ((b & 0xF8) == 0xF0) {
+            n = 3;
+            cp = b & 0x07U;
+        } else {
+            return false;
+        }
+        if (i + n >= s.size()) {
+            return false;
+        }
+        for (std::size_t k = 1; k <= n; ++k) {
+            const auto c = static_cast<unsigned char>(s[i + k]);
+            if ((c & 0xC0) != 0x80) {
+                return false;
+            }
+            cp = (cp << 6) | (c & 0x3FU);
+        }
+        constexpr char32_t least[] = {0, 0x80, 0x800, 0x10000};
+        if (cp < least[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+            return false;
+        }
+        i += n + 1;
+    }
+    return true;
+}
+
+// Whether every DOT quoted string in `dot` ends where the writer meant it to: a closing quote
+// is followed by a space, ',', ']', ';' or the end of the line, never by more text.
+bool dot_strings_close(std::string_view dot) {
+    bool in = false;
+    for (std::size_t i = 0; i < dot.size(); ++i) {
+        if (in && dot[i] == '\\') {
+            ++i;
+        } else if (dot[i] == '"') {
+            in = !in;
+            if (!in && i + 1 < dot.size() &&
+                std::string_view(" ,];\n").find(dot[i + 1]) == std::string_view::npos) {
+                return false;
+            }
+        }
+    }
+    return !in;
+}
+
+// The value of the first `label` label in Prometheus text.
+std::string label_value(const std::string& text, const std::string& label) {
+    const std::string key = label + "=\"";
+    const auto at = text.find(key);
+    REQUIRE(at != std::string::npos);
+    const auto from = at + key.size();
+    return text.substr(from, text.find('"', from) - from);
+}
+
+} // namespace
+
+TEST_CASE("pipeline: to_prometheus and to_dot write ill-formed UTF-8 in names as U+FFFD") {
+    // Label values were copied byte for byte: a name that is not UTF-8 (a camera name read as
+    // Latin-1) made Prometheus refuse the whole page.
+    const std::string r = "\xEF\xBF\xBD"; // U+FFFD
+    const auto shown = [](const std::string& name) {
+        framepipe::pipeline_snapshot snap;
+        snap.name = "p";
+        framepipe::stage_snapshot st;
+        st.name = name;
+        snap.stages.push_back(st);
+        return label_value(framepipe::to_prometheus(snap), "stage");
+    };
+    // One U+FFFD per maximal ill-formed subpart, as Unicode recommends.
+    const std::vector<std::pair<std::string, std::string>> ill_formed = {
+        {"cam\xe9ra", "cam" + r + "ra"},                    // Latin-1 e-acute
+        {"\x80" "x", r + "x"},                              // a stray continuation byte
+        {"\xff", r},                                        // never in UTF-8
+        {"\xc0\xaf", r + r},                                // overlong '/'
+        {"\xe0\x80\xaf", r + r + r},                        // overlong '/'
+        {"\xed\xa0\x80", r + r + r},                        // a surrogate, U+D800
+        {"\xf4\x90\x80\x80", r + r + r + r},                // U+110000
+        {"\xf5\x80", r + r},                                // a lead above U+10FFFF
+        {"\xe1\x80" "A", r + "A"},                          // truncated, then more text
+        {"end\xf0\x9f\x8e", "end" + r},                     // truncated at the end
+    };
+    for (const auto& [name, want] : ill_formed) {
+        INFO("name bytes: " << name.size());
+        CHECK(shown(name) == want);
+    }
+    const std::vector<std::string> well_formed = {
+        "cam\xc3\xa9ra",     // U+00E9
+        "\xe2\x82\xac",      // U+20AC
+        "\xed\x9f\xbf",      // U+D7FF, below the surrogates
+        "\xee\x80\x80",      // U+E000, above them
+        "\xef\xbf\xbf",      // U+FFFF
+        "\xf0\x90\x80\x80",  // U+10000
+        "\xf0\x9f\x8e\xa5",  // U+1F3A5
+        "\xf4\x8f\xbf\xbf",  // U+10FFFF
+    };
+    for (const auto& name : well_formed) {
+        CHECK(shown(name) == name);
+    }
+
+    // Every string a page or a graph shows.
+    framepipe::pipeline_snapshot snap;
+    snap.name = "site\xe9";
+    framepipe::stage_snapshot st;
+    st.name = "cam\xe9ra";
+    st.state = stage_state::running;
+    st.outputs = {"fr\xe9mes"};
+    st.source = framepipe::source_status{"up\xe9", {"up\xe9", "down"}, {{"n", "Help\xe9.", 1}}, {}};
+    snap.stages.push_back(st);
+    framepipe::channel_snapshot c;
+    c.name = "fr\xe9mes";
+    c.kind = "q\xe9";
+    c.policy = "p\xe9";
+    c.parent = "b\xe9";
+    c.has_counts = true;
+    c.dropped_by_reason = {{"why\xe9", 1}};
+    snap.channels.push_back(c);
+    const auto text = framepipe::to_prometheus(snap);
+    CHECK(is_utf8(text));
+    std::map<std::string, std::string> types;
+    check_prometheus(text, types);
+    CHECK_THAT(text, Catch::Contains("stage=\"cam" + r + "ra\""));
+    CHECK_THAT(text, Catch::Contains("reason=\"why" + r + "\""));
+    const auto dot = framepipe::to_dot(snap);
+    CHECK(is_utf8(dot));
+    CHECK(dot_strings_close(dot));
+    CHECK_THAT(dot, Catch::Contains("\"stage:cam" + r + "ra\" -> \"channel:fr" + r + "mes\""));
+}
+
+TEST_CASE("pipeline: to_prometheus makes a metric of any figure name and escapes any help") {
+    // A supervised source is any type with status(): a figure's name went into the metric name
+    // as it was, and its help into the HELP line unescaped, so a space or a newline in either
+    // broke the page.
+    framepipe::pipeline_snapshot snap;
+    snap.name = "p";
+    framepipe::stage_snapshot st;
+    st.name = "cam";
+    st.source = framepipe::source_status{"up",
+                                         {"up"},
+                                         {{"frames seen", "Frames\nwith a \\ in the help.", 3}},
+                                         {{"lag-ms", "Lag.", 2}}};
+    snap.stages.push_back(st);
+    const auto text = framepipe::to_prometheus(snap);
+    std::map<std::string, std::string> types;
+    check_prometheus(text, types);
+    CHECK(types["framepipe_source_frames_seen_total"] == "counter");
+    CHECK(types["framepipe_source_lag_ms"] == "gauge");
+    CHECK_THAT(text, Catch::Contains("# HELP framepipe_source_frames_seen_total "
+                                     "Frames\\nwith a \\\\ in the help.\n"));
+    CHECK_THAT(text, Catch::Contains("framepipe_source_lag_ms{pipeline=\"p\",stage=\"cam\"} 2\n"));
+}
+
+TEST_CASE("pipeline: to_dot escapes a user channel's kind like every other string") {
+    // The kind (channel_traits<C>::kind, which a user specialises) went into the DOT label
+    // unescaped: a double quote in it ended the string early.
+    framepipe::pipeline_snapshot snap;
+    snap.name = "p";
+    framepipe::channel_snapshot c;
+    c.name = "frames";
+    c.kind = "shm \"zero-copy\" queue\\";
+    c.policy = "drop \"old\"";
+    snap.channels.push_back(c);
+    const auto dot = framepipe::to_dot(snap);
+    INFO(dot);
+    CHECK(dot_strings_close(dot));
+    CHECK_THAT(dot,
+               Catch::Contains(R"x(label="frames\nshm \"zero-copy\" queue\\ (drop \"old\")")x"));
 }
 
 TEST_CASE("pipeline: bad arguments and misuse are refused with a clear error") {

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace framepipe {
@@ -32,10 +33,56 @@ inline void append_number(std::string& out, std::uint64_t v) {
     out.append(buf, r.ptr);
 }
 
-// Prometheus label values escape backslash, double quote and newline.
+// `s` with each ill-formed UTF-8 subsequence (a stray or missing continuation byte, an overlong
+// form, a surrogate, a code point above U+10FFFF) replaced by U+FFFD, one per maximal subpart
+// (as Unicode recommends). Both formats must be UTF-8; a Prometheus scraper refuses the whole page
+// otherwise.
+inline std::string valid_utf8(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    std::size_t i = 0;
+    while (i < s.size()) {
+        const auto lead = static_cast<unsigned char>(s[i]);
+        std::size_t need = 0;       // continuation bytes
+        unsigned char lo = 0x80;    // range of the first continuation byte
+        unsigned char hi = 0xBF;
+        if (lead < 0x80) {
+            out += s[i++];
+            continue;
+        }
+        if (lead >= 0xC2 && lead <= 0xDF) {
+            need = 1;
+        } else if (lead >= 0xE0 && lead <= 0xEF) {
+            need = 2;
+            lo = lead == 0xE0 ? 0xA0 : 0x80; // E0: no overlong forms
+            hi = lead == 0xED ? 0x9F : 0xBF; // ED: no surrogates
+        } else if (lead >= 0xF0 && lead <= 0xF4) {
+            need = 3;
+            lo = lead == 0xF0 ? 0x90 : 0x80; // F0: no overlong forms
+            hi = lead == 0xF4 ? 0x8F : 0xBF; // F4: nothing above U+10FFFF
+        }
+        std::size_t len = 1; // the lead and the continuation bytes that fit so far
+        while (need > 0 && len <= need && i + len < s.size()) {
+            const auto c = static_cast<unsigned char>(s[i + len]);
+            if (c < (len == 1 ? lo : 0x80) || c > (len == 1 ? hi : 0xBF)) {
+                break;
+            }
+            ++len;
+        }
+        if (need > 0 && len == need + 1) {
+            out.append(s.substr(i, len));
+        } else {
+            out += "\xEF\xBF\xBD"; // U+FFFD
+        }
+        i += len;
+    }
+    return out;
+}
+
+// Prometheus label values escape backslash, double quote and newline, and are UTF-8.
 inline std::string prometheus_escape(std::string_view s) {
     std::string out;
-    for (const char c : s) {
+    for (const char c : valid_utf8(s)) {
         if (c == '\\') {
             out += "\\\\";
         } else if (c == '"') {
@@ -49,10 +96,38 @@ inline std::string prometheus_escape(std::string_view s) {
     return out;
 }
 
-// DOT quoted strings escape double quote and backslash; "\n" is kept as DOT's line break.
+// Prometheus HELP text escapes backslash and newline, and is UTF-8.
+inline std::string help_escape(std::string_view s) {
+    std::string out;
+    for (const char c : valid_utf8(s)) {
+        if (c == '\\') {
+            out += "\\\\";
+        } else if (c == '\n') {
+            out += "\\n";
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+// A metric name's part from a free-form name: a character a metric name may not hold becomes
+// '_'.
+inline std::string metric_name_part(std::string_view s) {
+    std::string out(s);
+    for (char& c : out) {
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || c == '_' || c == ':';
+        c = ok ? c : '_';
+    }
+    return out;
+}
+
+// DOT quoted strings escape double quote and backslash, and are UTF-8; "\n" is kept as DOT's
+// line break.
 inline std::string dot_escape(std::string_view s) {
     std::string out;
-    for (const char c : s) {
+    for (const char c : valid_utf8(s)) {
         if (c == '"' || c == '\\') {
             out += '\\';
         }
@@ -85,7 +160,8 @@ inline std::string source_line(const stage_snapshot& s) {
 // The snapshot in Prometheus text exposition format (version 0.0.4), ready to serve at /metrics:
 // per stage, items in and out, rate, service time, busy share and running; per channel, items
 // pushed, popped, dropped by reason, buffered, capacity and item age. Labels: pipeline, stage,
-// channel, reason. Any thread; allocates; throws std::bad_alloc.
+// channel, reason. Label values and help are escaped as the format requires, and an ill-formed
+// UTF-8 sequence in them becomes U+FFFD. Any thread; allocates; throws std::bad_alloc.
 [[nodiscard]] inline std::string to_prometheus(const pipeline_snapshot& snap) {
     std::string out;
     const std::string p = "pipeline=\"" + detail::prometheus_escape(snap.name) + "\"";
@@ -93,7 +169,7 @@ inline std::string source_line(const stage_snapshot& s) {
         out += "# HELP ";
         out += metric;
         out += ' ';
-        out += help;
+        out += detail::help_escape(help);
         out += "\n# TYPE ";
         out += metric;
         out += ' ';
@@ -158,32 +234,36 @@ inline std::string source_line(const stage_snapshot& s) {
         return c.has_counts && c.kind != "broadcaster";
     };
     // Supervised sources (live_source): the state as one gauge per state (1 for the current),
-    // then each counter and gauge they report, one family each, in the order first seen.
+    // then each counter and gauge they report, one family each, in the order first seen. A
+    // figure's name becomes part of a metric name: a character not allowed there becomes '_'.
     const auto figures = [&](auto member, std::string_view suffix, std::string_view type) {
-        std::vector<const source_figure*> seen;
+        std::vector<std::pair<std::string, const source_figure*>> seen; // metric name, first
         for (const auto& s : snap.stages) {
             if (!s.source) {
                 continue;
             }
             for (const auto& f : (*s.source).*member) {
+                const std::string metric =
+                    "framepipe_source_" + detail::metric_name_part(f.name) + std::string(suffix);
                 bool known = false;
-                for (const auto* k : seen) {
-                    known = known || k->name == f.name;
+                for (const auto& k : seen) {
+                    known = known || k.first == metric;
                 }
                 if (!known) {
-                    seen.push_back(&f);
+                    seen.emplace_back(metric, &f);
                 }
             }
         }
-        for (const auto* k : seen) {
-            const std::string metric = "framepipe_source_" + k->name + std::string(suffix);
-            family(metric, type, k->help);
+        for (const auto& [metric, first] : seen) {
+            family(metric, type, first->help);
             for (const auto& s : snap.stages) {
                 if (!s.source) {
                     continue;
                 }
                 for (const auto& f : (*s.source).*member) {
-                    if (f.name == k->name) {
+                    if ("framepipe_source_" + detail::metric_name_part(f.name) +
+                            std::string(suffix) ==
+                        metric) {
                         sample(metric, stage_labels(s), f.value);
                     }
                 }
@@ -258,7 +338,8 @@ inline std::string source_line(const stage_snapshot& s) {
 }
 
 // The graph in Graphviz DOT: stages as boxes, channels as ellipses (broadcasters as diamonds)
-// with their policy and live counters. Any thread; allocates; throws std::bad_alloc.
+// with their policy and live counters. Every name is escaped for a DOT string, and an ill-formed
+// UTF-8 sequence in it becomes U+FFFD. Any thread; allocates; throws std::bad_alloc.
 [[nodiscard]] inline std::string to_dot(const pipeline_snapshot& snap) {
     std::string out = "digraph \"" + detail::dot_escape(snap.name) + "\" {\n";
     out += "  rankdir=LR;\n  node [fontname=\"Helvetica\", fontsize=10];\n";
@@ -274,7 +355,7 @@ inline std::string source_line(const stage_snapshot& s) {
                "\"];\n";
     }
     for (const auto& c : snap.channels) {
-        std::string label = detail::dot_escape(c.name) + "\\n" + c.kind;
+        std::string label = detail::dot_escape(c.name) + "\\n" + detail::dot_escape(c.kind);
         if (c.kind == "broadcaster") {
             label += "\\npublished " + std::to_string(c.pushed);
         } else {
