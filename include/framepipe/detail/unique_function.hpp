@@ -20,7 +20,8 @@ class unique_function<R(Args...)> {
 public:
     unique_function() noexcept = default;
 
-    // Takes `f` (moved or copied in). Throws std::bad_alloc, or what F's constructor throws.
+    // Takes `f` (moved or copied in): any callable whose result converts to R (for R = void, any
+    // result, discarded). Throws std::bad_alloc, or what F's constructor throws.
     template <class F>
         requires(!std::is_same_v<std::remove_cvref_t<F>, unique_function> &&
                  std::is_invocable_r_v<R, std::decay_t<F>&, Args...>)
@@ -30,7 +31,7 @@ public:
     unique_function(unique_function&&) noexcept = default;
     unique_function& operator=(unique_function&&) noexcept = default;
 
-    // Calls the function; must not be empty.
+    // Calls the function; must not be empty. Throws what the function throws.
     R operator()(Args... args) { return impl_->call(std::forward<Args>(args)...); }
 
     explicit operator bool() const noexcept { return impl_ != nullptr; }
@@ -45,7 +46,13 @@ private:
     struct model final : callable {
         template <class G>
         explicit model(G&& g) : f(std::forward<G>(g)) {}
-        R call(Args... args) override { return std::invoke(f, std::forward<Args>(args)...); }
+        R call(Args... args) override {
+            if constexpr (std::is_void_v<R>) {
+                static_cast<void>(std::invoke(f, std::forward<Args>(args)...)); // any result
+            } else {
+                return std::invoke(f, std::forward<Args>(args)...);
+            }
+        }
         F f;
     };
 
