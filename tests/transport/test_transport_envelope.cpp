@@ -10,6 +10,8 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -94,6 +96,92 @@ TEST_CASE("gap_counter: losses are the gaps, per sender; a new sender starts whe
     CHECK(g.see(1, 8).out_of_order);
     CHECK(g.see(1, 10).lost == 0);
     CHECK(g.see(2, 1).lost == 0);
+}
+
+TEST_CASE("gap_counter: past max_senders the least recently seen sender is forgotten, never a "
+          "live one") {
+    constexpr auto full = tp::detail::gap_counter::max_senders;
+    SECTION("two live senders after max_senders dead ones keep their counts") {
+        // Random ids, as senders have: each trial fills the counter with dead senders, then two
+        // live ones interleave, each losing every other message.
+        std::mt19937_64 rng(42);
+        int undercounted = 0;
+        int forgotten = 0; // a live sender read as new again
+        for (int trial = 0; trial < 200; ++trial) {
+            tp::detail::gap_counter g;
+            for (std::size_t dead = 0; dead < full; ++dead) {
+                (void)g.see(rng() | 1, 0);
+            }
+            const std::uint64_t a = rng() | 1;
+            const std::uint64_t b = rng() | 1;
+            std::uint64_t counted = 0;
+            std::uint64_t lost = 0;
+            for (std::uint64_t i = 0; i < 100; ++i) {
+                for (const auto s : {a, b}) {
+                    const auto r = g.see(s, 2 * i);
+                    forgotten += r.new_sender && i > 0 ? 1 : 0;
+                    counted += r.lost;
+                }
+                lost += i > 0 ? 2 : 0;
+            }
+            undercounted += counted != lost ? 1 : 0;
+        }
+        CHECK(undercounted == 0);
+        CHECK(forgotten == 0);
+    }
+    SECTION("the one forgotten is the one seen longest ago") {
+        tp::detail::gap_counter g;
+        for (std::uint64_t s = 1; s <= full; ++s) {
+            (void)g.see(s, 0);
+        }
+        CHECK(g.see(1, 1).lost == 0);       // 1 seen again: now 2 is the oldest
+        CHECK(g.see(full + 1, 0).new_sender); // forgets 2
+        CHECK(g.see(1, 3).lost == 1);       // remembered
+        CHECK(g.see(3, 2).lost == 1);       // remembered
+        CHECK(g.see(full + 1, 2).lost == 1); // remembered
+        CHECK(g.see(2, 5).new_sender);        // forgotten: new again (forgets 4, the oldest now)
+        CHECK(g.see(4, 1).new_sender);
+    }
+}
+
+TEST_CASE("envelope: a forged capture time is not believed: the arrival time stands in") {
+    using sc = std::chrono::steady_clock;
+    constexpr auto lo = std::numeric_limits<std::int64_t>::min();
+    constexpr auto hi = std::numeric_limits<std::int64_t>::max();
+    const auto sys_now = [] {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    };
+    const std::int64_t two_days = std::chrono::nanoseconds(48h).count();
+    tp::envelope own;
+    tp::set_capture_time(own, sc::now()); // this host's clock domain: the steady time is read
+    tp::envelope other = own;
+    other.clock_domain = own.clock_domain ^ 1; // another host's: the system time is read
+    // Reads `e`'s capture time (with `field` set to `v`): true if it came back as the arrival.
+    const auto arrival = [](tp::envelope e, std::int64_t tp::envelope::*field, std::int64_t v) {
+        e.*field = v;
+        const auto before = sc::now();
+        const auto t = tp::local_capture_time(e); // arrives now: UBSan checks the arithmetic
+        const auto after = sc::now();
+        return t >= before && t <= after;
+    };
+    const auto steady_now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                sc::now().time_since_epoch())
+                                .count();
+    for (const std::int64_t v : {lo, lo + 1, hi, hi - 1, std::int64_t{0} - two_days}) {
+        CAPTURE(v);
+        CHECK(arrival(other, &tp::envelope::captured_system_ns, v));
+        CHECK(arrival(own, &tp::envelope::captured_steady_ns, v));
+    }
+    CHECK(arrival(other, &tp::envelope::captured_system_ns, sys_now() + two_days));
+    CHECK(arrival(other, &tp::envelope::captured_system_ns, sys_now() - two_days));
+    CHECK(arrival(own, &tp::envelope::captured_steady_ns, steady_now + two_days));
+    // Within a day of now, either way: believed (an hour old, an hour ahead of our clock).
+    const std::int64_t hour = std::chrono::nanoseconds(1h).count();
+    CHECK_FALSE(arrival(other, &tp::envelope::captured_system_ns, sys_now() - hour));
+    CHECK_FALSE(arrival(other, &tp::envelope::captured_system_ns, sys_now() + hour));
+    CHECK_FALSE(arrival(own, &tp::envelope::captured_steady_ns, steady_now + hour));
 }
 
 TEST_CASE("loss_counted: the transport's losses join the channel's stats as lost_in_transport") {

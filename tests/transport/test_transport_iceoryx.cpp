@@ -22,8 +22,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -95,6 +97,66 @@ struct counting_codec {
 std::vector<std::byte> frame(std::size_t n, std::uint8_t fill) {
     return std::vector<std::byte>(n, static_cast<std::byte>(fill));
 }
+
+// Polls `done` until it holds; a wait that never ends is failed by the watchdog.
+template <class F>
+void wait_until(F done) {
+    while (!done()) {
+        std::this_thread::sleep_for(1ms);
+    }
+}
+
+// The message of the std::invalid_argument `f` throws, or what happened instead.
+template <class F>
+std::string invalid_argument_from(F f) {
+    try {
+        f();
+    } catch (const std::invalid_argument& e) {
+        return e.what();
+    } catch (const std::exception& e) {
+        return std::string("another exception: ") + e.what();
+    }
+    return "no exception";
+}
+
+// Writes nothing for an empty value (a codec may): the message is the envelope alone.
+struct lazy_codec {
+    using value_type = std::vector<std::byte>;
+    using view_type = std::span<const std::byte>;
+    void encode(const value_type& v, tp::lender& lend) const {
+        if (!v.empty()) {
+            const auto out = lend(v.size());
+            std::memcpy(out.data(), v.data(), v.size());
+        }
+    }
+    std::optional<view_type> decode(std::span<const std::byte> b) const { return b; }
+};
+
+// bytes_codec, but its decode throws on a one-byte payload (which a codec must not do).
+struct throwing_decode_codec {
+    using value_type = std::vector<std::byte>;
+    using view_type = std::span<const std::byte>;
+    void encode(const value_type& v, tp::lender& lend) const {
+        const auto out = lend(v.size());
+        std::memcpy(out.data(), v.data(), v.size());
+    }
+    std::optional<view_type> decode(std::span<const std::byte> b) const {
+        if (b.size() == 1) {
+            throw std::runtime_error("decode cannot cope");
+        }
+        return b;
+    }
+};
+
+// An output channel whose push always throws.
+struct throwing_channel {
+    using value_type = handle;
+    framepipe::push_status push(handle h) {
+        h.reset();
+        throw std::runtime_error("push cannot cope");
+    }
+    void close() {}
+};
 
 std::map<std::string, double> stats_line(process& p) {
     p.terminate();
@@ -222,6 +284,108 @@ TEST_CASE("iceoryx: a chunk too big for every mempool is too_large") {
     tp::iceoryx_publisher<tp::bytes_codec> pub({.service = {.instance = "big"}});
     CHECK(pub.send(frame(7 << 20, 1)) == tp::send_status::too_large);
     CHECK(pub.stats().too_large == 1);
+}
+
+TEST_CASE("iceoryx: an empty value the codec writes nothing for is counted and returned, "
+          "never thrown") {
+    roudi::ensure();
+    // Too small for even the envelope: the header-only message is too_large.
+    tp::iceoryx_publisher<lazy_codec> small(
+        {.service = {.instance = "empty"}, .largest_chunk = 160});
+    tp::send_status st = tp::send_status::sent;
+    CHECK_NOTHROW(st = small.send(std::vector<std::byte>{}));
+    CHECK(st == tp::send_status::too_large);
+    CHECK(small.stats().too_large == 1);
+    CHECK_THAT(small.stats().last_error, Catch::Contains("largest_chunk"));
+    // Room for it: the envelope alone goes out.
+    tp::iceoryx_publisher<lazy_codec> pub({.service = {.instance = "empty"}});
+    CHECK(pub.send(std::vector<std::byte>{}) == tp::send_status::sent);
+    CHECK(pub.stats().sent == 1);
+}
+
+TEST_CASE("iceoryx: options iceoryx would clamp or truncate are refused, naming the option") {
+    roudi::ensure();
+    using rx_t = tp::iceoryx_receiver<tp::bytes_codec>;
+    using pub_t = tp::iceoryx_publisher<tp::bytes_codec>;
+    const tp::iceoryx_service svc{.instance = "options"};
+    CHECK_THAT(invalid_argument_from([&] { rx_t r({.service = svc, .queue_capacity = 0}); }),
+               Catch::Contains("queue_capacity"));
+    CHECK_THAT(invalid_argument_from([&] {
+                   rx_t r({.service = svc,
+                           .queue_capacity = iox::MAX_SUBSCRIBER_QUEUE_CAPACITY + 1});
+               }),
+               Catch::Contains("queue_capacity"));
+    CHECK_THAT(invalid_argument_from(
+                   [&] { rx_t r({.service = svc, .history = iox::MAX_PUBLISHER_HISTORY + 1}); }),
+               Catch::Contains("history"));
+    CHECK_THAT(invalid_argument_from(
+                   [&] { pub_t p({.service = svc, .history = iox::MAX_PUBLISHER_HISTORY + 1}); }),
+               Catch::Contains("history"));
+    // A loan's size is a std::uint32_t: a larger largest_chunk would be cut short.
+    CHECK_THAT(invalid_argument_from([&] {
+                   pub_t p({.service = svc, .largest_chunk = std::size_t{1} << 32});
+               }),
+               Catch::Contains("largest_chunk"));
+    // The limits themselves are fine.
+    CHECK_NOTHROW(rx_t({.service = svc,
+                        .queue_capacity = iox::MAX_SUBSCRIBER_QUEUE_CAPACITY,
+                        .history = iox::MAX_PUBLISHER_HISTORY}));
+    CHECK_NOTHROW(pub_t({.service = svc,
+                         .history = iox::MAX_PUBLISHER_HISTORY,
+                         .largest_chunk = std::numeric_limits<std::uint32_t>::max()}));
+}
+
+TEST_CASE("iceoryx: stop() ends the receiving thread's push into a full channel that blocks") {
+    roudi::ensure();
+    // The frames wait in the publisher's history: the receiver gets them when it connects.
+    tp::iceoryx_publisher<tp::bytes_codec> pub(
+        {.service = {.instance = "stop-push"}, .history = 3});
+    for (std::uint8_t i = 0; i < 3; ++i) {
+        REQUIRE(pub.send(frame(16, i)) == tp::send_status::sent);
+    }
+    framepipe::ring<handle> out(1, framepipe::overflow::block); // nobody pops
+    tp::iceoryx_receiver<tp::bytes_codec> rx(
+        {.service = {.instance = "stop-push"}, .queue_capacity = 4, .history = 3});
+    rx.start(out);
+    // The first frame fills the ring; the push of the second waits for room.
+    wait_until([&] { return rx.stats().delivered >= 2; });
+    rx.stop(); // hangs (until the watchdog) if the push does not see the stop
+    const auto s = rx.stats();
+    CHECK(s.state == framepipe::live_state::stopped);
+    CHECK(s.delivered == 1);
+    CHECK(s.refused == 1); // the cancelled push
+    CHECK(out.size() == 1);
+}
+
+TEST_CASE("iceoryx: a push or a decode that throws is counted, its chunk given back, and the "
+          "receiver goes on") {
+    roudi::ensure();
+    tp::iceoryx_publisher<throwing_decode_codec> pub(
+        {.service = {.instance = "throwing"}, .history = 2});
+    REQUIRE(pub.send(frame(1, 1)) == tp::send_status::sent);   // decode throws
+    REQUIRE(pub.send(frame(100, 2)) == tp::send_status::sent); // the push throws
+    throwing_channel out;
+    tp::iceoryx_receiver<throwing_decode_codec> rx(
+        {.service = {.instance = "throwing"}, .queue_capacity = 4, .history = 2});
+    rx.start(out);
+    wait_until([&] { return rx.stats().refused == 1; });
+    auto s = rx.stats();
+    CHECK(s.malformed == 1);
+    CHECK(s.delivered == 0);
+    CHECK_THAT(s.last_error, Catch::Contains("push cannot cope"));
+    // Every chunk goes back: 40 frames through the 16 chunks of RouDi's 1 MiB mempool (the
+    // publisher's history holds 2 of them).
+    for (std::uint64_t i = 0; i < 40; ++i) {
+        REQUIRE(pub.send(frame(200000, 3)) == tp::send_status::sent);
+        wait_until([&] { return rx.stats().refused == i + 2; });
+    }
+    REQUIRE(pub.send(frame(1, 4)) == tp::send_status::sent);
+    wait_until([&] { return rx.stats().malformed == 2; });
+    s = rx.stats();
+    CHECK_THAT(s.last_error, Catch::Contains("decode cannot cope"));
+    CHECK(s.received == 43);
+    CHECK(s.state == framepipe::live_state::streaming);
+    rx.stop();
 }
 
 TEST_CASE("iceoryx: a malformed chunk from another sender is counted and skipped") {

@@ -57,6 +57,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -149,12 +150,14 @@ struct iceoryx_publisher_options {
     iceoryx_service service{};
     std::string sender_name{}; // in every envelope (the UI shows it); default: the instance
     message_kind kind = message_kind::frame; // what this publisher sends (frames, results)
-    // Chunks the publisher keeps for late subscribers (historyRequest); 0: none.
+    // Chunks the publisher keeps for late subscribers (historyRequest); 0: none. At most
+    // iox::MAX_PUBLISHER_HISTORY (16 in iceoryx 2.0).
     std::uint64_t history = 0;
     // The `size` of the largest mempool in RouDi's config. iceoryx 2.0 terminates the process
     // when asked for a chunk larger than every mempool, and tells a client nothing of its
     // config, so send() refuses (too_large) what would not fit here. The default fits the
     // config in docs/transport.md (tests/transport/roudi.toml): 6 MiB, a 1080p BGR frame.
+    // At most 4 GiB - 1 (iceoryx loans a chunk by a 32-bit size).
     std::size_t largest_chunk = 6291456;
 };
 
@@ -164,7 +167,8 @@ class iceoryx_publisher {
 public:
     using value_type = typename Codec::value_type;
 
-    // Offers the service. After iceoryx_init. Throws std::invalid_argument for a bad name.
+    // Offers the service. After iceoryx_init. Throws std::invalid_argument for a bad name, a
+    // history over iox::MAX_PUBLISHER_HISTORY or a largest_chunk over 4 GiB - 1 (naming it).
     explicit iceoryx_publisher(iceoryx_publisher_options options, Codec c = {})
         : options_(std::move(options)),
           codec_(std::move(c)),
@@ -200,8 +204,10 @@ public:
             if (chunk != nullptr) {
                 throw std::logic_error("codec: lend() called twice in one encode");
             }
-            // The envelope, the payload and the payload's alignment (64) at most.
-            if (n > options_.largest_chunk || envelope_size + n + 64 > options_.largest_chunk) {
+            // The envelope, the payload and the payload's alignment (64) at most. largest_chunk
+            // fits a 32-bit loan (the constructor checks), and so does what passes here.
+            if (n > options_.largest_chunk || envelope_size + n + 64 > options_.largest_chunk ||
+                envelope_size + n > max_loan) {
                 throw send_failure(send_status::too_large,
                                    "message of " + std::to_string(envelope_size + n) +
                                        " bytes over the largest chunk, " +
@@ -227,6 +233,9 @@ public:
         try {
             lender l(lend);
             codec_.encode(*v.value, l);
+            if (chunk == nullptr) { // an empty value the codec wrote nothing for: the header
+                (void)lend(0);
+            }
         } catch (const send_failure& f) {
             if (chunk != nullptr) {
                 publisher_.release(chunk);
@@ -239,9 +248,6 @@ public:
                 publisher_.release(chunk);
             }
             throw;
-        }
-        if (chunk == nullptr) { // an empty value the codec wrote nothing for: send the header
-            (void)lend(0);
         }
         envelope e;
         e.kind = options_.kind;
@@ -282,7 +288,23 @@ public:
     [[nodiscard]] const iceoryx_publisher_options& options() const noexcept { return options_; }
 
 private:
+    // The largest chunk iceoryx can loan: its size argument is a std::uint32_t.
+    static constexpr std::size_t max_loan = std::numeric_limits<std::uint32_t>::max();
+
+    // Checks the options (before the port is made) and turns them into iceoryx's.
     static iox::popo::PublisherOptions publisher_options(const iceoryx_publisher_options& o) {
+        if (o.history > iox::MAX_PUBLISHER_HISTORY) {
+            throw std::invalid_argument("iceoryx_publisher: history: at most " +
+                                        std::to_string(iox::MAX_PUBLISHER_HISTORY) +
+                                        " (iceoryx's MAX_PUBLISHER_HISTORY), got " +
+                                        std::to_string(o.history));
+        }
+        if (o.largest_chunk > max_loan) {
+            throw std::invalid_argument("iceoryx_publisher: largest_chunk: at most " +
+                                        std::to_string(max_loan) +
+                                        " bytes (iceoryx loans by a 32-bit size), got " +
+                                        std::to_string(o.largest_chunk));
+        }
         iox::popo::PublisherOptions p;
         p.historyCapacity = o.history;
         // Never wait for a slow (or dead) subscriber: its queue drops its oldest chunk.
@@ -305,9 +327,10 @@ struct iceoryx_receiver_options {
     iceoryx_service service{};
     // Chunks queued for this receiver before the oldest is dropped (and counted by the gap it
     // leaves). Small: the consumer wants the newest frame; each queued chunk is one frame of the
-    // mempool.
+    // mempool. 1 to iox::MAX_SUBSCRIBER_QUEUE_CAPACITY (256 in iceoryx 2.0).
     std::uint64_t queue_capacity = 2;
-    std::uint64_t history = 0; // chunks of the publisher's history to start with
+    // Chunks of the publisher's history to start with: 0 to iox::MAX_PUBLISHER_HISTORY (16).
+    std::uint64_t history = 0;
     // No message for this long while a publisher is there: stalled (back to streaming on the
     // next message).
     std::chrono::nanoseconds stall_timeout{std::chrono::seconds(2)};
@@ -325,7 +348,9 @@ public:
     using view_type = typename Codec::view_type;
     using item_type = received_ptr<view_type>;
 
-    // Subscribes at once (so a publisher's frames queue from now on). After iceoryx_init.
+    // Subscribes at once (so a publisher's frames queue from now on). After iceoryx_init. Throws
+    // std::invalid_argument for a bad name, or a queue_capacity or history out of range (naming
+    // it).
     explicit iceoryx_receiver(iceoryx_receiver_options options, Codec c = {})
         : options_(std::move(options)),
           codec_(std::move(c)),
@@ -335,7 +360,12 @@ public:
     iceoryx_receiver& operator=(const iceoryx_receiver&) = delete;
     ~iceoryx_receiver() { stop(); }
 
-    // Starts the receiving thread, pushing into `out` (which must outlive the run). Once.
+    // Starts the receiving thread, pushing into `out` (which must outlive the run). Once. The
+    // thread pushes with its std::stop_token where `out` takes one (push(item, stop) or
+    // publish(item, stop): the framepipe channels), so that stop() ends a push waiting for room.
+    // A push (or a codec's decode) that throws is caught on that thread: the message is counted
+    // as refused (malformed, for decode) with the exception's what() in last_error, and the
+    // thread goes on.
     template <class Out>
     requires output_channel<Out, item_type>
     void start(Out& out) {
@@ -346,8 +376,11 @@ public:
         thread_ = std::jthread([this, &out](std::stop_token stop) { run(out, stop); });
     }
 
-    // Stops the thread and unsubscribes (handles already given out stay valid). Any thread but
-    // the receiver's; returns within about 100 ms.
+    // Stops the thread and unsubscribes (handles already given out stay valid; a handle whose
+    // push was cancelled is counted as refused). Any thread but the receiver's. Returns within
+    // about 100 ms (the thread's wait for chunks) once the push in progress returns: a push that
+    // takes the stop token returns at once; an output channel whose push blocks and takes no
+    // std::stop_token must be closed, or make room, for stop() (and the destructor) to return.
     void stop() {
         if (thread_.joinable()) {
             thread_.request_stop();
@@ -376,7 +409,20 @@ private:
         detail::counters counters;
     };
 
+    // Checks the options (before the port is made) and turns them into iceoryx's.
     static iox::popo::SubscriberOptions subscriber_options(const iceoryx_receiver_options& o) {
+        if (o.queue_capacity == 0 || o.queue_capacity > iox::MAX_SUBSCRIBER_QUEUE_CAPACITY) {
+            throw std::invalid_argument("iceoryx_receiver: queue_capacity: 1 to " +
+                                        std::to_string(iox::MAX_SUBSCRIBER_QUEUE_CAPACITY) +
+                                        " (iceoryx's MAX_SUBSCRIBER_QUEUE_CAPACITY), got " +
+                                        std::to_string(o.queue_capacity));
+        }
+        if (o.history > iox::MAX_PUBLISHER_HISTORY) {
+            throw std::invalid_argument("iceoryx_receiver: history: at most " +
+                                        std::to_string(iox::MAX_PUBLISHER_HISTORY) +
+                                        " (iceoryx's MAX_PUBLISHER_HISTORY), got " +
+                                        std::to_string(o.history));
+        }
         iox::popo::SubscriberOptions s;
         s.queueCapacity = o.queue_capacity;
         s.historyRequest = o.history;
@@ -402,7 +448,7 @@ private:
             while (!stop.stop_requested()) {
                 (void)waitset.timedWait(iox::units::Duration::fromMilliseconds(100));
                 bool got = false;
-                for (;;) {
+                while (!stop.stop_requested()) { // chunks left at stop go back as it unsubscribes
                     const void* payload = nullptr;
                     {
                         const std::lock_guard<std::mutex> lock(c.mu);
@@ -413,7 +459,7 @@ private:
                         payload = r.value();
                     }
                     got = true;
-                    handle(out, payload, gaps);
+                    handle(out, payload, gaps, stop);
                 }
                 const auto now = std::chrono::steady_clock::now();
                 if (got) {
@@ -441,50 +487,91 @@ private:
         ended_cv_.notify_all();
     }
 
+    // Reads one chunk and hands it out. Never throws: what goes wrong is counted (and the
+    // chunk given back), the thread goes on.
     template <class Out>
-    void handle(Out& out, const void* payload, detail::gap_counter& gaps) {
+    void handle(Out& out, const void* payload, detail::gap_counter& gaps,
+                const std::stop_token& stop) noexcept {
         auto& c = *core_;
         // The chunk goes back to the mempool when the last handle goes, or now if it is skipped.
-        auto release = [core = core_](const void* p) {
+        auto release = [core = core_](const void* p) noexcept {
             const std::lock_guard<std::mutex> lock(core->mu);
             core->subscriber.release(p);
         };
-        const auto* header = iox::mepoo::ChunkHeader::fromUserPayload(payload);
-        const std::span<const std::byte> bytes(static_cast<const std::byte*>(payload),
-                                               header->userPayloadSize());
-        const auto d = read_envelope(bytes);
-        if (!d.header) {
-            c.counters.malformed.fetch_add(1, std::memory_order_relaxed);
-            c.counters.error(std::string("malformed message: ") + std::string(to_string(d.error)));
-            release(payload);
-            return;
+        // Gives the chunk back on every way out until a handle owns it.
+        struct chunk_guard {
+            decltype(release)& give_back;
+            const void* chunk;
+            ~chunk_guard() {
+                if (chunk != nullptr) {
+                    give_back(chunk);
+                }
+            }
+        } guard{release, payload};
+        const auto note = [&c](const char* what, const std::exception* ex) noexcept {
+            try {
+                c.counters.error(std::string(what) +
+                                 (ex != nullptr ? ex->what() : "unknown exception"));
+            } catch (...) { // no memory for the message: the count stands alone
+            }
+        };
+        try {
+            const auto* header = iox::mepoo::ChunkHeader::fromUserPayload(payload);
+            const std::span<const std::byte> bytes(static_cast<const std::byte*>(payload),
+                                                   header->userPayloadSize());
+            const auto d = read_envelope(bytes);
+            if (!d.header) {
+                c.counters.malformed.fetch_add(1, std::memory_order_relaxed);
+                c.counters.error(std::string("malformed message: ") +
+                                 std::string(to_string(d.error)));
+                return;
+            }
+            const envelope& e = *d.header;
+            const auto g = gaps.see(e.sender_id, e.link_seq);
+            c.counters.received.fetch_add(1, std::memory_order_relaxed);
+            c.counters.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
+            c.counters.lost_in_transport.fetch_add(g.lost, std::memory_order_relaxed);
+            detail::note_lost(out, g.lost);
+            if (g.new_sender) {
+                c.counters.senders.fetch_add(1, std::memory_order_relaxed);
+            }
+            if (g.out_of_order) {
+                c.counters.out_of_order.fetch_add(1, std::memory_order_relaxed);
+            }
+            if (e.kind != options_.kind) {
+                return;
+            }
+            bool threw = false; // decode must not throw; one that does is counted as malformed
+            auto view = [&]() noexcept -> std::optional<view_type> {
+                try {
+                    return codec_.decode(d.payload);
+                } catch (const std::exception& ex) {
+                    note("codec: decode threw: ", &ex);
+                } catch (...) {
+                    note("codec: decode threw: ", nullptr);
+                }
+                threw = true;
+                return std::nullopt;
+            }();
+            if (!view) {
+                c.counters.malformed.fetch_add(1, std::memory_order_relaxed);
+                if (!threw) {
+                    c.counters.error("malformed payload from " + std::string(e.sender_name()));
+                }
+                return;
+            }
+            guard.chunk = nullptr; // the handle gives it back (make_received: if it cannot be made)
+            auto handle =
+                detail::make_received(recycler_.get(), std::move(*view), e,
+                                      [release, payload]() noexcept { release(payload); });
+            detail::deliver(out, std::move(handle), c.counters, stop);
+        } catch (const std::exception& ex) { // the push threw (or bad_alloc): the item is not in
+            c.counters.refused.fetch_add(1, std::memory_order_relaxed);
+            note("iceoryx_receiver: a message not handed out: ", &ex);
+        } catch (...) {
+            c.counters.refused.fetch_add(1, std::memory_order_relaxed);
+            note("iceoryx_receiver: a message not handed out: ", nullptr);
         }
-        const envelope& e = *d.header;
-        const auto g = gaps.see(e.sender_id, e.link_seq);
-        c.counters.received.fetch_add(1, std::memory_order_relaxed);
-        c.counters.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
-        c.counters.lost_in_transport.fetch_add(g.lost, std::memory_order_relaxed);
-        detail::note_lost(out, g.lost);
-        if (g.new_sender) {
-            c.counters.senders.fetch_add(1, std::memory_order_relaxed);
-        }
-        if (g.out_of_order) {
-            c.counters.out_of_order.fetch_add(1, std::memory_order_relaxed);
-        }
-        if (e.kind != options_.kind) {
-            release(payload);
-            return;
-        }
-        auto view = codec_.decode(d.payload);
-        if (!view) {
-            c.counters.malformed.fetch_add(1, std::memory_order_relaxed);
-            c.counters.error("malformed payload from " + std::string(e.sender_name()));
-            release(payload);
-            return;
-        }
-        auto handle = detail::make_received(recycler_.get(), std::move(*view), e,
-                                            [release, payload]() noexcept { release(payload); });
-        detail::deliver(out, std::move(handle), c.counters);
     }
 
     iceoryx_receiver_options options_;

@@ -23,6 +23,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <iterator>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -267,7 +269,9 @@ struct transport_stats {
     std::uint64_t out_of_order = 0; // a link_seq lower than one already seen (duplicates too)
     std::uint64_t slow_consumer_dropped = 0;
     std::uint64_t delivered = 0; // handed to the output channel
-    std::uint64_t refused = 0;   // the output channel did not accept it (closed, rejected)
+    // The output channel did not accept it: closed, rejected, a push cancelled by the
+    // receiver's stop(); the iceoryx receiver also counts a push that threw (last_error: why).
+    std::uint64_t refused = 0;
     std::uint64_t senders = 0;   // distinct senders seen
     // Receipts (queue groups): the publisher's side of the accounting.
     std::uint64_t acknowledged = 0;     // frames some receiver acknowledged
@@ -340,6 +344,11 @@ struct counters {
 };
 
 // Counts losses from link_seq gaps, per sender. One thread (the receiver's).
+//
+// Remembers the max_senders senders seen most recently: a sender not seen since max_senders
+// others were is forgotten (a dead or restarted sender: each sender object has a random id), and
+// counts as a new sender if it shows up again. O(1) per message; allocates nothing per message
+// once max_senders senders have been seen (a forgotten sender's entry is reused for the next).
 class gap_counter {
 public:
     struct result {
@@ -350,29 +359,62 @@ public:
 
     // Records message `link_seq` from `sender`. A new sender starts its count at the first
     // message seen: what it sent before this receiver was there was not meant for it.
+    // Exceptions: std::bad_alloc (a new sender, while fewer than max_senders are known), with
+    // nothing changed.
     [[nodiscard]] result see(std::uint64_t sender, std::uint64_t link_seq) {
         result r;
-        auto [it, inserted] = next_.try_emplace(sender, link_seq + 1);
-        if (inserted) {
+        const auto found = index_.find(sender);
+        if (found == index_.end()) {
             r.new_sender = true;
-            if (next_.size() > max_senders) { // bounded: forget an arbitrary old sender
-                next_.erase(next_.begin() == it ? std::next(next_.begin()) : next_.begin());
-            }
+            remember(sender, link_seq + 1);
             return r;
         }
-        if (link_seq < it->second) {
+        const auto it = found->second;
+        order_.splice(order_.begin(), order_, it); // the most recently seen, first
+        if (link_seq < it->next) {
             r.out_of_order = true;
             return r;
         }
-        r.lost = link_seq - it->second;
-        it->second = link_seq + 1;
+        r.lost = link_seq - it->next;
+        it->next = link_seq + 1;
         return r;
     }
+
+    // Senders remembered now (at most max_senders).
+    [[nodiscard]] std::size_t senders() const noexcept { return index_.size(); }
 
     static constexpr std::size_t max_senders = 1024;
 
 private:
-    std::unordered_map<std::uint64_t, std::uint64_t> next_;
+    struct entry {
+        std::uint64_t sender;
+        std::uint64_t next; // the link_seq expected next
+    };
+    using list = std::list<entry>;
+
+    void remember(std::uint64_t sender, std::uint64_t next) {
+        if (index_.size() < max_senders) {
+            order_.push_front({sender, next});
+            try {
+                index_.emplace(sender, order_.begin());
+            } catch (...) {
+                order_.pop_front();
+                throw;
+            }
+            return;
+        }
+        // Full: the least recently seen sender's entry, and its map node, become the new one's.
+        const auto lru = std::prev(order_.end());
+        auto node = index_.extract(lru->sender);
+        node.key() = sender;
+        lru->sender = sender;
+        lru->next = next;
+        order_.splice(order_.begin(), order_, lru);
+        index_.insert(std::move(node));
+    }
+
+    list order_; // most recently seen first
+    std::unordered_map<std::uint64_t, list::iterator> index_;
 };
 
 // The publisher's side of a queue group's accounting: every frame sent waits for a receipt from
@@ -482,8 +524,24 @@ void note_lost(Out& out, std::uint64_t lost) noexcept {
 }
 
 // Pushes a receiver's handle into its output channel (push or publish); true if it went in.
+// With `stop`, the channel's push(item, stop) (or publish(item, stop)) where it has one, so that
+// a push waiting for room ends when `stop` is requested (and the item is not in); a channel
+// without one is pushed as without `stop`.
 template <class Out, class H>
-bool push_item(Out& out, H&& h) {
+bool push_item(Out& out, H&& h, const std::stop_token* stop = nullptr) {
+    if (stop != nullptr) {
+        if constexpr (requires {
+                          { out.push(std::forward<H>(h), *stop) } -> std::same_as<push_status>;
+                      }) {
+            return accepted(out.push(std::forward<H>(h), *stop));
+        } else if constexpr (requires { out.push(std::forward<H>(h), *stop); }) {
+            out.push(std::forward<H>(h), *stop);
+            return true;
+        } else if constexpr (requires { out.publish(std::forward<H>(h), *stop); }) {
+            const auto r = out.publish(std::forward<H>(h), *stop);
+            return r.delivered > 0 || r.subscribers == 0;
+        }
+    }
     if constexpr (requires {
                       { out.push(std::forward<H>(h)) } -> std::same_as<push_status>;
                   }) {
@@ -497,16 +555,13 @@ bool push_item(Out& out, H&& h) {
     }
 }
 
-// Hands a receiver's handle to its output channel and counts it. It is counted as delivered
-// before the push, so that a consumer that has popped it, and then reads stats(), finds it
-// counted (the push's release orders the increment before the pop); a push that refuses it
-// moves it to refused. A snapshot taken during that push may count it in both, for that moment.
+// deliver()'s body: `stop` may be null.
 template <class Out, class H>
-void deliver(Out& out, H&& h, counters& c) {
+void deliver_counted(Out& out, H&& h, counters& c, const std::stop_token* stop) {
     c.delivered.fetch_add(1, std::memory_order_relaxed);
     bool in = false;
     try {
-        in = push_item(out, std::forward<H>(h));
+        in = push_item(out, std::forward<H>(h), stop);
     } catch (...) {
         c.delivered.fetch_sub(1, std::memory_order_relaxed); // nothing was handed over
         throw;
@@ -515,6 +570,23 @@ void deliver(Out& out, H&& h, counters& c) {
         c.refused.fetch_add(1, std::memory_order_relaxed);
         c.delivered.fetch_sub(1, std::memory_order_relaxed);
     }
+}
+
+// Hands a receiver's handle to its output channel and counts it. It is counted as delivered
+// before the push, so that a consumer that has popped it, and then reads stats(), finds it
+// counted (the push's release orders the increment before the pop); a push that refuses it
+// moves it to refused. A snapshot taken during that push may count it in both, for that moment.
+// Exceptions: what the push throws (counted as neither, and passed on).
+template <class Out, class H>
+void deliver(Out& out, H&& h, counters& c) {
+    deliver_counted(out, std::forward<H>(h), c, nullptr);
+}
+
+// As deliver(out, h, c), through push_item's `stop` form: a push waiting for room ends when
+// `stop` is requested, and the handle is counted as refused.
+template <class Out, class H>
+void deliver(Out& out, H&& h, counters& c, const std::stop_token& stop) {
+    deliver_counted(out, std::forward<H>(h), c, &stop);
 }
 
 // An adapter's figures as a pipeline shows a supervised source's (snapshot, Prometheus text as
@@ -563,22 +635,23 @@ struct received_block {
 };
 
 // The handle of a received message: its envelope's fields (the capture time on this host's
-// clock, now as its arrival) and its decoded view, in one block that comes from the receiver's
-// recycler and goes back to it, so that a receiver allocates nothing per message in the steady
-// state (a sender's name longer than std::string's inline buffer, 15 bytes in libstdc++, is the
-// exception). `release` gives the message back when the last copy of the handle goes; it runs
-// at once if the handle cannot be made (and the exception is passed on).
+// clock, as local_capture_time gives it; now as its arrival) and its decoded view, in one block
+// that comes from the receiver's recycler and goes back to it, so that a receiver allocates
+// nothing per message in the steady state (a sender's name longer than std::string's inline
+// buffer, 15 bytes in libstdc++, is the exception). `release` gives the message back when the
+// last copy of the handle goes; it runs at once if the handle cannot be made (and the exception
+// is passed on).
 template <class V, class Release>
 [[nodiscard]] received_ptr<V> make_received(framepipe::detail::block_recycler* recycler, V value,
                                             const envelope& e, Release release) {
     using block = received_block<V, Release>;
     std::shared_ptr<block> b;
     try {
+        const auto arrived = std::chrono::steady_clock::now();
         b = std::allocate_shared<block>(
             framepipe::detail::recycling_allocator<block>(recycler),
-            received<V>{std::move(value), e.seq, local_capture_time(e), e.epoch, e.link_seq,
-                        e.sender_id, std::string(e.sender_name()),
-                        std::chrono::steady_clock::now()},
+            received<V>{std::move(value), e.seq, local_capture_time(e, arrived), e.epoch,
+                        e.link_seq, e.sender_id, std::string(e.sender_name()), arrived},
             release);
     } catch (...) {
         release(); // no block was made: nothing else will give the message back

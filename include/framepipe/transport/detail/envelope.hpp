@@ -212,17 +212,40 @@ struct decoded {
     return id == 0 ? 1 : id;
 }
 
+// How far a received capture time may lie from now, either way, before it is taken for forged
+// or corrupt (local_capture_time): a day, far beyond any frame's age or two hosts' clock skew.
+inline constexpr std::chrono::hours plausible_capture_offset{24};
+
 // The capture time of a received message on this host's steady clock: the sender's steady time
 // when it shares our clock domain (exact), else its system time moved onto our steady clock
-// (as good as the two hosts' clock synchronisation, NTP or PTP).
-[[nodiscard]] inline std::chrono::steady_clock::time_point local_capture_time(const envelope& e) {
+// (as good as the two hosts' clock synchronisation, NTP or PTP). A capture time more than
+// plausible_capture_offset (a day) before or after now, on the clock it is read from, is not
+// believed (forged or corrupt bytes): `arrived` is returned instead. Any bytes in `e` are safe:
+// no arithmetic on them can overflow. Any thread.
+[[nodiscard]] inline std::chrono::steady_clock::time_point local_capture_time(
+    const envelope& e,
+    std::chrono::steady_clock::time_point arrived = std::chrono::steady_clock::now()) {
     using namespace std::chrono;
+    constexpr std::int64_t limit = duration_cast<nanoseconds>(plausible_capture_offset).count();
+    // Now on the clock the capture time is read from, and the capture time on it, in ns: the
+    // bounds (now +- a day) cannot overflow, and a capture time inside them is less than a day
+    // from now, so that the differences below cannot either.
+    const auto plausible = [](std::int64_t now, std::int64_t captured) {
+        return captured >= now - limit && captured <= now + limit;
+    };
     if (e.clock_domain != 0 && e.clock_domain == local_clock_domain()) {
+        const auto now = duration_cast<nanoseconds>(arrived.time_since_epoch()).count();
+        if (!plausible(now, e.captured_steady_ns)) {
+            return arrived;
+        }
         return steady_clock::time_point(
             duration_cast<steady_clock::duration>(nanoseconds(e.captured_steady_ns)));
     }
     const auto sys_now = duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count();
-    return steady_clock::now() -
+    if (!plausible(sys_now, e.captured_system_ns)) {
+        return arrived;
+    }
+    return arrived -
            duration_cast<steady_clock::duration>(nanoseconds(sys_now - e.captured_system_ns));
 }
 
