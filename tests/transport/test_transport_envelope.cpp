@@ -241,4 +241,8 @@ TEST_CASE("to_prometheus: a link's figures as counters and a state gauge, labels
     CHECK(text.find("state=\"backoff\"} 1\n") != std::string::npos);
     CHECK(text.find("state=\"streaming\"} 0\n") != std::string::npos);
     CHECK(text.find("# TYPE framepipe_transport_sent_total counter\n") != std::string::npos);
+    // Ill-formed UTF-8 in a label (a Latin-1 name) made Prometheus refuse the whole page.
+    const auto latin1 = tp::to_prometheus(s, "p", "cam\xe9ra");
+    CHECK(latin1.find("link=\"cam\xEF\xBF\xBDra\"") != std::string::npos);
+    CHECK(latin1.find("\xe9") == std::string::npos);
 }

@@ -11,6 +11,7 @@
 #include <framepipe/channel.hpp>
 #include <framepipe/detail/channel_wrapper.hpp>
 #include <framepipe/detail/recycler.hpp>
+#include <framepipe/exposition.hpp>
 #include <framepipe/live_source.hpp>
 #include <framepipe/snapshot.hpp>
 #include <framepipe/stamped.hpp>
@@ -678,25 +679,13 @@ std::uint64_t pump(Publisher& out, In& in, std::stop_token stop) {
 
 // A publisher's (or receiver's) figures as Prometheus text, for a /metrics that also shows what
 // is not a pipeline stage (a publisher is called from a sink): framepipe_transport_*{pipeline,
-// link} counters and a state gauge per state. `pipeline` and `link` are label values (quotes and
-// backslashes are escaped). One link per /metrics body: each call writes the families' HELP and
+// link} counters and a state gauge per state. `pipeline` and `link` are label values (escaped as
+// to_prometheus(pipeline_snapshot) does: quotes, backslashes, newlines; ill-formed UTF-8 becomes
+// U+FFFD). One link per /metrics body: each call writes the families' HELP and
 // TYPE lines, which Prometheus accepts once. May throw std::bad_alloc.
 [[nodiscard]] inline std::string to_prometheus(const transport_stats& s, std::string_view pipeline,
                                                std::string_view link) {
-    const auto esc = [](std::string_view v) {
-        std::string out;
-        for (const char c : v) {
-            if (c == '\\' || c == '"') {
-                out += '\\';
-                out += c;
-            } else if (c == '\n') {
-                out += "\\n";
-            } else {
-                out += c;
-            }
-        }
-        return out;
-    };
+    const auto esc = [](std::string_view v) { return framepipe::detail::prometheus_escape(v); };
     const std::string labels = "pipeline=\"" + esc(pipeline) + "\",link=\"" + esc(link) + "\"";
     std::string out;
     const auto counter = [&](const char* name, const char* help, std::uint64_t v) {
