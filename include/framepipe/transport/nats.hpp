@@ -12,21 +12,29 @@
 //     p.source("frames-in", newest, in);   // a supervised source: state and counters in /metrics
 //
 // Subjects: framepipe.<pipeline>.<camera>.frames for frames, ....results for results (and the
-// receipts of a queue group, see below: a receiver of results skips receipts).
+// receipts of a queue group, see below: a receiver of results counts receipts and skips them).
+// Subjects, queue groups and receipt subjects are checked when a publisher or receiver is made:
+// dot-separated tokens without spaces or control characters, wildcards only to subscribe.
 //
 // Memory: a receiver's handles come from a recycler (nothing allocated per message in the steady
 // state on framepipe's side); nats.c allocates each message it reads, and a handle gives it back.
 //
 // Bounded: a receiver's client buffers at most pending_messages / pending_bytes
 // (natsSubscription_SetPendingLimits); beyond that nats.c drops the message and counts it
-// (slow_consumer_dropped). A publisher drops a frame while disconnected instead of queueing it
-// (disconnected), so that a reconnect does not deliver a burst of stale frames; nats.c's own
-// reconnect buffer (reconnect_buffer_bytes) holds what was in flight.
+// (slow_consumer_dropped). nats.c drops the newest: while the receiver's callback is held up (an
+// output channel whose push waits, a starved process), the oldest messages wait in the client
+// and the new ones are dropped. Freshness first therefore needs an output channel whose push
+// never waits: a latest_slot, or a ring with overflow::drop_oldest (the callback then returns at
+// once and the client's backlog stays empty). A publisher drops a frame while disconnected
+// instead of queueing it (disconnected), so that a reconnect does not deliver a burst of stale
+// frames; nats.c's own reconnect buffer (reconnect_buffer_bytes) holds what was in flight.
 //
 // Connection loss: nats.c reconnects (to any server of the list or the cluster) with the backoff
 // given here (exponential with jitter, as live_source's) and resubscribes; the connection's state
 // reads like a live source's: connecting, streaming (connected), backoff (reconnecting), failed
-// (gave up), stopped. epoch counts connections.
+// (gave up), stopped. epoch counts connections. A lost server is a state, not an error: a
+// receiver started meanwhile subscribes when the connection comes back. A connection that gives
+// up (max_reconnect) ends its receivers' wait() and makes their failure() say why.
 //
 // Loss accounting: every message carries the sender's link_seq. A receiver on a plain
 // subscription sees the whole stream: its gaps are lost_in_transport (in its stats(), and in its
@@ -37,6 +45,8 @@
 //
 // Threads: nats_connection, publishers and receivers from any thread; a publisher's send() is
 // serialised by a mutex; a receiver's callback runs on nats.c's thread for the subscription.
+// What nats.c's callbacks touch (counters, ledger, gap counts) lives in a block they own a share
+// of, so a publisher or receiver may go while one of its callbacks still runs.
 #pragma once
 
 #include <framepipe/detail/config.hpp>
@@ -57,6 +67,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -68,6 +79,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -83,7 +95,8 @@ namespace framepipe::transport {
     return "framepipe." + std::string(pipeline) + "." + std::string(camera) + ".results";
 }
 
-// Thrown when NATS cannot be used: the servers unreachable within max_attempts, a bad option.
+// Thrown when NATS cannot be used: the servers unreachable within max_attempts, a subscription
+// the server refused.
 class nats_error : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
@@ -97,13 +110,14 @@ struct nats_options {
     std::uint32_t max_attempts = 3;
     std::chrono::nanoseconds connect_timeout{std::chrono::seconds(2)}; // per server and attempt
     // The wait between connect attempts and between reconnect rounds: initial * multiplier^(n-1),
-    // capped at max, with jitter (see live_source.hpp's backoff_options).
+    // capped at max, with jitter (see live_source.hpp's backoff_options; reset_after is unused).
     backoff_options backoff{.initial = std::chrono::milliseconds(100),
                             .max = std::chrono::seconds(2),
                             .multiplier = 2.0,
                             .jitter = 0.5};
     int max_reconnect = -1; // reconnect rounds after a loss before giving up; -1: for ever
-    int reconnect_buffer_bytes = 4 << 20; // what nats.c keeps for the server while reconnecting
+    // What nats.c keeps for the server while reconnecting; 0: nats.c's default (8 MB).
+    int reconnect_buffer_bytes = 4 << 20;
     std::chrono::nanoseconds ping_interval{std::chrono::seconds(2)}; // a silent server is noticed
     int max_pings_out = 2; // after about ping_interval * (max_pings_out + 1)
 };
@@ -138,22 +152,127 @@ inline std::int64_t backoff_ms(const backoff_options& b, int attempt, std::mt199
     return std::max<std::int64_t>(1, static_cast<std::int64_t>(capped * u(rng)));
 }
 
+// `s` quoted for an error message, control characters as '?'.
+[[nodiscard]] inline std::string quoted_subject(std::string_view s) {
+    std::string out = "\"";
+    for (const char c : s) {
+        const auto u = static_cast<unsigned char>(c);
+        out += (u < 0x20 || u == 0x7f) ? '?' : c;
+    }
+    return out + "\"";
+}
+
+// Throws std::invalid_argument naming `field` unless `s` is a NATS subject: dot-separated,
+// non-empty tokens without spaces or control characters. Wildcards (a token "*", a last token
+// ">") only when `wildcards` (a subscription's subject; never one published to).
+inline void check_subject(std::string_view s, const char* field, bool wildcards) {
+    const auto bad = [&](const char* why) {
+        throw std::invalid_argument(std::string(field) + ": " + why + ": " + quoted_subject(s));
+    };
+    if (s.empty()) {
+        bad("must not be empty");
+    }
+    std::size_t start = 0;
+    for (;;) {
+        const auto dot = s.find('.', start);
+        const auto token = s.substr(start, dot == std::string_view::npos ? dot : dot - start);
+        if (token.empty()) {
+            bad("a NATS subject is dot-separated non-empty tokens");
+        }
+        for (const char c : token) {
+            const auto u = static_cast<unsigned char>(c);
+            if (u <= 0x20 || u == 0x7f) {
+                bad("no spaces or control characters in a NATS subject");
+            }
+            if (c == '*' || c == '>') {
+                if (!wildcards) {
+                    bad("no wildcards (* >) in a subject to publish to");
+                }
+                if (token.size() != 1 || (c == '>' && dot != std::string_view::npos)) {
+                    bad("a wildcard is a whole token, and > only the last one");
+                }
+            }
+        }
+        if (dot == std::string_view::npos) {
+            return;
+        }
+        start = dot + 1;
+    }
+}
+
+// A queue group's name: empty (no group) or without spaces and control characters.
+inline void check_queue_group(std::string_view s, const char* field) {
+    for (const char c : s) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u <= 0x20 || u == 0x7f) {
+            throw std::invalid_argument(std::string(field) +
+                                        ": no spaces or control characters in a queue group: " +
+                                        quoted_subject(s));
+        }
+    }
+}
+
+inline void check_positive(std::chrono::nanoseconds d, const char* field) {
+    if (d <= std::chrono::nanoseconds::zero()) {
+        throw std::invalid_argument(std::string(field) + ": must be positive");
+    }
+}
+
+// What a receiver's stop() waits on, and what a connection that gives up ends: its wait().
+struct nats_watch {
+    std::mutex mu;
+    std::condition_variable_any cv;
+    bool ended = false; // guarded by mu: stopped, or the connection closed
+
+    void end() {
+        const std::lock_guard<std::mutex> lock(mu);
+        ended = true;
+        cv.notify_all();
+    }
+    bool wait(std::stop_token stop) {
+        std::unique_lock<std::mutex> lock(mu);
+        return cv.wait(lock, stop, [this] { return ended; });
+    }
+};
+
+// The end of a subscription's callbacks (nats.c's on-complete callback), and the wait for it.
+struct completion {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false; // guarded by mu
+
+    void complete() {
+        // Under the lock: a waiter, woken, may free this object once it can take the lock.
+        const std::lock_guard<std::mutex> lock(mu);
+        done = true;
+        cv.notify_all();
+    }
+    bool wait_for(std::chrono::nanoseconds timeout) {
+        std::unique_lock<std::mutex> lock(mu);
+        return cv.wait_for(lock, timeout, [this] { return done; });
+    }
+};
+
 } // namespace detail
+
+template <codec Codec>
+class nats_receiver;
 
 // One connection to a NATS server or cluster, shared by publishers and receivers.
 class nats_connection {
 public:
     // Connects, trying every server up to max_attempts times with the backoff between. Blocks.
-    // Throws nats_error with one line ("cannot connect to nats://...: No server available (3
-    // attempts)") when that fails, std::invalid_argument for an empty server list.
+    // Throws nats_error with one line when that fails, such as "cannot connect to
+    // nats://127.0.0.1:4222: no server available for connection (3 attempts)";
+    // std::invalid_argument naming the field for a bad option (an empty server list or URL, a
+    // duration not positive, a backoff as live_source refuses it, max_reconnect below -1,
+    // reconnect_buffer_bytes negative, max_pings_out below 1).
     explicit nats_connection(nats_options options) {
+        validate(options);
         auto owner = std::make_unique<shared>(); // ours until connected; then the callbacks'
         state_ = owner.get();
         state_->options = std::move(options);
         const auto& o = state_->options;
-        if (o.servers.empty()) {
-            throw std::invalid_argument("servers: at least one nats:// URL");
-        }
         natsOptions* opts = nullptr;
         check(natsOptions_Create(&opts), "options");
         std::unique_ptr<natsOptions, void (*)(natsOptions*)> guard(opts, natsOptions_Destroy);
@@ -167,7 +286,8 @@ public:
         }
         check(natsOptions_SetTimeout(opts, ms(o.connect_timeout)), "connect_timeout");
         check(natsOptions_SetMaxReconnect(opts, o.max_reconnect), "max_reconnect");
-        check(natsOptions_SetReconnectBufSize(opts, o.reconnect_buffer_bytes), "reconnect_buffer");
+        check(natsOptions_SetReconnectBufSize(opts, o.reconnect_buffer_bytes),
+              "reconnect_buffer_bytes");
         check(natsOptions_SetPingInterval(opts, ms(o.ping_interval)), "ping_interval");
         check(natsOptions_SetMaxPingsOut(opts, o.max_pings_out), "max_pings_out");
         check(natsOptions_SetCustomReconnectDelay(opts, &shared::on_delay, state_), "backoff");
@@ -199,20 +319,21 @@ public:
         c.connects.store(1, std::memory_order_relaxed);
         c.epoch.store(1, std::memory_order_relaxed);
         c.state.store(live_state::streaming, std::memory_order_relaxed);
-        max_payload_ = natsConnection_GetMaxPayload(nc_);
         (void)owner.release(); // freed by the destructor, once the closed callback has run
     }
 
     nats_connection(const nats_connection&) = delete;
     nats_connection& operator=(const nats_connection&) = delete;
 
-    // Flushes what is buffered (at most 1 s), closes and frees the connection. Receivers and
-    // publishers on it must be gone (stopped) first.
+    // Flushes what is buffered (at most 1 s, and only while connected), closes and frees the
+    // connection. Receivers and publishers on it must be gone (stopped) first.
     ~nats_connection() {
         if (nc_ == nullptr) {
             return;
         }
-        (void)natsConnection_FlushTimeout(nc_, 1000);
+        if (connected()) {
+            (void)natsConnection_FlushTimeout(nc_, 1000);
+        }
         state_->closing.store(true);
         natsConnection_Close(nc_);
         // The closed callback runs on nats.c's thread and reads state_: wait for it (bounded),
@@ -233,16 +354,22 @@ public:
     [[nodiscard]] natsConnection* get() const noexcept { return nc_; }
 
     // The server's max_payload (1 MB unless the server config says otherwise): the largest
-    // message, envelope included. Any thread.
-    [[nodiscard]] std::int64_t max_payload() const noexcept { return max_payload_; }
+    // message, envelope included. The current server's (the last one's while disconnected): a
+    // reconnect to a server with another max_payload changes it. Any thread.
+    [[nodiscard]] std::int64_t max_payload() const noexcept {
+        return natsConnection_GetMaxPayload(nc_);
+    }
 
+    // True while connected to a server. Any thread.
     [[nodiscard]] bool connected() const noexcept {
         return natsConnection_Status(nc_) == NATS_CONN_STATUS_CONNECTED;
     }
 
-    // The connection's state and counters (connects, reconnects, disconnects). Any thread.
+    // The connection's state and counters (connects, reconnects, disconnects); once it gave up
+    // (failed), last_error says why. Any thread.
     [[nodiscard]] transport_stats stats() const { return state_->counters.snapshot(); }
 
+    // The URL of the server connected to; empty while disconnected. Any thread.
     [[nodiscard]] std::string url() const {
         char buf[256] = {};
         if (natsConnection_GetConnectedUrl(nc_, buf, sizeof(buf)) == NATS_OK) {
@@ -252,6 +379,9 @@ public:
     }
 
 private:
+    template <codec C>
+    friend class nats_receiver;
+
     struct shared {
         nats_options options;
         detail::counters counters;
@@ -259,7 +389,8 @@ private:
         std::atomic<bool> closing{false};
         std::mutex mu;
         std::condition_variable cv;
-        bool closed = false; // guarded by mu
+        bool closed = false;                               // guarded by mu
+        std::vector<std::weak_ptr<detail::nats_watch>> watches; // guarded by mu: the receivers'
 
         static std::int64_t on_delay(natsConnection*, int attempts, void* self) {
             auto* s = static_cast<shared*>(self);
@@ -279,14 +410,32 @@ private:
             c.epoch.fetch_add(1, std::memory_order_relaxed);
             c.state.store(live_state::streaming, std::memory_order_relaxed);
         }
-        static void on_closed(natsConnection*, void* self) {
+        static void on_closed(natsConnection* nc, void* self) {
             auto* s = static_cast<shared*>(self);
-            s->counters.state.store(s->closing.load() ? live_state::stopped : live_state::failed,
+            const bool by_us = s->closing.load();
+            if (!by_us) { // nats.c gave up: say why, for the receivers' failure()
+                const char* text = nullptr;
+                const natsStatus st = natsConnection_GetLastError(nc, &text);
+                std::string why = text != nullptr ? text : "";
+                if (why.empty() && st != NATS_OK) {
+                    why = detail::nats_text(st);
+                }
+                s->counters.error("gave up reconnecting after " +
+                                  std::to_string(s->options.max_reconnect) +
+                                  (s->options.max_reconnect == 1 ? " round" : " rounds") +
+                                  (why.empty() ? std::string() : ": " + why));
+            }
+            s->counters.state.store(by_us ? live_state::stopped : live_state::failed,
                                     std::memory_order_relaxed);
             // Notified under the lock: the destructor, woken, frees this object (cv included) as
             // soon as it can take the lock, so the notify must be over by then.
             const std::lock_guard<std::mutex> lock(s->mu);
             s->closed = true;
+            for (const auto& w : s->watches) {
+                if (const auto watch = w.lock()) {
+                    watch->end();
+                }
+            }
             s->cv.notify_all();
         }
         static void on_error(natsConnection*, natsSubscription*, natsStatus err, void* self) {
@@ -297,6 +446,49 @@ private:
         }
     };
 
+    // A receiver's wait() ends when the connection closes (at once if it has).
+    void watch(const std::shared_ptr<detail::nats_watch>& w) {
+        const std::lock_guard<std::mutex> lock(state_->mu);
+        if (state_->closed) {
+            w->end();
+            return;
+        }
+        std::erase_if(state_->watches, [](const auto& x) { return x.expired(); });
+        state_->watches.push_back(w);
+    }
+
+    static void validate(const nats_options& o) {
+        if (o.servers.empty()) {
+            throw std::invalid_argument("servers: at least one nats:// URL");
+        }
+        for (const auto& s : o.servers) {
+            if (s.empty()) {
+                throw std::invalid_argument("servers: a URL must not be empty");
+            }
+        }
+        detail::check_positive(o.connect_timeout, "connect_timeout");
+        detail::check_positive(o.ping_interval, "ping_interval");
+        detail::check_positive(o.backoff.initial, "backoff.initial");
+        detail::check_positive(o.backoff.max, "backoff.max");
+        if (o.backoff.max < o.backoff.initial) {
+            throw std::invalid_argument("backoff.max: must not be below backoff.initial");
+        }
+        if (!(o.backoff.multiplier >= 1.0) || !std::isfinite(o.backoff.multiplier)) {
+            throw std::invalid_argument("backoff.multiplier: must be a finite number >= 1");
+        }
+        if (!(o.backoff.jitter >= 0.0 && o.backoff.jitter <= 1.0)) {
+            throw std::invalid_argument("backoff.jitter: must be between 0 and 1");
+        }
+        if (o.max_reconnect < -1) {
+            throw std::invalid_argument("max_reconnect: must be -1 (for ever) or more");
+        }
+        if (o.reconnect_buffer_bytes < 0) {
+            throw std::invalid_argument("reconnect_buffer_bytes: must not be negative");
+        }
+        if (o.max_pings_out < 1) {
+            throw std::invalid_argument("max_pings_out: must be at least 1");
+        }
+    }
     static void check(natsStatus s, const char* what) {
         if (s != NATS_OK) {
             throw nats_error(std::string("nats options: ") + what + ": " + detail::nats_text(s));
@@ -316,11 +508,10 @@ private:
 
     shared* state_ = nullptr; // the callbacks' closure: outlives nc_ (see the destructor)
     natsConnection* nc_ = nullptr;
-    std::int64_t max_payload_ = 0;
 };
 
 struct nats_publisher_options {
-    std::string subject{};     // e.g. frame_subject("detect", "cam0")
+    std::string subject{};     // e.g. frame_subject("detect", "cam0"); no wildcards
     std::string sender_name{}; // in every envelope; default: the subject
     message_kind kind = message_kind::frame;
     // While disconnected, drop (counted as disconnected) instead of letting nats.c buffer: a
@@ -338,28 +529,34 @@ class nats_publisher {
 public:
     using value_type = typename Codec::value_type;
 
+    // With a receipt_subject, subscribes to it (the receipts come on nats.c's thread). Throws
+    // std::invalid_argument naming the field for a subject or receipt_subject that is not a NATS
+    // subject (a subject with wildcards) or a loss_horizon not positive; nats_error when the
+    // receipts' subscription fails.
     nats_publisher(nats_connection& nc, nats_publisher_options options, Codec c = {})
         : nc_(nc),
-          options_(std::move(options)),
+          options_(validated(std::move(options))),
           codec_(std::move(c)),
-          sender_id_(new_sender_id()),
-          ledger_(options_.loss_horizon) {
-        if (options_.subject.empty()) {
-            throw std::invalid_argument("subject: must not be empty");
-        }
+          state_(std::make_shared<state>(options_.loss_horizon, new_sender_id())) {
         if (options_.sender_name.empty()) {
             options_.sender_name = options_.subject;
         }
         if (!options_.receipt_subject.empty()) {
             with_receipts_ = true;
+            // The receipts' callbacks own a share of state_, given back in on_complete.
+            auto* closure = new std::shared_ptr<state>(state_);
             const natsStatus s =
                 natsConnection_Subscribe(&receipts_, nc_.get(), options_.receipt_subject.c_str(),
-                                         &nats_publisher::on_receipt, this);
+                                         &nats_publisher::on_receipt, closure);
             if (s != NATS_OK) {
+                delete closure; // no subscription: nothing calls back
                 throw nats_error("subscribe " + options_.receipt_subject + ": " +
                                  detail::nats_text(s));
             }
-            (void)natsSubscription_SetOnCompleteCB(receipts_, &nats_publisher::on_complete, this);
+            // Fails only for a subscription already closed (the connection closed): the closure
+            // is then left to it (a few bytes), as a callback may still hold it.
+            completes_ = natsSubscription_SetOnCompleteCB(receipts_, &nats_publisher::on_complete,
+                                                          closure) == NATS_OK;
         }
     }
 
@@ -376,12 +573,13 @@ public:
     [[nodiscard]] send_status send(const Item& item) {
         const auto v = detail::view_item<value_type>(item);
         const std::lock_guard<std::mutex> lock(mu_);
+        auto& counters = state_->counters;
         if (closed_) {
-            counters_.count(send_status::closed);
+            counters.count(send_status::closed);
             return send_status::closed;
         }
         if (options_.drop_while_disconnected && !nc_.connected()) {
-            counters_.count(send_status::disconnected);
+            counters.count(send_status::disconnected);
             return send_status::disconnected;
         }
         std::size_t payload = 0;
@@ -410,8 +608,8 @@ public:
                 (void)lend(0);
             }
         } catch (const send_failure& f) {
-            counters_.count(f.status());
-            counters_.error(f.what());
+            counters.count(f.status());
+            counters.error(f.what());
             return f.status();
         }
         envelope e;
@@ -422,23 +620,36 @@ public:
         e.epoch = v.epoch;
         e.link_seq = link_seq_;
         set_capture_time(e, v.captured.value_or(std::chrono::steady_clock::now()));
-        set_sender(e, sender_id_, options_.sender_name);
+        set_sender(e, state_->sender_id, options_.sender_name);
         write_envelope(e, buffer_);
-        const natsStatus s = natsConnection_Publish(
-            nc_.get(), options_.subject.c_str(), buffer_.data(), static_cast<int>(buffer_.size()));
-        if (s != NATS_OK) {
-            const auto st = s == NATS_MAX_PAYLOAD ? send_status::too_large : send_status::failed;
-            counters_.count(st);
-            counters_.error("publish " + options_.subject + ": " + detail::nats_text(s));
-            return st;
+        {
+            // With receipts, the frame enters the ledger before on_receipt (which takes this
+            // lock too) can see its receipt: one that comes back while Publish is still
+            // returning waits for it, instead of finding nothing and counting itself late.
+            std::unique_lock<std::mutex> order;
+            if (with_receipts_) {
+                order = std::unique_lock<std::mutex>(state_->order_mu);
+            }
+            const natsStatus s =
+                natsConnection_Publish(nc_.get(), options_.subject.c_str(), buffer_.data(),
+                                       static_cast<int>(buffer_.size()));
+            if (s != NATS_OK) {
+                const auto st =
+                    s == NATS_MAX_PAYLOAD ? send_status::too_large : send_status::failed;
+                counters.count(st);
+                counters.error("publish " + options_.subject + ": " + detail::nats_text(s));
+                return st;
+            }
+            if (with_receipts_) {
+                state_->ledger.sent(e.link_seq, std::chrono::steady_clock::now());
+            }
         }
         // link_seq only advances for messages handed to the connection, so a receiver's gaps are
         // the transport's losses and nothing else.
         ++link_seq_;
-        counters_.count(send_status::sent);
-        counters_.bytes_sent.fetch_add(buffer_.size(), std::memory_order_relaxed);
+        counters.count(send_status::sent);
+        counters.bytes_sent.fetch_add(buffer_.size(), std::memory_order_relaxed);
         if (with_receipts_) {
-            ledger_.sent(e.link_seq, std::chrono::steady_clock::now());
             expire();
         }
         return send_status::sent;
@@ -451,18 +662,27 @@ public:
         return detail::pump(*this, in, stop);
     }
 
-    // Parks up to `timeout` for the receipts still outstanding, then counts the rest as lost:
-    // the end-of-run accounting. Any thread.
+    // The end-of-run accounting, within `timeout` in all: flushes what is buffered (while
+    // connected), parks for the receipts still outstanding, then counts the rest as lost. Any
+    // thread. Throws std::invalid_argument for a negative timeout.
     void settle(std::chrono::nanoseconds timeout) {
-        (void)natsConnection_FlushTimeout(nc_.get(), 1000);
+        if (timeout < std::chrono::nanoseconds::zero()) {
+            throw std::invalid_argument("timeout: must not be negative");
+        }
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        const auto flush_ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout);
+        if (flush_ms.count() > 0 && nc_.connected()) {
+            (void)natsConnection_FlushTimeout(nc_.get(), flush_ms.count());
+        }
         if (with_receipts_) {
-            (void)ledger_.wait_settled_until(std::chrono::steady_clock::now() + timeout);
-            ledger_.expire(std::chrono::steady_clock::time_point::max(),
-                           &counters_.lost_in_transport);
+            (void)state_->ledger.wait_settled_until(deadline);
+            state_->ledger.expire(std::chrono::steady_clock::time_point::max(),
+                                  &state_->counters.lost_in_transport);
         }
     }
 
-    // Later sends return closed; stops taking receipts. Any thread but nats.c's.
+    // Later sends return closed; stops taking receipts: unsubscribes and waits (at most 2 s) for
+    // a receipt callback in progress. Any thread but nats.c's; idempotent.
     void close() {
         natsSubscription* r = nullptr;
         {
@@ -471,9 +691,10 @@ public:
             r = std::exchange(receipts_, nullptr);
         }
         if (r != nullptr) {
-            if (natsSubscription_Unsubscribe(r) == NATS_OK) {
-                std::unique_lock<std::mutex> lock(done_mu_);
-                done_cv_.wait_for(lock, std::chrono::seconds(2), [this] { return done_; });
+            // Fails when the connection closed, which closed the subscription already.
+            (void)natsSubscription_Unsubscribe(r);
+            if (completes_) {
+                (void)state_->done.wait_for(std::chrono::seconds(2));
             }
             natsSubscription_Destroy(r);
         }
@@ -485,71 +706,94 @@ public:
         if (with_receipts_) {
             expire();
         }
-        auto s = counters_.snapshot();
+        auto s = state_->counters.snapshot();
         detail::merge_connection(s, nc_.stats());
-        s.pending_receipts = ledger_.waiting();
+        s.pending_receipts = state_->ledger.waiting();
         return s;
     }
-    [[nodiscard]] std::uint64_t sender_id() const noexcept { return sender_id_; }
+    [[nodiscard]] std::uint64_t sender_id() const noexcept { return state_->sender_id; }
     [[nodiscard]] const nats_publisher_options& options() const noexcept { return options_; }
 
 private:
-    void expire() {
-        ledger_.expire(std::chrono::steady_clock::now(), &counters_.lost_in_transport);
+    // What the receipts' callback touches: shared by the publisher and the subscription.
+    struct state {
+        state(std::chrono::nanoseconds horizon, std::uint64_t id) : ledger(horizon), sender_id(id) {}
+        detail::counters counters;
+        detail::delivery_ledger ledger;
+        const std::uint64_t sender_id;
+        std::mutex order_mu; // a frame's Publish and its entry in the ledger, against receipts
+        detail::completion done;
+    };
+
+    static nats_publisher_options validated(nats_publisher_options o) {
+        detail::check_subject(o.subject, "subject", false);
+        if (!o.receipt_subject.empty()) {
+            detail::check_subject(o.receipt_subject, "receipt_subject", true);
+        }
+        detail::check_positive(o.loss_horizon, "loss_horizon");
+        return o;
     }
 
-    static void on_receipt(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
-        auto* p = static_cast<nats_publisher*>(self);
+    void expire() {
+        state_->ledger.expire(std::chrono::steady_clock::now(),
+                              &state_->counters.lost_in_transport);
+    }
+
+    static void on_receipt(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+        auto& p = **static_cast<std::shared_ptr<state>*>(closure);
         const std::span<const std::byte> bytes(
             reinterpret_cast<const std::byte*>(natsMsg_GetData(msg)),
             static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
         const auto d = read_envelope(bytes);
         if (!d.header) {
-            p->counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+            p.counters.malformed.fetch_add(1, std::memory_order_relaxed);
         } else if (d.header->kind == message_kind::receipt &&
-                   d.header->sender_id == p->sender_id_) { // a receipt for one of ours
-            if (!p->ledger_.receipt(d.header->link_seq, &p->counters_.acknowledged)) {
-                p->counters_.late_receipts.fetch_add(1, std::memory_order_relaxed);
+                   d.header->sender_id == p.sender_id) { // a receipt for one of ours
+            bool waiting = false;
+            {
+                const std::lock_guard<std::mutex> lock(p.order_mu);
+                waiting = p.ledger.receipt(d.header->link_seq, &p.counters.acknowledged);
+            }
+            if (!waiting) {
+                p.counters.late_receipts.fetch_add(1, std::memory_order_relaxed);
             }
         }
         natsMsg_Destroy(msg);
     }
-    static void on_complete(void* self) {
-        auto* p = static_cast<nats_publisher*>(self);
-        // Under the lock: close() returns, and the publisher may go, once it can take the lock.
-        const std::lock_guard<std::mutex> lock(p->done_mu_);
-        p->done_ = true;
-        p->done_cv_.notify_all();
+    static void on_complete(void* closure) {
+        auto* owner = static_cast<std::shared_ptr<state>*>(closure);
+        (*owner)->done.complete();
+        delete owner; // the last callback of the subscription has returned
     }
 
     nats_connection& nc_;
     nats_publisher_options options_;
     Codec codec_;
-    const std::uint64_t sender_id_;
+    std::shared_ptr<state> state_;
     std::mutex mu_;
     std::vector<std::byte> buffer_; // guarded by mu_: the message being built
     std::uint64_t link_seq_ = 0;    // guarded by mu_
     std::uint64_t own_seq_ = 0;     // guarded by mu_
     bool closed_ = false;           // guarded by mu_
-    detail::counters counters_;
-    detail::delivery_ledger ledger_;
-    bool with_receipts_ = false;           // set once in the constructor
+    bool with_receipts_ = false;    // set once in the constructor
+    bool completes_ = false;        // set once in the constructor: on_complete will come
     natsSubscription* receipts_ = nullptr; // guarded by mu_ after the constructor
-    std::mutex done_mu_;
-    std::condition_variable done_cv_;
-    bool done_ = false; // guarded by done_mu_
 };
 
 struct nats_receiver_options {
-    std::string subject{};
+    std::string subject{};     // wildcards allowed (a token "*", a last token ">")
     std::string queue_group{}; // non-empty: share the subject's messages with the group's members
-    // The client's backlog for this subscription, beyond which it drops (slow_consumer_dropped).
-    int pending_messages = 8;
+    // The client's backlog for this subscription, beyond which it drops (slow_consumer_dropped):
+    // room for a burst (several messages in one read from the socket, results a publisher kept
+    // while disconnected) while the callback hands each on; pending_bytes bounds it for big
+    // frames (64 MB: ten raw 1080p frames).
+    int pending_messages = 128;
     int pending_bytes = 64 << 20;
     // Send a receipt for each frame here (queue groups: the publisher's loss accounting).
     std::string receipt_subject{};
-    std::string name{};                      // this receiver's name in its receipts
-    message_kind kind = message_kind::frame; // others are counted and skipped
+    std::string name{}; // this receiver's name in its receipts
+    // What it hands out; messages of another kind are counted (received) and skipped.
+    message_kind kind = message_kind::frame;
     // No message for this long while connected: stalled (back to streaming on the next one).
     std::chrono::nanoseconds stall_timeout{std::chrono::seconds(2)};
 };
@@ -563,111 +807,322 @@ public:
     using view_type = typename Codec::view_type;
     using item_type = received_ptr<view_type>;
 
+    // Throws std::invalid_argument naming the field for a subject, queue_group or
+    // receipt_subject that is not one (a receipt_subject with wildcards), pending limits or a
+    // stall_timeout not positive.
     nats_receiver(nats_connection& nc, nats_receiver_options options, Codec c = {})
-        : nc_(nc), options_(std::move(options)), codec_(std::move(c)) {
-        if (options_.subject.empty()) {
-            throw std::invalid_argument("subject: must not be empty");
-        }
-        if (options_.pending_messages <= 0 || options_.pending_bytes <= 0) {
-            throw std::invalid_argument("pending_messages, pending_bytes: must be positive");
-        }
+        : nc_(nc),
+          state_(std::make_shared<state>(validated(std::move(options)), std::move(c), nc.get())),
+          watch_(std::make_shared<detail::nats_watch>()) {
+        nc_.watch(watch_);
     }
 
     nats_receiver(const nats_receiver&) = delete;
     nats_receiver& operator=(const nats_receiver&) = delete;
     ~nats_receiver() { stop(); }
 
-    // Subscribes; each message goes into `out` (which must outlive the run) from nats.c's
-    // thread. Once. Throws nats_error when the subscription fails.
+    // Subscribes; each message goes into `out` from nats.c's thread, through out.push(item,
+    // stop_token) where `out` has it (stop() then ends a push that waits) and out.push(item)
+    // otherwise. `out` must outlive the receiver's callbacks: stop() ends them (see there). Once;
+    // nothing after stop(). Blocks for the server's answer (at most 2 s) while connected; while
+    // disconnected, returns at once and nats.c subscribes when the connection comes back.
+    // Throws std::logic_error when started twice, nats_error when the subscription fails (the
+    // connection closed, the server refused it): the receiver is then as before (start() may be
+    // called again).
     template <class Out>
     requires output_channel<Out, item_type>
     void start(Out& out) {
-        const std::lock_guard<std::mutex> lock(mu_);
-        if (sub_ != nullptr || started_) {
-            throw std::logic_error("nats_receiver: started twice");
-        }
-        started_ = true;
-        deliver_ = [this, &out](natsMsg* msg) { handle(out, msg); };
-        natsStatus s = options_.queue_group.empty()
-                           ? natsConnection_Subscribe(&sub_, nc_.get(), options_.subject.c_str(),
-                                                      &nats_receiver::on_message, this)
-                           : natsConnection_QueueSubscribe(
-                                 &sub_, nc_.get(), options_.subject.c_str(),
-                                 options_.queue_group.c_str(), &nats_receiver::on_message, this);
-        if (s == NATS_OK) {
-            s = natsSubscription_SetPendingLimits(sub_, options_.pending_messages,
-                                                  options_.pending_bytes);
-        }
-        if (s == NATS_OK) {
-            s = natsSubscription_SetOnCompleteCB(sub_, &nats_receiver::on_complete, this);
-        }
-        if (s == NATS_OK) {
-            // The subscription is on the server once this returns: frames sent from now on come.
-            s = natsConnection_FlushTimeout(nc_.get(), 2000);
-        }
-        if (s != NATS_OK) {
-            const auto why = "subscribe " + options_.subject + ": " + detail::nats_text(s);
-            counters_.error(why);
-            throw nats_error(why);
-        }
-        last_ns_.store(now_ns(), std::memory_order_relaxed);
-    }
-
-    // Unsubscribes and waits for a callback in progress to finish. Handles already given out
-    // stay valid. Any thread but nats.c's.
-    void stop() {
-        natsSubscription* sub = nullptr;
         {
             const std::lock_guard<std::mutex> lock(mu_);
-            sub = std::exchange(sub_, nullptr);
-        }
-        if (sub != nullptr) {
-            dropped_at_stop_ = dropped(sub);
-            if (natsSubscription_Unsubscribe(sub) == NATS_OK) {
-                std::unique_lock<std::mutex> lock(done_mu_);
-                done_cv_.wait_for(lock, std::chrono::seconds(2), [this] { return done_; });
+            if (started_) {
+                throw std::logic_error("nats_receiver: started twice");
             }
-            natsSubscription_Destroy(sub);
+            if (stop_called_) {
+                return;
+            }
+            started_ = true;
         }
-        const std::lock_guard<std::mutex> lock(done_mu_);
-        stopped_ = true;
-        done_cv_.notify_all();
+        auto& s = *state_;
+        s.output = &out;
+        s.handler = &state::template handle<Out>;
+        s.last_ns.store(now_ns(), std::memory_order_relaxed);
+        // The subscription's callbacks own a share of the state, given back in on_complete.
+        auto done = std::make_shared<detail::completion>();
+        auto* closure = new closure_type{state_, done};
+        const auto& o = s.options;
+        natsSubscription* sub = nullptr;
+        natsStatus st = o.queue_group.empty()
+                            ? natsConnection_Subscribe(&sub, nc_.get(), o.subject.c_str(),
+                                                       &nats_receiver::on_message, closure)
+                            : natsConnection_QueueSubscribe(&sub, nc_.get(), o.subject.c_str(),
+                                                            o.queue_group.c_str(),
+                                                            &nats_receiver::on_message, closure);
+        if (st == NATS_OK) {
+            st = natsSubscription_SetOnCompleteCB(sub, &nats_receiver::on_complete, closure);
+            if (st != NATS_OK) {
+                done = nullptr; // no on_complete: the closure is left to nats.c (a few bytes)
+            }
+        }
+        if (st == NATS_OK) {
+            st = natsSubscription_SetPendingLimits(sub, o.pending_messages, o.pending_bytes);
+        }
+        if (st == NATS_OK && nc_.connected()) {
+            // The subscription is on the server once this returns: frames sent from now on come.
+            // A connection lost meanwhile is no error: nats.c resubscribes on the reconnect.
+            st = natsConnection_FlushTimeout(nc_.get(), 2000);
+            if (st != NATS_OK && !nc_.connected() && !closed(nc_.get())) {
+                st = NATS_OK;
+            }
+        }
+        if (st != NATS_OK) {
+            const auto why = "subscribe " + o.subject + ": " + detail::nats_text(st);
+            if (sub == nullptr) {
+                delete closure; // no subscription: nothing calls back
+            } else {
+                end(sub, done);
+            }
+            {
+                const std::lock_guard<std::mutex> lock(mu_);
+                started_ = false;
+            }
+            s.counters.error(why);
+            throw nats_error(why);
+        }
+        bool stopped = false;
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            stopped = stop_called_; // a stop() meanwhile found nothing to end
+            if (!stopped) {
+                sub_ = sub;
+                done_ = done;
+            }
+        }
+        if (stopped) {
+            end(sub, done);
+        }
     }
 
-    // Waits until stop() (or `stop` is requested). A receiver does not end by itself: a lost
-    // connection is nats.c's to restore, and shows as the backoff state meanwhile.
-    bool wait(std::stop_token stop) {
-        std::unique_lock<std::mutex> lock(done_mu_);
-        return done_cv_.wait(lock, stop, [this] { return stopped_; });
+    // Ends the run: a push waiting in the output channel is asked to stop (its stop_token),
+    // later messages are skipped, the subscription goes, and stop() waits (at most 2 s) for a
+    // callback in progress to return; one that does not (a push that ignores stop tokens) keeps
+    // running on nats.c's thread, on state it owns a share of: `out` must then outlive it.
+    // Handles already given out stay valid. Any thread but nats.c's; idempotent; ends wait().
+    void stop() {
+        natsSubscription* sub = nullptr;
+        std::shared_ptr<detail::completion> done;
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            stop_called_ = true;
+            sub = std::exchange(sub_, nullptr);
+            done = std::exchange(done_, nullptr);
+            if (sub != nullptr) {
+                dropped_at_stop_ = dropped(sub);
+            }
+        }
+        state_->stop.request_stop();
+        if (sub != nullptr) {
+            end(sub, done);
+        }
+        watch_->end();
     }
+
+    // Waits until stop(), the connection gave up (failed: failure() says why), or `stop` is
+    // requested; true unless `stop` ended it. A lost connection that nats.c is restoring does not
+    // end it (the backoff state meanwhile). Any thread; parks.
+    bool wait(std::stop_token stop) { return watch_->wait(std::move(stop)); }
 
     // Figures: the connection's state (stalled when connected and nothing came for
     // stall_timeout) and counters, and this receiver's. Any thread.
     [[nodiscard]] transport_stats stats() const {
-        auto s = counters_.snapshot();
+        auto s = state_->counters.snapshot();
         detail::merge_connection(s, nc_.stats());
         {
             const std::lock_guard<std::mutex> lock(mu_);
             s.slow_consumer_dropped = sub_ != nullptr ? dropped(sub_) : dropped_at_stop_;
         }
         if (s.state == live_state::streaming &&
-            now_ns() - last_ns_.load(std::memory_order_relaxed) >
-                std::chrono::duration_cast<std::chrono::nanoseconds>(options_.stall_timeout)
+            now_ns() - state_->last_ns.load(std::memory_order_relaxed) >
+                std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    state_->options.stall_timeout)
                     .count()) {
             s.state = live_state::stalled;
         }
         return s;
     }
+    // The state and counters as a pipeline shows a supervised source's. Any thread.
     [[nodiscard]] source_status status() const { return detail::to_source_status(stats()); }
+    // Why the receiver cannot go on: the connection gave up ("NATS connection closed: gave up
+    // reconnecting after 1 round: ..."); nullopt otherwise. Any thread.
     [[nodiscard]] std::optional<std::string> failure() const {
         const auto s = nc_.stats();
         if (s.state == live_state::failed) {
-            return "NATS connection closed: " + s.last_error;
+            return "NATS connection closed: " +
+                   (s.last_error.empty() ? std::string("gave up reconnecting") : s.last_error);
         }
         return std::nullopt;
     }
+    [[nodiscard]] const nats_receiver_options& options() const noexcept {
+        return state_->options;
+    }
 
 private:
+    // Everything the subscription's callbacks touch: shared by the receiver and the
+    // subscription (its share given back in on_complete), so that neither frees it under the
+    // other.
+    struct state {
+        state(nats_receiver_options o, Codec c, natsConnection* connection)
+            : options(std::move(o)), codec(std::move(c)), nc(connection) {}
+
+        const nats_receiver_options options;
+        const Codec codec;
+        natsConnection* const nc; // for the receipts
+        detail::counters counters;
+        detail::gap_counter gaps; // nats.c's thread only (one per subscription)
+        // The handles' blocks, recycled (handles that outlive the receiver keep it alive).
+        framepipe::detail::recycler_handle recycler;
+        std::atomic<std::int64_t> last_ns{0};
+        std::stop_source stop; // stop(): ends a waiting push, skips later messages
+        // Set by start() before the subscription exists, then read by its callbacks only.
+        void* output = nullptr;
+        void (*handler)(state&, void*, natsMsg*) = nullptr;
+
+        template <class Out>
+        static void handle(state& s, void* output_channel, natsMsg* msg) noexcept {
+            s.take(*static_cast<Out*>(output_channel), msg);
+        }
+
+        struct msg_deleter {
+            void operator()(natsMsg* m) const noexcept { natsMsg_Destroy(m); }
+        };
+
+        // One message: counted, checked, decoded and handed to `out`. Nothing escapes to nats.c:
+        // a codec that throws counts the message malformed, an output that throws (or an
+        // allocation that fails) counts it refused; last_error says which, and the next message
+        // is taken as usual.
+        template <class Out>
+        void take(Out& out, natsMsg* raw) noexcept {
+            std::unique_ptr<natsMsg, msg_deleter> msg(raw);
+            auto& c = counters;
+            last_ns.store(now_ns(), std::memory_order_relaxed);
+            try {
+                const std::span<const std::byte> bytes(
+                    reinterpret_cast<const std::byte*>(natsMsg_GetData(raw)),
+                    static_cast<std::size_t>(natsMsg_GetDataLength(raw)));
+                const auto d = read_envelope(bytes);
+                if (!d.header) {
+                    c.malformed.fetch_add(1, std::memory_order_relaxed);
+                    c.error(std::string("malformed message on ") + options.subject + ": " +
+                            std::string(to_string(d.error)));
+                    return;
+                }
+                const envelope& e = *d.header;
+                c.received.fetch_add(1, std::memory_order_relaxed);
+                c.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
+                if (e.kind == message_kind::receipt && options.kind != message_kind::receipt) {
+                    // Receipts share a subject with results (....results): counted, skipped, and
+                    // kept out of the gaps (their link_seq is the acknowledged frame's).
+                    return;
+                }
+                const auto g = gaps.see(e.sender_id, e.link_seq);
+                if (g.new_sender) {
+                    c.senders.fetch_add(1, std::memory_order_relaxed);
+                }
+                if (options.queue_group.empty()) { // the whole stream: a gap is a loss
+                    c.lost_in_transport.fetch_add(g.lost, std::memory_order_relaxed);
+                    detail::note_lost(out, g.lost);
+                    if (g.out_of_order) {
+                        c.out_of_order.fetch_add(1, std::memory_order_relaxed);
+                    }
+                }
+                if (!options.receipt_subject.empty() && e.kind == message_kind::frame) {
+                    send_receipt(e);
+                }
+                if (e.kind != options.kind) {
+                    return;
+                }
+                std::optional<view_type> view;
+                std::string why = "malformed payload from " + std::string(e.sender_name());
+                try {
+                    view = codec.decode(d.payload);
+                } catch (const std::exception& x) {
+                    why += ": the codec threw: " + std::string(x.what());
+                } catch (...) {
+                    why += ": the codec threw";
+                }
+                if (!view) {
+                    c.malformed.fetch_add(1, std::memory_order_relaxed);
+                    c.error(std::move(why));
+                    return;
+                }
+                c.delivered.fetch_add(1, std::memory_order_relaxed); // see detail::deliver
+                try {
+                    natsMsg* m = msg.release();
+                    auto h = detail::make_received(recycler.get(), std::move(*view), e,
+                                                   [m]() noexcept { natsMsg_Destroy(m); });
+                    if (!push(out, std::move(h))) {
+                        c.refused.fetch_add(1, std::memory_order_relaxed);
+                        c.delivered.fetch_sub(1, std::memory_order_relaxed);
+                    }
+                } catch (const std::exception& x) {
+                    c.delivered.fetch_sub(1, std::memory_order_relaxed);
+                    c.refused.fetch_add(1, std::memory_order_relaxed);
+                    c.error(std::string("output channel threw: ") + x.what());
+                } catch (...) {
+                    c.delivered.fetch_sub(1, std::memory_order_relaxed);
+                    c.refused.fetch_add(1, std::memory_order_relaxed);
+                    c.error("output channel threw");
+                }
+            } catch (...) { // std::bad_alloc in the bookkeeping: the message is dropped
+                c.refused.fetch_add(1, std::memory_order_relaxed);
+            }
+        }
+
+        // Pushes with the receiver's stop token where the channel takes one; true if it went in.
+        template <class Out>
+        bool push(Out& out, item_type&& h) {
+            if constexpr (requires { out.push(std::move(h), stop.get_token()); }) {
+                if constexpr (std::is_same_v<decltype(out.push(std::move(h), stop.get_token())),
+                                             push_status>) {
+                    return accepted(out.push(std::move(h), stop.get_token()));
+                } else {
+                    out.push(std::move(h), stop.get_token());
+                    return true;
+                }
+            } else {
+                return detail::push_item(out, std::move(h));
+            }
+        }
+
+        void send_receipt(const envelope& frame) {
+            envelope r = frame;
+            r.kind = message_kind::receipt;
+            r.payload_size = 0;
+            // sender_id stays the frame sender's: the receipt is addressed to it. The name is
+            // ours.
+            set_sender(r, frame.sender_id, options.name.empty() ? options.subject : options.name);
+            std::byte buf[envelope_size];
+            write_envelope(r, buf);
+            (void)natsConnection_Publish(nc, options.receipt_subject.c_str(), buf,
+                                         static_cast<int>(envelope_size));
+        }
+    };
+
+    static nats_receiver_options validated(nats_receiver_options o) {
+        detail::check_subject(o.subject, "subject", true);
+        detail::check_queue_group(o.queue_group, "queue_group");
+        if (!o.receipt_subject.empty()) {
+            detail::check_subject(o.receipt_subject, "receipt_subject", false);
+        }
+        if (o.pending_messages <= 0) {
+            throw std::invalid_argument("pending_messages: must be positive");
+        }
+        if (o.pending_bytes <= 0) {
+            throw std::invalid_argument("pending_bytes: must be positive");
+        }
+        detail::check_positive(o.stall_timeout, "stall_timeout");
+        return o;
+    }
+
     static std::int64_t now_ns() noexcept {
         return std::chrono::steady_clock::now().time_since_epoch().count();
     }
@@ -675,101 +1130,50 @@ private:
         int64_t n = 0;
         return natsSubscription_GetDropped(sub, &n) == NATS_OK ? static_cast<std::uint64_t>(n) : 0;
     }
-
-    static void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
-        static_cast<nats_receiver*>(self)->deliver_(msg);
-    }
-    static void on_complete(void* self) {
-        auto* r = static_cast<nats_receiver*>(self);
-        // Under the lock: stop() returns, and the receiver may go, once it can take the lock.
-        const std::lock_guard<std::mutex> lock(r->done_mu_);
-        r->done_ = true;
-        r->done_cv_.notify_all();
+    static bool closed(natsConnection* nc) {
+        return natsConnection_Status(nc) == NATS_CONN_STATUS_CLOSED;
     }
 
-    template <class Out>
-    void handle(Out& out, natsMsg* msg) {
-        auto& c = counters_;
-        last_ns_.store(now_ns(), std::memory_order_relaxed);
-        const std::span<const std::byte> bytes(
-            reinterpret_cast<const std::byte*>(natsMsg_GetData(msg)),
-            static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
-        const auto d = read_envelope(bytes);
-        if (!d.header) {
-            c.malformed.fetch_add(1, std::memory_order_relaxed);
-            c.error(std::string("malformed message on ") + options_.subject + ": " +
-                    std::string(to_string(d.error)));
-            natsMsg_Destroy(msg);
-            return;
+    // Unsubscribes (a closed connection has closed the subscription already), waits (bounded)
+    // for the last callback when on_complete will come (`done` not null), and frees nats.c's
+    // handle.
+    static void end(natsSubscription* sub, const std::shared_ptr<detail::completion>& done) {
+        (void)natsSubscription_Unsubscribe(sub);
+        if (done != nullptr) {
+            (void)done->wait_for(std::chrono::seconds(2));
         }
-        const envelope& e = *d.header;
-        if (e.kind == message_kind::receipt && options_.kind != message_kind::receipt) {
-            // Receipts share a subject with results (....results): not this receiver's business,
-            // and their link_seq is the acknowledged frame's, not a stream of their own.
-            natsMsg_Destroy(msg);
-            return;
-        }
-        c.received.fetch_add(1, std::memory_order_relaxed);
-        c.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
-        const auto g = gaps_.see(e.sender_id, e.link_seq);
-        if (g.new_sender) {
-            c.senders.fetch_add(1, std::memory_order_relaxed);
-        }
-        if (options_.queue_group.empty()) { // the whole stream: a gap is a loss
-            c.lost_in_transport.fetch_add(g.lost, std::memory_order_relaxed);
-            detail::note_lost(out, g.lost);
-            if (g.out_of_order) {
-                c.out_of_order.fetch_add(1, std::memory_order_relaxed);
-            }
-        }
-        if (!options_.receipt_subject.empty() && e.kind == message_kind::frame) {
-            send_receipt(e);
-        }
-        if (e.kind != options_.kind) {
-            natsMsg_Destroy(msg);
-            return;
-        }
-        auto view = codec_.decode(d.payload);
-        if (!view) {
-            c.malformed.fetch_add(1, std::memory_order_relaxed);
-            c.error("malformed payload from " + std::string(e.sender_name()));
-            natsMsg_Destroy(msg);
-            return;
-        }
-        auto h = detail::make_received(recycler_.get(), std::move(*view), e,
-                                       [msg]() noexcept { natsMsg_Destroy(msg); });
-        detail::deliver(out, std::move(h), c);
+        natsSubscription_Destroy(sub);
     }
 
-    void send_receipt(const envelope& frame) {
-        envelope r = frame;
-        r.kind = message_kind::receipt;
-        r.payload_size = 0;
-        // sender_id stays the frame sender's: the receipt is addressed to it. The name is ours.
-        set_sender(r, frame.sender_id, options_.name.empty() ? options_.subject : options_.name);
-        std::byte buf[envelope_size];
-        write_envelope(r, buf);
-        (void)natsConnection_Publish(nc_.get(), options_.receipt_subject.c_str(), buf,
-                                     static_cast<int>(envelope_size));
+    // A subscription's share: given to nats.c with it, deleted by its on_complete.
+    struct closure_type {
+        std::shared_ptr<state> s;
+        std::shared_ptr<detail::completion> done; // this subscription's end
+    };
+
+    static void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+        state& s = *static_cast<closure_type*>(closure)->s;
+        if (s.stop.stop_requested()) {
+            natsMsg_Destroy(msg);
+            return;
+        }
+        s.handler(s, s.output, msg);
+    }
+    static void on_complete(void* closure) {
+        auto* owner = static_cast<closure_type*>(closure);
+        owner->done->complete();
+        delete owner; // the last callback of the subscription has returned
     }
 
     nats_connection& nc_;
-    nats_receiver_options options_;
-    Codec codec_;
-    detail::counters counters_;
-    detail::gap_counter gaps_; // nats.c's thread only (one per subscription)
-    // The handles' blocks, recycled (handles that outlive the receiver keep it alive).
-    framepipe::detail::recycler_handle recycler_;
-    std::function<void(natsMsg*)> deliver_;
+    std::shared_ptr<state> state_;
+    std::shared_ptr<detail::nats_watch> watch_;
     mutable std::mutex mu_;
-    natsSubscription* sub_ = nullptr; // guarded by mu_
-    bool started_ = false;            // guarded by mu_
-    std::uint64_t dropped_at_stop_ = 0;
-    std::atomic<std::int64_t> last_ns_{0};
-    std::mutex done_mu_;
-    std::condition_variable_any done_cv_;
-    bool done_ = false;    // guarded by done_mu_: the subscription's last callback returned
-    bool stopped_ = false; // guarded by done_mu_
+    natsSubscription* sub_ = nullptr;   // guarded by mu_
+    std::shared_ptr<detail::completion> done_; // guarded by mu_: sub_'s on_complete, if it comes
+    bool started_ = false;              // guarded by mu_
+    bool stop_called_ = false;          // guarded by mu_
+    std::uint64_t dropped_at_stop_ = 0; // guarded by mu_
 };
 
 } // namespace framepipe::transport
