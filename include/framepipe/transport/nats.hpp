@@ -1080,17 +1080,8 @@ private:
         // Pushes with the receiver's stop token where the channel takes one; true if it went in.
         template <class Out>
         bool push(Out& out, item_type&& h) {
-            if constexpr (requires { out.push(std::move(h), stop.get_token()); }) {
-                if constexpr (std::is_same_v<decltype(out.push(std::move(h), stop.get_token())),
-                                             push_status>) {
-                    return accepted(out.push(std::move(h), stop.get_token()));
-                } else {
-                    out.push(std::move(h), stop.get_token());
-                    return true;
-                }
-            } else {
-                return detail::push_item(out, std::move(h));
-            }
+            const std::stop_token token = stop.get_token();
+            return detail::push_item(out, std::move(h), &token);
         }
 
         void send_receipt(const envelope& frame) {
