@@ -184,6 +184,29 @@ TEST_CASE("envelope: a forged capture time is not believed: the arrival time sta
     CHECK_FALSE(arrival(own, &tp::envelope::captured_steady_ns, steady_now + hour));
 }
 
+TEST_CASE("envelope: a local capture time far from now is sent as no capture time") {
+    // set_capture_time computed now - captured unchecked: signed overflow (UBSan) for a
+    // stamped item whose capture time was time_point::min() or max().
+    using sc = std::chrono::steady_clock;
+    for (const auto t : {sc::time_point::min(), sc::time_point::max()}) {
+        tp::envelope e;
+        tp::set_capture_time(e, t);
+        tp::envelope other = e;
+        other.clock_domain = e.clock_domain ^ 1; // another host reads the system time
+        const auto before = sc::now();
+        const auto got = tp::local_capture_time(other);
+        CHECK(got >= before); // the arrival: no age can be believed
+        CHECK(got <= sc::now());
+    }
+    tp::envelope e;
+    const auto minute_ago = sc::now() - 1min;
+    tp::set_capture_time(e, minute_ago);
+    tp::envelope other = e;
+    other.clock_domain = e.clock_domain ^ 1;
+    CHECK(tp::local_capture_time(other) < sc::now() - 50s); // believed, about a minute old
+    CHECK(tp::local_capture_time(e) == minute_ago);         // this host: exact
+}
+
 TEST_CASE("loss_counted: the transport's losses join the channel's stats as lost_in_transport") {
     framepipe::latest_slot<int> slot;
     tp::loss_counted frames(slot);

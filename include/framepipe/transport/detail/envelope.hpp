@@ -34,6 +34,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <random>
 #include <span>
@@ -250,13 +251,19 @@ inline constexpr std::chrono::hours plausible_capture_offset{24};
 }
 
 // Fills the capture times and clock domain of `e` from a steady-clock capture time.
+// A capture time more than plausible_capture_offset from now (time_point::min() or max(), say)
+// gets no system time: its receivers take the arrival time (see local_capture_time), and nothing
+// here overflows.
 inline void set_capture_time(envelope& e, std::chrono::steady_clock::time_point captured) {
     using namespace std::chrono;
-    const auto steady_now = steady_clock::now();
-    const auto system_now = system_clock::now();
-    e.captured_steady_ns = duration_cast<nanoseconds>(captured.time_since_epoch()).count();
-    e.captured_system_ns = duration_cast<nanoseconds>(system_now.time_since_epoch()).count() -
-                           duration_cast<nanoseconds>(steady_now - captured).count();
+    constexpr std::int64_t limit = duration_cast<nanoseconds>(plausible_capture_offset).count();
+    const auto steady_now = duration_cast<nanoseconds>(steady_clock::now().time_since_epoch()).count();
+    const auto system_now = duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count();
+    const auto at = duration_cast<nanoseconds>(captured.time_since_epoch()).count();
+    e.captured_steady_ns = at;
+    e.captured_system_ns = at >= steady_now - limit && at <= steady_now + limit
+                               ? system_now - (steady_now - at)
+                               : std::numeric_limits<std::int64_t>::min();
     e.clock_domain = local_clock_domain();
 }
 
