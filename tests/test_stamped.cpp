@@ -8,6 +8,7 @@
 #include <concepts>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -180,6 +181,41 @@ TEST_CASE("stamped: age() is now minus the capture time") {
     CHECK(s.age(captured + 1h) == 1h);
     // A time point before the capture gives a negative age rather than clamping.
     CHECK(s.age(captured - 2s) == -2s);
+}
+
+TEST_CASE("stamped: age() saturates instead of overflowing for far-apart time points") {
+    // now - captured used to overflow (undefined behaviour) when the two were more than the
+    // duration's range apart.
+    using duration = clock_type::duration;
+    CHECK(stamp(0, 0, time_point::min()).age(time_point{} + 1s) == duration::max());
+    CHECK(stamp(0, 0, time_point::min()).age(time_point::max()) == duration::max());
+    CHECK(stamp(0, 0, time_point::max()).age(time_point{} - 1s) == duration::min());
+    CHECK(stamp(0, 0, time_point::max()).age(time_point::min()) == duration::min());
+    // In range: exact, up to the range's ends.
+    CHECK(stamp(0, 0, time_point::min()).age(time_point{} - 1ns) == duration::max());
+    CHECK(stamp(0, 0, time_point{}).age(time_point::max()) == duration::max());
+    CHECK(stamp(0, 0, time_point{} - 1ns).age(time_point::min()) == duration::min() + 1ns);
+    CHECK(stamp(0, 0, time_point{} + 1ns).age(time_point::max()) == duration::max() - 1ns);
+}
+
+TEST_CASE("stamped: the channels' age check compares far-apart time points without overflow") {
+    // now - captured used to overflow, so an item captured at time_point::min() was never
+    // expired (the wrapped difference was negative).
+    const std::optional<std::chrono::nanoseconds> max_age = 100ms;
+    const time_point now = time_point{} + 10s;
+    using framepipe::detail::older_than;
+    CHECK(older_than(stamp(0, 0, time_point::min()), max_age, now));
+    CHECK(older_than(stamp(0, 0, time_point::min()), max_age, time_point::max() - 1ns));
+    CHECK(older_than(stamp(0, 0, time_point::min() + 1ns), max_age, time_point{} + 1ns));
+    // A capture far after `now` is not old.
+    CHECK_FALSE(older_than(stamp(0, 0, time_point::max() - 1ns), max_age, time_point::min()));
+    CHECK_FALSE(older_than(stamp(0, 0, time_point::max() - 1ns), max_age, now));
+    // Near the boundary: older than max_age, not equal to it.
+    CHECK(older_than(stamp(0, 0, now - 100ms - 1ns), max_age, now));
+    CHECK_FALSE(older_than(stamp(0, 0, now - 100ms), max_age, now));
+    // The largest max_age expires nothing that is in range.
+    const std::optional<std::chrono::nanoseconds> longest = std::chrono::nanoseconds::max();
+    CHECK_FALSE(older_than(stamp(0, 0, time_point::min()), longest, time_point{} - 1ns));
 }
 
 TEST_CASE("stamped: age() defaults to the current time") {

@@ -17,12 +17,33 @@
 #include <chrono>
 #include <concepts>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <type_traits>
 #include <utility>
 
 namespace framepipe {
+
+namespace detail {
+// a - b, clamped to the duration's range (duration::max() or min()) instead of overflowing.
+// Never throws.
+template <class Rep, class Period>
+[[nodiscard]] constexpr std::chrono::duration<Rep, Period>
+saturating_difference(std::chrono::duration<Rep, Period> a,
+                      std::chrono::duration<Rep, Period> b) noexcept {
+    using duration = std::chrono::duration<Rep, Period>;
+    if constexpr (std::is_integral_v<Rep>) {
+        static_assert(std::is_signed_v<Rep>, "a clock's duration has a signed count");
+        constexpr Rep lowest = std::numeric_limits<Rep>::min();
+        constexpr Rep highest = std::numeric_limits<Rep>::max();
+        if (b.count() < 0 ? a.count() > highest + b.count() : a.count() < lowest + b.count()) {
+            return b.count() < 0 ? duration::max() : duration::min();
+        }
+    }
+    return a - b;
+}
+} // namespace detail
 
 template <class T>
 struct stamped {
@@ -34,9 +55,11 @@ struct stamped {
     clock::time_point captured{};   // when the source produced the value
     std::uint64_t epoch = 0;        // the source's connection that produced it (0: not live)
 
-    // Age of the value at `now`. Any thread; never blocks; does not throw.
+    // Age of the value at `now`: now - captured, negative for a capture after `now`, clamped to
+    // duration::max() or min() when the difference is out of the duration's range. Any thread;
+    // never blocks; does not throw.
     [[nodiscard]] clock::duration age(clock::time_point now = clock::now()) const noexcept {
-        return now - captured;
+        return detail::saturating_difference(now.time_since_epoch(), captured.time_since_epoch());
     }
 
     T& operator*() noexcept { return value; }
@@ -161,8 +184,10 @@ private:
 
 // The age check of every channel with a max_age: whether `item`, looked at `now`, is older than
 // `max_age`. False without a max_age, for a T without a capture time, and for an item whose
-// capture time is time_point::max() (unknown, e.g. a null pointer). noexcept: a capture_time
-// that throws terminates (channels document it).
+// capture time is time_point::max() (unknown, e.g. a null pointer). An age out of the clock
+// duration's range counts as that range's end (see stamped::age), so any two time points
+// compare without overflow. noexcept: a capture_time that throws terminates (channels document
+// it).
 template <class T>
 [[nodiscard]] bool older_than(const T& item, const std::optional<std::chrono::nanoseconds>& max_age,
                               std::chrono::steady_clock::time_point now) noexcept {
@@ -170,7 +195,8 @@ template <class T>
         if (max_age) {
             const auto captured = timestamp_traits<T>::capture_time(item);
             return captured != std::chrono::steady_clock::time_point::max() &&
-                   now - captured > *max_age;
+                   saturating_difference(now.time_since_epoch(), captured.time_since_epoch()) >
+                       *max_age;
         }
     }
     (void)item;
