@@ -926,3 +926,68 @@ TEST_CASE("rate_limiter: moving hands over the whole state: rate, slots and toke
     CHECK(paced(t0));
     CHECK_FALSE(paced(t0 + std::chrono::milliseconds(10)));
 }
+
+TEST_CASE("rate_limiter: time_point::max() and min() are decided without overflow") {
+    SECTION("after max(), an earlier time point falls in the current slot") {
+        // At 1 GHz the slot index at max() is out of the int64 range: it used to wrap, and an
+        // earlier call then refilled the tokens and moved the schedule back.
+        const std::size_t burst = GENERATE(std::size_t{1}, std::size_t{3});
+        INFO("burst " << burst);
+        rate_limiter lim(1e9, burst);
+        REQUIRE(lim.try_acquire(time_point{} + 1ns));
+        for (std::size_t i = 0; i < burst; ++i) {
+            CHECK(lim.try_acquire(time_point::max())); // the burst refilled
+        }
+        CHECK_FALSE(lim.try_acquire(time_point::max()));
+        int admitted = 0;
+        for (const time_point t : {time_point::max() - nanoseconds(std::int64_t{1} << 60),
+                                   time_point::max() - 1ns, time_point{} + 2ns, time_point{},
+                                   time_point::min(), time_point::max()}) {
+            admitted += lim.try_acquire(t) ? 1 : 0;
+        }
+        CHECK(admitted == 0);
+    }
+    SECTION("min() after a later anchor is before the anchor: no token") {
+        // now - anchor used to overflow (undefined behaviour) and admit.
+        rate_limiter lim(30.0);
+        REQUIRE(lim.try_acquire(time_point{} + 1000s));
+        CHECK_FALSE(lim.try_acquire(time_point::min()));
+        CHECK_FALSE(lim.try_acquire(time_point{} + 1000s + 33ms));
+        CHECK(lim.try_acquire(time_point{} + 1000s + 34ms));
+    }
+    SECTION("anchored at min(), later time points count their slots exactly") {
+        rate_limiter lim(1.0);
+        REQUIRE(lim.try_acquire(time_point::min()));
+        CHECK(lim.try_acquire(time_point{})); // about 9.2e9 slots later
+        // Boundaries are at min() + k s: the next one is 145'224'192 ns after the epoch (less
+        // the widening, 1 ms).
+        CHECK_FALSE(lim.try_acquire(time_point{} + 144ms));
+        CHECK_FALSE(lim.try_acquire(time_point::min() + 1s)); // backwards: the current slot
+        CHECK(lim.try_acquire(time_point{} + 145ms));
+        CHECK(lim.try_acquire(time_point::max()));
+        CHECK_FALSE(lim.try_acquire(time_point::max()));
+    }
+    SECTION("a new rate whose boundary is within the widening of the clock's end") {
+        // Slots of 1e18 ns: boundary 1 lies 1e14 ns past time_point::max(), but the widening
+        // (1e15 ns) lets max() cross it. Re-anchoring there used to overflow the anchor.
+        rate_limiter lim(1e-9);
+        const time_point a = time_point::max() - nanoseconds(1'000'000'000'000'000'000) +
+                             nanoseconds(100'000'000'000'000);
+        REQUIRE(lim.try_acquire(a));
+        lim.set_rate(1.0, a);
+        CHECK(lim.try_acquire(time_point::max())); // the boundary's token
+        CHECK_FALSE(lim.try_acquire(time_point::max()));
+        CHECK(lim.rate() == 1.0);
+    }
+}
+
+TEST_CASE("rate_limiter: acquire() after simulated time points before the clock's epoch") {
+    // The wait for the next slot is computed from the anchor: it used to overflow (undefined
+    // behaviour) for an anchor before the epoch. Each call waits at most one 1 ms slot.
+    const time_point anchor = GENERATE(time_point{} - 1ns, time_point::min());
+    rate_limiter lim(1000.0);
+    REQUIRE(lim.try_acquire(anchor));
+    for (int i = 0; i < 5; ++i) {
+        CHECK(lim.acquire());
+    }
+}

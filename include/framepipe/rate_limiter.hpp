@@ -92,7 +92,9 @@ public:
 
     // The same decision at an explicit time point, so that decisions can be replayed and
     // simulated. Time points should not go backwards; one that does is treated as falling in the
-    // current slot. Any thread; never waits (as try_acquire()).
+    // current slot. Any time point is accepted, time_point::min() and max() included; slot
+    // boundaries more than 9e18 slots after the anchor never pass. Any thread; never waits (as
+    // try_acquire()).
     [[nodiscard]] bool try_acquire(clock::time_point now) {
         // Acquire: the configuration stored before this word (see publish_locked) is visible.
         std::uint64_t word = state_.load(std::memory_order_acquire);
@@ -244,6 +246,50 @@ private:
         return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
     }
 
+    // The largest slot index, counted from an anchor, that last_passed() returns: 9e18, exact as
+    // a double, far beyond what the packed word holds, and below 2^63 (converts to int64).
+    static constexpr double max_last_pos = 9.0e18;
+    static constexpr std::uint64_t max_last = 9'000'000'000'000'000'000;
+
+    // base + ns (ns >= 0, rounded to nearest), clamped to INT64_MAX (the clock's last time point)
+    // instead of overflowing.
+    [[nodiscard]] static std::int64_t advance(std::int64_t base, double ns) noexcept {
+        // INT64_MAX - base, exact in uint64 for any base.
+        const std::uint64_t room =
+            static_cast<std::uint64_t>(INT64_MAX) - static_cast<std::uint64_t>(base);
+        std::uint64_t d = 0;
+        if (ns < max_last_pos) {
+            d = static_cast<std::uint64_t>(std::llround(ns));
+        } else if (ns < 1.8e19) { // below 2^64
+            d = static_cast<std::uint64_t>(ns + 0.5);
+        } else {
+            return INT64_MAX;
+        }
+        // Modulo 2^64: the sum is in range (d <= room), so it is base + d.
+        return d > room ? INT64_MAX
+                        : static_cast<std::int64_t>(static_cast<std::uint64_t>(base) + d);
+    }
+
+    // now_ns - anchor as a double, without overflowing: the int64 difference, or for time points
+    // more than 292 years apart the uint64 one (or -1.0, as good as any time before the anchor,
+    // when now_ns is the earlier).
+    [[nodiscard]] static double ns_since(std::int64_t now_ns, std::int64_t anchor) noexcept {
+        std::int64_t d = 0;
+#if defined(__GNUC__) || defined(__clang__)
+        const bool overflow = __builtin_sub_overflow(now_ns, anchor, &d);
+#else
+        d = static_cast<std::int64_t>(static_cast<std::uint64_t>(now_ns) -
+                                      static_cast<std::uint64_t>(anchor)); // modulo 2^64
+        const bool overflow = (d < 0) != (now_ns < anchor);
+#endif
+        if (overflow) [[unlikely]] {
+            return now_ns < anchor ? -1.0
+                                   : static_cast<double>(static_cast<std::uint64_t>(now_ns) -
+                                                         static_cast<std::uint64_t>(anchor));
+        }
+        return static_cast<double>(d);
+    }
+
     // The configuration that turns boundary indices into times (see above).
     struct config {
         std::int64_t anchor; // ns since the clock's epoch of boundary k0
@@ -261,16 +307,20 @@ private:
             // Slots since the anchor. A multiplication by the cached inverse, not a division: it
             // can differ from since / period only in the last bit, and only a time point within
             // a few hundredths of a picosecond of a (widened) boundary could tell the difference.
-            const double pos =
-                (static_cast<double>(now_ns - anchor) + period * 1e-3) * inverse;
+            const double pos = (ns_since(now_ns, anchor) + period * 1e-3) * inverse;
+            // local_next <= max_last + 1 < 2^63 (no index returned exceeds max_last): the
+            // conversion to int64 is exact.
             if (!(pos >= static_cast<double>(static_cast<std::int64_t>(local_next)))) {
                 return 0; // still in the current slot (or time went backwards)
             }
-            if (!(pos < 9.0e18)) {
-                return UINT64_MAX / 2; // centuries ahead: saturate (the caller goes slow)
-            }
-            // Truncation is floor here (pos >= 1), and at least local_next (checked above).
-            return static_cast<std::uint64_t>(static_cast<std::int64_t>(pos));
+            // Truncation is floor here (pos >= 1). Centuries ahead, the index saturates at
+            // max_last (the caller then goes slow: it is beyond what the word holds).
+            const std::uint64_t last =
+                pos < max_last_pos ? static_cast<std::uint64_t>(static_cast<std::int64_t>(pos))
+                                   : max_last;
+            // Not below local_next: a double that rounded local_next down (beyond 2^53 slots) or
+            // the saturation must not move the schedule back.
+            return last >= local_next ? last : 0;
         }
     };
 
@@ -345,9 +395,9 @@ private:
                 return; // still in the current slot (or time went backwards)
             }
             if (pending_period_) {
-                // Cross one boundary at the old rate, then re-anchor there at the new rate.
-                anchor_ns_.store(cfg.anchor +
-                                     std::llround(static_cast<double>(local_next) * cfg.period),
+                // Cross one boundary at the old rate, then re-anchor there at the new rate (at the
+                // clock's last time point if the boundary is beyond it: it passed by widening).
+                anchor_ns_.store(advance(cfg.anchor, static_cast<double>(local_next) * cfg.period),
                                  std::memory_order_release);
                 set_period_locked(*pending_period_);
                 pending_period_.reset();
@@ -370,15 +420,12 @@ private:
         const std::int64_t anchor = anchor_ns_.load(std::memory_order_relaxed);
         const double period = period_ns_.load(std::memory_order_relaxed);
         const std::uint64_t k0 = k0_.load(std::memory_order_relaxed);
+        // next_k > k0 once started (acquire() starts the limiter before it asks): at > 0.
         const double at = static_cast<double>(next_k - k0) * period - period * 1e-3;
-        const double room = static_cast<double>(
-            (clock::time_point::max() - clock::time_point(std::chrono::nanoseconds(anchor)))
-                .count());
-        if (!(at < room)) {
-            return clock::time_point::max(); // a period of centuries: no slot in sight
-        }
-        return clock::time_point(std::chrono::nanoseconds(anchor)) +
-               std::chrono::nanoseconds(static_cast<std::int64_t>(std::ceil(at)));
+        // time_point::max() when beyond the clock's range (a period of centuries: no slot in
+        // sight).
+        return clock::time_point(
+            std::chrono::nanoseconds(advance(anchor, std::ceil(std::max(at, 0.0)))));
     }
 
     const std::uint32_t burst_;
