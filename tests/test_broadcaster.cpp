@@ -2006,6 +2006,27 @@ TEST_CASE("broadcaster: the value recycler keeps blocks of the first request's s
     r.get()->give(first, 40, 8);
 }
 
+// Blocks smaller than the free list's node (a pointer) are the recycler's too: its blocks are
+// whole cache lines whatever the size asked for. They used to go to the heap at every take (a
+// sliding_window<char>'s or <int>'s small windows allocated at every pop).
+TEST_CASE("broadcaster: the value recycler recycles blocks smaller than a pointer") {
+    using framepipe::detail::cache_line;
+    for (const auto& [size, align] : {std::pair<std::size_t, std::size_t>{1, 1}, {3, 1}, {4, 4},
+                                      {7, 1}, {8, 8}}) {
+        INFO("size " << size << " align " << align);
+        const framepipe::detail::recycler_handle r;
+        void* zero = r.get()->take(0, 1); // 0 bytes: the heap's, and fixes nothing
+        r.get()->give(zero, 0, 1);
+        void* p = r.get()->take(size, align);
+        CHECK(reinterpret_cast<std::uintptr_t>(p) % cache_line == 0);
+        r.get()->give(p, size, align);
+        CHECK(r.get()->cached() == 1);
+        void* again = r.get()->take(size, align);
+        CHECK(again == p); // recycled
+        r.get()->give(again, size, align);
+    }
+}
+
 // Two publishers racing at a broadcaster's first publish both ask its recycler for a block while
 // neither has fixed the block size yet. The size and the alignment are fixed together: a taker
 // that saw the size fixed but not yet the alignment got a block from the heap, and gave it back

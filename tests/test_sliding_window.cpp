@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <latch>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <random>
@@ -439,6 +440,54 @@ TEST_CASE("sliding_window: copies of a window share its items instead of copying
     CHECK(scope.counters.alive() == 0);
 }
 
+TEST_CASE("sliding_window: a moved-from window is empty and safe to query") {
+    // A moved-from window used to crash in its noexcept accessors (a null pointer).
+    sliding_window<std::uint64_t> w(3, 1);
+    for (std::uint64_t i = 0; i < 3; ++i) {
+        (void)w.push(i);
+    }
+    auto got = w.try_pop();
+    REQUIRE(got.has_value());
+    window<std::uint64_t> moved = std::move(*got);
+    check_window_of_seqs(moved, 2, 3);
+    const window<std::uint64_t>& from = *got; // NOLINT(bugprone-use-after-move): the subject
+    CHECK(from.size() == 0);
+    CHECK(from.begin() == from.end());
+    std::size_t n = 0;
+    for ([[maybe_unused]] const std::uint64_t v : from) {
+        ++n;
+    }
+    CHECK(n == 0);
+    const window<std::uint64_t> copy = from; // copies of it are empty too
+    CHECK(copy.size() == 0);
+    // Assigning a window makes it usable again; a move assignment empties its source.
+    *got = moved;
+    check_window_of_seqs(*got, 2, 3);
+    window<std::uint64_t> target = copy;
+    target = std::move(moved);
+    check_window_of_seqs(target, 2, 3);
+    CHECK(moved.size() == 0); // NOLINT(bugprone-use-after-move): the subject
+
+    // A moved-from window of stamped items has an unknown capture time, like a null pointer:
+    // time_point::max(), never expired.
+    using framepipe::stamped;
+    using clock = std::chrono::steady_clock;
+    using traits = framepipe::timestamp_traits<window<stamped<int>>>;
+    const clock::time_point now = clock::now();
+    sliding_window<stamped<int>> stamps(2, 2);
+    (void)stamps.push(framepipe::stamp(1, 0, now - 2h));
+    (void)stamps.push(framepipe::stamp(2, 1, now - 1h));
+    auto stale = stamps.try_pop();
+    REQUIRE(stale.has_value());
+    const window<stamped<int>> kept = std::move(*stale);
+    CHECK(traits::capture_time(kept) == now - 1h);
+    // NOLINTNEXTLINE(bugprone-use-after-move): the subject
+    CHECK(traits::capture_time(*stale) == clock::time_point::max());
+    const std::optional<std::chrono::nanoseconds> max_age = 1s;
+    CHECK(framepipe::detail::older_than(kept, max_age, now));
+    CHECK_FALSE(framepipe::detail::older_than(*stale, max_age, now));
+}
+
 TEST_CASE("sliding_window: tumbling windows move their items out when T's move cannot throw") {
     int copies = 0;
     sliding_window<copy_tracked> w(3, 3);
@@ -760,6 +809,27 @@ TEST_CASE("sliding_window: bad arguments throw invalid_argument naming the argum
         CHECK(what_of([] { sliding_window<up> w(2); }).find("stride") != std::string::npos);
         CHECK_NOTHROW(sliding_window<up>(3, 3));
         CHECK_NOTHROW(sliding_window<up>(1));
+    }
+    SECTION("size + stride out of range") {
+        // size + stride used to wrap: (max, 1) made a history of 0 slots, (max, 2) one of 1,
+        // and the first push wrote past it.
+        constexpr std::size_t max = std::numeric_limits<std::size_t>::max();
+        CHECK(what_of([] { sliding_window<std::string> w(max, 1); }).find("size") !=
+              std::string::npos);
+        CHECK(what_of([] { sliding_window<std::string> w(max, 2); }).find("size") !=
+              std::string::npos);
+        CHECK(what_of([] { sliding_window<int> w(max / 2 + 1, max / 2 + 1); }).find("size") !=
+              std::string::npos);
+        CHECK(what_of([] { sliding_window<int> w(max, max); }).find("size") != std::string::npos);
+        // size + stride in range, but not its bytes (an allocator may not even be asked).
+        CHECK(what_of([] { sliding_window<std::string> w(max / 2, max / 2); }).find("size") !=
+              std::string::npos);
+        constexpr std::size_t too_many =
+            static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max()) /
+                sizeof(std::optional<std::uint64_t>) +
+            1;
+        CHECK(what_of([] { sliding_window<std::uint64_t> w(too_many - 1, 1); }).find("size") !=
+              std::string::npos);
     }
     SECTION("valid arguments do not throw") {
         CHECK_NOTHROW(sliding_window<int>(1, 1));
@@ -1380,4 +1450,43 @@ TEST_CASE("sliding_window: a steady stream of windows allocates nothing after wa
     const auto s = w.stats();
     CHECK(s.pushed == s.popped + s.dropped + s.size);
     CHECK(seen.load() == s.popped * 30);
+}
+
+namespace {
+// Allocations in 1000 windows pushed and popped on one thread, after a warm-up.
+template <class T>
+std::uint64_t steady_allocations(std::size_t size, std::size_t stride) {
+    sliding_window<T> w(size, stride);
+    int next = 0;
+    const auto round = [&] {
+        for (std::size_t i = 0; i < stride; ++i) {
+            (void)w.push(static_cast<T>(next++ % 100));
+        }
+        (void)w.try_pop(); // released at once
+    };
+    for (std::size_t i = 0; i < size; ++i) {
+        (void)w.push(static_cast<T>(0));
+    }
+    for (int i = 0; i < 10; ++i) {
+        round();
+    }
+    allocation_window a;
+    a.start();
+    for (int i = 0; i < 1000; ++i) {
+        round();
+    }
+    a.stop();
+    return allocation_window::allocations();
+}
+} // namespace
+
+TEST_CASE("sliding_window: windows of fewer item bytes than a pointer allocate nothing after "
+          "warm-up") {
+    // Item blocks smaller than the recycler's free-list node used to go to the heap at every pop.
+    CHECK(steady_allocations<char>(3, 1) == 0);
+    CHECK(steady_allocations<char>(7, 7) == 0);
+    CHECK(steady_allocations<int>(1, 1) == 0);
+    CHECK(steady_allocations<char>(1, 1) == 0);
+    CHECK(steady_allocations<int>(2, 1) == 0); // 8 bytes: the node's size
+    CHECK(steady_allocations<char>(100, 30) == 0);
 }

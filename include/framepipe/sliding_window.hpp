@@ -35,6 +35,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -59,23 +60,32 @@ using window_items = std::vector<T, recycling_allocator<T>>;
 
 // A read-only snapshot of `size` consecutive items, oldest first. Cheap to copy (the items are
 // shared between copies, never duplicated) and safe to read from any thread: nothing changes it
-// once it has been handed out.
+// once it has been handed out. A moved-from window is empty: size() 0, begin() == end(); its
+// first_seq() and last_seq() are unspecified, and front(), back() and operator[] must not be
+// called (as on an empty std::vector). Assigning a window to it makes it usable again.
 template <class T>
 class window {
 public:
     using value_type = T;
     using const_iterator = typename detail::window_items<T>::const_iterator;
 
-    // Number of items; the sliding_window's size. Never throws.
-    [[nodiscard]] std::size_t size() const noexcept { return items_->size(); }
+    // Number of items: the sliding_window's size, or 0 once moved from. Never throws.
+    [[nodiscard]] std::size_t size() const noexcept { return items_ ? items_->size() : 0; }
 
     // The i-th oldest item, 0 <= i < size(); unchecked, like std::vector::operator[].
     [[nodiscard]] const T& operator[](std::size_t i) const noexcept { return (*items_)[i]; }
 
+    // The oldest and the newest item; the window must not be empty.
     [[nodiscard]] const T& front() const noexcept { return items_->front(); }
     [[nodiscard]] const T& back() const noexcept { return items_->back(); }
-    [[nodiscard]] const_iterator begin() const noexcept { return items_->begin(); }
-    [[nodiscard]] const_iterator end() const noexcept { return items_->end(); }
+
+    // The items, oldest first (random access). begin() == end() once moved from.
+    [[nodiscard]] const_iterator begin() const noexcept {
+        return items_ ? items_->begin() : const_iterator();
+    }
+    [[nodiscard]] const_iterator end() const noexcept {
+        return items_ ? items_->end() : const_iterator();
+    }
 
     // Sequence numbers of the oldest and the newest item, counted from 0 at the first push.
     [[nodiscard]] std::uint64_t first_seq() const noexcept { return first_seq_; }
@@ -91,12 +101,14 @@ private:
 };
 
 // A window of timestamped items is timestamped by its newest item: its age is how old the
-// freshest data in it is.
+// freshest data in it is. An empty (moved-from) window has time_point::max(), like a null
+// pointer: never expired.
 template <class T>
     requires timestamped<T>
 struct timestamp_traits<window<T>> {
     static std::chrono::steady_clock::time_point capture_time(const window<T>& w) noexcept {
-        return timestamp_traits<T>::capture_time(w.back());
+        return w.size() == 0 ? std::chrono::steady_clock::time_point::max()
+                             : timestamp_traits<T>::capture_time(w.back());
     }
 };
 
@@ -123,23 +135,12 @@ public:
     using clock = std::chrono::steady_clock;
 
     // Windows of the last `size` items, one every `stride` items.
-    // Throws std::invalid_argument naming `size` when it is 0, naming `stride` when it is 0 or
-    // greater than size, or when windows overlap (stride < size) and T cannot be copied (an item
-    // that belongs to two windows has to be in both). std::bad_alloc.
+    // Throws std::invalid_argument naming `size` when it is 0 or so large that an array of
+    // size + stride items overflows (more than PTRDIFF_MAX bytes), naming `stride` when it is 0
+    // or greater than size, or when windows overlap (stride < size) and T cannot be copied (an
+    // item that belongs to two windows has to be in both). std::bad_alloc.
     explicit sliding_window(std::size_t size, std::size_t stride = 1)
-        : size_(size), stride_(stride), capacity_(size + stride) {
-        if (size_ == 0) {
-            throw std::invalid_argument("size: must be at least 1");
-        }
-        if (stride_ == 0 || stride_ > size_) {
-            throw std::invalid_argument("stride: must be between 1 and size");
-        }
-        if constexpr (!std::is_copy_constructible_v<T>) {
-            if (stride_ < size_) {
-                throw std::invalid_argument(
-                    "stride: overlapping windows (stride < size) need a copyable T");
-            }
-        }
+        : size_(size), stride_(stride), capacity_(capacity_of(size, stride)) {
         // size + stride slots: the pending window needs at most size + stride - 1 of them, and
         // the spare one lets a push store the new item before the oldest is let go, so a
         // throwing move leaves the window intact.
@@ -255,6 +256,31 @@ public:
 
 private:
     friend struct detail::readable_access;
+
+    // The history's slots, size + stride, once the arguments are checked; throws as the
+    // constructor says.
+    static std::size_t capacity_of(std::size_t size, std::size_t stride) {
+        if (size == 0) {
+            throw std::invalid_argument("size: must be at least 1");
+        }
+        if (stride == 0 || stride > size) {
+            throw std::invalid_argument("stride: must be between 1 and size");
+        }
+        if constexpr (!std::is_copy_constructible_v<T>) {
+            if (stride < size) {
+                throw std::invalid_argument(
+                    "stride: overlapping windows (stride < size) need a copyable T");
+            }
+        }
+        // As std::vector's max_size(): more bytes than a pointer difference can count.
+        constexpr std::size_t max_slots =
+            static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max()) /
+            sizeof(std::optional<T>);
+        if (size > max_slots || stride > max_slots - size) {
+            throw std::invalid_argument("size: too large (size + stride items overflow an array)");
+        }
+        return size + stride;
+    }
 
     // The event count consumers wait on for a window (see detail::readable_access).
     [[nodiscard]] detail::event_count& readable_event() noexcept { return not_empty_; }

@@ -172,10 +172,13 @@ private:
     // alignment go to the heap. Both are fixed by one compare-and-swap of one word (key_), so a
     // thread that sees the size fixed sees the alignment too: no request of the recycler's size
     // is served by the heap and then given back as one of the recycler's blocks. A load first:
-    // the compare-and-swap, a read-modify-write, runs only while nothing is fixed.
+    // the compare-and-swap, a read-modify-write, runs only while nothing is fixed. Any size from
+    // 1 byte may be the recycler's: its blocks are made by new_block(), at least a node and a
+    // cache line whatever the size asked for.
     bool matches(std::size_t size, std::size_t align) noexcept {
-        if (size > max_block) {
-            return false; // too big to name in the key (and to allocate): the heap's
+        if (size == 0 || size > max_block) {
+            return false; // the heap's: no key names 0 (key 0 is "not fixed"), and a size
+                          // this large cannot be named in one (nor allocated)
         }
         const std::uint64_t key = key_of(size, align);
         std::uint64_t fixed = key_.load(std::memory_order_relaxed);
@@ -186,7 +189,7 @@ private:
                                                std::memory_order_relaxed);
             fixed = fixed == 0 ? key : fixed; // fixed: ours, or the winner's on failure
         }
-        return fixed == key && size >= sizeof(node);
+        return fixed == key;
     }
 
     // A key names a size (at least 1: an allocation of n >= 1 objects) and a power-of-two
