@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 namespace framepipe_examples {
 
@@ -42,6 +43,11 @@ key_frame_index scan_key_frames(const std::string& path, std::stop_token stop,
     gst_frame f;
     std::string err;
     std::uint64_t decoded = 0;
+    // Frame indices count from the first frame, whatever its PTS: an MPEG-TS starts at its
+    // first PTS (0.125 s seen), an MP4 with B-frames and no edit list at the reordering delay
+    // (0.067 s seen), and OpenCV numbers the frames from 0 either way. The first frame decoded
+    // is the file's first frame, as a file starts with a key frame.
+    std::optional<std::chrono::nanoseconds> first_pts;
     for (;;) {
         const auto left = deadline - std::chrono::steady_clock::now();
         const auto st = capture.read(stop, std::max(left, std::chrono::nanoseconds(0)), f, err);
@@ -56,7 +62,10 @@ key_frame_index scan_key_frames(const std::string& path, std::stop_token stop,
         }
         ++decoded;
         if (f.pts) {
-            const double seconds = std::chrono::duration<double>(*f.pts).count();
+            if (!first_pts) {
+                first_pts = f.pts;
+            }
+            const double seconds = std::chrono::duration<double>(*f.pts - *first_pts).count();
             index.keys.push_back(static_cast<std::uint64_t>(std::llround(seconds * index.fps)));
         }
     }

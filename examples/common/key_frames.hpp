@@ -6,8 +6,10 @@
 //
 // How: the file is read once through gst_capture with key_frames_only, so delta units are
 // dropped before the decoder and only the key frames are decoded (vtest.avi: 4 of 795 frames;
-// the scan takes a few ms per key frame). Each decoded key frame's PTS, times the file's frame
-// rate, is its index. The frame rate and count come from the container (cv::VideoCapture).
+// the scan takes a few ms per key frame). Each decoded key frame's PTS less the first one's
+// (the file's first frame: a file starts with a key frame; its PTS need not be 0, as in MPEG-TS
+// or an MP4 with B-frames), times the file's frame rate, is its index. The frame rate and count
+// come from the container (cv::VideoCapture).
 //
 // Sources without key-frame information are an error (key_frame_error), not a silent "every
 // frame": a file whose every frame is a key frame (an intra-only codec such as MJPEG, or raw

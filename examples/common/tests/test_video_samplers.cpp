@@ -6,6 +6,7 @@
 #include "common/key_frames.hpp"
 #include "common/motion_detector.hpp"
 #include "common/scene_change.hpp"
+#include "common/testing/child_process.hpp"
 #include "common/testing/temp_dir.hpp"
 
 #include <framepipe/ring.hpp>
@@ -18,6 +19,7 @@
 #include <chrono>
 #include <filesystem>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -192,4 +194,23 @@ TEST_CASE("key frames: vtest.avi's are found from GStreamer's flags; an MJPEG cl
                       Catch::Contains("carries no key-frame information"));
     CHECK_THROWS_AS(fe::scan_key_frames((scratch() / "missing.avi").string()),
                     fe::key_frame_error);
+}
+
+TEST_CASE("key frames: numbered from the first frame when the first PTS is not 0") {
+    // GOP 30 in MPEG-TS (the first PTS is the muxer's start, 0.125 s or so) and in MP4 with
+    // B-frames and no edit list (the first PTS is the reordering delay): key frames 0, 30, 60,
+    // ... as OpenCV numbers the frames, not shifted by that first PTS.
+    for (const auto& [name, tune, mux] : {std::tuple{"gop30.ts", "tune=zerolatency", "mpegtsmux"},
+                                          std::tuple{"bframes.mp4", "bframes=2", "mp4mux"}}) {
+        const auto path = (scratch() / name).string();
+        const auto made = framepipe_examples::testing::run(
+            {"/usr/bin/gst-launch-1.0", "-q", "videotestsrc", "num-buffers=150", "pattern=ball", "!",
+             "video/x-raw,width=160,height=120,framerate=30/1", "!", "x264enc", "key-int-max=30",
+             tune, "!", "h264parse", "!", mux, "!", "filesink", "location=" + path});
+        INFO(name << ": " << made.err);
+        REQUIRE(made.exit_code == 0);
+        const auto keys = fe::scan_key_frames(path);
+        CHECK(keys.fps == Approx(30));
+        CHECK(keys.keys == std::vector<std::uint64_t>{0, 30, 60, 90, 120});
+    }
 }
