@@ -5,6 +5,8 @@
 #include <gst/gst.h>
 #include <gst/video/video.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -274,7 +276,25 @@ struct gst_capture::impl {
     std::atomic<bool> seen_key{false};
     std::atomic<bool> has_decoder{false};
     std::atomic<bool> video_selected{false};
-    std::atomic<std::uint64_t> dropped_before_key{0};
+    // This connection's accounting, kept through close() and reset when open() starts the next
+    // connection (so that a failed open's figures can still be read after it).
+    std::atomic<std::uint64_t> dropped_before_key{0}; // encoded units dropped before decoding
+
+    // Frames dropped by the appsink (see dropped_before_read()). The appsink's input probe
+    // numbers each arriving buffer (1, 2, ...) and keeps the latest numbers by buffer; a sample
+    // taken from the appsink is looked up there: when it is arrival k and `taken` samples have
+    // been taken with it, the k - taken arrivals before it that nobody took were dropped (the
+    // appsink drops the oldest). At close() every arrival read() did not return was dropped.
+    std::mutex arrivals_mu;
+    std::array<std::pair<const GstBuffer*, std::uint64_t>, 16> recent_arrivals{};
+    std::size_t recent_next = 0;
+    std::atomic<std::uint64_t> arrived{0}; // written under arrivals_mu
+    // The reading thread's. `dropped` is stored before `taken` (release), so that a reader of
+    // `taken` (acquire) sees a `dropped` at least as new, and an `arrived` at least `taken`.
+    std::atomic<std::uint64_t> taken{0};   // samples taken from the appsink (open() and read())
+    std::atomic<std::uint64_t> dropped{0}; // arrivals known to be dropped
+    std::uint64_t last_taken_arrival = 0;  // the arrival number of the latest sample taken
+    std::uint64_t delivered = 0;           // samples read() returned (or failed to convert)
 
     // -- streaming-thread callbacks ------------------------------------------------------------
 
@@ -289,8 +309,22 @@ struct gst_capture::impl {
         return self->video_selected.exchange(true) ? FALSE : TRUE;
     }
 
-    // Any element added anywhere in the pipeline: a video (or image) decoder gets the probe.
+    // Any element added anywhere in the pipeline: a video (or image) decoder gets the probe;
+    // an H.264/H.265 parser is told to put the parameter sets in front of every key unit.
     static void on_element_added(GstBin*, GstBin*, GstElement* element, gpointer self_) {
+        if (GstElementFactory* factory = gst_element_get_factory(element); factory != nullptr) {
+            const gchar* name = gst_plugin_feature_get_name(GST_PLUGIN_FEATURE(factory));
+            if (name != nullptr &&
+                (std::strcmp(name, "h264parse") == 0 || std::strcmp(name, "h265parse") == 0)) {
+                // config-interval=-1: SPS/PPS (and VPS) with every IDR. The probe below drops
+                // every delta unit before the first key unit, and with key_frames_only every
+                // one, including the one a parser puts the parameter sets it has seen in front
+                // of (measured: joining mid-GOP, h264parse sends SPS/PPS with the first unit it
+                // forwards, a P-slice, flagged HEADER|DELTA_UNIT); so each key unit must carry
+                // them itself, whatever the sender does.
+                g_object_set(element, "config-interval", -1, nullptr);
+            }
+        }
         const gchar* klass = gst_element_get_metadata(element, GST_ELEMENT_METADATA_KLASS);
         if (klass == nullptr || std::strstr(klass, "Decoder") == nullptr ||
             (std::strstr(klass, "Video") == nullptr && std::strstr(klass, "Image") == nullptr)) {
@@ -312,17 +346,17 @@ struct gst_capture::impl {
         if (buffer == nullptr) {
             return GST_PAD_PROBE_OK;
         }
-        // A key unit may also carry the HEADER flag (h264parse marks an IDR with inline
-        // SPS/PPS so): the DELTA_UNIT flag alone decides.
+        // The DELTA_UNIT flag alone decides, HEADER or not: a key unit may carry the HEADER
+        // flag (h264parse marks an IDR with inline SPS/PPS so), and so may a delta unit (the
+        // P-slice a parser puts the parameter sets in front of when a stream is joined mid-GOP:
+        // decoded, it is a grey smear, and it is no key frame). Parameter sets still reach the
+        // decoder: with every key unit (on_element_added) or in the caps' codec_data.
         if (!GST_BUFFER_FLAG_IS_SET(buffer, GST_BUFFER_FLAG_DELTA_UNIT)) {
             self->seen_key = true;
             const std::lock_guard<std::mutex> lock(self->keys_mu);
             self->key_pts[self->key_next] = GST_BUFFER_PTS(buffer);
             self->key_next = (self->key_next + 1) % self->key_pts.size();
             return GST_PAD_PROBE_OK;
-        }
-        if (GST_BUFFER_FLAG_IS_SET(buffer, GST_BUFFER_FLAG_HEADER)) {
-            return GST_PAD_PROBE_OK; // codec headers always go through
         }
         if (!self->seen_key.load() || self->options.key_frames_only) {
             self->dropped_before_key.fetch_add(1);
@@ -331,7 +365,59 @@ struct gst_capture::impl {
         return GST_PAD_PROBE_OK;
     }
 
+    // The appsink's input: every decoded frame that reaches it (it may drop it before read()).
+    void arrival(const GstBuffer* buffer) {
+        const std::lock_guard<std::mutex> lock(arrivals_mu);
+        const auto n = arrived.load(std::memory_order_relaxed) + 1;
+        recent_arrivals[recent_next] = {buffer, n};
+        recent_next = (recent_next + 1) % recent_arrivals.size();
+        arrived.store(n, std::memory_order_relaxed);
+    }
+    static GstPadProbeReturn on_appsink_input(GstPad*, GstPadProbeInfo* info, gpointer self_) {
+        auto* self = static_cast<impl*>(self_);
+        if ((GST_PAD_PROBE_INFO_TYPE(info) & GST_PAD_PROBE_TYPE_BUFFER) != 0) {
+            self->arrival(GST_PAD_PROBE_INFO_BUFFER(info));
+        } else if ((GST_PAD_PROBE_INFO_TYPE(info) & GST_PAD_PROBE_TYPE_BUFFER_LIST) != 0) {
+            GstBufferList* list = GST_PAD_PROBE_INFO_BUFFER_LIST(info);
+            for (guint i = 0, n = gst_buffer_list_length(list); i < n; ++i) {
+                self->arrival(gst_buffer_list_get(list, i));
+            }
+        }
+        return GST_PAD_PROBE_OK;
+    }
+
     // -- the reading thread --------------------------------------------------------------------
+
+    // A sample taken from the appsink: the arrivals before it that were not taken were dropped.
+    GstSample* take(GstSample* sample) {
+        const GstBuffer* buffer = gst_sample_get_buffer(sample);
+        std::uint64_t k = last_taken_arrival + 1; // (not found: nothing dropped, as far as known)
+        {
+            const std::lock_guard<std::mutex> lock(arrivals_mu);
+            // Newest first: a buffer's memory may be reused for a later one, never while the
+            // earlier one is still held (as this one is).
+            for (std::size_t i = 1; i <= recent_arrivals.size(); ++i) {
+                const auto& [b, n] =
+                    recent_arrivals[(recent_next + recent_arrivals.size() - i) % recent_arrivals.size()];
+                if (b == buffer && n > last_taken_arrival) {
+                    k = n;
+                    break;
+                }
+            }
+        }
+        last_taken_arrival = k;
+        const auto t = taken.load(std::memory_order_relaxed) + 1;
+        dropped.store(std::max(dropped.load(std::memory_order_relaxed), k - std::min(k, t)),
+                      std::memory_order_relaxed);
+        taken.store(t, std::memory_order_release);
+        return sample;
+    }
+
+    // A sample read() returns.
+    GstSample* deliver(GstSample* sample) {
+        ++delivered;
+        return sample;
+    }
 
     bool is_key(GstClockTime pts) {
         if (!has_decoder.load()) {
@@ -496,6 +582,13 @@ struct gst_capture::impl {
             // Synchronous: every streaming thread has stopped when it returns. rtspsrc's
             // TEARDOWN waits at most its teardown-timeout (100 ms).
             gst_element_set_state(pipeline, GST_STATE_NULL);
+            // Every streaming thread has stopped: whatever arrived and read() did not return
+            // (still in the appsink, or taken by open() and never read) was dropped.
+            const auto a = arrived.load(std::memory_order_relaxed);
+            if (a > delivered) {
+                dropped.store(std::max(dropped.load(std::memory_order_relaxed), a - delivered),
+                              std::memory_order_relaxed);
+            }
         }
         if (appsink != nullptr) {
             gst_object_unref(appsink);
@@ -515,7 +608,6 @@ struct gst_capture::impl {
         seen_key = false;
         has_decoder = false;
         video_selected = false;
-        dropped_before_key = 0;
         key_pts.fill(GST_CLOCK_TIME_NONE);
         key_next = 0;
         last_warning.clear();
@@ -545,6 +637,19 @@ std::uint64_t gst_capture::skipped_before_decode() const noexcept {
     return impl_ ? impl_->dropped_before_key.load(std::memory_order_relaxed) : 0;
 }
 
+std::uint64_t gst_capture::dropped_before_read() const noexcept {
+    if (!impl_) {
+        return 0;
+    }
+    // `taken` first (acquire): `dropped` is then at least as new, and `arrived` at least
+    // `taken`. Between two takes, arrivals not taken are dropped but for at most two: one
+    // waiting in the appsink, one on its way in (the streaming thread brings one at a time).
+    const auto taken = impl_->taken.load(std::memory_order_acquire);
+    const auto dropped = impl_->dropped.load(std::memory_order_relaxed);
+    const auto arrived = impl_->arrived.load(std::memory_order_relaxed);
+    return std::max(dropped, arrived > taken + 2 ? arrived - taken - 2 : 0);
+}
+
 std::string gst_capture::describe(const gst_capture_options& options, std::string* error) {
     const auto s = classify(options);
     if (error != nullptr) {
@@ -569,9 +674,25 @@ std::string gst_capture::open(std::stop_token stop, nanoseconds timeout) {
     const auto deadline = steady_clock::now() + timeout;
     auto& d = *impl_;
     d.close();
+    d.dropped_before_key = 0; // a new connection's accounting (see impl)
+    d.arrived = 0;
+    d.recent_arrivals.fill({nullptr, 0});
+    d.taken = 0;
+    d.dropped = 0;
+    d.last_taken_arrival = 0;
+    d.delivered = 0;
     d.source = classify(d.options);
     if (!d.source.error.empty()) {
         return d.source.error;
+    }
+    if (d.source.kind == source_kind::file) {
+        // filesrc opens and reads with blocking calls: a FIFO (or a device) would hang open()
+        // past its timeout and stop token, and close() while read(2) waits. A missing file is
+        // left to filesrc, which names it.
+        struct stat st{};
+        if (::stat(d.source.location.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+            return "'" + d.source.location + "': not a regular file";
+        }
     }
     if (const auto& err = gst_init_error(); !err.empty()) {
         return err;
@@ -616,6 +737,13 @@ std::string gst_capture::open(std::stop_token stop, nanoseconds timeout) {
     }
     gst_object_unref(source);
     g_signal_connect(pipeline, "deep-element-added", G_CALLBACK(&impl::on_element_added), &d);
+    if (GstPad* pad = gst_element_get_static_pad(d.appsink, "sink"); pad != nullptr) {
+        gst_pad_add_probe(pad,
+                          static_cast<GstPadProbeType>(GST_PAD_PROBE_TYPE_BUFFER |
+                                                       GST_PAD_PROBE_TYPE_BUFFER_LIST),
+                          &impl::on_appsink_input, &d, nullptr);
+        gst_object_unref(pad);
+    }
 
     if (gst_element_set_state(pipeline, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
         // The failing element posted its error before the state change returned.
@@ -638,7 +766,7 @@ std::string gst_capture::open(std::stop_token stop, nanoseconds timeout) {
                 GST_APP_SINK(d.appsink),
                 static_cast<GstClockTime>(std::clamp(left, nanoseconds(0), slice).count()))) {
             d.sync_clocks();
-            d.pending = sample;
+            d.pending = d.take(sample);
             return {};
         }
         if (eos || gst_app_sink_is_eos(GST_APP_SINK(d.appsink)) != FALSE) {
@@ -678,7 +806,7 @@ gst_capture::status gst_capture::read(std::stop_token stop, nanoseconds timeout,
     }
     auto& d = *impl_;
     if (d.pending != nullptr) {
-        GstSample* sample = std::exchange(d.pending, nullptr);
+        GstSample* sample = d.deliver(std::exchange(d.pending, nullptr));
         return d.to_frame(sample, out, error) ? status::frame : status::error;
     }
     const auto deadline = steady_clock::now() + timeout;
@@ -690,7 +818,8 @@ gst_capture::status gst_capture::read(std::stop_token stop, nanoseconds timeout,
         if (GstSample* sample = gst_app_sink_try_pull_sample(
                 GST_APP_SINK(d.appsink),
                 static_cast<GstClockTime>(std::clamp(left, nanoseconds(0), slice).count()))) {
-            return d.to_frame(sample, out, error) ? status::frame : status::error;
+            return d.to_frame(d.deliver(d.take(sample)), out, error) ? status::frame
+                                                                     : status::error;
         }
         if (std::string text = d.bus_error(); !text.empty()) {
             error = std::move(text);

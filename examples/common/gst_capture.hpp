@@ -15,13 +15,17 @@
 //     rtsp://   rtspsrc protocols=tcp latency=200 drop-on-latency=true ! decodebin
 //     http(s):// souphttpsrc is-live=true do-timestamp=true ! multipartdemux single-stream=true
 //               ! decodebin                                    (MJPEG over multipart/x-mixed-replace)
-//     file      filesrc ! decodebin
+//     file      filesrc ! decodebin                   (a regular file: open() refuses a FIFO,
+//                                                      a device or a directory, on which
+//                                                      filesrc's blocking calls would hang)
 //     camera N  v4l2src device=/dev/videoN ! decodebin
 //     ... ! videoconvert ! video/x-raw,format=BGR ! appsink max-buffers=1 drop=true sync=false
 //
 // Freshness: the appsink keeps one frame and drops the older one (max-buffers=1 drop=true), and
 // never waits on the clock (sync=false): a slow reader gets the newest frame, and never lets
-// stale frames queue up in the decoder; the reader is never the pacer of a live source.
+// stale frames queue up in the decoder; the reader is never the pacer of a live source. The
+// frames dropped so are counted (dropped_before_read(): a pad probe numbers the frames reaching
+// the appsink, and each frame taken tells how many before it were not).
 // Files are the exception: by default (realtime=false) every frame is delivered and the reader
 // is the pacer (drop=false, like cv::VideoCapture); with realtime=true a file plays at its own
 // rate against the clock (sync=true) and drops like a live source.
@@ -60,9 +64,13 @@
 // each encoded key unit (no DELTA_UNIT flag) and read() looks the decoded frame's PTS up. The
 // same probe drops delta units before the decoder when key_frames_only is set (measured: 4.6x
 // less CPU on 768x576 H.264 at GOP 30), and always drops what comes before the first key unit
-// of a connection (a stream joined mid-GOP would decode to grey smears). Raw sources (a v4l2
-// camera without compression) have only key frames. The first frame read after open() is not
-// always a key frame: the appsink keeps the newest, and may have dropped the first.
+// of a connection (a stream joined mid-GOP would decode to grey smears), a delta unit carrying
+// codec headers (HEADER flag) included: h264parse puts the SPS/PPS it has in front of the first
+// unit it forwards, a P-slice when joined mid-GOP. The parameter sets still reach the decoder:
+// h264parse and h265parse are set to config-interval=-1 (with every key unit), and a container's
+// or an SDP's come in the caps. Raw sources (a v4l2 camera without compression) have only key
+// frames. The first frame read after open() is a key frame when the appsink kept it (a frame
+// dropped before read() is counted: dropped_before_read()).
 //
 // Frame memory: frame_memory::wrap (the default: 0.06 to 0.13 ms less CPU per 768x576 frame
 // than copy, README.md) hands out the appsink's buffer itself: the cv::Mat points into the
@@ -166,8 +174,18 @@ public:
     [[nodiscard]] const gst_capture_options& options() const noexcept;
     // Encoded units this connection dropped before the decoder: delta units while waiting for
     // the first key frame, and every delta unit with key_frames_only. Never decoded, so never
-    // read() as frames. Back to 0 at close(). Any thread (a relaxed counter).
+    // read() as frames. The latest connection's (a failed open()'s too): kept through close(),
+    // back to 0 when open() starts the next one. Any thread (a relaxed counter).
     [[nodiscard]] std::uint64_t skipped_before_decode() const noexcept;
+    // Decoded frames this connection dropped before read() returned them: the appsink keeps
+    // only the newest (max-buffers=1 drop=true, see the file comment), so a reader slower than
+    // the source loses the older ones; at close(), also the frame still waiting. Exact after
+    // each read() (the frames between two frames read), at most two behind while no read()
+    // takes a frame (one may still be waiting, one on its way in), and once the connection is
+    // closed: frames that reached the appsink == frames read() returned +
+    // dropped_before_read(). Never decreases within a connection. Kept through close(), back
+    // to 0 when open() starts the next connection. Any thread.
+    [[nodiscard]] std::uint64_t dropped_before_read() const noexcept;
 
     // The pipeline open() builds for `options`, with the user's strings (URI, device, path)
     // written in, for logs; "" with `error` set when the options are bad (an unknown scheme,

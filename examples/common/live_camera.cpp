@@ -64,6 +64,9 @@ public:
     [[nodiscard]] std::uint64_t skipped_before_decode() const noexcept override {
         return capture_.skipped_before_decode();
     }
+    [[nodiscard]] std::uint64_t dropped_before_read() const noexcept override {
+        return capture_.dropped_before_read();
+    }
 
 private:
     gst_capture capture_;
@@ -101,10 +104,13 @@ struct shared_state {
     // Figures. Written on the runner thread, read by stats() on any thread: relaxed atomics
     // (statistics; they order nothing).
     std::atomic<std::uint64_t> pool_misses{0};
-    // Encoded frames skipped before decoding: closed connections' total, and the current one's
+    // Encoded frames skipped before decoding, and decoded frames dropped before the reader
+    // read them: closed connections' totals (failed attempts included), and the current one's
     // (copied from the reader after each read; the reader itself is the runner thread's).
     std::atomic<std::uint64_t> skipped_closed{0};
     std::atomic<std::uint64_t> skipped_current{0};
+    std::atomic<std::uint64_t> dropped_closed{0};
+    std::atomic<std::uint64_t> dropped_current{0};
     std::atomic<std::int64_t> start_ns{0};       // start(); 0: not started
     std::atomic<std::int64_t> stop_ns{0};        // stop(); 0: running
     std::atomic<std::int64_t> last_frame_ns{0};  // the last frame published; 0: none yet
@@ -200,6 +206,7 @@ framepipe::read_result<live_camera_backend::frame_type> live_camera_backend::rea
     std::string error;
     const auto status = capture->read(std::move(stop), timeout, f, error);
     state->skipped_current.store(capture->skipped_before_decode(), std::memory_order_relaxed);
+    state->dropped_current.store(capture->dropped_before_read(), std::memory_order_relaxed);
     buffer->value = std::move(f.image);
     switch (status) {
         case gst_capture::status::frame:
@@ -216,10 +223,14 @@ framepipe::read_result<live_camera_backend::frame_type> live_camera_backend::rea
 }
 
 void live_camera_backend::close() noexcept {
-    // The connection's skipped frames join the closed ones' before close() resets its count.
+    // After close(): the reader keeps its counts (frame_reader), and they are final then (a
+    // frame the appsink still held counts as dropped). An attempt whose open() failed is
+    // closed too, so what it skipped while waiting for a key frame is counted.
+    capture->close();
     state->skipped_closed.fetch_add(capture->skipped_before_decode(), std::memory_order_relaxed);
     state->skipped_current.store(0, std::memory_order_relaxed);
-    capture->close();
+    state->dropped_closed.fetch_add(capture->dropped_before_read(), std::memory_order_relaxed);
+    state->dropped_current.store(0, std::memory_order_relaxed);
 }
 
 // -- the camera ---------------------------------------------------------------------------------
@@ -378,6 +389,8 @@ live_camera_stats live_camera::stats() const {
     out.pool_misses = s.pool_misses.load(std::memory_order_relaxed);
     out.skipped_before_decode = s.skipped_closed.load(std::memory_order_relaxed) +
                                 s.skipped_current.load(std::memory_order_relaxed);
+    out.dropped_before_read = s.dropped_closed.load(std::memory_order_relaxed) +
+                              s.dropped_current.load(std::memory_order_relaxed);
     const auto start = s.start_ns.load(std::memory_order_relaxed);
     if (start == 0) {
         return out;  // not started: offline, no figures
@@ -408,6 +421,10 @@ framepipe::source_status live_camera::status() const {
     out.counters.push_back({"frame_pool_misses",
                             "Frames allocated because every pooled frame was held.",
                             n(st.pool_misses)});
+    out.counters.push_back({"frames_dropped_before_read",
+                            "Decoded frames dropped because a newer one came before they were "
+                            "read.",
+                            n(st.dropped_before_read)});
     out.gauges.push_back({"online", "1 while the source streams.", flag(stream_status::online)});
     out.gauges.push_back({"reconnecting", "1 while the source gets a lost connection back.",
                           flag(stream_status::reconnecting)});

@@ -17,7 +17,9 @@
 //
 // Reading: the source reads as fast as the camera delivers (appsink max-buffers=1 drop=true
 // sync=false): it is never paced by a consumer; consumers pace themselves (rate-limited
-// subscriptions, paced stages) and take the newest frame.
+// subscriptions, paced stages) and take the newest frame. Frames that come faster than the
+// source reads them (a busy machine) are dropped in the appsink and counted
+// (dropped_before_read).
 //
 // Frames: each connection's frames are copied once out of GStreamer's buffer into a frame of a
 // framepipe::pool (frame_memory::copy into the pooled cv::Mat, reused when its size matches), so
@@ -112,8 +114,12 @@ public:
                                                    gst_frame& out, std::string& error) = 0;
     virtual void close() noexcept = 0;
     // Encoded frames this connection dropped before decoding them (gst_capture's key-frame-only
-    // mode), for the accounting; 0 for a reader that skips nothing. Back to 0 at close().
+    // mode), for the accounting; 0 for a reader that skips nothing. Read after each read() and
+    // once more after close() (a reader serves one connection): kept through close().
     [[nodiscard]] virtual std::uint64_t skipped_before_decode() const noexcept { return 0; }
+    // Frames this connection decoded and dropped before read() took them (gst_capture's
+    // appsink keeps the newest); 0 for a reader that drops nothing. Read like the one above.
+    [[nodiscard]] virtual std::uint64_t dropped_before_read() const noexcept { return 0; }
 };
 
 struct live_camera_options {
@@ -143,9 +149,14 @@ struct live_camera_stats {
     std::optional<std::chrono::system_clock::time_point> offline_since;
     double offline_for_s = 0;
     std::uint64_t pool_misses = 0;  // frames allocated because every pooled one was held
-    // Encoded frames never decoded, over every connection: delta frames skipped before the
-    // decoder (capture.key_frames_only), and those before a connection's first key frame.
+    // Encoded frames never decoded, over every connection (failed attempts included): delta
+    // frames skipped before the decoder (capture.key_frames_only), and those before a
+    // connection's first key frame.
     std::uint64_t skipped_before_decode = 0;
+    // Decoded frames dropped before the source read them, over every connection: the reader
+    // keeps only the newest frame, so frames that came faster than the source read them (a
+    // busy machine) are dropped there (gst_capture::dropped_before_read()).
+    std::uint64_t dropped_before_read = 0;
 };
 
 class live_camera {
@@ -173,9 +184,10 @@ public:
     void stop() noexcept;
     // Waits until the source reached a final state (true) or `stop` is requested (false).
     bool wait(std::stop_token stop);
-    // The live source's state, counters and gauges, plus: counters frames_after_reconnect and
-    // frame_pool_misses; gauges online, reconnecting, offline (1 for the status it is in),
-    // offline_seconds, max_gap_seconds, first_frame_after_reconnect_seconds (-1: none yet).
+    // The live source's state, counters and gauges, plus: counters frames_after_reconnect,
+    // frame_pool_misses and frames_dropped_before_read; gauges online, reconnecting, offline (1
+    // for the status it is in), offline_seconds, max_gap_seconds,
+    // first_frame_after_reconnect_seconds (-1: none yet).
     [[nodiscard]] framepipe::source_status status() const;
     // "<uri>: no connection after N attempts in a row; last error: ..." once failed, else nullopt.
     [[nodiscard]] std::optional<std::string> failure() const;

@@ -198,6 +198,7 @@ inline std::chrono::nanoseconds seconds_flag(const char* flag, double v, double 
          st.offline_since ? nlohmann::json(unix_ms(*st.offline_since)) : nlohmann::json()},
         {"offline_for_s", round2(st.offline_for_s)},
         {"frame_pool_misses", st.pool_misses},
+        {"frames_dropped_before_read", st.dropped_before_read},
     };
     return j;
 }

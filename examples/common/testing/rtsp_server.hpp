@@ -7,6 +7,7 @@
 //     server.pause();    // SIGUSR1: no frames, connections kept (PAUSED)
 //     server.resume();   // SIGUSR2 (RESUMED)
 //     server.kick();     // SIGHUP: every client's connection closed, still serving (KICKED)
+//     server.key_frame(); // SIGWINCH: the next frame is a key frame (KEYFRAME)
 //     server.kill_now(); // SIGKILL, then reaped
 //     framepipe_examples::testing::rtsp_server again(python, script, {.port = server.port});
 //
@@ -90,6 +91,9 @@ public:
     bool pause() { return signal_and_wait(SIGUSR1, "PAUSED", ++pauses_); }
     bool resume() { return signal_and_wait(SIGUSR2, "RESUMED", ++resumes_); }
     bool kick() { return signal_and_wait(SIGHUP, "KICKED", ++kicks_); }
+    // SIGWINCH: the shared media's next frame is encoded as a key frame (an IDR). Waits for the
+    // server's KEYFRAME line (KEYFRAME NONE, when no client is playing, counts too).
+    bool key_frame() { return signal_and_wait(SIGWINCH, "KEYFRAME", ++key_frames_); }
 
     // SIGKILL (a server that dies mid-stream), then reaped: the port is free again.
     void kill_now() {
@@ -110,6 +114,7 @@ private:
     std::size_t pauses_ = 0;
     std::size_t resumes_ = 0;
     std::size_t kicks_ = 0;
+    std::size_t key_frames_ = 0;
 };
 
 } // namespace framepipe_examples::testing

@@ -12,6 +12,9 @@ instead of sleeping. Signals:
     SIGUSR2  send frames again
     SIGHUP   close every client's connection, keep serving (a server-side disconnect: the
              clients see the connection closed and reconnect at once; prints KICKED N)
+    SIGWINCH make the next frame a key frame (an IDR, whatever --key-int says; prints KEYFRAME
+             once the encoder has been asked, KEYFRAME NONE when no media is playing): with a
+             long --key-int, a test joins the stream mid-GOP, then ends the GOP when it wants
     SIGTERM  exit cleanly (also SIGINT); tests SIGKILL it to kill it mid-stream
 
 How it works: a producer pipeline decodes the file in a loop (segment seeks, so its running
@@ -40,7 +43,8 @@ import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+gi.require_version("GstVideo", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer, GstVideo  # noqa: E402
 
 DEFAULT_VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 
@@ -78,6 +82,7 @@ class Server:
         self.args = args
         self.paused = False
         self.appsrc = None     # the current shared media's appsrc, None while no client
+        self.encoder = None    # the current shared media's encoder, None while no client
         self.caps = None       # the producer's raw caps, given to every new appsrc
         self.loop = GLib.MainLoop()
         self.producer = self.make_producer()
@@ -171,7 +176,7 @@ class Server:
         factory.set_launch(
             "( appsrc name=src is-live=true format=time"
             " ! queue max-size-buffers=2 leaky=downstream ! videoconvert"
-            f" ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.key_int}"
+            f" ! x264enc name=enc tune=zerolatency speed-preset=ultrafast key-int-max={a.key_int}"
             f" bitrate={a.bitrate} threads=1"
             " ! video/x-h264,profile=constrained-baseline"
             " ! rtph264pay name=pay0 pt=96 config-interval=-1 )")
@@ -186,10 +191,12 @@ class Server:
             appsrc.set_property("caps", self.caps)
         media.connect("unprepared", self.on_media_unprepared, appsrc)
         self.appsrc = appsrc
+        self.encoder = media.get_element().get_by_name("enc")
 
     def on_media_unprepared(self, _media, appsrc):
         if self.appsrc is appsrc:
             self.appsrc = None
+            self.encoder = None
 
     # -- signals -------------------------------------------------------------------------
     def on_signal(self, signum):
@@ -208,12 +215,24 @@ class Server:
 
             self.rtsp.client_filter(remove)
             print(f"KICKED {len(kicked)}", flush=True)
+        elif signum == signal.SIGWINCH:
+            encoder = self.encoder
+            if encoder is None:
+                print("KEYFRAME NONE", flush=True)
+            else:
+                # An upstream force-key-unit event on the encoder's source pad: its next frame
+                # is encoded as an IDR (rtph264pay sends SPS/PPS with it, config-interval=-1).
+                event = GstVideo.video_event_new_upstream_force_key_unit(
+                    Gst.CLOCK_TIME_NONE, True, 0)
+                encoder.get_static_pad("src").send_event(event)
+                print("KEYFRAME", flush=True)
         else:
             self.loop.quit()
         return GLib.SOURCE_CONTINUE
 
     def run(self):
-        for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGWINCH,
+                       signal.SIGTERM, signal.SIGINT):
             GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, self.on_signal, signum)
         self.start_producer()
         if self.rtsp.attach(None) == 0:

@@ -1,18 +1,26 @@
 // gst_capture against a real RTSP server (testing/rtsp_server.py, started here on a free port
 // and waited for by its READY line), files, a missing camera, an unserved port and a server that
 // accepts but never answers. Every wait is bounded; the only sleeps are the stimulus itself (a
-// reader that stops reading, a stop requested mid-wait), never a way to order events.
+// reader that stops reading, a stop requested mid-wait) and wait_until()'s poll of a condition
+// (a capture's counter), never a way to order events.
 #include "common/gst_capture.hpp"
+#include "common/live_camera.hpp"
+#include "common/testing/child_process.hpp"
 #include "common/testing/rtsp_server.hpp"
+#include "common/testing/temp_dir.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
+#include <filesystem>
+#include <functional>
 #include <fstream>
 #include <memory>
 #include <numeric>
@@ -74,6 +82,77 @@ std::string status_name(status s) {
     case status::error: return "error";
     }
     return "?";
+}
+
+// Waits (bounded by `limit`) until `done()` holds; whether it did. A condition polled every
+// 5 ms: what orders the test is the condition (a counter of the capture), not the poll.
+bool wait_until(const std::function<bool()>& done, std::chrono::nanoseconds limit = 20s) {
+    const auto until = clk::now() + limit;
+    while (!done()) {
+        if (clk::now() > until) {
+            return false;
+        }
+        std::this_thread::sleep_for(5ms);
+    }
+    return true;
+}
+
+// Removed when the test process exits.
+std::filesystem::path scratch() {
+    static const t::temp_dir dir("framepipe-gst-capture");
+    return dir.path;
+}
+
+// A server whose encoder makes a key frame only when asked (key_frame()), and a first client
+// holding its shared media past the media's first key frame: any client that joins from now
+// on joins mid-GOP, until the test asks for a key frame. (No GOP ends by itself: the key-frame
+// interval is 100 s, far longer than a test.)
+struct mid_gop_stream {
+    t::rtsp_server server{FRAMEPIPE_TEST_PYTHON, FRAMEPIPE_RTSP_SERVER,
+                          {.fps = fps, .key_int = 100 * fps, .width = width, .height = height}};
+    fe::gst_capture holder{rtsp_options(server.url)};
+
+    mid_gop_stream() {
+        REQUIRE(server.process);
+        REQUIRE(holder.open({}, 10s) == "");
+        // Frames until a delta frame was decoded: the encoder is past its key frame.
+        std::string err;
+        fe::gst_frame f;
+        for (int i = 0; i < 100; ++i) {
+            REQUIRE(read_frame(holder, f, err) == status::frame);
+            if (!f.key_frame) {
+                return;
+            }
+        }
+        FAIL("the holder decoded no delta frame");
+    }
+};
+
+// The first frame of a capture opened on a stream joined mid-GOP: open() runs on a thread of its
+// own until the capture has dropped a delta unit (proof of the mid-GOP join: the source sent a
+// delta unit first), then the server is asked for a key frame. "" or open()'s error.
+std::string open_mid_gop(mid_gop_stream& s, fe::gst_capture& cap, fe::gst_frame& first) {
+    std::string err;
+    std::atomic<bool> opened{false};
+    std::thread opener([&] {
+        err = cap.open({}, 20s);
+        opened = true;
+    });
+    CHECK(wait_until([&] { return cap.skipped_before_decode() > 0 || opened.load(); }));
+    REQUIRE(s.server.key_frame());
+    opener.join();
+    if (err.empty()) {
+        std::string rerr;
+        CHECK(read_frame(cap, first, rerr) == status::frame);
+    }
+    return err;
+}
+
+double stddev_of(const cv::Mat& image) {
+    cv::Scalar mean;
+    cv::Scalar stddev;
+    cv::meanStdDev(image, mean, stddev);
+    return stddev[0];
 }
 
 // A number read from /proc/self/status ("Threads:", "VmRSS:" in kB).
@@ -506,4 +585,127 @@ TEST_CASE("rtsp: 50 open/close cycles leak no threads and little memory") {
                 static_cast<double>(rss0) / 1024, static_cast<double>(rss1) / 1024);
     CHECK(std::abs(threads1 - threads0) <= 2);
     CHECK(rss1 - rss0 < 20 * 1024);
+}
+
+TEST_CASE("file: a FIFO is refused by open() at once, never read") {
+    // filesrc would block in open(2) until a writer came (past open()'s timeout and its stop
+    // token), and close() in read(2) while the writer stayed quiet.
+    const auto fifo = (scratch() / "fifo").string();
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    for (const auto& uri : {fifo, "file://" + fifo}) {
+        fe::gst_capture cap({.uri = uri});
+        const auto err = cap.open({}, 2s);
+        INFO(uri);
+        CHECK(err == "'" + fifo + "': not a regular file");
+        CHECK_FALSE(cap.is_open());
+    }
+    fe::gst_capture dir({.uri = scratch().string()});
+    CHECK(dir.open({}, 2s) == "'" + scratch().string() + "': not a regular file");
+}
+
+TEST_CASE("rtsp: joined mid-GOP, the first frame is the key frame, not a grey smear") {
+    mid_gop_stream s;
+    {
+        // Every frame decoded: the first is the key frame the server was asked for, unless the
+        // appsink dropped it for a newer one before open() took it (then counted).
+        fe::gst_capture cap(rtsp_options(s.server.url));
+        fe::gst_frame f;
+        REQUIRE(open_mid_gop(s, cap, f) == "");
+        CHECK(cap.skipped_before_decode() > 0); // joined mid-GOP: delta units came first
+        CHECK(f.index_in_connection == 0);
+        CHECK((f.key_frame || cap.dropped_before_read() > 0));
+        CHECK(stddev_of(f.image) > 5); // a picture, not the decoder's grey
+        std::printf("mid-GOP join: %llu delta units dropped before the key frame\n",
+                    static_cast<unsigned long long>(cap.skipped_before_decode()));
+    }
+    {
+        // Key frames only: the one key frame there is, and nothing before it.
+        fe::gst_capture cap({.uri = s.server.url, .key_frames_only = true});
+        fe::gst_frame f;
+        REQUIRE(open_mid_gop(s, cap, f) == "");
+        CHECK(cap.skipped_before_decode() > 0);
+        CHECK(f.key_frame);
+        CHECK(stddev_of(f.image) > 5);
+    }
+}
+
+TEST_CASE("rtsp: an open() that finds no key frame fails, and still reports what it dropped") {
+    mid_gop_stream s;
+    fe::gst_capture cap(rtsp_options(s.server.url));
+    // No key frame is asked for: the open fails after its timeout, having dropped delta units.
+    // (The wait is the stimulus, not an assertion: a mid-GOP join drops from its first unit.)
+    const auto err = cap.open({}, 1500ms);
+    std::printf("no key frame: %s\n", err.c_str());
+    CHECK(err.find("delta units dropped waiting for a key frame") != std::string::npos);
+    CHECK_FALSE(cap.is_open());
+    CHECK(cap.skipped_before_decode() > 0); // kept through the close of the failed open
+}
+
+TEST_CASE("live_camera: delta units dropped by failed attempts are counted") {
+    mid_gop_stream s;
+    fe::live_camera_options o;
+    o.capture.uri = s.server.url;
+    o.live.open_timeout = 1500ms;
+    o.live.max_attempts = 2;
+    o.live.backoff.initial = 10ms;
+    fe::live_camera camera(o);
+    framepipe::broadcaster<fe::video_frame> frames;
+    camera.start(frames);
+    REQUIRE(wait_until([&] { return camera.stats().live.state == framepipe::live_state::failed; }));
+    const auto st = camera.stats();
+    CHECK(st.live.open_failures == 2);
+    CHECK(st.live.frames == 0);
+    CHECK(st.skipped_before_decode > 0);
+    camera.stop();
+}
+
+// A file played in real time (like a camera) with a reader slower than it: the frames the
+// appsink dropped are counted, and the frames read plus the frames dropped are every frame.
+TEST_CASE("file: realtime with a slow reader: frames dropped before read() are counted") {
+    const auto clip = (scratch() / "ticks.avi").string();
+    constexpr int clip_frames = 45;
+    const auto made = t::run({"/usr/bin/gst-launch-1.0", "-q", "videotestsrc",
+                              "num-buffers=" + std::to_string(clip_frames), "pattern=ball", "!",
+                              "video/x-raw,width=160,height=120,framerate=30/1", "!", "jpegenc",
+                              "!", "avimux", "!", "filesink", "location=" + clip});
+    INFO(made.err);
+    REQUIRE(made.exit_code == 0);
+
+    fe::gst_capture cap({.uri = clip, .realtime = true, .memory = fe::frame_memory::copy});
+    REQUIRE(cap.open({}, 10s) == "");
+    std::string err;
+    fe::gst_frame f;
+    std::vector<std::int64_t> read_frames; // each frame read, as its number in the file
+    auto number = [](const fe::gst_frame& g) {
+        REQUIRE(g.pts.has_value());
+        return static_cast<std::int64_t>(std::llround(std::chrono::duration<double>(*g.pts).count() * 30));
+    };
+    // Five slow reads: each waits until two more frames were dropped (arrived and replaced by a
+    // newer one) before it reads. Then read at full speed to the end.
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(cap.read({}, 5s, f, err) == status::frame);
+        read_frames.push_back(number(f));
+        const auto before = cap.dropped_before_read();
+        REQUIRE(wait_until([&] { return cap.dropped_before_read() >= before + 2; }));
+    }
+    status st = status::frame;
+    while ((st = cap.read({}, 5s, f, err)) == status::frame) {
+        read_frames.push_back(number(f));
+    }
+    INFO(err);
+    REQUIRE(st == status::end);
+    cap.close();
+    const auto dropped = cap.dropped_before_read();
+    std::printf("slow reader: %zu frames read, %llu dropped before read()\n", read_frames.size(),
+                static_cast<unsigned long long>(dropped));
+    CHECK(dropped >= 10);
+    CHECK(read_frames.size() + dropped == static_cast<std::size_t>(clip_frames));
+    // The frame numbers read rise, and the gaps between them are the frames dropped.
+    std::int64_t missing = read_frames.front(); // before the first frame read
+    for (std::size_t i = 1; i < read_frames.size(); ++i) {
+        CHECK(read_frames[i] > read_frames[i - 1]);
+        missing += read_frames[i] - read_frames[i - 1] - 1;
+    }
+    missing += clip_frames - 1 - read_frames.back(); // after the last one
+    CHECK(missing == static_cast<std::int64_t>(dropped));
 }

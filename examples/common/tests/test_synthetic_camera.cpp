@@ -78,3 +78,72 @@ TEST_CASE("a live_camera reads a synthetic camera like any other") {
     CHECK(camera.stats().live.frames >= 5);
     CHECK(camera.description() == "synthetic:");
 }
+
+namespace {
+
+// A reader whose every connection reports frames skipped and dropped, counting more at close()
+// (as gst_capture counts the frame its appsink still holds): connection 1 gives one frame, then
+// fails; connection 2 fails to open.
+class counting_reader final : public fe::frame_reader {
+public:
+    explicit counting_reader(int connection) : connection_(connection) {}
+    std::string open(std::stop_token, std::chrono::nanoseconds) override {
+        if (connection_ == 2) {
+            skipped_ = 5; // delta units dropped waiting for a key frame that never came
+            return "no key frame";
+        }
+        return {};
+    }
+    fe::gst_capture::status read(std::stop_token, std::chrono::nanoseconds, fe::gst_frame& out,
+                                 std::string& error) override {
+        if (reads_++ == 0) {
+            out.image = cv::Mat(48, 64, CV_8UC3, cv::Scalar(1, 2, 3));
+            out.captured = std::chrono::steady_clock::now();
+            skipped_ = 1;
+            dropped_ = 3;
+            return fe::gst_capture::status::frame;
+        }
+        error = "gone";
+        return fe::gst_capture::status::error;
+    }
+    void close() noexcept override {
+        ++skipped_;
+        ++dropped_;
+    }
+    [[nodiscard]] std::uint64_t skipped_before_decode() const noexcept override { return skipped_; }
+    [[nodiscard]] std::uint64_t dropped_before_read() const noexcept override { return dropped_; }
+
+private:
+    int connection_;
+    int reads_ = 0;
+    std::uint64_t skipped_ = 0;
+    std::uint64_t dropped_ = 0;
+};
+
+} // namespace
+
+TEST_CASE("a live_camera adds up what its connections skipped and dropped, after each close") {
+    fe::live_camera_options o;
+    o.capture.uri = "counting:";
+    auto connections = std::make_shared<int>(0);
+    o.reader = [connections] { return std::make_unique<counting_reader>(++*connections); };
+    o.live.max_attempts = 2;
+    o.live.backoff.initial = 1ms;
+    fe::live_camera camera(o);
+    framepipe::broadcaster<fe::video_frame> frames;
+    camera.start(frames);
+    REQUIRE(camera.wait(std::stop_token{}));
+    const auto st = camera.stats();
+    CHECK(st.live.state == framepipe::live_state::failed);
+    CHECK(st.live.frames == 1);
+    // Connection 1: 1 + 1 skipped, 3 + 1 dropped; connection 2 (open failed): 5 + 1, 0 + 1.
+    CHECK(st.skipped_before_decode == 8);
+    CHECK(st.dropped_before_read == 5);
+    double counter = -1;
+    for (const auto& c : camera.status().counters) {
+        if (c.name == "frames_dropped_before_read") {
+            counter = c.value;
+        }
+    }
+    CHECK(counter == 5);
+}
