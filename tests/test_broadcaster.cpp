@@ -531,6 +531,17 @@ TEST_CASE("broadcaster: subscriptions are movable; a moved-from one is empty") {
     b.publish(2);
     other = std::move(moved);
     CHECK_FALSE(moved.valid()); // NOLINT(bugprone-use-after-move)
+    // A moved-from subscription reads as closed and drained (its accessors dereferenced null).
+    CHECK(moved.closed());
+    CHECK(moved.size() == 0);
+    CHECK(moved.capacity() == 0);
+    CHECK(moved.name().empty());
+    CHECK(moved.stats().pushed == 0);
+    CHECK_FALSE(moved.try_pop());
+    CHECK_FALSE(moved.pop());
+    CHECK_FALSE(moved.pop(std::stop_token{}));
+    CHECK_FALSE(moved.pop_for(std::chrono::hours(1)));
+    moved.close(); // nothing to close
     CHECK(b.subscriber_count() == 1);
     CHECK(other.name() == "a");
     CHECK(value_of(other.try_pop()) == 2);

@@ -184,6 +184,9 @@ TEST_CASE("pool: the factory makes each object, all of them up front") {
 TEST_CASE("pool: capacity 0 throws naming capacity; a throwing factory leaks nothing") {
     int calls = 0;
     check_invalid_argument([] { pool<int> p(0); }, "capacity");
+    // Slots whose bytes overflow: std::length_error escaped from a std::vector.
+    check_invalid_argument([] { pool<int> p(SIZE_MAX); }, "capacity");
+    check_invalid_argument([] { pool<int> p(SIZE_MAX / 2 + 1); }, "capacity");
     check_invalid_argument(
         [&calls] {
             pool<int> p(0, [&calls] {

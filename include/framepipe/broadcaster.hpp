@@ -170,8 +170,10 @@ struct broadcast_core {
 } // namespace detail
 
 // A subscriber's end: a channel of std::shared_ptr<const T> with the ring<T> contract.
-// Movable, not copyable. Destroying it unsubscribes. A moved-from subscription is empty
-// (valid() is false) and only assignment and destruction may be used on it.
+// Movable, not copyable. Destroying it unsubscribes. A moved-from subscription is empty:
+// valid() is false, it reads as closed and drained (the pops return nullopt at once, size() and
+// capacity() are 0, name() is empty, stats() all zero), close() does nothing, and assigning a
+// subscription to it makes it usable again.
 template <class T>
 class subscription {
 public:
@@ -198,37 +200,53 @@ public:
     explicit operator bool() const noexcept { return valid(); }
 
     // The next value if one is buffered. Any thread; never waits. See ring<T>::try_pop.
-    [[nodiscard]] std::optional<value_type> try_pop() { return sub_->channel.try_pop(); }
+    [[nodiscard]] std::optional<value_type> try_pop() {
+        return sub_ ? sub_->channel.try_pop() : std::nullopt;
+    }
 
     // The next value, waiting for one (spins briefly, then parks). nullopt once closed and
     // drained.
-    [[nodiscard]] std::optional<value_type> pop() { return sub_->channel.pop(); }
+    [[nodiscard]] std::optional<value_type> pop() {
+        return sub_ ? sub_->channel.pop() : std::nullopt;
+    }
 
     // As pop(), but nullopt as soon as `stop` is requested (checked first).
     [[nodiscard]] std::optional<value_type> pop(std::stop_token stop) {
-        return sub_->channel.pop(std::move(stop));
+        return sub_ ? sub_->channel.pop(std::move(stop)) : std::nullopt;
     }
 
     // As pop(), waiting at most `timeout` (negative: std::invalid_argument naming timeout).
     [[nodiscard]] std::optional<value_type> pop_for(std::chrono::nanoseconds timeout) {
-        return sub_->channel.pop_for(timeout);
+        return sub_ ? sub_->channel.pop_for(timeout) : std::nullopt;
     }
 
     // As pop_for(), also ending when `stop` is requested.
     [[nodiscard]] std::optional<value_type> pop_for(std::chrono::nanoseconds timeout,
                                                     std::stop_token stop) {
-        return sub_->channel.pop_for(timeout, std::move(stop));
+        return sub_ ? sub_->channel.pop_for(timeout, std::move(stop)) : std::nullopt;
     }
 
     // Closes this subscription only: the broadcaster's later values are counted as after_close
     // for it; what is buffered can still be popped. It stays attached until destroyed.
-    void close() { sub_->channel.close(); }
+    void close() {
+        if (sub_) {
+            sub_->channel.close();
+        }
+    }
 
-    [[nodiscard]] bool closed() const noexcept { return sub_->channel.closed(); }
-    [[nodiscard]] std::size_t size() const noexcept { return sub_->channel.size(); }
-    [[nodiscard]] std::size_t capacity() const noexcept { return sub_->channel.capacity(); }
-    [[nodiscard]] const std::string& name() const noexcept { return sub_->name; }
-    [[nodiscard]] overflow policy() const noexcept { return sub_->channel.policy(); }
+    [[nodiscard]] bool closed() const noexcept { return !sub_ || sub_->channel.closed(); }
+    [[nodiscard]] std::size_t size() const noexcept { return sub_ ? sub_->channel.size() : 0; }
+    [[nodiscard]] std::size_t capacity() const noexcept {
+        return sub_ ? sub_->channel.capacity() : 0;
+    }
+    [[nodiscard]] const std::string& name() const noexcept {
+        static const std::string none;
+        return sub_ ? sub_->name : none;
+    }
+    // drop_oldest for a moved-from subscription (the broadcaster's default).
+    [[nodiscard]] overflow policy() const noexcept {
+        return sub_ ? sub_->channel.policy() : overflow::drop_oldest;
+    }
 
     // Whether this subscription hangs off `b`. Any thread; wait-free. Tools use it to draw
     // graphs (pipeline::to_dot).
@@ -240,7 +258,7 @@ public:
     // max_rate_hz count as dropped (rate_limited). Identity: pushed == popped + dropped + size
     // when no call is in flight; a snapshot taken during traffic may count a push in flight
     // early (pushed >=, see channel.hpp). Any thread; lock-free; never waits.
-    [[nodiscard]] channel_stats stats() const { return sub_->stats(); }
+    [[nodiscard]] channel_stats stats() const { return sub_ ? sub_->stats() : channel_stats{}; }
 
 private:
     friend class broadcaster<T>;

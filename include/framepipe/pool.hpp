@@ -280,13 +280,14 @@ public:
     using value_type = T;
 
     // `capacity` value-initialised objects. Throws std::invalid_argument naming `capacity` when it
-    // is 0; std::bad_alloc; what T's constructor throws.
+    // is 0 or its slots would not fit in memory's address range; std::bad_alloc; what T's
+    // constructor throws.
     explicit pool(std::size_t capacity)
         requires std::is_default_constructible_v<T>
         : pool(capacity, [] { return T{}; }) {}
 
     // `capacity` objects made by calling `make()` (for example, frames of a given size).
-    // Throws std::invalid_argument naming `capacity` when it is 0; what `make` throws.
+    // Throws as pool(capacity); what `make` throws.
     template <class Factory>
         requires std::is_invocable_r_v<T, Factory&>
     pool(std::size_t capacity, Factory make) : core_(create(capacity, make)) {}
@@ -332,6 +333,9 @@ private:
     static detail::pool_core<T>* create(std::size_t capacity, Factory& make) {
         if (capacity == 0) {
             throw std::invalid_argument("capacity: must be at least 1");
+        }
+        if (capacity > std::vector<detail::pool_slot<T>>().max_size()) {
+            throw std::invalid_argument("capacity: too large (its slots' bytes overflow)");
         }
         return new detail::pool_core<T>(capacity, make);
     }
