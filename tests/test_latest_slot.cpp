@@ -1908,6 +1908,22 @@ TEST_CASE("latest_slot: try_push is push (a slot never waits); policy() is drop_
     CHECK(framepipe::detail::describe_channel(s).kind == "latest_slot");
 }
 
+TEST_CASE("latest_slot: a push whose move throws leaves drop_older_epochs as it was") {
+    // Its epoch used to count as pushed: every later value of the older epoch was refused,
+    // though no value of the newer one had entered.
+    lifetime_scope scope;
+    using item = stamped<counted>;
+    latest_slot<item> s({.drop_older_epochs = true});
+    const auto at = clock_type::now();
+    const item newer = stamp(counted(1), 0, at, 5);
+    scope.counters.throw_on_move = true; // the copy into push()'s argument works; its store not
+    CHECK_THROWS_AS(s.push(newer), framepipe_test::counted_error);
+    scope.counters.throw_on_move = false;
+    CHECK(s.push(stamp(counted(2), 1, at, 4)) == push_status::ok);
+    CHECK(s.push(stamp(counted(3), 2, at, 5)) == push_status::evicted);
+    CHECK(s.push(stamp(counted(4), 3, at, 4)) == push_status::rejected); // a real 5 came first
+}
+
 TEST_CASE("latest_slot: drop_older_epochs keeps a late value from before a reconnect out") {
     using item = framepipe::stamped<int>;
     framepipe::latest_slot<item> s({.drop_older_epochs = true});

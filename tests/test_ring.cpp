@@ -53,6 +53,7 @@ using framepipe::ring_options;
 using framepipe::stamped;
 using framepipe_test::counted;
 using framepipe_test::counted_error;
+using framepipe_test::lifetime_scope;
 using Catch::Matchers::Contains;
 using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
@@ -2417,6 +2418,23 @@ TEMPLATE_TEST_CASE("ring: drop_older_epochs refuses an item from an older epoch 
     CHECK(invalid_argument_message([] {
               typename TestType::template ring<int> bad({.capacity = 1, .drop_older_epochs = true});
           }).find("drop_older_epochs") != std::string::npos);
+}
+
+TEST_CASE("ring: a push whose move throws leaves drop_older_epochs as it was") {
+    // Its epoch used to count as pushed: every later item of the older epoch was refused,
+    // though no item of the newer one had entered.
+    lifetime_scope scope;
+    using item = stamped<counted>;
+    ring<item> r({.capacity = 4, .drop_older_epochs = true}); // the mutex kind: move may throw
+    const auto at = steady::now();
+    const item newer = framepipe::stamp(counted(1), 0, at, 5);
+    scope.counters.throw_on_move = true; // the copy into push()'s argument works; its store not
+    CHECK_THROWS_AS(r.push(newer), counted_error);
+    scope.counters.throw_on_move = false;
+    CHECK(r.push(framepipe::stamp(counted(2), 1, at, 4)) == push_status::ok);
+    CHECK(r.push(framepipe::stamp(counted(3), 2, at, 5)) == push_status::ok);
+    CHECK(r.push(framepipe::stamp(counted(4), 3, at, 4)) == push_status::rejected); // a real 5
+    CHECK(r.stats().pushed == 3);
 }
 
 TEST_CASE("ring: push_keeping_victim gives the caller the evicted item, and leaves a refused one") {

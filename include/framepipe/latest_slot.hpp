@@ -428,12 +428,30 @@ private:
     // register: nothing else is written.
     push_status push_impl(T& value) {
         if constexpr (epoched<T>) {
-            if (drop_older_epochs_ && !epochs_.admit(value)) {
-                // Relaxed: a statistics counter (stats() sums it into pushed and rejected).
-                refused_.fetch_add(1, std::memory_order_relaxed);
-                return push_status::rejected;
+            if (drop_older_epochs_) {
+                const std::uint64_t before = epochs_.newest();
+                if (!epochs_.admit(value)) {
+                    // Relaxed: a statistics counter (stats() sums it into pushed and rejected).
+                    refused_.fetch_add(1, std::memory_order_relaxed);
+                    return push_status::rejected;
+                }
+                if constexpr (!std::is_nothrow_move_constructible_v<T>) {
+                    // A push whose move throws stores nothing: the gate's mark goes back.
+                    const std::uint64_t raised = epoch_traits<T>::epoch(value);
+                    try {
+                        return push_admitted(value);
+                    } catch (...) {
+                        epochs_.restore(before, raised);
+                        throw;
+                    }
+                }
             }
         }
+        return push_admitted(value);
+    }
+
+    // push_impl() past the epoch check (see above).
+    push_status push_admitted(T& value) {
         std::uint32_t mine = claim_cached(producer_, std::memory_order_seq_cst);
         if (mine == no_buffer) {
             return push_overflow(value); // another producer is inside push at this instant

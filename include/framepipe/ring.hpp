@@ -216,15 +216,35 @@ private:
     [[nodiscard]] detail::event_count& readable_event() noexcept { return impl_.readable_event(); }
 
     // Every push: the drop_older_epochs check (only for an epoched T), then the implementation.
+    // A push whose move throws stores nothing, and leaves the check's mark as it was.
     // victim_out: see detail::ring_access (the MPMC lock-free ring only).
     FRAMEPIPE_ALWAYS_INLINE push_status push_impl(
         T& item, const detail::push_wait& w,
         [[maybe_unused]] std::optional<T>* victim_out = nullptr) noexcept(is_lock_free) {
         if constexpr (epoched<T>) {
-            if (drop_older_epochs_ && !epochs_.admit(item)) {
-                return impl_.reject();
+            if (drop_older_epochs_) {
+                const std::uint64_t before = epochs_.newest();
+                if (!epochs_.admit(item)) {
+                    return impl_.reject();
+                }
+                if constexpr (!std::is_nothrow_move_constructible_v<T>) {
+                    const std::uint64_t raised = epoch_traits<T>::epoch(item);
+                    try {
+                        return push_admitted(item, w, victim_out);
+                    } catch (...) {
+                        epochs_.restore(before, raised);
+                        throw;
+                    }
+                }
             }
         }
+        return push_admitted(item, w, victim_out);
+    }
+
+    // push_impl() past the epoch check.
+    FRAMEPIPE_ALWAYS_INLINE push_status push_admitted(
+        T& item, const detail::push_wait& w,
+        [[maybe_unused]] std::optional<T>* victim_out) noexcept(is_lock_free) {
         if constexpr (C == concurrency::mpmc && is_lock_free) {
             return impl_.push(item, w, victim_out);
         } else {

@@ -178,6 +178,21 @@ public:
         }
     }
 
+    // The mark (the newest epoch admitted), for restore(). Any thread; relaxed.
+    [[nodiscard]] std::uint64_t newest() const noexcept {
+        return newest_.load(std::memory_order_relaxed);
+    }
+
+    // Puts the mark back to `before` (read by newest() before an admit() that raised it to
+    // `raised`) when the push it admitted stored nothing (its move threw), so that the older
+    // epoch's items that follow are not refused. Exact with one pushing thread at a time, as the
+    // gate is.
+    void restore(std::uint64_t before, std::uint64_t raised) noexcept {
+        if (raised > before) {
+            (void)newest_.compare_exchange_strong(raised, before, std::memory_order_relaxed);
+        }
+    }
+
 private:
     std::atomic<std::uint64_t> newest_{0};
 };
