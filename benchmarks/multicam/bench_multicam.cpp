@@ -171,9 +171,11 @@ nlohmann::json run_framepipe(const options& o) {
             if (measuring.load(std::memory_order_relaxed)) {
                 age.record(now - b.items[i]->captured);
             }
-            (void)cameras.record_input(b.sources[i], *b.items[i], now);
-            cameras.record_result(b.sources[i], {});
+            if (cameras.record_input(b.sources[i], *b.items[i], now)) {
+                cameras.record_result(b.sources[i], {});
+            }
         }
+        cameras.batch_done(); // lets the figures of ended sessions go (as the program does)
         batch_count.fetch_add(1, std::memory_order_relaxed);
         std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(o.service_ms));
     });

@@ -37,6 +37,32 @@ bool starts_with(std::string_view s, std::string_view prefix) noexcept {
 
 }  // namespace
 
+std::string mask_passwords(std::string_view text) {
+    std::string out(text);
+    // Each "://": the authority runs to the next '/', '?', '#', whitespace or quote; its last
+    // '@' ends the user info, whose first ':' starts the password.
+    for (std::size_t at = out.find("://"); at != std::string::npos; at = out.find("://", at)) {
+        const auto start = at + 3;
+        auto end = out.find_first_of("/?#\"' \t\r\n<>", start);
+        if (end == std::string::npos) {
+            end = out.size();
+        }
+        const auto sign = out.rfind('@', end == 0 ? 0 : end - 1);
+        if (sign == std::string::npos || sign < start) {
+            at = end;
+            continue;
+        }
+        const auto colon = out.find(':', start);
+        if (colon == std::string::npos || colon > sign) {
+            at = end;
+            continue;
+        }
+        out.replace(colon + 1, sign - colon - 1, "***");
+        at = colon + 1 + 3;
+    }
+    return out;
+}
+
 bool is_live_uri(std::string_view uri) noexcept {
     for (const std::string_view scheme :
          {"rtsp://", "rtsps://", "rtspt://", "http://", "https://", "v4l2://"}) {
@@ -128,7 +154,7 @@ struct shared_state {
 
     void say(const std::string& line) const {
         if (log) {
-            log(options.name + ": " + line);
+            log(mask_passwords(options.name + ": " + line));
         }
     }
 
@@ -185,9 +211,11 @@ struct shared_state {
 // -- the backend's calls ---------------------------------------------------------------------
 
 framepipe::open_result live_camera_backend::open(std::stop_token stop, nanoseconds timeout) {
-    auto error = capture->open(std::move(stop), timeout);
+    // Masked here, where the error becomes the source's last_error: every consumer (stats,
+    // pages, summaries, event lines) gets it without the URL's password.
+    const auto error = capture->open(std::move(stop), timeout);
     return error.empty() ? framepipe::open_result::success()
-                         : framepipe::open_result::failure(std::move(error));
+                         : framepipe::open_result::failure(mask_passwords(error));
 }
 
 framepipe::read_result<live_camera_backend::frame_type> live_camera_backend::read(
@@ -217,7 +245,7 @@ framepipe::read_result<live_camera_backend::frame_type> live_camera_backend::rea
         case gst_capture::status::end:
             return result::ended();
         case gst_capture::status::error:
-            return result::failed(std::move(error));
+            return result::failed(mask_passwords(error));
     }
     return result::failed("unknown read status");
 }
@@ -325,7 +353,7 @@ std::string describe_input(const gst_capture_options& c) {
 
 live_camera::live_camera(live_camera_options options)
     : options_(checked(std::move(options))),
-      description_(describe_input(options_.capture)),
+      description_(mask_passwords(describe_input(options_.capture))),
       impl_(std::make_unique<impl>()) {
     auto state = std::make_shared<shared_state>(options_, description_);
     impl_->state = state;
@@ -450,10 +478,11 @@ std::optional<std::string> live_camera::failure() const {
     }
     const auto st = impl_->source->stats();
     if (st.attempt == 0) {
-        return description_ + ": " + st.last_error;
+        return mask_passwords(description_ + ": " + st.last_error);
     }
-    return description_ + ": no connection after " + std::to_string(st.attempt) +
-           (st.attempt == 1 ? " attempt" : " attempts in a row") + "; last error: " + st.last_error;
+    return mask_passwords(description_ + ": no connection after " + std::to_string(st.attempt) +
+                          (st.attempt == 1 ? " attempt" : " attempts in a row") +
+                          "; last error: " + st.last_error);
 }
 
 }  // namespace framepipe_examples

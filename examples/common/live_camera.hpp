@@ -99,6 +99,11 @@ enum class stream_status { online, reconnecting, offline };
 // file (a path or file://).
 [[nodiscard]] bool is_live_uri(std::string_view uri) noexcept;
 
+// `text` with the password of every URL in it ("scheme://user:password@host") replaced by
+// "***": GStreamer's error messages quote the URL they failed on, and they become last_error,
+// event lines and summaries. Text without such a URL comes back unchanged.
+[[nodiscard]] std::string mask_passwords(std::string_view text);
+
 // What a live camera reads, one object per connection: a gst_capture by default, or what
 // live_camera_options::reader makes (synthetic_camera.hpp's generated frames). The calls mean
 // what gst_capture's mean: open() returns "" once a first frame is ready, else one line; read()
@@ -193,7 +198,7 @@ public:
     [[nodiscard]] std::optional<std::string> failure() const;
 
     [[nodiscard]] live_camera_stats stats() const;
-    // The input, for people: the URI, or "camera N (/dev/videoN)".
+    // The input, for people: the URI (its password masked), or "camera N (/dev/videoN)".
     [[nodiscard]] const std::string& description() const noexcept { return description_; }
     [[nodiscard]] const live_camera_options& options() const noexcept { return options_; }
 

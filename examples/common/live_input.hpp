@@ -193,7 +193,7 @@ inline std::chrono::nanoseconds seconds_flag(const char* flag, double v, double 
              : nlohmann::json()},
         {"attempt", l.attempt},
         {"backoff_s", round2(std::chrono::duration<double>(l.current_backoff).count())},
-        {"last_error", l.last_error},
+        {"last_error", mask_passwords(l.last_error)},
         {"offline_since_ms",
          st.offline_since ? nlohmann::json(unix_ms(*st.offline_since)) : nlohmann::json()},
         {"offline_for_s", round2(st.offline_for_s)},

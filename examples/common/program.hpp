@@ -27,6 +27,13 @@
 
 namespace framepipe_examples {
 
+// `j` as text: j.dump(indent), except that bytes of strings that are not valid UTF-8 (a file
+// name, a header, a URL path) become U+FFFD instead of making dump() throw. Every JSON the
+// examples print or serve goes through this.
+[[nodiscard]] inline std::string json_text(const nlohmann::json& j, int indent = -1) {
+    return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 // Bad input found by the program itself: main prints "program: what()" and exits 2.
 class usage_error : public std::runtime_error {
 public:

@@ -1,6 +1,8 @@
 // examples/common/web_server.cpp - see web_server.hpp. HTTP and websocket framing are Boost.Beast's.
 #include "common/web_server.hpp"
 
+#include "common/program.hpp"
+
 #include <framepipe/ring.hpp>
 
 #include <boost/asio.hpp>
@@ -650,7 +652,7 @@ private:
         const auto refuse = [&](http::status status, const std::string& why) {
             srv_.control_refused.fetch_add(1, std::memory_order_relaxed);
             auto res = make_response(status, "application/json",
-                                     nlohmann::json{{"error", why}}.dump(), req);
+                                     json_text(nlohmann::json{{"error", why}}), req);
             if (status == http::status::unauthorized) {
                 res->set(http::field::www_authenticate, "Bearer");
             }
@@ -700,7 +702,7 @@ private:
             try {
                 r = self->srv_.options.control(creq, stop);
             } catch (const std::exception& e) {
-                r = {500, nlohmann::json{{"error", e.what()}}.dump()};
+                r = {500, json_text(nlohmann::json{{"error", e.what()}})};
             }
             net::post(self->srv_.ioc, [self, r = std::move(r), version, keep] {
                 http::request<http::string_body> like(http::verb::post, "/", version);
@@ -775,7 +777,7 @@ private:
             }
         }
         j["server"] = nlohmann::json::parse(web_server_stats_json(), nullptr, false);
-        return j.dump();
+        return json_text(j);
     }
 
     std::string web_server_stats_json();
@@ -923,7 +925,7 @@ nlohmann::json to_json(const web_server_stats& s) {
             {"control_refused", s.control_refused},   {"clients", clients}};
 }
 
-std::string http_session::web_server_stats_json() { return to_json(collect(srv_)).dump(); }
+std::string http_session::web_server_stats_json() { return json_text(to_json(collect(srv_))); }
 } // namespace
 
 namespace {
@@ -1158,6 +1160,6 @@ bool host_names_server(std::string_view host, const std::string& bound_host,
 
 web_server_stats web_server::stats() const { return collect(*impl_); }
 
-std::string web_server::stats_json_text() const { return to_json(collect(*impl_)).dump(); }
+std::string web_server::stats_json_text() const { return json_text(to_json(collect(*impl_))); }
 
 } // namespace framepipe_examples

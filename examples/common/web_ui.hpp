@@ -19,6 +19,7 @@
 #pragma once
 
 #include "common/page_assets.hpp"
+#include "common/program.hpp"
 #include "common/web_server.hpp"
 
 #include <framepipe/exposition.hpp>
@@ -43,23 +44,26 @@ namespace framepipe_examples {
     base.assets.emplace("/app.js", web_asset{"text/javascript; charset=utf-8", page_script});
     base.assets.emplace("/app.css", web_asset{"text/css; charset=utf-8", page_style});
     base.metrics_text = [&p] { return framepipe::to_prometheus(p.snapshot()); };
-    base.stats_json = [stats] { return stats().dump(); };
+    base.stats_json = [stats] { return json_text(stats()); };
     base.state_json = [stats = std::move(stats)] {
         auto j = stats();
         j["type"] = "state";
-        return j.dump();
+        return json_text(j);
     };
     return base;
 }
 
 // Prints "program: serving the live UI at http://host:port/ (also ...)" on `console`: the line
 // users (and the tests, which read the port from it) look for.
+// An IPv6 literal host ("::1") is bracketed, as a URL needs it: http://[::1]:port/.
 inline void announce(std::FILE* console, std::string_view program, const std::string& host,
                      const web_server& server) {
+    const bool ipv6 = host.find(':') != std::string::npos && host.front() != '[';
+    const std::string shown = ipv6 ? "[" + host + "]" : host;
     std::fprintf(console,
                  "%.*s: serving the live UI at http://%s:%u/ "
                  "(also /video.mjpg, /metrics, /stats.json)\n",
-                 static_cast<int>(program.size()), program.data(), host.c_str(),
+                 static_cast<int>(program.size()), program.data(), shown.c_str(),
                  static_cast<unsigned>(server.port()));
     std::fflush(console);
 }

@@ -310,11 +310,11 @@ int run(const det::settings& s, const CLI::App& app) {
     const std::string end = video ? video->end_reason() : std::string();
     j["end_reason"] = end.empty() ? (r.end == fe::run_end::signal ? "signal" : "duration") : end;
     if (s.json) {
-        std::printf("%s\n", j.dump().c_str());
+        std::printf("%s\n", fe::json_text(j).c_str());
     } else {
         j.erase("stages");
         j.erase("channels");
-        std::printf("\n%s\n", j.dump(2).c_str());
+        std::printf("\n%s\n", fe::json_text(j, 2).c_str());
     }
     std::fflush(stdout);
     return 0;

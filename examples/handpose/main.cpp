@@ -318,7 +318,7 @@ int run(const settings& s) {
     }
     j.erase("stages"); // live figures for the page; the summary keeps the totals
     j.erase("channels");
-    std::printf("%s\n", s.json ? j.dump().c_str() : j.dump(2).c_str());
+    std::printf("%s\n", fe::json_text(j, s.json ? -1 : 2).c_str());
     return 0;
 }
 

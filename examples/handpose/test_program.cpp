@@ -143,6 +143,15 @@ TEST_CASE("framepipe-handpose: landmarks written as CSV replay to the same CSV")
     }
 }
 
+TEST_CASE("framepipe-handpose: a file name that is not UTF-8: --json still prints the summary") {
+    temp_dir dir;
+    const auto csv = dir.file("l\xff.csv");
+    (void)run_json({"--no-ui", "--duration", "1", "--write-landmarks", csv});
+    const auto j = run_json({"--no-ui", "--landmarks", csv});
+    CHECK(j.at("source") == "landmarks");
+    CHECK(j.at("input").get<std::string>().find("\xef\xbf\xbd") != std::string::npos); // U+FFFD
+}
+
 TEST_CASE("framepipe-handpose: DTW templates are written, then loaded") {
     temp_dir dir;
     const auto w = run({"--write-templates", dir.file("t.json"), "--templates-per-gesture", "3"});
@@ -284,6 +293,13 @@ TEST_CASE("framepipe-handpose: bad input exits 2 with a one-line error") {
         {{"--estimate-fps", "0"}, "--estimate-fps"},
         {{"--duration", "-1"}, "--duration"},
         {{"--classifier-extra-ms", "-5"}, "--classifier-extra-ms"},
+        {{"--seed", "-1"}, "--seed: Value '-1' is not a whole number"},
+        {{"--seed", ""}, "--seed: Value '' is not a whole number"},
+        {{"--write-templates", ""}, "--write-templates: Value must not be empty"},
+        {{"--landmarks", ""}, "--landmarks: Value must not be empty"},
+        {{"--source-fps", "nan"}, "--source-fps: Value nan"},
+        {{"--estimate-fps", "nan"}, "--estimate-fps: Value nan"},
+        {{"--duration", "nan"}, "--duration: Value nan"},
         {{"--bogus"}, "bogus"},
     };
     for (const auto& [extra, expect] : cases) {

@@ -132,6 +132,7 @@ struct camera_set::camera {
     // The rate over the last tick.
     std::uint64_t fps_frames = 0;
     double fps = 0;
+    std::uint64_t in_detector = 0; // record_input() done, record_result() not yet
 
     // Written by the detector and UI threads: relaxed atomics and a meter (statistics).
     framepipe::latency_histogram age;
@@ -226,11 +227,19 @@ std::optional<camera_figures> camera_set::remove(std::string_view name) {
     if (c->s) {
         stop_session(*c, camera_status::offline);
     }
+    const auto batch_stats = batches_.stats();
     camera_figures last;
     {
         const std::lock_guard<std::mutex> lock(map_mu_);
         last = figures_of(*c);
+        for (const auto& b : batch_stats.sources) {
+            const auto it = retired_detector_.find(b.input.id.value);
+            if (b.removed && it != retired_detector_.end() && it->second.c == c) {
+                last.detector_in_flight += b.pending;
+            }
+        }
         std::erase(cameras_, c);
+        removed_cameras_.push_back(c);
     }
     status_changed_.notify_all();
     rebalance(); // a slot may have freed
@@ -250,7 +259,69 @@ void camera_set::tick() {
         }
         last_tick_ = now;
     }
+    prune_retired();
     rebalance();
+}
+
+void camera_set::prune_retired() {
+    // A retired detector input goes once the batcher no longer lists it (its pending frames have
+    // gone in a batch) and the detector has finished a batch since: with one detector thread, at
+    // most the batch it was running could still hold frames of it. A retired UI input goes two
+    // ticks after its session ended (the UI draws what it took within a refresh).
+    const auto batch_stats = batches_.stats();
+    const auto done = batches_done_.load();
+    const std::lock_guard<std::mutex> lock(map_mu_);
+    for (auto it = retired_detector_.begin(); it != retired_detector_.end();) {
+        auto& r = it->second;
+        if (r.gone_at && done > *r.gone_at) {
+            it = retired_detector_.erase(it);
+            continue;
+        }
+        if (!r.gone_at) {
+            const bool listed = std::any_of(batch_stats.sources.begin(), batch_stats.sources.end(),
+                                            [&](const auto& b) { return b.input.id.value == it->first; });
+            if (!listed) {
+                r.gone_at = done;
+            }
+        }
+        ++it;
+    }
+    for (auto it = retired_ui_.begin(); it != retired_ui_.end();) {
+        it = ++it->second.ticks > 2 ? retired_ui_.erase(it) : std::next(it);
+    }
+    // A removed camera whose inputs all went: its figures are final, folded into the totals.
+    std::erase_if(removed_cameras_, [&](const std::shared_ptr<camera>& c) {
+        const auto refers = [&](const auto& m) {
+            return std::any_of(m.begin(), m.end(), [&](const auto& e) { return e.second.c == c; });
+        };
+        if (refers(retired_detector_) || refers(retired_ui_)) {
+            return false;
+        }
+        ++removed_totals_.cameras;
+        removed_totals_.frames += c->frames;
+        removed_totals_.detections += c->detections.load(std::memory_order_relaxed);
+        return true;
+    });
+}
+
+removed_totals camera_set::removed() const {
+    const std::lock_guard<std::mutex> lock(map_mu_);
+    removed_totals t = removed_totals_;
+    for (const auto& c : removed_cameras_) {
+        ++t.cameras;
+        t.frames += c->frames;
+        t.detections += c->detections.load(std::memory_order_relaxed);
+    }
+    return t;
+}
+
+rotation_step next_rotation(clock_type::time_point last, clock_type::time_point now,
+                            nanoseconds period) noexcept {
+    if (period <= nanoseconds(0) || now - last < period) {
+        return {false, last};
+    }
+    const auto next = last + period;
+    return {true, now - next >= period ? now : next};
 }
 
 void camera_set::stop_all() noexcept {
@@ -292,7 +363,7 @@ void camera_set::rebalance() {
     const std::size_t k = options_.max_active == 0 ? candidates.size() : options_.max_active;
     if (k < candidates.size()) {
         const bool rotating = options_.rotate > nanoseconds(0);
-        const bool rotate_now = rotating && now - last_rotation_ >= options_.rotate;
+        const bool rotate_now = rotating && next_rotation(last_rotation_, now, options_.rotate).due;
         // Weighted active time: the rotation's measure of how much a camera has had.
         const auto served = [&](const camera& c) {
             return seconds(c.active_now(now)) / static_cast<double>(c.spec.weight);
@@ -307,7 +378,7 @@ void camera_set::rebalance() {
             return a->spec.weight > b->spec.weight; // then in order of addition (stable)
         });
         if (rotate_now) {
-            last_rotation_ = now;
+            last_rotation_ = next_rotation(last_rotation_, now, options_.rotate).last;
         }
         wanted.resize(k);
     }
@@ -393,20 +464,36 @@ void camera_set::stop_session(camera& c, camera_status then) {
         c.reconnects += live.reconnects;
         c.stalls += live.stalls;
         c.active += clock_type::now() - s.started;
-        add_to(c.detector_drops.subscription, s.detector.stats());
+        // What the subscriptions still hold goes with the session (nothing pops them any more:
+        // the batcher and the selector let them go above).
+        const auto detector_sub = s.detector.stats();
+        add_to(c.detector_drops.subscription, detector_sub);
+        c.detector_drops.session_ended += detector_sub.size;
         if (detector_final) {
             c.detector_drops.superseded += detector_final->input.dropped;
             c.detector_drops.expired += detector_final->input.expired + detector_final->expired;
         }
         if (s.ui) {
-            add_to(c.ui_drops.subscription, s.ui->stats());
+            const auto ui_sub = s.ui->stats();
+            add_to(c.ui_drops.subscription, ui_sub);
+            c.ui_drops.session_ended += ui_sub.size;
         }
         if (ui_final) {
             c.ui_drops.superseded += ui_final->dropped;
             c.ui_drops.expired += ui_final->expired;
         }
-        by_detector_input_.erase(s.detector_id.value);
-        by_ui_input_.erase(s.ui_id.value);
+        // Frames of the session may still reach the detector (pending in the batcher, or in the
+        // batch it runs) or the UI: they are counted for the camera until prune_retired().
+        if (const auto it = by_detector_input_.find(s.detector_id.value); it != by_detector_input_.end()) {
+            retired_detector_[s.detector_id.value] = retired{it->second, std::nullopt, 0};
+            by_detector_input_.erase(it);
+        }
+        if (s.ui) {
+            if (const auto it = by_ui_input_.find(s.ui_id.value); it != by_ui_input_.end()) {
+                retired_ui_[s.ui_id.value] = retired{it->second, std::nullopt, 0};
+                by_ui_input_.erase(it);
+            }
+        }
         c.parked = then;
         c.parked_since = std::chrono::system_clock::now();
         c.parked_at = clock_type::now();
@@ -451,9 +538,15 @@ bool camera_set::record_input(framepipe::input_id source, const video_frame& f,
     const std::lock_guard<std::mutex> lock(map_mu_);
     const auto it = by_detector_input_.find(source.value);
     if (it == by_detector_input_.end()) {
+        if (const auto r = retired_detector_.find(source.value); r != retired_detector_.end()) {
+            ++r->second.c->detector_drops.session_ended; // its session ended: not detected
+        } else {
+            orphaned_.fetch_add(1);
+        }
         return false;
     }
     it->second->age.record(now - f.captured);
+    ++it->second->in_detector;
     return true;
 }
 
@@ -461,11 +554,19 @@ void camera_set::record_result(framepipe::input_id source, detection_result r) {
     std::shared_ptr<camera> c;
     {
         const std::lock_guard<std::mutex> lock(map_mu_);
-        const auto it = by_detector_input_.find(source.value);
-        if (it == by_detector_input_.end()) {
+        if (const auto it = by_detector_input_.find(source.value); it != by_detector_input_.end()) {
+            c = it->second;
+        } else if (const auto old = retired_detector_.find(source.value); old != retired_detector_.end()) {
+            c = old->second.c; // the session ended while its frame was being detected: still counts
+        } else {
+            orphaned_.fetch_add(1);
             return;
         }
-        c = it->second;
+        if (c->in_detector == 0) {
+            orphaned_.fetch_add(1); // no record_input() for it: not a detection
+            return;
+        }
+        --c->in_detector;
     }
     c->detections.fetch_add(1, std::memory_order_relaxed);
     c->boxes.fetch_add(r.boxes.size(), std::memory_order_relaxed);
@@ -480,6 +581,9 @@ std::optional<camera_set::ui_view> camera_set::for_ui(framepipe::input_id source
         const std::lock_guard<std::mutex> lock(map_mu_);
         const auto it = by_ui_input_.find(source.value);
         if (it == by_ui_input_.end()) {
+            if (const auto r = retired_ui_.find(source.value); r != retired_ui_.end()) {
+                ++r->second.c->ui_drops.session_ended; // taken just before its session ended
+            }
             return std::nullopt;
         }
         c = it->second;
@@ -492,7 +596,7 @@ std::optional<camera_set::ui_view> camera_set::for_ui(framepipe::input_id source
 camera_figures camera_set::figures_of(const camera& c) const {
     camera_figures f;
     f.name = c.spec.name;
-    f.input = mask_password(c.spec.url);
+    f.input = mask_passwords(c.spec.url);
     f.weight = c.spec.weight;
     f.frames = c.frames;
     f.reconnects = c.reconnects;
@@ -515,9 +619,13 @@ camera_figures camera_set::figures_of(const camera& c) const {
         f.frames += st.live.frames;
         f.reconnects += st.live.reconnects;
         f.stalls += st.live.stalls;
-        add_to(f.detector_drops.subscription, c.s->detector.stats());
+        const auto detector_sub = c.s->detector.stats();
+        add_to(f.detector_drops.subscription, detector_sub);
+        f.detector_in_flight += detector_sub.size;
         if (c.s->ui) {
-            add_to(f.ui_drops.subscription, c.s->ui->stats());
+            const auto ui_sub = c.s->ui->stats();
+            add_to(f.ui_drops.subscription, ui_sub);
+            f.ui_in_flight += ui_sub.size;
         }
     } else {
         f.status = c.parked;
@@ -525,6 +633,7 @@ camera_figures camera_set::figures_of(const camera& c) const {
         f.offline_since = c.parked_since;
         f.offline_for_s = seconds(now - c.parked_at);
     }
+    f.detector_in_flight += c.in_detector;
     f.detections = c.detections.load(std::memory_order_relaxed);
     f.boxes = c.boxes.load(std::memory_order_relaxed);
     f.ui_frames = c.ui_frames.load(std::memory_order_relaxed);
@@ -542,9 +651,12 @@ std::vector<camera_figures> camera_set::figures() const {
     const auto batch_stats = batches_.stats();
     const auto ui_stats = ui_ != nullptr ? ui_->stats() : std::vector<framepipe::input_stats>{};
     std::map<std::uint64_t, const framepipe::batch_source_stats*> det;
+    std::map<std::uint64_t, std::uint64_t> retired_pending; // removed sources, frames still pending
     for (const auto& b : batch_stats.sources) {
         if (!b.removed) {
             det[b.input.id.value] = &b;
+        } else {
+            retired_pending[b.input.id.value] = b.pending;
         }
     }
     std::map<std::uint64_t, const framepipe::input_stats*> ui;
@@ -561,10 +673,17 @@ std::vector<camera_figures> camera_set::figures() const {
                 if (const auto it = det.find(c->s->detector_id.value); it != det.end()) {
                     f.detector_drops.superseded += it->second->input.dropped;
                     f.detector_drops.expired += it->second->input.expired + it->second->expired;
+                    f.detector_in_flight += it->second->input.held + it->second->pending;
                 }
                 if (const auto it = ui.find(c->s->ui_id.value); c->s->ui && it != ui.end()) {
                     f.ui_drops.superseded += it->second->dropped;
                     f.ui_drops.expired += it->second->expired;
+                    f.ui_in_flight += it->second->held;
+                }
+            }
+            for (const auto& [id, n] : retired_pending) {
+                if (const auto r = retired_detector_.find(id); r != retired_detector_.end() && r->second.c == c) {
+                    f.detector_in_flight += n;
                 }
             }
             all += f.detections;
@@ -603,25 +722,6 @@ std::optional<double> jain_index(const std::vector<double>& x) {
         return 1.0;
     }
     return sum * sum / (static_cast<double>(x.size()) * squares);
-}
-
-std::string mask_password(std::string_view url) {
-    std::string out(url);
-    const auto scheme = out.find("://");
-    if (scheme == std::string::npos) {
-        return out;
-    }
-    const auto start = scheme + 3;
-    const auto end = std::min(out.find('/', start), out.size());
-    const auto at = out.rfind('@', end);
-    if (at == std::string::npos || at < start) {
-        return out;
-    }
-    const auto colon = out.find(':', start);
-    if (colon == std::string::npos || colon > at) {
-        return out;
-    }
-    return out.replace(colon + 1, at - colon - 1, "***");
 }
 
 } // namespace framepipe_examples::multicam

@@ -90,6 +90,10 @@ struct consumer_drops {
     framepipe::channel_stats subscription; // the camera's subscription for this consumer
     std::uint64_t superseded = 0; // taken by the selector, then replaced by a newer frame
     std::uint64_t expired = 0;    // older than --max-age (selector and batcher)
+    // Held for this consumer when the camera's session ended (paused, rotated out, removed,
+    // stopped): what its subscription still held, and what reached the consumer afterwards
+    // (the batcher's pending frames of that session, a frame taken just before).
+    std::uint64_t session_ended = 0;
 };
 
 // Everything reported about one camera (--json, /stats.json, /metrics, the page).
@@ -118,7 +122,35 @@ struct camera_figures {
     std::uint64_t ui_frames = 0;    // frames the UI stage drew
     consumer_drops detector_drops;
     consumer_drops ui_drops;
+    // Frames on their way to a consumer when the figures were taken: in its subscription, held
+    // by its selector, pending in the batcher, or being detected. The accounting identity, per
+    // camera and per consumer (docs/examples/multicam.md, "Accounting"):
+    //     frames == detections + sum(detector drops) + detector_in_flight
+    //     frames == ui_frames + sum(ui drops) + ui_in_flight
+    // exact once the camera has no session and the detector and UI finished its frames; a
+    // snapshot of a running camera may be off by the frames moving while it is read.
+    std::uint64_t detector_in_flight = 0;
+    std::uint64_t ui_in_flight = 0;
 };
+
+// Totals of the cameras removed (their figures leave the list, not the run's totals).
+struct removed_totals {
+    std::uint64_t cameras = 0;
+    std::uint64_t frames = 0;
+    std::uint64_t detections = 0;
+};
+
+// The rotation's clock (--rotate): given the last rotation and now, whether a rotation is due,
+// and the new "last rotation". Rotations keep to a grid of `period` from the first (no drift
+// from a late tick); a tick more than one period late rotates once and restarts the grid at
+// `now` (it never rotates several times to catch up).
+struct rotation_step {
+    bool due = false;
+    std::chrono::steady_clock::time_point last{};
+};
+[[nodiscard]] rotation_step next_rotation(std::chrono::steady_clock::time_point last,
+                                          std::chrono::steady_clock::time_point now,
+                                          std::chrono::nanoseconds period) noexcept;
 
 struct camera_set_options {
     double ui_fps = 5;                        // per camera; 0: no UI subscription
@@ -172,9 +204,16 @@ public:
 
     // For the detector stage: records a frame's input age for the camera it came from (its
     // batcher input), then, once detected, its result. false when that camera is gone.
+    // A frame of a session that ended is not detected: record_input() counts it for its camera
+    // (drops, session_ended) and returns false. record_result() counts the detection even when
+    // the session ended in the meantime. batch_done() after each batch (lets the records of
+    // ended sessions go once no batch can hold their frames). A frame of no camera known
+    // (none expected) is counted in orphaned().
     bool record_input(framepipe::input_id source, const video_frame& f,
                       std::chrono::steady_clock::time_point now);
     void record_result(framepipe::input_id source, detection_result r);
+    void batch_done() noexcept { batches_done_.fetch_add(1); }
+    [[nodiscard]] std::uint64_t orphaned() const noexcept { return orphaned_.load(); }
 
     // For the UI stage: the name and newest result of the camera behind a UI selector input
     // (nullopt when it is gone), and the count of frames drawn.
@@ -187,6 +226,7 @@ public:
 
     // Figures of every camera (in order of addition), detector shares filled in.
     [[nodiscard]] std::vector<camera_figures> figures() const;
+    [[nodiscard]] removed_totals removed() const;
     [[nodiscard]] std::size_t size() const;
     [[nodiscard]] std::size_t active() const; // sessions whose source still runs
     // Sessions ever started (each is a connection opened or a generator started): how a test
@@ -203,6 +243,7 @@ private:
     void start_session(camera& c);                      // requires ops_mu_
     void stop_session(camera& c, camera_status then);   // requires ops_mu_
     void rebalance();                                   // requires ops_mu_
+    void prune_retired();                               // requires ops_mu_
     [[nodiscard]] camera_figures figures_of(const camera& c) const; // requires map_mu_
 
     framepipe::pipeline& p_;
@@ -216,6 +257,19 @@ private:
     std::vector<std::shared_ptr<camera>> cameras_; // in order of addition
     std::map<std::uint64_t, std::shared_ptr<camera>> by_detector_input_;
     std::map<std::uint64_t, std::shared_ptr<camera>> by_ui_input_;
+    // The inputs of sessions that ended, kept until no frame of theirs can reach the detector
+    // (or the UI) any more, so that such a frame is counted for its camera (see prune_retired).
+    struct retired {
+        std::shared_ptr<camera> c;
+        std::optional<std::uint64_t> gone_at; // batches_done_ when the batcher no longer had it
+        std::uint64_t ticks = 0;              // ticks since the session ended (UI)
+    };
+    std::map<std::uint64_t, retired> retired_detector_;
+    std::map<std::uint64_t, retired> retired_ui_;
+    std::vector<std::shared_ptr<camera>> removed_cameras_; // removed, some input still retired
+    removed_totals removed_totals_;                        // removed, all inputs let go
+    std::atomic<std::uint64_t> batches_done_{0};
+    std::atomic<std::uint64_t> orphaned_{0};
     std::vector<std::unique_ptr<session>> zombies_; // sessions whose source did not stop in time
     int next_number_ = 1;
     std::chrono::steady_clock::time_point last_rotation_{};
@@ -227,8 +281,5 @@ private:
 // Jain's fairness index of `x`: (sum x)^2 / (n * sum x^2), in [1/n, 1]; 1 when all are equal
 // (also when all are 0), nullopt for an empty list.
 [[nodiscard]] std::optional<double> jain_index(const std::vector<double>& x);
-
-// `url` with the password of any user:password@ part replaced by "***".
-[[nodiscard]] std::string mask_password(std::string_view url);
 
 } // namespace framepipe_examples::multicam

@@ -15,7 +15,7 @@ namespace framepipe_examples::multicam {
 namespace {
 
 control_response error(unsigned status, const std::string& why) {
-    return {status, nlohmann::json{{"error", why}}.dump()};
+    return {status, json_text(nlohmann::json{{"error", why}})};
 }
 
 std::string allowed_list(const std::set<std::string>& allowed) {
@@ -61,7 +61,8 @@ control_response add_camera(control_context& c, const std::string& text, std::st
     if (const auto weight = body.find("weight"); weight != body.end()) {
         if (!weight->is_number_integer() || weight->get<long long>() < 1 ||
             weight->get<long long>() > 1000) {
-            return error(400, "weight: must be a whole number from 1 to 1000, got " + weight->dump());
+            return error(400, "weight: must be a whole number from 1 to 1000, got " +
+                                  json_text(*weight));
         }
         spec.weight = static_cast<std::uint32_t>(weight->get<long long>());
     }
@@ -85,17 +86,21 @@ control_response add_camera(control_context& c, const std::string& text, std::st
     const auto& live = c.s.live;
     if (live.max_attempts > 0) {
         // Answer once it is online, or remove it again when it gives up first.
+        // In double seconds, clamped to a day before the conversion: a large --max-attempts
+        // must not overflow the nanoseconds (a negative timeout refused cameras at once).
         const double per_attempt = live.open_timeout + live.reconnect_max;
+        const double seconds =
+            std::min(per_attempt * static_cast<double>(live.max_attempts) + 5.0, 86400.0);
         const auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(
-            std::chrono::duration<double>(per_attempt * live.max_attempts + 5));
+            std::chrono::duration<double>(seconds));
         if (!c.cameras.wait_online(spec.name, timeout, stop)) {
             const auto all = c.cameras.figures();
             const auto it = std::find_if(all.begin(), all.end(),
                                          [&](const auto& f) { return f.name == spec.name; });
             if (it != all.end() && it->status != camera_status::paused) {
-                const auto why = it->last_error;
+                const auto why = mask_passwords(it->last_error);
                 (void)c.cameras.remove(spec.name);
-                return error(400, "url '" + mask_password(spec.url) + "': no connection after " +
+                return error(400, "url '" + mask_passwords(spec.url) + "': no connection after " +
                                       std::to_string(live.max_attempts) +
                                       " attempts (--max-attempts); last error: " + why);
             }
@@ -107,7 +112,7 @@ control_response add_camera(control_context& c, const std::string& text, std::st
             status = std::string(to_string(f.status));
         }
     }
-    return {201, nlohmann::json{{"name", spec.name}, {"status", status}}.dump()};
+    return {201, json_text(nlohmann::json{{"name", spec.name}, {"status", status}})};
 }
 
 } // namespace
@@ -131,10 +136,9 @@ control_response handle_control(control_context& c, const control_request& req,
         if (!last) {
             return error(404, "no camera '" + name + "'");
         }
-        return {200, nlohmann::json{{"removed", last->name},
-                                    {"frames", last->frames},
-                                    {"detections", last->detections}}
-                         .dump()};
+        return {200, json_text(nlohmann::json{{"removed", last->name},
+                                              {"frames", last->frames},
+                                              {"detections", last->detections}})};
     }
     return error(404, "no such control path (POST /cameras, DELETE /cameras/NAME)");
 }

@@ -41,6 +41,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -143,7 +145,12 @@ int run(const mc::settings& s, const CLI::App& app) {
     }
 
     fe::run_loop run(p, {.duration_s = s.duration,
-                         .tick_period = 1s,
+                         // Rotations are checked on ticks: every min(1 s, --rotate), but not
+                         // more often than every 0.1 s.
+                         .tick_period = s.rotate > 0 ? std::clamp(secs(s.rotate),
+                                                                  std::chrono::nanoseconds(100ms),
+                                                                  std::chrono::nanoseconds(1s))
+                                                     : std::chrono::nanoseconds(1s),
                          .on_tick = [&](std::uint64_t) { cameras.tick(); }});
     const mc::run_parts parts{s, cameras, batches, *detector, detect, jpeg};
     auto stats = [&] { return mc::summary(parts, p.snapshot(), run.seconds()); };
@@ -192,11 +199,11 @@ int run(const mc::settings& s, const CLI::App& app) {
     }
     j["end_reason"] = std::string(fe::to_string(r.end));
     if (s.json) {
-        std::printf("%s\n", j.dump().c_str());
+        std::printf("%s\n", fe::json_text(j).c_str());
     } else {
         j.erase("stages");
         j.erase("channels");
-        std::printf("\n%s\n", j.dump(2).c_str());
+        std::printf("\n%s\n", fe::json_text(j, 2).c_str());
     }
     std::fflush(stdout);
     return 0;

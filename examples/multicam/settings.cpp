@@ -1,6 +1,7 @@
 // examples/multicam/settings.cpp - see settings.hpp.
 #include "settings.hpp"
 
+#include "common/cli.hpp"
 #include "common/program.hpp"
 
 #include <algorithm>
@@ -47,7 +48,7 @@ void add_options(CLI::App& app, settings& s) {
         ->check(CLI::Range(0, 1024));
     app.add_option("--size", s.size, "synthetic frames: WIDTHxHEIGHT (default 640x480)");
     app.add_option("--fps", s.fps, "synthetic frames per second (default 30)")
-        ->check(CLI::Range(0.1, 240.0));
+        ->check(finite_range(0.1, 240.0));
     app.add_option("--priority", s.priorities,
                    "NAME=WEIGHT, repeated: the camera's share of the detector (default 1 each)");
     app.add_option("--max-active", s.max_active,
@@ -55,33 +56,35 @@ void add_options(CLI::App& app, settings& s) {
     app.add_option("--rotate", s.rotate,
                    "with --max-active: seconds between rotations of the active set (default 0: "
                    "no rotation)")
-        ->check(CLI::Range(0.0, 86400.0));
+        ->check(finite_range(0.0, 86400.0));
     app.add_option("--batch", s.batch,
                    "frames of different cameras per detector pass (ONNX models with a dynamic "
-                   "batch; default 1)");
+                   "batch; default 1)")
+        ->check(CLI::Range(1, 64));
     app.add_option("--batch-delay", s.batch_delay,
                    "seconds a batch may wait to fill once it has a frame (default 0: it goes with "
                    "what is ready)")
-        ->check(CLI::Range(0.0, 10.0));
+        ->check(finite_range(0.0, 10.0));
     app.add_option("--max-age", s.max_age,
                    "seconds: frames older than this are not detected (dropped as expired; "
                    "default 0: no limit)")
-        ->check(CLI::Range(0.0, 3600.0));
+        ->check(finite_range(0.0, 3600.0));
     app.add_option("--ui-fps", s.ui_fps, "frames per second per camera sent to the page (default 5)")
-        ->check(CLI::Range(0.1, 120.0));
+        ->check(finite_range(0.1, 120.0));
     app.add_option("--tile-width", s.tile_width, "width of a camera's tile on the page (default 320)")
         ->check(CLI::Range(64, 1920));
     app.add_option("--jpeg-quality", s.jpeg_quality, "JPEG quality 1..100")->check(CLI::Range(1, 100));
     app.add_option("--model", s.model, "YOLOv5/v8 .onnx (a dynamic batch for --batch); default HOG");
     app.add_option("--classes", s.classes, "class names, one per line");
     app.add_option("--input-size", s.input_size, "ONNX input size (square)")->check(CLI::Range(32, 4096));
-    app.add_option("--confidence", s.confidence, "confidence threshold")->check(CLI::Range(0.0, 1.0));
-    app.add_option("--nms", s.nms, "NMS IoU threshold")->check(CLI::Range(0.0, 1.0));
+    app.add_option("--confidence", s.confidence, "confidence threshold")
+        ->check(finite_range(0.0, 1.0));
+    app.add_option("--nms", s.nms, "NMS IoU threshold")->check(finite_range(0.0, 1.0));
     app.add_option("--detector-threads", s.detector_threads, "OpenCV threads for the detector")
         ->check(CLI::Range(1, 64));
     app.add_flag("--no-ui", s.no_ui, "no web server and no UI stage");
     app.add_option("--duration", s.duration, "seconds to run (default: until Ctrl-C)")
-        ->check(CLI::Range(0.0, 1e7));
+        ->check(finite_range(0.0, 1e7));
     app.add_flag("--json", s.json, "print one JSON summary object at exit");
     app.add_option("--host", s.host,
                    "address to serve on (default 127.0.0.1; another needs --control-token)");
@@ -202,7 +205,7 @@ live_camera_options camera_options(const settings& s, const camera_spec& spec, i
     o.capture.uri = spec.url;
     const auto scheme = scheme_of(spec.url);
     if (scheme.empty()) {
-        throw usage_error("'" + mask_password(spec.url) +
+        throw usage_error("'" + mask_passwords(spec.url) +
                           "': unsupported scheme (rtsp, rtsps, http, https, v4l2, file, synthetic)");
     }
     if (scheme == "synthetic") {
@@ -223,7 +226,7 @@ live_camera_options camera_options(const settings& s, const camera_spec& spec, i
     try {
         live_camera probe(o); // gst_capture describes the input, or says why it cannot
     } catch (const std::invalid_argument& e) {
-        throw usage_error("'" + mask_password(spec.url) + "': " + e.what());
+        throw usage_error("'" + mask_passwords(spec.url) + "': " + e.what());
     }
     return o;
 }

@@ -21,9 +21,13 @@ void detect_step::operator()(const framepipe::batch<frame_ptr>& b) {
     for (std::size_t i = 0; i < b.items.size(); ++i) {
         const auto& f = *b.items[i];
         age.record(start - f.captured);
-        if (cameras_.record_input(b.sources[i], f, start)) { // a camera removed meanwhile: skip
+        // A frame of a session that ended (paused, rotated out, removed) is skipped, counted for
+        // its camera as dropped (session_ended) by record_input.
+        if (cameras_.record_input(b.sources[i], f, start)) {
             images_.push_back(f.value);
             sources_.push_back(b.sources[i]);
+        } else {
+            skipped.fetch_add(1, std::memory_order_relaxed);
         }
     }
     auto results = d_.detect_batch(images_);
@@ -39,6 +43,7 @@ void detect_step::operator()(const framepipe::batch<frame_ptr>& b) {
                                              b.items[i]->captured});
         ++k;
     }
+    cameras_.batch_done();
 }
 
 std::optional<std::shared_ptr<const encoded_frame>> ui_step::operator()(

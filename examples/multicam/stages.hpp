@@ -35,6 +35,7 @@ public:
     framepipe::latency_histogram age;       // every frame's input age
     framepipe::latency_histogram inference; // per batch
     std::atomic<std::uint64_t> frames{0};   // frames detected
+    std::atomic<std::uint64_t> skipped{0};  // frames of a session that ended (not detected)
     std::atomic<std::uint64_t> batches{0};
 
 private:

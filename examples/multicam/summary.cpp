@@ -25,6 +25,9 @@ nlohmann::json drops_json(const consumer_drops& d) {
     if (d.expired != 0) {
         j["expired"] = j.value("expired", std::uint64_t{0}) + d.expired;
     }
+    if (d.session_ended != 0) {
+        j["session_ended"] = d.session_ended;
+    }
     return j;
 }
 
@@ -56,22 +59,83 @@ nlohmann::json camera_json(const camera_figures& f) {
         {"age_p99_ms", round2(f.age_p99_ms)},
         {"ui_frames", f.ui_frames},
         {"drops", {{"detector", drops_json(f.detector_drops)}, {"ui", drops_json(f.ui_drops)}}},
+        {"in_flight", {{"detector", f.detector_in_flight}, {"ui", f.ui_in_flight}}},
     };
 }
 
-// Jain's index over the shares per unit of weight (a camera of weight 2 is treated fairly when
-// it gets twice the share of a camera of weight 1), over the cameras not paused.
-std::optional<double> fairness(const std::vector<camera_figures>& cams) {
-    std::vector<double> x;
-    for (const auto& f : cams) {
-        if (f.status != camera_status::paused) {
-            x.push_back(f.detector_share / static_cast<double>(f.weight));
+} // namespace
+
+std::vector<double> attainable_shares(const std::vector<double>& weights,
+                                      const std::vector<double>& caps) {
+    const std::size_t n = weights.size();
+    std::vector<double> out(n, 0.0);
+    if (n == 0 || caps.size() != n) {
+        return out;
+    }
+    double room = 0;
+    for (const double c : caps) {
+        room += std::max(c, 0.0);
+    }
+    // Caps that cannot hold the whole: scaled up to (then the shares are the caps' proportions).
+    const double scale = room < 1.0 && room > 0 ? 1.0 / room : 1.0;
+    // Water-filling: shares proportional to the weights; a camera above its cap gets the cap,
+    // the rest is shared again among the others by weight.
+    std::vector<bool> capped(n, false);
+    double left = 1.0;
+    for (bool changed = true; changed;) {
+        changed = false;
+        double w = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            w += capped[i] ? 0.0 : weights[i];
         }
+        for (std::size_t i = 0; i < n; ++i) {
+            if (!capped[i]) {
+                out[i] = w > 0 ? left * weights[i] / w : 0.0;
+            }
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            const double cap = std::max(caps[i], 0.0) * scale;
+            if (!capped[i] && out[i] > cap + 1e-12) {
+                capped[i] = true;
+                out[i] = cap;
+                left -= cap;
+                changed = true;
+            }
+        }
+    }
+    return out;
+}
+
+std::optional<double> fairness(const std::vector<camera_figures>& cams, std::uint64_t batches) {
+    std::vector<const camera_figures*> counted;
+    double detections = 0;
+    for (const auto& f : cams) {
+        if (f.status == camera_status::online && f.frames > 0) {
+            counted.push_back(&f);
+            detections += static_cast<double>(f.detections);
+        }
+    }
+    if (counted.empty()) {
+        return std::nullopt;
+    }
+    if (detections == 0) {
+        return 1.0; // nobody served: all equal
+    }
+    std::vector<double> weights;
+    std::vector<double> caps;
+    for (const auto* f : counted) {
+        weights.push_back(static_cast<double>(f->weight));
+        // At most one frame per batch, and no more than it delivered.
+        caps.push_back(static_cast<double>(std::min(f->frames, batches)) / detections);
+    }
+    const auto fair = attainable_shares(weights, caps);
+    std::vector<double> x;
+    for (std::size_t i = 0; i < counted.size(); ++i) {
+        const double share = static_cast<double>(counted[i]->detections) / detections;
+        x.push_back(fair[i] > 0 ? share / fair[i] : 0.0);
     }
     return jain_index(x);
 }
-
-} // namespace
 
 nlohmann::json summary(const run_parts& r, const framepipe::pipeline_snapshot& snap, double elapsed) {
     const double secs = std::max(elapsed, 1e-3);
@@ -97,10 +161,15 @@ nlohmann::json summary(const run_parts& r, const framepipe::pipeline_snapshot& s
     j["cameras_opened"] = r.cameras.opened();
     j["frames"] = frames;
     j["frames_per_s"] = round2(static_cast<double>(frames) / secs);
-    const auto jain = fairness(cams);
+    const auto jain = fairness(cams, b.batches);
     j["jain_index"] = jain ? nlohmann::json(std::round(*jain * 1e4) / 1e4) : nlohmann::json();
     const auto detected = r.detect.frames.load(std::memory_order_relaxed);
     j["detector_frames"] = detected;
+    j["detector_skipped"] = r.detect.skipped.load(std::memory_order_relaxed);
+    j["detector_orphaned"] = r.cameras.orphaned();
+    const auto gone = r.cameras.removed();
+    j["removed_cameras"] = {{"cameras", gone.cameras}, {"frames", gone.frames},
+                            {"detections", gone.detections}};
     j["detector_fps"] = round2(static_cast<double>(detected) / secs);
     j["batch_max"] = r.batches.options().max_size;
     j["batches"] = b.batches;
@@ -241,8 +310,9 @@ std::string metrics_text(const run_parts& r, const framepipe::pipeline_snapshot&
            "Camera sessions started (a connection opened or a generator started).");
     sample("framepipe_multicam_cameras_opened_total", "", n(r.cameras.opened()));
     family("framepipe_multicam_jain_index", "gauge",
-           "Jain's fairness index over the detector shares per unit of weight (1: fair).");
-    sample("framepipe_multicam_jain_index", "", fairness(cams).value_or(1.0));
+           "Jain's fairness index over the online cameras' detector shares relative to their "
+           "attainable weighted shares (1: fair).");
+    sample("framepipe_multicam_jain_index", "", fairness(cams, b.batches).value_or(1.0));
     family("framepipe_multicam_batches_total", "counter", "Batches the detector ran, by size.");
     for (std::size_t k = 1; k < b.size_histogram.size(); ++k) {
         sample("framepipe_multicam_batches_total", "size=\"" + std::to_string(k) + "\"",

@@ -36,3 +36,12 @@ add_dependencies(test_multicam_program framepipe-multicam)
 add_test(NAME test_multicam_program COMMAND test_multicam_program)
 set_tests_properties(test_multicam_program PROPERTIES FIXTURES_REQUIRED detection_models
                                                       TIMEOUT 600 LABELS live)
+
+# - test_multicam_units: the parts without the program (tests/test_units.cpp): the accounting
+#   identity across pauses, rotations and removals (synthetic cameras, a stand-in detector), the
+#   fairness index and its attainable shares, the rotation's clock. Deterministic assertions.
+add_executable(test_multicam_units tests/test_units.cpp)
+target_link_libraries(test_multicam_units PRIVATE framepipe_multicam framepipe_catch_main
+                                                  Catch2::Catch2 framepipe_warnings)
+add_test(NAME test_multicam_units COMMAND test_multicam_units)
+set_tests_properties(test_multicam_units PROPERTIES TIMEOUT 120)

@@ -1,5 +1,6 @@
 // synthetic_camera.hpp: the synthetic: URI, the reader's frames (views into one pattern, on a
-// regular grid of capture times, moving), a stop that ends a wait, and a live_camera reading it.
+// regular grid of capture times, moving), a stop that ends a wait, and a live_camera reading it;
+// mask_passwords, and a live_camera whose errors quote a URL with a password.
 #include "common/synthetic_camera.hpp"
 
 #include <catch2/catch.hpp>
@@ -7,8 +8,11 @@
 #include <framepipe/broadcaster.hpp>
 
 #include <chrono>
+#include <memory>
+#include <mutex>
 #include <stop_token>
 #include <string>
+#include <vector>
 
 namespace fe = framepipe_examples;
 using namespace std::chrono_literals;
@@ -146,4 +150,67 @@ TEST_CASE("a live_camera adds up what its connections skipped and dropped, after
         }
     }
     CHECK(counter == 5);
+}
+
+TEST_CASE("mask_passwords: every scheme://user:password@ in a text, and nothing else") {
+    CHECK(fe::mask_passwords("rtsp://cam.local/x") == "rtsp://cam.local/x");
+    CHECK(fe::mask_passwords("rtsp://admin@cam.local/x") == "rtsp://admin@cam.local/x");
+    CHECK(fe::mask_passwords("no url here: a@b:c") == "no url here: a@b:c");
+    CHECK(fe::mask_passwords("") == "");
+    CHECK(fe::mask_passwords("Could not open: rtsp://admin:hunter2@10.0.0.7:554/s "
+                             "(http://u:p%40ss@h/?a=b@c)") ==
+          "Could not open: rtsp://admin:***@10.0.0.7:554/s (http://u:***@h/?a=b@c)");
+    CHECK(fe::mask_passwords("'rtsp://a:b@h'") == "'rtsp://a:***@h'");
+    CHECK(fe::mask_passwords("rtsp://a:b@h") == "rtsp://a:***@h");
+}
+
+namespace {
+
+// Fails every open with the kind of message GStreamer gives: the URL, password included.
+class refusing_reader final : public fe::frame_reader {
+public:
+    std::string open(std::stop_token, std::chrono::nanoseconds) override {
+        return "Could not open resource for reading: rtsp://admin:hunter2@10.0.0.7:554/stream";
+    }
+    fe::gst_capture::status read(std::stop_token, std::chrono::nanoseconds, fe::gst_frame&,
+                                 std::string& error) override {
+        error = "unreachable";
+        return fe::gst_capture::status::error;
+    }
+    void close() noexcept override {}
+};
+
+} // namespace
+
+TEST_CASE("a live_camera's last_error, failure() and event lines carry no URL password") {
+    fe::live_camera_options o;
+    o.capture.uri = "rtsp://admin:hunter2@10.0.0.7:554/stream";
+    o.reader = [] { return std::make_unique<refusing_reader>(); };
+    o.live.max_attempts = 2;
+    o.live.backoff.initial = 1ms;
+    fe::live_camera camera(o);
+    std::vector<std::string> lines;
+    std::mutex mu;
+    camera.on_event([&](const std::string& line) {
+        const std::lock_guard<std::mutex> lock(mu);
+        lines.push_back(line);
+    });
+    framepipe::broadcaster<fe::video_frame> frames;
+    camera.start(frames);
+    REQUIRE(camera.wait(std::stop_token{}));
+    const auto st = camera.stats();
+    REQUIRE(st.live.state == framepipe::live_state::failed);
+    INFO(st.live.last_error);
+    CHECK(st.live.last_error.find("hunter2") == std::string::npos);
+    CHECK(st.live.last_error.find("rtsp://admin:***@10.0.0.7:554/stream") != std::string::npos);
+    const auto failure = camera.failure();
+    REQUIRE(failure);
+    CHECK(failure->find("hunter2") == std::string::npos);
+    CHECK(camera.description() == "rtsp://admin:***@10.0.0.7:554/stream");
+    const std::lock_guard<std::mutex> lock(mu);
+    CHECK_FALSE(lines.empty());
+    for (const auto& line : lines) {
+        INFO(line);
+        CHECK(line.find("hunter2") == std::string::npos);
+    }
 }

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <map>
+#include <stdexcept>
 #include <string>
 
 namespace fe = framepipe_examples;
@@ -42,6 +43,9 @@ TEST_CASE("control requests: every refusal before the callback, then the callbac
                            .page_html = "<html></html>",
                            .control = [&](const fe::control_request& r, std::stop_token) {
                                ++calls;
+                               if (r.path == "/cameras/throw") {
+                                   throw std::runtime_error("no camera 'v\xff'"); // not UTF-8
+                               }
                                return fe::control_response{r.method == "POST" ? 201U : 200U,
                                                            nlohmann::json{{"path", r.path},
                                                                           {"body", r.body}}
@@ -82,6 +86,10 @@ TEST_CASE("control requests: every refusal before the callback, then the callbac
              {"no token", 401, http::verb::post, with({{"Authorization", ""}})},
              {"a wrong token", 401, http::verb::delete_, with({{"Authorization", "Bearer tok2"}})},
              {"a token without Bearer", 401, http::verb::post, with({{"Authorization", "tok"}})},
+             // Bytes that are not UTF-8, quoted in the error: a 403 all the same.
+             {"a host not UTF-8", 403, http::verb::post,
+              with({{"Host", "\xff:" + std::to_string(port)}})},
+             {"an origin not UTF-8", 403, http::verb::post, with({{"Origin", "http://\xff"}})},
          }) {
         INFO(r.what);
         const auto res = t::http_request(port, r.method, "/cameras", "{}", r.headers);
@@ -90,7 +98,7 @@ TEST_CASE("control requests: every refusal before the callback, then the callbac
         CHECK(res.headers.count("access-control-allow-origin") == 0);
     }
     CHECK(calls == 0);
-    CHECK(server.stats().control_refused == 12);
+    CHECK(server.stats().control_refused == 14);
     auto res = t::http_request(port, http::verb::post, "/cameras?x=1", R"({"a":1})", ok);
     CHECK(res.status == 201);
     CHECK(nlohmann::json::parse(res.body) == nlohmann::json{{"path", "/cameras"}, {"body", R"({"a":1})"}});
@@ -98,6 +106,10 @@ TEST_CASE("control requests: every refusal before the callback, then the callbac
     CHECK(res.status == 200);
     CHECK(calls == 2);
     CHECK(server.stats().control_requests == 2);
+    // A callback that throws, with bytes that are not UTF-8 in its message: a 500 in JSON.
+    res = t::http_request(port, http::verb::delete_, "/cameras/throw", "", ok);
+    CHECK(res.status == 500);
+    CHECK(nlohmann::json::parse(res.body, nullptr, false).contains("error"));
     // GET stays as it was: no checks, no callback.
     CHECK(t::http_get(port, "/").status == 200);
     server.stop();

@@ -158,6 +158,15 @@ TEST_CASE("--no-ui --duration 5 --json on vtest.avi: one summary object, every f
     CHECK(channel(j, "ui-sink").at("pushed") == j.at("ui_frames"));
 }
 
+TEST_CASE("a file name that is not UTF-8: --json still prints the summary") {
+    const auto link = scratch() / "v\xff.avi";
+    fs::remove(link);
+    fs::create_symlink(vtest, link);
+    const auto j = parse_summary(
+        t::run({exe, "--no-ui", "--duration", "1", "--json", "--video", link.string()}));
+    CHECK(j.at("frames_read").get<int>() > 0);
+}
+
 TEST_CASE("--mode inline: one thread; the UI only gets frames between detections") {
     const auto j = parse_summary(
         t::run({exe, "--no-ui", "--duration", "3", "--json", "--mode", "inline", "--detect-fps", "0"}));
@@ -314,6 +323,12 @@ TEST_CASE("bad input: a one-line error naming the problem, exit code 2") {
     check_one_line_error(t::run({exe, "--no-ui", "--source-fps", "fast"}), "--source-fps");
     check_one_line_error(t::run({exe, "--no-ui", "--bogus"}), "bogus");
     check_one_line_error(t::run({exe, "--host", "not-an-address"}), "not an IP address");
+    // Floating-point flags refuse NaN (CLI::Range lets it through), naming the flag.
+    for (const std::string flag : {"--confidence", "--nms", "--ui-fps", "--detect-fps"}) {
+        check_one_line_error(t::run({exe, "--no-ui", "--duration", "1", flag, "nan"}),
+                             flag + ": Value nan");
+    }
+    check_one_line_error(t::run({exe, "--no-ui", "--duration", "nan"}), "--duration: Value nan");
 
     // A port already in use.
     t::net::io_context ioc;

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <string>
@@ -144,6 +145,17 @@ TEST_CASE("bad input at start: one line on stderr and exit 2") {
     expect_refused({"--synthetic", "1", "--allow-sources", "rtsp,gopher"}, "unknown scheme 'gopher'");
     expect_refused({"--video", "ftp://example/x"}, "unsupported scheme");
     expect_refused({}, "no camera");
+    // Floating-point flags refuse NaN (CLI::Range lets it through), naming the flag; --batch is
+    // checked as a flag too.
+    for (const char* flag :
+         {"--rotate", "--max-age", "--confidence", "--nms", "--batch-delay", "--ui-fps", "--fps"}) {
+        expect_refused({"--synthetic", "1", "--no-ui", "--duration", "1", flag, "nan"},
+                       std::string(flag) + ": Value nan");
+    }
+    expect_refused({"--synthetic", "1", "--no-ui", "--duration", "nan"}, "--duration: Value nan");
+    expect_refused({"--synthetic", "1", "--no-ui", "--duration", "1", "--fps", "inf"},
+                   "--fps: Value inf");
+    expect_refused({"--synthetic", "1", "--batch", "0"}, "--batch: Value 0");
     // A URL nobody serves, with --max-attempts: the attempts fail fast (connection refused).
     const auto url = "rtsp://127.0.0.1:" + std::to_string(t::free_port()) + "/none";
     expect_refused({"--synthetic", "1", "--video", "gone=" + url, "--max-attempts", "2",
@@ -376,4 +388,68 @@ TEST_CASE("--max-active with --rotate: every camera gets its turn, the others ar
     CHECK(s["active"].get<int>() <= 1);
     CHECK(s["paused"].get<int>() >= 2);
     CHECK(s["cameras_opened"].get<int>() >= 3);
+}
+
+namespace {
+
+// A link to the test video whose name is not valid UTF-8 (a byte 0xFF), removed at the end.
+struct non_utf8_video {
+    non_utf8_video()
+        : path("/tmp/framepipe-multicam-" + std::to_string(::getpid()) + "-\xff.avi") {
+        std::filesystem::remove(path);
+        std::filesystem::create_symlink(video, path);
+    }
+    ~non_utf8_video() { std::filesystem::remove(path); }
+    non_utf8_video(const non_utf8_video&) = delete;
+    non_utf8_video& operator=(const non_utf8_video&) = delete;
+    std::string path;
+};
+
+} // namespace
+
+TEST_CASE("a file name that is not UTF-8: --json still prints the summary") {
+    const non_utf8_video v;
+    const auto r = t::run({exe, "--video", v.path, "--no-ui", "--json", "--duration", "1"});
+    INFO("stderr: " << r.err);
+    CHECK(r.exit_code == 0);
+    const auto j = json::parse(r.out, nullptr, false);
+    REQUIRE(j.is_object());
+    CHECK(j["camera_count"] == 1);
+}
+
+TEST_CASE("bytes that are not UTF-8 in a URL path, a Host, an Origin or /stats.json; a huge "
+          "--max-attempts; an IPv6 --host") {
+    const non_utf8_video v;
+    program p({"--video", v.path, "--size", "160x120", "--fps", "10", "--max-attempts",
+               "1000000000"});
+    // /stats.json holds the file name, with U+FFFD for the byte.
+    CHECK(t::http_get(p.port, "/stats.json").status == 200);
+    const json s = p.stats();
+    CHECK(s["camera_count"] == 1);
+    // DELETE /cameras/<0xFF>: no such camera, said in valid JSON (not a 500).
+    const auto del = t::http_request(p.port, http::verb::delete_, "/cameras/\xff");
+    INFO(del.body);
+    CHECK(del.status == 404);
+    CHECK(json::parse(del.body, nullptr, false).contains("error"));
+    // A Host or Origin with a byte 0xFF: refused with a 403, not a dropped connection.
+    const std::string request_head = "POST /cameras HTTP/1.1\r\nContent-Type: application/json\r\n"
+                                     "Content-Length: 2\r\nConnection: close\r\n";
+    CHECK(t::status_of(t::raw_exchange(p.port, request_head + "Host: \xff\r\n\r\n{}")) == 403);
+    CHECK(t::status_of(t::raw_exchange(p.port, request_head + "Host: 127.0.0.1:" +
+                                                   std::to_string(p.port) +
+                                                   "\r\nOrigin: http://\xff\r\n\r\n{}")) == 403);
+    // --max-attempts 10^9: the wait for a new camera's first frame does not overflow (a
+    // negative timeout refused working cameras at once).
+    const auto added = post(p.port, R"({"url": "synthetic:", "name": "more"})");
+    INFO(added.body);
+    CHECK(added.status == 201);
+    p.process->terminate();
+    CHECK(p.process->wait() == 0);
+    p.process.reset();
+
+    // An IPv6 literal is bracketed in the announced URL.
+    t::child six({exe, "--synthetic", "1", "--size", "160x120", "--host", "::1", "--port", "0"});
+    CHECK(six.wait_for("serving the live UI at http://[::1]:", 60s));
+    six.terminate();
+    CHECK(six.wait() == 0);
 }
