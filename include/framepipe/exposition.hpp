@@ -79,13 +79,14 @@ inline std::string valid_utf8(std::string_view s) {
     return out;
 }
 
-// Prometheus label values escape backslash, double quote and newline, and are UTF-8.
-inline std::string prometheus_escape(std::string_view s) {
+// Prometheus text escapes backslash and newline, label values also the double quote (HELP text
+// does not), and both are UTF-8.
+inline std::string prometheus_text(std::string_view s, bool label_value) {
     std::string out;
     for (const char c : valid_utf8(s)) {
         if (c == '\\') {
             out += "\\\\";
-        } else if (c == '"') {
+        } else if (c == '"' && label_value) {
             out += "\\\"";
         } else if (c == '\n') {
             out += "\\n";
@@ -96,20 +97,11 @@ inline std::string prometheus_escape(std::string_view s) {
     return out;
 }
 
-// Prometheus HELP text escapes backslash and newline, and is UTF-8.
-inline std::string help_escape(std::string_view s) {
-    std::string out;
-    for (const char c : valid_utf8(s)) {
-        if (c == '\\') {
-            out += "\\\\";
-        } else if (c == '\n') {
-            out += "\\n";
-        } else {
-            out += c;
-        }
-    }
-    return out;
-}
+// A Prometheus label value.
+inline std::string prometheus_escape(std::string_view s) { return prometheus_text(s, true); }
+
+// Prometheus HELP text.
+inline std::string help_escape(std::string_view s) { return prometheus_text(s, false); }
 
 // A metric name's part from a free-form name: a character a metric name may not hold becomes
 // '_'.

@@ -159,6 +159,28 @@ struct backoff_options {
     std::chrono::nanoseconds reset_after{std::chrono::seconds(10)};
 };
 
+namespace detail {
+
+// Throws std::invalid_argument naming the field for backoff options no schedule can follow: an
+// initial or max that is not positive, a negative reset_after, max below initial, a multiplier
+// below 1 or not finite, a jitter outside [0, 1]. (live_source and the NATS adapter.)
+inline void check_backoff(const backoff_options& b) {
+    require_positive(b.initial, "backoff.initial");
+    require_positive(b.max, "backoff.max");
+    require_non_negative(b.reset_after, "backoff.reset_after");
+    if (b.max < b.initial) {
+        throw std::invalid_argument("backoff.max: must not be below backoff.initial");
+    }
+    if (!(b.multiplier >= 1.0) || !std::isfinite(b.multiplier)) {
+        throw std::invalid_argument("backoff.multiplier: must be a finite number >= 1");
+    }
+    if (!(b.jitter >= 0.0 && b.jitter <= 1.0)) {
+        throw std::invalid_argument("backoff.jitter: must be between 0 and 1");
+    }
+}
+
+} // namespace detail
+
 // A live source's options. An aggregate: {.stall_timeout = 2s, .max_attempts = 5}.
 struct live_options {
     std::chrono::nanoseconds open_timeout{std::chrono::seconds(5)};        // per open()
@@ -519,28 +541,11 @@ private:
     };
 
     static live_options validated(const live_options& o) {
-        using std::chrono::nanoseconds;
-        const auto positive = [](nanoseconds d, const char* what) {
-            if (d <= nanoseconds::zero()) {
-                throw std::invalid_argument(std::string(what) + ": must be positive");
-            }
-        };
-        positive(o.open_timeout, "open_timeout");
-        positive(o.first_frame_timeout, "first_frame_timeout");
-        positive(o.stall_timeout, "stall_timeout");
-        positive(o.backoff.initial, "backoff.initial");
-        positive(o.backoff.max, "backoff.max");
-        positive(o.abandon_after, "abandon_after");
-        detail::require_non_negative(o.backoff.reset_after, "backoff.reset_after");
-        if (o.backoff.max < o.backoff.initial) {
-            throw std::invalid_argument("backoff.max: must not be below backoff.initial");
-        }
-        if (!(o.backoff.multiplier >= 1.0) || !std::isfinite(o.backoff.multiplier)) {
-            throw std::invalid_argument("backoff.multiplier: must be a finite number >= 1");
-        }
-        if (!(o.backoff.jitter >= 0.0 && o.backoff.jitter <= 1.0)) {
-            throw std::invalid_argument("backoff.jitter: must be between 0 and 1");
-        }
+        detail::require_positive(o.open_timeout, "open_timeout");
+        detail::require_positive(o.first_frame_timeout, "first_frame_timeout");
+        detail::require_positive(o.stall_timeout, "stall_timeout");
+        detail::check_backoff(o.backoff);
+        detail::require_positive(o.abandon_after, "abandon_after");
         if (o.max_abandoned == 0) {
             throw std::invalid_argument("max_abandoned: must be at least 1");
         }

@@ -26,6 +26,14 @@ inline void require_non_negative(std::chrono::nanoseconds d, const char* what) {
     }
 }
 
+// Throws std::invalid_argument naming `what` when a caller passes a duration that is not
+// positive.
+inline void require_positive(std::chrono::nanoseconds d, const char* what) {
+    if (d <= std::chrono::nanoseconds::zero()) {
+        throw std::invalid_argument(std::string(what) + ": must be positive");
+    }
+}
+
 // t + d, saturating at time_point::max() instead of overflowing: a timeout of
 // nanoseconds::max() means "no limit", not "already past". For d >= 0 and t at or after the
 // clock's epoch (any time the clock gives), or d <= 0 (then t + d must not underflow).

@@ -212,12 +212,6 @@ inline void check_queue_group(std::string_view s, const char* field) {
     }
 }
 
-inline void check_positive(std::chrono::nanoseconds d, const char* field) {
-    if (d <= std::chrono::nanoseconds::zero()) {
-        throw std::invalid_argument(std::string(field) + ": must be positive");
-    }
-}
-
 // What a receiver's stop() waits on, and what a connection that gives up ends: its wait().
 struct nats_watch {
     std::mutex mu;
@@ -466,19 +460,9 @@ private:
                 throw std::invalid_argument("servers: a URL must not be empty");
             }
         }
-        detail::check_positive(o.connect_timeout, "connect_timeout");
-        detail::check_positive(o.ping_interval, "ping_interval");
-        detail::check_positive(o.backoff.initial, "backoff.initial");
-        detail::check_positive(o.backoff.max, "backoff.max");
-        if (o.backoff.max < o.backoff.initial) {
-            throw std::invalid_argument("backoff.max: must not be below backoff.initial");
-        }
-        if (!(o.backoff.multiplier >= 1.0) || !std::isfinite(o.backoff.multiplier)) {
-            throw std::invalid_argument("backoff.multiplier: must be a finite number >= 1");
-        }
-        if (!(o.backoff.jitter >= 0.0 && o.backoff.jitter <= 1.0)) {
-            throw std::invalid_argument("backoff.jitter: must be between 0 and 1");
-        }
+        framepipe::detail::require_positive(o.connect_timeout, "connect_timeout");
+        framepipe::detail::require_positive(o.ping_interval, "ping_interval");
+        framepipe::detail::check_backoff(o.backoff);
         if (o.max_reconnect < -1) {
             throw std::invalid_argument("max_reconnect: must be -1 (for ever) or more");
         }
@@ -730,7 +714,7 @@ private:
         if (!o.receipt_subject.empty()) {
             detail::check_subject(o.receipt_subject, "receipt_subject", true);
         }
-        detail::check_positive(o.loss_horizon, "loss_horizon");
+        framepipe::detail::require_positive(o.loss_horizon, "loss_horizon");
         return o;
     }
 
@@ -1110,7 +1094,7 @@ private:
         if (o.pending_bytes <= 0) {
             throw std::invalid_argument("pending_bytes: must be positive");
         }
-        detail::check_positive(o.stall_timeout, "stall_timeout");
+        framepipe::detail::require_positive(o.stall_timeout, "stall_timeout");
         return o;
     }
 
