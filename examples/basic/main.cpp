@@ -334,9 +334,9 @@ int run_one(const settings& s) {
              : s.mode == "unbounded" ? run_unbounded(s, m)
                                      : run_framepipe(s, m);
     if (s.json) {
-        std::printf("%s\n", j.dump().c_str());
+        std::printf("%s\n", fe::json_text(j).c_str());
     } else {
-        std::printf("\n%s\n", j.dump(2).c_str());
+        std::printf("\n%s\n", fe::json_text(j, 2).c_str());
     }
     return 0;
 }

@@ -4,8 +4,11 @@
 //     framepipe_examples::jpeg_encoder jpeg({.quality = 80, .pool_size = 6});
 //     p.stage("ui", in, jpegs, [&](const frame_ptr& f) {
 //         draw(*f, canvas);                                      // the example's own drawing
-//         return jpeg.encode(canvas, meta.dump(), f->seq, f->captured);
+//         return jpeg.encode(canvas, json_text(meta), f->seq, f->captured);
 //     });
+//
+// (json_text, from program.hpp: a label or a name in `meta` with bytes that are not UTF-8 gets
+// U+FFFD, where meta.dump() would throw and fail the UI stage.)
 //
 // Buffers come from a framepipe::pool of encoded_frame, so a steady stream reuses the same JPEG
 // buffers and allocates nothing. A frame stays out of the pool while any client still writes it.

@@ -12,6 +12,7 @@
 // object per line. Runs on the machine as it is: on a shared 2-core host, repeat and take the
 // median.
 #include "common/mat_codecs.hpp"
+#include "common/program.hpp"
 
 #include <framepipe/latest_slot.hpp>
 #include <framepipe/metrics.hpp>
@@ -237,7 +238,7 @@ int main(int argc, char** argv) {
         j["engine"] = iceoryx ? "iceoryx" : "nats";
         j["codec"] = codec;
         j["size"] = std::to_string(image.cols) + "x" + std::to_string(image.rows);
-        std::printf("%s\n", j.dump().c_str());
+        std::printf("%s\n", fe::json_text(j).c_str());
     } catch (const std::exception& e) {
         std::fprintf(stderr, "framepipe-transport-bench: %s\n", e.what());
         return 2;

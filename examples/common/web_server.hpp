@@ -4,13 +4,14 @@
 //     framepipe::broadcaster<framepipe_examples::encoded_frame> jpegs;   // fed by the UI stage
 //     framepipe_examples::web_server server({.port = 7001, .page_html = my_page,
 //                                            .metrics_text = [&] { return framepipe::to_prometheus(p.snapshot()); },
-//                                            .stats_json = [&] { return stats().dump(); },
-//                                            .state_json = [&] { return live_state().dump(); }},
+//                                            .stats_json = [&] { return json_text(stats()); },
+//                                            .state_json = [&] { return json_text(live_state()); }},
 //                                           jpegs);          // binds now: throws if the port is taken
 //     server.start();                                         // serves on its own thread
 //
 // (web_ui.hpp fills these options in the way the examples serve them, shared page script
-// included.)
+// included. json_text, from program.hpp, is dump() that turns bytes that are not UTF-8, in a
+// file or camera name, into U+FFFD instead of throwing.)
 //
 //   GET /            the page (options.page_html), plus options.assets by exact path
 //   GET /ws          websocket: per frame, about once a second a text message with

@@ -65,7 +65,8 @@ struct result_codec {
                              {"score", b.score},
                              {"class_id", b.class_id}});
         }
-        const auto text = nlohmann::json{{"boxes", boxes}, {"inference_ms", r.inference_ms}}.dump();
+        const auto text =
+            json_text(nlohmann::json{{"boxes", boxes}, {"inference_ms", r.inference_ms}});
         const auto out = lend(text.size());
         std::memcpy(out.data(), text.data(), text.size());
     }
@@ -264,7 +265,7 @@ int run_camera(const settings& s, const std::string& where, FramesOut& frames_ou
         }
     });
     j["transport_stats"] = to_json(transport_stats(true)); // after the drain, receipts settled
-    std::printf(s.json ? "%s\n" : "\n%s\n", s.json ? j.dump().c_str() : j.dump(2).c_str());
+    std::printf(s.json ? "%s\n" : "\n%s\n", json_text(j, s.json ? -1 : 2).c_str());
     std::fflush(stdout);
     return 0;
 }
@@ -330,7 +331,7 @@ int run_worker(const settings& s, const std::string& name, const std::string& wh
              {"reconnects", in.reconnects}};
         j.update(snapshot_json(p.snapshot()));
     });
-    std::printf(s.json ? "%s\n" : "\n%s\n", s.json ? j.dump().c_str() : j.dump(2).c_str());
+    std::printf(s.json ? "%s\n" : "\n%s\n", json_text(j, s.json ? -1 : 2).c_str());
     std::fflush(stdout);
     return 0;
 }

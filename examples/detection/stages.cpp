@@ -73,7 +73,7 @@ std::shared_ptr<const encoded_frame> ui_step::operator()(const video_frame& f,
         meta["result_seq"] = r->seq;
         meta["result_age_ms"] = round2(age_ms);
     }
-    return jpeg_.encode(canvas_, meta.dump(), f.seq, f.captured);
+    return jpeg_.encode(canvas_, json_text(meta), f.seq, f.captured);
 }
 
 } // namespace framepipe_examples::detection

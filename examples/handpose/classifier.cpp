@@ -2,6 +2,8 @@
 
 #include "estimator.hpp"
 
+#include "common/program.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -191,7 +193,7 @@ void dtw_classifier::save(const std::string& path) const {
     if (!out) {
         throw input_error("--write-templates " + path + ": cannot open for writing");
     }
-    out << j.dump() << '\n';
+    out << framepipe_examples::json_text(j) << '\n';
     if (!out.flush()) {
         throw input_error("--write-templates " + path + ": write failed");
     }

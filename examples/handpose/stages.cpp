@@ -104,7 +104,7 @@ std::shared_ptr<const fe::encoded_frame> display::operator()(const estimate_item
     }
     cv::putText(canvas_, caption, {10, 28}, cv::FONT_HERSHEY_SIMPLEX, 0.7, cv::Scalar(255, 255, 255), 2,
                 cv::LINE_AA);
-    auto out = jpeg_.encode(canvas_, meta.dump(), e.seq, e.captured);
+    auto out = jpeg_.encode(canvas_, fe::json_text(meta), e.seq, e.captured);
 
     const auto now = clock_type::now();
     if (last_display_ != clock_type::time_point{}) {

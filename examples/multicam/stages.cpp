@@ -82,7 +82,7 @@ std::optional<std::shared_ptr<const encoded_frame>> ui_step::operator()(
                            {"result_age_ms", r ? nlohmann::json(round2(result_age_ms)) : nlohmann::json()},
                            {"width", canvas_.cols},
                            {"height", canvas_.rows}};
-    return jpeg_.encode(canvas_, meta.dump(), f.seq, f.captured);
+    return jpeg_.encode(canvas_, json_text(meta), f.seq, f.captured);
 }
 
 } // namespace framepipe_examples::multicam

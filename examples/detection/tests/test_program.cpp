@@ -11,6 +11,7 @@
 #include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -165,6 +166,51 @@ TEST_CASE("a file name that is not UTF-8: --json still prints the summary") {
     const auto j = parse_summary(
         t::run({exe, "--no-ui", "--duration", "1", "--json", "--video", link.string()}));
     CHECK(j.at("frames_read").get<int>() > 0);
+}
+
+TEST_CASE("class labels that are not UTF-8 (a Latin-1 --classes file): the UI stage sends them "
+          "with U+FFFD") {
+    // The YOLOv8 test model always finds class 1 and class 2 (make_models.py).
+    const auto names = scratch() / "latin1-names.txt";
+    std::ofstream(names, std::ios::binary) << "cat\ncaf\xe9\nni\xf1o\n";
+    t::child server({exe, "--port", "0", "--ui-fps", "15", "--duration", "300", "--model",
+                     model("yolov8.onnx"), "--input-size", "64", "--classes", names.string()});
+    const auto where =
+        server.wait_for("serving the live UI at http://127.0.0.1:", std::chrono::seconds(60));
+    INFO("stderr: " << server.err());
+    REQUIRE(where);
+    t::ws_client ws(static_cast<unsigned short>(std::stoi(*where)));
+    // The meta text of the first frame drawn with boxes. Before the fix the UI stage threw
+    // (json type_error 316) on that frame: the program stopped (exit 1) and the socket closed.
+    json boxes;
+    std::string why;
+    try {
+        for (int i = 0; i < 2000 && boxes.empty(); ++i) {
+            const auto m = ws.read();
+            const auto j = json::parse(m.data, nullptr, false);
+            if (!m.binary && j.is_object() && j.value("type", "") == "frame") {
+                REQUIRE(j.at("boxes").is_array());
+                boxes = j.at("boxes");
+            }
+        }
+    } catch (const std::exception& e) { // the socket closed: the program has stopped
+        why = e.what();
+    }
+    if (boxes.empty()) {
+        server.terminate();
+        const int code = server.wait();
+        FAIL("no frame with boxes (" << why << "); exit code " << code
+                                     << ", stderr: " << server.err());
+    }
+    REQUIRE(boxes.size() == 2);
+    std::vector<std::string> labels;
+    for (const auto& b : boxes) {
+        labels.push_back(b.at("label").get<std::string>());
+    }
+    std::sort(labels.begin(), labels.end());
+    CHECK(labels == std::vector<std::string>{"caf\xef\xbf\xbd", "ni\xef\xbf\xbdo"}); // U+FFFD
+    server.terminate();
+    CHECK(server.wait() == 0);
 }
 
 TEST_CASE("--mode inline: one thread; the UI only gets frames between detections") {

@@ -1,9 +1,11 @@
 // framepipe-detect --publish / --worker (remote.cpp): the seed-000 graph split across processes,
-// with the real HOG detector on vtest.avi. NATS runs against a nats-server this test starts on a
+// with the real HOG detector on vtest.avi (and the tiny YOLOv8 test model of make_models.py,
+// for class labels that are not UTF-8). NATS runs against a nats-server this test starts on a
 // free loopback port; iceoryx in a namespace of its own (tests/transport/isolated.sh), where the
 // camera side starts RouDi itself (--roudi-config). Bounds catch hangs and gross failures on a
 // loaded 2-core host; docs/transport.md has the precise figures.
 #include "common/testing/child_process.hpp"
+#include "common/testing/http_client.hpp"
 #include "support/nats_server.hpp"
 
 #if defined(FRAMEPIPE_TEST_NATS)
@@ -16,10 +18,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 namespace {
 
@@ -79,6 +84,69 @@ TEST_CASE(
     const auto b = last_json_line(w2.out());
     CHECK(a["frames_received"].get<std::uint64_t>() + b["frames_received"].get<std::uint64_t>() ==
           t["acknowledged"].get<std::uint64_t>());
+}
+
+TEST_CASE("detect over NATS: a worker name, class labels and a video file name that are not "
+          "UTF-8: both sides run and print their summary, with U+FFFD") {
+    framepipe_test::nats_server server;
+    // isolated.sh's own /tmp: removed with the namespace.
+    const std::string names = "/tmp/framepipe-remote-latin1-names.txt";
+    const std::string video = "/tmp/framepipe-remote-v\xff.avi";
+    {
+        std::FILE* f = std::fopen(names.c_str(), "w");
+        REQUIRE(f != nullptr);
+        std::fputs("cat\ncaf\xe9\nni\xf1o\n", f); // Latin-1
+        std::fclose(f);
+        std::remove(video.c_str());
+        REQUIRE(symlink(FRAMEPIPE_TEST_VIDEO, video.c_str()) == 0);
+    }
+    // The YOLOv8 test model finds class 1 and class 2 in every frame (make_models.py). Before
+    // the fix (json type_error 316) the worker's result encoder threw on its first result (stage
+    // 'detector' failed), the camera's UI stage on the first result it drew (labels name the
+    // worker), and each side's --json summary at exit (the worker's name, the file name).
+    const std::string model = std::string(FRAMEPIPE_TEST_MODELS) + "/yolov8.onnx";
+    process w({FRAMEPIPE_DETECT_EXE, "--worker", server.url(), "--worker-name", "w\xff",
+               "--model", model, "--input-size", "64", "--classes", names, "--json"});
+    REQUIRE(w.wait_for("worker w\xff on", 60s));
+    process cam({FRAMEPIPE_DETECT_EXE, "--publish", server.url(), "--port", "0", "--duration",
+                 "600", "--json", "--video", video});
+    const auto where = cam.wait_for("serving the live UI at http://127.0.0.1:", 60s);
+    REQUIRE(where);
+    const auto port = static_cast<unsigned short>(std::stoi(*where));
+    if (!w.wait_for_count("inference ", 5, 90s)) {
+        w.terminate();
+        const int code = w.wait();
+        FAIL("the worker stopped: exit code " << code << ", stderr: " << w.err());
+    }
+    // Results back at the camera side (polled on /stats.json): its UI stage draws them, labels
+    // naming the worker ("caf\xe9 @w\xff").
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    bool received = false;
+    while (!received && std::chrono::steady_clock::now() < deadline) {
+        const auto r = framepipe_examples::testing::http_get(port, "/stats.json");
+        REQUIRE(r.status == 200);
+        received = nlohmann::json::parse(r.body).at("results_received").get<std::uint64_t>() > 0;
+        std::this_thread::sleep_for(100ms); // a poll interval, not an ordering
+    }
+    CHECK(received);
+    cam.terminate();
+    const int cam_code = cam.wait();
+    INFO("camera stderr: " << cam.err());
+    REQUIRE(cam_code == 0);
+    w.terminate();
+    const int w_code = w.wait();
+    INFO("worker stderr: " << w.err());
+    REQUIRE(w_code == 0);
+    const std::string fffd = "\xef\xbf\xbd"; // U+FFFD
+    const auto j = last_json_line(cam.out());
+    INFO(j.dump(2));
+    CHECK(j["video"].get<std::string>().find("v" + fffd + ".avi") != std::string::npos);
+    CHECK(j["last_worker"] == "w" + fffd);
+    CHECK(j["results_by_worker"].contains("w" + fffd));
+    CHECK(j["results_received"].get<std::uint64_t>() > 0);
+    const auto k = last_json_line(w.out());
+    CHECK(k["name"] == "w" + fffd);
+    CHECK(k["detections"].get<std::uint64_t>() >= 5);
 }
 
 TEST_CASE("detect over NATS: bad input is one line and exit 2; a malformed frame is counted") {

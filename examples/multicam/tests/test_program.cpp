@@ -453,3 +453,56 @@ TEST_CASE("bytes that are not UTF-8 in a URL path, a Host, an Origin or /stats.j
     six.terminate();
     CHECK(six.wait() == 0);
 }
+
+TEST_CASE("class labels that are not UTF-8 (a Latin-1 --classes file): the UI stage sends them "
+          "with U+FFFD") {
+    // The YOLOv8 test model always finds class 1 and class 2 (make_models.py).
+    const std::string names =
+        "/tmp/framepipe-multicam-" + std::to_string(::getpid()) + "-names.txt";
+    {
+        std::FILE* f = std::fopen(names.c_str(), "w");
+        REQUIRE(f != nullptr);
+        std::fputs("cat\ncaf\xe9\nni\xf1o\n", f);
+        std::fclose(f);
+    }
+    struct remove_at_end {
+        std::string path;
+        ~remove_at_end() { std::remove(path.c_str()); }
+    } cleanup{names};
+    program p({"--synthetic", "1", "--size", "160x120", "--fps", "10", "--model",
+               models + "/yolov8_batch.onnx", "--input-size", "64", "--classes", names});
+    t::ws_client ws(p.port);
+    // The meta text of the first tile drawn with boxes. Before the fix the UI stage threw (json
+    // type_error 316) on that tile: the program stopped (exit 1) and the socket closed.
+    json boxes;
+    std::string why;
+    try {
+        for (int i = 0; i < 2000 && boxes.empty(); ++i) {
+            const auto m = ws.read();
+            const auto j = json::parse(m.data, nullptr, false);
+            if (!m.binary && j.is_object() && j.value("type", "") == "frame") {
+                REQUIRE(j.at("boxes").is_array());
+                boxes = j.at("boxes");
+            }
+        }
+    } catch (const std::exception& e) { // the socket closed: the program has stopped
+        why = e.what();
+    }
+    if (boxes.empty()) {
+        p.process->terminate();
+        const int code = p.process->wait();
+        const auto err = p.process->err();
+        p.process.reset();
+        FAIL("no frame with boxes (" << why << "); exit code " << code << ", stderr: " << err);
+    }
+    REQUIRE(boxes.size() == 2);
+    std::vector<std::string> labels;
+    for (const auto& b : boxes) {
+        labels.push_back(b.at("label").get<std::string>());
+    }
+    std::sort(labels.begin(), labels.end());
+    CHECK(labels == std::vector<std::string>{"caf\xef\xbf\xbd", "ni\xef\xbf\xbdo"}); // U+FFFD
+    p.process->terminate();
+    CHECK(p.process->wait() == 0);
+    p.process.reset();
+}
