@@ -17,6 +17,7 @@
 #include <limits>
 #include <cstdint>
 #include <optional>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -246,6 +247,42 @@ TEST_CASE("sampled: a refused push is rejected and counted as sampled_out; the i
     CHECK(s.try_pop() == 0);
     CHECK(s.try_pop() == 3);
     CHECK(framepipe::detail::describe_channel(s).kind == "sampled");
+}
+
+namespace {
+template <class W>
+concept has_peek = requires(W& w) { w.peek(); };
+template <class W>
+concept has_pop_for_stop = requires(W& w, std::stop_token st) { w.pop_for(1ms, st); };
+template <class W>
+concept has_push_for = requires(W& w) { w.push_for(1, 1ms); };
+} // namespace
+
+TEST_CASE("sampled: the channel's peek, pop_for with a stop token and push_for are there, "
+          "and push_for goes through the sampler") {
+    using wrapped = framepipe::sampled<framepipe::ring<int>, framepipe::every_n>;
+    static_assert(has_peek<wrapped>, "peek is the ring's");
+    static_assert(has_pop_for_stop<wrapped>, "pop_for(timeout, stop) is the ring's");
+    static_assert(has_push_for<wrapped>, "push_for goes through the sampler");
+    static_assert(!has_push_for<framepipe::sampled<framepipe::latest_slot<int>, framepipe::every_n>>,
+                  "latest_slot has no push_for, so neither has its wrapper");
+
+    framepipe::ring<int> q(4, framepipe::overflow::block);
+    framepipe::sampled s(q, framepipe::every_n(2));
+    CHECK(s.push_for(10, 1ms) == push_status::ok);
+    CHECK(s.push_for(11, 1ms) == push_status::rejected); // the sampler's, not the ring's
+    std::stop_source stop;
+    CHECK(s.push_for(12, 1ms, stop.get_token()) == push_status::ok);
+    CHECK(s.peek() == 10);
+    CHECK(s.pop_for(0ms, stop.get_token()) == 10);
+    CHECK(s.pop_for(0ms, stop.get_token()) == 12);
+    stop.request_stop();
+    CHECK(s.pop_for(1h, stop.get_token()) == std::nullopt); // ends on the stop, not after an hour
+    const auto st = s.stats();
+    CHECK(st.pushed == 3);
+    CHECK(st.sampled_out == 1);
+    CHECK(st.popped == 2);
+    CHECK(st.pushed == st.popped + st.dropped + st.size);
 }
 
 TEST_CASE("sampled: in a pipeline, sampled_out shows as a drop reason of the channel") {

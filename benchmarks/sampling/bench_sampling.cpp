@@ -38,6 +38,7 @@
 
 #include "common/gst_capture.hpp"
 #include "common/motion_detector.hpp"
+#include "common/program.hpp"
 #include "common/scene_change.hpp"
 
 #include <framepipe/sampling.hpp>
@@ -660,7 +661,7 @@ int main(int argc, char** argv) {
     std::ofstream(out_dir + "/sampling_labels.dat")
         << "1.0 0.86 \"about 1x: " << near_one << "\"\n";
     std::ofstream(out_dir + "/per_clip.md") << per_clip.str();
-    std::ofstream(out_dir + "/sampling.json") << j.dump(2) << '\n';
+    std::ofstream(out_dir + "/sampling.json") << fe::json_text(j, 2) << '\n';
     std::printf("%s", md.good() ? "" : "cannot write the table\n");
     return 0;
 }

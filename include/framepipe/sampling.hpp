@@ -280,7 +280,8 @@ public:
 
     // Offers `item`: to the channel if the sampler admits it, else counted as sampled_out and
     // rejected. Any thread (the sampler runs under a short lock). Waits as the channel's push
-    // does. Exceptions: what the sampler or the channel's push throws.
+    // does (try_push and push_for exist when the channel has them, and wait as its own do).
+    // Exceptions: what the sampler or the channel's push throws.
     push_status push(value_type item) {
         if (!admit(item)) {
             return push_status::rejected;
@@ -301,9 +302,27 @@ public:
         }
         return this->channel_.try_push(std::move(item));
     }
+    push_status push_for(value_type item, std::chrono::nanoseconds timeout)
+        requires requires(Channel& c, value_type v) { c.push_for(std::move(v), timeout); }
+    {
+        if (!admit(item)) {
+            return push_status::rejected;
+        }
+        return this->channel_.push_for(std::move(item), timeout);
+    }
+    push_status push_for(value_type item, std::chrono::nanoseconds timeout, std::stop_token stop)
+        requires requires(Channel& c, value_type v, std::stop_token s) {
+            c.push_for(std::move(v), timeout, std::move(s));
+        }
+    {
+        if (!admit(item)) {
+            return push_status::rejected;
+        }
+        return this->channel_.push_for(std::move(item), timeout, std::move(stop));
+    }
 
-    // pop, try_pop, pop_for, close, closed, size, capacity, policy, channel(): the channel's
-    // (detail::channel_wrapper).
+    // pop, try_pop, pop_for, peek, close, closed, size, capacity, policy, channel(): the
+    // channel's, those it has (detail::channel_wrapper).
 
     // The channel's counters, with the sampled-out pushes added (pushed and dropped include
     // them, reason sampled_out). Any thread.

@@ -39,6 +39,16 @@ public:
     {
         return channel_.pop_for(timeout);
     }
+    [[nodiscard]] auto pop_for(std::chrono::nanoseconds timeout, std::stop_token stop)
+        requires requires(Channel& c) { c.pop_for(timeout, std::move(stop)); }
+    {
+        return channel_.pop_for(timeout, std::move(stop));
+    }
+    [[nodiscard]] auto peek() const
+        requires requires(const Channel& c) { c.peek(); }
+    {
+        return channel_.peek();
+    }
     void close() { channel_.close(); }
     [[nodiscard]] bool closed() const { return channel_.closed(); }
     [[nodiscard]] std::size_t size() const { return channel_.size(); }
