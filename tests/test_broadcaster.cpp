@@ -1080,6 +1080,93 @@ TEST_CASE("broadcaster: publish(value, stop) ends a back-pressure wait, counted 
     CHECK_FALSE(slow.try_pop().has_value());
 }
 
+TEST_CASE("broadcaster: publish(T, stop) ends a back-pressure wait, counted as cancelled") {
+    // Only publish(shared_ptr, stop) took a token: a live_source publishing frames (values) into
+    // a broadcaster could not give it its stop, so stop() never ended a publish waiting for a
+    // blocking subscriber nobody read (see tests/test_live_source.cpp).
+    broadcaster<int> b;
+    auto slow = b.subscribe({.capacity = 1, .policy = overflow::block, .name = "slow"});
+    auto fast = b.subscribe({.capacity = 4, .name = "fast"});
+    // A stop_source never stopped changes nothing when there is room.
+    std::stop_source never;
+    CHECK(b.publish(0, never.get_token()).delivered == 2); // slow is full from now on
+
+    SECTION("a stop requested while it waits") {
+        std::stop_source src;
+        std::atomic<bool> done{false};
+        publish_result r;
+        std::thread publisher([&] {
+            r = b.publish(1, src.get_token());
+            done = true;
+        });
+        // Inside the second publish (counted before any offer): slow is full and nobody pops,
+        // so it cannot end before the stop.
+        wait_until([&] { return b.published() == 2 && fast.size() == 2; });
+        let_others_run(); // likely parked by now; the outcome is the same if not
+        CHECK_FALSE(done.load());
+        src.request_stop();
+        publisher.join();
+        CHECK(r.subscribers == 2);
+        CHECK(r.delivered == 1); // fast
+        CHECK(r.cancelled == 1); // slow
+        CHECK(r.rejected == 0);
+        CHECK(r.dropped() == 1);
+        const auto st = slow.stats();
+        CHECK(st.pushed == 2);
+        CHECK(st.cancelled == 1);
+        CHECK(st.dropped == 1);
+        CHECK(st.size == 1);
+        check_identity(st);
+        CHECK(fast.stats().cancelled == 0);
+        check_identity(fast.stats());
+        CHECK(value_of(slow.try_pop()) == 0); // the value it had
+        CHECK_FALSE(slow.try_pop().has_value());
+        CHECK(value_of(fast.try_pop()) == 0);
+        CHECK(value_of(fast.try_pop()) == 1);
+    }
+    SECTION("a stop requested before: cancelled without a wait, room still taken") {
+        std::stop_source src;
+        src.request_stop();
+        const publish_result r = b.publish(1, src.get_token());
+        CHECK(r.delivered == 1);
+        CHECK(r.cancelled == 1);
+        CHECK(slow.stats().cancelled == 1);
+        // A stop refuses nothing that a blocking subscriber has room for.
+        CHECK(value_of(slow.try_pop()) == 0);
+        const publish_result roomy = b.publish(2, src.get_token());
+        CHECK(roomy.delivered == 2);
+        CHECK(roomy.cancelled == 0);
+        CHECK(value_of(slow.try_pop()) == 2);
+        const auto st = slow.stats();
+        CHECK(st.pushed == 3);
+        CHECK(st.popped == 2);
+        CHECK(st.cancelled == 1);
+        check_identity(st);
+    }
+}
+
+TEST_CASE("broadcaster: a throwing move in publish(T, stop) offers the value to nobody") {
+    lifetime_scope scope;
+    {
+        broadcaster<counted> b;
+        auto s = b.subscribe({.capacity = 4, .policy = overflow::block, .name = "s"});
+        std::stop_source never;
+        b.publish(counted(1), never.get_token());
+        scope.counters.throw_on_move = true;
+        CHECK_THROWS_AS(b.publish(counted(2), never.get_token()), counted_error);
+        scope.counters.throw_on_move = false;
+        CHECK(b.published() == 1); // a publish(T) that throws is not counted
+        CHECK(s.size() == 1);
+        CHECK(s.stats().pushed == 1);
+        check_identity(s.stats());
+        CHECK(b.publish(counted(3), never.get_token()).delivered == 1);
+        CHECK(value_of(s.try_pop()) == 1);
+        CHECK(value_of(s.try_pop()) == 3);
+    }
+    CHECK(scope.counters.alive() == 0);
+    CHECK(scope.counters.copies == 0);
+}
+
 TEST_CASE("broadcaster: close or unsubscribing wakes a publisher blocked by back-pressure") {
     broadcaster<int> b;
     std::optional<subscription<int>> slow;

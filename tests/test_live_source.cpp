@@ -3,6 +3,7 @@
 // source's backoff sleeps move forward; no sleeps, no real time), then the threaded mode with
 // backends that ignore their timeouts.
 
+#include <framepipe/broadcaster.hpp>
 #include <framepipe/latest_slot.hpp>
 #include <framepipe/live_source.hpp>
 #include <framepipe/ring.hpp>
@@ -13,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <fstream>
 #include <latch>
 #include <memory>
 #include <optional>
@@ -21,6 +23,11 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 using namespace std::chrono_literals;
 using framepipe::live_state;
@@ -1019,6 +1026,120 @@ TEST_CASE("live_source: stop() also ends a run() on another thread") {
     CHECK(end == live_state::stopped);
     CHECK(src.state() == live_state::stopped);
 }
+
+TEST_CASE("live_source: stop() ends a publish into a broadcaster that waits for a subscriber") {
+    // A broadcaster took a stop token only with a shared_ptr, so the runner published its frames
+    // without one: a publish waiting for a blocking subscriber that nobody reads never ended,
+    // and neither did stop() (nor the destructor) until the broadcaster was closed, so
+    // `src.stop(); frames.close();` hung, the stopping thread yielding in a loop all the while.
+    // (This test then hangs until the per-test watchdog fails it.)
+    auto made = std::make_shared<std::atomic<int>>(0);
+    framepipe::broadcaster<item> frames;
+    auto never_read = frames.subscribe(
+        {.capacity = 1, .policy = framepipe::overflow::block, .name = "never read"});
+    auto src = std::make_unique<framepipe::live_source<rapid>>([made] {
+        ++*made;
+        return rapid{made};
+    });
+    std::optional<std::thread> runner; // run()'s
+    live_state end = live_state::connecting;
+    bool by_destructor = false;
+    SECTION("start(), then stop()") {
+        src->start(frames);
+    }
+    SECTION("start(), then the destructor") {
+        src->start(frames);
+        by_destructor = true;
+    }
+    SECTION("run() on another thread, then stop()") {
+        runner.emplace([&] { end = src->run(frames, std::stop_token{}); });
+    }
+    // The second publish is under way (counted before any offer): the subscriber holds the
+    // first frame and nobody pops, so it waits for room until the stop.
+    while (frames.published() < 2) {
+        std::this_thread::yield();
+    }
+    if (by_destructor) {
+        src.reset(); // stops
+    } else {
+        src->stop();
+        CHECK(src->state() == live_state::stopped);
+        if (runner) {
+            runner->join();
+            CHECK(end == live_state::stopped);
+        }
+        src.reset();
+    }
+    const auto st = never_read.stats();
+    CHECK(st.size == 1);
+    CHECK(st.cancelled >= 1); // the publish the stop ended (and any after it)
+    CHECK(st.pushed == frames.published());
+    CHECK(st.pushed == 1 + st.cancelled);
+    frames.close();
+}
+
+#if defined(__linux__)
+
+namespace {
+
+// The scheduler state of thread `tid` of this process: 'R' running or runnable, 'S' asleep (a
+// futex wait, say), ...; '?' when it cannot be read.
+char thread_state(long tid) {
+    std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/stat");
+    std::string stat;
+    std::getline(f, stat);
+    const auto paren = stat.rfind(')'); // the name, in parentheses, may hold anything
+    return paren != std::string::npos && paren + 2 < stat.size() ? stat[paren + 2] : '?';
+}
+
+} // namespace
+
+TEST_CASE("live_source: stop() sleeps while it waits for a push that ignores the stop token") {
+    // stop() must wait for a push into `out` under way (`out` must outlive it); one that ignores
+    // the stop token lasts as long as it likes. stop() used to wait for it in a loop of pauses
+    // and yields: a core's worth of CPU for as long as the push lasted. Here the push returns
+    // only once the thread in stop() has been seen asleep after abandoning the runner (the
+    // spinning stop() never was: the test then hangs until the per-test watchdog fails it).
+    struct deaf_output {
+        std::atomic<int> pushes{0};
+        std::atomic<bool> release{false};
+        framepipe::push_status push(item) { // no stop token: the second push waits for `release`
+            if (++pushes == 2) {
+                release.wait(false);
+            }
+            return framepipe::push_status::ok;
+        }
+        void close() {}
+    };
+    auto made = std::make_shared<std::atomic<int>>(0);
+    framepipe::live_options o;
+    o.abandon_after = 20ms;
+    auto src = rapid_source(made, o);
+    deaf_output out;
+    src.start(out);
+    while (out.pushes.load() < 2) {
+        std::this_thread::yield();
+    }
+    std::atomic<long> stopper_tid{0};
+    std::thread stopper([&] {
+        stopper_tid = static_cast<long>(::syscall(SYS_gettid));
+        src.stop();
+    });
+    // stop() waits abandon_after for the runner, abandons it, then waits for its push.
+    while (src.stats().abandoned == 0) {
+        std::this_thread::yield();
+    }
+    while (thread_state(stopper_tid.load()) != 'S') {
+        std::this_thread::yield();
+    }
+    out.release = true;
+    out.release.notify_all();
+    stopper.join(); // returns once the push has
+    CHECK(src.state() == live_state::stopped);
+    CHECK(out.pushes.load() == 2); // an abandoned runner pushes no more
+}
+
+#endif
 
 TEST_CASE("live_source: a start() that throws leaves the source stopped and its threads gone") {
     // Fail each allocation start() makes in turn (the runner, its thread, the watchdog...).

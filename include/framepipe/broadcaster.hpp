@@ -5,6 +5,7 @@
 //     auto ui  = frames.subscribe({.capacity = 1, .max_rate_hz = 15, .name = "ui"});
 //     auto det = frames.subscribe({.capacity = 1, .name = "detector"});
 //     frames.publish(std::move(frame));                  // or a std::shared_ptr<const Frame>
+//     frames.publish(std::move(frame), stop);            // a wait for back-pressure ends on stop
 //     std::optional<std::shared_ptr<const Frame>> f = det.pop();
 //
 // Zero copy: a published value is held by one shared_ptr<const T>; each subscriber gets a copy
@@ -367,6 +368,19 @@ public:
                             nullptr);
     }
 
+    // As publish(T), but a wait for a blocking subscriber ends when `stop` is requested (at once
+    // if it already was and that subscriber's buffer is full); that subscriber then counts the
+    // value as cancelled, in its stats and in the result, and publish goes on to the next one.
+    // Any thread. Waits only for blocking subscribers, until there is room, its block_timeout
+    // passes, it or the broadcaster is closed, or `stop`; never for drop-policy subscribers.
+    // Exceptions: as publish(T) (std::bad_alloc, or what T's move constructor throws, before any
+    // subscriber was offered the value).
+    publish_result publish(T value, std::stop_token stop) {
+        return publish_impl(std::allocate_shared<const T>(
+                                detail::recycling_allocator<T>(core_->recycler.get()), std::move(value)),
+                            &stop);
+    }
+
     // Makes room for `values` published values alive at once (buffered in subscriptions, held
     // by consumers, the latest one) before the first publish(T) returns, so that publish(T)
     // allocates nothing from the start, as long as no more than that many are held. Before the
@@ -380,7 +394,8 @@ public:
     }
 
     // As publish(shared_ptr), but a wait for a blocking subscriber ends when `stop` is
-    // requested; that subscriber then counts the value as cancelled.
+    // requested; that subscriber then counts the value as cancelled (see publish(T, stop)).
+    // Does not throw; allocates nothing.
     publish_result publish(std::shared_ptr<const T> value, std::stop_token stop) {
         return publish_impl(std::move(value), &stop);
     }

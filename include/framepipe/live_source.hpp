@@ -30,7 +30,10 @@
 // - Never hangs: with start(), backend calls run on a thread of the source's own; a watchdog
 //   abandons a call that overruns its timeout by abandon_after (that thread and its backend are
 //   left to finish on their own, and whatever the call returns is discarded by epoch), and
-//   reconnects on a fresh backend. stop() returns within abandon_after plus a push in progress.
+//   reconnects on a fresh backend. stop() returns within abandon_after: a push into the output
+//   gets the stop token where the output takes one (push(item, stop), publish(item, stop): the
+//   rings and the broadcaster), so a push waiting for room ends with it; only a push that
+//   ignores the token is waited for (parked) until it returns, since the output must outlive it.
 //   The cost of an abandoned call: one thread and one backend instance, until the call returns
 //   (at most max_abandoned at once; beyond that the source fails).
 //
@@ -259,7 +262,7 @@ struct live_runner {
     // Whether this runner has been abandoned. seq_cst: the Dekker pair with `pushing` (see
     // emit_gated) and with the watchdog's take of a call (see call()).
     [[nodiscard]] bool gone() const noexcept { return abandoned.load(std::memory_order_seq_cst); }
-    std::atomic<bool> pushing{false}; // inside an emit (see emit_gate)
+    std::atomic<bool> pushing{false}; // inside an emit (see emit_gated)
     std::stop_source calls;           // the stop token every backend call gets
     std::atomic<bool> finished{false};
     // The runner before this one, if it was abandoned: its last emit must be over before this
@@ -377,8 +380,12 @@ public:
 
     // Stops the source: every backend call is asked to stop (its stop token), the runner ends,
     // and the state becomes stopped (unless it had already ended or failed). Returns within
-    // abandon_after, plus the time a push into `out` in progress takes to return (it is given
-    // the stop token where the output takes one): a runner stuck in a backend call is abandoned.
+    // abandon_after: a runner stuck in a backend call (its close() included) is abandoned, and a
+    // push into `out` in progress is given the stop token where the output takes one
+    // (push(item, stop) or publish(item, stop): framepipe's rings and broadcaster), so a push
+    // waiting for room ends with the stop. A push that ignores the stop token (an output with
+    // no such overload, or one that does not honour it) is waited for, however long it takes,
+    // since `out` must outlive every push into it: stop() then parks until that push returns.
     // With run(), asks it to return (stopped) and does not wait for it. Before start() or run(),
     // makes them start nothing (see there).
     // Any thread but the runner's (and not from on_state_change); idempotent; noexcept. Calls
@@ -536,6 +543,9 @@ private:
         std::shared_ptr<detail::live_runner> runner;
         std::thread runner_thread;
         detail::event_count runner_done;
+        // Notified whenever a runner leaves a push (its pushing flag goes false): stop() and a
+        // runner's replacement wait on it for a push under way (emit_gated).
+        detail::event_count push_ended;
         detail::event_count watchdog_wait;
         std::jthread watchdog;
     };
@@ -570,10 +580,10 @@ private:
             } else {
                 abandon(s, *runner); // a backend call that ignores its stop token
                 s.runner_thread.detach();
-                unsigned spins = 0;
-                while (runner->pushing.load(std::memory_order_seq_cst)) {
-                    detail::backoff(spins); // a push into `out` already under way
-                }
+                // A push into `out` already under way, one that ignores the stop token (the
+                // runner is still in it abandon_after after the stop): `out` must outlive it, so
+                // it is waited for, however long it takes. Parked at once: it is a long one.
+                (void)s.push_ended.park(nullptr, detail::no_deadline, not_pushing(*runner));
             }
         }
         if (s.started && !is_final(s.state.load())) {
@@ -600,13 +610,16 @@ private:
         return true;
     }
 
-    // How the runner pushes into `out`: with the stop token where the output takes one, so that
-    // stop() also ends a push blocked by back-pressure.
+    // How the runner pushes into `out`: with the stop token where the output takes one
+    // (push(item, stop): the rings; publish(item, stop): a broadcaster), so that stop() also ends
+    // a push blocked by back-pressure.
     template <class Out>
     static emitter emitter_for(Out& out) {
         return [&out](item_type&& item, const std::stop_token& stop) {
             if constexpr (requires { out.push(std::move(item), stop); }) {
                 (void)out.push(std::move(item), stop);
+            } else if constexpr (requires { out.publish(std::move(item), stop); }) {
+                (void)out.publish(std::move(item), stop);
             } else if constexpr (requires { out.publish(std::move(item)); }) {
                 (void)out.publish(std::move(item));
             } else {
@@ -766,20 +779,32 @@ private:
     static void emit_gated(shared& s, detail::live_runner& me, item_type&& item,
                            const std::stop_token& stop) {
         if (me.previous) {
-            unsigned spins = 0;
-            while (me.previous->pushing.load(std::memory_order_seq_cst)) {
-                detail::backoff(spins);
-            }
+            // Spins briefly, then parks: the previous runner was abandoned inside a backend call,
+            // so it is at most in the few instructions of a push it is about to drop.
+            (void)s.push_ended.wait(nullptr, detail::no_deadline, not_pushing(*me.previous));
             me.previous.reset();
         }
         me.pushing.store(true, std::memory_order_seq_cst);
         struct done_pushing {
+            shared& s;
             detail::live_runner& me;
-            ~done_pushing() { me.pushing.store(false, std::memory_order_release); }
-        } guard{me};
+            ~done_pushing() {
+                // seq_cst (release would order the push before a waiter's load): the store that
+                // push_ended's notify_all_after_seq_cst() requires, read by the waiters' seq_cst
+                // predicate (not_pushing), so that no wake-up is lost.
+                me.pushing.store(false, std::memory_order_seq_cst);
+                s.push_ended.notify_all_after_seq_cst();
+            }
+        } guard{s, me};
         if (!me.gone()) {
             s.emit(std::move(item), stop);
         }
+    }
+
+    // The predicate of a wait on push_ended for `runner`'s push to be over (see emit_gated):
+    // seq_cst, as notify_all_after_seq_cst() requires; it also acquires what the push did.
+    static auto not_pushing(const detail::live_runner& runner) noexcept {
+        return [&runner]() noexcept { return !runner.pushing.load(std::memory_order_seq_cst); };
     }
 
     // The state machine (see the file comment). Returns the final state it reached, or
