@@ -39,6 +39,67 @@ cv::Point2f at(const cv::Point2f& a, const cv::Point2f& b, float v, bool vertica
     return {a.x + t * (b.x - a.x), a.y + t * (b.y - a.y)};
 }
 
+// Which side of the line a-b the point c lies on: 1, -1, or 0 on it.
+int side(cv::Point a, cv::Point b, cv::Point c) {
+    const double v = (static_cast<double>(b.x) - a.x) * (static_cast<double>(c.y) - a.y) -
+                     (static_cast<double>(b.y) - a.y) * (static_cast<double>(c.x) - a.x);
+    return (v > 0) - (v < 0);
+}
+
+// Whether c, on the line a-b, lies on the segment a-b.
+bool within(cv::Point a, cv::Point b, cv::Point c) {
+    return std::min(a.x, b.x) <= c.x && c.x <= std::max(a.x, b.x) && std::min(a.y, b.y) <= c.y &&
+           c.y <= std::max(a.y, b.y);
+}
+
+// Whether the segments a-b and c-d cross or touch.
+bool meet(cv::Point a, cv::Point b, cv::Point c, cv::Point d) {
+    const int s1 = side(c, d, a);
+    const int s2 = side(c, d, b);
+    const int s3 = side(a, b, c);
+    const int s4 = side(a, b, d);
+    if (s1 * s2 < 0 && s3 * s4 < 0) {
+        return true;
+    }
+    return (s1 == 0 && within(c, d, a)) || (s2 == 0 && within(c, d, b)) ||
+           (s3 == 0 && within(a, b, c)) || (s4 == 0 && within(a, b, d));
+}
+
+// Throws std::invalid_argument naming mask unless `mask` is a simple polygon with an inside:
+// no two edges cross or touch, but neighbours at their common corner (a point repeated at once,
+// or the first one repeated last, counts once). A self-crossing polygon ("bow-tie") has no
+// inside one can clip and fill consistently: its shoelace area cancels out.
+void check_mask(const std::vector<cv::Point>& mask) {
+    if (mask.size() < 3) {
+        throw std::invalid_argument("mask: a polygon needs at least 3 points");
+    }
+    std::vector<cv::Point> p;
+    for (const auto& q : mask) {
+        if (p.empty() || q != p.back()) {
+            p.push_back(q);
+        }
+    }
+    while (p.size() > 1 && p.back() == p.front()) {
+        p.pop_back();
+    }
+    const std::size_t n = p.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t j = i + 2; j < n; ++j) {
+            if (i == 0 && j == n - 1) {
+                continue; // neighbours: the last edge ends where the first begins
+            }
+            if (meet(p[i], p[(i + 1) % n], p[j], p[(j + 1) % n])) {
+                throw std::invalid_argument(
+                    "mask: edges " + std::to_string(i + 1) + " and " + std::to_string(j + 1) +
+                    " of the polygon cross or touch; list its points in order around it");
+            }
+        }
+    }
+    if (n < 3 || cv::contourArea(p) <= 0) {
+        throw std::invalid_argument("mask: the polygon encloses no area");
+    }
+}
+
 } // namespace
 
 std::vector<cv::Point2f> clip_polygon(const std::vector<cv::Point2f>& polygon, cv::Size size) {
@@ -74,8 +135,8 @@ motion_detector::motion_detector(motion_options options) : o_(std::move(options)
     if (!(o_.lightning_threshold > 0 && o_.lightning_threshold <= 1)) {
         throw std::invalid_argument("lightning_threshold: must be in (0, 1]");
     }
-    if (!o_.mask.empty() && o_.mask.size() < 3) {
-        throw std::invalid_argument("mask: a polygon needs at least 3 points");
+    if (!o_.mask.empty()) {
+        check_mask(o_.mask);
     }
     // 3x3 dilation, twice: joins the fragments of one moving body (head, legs) at 100 rows.
     kernel_ = cv::getStructuringElement(cv::MORPH_RECT, cv::Size(3, 3));

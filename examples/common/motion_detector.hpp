@@ -23,7 +23,10 @@
 //   frame reports no boxes (calibrating), as after the first frame.
 // - The mask: a polygon in frame pixels whose inside never counts as motion (a timestamp, a
 //   tree). A polygon that reaches outside the frame is clipped to it at the first frame, and
-//   mask_note() says so ("" when it fitted).
+//   mask_note() says so ("" when it fitted). It must be simple and enclose an area: edges that
+//   cross or touch (a "bow-tie", corners listed out of order), or points all on one line, make
+//   the constructor throw std::invalid_argument naming mask (a point repeated at once, or the
+//   first one repeated last, counts once).
 //
 // Thread safety: one thread at a time (it keeps the background).
 #pragma once
@@ -47,7 +50,8 @@ struct motion_options {
     int frame_height = 100;
     // A share of the frame (0 < x <= 1) changing at once above which the background is reset.
     double lightning_threshold = 0.8;
-    // A polygon in frame pixels (>= 3 points, or none) whose inside is ignored.
+    // A polygon in frame pixels (>= 3 points, edges not crossing, or none) whose inside is
+    // ignored.
     std::vector<cv::Point> mask;
 };
 

@@ -28,8 +28,10 @@ void check(const synthetic_options& o) {
     if (o.height < 16 || o.height > 4096) {
         throw std::invalid_argument("height: must be between 16 and 4096");
     }
-    if (!(o.fps > 0 && o.fps <= 240)) {
-        throw std::invalid_argument("fps: must be above 0 and at most 240");
+    // At least one frame each 1000 s: a period that fits in nanoseconds, and a reader that waits
+    // for it (NaN and infinities fail the test too).
+    if (!(o.fps >= 0.001 && o.fps <= 240)) {
+        throw std::invalid_argument("fps: must be between 0.001 and 240");
     }
 }
 

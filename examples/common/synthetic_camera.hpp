@@ -45,7 +45,7 @@ struct synthetic_options {
 // The options of "synthetic://WIDTHxHEIGHT@FPS" (each part optional: "synthetic:",
 // "synthetic://320x240", "synthetic://@15") over `defaults`; nullopt with `error` set (one
 // line) when the text is not of that form or a value is out of range (width and height 16..4096,
-// fps in (0, 240]).
+// fps 0.001..240).
 [[nodiscard]] std::optional<synthetic_options> parse_synthetic_uri(std::string_view uri,
                                                                    const synthetic_options& defaults,
                                                                    std::string* error = nullptr);

@@ -10,6 +10,7 @@
 #   under hostile clients (10^4 malformed requests; non-reading, looping and flooding clients
 #   beside a well-behaved one; running out of descriptors), against tests/web_server_fixture.cpp,
 #   the server alone in its own process.
+# - test_http_client: testing/http_client.hpp's reads give up on a server that never answers.
 find_package(Catch2 2 REQUIRED)
 
 # Debian's python (python3-gst-1.0 and the GstRtspServer typelib are installed for it), not a
@@ -77,3 +78,12 @@ set_tests_properties(test_web_server_fuzz test_web_server_clients PROPERTIES TIM
                                                                             LABELS hostile)
 set_tests_properties(test_web_server_clients PROPERTIES RUN_SERIAL TRUE)
 set_tests_properties(test_web_server_descriptors PROPERTIES TIMEOUT 120 LABELS hostile)
+
+# testing/http_client.hpp's reads time out: a server that never answers fails the request (about
+# 20 + 2 s here: connect()'s timeout, then two of 1 s).
+add_executable(test_http_client tests/test_http_client.cpp)
+target_include_directories(test_http_client PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/..")
+target_link_libraries(test_http_client PRIVATE Boost::headers framepipe_catch_main Catch2::Catch2
+                                               framepipe_warnings)
+add_test(NAME test_http_client COMMAND test_http_client)
+set_tests_properties(test_http_client PROPERTIES TIMEOUT 300)

@@ -165,7 +165,10 @@ void collect(const cv::Mat& out, const output_layout& l, const letterbox_info& i
             break;
         }
         }
-        if (!(score >= confidence) || !(w > 0) || !(h > 0)) {
+        // Finite numbers only: a NaN centre would survive the clip to the frame (std::clamp
+        // passes NaN through), an infinite size would make a NaN box.
+        if (!std::isfinite(cx) || !std::isfinite(cy) || !std::isfinite(w) || !std::isfinite(h) ||
+            !std::isfinite(score) || !(score >= confidence) || !(w > 0) || !(h > 0)) {
             continue;
         }
         into.push_back({cv::Rect2d(cx - w / 2.0, cy - h / 2.0, w, h), cls, score});
@@ -207,7 +210,10 @@ std::vector<detection> decode(const std::vector<cv::Mat>& outputs, const letterb
             scores.push_back(all[i].score);
         }
         std::vector<int> keep;
-        cv::dnn::NMSBoxes(boxes, scores, options.confidence, options.nms_iou, keep);
+        // collect() applied the threshold (a score equal to it stays); NMSBoxes keeps only scores
+        // above its own, so it gets the float just below (and never below 0, which it refuses).
+        const float below = std::max(0.0F, std::nextafter(options.confidence, -HUGE_VALF));
+        cv::dnn::NMSBoxes(boxes, scores, below, options.nms_iou, keep);
         for (const int k : keep) {
             const auto& c = all[members[static_cast<std::size_t>(k)]];
             kept.push_back({unletterbox(cv::Rect2f(c.box), info), c.class_id, c.score});

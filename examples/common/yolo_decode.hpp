@@ -73,7 +73,8 @@ struct decode_options {
 };
 
 // Decodes the outputs of one forward pass (one tensor for ONNX exports, one per [yolo] layer for
-// Darknet), applies the threshold and class-wise NMS, and maps the boxes to the frame. Sorted by
+// Darknet), applies the threshold and class-wise NMS, and maps the boxes to the frame (a
+// candidate whose centre, size or score is NaN or infinite is dropped). Sorted by
 // score, best first. Throws std::invalid_argument naming outputs when a tensor's layout is not
 // recognised or the tensors disagree on the class count, or when a tensor is not CV_32F.
 [[nodiscard]] std::vector<detection> decode(const std::vector<cv::Mat>& outputs,

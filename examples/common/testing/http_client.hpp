@@ -8,7 +8,8 @@
 //     bool ok = framepipe_examples::testing::is_prometheus_text(body, &why);
 //
 // Sockets get a receive timeout, so a server that never answers fails the test instead of
-// hanging it. Header-only; needs Boost (headers). Use each object from one thread.
+// hanging it: the helpers here read and write through bounded_socket, which gives up after the
+// timeout. Header-only; needs Boost (headers). Use each object from one thread.
 #pragma once
 
 #include <utility> // before Boost.Asio: 1.74 uses std::exchange without including it (C++20)
@@ -18,12 +19,15 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <map>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <string>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -34,12 +38,119 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
 
-// SO_RCVTIMEO / SO_SNDTIMEO on a connected socket: blocking reads fail after `s` seconds.
+// SO_RCVTIMEO / SO_SNDTIMEO on a connected socket: a read or write through bounded_socket (every
+// helper here) that waits `seconds` fails with error::timed_out. A bare tcp::socket's blocking
+// read_some() or write_some() is not bounded by them: when recv() or send() gives up with EAGAIN,
+// Asio waits in poll() with no timeout.
 inline void set_timeouts(tcp::socket& socket, int seconds = 20) {
     timeval tv{};
     tv.tv_sec = seconds;
     setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+namespace detail {
+
+// Waits until `socket` is ready for `events` (POLLIN or POLLOUT: something to read, end of
+// stream or an error; room to write), at most the timeout `option` (SO_RCVTIMEO or SO_SNDTIMEO)
+// holds, without a limit when it holds none. False, with `ec` = timed_out, when it passed.
+inline bool wait_ready(tcp::socket& socket, short events, int option, boost::system::error_code& ec) {
+    timeval tv{};
+    socklen_t len = sizeof tv;
+    if (getsockopt(socket.native_handle(), SOL_SOCKET, option, &tv, &len) != 0) {
+        ec.assign(errno, boost::system::system_category());
+        return false;
+    }
+    using clock = std::chrono::steady_clock;
+    const auto limit = std::chrono::seconds(tv.tv_sec) + std::chrono::microseconds(tv.tv_usec);
+    const auto deadline = clock::now() + limit;
+    for (;;) {
+        int ms = -1;
+        if (limit.count() > 0) {
+            const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
+            ms = static_cast<int>(std::max<std::chrono::milliseconds::rep>(0, left.count()));
+        }
+        pollfd p{socket.native_handle(), events, 0};
+        const int r = ::poll(&p, 1, ms);
+        if (r > 0) {
+            return true; // ready, or an error or hang-up that the read or write will report
+        }
+        if (r == 0) {
+            ec = net::error::timed_out;
+            return false;
+        }
+        if (errno != EINTR) {
+            ec.assign(errno, boost::system::system_category());
+            return false;
+        }
+    }
+}
+
+} // namespace detail
+
+// A tcp::socket whose reads and writes give up with error::timed_out after its SO_RCVTIMEO /
+// SO_SNDTIMEO (set_timeouts): each waits in poll() with that deadline first, so that the
+// recv() or send() after it does not block. A SyncStream for Beast (http::read and write, a
+// websocket::stream's next layer) and Asio (net::read, net::write).
+class bounded_socket {
+public:
+    using executor_type = tcp::socket::executor_type;
+    using next_layer_type = tcp::socket;
+    using lowest_layer_type = tcp::socket;
+
+    explicit bounded_socket(tcp::socket socket) : socket_(std::move(socket)) {}
+
+    executor_type get_executor() { return socket_.get_executor(); }
+    tcp::socket& next_layer() noexcept { return socket_; }
+    tcp::socket& lowest_layer() noexcept { return socket_; }
+
+    template <class MutableBuffers>
+    std::size_t read_some(const MutableBuffers& buffers, boost::system::error_code& ec) {
+        if (net::buffer_size(buffers) != 0 && !detail::wait_ready(socket_, POLLIN, SO_RCVTIMEO, ec)) {
+            return 0;
+        }
+        return socket_.read_some(buffers, ec);
+    }
+
+    template <class MutableBuffers>
+    std::size_t read_some(const MutableBuffers& buffers) {
+        boost::system::error_code ec;
+        const auto n = read_some(buffers, ec);
+        if (ec) {
+            throw boost::system::system_error(ec);
+        }
+        return n;
+    }
+
+    template <class ConstBuffers>
+    std::size_t write_some(const ConstBuffers& buffers, boost::system::error_code& ec) {
+        if (net::buffer_size(buffers) != 0 && !detail::wait_ready(socket_, POLLOUT, SO_SNDTIMEO, ec)) {
+            return 0;
+        }
+        return socket_.write_some(buffers, ec);
+    }
+
+    template <class ConstBuffers>
+    std::size_t write_some(const ConstBuffers& buffers) {
+        boost::system::error_code ec;
+        const auto n = write_some(buffers, ec);
+        if (ec) {
+            throw boost::system::system_error(ec);
+        }
+        return n;
+    }
+
+private:
+    tcp::socket socket_;
+};
+
+// A websocket::stream<bounded_socket>'s end (found by argument-dependent lookup): closes the
+// socket at once, rather than Beast's tcp teardown, which waits for the peer's end of stream
+// with a blocking read that no timeout bounds.
+inline void teardown(beast::role_type, bounded_socket& s, boost::system::error_code& ec) {
+    boost::system::error_code ignored;
+    s.next_layer().shutdown(tcp::socket::shutdown_both, ignored);
+    s.next_layer().close(ec);
 }
 
 inline tcp::socket connect(net::io_context& ioc, unsigned short port, int rcvbuf = 0) {
@@ -65,7 +176,7 @@ inline http_response http_request(unsigned short port, http::verb method, const 
                                   const std::string& body = {},
                                   const std::map<std::string, std::string>& headers = {}) {
     net::io_context ioc;
-    auto s = connect(ioc, port);
+    bounded_socket s(connect(ioc, port));
     http::request<http::string_body> req(method, target, 11);
     req.set(http::field::host, "127.0.0.1");
     for (const auto& [name, value] : headers) {
@@ -112,7 +223,7 @@ inline http_response http_get(unsigned short port, const std::string& target,
 inline std::string raw_exchange(unsigned short port, const std::string& bytes,
                                 std::size_t max = 1 << 20) {
     net::io_context ioc;
-    auto s = connect(ioc, port);
+    bounded_socket s(connect(ioc, port));
     boost::system::error_code ec;
     net::write(s, net::buffer(bytes), ec);
     std::string out;
@@ -171,7 +282,7 @@ public:
 
 private:
     net::io_context ioc_;
-    beast::websocket::stream<tcp::socket> ws_;
+    beast::websocket::stream<bounded_socket> ws_;
 };
 
 // Whether `text` is Prometheus text exposition format 0.0.4: # HELP / # TYPE lines, samples

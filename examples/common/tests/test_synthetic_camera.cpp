@@ -8,6 +8,7 @@
 #include <framepipe/broadcaster.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <memory>
 #include <mutex>
 #include <stop_token>
@@ -38,6 +39,34 @@ TEST_CASE("synthetic: URIs") {
         CHECK_FALSE(why.empty());
     }
     CHECK_THROWS_AS(fe::synthetic_reader({.width = 8}), std::invalid_argument);
+}
+
+TEST_CASE("synthetic: fps below 0.001, NaN or infinite is refused (its period would not fit)") {
+    const fe::synthetic_options d{.width = 64, .height = 48, .fps = 10, .number = 3};
+    std::string why;
+    for (const char* bad : {"synthetic://64x48@1e-12", "synthetic://@0.0009", "synthetic://@1e-300",
+                            "synthetic://@nan", "synthetic://@inf", "synthetic://@240.5"}) {
+        INFO(bad);
+        why.clear();
+        CHECK_FALSE(fe::parse_synthetic_uri(bad, d, &why));
+        CHECK(why.find("fps") != std::string::npos);
+    }
+    for (const double fps : {1e-12, 0.0009, std::nan(""), HUGE_VAL, -HUGE_VAL, -1.0}) {
+        INFO(fps);
+        CHECK_THROWS_WITH(fe::synthetic_reader({.width = 64, .height = 48, .fps = fps}),
+                          "fps: must be between 0.001 and 240");
+    }
+    const auto slowest = fe::parse_synthetic_uri("synthetic://@0.001", d);
+    REQUIRE(slowest);
+    CHECK(slowest->fps == 0.001);
+    // The slowest camera's first frame is due at open, the next 1000 s later: a read with a
+    // short timeout after the first times out instead of returning a frame.
+    auto reader = fe::synthetic_reader(*slowest)();
+    CHECK(reader->open({}, std::chrono::seconds(1)).empty());
+    fe::gst_frame f;
+    std::string error;
+    REQUIRE(reader->read({}, std::chrono::seconds(1), f, error) == fe::gst_capture::status::frame);
+    CHECK(reader->read({}, std::chrono::milliseconds(1), f, error) == fe::gst_capture::status::timeout);
 }
 
 TEST_CASE("a synthetic reader: views into one pattern, due times one period apart, moving") {
@@ -181,6 +210,35 @@ public:
 };
 
 } // namespace
+
+TEST_CASE("mask_passwords: a password holding an unencoded '#', '?', '/', space or quote is masked") {
+    for (const std::string pw : {"pa#ss", "pa?ss", "pa/ss", "pa ss", "pa'ss", "pa\"ss", "p/a?s#s"}) {
+        INFO(pw);
+        CHECK(fe::mask_passwords("rtsp://admin:" + pw + "@10.0.0.7/stream") ==
+              "rtsp://admin:***@10.0.0.7/stream");
+        CHECK(fe::mask_passwords("Could not open 'rtsp://admin:" + pw + "@10.0.0.7/stream'.") ==
+              "Could not open 'rtsp://admin:***@10.0.0.7/stream'.");
+        // Two URLs in one message: each masked, the first one's text kept.
+        CHECK(fe::mask_passwords("rtsp://cam:554/a failed, then rtsp://admin:" + pw +
+                                 "@10.0.0.7/b\nrtsp://u:p@h") ==
+              "rtsp://cam:554/a failed, then rtsp://admin:***@10.0.0.7/b\nrtsp://u:***@h");
+        // A camera's description() is the URI, masked.
+        fe::live_camera_options o;
+        o.capture.uri = "rtsp://admin:" + pw + "@10.0.0.7:554/stream";
+        o.reader = [] { return std::make_unique<refusing_reader>(); };
+        const fe::live_camera camera(o);
+        CHECK(camera.description() == "rtsp://admin:***@10.0.0.7:554/stream");
+    }
+    // IPv6 hosts, with and without a password; no password; masking twice changes nothing.
+    CHECK(fe::mask_passwords("rtsp://u:p@[fe80::1]:554/x") == "rtsp://u:***@[fe80::1]:554/x");
+    CHECK(fe::mask_passwords("rtsp://[fe80::1]:554/x") == "rtsp://[fe80::1]:554/x");
+    CHECK(fe::mask_passwords("rtsp://u@[::1]/x?y=z#w") == "rtsp://u@[::1]/x?y=z#w");
+    CHECK(fe::mask_passwords("rtsp://cam.local:554/x?y=z#w") == "rtsp://cam.local:554/x?y=z#w");
+    CHECK(fe::mask_passwords("rtsp://admin:***@h/x") == "rtsp://admin:***@h/x");
+    // The price of erring on the side of masking (live_camera.hpp): a URL with a port and no
+    // user, then an '@' later on the line.
+    CHECK(fe::mask_passwords("rtsp://host:554/x, mail ops@site") == "rtsp://host:***@site");
+}
 
 TEST_CASE("a live_camera's last_error, failure() and event lines carry no URL password") {
     fe::live_camera_options o;

@@ -152,6 +152,42 @@ TEST_CASE("motion: a mask over the whole picture silences it; a polygon outside 
                       "mask: a polygon needs at least 3 points");
 }
 
+TEST_CASE("motion: a self-crossing or flat mask is refused, not taken for one outside the frame") {
+    // A bow-tie inside a 200x200 frame (its shoelace area cancels out to 0).
+    CHECK_THROWS_WITH(fe::motion_detector({.mask = {{0, 0}, {200, 200}, {200, 0}, {0, 200}}}),
+                      "mask: edges 1 and 3 of the polygon cross or touch; list its points in order "
+                      "around it");
+    // Two lobes meeting at one corner, wound opposite ways.
+    CHECK_THROWS_WITH(
+        fe::motion_detector({.mask = {{0, 0}, {50, 50}, {100, 100}, {100, 0}, {50, 50}, {0, 100}}}),
+        Catch::StartsWith("mask: edges "));
+    // All points on one line; a repeated point does not make a triangle.
+    CHECK_THROWS_WITH(fe::motion_detector({.mask = {{0, 0}, {10, 10}, {20, 20}}}),
+                      "mask: the polygon encloses no area");
+    CHECK_THROWS_WITH(fe::motion_detector({.mask = {{0, 0}, {10, 10}, {10, 10}}}),
+                      "mask: the polygon encloses no area");
+    // Accepted: the same four corners in order, a closing repeat of the first point, a concave
+    // polygon, a polygon touching the frame's edge.
+    for (const std::vector<cv::Point>& ok :
+         {std::vector<cv::Point>{{0, 0}, {200, 0}, {200, 200}, {0, 200}},
+          std::vector<cv::Point>{{0, 0}, {200, 0}, {200, 200}, {0, 0}},
+          std::vector<cv::Point>{{0, 0}, {200, 0}, {100, 50}, {200, 200}, {0, 200}},
+          std::vector<cv::Point>{{0, 0}, {100, 0}, {100, 100}, {100, 100}}}) {
+        fe::motion_detector m({.mask = ok});
+        (void)m.detect(cv::Mat(200, 200, CV_8UC3, cv::Scalar(0, 0, 0)));
+        CHECK(m.mask_note().empty());
+        CHECK_FALSE(m.clipped_mask().empty());
+    }
+    // A square inside the frame masks motion inside it: the mask works (the bow-tie's four
+    // corners, in order).
+    fe::motion_detector m({.mask = {{0, 0}, {200, 0}, {200, 200}, {0, 200}}});
+    cv::Mat still(200, 200, CV_8UC3, cv::Scalar(0, 0, 0));
+    CHECK(m.detect(still).calibrating);
+    cv::Mat moved = still.clone();
+    cv::rectangle(moved, cv::Rect(5, 80, 30, 40), cv::Scalar(255, 255, 255), cv::FILLED);
+    CHECK(m.detect(moved).boxes.empty());
+}
+
 TEST_CASE("scene change: fires at the cut between two joined clips, and nowhere else") {
     const cv::Size size(384, 288);
     auto joined = frames_of(data + "/vtest.avi", 30, size);

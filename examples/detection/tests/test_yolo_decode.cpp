@@ -9,6 +9,8 @@
 #include <opencv2/core.hpp>
 
 #include <array>
+#include <cmath>
+#include <limits>
 #include <stdexcept>
 
 using namespace framepipe_examples::detection;
@@ -196,6 +198,50 @@ TEST_CASE("the confidence threshold and the NMS overlap are honoured") {
     // Sorted by score, best first.
     for (std::size_t i = 1; i < loose.size(); ++i) {
         CHECK(loose[i - 1].score >= loose[i].score);
+    }
+}
+
+TEST_CASE("a score equal to the confidence threshold is kept; only scores below it go") {
+    const auto info = frame_128x64();
+    // A scores 0.9 exactly (as a float), C 0.7: a threshold of exactly 0.7F keeps both.
+    const auto at_c = decode({v8_tensor()}, info, {.confidence = 0.7F, .nms_iou = 0.45F});
+    REQUIRE(at_c.size() == 2);
+    CHECK(at_c[1].class_id == 2);
+    CHECK(at_c[1].score == 0.7F);
+    // Just above C: A only.
+    CHECK(decode({v8_tensor()}, info, {.confidence = std::nextafter(0.7F, 1.0F), .nms_iou = 0.45F})
+              .size() == 1);
+    // The same for the YOLOv5 layout (objectness times class score: A 0.9 x 1, C 0.7 x 1).
+    CHECK(decode({v5_tensor()}, info, {.confidence = 0.7F, .nms_iou = 0.45F}).size() == 2);
+}
+
+TEST_CASE("a candidate with a NaN or infinite coordinate, size or score is dropped") {
+    const auto info = frame_128x64();
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const float inf = std::numeric_limits<float>::infinity();
+    // Candidate 4 (free in the tensor): a box of class 0 scoring 0.95, one attribute bad.
+    for (int attribute = 0; attribute < 5; ++attribute) {
+        for (const float bad : {nan, inf, -inf}) {
+            INFO("attribute " << attribute << " = " << bad);
+            auto t = v8_tensor();
+            auto* p = t.ptr<float>();
+            const float good[] = {60, 30, 10, 10, 0.95F};
+            for (int a = 0; a < 5; ++a) {
+                p[a * rows + 4] = a == attribute ? bad : good[a];
+            }
+            const auto r = decode({t}, info);
+            // A and C as ever; never a box that is not finite and inside the frame.
+            for (const auto& d : r) {
+                CHECK(std::isfinite(d.box.x));
+                CHECK(std::isfinite(d.box.y));
+                CHECK(std::isfinite(d.box.width));
+                CHECK(std::isfinite(d.box.height));
+                CHECK(std::isfinite(d.score));
+                CHECK((d.box.x >= 0 && d.box.y >= 0 && d.box.x + d.box.width <= 128 &&
+                       d.box.y + d.box.height <= 64));
+            }
+            CHECK(r.size() == 2);
+        }
     }
 }
 
