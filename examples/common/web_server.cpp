@@ -35,7 +35,8 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 class stream_session;
-}
+class http_session;
+} // namespace
 
 struct web_server::impl {
     impl(web_server_options o, framepipe::broadcaster<encoded_frame>& f)
@@ -67,6 +68,15 @@ struct web_server::impl {
     std::atomic<std::uint64_t> reads_throttled{0};
     std::atomic<std::uint64_t> control_requests{0};
     std::atomic<std::uint64_t> control_refused{0};
+    std::atomic<std::uint64_t> internal_errors{0};
+
+    // HTTP sessions, so that stop() can close their sockets. Guarded by sessions_mu; expired
+    // entries are pruned as the list grows.
+    std::mutex sessions_mu;
+    std::vector<std::weak_ptr<http_session>> http_sessions;
+    std::size_t prune_at = 64;
+    void add_http_session(const std::shared_ptr<http_session>& s);
+    void close_everything() noexcept; // on the I/O thread, by stop()
 
     // Control requests wait here for the control thread (bounded: a full ring refuses, 503).
     framepipe::ring<std::function<void(std::stop_token)>> control_jobs{
@@ -82,7 +92,13 @@ struct web_server::impl {
     std::uint64_t streams_total = 0;
     std::uint64_t finished_sent = 0;    // by clients that have gone
     std::uint64_t finished_dropped = 0;
+    std::uint64_t finished_abandoned = 0;
     std::vector<std::weak_ptr<stream_session>> streams;
+    // stop() and the I/O thread: every socket closed (on the I/O thread); the I/O thread's
+    // run() over.
+    std::condition_variable io_cv;
+    bool io_closed = false;
+    bool io_done = false;
 
     void do_accept();
 
@@ -211,7 +227,8 @@ public:
 
     [[nodiscard]] web_server_stats::client stats() const {
         const auto s = sub_.stats();
-        return {name_, sent_.load(std::memory_order_relaxed), s.dropped, s.size};
+        return {name_, sent_.load(std::memory_order_relaxed), s.dropped, s.size,
+                abandoned_.load(std::memory_order_relaxed)};
     }
 
     [[nodiscard]] const std::string& name() const noexcept { return name_; }
@@ -233,6 +250,7 @@ protected:
         {
             const std::lock_guard<std::mutex> lock(mu_);
             writing_ = false;
+            write_ok_ = ok;
         }
         cv_.notify_all();
         if (!ok) {
@@ -295,11 +313,13 @@ private:
     void pump() {
         auto last_state = clock_type::time_point{};
         const bool states = wants_state() && static_cast<bool>(srv_.options.state_json);
+        bool frame_in_hand = false; // taken from the subscription, not known to be written
         try {
             for (;;) {
                 // Frames as they come; while none come (a camera offline), the state alone once
                 // per state_period, so that the page still learns what is going on.
                 auto f = states ? sub_.pop_for(srv_.options.state_period) : sub_.pop();
+                frame_in_hand = f.has_value();
                 if (!f && (!states || sub_.closed())) {
                     break; // closed (and drained)
                 }
@@ -322,6 +342,7 @@ private:
                     break;
                 }
                 writing_ = true;
+                write_ok_ = false;
                 lock.unlock();
                 net::post(srv_.ioc, [self = shared_from_this(), frame = std::move(frame),
                                      t = std::move(texts)]() mutable {
@@ -329,27 +350,46 @@ private:
                 });
                 lock.lock();
                 cv_.wait(lock, [this] { return !writing_ || closed_; });
+                // Written (even if the session was closed meanwhile): sent. Otherwise the frame
+                // stays in hand and is counted as abandoned below.
+                if (!writing_ && write_ok_ && frame_in_hand) {
+                    sent_.fetch_add(1, std::memory_order_relaxed);
+                    frame_in_hand = false;
+                }
                 if (closed_) {
                     break;
                 }
-                if (f) {
-                    sent_.fetch_add(1, std::memory_order_relaxed);
-                }
             }
         } catch (const std::exception& e) {
+            srv_.internal_errors.fetch_add(1, std::memory_order_relaxed);
             srv_.log(name_ + ": " + e.what());
+        } catch (...) {
+            srv_.internal_errors.fetch_add(1, std::memory_order_relaxed);
+            srv_.log(name_ + ": unknown exception");
+        }
+        if (frame_in_hand) {
+            abandoned_.fetch_add(1, std::memory_order_relaxed);
         }
         finish();
         leave();
     }
 
-    // Leaves the server's list, adding this client's counts to the totals.
+    // Leaves the server's list, adding this client's counts to the totals. The frames still in
+    // its (closed) subscription are counted as abandoned first, so that every frame delivered
+    // to the client is sent, dropped or abandoned.
     void leave() noexcept {
+        try {
+            while (sub_.try_pop()) {
+                abandoned_.fetch_add(1, std::memory_order_relaxed);
+            }
+        } catch (...) {
+        }
         const auto s = stats();
         {
             const std::lock_guard<std::mutex> lock(srv_.mu);
             srv_.finished_sent += s.sent;
             srv_.finished_dropped += s.dropped;
+            srv_.finished_abandoned += s.abandoned;
             auto& v = srv_.streams;
             v.erase(std::remove_if(v.begin(), v.end(),
                                    [this](const std::weak_ptr<stream_session>& w) {
@@ -373,10 +413,12 @@ private:
     std::mutex mu_;
     std::condition_variable cv_;
     bool writing_ = false;
+    bool write_ok_ = false; // the last write_done's outcome
     bool closed_ = false;
     bool pump_started_ = false;
     // Relaxed: a statistics counter.
     std::atomic<std::uint64_t> sent_{0};
+    std::atomic<std::uint64_t> abandoned_{0};
 };
 
 class ws_session final : public stream_session {
@@ -547,6 +589,17 @@ public:
 
     void run() { do_read(); }
 
+    // On the I/O thread, by stop(): closes the socket (and its timer), so that the pending
+    // operation ends and the session goes. Idempotent.
+    void shut() noexcept {
+        try {
+            beast::error_code ec;
+            stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+            stream_.close();
+        } catch (...) {
+        }
+    }
+
 private:
     void do_read() {
         parser_.emplace();
@@ -586,62 +639,143 @@ private:
             return;
         }
         srv_.http_requests.fetch_add(1, std::memory_order_relaxed);
-        handle(parser_->release());
+        try {
+            handle(parser_->release());
+        } catch (const std::exception& e) {
+            internal_error(e.what());
+        } catch (...) {
+            internal_error("unknown exception");
+        }
+    }
+
+    // A callback (metrics_text, stats_json) or the handling of a request threw: 500.
+    void internal_error(const std::string& what) {
+        srv_.internal_errors.fetch_add(1, std::memory_order_relaxed);
+        srv_.log("request: " + what);
+        respond_error(http::status::internal_server_error, "internal error");
     }
 
     void handle(http::request<http::string_body> req) {
         const std::string_view target(req.target().data(), req.target().size());
         const std::string_view path = target.substr(0, target.find('?'));
+        const auto method = req.method();
         if (websocket::is_upgrade(req)) {
             if (path != "/ws") {
                 respond_error(http::status::not_found, "no websocket here", req.version());
                 return;
             }
-            if (!reserve_stream()) {
+            // A page from elsewhere may open a websocket to any address (browsers apply no
+            // same-origin rule to it): the Host and the Origin must be this server's.
+            if (!from_this_server(req, true)) {
                 return;
             }
-            auto s = std::make_shared<ws_session>(srv_, client_name("ws"), std::move(count_),
-                                                  stream_.release_socket());
-            s->enrol();
-            s->run(std::move(req));
+            open_stream<ws_session>("ws", [&req](ws_session& s) { s.run(std::move(req)); });
             return;
         }
-        if (req.method() != http::verb::get && req.method() != http::verb::head) {
-            if (srv_.options.control) {
+        if (method != http::verb::get && method != http::verb::head) {
+            const bool control_method = method == http::verb::post || method == http::verb::put ||
+                                        method == http::verb::patch ||
+                                        method == http::verb::delete_ ||
+                                        method == http::verb::options;
+            if (srv_.options.control && control_method) {
                 control(std::move(req), std::string(path));
                 return;
             }
+            const bool control = static_cast<bool>(srv_.options.control);
             auto res = make_response(http::status::method_not_allowed, "text/plain",
-                                     "only GET and HEAD\n", req);
-            res->set(http::field::allow, "GET, HEAD");
+                                     control ? "only GET, HEAD, POST, PUT, PATCH and DELETE\n"
+                                             : "only GET and HEAD\n",
+                                     req);
+            res->set(http::field::allow, control ? "GET, HEAD, POST, PUT, PATCH, DELETE" : "GET, HEAD");
             send(std::move(res));
+            return;
+        }
+        const auto asset = srv_.options.assets.find(std::string(path));
+        const bool served = path == "/" || path == "/index.html" ||
+                            asset != srv_.options.assets.end() ||
+                            (path == "/metrics" && srv_.options.metrics_text) ||
+                            path == "/stats.json" || path == "/video.mjpg";
+        if (!served) {
+            respond_error(http::status::not_found, "not found", req.version());
+            return;
+        }
+        // DNS rebinding: a foreign name resolved to this address carries that name in Host.
+        if (!from_this_server(req, false)) {
             return;
         }
         if (path == "/" || path == "/index.html") {
             send(make_response(http::status::ok, "text/html; charset=utf-8",
                                srv_.options.page_html, req));
-        } else if (const auto a = srv_.options.assets.find(std::string(path));
-                   a != srv_.options.assets.end()) {
-            send(make_response(http::status::ok, a->second.content_type, a->second.body, req));
-        } else if (path == "/metrics" && srv_.options.metrics_text) {
+        } else if (asset != srv_.options.assets.end()) {
+            send(make_response(http::status::ok, asset->second.content_type, asset->second.body,
+                               req));
+        } else if (path == "/metrics") {
             send(make_response(http::status::ok, "text/plain; version=0.0.4; charset=utf-8",
                                srv_.options.metrics_text(), req));
         } else if (path == "/stats.json") {
             send(make_response(http::status::ok, "application/json", stats_body(), req));
-        } else if (path == "/video.mjpg" && req.method() == http::verb::head) {
+        } else if (method == http::verb::head) { // /video.mjpg
             // The stream's headers without the stream.
             send(make_response(http::status::ok, "multipart/x-mixed-replace; boundary=frame", "",
                                req));
-        } else if (path == "/video.mjpg") {
-            if (!reserve_stream()) {
-                return;
-            }
-            auto s = std::make_shared<mjpeg_session>(srv_, client_name("mjpeg"), std::move(count_),
-                                                     stream_.release_socket());
-            s->enrol();
-            s->run(req.version());
         } else {
-            respond_error(http::status::not_found, "not found", req.version());
+            const auto version = req.version();
+            open_stream<mjpeg_session>("mjpeg", [version](mjpeg_session& s) { s.run(version); });
+        }
+    }
+
+    // Whether the request's Host (and, with `check_origin`, its Origin when present) names this
+    // server (see web_server.hpp); if not, answers 403 and returns false.
+    bool from_this_server(const http::request<http::string_body>& req, bool check_origin) {
+        const auto& o = srv_.options;
+        const auto host = req[http::field::host];
+        if (!host_names_server(std::string_view(host.data(), host.size()), o.host, srv_.bound_port)) {
+            respond_error(http::status::forbidden, "the Host header does not name this server",
+                          req.version());
+            return false;
+        }
+        if (const auto origin = req.find(http::field::origin);
+            check_origin && origin != req.end() &&
+            !origin_names_server(std::string_view(origin->value().data(), origin->value().size()))) {
+            respond_error(http::status::forbidden, "the Origin is not this server's page",
+                          req.version());
+            return false;
+        }
+        return true;
+    }
+
+    // "http://" and a Host value that names this server.
+    [[nodiscard]] bool origin_names_server(std::string_view value) const {
+        constexpr std::string_view http_scheme = "http://";
+        return value.substr(0, http_scheme.size()) == http_scheme &&
+               host_names_server(value.substr(http_scheme.size()), srv_.options.host,
+                                 srv_.bound_port);
+    }
+
+    // Hands the connection over to a new stream session (after reserve_stream()), and `run`s
+    // it. What fails on the way ends the session and gives its reservation back.
+    template <class Session, class Run>
+    void open_stream(const char* kind, Run run) {
+        if (!reserve_stream()) {
+            return;
+        }
+        std::shared_ptr<Session> s;
+        try {
+            s = std::make_shared<Session>(srv_, client_name(kind), std::move(count_),
+                                          stream_.release_socket());
+        } catch (...) {
+            srv_.release_pump(); // no session: the socket went with the exception
+            srv_.internal_errors.fetch_add(1, std::memory_order_relaxed);
+            srv_.log(std::string(kind) + " client: could not be set up");
+            return;
+        }
+        try {
+            s->enrol();
+            run(*s);
+        } catch (...) {
+            srv_.internal_errors.fetch_add(1, std::memory_order_relaxed);
+            srv_.log(s->name() + ": could not be started");
+            s->finish(); // gives the reservation back (the pump never started)
         }
     }
 
@@ -673,9 +807,7 @@ private:
         }
         if (const auto origin = req.find(http::field::origin); origin != req.end()) {
             const std::string_view value(origin->value().data(), origin->value().size());
-            constexpr std::string_view http_scheme = "http://";
-            if (value.substr(0, http_scheme.size()) != http_scheme ||
-                !host_names_server(value.substr(http_scheme.size()), o.host, port)) {
+            if (!origin_names_server(value)) {
                 refuse(http::status::forbidden,
                        "Origin '" + std::string(value) + "' is not this server's page");
                 return;
@@ -702,7 +834,11 @@ private:
             try {
                 r = self->srv_.options.control(creq, stop);
             } catch (const std::exception& e) {
+                self->srv_.internal_errors.fetch_add(1, std::memory_order_relaxed);
                 r = {500, json_text(nlohmann::json{{"error", e.what()}})};
+            } catch (...) {
+                self->srv_.internal_errors.fetch_add(1, std::memory_order_relaxed);
+                r = {500, json_text(nlohmann::json{{"error", "unknown exception"}})};
             }
             net::post(self->srv_.ioc, [self, r = std::move(r), version, keep] {
                 http::request<http::string_body> like(http::verb::post, "/", version);
@@ -885,12 +1021,14 @@ web_server_stats collect(const web_server::impl& srv) {
     s.reads_throttled = srv.reads_throttled.load(std::memory_order_relaxed);
     s.control_requests = srv.control_requests.load(std::memory_order_relaxed);
     s.control_refused = srv.control_refused.load(std::memory_order_relaxed);
+    s.internal_errors = srv.internal_errors.load(std::memory_order_relaxed);
     std::vector<std::shared_ptr<stream_session>> live;
     {
         const std::lock_guard<std::mutex> lock(srv.mu);
         s.streams_total = srv.streams_total;
         s.frames_sent = srv.finished_sent;
         s.frames_dropped = srv.finished_dropped;
+        s.frames_abandoned = srv.finished_abandoned;
         for (const auto& w : srv.streams) {
             if (auto p = w.lock()) {
                 live.push_back(std::move(p));
@@ -901,6 +1039,7 @@ web_server_stats collect(const web_server::impl& srv) {
         auto c = p->stats();
         s.frames_sent += c.sent;
         s.frames_dropped += c.dropped;
+        s.frames_abandoned += c.abandoned;
         s.clients.push_back(std::move(c));
     }
     s.streams_now = s.clients.size();
@@ -911,7 +1050,7 @@ nlohmann::json to_json(const web_server_stats& s) {
     nlohmann::json clients = nlohmann::json::array();
     for (const auto& c : s.clients) {
         clients.push_back({{"name", c.name}, {"sent", c.sent}, {"dropped", c.dropped},
-                           {"queued", c.queued}});
+                           {"queued", c.queued}, {"abandoned", c.abandoned}});
     }
     return {{"http_requests", s.http_requests},   {"http_errors", s.http_errors},
             {"streams_now", s.streams_now},       {"streams_total", s.streams_total},
@@ -921,8 +1060,10 @@ nlohmann::json to_json(const web_server_stats& s) {
             {"timeouts", s.timeouts},
             {"client_bytes_read", s.client_bytes_read}, {"reads_throttled", s.reads_throttled},
             {"frames_sent", s.frames_sent},
-            {"frames_dropped", s.frames_dropped}, {"control_requests", s.control_requests},
-            {"control_refused", s.control_refused},   {"clients", clients}};
+            {"frames_dropped", s.frames_dropped}, {"frames_abandoned", s.frames_abandoned},
+            {"control_requests", s.control_requests},
+            {"control_refused", s.control_refused},   {"internal_errors", s.internal_errors},
+            {"clients", clients}};
 }
 
 std::string http_session::web_server_stats_json() { return json_text(to_json(collect(srv_))); }
@@ -976,14 +1117,53 @@ void web_server::impl::do_accept() {
             refuse_connection(std::move(socket));
         } else {
             connections_total.fetch_add(1, std::memory_order_relaxed);
-            std::make_shared<http_session>(*this, connection_count(connections_now), std::move(socket))
-                ->run();
+            auto session = std::make_shared<http_session>(*this, connection_count(connections_now),
+                                                          std::move(socket));
+            add_http_session(session);
+            session->run();
         }
         do_accept();
     });
 }
 
+void web_server::impl::add_http_session(const std::shared_ptr<http_session>& s) {
+    const std::lock_guard<std::mutex> lock(sessions_mu);
+    if (http_sessions.size() >= prune_at) {
+        std::erase_if(http_sessions, [](const std::weak_ptr<http_session>& w) { return w.expired(); });
+        prune_at = std::max<std::size_t>(64, 2 * http_sessions.size());
+    }
+    http_sessions.push_back(s);
+}
+
+void web_server::impl::close_everything() noexcept {
+    beast::error_code ec;
+    acceptor.close(ec);
+    try {
+        accept_retry.cancel();
+    } catch (...) {
+    }
+    std::vector<std::weak_ptr<http_session>> sessions;
+    {
+        const std::lock_guard<std::mutex> lock(sessions_mu);
+        sessions.swap(http_sessions);
+    }
+    for (const auto& w : sessions) {
+        if (const auto p = w.lock()) {
+            p->shut();
+        }
+    }
+}
+
 web_server::web_server(web_server_options options, framepipe::broadcaster<encoded_frame>& frames) {
+    if (options.state_period <= std::chrono::milliseconds::zero()) {
+        throw std::invalid_argument("state_period: must be positive");
+    }
+    if (options.request_timeout <= std::chrono::seconds::zero()) {
+        throw std::invalid_argument("request_timeout: must be positive");
+    }
+    if (options.stall_timeout <= std::chrono::seconds::zero()) {
+        throw std::invalid_argument("stall_timeout: must be positive");
+    }
     if (options.max_streams == 0) {
         throw std::invalid_argument("max_streams: must be at least 1");
     }
@@ -1036,7 +1216,11 @@ void web_server::start() {
         // One request at a time, off the I/O thread; ends when stop() closes the queue.
         s.control_thread = std::jthread([&s](std::stop_token stop) {
             while (auto job = s.control_jobs.pop(stop)) {
-                (*job)(stop);
+                try {
+                    (*job)(stop);
+                } catch (...) {
+                    s.internal_errors.fetch_add(1, std::memory_order_relaxed); // out of memory
+                }
             }
         });
     }
@@ -1045,11 +1229,18 @@ void web_server::start() {
         for (;;) {
             try {
                 s.ioc.run();
-                return;
+                break;
             } catch (const std::exception& e) {
+                s.internal_errors.fetch_add(1, std::memory_order_relaxed);
                 s.log(std::string("I/O thread: ") + e.what()); // keep serving
+            } catch (...) {
+                s.internal_errors.fetch_add(1, std::memory_order_relaxed);
+                s.log("I/O thread: unknown exception"); // keep serving
             }
         }
+        const std::lock_guard<std::mutex> lock(s.mu);
+        s.io_done = true;
+        s.io_cv.notify_all();
     });
 }
 
@@ -1066,6 +1257,15 @@ void web_server::stop() noexcept {
     if (s.control_thread.joinable()) {
         s.control_thread.join();
     }
+    // Control requests that never ran: each holds its session (waiting for the reply). They
+    // are destroyed on the I/O thread below, which closes their connections.
+    std::vector<std::function<void(std::stop_token)>> unrun;
+    try {
+        while (auto job = s.control_jobs.try_pop()) {
+            unrun.push_back(std::move(*job));
+        }
+    } catch (...) {
+    }
     if (!s.started) {
         beast::error_code ec;
         s.acceptor.close(ec);
@@ -1081,23 +1281,42 @@ void web_server::stop() noexcept {
             }
         }
     }
+    // On the I/O thread, which owns the sockets: the listener, then every HTTP connection
+    // (idle keep-alive, mid-request, waiting for a control reply, lingering).
+    auto close_all = [&s, unrun = std::move(unrun)]() mutable {
+        unrun.clear();
+        s.close_everything();
+        const std::lock_guard<std::mutex> lock(s.mu);
+        s.io_closed = true;
+        s.io_cv.notify_all();
+    };
+    bool posted = false;
     try {
-        net::post(s.ioc, [&s] {
-            beast::error_code ec;
-            s.acceptor.close(ec);
-            s.accept_retry.cancel();
-        });
+        net::post(s.ioc, std::move(close_all));
+        posted = true;
     } catch (...) {
     }
     for (const auto& p : live) {
-        p->finish();
+        p->finish(); // closes the stream's socket on the I/O thread
     }
     live.clear();
     {
         // Every pump is either waiting on its subscription (closed by finish) or on its write
-        // (woken by finish), so this wait ends.
+        // (woken by finish), so this wait ends. The I/O thread never blocks (all its socket
+        // I/O is asynchronous), so it runs close_all soon; if its run() is over (out of work
+        // after an exception), nobody else touches the sockets and they are closed here.
         std::unique_lock<std::mutex> lock(s.mu);
         s.pumps_done.wait(lock, [&s] { return s.pumps_running == 0; });
+        s.io_cv.wait(lock, [&s, posted] { return !posted || s.io_closed || s.io_done; });
+        if (!s.io_closed && s.io_done) {
+            lock.unlock();
+            s.close_everything();
+            lock.lock();
+        }
+        // With every socket closed, their operations end at once and the io_context runs out
+        // of work: the sessions are gone, connections_now is 0. Bounded all the same: what is
+        // left after that is cut off by ioc.stop().
+        s.io_cv.wait_for(lock, std::chrono::seconds(5), [&s] { return s.io_done; });
     }
     s.ioc.stop();
     if (s.io_thread.joinable()) {

@@ -14,6 +14,10 @@
 // file or camera name, into U+FFFD instead of throwing.)
 //
 //   GET /            the page (options.page_html), plus options.assets by exact path
+//                    (every GET and HEAD that would be served, /ws included: only with a Host
+//                    header that names the server, as for control requests below; 403
+//                    otherwise, so that DNS rebinding reads nothing. /ws also needs an Origin,
+//                    when present, that is the server's own page: 403 otherwise)
 //   GET /ws          websocket: per frame, about once a second a text message with
 //                    options.state_json() (if set), then a text message with the frame's `meta`
 //                    (if any), then the JPEG as a binary message. So the last text before a
@@ -26,11 +30,15 @@
 //   POST, PUT, PATCH, DELETE (any path): with options.control set, the run-time control
 //                    requests (framepipe-multicam's POST /cameras, DELETE /cameras/NAME), after
 //                    the checks of "Control requests" below; without it, 405
-//   anything else    404; a method other than GET/HEAD 405; a malformed request 400; a request
+//   anything else    404; any other method 405 with an Allow header (GET, HEAD, and with
+//                    options.control POST, PUT, PATCH, DELETE); a malformed request 400; a request
 //                    whose header exceeds max_request_bytes 431, a body 413; too many streams
 //                    503. A request not complete within request_timeout has its connection
 //                    closed. After an error response the connection is closed gracefully (the
-//                    rest of the request is read and discarded). Never a crash.
+//                    rest of the request is read and discarded). Never a crash: a callback that
+//                    throws (anything, not only std::exception) gets a 500 (metrics_text,
+//                    stats_json; control: {"error": what()} or {"error":"unknown exception"}),
+//                    or ends that stream client (state_json); counted in internal_errors.
 //
 // Hostile clients. What one client can hold is bounded, so that many cannot grow the server:
 //   - connections: at most max_connections open (streams included); one more gets a 503 written
@@ -50,8 +58,11 @@
 // broadcaster: capacity 1, drop_oldest, named "ws-N" / "mjpeg-N". A client that reads slowly
 // or not at all holds one frame being written and one waiting; newer frames replace the waiting
 // one (counted as its drops), so it never slows the publisher or the other clients and never
-// grows the server's memory. Each stream client has one thread that waits on its subscription;
-// all socket I/O runs on the server's single I/O thread, asynchronously.
+// grows the server's memory. Every frame delivered to a client's subscription is counted once:
+// sent (written whole), dropped (replaced while waiting), or abandoned (the client ended first:
+// the frame being written when it was closed, the one still waiting). Each stream client has
+// one thread that waits on its subscription; all socket I/O runs on the server's single I/O
+// thread, asynchronously.
 //
 // Only the embedded page and assets are served: no file-system paths.
 //
@@ -60,14 +71,15 @@
 // {"error": "..."} body, and the request goes no further (control is not called):
 //   - OPTIONS (a CORS preflight): 403. No Access-Control-* header is ever sent, so a browser
 //     never lets a foreign page send a request that needs a preflight.
-//   - POST, PUT, PATCH whose Content-Type is not application/json: 415. A foreign page can only
-//     send text/plain, form or multipart bodies without a preflight.
 //   - a Host header that does not name the bound address: 403. This stops DNS rebinding (a
 //     foreign name that resolves to 127.0.0.1 carries that name in Host). Allowed: the bound
 //     address itself, "localhost" when it is a loopback address, any IP literal when bound to
-//     0.0.0.0 or ::; a port, when given, must be the bound port.
+//     0.0.0.0 or ::; a port, when given, must be the bound port. (A host name other than
+//     localhost is never allowed: bound to 0.0.0.0, open the page by IP address.)
 //   - an Origin header that is present and is not http://<an allowed Host>: 403.
 //   - with control_token set, no "Authorization: Bearer <control_token>": 401.
+//   - POST, PUT, PATCH whose Content-Type is not application/json: 415. A foreign page can only
+//     send text/plain, form or multipart bodies without a preflight.
 // Then `control` runs on the server's control thread (one request at a time, so a slow one,
 // like opening a camera, never holds up the I/O thread; at most max_control_pending wait, more
 // get 503) and its response is sent.
@@ -122,12 +134,12 @@ struct web_server_options {
     std::function<std::string()> metrics_text{}; // /metrics body; 404 when unset
     std::function<std::string()> stats_json{};   // /stats.json: a JSON object; {} when unset
     std::function<std::string()> state_json{};   // sent to each websocket about once a second
-    std::chrono::milliseconds state_period{1000};
+    std::chrono::milliseconds state_period{1000}; // > 0
     std::size_t max_streams = 16;          // websocket + MJPEG clients at once; more get 503
     std::size_t max_connections = 128;     // connections at once, streams included; more get 503
     std::size_t max_request_bytes = 8192;  // request header limit (431 beyond), body limit (413)
-    std::chrono::seconds request_timeout{10}; // to receive a request or send a response (closed beyond)
-    std::chrono::seconds stall_timeout{30};   // for a stream client to take one frame (closed beyond)
+    std::chrono::seconds request_timeout{10}; // to receive a request or send a response (closed beyond); > 0
+    std::chrono::seconds stall_timeout{30};   // for a stream client to take one frame (closed beyond); > 0
     std::string log_name = "web";          // prefix of the server's rare stderr messages
     // Run-time control (see "Control requests"). Called on the control thread, one request at a
     // time; the stop token is requested by stop(): a handler that waits must watch it.
@@ -158,13 +170,18 @@ struct web_server_stats {
     std::uint64_t reads_throttled = 0; // reads of a stream client's messages put off (a flood)
     std::uint64_t frames_sent = 0;     // JPEGs written to stream clients (all clients)
     std::uint64_t frames_dropped = 0;  // JPEGs skipped by slow clients (all clients, ever)
+    std::uint64_t frames_abandoned = 0; // JPEGs a client still held when it ended (all, ever)
     std::uint64_t control_requests = 0; // control requests handed to the control callback
     std::uint64_t control_refused = 0;  // control requests refused by the checks (or 503)
+    std::uint64_t internal_errors = 0;  // exceptions caught: a callback that threw, out of memory
     struct client {
         std::string name;              // ws-N / mjpeg-N
         std::uint64_t sent = 0;
         std::uint64_t dropped = 0;     // its subscription's drops
         std::uint64_t queued = 0;      // its subscription's size now (at most 1)
+        std::uint64_t abandoned = 0;   // frames it held when it ended (the one being written,
+                                       // the one waiting). Once it has ended, sent + dropped +
+                                       // abandoned = the frames delivered to it
     };
     std::vector<client> clients;       // the ones connected now
 };
@@ -180,9 +197,9 @@ class web_server {
 public:
     // Binds and listens at once, so that a taken port is reported before anything else runs.
     // Does not serve until start(). Throws web_server_error (bind / listen / bad host) or
-    // std::invalid_argument naming max_streams, max_connections or max_request_bytes when 0, or
-    // max_connections below max_streams. `frames` must
-    // outlive the server.
+    // std::invalid_argument naming the field: max_streams, max_connections or
+    // max_request_bytes when 0, max_connections below max_streams, state_period,
+    // request_timeout or stall_timeout not positive. `frames` must outlive the server.
     web_server(web_server_options options, framepipe::broadcaster<encoded_frame>& frames);
 
     // Stops and joins (see stop()).
@@ -194,8 +211,11 @@ public:
     // Starts the I/O thread. Once; std::logic_error on a second call. Never blocks.
     void start();
 
-    // Closes the listener and every connection, ends the clients' threads and joins them.
-    // Blocks until then (a client stalled in a write is cut off, not waited for). Idempotent.
+    // Closes the listener and every connection (idle keep-alive ones, those waiting for a
+    // control reply, streams), on the I/O thread, ends the clients' threads and joins them.
+    // Blocks until then (a client stalled in a write is cut off, not waited for; what the
+    // closed sockets' operations still do is given at most 5 s, then cut off too). Once it
+    // returns, a new connection is refused and stats().connections_now is 0. Idempotent.
     // Does not throw.
     void stop() noexcept;
 
