@@ -312,6 +312,22 @@ TEST_CASE("wait_counts: a park counts on the parking thread; a wait that needs n
     CHECK(this_thread_waits.lock_blocks == before.lock_blocks);
 }
 
+// A timed wait that nothing ends sleeps through its timeout in a futex wait or two. It used to
+// spin through futex calls that returned at once on a 32-bit target with a 64-bit time_t
+// (-D_TIME_BITS=64): glibc's timespec handed to SYS_futex, read as the old 32-bit layout, said
+// 0 ns (thousands of sleeps in 300 ms). scripts/test builds this file with -m32 to check that.
+TEST_CASE("wait_counts: a timed wait that times out sleeps a few times, not in a loop") {
+    using framepipe::detail::this_thread_waits;
+    event_count ev;
+    const auto never = [] { return false; };
+    const auto before = this_thread_waits;
+    CHECK(ev.wait(nullptr, framepipe::detail::deadline_after(std::chrono::milliseconds(300)),
+                  never) == wait_end::timed_out);
+    CHECK(this_thread_waits.sleeps - before.sleeps >= 1);
+    CHECK(this_thread_waits.sleeps - before.sleeps <= 3);
+    CHECK(this_thread_waits.parks - before.parks <= 3);
+}
+
 TEST_CASE("event_count: an asymmetric waiter's spin follows its last park's cost, within bounds") {
     using framepipe::detail::asymmetric_spin_cap;
     using framepipe::detail::spin_budget;

@@ -35,6 +35,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
@@ -253,7 +254,9 @@ private:
     }
 
     const ring_options& validated(const ring_options& options) {
-        if (options.capacity == 0 || options.capacity > (std::size_t{1} << 61)) {
+        // In 64 bits: a 32-bit size_t cannot hold 2^61 (and is below it anyway).
+        if (options.capacity == 0 ||
+            std::uint64_t{options.capacity} > (std::uint64_t{1} << 61)) {
             throw std::invalid_argument("capacity: must be at least 1 and at most 2^61");
         }
         if (options.block_timeout) {

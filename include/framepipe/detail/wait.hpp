@@ -23,7 +23,7 @@
 #include <thread>
 
 #if defined(__linux__)
-#include <ctime>
+#include <cerrno>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -441,23 +441,38 @@ private:
 #if defined(__linux__)
         static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t),
                       "event_count: the futex word must be a plain 32-bit word");
-        timespec rel{};
-        timespec* timeout = nullptr;
+        auto* const word = reinterpret_cast<std::uint32_t*>(&epoch_);
+        std::int64_t ns = -1; // no timeout
         if (deadline) {
             const auto left = *deadline - clock::now();
             if (left <= clock::duration::zero()) {
                 return;
             }
             // At most an hour per sleep (the caller loops), so any deadline fits a timespec.
-            const auto ns = std::min<std::int64_t>(
+            ns = std::min<std::int64_t>(
                 std::chrono::duration_cast<std::chrono::nanoseconds>(left).count(),
                 std::int64_t{3600} * 1'000'000'000);
-            rel.tv_sec = to<time_t>(ns / 1'000'000'000);
-            rel.tv_nsec = to<long>(ns % 1'000'000'000);
-            timeout = &rel;
         }
-        ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAIT_PRIVATE, seen,
-                  timeout, nullptr, 0);
+        // Not glibc's timespec: with -D_TIME_BITS=64 on a 32-bit target its tv_sec has 64 bits,
+        // where SYS_futex reads the kernel's old 32-bit timespec (nanoseconds 0: no sleep at all).
+#if defined(SYS_futex_time64)
+        if constexpr (sizeof(long) == 4) {
+            struct {
+                std::int64_t tv_sec, tv_nsec;
+            } t64{ns / 1'000'000'000, ns % 1'000'000'000}; // the kernel's __kernel_timespec
+            if (::syscall(SYS_futex_time64, word, FUTEX_WAIT_PRIVATE, seen, ns < 0 ? nullptr : &t64,
+                          nullptr, 0) == 0 ||
+                errno != ENOSYS) {
+                return;
+            }
+            // A kernel before 5.1 has no futex_time64: the old call (an hour fits its 32 bits).
+        }
+#endif
+        // __kernel_long_t: long, except on x32, whose SYS_futex takes 64-bit fields too.
+        struct {
+            __kernel_long_t tv_sec, tv_nsec;
+        } t{to<__kernel_long_t>(ns / 1'000'000'000), to<__kernel_long_t>(ns % 1'000'000'000)};
+        ::syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, seen, ns < 0 ? nullptr : &t, nullptr, 0);
 #else
         std::unique_lock<std::mutex> lock(mu_);
         while (epoch_.load(std::memory_order_acquire) == seen) {
