@@ -6,6 +6,25 @@
 // The spsc_ring checks are on in every build of this file, Release included (see below).
 #define FRAMEPIPE_SPSC_CHECKS 1
 
+// The test seam of detail/config.hpp, defined before any framepipe header: the mutex ring calls
+// it on a waiting thread right after its wait returned ready. A thread that armed it (the "stop
+// lands after a ready wait" tests below) has its own stop requested there, once; on every other
+// thread it does nothing. This file is a program of its own (one executable per test file), so
+// no other translation unit sees the headers with another definition.
+#include <atomic>
+#include <stop_token>
+
+namespace after_wait_hook {
+inline thread_local std::stop_source* stop_here = nullptr; // this thread's stop, if armed
+inline std::atomic<bool> armed{false};                    // fires once, on the first armed thread
+inline void run() noexcept {
+    if (stop_here != nullptr && armed.exchange(false)) {
+        stop_here->request_stop();
+    }
+}
+} // namespace after_wait_hook
+#define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ::after_wait_hook::run()
+
 #include <framepipe/ring.hpp>
 
 #include <catch2/catch.hpp>
@@ -30,6 +49,8 @@
 #include <vector>
 
 #if defined(__linux__)
+#include <fstream>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #endif
@@ -2333,6 +2354,186 @@ TEST_CASE("ring (locked): a woken producer whose move throws passes its wake-up 
     CHECK(threw == 2);
     CHECK(r.size() == 0);
 }
+
+#if defined(__linux__)
+namespace {
+
+// Whether thread `tid` sleeps in a futex wait on a word inside [object, object + size), from
+// /proc/self/task/<tid>/syscall (the system call a blocked thread is in, and its arguments, the
+// futex word's address first); nullopt when /proc does not say.
+std::optional<bool> futex_waiting_in(long tid, const void* object, std::size_t size) {
+    std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
+    std::string call;
+    std::string word;
+    if (!(in >> call)) {
+        return std::nullopt;
+    }
+    bool futex = call == std::to_string(SYS_futex);
+#if defined(SYS_futex_time64)
+    futex = futex || call == std::to_string(SYS_futex_time64); // 32-bit targets (wait.hpp)
+#endif
+    if (!futex || !(in >> word)) {
+        return false; // running, or in another call
+    }
+    const auto at = static_cast<std::uintptr_t>(std::stoull(word, nullptr, 16));
+    const auto begin = reinterpret_cast<std::uintptr_t>(object);
+    return at >= begin && at - begin < size;
+}
+
+// Waits (yielding, no sleep) until thread *tid has parked on a futex inside `object`; false when
+// /proc cannot tell (the caller then gives up on the test). The threads are started one at a
+// time, so the only futex inside `object` one of them can sleep on is the event count it waits
+// on (the ring's mutex is never contended meanwhile).
+template <class Object>
+bool wait_until_parked_in(const std::atomic<long>& tid, const Object& object) {
+    for (;;) {
+        if (const long t = tid.load(); t != 0) {
+            const auto parked = futex_waiting_in(t, &object, sizeof object);
+            if (!parked) {
+                return false;
+            }
+            if (*parked) {
+                return true;
+            }
+        }
+        std::this_thread::yield();
+    }
+}
+
+// Only a hang guard: a consumer or producer stranded by a lost wake-up is stopped after it, and
+// the test fails on what it returned; nothing waits this long when the library is right.
+constexpr auto stranded_after = 20s;
+
+} // namespace
+
+TEST_CASE("ring (locked): a consumer whose stop lands just after its wait returned ready does not strand another consumer") {
+    // Two consumers park in pop(stop) on an empty mutex ring; one push wakes one of them
+    // (notify_one), and the seam requests that one's stop right after its wait returned ready.
+    // It may take the item or leave, but if it leaves, the other must hear of the item: a pop
+    // that re-checked its token there and left without passing the wake-up on left the other
+    // parked beside the item for ever (here, until the guard stops it).
+    using item = may_throw<int>;
+    static_assert(!ring<item>::is_lock_free);
+    ring<item> r(4);
+    std::stop_source stops[2];
+    std::atomic<long> tids[2] = {0, 0};
+    std::atomic<int> got[2] = {-2, -2}; // -2: still waiting; -1: nullopt; else the item
+    std::vector<std::thread> consumers;
+    const auto finish = [&] {
+        for (auto& s : stops) {
+            s.request_stop();
+        }
+        for (auto& t : consumers) {
+            if (t.joinable()) {
+                t.join();
+            }
+        }
+    };
+    for (int i = 0; i < 2; ++i) {
+        consumers.emplace_back([&, i] {
+            tids[i] = static_cast<long>(::syscall(SYS_gettid));
+            after_wait_hook::stop_here = &stops[i];
+            const auto v = r.pop(stops[i].get_token());
+            got[i] = v ? v->v : -1;
+        });
+        // One at a time: the first is parked before the second starts.
+        if (!wait_until_parked_in(tids[i], framepipe::detail::readable_event(r))) {
+            WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; skipped");
+            finish();
+            return;
+        }
+    }
+    after_wait_hook::armed = true;
+    REQUIRE(r.push(7) == push_status::ok); // one item, one wake-up
+    while (got[0] == -2 && got[1] == -2) {
+        std::this_thread::yield();
+    }
+    const int first = got[0] != -2 ? 0 : 1;
+    if (got[first] != 7) {
+        // The woken consumer left without the item: the other must take it, with no further
+        // push or close to wake it (stopped after the guard, it returns nullopt: checked below).
+        const auto give_up = steady::now() + stranded_after;
+        while (got[1 - first] == -2 && steady::now() < give_up) {
+            std::this_thread::yield();
+        }
+    }
+    finish();
+    CHECK_FALSE(after_wait_hook::armed); // the seam ran: the window was hit
+    INFO("consumer 0 got " << got[0].load() << ", consumer 1 got " << got[1].load()
+                           << " (-1: nullopt)");
+    CHECK(((got[0] == 7 && got[1] == -1) || (got[0] == -1 && got[1] == 7)));
+    const auto s = r.stats();
+    CHECK(s.popped == 1);
+    CHECK(s.size == 0);
+    check_identities(s);
+}
+
+TEST_CASE("ring (locked): a producer whose stop lands just after its wait returned ready does not strand another producer") {
+    // The write side of the test above: two producers park in push(item, stop) on a full
+    // capacity-1 ring; one pop frees the slot and wakes one of them, whose stop the seam requests
+    // right after its wait returned ready. It may store its item or leave cancelled, but if it
+    // leaves, the other must store its item with no further pop.
+    using item = may_throw<int>;
+    ring<item> r(1, overflow::block);
+    REQUIRE(r.push(1) == push_status::ok);
+    std::stop_source stops[2];
+    std::atomic<long> tids[2] = {0, 0};
+    std::atomic<bool> done[2] = {false, false};
+    push_status result[2] = {push_status::ok, push_status::ok};
+    std::vector<std::thread> producers;
+    const auto finish = [&] {
+        for (auto& s : stops) {
+            s.request_stop();
+        }
+        for (auto& t : producers) {
+            if (t.joinable()) {
+                t.join();
+            }
+        }
+    };
+    for (int i = 0; i < 2; ++i) {
+        producers.emplace_back([&, i] {
+            tids[i] = static_cast<long>(::syscall(SYS_gettid));
+            after_wait_hook::stop_here = &stops[i];
+            result[i] = r.push(10 + i, stops[i].get_token());
+            done[i] = true;
+        });
+        if (!wait_until_parked_in(tids[i], r)) {
+            WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; skipped");
+            finish();
+            return;
+        }
+    }
+    after_wait_hook::armed = true;
+    const auto first_item = r.pop(); // frees the one slot: one wake-up
+    REQUIRE(first_item);
+    CHECK(first_item->v == 1);
+    while (!done[0] && !done[1]) {
+        std::this_thread::yield();
+    }
+    const int first = done[0] ? 0 : 1;
+    if (result[first] != push_status::ok) {
+        // The woken producer left without storing: the other must take the free slot, with
+        // no further pop (stopped after the guard, it is cancelled: checked below).
+        const auto give_up = steady::now() + stranded_after;
+        while (!done[1 - first] && steady::now() < give_up) {
+            std::this_thread::yield();
+        }
+    }
+    finish(); // the other, parked on the full ring, is cancelled
+    CHECK_FALSE(after_wait_hook::armed);
+    const int stored = (result[0] == push_status::ok ? 1 : 0) +
+                       (result[1] == push_status::ok ? 1 : 0);
+    CHECK(stored == 1);
+    CHECK((result[0] == push_status::cancelled || result[1] == push_status::cancelled));
+    const auto last = r.try_pop();
+    REQUIRE(last);
+    CHECK((last->v == 10 || last->v == 11));
+    const auto s = r.stats();
+    CHECK(s.cancelled == 1);
+    check_identities(s);
+}
+#endif
 
 // --- spsc_ring's thread rule, checked -----------------------------------------------------------
 

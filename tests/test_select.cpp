@@ -2,8 +2,27 @@
 // bound, weighted with its share bounds, oldest first), newest versus oldest per input, max_age,
 // closed inputs and the end of the selector, remove and add while a consumer waits, every
 // channel kind as an input, an idle consumer that parks, no lost wake-up (hand-offs in lock
-// step, add racing a push) and a stress with several producers and consumers whose per-input
-// counters must balance in every snapshot.
+// step, add racing a push, a stop landing just after a wait returned ready) and a stress with
+// several producers and consumers whose per-input counters must balance in every snapshot.
+
+// The test seam of detail/config.hpp, defined before any framepipe header: selector::pop calls
+// it on a waiting consumer right after its wait returned ready. A thread that armed it (the
+// "stop lands after a ready wait" test below) has its own stop requested there, once; on every
+// other thread it does nothing. This file is a program of its own (one executable per test
+// file), so no other translation unit sees the headers with another definition.
+#include <atomic>
+#include <stop_token>
+
+namespace after_wait_hook {
+inline thread_local std::stop_source* stop_here = nullptr; // this thread's stop, if armed
+inline std::atomic<bool> armed{false};                    // fires once, on the first armed thread
+inline void run() noexcept {
+    if (stop_here != nullptr && armed.exchange(false)) {
+        stop_here->request_stop();
+    }
+}
+} // namespace after_wait_hook
+#define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ::after_wait_hook::run()
 
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/latest_slot.hpp>
@@ -970,6 +989,113 @@ TEST_CASE("selector: no lost wake-up: add() racing a push, for every notifier ki
         CHECK(s->item == r);
     }
 }
+
+#if defined(__linux__)
+namespace {
+
+// Whether thread `tid` sleeps in a futex wait on a word inside [object, object + size), from
+// /proc/self/task/<tid>/syscall (the system call a blocked thread is in, and its arguments, the
+// futex word's address first); nullopt when /proc does not say.
+std::optional<bool> futex_waiting_in(long tid, const void* object, std::size_t size) {
+    std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
+    std::string call;
+    std::string word;
+    if (!(in >> call)) {
+        return std::nullopt;
+    }
+    bool futex = call == std::to_string(SYS_futex);
+#if defined(SYS_futex_time64)
+    futex = futex || call == std::to_string(SYS_futex_time64); // 32-bit targets (wait.hpp)
+#endif
+    if (!futex || !(in >> word)) {
+        return false; // running, or in another call
+    }
+    const auto at = static_cast<std::uintptr_t>(std::stoull(word, nullptr, 16));
+    const auto begin = reinterpret_cast<std::uintptr_t>(object);
+    return at >= begin && at - begin < size;
+}
+
+} // namespace
+
+TEST_CASE("selector: a consumer whose stop lands just after its wait returned ready does not strand another consumer") {
+    // Two consumers park in pop(stop) on the selector; one push into its input wakes one of
+    // them (the listener's notify_one), and the seam requests that one's stop right after its
+    // wait returned ready. It may take the item or leave, but if it leaves, the other must hear
+    // of the item: a pop that re-checked its token there and left without passing the wake-up
+    // on left the other parked beside the item until the next push (here, until the guard
+    // stops it).
+    // A hang guard only: a stranded consumer is stopped after it, and the checks below fail on
+    // what it returned; nothing waits this long when the selector is right.
+    constexpr auto stranded_after = 20s;
+    ring<int> q(4);
+    selector<int> sel;
+    (void)sel.add(q);
+    std::stop_source stops[2];
+    std::atomic<long> tids[2] = {0, 0};
+    std::atomic<int> got[2] = {-2, -2}; // -2: still waiting; -1: nullopt; else the item
+    std::vector<std::thread> consumers;
+    const auto finish = [&] {
+        for (auto& s : stops) {
+            s.request_stop();
+        }
+        for (auto& t : consumers) {
+            if (t.joinable()) {
+                t.join();
+            }
+        }
+    };
+    for (int i = 0; i < 2; ++i) {
+        consumers.emplace_back([&, i] {
+            tids[i] = static_cast<long>(::syscall(SYS_gettid));
+            after_wait_hook::stop_here = &stops[i];
+            const auto s = sel.pop(stops[i].get_token());
+            got[i] = s ? s->item : -1;
+        });
+        // One at a time, each until it sleeps on a futex inside the selector: the first is
+        // parked before the second starts, so the selector's lock is never contended and the
+        // only futex there either can sleep on is the selector's event count.
+        for (;;) {
+            const long t = tids[i].load();
+            const auto parked = t == 0 ? std::optional<bool>(false)
+                                       : futex_waiting_in(t, &sel, sizeof sel);
+            if (!parked) {
+                WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; "
+                     "skipped");
+                finish();
+                return;
+            }
+            if (*parked) {
+                break;
+            }
+            std::this_thread::yield();
+        }
+    }
+    after_wait_hook::armed = true;
+    REQUIRE(q.push(7) == framepipe::push_status::ok); // one item, one wake-up
+    while (got[0] == -2 && got[1] == -2) {
+        std::this_thread::yield();
+    }
+    const int first = got[0] != -2 ? 0 : 1;
+    if (got[first] != 7) {
+        // The woken consumer left without the item: the other must take it, with no further
+        // push or close to wake it (stopped after the guard, it returns nullopt: checked below).
+        const auto give_up = steady::now() + stranded_after;
+        while (got[1 - first] == -2 && steady::now() < give_up) {
+            std::this_thread::yield();
+        }
+    }
+    finish();
+    CHECK_FALSE(after_wait_hook::armed); // the seam ran: the window was hit
+    INFO("consumer 0 got " << got[0].load() << ", consumer 1 got " << got[1].load()
+                           << " (-1: nullopt)");
+    CHECK(((got[0] == 7 && got[1] == -1) || (got[0] == -1 && got[1] == 7)));
+    CHECK(q.size() == 0);
+    const auto st = sel.stats();
+    REQUIRE(st.size() == 1);
+    CHECK(st[0].selected == 1);
+    CHECK(balanced(st[0]));
+}
+#endif
 
 // --- Stress --------------------------------------------------------------------------------------
 

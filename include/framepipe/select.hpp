@@ -501,8 +501,10 @@ public:
     // Exceptions: as try_pop().
     [[nodiscard]] std::optional<selected<T>> pop() { return pop_impl(nullptr, detail::no_deadline, true, {}); }
 
-    // As pop(), but nullopt as soon as `stop` is requested (checked first: a stopped consumer
-    // leaves even when items are ready; they stay in their channels).
+    // As pop(), but nullopt once `stop` is requested: checked first (a stopped consumer leaves
+    // even when items are ready; they stay in their channels), then while waiting. A stop that
+    // lands just after the wait saw an item does not end the call: the consumer selects (it may
+    // have been the one woken for that item, which another consumer would otherwise miss).
     [[nodiscard]] std::optional<selected<T>> pop(std::stop_token stop) {
         return pop_impl(&stop, detail::no_deadline, true, {});
     }
@@ -877,12 +879,17 @@ private:
     std::optional<selected<T>> pop_impl(const std::stop_token* stop,
                                         const std::optional<clock::time_point>& deadline,
                                         bool wait, excluded_ids excluded) {
+        // The stop token is checked first (a stopped consumer takes nothing), then only after a
+        // look that found nothing, and by the wait. Never between a wait that returned ready and
+        // the look that follows it: that wait may have absorbed the notify_one of the push it
+        // saw, so a consumer leaving there would strand another consumer parked beside the item.
+        // It selects instead (its stop raced with the push).
+        if (stop != nullptr && stop->stop_requested()) {
+            return std::nullopt;
+        }
         unsigned spins = 0;
         bool woke = false;
         for (;;) {
-            if (stop != nullptr && stop->stop_requested()) {
-                return std::nullopt;
-            }
             if (auto out = try_select(excluded)) {
                 return out;
             }
@@ -896,8 +903,12 @@ private:
                 // Woken, yet nothing was there: a push has claimed a ring's position and not
                 // filled it yet (its size() counts it), another consumer was faster, or the
                 // inputs changed. Back off (pause, then yield to the thread that is finishing
-                // its push) and keep honouring the deadline, which a ready predicate would
-                // otherwise skip.
+                // its push) and keep honouring the stop token and the deadline, which a ready
+                // predicate would otherwise skip. Nothing was found, so leaving here strands
+                // nobody (a later push notifies the consumers still parked).
+                if (stop != nullptr && stop->stop_requested()) {
+                    return std::nullopt;
+                }
                 if (deadline && clock::now() >= *deadline) {
                     return std::nullopt;
                 }
@@ -906,6 +917,7 @@ private:
             if (wait_ready(excluded, stop, deadline) != detail::wait_end::ready) {
                 return std::nullopt;
             }
+            FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK();
             woke = true;
         }
     }

@@ -29,7 +29,9 @@ namespace framepipe::detail {
 // slot re-checks under the mutex.
 //
 // Wake-ups are never lost or absorbed: every pop that frees k slots wakes k producers (all, when
-// k > 1), and a woken thread whose move throws passes its wake-up on before the exception leaves.
+// k > 1), a woken thread whose move throws passes its wake-up on before the exception leaves, and
+// a woken thread never leaves on its stop token before it has looked under the lock (a pop takes
+// the item it was woken for; a push leaves only if it finds the ring full again; see pop()).
 template <class T>
 class locked_ring {
 public:
@@ -75,7 +77,12 @@ public:
                                                     [this] { return has_room(); }));
             }
             switch (next) {
-            case block_wait::next::retry: break;
+            case block_wait::next::retry:
+                // The wait returned ready: look again under the lock, whatever the stop token
+                // says now. The stop ends the push only when the ring is found full again
+                // (before()), so a push never leaves with the wake-up for a free slot.
+                FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK();
+                break;
             case block_wait::next::evict: timed_out = true; break;
             case block_wait::next::reject: return count_refusal(push_status::rejected);
             case block_wait::next::cancel: return count_refusal(push_status::cancelled);
@@ -89,12 +96,17 @@ public:
     // Takes the oldest fresh item, waiting as the arguments say. Throws what T's move constructor
     // throws; the item then stays at the front (strong), and the wake-up that brought this
     // consumer here is passed on.
+    // The stop token is checked first (a stopped consumer takes nothing), then only where the
+    // ring was found empty and open, and by the wait. Never between a wait that returned ready
+    // and the look that follows it: that wait may have absorbed the notify_one of the push it
+    // saw, so a consumer leaving there would strand another consumer parked beside the item. It
+    // takes the item instead (its stop raced with the push).
     std::optional<T> pop(const std::stop_token* stop,
                          const std::optional<clock::time_point>& deadline, bool wait) {
+        if (stop != nullptr && stop->stop_requested()) {
+            return std::nullopt;
+        }
         for (;;) {
-            if (stop != nullptr && stop->stop_requested()) {
-                return std::nullopt;
-            }
             {
                 // Declared before the lock: the producers are woken after it is released.
                 wake_producers freed{*this};
@@ -116,11 +128,18 @@ public:
                     return std::nullopt;
                 }
             }
-            // Empty and open: wait outside the lock, then look again.
+            // Empty and open: an item this consumer was woken for has gone to another, so
+            // leaving here strands nobody (a later push notifies the waiters still parked).
+            if (stop != nullptr && stop->stop_requested()) {
+                return std::nullopt;
+            }
+            // Wait outside the lock (a wait that ends on stop or timeout passes on a wake-up it
+            // may have absorbed), then look again.
             if (not_empty_.wait(stop, deadline, [this] { return has_items(); }) !=
                 wait_end::ready) {
                 return std::nullopt;
             }
+            FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK();
         }
     }
 
