@@ -158,7 +158,8 @@ public:
     }
 
     // As pop(), but nullopt as soon as `stop` is requested: the token is checked first, so a
-    // stopped consumer leaves even when items remain (they stay in the ring).
+    // stopped consumer leaves even when items remain (they stay in the ring). A stop that lands
+    // just as a push wakes this consumer may yield that item instead (docs/channels.md, Waiting).
     [[nodiscard]] std::optional<T> pop(std::stop_token stop) noexcept(is_lock_free) {
         return impl_.pop(&stop, detail::no_deadline, true);
     }
