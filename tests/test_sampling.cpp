@@ -285,6 +285,25 @@ TEST_CASE("sampled: the channel's peek, pop_for with a stop token and push_for a
     CHECK(st.pushed == st.popped + st.dropped + st.size);
 }
 
+TEST_CASE("sampled: a push after close is the channel's refusal (closed, after_close), "
+          "not the sampler's") {
+    framepipe::ring<int> q(8);
+    framepipe::sampled s(q, framepipe::every_n(3));
+    CHECK(s.push(0) == push_status::ok);       // the sampler keeps 0, 3, 6, ...
+    CHECK(s.push(1) == push_status::rejected); // and refuses 1 and 2
+    s.close();
+    for (int i = 2; i < 8; ++i) {
+        CHECK(s.push(i) == push_status::closed);
+    }
+    CHECK(s.try_push(8) == push_status::closed);
+    CHECK(s.push_for(9, 1ms) == push_status::closed);
+    const auto st = s.stats();
+    CHECK(st.sampled_out == 1);
+    CHECK(st.after_close == 8);
+    CHECK(st.pushed == 10);
+    CHECK(st.pushed == st.popped + st.dropped + st.size);
+}
+
 TEST_CASE("sampled: in a pipeline, sampled_out shows as a drop reason of the channel") {
     framepipe::ring<int> q(8, framepipe::overflow::block);
     framepipe::sampled s(q, framepipe::every_n(4));

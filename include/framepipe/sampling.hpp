@@ -279,7 +279,7 @@ public:
     sampled(Channel& channel, Sampler sampler) : base(channel), sampler_(std::move(sampler)) {}
 
     // Offers `item`: to the channel if the sampler admits it, else counted as sampled_out and
-    // rejected. Any thread (the sampler runs under a short lock). Waits as the channel's push
+    // rejected. Once the channel is closed, every push goes to it (closed, after_close). Any thread (the sampler runs under a short lock). Waits as the channel's push
     // does (try_push and push_for exist when the channel has them, and wait as its own do).
     // Exceptions: what the sampler or the channel's push throws.
     push_status push(value_type item) {
@@ -342,6 +342,11 @@ public:
 
 private:
     bool admit(const value_type& item) {
+        if (this->channel_.closed()) {
+            // The channel refuses it (closed, counted as after_close), not the sampler, which
+            // is not advanced by items that could not be kept anyway.
+            return true;
+        }
         bool keep = false;
         {
             const std::lock_guard<std::mutex> lock(mu_);
