@@ -1576,8 +1576,11 @@ private:
         } else if (stop.stop_requested() && s.kind != stage_kind::source) {
             end = stage_state::stopped;
         }
-        s.state.store(end, std::memory_order_release);
-        // seq_cst: the state change that wait_until's predicate reads (event_count).
+        // seq_cst, both: the state changes that the predicates of wait_until (running_) and of
+        // remove() (this stage's state) read, as notify_all_after_seq_cst() requires. A release
+        // store followed by the seq_cst decrement is enough on x86 and ARMv8, not in the C++
+        // model, which lets remove()'s waiter and this notify both miss each other.
+        s.state.store(end, std::memory_order_seq_cst);
         running_.fetch_sub(1, std::memory_order_seq_cst);
         ended_.notify_all_after_seq_cst();
     }
