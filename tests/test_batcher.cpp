@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -710,4 +711,31 @@ TEST_CASE("batcher: stress, producers and a consumer in real time; every item on
     CHECK(s.pending == 0);
     CHECK(balanced(s));
     CHECK(b.finished());
+}
+
+TEST_CASE("batcher: pop_for takes any duration; coarse max() means no limit") {
+    ring<int> q(4);
+    batcher<int> b({.max_size = 1});
+    (void)b.add(q, oldest);
+    (void)q.push(1);
+    (void)q.push(2);
+    auto got = b.pop_for(std::chrono::seconds::max());
+    REQUIRE(got);
+    CHECK(got->items == std::vector<int>{1});
+    got = b.pop_for(std::chrono::hours::max());
+    REQUIRE(got);
+    CHECK(got->items == std::vector<int>{2});
+    std::stop_source stop;
+    stop.request_stop();
+    CHECK_FALSE(b.pop_for(std::chrono::hours::max(), stop.get_token()));
+    CHECK_THROWS_WITH(b.pop_for(std::chrono::hours::min()), Contains("timeout"));
+    CHECK_THROWS_WITH(b.pop_for(-1s, stop.get_token()), Contains("timeout"));
+}
+
+TEST_CASE("batcher: pop_for with a NaN timeout throws naming it") {
+    batcher<int> b;
+    std::stop_source never;
+    const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    CHECK_THROWS_WITH(b.pop_for(nan), Contains("timeout"));
+    CHECK_THROWS_WITH(b.pop_for(nan, never.get_token()), Contains("timeout"));
 }

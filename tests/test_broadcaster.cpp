@@ -2217,3 +2217,30 @@ TEST_CASE("broadcaster: values held after the broadcaster is gone stay valid and
     std::thread releaser([&] { held.clear(); });
     releaser.join();
 }
+
+TEST_CASE("broadcaster: a subscription's pop_for takes any duration; coarse max() means no limit") {
+    broadcaster<int> b;
+    auto s = b.subscribe({.capacity = 4});
+    b.publish(1);
+    b.publish(2);
+    const auto first = s.pop_for(std::chrono::seconds::max());
+    REQUIRE(first.has_value());
+    CHECK(**first == 1);
+    const auto second = s.pop_for(std::chrono::hours::max());
+    REQUIRE(second.has_value());
+    CHECK(**second == 2);
+    std::stop_source stop;
+    stop.request_stop();
+    CHECK_FALSE(s.pop_for(std::chrono::hours::max(), stop.get_token()).has_value());
+    check_invalid_argument([&] { (void)s.pop_for(std::chrono::hours::min()); }, "timeout");
+    check_invalid_argument([&] { (void)s.pop_for(-1s, stop.get_token()); }, "timeout");
+}
+
+TEST_CASE("broadcaster: a subscription's pop_for with a NaN timeout throws naming it") {
+    broadcaster<int> b;
+    auto s = b.subscribe({.capacity = 4});
+    std::stop_source never;
+    const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    check_invalid_argument([&] { (void)s.pop_for(nan); }, "timeout");
+    check_invalid_argument([&] { (void)s.pop_for(nan, never.get_token()); }, "timeout");
+}

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <latch>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <random>
@@ -1941,4 +1942,34 @@ TEST_CASE("latest_slot: drop_older_epochs keeps a late value from before a recon
     CHECK(st.pushed == st.popped + st.dropped + st.size);
     CHECK_THROWS_WITH(framepipe::latest_slot<int>({.drop_older_epochs = true}),
                       Catch::Contains("drop_older_epochs"));
+}
+
+TEST_CASE("latest_slot: pop_for and max_age take any duration; coarse max() means no limit") {
+    latest_slot<int> slot;
+    CHECK(slot.push(7) == push_status::ok);
+    CHECK(slot.pop_for(std::chrono::seconds::max()) == std::optional<int>(7));
+    CHECK(slot.push(8) == push_status::ok);
+    CHECK(slot.pop_for(std::chrono::hours::max()) == std::optional<int>(8));
+    std::stop_source stop;
+    stop.request_stop();
+    CHECK_FALSE(slot.pop_for(std::chrono::hours::max(), stop.get_token()).has_value());
+    CHECK_THROWS_WITH(slot.pop_for(std::chrono::hours::min()), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(slot.pop_for(-1s, stop.get_token()), Catch::Contains("timeout"));
+
+    latest_slot<stamped<int>> ageless(std::chrono::hours::max()); // no age limit
+    CHECK(ageless.push(stale(3)) == push_status::ok);
+    const auto got = ageless.pop_for(std::chrono::seconds::max());
+    REQUIRE(got.has_value());
+    CHECK(got->value == 3);
+    CHECK_THROWS_WITH(latest_slot<stamped<int>>(std::chrono::hours::min()),
+                      Catch::Contains("max_age"));
+}
+
+TEST_CASE("latest_slot: a NaN timeout or max_age throws std::invalid_argument naming it") {
+    latest_slot<int> slot;
+    std::stop_source never;
+    const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    CHECK_THROWS_WITH(slot.pop_for(nan), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(slot.pop_for(nan, never.get_token()), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(latest_slot<stamped<int>>(nan), Catch::Contains("max_age"));
 }

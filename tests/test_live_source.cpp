@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <fstream>
 #include <latch>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -1168,4 +1169,30 @@ TEST_CASE("live_source: a start() that throws leaves the source stopped and its 
         CHECK_THROWS_AS(src.start(out), std::logic_error); // once only, as documented
     }
     CHECK(failures >= 2); // at least the runner and a thread
+}
+
+namespace {
+// Opens, then sends nothing but timeouts until stopped.
+struct silent_backend {
+    using frame_type = int;
+    open_result open(std::stop_token, ns) { return open_result::success(); }
+    read_result<int> read(std::stop_token, ns) { return read_result<int>::timed_out(); }
+    void close() noexcept {}
+};
+} // namespace
+
+TEST_CASE("live_source: wait_for takes any duration; coarse max() means no limit") {
+    framepipe::live_source<silent_backend> src([] { return silent_backend{}; });
+    framepipe::ring<item> out(4);
+    src.start(out);
+    src.stop();
+    CHECK(src.wait_for(std::chrono::hours::max())); // stopped: a final state
+    CHECK(src.wait_for(std::chrono::seconds::max()));
+    CHECK_THROWS_WITH((void)src.wait_for(std::chrono::hours::min()), Catch::Contains("timeout"));
+}
+
+TEST_CASE("live_source: wait_for with a NaN timeout throws naming it") {
+    framepipe::live_source<silent_backend> src([] { return silent_backend{}; });
+    const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    CHECK_THROWS_WITH((void)src.wait_for(nan), Catch::Contains("timeout"));
 }

@@ -2073,3 +2073,36 @@ TEST_CASE("pipeline: a source whose thread cannot start is taken out again; the 
     CHECK(p.wait_for(0s));
 }
 #endif
+
+TEST_CASE("pipeline: wait_for, request_stop and remove take any duration; coarse max() is no "
+          "limit") {
+    ring<int> a(4, overflow::block);
+    int next = 0;
+    pipeline p;
+    p.source("count", a, [&]() -> std::optional<int> {
+        return next < 3 ? std::optional<int>(next++) : std::nullopt;
+    });
+    p.sink("collect", a, [](int) {});
+    p.start();
+    CHECK(p.wait_for(std::chrono::hours::max())); // the source runs dry, everything ends
+    CHECK(p.wait_for(std::chrono::seconds::max()));
+    CHECK(p.request_stop(std::chrono::hours::max()).clean);
+    CHECK_THROWS_WITH((void)p.wait_for(std::chrono::hours::min()), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(p.request_stop(std::chrono::hours::min()), Catch::Contains("deadline"));
+    CHECK_THROWS_WITH(p.remove("count", std::chrono::hours::min()), Catch::Contains("deadline"));
+    CHECK(p.remove("count", std::chrono::seconds::max()).clean);
+    p.wait();
+}
+
+TEST_CASE("pipeline: a NaN timeout or deadline throws naming it") {
+    ring<int> a(4, overflow::block);
+    pipeline p;
+    p.source("count", a, []() -> std::optional<int> { return std::nullopt; });
+    p.sink("collect", a, [](int) {});
+    const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    CHECK_THROWS_WITH(p.remove("count", nan), Catch::Contains("deadline"));
+    p.start();
+    CHECK_THROWS_WITH((void)p.wait_for(nan), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(p.request_stop(nan), Catch::Contains("deadline"));
+    p.wait();
+}

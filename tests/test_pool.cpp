@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <latch>
+#include <limits>
 #include <memory>
 #include <new>
 #include <random>
@@ -934,4 +935,21 @@ TEST_CASE("pool: stress, objects acquired on some threads and returned on others
         after.insert(all.back().get());
     }
     CHECK(after == objects);
+}
+
+TEST_CASE("pool: acquire_for takes any duration; coarse max() means no limit") {
+    pool<int> p(2);
+    auto a = p.acquire_for(std::chrono::seconds::max());
+    CHECK(a != nullptr);
+    auto b = p.acquire_for(std::chrono::hours::max());
+    CHECK(b != nullptr);
+    check_invalid_argument([&] { (void)p.acquire_for(std::chrono::hours::min()); }, "timeout");
+    check_invalid_argument([&] { (void)p.acquire_for(-1s); }, "timeout");
+}
+
+TEST_CASE("pool: acquire_for with a NaN timeout throws naming it") {
+    pool<int> p(1);
+    const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    check_invalid_argument([&] { (void)p.acquire_for(nan); }, "timeout");
+    CHECK(p.stats().acquired == 0);
 }

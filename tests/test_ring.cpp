@@ -38,6 +38,7 @@ inline void run() noexcept {
 #include <cstddef>
 #include <cstdint>
 #include <latch>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <random>
@@ -2690,4 +2691,109 @@ TEST_CASE("ring: push_keeping_victim gives the caller the evicted item, and leav
         CHECK(next != nullptr);
         CHECK_FALSE(victim.has_value());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeouts in any std::chrono::duration (detail::to_nanoseconds)
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE("to_nanoseconds: exact when it fits, saturating beyond nanoseconds' range, never UB") {
+    using framepipe::detail::to_nanoseconds;
+    using std::chrono::duration;
+    using std::chrono::hours;
+    using std::chrono::nanoseconds;
+    using std::chrono::seconds;
+    constexpr auto max = nanoseconds::max();
+    constexpr auto min = nanoseconds::min();
+    CHECK(to_nanoseconds(nanoseconds::max(), "t") == max);
+    CHECK(to_nanoseconds(nanoseconds::min(), "t") == min);
+    CHECK(to_nanoseconds(1500ms, "t") == 1'500'000'000ns);
+    CHECK(to_nanoseconds(-3us, "t") == -3'000ns);
+    CHECK(to_nanoseconds(seconds(9'223'372'036), "t") == 9'223'372'036'000'000'000ns);
+    CHECK(to_nanoseconds(seconds(9'223'372'037), "t") == max);
+    CHECK(to_nanoseconds(seconds(-9'223'372'036), "t") == -9'223'372'036'000'000'000ns);
+    CHECK(to_nanoseconds(seconds(-9'223'372'037), "t") == min);
+    CHECK(to_nanoseconds(seconds::max(), "t") == max);
+    CHECK(to_nanoseconds(seconds::min(), "t") == min);
+    CHECK(to_nanoseconds(hours::max(), "t") == max);
+    CHECK(to_nanoseconds(hours::min(), "t") == min);
+    CHECK(to_nanoseconds(seconds(20'211'507'185'753'197), "t") == max);
+    CHECK(to_nanoseconds(std::chrono::milliseconds::max(), "t") == max);
+    // Finer than a nanosecond: truncated toward zero, like duration_cast.
+    using picoseconds = duration<long long, std::pico>;
+    CHECK(to_nanoseconds(picoseconds(1'999), "t") == 1ns);
+    CHECK(to_nanoseconds(picoseconds(-1'999), "t") == -1ns);
+    CHECK(to_nanoseconds(picoseconds::max(), "t") ==
+          nanoseconds(picoseconds::max().count() / 1000));
+    // A period that is no whole number of nanoseconds.
+    using thirds = duration<long long, std::ratio<1, 3>>;
+    CHECK(to_nanoseconds(thirds(7), "t") == 2'333'333'333ns);
+    CHECK(to_nanoseconds(thirds(-7), "t") == -2'333'333'333ns);
+    CHECK(to_nanoseconds(thirds::max(), "t") == max);
+    CHECK(to_nanoseconds(thirds::min(), "t") == min);
+    // Unsigned and narrow representations.
+    CHECK(to_nanoseconds(duration<unsigned long long>(~0ULL), "t") == max);
+    CHECK(to_nanoseconds(duration<unsigned, std::ratio<3600>>(4'000'000'000U), "t") == max);
+    CHECK(to_nanoseconds(duration<unsigned char>(200), "t") == 200s);
+    CHECK(to_nanoseconds(duration<short, std::milli>(-5), "t") == -5ms);
+    // Floating point: exact enough when it fits, saturating beyond, infinity included.
+    CHECK(to_nanoseconds(duration<double>(1.5), "t") == 1'500'000'000ns);
+    CHECK(to_nanoseconds(duration<double>(1e300), "t") == max);
+    CHECK(to_nanoseconds(duration<double>(-1e300), "t") == min);
+    CHECK(to_nanoseconds(duration<double>(std::numeric_limits<double>::infinity()), "t") == max);
+    CHECK(to_nanoseconds(duration<float, std::ratio<3600>>(-std::numeric_limits<float>::infinity()),
+                         "t") == min);
+    CHECK(to_nanoseconds(duration<long double, std::pico>(1e30L), "t") == max);
+    // Only NaN throws, naming the argument; nothing else may.
+    const seconds s1{1};
+    const duration<double> d1{1.0};
+    STATIC_REQUIRE(noexcept(to_nanoseconds(s1, "t")));
+    STATIC_REQUIRE_FALSE(noexcept(to_nanoseconds(d1, "t")));
+    const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    CHECK_THROWS_WITH(to_nanoseconds(nan, "timeout"),
+                      Contains("timeout") && Contains("must be a number"));
+}
+
+TEST_CASE("ring: pop_for, push_for and block_timeout take any duration; coarse max() is no "
+          "limit") {
+    ring<int> q(4);
+    CHECK(q.push(1) == push_status::ok);
+    CHECK(q.push(2) == push_status::ok);
+    CHECK(q.push(3) == push_status::ok);
+    CHECK(q.pop_for(std::chrono::seconds::max()) == 1);
+    CHECK(q.pop_for(std::chrono::hours::max()) == 2);
+    CHECK(q.pop_for(std::chrono::seconds(20'211'507'185'753'197)) == 3);
+    std::stop_source stop;
+    stop.request_stop();
+    CHECK_FALSE(q.pop_for(std::chrono::hours::max(), stop.get_token()).has_value());
+    CHECK_THROWS_WITH(q.pop_for(std::chrono::hours::min()), Contains("timeout"));
+    CHECK_THROWS_WITH(q.pop_for(-1s, stop.get_token()), Contains("timeout"));
+
+    ring<int> b(1, overflow::block);
+    CHECK(b.push_for(1, std::chrono::seconds::max()) == push_status::ok); // room: no wait
+    CHECK(b.push_for(2, std::chrono::hours::max(), stop.get_token()) == push_status::cancelled);
+    CHECK_THROWS_WITH(b.push_for(2, std::chrono::hours::min()), Contains("timeout"));
+    CHECK_THROWS_WITH(b.push_for(2, -1s, stop.get_token()), Contains("timeout"));
+    CHECK(b.pop_for(std::chrono::hours::max()) == 1);
+
+    // A block_timeout beyond nanoseconds' range: blocks without a limit, so a full ring refuses
+    // push_for once its own (zero) timeout has run out rather than evicting.
+    ring<int> forever(1, overflow::block, std::chrono::hours::max());
+    CHECK(forever.try_push(1) == push_status::ok);
+    CHECK(forever.push_for(2, 0s) == push_status::rejected);
+    CHECK_THROWS_WITH(ring<int>(1, overflow::block, std::chrono::hours::min()),
+                      Contains("block_timeout"));
+}
+
+TEST_CASE("ring: a NaN timeout or block_timeout throws std::invalid_argument naming it") {
+    ring<int> q(2, overflow::block);
+    std::stop_source never;
+    const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    CHECK_THROWS_WITH(q.pop_for(nan), Contains("timeout"));
+    CHECK_THROWS_WITH(q.pop_for(nan, never.get_token()), Contains("timeout"));
+    CHECK_THROWS_WITH(q.push_for(1, nan), Contains("timeout"));
+    CHECK_THROWS_WITH(q.push_for(1, nan, never.get_token()), Contains("timeout"));
+    CHECK_THROWS_WITH(ring<int>(1, overflow::block, nan), Contains("block_timeout"));
+    CHECK(q.size() == 0);
+    CHECK(q.push_for(1, std::chrono::duration<double>(0.5)) == push_status::ok);
 }

@@ -353,3 +353,30 @@ TEST_CASE("sampled: several producers push through one sampler; counts stay exac
     CHECK(st.sampled_out == 3 * per_thread / 2);
     CHECK(st.pushed == st.popped + st.dropped + st.size);
 }
+
+TEST_CASE("sampled: push_for and pop_for take any duration; coarse max() means no limit") {
+    framepipe::ring<int> q(4, framepipe::overflow::block);
+    framepipe::sampled s(q, framepipe::every_n(1));
+    CHECK(s.push_for(10, std::chrono::seconds::max()) == push_status::ok);
+    std::stop_source stop;
+    stop.request_stop();
+    CHECK(s.push_for(11, std::chrono::hours::max(), stop.get_token()) == push_status::ok); // room
+    CHECK(s.pop_for(std::chrono::seconds::max()) == 10);
+    CHECK(s.pop_for(std::chrono::hours::max()) == 11);
+    CHECK(s.pop_for(std::chrono::hours::max(), stop.get_token()) == std::nullopt);
+    CHECK_THROWS_WITH(s.push_for(12, std::chrono::hours::min()), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(s.push_for(12, -1s, stop.get_token()), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(s.pop_for(std::chrono::hours::min()), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(s.pop_for(-1s, stop.get_token()), Catch::Contains("timeout"));
+}
+
+TEST_CASE("sampled: push_for and pop_for with a NaN timeout throw naming it") {
+    framepipe::ring<int> q(4, framepipe::overflow::block);
+    framepipe::sampled s(q, framepipe::every_n(1));
+    std::stop_source never;
+    const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    CHECK_THROWS_WITH(s.push_for(1, nan), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(s.push_for(1, nan, never.get_token()), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(s.pop_for(nan), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(s.pop_for(nan, never.get_token()), Catch::Contains("timeout"));
+}

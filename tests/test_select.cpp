@@ -43,6 +43,7 @@ inline void run() noexcept {
 #include <fstream>
 #include <functional>
 #include <latch>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -1240,4 +1241,27 @@ TEST_CASE("selector: stress, several producers and consumers, add and remove dur
         CHECK(cs.size == 0);
     }
     CHECK(sel.stats(ia)->dropped == 0); // oldest: nothing skipped
+}
+
+TEST_CASE("selector: pop_for takes any duration; coarse max() means no limit") {
+    ring<int> q(4);
+    selector<int> sel;
+    (void)sel.add(q, oldest);
+    (void)q.push(1);
+    (void)q.push(2);
+    CHECK(sel.pop_for(std::chrono::seconds::max())->item == 1);
+    CHECK(sel.pop_for(std::chrono::hours::max())->item == 2);
+    std::stop_source stop;
+    stop.request_stop();
+    CHECK_FALSE(sel.pop_for(std::chrono::hours::max(), stop.get_token()));
+    CHECK_THROWS_WITH(sel.pop_for(std::chrono::hours::min()), Contains("timeout"));
+    CHECK_THROWS_WITH(sel.pop_for(-1s, stop.get_token()), Contains("timeout"));
+}
+
+TEST_CASE("selector: pop_for with a NaN timeout throws naming it") {
+    selector<int> sel;
+    std::stop_source never;
+    const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    CHECK_THROWS_WITH(sel.pop_for(nan), Contains("timeout"));
+    CHECK_THROWS_WITH(sel.pop_for(nan, never.get_token()), Contains("timeout"));
 }

@@ -1490,3 +1490,30 @@ TEST_CASE("sliding_window: windows of fewer item bytes than a pointer allocate n
     CHECK(steady_allocations<int>(2, 1) == 0); // 8 bytes: the node's size
     CHECK(steady_allocations<char>(100, 30) == 0);
 }
+
+TEST_CASE("sliding_window: pop_for takes any duration; coarse max() means no limit") {
+    sliding_window<std::uint64_t> w(3, 1);
+    w.push(0);
+    w.push(1);
+    w.push(2);
+    auto got = w.pop_for(std::chrono::seconds::max());
+    REQUIRE(got.has_value());
+    check_window_of_seqs(*got, 2, 3);
+    w.push(3);
+    got = w.pop_for(std::chrono::hours::max());
+    REQUIRE(got.has_value());
+    check_window_of_seqs(*got, 3, 3);
+    std::stop_source stop;
+    stop.request_stop();
+    CHECK_FALSE(w.pop_for(std::chrono::hours::max(), stop.get_token()).has_value());
+    CHECK_THROWS_WITH(w.pop_for(std::chrono::hours::min()), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(w.pop_for(-1s, stop.get_token()), Catch::Contains("timeout"));
+}
+
+TEST_CASE("sliding_window: pop_for with a NaN timeout throws naming it") {
+    sliding_window<std::uint64_t> w(3, 1);
+    std::stop_source never;
+    const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    CHECK_THROWS_WITH(w.pop_for(nan), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(w.pop_for(nan, never.get_token()), Catch::Contains("timeout"));
+}

@@ -216,13 +216,16 @@ public:
         return sub_ ? sub_->channel.pop(std::move(stop)) : std::nullopt;
     }
 
-    // As pop(), waiting at most `timeout` (negative: std::invalid_argument naming timeout).
-    [[nodiscard]] std::optional<value_type> pop_for(std::chrono::nanoseconds timeout) {
+    // As pop(), waiting at most `timeout`, any std::chrono::duration (beyond nanoseconds' range,
+    // say seconds::max(): no limit; negative or NaN: std::invalid_argument naming timeout).
+    template <class Rep, class Period>
+    [[nodiscard]] std::optional<value_type> pop_for(std::chrono::duration<Rep, Period> timeout) {
         return sub_ ? sub_->channel.pop_for(timeout) : std::nullopt;
     }
 
     // As pop_for(), also ending when `stop` is requested.
-    [[nodiscard]] std::optional<value_type> pop_for(std::chrono::nanoseconds timeout,
+    template <class Rep, class Period>
+    [[nodiscard]] std::optional<value_type> pop_for(std::chrono::duration<Rep, Period> timeout,
                                                     std::stop_token stop) {
         return sub_ ? sub_->channel.pop_for(timeout, std::move(stop)) : std::nullopt;
     }

@@ -88,10 +88,12 @@ public:
     latest_slot() noexcept = default;
 
     // A slot whose value is discarded at pop (counted as expired) once older than `max_age`.
-    // Needs a `timestamped` T. Throws std::invalid_argument naming max_age when it is negative
-    // or T carries no capture time.
-    explicit latest_slot(std::chrono::nanoseconds max_age)
-        : latest_slot(latest_slot_options{.max_age = max_age}) {}
+    // Needs a `timestamped` T. Any std::chrono::duration (one beyond nanoseconds' range means no
+    // limit). Throws std::invalid_argument naming max_age when it is negative or NaN, or T
+    // carries no capture time.
+    template <class Rep, class Period>
+    explicit latest_slot(std::chrono::duration<Rep, Period> max_age)
+        : latest_slot(latest_slot_options{.max_age = detail::to_nanoseconds(max_age, "max_age")}) {}
 
     // The general form. max_age as above; drop_older_epochs refuses (rejected) a push whose value
     // comes from an older epoch (epoch_traits<T>: a live source's connection) than one already
@@ -170,15 +172,19 @@ public:
         return pop_impl(&stop, detail::no_deadline, true);
     }
 
-    // As pop(), waiting at most `timeout`. Throws std::invalid_argument naming timeout when it is
-    // negative.
-    [[nodiscard]] std::optional<T> pop_for(std::chrono::nanoseconds timeout) {
-        return pop_impl(nullptr, deadline_for(timeout), true);
+    // As pop(), waiting at most `timeout`. Any std::chrono::duration; one beyond nanoseconds' range
+    // (say seconds::max()) means no limit. Throws std::invalid_argument naming timeout when it is
+    // negative or NaN.
+    template <class Rep, class Period>
+    [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
+        return pop_impl(nullptr, deadline_for(detail::to_nanoseconds(timeout, "timeout")), true);
     }
 
     // As pop_for(), also ending when `stop` is requested.
-    [[nodiscard]] std::optional<T> pop_for(std::chrono::nanoseconds timeout, std::stop_token stop) {
-        return pop_impl(&stop, deadline_for(timeout), true);
+    template <class Rep, class Period>
+    [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout,
+                                           std::stop_token stop) {
+        return pop_impl(&stop, deadline_for(detail::to_nanoseconds(timeout, "timeout")), true);
     }
 
     // A copy of the unread value without consuming it; nullopt if there is none (or it has

@@ -399,10 +399,14 @@ public:
     }
 
     // Waits at most `timeout` for the source to reach a final state (ended, failed, stopped);
-    // true when it has. Any thread; parks.
-    [[nodiscard]] bool wait_for(std::chrono::nanoseconds timeout) {
-        detail::require_non_negative(timeout, "timeout");
-        return shared_->state_changed.park(nullptr, detail::deadline_after(timeout), [this] {
+    // true when it has. Any thread; parks. Any std::chrono::duration; one beyond nanoseconds' range
+    // (say seconds::max()) means no limit. Throws std::invalid_argument naming timeout when it is
+    // negative or NaN.
+    template <class Rep, class Period>
+    [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> timeout) {
+        const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
+        detail::require_non_negative(ns, "timeout");
+        return shared_->state_changed.park(nullptr, detail::deadline_after(ns), [this] {
                    return is_final(shared_->state.load(std::memory_order_seq_cst));
                }) == detail::wait_end::ready;
     }

@@ -824,8 +824,11 @@ public:
     // out of the graph at once, as if it had never been added (its output is not closed). Any
     // thread but the source's own; blocks up to `deadline`. Throws std::invalid_argument naming
     // `name` when there is no such stage or it is not a source, naming `deadline` when it is
-    // negative (nothing changes then); std::system_error if joining fails.
-    stop_report remove(std::string_view name, std::chrono::nanoseconds deadline) {
+    // negative or NaN (nothing changes then); std::system_error if joining fails. `deadline` is
+    // any std::chrono::duration; one beyond nanoseconds' range (say seconds::max()) means no limit.
+    template <class Rep, class Period>
+    stop_report remove(std::string_view name, std::chrono::duration<Rep, Period> deadline_in) {
+        const std::chrono::nanoseconds deadline = detail::to_nanoseconds(deadline_in, "deadline");
         detail::require_non_negative(deadline, "deadline");
         std::shared_ptr<detail::stage_entry> e;
         {
@@ -879,8 +882,11 @@ public:
 
     // Orderly stop that waits at most `deadline` for every stage to end. Stages still running
     // then are stopped at once and named in the report. Any thread; blocks up to the deadline.
-    // Throws std::invalid_argument naming deadline when it is negative.
-    stop_report request_stop(std::chrono::nanoseconds deadline) {
+    // Throws std::invalid_argument naming deadline when it is negative or NaN. Any
+    // std::chrono::duration; one beyond nanoseconds' range (say seconds::max()) means no limit.
+    template <class Rep, class Period>
+    stop_report request_stop(std::chrono::duration<Rep, Period> deadline_in) {
+        const std::chrono::nanoseconds deadline = detail::to_nanoseconds(deadline_in, "deadline");
         detail::require_non_negative(deadline, "deadline");
         (void)request_stop();
         if (wait_until(detail::deadline_after(deadline))) {
@@ -893,14 +899,17 @@ public:
 
     // Waits at most `timeout` for every stage to end (say, a finite source ran out and the rest
     // drained). true when they all have; then call wait() to join and see errors. Any thread;
-    // blocks. Throws std::invalid_argument naming timeout when it is negative, std::logic_error
-    // before start().
-    [[nodiscard]] bool wait_for(std::chrono::nanoseconds timeout) {
-        detail::require_non_negative(timeout, "timeout");
+    // blocks. Any std::chrono::duration; one beyond nanoseconds' range (say seconds::max()) means
+    // no limit. Throws std::invalid_argument naming timeout when it is negative or NaN,
+    // std::logic_error before start().
+    template <class Rep, class Period>
+    [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> timeout) {
+        const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
+        detail::require_non_negative(ns, "timeout");
         if (!started_) {
             throw std::logic_error("pipeline::wait_for: not started");
         }
-        return wait_until(detail::deadline_after(timeout));
+        return wait_until(detail::deadline_after(ns));
     }
 
     // Waits for every stage to end and joins the threads. Rethrows the first stage failure as

@@ -312,11 +312,14 @@ public:
         return core_->take(&stop, detail::no_deadline, true);
     }
 
-    // As acquire(), but nullptr after `timeout`. Throws std::invalid_argument naming timeout
-    // when it is negative.
-    [[nodiscard]] std::shared_ptr<T> acquire_for(std::chrono::nanoseconds timeout) {
-        detail::require_non_negative(timeout, "timeout");
-        return core_->take(nullptr, detail::deadline_after(timeout), true);
+    // As acquire(), but nullptr after `timeout`. Any std::chrono::duration; one beyond nanoseconds'
+    // range (say seconds::max()) means no limit. Throws std::invalid_argument naming timeout when
+    // it is negative or NaN.
+    template <class Rep, class Period>
+    [[nodiscard]] std::shared_ptr<T> acquire_for(std::chrono::duration<Rep, Period> timeout) {
+        const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
+        detail::require_non_negative(ns, "timeout");
+        return core_->take(nullptr, detail::deadline_after(ns), true);
     }
 
     // Number of objects. Any thread; wait-free.

@@ -80,9 +80,14 @@ public:
     // "Block, then drop": a full ring makes push wait up to `block_timeout` for room, then evict
     // the oldest item and accept the new one. Throws std::invalid_argument naming policy unless
     // it is overflow::block, naming block_timeout when it is negative, naming capacity as above.
-    ring(std::size_t capacity, overflow policy, std::chrono::nanoseconds block_timeout)
+    // block_timeout may be any std::chrono::duration: one beyond nanoseconds' range (say
+    // seconds::max()) means no limit; a floating-point NaN throws std::invalid_argument naming it.
+    template <class Rep, class Period>
+    ring(std::size_t capacity, overflow policy, std::chrono::duration<Rep, Period> block_timeout)
         : ring(ring_options{
-              .capacity = capacity, .policy = policy, .block_timeout = block_timeout}) {}
+              .capacity = capacity,
+              .policy = policy,
+              .block_timeout = detail::to_nanoseconds(block_timeout, "block_timeout")}) {}
 
     // The general form. Throws std::invalid_argument naming the offending field: capacity 0 (or
     // above 2^61); a block_timeout with a policy other than block; a negative block_timeout or
@@ -126,17 +131,22 @@ public:
 
     // As push(T), waiting at most `timeout` for room: then the item is refused (rejected,
     // counted as rejected), unless the ring's block_timeout ends first (it then evicts).
-    // Throws std::invalid_argument naming timeout when it is negative.
-    push_status push_for(T item, std::chrono::nanoseconds timeout) {
-        detail::require_non_negative(timeout, "timeout");
-        return push_impl(item, detail::push_wait{.give_up = detail::deadline_after(timeout)});
+    // Any std::chrono::duration; one beyond nanoseconds' range (say seconds::max()) means no
+    // limit. Throws std::invalid_argument naming timeout when it is negative or NaN.
+    template <class Rep, class Period>
+    push_status push_for(T item, std::chrono::duration<Rep, Period> timeout) {
+        const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
+        detail::require_non_negative(ns, "timeout");
+        return push_impl(item, detail::push_wait{.give_up = detail::deadline_after(ns)});
     }
 
     // As push_for(); also ends (cancelled) when `stop` is requested.
-    push_status push_for(T item, std::chrono::nanoseconds timeout, std::stop_token stop) {
-        detail::require_non_negative(timeout, "timeout");
+    template <class Rep, class Period>
+    push_status push_for(T item, std::chrono::duration<Rep, Period> timeout, std::stop_token stop) {
+        const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
+        detail::require_non_negative(ns, "timeout");
         return push_impl(item,
-                         detail::push_wait{.stop = &stop, .give_up = detail::deadline_after(timeout)});
+                         detail::push_wait{.stop = &stop, .give_up = detail::deadline_after(ns)});
     }
 
     // Takes the oldest item if there is one. Consumer threads (any; spsc_ring: one at a time).
@@ -165,16 +175,22 @@ public:
     }
 
     // As pop(), waiting at most `timeout`: nullopt when it runs out, or closed and drained.
-    // Throws std::invalid_argument naming timeout when it is negative.
-    [[nodiscard]] std::optional<T> pop_for(std::chrono::nanoseconds timeout) {
-        detail::require_non_negative(timeout, "timeout");
-        return impl_.pop(nullptr, detail::deadline_after(timeout), true);
+    // Any std::chrono::duration; one beyond nanoseconds' range (say seconds::max()) means no
+    // limit. Throws std::invalid_argument naming timeout when it is negative or NaN.
+    template <class Rep, class Period>
+    [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
+        const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
+        detail::require_non_negative(ns, "timeout");
+        return impl_.pop(nullptr, detail::deadline_after(ns), true);
     }
 
     // As pop_for(), also ending (nullopt) when `stop` is requested.
-    [[nodiscard]] std::optional<T> pop_for(std::chrono::nanoseconds timeout, std::stop_token stop) {
-        detail::require_non_negative(timeout, "timeout");
-        return impl_.pop(&stop, detail::deadline_after(timeout), true);
+    template <class Rep, class Period>
+    [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout,
+                                           std::stop_token stop) {
+        const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
+        detail::require_non_negative(ns, "timeout");
+        return impl_.pop(&stop, detail::deadline_after(ns), true);
     }
 
     // A copy of the item the next pop would return, left in place (items past max_age are

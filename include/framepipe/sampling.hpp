@@ -302,7 +302,8 @@ public:
         }
         return this->channel_.try_push(std::move(item));
     }
-    push_status push_for(value_type item, std::chrono::nanoseconds timeout)
+    template <class Rep, class Period>
+    push_status push_for(value_type item, std::chrono::duration<Rep, Period> timeout)
         requires requires(Channel& c, value_type v) { c.push_for(std::move(v), timeout); }
     {
         if (!admit(item)) {
@@ -310,7 +311,9 @@ public:
         }
         return this->channel_.push_for(std::move(item), timeout);
     }
-    push_status push_for(value_type item, std::chrono::nanoseconds timeout, std::stop_token stop)
+    template <class Rep, class Period>
+    push_status push_for(value_type item, std::chrono::duration<Rep, Period> timeout,
+                         std::stop_token stop)
         requires requires(Channel& c, value_type v, std::stop_token s) {
             c.push_for(std::move(v), timeout, std::move(s));
         }

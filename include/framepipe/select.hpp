@@ -509,18 +509,23 @@ public:
         return pop_impl(&stop, detail::no_deadline, true, {});
     }
 
-    // As pop(), waiting at most `timeout`. Throws std::invalid_argument naming timeout when it
-    // is negative.
-    [[nodiscard]] std::optional<selected<T>> pop_for(std::chrono::nanoseconds timeout) {
-        detail::require_non_negative(timeout, "timeout");
-        return pop_impl(nullptr, detail::deadline_after(timeout), true, {});
+    // As pop(), waiting at most `timeout`. Any std::chrono::duration; one beyond nanoseconds' range
+    // (say seconds::max()) means no limit. Throws std::invalid_argument naming timeout when it is
+    // negative or NaN.
+    template <class Rep, class Period>
+    [[nodiscard]] std::optional<selected<T>> pop_for(std::chrono::duration<Rep, Period> timeout) {
+        const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
+        detail::require_non_negative(ns, "timeout");
+        return pop_impl(nullptr, detail::deadline_after(ns), true, {});
     }
 
     // As pop_for(), also ending when `stop` is requested.
-    [[nodiscard]] std::optional<selected<T>> pop_for(std::chrono::nanoseconds timeout,
+    template <class Rep, class Period>
+    [[nodiscard]] std::optional<selected<T>> pop_for(std::chrono::duration<Rep, Period> timeout,
                                                      std::stop_token stop) {
-        detail::require_non_negative(timeout, "timeout");
-        return pop_impl(&stop, detail::deadline_after(timeout), true, {});
+        const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
+        detail::require_non_negative(ns, "timeout");
+        return pop_impl(&stop, detail::deadline_after(ns), true, {});
     }
 
     // No more inputs may be added; consumers go on until every input has finished or been

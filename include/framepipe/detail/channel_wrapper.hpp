@@ -34,12 +34,14 @@ public:
     }
     [[nodiscard]] auto pop() { return channel_.pop(); }
     [[nodiscard]] auto pop(std::stop_token stop) { return channel_.pop(std::move(stop)); }
-    [[nodiscard]] auto pop_for(std::chrono::nanoseconds timeout)
+    template <class Rep, class Period>
+    [[nodiscard]] auto pop_for(std::chrono::duration<Rep, Period> timeout)
         requires requires(Channel& c) { c.pop_for(timeout); }
     {
         return channel_.pop_for(timeout);
     }
-    [[nodiscard]] auto pop_for(std::chrono::nanoseconds timeout, std::stop_token stop)
+    template <class Rep, class Period>
+    [[nodiscard]] auto pop_for(std::chrono::duration<Rep, Period> timeout, std::stop_token stop)
         requires requires(Channel& c) { c.pop_for(timeout, std::move(stop)); }
     {
         return channel_.pop_for(timeout, std::move(stop));

@@ -54,6 +54,7 @@
 #include <framepipe/channel.hpp>
 #include <framepipe/live_source.hpp>
 #include <framepipe/snapshot.hpp>
+#include <framepipe/detail/deadline.hpp>
 #include <framepipe/transport/detail/common.hpp>
 #include <framepipe/transport/detail/envelope.hpp>
 
@@ -648,12 +649,16 @@ public:
 
     // The end-of-run accounting, within `timeout` in all: flushes what is buffered (while
     // connected), parks for the receipts still outstanding, then counts the rest as lost. Any
-    // thread. Throws std::invalid_argument for a negative timeout.
-    void settle(std::chrono::nanoseconds timeout) {
+    // thread. Any std::chrono::duration; one beyond nanoseconds' range (say seconds::max()) means
+    // no limit. Throws std::invalid_argument for a negative or NaN timeout.
+    template <class Rep, class Period>
+    void settle(std::chrono::duration<Rep, Period> timeout_in) {
+        const std::chrono::nanoseconds timeout =
+            ::framepipe::detail::to_nanoseconds(timeout_in, "timeout");
         if (timeout < std::chrono::nanoseconds::zero()) {
             throw std::invalid_argument("timeout: must not be negative");
         }
-        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        const auto deadline = ::framepipe::detail::deadline_after(timeout);
         const auto flush_ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout);
         if (flush_ms.count() > 0 && nc_.connected()) {
             (void)natsConnection_FlushTimeout(nc_.get(), flush_ms.count());
