@@ -14,7 +14,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <fstream>
 #include <latch>
 #include <limits>
 #include <memory>
@@ -28,6 +27,8 @@
 #if defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "support/thread_state.hpp"
 #endif
 
 using namespace std::chrono_literals;
@@ -1081,19 +1082,7 @@ TEST_CASE("live_source: stop() ends a publish into a broadcaster that waits for 
 
 #if defined(__linux__)
 
-namespace {
-
-// The scheduler state of thread `tid` of this process: 'R' running or runnable, 'S' asleep (a
-// futex wait, say), ...; '?' when it cannot be read.
-char thread_state(long tid) {
-    std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/stat");
-    std::string stat;
-    std::getline(f, stat);
-    const auto paren = stat.rfind(')'); // the name, in parentheses, may hold anything
-    return paren != std::string::npos && paren + 2 < stat.size() ? stat[paren + 2] : '?';
-}
-
-} // namespace
+using framepipe_test::thread_state;
 
 TEST_CASE("live_source: stop() sleeps while it waits for a push that ignores the stop token") {
     // stop() must wait for a push into `out` under way (`out` must outlive it); one that ignores

@@ -30,6 +30,9 @@ inline void run() noexcept {
 #include <catch2/catch.hpp>
 
 #include "support/lifetime.hpp"
+#if defined(__linux__)
+#include "support/thread_state.hpp"
+#endif
 
 #include <atomic>
 #include <csignal>
@@ -50,7 +53,6 @@ inline void run() noexcept {
 #include <vector>
 
 #if defined(__linux__)
-#include <fstream>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -2359,27 +2361,7 @@ TEST_CASE("ring (locked): a woken producer whose move throws passes its wake-up 
 #if defined(__linux__)
 namespace {
 
-// Whether thread `tid` sleeps in a futex wait on a word inside [object, object + size), from
-// /proc/self/task/<tid>/syscall (the system call a blocked thread is in, and its arguments, the
-// futex word's address first); nullopt when /proc does not say.
-std::optional<bool> futex_waiting_in(long tid, const void* object, std::size_t size) {
-    std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
-    std::string call;
-    std::string word;
-    if (!(in >> call)) {
-        return std::nullopt;
-    }
-    bool futex = call == std::to_string(SYS_futex);
-#if defined(SYS_futex_time64)
-    futex = futex || call == std::to_string(SYS_futex_time64); // 32-bit targets (wait.hpp)
-#endif
-    if (!futex || !(in >> word)) {
-        return false; // running, or in another call
-    }
-    const auto at = static_cast<std::uintptr_t>(std::stoull(word, nullptr, 16));
-    const auto begin = reinterpret_cast<std::uintptr_t>(object);
-    return at >= begin && at - begin < size;
-}
+using framepipe_test::futex_waiting_in;
 
 // Waits (yielding, no sleep) until thread *tid has parked on a futex inside `object`; false when
 // /proc cannot tell (the caller then gives up on the test). The threads are started one at a

@@ -34,6 +34,9 @@ inline void run() noexcept {
 #include <catch2/catch.hpp>
 
 #include "support/lifetime.hpp"
+#if defined(__linux__)
+#include "support/thread_state.hpp"
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -677,16 +680,9 @@ TEST_CASE("selector: the last item of a closed channel, lost to a throwing move,
 #if defined(__linux__)
 namespace {
 
-// A thread's scheduler state ('R' running, 'S' sleeping, ...) and its voluntary context switches,
-// from /proc.
-char thread_state(long tid) {
-    std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
-    std::string line;
-    std::getline(in, line);
-    const auto at = line.rfind(')');
-    return at == std::string::npos || at + 2 >= line.size() ? '?' : line[at + 2];
-}
+using framepipe_test::thread_state;
 
+// A thread's voluntary context switches, from /proc.
 long voluntary_switches(long tid) {
     std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/status");
     std::string key;
@@ -994,27 +990,7 @@ TEST_CASE("selector: no lost wake-up: add() racing a push, for every notifier ki
 #if defined(__linux__)
 namespace {
 
-// Whether thread `tid` sleeps in a futex wait on a word inside [object, object + size), from
-// /proc/self/task/<tid>/syscall (the system call a blocked thread is in, and its arguments, the
-// futex word's address first); nullopt when /proc does not say.
-std::optional<bool> futex_waiting_in(long tid, const void* object, std::size_t size) {
-    std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
-    std::string call;
-    std::string word;
-    if (!(in >> call)) {
-        return std::nullopt;
-    }
-    bool futex = call == std::to_string(SYS_futex);
-#if defined(SYS_futex_time64)
-    futex = futex || call == std::to_string(SYS_futex_time64); // 32-bit targets (wait.hpp)
-#endif
-    if (!futex || !(in >> word)) {
-        return false; // running, or in another call
-    }
-    const auto at = static_cast<std::uintptr_t>(std::stoull(word, nullptr, 16));
-    const auto begin = reinterpret_cast<std::uintptr_t>(object);
-    return at >= begin && at - begin < size;
-}
+using framepipe_test::futex_waiting_in;
 
 } // namespace
 

@@ -5,6 +5,7 @@
 #include "common/testing/child_process.hpp"
 #include "common/testing/http_client.hpp"
 #include "common/testing/temp_dir.hpp"
+#include "common/testing/ws_frames.hpp"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -182,20 +183,8 @@ TEST_CASE("class labels that are not UTF-8 (a Latin-1 --classes file): the UI st
     t::ws_client ws(static_cast<unsigned short>(std::stoi(*where)));
     // The meta text of the first frame drawn with boxes. Before the fix the UI stage threw
     // (json type_error 316) on that frame: the program stopped (exit 1) and the socket closed.
-    json boxes;
     std::string why;
-    try {
-        for (int i = 0; i < 2000 && boxes.empty(); ++i) {
-            const auto m = ws.read();
-            const auto j = json::parse(m.data, nullptr, false);
-            if (!m.binary && j.is_object() && j.value("type", "") == "frame") {
-                REQUIRE(j.at("boxes").is_array());
-                boxes = j.at("boxes");
-            }
-        }
-    } catch (const std::exception& e) { // the socket closed: the program has stopped
-        why = e.what();
-    }
+    const json boxes = t::first_frame_boxes(ws, why);
     if (boxes.empty()) {
         server.terminate();
         const int code = server.wait();

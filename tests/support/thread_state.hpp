@@ -1,0 +1,49 @@
+// tests/support/thread_state.hpp - what another thread of this process is doing, read from
+// /proc/self/task/<tid>: whether it sleeps in a futex wait on a given object, and its scheduler
+// state. For tests that must know a thread has parked (or sleeps) without sleeping themselves.
+// Linux only.
+#pragma once
+
+#include <sys/syscall.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <fstream>
+#include <optional>
+#include <string>
+
+namespace framepipe_test {
+
+// Whether thread `tid` sleeps in a futex wait on a word inside [object, object + size), from
+// /proc/self/task/<tid>/syscall (the system call a blocked thread is in, and its arguments, the
+// futex word's address first); nullopt when /proc does not say.
+inline std::optional<bool> futex_waiting_in(long tid, const void* object, std::size_t size) {
+    std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
+    std::string call;
+    std::string word;
+    if (!(in >> call)) {
+        return std::nullopt;
+    }
+    bool futex = call == std::to_string(SYS_futex);
+#if defined(SYS_futex_time64)
+    futex = futex || call == std::to_string(SYS_futex_time64); // 32-bit targets (wait.hpp)
+#endif
+    if (!futex || !(in >> word)) {
+        return false; // running, or in another call
+    }
+    const auto at = static_cast<std::uintptr_t>(std::stoull(word, nullptr, 16));
+    const auto begin = reinterpret_cast<std::uintptr_t>(object);
+    return at >= begin && at - begin < size;
+}
+
+// The scheduler state of thread `tid` of this process: 'R' running or runnable, 'S' asleep (a
+// futex wait, say), ...; '?' when it cannot be read.
+inline char thread_state(long tid) {
+    std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/stat");
+    std::string stat;
+    std::getline(f, stat);
+    const auto paren = stat.rfind(')'); // the name, in parentheses, may hold anything
+    return paren != std::string::npos && paren + 2 < stat.size() ? stat[paren + 2] : '?';
+}
+
+} // namespace framepipe_test
