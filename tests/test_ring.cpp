@@ -2361,27 +2361,7 @@ TEST_CASE("ring (locked): a woken producer whose move throws passes its wake-up 
 #if defined(__linux__)
 namespace {
 
-using framepipe_test::futex_waiting_in;
-
-// Waits (yielding, no sleep) until thread *tid has parked on a futex inside `object`; false when
-// /proc cannot tell (the caller then gives up on the test). The threads are started one at a
-// time, so the only futex inside `object` one of them can sleep on is the event count it waits
-// on (the ring's mutex is never contended meanwhile).
-template <class Object>
-bool wait_until_parked_in(const std::atomic<long>& tid, const Object& object) {
-    for (;;) {
-        if (const long t = tid.load(); t != 0) {
-            const auto parked = futex_waiting_in(t, &object, sizeof object);
-            if (!parked) {
-                return false;
-            }
-            if (*parked) {
-                return true;
-            }
-        }
-        std::this_thread::yield();
-    }
-}
+using framepipe_test::wait_until_parked_in;
 
 // Only a hang guard: a consumer or producer stranded by a lost wake-up is stopped after it, and
 // the test fails on what it returned; nothing waits this long when the library is right.

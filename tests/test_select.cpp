@@ -990,7 +990,7 @@ TEST_CASE("selector: no lost wake-up: add() racing a push, for every notifier ki
 #if defined(__linux__)
 namespace {
 
-using framepipe_test::futex_waiting_in;
+using framepipe_test::wait_until_parked_in;
 
 } // namespace
 
@@ -1031,20 +1031,10 @@ TEST_CASE("selector: a consumer whose stop lands just after its wait returned re
         // One at a time, each until it sleeps on a futex inside the selector: the first is
         // parked before the second starts, so the selector's lock is never contended and the
         // only futex there either can sleep on is the selector's event count.
-        for (;;) {
-            const long t = tids[i].load();
-            const auto parked = t == 0 ? std::optional<bool>(false)
-                                       : futex_waiting_in(t, &sel, sizeof sel);
-            if (!parked) {
-                WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; "
-                     "skipped");
-                finish();
-                return;
-            }
-            if (*parked) {
-                break;
-            }
-            std::this_thread::yield();
+        if (!wait_until_parked_in(tids[i], sel)) {
+            WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; skipped");
+            finish();
+            return;
         }
     }
     after_wait_hook::armed = true;

@@ -6,11 +6,13 @@
 
 #include <sys/syscall.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <fstream>
 #include <optional>
 #include <string>
+#include <thread>
 
 namespace framepipe_test {
 
@@ -34,6 +36,26 @@ inline std::optional<bool> futex_waiting_in(long tid, const void* object, std::s
     const auto at = static_cast<std::uintptr_t>(std::stoull(word, nullptr, 16));
     const auto begin = reinterpret_cast<std::uintptr_t>(object);
     return at >= begin && at - begin < size;
+}
+
+// Waits (yielding, no sleep) until thread `tid` (0 until the thread has stored it) sleeps in a
+// futex wait inside `object`; false when /proc cannot tell (the caller then gives up on its
+// test). Start the waiting threads one at a time, so that the only futex inside `object` one of
+// them can sleep on is the event count it waits on.
+template <class Object>
+bool wait_until_parked_in(const std::atomic<long>& tid, const Object& object) {
+    for (;;) {
+        if (const long t = tid.load(); t != 0) {
+            const auto parked = futex_waiting_in(t, &object, sizeof object);
+            if (!parked) {
+                return false;
+            }
+            if (*parked) {
+                return true;
+            }
+        }
+        std::this_thread::yield();
+    }
 }
 
 // The scheduler state of thread `tid` of this process: 'R' running or runnable, 'S' asleep (a
