@@ -25,6 +25,25 @@ inline void run() noexcept {
 } // namespace after_wait_hook
 #define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ::after_wait_hook::run()
 
+// The second seam: spsc_ring's consumer calls it inside a claim made without the CAS. When a
+// test arms it (the plain/CAS switching stress below), the next such claim stays open while
+// the consumer spins about a hundred microseconds, longer than the producer's heavy barrier, so
+// that the producer's first eviction lands inside the claim.
+namespace plain_claim_hook {
+inline std::atomic<bool> hold_next{false}; // armed: hold the next plain claim open
+inline std::atomic<unsigned> held{0};      // plain claims held open so far
+inline std::atomic<unsigned> sink{0};
+inline void run() noexcept {
+    if (hold_next.load(std::memory_order_relaxed) && hold_next.exchange(false)) {
+        held.fetch_add(1);
+        for (int i = 0; i < 200'000; ++i) {
+            (void)sink.load(std::memory_order_relaxed); // an atomic load: the compiler keeps it
+        }
+    }
+}
+} // namespace plain_claim_hook
+#define FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK() ::plain_claim_hook::run()
+
 #include <framepipe/ring.hpp>
 
 #include <catch2/catch.hpp>
@@ -2068,6 +2087,178 @@ TEST_CASE("spsc_ring: peek on the consumer's thread while the producer evicts") 
     CHECK(genuine);
     CHECK(increasing);
     check_identities(r.stats());
+}
+
+TEST_CASE("spsc_ring: pops claim by CAS from the first eviction until the ring has been calm") {
+    // Before the ring first fills, a drop_oldest pop takes its item with plain stores, as the
+    // other policies do; the first eviction switches the pops to the CAS, and 64 of the
+    // producer's re-reads of the head that find the ring at most half full, with no eviction
+    // between them, switch them back. A re-read comes once per lap (when the producer's copy of
+    // the head says full).
+    using framepipe::detail::ring_access;
+    const ring_options options[] = {
+        {.capacity = 4, .policy = overflow::drop_oldest},
+        {.capacity = 1, .policy = overflow::drop_oldest},
+        {.capacity = 4, .policy = overflow::block, .block_timeout = 0ns},
+    };
+    for (const auto& o : options) {
+        CAPTURE(o.capacity, framepipe::to_string(o.policy));
+        framepipe::spsc_ring<int> r(o);
+        int next = 0;
+        std::uint64_t evictions = 0;
+        const auto lockstep = [&](std::size_t laps) { // push one, pop it
+            for (std::size_t i = 0; i < laps * o.capacity; ++i) {
+                REQUIRE(r.push(next++) == push_status::ok);
+                REQUIRE(r.try_pop() == next - 1);
+            }
+        };
+        lockstep(200);
+        CHECK_FALSE(ring_access::spsc_claims_by_cas(r)); // never full: never the CAS
+        for (int round = 0; round < 3; ++round) {
+            for (std::size_t i = 0; i < o.capacity; ++i) {
+                REQUIRE(r.push(next++) == push_status::ok);
+            }
+            CHECK_FALSE(ring_access::spsc_claims_by_cas(r)); // full is not yet an eviction
+            REQUIRE(r.push(next++) == push_status::evicted);
+            ++evictions;
+            CHECK(ring_access::spsc_claims_by_cas(r));
+            for (std::size_t i = 0; i < o.capacity; ++i) {
+                REQUIRE(r.try_pop() == next - static_cast<int>(o.capacity) + static_cast<int>(i));
+            }
+            lockstep(60); // fewer than 64 calm laps
+            CHECK(ring_access::spsc_claims_by_cas(r));
+            lockstep(8);
+            CHECK_FALSE(ring_access::spsc_claims_by_cas(r));
+        }
+        CHECK(r.stats().evicted == evictions);
+        check_identities(r.stats());
+    }
+    SECTION("the policies that never evict never claim by CAS") {
+        framepipe::spsc_ring<int> r({.capacity = 2, .policy = overflow::drop_newest});
+        for (int i = 0; i < 100; ++i) {
+            (void)r.push(i);
+            (void)r.push(i);
+            (void)r.push(i);
+            (void)r.try_pop();
+        }
+        CHECK_FALSE(ring_access::spsc_claims_by_cas(r));
+    }
+}
+
+TEST_CASE("spsc_ring: stress, drop_oldest switching between plain and CAS claims") {
+    // The producer alternates overflows with calm stretches in which it waits for each item to
+    // be taken, so that the pops switch between plain and CAS claims hundreds of times. Every
+    // item is delivered or evicted exactly once (a claim overtaken by an eviction would deliver
+    // an evicted item, or deliver one twice), in order. Three kinds of overflow take turns:
+    // - held: the consumer holds still (it says so first), so that the burst certainly evicts;
+    // - a claim held open: the consumer's next plain claim stays open (the test seam above)
+    //   while the producer fills the ring and makes its first eviction, which must wait for the
+    //   claim to end (it then finds room and stores without evicting);
+    // - flat out: the consumer pops through the burst, and a first eviction races a pop.
+    // The pushes sample the switch from the producer's thread, so the test knows it happened.
+    for (const std::size_t capacity : {std::size_t{1}, std::size_t{2}, std::size_t{3}}) {
+        CAPTURE(capacity);
+        framepipe::spsc_ring<std::uint64_t> r(
+            {.capacity = capacity, .policy = overflow::drop_oldest});
+        constexpr int episodes = 300;
+        std::atomic<std::uint64_t> taken{0}; // items the consumer has popped
+        std::atomic<bool> hold{false};       // the consumer is asked to stop popping
+        std::atomic<bool> holding{false};    // it has
+        std::atomic<bool> done{false};
+        std::vector<std::uint64_t> delivered;
+        std::thread consumer([&] {
+            for (;;) {
+                if (hold.load(std::memory_order_acquire)) {
+                    holding.store(true, std::memory_order_release);
+                    while (hold.load(std::memory_order_acquire)) {
+                        std::this_thread::yield();
+                    }
+                    holding.store(false, std::memory_order_release);
+                }
+                if (auto v = r.try_pop()) {
+                    delivered.push_back(*v);
+                    taken.fetch_add(1, std::memory_order_release);
+                } else if (done.load(std::memory_order_acquire)) {
+                    if (auto last = r.try_pop()) { // pushed before done was set
+                        delivered.push_back(*last);
+                        taken.fetch_add(1);
+                        continue;
+                    }
+                    return;
+                } else {
+                    std::this_thread::yield(); // on one core, the producer's turn
+                }
+            }
+        });
+        std::uint64_t pushed = 0;
+        std::uint64_t evicted = 0;
+        int switches_on = 0;
+        int switches_off = 0;
+        bool was_cas = false;
+        const auto push_one = [&] {
+            evicted += r.push(pushed++) == push_status::evicted ? 1U : 0U;
+            const bool cas = framepipe::detail::ring_access::spsc_claims_by_cas(r);
+            switches_on += (cas && !was_cas) ? 1 : 0;
+            switches_off += (!cas && was_cas) ? 1 : 0;
+            was_cas = cas;
+        };
+        const auto wait_until_all_taken = [&] {
+            while (taken.load(std::memory_order_acquire) + evicted < pushed) {
+                std::this_thread::yield();
+            }
+        };
+        for (int e = 0; e < episodes; ++e) {
+            wait_until_all_taken();
+            switch (e % 3) {
+            case 0: // held
+                hold.store(true, std::memory_order_release);
+                while (!holding.load(std::memory_order_acquire)) {
+                    std::this_thread::yield();
+                }
+                for (std::size_t i = 0; i < capacity + 2; ++i) {
+                    push_one();
+                }
+                hold.store(false, std::memory_order_release);
+                break;
+            case 1: { // a claim held open
+                // The calm stretch before has switched the claims back to plain (else the
+                // pop below claims by CAS and never reaches the seam: no hold then).
+                const bool plain = !framepipe::detail::ring_access::spsc_claims_by_cas(r);
+                CHECK(plain);
+                const unsigned before = plain_claim_hook::held.load();
+                plain_claim_hook::hold_next.store(plain);
+                push_one();
+                while (plain && plain_claim_hook::held.load() == before) { // the claim began
+                    std::this_thread::yield();
+                }
+                for (std::size_t i = 0; i < capacity; ++i) { // the last one finds the ring full
+                    push_one();
+                }
+                break;
+            }
+            default: // flat out
+                for (std::size_t i = 0; i < 8 * capacity + 2; ++i) {
+                    push_one();
+                }
+                break;
+            }
+            // Calm: each item is taken before the next push, for more than 64 laps.
+            for (std::size_t i = 0; i < 70 * capacity; ++i) {
+                wait_until_all_taken();
+                push_one();
+            }
+        }
+        done.store(true, std::memory_order_release);
+        consumer.join();
+        CHECK(delivered.size() + evicted == pushed);
+        CHECK(r.stats().evicted == evicted);
+        CHECK(std::is_sorted(delivered.begin(), delivered.end()));
+        CHECK(std::adjacent_find(delivered.begin(), delivered.end()) == delivered.end());
+        // Every held burst and every claim held open switches to the CAS (the latter before it
+        // waits), and every calm stretch switches back.
+        CHECK(switches_on >= 2 * episodes / 3);
+        CHECK(switches_off >= 2 * episodes / 3);
+    }
 }
 
 TEST_CASE("spsc_ring: close from a third thread wakes a parked consumer and a parked producer") {

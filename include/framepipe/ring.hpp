@@ -326,6 +326,15 @@ struct ring_access {
         static_assert(ring<T>::is_lock_free, "push_keeping_victim: for a lock-free ring<T>");
         return r.push_impl(item, push_wait{.stop = stop}, &victim);
     }
+
+    // Whether the lock-free spsc_ring's pops claim their items by CAS now: from an eviction
+    // until the ring has been calm a while (detail/spsc_lockfree_ring.hpp). For tests. Any thread.
+    template <class T>
+    [[nodiscard]] static bool spsc_claims_by_cas(const ring<T, concurrency::spsc>& r) noexcept {
+        static_assert(ring<T, concurrency::spsc>::is_lock_free,
+                      "spsc_claims_by_cas: for a lock-free spsc_ring<T>");
+        return r.impl_.claims_by_cas();
+    }
 };
 
 } // namespace detail

@@ -37,7 +37,7 @@ namespace framepipe::detail {
 // waiter pays a membarrier system call before it parks; see asymmetric_barrier).
 //
 // drop_oldest (and block after its block_timeout) makes the producer evict from the consumer's
-// end. The two sides then agree through head_ alone:
+// end. While it may evict, the two sides agree through head_ alone:
 // - the consumer claims the item at h by a CAS of head_ from h to h | busy_bit, moves it out, and
 //   stores h + 1;
 // - an evicting producer (full: tail == h + capacity) advances head_ from h to h + 1 by CAS, which
@@ -46,6 +46,18 @@ namespace framepipe::detail {
 // So an item is taken by exactly one of the two. A producer that finds busy_bit set waits for the
 // consumer's few instructions (a move), after which the ring has room. Under the other policies
 // the producer never writes head_, and the consumer's claim is a plain load and store.
+//
+// Until the ring first fills, a drop_oldest consumer claims as the other policies do, without
+// the CAS, and the producer says when that ends: before its first eviction it sets evicting_ and
+// runs asymmetric_barrier::heavy(). The consumer stores claiming_ = true, then reads evicting_
+// (light() between them), and takes the item with plain stores only if it is false. After the
+// heavy barrier, either the consumer's claiming_ is visible to the producer, which then waits
+// for it to clear before it reads head_, or the consumer's read comes after the barrier, sees
+// true and claims by CAS. The producer clears evicting_ again after calm_laps re-reads of head_
+// that find the ring at most half full with no eviction between them (a consumer inside a pop
+// cannot be overtaken by that: while it is stalled, an eviction keeps the ring full). So a
+// stream that overflowed once pays the CAS only while it keeps overflowing, plus one heavy
+// barrier per overflow episode.
 //
 // close() may come from any thread. A push announces itself in pushing_ before it reads closed_;
 // a consumer that finds the ring closed and empty runs asymmetric_barrier::heavy() and waits for
@@ -205,6 +217,12 @@ public:
         });
     }
 
+    // Whether a pop now claims its item by CAS, because the producer may evict (see the class
+    // comment); false for the policies that never evict. For tests (ring_access). Any thread.
+    [[nodiscard]] bool claims_by_cas() const noexcept {
+        return evicting_.load(std::memory_order_relaxed);
+    }
+
     // The event count consumers wait on for an item, for a selector's listener (select.hpp).
     [[nodiscard]] event_count& readable_event() noexcept { return not_empty_; }
 
@@ -239,7 +257,40 @@ private:
         }
         // Acquire: the consumer's store of head_ follows its move out of the slot we will reuse.
         head_cache_ = head_.load(std::memory_order_acquire) & ~busy_bit;
+        if (evicting_mine_ && t - head_cache_ <= capacity_ / 2) [[unlikely]] {
+            note_calm();
+        }
         return t - head_cache_ < capacity_;
+    }
+
+    // The producer, evicting_ set, has just re-read head_ and found the ring at most half full:
+    // after calm_laps such re-reads with no eviction between them, the consumer may claim without
+    // the CAS again (see the class comment).
+    FRAMEPIPE_NOINLINE void note_calm() noexcept {
+        if (++calm_ >= calm_laps) {
+            evicting_mine_ = false;
+            // Relaxed: the consumer may go on claiming by CAS for a while; nothing to publish.
+            evicting_.store(false, std::memory_order_relaxed);
+        }
+    }
+
+    // The producer, about to evict: from here on the consumer claims by CAS, and a claim it made
+    // without one is over (see the class comment). While evicting_ stays set, no pop can start a
+    // plain claim, so only the first eviction of an episode waits for one to end.
+    void begin_evicting() noexcept {
+        calm_ = 0;
+        if (evicting_mine_) [[likely]] {
+            return;
+        }
+        evicting_mine_ = true;
+        evicting_.store(true, std::memory_order_relaxed);
+        asymmetric_barrier::heavy(); // pairs with the consumer's light() in take_one()
+        unsigned spins = 0;
+        // Acquire: pairs with the release that ends a claim; the consumer's move out of the slot
+        // and its store of head_ are visible after it.
+        while (claiming_.load(std::memory_order_acquire)) {
+            backoff(spins); // a pop that claimed without the CAS: a few instructions
+        }
     }
 
     // Exact predicate of a producer parked under overflow::block.
@@ -267,6 +318,7 @@ private:
     // The ring is full (as far as the cached head says) under drop_oldest or a timed-out block:
     // evict the item of t - capacity unless the consumer frees its slot first.
     push_status evict_and_store(std::uint64_t t, T& item, std::optional<T>& victim) noexcept {
+        begin_evicting();
         unsigned spins = 0;
         for (;;) {
             std::uint64_t h = head_.load(std::memory_order_acquire);
@@ -388,16 +440,38 @@ private:
                     return std::nullopt;
                 }
             }
-            if (evicts_ && !head_.compare_exchange_weak(h, h | busy_bit,
+            bool claimed_plain = false;
+            if (evicts_) {
+                // Relaxed loads of evicting_: see the class comment. While it is set, claim by
+                // CAS; else announce the claim, then look again (light() keeps that load below
+                // the store, and the producer's heavy() orders the two for it).
+                bool plain = !evicting_.load(std::memory_order_relaxed);
+                if (plain) {
+                    claiming_.store(true, std::memory_order_relaxed);
+                    asymmetric_barrier::light();
+                    plain = !evicting_.load(std::memory_order_relaxed);
+                    if (!plain) {
+                        claiming_.store(false, std::memory_order_relaxed); // nothing touched yet
+                    }
+                }
+                if (plain) [[likely]] {
+                    claimed_plain = true;
+                    FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK();
+                } else if (!head_.compare_exchange_weak(h, h | busy_bit,
                                                         std::memory_order_acquire,
                                                         std::memory_order_relaxed)) {
-                continue; // the producer evicted the item of h: look again
+                    continue; // the producer evicted the item of h: look again
+                }
             }
             slot& s = slot_of(h);
             T item(std::move(*s.item())); // noexcept: this ring is for a noexcept-move T
             s.item()->~T();
             // Release: the producer that reads this head reuses the slot after our move.
             head_.store(h + 1, std::memory_order_release);
+            if (claimed_plain) {
+                // Release: an evicting producer that reads false sees the move and head_ above.
+                claiming_.store(false, std::memory_order_release);
+            }
             if (policy_ == overflow::block) {
                 not_full_.notify_one_asymmetric();
             }
@@ -434,15 +508,22 @@ private:
     const std::optional<std::chrono::nanoseconds> block_timeout_;
     const std::optional<std::chrono::nanoseconds> max_age_;
     const std::unique_ptr<slot[]> slots_;
+    // Re-reads of head_ at most half full, with no eviction between them, after which the
+    // consumer claims without the CAS again: a heavy barrier (microseconds) is paid at most once
+    // per calm_laps laps of the ring.
+    static constexpr unsigned calm_laps = 64;
 
     // tail_ alone on its line: written by every push, polled by a consumer that has caught up.
     // Anything else the producer writes per push lives on the next line, so that those writes
     // never have to take the line back from a polling consumer.
     alignas(cache_line) std::atomic<std::uint64_t> tail_{0};
     // The producer's private line: pushing_ (written twice per push, read by the consumer only
-    // after a close) and the producer's copy of head_.
+    // after a close), the producer's copy of head_, and its own copy of evicting_ with the count
+    // of calm re-reads (see note_calm()).
     alignas(cache_line) std::atomic<bool> pushing_{false};
     std::uint64_t head_cache_ = 0;
+    bool evicting_mine_ = false;
+    unsigned calm_ = 0;
     // A thread is inside push (see role). In the layout whether or not the checks are on, so that
     // translation units built with and without NDEBUG agree on the type.
     std::atomic<bool> producer_busy_{false};
@@ -451,6 +532,13 @@ private:
     // to the consumer.
     alignas(cache_line) mutable std::atomic<std::uint64_t> head_{0};
     std::uint64_t tail_cache_ = 0;
+    // A pop is taking the item at head_ without the CAS (evicts_ only; see the class comment).
+    // On head_'s line: the evicting producer that reads it reads head_ next.
+    std::atomic<bool> claiming_{false};
+    // The producer may evict: pops claim by CAS (see the class comment). Read by every
+    // drop_oldest pop, so on the consumer's own line; written by the producer once per overflow
+    // episode (elsewhere, the producer's drop counters would take the line at each eviction).
+    std::atomic<bool> evicting_{false};
     mutable std::atomic<bool> consumer_busy_{false}; // a thread is inside pop or peek (see role)
     // Written once; read by every push (a shared line, so the read stays in cache).
     alignas(cache_line) std::atomic<bool> closed_{false};
