@@ -2091,14 +2091,16 @@ TEST_CASE("spsc_ring: peek on the consumer's thread while the producer evicts") 
 
 TEST_CASE("spsc_ring: pops claim by CAS from the first eviction until the ring has been calm") {
     // Before the ring first fills, a drop_oldest pop takes its item with plain stores, as the
-    // other policies do; the first eviction switches the pops to the CAS, and 64 of the
-    // producer's re-reads of the head that find the ring at most half full, with no eviction
-    // between them, switch them back. A re-read comes once per lap (when the producer's copy of
-    // the head says full).
+    // other policies do; the first eviction switches the pops to the CAS, and the calm after it
+    // switches them back: 4096 pushes and 64 of the producer's re-reads of the head that find
+    // the ring at most half full (a re-read comes once per lap, when the producer's copy of the
+    // head says full), with no eviction between them. So it takes max(4096, 64 x capacity)
+    // pushes, give or take a lap or two.
     using framepipe::detail::ring_access;
     const ring_options options[] = {
         {.capacity = 4, .policy = overflow::drop_oldest},
         {.capacity = 1, .policy = overflow::drop_oldest},
+        {.capacity = 128, .policy = overflow::drop_oldest}, // the laps take longer
         {.capacity = 4, .policy = overflow::block, .block_timeout = 0ns},
     };
     for (const auto& o : options) {
@@ -2106,14 +2108,15 @@ TEST_CASE("spsc_ring: pops claim by CAS from the first eviction until the ring h
         framepipe::spsc_ring<int> r(o);
         int next = 0;
         std::uint64_t evictions = 0;
-        const auto lockstep = [&](std::size_t laps) { // push one, pop it
-            for (std::size_t i = 0; i < laps * o.capacity; ++i) {
-                REQUIRE(r.push(next++) == push_status::ok);
-                REQUIRE(r.try_pop() == next - 1);
-            }
+        const auto lockstep = [&] { // push one, pop it
+            REQUIRE(r.push(next++) == push_status::ok);
+            REQUIRE(r.try_pop() == next - 1);
         };
-        lockstep(200);
+        for (int i = 0; i < 10'000; ++i) {
+            lockstep();
+        }
         CHECK_FALSE(ring_access::spsc_claims_by_cas(r)); // never full: never the CAS
+        const std::size_t expected = std::max<std::size_t>(4096, 64 * o.capacity);
         for (int round = 0; round < 3; ++round) {
             for (std::size_t i = 0; i < o.capacity; ++i) {
                 REQUIRE(r.push(next++) == push_status::ok);
@@ -2125,10 +2128,13 @@ TEST_CASE("spsc_ring: pops claim by CAS from the first eviction until the ring h
             for (std::size_t i = 0; i < o.capacity; ++i) {
                 REQUIRE(r.try_pop() == next - static_cast<int>(o.capacity) + static_cast<int>(i));
             }
-            lockstep(60); // fewer than 64 calm laps
-            CHECK(ring_access::spsc_claims_by_cas(r));
-            lockstep(8);
-            CHECK_FALSE(ring_access::spsc_claims_by_cas(r));
+            std::size_t pushes = 0;
+            while (ring_access::spsc_claims_by_cas(r) && pushes < 100'000) {
+                lockstep();
+                ++pushes;
+            }
+            CHECK(pushes + 2 * o.capacity >= expected);
+            CHECK(pushes <= expected + 2 * o.capacity);
         }
         CHECK(r.stats().evicted == evictions);
         check_identities(r.stats());
@@ -2147,7 +2153,8 @@ TEST_CASE("spsc_ring: pops claim by CAS from the first eviction until the ring h
 
 TEST_CASE("spsc_ring: stress, drop_oldest switching between plain and CAS claims") {
     // The producer alternates overflows with calm stretches in which it waits for each item to
-    // be taken, so that the pops switch between plain and CAS claims hundreds of times. Every
+    // be taken, long enough to switch back (4096 pushes), so that the pops switch between plain
+    // and CAS claims 45 times each way, for each capacity. Every
     // item is delivered or evicted exactly once (a claim overtaken by an eviction would deliver
     // an evicted item, or deliver one twice), in order. Three kinds of overflow take turns:
     // - held: the consumer holds still (it says so first), so that the burst certainly evicts;
@@ -2160,7 +2167,7 @@ TEST_CASE("spsc_ring: stress, drop_oldest switching between plain and CAS claims
         CAPTURE(capacity);
         framepipe::spsc_ring<std::uint64_t> r(
             {.capacity = capacity, .policy = overflow::drop_oldest});
-        constexpr int episodes = 300;
+        constexpr int episodes = 45;
         std::atomic<std::uint64_t> taken{0}; // items the consumer has popped
         std::atomic<bool> hold{false};       // the consumer is asked to stop popping
         std::atomic<bool> holding{false};    // it has
@@ -2242,8 +2249,8 @@ TEST_CASE("spsc_ring: stress, drop_oldest switching between plain and CAS claims
                 }
                 break;
             }
-            // Calm: each item is taken before the next push, for more than 64 laps.
-            for (std::size_t i = 0; i < 70 * capacity; ++i) {
+            // Calm: each item is taken before the next push, for more than 4096 pushes and 64 laps.
+            for (std::size_t i = 0; i < 4200; ++i) {
                 wait_until_all_taken();
                 push_one();
             }

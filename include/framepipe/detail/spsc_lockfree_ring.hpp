@@ -53,11 +53,13 @@ namespace framepipe::detail {
 // (light() between them), and takes the item with plain stores only if it is false. After the
 // heavy barrier, either the consumer's claiming_ is visible to the producer, which then waits
 // for it to clear before it reads head_, or the consumer's read comes after the barrier, sees
-// true and claims by CAS. The producer clears evicting_ again after calm_laps re-reads of head_
-// that find the ring at most half full with no eviction between them (a consumer inside a pop
-// cannot be overtaken by that: while it is stalled, an eviction keeps the ring full). So a
-// stream that overflowed once pays the CAS only while it keeps overflowing, plus one heavy
-// barrier per overflow episode.
+// true and claims by CAS. The producer clears evicting_ again once calm_pushes pushes have gone
+// by since its last eviction and calm_laps re-reads of head_ since then found the ring at most
+// half full (a consumer inside a pop cannot be overtaken by that: while it is stalled, an
+// eviction keeps the ring full). So a stream that overflowed once pays the CAS only while it
+// keeps overflowing, plus one heavy barrier (1-20 us) per overflow episode, and episodes are at
+// least calm_pushes apart: a ring that overflows now and then pays at most a few nanoseconds a
+// push for the barriers, about what the CAS it saves costs.
 //
 // close() may come from any thread. A push announces itself in pushing_ before it reads closed_;
 // a consumer that finds the ring closed and empty runs asymmetric_barrier::heavy() and waits for
@@ -264,10 +266,14 @@ private:
     }
 
     // The producer, evicting_ set, has just re-read head_ and found the ring at most half full:
-    // after calm_laps such re-reads with no eviction between them, the consumer may claim without
-    // the CAS again (see the class comment).
+    // after calm_laps such re-reads and calm_pushes pushes with no eviction, the consumer may
+    // claim without the CAS again (see the class comment). Out of line and without parameters
+    // (it reads tail_ itself): the call then leaves the inlined push as GCC lays it out best (a
+    // parameter cost a one-thread push+pop 0.25 ns, every policy).
     FRAMEPIPE_NOINLINE void note_calm() noexcept {
-        if (++calm_ >= calm_laps) {
+        // Relaxed: tail_ is written only by this thread.
+        const std::uint64_t t = tail_.load(std::memory_order_relaxed);
+        if (++calm_ >= calm_laps && t - last_eviction_ >= calm_pushes) {
             evicting_mine_ = false;
             // Relaxed: the consumer may go on claiming by CAS for a while; nothing to publish.
             evicting_.store(false, std::memory_order_relaxed);
@@ -277,8 +283,9 @@ private:
     // The producer, about to evict: from here on the consumer claims by CAS, and a claim it made
     // without one is over (see the class comment). While evicting_ stays set, no pop can start a
     // plain claim, so only the first eviction of an episode waits for one to end.
-    void begin_evicting() noexcept {
+    void begin_evicting(std::uint64_t t) noexcept {
         calm_ = 0;
+        last_eviction_ = t;
         if (evicting_mine_) [[likely]] {
             return;
         }
@@ -318,7 +325,7 @@ private:
     // The ring is full (as far as the cached head says) under drop_oldest or a timed-out block:
     // evict the item of t - capacity unless the consumer frees its slot first.
     push_status evict_and_store(std::uint64_t t, T& item, std::optional<T>& victim) noexcept {
-        begin_evicting();
+        begin_evicting(t);
         unsigned spins = 0;
         for (;;) {
             std::uint64_t h = head_.load(std::memory_order_acquire);
@@ -508,22 +515,26 @@ private:
     const std::optional<std::chrono::nanoseconds> block_timeout_;
     const std::optional<std::chrono::nanoseconds> max_age_;
     const std::unique_ptr<slot[]> slots_;
-    // Re-reads of head_ at most half full, with no eviction between them, after which the
-    // consumer claims without the CAS again: a heavy barrier (microseconds) is paid at most once
-    // per calm_laps laps of the ring.
+    // The calm after which the consumer claims without the CAS again: re-reads of head_ that
+    // find the ring at most half full, and pushes, since the last eviction (see note_calm()). The
+    // pushes bound the heavy barriers to one per 4096 pushes (20 us / 4096: 5 ns a push at worst,
+    // on the VM where the barrier costs most); the laps keep a large ring from switching back
+    // before it has drained.
     static constexpr unsigned calm_laps = 64;
+    static constexpr std::uint64_t calm_pushes = 4096;
 
     // tail_ alone on its line: written by every push, polled by a consumer that has caught up.
     // Anything else the producer writes per push lives on the next line, so that those writes
     // never have to take the line back from a polling consumer.
     alignas(cache_line) std::atomic<std::uint64_t> tail_{0};
     // The producer's private line: pushing_ (written twice per push, read by the consumer only
-    // after a close), the producer's copy of head_, and its own copy of evicting_ with the count
-    // of calm re-reads (see note_calm()).
+    // after a close), the producer's copy of head_, and its own copy of evicting_ with the
+    // record of calm since the last eviction (see note_calm()).
     alignas(cache_line) std::atomic<bool> pushing_{false};
     std::uint64_t head_cache_ = 0;
     bool evicting_mine_ = false;
     unsigned calm_ = 0;
+    std::uint64_t last_eviction_ = 0; // the position pushed by the last evicting push
     // A thread is inside push (see role). In the layout whether or not the checks are on, so that
     // translation units built with and without NDEBUG agree on the type.
     std::atomic<bool> producer_busy_{false};
