@@ -23,16 +23,17 @@ namespace framepipe::detail {
 // x86 and every other mainstream CPU otherwise only give with a full fence or a locked
 // instruction).
 //
-// Used by event_count's asymmetric mode: a notifier that publishes with a plain release store
-// and then reads the waiter count must not have that read overtake its store, or a waiter that
-// registers at the same moment and re-checks the state may miss it, and both miss each other (a
-// lost wake-up). A full fence on every push would cost more than the whole push of an SPSC ring;
-// waiters register rarely (once before they park, which costs a futex call anyway). So the
-// notifier's half is only a compiler barrier, and the waiter's half is membarrier(2) with
-// MEMBARRIER_CMD_PRIVATE_EXPEDITED: the kernel makes every other running thread of the process
-// execute a full barrier before the call returns (a sleeping thread went through one when it was
-// descheduled). Either the notifier's store came before that barrier and is visible to the
-// waiter's re-check, or its load of the waiter count came after it and sees the registration.
+// Used by spsc_ring's close and claim handshakes (pushing_, claiming_: see
+// detail/spsc_lockfree_ring.hpp) and by event_count's asymmetric mode: a notifier that publishes
+// with a plain release store and then reads the waiter count must not have that read overtake its
+// store, or a waiter that registers at the same moment and re-checks the state may miss it, and
+// both miss each other (a lost wake-up). A full fence on every push would cost more than the whole
+// push of an SPSC ring; waiters register rarely (once before they park, which costs a futex call
+// anyway). So the notifier's half is only a compiler barrier, and the waiter's half is
+// membarrier(2) with MEMBARRIER_CMD_PRIVATE_EXPEDITED: the kernel makes every other running thread
+// of the process execute a full barrier before the call returns (a sleeping thread went through one
+// when it was descheduled). Either the notifier's store came before that barrier and is visible to
+// the waiter's re-check, or its load of the waiter count came after it and sees the registration.
 // This is the asymmetric fence of liburcu and folly.
 //
 // Where membarrier is not available (not Linux, a kernel before 4.14, or a seccomp filter that

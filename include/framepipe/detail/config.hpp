@@ -54,9 +54,10 @@
 #define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ((void)0)
 #endif
 
-// FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK(): a test seam of the same kind. Called on spsc_ring's
-// consumer thread after a drop_oldest pop decided to take its item without the CAS, before it
-// moves it out (detail/spsc_lockfree_ring.hpp); tests/test_ring.cpp widens that window with it.
+// FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK(): a test seam of the same kind. Called on spsc_ring's consumer
+// thread after a pop of an evicting ring (drop_oldest, or block with a block_timeout) decided to
+// take its item without the CAS, before it moves it out (detail/spsc_lockfree_ring.hpp);
+// tests/test_ring.cpp widens that window with it.
 #if !defined(FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK)
 #define FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK() ((void)0)
 #endif

@@ -47,19 +47,23 @@ namespace framepipe::detail {
 // consumer's few instructions (a move), after which the ring has room. Under the other policies
 // the producer never writes head_, and the consumer's claim is a plain load and store.
 //
-// Until the ring first fills, a drop_oldest consumer claims as the other policies do, without
-// the CAS, and the producer says when that ends: before its first eviction it sets evicting_ and
-// runs asymmetric_barrier::heavy(). The consumer stores claiming_ = true, then reads evicting_
-// (light() between them), and takes the item with plain stores only if it is false. After the
-// heavy barrier, either the consumer's claiming_ is visible to the producer, which then waits
-// for it to clear before it reads head_, or the consumer's read comes after the barrier, sees
-// true and claims by CAS. The producer clears evicting_ again once calm_pushes pushes have gone
-// by since its last eviction and calm_laps re-reads of head_ since then found the ring at most
-// half full (a consumer inside a pop cannot be overtaken by that: while it is stalled, an
-// eviction keeps the ring full). So a stream that overflowed once pays the CAS only while it
-// keeps overflowing, plus one heavy barrier (1-20 us) per overflow episode, and episodes are at
-// least calm_pushes apart: a ring that overflows now and then pays at most a few nanoseconds a
-// push for the barriers, about what the CAS it saves costs.
+// Until the producer first tries to evict (a full ring alone is not enough), such a consumer claims
+// as the other policies do, without the CAS, and the producer says when that ends: on entering its
+// first eviction it sets evicting_ and runs asymmetric_barrier::heavy(). The consumer stores
+// claiming_ = true, then reads evicting_ (light() between them), and takes the item with plain
+// stores only if it is false. After the heavy barrier, either the consumer's claiming_ is visible
+// to the producer, which then waits for it to clear before it reads head_, or the consumer's read
+// comes after the barrier, sees true and claims by CAS. The producer clears evicting_ again once
+// calm_pushes pushes have gone by since its last eviction (counting an attempt that found room
+// after all) and calm_laps re-reads of head_ since then found the ring at most half full (a
+// consumer inside a pop cannot be overtaken by that: while it is stalled, an eviction keeps the
+// ring full). The re-read that finds the ring half empty acquires a head_ the consumer stored after
+// the last eviction's CAS, so a consumer that then reads evicting_ false reads that head_ or a
+// later one, never a head_ from before the eviction: its plain claim needs no more ordering than
+// that. So a stream that overflowed once pays the CAS only while it keeps overflowing, plus one
+// heavy barrier (1-20 us) per overflow episode, and episodes are at least calm_pushes apart: a ring
+// that overflows now and then pays at most a few nanoseconds a push for the barriers, about what
+// the CAS it saves costs.
 //
 // close() may come from any thread. A push announces itself in pushing_ before it reads closed_;
 // a consumer that finds the ring closed and empty runs asymmetric_barrier::heavy() and waits for
@@ -438,7 +442,8 @@ private:
     FRAMEPIPE_ALWAYS_INLINE std::optional<T> take_one() noexcept {
         for (;;) {
             // Relaxed: written only by this thread, or by an evicting producer, whose change
-            // makes the CAS below fail and reload it.
+            // makes the CAS below fail and reload it; a plain claim comes after an eviction only
+            // once the flag is clear, and then this load is past it (see the class comment).
             std::uint64_t h = head_.load(std::memory_order_relaxed);
             if (tail_cache_ <= h) {
                 // Acquire: pairs with store(); the items below tail_ are constructed.
@@ -546,8 +551,8 @@ private:
     // A pop is taking the item at head_ without the CAS (evicts_ only; see the class comment).
     // On head_'s line: the evicting producer that reads it reads head_ next.
     std::atomic<bool> claiming_{false};
-    // The producer may evict: pops claim by CAS (see the class comment). Read by every
-    // drop_oldest pop, so on the consumer's own line; written by the producer once per overflow
+    // The producer may evict: pops claim by CAS (see the class comment). Read by every pop of an
+    // evicting ring, so on the consumer's own line; written by the producer once per overflow
     // episode (elsewhere, the producer's drop counters would take the line at each eviction).
     std::atomic<bool> evicting_{false};
     mutable std::atomic<bool> consumer_busy_{false}; // a thread is inside pop or peek (see role)
