@@ -2090,8 +2090,9 @@ TEST_CASE("spsc_ring: peek on the consumer's thread while the producer evicts") 
 }
 
 TEST_CASE("spsc_ring: pops claim by CAS from the first eviction until the ring has been calm") {
-    // Before the ring first fills, a drop_oldest pop takes its item with plain stores, as the
-    // other policies do; the first eviction switches the pops to the CAS, and the calm after it
+    // Until the producer first tries to evict (a full ring alone does not count), a drop_oldest
+    // pop takes its item with plain stores, as the other policies do; the first eviction
+    // switches the pops to the CAS, and the calm after it
     // switches them back: 4096 pushes and 64 of the producer's re-reads of the head that find
     // the ring at most half full (a re-read comes once per lap, when the producer's copy of the
     // head says full), with no eviction between them. So it takes max(4096, 64 x capacity)
@@ -2154,7 +2155,8 @@ TEST_CASE("spsc_ring: pops claim by CAS from the first eviction until the ring h
 TEST_CASE("spsc_ring: stress, drop_oldest switching between plain and CAS claims") {
     // The producer alternates overflows with calm stretches in which it waits for each item to
     // be taken, long enough to switch back (4096 pushes), so that the pops switch between plain
-    // and CAS claims 45 times each way, for each capacity. Every
+    // and CAS claims up to 45 times each way, for each capacity (at least the 30 times of the
+    // episodes that certainly evict; a flat-out burst may not). Every
     // item is delivered or evicted exactly once (a claim overtaken by an eviction would deliver
     // an evicted item, or deliver one twice), in order. Three kinds of overflow take turns:
     // - held: the consumer holds still (it says so first), so that the burst certainly evicts;
