@@ -9,7 +9,8 @@
 //   ring.spsc_roundtrip      ping-pong through two queues, spinning; one iteration = one round
 //                            trip. Floor: floor.cas_pingpong.
 //   ring.mpmc_2p2c_blocking  two producers, two consumers, blocking, capacity 1024 (4 threads on
-//                            2 cores, so only blocking consumers are measured).
+//                            2 cores, so only blocking consumers are measured; the producers
+//                            pinned to one core, the consumers to the other).
 //   ring.push_pop_uncontended  one thread: push then pop on a ring that is never full. Shows
 //                            that drop_oldest costs the same as the other policies until full.
 //   ring.overflow_<k>x       a producer paced k times faster than a consumer with a 2 us service
@@ -209,6 +210,11 @@ void spsc_roundtrip(benchmark::State& st) {
 
 // -------------------------------------------------------------------------- mpmc, blocking
 
+// The two producers share core 0 and the two consumers core 1, for every implementation, so that
+// items always cross between the cores, as in the two-thread cases. Left to the scheduler, the
+// four threads' placement changed from repetition to repetition, and with it the figures: the
+// median of 10 repetitions of framepipe's ring moved by up to 98 % from run to run, and by 6-8 %
+// pinned (docs/benchmarks.md, "Repeatability").
 template <class Q, class T>
 void mpmc_blocking(benchmark::State& st) {
     // KeepRunningBatch must be given exactly max_iterations, or it runs the body twice.
@@ -221,6 +227,7 @@ void mpmc_blocking(benchmark::State& st) {
     std::array<std::thread, 4> threads;
     for (int p = 0; p < 2; ++p) {
         threads[static_cast<std::size_t>(p)] = std::thread([&, p] {
+            pin_this_thread(0); // producers on core 0 (see the comment above)
             line.arrive_and_wait();
             const std::uint64_t base = p == 0 ? 0 : share[0];
             for (std::uint64_t i = 1; i <= share[static_cast<std::size_t>(p)]; ++i) {
@@ -235,6 +242,7 @@ void mpmc_blocking(benchmark::State& st) {
     }
     for (int c = 0; c < 2; ++c) {
         threads[static_cast<std::size_t>(2 + c)] = std::thread([&, c] {
+            pin_this_thread(1); // consumers on core 1
             line.arrive_and_wait();
             T v{};
             std::uint64_t k = 0;
