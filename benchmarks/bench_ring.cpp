@@ -212,9 +212,8 @@ void spsc_roundtrip(benchmark::State& st) {
 
 // The two producers share core 0 and the two consumers core 1, for every implementation, so that
 // items always cross between the cores, as in the two-thread cases. Left to the scheduler, the
-// four threads' placement changed from repetition to repetition, and with it the figures: the
-// median of 10 repetitions of framepipe's ring moved by up to 98 % from run to run, and by 6-8 %
-// pinned (docs/benchmarks.md, "Repeatability").
+// median of 10 repetitions of framepipe's ring moved by up to 98 % between four runs of this
+// case; pinned, by 6-8 % (docs/benchmarks.md, "Where framepipe stands").
 template <class Q, class T>
 void mpmc_blocking(benchmark::State& st) {
     // KeepRunningBatch must be given exactly max_iterations, or it runs the body twice.
