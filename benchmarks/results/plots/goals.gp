@@ -1,5 +1,5 @@
 set terminal pngcairo size 1500,900 font ",10" noenhanced
-set output "/tmp/bench37/benchmarks/results/plots/goals.png"
+set output "goals.png"
 set grid ytics
 set key outside right top
 set title "goal attainment: target / measured (>= 1 means the goal is met)"
@@ -17,4 +17,4 @@ set yrange [0:*]
 set logscale y
 set yrange [*:*]
 set arrow from graph 0, first 1 to graph 1, first 1 nohead lw 2 lc rgb 'red'
-plot "/tmp/bench37/benchmarks/results/plots/goals.dat" using 2:xtic(1) title "attainment"
+plot "goals.dat" using 2:xtic(1) title "attainment"

@@ -1,5 +1,5 @@
 set terminal pngcairo size 1100,520 font ",10" noenhanced
-set output "/tmp/bench37/benchmarks/results/plots/latest_slot.png"
+set output "latest_slot.png"
 set grid ytics
 set key outside right top
 set title "latest_slot: publish rate while a consumer takes flat out (higher is better)"
@@ -11,4 +11,4 @@ set boxwidth 0.9
 set xtics rotate by 30 right nomirror
 set bmargin 9
 set yrange [0:*]
-plot "/tmp/bench37/benchmarks/results/plots/latest_slot.dat" using 2:xtic(1) title "8B", '' using 3:xtic(1) title "64B"
+plot "latest_slot.dat" using 2:xtic(1) title "8B", '' using 3:xtic(1) title "64B"

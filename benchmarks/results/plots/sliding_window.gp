@@ -1,5 +1,5 @@
 set terminal pngcairo size 1100,520 font ",10" noenhanced
-set output "/tmp/bench37/benchmarks/results/plots/sliding_window.png"
+set output "sliding_window.png"
 set grid ytics
 set key outside right top
 set title "sliding_window: push and snapshot cost, 8B (lower is better)"
@@ -13,4 +13,4 @@ set bmargin 9
 set yrange [0:*]
 set logscale y
 set yrange [*:*]
-plot "/tmp/bench37/benchmarks/results/plots/sliding_window.dat" using 2:xtic(1) title "N=4", '' using 3:xtic(1) title "N=30", '' using 4:xtic(1) title "N=64"
+plot "sliding_window.dat" using 2:xtic(1) title "N=4", '' using 3:xtic(1) title "N=30", '' using 4:xtic(1) title "N=64"
