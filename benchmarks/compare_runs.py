@@ -7,7 +7,9 @@ RESULTS_A and RESULTS_B are results directories (benchmarks/results of each run,
 goals.json and summary.json). Prints Markdown: every goal with its measured ratio (framepipe /
 peer in the metric's own terms) in both runs and whether it was met; then the two-thread
 throughput rows of summary.json with framepipe's own figure in both runs and the spread between
-them (B / A - 1), which is what the "repeatable to within +-15 %" criterion looks at.
+them (B / A - 1), which is what the "repeatable to within +-15 %" criterion looks at; then, where
+both runs have modes.json (bench_ring's two-thread cases run in several processes), each case's
+modes in both runs, and whether every mode of one run has one in the other within +-15 %.
 """
 
 import argparse
@@ -62,6 +64,39 @@ def main():
         flag = "" if abs(spread) <= 0.15 else " **(> 15 %)**"
         print(f'| {name} | {ra["unit"]} | {ra["framepipe"]:.3g} | {rb["framepipe"]:.3g} | '
               f'{spread:+.0%}{flag} |')
+
+    if not all(os.path.exists(os.path.join(d, "modes.json")) for d in (args.a, args.b)):
+        return
+    ma = {(r["scenario"], r["payload"], r["implementation"]): r for r in load(args.a, "modes.json")}
+    mb = {(r["scenario"], r["payload"], r["implementation"]): r for r in load(args.b, "modes.json")}
+    print()
+    print(f"| case across processes (ns an iteration) | {args.label_a}: modes x processes | "
+          f"{args.label_b}: modes x processes | the largest modes' spread | "
+          f"every mode within +-15 % of one in the other run |")
+    print("|---|---|---|---|---|")
+    for key, ra in ma.items():
+        rb = mb.get(key)
+        if rb is None:
+            continue
+        matched = (all(has_match(m, rb["modes"]) for m in ra["modes"])
+                   and all(has_match(m, ra["modes"]) for m in rb["modes"]))
+        spread = largest(rb)["ns"] / largest(ra)["ns"] - 1
+        flag = "" if abs(spread) <= 0.15 else " **(> 15 %)**"
+        print(f'| {" ".join(key)} | {modes_cell(ra)} | {modes_cell(rb)} | {spread:+.0%}{flag} | '
+              f'{"yes" if matched else "**no**"} |')
+
+
+def modes_cell(row):
+    return "; ".join(f'{m["ns"]:.3g} x {m["processes"]}' for m in row["modes"])
+
+
+def largest(row):
+    """The mode most processes had (the faster one on a tie)."""
+    return max(row["modes"], key=lambda m: (m["processes"], -m["ns"]))
+
+
+def has_match(mode, others):
+    return any(abs(o["ns"] / mode["ns"] - 1) <= 0.15 for o in others)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -60,31 +61,37 @@ class Results:
 
     def load(self, raw_dir):
         for path in sorted(glob.glob(os.path.join(raw_dir, "*.json"))):
-            with open(path) as f:
-                data = json.load(f)
-            self.context[os.path.basename(path)] = data.get("context", {})
-            for b in data.get("benchmarks", []):
-                parts = b.get("run_name", b["name"]).split("/")
-                if len(parts) < 3:
+            self.load_file(path)
+        self.fill_single()
+
+    def load_file(self, path):
+        with open(path) as f:
+            data = json.load(f)
+        self.context[os.path.basename(path)] = data.get("context", {})
+        for b in data.get("benchmarks", []):
+            parts = b.get("run_name", b["name"]).split("/")
+            if len(parts) < 3:
+                continue
+            key = tuple(parts[:3])
+            if b.get("error_occurred"):
+                self.errors[key] = b.get("error_message", "error")
+                continue
+            if b.get("run_type") == "aggregate":
+                agg = b["aggregate_name"]
+                if agg == "cv":
                     continue
-                key = tuple(parts[:3])
-                if b.get("error_occurred"):
-                    self.errors[key] = b.get("error_message", "error")
-                    continue
-                if b.get("run_type") == "aggregate":
-                    agg = b["aggregate_name"]
-                    if agg == "cv":
-                        continue
-                else:
-                    agg = "single"  # no repetitions: one run
-                c = self.cases.setdefault(key, {"time": {}, "counters": {}, "reps": 0,
-                                                "threads": b.get("threads", 1)})
-                c["reps"] = max(c["reps"], b.get("repetitions", 1))
-                scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}[b.get("time_unit", "ns")]
-                c["time"][agg] = b["real_time"] * scale
-                for k, v in b.items():
-                    if k not in STANDARD_KEYS and isinstance(v, (int, float)):
-                        c["counters"].setdefault(k, {})[agg] = v
+            else:
+                agg = "single"  # no repetitions: one run
+            c = self.cases.setdefault(key, {"time": {}, "counters": {}, "reps": 0,
+                                            "threads": b.get("threads", 1)})
+            c["reps"] = max(c["reps"], b.get("repetitions", 1))
+            scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}[b.get("time_unit", "ns")]
+            c["time"][agg] = b["real_time"] * scale
+            for k, v in b.items():
+                if k not in STANDARD_KEYS and isinstance(v, (int, float)):
+                    c["counters"].setdefault(k, {})[agg] = v
+
+    def fill_single(self):
         # A single run stands for every aggregate.
         for c in self.cases.values():
             for d in [c["time"]] + list(c["counters"].values()):
@@ -475,6 +482,69 @@ def detail_tables(res):
     return "\n".join(out)
 
 
+# Per-process medians that, sorted, lie more than this factor apart start a new mode: the
+# +-15 % within which the issue asks two-thread figures to repeat.
+MODE_GAP = 1.15
+
+
+def modes_of(values):
+    """Groups values into modes: sorted, a new mode starts where one value exceeds the one
+    before it by more than MODE_GAP. Each mode: its median and how many values it has."""
+    modes, group = [], []
+    for v in sorted(values):
+        if group and v > group[-1] * MODE_GAP:
+            modes.append(group)
+            group = []
+        group.append(v)
+    if group:
+        modes.append(group)
+    return [{"ns": round(statistics.median(g), 2), "processes": len(g), "min_ns": round(g[0], 2),
+             "max_ns": round(g[-1], 2)} for g in modes]
+
+
+def process_modes(res, results_dir):
+    """bench_ring's two-thread cases, process by process: the main run's median first, then those
+    of the extra processes scripts/bench ran (raw/procs/*.json), and the modes they form."""
+    runs = []
+    for path in sorted(glob.glob(os.path.join(results_dir, "raw", "procs", "*.json")),
+                       key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p)]):
+        r = Results()
+        r.load_file(path)
+        runs.append(r)
+    if not runs:
+        return []
+    keys = sorted({k for r in runs for k in r.cases},
+                  key=lambda k: (k[0], PAYLOADS.index(k[1]) if k[1] in PAYLOADS else 9, k[2]))
+    out = []
+    for k in keys:
+        medians = [v for v in [res.time(k)] + [r.time(k) for r in runs] if v]
+        if not medians:
+            continue
+        out.append({"scenario": k[0], "payload": k[1], "implementation": k[2],
+                    "medians_ns": [round(v, 2) for v in medians], "modes": modes_of(medians)})
+    return out
+
+
+def modes_table(rows):
+    if not rows:
+        return ""
+    out = ["| case | payload | implementation | per-process medians (ns an iteration) | "
+           "modes: median x processes (range) | max / min |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        impl = r["implementation"]
+        impl = ("**" + impl + "**") if impl.startswith("framepipe.") else impl
+        meds = ", ".join(fmt(v) for v in r["medians_ns"])
+        modes = "; ".join(f'{fmt(m["ns"])} x {m["processes"]}'
+                          + (f' ({fmt(m["min_ns"])}-{fmt(m["max_ns"])})' if m["processes"] > 1 else "")
+                          for m in r["modes"])
+        if len(r["modes"]) > 1:
+            modes = "**" + modes + "**"
+        spread = max(r["medians_ns"]) / min(r["medians_ns"])
+        out.append(f'| {r["scenario"]} | {r["payload"]} | {impl} | {meds} | {modes} | '
+                   f'{spread:.2f} |')
+    return "\n".join(out)
+
+
 def summary_table(rows):
     out = ["| scenario | framepipe | best peer | best peer value | unit | ratio (>1: framepipe better) |",
            "|---|---|---|---|---|---|"]
@@ -849,7 +919,7 @@ def machine_section(meta, machine_txt, results_dir=None):
     return "\n".join(out)
 
 
-def generated_block(res, rows, goals, pol, meta, machine_txt, plots_made, results_dir):
+def generated_block(res, rows, goals, pol, meta, machine_txt, plots_made, results_dir, modes):
     met = sum(1 for g in goals if g["met"])
     parts = [BEGIN, "", "### Machine and run", "", machine_section(meta, machine_txt, results_dir), "",
              f"### Goals ({met} of {len(goals)} met)", "",
@@ -857,8 +927,17 @@ def generated_block(res, rows, goals, pol, meta, machine_txt, plots_made, result
              "the median of the repetitions.", "",
              goals_table(goals), "",
              "### Summary (`benchmarks/results/summary.json`)", "",
-             summary_table(rows), "",
-             "### Plots", ""]
+             summary_table(rows), ""]
+    if modes:
+        parts += ["### Two-thread cases across processes (`benchmarks/results/modes.json`)", "",
+                  f"bench_ring's two-thread cases, one median per process: the main run's first "
+                  f"({meta.get('repetitions', '?')} repetitions), then {len(modes[0]['medians_ns']) - 1} "
+                  f"more processes of 3 repetitions each. Sorted, medians more than "
+                  f"{round((MODE_GAP - 1) * 100)} % apart start a new mode (bold where there are "
+                  f"several): a hand-off that settles on one of two speeds for a whole process "
+                  f"shows both, with how many processes had each.", "",
+                  modes_table(modes), ""]
+    parts += ["### Plots", ""]
     for p in plots_made:
         parts.append(f"![{p}](../benchmarks/results/plots/{p})")
         parts.append("")
@@ -924,16 +1003,27 @@ def main():
     with open(os.path.join(args.results, "goals.json"), "w") as f:
         json.dump(goals, f, indent=2)
         f.write("\n")
+    modes = process_modes(res, args.results)
+    modes_path = os.path.join(args.results, "modes.json")
+    if modes:
+        with open(modes_path, "w") as f:
+            json.dump(modes, f, indent=2)
+            f.write("\n")
+    elif os.path.exists(modes_path):
+        os.remove(modes_path)  # from an older run: the raw results no longer have the processes
     with open(os.path.join(args.results, "tables.md"), "w") as f:
         f.write("# framepipe benchmark tables (generated)\n\n")
         f.write(machine_section(meta, machine_txt, args.results) + "\n\n## Goals\n\n" + goals_table(goals))
-        f.write("\n\n## Summary\n\n" + summary_table(rows) + "\n\n## Drop policies\n\n")
+        f.write("\n\n## Summary\n\n" + summary_table(rows))
+        if modes:
+            f.write("\n\n## Two-thread cases across processes\n\n" + modes_table(modes))
+        f.write("\n\n## Drop policies\n\n")
         f.write(policies_tables(pol) + "\n\n## Every case\n\n" + detail_tables(res))
     plots_made = []
     if not args.no_plots:
         plots_made = make_plots(res, rows, goals, pol, os.path.join(args.results, "plots"))
     update_docs(args.docs, generated_block(res, rows, goals, pol, meta, machine_txt, plots_made,
-                                           args.results))
+                                           args.results, modes))
     met = sum(1 for g in goals if g["met"])
     print(f"report.py: {len(rows)} summary rows, {met}/{len(goals)} goals met, "
           f"{len(plots_made)} plots; wrote {args.results}/summary.json and {args.docs}")
