@@ -934,8 +934,8 @@ def generated_block(res, rows, goals, pol, meta, machine_txt, plots_made, result
                   f"({meta.get('repetitions', '?')} repetitions), then {len(modes[0]['medians_ns']) - 1} "
                   f"more processes of 3 repetitions each. Sorted, medians more than "
                   f"{round((MODE_GAP - 1) * 100)} % apart start a new mode (bold where there are "
-                  f"several): a hand-off that settles on one of two speeds for a whole process "
-                  f"shows both, with how many processes had each.", "",
+                  f"several): a hand-off whose speed is set per process shows its spread, and "
+                  f"how many processes had each speed.", "",
                   modes_table(modes), ""]
     parts += ["### Plots", ""]
     for p in plots_made:
