@@ -51,6 +51,13 @@ FP_BLOCKING_POPS = ["framepipe.ring", "framepipe.spsc_ring", "framepipe.latest_s
 
 # ------------------------------------------------------------------------------------ loading
 
+def natural_key(text):
+    """A sort key that orders the numbers in `text` by value: publish_K2 before publish_K16,
+    overflow_0.5x before overflow_2x, bench_ring.2.json before bench_ring.10.json."""
+    return [(0, float(t), "") if re.fullmatch(r"\d+(\.\d+)?", t) else (1, 0.0, t)
+            for t in re.split(r"(\d+(?:\.\d+)?)", text)]
+
+
 class Results:
     """(scenario, payload, impl) -> aggregates of the iteration time and of each counter."""
 
@@ -118,10 +125,7 @@ class Results:
     def scenarios(self):
         """Every scenario, sorted with numbers by value (publish_K2 before publish_K16): the
         benchmarks run their cases in a random order."""
-        def key(name):
-            return [(0, float(t), "") if re.fullmatch(r"\d+(\.\d+)?", t) else (1, 0.0, t)
-                    for t in re.split(r"(\d+(?:\.\d+)?)", name)]
-        return sorted({k[0] for k in self.cases}, key=key)
+        return sorted({k[0] for k in self.cases}, key=natural_key)
 
 
 # ----------------------------------------------------------------------------------- metrics
@@ -507,7 +511,7 @@ def process_modes(res, results_dir):
     of the extra processes scripts/bench ran (raw/procs/*.json), and the modes they form."""
     runs = []
     for path in sorted(glob.glob(os.path.join(results_dir, "raw", "procs", "*.json")),
-                       key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p)]):
+                       key=natural_key):
         r = Results()
         r.load_file(path)
         runs.append(r)
