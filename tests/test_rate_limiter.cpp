@@ -6,7 +6,53 @@
 // contrast with the naive rule `now - last >= interval`; the bound floor(hz * L) + burst + 1;
 // set_rate from the next slot; acquire() pacing and stop; bad arguments; thread safety.
 // Accuracy is proven with explicit time points; no test sleeps or asserts on elapsed time.
+
+#include <atomic>
+#include <thread>
+
+// Holds the owner's section open (FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK, detail/config.hpp): once
+// armed, the owner's next section, having read the word, waits there until `release` is set, so
+// that another thread can try to take the limiter over or change its rate meanwhile.
+namespace owned_admit_hook {
+inline std::atomic<bool> armed{false};
+inline std::atomic<bool> inside{false};  // a section is held open
+inline std::atomic<bool> release{false};
+inline void run() noexcept {
+    if (armed.load(std::memory_order_relaxed) && armed.exchange(false)) {
+        inside.store(true);
+        while (!release.load()) {
+            std::this_thread::yield();
+        }
+    }
+}
+} // namespace owned_admit_hook
+#define FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK() ::owned_admit_hook::run()
+
 #include <framepipe/rate_limiter.hpp>
+
+// Who may write a limiter's word, as the tests see it.
+namespace framepipe::detail {
+struct rate_limiter_access {
+    enum class owner { nobody, this_thread, other_thread, taking_over, shared };
+    static owner of(const rate_limiter& l) noexcept {
+        const void* const o = l.owner_.load();
+        if (o == nullptr) {
+            return owner::nobody;
+        }
+        if (o == this_thread_tag()) {
+            return owner::this_thread;
+        }
+        if (o == rate_limiter::shared_mark()) {
+            return owner::shared;
+        }
+        if (o == rate_limiter::revoking_mark()) {
+            return owner::taking_over;
+        }
+        return owner::other_thread;
+    }
+    static bool biasable(const rate_limiter& l) noexcept { return l.biasable_; }
+};
+} // namespace framepipe::detail
 
 #include <catch2/catch.hpp>
 
@@ -907,6 +953,188 @@ TEST_CASE("rate_limiter: threads racing on the lock-free path never admit more t
     }
     CHECK(one_caller == 101); // 1 s of calls: 2 in the first slot (burst), then one per slot
     CHECK(total.load() == one_caller);
+}
+
+// --- One writer, or many: the owner's plain stores, and taking the limiter over. ---
+
+namespace {
+
+using access = framepipe::detail::rate_limiter_access;
+using owner = access::owner;
+
+// Calls try_acquire(t) until it refuses (at most `limit` + 1 calls); how many it admitted.
+std::size_t admissions_until_refused(rate_limiter& lim, time_point t, std::size_t limit) {
+    std::size_t n = 0;
+    while (n <= limit && lim.try_acquire(t)) {
+        ++n;
+    }
+    return n;
+}
+
+// Waits (yielding) until `done` says so. Never a sleep: each wait ends on the other thread's step.
+template <class Pred>
+void wait_until(Pred done) {
+    while (!done()) {
+        std::this_thread::yield();
+    }
+}
+
+} // namespace
+
+TEST_CASE("rate_limiter: the first thread to admit owns it; a thread that only rejects leaves it "
+          "so; one that admits makes it shared for good") {
+    rate_limiter lim(1.0, 1); // one token a second
+    CHECK(access::of(lim) == owner::nobody);
+    REQUIRE(lim.try_acquire(sim_t0)); // anchors the slots and takes the one token
+    if (!access::biasable(lim)) {
+        // No membarrier here: nobody owns the limiter, every writer uses the compare-and-swap.
+        CHECK(access::of(lim) == owner::shared);
+        return;
+    }
+    CHECK(access::of(lim) == owner::this_thread);
+
+    owner seen_before = owner::nobody;
+    owner seen_after_reject = owner::nobody;
+    owner seen_after_admit = owner::nobody;
+    bool rejected = false;
+    bool admitted = false;
+    std::thread other([&] {
+        seen_before = access::of(lim);
+        rejected = !lim.try_acquire(sim_t0); // no token: decided without writing
+        seen_after_reject = access::of(lim);
+        admitted = lim.try_acquire(sim_t0 + 1s); // the next slot's token: a write
+        seen_after_admit = access::of(lim);
+    });
+    other.join();
+    CHECK(seen_before == owner::other_thread);
+    CHECK(rejected);
+    CHECK(seen_after_reject == owner::other_thread);
+    CHECK(admitted);
+    CHECK(seen_after_admit == owner::shared);
+    CHECK(access::of(lim) == owner::shared);
+    // Decisions go on as before, now by compare-and-swap on this thread too.
+    CHECK_FALSE(lim.try_acquire(sim_t0 + 1s));
+    CHECK(lim.try_acquire(sim_t0 + 2s));
+    CHECK(access::of(lim) == owner::shared);
+}
+
+TEST_CASE("rate_limiter: a thread taking the limiter over waits for the owner's section under "
+          "way, so no token is used twice") {
+    constexpr std::size_t burst = 10;
+    rate_limiter lim(1.0, burst); // every call below is at sim_t0: no token is added
+    REQUIRE(lim.try_acquire(sim_t0)); // this thread owns it now; 9 tokens left
+    if (!access::biasable(lim)) {
+        CHECK(access::of(lim) == owner::shared); // nobody owns it: there is no section to wait for
+        return;
+    }
+    REQUIRE(access::of(lim) == owner::this_thread);
+    owned_admit_hook::inside = false;
+    owned_admit_hook::release = false;
+    owned_admit_hook::armed = true;
+    bool taker_admitted = false;
+    std::atomic<bool> taker_done{false};
+    bool taker_done_too_early = true;
+    std::thread taker([&] {
+        wait_until([] { return owned_admit_hook::inside.load(); });
+        taker_admitted = lim.try_acquire(sim_t0); // takes the limiter over
+        taker_done = true;
+    });
+    std::thread releaser([&] {
+        // The taker announces the takeover, then must wait: the owner is in its section.
+        wait_until([&] {
+            return access::of(lim) == owner::taking_over || taker_done.load();
+        });
+        taker_done_too_early = taker_done.load();
+        owned_admit_hook::release = true;
+    });
+    const bool owner_admitted = lim.try_acquire(sim_t0); // held open with 9 tokens read
+    releaser.join();
+    taker.join();
+    CHECK(owner_admitted);
+    CHECK(taker_admitted);
+    CHECK_FALSE(taker_done_too_early);
+    CHECK(access::of(lim) == owner::shared);
+    // 10 tokens, 3 used: exactly 7 left. A takeover that did not wait would have left 8 (the
+    // owner's plain store overwriting the taker's compare-and-swap).
+    CHECK(admissions_until_refused(lim, sim_t0, burst) == burst - 3);
+}
+
+TEST_CASE("rate_limiter: set_rate from another thread waits for the owner's section and leaves "
+          "the limiter to its owner") {
+    constexpr std::size_t burst = 10;
+    rate_limiter lim(1.0, burst);
+    REQUIRE(lim.try_acquire(sim_t0));
+    if (!access::biasable(lim)) {
+        lim.set_rate(2.0, sim_t0);
+        CHECK(access::of(lim) == owner::shared);
+        return;
+    }
+    REQUIRE(access::of(lim) == owner::this_thread);
+    owned_admit_hook::inside = false;
+    owned_admit_hook::release = false;
+    owned_admit_hook::armed = true;
+    std::atomic<bool> set_done{false};
+    bool set_done_too_early = true;
+    std::thread setter([&] {
+        wait_until([] { return owned_admit_hook::inside.load(); });
+        lim.set_rate(2.0, sim_t0); // from the next boundary (sim_t0 + 1 s) on
+        set_done = true;
+    });
+    std::thread releaser([&] {
+        wait_until([&] {
+            const owner o = access::of(lim);
+            return o == owner::taking_over || set_done.load();
+        });
+        set_done_too_early = set_done.load();
+        owned_admit_hook::release = true;
+    });
+    const bool held_admitted = lim.try_acquire(sim_t0); // held open with 9 tokens read
+    releaser.join();
+    setter.join();
+    CHECK(held_admitted);
+    CHECK_FALSE(set_done_too_early);
+    CHECK(access::of(lim) == owner::this_thread); // paused, then given back
+    CHECK(lim.rate() == 2.0);
+    // 10 tokens, 2 used: 8 left, whichever path the owner now takes (the pending rate sends it
+    // through the mutex until the next boundary).
+    CHECK(admissions_until_refused(lim, sim_t0, burst) == burst - 2);
+    CHECK(access::of(lim) == owner::this_thread);
+    // The old rate's boundary at 1 s, then the new rate's at 1.5 s.
+    CHECK(lim.try_acquire(sim_t0 + 1s));
+    CHECK_FALSE(lim.try_acquire(sim_t0 + 1s));
+    CHECK_FALSE(lim.try_acquire(sim_t0 + 1400ms));
+    CHECK(lim.try_acquire(sim_t0 + 1500ms));
+    CHECK(access::of(lim) == owner::this_thread);
+}
+
+TEST_CASE("rate_limiter: a takeover in the middle of the owner's stream loses and repeats no "
+          "token") {
+    // The owner admits flat out at one time point (no token is added); a second thread starts
+    // admitting once the owner has, and so takes the limiter over while the owner's sections go
+    // on. Together they must admit exactly `burst`.
+    constexpr std::size_t burst = 2000;
+    for (int round = 0; round < 100; ++round) {
+        rate_limiter lim(1.0, burst);
+        std::atomic<bool> owner_started{false};
+        std::size_t by_owner = 0;
+        std::size_t by_taker = 0;
+        std::thread taker([&] {
+            wait_until([&] { return owner_started.load(); });
+            by_taker = admissions_until_refused(lim, sim_t0, burst);
+        });
+        for (std::size_t i = 0; i <= burst && lim.try_acquire(sim_t0); ++i) {
+            ++by_owner;
+            owner_started.store(true, std::memory_order_relaxed);
+        }
+        owner_started = true; // had the owner been refused at once
+        taker.join();
+        INFO("round " << round << ": owner " << by_owner << ", taker " << by_taker);
+        REQUIRE(by_owner + by_taker == burst);
+        if (by_taker > 0) {
+            // (A taker that found a token and lost it to the owner has taken over too.)
+            CHECK(access::of(lim) == owner::shared);
+        }
+    }
 }
 
 TEST_CASE("rate_limiter: moving hands over the whole state: rate, slots and tokens") {

@@ -24,11 +24,13 @@
 // boundary they belong to.
 //
 // Thread safety: every member may be called from any thread. try_acquire() is lock-free on its
-// usual path: it reads the clock once and decides with one compare-and-swap on a 64-bit word
-// holding (index of the next slot boundary, tokens); a rejection is two loads of that word and
-// no write. Setting the rate, the very first call, and the few calls that cross the boundary at
-// which a new rate takes effect go through a mutex instead (see "How the word and the mutex
-// share the work" below). Only acquire() waits.
+// usual path: it reads the clock once and decides on a 64-bit word holding (index of the next
+// slot boundary, tokens). The first thread to admit owns the limiter and stores its decisions
+// with a plain store; once another thread finds a token, every thread decides with one
+// compare-and-swap, for good (see "One writer, or many" below). A call that finds no token
+// writes nothing. Setting the rate, the very first call, and the few calls that cross the
+// boundary at which a new rate takes effect go through a mutex instead (see "How the word and the
+// mutex share the work" below). Only acquire() waits.
 #pragma once
 
 #include <framepipe/detail/config.hpp>
@@ -50,6 +52,10 @@
 
 namespace framepipe {
 
+namespace detail {
+struct rate_limiter_access; // tests only: who may write the word (see rate_limiter::owner_)
+} // namespace detail
+
 class rate_limiter {
 public:
     using clock = std::chrono::steady_clock;
@@ -63,7 +69,7 @@ public:
           token_mask_((std::uint64_t{1} << token_bits_) - 1),
           max_next_k_((std::uint64_t{1} << (63 - token_bits_)) - 1),
           period_ns_(period_of(hz)), inverse_period_(1.0 / period_ns_.load()), hz_(hz),
-          state_(slow_bit | burst_) {}
+          state_(slow_bit | burst_), biasable_(detail::asymmetric_barrier::enable()) {}
 
     // Moves the limiter's whole state (rate, slots, tokens) into a new one, so that a limiter
     // can be built in place and handed over, or captured by a stage's lambda. No thread may be
@@ -76,7 +82,7 @@ public:
           inverse_period_(other.inverse_period_.load(std::memory_order_relaxed)),
           k0_(other.k0_.load(std::memory_order_relaxed)),
           hz_(other.hz_.load(std::memory_order_relaxed)),
-          state_(other.state_.load(std::memory_order_relaxed)),
+          state_(other.state_.load(std::memory_order_relaxed)), biasable_(other.biasable_),
           pending_period_(other.pending_period_), started_(other.started_),
           locked_mode_(other.locked_mode_), locked_next_k_(other.locked_next_k_),
           locked_tokens_(other.locked_tokens_) {}
@@ -86,8 +92,10 @@ public:
     rate_limiter& operator=(rate_limiter&&) = delete;
 
     // Whether an event now may pass (it then uses a token). Any thread; never waits: lock-free
-    // except on the rare calls described above, which take a mutex briefly. Reads
-    // steady_clock::now() once. Never throws in practice (std::mutex::lock on the rare path).
+    // except on the rare calls described above, which take a mutex briefly, and the first call
+    // that finds a token on a thread that does not own the limiter, which also makes one
+    // membarrier call (microseconds; see "One writer, or many"). Reads steady_clock::now() once.
+    // Never throws in practice (std::mutex::lock on the rare path).
     [[nodiscard]] bool try_acquire() { return try_acquire(clock::now()); }
 
     // The same decision at an explicit time point, so that decisions can be replayed and
@@ -96,48 +104,14 @@ public:
     // boundaries more than 9e18 slots after the anchor never pass. Any thread; never waits (as
     // try_acquire()).
     [[nodiscard]] bool try_acquire(clock::time_point now) {
-        // Acquire: the configuration stored before this word (see publish_locked) is visible.
-        std::uint64_t word = state_.load(std::memory_order_acquire);
-        for (;;) {
-            if ((word & slow_bit) != 0) {
-                return try_acquire_slow(now);
-            }
-            // Acquire loads: if any of them returns a value stored by a later configuration, the
-            // slow path had already set slow_bit in state_ (it does so before touching them), so
-            // the re-read or the compare-and-swap below cannot match `word` and we start over.
-            const config cfg{anchor_ns_.load(std::memory_order_acquire),
-                             period_ns_.load(std::memory_order_acquire),
-                             inverse_period_.load(std::memory_order_acquire),
-                             k0_.load(std::memory_order_acquire)};
-            std::uint64_t next_k = word >> token_bits_;
-            std::uint64_t tokens = word & token_mask_;
-            const std::uint64_t last = cfg.last_passed(ns_of(now), next_k - cfg.k0);
-            if (last != 0) {
-                // Boundaries next_k .. k0 + last have passed: one token each, up to burst.
-                tokens = std::min<std::uint64_t>(burst_, tokens + (cfg.k0 + last - next_k + 1));
-                next_k = cfg.k0 + last + 1;
-                if (next_k > max_next_k_) {
-                    return try_acquire_slow(now); // the packed index would overflow
-                }
-            }
-            if (tokens == 0) {
-                // No boundary passed and no token: reject without writing, if the word we
-                // decided on is still current (then the decision was made on a consistent view).
-                const std::uint64_t again = state_.load(std::memory_order_acquire);
-                if (again == word) {
-                    return false;
-                }
-                word = again;
-                continue;
-            }
-            const std::uint64_t desired = (next_k << token_bits_) | (tokens - 1);
-            // acq_rel on success: orders this admission with the others (the counts in the word
-            // are the whole state); acquire on failure: `word` is reloaded for the next attempt.
-            if (state_.compare_exchange_weak(word, desired, std::memory_order_acq_rel,
-                                             std::memory_order_acquire)) {
-                return true;
+        const void* const me = detail::this_thread_tag();
+        if (owner_.load(std::memory_order_relaxed) == me) [[likely]] {
+            const owned r = try_acquire_owned(now, me);
+            if (r != owned::elsewhere) {
+                return r == owned::admitted;
             }
         }
+        return try_acquire_shared(now, me);
     }
 
     // Waits until an event may pass and takes its token: paces a loop at the rate. Any thread.
@@ -171,12 +145,14 @@ public:
     // Changes the rate. The slot under way at `now` keeps its length; the new rate applies from
     // the next slot. Before the first acquire there is no slot yet, so it applies at once. Pass
     // the same kind of time points as to try_acquire(time_point) when simulating.
-    // Any thread; never waits (brief lock). Throws std::invalid_argument naming `hz` as the
-    // constructor does; the rate is then unchanged.
+    // Any thread; never waits (a brief lock; from a thread other than the owner, also one
+    // membarrier call, which pauses the owner without taking the limiter from it). Throws
+    // std::invalid_argument naming `hz` as the constructor does; the rate is then unchanged.
     void set_rate(double hz, clock::time_point now) {
         const double period = period_of(hz);
         {
             const std::lock_guard<std::mutex> lock(mu_);
+            const void* const paused = pause_owner_locked(detail::this_thread_tag());
             slot_state st = freeze_locked();
             if (!started_) {
                 set_period_locked(period);
@@ -186,6 +162,10 @@ public:
             }
             hz_.store(hz, std::memory_order_relaxed);
             publish_locked(st);
+            if (paused != nullptr) {
+                // Release: the owner's next section reads the word published above.
+                owner_.store(paused, std::memory_order_release);
+            }
             rate_changes_.fetch_add(1, std::memory_order_release);
         }
         rate_changed_.notify_all();
@@ -201,6 +181,8 @@ public:
     [[nodiscard]] std::size_t burst() const noexcept { return burst_; }
 
 private:
+    friend struct detail::rate_limiter_access;
+
     // How the word and the mutex share the work.
     //
     // state_ packs (next_k << token_bits_) | tokens, plus slow_bit. next_k is the index of the
@@ -215,6 +197,21 @@ private:
     // while a new rate waits for the next boundary, and for good if next_k outgrows its bits
     // (63 - bit_width(burst) bits: at 1 GHz with burst 1, centuries).
     static constexpr std::uint64_t slow_bit = std::uint64_t{1} << 63;
+
+    // One writer, or many. Beyond the clock read, an admission's cost is mostly its
+    // compare-and-swap, and most limiters are used by one thread (a stage's loop). So the first
+    // thread whose try_acquire() writes the word becomes its owner (owner_ holds its tag) and
+    // decides inside a section: it marks owner_busy_, checks that it still owns the limiter, and
+    // stores the new word with a plain store. Any other thread that must write the word (to admit,
+    // or on the slow path) takes it over first, under mu_: it stores revoking_mark() in owner_ and
+    // runs asymmetric_barrier::heavy(), after which either the owner's mark is visible (it waits
+    // for the section to end) or the owner's check comes later and fails; then it stores
+    // shared_mark(), and from then on every thread uses the compare-and-swap. set_rate() from
+    // another thread pauses the owner the same way and gives the limiter back. Taking over costs
+    // the taker one membarrier call (1-20 us), once; the owner's section costs two stores and no
+    // fence. Where membarrier is missing, nobody becomes the owner: the section would need a fence,
+    // which costs about what the compare-and-swap does. A call that finds no token on the lock-free
+    // path writes nothing, so a thread whose calls find none never takes the limiter over.
 
     struct slot_state {
         std::uint64_t next_k;
@@ -324,7 +321,168 @@ private:
         }
     };
 
+    // The configuration, each field loaded with `order`.
+    [[nodiscard]] config load_config(std::memory_order order) const noexcept {
+        return {anchor_ns_.load(order), period_ns_.load(order), inverse_period_.load(order),
+                k0_.load(order)};
+    }
+
+    // The lock-free path's view of `word` at `now`: the boundaries passed since add one token
+    // each, up to burst. A next_k above max_next_k_ does not fit the word (the slow path decides).
+    [[nodiscard]] FRAMEPIPE_ALWAYS_INLINE slot_state
+    refilled(std::uint64_t word, const config& cfg, clock::time_point now) const noexcept {
+        slot_state st{word >> token_bits_, word & token_mask_};
+        const std::uint64_t last = cfg.last_passed(ns_of(now), st.next_k - cfg.k0);
+        if (last != 0) {
+            // Boundaries next_k .. k0 + last have passed.
+            st.tokens =
+                std::min<std::uint64_t>(burst_, st.tokens + (cfg.k0 + last - st.next_k + 1));
+            st.next_k = cfg.k0 + last + 1;
+        }
+        return st;
+    }
+
+    // --- Who may write state_ (see "One writer, or many" above). ---
+
+    enum class owned { rejected, admitted, elsewhere };
+
+    // try_acquire() on the owner's thread: the decision of the lock-free path, stored with a plain
+    // store instead of a compare-and-swap, inside the section that owner_busy_ marks. elsewhere:
+    // the limiter is no longer (or not now) the caller's, or the word needs the slow path.
+    FRAMEPIPE_ALWAYS_INLINE owned try_acquire_owned(clock::time_point now,
+                                                    const void* me) noexcept {
+        // Relaxed: a revoker reads owner_busy_ only after its heavy barrier; light() keeps the
+        // compiler from moving the load of owner_ above this store.
+        owner_busy_.store(true, std::memory_order_relaxed);
+        detail::asymmetric_barrier::light();
+        owned r = owned::elsewhere;
+        if (owner_.load(std::memory_order_relaxed) == me) [[likely]] {
+            // Acquire: the configuration a slow path stored before this word is visible. No other
+            // thread writes the word while the section lasts (a writer revokes first and waits).
+            const std::uint64_t word = state_.load(std::memory_order_acquire);
+            FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK();
+            if ((word & slow_bit) == 0) {
+                // Relaxed: the acquire load of the word above ordered them.
+                const slot_state st = refilled(word, load_config(std::memory_order_relaxed), now);
+                if (st.next_k <= max_next_k_) { // else the slow path: the index would overflow
+                    if (st.tokens == 0) {
+                        r = owned::rejected;
+                    } else {
+                        // Release: a thread that reads this word reads its configuration.
+                        state_.store((st.next_k << token_bits_) | (st.tokens - 1),
+                                     std::memory_order_release);
+                        r = owned::admitted;
+                    }
+                }
+            }
+        }
+        // Release: a revoker that reads false reads the store of state_ above.
+        owner_busy_.store(false, std::memory_order_release);
+        return r;
+    }
+
+    // try_acquire() for a thread that is not the owner, or an owner sent elsewhere. Out of line,
+    // so that the owner's path inlined into a caller's loop stays small (no registers to save).
+    FRAMEPIPE_NOINLINE bool try_acquire_shared(clock::time_point now, const void* me) {
+        // Acquire: the configuration stored before this word (see publish_locked) is visible.
+        std::uint64_t word = state_.load(std::memory_order_acquire);
+        for (;;) {
+            if ((word & slow_bit) != 0) {
+                return try_acquire_slow(now, me);
+            }
+            // Acquire loads: if any of them returns a value stored by a later configuration, the
+            // slow path had already set slow_bit in state_ (it does so before touching them), so
+            // the re-read or the compare-and-swap below cannot match `word` and we start over.
+            const slot_state st = refilled(word, load_config(std::memory_order_acquire), now);
+            if (st.next_k > max_next_k_) {
+                return try_acquire_slow(now, me); // the packed index would overflow
+            }
+            if (st.tokens == 0) {
+                // No boundary passed and no token: reject without writing, if the word we
+                // decided on is still current (then the decision was made on a consistent view).
+                const std::uint64_t again = state_.load(std::memory_order_acquire);
+                if (again == word) {
+                    return false;
+                }
+                word = again;
+                continue;
+            }
+            // Acquire: pairs with the revoker's release of shared_mark(); the owner's last store
+            // of the word is visible (the compare-and-swap below would reload it anyway).
+            const void* const owner = owner_.load(std::memory_order_acquire);
+            if (owner != me && owner != shared_mark()) [[unlikely]] {
+                take_write_right(me);
+                if (owner_.load(std::memory_order_relaxed) == me) {
+                    return try_acquire(now); // the caller owns the limiter now
+                }
+                word = state_.load(std::memory_order_acquire);
+                continue;
+            }
+            const std::uint64_t desired = (st.next_k << token_bits_) | (st.tokens - 1);
+            // acq_rel on success: orders this admission with the others (the counts in the word
+            // are the whole state); acquire on failure: `word` is reloaded for the next attempt.
+            if (state_.compare_exchange_weak(word, desired, std::memory_order_acq_rel,
+                                             std::memory_order_acquire)) {
+                return true;
+            }
+        }
+    }
+
+    // The sentinels of owner_ besides nullptr (no owner yet) and a thread's tag.
+    static constexpr char marks_[2] = {};
+    [[nodiscard]] static const void* shared_mark() noexcept { return &marks_[0]; }   // shared
+    [[nodiscard]] static const void* revoking_mark() noexcept { return &marks_[1]; } // revoking
+
+    // Lets `me` write state_ (a compare-and-swap), out of line: taken once per thread at most.
+    FRAMEPIPE_NOINLINE void take_write_right(const void* me) {
+        const std::lock_guard<std::mutex> lock(mu_);
+        claim_locked(me);
+    }
+
     // --- Everything below requires mu_. ---
+
+    // Makes `me` free to write state_: it is the owner already, or the first writer (it becomes
+    // the owner, where membarrier makes the owner's section cheap), or the limiter is shared; a
+    // second writer makes it shared for good, after the owner has left its section.
+    void claim_locked(const void* me) noexcept {
+        const void* const owner = owner_.load(std::memory_order_relaxed);
+        if (owner == me || owner == shared_mark()) {
+            return;
+        }
+        if (owner == nullptr && biasable_) {
+            owner_.store(me, std::memory_order_relaxed); // its first section is on this thread
+            return;
+        }
+        if (owner != nullptr) {
+            drain_owner_locked();
+        }
+        // Release: a thread that reads shared_mark() reads the owner's last store of the word.
+        owner_.store(shared_mark(), std::memory_order_release);
+    }
+
+    // set_rate() from a thread that does not own the limiter: keeps the owner out of its section
+    // while the word changes under slow_bit; returns the owner to put back, or nullptr.
+    const void* pause_owner_locked(const void* me) noexcept {
+        const void* const owner = owner_.load(std::memory_order_relaxed);
+        if (owner == nullptr || owner == me || owner == shared_mark()) {
+            return nullptr;
+        }
+        drain_owner_locked();
+        return owner;
+    }
+
+    // Sends the owner's next sections elsewhere and waits for the one under way to end.
+    void drain_owner_locked() noexcept {
+        owner_.store(revoking_mark(), std::memory_order_relaxed);
+        // Either the owner's store of owner_busy_ is visible after this barrier, or its load of
+        // owner_ comes after it and sees revoking_mark() (it then leaves without writing).
+        detail::asymmetric_barrier::heavy(); // pairs with light() in try_acquire_owned()
+        unsigned spins = 0;
+        // Acquire: pairs with the release that ends a section; its store of the word is visible.
+        while (owner_busy_.load(std::memory_order_acquire)) {
+            detail::backoff(spins); // a section is a few instructions
+        }
+    }
 
     void set_period_locked(double period) noexcept {
         period_ns_.store(period, std::memory_order_release);
@@ -361,8 +519,9 @@ private:
                      std::memory_order_release);
     }
 
-    bool try_acquire_slow(clock::time_point now) {
+    bool try_acquire_slow(clock::time_point now, const void* me) {
         const std::lock_guard<std::mutex> lock(mu_);
+        claim_locked(me);
         slot_state st = freeze_locked();
         refill_locked(now, st);
         const bool admitted = st.tokens > 0;
@@ -441,6 +600,14 @@ private:
     std::atomic<std::uint64_t> k0_{0};                    // index of the anchor boundary
     std::atomic<double> hz_;                              // the rate set last (for rate())
     std::atomic<std::uint64_t> state_;                    // slow_bit | next_k | tokens
+    // Who may write state_: nullptr (nobody has yet), the owner's thread tag, revoking_mark() or
+    // shared_mark(). Read by every call, written a few times in the limiter's life.
+    std::atomic<const void*> owner_{nullptr};
+
+    // The owner is inside a section (try_acquire_owned). Written twice per call of the owner, so
+    // on a line of its own: other threads' calls read the line above and never this one.
+    alignas(detail::cache_line) std::atomic<bool> owner_busy_{false};
+    const bool biasable_; // membarrier is there: an owner's section costs no fence
 
     // The slow path and acquire()'s sleepers, on their own lines.
     alignas(detail::cache_line) mutable std::mutex mu_;

@@ -62,6 +62,14 @@
 #define FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK() ((void)0)
 #endif
 
+// FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK(): a test seam of the same kind. Called on the thread that owns
+// a rate_limiter, inside its section, after it read the word and before it stores the new one
+// (rate_limiter.hpp); tests/test_rate_limiter.cpp holds the section open with it while another
+// thread takes the limiter over or changes its rate.
+#if !defined(FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK)
+#define FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK() ((void)0)
+#endif
+
 namespace framepipe::detail {
 
 // The size of a cache line on the machines framepipe targets (x86-64 and most ARMv8 cores). Data
@@ -82,6 +90,13 @@ inline void cpu_relax() noexcept {
     asm volatile("yield" ::: "memory");
 #endif
 }
+
+// An address that no other live thread shares, for code that tells threads apart on a hot path
+// (rate_limiter's owner): a thread-local's address, which a program reads off its thread pointer
+// without a call (std::this_thread::get_id() is a call into the C library). A later thread may get
+// a dead thread's address. Any thread; noexcept.
+inline thread_local char thread_tag_byte = 0;
+[[nodiscard]] inline const void* this_thread_tag() noexcept { return &thread_tag_byte; }
 
 // static_cast<To>(v), except where To and From are the same type: for the conversions that are
 // needed on some targets (a 64-bit count into a 32-bit size_t) and are no-ops on others, where
