@@ -24,7 +24,8 @@ namespace framepipe::detail {
 // instruction).
 //
 // Used by spsc_ring's close and claim handshakes (pushing_, claiming_: see
-// detail/spsc_lockfree_ring.hpp) and by event_count's asymmetric mode: a notifier that publishes
+// detail/spsc_lockfree_ring.hpp), by rate_limiter's owner (owner_busy_: see "One writer, or many"
+// in rate_limiter.hpp) and by event_count's asymmetric mode: a notifier that publishes
 // with a plain release store and then reads the waiter count must not have that read overtake its
 // store, or a waiter that registers at the same moment and re-checks the state may miss it, and
 // both miss each other (a lost wake-up). A full fence on every push would cost more than the whole
