@@ -35,6 +35,7 @@
 
 #include "support/allocation_counter.hpp"
 #include "support/lifetime.hpp"
+#include "support/wait_until.hpp"
 
 namespace {
 
@@ -109,13 +110,7 @@ void check_same_stats(const channel_stats& a, const channel_stats& b) {
     CHECK(a.size == b.size);
 }
 
-// Polls a condition that must eventually hold (no sleeping, no timing).
-template <class Pred>
-void wait_until(Pred pred) {
-    while (!pred()) {
-        std::this_thread::yield();
-    }
-}
+using framepipe_test::wait_until;
 
 // Gives other threads many chances to run. Not a synchronisation: whatever is checked after it
 // must hold under any scheduling; this only makes a wrong early completion likely to show.

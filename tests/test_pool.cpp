@@ -36,6 +36,7 @@
 
 #include "support/allocation_counter.hpp"
 #include "support/lifetime.hpp"
+#include "support/wait_until.hpp"
 
 namespace {
 
@@ -49,12 +50,7 @@ using framepipe_test::lifetime_scope;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
-template <class Pred>
-void wait_until(Pred pred) {
-    while (!pred()) {
-        std::this_thread::yield();
-    }
-}
+using framepipe_test::wait_until;
 
 // Gives other threads many chances to run. Not a synchronisation: whatever is checked after it
 // must hold under any scheduling.

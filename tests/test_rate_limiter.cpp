@@ -30,6 +30,8 @@ inline void run() noexcept {
 
 #include <framepipe/rate_limiter.hpp>
 
+#include "support/wait_until.hpp"
+
 // Who may write a limiter's word, as the tests see it.
 namespace framepipe::detail {
 struct rate_limiter_access {
@@ -971,13 +973,7 @@ std::size_t admissions_until_refused(rate_limiter& lim, time_point t, std::size_
     return n;
 }
 
-// Waits (yielding) until `done` says so. Never a sleep: each wait ends on the other thread's step.
-template <class Pred>
-void wait_until(Pred done) {
-    while (!done()) {
-        std::this_thread::yield();
-    }
-}
+using framepipe_test::wait_until;
 
 } // namespace
 

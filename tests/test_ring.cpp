@@ -49,6 +49,7 @@ inline void run() noexcept {
 #include <catch2/catch.hpp>
 
 #include "support/lifetime.hpp"
+#include "support/wait_until.hpp"
 #if defined(__linux__)
 #include "support/thread_state.hpp"
 #endif
@@ -211,13 +212,7 @@ void check_still_blocked(const std::atomic<bool>& done) {
     CHECK_FALSE(done.load());
 }
 
-// Yields until pred() holds; pred must become true eventually through the ring's own progress.
-template <class Pred>
-void wait_until(Pred pred) {
-    while (!pred()) {
-        std::this_thread::yield();
-    }
-}
+using framepipe_test::wait_until;
 
 template <class R>
 std::vector<int> drain(R& r) {
