@@ -185,17 +185,19 @@ private:
 
     // How the word and the mutex share the work.
     //
-    // state_ packs (next_k << token_bits_) | tokens, plus slow_bit. next_k is the index of the
-    // next slot boundary, counted from the first call for the limiter's whole life (it never goes
-    // back, not even when the rate changes). The configuration that turns an index into a time,
-    // boundary k at anchor_ns_ + (k - k0_) * period_ns_ (widened by period/1000), changes only
-    // under mu_ and only while slow_bit is set; the slow path sets slow_bit with a
-    // compare-and-swap before it touches the configuration and clears it last. So a lock-free
-    // call that read a configuration newer than its word fails its compare-and-swap, and a word
-    // with a given next_k never reappears under another configuration (a new rate takes effect
-    // at a boundary, which next_k passes). slow_bit stays set while the limiter has not started,
-    // while a new rate waits for the next boundary, and for good if next_k outgrows its bits
-    // (63 - bit_width(burst) bits: at 1 GHz with burst 1, centuries).
+    // state_ packs (next_k << token_bits_) | tokens, plus slow_bit. next_k is the index of the next
+    // slot boundary, counted from the first call for the limiter's whole life (it never goes back,
+    // not even when the rate changes). The configuration that turns an index into a time, boundary
+    // k at anchor_ns_ + (k - k0_) * period_ns_ (widened by period/1000), changes only under mu_ and
+    // only while slow_bit is set; the slow path sets slow_bit with a compare-and-swap before it
+    // touches the configuration and clears it last. So a lock-free call that read a configuration
+    // newer than its word fails its compare-and-swap, and a word with a given next_k never
+    // reappears under another configuration (a new rate takes effect at a boundary, which next_k
+    // passes). The owner's section, which stores the word instead, never overlaps a slow path: one
+    // on another thread pauses the owner or takes the limiter over first (see "One writer, or
+    // many"). slow_bit stays set while the limiter has not started, while a new rate waits for the
+    // next boundary, and for good if next_k outgrows its bits (63 - bit_width(burst) bits: at 1 GHz
+    // with burst 1, centuries).
     static constexpr std::uint64_t slow_bit = std::uint64_t{1} << 63;
 
     // One writer, or many. Beyond the clock read, an admission's cost is mostly its
