@@ -52,7 +52,10 @@ struct rate_limiter_access {
         }
         return owner::other_thread;
     }
-    static bool biasable(const rate_limiter& l) noexcept { return l.biasable_; }
+    // Whether a limiter can have an owner here (membarrier is there), as rate_limiter decides.
+    static bool biasable(const rate_limiter&) noexcept {
+        return asymmetric_barrier::enable();
+    }
 };
 } // namespace framepipe::detail
 

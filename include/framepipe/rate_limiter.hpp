@@ -69,7 +69,7 @@ public:
           token_mask_((std::uint64_t{1} << token_bits_) - 1),
           max_next_k_((std::uint64_t{1} << (63 - token_bits_)) - 1),
           period_ns_(period_of(hz)), inverse_period_(1.0 / period_ns_.load()), hz_(hz),
-          state_(slow_bit | burst_), biasable_(detail::asymmetric_barrier::enable()) {}
+          state_(slow_bit | burst_) {}
 
     // Moves the limiter's whole state (rate, slots, tokens) into a new one, so that a limiter
     // can be built in place and handed over, or captured by a stage's lambda. No thread may be
@@ -82,7 +82,7 @@ public:
           inverse_period_(other.inverse_period_.load(std::memory_order_relaxed)),
           k0_(other.k0_.load(std::memory_order_relaxed)),
           hz_(other.hz_.load(std::memory_order_relaxed)),
-          state_(other.state_.load(std::memory_order_relaxed)), biasable_(other.biasable_),
+          state_(other.state_.load(std::memory_order_relaxed)),
           pending_period_(other.pending_period_), started_(other.started_),
           locked_mode_(other.locked_mode_), locked_next_k_(other.locked_next_k_),
           locked_tokens_(other.locked_tokens_) {}
@@ -451,7 +451,9 @@ private:
         if (owner == me || owner == shared_mark()) {
             return;
         }
-        if (owner == nullptr && biasable_) {
+        // enable(): membarrier is there (registered now, before the owner's first section), so
+        // the section needs no fence.
+        if (owner == nullptr && detail::asymmetric_barrier::enable()) {
             owner_.store(me, std::memory_order_relaxed); // its first section is on this thread
             return;
         }
@@ -609,7 +611,6 @@ private:
     // The owner is inside a section (try_acquire_owned). Written twice per call of the owner, so
     // on a line of its own: other threads' calls read the line above and never this one.
     alignas(detail::cache_line) std::atomic<bool> owner_busy_{false};
-    const bool biasable_; // membarrier is there: an owner's section costs no fence
 
     // The slow path and acquire()'s sleepers, on their own lines.
     alignas(detail::cache_line) mutable std::mutex mu_;
