@@ -8,7 +8,8 @@
 // Accuracy is proven with explicit time points; no test sleeps or asserts on elapsed time.
 
 #include <atomic>
-#include <thread>
+
+#include "support/wait_until.hpp"
 
 // Holds the owner's section open (FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK, detail/config.hpp): once
 // armed, the owner's next section, having read the word, waits there until `release` is set, so
@@ -20,17 +21,13 @@ inline std::atomic<bool> release{false};
 inline void run() noexcept {
     if (armed.load(std::memory_order_relaxed) && armed.exchange(false)) {
         inside.store(true);
-        while (!release.load()) {
-            std::this_thread::yield();
-        }
+        framepipe_test::wait_until([] { return release.load(); });
     }
 }
 } // namespace owned_admit_hook
 #define FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK() ::owned_admit_hook::run()
 
 #include <framepipe/rate_limiter.hpp>
-
-#include "support/wait_until.hpp"
 
 // Who may write a limiter's word, as the tests see it.
 namespace framepipe::detail {
