@@ -24,6 +24,7 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -121,11 +122,13 @@ private:
     std::vector<std::thread> threads_;
 };
 
-// Runs the scripts (script i on worker i; workers without one do nothing) against a channel
-// through `perform(planned) -> op`, and returns the history of the calls made.
-template <class Perform>
-history<op> record(worker_pool& pool, ticker& clock, const std::vector<script>& scripts, Perform perform) {
-    std::vector<history<op>> per_thread(pool.size());
+// Runs the scripts (script i on worker i; workers without one do nothing) against an object
+// through `perform(plan) -> Op`, and returns the history of the calls made. A plan is `planned`
+// for the channels; any type with spin_before and sleep_before will do.
+template <class Plan, class Perform, class Op = std::decay_t<std::invoke_result_t<Perform&, const Plan&>>>
+history<Op> record(worker_pool& pool, ticker& clock, const std::vector<std::vector<Plan>>& scripts,
+                   Perform perform) {
+    std::vector<history<Op>> per_thread(pool.size());
     const auto active = static_cast<unsigned>(std::min<std::size_t>(scripts.size(), pool.size()));
     std::atomic<unsigned> arrived{0};
     pool.run([&](unsigned w) {
@@ -142,14 +145,14 @@ history<op> record(worker_pool& pool, ticker& clock, const std::vector<script>& 
                 std::this_thread::yield();
             }
         }
-        for (const planned& p : scripts[w]) {
+        for (const Plan& p : scripts[w]) {
             if (p.sleep_before.count() > 0) {
                 std::this_thread::sleep_for(p.sleep_before);
             }
             for (unsigned s = 0; s < p.spin_before; ++s) {
                 std::atomic_signal_fence(std::memory_order_seq_cst); // a delay the compiler keeps
             }
-            event<op> e;
+            event<Op> e;
             e.thread = w;
             e.invoked = clock.tick();
             e.op = perform(p);
@@ -157,7 +160,7 @@ history<op> record(worker_pool& pool, ticker& clock, const std::vector<script>& 
             per_thread[w].push_back(e);
         }
     });
-    history<op> h;
+    history<Op> h;
     for (auto& t : per_thread) {
         h.insert(h.end(), t.begin(), t.end());
     }
@@ -165,9 +168,9 @@ history<op> record(worker_pool& pool, ticker& clock, const std::vector<script>& 
 }
 
 // A call made by the main thread after the workers finished (the final stats, the drain).
-template <class Call>
-void append(history<op>& h, ticker& clock, Call call) {
-    event<op> e;
+template <class Op, class Call>
+void append(history<Op>& h, ticker& clock, Call call) {
+    event<Op> e;
     e.thread = 99;
     e.invoked = clock.tick();
     e.op = call();
