@@ -27,6 +27,21 @@ inline void run() noexcept {
 } // namespace owned_admit_hook
 #define FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK() ::owned_admit_hook::run()
 
+// Holds a call of the owner before it marks its section (FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK), in
+// the same way: after it found itself the owner, before owner_busy_ says so.
+namespace owner_entry_hook {
+inline std::atomic<bool> armed{false};
+inline std::atomic<bool> inside{false};
+inline std::atomic<bool> release{false};
+inline void run() noexcept {
+    if (armed.load(std::memory_order_relaxed) && armed.exchange(false)) {
+        inside.store(true);
+        framepipe_test::wait_until([] { return release.load(); });
+    }
+}
+} // namespace owner_entry_hook
+#define FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK() ::owner_entry_hook::run()
+
 #include <framepipe/rate_limiter.hpp>
 
 // Who may write a limiter's word, as the tests see it.
@@ -1053,6 +1068,57 @@ TEST_CASE("rate_limiter: a thread taking the limiter over waits for the owner's 
     // 10 tokens, 3 used: exactly 7 left. A takeover that did not wait would have left 8 (the
     // owner's plain store overwriting the taker's compare-and-swap).
     CHECK(admissions_until_refused(lim, sim_t0, burst) == burst - 3);
+}
+
+TEST_CASE("rate_limiter: an owner held before its section is taken over without a wait, and its "
+          "section then sees it and uses the compare-and-swap") {
+    // The window between try_acquire()'s check of the owner and the store that marks the section:
+    // a takeover there finds no section to wait for and completes; the section's own check must
+    // then send the old owner to the shared path. Without that check it would store a word it
+    // read before the taker's next admission, and that token would be used twice.
+    constexpr std::size_t burst = 10;
+    rate_limiter lim(1.0, burst);
+    REQUIRE(lim.try_acquire(sim_t0)); // this thread owns it now; 9 tokens left
+    if (!access::biasable(lim)) {
+        CHECK(access::of(lim) == owner::shared);
+        return;
+    }
+    REQUIRE(access::of(lim) == owner::this_thread);
+    owner_entry_hook::inside = false;
+    owner_entry_hook::release = false;
+    owner_entry_hook::armed = true;
+    owned_admit_hook::inside = false;
+    owned_admit_hook::release = false;
+    std::atomic<bool> owner_done{false};
+    bool taker_first = false;
+    bool taker_second = false;
+    bool shared_while_held = false;
+    bool reached_store = true;
+    std::thread taker([&] {
+        wait_until([] { return owner_entry_hook::inside.load(); });
+        taker_first = lim.try_acquire(sim_t0); // takes over: the owner has no section to wait for
+        shared_while_held = access::of(lim) == owner::shared && !owner_done.load();
+        // If the released owner got as far as its store, hold it there while this thread admits
+        // again: a store of a word read before that admission would overwrite it.
+        owned_admit_hook::armed = true;
+        owner_entry_hook::release = true;
+        wait_until([&] { return owned_admit_hook::inside.load() || owner_done.load(); });
+        reached_store = owned_admit_hook::inside.load();
+        taker_second = lim.try_acquire(sim_t0);
+        owned_admit_hook::release = true;
+    });
+    const bool owner_second = lim.try_acquire(sim_t0); // held before its section
+    owner_done = true;
+    taker.join();
+    owned_admit_hook::armed = false; // not fired: the section was never entered
+    CHECK(taker_first);
+    CHECK(shared_while_held);
+    CHECK(owner_second);
+    CHECK_FALSE(reached_store);
+    CHECK(taker_second);
+    CHECK(access::of(lim) == owner::shared);
+    // 10 tokens, 4 used: exactly 6 left (7 if the owner's stale store had overwritten one).
+    CHECK(admissions_until_refused(lim, sim_t0, burst) == burst - 4);
 }
 
 TEST_CASE("rate_limiter: set_rate from another thread waits for the owner's section and leaves "

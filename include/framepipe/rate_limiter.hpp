@@ -353,6 +353,9 @@ private:
     // the limiter is no longer (or not now) the caller's, or the word needs the slow path.
     FRAMEPIPE_ALWAYS_INLINE owned try_acquire_owned(clock::time_point now,
                                                     const void* me) noexcept {
+        // A takeover may complete between the caller's check of owner_ and the store below (it
+        // finds no section to wait for): the check after light() is what sends this call away.
+        FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK();
         // Relaxed: a revoker reads owner_busy_ only after its heavy barrier; light() keeps the
         // compiler from moving the load of owner_ above this store.
         owner_busy_.store(true, std::memory_order_relaxed);

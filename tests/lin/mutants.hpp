@@ -1,12 +1,16 @@
-// tests/lin/mutants.hpp - deliberately broken channels, to prove that the linearizability checker
-// rejects what it should. Each has the ring API the harness drives (push, try_push, push_for,
-// try_pop, pop_for, peek, close, stats, size) and one planted bug.
+// tests/lin/mutants.hpp - deliberately broken channels and a broken rate limiter, to prove that
+// the linearizability checker rejects what it should. Each has the API the harness drives (the
+// ring's push, try_push, push_for, try_pop, pop_for, peek, close, stats, size; the limiter's
+// try_acquire and set_rate) and one planted bug.
 #pragma once
+
+#include "rate_limiter_spec.hpp"
 
 #include <framepipe/channel.hpp>
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -115,6 +119,47 @@ private:
     bool closed_ = false;
     framepipe::channel_stats stats_{};
     std::atomic<int> in_flight_{0};
+};
+
+// A rate limiter that decides on a copy of its state taken under its lock and stores the copy
+// back afterwards: a call that overlaps another's decision uses the same token again. The bug a
+// takeover of rate_limiter's owner would have if it did not wait for the owner's section. To show
+// it without luck, a call holds its copy until a second call has taken one too (or 1 s passed).
+class mutant_limiter {
+public:
+    using clock = std::chrono::steady_clock;
+
+    mutant_limiter(std::int64_t period_ns, std::uint64_t burst) : model_(period_ns, burst) {}
+
+    bool try_acquire(clock::time_point t) {
+        rate_limiter_model copy = [&] {
+            const std::lock_guard<std::mutex> lock(mu_);
+            return model_;
+        }();
+        copies_.fetch_add(1, std::memory_order_seq_cst);
+        const auto give_up = clock::now() + std::chrono::seconds(1);
+        while (copies_.load(std::memory_order_seq_cst) < 2 && clock::now() < give_up) {
+            std::this_thread::yield();
+        }
+        const bool admitted = copy.try_acquire(ns(t));
+        const std::lock_guard<std::mutex> lock(mu_);
+        model_ = copy;
+        return admitted;
+    }
+
+    void set_rate(double hz, clock::time_point t) {
+        const std::lock_guard<std::mutex> lock(mu_);
+        model_.set_rate(static_cast<std::int64_t>(std::llround(1e9 / hz)), ns(t));
+    }
+
+private:
+    static std::int64_t ns(clock::time_point t) {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    }
+
+    std::mutex mu_;
+    rate_limiter_model model_;
+    std::atomic<int> copies_{0};
 };
 
 } // namespace framepipe_lin

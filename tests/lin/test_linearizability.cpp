@@ -1,18 +1,40 @@
 // tests/lin/test_linearizability.cpp - histories of 2-4 threads on the lock-free channels (ring
-// MPMC and SPSC, latest_slot, a subscription), each checked against the channel's sequential
-// specification (specs.hpp) by the Wing & Gong / Lowe checker (checker.hpp); recorded histories
-// at the edge of the MPMC ring's documented trade-off; and mutants the checker must reject.
+// MPMC and SPSC, latest_slot, a subscription) and on rate_limiter, each checked against a
+// sequential specification (specs.hpp, rate_limiter_spec.hpp) by the Wing & Gong / Lowe checker
+// (checker.hpp); recorded histories at the edge of the MPMC ring's documented trade-off; and
+// mutants the checker must reject.
 //
-// FRAMEPIPE_LIN_HISTORIES scales the number of histories (default: 10^4 in all, of at most 12
-// calls each, plus the final stats and drain).
+// FRAMEPIPE_LIN_HISTORIES scales the number of histories (default: 10^4 on the channels and
+// 1,500 on the limiter, of at most 12 calls each, plus the final stats and drain).
+// Before any framepipe header (detail/config.hpp): rate_limiter's owner gives up the processor
+// now and then, as a preempted owner would, at the two points of its call where another thread's
+// takeover or set_rate() changes what it must do: before it marks its section
+// (FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK; one call in four) and inside the section, after it read the
+// word and before it stores the new one (FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK; one in four). Without
+// this, the histories would land a takeover in those few instructions once in a million calls.
+#include <thread>
+namespace framepipe_lin {
+inline void yield_now_and_then(unsigned& calls) noexcept {
+    if (++calls % 4 == 0) {
+        std::this_thread::yield();
+    }
+}
+inline thread_local unsigned owner_entries = 0;
+inline thread_local unsigned owner_sections = 0;
+} // namespace framepipe_lin
+#define FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK() ::framepipe_lin::yield_now_and_then(::framepipe_lin::owner_entries)
+#define FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK() ::framepipe_lin::yield_now_and_then(::framepipe_lin::owner_sections)
+
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/latest_slot.hpp>
+#include <framepipe/rate_limiter.hpp>
 #include <framepipe/ring.hpp>
 
 #include <catch2/catch.hpp>
 
 #include "harness.hpp"
 #include "mutants.hpp"
+#include "rate_limiter_spec.hpp"
 
 #include <chrono>
 #include <cstddef>
@@ -297,6 +319,194 @@ TEST_CASE("linearizability: subscription (publish / pop / close), 2-4 threads", 
     }
 }
 
+// --- rate_limiter ---------------------------------------------------------------------------
+
+namespace framepipe::detail {
+// Whether a limiter was taken over (it has been written by two threads), to report how often the
+// histories raced the owner's section (rate_limiter.hpp, "One writer, or many").
+struct rate_limiter_access {
+    static bool shared(const rate_limiter& l) noexcept {
+        return l.owner_.load() == rate_limiter::shared_mark();
+    }
+};
+} // namespace framepipe::detail
+
+namespace {
+
+// The histories' time points: a base, plus whole quarter milliseconds.
+const auto limit_base = std::chrono::steady_clock::time_point(std::chrono::seconds(1));
+constexpr std::int64_t quarter_ms = 250'000;
+constexpr std::int64_t first_period = 1'000'000; // 1000 Hz
+
+template <class Limiter>
+limit_op perform_limiter(Limiter& l, const limit_plan& p) {
+    limit_op o{.k = p.k, .at_ns = p.at_ns, .period_ns = p.period_ns, .admitted = false};
+    const auto at = limit_base + std::chrono::nanoseconds(p.at_ns);
+    if (p.k == limit_kind::set_rate) {
+        l.set_rate(1e9 / static_cast<double>(p.period_ns), at);
+    } else {
+        o.admitted = l.try_acquire(at);
+    }
+    return o;
+}
+
+// 2-4 threads, 12 calls in all: each thread's time points go forward by 0-2 quarter periods a
+// call (so the threads' clocks disagree by up to a few periods, as real clock reads inside
+// overlapping calls may), and one call in eight changes the rate to 2000, 1000 or 500 Hz.
+std::vector<std::vector<limit_plan>> limiter_plan(std::mt19937& rng) {
+    const unsigned threads = 2 + static_cast<unsigned>(rng() % 3);
+    std::vector<std::vector<limit_plan>> s(threads);
+    for (auto& calls : s) {
+        std::int64_t q = static_cast<std::int64_t>(rng() % 4);
+        for (unsigned i = 0; i < 12 / threads; ++i) {
+            limit_plan p;
+            q += static_cast<std::int64_t>(rng() % 3);
+            p.at_ns = q * quarter_ms;
+            if (rng() % 8 == 0) {
+                p.k = limit_kind::set_rate;
+                p.period_ns = (first_period / 2) << (rng() % 3); // 0.5, 1 or 2 ms
+            }
+            const unsigned r = static_cast<unsigned>(rng() % 4);
+            p.spin_before = r == 1 ? 20u : r == 2 ? 200u : 0u;
+            calls.push_back(p);
+        }
+    }
+    return s;
+}
+
+// Records `count` histories on limiters built by `make`, then lets the main thread take every
+// token left at the latest time point used (so that a token used twice or never shows in the
+// history even when no thread asked for it again), and checks each history. Returns how many were
+// not linearizable (printing the first); counts in `taken_over` the limiters that two threads
+// wrote during the threads' calls.
+template <class Limiter, class Make, class Plan>
+std::size_t run_limiter_histories(std::size_t count, std::uint32_t seed, std::uint64_t burst, Make make,
+                                  Plan plan, bool expect_linearizable, std::size_t* taken_over = nullptr) {
+    static worker_pool pool(4);
+    ticker clock;
+    std::mt19937 rng(seed);
+    const rate_limiter_spec spec(first_period, burst);
+    std::size_t failures = 0;
+    const auto start = std::chrono::steady_clock::now();
+    for (std::size_t n = 0; n < count; ++n) {
+        std::unique_ptr<Limiter> lim = make();
+        const std::vector<std::vector<limit_plan>> scripts = plan(rng);
+        history<limit_op> h =
+            record(pool, clock, scripts, [&](const limit_plan& p) { return perform_limiter(*lim, p); });
+        if constexpr (std::is_same_v<Limiter, framepipe::rate_limiter>) {
+            if (taken_over != nullptr && framepipe::detail::rate_limiter_access::shared(*lim)) {
+                ++*taken_over;
+            }
+        }
+        std::int64_t latest = 0;
+        for (const auto& e : h) {
+            latest = std::max(latest, e.op.at_ns);
+        }
+        bool more = true;
+        for (std::uint64_t i = 0; more && i <= burst; ++i) {
+            append(h, clock, [&] {
+                const limit_op o = perform_limiter(*lim, limit_plan{.k = limit_kind::acquire, .at_ns = latest});
+                more = o.admitted;
+                return o;
+            });
+        }
+        const check_result r = check(spec, h);
+        all_totals().events += h.size();
+        all_totals().states += r.states_explored;
+        if (!r.linearizable) {
+            if (failures == 0 && expect_linearizable) {
+                std::printf("NOT LINEARIZABLE (history %zu, seed %u, burst %llu):\n%s", n, seed,
+                            static_cast<unsigned long long>(burst), to_string(h).c_str());
+            }
+            ++failures;
+        }
+    }
+    all_totals().histories += count;
+    all_totals().seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return failures;
+}
+
+} // namespace
+
+TEST_CASE("linearizability: rate_limiter, 2-4 threads admitting and changing the rate", "[lin][stress]") {
+    std::size_t histories_run = 0;
+    std::size_t taken_over = 0;
+    for (const std::uint64_t burst : {1u, 2u, 3u}) {
+        INFO("burst " << burst);
+        const std::size_t n = histories(1500 / 3);
+        const auto failures = run_limiter_histories<framepipe::rate_limiter>(
+            n, static_cast<std::uint32_t>(300 + burst), burst,
+            [&] { return std::make_unique<framepipe::rate_limiter>(1e9 / first_period, burst); },
+            limiter_plan, true, &taken_over);
+        CHECK(failures == 0);
+        histories_run += n;
+    }
+    std::printf("rate_limiter: %zu histories, %zu with the limiter taken over from its owner during the calls\n",
+                histories_run, taken_over);
+    if (framepipe::detail::asymmetric_barrier::enable()) {
+        // Where membarrier works the first admitting thread owns the limiter, and a second one
+        // takes it over: some histories must have raced that, or they checked only the shared path.
+        CHECK(taken_over > 0);
+    }
+}
+
+TEST_CASE("linearizability: the rate_limiter specification", "[lin]") {
+    const auto acquire = [](std::int64_t q, bool admitted) {
+        return limit_op{.k = limit_kind::acquire, .at_ns = q * quarter_ms, .period_ns = 0, .admitted = admitted};
+    };
+    const auto set_rate = [](std::int64_t period, std::int64_t q) {
+        return limit_op{.k = limit_kind::set_rate, .at_ns = q * quarter_ms, .period_ns = period, .admitted = false};
+    };
+    const auto lev = [](unsigned thread, std::uint64_t inv, std::uint64_t resp, limit_op o) {
+        return event<limit_op>{.op = o, .invoked = inv, .responded = resp, .thread = thread};
+    };
+    const rate_limiter_spec one(first_period, 1);
+    SECTION("two overlapping calls cannot both take the one token") {
+        const history<limit_op> both = {lev(0, 1, 4, acquire(0, true)), lev(1, 2, 3, acquire(0, true))};
+        CHECK_FALSE(check(one, both).linearizable);
+        const history<limit_op> one_each = {lev(0, 1, 4, acquire(0, true)), lev(1, 2, 3, acquire(0, false))};
+        CHECK(check(one, one_each).linearizable);
+    }
+    SECTION("a refusal that returned before an admission began, with no boundary between: refused") {
+        const history<limit_op> h = {lev(0, 1, 2, acquire(0, true)), lev(1, 3, 4, acquire(1, false)),
+                                     lev(0, 5, 6, acquire(2, true))};
+        CHECK_FALSE(check(one, h).linearizable);
+        // A boundary (at 4 quarters, passed from 1 us before) between them: fine.
+        const history<limit_op> later = {lev(0, 1, 2, acquire(0, true)), lev(1, 3, 4, acquire(1, false)),
+                                         lev(0, 5, 6, acquire(4, true))};
+        CHECK(check(one, later).linearizable);
+    }
+    SECTION("a time point behind the slot under way falls in it") {
+        const history<limit_op> h = {lev(0, 1, 2, acquire(4, true)), lev(1, 3, 4, acquire(0, true))};
+        CHECK_FALSE(check(one, h).linearizable);
+    }
+    SECTION("a new rate applies from the next boundary; before the first call, at once") {
+        // 2 ms from the boundary at 1 ms: no token at 2 ms, one at 3 ms.
+        const history<limit_op> h = {lev(0, 1, 2, acquire(0, true)), lev(0, 3, 4, set_rate(2 * first_period, 1)),
+                                     lev(0, 5, 6, acquire(4, true)), lev(0, 7, 8, acquire(8, false)),
+                                     lev(0, 9, 10, acquire(12, true))};
+        CHECK(check(one, h).linearizable);
+        // A rate change lost (1 ms kept): the token at 2 ms would be there.
+        history<limit_op> lost = h;
+        lost[3].op.admitted = true;
+        CHECK_FALSE(check(one, lost).linearizable);
+        // Before the first call: 2 ms from the anchor on.
+        const history<limit_op> at_once = {lev(0, 1, 2, set_rate(2 * first_period, 0)), lev(0, 3, 4, acquire(0, true)),
+                                           lev(0, 5, 6, acquire(4, false)), lev(0, 7, 8, acquire(8, true))};
+        CHECK(check(one, at_once).linearizable);
+    }
+    SECTION("tokens pile up to the burst, no further") {
+        const rate_limiter_spec two(first_period, 2);
+        const history<limit_op> h = {lev(0, 1, 2, acquire(0, true)), lev(0, 3, 4, acquire(0, true)),
+                                     lev(0, 5, 6, acquire(40, true)), lev(0, 7, 8, acquire(40, true)),
+                                     lev(0, 9, 10, acquire(40, false))};
+        CHECK(check(two, h).linearizable);
+        history<limit_op> uncapped = h;
+        uncapped[4].op.admitted = true;
+        CHECK_FALSE(check(two, uncapped).linearizable);
+    }
+}
+
 // --- The checker rejects what it should -----------------------------------------------------
 
 namespace {
@@ -467,5 +677,21 @@ TEST_CASE("linearizability: the checker rejects histories of mutant channels", "
         CHECK(run_histories<framepipe::ring<std::int64_t>>(
                   n, 12, [] { return std::make_unique<framepipe::ring<std::int64_t>>(3); }, plan,
                   perform_ring<framepipe::ring<std::int64_t>>, spec) == 0);
+    }
+    SECTION("a rate limiter whose overlapping calls decide on the same state") {
+        // Two threads, one call each at the same time point, one token: the mutant lets both
+        // decide on a copy taken before either stored (see mutant_limiter), and both admit.
+        const auto plan = [](std::mt19937&) {
+            return std::vector<std::vector<limit_plan>>{{limit_plan{}}, {limit_plan{}}};
+        };
+        const std::size_t n = 10;
+        const auto failures = run_limiter_histories<mutant_limiter>(
+            n, 13, 1, [] { return std::make_unique<mutant_limiter>(first_period, 1); }, plan, false);
+        std::printf("mutant limiter: %zu of %zu histories rejected\n", failures, n);
+        CHECK(failures == n);
+        // The same schedule on rate_limiter is linearizable (one admits, the other refuses).
+        CHECK(run_limiter_histories<framepipe::rate_limiter>(
+                  n, 13, 1, [] { return std::make_unique<framepipe::rate_limiter>(1e9 / first_period, 1); },
+                  plan, true) == 0);
     }
 }

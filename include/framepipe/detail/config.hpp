@@ -65,9 +65,17 @@
 // FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK(): a test seam of the same kind. Called on the thread that owns
 // a rate_limiter, inside its section, after it read the word and before it stores the new one
 // (rate_limiter.hpp); tests/test_rate_limiter.cpp holds the section open with it while another
-// thread takes the limiter over or changes its rate.
+// thread takes the limiter over or changes its rate, and tests/lin yields there now and then.
 #if !defined(FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK)
 #define FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK() ((void)0)
+#endif
+
+// FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK(): a test seam of the same kind. Called on a thread that has
+// found itself a rate_limiter's owner, before it marks its section (rate_limiter.hpp): a takeover
+// in that window does not wait for it, and the section's own check of the owner must send it
+// elsewhere. tests/test_rate_limiter.cpp holds a call there; tests/lin yields there now and then.
+#if !defined(FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK)
+#define FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK() ((void)0)
 #endif
 
 namespace framepipe::detail {
