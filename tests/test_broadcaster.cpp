@@ -110,15 +110,8 @@ void check_same_stats(const channel_stats& a, const channel_stats& b) {
     CHECK(a.size == b.size);
 }
 
+using framepipe_test::let_others_run;
 using framepipe_test::wait_until;
-
-// Gives other threads many chances to run. Not a synchronisation: whatever is checked after it
-// must hold under any scheduling; this only makes a wrong early completion likely to show.
-void let_others_run() {
-    for (int i = 0; i < 500; ++i) {
-        std::this_thread::yield();
-    }
-}
 
 // A short random pause, one time in `one_in`, to shake up interleavings in stress tests.
 void jitter(std::mt19937& rng, unsigned one_in) {

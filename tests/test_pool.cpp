@@ -50,15 +50,8 @@ using framepipe_test::lifetime_scope;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
+using framepipe_test::let_others_run;
 using framepipe_test::wait_until;
-
-// Gives other threads many chances to run. Not a synchronisation: whatever is checked after it
-// must hold under any scheduling.
-void let_others_run() {
-    for (int i = 0; i < 500; ++i) {
-        std::this_thread::yield();
-    }
-}
 
 template <class F>
 void check_invalid_argument(F&& f, const std::string& name) {

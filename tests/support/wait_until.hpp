@@ -1,5 +1,6 @@
 // tests/support/wait_until.hpp - yields until a condition holds, for tests that order threads by
-// what they have done, never by sleeping.
+// what they have done, never by sleeping; and lets other threads run a while, for tests that
+// check that something has not happened.
 #pragma once
 
 #include <thread>
@@ -11,6 +12,14 @@ namespace framepipe_test {
 template <class Pred>
 void wait_until(Pred pred) {
     while (!pred()) {
+        std::this_thread::yield();
+    }
+}
+
+// Gives other threads many chances to run. Not a synchronisation: whatever is checked after it
+// must hold under any scheduling; this only makes a wrong early completion likely to show.
+inline void let_others_run() {
+    for (int i = 0; i < 500; ++i) {
         std::this_thread::yield();
     }
 }
