@@ -557,7 +557,7 @@ TEST_CASE("rate_limiter: after an idle spell up to burst admissions in a row, th
     for (int k = 1; k <= 1000; ++k) {
         if (lim.try_acquire(a + 10s + k * 10ms)) {
             ++admitted;
-            off_slot += (k % 10 == 0) ? 0 : 1;
+            off_slot += (k % 10 == 0) ? 0u : 1u;
         }
     }
     CHECK(admitted == 100);
@@ -620,13 +620,13 @@ TEST_CASE("rate_limiter: set_rate keeps the current slot, the new rate applies f
         std::size_t wrong = 0;
         for (std::int64_t i = 0; i < 300; ++i) {
             const bool got = lim.try_acquire(frame_time(t0, i, rounding::nearest_ns));
-            wrong += got != (i % 2 == 0) ? 1 : 0;
+            wrong += got != (i % 2 == 0) ? 1u : 0u;
         }
         REQUIRE(wrong == 0);
         lim.set_rate(5.0, frame_time(t0, 299, rounding::nearest_ns)); // frame 300 starts the next slot, from there every 6th
         for (std::int64_t i = 300; i < 3000; ++i) {
             const bool got = lim.try_acquire(frame_time(t0, i, rounding::nearest_ns));
-            wrong += got != ((i - 300) % 6 == 0) ? 1 : 0;
+            wrong += got != ((i - 300) % 6 == 0) ? 1u : 0u;
         }
         CHECK(wrong == 0);
     }
@@ -648,7 +648,7 @@ TEST_CASE("rate_limiter: set_rate before the first call sets the length of the f
     std::size_t wrong = 0;
     for (std::int64_t i = 0; i < 300; ++i) {
         const bool got = lim2.try_acquire(frame_time(sim_t0, i, rounding::nearest_ns));
-        wrong += got != (i % 3 == 0) ? 1 : 0;
+        wrong += got != (i % 3 == 0) ? 1u : 0u;
     }
     CHECK(wrong == 0);
 }
