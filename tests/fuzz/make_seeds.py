@@ -66,6 +66,19 @@ POOL = {
     "copies_outlive_pool": [2, 0, 0, 5, 8, 10, 0, 4, 0, 9, 1, 4, 1],
 }
 
+# fuzz_rate_limiter.cpp: period 2^(b0 % 34) ns, burst byte (b1 % 8: 1, 2, 3, 4, 7, 64, 1000,
+# 2^32 - 1), then ops (op % 9): 0 try_acquire at the same time, 1 after a step (whole periods
+# byte % 16, fraction byte - 128 of 128ths), 2 at the next widened boundary (byte % 3 - 1 ns off),
+# 3 after a step back (byte 16ths of a period), 4 set_rate(2^(byte % 34) ns), 5 switch thread,
+# 6 move into a new limiter, 7 rate() and burst(), 8 after a jump of (byte + 1) * 2^30 ns.
+RATE = {
+    "owner_takeover": [20, 2, 0, 0, 0, 0, 5, 0, 1, 1, 128, 2, 1, 5, 1, 2, 128, 7],
+    "set_rate_from_outside": [20, 0, 0, 5, 4, 21, 5, 1, 1, 128, 2, 1, 2, 0, 2, 2, 7],
+    "locked_forever": [0, 7, 0, 8, 3, 0, 0, 1, 5, 128, 8, 0, 7],
+    "backwards_and_move": [10, 1, 0, 1, 4, 128, 3, 255, 0, 6, 0, 1, 2, 100, 5, 6, 0],
+    "many_rates": [30, 4, 4, 25, 0, 4, 20, 1, 0, 64, 2, 0, 2, 2, 4, 33, 8, 5, 0, 7],
+}
+
 def write(target, seeds):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -79,3 +92,4 @@ write("fuzz_latest_slot", LATEST)
 write("fuzz_sliding_window", WINDOW)
 write("fuzz_subscription", SUBSCRIPTION)
 write("fuzz_pool", POOL)
+write("fuzz_rate_limiter", RATE)

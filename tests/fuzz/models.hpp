@@ -1,4 +1,5 @@
-// tests/fuzz/models.hpp - plain single-threaded reference models of framepipe's channels.
+// tests/fuzz/models.hpp - plain single-threaded reference models of framepipe's channels, and of
+// rate_limiter.
 //
 // Each model gives, for any sequence of calls, the exact result of every call and the exact
 // counters (channel_stats of every reason, size; a sliding_window's window contents and
@@ -8,10 +9,12 @@
 // every result; the linearizability checker (tests/lin/) uses the same models as the sequential
 // specification that concurrent histories must be explained by.
 //
-// Time is not modelled: an item is either "stale" (captured long before max_age) or "fresh"
-// (captured in the future), so expiry never depends on when a call runs. A push that would wait
-// for room under overflow::block is modelled by how its wait ends (wait_end_model), which the
-// caller decides from deadlines far enough apart to be deterministic (see fuzz_ring.hpp).
+// Time is not modelled for the channels: an item is either "stale" (captured long before max_age)
+// or "fresh" (captured in the future), so expiry never depends on when a call runs. A push that
+// would wait for room under overflow::block is modelled by how its wait ends (wait_end_model),
+// which the caller decides from deadlines far enough apart to be deterministic (see
+// fuzz_ring.hpp). The rate limiter's model takes its time points as arguments, as the limiter's
+// try_acquire(time_point) does.
 #pragma once
 
 #include <framepipe/broadcaster.hpp>
@@ -631,6 +634,96 @@ private:
     std::vector<std::size_t> free_; // top of the stack last
     std::vector<std::size_t> refs_;
     framepipe::pool_stats s_{};
+};
+
+// rate_limiter (rate_limiter.hpp's header comment) in integer nanoseconds: slots of one period
+// anchored at the first call, the bucket full (`burst` tokens) at the start, a token at each slot
+// boundary up to `burst`, a boundary passed from period/1000 before it (compared exactly, in
+// thousandths of a nanosecond), a time point behind the slot under way falling in it, and a new
+// period from the next boundary (at once before the first call; a later set_rate() before that
+// boundary replaces it). The limiter computes with doubles: the two agree where its arithmetic is
+// exact, which the fuzzer and the linearizability test arrange (periods of a power of two
+// nanoseconds or of whole microseconds, time points within 2^40 ns of each other).
+class rate_limiter_model {
+public:
+    rate_limiter_model(std::int64_t period_ns, std::uint64_t burst)
+        : burst_(burst), period_(period_ns), tokens_(burst) {}
+
+    // Admits when a token is there after the boundaries passed by `now` have added theirs.
+    bool try_acquire(std::int64_t now) {
+        settle(now);
+        if (tokens_ == 0) {
+            return false;
+        }
+        --tokens_;
+        return true;
+    }
+
+    // The slot under way at `now` keeps its length; the new period starts at its end.
+    void set_rate(std::int64_t period_ns, std::int64_t now) {
+        if (!started_) {
+            period_ = period_ns;
+            return;
+        }
+        settle(now);
+        pending_ = period_ns;
+    }
+
+    // When the next boundary falls (before widening), once started: for a caller that wants to
+    // probe time points around it.
+    [[nodiscard]] std::int64_t next_boundary() const noexcept { return anchor_ + (passed_ + 1) * period_; }
+    [[nodiscard]] std::int64_t period() const noexcept { return period_; }
+    [[nodiscard]] bool started() const noexcept { return started_; }
+
+    void encode(std::vector<std::uint64_t>& out) const {
+        out.push_back(started_ ? 1 : 0);
+        out.push_back(static_cast<std::uint64_t>(anchor_));
+        out.push_back(static_cast<std::uint64_t>(period_));
+        out.push_back(static_cast<std::uint64_t>(passed_));
+        out.push_back(tokens_);
+        out.push_back(pending_ ? static_cast<std::uint64_t>(*pending_) : 0);
+    }
+
+private:
+    // Adds the tokens of the boundaries passed by `now`. Boundary j (j >= 1) of the current
+    // period is at anchor_ + j * period_ and counts as passed from period_/1000 before it:
+    // 1000 * (now - anchor_) + period_ >= 1000 * j * period_.
+    void settle(std::int64_t now) {
+        if (!started_) {
+            started_ = true; // the first call anchors slot 0
+            anchor_ = now;
+            passed_ = 0;
+            return;
+        }
+        for (;;) {
+            const std::int64_t since = 1000 * (now - anchor_) + period_; // thousandths of a ns
+            const std::int64_t next = passed_ + 1;
+            if (since < 1000 * next * period_) {
+                return; // still in the current slot (or time went backwards)
+            }
+            if (pending_) {
+                // The new period starts at the first boundary crossed, which adds its token.
+                anchor_ += next * period_;
+                period_ = *pending_;
+                pending_.reset();
+                passed_ = 0;
+                tokens_ = std::min(burst_, tokens_ + 1);
+                continue;
+            }
+            const std::int64_t last = since / (1000 * period_);
+            tokens_ = std::min(burst_, tokens_ + static_cast<std::uint64_t>(last - passed_));
+            passed_ = last;
+            return;
+        }
+    }
+
+    std::uint64_t burst_;
+    bool started_ = false;
+    std::int64_t anchor_ = 0;
+    std::int64_t period_;
+    std::int64_t passed_ = 0; // boundaries passed since the anchor
+    std::uint64_t tokens_;
+    std::optional<std::int64_t> pending_;
 };
 
 } // namespace framepipe_model
