@@ -6,6 +6,7 @@
 //
 // FRAMEPIPE_LIN_HISTORIES scales the number of histories (default: 10^4 on the channels and
 // 1,500 on the limiter, of at most 12 calls each, plus the final stats and drain).
+
 // Before any framepipe header (detail/config.hpp): rate_limiter's owner gives up the processor
 // now and then, as a preempted owner would, at the two points of its call where another thread's
 // takeover or set_rate() changes what it must do: before it marks its section
