@@ -88,39 +88,30 @@ totals& all_totals() {
     return t;
 }
 
-// Records `count` histories with `make_channel`, `plan` and `perform`, checks each with `spec`,
-// and returns how many were not linearizable (printing the first).
-template <class Channel, class MakeChannel, class Plan, class Perform, class Spec>
-std::size_t run_histories(std::size_t count, std::uint32_t seed, MakeChannel make_channel, Plan plan,
-                          Perform perform, const Spec& spec, bool expect_linearizable = true,
-                          const Spec* strict = nullptr) {
+// One pool of workers for every history of the run (a static inside a function template would
+// give each instantiation four threads of its own).
+worker_pool& workers() {
     static worker_pool pool(4);
+    return pool;
+}
+
+// Records `count` histories: for each, an object from `make`, the scripts `plan` draws run on it
+// through `perform`, then `finish(h, clock, object)` appends the main thread's calls. Each history
+// is checked with `spec`, and when it passes, with `strict` too (if given), to count the ones
+// that needed the documented freedom. Returns how many were not linearizable, printing the first
+// if they were expected to be.
+template <class Make, class Plan, class Perform, class Finish, class Spec>
+std::size_t check_histories(std::size_t count, std::uint32_t seed, Make make, Plan plan, Perform perform,
+                            Finish finish, const Spec& spec, bool expect_linearizable, const Spec* strict) {
     ticker clock;
     std::mt19937 rng(seed);
     std::size_t failures = 0;
     const auto start = std::chrono::steady_clock::now();
     for (std::size_t n = 0; n < count; ++n) {
-        std::unique_ptr<Channel> ch = make_channel();
-        const std::vector<script> scripts = plan(rng);
-        history<op> h = record(pool, clock, scripts, [&](const planned& p) { return perform(*ch, p); });
-        // Quiescent: the exact counters, then drain, then the counters again.
-        const auto stats_now = [&] {
-            op o;
-            o.k = kind::stats;
-            o.stats = ch->stats();
-            o.size = ch->size();
-            return o;
-        };
-        append(h, clock, stats_now);
-        bool more = true; // set by the pop below (a for loop here makes clang warn)
-        while (more) {
-            append(h, clock, [&] {
-                op o = perform(*ch, planned{.k = kind::pop, .value = 0});
-                more = o.got.has_value();
-                return o;
-            });
-        }
-        append(h, clock, stats_now);
+        auto obj = make();
+        const auto scripts = plan(rng);
+        auto h = record(workers(), clock, scripts, [&](const auto& p) { return perform(*obj, p); });
+        finish(h, clock, *obj);
         const check_result r = check(spec, h);
         all_totals().events += h.size();
         all_totals().states += r.states_explored;
@@ -137,6 +128,34 @@ std::size_t run_histories(std::size_t count, std::uint32_t seed, MakeChannel mak
     all_totals().histories += count;
     all_totals().seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return failures;
+}
+
+// check_histories() on a channel: the main thread appends the exact counters (quiescent), a
+// drain, and the counters again.
+template <class Channel, class MakeChannel, class Plan, class Perform, class Spec>
+std::size_t run_histories(std::size_t count, std::uint32_t seed, MakeChannel make_channel, Plan plan,
+                          Perform perform, const Spec& spec, bool expect_linearizable = true,
+                          const Spec* strict = nullptr) {
+    const auto finish = [&perform](history<op>& h, ticker& clock, Channel& ch) {
+        const auto stats_now = [&] {
+            op o;
+            o.k = kind::stats;
+            o.stats = ch.stats();
+            o.size = ch.size();
+            return o;
+        };
+        append(h, clock, stats_now);
+        bool more = true; // set by the pop below (a for loop here makes clang warn)
+        while (more) {
+            append(h, clock, [&] {
+                op o = perform(ch, planned{.k = kind::pop, .value = 0});
+                more = o.got.has_value();
+                return o;
+            });
+        }
+        append(h, clock, stats_now);
+    };
+    return check_histories(count, seed, make_channel, plan, perform, finish, spec, expect_linearizable, strict);
 }
 
 // The calls a push makes under each policy: push() never waits under drop_oldest and
@@ -375,27 +394,16 @@ std::vector<std::vector<limit_plan>> limiter_plan(std::mt19937& rng) {
     return s;
 }
 
-// Records `count` histories on limiters built by `make`, then lets the main thread take every
-// token left at the latest time point used (so that a token used twice or never shows in the
-// history even when no thread asked for it again), and checks each history. Returns how many were
-// not linearizable (printing the first); counts in `taken_over` the limiters that two threads
-// wrote during the threads' calls.
+// check_histories() on limiters built by `make`: the main thread then takes every token left at
+// the latest time point used (so that a token used twice or never shows in the history even when
+// no thread asked for it again). Counts in `taken_over` the limiters that two threads wrote
+// during the threads' calls.
 template <class Limiter, class Make, class Plan>
 std::size_t run_limiter_histories(std::size_t count, std::uint32_t seed, std::uint64_t burst, Make make,
                                   Plan plan, bool expect_linearizable, std::size_t* taken_over = nullptr) {
-    static worker_pool pool(4);
-    ticker clock;
-    std::mt19937 rng(seed);
-    const rate_limiter_spec spec(first_period, burst);
-    std::size_t failures = 0;
-    const auto start = std::chrono::steady_clock::now();
-    for (std::size_t n = 0; n < count; ++n) {
-        std::unique_ptr<Limiter> lim = make();
-        const std::vector<std::vector<limit_plan>> scripts = plan(rng);
-        history<limit_op> h =
-            record(pool, clock, scripts, [&](const limit_plan& p) { return perform_limiter(*lim, p); });
+    const auto finish = [&](history<limit_op>& h, ticker& clock, Limiter& lim) {
         if constexpr (std::is_same_v<Limiter, framepipe::rate_limiter>) {
-            if (taken_over != nullptr && framepipe::detail::rate_limiter_access::shared(*lim)) {
+            if (taken_over != nullptr && framepipe::detail::rate_limiter_access::shared(lim)) {
                 ++*taken_over;
             }
         }
@@ -406,25 +414,15 @@ std::size_t run_limiter_histories(std::size_t count, std::uint32_t seed, std::ui
         bool more = true;
         for (std::uint64_t i = 0; more && i <= burst; ++i) {
             append(h, clock, [&] {
-                const limit_op o = perform_limiter(*lim, limit_plan{.k = limit_kind::acquire, .at_ns = latest});
+                const limit_op o = perform_limiter(lim, limit_plan{.k = limit_kind::acquire, .at_ns = latest});
                 more = o.admitted;
                 return o;
             });
         }
-        const check_result r = check(spec, h);
-        all_totals().events += h.size();
-        all_totals().states += r.states_explored;
-        if (!r.linearizable) {
-            if (failures == 0 && expect_linearizable) {
-                std::printf("NOT LINEARIZABLE (history %zu, seed %u, burst %llu):\n%s", n, seed,
-                            static_cast<unsigned long long>(burst), to_string(h).c_str());
-            }
-            ++failures;
-        }
-    }
-    all_totals().histories += count;
-    all_totals().seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return failures;
+    };
+    const rate_limiter_spec spec(first_period, burst);
+    return check_histories(count, seed, make, plan, perform_limiter<Limiter>, finish, spec, expect_linearizable,
+                           static_cast<const rate_limiter_spec*>(nullptr));
 }
 
 } // namespace
