@@ -103,7 +103,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     byte_reader in(data, size);
     current_op() = {};
     static constexpr std::array<std::uint64_t, 8> bursts = {1, 2, 3, 4, 7, 64, 1000, 4294967295u};
-    std::int64_t period = period_of_byte(in.byte());
+    const std::int64_t period = period_of_byte(in.byte());
     const std::uint64_t burst = bursts[in.byte() % bursts.size()];
     double hz = hz_of(period);
     auto lim = std::make_unique<rate_limiter>(hz, burst);
