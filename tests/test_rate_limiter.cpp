@@ -11,36 +11,32 @@
 
 #include "support/wait_until.hpp"
 
-// Holds the owner's section open (FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK, detail/config.hpp): once
-// armed, the owner's next section, having read the word, waits there until `release` is set, so
-// that another thread can try to take the limiter over or change its rate meanwhile.
-namespace owned_admit_hook {
-inline std::atomic<bool> armed{false};
-inline std::atomic<bool> inside{false};  // a section is held open
-inline std::atomic<bool> release{false};
-inline void run() noexcept {
-    if (armed.load(std::memory_order_relaxed) && armed.exchange(false)) {
-        inside.store(true);
-        framepipe_test::wait_until([] { return release.load(); });
+// Holds one call at a test seam of rate_limiter's owner (detail/config.hpp): once armed, the
+// next call to reach the seam waits there until `release` is set, so that another thread can take
+// the limiter over or change its rate meanwhile.
+struct seam_hold {
+    std::atomic<bool> armed{false};
+    std::atomic<bool> inside{false}; // a call is held at the seam
+    std::atomic<bool> release{false};
+    // Holds the next call to reach the seam (forgetting the last hold).
+    void arm() noexcept {
+        inside = false;
+        release = false;
+        armed = true;
     }
-}
-} // namespace owned_admit_hook
-#define FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK() ::owned_admit_hook::run()
-
-// Holds a call of the owner before it marks its section (FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK), in
-// the same way: after it found itself the owner, before owner_busy_ says so.
-namespace owner_entry_hook {
-inline std::atomic<bool> armed{false};
-inline std::atomic<bool> inside{false};
-inline std::atomic<bool> release{false};
-inline void run() noexcept {
-    if (armed.load(std::memory_order_relaxed) && armed.exchange(false)) {
-        inside.store(true);
-        framepipe_test::wait_until([] { return release.load(); });
+    void run() noexcept {
+        if (armed.load(std::memory_order_relaxed) && armed.exchange(false)) {
+            inside.store(true);
+            framepipe_test::wait_until([this] { return release.load(); });
+        }
     }
-}
-} // namespace owner_entry_hook
-#define FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK() ::owner_entry_hook::run()
+};
+// Inside the owner's section, after it read the word and before it stores the new one.
+inline seam_hold owned_admit_hook;
+// Before the owner marks its section: after try_acquire() found it the owner.
+inline seam_hold owner_entry_hook;
+#define FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK() ::owned_admit_hook.run()
+#define FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK() ::owner_entry_hook.run()
 
 #include <framepipe/rate_limiter.hpp>
 
@@ -988,6 +984,19 @@ std::size_t admissions_until_refused(rate_limiter& lim, time_point t, std::size_
     return n;
 }
 
+// Admits once at sim_t0, which makes this thread the owner of `lim` (its first writer). False
+// where no thread can own a limiter (no membarrier): every writer uses the compare-and-swap, and
+// there is no section for the caller's test to race.
+bool owned_after_first_admission(rate_limiter& lim) {
+    REQUIRE(lim.try_acquire(sim_t0));
+    if (!access::biasable(lim)) {
+        CHECK(access::of(lim) == owner::shared);
+        return false;
+    }
+    REQUIRE(access::of(lim) == owner::this_thread);
+    return true;
+}
+
 using framepipe_test::wait_until;
 
 } // namespace
@@ -1033,20 +1042,15 @@ TEST_CASE("rate_limiter: a thread taking the limiter over waits for the owner's 
           "way, so no token is used twice") {
     constexpr std::size_t burst = 10;
     rate_limiter lim(1.0, burst); // every call below is at sim_t0: no token is added
-    REQUIRE(lim.try_acquire(sim_t0)); // this thread owns it now; 9 tokens left
-    if (!access::biasable(lim)) {
-        CHECK(access::of(lim) == owner::shared); // nobody owns it: there is no section to wait for
+    if (!owned_after_first_admission(lim)) { // 9 tokens left
         return;
     }
-    REQUIRE(access::of(lim) == owner::this_thread);
-    owned_admit_hook::inside = false;
-    owned_admit_hook::release = false;
-    owned_admit_hook::armed = true;
+    owned_admit_hook.arm();
     bool taker_admitted = false;
     std::atomic<bool> taker_done{false};
     bool taker_done_too_early = true;
     std::thread taker([&] {
-        wait_until([] { return owned_admit_hook::inside.load(); });
+        wait_until([] { return owned_admit_hook.inside.load(); });
         taker_admitted = lim.try_acquire(sim_t0); // takes the limiter over
         taker_done = true;
     });
@@ -1056,7 +1060,7 @@ TEST_CASE("rate_limiter: a thread taking the limiter over waits for the owner's 
             return access::of(lim) == owner::taking_over || taker_done.load();
         });
         taker_done_too_early = taker_done.load();
-        owned_admit_hook::release = true;
+        owned_admit_hook.release = true;
     });
     const bool owner_admitted = lim.try_acquire(sim_t0); // held open with 9 tokens read
     releaser.join();
@@ -1078,39 +1082,32 @@ TEST_CASE("rate_limiter: an owner held before its section is taken over without 
     // read before the taker's next admission, and that token would be used twice.
     constexpr std::size_t burst = 10;
     rate_limiter lim(1.0, burst);
-    REQUIRE(lim.try_acquire(sim_t0)); // this thread owns it now; 9 tokens left
-    if (!access::biasable(lim)) {
-        CHECK(access::of(lim) == owner::shared);
+    if (!owned_after_first_admission(lim)) { // 9 tokens left
         return;
     }
-    REQUIRE(access::of(lim) == owner::this_thread);
-    owner_entry_hook::inside = false;
-    owner_entry_hook::release = false;
-    owner_entry_hook::armed = true;
-    owned_admit_hook::inside = false;
-    owned_admit_hook::release = false;
+    owner_entry_hook.arm();
     std::atomic<bool> owner_done{false};
     bool taker_first = false;
     bool taker_second = false;
     bool shared_while_held = false;
     bool reached_store = true;
     std::thread taker([&] {
-        wait_until([] { return owner_entry_hook::inside.load(); });
+        wait_until([] { return owner_entry_hook.inside.load(); });
         taker_first = lim.try_acquire(sim_t0); // takes over: the owner has no section to wait for
         shared_while_held = access::of(lim) == owner::shared && !owner_done.load();
         // If the released owner got as far as its store, hold it there while this thread admits
         // again: a store of a word read before that admission would overwrite it.
-        owned_admit_hook::armed = true;
-        owner_entry_hook::release = true;
-        wait_until([&] { return owned_admit_hook::inside.load() || owner_done.load(); });
-        reached_store = owned_admit_hook::inside.load();
+        owned_admit_hook.arm();
+        owner_entry_hook.release = true;
+        wait_until([&] { return owned_admit_hook.inside.load() || owner_done.load(); });
+        reached_store = owned_admit_hook.inside.load();
         taker_second = lim.try_acquire(sim_t0);
-        owned_admit_hook::release = true;
+        owned_admit_hook.release = true;
     });
     const bool owner_second = lim.try_acquire(sim_t0); // held before its section
     owner_done = true;
     taker.join();
-    owned_admit_hook::armed = false; // not fired: the section was never entered
+    owned_admit_hook.armed = false; // not fired: the section was never entered
     CHECK(taker_first);
     CHECK(shared_while_held);
     CHECK(owner_second);
@@ -1125,20 +1122,16 @@ TEST_CASE("rate_limiter: set_rate from another thread waits for the owner's sect
           "the limiter to its owner") {
     constexpr std::size_t burst = 10;
     rate_limiter lim(1.0, burst);
-    REQUIRE(lim.try_acquire(sim_t0));
-    if (!access::biasable(lim)) {
+    if (!owned_after_first_admission(lim)) {
         lim.set_rate(2.0, sim_t0);
         CHECK(access::of(lim) == owner::shared);
         return;
     }
-    REQUIRE(access::of(lim) == owner::this_thread);
-    owned_admit_hook::inside = false;
-    owned_admit_hook::release = false;
-    owned_admit_hook::armed = true;
+    owned_admit_hook.arm();
     std::atomic<bool> set_done{false};
     bool set_done_too_early = true;
     std::thread setter([&] {
-        wait_until([] { return owned_admit_hook::inside.load(); });
+        wait_until([] { return owned_admit_hook.inside.load(); });
         lim.set_rate(2.0, sim_t0); // from the next boundary (sim_t0 + 1 s) on
         set_done = true;
     });
@@ -1148,7 +1141,7 @@ TEST_CASE("rate_limiter: set_rate from another thread waits for the owner's sect
             return o == owner::taking_over || set_done.load();
         });
         set_done_too_early = set_done.load();
-        owned_admit_hook::release = true;
+        owned_admit_hook.release = true;
     });
     const bool held_admitted = lim.try_acquire(sim_t0); // held open with 9 tokens read
     releaser.join();
