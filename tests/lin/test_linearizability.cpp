@@ -37,6 +37,7 @@ inline thread_local unsigned owner_sections = 0;
 #include "mutants.hpp"
 #include "rate_limiter_spec.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -46,6 +47,7 @@ inline thread_local unsigned owner_sections = 0;
 #include <optional>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
