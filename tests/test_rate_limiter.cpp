@@ -285,8 +285,8 @@ TEST_CASE("rate_limiter: bad burst throws invalid_argument naming burst") {
                Catch::Matchers::Contains("burst"));
     if constexpr (sizeof(std::size_t) > sizeof(std::uint32_t)) {
         // Above 2^32 (the header's limit); also the largest size_t.
-        const std::size_t above = std::size_t{std::numeric_limits<std::uint32_t>::max()} + 2;
-        CHECK_THAT(invalid_argument_message([above] {
+        constexpr std::size_t above = std::size_t{std::numeric_limits<std::uint32_t>::max()} + 2;
+        CHECK_THAT(invalid_argument_message([] {
                        rate_limiter lim(10.0, above);
                        (void)lim;
                    }),
