@@ -74,7 +74,8 @@ struct publish_result {
     std::size_t subscribers = 0;  // attached when the value was published
     std::size_t delivered = 0;    // took the value (whether or not they evicted to do so)
     std::size_t evicted = 0;      // took it by dropping their oldest value
-    std::size_t rejected = 0;     // refused it: full under drop_newest
+    std::size_t rejected = 0;     // refused it: full under drop_newest, or an older epoch
+                                  // under drop_older_epochs (any policy)
     std::size_t cancelled = 0;    // refused it: a wait for room (overflow::block) was stopped
     std::size_t rate_limited = 0; // skipped it: their max_rate_hz allowed no value now
     std::size_t closed = 0;       // their subscription (or the broadcaster) was closed

@@ -34,7 +34,8 @@
 //
 // Errors. An exception escaping a stage's function stops the whole pipeline at once (every
 // stage's stop token is requested and every channel closed); wait() rethrows it as
-// stage_error, which names the stage and nests the original exception.
+// stage_error, which names the stage and carries the original exception (cause(),
+// rethrow_cause(); not a std::nested_exception).
 //
 // Threads. Build the graph (source/stage/sink/channel) on one thread before start(). After
 // start(), sources may still be added (source()) and removed (remove()), one call at a time:
@@ -88,7 +89,7 @@ namespace framepipe {
 template <class T>
 class latest_slot; // latest_slot.hpp: an input inline_when_idle can bypass (detail::bypassable)
 
-// The exception wait() rethrows when a stage failed: names the stage and nests the cause.
+// The exception wait() rethrows when a stage failed: names the stage and carries the cause.
 class stage_error : public std::runtime_error {
 public:
     stage_error(std::string stage, std::exception_ptr cause)

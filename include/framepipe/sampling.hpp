@@ -367,7 +367,8 @@ private:
     std::atomic<std::uint64_t> sampled_out_{0};
 };
 
-// How a pipeline shows a sampled channel: the inner channel's kind, marked "sampled".
+// How a pipeline shows a sampled channel: kind "sampled", with the inner channel's policy,
+// capacity and counters (plus sampled_out).
 template <class Channel, class Sampler>
 struct channel_traits<sampled<Channel, Sampler>> {
     static constexpr std::string_view kind = "sampled";

@@ -271,7 +271,8 @@ struct transport_stats {
     std::uint64_t slow_consumer_dropped = 0;
     std::uint64_t delivered = 0; // handed to the output channel
     // The output channel did not accept it: closed, rejected, a push cancelled by the
-    // receiver's stop(); the iceoryx receiver also counts a push that threw (last_error: why).
+    // receiver's stop(); either receiver (iceoryx or NATS) also counts a push that threw
+    // (last_error: why).
     std::uint64_t refused = 0;
     std::uint64_t senders = 0;   // distinct senders seen
     // Receipts (queue groups): the publisher's side of the accounting.
