@@ -11,9 +11,9 @@
 
 #include "support/wait_until.hpp"
 
-// Holds one call at a test seam of rate_limiter's owner (detail/config.hpp): once armed, the
-// next call to reach the seam waits there until `release` is set, so that another thread can take
-// the limiter over or change its rate meanwhile.
+// Holds one call at a test seam of rate_limiter (detail/config.hpp): once armed, the next call to
+// reach the seam waits there until `release` is set, so that another thread can take the limiter
+// over or change its rate meanwhile.
 struct seam_hold {
     std::atomic<bool> armed{false};
     std::atomic<bool> inside{false}; // a call is held at the seam
@@ -35,8 +35,11 @@ struct seam_hold {
 inline seam_hold owned_admit_hook;
 // Before the owner marks its section: after try_acquire() found it the owner.
 inline seam_hold owner_entry_hook;
+// On a non-owner's lock-free path: after it read the word, before it reads the configuration.
+inline seam_hold shared_decide_hook;
 #define FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK() ::owned_admit_hook.run()
 #define FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK() ::owner_entry_hook.run()
+#define FRAMEPIPE_DETAIL_SHARED_DECIDE_HOOK() ::shared_decide_hook.run()
 
 #include <framepipe/rate_limiter.hpp>
 
@@ -1160,6 +1163,33 @@ TEST_CASE("rate_limiter: set_rate from another thread waits for the owner's sect
     CHECK_FALSE(lim.try_acquire(sim_t0 + 1400ms));
     CHECK(lim.try_acquire(sim_t0 + 1500ms));
     CHECK(access::of(lim) == owner::this_thread);
+}
+
+TEST_CASE("rate_limiter: a call that read the word before a rate change re-anchored the slots "
+          "does not refuse on the new slots") {
+    // One token a second, burst 1. The first call anchors the slots at sim_t0 and takes the token;
+    // boundary 1 is at sim_t0 + 1 s. Another thread asks at sim_t0 + 1.1 s (the boundary's token
+    // is its), reads the word (next boundary 1, no token) and is held before it reads the
+    // configuration. Meanwhile a rate change to 2/s waits for boundary 1, and a second one, made
+    // after it, settles the slots: boundary 1 passes at the old rate, its token is added, and the
+    // slots are re-anchored there at 500 ms. Read against that configuration, the held word says
+    // "no boundary passed, no token": a refusal no order of the three calls allows. The call must
+    // see that the word changed and decide again.
+    rate_limiter lim(1.0, 1);
+    REQUIRE(lim.try_acquire(sim_t0));
+    shared_decide_hook.arm();
+    bool admitted = false;
+    std::thread asker([&] { admitted = lim.try_acquire(sim_t0 + 1100ms); });
+    wait_until([] { return shared_decide_hook.inside.load(); });
+    lim.set_rate(2.0, sim_t0 + 500ms);  // waits for boundary 1
+    lim.set_rate(2.0, sim_t0 + 1050ms); // boundary 1 passed: re-anchored at sim_t0 + 1 s
+    shared_decide_hook.release = true;
+    asker.join();
+    CHECK(admitted);
+    // The one token is used; the next arrives at the new rate's first boundary, sim_t0 + 1.5 s.
+    CHECK_FALSE(lim.try_acquire(sim_t0 + 1100ms));
+    CHECK_FALSE(lim.try_acquire(sim_t0 + 1400ms));
+    CHECK(lim.try_acquire(sim_t0 + 1500ms));
 }
 
 TEST_CASE("rate_limiter: a takeover in the middle of the owner's stream loses and repeats no "

@@ -395,6 +395,7 @@ private:
             if ((word & slow_bit) != 0) {
                 return try_acquire_slow(now, me);
             }
+            FRAMEPIPE_DETAIL_SHARED_DECIDE_HOOK();
             // Acquire loads: if any of them returns a value stored by a later configuration, the
             // slow path had already set slow_bit in state_ (it does so before touching them), so
             // the re-read or the compare-and-swap below cannot match `word` and we start over.

@@ -7,12 +7,14 @@
 // FRAMEPIPE_LIN_HISTORIES scales the number of histories (default: 10^4 on the channels and
 // 1,500 on the limiter, of at most 12 calls each, plus the final stats and drain).
 
-// Before any framepipe header (detail/config.hpp): rate_limiter's owner gives up the processor
-// now and then, as a preempted owner would, at the two points of its call where another thread's
-// takeover or set_rate() changes what it must do: before it marks its section
+// Before any framepipe header (detail/config.hpp): a rate_limiter call gives up the processor now
+// and then, as a preempted thread would, at the points where another thread's takeover or
+// set_rate() changes what it must do: the owner before it marks its section
 // (FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK; one call in four) and inside the section, after it read the
-// word and before it stores the new one (FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK; one in four). Without
-// this, the histories would land a takeover in those few instructions once in a million calls.
+// word and before it stores the new one (FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK; one in four); any
+// other thread after it read the word and before it reads the configuration
+// (FRAMEPIPE_DETAIL_SHARED_DECIDE_HOOK; one in four). Without this, the histories would land a
+// takeover or a rate change in those few instructions once in a million calls.
 #include <thread>
 namespace framepipe_lin {
 inline void yield_now_and_then(unsigned& calls) noexcept {
@@ -22,9 +24,11 @@ inline void yield_now_and_then(unsigned& calls) noexcept {
 }
 inline thread_local unsigned owner_entries = 0;
 inline thread_local unsigned owner_sections = 0;
+inline thread_local unsigned shared_decisions = 0;
 } // namespace framepipe_lin
 #define FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK() ::framepipe_lin::yield_now_and_then(::framepipe_lin::owner_entries)
 #define FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK() ::framepipe_lin::yield_now_and_then(::framepipe_lin::owner_sections)
+#define FRAMEPIPE_DETAIL_SHARED_DECIDE_HOOK() ::framepipe_lin::yield_now_and_then(::framepipe_lin::shared_decisions)
 
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/latest_slot.hpp>

@@ -78,6 +78,15 @@
 #define FRAMEPIPE_DETAIL_OWNER_ENTRY_HOOK() ((void)0)
 #endif
 
+// FRAMEPIPE_DETAIL_SHARED_DECIDE_HOOK(): a test seam of the same kind. Called on a rate_limiter
+// call that is not the owner's, on its lock-free path, after it read the word and before it reads
+// the configuration that interprets it (rate_limiter.hpp): a rate change in that window makes the
+// two disagree, and only the call's re-read of the word may decide on them.
+// tests/test_rate_limiter.cpp holds a call there; tests/lin yields there now and then.
+#if !defined(FRAMEPIPE_DETAIL_SHARED_DECIDE_HOOK)
+#define FRAMEPIPE_DETAIL_SHARED_DECIDE_HOOK() ((void)0)
+#endif
+
 namespace framepipe::detail {
 
 // The size of a cache line on the machines framepipe targets (x86-64 and most ARMv8 cores). Data
