@@ -361,7 +361,11 @@ private:
         owner_busy_.store(true, std::memory_order_relaxed);
         detail::asymmetric_barrier::light();
         owned r = owned::elsewhere;
-        if (owner_.load(std::memory_order_relaxed) == me) [[likely]] {
+        // Acquire: pairs with the release by which set_rate() from another thread gives the
+        // limiter back, so that the word read below is the one it published, not an older one
+        // (relaxed would be enough on x86, not on ARM or POWER, where a later load may be
+        // satisfied first).
+        if (owner_.load(std::memory_order_acquire) == me) [[likely]] {
             // Acquire: the configuration a slow path stored before this word is visible. No other
             // thread writes the word while the section lasts (a writer revokes first and waits).
             const std::uint64_t word = state_.load(std::memory_order_acquire);
