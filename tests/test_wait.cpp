@@ -10,12 +10,19 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <stop_token>
 #include <thread>
 #include <vector>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
 
 namespace {
 
@@ -385,3 +392,79 @@ TEST_CASE("spin_then_lock_guard: excludes like a lock_guard, spinning or blocked
         mu.unlock();
     }
 }
+
+TEST_CASE("backoff: 63 pauses, then 64 yields, then sleeps, each sleep counted on its thread") {
+    using framepipe::detail::backoff;
+    using framepipe::detail::this_thread_waits;
+    const std::uint64_t before = this_thread_waits.backoff_sleeps;
+    unsigned spins = 0;
+    for (int i = 0; i < 127; ++i) {
+        backoff(spins);
+    }
+    CHECK(this_thread_waits.backoff_sleeps == before); // steps 1-63 paused, 64-127 yielded
+    for (int i = 0; i < 13; ++i) {
+        backoff(spins); // 1 us doubling to about 1 ms: some 4 ms in all
+    }
+    CHECK(this_thread_waits.backoff_sleeps == before + 13);
+    CHECK(spins == 140);
+}
+
+#if defined(__linux__)
+TEST_CASE("backoff: a real-time waiter lets the lower-priority thread it waits for run on its "
+          "processor") {
+    // Both threads on one processor. `low` (the default policy) is waiting to be allowed to finish
+    // its few instructions; the waiter, SCHED_FIFO, allows it and backs off until it has. A
+    // yield hands the processor only to threads of the waiter's priority, so `low` runs only
+    // when the waiter sleeps (or when the kernel's real-time throttling steps in, after most of
+    // a second; with throttling off, never).
+    cpu_set_t allowed;
+    REQUIRE(::sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+    std::size_t cpu = 0;
+    while (!CPU_ISSET(cpu, &allowed)) {
+        ++cpu;
+    }
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    std::atomic<bool> low_ready{false};
+    std::atomic<bool> go{false};
+    std::atomic<bool> done{false};
+    bool low_pinned = false;
+    bool waiter_pinned = false;
+    std::thread low([&] {
+        low_pinned = ::sched_setaffinity(0, sizeof one, &one) == 0;
+        low_ready = true;
+        while (!go.load()) {
+            std::this_thread::yield();
+        }
+        done = true;
+    });
+    while (!low_ready.load()) {
+        std::this_thread::yield();
+    }
+    bool real_time = false;
+    std::uint64_t sleeps = 0;
+    std::thread waiter([&] {
+        waiter_pinned = ::sched_setaffinity(0, sizeof one, &one) == 0;
+        const sched_param fifo{.sched_priority = 10};
+        real_time = ::pthread_setschedparam(::pthread_self(), SCHED_FIFO, &fifo) == 0;
+        const std::uint64_t before = framepipe::detail::this_thread_waits.backoff_sleeps;
+        go = true; // `low` may finish now, but only on this processor, which this thread holds
+        unsigned spins = 0;
+        while (!done.load()) {
+            framepipe::detail::backoff(spins);
+        }
+        sleeps = framepipe::detail::this_thread_waits.backoff_sleeps - before;
+    });
+    waiter.join();
+    low.join();
+    REQUIRE(low_pinned);
+    REQUIRE(waiter_pinned);
+    CHECK(done.load());
+    if (!real_time) {
+        WARN("SCHED_FIFO not permitted here (no CAP_SYS_NICE): the real-time case was not run");
+        return;
+    }
+    CHECK(sleeps >= 1); // `low` could run only once the waiter slept
+}
+#endif

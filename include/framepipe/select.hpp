@@ -907,9 +907,9 @@ private:
             if (woke) {
                 // Woken, yet nothing was there: a push has claimed a ring's position and not
                 // filled it yet (its size() counts it), another consumer was faster, or the
-                // inputs changed. Back off (pause, then yield to the thread that is finishing
-                // its push) and keep honouring the stop token and the deadline, which a ready
-                // predicate would otherwise skip. Nothing was found, so leaving here strands
+                // inputs changed. Back off (pause, then yield or sleep for the thread that is
+                // finishing its push) and keep honouring the stop token and the deadline, which a
+                // ready predicate would otherwise skip. Nothing was found, so leaving here strands
                 // nobody (a later push notifies the consumers still parked).
                 if (stop != nullptr && stop->stop_requested()) {
                     return std::nullopt;

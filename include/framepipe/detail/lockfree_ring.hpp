@@ -51,8 +51,9 @@ namespace framepipe::detail {
 //
 // Waiting for another thread's few instructions (a consumer moving an item out of the slot a
 // producer needs, a producer between claiming and filling a slot) is a short spin with pause,
-// then yield: lock-free in the common case, but a thread preempted inside those instructions
-// delays the one that needs its slot (as in every array queue of this family).
+// then yield, then brief sleeps (detail::backoff): lock-free in the common case, but a thread
+// preempted inside those instructions delays the one that needs its slot (as in every array
+// queue of this family).
 //
 // One unfinished push hides the finished ones behind it. A push that has claimed position p but
 // not stored its item yet makes every pop see the ring as empty at p (try_pop returns nullopt,
@@ -156,9 +157,9 @@ public:
             if (woke) {
                 // The wait said "ready" but the take found nothing: a push has claimed the head
                 // position and not filled it yet, and the wait's exact predicate (tail != head)
-                // stays true until it does. Back off (pause, then yield to the pushing thread,
-                // which may have been preempted) instead of spinning hot, and keep honouring the
-                // stop token and the deadline meanwhile.
+                // stays true until it does. Back off (pause, then yield or sleep for the
+                // pushing thread, which may have been preempted) instead of spinning hot, and
+                // keep honouring the stop token and the deadline meanwhile.
                 if (stop != nullptr && stop->stop_requested()) {
                     return std::nullopt;
                 }
