@@ -192,8 +192,8 @@ public:
     // Cost: the copy, plus two atomic read-modify-writes on a line of its own (a "pin" on the
     // buffer, so that the value cannot be taken or replaced while it is copied). The slot keeps
     // working meanwhile, except that a push replacing that very value, or a pop taking it, waits
-    // for the copy to finish before it destroys or moves the value (detail::backoff: pausing,
-    // yielding, then sleeping briefly).
+    // for the copy to finish before it destroys or moves the value (pausing, yielding, then
+    // sleeping briefly).
     // Exceptions: what T's copy constructor throws; the slot is unchanged (strong).
     [[nodiscard]] std::optional<T> peek() const
         requires std::is_copy_constructible_v<T>
@@ -358,9 +358,12 @@ private:
     // Called by a thread that has just swapped buffer `i`, holding a value, out of middle_ (and
     // will move or destroy that value): waits until no peek() is copying it. seq_cst: see peek().
     void wait_unpinned(std::uint32_t i) const noexcept {
-        // Backs off (pause, yield, then sleep: the copying thread may have been preempted).
-        for (unsigned n = 0; pins_.count[i].load(std::memory_order_seq_cst) != 0;) {
-            detail::backoff(n);
+        for (unsigned n = 0; pins_.count[i].load(std::memory_order_seq_cst) != 0; ++n) {
+            if (n < 128) {
+                detail::cpu_relax();
+            } else {
+                detail::yield_or_sleep(n - 128); // the copying thread may have been preempted
+            }
         }
     }
 
@@ -650,7 +653,7 @@ private:
         if (stop != nullptr && stop->stop_requested()) {
             return out;
         }
-        unsigned closing_spins = 0; // backoff() steps while a push finishes after close()
+        unsigned closing_steps = 0; // yield_or_sleep() steps while a push finishes after close()
         for (;;) {
             const took r = take(out);
             if (r == took::value || r == took::closed || !wait) {
@@ -658,12 +661,12 @@ private:
             }
             if (r == took::closing) {
                 // A push that began before close() is finishing: its value (if any)
-                // appears within nanoseconds. Back off rather than park: it sends no wake-up.
+                // appears within nanoseconds. Yield (or sleep) rather than park: it sends no wake-up.
                 if ((stop != nullptr && stop->stop_requested()) ||
                     (deadline && clock::now() >= *deadline)) {
                     return out;
                 }
-                detail::backoff(closing_spins);
+                detail::yield_or_sleep(closing_steps++);
                 continue;
             }
             // Empty (nothing there, another consumer was faster, or the value had expired).

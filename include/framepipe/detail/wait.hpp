@@ -71,34 +71,35 @@ struct wait_counts {
     std::uint64_t parks = 0;
     std::uint64_t sleeps = 0;      // of those, the ones that did sleep (a futex wait each)
     std::uint64_t lock_blocks = 0; // spin_then_lock_guard ran out of spins and called lock()
-    std::uint64_t backoff_sleeps = 0; // backoff() steps that slept (its pauses and yields ran out)
+    std::uint64_t backoff_sleeps = 0; // yield_or_sleep() steps that slept (the yields ran out)
 };
 inline thread_local wait_counts this_thread_waits{};
 
-// backoff()'s steps after its pauses, out of line so that the loops that inline backoff() stay
-// short: 64 yields, then sleeps of 1 us doubling up to 1 ms. A yield hands the processor only to
-// threads of the caller's own priority; a caller of higher (real-time) priority than the thread
-// it waits for, preempted on the same processor, would yield to nothing, for as long as the
-// kernel's real-time throttling allows (a second) or for good. A sleep lets that thread run.
-FRAMEPIPE_NOINLINE inline void backoff_after_pauses(unsigned spins) noexcept {
-    constexpr unsigned yields_end = 128; // steps 64..127 yield
-    if (spins < yields_end) {
+// Step `n` (from 0) of a wait for another thread once the waiter's pauses have run out, out of
+// line so that the loops that inline a wait stay short: steps 0-63 yield, later ones sleep, 1 us
+// doubling up to 1 ms. A yield hands the processor only to threads of the caller's own priority;
+// a caller of higher (real-time) priority than the thread it waits for, preempted on the same
+// processor, would yield to nothing, for as long as the kernel's real-time throttling allows (a
+// second) or for good. A sleep lets that thread run.
+FRAMEPIPE_NOINLINE inline void yield_or_sleep(unsigned n) noexcept {
+    constexpr unsigned yields = 64;
+    if (n < yields) {
         std::this_thread::yield();
         return;
     }
     ++this_thread_waits.backoff_sleeps;
-    const unsigned doublings = std::min(spins - yields_end, 10u); // 2^10 us: about 1 ms at most
+    const unsigned doublings = std::min(n - yields, 10u); // 2^10 us: about 1 ms at most
     std::this_thread::sleep_for(std::chrono::microseconds(1u << doublings));
 }
 
 // One step of waiting for another thread's few instructions (a move out of a slot, a fill):
-// pause for a while, then yield, then sleep (backoff_after_pauses), since the thread we wait for
-// may have been preempted. Any thread; `spins` counts the caller's steps, from 0.
+// pause for a while, then yield, then sleep (yield_or_sleep), since the thread we wait for may
+// have been preempted. Any thread; `spins` counts the caller's steps, from 0.
 inline void backoff(unsigned& spins) noexcept {
     if (++spins < 64) {
         cpu_relax();
     } else {
-        backoff_after_pauses(spins);
+        yield_or_sleep(spins - 64);
     }
 }
 
