@@ -27,10 +27,12 @@
 // usual path: it reads the clock once and decides on a 64-bit word holding (index of the next
 // slot boundary, tokens). The first thread to admit owns the limiter and stores its decisions
 // with a plain store; once another thread finds a token, every thread decides with one
-// compare-and-swap, for good (see "One writer, or many" below). A call that finds no token
-// writes nothing. Setting the rate, the very first call, and the few calls that cross the
-// boundary at which a new rate takes effect go through a mutex instead (see "How the word and the
-// mutex share the work" below). Only acquire() waits.
+// compare-and-swap, for good (see "One writer, or many" below). A call that finds no token on
+// that path writes nothing. Setting the rate, the very first call, and the few calls that cross
+// the boundary at which a new rate takes effect go through a mutex instead (see "How the word and
+// the mutex share the work" below). Only acquire() waits. One process only (not in memory shared
+// with another: a child made by fork() shares its parent's thread tags), and not
+// async-signal-safe (a handler interrupting the owner's section would run another inside it).
 #pragma once
 
 #include <framepipe/detail/config.hpp>
@@ -213,7 +215,10 @@ private:
     // the taker one membarrier call (1-20 us), once; the owner's section costs two stores and no
     // fence. Where membarrier is missing, nobody becomes the owner: the section would need a fence,
     // which costs about what the compare-and-swap does. A call that finds no token on the lock-free
-    // path writes nothing, so a thread whose calls find none never takes the limiter over.
+    // path writes nothing, so a thread whose calls find none there never takes the limiter over;
+    // a call on the slow path (under mu_) takes it over whatever it decides. The taker waits for
+    // the owner's section with detail::backoff, whose sleeps let a preempted owner of lower
+    // (real-time) priority finish.
 
     struct slot_state {
         std::uint64_t next_k;
