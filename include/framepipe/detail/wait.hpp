@@ -93,8 +93,8 @@ FRAMEPIPE_NOINLINE inline void yield_or_sleep(unsigned n) noexcept {
 }
 
 // backoff()'s step `spins` (64 or more), out of line. A function of its own rather than a call
-// of yield_or_sleep(spins - 64) in backoff(): the subtraction, inlined into the rings' pushes,
-// made GCC lay out spsc_ring's blocking push differently (8 B push+pop 2.7-2.9 ns, then 4.1-4.2).
+// of yield_or_sleep(spins - 64) in backoff(): that subtraction, inlined into the rings' pushes,
+// changes how GCC lays out their fast paths (docs/benchmarks.md, spsc_ring's drop_oldest).
 FRAMEPIPE_NOINLINE inline void backoff_after_pauses(unsigned spins) noexcept {
     yield_or_sleep(spins - 64);
 }
