@@ -661,7 +661,8 @@ private:
             }
             if (r == took::closing) {
                 // A push that began before close() is finishing: its value (if any)
-                // appears within nanoseconds. Yield (or sleep) rather than park: it sends no wake-up.
+                // appears within nanoseconds. Yield (or sleep) rather than park: it sends no
+                // wake-up.
                 if ((stop != nullptr && stop->stop_requested()) ||
                     (deadline && clock::now() >= *deadline)) {
                     return out;

@@ -96,7 +96,9 @@ public:
     // Whether an event now may pass (it then uses a token). Any thread; never waits: lock-free
     // except on the rare calls described above, which take a mutex briefly, and the first call
     // that finds a token on a thread that does not own the limiter, which also makes one
-    // membarrier call (microseconds; see "One writer, or many"). Reads steady_clock::now() once.
+    // membarrier call (microseconds; see "One writer, or many") and waits for the owner's
+    // section under way (a few instructions; backing off to sleeps if the owner was preempted
+    // there). Reads steady_clock::now() once.
     // Never throws in practice (std::mutex::lock on the rare path).
     [[nodiscard]] bool try_acquire() { return try_acquire(clock::now()); }
 
