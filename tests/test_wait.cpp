@@ -10,7 +10,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -19,9 +18,13 @@
 #include <thread>
 #include <vector>
 
+#include "support/wait_until.hpp"
+
 #if defined(__linux__)
 #include <pthread.h>
 #include <sched.h>
+
+#include "support/one_cpu.hpp"
 #endif
 
 namespace {
@@ -412,40 +415,24 @@ TEST_CASE("backoff: 63 pauses, then 64 yields, then sleeps, each sleep counted o
 #if defined(__linux__)
 TEST_CASE("backoff: a real-time waiter lets the lower-priority thread it waits for run on its "
           "processor") {
-    // Both threads on one processor. `low` (the default policy) is waiting to be allowed to finish
-    // its few instructions; the waiter, SCHED_FIFO, allows it and backs off until it has. A
-    // yield hands the processor only to threads of the waiter's priority, so `low` runs only
-    // when the waiter sleeps (or when the kernel's real-time throttling steps in, after most of
-    // a second; with throttling off, never).
-    cpu_set_t allowed;
-    REQUIRE(::sched_getaffinity(0, sizeof allowed, &allowed) == 0);
-    std::size_t cpu = 0;
-    while (!CPU_ISSET(cpu, &allowed)) {
-        ++cpu;
-    }
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
+    // Both threads on one processor: the waiter runs pinned (run_on_one_cpu), and `low`, which
+    // it starts, inherits that affinity. `low` (the default policy) is waiting to be allowed to
+    // finish its few instructions; the waiter, now SCHED_FIFO, allows it and backs off until it
+    // has. A yield hands the processor only to threads of the waiter's priority, so `low` runs
+    // only when the waiter sleeps (or when the kernel's real-time throttling steps in, after
+    // most of a second; with throttling off, never).
     std::atomic<bool> low_ready{false};
     std::atomic<bool> go{false};
     std::atomic<bool> done{false};
-    bool low_pinned = false;
-    bool waiter_pinned = false;
-    std::thread low([&] {
-        low_pinned = ::sched_setaffinity(0, sizeof one, &one) == 0;
-        low_ready = true;
-        while (!go.load()) {
-            std::this_thread::yield();
-        }
-        done = true;
-    });
-    while (!low_ready.load()) {
-        std::this_thread::yield();
-    }
     bool real_time = false;
     std::uint64_t sleeps = 0;
-    std::thread waiter([&] {
-        waiter_pinned = ::sched_setaffinity(0, sizeof one, &one) == 0;
+    const bool pinned = framepipe_test::run_on_one_cpu([&] {
+        std::thread low([&] {
+            low_ready = true;
+            framepipe_test::wait_until([&] { return go.load(); });
+            done = true;
+        });
+        framepipe_test::wait_until([&] { return low_ready.load(); });
         const sched_param fifo{.sched_priority = 10};
         real_time = ::pthread_setschedparam(::pthread_self(), SCHED_FIFO, &fifo) == 0;
         const std::uint64_t before = framepipe::detail::this_thread_waits.backoff_sleeps;
@@ -455,11 +442,9 @@ TEST_CASE("backoff: a real-time waiter lets the lower-priority thread it waits f
             framepipe::detail::backoff(spins);
         }
         sleeps = framepipe::detail::this_thread_waits.backoff_sleeps - before;
+        low.join();
     });
-    waiter.join();
-    low.join();
-    REQUIRE(low_pinned);
-    REQUIRE(waiter_pinned);
+    REQUIRE(pinned);
     CHECK(done.load());
     if (!real_time) {
         WARN("SCHED_FIFO not permitted here (no CAP_SYS_NICE): the real-time case was not run");
