@@ -358,6 +358,8 @@ private:
     // Called by a thread that has just swapped buffer `i`, holding a value, out of middle_ (and
     // will move or destroy that value): waits until no peek() is copying it. seq_cst: see peek().
     void wait_unpinned(std::uint32_t i) const noexcept {
+        // A loop of its own rather than detail::backoff(): the publish inlines it, and backoff's
+        // shape moved GCC's layout of the publish (docs/benchmarks.md, latest_slot).
         for (unsigned n = 0; pins_.count[i].load(std::memory_order_seq_cst) != 0; ++n) {
             if (n < 128) {
                 detail::cpu_relax();
