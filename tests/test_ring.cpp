@@ -25,24 +25,25 @@ inline void run() noexcept {
 } // namespace after_wait_hook
 #define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ::after_wait_hook::run()
 
-// The second seam: spsc_ring's consumer calls it inside a claim made without the CAS. When a
-// test arms it (the plain/CAS switching stress below), the next such claim stays open while
-// the consumer spins about a hundred microseconds, longer than the producer's heavy barrier, so
-// that the producer's first eviction lands inside the claim.
-namespace plain_claim_hook {
-inline std::atomic<bool> hold_next{false}; // armed: hold the next plain claim open
-inline std::atomic<unsigned> held{0};      // plain claims held open so far
-inline std::atomic<unsigned> sink{0};
-inline void run() noexcept {
-    if (hold_next.load(std::memory_order_relaxed) && hold_next.exchange(false)) {
-        held.fetch_add(1);
-        for (int i = 0; i < 200'000; ++i) {
-            (void)sink.load(std::memory_order_relaxed); // an atomic load: the compiler keeps it
-        }
-    }
-}
-} // namespace plain_claim_hook
-#define FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK() ::plain_claim_hook::run()
+// The other seams: points inside the lock-free rings where a test holds one thread while another
+// acts (see support/test_seam.hpp, and detail/config.hpp for where each is called).
+#include "support/test_seam.hpp"
+
+using framepipe_test::test_seam;
+using framepipe_test::this_thread_id;
+inline test_seam plain_claim_seam; // a pop's claim without the CAS, before it moves the item
+inline test_seam push_store_seam;  // a push past its check of closed_, before it stores
+inline test_seam evict_seam;       // an evicting push between its read of head_ and its CAS
+inline test_seam peek_seam;        // peek() holding the head, before it copies
+inline test_seam mpmc_fill_seam;   // ring<T>: a push that claimed its position, before it stores
+inline test_seam mpmc_evict_seam;  // ring<T>: an evicting push, before it evicts
+#define FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK() ::plain_claim_seam.run()
+#define FRAMEPIPE_DETAIL_SPSC_PUSH_HOOK() ::push_store_seam.run()
+#define FRAMEPIPE_DETAIL_SPSC_EVICT_HOOK() ::evict_seam.run()
+#define FRAMEPIPE_DETAIL_SPSC_PEEK_HOOK() ::peek_seam.run()
+#define FRAMEPIPE_DETAIL_RING_FILL_HOOK() ::mpmc_fill_seam.run()
+#define FRAMEPIPE_DETAIL_RING_EVICT_HOOK() ::mpmc_evict_seam.run()
+
 
 #include <framepipe/ring.hpp>
 
@@ -1961,6 +1962,75 @@ TEST_CASE("ring: lock-free: close and stop release consumers parked in pop and p
     CHECK(got_item == 0);
 }
 
+TEST_CASE("ring: lock-free: a pop on a closed ring waits for a push that claimed its position before the close") {
+    // The push is held after it claimed its position, before it stores; close() and pop() come
+    // meanwhile. The pop sees a claimed position not yet handed out, so the ring is not drained:
+    // it must wait for the item, not return nullopt (the push returns ok, so its item is
+    // delivered). The seam lets the push go once the consumer sleeps in its backoff.
+    for (const overflow policy : {overflow::block, overflow::drop_newest, overflow::drop_oldest}) {
+        CAPTURE(framepipe::to_string(policy));
+        ring<int> r(2, policy);
+        mpmc_fill_seam.arm(this_thread_id());
+        push_status pushed = push_status::rejected;
+        std::thread producer([&] { pushed = r.push(7); });
+        while (mpmc_fill_seam.reached.load() == 0) {
+            std::this_thread::yield();
+        }
+        r.close();
+        const std::optional<int> got = r.pop();
+        mpmc_fill_seam.go.store(true);
+        producer.join();
+        mpmc_fill_seam.reached.store(0);
+        CHECK(pushed == push_status::ok);
+        CHECK(got == 7);
+        CHECK_FALSE(r.try_pop().has_value());
+        const channel_stats s = r.stats();
+        CHECK(s.pushed == 1);
+        CHECK(s.popped == 1);
+        check_identities(s);
+    }
+}
+
+TEST_CASE("ring: lock-free: evicting pushes evict in the order of their positions") {
+    // Two pushes overflow a full ring of two: the first claims position 2 (evicting item 0) and
+    // is held before it evicts; the second claims position 3 (evicting item 1) and must wait
+    // until the head reaches 1, that is, for the first. Evicting item 1 first would move the
+    // head past item 0, which the first push then evicts, moving the head back.
+    ring<int> r(2, overflow::drop_oldest);
+    REQUIRE(r.push(0) == push_status::ok);
+    REQUIRE(r.push(1) == push_status::ok);
+    mpmc_evict_seam.arm(0); // then watches the second push
+    push_status first_status = push_status::ok;
+    push_status second_status = push_status::ok;
+    std::thread first([&] { first_status = r.push(2); });
+    while (mpmc_evict_seam.reached.load() == 0) {
+        std::this_thread::yield();
+    }
+    std::atomic<long> second_id{0};
+    std::thread second([&] {
+        second_id.store(this_thread_id());
+        second_status = r.push(3);
+        mpmc_evict_seam.go.store(true); // a push that did not wait: let the first go on
+    });
+    while (second_id.load() == 0) {
+        std::this_thread::yield();
+    }
+    mpmc_evict_seam.watch.store(second_id.load());
+    first.join();
+    second.join();
+    mpmc_evict_seam.reached.store(0);
+    CHECK(first_status == push_status::evicted);
+    CHECK(second_status == push_status::evicted);
+    const channel_stats s = r.stats();
+    CHECK(s.evicted == 2);
+    REQUIRE(s.popped == 0); // a head moved back would make this underflow (and pops spin)
+    REQUIRE(s.size == 2);
+    CHECK(r.try_pop() == 2);
+    CHECK(r.try_pop() == 3);
+    CHECK_FALSE(r.try_pop().has_value());
+    check_identities(r.stats());
+}
+
 TEST_CASE("ring: lock-free: peek during traffic returns only items that were pushed") {
     // peek() copies the next item while consumers and an evicting producer race for it; the
     // slot's busy state must keep the copy safe (ASan / TSan) and the value genuine.
@@ -2157,7 +2227,9 @@ TEST_CASE("spsc_ring: stress, drop_oldest switching between plain and CAS claims
     // - held: the consumer holds still (it says so first), so that the burst certainly evicts;
     // - a claim held open: the consumer's next plain claim stays open (the test seam above)
     //   while the producer fills the ring and makes its first eviction, which must wait for the
-    //   claim to end (it then finds room and stores without evicting);
+    //   claim to end (it then finds room and stores without evicting): the claim is held until
+    //   the producer sleeps in that wait, so a producer that does not wait evicts the item
+    //   being claimed, every time;
     // - flat out: the consumer pops through the burst, and a first eviction races a pop.
     // The pushes sample the switch from the producer's thread, so the test knows it happened.
     for (const std::size_t capacity : {std::size_t{1}, std::size_t{2}, std::size_t{3}}) {
@@ -2229,15 +2301,20 @@ TEST_CASE("spsc_ring: stress, drop_oldest switching between plain and CAS claims
                 // pop below claims by CAS and never reaches the seam: no hold then).
                 const bool plain = !framepipe::detail::ring_access::spsc_claims_by_cas(r);
                 CHECK(plain);
-                const unsigned before = plain_claim_hook::held.load();
-                plain_claim_hook::hold_next.store(plain);
+                const unsigned before = plain_claim_seam.reached.load();
+                if (plain) {
+                    // Held until this thread, evicting, sleeps waiting for the claim, or (a
+                    // producer that does not wait) until its pushes have returned.
+                    plain_claim_seam.arm(this_thread_id());
+                }
                 push_one();
-                while (plain && plain_claim_hook::held.load() == before) { // the claim began
+                while (plain && plain_claim_seam.reached.load() == before) { // the claim began
                     std::this_thread::yield();
                 }
                 for (std::size_t i = 0; i < capacity; ++i) { // the last one finds the ring full
                     push_one();
                 }
+                plain_claim_seam.go.store(true);
                 break;
             }
             default: // flat out
@@ -2263,6 +2340,109 @@ TEST_CASE("spsc_ring: stress, drop_oldest switching between plain and CAS claims
         CHECK(switches_on >= 2 * episodes / 3);
         CHECK(switches_off >= 2 * episodes / 3);
     }
+}
+
+TEST_CASE("spsc_ring: a push that passed its check of close() is delivered to the consumer that saw the close") {
+    // The push is held after it found the ring open, before it stores; close() and pop() come
+    // meanwhile. The pop finds the ring closed and empty, and must wait for the push in flight
+    // (pushing_, then a heavy barrier) and return its item, not nullopt: the push returns ok, so
+    // its item is delivered. The seam lets the push go once the consumer sleeps in that wait; a
+    // consumer that does not wait returns nullopt, and the test says go.
+    for (const overflow policy : {overflow::block, overflow::drop_newest, overflow::drop_oldest}) {
+        CAPTURE(framepipe::to_string(policy));
+        framepipe::spsc_ring<int> r(2, policy);
+        push_store_seam.arm(this_thread_id());
+        push_status pushed = push_status::rejected;
+        std::thread producer([&] { pushed = r.push(7); });
+        while (push_store_seam.reached.load() == 0) {
+            std::this_thread::yield();
+        }
+        r.close();
+        const std::optional<int> got = r.pop();
+        push_store_seam.go.store(true);
+        producer.join();
+        push_store_seam.reached.store(0);
+        CHECK(pushed == push_status::ok);
+        CHECK(got == 7);
+        CHECK_FALSE(r.try_pop().has_value());
+        const channel_stats s = r.stats();
+        CHECK(s.pushed == 1);
+        CHECK(s.popped == 1);
+        check_identities(s);
+    }
+}
+
+TEST_CASE("spsc_ring: an evicting push whose victim is popped meanwhile stores without evicting") {
+    // The evicting push is held after it read the head, before its compare-and-swap; the
+    // consumer pops the oldest item meanwhile (by CAS: the producer has begun evicting). The
+    // push's CAS must then fail, and the push find the room the pop made: ok, nothing evicted,
+    // every item delivered once.
+    for (const ring_options& o : {ring_options{.capacity = 2, .policy = overflow::drop_oldest},
+                                  ring_options{.capacity = 1, .policy = overflow::block,
+                                               .block_timeout = std::chrono::nanoseconds(0)}}) {
+        CAPTURE(o.capacity, framepipe::to_string(o.policy));
+        framepipe::spsc_ring<int> r(o);
+        for (int i = 0; i < static_cast<int>(o.capacity); ++i) {
+            REQUIRE(r.push(i) == push_status::ok);
+        }
+        evict_seam.arm(0); // held until the pop below has returned
+        push_status pushed = push_status::rejected;
+        const int last = static_cast<int>(o.capacity);
+        std::thread producer([&] { pushed = r.push(int{last}); });
+        while (evict_seam.reached.load() == 0) {
+            std::this_thread::yield();
+        }
+        CHECK(framepipe::detail::ring_access::spsc_claims_by_cas(r));
+        const std::optional<int> oldest = r.try_pop();
+        evict_seam.go.store(true);
+        producer.join();
+        evict_seam.reached.store(0);
+        CHECK(oldest == 0);
+        CHECK(pushed == push_status::ok);
+        for (int i = 1; i <= last; ++i) {
+            CHECK(r.try_pop() == i);
+        }
+        CHECK_FALSE(r.try_pop().has_value());
+        const channel_stats s = r.stats();
+        CHECK(s.evicted == 0);
+        CHECK(s.popped == o.capacity + 1);
+        check_identities(s);
+    }
+}
+
+TEST_CASE("spsc_ring: an evicting push waits for peek() to finish copying the oldest item") {
+    // peek() holds the head while it copies: the evicting push must wait for it (it sleeps in its
+    // backoff, and the seam lets peek go), then evict. peek() returns the item it was copying,
+    // and the head it gives back is the one the producer then advances, so nothing is delivered
+    // twice.
+    framepipe::spsc_ring<int> r({.capacity = 1, .policy = overflow::drop_oldest});
+    REQUIRE(r.push(1) == push_status::ok);
+    std::atomic<long> producer_id{0};
+    std::atomic<bool> peeking{false};
+    push_status pushed = push_status::ok;
+    std::thread producer([&] {
+        producer_id.store(this_thread_id());
+        while (peek_seam.reached.load() == 0) {
+            std::this_thread::yield();
+        }
+        pushed = r.push(2);
+        peek_seam.go.store(true); // a push that did not wait: let peek() go on
+    });
+    while (producer_id.load() == 0) {
+        std::this_thread::yield();
+    }
+    peek_seam.arm(producer_id.load());
+    const std::optional<int> seen = r.peek();
+    producer.join();
+    peek_seam.reached.store(0);
+    CHECK(seen == 1);
+    CHECK(pushed == push_status::evicted);
+    CHECK(r.try_pop() == 2);
+    CHECK_FALSE(r.try_pop().has_value());
+    const channel_stats s = r.stats();
+    CHECK(s.evicted == 1);
+    CHECK(s.popped == 1);
+    check_identities(s);
 }
 
 TEST_CASE("spsc_ring: close from a third thread wakes a parked consumer and a parked producer") {

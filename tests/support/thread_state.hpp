@@ -38,6 +38,22 @@ inline std::optional<bool> futex_waiting_in(long tid, const void* object, std::s
     return at >= begin && at - begin < size;
 }
 
+// Whether thread `tid` is inside nanosleep or clock_nanosleep (std::this_thread::sleep_for: in
+// framepipe, a wait for another thread's few instructions whose yields ran out, as in
+// detail::yield_or_sleep), from /proc/self/task/<tid>/syscall; nullopt when /proc does not say.
+inline std::optional<bool> in_sleep_call(long tid) {
+    std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
+    std::string call;
+    if (!(in >> call)) {
+        return std::nullopt;
+    }
+    return call == std::to_string(SYS_nanosleep) || call == std::to_string(SYS_clock_nanosleep)
+#if defined(SYS_clock_nanosleep_time64)
+           || call == std::to_string(SYS_clock_nanosleep_time64) // 32-bit targets
+#endif
+        ;
+}
+
 // Waits (yielding, no sleep) until thread `tid` (0 until the thread has stored it) sleeps in a
 // futex wait inside `object`; false when /proc cannot tell (the caller then gives up on its
 // test). Start the waiting threads one at a time, so that the only futex inside `object` one of

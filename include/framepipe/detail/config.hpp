@@ -57,9 +57,37 @@
 // FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK(): a test seam of the same kind. Called on spsc_ring's consumer
 // thread after a pop of an evicting ring (drop_oldest, or block with a block_timeout) decided to
 // take its item without the CAS, before it moves it out (detail/spsc_lockfree_ring.hpp);
-// tests/test_ring.cpp widens that window with it.
+// tests/test_ring.cpp holds the claim open there while the producer makes its first eviction.
 #if !defined(FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK)
 #define FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK() ((void)0)
+#endif
+
+// FRAMEPIPE_DETAIL_SPSC_PUSH_HOOK(), FRAMEPIPE_DETAIL_SPSC_EVICT_HOOK(),
+// FRAMEPIPE_DETAIL_SPSC_PEEK_HOOK(): test seams of the same kind in spsc_ring
+// (detail/spsc_lockfree_ring.hpp), called by a push that has found the ring open and is about to
+// store, by an evicting push between its read of head_ and its compare-and-swap, and by peek()
+// while it holds the head, before it copies. tests/test_ring.cpp holds a thread at each while
+// another closes, pops or evicts.
+#if !defined(FRAMEPIPE_DETAIL_SPSC_PUSH_HOOK)
+#define FRAMEPIPE_DETAIL_SPSC_PUSH_HOOK() ((void)0)
+#endif
+#if !defined(FRAMEPIPE_DETAIL_SPSC_EVICT_HOOK)
+#define FRAMEPIPE_DETAIL_SPSC_EVICT_HOOK() ((void)0)
+#endif
+#if !defined(FRAMEPIPE_DETAIL_SPSC_PEEK_HOOK)
+#define FRAMEPIPE_DETAIL_SPSC_PEEK_HOOK() ((void)0)
+#endif
+
+// FRAMEPIPE_DETAIL_RING_FILL_HOOK(), FRAMEPIPE_DETAIL_RING_EVICT_HOOK(): test seams of the same
+// kind in ring<T>'s lock-free MPMC implementation (detail/lockfree_ring.hpp), called by a push that
+// has claimed its position, before it stores its item, and by one that has claimed a position
+// whose slot still holds an older item, before it evicts that item. tests/test_ring.cpp holds a
+// push at each while another thread closes and pops, or pushes and evicts.
+#if !defined(FRAMEPIPE_DETAIL_RING_FILL_HOOK)
+#define FRAMEPIPE_DETAIL_RING_FILL_HOOK() ((void)0)
+#endif
+#if !defined(FRAMEPIPE_DETAIL_RING_EVICT_HOOK)
+#define FRAMEPIPE_DETAIL_RING_EVICT_HOOK() ((void)0)
 #endif
 
 // FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK(): a test seam of the same kind. Called on the thread that owns

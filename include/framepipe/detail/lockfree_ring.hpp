@@ -370,6 +370,7 @@ private:
 
     // Stores `item` in the claimed, free slot of `pos` and publishes it.
     void fill(slot& s, std::uint64_t pos, T& item) noexcept {
+        FRAMEPIPE_DETAIL_RING_FILL_HOOK();
         ::new (static_cast<void*>(s.storage)) T(std::move(item));
         s.seq.store(2 * pos + 1, std::memory_order_release);
         not_empty_.notify_one_after_seq_cst(); // the claim of tail_ was seq_cst
@@ -381,6 +382,7 @@ private:
     push_status evict_and_fill(slot& s, std::uint64_t pos, T& item,
                                std::optional<T>& victim) noexcept {
         const std::uint64_t old = pos - capacity_;
+        FRAMEPIPE_DETAIL_RING_EVICT_HOOK();
         unsigned spins = 0;
         for (;;) {
             std::uint64_t seq = s.seq.load(std::memory_order_acquire);

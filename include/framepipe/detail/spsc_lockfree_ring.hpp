@@ -140,6 +140,7 @@ public:
         pushing_.store(true, std::memory_order_relaxed);
         asymmetric_barrier::light();
         if (!closed_.load(std::memory_order_relaxed) && has_room_cached(t)) [[likely]] {
+            FRAMEPIPE_DETAIL_SPSC_PUSH_HOOK();
             store(t, item);
             return push_status::ok;
         }
@@ -188,6 +189,7 @@ public:
             }
         } guard{*this, h};
         const std::uint64_t t = tail_.load(std::memory_order_acquire);
+        FRAMEPIPE_DETAIL_SPSC_PEEK_HOOK();
         for (std::uint64_t p = h; p < t; ++p) {
             const T& item = *slot_of(p).item();
             if (!is_expired(item, now)) {
@@ -342,6 +344,7 @@ private:
                 store(t, item); // the consumer made room meanwhile: nothing to evict
                 return push_status::ok;
             }
+            FRAMEPIPE_DETAIL_SPSC_EVICT_HOOK();
             // acq_rel: acquire pairs with the consumer's release of head_; release hands the
             // consumer (whose CAS then fails and re-reads head_) a head that skips this item.
             if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel,
