@@ -7,6 +7,8 @@
 #include <catch2/catch.hpp>
 
 #include "support/lifetime.hpp"
+#include "support/test_seam.hpp"
+#include "support/thread_state.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -1782,6 +1784,146 @@ TEST_CASE("latest_slot: close during a push held on the overflow path waits for 
         CHECK(s.popped == got.size());
         CHECK(s.after_close == 1);
         CHECK(s.size == 0);
+    }
+    CHECK(the_gate().alive.load() == 0);
+}
+
+namespace {
+
+// A value whose copy can be held at the gate (hold_next_copy), and whose end stays visible: its
+// moved-from state reads -1 and its destroyed state -2 (atomics, so that the stores are not
+// dropped as dead). A copy made from a value destroyed or moved out meanwhile reads one of those.
+class copy_held {
+public:
+    explicit copy_held(int v) : v_(v) {}
+    copy_held(const copy_held& o) {
+        if (hold_next_copy.exchange(false)) {
+            gate& g = the_gate();
+            g.inside.fetch_add(1);
+            g.inside.notify_all();
+            while (!g.open.load()) {
+                g.open.wait(false);
+            }
+            g.inside.fetch_sub(1);
+        }
+        v_.store(o.v_.load()); // after the hold: what the source is now
+    }
+    copy_held(copy_held&& o) noexcept : v_(o.v_.exchange(-1)) {}
+    copy_held& operator=(const copy_held&) = delete;
+    copy_held& operator=(copy_held&&) = delete;
+    ~copy_held() { v_.store(-2); }
+
+    [[nodiscard]] int value() const noexcept { return v_.load(); }
+
+    static inline std::atomic<bool> hold_next_copy{false};
+
+private:
+    std::atomic<int> v_;
+};
+
+// Opens the gate once thread `watched` sleeps in its backoff (it waits for the held thread, as it
+// must) or `done` is set (its call returned without waiting). No timing decides either way.
+void open_gate_when_asleep_or_done(const std::atomic<long>& watched, const std::atomic<bool>& done) {
+    while (watched.load() == 0) {
+        std::this_thread::yield();
+    }
+    while (!done.load() && !framepipe_test::in_sleep_call(watched.load()).value_or(true)) {
+        std::this_thread::yield();
+    }
+    the_gate().release();
+}
+
+} // namespace
+
+TEST_CASE("latest_slot: a push that replaces the value peek() is copying waits for the copy") {
+    // peek() is held inside its copy (the gate), pinning the value. A push replacing it must wait
+    // until the copy is done before it destroys the value: the copy is of the value as it was.
+    const gate_scope scope;
+    latest_slot<copy_held> slot;
+    REQUIRE(slot.push(copy_held{1}) == push_status::ok);
+    copy_held::hold_next_copy.store(true);
+    std::optional<int> seen; // the value peek() copied
+    std::thread peeker([&] {
+        if (const auto v = slot.peek()) {
+            seen = v->value();
+        }
+    });
+    the_gate().wait_until_inside(1);
+    std::atomic<long> pusher_id{0};
+    std::atomic<bool> pushed{false};
+    push_status status{};
+    std::thread pusher([&] {
+        pusher_id.store(framepipe_test::this_thread_id());
+        status = slot.push(copy_held{2});
+        pushed.store(true);
+    });
+    open_gate_when_asleep_or_done(pusher_id, pushed);
+    pusher.join();
+    peeker.join();
+    CHECK(status == push_status::evicted);
+    CHECK(seen == 1);
+    const auto got = slot.try_pop();
+    REQUIRE(got.has_value());
+    CHECK(got->value() == 2);
+}
+
+TEST_CASE("latest_slot: a pop that takes the value peek() is copying waits for the copy") {
+    // As above, with a pop taking the pinned value: it must not move it out until the copy is
+    // done. Both get the value.
+    const gate_scope scope;
+    latest_slot<copy_held> slot;
+    REQUIRE(slot.push(copy_held{1}) == push_status::ok);
+    copy_held::hold_next_copy.store(true);
+    std::optional<int> seen; // the value peek() copied
+    std::thread peeker([&] {
+        if (const auto v = slot.peek()) {
+            seen = v->value();
+        }
+    });
+    the_gate().wait_until_inside(1);
+    std::atomic<long> popper_id{0};
+    std::atomic<bool> popped{false};
+    std::optional<int> got;
+    std::thread popper([&] {
+        popper_id.store(framepipe_test::this_thread_id());
+        if (const auto v = slot.try_pop()) {
+            got = v->value();
+        }
+        popped.store(true);
+    });
+    open_gate_when_asleep_or_done(popper_id, popped);
+    popper.join();
+    peeker.join();
+    CHECK(seen == 1);
+    CHECK(got == 1);
+    CHECK(slot.size() == 0);
+}
+
+TEST_CASE("latest_slot: a pop that sees close() waits for a push that found the slot open") {
+    // The push is held building its value (the gate), after its check of close(); close() and a
+    // blocking pop come meanwhile. The pop may not conclude "closed and drained" while that push
+    // is in flight: it waits (sleeping in its backoff, which opens the gate) and gets the value.
+    const gate_scope scope;
+    {
+        latest_slot<gated> slot;
+        push_status pushed{};
+        std::thread producer([&] { pushed = slot.push(gated{5, 1}); });
+        the_gate().wait_until_inside(1); // on the cached path, past its check of closed_
+        slot.close();
+        std::atomic<long> consumer_id{framepipe_test::this_thread_id()};
+        std::atomic<bool> popped{false};
+        std::thread opener([&] { open_gate_when_asleep_or_done(consumer_id, popped); });
+        const std::optional<gated> got = slot.pop();
+        popped.store(true);
+        opener.join();
+        producer.join();
+        CHECK(pushed == push_status::ok);
+        REQUIRE(got.has_value());
+        CHECK(got->value() == 5);
+        CHECK_FALSE(slot.try_pop().has_value());
+        const channel_stats s = slot.stats();
+        check_identity(s);
+        CHECK(s.popped == 1);
     }
     CHECK(the_gate().alive.load() == 0);
 }
