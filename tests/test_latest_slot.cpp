@@ -1,5 +1,13 @@
 // tests/test_latest_slot.cpp - framepipe::latest_slot<T>: a capacity-1, always-overwritten slot.
 
+// The test seam of detail/config.hpp in peek(), between its read of the slot and its pin (see
+// support/test_seam.hpp), defined before any framepipe header. This file is a program of its own,
+// so no other translation unit sees the headers with another definition.
+#include "support/test_seam.hpp"
+
+inline framepipe_test::test_seam peek_pin_seam;
+#define FRAMEPIPE_DETAIL_LATEST_PEEK_HOOK() ::peek_pin_seam.run()
+
 #include <framepipe/channel.hpp>
 #include <framepipe/latest_slot.hpp>
 #include <framepipe/stamped.hpp>
@@ -7,7 +15,6 @@
 #include <catch2/catch.hpp>
 
 #include "support/lifetime.hpp"
-#include "support/test_seam.hpp"
 #include "support/thread_state.hpp"
 
 #include <atomic>
@@ -1897,6 +1904,45 @@ TEST_CASE("latest_slot: a pop that takes the value peek() is copying waits for t
     CHECK(seen == 1);
     CHECK(got == 1);
     CHECK(slot.size() == 0);
+}
+
+TEST_CASE("latest_slot: a peek() whose value is taken or replaced before its pin copies nothing stale") {
+    // peek() is held after it read the slot and before it pins the buffer it read; a pop takes
+    // that value, or a push replaces it, meanwhile (neither waits: there is no pin yet). The
+    // peek's re-check must then see the slot changed and look again: after the pop it finds
+    // nothing, after the push the new value. A peek that copied without the re-check would copy
+    // a value moved out and destroyed.
+    const gate_scope scope;
+    for (const bool replace : {false, true}) {
+        CAPTURE(replace);
+        latest_slot<copy_held> slot;
+        REQUIRE(slot.push(copy_held{1}) == push_status::ok);
+        peek_pin_seam.arm(0); // held until the pop or push below has returned
+        std::optional<int> seen;
+        std::thread peeker([&] {
+            if (const auto v = slot.peek()) {
+                seen = v->value();
+            }
+        });
+        while (peek_pin_seam.reached.load() == 0) {
+            std::this_thread::yield();
+        }
+        if (replace) {
+            CHECK(slot.push(copy_held{2}) == push_status::evicted);
+        } else {
+            const auto got = slot.try_pop();
+            REQUIRE(got.has_value());
+            CHECK(got->value() == 1);
+        }
+        peek_pin_seam.go.store(true);
+        peeker.join();
+        peek_pin_seam.reached.store(0);
+        if (replace) {
+            CHECK(seen == 2);
+        } else {
+            CHECK_FALSE(seen.has_value());
+        }
+    }
 }
 
 TEST_CASE("latest_slot: a pop that sees close() waits for a push that found the slot open") {

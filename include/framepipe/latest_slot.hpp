@@ -208,6 +208,7 @@ public:
                 return copy;
             }
             const std::uint32_t i = seen & index_mask;
+            FRAMEPIPE_DETAIL_LATEST_PEEK_HOOK();
             const pin held(pins_.count[i]);
             if (middle_.load(std::memory_order_seq_cst) != seen) {
                 continue; // taken or replaced meanwhile: look again

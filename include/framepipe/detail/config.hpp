@@ -90,6 +90,14 @@
 #define FRAMEPIPE_DETAIL_RING_EVICT_HOOK() ((void)0)
 #endif
 
+// FRAMEPIPE_DETAIL_LATEST_PEEK_HOOK(): a test seam of the same kind in latest_slot::peek(),
+// called between its read of the slot and its pin on the buffer it read (latest_slot.hpp):
+// tests/test_latest_slot.cpp holds a peek() there while a pop takes the value or a push replaces
+// it, which the peek's re-check must then see.
+#if !defined(FRAMEPIPE_DETAIL_LATEST_PEEK_HOOK)
+#define FRAMEPIPE_DETAIL_LATEST_PEEK_HOOK() ((void)0)
+#endif
+
 // FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK(): a test seam of the same kind. Called on the thread that owns
 // a rate_limiter, inside its section, after it read the word and before it stores the new one
 // (rate_limiter.hpp); tests/test_rate_limiter.cpp holds the section open with it while another
