@@ -15,7 +15,6 @@ inline framepipe_test::test_seam peek_pin_seam;
 #include <catch2/catch.hpp>
 
 #include "support/lifetime.hpp"
-#include "support/thread_state.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -1831,12 +1830,7 @@ private:
 // Opens the gate once thread `watched` sleeps in its backoff (it waits for the held thread, as it
 // must) or `done` is set (its call returned without waiting). No timing decides either way.
 void open_gate_when_asleep_or_done(const std::atomic<long>& watched, const std::atomic<bool>& done) {
-    while (watched.load() == 0) {
-        std::this_thread::yield();
-    }
-    while (!done.load() && !framepipe_test::in_sleep_call(watched.load()).value_or(true)) {
-        std::this_thread::yield();
-    }
+    framepipe_test::wait_until_asleep_or_done(watched, done);
     the_gate().release();
 }
 

@@ -19,6 +19,26 @@
 
 namespace framepipe_test {
 
+// Waits, yielding, until `done` is set or the thread `watched` names (0: none yet, or none at
+// all) sleeps in a backoff; /proc silent counts as asleep (the wait ends rather than hangs).
+inline void wait_until_asleep_or_done(const std::atomic<long>& watched,
+                                      const std::atomic<bool>& done) noexcept {
+    const auto asleep = [&] {
+        const long tid = watched.load();
+        if (tid == 0) {
+            return false;
+        }
+        try {
+            return in_sleep_call(tid).value_or(true);
+        } catch (...) {
+            return true;
+        }
+    };
+    while (!done.load() && !asleep()) {
+        std::this_thread::yield();
+    }
+}
+
 struct test_seam {
     std::atomic<bool> armed{false};
     std::atomic<unsigned> reached{0}; // times an armed seam held a thread
@@ -37,20 +57,7 @@ struct test_seam {
             return;
         }
         reached.fetch_add(1);
-        while (!go.load() && !watched_asleep()) {
-            std::this_thread::yield();
-        }
-    }
-    [[nodiscard]] bool watched_asleep() const noexcept {
-        const long tid = watch.load();
-        if (tid == 0) {
-            return false;
-        }
-        try {
-            return in_sleep_call(tid).value_or(true); // /proc silent: let go
-        } catch (...) {
-            return true;
-        }
+        wait_until_asleep_or_done(watch, go);
     }
 };
 
