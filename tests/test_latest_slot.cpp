@@ -1836,68 +1836,51 @@ void open_gate_when_asleep_or_done(const std::atomic<long>& watched, const std::
 
 } // namespace
 
-TEST_CASE("latest_slot: a push that replaces the value peek() is copying waits for the copy") {
-    // peek() is held inside its copy (the gate), pinning the value. A push replacing it must wait
-    // until the copy is done before it destroys the value: the copy is of the value as it was.
-    const gate_scope scope;
-    latest_slot<copy_held> slot;
-    REQUIRE(slot.push(copy_held{1}) == push_status::ok);
-    copy_held::hold_next_copy.store(true);
-    std::optional<int> seen; // the value peek() copied
-    std::thread peeker([&] {
-        if (const auto v = slot.peek()) {
-            seen = v->value();
+TEST_CASE("latest_slot: a push or pop that replaces or takes the value peek() is copying waits for the copy") {
+    // peek() is held inside its copy (the gate), pinning the value. A push replacing that value,
+    // or a pop taking it, must wait until the copy is done before it destroys or moves the value
+    // out: the copy is of the value as it was. The gate opens once that call sleeps waiting (or,
+    // if it did not wait, once it returned).
+    for (const bool replace : {true, false}) {
+        CAPTURE(replace);
+        const gate_scope scope;
+        latest_slot<copy_held> slot;
+        REQUIRE(slot.push(copy_held{1}) == push_status::ok);
+        copy_held::hold_next_copy.store(true);
+        std::optional<int> seen; // the value peek() copied
+        std::thread peeker([&] {
+            if (const auto v = slot.peek()) {
+                seen = v->value();
+            }
+        });
+        the_gate().wait_until_inside(1);
+        std::atomic<long> other_id{0};
+        std::atomic<bool> other_done{false};
+        push_status pushed{};
+        std::optional<int> taken;
+        std::thread other([&] {
+            other_id.store(framepipe_test::this_thread_id());
+            if (replace) {
+                pushed = slot.push(copy_held{2});
+            } else if (const auto v = slot.try_pop()) {
+                taken = v->value();
+            }
+            other_done.store(true);
+        });
+        open_gate_when_asleep_or_done(other_id, other_done);
+        other.join();
+        peeker.join();
+        CHECK(seen == 1);
+        if (replace) {
+            CHECK(pushed == push_status::evicted);
+            const auto got = slot.try_pop();
+            REQUIRE(got.has_value());
+            CHECK(got->value() == 2);
+        } else {
+            CHECK(taken == 1);
+            CHECK(slot.size() == 0);
         }
-    });
-    the_gate().wait_until_inside(1);
-    std::atomic<long> pusher_id{0};
-    std::atomic<bool> pushed{false};
-    push_status status{};
-    std::thread pusher([&] {
-        pusher_id.store(framepipe_test::this_thread_id());
-        status = slot.push(copy_held{2});
-        pushed.store(true);
-    });
-    open_gate_when_asleep_or_done(pusher_id, pushed);
-    pusher.join();
-    peeker.join();
-    CHECK(status == push_status::evicted);
-    CHECK(seen == 1);
-    const auto got = slot.try_pop();
-    REQUIRE(got.has_value());
-    CHECK(got->value() == 2);
-}
-
-TEST_CASE("latest_slot: a pop that takes the value peek() is copying waits for the copy") {
-    // As above, with a pop taking the pinned value: it must not move it out until the copy is
-    // done. Both get the value.
-    const gate_scope scope;
-    latest_slot<copy_held> slot;
-    REQUIRE(slot.push(copy_held{1}) == push_status::ok);
-    copy_held::hold_next_copy.store(true);
-    std::optional<int> seen; // the value peek() copied
-    std::thread peeker([&] {
-        if (const auto v = slot.peek()) {
-            seen = v->value();
-        }
-    });
-    the_gate().wait_until_inside(1);
-    std::atomic<long> popper_id{0};
-    std::atomic<bool> popped{false};
-    std::optional<int> got;
-    std::thread popper([&] {
-        popper_id.store(framepipe_test::this_thread_id());
-        if (const auto v = slot.try_pop()) {
-            got = v->value();
-        }
-        popped.store(true);
-    });
-    open_gate_when_asleep_or_done(popper_id, popped);
-    popper.join();
-    peeker.join();
-    CHECK(seen == 1);
-    CHECK(got == 1);
-    CHECK(slot.size() == 0);
+    }
 }
 
 TEST_CASE("latest_slot: a peek() whose value is taken or replaced before its pin copies nothing stale") {

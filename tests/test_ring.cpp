@@ -1962,25 +1962,27 @@ TEST_CASE("ring: lock-free: close and stop release consumers parked in pop and p
     CHECK(got_item == 0);
 }
 
-TEST_CASE("ring: lock-free: a pop on a closed ring waits for a push that claimed its position before the close") {
-    // The push is held after it claimed its position, before it stores; close() and pop() come
-    // meanwhile. The pop sees a claimed position not yet handed out, so the ring is not drained:
-    // it must wait for the item, not return nullopt (the push returns ok, so its item is
-    // delivered). The seam lets the push go once the consumer sleeps in its backoff.
+// A push held at `seam` (past its check of close(), before it stores its item) while close() and
+// a blocking pop come. The pop finds the ring closed with nothing to take, and may not conclude
+// "closed and drained" while that push is in flight: it must wait for it and return its item
+// (the push returns ok, so the item is delivered). The seam lets the push go once the consumer
+// sleeps waiting; a pop that does not wait returns nullopt, and the test then lets it go.
+template <class Ring>
+void check_a_pop_after_close_waits_for_a_push_in_flight(test_seam& seam) {
     for (const overflow policy : {overflow::block, overflow::drop_newest, overflow::drop_oldest}) {
         CAPTURE(framepipe::to_string(policy));
-        ring<int> r(2, policy);
-        mpmc_fill_seam.arm(this_thread_id());
+        Ring r(2, policy);
+        seam.arm(this_thread_id());
         push_status pushed = push_status::rejected;
         std::thread producer([&] { pushed = r.push(7); });
-        while (mpmc_fill_seam.reached.load() == 0) {
+        while (seam.reached.load() == 0) {
             std::this_thread::yield();
         }
         r.close();
         const std::optional<int> got = r.pop();
-        mpmc_fill_seam.go.store(true);
+        seam.go.store(true);
         producer.join();
-        mpmc_fill_seam.reached.store(0);
+        seam.reached.store(0);
         CHECK(pushed == push_status::ok);
         CHECK(got == 7);
         CHECK_FALSE(r.try_pop().has_value());
@@ -1989,6 +1991,12 @@ TEST_CASE("ring: lock-free: a pop on a closed ring waits for a push that claimed
         CHECK(s.popped == 1);
         check_identities(s);
     }
+}
+
+TEST_CASE("ring: lock-free: a pop on a closed ring waits for a push that claimed its position before the close") {
+    // The push is held after it claimed its position: the pop sees a claimed position not yet
+    // handed out, so the ring is not drained.
+    check_a_pop_after_close_waits_for_a_push_in_flight<ring<int>>(mpmc_fill_seam);
 }
 
 TEST_CASE("ring: lock-free: evicting pushes evict in the order of their positions") {
@@ -2343,33 +2351,8 @@ TEST_CASE("spsc_ring: stress, drop_oldest switching between plain and CAS claims
 }
 
 TEST_CASE("spsc_ring: a push that passed its check of close() is delivered to the consumer that saw the close") {
-    // The push is held after it found the ring open, before it stores; close() and pop() come
-    // meanwhile. The pop finds the ring closed and empty, and must wait for the push in flight
-    // (pushing_, then a heavy barrier) and return its item, not nullopt: the push returns ok, so
-    // its item is delivered. The seam lets the push go once the consumer sleeps in that wait; a
-    // consumer that does not wait returns nullopt, and the test says go.
-    for (const overflow policy : {overflow::block, overflow::drop_newest, overflow::drop_oldest}) {
-        CAPTURE(framepipe::to_string(policy));
-        framepipe::spsc_ring<int> r(2, policy);
-        push_store_seam.arm(this_thread_id());
-        push_status pushed = push_status::rejected;
-        std::thread producer([&] { pushed = r.push(7); });
-        while (push_store_seam.reached.load() == 0) {
-            std::this_thread::yield();
-        }
-        r.close();
-        const std::optional<int> got = r.pop();
-        push_store_seam.go.store(true);
-        producer.join();
-        push_store_seam.reached.store(0);
-        CHECK(pushed == push_status::ok);
-        CHECK(got == 7);
-        CHECK_FALSE(r.try_pop().has_value());
-        const channel_stats s = r.stats();
-        CHECK(s.pushed == 1);
-        CHECK(s.popped == 1);
-        check_identities(s);
-    }
+    // The consumer waits for the push's announcement in pushing_ (after a heavy barrier).
+    check_a_pop_after_close_waits_for_a_push_in_flight<framepipe::spsc_ring<int>>(push_store_seam);
 }
 
 TEST_CASE("spsc_ring: an evicting push whose victim is popped meanwhile stores without evicting") {

@@ -38,9 +38,9 @@ inline std::optional<bool> futex_waiting_in(long tid, const void* object, std::s
     return at >= begin && at - begin < size;
 }
 
-// Whether thread `tid` is inside nanosleep or clock_nanosleep (std::this_thread::sleep_for: in
-// framepipe, a wait for another thread's few instructions whose yields ran out, as in
-// detail::yield_or_sleep), from /proc/self/task/<tid>/syscall; nullopt when /proc does not say.
+// Whether thread `tid` is inside nanosleep or clock_nanosleep (in framepipe: a wait for another
+// thread's few instructions whose yields ran out, detail::yield_or_sleep), from
+// /proc/self/task/<tid>/syscall; nullopt when /proc does not say.
 inline std::optional<bool> in_sleep_call(long tid) {
     std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
     std::string call;
