@@ -1580,6 +1580,15 @@ struct gate {
         open.store(true);
         open.notify_all();
     }
+    // The calling thread waits here, counted in `inside`, until release().
+    void hold() {
+        inside.fetch_add(1);
+        inside.notify_all();
+        while (!open.load()) {
+            open.wait(false);
+        }
+        inside.fetch_sub(1);
+    }
 };
 
 gate& the_gate() {
@@ -1603,13 +1612,7 @@ public:
             throw gate_error("move");
         }
         if (moves_ == block_at_) {
-            gate& g = the_gate();
-            g.inside.fetch_add(1);
-            g.inside.notify_all();
-            while (!g.open.load()) {
-                g.open.wait(false);
-            }
-            g.inside.fetch_sub(1);
+            the_gate().hold();
         }
         ++the_gate().alive;
     }
@@ -1804,13 +1807,7 @@ public:
     explicit copy_held(int v) : v_(v) {}
     copy_held(const copy_held& o) {
         if (hold_next_copy.exchange(false)) {
-            gate& g = the_gate();
-            g.inside.fetch_add(1);
-            g.inside.notify_all();
-            while (!g.open.load()) {
-                g.open.wait(false);
-            }
-            g.inside.fetch_sub(1);
+            the_gate().hold();
         }
         v_.store(o.v_.load()); // after the hold: what the source is now
     }
