@@ -1990,6 +1990,14 @@ TEST_CASE("broadcaster: no value's last release runs under the broadcaster's loc
         CHECK(r.closed == 1);
         CHECK(released == std::vector<int>{3});
     }
+    SECTION("the latest value (kept for replay_last), replaced by the next publish or by close") {
+        (void)b.publish(calls_back(4)); // nobody is subscribed: only the broadcaster keeps it
+        CHECK(released.empty());
+        (void)b.publish(calls_back(5)); // 4 goes
+        CHECK(released == std::vector<int>{4});
+        b.close(); // 5 goes
+        CHECK(released == std::vector<int>{4, 5});
+    }
 }
 
 TEST_CASE("broadcaster: publishing values allocates nothing after the first (10^6 publishes)") {
