@@ -24,11 +24,18 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "support/allocation_counter.hpp"
 #include "support/lifetime.hpp"
+#if defined(__linux__)
+#include "support/thread_state.hpp"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace {
 
@@ -502,6 +509,25 @@ TEST_CASE("sliding_window: tumbling windows move their items out when T's move c
     }
     CHECK(counts(w).popped == 3);
     CHECK(copies == 0);
+}
+
+TEST_CASE("sliding_window: overlapping windows copy their items, even when T's move cannot throw") {
+    // An item of overlapping windows belongs to the next window too: moving it out would leave
+    // that window a moved-from item (an empty string here). Strings longer than the small-string
+    // buffer, so that a move takes the characters away.
+    static_assert(std::is_nothrow_move_constructible_v<std::string>);
+    const auto item = [](int i) { return "item " + std::to_string(i) + std::string(32, '.'); };
+    sliding_window<std::string> w(3, 1);
+    for (int i = 0; i < 8; ++i) {
+        w.push(item(i));
+        if (auto got = w.try_pop()) {
+            REQUIRE(got->size() == 3);
+            for (std::size_t k = 0; k < 3; ++k) {
+                CHECK((*got)[k] == item(static_cast<int>(got->first_seq() + k)));
+            }
+        }
+    }
+    CHECK(counts(w).popped == 6);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1062,6 +1088,89 @@ TEST_CASE("sliding_window: a throwing copy during pop leaves the window availabl
     }
     CHECK(scope.counters.alive() == 0);
 }
+
+#if defined(__linux__)
+namespace {
+
+// An item whose copy throws once, when armed: the first copy after arming throws, every other
+// copy succeeds.
+struct throws_once {
+    static inline std::atomic<bool> armed{false};
+    int v = 0;
+    explicit throws_once(int i) : v(i) {}
+    throws_once(const throws_once& o) : v(o.v) {
+        if (armed.exchange(false)) {
+            throw std::runtime_error("copy");
+        }
+    }
+    throws_once(throws_once&&) = default;
+    throws_once& operator=(const throws_once&) = delete;
+    throws_once& operator=(throws_once&&) = delete;
+    ~throws_once() = default;
+};
+
+} // namespace
+
+TEST_CASE("sliding_window: a woken consumer whose copy throws passes the wake-up on") {
+    // Two consumers park in pop(stop); a push makes a window ready and wakes one of them
+    // (notify_one), whose copy of the window throws. The window stays offered, so the other
+    // must hear of it: a pop that let the exception out without passing the wake-up on left it
+    // parked beside the window for ever (here, until the guard stops it).
+    using framepipe_test::wait_until_parked_in;
+    constexpr auto stranded_after = 20s; // a hang guard only: nothing waits this long when right
+    sliding_window<throws_once> w(2, 1); // overlapping: pops copy the items
+    w.push(throws_once(0));
+    std::stop_source stops[2];
+    std::atomic<long> tids[2] = {0, 0};
+    std::atomic<int> got[2] = {-3, -3}; // -3: still waiting; -2: threw; -1: nullopt; else the last
+    std::vector<std::thread> consumers;
+    const auto finish = [&] {
+        for (auto& s : stops) {
+            s.request_stop();
+        }
+        for (auto& t : consumers) {
+            t.join();
+        }
+        throws_once::armed = false;
+    };
+    for (int i = 0; i < 2; ++i) {
+        consumers.emplace_back([&, i] {
+            tids[i] = static_cast<long>(::syscall(SYS_gettid));
+            try {
+                const auto win = w.pop(stops[i].get_token());
+                got[i] = win ? win->back().v : -1;
+            } catch (const std::runtime_error&) {
+                got[i] = -2;
+            }
+        });
+        // One at a time: the first is parked before the second starts.
+        if (!wait_until_parked_in(tids[i], framepipe::detail::readable_event(w))) {
+            WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; skipped");
+            finish();
+            return;
+        }
+    }
+    throws_once::armed = true;
+    REQUIRE(w.push(throws_once(1)) == push_status::ok); // one window, one wake-up
+    while (got[0] == -3 && got[1] == -3) {
+        std::this_thread::yield();
+    }
+    const int first = got[0] != -3 ? 0 : 1;
+    CHECK(got[first] == -2); // the woken one threw
+    const auto give_up = std::chrono::steady_clock::now() + stranded_after;
+    while (got[1 - first] == -3 && std::chrono::steady_clock::now() < give_up) {
+        std::this_thread::yield();
+    }
+    finish();
+    INFO("consumer 0: " << got[0].load() << ", consumer 1: " << got[1].load()
+                        << " (-2: threw, -1: nullopt)");
+    CHECK(got[1 - first] == 1); // the other took the window, ending at item 1
+    const window_counts c = counts(w);
+    CHECK(c.popped == 1);
+    CHECK(c.size == 0);
+    check_identity(c);
+}
+#endif
 
 TEST_CASE("sliding_window: a throwing move during push changes nothing") {
     lifetime_scope scope;
