@@ -8,6 +8,14 @@
 //
 // This file replaces the global allocation functions with counting ones
 // (support/allocation_counter.hpp), so that the zero-allocation claims are measured, not assumed.
+#if defined(__linux__)
+// A test seam (detail/config.hpp): holds an acquire whose wait for a return ended, before it
+// takes the lock to look again. Defined before any framepipe header.
+#include "support/test_seam.hpp"
+inline framepipe_test::test_seam after_wait_seam;
+#define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ::after_wait_seam.run()
+#endif
+
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/pool.hpp>
 #include <framepipe/ring.hpp>
@@ -367,6 +375,53 @@ TEST_CASE("pool: acquire waits for a return when every object is lent") {
     CHECK(s.exhausted == 0);
     CHECK(s.in_use == 1);
 }
+
+#if defined(__linux__)
+TEST_CASE("pool: an acquire woken for an object that another takes first waits again") {
+    // The waiter parks (every object is lent); the return wakes it, and the seam holds it there,
+    // before it looks under the lock, while this thread takes the object with try_acquire. Let
+    // go, the waiter finds nothing free: it must wait again (acquire never returns null), and get
+    // the object at its next return. A waiter that gave up there returned null.
+    if (!framepipe_test::in_futex_wait(framepipe_test::this_thread_id())) {
+        WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; skipped");
+        return;
+    }
+    pool<int> p(1);
+    auto held = p.acquire();
+    REQUIRE(held);
+    std::atomic<long> tid{0};
+    std::atomic<bool> done{false};
+    std::shared_ptr<int> got;
+    std::thread waiter([&] {
+        tid = framepipe_test::this_thread_id();
+        got = p.acquire();
+        done = true;
+    });
+    const auto parked = [&] {
+        const long t = tid.load();
+        return t != 0 && framepipe_test::in_futex_wait(t).value_or(false);
+    };
+    wait_until(parked); // its only futex: the pool's wait
+    after_wait_seam.arm(0);
+    const int* const addr = held.get();
+    held.reset(); // wakes the waiter, which the seam holds
+    wait_until([&] { return after_wait_seam.reached.load() == 1; });
+    auto stolen = p.try_acquire();
+    REQUIRE(stolen); // the waiter has not taken it: it is held before the lock
+    after_wait_seam.go = true;
+    wait_until([&] { return done.load() || parked(); });
+    CHECK_FALSE(done.load()); // it waits again, instead of returning null
+    stolen.reset(); // the next return: the waiter takes it
+    waiter.join();
+    REQUIRE(got != nullptr);
+    CHECK(got.get() == addr);
+    const auto s = p.stats();
+    CHECK(s.acquired == 3);
+    CHECK(s.waited == 1);
+    CHECK(s.exhausted == 0);
+    CHECK(s.in_use == 1);
+}
+#endif
 
 TEST_CASE("pool: acquire(stop) returns null when stopped while waiting") {
     pool<int> p(1);

@@ -151,6 +151,9 @@ public:
                 const auto end = returned_.wait(stop, deadline, [this] {
                     return free_.load(std::memory_order_relaxed) != nullptr;
                 });
+                if (end == wait_end::ready) {
+                    FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK(); // a test seam (detail/config.hpp)
+                }
                 const detail::spin_then_lock_guard lock(mu_); // see spin_then_lock_guard
                 if (end == wait_end::ready) {
                     slot = pop_free_locked(true);

@@ -38,6 +38,12 @@ inline std::optional<bool> futex_waiting_in(long tid, const void* object, std::s
     return at >= begin && at - begin < size;
 }
 
+// Whether thread `tid` sleeps in a futex wait on any word (for a thread that has nothing else to
+// sleep on than the wait under test); nullopt when /proc does not say.
+inline std::optional<bool> in_futex_wait(long tid) {
+    return futex_waiting_in(tid, nullptr, SIZE_MAX);
+}
+
 // Whether thread `tid` is inside nanosleep or clock_nanosleep (in framepipe: a wait for another
 // thread's few instructions whose yields ran out, detail::yield_or_sleep), from
 // /proc/self/task/<tid>/syscall; nullopt when /proc does not say.
