@@ -139,7 +139,13 @@ public:
 
     void disarm() {
         {
-            const std::lock_guard<std::mutex> lock(mu_);
+            std::unique_lock<std::mutex> lock(mu_);
+            // A test case that ran past its deadline has failed, even if it then ended: the
+            // dump's ptrace attach interrupts every futex wait, and a wait that re-checks its
+            // word on the way back can be rescued from a lost wake-up. Wait for the abort.
+            while (fired_) {
+                cv_.wait(lock);
+            }
             deadline_.reset();
         }
         cv_.notify_one();
@@ -163,6 +169,7 @@ private:
                              "\"%s\"): a hang (a lost wake-up? a deadlock?). Threads:\n",
                              test_.c_str(), static_cast<long long>(limit_.count()),
                              section_.c_str());
+                fired_ = true;
                 lock.unlock();
                 dump_threads();
                 std::fprintf(stderr, "watchdog: aborting \"%s\"\n", test_.c_str());
@@ -182,6 +189,7 @@ private:
     std::string test_;
     std::string section_;
     bool thread_started_ = false;
+    bool fired_ = false; // a deadline passed: the process is being aborted
 };
 
 struct watchdog_listener : Catch::TestEventListenerBase {
