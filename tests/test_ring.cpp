@@ -215,6 +215,17 @@ void check_still_blocked(const std::atomic<bool>& done) {
 
 using framepipe_test::wait_until;
 
+// Waits until the thread `tid` names is parked in ring `r` (in a futex wait inside it). Start the
+// waiting threads one at a time, each parked before the next starts, so that the futex it sleeps
+// on is its wait, not another's lock. Where /proc cannot tell, it warns and goes on: the test
+// still holds, less sharply (a thread not yet parked needs no wake-up).
+template <class R>
+void park_one(const std::atomic<long>& tid, const R& r) {
+    if (!framepipe_test::wait_until_parked_in(tid, r)) {
+        WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread");
+    }
+}
+
 template <class R>
 std::vector<int> drain(R& r) {
     std::vector<int> out;
@@ -801,28 +812,27 @@ TEST_CASE("ring: close wakes every consumer blocked in pop") {
     check_identities(r.stats());
 }
 
-TEST_CASE("ring: close wakes a producer blocked by the block policy, which returns closed") {
+TEMPLATE_TEST_CASE("ring: close wakes a producer blocked by the block policy, which returns closed", "[spsc]", mpmc, locked) {
     SECTION("without a block_timeout") {
-        ring<int> r(1, overflow::block);
+        typename TestType::template ring<int> r(1, overflow::block);
         REQUIRE(r.push(1) == push_status::ok);
-        std::latch started(2);
         std::atomic<int> finished{0};
+        std::atomic<long> tids[2] = {0, 0};
         push_status results[2] = {push_status::ok, push_status::ok};
         std::stop_source stop; // never requested
+        // Each parked before the next starts: only close()'s wake-up can then end their waits.
         std::thread a([&] {
-            started.count_down();
+            tids[0] = framepipe_test::this_thread_id();
             results[0] = r.push(2);
             ++finished;
         });
+        park_one(tids[0], r);
         std::thread b([&] {
-            started.count_down();
+            tids[1] = framepipe_test::this_thread_id();
             results[1] = r.push(3, stop.get_token());
             ++finished;
         });
-        started.wait();
-        for (int i = 0; i < 2000; ++i) {
-            std::this_thread::yield();
-        }
+        park_one(tids[1], r);
         CHECK(finished.load() == 0);
         r.close();
         a.join();
@@ -838,7 +848,7 @@ TEST_CASE("ring: close wakes a producer blocked by the block policy, which retur
         CHECK(drain(r) == std::vector<int>{1});
     }
     SECTION("with a long block_timeout: closed, not evicted") {
-        ring<int> r(1, overflow::block, 1h);
+        typename TestType::template ring<int> r(1, overflow::block, 1h);
         REQUIRE(r.push(1) == push_status::ok);
         std::latch started(1);
         std::atomic<bool> done{false};
@@ -2655,13 +2665,13 @@ struct fused {
 
 TEST_CASE("ring (locked): a woken consumer whose move throws passes its wake-up on") {
     ring<fused> r(2);
-    std::latch started(2);
     std::atomic<int> threw{0};
     std::atomic<int> got{0};
+    std::atomic<long> tids[2] = {0, 0};
     std::vector<std::thread> consumers;
     for (int i = 0; i < 2; ++i) {
-        consumers.emplace_back([&] {
-            started.count_down();
+        consumers.emplace_back([&, i] {
+            tids[i] = framepipe_test::this_thread_id();
             try {
                 if (auto v = r.pop()) {
                     got = v->v;
@@ -2670,10 +2680,7 @@ TEST_CASE("ring (locked): a woken consumer whose move throws passes its wake-up 
                 ++threw;
             }
         });
-    }
-    started.wait();
-    for (int i = 0; i < 2000; ++i) {
-        std::this_thread::yield(); // let both consumers park
+        park_one(tids[i], r); // both parked: the push's one wake-up reaches one of them
     }
     // The first move out throws and leaves the item in place; the other consumer must be told.
     REQUIRE(r.push(fused(2, 7)) == push_status::ok);
@@ -2689,12 +2696,12 @@ TEST_CASE("ring (locked): a woken consumer whose move throws passes its wake-up 
 TEST_CASE("ring (locked): a woken producer whose move throws passes its wake-up on") {
     ring<fused> r(1, overflow::block);
     REQUIRE(r.push(fused(100, 1)) == push_status::ok);
-    std::latch started(2);
     std::atomic<int> threw{0};
+    std::atomic<long> tids[2] = {0, 0};
     std::vector<std::thread> producers;
     for (int i = 0; i < 2; ++i) {
         producers.emplace_back([&, i] {
-            started.count_down();
+            tids[i] = framepipe_test::this_thread_id();
             try {
                 // Each item's first move (into the ring) throws: whichever producer wakes first
                 // fails and must hand the free slot's wake-up to the other, which fails too.
@@ -2703,10 +2710,7 @@ TEST_CASE("ring (locked): a woken producer whose move throws passes its wake-up 
                 ++threw;
             }
         });
-    }
-    started.wait();
-    for (int i = 0; i < 2000; ++i) {
-        std::this_thread::yield(); // let both producers park
+        park_one(tids[i], r); // both parked: the pop's one wake-up reaches one of them
     }
     REQUIRE(r.pop().has_value()); // frees the one slot: one wake-up
     for (auto& t : producers) {
