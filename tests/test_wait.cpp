@@ -1,8 +1,15 @@
 // tests/test_wait.cpp - detail::event_count (detail/wait.hpp), the one waiting primitive of every
-// framepipe block: readiness, deadlines, stop requests, no lost wake-up through both phases,
-// notify_all, the wake-up a leaving waiter passes on, the asymmetric mode, and the listener hook
-// a selector over several channels uses; spin_then_lock_guard, the lock taken after a wait; and
-// the per-thread counts of waits that parked.
+// framepipe block: readiness, deadlines, stop requests, no lost wake-up through both phases (nor
+// for a notify that lands just before a waiter sleeps), notify_all, the asymmetric mode, and the
+// listener hook a selector over several channels uses; spin_then_lock_guard, the lock taken
+// after a wait; and the per-thread counts of waits that parked.
+
+// A test seam (detail/config.hpp): holds a parking waiter after its last look at the state,
+// before it sleeps. Defined before any framepipe header. (support/test_seam.hpp reads /proc, as
+// test_ring.cpp's seams do: these tests are for Linux.)
+#include "support/test_seam.hpp"
+inline framepipe_test::test_seam park_seam;
+#define FRAMEPIPE_DETAIL_PARK_HOOK() ::park_seam.run()
 
 #include <framepipe/detail/wait.hpp>
 
@@ -176,20 +183,57 @@ TEST_CASE("event_count: notify_all wakes every parked waiter") {
     event_count ev;
     std::atomic<bool> go{false};
     std::atomic<int> woken{0};
+    std::atomic<long> tids[3] = {0, 0, 0};
     std::vector<std::thread> waiters;
     for (int i = 0; i < 3; ++i) {
-        waiters.emplace_back([&] {
+        waiters.emplace_back([&, i] {
+            tids[i] = framepipe_test::this_thread_id();
             if (ev.wait(nullptr, no_deadline, [&] { return go.load(); }) == wait_end::ready) {
                 ++woken;
             }
         });
+        // Each asleep before the next starts, so that only the notify can end their sleeps
+        // (/proc; where it cannot tell, the test holds less sharply: a waiter not yet asleep
+        // sees go itself).
+        (void)framepipe_test::wait_until_parked_in(tids[i], ev);
     }
     go = true;
     ev.notify_all();
     for (auto& t : waiters) {
-        t.join();
+        t.join(); // hangs (the watchdog fails the test) if notify_all left one asleep
     }
     CHECK(woken == 3);
+}
+
+TEST_CASE("event_count: a notify between a waiter's last look and its sleep ends that sleep") {
+    // The seam holds the waiter in park() after ready() said no, before it sleeps; this thread
+    // then makes the state ready and notifies. Let go, the waiter's sleep must return at once
+    // (the futex word it read before looking has changed), and it must see the state. A waiter
+    // that read the word after looking, or a notify that did not change it, sleeps for good:
+    // seen asleep on the event count, it is stopped, and returns stopped.
+    event_count ev;
+    std::atomic<bool> state{false};
+    std::atomic<bool> done{false};
+    std::atomic<long> tid{0};
+    std::stop_source stop;
+    wait_end end = wait_end::timed_out;
+    park_seam.arm(0);
+    std::thread waiter([&] {
+        tid = framepipe_test::this_thread_id();
+        const std::stop_token token = stop.get_token();
+        end = ev.park(&token, no_deadline, [&] { return state.load(); }); // no spin phase
+        done = true;
+    });
+    framepipe_test::wait_until([&] { return park_seam.reached.load() == 1; });
+    state = true;
+    ev.notify_one();
+    park_seam.go = true;
+    framepipe_test::wait_until([&] {
+        return done.load() || framepipe_test::futex_waiting_in(tid, &ev, sizeof ev).value_or(false);
+    });
+    stop.request_stop(); // after done: changes nothing
+    waiter.join();
+    CHECK(end == wait_end::ready);
 }
 
 TEST_CASE("event_count: the asymmetric mode hands off without a lost wake-up") {

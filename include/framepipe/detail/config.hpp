@@ -55,6 +55,14 @@
 #define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ((void)0)
 #endif
 
+// FRAMEPIPE_DETAIL_PARK_HOOK(): a test seam of the same kind in event_count::park()
+// (detail/wait.hpp), called on a parking thread after its last look at the state, before it
+// sleeps; tests/test_wait.cpp holds a waiter there while another thread makes the state ready
+// and notifies, which the sleep must then not miss.
+#if !defined(FRAMEPIPE_DETAIL_PARK_HOOK)
+#define FRAMEPIPE_DETAIL_PARK_HOOK() ((void)0)
+#endif
+
 // FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK(): a test seam of the same kind. Called on spsc_ring's consumer
 // thread after a pop of an evicting ring (drop_oldest, or block with a block_timeout) decided to
 // take its item without the CAS, before it moves it out (detail/spsc_lockfree_ring.hpp);

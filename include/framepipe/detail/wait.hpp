@@ -351,6 +351,7 @@ public:
                 break;
             }
             ++this_thread_waits.sleeps;
+            FRAMEPIPE_DETAIL_PARK_HOOK(); // a test seam (detail/config.hpp)
             sleep(seen, deadline);
             // Relaxed: the count only has to be exact eventually; a notifier that still sees
             // this thread counted makes one spare wake-up.
