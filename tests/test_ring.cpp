@@ -2756,7 +2756,7 @@ TEST_CASE("ring (locked): a consumer whose stop lands just after its wait return
     };
     for (int i = 0; i < 2; ++i) {
         consumers.emplace_back([&, i] {
-            tids[i] = static_cast<long>(::syscall(SYS_gettid));
+            tids[i] = framepipe_test::this_thread_id();
             after_wait_hook::stop_here = &stops[i];
             const auto v = r.pop(stops[i].get_token());
             got[i] = v ? v->v : -1;
@@ -2818,7 +2818,7 @@ TEST_CASE("ring (locked): a producer whose stop lands just after its wait return
     };
     for (int i = 0; i < 2; ++i) {
         producers.emplace_back([&, i] {
-            tids[i] = static_cast<long>(::syscall(SYS_gettid));
+            tids[i] = framepipe_test::this_thread_id();
             after_wait_hook::stop_here = &stops[i];
             result[i] = r.push(10 + i, stops[i].get_token());
             done[i] = true;

@@ -32,9 +32,6 @@
 #include "support/lifetime.hpp"
 #if defined(__linux__)
 #include "support/thread_state.hpp"
-
-#include <sys/syscall.h>
-#include <unistd.h>
 #endif
 
 namespace {
@@ -1135,7 +1132,7 @@ TEST_CASE("sliding_window: a woken consumer whose copy throws passes the wake-up
     };
     for (int i = 0; i < 2; ++i) {
         consumers.emplace_back([&, i] {
-            tids[i] = static_cast<long>(::syscall(SYS_gettid));
+            tids[i] = framepipe_test::this_thread_id();
             try {
                 const auto win = w.pop(stops[i].get_token());
                 got[i] = win ? win->back().v : -1;

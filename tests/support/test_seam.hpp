@@ -11,9 +11,6 @@
 
 #include "thread_state.hpp"
 
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <thread>
 
@@ -60,8 +57,5 @@ struct test_seam {
         wait_until_asleep_or_done(watch, go);
     }
 };
-
-// The calling thread's id, as /proc/self/task names it.
-inline long this_thread_id() noexcept { return static_cast<long>(::syscall(SYS_gettid)); }
 
 } // namespace framepipe_test

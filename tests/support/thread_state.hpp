@@ -5,6 +5,7 @@
 #pragma once
 
 #include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstddef>
@@ -15,6 +16,9 @@
 #include <thread>
 
 namespace framepipe_test {
+
+// The calling thread's id, as /proc/self/task names it.
+inline long this_thread_id() noexcept { return static_cast<long>(::syscall(SYS_gettid)); }
 
 // Whether thread `tid` sleeps in a futex wait on a word inside [object, object + size), from
 // /proc/self/task/<tid>/syscall (the system call a blocked thread is in, and its arguments, the

@@ -11,9 +11,6 @@
 
 #if defined(__linux__)
 #include "thread_state.hpp"
-
-#include <sys/syscall.h>
-#include <unistd.h>
 #endif
 
 TEST_CASE("a lost wake-up", "[watchdog][.]") {
@@ -32,7 +29,7 @@ TEST_CASE("a lost wake-up that the thread dump rescues", "[watchdog][.]") {
         // dump's ptrace attach interrupts the sleep, the kernel restarts it, finds the word
         // changed and returns, and the wait ends: the test case would pass late. It must fail.
         std::atomic<int> word{0};
-        const long me = static_cast<long>(::syscall(SYS_gettid));
+        const long me = framepipe_test::this_thread_id();
         std::thread changer([&] {
             while (framepipe_test::futex_waiting_in(me, &word, sizeof word) != true) {
                 std::this_thread::yield();
