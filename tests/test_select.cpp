@@ -2,16 +2,19 @@
 // bound, weighted with its share bounds, oldest first), newest versus oldest per input, max_age,
 // closed inputs and the end of the selector, remove and add while a consumer waits, every
 // channel kind as an input, an idle consumer that parks, no lost wake-up (hand-offs in lock
-// step, add racing a push, a stop landing just after a wait returned ready) and a stress with
-// several producers and consumers whose per-input counters must balance in every snapshot.
+// step, add racing a push, a stop landing just after a wait returned ready, the last input
+// finishing with two consumers parked), remove() waiting for a wait predicate that reads the
+// channel, and a stress with several producers and consumers whose per-input counters must
+// balance in every snapshot.
 
-// The test seam of detail/config.hpp, defined before any framepipe header: selector::pop calls
+// The test seams of detail/config.hpp, defined before any framepipe header. selector::pop calls
 // it on a waiting consumer right after its wait returned ready. A thread that armed it (the
 // "stop lands after a ready wait" test below) has its own stop requested there, once; on every
 // other thread it does nothing. This file is a program of its own (one executable per test
 // file), so no other translation unit sees the headers with another definition.
 #include <atomic>
 #include <stop_token>
+#include <thread>
 
 namespace after_wait_hook {
 inline thread_local std::stop_source* stop_here = nullptr; // this thread's stop, if armed
@@ -23,6 +26,24 @@ inline void run() noexcept {
 }
 } // namespace after_wait_hook
 #define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ::after_wait_hook::run()
+
+// The seam in a wait predicate's pin on an input (detail/config.hpp): once armed, the first
+// predicate that reaches it stays there, pinned, until released ("remove() waits for a wait
+// predicate ..." below). Unarmed, it does nothing.
+namespace probe_hook {
+inline std::atomic<bool> armed{false};
+inline std::atomic<bool> holding{false}; // a predicate is held in the seam
+inline std::atomic<bool> release{false};
+inline void run() noexcept {
+    if (armed.exchange(false)) {
+        holding = true;
+        while (!release.load()) {
+            std::this_thread::yield();
+        }
+    }
+}
+} // namespace probe_hook
+#define FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK() ::probe_hook::run()
 
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/latest_slot.hpp>
@@ -278,15 +299,18 @@ TEST_CASE("selector: weighted: an input with nothing ready loses the rest of its
     REQUIRE(s);
     CHECK(s->input == ib);
     CHECK(s->item == 10);
-    (void)a.push(3); // a's next turn comes after b's (1 credit)
-    s = sel.try_pop();
-    REQUIRE(s);
-    CHECK(s->input == ia);
-    CHECK(s->item == 3);
-    s = sel.try_pop();
-    REQUIRE(s);
-    CHECK(s->input == ib);
-    CHECK(s->item == 11);
+    // a's next turn comes after b's (1 credit), and is a whole turn again: 3 selections, not
+    // the one left over from the turn it lost.
+    for (int v = 3; v <= 6; ++v) {
+        (void)a.push(v);
+    }
+    const std::vector<std::pair<input_id, int>> expected{{ia, 3}, {ia, 4}, {ia, 5}, {ib, 11}, {ia, 6}};
+    for (const auto& [input, item] : expected) {
+        s = sel.try_pop();
+        REQUIRE(s);
+        CHECK(s->input == input);
+        CHECK(s->item == item);
+    }
 
     // Equal weights, whatever their value: round robin (each once in every N selections).
     ring<int> c(16);
@@ -990,6 +1014,8 @@ TEST_CASE("selector: no lost wake-up: add() racing a push, for every notifier ki
 #if defined(__linux__)
 namespace {
 
+using framepipe_test::in_sleep_call;
+using framepipe_test::this_thread_id;
 using framepipe_test::wait_until_parked_in;
 
 } // namespace
@@ -1061,6 +1087,118 @@ TEST_CASE("selector: a consumer whose stop lands just after its wait returned re
     REQUIRE(st.size() == 1);
     CHECK(st[0].selected == 1);
     CHECK(balanced(st[0]));
+}
+
+TEST_CASE("selector: when its last input finishes, every consumer parked on a closed selector ends") {
+    // Two consumers park in pop(stop) on a closed selector whose one input is open and empty.
+    // Closing the input notifies the selector once (its listener's notify_one): one consumer
+    // wakes, finds the input closed and drained, lets it go, and leaves: the selector has ended.
+    // The other sleeps on unless that finish woke it too (a change of the inputs wakes every
+    // waiter). A hang guard only: a consumer still there after it is stopped, and the check
+    // fails on whether a stop was needed; nothing waits this long when the selector is right.
+    constexpr auto stranded_after = 20s;
+    ring<int> q(4);
+    selector<int> sel;
+    (void)sel.add(q);
+    sel.close(); // no new inputs; the selector ends once q has finished
+    std::stop_source stops[2];
+    std::atomic<long> tids[2] = {0, 0};
+    // 0: still waiting; 1: returned nullopt unstopped; 2: returned after its stop; 3: an item.
+    std::atomic<int> how[2] = {0, 0};
+    std::vector<std::thread> consumers;
+    const auto finish = [&] {
+        for (auto& s : stops) {
+            s.request_stop();
+        }
+        for (auto& t : consumers) {
+            t.join();
+        }
+    };
+    for (int i = 0; i < 2; ++i) {
+        consumers.emplace_back([&, i] {
+            tids[i] = this_thread_id();
+            const auto s = sel.pop(stops[i].get_token());
+            how[i] = s ? 3 : stops[i].stop_requested() ? 2 : 1;
+        });
+        // One at a time, each until it sleeps on a futex inside the selector (its event count).
+        if (!wait_until_parked_in(tids[i], sel)) {
+            WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; skipped");
+            finish();
+            return;
+        }
+    }
+    q.close();
+    const auto give_up = steady::now() + stranded_after;
+    while ((how[0] == 0 || how[1] == 0) && steady::now() < give_up) {
+        std::this_thread::yield();
+    }
+    finish();
+    INFO("consumer 0: " << how[0].load() << ", consumer 1: " << how[1].load()
+                        << " (1: ended by itself, 2: needed its stop, 3: got an item)");
+    CHECK(how[0] == 1);
+    CHECK(how[1] == 1);
+    const auto st = sel.stats();
+    REQUIRE(st.size() == 1);
+    CHECK(st[0].finished);
+}
+
+TEST_CASE("selector: remove() waits for a wait predicate that is reading the channel") {
+    // A consumer parks on a selector with one input; a push into it wakes the consumer, whose
+    // wait predicate pins the input and is held there (the seam) before it reads the channel.
+    // remove() of that input, from another thread, must not return while the pin is held: its
+    // caller may destroy the channel as soon as it returns. The test lets the predicate go once
+    // remove() has either returned or gone to sleep in its wait for the pin (/proc).
+    auto q = std::make_unique<ring<int>>(4);
+    selector<int> sel;
+    const auto id = sel.add(*q);
+    std::atomic<long> consumer_tid{0};
+    std::optional<framepipe::selected<int>> got;
+    std::thread consumer([&] {
+        consumer_tid = this_thread_id();
+        got = sel.pop();
+    });
+    const bool parked = wait_until_parked_in(consumer_tid, sel);
+    if (parked) {
+        probe_hook::armed = true;
+    }
+    REQUIRE(q->push(1) == framepipe::push_status::ok); // wakes the consumer: held in the seam
+    if (!parked) {
+        WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; skipped");
+        consumer.join(); // it takes the item
+        return;
+    }
+    while (!probe_hook::holding.load()) {
+        std::this_thread::yield();
+    }
+    std::atomic<long> remover_tid{0};
+    std::atomic<bool> removed{false};
+    std::optional<input_stats> gone;
+    std::thread remover([&] {
+        remover_tid = this_thread_id();
+        gone = sel.remove(id);
+        removed = true;
+    });
+    std::optional<bool> asleep = false;
+    while (!removed.load() && asleep && !*asleep) {
+        std::this_thread::yield();
+        if (remover_tid.load() != 0) {
+            asleep = in_sleep_call(remover_tid.load());
+        }
+    }
+    const bool returned_while_pinned = removed.load();
+    probe_hook::release = true;
+    remover.join();
+    if (!asleep && !returned_while_pinned) {
+        WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a sleeping thread");
+    }
+    CHECK_FALSE(returned_while_pinned);
+    q.reset(); // nothing touches the channel any more (ASan would see a use after free)
+    sel.close(); // no inputs left: the consumer ends
+    consumer.join();
+    CHECK_FALSE(got); // the item stays in the removed channel
+    REQUIRE(gone);
+    CHECK(gone->taken == 0);
+    CHECK(gone->finished);
 }
 #endif
 

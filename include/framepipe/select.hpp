@@ -308,7 +308,8 @@ private:
     template <class Check>
     [[nodiscard]] bool pinned(Check check) noexcept {
         pins_.fetch_add(1, std::memory_order_seq_cst);
-        const bool r = !gone_.load(std::memory_order_seq_cst) && check();
+        const bool r =
+            !gone_.load(std::memory_order_seq_cst) && (FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK(), check());
         // Release: retire() (acquire) sees the channel calls above finished before it lets go.
         pins_.fetch_sub(1, std::memory_order_release);
         return r;

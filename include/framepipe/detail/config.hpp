@@ -132,6 +132,14 @@
 #define FRAMEPIPE_DETAIL_SHARED_DECIDE_HOOK() ((void)0)
 #endif
 
+// FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK(): a test seam of the same kind in a selector's wait
+// predicate (select.hpp), called while it holds its pin on one input, after the check that the
+// input is still there and before it reads the channel: tests/test_select.cpp holds a predicate
+// there while another thread removes that input, which must not return before the pin is let go.
+#if !defined(FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK)
+#define FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK() ((void)0)
+#endif
+
 namespace framepipe::detail {
 
 // The size of a cache line on the machines framepipe targets (x86-64 and most ARMv8 cores). Data
