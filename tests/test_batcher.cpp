@@ -2,7 +2,17 @@
 // close) in virtual time (a clock the test moves; try_pop never waits, so every decision is a
 // function of what the sources hold and of the clock), the per-source cap and order, staleness,
 // a dead source and one that dies mid-batch, the metrics, removal, then the waiting calls in
-// real time (without asserting any timing) and a threaded stress whose counters must balance.
+// real time (without asserting any timing: a wait for what is left of max_delay, a stopped pop
+// that forms nothing, pop_for ending while a push is half done) and a threaded stress whose
+// counters must balance.
+
+// The seam of detail/config.hpp in ring<T>'s lock-free push, defined before any framepipe
+// header: a test holds a push there, its position claimed and its item not stored (see
+// support/test_seam.hpp). Unarmed, it does nothing. This file is a program of its own.
+#include "support/test_seam.hpp"
+
+inline framepipe_test::test_seam fill_seam; // a push that claimed its position, before it stores
+#define FRAMEPIPE_DETAIL_RING_FILL_HOOK() ::fill_seam.run()
 
 #include <framepipe/batcher.hpp>
 #include <framepipe/latest_slot.hpp>
@@ -474,6 +484,101 @@ TEST_CASE("batcher: the waiting pop ends on the deadline although a source stays
     killer.join();
     REQUIRE(x);
     CHECK(values(*x) == std::vector<int>{2});
+}
+
+TEST_CASE("batcher: a waiting pop waits only for what is left of max_delay on the batcher's clock") {
+    // One item pending with 10 ms of its hour left on the virtual clock: the consumer waits 10 ms
+    // of real time, looks again, and so on. Once it sleeps, the test moves the clock past the
+    // deadline, and the consumer's next look must flush. A consumer that waited the whole
+    // max_delay again would sleep for an hour: a hang guard stops it, and the test fails on it.
+    constexpr auto stranded_after = 20s;
+    auto w = std::make_shared<world>();
+    ring<int> q(4);
+    vbatcher<int> b({.max_size = 4, .max_delay = 1h}, virtual_time(w));
+    (void)b.add(q, oldest);
+    (void)q.push(1);
+    CHECK_FALSE(b.try_pop()); // taken: pending, due in an hour of the batcher's clock
+    w->advance(1h - 10ms);
+    std::stop_source stop;
+    std::atomic<long> tid{0};
+    std::atomic<bool> returned{false};
+    std::optional<batch<int>> got;
+    std::thread consumer([&] {
+        tid = framepipe_test::this_thread_id();
+        got = b.pop(stop.get_token());
+        returned = true;
+    });
+    const bool parked = framepipe_test::wait_until_parked_in(tid, b);
+    w->advance(10ms); // due now
+    const auto give_up = steady::now() + stranded_after;
+    while (!returned.load() && steady::now() < give_up) {
+        std::this_thread::yield();
+    }
+    const bool on_its_own = returned.load();
+    stop.request_stop();
+    consumer.join();
+    if (!parked) {
+        WARN("/proc/self/task/<tid>/syscall unreadable: the clock may have moved before the wait");
+    }
+    CHECK(on_its_own);
+    REQUIRE(got);
+    CHECK(got->cause == flush_cause::deadline);
+    CHECK(values(*got) == std::vector<int>{1});
+}
+
+TEST_CASE("batcher: pop(stop) with its stop requested forms no batch; the items stay in their channel") {
+    ring<int> q(4);
+    batcher<int> b({.max_size = 2, .max_delay = 1h});
+    (void)b.add(q, oldest);
+    (void)q.push(1);
+    (void)q.push(2); // a full batch is there to take
+    std::stop_source stop;
+    stop.request_stop();
+    CHECK_FALSE(b.pop(stop.get_token()));
+    CHECK_FALSE(b.pop_for(1h, stop.get_token()));
+    CHECK(q.size() == 2); // not taken
+    CHECK(b.stats().pending == 0);
+    auto x = b.try_pop();
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::full);
+    CHECK(values(*x) == std::vector<int>{1, 2});
+}
+
+TEST_CASE("batcher: pop_for ends at its deadline while a source's push is half done") {
+    // A push into the lock-free ring that has claimed its position and not stored its item
+    // (held by the seam) counts in the ring's size(), so the waiting pop's predicate says ready
+    // while its take finds nothing. The call must still end at its own deadline, not when the
+    // push completes. A hang guard only: the push is let go after it.
+    constexpr auto stranded_after = 20s;
+    ring<int> q(4);
+    batcher<int> b({.max_size = 2, .max_delay = 1h});
+    (void)b.add(q, oldest);
+    fill_seam.arm(0);
+    std::thread producer([&] { (void)q.push(1); });
+    while (fill_seam.reached.load() == 0) {
+        std::this_thread::yield();
+    }
+    REQUIRE(q.size() == 1); // claimed, not stored
+    std::atomic<bool> returned{false};
+    std::optional<batch<int>> got;
+    std::thread consumer([&] {
+        got = b.pop_for(10ms);
+        returned = true;
+    });
+    const auto give_up = steady::now() + stranded_after;
+    while (!returned.load() && steady::now() < give_up) {
+        std::this_thread::yield();
+    }
+    const bool on_time = returned.load();
+    fill_seam.go = true;
+    producer.join();
+    consumer.join();
+    CHECK(on_time);
+    CHECK_FALSE(got);
+    (void)q.push(2);
+    auto x = b.try_pop(); // the held push's item, then this one: full
+    REQUIRE(x);
+    CHECK(values(*x) == std::vector<int>{1, 2});
 }
 
 // --- Metrics, removal, options ---------------------------------------------------------------------
