@@ -1,7 +1,8 @@
 // tests/test_live_source.cpp - framepipe::live_source: the state machine in virtual time (a fake
 // backend scripted connection by connection, a virtual clock that the backend's reads and the
 // source's backoff sleeps move forward; no sleeps, no real time), then the threaded mode with
-// backends that ignore their timeouts.
+// backends that ignore their timeouts, and a runner that stop() abandons with a frame in hand
+// (held in its clock's now(), outside any backend call).
 
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/latest_slot.hpp>
@@ -330,16 +331,64 @@ TEST_CASE("live_source: jitter keeps every backoff within ((1 - jitter) d, d]") 
         REQUIRE(w->sleeps.size() == 39);
         bool within = true;
         bool varied = false;
+        bool varied_at_cap = false; // among attempts whose uncapped delay is hours or more
         for (std::size_t i = 0; i < w->sleeps.size(); ++i) {
             const double d = std::min(100e6 * std::pow(2.0, static_cast<double>(i)), 10e9);
             const auto s = static_cast<double>(w->sleeps[i].count());
             within = within && s > (1.0 - jitter) * d - 1.0 && s <= d + 1.0;
             varied = varied || s < d - 1.0;
+            varied_at_cap = varied_at_cap || (i >= 20 && s < 10e9 - 1.0);
         }
         INFO("jitter " << jitter);
         CHECK(within);
         CHECK(varied); // not always the full delay
+        // The cap applies before the jitter: at the cap the delays still spread below max (a
+        // jitter applied to the uncapped delay would land above max, and be cut to it, every time).
+        CHECK(varied_at_cap);
     }
+}
+
+TEST_CASE("live_source: a frame that carries its capture time keeps it; one that does not gets its read's time") {
+    // Frames of stamped<int>, each captured 5 s before the read that returns it, and one whose
+    // capture time is time_point::max() ("unknown"): the emitted item's time is the frame's own,
+    // and the read's time for the unknown one.
+    using frame = framepipe::stamped<int>;
+    struct captured_backend {
+        using frame_type = frame;
+        std::shared_ptr<world> w;
+        int n = 0;
+        open_result open(std::stop_token, ns) { return open_result::success(); }
+        read_result<frame> read(std::stop_token, ns) {
+            if (n == 4) {
+                return read_result<frame>::ended();
+            }
+            (void)w->advance_to(w->now + 10ms);
+            const auto captured = n == 3 ? clock_type::time_point::max() : w->now - 5s;
+            return read_result<frame>::got(framepipe::stamp(n++, 0, captured));
+        }
+        void close() noexcept {}
+    };
+    struct frames_out {
+        std::vector<framepipe::stamped<frame>> got;
+        framepipe::push_status push(framepipe::stamped<frame> v) {
+            got.push_back(std::move(v));
+            return framepipe::push_status::ok;
+        }
+        void close() {}
+    };
+    auto w = std::make_shared<world>();
+    framepipe::live_source<captured_backend, virtual_time> src(
+        [w] { return captured_backend{w}; }, exact(), virtual_time(w));
+    frames_out out;
+    CHECK(src.run(out, w->stopper.get_token()) == live_state::ended);
+    REQUIRE(out.got.size() == 4);
+    const auto first_read = clock_type::time_point{} + 24h + 10ms;
+    for (int i = 0; i < 3; ++i) {
+        INFO("frame " << i);
+        CHECK(out.got[static_cast<std::size_t>(i)].captured ==
+              first_read + i * 10ms - 5s); // the frame's own
+    }
+    CHECK(out.got[3].captured == first_read + 30ms); // unknown: when its read returned
 }
 
 TEST_CASE("live_source: a healthy period resets the backoff and the attempt count") {
@@ -641,6 +690,9 @@ TEST_CASE("live_source: threaded, frames flow into a channel and stop ends a bac
     src.stop(); // wakes the sleep at once
     CHECK(src.wait_for(0ns));
     CHECK(src.state() == live_state::stopped);
+    // The runner ended with the stop: stop() did not have to abandon it (as it does a runner
+    // still busy abandon_after later, which a backoff sleep deaf to the stop would be).
+    CHECK(src.stats().abandoned == 0);
     int n = 0;
     bool ordered = true;
     while (auto v = out.try_pop()) {
@@ -875,6 +927,100 @@ TEST_CASE("live_source: a runner that stop() abandons inside close() leaves the 
     CHECK(states.back() == live_state::stopped);
     CHECK(std::count(states.begin(), states.end(), live_state::stopped) == 1);
 }
+
+#if defined(__linux__)
+namespace {
+
+// The clock of a live source, real time, which holds the runner in now() once armed: a point
+// between a read that returned a frame and the push of that frame, outside any backend call
+// (where the watchdog does not look), so that only stop() can abandon the runner there.
+struct holding_time {
+    struct control {
+        std::atomic<long> runner{0}; // the thread to hold (the backend's reads store it)
+        std::atomic<bool> armed{false};
+        std::atomic<bool> holding{false};
+        std::atomic<bool> release{false};
+    };
+    std::shared_ptr<control> c = std::make_shared<control>();
+
+    [[nodiscard]] clock_type::time_point now() const noexcept {
+        if (c->armed.load() && c->runner.load() == framepipe_test::this_thread_id() &&
+            c->armed.exchange(false)) {
+            c->holding = true;
+            while (!c->release.load()) {
+                std::this_thread::yield();
+            }
+        }
+        return clock_type::now();
+    }
+    bool sleep_until(clock_type::time_point t, const std::stop_token& stop) {
+        while (clock_type::now() < t && !stop.stop_requested()) {
+            std::this_thread::yield();
+        }
+        return !stop.stop_requested();
+    }
+};
+
+// Frames at once; after its tenth, arms the clock, so that the runner is held in the now() that
+// follows that read, with the frame in hand.
+struct arms_clock {
+    using frame_type = int;
+    std::shared_ptr<holding_time::control> c;
+    std::shared_ptr<int> alive; // see wait_until_gone
+    int n = 0;
+    open_result open(std::stop_token, ns) { return open_result::success(); }
+    read_result<int> read(std::stop_token, ns) {
+        c->runner = framepipe_test::this_thread_id();
+        if (++n == 10) {
+            c->armed = true;
+        }
+        return read_result<int>::got(n);
+    }
+    void close() noexcept {}
+};
+
+} // namespace
+
+TEST_CASE("live_source: a runner that stop() abandons with a frame in hand never pushes it after stop() returned") {
+    // The runner is held after a read returned its frame and before the push (in the clock's
+    // now()); stop() waits abandon_after for it, abandons it and returns. Let go, the runner
+    // must drop the frame: `out` may be gone once stop() has returned.
+    holding_time time;
+    auto alive = std::make_shared<int>(0);
+    const std::weak_ptr<int> alive_weak = alive;
+    framepipe::live_options o;
+    o.abandon_after = 20ms;
+    struct guarded_out {
+        std::atomic<bool> stopped{false}; // stop() has returned
+        std::atomic<int> pushes{0};
+        std::atomic<int> late{0}; // pushes after stop() returned
+        framepipe::push_status push(item) {
+            ++pushes;
+            if (stopped.load()) {
+                ++late;
+            }
+            return framepipe::push_status::ok;
+        }
+        void close() {}
+    } out;
+    auto src = std::make_unique<framepipe::live_source<arms_clock, holding_time>>(
+        [c = time.c, alive] { return arms_clock{c, alive}; }, o, time);
+    alive.reset();
+    src->start(out);
+    while (!time.c->holding.load()) {
+        std::this_thread::yield();
+    }
+    src->stop(); // the runner is not in a backend call and does not end: abandoned
+    out.stopped = true;
+    CHECK(src->state() == live_state::stopped);
+    CHECK(src->stats().abandoned == 1);
+    time.c->release = true;
+    src.reset();
+    wait_until_gone(alive_weak); // the abandoned runner has finished
+    CHECK(out.pushes.load() == 9); // the frames before the held one
+    CHECK(out.late.load() == 0);
+}
+#endif
 
 TEST_CASE("live_source: timeouts of nanoseconds::max() never run out") {
     constexpr auto forever = ns::max(); // accepted by validation: "no limit"
