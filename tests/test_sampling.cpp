@@ -1,6 +1,7 @@
 // tests/test_sampling.cpp - framepipe/sampling.hpp: every_n and gate with exact counts,
 // adaptive_rate's control law in virtual time (convergence to the consumer's capacity, a fast
-// rise and a stepwise decay with activity, at most one step of movement in steady state), and the
+// rise and a stepwise decay with activity, at most one step of movement in steady state,
+// saturation by occupancy), and the
 // sampled channel's accounting, alone and in a pipeline.
 
 #include <framepipe/exposition.hpp>
@@ -69,6 +70,15 @@ TEST_CASE("gate keeps what the predicate flags, within min_interval and cooldown
     CHECK(run({.min_interval = 1s}) == std::vector<int>{10, 40, 100});
     // After a kept frame, 500 ms of quiet (15 frames): 10, 25, 40, then 100.
     CHECK(run({.cooldown = 500ms}) == std::vector<int>{10, 25, 40, 100});
+    // At the boundary: an item exactly min_interval (or cooldown) after the last kept one is kept.
+    for (const framepipe::gate_options o : {framepipe::gate_options{.min_interval = 1s},
+                                            framepipe::gate_options{.cooldown = 1s}}) {
+        framepipe::gate g([](int) { return true; }, o);
+        CHECK(g.admit(1, t0));
+        CHECK_FALSE(g.admit(2, t0 + 1s - 1ns));
+        CHECK(g.admit(3, t0 + 1s));
+        CHECK_FALSE(g.admit(4, t0 + 2s - 1ns));
+    }
     CHECK_THROWS_WITH(framepipe::gate([](int) { return true; }, {.cooldown = -1ms}),
                       Catch::Contains("cooldown"));
 }
@@ -174,6 +184,19 @@ TEST_CASE("adaptive_rate lifts its ceiling only after two periods of room runnin
     (void)step(0.5);         // room, two periods running: lifted one step
     CHECK(control.ceiling() == 30);
     CHECK(control.rate() == 30);
+}
+
+TEST_CASE("adaptive_rate: occupancy above occupancy_high is saturation, whatever the busy share") {
+    framepipe::adaptive_rate control(options()); // occupancy_high 0.5
+    const auto t = clock_type::time_point{} + 1h;
+    const auto step = [&](std::optional<double> busy, double occupancy) {
+        return control.update({.activity = std::nullopt, .busy = busy, .occupancy = occupancy}, t);
+    };
+    CHECK(step(std::nullopt, 1.0) == 29); // items wait at the input: one step down
+    CHECK(control.ceiling() == 29);
+    CHECK(step(std::nullopt, 0.5) == 29); // at occupancy_high: not saturated, and no room: holds
+    CHECK(step(0.5, 0.6) == 28);          // a busy share with room, but items wait: down
+    CHECK(control.ceiling() == 28);
 }
 
 TEST_CASE("adaptive_rate keeps its rate on the grid min_hz + k * step_hz") {
