@@ -56,6 +56,7 @@ inline void run() noexcept {
 
 #include "support/lifetime.hpp"
 #if defined(__linux__)
+#include "support/parked_threads.hpp"
 #include "support/thread_state.hpp"
 #endif
 
@@ -1033,33 +1034,18 @@ TEST_CASE("selector: a consumer whose stop lands just after its wait returned re
     ring<int> q(4);
     selector<int> sel;
     (void)sel.add(q);
-    std::stop_source stops[2];
-    std::atomic<long> tids[2] = {0, 0};
     std::atomic<int> got[2] = {-2, -2}; // -2: still waiting; -1: nullopt; else the item
-    std::vector<std::thread> consumers;
-    const auto finish = [&] {
-        for (auto& s : stops) {
-            s.request_stop();
-        }
-        for (auto& t : consumers) {
-            if (t.joinable()) {
-                t.join();
-            }
-        }
-    };
-    for (int i = 0; i < 2; ++i) {
-        consumers.emplace_back([&, i] {
-            tids[i] = static_cast<long>(::syscall(SYS_gettid));
-            after_wait_hook::stop_here = &stops[i];
-            const auto s = sel.pop(stops[i].get_token());
-            got[i] = s ? s->item : -1;
-        });
+    framepipe_test::parked_threads<2> consumers;
+    for (std::size_t i = 0; i < 2; ++i) {
         // One at a time, each until it sleeps on a futex inside the selector: the first is
         // parked before the second starts, so the selector's lock is never contended and the
         // only futex there either can sleep on is the selector's event count.
-        if (!wait_until_parked_in(tids[i], sel)) {
+        if (!consumers.start_parked_in(i, sel, [&, i](std::stop_source& stop) {
+                after_wait_hook::stop_here = &stop;
+                const auto s = sel.pop(stop.get_token());
+                got[i] = s ? s->item : -1;
+            })) {
             WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; skipped");
-            finish();
             return;
         }
     }
@@ -1077,7 +1063,7 @@ TEST_CASE("selector: a consumer whose stop lands just after its wait returned re
             std::this_thread::yield();
         }
     }
-    finish();
+    consumers.finish();
     CHECK_FALSE(after_wait_hook::armed); // the seam ran: the window was hit
     INFO("consumer 0 got " << got[0].load() << ", consumer 1 got " << got[1].load()
                            << " (-1: nullopt)");
@@ -1101,29 +1087,16 @@ TEST_CASE("selector: when its last input finishes, every consumer parked on a cl
     selector<int> sel;
     (void)sel.add(q);
     sel.close(); // no new inputs; the selector ends once q has finished
-    std::stop_source stops[2];
-    std::atomic<long> tids[2] = {0, 0};
     // 0: still waiting; 1: returned nullopt unstopped; 2: returned after its stop; 3: an item.
     std::atomic<int> how[2] = {0, 0};
-    std::vector<std::thread> consumers;
-    const auto finish = [&] {
-        for (auto& s : stops) {
-            s.request_stop();
-        }
-        for (auto& t : consumers) {
-            t.join();
-        }
-    };
-    for (int i = 0; i < 2; ++i) {
-        consumers.emplace_back([&, i] {
-            tids[i] = this_thread_id();
-            const auto s = sel.pop(stops[i].get_token());
-            how[i] = s ? 3 : stops[i].stop_requested() ? 2 : 1;
-        });
+    framepipe_test::parked_threads<2> consumers;
+    for (std::size_t i = 0; i < 2; ++i) {
         // One at a time, each until it sleeps on a futex inside the selector (its event count).
-        if (!wait_until_parked_in(tids[i], sel)) {
+        if (!consumers.start_parked_in(i, sel, [&, i](std::stop_source& stop) {
+                const auto s = sel.pop(stop.get_token());
+                how[i] = s ? 3 : stop.stop_requested() ? 2 : 1;
+            })) {
             WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; skipped");
-            finish();
             return;
         }
     }
@@ -1132,7 +1105,7 @@ TEST_CASE("selector: when its last input finishes, every consumer parked on a cl
     while ((how[0] == 0 || how[1] == 0) && steady::now() < give_up) {
         std::this_thread::yield();
     }
-    finish();
+    consumers.finish();
     INFO("consumer 0: " << how[0].load() << ", consumer 1: " << how[1].load()
                         << " (1: ended by itself, 2: needed its stop, 3: got an item)");
     CHECK(how[0] == 1);

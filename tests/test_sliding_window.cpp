@@ -31,6 +31,7 @@
 #include "support/allocation_counter.hpp"
 #include "support/lifetime.hpp"
 #if defined(__linux__)
+#include "support/parked_threads.hpp"
 #include "support/thread_state.hpp"
 #endif
 
@@ -1113,35 +1114,26 @@ TEST_CASE("sliding_window: a woken consumer whose copy throws passes the wake-up
     // (notify_one), whose copy of the window throws. The window stays offered, so the other
     // must hear of it: a pop that let the exception out without passing the wake-up on left it
     // parked beside the window for ever (here, until the guard stops it).
-    using framepipe_test::wait_until_parked_in;
     constexpr auto stranded_after = 20s; // a hang guard only: nothing waits this long when right
     sliding_window<throws_once> w(2, 1); // overlapping: pops copy the items
     w.push(throws_once(0));
-    std::stop_source stops[2];
-    std::atomic<long> tids[2] = {0, 0};
     std::atomic<int> got[2] = {-3, -3}; // -3: still waiting; -2: threw; -1: nullopt; else the last
-    std::vector<std::thread> consumers;
+    framepipe_test::parked_threads<2> consumers;
     const auto finish = [&] {
-        for (auto& s : stops) {
-            s.request_stop();
-        }
-        for (auto& t : consumers) {
-            t.join();
-        }
+        consumers.finish();
         throws_once::armed = false;
     };
-    for (int i = 0; i < 2; ++i) {
-        consumers.emplace_back([&, i] {
-            tids[i] = framepipe_test::this_thread_id();
-            try {
-                const auto win = w.pop(stops[i].get_token());
-                got[i] = win ? win->back().v : -1;
-            } catch (const std::runtime_error&) {
-                got[i] = -2;
-            }
-        });
+    for (std::size_t i = 0; i < 2; ++i) {
         // One at a time: the first is parked before the second starts.
-        if (!wait_until_parked_in(tids[i], framepipe::detail::readable_event(w))) {
+        if (!consumers.start_parked_in(i, framepipe::detail::readable_event(w),
+                                       [&, i](std::stop_source& stop) {
+                                           try {
+                                               const auto win = w.pop(stop.get_token());
+                                               got[i] = win ? win->back().v : -1;
+                                           } catch (const std::runtime_error&) {
+                                               got[i] = -2;
+                                           }
+                                       })) {
             WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; skipped");
             finish();
             return;
