@@ -29,6 +29,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "support/test_seam.hpp"
 #include "support/thread_state.hpp"
 #endif
 
@@ -931,25 +932,19 @@ TEST_CASE("live_source: a runner that stop() abandons inside close() leaves the 
 #if defined(__linux__)
 namespace {
 
-// The clock of a live source, real time, which holds the runner in now() once armed: a point
+// The clock of a live source, real time, with a seam in now() for the runner's thread: a point
 // between a read that returned a frame and the push of that frame, outside any backend call
 // (where the watchdog does not look), so that only stop() can abandon the runner there.
 struct holding_time {
     struct control {
-        std::atomic<long> runner{0}; // the thread to hold (the backend's reads store it)
-        std::atomic<bool> armed{false};
-        std::atomic<bool> holding{false};
-        std::atomic<bool> release{false};
+        std::atomic<long> runner{0}; // the thread the seam holds (the backend's reads store it)
+        framepipe_test::test_seam seam;
     };
     std::shared_ptr<control> c = std::make_shared<control>();
 
     [[nodiscard]] clock_type::time_point now() const noexcept {
-        if (c->armed.load() && c->runner.load() == framepipe_test::this_thread_id() &&
-            c->armed.exchange(false)) {
-            c->holding = true;
-            while (!c->release.load()) {
-                std::this_thread::yield();
-            }
+        if (c->runner.load() == framepipe_test::this_thread_id()) {
+            c->seam.run();
         }
         return clock_type::now();
     }
@@ -972,7 +967,7 @@ struct arms_clock {
     read_result<int> read(std::stop_token, ns) {
         c->runner = framepipe_test::this_thread_id();
         if (++n == 10) {
-            c->armed = true;
+            c->seam.arm(0); // held until the test says go
         }
         return read_result<int>::got(n);
     }
@@ -1007,14 +1002,14 @@ TEST_CASE("live_source: a runner that stop() abandons with a frame in hand never
         [c = time.c, alive] { return arms_clock{c, alive}; }, o, time);
     alive.reset();
     src->start(out);
-    while (!time.c->holding.load()) {
+    while (time.c->seam.reached.load() == 0) {
         std::this_thread::yield();
     }
     src->stop(); // the runner is not in a backend call and does not end: abandoned
     out.stopped = true;
     CHECK(src->state() == live_state::stopped);
     CHECK(src->stats().abandoned == 1);
-    time.c->release = true;
+    time.c->seam.go = true;
     src.reset();
     wait_until_gone(alive_weak); // the abandoned runner has finished
     CHECK(out.pushes.load() == 9); // the frames before the held one

@@ -14,7 +14,6 @@
 // file), so no other translation unit sees the headers with another definition.
 #include <atomic>
 #include <stop_token>
-#include <thread>
 
 namespace after_wait_hook {
 inline thread_local std::stop_source* stop_here = nullptr; // this thread's stop, if armed
@@ -27,23 +26,13 @@ inline void run() noexcept {
 } // namespace after_wait_hook
 #define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ::after_wait_hook::run()
 
-// The seam in a wait predicate's pin on an input (detail/config.hpp): once armed, the first
-// predicate that reaches it stays there, pinned, until released ("remove() waits for a wait
-// predicate ..." below). Unarmed, it does nothing.
-namespace probe_hook {
-inline std::atomic<bool> armed{false};
-inline std::atomic<bool> holding{false}; // a predicate is held in the seam
-inline std::atomic<bool> release{false};
-inline void run() noexcept {
-    if (armed.exchange(false)) {
-        holding = true;
-        while (!release.load()) {
-            std::this_thread::yield();
-        }
-    }
-}
-} // namespace probe_hook
-#define FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK() ::probe_hook::run()
+// The seam in a wait predicate's pin on an input (detail/config.hpp), where "remove() waits for
+// a wait predicate ..." below holds a predicate (see support/test_seam.hpp). Unarmed, it does
+// nothing.
+#include "support/test_seam.hpp"
+
+inline framepipe_test::test_seam probe_seam; // a predicate pinned on an input, before its look
+#define FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK() ::probe_seam.run()
 
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/latest_slot.hpp>
@@ -1015,7 +1004,6 @@ TEST_CASE("selector: no lost wake-up: add() racing a push, for every notifier ki
 #if defined(__linux__)
 namespace {
 
-using framepipe_test::in_sleep_call;
 using framepipe_test::this_thread_id;
 using framepipe_test::wait_until_parked_in;
 
@@ -1119,8 +1107,9 @@ TEST_CASE("selector: remove() waits for a wait predicate that is reading the cha
     // A consumer parks on a selector with one input; a push into it wakes the consumer, whose
     // wait predicate pins the input and is held there (the seam) before it reads the channel.
     // remove() of that input, from another thread, must not return while the pin is held: its
-    // caller may destroy the channel as soon as it returns. The test lets the predicate go once
-    // remove() has either returned or gone to sleep in its wait for the pin (/proc).
+    // caller may destroy the channel as soon as it returns. The seam lets the predicate go once
+    // remove() sleeps in its wait for the pin; a remove() that does not wait returns with the
+    // predicate still held, and then lets it go itself.
     auto q = std::make_unique<ring<int>>(4);
     selector<int> sel;
     const auto id = sel.add(*q);
@@ -1132,7 +1121,7 @@ TEST_CASE("selector: remove() waits for a wait predicate that is reading the cha
     });
     const bool parked = wait_until_parked_in(consumer_tid, sel);
     if (parked) {
-        probe_hook::armed = true;
+        probe_seam.arm(0); // then watches the remover
     }
     REQUIRE(q->push(1) == framepipe::push_status::ok); // wakes the consumer: held in the seam
     if (!parked) {
@@ -1140,30 +1129,18 @@ TEST_CASE("selector: remove() waits for a wait predicate that is reading the cha
         consumer.join(); // it takes the item
         return;
     }
-    while (!probe_hook::holding.load()) {
+    while (probe_seam.reached.load() == 0) {
         std::this_thread::yield();
     }
-    std::atomic<long> remover_tid{0};
-    std::atomic<bool> removed{false};
+    bool returned_while_pinned = false;
     std::optional<input_stats> gone;
     std::thread remover([&] {
-        remover_tid = this_thread_id();
+        probe_seam.watch.store(this_thread_id());
         gone = sel.remove(id);
-        removed = true;
+        returned_while_pinned = probe_seam.left.load() < probe_seam.reached.load();
+        probe_seam.go.store(true); // a remove() that did not wait: let the predicate go on
     });
-    std::optional<bool> asleep = false;
-    while (!removed.load() && asleep && !*asleep) {
-        std::this_thread::yield();
-        if (remover_tid.load() != 0) {
-            asleep = in_sleep_call(remover_tid.load());
-        }
-    }
-    const bool returned_while_pinned = removed.load();
-    probe_hook::release = true;
     remover.join();
-    if (!asleep && !returned_while_pinned) {
-        WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a sleeping thread");
-    }
     CHECK_FALSE(returned_while_pinned);
     q.reset(); // nothing touches the channel any more (ASan would see a use after free)
     sel.close(); // no inputs left: the consumer ends

@@ -39,6 +39,7 @@ inline void wait_until_asleep_or_done(const std::atomic<long>& watched,
 struct test_seam {
     std::atomic<bool> armed{false};
     std::atomic<unsigned> reached{0}; // times an armed seam held a thread
+    std::atomic<unsigned> left{0};    // times a held thread went on (fewer than reached: held)
     std::atomic<bool> go{false};
     std::atomic<long> watch{0}; // the thread that must end up waiting for the held one (0: none)
 
@@ -55,6 +56,7 @@ struct test_seam {
         }
         reached.fetch_add(1);
         wait_until_asleep_or_done(watch, go);
+        left.fetch_add(1);
     }
 };
 
