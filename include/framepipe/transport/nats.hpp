@@ -84,6 +84,20 @@
 #include <utility>
 #include <vector>
 
+// FRAMEPIPE_DETAIL_NATS_PUBLISHED_HOOK(), FRAMEPIPE_DETAIL_NATS_RECEIPT_HOOK(): test seams, not
+// options, of the kind detail/config.hpp describes. The first is called on a publisher's sending
+// thread right after the connection took a frame, before the frame enters the receipt ledger
+// (inside the ledger's lock when receipts are on); the second on the connection's delivery
+// thread when a receipt for one of this publisher's frames arrives, before it looks in the
+// ledger. tests/transport/test_transport_nats.cpp holds a send at the first until the receipt
+// of its frame has come back, which must then wait for the ledger and not be counted late.
+#if !defined(FRAMEPIPE_DETAIL_NATS_PUBLISHED_HOOK)
+#define FRAMEPIPE_DETAIL_NATS_PUBLISHED_HOOK() ((void)0)
+#endif
+#if !defined(FRAMEPIPE_DETAIL_NATS_RECEIPT_HOOK)
+#define FRAMEPIPE_DETAIL_NATS_RECEIPT_HOOK() ((void)0)
+#endif
+
 namespace framepipe::transport {
 
 // framepipe.<pipeline>.<camera>.frames
@@ -625,6 +639,7 @@ public:
                 counters.error("publish " + options_.subject + ": " + detail::nats_text(s));
                 return st;
             }
+            FRAMEPIPE_DETAIL_NATS_PUBLISHED_HOOK();
             if (with_receipts_) {
                 state_->ledger.sent(e.link_seq, std::chrono::steady_clock::now());
             }
@@ -738,6 +753,7 @@ private:
             p.counters.malformed.fetch_add(1, std::memory_order_relaxed);
         } else if (d.header->kind == message_kind::receipt &&
                    d.header->sender_id == p.sender_id) { // a receipt for one of ours
+            FRAMEPIPE_DETAIL_NATS_RECEIPT_HOOK();
             bool waiting = false;
             {
                 const std::lock_guard<std::mutex> lock(p.order_mu);
