@@ -5,6 +5,7 @@
 #include "support/lifetime.hpp"
 #if defined(__linux__)
 #include "support/one_cpu.hpp"
+#include "support/thread_state.hpp"
 #endif
 
 #include <catch2/catch.hpp>
@@ -14,6 +15,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <filesystem>
+#include <functional>
 #include <latch>
 #include <limits>
 #include <map>
@@ -284,6 +287,43 @@ TEST_CASE("pipeline: an exception in a stage stops everything and wait() rethrow
     CHECK(stage_of(snap, "collect").state != stage_state::running);
 }
 
+TEST_CASE("pipeline: a failure stops stages it shares no channel with; wait() rethrows the first") {
+    // Two branches. "late" fails only once it is stopped, after "first" failed: the stop must
+    // reach it (it shares no channel with "first"), and its failure must not replace the first.
+    ring<int> a(2, overflow::drop_oldest);
+    ring<int> b(2, overflow::drop_oldest);
+    int next_a = 0;
+    int next_b = 0;
+    std::latch waiting(1);
+    pipeline p;
+    p.source("count a", a, [&] { return next_a++; }); // endless: only a stop ends them
+    p.source("count b", b, [&] { return next_b++; });
+    p.sink("first", a, [&](int) {
+        waiting.wait();
+        throw std::runtime_error("first failure");
+    });
+    p.sink("late", b, [&](int, framepipe::stage_context& ctx) {
+        std::mutex m;
+        std::condition_variable_any cv;
+        std::unique_lock<std::mutex> lock(m);
+        waiting.count_down();
+        (void)cv.wait(lock, ctx.stop_token(), [] { return false; }); // until stopped
+        throw std::runtime_error("second failure");
+    });
+    p.start();
+    try {
+        p.wait();
+        FAIL("wait() did not throw");
+    } catch (const framepipe::stage_error& e) {
+        CHECK(e.stage() == "first");
+        CHECK_THROWS_WITH(e.rethrow_cause(), "first failure");
+    }
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "first").state == stage_state::failed);
+    CHECK(stage_of(snap, "late").state == stage_state::failed);
+    CHECK(stage_of(snap, "count b").state != stage_state::running);
+}
+
 TEST_CASE("pipeline: an exception in a source or sink is reported the same way") {
     for (const std::string where : {"source", "sink"}) {
         ring<int> a(2, overflow::block);
@@ -331,6 +371,33 @@ TEST_CASE("pipeline: request_stop(deadline) names a stage that did not finish in
           report.unfinished.end());
     p.wait(); // returns now that the user code has returned
     CHECK_FALSE(p.running());
+}
+
+TEST_CASE("pipeline: request_stop() stops the sources only; what is in the channels drains") {
+    // The sink holds its first item until the ring behind it is full; then the stop. Only the
+    // source is stopped: the sink takes every item that entered the ring, and ends finished.
+    ring<int> a(4, overflow::block);
+    std::latch release(1);
+    int next = 0;
+    std::vector<int> got;
+    pipeline p;
+    p.source("count", a, [&] { return next++; });
+    p.sink("slow", a, [&](int v) {
+        release.wait();
+        got.push_back(v);
+    });
+    p.start();
+    while (a.size() < a.capacity()) { // the sink holds item 0; 1..4 wait in the ring
+        std::this_thread::yield();
+    }
+    (void)p.request_stop();
+    release.count_down();
+    p.wait();
+    const auto s = a.stats();
+    CHECK(s.popped == s.pushed); // every item that entered was taken, none left behind
+    CHECK(got.size() == s.popped);
+    CHECK(got.size() >= 5);
+    CHECK(stage_of(p.snapshot(), "slow").state == stage_state::finished);
 }
 
 TEST_CASE("pipeline: request_stop(deadline) is clean when everything drains") {
@@ -988,12 +1055,54 @@ TEMPLATE_TEST_CASE("pipeline: a paced stage takes the newest item and counts wha
     CHECK(c.popped == got.size());
     CHECK(c.pushed == c.popped + c.dropped + c.size);
     CHECK(c.dropped == reason("evicted") + reason("rate_limited"));
+    // The sink skipped to the newest item: when the source ended the ring was full (the sink
+    // takes one item each 0.5 ms, the source thousands), and a sink that took each item in turn
+    // would have handled all 64 and skipped none.
+    CHECK(reason("rate_limited") > 0);
     CHECK(stage_of(snap, "slow").items_in == got.size());
     // Items come out in order, and the last item is never skipped (the source's end drains).
     CHECK(std::is_sorted(got.begin(), got.end()));
     REQUIRE_FALSE(got.empty());
     CHECK(got.back() == items - 1);
 }
+
+#if defined(__linux__) // /proc: the sink seen parked
+TEST_CASE("pipeline: an item held through a pacing wait that a stop ends is counted as skipped") {
+    // A turn every 1000 s: the sink handles item 0, takes item 1 and waits for its turn until the
+    // pipeline is stopped at once. Item 1 is then neither handled nor left in the channel.
+    ring<int> a(4, overflow::block);
+    int next = 0;
+    std::atomic<int> handled{0};
+    std::atomic<long> sink_thread{0};
+    pipeline p;
+    p.channel(a, "a");
+    p.source("count", a, [&] { return next++; });
+    p.sink("paced", a, [&](int) {
+        sink_thread = framepipe_test::this_thread_id();
+        ++handled;
+    }, {.max_rate_hz = 0.001});
+    p.start();
+    // Parked with a full ring behind it (the source waits for room): in its pacing wait.
+    while (!(handled.load() == 1 && a.size() == a.capacity() &&
+             framepipe_test::in_futex_wait(sink_thread.load()).value_or(true))) {
+        std::this_thread::yield();
+    }
+    (void)p.request_stop(0s); // the sink's turn is far off: it is stopped at once
+    p.wait();
+    const auto snap = p.snapshot();
+    const auto& c = channel_of(snap, "a");
+    CHECK(handled.load() == 1);
+    CHECK(c.popped == 1);
+    CHECK(c.pushed == c.popped + c.dropped + c.size);
+    std::uint64_t rate_limited = 0;
+    for (const auto& [reason, n] : c.dropped_by_reason) {
+        if (reason == "rate_limited") {
+            rate_limited = n;
+        }
+    }
+    CHECK(rate_limited == 1);
+}
+#endif
 
 TEST_CASE("pipeline: several workers share a stage's input; each item is handled once") {
     ring<int> a(16, overflow::block);
@@ -1899,6 +2008,28 @@ TEST_CASE("pipeline: a source refused after start leaves no stage behind to be r
     CHECK(r.closed());
 }
 
+TEST_CASE("pipeline: remove() of a source stuck in its own code returns at its deadline") {
+    ring<int> a(4, overflow::drop_oldest);
+    std::latch entered(1);
+    std::latch release(1);
+    pipeline p;
+    p.source("stuck", a, [&] {
+        entered.count_down();
+        release.wait(); // user code that ignores the stop token
+        return 1;
+    });
+    p.sink("sink", a, [](int) {});
+    p.start();
+    entered.wait();
+    const auto report = p.remove("stuck", 0s); // the source cannot have ended: it is held
+    release.count_down(); // before any assertion, so a failure cannot leave the source stuck
+    CHECK_FALSE(report.clean);
+    CHECK(report.unfinished == std::vector<std::string>{"stuck"});
+    CHECK(p.snapshot().stages.size() == 2); // still in the graph, stopping
+    CHECK(p.remove("stuck", 1h).clean);     // ends once its code returns
+    p.wait();
+}
+
 TEST_CASE("pipeline: remove() before start() takes the source out as if it was never added") {
     SECTION("its channel closes when the remaining producer ends") {
         ring<int> r(16, overflow::block);
@@ -2038,6 +2169,8 @@ namespace {
 // reached its thread limit. The definition below takes the place of the C library's (and a
 // sanitizer's, which it calls through) for the whole test program.
 std::atomic<bool> fail_thread_creation{false};
+// Called by a failing pthread_create before it fails, when set (by the test that starts it).
+std::function<void()> before_failing;
 } // namespace
 
 extern "C" int pthread_create(pthread_t* t, const pthread_attr_t* a, void* (*f)(void*),
@@ -2045,6 +2178,9 @@ extern "C" int pthread_create(pthread_t* t, const pthread_attr_t* a, void* (*f)(
     using create_fn = int (*)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
     static const auto real = reinterpret_cast<create_fn>(::dlsym(RTLD_NEXT, "pthread_create"));
     if (fail_thread_creation.load()) {
+        if (before_failing) {
+            before_failing();
+        }
         return EAGAIN;
     }
     return real(t, a, f, arg);
@@ -2071,6 +2207,48 @@ TEST_CASE("pipeline: a source whose thread cannot start is taken out again; the 
     CHECK(r.closed());
     CHECK_FALSE(p.running());
     CHECK(p.wait_for(0s));
+}
+
+TEST_CASE("pipeline: a source whose thread cannot start closes the output its co-producers left "
+          "it to close") {
+    // cam2 is counted as a producer of r before its thread is created. cam1, the other, ends in
+    // that window (made to, from inside the failing pthread_create): it leaves the close to
+    // cam2, whose failure must then do it, or the sink waits for ever.
+    if (!std::filesystem::exists("/proc/self/task")) {
+        return; // no way to see cam1's thread end
+    }
+    ring<int> r(16, overflow::drop_oldest);
+    std::atomic<bool> stop{false};
+    std::atomic<long> cam1_thread{0};
+    once_latch cam1_ran;
+    pipeline p("no-thread");
+    p.source("cam1", r, [&]() -> std::optional<int> {
+        cam1_thread = framepipe_test::this_thread_id();
+        cam1_ran.count_down();
+        return stop.load() ? std::nullopt : std::optional<int>(1);
+    });
+    p.sink("s", r, [](int) {});
+    p.start();
+    cam1_ran.wait();
+    before_failing = [&] {
+        stop = true;
+        const auto task = "/proc/self/task/" + std::to_string(cam1_thread.load());
+        while (std::filesystem::exists(task)) { // until cam1's thread has ended
+            std::this_thread::yield();
+        }
+    };
+    fail_thread_creation = true;
+    CHECK_THROWS_AS(p.source("cam2", r, [] { return 2; }), std::system_error);
+    fail_thread_creation = false;
+    before_failing = nullptr;
+    const bool closed = r.closed();
+    if (!closed) {
+        r.close(); // so that the sink ends and the test can report
+    }
+    CHECK(closed);
+    p.wait();
+    CHECK(stage_names(p.snapshot()) == std::vector<std::string>{"cam1", "s"});
+    CHECK_FALSE(p.running());
 }
 #endif
 
