@@ -1555,6 +1555,55 @@ TEST_CASE("pipeline: metrics time every slow item, and one in 16 of items faster
     CHECK(fast.service_count <= 640);
 }
 
+TEST_CASE("pipeline: a timed item's busy time stands for the untimed items since the last one") {
+    // 6,400 items drained back to back (already in the channel, the source ends at once): far
+    // faster than 10 us each, so one in 16 is timed. The sink's busy time (busy_ratio of its
+    // span, which the sink's own first and last calls bound) must stand for all items: about
+    // 16 times the timed items' own service time, not once.
+    constexpr int items = 6400;
+    ring<int> a(items, overflow::block);
+    for (int i = 0; i < items; ++i) {
+        (void)a.push(i);
+    }
+    REQUIRE(a.size() == items);
+    using steady = std::chrono::steady_clock;
+    std::optional<steady::time_point> first;
+    steady::time_point last{};
+    pipeline p("busy");
+    p.source("none", a, []() -> std::optional<int> { return std::nullopt; });
+    p.sink("sink", a, [&](int) {
+        last = steady::now();
+        if (!first) {
+            first = last;
+        }
+    });
+    p.start();
+    p.wait(); // joins: the sink's writes are visible
+    const auto s = stage_of(p.snapshot(), "sink");
+    REQUIRE(s.items_in == items);
+    REQUIRE(s.service_count < s.items_in); // sampled
+    REQUIRE(first);
+    const double busy_s = s.busy_ratio * std::chrono::duration<double>(last - *first).count();
+    CHECK(busy_s > 6 * s.service_sum_s);
+}
+
+TEST_CASE("pipeline: destroying a running pipeline stops its stages and joins them") {
+    ring<int> a(4, overflow::block);
+    std::atomic<int> handled{0};
+    int next = 0;
+    {
+        pipeline p;
+        p.source("count", a, [&] { return next++; }); // endless: only a stop ends it
+        p.sink("sink", a, [&](int) { ++handled; });
+        p.start();
+        while (handled.load() == 0) {
+            std::this_thread::yield();
+        }
+    } // stops the stages at once: the destructor returns
+    CHECK(a.closed());
+    CHECK(handled.load() > 0);
+}
+
 // --- inline_when_idle --------------------------------------------------------------------------
 
 namespace {
