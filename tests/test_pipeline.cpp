@@ -1,4 +1,15 @@
 // Tests of framepipe/pipeline.hpp: wiring, lifecycle, errors, metrics and their exposition.
+
+// The seam of detail/config.hpp at an inline_when_idle stage's end, defined before any framepipe
+// header: a test holds the stage's thread there, before it shuts its gate (see
+// support/test_seam.hpp). Unarmed, it does nothing. This file is a program of its own.
+#if defined(__linux__)
+#include "support/test_seam.hpp"
+
+inline framepipe_test::test_seam inline_end_seam; // a stage's thread, its loop ended
+#define FRAMEPIPE_DETAIL_INLINE_END_HOOK() ::inline_end_seam.run()
+#endif
+
 #include <framepipe/framepipe.hpp>
 #include <framepipe/live_source.hpp>
 
@@ -71,6 +82,15 @@ const framepipe::channel_snapshot& channel_of(const framepipe::pipeline_snapshot
         }
     }
     throw std::runtime_error("no channel " + name);
+}
+// A channel's drops for one reason (0 when none were counted for it).
+std::uint64_t dropped_for(const framepipe::channel_snapshot& c, const std::string& reason) {
+    for (const auto& [r, n] : c.dropped_by_reason) {
+        if (r == reason) {
+            return n;
+        }
+    }
+    return 0;
 }
 
 } // namespace
@@ -1043,22 +1063,14 @@ TEMPLATE_TEST_CASE("pipeline: a paced stage takes the newest item and counts wha
     p.wait();
     const auto snap = p.snapshot();
     const auto& c = channel_of(snap, "a");
-    const auto reason = [&](const std::string& name) {
-        for (const auto& [r, n] : c.dropped_by_reason) {
-            if (r == name) {
-                return n;
-            }
-        }
-        return std::uint64_t{0};
-    };
     CHECK(c.pushed == static_cast<std::uint64_t>(items));
     CHECK(c.popped == got.size());
     CHECK(c.pushed == c.popped + c.dropped + c.size);
-    CHECK(c.dropped == reason("evicted") + reason("rate_limited"));
+    CHECK(c.dropped == dropped_for(c, "evicted") + dropped_for(c, "rate_limited"));
     // The sink skipped to the newest item: when the source ended the ring was full (the sink
     // takes one item each 0.5 ms, the source thousands), and a sink that took each item in turn
     // would have handled all 64 and skipped none.
-    CHECK(reason("rate_limited") > 0);
+    CHECK(dropped_for(c, "rate_limited") > 0);
     CHECK(stage_of(snap, "slow").items_in == got.size());
     // Items come out in order, and the last item is never skipped (the source's end drains).
     CHECK(std::is_sorted(got.begin(), got.end()));
@@ -1094,13 +1106,7 @@ TEST_CASE("pipeline: an item held through a pacing wait that a stop ends is coun
     CHECK(handled.load() == 1);
     CHECK(c.popped == 1);
     CHECK(c.pushed == c.popped + c.dropped + c.size);
-    std::uint64_t rate_limited = 0;
-    for (const auto& [reason, n] : c.dropped_by_reason) {
-        if (reason == "rate_limited") {
-            rate_limited = n;
-        }
-    }
-    CHECK(rate_limited == 1);
+    CHECK(dropped_for(c, "rate_limited") == 1);
 }
 #endif
 
@@ -1827,6 +1833,44 @@ TEST_CASE("pipeline: an inline run whose output closed ends its stage and the on
     CHECK(run.threads[static_cast<std::size_t>(run.order.back())] == run.source_thread.load());
     CHECK(run.on_source_thread() == 1);
 }
+
+#if defined(__linux__)
+TEST_CASE("pipeline: a stage whose own thread found its output closed runs nothing inline after") {
+    ring<int> a(4, overflow::block);
+    ring<int> b(4, overflow::block);
+    REQUIRE(a.push(0) == framepipe::push_status::ok); // taken by the stage's own thread
+    b.close();
+    std::atomic<int> calls{0};
+    int emitted = 0;
+    pipeline p("inline-end");
+    // The second item comes once the stage's thread, its output found closed, is held at its
+    // end (before it shuts its gate); then the source ends, and the seam lets the stage go on.
+    p.source("count", a, [&]() -> std::optional<int> {
+        if (emitted++ == 0) {
+            while (inline_end_seam.reached.load() == 0) {
+                std::this_thread::yield(); // the stage's thread is on its way to the seam
+            }
+            return 1;
+        }
+        inline_end_seam.go.store(true);
+        return std::nullopt;
+    });
+    p.stage("pass", a, b, [&](int v) {
+        if (calls.fetch_add(1) > 0) {
+            inline_end_seam.go.store(true); // ran inline (the fault): the source ends now
+        }
+        return v;
+    }, {.inline_when_idle = true});
+    p.sink("drain", b, [](int) {});
+    inline_end_seam.arm(0);
+    p.start();
+    p.wait();
+    CHECK(inline_end_seam.left.load() == 1);
+    // Only item 0, on the stage's own thread: item 1 went into the input, not into the function.
+    CHECK(calls.load() == 1);
+    CHECK(stage_of(p.snapshot(), "pass").items_inline == 0);
+}
+#endif
 
 TEST_CASE("pipeline: items in an inline stage's input before start are not overtaken") {
 #if defined(__SANITIZE_THREAD__)

@@ -1433,6 +1433,7 @@ private:
         }
         if (gate != nullptr) {
             closer.gate = nullptr;
+            FRAMEPIPE_DETAIL_INLINE_END_HOOK();
             gate->shut_down();
             if (gate->error) {
                 std::rethrow_exception(gate->error); // an inline run's: this stage fails

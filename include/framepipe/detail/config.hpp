@@ -140,6 +140,14 @@
 #define FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK() ((void)0)
 #endif
 
+// FRAMEPIPE_DETAIL_INLINE_END_HOOK(): a test seam of the same kind in pipeline.hpp, called on the
+// thread of a stage that runs inline_when_idle once its loop has ended, before it shuts the gate
+// for good: tests/test_pipeline.cpp holds a stage there, its output found closed, while the
+// thread upstream hands it another item, which must not run inline.
+#if !defined(FRAMEPIPE_DETAIL_INLINE_END_HOOK)
+#define FRAMEPIPE_DETAIL_INLINE_END_HOOK() ((void)0)
+#endif
+
 namespace framepipe::detail {
 
 // The size of a cache line on the machines framepipe targets (x86-64 and most ARMv8 cores). Data
