@@ -1,6 +1,8 @@
 // Tests of what the transport adapters share (include/framepipe/transport/detail/): the envelope
 // every message starts with, and the bookkeeping that counts losses. Standard library only: built
 // whether or not an adapter is.
+#include "../support/thread_state.hpp"
+
 #include <framepipe/transport/detail/common.hpp>
 #include <framepipe/transport/detail/envelope.hpp>
 
@@ -8,11 +10,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <thread>
 #include <vector>
 
 namespace tp = framepipe::transport;
@@ -95,6 +99,10 @@ TEST_CASE("gap_counter: losses are the gaps, per sender; a new sender starts whe
     CHECK(g.see(2, 0).new_sender);
     CHECK(g.see(1, 8).out_of_order);
     CHECK(g.see(1, 10).lost == 0);
+    const auto again = g.see(1, 10); // a duplicate of the last one
+    CHECK(again.out_of_order);
+    CHECK(again.lost == 0);
+    CHECK(g.see(1, 11).lost == 0);
     CHECK(g.see(2, 1).lost == 0);
 }
 
@@ -248,6 +256,37 @@ TEST_CASE("delivery_ledger: a frame is acknowledged or, after the horizon, lost:
     CHECK(l.expire(t0 + 200ms) == 5);
     CHECK_FALSE(l.receipt(1)); // late: already counted lost
     CHECK(l.waiting() == 0);
+}
+
+TEST_CASE("delivery_ledger: past max_pending the oldest frames are counted lost: memory is bounded") {
+    tp::detail::delivery_ledger l(1h);
+    const auto t0 = std::chrono::steady_clock::now();
+    constexpr std::uint64_t cap = tp::detail::delivery_ledger::max_pending;
+    for (std::uint64_t i = 0; i < cap + 10; ++i) {
+        l.sent(i, t0);
+    }
+    CHECK(l.expire(t0) == 10); // all within the horizon, ten over the bound
+    CHECK(l.waiting() == cap);
+    CHECK_FALSE(l.receipt(9)); // counted lost: late
+    CHECK(l.receipt(10));      // the oldest one kept
+    CHECK(l.waiting() == cap - 1);
+}
+
+TEST_CASE("delivery_ledger: the last receipt wakes a thread waiting for the ledger to settle") {
+    tp::detail::delivery_ledger l(1h);
+    l.sent(0, std::chrono::steady_clock::now());
+    std::atomic<long> waiter{0};
+    std::atomic<int> settled{-1};
+    std::thread t([&] {
+        waiter = framepipe_test::this_thread_id();
+        settled = l.wait_settled_until(std::chrono::steady_clock::now() + 1h) ? 1 : 0;
+    });
+    while (!(waiter.load() != 0 && framepipe_test::in_futex_wait(waiter.load()).value_or(true))) {
+        std::this_thread::yield();
+    }
+    CHECK(l.receipt(0));
+    t.join(); // a wake-up lost here is a hang, which the test watchdog reports
+    CHECK(settled.load() == 1);
 }
 
 TEST_CASE("to_prometheus: a link's figures as counters and a state gauge, labels escaped") {

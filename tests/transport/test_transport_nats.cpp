@@ -9,6 +9,7 @@
 #include "../support/thread_state.hpp"
 
 #include <atomic>
+#include <functional>
 #include <thread>
 
 namespace {
@@ -43,9 +44,31 @@ struct receipt_race_seam {
     }
 };
 receipt_race_seam receipt_race;
+
+// Holds the armed receiver's stop() at FRAMEPIPE_DETAIL_NATS_STOP_HOOK (its push asked to stop,
+// its subscription not yet ended) until `done` says so.
+struct stop_seam {
+    std::atomic<bool> armed{false};
+    std::function<bool()> done; // set before arming
+
+    void arm(std::function<bool()> until) {
+        done = std::move(until);
+        armed.store(true);
+    }
+    void run() {
+        if (!armed.load() || !armed.exchange(false)) {
+            return;
+        }
+        while (!done()) {
+            std::this_thread::yield();
+        }
+    }
+};
+stop_seam stop_hold;
 } // namespace
 #define FRAMEPIPE_DETAIL_NATS_PUBLISHED_HOOK() receipt_race.published()
 #define FRAMEPIPE_DETAIL_NATS_RECEIPT_HOOK() receipt_race.receipt()
+#define FRAMEPIPE_DETAIL_NATS_STOP_HOOK() stop_hold.run()
 
 #include "support/nats_server.hpp"
 
@@ -287,6 +310,12 @@ TEST_CASE("nats: sequence gaps show as lost_in_transport in a loss_counted outpu
     framepipe::pipeline p("remote");
     p.channel(frames, "frames");
     rx.start(frames);
+    // A queue group's member gets its share of a stream: its gaps are the other members' frames,
+    // not losses (the publisher counts those from receipts). Here it is alone, and gets all five.
+    framepipe::ring<bytes_handle> share(16);
+    tp::nats_receiver<tp::bytes_codec> member(
+        nc, {.subject = "framepipe.t.g.frames", .queue_group = "workers"});
+    member.start(share);
     // One sender's frames 0, 1, 2, 7, 8: five arrive, 3 to 6 were lost on the way.
     const std::uint64_t sent[] = {0, 1, 2, 7, 8};
     for (const auto link_seq : sent) {
@@ -304,6 +333,14 @@ TEST_CASE("nats: sequence gaps show as lost_in_transport in a loss_counted outpu
         REQUIRE(r);
         CHECK((*r)->seq == link_seq);
     }
+    for (const auto link_seq : sent) {
+        auto r = share.pop_for(5s);
+        REQUIRE(r);
+        CHECK((*r)->seq == link_seq);
+    }
+    member.stop();
+    CHECK(member.stats().received == 5);
+    CHECK(member.stats().lost_in_transport == 0);
     rx.stop(); // the callback has returned: the counts are final
     CHECK(rx.stats().lost_in_transport == 4);
     CHECK(frames.lost_in_transport() == 4);
@@ -355,9 +392,15 @@ TEST_CASE("nats: a payload over max_payload is refused, counted, and says so") {
     // 1 MB with the 128-byte envelope: the largest payload is max_payload - 128.
     CHECK(pub.send(payload(1048576 - tp::envelope_size)) == tp::send_status::sent);
     CHECK(pub.send(payload(1048576 - tp::envelope_size + 1)) == tp::send_status::too_large);
+    // pump() counts only what went out.
+    framepipe::ring<std::vector<std::byte>> in(4);
+    REQUIRE(in.try_push(payload(10)) == framepipe::push_status::ok);
+    REQUIRE(in.try_push(payload(1048576)) == framepipe::push_status::ok);
+    in.close();
+    CHECK(pub.pump(in) == 1);
     const auto s = pub.stats();
-    CHECK(s.sent == 1);
-    CHECK(s.too_large == 1);
+    CHECK(s.sent == 2);
+    CHECK(s.too_large == 2);
     CHECK(s.last_error.find("max_payload of 1048576") != std::string::npos);
 }
 
@@ -627,6 +670,7 @@ struct gated_channel {
     int entered = 0;      // guarded by mu
     int left = 0;         // guarded by mu
     bool closed = false;  // guarded by mu
+    std::atomic<long> thread{0}; // the thread of the last push with a stop token
 
     framepipe::push_status push(bytes_handle) {
         std::unique_lock<std::mutex> lock(mu);
@@ -638,6 +682,7 @@ struct gated_channel {
         return framepipe::push_status::closed;
     }
     framepipe::push_status push(bytes_handle h, std::stop_token stop) {
+        thread.store(framepipe_test::this_thread_id());
         if (!takes_stop_token) {
             return push(std::move(h));
         }
@@ -1032,4 +1077,188 @@ TEST_CASE("nats: an output channel or codec that throws on nats.c's thread: coun
     CHECK(s.refused == 1);
     CHECK(s.delivered == 1);
     CHECK(s.last_error.find("no room today") != std::string::npos);
+}
+
+TEST_CASE("nats: a closed publisher sends nothing: each send returns closed and is counted") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    framepipe::ring<bytes_handle> got(16);
+    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = "framepipe.t.closed.frames"});
+    rx.start(got);
+    tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = "framepipe.t.closed.frames"});
+    REQUIRE(pub.send(payload(8, 1)) == tp::send_status::sent);
+    pub.close();
+    CHECK(pub.send(payload(8, 2)) == tp::send_status::closed);
+    pub.close(); // idempotent
+    CHECK(pub.send(payload(8, 3)) == tp::send_status::closed);
+    framepipe::ring<std::vector<std::byte>> in(4);
+    REQUIRE(in.try_push(payload(8, 4)) == framepipe::push_status::ok);
+    REQUIRE(in.try_push(payload(8, 5)) == framepipe::push_status::ok);
+    in.close();
+    CHECK(pub.pump(in) == 0); // both taken and refused: none sent
+    CHECK(in.size() == 0);
+    // Another publisher's frame on the same connection arrives after all sent before it.
+    tp::nats_publisher<tp::bytes_codec> marker(nc, {.subject = "framepipe.t.closed.frames"});
+    REQUIRE(marker.send(payload(8, 9)) == tp::send_status::sent);
+    std::vector<int> fills;
+    while (fills.empty() || fills.back() != 9) {
+        auto r = got.pop_for(10s);
+        REQUIRE(r);
+        fills.push_back(static_cast<int>((*r)->value[0]));
+    }
+    CHECK(fills == std::vector<int>{1, 9});
+    const auto s = pub.stats();
+    CHECK(s.sent == 1);
+    CHECK(s.send_failed == 4); // closed is counted as failed
+    rx.stop();
+}
+
+TEST_CASE("nats: sends the connection refuses leave no gap: a receiver counts only what was lost") {
+    nats_server server;
+    tp::nats_connection rx_nc({.servers = {server.url()}});
+    framepipe::ring<bytes_handle> got(256);
+    tp::nats_receiver<tp::bytes_codec> rx(
+        rx_nc, {.subject = "framepipe.t.refused.frames", .pending_messages = 256});
+    rx.start(got);
+    // While the server is down nats.c keeps what is published, up to 4 KB here: a few 1 KB frames
+    // fit, and it refuses the rest (NATS_INSUFFICIENT_BUFFER), which send() returns as failed.
+    tp::nats_connection nc({.servers = {server.url()}, .reconnect_buffer_bytes = 4096});
+    tp::nats_publisher<tp::bytes_codec> pub(
+        nc, {.subject = "framepipe.t.refused.frames", .drop_while_disconnected = false});
+    REQUIRE(pub.send(payload(1000, 1)) == tp::send_status::sent);
+    REQUIRE(got.pop_for(10s));
+    server.kill();
+    REQUIRE(eventually([&] { return !nc.connected(); }));
+    for (int i = 0; i < 20; ++i) {
+        (void)pub.send(payload(1000, 2));
+    }
+    REQUIRE(pub.stats().sent > 1);      // some kept for the server
+    REQUIRE(pub.stats().send_failed > 0); // some refused
+    server.start(); // same port
+    REQUIRE(eventually([&] { return nc.connected() && rx_nc.connected(); }));
+    CHECK(nc.stats().reconnects == 1);
+    CHECK(nc.stats().epoch == 2); // a connection of its own: a new epoch
+    // Frames until one sent now arrives (the receiver has resubscribed), then a last one: every
+    // frame sent before it has arrived or left a gap.
+    const auto until = clock_type::now() + 30s;
+    bool live = false;
+    while (!live && clock_type::now() < until) {
+        REQUIRE(pub.send(payload(8, 3)) == tp::send_status::sent);
+        while (auto r = got.pop_for(50ms)) {
+            live = live || (*r)->value[0] == std::byte{3};
+        }
+    }
+    REQUIRE(live);
+    REQUIRE(pub.send(payload(8, 9)) == tp::send_status::sent);
+    for (;;) {
+        auto r = got.pop_for(10s);
+        REQUIRE(r);
+        if ((*r)->value[0] == std::byte{9}) {
+            break;
+        }
+    }
+    rx.stop();
+    const auto ps = pub.stats();
+    const auto rs = rx.stats();
+    // Refused sends took no link_seq: no gap stands for them.
+    CHECK(rs.received + rs.lost_in_transport == ps.sent);
+}
+
+TEST_CASE("nats: a receipt for a frame already counted lost is counted late, not acknowledged") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = "framepipe.t.late.frames",
+                                                 .receipt_subject = "framepipe.t.late.receipts",
+                                                 .loss_horizon = 10s});
+    // Nobody takes the frames: settle() with no time to wait counts them lost.
+    for (int i = 0; i < 3; ++i) {
+        REQUIRE(pub.send(payload(8)) == tp::send_status::sent);
+    }
+    pub.settle(0s);
+    auto s = pub.stats();
+    CHECK(s.lost_in_transport == 3);
+    CHECK(s.pending_receipts == 0);
+    // Then a receipt for frame 1 comes back, and after it (one connection: in order) a message
+    // that is no envelope, counted malformed: once it is, the receipt has been handled.
+    std::vector<std::byte> receipt(tp::envelope_size);
+    tp::envelope e;
+    e.kind = tp::message_kind::receipt;
+    e.link_seq = 1;
+    tp::set_sender(e, pub.sender_id(), "member");
+    tp::write_envelope(e, receipt);
+    REQUIRE(natsConnection_Publish(nc.get(), "framepipe.t.late.receipts", receipt.data(),
+                                   static_cast<int>(receipt.size())) == NATS_OK);
+    REQUIRE(natsConnection_Publish(nc.get(), "framepipe.t.late.receipts", "junk", 4) == NATS_OK);
+    REQUIRE(eventually([&] { return pub.stats().malformed == 1; }));
+    s = pub.stats();
+    CHECK(s.late_receipts == 1);
+    CHECK(s.acknowledged == 0);
+    CHECK(s.lost_in_transport == 3);
+}
+
+TEST_CASE("nats: stop() ends wait(), for a thread waiting and for a later call") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    framepipe::ring<bytes_handle> got(16);
+    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = "framepipe.t.wait.frames"});
+    rx.start(got);
+    std::atomic<long> waiter{0};
+    std::atomic<int> ended_by_stop{-1};
+    {
+        std::jthread t([&](std::stop_token st) {
+            waiter = framepipe_test::this_thread_id();
+            ended_by_stop = rx.wait(st) ? 1 : 0;
+        });
+        while (!(waiter.load() != 0 &&
+                 framepipe_test::in_futex_wait(waiter.load()).value_or(true))) {
+            std::this_thread::yield();
+        }
+        rx.stop();
+    } // joins; a wait that stop() did not end ends here, on the thread's stop request: false
+    CHECK(ended_by_stop.load() == 1);
+    std::stop_source requested;
+    requested.request_stop();
+    CHECK(rx.wait(requested.get_token())); // ended already: true at once
+}
+
+TEST_CASE("nats: messages queued behind a push that stop() ends are skipped, not counted") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    gated_channel out;
+    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = "framepipe.t.skip.frames"});
+    rx.start(out);
+    tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = "framepipe.t.skip.frames"});
+    for (int i = 0; i < 3; ++i) {
+        REQUIRE(pub.send(payload(16)) == tp::send_status::sent);
+    }
+    // One connection: when the flush returns, the three have come back and wait in the
+    // subscription's queue (its reader takes them before the flush's reply).
+    REQUIRE(natsConnection_Flush(nc.get()) == NATS_OK);
+    out.wait_entered(); // the first waits in push
+    const long delivery = out.thread.load();
+    // stop() asks that push to stop, then waits at the seam until the delivery thread has
+    // gone past the other two and sleeps (or, not skipping them, has pushed them too).
+    stop_hold.arm([&] {
+        return out.left_count() >= 1 && framepipe_test::in_futex_wait(delivery).value_or(true);
+    });
+    rx.stop();
+    CHECK(out.left_count() == 1);
+    const auto s = rx.stats();
+    CHECK(s.received == 1);
+    CHECK(s.refused == 1);
+    out.close();
+}
+
+TEST_CASE("nats: a connected receiver that gets nothing for stall_timeout says stalled") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    framepipe::ring<bytes_handle> got(16);
+    tp::nats_receiver<tp::bytes_codec> rx(
+        nc, {.subject = "framepipe.t.stall.frames", .stall_timeout = 1ms});
+    rx.start(got);
+    CHECK(eventually([&] { return rx.stats().state == framepipe::live_state::stalled; }));
+    CHECK(rx.status().state == "stalled");
+    CHECK(nc.stats().state == framepipe::live_state::streaming); // the connection is up
+    CHECK_FALSE(rx.failure());
+    rx.stop();
 }

@@ -97,6 +97,12 @@
 #if !defined(FRAMEPIPE_DETAIL_NATS_RECEIPT_HOOK)
 #define FRAMEPIPE_DETAIL_NATS_RECEIPT_HOOK() ((void)0)
 #endif
+// FRAMEPIPE_DETAIL_NATS_STOP_HOOK(): a test seam of the same kind, called in a receiver's stop()
+// after it asked a waiting push to stop and before it unsubscribes: the test holds stop() there
+// while the delivery thread goes on to the messages queued behind that push, which it must skip.
+#if !defined(FRAMEPIPE_DETAIL_NATS_STOP_HOOK)
+#define FRAMEPIPE_DETAIL_NATS_STOP_HOOK() ((void)0)
+#endif
 
 namespace framepipe::transport {
 
@@ -925,6 +931,7 @@ public:
             }
         }
         state_->stop.request_stop();
+        FRAMEPIPE_DETAIL_NATS_STOP_HOOK();
         if (sub != nullptr) {
             end(sub, done);
         }
