@@ -516,6 +516,168 @@ TEST_CASE("iceoryx: a killed subscriber holding chunks does not block the publis
     rx.stop();
 }
 
+TEST_CASE("iceoryx: a closed publisher sends nothing: each send returns closed and is counted") {
+    roudi::ensure();
+    tp::iceoryx_publisher<tp::bytes_codec> pub({.service = {.instance = "closed"}});
+    REQUIRE(pub.send(frame(16, 1)) == tp::send_status::sent);
+    pub.close();
+    CHECK(pub.send(frame(16, 2)) == tp::send_status::closed);
+    pub.close(); // idempotent
+    CHECK(pub.send(frame(16, 3)) == tp::send_status::closed);
+    const auto s = pub.stats();
+    CHECK(s.sent == 1);
+    CHECK(s.send_failed == 2); // closed is counted as failed
+    CHECK(s.state == framepipe::live_state::stopped);
+}
+
+namespace {
+// Loans its chunk, then gives up: an encode that throws after the loan.
+struct throws_after_loan_codec {
+    using value_type = std::vector<std::byte>;
+    using view_type = std::span<const std::byte>;
+    void encode(const value_type& v, tp::lender& lend) const {
+        (void)lend(v.size());
+        throw std::runtime_error("encode gave up");
+    }
+    std::optional<view_type> decode(std::span<const std::byte> b) const { return b; }
+};
+
+// A raw iceoryx publisher of envelopes the test writes itself: any link_seq, any kind. Keeps
+// them for a receiver that asks for its history when it connects (no wait for discovery).
+struct forged_stream {
+    explicit forged_stream(const std::string& instance, std::uint64_t history)
+        : raw(tp::detail::iox_description({.instance = instance}), [history] {
+              iox::popo::PublisherOptions o;
+              o.historyCapacity = history;
+              return o;
+          }()) {}
+    void send(std::uint64_t link_seq, tp::message_kind kind) {
+        auto chunk = raw.loan(static_cast<std::uint32_t>(tp::envelope_size), 64);
+        REQUIRE_FALSE(chunk.has_error());
+        tp::envelope e;
+        e.kind = kind;
+        e.link_seq = link_seq;
+        e.seq = link_seq;
+        tp::set_sender(e, 42, "forger");
+        tp::write_envelope(e, {static_cast<std::byte*>(chunk.value()), tp::envelope_size});
+        raw.publish(chunk.value());
+    }
+    iox::popo::UntypedPublisher raw;
+};
+} // namespace
+
+TEST_CASE("iceoryx: a codec that throws after its loan gives the chunk back") {
+    roudi::ensure();
+    // iceoryx lets a publisher hold 8 loaned chunks at once: a chunk kept by each failed encode
+    // would make the ninth loan fail (no_buffer) instead of reaching the codec.
+    tp::iceoryx_publisher<throws_after_loan_codec> pub({.service = {.instance = "throws"}});
+    for (int i = 0; i < 20; ++i) {
+        CHECK_THROWS_WITH(pub.send(frame(frame_1080p, 1)), "encode gave up");
+    }
+    CHECK(pub.stats().no_buffer == 0);
+    CHECK(pub.stats().sent == 0);
+}
+
+TEST_CASE("iceoryx: each frame carries the next link_seq; gaps are lost_in_transport, other kinds "
+          "are skipped") {
+    roudi::ensure();
+    SECTION("a publisher numbers its frames") {
+        tp::iceoryx_publisher<tp::bytes_codec> pub(
+            {.service = {.instance = "numbered"}, .history = 5});
+        for (std::uint8_t i = 0; i < 5; ++i) {
+            REQUIRE(pub.send(frame(16, i)) == tp::send_status::sent);
+        }
+        framepipe::ring<handle> got(8);
+        tp::iceoryx_receiver<tp::bytes_codec> rx(
+            {.service = {.instance = "numbered"}, .queue_capacity = 8, .history = 5});
+        rx.start(got);
+        for (std::uint64_t i = 0; i < 5; ++i) {
+            auto h = got.pop_for(10s);
+            REQUIRE(h);
+            CHECK((*h)->link_seq == i);
+            CHECK((*h)->seq == i);
+        }
+        rx.stop();
+        const auto s = rx.stats();
+        CHECK(s.out_of_order == 0);
+        CHECK(s.lost_in_transport == 0);
+    }
+    SECTION("frames 0, 1, 2, a result (3), frame 8: 4 to 7 were lost") {
+        forged_stream forged("gaps", 5);
+        forged.send(0, tp::message_kind::frame);
+        forged.send(1, tp::message_kind::frame);
+        forged.send(2, tp::message_kind::frame);
+        forged.send(3, tp::message_kind::result);
+        forged.send(8, tp::message_kind::frame);
+        framepipe::ring<handle> ring(8);
+        tp::loss_counted frames(ring);
+        tp::iceoryx_receiver<tp::bytes_codec> rx(
+            {.service = {.instance = "gaps"}, .queue_capacity = 8, .history = 5});
+        rx.start(frames);
+        for (const std::uint64_t link_seq : {0, 1, 2, 8}) {
+            auto h = frames.pop_for(10s);
+            REQUIRE(h);
+            CHECK((*h)->link_seq == link_seq);
+        }
+        wait_until([&] { return rx.stats().received == 5; });
+        rx.stop();
+        const auto s = rx.stats();
+        CHECK(s.delivered == 4); // the result is received and skipped
+        CHECK(s.lost_in_transport == 4);
+        CHECK(frames.lost_in_transport() == 4);
+        CHECK(frames.stats().pushed == 8);
+        CHECK(ring.size() == 0);
+    }
+}
+
+TEST_CASE("iceoryx: a chunk of another kind is given back at once") {
+    roudi::ensure();
+    // Results at a frame receiver, one at a time: each is skipped, and its chunk must go back,
+    // or the twelve 6 MiB chunks run out within the thirty.
+    tp::iceoryx_publisher<tp::bytes_codec> pub(
+        {.service = {.instance = "other-kind"}, .kind = tp::message_kind::result, .history = 1});
+    REQUIRE(pub.send(frame(frame_1080p, 0)) == tp::send_status::sent);
+    framepipe::ring<handle> got(4);
+    tp::iceoryx_receiver<tp::bytes_codec> rx(
+        {.service = {.instance = "other-kind"}, .history = 1});
+    rx.start(got);
+    wait_until([&] { return rx.stats().received == 1; }); // connected: history delivered
+    for (std::uint64_t i = 1; i <= 30; ++i) {
+        REQUIRE(pub.send(frame(frame_1080p, 1)) == tp::send_status::sent);
+        wait_until([&] { return rx.stats().received == i + 1; });
+    }
+    rx.stop();
+    CHECK(rx.stats().delivered == 0);
+    CHECK(got.size() == 0);
+}
+
+TEST_CASE("iceoryx: a receiver whose publisher goes silent says stalled") {
+    roudi::ensure();
+    tp::iceoryx_publisher<tp::bytes_codec> pub({.service = {.instance = "silent"}, .history = 1});
+    REQUIRE(pub.send(frame(16, 1)) == tp::send_status::sent);
+    framepipe::ring<handle> got(4);
+    tp::iceoryx_receiver<tp::bytes_codec> rx(
+        {.service = {.instance = "silent"}, .history = 1, .stall_timeout = 1ms});
+    rx.start(got);
+    REQUIRE(got.pop_for(10s));
+    wait_until([&] { return rx.stats().state == framepipe::live_state::stalled; });
+    CHECK(rx.status().state == "stalled");
+    rx.stop();
+}
+
+TEST_CASE("iceoryx: start() twice throws; stop() ends wait()") {
+    roudi::ensure();
+    framepipe::ring<handle> got(4);
+    tp::iceoryx_receiver<tp::bytes_codec> rx({.service = {.instance = "lifecycle"}});
+    rx.start(got);
+    CHECK_THROWS_AS(rx.start(got), std::logic_error);
+    rx.stop();
+    CHECK(rx.stats().state == framepipe::live_state::stopped);
+    std::stop_source requested;
+    requested.request_stop();
+    CHECK(rx.wait(requested.get_token())); // ended by stop(): true at once
+}
+
 TEST_CASE("iceoryx: RouDi not running: one line, exit 2") {
     // In a namespace of its own, where no RouDi runs.
     process p({FRAMEPIPE_ISOLATED, FRAMEPIPE_IOX_PEER, "detect", "nobody", "10"});
