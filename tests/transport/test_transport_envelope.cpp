@@ -10,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -89,6 +90,33 @@ TEST_CASE("envelope: bad bytes are refused with a reason, never read past") {
         const auto d = tp::read_envelope(std::span(msg).first(n));
         CHECK(static_cast<bool>(d.header) == (n == msg.size()));
     }
+}
+
+TEST_CASE("envelope: each size check gives its reason; a later version's longer header is skipped") {
+    std::vector<std::byte> msg(tp::envelope_size);
+    tp::write_envelope(tp::envelope{}, msg);
+    auto bad = msg;
+    bad[6] = std::byte{64}; // a header size under 128: fields this reader needs are not there
+    CHECK(tp::read_envelope(bad).error == tp::decode_error::bad_header_size);
+    bad = msg;
+    bad[6] = std::byte{200}; // a header of 200 bytes in a message of 128: never read past
+    CHECK(tp::read_envelope(bad).error == tp::decode_error::too_short);
+    bad = msg;
+    bad.resize(msg.size() + 3); // three bytes more than header + payload_size (0)
+    CHECK(tp::read_envelope(bad).error == tp::decode_error::bad_size);
+    // A later version's header of 160 bytes: the 32 it adds are skipped, the payload follows.
+    tp::envelope e;
+    e.payload_size = 4;
+    std::vector<std::byte> longer(160 + 4, std::byte{0});
+    tp::write_envelope(e, longer);
+    longer[6] = std::byte{160}; // the header size, little-endian
+    longer[7] = std::byte{0};
+    std::fill(longer.begin() + 160, longer.end(), std::byte{5});
+    const auto d = tp::read_envelope(longer);
+    REQUIRE(d.header);
+    REQUIRE(d.payload.size() == 4);
+    CHECK(d.payload[0] == std::byte{5});
+    CHECK(d.payload[3] == std::byte{5});
 }
 
 TEST_CASE("gap_counter: losses are the gaps, per sender; a new sender starts where it is seen") {
