@@ -614,7 +614,7 @@ TEST_CASE("iceoryx: each frame carries the next link_seq; gaps are lost_in_trans
         tp::iceoryx_receiver<tp::bytes_codec> rx(
             {.service = {.instance = "gaps"}, .queue_capacity = 8, .history = 5});
         rx.start(frames);
-        for (const std::uint64_t link_seq : {0, 1, 2, 8}) {
+        for (const std::uint64_t link_seq : std::initializer_list<std::uint64_t>{0, 1, 2, 8}) {
             auto h = frames.pop_for(10s);
             REQUIRE(h);
             CHECK((*h)->link_seq == link_seq);
