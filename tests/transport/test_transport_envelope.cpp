@@ -1,6 +1,6 @@
 // Tests of what the transport adapters share (include/framepipe/transport/detail/): the envelope
-// every message starts with, and the bookkeeping that counts losses. Standard library only: built
-// whether or not an adapter is.
+// every message starts with, and the bookkeeping that counts losses. Needs no adapter's package
+// (built whether or not an adapter is); the ledger's wake-up test reads /proc (thread_state.hpp).
 #include "../support/thread_state.hpp"
 
 #include <framepipe/transport/detail/common.hpp>
