@@ -62,6 +62,7 @@ inline test_seam mpmc_evict_seam;  // ring<T>: an evicting push, before it evict
 #include <cstddef>
 #include <cstdint>
 #include <latch>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -615,20 +616,17 @@ TEST_CASE("ring: a push wakes a waiting consumer") {
         CHECK(r.stats().popped == 1);
     }
     SECTION("two consumers, two pushes: each push wakes one") {
-        std::latch started(2);
         std::atomic<int> finished{0};
         std::optional<int> got[2];
+        std::atomic<long> tids[2] = {0, 0};
         std::vector<std::thread> consumers;
         for (int i = 0; i < 2; ++i) {
             consumers.emplace_back([&, i] {
-                started.count_down();
+                tids[i] = framepipe_test::this_thread_id();
                 got[i] = r.pop();
                 ++finished;
             });
-        }
-        started.wait();
-        for (int i = 0; i < 2000; ++i) {
-            std::this_thread::yield();
+            park_one(tids[i], r); // both parked: each push's wake-up must reach one
         }
         CHECK(finished.load() == 0);
         REQUIRE(r.push(1) == push_status::ok);
@@ -772,37 +770,28 @@ TEMPLATE_TEST_CASE("ring: close on a full ring of every policy refuses pushes wi
 
 TEST_CASE("ring: close wakes every consumer blocked in pop") {
     ring<int> r(2);
-    std::latch started(4);
     std::atomic<int> finished{0};
     std::optional<int> results[4] = {1, 1, 1, 1};
     std::stop_source stop; // never requested
+    // The four blocking pops, each parked before the next starts.
+    const std::function<std::optional<int>()> pops[4] = {
+        [&] { return r.pop(); },
+        [&] { return r.pop(stop.get_token()); },
+        [&] { return r.pop_for(1h); },
+        [&] { return r.pop_for(1h, stop.get_token()); },
+    };
+    std::atomic<long> tids[4] = {0, 0, 0, 0};
     std::vector<std::thread> consumers;
-    consumers.emplace_back([&] {
-        started.count_down();
-        results[0] = r.pop();
-        ++finished;
-    });
-    consumers.emplace_back([&] {
-        started.count_down();
-        results[1] = r.pop(stop.get_token());
-        ++finished;
-    });
-    consumers.emplace_back([&] {
-        started.count_down();
-        results[2] = r.pop_for(1h);
-        ++finished;
-    });
-    consumers.emplace_back([&] {
-        started.count_down();
-        results[3] = r.pop_for(1h, stop.get_token());
-        ++finished;
-    });
-    started.wait();
-    for (int i = 0; i < 2000; ++i) {
-        std::this_thread::yield();
+    for (int i = 0; i < 4; ++i) {
+        consumers.emplace_back([&, i] {
+            tids[i] = framepipe_test::this_thread_id();
+            results[i] = pops[i]();
+            ++finished;
+        });
+        park_one(tids[i], r);
     }
     CHECK(finished.load() == 0);
-    r.close();
+    r.close(); // must wake all four
     for (auto& t : consumers) {
         t.join();
     }
@@ -2617,19 +2606,16 @@ TEMPLATE_TEST_CASE("ring: a pop that discards several expired items wakes a prod
         {.capacity = 2, .policy = overflow::block, .max_age = age_limit});
     REQUIRE(r.push(stale(1, 0)) == push_status::ok);
     REQUIRE(r.push(stale(2, 1)) == push_status::ok);
-    std::latch started(2);
     std::atomic<int> done{0};
+    std::atomic<long> tids[2] = {0, 0};
     std::vector<std::thread> producers;
     for (int i = 0; i < 2; ++i) {
         producers.emplace_back([&, i] {
-            started.count_down();
+            tids[i] = framepipe_test::this_thread_id();
             (void)r.push(fresh(10 + i, 2 + static_cast<std::uint64_t>(i)));
             ++done;
         });
-    }
-    started.wait();
-    for (int i = 0; i < 2000; ++i) {
-        std::this_thread::yield(); // let both producers reach their wait
+        park_one(tids[i], r); // both parked: neither can find a slot by its own spin
     }
     // Discards both stale items; a lock-free ring may already hand out a fresh item that a
     // woken producer stored in the first freed slot.
