@@ -6,10 +6,13 @@
 
 #include <catch2/catch.hpp>
 
+#if defined(__linux__)
+#include "support/thread_state.hpp"
+#endif
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>
-#include <latch>
 #include <optional>
 #include <stop_token>
 #include <string_view>
@@ -22,11 +25,30 @@ using framepipe::overflow;
 using framepipe::push_status;
 using framepipe::ring;
 
-// Gives a thread that must be blocked plenty of chances to run, then checks it has not finished.
-void check_still_blocked(const std::atomic<bool>& done) {
+// The calling thread's id for check_parked() (0 where /proc cannot tell a parked thread).
+long own_thread_id() noexcept {
+#if defined(__linux__)
+    return framepipe_test::this_thread_id();
+#else
+    return 0;
+#endif
+}
+
+// A thread that must be blocked in ring `r`: waits until it sleeps in a futex wait inside `r`
+// (where /proc cannot tell, gives it 2000 yields instead), then checks it has not finished.
+template <class R>
+void check_parked(const std::atomic<long>& tid, const R& r, const std::atomic<bool>& done) {
+#if defined(__linux__)
+    if (!framepipe_test::wait_until_parked_in(tid, r)) {
+        WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread");
+    }
+#else
+    (void)tid;
+    (void)r;
     for (int i = 0; i < 2000; ++i) {
         std::this_thread::yield();
     }
+#endif
     CHECK_FALSE(done.load());
 }
 
@@ -93,16 +115,15 @@ TEST_CASE("channel: the longest timeout saturates instead of overflowing into th
     using std::chrono::nanoseconds;
     SECTION("pop_for(nanoseconds::max()) waits for an item") {
         ring<int> r(1);
-        std::latch started(1);
+        std::atomic<long> tid{0};
         std::atomic<bool> done{false};
         std::optional<int> result;
         std::thread consumer([&] {
-            started.count_down();
+            tid = own_thread_id();
             result = r.pop_for(nanoseconds::max());
             done = true;
         });
-        started.wait();
-        check_still_blocked(done);
+        check_parked(tid, r, done);
         REQUIRE(r.push(5) == push_status::ok);
         consumer.join();
         CHECK(result == 5);
@@ -110,16 +131,15 @@ TEST_CASE("channel: the longest timeout saturates instead of overflowing into th
     SECTION("block_timeout nanoseconds::max() waits for room instead of evicting") {
         ring<int> r(1, overflow::block, nanoseconds::max());
         REQUIRE(r.push(1) == push_status::ok);
-        std::latch started(1);
+        std::atomic<long> tid{0};
         std::atomic<bool> done{false};
         push_status result = push_status::closed;
         std::thread producer([&] {
-            started.count_down();
+            tid = own_thread_id();
             result = r.push(2);
             done = true;
         });
-        started.wait();
-        check_still_blocked(done);
+        check_parked(tid, r, done);
         CHECK(r.pop() == 1);
         producer.join();
         CHECK(result == push_status::ok);

@@ -206,14 +206,6 @@ std::string invalid_argument_message(F&& f) {
     return "<no std::invalid_argument thrown>";
 }
 
-// Gives a thread that must be blocked plenty of chances to run, then checks it has not finished.
-void check_still_blocked(const std::atomic<bool>& done) {
-    for (int i = 0; i < 2000; ++i) {
-        std::this_thread::yield();
-    }
-    CHECK_FALSE(done.load());
-}
-
 using framepipe_test::wait_until;
 
 // Waits until the thread `tid` names is parked in ring `r` (in a futex wait inside it). Start the
@@ -225,6 +217,14 @@ void park_one(const std::atomic<long>& tid, const R& r) {
     if (!framepipe_test::wait_until_parked_in(tid, r)) {
         WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread");
     }
+}
+
+// A thread that must be blocked in `r`: waits until it is parked there, then checks that it has
+// not finished (so the wake-up the test then causes reaches a sleeping thread, not a spinning one).
+template <class R>
+void check_parked(const std::atomic<long>& tid, const R& r, const std::atomic<bool>& done) {
+    park_one(tid, r);
+    CHECK_FALSE(done.load());
 }
 
 template <class R>
@@ -393,16 +393,15 @@ TEMPLATE_TEST_CASE("ring: block waits for room, then accepts the item", "[spsc]"
     typename TestType::template ring<int> r(1, overflow::block);
     REQUIRE(r.push(1) == push_status::ok);
 
-    std::latch started(1);
+    std::atomic<long> tid{0};
     std::atomic<bool> done{false};
     push_status result = push_status::closed;
     std::thread producer([&] {
-        started.count_down();
+        tid = framepipe_test::this_thread_id();
         result = r.push(2);
         done = true;
     });
-    started.wait();
-    check_still_blocked(done);
+    check_parked(tid, r, done);
     CHECK(r.size() == 1);
     CHECK(r.stats().pushed == 1);
 
@@ -441,16 +440,15 @@ TEMPLATE_TEST_CASE("ring: block with a block_timeout evicts the oldest once the 
     SECTION("room that appears before the timeout is used: nothing is evicted") {
         typename TestType::template ring<int> r(1, overflow::block, 1h);
         REQUIRE(r.push(1) == push_status::ok);
-        std::latch started(1);
+        std::atomic<long> tid{0};
         std::atomic<bool> done{false};
         push_status result = push_status::closed;
         std::thread producer([&] {
-            started.count_down();
+            tid = framepipe_test::this_thread_id();
             result = r.push(2);
             done = true;
         });
-        started.wait();
-        check_still_blocked(done);
+        check_parked(tid, r, done);
         CHECK(r.pop() == 1);
         producer.join();
         CHECK(result == push_status::ok);
@@ -466,16 +464,15 @@ TEMPLATE_TEST_CASE("ring: a push blocked by the block policy ends with cancelled
     REQUIRE(r.push(1) == push_status::ok);
 
     std::stop_source stop;
-    std::latch started(1);
+    std::atomic<long> tid{0};
     std::atomic<bool> done{false};
     push_status result = push_status::ok;
     std::thread producer([&] {
-        started.count_down();
+        tid = framepipe_test::this_thread_id();
         result = r.push(2, stop.get_token());
         done = true;
     });
-    started.wait();
-    check_still_blocked(done);
+    check_parked(tid, r, done);
     stop.request_stop();
     producer.join();
 
@@ -568,16 +565,15 @@ TEMPLATE_TEST_CASE("ring: pop with a stop token", "[spsc]", mpmc, spsc, locked) 
     }
     SECTION("a waiting pop returns nullopt when stop is requested") {
         std::stop_source stop;
-        std::latch started(1);
+        std::atomic<long> tid{0};
         std::atomic<bool> done{false};
         std::optional<int> result{42};
         std::thread consumer([&] {
-            started.count_down();
+            tid = framepipe_test::this_thread_id();
             result = r.pop(stop.get_token());
             done = true;
         });
-        started.wait();
-        check_still_blocked(done);
+        check_parked(tid, r, done);
         stop.request_stop();
         consumer.join();
         CHECK_FALSE(result.has_value());
@@ -600,16 +596,15 @@ TEMPLATE_TEST_CASE("ring: pop with a stop token", "[spsc]", mpmc, spsc, locked) 
 TEST_CASE("ring: a push wakes a waiting consumer") {
     ring<int> r(4);
     SECTION("one consumer") {
-        std::latch started(1);
+        std::atomic<long> tid{0};
         std::atomic<bool> done{false};
         std::optional<int> result;
         std::thread consumer([&] {
-            started.count_down();
+            tid = framepipe_test::this_thread_id();
             result = r.pop();
             done = true;
         });
-        started.wait();
-        check_still_blocked(done);
+        check_parked(tid, r, done);
         REQUIRE(r.push(7) == push_status::ok);
         consumer.join();
         CHECK(result == 7);
@@ -640,32 +635,30 @@ TEST_CASE("ring: a push wakes a waiting consumer") {
         CHECK(*got[0] != *got[1]);
     }
     SECTION("pop_for with a long timeout") {
-        std::latch started(1);
+        std::atomic<long> tid{0};
         std::atomic<bool> done{false};
         std::optional<int> result;
         std::thread consumer([&] {
-            started.count_down();
+            tid = framepipe_test::this_thread_id();
             result = r.pop_for(1h);
             done = true;
         });
-        started.wait();
-        check_still_blocked(done);
+        check_parked(tid, r, done);
         REQUIRE(r.push(9) == push_status::ok);
         consumer.join();
         CHECK(result == 9);
     }
     SECTION("pop_for with a long timeout and a stop token") {
         std::stop_source stop;
-        std::latch started(1);
+        std::atomic<long> tid{0};
         std::atomic<bool> done{false};
         std::optional<int> result;
         std::thread consumer([&] {
-            started.count_down();
+            tid = framepipe_test::this_thread_id();
             result = r.pop_for(1h, stop.get_token());
             done = true;
         });
-        started.wait();
-        check_still_blocked(done);
+        check_parked(tid, r, done);
         REQUIRE(r.push(11) == push_status::ok);
         consumer.join();
         CHECK(result == 11);
@@ -694,16 +687,15 @@ TEMPLATE_TEST_CASE("ring: pop_for with a stop token ends when stop is requested"
     typename TestType::template ring<int> r(2);
     SECTION("while waiting") {
         std::stop_source stop;
-        std::latch started(1);
+        std::atomic<long> tid{0};
         std::atomic<bool> done{false};
         std::optional<int> result{42};
         std::thread consumer([&] {
-            started.count_down();
+            tid = framepipe_test::this_thread_id();
             result = r.pop_for(1h, stop.get_token());
             done = true;
         });
-        started.wait();
-        check_still_blocked(done);
+        check_parked(tid, r, done);
         stop.request_stop();
         consumer.join();
         CHECK_FALSE(result.has_value());
@@ -839,16 +831,15 @@ TEMPLATE_TEST_CASE("ring: close wakes a producer blocked by the block policy, wh
     SECTION("with a long block_timeout: closed, not evicted") {
         typename TestType::template ring<int> r(1, overflow::block, 1h);
         REQUIRE(r.push(1) == push_status::ok);
-        std::latch started(1);
+        std::atomic<long> tid{0};
         std::atomic<bool> done{false};
         push_status result = push_status::ok;
         std::thread producer([&] {
-            started.count_down();
+            tid = framepipe_test::this_thread_id();
             result = r.push(2);
             done = true;
         });
-        started.wait();
-        check_still_blocked(done);
+        check_parked(tid, r, done);
         r.close();
         producer.join();
         CHECK(result == push_status::closed);
@@ -1030,20 +1021,19 @@ TEMPLATE_TEST_CASE("ring: max_age with only stale items: pops give nullopt and c
 
 TEMPLATE_TEST_CASE("ring: max_age: a waiting pop discards stale arrivals and keeps waiting", "[spsc]", mpmc, spsc, locked) {
     typename TestType::template ring<stamped<int>> r({.capacity = 2, .max_age = age_limit});
-    std::latch started(1);
+    std::atomic<long> tid{0};
     std::atomic<bool> done{false};
     std::optional<stamped<int>> result;
     std::thread consumer([&] {
-        started.count_down();
+        tid = framepipe_test::this_thread_id();
         result = r.pop();
         done = true;
     });
-    started.wait();
     REQUIRE(r.push(stale(1, 0)) == push_status::ok);
     // The stale item is discarded by the consumer's pop (or is still waiting to be): either way
     // the consumer must not return with it.
     wait_until([&] { return r.stats().expired == 1; });
-    check_still_blocked(done);
+    check_parked(tid, r, done);
     REQUIRE(r.push(fresh(2, 1)) == push_status::ok);
     consumer.join();
     REQUIRE(result.has_value());
@@ -2430,16 +2420,15 @@ TEST_CASE("spsc_ring: an evicting push waits for peek() to finish copying the ol
 TEST_CASE("spsc_ring: close from a third thread wakes a parked consumer and a parked producer") {
     SECTION("consumer parked in pop") {
         framepipe::spsc_ring<int> r(2);
-        std::latch started(1);
+        std::atomic<long> tid{0};
         std::atomic<bool> done{false};
         std::optional<int> result{42};
         std::thread consumer([&] {
-            started.count_down();
+            tid = framepipe_test::this_thread_id();
             result = r.pop();
             done = true;
         });
-        started.wait();
-        check_still_blocked(done);
+        check_parked(tid, r, done);
         std::thread closer([&] { r.close(); });
         closer.join();
         consumer.join();
@@ -2448,16 +2437,15 @@ TEST_CASE("spsc_ring: close from a third thread wakes a parked consumer and a pa
     SECTION("producer parked on a full block ring") {
         framepipe::spsc_ring<int> r(1, overflow::block);
         REQUIRE(r.push(1) == push_status::ok);
-        std::latch started(1);
+        std::atomic<long> tid{0};
         std::atomic<bool> done{false};
         push_status result = push_status::ok;
         std::thread producer([&] {
-            started.count_down();
+            tid = framepipe_test::this_thread_id();
             result = r.push(2);
             done = true;
         });
-        started.wait();
-        check_still_blocked(done);
+        check_parked(tid, r, done);
         std::thread closer([&] { r.close(); });
         closer.join();
         producer.join();
@@ -2557,16 +2545,15 @@ TEMPLATE_TEST_CASE("ring: push_for under block_timeout evicts when the ring's ti
 TEMPLATE_TEST_CASE("ring: push_for waits for room and stores once a consumer pops", "[spsc]", mpmc, spsc, locked) {
     typename TestType::template ring<int> r(1, overflow::block);
     REQUIRE(r.push(1) == push_status::ok);
-    std::latch started(1);
+    std::atomic<long> tid{0};
     std::atomic<bool> done{false};
     push_status result = push_status::closed;
     std::thread producer([&] {
-        started.count_down();
+        tid = framepipe_test::this_thread_id();
         result = r.push_for(2, 1h);
         done = true;
     });
-    started.wait();
-    check_still_blocked(done);
+    check_parked(tid, r, done);
     CHECK(r.pop() == 1);
     producer.join();
     CHECK(result == push_status::ok);
@@ -2577,16 +2564,15 @@ TEMPLATE_TEST_CASE("ring: push_for with a stop token ends with cancelled when st
     typename TestType::template ring<int> r(1, overflow::block);
     REQUIRE(r.push(1) == push_status::ok);
     std::stop_source stop;
-    std::latch started(1);
+    std::atomic<long> tid{0};
     std::atomic<bool> done{false};
     push_status result = push_status::ok;
     std::thread producer([&] {
-        started.count_down();
+        tid = framepipe_test::this_thread_id();
         result = r.push_for(2, 1h, stop.get_token());
         done = true;
     });
-    started.wait();
-    check_still_blocked(done);
+    check_parked(tid, r, done);
     stop.request_stop();
     producer.join();
     CHECK(result == push_status::cancelled);

@@ -129,11 +129,11 @@ void park_in(const std::atomic<long>& tid, const Object& object) {
     let_waiters_park();
 }
 
-// Gives a thread that must be blocked plenty of chances to run, then checks it has not finished.
-void check_still_blocked(const std::atomic<bool>& done) {
-    for (int i = 0; i < 2000; ++i) {
-        std::this_thread::yield();
-    }
+// A thread that must be blocked in `object`: waits until it is parked there (park_in), then
+// checks that it has not finished.
+template <class Object>
+void check_parked(const std::atomic<long>& tid, const Object& object, const std::atomic<bool>& done) {
+    park_in(tid, object);
     CHECK_FALSE(done.load());
 }
 
@@ -548,14 +548,16 @@ TEST_CASE("selector: a closed input is drained, then finishes; the selector ends
 
     // Not closed: pop still waits (for b, or new inputs).
     std::atomic<bool> done{false};
+    std::atomic<long> tid{0};
     std::optional<framepipe::selected<int>> last;
     std::thread consumer([&] {
+        tid = own_thread_id();
         last = sel.pop();
         done = true;
     });
-    check_still_blocked(done);
+    check_parked(tid, sel, done);
     sel.close(); // still b: the consumer waits on
-    check_still_blocked(done);
+    check_parked(tid, sel, done);
     b.close(); // b finishes: closed and every input finished
     consumer.join();
     CHECK_FALSE(last);
@@ -626,10 +628,12 @@ TEST_CASE("selector: try_pop never waits; pop_for times out; pop(stop) ends on a
 
     std::stop_source later;
     std::atomic<bool> done{false};
+    std::atomic<long> tid{0};
     std::thread consumer([&] {
+        tid = own_thread_id();
         done = !sel.pop(later.get_token()).has_value();
     });
-    check_still_blocked(done);
+    check_parked(tid, sel, done);
     later.request_stop();
     consumer.join();
     CHECK(done);
