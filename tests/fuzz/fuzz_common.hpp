@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -119,17 +120,24 @@ inline void check_stats(const framepipe::channel_stats& real, const framepipe::c
 
 // A value that counts the live objects of its type, so that a target can check at the end that
 // the channel destroyed every item exactly once (ASan catches a use after destruction; this
-// catches an item never destroyed or destroyed twice). Move cannot throw.
+// catches an item never destroyed or destroyed twice). Move cannot throw. A move leaves
+// `moved_from` behind, as a moved-from string or handle is left empty, so that a channel that
+// hands out an item it had moved away (a window that moves its items out while the next window
+// still needs them) gives a value the model does not.
 struct tracked {
+    static constexpr std::int64_t moved_from = std::numeric_limits<std::int64_t>::min();
     std::int64_t value = 0;
     static inline std::int64_t alive = 0;
 
     tracked() noexcept { ++alive; }
     explicit tracked(std::int64_t v) noexcept : value(v) { ++alive; }
     tracked(const tracked& o) noexcept : value(o.value) { ++alive; }
-    tracked(tracked&& o) noexcept : value(o.value) { ++alive; }
+    tracked(tracked&& o) noexcept : value(std::exchange(o.value, moved_from)) { ++alive; }
     tracked& operator=(const tracked&) = default;
-    tracked& operator=(tracked&&) = default;
+    tracked& operator=(tracked&& o) noexcept {
+        value = std::exchange(o.value, moved_from);
+        return *this;
+    }
     ~tracked() { --alive; }
 };
 
