@@ -7,7 +7,9 @@
 ensure_debian_packages() {
     local missing=() pkg
     for pkg in "$@"; do
-        if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed'; then
+        # dpkg-query, not `dpkg -s | grep -q`: under pipefail, grep -q's early exit could end
+        # dpkg with SIGPIPE on a long status entry, and an installed package looked missing.
+        if [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) != "install ok installed" ]]; then
             missing+=("$pkg")
         fi
     done
