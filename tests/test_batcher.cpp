@@ -21,9 +21,7 @@ inline framepipe_test::test_seam fill_seam; // a push that claimed its position,
 
 #include <catch2/catch.hpp>
 
-#if defined(__linux__)
-#include "support/thread_state.hpp"
-#endif
+#include "support/parked.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -57,26 +55,13 @@ using namespace std::chrono_literals;
 
 const input_options oldest{.take = input_take::oldest};
 
-// The calling thread's id for park() (0 where /proc cannot tell a parked thread).
-long this_thread_id() noexcept {
-#if defined(__linux__)
-    return framepipe_test::this_thread_id();
-#else
-    return 0;
-#endif
-}
-
 // Waits until the thread `tid` names sleeps in a futex wait inside batcher `b` (its selector's
-// event count: the only futex there that a lone consumer sleeps on). Where /proc cannot tell, it
-// warns and goes on: the test still holds, less sharply.
+// event count: the only futex there that a lone consumer sleeps on).
 template <class B>
 void park(const std::atomic<long>& tid, const B& b) {
-#if defined(__linux__)
-    if (framepipe_test::wait_until_parked_in(tid, b)) {
-        return;
+    if (!framepipe_test::wait_until_parked(tid, b)) {
+        WARN("cannot tell a parked thread here");
     }
-#endif
-    WARN("cannot tell a parked thread here");
 }
 
 // --- Virtual time ----------------------------------------------------------------------------------
@@ -733,7 +718,7 @@ TEST_CASE("batcher: pop waits for items and ends on stop or timeout; pending ite
     std::atomic<bool> done{false};
     std::atomic<long> tid{0};
     std::thread consumer([&] {
-        tid = this_thread_id();
+        tid = framepipe_test::parking_id();
         done = !b.pop(stop.get_token()).has_value();
     });
     (void)q.push(1); // pending: 1 of 2, its deadline an hour away
@@ -751,7 +736,7 @@ TEST_CASE("batcher: pop waits for items and ends on stop or timeout; pending ite
     std::optional<batch<int>> got;
     tid = 0;
     std::thread waiter([&] {
-        tid = this_thread_id();
+        tid = framepipe_test::parking_id();
         got = b.pop();
     });
     park(tid, b); // the pushes must wake a sleeping pop

@@ -6,9 +6,7 @@
 
 #include <catch2/catch.hpp>
 
-#if defined(__linux__)
-#include "support/thread_state.hpp"
-#endif
+#include "support/parked.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -25,30 +23,13 @@ using framepipe::overflow;
 using framepipe::push_status;
 using framepipe::ring;
 
-// The calling thread's id for check_parked() (0 where /proc cannot tell a parked thread).
-long own_thread_id() noexcept {
-#if defined(__linux__)
-    return framepipe_test::this_thread_id();
-#else
-    return 0;
-#endif
-}
-
-// A thread that must be blocked in ring `r`: waits until it sleeps in a futex wait inside `r`
-// (where /proc cannot tell, gives it 2000 yields instead), then checks it has not finished.
+// A thread that must be blocked in ring `r`: waits until it sleeps in a futex wait inside `r`,
+// then checks it has not finished.
 template <class R>
 void check_parked(const std::atomic<long>& tid, const R& r, const std::atomic<bool>& done) {
-#if defined(__linux__)
-    if (!framepipe_test::wait_until_parked_in(tid, r)) {
-        WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread");
+    if (!framepipe_test::wait_until_parked(tid, r)) {
+        WARN("cannot tell a parked thread here");
     }
-#else
-    (void)tid;
-    (void)r;
-    for (int i = 0; i < 2000; ++i) {
-        std::this_thread::yield();
-    }
-#endif
     CHECK_FALSE(done.load());
 }
 
@@ -119,7 +100,7 @@ TEST_CASE("channel: the longest timeout saturates instead of overflowing into th
         std::atomic<bool> done{false};
         std::optional<int> result;
         std::thread consumer([&] {
-            tid = own_thread_id();
+            tid = framepipe_test::parking_id();
             result = r.pop_for(nanoseconds::max());
             done = true;
         });
@@ -135,7 +116,7 @@ TEST_CASE("channel: the longest timeout saturates instead of overflowing into th
         std::atomic<bool> done{false};
         push_status result = push_status::closed;
         std::thread producer([&] {
-            tid = own_thread_id();
+            tid = framepipe_test::parking_id();
             result = r.push(2);
             done = true;
         });

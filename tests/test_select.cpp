@@ -44,6 +44,7 @@ inline framepipe_test::test_seam probe_seam; // a predicate pinned on an input, 
 #include <catch2/catch.hpp>
 
 #include "support/lifetime.hpp"
+#include "support/parked.hpp"
 #if defined(__linux__)
 #include "support/parked_threads.hpp"
 #include "support/thread_state.hpp"
@@ -106,27 +107,14 @@ void let_waiters_park() {
     }
 }
 
-// The calling thread's id for park_in() (0 where /proc cannot tell a parked thread).
-long own_thread_id() noexcept {
-#if defined(__linux__)
-    return framepipe_test::this_thread_id();
-#else
-    return 0;
-#endif
-}
-
 // Waits until the thread `tid` names sleeps in a futex wait inside `object` (for a lone consumer
-// of a selector, its event count). Where /proc cannot tell, it yields as let_waiters_park() does.
+// of a selector, its event count). Where that cannot be told, it yields as let_waiters_park()
+// does.
 template <class Object>
 void park_in(const std::atomic<long>& tid, const Object& object) {
-#if defined(__linux__)
-    if (framepipe_test::wait_until_parked_in(tid, object)) {
-        return;
+    if (!framepipe_test::wait_until_parked(tid, object)) {
+        let_waiters_park();
     }
-#endif
-    (void)tid;
-    (void)object;
-    let_waiters_park();
 }
 
 // A thread that must be blocked in `object`: waits until it is parked there (park_in), then
@@ -551,7 +539,7 @@ TEST_CASE("selector: a closed input is drained, then finishes; the selector ends
     std::atomic<long> tid{0};
     std::optional<framepipe::selected<int>> last;
     std::thread consumer([&] {
-        tid = own_thread_id();
+        tid = framepipe_test::parking_id();
         last = sel.pop();
         done = true;
     });
@@ -630,7 +618,7 @@ TEST_CASE("selector: try_pop never waits; pop_for times out; pop(stop) ends on a
     std::atomic<bool> done{false};
     std::atomic<long> tid{0};
     std::thread consumer([&] {
-        tid = own_thread_id();
+        tid = framepipe_test::parking_id();
         done = !sel.pop(later.get_token()).has_value();
     });
     check_parked(tid, sel, done);
@@ -780,7 +768,7 @@ TEST_CASE("selector: inputs added and removed while a consumer waits") {
     std::vector<int> got;
     std::atomic<long> tid{0};
     std::thread consumer([&] {
-        tid = own_thread_id();
+        tid = framepipe_test::parking_id();
         while (auto s = sel.pop()) {
             got.push_back(s->item);
             phase.fetch_add(1);
