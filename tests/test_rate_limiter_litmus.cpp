@@ -42,7 +42,10 @@ struct rate_limiter_access {
 
 #include <catch2/catch.hpp>
 
+#include "support/litmus.hpp"
+
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <thread>
 
@@ -66,17 +69,27 @@ using namespace std::chrono_literals;
 // always decides first and the owner then stores a decision made on the old word. Against a
 // copy of rate_limiter.hpp without the taker's membarrier, 139-593 rounds in 20,000 went wrong
 // (so they did with the section not held); built -O0, none. Returns the rounds in which both
-// calls, or neither, were admitted; -1 where no thread can own a limiter.
-int double_decisions(int rounds) {
+// calls, or neither, were admitted, and the rounds run (litmus_rounds, or fewer if the time budget
+// ran out: support/litmus.hpp); owned is false where no thread can own a limiter.
+struct race_result {
+    int wrong = 0;
+    int rounds = 0;
+    bool owned = true;
+};
+
+race_result double_decisions() {
+    const framepipe_test::litmus_budget budget;
     const auto t = std::chrono::steady_clock::time_point{} + 1h;
     std::optional<framepipe::rate_limiter> lim;
     std::atomic<int> go{0};
+    constexpr int end = std::numeric_limits<int>::max(); // go's value once the rounds are over
     std::atomic<int> taker_admitted{0}; // written before taker_returned's release
     std::thread taker([&] {
         std::uint32_t x = 12345;
-        for (int i = 1; i <= rounds; ++i) {
-            while (go.load(std::memory_order_acquire) < i) {
-                framepipe::detail::cpu_relax();
+        for (int i = 1;; ++i) {
+            framepipe_test::spin_until([&] { return go.load(std::memory_order_acquire) >= i; });
+            if (go.load(std::memory_order_relaxed) == end) {
+                break;
             }
             x = x * 1664525U + 1013904223U; // a fixed pseudo-random offset per round
             for (std::uint32_t d = (x >> 24) % 16; d > 0; --d) {
@@ -86,13 +99,13 @@ int double_decisions(int rounds) {
             rl_litmus::taker_returned.store(i, std::memory_order_release);
         }
     });
-    int wrong = 0;
-    bool owned = true;
+    race_result r;
     std::uint32_t x = 777;
-    for (int i = 1; i <= rounds; ++i) {
+    for (int i = 1; i <= framepipe_test::litmus_rounds && !budget.spent(); ++i) {
+        r.rounds = i;
         lim.emplace(1.0, 2);
         const bool first = lim->try_acquire(t);
-        owned = owned && first && access::owned_by_this_thread(*lim);
+        r.owned = r.owned && first && access::owned_by_this_thread(*lim);
         rl_litmus::round_started.store(i, std::memory_order_relaxed);
         go.store(i, std::memory_order_release);
         x = x * 1664525U + 1013904223U;
@@ -100,30 +113,25 @@ int double_decisions(int rounds) {
             framepipe::detail::cpu_relax();
         }
         const int mine = lim->try_acquire(t) ? 1 : 0;
-        while (rl_litmus::taker_returned.load(std::memory_order_acquire) < i) {
-            framepipe::detail::cpu_relax();
-        }
-        wrong += mine + taker_admitted.load(std::memory_order_relaxed) != 1;
+        framepipe_test::spin_until(
+            [&] { return rl_litmus::taker_returned.load(std::memory_order_acquire) >= i; });
+        r.wrong += mine + taker_admitted.load(std::memory_order_relaxed) != 1;
     }
+    go.store(end, std::memory_order_release);
     taker.join();
-    return owned ? wrong : -1;
+    return r;
 }
-
-#if defined(__SANITIZE_THREAD__)
-constexpr int litmus_rounds = 2'000; // ThreadSanitizer makes each round many times slower
-#else
-constexpr int litmus_rounds = 20'000;
-#endif
 
 } // namespace
 
 TEST_CASE("rate_limiter: a takeover racing the owner's section never shares a token (store-load "
           "litmus)") {
-    const int wrong = double_decisions(litmus_rounds);
-    if (wrong < 0) {
+    const race_result r = double_decisions();
+    if (!r.owned) {
         WARN("no thread can own a limiter here (no membarrier): nothing to race");
     } else {
-        CHECK(wrong == 0);
+        framepipe_test::note_rounds(r.rounds);
+        CHECK(r.wrong == 0);
     }
 }
 #endif

@@ -21,6 +21,7 @@
 
 #if defined(__linux__)
 #include "support/thread_state.hpp"
+#include "support/litmus.hpp"
 
 namespace {
 
@@ -47,9 +48,16 @@ using framepipe::detail::no_deadline;
 // interrupt, slow in a VM), so the round counts as lost only if the waiter reads as asleep at
 // every look for a full second; that is a hang detector's threshold, not a timing assertion. The
 // first lost round ends the run (its waiter is woken with notify_all()). Returns the rounds
-// lost, 0 or 1; where /proc cannot tell, none are seen.
+// lost, 0 or 1 (where /proc cannot tell, none are seen), and the rounds run: litmus_rounds, or
+// fewer if the time budget ran out (support/litmus.hpp).
+struct race_result {
+    int lost = 0;
+    int rounds = 0;
+};
+
 template <class Notify>
-int lost_wake_ups_in_races(event_count& ev, Notify notify, int rounds) {
+race_result lost_wake_ups_in_races(event_count& ev, Notify notify) {
+    const framepipe_test::litmus_budget budget;
     std::atomic<int> go{0};
     std::atomic<int> value{0};
     std::atomic<int> acked{0};
@@ -60,9 +68,7 @@ int lost_wake_ups_in_races(event_count& ev, Notify notify, int rounds) {
         tid = framepipe_test::this_thread_id();
         std::uint32_t x = 12345;
         for (int i = 1;; ++i) {
-            while (go.load(std::memory_order_acquire) < i) {
-                framepipe::detail::cpu_relax();
-            }
+            framepipe_test::spin_until([&] { return go.load(std::memory_order_acquire) >= i; });
             if (last.load(std::memory_order_relaxed) != 0 && i > last.load(std::memory_order_relaxed)) {
                 break; // read after go's acquire: the end's store of last comes with it
             }
@@ -81,7 +87,7 @@ int lost_wake_ups_in_races(event_count& ev, Notify notify, int rounds) {
     int lost = 0;
     int done = 0;
     std::uint32_t x = 777;
-    for (int i = 1; i <= rounds && lost == 0; ++i) {
+    for (int i = 1; i <= framepipe_test::litmus_rounds && lost == 0 && !budget.spent(); ++i) {
         done = i;
         go.store(i, std::memory_order_release);
         x = x * 1664525U + 1013904223U;
@@ -114,26 +120,23 @@ int lost_wake_ups_in_races(event_count& ev, Notify notify, int rounds) {
     last.store(done, std::memory_order_relaxed);
     go.store(std::numeric_limits<int>::max(), std::memory_order_release); // the end
     waiter.join();
-    return lost;
+    return {lost, done};
 }
-
-#if defined(__SANITIZE_THREAD__)
-constexpr int litmus_rounds = 2'000; // ThreadSanitizer makes each round many times slower
-#else
-constexpr int litmus_rounds = 20'000;
-#endif
 
 } // namespace
 
 TEST_CASE("event_count: a notify racing a waiter's registration is never lost (store-load litmus)") {
     SECTION("notify_one(): its read-modify-write orders the notifier's store before its look") {
         event_count ev;
-        CHECK(lost_wake_ups_in_races(ev, [&] { ev.notify_one(); }, litmus_rounds) == 0);
+        const race_result r = lost_wake_ups_in_races(ev, [&] { ev.notify_one(); });
+        framepipe_test::note_rounds(r.rounds);
+        CHECK(r.lost == 0);
     }
     SECTION("notify_one_asymmetric(): the waiter's membarrier orders the notifier's store") {
         event_count ev(event_count::asymmetric);
-        CHECK(lost_wake_ups_in_races(ev, [&] { ev.notify_one_asymmetric(); }, litmus_rounds) ==
-              0);
+        const race_result r = lost_wake_ups_in_races(ev, [&] { ev.notify_one_asymmetric(); });
+        framepipe_test::note_rounds(r.rounds);
+        CHECK(r.lost == 0);
     }
 }
 #endif
