@@ -129,13 +129,17 @@ TEST_CASE("event_count: a notify racing a waiter's registration is never lost (s
     SECTION("notify_one(): its read-modify-write orders the notifier's store before its look") {
         event_count ev;
         const race_result r = lost_wake_ups_in_races(ev, [&] { ev.notify_one(); });
-        framepipe_test::note_rounds(r.rounds);
+        if (r.lost == 0) {
+            framepipe_test::note_rounds(r.rounds); // a lost round ends the rounds early
+        }
         CHECK(r.lost == 0);
     }
     SECTION("notify_one_asymmetric(): the waiter's membarrier orders the notifier's store") {
         event_count ev(event_count::asymmetric);
         const race_result r = lost_wake_ups_in_races(ev, [&] { ev.notify_one_asymmetric(); });
-        framepipe_test::note_rounds(r.rounds);
+        if (r.lost == 0) {
+            framepipe_test::note_rounds(r.rounds); // a lost round ends the rounds early
+        }
         CHECK(r.lost == 0);
     }
 }
