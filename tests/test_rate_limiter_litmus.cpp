@@ -67,8 +67,8 @@ using namespace std::chrono_literals;
 // different few pauses each, sweeping their offset across the window, and the owner's section is
 // held (above) until the taker's call has returned, so that a taker that did not wait for it
 // always decides first and the owner then stores a decision made on the old word. Against a
-// copy of rate_limiter.hpp without the taker's membarrier, 139-593 rounds in 20,000 went wrong
-// (so they did with the section not held); built -O0, none. Returns the rounds in which both
+// copy of rate_limiter.hpp without the taker's membarrier, 19-1,236 rounds in 20,000 went wrong
+// (and hundreds with the section not held); built -O0, none. Returns the rounds in which both
 // calls, or neither, were admitted, and the rounds run (litmus_rounds, or fewer if the time budget
 // ran out: support/litmus.hpp); owned is false where no thread can own a limiter.
 struct race_result {
