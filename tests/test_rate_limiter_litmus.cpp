@@ -8,24 +8,11 @@
 // membarrier is missing no thread owns a limiter, and there is no section to race.
 
 // Before any framepipe header (detail/config.hpp): the owner's section, once it has read the word,
-// waits there until the round's other call has returned (or 20 us have passed), so that a taker
-// that did not wait for the section decides on the same word and returns first. A test seam, as
-// in test_rate_limiter.cpp; here it only stretches a window of a few instructions.
-#include <atomic>
-#include <chrono>
-
-namespace rl_litmus {
-inline std::atomic<int> round_started{0}; // the round whose owner call may be held
-inline std::atomic<int> taker_returned{0}; // the last round whose taker's call returned
-inline void hold_section() noexcept {
-    const int round = round_started.load(std::memory_order_relaxed);
-    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
-    while (taker_returned.load(std::memory_order_acquire) < round &&
-           std::chrono::steady_clock::now() < until) {
-    }
-}
-} // namespace rl_litmus
-#define FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK() ::rl_litmus::hold_section()
+// waits there until the round's other call has returned (support/litmus_hold.hpp), so that a
+// taker that did not wait for the section decides on the same word and returns first. A test
+// seam, as in test_rate_limiter.cpp; here it only stretches a window of a few instructions.
+#include "support/litmus_hold.hpp"
+#define FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK() ::framepipe_test::litmus_hold()
 
 #include <framepipe/detail/config.hpp>
 #include <framepipe/rate_limiter.hpp>
@@ -44,10 +31,8 @@ struct rate_limiter_access {
 
 #include "support/litmus.hpp"
 
-#include <cstdint>
-#include <limits>
+#include <chrono>
 #include <optional>
-#include <thread>
 
 #if defined(__linux__)
 namespace {
@@ -68,69 +53,37 @@ using namespace std::chrono_literals;
 // held (above) until the taker's call has returned, so that a taker that did not wait for it
 // always decides first and the owner then stores a decision made on the old word. Against a
 // copy of rate_limiter.hpp without the taker's membarrier, 19-1,236 rounds in 20,000 went wrong
-// (and hundreds with the section not held); built -O0, none. Returns the rounds in which both
-// calls, or neither, were admitted, and the rounds run (litmus_rounds, or fewer if the time budget
-// ran out: support/litmus.hpp); owned is false where no thread can own a limiter.
-struct race_result {
-    int wrong = 0;
-    int rounds = 0;
-    bool owned = true;
-};
-
-race_result double_decisions() {
-    const framepipe_test::litmus_budget budget;
+// (and hundreds with the section not held); built -O0, none. Returns race()'s count
+// (support/litmus.hpp) of the rounds in which both calls, or neither, were admitted; sets `owned`
+// false where no thread can own a limiter.
+framepipe_test::race_result double_decisions(bool& owned) {
     const auto t = std::chrono::steady_clock::time_point{} + 1h;
     std::optional<framepipe::rate_limiter> lim;
-    std::atomic<int> go{0};
-    constexpr int end = std::numeric_limits<int>::max(); // go's value once the rounds are over
-    std::atomic<int> taker_admitted{0}; // written before taker_returned's release
-    std::thread taker([&] {
-        std::uint32_t x = 12345;
-        for (int i = 1;; ++i) {
-            framepipe_test::spin_until([&] { return go.load(std::memory_order_acquire) >= i; });
-            if (go.load(std::memory_order_relaxed) == end) {
-                break;
-            }
-            x = x * 1664525U + 1013904223U; // a fixed pseudo-random offset per round
-            for (std::uint32_t d = (x >> 24) % 16; d > 0; --d) {
-                framepipe::detail::cpu_relax();
-            }
-            taker_admitted.store(lim->try_acquire(t) ? 1 : 0, std::memory_order_relaxed);
-            rl_litmus::taker_returned.store(i, std::memory_order_release);
-        }
-    });
-    race_result r;
-    std::uint32_t x = 777;
-    for (int i = 1; i <= framepipe_test::litmus_rounds && !budget.spent(); ++i) {
-        r.rounds = i;
-        lim.emplace(1.0, 2);
-        const bool first = lim->try_acquire(t);
-        r.owned = r.owned && first && access::owned_by_this_thread(*lim);
-        rl_litmus::round_started.store(i, std::memory_order_relaxed);
-        go.store(i, std::memory_order_release);
-        x = x * 1664525U + 1013904223U;
-        for (std::uint32_t d = (x >> 24) % 64; d > 0; --d) {
-            framepipe::detail::cpu_relax();
-        }
-        const int mine = lim->try_acquire(t) ? 1 : 0;
-        framepipe_test::spin_until(
-            [&] { return rl_litmus::taker_returned.load(std::memory_order_acquire) >= i; });
-        r.wrong += mine + taker_admitted.load(std::memory_order_relaxed) != 1;
-    }
-    go.store(end, std::memory_order_release);
-    taker.join();
-    return r;
+    bool mine = false;
+    bool theirs = false;
+    owned = true;
+    // The owner's path to its racing store is the shorter: it gets the wider range of pauses.
+    return framepipe_test::race(
+        framepipe_test::litmus_rounds, false, {64, 16},
+        [&] {
+            lim.emplace(1.0, 2);
+            const bool first = lim->try_acquire(t);
+            owned = owned && first && access::owned_by_this_thread(*lim);
+        },
+        [&] { mine = lim->try_acquire(t); }, [&] { theirs = lim->try_acquire(t); },
+        [&] { return mine != theirs; }); // exactly one of them has the last token
 }
 
 } // namespace
 
 TEST_CASE("rate_limiter: a takeover racing the owner's section never shares a token (store-load "
           "litmus)") {
-    const race_result r = double_decisions();
-    if (!r.owned) {
+    bool owned = false;
+    const framepipe_test::race_result r = double_decisions(owned);
+    if (!owned) {
         WARN("no thread can own a limiter here (no membarrier): nothing to race");
     } else {
-        framepipe_test::note_rounds(r.rounds);
+        framepipe_test::note_rounds(r.rounds, r.asked);
         CHECK(r.wrong == 0);
     }
 }

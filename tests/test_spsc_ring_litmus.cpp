@@ -8,32 +8,13 @@
 // atomics are calls into its runtime, and the tests only check the outcome. Linux only (the
 // membarrier calls are what is under test).
 
-// Before any framepipe header (detail/config.hpp): the thread marked `holder` waits at its seam
-// until the round's other call has returned (or 20 us have passed), so that once a pairing has
-// failed, the other side always acts first. Test seams, as in test_ring.cpp; here they only
-// stretch a window of a few instructions.
-#include <atomic>
-#include <chrono>
-
-namespace spsc_litmus {
-inline std::atomic<int> round_started{0}; // the round whose holder may be held
-inline std::atomic<int> other_returned{0}; // the last round whose other call returned
-inline thread_local bool holder = false;
-inline void hold() noexcept {
-    if (!holder) {
-        return;
-    }
-    const int round = round_started.load(std::memory_order_relaxed);
-    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
-    while (other_returned.load(std::memory_order_acquire) < round &&
-           std::chrono::steady_clock::now() < until) {
-    }
-}
-} // namespace spsc_litmus
+// Before any framepipe header (detail/config.hpp): the held side of each race waits at its test
+// seam until the other call has returned (support/litmus_hold.hpp).
+#include "support/litmus_hold.hpp"
 // The consumer, after it decided to claim without the CAS and before it moves the item out.
-#define FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK() ::spsc_litmus::hold()
+#define FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK() ::framepipe_test::litmus_hold()
 // The producer, after it found the ring open with room and before it stores the item.
-#define FRAMEPIPE_DETAIL_SPSC_PUSH_HOOK() ::spsc_litmus::hold()
+#define FRAMEPIPE_DETAIL_SPSC_PUSH_HOOK() ::framepipe_test::litmus_hold()
 
 #include <framepipe/ring.hpp>
 
@@ -42,10 +23,7 @@ inline void hold() noexcept {
 #include "support/litmus.hpp"
 
 #include <cstddef>
-#include <cstdint>
-#include <limits>
 #include <optional>
-#include <thread>
 #include <vector>
 
 #if defined(__linux__)
@@ -54,12 +32,6 @@ namespace {
 using framepipe::overflow;
 using framepipe::push_status;
 using framepipe::spsc_ring;
-
-struct race_result {
-    int wrong = 0;
-    int rounds = 0; // run
-    int asked = 0;
-};
 
 // 16 MiB, stored to one line at a time, each on another page (a cache and TLB miss): a store
 // that queues before a racing store in the same thread's store buffer, which delays it.
@@ -74,72 +46,6 @@ private:
     std::vector<char> bytes_ = std::vector<char>(std::size_t{16} << 20);
     std::size_t next_ = 0;
 };
-
-// How many pauses each side makes before its call, at most: a different number each round, which
-// sweeps the two calls' offset across the window. The side whose path to the racing store is
-// shorter gets the wider range.
-struct offsets {
-    std::uint32_t mine;
-    std::uint32_t theirs;
-};
-
-// Runs `rounds` rounds of a race between this thread and a second one: each round, setup() on
-// this thread, then mine() here and theirs() there, each after a few pauses, then check() here
-// once both have returned (true: the round went right). `theirs_holds`: whether the second
-// thread is the one held at its seam (else this one is). Stops early when the time budget is
-// spent (support/litmus.hpp).
-template <class Setup, class Mine, class Theirs, class Check>
-race_result race(int rounds, bool theirs_holds, offsets most, Setup setup, Mine mine,
-                 Theirs theirs, Check check) {
-    const framepipe_test::litmus_budget budget;
-    std::atomic<int> go{0};
-    std::atomic<int> theirs_returned{0};
-    constexpr int end = std::numeric_limits<int>::max();
-    std::thread other([&] {
-        spsc_litmus::holder = theirs_holds;
-        std::uint32_t x = 12345;
-        for (int i = 1;; ++i) {
-            framepipe_test::spin_until([&] { return go.load(std::memory_order_acquire) >= i; });
-            if (go.load(std::memory_order_relaxed) == end) {
-                break;
-            }
-            x = x * 1664525U + 1013904223U; // a fixed pseudo-random offset per round
-            for (std::uint32_t d = (x >> 24) % most.theirs; d > 0; --d) {
-                framepipe::detail::cpu_relax();
-            }
-            theirs();
-            if (!theirs_holds) {
-                spsc_litmus::other_returned.store(i, std::memory_order_release);
-            }
-            theirs_returned.store(i, std::memory_order_release);
-        }
-    });
-    spsc_litmus::holder = !theirs_holds;
-    race_result r;
-    r.asked = rounds;
-    std::uint32_t x = 777;
-    for (int i = 1; i <= rounds && !budget.spent(); ++i) {
-        r.rounds = i;
-        setup();
-        spsc_litmus::round_started.store(i, std::memory_order_relaxed);
-        go.store(i, std::memory_order_release);
-        x = x * 1664525U + 1013904223U;
-        for (std::uint32_t d = (x >> 24) % most.mine; d > 0; --d) {
-            framepipe::detail::cpu_relax();
-        }
-        mine();
-        if (theirs_holds) {
-            spsc_litmus::other_returned.store(i, std::memory_order_release);
-        }
-        framepipe_test::spin_until(
-            [&] { return theirs_returned.load(std::memory_order_acquire) >= i; });
-        r.wrong += check() ? 0 : 1;
-    }
-    go.store(end, std::memory_order_release);
-    other.join();
-    spsc_litmus::holder = false;
-    return r;
-}
 
 } // namespace
 
@@ -161,7 +67,7 @@ TEST_CASE("spsc_ring: a claim without the CAS racing the first eviction never sh
     std::optional<int> popped;
     cold_lines producer_cold;
     cold_lines consumer_cold;
-    const race_result res = race(
+    const framepipe_test::race_result res = framepipe_test::race(
         framepipe_test::litmus_rounds, true, {32, 32},
         [&] {
             r.emplace(1, overflow::drop_oldest);
@@ -208,16 +114,16 @@ TEST_CASE("spsc_ring: a claim without the CAS racing the first eviction never sh
 // thread closes the ring and pops (the blocking pop, which returns nullopt only when the ring is
 // closed and drained). The window is narrow: the consumer's path from its close() to its read of
 // pushing_ (two notifications and a look at the ring) takes about as long as the push's store
-// waits (more cold stores, or other offsets, did not widen it). Against a copy without the
-// membarrier 1-10 rounds in 20,000 went wrong, hence three times the rounds here: 3-10 in 60,000
-// (six runs).
+// waits (more cold stores, or other offsets, did not widen it much). Against a copy without the
+// membarrier 1-10 rounds in 20,000 went wrong, hence three times the rounds here: 0-10 in 60,000
+// (nine runs, one of them 0), so scripts/mutate does not count on catching that fault.
 TEST_CASE("spsc_ring: a push racing close() is refused or delivered, never stranded (store-load "
           "litmus)") {
     std::optional<spsc_ring<int>> r;
     push_status pushed = push_status::ok;
     std::optional<int> popped;
     cold_lines producer_cold;
-    const race_result res = race(
+    const framepipe_test::race_result res = framepipe_test::race(
         3 * framepipe_test::litmus_rounds, true, {128, 16},
         [&] { r.emplace(4, overflow::drop_newest); },
         [&] {

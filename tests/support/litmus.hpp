@@ -1,13 +1,19 @@
 // tests/support/litmus.hpp - what the store-load litmus tests share: a spin that starts each
-// round within nanoseconds on both threads, and a time budget that ends the rounds early on a
-// loaded machine instead of letting the watchdog end the test.
+// round within nanoseconds on both threads, a time budget that ends the rounds early on a loaded
+// machine instead of letting the watchdog end the test, and race(), which runs the rounds of a
+// race between two threads, one of them held at a test seam (support/litmus_hold.hpp).
 #pragma once
 
 #include <framepipe/detail/config.hpp>
 
+#include "litmus_hold.hpp"
+
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <thread>
 
 namespace framepipe_test {
@@ -52,6 +58,81 @@ inline void note_rounds(int run, int asked = litmus_rounds) {
         WARN("only " << run << " of " << asked
                      << " rounds within the time budget (a loaded machine)");
     }
+}
+
+// What race() found: the rounds that went wrong, the rounds run, and the rounds asked for.
+struct race_result {
+    int wrong = 0;
+    int rounds = 0;
+    int asked = 0;
+};
+
+// How many pauses each side makes before its call, at most: a different number each round, which
+// sweeps the two calls' offset across the window. The side whose path to the racing store is
+// shorter gets the wider range.
+struct offsets {
+    std::uint32_t mine;
+    std::uint32_t theirs;
+};
+
+// Runs `rounds` rounds of a race between this thread and a second one: each round, setup() on
+// this thread, then mine() here and theirs() there, each after a few pauses, then check() here
+// once both have returned (true: the round went right). `theirs_holds`: whether the second
+// thread is the one held at its seam (litmus_hold(); else this one is). Stops early when the
+// time budget is spent (litmus_budget).
+template <class Setup, class Mine, class Theirs, class Check>
+race_result race(int rounds, bool theirs_holds, offsets most, Setup setup, Mine mine,
+                 Theirs theirs, Check check) {
+    const litmus_budget budget;
+    // A race before this one (another test case) left its last round here.
+    litmus_round.store(0, std::memory_order_relaxed);
+    litmus_other_returned.store(0, std::memory_order_relaxed);
+    std::atomic<int> go{0};
+    std::atomic<int> theirs_returned{0};
+    constexpr int end = std::numeric_limits<int>::max();
+    std::thread other([&] {
+        litmus_holder = theirs_holds;
+        std::uint32_t x = 12345;
+        for (int i = 1;; ++i) {
+            spin_until([&] { return go.load(std::memory_order_acquire) >= i; });
+            if (go.load(std::memory_order_relaxed) == end) {
+                break;
+            }
+            x = x * 1664525U + 1013904223U; // a fixed pseudo-random offset per round
+            for (std::uint32_t d = (x >> 24) % most.theirs; d > 0; --d) {
+                framepipe::detail::cpu_relax();
+            }
+            theirs();
+            if (!theirs_holds) {
+                litmus_other_returned.store(i, std::memory_order_release);
+            }
+            theirs_returned.store(i, std::memory_order_release);
+        }
+    });
+    litmus_holder = !theirs_holds;
+    race_result r;
+    r.asked = rounds;
+    std::uint32_t x = 777;
+    for (int i = 1; i <= rounds && !budget.spent(); ++i) {
+        r.rounds = i;
+        setup();
+        litmus_round.store(i, std::memory_order_relaxed);
+        go.store(i, std::memory_order_release);
+        x = x * 1664525U + 1013904223U;
+        for (std::uint32_t d = (x >> 24) % most.mine; d > 0; --d) {
+            framepipe::detail::cpu_relax();
+        }
+        mine();
+        if (theirs_holds) {
+            litmus_other_returned.store(i, std::memory_order_release);
+        }
+        spin_until([&] { return theirs_returned.load(std::memory_order_acquire) >= i; });
+        r.wrong += check() ? 0 : 1;
+    }
+    go.store(end, std::memory_order_release);
+    other.join();
+    litmus_holder = false;
+    return r;
 }
 
 } // namespace framepipe_test
