@@ -58,7 +58,7 @@ private:
 // thread) pushes 2 while the consumer pops once, its plain claim held until the push returned.
 // Each side first stores to a cold line (as in test_wait_litmus.cpp), so that its store of the
 // flag queues behind a miss while its load goes ahead: against a copy without the membarrier,
-// 438-1,125 rounds in 20,000 went wrong, 1-35 without the cold stores. Then this thread drains
+// 414-1,125 rounds in 20,000 went wrong, 1-35 without the cold stores. Then this thread drains
 // the ring: every item must be accounted for once, popped or evicted.
 TEST_CASE("spsc_ring: a claim without the CAS racing the first eviction never shares an item "
           "(store-load litmus)") {
