@@ -428,6 +428,7 @@ public:
         in->attached = true;
         detail::asymmetric_barrier::full_fence(); // pairs with seq_cst notifiers
         detail::asymmetric_barrier::heavy();      // pairs with asymmetric notifiers (spsc_ring)
+        FRAMEPIPE_DETAIL_SELECT_ATTACHED_HOOK();  // a test seam (detail/config.hpp)
         ++next_id_;
         inputs_.push_back(in); // reserved: no throw
         probe_list_ = std::move(list);

@@ -140,6 +140,20 @@
 #define FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK() ((void)0)
 #endif
 
+// FRAMEPIPE_DETAIL_SELECT_ATTACHED_HOOK(): a test seam of the same kind in selector::add()
+// (select.hpp), called once the input's listener is attached and add()'s barriers are made,
+// before the input is published: the earliest point at which the selector may look at the
+// channel. FRAMEPIPE_DETAIL_LISTENER_WAKE_HOOK(): one in event_count::wake() (detail/wait.hpp),
+// called by a notifier that found listeners attached, before it notifies them.
+// tests/test_select_litmus.cpp looks at the channel at the first and counts at the second: a push
+// racing add() must show in that look or reach the listener.
+#if !defined(FRAMEPIPE_DETAIL_SELECT_ATTACHED_HOOK)
+#define FRAMEPIPE_DETAIL_SELECT_ATTACHED_HOOK() ((void)0)
+#endif
+#if !defined(FRAMEPIPE_DETAIL_LISTENER_WAKE_HOOK)
+#define FRAMEPIPE_DETAIL_LISTENER_WAKE_HOOK() ((void)0)
+#endif
+
 // FRAMEPIPE_DETAIL_INLINE_END_HOOK(): a test seam of the same kind in pipeline.hpp, called on the
 // thread of a stage that runs inline_when_idle once its loop has ended, before it shuts the gate
 // for good: tests/test_pipeline.cpp holds a stage there, its output found closed, while the

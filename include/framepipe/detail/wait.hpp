@@ -437,6 +437,7 @@ private:
             wake_sleepers(all);
         }
         if (watchers >= one_listener) {
+            FRAMEPIPE_DETAIL_LISTENER_WAKE_HOOK(); // a test seam (detail/config.hpp)
             lock_list();
             for (event_listener* l = listeners_; l != nullptr; l = l->next) {
                 l->target->notify_one();
