@@ -6,19 +6,14 @@
 // atomics are calls into its runtime, and the test only checks the outcome. Linux only (the
 // membarrier call is what is under test).
 
-#include <atomic>
-
-// Before any framepipe header (detail/config.hpp): the test's two seams.
+// Before any framepipe header (detail/config.hpp): the test's seams. support/litmus_wake.hpp
+// counts the notifications that found someone (here: the selector's listener).
+#include "support/litmus_wake.hpp"
 namespace framepipe_test {
 void look_after_attach() noexcept;
-// Notifications that found the selector's listener attached, this round.
-inline std::atomic<int> listener_wakes{0};
 } // namespace framepipe_test
 // selector::add(), once the listener is attached and its barriers made: look at the channel.
 #define FRAMEPIPE_DETAIL_SELECT_ATTACHED_HOOK() ::framepipe_test::look_after_attach()
-// event_count::wake(), on a notifier that found a listener attached.
-#define FRAMEPIPE_DETAIL_LISTENER_WAKE_HOOK()                                                      \
-    ::framepipe_test::listener_wakes.fetch_add(1, std::memory_order_relaxed)
 
 #include <framepipe/ring.hpp>
 #include <framepipe/select.hpp>
@@ -82,7 +77,7 @@ TEST_CASE("selector: a push racing add() is seen by add()'s look or reaches the 
             sel.emplace();
             watched = &*r;
             looked_ready = false;
-            framepipe_test::listener_wakes.store(0, std::memory_order_relaxed);
+            framepipe_test::reset_wake_counts();
         },
         [&] { (void)sel->add(*r); },
         [&] { pushed = r->push(1); },
@@ -90,7 +85,7 @@ TEST_CASE("selector: a push racing add() is seen by add()'s look or reaches the 
             watched = nullptr;
             return pushed == push_status::ok &&
                    (looked_ready ||
-                    framepipe_test::listener_wakes.load(std::memory_order_relaxed) != 0);
+                    framepipe_test::litmus_wakes.load(std::memory_order_relaxed) != 0);
         });
     framepipe_test::note_rounds(res.rounds, res.asked);
     CHECK(res.wrong == 0);

@@ -1,10 +1,12 @@
 // tests/support/litmus.hpp - what the store-load litmus tests share: a spin that starts each
 // round within nanoseconds on both threads, a time budget that ends the rounds early on a loaded
-// machine instead of letting the watchdog end the test, and race(), which runs the rounds of a
-// race between two threads, one of them held at a test seam (support/litmus_hold.hpp).
+// machine instead of letting the watchdog end the test, race(), which runs the rounds of a race
+// between two threads, one of them held at a test seam (support/litmus_hold.hpp) or none, and
+// until_waiter_parks(), which times one side's call to a waiter's registration.
 #pragma once
 
 #include <framepipe/detail/config.hpp>
+#include <framepipe/detail/wait.hpp>
 
 #include "litmus_hold.hpp"
 
@@ -57,6 +59,16 @@ inline void note_rounds(int run, int asked = litmus_rounds) {
     if (run < asked) {
         WARN("only " << run << " of " << asked
                      << " rounds within the time budget (a loaded machine)");
+    }
+}
+
+// For a race against a waiter that spins (detail::spin_budget, 5 us) before it registers and
+// parks: waits until about then, a different few tens of nanoseconds later each round (the spin
+// checks its clock every 32 looks, which makes its end vary that much).
+inline void until_waiter_parks(unsigned round) {
+    const auto until = std::chrono::steady_clock::now() + framepipe::detail::spin_budget +
+                       std::chrono::nanoseconds(64 * (round % 16));
+    while (std::chrono::steady_clock::now() < until) {
     }
 }
 

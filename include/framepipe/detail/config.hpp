@@ -143,15 +143,17 @@
 // FRAMEPIPE_DETAIL_SELECT_ATTACHED_HOOK(): a test seam of the same kind in selector::add()
 // (select.hpp), called once the input's listener is attached and add()'s barriers are made,
 // before the input is published: the earliest point at which the selector may look at the
-// channel. FRAMEPIPE_DETAIL_LISTENER_WAKE_HOOK(): one in event_count::wake() (detail/wait.hpp),
-// called by a notifier that found listeners attached, before it notifies them.
-// tests/test_select_litmus.cpp looks at the channel at the first and counts at the second: a push
-// racing add() must show in that look or reach the listener.
+// channel. tests/test_select_litmus.cpp looks at the channel there.
 #if !defined(FRAMEPIPE_DETAIL_SELECT_ATTACHED_HOOK)
 #define FRAMEPIPE_DETAIL_SELECT_ATTACHED_HOOK() ((void)0)
 #endif
-#if !defined(FRAMEPIPE_DETAIL_LISTENER_WAKE_HOOK)
-#define FRAMEPIPE_DETAIL_LISTENER_WAKE_HOOK() ((void)0)
+
+// FRAMEPIPE_DETAIL_WAKE_HOOK(): a test seam of the same kind in event_count::wake()
+// (detail/wait.hpp), called by a notifier that found a parked waiter or an attached listener,
+// before it wakes or notifies them. The litmus tests (tests/support/litmus_wake.hpp) count there
+// the notifications that saw someone, against the parks that FRAMEPIPE_DETAIL_PARK_HOOK() counts.
+#if !defined(FRAMEPIPE_DETAIL_WAKE_HOOK)
+#define FRAMEPIPE_DETAIL_WAKE_HOOK() ((void)0)
 #endif
 
 // FRAMEPIPE_DETAIL_INLINE_END_HOOK(): a test seam of the same kind in pipeline.hpp, called on the

@@ -433,11 +433,11 @@ private:
 
     // The slow path: kept out of the inlined notify.
     FRAMEPIPE_NOINLINE void wake(std::uint64_t watchers, bool all) noexcept {
+        FRAMEPIPE_DETAIL_WAKE_HOOK(); // a test seam (detail/config.hpp)
         if ((watchers & sleeper_mask) != 0) {
             wake_sleepers(all);
         }
         if (watchers >= one_listener) {
-            FRAMEPIPE_DETAIL_LISTENER_WAKE_HOOK(); // a test seam (detail/config.hpp)
             lock_list();
             for (event_listener* l = listeners_; l != nullptr; l = l->next) {
                 l->target->notify_one();
