@@ -1,19 +1,23 @@
-// tests/test_select_litmus.cpp - a store-load litmus test of the pairing between selector::add()
-// and spsc_ring's push (select.hpp, the file comment, point 1, notify_one_asymmetric()).
+// tests/test_select_litmus.cpp - store-load litmus tests of two of the selector's pairings
+// (select.hpp): add() against spsc_ring's push (the file comment, point 1,
+// notify_one_asymmetric()), and remove() against a wait predicate's pin (probe_pinned()).
 //
 // Built with -O2 in every preset (tests/CMakeLists.txt), for the reason test_wait_litmus.cpp
 // gives: at -O0 every atomic store of the library is a full barrier. Under ThreadSanitizer the
-// atomics are calls into its runtime, and the test only checks the outcome. Linux only (the
-// membarrier call is what is under test).
+// atomics are calls into its runtime, and the tests only check the outcome. Linux only (the
+// membarrier call is what the first test is about).
 
 // Before any framepipe header (detail/config.hpp): the test's seams. support/litmus_wake.hpp
 // counts the notifications that found someone (here: the selector's listener).
 #include "support/litmus_wake.hpp"
 namespace framepipe_test {
 void look_after_attach() noexcept;
+void probe_after_gone_check() noexcept;
 } // namespace framepipe_test
 // selector::add(), once the listener is attached and its barriers made: look at the channel.
 #define FRAMEPIPE_DETAIL_SELECT_ATTACHED_HOOK() ::framepipe_test::look_after_attach()
+// A wait predicate that pinned an input and found it still there, before it reads the channel.
+#define FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK() ::framepipe_test::probe_after_gone_check()
 
 #include <framepipe/ring.hpp>
 #include <framepipe/select.hpp>
@@ -22,6 +26,8 @@ void look_after_attach() noexcept;
 
 #include "support/litmus.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <optional>
 
 #if defined(__linux__)
@@ -36,6 +42,11 @@ using framepipe::spsc_ring;
 spsc_ring<int>* watched = nullptr;
 bool looked_ready = false;
 
+// The removal under way this round, and the predicates that read the channel after it returned.
+std::atomic<bool> removing{false};
+std::atomic<bool> removed{false};
+std::atomic<int> read_after_remove{0};
+
 } // namespace
 
 namespace framepipe_test {
@@ -44,6 +55,21 @@ namespace framepipe_test {
 void look_after_attach() noexcept {
     if (watched != nullptr) {
         looked_ready = watched->size() != 0 || watched->closed();
+    }
+}
+
+// Once remove() has begun: holds the predicate (pinned, past its check of gone_) until remove()
+// returned or 20 us passed, then counts a read of the channel after remove() returned. remove()
+// waits for the pin, so on a correct header the hold always ends by its time.
+void probe_after_gone_check() noexcept {
+    if (!removing.load(std::memory_order_acquire)) {
+        return;
+    }
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+    while (!removed.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until) {
+    }
+    if (removed.load(std::memory_order_acquire)) {
+        read_after_remove.fetch_add(1, std::memory_order_relaxed);
     }
 }
 } // namespace framepipe_test
@@ -87,6 +113,43 @@ TEST_CASE("selector: a push racing add() is seen by add()'s look or reaches the 
                    (looked_ready ||
                     framepipe_test::litmus_wakes.load(std::memory_order_relaxed) != 0);
         });
+    framepipe_test::note_rounds(res.rounds, res.asked);
+    CHECK(res.wrong == 0);
+}
+// remove() against a consumer's wait predicate (select.hpp, select_input: probe_pinned() and
+// retire()). The predicate pins the input (a read-modify-write) and then reads gone_; remove()
+// stores gone_ seq_cst (an exchange on x86) and then reads the pins, waiting for any. Made a
+// release store, x86 could let that read pass it: remove() sees no pin and returns, while the
+// predicate, pinned a moment later, still reads gone_ false and reads a channel its owner may
+// already have destroyed. Each round: a new spsc_ring and selector with the ring added; the other
+// thread waits for an item (pop_for, which spins 5 us evaluating its predicate before it parks)
+// while this thread removes the input and then closes the selector (which ends that wait). The
+// predicate is held at its seam once remove() has begun (see above); the round goes wrong when a
+// predicate read the channel after remove() had returned.
+TEST_CASE("selector: a wait predicate never reads a channel after remove() returned (store-load "
+          "litmus)") {
+    std::optional<selector<int>> sel;
+    std::optional<spsc_ring<int>> r;
+    framepipe::input_id id{};
+    const framepipe_test::race_result res = framepipe_test::race(
+        framepipe_test::litmus_rounds, false, {128, 2},
+        [&] {
+            sel.reset(); // before its channel
+            r.emplace(4, overflow::drop_newest);
+            sel.emplace();
+            id = sel->add(*r);
+            removing.store(false, std::memory_order_relaxed);
+            removed.store(false, std::memory_order_relaxed);
+            read_after_remove.store(0, std::memory_order_relaxed);
+        },
+        [&] {
+            removing.store(true, std::memory_order_release);
+            (void)sel->remove(id);
+            removed.store(true, std::memory_order_release);
+            sel->close();
+        },
+        [&] { (void)sel->pop_for(std::chrono::seconds(10)); },
+        [&] { return read_after_remove.load(std::memory_order_relaxed) == 0; });
     framepipe_test::note_rounds(res.rounds, res.asked);
     CHECK(res.wrong == 0);
 }

@@ -135,7 +135,8 @@
 // FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK(): a test seam of the same kind in a selector's wait
 // predicate (select.hpp), called while it holds its pin on one input, after the check that the
 // input is still there and before it reads the channel: tests/test_select.cpp holds a predicate
-// there while another thread removes that input, which must not return before the pin is let go.
+// there while another thread removes that input, which must not return before the pin is let go;
+// tests/test_select_litmus.cpp holds one there once a removal has begun.
 #if !defined(FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK)
 #define FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK() ((void)0)
 #endif
