@@ -74,6 +74,17 @@ void probe_after_gone_check() noexcept {
 }
 } // namespace framepipe_test
 
+namespace {
+
+// A new spsc_ring and a new selector for a round (the selector goes first: it refers to the ring).
+void renew(std::optional<selector<int>>& sel, std::optional<spsc_ring<int>>& r) {
+    sel.reset();
+    r.emplace(4, overflow::drop_newest);
+    sel.emplace();
+}
+
+} // namespace
+
 // add() attaches its listener (a read-modify-write of the channel's watcher count), makes a full
 // fence and its membarrier call, and only then looks at the channel; spsc_ring's push stores its
 // item with a plain release store and then reads the watcher count with a plain load. Without the
@@ -84,12 +95,12 @@ void probe_after_gone_check() noexcept {
 // made at the seam right after the barriers (the selector's own first look comes later, when the
 // push's store has long been visible: a copy without the membarrier lost nothing in 5,000 rounds
 // per setting that way, docs/verification.md). The round goes right when that look saw the item
-// or the push's notification found the listener; neither side is held (race() with no seam calling
-// litmus_hold()), since both outcomes are fixed once the two loads are made. add() reaches its attach some hundreds of
-// nanoseconds after it is called, so this thread waits up to 32 pauses before its call and the
-// pusher at most one. Against a copy without the membarrier, 548-2,429 rounds in 20,000 went
-// wrong with these offsets; a store to a cold line before the push (the other litmus tests'
-// trick) made it fewer (53-211).
+// or the push's notification found the listener; neither side is held (race() with no seam
+// calling litmus_hold()), since both outcomes are fixed once the two loads are made. add() reaches
+// its attach some hundreds of nanoseconds after it is called, so this thread waits up to 32
+// pauses before its call and the pusher at most one. Against a copy without the membarrier,
+// 525-3,637 rounds in 20,000 went wrong (ten runs); a store to a cold line before the push (the
+// other litmus tests' trick) made it fewer (53-211 at one setting of the offsets).
 TEST_CASE("selector: a push racing add() is seen by add()'s look or reaches the listener "
           "(store-load litmus)") {
     std::optional<selector<int>> sel;
@@ -98,9 +109,7 @@ TEST_CASE("selector: a push racing add() is seen by add()'s look or reaches the 
     const framepipe_test::race_result res = framepipe_test::race(
         framepipe_test::litmus_rounds, false, {32, 2},
         [&] {
-            sel.reset(); // before its channel
-            r.emplace(4, overflow::drop_newest);
-            sel.emplace();
+            renew(sel, r);
             watched = &*r;
             looked_ready = false;
             framepipe_test::reset_wake_counts();
@@ -116,6 +125,7 @@ TEST_CASE("selector: a push racing add() is seen by add()'s look or reaches the 
     framepipe_test::note_rounds(res.rounds, res.asked);
     CHECK(res.wrong == 0);
 }
+
 // remove() against a consumer's wait predicate (select.hpp, select_input: probe_pinned() and
 // retire()). The predicate pins the input (a read-modify-write) and then reads gone_; remove()
 // stores gone_ seq_cst (an exchange on x86) and then reads the pins, waiting for any. Made a
@@ -134,9 +144,7 @@ TEST_CASE("selector: a wait predicate never reads a channel after remove() retur
     const framepipe_test::race_result res = framepipe_test::race(
         framepipe_test::litmus_rounds, false, {128, 2},
         [&] {
-            sel.reset(); // before its channel
-            r.emplace(4, overflow::drop_newest);
-            sel.emplace();
+            renew(sel, r);
             id = sel->add(*r);
             removing.store(false, std::memory_order_relaxed);
             removed.store(false, std::memory_order_relaxed);

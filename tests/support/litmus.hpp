@@ -63,8 +63,8 @@ inline void note_rounds(int run, int asked = litmus_rounds) {
 }
 
 // For a race against a waiter that spins (detail::spin_budget, 5 us) before it registers and
-// parks: waits until about then, a different few tens of nanoseconds later each round (the spin
-// checks its clock every 32 looks, which makes its end vary that much).
+// parks: waits until about then, 0 to 960 ns later, a different amount each round (the spin checks
+// its clock every 32 looks, which makes its end vary by about that much).
 inline void until_waiter_parks(unsigned round) {
     const auto until = std::chrono::steady_clock::now() + framepipe::detail::spin_budget +
                        std::chrono::nanoseconds(64 * (round % 16));
