@@ -25,29 +25,36 @@
 // false and sleeps on a closed slot (until its deadline; pop() without one, for good). Each round:
 // a new empty slot; the other thread pops with pop_for (5 ms) while this thread closes, late
 // enough for the pop to have spun and parked (support/litmus.hpp, until_waiter_parks()). The round
-// goes wrong when the consumer parked (support/litmus_wake.hpp) and close(), once it returned,
-// had woken nobody; the pop must end with nothing either way.
+// goes wrong when the consumer parked (support/litmus_wake.hpp) and close(), once it returned
+// before the pop's deadline, had woken nobody; the pop must end with nothing either way.
 TEST_CASE("latest_slot: close() wakes a consumer parked on the empty slot (store-load litmus)") {
     std::optional<framepipe::latest_slot<int>> slot;
     std::optional<int> popped{-1};
+    framepipe_test::waiter_deadline deadline(std::chrono::milliseconds(5));
     int wakes_when_closed = 0;
+    bool in_time = false;
+    int late = 0;
     unsigned round = 0;
     const framepipe_test::race_result res = framepipe_test::race(
         3 * framepipe_test::litmus_rounds, false, {32, 2},
         [&] {
             slot.emplace();
             framepipe_test::reset_wake_counts();
+            deadline.start();
         },
         [&] {
             framepipe_test::until_waiter_parks(++round);
             slot->close();
             wakes_when_closed = framepipe_test::litmus_wakes.load(std::memory_order_relaxed);
+            in_time = deadline.returned_in_time();
         },
-        [&] { popped = slot->pop_for(std::chrono::milliseconds(5)); },
+        [&] { popped = slot->pop_for(deadline.timeout()); },
         [&] {
             const bool parked = framepipe_test::litmus_parks.load(std::memory_order_relaxed) != 0;
-            return !popped && !(parked && wakes_when_closed == 0);
+            late += in_time ? 0 : 1;
+            return !popped && !(in_time && parked && wakes_when_closed == 0);
         });
     framepipe_test::note_rounds(res.rounds, res.asked);
+    framepipe_test::note_late(late, res.rounds);
     CHECK(res.wrong == 0);
 }

@@ -62,6 +62,16 @@ inline void note_rounds(int run, int asked = litmus_rounds) {
     }
 }
 
+// Says so when some rounds were late (support/litmus_wake.hpp, waiter_deadline): their verdict
+// was left out, only their accounting checked.
+inline void note_late(int late, int run) {
+    if (late > 0) {
+        WARN(late << " of " << run
+                  << " rounds late: the call returned after the waiter's deadline (this thread "
+                     "was descheduled), so only their accounting was checked");
+    }
+}
+
 // For a race against a waiter that spins (detail::spin_budget, 5 us) before it registers and
 // parks: waits until about then, 0 to 960 ns later, a different amount each round (the spin checks
 // its clock every 32 looks, which makes its end vary by about that much).

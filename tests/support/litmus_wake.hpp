@@ -8,10 +8,12 @@
 // returned, had woken nobody: the notifier's read of the watchers missed the registration, and
 // the waiter's look missed the state change (a store-load pairing that failed). Counting needs
 // no sleeping thread to be seen and no time threshold; the waiter's own wait is bounded by its
-// deadline, which ends the round.
+// deadline, which ends the round. That verdict holds only for a call that returned before the
+// waiter's deadline (waiter_deadline below).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 
 namespace framepipe_test {
 
@@ -26,6 +28,32 @@ inline void reset_wake_counts() noexcept {
     litmus_parks.store(0, std::memory_order_relaxed);
     litmus_wakes.store(0, std::memory_order_relaxed);
 }
+
+// Whether the call that should wake a waiter returned before the waiter's deadline. A round
+// whose call came later proves nothing: this thread was descheduled for milliseconds (a loaded
+// machine, a virtual CPU's steal time), the waiter timed out meanwhile, and left the watchers
+// before the call read them. Such a round is late: a test checks only its accounting, and counts
+// it. The start is read before the round starts, so the waiter's deadline, which its own call
+// reads from the clock later, is later still; a futex sleep never ends before its timeout. A
+// round is classified, nothing is asserted about how long it took.
+class waiter_deadline {
+public:
+    explicit waiter_deadline(std::chrono::steady_clock::duration timeout) : timeout_(timeout) {}
+
+    // In the round's setup, before either thread starts its call.
+    void start() { start_ = std::chrono::steady_clock::now(); }
+
+    // After the call that should wake the waiter has returned.
+    [[nodiscard]] bool returned_in_time() const {
+        return std::chrono::steady_clock::now() < start_ + timeout_;
+    }
+
+    [[nodiscard]] std::chrono::steady_clock::duration timeout() const { return timeout_; }
+
+private:
+    std::chrono::steady_clock::duration timeout_;
+    std::chrono::steady_clock::time_point start_{};
+};
 
 } // namespace framepipe_test
 
