@@ -33,19 +33,7 @@ using framepipe::overflow;
 using framepipe::push_status;
 using framepipe::spsc_ring;
 
-// 16 MiB, stored to one line at a time, each on another page (a cache and TLB miss): a store
-// that queues before a racing store in the same thread's store buffer, which delays it.
-class cold_lines {
-public:
-    void touch() noexcept {
-        next_ = (next_ + 4099U * 64U) % bytes_.size(); // 2^18 lines before one comes back
-        bytes_[next_] = 1;
-    }
-
-private:
-    std::vector<char> bytes_ = std::vector<char>(std::size_t{16} << 20);
-    std::size_t next_ = 0;
-};
+using framepipe_test::cold_lines;
 
 } // namespace
 

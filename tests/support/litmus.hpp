@@ -1,8 +1,9 @@
 // tests/support/litmus.hpp - what the store-load litmus tests share: a spin that starts each
 // round within nanoseconds on both threads, a time budget that ends the rounds early on a loaded
 // machine instead of letting the watchdog end the test, race(), which runs the rounds of a race
-// between two threads, one of them held at a test seam (support/litmus_hold.hpp) or none, and
-// until_waiter_parks(), which times one side's call to a waiter's registration.
+// between two threads, one of them held at a test seam (support/litmus_hold.hpp) or none,
+// until_waiter_parks(), which times one side's call to a waiter's registration, and cold_lines,
+// which delays one store behind a cache miss.
 #pragma once
 
 #include <framepipe/detail/config.hpp>
@@ -14,9 +15,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <thread>
+#include <vector>
 
 namespace framepipe_test {
 
@@ -81,6 +84,21 @@ inline void until_waiter_parks(unsigned round) {
     while (std::chrono::steady_clock::now() < until) {
     }
 }
+
+// 16 MiB, stored to one line at a time, each on another page (a cache and TLB miss): a store
+// that queues before a racing store in the same thread's store buffer, which delays it while the
+// thread's later loads go ahead.
+class cold_lines {
+public:
+    void touch() noexcept {
+        next_ = (next_ + 4099U * 64U) % bytes_.size(); // 2^18 lines before one comes back
+        bytes_[next_] = 1;
+    }
+
+private:
+    std::vector<char> bytes_ = std::vector<char>(std::size_t{16} << 20);
+    std::size_t next_ = 0;
+};
 
 // What race() found: the rounds that went wrong, the rounds run, and the rounds asked for.
 struct race_result {
