@@ -30,31 +30,22 @@
 TEST_CASE("latest_slot: close() wakes a consumer parked on the empty slot (store-load litmus)") {
     std::optional<framepipe::latest_slot<int>> slot;
     std::optional<int> popped{-1};
-    framepipe_test::waiter_deadline deadline(std::chrono::milliseconds(5));
-    int wakes_when_closed = 0;
-    bool in_time = false;
-    int late = 0;
+    framepipe_test::timed_wake_rounds rounds(std::chrono::milliseconds(5));
     unsigned round = 0;
     const framepipe_test::race_result res = framepipe_test::race(
         3 * framepipe_test::litmus_rounds, false, {32, 2},
         [&] {
             slot.emplace();
-            framepipe_test::reset_wake_counts();
-            deadline.start();
+            rounds.start();
         },
         [&] {
             framepipe_test::until_waiter_parks(++round);
             slot->close();
-            wakes_when_closed = framepipe_test::litmus_wakes.load(std::memory_order_relaxed);
-            in_time = deadline.returned_in_time();
+            rounds.call_returned();
         },
-        [&] { popped = slot->pop_for(deadline.timeout()); },
-        [&] {
-            const bool parked = framepipe_test::litmus_parks.load(std::memory_order_relaxed) != 0;
-            late += in_time ? 0 : 1;
-            return !popped && !(in_time && parked && wakes_when_closed == 0);
-        });
+        [&] { popped = slot->pop_for(rounds.timeout()); },
+        [&] { return !popped && !rounds.lost(); });
     framepipe_test::note_rounds(res.rounds, res.asked);
-    framepipe_test::note_late(late, res.rounds);
+    framepipe_test::note_late(rounds.late_rounds(), res.rounds);
     CHECK(res.wrong == 0);
 }

@@ -41,39 +41,31 @@ TEST_CASE("ring: a pop that frees a slot wakes a producer parked on it (store-lo
     std::optional<ring<int>> r;
     std::optional<int> popped;
     push_status pushed = push_status::closed;
-    framepipe_test::waiter_deadline deadline(std::chrono::milliseconds(5));
-    int wakes_when_popped = 0;
-    bool in_time = false;
-    int late = 0;
+    framepipe_test::timed_wake_rounds rounds(std::chrono::milliseconds(5));
     unsigned round = 0;
     const framepipe_test::race_result res = framepipe_test::race(
         3 * framepipe_test::litmus_rounds, false, {32, 2},
         [&] {
             r.emplace(1, overflow::block);
             REQUIRE(r->try_push(1) == push_status::ok);
-            framepipe_test::reset_wake_counts();
-            deadline.start();
+            rounds.start();
         },
         [&] {
             framepipe_test::until_waiter_parks(++round);
             popped = r->try_pop();
-            wakes_when_popped = framepipe_test::litmus_wakes.load(std::memory_order_relaxed);
-            in_time = deadline.returned_in_time();
+            rounds.call_returned();
         },
-        [&] { pushed = r->push_for(2, deadline.timeout()); },
+        [&] { pushed = r->push_for(2, rounds.timeout()); },
         [&] {
-            const bool parked = framepipe_test::litmus_parks.load(std::memory_order_relaxed) != 0;
             const auto second = r->try_pop();
-            if (!in_time) {
-                ++late;
+            if (rounds.late()) {
                 return popped == 1 && (pushed == push_status::ok
                                            ? second == 2
                                            : pushed == push_status::rejected && !second);
             }
-            return pushed == push_status::ok && popped == 1 && second == 2 &&
-                   !(parked && wakes_when_popped == 0);
+            return pushed == push_status::ok && popped == 1 && second == 2 && !rounds.lost();
         });
     framepipe_test::note_rounds(res.rounds, res.asked);
-    framepipe_test::note_late(late, res.rounds);
+    framepipe_test::note_late(rounds.late_rounds(), res.rounds);
     CHECK(res.wrong == 0);
 }

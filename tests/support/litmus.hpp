@@ -65,7 +65,7 @@ inline void note_rounds(int run, int asked = litmus_rounds) {
     }
 }
 
-// Says so when some rounds were late (support/litmus_wake.hpp, waiter_deadline): their verdict
+// Says so when some rounds were late (support/litmus_wake.hpp, timed_wake_rounds): their verdict
 // was left out, only their accounting checked.
 inline void note_late(int late, int run) {
     if (late > 0) {

@@ -9,7 +9,7 @@
 // the waiter's look missed the state change (a store-load pairing that failed). Counting needs
 // no sleeping thread to be seen and no time threshold; the waiter's own wait is bounded by its
 // deadline, which ends the round. That verdict holds only for a call that returned before the
-// waiter's deadline (waiter_deadline below).
+// waiter's deadline (timed_wake_rounds below).
 #pragma once
 
 #include <atomic>
@@ -29,30 +29,49 @@ inline void reset_wake_counts() noexcept {
     litmus_wakes.store(0, std::memory_order_relaxed);
 }
 
-// Whether the call that should wake a waiter returned before the waiter's deadline. A round
-// whose call came later proves nothing: this thread was descheduled for milliseconds (a loaded
-// machine, a virtual CPU's steal time), the waiter timed out meanwhile, and left the watchers
-// before the call read them. Such a round is late: a test checks only its accounting, and counts
-// it. The start is read before the round starts, so the waiter's deadline, which its own call
-// reads from the clock later, is later still; a futex sleep never ends before its timeout. A
-// round is classified, nothing is asserted about how long it took.
-class waiter_deadline {
+// The rounds of a test whose waiter has a deadline. A round's wake-up was lost when the waiter
+// parked and the call that should wake it, once it returned, had woken nobody; but that verdict
+// holds only for a call that returned before the waiter's deadline. A round whose call came later
+// proves nothing: this thread was descheduled for milliseconds (a loaded machine, a virtual CPU's
+// steal time), the waiter timed out meanwhile, and left the watchers before the call read them.
+// Such a round is late: its wakes are not judged (a test checks only its accounting), and it is
+// counted. The start is read before the round starts, so the waiter's deadline, which its own
+// call reads from the clock later, is later still; a futex sleep never ends before its timeout.
+// A round is classified, nothing is asserted about how long it took.
+class timed_wake_rounds {
 public:
-    explicit waiter_deadline(std::chrono::steady_clock::duration timeout) : timeout_(timeout) {}
+    explicit timed_wake_rounds(std::chrono::steady_clock::duration timeout) : timeout_(timeout) {}
+
+    // The waiter's timeout, for its call.
+    [[nodiscard]] std::chrono::steady_clock::duration timeout() const { return timeout_; }
 
     // In the round's setup, before either thread starts its call.
-    void start() { start_ = std::chrono::steady_clock::now(); }
-
-    // After the call that should wake the waiter has returned.
-    [[nodiscard]] bool returned_in_time() const {
-        return std::chrono::steady_clock::now() < start_ + timeout_;
+    void start() {
+        reset_wake_counts();
+        start_ = std::chrono::steady_clock::now();
     }
 
-    [[nodiscard]] std::chrono::steady_clock::duration timeout() const { return timeout_; }
+    // On the waking thread, once its call has returned.
+    void call_returned() {
+        wakes_ = litmus_wakes.load(std::memory_order_relaxed);
+        late_ = std::chrono::steady_clock::now() >= start_ + timeout_;
+        late_rounds_ += late_ ? 1 : 0;
+    }
+
+    // In the round's check, once both calls have returned.
+    [[nodiscard]] bool late() const { return late_; }
+    [[nodiscard]] bool lost() const {
+        return !late_ && litmus_parks.load(std::memory_order_relaxed) != 0 && wakes_ == 0;
+    }
+
+    [[nodiscard]] int late_rounds() const { return late_rounds_; }
 
 private:
     std::chrono::steady_clock::duration timeout_;
     std::chrono::steady_clock::time_point start_{};
+    int wakes_ = 0;
+    bool late_ = false;
+    int late_rounds_ = 0;
 };
 
 } // namespace framepipe_test
