@@ -264,7 +264,38 @@ struct live_runner {
     [[nodiscard]] bool gone() const noexcept { return abandoned.load(std::memory_order_seq_cst); }
     std::atomic<bool> pushing{false}; // inside an emit (see emit_gated)
     std::stop_source calls;           // the stop token every backend call gets
-    std::atomic<bool> finished{false};
+    std::atomic<bool> finished{false}; // the runner's thread is about to end (see finish())
+
+    // Ends this runner's push: clears `pushing` and wakes whoever waits on `push_ended` for it
+    // (push_over()). The runner's thread; never blocks; noexcept. seq_cst (release would let the
+    // notify's load of the watchers pass the store, and a waiter that registered meanwhile would
+    // read the flag still set and sleep): notify_all_after_seq_cst() requires it, and the
+    // waiters' predicate, push_over(), reads it seq_cst.
+    void end_push(event_count& push_ended) noexcept {
+        pushing.store(false, std::memory_order_seq_cst);
+        push_ended.notify_all_after_seq_cst();
+    }
+
+    // Whether this runner is outside a push: the exact predicate of a wait on push_ended. Any
+    // thread; seq_cst (see end_push()); it also acquires what the push did.
+    [[nodiscard]] bool push_over() const noexcept {
+        return !pushing.load(std::memory_order_seq_cst);
+    }
+
+    // Marks this runner's thread as about to end and wakes stop(), which waits on `runner_done`
+    // for it (has_finished()) before it joins the thread. The runner's thread, once; never blocks;
+    // noexcept. seq_cst, as in end_push(): a lost wake-up here makes stop() wait its whole
+    // abandon_after and then abandon a runner that had ended.
+    void finish(event_count& runner_done) noexcept {
+        finished.store(true, std::memory_order_seq_cst);
+        runner_done.notify_all_after_seq_cst();
+    }
+
+    // Whether finish() has been called: the exact predicate of a wait on runner_done. Any thread;
+    // seq_cst (see finish()).
+    [[nodiscard]] bool has_finished() const noexcept {
+        return finished.load(std::memory_order_seq_cst);
+    }
     // The runner before this one, if it was abandoned: its last emit must be over before this
     // runner's first (then it is let go).
     std::shared_ptr<live_runner> previous;
@@ -578,7 +609,7 @@ private:
         if (s.runner_thread.joinable()) {
             auto runner = s.runner;
             const auto until = detail::deadline_after(s.options.abandon_after);
-            if (s.runner_done.park(nullptr, until, [&] { return runner->finished.load(); }) ==
+            if (s.runner_done.park(nullptr, until, [&] { return runner->has_finished(); }) ==
                 detail::wait_end::ready) {
                 s.runner_thread.join();
             } else {
@@ -792,23 +823,16 @@ private:
         struct done_pushing {
             shared& s;
             detail::live_runner& me;
-            ~done_pushing() {
-                // seq_cst (release would order the push before a waiter's load): the store that
-                // push_ended's notify_all_after_seq_cst() requires, read by the waiters' seq_cst
-                // predicate (not_pushing), so that no wake-up is lost.
-                me.pushing.store(false, std::memory_order_seq_cst);
-                s.push_ended.notify_all_after_seq_cst();
-            }
+            ~done_pushing() { me.end_push(s.push_ended); }
         } guard{s, me};
         if (!me.gone()) {
             s.emit(std::move(item), stop);
         }
     }
 
-    // The predicate of a wait on push_ended for `runner`'s push to be over (see emit_gated):
-    // seq_cst, as notify_all_after_seq_cst() requires; it also acquires what the push did.
+    // The predicate of a wait on push_ended for `runner`'s push to be over (see emit_gated).
     static auto not_pushing(const detail::live_runner& runner) noexcept {
-        return [&runner]() noexcept { return !runner.pushing.load(std::memory_order_seq_cst); };
+        return [&runner]() noexcept { return runner.push_over(); };
     }
 
     // The state machine (see the file comment). Returns the final state it reached, or
@@ -1033,8 +1057,7 @@ private:
             } catch (...) {
                 runner_threw(sh, *runner, std::current_exception());
             }
-            runner->finished.store(true, std::memory_order_seq_cst);
-            sh.runner_done.notify_all_after_seq_cst();
+            runner->finish(sh.runner_done);
             if (runner->gone()) {
                 // A runner that found its call taken may get here before the watchdog's
                 // increment in abandon(); only the watchdog reads the count, after that.
@@ -1085,7 +1108,7 @@ private:
                 return;
             }
             const std::lock_guard<std::mutex> lock(s.threads_mu);
-            if (stop.stop_requested() || s.runner->finished.load()) {
+            if (stop.stop_requested() || s.runner->has_finished()) {
                 return;
             }
             if (s.runner != runner || deadline == 0 ||

@@ -1,0 +1,144 @@
+// tests/test_live_source_litmus.cpp - store-load litmus tests of a live_source runner's two
+// wake-ups (live_source.hpp, detail::live_runner): end_push(), which ends a push that a newer
+// runner or stop() may wait for, and finish(), which stop() waits for before it joins the runner's
+// thread. Each stores its flag seq_cst, and its notify then reads the watchers with a plain load
+// (event_count::notify_all_after_seq_cst()).
+//
+// Built with -O2 in every preset (tests/CMakeLists.txt), for the reason test_wait_litmus.cpp
+// gives: at -O0 every atomic store of the library is a full barrier. Under ThreadSanitizer the
+// atomics are calls into its runtime, and the tests only check the outcome.
+//
+// They drive a runner's members directly, with the waits the source makes on them: a whole
+// live_source per round would start two threads, and the rounds would rarely meet in the
+// window. The waits here have no deadline (stop()'s on runner_done has abandon_after), so that
+// no round can end by timing out: a waiter that parks for good is found by its park (see each
+// test) and woken by this thread.
+
+// Before any framepipe header (detail/config.hpp): count the parks and the wakes.
+#include "support/litmus_wake.hpp"
+
+#include <framepipe/live_source.hpp>
+
+#include <catch2/catch.hpp>
+
+#include "support/litmus.hpp"
+
+#include <atomic>
+#include <optional>
+
+namespace {
+
+using framepipe::detail::event_count;
+using framepipe::detail::live_runner;
+using framepipe::detail::no_deadline;
+using framepipe::detail::wait_end;
+
+// What both tests share: a runner and an event count made new each round, the waiter's outcome,
+// and the check on this thread once the waking call has returned. If it woke nobody, a correct
+// runner lets the waiter see the flag changed and return without parking; so if the waiter parks
+// instead, the wake-up was lost: the round goes wrong, and this thread wakes the waiter with
+// notify_all() (a read-modify-write, which sees the registration) so that the rounds go on.
+struct round_state {
+    std::optional<live_runner> runner;
+    std::optional<event_count> ev;
+    std::atomic<bool> returned{false};
+    wait_end end = wait_end::timed_out;
+    bool lost = false;
+
+    void setup() {
+        runner.emplace();
+        ev.emplace();
+        returned.store(false, std::memory_order_relaxed);
+        end = wait_end::timed_out;
+        lost = false;
+        framepipe_test::reset_wake_counts();
+    }
+
+    // On the waiter's thread, once its wait has returned.
+    void waited(wait_end e) {
+        end = e;
+        returned.store(true, std::memory_order_release);
+    }
+
+    // On this thread, once the waking call has returned.
+    void rescue_if_lost() {
+        if (framepipe_test::litmus_wakes.load(std::memory_order_relaxed) != 0) {
+            return;
+        }
+        framepipe_test::spin_until([&] {
+            return returned.load(std::memory_order_acquire) ||
+                   framepipe_test::litmus_parks.load(std::memory_order_relaxed) != 0;
+        });
+        if (!returned.load(std::memory_order_acquire)) {
+            lost = true;
+            ev->notify_all();
+        }
+    }
+
+    [[nodiscard]] bool right() const { return end == wait_end::ready && !lost; }
+};
+
+} // namespace
+
+// A runner's push ends in end_push(): it clears `pushing` (seq_cst) and then its notify reads the
+// watchers. The runner that replaced an abandoned one waits with wait() (it spins, then parks) for
+// that push to end before its own first push, and stop() waits for it with park(). The waiter
+// registers (a read-modify-write of the watchers) and then reads the flag. Made a release store,
+// the clear could sit in the store buffer while the notify's load goes ahead and sees nobody; the
+// waiter reads the flag still set and sleeps for good: the new runner never pushes again, or
+// stop() never returns. Each round: a runner inside a push; the other thread waits as the new
+// runner does, while this thread ends the push late enough for the wait to have spun and parked
+// (support/litmus.hpp, until_waiter_parks()), after a store to a cold line, which the clear queues
+// behind.
+TEST_CASE("live_source: a runner's end_push() wakes the runner parked waiting for that push "
+          "(store-load litmus)") {
+    round_state st;
+    framepipe_test::cold_lines cold;
+    unsigned round = 0;
+    const framepipe_test::race_result res = framepipe_test::race(
+        3 * framepipe_test::litmus_rounds, false, {32, 2},
+        [&] {
+            st.setup();
+            st.runner->pushing.store(true, std::memory_order_relaxed);
+        },
+        [&] {
+            framepipe_test::until_waiter_parks(++round);
+            cold.touch(); // the clear of the flag queues behind this store
+            st.runner->end_push(*st.ev);
+            st.rescue_if_lost();
+        },
+        [&] {
+            st.waited(st.ev->wait(nullptr, no_deadline, [&] { return st.runner->push_over(); }));
+        },
+        [&] { return st.right() && st.runner->push_over(); });
+    framepipe_test::note_rounds(res.rounds, res.asked);
+    CHECK(res.wrong == 0);
+}
+
+// A runner's thread ends in finish(): it sets `finished` (seq_cst) and then its notify reads the
+// watchers. stop() parks at once on runner_done until the flag is set, then joins the thread.
+// Made a release store, the flag could sit in the store buffer while the notify's load sees
+// nobody; stop() reads the flag clear and sleeps until its deadline (abandon_after), and then
+// abandons a runner that had ended: an error and an abandoned runner reported for nothing. Each
+// round: a running runner; the other thread parks as stop() does (without its deadline, see the
+// file comment), while this thread finishes the runner after a store to a cold line, a different
+// number of pauses after the round starts, which sweeps the two calls across each other.
+TEST_CASE("live_source: a runner's finish() wakes stop() parked waiting for it "
+          "(store-load litmus)") {
+    round_state st;
+    framepipe_test::cold_lines cold;
+    const framepipe_test::race_result res = framepipe_test::race(
+        3 * framepipe_test::litmus_rounds, false, {48, 16}, [&] { st.setup(); },
+        [&] {
+            cold.touch(); // the flag's store queues behind this one
+            st.runner->finish(*st.ev);
+            st.rescue_if_lost();
+        },
+        [&] {
+            st.waited(
+                st.ev->park(nullptr, no_deadline, [&] { return st.runner->has_finished(); }));
+        },
+        [&] { return st.right() && st.runner->has_finished(); });
+    framepipe_test::note_rounds(res.rounds, res.asked);
+    CHECK(res.wrong == 0);
+}
