@@ -1,8 +1,10 @@
-// tests/test_live_source_litmus.cpp - store-load litmus tests of a live_source runner's two
-// wake-ups (live_source.hpp, detail::live_runner): end_push(), which ends a push that a newer
-// runner or stop() may wait for, and finish(), which stop() waits for before it joins the runner's
-// thread. Each stores its flag seq_cst, and its notify then reads the watchers with a plain load
-// (event_count::notify_all_after_seq_cst()).
+// tests/test_live_source_litmus.cpp - store-load litmus tests of a live_source runner
+// (live_source.hpp, detail::live_runner): its two wake-ups, end_push(), which ends a push that a
+// newer runner or stop() may wait for, and finish(), which stop() waits for before it joins the
+// runner's thread (each stores its flag seq_cst, and its notify then reads the watchers with a
+// plain load: event_count::notify_all_after_seq_cst()); and begin_push() against
+// mark_abandoned(), a Dekker pair of two seq_cst stores, each followed by a load of the other's
+// flag.
 //
 // Built with -O2 in every preset (tests/CMakeLists.txt), for the reason test_wait_litmus.cpp
 // gives: at -O0 every atomic store of the library is a full barrier. Under ThreadSanitizer the
@@ -139,6 +141,41 @@ TEST_CASE("live_source: a runner's finish() wakes stop() parked waiting for it "
                 st.ev->park(nullptr, no_deadline, [&] { return st.runner->has_finished(); }));
         },
         [&] { return st.right() && st.runner->has_finished(); });
+    framepipe_test::note_rounds(res.rounds, res.asked);
+    CHECK(res.wrong == 0);
+}
+
+// A runner about to push calls begin_push(): it sets `pushing` (seq_cst) and then reads whether
+// it was abandoned. Whoever abandons it (the watchdog, stop()) calls mark_abandoned() and then
+// reads `pushing` (the wait on push_ended above). One of the two must see the other: then the
+// runner drops its frame, or its abandoner waits for the push. Made a release store, the set
+// could sit in the store buffer while the runner's read goes ahead: the runner pushes, and stop()
+// returns at once and lets its caller destroy the output the runner is pushing into. Each round:
+// a new runner; this thread begins a push after a store to a cold line, which the set queues
+// behind, while the other thread abandons the runner and reads the flag, each after a different
+// number of pauses. Wrong: the runner may push while its abandoner saw no push.
+TEST_CASE("live_source: a runner that begins a push and the thread that abandons it see each "
+          "other (store-load litmus)") {
+    std::optional<live_runner> runner;
+    framepipe_test::cold_lines cold;
+    bool may_push = false;
+    bool saw_no_push = false;
+    const framepipe_test::race_result res = framepipe_test::race(
+        3 * framepipe_test::litmus_rounds, false, {16, 64},
+        [&] {
+            runner.emplace();
+            may_push = false;
+            saw_no_push = false;
+        },
+        [&] {
+            cold.touch(); // the set of the flag queues behind this store
+            may_push = runner->begin_push();
+        },
+        [&] {
+            runner->mark_abandoned();
+            saw_no_push = runner->push_over();
+        },
+        [&] { return !(may_push && saw_no_push) && runner->gone(); });
     framepipe_test::note_rounds(res.rounds, res.asked);
     CHECK(res.wrong == 0);
 }

@@ -260,11 +260,32 @@ struct live_runner {
     // its call taken. From then on the runner changes nothing shared (see run_machine).
     std::atomic<bool> abandoned{false};
     // Whether this runner has been abandoned. seq_cst: the Dekker pair with `pushing` (see
-    // emit_gated) and with the watchdog's take of a call (see call()).
+    // begin_push()) and with the watchdog's take of a call (see call()).
     [[nodiscard]] bool gone() const noexcept { return abandoned.load(std::memory_order_seq_cst); }
     std::atomic<bool> pushing{false}; // inside an emit (see emit_gated)
     std::stop_source calls;           // the stop token every backend call gets
     std::atomic<bool> finished{false}; // the runner's thread is about to end (see finish())
+
+    // Marks this runner abandoned and asks its calls to stop: from then on it changes nothing
+    // shared. Whoever abandons it (the watchdog, stop()), once; never blocks; noexcept. The store
+    // is the abandoner's half of begin_push()'s Dekker pair (the request_stop() after it is a
+    // read-modify-write, which x86 orders after the store anyway).
+    void mark_abandoned() noexcept {
+        abandoned.store(true, std::memory_order_seq_cst);
+        calls.request_stop();
+    }
+
+    // Begins a push: sets `pushing`, then reads whether this runner has been abandoned. True: it
+    // may push. The runner's thread; never blocks; noexcept; every call is followed by
+    // end_push(). With mark_abandoned()'s store and the abandoner's read of `pushing` after it
+    // (push_over()), a Dekker pair, both sides seq_cst: either this runner sees itself abandoned
+    // and drops its frame, or whoever abandoned it sees the push under way and waits for it.
+    // Release here would let the read pass the set: neither would see the other, and the runner
+    // would push into an output that stop() may already have given back to its owner.
+    [[nodiscard]] bool begin_push() noexcept {
+        pushing.store(true, std::memory_order_seq_cst);
+        return !gone();
+    }
 
     // Ends this runner's push: clears `pushing` and wakes whoever waits on `push_ended` for it
     // (push_over()). The runner's thread; never blocks; noexcept. seq_cst (release would let the
@@ -807,7 +828,7 @@ private:
     }
 
     // Emits one frame unless this runner has been abandoned. The pushing flag and the abandoned
-    // flag form a Dekker pair (both seq_cst): either this runner sees that it was abandoned and
+    // flag form a Dekker pair (both seq_cst, see live_runner::begin_push()): either this runner sees that it was abandoned and
     // drops the frame, or the runner that replaced it (or stop()) sees the push in progress and
     // waits for it before its own first push. So nothing of an older epoch follows anything of a
     // newer one. (The watchdog abandons only inside a backend call; stop() at any point.)
@@ -819,13 +840,13 @@ private:
             (void)s.push_ended.wait(nullptr, detail::no_deadline, not_pushing(*me.previous));
             me.previous.reset();
         }
-        me.pushing.store(true, std::memory_order_seq_cst);
+        const bool may_push = me.begin_push();
         struct done_pushing {
             shared& s;
             detail::live_runner& me;
             ~done_pushing() { me.end_push(s.push_ended); }
         } guard{s, me};
-        if (!me.gone()) {
+        if (may_push) {
             s.emit(std::move(item), stop);
         }
     }
@@ -1068,8 +1089,7 @@ private:
 
     // Marks `runner` abandoned: its calls are asked to stop, and whatever it returns is dropped.
     static void abandon(shared& s, detail::live_runner& runner) noexcept {
-        runner.abandoned.store(true, std::memory_order_seq_cst);
-        runner.calls.request_stop();
+        runner.mark_abandoned();
         s.abandoned.fetch_add(1, std::memory_order_relaxed);
         s.abandoned_running.fetch_add(1, std::memory_order_relaxed);
         set_error(s, "a backend call did not return within its timeout + abandon_after: abandoned");
