@@ -262,12 +262,16 @@ struct live_runner {
     // Whether this runner has been abandoned. seq_cst: the Dekker pair with `pushing` (see
     // begin_push()) and with the watchdog's take of a call (see call()).
     [[nodiscard]] bool gone() const noexcept { return abandoned.load(std::memory_order_seq_cst); }
-    std::atomic<bool> pushing{false}; // inside an emit (see emit_gated)
+    std::atomic<bool> pushing{false}; // inside an emit (see begin_push())
     std::stop_source calls;           // the stop token every backend call gets
-    std::atomic<bool> finished{false}; // the runner's thread is about to end (see finish())
+    // The runner's thread is about to end (see finish()).
+    std::atomic<bool> finished{false};
+    // The runner before this one, if it was abandoned: its last emit must be over before this
+    // runner's first (then it is let go).
+    std::shared_ptr<live_runner> previous;
 
     // Marks this runner abandoned and asks its calls to stop: from then on it changes nothing
-    // shared. Whoever abandons it (the watchdog, stop()), once; never blocks; noexcept. The store
+    // shared. Whoever abandons it (the watchdog, stop()); never blocks; noexcept. The store
     // is the abandoner's half of begin_push()'s Dekker pair (the request_stop() after it is a
     // read-modify-write, which x86 orders after the store anyway).
     void mark_abandoned() noexcept {
@@ -317,9 +321,6 @@ struct live_runner {
     [[nodiscard]] bool has_finished() const noexcept {
         return finished.load(std::memory_order_seq_cst);
     }
-    // The runner before this one, if it was abandoned: its last emit must be over before this
-    // runner's first (then it is let go).
-    std::shared_ptr<live_runner> previous;
 };
 
 } // namespace detail
@@ -828,10 +829,11 @@ private:
     }
 
     // Emits one frame unless this runner has been abandoned. The pushing flag and the abandoned
-    // flag form a Dekker pair (both seq_cst, see live_runner::begin_push()): either this runner sees that it was abandoned and
-    // drops the frame, or the runner that replaced it (or stop()) sees the push in progress and
-    // waits for it before its own first push. So nothing of an older epoch follows anything of a
-    // newer one. (The watchdog abandons only inside a backend call; stop() at any point.)
+    // flag form a Dekker pair (both seq_cst, see live_runner::begin_push()): either this runner
+    // sees that it was abandoned and drops the frame, or the runner that replaced it (or stop())
+    // sees the push in progress and waits for it before its own first push. So nothing of an older
+    // epoch follows anything of a newer one. (The watchdog abandons only inside a backend call;
+    // stop() at any point.)
     static void emit_gated(shared& s, detail::live_runner& me, item_type&& item,
                            const std::stop_token& stop) {
         if (me.previous) {
