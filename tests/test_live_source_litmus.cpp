@@ -35,11 +35,10 @@ using framepipe::detail::live_runner;
 using framepipe::detail::no_deadline;
 using framepipe::detail::wait_end;
 
-// What both tests share: a runner and an event count made new each round, the waiter's outcome,
-// and the check on this thread once the waking call has returned. If it woke nobody, a correct
-// runner lets the waiter see the flag changed and return without parking; so if the waiter parks
-// instead, the wake-up was lost: the round goes wrong, and this thread wakes the waiter with
-// notify_all() (a read-modify-write, which sees the registration) so that the rounds go on.
+// What the two wake-up tests share: a runner and an event count made new each round, the waiter's
+// outcome, and the check on this thread once the waking call has returned: a round goes wrong when
+// the call woke nobody and the waiter parked anyway (support/litmus_wake.hpp,
+// lost_wake_rescued(), which then wakes it).
 struct round_state {
     std::optional<live_runner> runner;
     std::optional<event_count> ev;
@@ -63,19 +62,7 @@ struct round_state {
     }
 
     // On this thread, once the waking call has returned.
-    void rescue_if_lost() {
-        if (framepipe_test::litmus_wakes.load(std::memory_order_relaxed) != 0) {
-            return;
-        }
-        framepipe_test::spin_until([&] {
-            return returned.load(std::memory_order_acquire) ||
-                   framepipe_test::litmus_parks.load(std::memory_order_relaxed) != 0;
-        });
-        if (!returned.load(std::memory_order_acquire)) {
-            lost = true;
-            ev->notify_all();
-        }
-    }
+    void rescue_if_lost() { lost = framepipe_test::lost_wake_rescued(*ev, returned); }
 
     [[nodiscard]] bool right() const { return end == wait_end::ready && !lost; }
 };

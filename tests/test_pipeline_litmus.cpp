@@ -36,11 +36,9 @@ using framepipe::detail::inline_gate;
 // spun and parked (support/litmus.hpp, until_waiter_parks()), and after a store to a cold line,
 // which the store of the state queues behind while the notify's load goes ahead. Against a copy
 // whose release() stores the state release, 2,180-5,528 of 60,000 rounds went wrong in five runs;
-// without the cold store, 0-3 at any timing tried. When release() woke nobody, a correct gate makes
-// hold() see it open and return without parking; so if hold() parks instead, the wake-up was lost:
-// the round goes wrong, and this thread wakes it with notify_all() (a read-modify-write, which sees
-// the registration) so that the rounds go on. No deadline is involved: hold() cannot time out and
-// leave the watchers before release() reads them.
+// without the cold store, 0-3 at any timing tried. A round goes wrong when release() woke nobody
+// and hold() parked anyway (support/litmus_wake.hpp, lost_wake_rescued(), which then wakes it). No
+// deadline is involved: hold() cannot time out and leave the watchers before release() reads them.
 TEST_CASE("pipeline: an inline run's release() wakes the stage's thread parked on the gate "
           "(store-load litmus)") {
     std::optional<inline_gate> gate;
@@ -62,17 +60,7 @@ TEST_CASE("pipeline: an inline run's release() wakes the stage's thread parked o
             framepipe_test::until_waiter_parks(++round);
             cold.touch(); // the store of the state queues behind this one
             gate->release();
-            if (framepipe_test::litmus_wakes.load(std::memory_order_relaxed) != 0) {
-                return;
-            }
-            framepipe_test::spin_until([&] {
-                return returned.load(std::memory_order_acquire) ||
-                       framepipe_test::litmus_parks.load(std::memory_order_relaxed) != 0;
-            });
-            if (!returned.load(std::memory_order_acquire)) {
-                lost = true;
-                gate->released.notify_all();
-            }
+            lost = framepipe_test::lost_wake_rescued(gate->released, returned);
         },
         [&] {
             held = gate->hold();
