@@ -40,28 +40,6 @@ inline void reset_wake_counts() noexcept {
 // counted. The start is read before the round starts, so the waiter's deadline, which its own
 // call reads from the clock later, is later still; a futex sleep never ends before its timeout.
 // A round is classified, nothing is asserted about how long it took.
-// For a test whose waiter has no deadline (so no round is ever late), on the waking thread once its
-// call has returned; `returned`: set by the waiter once its wait returned. If the call woke nobody,
-// a correct pairing lets the waiter see the state change and return without parking; if it parks
-// instead, the wake-up was lost. Waits until one of the two happened (yielding: the waiter is a
-// few instructions from either), and wakes a waiter that parked with notify_all(), a
-// read-modify-write, which sees its registration, so that the rounds go on. True: lost.
-template <class EventCount>
-bool lost_wake_rescued(EventCount& ev, const std::atomic<bool>& returned) {
-    if (litmus_wakes.load(std::memory_order_relaxed) != 0) {
-        return false;
-    }
-    while (!returned.load(std::memory_order_acquire) &&
-           litmus_parks.load(std::memory_order_relaxed) == 0) {
-        std::this_thread::yield();
-    }
-    if (returned.load(std::memory_order_acquire)) {
-        return false;
-    }
-    ev.notify_all();
-    return true;
-}
-
 class timed_wake_rounds {
 public:
     explicit timed_wake_rounds(std::chrono::steady_clock::duration timeout) : timeout_(timeout) {}
@@ -97,6 +75,30 @@ private:
     bool late_ = false;
     int late_rounds_ = 0;
 };
+
+// For a test whose waiter has no deadline (so no round is ever late), on the waking thread once its
+// call has returned; `returned`: set by the waiter once its wait returned. If the call woke nobody,
+// a correct pairing lets the waiter see the state change and return without parking; if it parks
+// instead, the wake-up was lost. Waits until one of the two happened (a waiter still spinning gets
+// there within its spin_budget; this loop yields rather than use support/litmus.hpp's spin_until(),
+// since this header comes before any framepipe header), and wakes a waiter that parked with
+// notify_all(), a read-modify-write, which sees its registration, so that the rounds go on. True:
+// lost.
+template <class EventCount>
+bool lost_wake_rescued(EventCount& ev, const std::atomic<bool>& returned) {
+    if (litmus_wakes.load(std::memory_order_relaxed) != 0) {
+        return false;
+    }
+    while (!returned.load(std::memory_order_acquire) &&
+           litmus_parks.load(std::memory_order_relaxed) == 0) {
+        std::this_thread::yield();
+    }
+    if (returned.load(std::memory_order_acquire)) {
+        return false;
+    }
+    ev.notify_all();
+    return true;
+}
 
 } // namespace framepipe_test
 
