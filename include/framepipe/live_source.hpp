@@ -253,7 +253,8 @@ struct live_runner {
     std::atomic<std::int64_t> call_deadline_ns{0};
     std::atomic<std::uint64_t> call_seq{0};
     // When the watchdog will next look at this runner (ns since the clock's epoch; max: not
-    // yet), and the flag that wakes it sooner: a call due before then sets it (see call()).
+    // yet), and the flag that wakes it sooner: a call due before then sets it (announce_call(),
+    // wake_watchdog()).
     std::atomic<std::int64_t> watch_at_ns{std::numeric_limits<std::int64_t>::max()};
     std::atomic<bool> watch_again{false};
     // Set by whoever abandons the runner (the watchdog, stop()) and by the runner when it finds
@@ -320,6 +321,41 @@ struct live_runner {
     // seq_cst (see finish()).
     [[nodiscard]] bool has_finished() const noexcept {
         return finished.load(std::memory_order_seq_cst);
+    }
+
+    // Announces a watched call: stores its deadline, then reads when the watchdog will next look
+    // at this runner. True: that look comes after `overdue_ns` (the deadline + abandon_after),
+    // so the caller must wake the watchdog (wake_watchdog()). The runner's thread; never blocks;
+    // noexcept. With plan_watch(), a Dekker pair, both sides seq_cst: either the watchdog sees
+    // this deadline, or this runner sees the watchdog's later look and wakes it. Release here
+    // would let the read pass the store: the watchdog would sleep until a previous call's
+    // overdue time and abandon an overrunning call late.
+    [[nodiscard]] bool announce_call(std::int64_t deadline_ns, std::int64_t overdue_ns) noexcept {
+        call_deadline_ns.store(deadline_ns, std::memory_order_seq_cst);
+        return overdue_ns < watch_at_ns.load(std::memory_order_seq_cst);
+    }
+
+    // The watchdog's half of announce_call()'s pair: stores when it will next look at this runner,
+    // then reads the call's deadline again. True: the deadline is still `deadline_ns`, the one the
+    // look was planned for (a call that began meanwhile wakes the watchdog itself). The
+    // watchdog's thread; never blocks; noexcept. seq_cst, for the same reason.
+    [[nodiscard]] bool plan_watch(std::int64_t wake_ns, std::int64_t deadline_ns) noexcept {
+        watch_at_ns.store(wake_ns, std::memory_order_seq_cst);
+        return call_deadline_ns.load(std::memory_order_seq_cst) == deadline_ns;
+    }
+
+    // Asks the watchdog, parked on `watchdog_wait` until watch_requested(), to look again now.
+    // The runner's thread; never blocks; noexcept. seq_cst, as in end_push(): a lost wake-up
+    // leaves the watchdog asleep until the look it had planned, past the new call's overdue time.
+    void wake_watchdog(event_count& watchdog_wait) noexcept {
+        watch_again.store(true, std::memory_order_seq_cst);
+        watchdog_wait.notify_one_after_seq_cst();
+    }
+
+    // Whether wake_watchdog() asked for a look: the exact predicate of the watchdog's wait. The
+    // watchdog's thread; seq_cst (see wake_watchdog()).
+    [[nodiscard]] bool watch_requested() const noexcept {
+        return watch_again.load(std::memory_order_seq_cst);
     }
 };
 
@@ -789,16 +825,11 @@ private:
             // Relaxed: the watchdog only compares; a stale read delays its verdict by one round.
             me.call_seq.fetch_add(1, std::memory_order_relaxed);
             const auto deadline = detail::deadline_after(timeout);
-            // seq_cst: with the load below and the watchdog's store of watch_at_ns and re-read
-            // of the deadline (see watch()), a Dekker pair: the watchdog sees this deadline, or
-            // this runner sees its wake-up time. Also (release would do): what this runner did
-            // before the call (the rng, the error) happens before the work of a runner the
-            // watchdog starts after taking it.
-            me.call_deadline_ns.store(ns_of(deadline), std::memory_order_seq_cst);
-            if (ns_of(detail::saturating_add(deadline, s.options.abandon_after)) <
-                me.watch_at_ns.load(std::memory_order_seq_cst)) {
-                me.watch_again.store(true, std::memory_order_seq_cst);
-                s.watchdog_wait.notify_one_after_seq_cst();
+            // The deadline's store also releases what this runner did before the call (the rng,
+            // the error) to a runner the watchdog starts after taking it.
+            const auto overdue = detail::saturating_add(deadline, s.options.abandon_after);
+            if (me.announce_call(ns_of(deadline), ns_of(overdue))) {
+                me.wake_watchdog(s.watchdog_wait);
             }
         }
         struct end_call {
@@ -1117,16 +1148,14 @@ private:
             // time_point::max(), and is never overdue.
             const auto overdue_at = detail::saturating_add(time_at(deadline), grace);
             const auto wake = deadline != 0 ? overdue_at : detail::deadline_after(grace);
-            // Publish the wake-up, then read the deadline again (seq_cst, see call()): a call
-            // that began in between either is seen here or sees this wake-up and, when it is
-            // due earlier, sets watch_again.
-            runner->watch_at_ns.store(ns_of(wake), std::memory_order_seq_cst);
-            if (runner->call_deadline_ns.load(std::memory_order_seq_cst) != deadline) {
+            // Publish the wake-up, then read the deadline again (see live_runner::plan_watch()): a
+            // call that began in between either is seen here or sees this wake-up and, when it
+            // is due earlier, wakes this thread.
+            if (!runner->plan_watch(ns_of(wake), deadline)) {
                 continue;
             }
-            if (s.watchdog_wait.park(&stop, wake, [&runner] {
-                    return runner->watch_again.load(std::memory_order_seq_cst);
-                }) == detail::wait_end::stopped) {
+            const auto look_again = [&runner] { return runner->watch_requested(); };
+            if (s.watchdog_wait.park(&stop, wake, look_again) == detail::wait_end::stopped) {
                 return;
             }
             const std::lock_guard<std::mutex> lock(s.threads_mu);
