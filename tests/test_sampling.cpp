@@ -83,6 +83,23 @@ TEST_CASE("gate keeps what the predicate flags, within min_interval and cooldown
                       Catch::Contains("cooldown"));
 }
 
+TEST_CASE("gate: with no limits the time is not looked at; far-apart time points do not overflow") {
+    const auto t0 = clock_type::time_point{} + 1h;
+    const auto lowest = clock_type::time_point::min();
+    const auto highest = clock_type::time_point::max();
+    framepipe::gate open([](int) { return true; });
+    CHECK(open.admit(1, t0));
+    CHECK(open.admit(2, t0 - 1ms)); // stamped before the last kept one (another camera's clock)
+    CHECK(open.admit(3, highest));
+    CHECK(open.admit(4, lowest));
+    // max() - min() overflowed (and read as less than a second): the distance saturates.
+    framepipe::gate limited([](int) { return true; }, {.min_interval = 1s});
+    CHECK(limited.admit(1, lowest));
+    CHECK(limited.admit(2, highest));
+    CHECK_FALSE(limited.admit(3, lowest)); // before the last kept one: within min_interval
+    CHECK_FALSE(limited.admit(4, highest - 1ns));
+}
+
 namespace {
 
 // A consumer that needs `service` per item, fed by a 30 fps camera through adaptive_rate, in
@@ -186,6 +203,63 @@ TEST_CASE("adaptive_rate lifts its ceiling only after two periods of room runnin
     CHECK(control.rate() == 30);
 }
 
+TEST_CASE("adaptive_rate: after a rise the next item is kept one new period after the last, "
+          "not a slot of the old rate later") {
+    framepipe::adaptive_rate control({.min_hz = 0.05, .max_hz = 30, .step_hz = 1});
+    auto now = clock_type::time_point{} + 1h;
+    for (int i = 0; i < 40; ++i) {
+        (void)control.update({.activity = 0.0, .busy = std::nullopt, .occupancy = std::nullopt},
+                             now += 1s);
+    }
+    REQUIRE(control.rate() == 0.05); // min_hz: a slot of 20 s
+    const auto kept = now + 1s;
+    REQUIRE(control.admit(0, kept)); // the slow slot under way now runs until kept + 20 s
+    CHECK_FALSE(control.admit(1, kept + 1s));
+    CHECK(control.update({.activity = 1.0, .busy = std::nullopt, .occupancy = std::nullopt},
+                         kept + 1s + 10ms) == 30);
+    // Not before 1/30 s after the last kept item (it was longer ago here: at once), then 30 Hz.
+    CHECK(control.admit(2, kept + 1s + 20ms));
+    CHECK_FALSE(control.admit(3, kept + 1s + 30ms));
+    int in_a_second = 0;
+    for (int i = 1; i <= 30; ++i) {
+        in_a_second += control.admit(3 + i, kept + 1s + 20ms + i * 33'334us) ? 1 : 0;
+    }
+    CHECK(in_a_second == 30);
+    // A rise right after a kept item keeps the new period's spacing from it.
+    framepipe::adaptive_rate fresh({.min_hz = 1, .max_hz = 10, .step_hz = 1});
+    (void)fresh.update({.activity = 0.0, .busy = std::nullopt, .occupancy = std::nullopt}, now);
+    REQUIRE(fresh.rate() == 9);
+    REQUIRE(fresh.admit(0, now));
+    CHECK(fresh.update({.activity = 1.0, .busy = std::nullopt, .occupancy = std::nullopt},
+                       now + 10ms) == 10);
+    CHECK_FALSE(fresh.admit(1, now + 99ms)); // within 1/10 s of the last kept item
+    CHECK(fresh.admit(2, now + 100ms));
+}
+
+TEST_CASE("adaptive_rate: occupancy alone lifts the ceiling again once the input is empty") {
+    framepipe::adaptive_rate control(options()); // occupancy_high 0.5, occupancy_low 0
+    const auto t = clock_type::time_point{} + 1h;
+    const auto step = [&](double occupancy) {
+        return control.update({.activity = 1.0, .busy = std::nullopt, .occupancy = occupancy}, t);
+    };
+    for (int i = 0; i < 5; ++i) {
+        (void)step(1.0); // a backlog: five steps down
+    }
+    CHECK(control.ceiling() == 25);
+    CHECK(step(0.3) == 25); // between occupancy_low and occupancy_high: hold, no room
+    CHECK(step(0.3) == 25);
+    CHECK(control.ceiling() == 25);
+    std::vector<double> rates;
+    for (int i = 0; i < 7; ++i) {
+        rates.push_back(step(0.0)); // empty: room; from the second period, a step a period
+    }
+    CHECK(rates == std::vector<double>{25, 26, 27, 28, 29, 30, 30});
+    framepipe::adaptive_rate low({.occupancy_high = 0.5, .occupancy_low = 0.25});
+    CHECK(low.update({.activity = 1.0, .busy = std::nullopt, .occupancy = 1.0}, t) == 29);
+    (void)low.update({.activity = 1.0, .busy = std::nullopt, .occupancy = 0.25}, t);
+    CHECK(low.update({.activity = 1.0, .busy = std::nullopt, .occupancy = 0.25}, t) == 30);
+}
+
 TEST_CASE("adaptive_rate: occupancy above occupancy_high is saturation, whatever the busy share") {
     framepipe::adaptive_rate control(options()); // occupancy_high 0.5
     const auto t = clock_type::time_point{} + 1h;
@@ -230,6 +304,22 @@ TEST_CASE("adaptive_rate: max_hz off the steps stays reachable, even with a step
     CHECK(wide.update(room, t) == 30); // two running: lifted by a step, to max_hz
 }
 
+TEST_CASE("adaptive_rate: the ceiling is on the grid too, so the rate never sits above it") {
+    framepipe::adaptive_rate control({.min_hz = 1, .max_hz = 30.5, .step_hz = 1});
+    const auto t = clock_type::time_point{} + 1h;
+    const framepipe::rate_signal saturated{.activity = std::nullopt, .busy = 0.95,
+                                           .occupancy = std::nullopt};
+    const framepipe::rate_signal band{.activity = std::nullopt, .busy = 0.8,
+                                      .occupancy = std::nullopt};
+    CHECK(control.update(saturated, t) == 30); // 29.5 rounds to the grid value 30
+    CHECK(control.ceiling() == 30);
+    for (int i = 0; i < 3; ++i) {
+        CHECK(control.update(band, t) <= control.ceiling());
+    }
+    CHECK(control.update(saturated, t) == 29);
+    CHECK(control.ceiling() == 29);
+}
+
 TEST_CASE("adaptive_rate: a NaN signal is refused, naming it, and changes nothing") {
     framepipe::adaptive_rate control(options());
     const auto t = clock_type::time_point{} + 1h;
@@ -251,6 +341,16 @@ TEST_CASE("adaptive_rate: bad options are refused, naming the field") {
     CHECK_THROWS_WITH(framepipe::adaptive_rate({.step_hz = 0}), Catch::Contains("step_hz"));
     CHECK_THROWS_WITH(framepipe::adaptive_rate({.busy_high = 0.5, .busy_low = 0.8}),
                       Catch::Contains("busy_low"));
+    // Steps too small to move the rate: 30 - 1e-20 == 30, and (30 - 1) / 1e-310 is infinite.
+    CHECK_THROWS_WITH(framepipe::adaptive_rate({.step_hz = 1e-20}), Catch::Contains("step_hz"));
+    CHECK_THROWS_WITH(framepipe::adaptive_rate({.step_hz = 1e-310}), Catch::Contains("step_hz"));
+    CHECK_THROWS_WITH(framepipe::adaptive_rate({.min_hz = 1, .max_hz = 1e6, .step_hz = 1e-4}),
+                      Catch::Contains("step_hz")); // 10^10 steps
+    CHECK_NOTHROW(framepipe::adaptive_rate({.min_hz = 1, .max_hz = 1e6, .step_hz = 1e-3}));
+    CHECK_THROWS_WITH(framepipe::adaptive_rate({.occupancy_high = 0.5, .occupancy_low = 0.6}),
+                      Catch::Contains("occupancy_low"));
+    CHECK_THROWS_WITH(framepipe::adaptive_rate({.occupancy_low = -0.1}),
+                      Catch::Contains("occupancy_low"));
 }
 
 TEST_CASE("sampled: a refused push is rejected and counted as sampled_out; the identity holds") {
@@ -402,4 +502,27 @@ TEST_CASE("sampled: push_for and pop_for with a NaN timeout throw naming it") {
     CHECK_THROWS_WITH(s.push_for(1, nan, never.get_token()), Catch::Contains("timeout"));
     CHECK_THROWS_WITH(s.pop_for(nan), Catch::Contains("timeout"));
     CHECK_THROWS_WITH(s.pop_for(nan, never.get_token()), Catch::Contains("timeout"));
+}
+
+TEST_CASE("sampled: a bad push_for timeout throws before the sampler sees the item") {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    std::stop_source never;
+    framepipe::ring<int> q(4);
+    framepipe::sampled one_in_two(q, framepipe::every_n(2));
+    CHECK(one_in_two.push_for(0, 1s) == push_status::ok); // the 1st: kept
+    // The 2nd item would be sampled out; the timeout is refused all the same.
+    CHECK_THROWS_WITH(one_in_two.push_for(1, -1s), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(one_in_two.push_for(1, std::chrono::duration<double>(nan)),
+                      Catch::Contains("timeout"));
+    CHECK_THROWS_WITH(one_in_two.push_for(1, -1s, never.get_token()), Catch::Contains("timeout"));
+    CHECK(one_in_two.sampled_out() == 0);
+    CHECK(one_in_two.push_for(1, 1s) == push_status::rejected); // still the 2nd the sampler saw
+    CHECK(one_in_two.push_for(2, 1s) == push_status::ok);
+    // A gate that would keep the item: a throwing call does not use up its min_interval.
+    framepipe::ring<int> r(4);
+    framepipe::sampled gated(r, framepipe::gate([](int) { return true; }, {.min_interval = 1h}));
+    CHECK_THROWS_WITH(gated.push_for(1, -1s), Catch::Contains("timeout"));
+    CHECK(gated.push_for(2, 1s) == push_status::ok);
+    CHECK(r.try_pop() == 2);
+    CHECK(gated.stats().pushed == 1);
 }

@@ -27,7 +27,9 @@
 
 #include <framepipe/channel.hpp>
 #include <framepipe/detail/channel_wrapper.hpp>
+#include <framepipe/detail/deadline.hpp>
 #include <framepipe/rate_limiter.hpp>
+#include <framepipe/stamped.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -69,7 +71,8 @@ private:
     std::uint64_t seen_ = 0;
 };
 
-// Options of a gate.
+// Options of a gate. An item stamped earlier than the last kept one counts as less than
+// min_interval (or cooldown) after it; with both 0, the time is not looked at.
 struct gate_options {
     // Two kept items are at least this far apart (0: no limit).
     std::chrono::nanoseconds min_interval{0};
@@ -91,10 +94,14 @@ public:
         }
     }
 
-    // Whether to keep this item at `now`. One thread at a time; throws what pred throws.
+    // Whether to keep this item at `now` (any time point, time_point::min() and max() too: the
+    // distance to the last kept one saturates). One thread at a time; throws what pred throws.
     template <class T>
     [[nodiscard]] bool admit(const T& item, std::chrono::steady_clock::time_point now) {
-        if (last_ && now - *last_ < std::max(o_.min_interval, o_.cooldown)) {
+        const std::chrono::nanoseconds limit = std::max(o_.min_interval, o_.cooldown);
+        if (last_ && limit > std::chrono::nanoseconds::zero() &&
+            detail::saturating_difference(now.time_since_epoch(), last_->time_since_epoch()) <
+                limit) {
             return false;
         }
         if (!pred_(item)) {
@@ -128,6 +135,7 @@ struct adaptive_rate_options {
     double busy_high = 0.9; // the consumer is saturated above this busy share
     double busy_low = 0.7;  // and has room below it (between the two: hold)
     double occupancy_high = 0.5; // items wait at the consumer's input above this occupancy
+    double occupancy_low = 0;    // without a busy share: room at or below this occupancy
 };
 
 // A closed-loop rate for a sampler: keeps items through a rate_limiter whose rate it sets from a
@@ -139,29 +147,44 @@ struct adaptive_rate_options {
 //      C (the consumer's capacity as found so far) becomes r - s too;
 //   2. otherwise, r <- min(D, C) if that is above r (a rise is immediate: the attack), or
 //      r <- max(D, r - s) if below (a fall is one step per period: the decay);
-//   3. with room (busy < busy_low) for two periods running or more, C is lifted by one step per
-//      period, so a consumer that got faster is found again;
-//   all rounded to the nearest rate of the grid: min_hz + k * s up to max_hz, and max_hz itself
-//   (where the rate starts; it may lie off the steps, and the first step down lands on them).
+//   3. with room for two periods running or more, C is lifted by one step per period, so a
+//      consumer that got faster is found again. Room: busy < busy_low (and occupancy, if given,
+//      not above occupancy_high); with no busy share, occupancy <= occupancy_low (an empty input,
+//      by default), so that occupancy alone can lift C again after a backlog;
+//   r and C are rounded to the nearest rate of the grid: min_hz + k * s up to max_hz, and max_hz
+//   itself (where both start; it may lie off the steps, and the first step down lands on them).
 // Stability: every change is one step down, or up to a value at most C; C moves down to one step
 // below a rate that saturated, and up by one step per period only while the consumer has room
-// (busy < busy_low) two periods running. Under a steady consumer the rate settles at the highest
-// grid rate that neither saturates nor leaves room, and if the band [busy_low, busy_high] is
-// narrower than one step it alternates between two neighbours: it moves by at most one step in
-// steady state. A rise in activity reaches min(D, C) at the next update; a fall reaches D within
-// (r - D) / s updates.
+// two periods running. Under a steady consumer the rate settles at the highest grid rate that
+// neither saturates nor leaves room, and if the band [busy_low, busy_high] is narrower than one
+// step it alternates between two neighbours: it moves by at most one step in steady state. A rise
+// in activity reaches min(D, C) at the next update; a fall reaches D within (r - D) / s updates.
+//
+// Admissions follow at once. A fall takes effect at the rate_limiter's next slot (the slot under
+// way keeps its length). A rise restarts the limiter at the new rate: the next item is kept as
+// soon as one new period has passed since the last kept item (at once if that is already so),
+// instead of waiting out a slot of the old, slower rate (up to 1 / min_hz).
 class adaptive_rate {
 public:
     // Starts at max_hz. Throws std::invalid_argument naming the field: min_hz or max_hz not
-    // positive, finite and a rate_limiter accepts; max_hz below min_hz; step_hz not positive;
-    // busy_low above busy_high or either outside [0, 1]; occupancy_high outside [0, 1].
+    // positive, finite and a rate_limiter accepts; max_hz below min_hz; step_hz not positive and
+    // finite, or so small that it cannot move the rate (below max_hz / 1e12, or below
+    // (max_hz - min_hz) / 1e9: more than 10^9 steps); busy_low above busy_high or either outside
+    // [0, 1]; occupancy_high outside [0, 1]; occupancy_low outside [0, occupancy_high].
     explicit adaptive_rate(adaptive_rate_options options = {})
-        : o_(validated(options)), rate_(o_.max_hz), ceiling_(o_.max_hz), limiter_(o_.max_hz) {}
+        : o_(validated(options)), rate_(o_.max_hz), ceiling_(o_.max_hz),
+          limiter_(std::in_place, o_.max_hz) {}
 
-    // Whether to keep this item now (the rate_limiter's decision). One thread at a time.
+    // Whether to keep this item now (the rate_limiter's decision; after a rise, not before one
+    // new period since the last kept item). One thread at a time (with update). Never throws in
+    // practice (as rate_limiter::try_acquire).
     template <class T>
     [[nodiscard]] bool admit(const T& /*item*/, std::chrono::steady_clock::time_point now) {
-        return limiter_.try_acquire(now);
+        if (now < resume_at_ || !limiter_->try_acquire(now)) {
+            return false;
+        }
+        last_kept_ = now;
+        return true;
     }
 
     // One control step (see the class comment) with the signal of the period that ended at
@@ -175,30 +198,34 @@ public:
         const bool saturated =
             (signal.busy && clamp01(*signal.busy) > o_.busy_high) ||
             (signal.occupancy && clamp01(*signal.occupancy) > o_.occupancy_high);
-        const bool room = signal.busy && clamp01(*signal.busy) < o_.busy_low &&
-                          (!signal.occupancy || clamp01(*signal.occupancy) <= o_.occupancy_high);
+        const bool room =
+            signal.busy ? clamp01(*signal.busy) < o_.busy_low &&
+                              (!signal.occupancy || clamp01(*signal.occupancy) <= o_.occupancy_high)
+                        : signal.occupancy && clamp01(*signal.occupancy) <= o_.occupancy_low;
         const double wanted =
             signal.activity ? o_.min_hz + clamp01(*signal.activity) * (o_.max_hz - o_.min_hz)
                             : o_.max_hz;
         double next = rate_;
         if (saturated) {
-            ceiling_ = std::max(o_.min_hz, rate_ - o_.step_hz);
+            ceiling_ = quantized(rate_ - o_.step_hz);
             next = rate_ - o_.step_hz;
             quiet_periods_ = 0;
         } else {
             // A period in the band (neither saturated nor with room) ends the run of room.
             quiet_periods_ = room ? quiet_periods_ + 1 : 0;
             if (quiet_periods_ >= 2) {
-                ceiling_ = std::min(o_.max_hz, ceiling_ + o_.step_hz);
+                ceiling_ = quantized(ceiling_ + o_.step_hz);
             }
             const double target = std::min(wanted, ceiling_);
             next = target > rate_ ? target : std::max(target, rate_ - o_.step_hz);
         }
         next = quantized(next);
-        if (next != rate_) {
-            limiter_.set_rate(next, now); // in [min_hz, max_hz], which validated() accepted
-            rate_ = next;
+        if (next < rate_) {
+            limiter_->set_rate(next, now); // in [min_hz, max_hz], which validated() accepted
+        } else if (next > rate_) {
+            restart(next);
         }
+        rate_ = next;
         return rate_;
     }
 
@@ -225,11 +252,18 @@ private:
         if (!(o.step_hz > 0) || !std::isfinite(o.step_hz)) {
             throw std::invalid_argument("step_hz: must be positive");
         }
+        if (o.step_hz < o.max_hz / 1e12 || (o.max_hz - o.min_hz) / o.step_hz > 1e9) {
+            throw std::invalid_argument(
+                "step_hz: too small (at least max_hz / 1e12 and (max_hz - min_hz) / 1e9)");
+        }
         if (!(o.busy_low >= 0 && o.busy_low <= o.busy_high && o.busy_high <= 1)) {
             throw std::invalid_argument("busy_low: must be in [0, busy_high], busy_high in [0, 1]");
         }
         if (!(o.occupancy_high >= 0 && o.occupancy_high <= 1)) {
             throw std::invalid_argument("occupancy_high: must be in [0, 1]");
+        }
+        if (!(o.occupancy_low >= 0 && o.occupancy_low <= o.occupancy_high)) {
+            throw std::invalid_argument("occupancy_low: must be in [0, occupancy_high]");
         }
         return o;
     }
@@ -257,11 +291,27 @@ private:
         return o_.max_hz - hz < std::abs(step - hz) ? o_.max_hz : step;
     }
 
+    // A rise to `hz`: a new limiter (its slots anchored at its first call), and no item before
+    // one period of `hz` after the last kept one. Never throws in practice (hz was validated; a
+    // throw would leave everything as it was).
+    void restart(double hz) {
+        rate_limiter fresh(hz);
+        limiter_.reset();
+        limiter_.emplace(std::move(fresh)); // rate_limiter's move never throws
+        if (last_kept_) {
+            resume_at_ = detail::saturating_add(
+                *last_kept_,
+                detail::to_nanoseconds(std::chrono::duration<double>(1.0 / hz), "hz"));
+        }
+    }
+
     adaptive_rate_options o_;
     double rate_;
     double ceiling_;
     unsigned quiet_periods_ = 0;
-    rate_limiter limiter_;
+    std::optional<rate_limiter> limiter_; // always engaged (an optional to be rebuilt in place)
+    std::optional<std::chrono::steady_clock::time_point> last_kept_; // the last admit() true
+    std::chrono::steady_clock::time_point resume_at_ = std::chrono::steady_clock::time_point::min();
 };
 
 // A channel with a sampler in front: push(item) keeps the item only if the sampler admits it;
@@ -279,9 +329,11 @@ public:
     sampled(Channel& channel, Sampler sampler) : base(channel), sampler_(std::move(sampler)) {}
 
     // Offers `item`: to the channel if the sampler admits it, else counted as sampled_out and
-    // rejected. Once the channel is closed, every push goes to it (closed, after_close). Any thread (the sampler runs under a short lock). Waits as the channel's push
-    // does (try_push and push_for exist when the channel has them, and wait as its own do).
-    // Exceptions: what the sampler or the channel's push throws.
+    // rejected. Once the channel is closed, every push goes to it (closed, after_close). Any
+    // thread (the sampler runs under a short lock). Waits as the channel's push does (try_push
+    // and push_for exist when the channel has them, and wait as its own do). Exceptions: what
+    // the sampler or the channel's push throws; push_for checks its timeout first (negative or
+    // NaN: std::invalid_argument naming timeout, before the sampler sees the item).
     push_status push(value_type item) {
         if (!admit(item)) {
             return push_status::rejected;
@@ -306,10 +358,11 @@ public:
     push_status push_for(value_type item, std::chrono::duration<Rep, Period> timeout)
         requires requires(Channel& c, value_type v) { c.push_for(std::move(v), timeout); }
     {
+        const std::chrono::nanoseconds ns = checked(timeout);
         if (!admit(item)) {
             return push_status::rejected;
         }
-        return this->channel_.push_for(std::move(item), timeout);
+        return this->channel_.push_for(std::move(item), ns);
     }
     template <class Rep, class Period>
     push_status push_for(value_type item, std::chrono::duration<Rep, Period> timeout,
@@ -318,10 +371,11 @@ public:
             c.push_for(std::move(v), timeout, std::move(s));
         }
     {
+        const std::chrono::nanoseconds ns = checked(timeout);
         if (!admit(item)) {
             return push_status::rejected;
         }
-        return this->channel_.push_for(std::move(item), timeout, std::move(stop));
+        return this->channel_.push_for(std::move(item), ns, std::move(stop));
     }
 
     // pop, try_pop, pop_for, peek, close, closed, size, capacity, policy, channel(): the
@@ -344,6 +398,16 @@ public:
     [[nodiscard]] Sampler& sampler() noexcept { return sampler_; }
 
 private:
+    // The timeout as the channel will take it, checked before the sampler sees the item: a bad
+    // one throws std::invalid_argument naming timeout (negative or NaN), and the sampler's state
+    // is left as it was.
+    template <class Rep, class Period>
+    static std::chrono::nanoseconds checked(std::chrono::duration<Rep, Period> timeout) {
+        const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
+        detail::require_non_negative(ns, "timeout");
+        return ns;
+    }
+
     bool admit(const value_type& item) {
         if (this->channel_.closed()) {
             // The channel refuses it (closed, counted as after_close), not the sampler, which
