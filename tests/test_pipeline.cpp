@@ -778,6 +778,32 @@ TEST_CASE("pipeline: to_prometheus makes a metric of any figure name and escapes
     CHECK_THAT(text, Catch::Contains("framepipe_source_lag_ms{pipeline=\"p\",stage=\"cam\"} 2\n"));
 }
 
+TEST_CASE("pipeline: to_prometheus spells non-finite values NaN, +Inf and -Inf; to_dot too") {
+    // to_chars wrote nan, -nan, inf and -inf: a scraper refuses "-nan", and with it the page.
+    // to_dot cast an "epoch" figure to an unsigned integer, undefined for NaN or a negative.
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const double inf = std::numeric_limits<double>::infinity();
+    framepipe::pipeline_snapshot snap;
+    snap.name = "p";
+    framepipe::stage_snapshot st;
+    st.name = "cam";
+    st.source = framepipe::source_status{
+        "up", {"up"}, {}, {{"a", "A.", nan}, {"b", "B.", -nan}, {"c", "C.", inf},
+                          {"d", "D.", -inf}, {"epoch", "Epoch.", nan}, {"stalls", "S.", -2}}};
+    snap.stages.push_back(st);
+    const auto text = framepipe::to_prometheus(snap);
+    std::map<std::string, std::string> types;
+    check_prometheus(text, types);
+    const std::string labels = "{pipeline=\"p\",stage=\"cam\"} ";
+    CHECK_THAT(text, Catch::Contains("framepipe_source_a" + labels + "NaN\n"));
+    CHECK_THAT(text, Catch::Contains("framepipe_source_b" + labels + "NaN\n"));
+    CHECK_THAT(text, Catch::Contains("framepipe_source_c" + labels + "+Inf\n"));
+    CHECK_THAT(text, Catch::Contains("framepipe_source_d" + labels + "-Inf\n"));
+    CHECK_THAT(text, !Catch::Contains("nan") && !Catch::Contains("inf\n"));
+    const auto dot = framepipe::to_dot(snap);
+    CHECK_THAT(dot, Catch::Contains("epoch NaN") && Catch::Contains("stalls -2"));
+}
+
 TEST_CASE("pipeline: to_dot escapes a user channel's kind like every other string") {
     // The kind (channel_traits<C>::kind, which a user specialises) went into the DOT label
     // unescaped: a double quote in it ended the string early.

@@ -11,6 +11,7 @@
 #include <framepipe/snapshot.hpp>
 
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -21,7 +22,17 @@
 namespace framepipe {
 namespace detail {
 
+// A sample value as Prometheus spells it: NaN, +Inf and -Inf for the non-finite ones (to_chars
+// would write nan, -nan or inf, and a scraper refuses "-nan" and with it the whole page).
 inline void append_number(std::string& out, double v) {
+    if (std::isnan(v)) {
+        out += "NaN";
+        return;
+    }
+    if (std::isinf(v)) {
+        out += v > 0 ? "+Inf" : "-Inf";
+        return;
+    }
     char buf[64];
     const auto r = std::to_chars(buf, buf + sizeof buf, v);
     out.append(buf, r.ptr);
@@ -138,8 +149,15 @@ inline std::string source_line(const stage_snapshot& s) {
         for (const auto* list : {&s.source->gauges, &s.source->counters}) {
             for (const auto& f : *list) {
                 if (f.name == name) {
-                    out += std::string(", ") + name + " " +
-                           std::to_string(static_cast<std::uint64_t>(f.value));
+                    // As an integer (these figures are counts); one a hand-built snapshot gives
+                    // outside the range of std::uint64_t (negative, NaN) is written as it is.
+                    std::string value;
+                    if (f.value >= 0 && f.value < 18446744073709551616.0) {
+                        value = std::to_string(static_cast<std::uint64_t>(f.value));
+                    } else {
+                        append_number(value, f.value);
+                    }
+                    out += std::string(", ") + name + " " + value;
                 }
             }
         }
