@@ -919,6 +919,32 @@ TEMPLATE_TEST_CASE("ring: every drop is counted under its reason and dropped is 
     check_identities(s);
 }
 
+TEST_CASE("ring: a lock-free ring's popped does not count evictions that land between its reads") {
+    // drop_counters::snapshot reads the counters, then the positions. An eviction that moves the
+    // head after the first and is counted before the positions are read made popped one too
+    // high per eviction: a reader preempted there during an overflow read thousands of pops
+    // that never happened (a Prometheus counter that then fell back). Simulated here: the
+    // positions callback is where the evictions land; the first read of each snapshot sees
+    // three more in the head than the counters said.
+    framepipe::detail::drop_counters drops;
+    std::uint64_t head = 0;
+    int calls = 0;
+    const auto positions = [&] {
+        ++calls;
+        if (calls == 1) {
+            head += 3; // three evicting pushes move the head and count themselves
+            drops.evicted.fetch_add(3, std::memory_order_release);
+        }
+        return std::pair<std::uint64_t, std::uint64_t>{head, head + 2};
+    };
+    const framepipe::channel_stats s = drops.snapshot(2, positions);
+    CHECK(s.popped == 0); // no consumer ever popped
+    CHECK(s.evicted == 3);
+    CHECK(s.size == 2);
+    CHECK(s.pushed == s.popped + s.dropped + s.size);
+    CHECK(calls == 2); // read again because a counter moved
+}
+
 // --- peek -------------------------------------------------------------------------------------
 
 TEMPLATE_TEST_CASE("ring: peek returns a copy of the next item without consuming it", "[spsc]", mpmc, spsc, locked) {

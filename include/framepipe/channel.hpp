@@ -79,8 +79,9 @@ enum class push_status {
 // A lock-free ring derives pushed and popped from its positions without a lock; its snapshots
 // always satisfy the second identity and `pushed >= popped + dropped + size` (a push in flight
 // may be counted before it is stored or before the item it evicts is; and `popped`, derived from
-// the head minus evictions and expiries, may read lower by the ones in flight in a later snapshot
-// taken during traffic: it is not monotonic between snapshots), with equality when no call is in
+// the head minus evictions and expiries, may read high by the evictions and expiries in flight,
+// at most one per thread pushing or popping, and so read lower in a later snapshot taken during
+// traffic: it is not strictly monotonic between snapshots), with equality when no call is in
 // flight. A latest_slot sums per-side counters without a lock: its snapshot may be off by the
 // calls in flight (see latest_slot.hpp).
 struct channel_stats {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <stop_token>
+#include <tuple>
 #include <utility>
 
 namespace framepipe::detail {
@@ -129,18 +130,34 @@ struct drop_counters {
 
     // Counters first, then `positions()` ({head, tail}, read in that order), then the derived
     // fields. A counter is incremented after the head moved for it, so the head read afterwards
-    // already includes every eviction and expiry counted: popped never underflows. Every
-    // snapshot satisfies dropped == sum of reasons and pushed >= popped + dropped + size, with
-    // equality when no call is in flight. noexcept.
+    // already includes every eviction and expiry counted: popped never underflows. popped is the
+    // head minus those two counters, so an eviction or expiry whose head move the positions see
+    // but the counters read before them do not makes it read one too high; while traffic goes
+    // on, a reader preempted between the two reads would see thousands. So the two counters are
+    // read again after the positions, and the whole read retried (up to 16 times) until neither
+    // moved: popped then reads high only by the evictions and expiries in flight when the
+    // counters were read again (each between its head move and its increment: at most one per
+    // thread pushing or popping). Every snapshot satisfies dropped == sum of reasons and
+    // pushed >= popped + dropped + size, with equality when no call is in flight. noexcept.
     template <class Positions>
     [[nodiscard]] channel_stats snapshot(std::uint64_t capacity, Positions positions) const noexcept {
         channel_stats s;
-        s.evicted = evicted.load(std::memory_order_acquire);
-        s.expired = expired.load(std::memory_order_acquire);
-        s.rejected = rejected.load(std::memory_order_acquire);
-        s.cancelled = cancelled.load(std::memory_order_acquire);
-        s.after_close = after_close.load(std::memory_order_acquire);
-        const auto [h, t] = positions();
+        std::uint64_t h = 0;
+        std::uint64_t t = 0;
+        for (int attempt = 1;; ++attempt) {
+            s.evicted = evicted.load(std::memory_order_acquire);
+            s.expired = expired.load(std::memory_order_acquire);
+            s.rejected = rejected.load(std::memory_order_acquire);
+            s.cancelled = cancelled.load(std::memory_order_acquire);
+            s.after_close = after_close.load(std::memory_order_acquire);
+            std::tie(h, t) = positions();
+            // Acquire, as above (the positions' loads are acquire, so these are not hoisted).
+            if ((evicted.load(std::memory_order_acquire) == s.evicted &&
+                 expired.load(std::memory_order_acquire) == s.expired) ||
+                attempt == 16) {
+                break;
+            }
+        }
         s.size = std::min<std::uint64_t>(t - h, capacity); // an evicting push may run ahead
         s.popped = h - s.evicted - s.expired;
         s.dropped = s.evicted + s.rejected + s.cancelled + s.expired + s.after_close;
