@@ -134,6 +134,46 @@ TEST_CASE("gap_counter: losses are the gaps, per sender; a new sender starts whe
     CHECK(g.see(2, 1).lost == 0);
 }
 
+TEST_CASE("gap_counter: a link_seq from the wire is checked: far jumps reset, the count wraps") {
+    constexpr auto far = tp::detail::gap_counter::max_gap + 1;
+    constexpr auto top = std::numeric_limits<std::uint64_t>::max();
+    tp::detail::gap_counter g;
+    CHECK(g.see(1, 0).new_sender);
+    CHECK(g.see(1, 1).lost == 0);
+    // A forged link_seq far ahead is a reset, not 2^62 losses; the real sender's next message,
+    // far behind it now, is another reset, not out of order: the stream goes on, nothing lost.
+    const auto jump = g.see(1, std::uint64_t{1} << 62);
+    CHECK(jump.reset);
+    CHECK(jump.lost == 0);
+    CHECK_FALSE(jump.out_of_order);
+    const auto back = g.see(1, 2);
+    CHECK(back.reset);
+    CHECK(back.lost == 0);
+    CHECK_FALSE(back.out_of_order);
+    CHECK(g.see(1, 3).lost == 0);
+    // The bound itself: max_gap ahead is a loss of max_gap, one more is a reset.
+    CHECK(g.see(1, 4 + tp::detail::gap_counter::max_gap).lost == tp::detail::gap_counter::max_gap);
+    const auto beyond = g.see(1, 5 + tp::detail::gap_counter::max_gap + far);
+    CHECK(beyond.reset);
+    CHECK(beyond.lost == 0);
+    // Behind within max_gap: out of order (a duplicate of the last one too), nothing moves.
+    CHECK(g.see(1, 5 + tp::detail::gap_counter::max_gap + far).out_of_order);
+    CHECK(g.see(1, 6 + tp::detail::gap_counter::max_gap + far).lost == 0);
+    // The count wraps from UINT64_MAX to 0 without a gap; a forged UINT64_MAX just behind a
+    // sender at 1 is out of order, not a wrap that makes its next message a loss.
+    CHECK(g.see(2, top - 1).new_sender);
+    CHECK(g.see(2, top).lost == 0);
+    CHECK(g.see(2, 0).lost == 0);
+    CHECK(g.see(2, 2).lost == 1);
+    CHECK(g.see(3, 0).new_sender);
+    CHECK(g.see(3, 1).lost == 0);
+    const auto wrapped = g.see(3, top);
+    CHECK(wrapped.out_of_order);
+    CHECK_FALSE(wrapped.reset);
+    CHECK(g.see(3, 2).lost == 0);
+    CHECK(g.see(3, 3).lost == 0);
+}
+
 TEST_CASE("gap_counter: past max_senders the least recently seen sender is forgotten, never a "
           "live one") {
     constexpr auto full = tp::detail::gap_counter::max_senders;

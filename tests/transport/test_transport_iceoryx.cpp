@@ -326,6 +326,15 @@ TEST_CASE("iceoryx: options iceoryx would clamp or truncate are refused, naming 
                    pub_t p({.service = svc, .largest_chunk = std::size_t{1} << 32});
                }),
                Catch::Contains("largest_chunk"));
+    // An enum set from an integer that is no message_kind.
+    CHECK_THAT(invalid_argument_from([&] {
+                   rx_t r({.service = svc, .kind = static_cast<tp::message_kind>(7)});
+               }),
+               Catch::Contains("kind"));
+    CHECK_THAT(invalid_argument_from([&] {
+                   pub_t p({.service = svc, .kind = static_cast<tp::message_kind>(0)});
+               }),
+               Catch::Contains("kind"));
     // The limits themselves are fine.
     CHECK_NOTHROW(rx_t({.service = svc,
                         .queue_capacity = iox::MAX_SUBSCRIBER_QUEUE_CAPACITY,
@@ -627,6 +636,35 @@ TEST_CASE("iceoryx: each frame carries the next link_seq; gaps are lost_in_trans
         CHECK(frames.lost_in_transport() == 4);
         CHECK(frames.stats().pushed == 8);
         CHECK(ring.size() == 0);
+    }
+    SECTION("a replayed frame is skipped; a forged jump and the way back are resets, no loss") {
+        forged_stream forged("replay", 6);
+        forged.send(0, tp::message_kind::frame);
+        forged.send(1, tp::message_kind::frame);
+        forged.send(0, tp::message_kind::frame); // an old copy: never handed out
+        forged.send(std::uint64_t{1} << 62, tp::message_kind::frame);
+        forged.send(2, tp::message_kind::frame);
+        forged.send(3, tp::message_kind::frame);
+        framepipe::ring<handle> ring(8);
+        tp::loss_counted frames(ring);
+        tp::iceoryx_receiver<tp::bytes_codec> rx(
+            {.service = {.instance = "replay"}, .queue_capacity = 8, .history = 6});
+        rx.start(frames);
+        for (const std::uint64_t link_seq :
+             std::initializer_list<std::uint64_t>{0, 1, std::uint64_t{1} << 62, 2, 3}) {
+            auto h = frames.pop_for(10s);
+            REQUIRE(h);
+            CHECK((*h)->link_seq == link_seq);
+        }
+        wait_until([&] { return rx.stats().received == 6; });
+        rx.stop();
+        CHECK_FALSE(ring.try_pop());
+        const auto s = rx.stats();
+        CHECK(s.delivered == 5);
+        CHECK(s.out_of_order == 1);
+        CHECK(s.link_resets == 2);
+        CHECK(s.lost_in_transport == 0);
+        CHECK(frames.lost_in_transport() == 0);
     }
 }
 

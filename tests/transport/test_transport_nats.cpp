@@ -80,12 +80,16 @@ stop_seam stop_hold;
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -1261,4 +1265,260 @@ TEST_CASE("nats: a connected receiver that gets nothing for stall_timeout says s
     CHECK(nc.stats().state == framepipe::live_state::streaming); // the connection is up
     CHECK_FALSE(rx.failure());
     rx.stop();
+}
+
+TEST_CASE("nats: receivers and receipt publishers ended while messages arrive: no crash, bounded") {
+    // nats.c 3.4's read loop can lock a subscription the application has just destroyed (nats.c
+    // issue #637): a receiver stopped, or a publisher with receipts closed, while its messages
+    // arrive crashed the process (here within the first few rounds, 5 runs of 5; ASan:
+    // heap-use-after-free). The connection now frees an ended subscription only once nats.c's
+    // read loop is past it.
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    // The camera on a connection of its own, sending as fast as it can: the receivers'
+    // connection reads a flood, and its own writes (subscribe, flush) do not queue behind it.
+    tp::nats_connection camera_nc({.servers = {server.url()}});
+    const std::string frames = "framepipe.t.churn.frames";
+    const std::string receipts = "framepipe.t.churn.receipts";
+    std::atomic<bool> done{false};
+    std::atomic<std::uint64_t> sent{0};
+    std::jthread camera([&] {
+        tp::nats_publisher<tp::bytes_codec> pub(camera_nc, {.subject = frames});
+        while (!done.load()) {
+            if (pub.send(payload(1000)) == tp::send_status::sent) {
+                sent.fetch_add(1);
+            }
+        }
+    });
+    constexpr int rounds = 300;
+    int got_one = 0;
+    for (int i = 0; i < rounds; ++i) {
+        framepipe::ring<bytes_handle> out(8, framepipe::overflow::drop_oldest);
+        tp::nats_receiver<tp::bytes_codec> plain(nc, {.subject = frames, .pending_messages = 4});
+        tp::nats_receiver<tp::bytes_codec> member(
+            nc, {.subject = frames, .queue_group = "g", .receipt_subject = receipts});
+        tp::nats_publisher<tp::bytes_codec> acks(
+            nc, {.subject = "framepipe.t.churn.other", .receipt_subject = receipts});
+        plain.start(out);
+        member.start(out);
+        // Messages flow into both when they stop: one has arrived since they started.
+        got_one += out.pop_for(10s) ? 1 : 0;
+        member.stop();
+        plain.stop();
+        acks.close();
+        // Bounded: each start() frees what ended before it, and every max_retired-th ending
+        // flushes to free the rest (at most 1 s, and the server answers at once here).
+        REQUIRE(nc.retired_subscriptions() <= tp::nats_connection::max_retired);
+    }
+    done = true;
+    camera.join();
+    CHECK(got_one == rounds);
+    CHECK(sent.load() > 0);
+}
+
+TEST_CASE("nats: publishers with receipts made and closed, never a start(): ended ones are freed") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    std::size_t most = 0;
+    for (int i = 0; i < 100; ++i) {
+        tp::nats_publisher<tp::bytes_codec> p(
+            nc, {.subject = "framepipe.t.free.frames", .receipt_subject = "framepipe.t.free.r"});
+        p.close();
+        most = std::max(most, nc.retired_subscriptions());
+    }
+    CHECK(most <= tp::nats_connection::max_retired);
+    CHECK(nc.retired_subscriptions() < tp::nats_connection::max_retired);
+}
+
+TEST_CASE("nats: a frozen server: send() fails within write_deadline, stop() and close() return") {
+    // SIGSTOP: the server neither reads nor answers (a paused VM, a black-holed route). Without a
+    // write deadline nats.c writes on a blocking socket under its connection lock: send(), the
+    // receiver's stop() and the publisher's close() waited as long as the server stayed frozen.
+    nats_server server;
+    struct resume_guard {
+        nats_server& s;
+        ~resume_guard() { s.signal(SIGCONT); } // whatever happens, the server resumes
+    } resume{server};
+    tp::nats_connection nc({.servers = {server.url()}, .write_deadline = 500ms});
+    tp::nats_publisher<tp::bytes_codec> pub(
+        nc, {.subject = "framepipe.t.frozen.frames", .receipt_subject = "framepipe.t.frozen.r"});
+    framepipe::ring<bytes_handle> got(4, framepipe::overflow::drop_oldest);
+    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = "framepipe.t.frozen.other"});
+    rx.start(got);
+    server.signal(SIGSTOP);
+    // Frames of 100 KB fill the socket's buffers within a few dozen; the next write times out.
+    // The watchdog: 60 s instead of for ever (the server resumes then, and the test fails).
+    std::atomic<int> first_not_sent{-1};
+    std::atomic<std::uint64_t> sends{0};
+    std::atomic<bool> give_up{false};
+    auto sender = std::async(std::launch::async, [&] {
+        const auto frame = payload(100 * 1024);
+        while (!give_up.load()) {
+            const auto st = pub.send(frame);
+            sends.fetch_add(1);
+            if (st != tp::send_status::sent) {
+                first_not_sent = static_cast<int>(st);
+                return;
+            }
+        }
+    });
+    if (sender.wait_for(60s) != std::future_status::ready) {
+        give_up = true;
+        server.signal(SIGCONT); // the send in progress returns
+        sender.wait();
+        FAIL("send() into a frozen server did not fail within 60 s (" << sends.load()
+                                                                       << " sends)");
+    }
+    const auto st = static_cast<tp::send_status>(first_not_sent.load());
+    INFO("first send not sent: " << tp::to_string(st) << ", after " << sends.load() << " sends");
+    CHECK((st == tp::send_status::failed || st == tp::send_status::disconnected));
+    // The write that timed out dropped the connection: nats.c is reconnecting.
+    CHECK(eventually([&] { return !nc.connected(); }));
+    auto ended = std::async(std::launch::async, [&] {
+        rx.stop();
+        pub.close();
+    });
+    if (ended.wait_for(60s) != std::future_status::ready) {
+        server.signal(SIGCONT);
+        ended.wait();
+        FAIL("stop() and close() with a frozen server did not return within 60 s");
+    }
+    CHECK(rx.stats().state == framepipe::live_state::stopped);
+    CHECK(pub.send(payload(8)) == tp::send_status::closed);
+}
+
+TEST_CASE("nats: link_seq is not trusted: old copies are skipped, far jumps are no loss") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    framepipe::ring<bytes_handle> ring(64);
+    tp::loss_counted out(ring);
+    const std::string subject = "framepipe.t.seq.frames";
+    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = subject, .pending_messages = 64});
+    rx.start(out);
+    // One connection: the messages arrive in the order they were published.
+    const auto forge = [&](std::uint64_t sender, std::uint64_t link_seq, std::uint8_t tag) {
+        std::vector<std::byte> msg(tp::envelope_size + 1);
+        tp::envelope e;
+        e.link_seq = link_seq;
+        e.seq = tag;
+        e.payload_size = 1;
+        tp::set_sender(e, sender, "forged");
+        tp::write_envelope(e, msg);
+        msg[tp::envelope_size] = std::byte{tag};
+        REQUIRE(natsConnection_Publish(nc.get(), subject.c_str(), msg.data(),
+                                       static_cast<int>(msg.size())) == NATS_OK);
+    };
+    constexpr auto top = std::numeric_limits<std::uint64_t>::max();
+    forge(7, 0, 1);
+    forge(7, 1, 2);
+    forge(7, 2, 3);
+    forge(7, 0, 90);                     // a replay of the first: an old frame, never handed out
+    forge(7, 1, 91);                     // and of the second
+    forge(7, std::uint64_t{1} << 62, 4); // a forged jump: no 2^62 losses
+    forge(7, 3, 5);                      // the real sender goes on: a reset back, handed out
+    forge(7, 4, 6);
+    forge(8, 0, 7);   // another sender
+    forge(8, top, 92); // just behind it, modulo 2^64: out of order, not a wrap to a loss
+    forge(8, 1, 8);
+    forge(8, 3, 9); // one real loss: link_seq 2
+    std::vector<int> tags;
+    while (tags.size() < 9) {
+        auto r = ring.pop_for(10s);
+        REQUIRE(r);
+        tags.push_back(static_cast<int>((*r)->value[0]));
+    }
+    CHECK(tags == std::vector<int>{1, 2, 3, 4, 5, 6, 7, 8, 9});
+    rx.stop(); // the callback has returned: the counts are final
+    CHECK_FALSE(ring.try_pop());
+    const auto s = rx.stats();
+    CHECK(s.received == 12);
+    CHECK(s.delivered == 9);
+    CHECK(s.out_of_order == 3);
+    CHECK(s.link_resets == 2);
+    CHECK(s.lost_in_transport == 1);
+    CHECK(out.lost_in_transport() == 1);
+    CHECK(s.senders == 2);
+    // Every message received is accounted for once.
+    CHECK(s.received == s.delivered + s.refused + s.out_of_order + s.malformed);
+}
+
+TEST_CASE("nats: slow_consumer_dropped stays counted after the connection closed") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}, .max_reconnect = 0});
+    gated_channel out; // the callback waits in the first push: the client's backlog fills
+    tp::nats_receiver<tp::bytes_codec> rx(
+        nc, {.subject = "framepipe.t.drops.frames", .pending_messages = 2});
+    rx.start(out);
+    tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = "framepipe.t.drops.frames"});
+    REQUIRE(pub.send(payload(16)) == tp::send_status::sent);
+    out.wait_entered(); // taken from the client's queue, waiting in the push
+    for (int i = 0; i < 19; ++i) {
+        REQUIRE(pub.send(payload(16)) == tp::send_status::sent);
+    }
+    // One connection: once the flush returns, all 19 have been read: two pending, the rest
+    // dropped by nats.c.
+    REQUIRE(natsConnection_Flush(nc.get()) == NATS_OK);
+    const auto dropped = rx.stats().slow_consumer_dropped;
+    CHECK(dropped == 17);
+    server.kill();
+    REQUIRE(eventually([&] { return nc.stats().state == framepipe::live_state::failed; }));
+    CHECK(rx.stats().slow_consumer_dropped == dropped); // nats.c reads 0 now: the count is kept
+    out.close();
+    rx.stop();
+    CHECK(rx.stats().slow_consumer_dropped == dropped);
+}
+
+TEST_CASE("nats: a receiver's state is stopped before start() and from stop() on") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    framepipe::ring<bytes_handle> got(16);
+    tp::nats_receiver<tp::bytes_codec> rx(
+        nc, {.subject = "framepipe.t.states.frames", .stall_timeout = 1h});
+    CHECK(rx.stats().state == framepipe::live_state::stopped);
+    CHECK(rx.status().state == "stopped");
+    rx.start(got);
+    CHECK(rx.stats().state == framepipe::live_state::streaming); // just started: not stalled
+    rx.stop();
+    CHECK(rx.stats().state == framepipe::live_state::stopped);
+    CHECK(nc.stats().state == framepipe::live_state::streaming); // the connection is still up
+    // Stopped stays stopped, however long nothing comes.
+    tp::nats_receiver<tp::bytes_codec> quick(
+        nc, {.subject = "framepipe.t.states.frames", .stall_timeout = 1ns});
+    quick.start(got);
+    REQUIRE(eventually([&] { return quick.stats().state == framepipe::live_state::stalled; }));
+    quick.stop();
+    CHECK(quick.stats().state == framepipe::live_state::stopped);
+}
+
+TEST_CASE("nats: kinds out of range, a bad write_deadline, an unreadable URL: invalid_argument") {
+    const auto refused = [](auto make, const std::string& field) {
+        try {
+            make();
+            FAIL("accepted; expected std::invalid_argument naming " << field);
+        } catch (const std::invalid_argument& e) {
+            CHECK(std::string(e.what()).rfind(field + ":", 0) == 0);
+        } catch (const std::exception& e) {
+            FAIL_CHECK("expected std::invalid_argument naming " << field << ", got: " << e.what());
+        }
+    };
+    refused(
+        [] { tp::nats_connection nc({.servers = {"nats://127.0.0.1:1"}, .write_deadline = 0s}); },
+        "write_deadline");
+    // nats.c cannot read the port: at once, without the max_attempts retries and their backoff.
+    refused([] { tp::nats_connection nc({.servers = {"nats://127.0.0.1:notaport"},
+                                         .max_attempts = 3}); },
+            "servers");
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    using pub_t = tp::nats_publisher<tp::bytes_codec>;
+    using rx_t = tp::nats_receiver<tp::bytes_codec>;
+    refused([&] { pub_t p(nc, {.subject = "a", .kind = static_cast<tp::message_kind>(7)}); },
+            "kind");
+    refused([&] { rx_t r(nc, {.subject = "a", .kind = static_cast<tp::message_kind>(0)}); },
+            "kind");
+    pub_t pub(nc, {.subject = "a"});
+    const std::shared_ptr<std::vector<std::byte>> none;
+    CHECK_THROWS_AS((void)pub.send(none), std::invalid_argument);
+    CHECK(pub.stats().sent == 0);
+    CHECK(pub.stats().send_failed == 0);
 }

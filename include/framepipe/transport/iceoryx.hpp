@@ -18,7 +18,8 @@
 //
 // Loss: publisher and subscribers discard the oldest data when a subscriber's queue is full
 // (never blocking the publisher), and the receiver counts what it missed from the link_seq gaps
-// (lost_in_transport; in its output channel's stats too when that is a loss_counted). A
+// (lost_in_transport; in its output channel's stats too when that is a loss_counted); a copy
+// older than one already received is counted out_of_order and skipped (detail::gap_counter). A
 // subscriber that holds chunks can starve the mempool: the publisher then counts no_buffer and
 // skips the frame (size the mempool, docs/transport.md).
 //
@@ -124,23 +125,28 @@ inline iox::capro::ServiceDescription iox_description(const iceoryx_service& s) 
 }
 
 // Registers this process with RouDi under `name` (made unique with the process id unless
-// `exact`). Once per process, before any publisher or receiver; later calls do nothing. Throws
+// `exact`). Once per process, before any publisher or receiver: once a call has returned, later
+// calls do nothing (they check neither RouDi nor `name`). Any thread; concurrent calls wait for
+// the first. Throws std::invalid_argument (name: 1 to 100 characters, no '/'; checked first), and
 // transport_error, saying so in one line, when RouDi does not answer: iceoryx itself would wait
-// 60 s and then terminate the process.
+// 60 s and then terminate the process. A call that throws registers nothing, and the next call
+// tries again.
 inline void iceoryx_init(std::string_view name, bool exact = false) {
     static std::once_flag once;
-    if (auto why = roudi_unreachable()) {
-        throw transport_error(*why);
-    }
-    std::string n(name);
-    if (!exact) {
-        n += "-" + std::to_string(::getpid());
-    }
-    if (n.empty() || n.size() > iox::RuntimeName_t::capacity() ||
-        n.find('/') != std::string::npos) {
-        throw std::invalid_argument("iceoryx_init: a name of 1 to 100 characters without '/'");
-    }
+    // An exception leaves `once` unset (std::call_once's exceptional call): the next call runs.
     std::call_once(once, [&] {
+        std::string n(name);
+        if (!exact) {
+            n += "-" + std::to_string(::getpid());
+        }
+        if (n.empty() || n.size() > iox::RuntimeName_t::capacity() ||
+            n.find('/') != std::string::npos) {
+            throw std::invalid_argument(
+                "iceoryx_init: name: 1 to 100 characters without '/'");
+        }
+        if (auto why = roudi_unreachable()) {
+            throw transport_error(*why);
+        }
         iox::runtime::PoshRuntime::initRuntime(
             iox::RuntimeName_t(iox::cxx::TruncateToCapacity, n.c_str()));
     });
@@ -168,7 +174,8 @@ public:
     using value_type = typename Codec::value_type;
 
     // Offers the service. After iceoryx_init. Throws std::invalid_argument for a bad name, a
-    // history over iox::MAX_PUBLISHER_HISTORY or a largest_chunk over 4 GiB - 1 (naming it).
+    // history over iox::MAX_PUBLISHER_HISTORY, a largest_chunk over 4 GiB - 1 or a kind that is
+    // not a message_kind (naming it).
     explicit iceoryx_publisher(iceoryx_publisher_options options, Codec c = {})
         : options_(std::move(options)),
           codec_(std::move(c)),
@@ -293,6 +300,7 @@ private:
 
     // Checks the options (before the port is made) and turns them into iceoryx's.
     static iox::popo::PublisherOptions publisher_options(const iceoryx_publisher_options& o) {
+        detail::check_kind(o.kind, "iceoryx_publisher: kind");
         if (o.history > iox::MAX_PUBLISHER_HISTORY) {
             throw std::invalid_argument("iceoryx_publisher: history: at most " +
                                         std::to_string(iox::MAX_PUBLISHER_HISTORY) +
@@ -349,8 +357,8 @@ public:
     using item_type = received_ptr<view_type>;
 
     // Subscribes at once (so a publisher's frames queue from now on). After iceoryx_init. Throws
-    // std::invalid_argument for a bad name, or a queue_capacity or history out of range (naming
-    // it).
+    // std::invalid_argument for a bad name, a queue_capacity or history out of range, or a kind
+    // that is not a message_kind (naming it).
     explicit iceoryx_receiver(iceoryx_receiver_options options, Codec c = {})
         : options_(std::move(options)),
           codec_(std::move(c)),
@@ -394,8 +402,12 @@ public:
         return ended_cv_.wait(lock, stop, [this] { return ended_; });
     }
 
+    // The receiver's state (stopped before start() and after stop()) and counters. Any thread;
+    // never blocks but for a mutex. Exceptions: std::bad_alloc (last_error's copy).
     [[nodiscard]] transport_stats stats() const { return core_->counters.snapshot(); }
+    // The state and counters as a pipeline shows a supervised source's. Any thread; as stats().
     [[nodiscard]] source_status status() const { return detail::to_source_status(stats()); }
+    // Why the receiver cannot go on: never (iceoryx tells a client nothing of RouDi's death).
     [[nodiscard]] std::optional<std::string> failure() const { return std::nullopt; }
 
 private:
@@ -411,6 +423,7 @@ private:
 
     // Checks the options (before the port is made) and turns them into iceoryx's.
     static iox::popo::SubscriberOptions subscriber_options(const iceoryx_receiver_options& o) {
+        detail::check_kind(o.kind, "iceoryx_receiver: kind");
         if (o.queue_capacity == 0 || o.queue_capacity > iox::MAX_SUBSCRIBER_QUEUE_CAPACITY) {
             throw std::invalid_argument("iceoryx_receiver: queue_capacity: 1 to " +
                                         std::to_string(iox::MAX_SUBSCRIBER_QUEUE_CAPACITY) +
@@ -535,8 +548,12 @@ private:
             if (g.new_sender) {
                 c.counters.senders.fetch_add(1, std::memory_order_relaxed);
             }
-            if (g.out_of_order) {
+            if (g.reset) {
+                c.counters.link_resets.fetch_add(1, std::memory_order_relaxed);
+            }
+            if (g.out_of_order) { // older than one handed out already: skipped, never handed out
                 c.counters.out_of_order.fetch_add(1, std::memory_order_relaxed);
+                return;
             }
             if (e.kind != options_.kind) {
                 return;

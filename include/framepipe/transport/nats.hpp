@@ -38,10 +38,13 @@
 //
 // Loss accounting: every message carries the sender's link_seq. A receiver on a plain
 // subscription sees the whole stream: its gaps are lost_in_transport (in its stats(), and in its
-// output channel's when that is a loss_counted, detail/common.hpp). Members of a queue group
-// each see part of it, so there the receivers send a receipt for each frame (receipt_subject) and
-// the publisher counts a frame without one after loss_horizon as lost_in_transport (it died in a
-// member's client over its pending limit, in flight to a member that died, or in a server).
+// output channel's when that is a loss_counted, detail/common.hpp). link_seq is not trusted
+// (detail::gap_counter): a copy older than one already received is counted out_of_order and
+// skipped, a link_seq far from the expected one restarts the count (link_resets), never a loss.
+// Members of a queue group each see part of it, so there the receivers send a receipt for each
+// frame (receipt_subject) and the publisher counts a frame without one after loss_horizon as
+// lost_in_transport (it died in a member's client over its pending limit, in flight to a member
+// that died, or in a server).
 //
 // Threads: nats_connection, publishers and receivers from any thread; a publisher's send() is
 // serialised by a mutex; a receiver's callback runs on nats.c's thread for the subscription.
@@ -68,8 +71,10 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -139,8 +144,18 @@ struct nats_options {
     int max_reconnect = -1; // reconnect rounds after a loss before giving up; -1: for ever
     // What nats.c keeps for the server while reconnecting; 0: nats.c's default (8 MB).
     int reconnect_buffer_bytes = 4 << 20;
-    std::chrono::nanoseconds ping_interval{std::chrono::seconds(2)}; // a silent server is noticed
-    int max_pings_out = 2; // after about ping_interval * (max_pings_out + 1)
+    // A server that answers nothing is taken for lost (backoff, a reconnect) after about
+    // ping_interval * (max_pings_out + 1): its PINGs go unanswered. One that stops reading (frozen,
+    // a black-holed route) is taken for lost as soon as a write to it has waited write_deadline.
+    std::chrono::nanoseconds ping_interval{std::chrono::seconds(2)};
+    int max_pings_out = 2;
+    // How long one write to the server's socket may wait for room (natsOptions_SetWriteDeadline;
+    // nats.c then writes on a non-blocking socket). Without it a frozen server blocks a send(), a
+    // receiver's stop() and a publisher's close() for as long as it stays frozen. A write that
+    // times out drops the connection: send() returns failed (that frame) or disconnected (the
+    // next ones, with drop_while_disconnected), and nats.c reconnects. Long enough for the
+    // largest message at the link's slowest rate. Positive.
+    std::chrono::nanoseconds write_deadline{std::chrono::seconds(2)};
 };
 
 namespace detail {
@@ -276,12 +291,13 @@ class nats_receiver;
 // One connection to a NATS server or cluster, shared by publishers and receivers.
 class nats_connection {
 public:
-    // Connects, trying every server up to max_attempts times with the backoff between. Blocks.
-    // Throws nats_error with one line when that fails, such as "cannot connect to
+    // Connects, trying every server up to max_attempts times with the backoff between. Any
+    // thread; blocks. Throws nats_error with one line when that fails, such as "cannot connect to
     // nats://127.0.0.1:4222: no server available for connection (3 attempts)";
-    // std::invalid_argument naming the field for a bad option (an empty server list or URL, a
-    // duration not positive, a backoff as live_source refuses it, max_reconnect below -1,
-    // reconnect_buffer_bytes negative, max_pings_out below 1).
+    // std::invalid_argument naming the field for a bad option (an empty server list or URL, a URL
+    // nats.c cannot read: "servers: ...", at once, without retries; a duration not positive, a
+    // backoff as live_source refuses it, max_reconnect below -1, reconnect_buffer_bytes negative,
+    // max_pings_out below 1). Strong guarantee: nothing is left behind when it throws.
     explicit nats_connection(nats_options options) {
         validate(options);
         auto owner = std::make_unique<shared>(); // ours until connected; then the callbacks'
@@ -305,6 +321,7 @@ public:
               "reconnect_buffer_bytes");
         check(natsOptions_SetPingInterval(opts, ms(o.ping_interval)), "ping_interval");
         check(natsOptions_SetMaxPingsOut(opts, o.max_pings_out), "max_pings_out");
+        check(natsOptions_SetWriteDeadline(opts, ms(o.write_deadline)), "write_deadline");
         check(natsOptions_SetCustomReconnectDelay(opts, &shared::on_delay, state_), "backoff");
         check(natsOptions_SetDisconnectedCB(opts, &shared::on_disconnected, state_), "callbacks");
         check(natsOptions_SetReconnectedCB(opts, &shared::on_reconnected, state_), "callbacks");
@@ -320,6 +337,12 @@ public:
                 break;
             }
             last = detail::nats_text(s);
+            if (s == NATS_INVALID_ARG) { // a URL nats.c cannot read: no attempt will do better
+                const char* why = nats_GetLastError(nullptr);
+                throw std::invalid_argument("servers: nats.c cannot use " + join(o.servers) +
+                                            ": " + (why != nullptr && *why != '\0'
+                                                        ? std::string(why) : last));
+            }
             c.error(last);
             if (o.max_attempts != 0 && attempt >= o.max_attempts) {
                 throw nats_error("cannot connect to " + join(o.servers) + ": " + last + " (" +
@@ -340,8 +363,10 @@ public:
     nats_connection(const nats_connection&) = delete;
     nats_connection& operator=(const nats_connection&) = delete;
 
-    // Flushes what is buffered (at most 1 s, and only while connected), closes and frees the
-    // connection. Receivers and publishers on it must be gone (stopped) first.
+    // Flushes what is buffered (at most 1 s, and only while connected), closes the connection,
+    // then frees nats.c's handles of the subscriptions that ended on it (see retire()) and the
+    // connection. Receivers and publishers on it must be gone (stopped) first. The thread that
+    // destroys it; returns within about 3 s plus write_deadline, whatever the server does.
     ~nats_connection() {
         if (nc_ == nullptr) {
             return;
@@ -350,7 +375,7 @@ public:
             (void)natsConnection_FlushTimeout(nc_, 1000);
         }
         state_->closing.store(true);
-        natsConnection_Close(nc_);
+        natsConnection_Close(nc_); // joins nats.c's read loop: no message is handled after this
         // The closed callback runs on nats.c's thread and reads state_: wait for it (bounded),
         // and if it does not come, leave state_ to it rather than free it under its feet.
         bool done = false;
@@ -358,6 +383,11 @@ public:
             std::unique_lock<std::mutex> lock(state_->mu);
             done = state_->cv.wait_for(lock, std::chrono::seconds(2),
                                        [this] { return state_->closed; });
+        }
+        // The read loop is gone (natsConnection_Close joined it): every ended subscription may
+        // go. Left (a few hundred bytes each) if the closed callback never came, as state_ is.
+        if (done) {
+            reap_before(std::numeric_limits<std::uint64_t>::max());
         }
         natsConnection_Destroy(nc_);
         if (done) {
@@ -393,9 +423,69 @@ public:
         return {};
     }
 
+    // Subscriptions that ended (a receiver's stop(), a publisher's close()) and whose nats.c
+    // handle is not freed yet (see retire()): fewer than max_retired after a retire() whose flush
+    // succeeded; more while disconnected or the server is slow to answer. Any thread; never
+    // blocks but for a mutex.
+    [[nodiscard]] std::size_t retired_subscriptions() const {
+        const std::lock_guard<std::mutex> lock(retired_mu_);
+        return retired_.size();
+    }
+
+    // How many ended subscriptions wait before the one that ends next flushes to free them.
+    static constexpr std::size_t max_retired = 16;
+
 private:
     template <codec C>
     friend class nats_receiver;
+    template <codec C>
+    friend class nats_publisher;
+
+    // A subscription that ended (unsubscribed: out of nats.c's table) is handed here instead of
+    // destroyed. nats.c 3.4's read loop takes a subscription from the table, lets go of the
+    // table's lock and then locks the subscription (nats.c issue #637, fixed in 3.6 by PR #638):
+    // one destroyed in between is used after it was freed, and the process crashes. The read loop
+    // handles what the server sends in order, so once a flush started after the unsubscribe has
+    // returned (its PONG handled by that same loop) the loop is past any message for it; and
+    // natsConnection_Close joins the loop. So ended subscriptions are freed by the next flush
+    // that succeeds (start() makes one while connected; when max_retired wait, retire() makes
+    // one, at most 1 s) and, at the latest, in the destructor. Until then each keeps nats.c's
+    // handle and its finished delivery thread, which nats.c detaches only when the handle is
+    // freed: its stack (8 MB of address space, the few pages it used resident). While
+    // disconnected no flush succeeds, and subscriptions ended meanwhile wait for the connection
+    // to come back.
+    // Never throws: a subscription it cannot keep is left to nats.c (not freed).
+    void retire(natsSubscription* sub) noexcept {
+        std::size_t waiting = 0;
+        try {
+            const std::lock_guard<std::mutex> lock(retired_mu_);
+            retired_.push_back(sub);
+            waiting = retired_.size();
+        } catch (...) { // no memory to keep it: leaked, never freed under the read loop
+            return;
+        }
+        if (waiting >= max_retired && connected()) {
+            const auto mark = retired_mark();
+            if (natsConnection_FlushTimeout(nc_, 1000) == NATS_OK) {
+                reap_before(mark);
+            }
+        }
+    }
+    // The ticket of the next subscription to retire: a flush started after this call proves the
+    // read loop past every subscription retired before it.
+    [[nodiscard]] std::uint64_t retired_mark() const {
+        const std::lock_guard<std::mutex> lock(retired_mu_);
+        return retired_first_ + retired_.size();
+    }
+    // Frees the subscriptions retired before `mark`.
+    void reap_before(std::uint64_t mark) noexcept {
+        const std::lock_guard<std::mutex> lock(retired_mu_);
+        while (!retired_.empty() && retired_first_ < mark) {
+            natsSubscription_Destroy(retired_.front()); // closed already: frees it, no I/O
+            retired_.pop_front();
+            ++retired_first_;
+        }
+    }
 
     struct shared {
         nats_options options;
@@ -483,6 +573,7 @@ private:
         }
         framepipe::detail::require_positive(o.connect_timeout, "connect_timeout");
         framepipe::detail::require_positive(o.ping_interval, "ping_interval");
+        framepipe::detail::require_positive(o.write_deadline, "write_deadline");
         framepipe::detail::check_backoff(o.backoff);
         if (o.max_reconnect < -1) {
             throw std::invalid_argument("max_reconnect: must be -1 (for ever) or more");
@@ -513,6 +604,9 @@ private:
 
     shared* state_ = nullptr; // the callbacks' closure: outlives nc_ (see the destructor)
     natsConnection* nc_ = nullptr;
+    mutable std::mutex retired_mu_;
+    std::deque<natsSubscription*> retired_; // guarded by retired_mu_: ended, not freed yet
+    std::uint64_t retired_first_ = 0;       // guarded by retired_mu_: retired_.front()'s ticket
 };
 
 struct nats_publisher_options {
@@ -534,10 +628,11 @@ class nats_publisher {
 public:
     using value_type = typename Codec::value_type;
 
-    // With a receipt_subject, subscribes to it (the receipts come on nats.c's thread). Throws
-    // std::invalid_argument naming the field for a subject or receipt_subject that is not a NATS
-    // subject (a subject with wildcards) or a loss_horizon not positive; nats_error when the
-    // receipts' subscription fails.
+    // With a receipt_subject, subscribes to it (the receipts come on nats.c's thread). Any
+    // thread; does not wait for the server. Throws std::invalid_argument naming the field for a
+    // subject or receipt_subject that is not a NATS subject (a subject with wildcards), a kind
+    // that is not a message_kind or a loss_horizon not positive; nats_error when the receipts'
+    // subscription fails.
     nats_publisher(nats_connection& nc, nats_publisher_options options, Codec c = {})
         : nc_(nc),
           options_(validated(std::move(options))),
@@ -571,9 +666,12 @@ public:
 
     // Encodes the item into the message buffer (one copy; nats.c copies it once more into its
     // socket buffer) and publishes it. Any thread (a mutex serialises sends). Never waits for a
-    // receiver. Returns sent, too_large (envelope + payload over the server's max_payload),
-    // disconnected (dropped while reconnecting, with drop_while_disconnected), failed (nats.c
-    // refused it: last_error says why) or closed. Exceptions: what the codec throws.
+    // receiver; a write to the server's socket waits at most write_deadline (nats_options).
+    // Returns sent, too_large (envelope + payload over the server's max_payload), disconnected
+    // (dropped while reconnecting, with drop_while_disconnected), failed (nats.c refused it, a
+    // write that timed out among others: last_error says why) or closed. Throws
+    // std::invalid_argument for a null pointer item (nothing counted), and what the codec throws;
+    // either way nothing was sent and link_seq did not advance.
     template <class Item>
     [[nodiscard]] send_status send(const Item& item) {
         const auto v = detail::view_item<value_type>(item);
@@ -692,8 +790,11 @@ public:
     }
 
     // Later sends return closed; stops taking receipts: unsubscribes and waits (at most 2 s) for
-    // a receipt callback in progress. Any thread but nats.c's; idempotent.
-    void close() {
+    // a receipt callback in progress; the subscription's handle goes to the connection, which
+    // frees it later (nats_connection::retire: then, every max_retired-th time, a flush of at
+    // most 1 s). Waits for a send() in progress, itself bounded by write_deadline. Any thread but
+    // nats.c's; idempotent; never throws.
+    void close() noexcept {
         natsSubscription* r = nullptr;
         {
             const std::lock_guard<std::mutex> lock(mu_);
@@ -706,12 +807,13 @@ public:
             if (completes_) {
                 (void)state_->done.wait_for(std::chrono::seconds(2));
             }
-            natsSubscription_Destroy(r);
+            nc_.retire(r); // never destroyed here: nats.c 3.4's read loop may still reach it
         }
     }
 
     // Figures: the connection's state and counters, this publisher's sends and, with receipts,
-    // its end-to-end losses. Any thread.
+    // its end-to-end losses (frames past loss_horizon are counted lost first). Any thread; never
+    // blocks but for mutexes. Exceptions: std::bad_alloc (last_error's copy).
     [[nodiscard]] transport_stats stats() {
         if (with_receipts_) {
             expire();
@@ -721,13 +823,17 @@ public:
         s.pending_receipts = state_->ledger.waiting();
         return s;
     }
+    // The random id every envelope of this publisher carries (receipts are addressed to it).
+    // Any thread.
     [[nodiscard]] std::uint64_t sender_id() const noexcept { return state_->sender_id; }
+    // The options as checked (sender_name filled in). Any thread.
     [[nodiscard]] const nats_publisher_options& options() const noexcept { return options_; }
 
 private:
     // What the receipts' callback touches: shared by the publisher and the subscription.
     struct state {
-        state(std::chrono::nanoseconds horizon, std::uint64_t id) : ledger(horizon), sender_id(id) {}
+        state(std::chrono::nanoseconds horizon, std::uint64_t id)
+            : ledger(horizon), sender_id(id) {}
         detail::counters counters;
         detail::delivery_ledger ledger;
         const std::uint64_t sender_id;
@@ -737,6 +843,7 @@ private:
 
     static nats_publisher_options validated(nats_publisher_options o) {
         detail::check_subject(o.subject, "subject", false);
+        detail::check_kind(o.kind, "kind");
         if (!o.receipt_subject.empty()) {
             detail::check_subject(o.receipt_subject, "receipt_subject", true);
         }
@@ -818,9 +925,10 @@ public:
     using view_type = typename Codec::view_type;
     using item_type = received_ptr<view_type>;
 
-    // Throws std::invalid_argument naming the field for a subject, queue_group or
-    // receipt_subject that is not one (a receipt_subject with wildcards), pending limits or a
-    // stall_timeout not positive.
+    // Any thread; does not subscribe yet (start() does). Throws std::invalid_argument naming the
+    // field for a subject, queue_group or receipt_subject that is not one (a receipt_subject with
+    // wildcards), a kind that is not a message_kind, pending limits or a stall_timeout not
+    // positive.
     nats_receiver(nats_connection& nc, nats_receiver_options options, Codec c = {})
         : nc_(nc),
           state_(std::make_shared<state>(validated(std::move(options)), std::move(c), nc.get())),
@@ -880,8 +988,13 @@ public:
         if (st == NATS_OK && nc_.connected()) {
             // The subscription is on the server once this returns: frames sent from now on come.
             // A connection lost meanwhile is no error: nats.c resubscribes on the reconnect.
+            // The flush also proves nats.c's read loop past the subscriptions that ended before
+            // it: the connection frees them (nats_connection::retire).
+            const auto mark = nc_.retired_mark();
             st = natsConnection_FlushTimeout(nc_.get(), 2000);
-            if (st != NATS_OK && !nc_.connected() && !closed(nc_.get())) {
+            if (st == NATS_OK) {
+                nc_.reap_before(mark);
+            } else if (!nc_.connected() && !closed(nc_.get())) {
                 st = NATS_OK;
             }
         }
@@ -917,8 +1030,12 @@ public:
     // later messages are skipped, the subscription goes, and stop() waits (at most 2 s) for a
     // callback in progress to return; one that does not (a push that ignores stop tokens) keeps
     // running on nats.c's thread, on state it owns a share of: `out` must then outlive it.
-    // Handles already given out stay valid. Any thread but nats.c's; idempotent; ends wait().
-    void stop() {
+    // The subscription's handle goes to the connection, which frees it later
+    // (nats_connection::retire: then, every max_retired-th time, a flush of at most 1 s); the
+    // unsubscribe's write waits at most write_deadline. Handles already given out stay valid.
+    // The state is stopped from now on. Any thread but nats.c's; idempotent; ends wait(); never
+    // throws.
+    void stop() noexcept {
         natsSubscription* sub = nullptr;
         std::shared_ptr<detail::completion> done;
         {
@@ -927,7 +1044,7 @@ public:
             sub = std::exchange(sub_, nullptr);
             done = std::exchange(done_, nullptr);
             if (sub != nullptr) {
-                dropped_at_stop_ = dropped(sub);
+                state_->note_dropped(sub);
             }
         }
         state_->stop.request_stop();
@@ -943,25 +1060,36 @@ public:
     // end it (the backoff state meanwhile). Any thread; parks.
     bool wait(std::stop_token stop) { return watch_->wait(std::move(stop)); }
 
-    // Figures: the connection's state (stalled when connected and nothing came for
-    // stall_timeout) and counters, and this receiver's. Any thread.
+    // Figures: this receiver's counters and the connection's. The state: stopped before start()
+    // and from stop() on; in between the connection's (connecting, backoff, failed), streaming
+    // while connected and a message came within stall_timeout (or start() was that recent),
+    // stalled when connected and none did. slow_consumer_dropped is the highest count nats.c
+    // gave (it reads 0 for a subscription the connection closed: the count is kept). Any thread;
+    // never blocks but for a mutex. Exceptions: std::bad_alloc (last_error's copy).
     [[nodiscard]] transport_stats stats() const {
         auto s = state_->counters.snapshot();
         detail::merge_connection(s, nc_.stats());
+        bool running = false;
         {
             const std::lock_guard<std::mutex> lock(mu_);
-            s.slow_consumer_dropped = sub_ != nullptr ? dropped(sub_) : dropped_at_stop_;
+            running = started_ && !stop_called_;
+            if (sub_ != nullptr) {
+                state_->note_dropped(sub_);
+            }
         }
-        if (s.state == live_state::streaming &&
-            now_ns() - state_->last_ns.load(std::memory_order_relaxed) >
-                std::chrono::duration_cast<std::chrono::nanoseconds>(
-                    state_->options.stall_timeout)
-                    .count()) {
+        s.slow_consumer_dropped = state_->dropped.load(std::memory_order_relaxed);
+        if (!running) {
+            s.state = live_state::stopped;
+        } else if (s.state == live_state::streaming &&
+                   now_ns() - state_->last_ns.load(std::memory_order_relaxed) >
+                       std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           state_->options.stall_timeout)
+                           .count()) {
             s.state = live_state::stalled;
         }
         return s;
     }
-    // The state and counters as a pipeline shows a supervised source's. Any thread.
+    // The state and counters as a pipeline shows a supervised source's. Any thread; as stats().
     [[nodiscard]] source_status status() const { return detail::to_source_status(stats()); }
     // Why the receiver cannot go on: the connection gave up ("NATS connection closed: gave up
     // reconnecting after 1 round: ..."); nullopt otherwise. Any thread.
@@ -973,6 +1101,7 @@ public:
         }
         return std::nullopt;
     }
+    // The options as checked. Any thread.
     [[nodiscard]] const nats_receiver_options& options() const noexcept {
         return state_->options;
     }
@@ -993,10 +1122,27 @@ private:
         // The handles' blocks, recycled (handles that outlive the receiver keep it alive).
         framepipe::detail::recycler_handle recycler;
         std::atomic<std::int64_t> last_ns{0};
+        // The highest slow-consumer drop count nats.c gave: natsSubscription_GetDropped fails
+        // once the connection has closed the subscription, so the count is kept here.
+        std::atomic<std::uint64_t> dropped{0};
         std::stop_source stop; // stop(): ends a waiting push, skips later messages
         // Set by start() before the subscription exists, then read by its callbacks only.
         void* output = nullptr;
         void (*handler)(state&, void*, natsMsg*) = nullptr;
+
+        // Reads the subscription's drop count into `dropped` (a high-water mark). Any thread.
+        void note_dropped(natsSubscription* sub) noexcept {
+            int64_t n = 0;
+            if (natsSubscription_GetDropped(sub, &n) != NATS_OK || n <= 0) {
+                return; // closed: the count read before stands
+            }
+            auto seen = dropped.load(std::memory_order_relaxed);
+            // Relaxed: a statistic; the CAS only keeps the maximum.
+            while (static_cast<std::uint64_t>(n) > seen &&
+                   !dropped.compare_exchange_weak(seen, static_cast<std::uint64_t>(n),
+                                                  std::memory_order_relaxed)) {
+            }
+        }
 
         template <class Out>
         static void handle(state& s, void* output_channel, natsMsg* msg) noexcept {
@@ -1039,12 +1185,18 @@ private:
                 if (g.new_sender) {
                     c.senders.fetch_add(1, std::memory_order_relaxed);
                 }
+                if (g.reset) {
+                    c.link_resets.fetch_add(1, std::memory_order_relaxed);
+                }
                 if (options.queue_group.empty()) { // the whole stream: a gap is a loss
                     c.lost_in_transport.fetch_add(g.lost, std::memory_order_relaxed);
                     detail::note_lost(out, g.lost);
-                    if (g.out_of_order) {
-                        c.out_of_order.fetch_add(1, std::memory_order_relaxed);
-                    }
+                }
+                if (g.out_of_order) {
+                    // Older than one handed out already (a member's share is in order too):
+                    // skipped, and no receipt (the first copy had one, or the frame counts lost).
+                    c.out_of_order.fetch_add(1, std::memory_order_relaxed);
+                    return;
                 }
                 if (!options.receipt_subject.empty() && e.kind == message_kind::frame) {
                     send_receipt(e);
@@ -1112,6 +1264,7 @@ private:
 
     static nats_receiver_options validated(nats_receiver_options o) {
         detail::check_subject(o.subject, "subject", true);
+        detail::check_kind(o.kind, "kind");
         detail::check_queue_group(o.queue_group, "queue_group");
         if (!o.receipt_subject.empty()) {
             detail::check_subject(o.receipt_subject, "receipt_subject", false);
@@ -1129,23 +1282,19 @@ private:
     static std::int64_t now_ns() noexcept {
         return std::chrono::steady_clock::now().time_since_epoch().count();
     }
-    static std::uint64_t dropped(natsSubscription* sub) {
-        int64_t n = 0;
-        return natsSubscription_GetDropped(sub, &n) == NATS_OK ? static_cast<std::uint64_t>(n) : 0;
-    }
     static bool closed(natsConnection* nc) {
         return natsConnection_Status(nc) == NATS_CONN_STATUS_CLOSED;
     }
 
     // Unsubscribes (a closed connection has closed the subscription already), waits (bounded)
-    // for the last callback when on_complete will come (`done` not null), and frees nats.c's
-    // handle.
-    static void end(natsSubscription* sub, const std::shared_ptr<detail::completion>& done) {
+    // for the last callback when on_complete will come (`done` not null), and hands nats.c's
+    // handle to the connection, never destroying it here (nats_connection::retire says why).
+    void end(natsSubscription* sub, const std::shared_ptr<detail::completion>& done) noexcept {
         (void)natsSubscription_Unsubscribe(sub);
         if (done != nullptr) {
             (void)done->wait_for(std::chrono::seconds(2));
         }
-        natsSubscription_Destroy(sub);
+        nc_.retire(sub);
     }
 
     // A subscription's share: given to nats.c with it, deleted by its on_complete.
@@ -1154,8 +1303,9 @@ private:
         std::shared_ptr<detail::completion> done; // this subscription's end
     };
 
-    static void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    static void on_message(natsConnection*, natsSubscription* sub, natsMsg* msg, void* closure) {
         state& s = *static_cast<closure_type*>(closure)->s;
+        s.note_dropped(sub); // while the subscription is open: its drops outlive a closed one
         if (s.stop.stop_requested()) {
             natsMsg_Destroy(msg);
             return;
@@ -1176,7 +1326,6 @@ private:
     std::shared_ptr<detail::completion> done_; // guarded by mu_: sub_'s on_complete, if it comes
     bool started_ = false;              // guarded by mu_
     bool stop_called_ = false;          // guarded by mu_
-    std::uint64_t dropped_at_stop_ = 0; // guarded by mu_
 };
 
 } // namespace framepipe::transport

@@ -86,6 +86,14 @@ public:
         }
     }
 
+    // Sends `signal_number` to the server (SIGSTOP freezes it: it neither reads nor answers,
+    // as a paused VM or a black-holed route; SIGCONT resumes it).
+    void signal(int signal_number) {
+        if (process_) {
+            process_->send_signal(signal_number);
+        }
+    }
+
     [[nodiscard]] std::string url() const { return "nats://127.0.0.1:" + std::to_string(*port_); }
     [[nodiscard]] std::string cluster_url() const {
         return "nats://127.0.0.1:" + std::to_string(*route_port_);

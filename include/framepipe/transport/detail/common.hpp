@@ -267,7 +267,12 @@ struct transport_stats {
     std::uint64_t bytes_received = 0;
     std::uint64_t malformed = 0; // counted and skipped
     std::uint64_t lost_in_transport = 0;
-    std::uint64_t out_of_order = 0; // a link_seq lower than one already seen (duplicates too)
+    // At most gap_counter::max_gap older than one already received from the same sender
+    // (duplicates too): counted and skipped, never handed out.
+    std::uint64_t out_of_order = 0;
+    // A link_seq more than gap_counter::max_gap away from the one expected (forged, corrupt):
+    // handed out, and the sender's count starts again there; nothing counted lost.
+    std::uint64_t link_resets = 0;
     std::uint64_t slow_consumer_dropped = 0;
     std::uint64_t delivered = 0; // handed to the output channel
     // The output channel did not accept it: closed, rejected, a push cancelled by the
@@ -289,7 +294,7 @@ struct counters {
     std::atomic<live_state> state{live_state::stopped};
     std::atomic<std::uint64_t> epoch{0}, connects{0}, reconnects{0}, disconnects{0}, sent{0},
         bytes_sent{0}, no_buffer{0}, too_large{0}, disconnected{0}, send_failed{0}, received{0},
-        bytes_received{0}, malformed{0}, lost_in_transport{0}, out_of_order{0},
+        bytes_received{0}, malformed{0}, lost_in_transport{0}, out_of_order{0}, link_resets{0},
         slow_consumer_dropped{0}, delivered{0}, refused{0}, senders{0}, acknowledged{0},
         late_receipts{0}, pending_receipts{0};
     mutable std::mutex error_mu;
@@ -321,6 +326,7 @@ struct counters {
         s.malformed = r(malformed);
         s.lost_in_transport = r(lost_in_transport);
         s.out_of_order = r(out_of_order);
+        s.link_resets = r(link_resets);
         s.slow_consumer_dropped = r(slow_consumer_dropped);
         s.delivered = r(delivered);
         s.refused = r(refused);
@@ -345,7 +351,25 @@ struct counters {
     }
 };
 
+// Throws std::invalid_argument naming `field` unless `k` is one of message_kind's values (an
+// option set from an integer: static_cast<message_kind>(7)).
+inline void check_kind(message_kind k, const char* field) {
+    if (k != message_kind::frame && k != message_kind::result && k != message_kind::receipt) {
+        throw std::invalid_argument(std::string(field) + ": not a message_kind (frame, result, "
+                                    "receipt): " + std::to_string(static_cast<std::uint32_t>(k)));
+    }
+}
+
 // Counts losses from link_seq gaps, per sender. One thread (the receiver's).
+//
+// link_seq comes from the wire and is not trusted: it is compared modulo 2^64 (a sender's count
+// wraps from UINT64_MAX to 0 without a gap), and only within max_gap of the link_seq expected
+// next. A message up to max_gap ahead of it is the next one, the messages skipped over lost; up to
+// max_gap behind it (a duplicate, or reordered), out_of_order: the receivers count it and skip
+// it, so an old message never replaces a newer one. Further away either way (a forged or corrupt
+// link_seq, a gap no real stream has), a reset: the sender's count starts again at this message,
+// as for a new sender, and nothing is counted lost; a forged jump so costs a reset, and the real
+// sender's next message another, instead of 2^62 phantom losses and a stream read as old.
 //
 // Remembers the max_senders senders seen most recently: a sender not seen since max_senders
 // others were is forgotten (a dead or restarted sender: each sender object has a random id), and
@@ -355,29 +379,35 @@ class gap_counter {
 public:
     struct result {
         std::uint64_t lost = 0;    // messages skipped over by this one
-        bool out_of_order = false; // older than one already seen: a duplicate or reordered
+        bool out_of_order = false; // at most max_gap older than expected: a duplicate or reordered
+        bool reset = false;        // more than max_gap from the link_seq expected: counted afresh
         bool new_sender = false;
     };
 
     // Records message `link_seq` from `sender`. A new sender starts its count at the first
-    // message seen: what it sent before this receiver was there was not meant for it.
-    // Exceptions: std::bad_alloc (a new sender, while fewer than max_senders are known), with
-    // nothing changed.
+    // message seen: what it sent before this receiver was there was not meant for it. Any
+    // link_seq is accepted (see the class comment). Exceptions: std::bad_alloc (a new sender,
+    // while fewer than max_senders are known), with nothing changed.
     [[nodiscard]] result see(std::uint64_t sender, std::uint64_t link_seq) {
         result r;
         const auto found = index_.find(sender);
         if (found == index_.end()) {
             r.new_sender = true;
-            remember(sender, link_seq + 1);
+            remember(sender, link_seq + 1); // wraps to 0 after UINT64_MAX: modulo 2^64
             return r;
         }
         const auto it = found->second;
         order_.splice(order_.begin(), order_, it); // the most recently seen, first
-        if (link_seq < it->next) {
-            r.out_of_order = true;
+        const std::uint64_t ahead = link_seq - it->next; // modulo 2^64, as the link_seq wraps
+        const std::uint64_t behind = it->next - link_seq;
+        if (ahead <= max_gap) {
+            r.lost = ahead;
+        } else if (behind <= max_gap) {
+            r.out_of_order = true; // `next` stays: the stream goes on where it was
             return r;
+        } else {
+            r.reset = true;
         }
-        r.lost = link_seq - it->next;
         it->next = link_seq + 1;
         return r;
     }
@@ -386,6 +416,10 @@ public:
     [[nodiscard]] std::size_t senders() const noexcept { return index_.size(); }
 
     static constexpr std::size_t max_senders = 1024;
+    // The largest gap counted as lost, and the furthest back a message counts as out of order:
+    // 2^20 (9.7 hours of a 30 fps stream). A real gap beyond it (a receiver cut off for longer)
+    // is a reset, not counted lost.
+    static constexpr std::uint64_t max_gap = std::uint64_t{1} << 20;
 
 private:
     struct entry {
@@ -610,7 +644,10 @@ void deliver(Out& out, H&& h, counters& c, const std::stop_token& stop) {
          n(st.malformed)},
         {"lost_in_transport", "Messages the transport lost (sequence gaps, or no receipt).",
          n(st.lost_in_transport)},
-        {"transport_out_of_order", "Messages older than one already received.", n(st.out_of_order)},
+        {"transport_out_of_order", "Messages older than one already received (skipped).",
+         n(st.out_of_order)},
+        {"transport_link_resets", "Messages whose link_seq restarted their sender's count.",
+         n(st.link_resets)},
         {"slow_consumer_dropped", "Messages the client dropped over its pending limit.",
          n(st.slow_consumer_dropped)},
         {"transport_delivered", "Messages handed to the output channel.", n(st.delivered)},

@@ -257,8 +257,10 @@ inline constexpr std::chrono::hours plausible_capture_offset{24};
 inline void set_capture_time(envelope& e, std::chrono::steady_clock::time_point captured) {
     using namespace std::chrono;
     constexpr std::int64_t limit = duration_cast<nanoseconds>(plausible_capture_offset).count();
-    const auto steady_now = duration_cast<nanoseconds>(steady_clock::now().time_since_epoch()).count();
-    const auto system_now = duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count();
+    const auto steady_now =
+        duration_cast<nanoseconds>(steady_clock::now().time_since_epoch()).count();
+    const auto system_now =
+        duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count();
     const auto at = duration_cast<nanoseconds>(captured.time_since_epoch()).count();
     e.captured_steady_ns = at;
     e.captured_system_ns = at >= steady_now - limit && at <= steady_now + limit
