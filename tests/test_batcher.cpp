@@ -1,18 +1,73 @@
 // tests/test_batcher.cpp - framepipe::batcher<T>: each flush cause (full, preferred, deadline,
 // close) in virtual time (a clock the test moves; try_pop never waits, so every decision is a
-// function of what the sources hold and of the clock), the per-source cap and order, staleness,
-// a dead source and one that dies mid-batch, the metrics, removal, then the waiting calls in
-// real time (without asserting any timing: a wait for what is left of max_delay, a stopped pop
-// that forms nothing, pop_for ending while a push is half done) and a threaded stress whose
-// counters must balance.
+// function of what the sources hold and of the clock), the per-source cap and order, staleness
+// (when taken, and of items left pending), a dead source, one that dies mid-batch and closed
+// sources with a push half done, the metrics, removal (also out of memory), the clock's
+// contract, then the waiting calls in real time (without asserting any timing: a wait for what
+// is left of max_delay, a stopped pop that forms nothing, pop_for ending while a push is half
+// done and looking once more at its deadline, a second consumer keeping its own limits) and a
+// threaded stress whose counters must balance.
 
-// The seam of detail/config.hpp in ring<T>'s lock-free push, defined before any framepipe
-// header: a test holds a push there, its position claimed and its item not stored (see
-// support/test_seam.hpp). Unarmed, it does nothing. This file is a program of its own.
+// The seams of detail/config.hpp in ring<T>'s lock-free push and in spsc_ring's push, defined
+// before any framepipe header: a test holds a push there, its position claimed and its item not
+// stored, or past its check of closed and before its store (see support/test_seam.hpp).
+// Unarmed, they do nothing. This file is a program of its own.
 #include "support/test_seam.hpp"
 
 inline framepipe_test::test_seam fill_seam; // a push that claimed its position, before it stores
 #define FRAMEPIPE_DETAIL_RING_FILL_HOOK() ::fill_seam.run()
+inline framepipe_test::test_seam spsc_seam; // an spsc_ring push that found it open, not stored
+#define FRAMEPIPE_DETAIL_SPSC_PUSH_HOOK() ::spsc_seam.run()
+
+// Allocation failure on demand, for remove() running out of memory: the global operator new is
+// replaced (this file is a program of its own), and fails the allocation of `size` bytes that
+// follows `skip` others of that size, on the thread that armed it. Unarmed, it only allocates.
+#include <cstdlib>
+#include <new>
+
+namespace alloc_fault {
+inline thread_local std::size_t size = 0; // 0: unarmed
+inline thread_local unsigned skip = 0;
+inline void* allocate(std::size_t n) {
+    if (size != 0 && n == size) {
+        if (skip == 0) {
+            size = 0;
+            throw std::bad_alloc();
+        }
+        --skip;
+    }
+    if (void* p = std::malloc(n == 0 ? 1 : n)) {
+        return p;
+    }
+    throw std::bad_alloc();
+}
+inline void* allocate_or_null(std::size_t n) noexcept {
+    try {
+        return allocate(n);
+    } catch (...) {
+        return nullptr;
+    }
+}
+// Out of line: GCC's -Wmismatched-new-delete would see free() of what operator new returned.
+[[gnu::noinline]] inline void release(void* p) noexcept { std::free(p); }
+} // namespace alloc_fault
+
+// Every form but the aligned ones (which keep the runtime's, new and delete alike): a sanitizer
+// runtime's own nothrow or array new paired with this delete would be a mismatch.
+void* operator new(std::size_t n) { return alloc_fault::allocate(n); }
+void* operator new[](std::size_t n) { return alloc_fault::allocate(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+    return alloc_fault::allocate_or_null(n);
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+    return alloc_fault::allocate_or_null(n);
+}
+void operator delete(void* p) noexcept { alloc_fault::release(p); }
+void operator delete[](void* p) noexcept { alloc_fault::release(p); }
+void operator delete(void* p, std::size_t) noexcept { alloc_fault::release(p); }
+void operator delete[](void* p, std::size_t) noexcept { alloc_fault::release(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { alloc_fault::release(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { alloc_fault::release(p); }
 
 #include <framepipe/batcher.hpp>
 #include <framepipe/latest_slot.hpp>
@@ -34,6 +89,7 @@ inline framepipe_test::test_seam fill_seam; // a push that claimed its position,
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -277,8 +333,9 @@ TEST_CASE("batcher: close: a source at its cap that has closed and emptied does 
     CHECK(b.finished());
     CHECK(balanced(b.stats()));
 
-    // A capped source whose closed channel still holds items has not finished: they are not
-    // lost, and go in the batches after.
+    // A capped source whose closed channel still holds items has not finished, but can add
+    // nothing more to this batch: it goes at once (close), and the items left go in the
+    // batches after, none lost, none waiting for a deadline.
     ring<int> e(8);
     vbatcher<int> b2({.max_size = 4, .max_delay = 1h, .max_per_source = 1}, virtual_time(w));
     (void)b2.add(e, oldest);
@@ -286,18 +343,58 @@ TEST_CASE("batcher: close: a source at its cap that has closed and emptied does 
     (void)e.push(2);
     e.close();
     b2.close();
-    CHECK_FALSE(b2.try_pop()); // 1 pending, e capped with 2 left: the deadline rule applies
-    w->advance(1h);
-    x = b2.try_pop();
+    x = b2.try_pop(); // 1 pending, e capped with 2 left in its closed channel
     REQUIRE(x);
-    CHECK(x->cause == flush_cause::deadline);
+    CHECK(x->cause == flush_cause::close);
     CHECK(values(*x) == std::vector<int>{1});
+    CHECK_FALSE(b2.finished()); // e has an item left
     x = b2.try_pop();
     REQUIRE(x);
     CHECK(x->cause == flush_cause::close);
     CHECK(values(*x) == std::vector<int>{2});
+    CHECK_FALSE(b2.try_pop()); // e is found drained: it finishes, and the batcher ends
     CHECK(b2.finished());
     CHECK(balanced(b2.stats()));
+}
+
+TEST_CASE("batcher: close: a capped source whose channel closed with a push half done does not "
+          "hold back the batch, and the push is not waited for") {
+    // spsc_ring: a push past its check of closed and before its store (held by the seam) does
+    // not show in size(). The source is at its cap (max_per_source 1, one item pending), so it
+    // cannot add to the batch: the close rule must not wait for that push, nor for the
+    // deadline (none: max_delay is nanoseconds::max()). The seam watches this thread: should
+    // the call wait for the push (sleeping in a back-off), the seam lets the push go, and the
+    // test sees that the push was waited for.
+    framepipe::spsc_ring<int> cam(4);
+    batcher<int> b({.max_size = 8, .max_delay = ns::max(), .max_per_source = 1});
+    const auto id = b.add(cam, oldest);
+    (void)cam.push(1);
+    CHECK_FALSE(b.try_pop()); // 1 pending: cam is at its cap
+    const unsigned held_before = spsc_seam.left.load(); // the seam's counts run on across tests
+    const unsigned reached_before = spsc_seam.reached.load();
+    spsc_seam.arm(framepipe_test::this_thread_id());
+    std::thread producer([&] { (void)cam.push(2); });
+    while (spsc_seam.reached.load() == reached_before) {
+        std::this_thread::yield();
+    }
+    cam.close();
+    b.close();
+    auto x = b.try_pop();
+    const bool push_still_held = spsc_seam.left.load() == held_before;
+    spsc_seam.go = true;
+    producer.join();
+    CHECK(push_still_held); // try_pop did not wait for it
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::close);
+    CHECK(values(*x) == std::vector<int>{1});
+    x = b.try_pop(); // the push has stored: its item goes next
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::close);
+    CHECK(values(*x) == std::vector<int>{2});
+    CHECK(x->sources == std::vector<input_id>{id});
+    CHECK_FALSE(b.pop()); // drained: the end, at once
+    CHECK(b.finished());
+    CHECK(balanced(b.stats()));
 }
 
 TEST_CASE("batcher: a waiting pop wakes when a source at its cap closes (real time)") {
@@ -441,6 +538,88 @@ TEST_CASE("batcher: staleness: items older than it when taken are dropped before
     CHECK(balanced(s));
 }
 
+TEST_CASE("batcher: staleness: items left pending are dropped once older than "
+          "staleness + max_delay") {
+    // A preferred-size split leaves an item pending; the consumer then takes a while before it
+    // asks again. The item must not go in a batch older than staleness + max_delay: it is
+    // dropped (expired) at the next decision. At exactly that age it still goes.
+    using item = stamped<int>;
+    auto w = std::make_shared<world>();
+    ring<item> q(8);
+    vbatcher<item> b({.max_size = 4, .preferred_sizes = {2}, .max_delay = 5ms, .staleness = 10ms},
+                     virtual_time(w));
+    const auto id = b.add(q, oldest);
+    for (int k = 0; k < 3; ++k) {
+        (void)q.push(framepipe::stamp(k, static_cast<std::uint64_t>(k), w->at()));
+    }
+    auto x = b.try_pop(); // preferred: 0 1; item 2 stays pending
+    REQUIRE(x);
+    CHECK(values(*x) == std::vector<int>{0, 1});
+    CHECK(b.stats().pending == 1);
+    w->advance(15ms + 1ns); // the consumer infers: item 2 is now older than 10 ms + 5 ms
+    CHECK_FALSE(b.try_pop());
+    auto s = b.stats();
+    CHECK(s.pending == 0);
+    CHECK(s.expired == 1);
+    REQUIRE(s.sources.size() == 1);
+    CHECK(s.sources[0].input.id == id);
+    CHECK(s.sources[0].expired == 1);
+    CHECK(balanced(s));
+
+    for (int k = 3; k < 6; ++k) {
+        (void)q.push(framepipe::stamp(k, static_cast<std::uint64_t>(k), w->at()));
+    }
+    x = b.try_pop(); // preferred: 3 4; item 5 stays pending
+    REQUIRE(x);
+    CHECK(values(*x) == std::vector<int>{3, 4});
+    w->advance(15ms); // item 5 is exactly 15 ms old: not older than the limit
+    x = b.try_pop();
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::deadline);
+    CHECK(values(*x) == std::vector<int>{5});
+    CHECK(b.stats().expired == 1);
+    CHECK(balanced(b.stats()));
+}
+
+TEST_CASE("batcher: a closed source whose push is half done holds up neither try_pop nor the "
+          "other sources") {
+    // A push into the lock-free ring has claimed its position and not stored its item (held by
+    // the seam); then its channel closes. size() shows the push, so the batcher passes the
+    // source over and takes the other source's item, without waiting. The seam watches this
+    // thread: should try_pop wait for the push (sleeping in a back-off), the seam lets it go,
+    // and the test sees that it was waited for.
+    ring<int> slow(8);
+    ring<int> fast(8);
+    batcher<int> b({.max_size = 4}); // max_delay 0: whatever is ready goes at once
+    const auto islow = b.add(slow, oldest);
+    const auto ifast = b.add(fast, oldest);
+    const unsigned held_before = fill_seam.left.load(); // the seam's counts run on across tests
+    const unsigned reached_before = fill_seam.reached.load();
+    fill_seam.arm(framepipe_test::this_thread_id());
+    std::thread producer([&] { (void)slow.push(1); });
+    while (fill_seam.reached.load() == reached_before) {
+        std::this_thread::yield();
+    }
+    slow.close(); // the camera goes away, its last push half done
+    (void)fast.push(2);
+    auto x = b.try_pop();
+    const bool push_still_held = fill_seam.left.load() == held_before;
+    fill_seam.go = true;
+    producer.join();
+    CHECK(push_still_held); // try_pop did not wait for it
+    REQUIRE(x);
+    CHECK(values(*x) == std::vector<int>{2});
+    CHECK(x->sources == std::vector<input_id>{ifast});
+    x = b.try_pop(); // the push has stored: its item goes now, and slow is found drained
+    REQUIRE(x);
+    CHECK(values(*x) == std::vector<int>{1});
+    CHECK(x->sources == std::vector<input_id>{islow});
+    const auto s = b.stats();
+    REQUIRE(s.sources.size() == 2);
+    CHECK(s.sources[0].input.finished);
+    CHECK(balanced(s));
+}
+
 TEST_CASE("batcher: a dead source never extends the wait; a source that dies mid-batch keeps its items in it") {
     auto w = std::make_shared<world>();
     ring<int> alive(8);
@@ -564,9 +743,10 @@ TEST_CASE("batcher: pop_for ends at its deadline while a source's push is half d
     ring<int> q(4);
     batcher<int> b({.max_size = 2, .max_delay = 1h});
     (void)b.add(q, oldest);
+    const unsigned reached_before = fill_seam.reached.load(); // counts run on across tests
     fill_seam.arm(0);
     std::thread producer([&] { (void)q.push(1); });
-    while (fill_seam.reached.load() == 0) {
+    while (fill_seam.reached.load() == reached_before) {
         std::this_thread::yield();
     }
     REQUIRE(q.size() == 1); // claimed, not stored
@@ -670,12 +850,80 @@ TEST_CASE("batcher: bad options throw std::invalid_argument naming the field") {
     CHECK_THROWS_WITH(batcher<stamped<int>>({.staleness = -1s}), Contains("staleness"));
     CHECK_THROWS_WITH(batcher<int>({.policy = framepipe::select_policy::oldest_first}),
                       Contains("oldest_first"));
+    // A cap above max_size cannot mean anything: refused, not clamped.
+    CHECK_THROWS_WITH(batcher<int>({.max_size = 4, .max_per_source = 5}),
+                      Contains("max_per_source"));
+    CHECK(batcher<int>({.max_size = 4, .max_per_source = 4}).options().max_per_source == 4);
     batcher<int> b;
     CHECK_THROWS_WITH(b.pop_for(-1ms), Contains("timeout"));
     ring<int> q(2);
     CHECK_THROWS_WITH(b.add(q, {.weight = 0}), Contains("weight"));
     CHECK(b.stats().sources.empty());
     CHECK(b.options().max_size == 8);
+}
+
+TEST_CASE("batcher: remove() that runs out of memory changes nothing") {
+    // Each allocation of the name's size that remove() makes is failed in turn (k = 0, 1, ...)
+    // until one remove() goes through. After a failed one the source must still be there, its
+    // pending item listed under it, and removing it again must work.
+    const std::string name(40, 'c'); // longer than any short-string buffer: copies allocate
+    bool went_through = false;
+    for (unsigned k = 0; k < 8 && !went_through; ++k) {
+        INFO("the allocation failed: " << k);
+        auto w = std::make_shared<world>();
+        ring<int> q(8);
+        vbatcher<int> b({.max_size = 4, .max_delay = 1h}, virtual_time(w));
+        const auto id = b.add(q, {.take = input_take::oldest, .name = name});
+        (void)q.push(1);
+        CHECK_FALSE(b.try_pop()); // 1 pending
+        std::optional<batch_source_stats> gone;
+        bool threw = false;
+        alloc_fault::skip = k;
+        alloc_fault::size = name.size() + 1;
+        try {
+            gone = b.remove(id);
+        } catch (const std::bad_alloc&) {
+            threw = true;
+        }
+        alloc_fault::size = 0;
+        if (threw) {
+            const auto s = b.stats();
+            REQUIRE(s.sources.size() == 1); // still there
+            CHECK(s.sources[0].input.id == id);
+            CHECK_FALSE(s.sources[0].removed);
+            CHECK(s.sources[0].pending == 1);
+            CHECK(balanced(s));
+            gone = b.remove(id);
+        } else {
+            went_through = true;
+        }
+        REQUIRE(gone);
+        CHECK(gone->removed);
+        CHECK(gone->pending == 1);
+        CHECK(gone->input.name == name);
+        auto s = b.stats();
+        REQUIRE(s.sources.size() == 1); // listed, removed, until its item goes
+        CHECK(s.sources[0].removed);
+        CHECK(s.sources[0].input.name == name);
+        CHECK(balanced(s));
+        w->advance(1h);
+        const auto x = b.try_pop();
+        REQUIRE(x);
+        CHECK(values(*x) == std::vector<int>{1});
+        CHECK(b.stats().sources.empty());
+    }
+    CHECK(went_through);
+}
+
+TEST_CASE("batcher: the clock's now() must be noexcept: one that may throw is refused") {
+    // The batcher reads the clock with an item in hand (its arrival): a throw there would lose
+    // the item and break input.selected == batched + expired + pending.
+    struct may_throw_clock {
+        [[nodiscard]] steady::time_point now() const { return steady::now(); }
+    };
+    CHECK_FALSE(framepipe::batch_time<may_throw_clock>);
+    CHECK(framepipe::batch_time<virtual_time>);
+    CHECK(framepipe::batch_time<framepipe::steady_batch_time>);
 }
 
 TEST_CASE("batcher: items need not be assignable; every item is destroyed once") {
@@ -745,6 +993,117 @@ TEST_CASE("batcher: pop waits for items and ends on stop or timeout; pending ite
     waiter.join();
     REQUIRE(got);
     CHECK(got->items.size() == 2);
+}
+
+namespace {
+
+// The batcher's clock for the test below: `base` until the steady clock reaches `at`, then
+// `base` + 2 h.
+struct jump {
+    steady::time_point base = steady::time_point{} + 24h;
+    std::atomic<steady::rep> at{steady::time_point::max().time_since_epoch().count()};
+};
+
+class jump_time {
+public:
+    explicit jump_time(std::shared_ptr<jump> j) : j_(std::move(j)) {}
+    [[nodiscard]] steady::time_point now() const noexcept {
+        return steady::now().time_since_epoch().count() >= j_->at.load() ? j_->base + 2h
+                                                                         : j_->base;
+    }
+
+private:
+    std::shared_ptr<jump> j_;
+};
+
+} // namespace
+
+TEST_CASE("batcher: pop_for looks once more at its deadline: a batch due by then goes") {
+    // The batcher's clock jumps past the pending item's deadline (max_delay 1 h) once the real
+    // clock reaches the moment pop_for's timeout ends, or a little before. pop_for waits until
+    // its own deadline (the batch's is an hour away when it starts) and must look again then:
+    // the batch is due, so it goes. No timing is asserted: whatever the scheduling, the clock
+    // has jumped by the time the call's deadline has passed.
+    auto j = std::make_shared<jump>();
+    ring<int> q(4);
+    batcher<int, jump_time> b({.max_size = 8, .max_delay = 1h}, jump_time(j));
+    (void)b.add(q, oldest);
+    (void)q.push(1);
+    CHECK_FALSE(b.try_pop()); // pending, due in an hour of the batcher's clock
+    j->at = (steady::now() + 10ms).time_since_epoch().count();
+    auto x = b.pop_for(10ms);
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::deadline);
+    CHECK(values(*x) == std::vector<int>{1});
+}
+
+TEST_CASE("batcher: while a pop waits, another call keeps its own limits: try_pop does not wait, "
+          "pop_for ends at its timeout, pop(stop) on its stop") {
+    // One pop waits for items (there are none), so it has the turn to form a batch. Calls from
+    // another thread must not wait for it beyond their own limits. A hang guard only: a call
+    // still blocked after a while is given up on (the waiting pop is stopped to let it go), and
+    // the test fails on it.
+    constexpr auto stranded_after = 10s;
+    ring<int> q(8);
+    batcher<int> b({.max_size = 2, .max_delay = 1h});
+    (void)b.add(q, oldest);
+    std::stop_source first_stop;
+    std::atomic<long> first_tid{0};
+    std::optional<batch<int>> first_got;
+    std::thread first([&] {
+        first_tid = framepipe_test::parking_id();
+        first_got = b.pop(first_stop.get_token());
+    });
+    park(first_tid, b); // asleep inside b: it has the turn
+
+    // Runs `call` on a thread of its own; `before_wait` runs once that thread has started.
+    // Whether the call returned on its own.
+    const auto returns = [&](auto call, auto before_wait) {
+        std::atomic<bool> returned{false};
+        std::atomic<long> tid{0};
+        std::thread other([&] {
+            tid = framepipe_test::parking_id();
+            call();
+            returned = true;
+        });
+        before_wait(tid);
+        const auto give_up = steady::now() + stranded_after;
+        while (!returned.load() && steady::now() < give_up) {
+            std::this_thread::yield();
+        }
+        const bool on_its_own = returned.load();
+        if (!on_its_own) {
+            first_stop.request_stop(); // the turn is let go: the call can return
+        }
+        other.join();
+        return on_its_own;
+    };
+    const auto nothing = [](const std::atomic<long>&) {};
+
+    std::atomic<bool> try_pop_empty{false};
+    CHECK(returns([&] { try_pop_empty = !b.try_pop().has_value(); }, nothing));
+    CHECK(try_pop_empty);
+
+    std::atomic<bool> pop_for_empty{false};
+    CHECK(returns([&] { pop_for_empty = !b.pop_for(1ms).has_value(); }, nothing));
+    CHECK(pop_for_empty);
+
+    std::stop_source second_stop;
+    std::atomic<bool> pop_stop_empty{false};
+    CHECK(returns([&] { pop_stop_empty = !b.pop(second_stop.get_token()).has_value(); },
+                  [&](const std::atomic<long>& tid) {
+                      park(tid, b); // waiting for its turn
+                      second_stop.request_stop();
+                  }));
+    CHECK(pop_stop_empty);
+
+    // The first pop still has the turn, and forms the batch once items come.
+    (void)q.push(1);
+    (void)q.push(2);
+    first.join();
+    REQUIRE(first_got);
+    CHECK(values(*first_got) == std::vector<int>{1, 2});
+    CHECK(balanced(b.stats()));
 }
 
 TEST_CASE("batcher: stress, producers and a consumer in real time; every item once, caps and order kept, counters balance") {
@@ -827,6 +1186,81 @@ TEST_CASE("batcher: stress, producers and a consumer in real time; every item on
     const auto s = b.stats();
     CHECK(s.items == static_cast<std::uint64_t>(sources * items));
     CHECK(s.pending == 0);
+    CHECK(balanced(s));
+    CHECK(b.finished());
+}
+
+TEST_CASE("batcher: stress, two consumers take turns forming batches with every call; every "
+          "item once, caps kept, counters balance") {
+    // One consumer pops; the other alternates try_pop, pop_for and pop(stop), so that calls
+    // wait for their turn, give up on it (try_pop, a timeout) and take it over, while producers
+    // push. Every item must come out once, in some batch of at most 2 per source.
+    constexpr int sources = 3;
+    constexpr int items = 3000;
+    std::vector<std::unique_ptr<ring<int>>> rings;
+    batcher<int> b({.max_size = 4, .preferred_sizes = {3}, .max_delay = 50us,
+                    .max_per_source = 2});
+    for (int i = 0; i < sources; ++i) {
+        rings.push_back(std::make_unique<ring<int>>(4, framepipe::overflow::block)); // lossless
+        (void)b.add(*rings.back(), oldest);
+    }
+    std::vector<std::atomic<int>> seen(static_cast<std::size_t>(sources * items));
+    std::atomic<bool> batches_ok{true};
+    const auto take = [&](const batch<int>& x) {
+        std::map<std::uint64_t, int> per_source;
+        if (x.items.empty() || x.items.size() > 4) {
+            batches_ok = false;
+        }
+        for (std::size_t k = 0; k < x.items.size(); ++k) {
+            if (++per_source[x.sources[k].value] > 2 || x.items[k] < 0 ||
+                x.items[k] >= sources * items) {
+                batches_ok = false;
+                continue;
+            }
+            ++seen[static_cast<std::size_t>(x.items[k])];
+        }
+    };
+    std::thread popper([&] {
+        while (auto x = b.pop()) {
+            take(*x);
+        }
+    });
+    std::thread other([&] {
+        std::stop_source never;
+        for (unsigned k = 0; !b.finished(); ++k) {
+            std::optional<batch<int>> x;
+            switch (k % 3) {
+            case 0: x = b.try_pop(); break;
+            case 1: x = b.pop_for(200us); break;
+            default: x = b.pop_for(1ms, never.get_token()); break;
+            }
+            if (x) {
+                take(*x);
+            }
+        }
+    });
+    std::vector<std::thread> producers;
+    for (int i = 0; i < sources; ++i) {
+        producers.emplace_back([&, i] {
+            auto& q = *rings[static_cast<std::size_t>(i)];
+            for (int k = 0; k < items; ++k) {
+                (void)q.push(i * items + k);
+            }
+            q.close();
+        });
+    }
+    for (auto& p : producers) {
+        p.join();
+    }
+    b.close();
+    popper.join();
+    other.join();
+    CHECK(batches_ok);
+    const bool each_once = std::all_of(seen.begin(), seen.end(),
+                                       [](const std::atomic<int>& n) { return n.load() == 1; });
+    CHECK(each_once);
+    const auto s = b.stats();
+    CHECK(s.items == static_cast<std::uint64_t>(sources * items));
     CHECK(balanced(s));
     CHECK(b.finished());
 }

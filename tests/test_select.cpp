@@ -33,6 +33,10 @@ inline void run() noexcept {
 
 inline framepipe_test::test_seam probe_seam; // a predicate pinned on an input, before its look
 #define FRAMEPIPE_DETAIL_SELECT_PROBE_HOOK() ::probe_seam.run()
+// The seam in ring<T>'s lock-free push, where "try_pop does not wait for a push half done on a
+// closed ring" below holds a push that has claimed its position and not stored its item.
+inline framepipe_test::test_seam fill_seam;
+#define FRAMEPIPE_DETAIL_RING_FILL_HOOK() ::fill_seam.run()
 
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/latest_slot.hpp>
@@ -553,6 +557,48 @@ TEST_CASE("selector: a closed input is drained, then finishes; the selector ends
     CHECK(sel.inputs() == 2); // finished inputs stay listed until removed
     CHECK(sel.remove(ia)->finished);
     CHECK(sel.inputs() == 1);
+}
+
+TEST_CASE("selector: try_pop does not wait for a push half done on a closed ring; the ring "
+          "finishes once it is filled and drained") {
+    // The push has claimed its position (size() shows it) and not stored its item, held by the
+    // seam; then the ring closes. A selection must pass that input over rather than wait for
+    // the push under the selector's lock (which would hold up every other input and consumer).
+    // The seam watches this thread: should try_pop wait for the push (sleeping in a back-off),
+    // the seam lets it go, and the test sees that it was waited for.
+    ring<int> slow(8);
+    ring<int> fast(8);
+    selector<int> sel;
+    const auto islow = sel.add(slow, oldest);
+    const auto ifast = sel.add(fast, oldest);
+    const unsigned reached_before = fill_seam.reached.load();
+    const unsigned held_before = fill_seam.left.load();
+    fill_seam.arm(framepipe_test::this_thread_id());
+    std::thread producer([&] { (void)slow.push(1); });
+    while (fill_seam.reached.load() == reached_before) {
+        std::this_thread::yield();
+    }
+    slow.close();
+    (void)fast.push(2);
+    auto s = sel.try_pop(); // round robin: slow's turn comes first
+    const bool push_still_held = fill_seam.left.load() == held_before;
+    auto none = sel.try_pop(); // nothing else is ready: slow is passed over again
+    fill_seam.go = true;
+    producer.join();
+    CHECK(push_still_held);
+    REQUIRE(s);
+    CHECK(s->input == ifast);
+    CHECK(s->item == 2);
+    CHECK_FALSE(none);
+    CHECK_FALSE(sel.stats(islow)->finished); // its push is still to be taken
+    s = sel.try_pop();
+    REQUIRE(s);
+    CHECK(s->input == islow);
+    CHECK(s->item == 1);
+    CHECK_FALSE(sel.try_pop()); // slow is found drained: it finishes
+    CHECK(sel.stats(islow)->finished);
+    CHECK(balanced(*sel.stats(islow)));
+    CHECK(balanced(*sel.stats(ifast)));
 }
 
 TEST_CASE("selector: closed with no inputs ends at once; add after close throws") {

@@ -20,11 +20,14 @@
 //                 goes now (Triton's "largest preferred size available").
 //   3. deadline:  the oldest item has waited max_delay -> everything pending (fewer than the
 //                 smallest preferred size, and than max_size).
-//   4. close:     the batcher is closed and every source has finished -> everything pending;
-//                 then pop() returns nullopt. (A source at its cap whose channel has closed and
-//                 emptied finishes too: see pop_impl.)
-// Otherwise it waits for an item from a source that may still contribute, until the oldest
-// pending item's deadline (or, with nothing pending, as long as the call allows).
+//   4. close:     the batcher is closed and no source can add to the batch: each has finished,
+//                 or is at its cap with its channel closed -> everything pending. What a capped
+//                 source still has goes in the batches after (cause close too, not waiting for
+//                 their deadline); once every source has finished and nothing is pending, pop()
+//                 returns nullopt.
+// Otherwise it waits for an item from a source that may still contribute (or, once the batcher
+// is closed, for a source at its cap to close), until the oldest pending item's deadline (or,
+// with nothing pending, as long as the call allows).
 //
 // Waiting is measured from the moment the batcher takes an item from its source (its arrival).
 // Items are taken only inside a pop call: what arrives while the consumer processes a batch waits
@@ -35,16 +38,26 @@
 //   (its items stay in its channel) until the batch goes.
 // - Per-source order is kept: within a batch, across batches, and for items left over by a
 //   preferred-size split (they go first in the next batch).
-// - Items older than `staleness` when taken (by timestamp_traits<T>, on the batcher's clock) are
-//   dropped before batching, counted as expired for their source. An item then waits at most
-//   max_delay more, so none in a batch is older than staleness + max_delay.
+// - With a `staleness`, ages are read by timestamp_traits<T> on the batcher's clock. An item
+//   older than staleness when taken is dropped before batching, counted as expired for its
+//   source. Items pending (left over by a preferred-size split, or by a call that returned
+//   without a batch) are looked at again before each decision: one older than staleness +
+//   max_delay is dropped then, counted the same way. So none in a batch is older than
+//   staleness + max_delay when the batch goes.
 // - A dead or slow source never extends the wait: the deadline depends only on the items
-//   pending, and a source is only ever asked with try_pop.
+//   pending. A source is asked with try_pop; a push into it that is still in flight is not
+//   waited for when the channel shows it in size() (a ring's claimed position: the batcher
+//   comes back on its notification). A source whose channel is closed and looks empty is drained
+//   with its own pop(), which waits for a push that read the channel open before the close and
+//   has not stored yet: with spsc_ring and latest_slot such a push does not show in size(), and
+//   that wait (a few instructions) lasts longer only if that producer is preempted right there
+//   (see select.hpp, "Taking").
 //
 // Time: the batcher reads arrivals, ages and deadlines from `Time::now()` (steady_clock by
-// default). A test gives a virtual clock and drives the batcher with try_pop(), which never
-// waits: each decision depends only on what the sources hold and on now(). The waiting calls
-// (pop, pop_for) wait on the real steady clock for the virtual time remaining.
+// default; it must be noexcept: a clock that throws after an item was taken would lose it). A
+// test gives a virtual clock and drives the batcher with try_pop(), which never waits: each
+// decision depends only on what the sources hold and on now(). The waiting calls (pop, pop_for)
+// wait on the real steady clock for the virtual time remaining.
 //
 // Accounting, per source, exact in every stats() snapshot:
 //
@@ -63,6 +76,7 @@
 #include <framepipe/stamped.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -75,6 +89,7 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -86,7 +101,7 @@ enum class flush_cause {
     full,      // it reached max_size
     preferred, // it reached a preferred size (the largest one available)
     deadline,  // its oldest item had waited max_delay
-    close,     // the batcher was closed and every source had finished
+    close,     // the batcher was closed and no source could add to it (see batcher.hpp)
 };
 
 [[nodiscard]] constexpr std::string_view to_string(flush_cause c) noexcept {
@@ -104,7 +119,7 @@ struct batcher_options {
     std::size_t max_size = 8;                   // items per batch at most (at least 1)
     std::vector<std::size_t> preferred_sizes{}; // each in [1, max_size]; any order
     std::chrono::nanoseconds max_delay{0};      // how long the oldest pending item may wait
-    std::size_t max_per_source = 0;             // items from one source per batch; 0: max_size
+    std::size_t max_per_source = 0;             // per source per batch, <= max_size; 0: max_size
     std::optional<std::chrono::nanoseconds> staleness{}; // drop older items (timestamped T)
     select_policy policy = select_policy::round_robin;   // how sources take turns
 };
@@ -200,25 +215,27 @@ struct steady_batch_time {
     }
 };
 
-// A clock a batcher can read.
+// A clock a batcher can read: a noexcept now() (the batcher reads it with an item in hand).
 template <class Time>
 concept batch_time = requires(const Time& t) {
-    { t.now() } -> std::same_as<std::chrono::steady_clock::time_point>;
+    { t.now() } noexcept -> std::same_as<std::chrono::steady_clock::time_point>;
 };
 
 // Forms batches from the items of its sources; see the file comment for the rule and the
 // guarantees.
 //
 // Thread safety: add, remove, close, closed, finished and stats from any thread at any time.
-// pop, try_pop and pop_for from any thread; calls forming a batch are serialised (a second
-// caller waits for the first to return), so one consumer thread is the natural use.
+// pop, try_pop and pop_for from any thread. One call at a time forms a batch; another waits for
+// its turn within its own limits: try_pop does not wait (nullopt while another call forms a
+// batch), pop_for waits at most its timeout, pop(stop) ends when stop is requested, pop() waits
+// as long as it takes. One consumer thread is the natural use.
 template <class T, class Time = steady_batch_time>
 class batcher {
     static_assert(std::is_nothrow_move_constructible_v<T>,
                   "framepipe::batcher<T>: T's move constructor must be noexcept (items are moved "
                   "into batches; hold a T whose move may throw by std::shared_ptr)");
-    static_assert(batch_time<Time>, "framepipe::batcher<T, Time>: Time needs now() returning "
-                                    "std::chrono::steady_clock::time_point");
+    static_assert(batch_time<Time>, "framepipe::batcher<T, Time>: Time needs a noexcept now() "
+                                    "returning std::chrono::steady_clock::time_point");
 
     struct pending_item {
         T item;
@@ -238,13 +255,13 @@ public:
     using time_point = std::chrono::steady_clock::time_point;
 
     // Throws std::invalid_argument naming the field: max_size 0; a preferred size 0 or above
-    // max_size; a negative max_delay or staleness; a staleness when T carries no capture time;
-    // policy oldest_first when T carries no capture time. std::bad_alloc.
+    // max_size; max_per_source above max_size; a negative max_delay or staleness; a staleness
+    // when T carries no capture time; policy oldest_first when T carries no capture time.
+    // std::bad_alloc.
     explicit batcher(batcher_options options = {}, Time time = {})
         : options_(validated(std::move(options))), time_(std::move(time)),
           sel_(selector_options{.policy = options_.policy}),
-          cap_(options_.max_per_source == 0 ? options_.max_size
-                                            : std::min(options_.max_per_source, options_.max_size)),
+          cap_(options_.max_per_source == 0 ? options_.max_size : options_.max_per_source),
           pending_(options_.max_size) {
         capped_.reserve(options_.max_size);
         histogram_.assign(options_.max_size + 1, 0);
@@ -273,43 +290,67 @@ public:
 
     // Stops reading source `id` (see selector::remove) and returns its counters; nullopt if
     // there is no such source. Its items already pending stay in the batch being formed (they
-    // are listed under the source, removed, until they go). Any thread. Never throws but
-    // std::bad_alloc (copying the name).
+    // are listed under the source, removed, until they go). Any thread; takes the internal
+    // locks briefly. Never throws but std::bad_alloc (copying the name), and then nothing has
+    // changed: the source is still there.
     std::optional<batch_source_stats> remove(input_id id) {
         const std::lock_guard<std::mutex> lock(stats_mu_);
-        auto input = sel_.remove(id);
         const auto it = sources_.find(id.value);
-        if (!input || it == sources_.end()) {
-            return std::nullopt;
+        if (it == sources_.end() || it->second.removed) {
+            return std::nullopt; // never added, or removed already
         }
-        batch_source_stats out = stats_of(*input, it->second);
-        if (it->second.pending == 0) {
-            sources_.erase(it);
-        } else {
-            it->second.removed = std::move(*input);
+        source_counters& c = it->second;
+        // What allocates comes first, while nothing has changed: the copy of the name the
+        // batcher keeps while the source's items are pending (selector::remove copies the one
+        // it returns before it lets the input go).
+        std::string kept_name;
+        if (c.pending != 0) {
+            std::optional<input_stats> now = sel_.stats(id);
+            if (!now) {
+                return std::nullopt; // not reached: sources_ follows the selector under stats_mu_
+            }
+            kept_name = std::move(now->name);
+        }
+        std::optional<input_stats> input = sel_.remove(id);
+        if (!input) {
+            return std::nullopt; // not reached, as above
+        }
+        // From here on nothing allocates or throws.
+        batch_source_stats out{.input = {}, .batched = c.batched, .expired = c.expired,
+                               .pending = c.pending};
+        if (c.pending != 0) {
+            c.removed.emplace(renamed(*input, std::move(kept_name)));
             out.removed = true;
+        }
+        out.input = std::move(*input);
+        if (it->second.pending == 0) {
+            sources_.erase(it); // nothing pending: its counters go now
         }
         return out;
     }
 
     // The next batch if one is due now (see the rule in the file comment). Never waits for an
-    // item (it takes what the sources hold now), nor for the deadline. nullopt when no batch is
-    // due (the items taken stay pending; their deadline runs on), or after the last batch.
+    // item (it takes what the sources hold now), nor for the deadline, nor for another call
+    // forming a batch. nullopt when no batch is due (the items taken stay pending; their
+    // deadline runs on), while another call forms a batch, or after the last batch. Any thread.
     // Exceptions: std::bad_alloc, or what a source's channel throws; nothing is lost.
     [[nodiscard]] std::optional<batch<T>> try_pop() { return pop_impl(nullptr, detail::no_deadline, false); }
 
-    // The next batch, waiting for items and for the deadline as the rule says. Blocks (parks
-    // while nothing is ready). nullopt only after the last batch: closed, every source finished.
+    // The next batch, waiting for items and for the deadline as the rule says, and for another
+    // call forming a batch to return. Blocks (parks while nothing is ready). nullopt only after
+    // the last batch: closed, every source finished. Any thread. Exceptions: as try_pop().
     [[nodiscard]] std::optional<batch<T>> pop() { return pop_impl(nullptr, detail::no_deadline, true); }
 
-    // As pop(), but nullopt as soon as `stop` is requested; what is pending stays pending.
+    // As pop(), but nullopt as soon as `stop` is requested, also while it waits for another
+    // call forming a batch; what is pending stays pending.
     [[nodiscard]] std::optional<batch<T>> pop(std::stop_token stop) {
         return pop_impl(&stop, detail::no_deadline, true);
     }
 
-    // As pop(), waiting at most `timeout` (real time). Any std::chrono::duration; one beyond
-    // nanoseconds' range (say seconds::max()) means no limit. Throws std::invalid_argument naming
-    // timeout when it is negative or NaN.
+    // As pop(), waiting at most `timeout` (real time), also for another call forming a batch.
+    // Once it has its turn, it looks once more when the timeout ends, so a batch due by then
+    // goes. Any std::chrono::duration; one beyond nanoseconds' range (say seconds::max()) means
+    // no limit. Throws std::invalid_argument naming timeout when it is negative or NaN.
     template <class Rep, class Period>
     [[nodiscard]] std::optional<batch<T>> pop_for(std::chrono::duration<Rep, Period> timeout) {
         const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
@@ -334,8 +375,9 @@ public:
     // Whether close() has been called. Any thread; wait-free.
     [[nodiscard]] bool closed() const noexcept { return sel_.closed(); }
 
-    // Whether the last batch has been delivered: closed, every source finished, nothing
-    // pending. Any thread; takes the internal locks briefly.
+    // Whether the batcher has ended: closed, every source finished, nothing pending. A source is
+    // seen to finish by a pop call, so after the last batch this may turn true only when the
+    // next pop returns nullopt. Any thread; takes the internal locks briefly.
     [[nodiscard]] bool finished() const {
         const std::lock_guard<std::mutex> lock(stats_mu_);
         return pending_.empty() && sel_.ended();
@@ -373,6 +415,9 @@ private:
         if (o.max_size == 0) {
             throw std::invalid_argument("max_size: must be at least 1");
         }
+        if (o.max_per_source > o.max_size) {
+            throw std::invalid_argument("max_per_source: must be at most max_size (0: max_size)");
+        }
         for (const std::size_t p : o.preferred_sizes) {
             if (p == 0 || p > o.max_size) {
                 throw std::invalid_argument("preferred_sizes: each must be in [1, max_size]");
@@ -396,6 +441,30 @@ private:
         return {.input = in, .batched = c.batched, .expired = c.expired, .pending = c.pending};
     }
 
+    // `in` with `name` for its name: every other field copied, nothing allocated.
+    static input_stats renamed(const input_stats& in, std::string&& name) noexcept {
+        return {.id = in.id,
+                .name = std::move(name),
+                .weight = in.weight,
+                .taken = in.taken,
+                .selected = in.selected,
+                .expired = in.expired,
+                .dropped = in.dropped,
+                .held = in.held,
+                .finished = in.finished};
+    }
+
+    // The age beyond which a pending item is dropped (see the file comment): staleness +
+    // max_delay, saturating (a max_delay of nanoseconds::max() means never).
+    static std::optional<std::chrono::nanoseconds> pending_limit(
+        const batcher_options& o) noexcept {
+        if (!o.staleness) {
+            return std::nullopt;
+        }
+        constexpr auto most = std::chrono::nanoseconds::max();
+        return *o.staleness > most - o.max_delay ? most : *o.staleness + o.max_delay;
+    }
+
     [[nodiscard]] bool stale(const T& item, time_point now) const noexcept {
         return detail::older_than(item, options_.staleness, now);
     }
@@ -415,9 +484,54 @@ private:
         }
     }
 
-    // Takes what the sources hold now, up to max_size pending, passing over capped sources.
-    // True when it took anything (an item, or a stale one it dropped).
+    // One pending item fewer from the source `it` names (it went in a batch, or expired); a
+    // removed source's counters go with its last pending item. Requires stats_mu_.
+    void unpend_locked(typename std::map<std::uint64_t, source_counters>::iterator it) noexcept {
+        if (--it->second.pending == 0 && it->second.removed) {
+            sources_.erase(it);
+        }
+    }
+
+    // Drops the pending items older than staleness + max_delay at `now`, counted as expired for
+    // their sources; the others keep their order. Requires stats_mu_. O(max_size) with a
+    // staleness, nothing without.
+    void drop_stale_pending_locked(time_point now) {
+        if (!pending_limit_) {
+            return;
+        }
+        const std::size_t n = pending_.size();
+        bool dropped = false;
+        for (std::size_t i = 0; i < n; ++i) {
+            // The front goes out, and back in unless stale: pending_ never holds more than n.
+            pending_item p = std::move(pending_[0]);
+            pending_.pop_front();
+            if (detail::older_than(p.item, pending_limit_, now)) {
+                const auto it = sources_.find(p.source.value); // there while it has items pending
+                ++it->second.expired;
+                ++totals_.expired;
+                unpend_locked(it);
+                dropped = true;
+            } else {
+                pending_.push_back(std::move(p));
+            }
+        }
+        if (dropped) {
+            update_capped_locked();
+        }
+    }
+
+    void drop_stale_pending(time_point now) {
+        if (pending_limit_) {
+            const std::lock_guard<std::mutex> lock(stats_mu_);
+            drop_stale_pending_locked(now);
+        }
+    }
+
+    // Takes what the sources hold now, up to max_size pending, passing over capped sources,
+    // after dropping the pending items grown too old (so that sources they uncap are taken
+    // from). True when it took anything (an item, or a stale one it dropped).
     bool take_ready() {
+        drop_stale_pending(time_.now());
         bool took = false;
         while (pending_.size() < options_.max_size) {
             const std::lock_guard<std::mutex> lock(stats_mu_);
@@ -426,7 +540,7 @@ private:
                 break;
             }
             took = true;
-            const time_point now = time_.now();
+            const time_point now = time_.now(); // noexcept (batch_time): the item is not lost
             source_counters& c = sources_.at(s->input.value); // created by add()
             if (stale(s->item, now)) {
                 ++c.expired;
@@ -462,12 +576,8 @@ private:
             b.items.push_back(std::move(pending_[i].item));
             b.sources.push_back(pending_[i].source);
             const auto it = sources_.find(pending_[i].source.value);
-            source_counters& c = it->second;
-            --c.pending;
-            ++c.batched;
-            if (c.removed && c.pending == 0) {
-                sources_.erase(it); // its last pending item has gone
-            }
+            ++it->second.batched;
+            unpend_locked(it); // a removed source's counters go with its last pending item
         }
         for (std::size_t i = 0; i < n; ++i) {
             pending_.pop_front();
@@ -488,12 +598,19 @@ private:
         return b;
     }
 
-    // The rule of the file comment, once nothing more is ready at once. `ended`: the selector
-    // has ended (closed, every source finished).
-    std::optional<batch<T>> decide(time_point now, bool ended) {
+    // The rule of the file comment, once nothing more is ready at once, after dropping the
+    // pending items that have grown too old (at this `now`, the one the batch goes with).
+    // `over` is set when the batcher has ended: closed, every source finished, nothing pending.
+    std::optional<batch<T>> decide(time_point now, bool& over) {
         const std::lock_guard<std::mutex> lock(stats_mu_);
+        drop_stale_pending_locked(now);
+        // Closed, and no source can add to the batch. After take_ready() (and the drop, which
+        // may uncap sources): no source outside capped_ has anything now, and only this call
+        // takes from them.
+        const bool ended = sel_.ended_except(capped_);
         const std::size_t n = pending_.size();
         if (n == 0) {
+            over = ended; // nothing pending: nothing capped, so every source has finished
             return std::nullopt;
         }
         if (n == options_.max_size) {
@@ -511,10 +628,75 @@ private:
         return std::nullopt;
     }
 
+    // One step of the back-off after a wake-up that found nothing: detail::backoff()'s pauses,
+    // yields and sleeps (doubling from 1 us to about 1 ms), except that a sleep never runs past
+    // `until` (the batch's deadline or the call's): at most to it.
+    static void back_off(unsigned& spins, const std::optional<detail::clock::time_point>& until) {
+        constexpr unsigned sleeps_from = 127; // detail::backoff's steps before this never sleep
+        if (!until || spins < sleeps_from) {
+            detail::backoff(spins);
+            return;
+        }
+        const auto left = *until - detail::clock::now();
+        if (left <= detail::clock::duration::zero()) {
+            return;
+        }
+        ++spins;
+        const unsigned doublings = std::min(spins - (sleeps_from + 1), 10U);
+        const detail::clock::duration step = std::chrono::microseconds(1U << doublings);
+        std::this_thread::sleep_for(std::min(left, step));
+    }
+
+    // The turn to form a batch: one call at a time. A flag and an event count rather than a
+    // mutex, so that a call waiting for its turn keeps its own limits (stop token, deadline),
+    // and try_pop does not wait at all.
+    class forming_turn {
+    public:
+        forming_turn(batcher& b, const std::stop_token* stop,
+                     const std::optional<detail::clock::time_point>& deadline, bool wait) noexcept
+            : b_(b) {
+            // Acquire: pairs with the release of the previous turn's end, so this call sees
+            // everything that one did (pending_ itself is guarded by stats_mu_ as well).
+            const auto free = [&b]() noexcept {
+                return !b.forming_.load(std::memory_order_acquire);
+            };
+            for (;;) {
+                if (!b.forming_.exchange(true, std::memory_order_acquire)) {
+                    held_ = true;
+                    return;
+                }
+                if (!wait || b.form_ev_.wait(stop, deadline, free) != detail::wait_end::ready) {
+                    return; // try_pop, or the call's stop or deadline came first
+                }
+            }
+        }
+
+        ~forming_turn() {
+            if (held_) {
+                // Release: see the constructor. Then notify_one (a read-modify-write, so any
+                // kind of store before it is seen by a waiter's re-check; see event_count).
+                b_.forming_.store(false, std::memory_order_release);
+                b_.form_ev_.notify_one();
+            }
+        }
+
+        forming_turn(const forming_turn&) = delete;
+        forming_turn& operator=(const forming_turn&) = delete;
+
+        [[nodiscard]] bool held() const noexcept { return held_; }
+
+    private:
+        batcher& b_;
+        bool held_ = false;
+    };
+
     std::optional<batch<T>> pop_impl(const std::stop_token* stop,
                                      const std::optional<detail::clock::time_point>& deadline,
                                      bool wait) {
-        const std::lock_guard<std::mutex> forming(form_mu_);
+        const forming_turn turn(*this, stop, deadline, wait);
+        if (!turn.held()) {
+            return std::nullopt; // another call forms a batch (try_pop), or stop or deadline
+        }
         unsigned spins = 0;
         bool woke = false;
         for (;;) {
@@ -522,38 +704,20 @@ private:
                 return std::nullopt;
             }
             const bool took = take_ready();
-            {
-                // A source at its cap is passed over, so the selector would not see it finish:
-                // let go of those whose channels are closed and empty, so that the close rule
-                // does not wait for the batch's deadline (nor the wait below for their close).
-                const std::lock_guard<std::mutex> lock(stats_mu_);
-                if (!capped_.empty()) {
-                    sel_.settle_excluded(capped_);
-                }
-            }
-            // After take_ready(): an ended selector then has nothing more (its sources have
-            // finished, and only this call takes from them).
-            const bool ended = sel_.ended();
-            const time_point now = time_.now();
-            if (auto b = decide(now, ended)) {
+            bool over = false;
+            if (auto b = decide(time_.now(), over)) {
                 return b;
             }
-            if (ended || !wait) {
-                return std::nullopt; // after the last batch, or not due yet
-            }
-            if (woke && !took) {
-                // Woken, and nothing was there (see selector::pop_impl): back off, and honour
-                // the call's deadline, which a ready predicate would skip.
-                if (deadline && detail::clock::now() >= *deadline) {
-                    return std::nullopt;
-                }
-                detail::backoff(spins);
+            // The call's deadline is checked after a look, so a batch due by then goes.
+            if (over || !wait || (deadline && detail::clock::now() >= *deadline)) {
+                return std::nullopt; // after the last batch, not due yet, or the call's deadline
             }
             // Wait for an item from a source below its cap, until the batch's deadline (real
             // time for the clock's remaining time) or the call's.
             std::optional<detail::clock::time_point> until = deadline;
             std::vector<input_id> capped;
             {
+                const time_point now = time_.now();
                 const std::lock_guard<std::mutex> lock(stats_mu_);
                 if (!pending_.empty()) {
                     // What is left of max_delay, without forming arrival + max_delay (which
@@ -570,15 +734,16 @@ private:
                 }
                 capped = capped_;
             }
+            if (woke && !took) {
+                // Woken, and nothing was there (a push has claimed a ring's position and not
+                // filled it yet, see selector::pop_impl): back off, but not past `until`.
+                back_off(spins, until);
+            }
             const detail::wait_end end = sel_.wait_ready(capped, stop, until);
             if (end == detail::wait_end::stopped) {
                 return std::nullopt;
             }
-            if (end == detail::wait_end::timed_out && deadline &&
-                detail::clock::now() >= *deadline) {
-                return std::nullopt; // the call's deadline (the batch's is checked above)
-            }
-            woke = end == detail::wait_end::ready;
+            woke = end == detail::wait_end::ready; // timed out: look again (the batch may be due)
         }
     }
 
@@ -586,8 +751,11 @@ private:
     const Time time_;
     selector<T> sel_;
     const std::size_t cap_; // max_per_source, 0 meaning max_size
+    const std::optional<std::chrono::nanoseconds> pending_limit_ = pending_limit(options_);
 
-    std::mutex form_mu_; // one batch formed at a time (held across waits)
+    // The turn to form a batch (see forming_turn): set while a call forms one.
+    std::atomic<bool> forming_{false};
+    detail::event_count form_ev_; // calls waiting for their turn park here
     // Guards the pending items and every counter below; taken around each take from the
     // selector, so a snapshot never sees an item between the selector and the batch.
     mutable std::mutex stats_mu_;

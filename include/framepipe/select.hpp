@@ -54,11 +54,15 @@
 // coherence) until remove() detaches it.
 //
 // Taking. Consumers select under one internal lock; a take never waits for an item (try_pop on
-// each channel), so the lock is held for a few channel calls. A channel found closed is drained
-// with its own pop(), which on a closed channel waits only for a push already in flight (a few
-// instructions), then the input is detached: it has finished. A removal waits for a take in
-// progress (the lock) and for wait predicates reading that channel right now (a pin count per
-// input, checked against a `gone` flag, seq_cst on both sides), so once remove() returns nothing
+// each channel), so the lock is held for a few channel calls. A channel found closed whose
+// try_pop() finds nothing while its size() still counts an item (a ring position a push has
+// claimed and not filled yet) is passed over: its fill notifies, and the next look takes it. A
+// channel found closed and empty is drained with its own pop(), which then waits only for a push
+// that read the channel open before the close and has not stored yet and that size() does not
+// show (spsc_ring, latest_slot: a few instructions, unless that producer is preempted right
+// there); then the input is detached: it has finished. A removal waits for a take in progress
+// (the lock) and for wait predicates reading that channel right now (a pin count per input,
+// checked against a `gone` flag, seq_cst on both sides), so once remove() returns nothing
 // touches the channel.
 //
 // Per input, the selector takes either the newest item (input_take::newest, the default:
@@ -242,8 +246,8 @@ public:
     [[nodiscard]] virtual bool probe() const noexcept = 0;
     // The channel's try_pop(). Under the selector's lock.
     [[nodiscard]] virtual std::optional<T> try_take() = 0;
-    // The channel's pop() once it is closed: an item of a push in flight, or nullopt once
-    // drained. Under the selector's lock.
+    // The channel's pop() once it is closed and looks empty: an item of a push in flight that
+    // size() does not show, or nullopt once drained. Under the selector's lock.
     [[nodiscard]] virtual std::optional<T> take_closed() = 0;
     [[nodiscard]] virtual bool channel_closed() const noexcept = 0;
     [[nodiscard]] virtual std::size_t channel_size() const noexcept = 0;
@@ -256,10 +260,10 @@ public:
         return pinned([this]() noexcept { return probe(); });
     }
 
-    // Whether the channel is closed and empty, unless it has been let go: the same handshake.
-    // For wait predicates that pass the input over (no lock).
-    [[nodiscard]] bool drained_pinned() noexcept {
-        return pinned([this]() noexcept { return channel_closed() && channel_size() == 0; });
+    // Whether the channel is closed, unless it has been let go: the same handshake. For wait
+    // predicates that pass the input over (no lock).
+    [[nodiscard]] bool closed_pinned() noexcept {
+        return pinned([this]() noexcept { return channel_closed(); });
     }
 
     // From now on, every notification of the channel's readable event notifies the selector.
@@ -486,9 +490,10 @@ public:
         return out;
     }
 
-    // The next item by policy, if one is ready now. Any thread. Never waits for an item (it may
-    // wait for the internal lock, and for a push in flight on a channel found closed). nullopt
-    // when nothing is ready.
+    // The next item by policy, if one is ready now. Any thread. Never waits for an item. It may
+    // wait for the internal lock, and, on a channel found closed and empty, for a push that read
+    // it open before the close and has not stored yet (spsc_ring, latest_slot: a few
+    // instructions; see the file comment, "Taking"). nullopt when nothing is ready.
     // Exceptions: what a channel's try_pop() or pop() throws (the item stays in the channel, by
     // the channel's guarantee), or what T's move constructor throws: while handing the item out
     // (it stays held by the selector and is offered again), or while holding it (counted as
@@ -639,6 +644,16 @@ private:
                                       [](const std::shared_ptr<input>& in) { return in->finished; });
     }
 
+    // See ended_except(). O(inputs * excluded).
+    [[nodiscard]] bool ended_except_locked(excluded_ids excluded) const noexcept {
+        return closed_ &&
+               std::all_of(inputs_.begin(), inputs_.end(), [&](const std::shared_ptr<input>& in) {
+                   // !attached: the channel was let go (closed and drained), an item still held
+                   return in->finished || (is_excluded(in->id, excluded) &&
+                                           (!in->attached || in->channel_closed()));
+               });
+    }
+
     [[nodiscard]] bool is_expired(const input& in, const T& item, clock::time_point now) const noexcept {
         return detail::older_than(item, in.options.max_age, now);
     }
@@ -670,7 +685,15 @@ private:
                     if (!in.channel_closed()) {
                         break;
                     }
-                    std::optional<T> last = in.take_closed(); // waits only for a push in flight
+                    // Closed, with a push in flight that size() counts (a ring position claimed,
+                    // not filled): not waited for here, which would hold up every other input
+                    // and consumer. Its fill notifies; the next look takes it.
+                    if (in.channel_size() != 0) {
+                        break;
+                    }
+                    // Closed and empty: waits only for a push that size() does not show (see the
+                    // file comment, "Taking").
+                    std::optional<T> last = in.take_closed();
                     if (!last) {
                         in.retire(); // closed and drained
                         break;
@@ -807,60 +830,62 @@ private:
         return select_turns_locked(now, excluded);
     }
 
-    // Lets go of the inputs in `excluded` whose channels are closed and empty, handing nothing
-    // out: an item of a push still in flight is taken and held as the input's candidate (as a
-    // selection's look would). So a consumer that passes inputs over (a batcher's sources at
-    // their cap) still sees them finish, and the selector end. Any thread; takes the lock; may
-    // wait for a push in flight. Throws what T's move throws (the item is counted as dropped).
-    void settle_excluded(excluded_ids excluded) {
-        const std::lock_guard<std::mutex> lock(mu_);
-        const clock::time_point now = aged_inputs_ != 0 ? clock::now() : clock::time_point{};
-        for (const input_id id : excluded) { // O(excluded * log inputs)
-            const auto it = find_locked(id);
-            if (it == inputs_.end()) {
-                continue; // removed
-            }
-            input& in = **it;
-            if (in.attached && !in.held && in.channel_closed() && in.channel_size() == 0) {
-                (void)refresh_locked(in, now); // takes only what a push in flight leaves
-            }
-        }
-    }
-
     // Closed, and every input has finished or been removed: nothing more will come.
     [[nodiscard]] bool ended() const {
         const std::lock_guard<std::mutex> lock(mu_);
         return ended_locked();
     }
 
-    // Waits until an input not in `excluded` may have an item (or has closed), an input in
-    // `excluded` that holds nothing has closed and emptied (for settle_excluded), the inputs
-    // change, or the selector has ended; or `*stop` / `deadline`. ready may be spurious: the
-    // caller selects, and comes back if it found nothing.
+    // Closed, and no input can hand out anything more now except those in `excluded` (a
+    // batcher's sources at their cap), and these get no new items: every input has finished or
+    // been removed, or is in `excluded` with its channel closed. What they still hold (in the
+    // channel, or taken) comes out once they are no longer excluded. ended() with no exclusions.
+    // Any thread; takes the lock; never waits for a channel.
+    [[nodiscard]] bool ended_except(excluded_ids excluded) const {
+        const std::lock_guard<std::mutex> lock(mu_);
+        return ended_except_locked(excluded);
+    }
+
+    // Waits until an input not in `excluded` may have an item (or has closed), the inputs
+    // change, the selector has ended (ended_except(excluded)), or, on a closed selector, an input
+    // in `excluded` closes its channel; or `*stop` / `deadline`. ready may be spurious: the caller
+    // selects, and comes back if it found nothing.
     detail::wait_end wait_ready(excluded_ids excluded, const std::stop_token* stop,
                                 const std::optional<clock::time_point>& deadline) {
         std::shared_ptr<const input_list> list;
         std::uint64_t seen = 0;
-        // The excluded inputs watched for their close: those holding nothing (one that holds an
-        // item stays closed and empty until it is handed out, which would keep the wait ready).
+        // The excluded inputs watched for their close (which can make ended_except() true): on
+        // a closed selector, those whose channels are still open. One already closed is not
+        // watched: it would keep the wait ready.
         std::vector<input*> watched;
         {
             const std::lock_guard<std::mutex> lock(mu_);
-            if (ended_locked()) {
-                return detail::wait_end::ready;
-            }
+            list = probe_list_; // holds every input of inputs_ (a removal's new list may fail)
+            // ended_except_locked() and the watched inputs in one pass, with one look at each
+            // excluded channel: with two, a close landing between them would be in neither
+            // (not ended at the first, not watched at the second), and nothing would wake us.
+            bool ended = closed_;
             for (const auto& in : inputs_) {
-                if (in->held && !is_excluded(in->id, excluded)) {
-                    return detail::wait_end::ready; // oldest_first holds candidates
+                if (in->finished) {
+                    continue;
                 }
-            }
-            list = probe_list_;
-            if (list) {
-                for (const auto& in : *list) {
-                    if (is_excluded(in->id, excluded) && !in->held) {
+                if (!is_excluded(in->id, excluded)) {
+                    if (in->held) {
+                        return detail::wait_end::ready; // oldest_first holds candidates
+                    }
+                    ended = false;
+                    continue;
+                }
+                // attached: the channel may be used (under mu_, held here).
+                if (in->attached && !in->channel_closed()) {
+                    ended = false;
+                    if (closed_) {
                         watched.push_back(in.get()); // kept alive by `list`
                     }
                 }
+            }
+            if (ended) {
+                return detail::wait_end::ready;
             }
             seen = version_.load(std::memory_order_relaxed); // written only under mu_, held here
         }
@@ -878,7 +903,7 @@ private:
                 }
             }
             return std::any_of(watched.begin(), watched.end(),
-                               [](input* in) { return in->drained_pinned(); });
+                               [](input* in) { return in->closed_pinned(); });
         };
         return ev_.wait(stop, deadline, ready);
     }
