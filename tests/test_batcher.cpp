@@ -536,6 +536,21 @@ TEST_CASE("batcher: staleness: items older than it when taken are dropped before
         CHECK((src.input.id == ia || src.input.id == ib));
     }
     CHECK(balanced(s));
+
+    // With a max_delay, an item older than staleness when taken is dropped then, although the
+    // pending items' limit (staleness + max_delay, an hour here) would let it wait.
+    ring<item> c(8);
+    vbatcher<item> late({.max_size = 4, .preferred_sizes = {2}, .max_delay = 1h, .staleness = 1s},
+                        virtual_time(w));
+    (void)late.add(c, oldest);
+    (void)c.push(framepipe::stamp(5, 0, t - 2s)); // stale when taken
+    (void)c.push(framepipe::stamp(6, 1, t));
+    (void)c.push(framepipe::stamp(7, 2, t));
+    x = late.try_pop();
+    REQUIRE(x);
+    CHECK(values(*x) == std::vector<int>{6, 7});
+    CHECK(late.stats().expired == 1);
+    CHECK(balanced(late.stats()));
 }
 
 TEST_CASE("batcher: staleness: items left pending are dropped once older than "
