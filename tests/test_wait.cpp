@@ -456,6 +456,30 @@ TEST_CASE("backoff: 63 pauses, then 64 yields, then sleeps, each sleep counted o
     CHECK(spins == 140);
 }
 
+TEST_CASE("backoff_until: as backoff, but no sleep once its deadline has passed") {
+    using framepipe::detail::backoff_until;
+    using framepipe::detail::this_thread_waits;
+    using clock_type = std::chrono::steady_clock;
+    const std::uint64_t before = this_thread_waits.backoff_sleeps;
+    unsigned spins = 0;
+    for (int i = 0; i < 200; ++i) {
+        backoff_until(spins, clock_type::now() - std::chrono::seconds(1)); // passed: never sleeps
+    }
+    CHECK(spins == 200);
+    CHECK(this_thread_waits.backoff_sleeps == before);
+    unsigned later = 0;
+    for (int i = 0; i < 130; ++i) {
+        backoff_until(later, clock_type::now() + std::chrono::hours(1)); // far: as backoff()
+    }
+    CHECK(this_thread_waits.backoff_sleeps == before + 3); // steps 128, 129 and 130 slept
+    unsigned none = 0;
+    for (int i = 0; i < 130; ++i) {
+        backoff_until(none, std::nullopt); // no deadline: backoff() itself
+    }
+    CHECK(this_thread_waits.backoff_sleeps == before + 6);
+    CHECK(none == 130);
+}
+
 #if defined(__linux__)
 TEST_CASE("backoff: a real-time waiter lets the lower-priority thread it waits for run on its "
           "processor") {

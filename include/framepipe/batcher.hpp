@@ -89,7 +89,6 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -628,25 +627,6 @@ private:
         return std::nullopt;
     }
 
-    // One step of the back-off after a wake-up that found nothing: detail::backoff()'s pauses,
-    // yields and sleeps (doubling from 1 us to about 1 ms), except that a sleep never runs past
-    // `until` (the batch's deadline or the call's): at most to it.
-    static void back_off(unsigned& spins, const std::optional<detail::clock::time_point>& until) {
-        constexpr unsigned sleeps_from = 127; // detail::backoff's steps before this never sleep
-        if (!until || spins < sleeps_from) {
-            detail::backoff(spins);
-            return;
-        }
-        const auto left = *until - detail::clock::now();
-        if (left <= detail::clock::duration::zero()) {
-            return;
-        }
-        ++spins;
-        const unsigned doublings = std::min(spins - (sleeps_from + 1), 10U);
-        const detail::clock::duration step = std::chrono::microseconds(1U << doublings);
-        std::this_thread::sleep_for(std::min(left, step));
-    }
-
     // The turn to form a batch: one call at a time. A flag and an event count rather than a
     // mutex, so that a call waiting for its turn keeps its own limits (stop token, deadline),
     // and try_pop does not wait at all.
@@ -737,7 +717,7 @@ private:
             if (woke && !took) {
                 // Woken, and nothing was there (a push has claimed a ring's position and not
                 // filled it yet, see selector::pop_impl): back off, but not past `until`.
-                back_off(spins, until);
+                detail::backoff_until(spins, until);
             }
             const detail::wait_end end = sel_.wait_ready(capped, stop, until);
             if (end == detail::wait_end::stopped) {

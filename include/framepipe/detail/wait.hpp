@@ -81,32 +81,57 @@ inline thread_local wait_counts this_thread_waits{};
 // a caller of higher (real-time) priority than the thread it waits for, preempted on the same
 // processor, would yield to nothing, for as long as the kernel's real-time throttling allows (a
 // second) or for good. A sleep lets that thread run.
+inline constexpr unsigned backoff_pauses = 64; // backoff()'s steps that pause (the first 63)
+inline constexpr unsigned backoff_yields = 64; // yield_or_sleep()'s steps that yield
+
+// The sleep of yield_or_sleep()'s step `n` (backoff_yields or more): 1 us doubling, 2^10 us
+// (about 1 ms) at most.
+[[nodiscard]] constexpr std::chrono::microseconds backoff_sleep(unsigned n) noexcept {
+    return std::chrono::microseconds(1u << std::min(n - backoff_yields, 10u));
+}
+
 FRAMEPIPE_NOINLINE inline void yield_or_sleep(unsigned n) noexcept {
-    constexpr unsigned yields = 64;
-    if (n < yields) {
+    if (n < backoff_yields) {
         std::this_thread::yield();
         return;
     }
     ++this_thread_waits.backoff_sleeps;
-    const unsigned doublings = std::min(n - yields, 10u); // 2^10 us: about 1 ms at most
-    std::this_thread::sleep_for(std::chrono::microseconds(1u << doublings));
+    std::this_thread::sleep_for(backoff_sleep(n));
 }
 
 // backoff()'s step `spins` (64 or more), out of line. A function of its own rather than a call
 // of yield_or_sleep(spins - 64) in backoff(): that subtraction, inlined into the rings' pushes,
 // changes how GCC lays out their fast paths (docs/benchmarks.md, spsc_ring's drop_oldest).
 FRAMEPIPE_NOINLINE inline void backoff_after_pauses(unsigned spins) noexcept {
-    yield_or_sleep(spins - 64);
+    yield_or_sleep(spins - backoff_pauses);
 }
 
 // One step of waiting for another thread's few instructions (a move out of a slot, a fill):
 // pause for a while, then yield, then sleep (yield_or_sleep), since the thread we wait for may
 // have been preempted. Any thread; `spins` counts the caller's steps, from 0.
 inline void backoff(unsigned& spins) noexcept {
-    if (++spins < 64) {
+    if (++spins < backoff_pauses) {
         cpu_relax();
     } else {
         backoff_after_pauses(spins);
+    }
+}
+
+// As backoff(), for a wait with a deadline of its own (a batch's, a call's): once its yields
+// have run out, a step sleeps until `until` at the latest, and not at all once `until` has
+// passed, so that the caller looks again in time. Without `until`, backoff() itself. Any
+// thread; `spins` as for backoff().
+inline void backoff_until(unsigned& spins, const std::optional<clock::time_point>& until) noexcept {
+    if (!until || spins + 1 < backoff_pauses + backoff_yields) {
+        backoff(spins);
+        return;
+    }
+    ++spins;
+    const clock::duration left = *until - clock::now();
+    if (left > clock::duration::zero()) {
+        ++this_thread_waits.backoff_sleeps;
+        std::this_thread::sleep_for(
+            std::min<clock::duration>(left, backoff_sleep(spins - backoff_pauses)));
     }
 }
 
