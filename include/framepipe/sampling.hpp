@@ -99,14 +99,15 @@ public:
     template <class T>
     [[nodiscard]] bool admit(const T& item, std::chrono::steady_clock::time_point now) {
         const std::chrono::nanoseconds limit = std::max(o_.min_interval, o_.cooldown);
-        if (last_ && limit > std::chrono::nanoseconds::zero() &&
-            detail::saturating_difference(now.time_since_epoch(), last_->time_since_epoch()) <
+        if (kept_ && limit > std::chrono::nanoseconds::zero() &&
+            detail::saturating_difference(now.time_since_epoch(), last_.time_since_epoch()) <
                 limit) {
             return false;
         }
         if (!pred_(item)) {
             return false;
         }
+        kept_ = true;
         last_ = now;
         return true;
     }
@@ -114,7 +115,10 @@ public:
 private:
     Pred pred_;
     gate_options o_;
-    std::optional<std::chrono::steady_clock::time_point> last_;
+    // The last kept item's time, once kept_. A flag rather than a std::optional: GCC 12 at -O1
+    // warned (-Wmaybe-uninitialized, falsely) about the optional's payload in callers' code.
+    bool kept_ = false;
+    std::chrono::steady_clock::time_point last_{};
 };
 
 // What adaptive_rate is steered by, each in [0, 1], given with update().
