@@ -204,6 +204,19 @@ constexpr double timing_slack = 1.0;
 constexpr double min_speedup = 2.5;
 #endif
 
+// Checks that make() throws std::invalid_argument whose message starts with "field:".
+template <class Make>
+void refused(Make make, const std::string& field) {
+    try {
+        make();
+        FAIL("accepted; expected std::invalid_argument naming " << field);
+    } catch (const std::invalid_argument& e) {
+        CHECK(std::string(e.what()).rfind(field + ":", 0) == 0);
+    } catch (const std::exception& e) {
+        FAIL_CHECK("expected std::invalid_argument naming " << field << ", got: " << e.what());
+    }
+}
+
 // A receipt later than the horizon counts its frame as lost (and itself as late): generous here,
 // for a loaded 2-core host running the workers under a sanitizer.
 tp::nats_publisher_options camera_options() {
@@ -859,16 +872,6 @@ TEST_CASE("nats: subjects, queue groups and receipt subjects are checked") {
     tp::nats_connection nc({.servers = {server.url()}});
     using pub_t = tp::nats_publisher<tp::bytes_codec>;
     using rx_t = tp::nats_receiver<tp::bytes_codec>;
-    const auto refused = [](auto make, const std::string& field) {
-        try {
-            make();
-            FAIL("accepted; expected std::invalid_argument naming " << field);
-        } catch (const std::invalid_argument& e) {
-            CHECK(std::string(e.what()).rfind(field + ":", 0) == 0);
-        } catch (const std::exception& e) {
-            FAIL_CHECK("expected std::invalid_argument naming " << field << ", got: " << e.what());
-        }
-    };
     for (const std::string bad : {"", "a b", "a b c", "a\tb", "a\nb", ".a", "a.", "a..b", "a.*",
                                   "a.>", "*", "a*.b"}) {
         INFO("publisher subject " << bad);
@@ -1001,16 +1004,6 @@ TEST_CASE("nats: max_payload follows the server the connection is on") {
 }
 
 TEST_CASE("nats: bad options throw std::invalid_argument naming the field") {
-    const auto refused = [](auto make, const std::string& field) {
-        try {
-            make();
-            FAIL("accepted; expected std::invalid_argument naming " << field);
-        } catch (const std::invalid_argument& e) {
-            CHECK(std::string(e.what()).rfind(field + ":", 0) == 0);
-        } catch (const std::exception& e) {
-            FAIL_CHECK("expected std::invalid_argument naming " << field << ", got: " << e.what());
-        }
-    };
     // Checked before connecting: no server needed (and none on port 1).
     const std::string nowhere = "nats://127.0.0.1:1";
     auto with = [&](auto change) {
@@ -1491,16 +1484,6 @@ TEST_CASE("nats: a receiver's state is stopped before start() and from stop() on
 }
 
 TEST_CASE("nats: kinds out of range, a bad write_deadline, an unreadable URL: invalid_argument") {
-    const auto refused = [](auto make, const std::string& field) {
-        try {
-            make();
-            FAIL("accepted; expected std::invalid_argument naming " << field);
-        } catch (const std::invalid_argument& e) {
-            CHECK(std::string(e.what()).rfind(field + ":", 0) == 0);
-        } catch (const std::exception& e) {
-            FAIL_CHECK("expected std::invalid_argument naming " << field << ", got: " << e.what());
-        }
-    };
     refused(
         [] { tp::nats_connection nc({.servers = {"nats://127.0.0.1:1"}, .write_deadline = 0s}); },
         "write_deadline");
