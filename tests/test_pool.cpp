@@ -997,3 +997,51 @@ TEST_CASE("pool: acquire_for with a NaN timeout throws naming it") {
     check_invalid_argument([&] { (void)p.acquire_for(nan); }, "timeout");
     CHECK(p.stats().acquired == 0);
 }
+
+namespace {
+struct shares_base : std::enable_shared_from_this<shares_base> {};
+struct derived_from_shares : shares_base {}; // the weak_ptr is its base's, not its own
+struct shares_self : std::enable_shared_from_this<shares_self> {};
+struct shares_privately : private std::enable_shared_from_this<shares_privately> {};
+struct shares_twice : shares_base, shares_self {}; // ambiguous: shared_ptr sets neither
+} // namespace
+
+TEST_CASE("pool: a T with an enable_shared_from_this base of any type is refused") {
+    // shared_ptr<T> sets the weak_ptr of an unambiguous, accessible enable_shared_from_this<U>
+    // base for any U; that weak_ptr would keep a lent slot for ever. The static_assert refuses
+    // exactly those (tests/compile_fail/pool_shared_from_this_base.cpp: the assert itself).
+    using framepipe::detail::shares_from_this;
+    STATIC_REQUIRE(shares_from_this<shares_self>);
+    STATIC_REQUIRE(shares_from_this<derived_from_shares>);
+    STATIC_REQUIRE(shares_from_this<const shares_self>);
+    STATIC_REQUIRE_FALSE(shares_from_this<shares_privately>);
+    STATIC_REQUIRE_FALSE(shares_from_this<shares_twice>);
+    STATIC_REQUIRE_FALSE(shares_from_this<int>);
+    // The ones let through lend and return their slots.
+    pool<shares_twice> twice(1, [] { return shares_twice(); });
+    for (int i = 0; i < 3; ++i) {
+        auto h = twice.try_acquire();
+        REQUIRE(h != nullptr);
+    }
+    CHECK(twice.stats().released == 3);
+    CHECK(twice.available() == 1);
+}
+
+namespace {
+// A handle type of the COM kind: unary & gives its inner pointer, not its address.
+struct overloads_address_of {
+    void* inner = nullptr;
+    void** operator&() noexcept { return &inner; }
+};
+} // namespace
+
+TEST_CASE("pool: a T that overloads unary operator& lends the object itself") {
+    pool<overloads_address_of> p(1);
+    auto h = p.try_acquire();
+    REQUIRE(h != nullptr);
+    const void* first = std::addressof(*h);
+    h.reset();
+    auto again = p.try_acquire();
+    REQUIRE(again != nullptr);
+    CHECK(std::addressof(*again) == first);
+}

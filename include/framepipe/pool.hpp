@@ -182,7 +182,7 @@ public:
                 }
             }
         } g{this, slot};
-        std::shared_ptr<T> out(&*slot->object, keep_object{},
+        std::shared_ptr<T> out(std::addressof(*slot->object), keep_object{},
                                slot_allocator<T, T>(this, slot));
         g.slot = nullptr;
         return out;
@@ -265,6 +265,13 @@ private:
     std::vector<pool_slot<T>> slots_; // never resized: slots do not move
 };
 
+// True when a std::shared_ptr<T> would set a weak_ptr in T: T* converts to a pointer to an
+// unambiguous, accessible std::enable_shared_from_this<U> base, for any U (not only T).
+template <class U>
+void shared_from_this_base(const volatile std::enable_shared_from_this<U>*);
+template <class T>
+concept shares_from_this = requires(T* p) { detail::shared_from_this_base(p); };
+
 } // namespace detail
 
 template <class T>
@@ -275,9 +282,10 @@ class pool {
                   "framepipe::pool<T>: T's destructor must not throw");
     static_assert(std::is_move_constructible_v<T>,
                   "framepipe::pool<T>: T must be move-constructible (the factory returns it)");
-    static_assert(!std::is_convertible_v<T*, std::enable_shared_from_this<T>*>,
-                  "framepipe::pool<T>: T must not derive from std::enable_shared_from_this: its "
-                  "weak_ptr would keep the control block, and so the slot, lent for ever");
+    static_assert(!detail::shares_from_this<T>,
+                  "framepipe::pool<T>: T must not derive from std::enable_shared_from_this<U> "
+                  "(any U): its weak_ptr would keep the control block, and so the slot, lent for "
+                  "ever");
 
 public:
     using value_type = T;
