@@ -10,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -1614,4 +1615,21 @@ TEST_CASE("sliding_window: pop_for with a NaN timeout throws naming it") {
     const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
     CHECK_THROWS_WITH(w.pop_for(nan), Catch::Contains("timeout"));
     CHECK_THROWS_WITH(w.pop_for(nan, never.get_token()), Catch::Contains("timeout"));
+}
+
+TEST_CASE("sliding_window<bool>: items are read by value, not through a dangling reference") {
+    // The items are a std::vector<bool>, whose elements are bits: operator[], front() and back()
+    // return its const_reference (a bool), not a const bool& to a temporary.
+    STATIC_REQUIRE(std::is_same_v<window<bool>::const_reference, bool>);
+    STATIC_REQUIRE(std::is_same_v<window<int>::const_reference, const int&>);
+    sliding_window<bool> w(3, 3);
+    REQUIRE(w.push(true) == push_status::ok);
+    REQUIRE(w.push(false) == push_status::ok);
+    REQUIRE(w.push(true) == push_status::ok);
+    auto win = w.try_pop();
+    REQUIRE(win.has_value());
+    CHECK(win->front());
+    CHECK_FALSE((*win)[1]);
+    CHECK(win->back());
+    CHECK(std::count(win->begin(), win->end(), true) == 2);
 }

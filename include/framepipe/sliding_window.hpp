@@ -68,16 +68,20 @@ class window {
 public:
     using value_type = T;
     using const_iterator = typename detail::window_items<T>::const_iterator;
+    // const T&; a bool by value for T = bool, whose items are a std::vector<bool>'s bits.
+    using const_reference = typename detail::window_items<T>::const_reference;
 
     // Number of items: the sliding_window's size, or 0 once moved from. Never throws.
     [[nodiscard]] std::size_t size() const noexcept { return items_ ? items_->size() : 0; }
 
     // The i-th oldest item, 0 <= i < size(); unchecked, like std::vector::operator[].
-    [[nodiscard]] const T& operator[](std::size_t i) const noexcept { return (*items_)[i]; }
+    [[nodiscard]] const_reference operator[](std::size_t i) const noexcept {
+        return (*items_)[i];
+    }
 
     // The oldest and the newest item; the window must not be empty.
-    [[nodiscard]] const T& front() const noexcept { return items_->front(); }
-    [[nodiscard]] const T& back() const noexcept { return items_->back(); }
+    [[nodiscard]] const_reference front() const noexcept { return items_->front(); }
+    [[nodiscard]] const_reference back() const noexcept { return items_->back(); }
 
     // The items, oldest first (random access). begin() == end() once moved from.
     [[nodiscard]] const_iterator begin() const noexcept {
@@ -138,7 +142,9 @@ public:
     // Throws std::invalid_argument naming `size` when it is 0 or so large that an array of
     // size + stride items overflows (more than PTRDIFF_MAX bytes), naming `stride` when it is 0
     // or greater than size, or when windows overlap (stride < size) and T cannot be copied (an
-    // item that belongs to two windows has to be in both). std::bad_alloc.
+    // item that belongs to two windows has to be in both). std::bad_alloc. A T that claims a copy
+    // constructor it cannot instantiate (std::vector<std::unique_ptr<U>>) does not compile even
+    // for tumbling windows: wrap it in a move-only struct.
     explicit sliding_window(std::size_t size, std::size_t stride = 1)
         : size_(size), stride_(stride), capacity_(capacity_of(size, stride)) {
         // size + stride slots: the pending window needs at most size + stride - 1 of them, and
