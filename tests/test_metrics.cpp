@@ -231,3 +231,13 @@ TEST_CASE("rate_meter: a read while the writer records counts only records of th
     CHECK(highest <= bound);
     CHECK(highest > 500.0); // some reads took the span of the history, as the writer's rate asks
 }
+
+TEST_CASE("rate_meter: a window that would begin before time_point::min() begins there") {
+    // now - window would overflow for a `now` within two seconds of min(): the window then
+    // starts at min() instead of wrapping to the far future (which read as an empty window).
+    rate_meter m;
+    const auto min = rate_meter::clock::time_point::min();
+    m.record(min + 1s);
+    CHECK(m.per_second(min + 1s) == Approx(0.5));
+    CHECK(m.per_second(min) == 0.0); // the record is later than `now`
+}

@@ -146,7 +146,10 @@ public:
         const auto n = count_.load(std::memory_order_acquire);
         const auto held = n < slots ? n : slots;
         const auto to = now.time_since_epoch().count();
-        const auto from = (now - window).time_since_epoch().count();
+        // The window starts at min() for a `now` less than `window` after it (no overflow).
+        constexpr auto span = std::chrono::duration_cast<clock::duration>(window).count();
+        constexpr auto lowest = std::numeric_limits<clock::rep>::min();
+        const auto from = to < lowest + span ? lowest : to - span;
         std::uint64_t records = 0; // of the window's, newest first; at most `history`
         std::uint64_t events = 0;  // theirs
         clock::rep oldest = to;    // of them
