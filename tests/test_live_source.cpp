@@ -4,6 +4,12 @@
 // backends that ignore their timeouts, and a runner that stop() abandons with a frame in hand
 // (held in its clock's now(), outside any backend call).
 
+#include <atomic>
+
+// A test seam (live_source.hpp): counts the runners stop() abandons, which the stats leave out.
+inline std::atomic<int> stop_abandons{0};
+#define FRAMEPIPE_DETAIL_LIVE_STOP_ABANDON_HOOK() (void)::stop_abandons.fetch_add(1)
+
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/latest_slot.hpp>
 #include <framepipe/live_source.hpp>
@@ -12,7 +18,6 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <latch>
@@ -425,6 +430,60 @@ TEST_CASE("live_source: at the end of input, ended, or with restart_at_end, open
     CHECK(w->opens == w->closes);
 }
 
+TEST_CASE("live_source: time blocked in a push does not count against stall_timeout") {
+    // A consumer that takes 600 ms per frame (virtual time, advanced in the push) behind a camera
+    // with a frame ready at every read, stall_timeout 500 ms. The stall clock used to run from
+    // the read, so the time the push blocked made a healthy camera stalled after each frame:
+    // reconnects, then failed after max_attempts.
+    struct slow_consumer {
+        std::shared_ptr<world> w;
+        std::vector<item> got;
+        framepipe::push_status push(item v) {
+            got.push_back(std::move(v));
+            w->now += 600ms; // blocked for room this long
+            return framepipe::push_status::ok;
+        }
+        void close() {}
+    };
+    auto w = std::make_shared<world>();
+    auto options = exact();
+    options.max_attempts = 3;
+    auto src = make_source(w, {{.frames = 10, .after = connection::then::end}}, options);
+    slow_consumer out{w, {}};
+    CHECK(src->run(out, w->stopper.get_token()) == live_state::ended);
+    const auto st = src->stats();
+    CHECK(st.stalls == 0);
+    CHECK(st.connects == 1);
+    CHECK(out.got.size() == 10);
+    CHECK(st.frames == 10);
+}
+
+TEST_CASE("live_source: a read that returns status frame without a frame is a read error") {
+    // It used to dereference the empty optional.
+    struct empty_frame {
+        using frame_type = int;
+        int reads = 0;
+        open_result open(std::stop_token, ns) { return open_result::success(); }
+        read_result<int> read(std::stop_token, ns) {
+            if (++reads == 1) {
+                return {framepipe::read_status::frame, std::nullopt, {}};
+            }
+            return read_result<int>::ended();
+        }
+        void close() noexcept {}
+    };
+    framepipe::live_options o;
+    o.max_attempts = 1;
+    framepipe::live_source<empty_frame> src([] { return empty_frame{}; }, o);
+    collector out;
+    CHECK(src.run(out, std::stop_token{}) == live_state::failed);
+    const auto st = src.stats();
+    CHECK(st.read_errors == 1);
+    CHECK(st.frames == 0);
+    CHECK(out.got.empty());
+    CHECK_THAT(st.last_error, Catch::Contains("without a frame"));
+}
+
 TEST_CASE("live_source: stop in every state ends the run promptly, closing the connection") {
     struct when {
         const char* name;
@@ -601,6 +660,7 @@ TEST_CASE("live_source: a push that throws closes the connection and fails the s
     CHECK_THAT(src->stats().last_error, Catch::Contains("out of frame buffers"));
     CHECK_FALSE(src->stats().connected_since);
     CHECK(out.pushes == 3);
+    CHECK(src->stats().frames == 2); // the push that threw did not count a frame
     CHECK(w->opens == 1);
     CHECK(w->closes == 1);
     REQUIRE_FALSE(w->states.empty());
@@ -655,10 +715,15 @@ TEST_CASE("live_source: stop returns while an open ignores its timeout and its s
     while (src.state() != live_state::connecting || src.epoch() == 0) {
         std::this_thread::yield();
     }
+    const int abandons = stop_abandons.load();
     src.stop(); // bounded: abandons the runner stuck in open
     CHECK(src.state() == live_state::stopped);
     *release = true;
-    CHECK(src.stats().abandoned >= 1);
+    CHECK(stop_abandons.load() == abandons + 1);
+    // stop()'s abandonment is not the backend's overrun: neither counted nor an error. (It used
+    // to be both.)
+    CHECK(src.stats().abandoned == 0);
+    CHECK(src.stats().last_error.empty());
 }
 
 TEST_CASE("live_source: threaded, frames flow into a channel and stop ends a backoff at once") {
@@ -1005,10 +1070,13 @@ TEST_CASE("live_source: a runner that stop() abandons with a frame in hand never
     while (time.c->seam.reached.load() == 0) {
         std::this_thread::yield();
     }
+    const int abandons = stop_abandons.load();
     src->stop(); // the runner is not in a backend call and does not end: abandoned
     out.stopped = true;
     CHECK(src->state() == live_state::stopped);
-    CHECK(src->stats().abandoned == 1);
+    CHECK(stop_abandons.load() == abandons + 1);
+    CHECK(src->stats().abandoned == 0); // stop()'s abandonment is not counted
+    CHECK_FALSE(src->stats().connected_since); // the connection is gone
     time.c->seam.go = true;
     src.reset();
     wait_until_gone(alive_weak); // the abandoned runner has finished
@@ -1252,12 +1320,13 @@ TEST_CASE("live_source: stop() sleeps while it waits for a push that ignores the
         std::this_thread::yield();
     }
     std::atomic<long> stopper_tid{0};
+    const int abandons = stop_abandons.load();
     std::thread stopper([&] {
         stopper_tid = static_cast<long>(::syscall(SYS_gettid));
         src.stop();
     });
     // stop() waits abandon_after for the runner, abandons it, then waits for its push.
-    while (src.stats().abandoned == 0) {
+    while (stop_abandons.load() == abandons) {
         std::this_thread::yield();
     }
     while (thread_state(stopper_tid.load()) != 'S') {
@@ -1268,6 +1337,8 @@ TEST_CASE("live_source: stop() sleeps while it waits for a push that ignores the
     stopper.join(); // returns once the push has
     CHECK(src.state() == live_state::stopped);
     CHECK(out.pushes.load() == 2); // an abandoned runner pushes no more
+    // The abandoned runner's connection used to stay in the stats after the stop.
+    CHECK_FALSE(src.stats().connected_since);
 }
 
 #endif
@@ -1326,3 +1397,270 @@ TEST_CASE("live_source: wait_for with a NaN timeout throws naming it") {
     const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
     CHECK_THROWS_WITH((void)src.wait_for(nan), Catch::Contains("timeout"));
 }
+
+namespace {
+
+// A file: five frames, then its end. The first instance's close() ignores everything until
+// `release`, so that the watchdog abandons it; with `later_stream`, the instances after it
+// stream until stopped instead of ending.
+struct ends_then_slow_close {
+    using frame_type = int;
+    struct control {
+        bool later_stream = false;
+        std::atomic<int> made{0};
+        std::atomic<int> opens{0};
+        std::atomic<bool> release{false};
+    };
+    std::shared_ptr<control> c;
+    std::shared_ptr<int> alive; // see wait_until_gone
+    int index = 0;
+    int n = 0;
+    open_result open(std::stop_token, ns) {
+        ++c->opens;
+        return open_result::success();
+    }
+    read_result<int> read(std::stop_token stop, ns) {
+        if (index > 0 && c->later_stream) {
+            if (stop.stop_requested()) {
+                return read_result<int>::timed_out();
+            }
+            std::this_thread::yield();
+            return read_result<int>::got(n++);
+        }
+        return n == 5 ? read_result<int>::ended() : read_result<int>::got(n++);
+    }
+    void close() noexcept {
+        if (index == 0) {
+            while (!c->release.load()) {
+                std::this_thread::yield(); // deaf to the stop token and the timeout
+            }
+        }
+    }
+};
+
+std::unique_ptr<framepipe::live_source<ends_then_slow_close>> ends_source(
+    const std::shared_ptr<ends_then_slow_close::control>& c, const std::shared_ptr<int>& alive,
+    const framepipe::live_options& o) {
+    return std::make_unique<framepipe::live_source<ends_then_slow_close>>(
+        [c, alive] { return ends_then_slow_close{c, alive, c->made++}; }, o);
+}
+
+} // namespace
+
+TEST_CASE("live_source: an input that ended stays ended when its close() is abandoned") {
+    // The watchdog abandoned the slow close() after the end, and the runner that replaced the
+    // abandoned one reconnected in backoff: the ended file was opened and played again.
+    auto control = std::make_shared<ends_then_slow_close::control>();
+    auto alive = std::make_shared<int>(0);
+    const std::weak_ptr<int> alive_weak = alive;
+    framepipe::live_options o;
+    o.abandon_after = 20ms;
+    o.backoff = {.initial = 1ms, .max = 1ms, .jitter = 0.0};
+    auto src = ends_source(control, alive, o);
+    alive.reset();
+    framepipe::ring<item> out(64);
+    src->start(out);
+    CHECK(src->wait(std::stop_token{})); // a final state, whichever
+    const auto st = src->stats();
+    CHECK(st.state == live_state::ended);
+    CHECK(st.abandoned == 1); // the close
+    CHECK(control->opens.load() == 1);
+    CHECK(st.ends == 1);
+    CHECK(st.frames == 5);
+    CHECK(st.epoch == 1);
+    control->release = true;
+    src->stop();
+    CHECK(src->state() == live_state::ended);
+    src.reset();
+    wait_until_gone(alive_weak); // the abandoned runner has finished
+}
+
+TEST_CASE("live_source: with restart_at_end, a close() abandoned after the end reopens at once") {
+    // The runner that replaced the abandoned one started in backoff: a backoff and a failed
+    // attempt for an input that had only ended (here, with max_attempts 1: failed).
+    auto control = std::make_shared<ends_then_slow_close::control>();
+    control->later_stream = true;
+    auto alive = std::make_shared<int>(0);
+    const std::weak_ptr<int> alive_weak = alive;
+    framepipe::live_options o;
+    o.abandon_after = 20ms;
+    o.restart_at_end = true;
+    o.max_attempts = 1;
+    o.backoff = {.initial = std::chrono::hours(1), .max = std::chrono::hours(1)};
+    auto src = ends_source(control, alive, o);
+    alive.reset();
+    framepipe::ring<item> out(64); // full soon: the runner drops frames, never blocks
+    src->start(out);
+    while (src->stats().connects < 2 && !framepipe::is_final(src->state())) {
+        std::this_thread::yield();
+    }
+    const auto st = src->stats();
+    CHECK_FALSE(framepipe::is_final(st.state));
+    CHECK(st.connects == 2);
+    CHECK(st.abandoned == 1);
+    CHECK(st.attempt == 0);
+    CHECK(st.current_backoff == 0ns);
+    CHECK(st.epoch == 2);
+    src->stop();
+    CHECK(src->state() == live_state::stopped);
+    control->release = true;
+    src.reset();
+    wait_until_gone(alive_weak);
+}
+
+TEST_CASE("live_source: connected_since is gone once the watchdog abandons the streaming read") {
+    // It kept the abandoned connection's time through the backoff that followed, and after stop.
+    auto control = std::make_shared<hanging::control>();
+    framepipe::live_options o;
+    o.stall_timeout = 20ms;
+    o.abandon_after = 20ms;
+    o.backoff = {.initial = std::chrono::hours(1), .max = std::chrono::hours(1)};
+    framepipe::live_source<hanging> src([control] { return hanging{control}; }, o);
+    framepipe::ring<item> out(64); // full soon: the runner drops frames, never blocks
+    src.start(out);
+    while (src.stats().frames < 10) {
+        std::this_thread::yield();
+    }
+    CHECK(src.stats().connected_since);
+    control->hang = true;
+    while (src.stats().abandoned == 0 || src.state() != live_state::backoff) {
+        std::this_thread::yield();
+    }
+    CHECK_FALSE(src.stats().connected_since);
+    src.stop();
+    CHECK_FALSE(src.stats().connected_since);
+    control->release = true;
+}
+
+#if defined(__linux__)
+
+TEST_CASE("live_source: stop() waits for an on_state_change call in progress; stopped is the last") {
+    // The runner is inside the callback (backoff) when stop() comes, and stays there past
+    // abandon_after. stop() used to abandon it, call the callback for stopped itself and return
+    // while the runner's call still ran (a use of whatever the callback holds after stop()).
+    struct refused {
+        using frame_type = int;
+        std::shared_ptr<int> alive; // see wait_until_gone
+        open_result open(std::stop_token, ns) { return open_result::failure("refused"); }
+        read_result<int> read(std::stop_token, ns) { return read_result<int>::timed_out(); }
+        void close() noexcept {}
+    };
+    struct control {
+        std::atomic<bool> in_callback{false};
+        std::atomic<bool> release{false};
+        std::atomic<bool> stop_returned{false};
+        std::atomic<int> late_calls{0}; // calls still running, or made, after stop() returned
+        state_log log;
+    };
+    auto c = std::make_shared<control>();
+    auto alive = std::make_shared<int>(0);
+    const std::weak_ptr<int> alive_weak = alive;
+    framepipe::live_options o;
+    o.abandon_after = 20ms;
+    o.backoff = {.initial = std::chrono::hours(1), .max = std::chrono::hours(1)};
+    auto src = std::make_unique<framepipe::live_source<refused>>(
+        [alive] { return refused{alive}; }, o);
+    alive.reset();
+    src->on_state_change([c](live_state from, live_state to) {
+        if (to == live_state::backoff && !c->in_callback.exchange(true)) {
+            while (!c->release.load()) {
+                std::this_thread::yield();
+            }
+        }
+        if (c->stop_returned.load()) {
+            ++c->late_calls;
+        }
+        c->log(from, to);
+    });
+    framepipe::ring<item> out(16);
+    src->start(out);
+    while (!c->in_callback.load()) {
+        std::this_thread::yield();
+    }
+    const int abandons = stop_abandons.load();
+    std::atomic<long> stopper_tid{0};
+    std::thread stopper([&] {
+        stopper_tid = framepipe_test::this_thread_id();
+        src->stop();
+        c->stop_returned = true;
+    });
+    // stop() waits abandon_after for the runner, then gives up on it and waits for its callback:
+    // let the callback go once stop() sleeps there (or once stop() has returned without it).
+    while (!c->stop_returned.load() && stop_abandons.load() == abandons) {
+        std::this_thread::yield();
+    }
+    while (!c->stop_returned.load() && thread_state(stopper_tid.load()) != 'S') {
+        std::this_thread::yield();
+    }
+    c->release = true;
+    stopper.join();
+    CHECK(c->late_calls.load() == 0);
+    const std::vector<live_state> expected{live_state::connecting, live_state::backoff,
+                                           live_state::stopped};
+    CHECK(c->log.get() == expected);
+    const auto st = src->stats();
+    CHECK(st.state == live_state::stopped);
+    CHECK(st.abandoned == 0);           // stop()'s abandonment is not counted...
+    CHECK(st.last_error == "refused"); // ...nor an error
+    src.reset();
+    wait_until_gone(alive_weak); // the abandoned runner has finished: no call after stopped
+    CHECK(c->log.get().back() == live_state::stopped);
+}
+
+TEST_CASE("live_source: with run(), stop() waits for an on_state_change call in progress") {
+    // stop() does not wait for run() (it only asks it to return), but it must for the callback:
+    // it used to call it for stopped beside the run() thread's call, and return before that ended.
+    struct refused {
+        using frame_type = int;
+        open_result open(std::stop_token, ns) { return open_result::failure("refused"); }
+        read_result<int> read(std::stop_token, ns) { return read_result<int>::timed_out(); }
+        void close() noexcept {}
+    };
+    std::atomic<bool> in_callback{false};
+    std::atomic<bool> release{false};
+    std::atomic<bool> stop_returned{false};
+    std::atomic<int> late_calls{0};
+    state_log log;
+    framepipe::live_options o;
+    o.backoff = {.initial = std::chrono::hours(1), .max = std::chrono::hours(1)};
+    framepipe::live_source<refused> src([] { return refused{}; }, o);
+    src.on_state_change([&](live_state from, live_state to) {
+        if (to == live_state::backoff && !in_callback.exchange(true)) {
+            while (!release.load()) {
+                std::this_thread::yield();
+            }
+        }
+        if (stop_returned.load()) {
+            ++late_calls;
+        }
+        log(from, to);
+    });
+    collector out;
+    live_state end = live_state::connecting;
+    std::thread runner([&] { end = src.run(out, std::stop_token{}); });
+    while (!in_callback.load()) {
+        std::this_thread::yield();
+    }
+    std::atomic<long> stopper_tid{0};
+    std::thread stopper([&] {
+        stopper_tid = framepipe_test::this_thread_id();
+        src.stop();
+        stop_returned = true;
+    });
+    // The stop()'s only sleep is its wait for the callback: let the callback go once it sleeps
+    // (or once stop() has returned without waiting).
+    while (!stop_returned.load() &&
+           (stopper_tid.load() == 0 || thread_state(stopper_tid.load()) != 'S')) {
+        std::this_thread::yield();
+    }
+    release = true;
+    stopper.join();
+    runner.join();
+    CHECK(end == live_state::stopped);
+    CHECK(late_calls.load() == 0);
+    const std::vector<live_state> expected{live_state::connecting, live_state::backoff,
+                                           live_state::stopped};
+    CHECK(log.get() == expected);
+}
+
+#endif

@@ -99,15 +99,27 @@ inline void reject_live_flags(const CLI::App& app, std::string_view input) {
 }
 
 namespace detail {
+// `v` seconds of flag `flag` as nanoseconds; throws usage_error naming the flag when `v` is not
+// finite, not above `min_excl`, above `max`, or so small that it rounds to 0 ns (say 1e-10: the
+// library would refuse the 0 naming its own field, not the flag).
 inline std::chrono::nanoseconds seconds_flag(const char* flag, double v, double min_excl,
                                              double max) {
+    const auto refuse = [&] {
+        return usage_error(std::string(flag) + ": expected seconds above " +
+                           (min_excl == 0 ? std::string("0") : std::to_string(min_excl)) +
+                           " and at most " + std::to_string(static_cast<long long>(max)) +
+                           ", got " + (v > 0 && v < 1e-6 ? std::to_string(v * 1e9) + " ns"
+                                                         : std::to_string(v)));
+    };
     if (!std::isfinite(v) || !(v > min_excl) || v > max) {
-        throw usage_error(std::string(flag) + ": expected seconds above " +
-                          (min_excl == 0 ? std::string("0") : std::to_string(min_excl)) +
-                          " and at most " + std::to_string(static_cast<long long>(max)) + ", got " +
-                          std::to_string(v));
+        throw refuse();
     }
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(v));
+    const auto ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(v));
+    if (ns <= std::chrono::nanoseconds::zero()) {
+        throw refuse();
+    }
+    return ns;
 }
 }  // namespace detail
 
@@ -155,8 +167,10 @@ inline std::chrono::nanoseconds seconds_flag(const char* flag, double v, double 
     try {
         live_camera probe(o);  // the URI and the options, checked once, before anything runs
     } catch (const std::invalid_argument& e) {
-        throw usage_error(camera >= 0 ? std::string("--camera: ") + e.what()
-                                      : "--video '" + uri + "': " + e.what());
+        // The URI's password masked, here and in the message (which may quote the URI).
+        throw usage_error(camera >= 0 ? std::string("--camera: ") + mask_passwords(e.what())
+                                      : "--video '" + mask_passwords(uri) +
+                                            "': " + mask_passwords(e.what()));
     }
     return o;
 }

@@ -30,10 +30,12 @@
 // - Never hangs: with start(), backend calls run on a thread of the source's own; a watchdog
 //   abandons a call that overruns its timeout by abandon_after (that thread and its backend are
 //   left to finish on their own, and whatever the call returns is discarded by epoch), and
-//   reconnects on a fresh backend. stop() returns within abandon_after: a push into the output
-//   gets the stop token where the output takes one (push(item, stop), publish(item, stop): the
-//   rings and the broadcaster), so a push waiting for room ends with it; only a push that
-//   ignores the token is waited for (parked) until it returns, since the output must outlive it.
+//   reconnects on a fresh backend (a close() abandoned after the input's end keeps the end: ended,
+//   or with restart_at_end, open again at once). stop() returns within abandon_after: a push into
+//   the output gets the stop token where the output takes one (push(item, stop), publish(item,
+//   stop): the rings and the broadcaster), so a push waiting for room ends with it; only a push
+//   that ignores the token, or an on_state_change call under way, is waited for (parked) until
+//   it returns: the output must outlive the push, and no callback runs once stop() has returned.
 //   The cost of an abandoned call: one thread and one backend instance, until the call returns
 //   (at most max_abandoned at once; beyond that the source fails).
 //
@@ -70,6 +72,15 @@
 #include <string_view>
 #include <thread>
 #include <utility>
+
+// FRAMEPIPE_DETAIL_LIVE_STOP_ABANDON_HOOK(): a test seam, not an option (as those of
+// detail/config.hpp). Called on the thread in stop() when it gives up waiting for a runner still
+// busy abandon_after after the stop, before it waits for that runner's state change in progress
+// and abandons it; tests/test_live_source.cpp counts these (the stats do not count stop()'s
+// abandonment). Expands to nothing unless a test program defines it before including this header.
+#if !defined(FRAMEPIPE_DETAIL_LIVE_STOP_ABANDON_HOOK)
+#define FRAMEPIPE_DETAIL_LIVE_STOP_ABANDON_HOOK() ((void)0)
+#endif
 
 namespace framepipe {
 
@@ -210,12 +221,17 @@ struct live_stats {
     std::uint64_t no_first_frame = 0; // connections that gave no frame within first_frame_timeout
     std::uint64_t read_errors = 0;    // connections that failed while reading
     std::uint64_t ends = 0;           // ends of input (files)
-    std::uint64_t frames = 0;         // frames emitted
-    std::uint64_t abandoned = 0;      // backend calls abandoned for overrunning their timeout
+    std::uint64_t frames = 0;         // frames pushed into the output (a push that threw: not)
+    // Backend calls the watchdog abandoned for overrunning their timeout by abandon_after. Not
+    // counted: a runner that stop() abandons (one still busy abandon_after after the stop, in a
+    // backend call, a push or on_state_change); that sets no last_error either.
+    std::uint64_t abandoned = 0;
     std::uint64_t state_changes = 0;  // transitions between states
     std::uint32_t attempt = 0;        // failed attempts in a row (see max_attempts)
     std::optional<std::chrono::nanoseconds> last_frame_age; // since the last frame, if any
-    std::optional<std::chrono::steady_clock::time_point> connected_since; // while streaming
+    // When the current connection gave its first frame, while it streams; none once it is
+    // gone (stalled, failed, ended, abandoned by the watchdog) and in every final state.
+    std::optional<std::chrono::steady_clock::time_point> connected_since;
     std::chrono::nanoseconds current_backoff{0}; // the last backoff delay chosen
     std::string last_error;                      // the last open or read error, one line
 };
@@ -238,6 +254,13 @@ private:
 };
 
 namespace detail {
+
+// What a connection came to, as its runner closes it (see live_runner::closing).
+enum class live_closing : unsigned char {
+    failed,  // a failed attempt (or nothing to close): the next runner starts in backoff
+    ended,   // the input ended, restart_at_end false: the source is ended
+    restart, // the input ended, restart_at_end true: open again at once, no attempt counted
+};
 
 // One runner: the thread that runs the state machine and makes the backend calls. A runner that
 // the watchdog abandons keeps its own copy of this until its call returns.
@@ -270,6 +293,17 @@ struct live_runner {
     // The runner before this one, if it was abandoned: its last emit must be over before this
     // runner's first (then it is let go).
     std::shared_ptr<live_runner> previous;
+    // Whether this runner begins in backoff, as after any failure: it replaces a runner the
+    // watchdog abandoned in a failed attempt's call (not one abandoned in the close() after an
+    // end, see `closing`). Set before its thread starts; read by it only.
+    bool backoff_first = false;
+    // What the connection this runner is closing came to: stored by the runner before that
+    // close() (the call's announcement releases it to the watchdog's read of the deadline) and
+    // reset to `failed` after it; the watchdog reads it before it takes the call (all seq_cst:
+    // the reset, after the runner's end of the call, cannot be what a successful take read). A
+    // watchdog that abandons the close acts on it in the runner's stead: ended stays ended,
+    // restart reconnects at once (see watch()).
+    std::atomic<live_closing> closing{live_closing::failed};
 
     // Marks this runner abandoned and asks its calls to stop: from then on it changes nothing
     // shared. Whoever abandons it (the watchdog, stop()); never blocks; noexcept. The store
@@ -370,10 +404,13 @@ public:
     using clock = std::chrono::steady_clock;
 
     // `make` builds a backend for each connection attempt (on the source's runner thread; an
-    // exception from it counts as a failed open). Throws std::invalid_argument naming the field:
-    // a timeout or backoff duration that is not positive (reset_after may be 0), a multiplier
-    // below 1, a jitter outside [0, 1], max below initial, max_abandoned 0; and naming `make`
-    // when it is empty.
+    // exception from it counts as a failed open). It may run on two threads at once: a runner
+    // the watchdog abandoned inside make() (counted as the open's call) goes on running it while
+    // the runner that replaced it calls it again: make it thread-safe (what it captures
+    // included), or keep it to building an unconnected backend.
+    // Throws std::invalid_argument naming the field: a timeout or backoff duration that is not
+    // positive (reset_after may be 0), a multiplier below 1, a jitter outside [0, 1], max below
+    // initial, max_abandoned 0; and naming `make` when it is empty.
     explicit live_source(std::function<Backend()> make, live_options options = {}, Time time = {})
         : shared_(std::make_shared<shared>(std::move(make), validated(options), std::move(time))) {
         if (!shared_->make) {
@@ -388,9 +425,13 @@ public:
     ~live_source() { stop(); }
 
     // Calls `f(from, to)` on every state change, on the thread that makes it: the runner's, the
-    // watchdog's (failed, past max_abandoned), or the thread in start(), run() or stop() (keep it
-    // short; what it throws is ignored; it must not call stop()). Never once stop() has returned
-    // (the state is final then, and stays so). Before start() or run().
+    // watchdog's (failed, past max_abandoned; ended, when it abandons the close() after an end),
+    // or the thread in start(), run() or stop() (keep it short; what it throws is ignored; it
+    // must not call stop(), start() or run()). One call at a time, in the order of the changes:
+    // a change waits (blocks) for a call in progress. stop() waits for one in progress, however
+    // long it takes, and its `stopped` is the last call: never once stop() has returned (the
+    // state is final then, and stays so), and a runner that stop() abandons makes no state change
+    // after that. Before start() or run().
     void on_state_change(std::function<void(live_state, live_state)> f) {
         shared_->on_change = std::move(f);
     }
@@ -423,8 +464,10 @@ public:
         try {
             end = run_machine(
                 *shared_, *runner,
-                [&e](detail::live_runner&, item_type&& item, const std::stop_token& st) {
+                [&e, &s = *shared_](detail::live_runner&, item_type&& item,
+                                    const std::stop_token& st) {
                     e(std::move(item), st);
+                    s.frames.fetch_add(1, std::memory_order_relaxed); // not when it threw
                 },
                 either.get_token(), false);
         } catch (...) {
@@ -469,12 +512,14 @@ public:
 
     // Stops the source: every backend call is asked to stop (its stop token), the runner ends,
     // and the state becomes stopped (unless it had already ended or failed). Returns within
-    // abandon_after: a runner stuck in a backend call (its close() included) is abandoned, and a
-    // push into `out` in progress is given the stop token where the output takes one
-    // (push(item, stop) or publish(item, stop): framepipe's rings and broadcaster), so a push
-    // waiting for room ends with the stop. A push that ignores the stop token (an output with
-    // no such overload, or one that does not honour it) is waited for, however long it takes,
-    // since `out` must outlive every push into it: stop() then parks until that push returns.
+    // abandon_after: a runner stuck in a backend call (its close() included) is abandoned (not
+    // counted in stats().abandoned), and a push into `out` in progress is given the stop token
+    // where the output takes one (push(item, stop) or publish(item, stop): framepipe's rings and
+    // broadcaster), so a push waiting for room ends with the stop. A push that ignores the stop
+    // token (an output with no such overload, or one that does not honour it) is waited for,
+    // however long it takes, since `out` must outlive every push into it: stop() then parks
+    // until that push returns. So is an on_state_change call in progress (on any thread): it is
+    // the user's, short by contract, and nothing may call it once stop() has returned.
     // With run(), asks it to return (stopped) and does not wait for it. Before start() or run(),
     // makes them start nothing (see there).
     // Any thread but the runner's (and not from on_state_change); idempotent; noexcept. Calls
@@ -534,7 +579,8 @@ public:
         if (const auto last = s.last_frame_ns.load(); last != 0) {
             st.last_frame_age = now - time_at(last);
         }
-        if (const auto since = s.connected_since_ns.load(); since != 0) {
+        // None in a final state: a runner that stop() abandoned may leave the figure set.
+        if (const auto since = s.connected_since_ns.load(); since != 0 && !is_final(st.state)) {
             st.connected_since = time_at(since);
         }
         st.current_backoff = std::chrono::nanoseconds(s.current_backoff_ns.load());
@@ -609,6 +655,9 @@ private:
 
         const live_options options;
         std::function<Backend()> make;
+        // Held while the state changes and its on_change runs (set_state, begin()): one change at
+        // a time, each told before the next is made, and stop() waits here for one in progress.
+        std::mutex change_mu;
         Time time;
         std::function<void(live_state, live_state)> on_change;
         emitter emit;
@@ -671,7 +720,18 @@ private:
                 detail::wait_end::ready) {
                 s.runner_thread.join();
             } else {
-                abandon(s, *runner); // a backend call that ignores its stop token
+                // A backend call that ignores its stop token, a push (below), or on_change.
+                FRAMEPIPE_DETAIL_LIVE_STOP_ABANDON_HOOK();
+                {
+                    // A state change under way (its on_change call) is waited for, however long
+                    // it takes (parked): nothing may call on_change once stop() has returned.
+                    // Abandoned under the lock, the runner makes no state change after this.
+                    const std::lock_guard<std::mutex> changes(s.change_mu);
+                    runner->mark_abandoned();
+                }
+                // Not counted in `abandoned` and no last_error: no backend call overran (as far
+                // as anyone knows), the source stops. For the decrement when the runner ends:
+                s.abandoned_running.fetch_add(1, std::memory_order_relaxed);
                 s.runner_thread.detach();
                 // A push into `out` already under way, one that ignores the stop token (the
                 // runner is still in it abandon_after after the stop): `out` must outlive it, so
@@ -698,6 +758,7 @@ private:
             return false;
         }
         // The one change out of a final state: stopped means "not started" until now.
+        const std::lock_guard<std::mutex> changes(s.change_mu);
         const live_state from = s.state.exchange(live_state::connecting, std::memory_order_seq_cst);
         announce(s, from, live_state::connecting);
         return true;
@@ -736,7 +797,15 @@ private:
 
     // Moves the state to `to`, unless it is final already: a final state is for good, so that
     // nothing late (a runner that stop() abandoned) can leave it. begin() alone leaves stopped.
-    static void set_state(shared& s, live_state to) noexcept {
+    // Nothing either when `by`, the runner asking, has been abandoned. Under change_mu, with
+    // the on_change call: blocks while another change's on_change runs. Any thread; noexcept
+    // (a mutex that fails to lock, a system error, terminates).
+    static void set_state(shared& s, live_state to,
+                          const detail::live_runner* by = nullptr) noexcept {
+        const std::lock_guard<std::mutex> changes(s.change_mu);
+        if (by != nullptr && by->gone()) {
+            return;
+        }
         // seq_cst: the state change wait_for's predicate reads (event_count).
         live_state from = s.state.load(std::memory_order_seq_cst);
         do {
@@ -754,7 +823,7 @@ private:
         if (me.gone()) {
             return false;
         }
-        set_state(s, to);
+        set_state(s, to, &me);
         return !me.gone();
     }
 
@@ -881,6 +950,9 @@ private:
         } guard{s, me};
         if (may_push) {
             s.emit(std::move(item), stop);
+            // Counted once pushed (not when the push threw), before end_push(): stop() waits
+            // for that, so an abandoned runner counts nothing after stop() has returned.
+            s.frames.fetch_add(1, std::memory_order_relaxed);
         }
     }
 
@@ -905,8 +977,9 @@ private:
         const std::stop_token calls = me.calls.get_token();
         const auto change = [&](live_state to) { return runner_set_state(s, me, to); };
         bool reconnect_now = false; // after an end with restart_at_end: no backoff
-        // A runner that replaces an abandoned one starts in backoff, as after any failure.
-        bool start_in_backoff = me.previous != nullptr;
+        // A runner that replaces one abandoned in a failed attempt starts in backoff, as after
+        // any failure (see live_runner::backoff_first).
+        bool start_in_backoff = me.backoff_first;
         for (;;) {
             if (stop.stop_requested() || me.gone()) {
                 return live_state::stopped;
@@ -957,7 +1030,14 @@ private:
                         close(s, me, false, b);
                         return live_state::stopped;
                     }
+                    if (failure.empty() && !stop.stop_requested()) { // the input ended
+                        // For the watchdog, should it abandon the close (see live_runner).
+                        me.closing.store(reconnect_now ? detail::live_closing::restart
+                                                       : detail::live_closing::ended,
+                                         std::memory_order_seq_cst);
+                    }
                     close(s, me, watched, b);
+                    me.closing.store(detail::live_closing::failed, std::memory_order_seq_cst);
                     if (me.gone() || stop.stop_requested()) {
                         return live_state::stopped;
                     }
@@ -989,7 +1069,9 @@ private:
     }
 
     // Reads one connection until it fails (returns why), ends (returns "", with restart set to
-    // restart_at_end), the stop or this runner's abandonment (returns ""). Emits every frame.
+    // restart_at_end), the stop or this runner's abandonment (returns ""). Emits every frame. The
+    // stall clock runs from the first frame's read (first_frame_timeout from the open before it)
+    // and restarts each time a push returns; a read returning `frame` without one is an error.
     template <class Emit>
     static std::string stream(shared& s, detail::live_runner& me, Backend& b, std::uint64_t epoch,
                               Emit& emit, const std::stop_token& stop,
@@ -1037,6 +1119,9 @@ private:
                 s.connected_since_ns.store(0, std::memory_order_relaxed);
                 return {};
             }
+            if (r.status == read_status::frame && !r.frame) {
+                r = read_result<frame_type>::failed("backend: a frame result without a frame");
+            }
             switch (r.status) {
             case read_status::frame: {
                 const auto at = s.time.now();
@@ -1051,9 +1136,7 @@ private:
                     healthy = true;
                     s.attempt.store(0, std::memory_order_relaxed);
                 }
-                last = at;
                 s.last_frame_ns.store(ns_of(at), std::memory_order_relaxed);
-                s.frames.fetch_add(1, std::memory_order_relaxed);
                 clock::time_point captured = at;
                 if constexpr (timestamped<frame_type>) {
                     const auto t = timestamp_traits<frame_type>::capture_time(*r.frame);
@@ -1063,6 +1146,9 @@ private:
                 }
                 emit(me, item_type{std::move(*r.frame), s.seq.fetch_add(1), captured, epoch},
                      stop);
+                // The stall clock starts when the push returns: a push that blocks (an output
+                // full, a consumer slow, the user's choice) is not the camera's silence.
+                last = s.time.now();
                 break;
             }
             case read_status::timeout: break; // the loop checks the deadline
@@ -1092,12 +1178,15 @@ private:
         return out + " s";
     }
 
-    // Starts a runner thread. Requires threads_mu. `previous`: the runner it replaces (abandoned).
+    // Starts a runner thread. Requires threads_mu. `previous`: the runner it replaces (abandoned);
+    // `backoff_first`: whether the new one begins in backoff (see live_runner).
     // The thread holds the shared state: an abandoned runner may outlive the live_source.
     static void launch_runner(const std::shared_ptr<shared>& sp,
-                              std::shared_ptr<detail::live_runner> previous) {
+                              std::shared_ptr<detail::live_runner> previous,
+                              bool backoff_first = false) {
         auto runner = std::make_shared<detail::live_runner>();
         runner->previous = std::move(previous);
+        runner->backoff_first = backoff_first;
         sp->runner = runner;
         sp->runner_thread = std::thread([sp, runner] {
             shared& sh = *sp;
@@ -1120,17 +1209,28 @@ private:
         });
     }
 
-    // Marks `runner` abandoned: its calls are asked to stop, and whatever it returns is dropped.
+    // The watchdog's abandonment of `runner`, whose overrunning call it has taken: its calls are
+    // asked to stop, whatever it returns is dropped, and its connection is gone (connected_since).
+    // Counted, with last_error. (stop()'s abandonment is not: see stop_locked().)
     static void abandon(shared& s, detail::live_runner& runner) noexcept {
         runner.mark_abandoned();
         s.abandoned.fetch_add(1, std::memory_order_relaxed);
         s.abandoned_running.fetch_add(1, std::memory_order_relaxed);
-        set_error(s, "a backend call did not return within its timeout + abandon_after: abandoned");
+        s.connected_since_ns.store(0, std::memory_order_relaxed);
+        try {
+            set_error(s, "a backend call did not return within its timeout + abandon_after: "
+                         "abandoned");
+        } catch (...) {
+            // No memory for the message: the count says it.
+        }
     }
 
     // The watchdog: wakes at the current call's deadline + abandon_after (or every
     // abandon_after between calls, or sooner when a call due earlier begins); a call still
-    // running then is abandoned, and a new runner takes over (in backoff, as after any failure).
+    // running then is abandoned, and a new runner takes over, in backoff as after any failure;
+    // but a close() after an end carries out the runner's outcome (live_runner::closing): an
+    // input that ended is ended (this thread sets it, calling on_change), one that restarts at
+    // its end is opened again at once by the new runner, with no backoff and no attempt.
     static void watch(const std::shared_ptr<shared>& sp, std::stop_token stop) {
         shared& s = *sp;
         const auto grace = s.options.abandon_after;
@@ -1167,6 +1267,9 @@ private:
                 clock::now() < overdue_at) {
                 continue; // the runner moved on
             }
+            // What the runner's call is for, read before the take (see live_runner::closing):
+            // seq_cst, as the runner's reset after the call, which then comes after this read.
+            const detail::live_closing closing = runner->closing.load(std::memory_order_seq_cst);
             // Take the call: this fails when the runner ended it meanwhile (see live_runner).
             // seq_cst (acquire would do): pairs with the store in call().
             std::int64_t expected = deadline;
@@ -1177,11 +1280,15 @@ private:
             auto old = s.runner;
             abandon(s, *old);
             s.runner_thread.detach();
+            if (closing == detail::live_closing::ended) {
+                set_state(s, live_state::ended);
+                return;
+            }
             if (s.abandoned_running.load(std::memory_order_relaxed) > s.options.max_abandoned) {
                 set_state(s, live_state::failed);
                 return;
             }
-            launch_runner(sp, std::move(old));
+            launch_runner(sp, std::move(old), closing != detail::live_closing::restart);
         }
     }
 

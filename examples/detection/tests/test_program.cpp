@@ -364,6 +364,14 @@ TEST_CASE("bad input: a one-line error naming the problem, exit code 2") {
                              flag + ": Value nan");
     }
     check_one_line_error(t::run({exe, "--no-ui", "--duration", "nan"}), "--duration: Value nan");
+    // A live input's timing flag too small to be a whole nanosecond: refused naming the flag
+    // (not the library's field), and the camera's password is not printed.
+    for (const std::string flag : {"--stall-timeout", "--reconnect-initial"}) {
+        const auto r = t::run({exe, "--no-ui", "--video", "rtsp://admin:s3cret@127.0.0.1:1/x",
+                               flag, "1e-10"});
+        check_one_line_error(r, flag + ": expected seconds above 0");
+        CHECK(r.err.find("s3cret") == std::string::npos);
+    }
 
     // A port already in use.
     t::net::io_context ioc;
