@@ -1106,17 +1106,21 @@ TEMPLATE_TEST_CASE("pipeline: a paced stage takes the newest item and counts wha
 
 #if defined(__linux__) // /proc: the sink seen parked
 TEST_CASE("pipeline: an item held through a pacing wait that a stop ends is counted as skipped") {
-    // A turn every 1000 s: the sink handles item 0, takes item 1 and waits for its turn until the
-    // pipeline is stopped at once. Item 1 is then neither handled nor left in the channel.
+    // A turn every 1000 s: the sink pops item 0, skips to the newest item the ring then holds
+    // (item v: the v before it passed over), handles it, takes item v + 1 and waits for its turn
+    // until the pipeline is stopped at once. Item v + 1 is then neither handled nor left in the
+    // channel.
     ring<int> a(4, overflow::block);
     int next = 0;
     std::atomic<int> handled{0};
+    std::atomic<int> handled_item{-1};
     std::atomic<long> sink_thread{0};
     pipeline p;
     p.channel(a, "a");
     p.source("count", a, [&] { return next++; });
-    p.sink("paced", a, [&](int) {
+    p.sink("paced", a, [&](int v) {
         sink_thread = framepipe_test::this_thread_id();
+        handled_item = v;
         ++handled;
     }, {.max_rate_hz = 0.001});
     p.start();
@@ -1132,7 +1136,8 @@ TEST_CASE("pipeline: an item held through a pacing wait that a stop ends is coun
     CHECK(handled.load() == 1);
     CHECK(c.popped == 1);
     CHECK(c.pushed == c.popped + c.dropped + c.size);
-    CHECK(dropped_for(c, "rate_limited") == 1);
+    // Items 0 .. v - 1 passed over, item v + 1 dropped by the stop.
+    CHECK(dropped_for(c, "rate_limited") == static_cast<std::uint64_t>(handled_item.load()) + 1);
 }
 #endif
 
@@ -2288,6 +2293,8 @@ namespace {
 // reached its thread limit. The definition below takes the place of the C library's (and a
 // sanitizer's, which it calls through) for the whole test program.
 std::atomic<bool> fail_thread_creation{false};
+// While not negative, the threads that may still be created before pthread_create fails as above.
+std::atomic<int> creations_left{-1};
 // Called by a failing pthread_create before it fails, when set (by the test that starts it).
 std::function<void()> before_failing;
 } // namespace
@@ -2296,13 +2303,48 @@ extern "C" int pthread_create(pthread_t* t, const pthread_attr_t* a, void* (*f)(
                               void* arg) {
     using create_fn = int (*)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
     static const auto real = reinterpret_cast<create_fn>(::dlsym(RTLD_NEXT, "pthread_create"));
-    if (fail_thread_creation.load()) {
+    int left = creations_left.load();
+    while (left > 0 && !creations_left.compare_exchange_weak(left, left - 1)) {
+    }
+    if (fail_thread_creation.load() || left == 0) {
         if (before_failing) {
             before_failing();
         }
         return EAGAIN;
     }
     return real(t, a, f, arg);
+}
+
+TEST_CASE("pipeline: a start() whose threads cannot all start stops the ones it started") {
+    // cam and the sink's first worker start, its second does not: start() throws, and what
+    // runs is stopped at once, so that wait() returns (before the fix: cam ran on, and the sink
+    // waited for a worker that never started).
+    ring<int> r(4, overflow::block);
+    ring<int> other(4, overflow::block);
+    pipeline p("start-fails");
+    p.source("cam", r, [] { return 1; }); // runs until stopped
+    p.sink("s", r, [](int) {}, {.workers = 2});
+    p.source("cam2", other, [] { return 2; });
+    p.sink("s2", other, [](int) {});
+    creations_left = 2;
+    CHECK_THROWS_AS(p.start(), std::system_error);
+    creations_left = -1;
+    const bool closed = r.closed() && other.closed();
+    CHECK(closed);
+    if (!closed) {
+        (void)p.request_stop(0s); // so that wait() returns and the test can report
+    }
+    p.wait();
+    CHECK_FALSE(p.running());
+    CHECK(p.wait_for(0s));
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "s").state == stage_state::stopped);
+    CHECK(stage_of(snap, "cam2").state == stage_state::pending);
+    CHECK(stage_of(snap, "s2").state == stage_state::pending);
+    // A source added after it is stopped at once, like one added after a failure.
+    p.source("late", [] {});
+    p.wait();
+    CHECK(stage_of(p.snapshot(), "late").state == stage_state::finished);
 }
 
 TEST_CASE("pipeline: a source whose thread cannot start is taken out again; the rest ends") {
@@ -2402,4 +2444,267 @@ TEST_CASE("pipeline: a NaN timeout or deadline throws naming it") {
     CHECK_THROWS_WITH((void)p.wait_for(nan), Catch::Contains("timeout"));
     CHECK_THROWS_WITH(p.request_stop(nan), Catch::Contains("deadline"));
     p.wait();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The adversarial review's findings (each test failed before its fix).
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE("pipeline: a paced stage granted its turn at once still skips to the newest item") {
+    // At 1 GHz the turn is always granted at once (the period is over before the function
+    // returns), as for any function slower than its stage's rate: the stage must still take the
+    // newest of the items its input holds, not the oldest.
+    ring<int> a(8, overflow::block);
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(a.push(i) == framepipe::push_status::ok);
+    }
+    a.close(); // the sink ends once it has drained it
+    std::vector<int> got;
+    pipeline p("paced-slow");
+    p.channel(a, "a");
+    p.sink("slow", a, [&](int v) { got.push_back(v); }, {.max_rate_hz = 1e9});
+    p.start();
+    p.wait();
+    CHECK(got == std::vector<int>{4});
+    const auto snap = p.snapshot();
+    const auto& c = channel_of(snap, "a");
+    CHECK(dropped_for(c, "rate_limited") == 4);
+    CHECK(c.popped == 1);
+    CHECK(c.pushed == c.popped + c.dropped + c.size);
+}
+
+TEST_CASE("pipeline: request_stop(deadline) from a stage's own function stops in order, at once") {
+    // The caller's stage must return before the rest can end (here the source may be blocked on
+    // the sink's full input): the call does not wait for it, and aborts nothing at its deadline.
+    const bool inline_run = GENERATE(false, true);
+    CAPTURE(inline_run);
+    ring<int> a(4, overflow::block);
+    int next = 0;
+    std::vector<int> got;
+    framepipe::stop_report report;
+    pipeline p("stop-from-stage");
+    p.channel(a, "a");
+    p.source("count", a, [&] { return next++; }); // runs until stopped
+    p.sink("enough", a, [&](int v) {
+        got.push_back(v);
+        if (got.size() == 10) {
+            report = p.request_stop(0s); // before the fix: the sink stopped at once, items lost
+        }
+    }, {.inline_when_idle = inline_run});
+    p.start();
+    p.wait();
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "enough").state == stage_state::finished);
+    CHECK_FALSE(report.clean); // the sink itself was still running
+    CHECK(std::count(report.unfinished.begin(), report.unfinished.end(), "enough") == 1);
+    const auto& c = channel_of(snap, "a");
+    CHECK(c.size == 0);
+    CHECK(static_cast<int>(got.size()) == next); // every item emitted was handled
+    CHECK(std::is_sorted(got.begin(), got.end()));
+}
+
+TEST_CASE("pipeline: subscriptions of two broadcasters with the same name get unique channel names") {
+    // Both unnamed: "subscriber-0" of their own broadcaster. Duplicate channel names would give
+    // duplicate Prometheus series and merge the two channels in the DOT graph.
+    framepipe::broadcaster<int> cam1;
+    framepipe::broadcaster<int> cam2;
+    framepipe::broadcaster<int> cam3;
+    auto s1 = cam1.subscribe({});
+    auto s2 = cam2.subscribe({});
+    auto s3 = cam3.subscribe({.name = "ui"});
+    ring<int> named(4);
+    pipeline p("two-cams");
+    p.channel(named, "ui"); // a name given explicitly is kept; the subscription steps over it
+    p.source("cam1", cam1, [] { return 1; });
+    p.source("cam2", cam2, [] { return 2; });
+    p.source("cam3", cam3, [] { return 3; });
+    p.sink("rec1", s1, [](auto) {});
+    p.sink("rec2", s2, [](auto) {});
+    p.sink("ui", s3, [](auto) {});
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "rec1").inputs == std::vector<std::string>{"subscriber-0"});
+    CHECK(stage_of(snap, "rec2").inputs == std::vector<std::string>{"subscriber-0-2"});
+    CHECK(stage_of(snap, "ui").inputs == std::vector<std::string>{"ui-2"});
+    std::set<std::string> names;
+    for (const auto& c : snap.channels) {
+        names.insert(c.name);
+    }
+    CHECK(names.size() == snap.channels.size());
+    const std::string text = framepipe::to_prometheus(snap);
+    std::istringstream lines(text);
+    std::set<std::string> series;
+    for (std::string line; std::getline(lines, line);) {
+        if (!line.empty() && line[0] != '#') {
+            CHECK(series.insert(line.substr(0, line.rfind(' '))).second);
+        }
+    }
+    CHECK_NOTHROW(p.channel(s2, "cam2-rec")); // and it can still be renamed
+    CHECK(stage_of(p.snapshot(), "rec2").inputs == std::vector<std::string>{"cam2-rec"});
+}
+
+#if defined(__linux__) // /proc: the waiting thread seen asleep in a join
+TEST_CASE("pipeline: wait() also joins a source added while it waits") {
+    if (!std::filesystem::exists("/proc/self/task")) {
+        return;
+    }
+    ring<int> a(8);
+    ring<int> b(8);
+    std::atomic<bool> release_a{false};
+    std::atomic<bool> release_b{false};
+    std::atomic<long> cam_a_thread{0};
+    std::atomic<long> rec_a_thread{0};
+    std::atomic<long> waiter_thread{0};
+    std::atomic<bool> waited{false};
+    std::atomic<stage_state> b_state{stage_state::pending};
+    int sent = 0;
+    pipeline p("wait-added");
+    p.source("camA", a, [&]() -> std::optional<int> {
+        cam_a_thread = framepipe_test::this_thread_id();
+        if (sent++ == 0) {
+            return 0;
+        }
+        release_a.wait(false);
+        return std::nullopt;
+    });
+    p.sink("recA", a, [&](int) { rec_a_thread = framepipe_test::this_thread_id(); });
+    p.start();
+    while (cam_a_thread.load() == 0 || rec_a_thread.load() == 0) {
+        std::this_thread::yield();
+    }
+    const auto asleep = [](long t) {
+        return framepipe_test::thread_state(t) == 'S' &&
+               framepipe_test::in_futex_wait(t).value_or(true);
+    };
+    std::thread waiter([&] {
+        waiter_thread = framepipe_test::this_thread_id();
+        p.wait();
+        b_state = stage_of(p.snapshot(), "camB").state;
+        waited = true;
+    });
+    // Asleep: in the join of camA (its first stage), its list of stages taken.
+    while (waiter_thread.load() == 0 || !asleep(waiter_thread.load())) {
+        std::this_thread::yield();
+    }
+    p.source("camB", b, [&]() -> std::optional<int> { // a camera joins
+        release_b.wait(false);
+        return std::nullopt;
+    });
+    release_a = true;
+    release_a.notify_all();
+    // camA and recA end and their threads are gone; the waiter then either returns (before the
+    // fix: camB still running) or sleeps again, in the join of camB.
+    const auto gone = [](long t) {
+        return !std::filesystem::exists("/proc/self/task/" + std::to_string(t));
+    };
+    while (!waited.load() &&
+           !(gone(cam_a_thread.load()) && gone(rec_a_thread.load()) && asleep(waiter_thread.load()))) {
+        std::this_thread::yield();
+    }
+    release_b = true;
+    release_b.notify_all();
+    waiter.join();
+    CHECK(b_state.load() == stage_state::finished);
+    CHECK_FALSE(p.running());
+}
+#endif
+
+TEST_CASE("pipeline: a source added after a failure stopped the pipeline is stopped at once") {
+    ring<int> a(4);
+    pipeline p("add-after-error");
+    p.source("count", a, [n = 0]() mutable -> std::optional<int> { return n++; });
+    p.sink("bad", a, [](int) { throw std::runtime_error("boom"); });
+    p.start();
+    CHECK(p.wait_for(std::chrono::hours::max())); // the failure ended every stage
+    // The poller shows the stop token it was given. Its stop is requested before source()
+    // returns, so either it is never called, or it sees the request; before the fix it ran on.
+    std::mutex mu;
+    std::optional<std::stop_token> token;
+    std::atomic<bool> called{false};
+    std::atomic<bool> give_up{false};
+    p.source("poller", [&](framepipe::stage_context& ctx) {
+        {
+            const std::lock_guard<std::mutex> lock(mu);
+            token = ctx.stop_token();
+        }
+        called = true;
+        while (!ctx.stop_requested() && !give_up.load()) {
+            std::this_thread::yield();
+        }
+        return false;
+    });
+    while (!called.load() && stage_of(p.snapshot(), "poller").state == stage_state::running) {
+        std::this_thread::yield();
+    }
+    if (called.load()) {
+        const std::lock_guard<std::mutex> lock(mu);
+        CHECK(token->stop_requested());
+    }
+    give_up = true;
+    CHECK_THROWS_AS(p.wait(), framepipe::stage_error);
+    CHECK(stage_of(p.snapshot(), "poller").state == stage_state::finished);
+}
+
+TEST_CASE("pipeline: remove() before start() keeps the name a channel was given with channel()") {
+    ring<int> r(4);
+    ring<int> r2(4);
+    pipeline p("remove-named");
+    p.channel(r, "frames");
+    p.source("camA", r, []() -> std::optional<int> { return std::nullopt; });
+    p.source("camB", r2, []() -> std::optional<int> { return std::nullopt; });
+    p.channel(r2, "frames2"); // named after its source was added
+    CHECK(p.remove("camA", 0s).clean);
+    CHECK(p.remove("camB", 0s).clean);
+    auto snap = p.snapshot();
+    REQUIRE(snap.channels.size() == 2);
+    CHECK(snap.channels[0].name == "frames");
+    CHECK(snap.channels[1].name == "frames2");
+    p.source("camC", r, []() -> std::optional<int> { return std::nullopt; });
+    p.sink("s", r, [](int) {});
+    snap = p.snapshot();
+    CHECK(stage_of(snap, "camC").outputs == std::vector<std::string>{"frames"});
+    p.start();
+    p.wait();
+    CHECK(r.closed());
+}
+
+TEST_CASE("pipeline: request_stop() leaves open an input nothing in the pipeline produces into") {
+    // Fed from outside, or its cameras yet to join: its owner closes it (documented).
+    ring<int> frames(8);
+    std::atomic<int> got{0};
+    pipeline p("no-camera-yet");
+    p.channel(frames, "frames");
+    p.sink("recorder", frames, [&](int) { ++got; });
+    p.start();
+    const auto report = p.request_stop();
+    CHECK(report.unfinished == std::vector<std::string>{"recorder"});
+    CHECK_FALSE(frames.closed());
+    CHECK(frames.push(1) == framepipe::push_status::ok); // still read
+    frames.close();
+    p.wait();
+    CHECK(got.load() == 1);
+}
+
+namespace {
+// A supervised source whose wait() throws: the stage must still stop it.
+struct throwing_wait_source {
+    std::atomic<bool> started{false};
+    std::atomic<bool> stopped{false};
+    void start(ring<int>&) { started = true; }
+    void stop() noexcept { stopped = true; }
+    bool wait(std::stop_token) { throw std::runtime_error("wait failed"); }
+    [[nodiscard]] framepipe::source_status status() const { return {}; }
+    [[nodiscard]] std::optional<std::string> failure() const { return std::nullopt; }
+};
+} // namespace
+
+TEST_CASE("pipeline: a supervised source whose wait() throws is stopped before its stage fails") {
+    ring<int> r(4);
+    throwing_wait_source src;
+    pipeline p("live-throws");
+    p.source("live", r, src);
+    p.sink("s", r, [](int) {});
+    p.start();
+    CHECK_THROWS_WITH(p.wait(), Catch::Contains("wait failed"));
+    CHECK(src.started.load());
+    CHECK(src.stopped.load());
 }

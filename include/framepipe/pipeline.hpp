@@ -30,17 +30,21 @@
 // the graph: stages end in order, and nothing buffered is lost in an orderly stop. A stage that
 // ends also closes its input, so a producer blocked on it (overflow::block) is released.
 // request_stop(deadline) does the same but waits at most `deadline`; stages still running then
-// are stopped at once (their pops and blocked pushes end) and are named in the report.
+// are stopped at once (their pops and blocked pushes end) and are named in the report. (From a
+// stage's own function it cannot wait for the rest, which may need that stage to return: it
+// does what request_stop() does.) A stage whose input nothing in the pipeline feeds ends only
+// when that channel's owner closes it.
 //
 // Errors. An exception escaping a stage's function stops the whole pipeline at once (every
-// stage's stop token is requested and every channel closed); wait() rethrows it as
-// stage_error, which names the stage and carries the original exception (cause(),
-// rethrow_cause(); not a std::nested_exception).
+// stage's stop token is requested and every channel closed; a source added after that stops as
+// soon as it starts); wait() rethrows it as stage_error, which names the stage and carries the
+// original exception (cause(), rethrow_cause(); not a std::nested_exception).
 //
 // Threads. Build the graph (source/stage/sink/channel) on one thread before start(). After
 // start(), sources may still be added (source()) and removed (remove()), one call at a time:
 // cameras come and go while the rest runs. snapshot(), request_stop(), wait_for() and running()
-// may be called from any thread; wait() from one thread at a time.
+// may be called from any thread; wait() from one thread at a time (it also joins a source
+// added while it waits).
 #pragma once
 
 #include <framepipe/detail/config.hpp>
@@ -357,6 +361,9 @@ struct channel_entry {
     // Registered by pipeline::channel() and not used by a stage since: remove() keeps it (its
     // source is yet to be added).
     bool reserved = false;
+    // Named by pipeline::channel(): remove() before start() keeps it (reserved again) when no
+    // stage uses it any more, as if the source removed had never been added.
+    bool named = false;
     std::atomic<std::size_t> producers_running{0};
     // Items a paced stage popped and passed over for a newer one: popped by the channel, shown
     // as rate_limited drops in the snapshot.
@@ -497,6 +504,10 @@ struct stage_entry {
     std::unique_ptr<inline_gate> gate; // inline_when_idle
 };
 
+// The pipeline whose stage this thread runs (null on every other thread): request_stop(deadline)
+// does not wait on a thread whose own stage has to return before the rest can end.
+inline thread_local const void* stage_thread_of = nullptr;
+
 inline double to_ms(std::chrono::nanoseconds d) noexcept {
     return std::chrono::duration<double, std::milli>(d).count();
 }
@@ -547,11 +558,13 @@ public:
     }
 
     // Names a channel in snapshots, Prometheus labels and the DOT graph (default: a
-    // subscription's own name, else "channel-N", N counting every channel registered, never
-    // reused). Registers it if it is not yet; a channel registered here and not yet used by a
-    // stage stays registered (remove() keeps it) until a stage uses it. Any time (a channel of a
-    // source added while the pipeline runs is named before that source is added); one thread at
-    // a time with source() and remove(); never waits, but for the graph's lock. Throws
+    // subscription's own name, "-2", "-3", ... appended when another channel has it, else
+    // "channel-N", N counting every channel registered, never reused). Registers it if it is not
+    // yet; a channel registered here and not yet used by a stage stays registered (remove()
+    // keeps it) until a stage uses it, and so does one named here whose only users were
+    // sources removed before start() (as if they had never been added). Any time (a channel of
+    // a source added while the pipeline runs is named before that source is added); one thread
+    // at a time with source() and remove(); never waits, but for the graph's lock. Throws
     // std::invalid_argument naming `name` when another channel has that name, std::bad_alloc;
     // either way nothing changes.
     template <class C>
@@ -565,6 +578,7 @@ public:
         const bool known = find_entry(ch) != nullptr;
         auto& e = entry_for(ch);
         e.name = std::move(name); // std::string's move assignment: no throw
+        e.named = true;
         if (!known) {
             e.reserved = true;
         }
@@ -579,7 +593,8 @@ public:
     // overflowing period), `workers` (not 1), `nice` (outside -20..19), or `out` (an spsc_ring
     // given a second producer); std::system_error if its thread cannot start; what copying or
     // moving fn throws. A source refused (by any of these) leaves the graph as it was. After
-    // request_stop(), a source added is asked to stop as soon as its thread starts.
+    // request_stop(), or once a failure (or request_stop(deadline)'s deadline) has stopped the
+    // pipeline at once, a source added is asked to stop as soon as its thread starts.
     template <class Out, class Fn>
         requires detail::callable_with<Fn>
     pipeline& source(std::string name, Out& out, Fn fn, source_options options = {}) {
@@ -624,11 +639,12 @@ public:
 
     // Adds a supervised source, such as a live_source (live_source.hpp), that emits into `out` on
     // threads of its own: the stage starts it, waits until it ends (ended, failed) or the
-    // pipeline stops, then stops it. A source that failed (max_attempts) fails the stage with its
-    // last error (stage_error from wait()). Its state and counters show in the snapshot
-    // (stage_snapshot::source), Prometheus text and DOT. Before or after start(), as above;
-    // `src` and `out` must outlive the pipeline's run (or the source's remove()). Throws as source() does, naming max_rate_hz when it is set (a
-    // live source is paced by its input).
+    // pipeline stops, then stops it (also when its wait() throws, which fails the stage). A
+    // source that failed (max_attempts) fails the stage with its last error (stage_error from
+    // wait()). Its state and counters show in the snapshot (stage_snapshot::source), Prometheus
+    // text and DOT. Before or after start(), as above; `src` and `out` must outlive the
+    // pipeline's run (or the source's remove()). Throws as source() does, naming max_rate_hz when
+    // it is set (a live source is paced by its input).
     template <class Out, class S>
         requires detail::supervised_source<S, Out>
     pipeline& source(std::string name, Out& out, S& src, source_options options = {}) {
@@ -644,7 +660,12 @@ public:
         e.source_status_of = [&src] { return src.status(); };
         e.body = [&out, &src](detail::stage_entry&, stage_context& ctx) {
             src.start(out);
-            (void)src.wait(ctx.stop_token());
+            try {
+                (void)src.wait(ctx.stop_token());
+            } catch (...) {
+                src.stop(); // its threads end before the stage fails
+                throw;
+            }
             src.stop();
             if (auto why = src.failure()) {
                 throw std::runtime_error(*why);
@@ -764,7 +785,9 @@ public:
     // Starts every stage's workers on their own threads. Once. Throws std::logic_error when
     // called twice or with no stages; std::invalid_argument naming inline_when_idle and the
     // stage when its input cannot be handed to it inline (nothing starts then); std::system_error
-    // if a thread cannot start (the ones started are then stopped and joined by the destructor).
+    // if a thread cannot start: the pipeline is then stopped at once, as on a stage's failure
+    // (every channel closed, a source added later stopped at once), and the stages that never
+    // started stay pending; wait() joins the threads that did start (and reports no error).
     void start() {
         const std::lock_guard<std::mutex> graph(graph_mu_);
         const std::lock_guard<std::mutex> lock(mu_);
@@ -790,7 +813,7 @@ public:
             }
         }
         for (auto& s : stages_) {
-            launch_workers(*s);
+            launch_or_unwind(*s);
             if (stopping_ && s->kind == stage_kind::source) {
                 stop_workers(*s); // request_stop() came before start()
             }
@@ -800,9 +823,12 @@ public:
     // Orderly stop: asks the sources to stop; the rest drains and ends in order. Any thread;
     // never waits, but for the graph's lock. The request sticks: a source started after it (by
     // start(), or added later while the pipeline runs) is asked to stop as soon as its thread
-    // starts, so request_stop() then wait() returns however the calls interleave. The report
-    // names the stages still running when it returns (all of them drain and end on their own).
-    // Throws std::bad_alloc (the report's names), after the stop was requested.
+    // starts, so request_stop() then wait() returns however the calls interleave, provided
+    // every stage's input is fed by a source or stage of this pipeline. An input nothing in the
+    // pipeline produces into (fed from outside, or whose sources are yet to be added) is never
+    // closed by it: its consumers end once its owner closes it. The report names the stages
+    // still running when it returns (those drain and end on their own, but for the ones just
+    // said). Throws std::bad_alloc (the report's names), after the stop was requested.
     stop_report request_stop() {
         {
             const std::lock_guard<std::mutex> lock(graph_mu_);
@@ -822,8 +848,9 @@ public:
     // thread and takes it out of the graph, with the channels no remaining stage uses (but those
     // named with channel() and not used yet). The report is clean when it ended in time;
     // otherwise it stays in the graph, stopping, and is named. Before start() it takes the source
-    // out of the graph at once, as if it had never been added (its output is not closed). Any
-    // thread but the source's own; blocks up to `deadline`. Throws std::invalid_argument naming
+    // out of the graph at once, as if it had never been added (its output is not closed; a
+    // channel named with channel() stays registered, under that name). Any thread but the
+    // source's own; blocks up to `deadline`. Throws std::invalid_argument naming
     // `name` when there is no such stage or it is not a source, naming `deadline` when it is
     // negative or NaN (nothing changes then); std::system_error if joining fails. `deadline` is
     // any std::chrono::duration; one beyond nanoseconds' range (say seconds::max()) means no limit.
@@ -867,7 +894,8 @@ public:
             detach(*e->input, &detail::channel_entry::consumers, e->options.workers);
         }
         std::erase(stages_, e);
-        std::erase_if(channels_, [this](const auto& c) {
+        const bool before_start = !started_;
+        std::erase_if(channels_, [this, before_start](const auto& c) {
             if (c->reserved) {
                 return false; // named with channel() for a stage still to come
             }
@@ -876,6 +904,10 @@ public:
                     return false;
                 }
             }
+            if (before_start && c->named) {
+                c->reserved = true; // as if the source had never been added
+                return false;
+            }
             return true;
         });
         return {};
@@ -883,12 +915,21 @@ public:
 
     // Orderly stop that waits at most `deadline` for every stage to end. Stages still running
     // then are stopped at once and named in the report. Any thread; blocks up to the deadline.
-    // Throws std::invalid_argument naming deadline when it is negative or NaN. Any
-    // std::chrono::duration; one beyond nanoseconds' range (say seconds::max()) means no limit.
+    // Called from one of this pipeline's stage threads (a stage's function, or one it runs
+    // inline), it cannot wait: the rest may end only once that stage returns (its consumers
+    // wait for its output to close, producers blocked on its input for it to pop). It then does
+    // what request_stop() does and returns at once, its report naming the stages still running
+    // (the caller's among them), and stops nothing at once. Throws std::invalid_argument naming
+    // deadline when it is negative or NaN (nothing is stopped then); std::bad_alloc as
+    // request_stop(). Any std::chrono::duration; one beyond nanoseconds' range (say
+    // seconds::max()) means no limit.
     template <class Rep, class Period>
     stop_report request_stop(std::chrono::duration<Rep, Period> deadline_in) {
         const std::chrono::nanoseconds deadline = detail::to_nanoseconds(deadline_in, "deadline");
         detail::require_non_negative(deadline, "deadline");
+        if (detail::stage_thread_of == this) {
+            return request_stop(); // waiting here would wait for this very stage
+        }
         (void)request_stop();
         if (wait_until(detail::deadline_after(deadline))) {
             return {};
@@ -913,8 +954,9 @@ public:
         return wait_until(detail::deadline_after(ns));
     }
 
-    // Waits for every stage to end and joins the threads. Rethrows the first stage failure as
-    // stage_error. Blocks. Call from one thread; after start().
+    // Waits for every stage to end and joins the threads, those of a source added (by another
+    // thread) while it waits included. Rethrows the first stage failure as stage_error. Blocks.
+    // Call from one thread; after start().
     void wait() {
         join_all();
         const std::lock_guard<std::mutex> lock(mu_);
@@ -930,9 +972,14 @@ public:
 
     [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
-    // Live figures of every stage and channel. Any thread; allocates. Reads atomics only, except
-    // that a ring whose T may throw on move and a sliding_window each take their internal lock
-    // briefly.
+    // Live figures of every stage and channel. Any thread; allocates. Holds the graph's lock
+    // throughout (source(), remove(), channel() and a failing stage's stop of the others wait
+    // for it meanwhile), under which it reads the stages' atomics and calls each channel's
+    // description: framepipe's channels read atomics, except that a ring whose T may throw on
+    // move and a sliding_window take their own lock briefly; a user channel's stats(),
+    // capacity() and policy() (or its channel_traits::describe) and a supervised source's
+    // status() run as written, and must not call into this pipeline. Throws std::bad_alloc, and
+    // what those user functions throw.
     [[nodiscard]] pipeline_snapshot snapshot() const {
         const std::lock_guard<std::mutex> lock(graph_mu_);
         pipeline_snapshot out;
@@ -1192,7 +1239,7 @@ private:
         }
         if constexpr (detail::is_subscription<C>::value) {
             using T = typename C::value_type::element_type;
-            e->name = ch.name();
+            e->name = unclaimed_name(ch.name());
             e->hangs_off = [&ch](const void* b, const std::type_info& type) {
                 return type == typeid(broadcaster<std::remove_const_t<T>>) &&
                        ch.subscribed_to(*static_cast<const broadcaster<std::remove_const_t<T>>*>(b));
@@ -1214,6 +1261,29 @@ private:
             }
             if (!taken) {
                 return name;
+            }
+        }
+    }
+
+    // `name` if no channel has it, else the first of "name-2", "name-3", ... that none has: a
+    // subscription's own name is unique only among its broadcaster's ("subscriber-0" of two
+    // cameras). Requires graph_mu_.
+    [[nodiscard]] std::string unclaimed_name(const std::string& name) const {
+        const auto taken = [this](const std::string& n) {
+            for (const auto& c : channels_) {
+                if (c->name == n) {
+                    return true;
+                }
+            }
+            return false;
+        };
+        if (!taken(name)) {
+            return name;
+        }
+        for (std::size_t k = 2;; ++k) {
+            std::string candidate = name + "-" + std::to_string(k);
+            if (!taken(candidate)) {
+                return candidate;
             }
         }
     }
@@ -1395,12 +1465,15 @@ private:
             // A newer item taken after the pacing wait replaces `item` (which releases the one
             // passed over at once), or, when the pop result cannot be reassigned, is kept here.
             [[maybe_unused]] std::optional<popped> newer;
-            if (self.pace && !self.pace->try_acquire()) {
-                if (!self.pace->acquire(ctx.stop_token())) {
+            if (self.pace) {
+                if (!self.pace->try_acquire() && !self.pace->acquire(ctx.stop_token())) {
                     // Stopped while waiting its turn: the item it held is dropped, as skipped.
                     self.input->skipped.fetch_add(1, std::memory_order_relaxed);
                     break;
                 }
+                // Its turn, granted at once or after the wait: the newest item wins. (A function
+                // slower than the period is always granted at once; what piled up meanwhile is
+                // passed over all the same.)
                 if constexpr (requires { { in.try_pop() } -> std::same_as<popped>; }) {
                     while (popped n = in.try_pop()) {
                         if constexpr (std::is_move_assignable_v<popped>) {
@@ -1552,6 +1625,7 @@ private:
 
     void run(detail::stage_entry& s, std::size_t worker, std::stop_token stop, bool spin_yields) {
         detail::spin_yields = spin_yields;
+        detail::stage_thread_of = this;
         bool failed = false;
         try {
             detail::apply_thread_options(s.options, s.name);
@@ -1622,9 +1696,11 @@ private:
         }
     }
 
-    // Stops every stage now and closes every channel. Any thread, including a stage's own.
+    // Stops every stage now and closes every channel. Any thread, including a stage's own. It
+    // sticks: a source added later is stopped as soon as it starts (launch_if_started).
     void abort_all() noexcept {
         const std::lock_guard<std::mutex> lock(graph_mu_);
+        aborted_ = true;
         for (auto& s : stages_) {
             stop_workers(*s);
         }
@@ -1633,25 +1709,79 @@ private:
         }
     }
 
-    // Joins every stage's workers. The list is copied under the lock and joined without it (a
-    // stage that fails takes the lock to stop the others).
+    // Joins every stage's workers, a source added meanwhile (by another thread) included. The
+    // list is copied under the lock and joined without it (a stage that fails takes the lock to
+    // stop the others); passes repeat until one finds no thread to join. A stage is in the list
+    // once its threads are: source() and start() add and launch it under the same lock.
     void join_all() {
-        std::vector<std::shared_ptr<detail::stage_entry>> stages;
-        {
-            const std::lock_guard<std::mutex> lock(graph_mu_);
-            stages = stages_;
-        }
-        for (auto& s : stages) {
-            join_workers(*s);
+        for (bool joined = true; joined;) {
+            std::vector<std::shared_ptr<detail::stage_entry>> stages;
+            {
+                const std::lock_guard<std::mutex> lock(graph_mu_);
+                stages = stages_;
+            }
+            joined = false;
+            for (auto& s : stages) {
+                joined = join_workers(*s) || joined;
+            }
         }
     }
 
-    static void join_workers(detail::stage_entry& s) {
+    // Joins a stage's workers (but the calling thread); true when it joined any.
+    static bool join_workers(detail::stage_entry& s) {
         const std::lock_guard<std::mutex> lock(s.join_mu);
+        bool joined = false;
         for (auto& w : s.workers) {
             if (w->thread.joinable() && w->thread.get_id() != std::this_thread::get_id()) {
                 w->thread.join();
+                joined = true;
             }
+        }
+        return joined;
+    }
+
+    // start()'s launch of one stage. If a thread cannot start, stops what runs at once (as
+    // abort_all(), whose lock start() holds), takes the workers of this stage and of the stages
+    // after it that did not start off the counts their threads would have ended (their stage
+    // ended by whoever takes the last off: here, or the last worker that did start), and
+    // rethrows std::system_error. Requires graph_mu_, from start().
+    void launch_or_unwind(detail::stage_entry& failed) {
+        try {
+            launch_workers(failed);
+        } catch (...) {
+            aborted_ = true;
+            for (auto& s : stages_) {
+                stop_workers(*s);
+            }
+            for (auto& c : channels_) {
+                c->close();
+            }
+            bool after = false;
+            for (auto& s : stages_) {
+                after = after || s.get() == &failed;
+                if (!after) {
+                    continue; // launched whole: its threads end it
+                }
+                std::size_t idle = 0; // its workers without a thread
+                for (const auto& w : s->workers) {
+                    if (!w->thread.joinable()) {
+                        ++idle;
+                    }
+                }
+                if (s->output != nullptr) {
+                    s->output->producers_running.fetch_sub(idle, std::memory_order_acq_rel);
+                }
+                if (s->workers_running.fetch_sub(idle, std::memory_order_acq_rel) != idle) {
+                    continue; // a worker of it still runs, and ends it as run() does
+                }
+                // As run() ends a stage (seq_cst, both: see there).
+                s->state.store(idle == s->options.workers ? stage_state::pending
+                                                          : stage_state::stopped,
+                               std::memory_order_seq_cst);
+                running_.fetch_sub(1, std::memory_order_seq_cst);
+            }
+            ended_.notify_all_after_seq_cst();
+            throw;
         }
     }
 
@@ -1683,10 +1813,10 @@ private:
     }
 
     // A source added while the pipeline runs: counted, then started (and asked to stop at once
-    // after a request_stop()). If its thread cannot start, the counts are undone (its output
-    // closed if the producers running when it was counted have all ended since, the close they
-    // left to it) and std::system_error is rethrown; the caller's registration then takes the
-    // stage out. Requires graph_mu_.
+    // after a request_stop() or an abort_all()). If its thread cannot start, the counts are
+    // undone (its output closed if the producers running when it was counted have all ended
+    // since, the close they left to it) and std::system_error is rethrown; the caller's
+    // registration then takes the stage out. Requires graph_mu_.
     void launch_if_started(detail::stage_entry& s) {
         if (!started_) {
             return;
@@ -1722,8 +1852,8 @@ private:
             ended_.notify_all_after_seq_cst(); // wait_for() may be waiting for the 0
             throw;
         }
-        if (stopping_) {
-            stop_workers(s); // request_stop() came first: this source stops at once, too
+        if (stopping_ || aborted_) {
+            stop_workers(s); // request_stop() or a failure came first: this source stops at once
         }
     }
 
@@ -1737,6 +1867,7 @@ private:
     std::vector<std::unique_ptr<detail::channel_entry>> channels_;
     std::size_t next_channel_ = 0; // the N of the next default name "channel-N"
     bool stopping_ = false;        // request_stop() was called: sources started later stop too
+    bool aborted_ = false; // a failure, a missed deadline or the destructor stopped every stage
 
     mutable std::mutex mu_; // start(), error_
     std::atomic<bool> started_{false}; // written under mu_ by start(); read by any thread
