@@ -98,6 +98,42 @@ TEST_CASE("event_count: wait ends with timed_out at the deadline, also a past on
                   never) == wait_end::timed_out);
 }
 
+TEST_CASE("event_count: wait_costly keeps to the spin budget whatever ready() costs") {
+    // A ready() that takes longer than the whole spin budget (5 us) on every call: wait() reads
+    // the clock once per 32 calls, so it would call it 32 times or more before parking;
+    // wait_costly() reads it after each call. The count does not depend on the machine's speed:
+    // a slower or preempted call only makes the spin end sooner.
+    event_count ev;
+    int calls = 0;
+    const auto costly = [&calls] {
+        ++calls;
+        const auto until = std::chrono::steady_clock::now() + 4 * framepipe::detail::spin_budget;
+        while (std::chrono::steady_clock::now() < until) {
+        }
+        return false;
+    };
+    // A deadline already past: one look before the spin, none in it, and park()'s two (at the
+    // deadline, and the look that passes on a notification it may have absorbed).
+    CHECK(ev.wait_costly(nullptr, std::chrono::steady_clock::now(), costly) ==
+          wait_end::timed_out);
+    CHECK(calls <= 3);
+    // A later deadline: the spin stops after one call; park() adds one look per registration
+    // (each wake, here the deadline's, with nobody notifying) and the two above.
+    calls = 0;
+    const auto parks_before = framepipe::detail::this_thread_waits.parks;
+    CHECK(ev.wait_costly(nullptr, framepipe::detail::deadline_after(std::chrono::milliseconds(2)),
+                         costly) == wait_end::timed_out);
+    const auto parks = framepipe::detail::this_thread_waits.parks - parks_before;
+    CHECK(parks >= 1);
+    CHECK(static_cast<std::uint64_t>(calls) <= 4 + parks);
+    // And it sees a ready state, and a stop request, as wait() does.
+    CHECK(ev.wait_costly(nullptr, no_deadline, [] { return true; }) == wait_end::ready);
+    std::stop_source stop;
+    stop.request_stop();
+    const auto token = stop.get_token();
+    CHECK(ev.wait_costly(&token, no_deadline, [] { return false; }) == wait_end::stopped);
+}
+
 TEST_CASE("event_count: a stop request ends a wait, already requested or requested later") {
     event_count ev;
     const auto never = [] { return false; };

@@ -905,7 +905,8 @@ private:
             return std::any_of(watched.begin(), watched.end(),
                                [](input* in) { return in->closed_pinned(); });
         };
-        return ev_.wait(stop, deadline, ready);
+        // wait_costly: ready() probes every input, so the clock is read after each call.
+        return ev_.wait_costly(stop, deadline, ready);
     }
 
     std::optional<selected<T>> pop_impl(const std::stop_token* stop,

@@ -284,7 +284,8 @@ public:
             return wait_end::ready;
         }
         // The clock is read every 32 pauses (a pause is 10-150 cycles depending on the core), so
-        // the budget is kept to within a microsecond or so.
+        // the budget is kept to within a microsecond or so when spin_ready() costs a few loads
+        // (wait_costly() is for one that costs more).
         auto spin_end = clock::now() + spin_for();
         if (deadline && *deadline < spin_end) {
             spin_end = *deadline;
@@ -308,6 +309,41 @@ public:
                 if (clock::now() >= spin_end) {
                     break;
                 }
+            }
+        }
+        return park(stop, deadline, ready);
+    }
+
+    // As wait(stop, deadline, ready), for a ready() that costs more than a few loads (a
+    // selector's, which probes every input): wait() reads the clock once per 32 calls, so its
+    // spin would last 32 calls of ready() whatever the budget. Here the clock is read after
+    // every call, so the spin keeps to its budget, and a deadline already past parks at once
+    // (park() looks once more and returns; no sleep). Any thread; blocks; noexcept when ready()
+    // is.
+    template <class Ready>
+    [[nodiscard]] wait_end wait_costly(const std::stop_token* stop,
+                                       const std::optional<clock::time_point>& deadline,
+                                       Ready ready) noexcept(noexcept(ready())) {
+        if (ready()) {
+            return wait_end::ready;
+        }
+        auto spin_end = clock::now() + spin_for();
+        if (deadline && *deadline < spin_end) {
+            spin_end = *deadline;
+        }
+        if (spin_yields) [[unlikely]] {
+            if (const auto end = spin_yielding(stop, spin_end, ready)) {
+                return *end;
+            }
+            return park(stop, deadline, ready);
+        }
+        while (clock::now() < spin_end) {
+            cpu_relax();
+            if (ready()) {
+                return wait_end::ready;
+            }
+            if (stop != nullptr && stop->stop_requested()) {
+                return wait_end::stopped;
             }
         }
         return park(stop, deadline, ready);
