@@ -174,6 +174,43 @@ TEST_CASE("asymmetric_barrier: membarrier works here, and a transient failure is
     ping_pong(2'000);
 }
 
+TEST_CASE("asymmetric_barrier: a burst of transient failures is waited out, not a fall-back") {
+    if (!membarrier_here()) {
+        return;
+    }
+    // More failures than the quick retries: the later retries sleep (1 us doubling to 1 ms, far
+    // less than 10 ms in all for these), and the call still goes through membarrier.
+    const int before = barrier_calls.load();
+    fail_next = 20;
+    asymmetric_barrier::heavy();
+    CHECK(fail_next.load() == 0);
+    CHECK(barrier_calls.load() - before == 21);
+    CHECK_FALSE(asymmetric_barrier::fallen_back());
+    ping_pong(2'000);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+TEST_CASE("asymmetric_barrier: transient failures that last take the interrupt route once") {
+    if (!membarrier_here()) {
+        return;
+    }
+    // Failing far longer than the 10 ms a call waits: that call orders the other threads by the
+    // interrupt route and returns; membarrier is not given up, and the next call uses it again.
+    fail_next = 1'000'000;
+    const int before = barrier_calls.load();
+    asymmetric_barrier::heavy();
+    const int calls = barrier_calls.load() - before;
+    CHECK(calls > 8);
+    CHECK(fail_next.load() == 1'000'000 - calls); // it stopped retrying on its own
+    CHECK_FALSE(asymmetric_barrier::fallen_back());
+    fail_next = 0;
+    const int again = barrier_calls.load();
+    asymmetric_barrier::heavy();
+    CHECK(barrier_calls.load() - again == 1);
+    ping_pong(2'000);
+}
+#endif
+
 TEST_CASE("asymmetric_barrier: a persistent failure falls back, and hand-offs still work") {
     if (!membarrier_here()) {
         return;

@@ -4,6 +4,7 @@
 
 #include <framepipe/detail/config.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <exception>
@@ -13,6 +14,7 @@
 #include <linux/membarrier.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #endif
 
@@ -44,10 +46,13 @@ namespace framepipe::detail {
 //
 // membarrier can still fail after registration: ENOMEM (kernels built with
 // CONFIG_CPUMASK_OFFSTACK allocate a cpumask per call), or a seccomp filter installed later. A
-// transient error (EINTR, EAGAIN, ENOMEM) is retried. A persistent one switches the barrier for
-// good: light() fences from then on, and heavy() orders the other threads by another route, since
-// some of them may have skipped their fence just before the switch: on x86, it downgrades the
-// protection of a page of its own (mprotect), which makes the kernel send a TLB-shootdown
+// transient error (EINTR, EAGAIN, ENOMEM) is retried: at once a few times, then with sleeps from
+// 1 us doubling to 1 ms. On x86, once such errors have lasted about 10 ms, that one call orders
+// the other threads by another route (below) and the next call tries membarrier again; elsewhere
+// it retries until membarrier succeeds or fails persistently. A persistent error (EPERM, say)
+// switches the barrier for good: light() fences from then on, and heavy() takes the other route,
+// since some threads may have skipped their fence just before the switch: on x86, it downgrades
+// the protection of a page of its own (mprotect), which makes the kernel send a TLB-shootdown
 // interrupt to every core that runs a thread of the process, and an interrupt is a full barrier
 // there. Elsewhere no such route is known, and heavy() calls std::terminate rather than lose a
 // wake-up.
@@ -83,7 +88,8 @@ public:
     }
 
     // The rare half: a system call that interrupts the other running threads of the process
-    // (microseconds). Any thread; never blocks for long; noexcept.
+    // (microseconds). Any thread; sleeps only while membarrier fails transiently (see the class
+    // comment: about 10 ms at most on x86); noexcept.
     static void heavy() noexcept {
 #if defined(__linux__) && defined(SYS_membarrier)
         if (enable()) {
@@ -96,7 +102,9 @@ public:
                         break;
                     }
                 }
-                fall_back();
+                if (retried()) {
+                    return;
+                }
             }
             interrupt_barrier();
             return;
@@ -125,6 +133,36 @@ private:
 #endif
     }
 
+#if defined(__linux__) && defined(SYS_membarrier)
+    // heavy()'s quick retries failed: falls back for good on a persistent error (false), or
+    // keeps retrying a transient one with sleeps (the class comment says how). True once
+    // membarrier succeeded; false after a fall-back or, on x86, about 10 ms of transient errors
+    // (this call only). Out of line: a failure path, kept out of heavy()'s callers.
+    FRAMEPIPE_NOINLINE static bool retried() noexcept {
+        constexpr long longest_sleep_ns = 1'000'000;
+        constexpr long transient_limit_ns = 10'000'000;
+        long sleep_ns = 0;
+        long slept_ns = 0;
+        for (;;) {
+            if (errno != EINTR && errno != EAGAIN && errno != ENOMEM) {
+                fall_back();
+                return false;
+            }
+            if (has_interrupt_barrier && slept_ns >= transient_limit_ns) {
+                return false;
+            }
+            sleep_ns = sleep_ns == 0 ? 1'000 : std::min(2 * sleep_ns, longest_sleep_ns);
+            timespec pause{};
+            pause.tv_nsec = sleep_ns;
+            (void)::nanosleep(&pause, nullptr);
+            slept_ns += sleep_ns;
+            if (::syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) {
+                return true;
+            }
+        }
+    }
+#endif
+
 #if defined(__linux__)
     // membarrier failed for good: light() fences from now on; heavy() uses interrupt_barrier().
     static void fall_back() noexcept {
@@ -152,6 +190,12 @@ private:
 #endif
         std::terminate(); // no way to order the other threads: fail loudly, never lose a wake-up
     }
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+    static constexpr bool has_interrupt_barrier = true;
+#else
+    static constexpr bool has_interrupt_barrier = false;
 #endif
 
     // Relaxed is enough: a light() that reads a stale false only pays an unneeded fence.
