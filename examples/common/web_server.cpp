@@ -584,8 +584,11 @@ private:
 // itself over to a stream session on /ws or /video.mjpg.
 class http_session : public std::enable_shared_from_this<http_session> {
 public:
+    // The read buffer is capped: the parser's header and body limits do not cover a chunk's
+    // extension or a chunked trailer, which would otherwise be buffered whole.
     http_session(web_server::impl& srv, connection_count count, tcp::socket socket)
-        : srv_(srv), count_(std::move(count)), stream_(std::move(socket)) {}
+        : srv_(srv), count_(std::move(count)), stream_(std::move(socket)),
+          buffer_(2 * srv.options.max_request_bytes + 4096) {}
 
     void run() { do_read(); }
 
@@ -622,7 +625,7 @@ private:
             close(); // the peer went away, or was too slow (tcp_stream closed the socket)
             return;
         }
-        if (ec == http::error::header_limit) {
+        if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
             respond_error(http::status::request_header_fields_too_large, "request header too large");
             return;
         }

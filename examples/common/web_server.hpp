@@ -32,8 +32,9 @@
 //                    the checks of "Control requests" below; without it, 405
 //   anything else    404; any other method 405 with an Allow header (GET, HEAD, and with
 //                    options.control POST, PUT, PATCH, DELETE); a malformed request 400; a request
-//                    whose header exceeds max_request_bytes 431, a body 413; too many streams
-//                    503. A request not complete within request_timeout has its connection
+//                    whose header exceeds max_request_bytes 431 (so does a chunked body's
+//                    extension or trailer beyond about twice that: the read buffer's cap), a
+//                    body 413; too many streams 503. A request not complete within request_timeout has its connection
 //                    closed. After an error response the connection is closed gracefully (the
 //                    rest of the request is read and discarded). Never a crash: a callback that
 //                    throws (anything, not only std::exception) gets a 500 (metrics_text,
