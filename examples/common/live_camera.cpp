@@ -37,42 +37,6 @@ bool starts_with(std::string_view s, std::string_view prefix) noexcept {
 
 }  // namespace
 
-std::string mask_passwords(std::string_view text) {
-    std::string out(text);
-    // Each "://": the authority runs to the next '/', '?', '#', whitespace or quote; its last
-    // '@' ends the user info. When the authority holds no '@', a password with an unencoded '/',
-    // '?', '#', space or quote may have cut it short: err on the side of masking, and take the
-    // last '@' before the next line break, the next "://" or the end. The first ':' after "://"
-    // and before that '@' starts the password.
-    for (std::size_t at = out.find("://"); at != std::string::npos; at = out.find("://", at)) {
-        const auto start = at + 3;
-        auto end = out.find_first_of("/?#\"' \t\r\n<>", start);
-        if (end == std::string::npos) {
-            end = out.size();
-        }
-        auto sign = out.find_last_of('@', end - 1);
-        if (sign == std::string::npos || sign < start) {
-            auto stop = std::min(out.find_first_of("\r\n", start), out.find("://", start));
-            if (stop == std::string::npos) {
-                stop = out.size();
-            }
-            sign = stop > start ? out.find_last_of('@', stop - 1) : std::string::npos;
-        }
-        if (sign == std::string::npos || sign < start) {
-            at = start;
-            continue;
-        }
-        const auto colon = out.find(':', start);
-        if (colon == std::string::npos || colon > sign) {
-            at = start;
-            continue;
-        }
-        out.replace(colon + 1, sign - colon - 1, "***");
-        at = colon + 1 + 3;
-    }
-    return out;
-}
-
 bool is_live_uri(std::string_view uri) noexcept {
     for (const std::string_view scheme :
          {"rtsp://", "rtsps://", "rtspt://", "http://", "https://", "v4l2://"}) {

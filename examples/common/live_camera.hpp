@@ -40,6 +40,8 @@
 // source's runner thread.
 #pragma once
 
+#include "common/mask_passwords.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -98,15 +100,6 @@ enum class stream_status { online, reconnecting, offline };
 // Whether `uri` names a live input (rtsp, rtsps, rtspt, http, https, v4l2), as opposed to a
 // file (a path or file://).
 [[nodiscard]] bool is_live_uri(std::string_view uri) noexcept;
-
-// `text` with the password of every URL in it ("scheme://user:password@host") replaced by
-// "***": GStreamer's error messages quote the URL they failed on, and they become last_error,
-// event lines and summaries. Text without such a URL comes back unchanged. It errs on the side of
-// masking: when a URL's authority (up to its first '/', '?', '#', space or quote) holds no '@',
-// the password may hold one of those characters unencoded, so the user info runs to the last '@'
-// before the next line break or URL ("rtsp://admin:pa#ss@host/x" -> "rtsp://admin:***@host/x";
-// "rtsp://host:554/x, mail ops@site" -> "rtsp://host:***@site").
-[[nodiscard]] std::string mask_passwords(std::string_view text);
 
 // What a live camera reads, one object per connection: a gst_capture by default, or what
 // live_camera_options::reader makes (synthetic_camera.hpp's generated frames). The calls mean

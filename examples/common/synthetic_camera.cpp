@@ -91,6 +91,7 @@ public:
     std::string open(std::stop_token, nanoseconds) override {
         t0_ = clock_type::now();
         next_ = 0;
+        dropped_ = 0;
         return {};
     }
 
@@ -108,6 +109,7 @@ public:
         if (due > now && !wait_until(stop, due)) {
             return gst_capture::status::timeout; // stopped
         }
+        dropped_ += k - next_; // the frames due meanwhile that the late reader skipped
         next_ = k + 1;
         const int shift = static_cast<int>((k * static_cast<std::uint64_t>(step_)) %
                                            static_cast<std::uint64_t>(options_.width));
@@ -120,6 +122,9 @@ public:
     }
 
     void close() noexcept override {}
+
+    // Frames due that a late reader skipped (it gets the newest due one): a camera's drops.
+    [[nodiscard]] std::uint64_t dropped_before_read() const noexcept override { return dropped_; }
 
 private:
     // Parks until `t`; false when `stop` came first.
@@ -135,6 +140,7 @@ private:
     int step_;
     clock_type::time_point t0_{};
     std::uint64_t next_ = 0;
+    std::uint64_t dropped_ = 0; // frames due that a late reader skipped
     std::mutex mu_;
     std::condition_variable_any cv_;
 };

@@ -16,7 +16,8 @@
 //
 // Timing: frame k is due at open + k / fps, and its `captured` is that due time (a camera's
 // clock). A reader that comes late (a busy machine) skips to the newest due frame, like a camera
-// that does not queue: frames are never delivered in a burst.
+// that does not queue: frames are never delivered in a burst. The frames it skipped are counted
+// as dropped before read (frame_reader::dropped_before_read()).
 //
 // Thread safety: synthetic_reader() from any thread; each reader it makes is used by one thread
 // (the live source's runner), as frame_reader requires.

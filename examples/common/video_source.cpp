@@ -1,6 +1,8 @@
 // examples/common/video_source.cpp - see video_source.hpp.
 #include "common/video_source.hpp"
 
+#include "common/mask_passwords.hpp"
+
 #include <opencv2/core/utils/logger.hpp>
 
 
@@ -40,7 +42,7 @@ video_source::video_source(video_source_options options) : options_(std::move(op
     if (options_.camera >= 0) {
         description_ = "camera " + std::to_string(options_.camera);
     } else if (looks_like_url(options_.path)) {
-        description_ = "stream '" + options_.path + "'";
+        description_ = "stream '" + mask_passwords(options_.path) + "'";
     } else {
         description_ = "video '" + options_.path + "'";
         is_file_ = true;

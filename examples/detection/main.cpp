@@ -87,7 +87,7 @@ std::string file_path(const std::string& video) {
         return video.substr(file_scheme.size());
     }
     if (video.find("://") != std::string::npos) {
-        throw fe::usage_error("--video '" + video +
+        throw fe::usage_error("--video '" + fe::mask_passwords(video) +
                               "': unsupported scheme (rtsp, rtsps, http, https, file, v4l2)");
     }
     return video;

@@ -81,7 +81,7 @@ control_response add_camera(control_context& c, const std::string& text, std::st
     try {
         c.cameras.add(spec);
     } catch (const std::exception& e) { // invalid_argument (name, weight), usage_error (url), ...
-        return error(400, e.what());
+        return error(400, mask_passwords(e.what())); // it may quote the URL
     }
     const auto& live = c.s.live;
     if (live.max_attempts > 0) {
@@ -94,6 +94,9 @@ control_response add_camera(control_context& c, const std::string& text, std::st
         const auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(
             std::chrono::duration<double>(seconds));
         if (!c.cameras.wait_online(spec.name, timeout, stop)) {
+            if (stop.stop_requested()) { // the server is stopping, not the camera giving up
+                return error(503, "server stopping");
+            }
             const auto all = c.cameras.figures();
             const auto it = std::find_if(all.begin(), all.end(),
                                          [&](const auto& f) { return f.name == spec.name; });

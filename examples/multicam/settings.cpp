@@ -226,7 +226,7 @@ live_camera_options camera_options(const settings& s, const camera_spec& spec, i
     try {
         live_camera probe(o); // gst_capture describes the input, or says why it cannot
     } catch (const std::invalid_argument& e) {
-        throw usage_error("'" + mask_passwords(spec.url) + "': " + e.what());
+        throw usage_error("'" + mask_passwords(spec.url) + "': " + mask_passwords(e.what()));
     }
     return o;
 }

@@ -92,6 +92,27 @@ TEST_CASE("a synthetic reader: views into one pattern, due times one period apar
     CHECK(r->read(stop.get_token(), 1h, a, error) == fe::gst_capture::status::timeout);
 }
 
+TEST_CASE("a synthetic reader counts the frames a late reader skipped as dropped before read") {
+    // Every frame index up to the last one read was either read or counted as dropped, whatever
+    // the reader's lateness (here a reader that comes back only after 5 periods have passed).
+    const auto make = fe::synthetic_reader({.width = 120, .height = 60, .fps = 200, .number = 1});
+    auto r = make();
+    std::stop_source stop;
+    REQUIRE(r->open(stop.get_token(), 1s).empty());
+    fe::gst_frame f;
+    std::string error;
+    std::uint64_t reads = 0;
+    for (int i = 0; i < 10; ++i) {
+        REQUIRE(r->read(stop.get_token(), 5s, f, error) == fe::gst_capture::status::frame);
+        ++reads;
+        const auto back = f.captured + 25ms; // come back late: five frames due meanwhile
+        while (std::chrono::steady_clock::now() < back) {
+        }
+    }
+    CHECK(r->dropped_before_read() > 0);
+    CHECK(reads + r->dropped_before_read() == f.index_in_connection + 1);
+}
+
 TEST_CASE("a live_camera reads a synthetic camera like any other") {
     fe::live_camera_options o;
     o.capture.uri = "synthetic:";

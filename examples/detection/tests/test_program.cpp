@@ -372,6 +372,13 @@ TEST_CASE("bad input: a one-line error naming the problem, exit code 2") {
         check_one_line_error(r, flag + ": expected seconds above 0");
         CHECK(r.err.find("s3cret") == std::string::npos);
     }
+    {
+        // A scheme this program does not read (schemes are matched in lower case): named, the
+        // password masked.
+        const auto r = t::run({exe, "--no-ui", "--video", "RTSP://admin:s3cret@127.0.0.1:1/x"});
+        check_one_line_error(r, "unsupported scheme");
+        CHECK(r.err.find("s3cret") == std::string::npos);
+    }
 
     // A port already in use.
     t::net::io_context ioc;
