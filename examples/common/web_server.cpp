@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cctype>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <mutex>
@@ -585,10 +586,13 @@ private:
 class http_session : public std::enable_shared_from_this<http_session> {
 public:
     // The read buffer is capped: the parser's header and body limits do not cover a chunk's
-    // extension or a chunked trailer, which would otherwise be buffered whole.
+    // extension or a chunked trailer, which would otherwise be buffered whole. (Saturating: a
+    // max_request_bytes near SIZE_MAX means no cap, not a tiny one.)
     http_session(web_server::impl& srv, connection_count count, tcp::socket socket)
         : srv_(srv), count_(std::move(count)), stream_(std::move(socket)),
-          buffer_(2 * srv.options.max_request_bytes + 4096) {}
+          buffer_(srv.options.max_request_bytes > (SIZE_MAX - 4096) / 2
+                      ? SIZE_MAX
+                      : 2 * srv.options.max_request_bytes + 4096) {}
 
     void run() { do_read(); }
 
