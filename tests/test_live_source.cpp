@@ -59,6 +59,7 @@ struct world {
     int opens = 0;
     int closes = 0;
     bool stop_in_close = false; // a close() that takes the source's stop with it
+    int stop_on_frame = -1;     // a read of frame n (of a connection) requests the stop too
 
     // Moves time to `t`, or to stop_at (requesting the stop) if that comes first. False when
     // the stop came first.
@@ -128,6 +129,9 @@ struct scripted {
             if (next <= limit) {
                 if (!w->advance_to(std::max(next, w->now)) || stop.stop_requested()) {
                     return read_result<int>::timed_out();
+                }
+                if (sent == w->stop_on_frame) {
+                    w->stopper.request_stop(); // the frame comes back all the same
                 }
                 return read_result<int>::got(sent++);
             }
@@ -428,6 +432,58 @@ TEST_CASE("live_source: at the end of input, ended, or with restart_at_end, open
     CHECK(w->sleeps.empty()); // no backoff between loops
     CHECK(st.epoch == st.connects);
     CHECK(w->opens == w->closes);
+}
+
+TEST_CASE("live_source: with restart_at_end, an end before the first frame is a failed attempt") {
+    // An input that ends as soon as it opens (an empty file, a server that closes at once) was
+    // opened again at once, for ever: a busy loop that max_attempts never ended.
+    auto w = std::make_shared<world>();
+    auto options = exact();
+    options.restart_at_end = true;
+    options.max_attempts = 3;
+    w->stop_at = clock_type::time_point{} + 24h + 60s; // the old loop: stopped, not failed
+    auto src = make_source(w, {{.frames = 0, .after = connection::then::end}}, options);
+    collector out;
+    CHECK(src->run(out, w->stopper.get_token()) == live_state::failed);
+    const auto st = src->stats();
+    CHECK(w->opens == 3);
+    CHECK(st.ends == 3);
+    CHECK(w->sleeps == std::vector<ns>{100ms, 200ms});
+    CHECK(st.last_error.find("ended before its first frame") != std::string::npos);
+    REQUIRE(src->failure());
+    CHECK(src->failure()->find("3 attempts") != std::string::npos);
+}
+
+TEST_CASE("live_source: with restart_at_end, an input that ended after a frame opens at once") {
+    // One frame, then the end: a one-frame file looping. No backoff, no attempt counted.
+    auto w = std::make_shared<world>();
+    auto options = exact();
+    options.restart_at_end = true;
+    options.max_attempts = 2;
+    w->stop_at = clock_type::time_point{} + 24h + 2s;
+    auto src = make_source(w, {{.frames = 1, .after = connection::then::end}}, options);
+    collector out;
+    CHECK(src->run(out, w->stopper.get_token()) == live_state::stopped);
+    CHECK(w->sleeps.empty());
+    CHECK(src->stats().ends >= 3);
+    CHECK(out.got.size() >= 3);
+}
+
+TEST_CASE("live_source: a frame read after the stop request is counted as dropped_at_stop") {
+    auto w = std::make_shared<world>();
+    w->stop_on_frame = 3; // the read of frame 3 requests the stop and returns the frame
+    auto src = make_source(w, {{.frames = 10, .after = connection::then::end}}, exact());
+    collector out;
+    CHECK(src->run(out, w->stopper.get_token()) == live_state::stopped);
+    const auto st = src->stats();
+    CHECK(out.got.size() == 3);
+    CHECK(st.frames == 3);
+    CHECK(st.dropped_at_stop == 1);
+    const auto status = src->status();
+    const auto it = std::find_if(status.counters.begin(), status.counters.end(),
+                                 [](const auto& c) { return c.name == "dropped_at_stop"; });
+    REQUIRE(it != status.counters.end());
+    CHECK(it->value == 1.0);
 }
 
 TEST_CASE("live_source: time blocked in a push does not count against stall_timeout") {

@@ -19,6 +19,7 @@
 //      |   |      read error / server gone  <----+
 //      +---+  after the backoff delay
 //     ended (a file's end), failed (max_attempts failed in a row), stopped (stop): final.
+//     With restart_at_end, an end before the connection's first frame is a failed attempt.
 //
 // - Backoff: exponential (initial * multiplier^(attempt - 1), capped at max) with jitter; a
 //   connection that streams for reset_after resets it (and the attempt count).
@@ -202,7 +203,10 @@ struct live_options {
     std::chrono::nanoseconds stall_timeout{std::chrono::seconds(2)}; // no frame this long: stalled
     backoff_options backoff{};
     std::uint32_t max_attempts = 0; // failed attempts in a row before failed; 0: for ever
-    bool restart_at_end = false;    // a backend's end: reconnect (true) or ended (false)
+    // A backend's end: open again at once (true) or ended (false). With true, an end before the
+    // connection's first frame is a failed attempt instead (backoff, max_attempts): an input that
+    // ends as soon as it opens is not reopened in a busy loop.
+    bool restart_at_end = false;
     // A backend call that has not returned this long after its timeout is abandoned (start()
     // only; run() has no watchdog). Also stop()'s bound.
     std::chrono::nanoseconds abandon_after{std::chrono::seconds(1)};
@@ -222,6 +226,10 @@ struct live_stats {
     std::uint64_t read_errors = 0;    // connections that failed while reading
     std::uint64_t ends = 0;           // ends of input (files)
     std::uint64_t frames = 0;         // frames pushed into the output (a push that threw: not)
+    // Frames a read returned after a stop was requested: not pushed. (A runner that was abandoned
+    // drops the frames its late calls return and counts nothing: the figures are its
+    // successor's.)
+    std::uint64_t dropped_at_stop = 0;
     // Backend calls the watchdog abandoned for overrunning their timeout by abandon_after. Not
     // counted: a runner that stop() abandons (one still busy abandon_after after the stop, in a
     // backend call, a push or on_state_change); that sets no last_error either.
@@ -572,6 +580,7 @@ public:
         st.read_errors = s.read_errors.load();
         st.ends = s.ends.load();
         st.frames = s.frames.load();
+        st.dropped_at_stop = s.dropped_at_stop.load();
         st.abandoned = s.abandoned.load();
         st.state_changes = s.state_changes.load();
         st.attempt = s.attempt.load();
@@ -612,6 +621,8 @@ public:
              n(st.no_first_frame)},
             {"read_errors", "Connections that failed while reading.", n(st.read_errors)},
             {"frames", "Frames a live source emitted.", n(st.frames)},
+            {"dropped_at_stop", "Frames read after a stop request and not emitted.",
+             n(st.dropped_at_stop)},
             {"abandoned_calls", "Backend calls abandoned for overrunning their timeout.",
              n(st.abandoned)},
             {"state_changes", "State changes of a live source.", n(st.state_changes)},
@@ -672,7 +683,8 @@ private:
         // stopped until the source starts: "not running" (start() then reports connecting).
         std::atomic<live_state> state{live_state::stopped};
         std::atomic<std::uint64_t> epoch{0}, seq{0}, connects{0}, stalls{0}, open_failures{0},
-            no_first_frame{0}, read_errors{0}, ends{0}, frames{0}, abandoned{0}, state_changes{0};
+            no_first_frame{0}, read_errors{0}, ends{0}, frames{0}, dropped_at_stop{0}, abandoned{0},
+            state_changes{0};
         std::atomic<std::uint32_t> attempt{0};
         std::atomic<std::int64_t> last_frame_ns{0}, connected_since_ns{0}, current_backoff_ns{0};
         mutable std::mutex error_mu;
@@ -1069,7 +1081,8 @@ private:
     }
 
     // Reads one connection until it fails (returns why), ends (returns "", with restart set to
-    // restart_at_end), the stop or this runner's abandonment (returns ""). Emits every frame. The
+    // restart_at_end; an end before the first frame with restart_at_end is a failure), the stop
+    // or this runner's abandonment (returns ""). Emits every frame. The
     // stall clock runs from the first frame's read (first_frame_timeout from the open before it)
     // and restarts each time a push returns; a read returning `frame` without one is an error.
     template <class Emit>
@@ -1117,6 +1130,9 @@ private:
             }
             if (stop.stop_requested()) {
                 s.connected_since_ns.store(0, std::memory_order_relaxed);
+                if (r.status == read_status::frame && r.frame) {
+                    s.dropped_at_stop.fetch_add(1, std::memory_order_relaxed);
+                }
                 return {};
             }
             if (r.status == read_status::frame && !r.frame) {
@@ -1155,6 +1171,11 @@ private:
             case read_status::end:
                 s.ends.fetch_add(1, std::memory_order_relaxed);
                 s.connected_since_ns.store(0, std::memory_order_relaxed);
+                if (o.restart_at_end && !streaming_since) {
+                    // Opening again at once would loop without a pause for as long as the input
+                    // ends before its first frame: a failed attempt instead.
+                    return "the input ended before its first frame (restart_at_end)";
+                }
                 restart = o.restart_at_end;
                 if (restart) {
                     s.attempt.store(0, std::memory_order_relaxed);
