@@ -1070,6 +1070,43 @@ TEST_CASE("pipeline: a paced stage skips to the newest item of a channel that po
     CHECK(got.back() == items - 1); // the newest item is the one handled
 }
 
+namespace {
+// A user's channel whose producer is always ahead: every pop and try_pop finds the next item, up
+// to `limit`, as with a producer that refills the channel as fast as it is drained.
+struct always_full {
+    std::size_t capacity() const { return 16; }
+    framepipe::channel_stats stats() const {
+        framepipe::channel_stats st;
+        st.pushed = st.popped = static_cast<std::uint64_t>(next);
+        return st;
+    }
+    int next = 0;
+    int limit = 0;
+    std::optional<int> try_pop() { return next < limit ? std::optional<int>(next++) : std::nullopt; }
+    std::optional<int> pop(std::stop_token) { return try_pop(); }
+    void push(int) {}
+    void close() {}
+};
+} // namespace
+
+TEST_CASE("pipeline: a paced stage passes over at most its input's capacity per turn") {
+    // The skip to the newest item used to run as long as try_pop found one: behind a producer
+    // that keeps up, a single turn. Now each turn passes over at most 16 (the capacity): the
+    // sink pops item 0, passes over it and the next 15, handles item 16; then 33, 50, ...
+    always_full a{.next = 0, .limit = 17 * 500};
+    std::vector<int> got;
+    pipeline p("paced_full");
+    p.channel(a, "a");
+    p.sink("paced", a, [&](int v) { got.push_back(v); }, {.max_rate_hz = 1e6});
+    p.start();
+    p.wait();
+    REQUIRE(got.size() == 500);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        CHECK(got[i] == static_cast<int>(17 * i + 16));
+    }
+    CHECK(dropped_for(channel_of(p.snapshot(), "a"), "rate_limited") == 16 * 500);
+}
+
 TEMPLATE_TEST_CASE("pipeline: a paced stage takes the newest item and counts what it skips as rate_limited",
                    "", int, frozen_int) {
     // A fast source fills a 64-deep ring; a sink paced at 2 kHz takes the newest item each turn.

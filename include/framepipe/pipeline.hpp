@@ -147,7 +147,9 @@ private:
 struct stage_options {
     // Pacing. A source calls its function at most this often. A stage or sink takes at most
     // this many items per second: it waits its turn, then takes the newest item its input holds;
-    // the older ones it passes over are counted as rate_limited on that input. 0: unpaced.
+    // the older ones it passes over are counted as rate_limited on that input. It passes over at
+    // most the input's capacity per turn (4096 for an input that reports none), so a producer
+    // that keeps the input full cannot hold it in that skip for ever. 0: unpaced.
     double max_rate_hz = 0;
     // Threads running the function of a stage or sink, all taking from the same input (sources
     // have one). The function is then called from several threads at once.
@@ -374,6 +376,17 @@ struct channel_entry {
     bool inline_filtered = false; // max_age or drop_older_epochs: an item may not bypass it
     inline_gate* gate = nullptr;
 };
+
+// The most items a paced stage passes over in one turn: its input's capacity, enough to reach
+// the newest item the input held when the turn came (the first `capacity` pops take every item
+// then there), and finite, so that a producer that refills the input as fast as the stage takes
+// cannot keep it skipping. A channel that reports no capacity (0: not bounded by items) gets
+// unbounded_input_skip. Calls describe(): once per worker, at its start.
+inline constexpr std::size_t unbounded_input_skip = 4096;
+inline std::size_t max_skip(const channel_entry& c) {
+    const std::size_t capacity = c.describe().capacity;
+    return capacity != 0 ? capacity : unbounded_input_skip;
+}
 
 // Which of a worker's items are timed (two clock reads, a histogram record). Every one while
 // items are slow, so that the figures are exact where they matter (frames: an item takes
@@ -1457,6 +1470,7 @@ private:
             gate->ctx = &ctx;
             gate->release(); // opens it
         }
+        const std::size_t max_skip = self.pace ? detail::max_skip(*self.input) : 0;
         for (;;) {
             popped item = in.pop(ctx.stop_token());
             if (!item) {
@@ -1475,7 +1489,11 @@ private:
                 // slower than the period is always granted at once; what piled up meanwhile is
                 // passed over all the same.)
                 if constexpr (requires { { in.try_pop() } -> std::same_as<popped>; }) {
-                    while (popped n = in.try_pop()) {
+                    for (std::size_t k = 0; k < max_skip; ++k) {
+                        popped n = in.try_pop();
+                        if (!n) {
+                            break;
+                        }
                         if constexpr (std::is_move_assignable_v<popped>) {
                             item = std::move(n);
                         } else {
