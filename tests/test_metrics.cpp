@@ -59,6 +59,32 @@ TEST_CASE("latency_histogram: quantiles of a known distribution within bucket er
     CHECK(near(h.quantile(1.0), 1000us));
 }
 
+TEST_CASE("latency_histogram: a quantile is the nearest rank, ceil(q * count)") {
+    // 31 samples at 1 us, 2 at 1 ms: the 0.95-quantile is the 32nd sample (ceil(31.35)), 1 ms;
+    // rounding the rank took the 31st. A product meant to be whole keeps its rank: with 100
+    // samples, 95 at 1 us, the 0.95-quantile is the 95th, not the 96th.
+    const auto near = [](std::chrono::nanoseconds got, std::chrono::nanoseconds want) {
+        return latency_histogram::index_of(static_cast<std::uint64_t>(got.count())) ==
+               latency_histogram::index_of(static_cast<std::uint64_t>(want.count()));
+    };
+    latency_histogram h;
+    for (int i = 0; i < 31; ++i) {
+        h.record(1us);
+    }
+    h.record(1ms);
+    h.record(1ms);
+    CHECK(near(h.quantile(0.95), 1ms));
+    CHECK(near(h.quantile(0.93), 1us)); // ceil(30.69) = 31
+    latency_histogram k;
+    for (int i = 0; i < 100; ++i) {
+        k.record(i < 95 ? 1us : 1ms);
+    }
+    CHECK(near(k.quantile(0.95), 1us));
+    CHECK(near(k.quantile(0.96), 1ms));
+    CHECK(near(k.quantile(0.0), 1us));
+    CHECK(near(k.quantile(1.0), 1ms));
+}
+
 TEST_CASE("latency_histogram: negative durations count as zero") {
     latency_histogram h;
     h.record(-5ns);

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <bit>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -54,7 +55,8 @@ public:
     }
 
     // The q-quantile as the midpoint of its bucket; 0 when nothing was recorded. q is clamped to
-    // [0, 1]; NaN counts as 0. Any thread; lock-free; O(bucket_count). Concurrent records may or
+    // [0, 1]; NaN counts as 0. The sample taken is the nearest rank, ceil(q * count) (at least
+    // the first): with 33 samples, the 0.95-quantile is the 32nd. Any thread; lock-free; O(bucket_count). Concurrent records may or
     // may not be included.
     [[nodiscard]] std::chrono::nanoseconds quantile(double q) const noexcept {
         std::uint64_t total = 0;
@@ -65,9 +67,12 @@ public:
             return std::chrono::nanoseconds::zero();
         }
         q = q > 0 ? (q > 1 ? 1 : q) : 0; // NaN fails q > 0
-        // The rank of the wanted sample, 1-based; at least 1.
-        auto rank = static_cast<std::uint64_t>(q * static_cast<double>(total) + 0.5);
-        rank = rank == 0 ? 1 : (rank > total ? total : rank);
+        // The rank of the wanted sample, 1-based; at least 1. q is first moved one step down,
+        // so that a product meant to be whole (0.95 * 100) cannot round above it and take the
+        // next rank.
+        const double at = std::ceil(std::nextafter(q, 0.0) * static_cast<double>(total));
+        const std::uint64_t rank =
+            at < 1 ? 1 : (at < static_cast<double>(total) ? static_cast<std::uint64_t>(at) : total);
         std::uint64_t seen = 0;
         for (std::size_t i = 0; i < bucket_count; ++i) {
             seen += buckets_[i].load(std::memory_order_relaxed);
