@@ -378,3 +378,19 @@ TEST_CASE("to_prometheus: a link's figures as counters and a state gauge, labels
     CHECK(latin1.find("link=\"cam\xEF\xBF\xBDra\"") != std::string::npos);
     CHECK(latin1.find("\xe9") == std::string::npos);
 }
+
+TEST_CASE("dropped_at_stop: in counters' snapshot, the source status and the Prometheus text") {
+    tp::detail::counters c;
+    c.dropped_at_stop.fetch_add(7);
+    const auto s = c.snapshot();
+    CHECK(s.dropped_at_stop == 7);
+    const auto status = tp::detail::to_source_status(s);
+    const auto it =
+        std::find_if(status.counters.begin(), status.counters.end(),
+                     [](const auto& m) { return m.name == "transport_dropped_at_stop"; });
+    REQUIRE(it != status.counters.end());
+    CHECK(it->value == 7.0);
+    const auto text = tp::to_prometheus(s, "p", "frames-in");
+    CHECK(text.find("framepipe_transport_dropped_at_stop_total{pipeline=\"p\",link=\"frames-"
+                    "in\"} 7\n") != std::string::npos);
+}

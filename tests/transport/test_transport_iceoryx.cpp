@@ -366,6 +366,34 @@ TEST_CASE("iceoryx: stop() ends the receiving thread's push into a full channel 
     CHECK(out.size() == 1);
 }
 
+TEST_CASE("iceoryx: chunks still queued at stop() are given back and counted dropped_at_stop") {
+    roudi::ensure();
+    constexpr std::uint64_t n = 10;
+    // The frames wait in the publisher's history: the receiver's queue gets all ten at once
+    // when it connects.
+    tp::iceoryx_publisher<tp::bytes_codec> pub(
+        {.service = {.instance = "dropped-at-stop"}, .history = n});
+    for (std::uint8_t i = 0; i < n; ++i) {
+        REQUIRE(pub.send(frame(16, i)) == tp::send_status::sent);
+    }
+    framepipe::ring<handle> out(1, framepipe::overflow::block); // nobody pops
+    tp::iceoryx_receiver<tp::bytes_codec> rx(
+        {.service = {.instance = "dropped-at-stop"}, .queue_capacity = 16, .history = n});
+    rx.start(out);
+    // The first frame fills the ring, the push of the second waits for room, and the other
+    // eight wait in the subscriber's queue.
+    wait_until([&] { return rx.stats().delivered >= 2; });
+    rx.stop();
+    const auto s = rx.stats();
+    CHECK(s.delivered == 1);
+    CHECK(s.refused == 1); // the cancelled push
+    CHECK(s.dropped_at_stop == n - 2);
+    CHECK(s.received == 2); // the dropped ones are not
+    CHECK(s.lost_in_transport == 0);
+    CHECK(pub.stats().sent == s.delivered + s.refused + s.dropped_at_stop);
+    CHECK(out.size() == 1);
+}
+
 TEST_CASE("iceoryx: a push or a decode that throws is counted, its chunk given back, and the "
           "receiver goes on") {
     roudi::ensure();

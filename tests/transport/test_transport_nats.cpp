@@ -1218,7 +1218,7 @@ TEST_CASE("nats: stop() ends wait(), for a thread waiting and for a later call")
     CHECK(rx.wait(requested.get_token())); // ended already: true at once
 }
 
-TEST_CASE("nats: messages queued behind a push that stop() ends are skipped, not counted") {
+TEST_CASE("nats: messages queued behind a push that stop() ends are dropped and counted") {
     nats_server server;
     tp::nats_connection nc({.servers = {server.url()}});
     gated_channel out;
@@ -1234,7 +1234,7 @@ TEST_CASE("nats: messages queued behind a push that stop() ends are skipped, not
     out.wait_entered(); // the first waits in push
     const long delivery = out.thread.load();
     // stop() asks that push to stop, then waits at the seam until the delivery thread has
-    // gone past the other two and sleeps (or, not skipping them, has pushed them too).
+    // gone past the other two and sleeps (or, not dropping them, has pushed them too).
     stop_hold.arm([&] {
         return out.left_count() >= 1 && framepipe_test::in_futex_wait(delivery).value_or(true);
     });
@@ -1243,7 +1243,79 @@ TEST_CASE("nats: messages queued behind a push that stop() ends are skipped, not
     const auto s = rx.stats();
     CHECK(s.received == 1);
     CHECK(s.refused == 1);
+    CHECK(s.dropped_at_stop == 2); // taken after stop() began: not handed out, not received
+    CHECK(pub.stats().sent == s.delivered + s.refused + s.dropped_at_stop);
     out.close();
+}
+
+TEST_CASE("nats: stop() drains the client's queue: each message counted, each frame acknowledged") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    gated_channel out; // its push waits until the receiver stops
+    const std::string subject = "framepipe.t.drain.frames";
+    const std::string receipts = "framepipe.t.drain.receipts";
+    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = subject,
+                                               .queue_group = "g",
+                                               .pending_messages = 64,
+                                               .receipt_subject = receipts});
+    rx.start(out);
+    tp::nats_publisher<tp::bytes_codec> pub(
+        nc, {.subject = subject, .receipt_subject = receipts, .loss_horizon = 60s});
+    constexpr std::uint64_t n = 20;
+    for (std::uint64_t i = 0; i < n; ++i) {
+        REQUIRE(pub.send(payload(16)) == tp::send_status::sent);
+    }
+    // One connection: when the flush returns, all twenty are in the subscription's queue or
+    // taken; the first waits in push, so the other nineteen wait in nats.c behind it.
+    REQUIRE(natsConnection_Flush(nc.get()) == NATS_OK);
+    out.wait_entered();
+    rx.stop(); // cancels that push, then drains the nineteen through the callback
+    const auto s = rx.stats();
+    CHECK(s.refused == 1);
+    CHECK(s.delivered == 0);
+    CHECK(s.received == 1);
+    CHECK(s.dropped_at_stop == n - 1);
+    CHECK(s.lost_in_transport == 0);
+    CHECK(s.slow_consumer_dropped == 0);
+    CHECK(pub.stats().sent == s.delivered + s.refused + s.dropped_at_stop);
+    // Each dropped frame was read as far as its envelope, so each reached the publisher's
+    // ledger as acknowledged (it reached a member), none as lost.
+    pub.settle(60s);
+    const auto p = pub.stats();
+    CHECK(p.acknowledged == n);
+    CHECK(p.lost_in_transport == 0);
+    out.close();
+}
+
+TEST_CASE("nats: what nats.c discards when stop() cannot drain is counted dropped_at_stop") {
+    // The push ignores stop tokens: the drain cannot end while it waits, so stop() gives up
+    // after its 2 s and unsubscribes, and nats.c discards the nineteen messages queued behind
+    // the push, unread. on_complete counts them once the push has returned. Static: the channel
+    // outlives the callback's thread, which the test cannot join.
+    static gated_channel out;
+    out.takes_stop_token = false;
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    const std::string subject = "framepipe.t.undrained.frames";
+    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = subject, .pending_messages = 64});
+    rx.start(out);
+    tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = subject});
+    constexpr std::uint64_t n = 20;
+    for (std::uint64_t i = 0; i < n; ++i) {
+        REQUIRE(pub.send(payload(16)) == tp::send_status::sent);
+    }
+    REQUIRE(natsConnection_Flush(nc.get()) == NATS_OK); // one connection: all twenty are in
+    out.wait_entered();
+    rx.stop(); // returns within its bound, the push still waiting
+    CHECK(rx.stats().dropped_at_stop == 0); // the subscription has not completed yet
+    out.close();                            // the push returns (closed: refused)
+    CHECK(eventually([&] { return rx.stats().dropped_at_stop == n - 1; }));
+    const auto s = rx.stats();
+    CHECK(s.refused == 1);
+    CHECK(s.delivered == 0);
+    CHECK(s.received == 1);
+    CHECK(s.dropped_at_stop == n - 1);
+    CHECK(pub.stats().sent == s.delivered + s.refused + s.dropped_at_stop);
 }
 
 TEST_CASE("nats: a connected receiver that gets nothing for stall_timeout says stalled") {

@@ -385,7 +385,11 @@ public:
     }
 
     // Stops the thread and unsubscribes (handles already given out stay valid; a handle whose
-    // push was cancelled is counted as refused). Any thread but the receiver's. Returns within
+    // push was cancelled is counted as refused). The chunks still queued for this receiver are
+    // taken, their envelopes read (for the gaps), given back and counted dropped_at_stop; a
+    // publisher's chunks that reach the queue after that, until RouDi has taken the unsubscribe
+    // (its discovery loop, every 100 ms in iceoryx 2.0), are not counted and go back with the
+    // receiver's port. Any thread but the receiver's. Returns within
     // about 100 ms (the thread's wait for chunks) once the push in progress returns: a push that
     // takes the stop token returns at once; an output channel whose push blocks and takes no
     // std::stop_token must be closed, or make room, for stop() (and the destructor) to return.
@@ -446,6 +450,7 @@ private:
     template <class Out>
     void run(Out& out, std::stop_token stop) {
         auto& c = *core_;
+        detail::gap_counter gaps;
         {
             iox::popo::WaitSet<1> waitset;
             {
@@ -455,13 +460,12 @@ private:
                     c.counters.error("iceoryx: cannot attach the subscriber to a waitset");
                 }
             }
-            detail::gap_counter gaps;
             auto last = std::chrono::steady_clock::now();
             bool any = false;
             while (!stop.stop_requested()) {
                 (void)waitset.timedWait(iox::units::Duration::fromMilliseconds(100));
                 bool got = false;
-                while (!stop.stop_requested()) { // chunks left at stop go back as it unsubscribes
+                while (!stop.stop_requested()) { // chunks left at stop: dropped below
                     const void* payload = nullptr;
                     {
                         const std::lock_guard<std::mutex> lock(c.mu);
@@ -490,9 +494,20 @@ private:
             const std::lock_guard<std::mutex> lock(c.mu);
             waitset.detachState(c.subscriber, iox::popo::SubscriberState::HAS_DATA);
         }
-        {
-            const std::lock_guard<std::mutex> lock(c.mu);
-            c.subscriber.unsubscribe();
+        // The chunks queued at stop: handle() counts each dropped_at_stop (the stop is requested)
+        // and gives it back. The lock is not held across handle(), which takes it to release.
+        for (;;) {
+            const void* payload = nullptr;
+            {
+                const std::lock_guard<std::mutex> lock(c.mu);
+                auto r = c.subscriber.take();
+                if (r.has_error()) {
+                    c.subscriber.unsubscribe(); // the queue is empty (see stop())
+                    break;
+                }
+                payload = r.value();
+            }
+            handle(out, payload, gaps, stop);
         }
         c.counters.state.store(live_state::stopped, std::memory_order_relaxed);
         const std::lock_guard<std::mutex> lock(ended_mu_);
@@ -500,8 +515,9 @@ private:
         ended_cv_.notify_all();
     }
 
-    // Reads one chunk and hands it out. Never throws: what goes wrong is counted (and the
-    // chunk given back), the thread goes on.
+    // Reads one chunk and hands it out (once `stop` is requested, counts it dropped_at_stop
+    // instead). Never throws: what goes wrong is counted (and the chunk given back), the thread
+    // goes on.
     template <class Out>
     void handle(Out& out, const void* payload, detail::gap_counter& gaps,
                 const std::stop_token& stop) noexcept {
@@ -541,8 +557,14 @@ private:
             }
             const envelope& e = *d.header;
             const auto g = gaps.see(e.sender_id, e.link_seq);
-            c.counters.received.fetch_add(1, std::memory_order_relaxed);
-            c.counters.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
+            // Once stop() has begun, a chunk that would be handed out is given back instead
+            // (dropped_at_stop, not received), its envelope read so that its gap counts.
+            const bool at_stop =
+                !g.out_of_order && e.kind == options_.kind && stop.stop_requested();
+            if (!at_stop) {
+                c.counters.received.fetch_add(1, std::memory_order_relaxed);
+                c.counters.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
+            }
             c.counters.lost_in_transport.fetch_add(g.lost, std::memory_order_relaxed);
             detail::note_lost(out, g.lost);
             if (g.new_sender) {
@@ -556,6 +578,10 @@ private:
                 return;
             }
             if (e.kind != options_.kind) {
+                return;
+            }
+            if (at_stop) {
+                c.counters.dropped_at_stop.fetch_add(1, std::memory_order_relaxed);
                 return;
             }
             bool threw = false; // decode must not throw; one that does is counted as malformed

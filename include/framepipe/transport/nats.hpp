@@ -103,8 +103,9 @@
 #define FRAMEPIPE_DETAIL_NATS_RECEIPT_HOOK() ((void)0)
 #endif
 // FRAMEPIPE_DETAIL_NATS_STOP_HOOK(): a test seam of the same kind, called in a receiver's stop()
-// after it asked a waiting push to stop and before it unsubscribes: the test holds stop() there
-// while the delivery thread goes on to the messages queued behind that push, which it must skip.
+// after it asked a waiting push to stop and before it drains the subscription: the test holds
+// stop() there while the delivery thread goes on to the messages queued behind that push, which
+// it must drop and count (dropped_at_stop).
 #if !defined(FRAMEPIPE_DETAIL_NATS_STOP_HOOK)
 #define FRAMEPIPE_DETAIL_NATS_STOP_HOOK() ((void)0)
 #endif
@@ -1026,15 +1027,16 @@ public:
         }
     }
 
-    // Ends the run: a push waiting in the output channel is asked to stop (its stop_token),
-    // later messages are skipped, the subscription goes, and stop() waits (at most 2 s) for a
-    // callback in progress to return; one that does not (a push that ignores stop tokens) keeps
-    // running on nats.c's thread, on state it owns a share of: `out` must then outlive it.
-    // The subscription's handle goes to the connection, which frees it later
-    // (nats_connection::retire: then, every max_retired-th time, a flush of at most 1 s); the
-    // unsubscribe's write waits at most write_deadline. Handles already given out stay valid.
-    // The state is stopped from now on. Any thread but nats.c's; idempotent; ends wait(); never
-    // throws.
+    // Ends the run: a push waiting in the output channel is asked to stop (its stop_token) and
+    // counts its message refused; the messages after it, those still queued in the client
+    // included, are discarded and counted (dropped_at_stop: end_at_stop() says how, and which
+    // few may not be). stop() waits at most 2 s in all for the last callback to return; one that
+    // does not (a push that ignores stop tokens) keeps running on nats.c's thread, on state it
+    // owns a share of: `out` must then outlive it. The subscription's handle goes to the
+    // connection, which frees it later (nats_connection::retire: then, every max_retired-th
+    // time, a flush of at most 1 s); the drain's and the unsubscribe's writes each wait at most
+    // write_deadline. Handles already given out stay valid. The state is stopped from now on.
+    // Any thread but nats.c's; idempotent; ends wait(); never throws.
     void stop() noexcept {
         natsSubscription* sub = nullptr;
         std::shared_ptr<detail::completion> done;
@@ -1050,7 +1052,7 @@ public:
         state_->stop.request_stop();
         FRAMEPIPE_DETAIL_NATS_STOP_HOOK();
         if (sub != nullptr) {
-            end(sub, done);
+            end_at_stop(sub, done);
         }
         watch_->end();
     }
@@ -1125,10 +1127,29 @@ private:
         // The highest slow-consumer drop count nats.c gave: natsSubscription_GetDropped fails
         // once the connection has closed the subscription, so the count is kept here.
         std::atomic<std::uint64_t> dropped{0};
-        std::stop_source stop; // stop(): ends a waiting push, skips later messages
+        std::stop_source stop; // stop(): ends a waiting push, drops later messages
+        // Messages nats.c handed to on_message: written and read on nats.c's thread only.
+        std::atomic<std::int64_t> taken{0};
+        // What nats.c held for the subscription (delivered + pending) just before stop()
+        // unsubscribed it without a drain; -1: it did not. on_complete counts the difference.
+        std::atomic<std::int64_t> held_at_unsubscribe{-1};
         // Set by start() before the subscription exists, then read by its callbacks only.
         void* output = nullptr;
         void (*handler)(state&, void*, natsMsg*) = nullptr;
+
+        // The messages nats.c discarded unread when stop() unsubscribed: those it held then,
+        // less those on_message has had since the subscription began. nats.c's thread, in
+        // on_complete: after the last message callback, so none is counted twice.
+        void count_discarded() noexcept {
+            // Acquire: pairs with end_at_stop()'s release (also ordered by nats.c's lock on the
+            // subscription, which the unsubscribe and the delivery thread's exit both take).
+            const auto held = held_at_unsubscribe.load(std::memory_order_acquire);
+            const auto had = taken.load(std::memory_order_relaxed); // this thread's own count
+            if (held > had) {
+                counters.dropped_at_stop.fetch_add(static_cast<std::uint64_t>(held - had),
+                                                   std::memory_order_relaxed);
+            }
+        }
 
         // Reads the subscription's drop count into `dropped` (a high-water mark). Any thread.
         void note_dropped(natsSubscription* sub) noexcept {
@@ -1153,10 +1174,11 @@ private:
             void operator()(natsMsg* m) const noexcept { natsMsg_Destroy(m); }
         };
 
-        // One message: counted, checked, decoded and handed to `out`. Nothing escapes to nats.c:
-        // a codec that throws counts the message malformed, an output that throws (or an
-        // allocation that fails) counts it refused; last_error says which, and the next message
-        // is taken as usual.
+        // One message: counted, checked, decoded and handed to `out` (once stop() has begun,
+        // counted dropped_at_stop instead of decoded). Nothing escapes to nats.c: a codec that
+        // throws counts the message malformed, an output that throws (or an allocation that
+        // fails) counts it refused; last_error says which, and the next message is taken as
+        // usual.
         template <class Out>
         void take(Out& out, natsMsg* raw) noexcept {
             std::unique_ptr<natsMsg, msg_deleter> msg(raw);
@@ -1174,14 +1196,25 @@ private:
                     return;
                 }
                 const envelope& e = *d.header;
-                c.received.fetch_add(1, std::memory_order_relaxed);
-                c.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
+                const auto count_received = [&] {
+                    c.received.fetch_add(1, std::memory_order_relaxed);
+                    c.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
+                };
                 if (e.kind == message_kind::receipt && options.kind != message_kind::receipt) {
                     // Receipts share a subject with results (....results): counted, skipped, and
                     // kept out of the gaps (their link_seq is the acknowledged frame's).
+                    count_received();
                     return;
                 }
                 const auto g = gaps.see(e.sender_id, e.link_seq);
+                // Once stop() has begun, a message that would be handed out is discarded
+                // (dropped_at_stop, not received): read as far as its envelope, so that its gap
+                // counts and a queue group's publisher gets its receipt (it reached a member).
+                const bool at_stop =
+                    !g.out_of_order && e.kind == options.kind && stop.stop_requested();
+                if (!at_stop) {
+                    count_received();
+                }
                 if (g.new_sender) {
                     c.senders.fetch_add(1, std::memory_order_relaxed);
                 }
@@ -1202,6 +1235,10 @@ private:
                     send_receipt(e);
                 }
                 if (e.kind != options.kind) {
+                    return;
+                }
+                if (at_stop) {
+                    c.dropped_at_stop.fetch_add(1, std::memory_order_relaxed);
                     return;
                 }
                 std::optional<view_type> view;
@@ -1297,6 +1334,47 @@ private:
         nc_.retire(sub);
     }
 
+    // stop()'s end of the subscription. Connected, it drains it (natsSubscription_DrainTimeout):
+    // nats.c goes on handing on_message what it holds, and what the server sends until it has
+    // the unsubscribe, and take() counts each dropped_at_stop (the stop is requested), reading
+    // its envelope (gaps, receipts); on_complete follows the last. When the drain cannot start,
+    // is not tried (disconnected: its flush would wait for the server) or does not end within
+    // the 2 s (a callback held in a push that ignores stop tokens, a server slow to answer), it
+    // unsubscribes instead, after one read of what nats.c holds (delivered + pending, under its
+    // lock); on_complete counts what nats.c then discarded unread (count_discarded). Uncounted:
+    // messages that reach the subscription between that read and the unsubscribe (none while
+    // disconnected, nor after a drain's flush: the server sends nothing more), and what a
+    // connection that closed (or a subscription without on_complete) discarded.
+    void end_at_stop(natsSubscription* sub,
+                     const std::shared_ptr<detail::completion>& done) noexcept {
+        if (done == nullptr) {
+            end(sub, done);
+            return;
+        }
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        const auto left = [&] {
+            return std::max(std::chrono::steady_clock::duration::zero(),
+                            deadline - std::chrono::steady_clock::now());
+        };
+        // nats.c's own drain timeout is longer than the wait: nats.c never closes the
+        // subscription (discarding what it holds, uncounted) before the fallback has read it.
+        if (nc_.connected() && natsSubscription_DrainTimeout(sub, 4000) == NATS_OK &&
+            done->wait_for(left())) {
+            nc_.retire(sub);
+            return;
+        }
+        int pending = 0;
+        std::int64_t delivered = 0;
+        if (natsSubscription_GetStats(sub, &pending, nullptr, nullptr, nullptr, &delivered,
+                                      nullptr) == NATS_OK) {
+            // Release: on_complete reads it (see count_discarded).
+            state_->held_at_unsubscribe.store(delivered + pending, std::memory_order_release);
+        }
+        (void)natsSubscription_Unsubscribe(sub); // fails if closed: on_complete came, or comes
+        (void)done->wait_for(left());
+        nc_.retire(sub);
+    }
+
     // A subscription's share: given to nats.c with it, deleted by its on_complete.
     struct closure_type {
         std::shared_ptr<state> s;
@@ -1305,15 +1383,14 @@ private:
 
     static void on_message(natsConnection*, natsSubscription* sub, natsMsg* msg, void* closure) {
         state& s = *static_cast<closure_type*>(closure)->s;
+        // Relaxed: read on this same thread only (on_complete).
+        s.taken.fetch_add(1, std::memory_order_relaxed);
         s.note_dropped(sub); // while the subscription is open: its drops outlive a closed one
-        if (s.stop.stop_requested()) {
-            natsMsg_Destroy(msg);
-            return;
-        }
-        s.handler(s, s.output, msg);
+        s.handler(s, s.output, msg); // after stop() began, take() counts it dropped_at_stop
     }
     static void on_complete(void* closure) {
         auto* owner = static_cast<closure_type*>(closure);
+        owner->s->count_discarded(); // before complete(): stop() returns with it counted
         owner->done->complete();
         delete owner; // the last callback of the subscription has returned
     }

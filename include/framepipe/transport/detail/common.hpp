@@ -263,7 +263,8 @@ struct transport_stats {
     std::uint64_t disconnected = 0;
     std::uint64_t send_failed = 0;
     // Receiving.
-    std::uint64_t received = 0; // well-formed messages taken from the transport
+    // Well-formed messages taken from the transport and read (not those dropped_at_stop).
+    std::uint64_t received = 0;
     std::uint64_t bytes_received = 0;
     std::uint64_t malformed = 0; // counted and skipped
     std::uint64_t lost_in_transport = 0;
@@ -279,6 +280,12 @@ struct transport_stats {
     // receiver's stop(); either receiver (iceoryx or NATS) also counts a push that threw
     // (last_error: why).
     std::uint64_t refused = 0;
+    // Messages the transport had handed to this receiver that its stop() discarded unhanded:
+    // those still queued in the client (the NATS subscription, the iceoryx subscriber's queue)
+    // and those taken after stop() began. Neither received nor delivered: their envelopes are
+    // read for the gaps (and a queue group's receipts), their payloads never decoded; the few
+    // nats.c discards unread when stop() cannot drain the subscription are counted too.
+    std::uint64_t dropped_at_stop = 0;
     std::uint64_t senders = 0;   // distinct senders seen
     // Receipts (queue groups): the publisher's side of the accounting.
     std::uint64_t acknowledged = 0;     // frames some receiver acknowledged
@@ -295,8 +302,8 @@ struct counters {
     std::atomic<std::uint64_t> epoch{0}, connects{0}, reconnects{0}, disconnects{0}, sent{0},
         bytes_sent{0}, no_buffer{0}, too_large{0}, disconnected{0}, send_failed{0}, received{0},
         bytes_received{0}, malformed{0}, lost_in_transport{0}, out_of_order{0}, link_resets{0},
-        slow_consumer_dropped{0}, delivered{0}, refused{0}, senders{0}, acknowledged{0},
-        late_receipts{0}, pending_receipts{0};
+        slow_consumer_dropped{0}, delivered{0}, refused{0}, dropped_at_stop{0}, senders{0},
+        acknowledged{0}, late_receipts{0}, pending_receipts{0};
     mutable std::mutex error_mu;
     std::string last_error; // guarded by error_mu
 
@@ -330,6 +337,7 @@ struct counters {
         s.slow_consumer_dropped = r(slow_consumer_dropped);
         s.delivered = r(delivered);
         s.refused = r(refused);
+        s.dropped_at_stop = r(dropped_at_stop);
         s.senders = r(senders);
         s.acknowledged = r(acknowledged);
         s.late_receipts = r(late_receipts);
@@ -652,6 +660,8 @@ void deliver(Out& out, H&& h, counters& c, const std::stop_token& stop) {
          n(st.slow_consumer_dropped)},
         {"transport_delivered", "Messages handed to the output channel.", n(st.delivered)},
         {"transport_refused", "Messages the output channel did not accept.", n(st.refused)},
+        {"transport_dropped_at_stop", "Messages the receiver's stop() discarded unhanded.",
+         n(st.dropped_at_stop)},
     };
     out.gauges = {
         {"epoch", "The transport's current connection number.", n(st.epoch)},
@@ -746,6 +756,8 @@ std::uint64_t pump(Publisher& out, In& in, std::stop_token stop) {
     counter("malformed", "Messages that could not be read (counted and skipped).", s.malformed);
     counter("slow_consumer_dropped", "Messages the client dropped over its pending limit.",
             s.slow_consumer_dropped);
+    counter("dropped_at_stop", "Messages a receiver's stop() discarded unhanded.",
+            s.dropped_at_stop);
     counter("reconnects", "Connections made after the first.", s.reconnects);
     out += "# HELP framepipe_transport_state 1 for the link's state, 0 for the others.\n";
     out += "# TYPE framepipe_transport_state gauge\n";
