@@ -1,5 +1,6 @@
 // examples/common/gst_capture.cpp - see gst_capture.hpp.
 #include "common/gst_capture.hpp"
+#include "common/uri_scheme.hpp"
 
 #include <gst/app/gstappsink.h>
 #include <gst/gst.h>
@@ -51,10 +52,6 @@ std::string one_line(std::string s) {
         s.pop_back();
     }
     return s;
-}
-
-bool starts_with(std::string_view s, std::string_view prefix) {
-    return s.substr(0, prefix.size()) == prefix;
 }
 
 std::string ms_text(nanoseconds d) {
@@ -110,31 +107,33 @@ source_spec classify(const gst_capture_options& o) {
         s.location = "/dev/video" + std::to_string(o.camera);
         return s;
     }
+    // Schemes in any case (RFC 3986 3.1); the elements get the URI with its scheme in lower
+    // case, the form they compare against.
     const std::string& uri = o.uri;
     if (uri.empty()) {
         s.error = "no URI, path or camera given";
-    } else if (starts_with(uri, "rtsp://") || starts_with(uri, "rtsps://") ||
-               starts_with(uri, "rtspt://")) {
+    } else if (has_scheme_prefix(uri, "rtsp://") || has_scheme_prefix(uri, "rtsps://") ||
+               has_scheme_prefix(uri, "rtspt://")) {
         s.kind = source_kind::rtsp;
-        s.location = uri;
+        s.location = with_lower_case_scheme(uri);
         if (o.rtsp_transport != "tcp" && o.rtsp_transport != "udp") {
             s.error = "rtsp_transport '" + o.rtsp_transport + "': must be tcp or udp";
         } else if (o.latency < 0ms || o.latency > std::chrono::milliseconds(INT_MAX)) {
             s.error = "latency: must be 0 ms or more";
         }
-    } else if (starts_with(uri, "http://") || starts_with(uri, "https://")) {
+    } else if (has_scheme_prefix(uri, "http://") || has_scheme_prefix(uri, "https://")) {
         s.kind = source_kind::http;
-        s.location = uri;
-    } else if (starts_with(uri, "v4l2://")) {
+        s.location = with_lower_case_scheme(uri);
+    } else if (has_scheme_prefix(uri, "v4l2://")) {
         s.kind = source_kind::camera;
         s.location = uri.substr(std::strlen("v4l2://"));
         if (s.location.empty()) {
             s.error = "'" + uri + "': no device (v4l2:///dev/videoN)";
         }
-    } else if (starts_with(uri, "file://")) {
+    } else if (has_scheme_prefix(uri, "file://")) {
         s.kind = source_kind::file;
         GError* err = nullptr;
-        gchar* path = g_filename_from_uri(uri.c_str(), nullptr, &err);
+        gchar* path = g_filename_from_uri(with_lower_case_scheme(uri).c_str(), nullptr, &err);
         if (path != nullptr) {
             s.location = path;
             g_free(path);
@@ -183,7 +182,8 @@ std::string pipeline_text(const gst_capture_options& o, const source_spec& s,
         // single-stream: inside, decodebin waits for a no-more-pads that multipartdemux never
         // sends on its own, and no frame ever comes out (measured).
         text = "souphttpsrc name=souphttpsrc" + quoted("location") +
-               " is-live=true do-timestamp=true ! multipartdemux single-stream=true";
+               " is-live=true do-timestamp=true ! multipartdemux name=multipartdemux"
+               " single-stream=true";
         break;
     case source_kind::file:
         text = "filesrc name=filesrc" + quoted("location");
@@ -294,9 +294,74 @@ struct gst_capture::impl {
     std::atomic<std::uint64_t> taken{0};   // samples taken from the appsink (open() and read())
     std::atomic<std::uint64_t> dropped{0}; // arrivals known to be dropped
     std::uint64_t last_taken_arrival = 0;  // the arrival number of the latest sample taken
-    std::uint64_t delivered = 0;           // samples read() returned (or failed to convert)
+    std::uint64_t delivered = 0;           // samples read() returned as frames
+    // Samples read() took and could not convert (to_frame() failed: read() said error): dropped
+    // for that reason, never delivered. Written by the reading thread; any thread reads it.
+    std::atomic<std::uint64_t> unconvertible{0};
+    std::uint64_t fail_conversions = 0; // fail_next_conversions_for_testing()
+
+    // HTTP MJPEG: the bytes multipartdemux was given since it last put out a part, and the most
+    // it ever was in this connection. A part without Content-Length ends at the next boundary
+    // only, and the demuxer keeps it whole until then: a part past options.max_part_bytes fails
+    // the stream (see on_demux_input). Written by the source's streaming thread (the demuxer
+    // pushes its parts from its chain function, on that same thread), read by any thread.
+    std::atomic<std::uint64_t> part_bytes{0};
+    std::atomic<std::uint64_t> largest_part{0};
+    std::atomic<bool> part_overflow{false};
+    GstElement* demux = nullptr; // multipartdemux (a reference), for the error it posts
 
     // -- streaming-thread callbacks ------------------------------------------------------------
+
+    // multipartdemux's input: counts the bytes of the part being assembled. A buffer that would
+    // take it past max_part_bytes is dropped, and so is every later one (the demuxer then holds
+    // no more than the cap), and an error naming the cap is posted on the bus once: read() (or
+    // open()) returns it, and a live source reconnects.
+    static GstPadProbeReturn on_demux_input(GstPad*, GstPadProbeInfo* info, gpointer self_) {
+        auto* self = static_cast<impl*>(self_);
+        std::uint64_t size = 0;
+        if ((GST_PAD_PROBE_INFO_TYPE(info) & GST_PAD_PROBE_TYPE_BUFFER) != 0) {
+            size = gst_buffer_get_size(GST_PAD_PROBE_INFO_BUFFER(info));
+        } else if ((GST_PAD_PROBE_INFO_TYPE(info) & GST_PAD_PROBE_TYPE_BUFFER_LIST) != 0) {
+            GstBufferList* list = GST_PAD_PROBE_INFO_BUFFER_LIST(info);
+            for (guint i = 0, n = gst_buffer_list_length(list); i < n; ++i) {
+                size += gst_buffer_get_size(gst_buffer_list_get(list, i));
+            }
+        }
+        if (self->part_overflow.load(std::memory_order_relaxed)) {
+            return GST_PAD_PROBE_DROP;
+        }
+        const auto cap = static_cast<std::uint64_t>(self->options.max_part_bytes);
+        const auto bytes = self->part_bytes.load(std::memory_order_relaxed) + size;
+        if (cap > 0 && bytes > cap) {
+            self->part_overflow.store(true, std::memory_order_relaxed);
+            const std::string text = "an HTTP MJPEG part of more than " + std::to_string(cap) +
+                                     " bytes without its end (max_part_bytes)";
+            GError* err = g_error_new_literal(GST_STREAM_ERROR, GST_STREAM_ERROR_DEMUX,
+                                              text.c_str());
+            gst_element_post_message(
+                self->demux,
+                gst_message_new_error(GST_OBJECT(self->demux), err,
+                                      "no boundary came within max_part_bytes of the last part"));
+            g_error_free(err);
+            return GST_PAD_PROBE_DROP;
+        }
+        self->part_bytes.store(bytes, std::memory_order_relaxed);
+        if (bytes > self->largest_part.load(std::memory_order_relaxed)) {
+            self->largest_part.store(bytes, std::memory_order_relaxed);
+        }
+        return GST_PAD_PROBE_OK;
+    }
+    // A part out of the demuxer: the next one starts from 0.
+    static GstPadProbeReturn on_demux_output(GstPad*, GstPadProbeInfo*, gpointer self_) {
+        static_cast<impl*>(self_)->part_bytes.store(0, std::memory_order_relaxed);
+        return GST_PAD_PROBE_OK;
+    }
+    static void on_demux_pad_added(GstElement*, GstPad* pad, gpointer self_) {
+        if (GST_PAD_IS_SRC(pad)) {
+            gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_BUFFER, &impl::on_demux_output, self_,
+                              nullptr);
+        }
+    }
 
     // rtspsrc: set up the first video stream only.
     static gboolean on_select_stream(GstElement*, guint, GstCaps* caps, gpointer self_) {
@@ -413,10 +478,15 @@ struct gst_capture::impl {
         return sample;
     }
 
-    // A sample read() returns.
-    GstSample* deliver(GstSample* sample) {
+    // A sample read() took, converted into `out`: counted as delivered when it became a frame,
+    // as unconvertible (and dropped) when it did not. The status read() returns.
+    status deliver(GstSample* sample, gst_frame& out, std::string& error) {
+        if (!to_frame(sample, out, error)) {
+            unconvertible.fetch_add(1, std::memory_order_relaxed);
+            return status::error;
+        }
         ++delivered;
-        return sample;
+        return status::frame;
     }
 
     bool is_key(GstClockTime pts) {
@@ -503,6 +573,12 @@ struct gst_capture::impl {
         const auto now = steady_clock::now();
         GstCaps* caps = gst_sample_get_caps(sample);
         GstBuffer* buffer = gst_sample_get_buffer(sample);
+        if (fail_conversions > 0) {
+            --fail_conversions;
+            gst_sample_unref(sample);
+            error = "appsink: unexpected caps (not BGR video; a failure made by a test)";
+            return false;
+        }
         if (caps == nullptr || buffer == nullptr) {
             gst_sample_unref(sample);
             error = "appsink: a sample without caps or buffer";
@@ -582,17 +658,23 @@ struct gst_capture::impl {
             // Synchronous: every streaming thread has stopped when it returns. rtspsrc's
             // TEARDOWN waits at most its teardown-timeout (100 ms).
             gst_element_set_state(pipeline, GST_STATE_NULL);
-            // Every streaming thread has stopped: whatever arrived and read() did not return
-            // (still in the appsink, or taken by open() and never read) was dropped.
+            // Every streaming thread has stopped: whatever arrived and read() neither returned
+            // nor failed to convert (still in the appsink, or taken by open() and never read)
+            // was dropped before read.
             const auto a = arrived.load(std::memory_order_relaxed);
-            if (a > delivered) {
-                dropped.store(std::max(dropped.load(std::memory_order_relaxed), a - delivered),
+            const auto accounted = delivered + unconvertible.load(std::memory_order_relaxed);
+            if (a > accounted) {
+                dropped.store(std::max(dropped.load(std::memory_order_relaxed), a - accounted),
                               std::memory_order_relaxed);
             }
         }
         if (appsink != nullptr) {
             gst_object_unref(appsink);
             appsink = nullptr;
+        }
+        if (demux != nullptr) {
+            gst_object_unref(demux);
+            demux = nullptr;
         }
         if (bus != nullptr) {
             gst_object_unref(bus);
@@ -650,6 +732,20 @@ std::uint64_t gst_capture::dropped_before_read() const noexcept {
     return std::max(dropped, arrived > taken + 2 ? arrived - taken - 2 : 0);
 }
 
+std::uint64_t gst_capture::largest_part_bytes() const noexcept {
+    return impl_ ? impl_->largest_part.load(std::memory_order_relaxed) : 0;
+}
+
+std::uint64_t gst_capture::unconvertible() const noexcept {
+    return impl_ ? impl_->unconvertible.load(std::memory_order_relaxed) : 0;
+}
+
+void gst_capture::fail_next_conversions_for_testing(std::uint64_t n) noexcept {
+    if (impl_) {
+        impl_->fail_conversions = n;
+    }
+}
+
 std::string gst_capture::describe(const gst_capture_options& options, std::string* error) {
     const auto s = classify(options);
     if (error != nullptr) {
@@ -681,6 +777,10 @@ std::string gst_capture::open(std::stop_token stop, nanoseconds timeout) {
     d.dropped = 0;
     d.last_taken_arrival = 0;
     d.delivered = 0;
+    d.unconvertible = 0;
+    d.part_bytes = 0;
+    d.largest_part = 0;
+    d.part_overflow = false;
     d.source = classify(d.options);
     if (!d.source.error.empty()) {
         return d.source.error;
@@ -736,6 +836,21 @@ std::string gst_capture::open(std::stop_token stop, nanoseconds timeout) {
         g_signal_connect(source, "select-stream", G_CALLBACK(&impl::on_select_stream), &d);
     }
     gst_object_unref(source);
+    if (d.source.kind == source_kind::http) {
+        // The part cap (see impl::on_demux_input): the demuxer's input, and its parts out.
+        d.demux = gst_bin_get_by_name(GST_BIN(pipeline), "multipartdemux");
+        GstPad* pad = d.demux != nullptr ? gst_element_get_static_pad(d.demux, "sink") : nullptr;
+        if (pad == nullptr) {
+            d.close();
+            return "cannot build the pipeline: its elements are missing";
+        }
+        gst_pad_add_probe(pad,
+                          static_cast<GstPadProbeType>(GST_PAD_PROBE_TYPE_BUFFER |
+                                                       GST_PAD_PROBE_TYPE_BUFFER_LIST),
+                          &impl::on_demux_input, &d, nullptr);
+        gst_object_unref(pad);
+        g_signal_connect(d.demux, "pad-added", G_CALLBACK(&impl::on_demux_pad_added), &d);
+    }
     g_signal_connect(pipeline, "deep-element-added", G_CALLBACK(&impl::on_element_added), &d);
     if (GstPad* pad = gst_element_get_static_pad(d.appsink, "sink"); pad != nullptr) {
         gst_pad_add_probe(pad,
@@ -806,8 +921,7 @@ gst_capture::status gst_capture::read(std::stop_token stop, nanoseconds timeout,
     }
     auto& d = *impl_;
     if (d.pending != nullptr) {
-        GstSample* sample = d.deliver(std::exchange(d.pending, nullptr));
-        return d.to_frame(sample, out, error) ? status::frame : status::error;
+        return d.deliver(std::exchange(d.pending, nullptr), out, error);
     }
     const auto deadline = steady_clock::now() + timeout;
     for (;;) {
@@ -818,8 +932,7 @@ gst_capture::status gst_capture::read(std::stop_token stop, nanoseconds timeout,
         if (GstSample* sample = gst_app_sink_try_pull_sample(
                 GST_APP_SINK(d.appsink),
                 static_cast<GstClockTime>(std::clamp(left, nanoseconds(0), slice).count()))) {
-            return d.to_frame(d.deliver(d.take(sample)), out, error) ? status::frame
-                                                                     : status::error;
+            return d.deliver(d.take(sample), out, error);
         }
         if (std::string text = d.bus_error(); !text.empty()) {
             error = std::move(text);

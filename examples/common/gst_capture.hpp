@@ -15,6 +15,7 @@
 //     rtsp://   rtspsrc protocols=tcp latency=200 drop-on-latency=true ! decodebin
 //     http(s):// souphttpsrc is-live=true do-timestamp=true ! multipartdemux single-stream=true
 //               ! decodebin                                    (MJPEG over multipart/x-mixed-replace)
+//                                                     (a part's bytes are capped: max_part_bytes)
 //     file      filesrc ! decodebin                   (a regular file: open() refuses a FIFO,
 //                                                      a device or a directory, on which
 //                                                      filesrc's blocking calls would hang)
@@ -25,7 +26,8 @@
 // never waits on the clock (sync=false): a slow reader gets the newest frame, and never lets
 // stale frames queue up in the decoder; the reader is never the pacer of a live source. The
 // frames dropped so are counted (dropped_before_read(): a pad probe numbers the frames reaching
-// the appsink, and each frame taken tells how many before it were not).
+// the appsink, and each frame taken tells how many before it were not). A frame read() takes
+// but cannot convert is dropped too, counted apart (unconvertible()), and never delivered.
 // Files are the exception: by default (realtime=false) every frame is delivered and the reader
 // is the pacer (drop=false, like cv::VideoCapture); with realtime=true a file plays at its own
 // rate against the clock (sync=true) and drops like a live source.
@@ -91,6 +93,7 @@
 #include <opencv2/core.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -104,7 +107,8 @@ enum class frame_memory { wrap, copy };
 
 struct gst_capture_options {
     // rtsp:// (also rtsps://), http(s):// (MJPEG over multipart/x-mixed-replace), file:// or a
-    // plain path, or v4l2:///dev/videoN. Ignored when camera >= 0.
+    // plain path, or v4l2:///dev/videoN; the scheme in any case (RTSP:// is rtsp://). Ignored
+    // when camera >= 0.
     std::string uri;
     // >= 0: the V4L2 camera /dev/video<camera>.
     int camera = -1;
@@ -119,6 +123,14 @@ struct gst_capture_options {
     bool realtime = false;
     // Decode only key frames (delta units are dropped before the decoder).
     bool key_frames_only = false;
+    // HTTP MJPEG: the most bytes the demuxer may hold of one part (from the end of the last
+    // part to the next boundary). A part sent without Content-Length ends only at the next
+    // boundary, and the demuxer keeps all of it until then: a camera that never sends one
+    // would grow the capture's memory until the stall timeout. Past the cap the stream fails
+    // (read() or open() report "... part of more than N bytes without its end
+    // (max_part_bytes)"; a live source reconnects). 0: no cap. 32 MiB is 100 times a
+    // 1080p JPEG of good quality.
+    std::size_t max_part_bytes = std::size_t{32} << 20;
     frame_memory memory = frame_memory::wrap;
 };
 
@@ -183,9 +195,23 @@ public:
     // each read() (the frames between two frames read), at most two behind while no read()
     // takes a frame (one may still be waiting, one on its way in), and once the connection is
     // closed: frames that reached the appsink == frames read() returned +
-    // dropped_before_read(). Never decreases within a connection. Kept through close(), back
-    // to 0 when open() starts the next connection. Any thread.
+    // dropped_before_read() + unconvertible(). Never decreases within a connection. Kept
+    // through close(), back to 0 when open() starts the next connection. Any thread.
     [[nodiscard]] std::uint64_t dropped_before_read() const noexcept;
+    // Decoded frames this connection dropped because read() took them and could not convert
+    // them into a gst_frame (caps that are not BGR video, a buffer that does not map): read()
+    // returned error for each, never the frame. Kept through close(), back to 0 when open()
+    // starts the next connection. Any thread (a relaxed counter).
+    [[nodiscard]] std::uint64_t unconvertible() const noexcept;
+    // HTTP MJPEG: the most bytes the demuxer held of one part in this connection (at most
+    // options().max_part_bytes when that is not 0; 0 for other sources). Kept through close(),
+    // back to 0 when open() starts the next connection. Any thread (a relaxed figure).
+    [[nodiscard]] std::uint64_t largest_part_bytes() const noexcept;
+
+    // Tests only: the next `n` frames read() takes fail to convert, as a frame of unexpected
+    // caps would (the pipeline's capsfilter lets no such frame through, so no input can make
+    // one). The reading thread, between reads.
+    void fail_next_conversions_for_testing(std::uint64_t n) noexcept;
 
     // The pipeline open() builds for `options`, with the user's strings (URI, device, path)
     // written in, for logs; "" with `error` set when the options are bad (an unknown scheme,

@@ -1,5 +1,6 @@
 // examples/common/live_camera.cpp - see live_camera.hpp.
 #include "common/live_camera.hpp"
+#include "common/uri_scheme.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -31,16 +32,12 @@ std::string seconds_text(nanoseconds d) {
     return buf;
 }
 
-bool starts_with(std::string_view s, std::string_view prefix) noexcept {
-    return s.substr(0, prefix.size()) == prefix;
-}
-
 }  // namespace
 
 bool is_live_uri(std::string_view uri) noexcept {
     for (const std::string_view scheme :
          {"rtsp://", "rtsps://", "rtspt://", "http://", "https://", "v4l2://"}) {
-        if (starts_with(uri, scheme)) {
+        if (has_scheme_prefix(uri, scheme)) {  // in any case (RFC 3986 3.1)
             return true;
         }
     }
@@ -66,6 +63,9 @@ public:
     }
     [[nodiscard]] std::uint64_t dropped_before_read() const noexcept override {
         return capture_.dropped_before_read();
+    }
+    [[nodiscard]] std::uint64_t unconvertible() const noexcept override {
+        return capture_.unconvertible();
     }
 
 private:
@@ -111,6 +111,8 @@ struct shared_state {
     std::atomic<std::uint64_t> skipped_current{0};
     std::atomic<std::uint64_t> dropped_closed{0};
     std::atomic<std::uint64_t> dropped_current{0};
+    std::atomic<std::uint64_t> unconvertible_closed{0}; // frames the reader could not convert
+    std::atomic<std::uint64_t> unconvertible_current{0};
     std::atomic<std::int64_t> start_ns{0};       // start(); 0: not started
     std::atomic<std::int64_t> stop_ns{0};        // stop(); 0: running
     std::atomic<std::int64_t> last_frame_ns{0};  // the last frame published; 0: none yet
@@ -209,6 +211,7 @@ framepipe::read_result<live_camera_backend::frame_type> live_camera_backend::rea
     const auto status = capture->read(std::move(stop), timeout, f, error);
     state->skipped_current.store(capture->skipped_before_decode(), std::memory_order_relaxed);
     state->dropped_current.store(capture->dropped_before_read(), std::memory_order_relaxed);
+    state->unconvertible_current.store(capture->unconvertible(), std::memory_order_relaxed);
     buffer->value = std::move(f.image);
     switch (status) {
         case gst_capture::status::frame:
@@ -233,6 +236,8 @@ void live_camera_backend::close() noexcept {
     state->skipped_current.store(0, std::memory_order_relaxed);
     state->dropped_closed.fetch_add(capture->dropped_before_read(), std::memory_order_relaxed);
     state->dropped_current.store(0, std::memory_order_relaxed);
+    state->unconvertible_closed.fetch_add(capture->unconvertible(), std::memory_order_relaxed);
+    state->unconvertible_current.store(0, std::memory_order_relaxed);
 }
 
 // -- the camera ---------------------------------------------------------------------------------
@@ -393,6 +398,8 @@ live_camera_stats live_camera::stats() const {
                                 s.skipped_current.load(std::memory_order_relaxed);
     out.dropped_before_read = s.dropped_closed.load(std::memory_order_relaxed) +
                               s.dropped_current.load(std::memory_order_relaxed);
+    out.unconvertible = s.unconvertible_closed.load(std::memory_order_relaxed) +
+                        s.unconvertible_current.load(std::memory_order_relaxed);
     const auto start = s.start_ns.load(std::memory_order_relaxed);
     if (start == 0) {
         return out;  // not started: offline, no figures
@@ -427,6 +434,9 @@ framepipe::source_status live_camera::status() const {
                             "Decoded frames dropped because a newer one came before they were "
                             "read.",
                             n(st.dropped_before_read)});
+    out.counters.push_back({"frames_unconvertible",
+                            "Decoded frames dropped because they could not be converted.",
+                            n(st.unconvertible)});
     out.gauges.push_back({"online", "1 while the source streams.", flag(stream_status::online)});
     out.gauges.push_back({"reconnecting", "1 while the source gets a lost connection back.",
                           flag(stream_status::reconnecting)});

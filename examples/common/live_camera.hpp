@@ -97,8 +97,8 @@ enum class stream_status { online, reconnecting, offline };
     return stream_status::offline;
 }
 
-// Whether `uri` names a live input (rtsp, rtsps, rtspt, http, https, v4l2), as opposed to a
-// file (a path or file://).
+// Whether `uri` names a live input (rtsp, rtsps, rtspt, http, https, v4l2; the scheme in any
+// case), as opposed to a file (a path or file://).
 [[nodiscard]] bool is_live_uri(std::string_view uri) noexcept;
 
 // What a live camera reads, one object per connection: a gst_capture by default, or what
@@ -122,6 +122,10 @@ public:
     // Frames this connection decoded and dropped before read() took them (gst_capture's
     // appsink keeps the newest); 0 for a reader that drops nothing. Read like the one above.
     [[nodiscard]] virtual std::uint64_t dropped_before_read() const noexcept { return 0; }
+    // Frames this connection took and dropped because they could not be converted (read()
+    // said error instead; gst_capture::unconvertible()); 0 for a reader that converts all.
+    // Read like the ones above.
+    [[nodiscard]] virtual std::uint64_t unconvertible() const noexcept { return 0; }
 };
 
 struct live_camera_options {
@@ -159,6 +163,9 @@ struct live_camera_stats {
     // keeps only the newest frame, so frames that came faster than the source read them (a
     // busy machine) are dropped there (gst_capture::dropped_before_read()).
     std::uint64_t dropped_before_read = 0;
+    // Decoded frames dropped because the reader could not convert them, over every connection
+    // (each one a read error: the connection is closed and opened again).
+    std::uint64_t unconvertible = 0;
 };
 
 class live_camera {
@@ -187,8 +194,8 @@ public:
     // Waits until the source reached a final state (true) or `stop` is requested (false).
     bool wait(std::stop_token stop);
     // The live source's state, counters and gauges, plus: counters frames_after_reconnect,
-    // frame_pool_misses and frames_dropped_before_read; gauges online, reconnecting, offline (1
-    // for the status it is in), offline_seconds, max_gap_seconds,
+    // frame_pool_misses, frames_dropped_before_read and frames_unconvertible; gauges online,
+    // reconnecting, offline (1 for the status it is in), offline_seconds, max_gap_seconds,
     // first_frame_after_reconnect_seconds (-1: none yet).
     [[nodiscard]] framepipe::source_status status() const;
     // "<uri>: no connection after N attempts in a row; last error: ..." once failed, else nullopt.

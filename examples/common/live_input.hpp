@@ -199,6 +199,7 @@ inline std::chrono::nanoseconds seconds_flag(const char* flag, double v, double 
         {"read_errors", l.read_errors},
         {"abandoned_calls", l.abandoned},
         {"frames", l.frames},
+        {"dropped_at_stop", l.dropped_at_stop},
         {"frames_after_reconnect", st.frames_after_reconnect},
         {"max_gap_ms", round2(st.max_gap_ms)},
         {"first_frame_after_reconnect_ms",
@@ -213,6 +214,7 @@ inline std::chrono::nanoseconds seconds_flag(const char* flag, double v, double 
         {"offline_for_s", round2(st.offline_for_s)},
         {"frame_pool_misses", st.pool_misses},
         {"frames_dropped_before_read", st.dropped_before_read},
+        {"frames_unconvertible", st.unconvertible},
     };
     return j;
 }

@@ -1,5 +1,6 @@
 // examples/common/synthetic_camera.cpp - see synthetic_camera.hpp.
 #include "common/synthetic_camera.hpp"
+#include "common/uri_scheme.hpp"
 
 #include <opencv2/imgproc.hpp>
 
@@ -158,7 +159,9 @@ std::optional<double> number(std::string_view& s) {
 
 } // namespace
 
-bool is_synthetic_uri(std::string_view uri) noexcept { return uri.substr(0, scheme.size()) == scheme; }
+bool is_synthetic_uri(std::string_view uri) noexcept {
+    return has_scheme_prefix(uri, scheme); // in any case (RFC 3986 3.1)
+}
 
 std::optional<synthetic_options> parse_synthetic_uri(std::string_view uri,
                                                      const synthetic_options& defaults,

@@ -40,7 +40,8 @@ struct synthetic_options {
     int number = 1; // drawn on the frames ("cam 1")
 };
 
-// Whether `uri` names a synthetic camera ("synthetic:" or "synthetic://...").
+// Whether `uri` names a synthetic camera ("synthetic:" or "synthetic://...", the scheme in any
+// case).
 [[nodiscard]] bool is_synthetic_uri(std::string_view uri) noexcept;
 
 // The options of "synthetic://WIDTHxHEIGHT@FPS" (each part optional: "synthetic:",

@@ -2,7 +2,8 @@
 # the video examples' packages were found).
 #
 # - test_gst_capture: the backend against testing/rtsp_server.py (started by the test on a free
-#   port), files, a missing camera, unserved and silent servers; 50 open/close cycles.
+#   port), files, a missing camera, unserved and silent servers; 50 open/close cycles; frames
+#   that cannot be converted; URI schemes in any case; an HTTP MJPEG part that never ends.
 # - test_doc_live_backend: the custom backend example of docs/live_sources.md, compiled and run.
 # - test_synthetic_camera: synthetic_camera.hpp's URIs and frames, and a live_camera reading them.
 # - test_web_control: web_server.hpp's control requests: Host/Origin checks and every refusal.

@@ -2,6 +2,7 @@
 #include "common/web_server.hpp"
 
 #include "common/program.hpp"
+#include "common/uri_scheme.hpp"
 
 #include <framepipe/ring.hpp>
 
@@ -751,10 +752,10 @@ private:
         return true;
     }
 
-    // "http://" and a Host value that names this server.
+    // "http://" (in any case, RFC 3986 3.1) and a Host value that names this server.
     [[nodiscard]] bool origin_names_server(std::string_view value) const {
         constexpr std::string_view http_scheme = "http://";
-        return value.substr(0, http_scheme.size()) == http_scheme &&
+        return has_scheme_prefix(value, http_scheme) &&
                host_names_server(value.substr(http_scheme.size()), srv_.options.host,
                                  srv_.bound_port);
     }

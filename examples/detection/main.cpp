@@ -54,6 +54,7 @@
 #include "common/live_input.hpp"
 #include "common/program.hpp"
 #include "common/run_loop.hpp"
+#include "common/uri_scheme.hpp"
 #include "common/video_source.hpp"
 #include "common/web_ui.hpp"
 
@@ -83,7 +84,7 @@ using frame_ptr = std::shared_ptr<const fe::video_frame>;
 // scheme that is neither a file nor a live input.
 std::string file_path(const std::string& video) {
     constexpr std::string_view file_scheme = "file://";
-    if (video.rfind(file_scheme, 0) == 0) {
+    if (fe::has_scheme_prefix(video, file_scheme)) { // in any case (RFC 3986 3.1)
         return video.substr(file_scheme.size());
     }
     if (video.find("://") != std::string::npos) {

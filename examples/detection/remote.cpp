@@ -8,6 +8,7 @@
 #include "common/mat_codecs.hpp"
 #include "common/program.hpp"
 #include "common/run_loop.hpp"
+#include "common/uri_scheme.hpp"
 #include "common/video_source.hpp"
 #include "common/web_ui.hpp"
 
@@ -101,10 +102,10 @@ std::vector<std::string> split_urls(const std::string& s) {
     std::vector<std::string> out;
     std::stringstream in(s);
     for (std::string item; std::getline(in, item, ',');) {
-        if (item.rfind("nats://", 0) != 0) {
+        if (!has_scheme_prefix(item, "nats://")) { // in any case (RFC 3986 3.1)
             throw usage_error("expected iceoryx or nats://host:port[,nats://...], got '" + s + "'");
         }
-        out.push_back(item);
+        out.push_back(with_lower_case_scheme(item)); // the form the NATS client compares
     }
     return out;
 }
@@ -328,6 +329,7 @@ int run_worker(const settings& s, const std::string& name, const std::string& wh
              {"frames_malformed", in.malformed},
              {"lost_in_transport", in.lost_in_transport},
              {"slow_consumer_dropped", in.slow_consumer_dropped},
+             {"dropped_at_stop", in.dropped_at_stop},
              {"reconnects", in.reconnects}};
         j.update(snapshot_json(p.snapshot()));
     });
@@ -520,7 +522,7 @@ int run_remote(const settings& s, const remote_settings& r) {
         throw usage_error("iceoryx: this build has no iceoryx adapter (framepipe::iceoryx)");
 #endif
     }
-    if (where.rfind("nats://", 0) == 0) {
+    if (has_scheme_prefix(where, "nats://")) {
 #if defined(FRAMEPIPE_DETECT_NATS)
         return run_nats(s, r, name, where);
 #else

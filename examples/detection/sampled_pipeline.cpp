@@ -2,6 +2,7 @@
 #include "sampled_pipeline.hpp"
 
 #include "common/program.hpp"
+#include "common/uri_scheme.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -102,11 +103,12 @@ void sampled_pipeline::prepare_live(const sampling_spec& spec, const std::string
     if (spec.kind != sampling_kind::keyframes) {
         return;
     }
-    if (camera >= 0 || video.rfind("v4l2://", 0) == 0) {
+    // Schemes in any case (RFC 3986 3.1).
+    if (camera >= 0 || has_scheme_prefix(video, "v4l2://")) {
         throw usage_error("--sampling keyframes: a V4L2 camera gives raw or MJPEG frames, which "
                           "carry no key-frame information (every frame is a key frame)");
     }
-    if (video.rfind("http://", 0) == 0 || video.rfind("https://", 0) == 0) {
+    if (has_scheme_prefix(video, "http://") || has_scheme_prefix(video, "https://")) {
         throw usage_error("--sampling keyframes: an HTTP MJPEG stream carries no key-frame "
                           "information (every frame is a key frame)");
     }

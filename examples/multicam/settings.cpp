@@ -3,6 +3,7 @@
 
 #include "common/cli.hpp"
 #include "common/program.hpp"
+#include "common/uri_scheme.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -31,10 +32,6 @@ std::pair<std::string, std::string> split_named(const std::string& v) {
         return {"", v};
     }
     return {v.substr(0, eq), v.substr(eq + 1)};
-}
-
-bool starts_with(const std::string& s, std::string_view prefix) {
-    return s.rfind(prefix, 0) == 0;
 }
 
 } // namespace
@@ -172,13 +169,14 @@ std::string scheme_of(const std::string& url) {
     if (is_synthetic_uri(url)) {
         return "synthetic";
     }
+    // Schemes in any case (RFC 3986 3.1).
     for (const char* s : {"rtsp://", "rtsps://", "rtspt://"}) {
-        if (starts_with(url, s)) {
+        if (has_scheme_prefix(url, s)) {
             return "rtsp";
         }
     }
     for (const char* s : {"http", "https", "v4l2", "file"}) {
-        if (starts_with(url, std::string(s) + "://")) {
+        if (has_scheme_prefix(url, std::string(s) + "://")) {
             return s;
         }
     }

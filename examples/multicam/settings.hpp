@@ -63,8 +63,8 @@ void add_options(CLI::App& app, settings& s);
 // flag for an unknown one.
 [[nodiscard]] std::set<std::string> allowed_schemes(const std::string& list);
 
-// The scheme of a camera URL as --allow-sources names it ("rtsp", "file", ...); "" when it is
-// none of the known ones.
+// The scheme of a camera URL as --allow-sources names it ("rtsp", "file", ...), whatever the
+// URL's case ("RTSP://..." is "rtsp"); "" when it is none of the known ones.
 [[nodiscard]] std::string scheme_of(const std::string& url);
 
 // A camera's live_camera_options from its URL (see cameras.hpp's make_options): a synthetic

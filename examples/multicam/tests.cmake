@@ -39,7 +39,8 @@ set_tests_properties(test_multicam_program PROPERTIES FIXTURES_REQUIRED detectio
 
 # - test_multicam_units: the parts without the program (tests/test_units.cpp): the accounting
 #   identity across pauses, rotations and removals (synthetic cameras, a stand-in detector), the
-#   fairness index and its attainable shares, the rotation's clock. Deterministic assertions.
+#   fairness index and its attainable shares, the rotation's clock, a POST /cameras cut short by
+#   the server's stop (503), URL schemes in any case. Deterministic assertions.
 add_executable(test_multicam_units tests/test_units.cpp)
 target_link_libraries(test_multicam_units PRIVATE framepipe_multicam framepipe_catch_main
                                                   Catch2::Catch2 framepipe_warnings)

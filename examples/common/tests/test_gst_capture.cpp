@@ -1,10 +1,13 @@
 // gst_capture against a real RTSP server (testing/rtsp_server.py, started here on a free port
 // and waited for by its READY line), files, a missing camera, an unserved port and a server that
-// accepts but never answers. Every wait is bounded; the only sleeps are the stimulus itself (a
-// reader that stops reading, a stop requested mid-wait) and wait_until()'s poll of a condition
-// (a capture's counter), never a way to order events.
+// accepts but never answers; frames that cannot be converted; URI schemes in any case. Every
+// wait is bounded; the only sleeps are the stimulus itself (a reader that stops reading, a stop
+// requested mid-wait) and wait_until()'s poll of a condition (a capture's counter), never a way
+// to order events.
 #include "common/gst_capture.hpp"
 #include "common/live_camera.hpp"
+#include "common/synthetic_camera.hpp"
+#include "common/uri_scheme.hpp"
 #include "common/testing/child_process.hpp"
 #include "common/testing/rtsp_server.hpp"
 #include "common/testing/temp_dir.hpp"
@@ -13,8 +16,10 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,6 +27,7 @@
 #include <filesystem>
 #include <functional>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <numeric>
 #include <optional>
@@ -708,4 +714,321 @@ TEST_CASE("file: realtime with a slow reader: frames dropped before read() are c
     }
     missing += clip_frames - 1 - read_frames.back(); // after the last one
     CHECK(missing == static_cast<std::int64_t>(dropped));
+}
+
+namespace {
+
+// A clip of `frames` small MJPEG frames at 30 fps, made once per name in the scratch directory.
+std::string make_clip(const std::string& name, int frames) {
+    const auto clip = (scratch() / name).string();
+    const auto made = t::run({"/usr/bin/gst-launch-1.0", "-q", "videotestsrc",
+                              "num-buffers=" + std::to_string(frames), "pattern=ball", "!",
+                              "video/x-raw,width=160,height=120,framerate=30/1", "!", "jpegenc",
+                              "!", "avimux", "!", "filesink", "location=" + clip});
+    INFO(made.err);
+    REQUIRE(made.exit_code == 0);
+    return clip;
+}
+
+// A gst_capture whose first connection fails to convert its third frame (gst_capture's test
+// seam); every later connection converts all.
+class failing_reader final : public fe::frame_reader {
+public:
+    failing_reader(const fe::gst_capture_options& o, std::shared_ptr<std::atomic<int>> opens)
+        : capture_(o), opens_(std::move(opens)) {}
+    std::string open(std::stop_token stop, std::chrono::nanoseconds timeout) override {
+        auto err = capture_.open(std::move(stop), timeout);
+        if (err.empty() && opens_->fetch_add(1) == 0) {
+            first_ = true;
+        }
+        return err;
+    }
+    status read(std::stop_token stop, std::chrono::nanoseconds timeout, fe::gst_frame& out,
+                std::string& error) override {
+        if (first_ && frames_ == 2) {
+            capture_.fail_next_conversions_for_testing(1);
+            first_ = false;
+        }
+        const auto st = capture_.read(std::move(stop), timeout, out, error);
+        frames_ += st == status::frame ? 1 : 0;
+        return st;
+    }
+    void close() noexcept override { capture_.close(); }
+    [[nodiscard]] std::uint64_t dropped_before_read() const noexcept override {
+        return capture_.dropped_before_read();
+    }
+    [[nodiscard]] std::uint64_t unconvertible() const noexcept override {
+        return capture_.unconvertible();
+    }
+
+private:
+    fe::gst_capture capture_;
+    std::shared_ptr<std::atomic<int>> opens_;
+    bool first_ = false; // the first connection, until its third frame is made to fail
+    int frames_ = 0;
+};
+
+} // namespace
+
+// A frame read() takes and cannot convert is an error, counted as unconvertible: dropped, never
+// delivered. The frames read, dropped before read and unconvertible are every frame of the file.
+TEST_CASE("unconvertible: a frame that cannot be converted is dropped, never delivered") {
+    constexpr int clip_frames = 20;
+    const auto clip = make_clip("unconvertible.avi", clip_frames);
+    fe::gst_capture cap({.uri = clip, .memory = fe::frame_memory::copy});
+    REQUIRE(cap.open({}, 10s) == "");
+    std::string err;
+    fe::gst_frame f;
+    std::size_t frames = 0;
+    for (int i = 0; i < 3; ++i) {
+        REQUIRE(cap.read({}, 5s, f, err) == status::frame);
+        ++frames;
+    }
+    cap.fail_next_conversions_for_testing(1);
+    REQUIRE(cap.read({}, 5s, f, err) == status::error);
+    CHECK(one_line(err));
+    CHECK(err.find("unexpected caps") != std::string::npos);
+    CHECK(cap.unconvertible() == 1);
+    status st = status::frame;
+    while ((st = cap.read({}, 5s, f, err)) == status::frame) {
+        CHECK(f.index_in_connection == frames); // the unconvertible frame took no index
+        ++frames;
+    }
+    INFO(err);
+    REQUIRE(st == status::end);
+    cap.close();
+    CHECK(cap.unconvertible() == 1);
+    CHECK(cap.dropped_before_read() == 0); // a file read at the reader's pace drops nothing
+    CHECK(frames + cap.dropped_before_read() + cap.unconvertible() ==
+          static_cast<std::size_t>(clip_frames));
+
+    // The next connection starts its count again.
+    REQUIRE(cap.open({}, 10s) == "");
+    CHECK(cap.unconvertible() == 0);
+}
+
+// Through live_camera: the unconvertible frame is a read error (the file is opened again), is
+// counted, and is no frame of the camera's.
+TEST_CASE("live_camera: an unconvertible frame is counted, and is not a frame") {
+    constexpr int clip_frames = 20;
+    const auto clip = make_clip("unconvertible-live.avi", clip_frames);
+    fe::live_camera_options o;
+    o.capture = {.uri = clip};
+    auto opens = std::make_shared<std::atomic<int>>(0);
+    o.reader = [capture = o.capture, opens] {
+        return std::make_unique<failing_reader>(capture, opens);
+    };
+    o.live.backoff.initial = 10ms;
+    fe::live_camera camera(o);
+    framepipe::broadcaster<fe::video_frame> frames;
+    camera.start(frames);
+    REQUIRE(wait_until([&] { return camera.stats().live.state == framepipe::live_state::ended; }));
+    const auto st = camera.stats();
+    camera.stop();
+    CHECK(st.unconvertible == 1);
+    CHECK(st.live.read_errors == 1);
+    CHECK(st.live.frames == 2 + clip_frames); // two before the error, then the whole file
+    const auto status_figures = camera.status();
+    const auto it = std::find_if(status_figures.counters.begin(), status_figures.counters.end(),
+                                 [](const auto& c) { return c.name == "frames_unconvertible"; });
+    REQUIRE(it != status_figures.counters.end());
+    CHECK(it->value == 1);
+}
+
+// URI schemes are case-insensitive (RFC 3986 3.1): RTSP://, Http:// and the others are read as
+// their lower-case forms, and the elements get the scheme in lower case. No network: describe()
+// is the classification open() uses.
+TEST_CASE("options: URI schemes are matched in any case") {
+    const auto described = [](const std::string& uri) {
+        std::string why;
+        auto text = fe::gst_capture::describe({.uri = uri}, &why);
+        INFO(uri << ": " << why);
+        CHECK(why.empty());
+        return text;
+    };
+    for (const auto& [upper, lower] : std::vector<std::pair<std::string, std::string>>{
+             {"RTSP://cam.local:554/x", "rtsp://cam.local:554/x"},
+             {"Rtsps://cam.local/x", "rtsps://cam.local/x"},
+             {"rtspT://cam.local/x", "rtspt://cam.local/x"},
+             {"Http://cam.local/video.mjpg", "http://cam.local/video.mjpg"},
+             {"HTTPS://cam.local/Video.MJPG", "https://cam.local/Video.MJPG"},
+             {"V4L2:///dev/video3", "v4l2:///dev/video3"},
+             {"FILE:///tmp/Clip.avi", "file:///tmp/Clip.avi"}}) {
+        const auto text = described(upper);
+        CHECK(text == described(lower)); // the same pipeline, the same location
+        CHECK(fe::is_live_uri(upper) == fe::is_live_uri(lower));
+        CHECK(fe::with_lower_case_scheme(upper) == lower);
+    }
+    CHECK(fe::is_live_uri("RTSP://cam.local/x"));
+    CHECK(fe::is_live_uri("Http://cam.local/x"));
+    CHECK_FALSE(fe::is_live_uri("FILE:///tmp/x.avi"));
+    CHECK(described("RTSP://cam.local/x").find("rtspsrc") != std::string::npos);
+    CHECK(described("Http://cam.local/x").find("souphttpsrc") != std::string::npos);
+    CHECK(fe::is_synthetic_uri("Synthetic://320x240@15"));
+    CHECK(fe::parse_synthetic_uri("SYNTHETIC://320x240@15", {}).has_value());
+
+    // Anything else is refused as before, and paths keep their case.
+    std::string why;
+    CHECK(fe::gst_capture::describe({.uri = "GOPHER://x/y"}, &why).empty());
+    CHECK(why.find("unsupported scheme") != std::string::npos);
+    CHECK_FALSE(fe::has_scheme_prefix("rtsp:/", "rtsp://"));
+    CHECK(fe::with_lower_case_scheme("/Videos/A:B.avi") == "/Videos/A:B.avi");
+    CHECK(fe::with_lower_case_scheme("./RTSP:x") == "./RTSP:x");
+    CHECK(fe::with_lower_case_scheme("Clip.AVI") == "Clip.AVI");
+}
+
+namespace {
+
+// An HTTP MJPEG camera on 127.0.0.1, on a thread of its own: to the first client it sends a
+// multipart/x-mixed-replace stream of `good_parts` JPEG parts with their Content-Length, then a
+// part without Content-Length whose bytes never come to a boundary: `endless_bytes` of them,
+// after which it keeps the connection open and silent until it is destroyed. Every wait is a
+// poll of at most 50 ms that looks at the stop token.
+class endless_part_server {
+public:
+    endless_part_server(std::string jpeg, int good_parts, std::size_t endless_bytes)
+        : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+        REQUIRE(fd_ >= 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+        REQUIRE(listen(fd_, 4) == 0);
+        socklen_t len = sizeof addr;
+        REQUIRE(getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+        port = ntohs(addr.sin_port);
+        thread_ = std::jthread([this, jpeg = std::move(jpeg), good_parts,
+                                endless_bytes](std::stop_token stop) {
+            serve(stop, jpeg, good_parts, endless_bytes);
+        });
+    }
+    ~endless_part_server() {
+        thread_.request_stop();
+        thread_.join();
+        close(fd_);
+    }
+    endless_part_server(const endless_part_server&) = delete;
+    endless_part_server& operator=(const endless_part_server&) = delete;
+
+    int port = 0;
+    std::atomic<std::uint64_t> endless_sent{0}; // bytes of the endless part sent so far
+
+private:
+    // Waits for `events` on `fd`; false once `stop` is requested or the peer is gone.
+    static bool wait_for(int fd, short events, const std::stop_token& stop) {
+        while (!stop.stop_requested()) {
+            pollfd p{fd, events, 0};
+            const int n = poll(&p, 1, 50);
+            if (n > 0) {
+                return (p.revents & (POLLERR | POLLNVAL)) == 0;
+            }
+        }
+        return false;
+    }
+    // Sends all of `data`; false once `stop` is requested or the client is gone.
+    static bool send_all(int fd, std::string_view data, const std::stop_token& stop) {
+        while (!data.empty()) {
+            if (!wait_for(fd, POLLOUT, stop)) {
+                return false;
+            }
+            const auto n = send(fd, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                return false;
+            }
+            data.remove_prefix(n > 0 ? static_cast<std::size_t>(n) : 0);
+        }
+        return true;
+    }
+    void serve(const std::stop_token& stop, const std::string& jpeg, int good_parts,
+               std::size_t endless_bytes) {
+        if (!wait_for(fd_, POLLIN, stop)) {
+            return;
+        }
+        const int client = accept(fd_, nullptr, nullptr);
+        if (client < 0) {
+            return;
+        }
+        std::string request;
+        char buf[4096];
+        while (request.find("\r\n\r\n") == std::string::npos && wait_for(client, POLLIN, stop)) {
+            const auto n = recv(client, buf, sizeof buf, MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                break;
+            }
+            request.append(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+        }
+        bool ok = send_all(client,
+                           "HTTP/1.1 200 OK\r\n"
+                           "Content-Type: multipart/x-mixed-replace;boundary=frame\r\n"
+                           "Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
+                           stop);
+        for (int i = 0; ok && i < good_parts; ++i) {
+            ok = send_all(client,
+                          "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " +
+                              std::to_string(jpeg.size()) + "\r\n\r\n" + jpeg + "\r\n",
+                          stop);
+        }
+        ok = ok && send_all(client, "--frame\r\nContent-Type: image/jpeg\r\n\r\n", stop);
+        const std::string chunk(64 * 1024, '\xab'); // never a boundary
+        while (ok && endless_sent.load() < endless_bytes) {
+            ok = send_all(client, chunk, stop);
+            endless_sent.fetch_add(ok ? chunk.size() : 0);
+        }
+        while (!stop.stop_requested()) { // silent, the connection open, until destroyed
+            pollfd p{client, POLLIN, 0};
+            if (poll(&p, 1, 50) > 0 && recv(client, buf, sizeof buf, MSG_DONTWAIT) == 0) {
+                break; // the client closed the connection
+            }
+        }
+        close(client);
+    }
+
+    int fd_;
+    std::jthread thread_;
+};
+
+} // namespace
+
+// An HTTP MJPEG camera whose part has no Content-Length and never comes to a boundary: the
+// capture fails the stream once the part passes max_part_bytes (read() says error, naming the
+// cap; a live source would reconnect), and the demuxer never held more of it than the cap.
+TEST_CASE("http: a part that never ends fails the stream at max_part_bytes, memory bounded") {
+    const auto jpeg_path = (scratch() / "part.jpg").string();
+    const auto made = t::run({"/usr/bin/gst-launch-1.0", "-q", "videotestsrc", "num-buffers=1",
+                              "!", "video/x-raw,width=160,height=120", "!", "jpegenc", "!",
+                              "filesink", "location=" + jpeg_path});
+    INFO(made.err);
+    REQUIRE(made.exit_code == 0);
+    std::ifstream in(jpeg_path, std::ios::binary);
+    const std::string jpeg((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    REQUIRE(jpeg.size() > 100);
+
+    constexpr std::size_t cap = std::size_t{1} << 20;
+    // 64 times the cap at most, so that a capture without the cap holds 64 MiB, not gigabytes.
+    endless_part_server server(jpeg, 3, 64 * cap);
+    fe::gst_capture_options o;
+    o.uri = "http://127.0.0.1:" + std::to_string(server.port) + "/video.mjpg";
+    o.max_part_bytes = cap;
+    fe::gst_capture capture(o);
+    const auto err = capture.open({}, 10s);
+    INFO(err);
+    REQUIRE(err == ""); // the parts with a length came through
+    fe::gst_frame f;
+    std::string rerr;
+    status st = status::frame;
+    for (int i = 0; i < 10 && st == status::frame; ++i) {
+        st = capture.read({}, 10s, f, rerr);
+    }
+    std::printf("endless part: %s: %s (largest part held %llu bytes, %llu sent)\n",
+                status_name(st).c_str(), rerr.c_str(),
+                static_cast<unsigned long long>(capture.largest_part_bytes()),
+                static_cast<unsigned long long>(server.endless_sent.load()));
+    CHECK(st == status::error);
+    CHECK(one_line(rerr));
+    CHECK(rerr.find("max_part_bytes") != std::string::npos);
+    CHECK(capture.largest_part_bytes() > 0);
+    CHECK(capture.largest_part_bytes() <= cap);
+    CHECK(server.endless_sent.load() > cap); // the server did send more than the cap
+    capture.close();
+    CHECK(capture.largest_part_bytes() <= cap);
 }

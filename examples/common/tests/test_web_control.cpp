@@ -119,6 +119,10 @@ TEST_CASE("control requests: every refusal before the callback, then the callbac
     CHECK(res.status == 200);
     CHECK(calls == 2);
     CHECK(server.stats().control_requests == 2);
+    // The Origin's scheme in any case (RFC 3986 3.1) is this server's page all the same.
+    res = t::http_request(port, http::verb::delete_, "/cameras/x", "",
+                          with({{"Origin", "HTTP://" + self}}));
+    CHECK(res.status == 200);
     // A callback that throws, with bytes that are not UTF-8 in its message: a 500 in JSON.
     res = t::http_request(port, http::verb::delete_, "/cameras/throw", "", ok);
     CHECK(res.status == 500);

@@ -1,9 +1,11 @@
 // examples/multicam/tests/test_units.cpp - framepipe-multicam's parts without the program: the
 // accounting identity over pauses, rotations and removals (a camera_set of synthetic cameras
 // feeding a detector stage with a stand-in detector), the fairness index and its attainable
-// shares, and the rotation's clock. No assertion depends on timing: the run only has to move
-// some frames, and every figure is read once everything has drained.
+// shares, the rotation's clock, a POST /cameras cut short by the server's stop (handle_control
+// with its stop token), and URL schemes in any case. No assertion depends on timing: the run
+// only has to move some frames, and every figure is read once everything has drained.
 #include "cameras.hpp"
+#include "control.hpp"
 #include "settings.hpp"
 #include "stages.hpp"
 #include "summary.hpp"
@@ -13,6 +15,7 @@
 #include <framepipe/pipeline.hpp>
 
 #include <chrono>
+#include <stop_token>
 #include <thread>
 
 namespace mc = framepipe_examples::multicam;
@@ -196,4 +199,75 @@ TEST_CASE("rotation: on a grid of the period, no drift, no burst after a late ti
     CHECK_FALSE(mc::next_rotation(step.last, t0 + 800ms, period).due);
     // No rotation without a period.
     CHECK_FALSE(mc::next_rotation(t0, t0 + 10s, std::chrono::nanoseconds(0)).due);
+}
+
+// POST /cameras with --max-attempts waits for the new camera to come online; a stop of the
+// server (the control callback's stop token) ends that wait with 503, not with the camera's
+// "no connection after N attempts" 400. The camera (an unserved port) can never come online,
+// and with 1000 attempts it does not give up within the test: only the stop ends the wait. The
+// stop comes once the camera was added, while the request waits for it or just before; either
+// way the answer must be 503.
+TEST_CASE("POST /cameras: a wait cut short by the server's stop answers 503") {
+    const bool stop_first = GENERATE(false, true);
+    mc::settings s;
+    s.live.max_attempts = 1000;
+    s.live.open_timeout = 1;
+    framepipe::pipeline p("test");
+    mc::frame_batcher batches({.max_size = 1, .max_delay = 2ms, .max_per_source = 1});
+    framepipe_examples::control_response res;
+    {
+        mc::camera_set cameras(p, batches, nullptr,
+                               {.ui_fps = 0,
+                                .max_active = 0,
+                                .make_options = [&s](const mc::camera_spec& spec, int number) {
+                                    return mc::camera_options(s, spec, number);
+                                }});
+        p.channel(batches, "batches");
+        p.sink("detector", batches, [](const framepipe::batch<mc::frame_ptr>&) {});
+        p.start();
+        mc::control_context control{s, cameras, {"rtsp"}};
+        const framepipe_examples::control_request req{
+            "POST", "/cameras", R"({"url": "rtsp://127.0.0.1:1/x", "name": "door"})"};
+        std::stop_source stop;
+        if (stop_first) {
+            stop.request_stop();
+            res = mc::handle_control(control, req, stop.get_token());
+        } else {
+            std::jthread server([&] { res = mc::handle_control(control, req, stop.get_token()); });
+            // Once the camera is in the set, the request waits for it (or is about to).
+            const auto added = [&] {
+                const auto all = cameras.figures();
+                return std::any_of(all.begin(), all.end(),
+                                   [](const auto& f) { return f.name == "door"; });
+            };
+            while (!added()) {
+                std::this_thread::yield();
+            }
+            stop.request_stop();
+        }
+        CHECK(cameras.figures().size() == 1); // not removed: the server is stopping
+        cameras.stop_all();
+        batches.close();
+        REQUIRE(p.request_stop(10s).clean);
+    }
+    INFO(res.body);
+    CHECK(res.status == 503);
+    CHECK(res.body.find("server stopping") != std::string::npos);
+}
+
+TEST_CASE("scheme_of: URL schemes in any case (RFC 3986 3.1)") {
+    CHECK(mc::scheme_of("RTSP://cam.local/x") == "rtsp");
+    CHECK(mc::scheme_of("Rtsps://cam.local/x") == "rtsp");
+    CHECK(mc::scheme_of("Http://cam.local/x") == "http");
+    CHECK(mc::scheme_of("HTTPS://cam.local/x") == "https");
+    CHECK(mc::scheme_of("V4L2:///dev/video0") == "v4l2");
+    CHECK(mc::scheme_of("File:///tmp/a.avi") == "file");
+    CHECK(mc::scheme_of("SYNTHETIC://64x48@5") == "synthetic");
+    CHECK(mc::scheme_of("Gopher://x/y").empty());
+    mc::settings s;
+    s.size = "64x48";
+    // The upper-case URL is read as the lower-case one: no usage_error.
+    const auto o = mc::camera_options(s, {"a", "RTSP://127.0.0.1:1/x", 1}, 1);
+    CHECK(o.capture.uri == "RTSP://127.0.0.1:1/x");
+    CHECK_NOTHROW(mc::camera_options(s, {"b", "Synthetic://64x48@5", 1}, 2));
 }
