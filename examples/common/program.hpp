@@ -43,10 +43,20 @@ public:
 namespace detail {
 // Written by the signal handler, read by the main loop: a lock-free atomic is async-signal-safe.
 inline std::atomic<bool> stop_signal{false};
-extern "C" inline void on_stop_signal(int) { stop_signal.store(true); }
+static_assert(std::atomic<bool>::is_always_lock_free, "the signal handler needs a lock-free flag");
+// The first signal asks for the orderly stop. A second one, while that stop is under way (a
+// shutdown that hangs, a user who will not wait), gets the signal's default action: the program
+// ends at once. signal() and raise() are async-signal-safe.
+extern "C" inline void on_stop_signal(int sig) {
+    if (stop_signal.exchange(true)) {
+        (void)std::signal(sig, SIG_DFL);
+        (void)std::raise(sig);
+    }
+}
 } // namespace detail
 
-// Makes SIGINT and SIGTERM request an orderly stop (see stop_requested()) instead of killing.
+// Makes SIGINT and SIGTERM request an orderly stop (see stop_requested()) instead of killing;
+// a second one (either) kills, as a signal does by default.
 inline void install_stop_signals() {
     std::signal(SIGINT, detail::on_stop_signal);
     std::signal(SIGTERM, detail::on_stop_signal);

@@ -12,6 +12,7 @@
 #   beside a well-behaved one; running out of descriptors), against tests/web_server_fixture.cpp,
 #   the server alone in its own process.
 # - test_http_client: testing/http_client.hpp's reads give up on a server that never answers.
+# - test_program: program.hpp's stop signals (the first asks for an orderly stop, a second kills).
 find_package(Catch2 2 REQUIRED)
 
 # Debian's python (python3-gst-1.0 and the GstRtspServer typelib are installed for it), not a
@@ -88,3 +89,10 @@ target_link_libraries(test_http_client PRIVATE Boost::headers framepipe_catch_ma
                                                framepipe_warnings)
 add_test(NAME test_http_client COMMAND test_http_client)
 set_tests_properties(test_http_client PROPERTIES TIMEOUT 300)
+
+add_executable(test_program tests/test_program.cpp)
+target_link_libraries(test_program PRIVATE framepipe::framepipe nlohmann_json::nlohmann_json
+                                           framepipe_catch_main Catch2::Catch2
+                                           framepipe_warnings)
+add_test(NAME test_program COMMAND test_program)
+set_tests_properties(test_program PROPERTIES TIMEOUT 60)
