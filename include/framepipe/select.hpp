@@ -100,6 +100,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -730,29 +731,41 @@ private:
         return in.held.has_value();
     }
 
-    // Hands in.held out. If T's move throws, the item stays held and nothing is counted.
+    // Counts a hand-out once the caller's result is built: its destructor runs after the return
+    // object of hand_out_locked() is initialised, or during the unwinding when that threw.
+    struct hand_out_commit {
+        selector& self;
+        input& in;
+        bool left_held; // the item had left in.held before the last move (clang before 16)
+        const int exceptions = std::uncaught_exceptions();
+        ~hand_out_commit() {
+            if (std::uncaught_exceptions() == exceptions) {
+                in.held.reset();
+                ++in.selected;
+            } else if (left_held) {
+                ++in.dropped; // lost to the throwing move
+            }
+            self.settle_locked(in);
+        }
+    };
+
+    // Hands in.held out. T is moved once, straight into the caller's result: this returns a
+    // prvalue, as does every function between here and the public call (try_select(),
+    // pop_impl(), try_pop() ...), so C++17's guaranteed elision builds the caller's object here
+    // and no later move of T can throw after the item is counted. If that move throws, the item
+    // stays held and nothing is counted.
     std::optional<selected<T>> hand_out_locked(input& in) {
-        std::optional<selected<T>> out;
 #if defined(__cpp_aggregate_paren_init)
-        out.emplace(std::move(*in.held), in.id); // one move, straight into the result
-        in.held.reset();
-        ++in.selected;
+        const hand_out_commit commit{*this, in, false};
+        return std::optional<selected<T>>(std::in_place, std::move(*in.held), in.id);
 #else
         // Without parenthesised aggregate initialisation (clang before 16): through a
         // temporary. If the second move throws, the item is lost: counted as dropped.
         selected<T> s{std::move(*in.held), in.id};
         in.held.reset();
-        try {
-            out.emplace(std::move(s));
-        } catch (...) {
-            ++in.dropped;
-            settle_locked(in);
-            throw;
-        }
-        ++in.selected;
+        const hand_out_commit commit{*this, in, true};
+        return std::optional<selected<T>>(std::in_place, std::move(s));
 #endif
-        settle_locked(in);
-        return out;
     }
 
     // The index of the first input whose id is at least cursor_ (wrapping to 0).
@@ -762,8 +775,9 @@ private:
     }
 
     // round_robin (every credit 1) and weighted (credit = weight): the inputs in turn from the
-    // cursor; the current input keeps the turn while it has credit and an item.
-    std::optional<selected<T>> select_turns_locked(clock::time_point now, excluded_ids excluded) {
+    // cursor; the current input keeps the turn while it has credit and an item. The input whose
+    // held item goes out next (its turn counted), or null.
+    input* select_turns_locked(clock::time_point now, excluded_ids excluded) {
         const std::size_t n = inputs_.size();
         std::size_t at = cursor_index_locked();
         for (std::size_t visited = 0; visited < n; ++visited, at = at + 1 == n ? 0 : at + 1) {
@@ -776,20 +790,19 @@ private:
                 in.credit = policy_ == select_policy::weighted ? in.options.weight / weight_gcd_ : 1;
             }
             if (!is_excluded(in.id, excluded) && refresh_locked(in, now)) {
-                auto out = hand_out_locked(in);
                 --in.credit;
                 cursor_ = in.credit == 0 ? in.id.value + 1 : in.id.value;
-                return out;
+                return &in;
             }
             in.credit = 0; // nothing ready: the turn is lost (DRR resets an empty queue's deficit)
             cursor_ = in.id.value + 1;
         }
-        return std::nullopt;
+        return nullptr;
     }
 
     // oldest_first: every input's candidate, then the one captured first; ties to the first in
-    // turn from the cursor.
-    std::optional<selected<T>> select_oldest_locked(clock::time_point now, excluded_ids excluded) {
+    // turn from the cursor. That input, or null.
+    input* select_oldest_locked(clock::time_point now, excluded_ids excluded) {
         if constexpr (timestamped<T>) {
             const std::size_t n = inputs_.size();
             std::size_t at = cursor_index_locked();
@@ -806,28 +819,36 @@ private:
                     best_time = t;
                 }
             }
-            if (best == nullptr) {
-                return std::nullopt;
+            if (best != nullptr) {
+                cursor_ = best->id.value + 1;
             }
-            auto out = hand_out_locked(*best);
-            cursor_ = best->id.value + 1;
-            return out;
+            return best;
         } else {
             (void)now;
             (void)excluded;
-            return std::nullopt; // refused by the constructor
+            return nullptr; // refused by the constructor
         }
     }
 
-    // One selection (inputs in `excluded` are passed over). Any thread; takes the lock.
-    std::optional<selected<T>> try_select(excluded_ids excluded) {
-        const std::lock_guard<std::mutex> lock(mu_);
+    // The input whose held item goes out next by policy (inputs in `excluded` passed over), or
+    // null. Under mu_.
+    input* choose_locked(excluded_ids excluded) {
         // The clock is read only when an input has an age limit.
         const clock::time_point now = aged_inputs_ != 0 ? clock::now() : clock::time_point{};
-        if (policy_ == select_policy::oldest_first) {
-            return select_oldest_locked(now, excluded);
+        return policy_ == select_policy::oldest_first ? select_oldest_locked(now, excluded)
+                                                      : select_turns_locked(now, excluded);
+    }
+
+    // One selection (inputs in `excluded` are passed over). Any thread; takes the lock. The
+    // item is built in the caller's result (see hand_out_locked()): initialise the result from
+    // this call, or return its value as it is, never through a named variable.
+    std::optional<selected<T>> try_select(excluded_ids excluded) {
+        const std::lock_guard<std::mutex> lock(mu_);
+        input* in = choose_locked(excluded);
+        if (in == nullptr) {
+            return std::nullopt;
         }
-        return select_turns_locked(now, excluded);
+        return hand_out_locked(*in);
     }
 
     // Closed, and every input has finished or been removed: nothing more will come.
@@ -923,8 +944,12 @@ private:
         unsigned spins = 0;
         bool woke = false;
         for (;;) {
-            if (auto out = try_select(excluded)) {
-                return out;
+            {
+                // As try_select(), inline: the hand-out builds this call's result.
+                const std::lock_guard<std::mutex> lock(mu_);
+                if (input* in = choose_locked(excluded)) {
+                    return hand_out_locked(*in);
+                }
             }
             if (!wait) {
                 return std::nullopt;
