@@ -19,7 +19,9 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <exception>
 #include <stdexcept>
 #include <string>
@@ -41,14 +43,29 @@ public:
 };
 
 namespace detail {
-// Written by the signal handler, read by the main loop: a lock-free atomic is async-signal-safe.
+// Written by the signal handler, read by the main loop: lock-free atomics are async-signal-safe.
 inline std::atomic<bool> stop_signal{false};
-static_assert(std::atomic<bool>::is_always_lock_free, "the signal handler needs a lock-free flag");
-// The first signal asks for the orderly stop. A second one, while that stop is under way (a
+inline std::atomic<std::int64_t> first_signal_ns{0}; // CLOCK_MONOTONIC; 0: none yet
+// A second signal at least this long after the first ends the program; one sooner is the same
+// request again (GNU timeout, for one, sends its signal to the program and then to its process
+// group). A variable so that tests can change it.
+inline std::atomic<std::int64_t> force_after_ns{1'000'000'000};
+static_assert(std::atomic<bool>::is_always_lock_free &&
+                  std::atomic<std::int64_t>::is_always_lock_free,
+              "the signal handler needs lock-free atomics");
+// The first signal asks for the orderly stop. A later one, while that stop is under way (a
 // shutdown that hangs, a user who will not wait), gets the signal's default action: the program
-// ends at once. signal() and raise() are async-signal-safe.
+// ends at once. clock_gettime(), signal() and raise() are async-signal-safe.
 extern "C" inline void on_stop_signal(int sig) {
-    if (stop_signal.exchange(true)) {
+    timespec t{};
+    (void)clock_gettime(CLOCK_MONOTONIC, &t);
+    const std::int64_t now = std::int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec + 1; // never 0
+    std::int64_t first = 0;
+    if (first_signal_ns.compare_exchange_strong(first, now)) {
+        stop_signal.store(true);
+        return;
+    }
+    if (now - first >= force_after_ns.load()) {
         (void)std::signal(sig, SIG_DFL);
         (void)std::raise(sig);
     }
@@ -56,7 +73,7 @@ extern "C" inline void on_stop_signal(int sig) {
 } // namespace detail
 
 // Makes SIGINT and SIGTERM request an orderly stop (see stop_requested()) instead of killing;
-// a second one (either) kills, as a signal does by default.
+// another one (either) a second or more after the first kills, as a signal does by default.
 inline void install_stop_signals() {
     std::signal(SIGINT, detail::on_stop_signal);
     std::signal(SIGTERM, detail::on_stop_signal);
