@@ -301,7 +301,8 @@ struct gst_capture::impl {
     std::uint64_t fail_conversions = 0; // fail_next_conversions_for_testing()
 
     // HTTP MJPEG: the bytes multipartdemux was given since it last put out a part, and the most
-    // it ever was in this connection. A part without Content-Length ends at the next boundary
+    // it held of one part in this connection (a part put out, or what it held of an unfinished
+    // one when the next buffer came). A part without Content-Length ends at the next boundary
     // only, and the demuxer keeps it whole until then: a part past options.max_part_bytes fails
     // the stream (see on_demux_input). Written by the source's streaming thread (the demuxer
     // pushes its parts from its chain function, on that same thread), read by any thread.
@@ -312,10 +313,10 @@ struct gst_capture::impl {
 
     // -- streaming-thread callbacks ------------------------------------------------------------
 
-    // multipartdemux's input: counts the bytes of the part being assembled. A buffer that would
-    // take it past max_part_bytes is dropped, and so is every later one (the demuxer then holds
-    // no more than the cap), and an error naming the cap is posted on the bus once: read() (or
-    // open()) returns it, and a live source reconnects.
+    // multipartdemux's input: counts the bytes of the part being assembled. Once they are past
+    // max_part_bytes, the buffer is dropped, and so is every later one (the demuxer then holds no
+    // more than the cap and one buffer), and an error naming the cap is posted on the bus once:
+    // read() (or open()) returns it, and a live source reconnects.
     static GstPadProbeReturn on_demux_input(GstPad*, GstPadProbeInfo* info, gpointer self_) {
         auto* self = static_cast<impl*>(self_);
         std::uint64_t size = 0;
@@ -331,8 +332,12 @@ struct gst_capture::impl {
             return GST_PAD_PROBE_DROP;
         }
         const auto cap = static_cast<std::uint64_t>(self->options.max_part_bytes);
-        const auto bytes = self->part_bytes.load(std::memory_order_relaxed) + size;
-        if (cap > 0 && bytes > cap) {
+        // What the demuxer holds of its unfinished part before this buffer: the bytes given it
+        // since it last put a part out. Checked before this buffer is added, since a buffer may
+        // hold whole parts that the demuxer puts out as it takes it (each resets the count):
+        // the figure is within one buffer of the truth, and so is the cap.
+        const auto held = self->part_bytes.load(std::memory_order_relaxed);
+        if (cap > 0 && held > cap) {
             self->part_overflow.store(true, std::memory_order_relaxed);
             const std::string text = "an HTTP MJPEG part of more than " + std::to_string(cap) +
                                      " bytes without its end (max_part_bytes)";
@@ -345,16 +350,24 @@ struct gst_capture::impl {
             g_error_free(err);
             return GST_PAD_PROBE_DROP;
         }
-        self->part_bytes.store(bytes, std::memory_order_relaxed);
-        if (bytes > self->largest_part.load(std::memory_order_relaxed)) {
-            self->largest_part.store(bytes, std::memory_order_relaxed);
+        self->note_part(held);
+        self->part_bytes.store(held + size, std::memory_order_relaxed);
+        return GST_PAD_PROBE_OK;
+    }
+    // A part out of the demuxer (its size is exact): the next one starts from 0.
+    static GstPadProbeReturn on_demux_output(GstPad*, GstPadProbeInfo* info, gpointer self_) {
+        auto* self = static_cast<impl*>(self_);
+        self->part_bytes.store(0, std::memory_order_relaxed);
+        if ((GST_PAD_PROBE_INFO_TYPE(info) & GST_PAD_PROBE_TYPE_BUFFER) != 0) {
+            self->note_part(gst_buffer_get_size(GST_PAD_PROBE_INFO_BUFFER(info)));
         }
         return GST_PAD_PROBE_OK;
     }
-    // A part out of the demuxer: the next one starts from 0.
-    static GstPadProbeReturn on_demux_output(GstPad*, GstPadProbeInfo*, gpointer self_) {
-        static_cast<impl*>(self_)->part_bytes.store(0, std::memory_order_relaxed);
-        return GST_PAD_PROBE_OK;
+    // Keeps `bytes` in largest_part if it is the most yet. The streaming thread.
+    void note_part(std::uint64_t bytes) noexcept {
+        if (bytes > largest_part.load(std::memory_order_relaxed)) {
+            largest_part.store(bytes, std::memory_order_relaxed);
+        }
     }
     static void on_demux_pad_added(GstElement*, GstPad* pad, gpointer self_) {
         if (GST_PAD_IS_SRC(pad)) {

@@ -126,10 +126,11 @@ struct gst_capture_options {
     // HTTP MJPEG: the most bytes the demuxer may hold of one part (from the end of the last
     // part to the next boundary). A part sent without Content-Length ends only at the next
     // boundary, and the demuxer keeps all of it until then: a camera that never sends one
-    // would grow the capture's memory until the stall timeout. Past the cap the stream fails
-    // (read() or open() report "... part of more than N bytes without its end
-    // (max_part_bytes)"; a live source reconnects). 0: no cap. 32 MiB is 100 times a
-    // 1080p JPEG of good quality.
+    // would grow the capture's memory until the stall timeout. Past the cap (checked as each
+    // buffer from the server comes: the demuxer holds at most the cap and one buffer) the
+    // stream fails (read() or open() report "... part of more than N bytes without its end
+    // (max_part_bytes)"; a live source reconnects). 0: no cap. 32 MiB is 100 times a 1080p
+    // JPEG of good quality.
     std::size_t max_part_bytes = std::size_t{32} << 20;
     frame_memory memory = frame_memory::wrap;
 };
@@ -203,7 +204,8 @@ public:
     // returned error for each, never the frame. Kept through close(), back to 0 when open()
     // starts the next connection. Any thread (a relaxed counter).
     [[nodiscard]] std::uint64_t unconvertible() const noexcept;
-    // HTTP MJPEG: the most bytes the demuxer held of one part in this connection (at most
+    // HTTP MJPEG: the most bytes the demuxer held of one part in this connection: the largest
+    // part it put out, or what it held of an unfinished one when the next buffer came (at most
     // options().max_part_bytes when that is not 0; 0 for other sources). Kept through close(),
     // back to 0 when open() starts the next connection. Any thread (a relaxed figure).
     [[nodiscard]] std::uint64_t largest_part_bytes() const noexcept;

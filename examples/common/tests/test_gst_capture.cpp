@@ -886,7 +886,10 @@ namespace {
 // poll of at most 50 ms that looks at the stop token.
 class endless_part_server {
 public:
-    endless_part_server(std::string jpeg, int good_parts, std::size_t endless_bytes)
+    // `one_write`: the good parts go out in one send (the client then reads several in one
+    // buffer), rather than one send each.
+    endless_part_server(std::string jpeg, int good_parts, std::size_t endless_bytes,
+                        bool one_write = false)
         : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
         REQUIRE(fd_ >= 0);
         sockaddr_in addr{};
@@ -897,9 +900,9 @@ public:
         socklen_t len = sizeof addr;
         REQUIRE(getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
         port = ntohs(addr.sin_port);
-        thread_ = std::jthread([this, jpeg = std::move(jpeg), good_parts,
-                                endless_bytes](std::stop_token stop) {
-            serve(stop, jpeg, good_parts, endless_bytes);
+        thread_ = std::jthread([this, jpeg = std::move(jpeg), good_parts, endless_bytes,
+                                one_write](std::stop_token stop) {
+            serve(stop, jpeg, good_parts, endless_bytes, one_write);
         });
     }
     ~endless_part_server() {
@@ -940,7 +943,7 @@ private:
         return true;
     }
     void serve(const std::stop_token& stop, const std::string& jpeg, int good_parts,
-               std::size_t endless_bytes) {
+               std::size_t endless_bytes, bool one_write) {
         if (!wait_for(fd_, POLLIN, stop)) {
             return;
         }
@@ -962,12 +965,17 @@ private:
                            "Content-Type: multipart/x-mixed-replace;boundary=frame\r\n"
                            "Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
                            stop);
+        const std::string part = "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " +
+                                 std::to_string(jpeg.size()) + "\r\n\r\n" + jpeg + "\r\n";
+        std::string all;
         for (int i = 0; ok && i < good_parts; ++i) {
-            ok = send_all(client,
-                          "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " +
-                              std::to_string(jpeg.size()) + "\r\n\r\n" + jpeg + "\r\n",
-                          stop);
+            if (one_write) {
+                all += part;
+            } else {
+                ok = send_all(client, part, stop);
+            }
         }
+        ok = ok && send_all(client, all, stop);
         ok = ok && send_all(client, "--frame\r\nContent-Type: image/jpeg\r\n\r\n", stop);
         const std::string chunk(64 * 1024, '\xab'); // never a boundary
         while (ok && endless_sent.load() < endless_bytes) {
@@ -992,6 +1000,40 @@ private:
 // An HTTP MJPEG camera whose part has no Content-Length and never comes to a boundary: the
 // capture fails the stream once the part passes max_part_bytes (read() says error, naming the
 // cap; a live source would reconnect), and the demuxer never held more of it than the cap.
+TEST_CASE("http: parts that come in one buffer are each counted against max_part_bytes") {
+    // The cap was checked against the bytes of each buffer the demuxer was given, so a buffer
+    // holding several whole parts (all sent in one write here) passed for one part over the cap,
+    // and a healthy stream failed.
+    const auto jpeg_path = (scratch() / "part_one_write.jpg").string();
+    const auto made = t::run({"/usr/bin/gst-launch-1.0", "-q", "videotestsrc", "num-buffers=1",
+                              "!", "video/x-raw,width=320,height=240", "!", "jpegenc", "!",
+                              "filesink", "location=" + jpeg_path});
+    INFO(made.err);
+    REQUIRE(made.exit_code == 0);
+    std::ifstream in(jpeg_path, std::ios::binary);
+    const std::string jpeg((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    REQUIRE(jpeg.size() > 100);
+    constexpr int parts = 12;
+    endless_part_server server(jpeg, parts, 0, true);
+    fe::gst_capture_options o;
+    o.uri = "http://127.0.0.1:" + std::to_string(server.port) + "/video.mjpg";
+    o.max_part_bytes = 2 * jpeg.size() + 1024; // two parts fit, and not the twelve
+    fe::gst_capture capture(o);
+    const auto err = capture.open({}, 10s);
+    INFO(err);
+    REQUIRE(err == "");
+    fe::gst_frame f;
+    std::string rerr;
+    int frames = 1; // open() took the first
+    while (frames < parts && capture.read({}, 10s, f, rerr) == status::frame) {
+        ++frames;
+    }
+    INFO(rerr);
+    CHECK(frames == parts);
+    CHECK(capture.largest_part_bytes() <= o.max_part_bytes);
+    CHECK(capture.largest_part_bytes() >= jpeg.size());
+}
+
 TEST_CASE("http: a part that never ends fails the stream at max_part_bytes, memory bounded") {
     const auto jpeg_path = (scratch() / "part.jpg").string();
     const auto made = t::run({"/usr/bin/gst-launch-1.0", "-q", "videotestsrc", "num-buffers=1",
