@@ -7,7 +7,10 @@
 // Takes the newest frame (a nats_receiver in the queue group, into a latest_slot), "detects" for
 // <service ms> (a sleep: a detector bound by an accelerator or another host, not by this
 // machine's two cores), and publishes a result with the frame's seq. Prints "ready" once
-// subscribed, and on SIGTERM one line "stats key=value ..." then exits 0.
+// subscribed, and on SIGTERM one line "stats key=value ..." then exits 0: the receiver's counts,
+// the slot's (evicted: frames replaced unread; left: the one still in it), the frames processed,
+// how many of those the sender had sent before one processed earlier (reordered, by link_seq),
+// and the frames' ages when taken (printed, for the record; no test asserts a time).
 #include <framepipe/latest_slot.hpp>
 #include <framepipe/metrics.hpp>
 #include <framepipe/stamped.hpp>
@@ -71,12 +74,16 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
         framepipe::latency_histogram age;
         std::uint64_t processed = 0;
+        std::uint64_t reordered = 0;
+        std::uint64_t last_link = 0; // the sender's numbering (a test's seq may start again)
         while (!stop_requested.load()) {
             auto f = newest.pop_for(milliseconds(50));
             if (!f) {
                 continue;
             }
             age.record(steady_clock::now() - (*f)->captured);
+            reordered += processed > 0 && (*f)->link_seq <= last_link ? 1U : 0U;
+            last_link = (*f)->link_seq;
             std::this_thread::sleep_for(service);
             const std::string text = name;
             std::vector<std::byte> payload(text.size());
@@ -90,12 +97,14 @@ int main(int argc, char** argv) {
         const auto s = frames.stats();
         const auto slot = newest.stats();
         std::printf(
-            "stats received=%llu delivered=%llu processed=%llu evicted=%llu slow=%llu "
-            "reconnects=%llu age_p99_ms=%.2f age_count=%llu\n",
+            "stats received=%llu delivered=%llu processed=%llu evicted=%llu left=%llu "
+            "reordered=%llu slow=%llu reconnects=%llu age_p99_ms=%.2f age_count=%llu\n",
             static_cast<unsigned long long>(s.received),
             static_cast<unsigned long long>(s.delivered),
             static_cast<unsigned long long>(processed),
             static_cast<unsigned long long>(slot.evicted),
+            static_cast<unsigned long long>(slot.size),
+            static_cast<unsigned long long>(reordered),
             static_cast<unsigned long long>(s.slow_consumer_dropped),
             static_cast<unsigned long long>(s.reconnects),
             duration<double, std::milli>(age.quantile(0.99)).count(),

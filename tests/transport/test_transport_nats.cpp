@@ -3,8 +3,10 @@
 // the server's default config (max_payload 1 MB). Workers run as processes of their own
 // (nats_peer.cpp) so that one can be killed, and the server restarted under them.
 //
-// Bounds catch hangs and gross failures on a loaded 2-core machine; the precise figures are
-// measured by framepipe-transport-bench and given in docs/transport.md.
+// No check depends on how fast the machine is: the tests assert counts, shares and the order of
+// events, and print the timing figures (rates, ages) for the record; framepipe-transport-bench
+// measures them (docs/transport.md). Waits that end on an event have a generous bound, to catch
+// a hang.
 // Seams in nats.hpp (before it is included): a send held until its receipt has come back.
 #include "../support/thread_state.hpp"
 
@@ -194,15 +196,19 @@ struct result_counter {
     std::jthread reader;
 };
 
-// Sanitizers make every copy and check several times slower, and the workers are processes of
-// this same binary: looser timing bounds there.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr double timing_slack = 3.0;
-constexpr double min_speedup = 2.0; // three workers against one
-#else
-constexpr double timing_slack = 1.0;
-constexpr double min_speedup = 2.5;
-#endif
+// Polls `done` until it holds or `timeout` passes (events outside the process: a server that
+// restarts, a connection that gives up, a worker's results); true if it held.
+template <class F>
+bool eventually(F done, std::chrono::milliseconds timeout = 30s) {
+    const auto until = clock_type::now() + timeout;
+    while (!done()) {
+        if (clock_type::now() > until) {
+            return false;
+        }
+        std::this_thread::sleep_for(10ms);
+    }
+    return true;
+}
 
 // Checks that make() throws std::invalid_argument whose message starts with "field:".
 template <class Make>
@@ -435,47 +441,60 @@ TEST_CASE("nats: unreachable at start: one line after max_attempts") {
         CHECK(what.find("(3 attempts)") != std::string::npos);
         CHECK(what.find('\n') == std::string::npos);
     }
-    CHECK(clock_type::now() - t0 < 10s);
+    // It gives up (the constructor returns): after the three attempts the message counts. How
+    // long the backoff took is printed, not asserted.
+    std::printf("nats unreachable: gave up after %.2f s\n",
+                std::chrono::duration<double>(clock_type::now() - t0).count());
 }
 
 TEST_CASE("nats: the pending limit bounds the client's backlog; its drops are counted") {
     nats_server server;
     tp::nats_connection nc({.servers = {server.url()}});
-    // An output that takes its time: the callback blocks, so the client's queue fills.
-    struct slow_channel {
-        std::atomic<int> pushed{0};
+    // An output that holds the first push until released: the client's queue fills behind it.
+    struct held_channel {
+        std::mutex mu;
+        std::condition_variable cv;
+        bool entered = false;  // guarded by mu
+        bool released = false; // guarded by mu
         void push(bytes_handle) {
-            ++pushed;
-            std::this_thread::sleep_for(20ms);
+            std::unique_lock<std::mutex> lock(mu);
+            entered = true;
+            cv.notify_all();
+            cv.wait(lock, [this] { return released; });
         }
         void close() {}
+        void wait_entered() {
+            std::unique_lock<std::mutex> lock(mu);
+            cv.wait(lock, [this] { return entered; });
+        }
+        void release() {
+            const std::lock_guard<std::mutex> lock(mu);
+            released = true;
+            cv.notify_all();
+        }
     } out;
     tp::nats_receiver<tp::bytes_codec> rx(
         nc, {.subject = "framepipe.t.c.frames", .pending_messages = 4});
     rx.start(out);
     tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = "framepipe.t.c.frames"});
-    for (int i = 0; i < 200; ++i) {
+    REQUIRE(pub.send(payload(1000)) == tp::send_status::sent);
+    out.wait_entered(); // taken from the client's queue, held in the push
+    for (int i = 1; i < 200; ++i) {
         REQUIRE(pub.send(payload(1000)) == tp::send_status::sent);
     }
-    (void)natsConnection_FlushTimeout(nc.get(), 5000);
-    // Everything sent is either received or dropped by the client: at most 4 wait at once.
-    const auto until = clock_type::now() + 20s;
-    tp::transport_stats s;
-    do {
-        std::this_thread::sleep_for(50ms);
-        s = rx.stats();
-    } while (s.received + s.slow_consumer_dropped < 200 && clock_type::now() < until);
-    CHECK(s.received + s.slow_consumer_dropped == 200);
-    CHECK(s.slow_consumer_dropped > 150);
+    // One connection: once the flush returns, the other 199 have been read: at most 4 wait in
+    // the client, it dropped the rest.
+    REQUIRE(natsConnection_Flush(nc.get()) == NATS_OK);
+    auto s = rx.stats();
+    CHECK(s.received == 1);
+    CHECK(s.slow_consumer_dropped == 195);
     // Gaps show a loss once a later message arrives: after one more, the gaps add up to exactly
     // what the client dropped.
     CHECK(s.lost_in_transport <= s.slow_consumer_dropped);
-    std::this_thread::sleep_for(200ms); // the client's queue has drained
+    out.release(); // the four kept come through, and the client's queue is empty
+    REQUIRE(eventually([&] { return rx.stats().received == 5; }));
     REQUIRE(pub.send(payload(1000)) == tp::send_status::sent);
-    const auto last = clock_type::now() + 10s;
-    while (rx.stats().received == s.received && clock_type::now() < last) {
-        std::this_thread::sleep_for(20ms);
-    }
+    REQUIRE(eventually([&] { return rx.stats().received == 6; }));
     s = rx.stats();
     CHECK(s.received + s.slow_consumer_dropped == 201);
     CHECK(s.lost_in_transport == s.slow_consumer_dropped);
@@ -503,20 +522,23 @@ TEST_CASE("nats: one publisher, three workers in a queue group share the frames"
         const auto s = pub.stats();
         std::uint64_t received = 0;
         double age_p99 = 0;
+        std::vector<std::map<std::string, double>> st;
         for (auto& x : w) {
-            const auto st = stop_worker(*x);
-            received += static_cast<std::uint64_t>(st.at("received"));
-            age_p99 = std::max(age_p99, st.at("age_p99_ms"));
+            st.push_back(stop_worker(*x));
+            received += static_cast<std::uint64_t>(st.back().at("received"));
+            age_p99 = std::max(age_p99, st.back().at("age_p99_ms"));
         }
         const double rate = static_cast<double>(results.count()) / seconds;
+        // The rate and the ages depend on the machine's load: printed, not asserted.
         std::printf(
             "nats queue group: %d worker(s): %.1f results/s, sent %llu, acknowledged %llu, "
-            "lost %llu, age p99 %.1f ms, per worker:",
+            "lost %llu, age p99 %.1f ms, per worker (received/processed):",
             workers, rate, static_cast<unsigned long long>(s.sent),
             static_cast<unsigned long long>(s.acknowledged),
             static_cast<unsigned long long>(s.lost_in_transport), age_p99);
-        for (const auto& [name, n] : results.per_worker()) {
-            std::printf(" %s=%llu", name.c_str(), static_cast<unsigned long long>(n));
+        for (std::size_t i = 0; i < st.size(); ++i) {
+            std::printf(" worker-%zu=%.0f/%.0f", i + 1, st[i].at("received"),
+                        st[i].at("processed"));
         }
         std::printf("\n");
         // The accounting identity, end to end: every frame sent was acknowledged by exactly one
@@ -526,20 +548,35 @@ TEST_CASE("nats: one publisher, three workers in a queue group share the frames"
         CHECK(s.acknowledged == received);
         CHECK(s.late_receipts == 0);
         CHECK(s.pending_receipts == 0);
-        // Newest frame: its age when a worker takes it is at most the gap between two frames it
-        // gets plus one service time (the frame arrived while it was busy). Loose on a loaded host.
-        CHECK(age_p99 < (1000.0 / fps * workers + service_ms + 100) * timing_slack);
         CHECK(results.per_worker().size() == static_cast<std::size_t>(workers));
+        for (std::size_t i = 0; i < st.size(); ++i) {
+            const auto& x = st[i];
+            INFO("worker-" << i + 1);
+            // The frames shared: the server gives each to one member at random, so each of
+            // three gets about a third; at least a fifth (a quarter would fail by chance about
+            // once in 300 runs of 300 frames).
+            CHECK(x.at("received") * 5 >= static_cast<double>(s.acknowledged));
+            // In the worker, every frame received went into its slot, and was processed,
+            // replaced unread by a newer one, or is still there.
+            CHECK(x.at("delivered") == x.at("received"));
+            CHECK(x.at("delivered") == x.at("processed") + x.at("evicted") + x.at("left"));
+            // The newest frame: the camera gives each worker frames faster than it serves them
+            // (one per 50 ms), so a worker that takes the newest skips some, and never takes one
+            // sent before one it took earlier. One that queued would skip none, and fall behind.
+            CHECK(x.at("processed") > 0);
+            CHECK(x.at("processed") < x.at("received"));
+            CHECK(x.at("reordered") == 0);
+        }
         return rate;
     };
     const double one = measure(1);
     const double three = measure(3);
-    CHECK(one > 10);
-    CHECK(three >= min_speedup * one);
+    // Three workers serve about three times the results of one; a ratio of two rates in this
+    // run, printed (framepipe-transport-bench and docs/transport.md measure it).
+    std::printf("nats queue group: three workers against one: %.2fx the results\n", three / one);
 }
 
-TEST_CASE(
-    "nats: a worker killed mid-run: the others take over within a second, nothing uncounted") {
+TEST_CASE("nats: a worker killed mid-run: the others take over, nothing uncounted") {
     nats_server server;
     tp::nats_connection nc({.servers = {server.url()}, .name = "camera"});
     std::vector<std::unique_ptr<worker>> w;
@@ -548,29 +585,67 @@ TEST_CASE(
     }
     result_counter results(nc);
     tp::nats_publisher<tp::bytes_codec> pub(nc, camera_options());
-    std::atomic<bool> killed{false};
+    // The camera runs until the other two have taken over; the kill comes once each of the three
+    // has answered five times. Each step waits for an event, not a time.
+    std::atomic<bool> done{false};
+    std::uint64_t sent = 0;
+    std::jthread camera([&] {
+        while (!done.load()) {
+            sent += run_camera(pub, 60, 100ms);
+        }
+    });
+    const auto answers = [](const std::map<std::string, std::uint64_t>& per,
+                            const std::string& name) {
+        const auto it = per.find(name);
+        return it == per.end() ? std::uint64_t{0} : it->second;
+    };
+    std::map<std::string, std::uint64_t> at_kill;
     std::uint64_t results_at_kill = 0;
-    std::jthread killer([&] {
-        std::this_thread::sleep_for(1500ms);
+    const bool all_answered = eventually([&] {
+        const auto per = results.per_worker();
+        return answers(per, "worker-1") >= 5 && answers(per, "worker-2") >= 5 &&
+               answers(per, "worker-3") >= 5;
+    });
+    bool took_over = false;
+    if (all_answered) {
         w[0]->send_signal(SIGKILL);
         (void)w[0]->wait();
+        at_kill = results.per_worker();
         results_at_kill = results.count();
-        killed = true;
-    });
-    const auto sent = run_camera(pub, 60, 3500ms);
-    killer.join();
-    const auto after = results.per_worker();
+        // Both others go on answering: ten more results each.
+        took_over = eventually([&] {
+            const auto per = results.per_worker();
+            return answers(per, "worker-2") >= answers(at_kill, "worker-2") + 10 &&
+                   answers(per, "worker-3") >= answers(at_kill, "worker-3") + 10;
+        });
+    }
+    done = true;
+    camera.join();
+    REQUIRE(all_answered);
+    CHECK(took_over);
     pub.settle(3s);
+    const auto lost_at_kill = pub.stats().lost_in_transport;
+    // The dead worker took frames for a moment at most: once the server has seen its connection
+    // close, the other two take every frame. A batch with no loss comes.
+    bool clean_batch = false;
+    for (int i = 0; i < 10 && !clean_batch; ++i) {
+        const auto lost = pub.stats().lost_in_transport;
+        sent += run_camera(pub, 60, 300ms);
+        pub.settle(3s);
+        clean_batch = pub.stats().lost_in_transport == lost;
+    }
+    CHECK(clean_batch);
     const auto s = pub.stats();
     std::uint64_t received = 0;
     for (std::size_t i = 1; i < w.size(); ++i) {
         received += static_cast<std::uint64_t>(stop_worker(*w[i]).at("received"));
     }
     std::printf(
-        "nats killed worker: sent %llu, acknowledged %llu, lost %llu; results %llu at the "
-        "kill, %llu at the end\n",
+        "nats killed worker: sent %llu, acknowledged %llu, lost %llu (%llu by the kill); "
+        "results %llu at the kill, %llu at the end\n",
         static_cast<unsigned long long>(s.sent), static_cast<unsigned long long>(s.acknowledged),
         static_cast<unsigned long long>(s.lost_in_transport),
+        static_cast<unsigned long long>(lost_at_kill),
         static_cast<unsigned long long>(results_at_kill),
         static_cast<unsigned long long>(results.count()));
     // Every frame: acknowledged by a worker (the dead one's before it died), or lost in
@@ -578,11 +653,7 @@ TEST_CASE(
     CHECK(s.sent == sent);
     CHECK(s.acknowledged + s.lost_in_transport == s.sent);
     CHECK(s.acknowledged >= received);
-    // The dead worker took frames for a moment at most: a second after the kill, the others
-    // deliver at the full rate again (2 s at 2 workers * 33/s = 66 results at the very least).
-    CHECK(results.count() - results_at_kill > 40);
-    CHECK(s.lost_in_transport <= 30); // what the dead one had in flight: well under 1 s of frames
-    CHECK(after.size() == 3);
+    CHECK(s.pending_receipts == 0);
 }
 
 TEST_CASE(
@@ -592,20 +663,29 @@ TEST_CASE(
     auto w = start_worker(server.url(), "worker-1", 10);
     result_counter results(nc);
     tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = tp::frame_subject("test", "cam0")});
-    std::jthread outage([&] {
-        std::this_thread::sleep_for(1000ms);
-        server.kill();
-        std::this_thread::sleep_for(1000ms);
-        server.start(); // same port
+    // The camera runs through the outage. Each step waits for an event, not a time: results
+    // flow, the server is killed, the publisher drops frames while it is down, the server comes
+    // back, results flow again.
+    std::atomic<bool> done{false};
+    std::jthread camera([&] {
+        while (!done.load()) {
+            (void)run_camera(pub, 30, 100ms);
+        }
     });
     std::uint64_t before = 0;
-    std::jthread probe([&] {
-        std::this_thread::sleep_for(900ms);
+    bool dropped = false;
+    bool flow_again = false;
+    const bool flowed = eventually([&] { return results.count() > 10; });
+    if (flowed) {
+        server.kill();
         before = results.count();
-    });
-    (void)run_camera(pub, 30, 5000ms);
-    outage.join();
-    probe.join();
+        dropped = eventually([&] { return pub.stats().disconnected > 0; });
+        server.start(); // same port
+        flow_again = eventually([&] { return results.count() > before + 30; });
+    }
+    done = true;
+    camera.join();
+    REQUIRE(flowed);
     const auto s = pub.stats();
     const auto st = stop_worker(*w);
     std::printf(
@@ -616,12 +696,13 @@ TEST_CASE(
         static_cast<unsigned long long>(s.reconnects),
         static_cast<unsigned long long>(s.disconnected), st.at("reconnects"));
     CHECK(before > 10);
+    CHECK(dropped); // frames dropped while down, counted
+    CHECK(flow_again); // after the restart, results flow again
     CHECK(s.state == framepipe::live_state::streaming);
     CHECK(s.reconnects >= 1);
     CHECK(s.disconnects >= 1);
-    CHECK(s.disconnected > 0); // frames dropped while down, counted
+    CHECK(s.disconnected > 0);
     CHECK(st.at("reconnects") >= 1);
-    CHECK(results.count() > before + 30); // after the restart, results flow again
 }
 
 TEST_CASE("nats: a three-node cluster on loopback: publisher on node 1, workers on nodes 2 and 3") {
@@ -644,38 +725,26 @@ TEST_CASE("nats: a three-node cluster on loopback: publisher on node 1, workers 
     (void)run_camera(pub, 30, 2000ms);
     pub.settle(3s);
     const auto s = pub.stats();
-    (void)stop_worker(*w2);
-    (void)stop_worker(*w3);
+    const auto on_n2 = stop_worker(*w2).at("received");
+    const auto on_n3 = stop_worker(*w3).at("received");
     const auto per = results.per_worker();
     std::printf(
         "nats cluster: sent %llu (%llu while routes formed), acknowledged %llu, lost %llu, "
-        "results: n2 %llu, n3 %llu\n",
+        "received: n2 %.0f, n3 %.0f; results: n2 %llu, n3 %llu\n",
         static_cast<unsigned long long>(s.sent), static_cast<unsigned long long>(sent_before),
         static_cast<unsigned long long>(s.acknowledged),
-        static_cast<unsigned long long>(s.lost_in_transport),
+        static_cast<unsigned long long>(s.lost_in_transport), on_n2, on_n3,
         static_cast<unsigned long long>(per.count("worker-n2") ? per.at("worker-n2") : 0),
         static_cast<unsigned long long>(per.count("worker-n3") ? per.at("worker-n3") : 0));
     REQUIRE(per.size() == 2);
-    CHECK(per.at("worker-n2") > 5);
-    CHECK(per.at("worker-n3") > 5);
+    // Node 1 has no member: it gives each frame to one of the two on a route, about half each;
+    // at least a fifth each.
+    CHECK(on_n2 * 5 >= on_n2 + on_n3);
+    CHECK(on_n3 * 5 >= on_n2 + on_n3);
     CHECK(s.acknowledged + s.lost_in_transport == s.sent);
 }
 
 namespace {
-
-// Polls `done` until it holds or `timeout` passes (events outside the process: a server that
-// restarts, a connection that gives up); true if it held.
-template <class F>
-bool eventually(F done, std::chrono::milliseconds timeout = 30s) {
-    const auto until = clock_type::now() + timeout;
-    while (!done()) {
-        if (clock_type::now() > until) {
-            return false;
-        }
-        std::this_thread::sleep_for(10ms);
-    }
-    return true;
-}
 
 // An output channel whose push waits: until closed, or (with the stop token) until the receiver
 // stops. Records how each push ended.
