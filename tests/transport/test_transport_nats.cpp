@@ -1387,6 +1387,46 @@ TEST_CASE("nats: what nats.c discards when stop() cannot drain is counted droppe
     CHECK(pub.stats().sent == s.delivered + s.refused + s.dropped_at_stop);
 }
 
+TEST_CASE("nats: the client's drops while stop() waits for a drain that cannot end are counted") {
+    // The push ignores stop tokens, so the drain cannot end, and stop() falls back after its
+    // 2 s. The messages sent once stop() has begun (in its seam) overflow the client's pending
+    // limit of 4: nats.c drops them as a slow consumer, and no message callback comes to read
+    // that count. stop() read it only as it began, so 96 frames went uncounted. Static: the
+    // channel outlives the callback's thread, which the test cannot join.
+    static gated_channel out;
+    out.takes_stop_token = false;
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    const std::string subject = "framepipe.t.fallback_drops.frames";
+    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = subject, .pending_messages = 4});
+    rx.start(out);
+    tp::nats_publisher<tp::bytes_codec> pub(nc, {.subject = subject});
+    REQUIRE(pub.send(payload(16)) == tp::send_status::sent);
+    REQUIRE(natsConnection_Flush(nc.get()) == NATS_OK);
+    out.wait_entered(); // the first holds the delivery thread
+    constexpr std::uint64_t more = 100;
+    bool sent_more = false;
+    stop_hold.arm([&] { // in stop(), once it has begun: 4 queue up, 96 are dropped
+        if (!sent_more) {
+            sent_more = true;
+            for (std::uint64_t i = 0; i < more; ++i) {
+                (void)pub.send(payload(16));
+            }
+            (void)natsConnection_Flush(nc.get()); // one connection: all are in, or dropped
+        }
+        return true;
+    });
+    rx.stop();
+    CHECK(rx.stats().slow_consumer_dropped == more - 4);
+    out.close(); // the push returns (closed: refused); on_complete counts the 4 discarded
+    CHECK(eventually([&] { return rx.stats().dropped_at_stop == 4; }));
+    const auto s = rx.stats();
+    CHECK(pub.stats().sent == more + 1);
+    CHECK(s.refused == 1);
+    CHECK(pub.stats().sent ==
+          s.delivered + s.refused + s.dropped_at_stop + s.slow_consumer_dropped);
+}
+
 TEST_CASE("nats: a connected receiver that gets nothing for stall_timeout says stalled") {
     nats_server server;
     tp::nats_connection nc({.servers = {server.url()}});

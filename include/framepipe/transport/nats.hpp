@@ -1154,8 +1154,15 @@ private:
         // Reads the subscription's drop count into `dropped` (a high-water mark). Any thread.
         void note_dropped(natsSubscription* sub) noexcept {
             int64_t n = 0;
-            if (natsSubscription_GetDropped(sub, &n) != NATS_OK || n <= 0) {
+            if (natsSubscription_GetDropped(sub, &n) != NATS_OK) {
                 return; // closed: the count read before stands
+            }
+            note_dropped(n);
+        }
+        // Keeps `n`, a drop count nats.c gave, if it is the highest yet. Any thread.
+        void note_dropped(std::int64_t n) noexcept {
+            if (n <= 0) {
+                return;
             }
             auto seen = dropped.load(std::memory_order_relaxed);
             // Relaxed: a statistic; the CAS only keeps the maximum.
@@ -1341,10 +1348,12 @@ private:
     // is not tried (disconnected: its flush would wait for the server) or does not end within
     // the 2 s (a callback held in a push that ignores stop tokens, a server slow to answer), it
     // unsubscribes instead, after one read of what nats.c holds (delivered + pending, under its
-    // lock); on_complete counts what nats.c then discarded unread (count_discarded). Uncounted:
-    // messages that reach the subscription between that read and the unsubscribe (none while
-    // disconnected, nor after a drain's flush: the server sends nothing more), and what a
-    // connection that closed (or a subscription without on_complete) discarded.
+    // lock), which also reads the client's slow-consumer drops so far (no callback may come to
+    // read them later); on_complete counts what nats.c then discarded unread (count_discarded).
+    // Uncounted: messages that reach the subscription, or that the client drops, between that
+    // read and the unsubscribe (none while disconnected, nor after a drain's flush: the server
+    // sends nothing more), and what a connection that closed (or a subscription without
+    // on_complete) discarded.
     void end_at_stop(natsSubscription* sub,
                      const std::shared_ptr<detail::completion>& done) noexcept {
         if (done == nullptr) {
@@ -1365,8 +1374,12 @@ private:
         }
         int pending = 0;
         std::int64_t delivered = 0;
+        std::int64_t dropped = 0;
         if (natsSubscription_GetStats(sub, &pending, nullptr, nullptr, nullptr, &delivered,
-                                      nullptr) == NATS_OK) {
+                                      &dropped) == NATS_OK) {
+            // The client's slow-consumer drops up to now: no message callback may come to read
+            // them again, and the count cannot be read once the subscription is closed.
+            state_->note_dropped(dropped);
             // Release: on_complete reads it (see count_discarded).
             state_->held_at_unsubscribe.store(delivered + pending, std::memory_order_release);
         }
