@@ -408,6 +408,50 @@ TEST_CASE("sampled: the channel's peek, pop_for with a stop token and push_for a
     CHECK(st.pushed == st.popped + st.dropped + st.size);
 }
 
+namespace {
+// A user's channel with the least a pipeline needs: push, pop(stop_token), close. No stats(),
+// size() or closed(), which channel.hpp makes optional.
+struct bare_channel {
+    using value_type = int;
+    framepipe::ring<int> r{64, framepipe::overflow::block};
+    framepipe::push_status push(int v) { return r.push(v); }
+    framepipe::push_status push(int v, std::stop_token stop) { return r.push(v, std::move(stop)); }
+    std::optional<int> pop(std::stop_token stop) { return r.pop(std::move(stop)); }
+    void close() { r.close(); }
+};
+template <class W>
+concept has_stats = requires(const W& w) { w.stats(); };
+template <class W>
+concept has_size = requires(const W& w) { w.size(); };
+template <class W>
+concept has_closed = requires(const W& w) { w.closed(); };
+template <class W>
+concept has_plain_pop = requires(W& w) { w.pop(); };
+} // namespace
+
+TEST_CASE("sampled: over a channel without stats(), size() or closed(), the wrapper has none, "
+          "and works in a pipeline") {
+    // The wrapper declared them all (and stats() always), so that a pipeline took sampled's
+    // stats() for the channel's and did not compile.
+    using wrapped = framepipe::sampled<bare_channel, framepipe::every_n>;
+    static_assert(!has_stats<wrapped> && !has_size<wrapped> && !has_closed<wrapped>);
+    static_assert(!has_plain_pop<wrapped>);
+    static_assert(has_stats<framepipe::sampled<framepipe::ring<int>, framepipe::every_n>>);
+    bare_channel q;
+    framepipe::sampled s(q, framepipe::every_n(2));
+    int next = 0;
+    std::vector<int> got;
+    framepipe::pipeline p("bare");
+    p.source("count", s, [&]() -> std::optional<int> {
+        return next < 10 ? std::optional<int>(next++) : std::nullopt;
+    });
+    p.sink("keep", s, [&](int v) { got.push_back(v); });
+    p.start();
+    p.wait();
+    CHECK(got == std::vector<int>{0, 2, 4, 6, 8});
+    CHECK(s.sampled_out() == 5);
+}
+
 TEST_CASE("sampled: a push after close is the channel's refusal (closed, after_close), "
           "not the sampler's") {
     framepipe::ring<int> q(8);

@@ -320,8 +320,10 @@ private:
 
 // A channel with a sampler in front: push(item) keeps the item only if the sampler admits it;
 // otherwise the push returns rejected and is counted as sampled_out. Everything else (pop, close,
-// capacity, ...) is the channel's. It is an input and an output for a pipeline, and its stats()
-// (the channel's, plus the sampled-out pushes) show in the pipeline's metrics.
+// capacity, ...) is the channel's, where the channel has it. It is an input and an output for a
+// pipeline, and its stats() (the channel's, plus the sampled-out pushes; only for a channel that
+// keeps counters) show in the pipeline's metrics. Over a channel without closed(), the sampler
+// also sees the pushes that come after close() (the channel then refuses those it keeps).
 template <class Channel, class Sampler>
 class sampled : public detail::channel_wrapper<Channel> {
     using base = detail::channel_wrapper<Channel>;
@@ -386,8 +388,10 @@ public:
     // channel's, those it has (detail::channel_wrapper).
 
     // The channel's counters, with the sampled-out pushes added (pushed and dropped include
-    // them, reason sampled_out). Any thread.
-    [[nodiscard]] channel_stats stats() const {
+    // them, reason sampled_out); only for a channel that keeps counters. Any thread.
+    [[nodiscard]] channel_stats stats() const
+        requires detail::channel_wrapper<Channel>::has_stats
+    {
         return this->stats_with(&channel_stats::sampled_out,
                                 sampled_out_.load(std::memory_order_relaxed));
     }
@@ -413,10 +417,12 @@ private:
     }
 
     bool admit(const value_type& item) {
-        if (this->channel_.closed()) {
-            // The channel refuses it (closed, counted as after_close), not the sampler, which
-            // is not advanced by items that could not be kept anyway.
-            return true;
+        if constexpr (requires { this->channel_.closed(); }) {
+            if (this->channel_.closed()) {
+                // The channel refuses it (closed, counted as after_close), not the sampler,
+                // which is not advanced by items that could not be kept anyway.
+                return true;
+            }
         }
         bool keep = false;
         {

@@ -8,9 +8,11 @@
 #include <framepipe/channel.hpp>
 
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <stop_token>
+#include <utility>
 
 namespace framepipe::detail {
 
@@ -32,8 +34,16 @@ public:
     {
         return channel_.try_pop();
     }
-    [[nodiscard]] auto pop() { return channel_.pop(); }
-    [[nodiscard]] auto pop(std::stop_token stop) { return channel_.pop(std::move(stop)); }
+    [[nodiscard]] auto pop()
+        requires requires(Channel& c) { c.pop(); }
+    {
+        return channel_.pop();
+    }
+    [[nodiscard]] auto pop(std::stop_token stop)
+        requires requires(Channel& c, std::stop_token t) { c.pop(std::move(t)); }
+    {
+        return channel_.pop(std::move(stop));
+    }
     template <class Rep, class Period>
     [[nodiscard]] auto pop_for(std::chrono::duration<Rep, Period> timeout)
         requires requires(Channel& c) { c.pop_for(timeout); }
@@ -52,8 +62,16 @@ public:
         return channel_.peek();
     }
     void close() { channel_.close(); }
-    [[nodiscard]] bool closed() const { return channel_.closed(); }
-    [[nodiscard]] std::size_t size() const { return channel_.size(); }
+    [[nodiscard]] bool closed() const noexcept(noexcept(std::declval<const Channel&>().closed()))
+        requires requires(const Channel& c) { c.closed(); }
+    {
+        return channel_.closed();
+    }
+    [[nodiscard]] std::size_t size() const noexcept(noexcept(std::declval<const Channel&>().size()))
+        requires requires(const Channel& c) { c.size(); }
+    {
+        return channel_.size();
+    }
     [[nodiscard]] std::size_t capacity() const
         requires requires(const Channel& c) { c.capacity(); }
     {
@@ -70,6 +88,11 @@ public:
 
 protected:
     ~channel_wrapper() = default;
+
+    // Whether the wrapped channel keeps counters: the wrappers' stats() exist only then.
+    static constexpr bool has_stats = requires(const Channel& c) {
+        { c.stats() } -> std::convertible_to<channel_stats>;
+    };
 
     // The channel's counters with `n` items that the wrapper kept from it added as pushed and
     // dropped for `reason`, so that pushed == popped + dropped + size still holds.

@@ -809,8 +809,10 @@ public:
     }
 
     // The channel's counters, with the lost messages added to pushed, dropped and
-    // lost_in_transport. Any thread.
-    [[nodiscard]] channel_stats stats() const {
+    // lost_in_transport; only for a channel that keeps counters. Any thread.
+    [[nodiscard]] channel_stats stats() const
+        requires framepipe::detail::channel_wrapper<Channel>::has_stats
+    {
         return this->stats_with(&channel_stats::lost_in_transport,
                                 lost_.load(std::memory_order_relaxed));
     }
