@@ -521,6 +521,7 @@ void check_prometheus(const std::string& text, std::map<std::string, std::string
     std::istringstream in(text);
     std::string line;
     std::set<std::string> sampled;
+    std::set<std::string> series; // name{labels}: one sample each
     REQUIRE(!text.empty());
     REQUIRE(text.back() == '\n');
     while (std::getline(in, line)) {
@@ -557,6 +558,7 @@ void check_prometheus(const std::string& text, std::map<std::string, std::string
             REQUIRE(labels.find("quantile=\"") != std::string::npos);
         }
         sampled.insert(family);
+        REQUIRE(series.insert(std::string(m[1]) + "{" + labels + "}").second);
         const std::string value = m[3];
         std::size_t used = 0;
         REQUIRE_NOTHROW(static_cast<void>(std::stod(value, &used)));
@@ -776,6 +778,34 @@ TEST_CASE("pipeline: to_prometheus makes a metric of any figure name and escapes
     CHECK_THAT(text, Catch::Contains("# HELP framepipe_source_frames_seen_total "
                                      "Frames\\nwith a \\\\ in the help.\n"));
     CHECK_THAT(text, Catch::Contains("framepipe_source_lag_ms{pipeline=\"p\",stage=\"cam\"} 2\n"));
+}
+
+TEST_CASE("pipeline: to_prometheus uses a metric name once, whatever names a source's figures have") {
+    // A counter "frames" and a gauge "frames_total", a gauge "state", two figures that differ only
+    // in a character a metric name cannot hold, and a state listed twice: each gave a second
+    // TYPE for one name or a second sample of one series, and a scraper refused the page.
+    framepipe::pipeline_snapshot snap;
+    snap.name = "p";
+    framepipe::stage_snapshot st;
+    st.name = "cam";
+    st.source = framepipe::source_status{"up",
+                                         {"up", "down", "up"},
+                                         {{"frames", "Frames.", 10}, {"a-b", "A.", 1},
+                                          {"a.b", "B.", 2}},
+                                         {{"frames_total", "Frames, as a gauge.", 10},
+                                          {"state", "A state code.", 2},
+                                          {"lag", "Lag.", 3}}};
+    snap.stages.push_back(st);
+    const auto text = framepipe::to_prometheus(snap);
+    INFO(text);
+    std::map<std::string, std::string> types;
+    check_prometheus(text, types);
+    CHECK(types["framepipe_source_frames_total"] == "counter");
+    CHECK(types["framepipe_source_state"] == "gauge");
+    CHECK(types["framepipe_source_lag"] == "gauge"); // the figures after a clash still come
+    const std::string labels = "{pipeline=\"p\",stage=\"cam\"} ";
+    CHECK_THAT(text, Catch::Contains("framepipe_source_frames_total" + labels + "10\n"));
+    CHECK_THAT(text, Catch::Contains("framepipe_source_a_b_total" + labels + "1\n")); // the first
 }
 
 TEST_CASE("pipeline: to_prometheus spells non-finite values NaN, +Inf and -Inf; to_dot too") {

@@ -10,6 +10,7 @@
 
 #include <framepipe/snapshot.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -246,21 +247,34 @@ inline std::string source_line(const stage_snapshot& s) {
     // Supervised sources (live_source): the state as one gauge per state (1 for the current),
     // then each counter and gauge they report, one family each, in the order first seen. A
     // figure's name becomes part of a metric name: a character not allowed there becomes '_'.
+    // A metric name is used once: a figure whose name comes out as one already taken (by the
+    // state family, by a counter's name with _total, or by an earlier figure of the same kind
+    // once the characters are replaced) is left out of the page, which would be refused.
+    std::vector<std::string> source_metrics{"framepipe_source_state"};
     const auto figures = [&](auto member, std::string_view suffix, std::string_view type) {
+        const auto metric_of = [&](const source_figure& f) {
+            return "framepipe_source_" + detail::metric_name_part(f.name) + std::string(suffix);
+        };
+        const auto taken = [&](const std::string& metric) {
+            return std::find(source_metrics.begin(), source_metrics.end(), metric) !=
+                   source_metrics.end();
+        };
         std::vector<std::pair<std::string, const source_figure*>> seen; // metric name, first
         for (const auto& s : snap.stages) {
             if (!s.source) {
                 continue;
             }
             for (const auto& f : (*s.source).*member) {
-                const std::string metric =
-                    "framepipe_source_" + detail::metric_name_part(f.name) + std::string(suffix);
+                std::string metric = metric_of(f);
+                if (taken(metric)) {
+                    continue; // by the state family or the other kind of figure
+                }
                 bool known = false;
                 for (const auto& k : seen) {
                     known = known || k.first == metric;
                 }
                 if (!known) {
-                    seen.emplace_back(metric, &f);
+                    seen.emplace_back(std::move(metric), &f);
                 }
             }
         }
@@ -271,13 +285,15 @@ inline std::string source_line(const stage_snapshot& s) {
                     continue;
                 }
                 for (const auto& f : (*s.source).*member) {
-                    if ("framepipe_source_" + detail::metric_name_part(f.name) +
-                            std::string(suffix) ==
-                        metric) {
+                    if (metric_of(f) == metric) {
                         sample(metric, stage_labels(s), f.value);
+                        break; // one series per source: a second figure of that name is left out
                     }
                 }
             }
+        }
+        for (const auto& m : seen) {
+            source_metrics.push_back(m.first);
         }
     };
     bool any_source = false;
@@ -289,7 +305,12 @@ inline std::string source_line(const stage_snapshot& s) {
                "1 for the state a supervised source is in, 0 for its other states.");
         for (const auto& s : snap.stages) {
             if (s.source) {
-                for (const auto& st : s.source->states) {
+                const auto& states = s.source->states;
+                for (auto it = states.begin(); it != states.end(); ++it) {
+                    const std::string& st = *it;
+                    if (std::find(states.begin(), it, st) != it) {
+                        continue; // listed twice: one series
+                    }
                     sample("framepipe_source_state",
                            stage_labels(s) + ",state=\"" + detail::prometheus_escape(st) + "\"",
                            std::uint64_t{st == s.source->state ? 1U : 0U});
