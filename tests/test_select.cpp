@@ -468,6 +468,11 @@ TEST_CASE("selector: bad options throw std::invalid_argument naming the field") 
     ring<int> q(4);
     selector<int> sel;
     CHECK_THROWS_WITH(sel.add(q, {.weight = 0}), Contains("weight"));
+    // Values out of the enums' ranges were taken (the policy as round robin).
+    CHECK_THROWS_WITH(selector<int>({.policy = static_cast<select_policy>(7)}),
+                      Catch::StartsWith("policy: not a select_policy"));
+    CHECK_THROWS_WITH(sel.add(q, {.take = static_cast<input_take>(9)}),
+                      Catch::StartsWith("take: not an input_take"));
     CHECK_THROWS_WITH(sel.add(q, {.max_age = 1s}), Contains("max_age"));
     ring<stamped<int>> s(4);
     selector<stamped<int>> stamped_sel;

@@ -372,9 +372,12 @@ public:
     using value_type = selected<T>;
     using clock = std::chrono::steady_clock;
 
-    // A selector without inputs. Throws std::invalid_argument naming policy for oldest_first
-    // when T carries no capture time (timestamp_traits).
+    // A selector without inputs. Throws std::invalid_argument naming policy for a value that is
+    // no select_policy, or for oldest_first when T carries no capture time (timestamp_traits).
     explicit selector(selector_options options = {}) : policy_(options.policy) {
+        if (to_string(policy_) == "unknown") {
+            throw std::invalid_argument("policy: not a select_policy");
+        }
         if constexpr (!timestamped<T>) {
             if (policy_ == select_policy::oldest_first) {
                 throw std::invalid_argument("policy: oldest_first needs a timestamped T "
@@ -400,7 +403,8 @@ public:
     // remove(id) returns or the input has finished. Any thread, also while consumers wait (they
     // see the new input at once). Blocks briefly: the internal lock and one process-wide memory
     // barrier (membarrier(2); see the file comment). Throws std::invalid_argument naming weight
-    // (0), max_age (negative, or T not `timestamped`) or channel (a moved-from subscription);
+    // (0), take (no input_take), max_age (negative, or T not `timestamped`) or channel (a
+    // moved-from subscription);
     // std::logic_error after close(); std::bad_alloc. On a throw nothing changed.
     template <class C>
         requires selectable<C, T>
@@ -594,6 +598,9 @@ private:
     static void validate(const input_options& o) {
         if (o.weight == 0) {
             throw std::invalid_argument("weight: must be at least 1");
+        }
+        if (o.take != input_take::newest && o.take != input_take::oldest) {
+            throw std::invalid_argument("take: not an input_take");
         }
         if (o.max_age) {
             detail::require_non_negative(*o.max_age, "max_age");
