@@ -1391,6 +1391,45 @@ TEST_CASE("nats: what nats.c discards when stop() cannot drain is counted droppe
     CHECK(pub.stats().sent == s.delivered + s.refused + s.dropped_at_stop);
 }
 
+TEST_CASE("nats: a second stop() returns only once the first has ended the subscription") {
+    // The first stop() is held at its seam, before it drains. A second stop() on another thread
+    // returned at once (it found nothing left to end), and a caller could free the output
+    // channel while the first's drain still handed messages to it.
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    framepipe::ring<bytes_handle> got(16);
+    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = "framepipe.t.twostops.frames"});
+    rx.start(got);
+    std::atomic<long> second_thread{0};
+    std::atomic<bool> second_returned{false};
+    bool returned_while_held = true;
+    std::jthread second;
+    stop_hold.arm([&] {
+        if (!second.joinable()) {
+            second = std::jthread([&] {
+                second_thread = framepipe_test::this_thread_id();
+                rx.stop();
+                second_returned = true;
+            });
+        }
+        const long tid = second_thread.load();
+        // Released once the second has returned, or is parked (waiting for this one).
+        if (tid == 0) {
+            return false;
+        }
+        const bool back = second_returned.load();
+        if (back || framepipe_test::in_futex_wait(tid).value_or(false)) {
+            returned_while_held = back;
+            return true;
+        }
+        return false;
+    });
+    rx.stop();
+    second.join();
+    CHECK_FALSE(returned_while_held);
+    CHECK(second_returned.load());
+}
+
 TEST_CASE("nats: the client's drops while stop() waits for a drain that cannot end are counted") {
     // The push ignores stop tokens, so the drain cannot end, and stop() falls back after its
     // 2 s. The messages sent once stop() has begun (in its seam) overflow the client's pending

@@ -952,6 +952,7 @@ public:
     template <class Out>
     requires output_channel<Out, item_type>
     void start(Out& out) {
+        const std::lock_guard<std::mutex> ending(end_mu_); // a stop() meanwhile waits for this
         {
             const std::lock_guard<std::mutex> lock(mu_);
             if (started_) {
@@ -1013,18 +1014,10 @@ public:
             s.counters.error(why);
             throw nats_error(why);
         }
-        bool stopped = false;
-        {
-            const std::lock_guard<std::mutex> lock(mu_);
-            stopped = stop_called_; // a stop() meanwhile found nothing to end
-            if (!stopped) {
-                sub_ = sub;
-                done_ = done;
-            }
-        }
-        if (stopped) {
-            end(sub, done);
-        }
+        // No stop() meanwhile: it waits for end_mu_, and ends this subscription once it has it.
+        const std::lock_guard<std::mutex> lock(mu_);
+        sub_ = sub;
+        done_ = done;
     }
 
     // Ends the run: a push waiting in the output channel is asked to stop (its stop_token) and
@@ -1036,8 +1029,12 @@ public:
     // connection, which frees it later (nats_connection::retire: then, every max_retired-th
     // time, a flush of at most 1 s); the drain's and the unsubscribe's writes each wait at most
     // write_deadline. Handles already given out stay valid. The state is stopped from now on.
-    // Any thread but nats.c's; idempotent; ends wait(); never throws.
+    // Any thread but nats.c's; idempotent, and a second call returns only once the first is
+    // done (a start() under way is waited for too); ends wait(); never throws.
     void stop() noexcept {
+        // A start() under way, or another stop(), is waited for: when any stop() returns, the
+        // subscription has been ended and counted (within the bounds above).
+        const std::lock_guard<std::mutex> ending(end_mu_);
         natsSubscription* sub = nullptr;
         std::shared_ptr<detail::completion> done;
         {
@@ -1416,6 +1413,9 @@ private:
     std::shared_ptr<detail::completion> done_; // guarded by mu_: sub_'s on_complete, if it comes
     bool started_ = false;              // guarded by mu_
     bool stop_called_ = false;          // guarded by mu_
+    // Held by stop() throughout, and by start(): a stop() returns only once the subscription it
+    // (or a concurrent stop()) ends is over, and never beside a start() still subscribing.
+    std::mutex end_mu_;
 };
 
 } // namespace framepipe::transport
