@@ -373,10 +373,16 @@ TEST_CASE("bad input: a one-line error naming the problem, exit code 2") {
         CHECK(r.err.find("s3cret") == std::string::npos);
     }
     {
-        // A scheme this program does not read (schemes are matched in lower case): named, the
-        // password masked.
-        const auto r = t::run({exe, "--no-ui", "--video", "RTSP://admin:s3cret@127.0.0.1:1/x"});
+        // A scheme this program does not read: named, the password masked.
+        const auto r = t::run({exe, "--no-ui", "--video", "ftp://admin:s3cret@127.0.0.1:1/x"});
         check_one_line_error(r, "unsupported scheme");
+        CHECK(r.err.find("s3cret") == std::string::npos);
+    }
+    {
+        // Schemes in any case (RFC 3986 3.1): RTSP:// is read as rtsp://, a live input.
+        const auto r = t::run({exe, "--no-ui", "--video", "RTSP://admin:s3cret@127.0.0.1:1/x",
+                               "--max-attempts", "1", "--reconnect-initial", "0.01"});
+        check_one_line_error(r, "no connection after 1 attempt", false);
         CHECK(r.err.find("s3cret") == std::string::npos);
     }
 
