@@ -34,6 +34,8 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -107,6 +109,21 @@ bool wait_until(const std::function<bool()>& done, std::chrono::nanoseconds limi
 std::filesystem::path scratch() {
     static const t::temp_dir dir("framepipe-gst-capture");
     return dir.path;
+}
+
+// A TCP socket listening on 127.0.0.1 at a port the kernel picks: the descriptor (the caller
+// closes it) and the port.
+std::pair<int, int> listen_on_loopback(int backlog) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(listen(fd, backlog) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    return {fd, ntohs(addr.sin_port)};
 }
 
 // A server whose encoder makes a key frame only when asked (key_frame()), and a first client
@@ -416,17 +433,9 @@ TEST_CASE("open: unserved and silent servers fail within the timeout, stop is pr
     CHECK(cap.read({}, 10ms, f, rerr) == status::error); // not open
 
     // A server that accepts the connection and never answers.
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    REQUIRE(listen(fd, 8) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    const auto [fd, silent_port] = listen_on_loopback(8);
     fe::gst_capture silent(
-        rtsp_options("rtsp://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/test"));
+        rtsp_options("rtsp://127.0.0.1:" + std::to_string(silent_port) + "/test"));
     t0 = clk::now();
     err = silent.open({}, 2s);
     const auto took = clk::now() - t0;
@@ -889,17 +898,8 @@ public:
     // `one_write`: the good parts go out in one send (the client then reads several in one
     // buffer), rather than one send each.
     endless_part_server(std::string jpeg, int good_parts, std::size_t endless_bytes,
-                        bool one_write = false)
-        : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
-        REQUIRE(fd_ >= 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-        REQUIRE(listen(fd_, 4) == 0);
-        socklen_t len = sizeof addr;
-        REQUIRE(getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-        port = ntohs(addr.sin_port);
+                        bool one_write = false) {
+        std::tie(fd_, port) = listen_on_loopback(4);
         thread_ = std::jthread([this, jpeg = std::move(jpeg), good_parts, endless_bytes,
                                 one_write](std::stop_token stop) {
             serve(stop, jpeg, good_parts, endless_bytes, one_write);
@@ -991,7 +991,7 @@ private:
         close(client);
     }
 
-    int fd_;
+    int fd_ = -1;
     std::jthread thread_;
 };
 
