@@ -969,15 +969,17 @@ private:
                 // filled it yet (its size() counts it), another consumer was faster, or the
                 // inputs changed. Back off (pause, then yield or sleep for the thread that is
                 // finishing its push) and keep honouring the stop token and the deadline, which a
-                // ready predicate would otherwise skip. Nothing was found, so leaving here strands
-                // nobody (a later push notifies the consumers still parked).
+                // ready predicate would otherwise skip; a sleep ends at the deadline at the
+                // latest (backoff_until), so a pop_for does not overrun it by a step's sleep (up
+                // to 1 ms). Nothing was found, so leaving here strands nobody (a later push
+                // notifies the consumers still parked).
                 if (stop != nullptr && stop->stop_requested()) {
                     return std::nullopt;
                 }
                 if (deadline && clock::now() >= *deadline) {
                     return std::nullopt;
                 }
-                detail::backoff(spins);
+                detail::backoff_until(spins, deadline);
             }
             if (wait_ready(excluded, stop, deadline) != detail::wait_end::ready) {
                 return std::nullopt;
