@@ -7,6 +7,14 @@
 // and print the timing figures (rates, send times, ages) for the record; docs/transport.md has
 // the figures measured on a quiet machine. Waits that end on an event have a generous bound, or
 // ctest's timeout, to catch a hang.
+#include <functional>
+
+// The seam of a stopping receiver between its drain and its unsubscribe (iceoryx.hpp). Set by
+// one test before start() and cleared after stop(); it runs on the receiving thread.
+inline std::function<void()> unsubscribe_seam;
+#define FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBE_HOOK()                                               \
+    (unsubscribe_seam ? unsubscribe_seam() : static_cast<void>(0))
+
 #include "../support/allocation_counter.hpp"
 #include "common/testing/child_process.hpp"
 
@@ -24,6 +32,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
@@ -45,12 +55,38 @@ constexpr std::size_t frame_1080p = 1920 * 1080 * 3;
 // RouDi for the whole test program (the process registers with it once).
 class roudi {
 public:
-    static void ensure() {
-        static roudi r;
-        (void)r;
+    static void ensure() { (void)get(); }
+
+    // Stops RouDi (SIGSTOP) and returns once every one of its threads is stopped: until thaw(),
+    // it takes no request (a subscriber's unsubscribe stays pending).
+    static void freeze() {
+        roudi& r = get();
+        r.p_->send_signal(SIGSTOP);
+        const std::string tasks = "/proc/" + std::to_string(r.p_->pid()) + "/task";
+        for (bool all = false; !all;) {
+            all = true;
+            for (const auto& t : std::filesystem::directory_iterator(tasks)) {
+                std::ifstream stat(t.path() / "stat");
+                std::string line;
+                std::getline(stat, line);
+                // The state follows the command's closing parenthesis.
+                const auto paren = line.rfind(')');
+                all = all && paren != std::string::npos && paren + 2 < line.size() &&
+                      line[paren + 2] == 'T';
+            }
+            if (!all) {
+                std::this_thread::yield();
+            }
+        }
     }
+    static void thaw() { get().p_->send_signal(SIGCONT); }
 
 private:
+    static roudi& get() {
+        static roudi r;
+        return r;
+    }
+
     roudi() {
         if (!tp::roudi_unreachable()) {
             throw std::runtime_error("a RouDi is running already: run this test under isolated.sh");
@@ -393,6 +429,45 @@ TEST_CASE("iceoryx: chunks still queued at stop() are given back and counted dro
     CHECK(s.lost_in_transport == 0);
     CHECK(pub.stats().sent == s.delivered + s.refused + s.dropped_at_stop);
     CHECK(out.size() == 1);
+}
+
+TEST_CASE("iceoryx: chunks that reach the queue after stop()'s drain, before RouDi takes the "
+          "unsubscribe, are counted dropped_at_stop") {
+    roudi::ensure();
+    constexpr std::uint64_t late = 5;
+    tp::iceoryx_publisher<tp::bytes_codec> pub({.service = {.instance = "late-at-stop"}, .history = 1});
+    REQUIRE(pub.send(frame(16, 0)) == tp::send_status::sent);
+    framepipe::ring<handle> out(16);
+    tp::iceoryx_receiver<tp::bytes_codec> rx(
+        {.service = {.instance = "late-at-stop"}, .queue_capacity = 16, .history = 1});
+    // At stop, once the receiver has drained its queue: RouDi is stopped, so that it cannot take
+    // the unsubscribe that follows, and another thread publishes, then resumes RouDi. The
+    // receiver learns that RouDi has taken the unsubscribe only after those chunks are in its
+    // queue; a receiver that did not wait for that would end before them.
+    std::atomic<std::uint64_t> sent_late{0};
+    std::thread late_sender;
+    unsubscribe_seam = [&] {
+        roudi::freeze();
+        late_sender = std::thread([&] {
+            for (std::uint8_t i = 1; i <= late; ++i) {
+                if (pub.send(frame(16, i)) == tp::send_status::sent) {
+                    ++sent_late;
+                }
+            }
+            roudi::thaw();
+        });
+    };
+    rx.start(out);
+    wait_until([&] { return rx.stats().delivered >= 1; }); // subscribed: the history came
+    rx.stop();
+    late_sender.join();
+    unsubscribe_seam = nullptr;
+    const auto s = rx.stats();
+    CHECK(sent_late == late);
+    CHECK(s.delivered == 1);
+    CHECK(s.dropped_at_stop == late);
+    CHECK(s.lost_in_transport == 0);
+    CHECK(pub.stats().sent == s.delivered + s.refused + s.dropped_at_stop);
 }
 
 TEST_CASE("iceoryx: a push or a decode that throws is counted, its chunk given back, and the "

@@ -70,6 +70,15 @@
 #include <thread>
 #include <utility>
 
+// FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBE_HOOK(): a test seam, not an option, of the kind
+// detail/config.hpp describes. Called on a receiving thread at stop, after it drained its queue
+// and before it asks to unsubscribe. tests/transport/test_transport_iceoryx.cpp stops RouDi there
+// and has another thread publish, then resume RouDi: those chunks reach the queue before RouDi
+// takes the unsubscribe, and must be counted dropped_at_stop.
+#if !defined(FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBE_HOOK)
+#define FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBE_HOOK() ((void)0)
+#endif
+
 namespace framepipe::transport {
 
 // The iceoryx service a stream is published as: (service, instance, event). The examples use
@@ -386,12 +395,14 @@ public:
 
     // Stops the thread and unsubscribes (handles already given out stay valid; a handle whose
     // push was cancelled is counted as refused). The chunks still queued for this receiver are
-    // taken, their envelopes read (for the gaps), given back and counted dropped_at_stop; a
-    // publisher's chunks that reach the queue after that, until RouDi has taken the unsubscribe
-    // (its discovery loop, every 100 ms in iceoryx 2.0), are not counted and go back with the
-    // receiver's port. Any thread but the receiver's. Returns within
-    // about 100 ms (the thread's wait for chunks) once the push in progress returns: a push that
-    // takes the stop token returns at once; an output channel whose push blocks and takes no
+    // taken, their envelopes read (for the gaps), given back and counted dropped_at_stop, and so
+    // are the chunks publishers deliver until RouDi has taken the unsubscribe (its discovery
+    // loop, every 100 ms in iceoryx 2.0): the thread waits for RouDi's confirmation, 1 s at most,
+    // and drains the queue again. Only if RouDi does not confirm within that second can chunks
+    // that arrive later go back with the receiver's port uncounted. Any thread but the
+    // receiver's. Returns within about 200 ms (the thread's wait for chunks, then RouDi's loop)
+    // once the push in progress returns, 1.1 s if RouDi does not answer: a push that takes the
+    // stop token returns at once; an output channel whose push blocks and takes no
     // std::stop_token must be closed, or make room, for stop() (and the destructor) to return.
     void stop() {
         if (thread_.joinable()) {
@@ -495,24 +506,53 @@ private:
             waitset.detachState(c.subscriber, iox::popo::SubscriberState::HAS_DATA);
         }
         // The chunks queued at stop: handle() counts each dropped_at_stop (the stop is requested)
-        // and gives it back. The lock is not held across handle(), which takes it to release.
+        // and gives it back. Publishers go on delivering into the queue until RouDi has taken the
+        // unsubscribe (its discovery loop runs every 100 ms in iceoryx 2.0): so the queue is
+        // drained, then unsubscribed, then drained again once RouDi has confirmed (or after
+        // unsubscribe_wait if it does not), and what came meanwhile is counted too.
+        drain_at_stop(out, gaps, stop);
+        FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBE_HOOK();
+        {
+            const std::lock_guard<std::mutex> lock(c.mu);
+            c.subscriber.unsubscribe();
+        }
+        const auto given_up = std::chrono::steady_clock::now() + unsubscribe_wait;
+        for (;;) {
+            {
+                const std::lock_guard<std::mutex> lock(c.mu);
+                if (c.subscriber.getSubscriptionState() == iox::SubscribeState::NOT_SUBSCRIBED) {
+                    break;
+                }
+            }
+            if (std::chrono::steady_clock::now() >= given_up) {
+                break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(1)); // RouDi: 100 ms at most
+        }
+        drain_at_stop(out, gaps, stop);
+        c.counters.state.store(live_state::stopped, std::memory_order_relaxed);
+        const std::lock_guard<std::mutex> lock(ended_mu_);
+        ended_ = true;
+        ended_cv_.notify_all();
+    }
+
+    // Takes every chunk in the queue now and counts each dropped_at_stop (handle() does, the
+    // stop being requested). The lock is not held across handle(), which takes it to release.
+    template <class Out>
+    void drain_at_stop(Out& out, detail::gap_counter& gaps, const std::stop_token& stop) noexcept {
+        auto& c = *core_;
         for (;;) {
             const void* payload = nullptr;
             {
                 const std::lock_guard<std::mutex> lock(c.mu);
                 auto r = c.subscriber.take();
                 if (r.has_error()) {
-                    c.subscriber.unsubscribe(); // the queue is empty (see stop())
-                    break;
+                    return;
                 }
                 payload = r.value();
             }
             handle(out, payload, gaps, stop);
         }
-        c.counters.state.store(live_state::stopped, std::memory_order_relaxed);
-        const std::lock_guard<std::mutex> lock(ended_mu_);
-        ended_ = true;
-        ended_cv_.notify_all();
     }
 
     // Reads one chunk and hands it out (once `stop` is requested, counts it dropped_at_stop
@@ -616,6 +656,10 @@ private:
             note("iceoryx_receiver: a message not handed out: ", nullptr);
         }
     }
+
+    // How long a stopping receiver waits for RouDi to confirm its unsubscribe (RouDi's loop takes
+    // 100 ms at most; a RouDi gone or stalled would never confirm).
+    static constexpr std::chrono::seconds unsubscribe_wait{1};
 
     iceoryx_receiver_options options_;
     Codec codec_;
