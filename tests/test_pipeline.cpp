@@ -511,6 +511,7 @@ namespace {
 // Checks text against the Prometheus text exposition format (0.0.4) rules that a scraper
 // enforces: line grammar, metric and label names, escaping, one TYPE per family before its
 // samples, counter names ending in _total, summary samples carrying quantile or _sum/_count.
+// Other lines that start with '#' are comments.
 void check_prometheus(const std::string& text, std::map<std::string, std::string>& types) {
     static const std::regex name_re("[a-zA-Z_:][a-zA-Z0-9_:]*");
     static const std::regex help_re("# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .+");
@@ -541,6 +542,11 @@ void check_prometheus(const std::string& text, std::map<std::string, std::string
             continue;
         }
         INFO(line);
+        REQUIRE(line.rfind("# HELP ", 0) != 0); // a HELP or TYPE line that did not match
+        REQUIRE(line.rfind("# TYPE ", 0) != 0);
+        if (line.rfind('#', 0) == 0) {
+            continue; // a comment, which a scraper ignores
+        }
         REQUIRE(std::regex_match(line, m, sample_re));
         std::string family = m[1];
         const std::string labels = m[2];
@@ -806,6 +812,19 @@ TEST_CASE("pipeline: to_prometheus uses a metric name once, whatever names a sou
     const std::string labels = "{pipeline=\"p\",stage=\"cam\"} ";
     CHECK_THAT(text, Catch::Contains("framepipe_source_frames_total" + labels + "10\n"));
     CHECK_THAT(text, Catch::Contains("framepipe_source_a_b_total" + labels + "1\n")); // the first
+    // Each figure left out is named in a comment line (which check_prometheus has let through).
+    CHECK_THAT(text, Catch::Contains("\n# framepipe: left out figure \"a.b\" of stage \"cam\": "
+                                     "framepipe_source_a_b_total is taken\n"));
+    CHECK_THAT(text, Catch::Contains("\n# framepipe: left out figure \"frames_total\" of stage "
+                                     "\"cam\": framepipe_source_frames_total is taken\n"));
+    CHECK_THAT(text, Catch::Contains("\n# framepipe: left out figure \"state\" of stage \"cam\": "
+                                     "framepipe_source_state is taken\n"));
+    std::size_t notes = 0;
+    for (auto at = text.find("\n# framepipe: "); at != std::string::npos;
+         at = text.find("\n# framepipe: ", at + 1)) {
+        ++notes;
+    }
+    CHECK(notes == 3); // the other figures are on the page
 }
 
 TEST_CASE("pipeline: to_prometheus spells non-finite values NaN, +Inf and -Inf; to_dot too") {

@@ -249,8 +249,17 @@ inline std::string source_line(const stage_snapshot& s) {
     // figure's name becomes part of a metric name: a character not allowed there becomes '_'.
     // A metric name is used once: a figure whose name comes out as one already taken (by the
     // state family, by a counter's name with _total, or by an earlier figure of the same kind
-    // once the characters are replaced) is left out of the page, which would be refused.
+    // once the characters are replaced) is left out of the page, which would be refused. Each
+    // figure left out is named in a comment line after the source families (a scraper ignores
+    // it), so that a reader of the page can tell.
     std::vector<std::string> source_metrics{"framepipe_source_state"};
+    std::string left_out;
+    const auto leave_out = [&](const stage_snapshot& s, const source_figure& f,
+                               const std::string& metric) {
+        left_out += "# framepipe: left out figure \"" + detail::prometheus_escape(f.name) +
+                    "\" of stage \"" + detail::prometheus_escape(s.name) + "\": " + metric +
+                    " is taken\n";
+    };
     const auto figures = [&](auto member, std::string_view suffix, std::string_view type) {
         const auto metric_of = [&](const source_figure& f) {
             return "framepipe_source_" + detail::metric_name_part(f.name) + std::string(suffix);
@@ -267,7 +276,8 @@ inline std::string source_line(const stage_snapshot& s) {
             for (const auto& f : (*s.source).*member) {
                 std::string metric = metric_of(f);
                 if (taken(metric)) {
-                    continue; // by the state family or the other kind of figure
+                    leave_out(s, f, metric); // by the state family or the other kind of figure
+                    continue;
                 }
                 bool known = false;
                 for (const auto& k : seen) {
@@ -284,10 +294,15 @@ inline std::string source_line(const stage_snapshot& s) {
                 if (!s.source) {
                     continue;
                 }
+                bool sampled = false; // one series per source: a second figure is left out
                 for (const auto& f : (*s.source).*member) {
                     if (metric_of(f) == metric) {
-                        sample(metric, stage_labels(s), f.value);
-                        break; // one series per source: a second figure of that name is left out
+                        if (sampled) {
+                            leave_out(s, f, metric);
+                        } else {
+                            sample(metric, stage_labels(s), f.value);
+                            sampled = true;
+                        }
                     }
                 }
             }
@@ -319,6 +334,7 @@ inline std::string source_line(const stage_snapshot& s) {
         }
         figures(&source_status::counters, "_total", "counter");
         figures(&source_status::gauges, "", "gauge");
+        out += left_out;
     }
 
     family("framepipe_channel_pushed_total", "counter",
