@@ -9,6 +9,7 @@
 #include <framepipe/pipeline.hpp>
 #include <framepipe/ring.hpp>
 #include <framepipe/sampling.hpp>
+#include <framepipe/sliding_window.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -370,6 +371,30 @@ TEST_CASE("sampled: a refused push is rejected and counted as sampled_out; the i
     CHECK(s.try_pop() == 0);
     CHECK(s.try_pop() == 3);
     CHECK(framepipe::detail::describe_channel(s).kind == "sampled");
+}
+
+TEST_CASE("sampled: over a channel its traits describe (a sliding_window), a pipeline shows that "
+          "description, the sampled-out pushes added") {
+    // The wrapper's own description came from its members: a sliding_window has no policy(),
+    // so the window's size and stride went missing from the snapshot, the metrics and the graph.
+    framepipe::sliding_window<int> w(4, 2);
+    framepipe::sampled s(w, framepipe::every_n(2));
+    for (int i = 0; i < 20; ++i) {
+        (void)s.push(i);
+    }
+    const auto inner = framepipe::detail::describe_channel(w);
+    const auto d = framepipe::detail::describe_channel(s);
+    CHECK(d.kind == "sampled");
+    CHECK(inner.policy == "window 4/2");
+    CHECK(d.policy == inner.policy);
+    CHECK(d.capacity == inner.capacity);
+    REQUIRE(inner.stats);
+    REQUIRE(d.stats);
+    CHECK(d.stats->sampled_out == 10);
+    CHECK(d.stats->pushed == inner.stats->pushed + 10);
+    CHECK(d.stats->dropped == inner.stats->dropped + 10);
+    CHECK(d.stats->popped == inner.stats->popped);
+    CHECK(d.stats->size == inner.stats->size);
 }
 
 namespace {

@@ -396,6 +396,19 @@ public:
                                 sampled_out_.load(std::memory_order_relaxed));
     }
 
+    // The description of the wrapped channel that its channel_traits give (only for a channel
+    // they describe; see channel_traits::describe), its kind "sampled" and the sampled-out pushes
+    // added to its counters as in stats(). A pipeline shows it. Any thread; throws what the
+    // channel's description throws (std::bad_alloc).
+    [[nodiscard]] channel_description description() const
+        requires detail::described_by_traits<Channel>
+    {
+        channel_description d = this->describe_with(&channel_stats::sampled_out,
+                                                    sampled_out_.load(std::memory_order_relaxed));
+        d.kind = "sampled";
+        return d;
+    }
+
     // The number of pushes the sampler kept out. Any thread.
     [[nodiscard]] std::uint64_t sampled_out() const noexcept {
         return sampled_out_.load(std::memory_order_relaxed);
@@ -448,6 +461,13 @@ struct channel_traits<sampled<Channel, Sampler>> {
     static constexpr std::string_view kind = "sampled";
     static constexpr bool one_producer = channel_traits<Channel>::one_producer;
     static constexpr bool one_consumer = channel_traits<Channel>::one_consumer;
+    // For a channel its traits describe (a sliding_window, say): that description, with the
+    // sampled-out pushes (see sampled::description()). Otherwise from the members.
+    static channel_description describe(const sampled<Channel, Sampler>& s)
+        requires detail::described_by_traits<Channel>
+    {
+        return s.description();
+    }
 };
 
 } // namespace framepipe

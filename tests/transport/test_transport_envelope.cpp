@@ -7,6 +7,7 @@
 #include <framepipe/transport/detail/envelope.hpp>
 
 #include <framepipe/latest_slot.hpp>
+#include <framepipe/sliding_window.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -307,6 +308,29 @@ TEST_CASE("loss_counted: the transport's losses join the channel's stats as lost
     tp::detail::note_lost(plain, 3);
     CHECK(plain.stats().lost_in_transport == 0);
     CHECK(plain.stats().pushed == 0);
+}
+
+TEST_CASE("loss_counted: over a channel its traits describe (a sliding_window), a pipeline shows "
+          "that description, the losses added") {
+    // The wrapper's description came from its members: a sliding_window has no policy(), so
+    // the window's size and stride went missing from the snapshot, the metrics and the graph.
+    framepipe::sliding_window<int> w(3);
+    tp::loss_counted frames(w);
+    for (int i = 0; i < 5; ++i) {
+        (void)frames.push(i);
+    }
+    frames.count_lost(2);
+    const auto inner = framepipe::detail::describe_channel(w);
+    const auto d = framepipe::detail::describe_channel(frames);
+    CHECK(d.kind == "sliding_window");
+    CHECK(d.policy == "window 3/1");
+    CHECK(d.capacity == inner.capacity);
+    REQUIRE(inner.stats);
+    REQUIRE(d.stats);
+    CHECK(d.stats->lost_in_transport == 2);
+    CHECK(d.stats->pushed == inner.stats->pushed + 2);
+    CHECK(d.stats->dropped == inner.stats->dropped + 2);
+    CHECK(d.stats->popped == inner.stats->popped);
 }
 
 TEST_CASE("delivery_ledger: a frame is acknowledged or, after the horizon, lost: never both") {

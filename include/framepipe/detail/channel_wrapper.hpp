@@ -1,6 +1,7 @@
 // framepipe/detail/channel_wrapper.hpp - the consumer side and observers of a channel wrapped by
 // another (sampling.hpp's sampled, transport's loss_counted): each call goes to the wrapped
-// channel, and exists only when the channel has it. The wrapper adds its own push and stats().
+// channel, and exists only when the channel has it. The wrapper adds its own push and stats(),
+// and, for a channel its channel_traits describe, a description built from that one.
 #pragma once
 
 #include <framepipe/detail/config.hpp>
@@ -15,6 +16,13 @@
 #include <utility>
 
 namespace framepipe::detail {
+
+// Whether channel_traits<C> describes a C itself (a static describe(c)), rather than leaving the
+// description to C's members (see channel_traits).
+template <class C>
+inline constexpr bool described_by_traits = requires(const C& c) {
+    { channel_traits<C>::describe(c) } -> std::same_as<channel_description>;
+};
 
 template <class Channel>
 class channel_wrapper {
@@ -103,6 +111,19 @@ protected:
         s.dropped += n;
         s.*reason += n;
         return s;
+    }
+
+    // The wrapped channel's description from its channel_traits (described_by_traits only), with
+    // `n` items added to its counters as stats_with() adds them.
+    [[nodiscard]] channel_description describe_with(std::uint64_t channel_stats::*reason,
+                                                    std::uint64_t n) const {
+        channel_description d = channel_traits<Channel>::describe(channel_);
+        if (d.stats) {
+            d.stats->pushed += n;
+            d.stats->dropped += n;
+            (*d.stats).*reason += n;
+        }
+        return d;
     }
 
     Channel& channel_;

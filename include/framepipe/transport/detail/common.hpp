@@ -817,6 +817,17 @@ public:
                                 lost_.load(std::memory_order_relaxed));
     }
 
+    // The description of the wrapped channel that its channel_traits give (only for a channel
+    // they describe; see channel_traits::describe), with the lost messages added to its counters
+    // as in stats(). A pipeline shows it. Any thread; throws what the channel's description
+    // throws (std::bad_alloc).
+    [[nodiscard]] channel_description description() const
+        requires framepipe::detail::described_by_traits<Channel>
+    {
+        return this->describe_with(&channel_stats::lost_in_transport,
+                                   lost_.load(std::memory_order_relaxed));
+    }
+
     // The messages counted lost so far. Any thread.
     [[nodiscard]] std::uint64_t lost_in_transport() const noexcept {
         return lost_.load(std::memory_order_relaxed);
@@ -828,10 +839,16 @@ private:
 
 } // namespace framepipe::transport
 
-// How a pipeline shows a loss_counted channel: as the channel it wraps, with its own stats().
+// How a pipeline shows a loss_counted channel: as the channel it wraps, with its own stats(), or
+// with the description the wrapped channel's traits give, the losses added.
 template <class Channel>
 struct framepipe::channel_traits<framepipe::transport::loss_counted<Channel>> {
     static constexpr std::string_view kind = channel_traits<Channel>::kind;
     static constexpr bool one_producer = channel_traits<Channel>::one_producer;
     static constexpr bool one_consumer = channel_traits<Channel>::one_consumer;
+    static channel_description describe(const framepipe::transport::loss_counted<Channel>& c)
+        requires framepipe::detail::described_by_traits<Channel>
+    {
+        return c.description();
+    }
 };
