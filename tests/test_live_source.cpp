@@ -1023,6 +1023,75 @@ TEST_CASE("live_source: a runner abandoned inside close() changes nothing when c
     CHECK_THAT(st.last_error, Catch::Contains("abandoned"));
 }
 
+namespace {
+
+// A backend whose first instance fails to open and whose first instance's destructor ignores
+// everything until `release` (a library's teardown waiting for a peer that is gone). The moved-
+// from husk of a move has no control and returns at once.
+struct stuck_destructor {
+    using frame_type = int;
+    struct control {
+        std::atomic<int> made{0};
+        std::atomic<bool> in_destructor{false};
+        std::atomic<bool> release{false};
+    };
+    std::shared_ptr<control> c;
+    int index = 0;
+    int n = 0;
+    stuck_destructor(std::shared_ptr<control> ctl, int i) : c(std::move(ctl)), index(i) {}
+    stuck_destructor(stuck_destructor&& o) noexcept : c(std::move(o.c)), index(o.index), n(o.n) {}
+    stuck_destructor& operator=(stuck_destructor&&) = delete;
+    ~stuck_destructor() {
+        if (c && index == 0) {
+            c->in_destructor = true;
+            while (!c->release.load()) {
+                std::this_thread::yield(); // deaf to everything
+            }
+        }
+    }
+    open_result open(std::stop_token, ns) {
+        return index == 0 ? open_result::failure("refused") : open_result::success();
+    }
+    read_result<int> read(std::stop_token stop, ns) {
+        if (stop.stop_requested()) {
+            return read_result<int>::timed_out();
+        }
+        std::this_thread::yield();
+        return read_result<int>::got(n++);
+    }
+    void close() noexcept {}
+};
+
+} // namespace
+
+TEST_CASE("live_source: a backend whose destructor hangs is abandoned as a close() that hangs; "
+          "the source reconnects") {
+    // The destructor ran after the watched close(), outside any watched call: a runner stuck in
+    // it was never abandoned, and the source stayed in its attempt for good.
+    auto control = std::make_shared<stuck_destructor::control>();
+    auto alive = std::make_shared<int>(0);
+    const std::weak_ptr<int> alive_weak = alive;
+    framepipe::live_options o;
+    o.abandon_after = 20ms;
+    o.backoff = {.initial = 1ms, .max = 1ms, .jitter = 0.0, .reset_after = std::chrono::hours(1)};
+    framepipe::ring<item> out(64);
+    auto src = std::make_unique<framepipe::live_source<stuck_destructor>>(
+        [control, alive] { return stuck_destructor(control, control->made++); }, o);
+    src->start(out);
+    while (src->stats().frames == 0) { // the second backend streams
+        std::this_thread::yield();
+    }
+    CHECK(control->in_destructor.load());
+    CHECK(src->stats().abandoned == 1);
+    CHECK(control->made.load() >= 2);
+    control->release = true; // the abandoned runner's destructor returns
+    alive.reset();
+    src->stop();
+    CHECK(src->state() == live_state::stopped);
+    src.reset();
+    wait_until_gone(alive_weak); // the abandoned runner has finished too
+}
+
 TEST_CASE("live_source: a runner that stop() abandons inside close() leaves the state stopped") {
     // stop() abandons a runner stuck in the close() after a refused open and sets stopped. When
     // that close() returned, the runner used to go on to backoff: the state left stopped.

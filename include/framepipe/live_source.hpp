@@ -29,7 +29,8 @@
 //   A consumer tells frames from before a reconnect from frames after it, and channels with
 //   drop_older_epochs refuse the late ones; a sliding_window restarts on a new epoch.
 // - Never hangs: with start(), backend calls run on a thread of the source's own; a watchdog
-//   abandons a call that overruns its timeout by abandon_after (that thread and its backend are
+//   abandons a call (make and open, read, close with the destructor) that overruns its timeout
+//   by abandon_after (that thread and its backend are
 //   left to finish on their own, and whatever the call returns is discarded by epoch), and
 //   reconnects on a fresh backend (a close() abandoned after the input's end keeps the end: ended,
 //   or with restart_at_end, open again at once). stop() returns within abandon_after: a push into
@@ -928,15 +929,18 @@ private:
         return f();
     }
 
-    // Closes and destroys the connection's backend (a close is a watched call too).
+    // Closes and destroys the connection's backend: one watched call, so that a destructor that
+    // hangs (a library's teardown waiting on a dead peer) is abandoned as a close() that hangs
+    // is, and the source reconnects on a fresh backend.
     static void close(shared& s, detail::live_runner& me, bool watched,
                       std::optional<Backend>& b) noexcept {
         if (b) {
             call(s, me, watched, s.options.abandon_after, [&] {
                 b->close();
+                b.reset();
                 return 0;
             });
-            b.reset();
+            b.reset(); // if the call threw before its own reset
         }
     }
 
