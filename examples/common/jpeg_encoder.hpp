@@ -14,7 +14,8 @@
 // buffers and allocates nothing. A frame stays out of the pool while any client still writes it.
 // When every pooled one is out, encode() allocates a new frame rather than wait (a slow client
 // must not hold up the UI stage) and counts a pool miss. Size the pool for the clients: two
-// frames per stream client (one being written, one waiting) plus a few.
+// frames per stream client (one being written, one waiting), one more for the frame the web
+// server keeps to replay to a client that connects (its broadcaster's replay_last), plus a few.
 //
 // Thread safety: any thread (the counters are relaxed atomics, the pool is thread-safe).
 #pragma once
