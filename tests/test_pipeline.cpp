@@ -1123,7 +1123,8 @@ namespace {
 // A user's channel whose producer is always ahead: every pop and try_pop finds the next item, up
 // to `limit`, as with a producer that refills the channel as fast as it is drained.
 struct always_full {
-    std::size_t capacity() const { return 16; }
+    std::size_t cap = 16;
+    std::size_t capacity() const { return cap; }
     framepipe::channel_stats stats() const {
         framepipe::channel_stats st;
         st.pushed = st.popped = static_cast<std::uint64_t>(next);
@@ -1142,7 +1143,7 @@ TEST_CASE("pipeline: a paced stage passes over at most its input's capacity per 
     // The skip to the newest item used to run as long as try_pop found one: behind a producer
     // that keeps up, a single turn. Now each turn passes over at most 16 (the capacity): the
     // sink pops item 0, passes over it and the next 15, handles item 16; then 33, 50, ...
-    always_full a{.next = 0, .limit = 17 * 500};
+    always_full a{.cap = 16, .next = 0, .limit = 17 * 500};
     std::vector<int> got;
     pipeline p("paced_full");
     p.channel(a, "a");
@@ -1154,6 +1155,28 @@ TEST_CASE("pipeline: a paced stage passes over at most its input's capacity per 
         CHECK(got[i] == static_cast<int>(17 * i + 16));
     }
     CHECK(dropped_for(channel_of(p.snapshot(), "a"), "rate_limited") == 16 * 500);
+}
+
+TEST_CASE("pipeline: a paced stage over a channel that reports an unbounded capacity passes over "
+          "at most largest_input_skip per turn") {
+    // A capacity of SIZE_MAX ("unbounded") gave back the skip without end behind a producer
+    // that keeps up: the stage never handled an item.
+    constexpr std::size_t skip = framepipe::detail::largest_input_skip;
+    constexpr int turns = 3;
+    always_full a{.cap = std::numeric_limits<std::size_t>::max(),
+                  .next = 0,
+                  .limit = static_cast<int>((skip + 1) * turns)};
+    std::vector<int> got;
+    pipeline p("paced_unbounded");
+    p.channel(a, "a");
+    p.sink("paced", a, [&](int v) { got.push_back(v); }, {.max_rate_hz = 1e6});
+    p.start();
+    p.wait();
+    REQUIRE(got.size() == turns);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        CHECK(got[i] == static_cast<int>((skip + 1) * i + skip));
+    }
+    CHECK(dropped_for(channel_of(p.snapshot(), "a"), "rate_limited") == skip * turns);
 }
 
 TEMPLATE_TEST_CASE("pipeline: a paced stage takes the newest item and counts what it skips as rate_limited",

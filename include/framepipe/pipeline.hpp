@@ -60,6 +60,7 @@
 #include <framepipe/snapshot.hpp>
 #include <framepipe/stamped.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -381,11 +382,14 @@ struct channel_entry {
 // the newest item the input held when the turn came (the first `capacity` pops take every item
 // then there), and finite, so that a producer that refills the input as fast as the stage takes
 // cannot keep it skipping. A channel that reports no capacity (0: not bounded by items) gets
-// unbounded_input_skip. Calls describe(): once per worker, at its start.
+// unbounded_input_skip, and one that reports more than largest_input_skip (SIZE_MAX, say, for
+// "unbounded") gets that: a turn then takes milliseconds at most. Calls describe(): once per
+// worker, at its start.
 inline constexpr std::size_t unbounded_input_skip = 4096;
+inline constexpr std::size_t largest_input_skip = std::size_t{1} << 20;
 inline std::size_t max_skip(const channel_entry& c) {
     const std::size_t capacity = c.describe().capacity;
-    return capacity != 0 ? capacity : unbounded_input_skip;
+    return capacity == 0 ? unbounded_input_skip : std::min(capacity, largest_input_skip);
 }
 
 // Which of a worker's items are timed (two clock reads, a histogram record). Every one while
