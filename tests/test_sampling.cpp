@@ -477,13 +477,13 @@ TEST_CASE("sampled: over a channel without stats(), size() or closed(), the wrap
     CHECK(s.sampled_out() == 5);
 }
 
-TEST_CASE("sampled: a push after close is the channel's refusal (closed, after_close), "
-          "not the sampler's") {
+TEST_CASE("sampled: a push after the channel's close is the channel's refusal (closed, "
+          "after_close), not the sampler's") {
     framepipe::ring<int> q(8);
     framepipe::sampled s(q, framepipe::every_n(3));
     CHECK(s.push(0) == push_status::ok);       // the sampler keeps 0, 3, 6, ...
     CHECK(s.push(1) == push_status::rejected); // and refuses 1 and 2
-    s.close();
+    q.close(); // the channel itself, not through the wrapper: the wrapper asks q.closed()
     for (int i = 2; i < 8; ++i) {
         CHECK(s.push(i) == push_status::closed);
     }
@@ -494,6 +494,21 @@ TEST_CASE("sampled: a push after close is the channel's refusal (closed, after_c
     CHECK(st.after_close == 8);
     CHECK(st.pushed == 10);
     CHECK(st.pushed == st.popped + st.dropped + st.size);
+}
+
+TEST_CASE("sampled: over a channel without closed(), a push after the wrapper's close() is the "
+          "channel's refusal, not the sampler's") {
+    // The wrapper asked only the channel whether it was closed; a channel without closed()
+    // left the sampler to refuse every other push (rejected, sampled_out) after the close.
+    bare_channel q;
+    framepipe::sampled s(q, framepipe::every_n(2));
+    CHECK(s.push(0) == push_status::ok);
+    CHECK(s.push(1) == push_status::rejected);
+    s.close();
+    for (int i = 2; i < 8; ++i) {
+        CHECK(s.push(i) == push_status::closed);
+    }
+    CHECK(s.sampled_out() == 1);
 }
 
 TEST_CASE("sampled: in a pipeline, sampled_out shows as a drop reason of the channel") {

@@ -322,8 +322,9 @@ private:
 // otherwise the push returns rejected and is counted as sampled_out. Everything else (pop, close,
 // capacity, ...) is the channel's, where the channel has it. It is an input and an output for a
 // pipeline, and its stats() (the channel's, plus the sampled-out pushes; only for a channel that
-// keeps counters) show in the pipeline's metrics. Over a channel without closed(), the sampler
-// also sees the pushes that come after close() (the channel then refuses those it keeps).
+// keeps counters) show in the pipeline's metrics. Over a channel without closed(), the wrapper
+// knows only of its own close(): the sampler also sees the pushes that come after the channel
+// was closed directly (the channel then refuses those it keeps).
 template <class Channel, class Sampler>
 class sampled : public detail::channel_wrapper<Channel> {
     using base = detail::channel_wrapper<Channel>;
@@ -409,6 +410,15 @@ public:
         return d;
     }
 
+    // Closes the channel (its close(): same threads and exceptions). The pushes after it go to
+    // the channel without the sampler, whether or not the channel has closed(). Any thread.
+    void close() {
+        // Release, before the channel's close: a push that reads the flag set goes to the
+        // channel, which refuses it.
+        closed_.store(true, std::memory_order_release);
+        this->channel_.close();
+    }
+
     // The number of pushes the sampler kept out. Any thread.
     [[nodiscard]] std::uint64_t sampled_out() const noexcept {
         return sampled_out_.load(std::memory_order_relaxed);
@@ -430,10 +440,14 @@ private:
     }
 
     bool admit(const value_type& item) {
+        // Closed (through this wrapper, or the channel itself where it says so): the channel
+        // refuses the item (closed, counted as after_close), not the sampler, which is not
+        // advanced by items that could not be kept anyway.
+        if (closed_.load(std::memory_order_acquire)) {
+            return true;
+        }
         if constexpr (requires { this->channel_.closed(); }) {
             if (this->channel_.closed()) {
-                // The channel refuses it (closed, counted as after_close), not the sampler,
-                // which is not advanced by items that could not be kept anyway.
                 return true;
             }
         }
@@ -452,6 +466,7 @@ private:
     Sampler sampler_;
     std::mutex mu_;
     std::atomic<std::uint64_t> sampled_out_{0};
+    std::atomic<bool> closed_{false}; // close() came through this wrapper
 };
 
 // How a pipeline shows a sampled channel: kind "sampled", with the inner channel's policy,
