@@ -445,10 +445,16 @@ TEST_CASE("iceoryx: chunks that reach the queue after stop()'s drain, before Rou
     // receiver learns that RouDi has taken the unsubscribe only after those chunks are in its
     // queue; a receiver that did not wait for that would end before them.
     std::atomic<std::uint64_t> sent_late{0};
-    std::thread late_sender;
+    std::jthread late_sender; // joined before the seam's captures go, on every way out
+    struct seam_guard {       // the seam does not outlive this test's objects
+        ~seam_guard() {
+            unsubscribe_seam = nullptr;
+            roudi::thaw(); // whatever happened: RouDi runs again for the tests after this one
+        }
+    } guard;
     unsubscribe_seam = [&] {
         roudi::freeze();
-        late_sender = std::thread([&] {
+        late_sender = std::jthread([&] {
             for (std::uint8_t i = 1; i <= late; ++i) {
                 if (pub.send(frame(16, i)) == tp::send_status::sent) {
                     ++sent_late;
@@ -460,8 +466,8 @@ TEST_CASE("iceoryx: chunks that reach the queue after stop()'s drain, before Rou
     rx.start(out);
     wait_until([&] { return rx.stats().delivered >= 1; }); // subscribed: the history came
     rx.stop();
+    roudi::thaw(); // should a send have waited for RouDi, it fails below rather than hangs here
     late_sender.join();
-    unsubscribe_seam = nullptr;
     const auto s = rx.stats();
     CHECK(sent_late == late);
     CHECK(s.delivered == 1);

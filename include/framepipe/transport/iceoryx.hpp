@@ -397,11 +397,14 @@ public:
     // push was cancelled is counted as refused). The chunks still queued for this receiver are
     // taken, their envelopes read (for the gaps), given back and counted dropped_at_stop, and so
     // are the chunks publishers deliver until RouDi has taken the unsubscribe (its discovery
-    // loop, every 100 ms in iceoryx 2.0): the thread waits for RouDi's confirmation, 1 s at most,
-    // and drains the queue again. Only if RouDi does not confirm within that second can chunks
-    // that arrive later go back with the receiver's port uncounted. Any thread but the
-    // receiver's. Returns within about 200 ms (the thread's wait for chunks, then RouDi's loop)
-    // once the push in progress returns, 1.1 s if RouDi does not answer: a push that takes the
+    // loop, every 100 ms in iceoryx 2.0): the thread waits until RouDi marks the subscription
+    // ended (1 s at most), then unsubscribe_grace (RouDi marks it just before it takes the queue
+    // off the publishers, in the same step), and drains the queue again. Best effort: a chunk
+    // delivered after that drain goes back with the receiver's port uncounted, which takes a
+    // RouDi held up between those two acts for longer than the grace, or not answering within
+    // the second. Any thread but the receiver's. Returns within about 200 ms (the thread's wait
+    // for chunks, then RouDi's loop) once the push in progress returns, 1.1 s if RouDi does not
+    // answer: a push that takes the
     // stop token returns at once; an output channel whose push blocks and takes no
     // std::stop_token must be closed, or make room, for stop() (and the destructor) to return.
     void stop() {
@@ -508,8 +511,9 @@ private:
         // The chunks queued at stop: handle() counts each dropped_at_stop (the stop is requested)
         // and gives it back. Publishers go on delivering into the queue until RouDi has taken the
         // unsubscribe (its discovery loop runs every 100 ms in iceoryx 2.0): so the queue is
-        // drained, then unsubscribed, then drained again once RouDi has confirmed (or after
-        // unsubscribe_wait if it does not), and what came meanwhile is counted too.
+        // drained, then unsubscribed, then drained again once RouDi has marked the subscription
+        // ended and had unsubscribe_grace to take the queue off the publishers (or after
+        // unsubscribe_wait if it does not mark it), and what came meanwhile is counted too.
         drain_at_stop(out, gaps, stop);
         FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBE_HOOK();
         {
@@ -529,6 +533,9 @@ private:
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(1)); // RouDi: 100 ms at most
         }
+        // iceoryx 2.0's port says NOT_SUBSCRIBED as RouDi builds the UNSUB message, before RouDi
+        // hands it to the publishers' ports, which then stop delivering: give it that moment.
+        std::this_thread::sleep_for(unsubscribe_grace);
         drain_at_stop(out, gaps, stop);
         c.counters.state.store(live_state::stopped, std::memory_order_relaxed);
         const std::lock_guard<std::mutex> lock(ended_mu_);
@@ -657,9 +664,12 @@ private:
         }
     }
 
-    // How long a stopping receiver waits for RouDi to confirm its unsubscribe (RouDi's loop takes
-    // 100 ms at most; a RouDi gone or stalled would never confirm).
+    // How long a stopping receiver waits for RouDi to mark its unsubscribe done (RouDi's loop
+    // takes 100 ms at most; a RouDi gone or stalled would never mark it), and then for RouDi to
+    // take the queue off the publishers (microseconds, in the same step, unless RouDi is held
+    // up there).
     static constexpr std::chrono::seconds unsubscribe_wait{1};
+    static constexpr std::chrono::milliseconds unsubscribe_grace{10};
 
     iceoryx_receiver_options options_;
     Codec codec_;
