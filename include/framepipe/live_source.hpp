@@ -940,7 +940,6 @@ private:
                 b.reset();
                 return 0;
             });
-            b.reset(); // if the call threw before its own reset
         }
     }
 
