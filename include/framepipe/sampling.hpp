@@ -399,7 +399,8 @@ public:
 
     // The description of the wrapped channel that its channel_traits give (only for a channel
     // they describe; see channel_traits::describe), its kind "sampled" and the sampled-out pushes
-    // added to its counters as in stats(). A pipeline shows it. Any thread; throws what the
+    // added to its counters as in stats() (a sliding_window counts windows: the figures then mix
+    // its windows with the items kept out). A pipeline shows it. Any thread; throws what the
     // channel's description throws (std::bad_alloc).
     [[nodiscard]] channel_description description() const
         requires detail::described_by_traits<Channel>

@@ -819,7 +819,8 @@ public:
 
     // The description of the wrapped channel that its channel_traits give (only for a channel
     // they describe; see channel_traits::describe), with the lost messages added to its counters
-    // as in stats(). A pipeline shows it. Any thread; throws what the channel's description
+    // as in stats() (a sliding_window counts windows: the figures then mix its windows with the
+    // messages lost). A pipeline shows it. Any thread; throws what the channel's description
     // throws (std::bad_alloc).
     [[nodiscard]] channel_description description() const
         requires framepipe::detail::described_by_traits<Channel>
