@@ -827,6 +827,29 @@ TEST_CASE("pipeline: to_prometheus uses a metric name once, whatever names a sou
     CHECK(notes == 3); // the other figures are on the page
 }
 
+TEST_CASE("pipeline: to_prometheus gives every series once: names equal once repaired to UTF-8, "
+          "or a hand-built snapshot with a name twice") {
+    // Two stages named with bytes that are not UTF-8 both became "cam\uFFFD", and a scraper
+    // refused the page for the repeated series; now the second sample is left out and named.
+    framepipe::pipeline_snapshot snap;
+    snap.name = "p";
+    for (const char* name : {"cam\xff", "cam\xfe", "twice", "twice"}) {
+        framepipe::stage_snapshot st;
+        st.name = name;
+        st.items_in = 7;
+        snap.stages.push_back(st);
+    }
+    const auto text = framepipe::to_prometheus(snap);
+    INFO(text);
+    std::map<std::string, std::string> types;
+    check_prometheus(text, types); // refuses a series given twice
+    CHECK_THAT(text, Catch::Contains(
+                         "\n# framepipe: left out a second sample of framepipe_stage_items_in_total"
+                         "{pipeline=\"p\",stage=\"cam\xef\xbf\xbd\"}\n"));
+    CHECK_THAT(text, Catch::Contains("\n# framepipe: left out a second sample of "
+                                     "framepipe_stage_items_in_total{pipeline=\"p\",stage=\"twice\"}\n"));
+}
+
 TEST_CASE("pipeline: to_prometheus spells non-finite values NaN, +Inf and -Inf; to_dot too") {
     // to_chars wrote nan, -nan, inf and -inf: a scraper refuses "-nan", and with it the page.
     // to_dot cast an "epoch" figure to an unsigned integer, undefined for NaN or a negative.

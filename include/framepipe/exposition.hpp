@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -172,7 +173,9 @@ inline std::string source_line(const stage_snapshot& s) {
 // per stage, items in and out, rate, service time, busy share and running; per channel, items
 // pushed, popped, dropped by reason, buffered, capacity and item age. Labels: pipeline, stage,
 // channel, reason. Label values and help are escaped as the format requires, and an ill-formed
-// UTF-8 sequence in them becomes U+FFFD. Any thread; allocates; throws std::bad_alloc.
+// UTF-8 sequence in them becomes U+FFFD. Every series appears once: what would repeat one (names
+// equal once repaired, a name twice in a hand-built snapshot) is left out and named in a comment
+// line. Any thread; allocates; throws std::bad_alloc.
 [[nodiscard]] inline std::string to_prometheus(const pipeline_snapshot& snap) {
     std::string out;
     const std::string p = "pipeline=\"" + detail::prometheus_escape(snap.name) + "\"";
@@ -187,11 +190,25 @@ inline std::string source_line(const stage_snapshot& s) {
         out += type;
         out += '\n';
     };
-    auto sample = [&out](std::string_view metric, const std::string& labels, auto value) {
-        out += metric;
-        out += '{';
-        out += labels;
-        out += "} ";
+    // Each series (metric and labels) once. Two stages or channels whose names become the same
+    // once repaired to UTF-8, or a hand-built snapshot with a name twice, would give a second
+    // sample of one series, and a scraper would refuse the page: it is left out, and named in a
+    // comment line (which scrapers ignore) in its place.
+    std::unordered_set<std::string> series;
+    auto sample = [&out, &series](std::string_view metric, const std::string& labels,
+                                  auto value) {
+        std::string key(metric);
+        key += '{';
+        key += labels;
+        key += '}';
+        if (!series.insert(key).second) {
+            out += "# framepipe: left out a second sample of ";
+            out += key;
+            out += '\n';
+            return;
+        }
+        out += key;
+        out += ' ';
         detail::append_number(out, value);
         out += '\n';
     };
