@@ -9,11 +9,15 @@
 // ctest's timeout, to catch a hang.
 #include <functional>
 
-// The seam of a stopping receiver between its drain and its unsubscribe (iceoryx.hpp). Set by
-// one test before start() and cleared after stop(); it runs on the receiving thread.
+// The seams of a stopping receiver (iceoryx.hpp): between its drain and its unsubscribe, and
+// in its wait for RouDi to take the unsubscribe. Set by one test before start() and cleared
+// after stop(); they run on the receiving thread.
 inline std::function<void()> unsubscribe_seam;
+inline std::function<void()> unsubscribing_seam;
 #define FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBE_HOOK()                                               \
     (unsubscribe_seam ? unsubscribe_seam() : static_cast<void>(0))
+#define FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBING_HOOK()                                             \
+    (unsubscribing_seam ? unsubscribing_seam() : static_cast<void>(0))
 
 #include "../support/allocation_counter.hpp"
 #include "common/testing/child_process.hpp"
@@ -435,25 +439,31 @@ TEST_CASE("iceoryx: chunks that reach the queue after stop()'s drain, before Rou
           "unsubscribe, are counted dropped_at_stop") {
     roudi::ensure();
     constexpr std::uint64_t late = 5;
-    tp::iceoryx_publisher<tp::bytes_codec> pub({.service = {.instance = "late-at-stop"}, .history = 1});
+    tp::iceoryx_publisher<tp::bytes_codec> pub(
+        {.service = {.instance = "late-at-stop"}, .history = 1});
     REQUIRE(pub.send(frame(16, 0)) == tp::send_status::sent);
     framepipe::ring<handle> out(16);
     tp::iceoryx_receiver<tp::bytes_codec> rx(
         {.service = {.instance = "late-at-stop"}, .queue_capacity = 16, .history = 1});
     // At stop, once the receiver has drained its queue: RouDi is stopped, so that it cannot take
-    // the unsubscribe that follows, and another thread publishes, then resumes RouDi. The
-    // receiver learns that RouDi has taken the unsubscribe only after those chunks are in its
-    // queue; a receiver that did not wait for that would end before them.
+    // the unsubscribe that follows. Once the receiver has found the unsubscribe pending, another
+    // thread publishes, then resumes RouDi. The receiver learns that RouDi has taken the
+    // unsubscribe only after those chunks are in its queue. A receiver that did not wait for
+    // that never finds it pending: nothing is sent, and the check of sent_late fails.
     std::atomic<std::uint64_t> sent_late{0};
-    std::jthread late_sender; // joined before the seam's captures go, on every way out
-    struct seam_guard {       // the seam does not outlive this test's objects
+    std::jthread late_sender; // joined before the seams' captures go, on every way out
+    struct seam_guard {       // the seams do not outlive this test's objects
         ~seam_guard() {
             unsubscribe_seam = nullptr;
+            unsubscribing_seam = nullptr;
             roudi::thaw(); // whatever happened: RouDi runs again for the tests after this one
         }
     } guard;
-    unsubscribe_seam = [&] {
-        roudi::freeze();
+    unsubscribe_seam = [&] { roudi::freeze(); };
+    unsubscribing_seam = [&] {
+        if (late_sender.joinable()) {
+            return; // started at the first look
+        }
         late_sender = std::jthread([&] {
             for (std::uint8_t i = 1; i <= late; ++i) {
                 if (pub.send(frame(16, i)) == tp::send_status::sent) {
@@ -467,7 +477,9 @@ TEST_CASE("iceoryx: chunks that reach the queue after stop()'s drain, before Rou
     wait_until([&] { return rx.stats().delivered >= 1; }); // subscribed: the history came
     rx.stop();
     roudi::thaw(); // should a send have waited for RouDi, it fails below rather than hangs here
-    late_sender.join();
+    if (late_sender.joinable()) {
+        late_sender.join();
+    }
     const auto s = rx.stats();
     CHECK(sent_late == late);
     CHECK(s.delivered == 1);

@@ -70,13 +70,18 @@
 #include <thread>
 #include <utility>
 
-// FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBE_HOOK(): a test seam, not an option, of the kind
-// detail/config.hpp describes. Called on a receiving thread at stop, after it drained its queue
-// and before it asks to unsubscribe. tests/transport/test_transport_iceoryx.cpp stops RouDi there
-// and has another thread publish, then resume RouDi: those chunks reach the queue before RouDi
-// takes the unsubscribe, and must be counted dropped_at_stop.
+// FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBE_HOOK(), FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBING_HOOK():
+// test seams, not options, of the kind detail/config.hpp describes. Called on a receiving thread
+// at stop: the first after it drained its queue and before it asks to unsubscribe, the second
+// each time it finds the unsubscribe not yet taken by RouDi. tests/transport/
+// test_transport_iceoryx.cpp stops RouDi at the first, and at the second has another thread
+// publish, then resume RouDi: those chunks reach the queue before RouDi takes the unsubscribe,
+// and must be counted dropped_at_stop.
 #if !defined(FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBE_HOOK)
 #define FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBE_HOOK() ((void)0)
+#endif
+#if !defined(FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBING_HOOK)
+#define FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBING_HOOK() ((void)0)
 #endif
 
 namespace framepipe::transport {
@@ -531,6 +536,7 @@ private:
             if (std::chrono::steady_clock::now() >= given_up) {
                 break;
             }
+            FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBING_HOOK();
             std::this_thread::sleep_for(std::chrono::milliseconds(1)); // RouDi: 100 ms at most
         }
         // iceoryx 2.0's port says NOT_SUBSCRIBED as RouDi builds the UNSUB message, before RouDi
