@@ -19,6 +19,7 @@
 #include <limits>
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <stop_token>
 #include <thread>
 #include <vector>
@@ -509,6 +510,23 @@ TEST_CASE("sampled: over a channel without closed(), a push after the wrapper's 
         CHECK(s.push(i) == push_status::closed);
     }
     CHECK(s.sampled_out() == 1);
+}
+
+TEST_CASE("sampled: a close() of the channel that throws leaves the wrapper open: the sampler "
+          "goes on") {
+    // The wrapper marked itself closed before the channel's close(): when that threw, the
+    // channel stayed open and took every push, the sampler skipped.
+    struct failing_close : bare_channel {
+        void close() { throw std::runtime_error("close failed"); }
+    };
+    failing_close q;
+    framepipe::sampled s(q, framepipe::every_n(2));
+    CHECK(s.push(0) == push_status::ok);
+    CHECK(s.push(1) == push_status::rejected);
+    CHECK_THROWS_AS(s.close(), std::runtime_error);
+    CHECK(s.push(2) == push_status::ok);
+    CHECK(s.push(3) == push_status::rejected); // the sampler's, as before the close
+    CHECK(s.sampled_out() == 2);
 }
 
 TEST_CASE("sampled: in a pipeline, sampled_out shows as a drop reason of the channel") {

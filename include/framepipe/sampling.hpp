@@ -319,10 +319,10 @@ private:
 };
 
 // A channel with a sampler in front: push(item) keeps the item only if the sampler admits it;
-// otherwise the push returns rejected and is counted as sampled_out. Everything else (pop, close,
-// capacity, ...) is the channel's, where the channel has it. It is an input and an output for a
-// pipeline, and its stats() (the channel's, plus the sampled-out pushes; only for a channel that
-// keeps counters) show in the pipeline's metrics. Over a channel without closed(), the wrapper
+// otherwise the push returns rejected and is counted as sampled_out. Everything else (pop,
+// capacity, ...) is the channel's, where the channel has it, and close() closes it. It is an
+// input and an output for a pipeline, and its stats() (the channel's, plus the sampled-out
+// pushes; only for a channel that keeps counters) show in the pipeline's metrics. Over a channel without closed(), the wrapper
 // knows only of its own close(): the sampler also sees the pushes that come after the channel
 // was closed directly (the channel then refuses those it keeps).
 template <class Channel, class Sampler>
@@ -385,8 +385,8 @@ public:
         return this->channel_.push_for(std::move(item), ns, std::move(stop));
     }
 
-    // pop, try_pop, pop_for, peek, close, closed, size, capacity, policy, channel(): the
-    // channel's, those it has (detail::channel_wrapper).
+    // pop, try_pop, pop_for, peek, closed, size, capacity, policy, channel(): the channel's,
+    // those it has (detail::channel_wrapper). close() is below.
 
     // The channel's counters, with the sampled-out pushes added (pushed and dropped include
     // them, reason sampled_out); only for a channel that keeps counters. Any thread.
@@ -411,13 +411,14 @@ public:
         return d;
     }
 
-    // Closes the channel (its close(): same threads and exceptions). The pushes after it go to
-    // the channel without the sampler, whether or not the channel has closed(). Any thread.
+    // Closes the channel (its close(): same threads and exceptions), then marks the wrapper
+    // closed: the pushes after it go to the channel without the sampler, whether or not the
+    // channel has closed(). A push racing the close may still run the sampler. Any thread.
     void close() {
-        // Release, before the channel's close: a push that reads the flag set goes to the
-        // channel, which refuses it.
+        this->channel_.close(); // first: if it throws, the wrapper stays open, as the channel
+        // Release, after the channel's close: a push that reads the flag set finds the channel
+        // closed, and is refused there.
         closed_.store(true, std::memory_order_release);
-        this->channel_.close();
     }
 
     // The number of pushes the sampler kept out. Any thread.
