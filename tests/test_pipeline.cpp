@@ -850,6 +850,27 @@ TEST_CASE("pipeline: to_prometheus gives every series once: names equal once rep
                                      "framepipe_stage_items_in_total{pipeline=\"p\",stage=\"twice\"}\n"));
 }
 
+TEST_CASE("pipeline: to_prometheus gives a source's states equal once repaired to UTF-8 one series, "
+          "1 when either is the current state") {
+    // The states were told apart by their bytes, the series by their repaired spelling: the
+    // first of two such states kept the series (0), the current one was left out, and the page
+    // showed the source in no state.
+    framepipe::pipeline_snapshot snap;
+    snap.name = "p";
+    framepipe::stage_snapshot st;
+    st.name = "cam";
+    st.source = framepipe::source_status{"live\xfe", {"live\xff", "live\xfe", "offline"}, {}, {}};
+    snap.stages.push_back(st);
+    const auto text = framepipe::to_prometheus(snap);
+    INFO(text);
+    std::map<std::string, std::string> types;
+    check_prometheus(text, types);
+    const std::string labels = "{pipeline=\"p\",stage=\"cam\",state=";
+    CHECK_THAT(text, Catch::Contains("framepipe_source_state" + labels + "\"live\xef\xbf\xbd\"} 1\n"));
+    CHECK_THAT(text, Catch::Contains("framepipe_source_state" + labels + "\"offline\"} 0\n"));
+    CHECK_THAT(text, !Catch::Contains("left out"));
+}
+
 TEST_CASE("pipeline: to_prometheus spells non-finite values NaN, +Inf and -Inf; to_dot too") {
     // to_chars wrote nan, -nan, inf and -inf: a scraper refuses "-nan", and with it the page.
     // to_dot cast an "epoch" figure to an unsigned integer, undefined for NaN or a negative.

@@ -195,19 +195,21 @@ inline std::string source_line(const stage_snapshot& s) {
     // sample of one series, and a scraper would refuse the page: it is left out, and named in a
     // comment line (which scrapers ignore) in its place.
     std::unordered_set<std::string> series;
+    series.reserve(16 * (snap.stages.size() + snap.channels.size()) + 16);
     auto sample = [&out, &series](std::string_view metric, const std::string& labels,
                                   auto value) {
         std::string key(metric);
         key += '{';
         key += labels;
         key += '}';
-        if (!series.insert(key).second) {
+        const auto [at, first] = series.insert(std::move(key));
+        if (!first) {
             out += "# framepipe: left out a second sample of ";
-            out += key;
+            out += *at;
             out += '\n';
             return;
         }
-        out += key;
+        out += *at;
         out += ' ';
         detail::append_number(out, value);
         out += '\n';
@@ -337,15 +339,24 @@ inline std::string source_line(const stage_snapshot& s) {
                "1 for the state a supervised source is in, 0 for its other states.");
         for (const auto& s : snap.stages) {
             if (s.source) {
-                const auto& states = s.source->states;
-                for (auto it = states.begin(); it != states.end(); ++it) {
-                    const std::string& st = *it;
-                    if (std::find(states.begin(), it, st) != it) {
-                        continue; // listed twice: one series
+                // One series per state as the page spells it: a state listed twice, or two
+                // whose names are equal once repaired to UTF-8, give one, which is 1 if either
+                // is the current state.
+                std::vector<std::pair<std::string, bool>> spelled; // label value, current
+                for (const std::string& st : s.source->states) {
+                    std::string label = detail::prometheus_escape(st);
+                    const bool current = st == s.source->state;
+                    const auto same = std::find_if(spelled.begin(), spelled.end(),
+                                                   [&](const auto& e) { return e.first == label; });
+                    if (same != spelled.end()) {
+                        same->second = same->second || current;
+                    } else {
+                        spelled.emplace_back(std::move(label), current);
                     }
-                    sample("framepipe_source_state",
-                           stage_labels(s) + ",state=\"" + detail::prometheus_escape(st) + "\"",
-                           std::uint64_t{st == s.source->state ? 1U : 0U});
+                }
+                for (const auto& [label, current] : spelled) {
+                    sample("framepipe_source_state", stage_labels(s) + ",state=\"" + label + "\"",
+                           std::uint64_t{current ? 1U : 0U});
                 }
             }
         }
