@@ -403,14 +403,14 @@ public:
     // taken, their envelopes read (for the gaps), given back and counted dropped_at_stop, and so
     // are the chunks publishers deliver until RouDi has taken the unsubscribe (its discovery
     // loop, every 100 ms in iceoryx 2.0): the thread waits until RouDi marks the subscription
-    // ended (1 s at most), then unsubscribe_grace (RouDi marks it just before it takes the queue
-    // off the publishers, in the same step), and drains the queue again. Best effort: a chunk
-    // delivered after that drain goes back with the receiver's port uncounted, which takes a
-    // RouDi held up between those two acts for longer than the grace, or not answering within
-    // the second. Any thread but the receiver's. Returns within about 200 ms (the thread's wait
-    // for chunks, then RouDi's loop) once the push in progress returns, 1.1 s if RouDi does not
-    // answer: a push that takes the
-    // stop token returns at once; an output channel whose push blocks and takes no
+    // ended (1 s at most), then unsubscribe_grace (the many-to-many port that Debian's iceoryx
+    // 2.0 builds is marked just before RouDi takes the queue off the publishers, in the same
+    // step), and drains the queue again. Best effort: a chunk delivered after that drain goes
+    // back with the receiver's port uncounted, which takes a RouDi held up between those two
+    // acts for longer than the grace, or not answering within the second. Any thread but the
+    // receiver's. Returns within about 210 ms (the thread's wait for chunks, RouDi's loop, the
+    // grace) once the push in progress returns, 1.11 s if RouDi does not answer: a push that
+    // takes the stop token returns at once; an output channel whose push blocks and takes no
     // std::stop_token must be closed, or make room, for stop() (and the destructor) to return.
     void stop() {
         if (thread_.joinable()) {
@@ -539,8 +539,10 @@ private:
             FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBING_HOOK();
             std::this_thread::sleep_for(std::chrono::milliseconds(1)); // RouDi: 100 ms at most
         }
-        // iceoryx 2.0's port says NOT_SUBSCRIBED as RouDi builds the UNSUB message, before RouDi
-        // hands it to the publishers' ports, which then stop delivering: give it that moment.
+        // The many-to-many port (Debian's iceoryx 2.0) says NOT_SUBSCRIBED as RouDi builds the
+        // UNSUB message, before RouDi hands it to the publishers' ports, which then stop
+        // delivering: give it that moment. (No test shows the grace's effect: it takes a RouDi
+        // held between the two.)
         std::this_thread::sleep_for(unsubscribe_grace);
         drain_at_stop(out, gaps, stop);
         c.counters.state.store(live_state::stopped, std::memory_order_relaxed);
