@@ -193,23 +193,48 @@ inline std::string source_line(const stage_snapshot& s) {
     // Each series (metric and labels) once. Two stages or channels whose names become the same
     // once repaired to UTF-8, or a hand-built snapshot with a name twice, would give a second
     // sample of one series, and a scraper would refuse the page: it is left out, and named in a
-    // comment line (which scrapers ignore) in its place.
-    std::unordered_set<std::string> series;
-    series.reserve(16 * (snap.stages.size() + snap.channels.size()) + 16);
-    auto sample = [&out, &series](std::string_view metric, const std::string& labels,
-                                  auto value) {
-        std::string key(metric);
-        key += '{';
-        key += labels;
-        key += '}';
-        const auto [at, first] = series.insert(std::move(key));
-        if (!first) {
+    // comment line (which scrapers ignore) in its place. Every series names its stage or its
+    // channel (a source's figures and states are kept apart below), so the samples are checked
+    // one by one only when two stage or two channel names are spelled alike on the page, or a
+    // channel lists a drop reason twice; a pipeline's own snapshot has neither, and its page
+    // then costs no set.
+    const bool names_repeat = [&snap] {
+        const auto repeat = [](std::vector<std::string> names) {
+            std::sort(names.begin(), names.end());
+            return std::adjacent_find(names.begin(), names.end()) != names.end();
+        };
+        std::vector<std::string> stages;
+        std::vector<std::string> channels;
+        bool reasons_repeat = false;
+        for (const auto& s : snap.stages) {
+            stages.push_back(detail::prometheus_escape(s.name));
+        }
+        for (const auto& c : snap.channels) {
+            channels.push_back(detail::prometheus_escape(c.name));
+            std::vector<std::string> reasons;
+            for (const auto& r : c.dropped_by_reason) {
+                reasons.push_back(detail::prometheus_escape(r.first));
+            }
+            reasons_repeat = reasons_repeat || repeat(std::move(reasons));
+        }
+        return reasons_repeat || repeat(std::move(stages)) || repeat(std::move(channels));
+    }();
+    std::unordered_set<std::string> series; // when names_repeat: the series written
+    auto sample = [&out, &series, names_repeat](std::string_view metric, const std::string& labels,
+                                                auto value) {
+        const std::size_t start = out.size();
+        out += metric;
+        out += '{';
+        out += labels;
+        out += '}';
+        if (names_repeat && !series.insert(out.substr(start)).second) {
+            const std::string key = out.substr(start);
+            out.resize(start);
             out += "# framepipe: left out a second sample of ";
-            out += *at;
+            out += key;
             out += '\n';
             return;
         }
-        out += *at;
         out += ' ';
         detail::append_number(out, value);
         out += '\n';
