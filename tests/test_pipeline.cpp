@@ -839,11 +839,6 @@ TEST_CASE("pipeline: to_prometheus gives every series once: names equal once rep
         st.items_in = 7;
         snap.stages.push_back(st);
     }
-    framepipe::channel_snapshot ch; // a reason listed twice
-    ch.name = "c";
-    ch.has_counts = true;
-    ch.dropped_by_reason = {{"evicted", 1}, {"evicted", 2}};
-    snap.channels.push_back(ch);
     const auto text = framepipe::to_prometheus(snap);
     INFO(text);
     std::map<std::string, std::string> types;
@@ -853,7 +848,19 @@ TEST_CASE("pipeline: to_prometheus gives every series once: names equal once rep
                          "{pipeline=\"p\",stage=\"cam\xef\xbf\xbd\"}\n"));
     CHECK_THAT(text, Catch::Contains("\n# framepipe: left out a second sample of "
                                      "framepipe_stage_items_in_total{pipeline=\"p\",stage=\"twice\"}\n"));
-    CHECK_THAT(text, Catch::Contains("\n# framepipe: left out a second sample of "
+    // Alone (no name repeated): a channel that lists a drop reason twice.
+    framepipe::pipeline_snapshot one;
+    one.name = "p";
+    framepipe::channel_snapshot ch;
+    ch.name = "c";
+    ch.has_counts = true;
+    ch.dropped_by_reason = {{"evicted", 1}, {"evicted", 2}};
+    one.channels.push_back(ch);
+    const auto page = framepipe::to_prometheus(one);
+    INFO(page);
+    std::map<std::string, std::string> page_types;
+    check_prometheus(page, page_types);
+    CHECK_THAT(page, Catch::Contains("\n# framepipe: left out a second sample of "
                                      "framepipe_channel_dropped_total{pipeline=\"p\",channel=\"c\","
                                      "reason=\"evicted\"}\n"));
 }
