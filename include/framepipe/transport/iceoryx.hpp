@@ -485,14 +485,9 @@ private:
                 (void)waitset.timedWait(iox::units::Duration::fromMilliseconds(100));
                 bool got = false;
                 while (!stop.stop_requested()) { // chunks left at stop: dropped below
-                    const void* payload = nullptr;
-                    {
-                        const std::lock_guard<std::mutex> lock(c.mu);
-                        auto r = c.subscriber.take();
-                        if (r.has_error()) {
-                            break;
-                        }
-                        payload = r.value();
+                    const void* payload = take_chunk();
+                    if (payload == nullptr) {
+                        break;
                     }
                     got = true;
                     handle(out, payload, gaps, stop);
@@ -537,6 +532,7 @@ private:
                 break;
             }
             FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBING_HOOK();
+            // Polled: iceoryx 2.0 has no event for a change of the subscription state to wait on.
             std::this_thread::sleep_for(std::chrono::milliseconds(1)); // RouDi: 100 ms at most
         }
         // The many-to-many port (Debian's iceoryx 2.0) says NOT_SUBSCRIBED as RouDi builds the
@@ -551,21 +547,19 @@ private:
         ended_cv_.notify_all();
     }
 
+    // The next chunk in the queue, or nullptr when it is empty. The lock is held for the take
+    // alone: handle() takes it again to give a chunk back.
+    const void* take_chunk() noexcept {
+        const std::lock_guard<std::mutex> lock(core_->mu);
+        auto r = core_->subscriber.take();
+        return r.has_error() ? nullptr : r.value();
+    }
+
     // Takes every chunk in the queue now and counts each dropped_at_stop (handle() does, the
-    // stop being requested). The lock is not held across handle(), which takes it to release.
+    // stop being requested).
     template <class Out>
     void drain_at_stop(Out& out, detail::gap_counter& gaps, const std::stop_token& stop) noexcept {
-        auto& c = *core_;
-        for (;;) {
-            const void* payload = nullptr;
-            {
-                const std::lock_guard<std::mutex> lock(c.mu);
-                auto r = c.subscriber.take();
-                if (r.has_error()) {
-                    return;
-                }
-                payload = r.value();
-            }
+        while (const void* payload = take_chunk()) {
             handle(out, payload, gaps, stop);
         }
     }
