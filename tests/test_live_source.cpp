@@ -830,18 +830,21 @@ TEST_CASE("live_source: threaded, frames flow into a channel and stop ends a bac
 namespace {
 
 // A camera at a high rate that honours its stop token: a frame per read.
+// A read that hands out the next number at once (after a yield), until the stop.
+read_result<int> next_number(const std::stop_token& stop, int& n) {
+    if (stop.stop_requested()) {
+        return read_result<int>::timed_out();
+    }
+    std::this_thread::yield();
+    return read_result<int>::got(n++);
+}
+
 struct rapid {
     using frame_type = int;
     std::shared_ptr<std::atomic<int>> made; // backends the factory built
     int n = 0;
     open_result open(std::stop_token, ns) { return open_result::success(); }
-    read_result<int> read(std::stop_token stop, ns) {
-        if (stop.stop_requested()) {
-            return read_result<int>::timed_out();
-        }
-        std::this_thread::yield();
-        return read_result<int>::got(n++);
-    }
+    read_result<int> read(std::stop_token stop, ns) { return next_number(stop, n); }
     void close() noexcept {}
 };
 
@@ -886,13 +889,7 @@ struct stuck_close {
         return index == 0 || c->all_refused ? open_result::failure("refused")
                                             : open_result::success();
     }
-    read_result<int> read(std::stop_token stop, ns) {
-        if (stop.stop_requested()) {
-            return read_result<int>::timed_out();
-        }
-        std::this_thread::yield();
-        return read_result<int>::got(n++);
-    }
+    read_result<int> read(std::stop_token stop, ns) { return next_number(stop, n); }
     void close() noexcept {
         if (index == 0) {
             c->in_close = true;
@@ -1052,13 +1049,7 @@ struct stuck_destructor {
     open_result open(std::stop_token, ns) {
         return index == 0 ? open_result::failure("refused") : open_result::success();
     }
-    read_result<int> read(std::stop_token stop, ns) {
-        if (stop.stop_requested()) {
-            return read_result<int>::timed_out();
-        }
-        std::this_thread::yield();
-        return read_result<int>::got(n++);
-    }
+    read_result<int> read(std::stop_token stop, ns) { return next_number(stop, n); }
     void close() noexcept {}
 };
 
