@@ -912,6 +912,34 @@ TEST_CASE("pipeline: to_prometheus spells non-finite values NaN, +Inf and -Inf; 
     CHECK_THAT(dot, Catch::Contains("epoch NaN") && Catch::Contains("stalls -2"));
 }
 
+TEST_CASE("pipeline: to_dot keeps two names shown alike as two nodes") {
+    // A node's id was its escaped name: two stages (or channels) whose names differ only in
+    // ill-formed bytes, both shown as U+FFFD, were one node, and their edges met there.
+    const std::string r = "\xef\xbf\xbd"; // U+FFFD
+    framepipe::pipeline_snapshot snap;
+    snap.name = "p";
+    for (const char* suffix : {"\xfe", "\xff"}) {
+        framepipe::stage_snapshot st;
+        st.name = std::string("cam") + suffix;
+        st.outputs = {std::string("fr") + suffix};
+        snap.stages.push_back(st);
+        framepipe::channel_snapshot c;
+        c.name = std::string("fr") + suffix;
+        c.kind = "ring";
+        snap.channels.push_back(c);
+    }
+    const auto dot = framepipe::to_dot(snap);
+    INFO(dot);
+    CHECK(dot_strings_close(dot));
+    CHECK_THAT(dot, Catch::Contains("\"stage:cam" + r + "\" -> \"channel:fr" + r + "\""));
+    CHECK_THAT(dot, Catch::Contains("\"stage#1\" -> \"channel#1\""));
+    CHECK_THAT(dot, Catch::Contains("\"stage#1\" [shape=box") &&
+                        Catch::Contains("\"channel#1\" [shape=ellipse"));
+    // A name that differs once shown keeps its own id.
+    snap.stages[1].name = "cam2";
+    CHECK_THAT(framepipe::to_dot(snap), Catch::Contains("\"stage:cam2\" -> \"channel#1\""));
+}
+
 TEST_CASE("pipeline: to_dot escapes a user channel's kind like every other string") {
     // The kind (channel_traits<C>::kind, which a user specialises) went into the DOT label
     // unescaped: a double quote in it ended the string early.

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -437,17 +438,67 @@ inline std::string source_line(const stage_snapshot& s) {
     return out;
 }
 
+namespace detail {
+
+// The DOT node ids of a snapshot's stages and channels. A node's id is its kind and its name as
+// the graph shows it ("stage:" or "channel:" and the escaped name), so that two names equal once
+// repaired to UTF-8 would make one node of two. The second and later of those get the kind and
+// their index instead ("stage#3", "channel#7"), which no shown name spells: each starts with
+// "stage:" or "channel:". Channels are looked up by their own name (an edge names its channel).
+class dot_ids {
+public:
+    explicit dot_ids(const pipeline_snapshot& snap) {
+        std::unordered_set<std::string> taken;
+        stages_.reserve(snap.stages.size());
+        for (std::size_t i = 0; i < snap.stages.size(); ++i) {
+            stages_.push_back(unique(taken, "stage", snap.stages[i].name, i));
+        }
+        channels_.reserve(snap.channels.size());
+        for (std::size_t i = 0; i < snap.channels.size(); ++i) {
+            // A name given twice (a hand-built snapshot) keeps the first one's node.
+            channels_.try_emplace(snap.channels[i].name,
+                                  unique(taken, "channel", snap.channels[i].name, i));
+        }
+    }
+    [[nodiscard]] const std::string& stage(std::size_t i) const { return stages_[i]; }
+    // A channel not in the snapshot gets the id its name spells.
+    [[nodiscard]] std::string channel(const std::string& name) const {
+        const auto it = channels_.find(name);
+        return it != channels_.end() ? it->second : "channel:" + dot_escape(name);
+    }
+
+private:
+    static std::string unique(std::unordered_set<std::string>& taken, const char* kind,
+                              std::string_view name, std::size_t index) {
+        std::string id = std::string(kind) + ":" + dot_escape(name);
+        if (!taken.insert(id).second) {
+            id = std::string(kind) + "#" + std::to_string(index);
+        }
+        return id;
+    }
+
+    std::vector<std::string> stages_;
+    std::unordered_map<std::string, std::string> channels_;
+};
+
+} // namespace detail
+
 // The graph in Graphviz DOT: stages as boxes, channels as ellipses (broadcasters as diamonds)
 // with their policy and live counters. Every name is escaped for a DOT string, and an ill-formed
-// UTF-8 sequence in it becomes U+FFFD. Any thread; allocates; throws std::bad_alloc.
+// UTF-8 sequence in it becomes U+FFFD. A node's id is "stage:" or "channel:" and its name as
+// shown; a name shown like an earlier one of its kind gets "stage#N" or "channel#N" (N its index
+// in the snapshot), so that each stays a node of its own. Any thread; allocates; throws
+// std::bad_alloc.
 [[nodiscard]] inline std::string to_dot(const pipeline_snapshot& snap) {
+    const detail::dot_ids ids(snap);
     std::string out = "digraph \"" + detail::dot_escape(snap.name) + "\" {\n";
     out += "  rankdir=LR;\n  node [fontname=\"Helvetica\", fontsize=10];\n";
     char buf[160];
-    for (const auto& s : snap.stages) {
+    for (std::size_t i = 0; i < snap.stages.size(); ++i) {
+        const auto& s = snap.stages[i];
         std::snprintf(buf, sizeof buf, "%.1f fps, p50 %.2f ms, busy %.0f%%", s.fps,
                       s.service_p50_ms, s.busy_ratio * 100.0);
-        out += "  \"stage:" + detail::dot_escape(s.name) + "\" [shape=box, style=rounded, label=\"" +
+        out += "  \"" + ids.stage(i) + "\" [shape=box, style=rounded, label=\"" +
                detail::dot_escape(s.name) + "\\n" + std::string(to_string(s.kind)) + ", " +
                std::string(to_string(s.state)) + "\\nin " + std::to_string(s.items_in) +
                (s.items_inline > 0 ? " (inline " + std::to_string(s.items_inline) + ")" : "") +
@@ -477,21 +528,18 @@ inline std::string source_line(const stage_snapshot& s) {
                 label += buf;
             }
         }
-        out += "  \"channel:" + detail::dot_escape(c.name) + "\" [shape=" +
+        out += "  \"" + ids.channel(c.name) + "\" [shape=" +
                (c.kind == "broadcaster" ? "diamond" : "ellipse") + ", label=\"" + label + "\"];\n";
         if (!c.parent.empty()) {
-            out += "  \"channel:" + detail::dot_escape(c.parent) + "\" -> \"channel:" +
-                   detail::dot_escape(c.name) + "\";\n";
+            out += "  \"" + ids.channel(c.parent) + "\" -> \"" + ids.channel(c.name) + "\";\n";
         }
     }
-    for (const auto& s : snap.stages) {
-        for (const auto& in : s.inputs) {
-            out += "  \"channel:" + detail::dot_escape(in) + "\" -> \"stage:" +
-                   detail::dot_escape(s.name) + "\";\n";
+    for (std::size_t i = 0; i < snap.stages.size(); ++i) {
+        for (const auto& in : snap.stages[i].inputs) {
+            out += "  \"" + ids.channel(in) + "\" -> \"" + ids.stage(i) + "\";\n";
         }
-        for (const auto& o : s.outputs) {
-            out += "  \"stage:" + detail::dot_escape(s.name) + "\" -> \"channel:" +
-                   detail::dot_escape(o) + "\";\n";
+        for (const auto& o : snap.stages[i].outputs) {
+            out += "  \"" + ids.stage(i) + "\" -> \"" + ids.channel(o) + "\";\n";
         }
     }
     out += "}\n";
