@@ -1,8 +1,13 @@
 # Builds tests/clang_smoke.cpp with COMPILER and -std=c++20 alone (the compiler's own defaults),
-# runs it, and fails unless it returns 0.
-#   cmake -DCOMPILER=... -DINCLUDE_DIR=... -DSOURCE=... -DWORK_DIR=... -P clang_smoke.cmake
+# runs it, and fails unless it returns 0. DEFINE, if given, is one more -D (the portable paths).
+#   cmake -DCOMPILER=... -DINCLUDE_DIR=... -DSOURCE=... -DWORK_DIR=... [-DDEFINE=...] -P
+#         clang_smoke.cmake
 file(MAKE_DIRECTORY "${WORK_DIR}")
-execute_process(COMMAND "${COMPILER}" -std=c++20 -pthread "-I${INCLUDE_DIR}" "${SOURCE}" -o
+set(extra "")
+if(DEFINE)
+    set(extra "-D${DEFINE}")
+endif()
+execute_process(COMMAND "${COMPILER}" -std=c++20 -pthread ${extra} "-I${INCLUDE_DIR}" "${SOURCE}" -o
                         "${WORK_DIR}/clang_smoke"
                 RESULT_VARIABLE built ERROR_VARIABLE log)
 if(NOT built EQUAL 0)
@@ -12,4 +17,4 @@ execute_process(COMMAND "${WORK_DIR}/clang_smoke" RESULT_VARIABLE ran TIMEOUT 12
 if(NOT ran EQUAL 0)
     message(FATAL_ERROR "clang_smoke: ${ran} check(s) failed")
 endif()
-message(STATUS "every block builds and runs with ${COMPILER}'s defaults")
+message(STATUS "every block builds and runs with ${COMPILER}'s defaults ${extra}")

@@ -82,7 +82,7 @@
 #include <utility>
 #include <vector>
 
-#if defined(__linux__)
+#if FRAMEPIPE_DETAIL_LINUX
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -532,7 +532,7 @@ inline double to_ms(std::chrono::nanoseconds d) noexcept {
 // Applies a stage's thread options on the calling thread. Throws std::system_error when the nice
 // value cannot be set (the stage then fails).
 inline void apply_thread_options(const stage_options& o, const std::string& stage) {
-#if defined(__linux__)
+#if FRAMEPIPE_DETAIL_LINUX
     const std::string name = (o.thread_name.empty() ? stage : o.thread_name).substr(0, 15);
     (void)::prctl(PR_SET_NAME, name.c_str(), 0, 0, 0); // cosmetic: a failure is not an error
     if (o.nice) {

@@ -10,7 +10,7 @@
 #include <exception>
 #include <mutex>
 
-#if defined(__linux__)
+#if FRAMEPIPE_DETAIL_LINUX
 #include <linux/membarrier.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -91,7 +91,7 @@ public:
     // (microseconds). Any thread; sleeps only while membarrier fails transiently (see the class
     // comment: about 10 ms at most on x86); noexcept.
     static void heavy() noexcept {
-#if defined(__linux__) && defined(SYS_membarrier)
+#if FRAMEPIPE_DETAIL_LINUX && defined(SYS_membarrier)
         if (enable()) {
             if (!fallen_back_.load(std::memory_order_acquire)) {
                 for (int attempt = 0; attempt < 8; ++attempt) {
@@ -120,7 +120,7 @@ public:
 
 private:
     static bool register_process() noexcept {
-#if defined(__linux__) && defined(SYS_membarrier)
+#if FRAMEPIPE_DETAIL_LINUX && defined(SYS_membarrier)
         const long cmds = ::syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
         if (cmds < 0 || (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0 ||
             ::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0) {
@@ -133,7 +133,7 @@ private:
 #endif
     }
 
-#if defined(__linux__) && defined(SYS_membarrier)
+#if FRAMEPIPE_DETAIL_LINUX && defined(SYS_membarrier)
     // heavy()'s quick retries failed: falls back for good on a persistent error (false), or
     // keeps retrying a transient one with sleeps (the class comment says how). True once
     // membarrier succeeded; false after a fall-back or, on x86, about 10 ms of transient errors
@@ -163,7 +163,7 @@ private:
     }
 #endif
 
-#if defined(__linux__)
+#if FRAMEPIPE_DETAIL_LINUX
     // membarrier failed for good: light() fences from now on; heavy() uses interrupt_barrier().
     static void fall_back() noexcept {
         enabled_.store(false, std::memory_order_relaxed);

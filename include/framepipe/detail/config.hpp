@@ -44,6 +44,16 @@
 #endif
 #endif
 
+// FRAMEPIPE_DETAIL_LINUX: 1 where the Linux-only paths are built (futex waits, membarrier, a
+// stage's thread name and nice value, the affinity mask), else 0 and the portable ones are. A
+// test seam, not an option: defining FRAMEPIPE_DETAIL_PORTABLE builds the portable paths on Linux
+// too (the portable_smoke test does, so that they compile and run somewhere).
+#if defined(__linux__) && !defined(FRAMEPIPE_DETAIL_PORTABLE)
+#define FRAMEPIPE_DETAIL_LINUX 1
+#else
+#define FRAMEPIPE_DETAIL_LINUX 0
+#endif
+
 // FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK(): a test seam, not an option. Called on the waiting thread
 // right after a blocking call's wait returned ready, before it looks at the channel again (the
 // mutex ring's pop and push, selector::pop, pool's acquire). Expands to nothing unless a test

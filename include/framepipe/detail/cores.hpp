@@ -24,7 +24,7 @@
 #include <system_error>
 #include <thread>
 
-#if defined(__linux__)
+#if FRAMEPIPE_DETAIL_LINUX
 #include <sched.h>
 #endif
 
@@ -172,7 +172,7 @@ struct cgroup_mount {
 // The cores of the machine the calling thread may run on (its affinity mask), or nullopt where
 // that cannot be asked. Never throws in practice.
 [[nodiscard]] inline std::optional<std::size_t> affinity_cores() {
-#if defined(__linux__)
+#if FRAMEPIPE_DETAIL_LINUX
     for (std::size_t cpus = CPU_SETSIZE; cpus <= (std::size_t{1} << 20); cpus *= 2) {
         cpu_set_t* set = CPU_ALLOC(cpus);
         if (set == nullptr) {

@@ -22,7 +22,7 @@
 #include <stop_token>
 #include <thread>
 
-#if defined(__linux__)
+#if FRAMEPIPE_DETAIL_LINUX
 #include <cerrno>
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -510,7 +510,7 @@ private:
     void wake_sleepers(bool all) noexcept {
         // Release: a waiter that reads the new epoch also sees what the notifier did before.
         epoch_.fetch_add(1, std::memory_order_release);
-#if defined(__linux__)
+#if FRAMEPIPE_DETAIL_LINUX
         // The futex word is the atomic's own storage (a lock-free 32-bit atomic is a plain word).
         ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAKE_PRIVATE,
                   all ? INT_MAX : 1, nullptr, nullptr, 0);
@@ -527,7 +527,7 @@ private:
     // Sleeps while epoch_ == seen, until woken or the deadline. Returns early now and then
     // (signals, spurious wake-ups); the caller re-checks.
     void sleep(std::uint32_t seen, const std::optional<clock::time_point>& deadline) noexcept {
-#if defined(__linux__)
+#if FRAMEPIPE_DETAIL_LINUX
         static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t),
                       "event_count: the futex word must be a plain 32-bit word");
         auto* const word = reinterpret_cast<std::uint32_t*>(&epoch_);
@@ -567,8 +567,9 @@ private:
         while (epoch_.load(std::memory_order_acquire) == seen) {
             if (!deadline) {
                 cv_.wait(lock);
-            } else if (cv_.wait_until(lock, *deadline) == std::cv_status::timeout) {
-                return;
+            } else if (cv_.wait_until(lock, std::min(*deadline, clock::now() + std::chrono::hours(1))) ==
+                       std::cv_status::timeout) {
+                return; // the deadline, or an hour (as on Linux: a far one may not convert)
             }
         }
 #endif
@@ -594,7 +595,7 @@ private:
     // What the last park's membarrier took (asymmetric mode only; see spin_for()). Written only
     // by parking waiters, so on the fast path its line stays shared.
     std::atomic<std::int64_t> park_cost_ns_{0};
-#if !defined(__linux__)
+#if !FRAMEPIPE_DETAIL_LINUX
     std::mutex mu_;
     std::condition_variable cv_;
 #endif
