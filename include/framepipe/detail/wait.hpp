@@ -567,9 +567,13 @@ private:
         while (epoch_.load(std::memory_order_acquire) == seen) {
             if (!deadline) {
                 cv_.wait(lock);
-            } else if (cv_.wait_until(lock, std::min(*deadline, clock::now() + std::chrono::hours(1))) ==
-                       std::cv_status::timeout) {
-                return; // the deadline, or an hour (as on Linux: a far one may not convert)
+            } else {
+                // At most an hour per wait, as on Linux: a far deadline, converted to the clock
+                // the condition variable waits on, could overflow.
+                const auto until = std::min(*deadline, clock::now() + std::chrono::hours(1));
+                if (cv_.wait_until(lock, until) == std::cv_status::timeout) {
+                    return;
+                }
             }
         }
 #endif
