@@ -3043,8 +3043,20 @@ TEST_CASE("to_nanoseconds: exact when it fits, saturating beyond nanoseconds' ra
     CHECK(to_nanoseconds(std::chrono::milliseconds::max(), "t") == max);
     // Finer than a nanosecond: truncated toward zero, like duration_cast.
     using picoseconds = duration<long long, std::pico>;
+    using thirds_of_ns = duration<long long, std::ratio<1, 3'000'000'000>>;
     CHECK(to_nanoseconds(picoseconds(1'999), "t") == 1ns);
     CHECK(to_nanoseconds(picoseconds(-1'999), "t") == -1ns);
+    // A negative value above -1 ns stays negative: it was truncated to zero, a valid timeout.
+    CHECK(to_nanoseconds(picoseconds(999), "t") == 0ns);
+    CHECK(to_nanoseconds(picoseconds(-999), "t") == -1ns);
+    CHECK(to_nanoseconds(picoseconds(-1), "t") == -1ns);
+    CHECK(to_nanoseconds(thirds_of_ns(-2), "t") == -1ns);
+    CHECK(to_nanoseconds(duration<double, std::nano>(-0.25), "t") == -1ns);
+    CHECK(to_nanoseconds(duration<double, std::nano>(0.25), "t") == 0ns);
+    CHECK(to_nanoseconds(duration<double, std::nano>(-0.0), "t") == 0ns);
+    ring<int> q(1);
+    CHECK_THROWS_WITH((void)q.pop_for(duration<double, std::nano>(-0.25)),
+                      Catch::Contains("timeout") && Catch::Contains("negative"));
     CHECK(to_nanoseconds(picoseconds::max(), "t") ==
           nanoseconds(picoseconds::max().count() / 1000));
     // A period that is no whole number of nanoseconds.

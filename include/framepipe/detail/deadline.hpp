@@ -52,7 +52,9 @@ inline void require_positive(std::chrono::nanoseconds d, const char* what) {
 
 // Any std::chrono::duration as nanoseconds, for the public calls that take a timeout or deadline
 // in whatever unit the caller has. Exact when the value fits (a unit finer than a nanosecond is
-// truncated toward zero, as duration_cast does); a value above nanoseconds::max() becomes
+// truncated toward zero, as duration_cast does, except that a negative value above -1 ns becomes
+// -1 ns, not zero: it stays negative, so require_non_negative names the argument); a value above
+// nanoseconds::max() becomes
 // nanoseconds::max() ("no limit"), one below nanoseconds::min() becomes nanoseconds::min() (so
 // require_non_negative still names the argument). Works on the source's own count (the limits
 // in its ticks, dividing before multiplying, or long double for a floating Rep), so nothing
@@ -81,6 +83,9 @@ to_nanoseconds(std::chrono::duration<Rep, Period> d,
         }
         if (n <= static_cast<long double>(ns::min().count())) {
             return ns::min();
+        }
+        if (n < 0 && n > -1) {
+            return ns(-1); // negative, however little: refused like any negative timeout
         }
         return ns(static_cast<ns::rep>(n));
     } else {
@@ -140,6 +145,11 @@ to_nanoseconds(std::chrono::duration<Rep, Period> d,
             }
             if (part < 0 && whole < ns_min - part) {
                 return ns::min();
+            }
+            if constexpr (std::is_signed_v<Rep>) {
+                if (c < 0 && whole + part == 0) {
+                    return ns(-1); // negative, however little (see above)
+                }
             }
             return ns(whole + part);
         }
