@@ -9,6 +9,7 @@
 #include <framepipe/pipeline.hpp>
 #include <framepipe/ring.hpp>
 #include <framepipe/sampling.hpp>
+#include <framepipe/select.hpp>
 #include <framepipe/sliding_window.hpp>
 
 #include <catch2/catch.hpp>
@@ -399,6 +400,17 @@ TEST_CASE("sampled: over a channel its traits describe (a sliding_window), a pip
 }
 
 namespace {
+// A user's channel that a selector cannot watch: no readable event.
+struct bare_channel_for_select {
+    using value_type = int;
+    framepipe::ring<int> r{4, framepipe::overflow::block};
+    framepipe::push_status push(int v) { return r.push(v); }
+    std::optional<int> try_pop() { return r.try_pop(); }
+    std::optional<int> pop(std::stop_token stop) { return r.pop(std::move(stop)); }
+    [[nodiscard]] std::size_t size() const noexcept { return r.size(); }
+    [[nodiscard]] bool closed() const noexcept { return r.closed(); }
+    void close() { r.close(); }
+};
 template <class W>
 concept has_peek = requires(W& w) { w.peek(); };
 template <class W>
@@ -432,6 +444,56 @@ TEST_CASE("sampled: the channel's peek, pop_for with a stop token and push_for a
     CHECK(st.sampled_out == 1);
     CHECK(st.popped == 2);
     CHECK(st.pushed == st.popped + st.dropped + st.size);
+}
+
+TEST_CASE("sampled: a wrapped framepipe channel is a selector's input, woken by pushes through "
+          "the wrapper") {
+    // The wrapper did not expose the channel's readable event, so selector::add refused it (it
+    // did not compile) and a camera sampled at its source could not share a detector.
+    using framepipe::every_n;
+    using framepipe::sampled;
+    using framepipe::selectable;
+    static_assert(selectable<sampled<framepipe::ring<int>, every_n>, int>);
+    static_assert(selectable<sampled<framepipe::latest_slot<int>, every_n>, int>);
+    static_assert(!selectable<sampled<bare_channel_for_select, every_n>, int>,
+                  "a user channel without a readable event is not selectable, wrapped or not");
+    framepipe::ring<int> a(8, framepipe::overflow::block);
+    framepipe::ring<int> b(8, framepipe::overflow::block);
+    framepipe::sampled sa(a, framepipe::every_n(2));
+    framepipe::selector<int> sel;
+    const auto ia = sel.add(sa, {.take = framepipe::input_take::oldest, .name = "sampled"});
+    (void)sel.add(b, {.take = framepipe::input_take::oldest, .name = "plain"});
+    for (int i = 0; i < 4; ++i) {
+        (void)sa.push(i); // 0 and 2 kept
+    }
+    CHECK(b.push(100) == push_status::ok);
+    std::vector<int> got;
+    for (int i = 0; i < 3; ++i) {
+        const auto item = sel.try_pop();
+        REQUIRE(item);
+        got.push_back(item->item);
+    }
+    std::sort(got.begin(), got.end());
+    CHECK(got == std::vector<int>{0, 2, 100});
+    CHECK_FALSE(sel.try_pop());
+    // A consumer waiting on the selector is woken by a push into the wrapper (no sleep orders
+    // the two threads: the pop finds the item whether it parked before the push or not).
+    std::optional<int> woken;
+    std::thread consumer([&] {
+        const auto item = sel.pop();
+        if (item) {
+            woken = item->item;
+        }
+    });
+    CHECK(sa.push(4) == push_status::ok);
+    consumer.join();
+    CHECK(woken == 4);
+    const auto st = sel.stats();
+    REQUIRE(st.size() == 2);
+    const auto& in = st[0].id == ia ? st[0] : st[1];
+    CHECK(in.taken == 3);
+    CHECK(sa.stats().sampled_out == 2);
+    CHECK(sa.stats().popped == 3);
 }
 
 namespace {

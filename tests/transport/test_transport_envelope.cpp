@@ -7,6 +7,7 @@
 #include <framepipe/transport/detail/envelope.hpp>
 
 #include <framepipe/latest_slot.hpp>
+#include <framepipe/select.hpp>
 #include <framepipe/sliding_window.hpp>
 
 #include <catch2/catch.hpp>
@@ -308,6 +309,20 @@ TEST_CASE("loss_counted: the transport's losses join the channel's stats as lost
     tp::detail::note_lost(plain, 3);
     CHECK(plain.stats().lost_in_transport == 0);
     CHECK(plain.stats().pushed == 0);
+}
+
+TEST_CASE("loss_counted: a receiver's channel is a selector's input, one camera of many") {
+    // The wrapper hid the channel's readable event: a selector could not take it.
+    framepipe::latest_slot<int> slot;
+    tp::loss_counted frames(slot);
+    framepipe::selector<int> cameras;
+    const auto id = cameras.add(frames, {.name = "cam1"});
+    CHECK(frames.push(7) == framepipe::push_status::ok);
+    const auto got = cameras.try_pop();
+    REQUIRE(got);
+    CHECK(got->item == 7);
+    CHECK(got->input == id);
+    CHECK(frames.stats().popped == 1);
 }
 
 TEST_CASE("loss_counted: over a channel its traits describe (a sliding_window), a pipeline shows "

@@ -1,7 +1,8 @@
 // framepipe/detail/channel_wrapper.hpp - the consumer side and observers of a channel wrapped by
 // another (sampling.hpp's sampled, transport's loss_counted): each call goes to the wrapped
 // channel, and exists only when the channel has it. The wrapper adds its own push and stats(),
-// and, for a channel its channel_traits describe, a description built from that one.
+// and, for a channel its channel_traits describe, a description built from that one. A wrapped
+// framepipe channel can be a selector's or a batcher's input, as the channel itself can.
 #pragma once
 
 #include <framepipe/detail/config.hpp>
@@ -93,6 +94,20 @@ public:
 
     // The wrapped channel.
     [[nodiscard]] Channel& channel() noexcept { return channel_; }
+
+private:
+    friend struct readable_access;
+
+    // The wrapped channel's readable event (a framepipe channel's only), so that a selector or a
+    // batcher can watch the wrapper: the items it pops come out of that channel, and every push
+    // that reaches the channel notifies it (see readable_access).
+    // A template, so that a channel without one leaves the wrapper without one (a plain member's
+    // return type would be formed with the class).
+    template <class C = Channel>
+    [[nodiscard]] auto readable_event() noexcept
+        -> decltype(detail::readable_event(std::declval<C&>())) {
+        return detail::readable_event(channel_);
+    }
 
 protected:
     ~channel_wrapper() = default;
