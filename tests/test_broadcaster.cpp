@@ -17,6 +17,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -529,6 +530,11 @@ TEST_CASE("broadcaster: subscriptions are movable; a moved-from one is empty") {
     CHECK_FALSE(moved.pop());
     CHECK_FALSE(moved.pop(std::stop_token{}));
     CHECK_FALSE(moved.pop_for(std::chrono::hours(1)));
+    // ...but its timeouts are checked like a live one's (a negative one returned nullopt).
+    CHECK_THROWS_WITH((void)moved.pop_for(-1s), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH((void)moved.pop_for(-1s, std::stop_token{}), Catch::Contains("timeout"));
+    CHECK_THROWS_WITH((void)moved.pop_for(std::chrono::duration<double>(std::nan(""))),
+                      Catch::Contains("timeout: must be a number"));
     moved.close(); // nothing to close
     CHECK(b.subscriber_count() == 1);
     CHECK(other.name() == "a");

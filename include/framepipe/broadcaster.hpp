@@ -34,6 +34,7 @@
 #include <framepipe/detail/config.hpp>
 
 #include <framepipe/channel.hpp>
+#include <framepipe/detail/deadline.hpp>
 #include <framepipe/detail/recycler.hpp>
 #include <framepipe/rate_limiter.hpp>
 #include <framepipe/ring.hpp>
@@ -219,16 +220,21 @@ public:
 
     // As pop(), waiting at most `timeout`, any std::chrono::duration (beyond nanoseconds' range,
     // say seconds::max(): no limit; negative or NaN: std::invalid_argument naming timeout).
+    // A moved-from subscription checks the timeout too, then returns nullopt.
     template <class Rep, class Period>
     [[nodiscard]] std::optional<value_type> pop_for(std::chrono::duration<Rep, Period> timeout) {
-        return sub_ ? sub_->channel.pop_for(timeout) : std::nullopt;
+        const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
+        detail::require_non_negative(ns, "timeout");
+        return sub_ ? sub_->channel.pop_for(ns) : std::nullopt;
     }
 
     // As pop_for(), also ending when `stop` is requested.
     template <class Rep, class Period>
     [[nodiscard]] std::optional<value_type> pop_for(std::chrono::duration<Rep, Period> timeout,
                                                     std::stop_token stop) {
-        return sub_ ? sub_->channel.pop_for(timeout, std::move(stop)) : std::nullopt;
+        const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
+        detail::require_non_negative(ns, "timeout");
+        return sub_ ? sub_->channel.pop_for(ns, std::move(stop)) : std::nullopt;
     }
 
     // Closes this subscription only: the broadcaster's later values are counted as after_close
