@@ -6,6 +6,13 @@
 // publisher, blocking ones apply back-pressure; replay_last; per-subscription accounting
 // (pushed == popped + dropped + size); close and destruction semantics; subscribe, unsubscribe,
 // publish and close from any thread.
+
+// A test seam (detail/config.hpp): a take that waits for the reserve another is making says so.
+namespace framepipe_test {
+void note_reserve_wait() noexcept;
+} // namespace framepipe_test
+#define FRAMEPIPE_DETAIL_RESERVE_WAIT_HOOK() ::framepipe_test::note_reserve_wait()
+
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/detail/recycler.hpp>
 #include <framepipe/ring.hpp>
@@ -2032,6 +2039,59 @@ TEST_CASE("broadcaster: publishing values allocates nothing after the first (10^
     CHECK(st.pushed == warm + 1'000'000);
     CHECK(st.popped == taken.load());
     CHECK(st.pushed == st.popped + st.dropped + st.size);
+}
+
+namespace framepipe_test {
+std::atomic<bool> reserve_waited{false};
+void note_reserve_wait() noexcept { reserve_waited.store(true); }
+} // namespace framepipe_test
+
+namespace {
+// The reserve race below: the first publish, making the reserve, is held at its first block
+// until the second publish is seen either waiting for it or going to the heap.
+thread_local bool t_maker = false;
+thread_local bool t_racer = false;
+std::atomic<bool> g_making{false};
+std::atomic<bool> g_racer_went_to_heap{false};
+std::atomic<bool> g_maker_held{false};
+void hold_the_maker() {
+    if (t_racer) {
+        g_racer_went_to_heap.store(true);
+    } else if (t_maker && !g_maker_held.exchange(true)) {
+        g_making.store(true);
+        while (!framepipe_test::reserve_waited.load() && !g_racer_went_to_heap.load()) {
+            std::this_thread::yield();
+        }
+    }
+}
+} // namespace
+
+TEST_CASE("broadcaster: a publish racing the first one waits for the reserve it makes, and "
+          "takes no block from the heap") {
+    // The first publish claimed the reserve and made it outside the lock; a publish meanwhile
+    // found the free list empty and took a block from the heap: one more block than the reserve
+    // (review).
+    framepipe::broadcaster<std::uint64_t> b;
+    auto sub = b.subscribe({.capacity = 4, .name = "consumer"});
+    b.reserve(4);
+    g_aligned_hook.store(&hold_the_maker);
+    std::thread maker([&] {
+        t_maker = true;
+        (void)b.publish(1);
+    });
+    std::thread racer([&] {
+        while (!g_making.load()) {
+            std::this_thread::yield();
+        }
+        t_racer = true;
+        (void)b.publish(2);
+    });
+    maker.join();
+    racer.join();
+    g_aligned_hook.store(nullptr);
+    CHECK_FALSE(g_racer_went_to_heap.load());
+    CHECK(framepipe_test::reserve_waited.load());
+    CHECK(sub.stats().pushed == 2);
 }
 
 TEST_CASE("broadcaster: a burst of values held at once is recycled after the first burst") {

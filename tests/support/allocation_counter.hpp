@@ -23,7 +23,14 @@ void* plain_alloc(std::size_t n) noexcept {
     return std::malloc(n == 0 ? 1 : n);
 }
 
+// Called before every aligned allocation when set (a test's seam: it may hold the allocating
+// thread there).
+std::atomic<void (*)()> g_aligned_hook{nullptr};
+
 void* aligned_alloc_counted(std::size_t n, std::align_val_t al) noexcept {
+    if (const auto hook = g_aligned_hook.load(std::memory_order_acquire)) {
+        hook();
+    }
     if (g_counting.load(std::memory_order_relaxed)) {
         g_allocations.fetch_add(1, std::memory_order_relaxed);
     }

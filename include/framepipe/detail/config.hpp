@@ -73,6 +73,13 @@
 #define FRAMEPIPE_DETAIL_PARK_HOOK() ((void)0)
 #endif
 
+// FRAMEPIPE_DETAIL_RESERVE_WAIT_HOOK(): a test seam of the same kind, called by a recycler's take
+// on each turn of its wait for the reserve another take is making (detail/recycler.hpp);
+// tests/test_broadcaster.cpp holds the maker until a racing publish is seen waiting there.
+#if !defined(FRAMEPIPE_DETAIL_RESERVE_WAIT_HOOK)
+#define FRAMEPIPE_DETAIL_RESERVE_WAIT_HOOK() ((void)0)
+#endif
+
 // FRAMEPIPE_DETAIL_PLAIN_CLAIM_HOOK(): a test seam of the same kind. Called on spsc_ring's consumer
 // thread after a pop of an evicting ring (drop_oldest, or block with a block_timeout) decided to
 // take its item without the CAS, before it moves it out (detail/spsc_lockfree_ring.hpp);

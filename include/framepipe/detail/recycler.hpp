@@ -45,19 +45,21 @@ public:
     block_recycler& operator=(const block_recycler&) = delete;
 
     // Asks for `n` free blocks to be made at once when the block size becomes known (the first
-    // take). Before the first take.
-    void reserve(std::size_t n) noexcept { reserve_.store(n, std::memory_order_relaxed); }
+    // take of that size). Before the first take.
+    void reserve(std::size_t n) noexcept {
+        reserve_.store(std::min(n, making - 1), std::memory_order_relaxed);
+    }
 
     // A block of `size` bytes aligned for `align`: a free one when the size is the recycler's,
     // else a new one from the heap. Any thread; never waits but for the lock's few
-    // instructions. Throws std::bad_alloc (nothing changed).
+    // instructions, and, once, for the reserve: the first take of the recycler's size makes it,
+    // and a take that comes meanwhile waits for it (backing off to sleeps) rather than go to the
+    // heap. Throws std::bad_alloc (nothing changed but the blocks of the reserve made so far).
     [[nodiscard]] void* take(std::size_t size, std::size_t align) {
         const bool ours = matches(size, align);
-        // A load first: the exchange, a read-modify-write, runs only while a reserve is pending.
-        if (ours && reserve_.load(std::memory_order_relaxed) != 0) {
-            if (const std::size_t n = reserve_.exchange(0, std::memory_order_relaxed); n != 0) {
-                fill(n, size, align);
-            }
+        // A load first: make_reserve runs only while a reserve is pending or being made.
+        if (ours && reserve_.load(std::memory_order_acquire) != 0) {
+            make_reserve(size, align);
         }
         lock();
         node* n = ours ? free_ : nullptr;
@@ -146,6 +148,30 @@ private:
         delete this;
     }
 
+    // The reserve: made by the take that claims it (reserve_ becomes `making`), and waited for by
+    // any take that finds it being made, so that no block goes to the heap meanwhile and the
+    // blocks made stay within max(reserve, the most in use at once). Out of line: once.
+    FRAMEPIPE_NOINLINE void make_reserve(std::size_t size, std::size_t align) {
+        std::size_t n = reserve_.load(std::memory_order_acquire);
+        while (n != 0 && n != making) {
+            if (reserve_.compare_exchange_weak(n, making, std::memory_order_acquire,
+                                               std::memory_order_acquire)) {
+                // Done, made or not (bad_alloc): the waiters take what there is, or the heap's.
+                struct made {
+                    std::atomic<std::size_t>& r;
+                    ~made() { r.store(0, std::memory_order_release); }
+                } done{reserve_};
+                fill(n, size, align);
+                return;
+            }
+        }
+        unsigned spins = 0;
+        while (reserve_.load(std::memory_order_acquire) == making) {
+            FRAMEPIPE_DETAIL_RESERVE_WAIT_HOOK(); // a test seam (detail/config.hpp)
+            backoff(spins);
+        }
+    }
+
     // Adds n new blocks to the free list.
     void fill(std::size_t n, std::size_t size, std::size_t align) {
         for (std::size_t i = 0; i < n; ++i) {
@@ -222,7 +248,10 @@ private:
     std::size_t cached_ = 0; // guarded by lock_
     std::size_t out_ = 0;    // guarded by lock_: blocks taken and not given back
     bool owned_ = true;      // guarded by lock_: the owner has not let go
-    std::atomic<std::size_t> reserve_{0}; // blocks to make at the first take
+    // Blocks to make at the first take of the recycler's size; `making` while one makes them.
+    static constexpr std::size_t making = std::size_t{1}
+                                          << (std::numeric_limits<std::size_t>::digits - 1);
+    std::atomic<std::size_t> reserve_{0};
     std::atomic<std::size_t> cached_count_{0};
 };
 
