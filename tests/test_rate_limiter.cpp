@@ -707,6 +707,33 @@ TEST_CASE("rate_limiter: acquire(stop) returns false when stopped while it waits
     CHECK(admitted.load() == 0);
 }
 
+TEST_CASE("rate_limiter: acquire() parks, not spins, once no slot can pass any more") {
+    // Anchored at time_point::min() at 1 GHz, the slot index saturates about 9e18 slots later
+    // (now, on the steady clock), and no boundary passes after that. acquire() took the next
+    // boundary, already past, for its deadline: a wait that ended at once, round and round on the
+    // limiter's mutex until the stop (review).
+    rate_limiter lim(1e9);
+    REQUIRE(lim.try_acquire(clock_type::time_point::min()));
+    (void)lim.try_acquire(clock_type::now()); // the saturated index: tokens, then none for good
+    while (lim.try_acquire(clock_type::now())) {
+    }
+    std::stop_source stop;
+    std::atomic<long> tid{0};
+    std::atomic<int> result{-1};
+    std::thread waiter([&] {
+        tid = framepipe_test::parking_id();
+        result = lim.acquire(stop.get_token()) ? 1 : 0;
+    });
+    // A spinning acquire() never sleeps in the limiter: this wait would not end (the watchdog
+    // would end the test).
+    if (!framepipe_test::wait_until_parked(tid, lim)) {
+        WARN("cannot tell a parked thread here");
+    }
+    stop.request_stop();
+    waiter.join();
+    CHECK(result.load() == 0);
+}
+
 // That acquire() waits while there is no token is proven by the stop test above (it cannot
 // return true for 1000 s); this one checks that each call is admitted once its slot comes.
 TEST_CASE("rate_limiter: acquire() in a loop is admitted slot after slot, from two threads") {

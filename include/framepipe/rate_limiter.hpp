@@ -598,6 +598,11 @@ private:
         const std::int64_t anchor = anchor_ns_.load(std::memory_order_relaxed);
         const double period = period_ns_.load(std::memory_order_relaxed);
         const std::uint64_t k0 = k0_.load(std::memory_order_relaxed);
+        if (next_k - k0 > max_last) {
+            // The index has saturated (see last_passed): no boundary passes again, and the one
+            // computed below would lie in the past, a wait that ends at once, over and over.
+            return clock::time_point::max();
+        }
         // next_k > k0 once started (acquire() starts the limiter before it asks): at > 0.
         const double at = static_cast<double>(next_k - k0) * period - period * 1e-3;
         // time_point::max() when beyond the clock's range (a period of centuries: no slot in
