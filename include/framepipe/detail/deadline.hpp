@@ -54,12 +54,11 @@ inline void require_positive(std::chrono::nanoseconds d, const char* what) {
 // in whatever unit the caller has. Exact when the value fits (a unit finer than a nanosecond is
 // truncated toward zero, as duration_cast does, except that a negative value above -1 ns becomes
 // -1 ns, not zero: it stays negative, so require_non_negative names the argument); a value above
-// nanoseconds::max() becomes
-// nanoseconds::max() ("no limit"), one below nanoseconds::min() becomes nanoseconds::min() (so
-// require_non_negative still names the argument). Works on the source's own count (the limits
-// in its ticks, dividing before multiplying, or long double for a floating Rep), so nothing
-// overflows for any input. A floating-point NaN throws std::invalid_argument naming `what`;
-// nothing else throws (noexcept for an integral Rep).
+// nanoseconds::max() becomes nanoseconds::max() ("no limit"), one below nanoseconds::min()
+// becomes nanoseconds::min() (so require_non_negative still names the argument). Works on the
+// source's own count (the limits in its ticks, dividing before multiplying, or long double for a
+// floating Rep), so nothing overflows for any input. A floating-point NaN throws
+// std::invalid_argument naming `what`; nothing else throws (noexcept for an integral Rep).
 template <class Rep, class Period>
 [[nodiscard]] std::chrono::nanoseconds
 to_nanoseconds(std::chrono::duration<Rep, Period> d,
