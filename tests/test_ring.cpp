@@ -1070,6 +1070,43 @@ TEMPLATE_TEST_CASE("ring: max_age: a waiting pop discards stale arrivals and kee
     check_identities(s);
 }
 
+TEMPLATE_TEST_CASE("ring: max_age: a waiting pop woken by stale arrivals, one after another, "
+                   "never backs off to sleeps",
+                   "[spsc]", mpmc, spsc, locked) {
+    // The MPMC ring's waiting pop took a take that found nothing after a wake-up for a push
+    // still filling its position, and backed off, its steps counted across the whole call: after
+    // 128 stale arrivals each further one slept up to 1 ms before the pop waited again, and a
+    // fresh item arriving then could expire meanwhile (review).
+    typename TestType::template ring<stamped<int>> r({.capacity = 2, .max_age = age_limit});
+    constexpr int stale_items = 300;
+    std::atomic<long> tid{0};
+    std::atomic<bool> done{false};
+    std::atomic<std::uint64_t> backoff_sleeps{0};
+    std::optional<stamped<int>> result;
+    std::thread consumer([&] {
+        tid = framepipe_test::this_thread_id();
+        const auto before = framepipe::detail::this_thread_waits.backoff_sleeps;
+        result = r.pop();
+        backoff_sleeps = framepipe::detail::this_thread_waits.backoff_sleeps - before;
+        done = true;
+    });
+    for (int i = 0; i < stale_items; ++i) {
+        // Each stale item arrives once the consumer is parked again: a wake-up of its own.
+        park_one(tid, r);
+        REQUIRE(r.push(stale(i, static_cast<std::uint64_t>(i))) == push_status::ok);
+        wait_until([&] { return r.stats().expired == static_cast<std::uint64_t>(i) + 1; });
+    }
+    park_one(tid, r);
+    REQUIRE(r.push(fresh(-1, stale_items)) == push_status::ok);
+    consumer.join();
+    REQUIRE(result.has_value());
+    CHECK(result->seq == stale_items);
+    CHECK(backoff_sleeps.load() == 0);
+    const auto s = r.stats();
+    CHECK(s.expired == stale_items);
+    check_identities(s);
+}
+
 TEMPLATE_TEST_CASE("ring: max_age works with shared_ptr<const stamped<T>>; a null pointer never expires", "[spsc]", mpmc, spsc, locked) {
     using item = std::shared_ptr<const stamped<int>>;
     typename TestType::template ring<item> r({.capacity = 4, .max_age = age_limit});

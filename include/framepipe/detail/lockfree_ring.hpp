@@ -173,9 +173,18 @@ public:
             if (end != wait_end::ready) {
                 return std::nullopt;
             }
-            woke = true;
+            // Relaxed: only compared with the head after the take, to tell whether it moved.
+            const std::uint64_t before = head_.load(std::memory_order_relaxed);
             if (std::optional<T> out = take_fresh()) {
                 return out;
+            }
+            // Back off only for a push still filling the head position. A head that moved means
+            // the take discarded expired items (or another consumer took the item): wait again at
+            // once, with the back-off from the start, so that a run of stale arrivals never
+            // slows the wait down to sleeps (a fresh item could expire during one).
+            woke = head_.load(std::memory_order_relaxed) == before;
+            if (!woke) {
+                spins = 0;
             }
         }
     }
