@@ -163,6 +163,50 @@ TEST_CASE("rate_meter: events per second over the last two seconds") {
     CHECK(m.per_second(end + 5s) == 0.0);
 }
 
+TEST_CASE("busy_meter: the share of the last two seconds spent on items; it falls when idle") {
+    // busy_ratio was a figure since the start, counted up to the end of the last item: a stage
+    // that went idle kept its last figure for good, and one that got faster read saturated long
+    // after (review).
+    framepipe::busy_meter m;
+    const auto t0 = framepipe::busy_meter::clock::time_point{} + 1000s;
+    CHECK(m.share(t0) == 0.0);
+    // 20 items of 90 ms, one every 100 ms, for 2 s: 90 % busy.
+    for (int i = 1; i <= 20; ++i) {
+        m.record(t0 + std::chrono::milliseconds(100 * i), 90ms);
+    }
+    const auto end = t0 + 2s;
+    CHECK(m.share(end) == Approx(0.9).margin(0.01));
+    // Idle from then on: half the window later, half the share; a window later, none.
+    CHECK(m.share(end + 1s) == Approx(0.45).margin(0.01));
+    CHECK(m.share(end + 2s + 1ms) == 0.0);
+    // 10 ms items every 100 ms: the share follows within a window.
+    for (int i = 1; i <= 20; ++i) {
+        m.record(end + 5s + std::chrono::milliseconds(100 * i), 10ms);
+    }
+    CHECK(m.share(end + 7s) == Approx(0.1).margin(0.01));
+}
+
+TEST_CASE("busy_meter: a share stays in [0, 1]; an item longer than the window counts as it") {
+    framepipe::busy_meter m;
+    const auto t0 = framepipe::busy_meter::clock::time_point{} + 1000s;
+    m.record(t0, -5ms); // none
+    CHECK(m.share(t0) == 0.0);
+    m.record(t0 + 10s, 1h); // longer than the window: the window, not an overflow of a record
+    CHECK(m.share(t0 + 10s) == 1.0);
+    // Two workers' worth recorded on one meter cannot read above 1.
+    framepipe::busy_meter two;
+    for (int i = 1; i <= 40; ++i) {
+        two.record(t0 + std::chrono::milliseconds(50 * i), 100ms);
+    }
+    CHECK(two.share(t0 + 2s) == 1.0);
+    // Many short items, more than the history: the share over the span of the last ones.
+    framepipe::busy_meter fast;
+    for (int i = 1; i <= 2000; ++i) {
+        fast.record(t0 + std::chrono::microseconds(500 * i), 250us);
+    }
+    CHECK(fast.share(t0 + 1s) == Approx(0.5).epsilon(0.02));
+}
+
 TEST_CASE("rate_meter: rates above the history use the span of the last events") {
     rate_meter m;
     const auto t0 = rate_meter::clock::time_point{} + 1000s;

@@ -454,6 +454,27 @@ TEST_CASE("pipeline: a producer blocked on a stage that failed is released") {
     REQUIRE_THROWS_AS(p.wait(), framepipe::stage_error);
 }
 
+TEST_CASE("pipeline: an item captured at time_point::min() has the longest age, not none") {
+    // The age was t0 - captured: a signed overflow for a capture time that far back (undefined;
+    // in practice a negative age, recorded as 0).
+    using frame = framepipe::stamped<int>;
+    framepipe::ring<frame> q(4, overflow::block);
+    REQUIRE(q.push(framepipe::stamp(0, 0, std::chrono::steady_clock::time_point::min())) ==
+            framepipe::push_status::ok);
+    q.close();
+    pipeline p("ages");
+    p.channel(q, "frames");
+    int seen = 0;
+    p.sink("sink", q, [&](const frame&) { ++seen; });
+    p.start();
+    p.wait();
+    REQUIRE(seen == 1);
+    const auto& c = channel_of(p.snapshot(), "frames");
+    REQUIRE(c.age_count == 1); // the first item is timed
+    CHECK(c.age_p50_ms > 1e12); // about 9.2e12 ms: the longest age the histogram holds
+    CHECK(c.age_sum_s > 9e9);
+}
+
 TEST_CASE("pipeline: a broadcaster fans out to subscriptions; graph and counts line up") {
     using frame = framepipe::stamped<int>;
     framepipe::broadcaster<frame> frames;
@@ -912,7 +933,7 @@ TEST_CASE("pipeline: to_prometheus spells non-finite values NaN, +Inf and -Inf; 
     CHECK_THAT(dot, Catch::Contains("epoch NaN") && Catch::Contains("stalls -2"));
 }
 
-TEST_CASE("pipeline: to_dot keeps two names shown alike as two nodes") {
+TEST_CASE("pipeline: to_dot keeps two names shown alike as two nodes; a NUL is shown as U+FFFD") {
     // A node's id was its escaped name: two stages (or channels) whose names differ only in
     // ill-formed bytes, both shown as U+FFFD, were one node, and their edges met there.
     const std::string r = "\xef\xbf\xbd"; // U+FFFD
@@ -932,6 +953,14 @@ TEST_CASE("pipeline: to_dot keeps two names shown alike as two nodes") {
     INFO(dot);
     CHECK(dot_strings_close(dot));
     CHECK_THAT(dot, Catch::Contains("\"stage:cam" + r + "\" -> \"channel:fr" + r + "\""));
+    // A NUL ended the string for dot's scanner, and the file failed to parse: shown as U+FFFD.
+    framepipe::pipeline_snapshot nul;
+    framepipe::stage_snapshot named;
+    named.name = std::string("cam\0one", 7);
+    nul.stages.push_back(named);
+    const auto nul_dot = framepipe::to_dot(nul);
+    CHECK(nul_dot.find('\0') == std::string::npos);
+    CHECK_THAT(nul_dot, Catch::Contains("\"stage:cam" + r + "one\""));
     CHECK_THAT(dot, Catch::Contains("\"stage#1\" -> \"channel#1\""));
     CHECK_THAT(dot, Catch::Contains("\"stage#1\" [shape=box") &&
                         Catch::Contains("\"channel#1\" [shape=ellipse"));
@@ -1790,9 +1819,9 @@ TEST_CASE("pipeline: metrics time every slow item, and one in 16 of items faster
 
 TEST_CASE("pipeline: a timed item's busy time stands for the untimed items since the last one") {
     // 6,400 items drained back to back (already in the channel, the source ends at once): far
-    // faster than 10 us each, so one in 16 is timed. The sink's busy time (busy_ratio of its
-    // span, which the sink's own first and last calls bound) must stand for all items: about
-    // 16 times the timed items' own service time, not once.
+    // faster than 10 us each, so one in 16 is timed. The sink's busy time (busy_s) must stand
+    // for all items: about 16 times the timed items' own service time, not once; and no more
+    // than the sink's span, which its own first and last calls bound.
     constexpr int items = 6400;
     ring<int> a(items, overflow::block);
     for (int i = 0; i < items; ++i) {
@@ -1816,8 +1845,11 @@ TEST_CASE("pipeline: a timed item's busy time stands for the untimed items since
     REQUIRE(s.items_in == items);
     REQUIRE(s.service_count < s.items_in); // sampled
     REQUIRE(first);
-    const double busy_s = s.busy_ratio * std::chrono::duration<double>(last - *first).count();
-    CHECK(busy_s > 6 * s.service_sum_s);
+    CHECK(s.busy_s > 6 * s.service_sum_s);
+    // The span from before the first call's timing to after the last one's: a bound with slack.
+    CHECK(s.busy_s <= std::chrono::duration<double>(steady::now() - *first).count());
+    CHECK(s.busy_ratio > 0); // the last two seconds hold the whole run
+    CHECK(s.busy_ratio <= 1);
 }
 
 TEST_CASE("pipeline: destroying a running pipeline stops its stages and joins them") {

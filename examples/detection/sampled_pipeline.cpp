@@ -177,7 +177,7 @@ void sampled_pipeline::steer(clock_type::time_point now) {
     double busy_total = 0;
     for (const auto& st : pipeline_->snapshot().stages) {
         if (st.name == "detector") {
-            busy_total = st.service_sum_s;
+            busy_total = st.busy_s; // one worker
         }
     }
     const auto detected = detected_.load(std::memory_order_relaxed);

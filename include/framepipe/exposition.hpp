@@ -130,10 +130,15 @@ inline std::string metric_name_part(std::string_view s) {
 }
 
 // DOT quoted strings escape double quote and backslash, and are UTF-8; "\n" is kept as DOT's
-// line break.
+// line break. A NUL, which ends a string for dot's scanner (the rest of the file then fails to
+// parse), becomes U+FFFD like an ill-formed sequence.
 inline std::string dot_escape(std::string_view s) {
     std::string out;
     for (const char c : valid_utf8(s)) {
+        if (c == '\0') {
+            out += "\xef\xbf\xbd"; // U+FFFD
+            continue;
+        }
         if (c == '"' || c == '\\') {
             out += '\\';
         }
@@ -275,9 +280,14 @@ inline std::string source_line(const stage_snapshot& s) {
         sample("framepipe_stage_service_seconds_count", l, s.service_count);
     }
     family("framepipe_stage_busy_ratio", "gauge",
-           "Share of a stage's time spent on items rather than waiting for them.");
+           "Share of the last 2 s a stage's workers spent on items rather than waiting for them.");
     for (const auto& s : snap.stages) {
         sample("framepipe_stage_busy_ratio", stage_labels(s), s.busy_ratio);
+    }
+    family("framepipe_stage_busy_seconds_total", "counter",
+           "Time a stage's workers spent on items, summed over the workers.");
+    for (const auto& s : snap.stages) {
+        sample("framepipe_stage_busy_seconds_total", stage_labels(s), s.busy_s);
     }
     family("framepipe_stage_running", "gauge", "1 while the stage's thread runs, else 0.");
     for (const auto& s : snap.stages) {

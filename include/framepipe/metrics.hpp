@@ -9,6 +9,7 @@
 
 #include <framepipe/detail/config.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
@@ -205,6 +206,38 @@ private:
     std::array<std::atomic<std::uint32_t>, slots> weights_{};
     std::atomic<std::uint64_t> count_{0};  // records
     std::atomic<std::uint64_t> events_{0}; // events (the sum of the records' weights)
+};
+
+// The share of its time a worker spent on items over the last `rate_meter::window` (two
+// seconds), from records of the items' busy time, each counted when the item ends: a rate_meter
+// whose events are nanoseconds of work. An item in progress is not in it until it ends, so a
+// long item reads as idle time meanwhile; a busy time longer than the window counts as the window.
+// When more than `rate_meter::history` items ended in the window, the share is over the time
+// from the oldest of the last `history` to the end of the window. One thread records (the worker
+// that owns it); any thread may read.
+class busy_meter {
+public:
+    using clock = rate_meter::clock;
+
+    // Records an item that ended at `end` after `busy` of work (negative: none). Single writer;
+    // wait-free; never throws.
+    void record(clock::time_point end, clock::duration busy) noexcept {
+        constexpr std::int64_t cap =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(rate_meter::window).count();
+        static_assert(cap <= std::numeric_limits<std::uint32_t>::max(),
+                      "busy_meter: a window's nanoseconds must fit a record's weight");
+        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(busy).count();
+        meter_.record(end, static_cast<std::uint32_t>(std::clamp<std::int64_t>(ns, 0, cap)));
+    }
+
+    // The busy share of the window ending at `now`, in [0, 1]. Any thread; wait-free (as
+    // rate_meter::per_second); never throws.
+    [[nodiscard]] double share(clock::time_point now = clock::now()) const noexcept {
+        return std::clamp(meter_.per_second(now) / 1e9, 0.0, 1.0);
+    }
+
+private:
+    rate_meter meter_;
 };
 
 } // namespace framepipe

@@ -422,6 +422,7 @@ struct timing_sampler {
 struct worker_entry {
     std::jthread thread;
     rate_meter rate;        // single writer: this worker (or, gate held, the inline runner)
+    busy_meter busy;        // single writer (as above)
     timing_sampler timing;  // this worker's only (as above)
     std::chrono::steady_clock::time_point last_end{}; // of the last timed item (as above)
 };
@@ -515,8 +516,7 @@ struct stage_entry {
     std::atomic<std::uint64_t> items_in{0};
     std::atomic<std::uint64_t> items_out{0};
     std::atomic<std::uint64_t> items_inline{0}; // of items_in: run on the upstream's thread
-    std::atomic<std::int64_t> busy_ns{0};
-    std::atomic<std::int64_t> idle_ns{0};
+    std::atomic<std::int64_t> busy_ns{0}; // since start, summed over the workers
     latency_histogram service;
     std::unique_ptr<inline_gate> gate; // inline_when_idle
 };
@@ -1316,19 +1316,20 @@ private:
         ss.items_inline = s.items_inline.load(std::memory_order_acquire);
         ss.items_in = s.items_in.load(std::memory_order_relaxed);
         ss.items_out = s.items_out.load(std::memory_order_relaxed);
+        const auto now = clock::now();
         for (const auto& w : s.workers) { // empty until start()
-            ss.fps += w->rate.per_second();
+            ss.fps += w->rate.per_second(now);
+            ss.busy_ratio += w->busy.share(now);
+        }
+        if (!s.workers.empty()) {
+            ss.busy_ratio /= static_cast<double>(s.workers.size());
         }
         ss.service_p50_ms = detail::to_ms(s.service.quantile(0.50));
         ss.service_p95_ms = detail::to_ms(s.service.quantile(0.95));
         ss.service_p99_ms = detail::to_ms(s.service.quantile(0.99));
         ss.service_count = s.service.count();
         ss.service_sum_s = std::chrono::duration<double>(s.service.sum()).count();
-        const auto busy = s.busy_ns.load(std::memory_order_relaxed);
-        const auto idle = s.idle_ns.load(std::memory_order_relaxed);
-        ss.busy_ratio = busy + idle > 0
-                            ? static_cast<double>(busy) / static_cast<double>(busy + idle)
-                            : 0.0;
+        ss.busy_s = static_cast<double>(s.busy_ns.load(std::memory_order_relaxed)) / 1e9;
         if (s.source_status_of) {
             ss.source = s.source_status_of();
             for (const auto& c : ss.source->counters) {
@@ -1404,9 +1405,9 @@ private:
         const auto span = t1 - last_end;
         const auto busy = std::min<clock::duration>(service * n, span);
         self.busy_ns.fetch_add(busy.count(), std::memory_order_relaxed);
-        self.idle_ns.fetch_add((span - busy).count(), std::memory_order_relaxed);
         self.service.record(service);
         w.rate.record(t1, n);
+        w.busy.record(t1, busy);
         w.timing.timed(span, n);
         last_end = t1;
     }
@@ -1557,7 +1558,10 @@ private:
             if (timed) {
                 const auto captured = timestamp_traits<Item>::capture_time(x);
                 if (captured != clock::time_point::max()) {
-                    self.input->age.record(t0 - captured);
+                    // Saturating: a capture time far in the past (time_point::min()) is the
+                    // longest age, not an overflow.
+                    self.input->age.record(detail::saturating_difference(
+                        t0.time_since_epoch(), captured.time_since_epoch()));
                 }
             }
         }

@@ -125,7 +125,9 @@ private:
 struct rate_signal {
     // How much is happening (detections, motion): 1 asks for max_hz, 0 for min_hz.
     std::optional<double> activity;
-    // The consumer's busy share over the last period (pipeline: stage_snapshot::busy_ratio).
+    // The consumer's busy share over the last period (pipeline: the change in
+    // stage_snapshot::busy_s over the period, divided by the period and the workers; or
+    // busy_ratio, the share of the last two seconds).
     std::optional<double> busy;
     // How full the consumer's input is (size / capacity: 1 for a full latest slot).
     std::optional<double> occupancy;

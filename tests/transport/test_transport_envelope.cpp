@@ -262,6 +262,18 @@ TEST_CASE("envelope: a forged capture time is not believed: the arrival time sta
     CHECK_FALSE(arrival(own, &tp::envelope::captured_steady_ns, steady_now + hour));
 }
 
+TEST_CASE("received: age() saturates, as stamped::age() does") {
+    // now - captured overflowed (undefined) for a capture time at the clock's far end.
+    using clock = std::chrono::steady_clock;
+    tp::received<int> r{};
+    r.captured = clock::time_point::min();
+    CHECK(r.age(clock::now()) == clock::duration::max());
+    r.captured = clock::time_point::max();
+    CHECK(r.age(clock::time_point::min()) == clock::duration::min());
+    r.captured = clock::now();
+    CHECK(r.age(r.captured + std::chrono::seconds(1)) == std::chrono::seconds(1));
+}
+
 TEST_CASE("envelope: a local capture time far from now is sent as no capture time") {
     // set_capture_time computed now - captured unchecked: signed overflow (UBSan) for a
     // stamped item whose capture time was time_point::min() or max().

@@ -160,8 +160,11 @@ struct received {
     std::string sender;           // its name
     clock::time_point arrived{};  // when the receiver took it from the transport
 
+    // now - captured, clamped to duration::max() or min() as stamped::age() is (a sender's
+    // capture time may be anything).
     [[nodiscard]] clock::duration age(clock::time_point now = clock::now()) const noexcept {
-        return now - captured;
+        return framepipe::detail::saturating_difference(now.time_since_epoch(),
+                                                        captured.time_since_epoch());
     }
     const V& operator*() const noexcept { return value; }
     const V* operator->() const noexcept { return &value; }
