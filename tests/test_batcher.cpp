@@ -19,16 +19,25 @@ inline framepipe_test::test_seam fill_seam; // a push that claimed its position,
 inline framepipe_test::test_seam spsc_seam; // an spsc_ring push that found it open, not stored
 #define FRAMEPIPE_DETAIL_SPSC_PUSH_HOOK() ::spsc_seam.run()
 
-// Allocation failure on demand, for remove() running out of memory: the global operator new is
-// replaced (this file is a program of its own), and fails the allocation of `size` bytes that
-// follows `skip` others of that size, on the thread that armed it. Unarmed, it only allocates.
+// Allocation failure on demand, for remove() and add() running out of memory: the global
+// operator new is replaced (this file is a program of its own), and fails the allocation of
+// `size` bytes that follows `skip` others of that size, on the thread that armed it; or, with
+// `fail_after` set, every allocation after that many others, until it is set back to -1.
+// Unarmed, it only allocates.
 #include <cstdlib>
 #include <new>
 
 namespace alloc_fault {
 inline thread_local std::size_t size = 0; // 0: unarmed
 inline thread_local unsigned skip = 0;
+inline thread_local long fail_after = -1; // -1: unarmed
 inline void* allocate(std::size_t n) {
+    if (fail_after == 0) {
+        throw std::bad_alloc();
+    }
+    if (fail_after > 0) {
+        --fail_after;
+    }
     if (size != 0 && n == size) {
         if (skip == 0) {
             size = 0;
@@ -412,6 +421,99 @@ TEST_CASE("batcher: a waiting pop wakes when a source at its cap closes (real ti
     CHECK(x->cause == flush_cause::close);
     CHECK(values(*x) == std::vector<int>{1});
     CHECK_FALSE(b.pop());
+}
+
+TEST_CASE("batcher: a waiting pop woken by stale arrivals, one after another, never backs off "
+          "to sleeps (real time)") {
+    // As the selector's pop: each wake-up that found only expired items (the input's max_age)
+    // took a back-off step, never reset within the call, so after 128 of them each further one
+    // slept up to 1 ms, and a fresh item could expire meanwhile (review).
+    using item = stamped<int>;
+    ring<item> q(2, framepipe::overflow::block);
+    batcher<item> b({.max_size = 1, .max_delay = 1h});
+    (void)b.add(q, {.max_age = 1h, .take = input_take::oldest});
+    constexpr int stale_items = 300;
+    std::atomic<long> tid{0};
+    std::atomic<std::uint64_t> backoff_sleeps{0};
+    std::optional<batch<item>> got;
+    std::thread consumer([&] {
+        tid = framepipe_test::parking_id();
+        const auto before = framepipe::detail::this_thread_waits.backoff_sleeps;
+        got = b.pop();
+        backoff_sleeps = framepipe::detail::this_thread_waits.backoff_sleeps - before;
+    });
+    const auto long_ago = steady::now() - 3h;
+    for (int i = 0; i < stale_items; ++i) {
+        park(tid, b); // each stale item a wake-up of its own
+        REQUIRE(q.push(framepipe::stamp(i, static_cast<std::uint64_t>(i), long_ago)) ==
+                framepipe::push_status::ok);
+        while (b.stats().sources[0].input.expired != static_cast<std::uint64_t>(i) + 1) {
+            std::this_thread::yield();
+        }
+    }
+    park(tid, b);
+    REQUIRE(q.push(framepipe::stamp(-1, stale_items, steady::now())) == framepipe::push_status::ok);
+    consumer.join();
+    REQUIRE(got);
+    CHECK(values(*got) == std::vector<int>{-1});
+    CHECK(backoff_sleeps.load() == 0);
+}
+
+TEST_CASE("batcher: an add() that runs out of memory changes nothing, wherever it fails") {
+    // The source's counters were made after the selector had the input, and a failure there
+    // was undone with selector::remove(), which copies the name and could fail in turn: the
+    // input stayed, watched, without counters. Its items were then taken out of the channel
+    // and every pop threw (std::out_of_range), and the channel was used after it was destroyed
+    // (review).
+    batcher<int> b({.max_size = 1, .max_delay = 1h});
+    const std::string name = "front-door-camera-1080p-main-stream"; // beyond the short string
+    bool added = false;
+    for (long k = 0; k < 200 && !added; ++k) {
+        ring<int> q(4);
+        input_id id{};
+        alloc_fault::fail_after = k;
+        try {
+            id = b.add(q, {.name = name});
+            added = true;
+        } catch (const std::bad_alloc&) {
+        }
+        alloc_fault::fail_after = -1;
+        if (!added) {
+            INFO("allocation " << k << " failed");
+            REQUIRE(b.stats().sources.empty());
+            REQUIRE(q.push(1) == framepipe::push_status::ok);
+            std::optional<batch<int>> x;
+            REQUIRE_NOTHROW(x = b.try_pop());
+            CHECK_FALSE(x);
+            CHECK(q.stats().popped == 0); // the channel is not watched
+            continue;
+        }
+        REQUIRE(q.push(2) == framepipe::push_status::ok);
+        const auto x = b.try_pop();
+        REQUIRE(x);
+        CHECK(values(*x) == std::vector<int>{2});
+        REQUIRE(b.remove(id)); // before q goes
+    }
+    CHECK(added);
+}
+
+TEST_CASE("batcher: a clock that goes from time_point::min() to max() sends the batch by "
+          "deadline, without overflow") {
+    // now - arrival overflowed (undefined; in practice negative), so the deadline never came and
+    // the item stayed pending (review).
+    auto w = std::make_shared<world>();
+    w->now = steady::time_point::min().time_since_epoch().count();
+    ring<int> q(4);
+    vbatcher<int> b({.max_size = 4, .max_delay = 5ms}, virtual_time(w));
+    (void)b.add(q, oldest);
+    (void)q.push(1);
+    CHECK_FALSE(b.try_pop()); // taken at min(): pending
+    w->now = steady::time_point::max().time_since_epoch().count();
+    const auto x = b.try_pop();
+    REQUIRE(x);
+    CHECK(x->cause == flush_cause::deadline);
+    CHECK(values(*x) == std::vector<int>{1});
+    CHECK(x->queue_delay == ns::max());
 }
 
 TEST_CASE("batcher: a max_delay of nanoseconds::max() means no deadline, without overflow") {

@@ -4,6 +4,7 @@
 // saturation by occupancy), and the
 // sampled channel's accounting, alone and in a pipeline.
 
+#include <framepipe/broadcaster.hpp>
 #include <framepipe/exposition.hpp>
 #include <framepipe/latest_slot.hpp>
 #include <framepipe/pipeline.hpp>
@@ -494,6 +495,21 @@ TEST_CASE("sampled: a wrapped framepipe channel is a selector's input, woken by 
     CHECK(in.taken == 3);
     CHECK(sa.stats().sampled_out == 2);
     CHECK(sa.stats().popped == 3);
+
+    // A wrapped moved-from subscription is refused like a bare one (it crashed: the wrapper hid
+    // valid(), and the selector attached to the event of a null subscription).
+    framepipe::broadcaster<int> frames;
+    auto sub = frames.subscribe({.capacity = 2});
+    auto taken = std::move(sub);
+    framepipe::sampled empty(sub, every_n(2));
+    framepipe::selector<std::shared_ptr<const int>> subs;
+    CHECK_THROWS_WITH(subs.add(empty), Catch::Contains("channel") && Catch::Contains("moved-from"));
+    framepipe::sampled good(taken, every_n(2));
+    (void)subs.add(good);
+    (void)frames.publish(5);
+    const auto first = subs.try_pop();
+    REQUIRE(first);
+    CHECK(*first->item == 5);
 }
 
 namespace {

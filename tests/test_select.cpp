@@ -517,6 +517,43 @@ TEST_CASE("selector: max_age drops items older than it, counted as expired for t
     CHECK(balanced(st));
 }
 
+TEST_CASE("selector: a waiting pop woken by stale arrivals, one after another, never backs off to "
+          "sleeps") {
+    // Each wake-up whose look found only expired items took a back-off step, and the steps
+    // were never reset within the call: after 128 of them each further one slept up to 1 ms
+    // before the pop waited again, and a fresh item could expire meanwhile (review).
+    using item = stamped<int>;
+    ring<item> q(2, framepipe::overflow::block);
+    selector<item> sel;
+    (void)sel.add(q, {.max_age = 1h, .take = input_take::oldest});
+    constexpr int stale_items = 300;
+    std::atomic<long> tid{0};
+    std::atomic<std::uint64_t> backoff_sleeps{0};
+    std::optional<framepipe::selected<item>> got;
+    std::thread consumer([&] {
+        tid = framepipe_test::parking_id();
+        const auto before = framepipe::detail::this_thread_waits.backoff_sleeps;
+        got = sel.pop();
+        backoff_sleeps = framepipe::detail::this_thread_waits.backoff_sleeps - before;
+    });
+    const auto long_ago = steady::now() - 3h;
+    for (int i = 0; i < stale_items; ++i) {
+        park_in(tid, sel); // each stale item a wake-up of its own
+        REQUIRE(q.push(framepipe::stamp(i, static_cast<std::uint64_t>(i), long_ago)) ==
+                framepipe::push_status::ok);
+        while (sel.stats()[0].expired != static_cast<std::uint64_t>(i) + 1) {
+            std::this_thread::yield();
+        }
+    }
+    park_in(tid, sel);
+    REQUIRE(q.push(framepipe::stamp(-1, stale_items, steady::now())) == framepipe::push_status::ok);
+    consumer.join();
+    REQUIRE(got);
+    CHECK(got->item.value == -1);
+    CHECK(backoff_sleeps.load() == 0);
+    CHECK(sel.stats()[0].expired == stale_items);
+}
+
 // --- Closing, ending, removing -----------------------------------------------------------------
 
 TEST_CASE("selector: a closed input is drained, then finishes; the selector ends once closed and every input finished") {

@@ -275,15 +275,19 @@ public:
     template <class C>
         requires selectable<C, T>
     input_id add(C& channel, input_options options = {}) {
+        // The source's counters first, as a node of their own: once the selector has the input,
+        // nothing may fail (a rollback through selector::remove could throw in turn and leave an
+        // input without counters). Inserting a node into a std::map allocates nothing.
+        auto node = [] {
+            decltype(sources_) made;
+            made.emplace(0, source_counters{});
+            return made.extract(made.begin());
+        }();
         const std::lock_guard<std::mutex> lock(stats_mu_);
         // Under stats_mu_: no consumer can take from the new source before its counters exist.
         const input_id id = sel_.add(channel, std::move(options));
-        try {
-            sources_.emplace(id.value, source_counters{});
-        } catch (...) {
-            (void)sel_.remove(id);
-            throw;
-        }
+        node.key() = id.value;
+        sources_.insert(std::move(node)); // ids are never reused: the key is free
         return id;
     }
 
@@ -563,6 +567,13 @@ private:
         return *(it - 1);
     }
 
+    // How long the oldest pending item has waited at `now`, saturating (a clock of the caller's
+    // may go from time_point::min() to max()). Requires stats_mu_ and an item pending.
+    [[nodiscard]] time_point::duration waited_locked(time_point now) const noexcept {
+        return detail::saturating_difference(now.time_since_epoch(),
+                                             pending_.front().arrival.time_since_epoch());
+    }
+
     // The first n pending items as a batch. Requires stats_mu_.
     batch<T> flush_locked(flush_cause cause, std::size_t n, time_point now) {
         batch<T> b;
@@ -570,7 +581,7 @@ private:
         b.sources.reserve(n);
         b.cause = cause;
         b.queue_delay = std::chrono::duration_cast<std::chrono::nanoseconds>(
-            now - pending_.front().arrival);
+            waited_locked(now));
         for (std::size_t i = 0; i < n; ++i) {
             b.items.push_back(std::move(pending_[i].item));
             b.sources.push_back(pending_[i].source);
@@ -618,7 +629,7 @@ private:
         if (const auto p = largest_preferred(n)) {
             return flush_locked(flush_cause::preferred, *p, now);
         }
-        if (now - pending_.front().arrival >= options_.max_delay) {
+        if (waited_locked(now) >= options_.max_delay) {
             return flush_locked(flush_cause::deadline, n, now);
         }
         if (ended) {
@@ -679,11 +690,17 @@ private:
         }
         unsigned spins = 0;
         bool woke = false;
+        std::uint64_t seen = 0; // the selector's progress at the last look
         for (;;) {
             if (stop != nullptr && stop->stop_requested()) {
                 return std::nullopt;
             }
             const bool took = take_ready();
+            // Relaxed: a hint (see selector::moved_locked()); take_ready() took the lock after
+            // any change it could see.
+            const std::uint64_t now_seen = sel_.progress_.load(std::memory_order_relaxed);
+            const bool moved = took || now_seen != seen;
+            seen = now_seen;
             bool over = false;
             if (auto b = decide(time_.now(), over)) {
                 return b;
@@ -703,8 +720,7 @@ private:
                     // What is left of max_delay, without forming arrival + max_delay (which
                     // overflows for a max_delay of nanoseconds::max(): "never by deadline").
                     const auto waited = std::max(
-                        std::chrono::duration_cast<std::chrono::nanoseconds>(
-                            now - pending_.front().arrival),
+                        std::chrono::duration_cast<std::chrono::nanoseconds>(waited_locked(now)),
                         std::chrono::nanoseconds{0});
                     const auto left = waited >= options_.max_delay
                                           ? std::chrono::nanoseconds{0}
@@ -714,9 +730,12 @@ private:
                 }
                 capped = capped_;
             }
-            if (woke && !took) {
-                // Woken, and nothing was there (a push has claimed a ring's position and not
-                // filled it yet, see selector::pop_impl): back off, but not past `until`.
+            if (moved) {
+                spins = 0; // not a push still filling: wait again at once (see selector::pop_impl)
+            } else if (woke) {
+                // Woken, and nothing was there and nothing moved (a push has claimed a ring's
+                // position and not filled it yet, see selector::pop_impl): back off, but not past
+                // `until`.
                 detail::backoff_until(spins, until);
             }
             const detail::wait_end end = sel_.wait_ready(capped, stop, until);

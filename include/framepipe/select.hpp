@@ -453,8 +453,9 @@ public:
     // dropped); nullopt if there is no such input (never added, or removed already). Once this
     // returns, the selector never touches that channel again. Any thread, also while consumers
     // wait or take: waits for a selection in progress (the internal lock) and for wait
-    // predicates reading the channel at this moment (a few instructions). Never throws except
-    // what std::mutex::lock may throw.
+    // predicates reading the channel at this moment (a few instructions). Throws std::bad_alloc
+    // (copying the input's name into the counters returned), and then nothing has changed: the
+    // input is still there; or what std::mutex::lock may throw.
     std::optional<input_stats> remove(input_id id) {
         std::shared_ptr<input> gone; // destroyed after the lock is released
         std::optional<input_stats> out;
@@ -644,7 +645,16 @@ private:
     // The load is relaxed: every write of version_ is made under mu_, which we hold.
     void changed_locked() noexcept {
         version_.store(version_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+        moved_locked();
         ev_.notify_all();
+    }
+
+    // Something happened that a consumer woken for nothing may have been woken by: an item taken
+    // from a channel (kept, expired or superseded), a held item expired or handed out, the inputs
+    // changed. A consumer backs off only when nothing did since its last look (see pop_impl).
+    // Relaxed: written under mu_, read as a hint.
+    void moved_locked() noexcept {
+        progress_.store(progress_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     }
 
     [[nodiscard]] bool ended_locked() const noexcept {
@@ -681,6 +691,7 @@ private:
         if (in.held && is_expired(in, *in.held, now)) {
             in.held.reset();
             ++in.expired;
+            moved_locked();
         }
         const bool newest = in.options.take == input_take::newest;
         if (in.attached && (newest || !in.held)) {
@@ -715,6 +726,7 @@ private:
                     }
                 }
                 ++in.taken;
+                moved_locked();
                 if (is_expired(in, *x, now)) {
                     ++in.expired;
                     continue;
@@ -749,6 +761,7 @@ private:
             if (std::uncaught_exceptions() == exceptions) {
                 in.held.reset();
                 ++in.selected;
+                self.moved_locked();
             } else if (left_held) {
                 ++in.dropped; // lost to the throwing move
             }
@@ -950,13 +963,18 @@ private:
         }
         unsigned spins = 0;
         bool woke = false;
+        std::uint64_t seen = 0; // progress_ at the last look
         for (;;) {
+            bool moved = false; // since the last look, this one included
             {
                 // As try_select(), inline: the hand-out builds this call's result.
                 const std::lock_guard<std::mutex> lock(mu_);
                 if (input* in = choose_locked(excluded)) {
                     return hand_out_locked(*in);
                 }
+                const std::uint64_t now_seen = progress_.load(std::memory_order_relaxed);
+                moved = now_seen != seen;
+                seen = now_seen;
             }
             if (!wait) {
                 return std::nullopt;
@@ -964,15 +982,21 @@ private:
             if (ended()) {
                 return std::nullopt;
             }
-            if (woke) {
-                // Woken, yet nothing was there: a push has claimed a ring's position and not
-                // filled it yet (its size() counts it), another consumer was faster, or the
-                // inputs changed. Back off (pause, then yield or sleep for the thread that is
-                // finishing its push) and keep honouring the stop token and the deadline, which a
-                // ready predicate would otherwise skip; a sleep ends at the deadline at the
-                // latest (backoff_until), so a pop_for does not overrun it by a step's sleep (up
-                // to 1 ms). Nothing was found, so leaving here strands nobody (a later push
-                // notifies the consumers still parked).
+            if (moved) {
+                // Items were taken (expired, superseded, or by another consumer) or the inputs
+                // changed since the last look: whatever woke us was not a push still filling its
+                // position. Wait again at once, the back-off from the start, so that a run of
+                // stale arrivals never slows the wait down to sleeps (a fresh item could expire
+                // during one).
+                spins = 0;
+            } else if (woke) {
+                // Woken, yet nothing was there and nothing moved: a push has claimed a ring's
+                // position and not filled it yet (its size() counts it). Back off (pause, then
+                // yield or sleep for the thread that is finishing its push) and keep honouring
+                // the stop token and the deadline, which a ready predicate would otherwise skip;
+                // a sleep ends at the deadline at the latest (backoff_until), so a pop_for does
+                // not overrun it by a step's sleep (up to 1 ms). Nothing was found, so leaving
+                // here strands nobody (a later push notifies the consumers still parked).
                 if (stop != nullptr && stop->stop_requested()) {
                     return std::nullopt;
                 }
@@ -1003,6 +1027,7 @@ private:
     std::atomic<bool> closed_flag_{false}; // closed_, for closed() without the lock
     // Bumped (under mu_) whenever the inputs change or the selector closes; read by predicates.
     std::atomic<std::uint64_t> version_{0};
+    std::atomic<std::uint64_t> progress_{0}; // see moved_locked()
     // Consumers park here; every watched channel notifies it (see the file comment).
     alignas(detail::cache_line) detail::event_count ev_;
 };

@@ -91,6 +91,15 @@ public:
     {
         return channel_.policy();
     }
+    // Whether the channel is usable (a subscription: not moved from), so that a selector refuses
+    // a wrapped empty one as it does the bare one.
+    [[nodiscard]] bool valid() const noexcept
+        requires requires(const Channel& c) {
+            { c.valid() } noexcept -> std::convertible_to<bool>;
+        }
+    {
+        return channel_.valid();
+    }
 
     // The wrapped channel.
     [[nodiscard]] Channel& channel() noexcept { return channel_; }
