@@ -469,7 +469,8 @@ TEST_CASE("pipeline: an item captured at time_point::min() has the longest age, 
     p.start();
     p.wait();
     REQUIRE(seen == 1);
-    const auto& c = channel_of(p.snapshot(), "frames");
+    const auto snap = p.snapshot();
+    const auto& c = channel_of(snap, "frames");
     REQUIRE(c.age_count == 1); // the first item is timed
     CHECK(c.age_p50_ms > 1e12); // about 9.2e12 ms: the longest age the histogram holds
     CHECK(c.age_sum_s > 9e9);
