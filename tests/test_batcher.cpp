@@ -506,14 +506,21 @@ TEST_CASE("batcher: a clock that goes from time_point::min() to max() sends the 
     ring<int> q(4);
     vbatcher<int> b({.max_size = 4, .max_delay = 5ms}, virtual_time(w));
     (void)b.add(q, oldest);
-    (void)q.push(1);
+    (void)q.push(0);
     CHECK_FALSE(b.try_pop()); // taken at min(): pending
+    w->advance(10ms);
+    const auto first = b.try_pop(); // a batch of 10 ms first: the total is not zero
+    REQUIRE(first);
+    CHECK(first->queue_delay == 10ms);
+    (void)q.push(1);
+    CHECK_FALSE(b.try_pop());
     w->now = steady::time_point::max().time_since_epoch().count();
     const auto x = b.try_pop();
     REQUIRE(x);
     CHECK(x->cause == flush_cause::deadline);
     CHECK(values(*x) == std::vector<int>{1});
     CHECK(x->queue_delay == ns::max());
+    CHECK(b.stats().total_queue_delay == ns::max()); // saturated, not overflowed
 }
 
 TEST_CASE("batcher: a max_delay of nanoseconds::max() means no deadline, without overflow") {

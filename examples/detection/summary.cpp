@@ -67,7 +67,8 @@ nlohmann::json summary(const run_parts& r, const framepipe::pipeline_snapshot& s
     j["rss_mb"] = round2(rss_mb());
     for (const auto& st : snap.stages) {
         if (st.name == "detector" || st.name == "inline") {
-            j["detector_busy_ratio"] = round2(st.busy_ratio);
+            // The whole run's share (busy_ratio is the last two seconds'); one worker.
+            j["detector_busy_ratio"] = round2(std::min(1.0, st.busy_s / secs));
         }
     }
     j["sources"] = nlohmann::json::array();

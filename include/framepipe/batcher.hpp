@@ -604,7 +604,12 @@ private:
         }
         totals_.last_queue_delay = b.queue_delay;
         totals_.max_queue_delay = std::max(totals_.max_queue_delay, b.queue_delay);
-        totals_.total_queue_delay += b.queue_delay;
+        // Saturating: a delay can be nanoseconds::max() (a clock of the caller's, see
+        // waited_locked).
+        totals_.total_queue_delay =
+            b.queue_delay > std::chrono::nanoseconds::max() - totals_.total_queue_delay
+                ? std::chrono::nanoseconds::max()
+                : totals_.total_queue_delay + b.queue_delay;
         return b;
     }
 
@@ -731,7 +736,8 @@ private:
                 capped = capped_;
             }
             if (moved) {
-                spins = 0; // not a push still filling: wait again at once (see selector::pop_impl)
+                // Wait again at once, without a back-off step; the steps taken so far stay (see
+                // selector::pop_impl).
             } else if (woke) {
                 // Woken, and nothing was there and nothing moved (a push has claimed a ring's
                 // position and not filled it yet, see selector::pop_impl): back off, but not past

@@ -369,9 +369,11 @@ public:
     // Publishes a value: moves it into a shared_ptr and offers it to every subscriber. The
     // value and its control block take one block from the broadcaster's recycler, which
     // released values return to, so a steady stream allocates nothing after warm-up. Any
-    // thread. Waits only for blocking subscribers (see the file comment).
-    // Exceptions: std::bad_alloc, or what T's move constructor throws, before any subscriber
-    // was offered the value.
+    // thread. Waits only for blocking subscribers (see the file comment), and, once, while the
+    // first publish(T) makes the blocks of reserve() (a racing publish(T) waits for them rather
+    // than take one from the heap; a stop token does not end that wait: it lasts as long as the
+    // reserve's allocations). Exceptions: std::bad_alloc, or what T's move constructor throws,
+    // before any subscriber was offered the value.
     publish_result publish(T value) {
         return publish_impl(std::allocate_shared<const T>(
                                 detail::recycling_allocator<T>(core_->recycler.get()), std::move(value)),

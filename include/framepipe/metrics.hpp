@@ -212,8 +212,9 @@ private:
 // seconds), from records of the items' busy time, each counted when the item ends: a rate_meter
 // whose events are nanoseconds of work. An item in progress is not in it until it ends, so a
 // long item reads as idle time meanwhile; a busy time longer than the window counts as the window.
-// When more than `rate_meter::history` items ended in the window, the share is over the time
-// from the oldest of the last `history` to the end of the window. One thread records (the worker
+// When more than `rate_meter::history` records fell in the window (a record may stand for
+// several items, as the pipeline's sampled timing makes them), the share is over the time from
+// the oldest of the last `history` to the end of the window. One thread records (the worker
 // that owns it); any thread may read.
 class busy_meter {
 public:

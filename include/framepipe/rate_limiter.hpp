@@ -119,7 +119,9 @@ public:
     }
 
     // Waits until an event may pass and takes its token: paces a loop at the rate. Any thread.
-    // Blocks: parks (no spinning) until the next slot begins, a set_rate() or `stop`. Returns
+    // Blocks: parks (no spinning) until the next slot begins, a set_rate() or `stop`. Once the
+    // slot index has saturated (see try_acquire(time_point)), no slot begins again, set_rate()
+    // included (a new rate applies from the next slot): only `stop` ends the wait. Returns
     // true when admitted, false when `stop` is requested first. Never throws in practice
     // (std::mutex::lock, briefly, to read when the next slot begins).
     [[nodiscard]] bool acquire(std::stop_token stop = {}) {

@@ -984,11 +984,11 @@ private:
             }
             if (moved) {
                 // Items were taken (expired, superseded, or by another consumer) or the inputs
-                // changed since the last look: whatever woke us was not a push still filling its
-                // position. Wait again at once, the back-off from the start, so that a run of
-                // stale arrivals never slows the wait down to sleeps (a fresh item could expire
-                // during one).
-                spins = 0;
+                // changed since the last look: wait again at once, without a back-off step, so
+                // that a run of stale arrivals never slows the wait down to sleeps (a fresh item
+                // could expire during one). The steps taken so far stay: a push still filling
+                // on one input while items come and go on another must not reset them, or the
+                // consumers would never get past the pauses to the sleeps (a hot spin).
             } else if (woke) {
                 // Woken, yet nothing was there and nothing moved: a push has claimed a ring's
                 // position and not filled it yet (its size() counts it). Back off (pause, then
