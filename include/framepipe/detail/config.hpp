@@ -74,7 +74,7 @@
 #endif
 
 // FRAMEPIPE_DETAIL_RESERVE_WAIT_HOOK(): a test seam of the same kind, called by a recycler's take
-// on each turn of its wait for the reserve another take is making (detail/recycler.hpp);
+// before it waits for the reserve another take is making (detail/recycler.hpp);
 // tests/test_broadcaster.cpp holds the maker until a racing publish is seen waiting there.
 #if !defined(FRAMEPIPE_DETAIL_RESERVE_WAIT_HOOK)
 #define FRAMEPIPE_DETAIL_RESERVE_WAIT_HOOK() ((void)0)

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <framepipe/detail/config.hpp>
+#include <framepipe/detail/deadline.hpp>
 #include <framepipe/detail/wait.hpp>
 
 #include <algorithm>
@@ -53,8 +54,7 @@ public:
     // A block of `size` bytes aligned for `align`: a free one when the size is the recycler's,
     // else a new one from the heap. Any thread; never waits but for the lock's few
     // instructions, and, once, for the reserve: the first take of the recycler's size makes it,
-    // and a take that comes meanwhile waits for it (backing off to sleeps) rather than go to the
-    // heap. Throws std::bad_alloc (nothing changed but the blocks of the reserve made so far).
+    // and a take that comes meanwhile waits for it (parked) rather than go to the heap. Throws std::bad_alloc (nothing changed but the blocks of the reserve made so far).
     [[nodiscard]] void* take(std::size_t size, std::size_t align) {
         const bool ours = matches(size, align);
         // A load first: make_reserve runs only while a reserve is pending or being made.
@@ -158,18 +158,22 @@ private:
                                                std::memory_order_acquire)) {
                 // Done, made or not (bad_alloc): the waiters take what there is, or the heap's.
                 struct made {
-                    std::atomic<std::size_t>& r;
-                    ~made() { r.store(0, std::memory_order_release); }
-                } done{reserve_};
+                    block_recycler& r;
+                    ~made() {
+                        r.reserve_.store(0, std::memory_order_release);
+                        r.reserve_made_.notify_all();
+                    }
+                } done{*this};
                 fill(n, size, align);
                 return;
             }
         }
-        unsigned spins = 0;
-        while (reserve_.load(std::memory_order_acquire) == making) {
-            FRAMEPIPE_DETAIL_RESERVE_WAIT_HOOK(); // a test seam (detail/config.hpp)
-            backoff(spins);
-        }
+        FRAMEPIPE_DETAIL_RESERVE_WAIT_HOOK(); // a test seam (detail/config.hpp)
+        // Parked until the maker is done (its allocations may take a while); acquire: pairs
+        // with its release store, although the blocks themselves are handed over under lock_.
+        (void)reserve_made_.wait(nullptr, no_deadline, [this]() noexcept {
+            return reserve_.load(std::memory_order_acquire) != making;
+        });
     }
 
     // Adds n new blocks to the free list.
@@ -253,6 +257,7 @@ private:
                                           << (std::numeric_limits<std::size_t>::digits - 1);
     std::atomic<std::size_t> reserve_{0};
     std::atomic<std::size_t> cached_count_{0};
+    event_count reserve_made_; // takes waiting for the reserve park here (make_reserve)
 };
 
 // The owner's reference to a block_recycler: created with it, released when it goes (values
