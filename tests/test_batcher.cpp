@@ -18,6 +18,17 @@ inline framepipe_test::test_seam fill_seam; // a push that claimed its position,
 #define FRAMEPIPE_DETAIL_RING_FILL_HOOK() ::fill_seam.run()
 inline framepipe_test::test_seam spsc_seam; // an spsc_ring push that found it open, not stored
 #define FRAMEPIPE_DETAIL_SPSC_PUSH_HOOK() ::spsc_seam.run()
+// The seam after a consumer's wait returned ready, before its next look: a test that sets
+// `each_wait` acts there, on the consumer's thread. Unset, it does nothing.
+namespace after_wait_hook {
+inline thread_local void (*each_wait)() = nullptr;
+inline void run() noexcept {
+    if (each_wait != nullptr) {
+        each_wait();
+    }
+}
+} // namespace after_wait_hook
+#define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ::after_wait_hook::run()
 
 // Allocation failure on demand, for remove() and add() running out of memory: the global
 // operator new is replaced (this file is a program of its own), and fails the allocation of
@@ -457,6 +468,69 @@ TEST_CASE("batcher: a waiting pop woken by stale arrivals, one after another, ne
     REQUIRE(got);
     CHECK(values(*got) == std::vector<int>{-1});
     CHECK(backoff_sleeps.load() == 0);
+}
+
+namespace keeps_steps {
+// The consumer's side of the test below, as in the selector's test of the same name: a stale
+// item after odd waits, nothing after even ones, and after `rounds` waits the held push goes on.
+inline framepipe::ring<framepipe::stamped<int>>* stale = nullptr;
+inline std::chrono::steady_clock::time_point long_ago{};
+inline unsigned calls = 0;
+inline unsigned pushed = 0;
+inline constexpr unsigned rounds = 600;
+inline void each_wait() {
+    ++calls;
+    if (calls < rounds && calls % 2 == 1) {
+        if (stale->push(framepipe::stamp(0, calls, long_ago)) == framepipe::push_status::ok) {
+            ++pushed;
+        }
+    } else if (calls == rounds) {
+        fill_seam.go = true;
+    }
+}
+} // namespace keeps_steps
+
+TEST_CASE("batcher: a waiting pop backing off for a push still filling keeps its steps across "
+          "looks that took stale items, and gets to sleeps (real time)") {
+    // As the selector's pop: a look that moved reset the back-off's steps, so with a push half
+    // done on one source and stale items coming on another, one look in two, the consumer never
+    // got past its pauses and spun hot (review). The consumer feeds the stale items itself (the
+    // seam after each wait): with the steps kept, the 128th step sleeps and the held push, which
+    // watches for that, goes on; with them reset, no step sleeps.
+    using item = stamped<int>;
+    ring<item> slow(8);
+    ring<item> stale(8, framepipe::overflow::block);
+    batcher<item> b({.max_size = 1, .max_delay = 1h});
+    (void)b.add(slow, {.take = input_take::oldest});
+    (void)b.add(stale, {.max_age = 1h, .take = input_take::oldest});
+    keeps_steps::stale = &stale;
+    keeps_steps::long_ago = steady::now() - 3h;
+    keeps_steps::calls = 0;
+    keeps_steps::pushed = 0;
+    const unsigned reached_before = fill_seam.reached.load();
+    fill_seam.arm(0); // the consumer names itself below
+    std::thread producer([&] { (void)slow.push(framepipe::stamp(1, 1, steady::now())); });
+    while (fill_seam.reached.load() == reached_before) {
+        std::this_thread::yield();
+    }
+    std::uint64_t backoff_sleeps = 0;
+    std::optional<batch<item>> got;
+    std::thread consumer([&] {
+        fill_seam.watch = framepipe_test::this_thread_id();
+        after_wait_hook::each_wait = &keeps_steps::each_wait;
+        const auto before = framepipe::detail::this_thread_waits.backoff_sleeps;
+        got = b.pop();
+        backoff_sleeps = framepipe::detail::this_thread_waits.backoff_sleeps - before;
+        after_wait_hook::each_wait = nullptr;
+    });
+    consumer.join();
+    fill_seam.go = true;
+    producer.join();
+    REQUIRE(got);
+    CHECK(values(*got) == std::vector<int>{1});
+    CHECK(backoff_sleeps > 0);
+    CHECK(keeps_steps::pushed > 64); // stale looks came all along the pauses and yields
+    CHECK(b.stats().sources[1].input.expired + stale.size() == keeps_steps::pushed);
 }
 
 TEST_CASE("batcher: an add() that runs out of memory changes nothing, wherever it fails") {

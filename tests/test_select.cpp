@@ -18,7 +18,11 @@
 namespace after_wait_hook {
 inline thread_local std::stop_source* stop_here = nullptr; // this thread's stop, if armed
 inline std::atomic<bool> armed{false};                    // fires once, on the first armed thread
+inline thread_local void (*each_wait)() = nullptr;        // called on every return, if set
 inline void run() noexcept {
+    if (each_wait != nullptr) {
+        each_wait();
+    }
     if (stop_here != nullptr && armed.exchange(false)) {
         stop_here->request_stop();
     }
@@ -552,6 +556,73 @@ TEST_CASE("selector: a waiting pop woken by stale arrivals, one after another, n
     CHECK(got->item.value == -1);
     CHECK(backoff_sleeps.load() == 0);
     CHECK(sel.stats()[0].expired == stale_items);
+}
+
+namespace keeps_steps {
+// The consumer's side of the test below: after each of its waits, a stale item on odd calls (its
+// next look takes it: a look that moved), nothing on even ones (a look that finds nothing: a
+// back-off step), and after `rounds` calls the held push goes on.
+inline framepipe::ring<framepipe::stamped<int>>* stale = nullptr;
+inline std::chrono::steady_clock::time_point long_ago{};
+inline unsigned calls = 0;
+inline unsigned pushed = 0;
+inline constexpr unsigned rounds = 600;
+inline void each_wait() {
+    ++calls;
+    if (calls < rounds && calls % 2 == 1) {
+        if (stale->push(framepipe::stamp(0, calls, long_ago)) == framepipe::push_status::ok) {
+            ++pushed;
+        }
+    } else if (calls == rounds) {
+        fill_seam.go = true;
+    }
+}
+} // namespace keeps_steps
+
+TEST_CASE("selector: a waiting pop backing off for a push still filling keeps its steps across "
+          "looks that took stale items, and gets to sleeps") {
+    // One input holds a push half done (claimed, not filled: the wait predicate sees it ready);
+    // on another, stale items come, one look in two. A look that moved once reset the back-off's
+    // steps, so the consumer never got past its pauses: it spun hot for as long as the push
+    // stayed half done (review). The consumer feeds the stale items itself (the seam after each
+    // wait), so the interleaving is the same in every run: with the steps kept, the 128th step
+    // sleeps, and the held push, which watches for that, goes on; with them reset, no step ever
+    // sleeps, and the push goes on after 600 waits.
+    using item = stamped<int>;
+    ring<item> slow(8);
+    ring<item> stale(8, framepipe::overflow::block);
+    selector<item> sel;
+    const auto islow = sel.add(slow, oldest);
+    const auto istale = sel.add(stale, {.max_age = 1h, .take = input_take::oldest});
+    keeps_steps::stale = &stale;
+    keeps_steps::long_ago = steady::now() - 3h;
+    keeps_steps::calls = 0;
+    keeps_steps::pushed = 0;
+    const unsigned reached_before = fill_seam.reached.load();
+    fill_seam.arm(0); // the consumer names itself below
+    std::thread producer([&] { (void)slow.push(framepipe::stamp(1, 1, steady::now())); });
+    while (fill_seam.reached.load() == reached_before) {
+        std::this_thread::yield();
+    }
+    std::uint64_t backoff_sleeps = 0;
+    std::optional<framepipe::selected<item>> got;
+    std::thread consumer([&] {
+        fill_seam.watch = framepipe_test::this_thread_id();
+        after_wait_hook::each_wait = &keeps_steps::each_wait;
+        const auto before = framepipe::detail::this_thread_waits.backoff_sleeps;
+        got = sel.pop();
+        backoff_sleeps = framepipe::detail::this_thread_waits.backoff_sleeps - before;
+        after_wait_hook::each_wait = nullptr;
+    });
+    consumer.join();
+    fill_seam.go = true;
+    producer.join();
+    REQUIRE(got);
+    CHECK(got->input == islow);
+    CHECK(got->item.value == 1);
+    CHECK(backoff_sleeps > 0);
+    CHECK(keeps_steps::pushed > 64); // stale looks came all along the pauses and yields
+    CHECK(sel.stats(istale)->expired + stale.size() == keeps_steps::pushed);
 }
 
 // --- Closing, ending, removing -----------------------------------------------------------------

@@ -749,6 +749,9 @@ private:
                 return std::nullopt;
             }
             woke = end == detail::wait_end::ready; // timed out: look again (the batch may be due)
+            if (woke) {
+                FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK(); // a test seam (detail/config.hpp)
+            }
         }
     }
 

@@ -56,10 +56,11 @@
 
 // FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK(): a test seam, not an option. Called on the waiting thread
 // right after a blocking call's wait returned ready, before it looks at the channel again (the
-// mutex ring's pop and push, selector::pop, pool's acquire). Expands to nothing unless a test
-// program defines it before including any framepipe header (tests/test_ring.cpp and
-// tests/test_select.cpp do, to request a stop at exactly that point; tests/test_pool.cpp holds
-// an acquire there while another thread takes the returned object). Every translation unit of a
+// mutex ring's pop and push, selector::pop, batcher::pop, pool's acquire). Expands to nothing
+// unless a test program defines it before including any framepipe header (tests/test_ring.cpp
+// and tests/test_select.cpp do, to request a stop at exactly that point, and the selector's and
+// the batcher's tests to act between a consumer's wait and its next look; tests/test_pool.cpp
+// holds an acquire there while another thread takes the returned object). Every translation unit of a
 // program must see the same definition: each test file there is a program of its own.
 #if !defined(FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK)
 #define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ((void)0)
