@@ -207,6 +207,33 @@ TEST_CASE("busy_meter: a share stays in [0, 1]; an item longer than the window c
     CHECK(fast.share(t0 + 1s) == Approx(0.5).epsilon(0.02));
 }
 
+TEST_CASE("busy_meter: an item under way counts from its start, until it is recorded or "
+          "abandoned") {
+    // Each item counted only once it ended: a worker in the middle of an item longer than the
+    // window read as idle, then as saturated.
+    framepipe::busy_meter m;
+    const auto t0 = framepipe::busy_meter::clock::time_point{} + 1000s;
+    m.begin_item(t0);
+    CHECK(m.share(t0) == 0.0);
+    CHECK(m.share(t0 + 500ms) == Approx(0.25).margin(1e-9));
+    CHECK(m.share(t0 + 1h) == 1.0); // longer than the window: the window
+    // Recorded: the record counts it, and it no longer counts as under way.
+    m.record(t0 + 1s, 1s);
+    CHECK(m.share(t0 + 1s) == Approx(0.5).margin(1e-9));
+    CHECK(m.share(t0 + 2s) == Approx(0.5).margin(1e-9));
+    // One that failed: it counted while it ran, and not after.
+    m.begin_item(t0 + 2s);
+    CHECK(m.share(t0 + 2500ms) == Approx(0.75).margin(1e-9));
+    m.abandon_item();
+    CHECK(m.share(t0 + 2500ms) == Approx(0.5).margin(1e-9));
+    // A start at either end of the clock does not overflow.
+    framepipe::busy_meter ends;
+    ends.begin_item(framepipe::busy_meter::clock::time_point::min() + 1ns);
+    CHECK(ends.share(framepipe::busy_meter::clock::time_point::max()) == 1.0);
+    ends.begin_item(framepipe::busy_meter::clock::time_point::max());
+    CHECK(ends.share(framepipe::busy_meter::clock::time_point::min()) == 0.0);
+}
+
 TEST_CASE("rate_meter: rates above the history use the span of the last events") {
     rate_meter m;
     const auto t0 = rate_meter::clock::time_point{} + 1000s;

@@ -210,8 +210,9 @@ private:
 
 // The share of its time a worker spent on items over the last `rate_meter::window` (two
 // seconds), from records of the items' busy time, each counted when the item ends: a rate_meter
-// whose events are nanoseconds of work. An item in progress is not in it until it ends, so a
-// long item reads as idle time meanwhile; a busy time longer than the window counts as the window.
+// whose events are nanoseconds of work. An item marked begun (begin_item()) counts from its
+// start until it ends, so a long item reads as busy while it runs rather than only once it has
+// ended; a busy time longer than the window counts as the window.
 // When more than `rate_meter::history` records fell in the window (a record may stand for
 // several items, as the pipeline's sampled timing makes them), the share is over the time from
 // the oldest of the last `history` to the end of the window. One thread records (the worker
@@ -222,23 +223,58 @@ public:
 
     // Records an item that ended at `end` after `busy` of work (negative: none). Single writer;
     // wait-free; never throws.
+    // The item begun last (begin_item()) ends too: this record counts it from now on. Single
+    // writer; wait-free; never throws.
     void record(clock::time_point end, clock::duration busy) noexcept {
         constexpr std::int64_t cap =
-            std::chrono::duration_cast<std::chrono::nanoseconds>(rate_meter::window).count();
+            std::chrono::duration_cast<std::chrono::nanoseconds>(window).count();
         static_assert(cap <= std::numeric_limits<std::uint32_t>::max(),
                       "busy_meter: a window's nanoseconds must fit a record's weight");
         const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(busy).count();
+        // Relaxed, both: a figure. The item stops counting as begun first, so a share() read
+        // between the two stores misses it for that instant rather than counting it twice.
+        started_.store(idle, std::memory_order_relaxed);
         meter_.record(end, static_cast<std::uint32_t>(std::clamp<std::int64_t>(ns, 0, cap)));
     }
 
-    // The busy share of the window ending at `now`, in [0, 1]. Any thread; wait-free (as
+    // Marks an item begun at `start` (time_point::min() marks none): share() counts the time
+    // from `start` on as busy until record() or abandon_item(). Single writer; wait-free; never
+    // throws.
+    void begin_item(clock::time_point start) noexcept {
+        started_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           start.time_since_epoch()).count(),
+                       std::memory_order_relaxed);
+    }
+
+    // The item begun last ends without a record (it failed). Single writer; wait-free; never
+    // throws.
+    void abandon_item() noexcept { started_.store(idle, std::memory_order_relaxed); }
+
+    // The busy share of the window ending at `now`, in [0, 1]: the items recorded in it, plus
+    // the part of it that an item begun and not yet ended has run. Any thread; wait-free (as
     // rate_meter::per_second); never throws.
     [[nodiscard]] double share(clock::time_point now = clock::now()) const noexcept {
-        return std::clamp(meter_.per_second(now) / 1e9, 0.0, 1.0);
+        double busy = meter_.per_second(now) / 1e9;
+        const std::int64_t start = started_.load(std::memory_order_relaxed);
+        const std::int64_t at =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+        if (start != idle && at > start) {
+            // Unsigned: the difference of any two int64 values fits (no overflow).
+            const std::uint64_t running =
+                static_cast<std::uint64_t>(at) - static_cast<std::uint64_t>(start);
+            const std::uint64_t span = static_cast<std::uint64_t>(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(window).count());
+            busy += static_cast<double>(std::min(running, span)) / static_cast<double>(span);
+        }
+        return std::clamp(busy, 0.0, 1.0);
     }
 
 private:
+    static constexpr auto window = rate_meter::window;
+    static constexpr std::int64_t idle = std::numeric_limits<std::int64_t>::min();
+
     rate_meter meter_;
+    std::atomic<std::int64_t> started_{idle}; // nanoseconds since the clock's epoch, or idle
 };
 
 } // namespace framepipe

@@ -1395,6 +1395,26 @@ private:
         return cs;
     }
 
+    // A timed item under way counts in its worker's busy share from t0 (busy_meter::begin_item)
+    // until record() ends it, or until it ends without one (the step threw, or returned false).
+    struct item_under_way {
+        detail::worker_entry& w;
+        const bool timed;
+        item_under_way(detail::worker_entry& worker, bool is_timed, clock::time_point t0) noexcept
+            : w(worker), timed(is_timed) {
+            if (timed) {
+                w.busy.begin_item(t0);
+            }
+        }
+        ~item_under_way() {
+            if (timed) {
+                w.busy.abandon_item(); // after a record() too: the same store again
+            }
+        }
+        item_under_way(const item_under_way&) = delete;
+        item_under_way& operator=(const item_under_way&) = delete;
+    };
+
     // Records a timed item [t0, t1]; it stands for itself and the items passed untimed since
     // the last timed one ended at `last_end` (see timing_sampler).
     static void record(detail::stage_entry& self, detail::worker_entry& w,
@@ -1427,6 +1447,7 @@ private:
             }
             const bool timed = metrics && w.timing.due();
             const auto t0 = timed ? clock::now() : clock::time_point{};
+            const item_under_way under_way(w, timed, t0);
             if (!step(ctx)) {
                 break;
             }
@@ -1565,6 +1586,7 @@ private:
                 }
             }
         }
+        const item_under_way under_way(w, timed, t0);
         const bool go_on = handle(std::move(x));
         if (timed) {
             record(self, w, w.last_end, t0, clock::now());

@@ -69,8 +69,8 @@ struct stage_snapshot {
     double service_p99_ms = 0;
     std::uint64_t service_count = 0;
     double service_sum_s = 0;
-    // The workers' share of the last 2 s spent on items rather than waiting for them (each
-    // item counted when it ends; busy_meter), averaged over the workers.
+    // The workers' share of the last 2 s spent on items rather than waiting for them (an item
+    // under way counted from its start; busy_meter), averaged over the workers.
     double busy_ratio = 0;
     double busy_s = 0; // time spent on items since start, summed over the workers
     std::vector<std::string> inputs;
