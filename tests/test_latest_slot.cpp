@@ -8,6 +8,19 @@
 inline framepipe_test::test_seam peek_pin_seam;
 #define FRAMEPIPE_DETAIL_LATEST_PEEK_HOOK() ::peek_pin_seam.run()
 
+// The seam where a pop that found nothing is about to wait again (after its checks of the stop
+// token and the deadline): a thread that set `each` runs it there.
+#include <functional>
+namespace rewait_hook {
+inline thread_local const std::function<void()>* each = nullptr;
+inline void run() {
+    if (each != nullptr) {
+        (*each)();
+    }
+}
+} // namespace rewait_hook
+#define FRAMEPIPE_DETAIL_REWAIT_HOOK() ::rewait_hook::run()
+
 #include <framepipe/channel.hpp>
 #include <framepipe/latest_slot.hpp>
 #include <framepipe/stamped.hpp>
@@ -662,6 +675,58 @@ TEST_CASE("latest_slot: max_age discards a stale value at pop, counted as expire
     CHECK(s.popped == 1);
     CHECK(s.expired == 1);
     check_identity(s);
+}
+
+TEST_CASE("latest_slot: max_age: pop(stop) and pop_for end while stale values keep arriving, one "
+          "a look") {
+    // After a take that found only an expired value, the pop waited again without looking at
+    // its stop token or deadline, and the wait returned at once (a value was there) without
+    // looking at them either: a stopped or timed-out pop went on for as long as stale values
+    // came, one a look (review). The consumer pushes them itself, from the seam before each
+    // wait again, up to 200000.
+    stamped_slot slot(1min);
+    constexpr unsigned limit = 200000;
+    constexpr auto timeout = 2ms;
+    unsigned calls = 0;
+    unsigned after_stop = 0;
+    unsigned after_deadline = 0;
+    bool timed = false;
+    std::stop_source stop;
+    std::optional<clock_type::time_point> deadline_passed_by;
+    const std::function<void()> feed = [&] {
+        ++calls;
+        const auto now = clock_type::now();
+        if (stop.stop_requested()) {
+            ++after_stop;
+        }
+        if (!deadline_passed_by) {
+            deadline_passed_by = now + timeout; // pop_for set its deadline before this
+        } else if (now > *deadline_passed_by) {
+            ++after_deadline;
+        }
+        if (!timed && calls == 100) {
+            stop.request_stop();
+        }
+        if (calls < limit) {
+            (void)slot.push(stale(static_cast<int>(calls)));
+        }
+    };
+    std::optional<stamped<int>> result{fresh(0)};
+    rewait_hook::each = &feed;
+    SECTION("pop(stop)") {
+        result = slot.pop(stop.get_token());
+        CHECK(calls >= 100);
+        CHECK(after_stop <= 1);
+    }
+    SECTION("pop_for") {
+        timed = true;
+        result = slot.pop_for(timeout);
+        CHECK(calls < limit);
+        CHECK(after_deadline <= 1);
+    }
+    rewait_hook::each = nullptr;
+    CHECK_FALSE(result);
+    check_identity(slot.stats());
 }
 
 TEST_CASE("latest_slot: max_age, peek skips a stale value without removing or counting it") {

@@ -25,6 +25,19 @@ inline void run() noexcept {
 } // namespace after_wait_hook
 #define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ::after_wait_hook::run()
 
+// The seam where a consumer that looked and found nothing is about to wait again (after its
+// checks of the stop token and the deadline): a thread that set `each` runs it there.
+#include <functional>
+namespace rewait_hook {
+inline thread_local const std::function<void()>* each = nullptr;
+inline void run() {
+    if (each != nullptr) {
+        (*each)();
+    }
+}
+} // namespace rewait_hook
+#define FRAMEPIPE_DETAIL_REWAIT_HOOK() ::rewait_hook::run()
+
 // The other seams: points inside the lock-free rings where a test holds one thread while another
 // acts (see support/test_seam.hpp, and detail/config.hpp for where each is called).
 #include "support/test_seam.hpp"
@@ -1105,6 +1118,83 @@ TEMPLATE_TEST_CASE("ring: max_age: a waiting pop woken by stale arrivals, one af
     const auto s = r.stats();
     CHECK(s.expired == stale_items);
     check_identities(s);
+}
+
+TEMPLATE_TEST_CASE("ring: max_age: pop(stop) and pop_for end while stale items keep arriving, "
+                   "one a look",
+                   "[spsc]", mpmc, spsc, locked) {
+    // After a take that found only expired items, the pop waited again without looking at its
+    // stop token or deadline, and the wait returned at once (an item was there), without
+    // looking at them either: a stopped or timed-out pop went on for as long as stale items
+    // came, one a look (review). The consumer feeds them itself, from the seam before each
+    // wait again, up to 200000; the test's thread wakes it with one first (the mutex ring
+    // looks before its first wait, and needs none), and is done pushing before it feeds.
+    typename TestType::template ring<stamped<int>> r(
+        {.capacity = 2, .policy = overflow::drop_oldest, .max_age = age_limit});
+    constexpr unsigned limit = 200000;
+    std::atomic<unsigned> calls{0};
+    unsigned after_stop = 0;
+    unsigned after_deadline = 0;
+    std::stop_source stop;
+    std::optional<steady::time_point> deadline_passed_by;
+    bool timed = false;
+    constexpr auto timeout = 2ms;
+    std::atomic<bool> kicked{false}; // the test's thread pushes no more
+    const std::function<void()> feed = [&] {
+        const unsigned n = calls.fetch_add(1) + 1;
+        while (!kicked.load()) {
+            std::this_thread::yield(); // one producer at a time (spsc)
+        }
+        const auto now = steady::now();
+        if (stop.stop_requested()) {
+            ++after_stop;
+        }
+        if (!deadline_passed_by) {
+            deadline_passed_by = now + timeout; // pop_for set its deadline before this
+        } else if (now > *deadline_passed_by) {
+            ++after_deadline;
+        }
+        if (!timed && n == 100) {
+            stop.request_stop();
+        }
+        if (n < limit) {
+            (void)r.push(stale(0, n));
+        }
+    };
+    std::optional<stamped<int>> result{fresh(0, 0)};
+    const auto run = [&](auto pop) {
+        std::atomic<long> tid{0};
+        std::thread consumer([&] {
+            tid = this_thread_id();
+            rewait_hook::each = &feed;
+            result = pop();
+            rewait_hook::each = nullptr;
+        });
+        while (calls.load() == 0) {
+            const long t = tid.load();
+            if (t != 0 && framepipe_test::futex_waiting_in(t, &r, sizeof r).value_or(true)) {
+                (void)r.push(stale(-1, 0)); // wakes it: its take finds only a stale one
+                break;
+            }
+            std::this_thread::yield();
+        }
+        kicked = true;
+        consumer.join();
+    };
+    SECTION("pop(stop)") {
+        run([&] { return r.pop(stop.get_token()); });
+        CHECK_FALSE(result);
+        CHECK(calls.load() >= 100);
+        CHECK(after_stop <= 1); // a look after the stop: none, or one if it came in a wait
+    }
+    SECTION("pop_for") {
+        timed = true;
+        run([&] { return r.pop_for(timeout); });
+        CHECK_FALSE(result);
+        CHECK(calls.load() < limit);
+        CHECK(after_deadline <= 1);
+    }
+    check_identities(r.stats());
 }
 
 TEMPLATE_TEST_CASE("ring: max_age works with shared_ptr<const stamped<T>>; a null pointer never expires", "[spsc]", mpmc, spsc, locked) {

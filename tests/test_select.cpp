@@ -558,6 +558,150 @@ TEST_CASE("selector: a waiting pop woken by stale arrivals, one after another, n
     CHECK(sel.stats()[0].expired == stale_items);
 }
 
+TEST_CASE("selector: stale arrivals that the channel itself drops (its own max_age) never back "
+          "the wait off to sleeps") {
+    // As the test above, with the age limit on the ring rather than on the input: the ring's
+    // try_pop drops the stale item and returns nothing, which the selector took for a push
+    // still filling (a back-off step each; 173 sleeps in the reviewer's run). A look that finds
+    // fewer items there than before, not by its own takes, counts as one that moved.
+    using item = stamped<int>;
+    ring<item> q({.capacity = 2, .policy = framepipe::overflow::block, .max_age = 1h});
+    selector<item> sel;
+    const auto id = sel.add(q, oldest);
+    constexpr int stale_items = 300;
+    std::atomic<long> tid{0};
+    std::atomic<std::uint64_t> backoff_sleeps{0};
+    std::optional<framepipe::selected<item>> got;
+    std::thread consumer([&] {
+        tid = framepipe_test::parking_id();
+        const auto before = framepipe::detail::this_thread_waits.backoff_sleeps;
+        got = sel.pop();
+        backoff_sleeps = framepipe::detail::this_thread_waits.backoff_sleeps - before;
+    });
+    const auto long_ago = steady::now() - 3h;
+    for (int i = 0; i < stale_items; ++i) {
+        park_in(tid, sel); // each stale item a wake-up of its own
+        REQUIRE(q.push(framepipe::stamp(i, static_cast<std::uint64_t>(i), long_ago)) ==
+                framepipe::push_status::ok);
+        while (q.stats().expired != static_cast<std::uint64_t>(i) + 1) {
+            std::this_thread::yield();
+        }
+    }
+    park_in(tid, sel);
+    REQUIRE(q.push(framepipe::stamp(-1, stale_items, steady::now())) == framepipe::push_status::ok);
+    consumer.join();
+    REQUIRE(got);
+    CHECK(got->item.value == -1);
+    CHECK(backoff_sleeps.load() == 0);
+    CHECK(sel.stats(id)->expired == 0); // the ring's own, not the input's
+}
+
+namespace stale_feed {
+// The consumer's side of the two tests below: after each of its waits, a stale item (so that
+// every look moves), until `limit` waits; the stop is requested at wait `stop_at`. Counts the
+// waits after the stop, and after `after`.
+inline framepipe::ring<framepipe::stamped<int>>* stale = nullptr;
+inline std::chrono::steady_clock::time_point long_ago{};
+inline std::stop_source* stop = nullptr;
+inline unsigned calls = 0;
+inline unsigned stop_at = 0;
+inline unsigned limit = 0;
+inline unsigned after_stop = 0;
+inline std::optional<std::chrono::steady_clock::time_point> first; // the first wait's end
+inline std::chrono::steady_clock::time_point after{};              // see the pop_for test
+inline unsigned after_after = 0;
+inline void reset(framepipe::ring<framepipe::stamped<int>>& q) {
+    stale = &q;
+    long_ago = std::chrono::steady_clock::now() - 3h;
+    stop = nullptr;
+    calls = stop_at = limit = after_stop = after_after = 0;
+    first.reset();
+    after = std::chrono::steady_clock::time_point::max();
+}
+inline void each_wait() {
+    ++calls;
+    const auto now = std::chrono::steady_clock::now();
+    if (!first) {
+        first = now;
+    }
+    if (stop != nullptr && stop->stop_requested()) {
+        ++after_stop;
+    }
+    if (now > after) {
+        ++after_after;
+    }
+    if (stop != nullptr && calls == stop_at) {
+        stop->request_stop();
+    }
+    if (calls < limit) {
+        (void)stale->push(framepipe::stamp(0, calls, long_ago));
+    }
+}
+// As each_wait, for pop_for(timeout): pop_for set its deadline before its first wait, so the
+// deadline has passed by the first wait's end + timeout.
+inline constexpr auto timeout = 2ms;
+inline void each_wait_for() {
+    if (!first) {
+        after = std::chrono::steady_clock::now() + timeout;
+    }
+    each_wait();
+}
+} // namespace stale_feed
+
+TEST_CASE("selector: pop(stop) and pop_for end while every look moves (stale arrivals, a push "
+          "still filling elsewhere)") {
+    // A look that moved waited again at once, without looking at the stop token or the
+    // deadline, and the wait returned ready without looking at them either (its predicate
+    // held: a push half done on one input): a stopped or timed-out pop went on for as long as
+    // stale items kept coming, one a look (review). The consumer feeds them itself, from the
+    // seam after each wait, so every look moves; up to 200000 of them.
+    using item = stamped<int>;
+    ring<item> slow(8);
+    ring<item> stale(8, framepipe::overflow::block);
+    selector<item> sel;
+    (void)sel.add(slow, oldest);
+    (void)sel.add(stale, {.max_age = 1h, .take = input_take::oldest});
+    const unsigned reached_before = fill_seam.reached.load();
+    fill_seam.arm(0); // held until go: the wait predicate stays true
+    std::thread producer([&] { (void)slow.push(framepipe::stamp(1, 1, steady::now())); });
+    while (fill_seam.reached.load() == reached_before) {
+        std::this_thread::yield();
+    }
+    SECTION("pop(stop)") {
+        std::stop_source stop;
+        std::optional<framepipe::selected<item>> got{framepipe::selected<item>{}};
+        std::thread consumer([&] {
+            stale_feed::reset(stale);
+            stale_feed::stop = &stop;
+            stale_feed::stop_at = 100;
+            stale_feed::limit = 200000;
+            after_wait_hook::each_wait = &stale_feed::each_wait;
+            got = sel.pop(stop.get_token());
+            after_wait_hook::each_wait = nullptr;
+        });
+        consumer.join();
+        CHECK_FALSE(got);
+        CHECK(stale_feed::calls >= stale_feed::stop_at);
+        CHECK(stale_feed::after_stop <= 1); // the look after the wait that saw the stop
+    }
+    SECTION("pop_for") {
+        std::optional<framepipe::selected<item>> got{framepipe::selected<item>{}};
+        std::thread consumer([&] {
+            stale_feed::reset(stale);
+            stale_feed::limit = 200000;
+            after_wait_hook::each_wait = &stale_feed::each_wait_for;
+            got = sel.pop_for(stale_feed::timeout);
+            after_wait_hook::each_wait = nullptr;
+        });
+        consumer.join();
+        CHECK_FALSE(got);
+        CHECK(stale_feed::calls < stale_feed::limit);
+        CHECK(stale_feed::after_after <= 1); // the look after the wait that passed it
+    }
+    fill_seam.go = true;
+    producer.join();
+}
+
 namespace keeps_steps {
 // The consumer's side of the test below: after each of its waits, a stale item on odd calls (its
 // next look takes it: a look that moved), nothing on even ones (a look that finds nothing: a

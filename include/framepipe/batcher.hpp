@@ -574,14 +574,29 @@ private:
                                              pending_.front().arrival.time_since_epoch());
     }
 
+    // waited_locked(now) in nanoseconds, 0 at least (a clock of the caller's that went back) and
+    // nanoseconds::max() at most (one whose duration is coarser or finer: no overflow in the
+    // conversion). Requires stats_mu_.
+    [[nodiscard]] std::chrono::nanoseconds queue_delay_locked(time_point now) const noexcept {
+        const auto waited = waited_locked(now);
+        if (waited <= time_point::duration::zero()) {
+            return std::chrono::nanoseconds{0};
+        }
+        constexpr auto ceiling = std::chrono::nanoseconds::max();
+        if (std::chrono::duration<long double, std::nano>(waited).count() >=
+            static_cast<long double>(ceiling.count())) {
+            return ceiling;
+        }
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(waited);
+    }
+
     // The first n pending items as a batch. Requires stats_mu_.
     batch<T> flush_locked(flush_cause cause, std::size_t n, time_point now) {
         batch<T> b;
         b.items.reserve(n); // may throw: nothing has changed yet
         b.sources.reserve(n);
         b.cause = cause;
-        b.queue_delay = std::chrono::duration_cast<std::chrono::nanoseconds>(
-            waited_locked(now));
+        b.queue_delay = queue_delay_locked(now);
         for (std::size_t i = 0; i < n; ++i) {
             b.items.push_back(std::move(pending_[i].item));
             b.sources.push_back(pending_[i].source);
@@ -605,7 +620,7 @@ private:
         totals_.last_queue_delay = b.queue_delay;
         totals_.max_queue_delay = std::max(totals_.max_queue_delay, b.queue_delay);
         // Saturating: a delay can be nanoseconds::max() (a clock of the caller's, see
-        // waited_locked).
+        // waited_locked), and is never negative (queue_delay_locked).
         totals_.total_queue_delay =
             b.queue_delay > std::chrono::nanoseconds::max() - totals_.total_queue_delay
                 ? std::chrono::nanoseconds::max()
@@ -724,9 +739,7 @@ private:
                 if (!pending_.empty()) {
                     // What is left of max_delay, without forming arrival + max_delay (which
                     // overflows for a max_delay of nanoseconds::max(): "never by deadline").
-                    const auto waited = std::max(
-                        std::chrono::duration_cast<std::chrono::nanoseconds>(waited_locked(now)),
-                        std::chrono::nanoseconds{0});
+                    const std::chrono::nanoseconds waited = queue_delay_locked(now);
                     const auto left = waited >= options_.max_delay
                                           ? std::chrono::nanoseconds{0}
                                           : options_.max_delay - waited;

@@ -673,7 +673,15 @@ private:
                 detail::yield_or_sleep(closing_steps++);
                 continue;
             }
-            // Empty (nothing there, another consumer was faster, or the value had expired).
+            // Empty (nothing there, another consumer was faster, or the value had expired). The
+            // stop token and the deadline are honoured here, since the wait returns at once
+            // while a value is there, without looking at them: a run of stale arrivals would
+            // otherwise keep a stopped or timed-out pop going.
+            if ((stop != nullptr && stop->stop_requested()) ||
+                (deadline && clock::now() >= *deadline)) {
+                return out;
+            }
+            FRAMEPIPE_DETAIL_REWAIT_HOOK(); // a test seam (detail/config.hpp)
             if (waiters_.wait(stop, deadline, [this] { return ready(); }) !=
                 detail::wait_end::ready) {
                 return out;

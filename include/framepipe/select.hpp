@@ -697,11 +697,19 @@ private:
         if (in.attached && (newest || !in.held)) {
             // At most the items there now (at least one look): a producer faster than this loop
             // cannot keep it going.
-            std::size_t budget = std::max<std::size_t>(1, in.channel_size());
+            const std::size_t there = in.channel_size();
+            std::size_t budget = std::max<std::size_t>(1, there);
+            std::size_t took = 0;
             while (budget-- > 0) {
                 std::optional<T> x = in.try_take();
                 if (!x) {
                     if (!in.channel_closed()) {
+                        // Fewer items there than before, and not by our takes: the channel
+                        // dropped some itself (its own max_age). That moved, as an expiry here
+                        // does; a push still filling leaves the count as it was.
+                        if (in.channel_size() + took < there) {
+                            moved_locked();
+                        }
                         break;
                     }
                     // Closed, with a push in flight that size() counts (a ring position claimed,
@@ -726,6 +734,7 @@ private:
                     }
                 }
                 ++in.taken;
+                ++took;
                 moved_locked();
                 if (is_expired(in, *x, now)) {
                     ++in.expired;
@@ -982,6 +991,19 @@ private:
             if (ended()) {
                 return std::nullopt;
             }
+            if (woke) {
+                // Woken, and the look found nothing. The stop token and the deadline are
+                // honoured here, since a ready predicate returns from the wait without looking
+                // at them: a push half done, or a run of stale arrivals, would otherwise keep a
+                // stopped or timed-out pop going. Nothing was found, so leaving here strands
+                // nobody (a later push notifies the consumers still parked).
+                if (stop != nullptr && stop->stop_requested()) {
+                    return std::nullopt;
+                }
+                if (deadline && clock::now() >= *deadline) {
+                    return std::nullopt;
+                }
+            }
             if (moved) {
                 // Items were taken (expired, superseded, or by another consumer) or the inputs
                 // changed since the last look: wait again at once, without a back-off step, so
@@ -990,19 +1012,11 @@ private:
                 // on one input while items come and go on another must not reset them, or the
                 // consumers would never get past the pauses to the sleeps (a hot spin).
             } else if (woke) {
-                // Woken, yet nothing was there and nothing moved: a push has claimed a ring's
-                // position and not filled it yet (its size() counts it). Back off (pause, then
-                // yield or sleep for the thread that is finishing its push) and keep honouring
-                // the stop token and the deadline, which a ready predicate would otherwise skip;
-                // a sleep ends at the deadline at the latest (backoff_until), so a pop_for does
-                // not overrun it by a step's sleep (up to 1 ms). Nothing was found, so leaving
-                // here strands nobody (a later push notifies the consumers still parked).
-                if (stop != nullptr && stop->stop_requested()) {
-                    return std::nullopt;
-                }
-                if (deadline && clock::now() >= *deadline) {
-                    return std::nullopt;
-                }
+                // Nothing moved either: a push has claimed a ring's position and not filled it
+                // yet (its size() counts it). Back off (pause, then yield or sleep for the
+                // thread that is finishing its push); a sleep ends at the deadline at the
+                // latest (backoff_until), so a pop_for does not overrun it by a step's sleep (up
+                // to 1 ms).
                 detail::backoff_until(spins, deadline);
             }
             if (wait_ready(excluded, stop, deadline) != detail::wait_end::ready) {

@@ -66,6 +66,14 @@
 #define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ((void)0)
 #endif
 
+// FRAMEPIPE_DETAIL_REWAIT_HOOK(): a test seam of the same kind, called on a consumer of a ring
+// (each kind) or a latest_slot that is about to wait again after a look that found nothing,
+// once it has looked at its stop token and its deadline. tests/test_ring.cpp and
+// tests/test_latest_slot.cpp push a stale item there, so that every wait finds one at once.
+#if !defined(FRAMEPIPE_DETAIL_REWAIT_HOOK)
+#define FRAMEPIPE_DETAIL_REWAIT_HOOK() ((void)0)
+#endif
+
 // FRAMEPIPE_DETAIL_PARK_HOOK(): a test seam of the same kind in event_count::park()
 // (detail/wait.hpp), called on a parking thread after its last look at the state, before it
 // sleeps; tests/test_wait.cpp holds a waiter there while another thread makes the state ready

@@ -128,11 +128,17 @@ public:
                     return std::nullopt;
                 }
             }
-            // Empty and open: an item this consumer was woken for has gone to another, so
-            // leaving here strands nobody (a later push notifies the waiters still parked).
+            // Empty and open: an item this consumer was woken for has gone to another, or had
+            // expired, so leaving here strands nobody (a later push notifies the waiters still
+            // parked). The deadline too: the wait returns at once while an item is there,
+            // without looking at it, so a run of stale arrivals would keep a pop_for going.
             if (stop != nullptr && stop->stop_requested()) {
                 return std::nullopt;
             }
+            if (deadline && clock::now() >= *deadline) {
+                return std::nullopt;
+            }
+            FRAMEPIPE_DETAIL_REWAIT_HOOK(); // a test seam (detail/config.hpp)
             // Wait outside the lock (a wait that ends on stop or timeout passes on a wake-up it
             // may have absorbed), then look again.
             if (not_empty_.wait(stop, deadline, [this] { return has_items(); }) !=

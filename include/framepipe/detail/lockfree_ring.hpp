@@ -141,7 +141,8 @@ public:
     std::optional<T> pop_wait(const std::stop_token* stop,
                               const std::optional<clock::time_point>& deadline) noexcept {
         unsigned spins = 0;
-        bool woke = false;
+        bool woke = false;   // the last take found nothing, and the head stood still
+        bool looked = false; // a take after a wait found nothing
         for (;;) {
             // Empty, or an in-flight push has claimed the next position but not filled it yet.
             // tail_ is read only once the ring is closed: a consumer that read it on every wait
@@ -154,18 +155,24 @@ public:
                     return std::nullopt; // closed and drained
                 }
             }
-            if (woke) {
-                // The wait said "ready" but the take found nothing: a push has claimed the head
-                // position and not filled it yet, and the wait's exact predicate (tail != head)
-                // stays true until it does. Back off (pause, then yield or sleep for the
-                // pushing thread, which may have been preempted) instead of spinning hot, and
-                // keep honouring the stop token and the deadline meanwhile.
+            if (looked) {
+                // The wait said "ready" but the take found nothing. The stop token and the
+                // deadline are honoured here, since the wait returns at once while its
+                // predicate holds, without looking at them: a run of stale arrivals (the head
+                // moved) would otherwise keep a stopped or timed-out pop going.
                 if (stop != nullptr && stop->stop_requested()) {
                     return std::nullopt;
                 }
                 if (deadline && clock::now() >= *deadline) {
                     return std::nullopt;
                 }
+                FRAMEPIPE_DETAIL_REWAIT_HOOK(); // a test seam (detail/config.hpp)
+            }
+            if (woke) {
+                // A push has claimed the head position and not filled it yet, and the wait's
+                // exact predicate (tail != head) stays true until it does. Back off (pause,
+                // then yield or sleep for the pushing thread, which may have been preempted)
+                // instead of spinning hot.
                 backoff(spins);
             }
             const wait_end end = not_empty_.wait(
@@ -182,6 +189,7 @@ public:
             // the take discarded expired items (or another consumer took the item): wait again at
             // once, with the back-off from the start, so that a run of stale arrivals never
             // slows the wait down to sleeps (a fresh item could expire during one).
+            looked = true;
             woke = head_.load(std::memory_order_relaxed) == before;
             if (!woke) {
                 spins = 0;

@@ -434,6 +434,17 @@ private:
             if (std::optional<T> out = take_fresh()) {
                 return out;
             }
+            // Nothing: the items there had expired. The stop token and the deadline are
+            // honoured here, since the wait returns at once while an item is there, without
+            // looking at them: a run of stale arrivals would otherwise keep a stopped or
+            // timed-out pop going.
+            if (stop != nullptr && stop->stop_requested()) {
+                return std::nullopt;
+            }
+            if (deadline && clock::now() >= *deadline) {
+                return std::nullopt;
+            }
+            FRAMEPIPE_DETAIL_REWAIT_HOOK(); // a test seam (detail/config.hpp)
         }
     }
 
