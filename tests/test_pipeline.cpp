@@ -1524,6 +1524,13 @@ TEST_CASE("pipeline: an spsc_ring refuses a second producer or consumer thread, 
     CHECK_THROWS_WITH(p.sink("second-reader", q, [](int) {}), Catch::Contains("workers:"));
     // The refused stages left nothing behind: the graph has its two stages.
     CHECK(p.snapshot().stages.size() == 2);
+    // A channel not in the graph yet is named as it would be (it was "(unnamed)"): q is
+    // channel-0, other was never registered, so this one would be channel-1.
+    framepipe::spsc_ring<int> fresh(4);
+    CHECK_THROWS_WITH(p.sink("pair", fresh, [](int) {}, {.workers = 2}),
+                      Catch::Contains("channel 'channel-1'"));
+    p.sink("single", fresh, [](int) {});
+    CHECK(channel_of(p.snapshot(), "channel-1").name == "channel-1");
 }
 
 TEST_CASE("pipeline: bad stage options are refused, naming the option") {

@@ -6,19 +6,22 @@
 //      stamped frames; it ends after N seconds' worth)
 //
 // The camera never waits for anyone. The UI gets 15 fps whatever the detector does, and the
-// detector always starts on the newest frame, so its input is at most one frame interval old.
+// detector always starts on the newest frame: its input is about one frame interval old at most
+// (33 ms, plus however long the scheduler keeps its thread from running).
 // When the camera ends, the pipeline drains and every stage ends: wait() returns.
-// Run: framepipe-quickstart [seconds]   (default 5)
+// Run: framepipe-quickstart [seconds]   (default 5; --help says so)
 #include "common/cpu_work.hpp"
 
 #include <framepipe/framepipe.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
+#include <string_view>
+#include <system_error>
 #include <vector>
 
 namespace {
@@ -34,10 +37,18 @@ double ms_since(clock_type::time_point t) {
 } // namespace
 
 int main(int argc, char** argv) {
-    const int seconds = argc > 1 ? std::atoi(argv[1]) : 5;
-    if (seconds <= 0) {
-        std::fprintf(stderr, "framepipe-quickstart: seconds must be a positive integer\n");
-        return 2;
+    int seconds = 5;
+    if (argc > 1) {
+        const std::string_view arg = argv[1];
+        if (arg == "--help" || arg == "-h") {
+            std::printf("usage: framepipe-quickstart [seconds]   (default 5)\n");
+            return 0;
+        }
+        const auto [end, ec] = std::from_chars(arg.data(), arg.data() + arg.size(), seconds);
+        if (argc > 2 || ec != std::errc{} || end != arg.data() + arg.size() || seconds <= 0) {
+            std::fprintf(stderr, "framepipe-quickstart: seconds must be one positive integer\n");
+            return 2;
+        }
     }
 
     framepipe::pool<frame> buffers(8, [] { return frame{std::vector<std::uint8_t>(640 * 480 * 3)}; });

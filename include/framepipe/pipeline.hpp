@@ -1230,10 +1230,19 @@ private:
         return nullptr;
     }
 
+    // A channel's name; one not registered yet by the name it would get (a subscription's own,
+    // or the next "channel-N"). Requires graph_mu_.
     template <class C>
     [[nodiscard]] std::string name_of(const C& ch) const {
-        const auto* c = find_entry(ch);
-        return c != nullptr ? c->name : std::string("(unnamed)");
+        if (const auto* c = find_entry(ch)) {
+            return c->name;
+        }
+        if constexpr (detail::is_subscription<C>::value) {
+            return unclaimed_name(ch.name());
+        } else {
+            auto n = next_channel_;
+            return free_channel_name(n);
+        }
     }
 
     template <class C>
@@ -1269,9 +1278,13 @@ private:
     // "channel-N" for the next N not yet handed out (they are never reused, so that a channel
     // removed with its source leaves no name to clash with), skipping a name a channel has been
     // given with channel(). Requires graph_mu_.
-    [[nodiscard]] std::string default_channel_name() {
+    [[nodiscard]] std::string default_channel_name() { return free_channel_name(next_channel_); }
+
+    // "channel-N" for the first N from `n` on that no channel has; `n` is left past it.
+    // Requires graph_mu_.
+    [[nodiscard]] std::string free_channel_name(std::size_t& n) const {
         for (;;) {
-            std::string name = "channel-" + std::to_string(next_channel_++);
+            std::string name = "channel-" + std::to_string(n++);
             bool taken = false;
             for (const auto& c : channels_) {
                 taken = taken || c->name == name;
