@@ -13,7 +13,20 @@
 // takes the lock to look again. Defined before any framepipe header.
 #include "support/test_seam.hpp"
 inline framepipe_test::test_seam after_wait_seam;
-#define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ::after_wait_seam.run()
+// And two thread-local actions: `after` at that seam too, `rewait` where an acquire that found
+// nothing free is about to wait again (after its checks of the stop token and the deadline).
+#include <functional>
+namespace each_hook {
+inline thread_local const std::function<void()>* after = nullptr;
+inline thread_local const std::function<void()>* rewait = nullptr;
+inline void run(const std::function<void()>* f) {
+    if (f != nullptr) {
+        (*f)();
+    }
+}
+} // namespace each_hook
+#define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() (::after_wait_seam.run(), ::each_hook::run(::each_hook::after))
+#define FRAMEPIPE_DETAIL_REWAIT_HOOK() ::each_hook::run(::each_hook::rewait)
 #endif
 
 #include <framepipe/broadcaster.hpp>
@@ -420,6 +433,83 @@ TEST_CASE("pool: an acquire woken for an object that another takes first waits a
     CHECK(s.waited == 1);
     CHECK(s.exhausted == 0);
     CHECK(s.in_use == 1);
+}
+
+TEST_CASE("pool: acquire(stop) and acquire_for end while other acquires keep taking the object "
+          "each wait saw") {
+    // An acquire whose look found nothing free after a ready wait waited again at once, without
+    // looking at its stop token or deadline, and the wait returned ready while an object was
+    // free, without looking at them either: a stopped or timed-out acquire went on for as long
+    // as others kept winning, then returned an object (review: 300 ms, 2 million looks). The
+    // waiter plays the others itself: at the seam after each wait it takes the free object
+    // (try_acquire), at the seam before it waits again it gives it back; up to 200000 rounds.
+    if (!framepipe_test::in_futex_wait(framepipe_test::this_thread_id())) {
+        WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; skipped");
+        return;
+    }
+    constexpr unsigned limit = 200000;
+    constexpr auto timeout = 2ms;
+    pool<int> p(1);
+    auto held = p.acquire();
+    REQUIRE(held);
+    std::stop_source stop;
+    bool timed = false;
+    unsigned calls = 0;
+    unsigned after_stop = 0;
+    unsigned after_deadline = 0;
+    std::optional<std::chrono::steady_clock::time_point> deadline_passed_by;
+    std::shared_ptr<int> stolen;
+    const std::function<void()> take = [&] {
+        ++calls;
+        const auto now = std::chrono::steady_clock::now();
+        if (stop.stop_requested()) {
+            ++after_stop;
+        }
+        if (!deadline_passed_by) {
+            deadline_passed_by = now + timeout; // acquire_for set its deadline before this
+        } else if (now > *deadline_passed_by) {
+            ++after_deadline;
+        }
+        if (!timed && calls == 100) {
+            stop.request_stop();
+        }
+        if (calls < limit) {
+            stolen = p.try_acquire(); // another acquire was faster
+        }
+    };
+    const std::function<void()> give_back = [&] { stolen.reset(); };
+    std::atomic<long> tid{0};
+    std::shared_ptr<int> got = std::make_shared<int>(0); // not null: the call must set it
+    const auto run = [&](auto acquire) {
+        std::thread waiter([&] {
+            tid = framepipe_test::this_thread_id();
+            each_hook::after = &take;
+            each_hook::rewait = &give_back;
+            got = acquire();
+            each_hook::after = each_hook::rewait = nullptr;
+        });
+        wait_until([&] {
+            const long t = tid.load();
+            return t != 0 && framepipe_test::in_futex_wait(t).value_or(false);
+        });
+        held.reset(); // wakes it: from then on it plays the others itself
+        waiter.join();
+    };
+    SECTION("acquire(stop)") {
+        run([&] { return p.acquire(stop.get_token()); });
+        CHECK(got == nullptr);
+        CHECK(calls >= 100);
+        CHECK(after_stop <= 1);
+    }
+    SECTION("acquire_for") {
+        timed = true;
+        run([&] { return p.acquire_for(timeout); });
+        CHECK(got == nullptr);
+        CHECK(calls < limit);
+        CHECK(after_deadline <= 1);
+    }
+    stolen.reset();
+    CHECK(p.stats().in_use == 0);
 }
 #endif
 

@@ -12,12 +12,17 @@
 // thread it does nothing. This file is a program of its own (one executable per test file), so
 // no other translation unit sees the headers with another definition.
 #include <atomic>
+#include <functional>
 #include <stop_token>
 
 namespace after_wait_hook {
 inline thread_local std::stop_source* stop_here = nullptr; // this thread's stop, if armed
 inline std::atomic<bool> armed{false};                    // fires once, on the first armed thread
+inline thread_local const std::function<void()>* each = nullptr; // the thread's own action
 inline void run() noexcept {
+    if (each != nullptr) {
+        (*each)();
+    }
     if (stop_here != nullptr && armed.exchange(false)) {
         stop_here->request_stop();
     }
@@ -27,7 +32,6 @@ inline void run() noexcept {
 
 // The seam where a consumer that looked and found nothing is about to wait again (after its
 // checks of the stop token and the deadline): a thread that set `each` runs it there.
-#include <functional>
 namespace rewait_hook {
 inline thread_local const std::function<void()>* each = nullptr;
 inline void run() {
@@ -1194,6 +1198,52 @@ TEMPLATE_TEST_CASE("ring: max_age: pop(stop) and pop_for end while stale items k
         CHECK(calls.load() < limit);
         CHECK(after_deadline <= 1);
     }
+    check_identities(r.stats());
+}
+
+TEMPLATE_TEST_CASE("ring: block: push_for and a block_timeout end while other producers keep "
+                   "taking the room each wait saw",
+                   "", mpmc, locked) {
+    // A blocked push that found the ring full again after a ready wait waited again without
+    // looking at its deadlines, and the wait returned ready while there was room, without
+    // looking at them either: push_for went on, then returned ok, for as long as other
+    // producers kept winning (review: 270 ms late). The producer plays the consumer and the
+    // other producers itself: before each wait it pops an item (room), after it pushes one
+    // (full again); up to 200000 rounds.
+    constexpr unsigned limit = 200000;
+    constexpr auto timeout = 2ms;
+    const bool evicting = GENERATE(false, true);
+    typename TestType::template ring<int> r(
+        evicting ? framepipe::ring_options{.capacity = 1, .policy = overflow::block,
+                                           .block_timeout = timeout}
+                 : framepipe::ring_options{.capacity = 1, .policy = overflow::block});
+    REQUIRE(r.push(0) == push_status::ok); // full
+    unsigned rounds = 0;
+    unsigned after_deadline = 0;
+    std::optional<steady::time_point> deadline_passed_by;
+    const std::function<void()> make_room = [&] {
+        if (!deadline_passed_by) {
+            deadline_passed_by = steady::now() + timeout; // the push set its deadline before
+        }
+        (void)r.try_pop();
+    };
+    const std::function<void()> take_room = [&] {
+        ++rounds;
+        if (steady::now() > *deadline_passed_by) {
+            ++after_deadline;
+        }
+        if (rounds < limit) {
+            (void)r.try_push(static_cast<int>(rounds)); // another producer was faster
+        }
+    };
+    rewait_hook::each = &make_room;
+    after_wait_hook::each = &take_room;
+    const push_status status = evicting ? r.push(-1) : r.push_for(-1, timeout);
+    rewait_hook::each = nullptr;
+    after_wait_hook::each = nullptr;
+    CHECK(rounds < limit);
+    CHECK(after_deadline <= 1);
+    CHECK(status == (evicting ? push_status::evicted : push_status::rejected));
     check_identities(r.stats());
 }
 

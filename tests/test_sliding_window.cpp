@@ -4,6 +4,23 @@
 // end at seqs size-1, size-1+stride, ...; a slow consumer gets the newest ready window and the
 // overtaken ones are counted as dropped; ready == popped + dropped + size; windows are immutable,
 // shared snapshots; bounded memory; exception guarantees; close semantics; thread safety.
+
+// Test seams (detail/config.hpp), defined before any framepipe header: thread-local actions run
+// after a pop's wait returned ready (`after`) and where a pop that found no window is about to
+// wait again (`rewait`, after its checks of the stop token and the deadline). Unset, nothing.
+#include <functional>
+namespace each_hook {
+inline thread_local const std::function<void()>* after = nullptr;
+inline thread_local const std::function<void()>* rewait = nullptr;
+inline void run(const std::function<void()>* f) {
+    if (f != nullptr) {
+        (*f)();
+    }
+}
+} // namespace each_hook
+#define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ::each_hook::run(::each_hook::after)
+#define FRAMEPIPE_DETAIL_REWAIT_HOOK() ::each_hook::run(::each_hook::rewait)
+
 #include <framepipe/ring.hpp>
 #include <framepipe/sliding_window.hpp>
 #include <framepipe/stamped.hpp>
@@ -532,6 +549,74 @@ TEST_CASE("sliding_window: overlapping windows copy their items, even when T's m
 // ---------------------------------------------------------------------------------------------
 // try_pop / pop / pop(stop) / pop_for
 // ---------------------------------------------------------------------------------------------
+
+TEST_CASE("sliding_window: pop(stop) and pop_for end while other consumers keep taking the "
+          "window each wait saw") {
+    // A pop whose look found the window gone (another consumer took it) waited again at once,
+    // without looking at its stop token or deadline, and the wait returned ready while a window
+    // was offered, without looking at them either: a stopped or timed-out pop went on for as
+    // long as windows came and others won them (review: 300 ms, 1.6 million looks). The consumer
+    // plays the others itself: after each wait it takes the window (try_pop), and before it
+    // waits again it pushes the item that readies the next one; up to 200000 rounds.
+    constexpr unsigned limit = 200000;
+    constexpr auto timeout = 2ms;
+    sliding_window<int> w(2, 1);
+    std::stop_source stop;
+    bool timed = false;
+    unsigned calls = 0;
+    unsigned after_stop = 0;
+    unsigned after_deadline = 0;
+    std::optional<std::chrono::steady_clock::time_point> deadline_passed_by;
+    int next = 0;
+    const std::function<void()> take = [&] {
+        ++calls;
+        const auto now = std::chrono::steady_clock::now();
+        if (stop.stop_requested()) {
+            ++after_stop;
+        }
+        if (!deadline_passed_by) {
+            deadline_passed_by = now + timeout; // pop_for set its deadline before this
+        } else if (now > *deadline_passed_by) {
+            ++after_deadline;
+        }
+        if (!timed && calls == 100) {
+            stop.request_stop();
+        }
+        if (calls < limit) {
+            (void)w.try_pop(); // another consumer was faster
+        }
+    };
+    const std::function<void()> ready_next = [&] { w.push(next++); };
+    bool got = true; // the call must say
+    const auto run = [&](auto pop) {
+        w.push(next++); // half a window: the pop waits
+        std::atomic<long> tid{0};
+        std::thread consumer([&] {
+            tid = framepipe_test::this_thread_id();
+            each_hook::after = &take;
+            each_hook::rewait = &ready_next;
+            got = pop().has_value();
+            each_hook::after = each_hook::rewait = nullptr;
+        });
+        while (tid.load() == 0 || !framepipe_test::in_futex_wait(tid.load()).value_or(true)) {
+            std::this_thread::yield();
+        }
+        w.push(next++); // a window: it wakes, and plays the others from then on
+        consumer.join();
+    };
+    SECTION("pop(stop)") {
+        run([&] { return w.pop(stop.get_token()); });
+        CHECK(calls >= 100);
+        CHECK(after_stop <= 1);
+    }
+    SECTION("pop_for") {
+        timed = true;
+        run([&] { return w.pop_for(timeout); });
+        CHECK(calls < limit);
+        CHECK(after_deadline <= 1);
+    }
+    CHECK_FALSE(got);
+}
 
 TEST_CASE("sliding_window: try_pop and pop_for return nullopt when no window is ready") {
     sliding_window<std::uint64_t> w(3, 2);

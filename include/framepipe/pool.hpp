@@ -154,17 +154,32 @@ public:
                 if (end == wait_end::ready) {
                     FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK(); // a test seam (detail/config.hpp)
                 }
-                const detail::spin_then_lock_guard lock(mu_); // see spin_then_lock_guard
-                if (end == wait_end::ready) {
-                    slot = pop_free_locked(true);
-                    if (slot == nullptr) {
-                        continue;
+                bool again = false;
+                {
+                    const detail::spin_then_lock_guard lock(mu_); // see spin_then_lock_guard
+                    if (end == wait_end::ready) {
+                        slot = pop_free_locked(true);
+                        // None free: another acquire was faster, so wait again. The stop token
+                        // and the deadline are looked at first, since the wait returns at once
+                        // while a slot is free, without looking at them: acquires that keep
+                        // winning would otherwise keep a stopped or timed-out one going. None
+                        // is free now, so leaving strands nobody.
+                        again = slot == nullptr &&
+                                !((stop != nullptr && stop->stop_requested()) ||
+                                  (deadline && clock::now() >= *deadline));
                     }
-                    ++waited_;
-                } else {
-                    ++exhausted_;
+                    if (!again) {
+                        if (slot != nullptr) {
+                            ++waited_;
+                        } else {
+                            ++exhausted_;
+                        }
+                    }
                 }
-                break;
+                if (!again) {
+                    break;
+                }
+                FRAMEPIPE_DETAIL_REWAIT_HOOK(); // a test seam (detail/config.hpp)
             }
         }
         if (slot == nullptr) {

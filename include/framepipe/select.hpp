@@ -995,12 +995,12 @@ private:
                 // Woken, and the look found nothing. The stop token and the deadline are
                 // honoured here, since a ready predicate returns from the wait without looking
                 // at them: a push half done, or a run of stale arrivals, would otherwise keep a
-                // stopped or timed-out pop going. Nothing was found, so leaving here strands
-                // nobody (a later push notifies the consumers still parked).
-                if (stop != nullptr && stop->stop_requested()) {
-                    return std::nullopt;
-                }
-                if (deadline && clock::now() >= *deadline) {
+                // stopped or timed-out pop going. Leaving, pass the wake-up on: a ring's head
+                // position may be claimed and not filled while a later one holds an item, whose
+                // push's wake-up this consumer may have taken from another one parked.
+                if ((stop != nullptr && stop->stop_requested()) ||
+                    (deadline && clock::now() >= *deadline)) {
+                    ev_.notify_one();
                     return std::nullopt;
                 }
             }

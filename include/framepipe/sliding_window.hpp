@@ -448,20 +448,32 @@ private:
             if (end != detail::wait_end::ready) {
                 return out;
             }
-            const detail::spin_then_lock_guard lock(mu_); // see spin_then_lock_guard
-            if (pending_) {
-                try {
-                    take_locked(out);
-                } catch (...) {
-                    // The window stays offered (copyable T): a consumer parked beside it must
-                    // hear about it, since this one may have absorbed the only wake-up.
-                    not_empty_.notify_one();
-                    throw;
+            FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK(); // a test seam (detail/config.hpp)
+            {
+                const detail::spin_then_lock_guard lock(mu_); // see spin_then_lock_guard
+                if (pending_) {
+                    try {
+                        take_locked(out);
+                    } catch (...) {
+                        // The window stays offered (copyable T): a consumer parked beside it
+                        // must hear about it, since this one may have absorbed the only wake-up.
+                        not_empty_.notify_one();
+                        throw;
+                    }
+                }
+                if (out || closed_) {
+                    return out;
                 }
             }
-            if (out || closed_) {
+            // Another consumer took the window. The stop token and the deadline are looked at
+            // here, since the wait returns at once while a window is offered, without looking
+            // at them: consumers that keep winning would otherwise keep a stopped or timed-out
+            // pop going. None is offered now, so leaving strands nobody.
+            if ((stop != nullptr && stop->stop_requested()) ||
+                (deadline && clock::now() >= *deadline)) {
                 return out;
             }
+            FRAMEPIPE_DETAIL_REWAIT_HOOK(); // a test seam (detail/config.hpp)
         }
     }
 

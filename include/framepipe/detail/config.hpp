@@ -56,20 +56,22 @@
 
 // FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK(): a test seam, not an option. Called on the waiting thread
 // right after a blocking call's wait returned ready, before it looks at the channel again (the
-// mutex ring's pop and push, selector::pop, batcher::pop, pool's acquire). Expands to nothing
-// unless a test program defines it before including any framepipe header (tests/test_ring.cpp
-// and tests/test_select.cpp do, to request a stop at exactly that point, and the selector's and
-// the batcher's tests to act between a consumer's wait and its next look; tests/test_pool.cpp
-// holds an acquire there while another thread takes the returned object). Every translation unit of a
-// program must see the same definition: each test file there is a program of its own.
+// mutex ring's pop and push, the lock-free ring's push, sliding_window's pop, selector::pop,
+// batcher::pop, pool's acquire). Expands to nothing unless a test program defines it before including any framepipe
+// header (tests/test_ring.cpp and tests/test_select.cpp do, to request a stop at exactly that
+// point; the selector's, batcher's, sliding_window's and pool's tests act there between a
+// wait and the look after it; tests/test_pool.cpp also holds an acquire there while another
+// thread takes the returned object). Every translation unit of a program must see the same
+// definition: each test file there is a program of its own.
 #if !defined(FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK)
 #define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ((void)0)
 #endif
 
-// FRAMEPIPE_DETAIL_REWAIT_HOOK(): a test seam of the same kind, called on a consumer of a ring
-// (each kind) or a latest_slot that is about to wait again after a look that found nothing,
-// once it has looked at its stop token and its deadline. tests/test_ring.cpp and
-// tests/test_latest_slot.cpp push a stale item there, so that every wait finds one at once.
+// FRAMEPIPE_DETAIL_REWAIT_HOOK(): a test seam of the same kind, called on a thread that is about
+// to wait again after a look that found nothing (a pop of a ring of each kind, latest_slot or
+// sliding_window, a blocked push of the MPMC rings, a pool's acquire), once it has looked at its
+// stop token and its deadline. The tests of those blocks make the awaited state true there
+// (a stale item pushed, a slot freed), so that every wait returns at once.
 #if !defined(FRAMEPIPE_DETAIL_REWAIT_HOOK)
 #define FRAMEPIPE_DETAIL_REWAIT_HOOK() ((void)0)
 #endif

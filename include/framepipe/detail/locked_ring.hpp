@@ -73,6 +73,7 @@ public:
             // overflow::block and full: wait outside the lock.
             auto next = blocked.before();
             if (next == block_wait::next::retry) {
+                FRAMEPIPE_DETAIL_REWAIT_HOOK(); // a test seam (detail/config.hpp)
                 next = blocked.after(not_full_.wait(blocked.stop(), blocked.deadline(),
                                                     [this] { return has_room(); }));
             }

@@ -159,11 +159,13 @@ public:
                 // The wait said "ready" but the take found nothing. The stop token and the
                 // deadline are honoured here, since the wait returns at once while its
                 // predicate holds, without looking at them: a run of stale arrivals (the head
-                // moved) would otherwise keep a stopped or timed-out pop going.
-                if (stop != nullptr && stop->stop_requested()) {
-                    return std::nullopt;
-                }
-                if (deadline && clock::now() >= *deadline) {
+                // moved) would otherwise keep a stopped or timed-out pop going. Leaving, pass
+                // the wake-up on: the take fails on a head position a push is still filling
+                // while a later position may hold an item, whose push's wake-up this consumer
+                // may have taken; another consumer parked beside that item must hear of it.
+                if ((stop != nullptr && stop->stop_requested()) ||
+                    (deadline && clock::now() >= *deadline)) {
+                    not_empty_.notify_one();
                     return std::nullopt;
                 }
                 FRAMEPIPE_DETAIL_REWAIT_HOOK(); // a test seam (detail/config.hpp)
@@ -317,7 +319,11 @@ private:
             if (policy_ == overflow::block && !timed_out) {
                 auto next = blocked.before();
                 if (next == block_wait::next::retry) {
+                    FRAMEPIPE_DETAIL_REWAIT_HOOK(); // a test seam (detail/config.hpp)
                     next = blocked.after(wait_for_room(blocked));
+                    if (next == block_wait::next::retry) {
+                        FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK(); // a test seam (detail/config.hpp)
+                    }
                 }
                 switch (next) {
                 case block_wait::next::retry: break;

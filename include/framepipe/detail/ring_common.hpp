@@ -36,7 +36,10 @@ public:
     block_wait(const push_wait& w, const std::optional<std::chrono::nanoseconds>& block_timeout) noexcept
         : w_(w), block_timeout_(block_timeout) {}
 
-    // Before a wait: reject (try_push), cancel (stop already requested) or retry (go and wait).
+    // Before a wait, the ring found full: reject (try_push), cancel (stop already requested),
+    // evict or reject (a deadline has passed, as after()) or retry (go and wait). The deadlines
+    // are looked at here, since a wait returns at once while there is room, without looking at
+    // them: producers that keep taking the room would otherwise keep a timed-out push going.
     [[nodiscard]] next before() noexcept {
         if (!w_.allowed) {
             return next::reject;
@@ -46,6 +49,9 @@ public:
         }
         if (block_timeout_ && !evict_at_) {
             evict_at_ = deadline_after(*block_timeout_); // from the first time the ring was full
+        }
+        if (const auto d = deadline(); d && clock::now() >= *d) {
+            return after(wait_end::timed_out);
         }
         return next::retry;
     }
