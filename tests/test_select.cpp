@@ -702,6 +702,95 @@ TEST_CASE("selector: pop(stop) and pop_for end while every look moves (stale arr
     producer.join();
 }
 
+namespace stop_first {
+// The first consumer to return from a ready wait requests its own stop (the seam after each
+// wait, before the look), once.
+inline thread_local std::stop_source* mine = nullptr;
+inline std::atomic<bool> taken{false};
+inline void each_wait() {
+    if (mine != nullptr && !taken.exchange(true)) {
+        mine->request_stop();
+    }
+}
+} // namespace stop_first
+
+TEST_CASE("selector: a consumer leaving on its stop after a ready wait passes the wake-up on (a "
+          "later item, a ring's head position still filling)") {
+    // Three consumers parked on a selector whose input is a lock-free ring, taken oldest first.
+    // A push claims position 0 and is held before it stores; a second push fills position 1,
+    // and its wake-up reaches one consumer, whose look fails on position 0. Its stop comes (it
+    // requests it itself, from the seam after its wait) and it leaves. It left without passing
+    // the wake-up on: when position 0 was filled, its push woke one of the other two, and the
+    // third stayed parked while the item of position 1 waited (review).
+    ring<int> q(4, framepipe::overflow::block);
+    selector<int> sel;
+    (void)sel.add(q, oldest);
+    stop_first::taken = false;
+    std::stop_source stops[3];
+    std::atomic<long> tids[3] = {0, 0, 0};
+    std::atomic<int> got[3] = {-2, -2, -2}; // -2: still waiting; -1: nullopt; else the item
+    std::atomic<int> returned{0};
+    std::vector<std::thread> consumers;
+    for (int i = 0; i < 3; ++i) {
+        consumers.emplace_back([&, i] {
+            tids[i] = framepipe_test::parking_id();
+            stop_first::mine = &stops[i];
+            after_wait_hook::each_wait = &stop_first::each_wait;
+            const auto s = sel.pop(stops[i].get_token());
+            after_wait_hook::each_wait = nullptr;
+            got[i] = s ? s->item : -1;
+            ++returned;
+        });
+        park_in(tids[i], sel); // one at a time: each parked before the next starts
+    }
+    const unsigned reached = fill_seam.reached.load();
+    fill_seam.arm(0); // held until go
+    std::thread first([&] { (void)q.push(1); }); // claims position 0
+    while (fill_seam.reached.load() == reached) {
+        std::this_thread::yield();
+    }
+    REQUIRE(q.push(2) == framepipe::push_status::ok); // position 1: wakes one consumer
+    while (returned.load() == 0) {
+        std::this_thread::yield(); // that one stops itself and leaves
+    }
+    fill_seam.go = true; // position 0 is filled: its push wakes one more
+    first.join();
+    // Both items taken, or one left with a consumer parked beside it: either stays so.
+    const auto settled = [&] {
+        if (returned.load() == 3) {
+            return true;
+        }
+        if (q.size() == 0) {
+            return false;
+        }
+        for (int i = 0; i < 3; ++i) {
+            if (got[i].load() == -2 &&
+                !framepipe_test::futex_waiting_in(tids[i].load(), &sel, sizeof sel)
+                     .value_or(true)) {
+                return false;
+            }
+        }
+        return true;
+    };
+    while (!settled()) {
+        std::this_thread::yield();
+    }
+    CHECK(returned.load() == 3);
+    CHECK(q.size() == 0);
+    for (auto& s : stops) {
+        s.request_stop();
+    }
+    for (auto& t : consumers) {
+        t.join();
+    }
+    std::vector<int> items;
+    for (auto& g : got) {
+        items.push_back(g.load());
+    }
+    std::sort(items.begin(), items.end());
+    CHECK(items == std::vector<int>{-1, 1, 2});
+}
+
 namespace keeps_steps {
 // The consumer's side of the test below: after each of its waits, a stale item on odd calls (its
 // next look takes it: a look that moved), nothing on even ones (a look that finds nothing: a

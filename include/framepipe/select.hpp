@@ -1020,6 +1020,9 @@ private:
                 detail::backoff_until(spins, deadline);
             }
             if (wait_ready(excluded, stop, deadline) != detail::wait_end::ready) {
+                if (woke) {
+                    ev_.notify_one(); // as above: a wake-up taken earlier is passed on
+                }
                 return std::nullopt;
             }
             FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK();

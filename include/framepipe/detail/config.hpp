@@ -56,8 +56,8 @@
 
 // FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK(): a test seam, not an option. Called on the waiting thread
 // right after a blocking call's wait returned ready, before it looks at the channel again (the
-// mutex ring's pop and push, the lock-free ring's push, sliding_window's pop, selector::pop,
-// batcher::pop, pool's acquire). Expands to nothing unless a test program defines it before including any framepipe
+// mutex ring's pop and push, the lock-free ring's pop and push, sliding_window's pop,
+// selector::pop, batcher::pop, pool's acquire). Expands to nothing unless a test program defines it before including any framepipe
 // header (tests/test_ring.cpp and tests/test_select.cpp do, to request a stop at exactly that
 // point; the selector's, batcher's, sliding_window's and pool's tests act there between a
 // wait and the look after it; tests/test_pool.cpp also holds an acquire there while another

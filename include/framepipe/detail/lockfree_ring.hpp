@@ -180,8 +180,12 @@ public:
             const wait_end end = not_empty_.wait(
                 stop, deadline, [this] { return item_at_head(); }, [this] { return has_items(); });
             if (end != wait_end::ready) {
+                if (looked) {
+                    not_empty_.notify_one(); // as above: a wake-up taken earlier is passed on
+                }
                 return std::nullopt;
             }
+            FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK(); // a test seam (detail/config.hpp)
             // Relaxed: only compared with the head after the take, to tell whether it moved.
             const std::uint64_t before = head_.load(std::memory_order_relaxed);
             if (std::optional<T> out = take_fresh()) {
