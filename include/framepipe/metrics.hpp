@@ -209,10 +209,10 @@ private:
 };
 
 // The share of its time a worker spent on items over the last `rate_meter::window` (two
-// seconds), from records of the items' busy time, each counted when the item ends: a rate_meter
-// whose events are nanoseconds of work. An item marked begun (begin_item()) counts from its
-// start until it ends, so a long item reads as busy while it runs rather than only once it has
-// ended; a busy time longer than the window counts as the window.
+// seconds): the records of the items' busy time, each counted when the item ends (a rate_meter
+// whose events are nanoseconds of work), plus the item under way, marked begun (begin_item())
+// and counted from its start until it ends, so that a long item reads as busy while it runs
+// rather than only once it has ended. A busy time longer than the window counts as the window.
 // When more than `rate_meter::history` records fell in the window (a record may stand for
 // several items, as the pipeline's sampled timing makes them), the share is over the time from
 // the oldest of the last `history` to the end of the window. One thread records (the worker
@@ -221,10 +221,9 @@ class busy_meter {
 public:
     using clock = rate_meter::clock;
 
-    // Records an item that ended at `end` after `busy` of work (negative: none). Single writer;
+    // Records an item that ended at `end` after `busy` of work (negative: none); the item begun
+    // last (begin_item()) ends too, this record counting it from now on. Single writer;
     // wait-free; never throws.
-    // The item begun last (begin_item()) ends too: this record counts it from now on. Single
-    // writer; wait-free; never throws.
     void record(clock::time_point end, clock::duration busy) noexcept {
         constexpr std::int64_t cap =
             std::chrono::duration_cast<std::chrono::nanoseconds>(window).count();

@@ -70,7 +70,8 @@ struct stage_snapshot {
     std::uint64_t service_count = 0;
     double service_sum_s = 0;
     // The workers' share of the last 2 s spent on items rather than waiting for them (an item
-    // under way counted from its start; busy_meter), averaged over the workers.
+    // under way counted from its start, or for an untimed one from the last timed item's end;
+    // busy_meter), averaged over the workers.
     double busy_ratio = 0;
     double busy_s = 0; // time spent on items since start, summed over the workers
     std::vector<std::string> inputs;

@@ -57,12 +57,13 @@
 // FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK(): a test seam, not an option. Called on the waiting thread
 // right after a blocking call's wait returned ready, before it looks at the channel again (the
 // mutex ring's pop and push, the lock-free ring's pop and push, sliding_window's pop,
-// selector::pop, batcher::pop, pool's acquire). Expands to nothing unless a test program defines it before including any framepipe
-// header (tests/test_ring.cpp and tests/test_select.cpp do, to request a stop at exactly that
-// point; the selector's, batcher's, sliding_window's and pool's tests act there between a
-// wait and the look after it; tests/test_pool.cpp also holds an acquire there while another
-// thread takes the returned object). Every translation unit of a program must see the same
-// definition: each test file there is a program of its own.
+// selector::pop, batcher::pop, pool's acquire). Expands to nothing unless a test program
+// defines it before including any framepipe header (tests/test_ring.cpp and
+// tests/test_select.cpp do, to request a stop at exactly that point; the selector's, batcher's,
+// sliding_window's and pool's tests act there between a wait and the look after it;
+// tests/test_pool.cpp also holds an acquire there while another thread takes the returned
+// object). Every translation unit of a program must see the same definition: each test file
+// there is a program of its own.
 #if !defined(FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK)
 #define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ((void)0)
 #endif
