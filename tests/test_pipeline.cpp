@@ -1859,7 +1859,10 @@ TEST_CASE("pipeline: a timed item's busy time stands for the untimed items since
     REQUIRE(s.items_in == items);
     REQUIRE(s.service_count < s.items_in); // sampled
     REQUIRE(first);
-    CHECK(s.busy_s > 6 * s.service_sum_s);
+    // Each record stands for its n items at min(service * n, span), and some had n > 1 (the
+    // count above): above the timed items' own time. (About 16 times it on a quiet machine; a
+    // machine under load times more items, so no factor is asserted.)
+    CHECK(s.busy_s > s.service_sum_s);
     // The span from before the first call's timing to after the last one's: a bound with slack.
     CHECK(s.busy_s <= std::chrono::duration<double>(steady::now() - *first).count());
     CHECK(s.busy_ratio >= 0); // the last two seconds (how much of the run they hold is timing)
