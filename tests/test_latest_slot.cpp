@@ -28,6 +28,7 @@ inline void run() {
 #include <catch2/catch.hpp>
 
 #include "support/lifetime.hpp"
+#include "support/rounds_after_end.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -685,44 +686,27 @@ TEST_CASE("latest_slot: max_age: pop(stop) and pop_for end while stale values ke
     // came, one a look (review). The consumer pushes them itself, from the seam before each
     // wait again, up to 200000.
     stamped_slot slot(1min);
-    constexpr unsigned limit = 200000;
-    constexpr auto timeout = 2ms;
-    unsigned calls = 0;
-    unsigned after_stop = 0;
-    unsigned after_deadline = 0;
-    bool timed = false;
-    std::stop_source stop;
-    std::optional<clock_type::time_point> deadline_passed_by;
+    framepipe_test::rounds_after_end r;
     const std::function<void()> feed = [&] {
-        ++calls;
-        const auto now = clock_type::now();
-        if (stop.stop_requested()) {
-            ++after_stop;
-        }
-        if (!deadline_passed_by) {
-            deadline_passed_by = now + timeout; // pop_for set its deadline before this
-        } else if (now > *deadline_passed_by) {
-            ++after_deadline;
-        }
-        if (!timed && calls == 100) {
-            stop.request_stop();
-        }
-        if (calls < limit) {
-            (void)slot.push(stale(static_cast<int>(calls)));
+        if (r.next()) {
+            (void)slot.push(stale(static_cast<int>(r.rounds)));
         }
     };
     std::optional<stamped<int>> result{fresh(0)};
     rewait_hook::each = &feed;
     SECTION("pop(stop)") {
+        std::stop_source stop;
+        r.stop = &stop;
+        r.stop_at = 100;
         result = slot.pop(stop.get_token());
-        CHECK(calls >= 100);
-        CHECK(after_stop <= 1);
+        CHECK(r.rounds >= 100);
+        CHECK(r.after_stop <= 1);
     }
     SECTION("pop_for") {
-        timed = true;
-        result = slot.pop_for(timeout);
-        CHECK(calls < limit);
-        CHECK(after_deadline <= 1);
+        r.timeout = 2ms;
+        result = slot.pop_for(r.timeout);
+        CHECK(r.rounds < r.limit);
+        CHECK(r.after_deadline <= 1);
     }
     rewait_hook::each = nullptr;
     CHECK_FALSE(result);

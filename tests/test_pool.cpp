@@ -57,6 +57,7 @@ inline void run(const std::function<void()>* f) {
 
 #include "support/allocation_counter.hpp"
 #include "support/lifetime.hpp"
+#include "support/rounds_after_end.hpp"
 #include "support/wait_until.hpp"
 
 namespace {
@@ -447,33 +448,13 @@ TEST_CASE("pool: acquire(stop) and acquire_for end while other acquires keep tak
         WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; skipped");
         return;
     }
-    constexpr unsigned limit = 200000;
-    constexpr auto timeout = 2ms;
     pool<int> p(1);
     auto held = p.acquire();
     REQUIRE(held);
-    std::stop_source stop;
-    bool timed = false;
-    unsigned calls = 0;
-    unsigned after_stop = 0;
-    unsigned after_deadline = 0;
-    std::optional<std::chrono::steady_clock::time_point> deadline_passed_by;
+    framepipe_test::rounds_after_end r;
     std::shared_ptr<int> stolen;
     const std::function<void()> take = [&] {
-        ++calls;
-        const auto now = std::chrono::steady_clock::now();
-        if (stop.stop_requested()) {
-            ++after_stop;
-        }
-        if (!deadline_passed_by) {
-            deadline_passed_by = now + timeout; // acquire_for set its deadline before this
-        } else if (now > *deadline_passed_by) {
-            ++after_deadline;
-        }
-        if (!timed && calls == 100) {
-            stop.request_stop();
-        }
-        if (calls < limit) {
+        if (r.next()) {
             stolen = p.try_acquire(); // another acquire was faster
         }
     };
@@ -501,17 +482,20 @@ TEST_CASE("pool: acquire(stop) and acquire_for end while other acquires keep tak
         waiter.join();
     };
     SECTION("acquire(stop)") {
+        std::stop_source stop;
+        r.stop = &stop;
+        r.stop_at = 100;
         run([&] { return p.acquire(stop.get_token()); });
         CHECK(got == nullptr);
-        CHECK(calls >= 100);
-        CHECK(after_stop <= 1);
+        CHECK(r.rounds >= 100);
+        CHECK(r.after_stop <= 1);
     }
     SECTION("acquire_for") {
-        timed = true;
-        run([&] { return p.acquire_for(timeout); });
+        r.timeout = 2ms;
+        run([&] { return p.acquire_for(r.timeout); });
         CHECK(got == nullptr);
-        CHECK(calls < limit);
-        CHECK(after_deadline <= 1);
+        CHECK(r.rounds < r.limit);
+        CHECK(r.after_deadline <= 1);
     }
     stolen.reset();
     CHECK(p.stats().in_use == 0);

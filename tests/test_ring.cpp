@@ -44,6 +44,7 @@ inline void run() {
 
 // The other seams: points inside the lock-free rings where a test holds one thread while another
 // acts (see support/test_seam.hpp, and detail/config.hpp for where each is called).
+#include "support/rounds_after_end.hpp"
 #include "support/test_seam.hpp"
 
 using framepipe_test::test_seam;
@@ -1135,34 +1136,16 @@ TEMPLATE_TEST_CASE("ring: max_age: pop(stop) and pop_for end while stale items k
     // looks before its first wait, and needs none), and is done pushing before it feeds.
     typename TestType::template ring<stamped<int>> r(
         {.capacity = 2, .policy = overflow::drop_oldest, .max_age = age_limit});
-    constexpr unsigned limit = 200000;
-    std::atomic<unsigned> calls{0};
-    unsigned after_stop = 0;
-    unsigned after_deadline = 0;
-    std::stop_source stop;
-    std::optional<steady::time_point> deadline_passed_by;
-    bool timed = false;
-    constexpr auto timeout = 2ms;
+    framepipe_test::rounds_after_end rounds;
+    std::atomic<bool> fed{false};    // the consumer has begun feeding itself
     std::atomic<bool> kicked{false}; // the test's thread pushes no more
     const std::function<void()> feed = [&] {
-        const unsigned n = calls.fetch_add(1) + 1;
+        fed = true;
         while (!kicked.load()) {
             std::this_thread::yield(); // one producer at a time (spsc)
         }
-        const auto now = steady::now();
-        if (stop.stop_requested()) {
-            ++after_stop;
-        }
-        if (!deadline_passed_by) {
-            deadline_passed_by = now + timeout; // pop_for set its deadline before this
-        } else if (now > *deadline_passed_by) {
-            ++after_deadline;
-        }
-        if (!timed && n == 100) {
-            stop.request_stop();
-        }
-        if (n < limit) {
-            (void)r.push(stale(0, n));
+        if (rounds.next()) {
+            (void)r.push(stale(0, rounds.rounds));
         }
     };
     std::optional<stamped<int>> result{fresh(0, 0)};
@@ -1174,7 +1157,7 @@ TEMPLATE_TEST_CASE("ring: max_age: pop(stop) and pop_for end while stale items k
             result = pop();
             rewait_hook::each = nullptr;
         });
-        while (calls.load() == 0) {
+        while (!fed.load()) {
             const long t = tid.load();
             if (t != 0 && framepipe_test::futex_waiting_in(t, &r, sizeof r).value_or(true)) {
                 (void)r.push(stale(-1, 0)); // wakes it: its take finds only a stale one
@@ -1186,17 +1169,20 @@ TEMPLATE_TEST_CASE("ring: max_age: pop(stop) and pop_for end while stale items k
         consumer.join();
     };
     SECTION("pop(stop)") {
+        std::stop_source stop;
+        rounds.stop = &stop;
+        rounds.stop_at = 100;
         run([&] { return r.pop(stop.get_token()); });
         CHECK_FALSE(result);
-        CHECK(calls.load() >= 100);
-        CHECK(after_stop <= 1); // a look after the stop: none, or one if it came in a wait
+        CHECK(rounds.rounds >= 100);
+        CHECK(rounds.after_stop <= 1);
     }
     SECTION("pop_for") {
-        timed = true;
-        run([&] { return r.pop_for(timeout); });
+        rounds.timeout = 2ms;
+        run([&] { return r.pop_for(rounds.timeout); });
         CHECK_FALSE(result);
-        CHECK(calls.load() < limit);
-        CHECK(after_deadline <= 1);
+        CHECK(rounds.rounds < rounds.limit);
+        CHECK(rounds.after_deadline <= 1);
     }
     check_identities(r.stats());
 }
@@ -1210,7 +1196,6 @@ TEMPLATE_TEST_CASE("ring: block: push_for and a block_timeout end while other pr
     // producers kept winning (review: 270 ms late). The producer plays the consumer and the
     // other producers itself: before each wait it pops an item (room), after it pushes one
     // (full again); up to 200000 rounds.
-    constexpr unsigned limit = 200000;
     constexpr auto timeout = 2ms;
     const bool evicting = GENERATE(false, true);
     typename TestType::template ring<int> r(
@@ -1218,22 +1203,12 @@ TEMPLATE_TEST_CASE("ring: block: push_for and a block_timeout end while other pr
                                            .block_timeout = timeout}
                  : framepipe::ring_options{.capacity = 1, .policy = overflow::block});
     REQUIRE(r.push(0) == push_status::ok); // full
-    unsigned rounds = 0;
-    unsigned after_deadline = 0;
-    std::optional<steady::time_point> deadline_passed_by;
-    const std::function<void()> make_room = [&] {
-        if (!deadline_passed_by) {
-            deadline_passed_by = steady::now() + timeout; // the push set its deadline before
-        }
-        (void)r.try_pop();
-    };
+    framepipe_test::rounds_after_end rounds;
+    rounds.timeout = timeout;
+    const std::function<void()> make_room = [&] { (void)r.try_pop(); };
     const std::function<void()> take_room = [&] {
-        ++rounds;
-        if (steady::now() > *deadline_passed_by) {
-            ++after_deadline;
-        }
-        if (rounds < limit) {
-            (void)r.try_push(static_cast<int>(rounds)); // another producer was faster
+        if (rounds.next()) {
+            (void)r.try_push(static_cast<int>(rounds.rounds)); // another producer was faster
         }
     };
     rewait_hook::each = &make_room;
@@ -1241,8 +1216,8 @@ TEMPLATE_TEST_CASE("ring: block: push_for and a block_timeout end while other pr
     const push_status status = evicting ? r.push(-1) : r.push_for(-1, timeout);
     rewait_hook::each = nullptr;
     after_wait_hook::each = nullptr;
-    CHECK(rounds < limit);
-    CHECK(after_deadline <= 1);
+    CHECK(rounds.rounds < rounds.limit);
+    CHECK(rounds.after_deadline <= 1);
     CHECK(status == (evicting ? push_status::evicted : push_status::rejected));
     check_identities(r.stats());
 }

@@ -33,6 +33,7 @@ inline void run() noexcept {
 // The seam in a wait predicate's pin on an input (detail/config.hpp), where "remove() waits for
 // a wait predicate ..." below holds a predicate (see support/test_seam.hpp). Unarmed, it does
 // nothing.
+#include "support/rounds_after_end.hpp"
 #include "support/test_seam.hpp"
 
 inline framepipe_test::test_seam probe_seam; // a predicate pinned on an input, before its look
@@ -597,54 +598,14 @@ TEST_CASE("selector: stale arrivals that the channel itself drops (its own max_a
 }
 
 namespace stale_feed {
-// The consumer's side of the two tests below: after each of its waits, a stale item (so that
-// every look moves), until `limit` waits; the stop is requested at wait `stop_at`. Counts the
-// waits after the stop, and after `after`.
+// The consumer's side of the test below: after each of its waits, a stale item (so that every
+// look moves), counted by `rounds`.
 inline framepipe::ring<framepipe::stamped<int>>* stale = nullptr;
-inline std::chrono::steady_clock::time_point long_ago{};
-inline std::stop_source* stop = nullptr;
-inline unsigned calls = 0;
-inline unsigned stop_at = 0;
-inline unsigned limit = 0;
-inline unsigned after_stop = 0;
-inline std::optional<std::chrono::steady_clock::time_point> first; // the first wait's end
-inline std::chrono::steady_clock::time_point after{};              // see the pop_for test
-inline unsigned after_after = 0;
-inline void reset(framepipe::ring<framepipe::stamped<int>>& q) {
-    stale = &q;
-    long_ago = std::chrono::steady_clock::now() - 3h;
-    stop = nullptr;
-    calls = stop_at = limit = after_stop = after_after = 0;
-    first.reset();
-    after = std::chrono::steady_clock::time_point::max();
-}
+inline framepipe_test::rounds_after_end rounds;
 inline void each_wait() {
-    ++calls;
-    const auto now = std::chrono::steady_clock::now();
-    if (!first) {
-        first = now;
+    if (rounds.next()) {
+        (void)stale->push(framepipe::stamp(0, rounds.rounds, std::chrono::steady_clock::now() - 3h));
     }
-    if (stop != nullptr && stop->stop_requested()) {
-        ++after_stop;
-    }
-    if (now > after) {
-        ++after_after;
-    }
-    if (stop != nullptr && calls == stop_at) {
-        stop->request_stop();
-    }
-    if (calls < limit) {
-        (void)stale->push(framepipe::stamp(0, calls, long_ago));
-    }
-}
-// As each_wait, for pop_for(timeout): pop_for set its deadline before its first wait, so the
-// deadline has passed by the first wait's end + timeout.
-inline constexpr auto timeout = 2ms;
-inline void each_wait_for() {
-    if (!first) {
-        after = std::chrono::steady_clock::now() + timeout;
-    }
-    each_wait();
 }
 } // namespace stale_feed
 
@@ -667,36 +628,33 @@ TEST_CASE("selector: pop(stop) and pop_for end while every look moves (stale arr
     while (fill_seam.reached.load() == reached_before) {
         std::this_thread::yield();
     }
+    stale_feed::stale = &stale;
+    stale_feed::rounds = {};
+    auto& rounds = stale_feed::rounds;
+    std::optional<framepipe::selected<item>> got{framepipe::selected<item>{}};
+    const auto run = [&](auto pop) {
+        std::thread consumer([&] {
+            after_wait_hook::each_wait = &stale_feed::each_wait;
+            got = pop();
+            after_wait_hook::each_wait = nullptr;
+        });
+        consumer.join();
+    };
     SECTION("pop(stop)") {
         std::stop_source stop;
-        std::optional<framepipe::selected<item>> got{framepipe::selected<item>{}};
-        std::thread consumer([&] {
-            stale_feed::reset(stale);
-            stale_feed::stop = &stop;
-            stale_feed::stop_at = 100;
-            stale_feed::limit = 200000;
-            after_wait_hook::each_wait = &stale_feed::each_wait;
-            got = sel.pop(stop.get_token());
-            after_wait_hook::each_wait = nullptr;
-        });
-        consumer.join();
+        rounds.stop = &stop;
+        rounds.stop_at = 100;
+        run([&] { return sel.pop(stop.get_token()); });
         CHECK_FALSE(got);
-        CHECK(stale_feed::calls >= stale_feed::stop_at);
-        CHECK(stale_feed::after_stop <= 1); // the look after the wait that saw the stop
+        CHECK(rounds.rounds >= 100);
+        CHECK(rounds.after_stop <= 1); // the look after the wait that saw the stop
     }
     SECTION("pop_for") {
-        std::optional<framepipe::selected<item>> got{framepipe::selected<item>{}};
-        std::thread consumer([&] {
-            stale_feed::reset(stale);
-            stale_feed::limit = 200000;
-            after_wait_hook::each_wait = &stale_feed::each_wait_for;
-            got = sel.pop_for(stale_feed::timeout);
-            after_wait_hook::each_wait = nullptr;
-        });
-        consumer.join();
+        rounds.timeout = 2ms;
+        run([&] { return sel.pop_for(rounds.timeout); });
         CHECK_FALSE(got);
-        CHECK(stale_feed::calls < stale_feed::limit);
-        CHECK(stale_feed::after_after <= 1); // the look after the wait that passed it
+        CHECK(rounds.rounds < rounds.limit);
+        CHECK(rounds.after_deadline <= 1); // the look after the wait that passed it
     }
     fill_seam.go = true;
     producer.join();

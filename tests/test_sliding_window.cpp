@@ -50,6 +50,7 @@ inline void run(const std::function<void()>* f) {
 #include "support/lifetime.hpp"
 #if defined(__linux__)
 #include "support/parked_threads.hpp"
+#include "support/rounds_after_end.hpp"
 #include "support/thread_state.hpp"
 #endif
 
@@ -558,31 +559,11 @@ TEST_CASE("sliding_window: pop(stop) and pop_for end while other consumers keep 
     // long as windows came and others won them (review: 300 ms, 1.6 million looks). The consumer
     // plays the others itself: after each wait it takes the window (try_pop), and before it
     // waits again it pushes the item that readies the next one; up to 200000 rounds.
-    constexpr unsigned limit = 200000;
-    constexpr auto timeout = 2ms;
     sliding_window<int> w(2, 1);
-    std::stop_source stop;
-    bool timed = false;
-    unsigned calls = 0;
-    unsigned after_stop = 0;
-    unsigned after_deadline = 0;
-    std::optional<std::chrono::steady_clock::time_point> deadline_passed_by;
+    framepipe_test::rounds_after_end r;
     int next = 0;
     const std::function<void()> take = [&] {
-        ++calls;
-        const auto now = std::chrono::steady_clock::now();
-        if (stop.stop_requested()) {
-            ++after_stop;
-        }
-        if (!deadline_passed_by) {
-            deadline_passed_by = now + timeout; // pop_for set its deadline before this
-        } else if (now > *deadline_passed_by) {
-            ++after_deadline;
-        }
-        if (!timed && calls == 100) {
-            stop.request_stop();
-        }
-        if (calls < limit) {
+        if (r.next()) {
             (void)w.try_pop(); // another consumer was faster
         }
     };
@@ -605,15 +586,18 @@ TEST_CASE("sliding_window: pop(stop) and pop_for end while other consumers keep 
         consumer.join();
     };
     SECTION("pop(stop)") {
+        std::stop_source stop;
+        r.stop = &stop;
+        r.stop_at = 100;
         run([&] { return w.pop(stop.get_token()); });
-        CHECK(calls >= 100);
-        CHECK(after_stop <= 1);
+        CHECK(r.rounds >= 100);
+        CHECK(r.after_stop <= 1);
     }
     SECTION("pop_for") {
-        timed = true;
-        run([&] { return w.pop_for(timeout); });
-        CHECK(calls < limit);
-        CHECK(after_deadline <= 1);
+        r.timeout = 2ms;
+        run([&] { return w.pop_for(r.timeout); });
+        CHECK(r.rounds < r.limit);
+        CHECK(r.after_deadline <= 1);
     }
     CHECK_FALSE(got);
 }
