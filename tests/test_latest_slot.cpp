@@ -9,17 +9,9 @@ inline framepipe_test::test_seam peek_pin_seam;
 #define FRAMEPIPE_DETAIL_LATEST_PEEK_HOOK() ::peek_pin_seam.run()
 
 // The seam where a pop that found nothing is about to wait again (after its checks of the stop
-// token and the deadline): a thread that set `each` runs it there.
-#include <functional>
-namespace rewait_hook {
-inline thread_local const std::function<void()>* each = nullptr;
-inline void run() {
-    if (each != nullptr) {
-        (*each)();
-    }
-}
-} // namespace rewait_hook
-#define FRAMEPIPE_DETAIL_REWAIT_HOOK() ::rewait_hook::run()
+// token and the deadline): a thread that sets rewait_action (support/thread_hooks.hpp) runs it.
+#include "support/thread_hooks.hpp"
+#define FRAMEPIPE_DETAIL_REWAIT_HOOK() ::framepipe_test::run_hook(::framepipe_test::rewait_action)
 
 #include <framepipe/channel.hpp>
 #include <framepipe/latest_slot.hpp>
@@ -693,7 +685,7 @@ TEST_CASE("latest_slot: max_age: pop(stop) and pop_for end while stale values ke
         }
     };
     std::optional<stamped<int>> result{fresh(0)};
-    rewait_hook::each = &feed;
+    framepipe_test::rewait_action = &feed;
     SECTION("pop(stop)") {
         std::stop_source stop;
         r.stop = &stop;
@@ -708,7 +700,7 @@ TEST_CASE("latest_slot: max_age: pop(stop) and pop_for end while stale values ke
         CHECK(r.rounds < r.limit);
         CHECK(r.after_deadline <= 1);
     }
-    rewait_hook::each = nullptr;
+    framepipe_test::rewait_action = nullptr;
     CHECK_FALSE(result);
     check_identity(slot.stats());
 }

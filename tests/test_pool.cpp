@@ -13,20 +13,12 @@
 // takes the lock to look again. Defined before any framepipe header.
 #include "support/test_seam.hpp"
 inline framepipe_test::test_seam after_wait_seam;
-// And two thread-local actions: `after` at that seam too, `rewait` where an acquire that found
-// nothing free is about to wait again (after its checks of the stop token and the deadline).
-#include <functional>
-namespace each_hook {
-inline thread_local const std::function<void()>* after = nullptr;
-inline thread_local const std::function<void()>* rewait = nullptr;
-inline void run(const std::function<void()>* f) {
-    if (f != nullptr) {
-        (*f)();
-    }
-}
-} // namespace each_hook
-#define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() (::after_wait_seam.run(), ::each_hook::run(::each_hook::after))
-#define FRAMEPIPE_DETAIL_REWAIT_HOOK() ::each_hook::run(::each_hook::rewait)
+// And the thread-local actions of support/thread_hooks.hpp: after_wait_action at that seam too,
+// rewait_action where an acquire that found nothing free is about to wait again.
+#include "support/thread_hooks.hpp"
+#define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK()                                                        \
+    (::after_wait_seam.run(), ::framepipe_test::run_hook(::framepipe_test::after_wait_action))
+#define FRAMEPIPE_DETAIL_REWAIT_HOOK() ::framepipe_test::run_hook(::framepipe_test::rewait_action)
 #endif
 
 #include <framepipe/broadcaster.hpp>
@@ -465,10 +457,10 @@ TEST_CASE("pool: acquire(stop) and acquire_for end while other acquires keep tak
     const auto run = [&](auto acquire) {
         std::thread waiter([&] {
             tid = framepipe_test::this_thread_id();
-            each_hook::after = &take;
-            each_hook::rewait = &give_back;
+            framepipe_test::after_wait_action = &take;
+            framepipe_test::rewait_action = &give_back;
             got = acquire();
-            each_hook::after = each_hook::rewait = nullptr;
+            framepipe_test::after_wait_action = framepipe_test::rewait_action = nullptr;
             finished = true;
         });
         // Parked, or (acquire_for, this thread held up for its 2 ms) already timed out: then

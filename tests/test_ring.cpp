@@ -6,23 +6,22 @@
 // The spsc_ring checks are on in every build of this file, Release included (see below).
 #define FRAMEPIPE_SPSC_CHECKS 1
 
-// The test seam of detail/config.hpp, defined before any framepipe header: the mutex ring calls
-// it on a waiting thread right after its wait returned ready. A thread that armed it (the "stop
-// lands after a ready wait" tests below) has its own stop requested there, once; on every other
-// thread it does nothing. This file is a program of its own (one executable per test file), so
+// The test seam of detail/config.hpp, defined before any framepipe header: the rings call it on
+// a waiting thread right after its wait returned ready. A thread that armed it (the "stop lands
+// after a ready wait" tests below) has its own stop requested there, once; a thread that set
+// after_wait_action (support/thread_hooks.hpp) has that run there; on every other thread it
+// does nothing. This file is a program of its own (one executable per test file), so
 // no other translation unit sees the headers with another definition.
+#include "support/thread_hooks.hpp"
+
 #include <atomic>
-#include <functional>
 #include <stop_token>
 
 namespace after_wait_hook {
 inline thread_local std::stop_source* stop_here = nullptr; // this thread's stop, if armed
 inline std::atomic<bool> armed{false};                    // fires once, on the first armed thread
-inline thread_local const std::function<void()>* each = nullptr; // the thread's own action
 inline void run() noexcept {
-    if (each != nullptr) {
-        (*each)();
-    }
+    framepipe_test::run_hook(framepipe_test::after_wait_action); // the thread's own action
     if (stop_here != nullptr && armed.exchange(false)) {
         stop_here->request_stop();
     }
@@ -30,17 +29,10 @@ inline void run() noexcept {
 } // namespace after_wait_hook
 #define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ::after_wait_hook::run()
 
-// The seam where a consumer that looked and found nothing is about to wait again (after its
-// checks of the stop token and the deadline): a thread that set `each` runs it there.
-namespace rewait_hook {
-inline thread_local const std::function<void()>* each = nullptr;
-inline void run() {
-    if (each != nullptr) {
-        (*each)();
-    }
-}
-} // namespace rewait_hook
-#define FRAMEPIPE_DETAIL_REWAIT_HOOK() ::rewait_hook::run()
+// The seam where a thread that looked and found nothing is about to wait again (after its checks
+// of the stop token and the deadline): a thread that sets rewait_action
+// (support/thread_hooks.hpp) runs it there.
+#define FRAMEPIPE_DETAIL_REWAIT_HOOK() ::framepipe_test::run_hook(::framepipe_test::rewait_action)
 
 // The other seams: points inside the lock-free rings where a test holds one thread while another
 // acts (see support/test_seam.hpp, and detail/config.hpp for where each is called).
@@ -1153,9 +1145,9 @@ TEMPLATE_TEST_CASE("ring: max_age: pop(stop) and pop_for end while stale items k
         std::atomic<long> tid{0};
         std::thread consumer([&] {
             tid = this_thread_id();
-            rewait_hook::each = &feed;
+            framepipe_test::rewait_action = &feed;
             result = pop();
-            rewait_hook::each = nullptr;
+            framepipe_test::rewait_action = nullptr;
         });
         while (!fed.load()) {
             const long t = tid.load();
@@ -1211,11 +1203,11 @@ TEMPLATE_TEST_CASE("ring: block: push_for and a block_timeout end while other pr
             (void)r.try_push(static_cast<int>(rounds.rounds)); // another producer was faster
         }
     };
-    rewait_hook::each = &make_room;
-    after_wait_hook::each = &take_room;
+    framepipe_test::rewait_action = &make_room;
+    framepipe_test::after_wait_action = &take_room;
     const push_status status = evicting ? r.push(-1) : r.push_for(-1, timeout);
-    rewait_hook::each = nullptr;
-    after_wait_hook::each = nullptr;
+    framepipe_test::rewait_action = nullptr;
+    framepipe_test::after_wait_action = nullptr;
     CHECK(rounds.rounds < rounds.limit);
     CHECK(rounds.after_deadline <= 1);
     CHECK(status == (evicting ? push_status::evicted : push_status::rejected));
@@ -1253,9 +1245,9 @@ TEST_CASE("ring: a consumer leaving on its stop after a ready wait passes the wa
                     stops[i].request_stop();
                 }
             };
-            (after_take ? after_wait_hook::each : rewait_hook::each) = &stop_me;
+            (after_take ? framepipe_test::after_wait_action : framepipe_test::rewait_action) = &stop_me;
             const auto v = r.pop(stops[i].get_token());
-            after_wait_hook::each = rewait_hook::each = nullptr;
+            framepipe_test::after_wait_action = framepipe_test::rewait_action = nullptr;
             got[i] = v ? *v : -1;
             ++returned;
         });

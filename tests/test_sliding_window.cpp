@@ -5,21 +5,13 @@
 // overtaken ones are counted as dropped; ready == popped + dropped + size; windows are immutable,
 // shared snapshots; bounded memory; exception guarantees; close semantics; thread safety.
 
-// Test seams (detail/config.hpp), defined before any framepipe header: thread-local actions run
-// after a pop's wait returned ready (`after`) and where a pop that found no window is about to
-// wait again (`rewait`, after its checks of the stop token and the deadline). Unset, nothing.
-#include <functional>
-namespace each_hook {
-inline thread_local const std::function<void()>* after = nullptr;
-inline thread_local const std::function<void()>* rewait = nullptr;
-inline void run(const std::function<void()>* f) {
-    if (f != nullptr) {
-        (*f)();
-    }
-}
-} // namespace each_hook
-#define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK() ::each_hook::run(::each_hook::after)
-#define FRAMEPIPE_DETAIL_REWAIT_HOOK() ::each_hook::run(::each_hook::rewait)
+// Test seams (detail/config.hpp), defined before any framepipe header: the thread-local actions
+// of support/thread_hooks.hpp, run after a pop's wait returned ready and where a pop that found
+// no window is about to wait again. Unset, nothing.
+#include "support/thread_hooks.hpp"
+#define FRAMEPIPE_DETAIL_AFTER_WAIT_HOOK()                                                        \
+    ::framepipe_test::run_hook(::framepipe_test::after_wait_action)
+#define FRAMEPIPE_DETAIL_REWAIT_HOOK() ::framepipe_test::run_hook(::framepipe_test::rewait_action)
 
 #include <framepipe/ring.hpp>
 #include <framepipe/sliding_window.hpp>
@@ -574,10 +566,10 @@ TEST_CASE("sliding_window: pop(stop) and pop_for end while other consumers keep 
         std::atomic<long> tid{0};
         std::thread consumer([&] {
             tid = framepipe_test::this_thread_id();
-            each_hook::after = &take;
-            each_hook::rewait = &ready_next;
+            framepipe_test::after_wait_action = &take;
+            framepipe_test::rewait_action = &ready_next;
             got = pop().has_value();
-            each_hook::after = each_hook::rewait = nullptr;
+            framepipe_test::after_wait_action = framepipe_test::rewait_action = nullptr;
         });
         while (tid.load() == 0 || !framepipe_test::in_futex_wait(tid.load()).value_or(true)) {
             std::this_thread::yield();
