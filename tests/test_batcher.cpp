@@ -435,14 +435,25 @@ TEST_CASE("batcher: a waiting pop wakes when a source at its cap closes (real ti
 }
 
 TEST_CASE("batcher: a waiting pop woken by stale arrivals, one after another, never backs off "
-          "to sleeps (real time)") {
-    // As the selector's pop: each wake-up that found only expired items (the input's max_age)
-    // took a back-off step, never reset within the call, so after 128 of them each further one
-    // slept up to 1 ms, and a fresh item could expire meanwhile (review).
+          "to sleeps, whether the input or the channel drops them (real time)") {
+    // As the selector's pop: each wake-up that found only expired items took a back-off step,
+    // never reset within the call, so after 128 of them each further one slept up to 1 ms, and
+    // a fresh item could expire meanwhile (review). With the ring's own max_age, its try_pop
+    // dropped the stale item inside, which the look took for a push still filling (173 sleeps
+    // in the reviewer's run).
     using item = stamped<int>;
-    ring<item> q(2, framepipe::overflow::block);
+    const bool channel_drops = GENERATE(false, true);
+    CAPTURE(channel_drops);
+    using age = std::optional<std::chrono::nanoseconds>;
+    const age hour = 1h;
+    ring<item> q({.capacity = 2,
+                  .policy = framepipe::overflow::block,
+                  .max_age = channel_drops ? hour : age{}});
     batcher<item> b({.max_size = 1, .max_delay = 1h});
-    (void)b.add(q, {.max_age = 1h, .take = input_take::oldest});
+    (void)b.add(q, {.max_age = channel_drops ? age{} : hour, .take = input_take::oldest});
+    const auto expired = [&] {
+        return channel_drops ? q.stats().expired : b.stats().sources[0].input.expired;
+    };
     constexpr int stale_items = 300;
     std::atomic<long> tid{0};
     std::atomic<std::uint64_t> backoff_sleeps{0};
@@ -458,43 +469,7 @@ TEST_CASE("batcher: a waiting pop woken by stale arrivals, one after another, ne
         park(tid, b); // each stale item a wake-up of its own
         REQUIRE(q.push(framepipe::stamp(i, static_cast<std::uint64_t>(i), long_ago)) ==
                 framepipe::push_status::ok);
-        while (b.stats().sources[0].input.expired != static_cast<std::uint64_t>(i) + 1) {
-            std::this_thread::yield();
-        }
-    }
-    park(tid, b);
-    REQUIRE(q.push(framepipe::stamp(-1, stale_items, steady::now())) == framepipe::push_status::ok);
-    consumer.join();
-    REQUIRE(got);
-    CHECK(values(*got) == std::vector<int>{-1});
-    CHECK(backoff_sleeps.load() == 0);
-}
-
-TEST_CASE("batcher: stale arrivals that the channel itself drops (its own max_age) never back "
-          "the wait off to sleeps (real time)") {
-    // As the selector's: the ring's own max_age dropped the stale item inside try_pop, which
-    // the look took for a push still filling (a back-off step each, 173 sleeps in the
-    // reviewer's run).
-    using item = stamped<int>;
-    ring<item> q({.capacity = 2, .policy = framepipe::overflow::block, .max_age = 1h});
-    batcher<item> b({.max_size = 1, .max_delay = 1h});
-    (void)b.add(q, {.take = input_take::oldest});
-    constexpr int stale_items = 300;
-    std::atomic<long> tid{0};
-    std::atomic<std::uint64_t> backoff_sleeps{0};
-    std::optional<batch<item>> got;
-    std::thread consumer([&] {
-        tid = framepipe_test::parking_id();
-        const auto before = framepipe::detail::this_thread_waits.backoff_sleeps;
-        got = b.pop();
-        backoff_sleeps = framepipe::detail::this_thread_waits.backoff_sleeps - before;
-    });
-    const auto long_ago = steady::now() - 3h;
-    for (int i = 0; i < stale_items; ++i) {
-        park(tid, b); // each stale item a wake-up of its own
-        REQUIRE(q.push(framepipe::stamp(i, static_cast<std::uint64_t>(i), long_ago)) ==
-                framepipe::push_status::ok);
-        while (q.stats().expired != static_cast<std::uint64_t>(i) + 1) {
+        while (expired() != static_cast<std::uint64_t>(i) + 1) {
             std::this_thread::yield();
         }
     }
