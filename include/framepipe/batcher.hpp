@@ -372,7 +372,8 @@ public:
 
     // No more sources may be added. Once every source has finished (closed and drained) or been
     // removed, the pending items go as a last batch (cause close) and then pop() returns
-    // nullopt. Does not close the sources. Wakes a waiting consumer. Any thread; idempotent.
+    // nullopt. Does not close the sources. Wakes a waiting consumer. Any thread; idempotent;
+    // brief lock. Never throws in practice (std::mutex::lock).
     void close() { sel_.close(); }
 
     // Whether close() has been called. Any thread; wait-free.
@@ -386,6 +387,7 @@ public:
         return pending_.empty() && sel_.ended();
     }
 
+    // The options given at construction. Any thread; wait-free.
     [[nodiscard]] const batcher_options& options() const noexcept { return options_; }
 
     // A snapshot of the counters; the per-source identity (file comment) holds exactly. Any

@@ -238,13 +238,17 @@ public:
     }
 
     // Closes this subscription only: the broadcaster's later values are counted as after_close
-    // for it; what is buffered can still be popped. It stays attached until destroyed.
-    void close() {
+    // for it; what is buffered can still be popped. It stays attached until destroyed. Any
+    // thread; never waits; idempotent.
+    void close() noexcept {
         if (sub_) {
             sub_->channel.close();
         }
     }
 
+    // The ring's figures, for any thread, wait-free: closed (a moved-from subscription is),
+    // items buffered now (a snapshot), capacity, and the name given at subscribe() ("" when
+    // moved from).
     [[nodiscard]] bool closed() const noexcept { return !sub_ || sub_->channel.closed(); }
     [[nodiscard]] std::size_t size() const noexcept { return sub_ ? sub_->channel.size() : 0; }
     [[nodiscard]] std::size_t capacity() const noexcept {
@@ -259,8 +263,8 @@ public:
         return sub_ ? sub_->channel.policy() : overflow::drop_oldest;
     }
 
-    // Whether this subscription hangs off `b`. Any thread; wait-free. Tools use it to draw
-    // graphs (pipeline::to_dot).
+    // Whether this subscription hangs off `b`. Any thread; wait-free. pipeline uses it to link
+    // a subscription to its broadcaster in the graph (pipeline_snapshot, to_dot).
     [[nodiscard]] bool subscribed_to(const broadcaster<T>& b) const noexcept {
         return core_ != nullptr && core_ == b.core_;
     }
@@ -400,20 +404,22 @@ public:
     void reserve(std::size_t values) noexcept { core_->recycler.get()->reserve(values); }
 
     // Publishes a shared value without copying or allocating. Any thread. Waits only for
-    // blocking subscribers. Does not throw.
+    // blocking subscribers. Allocates nothing. Never throws in practice (std::mutex::lock, and
+    // the subscribers' rate limiters on their rare path).
     publish_result publish(std::shared_ptr<const T> value) {
         return publish_impl(std::move(value), nullptr);
     }
 
     // As publish(shared_ptr), but a wait for a blocking subscriber ends when `stop` is
     // requested; that subscriber then counts the value as cancelled (see publish(T, stop)).
-    // Does not throw; allocates nothing.
+    // Allocates nothing; never throws in practice, as publish(shared_ptr).
     publish_result publish(std::shared_ptr<const T> value, std::stop_token stop) {
         return publish_impl(std::move(value), &stop);
     }
 
     // Closes every subscription: consumers drain what is buffered, then end. Later publishes
-    // reach nobody. New subscriptions are created closed. Any thread; idempotent.
+    // reach nobody. New subscriptions are created closed. Any thread; idempotent; brief lock.
+    // Never throws in practice (std::mutex::lock).
     void close() {
         std::shared_ptr<const T> last; // released after unlocking
         const std::lock_guard<std::mutex> lock(core_->mu);
@@ -427,13 +433,15 @@ public:
         }
     }
 
-    // Whether close() has been called. Any thread; brief lock.
+    // Whether close() has been called. Any thread; brief lock. Never throws in practice
+    // (std::mutex::lock).
     [[nodiscard]] bool closed() const {
         const std::lock_guard<std::mutex> lock(core_->mu);
         return core_->closed;
     }
 
-    // Subscriptions attached now. Any thread; brief lock.
+    // Subscriptions attached now. Any thread; brief lock. Never throws in practice
+    // (std::mutex::lock).
     [[nodiscard]] std::size_t subscriber_count() const {
         const std::lock_guard<std::mutex> lock(core_->mu);
         return core_->subscribers->size();

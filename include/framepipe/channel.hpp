@@ -182,7 +182,9 @@ struct channel_description {
 };
 
 // The customization point for channels in a pipeline. The primary template describes a channel
-// by its members (stats(), capacity(), policy(), each optional); specialise it to change any of:
+// by its members (stats(), capacity(), policy(), each optional). A specialisation replaces it
+// whole, so it must define kind, one_producer and one_consumer (the pipeline reads all three),
+// and may define describe(c):
 //   kind:         the name shown for the channel's type;
 //   one_producer: the channel admits one pushing thread (the pipeline refuses a second);
 //   one_consumer: the channel admits one popping thread;

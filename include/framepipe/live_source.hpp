@@ -554,8 +554,10 @@ public:
                }) == detail::wait_end::ready;
     }
 
-    // As wait_for(), ending when `stop` is requested; true when a final state was reached.
-    bool wait(std::stop_token stop) {
+    // Waits, with no time limit, for the source to reach a final state, or until `stop` is
+    // requested; true when a final state was reached. Any thread; parks; does not throw in
+    // practice.
+    [[nodiscard]] bool wait(std::stop_token stop) {
         return shared_->state_changed.park(&stop, detail::no_deadline, [this] {
                    return is_final(shared_->state.load(std::memory_order_seq_cst));
                }) == detail::wait_end::ready;

@@ -11,9 +11,10 @@
 //     p.stage("detector", det, boxes, [&](auto f) { return detect(*f); });
 //     p.sink("ui", ui, [&](auto f) { show(*f, boxes.peek()); }, {.max_rate_hz = 15});
 //     p.start();
-//     p.wait_for(10s);    // true once every stage has ended (say, the camera ran out)
-//     p.request_stop();   // sources stop, channels drain, stages end in order
-//     p.wait();           // joins; rethrows a stage's exception as framepipe::stage_error
+//     if (!p.wait_for(10s)) { // true once every stage has ended (say, the camera ran out)
+//         p.request_stop();   // sources stop, channels drain, stages end in order
+//     }
+//     p.wait();               // joins; rethrows a stage's exception as framepipe::stage_error
 //
 // Shapes of the functions (each may be move-only; with workers > 1 it is called from several
 // threads at once and must allow that):
@@ -557,6 +558,8 @@ public:
     // The most threads (stage_options::workers) one stage may have.
     static constexpr std::size_t max_workers = 4096;
 
+    // An empty graph named `name` (in snapshots, errors and the exposition formats). Starts no
+    // thread; allocates nothing beyond the name given; does not throw.
     explicit pipeline(std::string name = "pipeline", pipeline_options options = {})
         : name_(std::move(name)), options_(options) {}
 
@@ -607,8 +610,8 @@ public:
     // Before or after start(): a source added while the pipeline runs starts at once (a camera
     // joining; remove() takes one away). One thread at a time. Throws std::invalid_argument
     // naming `name` (empty or taken), `max_rate_hz` (negative, not finite, above 1e9 or with an
-    // overflowing period), `workers` (not 1), `nice` (outside -20..19), or `out` (an spsc_ring
-    // given a second producer); std::system_error if its thread cannot start; what copying or
+    // overflowing period), `workers` (not 1), `nice` (outside -20..19), `inline_when_idle` (set:
+    // a source has no input), or `out` (an spsc_ring given a second producer); std::system_error if its thread cannot start; what copying or
     // moving fn throws. A source refused (by any of these) leaves the graph as it was. After
     // request_stop(), or once a failure (or request_stop(deadline)'s deadline) has stopped the
     // pipeline at once, a source added is asked to stop as soon as its thread starts.
@@ -725,9 +728,10 @@ public:
     }
 
     // Adds a processing stage: pops items from `in`, calls fn, emits its result into `out`.
-    // Before start(). Throws as source() does, naming `workers` also when it is 0 or above
-    // max_workers, or when `in` admits one consumer thread (an spsc_ring); a refused stage
-    // leaves the graph as it was.
+    // Before start(); after it, throws std::logic_error. Throws as source() does, naming
+    // `workers` also when it is 0 or above max_workers, or when `in` admits one consumer thread
+    // (an spsc_ring), and `inline_when_idle` when it is set with workers != 1 or max_rate_hz != 0;
+    // a refused stage leaves the graph as it was.
     template <class In, class Out, class Fn>
     pipeline& stage(std::string name, In& in, Out& out, Fn fn, stage_options options = {}) {
         if constexpr (detail::check_input<In>()) {
@@ -771,8 +775,8 @@ public:
         return *this;
     }
 
-    // Adds a sink: pops items from `in` and calls fn on each. Before start(). Throws as stage()
-    // does.
+    // Adds a sink: pops items from `in` and calls fn on each. Before start(); after it, throws
+    // std::logic_error. Otherwise throws as stage() does.
     template <class In, class Fn>
     pipeline& sink(std::string name, In& in, Fn fn, stage_options options = {}) {
         if constexpr (detail::check_input<In>()) {
@@ -987,6 +991,7 @@ public:
         return running_.load(std::memory_order_acquire) > 0;
     }
 
+    // The name given at construction. Any thread; wait-free.
     [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
     // Live figures of every stage and channel. Any thread; allocates. Holds the graph's lock

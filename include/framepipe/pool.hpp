@@ -325,7 +325,8 @@ public:
     ~pool() { core_->release_ref(); }
 
     // A free object, or nullptr when all are lent. Any thread; never waits (brief lock); does
-    // not allocate.
+    // not allocate. Never throws in practice (std::mutex::lock), nor do the calls below, except
+    // acquire_for() for its argument.
     [[nodiscard]] std::shared_ptr<T> try_acquire() { return core_->take(nullptr, detail::no_deadline, false); }
 
     // A free object, waiting (spins briefly, then parks) until one is returned. Any thread.
@@ -351,10 +352,10 @@ public:
     // Number of objects. Any thread; wait-free.
     [[nodiscard]] std::size_t capacity() const noexcept { return core_->capacity(); }
 
-    // Objects free now (a hint). Any thread; brief lock.
+    // Objects free now (a hint). Any thread; brief lock; never throws in practice.
     [[nodiscard]] std::size_t available() const { return core_->available(); }
 
-    // Counters. Any thread; brief lock.
+    // Counters. Any thread; brief lock; never throws in practice.
     [[nodiscard]] pool_stats stats() const { return core_->stats(); }
 
 private:

@@ -93,8 +93,8 @@ public:
     rate_limiter& operator=(const rate_limiter&) = delete;
     rate_limiter& operator=(rate_limiter&&) = delete;
 
-    // Whether an event now may pass (it then uses a token). Any thread; never waits: lock-free
-    // except on the rare calls described above, which take a mutex briefly, and the first call
+    // Whether an event now may pass (it then uses a token). Any thread; never waits for a token
+    // (acquire() does): lock-free except on the rare calls described above, which take a mutex briefly, and the first call
     // that finds a token on a thread that does not own the limiter, which also makes one
     // membarrier call (microseconds; see "One writer, or many") and waits for the owner's
     // section under way (a few instructions; backing off to sleeps if the owner was preempted
@@ -151,8 +151,9 @@ public:
     // Changes the rate. The slot under way at `now` keeps its length; the new rate applies from
     // the next slot. Before the first acquire there is no slot yet, so it applies at once. Pass
     // the same kind of time points as to try_acquire(time_point) when simulating.
-    // Any thread; never waits (a brief lock; from a thread other than the owner, also one
-    // membarrier call, which pauses the owner without taking the limiter from it). Throws
+    // Any thread; never waits for a token. Takes a brief lock; from a thread other than the
+    // owner, also one membarrier call, which pauses the owner without taking the limiter from
+    // it, and a wait for the owner's section under way (as try_acquire()). Throws
     // std::invalid_argument naming `hz` as the constructor does; the rate is then unchanged.
     void set_rate(double hz, clock::time_point now) {
         const double period = period_of(hz);

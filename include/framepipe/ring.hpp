@@ -125,7 +125,7 @@ public:
 
     // As push(T), but never waits: a full ring under overflow::block refuses the item (rejected,
     // counted as rejected). Under the other policies the same as push(T).
-    push_status try_push(T item) noexcept(is_lock_free) {
+    [[nodiscard]] push_status try_push(T item) noexcept(is_lock_free) {
         return push_impl(item, detail::push_wait{.allowed = false});
     }
 
@@ -134,7 +134,7 @@ public:
     // Any std::chrono::duration; one beyond nanoseconds' range (say seconds::max()) means no
     // limit. Throws std::invalid_argument naming timeout when it is negative or NaN.
     template <class Rep, class Period>
-    push_status push_for(T item, std::chrono::duration<Rep, Period> timeout) {
+    [[nodiscard]] push_status push_for(T item, std::chrono::duration<Rep, Period> timeout) {
         const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
         detail::require_non_negative(ns, "timeout");
         return push_impl(item, detail::push_wait{.give_up = detail::deadline_after(ns)});
@@ -142,7 +142,8 @@ public:
 
     // As push_for(); also ends (cancelled) when `stop` is requested.
     template <class Rep, class Period>
-    push_status push_for(T item, std::chrono::duration<Rep, Period> timeout, std::stop_token stop) {
+    [[nodiscard]] push_status push_for(T item, std::chrono::duration<Rep, Period> timeout,
+                                       std::stop_token stop) {
         const std::chrono::nanoseconds ns = detail::to_nanoseconds(timeout, "timeout");
         detail::require_non_negative(ns, "timeout");
         return push_impl(item,

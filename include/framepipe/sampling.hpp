@@ -355,7 +355,7 @@ public:
         }
         return this->channel_.push(std::move(item), std::move(stop));
     }
-    push_status try_push(value_type item)
+    [[nodiscard]] push_status try_push(value_type item)
         requires requires(Channel& c, value_type v) { c.try_push(std::move(v)); }
     {
         if (!admit(item)) {
@@ -364,7 +364,7 @@ public:
         return this->channel_.try_push(std::move(item));
     }
     template <class Rep, class Period>
-    push_status push_for(value_type item, std::chrono::duration<Rep, Period> timeout)
+    [[nodiscard]] push_status push_for(value_type item, std::chrono::duration<Rep, Period> timeout)
         requires requires(Channel& c, value_type v) { c.push_for(std::move(v), timeout); }
     {
         const std::chrono::nanoseconds ns = checked(timeout);
@@ -374,7 +374,7 @@ public:
         return this->channel_.push_for(std::move(item), ns);
     }
     template <class Rep, class Period>
-    push_status push_for(value_type item, std::chrono::duration<Rep, Period> timeout,
+    [[nodiscard]] push_status push_for(value_type item, std::chrono::duration<Rep, Period> timeout,
                          std::stop_token stop)
         requires requires(Channel& c, value_type v, std::stop_token s) {
             c.push_for(std::move(v), timeout, std::move(s));

@@ -156,7 +156,7 @@ public:
     sliding_window(const sliding_window&) = delete;
     sliding_window& operator=(const sliding_window&) = delete;
 
-    // Appends `item`. Any thread; never waits.
+    // Appends `item`. Any thread; never waits for a consumer (takes the window's lock briefly).
     // Returns ok; evicted when this push made a window ready while the previous ready window was
     // still untaken (that window is counted as evicted); closed when the window is closed
     // (nothing stored, counted in after_close). Wakes one waiting consumer when a window becomes
@@ -181,7 +181,7 @@ public:
     push_status push(T item, std::stop_token /*stop*/) { return push(std::move(item)); }
 
     // Same as push(T), which never waits: the name for code written against any channel.
-    push_status try_push(T item) { return push(std::move(item)); }
+    [[nodiscard]] push_status try_push(T item) { return push(std::move(item)); }
 
     // Takes the newest ready window if there is one. Any thread; never waits (brief lock).
     // Exceptions: std::bad_alloc, or what T's copy constructor throws; the window stays
@@ -220,7 +220,8 @@ public:
     }
 
     // Closes: later pushes return closed; consumers take the last ready window, then get
-    // nullopt. Wakes every waiting consumer. Any thread; idempotent.
+    // nullopt. Wakes every waiting consumer. Any thread; idempotent; brief lock. Never throws in
+    // practice (std::mutex::lock).
     void close() {
         {
             const std::lock_guard<std::mutex> lock(mu_);
@@ -250,7 +251,7 @@ public:
 
     // A consistent snapshot of the counters, in windows (see the file comment): pushed == popped
     // + dropped + size, and dropped == evicted (windows overtaken before anyone took them). Any
-    // thread; takes the lock briefly.
+    // thread; takes the lock briefly. Never throws in practice (std::mutex::lock).
     [[nodiscard]] channel_stats stats() const {
         const std::lock_guard<std::mutex> lock(mu_);
         channel_stats s = windows_;
@@ -259,7 +260,8 @@ public:
     }
 
     // The items pushed in: accepted, refused after close, refused from an older epoch, and the
-    // restarts of new epochs. Any thread; takes the lock briefly.
+    // restarts of new epochs. Any thread; takes the lock briefly. Never throws in practice
+    // (std::mutex::lock).
     [[nodiscard]] window_item_stats item_stats() const {
         const std::lock_guard<std::mutex> lock(mu_);
         return items_;

@@ -420,7 +420,7 @@ public:
     }
 
     // Waits until the receiver has stopped (it only stops when told) or `stop` is requested.
-    bool wait(std::stop_token stop) {
+    [[nodiscard]] bool wait(std::stop_token stop) {
         std::unique_lock<std::mutex> lock(ended_mu_);
         return ended_cv_.wait(lock, stop, [this] { return ended_; });
     }

@@ -260,7 +260,7 @@ struct nats_watch {
         ended = true;
         cv.notify_all();
     }
-    bool wait(std::stop_token stop) {
+    [[nodiscard]] bool wait(std::stop_token stop) {
         std::unique_lock<std::mutex> lock(mu);
         return cv.wait(lock, stop, [this] { return ended; });
     }
@@ -1057,7 +1057,7 @@ public:
     // Waits until stop(), the connection gave up (failed: failure() says why), or `stop` is
     // requested; true unless `stop` ended it. A lost connection that nats.c is restoring does not
     // end it (the backoff state meanwhile). Any thread; parks.
-    bool wait(std::stop_token stop) { return watch_->wait(std::move(stop)); }
+    [[nodiscard]] bool wait(std::stop_token stop) { return watch_->wait(std::move(stop)); }
 
     // Figures: this receiver's counters and the connection's. The state: stopped before start()
     // and from stop() on; in between the connection's (connecting, backoff, failed), streaming
