@@ -26,6 +26,7 @@ inline framepipe_test::test_seam peek_pin_seam;
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <latch>
 #include <limits>
 #include <memory>
@@ -1604,12 +1605,18 @@ TEST_CASE("latest_slot: stress, pop_for timeouts and peeks while producers push"
 
 namespace {
 
+struct gate_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 // Lets one move block (until release()) or throw. Where in a value's life that happens is set per
 // value: the n-th move of the value (counting the moves along its chain of moved-to objects)
-// blocks when block_at == n, throws when throw_at == n.
+// blocks when block_at == n, throws when throw_at == n. With throw_on_release set, the first
+// blocked move to be let go throws instead of going on.
 struct gate {
     std::atomic<int> inside{0};  // moves blocked right now
     std::atomic<bool> open{false};
+    std::atomic<bool> throw_on_release{false};
     std::atomic<std::int64_t> alive{0};
 
     void wait_until_inside(int n) const {
@@ -1629,6 +1636,9 @@ struct gate {
             open.wait(false);
         }
         inside.fetch_sub(1);
+        if (throw_on_release.exchange(false)) {
+            throw gate_error("move, let go");
+        }
     }
 };
 
@@ -1636,10 +1646,6 @@ gate& the_gate() {
     static gate g;
     return g;
 }
-
-struct gate_error : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
 
 class gated {
 public:
@@ -1680,6 +1686,7 @@ struct gate_scope {
     static void reset() {
         the_gate().inside.store(0);
         the_gate().open.store(false);
+        the_gate().throw_on_release.store(false);
     }
 };
 
@@ -1834,6 +1841,51 @@ TEST_CASE("latest_slot: close during a push held on the overflow path waits for 
         CHECK(s.popped == got.size());
         CHECK(s.after_close == 1);
         CHECK(s.size == 0);
+    }
+    CHECK(the_gate().alive.load() == 0);
+}
+
+TEST_CASE("latest_slot: a closed slot is not drained while a pop whose move throws may put its value back") {
+    // A consumer takes the value of a closed slot and is held in its move out (the gate); that
+    // move then throws, and the value goes back into the slot. Another consumer's pop(), called
+    // while the value is out, must not conclude "closed and drained": the value is coming back.
+    // It backs off instead, and lets the held move go at its first back-off (the seam); a pop
+    // that concluded "drained" returns nullopt without backing off, and the value comes back to
+    // a slot nobody reads.
+    const gate_scope scope;
+    {
+        latest_slot<gated> slot;
+        REQUIRE(slot.push(gated{1, 2}) == push_status::ok); // move 1: into the slot's buffer
+        slot.close();
+        the_gate().throw_on_release.store(true);
+        bool threw = false;
+        std::thread taker([&] {
+            try {
+                (void)slot.try_pop(); // move 2, out of the slot: held, then throws
+            } catch (const gate_error&) {
+                threw = true;
+            }
+        });
+        the_gate().wait_until_inside(1); // the taker holds the value
+        const std::function<void()> let_go = [] { the_gate().release(); };
+        int got = 0; // the value the other pop returned; -1 for nullopt
+        std::thread other([&] {
+            framepipe_test::rewait_action = &let_go;
+            const std::optional<gated> v = slot.pop();
+            framepipe_test::rewait_action = nullptr;
+            got = v ? v->value() : -1;
+        });
+        other.join();
+        the_gate().release(); // if the pop returned without backing off
+        taker.join();
+        CHECK(threw);
+        CHECK(got == 1);
+        CHECK(slot.size() == 0);
+        CHECK_FALSE(slot.pop().has_value()); // closed and drained now
+        const channel_stats s = slot.stats();
+        check_identity(s);
+        CHECK(s.popped == 1);
+        CHECK(s.evicted == 0);
     }
     CHECK(the_gate().alive.load() == 0);
 }

@@ -1454,6 +1454,104 @@ TEST_CASE("selector: a consumer whose stop lands just after its wait returned re
     CHECK(balanced(st[0]));
 }
 
+namespace {
+// A value whose moves and copies throw on the consumers' threads only: the k-th such one (from
+// the moment consumer_moves_until_throw is set to k) throws.
+std::atomic<int> consumer_moves_until_throw{0};
+thread_local bool on_consumer_thread = false;
+struct consumer_fragile {
+    int v;
+    explicit consumer_fragile(int x) : v(x) {}
+    consumer_fragile(consumer_fragile&& o) noexcept(false) : v(o.v) { maybe_throw(); }
+    consumer_fragile(const consumer_fragile& o) : v(o.v) { maybe_throw(); }
+    consumer_fragile& operator=(const consumer_fragile&) = delete;
+    consumer_fragile& operator=(consumer_fragile&&) = delete;
+    ~consumer_fragile() = default;
+    static void maybe_throw() {
+        if (on_consumer_thread && consumer_moves_until_throw.fetch_sub(1) == 1) {
+            throw std::runtime_error("move");
+        }
+    }
+};
+
+// Two consumers park in pop(stop) on a selector over `q`; one push (by `push_one`) makes one item
+// (`value`) ready and wakes one of them, and the k-th move or copy of T on the consumers' threads
+// throws. Where the item stays (in the channel, or held by the selector), the other consumer
+// must hear of it: a pop that left with the exception without passing the wake-up on, or a held
+// item that no parked consumer's wait looks at, left it parked beside the item until the next
+// push (here, until the guard stops it). A hang guard only, as above.
+template <class Item, class Channel, class Push, class ValueOf>
+void check_throw_passes_wake_up_on(int k, Channel& q, Push push_one, ValueOf value_of) {
+    constexpr auto stranded_after = 20s;
+    constexpr int value = 7;
+    CAPTURE(k);
+    selector<Item> sel;
+    const auto id = sel.add(q);
+    // -2: still waiting; -1: nullopt; -3: the exception; else the item
+    std::atomic<int> got[2] = {-2, -2};
+    framepipe_test::parked_threads<2> consumers;
+    for (std::size_t i = 0; i < 2; ++i) {
+        // One at a time, each until it sleeps on a futex inside the selector (its event count).
+        if (!consumers.start_parked_in(i, sel, [&, i](std::stop_source& stop) {
+                on_consumer_thread = true;
+                try {
+                    const auto s = sel.pop(stop.get_token());
+                    got[i] = s ? value_of(s->item) : -1;
+                } catch (const std::runtime_error&) {
+                    got[i] = -3;
+                }
+            })) {
+            WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread; skipped");
+            return;
+        }
+    }
+    consumer_moves_until_throw = k;
+    push_one(value); // one item, one wake-up
+    while (got[0] == -2 && got[1] == -2) {
+        std::this_thread::yield();
+    }
+    const int first = got[0] != -2 ? 0 : 1;
+    bool lost = false; // the throw lost the item (counted dropped): nothing left to hand out
+    if (got[first] == -3) {
+        lost = sel.stats(id)->dropped == 1;
+        const auto give_up = steady::now() + stranded_after;
+        while (!lost && got[1 - first] == -2 && steady::now() < give_up) {
+            std::this_thread::yield();
+        }
+    }
+    consumers.finish();
+    consumer_moves_until_throw = 0;
+    INFO("consumer 0 got " << got[0].load() << ", consumer 1 got " << got[1].load()
+                           << " (-1: nullopt, -3: the exception)");
+    const auto st = sel.stats(id);
+    REQUIRE(st);
+    CHECK(balanced(*st));
+    if (got[first] == -3 && !lost) {
+        CHECK(got[1 - first] == value); // the item reached the other consumer
+        CHECK(st->selected == 1);
+    }
+    CHECK(st->selected + st->dropped == 1);
+}
+} // namespace
+
+TEST_CASE("selector: a consumer whose take throws after a wake-up passes the wake-up on") {
+    SECTION("a ring: its pop, the move into the held slot, or the hand-out throws") {
+        const int k = GENERATE(1, 2, 3);
+        ring<consumer_fragile> q(4); // a T whose move may throw: the mutex ring
+        check_throw_passes_wake_up_on<consumer_fragile>(
+            k, q,
+            [&](int v) { REQUIRE(q.push(consumer_fragile(v)) == framepipe::push_status::ok); },
+            [](const consumer_fragile& x) { return x.v; });
+    }
+    SECTION("a sliding_window: its try_pop (the window's copy) throws") {
+        framepipe::sliding_window<consumer_fragile> w(1);
+        check_throw_passes_wake_up_on<framepipe::window<consumer_fragile>>(
+            1, w,
+            [&](int v) { REQUIRE(w.push(consumer_fragile(v)) == framepipe::push_status::ok); },
+            [](const framepipe::window<consumer_fragile>& x) { return x.back().v; });
+    }
+}
+
 TEST_CASE("selector: when its last input finishes, every consumer parked on a closed selector ends") {
     // Two consumers park in pop(stop) on a closed selector whose one input is open and empty.
     // Closing the input notifies the selector once (its listener's notify_one): one consumer

@@ -130,8 +130,9 @@ public:
     }
 
     // Stores `value`, replacing an unread one. Producer threads (any). Never waits for a
-    // consumer: lock-free with one producer; a second producer calling at the same instant takes
-    // a brief lock. Returns ok, evicted (an unread value was replaced: destroyed inside this
+    // consumer's pop: lock-free with one producer; a second producer calling at the same instant
+    // takes a brief lock. It waits only while a peek() copies the very value it replaces (see
+    // peek()). Returns ok, evicted (an unread value was replaced: destroyed inside this
     // call, with no lock held except on the second-producer path for a T whose move may throw,
     // and counted as evicted), closed (nothing stored; `value` is destroyed), or, with
     // drop_older_epochs, rejected for a value from an older epoch (nothing stored).
@@ -148,13 +149,15 @@ public:
     }
 
     // Same as push(T), which never waits: the name for code written against any channel.
-    push_status try_push(T value) noexcept(nothrow_move) { return push_impl(value); }
+    [[nodiscard]] push_status try_push(T value) noexcept(nothrow_move) { return push_impl(value); }
 
-    // Takes the value if there is an unread one. Consumer threads (any). Never waits; on an
-    // empty slot this is one atomic load. nullopt when empty, or when the value had expired (it
+    // Takes the value if there is an unread one. Consumer threads (any). Never waits for a
+    // producer; on an empty slot this is one atomic load. It waits only while a peek() copies the
+    // very value it takes (see peek()). nullopt when empty, or when the value had expired (it
     // is then discarded and counted).
-    // Exceptions: as push(); a move that throws puts the value back (strong; if a newer value
-    // arrived meanwhile, that one replaced it: counted as evicted).
+    // Exceptions: as push(); a move that throws puts the value back (strong), unless a push or
+    // another consumer's pop touched the slot meanwhile: the value is then dropped, counted as
+    // evicted (as if a push had replaced it).
     [[nodiscard]] std::optional<T> try_pop() noexcept(nothrow_move) {
         return pop_impl(nullptr, detail::no_deadline, false);
     }
@@ -322,6 +325,9 @@ private:
         // producers' side that also says "a push is in flight" (see drained()).
         std::atomic<std::uint32_t> cached;
         counters counts;
+        // The consumers' side only, and only for a T whose move may throw: pops that may still
+        // put a value back (see take_from and drained()).
+        std::atomic<std::uint32_t> restoring{0};
     };
 
     // The spare buffer for a second thread of one side, guarded by a mutex, and the count of
@@ -370,11 +376,13 @@ private:
         }
     }
 
-    // Counts a push on the overflow path in overflow_side::publishers while it lives.
+    // Counts a call in `n` while it lives: a push on the overflow path in
+    // overflow_side::publishers, or a pop that may put a value back in side::restoring.
     class announce {
     public:
         explicit announce(std::atomic<std::uint32_t>& n) noexcept : n_(&n) {
-            // seq_cst: ordered before the caller's load of closed_ (see push_impl).
+            // seq_cst: ordered before the caller's load of closed_ (see push_impl), or before
+            // the pop's exchange on middle_ (see drained()).
             n_->fetch_add(1, std::memory_order_seq_cst);
         }
         ~announce() {
@@ -554,16 +562,29 @@ private:
         return held;
     }
 
-    // Closed, and nothing more can arrive: no push is in flight and no value is there.
-    // seq_cst loads: see push_impl. Only called once closed_ has been seen.
+    // Closed, and nothing more can arrive: no push is in flight, no value is there, and (for a
+    // T whose move may throw) no pop can still put one back. seq_cst loads: see push_impl. Only
+    // called once closed_ has been seen.
     [[nodiscard]] bool drained() const noexcept {
-        return producer_.cached.load(std::memory_order_seq_cst) != no_buffer &&
-               overflow_.publishers.load(std::memory_order_seq_cst) == 0 &&
-               (middle_.load(std::memory_order_seq_cst) & fresh_bit) == 0;
+        const bool empty = producer_.cached.load(std::memory_order_seq_cst) != no_buffer &&
+                           overflow_.publishers.load(std::memory_order_seq_cst) == 0 &&
+                           (middle_.load(std::memory_order_seq_cst) & fresh_bit) == 0;
+        if constexpr (nothrow_move) {
+            return empty;
+        } else {
+            // A pop counts itself in `restoring` before its exchange takes the value, and stops
+            // counting after its put_back. So a count of 0 read after the empty slot above means
+            // that pop had not taken the value yet (it will find the slot empty), or has ended:
+            // delivered, or put back before it stopped counting (the acquire makes the put_back
+            // visible), which the second look at middle_ then sees.
+            return empty && consumer_.restoring.load(std::memory_order_seq_cst) == 0 &&
+                   (middle_.load(std::memory_order_seq_cst) & fresh_bit) == 0;
+        }
     }
 
-    // What one attempt to take found. `closing`: closed, but a push is still in flight,
-    // so a value may yet appear (a few nanoseconds, unless that thread is descheduled).
+    // What one attempt to take found. `closing`: closed, but a push is still in flight, or a
+    // pop that may put its value back, so a value may yet appear (a few nanoseconds, unless
+    // that thread is descheduled).
     enum class took { value, empty, closing, closed };
 
     took take(std::optional<T>& out) {
@@ -615,6 +636,17 @@ private:
     // return (or throw) `mine` is again an empty buffer the caller owns. Throws what T's move
     // throws; the value is then put back (see put_back).
     took take_from(std::uint32_t& mine, counters& n, std::optional<T>& out) {
+        if constexpr (nothrow_move) {
+            return take_value(mine, n, out);
+        } else {
+            // Counted from before the exchange until after a put_back: a close()d slot is not
+            // drained while a value may come back into it (see drained()).
+            const announce taking(consumer_.restoring);
+            return take_value(mine, n, out);
+        }
+    }
+
+    took take_value(std::uint32_t& mine, counters& n, std::optional<T>& out) {
         const std::uint32_t installed = mine; // our empty buffer, not fresh
         // seq_cst: acquire makes the producer's value in the buffer we take visible; release
         // hands whoever gets our empty buffer next everything we did to it; and the exchange must
@@ -663,13 +695,14 @@ private:
                 return out;
             }
             if (r == took::closing) {
-                // A push that began before close() is finishing: its value (if any)
-                // appears within nanoseconds. Yield (or sleep) rather than park: it sends no
-                // wake-up.
+                // A push that began before close() is finishing, or a pop whose move may throw
+                // may still put its value back: the value (if any) appears within nanoseconds.
+                // Yield (or sleep) rather than park: neither sends a wake-up here.
                 if ((stop != nullptr && stop->stop_requested()) ||
                     (deadline && clock::now() >= *deadline)) {
                     return out;
                 }
+                FRAMEPIPE_DETAIL_REWAIT_HOOK(); // a test seam (detail/config.hpp)
                 detail::yield_or_sleep(closing_steps++);
                 continue;
             }

@@ -543,7 +543,7 @@ public:
 
     // No more inputs may be added; consumers go on until every input has finished or been
     // removed, then get nullopt. Does not close the inputs. Wakes every waiting consumer. Any
-    // thread; idempotent.
+    // thread; idempotent; brief lock. Never throws in practice (std::mutex::lock).
     void close() {
         const std::lock_guard<std::mutex> lock(mu_);
         if (!closed_) {
@@ -559,6 +559,7 @@ public:
     [[nodiscard]] bool closed() const noexcept { return closed_flag_.load(std::memory_order_relaxed); }
 
     // Inputs added and not removed (finished ones included). Any thread; takes the lock briefly.
+    // Never throws in practice (std::mutex::lock).
     [[nodiscard]] std::size_t inputs() const {
         const std::lock_guard<std::mutex> lock(mu_);
         return inputs_.size();
@@ -569,7 +570,7 @@ public:
 
     // Each input's counters, in order of addition (finished ones included, removed ones not).
     // Every snapshot satisfies the identity of the file comment exactly. Any thread; takes the
-    // lock briefly; allocates.
+    // lock briefly; allocates. Throws std::bad_alloc; the selector is unchanged.
     [[nodiscard]] std::vector<input_stats> stats() const {
         std::vector<input_stats> out;
         const std::lock_guard<std::mutex> lock(mu_);
@@ -773,6 +774,10 @@ private:
                 self.moved_locked();
             } else if (left_held) {
                 ++in.dropped; // lost to the throwing move
+            } else {
+                // The item stays held, and no channel shows it: a change, so that the consumers
+                // parked meanwhile (whose wait looks at the channels) look again.
+                self.changed_locked();
             }
             self.settle_locked(in);
         }
@@ -975,7 +980,7 @@ private:
         std::uint64_t seen = 0; // progress_ at the last look
         for (;;) {
             bool moved = false; // since the last look, this one included
-            {
+            try {
                 // As try_select(), inline: the hand-out builds this call's result.
                 const std::lock_guard<std::mutex> lock(mu_);
                 if (input* in = choose_locked(excluded)) {
@@ -984,6 +989,14 @@ private:
                 const std::uint64_t now_seen = progress_.load(std::memory_order_relaxed);
                 moved = now_seen != seen;
                 seen = now_seen;
+            } catch (...) {
+                // A take or the hand-out threw (T's move or copy): the item stays, in its channel
+                // or held here. A wake-up this call took is passed on (the lock is released by
+                // now), or another consumer would stay parked beside that item.
+                if (woke) {
+                    ev_.notify_one();
+                }
+                throw;
             }
             if (!wait) {
                 return std::nullopt;

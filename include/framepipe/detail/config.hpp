@@ -70,8 +70,8 @@
 
 // FRAMEPIPE_DETAIL_REWAIT_HOOK(): a test seam of the same kind, called on a thread that is about
 // to wait again after a look that found nothing (a pop of a ring of each kind, latest_slot or
-// sliding_window, a blocked push of the MPMC rings, a pool's acquire), once it has looked at its
-// stop token and its deadline. The tests of those blocks make the awaited state true there
+// sliding_window, a blocked push of the MPMC rings, a pool's acquire), or to back off while a
+// closed latest_slot settles, once it has looked at its stop token and its deadline. The tests of those blocks make the awaited state true there
 // (a stale item pushed, a slot freed), so that every wait returns at once.
 #if !defined(FRAMEPIPE_DETAIL_REWAIT_HOOK)
 #define FRAMEPIPE_DETAIL_REWAIT_HOOK() ((void)0)
