@@ -1926,6 +1926,88 @@ void open_gate_when_asleep_or_done(const std::atomic<long>& watched, const std::
 
 } // namespace
 
+TEST_CASE("latest_slot: a second producer never waits for a second consumer, nor the reverse") {
+    // Both sides' cached buffers are held (a push and a pop, each blocked in a move: the gate),
+    // so the next push and the next pop take the overflow paths; one of those is held too, in
+    // its move. The other must go through: each side has a spare and a mutex of its own. With
+    // one mutex for both sides, it slept on that mutex until the held move was let go.
+    const bool consumer_held = GENERATE(true, false);
+    CAPTURE(consumer_held);
+    const gate_scope scope;
+    {
+        latest_slot<gated> slot;
+        std::vector<std::thread> held;
+        std::atomic<long> last_id{0};
+        std::atomic<bool> last_done{false};
+        push_status last_pushed{};
+        std::optional<int> last_taken;
+        std::thread last;
+        if (consumer_held) {
+            REQUIRE(slot.push(gated{1, 2}) == push_status::ok); // its pop's move blocks
+            held.emplace_back([&] { (void)slot.try_pop(); });    // holds the consumers' cache
+            the_gate().wait_until_inside(1);
+            REQUIRE(slot.push(gated{2, 2}) == push_status::ok);
+            held.emplace_back([&] { (void)slot.try_pop(); }); // the consumers' spare, held
+            the_gate().wait_until_inside(2);
+            held.emplace_back([&] { (void)slot.push(gated{3, 1}); }); // the producers' cache
+            the_gate().wait_until_inside(3);
+            last = std::thread([&] { // the producers' spare
+                last_id.store(framepipe_test::this_thread_id());
+                last_pushed = slot.push(gated{4});
+                last_done.store(true);
+            });
+        } else {
+            REQUIRE(slot.push(gated{0, 2}) == push_status::ok); // its pop's move blocks
+            held.emplace_back([&] { (void)slot.try_pop(); });    // holds the consumers' cache
+            the_gate().wait_until_inside(1);
+            REQUIRE(slot.push(gated{5}) == push_status::ok); // for the last pop to take
+            held.emplace_back([&] { (void)slot.push(gated{1, 1}); }); // the producers' cache
+            the_gate().wait_until_inside(2);
+            held.emplace_back([&] { (void)slot.push(gated{2, 1}); }); // the producers' spare
+            the_gate().wait_until_inside(3);
+            last = std::thread([&] { // the consumers' spare
+                last_id.store(framepipe_test::this_thread_id());
+                if (const auto v = slot.try_pop()) {
+                    last_taken = v->value();
+                }
+                last_done.store(true);
+            });
+        }
+        // Until it returns, or sleeps on a futex inside the slot (the other side's mutex).
+        bool can_tell = true;
+        while (!last_done.load()) {
+            if (const long tid = last_id.load(); tid != 0) {
+                const auto parked = framepipe_test::futex_waiting_in(tid, &slot, sizeof slot);
+                if (!parked || *parked) {
+                    can_tell = parked.has_value();
+                    break;
+                }
+            }
+            std::this_thread::yield();
+        }
+        const bool went_through = last_done.load(); // before any held move is let go
+        the_gate().release();
+        last.join();
+        for (auto& t : held) {
+            t.join();
+        }
+        if (can_tell) {
+            CHECK(went_through);
+        } else {
+            WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread");
+        }
+        if (consumer_held) {
+            CHECK(last_pushed == push_status::ok); // the slot was empty: both values were taken
+        } else {
+            CHECK(last_taken == 5);
+        }
+        while (slot.try_pop()) {
+        }
+        check_identity(slot.stats());
+    }
+    CHECK(the_gate().alive.load() == 0);
+}
+
 TEST_CASE("latest_slot: a push or pop that replaces or takes the value peek() is copying waits for the copy") {
     // peek() is held inside its copy (the gate), pinning the value. A push replacing that value,
     // or a pop taking it, must wait until the copy is done before it destroys or moves the value

@@ -8,7 +8,7 @@
 // consumer, and a consumer that falls behind skips straight to the newest value. Overwritten
 // values are counted as evicted. Any number of producer and consumer threads may share one slot.
 //
-// How it works: a triple buffer that also serves many threads. Values live in four buffers
+// How it works: a triple buffer that also serves many threads. Values live in five buffers
 // (cells_) and are never copied between them. One atomic word, middle_, names the buffer that is
 // "in the slot", with a `fresh` bit when it holds an unread value. A thread never writes a buffer
 // that another thread can see: a producer builds its value in an empty buffer it owns, swaps
@@ -24,9 +24,11 @@
 // A thread takes its side's cached buffer with one atomic exchange on a cache line that only its
 // side touches, so with one producer and one consumer (the common case) a call costs that
 // uncontended exchange plus the reference triple buffer's one exchange on middle_. A second
-// producer (or consumer) arriving while the cached buffer is in use takes the fourth buffer, the
-// overflow spare, under a small mutex: many producers and consumers stay correct, and they only
-// serialise on that mutex when two threads of one side call at the same instant.
+// producer (or consumer) arriving while the cached buffer is in use takes its side's overflow
+// spare (the fourth buffer for the producers, the fifth for the consumers) under its side's
+// small mutex: many producers and consumers stay correct, and they only serialise on a mutex when
+// two threads of one side call at the same instant. The sides never share one: a push never
+// waits for a pop's move, nor a pop for a push's.
 //
 // Closing is a separate flag, closed_, written once; see push_impl for how a push that races
 // with close() is either refused or waited for by the consumers, so no value lands unseen.
@@ -97,7 +99,9 @@ public:
 
     // The general form. max_age as above; drop_older_epochs refuses (rejected) a push whose value
     // comes from an older epoch (epoch_traits<T>: a live source's connection) than one already
-    // pushed, so that a late value from before a reconnect never replaces a newer one. Throws
+    // pushed, so that a late value from before a reconnect never replaces a newer one. Exact
+    // with one pushing thread at a time (a live source's runner): two producers pushing
+    // different epochs at the same instant can let the older value replace the newer. Throws
     // std::invalid_argument naming max_age (negative, or T not `timestamped`) or
     // drop_older_epochs (T not `epoched`).
     explicit latest_slot(const latest_slot_options& options)
@@ -256,7 +260,8 @@ public:
     // push and pop may be off by the calls in flight.
     [[nodiscard]] channel_stats stats() const noexcept {
         channel_stats s;
-        const counters* const all[] = {&producer_.counts, &consumer_.counts, &overflow_.counts};
+        const counters* const all[] = {&producer_.counts, &consumer_.counts,
+                                       &producer_overflow_.counts, &consumer_overflow_.counts};
         for (const counters* c : all) {
             s.pushed += c->pushed.load(std::memory_order_relaxed);
             s.popped += c->popped.load(std::memory_order_relaxed);
@@ -282,8 +287,8 @@ private:
     // middle_ = index of the buffer in the slot | fresh_bit when it holds an unread value. Every
     // buffer that middle_ does not name and no thread inside a call holds is empty, so values are
     // destroyed when they are replaced or taken, never later.
-    static constexpr std::uint32_t index_mask = 0x3;
-    static constexpr std::uint32_t fresh_bit = 0x4;
+    static constexpr std::uint32_t index_mask = 0x7;
+    static constexpr std::uint32_t fresh_bit = 0x8;
     static constexpr std::uint32_t no_buffer = 0xFF;
 
     // Counters with a single writer: the thread that holds the claim they belong to (a side's
@@ -330,19 +335,21 @@ private:
         std::atomic<std::uint32_t> restoring{0};
     };
 
-    // The spare buffer for a second thread of one side, guarded by a mutex, and the count of
-    // pushes in flight on this path (they do not show in the producers' `cached`; see drained()).
+    // The spare buffer for a second thread of one side, guarded by a mutex of that side's own,
+    // and (the producers' side only) the count of pushes in flight on this path: they do not
+    // show in the producers' `cached` (see drained()).
     struct alignas(detail::cache_line) overflow_side {
+        explicit overflow_side(std::uint32_t first) noexcept : spare(first) {}
         std::mutex mu;
-        std::uint32_t spare = 3; // guarded by mu
+        std::uint32_t spare; // guarded by mu
         counters counts;
         std::atomic<std::uint32_t> publishers{0};
     };
 
-    // Pins on the four buffers, held by peek() while it copies (see peek()). On their own line:
+    // Pins on the five buffers, held by peek() while it copies (see peek()). On their own line:
     // every push and pop loads one of them, and they are written only by peek().
     struct alignas(detail::cache_line) pin_counts {
-        std::atomic<std::uint32_t> count[4] = {};
+        std::atomic<std::uint32_t> count[5] = {};
     };
 
     class pin {
@@ -399,7 +406,7 @@ private:
     // Who owns which empty buffer. A call first claims one empty buffer (and the counters that
     // go with it) for itself: its side's cached buffer, taken with one exchange on the side's
     // `cached` (no_buffer while a thread holds it), or, when another thread of its side holds
-    // that one, the overflow spare under overflow_side::mu. Whatever empty buffer the call ends up
+    // that one, its side's overflow spare under that side's overflow_side::mu. Whatever empty buffer the call ends up
     // owning goes back where the claim came from before it returns (or throws).
     //
     // The cached path is written out in push_impl and take with the buffer index in a plain
@@ -490,8 +497,9 @@ private:
         return status;
     }
 
-    // A second producer, while the first holds the cached buffer: the spare, under the overflow
-    // mutex. Out of line so that push_impl's common path stays short.
+    // A second producer, while the first holds the cached buffer: the producers' spare, under
+    // their overflow mutex (which no consumer takes). Out of line so that push_impl's common path
+    // stays short.
     FRAMEPIPE_NOINLINE push_status push_overflow(T& value) {
         // Declared before the lock, so destroyed after it is released: an evicted value is moved
         // here and destroyed outside our lock (a frame returning to its pool must not run under
@@ -499,12 +507,12 @@ private:
         std::optional<T> victim;
         push_status status;
         {
-            const std::lock_guard<std::mutex> lock(overflow_.mu);
-            const announce busy(overflow_.publishers);
-            std::uint32_t mine = overflow_.spare;
+            const std::lock_guard<std::mutex> lock(producer_overflow_.mu);
+            const announce busy(producer_overflow_.publishers);
+            std::uint32_t mine = producer_overflow_.spare;
             // May throw: then `mine` is unchanged, the spare stays where it was.
-            status = publish(mine, overflow_.counts, value, &victim);
-            overflow_.spare = mine;
+            status = publish(mine, producer_overflow_.counts, value, &victim);
+            producer_overflow_.spare = mine;
         }
         waiters_.notify_one_after_seq_cst();
         return status;
@@ -567,7 +575,7 @@ private:
     // called once closed_ has been seen.
     [[nodiscard]] bool drained() const noexcept {
         const bool empty = producer_.cached.load(std::memory_order_seq_cst) != no_buffer &&
-                           overflow_.publishers.load(std::memory_order_seq_cst) == 0 &&
+                           producer_overflow_.publishers.load(std::memory_order_seq_cst) == 0 &&
                            (middle_.load(std::memory_order_seq_cst) & fresh_bit) == 0;
         if constexpr (nothrow_move) {
             return empty;
@@ -616,19 +624,20 @@ private:
         return r;
     }
 
-    // A second consumer, while the first holds the cached buffer: the spare, under the overflow
-    // mutex. Out of line so that take's common path stays short.
+    // A second consumer, while the first holds the cached buffer: the consumers' spare, under
+    // their overflow mutex (which no producer takes; an expired value destroyed here holds up
+    // only a third consumer). Out of line so that take's common path stays short.
     FRAMEPIPE_NOINLINE took take_overflow(std::optional<T>& out) {
-        const std::lock_guard<std::mutex> lock(overflow_.mu);
-        std::uint32_t mine = overflow_.spare;
+        const std::lock_guard<std::mutex> lock(consumer_overflow_.mu);
+        std::uint32_t mine = consumer_overflow_.spare;
         took r;
         try {
-            r = take_from(mine, overflow_.counts, out);
+            r = take_from(mine, consumer_overflow_.counts, out);
         } catch (...) {
-            overflow_.spare = mine; // take_from left an empty buffer in `mine`
+            consumer_overflow_.spare = mine; // take_from left an empty buffer in `mine`
             throw;
         }
-        overflow_.spare = mine;
+        consumer_overflow_.spare = mine;
         return r;
     }
 
@@ -722,15 +731,16 @@ private:
         }
     }
 
-    // Four buffers: the one in the slot, the producers' cached one, the consumers' cached one
-    // and the overflow spare.
-    buffer cells_[4];
+    // Five buffers: the one in the slot, the producers' and the consumers' cached ones, and
+    // the producers' and the consumers' overflow spares.
+    buffer cells_[5];
     // The hand-off word, alone on its line: producers and consumers contend on it and on nothing
     // else.
     alignas(detail::cache_line) std::atomic<std::uint32_t> middle_{0};
     side producer_{1};
     side consumer_{2};
-    overflow_side overflow_;
+    overflow_side producer_overflow_{3};
+    overflow_side consumer_overflow_{4};
     mutable pin_counts pins_; // peek() pins in a const member
     // Written once, by close(); read by every push: alone on its line so that it stays cached.
     alignas(detail::cache_line) std::atomic<bool> closed_{false};
