@@ -2175,6 +2175,132 @@ TEST_CASE("pipeline: an exception in an inline run fails that stage, not the one
     CHECK(stage_of(snap, "picky").items_inline == 1);
 }
 
+namespace {
+// Emits 0, 1, 2, ... each once the one before has been handled (`handled`), so that the consumer
+// is idle at every emit after the first; ends on its stop token.
+struct lock_step {
+    std::atomic<int> handled{0};
+    int next = 0;
+    std::optional<int> emit(const framepipe::stage_context& ctx) {
+        while (handled.load() < next) {
+            if (ctx.stop_requested()) {
+                return std::nullopt;
+            }
+            std::this_thread::yield();
+        }
+        return next++;
+    }
+};
+
+// An item whose move throws when it is poisoned.
+struct poisoned_item {
+    int v;
+    bool poison;
+    poisoned_item(int x, bool p) : v(x), poison(p) {}
+    poisoned_item(poisoned_item&& o) : v(o.v), poison(o.poison) {
+        if (poison) {
+            throw std::runtime_error("item move");
+        }
+    }
+    poisoned_item(const poisoned_item&) = delete;
+    poisoned_item& operator=(const poisoned_item&) = delete;
+    poisoned_item& operator=(poisoned_item&&) = delete;
+    ~poisoned_item() = default;
+};
+} // namespace
+
+TEST_CASE("pipeline: an inline run that throws stops the pipeline at once; the stage upstream ends stopped") {
+    // The sink runs inline on mid's thread from the first item, and throws there. As if its own
+    // thread had thrown: the pipeline stops at once, so mid ends stopped, not finished (before,
+    // mid ended by itself, its output closed, and the abort came only when the sink's own thread
+    // woke; the seam holds that thread until mid has ended, so the old order always shows).
+    ring<int> a(4, overflow::block);
+    ring<int> b(4, overflow::block);
+    lock_step run;
+    std::atomic<std::thread::id> mid_thread{};
+    pipeline p("inline-error-upstream");
+    p.source("count", a, [&](framepipe::stage_context& ctx) { return run.emit(ctx); });
+    p.stage("mid", a, b, [&](int v) {
+        mid_thread.store(std::this_thread::get_id());
+        return v;
+    });
+    p.sink("picky", b, [&](int v) {
+        if (std::this_thread::get_id() == mid_thread.load()) {
+            throw std::runtime_error("inline item " + std::to_string(v));
+        }
+        run.handled.fetch_add(1);
+    }, {.inline_when_idle = true});
+#if defined(__linux__)
+    inline_end_seam.reached.store(0); // the seam's counts are the program's: this test's own
+    inline_end_seam.left.store(0);
+    inline_end_seam.arm(0); // picky's own thread, at its end: held until mid has ended
+#endif
+    p.start();
+#if defined(__linux__)
+    while (inline_end_seam.reached.load() == 0) {
+        std::this_thread::yield();
+    }
+    while (stage_of(p.snapshot(), "mid").state == stage_state::running) {
+        std::this_thread::yield();
+    }
+    inline_end_seam.go.store(true);
+#endif
+    try {
+        p.wait();
+        FAIL("wait() did not rethrow");
+    } catch (const framepipe::stage_error& e) {
+        CHECK(e.stage() == "picky");
+    }
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "picky").state == stage_state::failed);
+    CHECK(stage_of(snap, "mid").state == stage_state::stopped);
+    CHECK(stage_of(snap, "picky").items_inline == 1);
+}
+
+TEST_CASE("pipeline: an item whose move throws as it is emitted inline fails the producer") {
+    // Once the sink has run inline on the source's thread, every later emit is inline (the
+    // sink is idle: lock step). The next item's move, into the sink's argument, throws: the
+    // producer's emit failed, as a push's would have without inline_when_idle, so the source
+    // fails, and the sink, whose function never threw, does not; the emit is not counted.
+    ring<poisoned_item> a(4, overflow::block); // a T whose move may throw: the mutex ring
+    std::atomic<std::thread::id> source_thread{};
+    std::atomic<bool> ran_inline{false};
+    std::atomic<int> handled{0};
+    int next = 0;
+    pipeline p("inline-emit-throws");
+    p.source("count", a, [&](framepipe::stage_context& ctx) -> std::optional<poisoned_item> {
+        source_thread.store(std::this_thread::get_id());
+        while (handled.load() < next) {
+            if (ctx.stop_requested()) {
+                return std::nullopt;
+            }
+            std::this_thread::yield();
+        }
+        const int v = next++;
+        return std::optional<poisoned_item>(std::in_place, v, ran_inline.load());
+    });
+    p.sink("take", a, [&](poisoned_item&& x) {
+        if (std::this_thread::get_id() == source_thread.load()) {
+            ran_inline.store(true);
+        }
+        (void)x;
+        handled.fetch_add(1);
+    }, {.inline_when_idle = true});
+    p.start();
+    try {
+        p.wait();
+        FAIL("wait() did not rethrow");
+    } catch (const framepipe::stage_error& e) {
+        CHECK(e.stage() == "count");
+        CHECK(std::string(e.what()).find("item move") != std::string::npos);
+    }
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "count").state == stage_state::failed);
+    CHECK(stage_of(snap, "take").state != stage_state::failed);
+    CHECK(stage_of(snap, "count").items_out == stage_of(snap, "take").items_in);
+    CHECK(stage_of(snap, "take").items_inline >= 1);
+}
+
 TEST_CASE("pipeline: an inline run gets its own stage's stop token, and an abort ends it") {
     ring<int> a(4, overflow::block);
     ring<int> b(4, overflow::block);
@@ -2263,6 +2389,8 @@ TEST_CASE("pipeline: a stage whose own thread found its output closed runs nothi
         return v;
     }, {.inline_when_idle = true});
     p.sink("drain", b, [](int) {});
+    inline_end_seam.reached.store(0); // the seam's counts are the program's: this test's own
+    inline_end_seam.left.store(0);
     inline_end_seam.arm(0);
     p.start();
     p.wait();

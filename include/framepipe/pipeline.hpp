@@ -451,7 +451,7 @@ struct inline_gate {
     [[nodiscard]] bool hold() noexcept {
         for (;;) {
             int s = open;
-            // Acquire on failure too: a gate found shut carries the error stored before it.
+            // Acquire on failure too: a gate found shut carries the failure recorded before it.
             if (state.compare_exchange_strong(s, held, std::memory_order_acquire,
                                               std::memory_order_acquire)) {
                 return true;
@@ -495,7 +495,11 @@ struct inline_gate {
     // Runs the stage's function on an item of type *item (moved from), with its metrics; false
     // when the stage's output was closed.
     unique_function<bool(void*)> run;
-    std::exception_ptr error; // what an inline run threw; the stage's thread rethrows it
+    // Set by start(): the stage fails with what its inline run threw, and the pipeline stops at
+    // once, as if the stage's own thread had thrown it. Called by the upstream thread, holding
+    // the gate, which it then shuts: the stage's thread, which sees the gate shut (acquire),
+    // sees its stage failed.
+    unique_function<void(std::exception_ptr)> fail;
     event_count released;     // the stage's thread waits here while an inline run holds the gate
 };
 
@@ -1073,6 +1077,9 @@ private:
                 s->gate->entered = d.stats ? d.stats->size : 0;
                 s->input->gate = s->gate.get();
                 s->gate->stage = s.get();
+                s->gate->fail = [this, st = s.get()](std::exception_ptr e) {
+                    fail_stage(*st, std::move(e));
+                };
             }
         }
     }
@@ -1575,7 +1582,7 @@ private:
             item_type& x = newer ? **newer : *item;
             if (gate != nullptr) {
                 if (!gate->hold()) {
-                    break; // shut by an inline run that failed: rethrown below
+                    break; // shut by an inline run that failed: this stage has failed
                 }
                 closer.held = true;
                 ++gate->taken;
@@ -1593,10 +1600,7 @@ private:
         if (gate != nullptr) {
             closer.gate = nullptr;
             FRAMEPIPE_DETAIL_INLINE_END_HOOK();
-            gate->shut_down();
-            if (gate->error) {
-                std::rethrow_exception(gate->error); // an inline run's: this stage fails
-            }
+            gate->shut_down(); // an inline run that failed has failed this stage (gate->fail)
         }
     }
 
@@ -1686,13 +1690,23 @@ private:
     static bool hand_off(detail::inline_gate& g, Out& out, V&& v) {
         if (g.try_hold()) {
             if (g.taken == g.entered && !out.closed()) {
+                // Built before the run, outside its handler: a move or copy of the item that
+                // throws is this producer's emit failing, as a push's would, not the consumer's.
+                std::optional<input_item_t<Out>> x;
+                try {
+                    x.emplace(std::forward<V>(v));
+                } catch (...) {
+                    g.release();
+                    throw;
+                }
                 bool go_on = false;
                 try {
-                    input_item_t<Out> x(std::forward<V>(v));
-                    go_on = g.run(&x);
+                    go_on = g.run(&*x);
                 } catch (...) {
-                    // The consumer's thread wakes to an input closed and drained, and rethrows.
-                    g.error = std::current_exception();
+                    // The consumer's function threw: that stage fails, and the pipeline stops
+                    // now (this producer ends as stopped). The consumer's thread wakes to an
+                    // input closed and drained, and ends failed.
+                    g.fail(std::current_exception());
                     g.release(detail::inline_gate::shut);
                     out.close();
                     return false;
@@ -1723,15 +1737,7 @@ private:
             s.body(s, ctx);
         } catch (...) {
             failed = true;
-            s.failed.store(true, std::memory_order_relaxed);
-            {
-                const std::lock_guard<std::mutex> lock(mu_);
-                if (!error_) {
-                    error_ = std::current_exception();
-                    error_stage_ = s.name;
-                }
-            }
-            abort_all();
+            fail_stage(s, std::current_exception());
         }
         // Downstream: the last producer of a channel closes it, so its consumers drain and end.
         if (s.output != nullptr &&
@@ -1758,6 +1764,22 @@ private:
         s.state.store(end, std::memory_order_seq_cst);
         running_.fetch_sub(1, std::memory_order_seq_cst);
         ended_.notify_all_after_seq_cst();
+    }
+
+    // Stage `s` failed with `e` (its function threw, on its own thread or inline on its
+    // upstream's): the first error is kept for wait(), and every stage stops now.
+    // noexcept: a failure to record it (std::bad_alloc copying the name) terminates, as it did
+    // when it escaped a stage's thread.
+    void fail_stage(detail::stage_entry& s, std::exception_ptr e) noexcept {
+        s.failed.store(true, std::memory_order_relaxed);
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            if (!error_) {
+                error_ = std::move(e);
+                error_stage_ = s.name;
+            }
+        }
+        abort_all();
     }
 
     // Waits until no stage runs or `deadline`; true when none runs.

@@ -189,7 +189,8 @@
 // FRAMEPIPE_DETAIL_INLINE_END_HOOK(): a test seam of the same kind in pipeline.hpp, called on the
 // thread of a stage that runs inline_when_idle once its loop has ended, before it shuts the gate
 // for good: tests/test_pipeline.cpp holds a stage there, its output found closed, while the
-// thread upstream hands it another item, which must not run inline.
+// thread upstream hands it another item, which must not run inline; and holds a stage whose
+// inline run threw there until the stage upstream has ended.
 #if !defined(FRAMEPIPE_DETAIL_INLINE_END_HOOK)
 #define FRAMEPIPE_DETAIL_INLINE_END_HOOK() ((void)0)
 #endif
