@@ -13,6 +13,18 @@ inline framepipe_test::test_seam peek_pin_seam;
 #include "support/thread_hooks.hpp"
 #define FRAMEPIPE_DETAIL_REWAIT_HOOK() ::framepipe_test::run_hook(::framepipe_test::rewait_action)
 
+// The seam between the reads of drained() (a T whose move may throw): a thread that sets
+// drained_action runs it with the step (1 after the first look at the slot, 2 after the first
+// read of the pops that may put a value back).
+#include <functional>
+inline thread_local const std::function<void(int)>* drained_action = nullptr;
+#define FRAMEPIPE_DETAIL_LATEST_DRAINED_HOOK(step)                                                 \
+    do {                                                                                           \
+        if (::drained_action != nullptr) {                                                         \
+            (*::drained_action)(step);                                                             \
+        }                                                                                          \
+    } while (false)
+
 #include <framepipe/channel.hpp>
 #include <framepipe/latest_slot.hpp>
 #include <framepipe/stamped.hpp>
@@ -1925,6 +1937,71 @@ void open_gate_when_asleep_or_done(const std::atomic<long>& watched, const std::
 }
 
 } // namespace
+
+TEST_CASE("latest_slot: a value put back and taken again between drained()'s reads is not missed") {
+    // A closed slot; pop A holds its value in a move that will throw. Consumer Q's pop() looks
+    // at the slot (empty: A has it), and then, at the seam: A's move throws and the value goes
+    // back (step 1, before Q reads the pops in flight: none now); pop B takes the value again
+    // and is held in its move, which will throw too (step 2, after that read). Q's second look
+    // finds the slot empty, as at its first, but B started between its reads: not drained. Q
+    // backs off, lets B's move go (it throws, the value goes back), and takes the value. A
+    // drained() that did not read the started pops again returned nullopt, and B's put-back
+    // left the value in a slot nobody read.
+    const gate_scope scope;
+    {
+        latest_slot<gated> slot;
+        REQUIRE(slot.push(gated{1, 2}) == push_status::ok); // each pop's move of it: held
+        slot.close();
+        the_gate().throw_on_release.store(true);
+        std::atomic<int> threw{0};
+        const auto pop_held = [&] {
+            try {
+                (void)slot.try_pop();
+            } catch (const gate_error&) {
+                threw.fetch_add(1);
+            }
+        };
+        std::thread a(pop_held);
+        the_gate().wait_until_inside(1); // A holds the value
+        std::thread b;
+        const std::function<void(int)> at_step = [&](int step) {
+            if (step == 1 && a.joinable()) {
+                the_gate().release(); // A's move throws; the value goes back
+                a.join();
+                the_gate().open.store(false); // B's move is held, and throws, in its turn
+                the_gate().throw_on_release.store(true);
+            } else if (step == 2 && !b.joinable()) {
+                b = std::thread(pop_held);
+                the_gate().wait_until_inside(1); // B holds the value
+            }
+        };
+        const std::function<void()> let_go = [] { the_gate().release(); };
+        int got = 0; // the value Q's pop() returned; -1 for nullopt
+        std::thread q([&] {
+            drained_action = &at_step;
+            framepipe_test::rewait_action = &let_go;
+            const std::optional<gated> v = slot.pop();
+            framepipe_test::rewait_action = nullptr;
+            drained_action = nullptr;
+            got = v ? v->value() : -1;
+        });
+        q.join();
+        the_gate().release(); // if Q's pop returned without backing off
+        if (a.joinable()) {
+            a.join();
+        }
+        if (b.joinable()) {
+            b.join();
+        }
+        CHECK(threw.load() == 2);
+        CHECK(got == 1);
+        CHECK(slot.size() == 0);
+        const channel_stats s = slot.stats();
+        check_identity(s);
+        CHECK(s.popped == 1);
+    }
+    CHECK(the_gate().alive.load() == 0);
+}
 
 TEST_CASE("latest_slot: a second producer never waits for a second consumer, nor the reverse") {
     // Both sides' cached buffers are held (a push and a pop, each blocked in a move: the gate),

@@ -330,10 +330,15 @@ private:
         // producers' side that also says "a push is in flight" (see drained()).
         std::atomic<std::uint32_t> cached;
         counters counts;
-        // The consumers' side only, and only for a T whose move may throw: pops that may still
-        // put a value back (see take_from and drained()).
-        std::atomic<std::uint32_t> restoring{0};
+        // The consumers' side only, and only for a T whose move may throw: the pops that may
+        // still put a value back, in the low 32 bits, and, above them, how many such pops have
+        // started (only ever rising, modulo 2^32; see take_from and drained()).
+        std::atomic<std::uint64_t> restoring{0};
     };
+
+    // side::restoring: one pop more started, in the high half.
+    static constexpr std::uint64_t restore_started = std::uint64_t{1} << 32;
+    static constexpr std::uint64_t restore_in_flight = restore_started - 1;
 
     // The spare buffer for a second thread of one side, guarded by a mutex of that side's own,
     // and (the producers' side only) the count of pushes in flight on this path: they do not
@@ -384,13 +389,15 @@ private:
     }
 
     // Counts a call in `n` while it lives: a push on the overflow path in
-    // overflow_side::publishers, or a pop that may put a value back in side::restoring.
+    // overflow_side::publishers, or (Word = std::uint64_t, `started` = restore_started) a pop
+    // that may put a value back in side::restoring, which also counts it as started.
+    template <class Word, Word started = 0>
     class announce {
     public:
-        explicit announce(std::atomic<std::uint32_t>& n) noexcept : n_(&n) {
+        explicit announce(std::atomic<Word>& n) noexcept : n_(&n) {
             // seq_cst: ordered before the caller's load of closed_ (see push_impl), or before
             // the pop's exchange on middle_ (see drained()).
-            n_->fetch_add(1, std::memory_order_seq_cst);
+            n_->fetch_add(started | 1, std::memory_order_seq_cst);
         }
         ~announce() {
             // Release: a consumer that reads 0 here (acquire, in drained()) sees what we did.
@@ -400,7 +407,7 @@ private:
         announce& operator=(const announce&) = delete;
 
     private:
-        std::atomic<std::uint32_t>* n_;
+        std::atomic<Word>* n_;
     };
 
     // Who owns which empty buffer. A call first claims one empty buffer (and the counters that
@@ -508,7 +515,7 @@ private:
         push_status status;
         {
             const std::lock_guard<std::mutex> lock(producer_overflow_.mu);
-            const announce busy(producer_overflow_.publishers);
+            const announce<std::uint32_t> busy(producer_overflow_.publishers);
             std::uint32_t mine = producer_overflow_.spare;
             // May throw: then `mine` is unchanged, the spare stays where it was.
             status = publish(mine, producer_overflow_.counts, value, &victim);
@@ -580,13 +587,20 @@ private:
         if constexpr (nothrow_move) {
             return empty;
         } else {
-            // A pop counts itself in `restoring` before its exchange takes the value, and stops
-            // counting after its put_back. So a count of 0 read after the empty slot above means
-            // that pop had not taken the value yet (it will find the slot empty), or has ended:
+            // A pop counts itself in `restoring` (in flight, and started) before its exchange
+            // takes the value, and stops counting in flight after its put_back. Read after the
+            // empty slot above, no pop in flight means that each pop that had started had ended:
             // delivered, or put back before it stopped counting (the acquire makes the put_back
-            // visible), which the second look at middle_ then sees.
-            return empty && consumer_.restoring.load(std::memory_order_seq_cst) == 0 &&
-                   (middle_.load(std::memory_order_seq_cst) & fresh_bit) == 0;
+            // visible), which the second look at middle_ then sees, unless a pop took it again.
+            // That pop started after the read (its start precedes its exchange, which precedes
+            // the second look), so the started count differs at the third read. Equal counts and
+            // an empty second look: no value can come back.
+            FRAMEPIPE_DETAIL_LATEST_DRAINED_HOOK(1);
+            const std::uint64_t before = consumer_.restoring.load(std::memory_order_seq_cst);
+            FRAMEPIPE_DETAIL_LATEST_DRAINED_HOOK(2);
+            return empty && (before & restore_in_flight) == 0 &&
+                   (middle_.load(std::memory_order_seq_cst) & fresh_bit) == 0 &&
+                   consumer_.restoring.load(std::memory_order_seq_cst) == before;
         }
     }
 
@@ -650,7 +664,7 @@ private:
         } else {
             // Counted from before the exchange until after a put_back: a close()d slot is not
             // drained while a value may come back into it (see drained()).
-            const announce taking(consumer_.restoring);
+            const announce<std::uint64_t, restore_started> taking(consumer_.restoring);
             return take_value(mine, n, out);
         }
     }

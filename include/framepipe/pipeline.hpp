@@ -1704,8 +1704,8 @@ private:
                     go_on = g.run(&*x);
                 } catch (...) {
                     // The consumer's function threw: that stage fails, and the pipeline stops
-                    // now (this producer ends as stopped). The consumer's thread wakes to an
-                    // input closed and drained, and ends failed.
+                    // now (this producer ends as a stopped stage does). The consumer's thread
+                    // wakes to an input closed and drained, and ends failed.
                     g.fail(std::current_exception());
                     g.release(detail::inline_gate::shut);
                     out.close();

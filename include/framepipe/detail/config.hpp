@@ -136,6 +136,15 @@
 #define FRAMEPIPE_DETAIL_LATEST_PEEK_HOOK() ((void)0)
 #endif
 
+// FRAMEPIPE_DETAIL_LATEST_DRAINED_HOOK(step): a test seam of the same kind in latest_slot's
+// drained() (for a T whose move may throw), called between its reads: step 1 after the first
+// look at the slot, step 2 after the first read of the pops that may put a value back.
+// tests/test_latest_slot.cpp lets one pop put its value back at step 1 and another take it at
+// step 2, which the last read must then see.
+#if !defined(FRAMEPIPE_DETAIL_LATEST_DRAINED_HOOK)
+#define FRAMEPIPE_DETAIL_LATEST_DRAINED_HOOK(step) ((void)0)
+#endif
+
 // FRAMEPIPE_DETAIL_OWNED_ADMIT_HOOK(): a test seam of the same kind. Called on the thread that owns
 // a rate_limiter, inside its section, after it read the word and before it stores the new one
 // (rate_limiter.hpp); tests/test_rate_limiter.cpp holds the section open with it while another
