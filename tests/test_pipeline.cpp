@@ -2265,26 +2265,22 @@ TEST_CASE("pipeline: an item whose move throws as it is emitted inline fails the
     ring<poisoned_item> a(4, overflow::block); // a T whose move may throw: the mutex ring
     std::atomic<std::thread::id> source_thread{};
     std::atomic<bool> ran_inline{false};
-    std::atomic<int> handled{0};
-    int next = 0;
+    lock_step run;
     pipeline p("inline-emit-throws");
     p.source("count", a, [&](framepipe::stage_context& ctx) -> std::optional<poisoned_item> {
         source_thread.store(std::this_thread::get_id());
-        while (handled.load() < next) {
-            if (ctx.stop_requested()) {
-                return std::nullopt;
-            }
-            std::this_thread::yield();
+        const std::optional<int> v = run.emit(ctx);
+        if (!v) {
+            return std::nullopt;
         }
-        const int v = next++;
-        return std::optional<poisoned_item>(std::in_place, v, ran_inline.load());
+        return std::optional<poisoned_item>(std::in_place, *v, ran_inline.load());
     });
     p.sink("take", a, [&](poisoned_item&& x) {
         if (std::this_thread::get_id() == source_thread.load()) {
             ran_inline.store(true);
         }
         (void)x;
-        handled.fetch_add(1);
+        run.handled.fetch_add(1);
     }, {.inline_when_idle = true});
     p.start();
     try {
