@@ -1902,6 +1902,51 @@ TEST_CASE("latest_slot: a closed slot is not drained while a pop whose move thro
     CHECK(the_gate().alive.load() == 0);
 }
 
+TEST_CASE("latest_slot: a pop whose move throws does not put back a value older than one taken since") {
+    // A consumer takes value 1 and is held in its move out, which then throws. Meanwhile `rounds`
+    // newer values are pushed and taken by another consumer. Pushes and pops pass three buffers
+    // around (the producers' cached one, the slot's, the consumers' spare), so after every third
+    // round the slot names the held pop's empty buffer again, in the very word that pop left. The
+    // put-back must still see that the slot was touched: value 1 is dropped (evicted), and never
+    // comes after the newer ones.
+    const gate_scope scope;
+    for (int rounds = 1; rounds <= 7; ++rounds) {
+        CAPTURE(rounds);
+        {
+            latest_slot<gated> slot;
+            REQUIRE(slot.push(gated{1, 2}) == push_status::ok); // move 2 (out) is held
+            the_gate().throw_on_release.store(true);
+            bool threw = false;
+            std::thread taker([&] {
+                try {
+                    (void)slot.try_pop();
+                } catch (const gate_error&) {
+                    threw = true;
+                }
+            });
+            the_gate().wait_until_inside(1); // the taker holds value 1 and the cached buffer
+            for (int i = 0; i < rounds; ++i) {
+                REQUIRE(slot.push(gated{10 + i}) == push_status::ok);
+                const std::optional<gated> v = slot.try_pop(); // the consumers' spare buffer
+                REQUIRE(v.has_value());
+                CHECK(v->value() == 10 + i);
+            }
+            the_gate().release();
+            taker.join();
+            CHECK(threw);
+            const std::optional<gated> after = slot.try_pop();
+            CHECK_FALSE(after.has_value()); // value 1 was older than the ones taken since
+            const channel_stats s = slot.stats();
+            check_identity(s);
+            CHECK(s.pushed == static_cast<std::uint64_t>(rounds) + 1);
+            CHECK(s.popped == static_cast<std::uint64_t>(rounds));
+            CHECK(s.evicted == 1); // value 1, dropped by the failed pop
+            gate_scope::reset();
+        }
+        CHECK(the_gate().alive.load() == 0);
+    }
+}
+
 namespace {
 
 // A value whose copy can be held at the gate (hold_next_copy), and whose end stays visible: its

@@ -284,12 +284,17 @@ private:
     // The event count consumers wait on for a value (see detail::readable_access).
     [[nodiscard]] detail::event_count& readable_event() noexcept { return waiters_; }
 
-    // middle_ = index of the buffer in the slot | fresh_bit when it holds an unread value. Every
-    // buffer that middle_ does not name and no thread inside a call holds is empty, so values are
-    // destroyed when they are replaced or taken, never later.
+    // middle_ = index of the buffer in the slot | fresh_bit when it holds an unread value (or
+    // | a pop's tag, see pop_tag_shift, when it holds none). Every buffer that middle_ does not
+    // name and no thread inside a call holds is empty, so values are destroyed when they are
+    // replaced or taken, never later.
     static constexpr std::uint32_t index_mask = 0x7;
     static constexpr std::uint32_t fresh_bit = 0x8;
     static constexpr std::uint32_t no_buffer = 0xFF;
+    // For a T whose move may throw, a pop leaves its empty buffer in middle_ with a tag above
+    // these bits: the low 28 bits of the number of such pops started before it, so that no
+    // later exchange leaves middle_ with the same word (see put_back).
+    static constexpr unsigned pop_tag_shift = 4;
 
     // Counters with a single writer: the thread that holds the claim they belong to (a side's
     // cached buffer, or the overflow mutex). An increment is then a relaxed load and store (no
@@ -397,8 +402,10 @@ private:
         explicit announce(std::atomic<Word>& n) noexcept : n_(&n) {
             // seq_cst: ordered before the caller's load of closed_ (see push_impl), or before
             // the pop's exchange on middle_ (see drained()).
-            n_->fetch_add(started | 1, std::memory_order_seq_cst);
+            before_ = n_->fetch_add(started | 1, std::memory_order_seq_cst);
         }
+        // The count as this call found it.
+        [[nodiscard]] Word before() const noexcept { return before_; }
         ~announce() {
             // Release: a consumer that reads 0 here (acquire, in drained()) sees what we did.
             n_->fetch_sub(1, std::memory_order_release);
@@ -408,6 +415,7 @@ private:
 
     private:
         std::atomic<Word>* n_;
+        Word before_;
     };
 
     // Who owns which empty buffer. A call first claims one empty buffer (and the counters that
@@ -561,9 +569,10 @@ private:
     // Puts the value in buffer `held` back into the slot after a pop's move threw, if nothing
     // happened to the slot since the pop took it (middle_ still holds `installed`, the word the
     // pop left there). Otherwise a push (or another pop) came in between: the held value is
-    // dropped as a replaced one, counted as evicted. (Only if, in between, two pushes and two
-    // pops had passed the same buffers around back to the very same word would the older value
-    // go back in; the counts stay exact either way.) Returns the empty buffer the caller owns.
+    // dropped as a replaced one, counted as evicted. Pushes and pops pass the same few buffers
+    // around, so middle_ can name this pop's empty buffer again after others went through; the
+    // pop's tag in `installed` (see pop_tag_shift) tells that word from this one, unless 2^28
+    // pops whose move may throw started in between. Returns the empty buffer the caller owns.
     std::uint32_t put_back(std::uint32_t held, std::uint32_t installed, counters& n) noexcept {
         std::uint32_t expected = installed;
         // seq_cst: the value reappears, and waiters parked meanwhile must see it (the notify).
@@ -665,12 +674,16 @@ private:
             // Counted from before the exchange until after a put_back: a close()d slot is not
             // drained while a value may come back into it (see drained()).
             const announce<std::uint64_t, restore_started> taking(consumer_.restoring);
-            return take_value(mine, n, out);
+            constexpr std::uint32_t tag_bits = (std::uint32_t{1} << (32 - pop_tag_shift)) - 1;
+            const auto tag = static_cast<std::uint32_t>(taking.before() >> 32) & tag_bits;
+            return take_value(mine, n, out, tag << pop_tag_shift);
         }
     }
 
-    took take_value(std::uint32_t& mine, counters& n, std::optional<T>& out) {
-        const std::uint32_t installed = mine; // our empty buffer, not fresh
+    // `tag`: 0, or for a T whose move may throw, this pop's tag (see pop_tag_shift).
+    took take_value(std::uint32_t& mine, counters& n, std::optional<T>& out,
+                    std::uint32_t tag = 0) {
+        const std::uint32_t installed = mine | tag; // our empty buffer, not fresh
         // seq_cst: acquire makes the producer's value in the buffer we take visible; release
         // hands whoever gets our empty buffer next everything we did to it; and the exchange must
         // precede our load of the buffer's pin in the single total order (see peek()). On x86
