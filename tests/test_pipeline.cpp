@@ -1256,6 +1256,39 @@ struct always_full {
 };
 } // namespace
 
+namespace {
+// A user's channel whose pop() finds an item and whose try_pop() throws (a copy that throws, say).
+struct throwing_skip {
+    std::uint64_t popped = 0;
+    framepipe::channel_stats stats() const {
+        framepipe::channel_stats st;
+        st.pushed = st.popped = popped;
+        return st;
+    }
+    std::optional<int> pop(std::stop_token) { return static_cast<int>(++popped); }
+    std::optional<int> try_pop() { throw std::runtime_error("skip copy"); }
+    void push(int) {}
+    void close() {}
+};
+} // namespace
+
+TEST_CASE("pipeline: a paced stage whose skip to the newest item throws counts the item it held") {
+    // The sink pops item 1 and, at its turn, looks for a newer one; that try_pop throws. The
+    // stage fails with the error, and item 1, popped by the channel and never handled, is
+    // counted as passed over (rate_limited) instead of vanishing.
+    throwing_skip a;
+    pipeline p("paced_throw");
+    p.channel(a, "a");
+    p.sink("paced", a, [](int) {}, {.max_rate_hz = 1e6});
+    p.start();
+    CHECK_THROWS_WITH(p.wait(), Catch::Contains("skip copy"));
+    const auto snap = p.snapshot();
+    CHECK(stage_of(snap, "paced").state == stage_state::failed);
+    CHECK(stage_of(snap, "paced").items_in == 0);
+    CHECK(a.popped == 1);
+    CHECK(dropped_for(channel_of(snap, "a"), "rate_limited") == 1);
+}
+
 TEST_CASE("pipeline: a paced stage passes over at most its input's capacity per turn") {
     // The skip to the newest item used to run as long as try_pop found one: behind a producer
     // that keeps up, a single turn. Now each turn passes over at most 16 (the capacity): the

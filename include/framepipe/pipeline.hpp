@@ -369,8 +369,9 @@ struct channel_entry {
     // stage uses it any more, as if the source removed had never been added.
     bool named = false;
     std::atomic<std::size_t> producers_running{0};
-    // Items a paced stage popped and passed over for a newer one: popped by the channel, shown
-    // as rate_limited drops in the snapshot.
+    // Items a paced stage popped and passed over for a newer one, or dropped unhandled when it
+    // stopped or its skip's try_pop() threw: popped by the channel, shown as rate_limited drops
+    // in the snapshot.
     std::atomic<std::uint64_t> skipped{0};
     // inline_when_idle: the item type a producer could hand its consumer directly (null: its
     // producer cannot), and the consuming stage's gate once start() has checked the pair.
@@ -1565,7 +1566,16 @@ private:
                 // passed over all the same.)
                 if constexpr (requires { { in.try_pop() } -> std::same_as<popped>; }) {
                     for (std::size_t k = 0; k < max_skip; ++k) {
-                        popped n = in.try_pop();
+                        // A try_pop that throws fails the stage, and the item it holds is
+                        // dropped unhandled: counted as passed over, as on a stop above.
+                        popped n = [&] {
+                            try {
+                                return in.try_pop();
+                            } catch (...) {
+                                self.input->skipped.fetch_add(1, std::memory_order_relaxed);
+                                throw;
+                            }
+                        }();
                         if (!n) {
                             break;
                         }

@@ -500,10 +500,11 @@ public:
     // wait for the internal lock, and, on a channel found closed and empty, for a push that read
     // it open before the close and has not stored yet (spsc_ring, latest_slot: a few
     // instructions; see the file comment, "Taking"). nullopt when nothing is ready.
-    // Exceptions: what a channel's try_pop() or pop() throws (the item stays in the channel, by
-    // the channel's guarantee), or what T's move constructor throws: while handing the item out
-    // (it stays held by the selector and is offered again), or while holding it (counted as
-    // dropped). Counters stay exact.
+    // Exceptions: what a channel's try_pop() or pop() throws (the item stays in the channel, or
+    // is dropped and counted there, by the channel's guarantee: latest_slot's, say), or what T's
+    // move constructor throws: while handing the item out (it stays held by the selector and is
+    // offered again), or while taking it into the selector (counted as dropped; one move more
+    // for the last item of a channel closed while a push was in flight). Counters stay exact.
     [[nodiscard]] std::optional<selected<T>> try_pop() {
         return pop_impl(nullptr, detail::no_deadline, false, {});
     }
