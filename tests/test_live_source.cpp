@@ -5,10 +5,23 @@
 // (held in its clock's now(), outside any backend call).
 
 #include <atomic>
+#include <system_error>
 
 // A test seam (live_source.hpp): counts the runners stop() abandons, which the stats leave out.
 inline std::atomic<int> stop_abandons{0};
 #define FRAMEPIPE_DETAIL_LIVE_STOP_ABANDON_HOOK() (void)::stop_abandons.fetch_add(1)
+// Another (live_source.hpp): while positive, each runner that is about to start uses one, and
+// fails as a thread that cannot start does (std::thread throws std::system_error, EAGAIN).
+inline std::atomic<int> runner_starts_to_fail{0};
+#define FRAMEPIPE_DETAIL_LIVE_RUNNER_START_HOOK() ::fail_runner_start_if_asked()
+inline void fail_runner_start_if_asked() {
+    for (int n = runner_starts_to_fail.load(); n > 0;) {
+        if (runner_starts_to_fail.compare_exchange_weak(n, n - 1)) {
+            throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                                    "runner thread");
+        }
+    }
+}
 
 #include <framepipe/broadcaster.hpp>
 #include <framepipe/latest_slot.hpp>
@@ -686,6 +699,55 @@ TEST_CASE("live_source: a read that ignores its timeout is abandoned; its late f
     CHECK(epochs_in_order);
     CHECK(control->opens.load() >= 2);
     CHECK_THAT(src.stats().last_error, Catch::Contains("abandoned"));
+}
+
+TEST_CASE("live_source: a fresh runner whose thread cannot start fails the source") {
+    // The watchdog abandons a read that ignores its timeout, and its new runner's thread cannot
+    // start. That threw out of the watchdog's thread: std::terminate. Now the source fails.
+    auto control = std::make_shared<hanging::control>();
+    framepipe::live_options o;
+    o.stall_timeout = 20ms;
+    o.abandon_after = 20ms;
+    o.backoff = {.initial = 1ms, .max = 10ms, .multiplier = 2.0, .jitter = 0.0};
+    framepipe::live_source<hanging> src([control] { return hanging{control}; }, o);
+    framepipe::ring<item> out(1 << 16);
+    src.start(out);
+    while (src.stats().frames < 10) {
+        std::this_thread::yield();
+    }
+    runner_starts_to_fail.store(1);
+    control->hang = true; // the current connection's next read blocks for good
+    CHECK(src.wait(std::stop_token{})); // the source ends: failed
+    CHECK(src.state() == live_state::failed);
+    CHECK(runner_starts_to_fail.load() == 0); // the relaunch was tried, and failed
+    CHECK(src.stats().abandoned == 1);
+    CHECK_FALSE(src.stats().connected_since);
+    CHECK_THAT(src.stats().last_error, Catch::Contains("cannot start a new runner"));
+    src.stop(); // returns: no runner thread to join
+    CHECK(src.state() == live_state::failed);
+    control->release = true; // the abandoned call returns, late, and its runner leaves
+    while (control->returned_late.load() < control->hung_calls.load()) {
+        std::this_thread::yield();
+    }
+    while (auto v = out.try_pop()) {
+        CHECK(v->value != -1); // no late frame
+    }
+    runner_starts_to_fail.store(0);
+}
+
+TEST_CASE("live_source: start() whose runner thread cannot start throws, and the source is stopped") {
+    auto control = std::make_shared<hanging::control>();
+    framepipe::live_source<hanging> src([control] { return hanging{control}; });
+    framepipe::ring<item> out(16);
+    runner_starts_to_fail.store(1);
+    CHECK_THROWS_AS(src.start(out), std::system_error);
+    CHECK(runner_starts_to_fail.load() == 0);
+    CHECK(src.state() == live_state::stopped);
+    CHECK(src.wait(std::stop_token{})); // a final state: returns at once
+    src.stop();
+    CHECK(src.state() == live_state::stopped);
+    CHECK(control->opens.load() == 0);
+    runner_starts_to_fail.store(0);
 }
 
 TEST_CASE("live_source: a push that throws closes the connection and fails the source") {

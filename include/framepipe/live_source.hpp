@@ -39,7 +39,8 @@
 //   that ignores the token, or an on_state_change call under way, is waited for (parked) until
 //   it returns: the output must outlive the push, and no callback runs once stop() has returned.
 //   The cost of an abandoned call: one thread and one backend instance, until the call returns
-//   (at most max_abandoned at once; beyond that the source fails).
+//   (at most max_abandoned at once; beyond that the source fails, as it does when the fresh
+//   runner's thread cannot start).
 //
 // Threads: start(), run() and on_state_change() from one thread; stop() from any thread but the
 // runner's; state(), stats(), epoch(), wait_for() and wait() from any thread.
@@ -82,6 +83,11 @@
 // abandonment). Expands to nothing unless a test program defines it before including this header.
 #if !defined(FRAMEPIPE_DETAIL_LIVE_STOP_ABANDON_HOOK)
 #define FRAMEPIPE_DETAIL_LIVE_STOP_ABANDON_HOOK() ((void)0)
+#endif
+// FRAMEPIPE_DETAIL_LIVE_RUNNER_START_HOOK(): a test seam of the same kind, called just before a
+// runner's thread is created; a test makes it throw what a thread that cannot start throws.
+#if !defined(FRAMEPIPE_DETAIL_LIVE_RUNNER_START_HOOK)
+#define FRAMEPIPE_DETAIL_LIVE_RUNNER_START_HOOK() ((void)0)
 #endif
 
 namespace framepipe {
@@ -1214,6 +1220,7 @@ private:
         runner->previous = std::move(previous);
         runner->backoff_first = backoff_first;
         sp->runner = runner;
+        FRAMEPIPE_DETAIL_LIVE_RUNNER_START_HOOK();
         sp->runner_thread = std::thread([sp, runner] {
             shared& sh = *sp;
             const auto emit = [&sh](detail::live_runner& me, item_type&& item,
@@ -1314,7 +1321,20 @@ private:
                 set_state(s, live_state::failed);
                 return;
             }
-            launch_runner(sp, std::move(old), closing != detail::live_closing::restart);
+            try {
+                launch_runner(sp, std::move(old), closing != detail::live_closing::restart);
+            } catch (const std::exception& e) {
+                // No thread for the new runner (std::system_error) or no memory: the source
+                // fails, a state as after any failure (nothing above this thread would catch it).
+                // stop() then has no runner thread to join: the one abandoned was detached.
+                try {
+                    set_error(s, std::string("cannot start a new runner: ") + e.what());
+                } catch (...) {
+                    // No memory for the message: the state says it.
+                }
+                set_state(s, live_state::failed);
+                return;
+            }
         }
     }
 
