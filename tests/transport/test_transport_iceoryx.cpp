@@ -18,6 +18,9 @@ inline std::function<void()> unsubscribing_seam;
     (unsubscribe_seam ? unsubscribe_seam() : static_cast<void>(0))
 #define FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBING_HOOK()                                             \
     (unsubscribing_seam ? unsubscribing_seam() : static_cast<void>(0))
+// And in start(), before its thread is created (on the calling thread).
+inline std::function<void()> start_seam;
+#define FRAMEPIPE_DETAIL_ICEORYX_START_HOOK() (start_seam ? start_seam() : static_cast<void>(0))
 
 #include "../support/allocation_counter.hpp"
 #include "common/testing/child_process.hpp"
@@ -43,6 +46,7 @@ inline std::function<void()> unsubscribing_seam;
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -859,6 +863,30 @@ TEST_CASE("iceoryx: start() twice throws; stop() ends wait()") {
     std::stop_source requested;
     requested.request_stop();
     CHECK(rx.wait(requested.get_token())); // ended by stop(): true at once
+}
+
+TEST_CASE("iceoryx: a receiver whose thread cannot start throws, stays stopped, and starts later") {
+    // Its state stayed connecting for ever: a pipeline showed a failed stage beside a source
+    // that was still connecting.
+    roudi::ensure();
+    framepipe::ring<handle> got(4);
+    tp::iceoryx_receiver<tp::bytes_codec> rx({.service = {.instance = "no-thread"}});
+    struct seam_guard {
+        ~seam_guard() { start_seam = nullptr; }
+    } guard;
+    start_seam = [] {
+        throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                                "receiver thread");
+    };
+    CHECK_THROWS_AS(rx.start(got), std::system_error);
+    CHECK(rx.stats().state == framepipe::live_state::stopped);
+    rx.stop();
+    CHECK(rx.stats().state == framepipe::live_state::stopped);
+    start_seam = nullptr;
+    rx.start(got); // and it can be started once a thread can
+    CHECK(rx.stats().state != framepipe::live_state::stopped);
+    rx.stop();
+    CHECK(rx.stats().state == framepipe::live_state::stopped);
 }
 
 TEST_CASE("iceoryx: RouDi not running: one line, exit 2") {

@@ -83,6 +83,11 @@
 #if !defined(FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBING_HOOK)
 #define FRAMEPIPE_DETAIL_ICEORYX_UNSUBSCRIBING_HOOK() ((void)0)
 #endif
+// FRAMEPIPE_DETAIL_ICEORYX_START_HOOK(): a test seam of the same kind, called in a receiver's
+// start() just before its thread is created; the test makes it throw as a thread that cannot start.
+#if !defined(FRAMEPIPE_DETAIL_ICEORYX_START_HOOK)
+#define FRAMEPIPE_DETAIL_ICEORYX_START_HOOK() ((void)0)
+#endif
 
 namespace framepipe::transport {
 
@@ -387,7 +392,8 @@ public:
     // publish(item, stop): the framepipe channels), so that stop() ends a push waiting for room.
     // A push (or a codec's decode) that throws is caught on that thread: the message is counted
     // as refused (malformed, for decode) with the exception's what() in last_error, and the
-    // thread goes on.
+    // thread goes on. Throws std::logic_error when started already, and std::system_error when
+    // the thread cannot start (the receiver is then stopped, as before the call).
     template <class Out>
     requires output_channel<Out, item_type>
     void start(Out& out) {
@@ -395,7 +401,13 @@ public:
             throw std::logic_error("iceoryx_receiver: started twice");
         }
         core_->counters.state.store(live_state::connecting, std::memory_order_relaxed);
-        thread_ = std::jthread([this, &out](std::stop_token stop) { run(out, stop); });
+        try {
+            FRAMEPIPE_DETAIL_ICEORYX_START_HOOK();
+            thread_ = std::jthread([this, &out](std::stop_token stop) { run(out, stop); });
+        } catch (...) {
+            core_->counters.state.store(live_state::stopped, std::memory_order_relaxed);
+            throw;
+        }
     }
 
     // Stops the thread and unsubscribes (handles already given out stay valid; a handle whose
