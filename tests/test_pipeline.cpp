@@ -1191,6 +1191,59 @@ TEST_CASE("pipeline: a user's channel type works with the documented members and
     CHECK_THAT(text, !Catch::Contains("channel=\"b\"} ")); // b keeps no counters: no samples
 }
 
+namespace {
+// A user's channel whose close() throws its first `throws` times, then closes.
+struct close_throws {
+    user_queue q;
+    std::atomic<int> throws{1};
+    std::optional<int> pop(std::stop_token stop) { return q.pop(std::move(stop)); }
+    void push(int v) { q.push(v); }
+    void close() {
+        if (throws.fetch_sub(1) > 0) {
+            throw std::runtime_error("close failed");
+        }
+        q.close();
+    }
+};
+} // namespace
+
+TEST_CASE("pipeline: a channel whose close() throws fails the stage that closed it; a stop goes on") {
+    // The closes at a stage's end ran outside its handler, on its thread, and those of an abort
+    // or a stop in noexcept code: either way std::terminate.
+    close_throws a;
+    std::atomic<int> got{0};
+    SECTION("the close at a source's end: the source fails, and the pipeline stops") {
+        pipeline p("close_throws");
+        p.channel(a, "a");
+        int next = 0;
+        p.source("count", a, [&]() -> std::optional<int> {
+            return next < 3 ? std::optional<int>(next++) : std::nullopt;
+        });
+        p.sink("collect", a, [&](int) { ++got; });
+        p.start();
+        CHECK_THROWS_WITH(p.wait(), Catch::Contains("stage 'count' failed: close failed"));
+        const auto snap = p.snapshot();
+        CHECK(stage_of(snap, "count").state == stage_state::failed);
+        CHECK(stage_of(snap, "collect").state != stage_state::running);
+        CHECK(a.throws.load() < 0); // the abort closed it again, and that close went through
+    }
+    SECTION("the closes of the destructor's abort: ignored, and the destructor returns") {
+        a.throws.store(1000); // every close the pipeline makes throws
+        {
+            pipeline p("close_throws_abort");
+            p.channel(a, "a");
+            p.sink("collect", a, [&](int) { ++got; });
+            p.start();
+            a.push(1);
+            while (got.load() == 0) {
+                std::this_thread::yield();
+            }
+        } // abort_all() closes every channel: the sink's pop ends on its stop token instead
+        CHECK(a.throws.load() < 1000);
+        CHECK(got.load() == 1);
+    }
+}
+
 // --- stage_options ------------------------------------------------------------------------------
 
 namespace {

@@ -145,6 +145,10 @@ struct ring_options {
 //     stats:  (optional) stats() -> channel_stats, capacity() -> std::size_t, policy() ->
 //             overflow: shown in the pipeline's snapshot, Prometheus text and DOT graph.
 //
+// close() should not throw (framepipe's never do). If it does, the pipeline fails the stage whose
+// end closed the channel with that exception, and ignores it in a stop or an abort, which go on:
+// the channel may then stay open, and only the stop tokens end the waits on it.
+//
 // Specialise channel_traits<C> to name the channel's kind, to state its thread rules, or to
 // describe a channel whose figures do not come from those members.
 

@@ -356,7 +356,10 @@ struct channel_entry {
     bool one_producer = false;
     bool one_consumer = false;
     std::function<channel_description()> describe;
-    std::function<void()> close;
+    // Closes the channel; never throws: what the channel's close() threw is returned (null
+    // when it did not). A stage's end that closes its channel fails the stage with it; the
+    // closes of a stop or an abort ignore it.
+    std::function<std::exception_ptr()> close;
     std::function<bool(const void*, const std::type_info&)> hangs_off; // subscription: parent?
     latency_histogram age;
     bool timestamped_items = false;
@@ -1292,7 +1295,14 @@ private:
         e->one_producer = channel_traits<C>::one_producer;
         e->one_consumer = channel_traits<C>::one_consumer;
         e->describe = [&ch] { return detail::describe_channel(ch); };
-        e->close = [&ch] { ch.close(); };
+        e->close = [&ch]() noexcept -> std::exception_ptr {
+            try {
+                ch.close();
+                return nullptr;
+            } catch (...) {
+                return std::current_exception();
+            }
+        };
         if constexpr (input_channel<C>) {
             e->timestamped_items = timestamped<input_item_t<C>>;
         }
@@ -1750,16 +1760,23 @@ private:
             fail_stage(s, std::current_exception());
         }
         // Downstream: the last producer of a channel closes it, so its consumers drain and end.
+        // A close() that throws fails this stage (its end did not happen as it should).
         if (s.output != nullptr &&
             s.output->producers_running.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-            s.output->close();
+            if (const std::exception_ptr e = s.output->close()) {
+                failed = true;
+                fail_stage(s, e);
+            }
         }
         if (s.workers_running.fetch_sub(1, std::memory_order_acq_rel) != 1) {
             return; // other workers of this stage still run
         }
         // The last worker. Upstream: release producers blocked on a channel nobody reads now.
         if (s.input != nullptr) {
-            s.input->close();
+            if (const std::exception_ptr e = s.input->close()) {
+                failed = true;
+                fail_stage(s, e);
+            }
         }
         auto end = stage_state::finished;
         if (failed || s.failed.load(std::memory_order_relaxed)) {
@@ -1827,7 +1844,7 @@ private:
             stop_workers(*s);
         }
         for (auto& c : channels_) {
-            c->close();
+            (void)c->close(); // a close() that throws: the abort goes on
         }
     }
 
@@ -1876,7 +1893,7 @@ private:
                 stop_workers(*s);
             }
             for (auto& c : channels_) {
-                c->close();
+                (void)c->close(); // as in abort_all()
             }
             bool after = false;
             for (auto& s : stages_) {
@@ -1968,7 +1985,7 @@ private:
                                                       std::memory_order_acq_rel) ==
                     s.options.workers &&
                 others > 0) {
-                s.output->close();
+                (void)s.output->close(); // this source never ran: its start() throws
             }
             running_.fetch_sub(1, std::memory_order_seq_cst);
             ended_.notify_all_after_seq_cst(); // wait_for() may be waiting for the 0
