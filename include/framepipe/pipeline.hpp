@@ -547,7 +547,8 @@ inline void apply_thread_options(const stage_options& o, const std::string& stag
     if (o.nice) {
         const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
         if (::setpriority(PRIO_PROCESS, tid, *o.nice) != 0) {
-            throw std::system_error(errno, std::generic_category(),
+            const int error = errno; // before the message's allocation, which may set it
+            throw std::system_error(error, std::generic_category(),
                                     "nice: setpriority(" + std::to_string(*o.nice) + ")");
         }
     }
