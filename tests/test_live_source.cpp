@@ -627,6 +627,14 @@ struct hanging {
         std::atomic<int> returned_late{0};
         std::atomic<int> opens{0};
         ns open_takes{0}; // how long open() takes (set before start)
+
+        // Lets every hung read return (late), and waits until they have.
+        void let_hung_calls_return() {
+            release = true;
+            while (returned_late.load() < hung_calls.load()) {
+                std::this_thread::yield();
+            }
+        }
     };
     std::shared_ptr<control> c;
     int n = 0;
@@ -659,15 +667,21 @@ struct hanging {
     void close() noexcept {}
 };
 
+// A watchdog that abandons a hung read within tens of milliseconds, and a short backoff.
+framepipe::live_options quick_abandon() {
+    framepipe::live_options o;
+    o.stall_timeout = 20ms;
+    o.abandon_after = 20ms;
+    o.backoff = {.initial = 1ms, .max = 10ms, .multiplier = 2.0, .jitter = 0.0};
+    return o;
+}
+
 } // namespace
 
 TEST_CASE("live_source: a read that ignores its timeout is abandoned; its late frame is dropped") {
     auto control = std::make_shared<hanging::control>();
-    framepipe::live_options o;
-    o.stall_timeout = 20ms;
+    framepipe::live_options o = quick_abandon();
     o.first_frame_timeout = 20ms; // the new runner's first read hangs too
-    o.abandon_after = 20ms;
-    o.backoff = {.initial = 1ms, .max = 10ms, .multiplier = 2.0, .jitter = 0.0};
     framepipe::live_source<hanging> src([control] { return hanging{control}; }, o);
     framepipe::ring<item> out(1 << 16);
     src.start(out);
@@ -682,10 +696,7 @@ TEST_CASE("live_source: a read that ignores its timeout is abandoned; its late f
     }
     src.stop(); // returns although every backend call is stuck
     CHECK(src.state() == live_state::stopped);
-    control->release = true; // the abandoned calls return, late
-    while (control->returned_late.load() < control->hung_calls.load()) {
-        std::this_thread::yield();
-    }
+    control->let_hung_calls_return(); // the abandoned calls return, late
     // Let the abandoned runners see that they were abandoned and exit (they touch `out` never).
     std::vector<int> values;
     std::uint64_t last_epoch = 0;
@@ -705,11 +716,7 @@ TEST_CASE("live_source: a fresh runner whose thread cannot start fails the sourc
     // The watchdog abandons a read that ignores its timeout, and its new runner's thread cannot
     // start. That threw out of the watchdog's thread: std::terminate. Now the source fails.
     auto control = std::make_shared<hanging::control>();
-    framepipe::live_options o;
-    o.stall_timeout = 20ms;
-    o.abandon_after = 20ms;
-    o.backoff = {.initial = 1ms, .max = 10ms, .multiplier = 2.0, .jitter = 0.0};
-    framepipe::live_source<hanging> src([control] { return hanging{control}; }, o);
+    framepipe::live_source<hanging> src([control] { return hanging{control}; }, quick_abandon());
     framepipe::ring<item> out(1 << 16);
     src.start(out);
     while (src.stats().frames < 10) {
@@ -725,10 +732,7 @@ TEST_CASE("live_source: a fresh runner whose thread cannot start fails the sourc
     CHECK_THAT(src.stats().last_error, Catch::Contains("cannot start a new runner"));
     src.stop(); // returns: no runner thread to join
     CHECK(src.state() == live_state::failed);
-    control->release = true; // the abandoned call returns, late, and its runner leaves
-    while (control->returned_late.load() < control->hung_calls.load()) {
-        std::this_thread::yield();
-    }
+    control->let_hung_calls_return(); // the abandoned call returns, and its runner leaves
     while (auto v = out.try_pop()) {
         CHECK(v->value != -1); // no late frame
     }
