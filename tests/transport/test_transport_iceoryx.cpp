@@ -863,6 +863,10 @@ TEST_CASE("iceoryx: start() twice throws; stop() ends wait()") {
     std::stop_source requested;
     requested.request_stop();
     CHECK(rx.wait(requested.get_token())); // ended by stop(): true at once
+    // Started again after stop(), it waited on a port unsubscribed for good: connecting, and
+    // nothing came.
+    CHECK_THROWS_AS(rx.start(got), std::logic_error);
+    CHECK(rx.stats().state == framepipe::live_state::stopped);
 }
 
 TEST_CASE("iceoryx: a receiver whose thread cannot start throws, stays stopped, and starts later") {

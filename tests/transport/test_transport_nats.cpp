@@ -427,6 +427,27 @@ TEST_CASE("nats: a payload over max_payload is refused, counted, and says so") {
     CHECK(s.last_error.find("max_payload of 1048576") != std::string::npos);
 }
 
+TEST_CASE("nats: a codec that asks to lend nearly SIZE_MAX bytes is refused as too_large") {
+    // The check added the envelope's size to the request first: near SIZE_MAX that wrapped, the
+    // check passed, and the envelope was written past a buffer of the wrapped size.
+    struct underflowed_codec { // its size computation went below zero (say, size - header)
+        using value_type = int;
+        using view_type = int;
+        void encode(const int&, tp::lender& lend) const {
+            (void)lend(std::numeric_limits<std::size_t>::max() - 100);
+        }
+        [[nodiscard]] std::optional<int> decode(std::span<const std::byte>) const { return 0; }
+    };
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    tp::nats_publisher<underflowed_codec> pub(nc, {.subject = "framepipe.t.c.frames"});
+    CHECK(pub.send(1) == tp::send_status::too_large);
+    const auto s = pub.stats();
+    CHECK(s.too_large == 1);
+    CHECK(s.sent == 0);
+    CHECK(s.last_error.find("max_payload of 1048576") != std::string::npos);
+}
+
 TEST_CASE("nats: unreachable at start: one line after max_attempts") {
     nats_server server; // for a port that is free once it is gone
     const auto url = server.url();

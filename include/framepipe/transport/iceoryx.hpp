@@ -387,17 +387,19 @@ public:
     iceoryx_receiver& operator=(const iceoryx_receiver&) = delete;
     ~iceoryx_receiver() { stop(); }
 
-    // Starts the receiving thread, pushing into `out` (which must outlive the run). Once. The
+    // Starts the receiving thread, pushing into `out` (which must outlive the run). Once: stop()
+    // unsubscribes for good, so a start() after it throws too (make another receiver). The
     // thread pushes with its std::stop_token where `out` takes one (push(item, stop) or
     // publish(item, stop): the framepipe channels), so that stop() ends a push waiting for room.
     // A push (or a codec's decode) that throws is caught on that thread: the message is counted
     // as refused (malformed, for decode) with the exception's what() in last_error, and the
-    // thread goes on. Throws std::logic_error when started already, and std::system_error when
-    // the thread cannot start (the receiver is then stopped, as before the call).
+    // thread goes on. Throws std::logic_error when started already (stopped or not), and
+    // std::system_error when the thread cannot start (the receiver is then stopped, as before
+    // the call, and can be started again).
     template <class Out>
     requires output_channel<Out, item_type>
     void start(Out& out) {
-        if (thread_.joinable()) {
+        if (started_) {
             throw std::logic_error("iceoryx_receiver: started twice");
         }
         core_->counters.state.store(live_state::connecting, std::memory_order_relaxed);
@@ -408,6 +410,7 @@ public:
             core_->counters.state.store(live_state::stopped, std::memory_order_relaxed);
             throw;
         }
+        started_ = true;
     }
 
     // Stops the thread and unsubscribes (handles already given out stay valid; a handle whose
@@ -693,6 +696,7 @@ private:
     std::mutex ended_mu_;
     std::condition_variable_any ended_cv_;
     bool ended_ = false;  // guarded by ended_mu_
+    bool started_ = false; // start()'s thread began: the port is used once (start()'s caller's)
     std::jthread thread_; // last: joined before the rest goes
 };
 

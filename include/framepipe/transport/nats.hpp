@@ -694,10 +694,13 @@ public:
             }
             const auto limit =
                 static_cast<std::uint64_t>(std::max<std::int64_t>(0, nc_.max_payload()));
-            if (envelope_size + n > limit) {
+            // Compared without adding: envelope_size + n wraps for an n near SIZE_MAX (a codec
+            // whose size underflowed), and would pass.
+            if (n > limit || envelope_size > limit - n) {
                 throw send_failure(send_status::too_large,
-                                   "message of " + std::to_string(envelope_size + n) +
-                                       " bytes over the server's max_payload of " +
+                                   "payload of " + std::to_string(n) + " bytes and the " +
+                                       std::to_string(envelope_size) +
+                                       "-byte envelope over the server's max_payload of " +
                                        std::to_string(limit));
             }
             lent = true;
