@@ -3277,6 +3277,40 @@ struct throwing_wait_source {
 };
 } // namespace
 
+namespace {
+// A supervised source that reports a given "frames" figure and runs until stopped.
+struct figure_source {
+    double frames = 0;
+    void start(ring<int>&) {}
+    void stop() noexcept {}
+    bool wait(std::stop_token stop) {
+        std::mutex m;
+        std::condition_variable_any cv;
+        std::unique_lock<std::mutex> lock(m);
+        cv.wait(lock, stop, [] { return false; });
+        return true;
+    }
+    [[nodiscard]] framepipe::source_status status() const {
+        return {"up", {"up"}, {{"frames", "Frames.", frames}}, {}};
+    }
+    [[nodiscard]] std::optional<std::string> failure() const { return std::nullopt; }
+};
+} // namespace
+
+TEST_CASE("pipeline: a source's frames figure outside std::uint64_t's range leaves items_out 0") {
+    // It was converted as it was: undefined for a negative or NaN value (in practice 2^64 - 1
+    // and 2^63 in items_out, and in /metrics).
+    for (const double frames : {-1.0, std::numeric_limits<double>::quiet_NaN(), 1e20, 100.0}) {
+        INFO(frames);
+        ring<int> r(4);
+        figure_source src{frames};
+        pipeline p("figures");
+        p.source("cam", r, src);
+        p.sink("s", r, [](int) {});
+        CHECK(stage_of(p.snapshot(), "cam").items_out == (frames == 100.0 ? 100u : 0u));
+    }
+}
+
 TEST_CASE("pipeline: a supervised source whose wait() throws is stopped before its stage fails") {
     ring<int> r(4);
     throwing_wait_source src;

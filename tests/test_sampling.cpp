@@ -207,6 +207,32 @@ TEST_CASE("adaptive_rate lifts its ceiling only after two periods of room runnin
     CHECK(control.rate() == 30);
 }
 
+TEST_CASE("adaptive_rate: a quiet scene does not lift the ceiling it found") {
+    // A consumer that manages 12.5 items a second. Once the rate had settled, a quiet scene let
+    // it decay to min_hz, where the consumer had room, and each period of that room lifted the
+    // ceiling by a step, back to max_hz, although no rate above it had been tried: when the
+    // activity came back the rate jumped to 30 and overloaded the consumer for 19 periods.
+    framepipe::adaptive_rate control({.min_hz = 1, .max_hz = 30, .step_hz = 1});
+    auto now = clock_type::time_point{} + 1h;
+    const auto period = [&](double activity) {
+        const double busy = std::min(1.0, control.rate() * 0.08); // 80 ms an item
+        return control.update({.activity = activity, .busy = busy, .occupancy = std::nullopt},
+                              now += 1s);
+    };
+    for (int i = 0; i < 40; ++i) {
+        (void)period(1.0);
+    }
+    const double found = control.ceiling();
+    REQUIRE(found <= 12);
+    REQUIRE(control.rate() <= found);
+    for (int i = 0; i < 30; ++i) {
+        (void)period(0.0);
+    }
+    CHECK(control.rate() == 1);
+    CHECK(control.ceiling() == found);
+    CHECK(period(1.0) <= found); // the attack goes back to the capacity found, no further
+}
+
 TEST_CASE("adaptive_rate: after a rise the next item is kept one new period after the last, "
           "not a slot of the old rate later") {
     framepipe::adaptive_rate control({.min_hz = 0.05, .max_hz = 30, .step_hz = 1});

@@ -1390,7 +1390,10 @@ private:
         if (s.source_status_of) {
             ss.source = s.source_status_of();
             for (const auto& c : ss.source->counters) {
-                if (c.name == "frames") {
+                // A source of the user's may give any double: one outside std::uint64_t's
+                // range (negative, NaN, 2^64 or more) would be undefined to convert, and is
+                // left out (items_out stays 0).
+                if (c.name == "frames" && c.value >= 0 && c.value < 18446744073709551616.0) {
                     ss.items_out = static_cast<std::uint64_t>(c.value);
                 }
             }

@@ -153,15 +153,17 @@ struct adaptive_rate_options {
 //      C (the consumer's capacity as found so far) becomes r - s too;
 //   2. otherwise, r <- min(D, C) if that is above r (a rise is immediate: the attack), or
 //      r <- max(D, r - s) if below (a fall is one step per period: the decay);
-//   3. with room for two periods running or more, C is lifted by one step per period, so a
-//      consumer that got faster is found again. Room: busy < busy_low (and occupancy, if given,
+//   3. with room for two periods running or more at the ceiling (r = C), C is lifted by one
+//      step per period, so a consumer that got faster is found again; a period below C (while
+//      the activity asks for less) is not counted, as it says nothing of the rates above C.
+//      Room: busy < busy_low (and occupancy, if given,
 //      not above occupancy_high); with no busy share, occupancy <= occupancy_low (an empty input,
 //      by default), so that occupancy alone can lift C again after a backlog;
 //   r and C are rounded to the nearest rate of the grid: min_hz + k * s up to max_hz, and max_hz
 //   itself (where both start; it may lie off the steps, and the first step down lands on them).
 // Stability: every change is one step down, or up to a value at most C; C moves down to one step
 // below a rate that saturated, and up by one step per period only while the consumer has room
-// two periods running. Under a steady consumer the rate settles at the highest grid rate that
+// at C two periods running. Under a steady consumer the rate settles at the highest grid rate that
 // neither saturates nor leaves room, and if the band [busy_low, busy_high] is narrower than one
 // step it alternates between two neighbours: it moves by at most one step in steady state. A rise
 // in activity reaches min(D, C) at the next update; a fall reaches D within (r - D) / s updates.
@@ -217,8 +219,10 @@ public:
             next = rate_ - o_.step_hz;
             quiet_periods_ = 0;
         } else {
-            // A period in the band (neither saturated nor with room) ends the run of room.
-            quiet_periods_ = room ? quiet_periods_ + 1 : 0;
+            // A period in the band (neither saturated nor with room) ends the run of room, and
+            // so does one below the ceiling: room at a lower rate says nothing of the rates
+            // above C (a quiet scene would lift C back to max_hz, untried).
+            quiet_periods_ = room && rate_ >= ceiling_ ? quiet_periods_ + 1 : 0;
             if (quiet_periods_ >= 2) {
                 ceiling_ = quantized(ceiling_ + o_.step_hz);
             }
