@@ -644,6 +644,19 @@ TEST_CASE("broadcaster: close closes every subscription; consumers drain, then e
     CHECK(b.publish(4).delivered == 0);
 }
 
+TEST_CASE("broadcaster: subscriber-N counts the subscribes that succeeded, named or not") {
+    // A subscribe refused by the ring's own checks (capacity 0) took an N all the same, one
+    // refused before the lock (block_timeout without block) did not.
+    for (const bool refused_in_ring : {true, false}) {
+        broadcaster<int> b;
+        auto named = b.subscribe({.name = "named"});
+        CHECK_THROWS_AS(refused_in_ring ? b.subscribe({.capacity = 0})
+                                        : b.subscribe({.block_timeout = 1ms}),
+                        std::invalid_argument);
+        CHECK(b.subscribe().name() == "subscriber-1");
+    }
+}
+
 TEST_CASE("broadcaster: stats gives each subscription's counters by name, in publish order") {
     broadcaster<int> b;
     auto slow = b.subscribe({.capacity = 8, .policy = overflow::block, .name = "slow"});

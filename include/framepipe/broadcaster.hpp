@@ -344,8 +344,8 @@ public:
             std::string name = options.name.empty()
                                    ? "subscriber-" + std::to_string(core_->next_id)
                                    : options.name;
-            ++core_->next_id;
             sub = std::make_shared<detail::subscriber<T>>(options, std::move(name));
+            ++core_->next_id; // after the ring's own checks: a refused subscribe takes no N
             if (core_->closed) {
                 sub->channel.close();
             } else {

@@ -32,7 +32,9 @@ enum class overflow {
 enum class push_status {
     ok,        // accepted; nothing was dropped
     evicted,   // accepted; the oldest buffered item was dropped to make room
-    rejected,  // not accepted: the channel was full (drop_newest; try_push or push_for under block)
+    rejected,  // not accepted: the channel was full (drop_newest; try_push or push_for under
+               // block), the item is of an older epoch (drop_older_epochs), or a sampled<>
+               // wrapper's sampler kept it out
     cancelled, // not accepted: a push waiting for room was ended by its std::stop_token
     closed,    // not accepted: the channel was closed
 };
@@ -90,7 +92,8 @@ struct channel_stats {
     std::uint64_t dropped = 0;      // sum of the reasons below
     std::uint64_t evicted = 0;      // dropped to make room for a newer item (drop_oldest, block
                                     // timeout, a latest_slot's unread value, an overtaken window)
-    std::uint64_t rejected = 0;     // new item refused because the channel was full
+    std::uint64_t rejected = 0;     // new item refused: the channel was full, or the item was of
+                                    // an older epoch (drop_older_epochs)
     std::uint64_t cancelled = 0;    // push waiting for room, ended by its stop_token
     std::uint64_t expired = 0;      // discarded at pop because older than max_age
     std::uint64_t after_close = 0;  // pushed after close(); not enqueued
