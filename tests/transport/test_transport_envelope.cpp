@@ -20,9 +20,11 @@
 #include <limits>
 #include <random>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace tp = framepipe::transport;
+using result = tp::detail::delivery_ledger::receipt_result;
 using namespace std::chrono_literals;
 
 TEST_CASE("envelope: what is written is read back, with the payload after it") {
@@ -367,13 +369,13 @@ TEST_CASE("delivery_ledger: a frame is acknowledged or, after the horizon, lost:
         l.sent(i, t0);
     }
     for (std::uint64_t i = 0; i < 10; i += 2) {
-        CHECK(l.receipt(i));
+        CHECK(l.receipt(i) == result::acknowledged);
     }
-    CHECK_FALSE(l.receipt(0)); // a duplicate
+    CHECK(l.receipt(0) == result::duplicate);
     CHECK(l.waiting() == 5);
     CHECK(l.expire(t0 + 50ms) == 0);
     CHECK(l.expire(t0 + 200ms) == 5);
-    CHECK_FALSE(l.receipt(1)); // late: already counted lost
+    CHECK(l.receipt(1) == result::late); // already counted lost
     CHECK(l.waiting() == 0);
 }
 
@@ -386,8 +388,8 @@ TEST_CASE("delivery_ledger: past max_pending the oldest frames are counted lost:
     }
     CHECK(l.expire(t0) == 10); // all within the horizon, ten over the bound
     CHECK(l.waiting() == cap);
-    CHECK_FALSE(l.receipt(9)); // counted lost: late
-    CHECK(l.receipt(10));      // the oldest one kept
+    CHECK(l.receipt(9) == result::late); // counted lost
+    CHECK(l.receipt(10) == result::acknowledged); // the oldest one kept
     CHECK(l.waiting() == cap - 1);
 }
 
@@ -405,7 +407,7 @@ TEST_CASE("delivery_ledger: the last receipt wakes a thread waiting for the ledg
     if (!framepipe_test::wait_until_parked_in(waiter, l)) {
         WARN("/proc/self/task/<tid>/syscall unreadable: cannot tell a parked thread");
     }
-    CHECK(l.receipt(0));
+    CHECK(l.receipt(0) == result::acknowledged);
     t.join(); // a wake-up lost here is a hang, which the test watchdog reports
     CHECK(settled.load() == 1);
 }
@@ -414,6 +416,13 @@ TEST_CASE("to_prometheus: a link's figures as counters and a state gauge, labels
     tp::transport_stats s;
     s.sent = 10;
     s.lost_in_transport = 2;
+    // A receiver's side of the accounting, and the publisher's duplicate receipts: they were
+    // left out, so /metrics could not show where a receiver's messages went.
+    s.delivered = 3;
+    s.refused = 4;
+    s.out_of_order = 5;
+    s.link_resets = 6;
+    s.duplicate_receipts = 7;
     s.state = framepipe::live_state::backoff;
     const auto text = tp::to_prometheus(s, "p\"1", "to-workers");
     CHECK(
@@ -421,6 +430,12 @@ TEST_CASE("to_prometheus: a link's figures as counters and a state gauge, labels
         std::string::npos);
     CHECK(text.find("framepipe_transport_lost_in_transport_total{pipeline=\"p\\\"1\",link=\"to-"
                     "workers\"} 2\n") != std::string::npos);
+    for (const auto& [name, value] : std::vector<std::pair<std::string, int>>{
+             {"delivered", 3}, {"refused", 4}, {"out_of_order", 5}, {"link_resets", 6},
+             {"duplicate_receipts", 7}}) {
+        CHECK(text.find("framepipe_transport_" + name + "_total{pipeline=\"p\\\"1\",link=\"to-"
+                        "workers\"} " + std::to_string(value) + "\n") != std::string::npos);
+    }
     CHECK(text.find("state=\"backoff\"} 1\n") != std::string::npos);
     CHECK(text.find("state=\"streaming\"} 0\n") != std::string::npos);
     CHECK(text.find("# TYPE framepipe_transport_sent_total counter\n") != std::string::npos);

@@ -935,6 +935,41 @@ TEST_CASE("nats: a receipt that comes back while its frame is being sent is not 
     rx.stop();
 }
 
+TEST_CASE("nats: a second receiver's receipts are counted as duplicates, not late") {
+    // Two receivers answering on one receipt subject (two queue groups, or a subscriber beside
+    // one): every frame's second receipt was counted in late_receipts, "receipts for frames
+    // already counted as lost", though none was lost.
+    nats_server server;
+    tp::nats_connection pnc({.servers = {server.url()}});
+    tp::nats_connection rnc({.servers = {server.url()}});
+    framepipe::ring<bytes_handle> out1(32);
+    framepipe::ring<bytes_handle> out2(32);
+    const tp::nats_receiver_options ro{.subject = "framepipe.t.dup.frames",
+                                       .receipt_subject = "framepipe.t.dup.receipts"};
+    tp::nats_receiver<tp::bytes_codec> rx1(rnc, ro);
+    tp::nats_receiver<tp::bytes_codec> rx2(rnc, ro);
+    rx1.start(out1);
+    rx2.start(out2);
+    tp::nats_publisher<tp::bytes_codec> pub(pnc, {.subject = "framepipe.t.dup.frames",
+                                                  .receipt_subject = "framepipe.t.dup.receipts",
+                                                  .loss_horizon = 600s});
+    constexpr unsigned frames = 20;
+    for (unsigned i = 0; i < frames; ++i) {
+        REQUIRE(pub.send(payload(64)) == tp::send_status::sent);
+    }
+    REQUIRE(eventually([&] {
+        const auto s = pub.stats();
+        return s.acknowledged + s.duplicate_receipts + s.late_receipts == 2 * frames;
+    }));
+    const auto s = pub.stats();
+    CHECK(s.acknowledged == frames);
+    CHECK(s.duplicate_receipts == frames);
+    CHECK(s.late_receipts == 0);
+    CHECK(s.lost_in_transport == 0);
+    rx1.stop();
+    rx2.stop();
+}
+
 TEST_CASE("nats: stats() while stop() runs: the client's drops are read under the lock") {
     // ThreadSanitizer checks it: stats() on another thread, as /metrics reads it, during stop().
     nats_server server;

@@ -871,13 +871,16 @@ private:
         } else if (d.header->kind == message_kind::receipt &&
                    d.header->sender_id == p.sender_id) { // a receipt for one of ours
             FRAMEPIPE_DETAIL_NATS_RECEIPT_HOOK();
-            bool waiting = false;
+            using result = detail::delivery_ledger::receipt_result;
+            result r = result::late;
             {
                 const std::lock_guard<std::mutex> lock(p.order_mu);
-                waiting = p.ledger.receipt(d.header->link_seq, &p.counters.acknowledged);
+                r = p.ledger.receipt(d.header->link_seq, &p.counters.acknowledged);
             }
-            if (!waiting) {
+            if (r == result::late) {
                 p.counters.late_receipts.fetch_add(1, std::memory_order_relaxed);
+            } else if (r == result::duplicate) {
+                p.counters.duplicate_receipts.fetch_add(1, std::memory_order_relaxed);
             }
         }
         natsMsg_Destroy(msg);

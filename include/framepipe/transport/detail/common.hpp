@@ -292,7 +292,12 @@ struct transport_stats {
     std::uint64_t senders = 0;   // distinct senders seen
     // Receipts (queue groups): the publisher's side of the accounting.
     std::uint64_t acknowledged = 0;     // frames some receiver acknowledged
-    std::uint64_t late_receipts = 0;    // receipts for frames already counted as lost
+    // Receipts for frames no longer in the ledger: counted as lost (or, rarely, acknowledged
+    // more than loss_horizon before, by another receiver).
+    std::uint64_t late_receipts = 0;
+    // Second receipts for a frame acknowledged already: several receivers (two queue groups, or
+    // a plain subscriber beside one) answering on one receipt subject. Not a loss.
+    std::uint64_t duplicate_receipts = 0;
     std::uint64_t pending_receipts = 0; // frames sent and not yet acknowledged nor lost
     std::string last_error;
 };
@@ -306,7 +311,7 @@ struct counters {
         bytes_sent{0}, no_buffer{0}, too_large{0}, disconnected{0}, send_failed{0}, received{0},
         bytes_received{0}, malformed{0}, lost_in_transport{0}, out_of_order{0}, link_resets{0},
         slow_consumer_dropped{0}, delivered{0}, refused{0}, dropped_at_stop{0}, senders{0},
-        acknowledged{0}, late_receipts{0}, pending_receipts{0};
+        acknowledged{0}, late_receipts{0}, duplicate_receipts{0}, pending_receipts{0};
     mutable std::mutex error_mu;
     std::string last_error; // guarded by error_mu
 
@@ -344,6 +349,7 @@ struct counters {
         s.senders = r(senders);
         s.acknowledged = r(acknowledged);
         s.late_receipts = r(late_receipts);
+        s.duplicate_receipts = r(duplicate_receipts);
         s.pending_receipts = r(pending_receipts);
         const std::lock_guard<std::mutex> lock(error_mu);
         s.last_error = last_error;
@@ -485,18 +491,24 @@ public:
         ++waiting_;
     }
 
-    // A receipt for `link_seq`: true if it was waiting, false if late (counted lost already) or
-    // a duplicate. A waiting one is added to `acknowledged` (when given) under the lock, before
-    // the ledger can look settled, so that a settle() that sees nothing waiting also sees it.
-    [[nodiscard]] bool receipt(std::uint64_t link_seq,
-                               std::atomic<std::uint64_t>* acknowledged = nullptr) {
+    enum class receipt_result {
+        acknowledged, // the frame was waiting for it
+        duplicate,    // the frame is in the ledger, acknowledged already (another receiver's)
+        late,         // the frame has left the ledger: counted lost, or acknowledged over the
+                      // horizon ago (or never sent: a forged link_seq)
+    };
+    // A receipt for `link_seq`. An acknowledged one is added to `acknowledged` (when given) under
+    // the lock, before the ledger can look settled, so that a settle() that sees nothing waiting
+    // also sees it.
+    [[nodiscard]] receipt_result receipt(std::uint64_t link_seq,
+                                         std::atomic<std::uint64_t>* acknowledged = nullptr) {
         const std::lock_guard<std::mutex> lock(mu_);
         if (link_seq < first_ || link_seq >= first_ + pending_.size()) {
-            return false;
+            return receipt_result::late;
         }
         auto& e = pending_[static_cast<std::size_t>(link_seq - first_)];
         if (e.acknowledged) {
-            return false;
+            return receipt_result::duplicate;
         }
         e.acknowledged = true;
         if (acknowledged != nullptr) {
@@ -505,7 +517,7 @@ public:
         if (--waiting_ == 0) {
             settled_.notify_all(); // under the lock: a settle() may free the ledger on return
         }
-        return true;
+        return receipt_result::acknowledged;
     }
 
     // Parks until no frame waits for its receipt, or until `deadline`: true if none waits.
@@ -754,8 +766,17 @@ std::uint64_t pump(Publisher& out, In& in, std::stop_token stop) {
     counter("acknowledged", "Frames a queue group member acknowledged (receipts).", s.acknowledged);
     counter("lost_in_transport", "Messages the transport lost (gaps, or no receipt in time).",
             s.lost_in_transport);
-    counter("late_receipts", "Receipts for frames already counted as lost.", s.late_receipts);
+    counter("late_receipts", "Receipts for frames no longer in the ledger (counted lost).",
+            s.late_receipts);
+    counter("duplicate_receipts", "Second receipts for frames acknowledged already.",
+            s.duplicate_receipts);
     counter("received", "Well-formed messages received.", s.received);
+    counter("delivered", "Received messages handed to the output channel.", s.delivered);
+    counter("refused", "Received messages the output channel did not accept.", s.refused);
+    counter("out_of_order", "Messages older than one already received (counted, skipped).",
+            s.out_of_order);
+    counter("link_resets", "Link sequence numbers far from the one expected (count restarted).",
+            s.link_resets);
     counter("malformed", "Messages that could not be read (counted and skipped).", s.malformed);
     counter("slow_consumer_dropped", "Messages the client dropped over its pending limit.",
             s.slow_consumer_dropped);
