@@ -272,7 +272,8 @@ struct transport_stats {
     std::uint64_t malformed = 0; // counted and skipped
     std::uint64_t lost_in_transport = 0;
     // At most gap_counter::max_gap older than one already received from the same sender
-    // (duplicates too): counted and skipped, never handed out.
+    // (duplicates too): counted and skipped, never handed out. A reordered message was counted
+    // in lost_in_transport too, when the later one arrived (the gap is not remembered).
     std::uint64_t out_of_order = 0;
     // A link_seq more than gap_counter::max_gap away from the one expected (forged, corrupt):
     // handed out, and the sender's count starts again there; nothing counted lost.
