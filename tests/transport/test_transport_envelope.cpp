@@ -138,6 +138,28 @@ TEST_CASE("gap_counter: losses are the gaps, per sender; a new sender starts whe
     CHECK(g.see(2, 1).lost == 0);
 }
 
+TEST_CASE("gap_counter: a new sender's first epoch counts as new as the newest before it") {
+    // A camera whose process restarted numbers its connections from 1 again, under a new sender
+    // id: by its own epoch a channel with drop_older_epochs refused all its frames.
+    constexpr auto top = std::numeric_limits<std::uint64_t>::max();
+    tp::detail::gap_counter g;
+    CHECK(g.see(1, 0, 1).epoch == 1);
+    CHECK(g.see(1, 1, 3).epoch == 3); // reconnected twice
+    CHECK(g.see(2, 0, 1).epoch == 3); // the restarted process: as new as the newest
+    CHECK(g.see(2, 1, 2).epoch == 4); // its own reconnect: newer
+    CHECK(g.see(1, 2, 3).epoch == 3); // the first keeps its base: older now
+    CHECK(g.see(3, 0, 7).epoch == 7); // a first epoch above the newest keeps its own number
+    // Senders that start together at one epoch stay equal.
+    tp::detail::gap_counter h;
+    CHECK(h.see(1, 0, 1).epoch == 1);
+    CHECK(h.see(2, 0, 1).epoch == 1);
+    CHECK(h.see(1, 1, 1).epoch == 1);
+    // Saturates.
+    CHECK(h.see(3, 0, top).epoch == top);
+    CHECK(h.see(4, 0, 1).epoch == top);
+    CHECK(h.see(4, 1, 2).epoch == top);
+}
+
 TEST_CASE("gap_counter: a link_seq from the wire is checked: far jumps reset, the count wraps") {
     constexpr auto far = tp::detail::gap_counter::max_gap + 1;
     constexpr auto top = std::numeric_limits<std::uint64_t>::max();

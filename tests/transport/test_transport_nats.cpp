@@ -78,6 +78,7 @@ stop_seam stop_hold;
 #include <framepipe/exposition.hpp>
 #include <framepipe/pipeline.hpp>
 #include <framepipe/ring.hpp>
+#include <framepipe/stamped.hpp>
 #include <framepipe/transport/nats.hpp>
 
 #include <catch2/catch.hpp>
@@ -933,6 +934,44 @@ TEST_CASE("nats: a receipt that comes back while its frame is being sent is not 
     CHECK(s.pending_receipts == 0);
     CHECK(s.lost_in_transport == 0);
     rx.stop();
+}
+
+TEST_CASE("nats: a restarted camera's frames pass a channel that drops older epochs") {
+    // The new process's epochs start at 1 again: by the sender's own epoch, every frame of it was
+    // older than the last one of the process before, and refused for good.
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    framepipe::latest_slot<bytes_handle> newest({.drop_older_epochs = true});
+    tp::nats_receiver<tp::bytes_codec> rx(nc, {.subject = "framepipe.t.restart.frames"});
+    rx.start(newest);
+    using frame = framepipe::stamped<std::vector<std::byte>>;
+    const auto send = [](auto& cam, std::uint64_t seq, std::uint64_t epoch) {
+        REQUIRE(cam.send(frame{payload(8), seq, clock_type::now(), epoch}) ==
+                tp::send_status::sent);
+    };
+    {
+        tp::nats_publisher<tp::bytes_codec> old_cam(
+            nc, {.subject = "framepipe.t.restart.frames", .sender_name = "cam0"});
+        for (std::uint64_t i = 0; i < 5; ++i) {
+            send(old_cam, i, 3); // its camera reconnected twice
+        }
+        REQUIRE(eventually([&] { return rx.stats().received == 5; }));
+    }
+    tp::nats_publisher<tp::bytes_codec> new_cam(
+        nc, {.subject = "framepipe.t.restart.frames", .sender_name = "cam0"});
+    for (std::uint64_t i = 0; i < 5; ++i) {
+        send(new_cam, 100 + i, 1);
+    }
+    REQUIRE(eventually([&] { return rx.stats().received == 10; }));
+    rx.stop();
+    const auto s = rx.stats();
+    CHECK(s.delivered == 10);
+    CHECK(s.refused == 0);
+    const auto last = newest.try_pop();
+    REQUIRE(last);
+    CHECK((*last)->seq == 104);
+    CHECK((*last)->epoch == 1);          // the sender's own
+    CHECK((*last)->receiver_epoch == 3); // what the channel compared: as new as the old one's
 }
 
 TEST_CASE("nats: a second receiver's receipts are counted as duplicates, not late") {

@@ -620,7 +620,7 @@ private:
                 return;
             }
             const envelope& e = *d.header;
-            const auto g = gaps.see(e.sender_id, e.link_seq);
+            const auto g = gaps.see(e.sender_id, e.link_seq, e.epoch);
             // Once stop() has begun, a chunk that would be handed out is given back instead
             // (dropped_at_stop, not received), its envelope read so that its gap counts.
             const bool at_stop =
@@ -669,7 +669,7 @@ private:
             }
             guard.chunk = nullptr; // the handle gives it back (make_received: if it cannot be made)
             auto handle =
-                detail::make_received(recycler_.get(), std::move(*view), e,
+                detail::make_received(recycler_.get(), std::move(*view), e, g.epoch,
                                       [release, payload]() noexcept { release(payload); });
             detail::deliver(out, std::move(handle), c.counters, stop);
         } catch (const std::exception& ex) { // the push threw (or bad_alloc): the item is not in

@@ -1216,7 +1216,7 @@ private:
                     count_received();
                     return;
                 }
-                const auto g = gaps.see(e.sender_id, e.link_seq);
+                const auto g = gaps.see(e.sender_id, e.link_seq, e.epoch);
                 // Once stop() has begun, a message that would be handed out is discarded
                 // (dropped_at_stop, not received): read as far as its envelope, so that its gap
                 // counts and a queue group's publisher gets its receipt (it reached a member).
@@ -1268,7 +1268,7 @@ private:
                 c.delivered.fetch_add(1, std::memory_order_relaxed); // see detail::deliver
                 try {
                     natsMsg* m = msg.release();
-                    auto h = detail::make_received(recycler.get(), std::move(*view), e,
+                    auto h = detail::make_received(recycler.get(), std::move(*view), e, g.epoch,
                                                    [m]() noexcept { natsMsg_Destroy(m); });
                     if (!push(out, std::move(h))) {
                         c.refused.fetch_add(1, std::memory_order_relaxed);

@@ -17,6 +17,7 @@
 #include <framepipe/stamped.hpp>
 #include <framepipe/transport/detail/envelope.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <concepts>
@@ -25,6 +26,7 @@
 #include <cstdint>
 #include <deque>
 #include <iterator>
+#include <limits>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -154,11 +156,17 @@ struct received {
     V value;
     std::uint64_t seq = 0;        // the item's own sequence number (the source's frame number)
     clock::time_point captured{}; // capture time, on this host's steady clock
-    std::uint64_t epoch = 0;      // the source's connection epoch
+    std::uint64_t epoch = 0;      // the source's connection epoch, as its sender numbered it
     std::uint64_t link_seq = 0;   // the sender's message number
     std::uint64_t sender_id = 0;  // which sender (random per sender object)
     std::string sender;           // its name
     clock::time_point arrived{};  // when the receiver took it from the transport
+    // The epoch channels compare (drop_older_epochs): `epoch` plus a base per sender, so that a
+    // sender's first epoch counts as at least as new as the newest the receiver handed out
+    // before it (gap_counter). A camera whose process restarted numbers its connections from 1
+    // again, under a new sender id; by its own epoch, every frame of it would be older than the
+    // last one of the process before.
+    std::uint64_t receiver_epoch = 0;
 
     // now - captured, clamped to duration::max() or min() as stamped::age() is (a sender's
     // capture time may be anything).
@@ -187,7 +195,7 @@ struct framepipe::timestamp_traits<framepipe::transport::received<V>> {
 template <class V>
 struct framepipe::epoch_traits<framepipe::transport::received<V>> {
     static std::uint64_t epoch(const framepipe::transport::received<V>& r) noexcept {
-        return r.epoch;
+        return r.receiver_epoch;
     }
 };
 
@@ -400,22 +408,32 @@ public:
         bool out_of_order = false; // at most max_gap older than expected: a duplicate or reordered
         bool reset = false;        // more than max_gap from the link_seq expected: counted afresh
         bool new_sender = false;
+        std::uint64_t epoch = 0;   // the receiver's epoch of the message (received::receiver_epoch)
     };
 
-    // Records message `link_seq` from `sender`. A new sender starts its count at the first
-    // message seen: what it sent before this receiver was there was not meant for it. Any
-    // link_seq is accepted (see the class comment). Exceptions: std::bad_alloc (a new sender,
-    // while fewer than max_senders are known), with nothing changed.
-    [[nodiscard]] result see(std::uint64_t sender, std::uint64_t link_seq) {
+    // Records message `link_seq` from `sender`, of the sender's connection epoch `epoch`. A new
+    // sender starts its count at the first message seen: what it sent before this receiver was
+    // there was not meant for it. Any link_seq is accepted (see the class comment). The result's
+    // epoch is `epoch` plus the sender's base, set when the sender is first seen so that its
+    // first epoch counts as at least as new as the newest handed out before (from any sender):
+    // a restarted sender's epochs, which start at 1 again, are then not older than its
+    // predecessor's, and senders that start together at one epoch stay equal (saturating at
+    // UINT64_MAX). Exceptions: std::bad_alloc (a new sender, while fewer than max_senders are
+    // known), with nothing changed.
+    [[nodiscard]] result see(std::uint64_t sender, std::uint64_t link_seq,
+                             std::uint64_t epoch = 0) {
         result r;
         const auto found = index_.find(sender);
         if (found == index_.end()) {
             r.new_sender = true;
-            remember(sender, link_seq + 1); // wraps to 0 after UINT64_MAX: modulo 2^64
+            const std::uint64_t base = epoch < top_epoch_ ? top_epoch_ - epoch : 0;
+            remember(sender, link_seq + 1, base); // wraps to 0 after UINT64_MAX: modulo 2^64
+            r.epoch = raised(base, epoch);
             return r;
         }
         const auto it = found->second;
         order_.splice(order_.begin(), order_, it); // the most recently seen, first
+        r.epoch = raised(it->epoch_base, epoch);
         const std::uint64_t ahead = link_seq - it->next; // modulo 2^64, as the link_seq wraps
         const std::uint64_t behind = it->next - link_seq;
         if (ahead <= max_gap) {
@@ -442,13 +460,24 @@ public:
 private:
     struct entry {
         std::uint64_t sender;
-        std::uint64_t next; // the link_seq expected next
+        std::uint64_t next;       // the link_seq expected next
+        std::uint64_t epoch_base; // added to the sender's epochs
     };
     using list = std::list<entry>;
 
-    void remember(std::uint64_t sender, std::uint64_t next) {
+    // base + epoch, saturating; and the highest epoch handed out follows it.
+    std::uint64_t raised(std::uint64_t base, std::uint64_t epoch) noexcept {
+        const std::uint64_t e =
+            epoch > std::numeric_limits<std::uint64_t>::max() - base
+                ? std::numeric_limits<std::uint64_t>::max()
+                : base + epoch;
+        top_epoch_ = std::max(top_epoch_, e);
+        return e;
+    }
+
+    void remember(std::uint64_t sender, std::uint64_t next, std::uint64_t epoch_base) {
         if (index_.size() < max_senders) {
-            order_.push_front({sender, next});
+            order_.push_front({sender, next, epoch_base});
             try {
                 index_.emplace(sender, order_.begin());
             } catch (...) {
@@ -463,11 +492,13 @@ private:
         node.key() = sender;
         lru->sender = sender;
         lru->next = next;
+        lru->epoch_base = epoch_base;
         order_.splice(order_.begin(), order_, lru);
         index_.insert(std::move(node));
     }
 
     list order_; // most recently seen first
+    std::uint64_t top_epoch_ = 0; // the highest epoch handed out
     std::unordered_map<std::uint64_t, list::iterator> index_;
 };
 
@@ -708,7 +739,8 @@ struct received_block {
 // is passed on).
 template <class V, class Release>
 [[nodiscard]] received_ptr<V> make_received(framepipe::detail::block_recycler* recycler, V value,
-                                            const envelope& e, Release release) {
+                                            const envelope& e, std::uint64_t receiver_epoch,
+                                            Release release) {
     using block = received_block<V, Release>;
     std::shared_ptr<block> b;
     try {
@@ -716,7 +748,8 @@ template <class V, class Release>
         b = std::allocate_shared<block>(
             framepipe::detail::recycling_allocator<block>(recycler),
             received<V>{std::move(value), e.seq, local_capture_time(e, arrived), e.epoch,
-                        e.link_seq, e.sender_id, std::string(e.sender_name()), arrived},
+                        e.link_seq, e.sender_id, std::string(e.sender_name()), arrived,
+                        receiver_epoch},
             release);
     } catch (...) {
         release(); // no block was made: nothing else will give the message back
