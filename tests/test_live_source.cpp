@@ -527,6 +527,34 @@ TEST_CASE("live_source: time blocked in a push does not count against stall_time
     CHECK(st.frames == 10);
 }
 
+TEST_CASE("live_source: fps is the frames pushed over the last 2 s, in stats and status") {
+    // A pipeline's stage for a live source showed 0 fps while it streamed: the source pushes on
+    // threads of its own, which the stage's meters do not see.
+    struct paced_consumer { // takes a frame every 100 ms of virtual time: 10 frames a second
+        std::shared_ptr<world> w;
+        framepipe::push_status push(item) {
+            w->now += 100ms;
+            return framepipe::push_status::ok;
+        }
+        void close() {}
+    };
+    auto w = std::make_shared<world>();
+    auto src = make_source(w, {{.frames = 30, .after = connection::then::end}}, exact());
+    CHECK(src->stats().fps == 0);
+    paced_consumer out{w};
+    CHECK(src->run(out, w->stopper.get_token()) == live_state::ended);
+    const auto st = src->stats();
+    CHECK(st.frames == 30);
+    CHECK(st.fps == Approx(10.0)); // 20 frames in the 2 s that ended with the last
+    const auto status = src->status();
+    const auto it = std::find_if(status.gauges.begin(), status.gauges.end(),
+                                 [](const auto& g) { return g.name == "fps"; });
+    REQUIRE(it != status.gauges.end());
+    CHECK(it->value == st.fps);
+    w->now += 3s; // nothing since: the window is empty
+    CHECK(src->stats().fps == 0);
+}
+
 TEST_CASE("live_source: a read that returns status frame without a frame is a read error") {
     // It used to dereference the empty optional.
     struct empty_frame {

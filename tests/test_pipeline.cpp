@@ -3281,6 +3281,7 @@ namespace {
 // A supervised source that reports a given "frames" figure and runs until stopped.
 struct figure_source {
     double frames = 0;
+    double fps = 0;
     void start(ring<int>&) {}
     void stop() noexcept {}
     bool wait(std::stop_token stop) {
@@ -3291,7 +3292,7 @@ struct figure_source {
         return true;
     }
     [[nodiscard]] framepipe::source_status status() const {
-        return {"up", {"up"}, {{"frames", "Frames.", frames}}, {}};
+        return {"up", {"up"}, {{"frames", "Frames.", frames}}, {{"fps", "A second.", fps}}};
     }
     [[nodiscard]] std::optional<std::string> failure() const { return std::nullopt; }
 };
@@ -3308,6 +3309,20 @@ TEST_CASE("pipeline: a source's frames figure outside std::uint64_t's range leav
         p.source("cam", r, src);
         p.sink("s", r, [](int) {});
         CHECK(stage_of(p.snapshot(), "cam").items_out == (frames == 100.0 ? 100u : 0u));
+    }
+}
+
+TEST_CASE("pipeline: a supervised source's stage takes its fps from the source's fps gauge") {
+    // It read 0 while the source streamed: the source pushes on threads of its own, which the
+    // stage's rate meter does not see. A gauge that is no rate is left out.
+    for (const double fps : {12.5, -1.0, std::numeric_limits<double>::quiet_NaN()}) {
+        INFO(fps);
+        ring<int> r(4);
+        figure_source src{100, fps};
+        pipeline p("figures");
+        p.source("cam", r, src);
+        p.sink("s", r, [](int) {});
+        CHECK(stage_of(p.snapshot(), "cam").fps == (fps == 12.5 ? 12.5 : 0.0));
     }
 }
 

@@ -52,6 +52,7 @@
 #include <framepipe/detail/deadline.hpp>
 #include <framepipe/detail/unique_function.hpp>
 #include <framepipe/detail/wait.hpp>
+#include <framepipe/metrics.hpp>
 #include <framepipe/snapshot.hpp>
 #include <framepipe/stamped.hpp>
 
@@ -233,6 +234,7 @@ struct live_stats {
     std::uint64_t read_errors = 0;    // connections that failed while reading
     std::uint64_t ends = 0;           // ends of input (files)
     std::uint64_t frames = 0;         // frames pushed into the output (a push that threw: not)
+    double fps = 0;                   // of those, per second over the last 2 s (rate_meter)
     // Frames a read returned after a stop was requested: not pushed. (A runner that was abandoned
     // drops the frames its late calls return and counts nothing: the figures are its
     // successor's.)
@@ -483,6 +485,7 @@ public:
                                     const std::stop_token& st) {
                     e(std::move(item), st);
                     s.frames.fetch_add(1, std::memory_order_relaxed); // not when it threw
+                    s.frame_rate.record(s.time.now());
                 },
                 either.get_token(), false);
         } catch (...) {
@@ -594,6 +597,7 @@ public:
         st.state_changes = s.state_changes.load();
         st.attempt = s.attempt.load();
         const auto now = s.time.now();
+        st.fps = s.frame_rate.per_second(now);
         if (const auto last = s.last_frame_ns.load(); last != 0) {
             st.last_frame_age = now - time_at(last);
         }
@@ -641,6 +645,7 @@ public:
         };
         out.gauges = {
             {"epoch", "The live source's current connection number.", n(st.epoch)},
+            {"fps", "Frames emitted per second over the last 2 s.", st.fps},
             {"attempt", "Failed connection attempts in a row.", static_cast<double>(st.attempt)},
             {"last_frame_age_seconds", "Seconds since the last frame (-1: none yet).",
              st.last_frame_age ? secs(*st.last_frame_age) : -1.0},
@@ -696,6 +701,9 @@ private:
             state_changes{0};
         std::atomic<std::uint32_t> attempt{0};
         std::atomic<std::int64_t> last_frame_ns{0}, connected_since_ns{0}, current_backoff_ns{0};
+        // Frames pushed, for fps. One writer at a time: the runner that pushes (a new runner's
+        // first push waits for the previous runner's to end, see emit_gated).
+        rate_meter frame_rate;
         mutable std::mutex error_mu;
         std::string last_error; // guarded by error_mu
         detail::event_count state_changed;
@@ -976,6 +984,7 @@ private:
             // Counted once pushed (not when the push threw), before end_push(): stop() waits
             // for that, so an abandoned runner counts nothing after stop() has returned.
             s.frames.fetch_add(1, std::memory_order_relaxed);
+            s.frame_rate.record(s.time.now());
         }
     }
 

@@ -1397,6 +1397,13 @@ private:
                     ss.items_out = static_cast<std::uint64_t>(c.value);
                 }
             }
+            // Its items are pushed on threads of its own, which the stage's meters do not see:
+            // its rate is its own "fps" gauge when it gives one (live_source does).
+            for (const auto& g : ss.source->gauges) {
+                if (g.name == "fps" && g.value >= 0 && std::isfinite(g.value)) {
+                    ss.fps = g.value;
+                }
+            }
         }
         if (s.input != nullptr) {
             ss.inputs.push_back(s.input->name);

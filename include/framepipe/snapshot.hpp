@@ -63,7 +63,8 @@ struct stage_snapshot {
     std::uint64_t items_in = 0;  // taken from the input (sources: 0)
     std::uint64_t items_out = 0; // emitted to the output (sinks: 0)
     std::uint64_t items_inline = 0; // of items_in, run on the upstream's thread (inline_when_idle)
-    double fps = 0;              // items completed per second over the last 2 s
+    double fps = 0;              // items completed per second over the last 2 s (a supervised
+                                 // source: its "fps" gauge, if any)
     double service_p50_ms = 0;   // time spent on one item (function + emit), quantiles
     double service_p95_ms = 0;
     double service_p99_ms = 0;
