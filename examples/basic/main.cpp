@@ -33,6 +33,12 @@
 
 #include <framepipe/framepipe.hpp>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -42,7 +48,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <memory>
@@ -341,28 +350,87 @@ int run_one(const settings& s) {
     return 0;
 }
 
-// Runs each mode as a child process (--json) and prints the summaries side by side.
-int run_compare(const settings& s, const char* self) {
-    const std::array<std::string, 3> modes{"inline", "unbounded", "framepipe"};
-    std::vector<nlohmann::json> results;
-    for (const auto& mode : modes) {
-        const std::string cmd = std::string("'") + self + "' --json --mode " + mode +
-                                " --seconds " + std::to_string(s.seconds) + " --detector-ms " +
-                                std::to_string(s.detector_ms);
-        std::fprintf(stderr, "running %s mode for %.0f s...\n", mode.c_str(), s.seconds);
-        FILE* child = popen(cmd.c_str(), "r");
-        if (child == nullptr) {
-            throw std::runtime_error(std::string("cannot run ") + self);
+// Runs `argv` with its stdout into a pipe, until it exits, and returns what it printed. The first
+// SIGINT or SIGTERM to this process (install_stop_signals) is passed on to the child as SIGTERM:
+// it stops in order and prints its summary, as it would in a run of its own. Throws
+// std::runtime_error when the child cannot start or does not exit 0.
+std::string run_child(const std::vector<std::string>& argv, const std::string& what) {
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) != 0) {
+        throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    std::vector<char*> args;
+    for (const auto& a : argv) {
+        args.push_back(const_cast<char*>(a.c_str()));
+    }
+    args.push_back(nullptr);
+    pid_t pid = -1;
+    const int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(out[1]);
+    if (rc != 0) {
+        close(out[0]);
+        throw std::runtime_error("cannot run " + argv[0] + ": " + std::strerror(rc));
+    }
+    std::string text;
+    bool passed_on = false;
+    for (;;) {
+        if (fe::stop_requested() && !passed_on) {
+            (void)kill(pid, SIGTERM);
+            passed_on = true;
         }
-        std::string out;
+        pollfd p{out[0], POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0) {
+            continue; // a timeout, or a signal (EINTR): look at the stop again
+        }
         std::array<char, 4096> buf{};
-        while (std::fgets(buf.data(), static_cast<int>(buf.size()), child) != nullptr) {
-            out += buf.data();
+        const auto n = read(out[0], buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) {
+            continue;
         }
-        if (pclose(child) != 0) {
-            throw std::runtime_error("the " + mode + " run failed");
+        if (n <= 0) {
+            break;
+        }
+        text.append(buf.data(), static_cast<std::size_t>(n));
+    }
+    close(out[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (passed_on && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) {
+        return {}; // stopped before it had set up its own handling: no summary
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        throw std::runtime_error("the " + what + " run failed");
+    }
+    return text;
+}
+
+// Runs each mode as a child process (--json) and prints the summaries side by side. Ctrl-C or
+// SIGTERM stops the mode under way (its summary still comes) and runs no more: the modes that
+// ran are printed.
+int run_compare(const settings& s, const std::string& self) {
+    fe::install_stop_signals();
+    const std::array<std::string, 3> all{"inline", "unbounded", "framepipe"};
+    std::vector<std::string> modes;
+    std::vector<nlohmann::json> results;
+    for (const auto& mode : all) {
+        if (fe::stop_requested()) {
+            break;
+        }
+        std::fprintf(stderr, "running %s mode for %.0f s...\n", mode.c_str(), s.seconds);
+        const std::string out =
+            run_child({self, "--json", "--mode", mode, "--seconds", std::to_string(s.seconds),
+                       "--detector-ms", std::to_string(s.detector_ms)},
+                      mode);
+        if (out.empty()) {
+            break; // stopped before it could print
         }
         results.push_back(nlohmann::json::parse(out));
+        modes.push_back(mode);
     }
     std::printf("\n%-22s", "");
     for (const auto& mode : modes) {
@@ -396,18 +464,21 @@ int main(int argc, char** argv) {
     CLI::App app{"framepipe-basic: a 30 fps camera, a 15 fps UI and a slow detector, three ways"};
     settings s;
     bool compare = false;
-    app.add_option("--mode", s.mode, "inline, unbounded or framepipe")
-        ->check(CLI::IsMember({"inline", "unbounded", "framepipe"}));
-    app.add_option("--seconds", s.seconds, "run time per mode")->check(CLI::Range(1.0, 86400.0));
+    auto* mode = app.add_option("--mode", s.mode, "inline, unbounded or framepipe")
+                     ->check(CLI::IsMember({"inline", "unbounded", "framepipe"}));
+    app.add_option("--seconds", s.seconds, "run time per mode")
+        ->check(fe::finite_range(1.0, 86400.0));
     app.add_option("--detector-ms", s.detector_ms, "CPU time per detection")
         ->check(CLI::Range(1, 10000));
-    app.add_flag("--json", s.json, "print one JSON object at exit");
-    app.add_flag("--compare", compare, "run all three modes and print them side by side");
+    auto* json = app.add_flag("--json", s.json, "print one JSON object at exit");
+    app.add_flag("--compare", compare, "run all three modes and print them side by side")
+        ->excludes(mode)
+        ->excludes(json);
     if (const auto code = fe::parse_command_line(app, argc, argv, program)) {
         return *code;
     }
     return fe::run_main(program, [&] {
-        return compare ? run_compare(s, std::filesystem::read_symlink("/proc/self/exe").c_str())
+        return compare ? run_compare(s, std::filesystem::read_symlink("/proc/self/exe").string())
                        : run_one(s);
     });
 }

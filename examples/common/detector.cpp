@@ -1,11 +1,13 @@
 // examples/common/detector.cpp - see detector.hpp.
 #include "detector.hpp"
 
+#include <opencv2/core/utils/logger.hpp>
 #include <opencv2/dnn.hpp>
 #include <opencv2/imgproc.hpp>
 #include <opencv2/objdetect.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -322,6 +324,9 @@ std::unique_ptr<detector> make_detector(const detector_options& o) {
         if (!o.weights.empty()) {
             throw model_error("--weights needs --model (a Darknet .cfg)");
         }
+        if (!o.classes.empty()) {
+            throw model_error("--classes needs --model (the HOG people detector has one class)");
+        }
         if (o.batch > 1) {
             throw model_error("the HOG people detector cannot take a batch of " +
                               std::to_string(o.batch) +
@@ -334,6 +339,25 @@ std::unique_ptr<detector> make_detector(const detector_options& o) {
     if (!o.classes.empty()) {
         names = read_names(o.classes);
     }
+    // OpenCV's importer logs an ERROR line of its own before it throws: with the program's own
+    // line, two lines for one bad model. Silent while the model loads and is probed, unless the
+    // user asked for OpenCV's logs (OPENCV_LOG_LEVEL).
+    struct quiet_opencv_logs {
+        bool quiet = std::getenv("OPENCV_LOG_LEVEL") == nullptr;
+        cv::utils::logging::LogLevel before = cv::utils::logging::getLogLevel();
+        quiet_opencv_logs() {
+            if (quiet) {
+                cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
+            }
+        }
+        ~quiet_opencv_logs() {
+            if (quiet) {
+                cv::utils::logging::setLogLevel(before);
+            }
+        }
+        quiet_opencv_logs(const quiet_opencv_logs&) = delete;
+        quiet_opencv_logs& operator=(const quiet_opencv_logs&) = delete;
+    } quiet;
     cv::dnn::Net net;
     cv::Size input(o.input_size, o.input_size);
     std::string kind;
@@ -357,8 +381,9 @@ std::unique_ptr<detector> make_detector(const detector_options& o) {
                               "': unknown format (expected .onnx, or .cfg with --weights)");
         }
     } catch (const cv::Exception& e) {
-        throw model_error("model '" + o.model + "': cannot be parsed (" + first_line(e.what()) +
-                          ")");
+        // e.err is OpenCV's reason; what() starts with where it was thrown.
+        throw model_error("model '" + o.model + "': cannot be parsed (" +
+                          first_line(e.err.empty() ? e.what() : e.err) + ")");
     }
     if (net.empty()) {
         throw model_error("model '" + o.model + "': cannot be parsed (empty network)");

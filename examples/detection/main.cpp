@@ -98,6 +98,17 @@ int run(const det::settings& s, const CLI::App& app) {
     cv::setNumThreads(s.detector_threads);
     const bool pipelined = s.mode == "pipelined";
     std::FILE* console = s.json ? stderr : stdout;
+    if (app.count("--camera") > 0 && app.count("--video") > 0) {
+        throw fe::usage_error("--camera and --video exclude each other");
+    }
+    // --dot: opened now, so that a path that cannot be written is exit 2 before the run.
+    std::optional<std::ofstream> dot_file;
+    if (!s.dot.empty()) {
+        dot_file.emplace(s.dot);
+        if (!*dot_file) {
+            throw fe::usage_error("--dot: '" + s.dot + "' cannot be opened for writing");
+        }
+    }
     // --sampling: a bad spec is exit 2 before anything opens (sampling.hpp lists the forms).
     const auto sampling = det::parse_sampling(s.sampling);
     const bool sampled = sampling.kind != det::sampling_kind::none;
@@ -221,11 +232,14 @@ int run(const det::settings& s, const CLI::App& app) {
                 });
     } else {
         // One thread reads, detects and encodes (an output-less source publishing by itself).
+        // No stage has "jpeg" as its output, so the pipeline never closes it: the source does,
+        // at its end, or the --no-ui sink would wait for ever.
         p.source(
             "inline",
             [&](framepipe::stage_context& ctx) {
                 const auto f = read(ctx);
                 if (!f) {
+                    jpegs.close();
                     return false;
                 }
                 if (auto jpeg_frame = one_loop(f)) {
@@ -305,8 +319,13 @@ int run(const det::settings& s, const CLI::App& app) {
     if (after.contains("sampling")) {
         j["sampling"] = after["sampling"];
     }
-    if (!s.dot.empty()) {
-        std::ofstream(s.dot) << framepipe::to_dot(p.snapshot());
+    if (dot_file) {
+        *dot_file << framepipe::to_dot(p.snapshot());
+        dot_file->flush();
+        if (!*dot_file) {
+            fe::print_error(program, "--dot: '" + s.dot + "': write failed");
+            return 2;
+        }
     }
     const std::string end = video ? video->end_reason() : std::string();
     j["end_reason"] = end.empty() ? (r.end == fe::run_end::signal ? "signal" : "duration") : end;
@@ -345,5 +364,5 @@ int main(int argc, char** argv) {
         s.detect_fps = 0; // with a sampler, the sampler decides what the detector gets
     }
     return fe::run_main(program,
-                        [&] { return remote.active() ? det::run_remote(s, remote) : run(s, app); });
+                        [&] { return remote.active() ? det::run_remote(s, remote, app) : run(s, app); });
 }

@@ -5,6 +5,7 @@
 #include "page.hpp"
 #include "stages.hpp"
 
+#include "common/live_input.hpp"
 #include "common/mat_codecs.hpp"
 #include "common/program.hpp"
 #include "common/run_loop.hpp"
@@ -39,6 +40,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -506,7 +508,7 @@ void add_remote_options(CLI::App& app, remote_settings& r) {
                    "start iox-roudi with this config if none runs");
 }
 
-int run_remote(const settings& s, const remote_settings& r) {
+int run_remote(const settings& s, const remote_settings& r, const CLI::App& app) {
     const std::string& where = r.publish.empty() ? r.worker : r.publish;
     const std::string name = r.name.empty() ? default_name() : r.name;
     if (s.mode != "pipelined") {
@@ -514,6 +516,28 @@ int run_remote(const settings& s, const remote_settings& r) {
     }
     if (s.sampling != "none") {
         throw usage_error("--publish / --worker: not with --sampling (a worker detects what it is sent)");
+    }
+    // The flags the one-process run checks, which these modes would otherwise take and ignore.
+    if (app.count("--camera") > 0 && app.count("--video") > 0) {
+        throw usage_error("--camera and --video exclude each other");
+    }
+    if (!r.publish.empty() && is_live_input(s.video, s.camera)) {
+        // The camera side reads through one VideoCapture, opened once: a live input that is down
+        // or drops would end the run instead of being retried as in one process.
+        throw usage_error("--publish: reads a video file; run a live input (rtsp://, http(s)://, "
+                          "--camera) in one process");
+    }
+    for (const char* flag : live_flags) { // --max-attempts also counts NATS connect attempts
+        if (app.count(flag) > 0 && std::string_view(flag) != "--max-attempts") {
+            throw usage_error(std::string(flag) + ": only for live inputs, not with --publish / "
+                                                  "--worker");
+        }
+    }
+    if (!s.motion_mask.empty()) {
+        throw usage_error("--motion-mask: only with --sampling motion or cascade");
+    }
+    if (!s.dot.empty()) {
+        throw usage_error("--dot: not with --publish / --worker");
     }
     if (where == "iceoryx") {
 #if defined(FRAMEPIPE_DETECT_ICEORYX)

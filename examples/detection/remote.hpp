@@ -48,6 +48,6 @@ void add_remote_options(CLI::App& app, remote_settings& r);
 
 // Runs the mode r asks for (r.active()) with the common settings `s`; the exit code. Throws
 // what run_main() reports in one line (exit 2): bad input found before anything runs.
-int run_remote(const settings& s, const remote_settings& r);
+int run_remote(const settings& s, const remote_settings& r, const CLI::App& app);
 
 } // namespace framepipe_examples::detection

@@ -10,6 +10,8 @@ Writes, into OUTDIR:
                   same candidates for every frame (framepipe-multicam's --batch)
   not_yolo.onnx   input [1,3,64,64], output [1, 3, 1, 1]  (a valid model, not a YOLO layout)
   broken.onnx     random bytes
+  unknown_op.onnx a well-formed ONNX file with an operator OpenCV does not know (its importer
+                  logs an error line of its own before it throws)
   tiny.cfg + tiny.weights   Darknet: maxpool to a 2x2 grid, a 1x1 convolution, a [yolo] layer
                             with one 8x8 anchor and 2 classes; input 32x32
   names.txt       three class names
@@ -66,6 +68,17 @@ def constant_model(values: np.ndarray, out_shape, path: str, batch=1) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     model.ir_version = 6
     onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def unknown_op(path: str) -> None:
+    """One node of an operator no ONNX importer knows: the file parses, the graph does not."""
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4 + CLASSES, N])
+    node = helper.make_node("NoSuchOperator", ["images"], ["output0"])
+    graph = helper.make_graph([node], "unknown", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
     onnx.save(model, path)
 
 
@@ -132,6 +145,7 @@ def main() -> int:
     constant_model(np.ones(3, np.float32), [1, 3, 1, 1], os.path.join(outdir, "not_yolo.onnx"))
     with open(os.path.join(outdir, "broken.onnx"), "wb") as f:
         f.write(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    unknown_op(os.path.join(outdir, "unknown_op.onnx"))
     darknet(outdir)
     with open(os.path.join(outdir, "names.txt"), "w", encoding="ascii") as f:
         f.write("cat\ndog\nbird\n")

@@ -294,11 +294,41 @@ TEST_CASE("the end of the file ends the run cleanly; --loop restarts it") {
     CHECK(loop.at("frames_read").get<std::uint64_t>() > 30);
     CHECK(loop.at("end_reason") == "duration");
 
+    // --mode inline: its source publishes the JPEGs itself, and closes them at the end, which
+    // ends the --no-ui sink (it waited for ever, and the stop for its 10 s).
+    const auto inline_end = t::run({exe, "--no-ui", "--json", "--mode", "inline", "--video",
+                                    short_video().string(), "--source-fps", "200", "--duration",
+                                    "60"});
+    const auto in = parse_summary(inline_end);
+    CHECK(in.at("frames_read") == 30);
+    CHECK(in.at("end_reason") == "end of file");
+    CHECK(inline_end.err.find("did not stop") == std::string::npos);
+
     // --source-fps native: the file's own 30 fps.
     const auto native = parse_summary(t::run({exe, "--no-ui", "--json", "--video",
                                               short_video().string(), "--source-fps", "native"}));
     CHECK(native.at("source_fps_target") == 30.0);
     CHECK(native.at("frames_read") == 30);
+}
+
+TEST_CASE("--dot writes the graph at exit; a path it cannot write is one line, exit 2") {
+    // It was written at exit with no check: a path that could not be opened or written gave
+    // exit 0, no line and no graph.
+    const framepipe_examples::testing::temp_dir dir("framepipe-detect-dot");
+    const auto graph = dir.file("graph.dot");
+    const auto ok = t::run({exe, "--no-ui", "--json", "--video", short_video().string(),
+                            "--source-fps", "200", "--dot", graph});
+    CHECK(ok.exit_code == 0);
+    std::ifstream in(graph);
+    const std::string dot((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(dot.rfind("digraph", 0) == 0);
+    check_one_line_error(t::run({exe, "--no-ui", "--video", short_video().string(), "--dot",
+                                 dir.file("no-such-dir/graph.dot")}),
+                         "--dot: '");
+    // Opened, then full: the run happened, the write at exit failed.
+    check_one_line_error(t::run({exe, "--no-ui", "--video", short_video().string(),
+                                 "--source-fps", "200", "--dot", "/dev/full"}),
+                         "write failed", false);
 }
 
 TEST_CASE("a file:// URI is a file: read to its end, which ends the run cleanly") {
@@ -354,6 +384,16 @@ TEST_CASE("bad input: a one-line error naming the problem, exit code 2") {
     check_one_line_error(t::run({exe, "--no-ui", "--model", model("not_yolo.onnx"), "--input-size", "64"}),
                          "not a YOLOv5, YOLOv8 or Darknet layout");
     check_one_line_error(t::run({exe, "--no-ui", "--model", model("tiny.cfg")}), "needs --weights");
+    // OpenCV's importer logged an error line of its own before the program's: two lines.
+    check_one_line_error(t::run({exe, "--no-ui", "--model", model("unknown_op.onnx")}),
+                         "cannot be parsed");
+    // A file named on the command line that the HOG detector would never read.
+    check_one_line_error(t::run({exe, "--no-ui", "--classes", model("absent.txt")}),
+                         "--classes needs --model");
+    // Two inputs: the camera won, and --video was dropped without a word.
+    check_one_line_error(t::run({exe, "--no-ui", "--camera", "9", "--video",
+                                 short_video().string()}),
+                         "--camera and --video exclude each other");
     check_one_line_error(t::run({exe, "--no-ui", "--mode", "sideways"}), "--mode");
     check_one_line_error(t::run({exe, "--no-ui", "--source-fps", "fast"}), "--source-fps");
     check_one_line_error(t::run({exe, "--no-ui", "--bogus"}), "bogus");

@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -164,6 +165,29 @@ TEST_CASE("detect over NATS: bad input is one line and exit 2; a malformed frame
         CHECK(p.wait() == 2);
         CHECK(p.err() == "framepipe-detect: --publish / --worker: not with --sampling (a worker "
                          "detects what it is sent)\n");
+    }
+    SECTION("a live input, or a flag of the one-process run: refused before connecting") {
+        // The camera side opened a live input once, so one that was down ended the run, and
+        // these flags were taken and ignored.
+        for (const auto& [extra, needle] : std::vector<std::pair<std::vector<std::string>,
+                                                                 std::string>>{
+                 {{"--video", "rtsp://127.0.0.1:9/none"}, "--publish: reads a video file"},
+                 {{"--stall-timeout", "5"}, "--stall-timeout: only for live inputs, not with"},
+                 {{"--motion-mask", "1,1 2,2 1,2"}, "--motion-mask: only with --sampling"},
+                 {{"--dot", "/tmp/graph.dot"}, "--dot: not with --publish / --worker"}}) {
+            std::vector<std::string> args{FRAMEPIPE_DETECT_EXE, "--publish", server.url(),
+                                          "--no-ui"};
+            args.insert(args.end(), extra.begin(), extra.end());
+            if (extra.front() != "--video") {
+                args.insert(args.end(), {"--video", FRAMEPIPE_TEST_VIDEO});
+            }
+            process p(args);
+            CHECK(p.wait() == 2);
+            const auto err = p.err();
+            INFO(err);
+            CHECK(err.find("framepipe-detect: " + needle) == 0);
+            CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+        }
     }
     SECTION("raw frames over max_payload (768x576 BGR is 1.3 MB; the server takes 1 MB)") {
         process p(detect({"--publish", server.url(), "--no-ui", "--wire-codec", "raw"}));
