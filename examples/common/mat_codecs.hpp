@@ -10,7 +10,8 @@
 // Sizes: raw is rows * step + 64 bytes (640x480 BGR: 921,664; 1920x1080 BGR: 6,220,864), which
 // with the 128-byte envelope fits NATS's default max_payload (1 MB) at 640x480 and not at 1080p.
 // Header-only; needs OpenCV (core, imgcodecs). decode never throws: bad bytes give nullopt, and the
-// receiver counts the message as malformed.
+// receiver counts the message as malformed (for JPEG, also a frame over max_side a side, found
+// in its header before anything is decoded).
 #pragma once
 
 #include <framepipe/transport/detail/common.hpp>
@@ -23,6 +24,7 @@
 #include <cstring>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace framepipe_examples {
@@ -86,6 +88,10 @@ struct jpeg_mat_codec {
     using view_type = cv::Mat; // owns its pixels
 
     int quality = 80;
+    // The largest width and height decode() takes, read from the JPEG's frame header before
+    // decoding: a few hundred bytes can declare 30000x30000 pixels, which OpenCV would decode
+    // (2.6 GB, seconds of CPU) however short the data. Larger ones are malformed.
+    int max_side = 8192;
 
     void encode(const cv::Mat& m, framepipe::transport::lender& lend) const {
         thread_local std::vector<unsigned char> buf; // reused: no allocation per frame
@@ -94,7 +100,55 @@ struct jpeg_mat_codec {
         std::memcpy(out.data(), buf.data(), buf.size());
     }
 
+    // The width and height a JPEG declares in its frame header (SOF), found by walking its
+    // marker segments up to the first scan; nullopt when the bytes are not such a JPEG.
+    [[nodiscard]] static std::optional<std::pair<int, int>> declared_size(
+        std::span<const std::byte> b) noexcept {
+        const auto at = [&b](std::size_t i) { return std::to_integer<unsigned>(b[i]); };
+        if (b.size() < 4 || at(0) != 0xFF || at(1) != 0xD8) {
+            return std::nullopt;
+        }
+        std::size_t i = 2;
+        while (i + 4 <= b.size()) {
+            if (at(i) != 0xFF) {
+                return std::nullopt;
+            }
+            const unsigned marker = at(i + 1);
+            if (marker == 0xFF) { // fill byte before a marker
+                ++i;
+                continue;
+            }
+            if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) { // no length
+                i += 2;
+                continue;
+            }
+            if (marker == 0xD9 || marker == 0xDA) { // the end, or a scan before any frame header
+                return std::nullopt;
+            }
+            const std::size_t length = at(i + 2) << 8 | at(i + 3); // its own two bytes included
+            if (length < 2 || length > b.size() - i - 2) {
+                return std::nullopt;
+            }
+            // SOF0..SOF15, but DHT (C4), JPG (C8) and DAC (CC), which share the range.
+            if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 &&
+                marker != 0xCC) {
+                if (length < 7) {
+                    return std::nullopt;
+                }
+                return std::pair<int, int>(static_cast<int>(at(i + 7) << 8 | at(i + 8)),
+                                           static_cast<int>(at(i + 5) << 8 | at(i + 6)));
+            }
+            i += 2 + length;
+        }
+        return std::nullopt;
+    }
+
     [[nodiscard]] std::optional<cv::Mat> decode(std::span<const std::byte> b) const noexcept {
+        const auto size = declared_size(b);
+        if (!size || size->first <= 0 || size->second <= 0 || size->first > max_side ||
+            size->second > max_side) {
+            return std::nullopt;
+        }
         try {
             const cv::Mat bytes(1, static_cast<int>(b.size()), CV_8UC1,
                                 const_cast<std::byte*>(b.data())); // NOLINT: read-only use

@@ -13,6 +13,7 @@
 #   the server alone in its own process.
 # - test_http_client: testing/http_client.hpp's reads give up on a server that never answers.
 # - test_program: program.hpp's stop signals (the first asks for an orderly stop, a second kills).
+# - test_mat_codecs: mat_codecs.hpp's JPEG codec refuses a frame over max_side before decoding it.
 find_package(Catch2 2 REQUIRED)
 
 # Debian's python (python3-gst-1.0 and the GstRtspServer typelib are installed for it), not a
@@ -89,6 +90,13 @@ target_link_libraries(test_http_client PRIVATE Boost::headers framepipe_catch_ma
                                                framepipe_warnings)
 add_test(NAME test_http_client COMMAND test_http_client)
 set_tests_properties(test_http_client PROPERTIES TIMEOUT 300)
+
+# mat_codecs.hpp's JPEG codec: the frame size read from the header, and what is refused.
+add_executable(test_mat_codecs tests/test_mat_codecs.cpp)
+target_link_libraries(test_mat_codecs PRIVATE framepipe_examples_video framepipe_catch_main
+                                              Catch2::Catch2 framepipe_warnings)
+add_test(NAME test_mat_codecs COMMAND test_mat_codecs)
+set_tests_properties(test_mat_codecs PROPERTIES TIMEOUT 60)
 
 add_executable(test_program tests/test_program.cpp)
 target_link_libraries(test_program PRIVATE framepipe::framepipe nlohmann_json::nlohmann_json
