@@ -697,10 +697,13 @@ public:
             // Compared without adding: envelope_size + n wraps for an n near SIZE_MAX (a codec
             // whose size underflowed), and would pass.
             if (n > limit || envelope_size > limit - n) {
+                constexpr auto most = std::numeric_limits<std::size_t>::max();
                 throw send_failure(send_status::too_large,
-                                   "payload of " + std::to_string(n) + " bytes and the " +
-                                       std::to_string(envelope_size) +
-                                       "-byte envelope over the server's max_payload of " +
+                                   "message of " +
+                                       (n <= most - envelope_size
+                                            ? std::to_string(envelope_size + n)
+                                            : "more than " + std::to_string(most)) +
+                                       " bytes over the server's max_payload of " +
                                        std::to_string(limit));
             }
             lent = true;

@@ -162,8 +162,8 @@ struct received {
     std::string sender;           // its name
     clock::time_point arrived{};  // when the receiver took it from the transport
     // The epoch channels compare (drop_older_epochs): `epoch` plus a base per sender, so that a
-    // sender's first epoch counts as at least as new as the newest the receiver handed out
-    // before it (gap_counter). A camera whose process restarted numbers its connections from 1
+    // sender's first epoch counts as at least as new as the newest the receiver saw before it
+    // (gap_counter). A camera whose process restarted numbers its connections from 1
     // again, under a new sender id; by its own epoch, every frame of it would be older than the
     // last one of the process before.
     std::uint64_t receiver_epoch = 0;
@@ -415,7 +415,7 @@ public:
     // sender starts its count at the first message seen: what it sent before this receiver was
     // there was not meant for it. Any link_seq is accepted (see the class comment). The result's
     // epoch is `epoch` plus the sender's base, set when the sender is first seen so that its
-    // first epoch counts as at least as new as the newest handed out before (from any sender):
+    // first epoch counts as at least as new as the newest seen before (from any sender):
     // a restarted sender's epochs, which start at 1 again, are then not older than its
     // predecessor's, and senders that start together at one epoch stay equal (saturating at
     // UINT64_MAX). Exceptions: std::bad_alloc (a new sender, while fewer than max_senders are
@@ -465,7 +465,7 @@ private:
     };
     using list = std::list<entry>;
 
-    // base + epoch, saturating; and the highest epoch handed out follows it.
+    // base + epoch, saturating; and the highest epoch seen follows it.
     std::uint64_t raised(std::uint64_t base, std::uint64_t epoch) noexcept {
         const std::uint64_t e =
             epoch > std::numeric_limits<std::uint64_t>::max() - base
@@ -498,7 +498,7 @@ private:
     }
 
     list order_; // most recently seen first
-    std::uint64_t top_epoch_ = 0; // the highest epoch handed out
+    std::uint64_t top_epoch_ = 0; // the highest epoch seen (the result's, of any message)
     std::unordered_map<std::uint64_t, list::iterator> index_;
 };
 
