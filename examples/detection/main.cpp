@@ -363,6 +363,7 @@ int main(int argc, char** argv) {
     if (s.sampling != "none" && app.count("--detect-fps") == 0) {
         s.detect_fps = 0; // with a sampler, the sampler decides what the detector gets
     }
-    return fe::run_main(program,
-                        [&] { return remote.active() ? det::run_remote(s, remote, app) : run(s, app); });
+    return fe::run_main(program, [&] {
+        return remote.active() ? det::run_remote(s, remote, app) : run(s, app);
+    });
 }

@@ -156,17 +156,18 @@ struct adaptive_rate_options {
 //   3. with room for two periods running or more at the ceiling (r = C), C is lifted by one
 //      step per period, so a consumer that got faster is found again; a period below C (while
 //      the activity asks for less) is not counted, as it says nothing of the rates above C.
-//      Room: busy < busy_low (and occupancy, if given,
-//      not above occupancy_high); with no busy share, occupancy <= occupancy_low (an empty input,
-//      by default), so that occupancy alone can lift C again after a backlog;
+//      Room: busy < busy_low (and occupancy, if given, not above occupancy_high); with no busy
+//      share, occupancy <= occupancy_low (an empty input, by default), so that occupancy alone
+//      can lift C again after a backlog;
 //   r and C are rounded to the nearest rate of the grid: min_hz + k * s up to max_hz, and max_hz
 //   itself (where both start; it may lie off the steps, and the first step down lands on them).
 // Stability: every change is one step down, or up to a value at most C; C moves down to one step
 // below a rate that saturated, and up by one step per period only while the consumer has room
-// at C two periods running. Under a steady consumer the rate settles at the highest grid rate that
-// neither saturates nor leaves room, and if the band [busy_low, busy_high] is narrower than one
-// step it alternates between two neighbours: it moves by at most one step in steady state. A rise
-// in activity reaches min(D, C) at the next update; a fall reaches D within (r - D) / s updates.
+// at C two periods running. Under a steady consumer the rate settles at the highest grid rate
+// that neither saturates nor leaves room, and if the band [busy_low, busy_high] is narrower than
+// one step it alternates between two neighbours: it moves by at most one step in steady state. A
+// rise in activity reaches min(D, C) at the next update; a fall reaches D within (r - D) / s
+// updates.
 //
 // Admissions follow at once. A fall takes effect at the rate_limiter's next slot (the slot under
 // way keeps its length). A rise restarts the limiter at the new rate: the next item is kept as
