@@ -98,9 +98,6 @@ int run(const det::settings& s, const CLI::App& app) {
     cv::setNumThreads(s.detector_threads);
     const bool pipelined = s.mode == "pipelined";
     std::FILE* console = s.json ? stderr : stdout;
-    if (app.count("--camera") > 0 && app.count("--video") > 0) {
-        throw fe::usage_error("--camera and --video exclude each other");
-    }
     // --dot: opened now, so that a path that cannot be written is exit 2 before the run.
     std::optional<std::ofstream> dot_file;
     if (!s.dot.empty()) {
@@ -364,6 +361,9 @@ int main(int argc, char** argv) {
         s.detect_fps = 0; // with a sampler, the sampler decides what the detector gets
     }
     return fe::run_main(program, [&] {
+        if (app.count("--camera") > 0 && app.count("--video") > 0) { // in every mode
+            throw fe::usage_error("--camera and --video exclude each other");
+        }
         return remote.active() ? det::run_remote(s, remote, app) : run(s, app);
     });
 }

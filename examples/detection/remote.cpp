@@ -518,9 +518,6 @@ int run_remote(const settings& s, const remote_settings& r, const CLI::App& app)
         throw usage_error("--publish / --worker: not with --sampling (a worker detects what it is sent)");
     }
     // The flags the one-process run checks, which these modes would otherwise take and ignore.
-    if (app.count("--camera") > 0 && app.count("--video") > 0) {
-        throw usage_error("--camera and --video exclude each other");
-    }
     if (!r.publish.empty() && is_live_input(s.video, s.camera)) {
         // The camera side reads through one VideoCapture, opened once: a live input that is down
         // or drops would end the run instead of being retried as in one process.
