@@ -129,13 +129,65 @@ TEST_CASE("gap_counter: losses are the gaps, per sender; a new sender starts whe
     CHECK(g.see(1, 6).lost == 0);
     CHECK(g.see(1, 9).lost == 2);
     CHECK(g.see(2, 0).new_sender);
-    CHECK(g.see(1, 8).out_of_order);
+    CHECK(g.see(1, 6).out_of_order); // a duplicate: no gap was counted for it
     CHECK(g.see(1, 10).lost == 0);
     const auto again = g.see(1, 10); // a duplicate of the last one
     CHECK(again.out_of_order);
     CHECK(again.lost == 0);
     CHECK(g.see(1, 11).lost == 0);
     CHECK(g.see(2, 1).lost == 0);
+}
+
+TEST_CASE("gap_counter: a reordered message whose gap was counted lost is late, once") {
+    constexpr auto window = tp::detail::gap_counter::late_window;
+    tp::detail::gap_counter g;
+    CHECK(g.see(1, 0).new_sender);
+    CHECK(g.see(1, 3).lost == 2); // 1 and 2 counted lost
+    const auto two = g.see(1, 2);
+    CHECK(two.late);
+    CHECK_FALSE(two.out_of_order);
+    CHECK(two.lost == 0);
+    // Arrived now: a second copy of it is an old copy, as is one of a message that had arrived.
+    const auto again = g.see(1, 2);
+    CHECK(again.out_of_order);
+    CHECK_FALSE(again.late);
+    CHECK(g.see(1, 3).out_of_order);
+    CHECK(g.see(1, 0).out_of_order);
+    CHECK(g.see(1, 1).late);
+    CHECK(g.see(1, 4).lost == 0); // the stream goes on where it was
+    // The gaps of the last late_window messages are remembered, across several jumps: 5 to 9
+    // lost, then 11 to 6 + window (next is then 8 + window).
+    CHECK(g.see(1, 10).lost == 5);
+    CHECK(g.see(1, 7 + window).lost == window - 4);
+    CHECK(g.see(1, 10).out_of_order);     // arrived
+    CHECK(g.see(1, 9).late);              // window - 1 behind the one expected next
+    CHECK(g.see(1, 8).late);              // window behind: the oldest remembered
+    CHECK(g.see(1, 7).out_of_order);      // window + 1 behind: forgotten, an old copy
+    CHECK(g.see(1, 6 + window).late);     // the newest gap
+    // One jump of more than late_window: every bit but the newest message's is a gap.
+    const std::uint64_t from = 8 + window; // the one expected next
+    CHECK(g.see(1, from + 100).lost == 100);
+    CHECK(g.see(1, from + 99).late);
+    CHECK(g.see(1, from + 101 - window).late);        // window behind
+    CHECK(g.see(1, from + 100 - window).out_of_order); // window + 1 behind
+    // A reset counts nothing lost, so nothing before it is late.
+    CHECK(g.see(1, from + 200).lost == 99);
+    const auto reset = g.see(1, from + 200 + 2 * tp::detail::gap_counter::max_gap);
+    CHECK(reset.reset);
+    const auto before_reset = g.see(1, from + 200 + 2 * tp::detail::gap_counter::max_gap - 1);
+    CHECK(before_reset.out_of_order);
+    CHECK_FALSE(before_reset.late);
+    // A forgotten sender's entry, reused for a new one, forgets its gaps too.
+    tp::detail::gap_counter h;
+    CHECK(h.see(1, 0).new_sender);
+    CHECK(h.see(1, 10).lost == 9);
+    for (std::uint64_t s = 2; s <= tp::detail::gap_counter::max_senders; ++s) {
+        (void)h.see(s, 0);
+    }
+    CHECK(h.see(tp::detail::gap_counter::max_senders + 1, 11).new_sender); // takes 1's entry
+    const auto reused = h.see(tp::detail::gap_counter::max_senders + 1, 5);
+    CHECK(reused.out_of_order);
+    CHECK_FALSE(reused.late);
 }
 
 TEST_CASE("gap_counter: a new sender's first epoch counts as new as the newest before it") {
@@ -445,6 +497,7 @@ TEST_CASE("to_prometheus: a link's figures as counters and a state gauge, labels
     s.out_of_order = 5;
     s.link_resets = 6;
     s.duplicate_receipts = 7;
+    s.late_arrivals = 8;
     s.state = framepipe::live_state::backoff;
     const auto text = tp::to_prometheus(s, "p\"1", "to-workers");
     CHECK(
@@ -454,7 +507,7 @@ TEST_CASE("to_prometheus: a link's figures as counters and a state gauge, labels
                     "workers\"} 2\n") != std::string::npos);
     for (const auto& [name, value] : std::vector<std::pair<std::string, int>>{
              {"delivered", 3}, {"refused", 4}, {"out_of_order", 5}, {"link_resets", 6},
-             {"duplicate_receipts", 7}}) {
+             {"duplicate_receipts", 7}, {"late_arrivals", 8}}) {
         CHECK(text.find("framepipe_transport_" + name + "_total{pipeline=\"p\\\"1\",link=\"to-"
                         "workers\"} " + std::to_string(value) + "\n") != std::string::npos);
     }
@@ -481,4 +534,17 @@ TEST_CASE("dropped_at_stop: in counters' snapshot, the source status and the Pro
     const auto text = tp::to_prometheus(s, "p", "frames-in");
     CHECK(text.find("framepipe_transport_dropped_at_stop_total{pipeline=\"p\",link=\"frames-"
                     "in\"} 7\n") != std::string::npos);
+}
+
+TEST_CASE("late_arrivals: in counters' snapshot and the source status") {
+    tp::detail::counters c;
+    c.late_arrivals.fetch_add(3);
+    const auto s = c.snapshot();
+    CHECK(s.late_arrivals == 3);
+    const auto status = tp::detail::to_source_status(s);
+    const auto it =
+        std::find_if(status.counters.begin(), status.counters.end(),
+                     [](const auto& m) { return m.name == "transport_late_arrivals"; });
+    REQUIRE(it != status.counters.end());
+    CHECK(it->value == 3.0);
 }

@@ -786,6 +786,34 @@ TEST_CASE("iceoryx: each frame carries the next link_seq; gaps are lost_in_trans
         CHECK(frames.stats().pushed == 8);
         CHECK(ring.size() == 0);
     }
+    SECTION("a reordered frame is counted once, as lost; a copy of it is an old copy") {
+        forged_stream forged("late", 5);
+        forged.send(0, tp::message_kind::frame);
+        forged.send(2, tp::message_kind::frame);
+        forged.send(1, tp::message_kind::frame); // after 2 had left its gap: late
+        forged.send(1, tp::message_kind::frame); // again: an old copy
+        forged.send(3, tp::message_kind::frame);
+        framepipe::ring<handle> ring(8);
+        tp::loss_counted frames(ring);
+        tp::iceoryx_receiver<tp::bytes_codec> rx(
+            {.service = {.instance = "late"}, .queue_capacity = 8, .history = 5});
+        rx.start(frames);
+        for (const std::uint64_t link_seq : std::initializer_list<std::uint64_t>{0, 2, 3}) {
+            auto h = frames.pop_for(10s);
+            REQUIRE(h);
+            CHECK((*h)->link_seq == link_seq);
+        }
+        wait_until([&] { return rx.stats().received == 4; });
+        rx.stop();
+        CHECK_FALSE(ring.try_pop());
+        const auto s = rx.stats();
+        CHECK(s.delivered == 3);
+        CHECK(s.lost_in_transport == 1);
+        CHECK(s.late_arrivals == 1);
+        CHECK(s.out_of_order == 1);
+        // The four frames sent, each once: received (and delivered) or lost.
+        CHECK(s.received - s.out_of_order + s.lost_in_transport + s.dropped_at_stop == 4);
+    }
     SECTION("a replayed frame is skipped; a forged jump and the way back are resets, no loss") {
         forged_stream forged("replay", 6);
         forged.send(0, tp::message_kind::frame);

@@ -1733,6 +1733,8 @@ TEST_CASE("nats: link_seq is not trusted: old copies are skipped, far jumps are 
     forge(8, top, 92); // just behind it, modulo 2^64: out of order, not a wrap to a loss
     forge(8, 1, 8);
     forge(8, 3, 9); // one real loss: link_seq 2
+    forge(8, 2, 93); // which arrives late: counted once, as lost; skipped
+    forge(8, 2, 94); // and a copy of it: an old copy
     std::vector<int> tags;
     while (tags.size() < 9) {
         auto r = ring.pop_for(10s);
@@ -1743,15 +1745,56 @@ TEST_CASE("nats: link_seq is not trusted: old copies are skipped, far jumps are 
     rx.stop(); // the callback has returned: the counts are final
     CHECK_FALSE(ring.try_pop());
     const auto s = rx.stats();
-    CHECK(s.received == 12);
+    CHECK(s.received == 13);
     CHECK(s.delivered == 9);
-    CHECK(s.out_of_order == 3);
+    CHECK(s.out_of_order == 4);
+    CHECK(s.late_arrivals == 1);
     CHECK(s.link_resets == 2);
     CHECK(s.lost_in_transport == 1);
     CHECK(out.lost_in_transport() == 1);
     CHECK(s.senders == 2);
-    // Every message received is accounted for once.
+    // Every message received is accounted for once, and sender 8's four frames (0 to 3) once
+    // each: delivered, or lost (the late one too).
     CHECK(s.received == s.delivered + s.refused + s.out_of_order + s.malformed);
+    CHECK(3 + s.lost_in_transport == 4); // tags 7, 8 and 9 delivered, link_seq 2 lost
+}
+
+TEST_CASE("nats: a queue group member's reordered frame is an old copy, not a late loss") {
+    nats_server server;
+    tp::nats_connection nc({.servers = {server.url()}});
+    framepipe::ring<bytes_handle> ring(8);
+    const std::string subject = "framepipe.t.qseq.frames";
+    tp::nats_receiver<tp::bytes_codec> rx(
+        nc, {.subject = subject, .queue_group = "workers", .pending_messages = 64});
+    rx.start(ring);
+    const auto forge = [&](std::uint64_t link_seq, std::uint8_t tag) {
+        std::vector<std::byte> msg(tp::envelope_size + 1);
+        tp::envelope e;
+        e.link_seq = link_seq;
+        e.payload_size = 1;
+        tp::set_sender(e, 7, "forged");
+        tp::write_envelope(e, msg);
+        msg[tp::envelope_size] = std::byte{tag};
+        REQUIRE(natsConnection_Publish(nc.get(), subject.c_str(), msg.data(),
+                                       static_cast<int>(msg.size())) == NATS_OK);
+    };
+    forge(0, 1);
+    forge(2, 2); // a member's gap: another member's frame, never counted lost here
+    forge(1, 3); // behind: skipped as an old copy (the publisher's ledger counts it)
+    forge(3, 4);
+    std::vector<int> tags;
+    while (tags.size() < 3) {
+        auto r = ring.pop_for(10s);
+        REQUIRE(r);
+        tags.push_back(static_cast<int>((*r)->value[0]));
+    }
+    CHECK(tags == std::vector<int>{1, 2, 4});
+    rx.stop();
+    const auto s = rx.stats();
+    CHECK(s.received == 4);
+    CHECK(s.out_of_order == 1);
+    CHECK(s.late_arrivals == 0);
+    CHECK(s.lost_in_transport == 0);
 }
 
 TEST_CASE("nats: slow_consumer_dropped stays counted after the connection closed") {

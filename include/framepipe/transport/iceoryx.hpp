@@ -19,7 +19,8 @@
 // Loss: publisher and subscribers discard the oldest data when a subscriber's queue is full
 // (never blocking the publisher), and the receiver counts what it missed from the link_seq gaps
 // (lost_in_transport; in its output channel's stats too when that is a loss_counted); a copy
-// older than one already received is counted out_of_order and skipped (detail::gap_counter). A
+// older than one already received is counted out_of_order and skipped, or late_arrivals if its
+// gap had been counted lost (detail::gap_counter). A
 // subscriber that holds chunks can starve the mempool: the publisher then counts no_buffer and
 // skips the frame (size the mempool, docs/transport.md).
 //
@@ -621,6 +622,10 @@ private:
             }
             const envelope& e = *d.header;
             const auto g = gaps.see(e.sender_id, e.link_seq, e.epoch);
+            if (g.late) { // counted lost already, when a later message left its gap: skipped
+                c.counters.late_arrivals.fetch_add(1, std::memory_order_relaxed);
+                return;
+            }
             // Once stop() has begun, a chunk that would be handed out is given back instead
             // (dropped_at_stop, not received), its envelope read so that its gap counts.
             const bool at_stop =

@@ -40,7 +40,8 @@
 // subscription sees the whole stream: its gaps are lost_in_transport (in its stats(), and in its
 // output channel's when that is a loss_counted, detail/common.hpp). link_seq is not trusted
 // (detail::gap_counter): a copy older than one already received is counted out_of_order and
-// skipped, a link_seq far from the expected one restarts the count (link_resets), never a loss.
+// skipped (late_arrivals, if its gap had been counted lost: a reordered frame), a link_seq far
+// from the expected one restarts the count (link_resets), never a loss.
 // Members of a queue group each see part of it, so there the receivers send a receipt for each
 // frame (receipt_subject) and the publisher counts a frame without one after loss_horizon as
 // lost_in_transport (it died in a member's client over its pending limit, in flight to a member
@@ -1219,7 +1220,17 @@ private:
                     count_received();
                     return;
                 }
-                const auto g = gaps.see(e.sender_id, e.link_seq, e.epoch);
+                auto g = gaps.see(e.sender_id, e.link_seq, e.epoch);
+                if (g.late && !options.queue_group.empty()) {
+                    // A member's gaps are the other members' frames, never counted lost: a
+                    // reordered one is an old copy.
+                    g.late = false;
+                    g.out_of_order = true;
+                }
+                if (g.late) { // counted lost already, when a later message left its gap
+                    c.late_arrivals.fetch_add(1, std::memory_order_relaxed);
+                    return;
+                }
                 // Once stop() has begun, a message that would be handed out is discarded
                 // (dropped_at_stop, not received): read as far as its envelope, so that its gap
                 // counts and a queue group's publisher gets its receipt (it reached a member).

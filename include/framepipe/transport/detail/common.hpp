@@ -279,10 +279,15 @@ struct transport_stats {
     std::uint64_t bytes_received = 0;
     std::uint64_t malformed = 0; // counted and skipped
     std::uint64_t lost_in_transport = 0;
-    // At most gap_counter::max_gap older than one already received from the same sender
-    // (duplicates too): counted and skipped, never handed out. A reordered message was counted
-    // in lost_in_transport too, when the later one arrived (the gap is not remembered).
+    // At most gap_counter::max_gap older than one already received from the same sender: a
+    // duplicate, or a reordered message whose gap was not counted lost (more than
+    // gap_counter::late_window behind, or a queue group member's). Counted and skipped, never
+    // handed out.
     std::uint64_t out_of_order = 0;
+    // Reordered messages that came after their gap had been counted in lost_in_transport (up to
+    // gap_counter::late_window behind): skipped, never handed out, and not `received`, so the
+    // frame stays counted once, as lost.
+    std::uint64_t late_arrivals = 0;
     // A link_seq more than gap_counter::max_gap away from the one expected (forged, corrupt):
     // handed out, and the sender's count starts again there; nothing counted lost.
     std::uint64_t link_resets = 0;
@@ -318,7 +323,8 @@ struct counters {
     std::atomic<live_state> state{live_state::stopped};
     std::atomic<std::uint64_t> epoch{0}, connects{0}, reconnects{0}, disconnects{0}, sent{0},
         bytes_sent{0}, no_buffer{0}, too_large{0}, disconnected{0}, send_failed{0}, received{0},
-        bytes_received{0}, malformed{0}, lost_in_transport{0}, out_of_order{0}, link_resets{0},
+        bytes_received{0}, malformed{0}, lost_in_transport{0}, out_of_order{0}, late_arrivals{0},
+        link_resets{0},
         slow_consumer_dropped{0}, delivered{0}, refused{0}, dropped_at_stop{0}, senders{0},
         acknowledged{0}, late_receipts{0}, duplicate_receipts{0}, pending_receipts{0};
     mutable std::mutex error_mu;
@@ -350,6 +356,7 @@ struct counters {
         s.malformed = r(malformed);
         s.lost_in_transport = r(lost_in_transport);
         s.out_of_order = r(out_of_order);
+        s.late_arrivals = r(late_arrivals);
         s.link_resets = r(link_resets);
         s.slow_consumer_dropped = r(slow_consumer_dropped);
         s.delivered = r(delivered);
@@ -392,7 +399,9 @@ inline void check_kind(message_kind k, const char* field) {
 // wraps from UINT64_MAX to 0 without a gap), and only within max_gap of the link_seq expected
 // next. A message up to max_gap ahead of it is the next one, the messages skipped over lost; up to
 // max_gap behind it (a duplicate, or reordered), out_of_order: the receivers count it and skip
-// it, so an old message never replaces a newer one. Further away either way (a forged or corrupt
+// it, so an old message never replaces a newer one; but one of the late_window messages just
+// before the newest whose gap was counted lost is `late` instead (each sender's gaps among them
+// are kept in a bit mask), so that a reordered frame is counted once, as lost. Further away either way (a forged or corrupt
 // link_seq, a gap no real stream has), a reset: the sender's count starts again at this message,
 // as for a new sender, and nothing is counted lost; a forged jump so costs a reset, and the real
 // sender's next message another, instead of 2^62 phantom losses and a stream read as old.
@@ -406,6 +415,9 @@ public:
     struct result {
         std::uint64_t lost = 0;    // messages skipped over by this one
         bool out_of_order = false; // at most max_gap older than expected: a duplicate or reordered
+        // Reordered, and its gap already counted in the `lost` of a later message (at most
+        // late_window behind): now remembered as arrived, so a second copy is out_of_order.
+        bool late = false;
         bool reset = false;        // more than max_gap from the link_seq expected: counted afresh
         bool new_sender = false;
         std::uint64_t epoch = 0;   // the receiver's epoch of the message (received::receiver_epoch)
@@ -438,11 +450,26 @@ public:
         const std::uint64_t behind = it->next - link_seq;
         if (ahead <= max_gap) {
             r.lost = ahead;
+            // Bit i stands for link_seq next - 1 - i: the older bits move up by ahead + 1, and
+            // the `ahead` skipped over (bits 1 to ahead) are gaps; bit 0, this one, arrived.
+            const std::uint64_t gaps = ahead >= late_window - 1
+                                           ? ~std::uint64_t{1}
+                                           : ((std::uint64_t{1} << ahead) - 1) << 1;
+            it->gaps = (ahead + 1 >= late_window ? 0 : it->gaps << (ahead + 1)) | gaps;
         } else if (behind <= max_gap) {
-            r.out_of_order = true; // `next` stays: the stream goes on where it was
+            // `next` stays: the stream goes on where it was.
+            const std::uint64_t bit =
+                behind <= late_window ? std::uint64_t{1} << (behind - 1) : 0;
+            if ((it->gaps & bit) != 0) {
+                it->gaps &= ~bit;
+                r.late = true;
+            } else {
+                r.out_of_order = true;
+            }
             return r;
         } else {
             r.reset = true;
+            it->gaps = 0;
         }
         it->next = link_seq + 1;
         return r;
@@ -456,12 +483,17 @@ public:
     // 2^20 (9.7 hours of a 30 fps stream). A real gap beyond it (a receiver cut off for longer)
     // is a reset, not counted lost.
     static constexpr std::uint64_t max_gap = std::uint64_t{1} << 20;
+    // How far back a sender's gaps are remembered: a message up to this many before the one
+    // expected next whose gap was counted lost is `late`, not out_of_order.
+    static constexpr std::uint64_t late_window = 64;
 
 private:
     struct entry {
         std::uint64_t sender;
         std::uint64_t next;       // the link_seq expected next
         std::uint64_t epoch_base; // added to the sender's epochs
+        // Bit i: link_seq next - 1 - i was counted lost and has not arrived (late_window bits).
+        std::uint64_t gaps = 0;
     };
     using list = std::list<entry>;
 
@@ -493,6 +525,7 @@ private:
         lru->sender = sender;
         lru->next = next;
         lru->epoch_base = epoch_base;
+        lru->gaps = 0;
         order_.splice(order_.begin(), order_, lru);
         index_.insert(std::move(node));
     }
@@ -701,6 +734,8 @@ void deliver(Out& out, H&& h, counters& c, const std::stop_token& stop) {
          n(st.lost_in_transport)},
         {"transport_out_of_order", "Messages older than one already received (skipped).",
          n(st.out_of_order)},
+        {"transport_late_arrivals", "Reordered messages already counted lost (skipped).",
+         n(st.late_arrivals)},
         {"transport_link_resets", "Messages whose link_seq restarted their sender's count.",
          n(st.link_resets)},
         {"slow_consumer_dropped", "Messages the client dropped over its pending limit.",
@@ -809,6 +844,8 @@ std::uint64_t pump(Publisher& out, In& in, std::stop_token stop) {
     counter("refused", "Received messages the output channel did not accept.", s.refused);
     counter("out_of_order", "Messages older than one already received (counted, skipped).",
             s.out_of_order);
+    counter("late_arrivals", "Reordered messages already counted lost (skipped).",
+            s.late_arrivals);
     counter("link_resets", "Link sequence numbers far from the one expected (count restarted).",
             s.link_resets);
     counter("malformed", "Messages that could not be read (counted and skipped).", s.malformed);
