@@ -843,6 +843,9 @@ TEST_CASE("broadcaster: bad options throw invalid_argument naming the field") {
         [&] { (void)b.subscribe({.max_rate_hz = -std::numeric_limits<double>::infinity()}); },
         "max_rate_hz");
     check_invalid_argument([&] { (void)b.subscribe({.block_timeout = 1ms}); }, "block_timeout");
+    // An overflow set from an integer.
+    check_invalid_argument([&] { (void)b.subscribe({.policy = static_cast<overflow>(3)}); },
+                           "policy");
     check_invalid_argument(
         [&] { (void)b.subscribe({.policy = overflow::drop_newest, .block_timeout = 1ms}); },
         "block_timeout");
@@ -2105,6 +2108,41 @@ TEST_CASE("broadcaster: a publish racing the first one waits for the reserve it 
     CHECK_FALSE(g_racer_went_to_heap.load());
     CHECK(framepipe_test::reserve_waited.load());
     CHECK(sub.stats().pushed == 2);
+}
+
+TEST_CASE("broadcaster: a reserve that memory cannot hold throws from the first publish and "
+          "keeps nothing; one no process can address is refused") {
+    framepipe::broadcaster<std::uint64_t> b;
+    check_invalid_argument([&] { b.reserve(std::numeric_limits<std::size_t>::max()); }, "values");
+    check_invalid_argument(
+        [&] {
+            b.reserve(static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max()) / 64 +
+                      1);
+        },
+        "values");
+    auto sub = b.subscribe({.capacity = 4, .name = "consumer"});
+    b.reserve(50);
+    bool threw = false;
+    allocation_window w;
+    w.start();
+    g_aligned_fail_countdown.store(20); // the reserve's 20th block fails
+    try {
+        (void)b.publish(1);
+    } catch (const std::bad_alloc&) {
+        threw = true;
+    }
+    g_aligned_fail_countdown.store(0);
+    w.stop();
+    CHECK(threw);
+    // The 19 blocks made went back to the heap (they stayed in the free list, for good).
+    CHECK(allocation_window::allocations() >= 19);
+    CHECK(allocation_window::deallocations() == allocation_window::allocations());
+    CHECK(sub.stats().pushed == 0);
+    // The broadcaster goes on; the reserve is not tried again.
+    CHECK(b.publish(2).delivered == 1);
+    auto v = sub.try_pop();
+    REQUIRE(v);
+    CHECK(**v == 2);
 }
 
 TEST_CASE("broadcaster: a burst of values held at once is recycled after the first burst") {

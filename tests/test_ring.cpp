@@ -1374,6 +1374,20 @@ TEMPLATE_TEST_CASE("ring: bad arguments throw std::invalid_argument naming the a
                        Contains("policy"));
         }
     }
+    SECTION("a policy that is none of overflow's values") {
+        // Set from an integer: spsc_ring took it for a policy that never evicts, and a full
+        // push then evicted with the consumer's plain claim (a double free under ASan).
+        for (const int value : {3, -1, 255}) {
+            CAPTURE(value);
+            const auto policy = static_cast<overflow>(value);
+            CHECK_THAT(invalid_argument_message([&] { typename TestType::template ring<int> r(2, policy); }),
+                       Contains("policy"));
+            CHECK_THAT(invalid_argument_message([&] {
+                           typename TestType::template ring<int> r({.capacity = 2, .policy = policy});
+                       }),
+                       Contains("policy"));
+        }
+    }
     SECTION("negative block_timeout") {
         CHECK_THAT(invalid_argument_message([] { typename TestType::template ring<int> r(2, overflow::block, -1ns); }),
                    Contains("block_timeout"));
@@ -3301,6 +3315,28 @@ TEST_CASE("to_nanoseconds: exact when it fits, saturating beyond nanoseconds' ra
     CHECK(to_nanoseconds(duration<unsigned, std::ratio<3600>>(4'000'000'000U), "t") == max);
     CHECK(to_nanoseconds(duration<unsigned char>(200), "t") == 200s);
     CHECK(to_nanoseconds(duration<short, std::milli>(-5), "t") == -5ms);
+#if defined(__SIZEOF_INT128__)
+    // GNU's 128-bit counts, integral under -std=gnu++20 (CMake's default): the count was cut to
+    // 64 bits before its range checks, so 2^70 ps (37 years) became 0 and a wait returned at
+    // once, 2^70 - 1000 ps read as negative, and 2^64 + 1 s became 1 s.
+    [&](auto zero) {
+        using wide = decltype(zero);
+        if constexpr (std::is_integral_v<wide>) {
+            using uwide = std::make_unsigned_t<wide>;
+            const wide two70 = wide{1} << 70;
+            CHECK(to_nanoseconds(duration<wide, std::pico>(two70), "t") ==
+                  nanoseconds(static_cast<long long>(two70 / 1000)));
+            CHECK(to_nanoseconds(duration<wide, std::pico>(two70 - 1000), "t") ==
+                  nanoseconds(static_cast<long long>((two70 - 1000) / 1000)));
+            CHECK(to_nanoseconds(duration<wide, std::pico>(-two70), "t") ==
+                  nanoseconds(static_cast<long long>(-two70 / 1000)));
+            CHECK(to_nanoseconds(duration<uwide>((uwide{1} << 64) + 1), "t") == max);
+            CHECK(to_nanoseconds(duration<wide>((wide{1} << 64) + 1), "t") == max);
+            CHECK(to_nanoseconds(duration<wide>(-(wide{1} << 64)), "t") == min);
+            CHECK(to_nanoseconds(duration<uwide, std::pico>(uwide{1} << 100), "t") == max);
+        }
+    }(__extension__ __int128{});
+#endif
     // Floating point: exact enough when it fits, saturating beyond, infinity included.
     CHECK(to_nanoseconds(duration<double>(1.5), "t") == 1'500'000'000ns);
     CHECK(to_nanoseconds(duration<double>(1e300), "t") == max);

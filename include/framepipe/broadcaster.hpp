@@ -39,12 +39,14 @@
 #include <framepipe/rate_limiter.hpp>
 #include <framepipe/ring.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -323,8 +325,9 @@ public:
 
     // Attaches a new subscriber. Any thread, at any time, also while others publish.
     // After close(), the subscription is created closed.
-    // Throws std::invalid_argument naming the field: capacity 0 or above 2^61; max_rate_hz
-    // negative, NaN, infinite, above 1e9 or so small that its period overflows; a block_timeout
+    // Throws std::invalid_argument naming the field: capacity 0 or above 2^61; a policy that is
+    // none of overflow's values; max_rate_hz negative, NaN, infinite, above 1e9 or so small that
+    // its period overflows; a block_timeout
     // without overflow::block; a negative block_timeout or max_age; a max_age when T is not
     // `timestamped`; drop_older_epochs when T is not `epoched`. std::bad_alloc.
     [[nodiscard]] subscription<T> subscribe(subscription_options options = {}) {
@@ -399,9 +402,19 @@ public:
 
     // Makes room for `values` published values alive at once (buffered in subscriptions, held
     // by consumers, the latest one) before the first publish(T) returns, so that publish(T)
-    // allocates nothing from the start, as long as no more than that many are held. Before the
-    // first publish(T); any thread.
-    void reserve(std::size_t values) noexcept { core_->recycler.get()->reserve(values); }
+    // allocates nothing from the start, as long as no more than that many are held. The first
+    // publish(T) makes them: if they do not fit in memory it throws std::bad_alloc and keeps
+    // none (or the system's out-of-memory handling ends the process first, as for any
+    // allocation). Before the first publish(T); any thread. Throws std::invalid_argument naming
+    // values when their bytes (at least a cache line, and sizeof(T), each) exceed what one
+    // process can address (PTRDIFF_MAX).
+    void reserve(std::size_t values) {
+        const std::size_t each = std::max(sizeof(T), std::size_t{detail::cache_line});
+        if (values > static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max()) / each) {
+            throw std::invalid_argument("values: more than one process can address");
+        }
+        core_->recycler.get()->reserve(values);
+    }
 
     // Publishes a shared value without copying or allocating. Any thread. Waits only for
     // blocking subscribers. Allocates nothing. Never throws in practice (std::mutex::lock, and

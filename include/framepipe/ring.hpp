@@ -90,8 +90,8 @@ public:
               .block_timeout = detail::to_nanoseconds(block_timeout, "block_timeout")}) {}
 
     // The general form. Throws std::invalid_argument naming the offending field: capacity 0 (or
-    // above 2^61); a block_timeout with a policy other than block; a negative block_timeout or
-    // max_age; a max_age when T is not `timestamped`; drop_older_epochs when T is not `epoched`.
+    // above 2^61); a policy that is none of overflow's values; a block_timeout with a policy
+    // other than block; a negative block_timeout or max_age; a max_age when T is not `timestamped`; drop_older_epochs when T is not `epoched`.
     explicit ring(const ring_options& options) : impl_(validated(options)) {}
 
     // Shared by threads by reference; neither copyable nor movable.
@@ -272,6 +272,13 @@ private:
     }
 
     const ring_options& validated(const ring_options& options) {
+        // An enum set from an integer (static_cast<overflow>(3)): an spsc_ring would take it
+        // for a policy that never evicts, and then evict with a plain claim (a double free).
+        if (options.policy != overflow::block && options.policy != overflow::drop_newest &&
+            options.policy != overflow::drop_oldest) {
+            throw std::invalid_argument("policy: not an overflow (block, drop_newest, "
+                                        "drop_oldest)");
+        }
         // In 64 bits: a 32-bit size_t cannot hold 2^61 (and is below it anyway).
         if (options.capacity == 0 ||
             std::uint64_t{options.capacity} > (std::uint64_t{1} << 61)) {

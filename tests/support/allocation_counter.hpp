@@ -26,10 +26,17 @@ void* plain_alloc(std::size_t n) noexcept {
 // Called before every aligned allocation when set (a test's seam: it may hold the allocating
 // thread there).
 std::atomic<void (*)()> g_aligned_hook{nullptr};
+// When set to k > 0, the k-th aligned allocation from then on fails (once): the throwing forms
+// throw std::bad_alloc.
+std::atomic<long> g_aligned_fail_countdown{0};
 
 void* aligned_alloc_counted(std::size_t n, std::align_val_t al) noexcept {
     if (const auto hook = g_aligned_hook.load(std::memory_order_acquire)) {
         hook();
+    }
+    if (g_aligned_fail_countdown.load(std::memory_order_relaxed) > 0 &&
+        g_aligned_fail_countdown.fetch_sub(1, std::memory_order_relaxed) == 1) {
+        return nullptr;
     }
     if (g_counting.load(std::memory_order_relaxed)) {
         g_allocations.fetch_add(1, std::memory_order_relaxed);

@@ -338,6 +338,41 @@ TEST_CASE("envelope: a forged capture time is not believed: the arrival time sta
     CHECK_FALSE(arrival(own, &tp::envelope::captured_steady_ns, steady_now + hour));
 }
 
+TEST_CASE("envelope: an arrival time at the clock's ends overflows nothing") {
+    // The bounds were now - a day and now + a day: signed overflow (UBSan) for an `arrived`
+    // within a day of the clock's ends; so was arrived - the capture's age.
+    using sc = std::chrono::steady_clock;
+    tp::envelope own;
+    tp::set_capture_time(own, sc::now() - 1min);
+    tp::envelope other = own;
+    other.clock_domain = own.clock_domain ^ 1; // another host's: its system time is read
+    for (const auto arrived : {sc::time_point::min(), sc::time_point::min() + 1h,
+                               sc::time_point::max(), sc::time_point::max() - 1h}) {
+        // This host's steady time is days away from `arrived`: the arrival stands in.
+        CHECK(tp::local_capture_time(own, arrived) == arrived);
+        // Another host's capture time, a minute old, moved back from `arrived`: saturated at
+        // the clock's first instant, or a minute before `arrived`.
+        const auto moved = tp::local_capture_time(other, arrived);
+        if (arrived == sc::time_point::min()) {
+            CHECK(moved == sc::time_point::min());
+        } else {
+            CHECK(moved < arrived - 50s);
+            CHECK(moved > arrived - 70s);
+        }
+    }
+    // A capture time an hour from such an arrival is believed (the wrapped bounds refused it).
+    const auto ns_of = [](sc::time_point t) {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    };
+    for (const auto& [arrived, captured] :
+         {std::pair{sc::time_point::min() + 1h, sc::time_point::min() + 2h},
+          std::pair{sc::time_point::max() - 1h, sc::time_point::max() - 2h}}) {
+        tp::envelope near = own;
+        near.captured_steady_ns = ns_of(captured);
+        CHECK(tp::local_capture_time(near, arrived) == captured);
+    }
+}
+
 TEST_CASE("received: age() saturates, as stamped::age() does") {
     // now - captured overflowed (undefined) for a capture time at the clock's far end.
     using clock = std::chrono::steady_clock;

@@ -380,6 +380,11 @@ TEST_CASE("iceoryx: options iceoryx would clamp or truncate are refused, naming 
                    pub_t p({.service = svc, .kind = static_cast<tp::message_kind>(0)});
                }),
                Catch::Contains("kind"));
+    // A stall_timeout that is not positive read a healthy stream as stalled (review).
+    for (const auto t : {std::chrono::nanoseconds(0), std::chrono::nanoseconds(-5s)}) {
+        CHECK_THAT(invalid_argument_from([&] { rx_t r({.service = svc, .stall_timeout = t}); }),
+                   Catch::Contains("stall_timeout"));
+    }
     // The limits themselves are fine.
     CHECK_NOTHROW(rx_t({.service = svc,
                         .queue_capacity = iox::MAX_SUBSCRIBER_QUEUE_CAPACITY,

@@ -1148,6 +1148,25 @@ TEST_CASE("nats: a connection that gives up ends the receiver's pipeline stage, 
     }
 }
 
+TEST_CASE("nats: timeouts of 2^31 ms and more are no limit, not none") {
+    // nats.c keeps a deadline's time left in an int: 2^32 ms wrapped, and a connect failed at
+    // once ("timeout"), 19 times in 20 (review).
+    nats_server server;
+    int connected = 0;
+    for (int i = 0; i < 5; ++i) {
+        try {
+            tp::nats_connection nc({.servers = {server.url()},
+                                    .max_attempts = 1,
+                                    .connect_timeout = std::chrono::milliseconds(1LL << 32),
+                                    .write_deadline = std::chrono::hours(24 * 365)});
+            ++connected;
+        } catch (const std::exception& e) {
+            UNSCOPED_INFO("connect " << i << ": " << e.what());
+        }
+    }
+    CHECK(connected == 5);
+}
+
 TEST_CASE("nats: max_payload follows the server the connection is on") {
     nats_server first;
     const auto url = first.url();

@@ -109,7 +109,8 @@ to_nanoseconds(std::chrono::duration<Rep, Period> d,
                 }
                 return ns(static_cast<ns::rep>(c) * static_cast<ns::rep>(r::num));
             } else {
-                using wide = unsigned long long;
+                // At least 64 bits, and as wide as Rep (GNU's unsigned __int128 is integral).
+                using wide = std::common_type_t<Rep, unsigned long long>;
                 if (static_cast<wide>(c) > static_cast<wide>(hi_ticks)) {
                     return ns::max();
                 }
@@ -119,7 +120,11 @@ to_nanoseconds(std::chrono::duration<Rep, Period> d,
             // Finer than a nanosecond, or a period that is no whole number of nanoseconds:
             // ns = c * num / den, truncating toward zero like duration_cast. Divide first so
             // nothing overflows: c = q * den + m with |m| < den, ns = q * num + m * num / den.
-            using wide = std::conditional_t<std::is_signed_v<Rep>, long long, unsigned long long>;
+            // At least 64 bits, and as wide as Rep: a count cut to 64 bits first (GNU's
+            // __int128 is integral) would turn a timeout of years into 0, or into a negative one.
+            using wide = std::conditional_t<std::is_signed_v<Rep>,
+                                            std::common_type_t<Rep, long long>,
+                                            std::common_type_t<Rep, unsigned long long>>;
             const wide w = static_cast<wide>(c);
             const wide q = w / static_cast<wide>(r::den);
             const wide m = w % static_cast<wide>(r::den);

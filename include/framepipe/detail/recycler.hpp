@@ -176,15 +176,34 @@ private:
         });
     }
 
-    // Adds n new blocks to the free list.
+    // Adds n new blocks to the free list, all or none: they are made on a list of their own,
+    // which a std::bad_alloc gives back to the heap before passing it on (a reserve larger than
+    // memory holds keeps nothing).
     void fill(std::size_t n, std::size_t size, std::size_t align) {
-        for (std::size_t i = 0; i < n; ++i) {
-            void* p = new_block(size, align);
-            lock();
-            free_ = ::new (p) node{free_};
-            ++cached_;
-            unlock();
+        node* made = nullptr;
+        node* last = nullptr;
+        try {
+            for (std::size_t i = 0; i < n; ++i) {
+                made = ::new (new_block(size, align)) node{made};
+                last = last == nullptr ? made : last;
+            }
+        } catch (...) {
+            while (made != nullptr) {
+                node* next = made->next;
+                made->~node();
+                ::operator delete(made, std::align_val_t{block_align(align)});
+                made = next;
+            }
+            throw;
         }
+        if (made == nullptr) {
+            return;
+        }
+        lock();
+        last->next = free_;
+        free_ = made;
+        cached_ += n;
+        unlock();
     }
 
     // A block of the recycler's size: whole cache lines, starting one (see the class comment).

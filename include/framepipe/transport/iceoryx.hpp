@@ -360,7 +360,7 @@ struct iceoryx_receiver_options {
     // Chunks of the publisher's history to start with: 0 to iox::MAX_PUBLISHER_HISTORY (16).
     std::uint64_t history = 0;
     // No message for this long while a publisher is there: stalled (back to streaming on the
-    // next message).
+    // next message). Positive (std::invalid_argument otherwise).
     std::chrono::nanoseconds stall_timeout{std::chrono::seconds(2)};
     // Which message kinds to hand out; others are counted as received and skipped.
     message_kind kind = message_kind::frame;
@@ -463,6 +463,7 @@ private:
     // Checks the options (before the port is made) and turns them into iceoryx's.
     static iox::popo::SubscriberOptions subscriber_options(const iceoryx_receiver_options& o) {
         detail::check_kind(o.kind, "iceoryx_receiver: kind");
+        framepipe::detail::require_positive(o.stall_timeout, "iceoryx_receiver: stall_timeout");
         if (o.queue_capacity == 0 || o.queue_capacity > iox::MAX_SUBSCRIBER_QUEUE_CAPACITY) {
             throw std::invalid_argument("iceoryx_receiver: queue_capacity: 1 to " +
                                         std::to_string(iox::MAX_SUBSCRIBER_QUEUE_CAPACITY) +

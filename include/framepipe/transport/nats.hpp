@@ -136,7 +136,9 @@ struct nats_options {
     // Attempts at the first connect (each tries every server) before the constructor throws;
     // 0: keep trying for ever.
     std::uint32_t max_attempts = 3;
-    std::chrono::nanoseconds connect_timeout{std::chrono::seconds(2)}; // per server and attempt
+    // Per server and attempt. Positive; whole milliseconds, at most INT_MAX of them (24.8 days:
+    // nats.c's limit; a longer one is taken as that).
+    std::chrono::nanoseconds connect_timeout{std::chrono::seconds(2)};
     // The wait between connect attempts and between reconnect rounds: initial * multiplier^(n-1),
     // capped at max, with jitter (see live_source.hpp's backoff_options; reset_after is unused).
     backoff_options backoff{.initial = std::chrono::milliseconds(100),
@@ -156,7 +158,8 @@ struct nats_options {
     // receiver's stop() and a publisher's close() for as long as it stays frozen. A write that
     // times out drops the connection: send() returns failed (that frame) or disconnected (the
     // next ones, with drop_while_disconnected), and nats.c reconnects. Long enough for the
-    // largest message at the link's slowest rate. Positive.
+    // largest message at the link's slowest rate. Positive; at most INT_MAX ms, as
+    // connect_timeout (ping_interval too).
     std::chrono::nanoseconds write_deadline{std::chrono::seconds(2)};
 };
 
@@ -592,9 +595,13 @@ private:
             throw nats_error(std::string("nats options: ") + what + ": " + detail::nats_text(s));
         }
     }
+    // Whole milliseconds, 1 to INT_MAX: nats.c keeps a deadline's time left in an int, so a
+    // longer one (from 2^31 ms, 24.9 days) wrapped there and gave up at once. INT_MAX ms is
+    // "no limit" for a connection.
     static std::int64_t ms(std::chrono::nanoseconds d) {
-        return std::max<std::int64_t>(
-            1, std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+        return std::clamp<std::int64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(d).count(), 1,
+            std::numeric_limits<int>::max());
     }
     static std::string join(const std::vector<std::string>& v) {
         std::string out;

@@ -228,11 +228,14 @@ inline constexpr std::chrono::hours plausible_capture_offset{24};
     std::chrono::steady_clock::time_point arrived = std::chrono::steady_clock::now()) {
     using namespace std::chrono;
     constexpr std::int64_t limit = duration_cast<nanoseconds>(plausible_capture_offset).count();
-    // Now on the clock the capture time is read from, and the capture time on it, in ns: the
-    // bounds (now +- a day) cannot overflow, and a capture time inside them is less than a day
-    // from now, so that the differences below cannot either.
+    // Now on the clock the capture time is read from, and the capture time on it, in ns: their
+    // distance, taken in unsigned arithmetic (exact for any two int64 values), is at most a day,
+    // so that the difference below cannot overflow. (now +- a day could, for an `arrived` near
+    // the clock's ends.)
     const auto plausible = [](std::int64_t now, std::int64_t captured) {
-        return captured >= now - limit && captured <= now + limit;
+        const auto n = static_cast<std::uint64_t>(now);
+        const auto c = static_cast<std::uint64_t>(captured);
+        return (captured >= now ? c - n : n - c) <= static_cast<std::uint64_t>(limit);
     };
     if (e.clock_domain != 0 && e.clock_domain == local_clock_domain()) {
         const auto now = duration_cast<nanoseconds>(arrived.time_since_epoch()).count();
@@ -246,8 +249,18 @@ inline constexpr std::chrono::hours plausible_capture_offset{24};
     if (!plausible(sys_now, e.captured_system_ns)) {
         return arrived;
     }
-    return arrived -
-           duration_cast<steady_clock::duration>(nanoseconds(sys_now - e.captured_system_ns));
+    // arrived - back, saturating at the clock's ends (back is within a day either way).
+    const auto back =
+        duration_cast<steady_clock::duration>(nanoseconds(sys_now - e.captured_system_ns));
+    const auto at = arrived.time_since_epoch();
+    using d = steady_clock::duration;
+    if (back > d::zero() && at < d::min() + back) {
+        return steady_clock::time_point::min();
+    }
+    if (back < d::zero() && at > d::max() + back) {
+        return steady_clock::time_point::max();
+    }
+    return arrived - back;
 }
 
 // Fills the capture times and clock domain of `e` from a steady-clock capture time.
