@@ -256,6 +256,75 @@ TEST_CASE("live_source: a dropped connection reconnects after the backoff; epoch
     CHECK(w->opens == w->closes); // every connection was closed
 }
 
+TEST_CASE("live_source: a source that takes over a channel with drop_older_epochs starts from "
+          "the old one's epoch (epoch_base)") {
+    framepipe::latest_slot<framepipe::stamped<int>> slot({.drop_older_epochs = true});
+    const auto ended = [&slot](std::vector<connection> script, framepipe::live_options o) {
+        auto w = std::make_shared<world>();
+        auto src = make_source(w, std::move(script), o);
+        CHECK(src->run(slot, w->stopper.get_token()) == live_state::ended);
+        return src->epoch();
+    };
+    const auto last = ended({{.frames = 5, .after = connection::then::error},
+                             {.frames = 5, .after = connection::then::end}},
+                            exact());
+    CHECK(last == 2);
+    // A camera made anew counts from epoch 1 again: each of its frames is older than the slot's
+    // last one, and refused (review: a replacement camera starved its detector silently).
+    CHECK(ended({{.frames = 3, .after = connection::then::end}}, exact()) == 1);
+    CHECK(slot.stats().rejected == 3);
+    auto o = exact();
+    o.epoch_base = last;
+    CHECK(ended({{.frames = 3, .after = connection::then::end}}, o) == 3);
+    CHECK(slot.stats().rejected == 3);
+    const auto v = slot.try_pop();
+    REQUIRE(v);
+    CHECK(v->epoch == 3);
+    CHECK(v->value == 2);
+    o.epoch_base = std::uint64_t{1} << 63;
+    CHECK_THROWS_WITH(make_source(std::make_shared<world>(), {}, o),
+                      Catch::Contains("epoch_base"));
+}
+
+namespace {
+// A backend whose destructor may throw: a live_source would destroy it in noexcept stop().
+struct throwing_teardown : scripted {
+    ~throwing_teardown() noexcept(false) {} // NOLINT: the point of the type
+};
+static_assert(!framepipe::live_backend<throwing_teardown>,
+              "a backend whose destructor may throw is refused at compile time");
+
+// A frame that can be moved but not assigned (a const member): the rings, the slot and the
+// pipeline take one, and so must a live source.
+struct fixed_frame {
+    const int v;
+};
+struct fixed_backend {
+    using frame_type = fixed_frame;
+    int next = 0;
+    framepipe::open_result open(std::stop_token, ns) { return framepipe::open_result::success(); }
+    framepipe::read_result<fixed_frame> read(std::stop_token, ns) {
+        if (next == 3) {
+            return framepipe::read_result<fixed_frame>::ended();
+        }
+        return framepipe::read_result<fixed_frame>::got(fixed_frame{next++});
+    }
+    void close() {}
+};
+} // namespace
+
+TEST_CASE("live_source: a frame type that cannot be assigned is streamed") {
+    framepipe::live_source<fixed_backend> src([] { return fixed_backend{}; });
+    framepipe::ring<framepipe::stamped<fixed_frame>> out(8);
+    std::stop_source never;
+    CHECK(src.run(out, never.get_token()) == live_state::ended);
+    for (int i = 0; i < 3; ++i) {
+        const auto f = out.try_pop();
+        REQUIRE(f);
+        CHECK(f->value.v == i);
+    }
+}
+
 TEST_CASE("live_source: a connection that goes quiet is stalled within stall_timeout, then reconnected") {
     auto w = std::make_shared<world>();
     auto src = make_source(w,

@@ -3083,6 +3083,33 @@ TEST_CASE("pipeline: request_stop(deadline) from a stage's own function stops in
     CHECK(std::is_sorted(got.begin(), got.end()));
 }
 
+TEST_CASE("pipeline: wait() from a stage's own function throws logic_error, and the stop goes on") {
+    // It joined every other stage while they waited for this one: its output never closed, its
+    // input never drained, and the orderly stop hung without an error (review).
+    const bool inline_run = GENERATE(false, true);
+    CAPTURE(inline_run);
+    ring<int> a(4, overflow::block);
+    int next = 0;
+    std::string why;
+    pipeline p("wait-from-stage");
+    p.channel(a, "a");
+    p.source("count", a, [&] { return next++; });
+    p.sink("enough", a, [&](int v) {
+        if (v == 10) {
+            (void)p.request_stop();
+            try {
+                p.wait();
+            } catch (const std::logic_error& e) {
+                why = e.what();
+            }
+        }
+    }, {.inline_when_idle = inline_run});
+    p.start();
+    p.wait();
+    CHECK_THAT(why, Catch::Contains("own stages"));
+    CHECK(stage_of(p.snapshot(), "enough").state == stage_state::finished);
+}
+
 TEST_CASE("pipeline: subscriptions of two broadcasters with the same name get unique channel names") {
     // Both unnamed: "subscriber-0" of their own broadcaster. Duplicate channel names would give
     // duplicate Prometheus series and merge the two channels in the DOT graph.

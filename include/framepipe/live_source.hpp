@@ -23,9 +23,10 @@
 //
 // - Backoff: exponential (initial * multiplier^(attempt - 1), capped at max) with jitter; a
 //   connection that streams for reset_after resets it (and the attempt count).
-// - Epoch: each connection gets the next epoch (1, 2, ...). Every frame goes out as a
-//   stamped<Frame> with its epoch, a source-wide sequence number and its capture time (the
-//   backend's, via timestamp_traits<Frame>, when Frame has one; else the moment read() returned).
+// - Epoch: each connection gets the next epoch (1, 2, ...; after options' epoch_base). Every
+//   frame goes out as a stamped<Frame> with its epoch, a source-wide sequence number and its
+//   capture time (the backend's, via timestamp_traits<Frame>, when Frame has one; else the
+//   moment read() returned).
 //   A consumer tells frames from before a reconnect from frames after it, and channels with
 //   drop_older_epochs refuse the late ones; a sliding_window restarts on a new epoch.
 // - Never hangs: with start(), backend calls run on a thread of the source's own; a watchdog
@@ -36,8 +37,10 @@
 //   or with restart_at_end, open again at once). stop() returns within abandon_after: a push into
 //   the output gets the stop token where the output takes one (push(item, stop), publish(item,
 //   stop): the rings and the broadcaster), so a push waiting for room ends with it; only a push
-//   that ignores the token, or an on_state_change call under way, is waited for (parked) until
-//   it returns: the output must outlive the push, and no callback runs once stop() has returned.
+//   that ignores the token (an evicting push waits for a consumer's peek() of the item it evicts,
+//   token or not: see ring::peek), or an on_state_change call under way, is waited for (parked)
+//   until it returns: the output must outlive the push, and no callback runs once stop() has
+//   returned.
 //   The cost of an abandoned call: one thread and one backend instance, until the call returns
 //   (at most max_abandoned at once; beyond that the source fails, as it does when the fresh
 //   runner's thread cannot start).
@@ -160,9 +163,11 @@ struct read_result {
 //   open(stop, timeout): connect; give up when `timeout` has passed or `stop` is requested.
 //   read(stop, timeout): the next frame; timeout when none came within `timeout` (or stop).
 //   close(): let go of the connection; must not throw.
+//   ~B(): must not throw (it runs in stop() and the destructor, which are noexcept).
 // A backend that ignores its timeouts is survived (see the file comment), not relied upon.
 template <class B>
-concept live_backend = requires(B& b, std::stop_token stop, std::chrono::nanoseconds timeout) {
+concept live_backend = std::is_nothrow_destructible_v<B> &&
+                       requires(B& b, std::stop_token stop, std::chrono::nanoseconds timeout) {
     typename B::frame_type;
     { b.open(stop, timeout) } -> std::same_as<open_result>;
     { b.read(stop, timeout) } -> std::same_as<read_result<typename B::frame_type>>;
@@ -220,12 +225,17 @@ struct live_options {
     std::chrono::nanoseconds abandon_after{std::chrono::seconds(1)};
     std::size_t max_abandoned = 4; // abandoned calls still running at once, beyond which: failed
     std::uint64_t seed = 0;        // the jitter's random seed; 0: a random one
+    // Epochs count on from here: the first connection's is epoch_base + 1. A source that takes
+    // over a channel with drop_older_epochs from another (a camera made anew: a live_source
+    // starts once) starts from the old one's epoch(), or every frame of it is older than the
+    // last one the channel took, and refused. Below 2^63.
+    std::uint64_t epoch_base = 0;
 };
 
 // A live source's figures, as one snapshot.
 struct live_stats {
     live_state state = live_state::stopped; // stopped: not started, or stopped
-    std::uint64_t epoch = 0;          // the current (or last) connection's epoch; 0: none yet
+    std::uint64_t epoch = 0; // the current (or last) connection's epoch; epoch_base: none yet
     std::uint64_t connects = 0;       // opens that succeeded
     std::uint64_t reconnects = 0;     // connects after the first
     std::uint64_t stalls = 0;         // streaming connections that went quiet for stall_timeout
@@ -427,7 +437,7 @@ public:
     // included), or keep it to building an unconnected backend.
     // Throws std::invalid_argument naming the field: a timeout or backoff duration that is not
     // positive (reset_after may be 0), a multiplier below 1, a jitter outside [0, 1], max below
-    // initial, max_abandoned 0; and naming `make` when it is empty.
+    // initial, max_abandoned 0, epoch_base from 2^63; and naming `make` when it is empty.
     explicit live_source(std::function<Backend()> make, live_options options = {}, Time time = {})
         : shared_(std::make_shared<shared>(std::move(make), validated(options), std::move(time))) {
         if (!shared_->make) {
@@ -575,7 +585,8 @@ public:
     // The state now. Any thread; wait-free.
     [[nodiscard]] live_state state() const noexcept { return shared_->state.load(); }
 
-    // The current (or last) connection's epoch; 0 before the first attempt. Any thread.
+    // The current (or last) connection's epoch; options' epoch_base (0 by default) before the
+    // first attempt. Any thread.
     [[nodiscard]] std::uint64_t epoch() const noexcept { return shared_->epoch.load(); }
 
     // Every figure at once. Any thread; takes a short lock for last_error.
@@ -676,7 +687,7 @@ private:
     struct shared {
         shared(std::function<Backend()> m, const live_options& o, Time t)
             : options(o), make(std::move(m)), time(std::move(t)),
-              rng(o.seed != 0 ? o.seed : std::random_device{}()) {}
+              rng(o.seed != 0 ? o.seed : std::random_device{}()), epoch(o.epoch_base) {}
 
         const live_options options;
         std::function<Backend()> make;
@@ -729,6 +740,9 @@ private:
         detail::require_positive(o.abandon_after, "abandon_after");
         if (o.max_abandoned == 0) {
             throw std::invalid_argument("max_abandoned: must be at least 1");
+        }
+        if (o.epoch_base >= std::uint64_t{1} << 63) {
+            throw std::invalid_argument("epoch_base: must be below 2^63");
         }
         return o;
     }
@@ -1137,14 +1151,16 @@ private:
                        " (first_frame_timeout)";
             }
             const auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
-            read_result<frame_type> r;
-            try {
-                r = call(s, me, watched, timeout, [&] { return b.read(calls, timeout); });
-            } catch (const std::exception& e) {
-                r = read_result<frame_type>::failed(std::string("backend: ") + e.what());
-            } catch (...) {
-                r = read_result<frame_type>::failed("backend: unknown exception");
-            }
+            // Built once, never assigned: a frame_type need not be assignable.
+            read_result<frame_type> r = [&]() -> read_result<frame_type> {
+                try {
+                    return call(s, me, watched, timeout, [&] { return b.read(calls, timeout); });
+                } catch (const std::exception& e) {
+                    return read_result<frame_type>::failed(std::string("backend: ") + e.what());
+                } catch (...) {
+                    return read_result<frame_type>::failed("backend: unknown exception");
+                }
+            }();
             if (me.gone()) {
                 return {}; // touching nothing: connected_since is the new runner's
             }
@@ -1156,7 +1172,8 @@ private:
                 return {};
             }
             if (r.status == read_status::frame && !r.frame) {
-                r = read_result<frame_type>::failed("backend: a frame result without a frame");
+                r.status = read_status::error;
+                r.error = "backend: a frame result without a frame";
             }
             switch (r.status) {
             case read_status::frame: {

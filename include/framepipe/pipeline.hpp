@@ -578,6 +578,8 @@ public:
     // Stops every stage at once (not an orderly drain: call request_stop() and wait() first for
     // that), closes every channel, and joins the threads. A stage stuck in its own code (not
     // in a framepipe wait) keeps the destructor waiting. Exceptions from stages are discarded.
+    // Must not run on one of the pipeline's own stage threads: a thread cannot join itself
+    // (std::terminate), and the stage would return into a pipeline that is gone.
     ~pipeline() {
         if (!started_) {
             return; // nothing runs, and the channels are the caller's to close
@@ -986,8 +988,13 @@ public:
 
     // Waits for every stage to end and joins the threads, those of a source added (by another
     // thread) while it waits included. Rethrows the first stage failure as stage_error. Blocks.
-    // Call from one thread; after start().
+    // Call from one thread; after start(). Throws std::logic_error when called from one of this
+    // pipeline's own stages (it would wait for itself: its neighbours wait for it to close its
+    // output and to pop, and the stop never ends).
     void wait() {
+        if (detail::stage_thread_of == this) {
+            throw std::logic_error("pipeline::wait: called from one of its own stages");
+        }
         join_all();
         const std::lock_guard<std::mutex> lock(mu_);
         if (error_) {

@@ -106,9 +106,10 @@ public:
     // stores this one (evicted); drop_newest refuses it (rejected); block waits for room, and
     // with a block_timeout evicts the oldest once that has passed (evicted). Closed, also while
     // waiting: closed. With drop_older_epochs, an item from an older epoch than one already
-    // pushed is refused first (rejected). Never waits except under block. Every call is counted
-    // in stats(); a push that returns evicted dropped exactly one item, destroyed after the push
-    // has left the ring.
+    // pushed is refused first (rejected). Never waits except under block, and while a peek()
+    // copies the very item an eviction takes (see peek()). Every call is counted in stats(); a
+    // push that returns evicted dropped exactly one item, destroyed after the push has left the
+    // ring.
     // Exceptions: none for a lock-free ring. Otherwise what T's move constructor throws; the
     // item is then not stored and not counted. If moving the oldest item out to evict it throws,
     // nothing changed; if storing the new one then throws, the oldest has already been removed
@@ -195,8 +196,11 @@ public:
     }
 
     // A copy of the item the next pop would return, left in place (items past max_age are
-    // skipped, not removed). Any thread (spsc_ring: the consumer's). Never waits for an item; a
-    // consumer taking that very item waits for the copy. Needs a copyable T.
+    // skipped, not removed). Any thread (spsc_ring: the consumer's). Never waits for an item. A
+    // consumer taking that very item, and a push evicting it, wait for the copy (neither their
+    // stop token nor close() ends that wait; the mutex ring copies under its lock, so every call
+    // waits). So T's copy must not wait for a producer of this ring: a copy that takes from a
+    // pool the producer holds deadlocks both. Needs a copyable T.
     // Exceptions: what T's copy constructor throws; the ring is unchanged.
     [[nodiscard]] std::optional<T> peek() const
         requires std::is_copy_constructible_v<T>

@@ -20,7 +20,9 @@
 // the channel. A sampler can also be used inside a stage function directly.
 //
 // Threads: a sampler is not synchronised: use it from one thread at a time (a `sampled` channel
-// takes a short lock around admit, so any number of producers may push).
+// takes a short lock around admit, so any number of producers may push). A sampler must not
+// call into the `sampled` channel it runs in (a push from its predicate takes that lock a
+// second time: undefined behaviour, a deadlock in practice).
 #pragma once
 
 #include <framepipe/detail/config.hpp>
