@@ -8,7 +8,9 @@
 #
 # Result: cnats_FOUND, cnats_VERSION (from nats/version.h), the target cnats::nats.
 find_path(cnats_INCLUDE_DIR nats/nats.h)
-find_library(cnats_LIBRARY NAMES nats nats_static)
+# The shared library only: a static one (nats_static, as vcpkg's static triplets build it) needs
+# OpenSSL, libsodium and protobuf-c linked after it, which this imported target does not name.
+find_library(cnats_LIBRARY NAMES nats)
 if(cnats_INCLUDE_DIR AND EXISTS "${cnats_INCLUDE_DIR}/nats/version.h")
     file(STRINGS "${cnats_INCLUDE_DIR}/nats/version.h" _cnats_version_line
          REGEX "^#define NATS_VERSION_STRING +\"[^\"]+\"")

@@ -1,11 +1,15 @@
 # Builds tests/clang_smoke.cpp with COMPILER and -std=c++20 alone (the compiler's own defaults),
-# runs it, and fails unless it returns 0. DEFINE, if given, is one more -D (the portable paths).
-#   cmake -DCOMPILER=... -DINCLUDE_DIR=... -DSOURCE=... -DWORK_DIR=... [-DDEFINE=...] -P
-#         clang_smoke.cmake
+# runs it, and fails unless it returns 0. DEFINE, if given, is one more -D (the portable paths);
+# FLAG one more flag.
+#   cmake -DCOMPILER=... -DINCLUDE_DIR=... -DSOURCE=... -DWORK_DIR=... [-DDEFINE=...]
+#         [-DFLAG=...] -P clang_smoke.cmake
 file(MAKE_DIRECTORY "${WORK_DIR}")
 set(extra "")
 if(DEFINE)
     set(extra "-D${DEFINE}")
+endif()
+if(FLAG) # one more compiler flag (-fno-rtti)
+    list(APPEND extra "${FLAG}")
 endif()
 execute_process(COMMAND "${COMPILER}" -std=c++20 -pthread ${extra} "-I${INCLUDE_DIR}" "${SOURCE}" -o
                         "${WORK_DIR}/clang_smoke"

@@ -79,7 +79,6 @@
 #include <system_error>
 #include <thread>
 #include <type_traits>
-#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -349,10 +348,19 @@ struct inline_access {
 template <class Out, class V>
 concept inline_handoff = bypassable<Out> && std::constructible_from<input_item_t<Out>, V&&>;
 
+// A type's identity without RTTI (-fno-rtti builds): the address of an object of its own, one
+// per program (an inline variable).
+template <class T>
+inline constexpr char type_key_object = 0;
+template <class T>
+[[nodiscard]] constexpr const void* type_key() noexcept {
+    return &type_key_object<T>;
+}
+
 struct channel_entry {
     std::string name;
     const void* address = nullptr;
-    const std::type_info* type = nullptr; // the channel's own type
+    const void* type = nullptr; // the channel's own type (type_key)
     bool one_producer = false;
     bool one_consumer = false;
     std::function<channel_description()> describe;
@@ -360,7 +368,7 @@ struct channel_entry {
     // when it did not). A stage's end that closes its channel fails the stage with it; the
     // closes of a stop or an abort ignore it.
     std::function<std::exception_ptr()> close;
-    std::function<bool(const void*, const std::type_info&)> hangs_off; // subscription: parent?
+    std::function<bool(const void*, const void*)> hangs_off; // subscription: parent? (type_key)
     latency_histogram age;
     bool timestamped_items = false;
     std::size_t producers = 0; // producing threads of the stages in the graph
@@ -378,7 +386,7 @@ struct channel_entry {
     std::atomic<std::uint64_t> skipped{0};
     // inline_when_idle: the item type a producer could hand its consumer directly (null: its
     // producer cannot), and the consuming stage's gate once start() has checked the pair.
-    const std::type_info* inline_item = nullptr;
+    const void* inline_item = nullptr; // type_key
     bool inline_filtered = false; // max_age or drop_older_epochs: an item may not bypass it
     inline_gate* gate = nullptr;
 };
@@ -495,7 +503,7 @@ struct inline_gate {
     std::uint64_t taken = 0;   // items the stage's thread popped; written with the gate held
     stage_entry* stage = nullptr; // set by start()
     stage_context* ctx = nullptr; // the stage thread's own, valid while the gate is not shut
-    const std::type_info* item = nullptr; // the input's item type, which run() takes
+    const void* item = nullptr; // the input's item type (type_key), which run() takes
     // Runs the stage's function on an item of type *item (moved from), with its metrics; false
     // when the stage's output was closed.
     unique_function<bool(void*)> run;
@@ -1069,7 +1077,7 @@ private:
             }
             const detail::channel_entry& c = *s->input;
             if (c.producers != 1 || c.consumers != 1 || c.inline_item == nullptr ||
-                *c.inline_item != *s->gate->item) {
+                c.inline_item != s->gate->item) {
                 throw std::invalid_argument(
                     "inline_when_idle: stage '" + s->name + "' needs an input (a ring, spsc_ring "
                     "or latest_slot of the item type it takes) that one source or stage with one "
@@ -1213,7 +1221,7 @@ private:
             detail::channel_entry* c = nullptr;
             std::size_t producers = 0;
             std::size_t consumers = 0;
-            const std::type_info* inline_item = nullptr;
+            const void* inline_item = nullptr;
             bool inline_filtered = false;
             bool reserved = false;
         };
@@ -1298,7 +1306,7 @@ private:
         }
         auto e = std::make_unique<detail::channel_entry>();
         e->address = &ch;
-        e->type = &typeid(C);
+        e->type = detail::type_key<C>();
         e->name = default_channel_name();
         e->one_producer = channel_traits<C>::one_producer;
         e->one_consumer = channel_traits<C>::one_consumer;
@@ -1317,8 +1325,8 @@ private:
         if constexpr (detail::is_subscription<C>::value) {
             using T = typename C::value_type::element_type;
             e->name = unclaimed_name(ch.name());
-            e->hangs_off = [&ch](const void* b, const std::type_info& type) {
-                return type == typeid(broadcaster<std::remove_const_t<T>>) &&
+            e->hangs_off = [&ch](const void* b, const void* type) {
+                return type == detail::type_key<broadcaster<std::remove_const_t<T>>>() &&
                        ch.subscribed_to(*static_cast<const broadcaster<std::remove_const_t<T>>*>(b));
             };
         }
@@ -1454,7 +1462,7 @@ private:
         }
         if (c.hangs_off) {
             for (const auto& p : channels_) {
-                if (p->address != c.address && c.hangs_off(p->address, *p->type)) {
+                if (p->address != c.address && c.hangs_off(p->address, p->type)) {
                     cs.parent = p->name;
                 }
             }
@@ -1691,7 +1699,7 @@ private:
         };
         if (e.options.inline_when_idle) {
             e.gate = std::make_unique<detail::inline_gate>();
-            e.gate->item = &typeid(in_item);
+            e.gate->item = detail::type_key<in_item>();
             e.gate->run = [&e, shared, metrics](void* p) {
                 stage_context& ctx = *e.gate->ctx;
                 auto handle = [&](in_item&& x) { return (*shared)(e, ctx, std::move(x)); };
@@ -1705,7 +1713,7 @@ private:
     template <class Out, class V>
     static void note_inline_producer(detail::stage_entry& e, const Out& out) {
         if constexpr (detail::inline_handoff<Out, V>) {
-            e.output->inline_item = &typeid(input_item_t<Out>);
+            e.output->inline_item = detail::type_key<input_item_t<Out>>();
             e.output->inline_filtered = detail::inline_access::filters(out);
         }
     }

@@ -1,9 +1,10 @@
 # Compiles SOURCE, which must fail, and checks the compiler's output: it must contain EXPECT and
 # at most MAX_ERRORS lines with "error" (a type that does not fit a pipeline gets a short message,
 # not pages of template instantiation).
-#   cmake -DCOMPILER=... -DINCLUDE_DIR=... -DSOURCE=... -DEXPECT=... -DMAX_ERRORS=... -P check.cmake
+#   cmake -DCOMPILER=... -DINCLUDE_DIR=... -DSOURCE=... -DEXPECT=... -DMAX_ERRORS=... [-DFLAG=...]
+#         -P check.cmake
 execute_process(
-    COMMAND "${COMPILER}" -std=c++20 -fsyntax-only "-I${INCLUDE_DIR}" "${SOURCE}"
+    COMMAND "${COMPILER}" -std=c++20 ${FLAG} -fsyntax-only "-I${INCLUDE_DIR}" "${SOURCE}"
     RESULT_VARIABLE result
     OUTPUT_VARIABLE out
     ERROR_VARIABLE err)

@@ -70,4 +70,24 @@ run("consumer configure" "${CMAKE_COMMAND}" ${consumer_args})
 run("consumer build" "${CMAKE_COMMAND}" --build "${WORK_DIR}/consumer")
 run("consumer run" "${CMAKE_CTEST_COMMAND}" --test-dir "${WORK_DIR}/consumer" --output-on-failure
     --no-tests=error)
+
+# The same consumer configures (a) with CMAKE_FIND_PACKAGE_PREFER_CONFIG, and (b) against the
+# build tree as a package (-Dframepipe_DIR=<build dir>): in both, cnats must come from
+# Findcnats.cmake, never from Debian's cnats config, which stops the configure step (review).
+list(REMOVE_ITEM consumer_args -S "${CMAKE_CURRENT_LIST_DIR}/consumer" -B "${WORK_DIR}/consumer")
+set(source -S "${CMAKE_CURRENT_LIST_DIR}/consumer")
+run("consumer configure, prefer config" "${CMAKE_COMMAND}" ${source} -B "${WORK_DIR}/prefer-config"
+    ${consumer_args} -DCMAKE_FIND_PACKAGE_PREFER_CONFIG=ON)
+list(FILTER consumer_args EXCLUDE REGEX "^-DCMAKE_PREFIX_PATH=")
+run("consumer configure, build tree" "${CMAKE_COMMAND}" ${source} -B "${WORK_DIR}/build-tree"
+    ${consumer_args} "-Dframepipe_DIR=${build}")
+# A component framepipe does not have: one line naming it and the components there are.
+execute_process(COMMAND "${CMAKE_COMMAND}" ${source} -B "${WORK_DIR}/no-such" ${consumer_args}
+                        "-Dframepipe_DIR=${build}" -DEXPECT_TRANSPORTS=foo
+                RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE out)
+set(why "framepipe has no component 'foo' \\(components: iceoryx, nats\\)")
+if(result EQUAL 0 OR NOT out MATCHES "${why}")
+    message(FATAL_ERROR "[transport packaging] component foo: expected a failure naming it, "
+                        "got (${result}):\n${out}")
+endif()
 message(STATUS "[transport packaging] OK (${expected})")

@@ -5,6 +5,11 @@
 #if !defined(__cplusplus) || (__cplusplus < 202002L && (!defined(_MSVC_LANG) || _MSVC_LANG < 202002L))
 #error "framepipe needs C++20 or later (compile with -std=c++20)"
 #endif
+// Bad arguments throw std::invalid_argument, and the channels keep their counts exact when T's
+// move throws: there is no mode without exceptions. (RTTI is not needed.)
+#if defined(__GNUC__) && !defined(__cpp_exceptions)
+#error "framepipe needs exceptions (do not compile with -fno-exceptions)"
+#endif
 
 #include <cstddef>
 #include <type_traits>

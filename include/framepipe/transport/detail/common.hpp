@@ -571,7 +571,7 @@ public:
         if (link_seq < first_ || link_seq >= first_ + pending_.size()) {
             return receipt_result::late;
         }
-        auto& e = pending_[static_cast<std::size_t>(link_seq - first_)];
+        auto& e = pending_[framepipe::detail::to<std::size_t>(link_seq - first_)];
         if (e.acknowledged) {
             return receipt_result::duplicate;
         }
