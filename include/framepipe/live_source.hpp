@@ -454,7 +454,9 @@ public:
     // Calls `f(from, to)` on every state change, on the thread that makes it: the runner's, the
     // watchdog's (failed, past max_abandoned; ended, when it abandons the close() after an end),
     // or the thread in start(), run() or stop() (keep it short; what it throws is ignored; it
-    // must not call stop(), start() or run()). One call at a time, in the order of the changes:
+    // must not call stop(), start() or run(), nor anything that waits for this source to stop:
+    // the remove() or request_stop(deadline) of a pipeline it is a source of, which would wait
+    // their whole deadline, or wait() for ever). One call at a time, in the order of the changes:
     // a change waits (blocks) for a call in progress. stop() waits for one in progress, however
     // long it takes, and its `stopped` is the last call: never once stop() has returned (the
     // state is final then, and stays so), and a runner that stop() abandons makes no state change

@@ -450,14 +450,15 @@ public:
     }
 
     // Stops watching input `id` and returns its final counters (an item it held is counted as
-    // dropped); nullopt if there is no such input (never added, or removed already). Once this
+    // dropped, and destroyed under the internal lock: its destructor must not call into this
+    // selector); nullopt if there is no such input (never added, or removed already). Once this
     // returns, the selector never touches that channel again. Any thread, also while consumers
     // wait or take: waits for a selection in progress (the internal lock) and for wait
     // predicates reading the channel at this moment (a few instructions). Throws std::bad_alloc
     // (copying the input's name into the counters returned), and then nothing has changed: the
     // input is still there; or what std::mutex::lock may throw.
     std::optional<input_stats> remove(input_id id) {
-        std::shared_ptr<input> gone; // destroyed after the lock is released
+        std::shared_ptr<input> gone; // destroyed after the lock is released (its held item not)
         std::optional<input_stats> out;
         {
             const std::lock_guard<std::mutex> lock(mu_);
