@@ -807,6 +807,15 @@ TEST_CASE("live_source: a read that ignores its timeout is abandoned; its late f
     CHECK(epochs_in_order);
     CHECK(control->opens.load() >= 2);
     CHECK_THAT(src.stats().last_error, Catch::Contains("abandoned"));
+    // Each late frame is counted, as its runner sees it was abandoned (they were counted
+    // nowhere: review), once.
+    const auto late = static_cast<std::uint64_t>(control->returned_late.load());
+    CHECK(late >= 2);
+    while (src.stats().abandoned_frames < late) {
+        std::this_thread::yield();
+    }
+    CHECK(src.stats().abandoned_frames == late);
+    CHECK(src.stats().frames == static_cast<std::uint64_t>(values.size()));
 }
 
 TEST_CASE("live_source: a fresh runner whose thread cannot start fails the source") {

@@ -3110,6 +3110,38 @@ TEST_CASE("pipeline: wait() from a stage's own function throws logic_error, and 
     CHECK(stage_of(p.snapshot(), "enough").state == stage_state::finished);
 }
 
+TEST_CASE("pipeline: a selector closed once it has its inputs ends after them in an orderly stop") {
+    // No stage pushes into a selector, so request_stop() cannot end its consumer; closed once it
+    // has every input (docs/select.md, "In a pipeline"), it ends after the sources' last items.
+    // Without the close, request_stop() then wait() waited for ever (review).
+    framepipe::broadcaster<int> cam1;
+    framepipe::broadcaster<int> cam2;
+    auto s1 = cam1.subscribe({.capacity = 64, .policy = overflow::block, .name = "det-1"});
+    auto s2 = cam2.subscribe({.capacity = 64, .policy = overflow::block, .name = "det-2"});
+    framepipe::selector<std::shared_ptr<const int>> sel;
+    (void)sel.add(s1, {.take = framepipe::input_take::oldest});
+    (void)sel.add(s2, {.take = framepipe::input_take::oldest});
+    sel.close();
+    int n1 = 0;
+    int n2 = 0;
+    std::uint64_t taken = 0;
+    pipeline p("selector-stop");
+    p.source("cam1", cam1, [&] { return n1++; });
+    p.source("cam2", cam2, [&] { return n2++; });
+    p.sink("detector", sel, [&](const framepipe::selected<std::shared_ptr<const int>>&) {
+        if (++taken == 100) {
+            (void)p.request_stop();
+        }
+    });
+    p.start();
+    p.wait();
+    CHECK(stage_of(p.snapshot(), "detector").state == stage_state::finished);
+    // Blocking subscriptions, taken oldest first: every value published was selected.
+    CHECK(taken == static_cast<std::uint64_t>(n1 + n2));
+    CHECK(s1.stats().dropped == 0);
+    CHECK(s2.stats().dropped == 0);
+}
+
 TEST_CASE("pipeline: subscriptions of two broadcasters with the same name get unique channel names") {
     // Both unnamed: "subscriber-0" of their own broadcaster. Duplicate channel names would give
     // duplicate Prometheus series and merge the two channels in the DOT graph.

@@ -5,7 +5,8 @@
 //                                                 {.stall_timeout = 2s});
 //     framepipe::latest_slot<framepipe::stamped<Frame>> newest({.drop_older_epochs = true});
 //     camera.start(newest);              // connects, reads, reconnects with backoff, on its threads
-//     while (auto f = newest.pop()) detect(f->value);   // f->epoch: which connection it came from
+//     while (auto f = newest.pop(stop)) detect(f->value); // f->epoch: which connection; until
+//                                                         // `stop` (the source never closes it)
 //     camera.stop();                     // returns within abandon_after, whatever the backend does
 //
 // You supply the backend: anything that can open a connection, read one frame with a timeout and
@@ -238,17 +239,21 @@ struct live_stats {
     std::uint64_t epoch = 0; // the current (or last) connection's epoch; epoch_base: none yet
     std::uint64_t connects = 0;       // opens that succeeded
     std::uint64_t reconnects = 0;     // connects after the first
-    std::uint64_t stalls = 0;         // streaming connections that went quiet for stall_timeout
+    // Streaming connections that went quiet for stall_timeout: a read that returned no frame in
+    // it. (A read that overran its timeout and then returned a frame is not one.)
+    std::uint64_t stalls = 0;
     std::uint64_t open_failures = 0;  // opens that failed or timed out
     std::uint64_t no_first_frame = 0; // connections that gave no frame within first_frame_timeout
     std::uint64_t read_errors = 0;    // connections that failed while reading
     std::uint64_t ends = 0;           // ends of input (files)
     std::uint64_t frames = 0;         // frames pushed into the output (a push that threw: not)
     double fps = 0;                   // of those, per second over the last 2 s (rate_meter)
-    // Frames a read returned after a stop was requested: not pushed. (A runner that was abandoned
-    // drops the frames its late calls return and counts nothing: the figures are its
-    // successor's.)
+    // Frames a read returned after a stop was requested: not pushed.
     std::uint64_t dropped_at_stop = 0;
+    // Frames a read returned after its runner was abandoned (by the watchdog, or by stop()): not
+    // pushed. Counted when that read returns, which may be after stop() has returned. (The
+    // abandoned runner counts nothing else: the other figures are its successor's.)
+    std::uint64_t abandoned_frames = 0;
     // Backend calls the watchdog abandoned for overrunning their timeout by abandon_after. Not
     // counted: a runner that stop() abandons (one still busy abandon_after after the stop, in a
     // backend call, a push or on_state_change); that sets no last_error either.
@@ -308,7 +313,8 @@ struct live_runner {
     std::atomic<std::int64_t> watch_at_ns{std::numeric_limits<std::int64_t>::max()};
     std::atomic<bool> watch_again{false};
     // Set by whoever abandons the runner (the watchdog, stop()) and by the runner when it finds
-    // its call taken. From then on the runner changes nothing shared (see run_machine).
+    // its call taken. From then on the runner changes nothing shared but abandoned_frames (see
+    // run_machine).
     std::atomic<bool> abandoned{false};
     // Whether this runner has been abandoned. seq_cst: the Dekker pair with `pushing` (see
     // begin_push()) and with the watchdog's take of a call (see call()).
@@ -514,7 +520,9 @@ public:
 
     // Starts the source on threads of its own (a runner and a watchdog), emitting item_type into
     // `out`. Returns at once (it may wait for a stop() running on another thread). Once only
-    // (start() or run()). `out` must outlive stop() (or the destructor). After stop() (a
+    // (start() or run()). `out` must outlive stop() (or the destructor). The source never closes
+    // `out`, not even in a final state (ended, failed): its consumer ends on a stop token, or
+    // when the caller closes `out` (after wait(), say); a pipeline closes it for its sources. After stop() (a
     // shutdown that came first), starts nothing: the state stays stopped (final).
     // Throws std::logic_error when already started, and std::system_error (std::bad_alloc) if a
     // thread cannot start: then whatever did start is stopped, the state is stopped (final), and
@@ -606,6 +614,7 @@ public:
         st.ends = s.ends.load();
         st.frames = s.frames.load();
         st.dropped_at_stop = s.dropped_at_stop.load();
+        st.abandoned_frames = s.abandoned_frames.load();
         st.abandoned = s.abandoned.load();
         st.state_changes = s.state_changes.load();
         st.attempt = s.attempt.load();
@@ -649,6 +658,8 @@ public:
             {"frames", "Frames a live source emitted.", n(st.frames)},
             {"dropped_at_stop", "Frames read after a stop request and not emitted.",
              n(st.dropped_at_stop)},
+            {"abandoned_frames", "Frames an abandoned read returned, not emitted.",
+             n(st.abandoned_frames)},
             {"abandoned_calls", "Backend calls abandoned for overrunning their timeout.",
              n(st.abandoned)},
             {"state_changes", "State changes of a live source.", n(st.state_changes)},
@@ -710,8 +721,8 @@ private:
         // stopped until the source starts: "not running" (start() then reports connecting).
         std::atomic<live_state> state{live_state::stopped};
         std::atomic<std::uint64_t> epoch{0}, seq{0}, connects{0}, stalls{0}, open_failures{0},
-            no_first_frame{0}, read_errors{0}, ends{0}, frames{0}, dropped_at_stop{0}, abandoned{0},
-            state_changes{0};
+            no_first_frame{0}, read_errors{0}, ends{0}, frames{0}, dropped_at_stop{0},
+            abandoned_frames{0}, abandoned{0}, state_changes{0};
         std::atomic<std::uint32_t> attempt{0};
         std::atomic<std::int64_t> last_frame_ns{0}, connected_since_ns{0}, current_backoff_ns{0};
         // Frames pushed, for fps. One writer at a time: the runner that pushes (a new runner's
@@ -1011,7 +1022,8 @@ private:
 
     // The state machine (see the file comment). Returns the final state it reached, or
     // `stopped` for an abandoned runner. An abandoned runner leaves as soon as it notices, and
-    // changes nothing shared on its way out (only closes its own backend): it checks after every
+    // changes nothing shared on its way out (only closes its own backend, and counts a frame its
+    // late read returned in abandoned_frames): it checks after every
     // backend call, close() included, and before every state change (runner_set_state). The
     // watchdog abandons a runner only inside a call (see live_runner), so that check is exact;
     // stop() may abandon one anywhere (a push, on_change), after it has set the state stopped,
@@ -1164,7 +1176,11 @@ private:
                 }
             }();
             if (me.gone()) {
-                return {}; // touching nothing: connected_since is the new runner's
+                // Touching nothing but this count: connected_since is the new runner's.
+                if (r.status == read_status::frame && r.frame) {
+                    s.abandoned_frames.fetch_add(1, std::memory_order_relaxed);
+                }
+                return {};
             }
             if (stop.stop_requested()) {
                 s.connected_since_ns.store(0, std::memory_order_relaxed);

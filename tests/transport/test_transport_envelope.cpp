@@ -533,6 +533,7 @@ TEST_CASE("to_prometheus: a link's figures as counters and a state gauge, labels
     s.link_resets = 6;
     s.duplicate_receipts = 7;
     s.late_arrivals = 8;
+    s.pending_receipts = 9;
     s.state = framepipe::live_state::backoff;
     const auto text = tp::to_prometheus(s, "p\"1", "to-workers");
     CHECK(
@@ -546,6 +547,9 @@ TEST_CASE("to_prometheus: a link's figures as counters and a state gauge, labels
         CHECK(text.find("framepipe_transport_" + name + "_total{pipeline=\"p\\\"1\",link=\"to-"
                         "workers\"} " + std::to_string(value) + "\n") != std::string::npos);
     }
+    CHECK(text.find("# TYPE framepipe_transport_pending_receipts gauge\n"
+                    "framepipe_transport_pending_receipts{pipeline=\"p\\\"1\",link=\"to-workers\"} "
+                    "9\n") != std::string::npos);
     CHECK(text.find("state=\"backoff\"} 1\n") != std::string::npos);
     CHECK(text.find("state=\"streaming\"} 0\n") != std::string::npos);
     CHECK(text.find("# TYPE framepipe_transport_sent_total counter\n") != std::string::npos);

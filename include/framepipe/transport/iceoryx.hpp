@@ -635,8 +635,16 @@ private:
                 c.counters.received.fetch_add(1, std::memory_order_relaxed);
                 c.counters.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
             }
-            c.counters.lost_in_transport.fetch_add(g.lost, std::memory_order_relaxed);
-            detail::note_lost(out, g.lost);
+            if (stop.stop_requested()) {
+                // The queue overflowed while stop() was not taking from it (it waits up to
+                // unsubscribe_wait for RouDi between its two drains, and publishers go on
+                // delivering): handed to this receiver and discarded by its stop, not lost in the
+                // engine. (A gap that began before the stop request counts here too.)
+                c.counters.dropped_at_stop.fetch_add(g.lost, std::memory_order_relaxed);
+            } else {
+                c.counters.lost_in_transport.fetch_add(g.lost, std::memory_order_relaxed);
+                detail::note_lost(out, g.lost);
+            }
             if (g.new_sender) {
                 c.counters.senders.fetch_add(1, std::memory_order_relaxed);
             }

@@ -675,7 +675,10 @@ public:
 
     // Encodes the item into the message buffer (one copy; nats.c copies it once more into its
     // socket buffer) and publishes it. Any thread (a mutex serialises sends). Never waits for a
-    // receiver; a write to the server's socket waits at most write_deadline (nats_options).
+    // receiver itself; a write to the server's socket waits at most write_deadline
+    // (nats_options), and the server may throttle this connection while a subscriber that does
+    // not read holds it back, until it drops that subscriber (docs/transport.md: its own
+    // write_deadline, 10 s by default).
     // Returns sent, too_large (envelope + payload over the server's max_payload), disconnected
     // (dropped while reconnecting, with drop_while_disconnected), failed (nats.c refused it, a
     // write that timed out among others: last_error says why) or closed. Throws

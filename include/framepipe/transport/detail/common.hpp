@@ -854,6 +854,13 @@ std::uint64_t pump(Publisher& out, In& in, std::stop_token stop) {
     counter("dropped_at_stop", "Messages a receiver's stop() discarded unhanded.",
             s.dropped_at_stop);
     counter("reconnects", "Connections made after the first.", s.reconnects);
+    // Not a counter: frames in the ledger now, so that sent == acknowledged + lost_in_transport
+    // + pending_receipts can be checked before settle().
+    out += "# HELP framepipe_transport_pending_receipts Frames sent, not yet acknowledged nor "
+           "counted lost.\n";
+    out += "# TYPE framepipe_transport_pending_receipts gauge\n";
+    out += "framepipe_transport_pending_receipts{" + labels + "} " +
+           std::to_string(s.pending_receipts) + "\n";
     out += "# HELP framepipe_transport_state 1 for the link's state, 0 for the others.\n";
     out += "# TYPE framepipe_transport_state gauge\n";
     for (const live_state st : all_live_states) {
