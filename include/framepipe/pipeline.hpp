@@ -232,6 +232,17 @@ concept supervised_source = requires(S& s, const S& cs, Out& out, std::stop_toke
     { cs.failure() } -> std::same_as<std::optional<std::string>>;
 };
 
+// A supervised source (it has an item_type, stop() and status()) whose output cannot take what it
+// emits: pipeline::source() then fails with one message instead of no overload at all.
+template <class S, class Out>
+concept mismatched_supervised_source = !supervised_source<S, Out> && requires(S& s, const S& cs) {
+    typename S::item_type;
+    s.stop();
+    { cs.status() } -> std::same_as<source_status>;
+};
+template <class>
+inline constexpr bool always_false = false;
+
 // A result that ends a source when it is null (std::shared_ptr, std::unique_ptr, T*).
 template <class R>
 concept nullable_pointer = !is_optional<R>::value && requires(const R& r) {
@@ -676,6 +687,16 @@ public:
         return *this;
     }
 
+    // A supervised source whose output cannot take its item_type: one compile-time message.
+    template <class Out, class S>
+        requires detail::mismatched_supervised_source<S, Out>
+    pipeline& source(std::string, Out&, S&, source_options = {}) {
+        static_assert(detail::always_false<S>,
+                      "framepipe::pipeline: the output channel must take the supervised source's "
+                      "item_type (a live_source emits stamped<frame_type>) by push or publish");
+        return *this;
+    }
+
     // Adds a supervised source, such as a live_source (live_source.hpp), that emits into `out` on
     // threads of its own: the stage starts it, waits until it ends (ended, failed) or the
     // pipeline stops, then stops it (also when its wait() throws, which fails the stage). A
@@ -683,7 +704,8 @@ public:
     // wait()). Its state and counters show in the snapshot (stage_snapshot::source), Prometheus
     // text and DOT. Before or after start(), as above; `src` and `out` must outlive the
     // pipeline's run (or the source's remove()). Throws as source() does, naming max_rate_hz when
-    // it is set (a live source is paced by its input).
+    // it is set (a live source is paced by its input). An output that cannot take the source's
+    // item_type fails to compile with one message (the overload before this one).
     template <class Out, class S>
         requires detail::supervised_source<S, Out>
     pipeline& source(std::string name, Out& out, S& src, source_options options = {}) {
