@@ -521,9 +521,9 @@ public:
     // Starts the source on threads of its own (a runner and a watchdog), emitting item_type into
     // `out`. Returns at once (it may wait for a stop() running on another thread). Once only
     // (start() or run()). `out` must outlive stop() (or the destructor). The source never closes
-    // `out`, not even in a final state (ended, failed): its consumer ends on a stop token, or
-    // when the caller closes `out` (after wait(), say); a pipeline closes it for its sources. After stop() (a
-    // shutdown that came first), starts nothing: the state stays stopped (final).
+    // `out`, not even in a final state (ended, failed): its consumer ends on a stop token, or when
+    // the caller closes `out` (after wait(), say); a pipeline closes it for its sources. After
+    // stop() (a shutdown that came first), starts nothing: the state stays stopped (final).
     // Throws std::logic_error when already started, and std::system_error (std::bad_alloc) if a
     // thread cannot start: then whatever did start is stopped, the state is stopped (final), and
     // the source cannot be started again (basic guarantee). Later, a push into `out` that

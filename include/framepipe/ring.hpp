@@ -90,8 +90,9 @@ public:
               .block_timeout = detail::to_nanoseconds(block_timeout, "block_timeout")}) {}
 
     // The general form. Throws std::invalid_argument naming the offending field: capacity 0 (or
-    // above 2^61); a policy that is none of overflow's values; a block_timeout with a policy
-    // other than block; a negative block_timeout or max_age; a max_age when T is not `timestamped`; drop_older_epochs when T is not `epoched`.
+    // above 2^61); a policy that is none of overflow's values; a block_timeout with a policy other
+    // than block; a negative block_timeout or max_age; a max_age when T is not `timestamped`;
+    // drop_older_epochs when T is not `epoched`.
     explicit ring(const ring_options& options) : impl_(validated(options)) {}
 
     // Shared by threads by reference; neither copyable nor movable.

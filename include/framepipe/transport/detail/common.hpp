@@ -396,15 +396,15 @@ inline void check_kind(message_kind k, const char* field) {
 // Counts losses from link_seq gaps, per sender. One thread (the receiver's).
 //
 // link_seq comes from the wire and is not trusted: it is compared modulo 2^64 (a sender's count
-// wraps from UINT64_MAX to 0 without a gap), and only within max_gap of the link_seq expected
-// next. A message up to max_gap ahead of it is the next one, the messages skipped over lost; up to
-// max_gap behind it (a duplicate, or reordered), out_of_order: the receivers count it and skip
-// it, so an old message never replaces a newer one; but one of the late_window messages just
-// before the newest whose gap was counted lost is `late` instead (each sender's gaps among them
-// are kept in a bit mask), so that a reordered frame is counted once, as lost. Further away either way (a forged or corrupt
-// link_seq, a gap no real stream has), a reset: the sender's count starts again at this message,
-// as for a new sender, and nothing is counted lost; a forged jump so costs a reset, and the real
-// sender's next message another, instead of 2^62 phantom losses and a stream read as old.
+// wraps from UINT64_MAX to 0 without a gap), and only within max_gap of the link_seq expected next.
+// A message up to max_gap ahead of it is the next one, the messages skipped over lost; up to
+// max_gap behind it (a duplicate, or reordered), out_of_order: the receivers count it and skip it,
+// so an old message never replaces a newer one; but one of the late_window messages just before the
+// newest whose gap was counted lost is `late` instead (each sender's gaps among them are kept in a
+// bit mask), so that a reordered frame is counted once, as lost. Further away either way (a forged
+// or corrupt link_seq, a gap no real stream has), a reset: the sender's count starts again at this
+// message, as for a new sender, and nothing is counted lost; a forged jump so costs a reset, and
+// the real sender's next message another, instead of 2^62 phantom losses and a stream read as old.
 //
 // Remembers the max_senders senders seen most recently: a sender not seen since max_senders
 // others were is forgotten (a dead or restarted sender: each sender object has a random id), and
