@@ -360,9 +360,10 @@ template <class Out, class V>
 concept inline_handoff = bypassable<Out> && std::constructible_from<input_item_t<Out>, V&&>;
 
 // A type's identity without RTTI (-fno-rtti builds): the address of an object of its own, one
-// per program (an inline variable).
+// per program (an inline variable). Not const: a linker's identical-data folding (lld's
+// --icf=all) may merge equal constants, never writable objects.
 template <class T>
-inline constexpr char type_key_object = 0;
+inline char type_key_object = 0;
 template <class T>
 [[nodiscard]] constexpr const void* type_key() noexcept {
     return &type_key_object<T>;
