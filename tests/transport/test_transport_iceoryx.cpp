@@ -888,6 +888,11 @@ TEST_CASE("iceoryx: a receiver whose publisher goes silent says stalled") {
     REQUIRE(got.pop_for(10s));
     wait_until([&] { return rx.stats().state == framepipe::live_state::stalled; });
     CHECK(rx.status().state == "stalled");
+    // One port, made once with RouDi: one connection, as the publisher counts its own.
+    CHECK(rx.stats().epoch == 1);
+    CHECK(rx.stats().connects == 1);
+    CHECK(rx.stats().reconnects == 0);
+    CHECK(pub.stats().epoch == 1);
     rx.stop();
 }
 

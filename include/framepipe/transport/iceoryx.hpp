@@ -453,8 +453,13 @@ private:
     // What the handles keep alive: the subscriber whose chunks they hold, and its mutex (an
     // iceoryx port is not thread-safe, and handles are released on any thread).
     struct core {
+        // The port is made with RouDi here, once: the receiver's one connection (epoch 1), as
+        // the publisher's.
         explicit core(const iceoryx_receiver_options& o)
-            : subscriber(detail::iox_description(o.service), subscriber_options(o)) {}
+            : subscriber(detail::iox_description(o.service), subscriber_options(o)) {
+            counters.epoch.store(1, std::memory_order_relaxed);
+            counters.connects.store(1, std::memory_order_relaxed);
+        }
         std::mutex mu;
         iox::popo::UntypedSubscriber subscriber; // guarded by mu
         detail::counters counters;
