@@ -164,9 +164,15 @@ private:
 template <class T>
 using vbatcher = batcher<T, virtual_time>;
 
-// Each source's identity, input.selected == batched + expired + pending, and (unless a removed
-// source has gone from the list with its counts) the counters' sums against the totals.
+// Each source's identity, input.selected == batched + expired + pending, the same over every
+// source it has had (input_totals, removed ones included), and (unless a removed source has gone
+// from the list with its counts) the counters' sums against the totals.
 bool balanced(const framepipe::batcher_stats& s, bool totals = true) {
+    const framepipe::selector_totals& t = s.input_totals;
+    if (t.selected != s.items + s.expired + s.pending ||
+        t.taken != t.selected + t.expired + t.dropped + t.held) {
+        return false;
+    }
     std::uint64_t batched = 0;
     std::uint64_t expired = 0;
     std::uint64_t pending = 0;
@@ -1070,6 +1076,24 @@ TEST_CASE("batcher: a removed source's pending items still go, listed under it u
     s = bt.stats();
     CHECK(s.sources.size() == 1); // its last items went: no longer listed
     CHECK(balanced(s, false));
+    // ... but still in the totals, which only grow.
+    CHECK(s.input_totals.taken == 2);
+    CHECK(s.input_totals.selected == 2);
+    CHECK(s.input_totals.inputs == 1);
+    CHECK(s.input_totals.added == 2);
+}
+
+TEST_CASE("batcher: a batch's capture time is its oldest item's; an empty batch's is max()") {
+    using frame = stamped<int>;
+    const auto t0 = steady::now();
+    batch<frame> b;
+    CHECK(framepipe::timestamp_traits<batch<frame>>::capture_time(b) == steady::time_point::max());
+    b.items.push_back(framepipe::stamp(1, 0, t0 + 2ms));
+    b.items.push_back(framepipe::stamp(2, 1, t0));
+    b.items.push_back(framepipe::stamp(3, 2, t0 + 1ms));
+    CHECK(framepipe::timestamp_traits<batch<frame>>::capture_time(b) == t0);
+    static_assert(framepipe::timestamped<batch<frame>>);
+    static_assert(!framepipe::timestamped<batch<int>>);
 }
 
 TEST_CASE("batcher: bad options throw std::invalid_argument naming the field") {

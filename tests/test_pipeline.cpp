@@ -3142,6 +3142,153 @@ TEST_CASE("pipeline: a selector closed once it has its inputs ends after them in
     CHECK(s2.stats().dropped == 0);
 }
 
+TEST_CASE("pipeline: request_stop() closes a selector and a batcher it was not told about; "
+          "their stages end after every item of their inputs") {
+    // Neither is closed by the test: request_stop() must close both (channel_traits'
+    // close_on_stop), or wait() waits for ever (the watchdog's bound below says which).
+    framepipe::broadcaster<int> cam1;
+    framepipe::broadcaster<int> cam2;
+    auto s1 = cam1.subscribe({.capacity = 64, .policy = overflow::block, .name = "det-1"});
+    auto s2 = cam2.subscribe({.capacity = 64, .policy = overflow::block, .name = "det-2"});
+    auto u1 = cam1.subscribe({.capacity = 64, .policy = overflow::block, .name = "ui-1"});
+    auto u2 = cam2.subscribe({.capacity = 64, .policy = overflow::block, .name = "ui-2"});
+    using item = std::shared_ptr<const int>;
+    framepipe::selector<item> sel;
+    framepipe::batcher<item> batches({.max_size = 4, .max_delay = 1ms});
+    (void)sel.add(u1, {.take = framepipe::input_take::oldest});
+    (void)sel.add(u2, {.take = framepipe::input_take::oldest});
+    (void)batches.add(s1, {.take = framepipe::input_take::oldest});
+    (void)batches.add(s2, {.take = framepipe::input_take::oldest});
+    int n1 = 0;
+    int n2 = 0;
+    std::atomic<std::uint64_t> shown{0};
+    std::uint64_t detected = 0;
+    pipeline p("stop-closes");
+    p.source("cam1", cam1, [&] { return n1++; });
+    p.source("cam2", cam2, [&] { return n2++; });
+    p.sink("ui", sel, [&](const framepipe::selected<item>&) { ++shown; });
+    p.sink("detector", batches, [&](const framepipe::batch<item>& b) {
+        detected += b.items.size();
+        if (detected >= 100) {
+            (void)p.request_stop();
+        }
+    });
+    p.start();
+    REQUIRE(p.wait_for(60s)); // before the fix: never
+    p.wait();
+    CHECK(sel.closed());
+    CHECK(batches.closed());
+    CHECK(stage_of(p.snapshot(), "ui").state == stage_state::finished);
+    CHECK(stage_of(p.snapshot(), "detector").state == stage_state::finished);
+    // Blocking subscriptions, taken oldest first: every value published reached both sinks.
+    CHECK(shown.load() == static_cast<std::uint64_t>(n1 + n2));
+    CHECK(detected == static_cast<std::uint64_t>(n1 + n2));
+}
+
+TEST_CASE("pipeline: a selector registered after request_stop() is closed at once") {
+    framepipe::selector<int> sel;
+    pipeline p("stopped-first");
+    (void)p.request_stop();
+    CHECK_FALSE(sel.closed());
+    p.channel(sel, "late");
+    CHECK(sel.closed());
+}
+
+// Two cameras of `n` stamped frames each into rings of their own, which a selector or a batcher
+// (`multi`) reads for the sink "detector": the rings are named cam-a and cam-b, `multi` frames.
+template <class Multi, class Sink>
+void run_two_cameras(pipeline& p, Multi& multi, int n, Sink sink) {
+    using frame = framepipe::stamped<int>;
+    auto a = std::make_shared<ring<frame>>(64, overflow::block);
+    auto b = std::make_shared<ring<frame>>(64, overflow::block);
+    (void)multi.add(*a, {.take = framepipe::input_take::oldest, .name = "a"});
+    (void)multi.add(*b, {.take = framepipe::input_take::oldest, .name = "b"});
+    multi.close();
+    p.channel(*a, "cam-a").channel(*b, "cam-b").channel(multi, "frames");
+    const auto camera = [n, next = 0]() mutable -> std::optional<frame> {
+        if (next == n) {
+            return std::nullopt;
+        }
+        const auto seq = static_cast<std::uint64_t>(next);
+        return framepipe::stamp(next++, seq);
+    };
+    p.source("cam-a", *a, camera);
+    p.source("cam-b", *b, camera);
+    p.sink("detector", multi, std::move(sink));
+    p.start();
+    p.wait();
+}
+
+// What every exposition shows of the channel "frames" fed by cam-a and cam-b.
+void check_fed_by_two_cameras(const framepipe::pipeline_snapshot& snap) {
+    CHECK(channel_of(snap, "cam-a").feeds == "frames");
+    CHECK(channel_of(snap, "cam-b").feeds == "frames");
+    CHECK(channel_of(snap, "frames").feeds.empty());
+    const auto dot = framepipe::to_dot(snap);
+    CHECK_THAT(dot, Catch::Matchers::Contains("\"channel:cam-a\" -> \"channel:frames\""));
+    CHECK_THAT(dot, Catch::Matchers::Contains("\"channel:cam-b\" -> \"channel:frames\""));
+    const auto text = framepipe::to_prometheus(snap);
+    std::map<std::string, std::string> types;
+    check_prometheus(text, types);
+    CHECK_THAT(text, Catch::Matchers::Contains(
+                         "framepipe_channel_popped_total{pipeline=\"multi\",channel=\"frames\"} 100\n"));
+    CHECK_THAT(text, Catch::Matchers::Contains("framepipe_channel_item_age_seconds_count{"
+                                               "pipeline=\"multi\",channel=\"frames\"}"));
+}
+
+TEST_CASE("pipeline: a selector's figures, its inputs' edges and its items' age are in the "
+          "snapshot, the Prometheus text and the DOT graph") {
+    using frame = framepipe::stamped<int>;
+    framepipe::selector<frame> sel;
+    std::uint64_t seen = 0;
+    pipeline p("multi");
+    run_two_cameras(p, sel, 50, [&](const framepipe::selected<frame>&) { ++seen; });
+    REQUIRE(seen == 100);
+    const auto snap = p.snapshot();
+    const auto& c = channel_of(snap, "frames");
+    CHECK(c.kind == "selector");
+    CHECK(c.policy == "round_robin, 2 inputs");
+    REQUIRE(c.has_counts);
+    CHECK(c.pushed == 100); // taken from the inputs
+    CHECK(c.popped == 100); // handed to the detector
+    CHECK(c.dropped == 0);
+    CHECK(c.size == 0);
+    CHECK(c.has_age);
+    // A selected stamped<int> has its item's capture time: the timed items (at least one in 16,
+    // the first among them) each give an age.
+    CHECK(c.age_count >= 100 / 16);
+    CHECK(c.age_count <= 100);
+    check_fed_by_two_cameras(snap);
+}
+
+TEST_CASE("pipeline: a batcher's figures (in items), its sources' edges and its batches' age are "
+          "in the snapshot, the Prometheus text and the DOT graph") {
+    using frame = framepipe::stamped<int>;
+    framepipe::batcher<frame> batches({.max_size = 4, .max_delay = 1ms});
+    std::uint64_t items = 0;
+    std::uint64_t batch_count = 0;
+    pipeline p("multi");
+    run_two_cameras(p, batches, 50, [&](const framepipe::batch<frame>& b) {
+        items += b.items.size();
+        ++batch_count;
+    });
+    REQUIRE(items == 100);
+    const auto snap = p.snapshot();
+    const auto& c = channel_of(snap, "frames");
+    CHECK(c.kind == "batcher");
+    CHECK(c.policy == "batch max_size 4, 2 sources");
+    CHECK(c.capacity == 4);
+    REQUIRE(c.has_counts);
+    CHECK(c.pushed == 100); // items taken from the sources
+    CHECK(c.popped == 100); // items in the batches emitted
+    CHECK(c.dropped == 0);
+    CHECK(c.size == 0);
+    CHECK(c.has_age);
+    CHECK(c.age_count >= 1); // one age per timed batch (the first is timed): its oldest item's
+    CHECK(c.age_count <= batch_count);
+    check_fed_by_two_cameras(snap);
+}
+
 TEST_CASE("pipeline: subscriptions of two broadcasters with the same name get unique channel names") {
     // Both unnamed: "subscriber-0" of their own broadcaster. Duplicate channel names would give
     // duplicate Prometheus series and merge the two channels in the DOT graph.

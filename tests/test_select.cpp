@@ -923,6 +923,66 @@ TEST_CASE("selector: remove returns the final counters, counts a held item as dr
     CHECK(s->item.value == 3);
 }
 
+TEST_CASE("selector: totals() sum every input it has had, removed ones included; watches() "
+          "names its inputs") {
+    using item = stamped<int>;
+    const auto t0 = steady::now();
+    selector<item> sel;
+    ring<item> a(4);
+    ring<item> b(4);
+    ring<item> other(4);
+    const auto ia = sel.add(a);
+    (void)sel.add(b);
+    CHECK(sel.watches(&a));
+    CHECK(sel.watches(&b));
+    CHECK_FALSE(sel.watches(&other));
+    (void)a.push(framepipe::stamp(1, 0, t0));
+    (void)a.push(framepipe::stamp(2, 1, t0)); // take newest: 1 is dropped
+    (void)b.push(framepipe::stamp(3, 0, t0));
+    REQUIRE(sel.try_pop());
+    REQUIRE(sel.try_pop());
+    auto t = sel.totals();
+    CHECK(t.taken == 3);
+    CHECK(t.selected == 2);
+    CHECK(t.dropped == 1);
+    CHECK(t.held == 0);
+    CHECK(t.inputs == 2);
+    CHECK(t.added == 2);
+    // Removed inputs leave their counts in the totals (a removed input's held item is counted as
+    // dropped there: "remove returns the final counters ..." above).
+    REQUIRE(sel.remove(ia));
+    REQUIRE(sel.remove(input_id{ia.value + 1}));
+    CHECK_FALSE(sel.watches(&a));
+    CHECK_FALSE(sel.watches(&b));
+    t = sel.totals();
+    CHECK(t.taken == 3);
+    CHECK(t.selected == 2);
+    CHECK(t.dropped == 1);
+    CHECK(t.held == 0);
+    CHECK(t.inputs == 0);
+    CHECK(t.added == 2);
+    // The pipeline's view: kind, policy, and the totals as channel counters.
+    const auto d = framepipe::detail::describe_channel(sel);
+    CHECK(d.kind == "selector");
+    CHECK(d.policy == "round_robin, 0 inputs");
+    REQUIRE(d.stats);
+    CHECK(d.stats->pushed == 3);
+    CHECK(d.stats->popped == 2);
+    CHECK(d.stats->evicted == 1);
+    CHECK(d.stats->dropped == 1);
+    CHECK(d.stats->size == 0);
+    CHECK(framepipe::channel_traits<selector<item>>::watches(sel, &other) == false);
+}
+
+TEST_CASE("selector: a selected item's capture time is its item's") {
+    using item = stamped<int>;
+    const auto t0 = steady::now();
+    const framepipe::selected<item> s{framepipe::stamp(1, 0, t0), input_id{1}};
+    CHECK(framepipe::timestamp_traits<framepipe::selected<item>>::capture_time(s) == t0);
+    static_assert(framepipe::timestamped<framepipe::selected<item>>);
+    static_assert(!framepipe::timestamped<framepipe::selected<int>>);
+}
+
 TEST_CASE("selector: try_pop never waits; pop_for times out; pop(stop) ends on a stop request") {
     ring<int> q(2);
     selector<int> sel;
@@ -1682,12 +1742,20 @@ TEST_CASE("selector: stress, several producers and consumers, add and remove dur
         });
     }
     std::thread watcher([&] {
+        framepipe::selector_totals before;
         while (!traffic_done.load()) {
             for (const auto& st : sel.stats()) {
                 if (!balanced(st)) {
                     snapshots_ok = false;
                 }
             }
+            // The totals balance too, and never fall while the churn removes inputs.
+            const auto t = sel.totals();
+            if (t.taken != t.selected + t.expired + t.dropped + t.held || t.taken < before.taken ||
+                t.selected < before.selected || t.dropped < before.dropped) {
+                snapshots_ok = false;
+            }
+            before = t;
             std::this_thread::yield();
         }
     });
@@ -1772,6 +1840,15 @@ TEST_CASE("selector: stress, several producers and consumers, add and remove dur
         }
     }
     CHECK(lossless == static_cast<std::uint64_t>(items)); // every item of the block ring
+    std::uint64_t received_all = 0;
+    for (const auto& mine : received) {
+        received_all += mine.size();
+    }
+    const auto totals = sel.totals();
+    CHECK(totals.selected == received_all); // the churned inputs' too, though removed
+    CHECK(totals.taken == a.stats().popped + b.stats().popped + c.stats().popped +
+                              d.stats().popped + churn_popped.load());
+    CHECK(totals.added == 4 + 500);
     const std::pair<input_id, framepipe::channel_stats> channels[] = {
         {ia, a.stats()}, {ib, b.stats()}, {ic, c.stats()}, {id, d.stats()}};
     for (const auto& [which, cs] : channels) {

@@ -163,6 +163,9 @@ struct batcher_stats {
     std::chrono::nanoseconds total_queue_delay{0};
     std::size_t pending = 0; // items in the batch being formed
     std::vector<batch_source_stats> sources; // in order of addition
+    // The selector counters of every source it has had, removed ones included, summed (they
+    // only grow): input_totals.selected == items + expired + pending.
+    selector_totals input_totals;
 };
 
 namespace detail {
@@ -390,6 +393,10 @@ public:
     // The options given at construction. Any thread; wait-free.
     [[nodiscard]] const batcher_options& options() const noexcept { return options_; }
 
+    // Whether the channel at `channel` is one of its sources (added and not removed; finished
+    // ones included): selector::watches(). Any thread; takes a lock briefly.
+    [[nodiscard]] bool watches(const void* channel) const { return sel_.watches(channel); }
+
     // A snapshot of the counters; the per-source identity (file comment) holds exactly. Any
     // thread; takes the internal locks briefly; allocates.
     [[nodiscard]] batcher_stats stats() const {
@@ -397,6 +404,7 @@ public:
         batcher_stats s = totals_;
         s.size_histogram = histogram_;
         s.pending = pending_.size();
+        s.input_totals = sel_.totals();
         const std::vector<input_stats> inputs = sel_.stats();
         s.sources.reserve(sources_.size());
         for (const auto& in : inputs) {
@@ -789,12 +797,58 @@ private:
     std::vector<std::uint64_t> histogram_;
 };
 
-// How a pipeline shows a batcher (see channel_traits): a channel of batches.
+// How a pipeline shows a batcher (see channel_traits): a channel of batches, counted in items
+// over every source it has had (stats().input_totals and the batcher's own counters): pushed is
+// taken from the sources, popped is items in batches emitted, expired is the selector's max_age
+// and staleness together, evicted is the selector's dropped, size is held and pending. Its
+// policy reads "batch max_size 8, 3 sources"; its capacity is max_size.
 template <class T, class Time>
 struct channel_traits<batcher<T, Time>> {
     static constexpr std::string_view kind = "batcher";
     static constexpr bool one_producer = false;
     static constexpr bool one_consumer = false;
+    // request_stop() closes it: its close() forbids new inputs, and its consumer still gets every
+    // item of the inputs it has.
+    static constexpr bool close_on_stop = true;
+
+    [[nodiscard]] static channel_description describe(const batcher<T, Time>& b) {
+        const batcher_stats s = b.stats();
+        const selector_totals& t = s.input_totals;
+        channel_description d;
+        d.kind = std::string(kind);
+        d.policy = "batch max_size " + std::to_string(b.options().max_size) + ", " +
+                   std::to_string(t.inputs) + (t.inputs == 1 ? " source" : " sources");
+        d.capacity = b.options().max_size;
+        channel_stats st;
+        st.pushed = t.taken;
+        st.popped = s.items;
+        st.expired = t.expired + s.expired;
+        st.evicted = t.dropped;
+        st.dropped = st.expired + st.evicted;
+        st.size = t.held + s.pending;
+        d.stats = st;
+        return d;
+    }
+
+    // Whether the channel at `channel` is one of its inputs: the pipeline's edge from it.
+    [[nodiscard]] static bool watches(const batcher<T, Time>& s, const void* channel) {
+        return s.watches(channel);
+    }
+};
+
+// A batch's capture time is its oldest item's, so that a pipeline's age histogram (and a channel
+// of batches' max_age) reads the age of the stalest frame in it. An empty batch has
+// time_point::max(), like a null pointer: never expired.
+template <class T>
+    requires timestamped<T>
+struct timestamp_traits<batch<T>> {
+    static std::chrono::steady_clock::time_point capture_time(const batch<T>& b) noexcept {
+        auto oldest = std::chrono::steady_clock::time_point::max();
+        for (const T& item : b.items) {
+            oldest = std::min(oldest, timestamp_traits<T>::capture_time(item));
+        }
+        return oldest;
+    }
 };
 
 } // namespace framepipe

@@ -191,11 +191,15 @@ struct channel_description {
 // The customization point for channels in a pipeline. The primary template describes a channel
 // by its members (stats(), capacity(), policy(), each optional). A specialisation replaces it
 // whole, so it must define kind, one_producer and one_consumer (the pipeline reads all three),
-// and may define describe(c):
-//   kind:         the name shown for the channel's type;
-//   one_producer: the channel admits one pushing thread (the pipeline refuses a second);
-//   one_consumer: the channel admits one popping thread;
-//   describe(c):  (a static member function) the whole description, instead of the members.
+// and may define describe(c), watches(c, p) and close_on_stop:
+//   kind:          the name shown for the channel's type;
+//   one_producer:  the channel admits one pushing thread (the pipeline refuses a second);
+//   one_consumer:  the channel admits one popping thread;
+//   describe(c):   (a static member function) the whole description, instead of the members;
+//   watches(c, p): (static) whether c reads the channel at address p itself (a selector's or a
+//                  batcher's input): the pipeline's graph draws an edge from that channel to c;
+//   close_on_stop: (static constexpr bool) pipeline::request_stop() closes the channel, for one
+//                  whose close() only forbids new inputs (a selector, a batcher).
 template <class C>
 struct channel_traits {
     static constexpr std::string_view kind = "channel";

@@ -543,6 +543,9 @@ private:
         if (!c.parent.empty()) {
             out += "  \"" + ids.channel(c.parent) + "\" -> \"" + ids.channel(c.name) + "\";\n";
         }
+        if (!c.feeds.empty()) {
+            out += "  \"" + ids.channel(c.name) + "\" -> \"" + ids.channel(c.feeds) + "\";\n";
+        }
     }
     for (std::size_t i = 0; i < snap.stages.size(); ++i) {
         for (const auto& in : snap.stages[i].inputs) {

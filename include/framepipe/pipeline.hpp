@@ -34,7 +34,8 @@
 // are stopped at once (their pops and blocked pushes end) and are named in the report. (From a
 // stage's own function it cannot wait for the rest, which may need that stage to return: it
 // does what request_stop() does.) A stage whose input nothing in the pipeline feeds ends only
-// when that channel's owner closes it.
+// when that channel's owner closes it; a selector or a batcher is closed by request_stop()
+// (channel_traits' close_on_stop), and its stage ends after its inputs.
 //
 // Errors. An exception escaping a stage's function stops the whole pipeline at once (every
 // stage's stop token is requested and every channel closed; a source added after that stops as
@@ -381,6 +382,8 @@ struct channel_entry {
     // closes of a stop or an abort ignore it.
     std::function<std::exception_ptr()> close;
     std::function<bool(const void*, const void*)> hangs_off; // subscription: parent? (type_key)
+    std::function<bool(const void*)> watches; // selector, batcher: is that channel an input?
+    bool close_on_stop = false; // channel_traits<C>::close_on_stop: request_stop() closes it
     latency_histogram age;
     bool timestamped_items = false;
     std::size_t producers = 0; // producing threads of the stages in the graph
@@ -889,9 +892,11 @@ public:
     // starts, so request_stop() then wait() returns however the calls interleave, provided
     // every stage's input is fed by a source or stage of this pipeline. An input nothing in the
     // pipeline produces into (fed from outside, or whose sources are yet to be added) is never
-    // closed by it: its consumers end once its owner closes it. The report names the stages
-    // still running when it returns (those drain and end on their own, but for the ones just
-    // said). Throws std::bad_alloc (the report's names), after the stop was requested.
+    // closed by it: its consumers end once its owner closes it. A selector or a batcher (a
+    // channel whose channel_traits set close_on_stop) is closed here, since its close() only
+    // forbids new inputs: its stage ends once its inputs have ended. The report names the
+    // stages still running when it returns (those drain and end on their own, but for the ones
+    // just said). Throws std::bad_alloc (the report's names), after the stop was requested.
     stop_report request_stop() {
         {
             const std::lock_guard<std::mutex> lock(graph_mu_);
@@ -899,6 +904,11 @@ public:
             for (auto& s : stages_) {
                 if (s->kind == stage_kind::source) {
                     stop_workers(*s);
+                }
+            }
+            for (auto& c : channels_) {
+                if (c->close_on_stop) {
+                    (void)c->close(); // what it threw is ignored, as in an abort
                 }
             }
         }
@@ -1345,6 +1355,17 @@ private:
         if constexpr (input_channel<C>) {
             e->timestamped_items = timestamped<input_item_t<C>>;
         }
+        if constexpr (requires(const C& c, const void* p) {
+                          { channel_traits<C>::watches(c, p) } -> std::convertible_to<bool>;
+                      }) {
+            e->watches = [&ch](const void* p) { return channel_traits<C>::watches(ch, p); };
+        }
+        if constexpr (requires { bool{channel_traits<C>::close_on_stop}; }) {
+            e->close_on_stop = channel_traits<C>::close_on_stop;
+            if (e->close_on_stop && stopping_) {
+                (void)e->close(); // request_stop() came first
+            }
+        }
         if constexpr (detail::is_subscription<C>::value) {
             using T = typename C::value_type::element_type;
             e->name = unclaimed_name(ch.name());
@@ -1483,11 +1504,15 @@ private:
                                         {"lost_in_transport", s.lost_in_transport}};
             }
         }
-        if (c.hangs_off) {
-            for (const auto& p : channels_) {
-                if (p->address != c.address && c.hangs_off(p->address, p->type)) {
-                    cs.parent = p->name;
-                }
+        for (const auto& p : channels_) {
+            if (p->address == c.address) {
+                continue;
+            }
+            if (c.hangs_off && c.hangs_off(p->address, p->type)) {
+                cs.parent = p->name;
+            }
+            if (p->watches && p->watches(c.address)) {
+                cs.feeds = p->name;
             }
         }
         cs.has_age = c.timestamped_items;

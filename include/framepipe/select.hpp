@@ -207,6 +207,18 @@ struct input_stats {
     bool finished = false;      // closed and drained, nothing held: the channel is let go
 };
 
+// The counters of every input a selector has had, removed ones included, summed: the first four
+// only grow. The identity of the file comment holds for the sums.
+struct selector_totals {
+    std::uint64_t taken = 0;
+    std::uint64_t selected = 0;
+    std::uint64_t expired = 0;
+    std::uint64_t dropped = 0;
+    std::uint64_t held = 0;  // items held now (at most one per input)
+    std::size_t inputs = 0;  // inputs now (finished ones included, removed ones not)
+    std::uint64_t added = 0; // inputs ever added
+};
+
 // The item type of a channel's try_pop().
 template <class C>
 using try_pop_item_t = std::remove_cvref_t<decltype(*std::declval<C&>().try_pop())>;
@@ -236,8 +248,10 @@ namespace detail {
 template <class T>
 class select_input {
 public:
-    select_input(event_count& readable, event_count& target, input_options o)
-        : options(std::move(o)), readable_(readable), listener_{&target, nullptr} {}
+    select_input(event_count& readable, event_count& target, const void* channel_address,
+                 input_options o)
+        : address(channel_address), options(std::move(o)), readable_(readable),
+          listener_{&target, nullptr} {}
 
     select_input(const select_input&) = delete;
     select_input& operator=(const select_input&) = delete;
@@ -297,6 +311,7 @@ public:
 
     // Guarded by the selector's lock (id and options are set before the input is published and
     // never change after; wait predicates read id without the lock).
+    const void* const address; // the channel's, for selector::watches()
     input_id id{};
     input_options options;
     std::optional<T> held;     // the candidate taken from the channel, not yet handed out
@@ -331,7 +346,8 @@ template <class T, class C>
 class select_input_of final : public select_input<T> {
 public:
     select_input_of(C& channel, event_count& target, input_options o)
-        : select_input<T>(readable_event(channel), target, std::move(o)), c_(channel) {}
+        : select_input<T>(readable_event(channel), target, &channel, std::move(o)),
+          c_(channel) {}
 
     [[nodiscard]] bool probe() const noexcept override { return c_.size() != 0 || c_.closed(); }
     [[nodiscard]] std::optional<T> try_take() override { return c_.try_pop(); }
@@ -479,6 +495,10 @@ public:
             }
             gone->finished = true;
             out->finished = true;
+            removed_.taken += gone->taken;
+            removed_.selected += gone->selected;
+            removed_.expired += gone->expired;
+            removed_.dropped += gone->dropped;
             inputs_.erase(it);
             update_weights_locked();
             if (gone->options.max_age) {
@@ -593,9 +613,42 @@ public:
         return (*it)->stats();
     }
 
+    // The counters of every input it has had, removed ones included, summed (the file comment's
+    // identity holds for the sums): what a pipeline's snapshot shows for the selector. Any
+    // thread; takes the lock briefly; does not allocate. Never throws in practice
+    // (std::mutex::lock).
+    [[nodiscard]] selector_totals totals() const {
+        const std::lock_guard<std::mutex> lock(mu_);
+        return totals_locked();
+    }
+
+    // Whether the channel at `channel` is one of its inputs (added and not removed; finished ones
+    // included). Compares addresses only: the pipeline uses it to draw an input's edge to the
+    // selector. Any thread; takes the lock briefly. Never throws in practice.
+    [[nodiscard]] bool watches(const void* channel) const {
+        const std::lock_guard<std::mutex> lock(mu_);
+        return std::any_of(inputs_.begin(), inputs_.end(),
+                           [channel](const auto& in) { return in->address == channel; });
+    }
+
 private:
     template <class, class>
     friend class batcher;
+
+    // totals(), for a caller that holds mu_ (the batcher, with its own counters).
+    [[nodiscard]] selector_totals totals_locked() const noexcept {
+        selector_totals t = removed_;
+        for (const auto& in : inputs_) {
+            t.taken += in->taken;
+            t.selected += in->selected;
+            t.expired += in->expired;
+            t.dropped += in->dropped;
+            t.held += in->held ? 1U : 0U;
+        }
+        t.inputs = inputs_.size();
+        t.added = next_id_ - 1;
+        return t;
+    }
 
     using excluded_ids = std::span<const input_id>;
 
@@ -1053,6 +1106,7 @@ private:
     std::uint64_t next_id_ = 1;
     std::uint64_t cursor_ = 1;     // the id whose turn is next (or the first one after it)
     std::size_t aged_inputs_ = 0;  // inputs with a max_age
+    selector_totals removed_;      // the removed inputs' counters, summed
     std::uint32_t weight_gcd_ = 1; // see select_policy::weighted
     bool closed_ = false;
 
@@ -1064,12 +1118,50 @@ private:
     alignas(detail::cache_line) detail::event_count ev_;
 };
 
-// How a pipeline shows a selector (see channel_traits): several inputs, one consumer side.
+// How a pipeline shows a selector (see channel_traits): several inputs, one consumer side. Its
+// counters are totals() over every input it has had: pushed is taken, popped is selected,
+// expired is expired, evicted is dropped (superseded, held when removed, or lost to a throw),
+// size is held. Its policy reads "round_robin, N inputs".
 template <class T>
 struct channel_traits<selector<T>> {
     static constexpr std::string_view kind = "selector";
     static constexpr bool one_producer = false;
     static constexpr bool one_consumer = false;
+    // request_stop() closes it: its close() forbids new inputs, and its consumer still gets every
+    // item of the inputs it has.
+    static constexpr bool close_on_stop = true;
+
+    [[nodiscard]] static channel_description describe(const selector<T>& s) {
+        const selector_totals t = s.totals();
+        channel_description d;
+        d.kind = std::string(kind);
+        d.policy = std::string(to_string(s.policy())) + ", " + std::to_string(t.inputs) +
+                   (t.inputs == 1 ? " input" : " inputs");
+        channel_stats st;
+        st.pushed = t.taken;
+        st.popped = t.selected;
+        st.expired = t.expired;
+        st.evicted = t.dropped;
+        st.dropped = t.expired + t.dropped;
+        st.size = t.held;
+        d.stats = st;
+        return d;
+    }
+
+    // Whether the channel at `channel` is one of its inputs: the pipeline's edge from it.
+    [[nodiscard]] static bool watches(const selector<T>& s, const void* channel) {
+        return s.watches(channel);
+    }
+};
+
+// A selected item's capture time is its item's, so that channels of selected<T> and a pipeline's
+// age histograms read it as they read T (when T is timestamped).
+template <class T>
+    requires timestamped<T>
+struct timestamp_traits<selected<T>> {
+    static std::chrono::steady_clock::time_point capture_time(const selected<T>& s) noexcept {
+        return timestamp_traits<T>::capture_time(s.item);
+    }
 };
 
 } // namespace framepipe

@@ -84,9 +84,11 @@ struct stage_snapshot {
 struct channel_snapshot {
     std::string name;
     std::string kind;   // ring, spsc_ring, latest_slot, subscription, sliding_window, broadcaster,
-                        // or a user channel's channel_traits<C>::kind
+                        // selector, batcher, or a user channel's channel_traits<C>::kind
     std::string policy; // overflow policy, or "window N/S", "fan-out", ...
     std::string parent; // for a subscription: the broadcaster it hangs off, if registered
+    std::string feeds;  // for a selector's or batcher's input: that selector or batcher, if
+                        // registered (channel_traits<C>::watches)
     std::size_t capacity = 0;
     bool has_counts = false;  // the channel reports channel_stats (the four below and the reasons)
     std::uint64_t pushed = 0; // windows for a sliding_window, publishes for a broadcaster
