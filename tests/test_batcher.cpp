@@ -332,6 +332,7 @@ TEST_CASE("batcher: close: once closed and every source finished, what is pendin
     CHECK(b.finished());
     CHECK_FALSE(b.pop()); // ended: returns at once
     CHECK_THROWS_AS(b.add(a), std::logic_error);
+    CHECK_FALSE(b.try_add(a)); // the same refusal, without a throw
     const auto s = b.stats();
     CHECK(s.flushes.close == 1);
     CHECK(balanced(s));

@@ -3185,6 +3185,79 @@ TEST_CASE("pipeline: request_stop() closes a selector and a batcher it was not t
     CHECK(detected == static_cast<std::uint64_t>(n1 + n2));
 }
 
+TEST_CASE("pipeline: a camera joining a selector after request_stop() is refused by try_add(), "
+          "and the stop stays orderly") {
+    // A stage joins cameras to the selector. request_stop() closes the selector, so a join after
+    // it is refused: with add() that throws std::logic_error on the stage's thread (the pipeline
+    // then fails at once); try_add() says nullopt, and the stop goes on in order.
+    ring<int> cam0(64, overflow::block);
+    ring<int> cam1(64, overflow::block); // never joins
+    ring<int> requests(4, overflow::block);
+    framepipe::selector<int> sel;
+    std::optional<framepipe::input_id> second{framepipe::input_id{99}};
+    int emitted = 0;
+    std::uint64_t shown = 0;
+    pipeline p("joiner");
+    p.source("cam0", cam0, [&] { return emitted++; });
+    p.source("requests", requests, [n = 0]() mutable -> std::optional<int> {
+        if (n == 2) {
+            return std::nullopt;
+        }
+        return n++;
+    });
+    p.sink("joiner", requests, [&](int request) {
+        if (request == 0) {
+            (void)sel.add(cam0, {.take = framepipe::input_take::oldest});
+        } else {
+            (void)p.request_stop(); // the pipeline stops while the second camera is approved
+            second = sel.try_add(cam1, {.take = framepipe::input_take::oldest});
+        }
+    });
+    p.sink("ui", sel, [&](const framepipe::selected<int>&) { ++shown; });
+    p.start();
+    REQUIRE(p.wait_for(60s));
+    p.wait(); // no stage_error
+    CHECK_FALSE(second);
+    CHECK(sel.inputs() == 1);
+    // Every item that entered the camera that joined reached the UI.
+    CHECK(cam0.stats().size == 0);
+    CHECK(shown == cam0.stats().popped);
+    CHECK(sel.totals().dropped == 0);
+    CHECK(emitted > 0);
+}
+
+TEST_CASE("pipeline: a paced stage reading a batcher counts the batches it passes over in "
+          "items, the batcher's unit") {
+    using frame = framepipe::stamped<int>;
+    ring<frame> cam(64, overflow::block);
+    framepipe::batcher<frame> batches({.max_size = 4, .max_delay = 1ms});
+    (void)batches.add(cam, {.take = framepipe::input_take::oldest});
+    batches.close(); // its one source: it ends after the camera's 400 frames
+    std::uint64_t handled = 0;
+    pipeline p("paced-batches");
+    p.channel(cam, "cam").channel(batches, "batches");
+    p.source("cam", cam, [n = 0]() mutable -> std::optional<frame> {
+        if (n == 400) {
+            return std::nullopt;
+        }
+        return framepipe::stamp(n++, 0);
+    });
+    p.sink(
+        "detector", batches, [&](const framepipe::batch<frame>& b) { handled += b.items.size(); },
+        {.max_rate_hz = 50}); // the batches formed while it waits its turn are passed over
+    p.start();
+    p.wait();
+    const auto snap = p.snapshot();
+    const auto& c = channel_of(snap, "batches");
+    CHECK(c.pushed == 400);
+    CHECK(c.popped == handled); // in items, whatever was passed over
+    CHECK(c.pushed == c.popped + c.dropped + c.size);
+    CHECK(dropped_for(c, "rate_limited") == c.dropped);
+    if (dropped_for(c, "rate_limited") == 0) {
+        WARN("nothing was passed over: the sink kept up with the camera this time");
+    }
+}
+
 TEST_CASE("pipeline: a selector registered after request_stop() is closed at once") {
     framepipe::selector<int> sel;
     pipeline p("stopped-first");
@@ -3194,17 +3267,24 @@ TEST_CASE("pipeline: a selector registered after request_stop() is closed at onc
     CHECK(sel.closed());
 }
 
-// Two cameras of `n` stamped frames each into rings of their own, which a selector or a batcher
-// (`multi`) reads for the sink "detector": the rings are named cam-a and cam-b, `multi` frames.
+// Two cameras of `n` stamped frames each into rings of their own (cam-a, cam-b), which a
+// selector or a batcher (`multi`, named "frames") reads for the sink "detector". The rings
+// belong to the caller, declared before the pipeline: its snapshot reads them after the run.
+// Returns the snapshot the sink took at its first item, while both inputs were still read (an
+// input is listed by input_channels() until it has finished).
+struct two_camera_rings {
+    ring<framepipe::stamped<int>> a{64, overflow::block};
+    ring<framepipe::stamped<int>> b{64, overflow::block};
+};
+
 template <class Multi, class Sink>
-void run_two_cameras(pipeline& p, Multi& multi, int n, Sink sink) {
+framepipe::pipeline_snapshot run_two_cameras(pipeline& p, two_camera_rings& r, Multi& multi, int n,
+                                             Sink sink) {
     using frame = framepipe::stamped<int>;
-    auto a = std::make_shared<ring<frame>>(64, overflow::block);
-    auto b = std::make_shared<ring<frame>>(64, overflow::block);
-    (void)multi.add(*a, {.take = framepipe::input_take::oldest, .name = "a"});
-    (void)multi.add(*b, {.take = framepipe::input_take::oldest, .name = "b"});
+    (void)multi.add(r.a, {.take = framepipe::input_take::oldest, .name = "a"});
+    (void)multi.add(r.b, {.take = framepipe::input_take::oldest, .name = "b"});
     multi.close();
-    p.channel(*a, "cam-a").channel(*b, "cam-b").channel(multi, "frames");
+    p.channel(r.a, "cam-a").channel(r.b, "cam-b").channel(multi, "frames");
     const auto camera = [n, next = 0]() mutable -> std::optional<frame> {
         if (next == n) {
             return std::nullopt;
@@ -3212,21 +3292,32 @@ void run_two_cameras(pipeline& p, Multi& multi, int n, Sink sink) {
         const auto seq = static_cast<std::uint64_t>(next);
         return framepipe::stamp(next++, seq);
     };
-    p.source("cam-a", *a, camera);
-    p.source("cam-b", *b, camera);
-    p.sink("detector", multi, std::move(sink));
+    p.source("cam-a", r.a, camera);
+    p.source("cam-b", r.b, camera);
+    std::optional<framepipe::pipeline_snapshot> first;
+    p.sink("detector", multi, [&](const auto& x) {
+        if (!first) {
+            first = p.snapshot(); // from a stage's thread: any thread may
+        }
+        sink(x);
+    });
     p.start();
     p.wait();
+    REQUIRE(first);
+    return *first;
 }
 
-// What every exposition shows of the channel "frames" fed by cam-a and cam-b.
-void check_fed_by_two_cameras(const framepipe::pipeline_snapshot& snap) {
-    CHECK(channel_of(snap, "cam-a").feeds == "frames");
-    CHECK(channel_of(snap, "cam-b").feeds == "frames");
-    CHECK(channel_of(snap, "frames").feeds.empty());
-    const auto dot = framepipe::to_dot(snap);
+// What the expositions show of the channel "frames" fed by cam-a and cam-b: the edges while
+// they are read (`during`), the counters at the end (`after`), when they have finished.
+void check_fed_by_two_cameras(const framepipe::pipeline_snapshot& during,
+                              const framepipe::pipeline_snapshot& snap) {
+    CHECK(channel_of(during, "cam-a").feeds == "frames");
+    CHECK(channel_of(during, "cam-b").feeds == "frames");
+    CHECK(channel_of(during, "frames").feeds.empty());
+    const auto dot = framepipe::to_dot(during);
     CHECK_THAT(dot, Catch::Matchers::Contains("\"channel:cam-a\" -> \"channel:frames\""));
     CHECK_THAT(dot, Catch::Matchers::Contains("\"channel:cam-b\" -> \"channel:frames\""));
+    CHECK(channel_of(snap, "cam-a").feeds.empty()); // finished: its channel may be gone
     const auto text = framepipe::to_prometheus(snap);
     std::map<std::string, std::string> types;
     check_prometheus(text, types);
@@ -3241,8 +3332,10 @@ TEST_CASE("pipeline: a selector's figures, its inputs' edges and its items' age 
     using frame = framepipe::stamped<int>;
     framepipe::selector<frame> sel;
     std::uint64_t seen = 0;
+    two_camera_rings rings;
     pipeline p("multi");
-    run_two_cameras(p, sel, 50, [&](const framepipe::selected<frame>&) { ++seen; });
+    const auto during =
+        run_two_cameras(p, rings, sel, 50, [&](const framepipe::selected<frame>&) { ++seen; });
     REQUIRE(seen == 100);
     const auto snap = p.snapshot();
     const auto& c = channel_of(snap, "frames");
@@ -3258,7 +3351,7 @@ TEST_CASE("pipeline: a selector's figures, its inputs' edges and its items' age 
     // the first among them) each give an age.
     CHECK(c.age_count >= 100 / 16);
     CHECK(c.age_count <= 100);
-    check_fed_by_two_cameras(snap);
+    check_fed_by_two_cameras(during, snap);
 }
 
 TEST_CASE("pipeline: a batcher's figures (in items), its sources' edges and its batches' age are "
@@ -3267,17 +3360,19 @@ TEST_CASE("pipeline: a batcher's figures (in items), its sources' edges and its 
     framepipe::batcher<frame> batches({.max_size = 4, .max_delay = 1ms});
     std::uint64_t items = 0;
     std::uint64_t batch_count = 0;
+    two_camera_rings rings;
     pipeline p("multi");
-    run_two_cameras(p, batches, 50, [&](const framepipe::batch<frame>& b) {
-        items += b.items.size();
-        ++batch_count;
-    });
+    const auto during =
+        run_two_cameras(p, rings, batches, 50, [&](const framepipe::batch<frame>& b) {
+            items += b.items.size();
+            ++batch_count;
+        });
     REQUIRE(items == 100);
     const auto snap = p.snapshot();
     const auto& c = channel_of(snap, "frames");
     CHECK(c.kind == "batcher");
     CHECK(c.policy == "batch max_size 4, 2 sources");
-    CHECK(c.capacity == 4);
+    CHECK(c.capacity == 0); // max_size pending, and one held per source besides
     REQUIRE(c.has_counts);
     CHECK(c.pushed == 100); // items taken from the sources
     CHECK(c.popped == 100); // items in the batches emitted
@@ -3286,7 +3381,7 @@ TEST_CASE("pipeline: a batcher's figures (in items), its sources' edges and its 
     CHECK(c.has_age);
     CHECK(c.age_count >= 1); // one age per timed batch (the first is timed): its oldest item's
     CHECK(c.age_count <= batch_count);
-    check_fed_by_two_cameras(snap);
+    check_fed_by_two_cameras(during, snap);
 }
 
 TEST_CASE("pipeline: subscriptions of two broadcasters with the same name get unique channel names") {

@@ -889,6 +889,8 @@ TEST_CASE("selector: closed with no inputs ends at once; add after close throws"
     CHECK_FALSE(sel.pop());
     ring<int> q(2);
     CHECK_THROWS_AS(sel.add(q), std::logic_error);
+    CHECK_FALSE(sel.try_add(q)); // the same refusal, without a throw
+    CHECK(sel.inputs() == 0);
     CHECK(framepipe::detail::readable_event(q).listeners() == 0);
 }
 
@@ -923,8 +925,8 @@ TEST_CASE("selector: remove returns the final counters, counts a held item as dr
     CHECK(s->item.value == 3);
 }
 
-TEST_CASE("selector: totals() sum every input it has had, removed ones included; watches() "
-          "names its inputs") {
+TEST_CASE("selector: totals() sum every input it has had, removed ones included; "
+          "input_channels() names the channels it reads") {
     using item = stamped<int>;
     const auto t0 = steady::now();
     selector<item> sel;
@@ -933,9 +935,9 @@ TEST_CASE("selector: totals() sum every input it has had, removed ones included;
     ring<item> other(4);
     const auto ia = sel.add(a);
     (void)sel.add(b);
-    CHECK(sel.watches(&a));
-    CHECK(sel.watches(&b));
-    CHECK_FALSE(sel.watches(&other));
+    using addresses = std::vector<const void*>;
+    CHECK(sel.input_channels() == addresses{&a, &b});
+    CHECK(framepipe::channel_traits<selector<item>>::inputs(sel) == addresses{&a, &b});
     (void)a.push(framepipe::stamp(1, 0, t0));
     (void)a.push(framepipe::stamp(2, 1, t0)); // take newest: 1 is dropped
     (void)b.push(framepipe::stamp(3, 0, t0));
@@ -952,8 +954,7 @@ TEST_CASE("selector: totals() sum every input it has had, removed ones included;
     // dropped there: "remove returns the final counters ..." above).
     REQUIRE(sel.remove(ia));
     REQUIRE(sel.remove(input_id{ia.value + 1}));
-    CHECK_FALSE(sel.watches(&a));
-    CHECK_FALSE(sel.watches(&b));
+    CHECK(sel.input_channels().empty());
     t = sel.totals();
     CHECK(t.taken == 3);
     CHECK(t.selected == 2);
@@ -971,7 +972,14 @@ TEST_CASE("selector: totals() sum every input it has had, removed ones included;
     CHECK(d.stats->evicted == 1);
     CHECK(d.stats->dropped == 1);
     CHECK(d.stats->size == 0);
-    CHECK(framepipe::channel_traits<selector<item>>::watches(sel, &other) == false);
+    // A finished input's channel may go, and another be made at its address: it is no longer
+    // named as read.
+    (void)sel.add(other);
+    CHECK(sel.input_channels() == addresses{&other});
+    other.close();
+    CHECK_FALSE(sel.try_pop()); // the look that finds it closed and drained lets it go
+    REQUIRE(sel.stats()[0].finished);
+    CHECK(sel.input_channels().empty());
 }
 
 TEST_CASE("selector: a selected item's capture time is its item's") {

@@ -274,10 +274,22 @@ public:
 
     // Adds a source (see selector::add: same options, same rules: the channel stays where it is
     // until remove() returns or it has finished). Any thread, also while a consumer waits.
-    // Throws what selector::add throws; std::bad_alloc. On a throw nothing changed.
+    // Throws what selector::add throws (std::logic_error after close()); std::bad_alloc. On a
+    // throw nothing changed.
     template <class C>
         requires selectable<C, T>
     input_id add(C& channel, input_options options = {}) {
+        const std::optional<input_id> id = try_add(channel, std::move(options));
+        if (!id) {
+            throw std::logic_error("framepipe::batcher: add() after close()");
+        }
+        return *id;
+    }
+
+    // As add(), but nullopt after close() instead of a throw (selector::try_add).
+    template <class C>
+        requires selectable<C, T>
+    [[nodiscard]] std::optional<input_id> try_add(C& channel, input_options options = {}) {
         // The source's counters first, as a node of their own: once the selector has the input,
         // nothing may fail (a rollback through selector::remove could throw in turn and leave an
         // input without counters). Inserting a node into a std::map allocates nothing.
@@ -288,9 +300,11 @@ public:
         }();
         const std::lock_guard<std::mutex> lock(stats_mu_);
         // Under stats_mu_: no consumer can take from the new source before its counters exist.
-        const input_id id = sel_.add(channel, std::move(options));
-        node.key() = id.value;
-        sources_.insert(std::move(node)); // ids are never reused: the key is free
+        const std::optional<input_id> id = sel_.try_add(channel, std::move(options));
+        if (id) {
+            node.key() = id->value;
+            sources_.insert(std::move(node)); // ids are never reused: the key is free
+        }
         return id;
     }
 
@@ -393,9 +407,9 @@ public:
     // The options given at construction. Any thread; wait-free.
     [[nodiscard]] const batcher_options& options() const noexcept { return options_; }
 
-    // Whether the channel at `channel` is one of its sources (added and not removed; finished
-    // ones included): selector::watches(). Any thread; takes a lock briefly.
-    [[nodiscard]] bool watches(const void* channel) const { return sel_.watches(channel); }
+    // The addresses of the channels it reads now (sources added, not removed, not finished):
+    // selector::input_channels(). Any thread; takes a lock briefly; throws std::bad_alloc.
+    [[nodiscard]] std::vector<const void*> input_channels() const { return sel_.input_channels(); }
 
     // A snapshot of the counters; the per-source identity (file comment) holds exactly. Any
     // thread; takes the internal locks briefly; allocates.
@@ -801,7 +815,8 @@ private:
 // over every source it has had (stats().input_totals and the batcher's own counters): pushed is
 // taken from the sources, popped is items in batches emitted, expired is the selector's max_age
 // and staleness together, evicted is the selector's dropped, size is held and pending. Its
-// policy reads "batch max_size 8, 3 sources"; its capacity is max_size.
+// policy reads "batch max_size 8, 3 sources". No capacity is shown: besides max_size pending
+// items, each source may hold one (oldest_first compares a candidate per source).
 template <class T, class Time>
 struct channel_traits<batcher<T, Time>> {
     static constexpr std::string_view kind = "batcher";
@@ -818,7 +833,6 @@ struct channel_traits<batcher<T, Time>> {
         d.kind = std::string(kind);
         d.policy = "batch max_size " + std::to_string(b.options().max_size) + ", " +
                    std::to_string(t.inputs) + (t.inputs == 1 ? " source" : " sources");
-        d.capacity = b.options().max_size;
         channel_stats st;
         st.pushed = t.taken;
         st.popped = s.items;
@@ -830,11 +844,19 @@ struct channel_traits<batcher<T, Time>> {
         return d;
     }
 
-    // Whether the channel at `channel` is one of its inputs: the pipeline's edge from it.
-    [[nodiscard]] static bool watches(const batcher<T, Time>& s, const void* channel) {
-        return s.watches(channel);
+    // The channels it reads: the pipeline's edges from them.
+    [[nodiscard]] static std::vector<const void*> inputs(const batcher<T, Time>& b) {
+        return b.input_channels();
     }
 };
+
+// A batch counts as its items in a batcher's counters (what a paced stage passes over, too).
+namespace detail {
+template <class T>
+struct item_weight<batch<T>> {
+    [[nodiscard]] static std::uint64_t of(const batch<T>& b) noexcept { return b.items.size(); }
+};
+} // namespace detail
 
 // A batch's capture time is its oldest item's, so that a pipeline's age histogram (and a channel
 // of batches' max_age) reads the age of the stalest frame in it. An empty batch has

@@ -191,13 +191,14 @@ struct channel_description {
 // The customization point for channels in a pipeline. The primary template describes a channel
 // by its members (stats(), capacity(), policy(), each optional). A specialisation replaces it
 // whole, so it must define kind, one_producer and one_consumer (the pipeline reads all three),
-// and may define describe(c), watches(c, p) and close_on_stop:
+// and may define describe(c), inputs(c) and close_on_stop:
 //   kind:          the name shown for the channel's type;
 //   one_producer:  the channel admits one pushing thread (the pipeline refuses a second);
 //   one_consumer:  the channel admits one popping thread;
 //   describe(c):   (a static member function) the whole description, instead of the members;
-//   watches(c, p): (static) whether c reads the channel at address p itself (a selector's or a
-//                  batcher's input): the pipeline's graph draws an edge from that channel to c;
+//   inputs(c):     (static) the addresses of the channels c reads itself, as a
+//                  std::vector<const void*> (a selector's or a batcher's inputs): the pipeline's
+//                  graph draws an edge from each one it knows to c;
 //   close_on_stop: (static constexpr bool) pipeline::request_stop() closes the channel, for one
 //                  whose close() only forbids new inputs (a selector, a batcher).
 template <class C>
@@ -210,6 +211,14 @@ struct channel_traits {
 namespace detail {
 
 class event_count;
+
+// How many items one item of a channel stands for in its counters: 1, or a batch's size
+// (batcher.hpp), so that what a paced pipeline stage passes over is counted in the channel's
+// units. Specialised for such item types; of() must not throw.
+template <class T>
+struct item_weight {
+    [[nodiscard]] static std::uint64_t of(const T&) noexcept { return 1; }
+};
 
 // What pipeline.hpp's inline_when_idle reads of a ring's or latest_slot's configuration (whether
 // it filters items by age or epoch); each befriends it.

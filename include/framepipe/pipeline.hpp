@@ -80,6 +80,7 @@
 #include <system_error>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -382,7 +383,8 @@ struct channel_entry {
     // closes of a stop or an abort ignore it.
     std::function<std::exception_ptr()> close;
     std::function<bool(const void*, const void*)> hangs_off; // subscription: parent? (type_key)
-    std::function<bool(const void*)> watches; // selector, batcher: is that channel an input?
+    // selector, batcher: the addresses of the channels it reads (channel_traits<C>::inputs).
+    std::function<std::vector<const void*>()> inputs;
     bool close_on_stop = false; // channel_traits<C>::close_on_stop: request_stop() closes it
     latency_histogram age;
     bool timestamped_items = false;
@@ -1066,8 +1068,18 @@ public:
         for (const auto& s : stages_) {
             out.stages.push_back(snapshot_of(*s));
         }
+        // Which registered channel each selector's or batcher's input feeds: one call (one
+        // lock) per selector, then a lookup per channel.
+        std::unordered_map<const void*, const detail::channel_entry*> feeds;
         for (const auto& c : channels_) {
-            out.channels.push_back(snapshot_of(*c));
+            if (c->inputs) {
+                for (const void* in : c->inputs()) {
+                    feeds.emplace(in, c.get()); // the first registered, if several read it
+                }
+            }
+        }
+        for (const auto& c : channels_) {
+            out.channels.push_back(snapshot_of(*c, feeds));
         }
         return out;
     }
@@ -1355,10 +1367,14 @@ private:
         if constexpr (input_channel<C>) {
             e->timestamped_items = timestamped<input_item_t<C>>;
         }
-        if constexpr (requires(const C& c, const void* p) {
-                          { channel_traits<C>::watches(c, p) } -> std::convertible_to<bool>;
+        if constexpr (requires(const C& c) {
+                          {
+                              channel_traits<C>::inputs(c)
+                          } -> std::convertible_to<std::vector<const void*>>;
                       }) {
-            e->watches = [&ch](const void* p) { return channel_traits<C>::watches(ch, p); };
+            e->inputs = [&ch]() -> std::vector<const void*> {
+                return channel_traits<C>::inputs(ch);
+            };
         }
         if constexpr (requires { bool{channel_traits<C>::close_on_stop}; }) {
             e->close_on_stop = channel_traits<C>::close_on_stop;
@@ -1473,7 +1489,9 @@ private:
         return ss;
     }
 
-    [[nodiscard]] channel_snapshot snapshot_of(const detail::channel_entry& c) const {
+    [[nodiscard]] channel_snapshot snapshot_of(
+        const detail::channel_entry& c,
+        const std::unordered_map<const void*, const detail::channel_entry*>& feeds) const {
         channel_snapshot cs;
         cs.name = c.name;
         const channel_description d = c.describe();
@@ -1504,16 +1522,15 @@ private:
                                         {"lost_in_transport", s.lost_in_transport}};
             }
         }
-        for (const auto& p : channels_) {
-            if (p->address == c.address) {
-                continue;
+        if (c.hangs_off) {
+            for (const auto& p : channels_) {
+                if (p->address != c.address && c.hangs_off(p->address, p->type)) {
+                    cs.parent = p->name;
+                }
             }
-            if (c.hangs_off && c.hangs_off(p->address, p->type)) {
-                cs.parent = p->name;
-            }
-            if (p->watches && p->watches(c.address)) {
-                cs.feeds = p->name;
-            }
+        }
+        if (const auto it = feeds.find(c.address); it != feeds.end() && it->second != &c) {
+            cs.feeds = it->second->name;
         }
         cs.has_age = c.timestamped_items;
         if (cs.has_age) {
@@ -1639,10 +1656,14 @@ private:
             // A newer item taken after the pacing wait replaces `item` (which releases the one
             // passed over at once), or, when the pop result cannot be reassigned, is kept here.
             [[maybe_unused]] std::optional<popped> newer;
+            // The items the one held stands for in the channel's counters (a batch's size).
+            [[maybe_unused]] const auto held_weight = [&]() noexcept -> std::uint64_t {
+                return detail::item_weight<item_type>::of(newer ? **newer : *item);
+            };
             if (self.pace) {
                 if (!self.pace->try_acquire() && !self.pace->acquire(ctx.stop_token())) {
                     // Stopped while waiting its turn: the item it held is dropped, as skipped.
-                    self.input->skipped.fetch_add(1, std::memory_order_relaxed);
+                    self.input->skipped.fetch_add(held_weight(), std::memory_order_relaxed);
                     break;
                 }
                 // Its turn, granted at once or after the wait: the newest item wins. (A function
@@ -1656,20 +1677,22 @@ private:
                             try {
                                 return in.try_pop();
                             } catch (...) {
-                                self.input->skipped.fetch_add(1, std::memory_order_relaxed);
+                                self.input->skipped.fetch_add(held_weight(),
+                                                              std::memory_order_relaxed);
                                 throw;
                             }
                         }();
                         if (!n) {
                             break;
                         }
+                        const std::uint64_t passed = held_weight();
                         if constexpr (std::is_move_assignable_v<popped>) {
                             item = std::move(n);
                         } else {
                             newer.reset();
                             newer.emplace(std::move(n));
                         }
-                        self.input->skipped.fetch_add(1, std::memory_order_relaxed);
+                        self.input->skipped.fetch_add(passed, std::memory_order_relaxed);
                     }
                 }
             }

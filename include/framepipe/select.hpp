@@ -311,7 +311,7 @@ public:
 
     // Guarded by the selector's lock (id and options are set before the input is published and
     // never change after; wait predicates read id without the lock).
-    const void* const address; // the channel's, for selector::watches()
+    const void* const address; // the channel's, for selector::input_channels()
     input_id id{};
     input_options options;
     std::optional<T> held;     // the candidate taken from the channel, not yet handed out
@@ -367,7 +367,10 @@ private:
 // Thread safety: every member may be called from any thread, concurrently, except the
 // destructor. Any number of consumer threads may pop; their selections are serialised by an
 // internal lock (held for a few channel calls per selection, never while waiting), which also
-// makes the selector the one consumer an spsc_ring input admits at a time.
+// makes the selector the one consumer an spsc_ring input admits at a time. Items it drops
+// (superseded, expired, held at remove()) are destroyed under that lock, which a pipeline's
+// snapshot() and request_stop() take too: T's destructor must not call into this selector or
+// such a pipeline.
 //
 // Cost: a push into a watched channel takes the notifier's slow path (its listener-list lock
 // and a read-modify-write on the selector's event count; a futex wake when a consumer is
@@ -425,6 +428,19 @@ public:
     template <class C>
         requires selectable<C, T>
     input_id add(C& channel, input_options options = {}) {
+        const std::optional<input_id> id = try_add(channel, std::move(options));
+        if (!id) {
+            throw std::logic_error("framepipe::selector: add() after close()");
+        }
+        return *id;
+    }
+
+    // As add(), but nullopt after close() instead of a throw: for a camera that may join while
+    // the selector's pipeline stops (request_stop() closes the selector). The other throws are
+    // add()'s.
+    template <class C>
+        requires selectable<C, T>
+    [[nodiscard]] std::optional<input_id> try_add(C& channel, input_options options = {}) {
         validate(options);
         if constexpr (requires { channel.valid(); }) {
             if (!channel.valid()) {
@@ -434,7 +450,7 @@ public:
         auto in = std::make_shared<detail::select_input_of<T, C>>(channel, ev_, std::move(options));
         const std::lock_guard<std::mutex> lock(mu_);
         if (closed_) {
-            throw std::logic_error("framepipe::selector: add() after close()");
+            return std::nullopt;
         }
         // Everything that may throw comes before the attach. Nobody else sees `in` yet.
         in->id = input_id{next_id_};
@@ -467,8 +483,9 @@ public:
 
     // Stops watching input `id` and returns its final counters (an item it held is counted as
     // dropped, and destroyed under the internal lock: its destructor must not call into this
-    // selector); nullopt if there is no such input (never added, or removed already). Once this
-    // returns, the selector never touches that channel again. Any thread, also while consumers
+    // selector, nor into a pipeline that has it as a channel); nullopt if there is no such input
+    // (never added, or removed already). Once this returns, the selector never touches that
+    // channel again. Any thread, also while consumers
     // wait or take: waits for a selection in progress (the internal lock) and for wait
     // predicates reading the channel at this moment (a few instructions). Throws std::bad_alloc
     // (copying the input's name into the counters returned), and then nothing has changed: the
@@ -622,13 +639,20 @@ public:
         return totals_locked();
     }
 
-    // Whether the channel at `channel` is one of its inputs (added and not removed; finished ones
-    // included). Compares addresses only: the pipeline uses it to draw an input's edge to the
-    // selector. Any thread; takes the lock briefly. Never throws in practice.
-    [[nodiscard]] bool watches(const void* channel) const {
+    // The addresses of the channels it reads now: its inputs added, not removed and not finished
+    // (a finished input's channel may be gone, and another one made at its address). The
+    // pipeline draws an edge from each of them that it knows to the selector. Any thread; takes
+    // the lock briefly; allocates. Throws std::bad_alloc.
+    [[nodiscard]] std::vector<const void*> input_channels() const {
+        std::vector<const void*> out;
         const std::lock_guard<std::mutex> lock(mu_);
-        return std::any_of(inputs_.begin(), inputs_.end(),
-                           [channel](const auto& in) { return in->address == channel; });
+        out.reserve(inputs_.size());
+        for (const auto& in : inputs_) {
+            if (!in->finished) {
+                out.push_back(in->address);
+            }
+        }
+        return out;
     }
 
 private:
@@ -1148,9 +1172,9 @@ struct channel_traits<selector<T>> {
         return d;
     }
 
-    // Whether the channel at `channel` is one of its inputs: the pipeline's edge from it.
-    [[nodiscard]] static bool watches(const selector<T>& s, const void* channel) {
-        return s.watches(channel);
+    // The channels it reads: the pipeline's edges from them.
+    [[nodiscard]] static std::vector<const void*> inputs(const selector<T>& s) {
+        return s.input_channels();
     }
 };
 

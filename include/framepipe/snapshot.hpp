@@ -88,7 +88,7 @@ struct channel_snapshot {
     std::string policy; // overflow policy, or "window N/S", "fan-out", ...
     std::string parent; // for a subscription: the broadcaster it hangs off, if registered
     std::string feeds;  // for a selector's or batcher's input: that selector or batcher, if
-                        // registered (channel_traits<C>::watches)
+                        // registered (channel_traits<C>::inputs; the first, if several)
     std::size_t capacity = 0;
     bool has_counts = false;  // the channel reports channel_stats (the four below and the reasons)
     std::uint64_t pushed = 0; // windows for a sliding_window, publishes for a broadcaster
