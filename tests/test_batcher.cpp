@@ -1070,10 +1070,23 @@ TEST_CASE("batcher: a removed source's pending items still go, listed under it u
     REQUIRE(s.sources.size() == 2);
     CHECK(s.sources[1].removed);
     CHECK(balanced(s));
+    // The pipeline's view, in items: two taken and pending, none popped yet.
+    auto d = framepipe::detail::describe_channel(bt);
+    CHECK(d.kind == "batcher");
+    CHECK(d.capacity == 0);
+    REQUIRE(d.stats);
+    CHECK(d.stats->pushed == 2);
+    CHECK(d.stats->size == 2);
+    CHECK(d.stats->popped == 0);
     w->advance(1ms);
     auto x = bt.try_pop();
     REQUIRE(x);
     CHECK(values(*x) == std::vector<int>{1, 2});
+    d = framepipe::detail::describe_channel(bt);
+    REQUIRE(d.stats);
+    CHECK(d.stats->popped == 2); // the items of the one batch
+    CHECK(d.stats->size == 0);
+    CHECK(d.stats->pushed == d.stats->popped + d.stats->dropped + d.stats->size);
     s = bt.stats();
     CHECK(s.sources.size() == 1); // its last items went: no longer listed
     CHECK(balanced(s, false));
