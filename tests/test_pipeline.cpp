@@ -3222,8 +3222,7 @@ TEST_CASE("pipeline: a camera joining a selector after request_stop() is refused
     // Every item that entered the camera that joined reached the UI.
     CHECK(cam0.stats().size == 0);
     CHECK(shown == cam0.stats().popped);
-    CHECK(sel.totals().dropped == 0);
-    CHECK(emitted > 0);
+    CHECK(sel.totals().dropped == 0); // (the camera may have been stopped before its first frame)
 }
 
 TEST_CASE("pipeline: a paced stage reading a batcher counts the batches it passes over in "
