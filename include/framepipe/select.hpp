@@ -659,7 +659,7 @@ private:
     template <class, class>
     friend class batcher;
 
-    // totals(), for a caller that holds mu_ (the batcher, with its own counters).
+    // totals(), under mu_.
     [[nodiscard]] selector_totals totals_locked() const noexcept {
         selector_totals t = removed_;
         for (const auto& in : inputs_) {
